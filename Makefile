@@ -1,0 +1,39 @@
+# caffe-mlic: the README's two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+CLI   := $(VENV)/bin/caffe-mlic
+export CAFFE_MLIC_CACHE ?= $(HOME)/.cache/caffe-mlic
+# Quiet glog unless asked otherwise.
+export GLOG_minloglevel ?= 1
+
+.PHONY: install deps caffe test demo bench prototxt clean clean-cache
+
+install:                 ## Debian packages, venv, Caffe (cached), our package
+	@tools/install.sh
+
+deps:
+	@tools/install_deps.sh
+
+caffe: deps              ## build Caffe into the cache (or check $$CAFFE_ROOT)
+	@if [ -n "$$CAFFE_ROOT" ]; then echo "using CAFFE_ROOT=$$CAFFE_ROOT"; \
+	 else tools/build_caffe.sh >/dev/null; fi
+
+test: install            ## set up, then run the whole test suite
+	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+
+demo: install            ## set up, then run the main job
+	@tools/demo.sh
+
+bench: install           ## print speed/memory ratios measured in one run
+	$(CLI) bench
+
+prototxt: install        ## regenerate prototxt/ from the NetSpec generators
+	$(CLI) netgen --release -o prototxt
+
+clean:                   ## remove the venv and build artefacts (not the Caffe cache)
+	rm -rf $(VENV) *.egg-info build .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +
+
+clean-cache:             ## remove the cached Caffe build too
+	rm -rf "$(CAFFE_MLIC_CACHE)"

@@ -1,0 +1,59 @@
+"""`caffe-mlic bench` (and `make bench`): speed targets as ratios measured in one run.
+
+Each module in caffe_mlic/benchmarks/ has ``run(report, quick)``; it calls
+``report(name, measured, target, unit)`` for every number it measures, where
+``target`` is a string like '<= 0.5' or '>= 1.6' (or None for plain info).
+"""
+import importlib
+import os
+import sys
+import time
+
+BENCHMARKS = ('roi_pooling', 'data_layer', 'layer_share')
+
+
+class Report:
+    def __init__(self, out=sys.stdout):
+        self.out, self.rows = out, []
+
+    def __call__(self, name, measured, target=None, unit='x'):
+        ok = None
+        if target:
+            op, value = target.split()
+            ok = measured <= float(value) if op == '<=' else measured >= float(value)
+        self.rows.append((name, measured, target, ok))
+        verdict = '' if ok is None else ('  OK' if ok else '  MISSED')
+        self.out.write('%-62s %10.3f %-3s %s%s\n' % (name, measured, unit,
+                                                  ('target ' + target) if target else '', verdict))
+        self.out.flush()
+
+
+def run(names=None, quick=False, out=sys.stdout):
+    os.environ.setdefault('GLOG_minloglevel', '2')
+    report = Report(out)
+    for name in names or BENCHMARKS:
+        start = time.perf_counter()
+        out.write('== %s\n' % name)
+        importlib.import_module('caffe_mlic.benchmarks.' + name).run(report, quick)
+        out.write('   (%.1f s)\n' % (time.perf_counter() - start))
+    missed = [r[0] for r in report.rows if r[3] is False]
+    if missed:
+        out.write('missed targets: %s\n' % ', '.join(missed))
+    return report
+
+
+def register(sub):
+    p = sub.add_parser('bench', help='run the benchmarks and print measured ratios')
+    p.add_argument('names', nargs='*', metavar='NAME',
+                   help='benchmarks to run (default: all of %s)' % ', '.join(BENCHMARKS))
+    p.add_argument('--quick', action='store_true', help='smaller sizes, for a smoke test')
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args):
+    unknown = [n for n in args.names if n not in BENCHMARKS]
+    if unknown:
+        sys.exit('caffe-mlic bench: unknown benchmark %s; choose from %s'
+                 % (', '.join(unknown), ', '.join(BENCHMARKS)))
+    run(args.names, args.quick)
+    return 0

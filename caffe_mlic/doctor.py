@@ -1,0 +1,80 @@
+"""`caffe-mlic doctor`: is everything in place to run our nets?"""
+import importlib
+import os
+import subprocess
+import sys
+
+from caffe_mlic import caffe_env
+
+
+def _version(module):
+    try:
+        mod = importlib.import_module(module)
+    except Exception as e:  # report, don't crash: that is the doctor's job
+        return None, str(e)
+    return getattr(mod, '__version__', 'unknown'), None
+
+
+def run(out=sys.stdout):
+    problems = []
+
+    def line(label, value):
+        out.write('%-22s %s\n' % (label + ':', value))
+
+    line('python', '%s (%s)' % (sys.executable, sys.version.split()[0]))
+    try:
+        root = caffe_env.caffe_root()
+        line('caffe root', root + (' (from $CAFFE_ROOT)' if os.environ.get('CAFFE_ROOT') else ''))
+        import caffe
+        line('pycaffe', caffe.__file__)
+        line('caffe version', getattr(caffe, '__version__', 'unknown'))
+        caffe.set_mode_cpu()
+        line('mode', 'CPU (our layers run on the CPU; a GPU build also works)')
+        if 'Python' in caffe.layer_type_list():
+            line('python layers', 'supported')
+        else:
+            line('python layers', 'NOT supported')
+            problems.append('this Caffe was built without WITH_PYTHON_LAYER := 1')
+        binary = caffe_env.caffe_binary(root)
+        env = caffe_env.binary_environment(root=root)
+        res = subprocess.run([binary, '--version'], env=env, capture_output=True, text=True)
+        if res.returncode == 0:
+            line('caffe binary', '%s (%s)' % (binary, res.stdout.strip() or res.stderr.strip()))
+        else:
+            line('caffe binary', '%s FAILS: %s' % (binary, (res.stderr or res.stdout).strip()[-300:]))
+            problems.append('the caffe binary does not run')
+    except Exception as e:
+        line('caffe', 'NOT FOUND: %s' % e)
+        problems.append(str(e))
+
+    for module, label in (('numpy', 'numpy'), ('google.protobuf', 'protobuf'),
+                          ('cv2', 'opencv'), ('scipy', 'scipy'), ('numba', 'numba')):
+        ver, err = _version(module)
+        if err:
+            line(label, 'MISSING (%s)' % err)
+            problems.append('%s cannot be imported: %s' % (label, err))
+        else:
+            line(label, ver)
+    ver, _ = _version('numpy')
+    if ver and ver != 'unknown' and int(ver.split('.')[0]) >= 2:
+        problems.append('numpy %s is loaded; pycaffe is built for numpy 1.x '
+                        '(the venv pins numpy<2; remove the numpy 2 install)' % ver)
+    try:
+        import cv2
+        cv2.ximgproc  # noqa: B018 - proposals need opencv-contrib
+        line('opencv contrib', 'ximgproc available')
+    except Exception:
+        line('opencv contrib', 'ximgproc MISSING (proposals need opencv-contrib)')
+        problems.append('OpenCV without the contrib ximgproc module')
+    try:
+        import caffe_mlic.layers as layers
+        line('caffe_mlic.layers', ', '.join(sorted(layers.__all__)))
+    except Exception as e:
+        line('caffe_mlic.layers', 'IMPORT FAILS: %s' % e)
+        problems.append('caffe_mlic.layers does not import: %s' % e)
+
+    if problems:
+        out.write('\nProblems:\n' + ''.join('  - %s\n' % p for p in problems))
+        return 1
+    out.write('\nAll good.\n')
+    return 0

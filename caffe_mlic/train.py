@@ -1,0 +1,36 @@
+"""Run `caffe train` through the binary and read its losses back."""
+import os
+import re
+import subprocess
+
+from caffe_mlic import caffe_env
+
+_ITER_LOSS = re.compile(r'Iteration (\d+)(?: \([^)]*\))?, loss = ([-+0-9.eE]+|nan|inf|-inf)')
+
+
+def parse_losses(log_text):
+    """[(iteration, loss)] from a caffe training log, in order."""
+    return [(int(it), float(loss)) for it, loss in _ITER_LOSS.findall(log_text)]
+
+
+class CaffeTrainError(RuntimeError):
+    def __init__(self, returncode, log):
+        tail = '\n'.join(log.strip().splitlines()[-25:])
+        super().__init__('caffe train exited with %d; last lines:\n%s' % (returncode, tail))
+        self.returncode, self.log = returncode, log
+
+
+def caffe_train(solver, cwd=None, extra_args=(), timeout=None, env=None):
+    """Run `caffe train -solver SOLVER` (the real binary); return (losses, log).
+
+    GLOG goes to stderr at INFO level so the per-iteration losses are logged.
+    """
+    run_env = caffe_env.binary_environment(base=env)
+    run_env['GLOG_logtostderr'] = '1'
+    run_env['GLOG_minloglevel'] = '0'
+    cmd = [caffe_env.caffe_binary(), 'train', '-solver', os.fspath(solver)] + list(extra_args)
+    res = subprocess.run(cmd, cwd=cwd, env=run_env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    if res.returncode != 0:
+        raise CaffeTrainError(res.returncode, res.stdout)
+    return parse_losses(res.stdout), res.stdout

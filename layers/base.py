@@ -1,0 +1,46 @@
+"""Common base for caffe-mlic's Python layers.
+
+Subclasses declare PARAMS (see caffe_mlic.params), BOTTOMS/TOPS (allowed
+counts, with names for error messages), and implement ``configure`` (once,
+after parameters are parsed), ``reshape``, ``forward`` and ``backward``.
+"""
+import caffe
+
+from caffe_mlic.params import ParamError, layer_error, parse_params
+
+
+class MlicLayer(caffe.Layer):
+    PARAMS = ()
+    BOTTOMS = ()   # names of the bottoms, in order; extra optional ones in OPTIONAL_BOTTOMS
+    OPTIONAL_BOTTOMS = ()
+    TOPS = ()
+    OPTIONAL_TOPS = ()
+
+    @property
+    def kind(self):
+        return type(self).__name__
+
+    def error(self, message):
+        return layer_error(self.kind, message)
+
+    def _check_count(self, what, blobs, required, optional):
+        lo, hi = len(required), len(required) + len(optional)
+        if not lo <= len(blobs) <= hi:
+            names = ', '.join(list(required) + ['[%s]' % o for o in optional])
+            raise self.error('expected %s %s (%s), got %d'
+                             % ('%d' % lo if lo == hi else '%d to %d' % (lo, hi), what, names, len(blobs)))
+
+    def setup(self, bottom, top):
+        self.params = parse_params(self.kind, self.param_str, self.PARAMS)
+        self._check_count('bottom(s)', bottom, self.BOTTOMS, self.OPTIONAL_BOTTOMS)
+        self._check_count('top(s)', top, self.TOPS, self.OPTIONAL_TOPS)
+        self.configure(bottom, top)
+
+    def configure(self, bottom, top):
+        pass
+
+    def backward(self, top, propagate_down, bottom):
+        pass
+
+
+__all__ = ['MlicLayer', 'ParamError']

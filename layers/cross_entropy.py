@@ -1,0 +1,44 @@
+"""CrossEntropyLoss on probabilities (the WSDDN loss), clamped as the original."""
+import numpy as np
+
+from caffe_mlic.params import Param
+from .base import MlicLayer
+
+CLAMP = 1e-4
+
+
+class CrossEntropyLoss(MlicLayer):
+    """loss = -(1/N) sum[t log max(p, 1e-4) + (1-t) log max(1-p, 1e-4)].
+
+    Bottoms: probabilities p and targets t with the same count (N the first
+    axis of p). Only p receives a gradient. Needs `loss_weight: 1` in the
+    prototxt, as every Python loss layer does.
+    """
+    BOTTOMS = ('probabilities', 'targets')
+    TOPS = ('loss',)
+
+    def reshape(self, bottom, top):
+        if bottom[0].count != bottom[1].count:
+            raise self.error('probabilities have %d values %s but targets have %d %s'
+                             % (bottom[0].count, tuple(bottom[0].shape),
+                                bottom[1].count, tuple(bottom[1].shape)))
+        top[0].reshape()
+
+    def forward(self, bottom, top):
+        p = bottom[0].data.reshape(-1).astype(np.float64)
+        t = bottom[1].data.reshape(-1).astype(np.float64)
+        n = bottom[0].shape[0]
+        loss = -(t * np.log(np.maximum(p, CLAMP)) + (1 - t) * np.log(np.maximum(1 - p, CLAMP))).sum()
+        top[0].data[...] = loss / n
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[1]:
+            # Targets get no gradient. (force_backward asks anyway, and a
+            # Python layer cannot refuse it the way Caffe's C++ losses do.)
+            bottom[1].diff[...] = 0
+        if not propagate_down[0]:
+            return
+        p = bottom[0].data.astype(np.float64)
+        t = bottom[1].data.reshape(p.shape).astype(np.float64)
+        grad = -(t / np.maximum(p, CLAMP) - (1 - t) / np.maximum(1 - p, CLAMP))
+        bottom[0].diff[...] = grad * (top[0].diff.item() / bottom[0].shape[0])

@@ -1,0 +1,116 @@
+"""Issue 2: real Caffe with Python layers, the CLI, and `caffe train` through it."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from caffe_mlic import caffe_env
+from caffe_mlic.params import ParamError
+from caffe_mlic.train import caffe_train, parse_losses
+from tests import netutil
+
+CLI = [sys.executable, '-m', 'caffe_mlic.cli']
+
+
+def test_pycaffe_imports_with_python_layers(caffe):
+    assert 'Python' in caffe.layer_type_list()
+    assert 'InnerProduct' in caffe.layer_type_list()
+
+
+def test_numpy_is_1x():
+    assert int(np.__version__.split('.')[0]) == 1
+
+
+def test_python_layer_forward_backward(layer_net):
+    net = layer_net('CrossEntropyLoss', {}, [(2, 2), (2, 2)], loss_weight=1,
+                    propagate_down=[True, False])
+    p = np.array([[0.9, 0.2], [0.5, 0.00001]], np.float32)
+    t = np.array([[1, 0], [1, 0]], np.float32)
+    netutil.set_inputs(net, p, t)
+    net.forward()
+    # -(1/2) [log .9 + log .8 + log .5 + log(1 - 1e-5)]
+    expected = -(np.log(0.9) + np.log(0.8) + np.log(0.5) + np.log(1 - 1e-5)) / 2
+    assert net.blobs['t0'].data == pytest.approx(expected, rel=1e-5)
+    net.backward()
+    grad = net.blobs['b0'].diff
+    assert grad[0, 0] == pytest.approx(-1 / 0.9 / 2, rel=1e-5)
+    assert grad[0, 1] == pytest.approx(1 / 0.8 / 2, rel=1e-5)
+
+
+def test_bad_param_str_raises_from_caffe_net(layer_net):
+    with pytest.raises(ParamError, match="CrossEntropyLoss: unknown parameter 'weight'"):
+        layer_net('CrossEntropyLoss', {'weight': 2}, [(2, 2), (2, 2)], loss_weight=1)
+
+
+def test_caffe_binary_trains_net_with_python_layer(tmp_path):
+    """`caffe train -solver` (the real binary) on HDF5 data, with our Python loss."""
+    h5py = pytest.importorskip('h5py')
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 8)).astype(np.float32)
+    w = rng.standard_normal((8, 3)).astype(np.float32)
+    y = (x @ w > 0).astype(np.float32)
+    with h5py.File(tmp_path / 'train.h5', 'w') as f:
+        f['data'], f['label'] = x, y
+    (tmp_path / 'train.txt').write_text(str(tmp_path / 'train.h5') + '\n')
+    net = textwrap.dedent('''\
+        name: "tiny_multilabel"
+        layer { name: "data" type: "HDF5Data" top: "data" top: "label"
+                hdf5_data_param { source: "train.txt" batch_size: 16 } }
+        layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc"
+                inner_product_param { num_output: 3 weight_filler { type: "gaussian" std: 0.01 } } }
+        layer { name: "prob" type: "Sigmoid" bottom: "fc" top: "prob" }
+        ''') + netutil.python_layer_text('loss', 'CrossEntropyLoss', {}, ['prob', 'label'], ['loss'],
+                                        loss_weight=1, propagate_down=[True, False])
+    (tmp_path / 'net.prototxt').write_text(net)
+    (tmp_path / 'solver.prototxt').write_text(textwrap.dedent('''\
+        net: "net.prototxt"
+        base_lr: 0.5
+        lr_policy: "fixed"
+        momentum: 0.9
+        max_iter: 60
+        display: 10
+        snapshot_prefix: "snap/tiny"
+        solver_mode: CPU
+        '''))
+    (tmp_path / 'snap').mkdir()
+    losses, log = caffe_train(tmp_path / 'solver.prototxt', cwd=tmp_path)
+    assert [it for it, _ in losses] == [0, 10, 20, 30, 40, 50, 60], log[-2000:]
+    assert losses[-1][1] < 0.6 * losses[0][1], losses
+    assert (tmp_path / 'snap' / 'tiny_iter_60.caffemodel').exists()
+
+
+def test_parse_losses():
+    log = ('I1122 solver.cpp:218] Iteration 0 (0 iter/s, 0.01s/10 iters), loss = 0.693\n'
+           'I1122 solver.cpp:218] Iteration 10 (12.5 iter/s, 0.8s/10 iters), loss = 0.5\n'
+           'I1122 solver.cpp:218] Iteration 20, loss = 1e-3\n')
+    assert parse_losses(log) == [(0, 0.693), (10, 0.5), (20, 0.001)]
+
+
+def test_cli_caffe_passes_arguments_to_binary():
+    res = subprocess.run(CLI + ['caffe', '--version'], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert 'caffe version' in (res.stdout + res.stderr).lower()
+
+
+def test_doctor_is_green_and_names_caffe():
+    res = subprocess.run(CLI + ['doctor'], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert caffe_env.caffe_root() in res.stdout
+    assert 'python layers:' in res.stdout and 'supported' in res.stdout
+
+
+def test_doctor_fails_plainly_without_caffe(tmp_path):
+    env = dict(os.environ, CAFFE_ROOT=str(tmp_path / 'nowhere'))
+    res = subprocess.run(CLI + ['doctor'], capture_output=True, text=True, env=env)
+    assert res.returncode == 1
+    assert 'CAFFE_ROOT' in res.stdout and 'Problems' in res.stdout
+
+
+def test_binary_environment_makes_layers_importable():
+    env = caffe_env.binary_environment()
+    res = subprocess.run(['/usr/bin/python3', '-c', 'import caffe_mlic.layers, caffe'],
+                         env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
