@@ -3,7 +3,15 @@
 In a prototxt:  type: "Python"
                 python_param { module: "caffe_mlic.layers" layer: "ROIPooling"
                                param_str: '{"pooled_h": 7, "pooled_w": 7}' }
+Python loss layers need an explicit `loss_weight: 1`.
 """
 from .cross_entropy import CrossEntropyLoss
+from .data import MultiLabelProposalData
+from .interp import Interp
+from .kd_losses import FeatureMimicLoss, SoftSigmoidCrossEntropyLoss
+from .roi_pooling import ROIPooling
+from .roigen import WsdRoigen, WsdRoigenSingleScale
+from .wsddn_score import WSDDNScore
 
-__all__ = ['CrossEntropyLoss']
+__all__ = ['CrossEntropyLoss', 'FeatureMimicLoss', 'Interp', 'MultiLabelProposalData', 'ROIPooling',
+           'SoftSigmoidCrossEntropyLoss', 'WSDDNScore', 'WsdRoigen', 'WsdRoigenSingleScale']
