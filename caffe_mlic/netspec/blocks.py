@@ -1,0 +1,88 @@
+"""Small NetSpec helpers every net is composed of (in the style of fcn's net.py).
+
+Layer names default to their first top, as in Caffe's NetSpec; ``name=``
+overrides that (NetSpec assigns unknown keywords to LayerParameter itself).
+"""
+import json
+
+from caffe import layers as L
+from caffe import params as P
+from caffe.proto import caffe_pb2
+
+from caffe_mlic import LAYER_MODULE
+
+# (lr_mult, decay_mult) pairs for weights and biases.
+LEARN = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
+LEARN_10X = [dict(lr_mult=10, decay_mult=10), dict(lr_mult=20, decay_mult=0)]
+FROZEN = [dict(lr_mult=0, decay_mult=0)]
+XAVIER = dict(type='xavier')
+ZERO = dict(type='constant', value=0)
+
+
+def frozen_input(kwargs, freeze):
+    """Teacher layers inside the KD nets stop gradients at their bottom."""
+    if freeze:
+        kwargs['propagate_down'] = [False]
+    return kwargs
+
+
+def conv_relu(bottom, nout, relu_name, freeze=False, **name):
+    conv = L.Convolution(bottom, num_output=nout, pad=1, kernel_size=3, param=LEARN,
+                         **frozen_input(dict(name), freeze))
+    return conv, L.ReLU(conv, in_place=True, name=relu_name)
+
+
+def max_pool(bottom, **name):
+    return L.Pooling(bottom, pool=P.Pooling.MAX, kernel_size=2, stride=2, **name)
+
+
+def fc(bottom, nout, learn=LEARN, freeze=False, **name):
+    return L.InnerProduct(bottom, num_output=nout, weight_filler=XAVIER, bias_filler=ZERO,
+                          param=learn, **frozen_input(dict(name), freeze))
+
+
+def fc_relu_drop(bottom, nout, index, freeze=False, **name):
+    """fc -> ReLU -> Dropout(0.5), the ReLU/Dropout named relu<i>/drop<i> in place."""
+    layer = fc(bottom, nout, freeze=freeze, **name)
+    relu = L.ReLU(layer, in_place=True, name='relu%d' % index)
+    drop = L.Dropout(relu, dropout_ratio=0.5, in_place=True, name='drop%d' % index)
+    return layer, relu, drop
+
+
+def python_layer(layer, bottoms, params, ntop=1, **kwargs):
+    """One of our Python layers; ``params`` become the JSON param_str."""
+    return L.Python(*bottoms, ntop=ntop,
+                    python_param=dict(module=LAYER_MODULE, layer=layer,
+                                      param_str=json.dumps(params, sort_keys=True)),
+                    **kwargs)
+
+
+def netspec_to_proto(n, name, inputs=()):
+    """NetParameter from NetSpec ``n``; ``inputs`` are (name, shape) declared with
+    the old-style `input:`/`input_dim:` fields the released deploy nets use."""
+    proto = n.to_proto()
+    proto.name = name
+    for blob, shape in inputs:
+        proto.input.append(blob)
+        proto.input_dim.extend(shape)
+    return proto
+
+
+def insert_after(proto, after_name, layer):
+    """Insert LayerParameter ``layer`` after the first layer named ``after_name``."""
+    index = [l.name for l in proto.layer].index(after_name) + 1
+    layers = list(proto.layer)
+    layers.insert(index, layer)
+    del proto.layer[:]
+    proto.layer.extend(layers)
+
+
+def layer_proto(top_fn, tops):
+    """The LayerParameter of a lone NetSpec function, with its tops renamed."""
+    from caffe.net_spec import to_proto
+    proto = to_proto(*top_fn) if isinstance(top_fn, tuple) else to_proto(top_fn)
+    layer = caffe_pb2.LayerParameter()
+    layer.CopyFrom(proto.layer[-1])
+    del layer.top[:]
+    layer.top.extend(tops)
+    return layer

@@ -1,0 +1,314 @@
+"""The MLIC-KD-WSD nets: the WSDDN teacher, the two distillation stages, the student.
+
+Every net is a function of one MlicConfig. ``MlicConfig.release()`` is the
+configuration the paper's code shipped (MS-COCO: 80 classes, 500 EdgeBoxes
+proposals, teacher 672 px, student 224 px).
+"""
+import copy
+from dataclasses import dataclass, field, replace
+
+import caffe
+from caffe import layers as L
+from caffe import params as P
+
+from caffe_mlic.netspec.blocks import (FROZEN, LEARN_10X, fc, fc_relu_drop, insert_after,
+                                       layer_proto, netspec_to_proto, python_layer)
+from caffe_mlic.netspec.vgg import BACKBONES, PLAIN, TEACHER, vgg16_convs
+
+RELEASE_SCALES = [0.714286, 0.857143, 1.0, 1.095239, 1.238096]  # 480/576/672/736/832 px
+RELEASE_MEAN = [103.52, 116.28, 123.675]  # BGR
+
+
+@dataclass
+class MlicConfig:
+    num_classes: int = 80
+    bbox_num: int = 500
+    teacher_size: int = 672
+    student_size: int = 224
+    scale_factors: list = field(default_factory=lambda: list(RELEASE_SCALES))
+    mean: list = field(default_factory=lambda: list(RELEASE_MEAN))
+    train_list: str = 'data/train_672.txt'
+    test_list: str = 'data/test_672.txt'
+    root_folder: str = ''
+    # (train, test) batch sizes per net
+    wsddn_batch: tuple = (32, 16)
+    stage1_batch: tuple = (32, 16)
+    stage2_batch: tuple = (28, 4)
+    baseline_batch: tuple = (32, 16)
+    teacher_temperature: float = 0.5   # stage 2: teacher logits x 1/T before the softmaxes
+    student_temperature: float = 5.0   # stage 2: student logits x 1/T against the soft target
+    score_scale: float = 1.0           # ROI features x (score_scale * s + score_bias)
+    score_bias: float = 0.0
+    pooled: int = 7
+    backbone: str = 'vgg16'            # or 'tiny': the same graph with few channels
+    head: str = 'composed'             # WSDDN head: stock layers as released, or 'fused' (WSDDNScore)
+    student_fc8: str = 'fc8_mscoco'    # the student's classifier name (weights carry over by name)
+    workers: int = 2                   # data-layer prefetch processes
+
+    @classmethod
+    def release(cls, **overrides):
+        return replace(cls(), **overrides)
+
+    def validate(self):
+        if self.backbone not in BACKBONES:
+            raise ValueError('backbone must be one of %s, got %r' % (sorted(BACKBONES), self.backbone))
+        if self.head not in ('composed', 'fused'):
+            raise ValueError("head must be 'composed' or 'fused', got %r" % self.head)
+        for key in ('num_classes', 'bbox_num', 'teacher_size', 'student_size', 'pooled'):
+            if int(getattr(self, key)) < 1:
+                raise ValueError('%s must be a positive integer' % key)
+        if self.teacher_size % 16 or self.student_size % 32:
+            raise ValueError('teacher_size must be a multiple of 16 and student_size of 32 '
+                             '(VGG16 pooling), got %d and %d' % (self.teacher_size, self.student_size))
+        return self
+
+    @property
+    def widths(self):
+        return BACKBONES[self.backbone][0]
+
+    @property
+    def fc_width(self):
+        return BACKBONES[self.backbone][1]
+
+
+# ---------------------------------------------------------------- pieces
+
+def _data_pair(n, cfg, batches, scale_jitter, split_name='labels', silence_labels=False):
+    """The TRAIN data layer (in NetSpec n) and its TEST twin (returned, to insert).
+
+    Adds the Slice of label_roi into labels and list_roi.
+    """
+    def params(phase_train):
+        p = dict(source=cfg.train_list if phase_train else cfg.test_list, root_folder=cfg.root_folder,
+                 batch_size=batches[0] if phase_train else batches[1], shuffle=phase_train,
+                 new_width=cfg.teacher_size, new_height=cfg.teacher_size,
+                 att_num=cfg.num_classes, bbox_num=cfg.bbox_num,
+                 mirror=phase_train, mean_value=list(cfg.mean))
+        if phase_train and scale_jitter:
+            p['scale_factors'] = list(cfg.scale_factors)
+        if cfg.workers != 2:
+            p['workers'] = cfg.workers
+        return p
+
+    n.data, n.label_roi = python_layer('MultiLabelProposalData', [], params(True), ntop=2,
+                                       include=dict(phase=caffe.TRAIN))
+    test_layer = layer_proto(python_layer('MultiLabelProposalData', [], params(False), ntop=2,
+                                          include=dict(phase=caffe.TEST), name='data'),
+                             ['data', 'label_roi'])
+    labels, n.list_roi = L.Slice(n.label_roi, ntop=2, slice_point=cfg.num_classes, axis=1,
+                                 name='slice_label_roi')
+    setattr(n, split_name, labels)
+    if silence_labels:
+        n.silence = L.Silence(labels, ntop=0, name='silence')
+    return test_layer
+
+
+def _roi_pool(n, name, features, rois, cfg):
+    setattr(n, name, python_layer('ROIPooling', [features, rois], dict(
+        pooled_h=cfg.pooled, pooled_w=cfg.pooled, spatial_scale=1 / 16.,
+        score_scale=cfg.score_scale, score_bias=cfg.score_bias)))
+    return getattr(n, name)
+
+
+def _fc67(n, bottom, cfg, names=PLAIN, freeze=False):
+    """fc6/fc7 with ReLU and Dropout; returns fc7."""
+    top = bottom
+    for i in (6, 7):
+        top, relu, drop = fc_relu_drop(top, cfg.fc_width, i, freeze=freeze)
+        setattr(n, names.fc.format(i=i), top)
+        setattr(n, '_relu_%s' % names.fc.format(i=i), relu)
+        setattr(n, '_drop_%s' % names.fc.format(i=i), drop)
+    return top
+
+
+def _wsddn_head(n, fc7, cfg, fc8='fc8_{}', freeze=False, temperature_scales=False):
+    """fc8_c / fc8_d and the two-stream WSDDN score; returns image_level_score.
+
+    Composed (as released): Reshape -> Softmax over classes / over rois ->
+    Eltwise PROD -> a frozen all-ones 1x1 convolution summing over rois.
+    Fused: our WSDDNScore layer computing the same.
+    """
+    c8 = fc(fc7, cfg.num_classes, learn=LEARN_10X, freeze=freeze)
+    setattr(n, fc8.format('c'), c8)
+    d8 = fc(fc7, cfg.num_classes, learn=LEARN_10X, freeze=freeze)
+    setattr(n, fc8.format('d'), d8)
+    if cfg.head == 'fused':
+        t = cfg.teacher_temperature if temperature_scales else 1.0
+        n.proposal_class_score, n.image_level_score = python_layer(
+            'WSDDNScore', [c8, d8], dict(bbox_num=cfg.bbox_num, class_temperature=t,
+                                          det_temperature=t), ntop=2,
+            **({'propagate_down': [False, False]} if freeze else {}))
+        return n.image_level_score
+    shape = dict(dim=[-1, cfg.bbox_num, cfg.num_classes, 1])
+    n.reshape_branch1 = L.Reshape(c8, shape=shape, **({'propagate_down': [False]} if freeze else {}))
+    cls_in, det_in = n.reshape_branch1, None
+    if temperature_scales:
+        inv_t = 1.0 / cfg.teacher_temperature
+        n.temp_branch1_learn = L.Scale(cls_in, axis=2, filler=dict(type='constant', value=inv_t),
+                                       bias_term=False, param=[dict(lr_mult=1, decay_mult=0)])
+        cls_in = n.temp_branch1_learn
+    n.reshape_branch2 = L.Reshape(d8, shape=shape)
+    det_in = n.reshape_branch2
+    if temperature_scales:
+        n.temp_branch2_learn = L.Scale(det_in, axis=1, filler=dict(type='constant', value=inv_t),
+                                       bias_term=False, param=[dict(lr_mult=1, decay_mult=0)])
+        det_in = n.temp_branch2_learn
+    # Reorder so that fc8_d follows reshape_branch1 (and its Scale), as released.
+    n.class_score = L.Softmax(cls_in, axis=2)
+    n.proposal_score = L.Softmax(det_in, axis=1)
+    n.proposal_class_score = L.Eltwise(n.class_score, n.proposal_score, operation=P.Eltwise.PROD)
+    n.image_level_score = L.Convolution(
+        n.proposal_class_score, param=FROZEN,
+        convolution_param=dict(num_output=1, pad_h=0, pad_w=0, kernel_h=1, kernel_w=1,
+                               stride_h=1, stride_w=1, weight_filler=dict(type='constant', value=1),
+                               bias_term=False),
+        **({'propagate_down': [False]} if freeze else {}))
+    return n.image_level_score
+
+
+def _order_like_release(proto):
+    """NetSpec emits layers in assignment order; the released nets put fc8_d
+    (and the teacher's fc_wsd_8_d) right after the class branch."""
+    names = [l.name for l in proto.layer]
+    for d8, after in (('fc8_d', 'reshape_branch1'), ('fc_wsd_8_d', 'temp_branch1_learn'),
+                      ('fc_wsd_8_d', 'reshape_branch1')):
+        if d8 in names and after in names:
+            layer = copy.deepcopy(proto.layer[names.index(d8)])
+            del proto.layer[names.index(d8)]
+            insert_after(proto, after, layer)
+            return proto
+    return proto
+
+
+def _finish(n, name, test_data=None, inputs=()):
+    proto = netspec_to_proto(n, name, inputs)
+    if test_data is not None:
+        insert_after(proto, 'data', test_data)
+    return _order_like_release(proto)
+
+
+# ---------------------------------------------------------------- nets
+
+def wsddn_train(cfg):
+    """The teacher: WSDDN on VGG16, trained from image-level labels."""
+    cfg.validate()
+    n = caffe.NetSpec()
+    test_data = _data_pair(n, cfg, cfg.wsddn_batch, scale_jitter=True)
+    n.roi = python_layer('WsdRoigen', [n.list_roi], {})
+    conv5 = vgg16_convs(n, n.data, cfg.widths)
+    fc7 = _fc67(n, _roi_pool(n, 'roi_pooling', conv5, n.roi, cfg), cfg)
+    score = _wsddn_head(n, fc7, cfg)
+    n.loss = python_layer('CrossEntropyLoss', [score, n.labels], {}, loss_weight=1)
+    return _finish(n, 'VGG16_wsddn', test_data)
+
+
+def wsddn_deploy(cfg):
+    """The teacher for inference: image (1,3,S,S) + proposals (1,5B,1,1)."""
+    cfg.validate()
+    n = caffe.NetSpec()
+    # The blobs come from `input:` fields; this Input layer only names them and is dropped.
+    n.imagedata, n.proposaldata = L.Input(ntop=2)
+    n.roi = python_layer('WsdRoigen', [n.proposaldata], {})
+    conv5 = vgg16_convs(n, n.imagedata, cfg.widths)
+    fc7 = _fc67(n, _roi_pool(n, 'roi_pooling', conv5, n.roi, cfg), cfg)
+    _wsddn_head(n, fc7, cfg)
+    proto = _finish(n, 'vgg16_wsddn', inputs=[('imagedata', [1, 3, cfg.teacher_size, cfg.teacher_size]),
+                                              ('proposaldata', [1, 5 * cfg.bbox_num, 1, 1])])
+    return _drop_input_layers(proto)
+
+
+def _drop_input_layers(proto):
+    kept = [l for l in proto.layer if l.type != 'Input']
+    del proto.layer[:]
+    proto.layer.extend(kept)
+    return proto
+
+
+def _teacher(n, cfg, data, roi):
+    """The frozen teacher copy (conv_wsd_*, fc_wsd_*); returns fc_wsd_7."""
+    conv5 = vgg16_convs(n, data, cfg.widths, names=TEACHER, freeze=True)
+    return _fc67(n, _roi_pool(n, 'roi_pooling', conv5, roi, cfg), cfg, names=TEACHER, freeze=True)
+
+
+def _student_input(n, cfg):
+    n.data_size224 = python_layer('Interp', [n.data], dict(height=cfg.student_size,
+                                                           width=cfg.student_size))
+    return n.data_size224
+
+
+def kd_stage1(cfg):
+    """Feature-level distillation: student fc7 of each roi regresses the teacher's."""
+    cfg.validate()
+    n = caffe.NetSpec()
+    test_data = _data_pair(n, cfg, cfg.stage1_batch, scale_jitter=False, split_name='label',
+                           silence_labels=True)
+    n.roi = python_layer('WsdRoigen', [n.list_roi], {})
+    n.roi_224 = python_layer('WsdRoigenSingleScale', [n.list_roi], dict(
+        single_scale=cfg.student_size, origin_scale=cfg.teacher_size))
+    teacher_fc7 = _teacher(n, cfg, n.data, n.roi)
+    conv5 = vgg16_convs(n, _student_input(n, cfg), cfg.widths)
+    fc7 = _fc67(n, _roi_pool(n, 'roi_pooling_224', conv5, n.roi_224, cfg), cfg)
+    n.loss_euclid = L.EuclideanLoss(teacher_fc7, fc7, loss_weight=1, propagate_down=[False, True])
+    return _finish(n, 'stage1', test_data)
+
+
+def _student_classifier(n, cfg, data):
+    """Student VGG16 on the whole image: pool5 -> fc6 -> fc7 -> fc8; returns fc8."""
+    pool5 = vgg16_convs(n, data, cfg.widths, pools=5)
+    fc8 = fc(_fc67(n, pool5, cfg), cfg.num_classes, learn=LEARN_10X)
+    setattr(n, cfg.student_fc8, fc8)
+    return fc8
+
+
+def kd_stage2(cfg):
+    """Prediction-level distillation: teacher image scores (temperature T) as soft targets."""
+    cfg.validate()
+    n = caffe.NetSpec()
+    test_data = _data_pair(n, cfg, cfg.stage2_batch, scale_jitter=False, split_name='label')
+    n.roi = python_layer('WsdRoigen', [n.list_roi], {})
+    teacher_fc7 = _teacher(n, cfg, n.data, n.roi)
+    soft_target = _wsddn_head(n, teacher_fc7, cfg, fc8='fc_wsd_8_{}', freeze=True,
+                              temperature_scales=True)
+    fc8 = _student_classifier(n, cfg, _student_input(n, cfg))
+    soft = L.Scale(fc8, filler=dict(type='constant', value=1.0 / cfg.student_temperature),
+                   bias_term=False, param=[dict(lr_mult=10, decay_mult=0)])
+    setattr(n, cfg.student_fc8 + '_soft', soft)
+    n.loss_soft = L.SigmoidCrossEntropyLoss(soft, soft_target, loss_weight=1,
+                                            propagate_down=[True, False])
+    n.loss_sig = L.SigmoidCrossEntropyLoss(fc8, n.label, loss_weight=1, propagate_down=[True, False])
+    return _finish(n, 'stage2', test_data)
+
+
+def student_baseline(cfg):
+    """The student trained on labels only (the paper's "without KD" row)."""
+    cfg.validate()
+    n = caffe.NetSpec()
+    test_data = _data_pair(n, cfg, cfg.baseline_batch, scale_jitter=False, split_name='label')
+    n.silence = L.Silence(n.list_roi, ntop=0, name='silence')
+    fc8 = _student_classifier(n, cfg, _student_input(n, cfg))
+    n.loss_sig = L.SigmoidCrossEntropyLoss(fc8, n.label, loss_weight=1, propagate_down=[True, False])
+    return _finish(n, 'student_baseline', test_data)
+
+
+def student_deploy(cfg):
+    """The distilled classifier alone: image (1,3,224,224) -> per-class probabilities.
+
+    Stock layers only, so plain Caffe and OpenCV's Caffe importer load it.
+    """
+    cfg.validate()
+    n = caffe.NetSpec()
+    n.data = L.Input()  # named by the `input:` field below; the layer is dropped
+    fc8 = _student_classifier(n, cfg, n.data)
+    n.prob = L.Sigmoid(fc8)
+    proto = _finish(n, 'student_deploy', inputs=[('data', [1, 3, cfg.student_size, cfg.student_size])])
+    return _drop_input_layers(proto)
+
+
+NETS = {
+    'wsddn/wsddn_train': wsddn_train,
+    'wsddn/wsddn_deploy': wsddn_deploy,
+    'kd/train_stage1': kd_stage1,
+    'kd/train_stage2': kd_stage2,
+    'kd/student_baseline': student_baseline,
+    'kd/student_deploy': student_deploy,
+}

@@ -1,0 +1,56 @@
+"""Solvers for the four trainable nets.
+
+The release gave only the teacher's base_lr (5e-5, step policy); the rest are
+our choices, stated here:
+- every solver: SGD, momentum 0.9, step policy with gamma 0.1, a snapshot
+  every 5000 iterations, TEST phase every 5000 iterations for 50 batches.
+- stage 1 uses weight_decay 0: the teacher copy keeps the released lr_mult 1
+  on its layers and receives no gradient, so weight decay would be the only
+  thing changing it; with 0 the teacher stays exactly as loaded.
+- stage 2 and the baseline fine-tune a VGG16 classifier: base_lr 1e-4 / 1e-3.
+"""
+from dataclasses import dataclass
+
+from caffe.proto import caffe_pb2
+
+
+@dataclass
+class SolverSpec:
+    base_lr: float
+    stepsize: int
+    max_iter: int
+    weight_decay: float = 0.0005
+    momentum: float = 0.9
+    gamma: float = 0.1
+    snapshot: int = 5000
+    test_interval: int = 5000
+    test_iter: int = 50
+    display: int = 20
+    iter_size: int = 1
+
+
+SOLVERS = {
+    # solver file: (net it trains, spec, snapshot prefix)
+    'wsddn/solver': ('wsddn/wsddn_train', SolverSpec(base_lr=5e-5, stepsize=25000, max_iter=40000),
+                     'snapshots/wsddn/wsddn'),
+    'kd/solver_stage1': ('kd/train_stage1', SolverSpec(base_lr=1e-5, stepsize=20000, max_iter=30000,
+                                                       weight_decay=0.0), 'snapshots/kd/stage1'),
+    'kd/solver_stage2': ('kd/train_stage2', SolverSpec(base_lr=1e-4, stepsize=20000, max_iter=30000),
+                         'snapshots/kd/stage2'),
+    'kd/solver_baseline': ('kd/student_baseline', SolverSpec(base_lr=1e-3, stepsize=20000,
+                                                             max_iter=30000),
+                           'snapshots/kd/baseline'),
+}
+
+
+def solver_proto(net_path, spec, snapshot_prefix):
+    s = caffe_pb2.SolverParameter()
+    s.net = net_path
+    s.base_lr, s.lr_policy, s.gamma, s.stepsize = spec.base_lr, 'step', spec.gamma, spec.stepsize
+    s.momentum, s.weight_decay, s.max_iter = spec.momentum, spec.weight_decay, spec.max_iter
+    s.display, s.average_loss, s.iter_size = spec.display, spec.display, spec.iter_size
+    s.test_iter.append(spec.test_iter)
+    s.test_interval, s.test_initialization = spec.test_interval, False
+    s.snapshot, s.snapshot_prefix = spec.snapshot, snapshot_prefix
+    s.solver_mode = caffe_pb2.SolverParameter.CPU
+    return s

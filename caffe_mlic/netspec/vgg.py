@@ -1,0 +1,44 @@
+"""The one VGG16 builder, used by every net that has a VGG backbone.
+
+``names`` picks the naming scheme: the plain one (conv1_1 .. conv5_3, pool1 ..
+pool5) or the teacher copy inside the KD nets (conv_wsd_1_1, pool_wsd_1, ...);
+ReLUs are relu<b>_<i> in both, as in the released nets. ``widths`` lets tests
+and CPU experiments run the same graph with few channels.
+"""
+from caffe_mlic.netspec.blocks import conv_relu, max_pool
+
+VGG16_BLOCKS = (2, 2, 3, 3, 3)
+VGG16_WIDTHS = (64, 128, 256, 512, 512)
+TINY_WIDTHS = (4, 8, 8, 16, 16)
+VGG16_FC = 4096
+TINY_FC = 32
+
+BACKBONES = {'vgg16': (VGG16_WIDTHS, VGG16_FC), 'tiny': (TINY_WIDTHS, TINY_FC)}
+
+
+class VggNames:
+    def __init__(self, conv, pool, fc):
+        self.conv, self.pool, self.fc = conv, pool, fc
+
+
+PLAIN = VggNames(conv='conv{b}_{i}', pool='pool{b}', fc='fc{i}')
+TEACHER = VggNames(conv='conv_wsd_{b}_{i}', pool='pool_wsd_{b}', fc='fc_wsd_{i}')
+
+
+def vgg16_convs(n, bottom, widths, names=PLAIN, pools=4, freeze=False):
+    """Add conv1_1 .. conv5_3 (+ ReLUs) and the first ``pools`` poolings to NetSpec n.
+
+    Returns the last top (conv5_3, or pool5 when pools == 5).
+    """
+    top = bottom
+    for b, (count, width) in enumerate(zip(VGG16_BLOCKS, widths), start=1):
+        for i in range(1, count + 1):
+            conv_name = names.conv.format(b=b, i=i)
+            conv, relu = conv_relu(top, width, 'relu%d_%d' % (b, i), freeze=freeze)
+            setattr(n, conv_name, conv)
+            setattr(n, '_relu_%s' % conv_name, relu)
+            top = conv
+        if b <= pools:
+            top = max_pool(top)
+            setattr(n, names.pool.format(b=b), top)
+    return top

@@ -1,0 +1,73 @@
+"""Issue 4: the generated prototxt/ tree, netgen options, solvers."""
+import filecmp
+import os
+import subprocess
+import sys
+
+import pytest
+from google.protobuf import text_format
+
+from caffe_mlic import netgen
+from caffe_mlic.netspec import MlicConfig
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _files(root):
+    return sorted(os.path.relpath(os.path.join(d, f), root)
+                  for d, _, fs in os.walk(root) for f in fs if f.endswith('.prototxt'))
+
+
+def test_committed_prototxt_tree_is_what_the_generators_write(tmp_path):
+    out = tmp_path / 'prototxt'
+    netgen.generate(str(out), MlicConfig.release())
+    committed = os.path.join(REPO, 'prototxt')
+    assert _files(str(out)) == [f for f in _files(committed) if not f.startswith('scasnet')]
+    for rel in _files(str(out)):
+        a, b = os.path.join(committed, rel), os.path.join(str(out), rel)
+        # solver `net:` paths name the output folder, so compare those with it swapped
+        got = open(b).read().replace(str(out), 'prototxt')
+        assert open(a).read() == got, 'prototxt/%s is stale: run `make prototxt`' % rel
+
+
+def _parse_net(path):
+    from caffe.proto import caffe_pb2
+    net = caffe_pb2.NetParameter()
+    text_format.Merge(open(path).read(), net)
+    return net
+
+
+def test_netgen_cli_custom_configuration(caffe, tmp_path):
+    res = subprocess.run([sys.executable, '-m', 'caffe_mlic.cli', 'netgen', '-o', str(tmp_path),
+                          '--classes', '20', '--proposals', '30', '--teacher-size', '96',
+                          '--student-size', '64', '--backbone', 'tiny', '--head', 'fused',
+                          '--train-list', 'voc_train.txt', '--wsddn-batch', '2', '1'],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    net = _parse_net(tmp_path / 'wsddn' / 'wsddn_train.prototxt')
+    layers = {}
+    for layer in net.layer:  # the first of a name: the TRAIN data layer
+        layers.setdefault(layer.name, layer)
+    assert layers['slice_label_roi'].slice_param.slice_point[0] == 20
+    assert layers['conv1_1'].convolution_param.num_output == 4
+    assert 'WSDDNScore' in layers['proposal_class_score'].python_param.layer
+    assert '"bbox_num": 30' in layers['proposal_class_score'].python_param.param_str
+    assert '"batch_size": 2' in layers['data'].python_param.param_str
+    assert '"source": "voc_train.txt"' in layers['data'].python_param.param_str
+    stage2 = {l.name: l for l in _parse_net(tmp_path / 'kd' / 'train_stage2.prototxt').layer}
+    assert stage2['fc8_mscoco'].inner_product_param.num_output == 20
+    solver = open(tmp_path / 'kd' / 'solver_stage1.prototxt').read()
+    assert 'weight_decay: 0' in solver and str(tmp_path / 'kd' / 'train_stage1.prototxt') in solver
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--backbone', 'resnet'], 'invalid choice'),
+    (['--teacher-size', '100'], 'multiple of 16'),
+    (['--classes', '0'], 'positive integer'),
+])
+def test_netgen_rejects_bad_configuration(tmp_path, args, message):
+    res = subprocess.run([sys.executable, '-m', 'caffe_mlic.cli', 'netgen', '-o', str(tmp_path)] + args,
+                         capture_output=True, text=True)
+    assert res.returncode != 0
+    assert message in res.stderr
+    assert not (tmp_path / 'wsddn').exists()

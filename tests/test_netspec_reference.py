@@ -1,0 +1,106 @@
+"""Issue 4: with release parameters our generated nets ARE the released nets,
+field by field, up to the mapping of the fork's custom layers to our Python layers."""
+import copy
+import json
+import os
+
+import pytest
+from google.protobuf import text_format
+
+from caffe_mlic import LAYER_MODULE
+from tests import prototxt_text
+
+REFERENCE = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, 'shared', 'reference',
+                         'mlic-kd-wsd')
+
+
+def _data_params(blocks):
+    p = prototxt_text.fields(prototxt_text.block(blocks, 'human_att_data_param'))
+    t = prototxt_text.fields(prototxt_text.block(blocks, 'transform_param'))
+    out = dict(p, mirror=t.get('mirror', False), mean_value=t.get('mean_value', []))
+    if 'scale_factors' in out and not isinstance(out['scale_factors'], list):
+        out['scale_factors'] = [out['scale_factors']]
+    return out
+
+
+def _roi_params(keys):
+    return lambda blocks: {k: v for k, v in prototxt_text.fields(
+        prototxt_text.block(blocks, 'roi_pooling_param')).items() if k in keys}
+
+
+# The fork's custom layer types and the Python layer (and param_str) each maps to.
+TYPE_MAP = {
+    'HumanAttData': ('MultiLabelProposalData', _data_params),
+    'WsdRoigen': ('WsdRoigen', lambda blocks: {}),
+    'WsdRoigenSingleScale': ('WsdRoigenSingleScale', _roi_params({'single_scale', 'origin_scale'})),
+    'ROIPooling': ('ROIPooling', _roi_params({'pooled_h', 'pooled_w', 'spatial_scale',
+                                              'score_scale', 'score_bias'})),
+    'Interp': ('Interp', lambda blocks: prototxt_text.fields(prototxt_text.block(blocks, 'interp_param'))),
+    'CrossEntropyLoss': ('CrossEntropyLoss', lambda blocks: {}),
+}
+
+
+def _approx_equal(a, b):
+    if isinstance(a, list) or isinstance(b, list):
+        return isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and all(
+            _approx_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, bool) or isinstance(b, bool) or isinstance(a, str) or isinstance(b, str):
+        return a == b
+    return abs(float(a) - float(b)) <= 1e-6 * max(1.0, abs(float(b)))
+
+
+def _load_reference(name):
+    from caffe.proto import caffe_pb2
+    text = open(os.path.join(REFERENCE, name + '.prototxt')).read()
+    net = caffe_pb2.NetParameter()
+    text_format.Merge(text, net, allow_unknown_field=True)  # drops the custom blocks...
+    raw_layers = [v for k, v in prototxt_text.parse(text) if k == 'layer']  # ...kept here
+    assert len(raw_layers) == len(net.layer)
+    return net, raw_layers
+
+
+def _release_config(reference_layers):
+    from caffe_mlic.netspec import MlicConfig
+    sources = {}
+    for blocks in reference_layers:
+        if prototxt_text.fields(blocks).get('type') == 'HumanAttData':
+            p = _data_params(blocks)
+            phase = prototxt_text.fields(prototxt_text.block(blocks, 'include'))['phase']
+            sources[phase] = p['source']
+    kw = {}
+    if sources:
+        kw = dict(train_list=sources['TRAIN'], test_list=sources['TEST'])
+    return MlicConfig.release(**kw)
+
+
+@pytest.mark.parametrize('reference, generator', [
+    ('wsddn_train', 'wsddn/wsddn_train'),
+    ('wsddn_deploy', 'wsddn/wsddn_deploy'),
+    ('train_stage1', 'kd/train_stage1'),
+    ('train_stage2', 'kd/train_stage2'),
+])
+def test_release_nets_equal_reference(caffe, reference, generator):
+    from caffe_mlic.netspec import NETS
+    ref, raw = _load_reference(reference)
+    ours = NETS[generator](_release_config(raw))
+    assert ours.name == ref.name
+    assert list(ours.input) == list(ref.input) and list(ours.input_dim) == list(ref.input_dim)
+    assert [l.name for l in ours.layer] == [l.name for l in ref.layer]
+    for r, o, blocks in zip(ref.layer, ours.layer, raw):
+        where = '%s layer %r' % (reference, r.name)
+        r, o = copy.deepcopy(r), copy.deepcopy(o)
+        if r.type in TYPE_MAP:
+            layer, to_params = TYPE_MAP[r.type]
+            assert o.type == 'Python', where
+            assert (o.python_param.module, o.python_param.layer) == (LAYER_MODULE, layer), where
+            expected, got = to_params(blocks), json.loads(o.python_param.param_str)
+            assert sorted(got) == sorted(expected), '%s: param keys %s vs %s' % (where, sorted(got),
+                                                                                 sorted(expected))
+            for key in expected:
+                assert _approx_equal(got[key], expected[key]), '%s: %s = %r, reference %r' % (
+                    where, key, got[key], expected[key])
+            o.ClearField('python_param')
+            o.type = r.type
+            r.ClearField('transform_param')  # carried in param_str (mirror, mean_value)
+        assert text_format.MessageToString(o) == text_format.MessageToString(r), where
+        assert o == r, where
