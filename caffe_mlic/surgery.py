@@ -1,0 +1,194 @@
+"""`caffe-mlic surgery`: carry trained weights into another net, by layer name.
+
+    caffe-mlic surgery --net prototxt/kd/train_stage2.prototxt -o stage2_init.caffemodel \
+        --from teacher:snapshots/wsddn/wsddn_iter_40000.caffemodel \
+        --from same:snapshots/kd/stage1_iter_30000.caffemodel
+
+Mappings: ``same`` copies layer X to layer X (a student's stage-1 weights into
+stage 2; an ImageNet VGG16 into any VGG16 backbone); ``teacher`` copies a
+trained WSDDN (wsddn_train names) to the teacher copy inside the KD nets
+(conv1_1 -> conv_wsd_1_1, fc6 -> fc_wsd_6, fc8_c -> fc_wsd_8_c, ...). Later
+sources win over earlier ones. Every target layer with parameters is reported
+as copied, kept (no source) or mismatched; a shape mismatch stops the run
+unless --skip-mismatched is given.
+"""
+import json
+import os
+import re
+import sys
+import tempfile
+
+from google.protobuf import text_format
+
+MAPPINGS = ('same', 'teacher')
+
+
+def teacher_name(name):
+    """wsddn_train layer name -> its name in the KD nets' teacher copy (or None)."""
+    m = re.fullmatch(r'conv(\d)_(\d)', name)
+    if m:
+        return 'conv_wsd_%s_%s' % m.groups()
+    m = re.fullmatch(r'fc([67])', name)
+    if m:
+        return 'fc_wsd_%s' % m.group(1)
+    m = re.fullmatch(r'fc8_([cd])', name)
+    if m:
+        return 'fc_wsd_8_%s' % m.group(1)
+    return name if name == 'image_level_score' else None
+
+
+class SurgeryError(RuntimeError):
+    pass
+
+
+def _read_weights(path):
+    """{layer name: [numpy arrays]} from a .caffemodel, without building its net."""
+    import numpy as np
+    from caffe.proto import caffe_pb2
+    net = caffe_pb2.NetParameter()
+    try:
+        with open(path, 'rb') as f:
+            net.ParseFromString(f.read())
+    except Exception as e:  # OSError, or protobuf's DecodeError for a corrupt file
+        raise SurgeryError('%s: cannot read as a caffemodel (%s)' % (path, e))
+    layers = list(net.layer) or list(net.layers)  # V2 or the old V1 format
+    out = {}
+    for layer in layers:
+        arrays = []
+        for blob in layer.blobs:
+            shape = tuple(blob.shape.dim) if blob.HasField('shape') else tuple(
+                d for d in (blob.num, blob.channels, blob.height, blob.width))
+            arrays.append(np.asarray(blob.data, dtype=np.float32).reshape(shape))
+        if arrays:
+            out[layer.name] = arrays
+    return out
+
+
+def shape_only_net(prototxt, phase='TEST'):
+    """caffe.Net of ``prototxt`` with our data layers replaced by Input layers of
+    the shapes their parameters imply (batch 1), so no datalist is needed."""
+    import caffe
+    from caffe.proto import caffe_pb2
+    net = caffe_pb2.NetParameter()
+    with open(prototxt) as f:
+        text_format.Merge(f.read(), net)
+    want = caffe.TEST if phase == 'TEST' else caffe.TRAIN
+    layers = []
+    for layer in net.layer:
+        if layer.include and all(r.phase != want for r in layer.include if r.HasField('phase')):
+            continue
+        if layer.type == 'Python' and layer.python_param.layer == 'MultiLabelProposalData':
+            p = json.loads(layer.python_param.param_str)
+            shapes = [(1, 3, p['new_height'], p['new_width'])]
+            if p.get('split_tops'):
+                shapes += [(1, p['att_num']), (1, 5 * p['bbox_num'])]
+            else:
+                shapes += [(1, p['att_num'] + 5 * p['bbox_num'])]
+            repl = caffe_pb2.LayerParameter(name=layer.name, type='Input', top=list(layer.top))
+            for shape in shapes[:len(layer.top)]:
+                repl.input_param.shape.add(dim=shape)
+            layer = repl
+        layers.append(layer)
+    del net.layer[:]
+    net.layer.extend(layers)
+    fd, path = tempfile.mkstemp(suffix='.prototxt')
+    with os.fdopen(fd, 'w') as f:
+        f.write(text_format.MessageToString(net))
+    try:
+        return caffe.Net(path, want)
+    finally:
+        os.unlink(path)
+
+
+def _canonical(shape):
+    """Old caffemodels store fc weights as (1, 1, out, in): drop leading 1s."""
+    shape = tuple(shape)
+    while len(shape) > 1 and shape[0] == 1:
+        shape = shape[1:]
+    return shape
+
+
+def transplant(net, sources, skip_mismatched=False, log=print):
+    """Copy weights into caffe.Net ``net`` from sources [(mapping, path)].
+
+    Returns {'copied': [...], 'kept': [...], 'mismatched': [...]} of target names.
+    """
+    provided = {}  # target layer -> (source path, source layer, arrays)
+    for mapping, path in sources:
+        if mapping not in MAPPINGS:
+            raise SurgeryError('unknown mapping %r (choose from %s)' % (mapping, ', '.join(MAPPINGS)))
+        for name, arrays in _read_weights(path).items():
+            target = name if mapping == 'same' else teacher_name(name)
+            if target is not None:
+                provided[target] = (path, name, arrays)
+    report = {'copied': [], 'kept': [], 'mismatched': []}
+    problems = []
+    for target, blobs in net.params.items():
+        if target not in provided:
+            report['kept'].append(target)
+            log('kept        %-22s (no source layer)' % target)
+            continue
+        path, name, arrays = provided[target]
+        want = [tuple(b.data.shape) for b in blobs]
+        got = [a.shape for a in arrays]
+        if len(want) != len(got) or any(_canonical(w) != _canonical(g) for w, g in zip(want, got)):
+            report['mismatched'].append(target)
+            line = 'mismatched  %-22s %s from %s:%s has %s' % (target, want, os.path.basename(path), name, got)
+            log(line)
+            problems.append(line)
+            continue
+        for blob, array in zip(blobs, arrays):
+            blob.data[...] = array.reshape(blob.data.shape)
+        report['copied'].append(target)
+        log('copied      %-22s from %s:%s' % (target, os.path.basename(path), name))
+    if problems and not skip_mismatched:
+        raise SurgeryError('shape mismatch (use --skip-mismatched to keep those layers as they are):\n'
+                           + '\n'.join(problems))
+    return report
+
+
+def register(sub):
+    import argparse
+    p = sub.add_parser('surgery', help='copy trained weights into another net by layer name',
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--net', required=True, help='target net prototxt')
+    p.add_argument('--from', dest='sources', action='append', required=True, metavar='MAPPING:MODEL',
+                   help='source caffemodel with its mapping (%s); repeatable' % ', '.join(MAPPINGS))
+    p.add_argument('-o', '--out', required=True, help='output caffemodel')
+    p.add_argument('--skip-mismatched', action='store_true',
+                   help='keep target layers whose shapes differ instead of stopping')
+    p.set_defaults(func=_cmd)
+
+
+def _cmd(args):
+    from caffe_mlic.fileio import atomic_write
+    sources = []
+    for spec in args.sources:
+        mapping, sep, path = spec.partition(':')
+        if not sep or not path:
+            sys.exit('caffe-mlic surgery: --from takes MAPPING:MODEL, got %r' % spec)
+        if not os.path.isfile(path):
+            sys.exit('caffe-mlic surgery: %s: no such file' % path)
+        sources.append((mapping, path))
+    try:
+        net = shape_only_net(args.net)
+        report = transplant(net, sources, args.skip_mismatched)
+    except SurgeryError as e:
+        sys.exit('caffe-mlic surgery: %s' % e)
+    with atomic_write(args.out, 'wb') as f:
+        f.write(_net_weights_bytes(net))
+    print('%d copied, %d kept, %d mismatched -> %s' % (len(report['copied']), len(report['kept']),
+                                                       len(report['mismatched']), args.out))
+    return 0
+
+
+def _net_weights_bytes(net):
+    """Serialise ``net``'s weights (caffe.Net.save writes to a path; go via a temp file)."""
+    fd, tmp = tempfile.mkstemp(suffix='.caffemodel')
+    os.close(fd)
+    try:
+        net.save(tmp)
+        with open(tmp, 'rb') as f:
+            return f.read()
+    finally:
+        os.unlink(tmp)

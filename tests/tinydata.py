@@ -1,0 +1,45 @@
+"""A tiny on-disk dataset (real PNG files + a datalist) for net-level tests."""
+import os
+
+import cv2
+import numpy as np
+
+
+def write_tiny_dataset(root, n_images=6, num_classes=3, bbox_num=8, size=96, seed=0, name='list.txt'):
+    """Images with one bright square per present class; proposals include the squares.
+
+    Returns the datalist path. Lines follow SPEC.md's datalist format, boxes in
+    `size` x `size` space.
+    """
+    rng = np.random.default_rng(seed)
+    os.makedirs(root, exist_ok=True)
+    lines = []
+    for i in range(n_images):
+        h, w = rng.integers(size // 2, size * 2, size=2)
+        img = rng.integers(0, 60, size=(h, w, 3)).astype(np.uint8)
+        labels = (rng.random(num_classes) < 0.5).astype(int)
+        labels[i % num_classes] = 1
+        boxes = []
+        for c in np.flatnonzero(labels):
+            x1, y1 = rng.integers(0, size // 2, size=2)
+            side = int(rng.integers(size // 6, size // 3))
+            boxes.append((x1, y1, x1 + side, y1 + side))
+            sx, sy = w / size, h / size
+            color = [0, 0, 0]
+            color[c % 3] = 255
+            cv2.rectangle(img, (int(x1 * sx), int(y1 * sy)), (int((x1 + side) * sx), int((y1 + side) * sy)),
+                          color, -1)
+        while len(boxes) < bbox_num:
+            x1, y1 = rng.integers(0, size - 10, size=2)
+            x2, y2 = rng.integers(x1 + 4, size, ), rng.integers(y1 + 4, size)
+            boxes.append((x1, y1, x2, y2))
+        path = os.path.join(root, 'img%03d.png' % i)
+        cv2.imwrite(path, img)
+        fields = [path] + [str(v) for v in labels]
+        for j, (x1, y1, x2, y2) in enumerate(boxes[:bbox_num]):
+            fields += [str(int(x1)), str(int(y1)), str(int(x2)), str(int(y2)), '%.3f' % (1.0 - j / bbox_num)]
+        lines.append(' '.join(fields))
+    listing = os.path.join(root, name)
+    with open(listing, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    return listing
