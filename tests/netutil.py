@@ -83,7 +83,12 @@ def check_gradient(net, bottoms, tops, step=1e-2, rtol=2e-2, atol=2e-3, max_chec
     objective()
     for b in bottoms:
         net.blobs[b].diff[...] = 0
-    net.backward(**{t: weights[t].astype(np.float32) for t in tops})
+    if loss:
+        # A loss top has no axes (pycaffe's backward(**diffs) cannot set it);
+        # Caffe puts the loss weight (1) in its diff itself.
+        net.backward()
+    else:
+        net.backward(**{t: weights[t].astype(np.float32) for t in tops})
     analytic = {b: net.blobs[b].diff.astype(np.float64).copy() for b in bottoms}
     worst = 0.0
     for b in bottoms:
