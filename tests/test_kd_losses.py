@@ -21,19 +21,12 @@ def run(net, *arrays):
 
 
 def gradient_net(net_from_text, layer, params, shapes):
-    """A loss layer whose scalar top is reshaped to (1,) by a stock Reshape.
-
-    pycaffe's Net.backward(**diffs) reads diff.shape[0], which a 0-d loss top
-    has not, so netutil.check_gradient cannot drive a bare loss top. The
-    Reshape shares its diff with the loss top, so the layer sees top diff 1.
-    (No loss_weight on the layer: Caffe would split its top and add an output.)
-    """
+    """The loss layer alone (loss_weight 1) with its top named 'loss'."""
     bottoms = ['b%d' % i for i in range(len(shapes))]
     text = '\n'.join(['name: "grad"', 'force_backward: true',
                       netutil.input_layers_text(shapes, bottoms),
-                      netutil.python_layer_text('layer', layer, params, bottoms, ['t0']),
-                      'layer { name: "flat" type: "Reshape" bottom: "t0" top: "loss" '
-                      'reshape_param { shape { dim: 1 } } }'])
+                      netutil.python_layer_text('layer', layer, params, bottoms, ['loss'],
+                                                loss_weight=1)])
     return net_from_text(text)
 
 
