@@ -79,7 +79,17 @@ def test_caffe_binary_trains_net_with_python_layer(tmp_path):
     losses, log = caffe_train(tmp_path / 'solver.prototxt', cwd=tmp_path)
     assert [it for it, _ in losses] == [0, 10, 20, 30, 40, 50, 60], log[-2000:]
     assert losses[-1][1] < 0.6 * losses[0][1], losses
-    assert (tmp_path / 'snap' / 'tiny_iter_60.caffemodel').exists()
+    weights = tmp_path / 'snap' / 'tiny_iter_60.caffemodel'
+    assert weights.exists()
+
+    # `-weights` must initialise the net (our patch to the sdist's caffe.cpp):
+    # the first loss of a fine-tuning run is the trained net's, not a fresh one's.
+    (tmp_path / 'finetune.prototxt').write_text(
+        (tmp_path / 'solver.prototxt').read_text().replace('max_iter: 60', 'max_iter: 1'))
+    again, log = caffe_train(tmp_path / 'finetune.prototxt', cwd=tmp_path,
+                             extra_args=['-weights', str(weights)])
+    assert 'Finetuning from' in log
+    assert again[0][1] < 0.5 * losses[0][1], (again, losses)
 
 
 def test_parse_losses():

@@ -39,7 +39,9 @@ DISTRIBUTE_DIR := distribute
 Q ?= @
 CFG
 )
-stamp=$( { echo "$CAFFE_SHA256"; echo "$config"; } | sha256sum | cut -c1-64)
+# Our fixes to the sdist (tools/caffe-patches/*.patch) are part of the inputs.
+PATCH_DIR=$(cd "$(dirname "$0")" && pwd)/caffe-patches
+stamp=$( { echo "$CAFFE_SHA256"; echo "$config"; cat "$PATCH_DIR"/*.patch; } | sha256sum | cut -c1-64)
 
 if [[ -f $ROOT/.caffe-mlic-stamp && $(cat "$ROOT/.caffe-mlic-stamp") == "$stamp" ]]; then
   log "cached build is current: $ROOT"
@@ -72,6 +74,13 @@ else
   echo "$CAFFE_SHA256" > "$ROOT.tmp/.caffe-mlic-sdist"
   mv "$ROOT.tmp" "$ROOT"
 fi
+for p in "$PATCH_DIR"/*.patch; do
+  # Skip a patch that is already in the tree (a resumed build).
+  if ! patch -d "$ROOT" -p1 -R --dry-run -s -f < "$p" >/dev/null 2>&1; then
+    log "applying $(basename "$p")"
+    patch -d "$ROOT" -p1 -s -f < "$p" >&2
+  fi
+done
 ( cd "$ROOT" && make -j"$JOBS" all pycaffe >"$ROOT/build.log" 2>&1 ) \
   || { tail -40 "$ROOT/build.log" >&2; log "build failed; full log: $ROOT/build.log"; exit 1; }
 # The sdist's Makefile builds into .temp_release but gives _caffe.so the rpath

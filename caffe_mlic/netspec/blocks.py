@@ -26,9 +26,10 @@ def frozen_input(kwargs, freeze):
     return kwargs
 
 
-def conv_relu(bottom, nout, relu_name, freeze=False, **name):
+def conv_relu(bottom, nout, relu_name, freeze=False, filler=None, **name):
+    extra = dict(name, weight_filler=filler, bias_filler=ZERO) if filler else dict(name)
     conv = L.Convolution(bottom, num_output=nout, pad=1, kernel_size=3, param=LEARN,
-                         **frozen_input(dict(name), freeze))
+                         **frozen_input(extra, freeze))
     return conv, L.ReLU(conv, in_place=True, name=relu_name)
 
 

@@ -13,7 +13,7 @@ from caffe import params as P
 
 from caffe_mlic.netspec.blocks import (FROZEN, LEARN_10X, fc, fc_relu_drop, insert_after,
                                        layer_proto, netspec_to_proto, python_layer)
-from caffe_mlic.netspec.vgg import BACKBONES, PLAIN, TEACHER, vgg16_convs
+from caffe_mlic.netspec.vgg import BACKBONES, CONV_FILLERS, PLAIN, TEACHER, vgg16_convs
 
 RELEASE_SCALES = [0.714286, 0.857143, 1.0, 1.095239, 1.238096]  # 480/576/672/736/832 px
 RELEASE_MEAN = [103.52, 116.28, 123.675]  # BGR
@@ -65,6 +65,10 @@ class MlicConfig:
     @property
     def widths(self):
         return BACKBONES[self.backbone][0]
+
+    @property
+    def conv_filler(self):
+        return CONV_FILLERS[self.backbone]
 
     @property
     def fc_width(self):
@@ -195,7 +199,7 @@ def wsddn_train(cfg):
     n = caffe.NetSpec()
     test_data = _data_pair(n, cfg, cfg.wsddn_batch, scale_jitter=True)
     n.roi = python_layer('WsdRoigen', [n.list_roi], {})
-    conv5 = vgg16_convs(n, n.data, cfg.widths)
+    conv5 = vgg16_convs(n, n.data, cfg.widths, filler=cfg.conv_filler)
     fc7 = _fc67(n, _roi_pool(n, 'roi_pooling', conv5, n.roi, cfg), cfg)
     score = _wsddn_head(n, fc7, cfg)
     n.loss = python_layer('CrossEntropyLoss', [score, n.labels], {}, loss_weight=1)
@@ -209,7 +213,7 @@ def wsddn_deploy(cfg):
     # The blobs come from `input:` fields; this Input layer only names them and is dropped.
     n.imagedata, n.proposaldata = L.Input(ntop=2)
     n.roi = python_layer('WsdRoigen', [n.proposaldata], {})
-    conv5 = vgg16_convs(n, n.imagedata, cfg.widths)
+    conv5 = vgg16_convs(n, n.imagedata, cfg.widths, filler=cfg.conv_filler)
     fc7 = _fc67(n, _roi_pool(n, 'roi_pooling', conv5, n.roi, cfg), cfg)
     _wsddn_head(n, fc7, cfg)
     proto = _finish(n, 'vgg16_wsddn', inputs=[('imagedata', [1, 3, cfg.teacher_size, cfg.teacher_size]),
@@ -226,7 +230,7 @@ def _drop_input_layers(proto):
 
 def _teacher(n, cfg, data, roi):
     """The frozen teacher copy (conv_wsd_*, fc_wsd_*); returns fc_wsd_7."""
-    conv5 = vgg16_convs(n, data, cfg.widths, names=TEACHER, freeze=True)
+    conv5 = vgg16_convs(n, data, cfg.widths, names=TEACHER, freeze=True, filler=cfg.conv_filler)
     return _fc67(n, _roi_pool(n, 'roi_pooling', conv5, roi, cfg), cfg, names=TEACHER, freeze=True)
 
 
@@ -246,7 +250,7 @@ def kd_stage1(cfg):
     n.roi_224 = python_layer('WsdRoigenSingleScale', [n.list_roi], dict(
         single_scale=cfg.student_size, origin_scale=cfg.teacher_size))
     teacher_fc7 = _teacher(n, cfg, n.data, n.roi)
-    conv5 = vgg16_convs(n, _student_input(n, cfg), cfg.widths)
+    conv5 = vgg16_convs(n, _student_input(n, cfg), cfg.widths, filler=cfg.conv_filler)
     fc7 = _fc67(n, _roi_pool(n, 'roi_pooling_224', conv5, n.roi_224, cfg), cfg)
     n.loss_euclid = L.EuclideanLoss(teacher_fc7, fc7, loss_weight=1, propagate_down=[False, True])
     return _finish(n, 'stage1', test_data)
@@ -254,7 +258,7 @@ def kd_stage1(cfg):
 
 def _student_classifier(n, cfg, data):
     """Student VGG16 on the whole image: pool5 -> fc6 -> fc7 -> fc8; returns fc8."""
-    pool5 = vgg16_convs(n, data, cfg.widths, pools=5)
+    pool5 = vgg16_convs(n, data, cfg.widths, pools=5, filler=cfg.conv_filler)
     fc8 = fc(_fc67(n, pool5, cfg), cfg.num_classes, learn=LEARN_10X)
     setattr(n, cfg.student_fc8, fc8)
     return fc8

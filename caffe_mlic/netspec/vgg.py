@@ -14,6 +14,9 @@ VGG16_FC = 4096
 TINY_FC = 32
 
 BACKBONES = {'vgg16': (VGG16_WIDTHS, VGG16_FC), 'tiny': (TINY_WIDTHS, TINY_FC)}
+# The released VGG16 convs have no filler (they start from an ImageNet model);
+# the tiny backbone has no pretrained model, so it trains from Xavier init.
+CONV_FILLERS = {'vgg16': None, 'tiny': dict(type='xavier')}
 
 
 class VggNames:
@@ -25,7 +28,7 @@ PLAIN = VggNames(conv='conv{b}_{i}', pool='pool{b}', fc='fc{i}')
 TEACHER = VggNames(conv='conv_wsd_{b}_{i}', pool='pool_wsd_{b}', fc='fc_wsd_{i}')
 
 
-def vgg16_convs(n, bottom, widths, names=PLAIN, pools=4, freeze=False):
+def vgg16_convs(n, bottom, widths, names=PLAIN, pools=4, freeze=False, filler=None):
     """Add conv1_1 .. conv5_3 (+ ReLUs) and the first ``pools`` poolings to NetSpec n.
 
     Returns the last top (conv5_3, or pool5 when pools == 5).
@@ -34,7 +37,7 @@ def vgg16_convs(n, bottom, widths, names=PLAIN, pools=4, freeze=False):
     for b, (count, width) in enumerate(zip(VGG16_BLOCKS, widths), start=1):
         for i in range(1, count + 1):
             conv_name = names.conv.format(b=b, i=i)
-            conv, relu = conv_relu(top, width, 'relu%d_%d' % (b, i), freeze=freeze)
+            conv, relu = conv_relu(top, width, 'relu%d_%d' % (b, i), freeze=freeze, filler=filler)
             setattr(n, conv_name, conv)
             setattr(n, '_relu_%s' % conv_name, relu)
             top = conv
