@@ -1,0 +1,333 @@
+"""`caffe-mlic datalist build` and `caffe-mlic datalist check`.
+
+build: ground truth (Pascal VOC, MS-COCO or a plain label file, see
+caffe_mlic/annotations.py) + proposals (`caffe-mlic proposals`, one
+<image stem>.npz per image) -> a datalist (SPEC.md "Datalist") and, beside
+it, for OUT.txt:
+  OUT.classes.txt  the class names, one per line, in label order
+  OUT.gt.json      {"classes": [...], "size": [W, H] of the datalist boxes,
+                    "images": [{"path", "file", "width", "height", "labels",
+                                "objects": [{"class", "box", "difficult"}]}]}
+                   "path" as in the datalist, "file" absolute, boxes
+                   [x1, y1, x2, y2] 0-based inclusive in original pixels.
+The datalist takes each image's top --bbox-num proposals by score, mapped to
+the --size image: x' = floor(x * S / W), y' = floor(y * S / H), clipped to
+[0, S-1]; an image with fewer proposals has them repeated cyclically (in
+score order) up to --bbox-num; an image with none is an error. Image paths
+are relative to --root when given, else absolute. All three files are
+written only when everything checked out, and atomically.
+
+check: validate a datalist with the project's parser and print class counts,
+proposal statistics and every bad line; exit status 1 if there is any.
+"""
+import argparse
+import contextlib
+import json
+import os
+import sys
+
+import numpy as np
+
+from caffe_mlic import annotations
+from caffe_mlic.annotations import AnnotationError
+from caffe_mlic.fileio import atomic_write
+
+
+class BuildError(ValueError):
+    pass
+
+
+class UsageError(BuildError):
+    """Bad options (exit status 2)."""
+
+
+def companion_paths(out):
+    """(classes file, gt file) beside the datalist OUT (its .txt replaced)."""
+    stem = out[:-4] if out.endswith('.txt') else out
+    return stem + '.classes.txt', stem + '.gt.json'
+
+
+def parse_size(text):
+    parts = str(text).lower().split('x')
+    try:
+        w, h = (int(parts[0]), int(parts[0])) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+    except (ValueError, IndexError):
+        raise UsageError('--size: expected S or WxH, got %r' % text)
+    if len(parts) > 2 or w < 1 or h < 1:
+        raise UsageError('--size: expected S or WxH with positive numbers, got %r' % text)
+    return w, h
+
+
+def load_proposals(npz_path, record):
+    """(boxes (K,4) float64, scores (K,)) in original pixels, checked against the image."""
+    where = '%s (proposals of %s)' % (npz_path, record.path)
+    if not os.path.isfile(npz_path):
+        raise BuildError('%s: not found; run `caffe-mlic proposals` on the image' % where)
+    try:
+        with np.load(npz_path, allow_pickle=False) as z:
+            if 'boxes' not in z or 'scores' not in z:
+                raise BuildError('%s: needs arrays "boxes" and "scores", has %s' % (where, ', '.join(z.files)))
+            boxes = np.asarray(z['boxes'], np.float64)
+            scores = np.asarray(z['scores'], np.float64)
+            shape = z['image_shape'] if 'image_shape' in z else None
+    except BuildError:
+        raise
+    except Exception as e:  # noqa: BLE001  zip/pickle/format errors of many types
+        raise BuildError('%s: unreadable: %s' % (where, e))
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or scores.shape != (len(boxes),):
+        raise BuildError('%s: boxes must be (K, 4) and scores (K,), got %s and %s'
+                         % (where, boxes.shape, scores.shape))
+    if len(boxes) == 0:
+        raise BuildError('%s: no proposals for this image' % where)
+    if shape is not None and tuple(int(v) for v in shape) != (record.height, record.width):
+        raise BuildError('%s: computed on a %dx%d image but the image is %dx%d'
+                         % (where, int(shape[1]), int(shape[0]), record.width, record.height))
+    if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
+        raise BuildError('%s: boxes or scores are not finite' % where)
+    bad = np.flatnonzero((boxes[:, 0] < 0) | (boxes[:, 1] < 0) | (boxes[:, 2] > record.width - 1)
+                         | (boxes[:, 3] > record.height - 1)
+                         | (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))
+    if bad.size:
+        b = boxes[bad[0]]
+        raise BuildError('%s: box %d (%g, %g, %g, %g) is not inside the %dx%d image%s'
+                         % (where, bad[0], b[0], b[1], b[2], b[3], record.width, record.height,
+                            '' if bad.size == 1 else ' (and %d more)' % (bad.size - 1)))
+    return boxes, scores
+
+
+def resize_top_boxes(boxes, scores, width, height, size, bbox_num):
+    """Top bbox_num by score, mapped to the size=(W', H') image, padded cyclically."""
+    order = np.argsort(-scores, kind='stable')[:bbox_num]
+    boxes, scores = boxes[order], scores[order]
+    sw, sh = size
+    # (x * S) / W, not x * (S / W): for whole-pixel x the product is exact,
+    # so a quotient that is a whole number is never floored to one less
+    out = np.floor(boxes * np.array([sw, sh, sw, sh]) / np.array([width, height, width, height]))
+    out = np.clip(out, 0, np.array([sw - 1, sh - 1, sw - 1, sh - 1]))
+    idx = np.arange(bbox_num) % len(out)
+    return out[idx].astype(np.float32), scores[idx].astype(np.float32)
+
+
+def _gt_json(classes, size, images):
+    """Valid JSON with one image per line: compact, yet greppable and diffable."""
+    head = '{"classes": %s, "size": %s, "images": [\n' % (json.dumps(list(classes)), json.dumps(list(size)))
+    return head + ',\n'.join(json.dumps(im) for im in images) + '\n]}\n'
+
+
+def _datalist_path(path, root):
+    if root is None:
+        return os.path.abspath(path)
+    return os.path.relpath(os.path.abspath(path), os.path.abspath(root))
+
+
+def build(records, classes, proposals_dir, out, size=(672, 672), bbox_num=500, root=None,
+          difficult='include'):
+    """Write the datalist, OUT.classes.txt and OUT.gt.json; all or nothing."""
+    if bbox_num < 1:
+        raise UsageError('--bbox-num must be >= 1, got %d' % bbox_num)
+    if not records:
+        raise BuildError('no images to write')
+    classes_path, gt_path = companion_paths(out)
+    created = _missing_dirs(os.path.dirname(os.path.abspath(out)))
+    try:
+        # Lines are streamed into the datalist's temp file (a COCO-size list
+        # is gigabytes); nested atomic writes rename the three files into
+        # place only if every image checked out, else all temp files go.
+        with contextlib.ExitStack() as stack:
+            f_list = stack.enter_context(atomic_write(out))
+            f_cls = stack.enter_context(atomic_write(classes_path))
+            f_gt = stack.enter_context(atomic_write(gt_path))
+            gt_images = _write_lines(f_list, records, classes, proposals_dir, size, bbox_num,
+                                     root, difficult)
+            f_cls.write(''.join(c + '\n' for c in classes))
+            f_gt.write(_gt_json(classes, size, gt_images))
+    except BaseException:
+        for d in created:  # deepest first; only folders we made, only if empty
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
+        raise
+    return len(gt_images)
+
+
+def _missing_dirs(path):
+    out = []
+    while path and not os.path.isdir(path):
+        out.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return out
+
+
+def _write_lines(f, records, classes, proposals_dir, size, bbox_num, root, difficult):
+    """Write one datalist line per record to f; returns the gt.json entries.
+    Raises AnnotationError listing every problem found."""
+    from caffe_mlic.datalist import format_line
+    problems, gt_images, seen_npz = [], [], {}
+    for rec in records:
+        stem = os.path.splitext(os.path.basename(rec.path))[0]
+        npz = os.path.join(proposals_dir, stem + '.npz')
+        if npz in seen_npz:
+            problems.append('%s: image %s has the same file stem as %s, so they would share %s'
+                            % (rec.source, rec.path, seen_npz[npz], npz))
+            continue
+        seen_npz[npz] = rec.path
+        path = _datalist_path(rec.path, root)
+        if any(c.isspace() for c in path):
+            problems.append('%s: image path %r contains whitespace, which a datalist cannot hold'
+                            % (rec.source, path))
+            continue
+        try:
+            boxes, scores = load_proposals(npz, rec)
+        except BuildError as e:
+            problems.append(str(e))
+            continue
+        if problems:
+            continue  # the output is lost anyway: just look for more problems
+        rb, rs = resize_top_boxes(boxes, scores, rec.width, rec.height, size, bbox_num)
+        f.write(format_line(path, annotations.label_vector(rec, classes, difficult), rb, rs) + '\n')
+        gt_images.append({
+            'path': path, 'file': rec.path, 'width': rec.width, 'height': rec.height,
+            'labels': sorted(rec.label_names(difficult), key=classes.index),
+            'objects': [{'class': o.name, 'box': [float(v) for v in o.box], 'difficult': o.difficult}
+                        for o in rec.objects],
+        })
+    if problems:
+        raise AnnotationError(problems)
+    return gt_images
+
+
+def _cmd_build(args):
+    try:
+        sources = [s for s in ('voc', 'coco', 'labels') if getattr(args, s)]
+        if len(sources) != 1:
+            raise UsageError('give exactly one of --voc ROOT, --coco JSON, --labels FILE')
+        size = parse_size(args.size)
+        classes = annotations.read_class_list(args.classes) if args.classes else None
+        if args.voc:
+            if not args.set:
+                raise UsageError('--voc needs --set (e.g. trainval)')
+            classes, records = annotations.read_voc(args.voc, args.set, classes)
+        elif args.coco:
+            if not args.images:
+                raise UsageError('--coco needs --images DIR')
+            classes, records = annotations.read_coco(args.coco, args.images, classes)
+        else:
+            if classes is None:
+                raise UsageError('--labels needs --classes FILE')
+            records = annotations.read_label_file(args.labels, classes, args.images)
+        if not os.path.isdir(args.proposals):
+            raise BuildError('%s: proposals folder not found' % args.proposals)
+        n = build(records, classes, args.proposals, args.output, size, args.bbox_num, args.root,
+                  args.voc_difficult)
+    except BuildError as e:
+        print('caffe-mlic datalist build: %s' % e, file=sys.stderr)
+        return 2 if isinstance(e, UsageError) else 1
+    except (AnnotationError, OSError) as e:
+        print('caffe-mlic datalist build: %s' % e, file=sys.stderr)
+        return 1
+    classes_path, gt_path = companion_paths(args.output)
+    print('wrote %s (%d images, %d classes, %d boxes each), %s, %s'
+          % (args.output, n, len(classes), args.bbox_num, classes_path, gt_path))
+    return 0
+
+
+# ------------------------------------------------------------------ check
+
+def _distinct_boxes(boxes):
+    """Distinct boxes in each image of (M, B, 4)."""
+    counts = np.empty(len(boxes), np.int64)
+    for i, b in enumerate(boxes):
+        counts[i] = len(np.unique(b, axis=0))
+    return counts
+
+
+def check(path, att_num, bbox_num, size=(672, 672), root=None, check_images=True, out=None):
+    """Print a report; returns the number of problems."""
+    from caffe_mlic.datalist import format_problem, scan_datalist
+    out = out or sys.stdout
+    dl, problems = scan_datalist(path, att_num, bbox_num, size[0], size[1], root or '', check_images)
+    classes_path, _ = companion_paths(path)
+    names = None
+    if os.path.isfile(classes_path):
+        try:
+            names = annotations.read_class_list(classes_path)
+        except AnnotationError as e:
+            out.write('note: ignoring %s: %s\n' % (classes_path, e))
+        if names is not None and len(names) != att_num:
+            out.write('note: ignoring %s: it has %d classes, --att-num is %d\n'
+                      % (classes_path, len(names), att_num))
+            names = None
+    names = names or ['class %d' % i for i in range(att_num)]
+    m = len(dl)
+    out.write('%s: %d valid image line(s), %d problem(s)\n' % (path, m, len(problems)))
+    if m:
+        counts = dl.labels.sum(0)
+        width = max(len(n) for n in names) if names else 0
+        out.write('images per class:\n')
+        for name, c in zip(names, counts.tolist()):
+            out.write('  %-*s %6d\n' % (width, name, c))
+        per_image = dl.labels.sum(1)
+        out.write('labels per image: min %d, mean %.2f, max %d; images with no label: %d\n'
+                  % (per_image.min(), per_image.mean(), per_image.max(), int((per_image == 0).sum())))
+        if bbox_num:
+            distinct = _distinct_boxes(dl.boxes)
+            out.write('distinct boxes per image: min %d, mean %.1f, max %d (of %d)\n'
+                      % (distinct.min(), distinct.mean(), distinct.max(), bbox_num))
+            out.write('scores: min %g, max %g\n' % (float(dl.scores.min()), float(dl.scores.max())))
+    for p in problems:
+        out.write(format_problem(p) + '\n')
+    return len(problems)
+
+
+def _cmd_check(args):
+    try:
+        size = parse_size(args.size)
+    except BuildError as e:
+        print('caffe-mlic datalist check: %s' % e, file=sys.stderr)
+        return 2
+    if args.att_num < 0 or args.bbox_num < 0:
+        print('caffe-mlic datalist check: --att-num and --bbox-num must be >= 0', file=sys.stderr)
+        return 2
+    n = check(args.file, args.att_num, args.bbox_num, size, args.root, not args.no_images)
+    if n:
+        print('caffe-mlic datalist check: %s: %d problem(s)' % (args.file, n), file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(sub):
+    p = sub.add_parser('datalist', help='build or check a datalist (images, labels, proposals)',
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    dsub = p.add_subparsers(dest='datalist_command', metavar='SUBCOMMAND')
+    dsub.required = True
+
+    b = dsub.add_parser('build', help='ground truth + proposals -> datalist, classes, gt.json',
+                        description=__doc__ + '\n' + annotations.__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = b.add_argument_group('ground truth (exactly one)')
+    src.add_argument('--voc', metavar='ROOT', help='Pascal VOC folder (holds Annotations, ImageSets, JPEGImages)')
+    src.add_argument('--coco', metavar='JSON', help='COCO instances file (with --images DIR)')
+    src.add_argument('--labels', metavar='FILE', help='plain label file (with --classes FILE)')
+    b.add_argument('--set', help='VOC image set, e.g. trainval')
+    b.add_argument('--images', metavar='DIR', help='image folder (COCO; plain labels: base of relative paths)')
+    b.add_argument('--classes', metavar='FILE', help='class names, one per line (label order)')
+    b.add_argument('--proposals', required=True, metavar='DIR', help='folder of <image stem>.npz')
+    b.add_argument('-o', '--output', required=True, metavar='OUT.txt')
+    b.add_argument('--size', default='672', metavar='S|WxH', help='resized image size (default 672)')
+    b.add_argument('--bbox-num', type=int, default=500, help='proposals per image (default 500)')
+    b.add_argument('--root', metavar='DIR', help='write image paths relative to DIR (default: absolute)')
+    b.add_argument('--voc-difficult', choices=('include', 'ignore'), default='include',
+                   help='whether difficult objects (VOC) / crowd annotations (COCO) make a label '
+                        'present (default include)')
+    b.set_defaults(func=_cmd_build)
+
+    c = dsub.add_parser('check', help='validate a datalist and print statistics')
+    c.add_argument('file', metavar='FILE')
+    c.add_argument('--att-num', type=int, required=True, help='number of classes C')
+    c.add_argument('--bbox-num', type=int, required=True, help='proposals per image B')
+    c.add_argument('--size', default='672', metavar='S|WxH', help='resized image size (default 672)')
+    c.add_argument('--root', metavar='DIR', help='root folder the image paths are relative to')
+    c.add_argument('--no-images', action='store_true', help='do not check that image files exist')
+    c.set_defaults(func=_cmd_check)

@@ -1,0 +1,435 @@
+"""Object proposals with objectness scores (`caffe-mlic proposals`).
+
+Methods
+  edgeboxes (default)
+      OpenCV ximgproc EdgeBoxes (Zitnick & Dollar 2014) on an edge map and an
+      edge-orientation map. With --sed-model FILE the edges come from OpenCV's
+      Structured Edge Detector with the model the user gives (the usual
+      model.yml.gz), thinned by its edgesNms. Without a model we compute the
+      edge map ourselves: the image in CIE Lab, Gaussian-smoothed, Scharr
+      gradient magnitude taken as the largest over the three channels,
+      divided by a high percentile of itself and clipped to [0, 1], then
+      thinned by non-maximum suppression across the edge. The orientation
+      map is the one StructuredEdgeDetection::computeOrientation defines,
+      computed here: triangle-smooth the edge map (radius 4), take its first
+      and second derivatives and set
+      O = atan(Oyy * sign(-Oxy) / (Oxx + 1e-5)) mod pi.
+      Scores are EdgeBoxes' own objectness scores.
+  selective-search
+      OpenCV ximgproc Selective Search in its fast mode. Selective Search has
+      no objectness score, so the box at rank r (0-based, in OpenCV's output
+      order) of the K it returns gets score 1 - r/K. OpenCV draws that order
+      with C rand(), which we seed (srand(0)) per image for reproducibility.
+
+Every method then applies the same hygiene (as WSDDN does): boxes are
+clipped to the image, boxes with a side under --min-size pixels are dropped,
+exact duplicates are removed (the best-scored copy stays), boxes are sorted by
+score (descending, stable) and capped at --max-boxes.
+
+Output: OUT_DIR/<image stem>.npz with
+  boxes        (K, 4) float32  x1 y1 x2 y2, 0-based inclusive, original pixels
+  scores       (K,)   float32  descending
+  image_shape  (2,)   int32    height, width of the image the boxes belong to
+  method       str
+Outputs that already exist are skipped, so a killed run resumes where it
+stopped; every output is written atomically.
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+from caffe_mlic.fileio import atomic_save_npz
+
+METHODS = ('edgeboxes', 'selective-search')
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.ppm', '.pgm', '.webp')
+
+
+class ProposalError(ValueError):
+    pass
+
+
+# ------------------------------------------------------------ edge maps
+
+def _conv_tri(img, r):
+    """Separable triangle filter of radius r (weights 1..r+1..1, normalised)."""
+    import cv2
+    if r <= 0:
+        return img
+    k = np.concatenate([np.arange(1, r + 2), np.arange(r, 0, -1)]).astype(np.float32)
+    k /= k.sum()
+    return cv2.sepFilter2D(img, cv2.CV_32F, k, k, borderType=cv2.BORDER_REFLECT)
+
+
+def edge_orientation(edges):
+    """Edge-normal orientation in [0, pi), as StructuredEdgeDetection::computeOrientation
+    (0: the edge runs vertically, pi/2: horizontally)."""
+    e = _conv_tri(np.asarray(edges, np.float32), 4)
+    oy, ox = np.gradient(e)
+    _, oxx = np.gradient(ox)
+    oyy, oxy = np.gradient(oy)
+    # sign(-Oxy), but +1 where Oxy == 0 (axis-aligned edges), where a plain
+    # sign would zero the numerator and call every such edge vertical
+    sign = np.where(oxy > 0, -1.0, 1.0).astype(np.float32)
+    o = np.arctan(oyy * sign / (oxx + 1e-5))
+    return np.mod(o, np.pi).astype(np.float32)
+
+
+def edge_nms(edges, orientation, radius=1, border=5, multiplier=1.01):
+    """Keep a pixel only where it is a maximum across the edge (along the
+    normal given by orientation), sampling neighbours bilinearly at distances
+    1..radius; the `border` pixels nearest the image edge are faded out."""
+    import cv2
+    e = np.asarray(edges, np.float32)
+    h, w = e.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    c, s = np.cos(orientation).astype(np.float32), np.sin(orientation).astype(np.float32)
+    keep = np.ones((h, w), bool)
+    scaled = e * multiplier
+    for d in range(-radius, radius + 1):
+        if d == 0:
+            continue
+        nb = cv2.remap(e, xx + d * c, yy + d * s, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        keep &= scaled >= nb
+    out = np.where(keep, e, 0).astype(np.float32)
+    if border > 0:
+        bx = np.minimum(np.arange(w), np.arange(w)[::-1]).astype(np.float32)
+        by = np.minimum(np.arange(h), np.arange(h)[::-1]).astype(np.float32)
+        fade = np.minimum(np.minimum(by[:, None], bx[None, :]) / border, 1)
+        out *= fade
+    return out
+
+
+def gradient_edges(image_bgr, sigma=1.5, percentile=99.0):
+    """Our edge map when no SED model is given: (edges in [0,1], orientation)."""
+    import cv2
+    img = image_bgr.astype(np.float32) / 255
+    lab = cv2.cvtColor(img, cv2.COLOR_BGR2Lab)
+    lab *= np.array([1 / 100, 1 / 128, 1 / 128], np.float32)  # comparable channel ranges
+    lab = cv2.GaussianBlur(lab, (0, 0), sigma)
+    mag = np.zeros(img.shape[:2], np.float32)
+    for ch in cv2.split(lab):
+        gx = cv2.Scharr(ch, cv2.CV_32F, 1, 0)
+        gy = cv2.Scharr(ch, cv2.CV_32F, 0, 1)
+        mag = np.maximum(mag, cv2.magnitude(gx, gy))
+    top = float(np.percentile(mag, percentile))
+    edges = np.clip(mag / top, 0, 1) if top > 0 else mag
+    orientation = edge_orientation(edges)
+    return edge_nms(edges, orientation), orientation
+
+
+def sed_edges(image_bgr, detector):
+    import cv2
+    rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / 255
+    edges = detector.detectEdges(rgb)
+    orientation = detector.computeOrientation(edges)
+    return detector.edgesNms(edges, orientation), orientation
+
+
+_SED_CACHE = {}
+
+
+def _sed_detector(path):
+    import cv2
+    if path not in _SED_CACHE:
+        if not os.path.isfile(path):
+            raise ProposalError('%s: SED model not found' % path)
+        try:
+            _SED_CACHE[path] = cv2.ximgproc.createStructuredEdgeDetection(path)
+        except cv2.error as e:
+            raise ProposalError('%s: cannot load SED model: %s' % (path, str(e).strip().splitlines()[-1]))
+    return _SED_CACHE[path]
+
+
+# ------------------------------------------------------------ proposals
+
+def clean_boxes(boxes, scores, width, height, min_size=20, max_boxes=2000):
+    """WSDDN hygiene on (K,4) x1,y1,x2,y2 inclusive boxes: clip, drop small,
+    dedupe (best score wins), sort by score descending (stable), cap."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    if len(boxes) != len(scores):
+        raise ValueError('%d boxes but %d scores' % (len(boxes), len(scores)))
+    boxes = boxes.copy()
+    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width - 1)
+    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height - 1)
+    w = boxes[:, 2] - boxes[:, 0] + 1
+    h = boxes[:, 3] - boxes[:, 1] + 1
+    ok = (w >= min_size) & (h >= min_size) & np.isfinite(scores)
+    boxes, scores = boxes[ok], scores[ok]
+    order = np.argsort(-scores, kind='stable')
+    boxes, scores = boxes[order], scores[order]
+    # np.unique's first index of each distinct row = its best-scored copy
+    _, first = np.unique(boxes, axis=0, return_index=True)
+    first.sort()
+    boxes, scores = boxes[first][:max_boxes], scores[first][:max_boxes]
+    return boxes.astype(np.float32), scores.astype(np.float32)
+
+
+def _edgeboxes(image_bgr, sed_model, max_raw, min_size, alpha, beta):
+    import cv2
+    if sed_model:
+        edges, orientation = sed_edges(image_bgr, _sed_detector(sed_model))
+    else:
+        edges, orientation = gradient_edges(image_bgr)
+    eb = cv2.ximgproc.createEdgeBoxes(alpha=alpha, beta=beta, maxBoxes=max_raw,
+                                      minScore=0.0, minBoxArea=float(min_size * min_size))
+    result = eb.getBoundingBoxes(edges, orientation)
+    rects, scores = result if isinstance(result, tuple) else (result, None)
+    rects = np.asarray(rects, np.float64).reshape(-1, 4)
+    if scores is None or len(scores) != len(rects):  # very old OpenCV: no scores
+        scores = 1 - np.arange(len(rects)) / max(len(rects), 1)
+    return rects, np.asarray(scores, np.float64).reshape(-1)
+
+
+def _seed_libc_rand(seed):
+    """OpenCV's Selective Search ranks regions with C rand(): seed it so the
+    output order (hence our scores) is reproducible."""
+    import ctypes
+    try:
+        ctypes.CDLL(None).srand(ctypes.c_uint(seed))
+    except (OSError, AttributeError):  # not a libc platform: stay non-deterministic
+        pass
+
+
+def _selective_search(image_bgr, strategy='fast', seed=0):
+    import cv2
+    _seed_libc_rand(seed)
+    ss = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
+    ss.setBaseImage(image_bgr)
+    if strategy == 'quality':
+        ss.switchToSelectiveSearchQuality()
+    else:
+        ss.switchToSelectiveSearchFast()
+    rects = np.asarray(ss.process(), np.float64).reshape(-1, 4)
+    k = len(rects)
+    return rects, 1 - np.arange(k) / max(k, 1)
+
+
+def compute_proposals(image_bgr, method='edgeboxes', max_boxes=2000, min_size=20,
+                      sed_model=None, alpha=0.65, beta=0.75):
+    """Proposals for one BGR uint8 image: (boxes (K,4) float32 x1,y1,x2,y2
+    0-based inclusive, scores (K,) float32 descending). See the module docstring."""
+    image_bgr = np.asarray(image_bgr)
+    if image_bgr.ndim == 2:
+        image_bgr = np.repeat(image_bgr[..., None], 3, 2)
+    if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
+        raise ProposalError('expected an HxWx3 BGR image, got shape %s' % (image_bgr.shape,))
+    image_bgr = np.ascontiguousarray(image_bgr, dtype=np.uint8)
+    h, w = image_bgr.shape[:2]
+    if method == 'edgeboxes':
+        # ask for more than max_boxes: hygiene removes some
+        rects, scores = _edgeboxes(image_bgr, sed_model, max(2 * max_boxes, 100), min_size, alpha, beta)
+    elif method == 'selective-search':
+        rects, scores = _selective_search(image_bgr)
+    else:
+        raise ProposalError('unknown method %r; choose from %s' % (method, ', '.join(METHODS)))
+    # OpenCV rects are x, y, w, h; ours are inclusive corners
+    boxes = np.stack([rects[:, 0], rects[:, 1],
+                      rects[:, 0] + rects[:, 2] - 1, rects[:, 1] + rects[:, 3] - 1], 1)
+    return clean_boxes(boxes, scores, w, h, min_size, max_boxes)
+
+
+def read_image(path):
+    """BGR uint8 image, or ProposalError naming the path."""
+    import cv2
+    if not os.path.isfile(path):
+        raise ProposalError('%s: no such image file' % path)
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None or img.size == 0:
+        raise ProposalError('%s: cannot read image (unknown format or corrupt)' % path)
+    return img
+
+
+def output_path(out_dir, image_path):
+    return os.path.join(out_dir, os.path.splitext(os.path.basename(image_path))[0] + '.npz')
+
+
+def process_image(image_path, out_path, method='edgeboxes', max_boxes=2000, min_size=20,
+                  sed_model=None, alpha=0.65, beta=0.75):
+    """Compute and atomically save one image's proposals; returns the box count."""
+    img = read_image(image_path)
+    boxes, scores = compute_proposals(img, method, max_boxes, min_size, sed_model, alpha, beta)
+    atomic_save_npz(out_path, boxes=boxes, scores=scores,
+                    image_shape=np.array(img.shape[:2], np.int32), method=np.array(method))
+    return len(boxes)
+
+
+def _worker_init():
+    import cv2
+    cv2.setNumThreads(1)  # the processes are the parallelism
+
+
+def _worker(job):
+    image_path, out_path, kw = job
+    try:
+        return image_path, process_image(image_path, out_path, **kw), None
+    except ProposalError as e:
+        return image_path, None, str(e)
+    except Exception as e:  # noqa: BLE001  (report and continue with the others)
+        return image_path, None, '%s: %s: %s' % (image_path, type(e).__name__, e)
+
+
+# ------------------------------------------------------------ CLI
+
+def expand_images(paths):
+    """Files as given; directories become their image files (not recursive)."""
+    out = []
+    for p in paths:
+        if os.path.isdir(p):
+            out += [os.path.join(p, f) for f in sorted(os.listdir(p))
+                    if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith('.')]
+        else:
+            out.append(p)
+    return sorted(set(out))
+
+
+def parse_shard(text):
+    try:
+        i, n = (int(x) for x in text.split('/'))
+    except ValueError:
+        raise ProposalError('--shard: expected I/N (0 <= I < N), got %r' % text)
+    if not (n >= 1 and 0 <= i < n):
+        raise ProposalError('--shard: expected I/N with 0 <= I < N, got %r' % text)
+    return i, n
+
+
+class Progress:
+    """One-line progress bar on stderr (a line per 10% when not a terminal)."""
+
+    def __init__(self, total, label='proposals', stream=None, enabled=True):
+        self.total, self.label, self.done = total, label, 0
+        self.stream = stream or sys.stderr
+        self.enabled = enabled and total > 0
+        self.tty = getattr(self.stream, 'isatty', lambda: False)()
+        self.start = time.time()
+        self.last_decile = -1
+
+    def step(self, n=1):
+        self.done += n
+        if not self.enabled:
+            return
+        frac = self.done / self.total
+        rate = self.done / max(time.time() - self.start, 1e-6)
+        eta = (self.total - self.done) / rate if rate > 0 else 0
+        bar = '#' * int(frac * 30)
+        line = '%s [%-30s] %d/%d %.1f img/s eta %ds' % (self.label, bar, self.done, self.total, rate, eta)
+        if self.tty:
+            self.stream.write('\r' + line + ('\n' if self.done == self.total else ''))
+        elif int(frac * 10) != self.last_decile:
+            self.last_decile = int(frac * 10)
+            self.stream.write(line + '\n')
+        self.stream.flush()
+
+
+def run(images, out_dir, method='edgeboxes', max_boxes=2000, min_size=20, sed_model=None,
+        jobs=1, shard=(0, 1), progress=True, log=None, alpha=0.65, beta=0.75):
+    """Process a list of images; returns (n_done, n_skipped, failures [(path, msg)])."""
+    log = log or sys.stderr
+    given = images
+    images = expand_images(images)
+    if not images:
+        raise ProposalError('no image files in %s' % ', '.join(given))
+    stems = {}
+    for p in images:
+        stems.setdefault(output_path(out_dir, p), []).append(p)
+    clashes = [v for v in stems.values() if len(v) > 1]
+    if clashes:
+        raise ProposalError('images share a file stem, so their outputs would collide: %s'
+                            % '; '.join(', '.join(v) for v in clashes[:5]))
+    i, n = shard
+    mine = images[i::n]  # strided: every shard gets a similar mix
+    todo = [p for p in mine if not os.path.exists(output_path(out_dir, p))]
+    skipped = len(mine) - len(todo)
+    if sed_model:
+        _sed_detector(sed_model)  # fail once, up front, on a bad model
+    os.makedirs(out_dir, exist_ok=True)
+    kw = dict(method=method, max_boxes=max_boxes, min_size=min_size, sed_model=sed_model,
+              alpha=alpha, beta=beta)
+    job_list = [(p, output_path(out_dir, p), kw) for p in todo]
+    bar = Progress(len(job_list), enabled=progress)
+    failures = []
+    done = 0
+
+    def handle(result):
+        nonlocal done
+        path, count, err = result
+        if err is not None:
+            failures.append((path, err))
+            if bar.tty:
+                log.write('\n')
+            log.write('caffe-mlic proposals: %s\n' % err)
+        else:
+            done += 1
+        bar.step()
+
+    if jobs > 1 and len(job_list) > 1:
+        import multiprocessing
+        # spawn, not fork: OpenCV's thread pools do not survive a fork reliably
+        ctx = multiprocessing.get_context('spawn')
+        with ctx.Pool(min(jobs, len(job_list)), initializer=_worker_init) as pool:
+            for result in pool.imap_unordered(_worker, job_list):
+                handle(result)
+    else:
+        for job in job_list:
+            handle(_worker(job))
+    return done, skipped, failures
+
+
+def _cmd_proposals(args):
+    try:
+        shard = parse_shard(args.shard)
+        if args.jobs < 1:
+            raise ProposalError('--jobs must be >= 1, got %d' % args.jobs)
+        if args.max_boxes < 1:
+            raise ProposalError('--max-boxes must be >= 1, got %d' % args.max_boxes)
+        if args.min_size < 1:
+            raise ProposalError('--min-size must be >= 1, got %d' % args.min_size)
+        if args.sed_model and args.method != 'edgeboxes':
+            raise ProposalError('--sed-model only applies to --method edgeboxes')
+        if not (0 < args.alpha <= 1 and 0 < args.beta <= 1):
+            raise ProposalError('--alpha and --beta must be in (0, 1]')
+    except ProposalError as e:
+        print('caffe-mlic proposals: %s' % e, file=sys.stderr)
+        return 2
+    try:
+        done, skipped, failures = run(args.images, args.output, args.method, args.max_boxes,
+                                      args.min_size, args.sed_model, args.jobs, shard,
+                                      progress=not args.quiet, alpha=args.alpha, beta=args.beta)
+    except ProposalError as e:
+        print('caffe-mlic proposals: %s' % e, file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print('proposals: %d written, %d already there (skipped), %d failed -> %s'
+              % (done, skipped, len(failures), args.output))
+    if failures:
+        print('caffe-mlic proposals: %d image(s) failed:' % len(failures), file=sys.stderr)
+        for path, err in failures:
+            print('  %s' % err, file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(sub):
+    p = sub.add_parser('proposals', help='object proposals with scores, one .npz per image',
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('images', nargs='+', metavar='IMAGE',
+                   help='image files, or folders whose image files are all taken')
+    p.add_argument('-o', '--output', required=True, metavar='DIR', help='output folder')
+    p.add_argument('--method', choices=METHODS, default='edgeboxes')
+    p.add_argument('--sed-model', metavar='FILE',
+                   help='Structured Edge Detection model (e.g. model.yml.gz) for edgeboxes; '
+                        'default: our gradient edge map')
+    p.add_argument('--alpha', type=float, default=0.65,
+                   help='EdgeBoxes step size of the sliding window search (default 0.65)')
+    p.add_argument('--beta', type=float, default=0.75,
+                   help='EdgeBoxes NMS threshold on box IoU (default 0.75; 0.55 suits IoU-0.5 recall)')
+    p.add_argument('--max-boxes', type=int, default=2000, help='at most this many per image (default 2000)')
+    p.add_argument('--min-size', type=int, default=20, help='drop boxes with a side under this (px, default 20)')
+    p.add_argument('--jobs', type=int, default=1, help='processes (default 1)')
+    p.add_argument('--shard', default='0/1', metavar='I/N',
+                   help='process only shard I (0-based) of N: images I, I+N, ... of the sorted list')
+    p.add_argument('-q', '--quiet', action='store_true', help='no progress bar or summary')
+    p.set_defaults(func=_cmd_proposals)

@@ -1,0 +1,467 @@
+"""Synthetic multi-label detection data in Pascal VOC layout (`caffe-mlic synth`).
+
+Each class is a shape drawn with its own texture family; the two colours of
+every object are random, so colour alone never identifies the class. Objects
+vary in scale, position and rotation and may occlude each other (at most half
+of an object is hidden); distractor strokes and jagged blobs that belong to
+no class clutter a textured, noisy background.
+
+Layout written under OUT_DIR (as Pascal VOC):
+    JPEGImages/<id>.jpg
+    Annotations/<id>.xml           <object><name>, <difficult>, <bndbox> 1-based
+    ImageSets/Main/{train,val,trainval,test}.txt
+    ImageSets/Main/<cls>_{train,val,trainval,test}.txt   flags 1 / 0 / -1
+    classes.txt                    one class name per line
+A box is the extent of the object's *visible* pixels (VOC convention).
+`difficult` is 1 when less than 60% of the object is visible; `occluded` is 1
+when any part of it is hidden.
+"""
+import argparse
+import math
+import os
+import sys
+import xml.etree.ElementTree as ET
+
+import numpy as np
+
+from caffe_mlic.fileio import atomic_write
+
+# shape -> texture family. Order = class order.
+SHAPES = (
+    ('circle', 'stripes'),
+    ('triangle', 'checks'),
+    ('square', 'dots'),
+    ('star', 'noise'),
+    ('cross', 'gradient'),
+    ('ring', 'diagonal'),
+    ('ellipse', 'grid'),
+    ('hexagon', 'waves'),
+)
+SHAPE_NAMES = tuple(s for s, _ in SHAPES)
+SPLITS = ('train', 'val', 'test')
+MIN_VISIBLE = 0.5     # a placement that hides more of an earlier object is retried
+DIFFICULT_BELOW = 0.6  # visible fraction under which an object is "difficult"
+
+
+class SynthError(ValueError):
+    pass
+
+
+# ----------------------------------------------------------------- drawing
+
+def _rot(points, angle):
+    c, s = math.cos(angle), math.sin(angle)
+    pts = np.asarray(points, np.float64)
+    return np.stack([pts[:, 0] * c - pts[:, 1] * s, pts[:, 0] * s + pts[:, 1] * c], 1)
+
+
+def _regular(n, r, phase=0.0):
+    a = phase + 2 * math.pi * np.arange(n) / n
+    return np.stack([r * np.cos(a), r * np.sin(a)], 1)
+
+
+def _shape_mask(kind, shape_hw, cx, cy, r, angle, rng):
+    """Anti-aliased uint8 mask of one shape of radius ~r centred at (cx, cy)."""
+    import cv2
+    h, w = shape_hw
+    mask = np.zeros((h, w), np.uint8)
+    sh = 4  # sub-pixel bits for cv2 drawing
+    f = 1 << sh
+
+    def poly(pts):
+        pts = _rot(pts, angle) + (cx, cy)
+        cv2.fillPoly(mask, [np.round(pts * f).astype(np.int32)], 255, cv2.LINE_AA, sh)
+
+    centre = (int(round(cx * f)), int(round(cy * f)))
+    if kind == 'circle':
+        cv2.circle(mask, centre, int(round(r * f)), 255, -1, cv2.LINE_AA, sh)
+    elif kind == 'ring':
+        cv2.circle(mask, centre, int(round(r * f)), 255, -1, cv2.LINE_AA, sh)
+        cv2.circle(mask, centre, int(round(r * rng.uniform(0.45, 0.6) * f)), 0, -1, cv2.LINE_AA, sh)
+    elif kind == 'ellipse':
+        axes = (int(round(r * f)), int(round(r * rng.uniform(0.4, 0.65) * f)))
+        cv2.ellipse(mask, centre, axes, math.degrees(angle), 0, 360, 255, -1, cv2.LINE_AA, sh)
+    elif kind == 'triangle':
+        pts = _regular(3, r, -math.pi / 2)
+        pts[:, 0] *= rng.uniform(0.85, 1.15)  # not always equilateral
+        poly(pts)
+    elif kind == 'square':
+        a = r / math.sqrt(2)
+        poly([(-a, -a), (a, -a), (a, a), (-a, a)])
+    elif kind == 'hexagon':
+        poly(_regular(6, r))
+    elif kind == 'star':
+        outer = _regular(5, r, -math.pi / 2)
+        inner = _regular(5, r * rng.uniform(0.38, 0.5), -math.pi / 2 + math.pi / 5)
+        poly(np.stack([outer, inner], 1).reshape(-1, 2))
+    elif kind == 'cross':
+        t = r * rng.uniform(0.28, 0.4)
+        poly([(-r, -t), (r, -t), (r, t), (-r, t)])
+        poly([(-t, -r), (t, -r), (t, r), (-t, r)])
+    else:
+        raise ValueError(kind)
+    return mask
+
+
+def _random_colour(rng):
+    return rng.uniform(0, 255, 3)
+
+
+def _colour_pair(rng):
+    """Two random colours that differ enough for the texture to show."""
+    while True:
+        a, b = _random_colour(rng), _random_colour(rng)
+        if np.abs(a - b).sum() > 150:
+            return a, b
+
+
+def _value_noise(rng, h, w, cells):
+    """Smooth random field in [0,1]: a coarse random grid upsampled bicubically."""
+    import cv2
+    gh, gw = max(2, int(round(h / cells))), max(2, int(round(w / cells)))
+    grid = rng.uniform(0, 1, (gh, gw)).astype(np.float32)
+    field = cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
+    return np.clip(field, 0, 1)
+
+
+def _texture(family, shape_hw, cx, cy, r, angle, rng):
+    """(h,w) blend weights in [0,1] of the object's texture, in its own rotated frame."""
+    h, w = shape_hw
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    c, s = math.cos(angle), math.sin(angle)
+    u = ((xx - cx) * c + (yy - cy) * s) / r  # object coordinates, radius 1
+    v = (-(xx - cx) * s + (yy - cy) * c) / r
+    period = rng.uniform(0.25, 0.5)
+    if family == 'stripes':
+        t = np.sin(2 * np.pi * u / period) > 0
+    elif family == 'diagonal':
+        t = np.sin(2 * np.pi * (u + v) / (period * 1.4)) > 0
+    elif family == 'checks':
+        t = (np.floor(u / period) + np.floor(v / period)) % 2
+    elif family == 'dots':
+        du = u / period - np.round(u / period)
+        dv = v / period - np.round(v / period)
+        t = du * du + dv * dv < rng.uniform(0.06, 0.12)
+    elif family == 'grid':
+        du = np.abs(u / period - np.round(u / period))
+        dv = np.abs(v / period - np.round(v / period))
+        t = np.minimum(du, dv) < 0.12
+    elif family == 'waves':
+        t = np.sin(2 * np.pi * (u + 0.15 * np.sin(2 * np.pi * v / period)) / (period * 0.8)) > 0
+    elif family == 'gradient':
+        t = np.clip((u + 1) / 2, 0, 1)
+    elif family == 'noise':
+        # blotchy: high-contrast value noise at the object's scale
+        t = _value_noise(rng, h, w, max(2.0, r * 0.25)) > 0.5
+    else:
+        raise ValueError(family)
+    return t.astype(np.float32)
+
+
+def _blend(img, alpha, colour_img):
+    a = alpha[..., None]
+    img *= 1 - a
+    img += a * colour_img
+
+
+def _background(rng, h, w):
+    """Low-frequency colour field + mid-frequency blotches + per-pixel noise."""
+    import cv2
+    coarse = rng.uniform(0, 255, (3, 3, 3)).astype(np.float32)
+    img = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
+    for cells in (rng.uniform(6, 14), rng.uniform(20, 40)):
+        blot = _value_noise(rng, h, w, cells) - 0.5
+        img += blot[..., None] * rng.uniform(20, 70, 3).astype(np.float32)
+    img += rng.normal(0, 6, (h, w, 3)).astype(np.float32)
+    return img
+
+
+def _distractor(img, owner, rng, max_side, thin):
+    """A stroke (polyline) or a jagged blob: shapes of no class."""
+    import cv2
+    h, w = owner.shape
+    colour = tuple(float(c) for c in _random_colour(rng))
+    mask = np.zeros((h, w), np.uint8)
+    if thin or rng.uniform() < 0.5:
+        n = int(rng.integers(2, 6))
+        start = rng.uniform((0, 0), (w, h))
+        steps = rng.normal(0, max_side * 0.25, (n, 2))
+        pts = np.cumsum(np.vstack([start, steps]), 0)
+        thickness = int(rng.integers(1, 3 if thin else 6))
+        cv2.polylines(mask, [np.round(pts).astype(np.int32)], False, 255, thickness, cv2.LINE_AA)
+    else:
+        n = int(rng.integers(7, 13))
+        rad = rng.uniform(0.05, 0.15) * max_side
+        ang = np.sort(rng.uniform(0, 2 * np.pi, n))
+        radii = rad * rng.uniform(0.35, 1.0, n)
+        c = rng.uniform((0, 0), (w, h))
+        pts = c + np.stack([radii * np.cos(ang), radii * np.sin(ang)], 1)
+        cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 255, cv2.LINE_AA)
+    alpha = mask.astype(np.float32) / 255
+    _blend(img, alpha, np.array(colour, np.float32))
+    owner[mask >= 128] = -1
+
+
+def render_image(rng, classes, width, height, size_range, n_clutter):
+    """Draw one image. Returns (bgr uint8, objects): objects are dicts with
+    name, box (0-based inclusive x1,y1,x2,y2 of visible pixels), visible, difficult."""
+    h, w = height, width
+    img = _background(rng, h, w)
+    owner = np.full((h, w), -1, np.int32)
+    short = min(w, h)
+    n_before = int(rng.integers(0, n_clutter + 1)) if n_clutter else 0
+    for _ in range(n_before):
+        _distractor(img, owner, rng, short, thin=False)
+    owner[:] = -1  # clutter drawn before objects hides nothing
+
+    placed = []  # (name, full_area)
+    for name in classes:
+        kind, family = name, dict(SHAPES)[name]
+        for _attempt in range(30):
+            r = rng.uniform(*size_range) * short / 2
+            cx = rng.uniform(r, w - r)
+            cy = rng.uniform(r, h - r)
+            angle = rng.uniform(0, 2 * math.pi)
+            # the shape's own randomness is drawn from a child rng so a retried
+            # placement does not shift the rest of the image's random stream
+            shape_rng = np.random.default_rng(rng.integers(1 << 63))
+            mask = _shape_mask(kind, (h, w), cx, cy, r, angle, shape_rng)
+            solid = mask >= 128
+            area = int(solid.sum())
+            if area < 16:
+                continue
+            ok = True
+            for k, (_, full) in enumerate(placed):
+                left = np.count_nonzero((owner == k) & ~solid)
+                if left < MIN_VISIBLE * full:
+                    ok = False
+                    break
+            if ok:
+                break
+        else:
+            continue  # no room left for this object
+        c1, c2 = _colour_pair(rng)
+        t = _texture(family, (h, w), cx, cy, r, angle, shape_rng)
+        colour_img = c1 + t[..., None] * (c2 - c1)
+        colour_img += rng.normal(0, 8, (h, w, 3)).astype(np.float32)
+        _blend(img, mask.astype(np.float32) / 255, colour_img.astype(np.float32))
+        owner[solid] = len(placed)
+        placed.append((name, area))
+
+    for _ in range(n_clutter - n_before):
+        _distractor(img, owner, rng, short, thin=True)  # thin strokes over objects
+
+    img += rng.normal(0, 4, (h, w, 3)).astype(np.float32)
+    bgr = np.clip(np.round(img), 0, 255).astype(np.uint8)
+    objects = []
+    for k, (name, full) in enumerate(placed):
+        ys, xs = np.nonzero(owner == k)
+        if len(xs) == 0:
+            continue
+        visible = len(xs) / full
+        objects.append({
+            'name': name,
+            'box': (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())),
+            'visible': round(float(visible), 3),
+            'occluded': int(visible < 0.999),
+            'difficult': int(visible < DIFFICULT_BELOW),
+        })
+    return bgr, objects
+
+
+# ----------------------------------------------------------------- VOC files
+
+def voc_xml(image_id, filename, width, height, objects):
+    root = ET.Element('annotation')
+    ET.SubElement(root, 'folder').text = 'JPEGImages'
+    ET.SubElement(root, 'filename').text = filename
+    src = ET.SubElement(root, 'source')
+    ET.SubElement(src, 'database').text = 'caffe-mlic synthetic'
+    size = ET.SubElement(root, 'size')
+    for tag, val in (('width', width), ('height', height), ('depth', 3)):
+        ET.SubElement(size, tag).text = str(val)
+    ET.SubElement(root, 'segmented').text = '0'
+    for o in objects:
+        el = ET.SubElement(root, 'object')
+        ET.SubElement(el, 'name').text = o['name']
+        ET.SubElement(el, 'pose').text = 'Unspecified'
+        ET.SubElement(el, 'truncated').text = '0'
+        ET.SubElement(el, 'occluded').text = str(o['occluded'])
+        ET.SubElement(el, 'difficult').text = str(o['difficult'])
+        bb = ET.SubElement(el, 'bndbox')
+        x1, y1, x2, y2 = o['box']
+        for tag, val in zip(('xmin', 'ymin', 'xmax', 'ymax'), (x1, y1, x2, y2)):
+            ET.SubElement(bb, tag).text = str(val + 1)  # VOC is 1-based
+    ET.indent(root)
+    return ET.tostring(root, encoding='unicode') + '\n'
+
+
+def _split_counts(n, fractions):
+    fr = np.asarray(fractions, np.float64)
+    fr = fr / fr.sum()
+    counts = np.floor(fr * n).astype(int)
+    # largest remainders get the leftover images
+    for i in np.argsort(-(fr * n - counts), kind='stable')[: n - counts.sum()]:
+        counts[i] += 1
+    return counts
+
+
+def make_synthetic_voc(out_dir, n_images, n_classes=6, objects_per_image=(1, 4),
+                       size_range=(0.15, 0.45), image_size=(384, 288), clutter=4,
+                       seed=0, split=(0.6, 0.2, 0.2), force=False, progress=False):
+    """Write a synthetic VOC-layout data set; returns the class-name list.
+
+    Deterministic given ``seed`` (and the other arguments)."""
+    import cv2
+    if not 1 <= n_classes <= len(SHAPES):
+        raise SynthError('--classes must be in 1..%d (shape types: %s), got %d'
+                         % (len(SHAPES), ', '.join(SHAPE_NAMES), n_classes))
+    if n_images < 1:
+        raise SynthError('--images must be at least 1, got %d' % n_images)
+    lo, hi = objects_per_image
+    if not 1 <= lo <= hi:
+        raise SynthError('--objects-per-image must be LO-HI with 1 <= LO <= HI, got %d-%d' % (lo, hi))
+    smin, smax = size_range
+    if not 0 < smin <= smax <= 1:
+        raise SynthError('--size-range must be A-B with 0 < A <= B <= 1, got %g-%g' % (smin, smax))
+    width, height = image_size
+    if width < 32 or height < 32:
+        raise SynthError('--image-size must be at least 32x32, got %dx%d' % (width, height))
+    if len(split) != 3 or min(split) < 0 or sum(split) <= 0:
+        raise SynthError('--split needs three non-negative fractions train,val,test, got %s'
+                         % ','.join(map(str, split)))
+    if clutter < 0:
+        raise SynthError('--clutter must be >= 0, got %d' % clutter)
+    ann_dir = os.path.join(out_dir, 'Annotations')
+    if not force and os.path.isdir(ann_dir) and os.listdir(ann_dir):
+        raise SynthError('%s already holds a data set (use --force to overwrite)' % out_dir)
+
+    classes = list(SHAPE_NAMES[:n_classes])
+    rng = np.random.default_rng(seed)
+    # Classes are drawn from a stream of shuffled "bags" of all classes, so
+    # class counts stay balanced while co-occurrence is random.
+    counts = rng.integers(lo, hi + 1, n_images)
+    n_obj = int(counts.sum())
+    bags = [rng.permutation(n_classes) for _ in range(n_obj // n_classes + 1)]
+    stream = np.concatenate(bags)[:n_obj]
+    order = rng.permutation(n_images)
+    split_counts = _split_counts(n_images, split)
+    image_seeds = rng.integers(1 << 63, size=n_images)
+
+    ids = ['%06d' % (i + 1) for i in range(n_images)]
+    present = {}  # id -> {class: flag}
+    pos = 0
+    for i, image_id in enumerate(ids):
+        names = [classes[k] for k in stream[pos:pos + counts[i]]]
+        pos += counts[i]
+        img_rng = np.random.default_rng(image_seeds[i])
+        bgr, objects = render_image(img_rng, names, width, height, (smin, smax), clutter)
+        ok, buf = cv2.imencode('.jpg', bgr, [cv2.IMWRITE_JPEG_QUALITY, 92])
+        with atomic_write(os.path.join(out_dir, 'JPEGImages', image_id + '.jpg'), 'wb') as f:
+            f.write(buf.tobytes())
+        with atomic_write(os.path.join(ann_dir, image_id + '.xml')) as f:
+            f.write(voc_xml(image_id, image_id + '.jpg', width, height, objects))
+        flags = {}
+        for o in objects:
+            flag = 0 if o['difficult'] else 1
+            flags[o['name']] = max(flags.get(o['name'], flag), flag)
+        present[image_id] = flags
+        if progress:
+            sys.stderr.write('\rsynth: %d/%d' % (i + 1, n_images))
+            sys.stderr.flush()
+    if progress:
+        sys.stderr.write('\n')
+
+    sets = {}
+    start = 0
+    for name, c in zip(SPLITS, split_counts):
+        sets[name] = sorted(ids[j] for j in order[start:start + c])
+        start += c
+    sets['trainval'] = sorted(sets['train'] + sets['val'])
+    main = os.path.join(out_dir, 'ImageSets', 'Main')
+    for name, members in sets.items():
+        with atomic_write(os.path.join(main, name + '.txt')) as f:
+            f.write(''.join(m + '\n' for m in members))
+        for cls in classes:
+            with atomic_write(os.path.join(main, '%s_%s.txt' % (cls, name))) as f:
+                f.write(''.join('%s %2d\n' % (m, present[m].get(cls, -1)) for m in members))
+    with atomic_write(os.path.join(out_dir, 'classes.txt')) as f:
+        f.write(''.join(c + '\n' for c in classes))
+    return classes
+
+
+# ----------------------------------------------------------------- CLI
+
+def _range(text, cast):
+    parts = text.replace(',', '-').split('-')
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2:
+        raise ValueError(text)
+    return cast(parts[0]), cast(parts[1])
+
+
+def _size(text):
+    parts = text.lower().split('x')
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2:
+        raise ValueError(text)
+    return int(parts[0]), int(parts[1])
+
+
+def _cmd_synth(args):
+    try:
+        try:
+            opi = _range(args.objects_per_image, int)
+        except ValueError:
+            raise SynthError('--objects-per-image: expected LO-HI, e.g. 1-4, got %r' % args.objects_per_image)
+        try:
+            sr = _range(args.size_range, float)
+        except ValueError:
+            raise SynthError('--size-range: expected A-B fractions, e.g. 0.15-0.45, got %r' % args.size_range)
+        try:
+            size = _size(args.image_size)
+        except ValueError:
+            raise SynthError('--image-size: expected WxH, e.g. 384x288, got %r' % args.image_size)
+        try:
+            split = tuple(float(x) for x in args.split.split(','))
+        except ValueError:
+            raise SynthError('--split: expected TRAIN,VAL,TEST fractions, got %r' % args.split)
+        classes = make_synthetic_voc(args.out_dir, args.images, args.classes, opi, sr, size,
+                                     args.clutter, args.seed, split, force=args.force,
+                                     progress=not args.quiet and sys.stderr.isatty())
+    except SynthError as e:
+        print('caffe-mlic synth: %s' % e, file=sys.stderr)
+        return 2
+    except OSError as e:
+        print('caffe-mlic synth: %s' % e, file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print('wrote %d images of %d classes (%s) to %s'
+              % (args.images, len(classes), ', '.join(classes), args.out_dir))
+    return 0
+
+
+def register(sub):
+    p = sub.add_parser('synth', help='write a synthetic multi-label detection set (VOC layout)',
+                       description=__doc__, formatter_class=_Formatter)
+    p.add_argument('out_dir', metavar='OUT_DIR')
+    p.add_argument('--images', type=int, default=100, help='number of images')
+    p.add_argument('--classes', type=int, default=6,
+                   help='number of classes, at most %d: %s' % (len(SHAPES), ', '.join(SHAPE_NAMES)))
+    p.add_argument('--objects-per-image', default='1-4', metavar='LO-HI')
+    p.add_argument('--size-range', default='0.15-0.45', metavar='A-B',
+                   help='object diameter as a fraction of the shorter image side')
+    p.add_argument('--image-size', default='384x288', metavar='WxH')
+    p.add_argument('--clutter', type=int, default=4, help='distractor strokes/blobs per image (at most)')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--split', default='0.6,0.2,0.2', metavar='TRAIN,VAL,TEST',
+                   help='fractions of images per split')
+    p.add_argument('--force', action='store_true', help='overwrite a data set already in OUT_DIR')
+    p.add_argument('-q', '--quiet', action='store_true')
+    p.set_defaults(func=_cmd_synth)
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass

@@ -1,0 +1,379 @@
+"""caffe-mlic datalist build / check, on VOC, COCO and plain label files written here."""
+import json
+import os
+import re
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from caffe_mlic import cli
+from caffe_mlic.datalist import read_datalist
+
+CLASSES = ['cat', 'dog', 'bird']
+
+
+def _image(path, w, h, seed):
+    rng = np.random.default_rng(seed)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    assert cv2.imwrite(path, rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+
+
+def _npz(path, boxes, scores, hw=None):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    arrays = dict(boxes=np.array(boxes, np.float32).reshape(-1, 4), scores=np.array(scores, np.float32))
+    if hw is not None:
+        arrays['image_shape'] = np.array(hw, np.int32)
+    np.savez(path, **arrays)
+
+
+def _voc_xml(filename, w, h, objects):
+    objs = ''.join(
+        '<object><name>%s</name><difficult>%d</difficult><bndbox><xmin>%s</xmin><ymin>%s</ymin>'
+        '<xmax>%s</xmax><ymax>%s</ymax></bndbox></object>' % ((name, diff) + tuple(box))
+        for name, diff, box in objects)
+    return ('<annotation><filename>%s</filename><size><width>%d</width><height>%d</height>'
+            '<depth>3</depth></size>%s</annotation>' % (filename, w, h, objs))
+
+
+# VOC set: (id, file name, width, height, objects (name, difficult, 1-based box))
+VOC_IMAGES = [
+    ('a1', 'a1.jpg', 333, 251, [('cat', 0, (11, 21, 100, 200)), ('dog', 1, (50, 60, 333, 251))]),
+    ('a2', 'a2.png', 200, 150, [('bird', 0, (1, 1, 200, 150))]),
+    ('a3', 'a3.jpg', 500, 375, [('cat', 0, (1, 1, 10, 10)), ('bird', 0, (100, 100, 200, 300)),
+                                ('cat', 1, (5, 5, 50, 50))]),
+]
+# proposals, original pixels (0-based inclusive), deliberately not sorted
+VOC_PROPOSALS = {
+    'a1': ([[0, 0, 332, 250], [10, 20, 99, 199], [50, 60, 300, 200]], [0.5, 0.9, 0.1]),
+    'a2': ([[0, 0, 199, 149]], [1.0]),
+    'a3': ([[0, 0, 499, 374], [10, 10, 100, 100], [250, 0, 499, 374], [0, 187, 249, 374],
+            [1, 2, 3, 4]], [0.1, 0.2, 0.3, 0.4, 0.5]),
+}
+
+
+@pytest.fixture
+def voc(tmp_path):
+    root = str(tmp_path / 'VOC')
+    for image_id, fname, w, h, objects in VOC_IMAGES:
+        _image(os.path.join(root, 'JPEGImages', fname), w, h, seed=w)
+        os.makedirs(os.path.join(root, 'Annotations'), exist_ok=True)
+        with open(os.path.join(root, 'Annotations', image_id + '.xml'), 'w') as f:
+            f.write(_voc_xml(fname, w, h, objects))
+        boxes, scores = VOC_PROPOSALS[image_id]
+        _npz(str(tmp_path / 'props' / (image_id + '.npz')), boxes, scores, (h, w))
+    os.makedirs(os.path.join(root, 'ImageSets', 'Main'))
+    with open(os.path.join(root, 'ImageSets', 'Main', 'train.txt'), 'w') as f:
+        f.write('a1\na2\na3\n')
+    with open(os.path.join(root, 'classes.txt'), 'w') as f:
+        f.write('\n'.join(CLASSES) + '\n')
+    return tmp_path, root
+
+
+def _build_voc(tmp_path, root, *extra):
+    out = str(tmp_path / 'out' / 'train.txt')
+    rc = cli.main(['datalist', 'build', '--voc', root, '--set', 'train', '--proposals',
+                   str(tmp_path / 'props'), '-o', out, '--bbox-num', '4'] + list(extra))
+    return rc, out
+
+
+def test_voc_build_exact(voc, capsys):
+    tmp_path, root = voc
+    rc, out = _build_voc(tmp_path, root)
+    assert rc == 0, capsys.readouterr().err
+    dl = read_datalist(out, 3, 4, 672, 672)
+    assert dl.image_paths == [os.path.join(root, 'JPEGImages', f) for f in ('a1.jpg', 'a2.png', 'a3.jpg')]
+    # a1: cat + dog (difficult only: counts by default); a2: bird; a3: cat, bird
+    np.testing.assert_array_equal(dl.labels, [[1, 1, 0], [0, 0, 1], [1, 0, 1]])
+    # a1 is 333x251: x * 672/333, y * 672/251, floored; sorted by score 0.9, 0.5, 0.1;
+    # only three proposals, so the 4th repeats the first
+    np.testing.assert_array_equal(dl.boxes[0], [[20, 53, 199, 532], [0, 0, 669, 669],
+                                                [100, 160, 605, 535], [20, 53, 199, 532]])
+    np.testing.assert_allclose(dl.scores[0], [0.9, 0.5, 0.1, 0.9], rtol=1e-6)
+    # a2 (PNG, 200x150): one proposal, repeated; 199*3.36 = 668.6, 149*4.48 = 667.5
+    np.testing.assert_array_equal(dl.boxes[1], [[0, 0, 668, 667]] * 4)
+    # a3 (500x375): top 4 of 5 by score; scale 1.344 / 1.792
+    np.testing.assert_array_equal(dl.boxes[2], [[1, 3, 4, 7], [0, 335, 334, 670],
+                                                [336, 0, 670, 670], [13, 17, 134, 179]])
+    np.testing.assert_allclose(dl.scores[2], [0.5, 0.4, 0.3, 0.2], rtol=1e-6)
+
+    with open(out[:-4] + '.classes.txt') as f:
+        assert f.read().split() == CLASSES
+    with open(out[:-4] + '.gt.json') as f:
+        gt = json.load(f)
+    assert gt['classes'] == CLASSES and gt['size'] == [672, 672]
+    a1 = gt['images'][0]
+    assert (a1['path'], a1['width'], a1['height']) == (dl.image_paths[0], 333, 251)
+    assert a1['labels'] == ['cat', 'dog']
+    assert a1['objects'] == [{'class': 'cat', 'box': [10, 20, 99, 199], 'difficult': False},
+                             {'class': 'dog', 'box': [49, 59, 332, 250], 'difficult': True}]
+    assert len(gt['images'][2]['objects']) == 3
+
+    # datalist check accepts it and reports per-class counts with names
+    capsys.readouterr()
+    assert cli.main(['datalist', 'check', out, '--att-num', '3', '--bbox-num', '4']) == 0
+    report = capsys.readouterr().out
+    assert '3 valid image line(s), 0 problem(s)' in report
+    counts = re.findall(r'^  (\w+) +(\d+)$', report, re.M)
+    assert counts == [('cat', '2'), ('dog', '1'), ('bird', '2')]  # names from train.classes.txt
+    assert 'distinct boxes per image: min 1, mean 2.7, max 4 (of 4)' in report  # 3, 1, 4
+    assert 'scores: min 0.1, max 1' in report
+
+
+def test_voc_difficult_ignore_and_root(voc, capsys):
+    tmp_path, root = voc
+    rc, out = _build_voc(tmp_path, root, '--voc-difficult', 'ignore', '--root', str(tmp_path))
+    assert rc == 0
+    dl = read_datalist(out, 3, 4, 672, 672, root_folder=str(tmp_path))
+    np.testing.assert_array_equal(dl.labels, [[1, 0, 0], [0, 0, 1], [1, 0, 1]])
+    with open(out) as f:
+        assert f.readline().startswith('VOC/JPEGImages/a1.jpg 1 0 0 20 53 199 532 0.9 ')
+
+
+def test_coco_build_exact(tmp_path, capsys):
+    images = tmp_path / 'images'
+    _image(str(images / 'x' / '000010.jpg'), 320, 240, 1)
+    _image(str(images / '000011.png'), 64, 48, 2)
+    data = {
+        'images': [{'id': 10, 'file_name': 'x/000010.jpg', 'width': 320, 'height': 240},
+                   {'id': 11, 'file_name': '000011.png', 'width': 64, 'height': 48}],
+        # ids out of order: classes come in id order (person, bike, car)
+        'categories': [{'id': 3, 'name': 'car'}, {'id': 1, 'name': 'person'}, {'id': 2, 'name': 'bike'}],
+        'annotations': [
+            {'id': 1, 'image_id': 10, 'category_id': 1, 'bbox': [10, 20, 30, 40], 'iscrowd': 0},
+            {'id': 2, 'image_id': 10, 'category_id': 3, 'bbox': [0.5, 0, 319.5, 240.4], 'iscrowd': 1}],
+    }
+    ann = tmp_path / 'instances.json'
+    ann.write_text(json.dumps(data))
+    _npz(str(tmp_path / 'props' / '000010.npz'), [[0, 0, 319, 239], [40, 30, 79, 59]], [0.3, 0.7], (240, 320))
+    _npz(str(tmp_path / 'props' / '000011.npz'), [[0, 0, 63, 47]], [0.25])
+    out = str(tmp_path / 'coco.txt')
+    rc = cli.main(['datalist', 'build', '--coco', str(ann), '--images', str(images), '--proposals',
+                   str(tmp_path / 'props'), '-o', out, '--bbox-num', '3', '--size', '224'])
+    assert rc == 0, capsys.readouterr().err
+    dl = read_datalist(out, 3, 3, 224, 224)
+    np.testing.assert_array_equal(dl.labels, [[1, 0, 1], [0, 0, 0]])  # no annotation: all zeros
+    # 320x240 -> 224: x * 0.7, y * 0.9333
+    np.testing.assert_array_equal(dl.boxes[0], [[28, 28, 55, 55], [0, 0, 223, 223], [28, 28, 55, 55]])
+    np.testing.assert_allclose(dl.scores[0], [0.7, 0.3, 0.7], rtol=1e-6)
+    np.testing.assert_array_equal(dl.boxes[1], [[0, 0, 220, 219]] * 3)  # 63*3.5, 47*4.667
+    with open(out[:-4] + '.gt.json') as f:
+        gt = json.load(f)
+    assert gt['classes'] == ['person', 'bike', 'car']
+    objs = gt['images'][0]['objects']
+    assert objs[0] == {'class': 'person', 'box': [10, 20, 39, 59], 'difficult': False}
+    assert objs[1] == {'class': 'car', 'box': [0.5, 0, 319, 239], 'difficult': True}  # crowd, clipped
+    assert cli.main(['datalist', 'check', out, '--att-num', '3', '--bbox-num', '3', '--size', '224']) == 0
+    # crowd treated like difficult
+    out2 = str(tmp_path / 'coco2.txt')
+    assert cli.main(['datalist', 'build', '--coco', str(ann), '--images', str(images), '--proposals',
+                     str(tmp_path / 'props'), '-o', out2, '--bbox-num', '3', '--voc-difficult', 'ignore']) == 0
+    np.testing.assert_array_equal(read_datalist(out2, 3, 3).labels, [[1, 0, 0], [0, 0, 0]])
+
+
+def test_plain_labels(tmp_path, capsys):
+    _image(str(tmp_path / 'imgs' / 'p.jpg'), 100, 80, 1)
+    _image(str(tmp_path / 'imgs' / 'q.jpg'), 90, 70, 2)
+    _image(str(tmp_path / 'imgs' / 'r.jpg'), 50, 50, 3)
+    (tmp_path / 'classes.txt').write_text('cat\ndog\nbird\n')
+    (tmp_path / 'labels.txt').write_text('# names or 0/1 vectors\np.jpg bird cat\nq.jpg 0 1 1\n\nr.jpg\n')
+    for n in 'pqr':
+        _npz(str(tmp_path / 'props' / (n + '.npz')), [[0, 0, 40, 40]], [0.5])
+    out = str(tmp_path / 'plain.txt')
+    rc = cli.main(['datalist', 'build', '--labels', str(tmp_path / 'labels.txt'), '--classes',
+                   str(tmp_path / 'classes.txt'), '--images', str(tmp_path / 'imgs'),
+                   '--proposals', str(tmp_path / 'props'), '-o', out, '--bbox-num', '2'])
+    assert rc == 0, capsys.readouterr().err
+    dl = read_datalist(out, 3, 2, 672, 672)
+    np.testing.assert_array_equal(dl.labels, [[1, 0, 1], [0, 1, 1], [0, 0, 0]])
+    np.testing.assert_array_equal(dl.boxes[0], [[0, 0, 268, 336]] * 2)  # 40*6.72, 40*8.4 exactly
+
+
+def test_check_rejects_corrupted_copy(voc, capsys):
+    tmp_path, root = voc
+    rc, out = _build_voc(tmp_path, root)
+    assert rc == 0
+    with open(out) as f:
+        lines = f.read().splitlines()
+    bad = str(tmp_path / 'bad.txt')
+    fields = lines[2].split()
+    fields[2] = '7'  # a label that is not 0/1
+    with open(bad, 'w') as f:
+        f.write('\n'.join([lines[0], lines[1].rsplit(' ', 1)[0], ' '.join(fields)]) + '\n')
+    capsys.readouterr()
+    assert cli.main(['datalist', 'check', bad, '--att-num', '3', '--bbox-num', '4']) == 1
+    report = capsys.readouterr().out
+    assert '1 valid image line(s), 2 problem(s)' in report
+    assert bad + ':2: expected 24 fields' in report
+    assert bad + ':3: field 3 (label 1): 7 is not 0 or 1' in report
+    # a box beyond the resized size is caught when --size is smaller
+    assert cli.main(['datalist', 'check', out, '--att-num', '3', '--bbox-num', '4', '--size', '600']) == 1
+
+
+# ------------------------------------------------------------------ bad input
+
+def _assert_fails(tmp_path, capsys, argv, *needles):
+    out_dir = tmp_path / 'out'
+    rc = cli.main(argv)
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert err.startswith('caffe-mlic datalist build: ')
+    for n in needles:
+        assert n in err, (n, err)
+    # nothing written, not even a temp file or the output folder
+    assert not out_dir.exists()
+    return err
+
+
+def _voc_argv(tmp_path, root, image_set='train'):
+    return ['datalist', 'build', '--voc', root, '--set', image_set, '--proposals',
+            str(tmp_path / 'props'), '-o', str(tmp_path / 'out' / 'train.txt'), '--bbox-num', '4']
+
+
+def _rewrite_xml(root, image_id, **change):
+    spec = {i[0]: i for i in VOC_IMAGES}[image_id]
+    _, fname, w, h, objects = spec
+    objects = change.get('objects', objects)
+    with open(os.path.join(root, 'Annotations', image_id + '.xml'), 'w') as f:
+        f.write(_voc_xml(fname, w, h, objects))
+    return os.path.join(root, 'Annotations', image_id + '.xml')
+
+
+def test_voc_missing_image(voc, capsys):
+    tmp_path, root = voc
+    os.unlink(os.path.join(root, 'JPEGImages', 'a2.png'))
+    xml = os.path.join(root, 'Annotations', 'a2.xml')
+    _assert_fails(tmp_path, capsys, _voc_argv(tmp_path, root), xml, 'image not found',
+                  os.path.join(root, 'JPEGImages', 'a2.png'))
+
+
+def test_voc_unreadable_xml(voc, capsys):
+    tmp_path, root = voc
+    xml = os.path.join(root, 'Annotations', 'a3.xml')
+    with open(xml, 'w') as f:
+        f.write('<annotation><size><width>5</width></size>')  # truncated
+    _assert_fails(tmp_path, capsys, _voc_argv(tmp_path, root), xml, 'unreadable XML', 'line 1')
+
+
+def test_voc_unknown_class(voc, capsys):
+    tmp_path, root = voc
+    xml = _rewrite_xml(root, 'a1', objects=[('cat', 0, (1, 1, 5, 5)), ('horse', 0, (1, 1, 5, 5))])
+    _assert_fails(tmp_path, capsys, _voc_argv(tmp_path, root), xml,
+                  '<object> #2 <name>horse</name>: class not in', 'classes.txt')
+
+
+def test_voc_box_out_of_image(voc, capsys):
+    tmp_path, root = voc
+    xml = _rewrite_xml(root, 'a1', objects=[('cat', 0, (11, 21, 334, 200))])  # width is 333
+    _assert_fails(tmp_path, capsys, _voc_argv(tmp_path, root), xml, '<object> #1 <name>cat</name>',
+                  'not inside the 333x251 image')
+
+
+def test_voc_empty_and_missing_set(voc, capsys):
+    tmp_path, root = voc
+    empty = os.path.join(root, 'ImageSets', 'Main', 'empty.txt')
+    open(empty, 'w').close()
+    _assert_fails(tmp_path, capsys, _voc_argv(tmp_path, root, 'empty'), empty, 'image set is empty')
+    _assert_fails(tmp_path, capsys, _voc_argv(tmp_path, root, 'nope'),
+                  os.path.join(root, 'ImageSets', 'Main', 'nope.txt'), 'cannot read image set')
+    with open(os.path.join(root, 'ImageSets', 'Main', 'two.txt'), 'w') as f:
+        f.write('a1\na2 1\n')
+    _assert_fails(tmp_path, capsys, _voc_argv(tmp_path, root, 'two'), 'two.txt:2: expected one image id')
+
+
+def test_voc_bad_proposals(voc, capsys):
+    tmp_path, root = voc
+    props = tmp_path / 'props'
+    os.unlink(str(props / 'a2.npz'))
+    _assert_fails(tmp_path, capsys, _voc_argv(tmp_path, root), str(props / 'a2.npz'), 'not found')
+    _npz(str(props / 'a2.npz'), [], [])
+    _assert_fails(tmp_path, capsys, _voc_argv(tmp_path, root), str(props / 'a2.npz'), 'no proposals')
+    _npz(str(props / 'a2.npz'), [[0, 0, 200, 10]], [1.0])  # x2 = 200 in a 200-wide image
+    _assert_fails(tmp_path, capsys, _voc_argv(tmp_path, root), str(props / 'a2.npz'),
+                  'box 0 (0, 0, 200, 10) is not inside the 200x150 image')
+    _npz(str(props / 'a2.npz'), [[0, 0, 10, 10]], [1.0], (100, 100))  # from another image
+    _assert_fails(tmp_path, capsys, _voc_argv(tmp_path, root), str(props / 'a2.npz'),
+                  'computed on a 100x100 image but the image is 200x150')
+
+
+def test_coco_bad_input(tmp_path, capsys):
+    _image(str(tmp_path / 'images' / 'a.jpg'), 40, 30, 1)
+    _npz(str(tmp_path / 'props' / 'a.npz'), [[0, 0, 39, 29]], [1.0])
+    good = {'images': [{'id': 5, 'file_name': 'a.jpg', 'width': 40, 'height': 30}],
+            'categories': [{'id': 1, 'name': 'cat'}],
+            'annotations': [{'id': 9, 'image_id': 5, 'category_id': 1, 'bbox': [1, 1, 10, 10]}]}
+    ann = tmp_path / 'instances.json'
+    argv = ['datalist', 'build', '--coco', str(ann), '--images', str(tmp_path / 'images'),
+            '--proposals', str(tmp_path / 'props'), '-o', str(tmp_path / 'out' / 'c.txt'), '--bbox-num', '2']
+
+    def case(data, *needles):
+        ann.write_text(data if isinstance(data, str) else json.dumps(data))
+        _assert_fails(tmp_path, capsys, argv, str(ann), *needles)
+
+    case(json.dumps(good)[:-30], 'not valid JSON')
+    bad = json.loads(json.dumps(good))
+    bad['annotations'][0]['category_id'] = 4
+    case(bad, 'annotation id 9 (image id 5)', 'category_id 4 not in "categories"')
+    bad = json.loads(json.dumps(good))
+    bad['annotations'][0]['bbox'] = [30, 1, 15, 10]
+    case(bad, 'annotation id 9 (image id 5)', 'outside the 40x30 image')
+    bad = json.loads(json.dumps(good))
+    bad['images'][0]['file_name'] = 'b.jpg'
+    case(bad, 'image id 5 (b.jpg)', 'image not found')
+    bad = json.loads(json.dumps(good))
+    bad['images'][0]['width'] = 41
+    case(bad, 'image id 5 (a.jpg)', 'says the image is 41x30')
+    bad = json.loads(json.dumps(good))
+    bad['images'] = []
+    case(bad, '"images" is empty')
+    # a class list that lacks one of the categories
+    (tmp_path / 'cls.txt').write_text('dog\n')
+    ann.write_text(json.dumps(good))
+    _assert_fails(tmp_path, capsys, argv + ['--classes', str(tmp_path / 'cls.txt')], str(ann),
+                  'category id 1 (cat): class not in the class list')
+
+
+def test_plain_labels_bad_input(tmp_path, capsys):
+    _image(str(tmp_path / 'p.jpg'), 30, 30, 1)
+    (tmp_path / 'bad.jpg').write_bytes(b'garbage')
+    _npz(str(tmp_path / 'props' / 'p.npz'), [[0, 0, 29, 29]], [1.0])
+    (tmp_path / 'classes.txt').write_text('cat\ndog\n')
+    labels = tmp_path / 'labels.txt'
+    argv = ['datalist', 'build', '--labels', str(labels), '--classes', str(tmp_path / 'classes.txt'),
+            '--proposals', str(tmp_path / 'props'), '-o', str(tmp_path / 'out' / 'l.txt'), '--bbox-num', '2']
+    for text, needle in (('p.jpg cat\np.jpg cow\n', ':2: label \'cow\' is not in the class list'),
+                         ('p.jpg 1 0 1\n', ":1: label '1' is not in the class list (a 0/1 vector needs exactly 2"),
+                         ('p.jpg\nmissing.jpg cat\n', ':2: image not found'),
+                         ('bad.jpg cat\n', ':1: cannot read image'),
+                         ('\n# nothing\n', 'no images listed')):
+        labels.write_text(text)
+        _assert_fails(tmp_path, capsys, argv, str(labels), needle)
+    (tmp_path / 'classes.txt').write_text('cat\ndog\ncat\n')
+    labels.write_text('p.jpg cat\n')
+    _assert_fails(tmp_path, capsys, argv, str(tmp_path / 'classes.txt') + ':3: class \'cat\' repeats line 1')
+
+
+def test_usage_errors(voc, capsys):
+    tmp_path, root = voc
+    argv = ['datalist', 'build', '--proposals', str(tmp_path / 'props'), '-o', str(tmp_path / 'out' / 'x.txt')]
+    assert cli.main(argv) == 2
+    assert 'give exactly one of' in capsys.readouterr().err
+    assert cli.main(argv + ['--voc', root]) == 2
+    assert cli.main(argv + ['--voc', root, '--set', 'train', '--size', 'abc']) == 2
+    assert cli.main(argv + ['--voc', root, '--set', 'train', '--bbox-num', '0']) == 2
+    assert not (tmp_path / 'out').exists()
+
+
+def test_existing_output_untouched_on_error(voc, capsys):
+    tmp_path, root = voc
+    rc, out = _build_voc(tmp_path, root)
+    assert rc == 0
+    before = {f: open(os.path.join(os.path.dirname(out), f), 'rb').read()
+              for f in os.listdir(os.path.dirname(out))}
+    assert sorted(before) == ['train.classes.txt', 'train.gt.json', 'train.txt']
+    shutil.rmtree(os.path.join(root, 'JPEGImages'))
+    assert _build_voc(tmp_path, root)[0] == 1
+    after = {f: open(os.path.join(os.path.dirname(out), f), 'rb').read()
+             for f in os.listdir(os.path.dirname(out))}
+    assert after == before
