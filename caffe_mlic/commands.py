@@ -1,7 +1,7 @@
 """Subcommands beyond `caffe` and `doctor`: each module has register(subparsers)."""
 import importlib
 
-_MODULES = ('bench', 'synth', 'proposals', 'datalist_cli', 'netgen', 'surgery')
+_MODULES = ('bench', 'synth', 'proposals', 'datalist_cli', 'netgen', 'surgery', 'evaluate')
 
 
 def register(sub):

@@ -5,6 +5,7 @@
 """
 import os
 import re
+from dataclasses import replace
 
 from google.protobuf import text_format
 
@@ -30,8 +31,12 @@ def proto_text(proto):
     return HEADER + _readable_param_str(text_format.MessageToString(proto))
 
 
-def generate(out_dir, cfg):
-    """Write every net and solver under out_dir; returns the paths written."""
+def generate(out_dir, cfg, max_iter=None, base_lr=None):
+    """Write every net and solver under out_dir; returns the paths written.
+
+    max_iter / base_lr override every solver's schedule (the step comes at 70 %
+    of max_iter), e.g. for short CPU runs of the tiny backbone.
+    """
     from caffe_mlic.netspec import NETS
     from caffe_mlic.netspec.solvers import SOLVERS, solver_proto
     written = []
@@ -41,6 +46,11 @@ def generate(out_dir, cfg):
             f.write(proto_text(make(cfg)))
         written.append(path)
     for rel, (net_rel, spec, prefix) in SOLVERS.items():
+        if max_iter is not None:
+            spec = replace(spec, max_iter=max_iter, stepsize=max(1, int(0.7 * max_iter)),
+                           snapshot=max_iter)
+        if base_lr is not None:
+            spec = replace(spec, base_lr=base_lr)
         path = os.path.join(out_dir, rel + '.prototxt')
         with atomic_write(path) as f:
             f.write(proto_text(solver_proto(os.path.join(out_dir, net_rel + '.prototxt'), spec, prefix)))
@@ -57,6 +67,7 @@ def config_from_args(args):
         scale_factors=args.scales, mean=args.mean, teacher_temperature=args.teacher_temperature,
         student_temperature=args.student_temperature, score_scale=args.score_scale,
         score_bias=args.score_bias, student_fc8=args.student_fc8, workers=args.workers,
+        pooled=args.pooled,
     ).items() if v is not None}
     for key in ('wsddn_batch', 'stage1_batch', 'stage2_batch', 'baseline_batch'):
         value = getattr(args, key)
@@ -88,10 +99,13 @@ def register(sub):
     p.add_argument('--score-bias', type=float, help='(0)')
     p.add_argument('--student-fc8', help='student classifier layer name (fc8_mscoco)')
     p.add_argument('--workers', type=int, help='data-layer prefetch processes (2)')
+    p.add_argument('--pooled', type=int, help='ROI pooling bins per side (7); student size = 32 x pooled')
     for key, default in (('wsddn', '32 16'), ('stage1', '32 16'), ('stage2', '28 4'),
                          ('baseline', '32 16')):
         p.add_argument('--%s-batch' % key, type=int, nargs=2, metavar=('TRAIN', 'TEST'),
                        dest='%s_batch' % key, help='batch sizes (%s)' % default)
+    p.add_argument('--max-iter', type=int, help='every solver: this many iterations (step at 70 %%)')
+    p.add_argument('--base-lr', type=float, help='every solver: this base learning rate')
     p.set_defaults(func=_cmd)
 
 
@@ -101,6 +115,6 @@ def _cmd(args):
         cfg = config_from_args(args)
     except ValueError as e:
         sys.exit('caffe-mlic netgen: %s' % e)
-    for path in generate(args.out, cfg):
+    for path in generate(args.out, cfg, max_iter=args.max_iter, base_lr=args.base_lr):
         print(path)
     return 0

@@ -17,7 +17,7 @@ C, B, TEACHER, STUDENT = 3, 8, 96, 64
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp('tiny_nets')
     listing = write_tiny_dataset(str(root / 'images'), num_classes=C, bbox_num=B, size=TEACHER)
-    cfg = MlicConfig.release(num_classes=C, bbox_num=B, teacher_size=TEACHER, student_size=STUDENT,
+    cfg = MlicConfig.release(num_classes=C, bbox_num=B, teacher_size=TEACHER, student_size=STUDENT, pooled=2,
                              backbone='tiny', train_list=listing, test_list=listing,
                              scale_factors=[0.833333, 1.0], workers=0,
                              wsddn_batch=(2, 2), stage1_batch=(2, 2), stage2_batch=(2, 2),
@@ -120,7 +120,7 @@ def test_surgery_roundtrip_teacher_inside_stage2_scores_like_teacher(caffe, tiny
 
 def test_surgery_refuses_shape_mismatch(caffe, tiny, teacher_model, tmp_path):
     other = MlicConfig.release(num_classes=C + 1, bbox_num=B, teacher_size=TEACHER,
-                               student_size=STUDENT, backbone='tiny', workers=0,
+                               student_size=STUDENT, pooled=2, backbone='tiny', workers=0,
                                train_list='x', test_list='x')
     netgen.generate(str(tmp_path), other)
     net = surgery.shape_only_net(str(tmp_path / 'kd' / 'train_stage2.prototxt'))

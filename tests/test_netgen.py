@@ -40,8 +40,9 @@ def _parse_net(path):
 def test_netgen_cli_custom_configuration(caffe, tmp_path):
     res = subprocess.run([sys.executable, '-m', 'caffe_mlic.cli', 'netgen', '-o', str(tmp_path),
                           '--classes', '20', '--proposals', '30', '--teacher-size', '96',
-                          '--student-size', '64', '--backbone', 'tiny', '--head', 'fused',
-                          '--train-list', 'voc_train.txt', '--wsddn-batch', '2', '1'],
+                          '--student-size', '64', '--pooled', '2', '--backbone', 'tiny', '--head', 'fused',
+                          '--train-list', 'voc_train.txt', '--wsddn-batch', '2', '1',
+                          '--max-iter', '50', '--base-lr', '0.01'],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     net = _parse_net(tmp_path / 'wsddn' / 'wsddn_train.prototxt')
@@ -57,6 +58,7 @@ def test_netgen_cli_custom_configuration(caffe, tmp_path):
     stage2 = {l.name: l for l in _parse_net(tmp_path / 'kd' / 'train_stage2.prototxt').layer}
     assert stage2['fc8_mscoco'].inner_product_param.num_output == 20
     solver = open(tmp_path / 'kd' / 'solver_stage1.prototxt').read()
+    assert 'max_iter: 50\n' in solver and 'stepsize: 35\n' in solver and 'base_lr: 0.01\n' in solver
     assert 'weight_decay: 0' in solver and str(tmp_path / 'kd' / 'train_stage1.prototxt') in solver
 
 
@@ -64,6 +66,7 @@ def test_netgen_cli_custom_configuration(caffe, tmp_path):
     (['--backbone', 'resnet'], 'invalid choice'),
     (['--teacher-size', '100'], 'multiple of 16'),
     (['--classes', '0'], 'positive integer'),
+    (['--student-size', '64'], '32 x pooled'),
 ])
 def test_netgen_rejects_bad_configuration(tmp_path, args, message):
     res = subprocess.run([sys.executable, '-m', 'caffe_mlic.cli', 'netgen', '-o', str(tmp_path)] + args,

@@ -60,6 +60,11 @@ class MlicConfig:
         if self.teacher_size % 16 or self.student_size % 32:
             raise ValueError('teacher_size must be a multiple of 16 and student_size of 32 '
                              '(VGG16 pooling), got %d and %d' % (self.teacher_size, self.student_size))
+        if self.student_size != 32 * self.pooled:
+            # Stage 2's student fc6 (on pool5) reuses stage 1's (on ROI-pooled conv5_3).
+            raise ValueError('student_size must be 32 x pooled (pool5 then has the ROI pooling '
+                             'size, so the student fc6 of stage 1 fits stage 2): got student_size '
+                             '%d, pooled %d' % (self.student_size, self.pooled))
         return self
 
     @property
