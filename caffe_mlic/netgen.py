@@ -31,7 +31,7 @@ def proto_text(proto):
     return HEADER + _readable_param_str(text_format.MessageToString(proto))
 
 
-def generate(out_dir, cfg, max_iter=None, base_lr=None):
+def generate(out_dir, cfg, max_iter=None, base_lr=None, solver_type=None):
     """Write every net and solver under out_dir; returns the paths written.
 
     max_iter / base_lr override every solver's schedule (the step comes at 70 %
@@ -51,6 +51,8 @@ def generate(out_dir, cfg, max_iter=None, base_lr=None):
                            snapshot=max_iter)
         if base_lr is not None:
             spec = replace(spec, base_lr=base_lr)
+        if solver_type is not None:
+            spec = replace(spec, type=solver_type)
         path = os.path.join(out_dir, rel + '.prototxt')
         with atomic_write(path) as f:
             f.write(proto_text(solver_proto(os.path.join(out_dir, net_rel + '.prototxt'), spec, prefix)))
@@ -67,7 +69,7 @@ def config_from_args(args):
         scale_factors=args.scales, mean=args.mean, teacher_temperature=args.teacher_temperature,
         student_temperature=args.student_temperature, score_scale=args.score_scale,
         score_bias=args.score_bias, student_fc8=args.student_fc8, workers=args.workers,
-        pooled=args.pooled,
+        pooled=args.pooled, input_scale=args.input_scale,
     ).items() if v is not None}
     for key in ('wsddn_batch', 'stage1_batch', 'stage2_batch', 'baseline_batch'):
         value = getattr(args, key)
@@ -106,6 +108,8 @@ def register(sub):
                        dest='%s_batch' % key, help='batch sizes (%s)' % default)
     p.add_argument('--max-iter', type=int, help='every solver: this many iterations (step at 70 %%)')
     p.add_argument('--base-lr', type=float, help='every solver: this base learning rate')
+    p.add_argument('--solver-type', choices=['SGD', 'Adam'], help='every solver: this method (SGD)')
+    p.add_argument('--input-scale', type=float, help='data layer: (pixel - mean) x this (1)')
     p.set_defaults(func=_cmd)
 
 
@@ -115,6 +119,7 @@ def _cmd(args):
         cfg = config_from_args(args)
     except ValueError as e:
         sys.exit('caffe-mlic netgen: %s' % e)
-    for path in generate(args.out, cfg, max_iter=args.max_iter, base_lr=args.base_lr):
+    for path in generate(args.out, cfg, max_iter=args.max_iter, base_lr=args.base_lr,
+                         solver_type=args.solver_type):
         print(path)
     return 0

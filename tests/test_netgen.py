@@ -42,7 +42,8 @@ def test_netgen_cli_custom_configuration(caffe, tmp_path):
                           '--classes', '20', '--proposals', '30', '--teacher-size', '96',
                           '--student-size', '64', '--pooled', '2', '--backbone', 'tiny', '--head', 'fused',
                           '--train-list', 'voc_train.txt', '--wsddn-batch', '2', '1',
-                          '--max-iter', '50', '--base-lr', '0.01'],
+                          '--max-iter', '50', '--base-lr', '0.01', '--solver-type', 'Adam',
+                          '--input-scale', '0.017'],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     net = _parse_net(tmp_path / 'wsddn' / 'wsddn_train.prototxt')
@@ -54,10 +55,13 @@ def test_netgen_cli_custom_configuration(caffe, tmp_path):
     assert 'WSDDNScore' in layers['proposal_class_score'].python_param.layer
     assert '"bbox_num": 30' in layers['proposal_class_score'].python_param.param_str
     assert '"batch_size": 2' in layers['data'].python_param.param_str
+    assert '"scale": 0.017' in layers['data'].python_param.param_str
+    assert layers['conv1_1'].convolution_param.weight_filler.type == 'msra'
     assert '"source": "voc_train.txt"' in layers['data'].python_param.param_str
     stage2 = {l.name: l for l in _parse_net(tmp_path / 'kd' / 'train_stage2.prototxt').layer}
     assert stage2['fc8_mscoco'].inner_product_param.num_output == 20
     solver = open(tmp_path / 'kd' / 'solver_stage1.prototxt').read()
+    assert 'type: "Adam"' in solver and 'momentum2: 0.999' in solver
     assert 'max_iter: 50\n' in solver and 'stepsize: 35\n' in solver and 'base_lr: 0.01\n' in solver
     assert 'weight_decay: 0' in solver and str(tmp_path / 'kd' / 'train_stage1.prototxt') in solver
 

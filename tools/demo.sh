@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 CLI=$PWD/.venv/bin/caffe-mlic
 OUT=$(realpath -m "${DEMO_DIR:-demo_run}")
 IMAGES=${DEMO_IMAGES:-240}
-ITERS=${DEMO_ITERS:-400}
+ITERS=${DEMO_ITERS:-600}
 CLASSES=4 PROPOSALS=48 TEACHER=128 STUDENT=96 POOLED=3
 export GLOG_minloglevel=1
 
@@ -19,7 +19,8 @@ step "caffe-mlic doctor"
 $CLI doctor
 
 step "synthetic VOC dataset: $IMAGES images, $CLASSES classes"
-$CLI synth "$OUT/voc" --images "$IMAGES" --classes "$CLASSES" --image-size 192x144 --seed 0 -q
+$CLI synth "$OUT/voc" --images "$IMAGES" --classes "$CLASSES" --image-size 192x144 --seed 0 \
+  --size-range 0.3-0.6 --objects-per-image 1-3 --clutter 2 -q
 
 step "EdgeBoxes proposals (2 processes)"
 $CLI proposals "$OUT/voc/JPEGImages" -o "$OUT/proposals" --jobs 2 --max-boxes 300
@@ -31,12 +32,12 @@ for split in trainval test; do
   $CLI datalist check "$OUT/$split.txt" --att-num "$CLASSES" --bbox-num "$PROPOSALS" --size "$TEACHER" | tail -3
 done
 
-step "generating nets (tiny VGG16-shaped backbone) and $ITERS-iteration solvers"
+step "generating nets (tiny VGG16-shaped backbone, trained from scratch) and $ITERS-iteration Adam solvers"
 $CLI netgen -o "$OUT/nets" --classes "$CLASSES" --proposals "$PROPOSALS" --teacher-size "$TEACHER" \
   --student-size "$STUDENT" --pooled "$POOLED" --backbone tiny --scales 0.75 1.0 1.25 \
   --train-list "$OUT/trainval.txt" --test-list "$OUT/test.txt" \
   --wsddn-batch 8 8 --stage1-batch 8 8 --stage2-batch 8 8 --baseline-batch 8 8 \
-  --max-iter "$ITERS" --base-lr 0.01 >/dev/null
+  --max-iter "$ITERS" --solver-type Adam --base-lr 0.001 --input-scale 0.017 >/dev/null
 # Solvers are run from $OUT, so their snapshots land in $OUT/snapshots/.
 mkdir -p "$OUT/snapshots/wsddn" "$OUT/snapshots/kd"
 train() {  # solver [weights]

@@ -27,6 +27,7 @@ class MlicConfig:
     student_size: int = 224
     scale_factors: list = field(default_factory=lambda: list(RELEASE_SCALES))
     mean: list = field(default_factory=lambda: list(RELEASE_MEAN))
+    input_scale: float = 1.0           # data layer: (pixel - mean) * input_scale
     train_list: str = 'data/train_672.txt'
     test_list: str = 'data/test_672.txt'
     root_folder: str = ''
@@ -97,6 +98,8 @@ def _data_pair(n, cfg, batches, scale_jitter, split_name='labels', silence_label
             p['scale_factors'] = list(cfg.scale_factors)
         if cfg.workers != 2:
             p['workers'] = cfg.workers
+        if cfg.input_scale != 1.0:
+            p['scale'] = cfg.input_scale
         return p
 
     n.data, n.label_roi = python_layer('MultiLabelProposalData', [], params(True), ntop=2,

@@ -27,6 +27,7 @@ class SolverSpec:
     test_iter: int = 50
     display: int = 20
     iter_size: int = 1
+    type: str = 'SGD'   # or 'Adam' (momentum2 0.999), e.g. for tiny nets from scratch
 
 
 SOLVERS = {
@@ -53,4 +54,8 @@ def solver_proto(net_path, spec, snapshot_prefix):
     s.test_interval, s.test_initialization = spec.test_interval, False
     s.snapshot, s.snapshot_prefix = spec.snapshot, snapshot_prefix
     s.solver_mode = caffe_pb2.SolverParameter.CPU
+    if spec.type != 'SGD':
+        s.type = spec.type
+        if spec.type == 'Adam':
+            s.momentum2 = 0.999
     return s
