@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from caffe_mlic.benchmarks.roi_pooling import naive_backward, naive_forward, random_rois
-from caffe_mlic.params import ParamError
+from caffe_mlic.params import LayerError
 from tests import netutil
 
 F32 = np.float32
@@ -183,9 +183,11 @@ def naive(feats, rois, ph, pw, scale, score_scale, score_bias, top_diff):
 def test_matches_naive_reference_exactly(layer_net, seed, ph, pw, scale):
     rng = np.random.default_rng(seed)
     N, C, H, W = 3, 5, 9, 11
-    # Few distinct values (many ties), a NaN (never the maximum) and -inf.
+    # Few distinct values (many ties) and -FLT_MAX. (NaN/inf stop the layer, see
+    # test_non_finite_features_stop_the_net; the kernel-level tests cover them.)
     feats = rng.integers(-3, 4, (N, C, H, W)).astype(F32)
-    feats.flat[rng.choice(feats.size, 6, replace=False)] = [np.nan, np.nan, -np.inf, -np.inf, 9, 9]
+    lowest = np.finfo(F32).min
+    feats.flat[rng.choice(feats.size, 6, replace=False)] = [lowest, lowest, -9, -9, 9, 9]
     R = 60
     span = int(max(H, W) / scale)
     corners = rng.integers(-span // 4, span + span // 4, (R, 4)).astype(F32)
@@ -259,7 +261,7 @@ def test_numerical_gradient(layer_net):
     ({'pooled_h': 7, 'pooled_w': 7, 'pooled_size': 7}, ["unknown parameter 'pooled_size'"]),
 ])
 def test_bad_params(layer_net, params, fragments):
-    with pytest.raises(ParamError) as e:
+    with pytest.raises(LayerError) as e:
         layer_net('ROIPooling', params, [(1, 2, 4, 4), (1, 6)])
     assert str(e.value).startswith('ROIPooling: ')
     for f in fragments:
@@ -268,12 +270,12 @@ def test_bad_params(layer_net, params, fragments):
 
 @pytest.mark.parametrize('rois_shape', [(3, 5), (3, 7), (18,), (3, 6, 2, 1), (1, 3, 6)])
 def test_rois_of_the_wrong_shape(layer_net, rois_shape):
-    with pytest.raises(ParamError, match=r'ROIPooling: rois must be \(R, 6\).*got shape'):
+    with pytest.raises(LayerError, match=r'ROIPooling: rois must be \(R, 6\).*got shape'):
         layer_net('ROIPooling', {'pooled_h': 2, 'pooled_w': 2}, [(1, 2, 4, 4), rois_shape])
 
 
 def test_features_not_4d(layer_net):
-    with pytest.raises(ParamError, match=r'ROIPooling: features must be 4-D'):
+    with pytest.raises(LayerError, match=r'ROIPooling: features must be 4-D'):
         layer_net('ROIPooling', {'pooled_h': 2, 'pooled_w': 2}, [(2, 16), (3, 6)])
 
 
@@ -291,7 +293,136 @@ def test_bad_roi_rows_are_named(layer_net, bad_row, fragment):
                     [(2, 1, 4, 4), (3, 6)])
     rois = np.array([[0, 0, 0, 3, 3, 1], [1, 1, 1, 2, 2, 1], bad_row], F32)
     netutil.set_inputs(net, np.zeros((2, 1, 4, 4), F32), rois)
-    with pytest.raises(ParamError) as e:
+    with pytest.raises(LayerError) as e:
         net.forward()
     assert str(e.value).startswith('ROIPooling: roi row 2: ')
     assert fragment in str(e.value)
+
+
+# ---- the kernel on its own: bins, channel blocks, threads, buffers ------------------------------
+
+def numpy_bins(rois, ph, pw, scale, height, width):
+    """The bin boundaries in plain numpy float32 (SPEC.md): the reference for roi_bins."""
+    scaled = rois[:, 1:5].astype(F32) * F32(scale)
+    with np.errstate(invalid='ignore'):
+        rounded = np.copysign(np.floor(np.abs(scaled.astype(np.float64)) + 0.5), scaled)
+    corners = np.clip(rounded, -2.0 ** 30, 2.0 ** 30).astype(np.int64)
+    x1, y1, x2, y2 = corners.T
+    out = []
+    for start, end, pooled, limit in ((y1, y2, ph, height), (x1, x2, pw, width)):
+        size = np.maximum(end - start + 1, 1)
+        bin_size = size.astype(F32) / F32(pooled)
+        lo = np.floor(np.arange(pooled, dtype=F32)[None, :] * bin_size[:, None])
+        hi = np.ceil(np.arange(1, pooled + 1, dtype=F32)[None, :] * bin_size[:, None])
+        for b in (lo, hi):
+            out.append(np.clip(b.astype(np.int64) + start[:, None], 0, limit).astype(np.int32))
+    return out
+
+
+@pytest.mark.parametrize('scale', [1 / 16, 0.7, 0.125, 1.0, 2.0, 4.0])
+def test_roi_bins_match_the_numpy_float32_arithmetic(scale):
+    from caffe_mlic.layers.roi_pooling import roi_bins
+    rng = np.random.default_rng(17)
+    corners = np.concatenate([
+        rng.integers(-200, 1000, (300, 4)).astype(F32),
+        np.round(rng.integers(-400, 1000, (100, 4)) / 8) * 8,   # half-way cases at 1/16
+        rng.uniform(-50, 900, (100, 4)).astype(F32),            # fractional corners
+        np.array([[-3e38, -1e30, 3e38, 1e30], [1e9, 1e9, 1e9, 1e9], [-1e9, 0, 5, 5],
+                  [0, 0, -8, -8], [2.5, 3.5, -2.5, -3.5]], F32),  # far out, reversed
+    ]).astype(F32)
+    rois = np.column_stack([np.zeros(len(corners)), corners, np.ones(len(corners))]).astype(F32)
+    for ph, pw, height, width in [(7, 7, 14, 14), (3, 5, 42, 9), (1, 2, 1, 1)]:
+        with np.errstate(over='ignore'):
+            want = numpy_bins(rois, ph, pw, scale, height, width)
+        for got, exp in zip(roi_bins(rois, ph, pw, scale, height, width), want):
+            np.testing.assert_array_equal(got, exp)
+
+
+def tricky_features(rng, shape):
+    """Small integers (ties), and NaN, -inf, -FLT_MAX, -0.0 and +0.0 scattered about."""
+    feats = rng.integers(-2, 3, shape).astype(F32)
+    specials = np.array([np.nan, -np.inf, -np.finfo(F32).max, -0.0, 0.0, np.inf], F32)
+    where = rng.choice(feats.size, min(feats.size, 4 * len(specials)), replace=False)
+    feats.flat[where] = np.resize(specials, len(where))
+    return feats
+
+
+def kernel_vs_naive(kernel, feats, rois, ph, pw, scale, score_scale, score_bias, rng):
+    out = np.full((len(rois), feats.shape[1], ph, pw), np.nan, F32)
+    top_diff = rng.standard_normal(out.shape).astype(F32)
+    kernel.forward(feats, rois, out)
+    grad = kernel.backward(top_diff, np.full_like(feats, np.nan))
+    want_out, want_grad = naive(feats, rois, ph, pw, scale, score_scale, score_bias, top_diff)
+    # bit patterns: -0.0 and +0.0 (an empty bin's 0 * a negative factor) must match too
+    np.testing.assert_array_equal(out.view(np.int32), want_out.view(np.int32))
+    np.testing.assert_array_equal(grad.view(np.int32), want_grad.view(np.int32))
+
+
+@pytest.mark.parametrize('channels', [1, 3, 7, 8, 9, 15, 16, 17, 24, 31, 33, 40])
+def test_every_channel_count_matches_naive_reference_bitwise(channels):
+    # 16 channels are pooled at a time, then 8, then one by one: every mix of those.
+    from caffe_mlic.layers.roi_pooling import RoiPoolingKernel
+    rng = np.random.default_rng(channels)
+    N, H, W = 2, 7, 9
+    feats = tricky_features(rng, (N, channels, H, W))
+    R = 40
+    corners = rng.integers(-40, 200, (R, 4)).astype(F32)   # partly outside: empty bins
+    corners[::5, 2:] = corners[::5, :2] - 16                 # reversed: a one-cell roi
+    scores = rng.random(R) * 2 - 0.5                         # some factors negative
+    rois = np.column_stack([rng.integers(0, N, R), corners, scores]).astype(F32)
+    kernel = RoiPoolingKernel(3, 4, 1 / 16, 1.5, -0.25)
+    kernel_vs_naive(kernel, feats, rois, 3, 4, 1 / 16, 1.5, -0.25, rng)
+
+
+def test_threads_give_the_same_bits_as_one(monkeypatch):
+    from caffe_mlic.layers import roi_pooling
+    monkeypatch.setattr(roi_pooling, 'MIN_PARALLEL_OUTPUTS', 0)  # threads even for this size
+    rng = np.random.default_rng(23)
+    feats = tricky_features(rng, (3, 37, 11, 10))
+    rois = np.concatenate([random_rois(rng, 3, 30, 176), random_rois(rng, 3, 5, 60)])
+    for threads in (1, 2, 3, 7):
+        kernel = roi_pooling.RoiPoolingKernel(4, 3, 1 / 16, 2.0, 0.5, threads=threads)
+        kernel_vs_naive(kernel, feats, rois, 4, 3, 1 / 16, 2.0, 0.5, rng)
+
+
+def test_one_kernel_follows_changing_shapes():
+    # The kernel keeps its buffers between calls; they must follow every shape change.
+    from caffe_mlic.layers.roi_pooling import RoiPoolingKernel
+    rng = np.random.default_rng(29)
+    kernel = RoiPoolingKernel(2, 3, 0.25)
+    for N, C, H, W, per_image in [(2, 16, 6, 7, 20), (2, 16, 6, 7, 3), (1, 21, 5, 5, 9),
+                                  (3, 8, 9, 4, 4), (2, 16, 6, 7, 20)]:
+        feats = tricky_features(rng, (N, C, H, W))
+        rois = random_rois(rng, N, per_image, 4 * max(H, W), min_side=2)
+        kernel_vs_naive(kernel, feats, rois, 2, 3, 0.25, 1.0, 0.0, rng)
+
+
+def test_roi_check_is_the_same_on_every_path():
+    # roi_problem has a numba fast path for float32 (R, 6) rois, and the kernel checks the
+    # rois in its first pass: both must agree with the numpy check on other dtypes.
+    from caffe_mlic.layers.roi_pooling import RoiError, RoiPoolingKernel, roi_problem
+    good = np.array([[0, 0, 0, 3, 3, 1], [1, 1, 1, 2, 2, 0.5]], F32)
+    assert roi_problem(good, 2) is None and roi_problem(good.astype(np.float64), 2) is None
+    kernel = RoiPoolingKernel(2, 2, 1.0)
+    for bad_row in ([2, 0, 0, 3, 3, 1], [-1, 0, 0, 3, 3, 1], [0.5, 0, 0, 3, 3, 1],
+                    [np.nan, 0, 0, 3, 3, 1], [np.inf, 0, 0, 3, 3, 1], [1, np.nan, 0, 3, 3, 1],
+                    [1, 0, 0, 3, -np.inf, 1], [1, 0, 0, 3, 3, np.inf]):
+        rois = np.vstack([good, [bad_row], good]).astype(F32)
+        problem = roi_problem(rois, 2)
+        assert problem is not None and problem[0] == 2
+        assert roi_problem(rois.astype(np.float64), 2) == problem
+        out = np.full((5, 1, 2, 2), 7, F32)
+        with pytest.raises(RoiError) as e:
+            kernel.forward(np.zeros((2, 1, 4, 4), F32), rois, out)
+        assert (e.value.row, e.value.message) == problem
+        assert (out == 7).all()  # nothing written
+
+
+@pytest.mark.parametrize('bad', [np.nan, np.inf])
+def test_non_finite_features_stop_the_net(layer_net, bad):
+    feats = np.ones((1, 2, 4, 4), F32)
+    feats[0, 1, 2, 3] = bad
+    net = layer_net('ROIPooling', dict(pooled_h=2, pooled_w=2, spatial_scale=1.0), [feats.shape, (1, 6)])
+    netutil.set_inputs(net, feats, np.array([[0, 0, 0, 3, 3, 1]], F32))
+    with pytest.raises(LayerError, match='ROIPooling: the features contain NaN or inf: training diverged'):
+        net.forward()
