@@ -11,7 +11,12 @@ from types import SimpleNamespace
 REQUIRED = object()
 
 
-class ParamError(ValueError):
+class LayerError(ValueError):
+    """A layer cannot work with what it was given (shapes, inputs, values);
+    the message starts with the layer's type."""
+
+
+class ParamError(LayerError):
     """A layer's ``param_str`` is malformed; the message names layer and key."""
 
 
@@ -117,5 +122,5 @@ def parse_params(layer, param_str, spec):
 
 
 def layer_error(layer, message):
-    """A ParamError for a cross-field constraint, in the same format."""
-    return ParamError('%s: %s' % (layer, message))
+    """A LayerError in the same format (cross-field constraints, shapes, inputs)."""
+    return LayerError('%s: %s' % (layer, message))

@@ -5,8 +5,9 @@ counts, with names for error messages), and implement ``configure`` (once,
 after parameters are parsed), ``reshape``, ``forward`` and ``backward``.
 """
 import caffe
+import numpy as np
 
-from caffe_mlic.params import ParamError, layer_error, parse_params
+from caffe_mlic.params import LayerError, ParamError, layer_error, parse_params
 
 
 class MlicLayer(caffe.Layer):
@@ -42,5 +43,14 @@ class MlicLayer(caffe.Layer):
     def backward(self, top, propagate_down, bottom):
         pass
 
+    def set_loss(self, top, value):
+        """Write a loss value, refusing NaN/inf: a diverged net stops here with a
+        clear message, before Caffe's own backward passes (max pooling indexes
+        with -1 on all-NaN windows) can corrupt memory."""
+        if not np.isfinite(value):
+            raise self.error('the loss is %s: training diverged (NaN or inf in the net); '
+                             'lower base_lr or check the input data' % value)
+        top[0].data[...] = value
 
-__all__ = ['MlicLayer', 'ParamError']
+
+__all__ = ['LayerError', 'MlicLayer', 'ParamError']

@@ -29,7 +29,7 @@ class CrossEntropyLoss(MlicLayer):
         t = bottom[1].data.reshape(-1).astype(np.float64)
         n = bottom[0].shape[0]
         loss = -(t * np.log(np.maximum(p, CLAMP)) + (1 - t) * np.log(np.maximum(1 - p, CLAMP))).sum()
-        top[0].data[...] = loss / n
+        self.set_loss(top, loss / n)
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[1]:

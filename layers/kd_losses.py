@@ -38,7 +38,7 @@ class SoftSigmoidCrossEntropyLoss(MlicLayer):
                              'index %d: %r' % (int(bad.sum()), i, float(t[i])))
         z = bottom[0].data.reshape(-1).astype(np.float64) / self.params.temperature
         loss = (np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))).sum()
-        top[0].data[...] = loss / bottom[0].shape[0]
+        self.set_loss(top, loss / bottom[0].shape[0])
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[1]:
@@ -136,7 +136,7 @@ class FeatureMimicLoss(MlicLayer):
         self.diff = np.subtract(bottom[0].data, bottom[1].data).reshape(rows, -1)
         sq = np.einsum('ij,ij->i', self.diff, self.diff, dtype=np.float64)
         self.factors = self._row_factors(bottom)
-        top[0].data[...] = 0.5 * (self.factors * sq).sum()
+        self.set_loss(top, 0.5 * (self.factors * sq).sum())
 
     def backward(self, top, propagate_down, bottom):
         if len(bottom) == 3 and propagate_down[2]:

@@ -13,7 +13,7 @@ import pytest
 
 from caffe_mlic.datalist import DatalistError, write_datalist
 from caffe_mlic.layers.data import DataLoadError
-from caffe_mlic.params import ParamError
+from caffe_mlic.params import LayerError
 from caffe_mlic.train import caffe_train
 from tests import netutil
 
@@ -322,7 +322,7 @@ def test_corrupt_image_in_process(tmp_path, net_from_text):
 ])
 def test_bad_params(tmp_path, net_from_text, change, message):
     random_dataset(tmp_path)
-    with pytest.raises(ParamError, match=message):
+    with pytest.raises(LayerError, match=message):
         net_from_text(data_text(params_for(tmp_path, **change)), 'TRAIN')
 
 
@@ -330,7 +330,7 @@ def test_missing_required_param(tmp_path, net_from_text):
     random_dataset(tmp_path)
     p = params_for(tmp_path)
     del p['att_num']
-    with pytest.raises(ParamError, match="required parameter 'att_num' is missing"):
+    with pytest.raises(LayerError, match="required parameter 'att_num' is missing"):
         net_from_text(data_text(p), 'TRAIN')
 
 

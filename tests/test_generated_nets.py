@@ -19,7 +19,7 @@ def tiny(tmp_path_factory):
     listing = write_tiny_dataset(str(root / 'images'), num_classes=C, bbox_num=B, size=TEACHER)
     cfg = MlicConfig.release(num_classes=C, bbox_num=B, teacher_size=TEACHER, student_size=STUDENT, pooled=2,
                              backbone='tiny', train_list=listing, test_list=listing,
-                             scale_factors=[0.833333, 1.0], workers=0,
+                             scale_factors=[0.833333, 1.0], workers=0, input_scale=1 / 58.,
                              wsddn_batch=(2, 2), stage1_batch=(2, 2), stage2_batch=(2, 2),
                              baseline_batch=(2, 2))
     netgen.generate(str(root / 'nets'), cfg)
@@ -80,7 +80,7 @@ def test_stage1_leaves_teacher_unchanged(caffe, tiny, teacher_model):
     assert 'conv_wsd_1_1' in report['copied'] and 'fc_wsd_7' in report['copied']
     init = str(tiny / 'stage1_init.caffemodel')
     net.save(init)
-    trained = _train(tiny, 'kd/train_stage1', iters=3, weights=init, base_lr=0.01, weight_decay=0)
+    trained = _train(tiny, 'kd/train_stage1', iters=3, weights=init, base_lr=0.001, weight_decay=0)
     before, after = surgery._read_weights(init), surgery._read_weights(trained)
     teacher = [k for k in before if '_wsd_' in k]
     assert len(teacher) == 15

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from caffe_mlic import caffe_env
-from caffe_mlic.params import ParamError
+from caffe_mlic.params import LayerError
 from caffe_mlic.train import caffe_train, parse_losses
 from tests import netutil
 
@@ -41,7 +41,7 @@ def test_python_layer_forward_backward(layer_net):
 
 
 def test_bad_param_str_raises_from_caffe_net(layer_net):
-    with pytest.raises(ParamError, match="CrossEntropyLoss: unknown parameter 'weight'"):
+    with pytest.raises(LayerError, match="CrossEntropyLoss: unknown parameter 'weight'"):
         layer_net('CrossEntropyLoss', {'weight': 2}, [(2, 2), (2, 2)], loss_weight=1)
 
 
@@ -124,3 +124,17 @@ def test_binary_environment_makes_layers_importable():
     res = subprocess.run(['/usr/bin/python3', '-c', 'import caffe_mlic.layers, caffe'],
                          env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize('layer, params, shapes', [
+    ('CrossEntropyLoss', {}, [(2, 3), (2, 3)]),
+    ('SoftSigmoidCrossEntropyLoss', {}, [(2, 3), (2, 3)]),
+    ('FeatureMimicLoss', {}, [(2, 3), (2, 3)]),
+])
+def test_loss_layers_stop_on_divergence(layer_net, layer, params, shapes):
+    net = layer_net(layer, params, shapes, loss_weight=1)
+    x = np.full(shapes[0], 0.5, np.float32)
+    x[1, 2] = np.nan
+    netutil.set_inputs(net, x, np.zeros(shapes[1], np.float32))
+    with pytest.raises(LayerError, match='%s: the loss is nan: training diverged' % layer):
+        net.forward()

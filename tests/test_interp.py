@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from caffe_mlic.params import ParamError
+from caffe_mlic.params import LayerError
 from tests import netutil
 
 
@@ -209,11 +209,11 @@ def test_no_gradient_to_size_reference(layer_net):
     ({}, [(1, 1, 3, 3), (5, 5)], 'size reference must be 4-D'),
 ])
 def test_errors(layer_net, params, shapes, fragment):
-    with pytest.raises(ParamError) as info:
+    with pytest.raises(LayerError) as info:
         layer_net('Interp', params, shapes)
     assert 'Interp' in str(info.value) and fragment in str(info.value)
 
 
 def test_two_tops_rejected(layer_net):
-    with pytest.raises(ParamError, match='expected 1 top'):
+    with pytest.raises(LayerError, match='expected 1 top'):
         layer_net('Interp', {'zoom_factor': 2}, [(1, 1, 3, 3)], n_tops=2)

@@ -5,7 +5,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from caffe_mlic.params import ParamError
+from caffe_mlic.params import LayerError
 from tests import netutil
 
 
@@ -110,7 +110,7 @@ def test_soft_sigmoid_rejects_targets_outside_unit_interval(layer_net, bad, show
     net = loss_net(layer_net, 'SoftSigmoidCrossEntropyLoss', {}, [(2, 3), (2, 3)])
     t = np.full((2, 3), 0.5, np.float32)
     t[1, 2] = bad
-    with pytest.raises(ParamError) as info:
+    with pytest.raises(LayerError) as info:
         run(net, np.zeros((2, 3)), t)
     msg = str(info.value)
     assert 'SoftSigmoidCrossEntropyLoss' in msg and 'targets must lie in [0, 1]' in msg
@@ -125,7 +125,7 @@ def test_soft_sigmoid_rejects_targets_outside_unit_interval(layer_net, bad, show
     ({}, [(2, 3)] * 3, 'expected 2 bottom(s)'),
 ])
 def test_soft_sigmoid_errors(layer_net, params, shapes, fragment):
-    with pytest.raises(ParamError) as info:
+    with pytest.raises(LayerError) as info:
         loss_net(layer_net, 'SoftSigmoidCrossEntropyLoss', params, shapes)
     assert 'SoftSigmoidCrossEntropyLoss' in str(info.value) and fragment in str(info.value)
 
@@ -213,7 +213,7 @@ def test_mimic_gradient(net_from_text, params, n_bottoms):
     ({}, [(4, 2)] * 4, 'expected 2 to 3 bottom(s)'),
 ])
 def test_mimic_errors(layer_net, params, shapes, fragment):
-    with pytest.raises(ParamError) as info:
+    with pytest.raises(LayerError) as info:
         loss_net(layer_net, 'FeatureMimicLoss', params, shapes)
     assert 'FeatureMimicLoss' in str(info.value) and fragment in str(info.value)
 
@@ -223,5 +223,5 @@ def test_mimic_rejects_bad_weights(layer_net, bad):
     net = loss_net(layer_net, 'FeatureMimicLoss', {}, [(4, 2), (4, 2), (4,)])
     w = np.ones(4, np.float32)
     w[2] = bad
-    with pytest.raises(ParamError, match='FeatureMimicLoss: weights must be finite and >= 0; row 2'):
+    with pytest.raises(LayerError, match='FeatureMimicLoss: weights must be finite and >= 0; row 2'):
         run(net, np.zeros((4, 2)), np.zeros((4, 2)), w)

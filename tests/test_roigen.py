@@ -4,7 +4,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from caffe_mlic.params import ParamError
+from caffe_mlic.params import LayerError
 from tests import netutil
 
 F32 = np.float32
@@ -61,7 +61,7 @@ def test_rows_follow_new_data_and_no_gradient(layer_net):
     ('WsdRoigen', {}), ('WsdRoigenSingleScale', {'single_scale': 224, 'origin_scale': 672})])
 @pytest.mark.parametrize('shape', [(2, 7), (2, 4), (10,), (2, 5, 2)])
 def test_bottom_not_n_by_5b(layer_net, layer, params, shape):
-    with pytest.raises(ParamError, match=r'%s: proposals must be \(N, 5B\).*multiple of 5.*got shape'
+    with pytest.raises(LayerError, match=r'%s: proposals must be \(N, 5B\).*multiple of 5.*got shape'
                        % layer):
         layer_net(layer, params, [shape])
 
@@ -75,13 +75,13 @@ def test_bottom_not_n_by_5b(layer_net, layer, params, shape):
     ({'single_scale': 224, 'origin_scale': 672, 'scale': 1}, "unknown parameter 'scale'"),
 ])
 def test_single_scale_bad_params(layer_net, params, fragment):
-    with pytest.raises(ParamError) as e:
+    with pytest.raises(LayerError) as e:
         layer_net('WsdRoigenSingleScale', params, [(2, 10)])
     assert str(e.value).startswith('WsdRoigenSingleScale: ') and fragment in str(e.value)
 
 
 def test_wsd_roigen_takes_no_params(layer_net):
-    with pytest.raises(ParamError, match="WsdRoigen: unknown parameter 'single_scale'"):
+    with pytest.raises(LayerError, match="WsdRoigen: unknown parameter 'single_scale'"):
         layer_net('WsdRoigen', {'single_scale': 224}, [(2, 10)])
 
 

@@ -4,7 +4,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from caffe_mlic.params import ParamError
+from caffe_mlic.params import LayerError
 from tests import netutil
 
 LN3 = float(np.log(3))
@@ -138,6 +138,6 @@ def test_gradient(layer_net, params, shape):
     ({'bbox_num': 2}, [(4, 3), (4, 3)], 1, 'expected 2 top(s)'),
 ])
 def test_errors(layer_net, params, shapes, n_tops, fragment):
-    with pytest.raises(ParamError) as info:
+    with pytest.raises(LayerError) as info:
         layer_net('WSDDNScore', params, shapes, n_tops=n_tops)
     assert 'WSDDNScore' in str(info.value) and fragment in str(info.value)
