@@ -91,6 +91,15 @@ def test_caffe_binary_trains_net_with_python_layer(tmp_path):
     assert 'Finetuning from' in log
     assert again[0][1] < 0.5 * losses[0][1], (again, losses)
 
+    # An interrupted run resumes from its solver state: iterations go on from 60.
+    (tmp_path / 'resume.prototxt').write_text(
+        (tmp_path / 'solver.prototxt').read_text().replace('max_iter: 60', 'max_iter: 80'))
+    resumed, log = caffe_train(tmp_path / 'resume.prototxt', cwd=tmp_path,
+                               extra_args=['-snapshot', 'snap/tiny_iter_60.solverstate'])
+    assert 'Resuming from' in log
+    assert [it for it, _ in resumed] == [60, 70, 80], log[-2000:]
+    assert resumed[0][1] < 0.5 * losses[0][1], (resumed, losses)
+
 
 def test_parse_losses():
     log = ('I1122 solver.cpp:218] Iteration 0 (0 iter/s, 0.01s/10 iters), loss = 0.693\n'
