@@ -91,15 +91,20 @@ class _Problems(list):
 
 # ------------------------------------------------------------------ helpers
 
-def read_class_list(path):
-    """One class name per line (blank lines ignored)."""
+def _read_text_lines(path, what):
+    """The lines of a UTF-8 text file; AnnotationError naming ``what`` otherwise."""
     try:
         with open(path, encoding='utf-8') as f:
-            lines = f.read().splitlines()
+            return f.read().splitlines()
     except OSError as e:
-        raise AnnotationError(['%s: cannot read class list: %s' % (path, e.strerror or e)])
+        raise AnnotationError(['%s: cannot read %s: %s' % (path, what, e.strerror or e)])
     except UnicodeDecodeError as e:
-        raise AnnotationError(['%s: class list is not UTF-8 text: %s' % (path, e)])
+        raise AnnotationError(['%s: %s is not UTF-8 text: %s' % (path, what, e)])
+
+
+def read_class_list(path):
+    """One class name per line (blank lines ignored)."""
+    lines = _read_text_lines(path, 'class list')
     problems = _Problems()
     classes, seen = [], {}
     for no, line in enumerate(lines, 1):
@@ -373,13 +378,7 @@ def read_coco(instances_json, images_dir, classes=None):
 
 def read_label_file(labels_file, classes, images_dir=None):
     """Records of a plain label file (see the module docstring)."""
-    try:
-        with open(labels_file, encoding='utf-8') as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise AnnotationError(['%s: cannot read: %s' % (labels_file, e.strerror or e)])
-    except UnicodeDecodeError as e:
-        raise AnnotationError(['%s: not UTF-8 text: %s' % (labels_file, e)])
+    lines = _read_text_lines(labels_file, 'label file')
     base = os.path.abspath(images_dir) if images_dir else os.path.dirname(os.path.abspath(labels_file))
     class_set = set(classes)
     vectors_allowed = not ({'0', '1'} & class_set)
