@@ -4,7 +4,6 @@ Every net is a function of one MlicConfig. ``MlicConfig.release()`` is the
 configuration the paper's code shipped (MS-COCO: 80 classes, 500 EdgeBoxes
 proposals, teacher 672 px, student 224 px).
 """
-import copy
 from dataclasses import dataclass, field, replace
 
 import caffe
@@ -136,36 +135,36 @@ def _fc67(n, bottom, cfg, names=PLAIN, freeze=False):
 def _wsddn_head(n, fc7, cfg, fc8='fc8_{}', freeze=False, temperature_scales=False):
     """fc8_c / fc8_d and the two-stream WSDDN score; returns image_level_score.
 
-    Composed (as released): Reshape -> Softmax over classes / over rois ->
-    Eltwise PROD -> a frozen all-ones 1x1 convolution summing over rois.
-    Fused: our WSDDNScore layer computing the same.
+    Composed (as released, in the released layer order): Reshape -> [Scale by
+    1/T] -> Softmax over classes / over rois -> Eltwise PROD -> a frozen
+    all-ones 1x1 convolution summing over rois. Fused: our WSDDNScore layer.
     """
-    c8 = fc(fc7, cfg.num_classes, learn=LEARN_10X, freeze=freeze)
-    setattr(n, fc8.format('c'), c8)
-    d8 = fc(fc7, cfg.num_classes, learn=LEARN_10X, freeze=freeze)
-    setattr(n, fc8.format('d'), d8)
+    stop = {'propagate_down': [False]} if freeze else {}
+
+    def branch(suffix, index, axis, reshape_stop):
+        logits = fc(fc7, cfg.num_classes, learn=LEARN_10X, freeze=freeze)
+        setattr(n, fc8.format(suffix), logits)
+        if cfg.head == 'fused':
+            return logits
+        top = L.Reshape(logits, shape=dict(dim=[-1, cfg.bbox_num, cfg.num_classes, 1]),
+                        **(stop if reshape_stop else {}))
+        setattr(n, 'reshape_branch%d' % index, top)
+        if temperature_scales:
+            top = L.Scale(top, axis=axis, bias_term=False, param=[dict(lr_mult=1, decay_mult=0)],
+                          filler=dict(type='constant', value=1.0 / cfg.teacher_temperature))
+            setattr(n, 'temp_branch%d_learn' % index, top)
+        return top
+
+    # As released, only the class branch's Reshape stops gradients in stage 2.
+    cls_in = branch('c', 1, axis=2, reshape_stop=True)
+    det_in = branch('d', 2, axis=1, reshape_stop=False)
     if cfg.head == 'fused':
         t = cfg.teacher_temperature if temperature_scales else 1.0
         n.proposal_class_score, n.image_level_score = python_layer(
-            'WSDDNScore', [c8, d8], dict(bbox_num=cfg.bbox_num, class_temperature=t,
-                                          det_temperature=t), ntop=2,
+            'WSDDNScore', [cls_in, det_in], dict(bbox_num=cfg.bbox_num, class_temperature=t,
+                                                  det_temperature=t), ntop=2,
             **({'propagate_down': [False, False]} if freeze else {}))
         return n.image_level_score
-    shape = dict(dim=[-1, cfg.bbox_num, cfg.num_classes, 1])
-    n.reshape_branch1 = L.Reshape(c8, shape=shape, **({'propagate_down': [False]} if freeze else {}))
-    cls_in, det_in = n.reshape_branch1, None
-    if temperature_scales:
-        inv_t = 1.0 / cfg.teacher_temperature
-        n.temp_branch1_learn = L.Scale(cls_in, axis=2, filler=dict(type='constant', value=inv_t),
-                                       bias_term=False, param=[dict(lr_mult=1, decay_mult=0)])
-        cls_in = n.temp_branch1_learn
-    n.reshape_branch2 = L.Reshape(d8, shape=shape)
-    det_in = n.reshape_branch2
-    if temperature_scales:
-        n.temp_branch2_learn = L.Scale(det_in, axis=1, filler=dict(type='constant', value=inv_t),
-                                       bias_term=False, param=[dict(lr_mult=1, decay_mult=0)])
-        det_in = n.temp_branch2_learn
-    # Reorder so that fc8_d follows reshape_branch1 (and its Scale), as released.
     n.class_score = L.Softmax(cls_in, axis=2)
     n.proposal_score = L.Softmax(det_in, axis=1)
     n.proposal_class_score = L.Eltwise(n.class_score, n.proposal_score, operation=P.Eltwise.PROD)
@@ -173,30 +172,15 @@ def _wsddn_head(n, fc7, cfg, fc8='fc8_{}', freeze=False, temperature_scales=Fals
         n.proposal_class_score, param=FROZEN,
         convolution_param=dict(num_output=1, pad_h=0, pad_w=0, kernel_h=1, kernel_w=1,
                                stride_h=1, stride_w=1, weight_filler=dict(type='constant', value=1),
-                               bias_term=False),
-        **({'propagate_down': [False]} if freeze else {}))
+                               bias_term=False), **stop)
     return n.image_level_score
-
-
-def _order_like_release(proto):
-    """NetSpec emits layers in assignment order; the released nets put fc8_d
-    (and the teacher's fc_wsd_8_d) right after the class branch."""
-    names = [l.name for l in proto.layer]
-    for d8, after in (('fc8_d', 'reshape_branch1'), ('fc_wsd_8_d', 'temp_branch1_learn'),
-                      ('fc_wsd_8_d', 'reshape_branch1')):
-        if d8 in names and after in names:
-            layer = copy.deepcopy(proto.layer[names.index(d8)])
-            del proto.layer[names.index(d8)]
-            insert_after(proto, after, layer)
-            return proto
-    return proto
 
 
 def _finish(n, name, test_data=None, inputs=()):
     proto = netspec_to_proto(n, name, inputs)
     if test_data is not None:
         insert_after(proto, 'data', test_data)
-    return _order_like_release(proto)
+    return proto
 
 
 # ---------------------------------------------------------------- nets
