@@ -147,3 +147,14 @@ def test_loss_layers_stop_on_divergence(layer_net, layer, params, shapes):
     netutil.set_inputs(net, x, np.zeros(shapes[1], np.float32))
     with pytest.raises(LayerError, match='%s: the loss is nan: training diverged' % layer):
         net.forward()
+
+
+def test_env_sh_sets_up_the_plain_caffe_binary(tmp_path):
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = ('source %s/tools/env.sh && command -v caffe && caffe --version '
+              '&& /usr/bin/python3 -c "import caffe_mlic.layers"' % repo)
+    res = subprocess.run(['bash', '-c', script], cwd=tmp_path, capture_output=True, text=True,
+                         env={k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'LD_LIBRARY_PATH')})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[0].endswith('/caffe')
+    assert 'version 1.0' in res.stdout
