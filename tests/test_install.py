@@ -158,3 +158,21 @@ def test_env_sh_sets_up_the_plain_caffe_binary(tmp_path):
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines()[0].endswith('/caffe')
     assert 'version 1.0' in res.stdout
+
+
+def test_install_with_caffe_root_builds_nothing(tmp_path):
+    """`CAFFE_ROOT=... make install` uses that Caffe: no download, no build."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = caffe_env.caffe_root()
+    env = dict(os.environ, CAFFE_ROOT=root, VENV=str(tmp_path / 'venv'),
+               CAFFE_MLIC_CACHE=str(tmp_path / 'cache'))
+    res = subprocess.run([os.path.join(repo, 'tools', 'install.sh')], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert 'building nothing' in res.stderr
+    assert not (tmp_path / 'cache').exists()
+    check = subprocess.run([str(tmp_path / 'venv' / 'bin' / 'python'), '-c',
+                            'import caffe, caffe_mlic, numpy; print(caffe.__file__, numpy.__version__)'],
+                           capture_output=True, text=True, env={'PATH': os.environ['PATH']})
+    assert check.returncode == 0, check.stderr
+    assert check.stdout.startswith(root) and check.stdout.split()[1].startswith('1.')
