@@ -1,16 +1,7 @@
 """Subcommands beyond `caffe` and `doctor`: each module has register(subparsers)."""
-import importlib
-
-_MODULES = ('bench', 'synth', 'proposals', 'datalist_cli', 'netgen', 'surgery', 'evaluate')
+from caffe_mlic import bench, datalist_cli, evaluate, netgen, proposals, surgery, synth
 
 
 def register(sub):
-    for name in _MODULES:
-        qualified = 'caffe_mlic.' + name
-        try:
-            module = importlib.import_module(qualified)
-        except ModuleNotFoundError as e:
-            if e.name == qualified:  # not written yet (see the open issues)
-                continue
-            raise
+    for module in (synth, proposals, datalist_cli, netgen, surgery, evaluate, bench):
         module.register(sub)
