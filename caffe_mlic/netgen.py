@@ -31,7 +31,7 @@ def proto_text(proto):
     return HEADER + _readable_param_str(text_format.MessageToString(proto))
 
 
-def generate(out_dir, cfg, max_iter=None, base_lr=None, solver_type=None):
+def generate(out_dir, cfg, max_iter=None, base_lr=None, solver_type=None, random_seed=None):
     """Write every net and solver under out_dir; returns the paths written.
 
     max_iter / base_lr override every solver's schedule (the step comes at 70 %
@@ -53,6 +53,8 @@ def generate(out_dir, cfg, max_iter=None, base_lr=None, solver_type=None):
             spec = replace(spec, base_lr=base_lr)
         if solver_type is not None:
             spec = replace(spec, type=solver_type)
+        if random_seed is not None:
+            spec = replace(spec, random_seed=random_seed)
         path = os.path.join(out_dir, rel + '.prototxt')
         with atomic_write(path) as f:
             f.write(proto_text(solver_proto(os.path.join(out_dir, net_rel + '.prototxt'), spec, prefix)))
@@ -110,6 +112,7 @@ def register(sub):
     p.add_argument('--base-lr', type=float, help='every solver: this base learning rate')
     p.add_argument('--solver-type', choices=['SGD', 'Adam'], help='every solver: this method (SGD)')
     p.add_argument('--input-scale', type=float, help='data layer: (pixel - mean) x this (1)')
+    p.add_argument('--random-seed', type=int, help='every solver: seed for fillers and dropout')
     p.set_defaults(func=_cmd)
 
 
@@ -120,6 +123,6 @@ def _cmd(args):
     except ValueError as e:
         sys.exit('caffe-mlic netgen: %s' % e)
     for path in generate(args.out, cfg, max_iter=args.max_iter, base_lr=args.base_lr,
-                         solver_type=args.solver_type):
+                         solver_type=args.solver_type, random_seed=args.random_seed):
         print(path)
     return 0

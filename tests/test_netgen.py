@@ -43,7 +43,7 @@ def test_netgen_cli_custom_configuration(caffe, tmp_path):
                           '--student-size', '64', '--pooled', '2', '--backbone', 'tiny', '--head', 'fused',
                           '--train-list', 'voc_train.txt', '--wsddn-batch', '2', '1',
                           '--max-iter', '50', '--base-lr', '0.01', '--solver-type', 'Adam',
-                          '--input-scale', '0.017'],
+                          '--input-scale', '0.017', '--random-seed', '3'],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     net = _parse_net(tmp_path / 'wsddn' / 'wsddn_train.prototxt')
@@ -61,7 +61,7 @@ def test_netgen_cli_custom_configuration(caffe, tmp_path):
     stage2 = {l.name: l for l in _parse_net(tmp_path / 'kd' / 'train_stage2.prototxt').layer}
     assert stage2['fc8_mscoco'].inner_product_param.num_output == 20
     solver = open(tmp_path / 'kd' / 'solver_stage1.prototxt').read()
-    assert 'type: "Adam"' in solver and 'momentum2: 0.999' in solver
+    assert 'random_seed: 3\n' in solver and 'type: "Adam"' in solver and 'momentum2: 0.999' in solver
     assert 'max_iter: 50\n' in solver and 'stepsize: 35\n' in solver and 'base_lr: 0.01\n' in solver
     assert 'weight_decay: 0' in solver and str(tmp_path / 'kd' / 'train_stage1.prototxt') in solver
 

@@ -37,7 +37,8 @@ $CLI netgen -o "$OUT/nets" --classes "$CLASSES" --proposals "$PROPOSALS" --teach
   --student-size "$STUDENT" --pooled "$POOLED" --backbone tiny --scales 0.75 1.0 1.25 \
   --train-list "$OUT/trainval.txt" --test-list "$OUT/test.txt" \
   --wsddn-batch 8 8 --stage1-batch 8 8 --stage2-batch 8 8 --baseline-batch 8 8 \
-  --max-iter "$ITERS" --solver-type Adam --base-lr 0.001 --input-scale 0.017 >/dev/null
+  --max-iter "$ITERS" --solver-type Adam --base-lr 0.001 --input-scale 0.017 \
+  --random-seed 0 >/dev/null
 # Solvers are run from $OUT, so their snapshots land in $OUT/snapshots/.
 mkdir -p "$OUT/snapshots/wsddn" "$OUT/snapshots/kd"
 train() {  # solver [weights]

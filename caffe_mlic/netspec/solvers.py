@@ -28,6 +28,7 @@ class SolverSpec:
     display: int = 20
     iter_size: int = 1
     type: str = 'SGD'   # or 'Adam' (momentum2 0.999), e.g. for tiny nets from scratch
+    random_seed: int = -1  # >= 0: Caffe seeds fillers and dropout with it (reproducible runs)
 
 
 SOLVERS = {
@@ -54,6 +55,8 @@ def solver_proto(net_path, spec, snapshot_prefix):
     s.test_interval, s.test_initialization = spec.test_interval, False
     s.snapshot, s.snapshot_prefix = spec.snapshot, snapshot_prefix
     s.solver_mode = caffe_pb2.SolverParameter.CPU
+    if spec.random_seed >= 0:
+        s.random_seed = spec.random_seed
     if spec.type != 'SGD':
         s.type = spec.type
         if spec.type == 'Adam':
