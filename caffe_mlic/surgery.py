@@ -64,9 +64,13 @@ def _read_weights(path):
     return out
 
 
-def shape_only_net(prototxt, phase='TEST'):
+def shape_only_net(prototxt, phase='TEST', seed=0):
     """caffe.Net of ``prototxt`` with our data layers replaced by Input layers of
-    the shapes their parameters imply (batch 1), so no datalist is needed."""
+    the shapes their parameters imply (batch 1), so no datalist is needed.
+
+    Layers that no source fills keep their filler values, drawn with ``seed``
+    so that the same command writes the same caffemodel.
+    """
     import caffe
     from caffe.proto import caffe_pb2
     net = caffe_pb2.NetParameter()
@@ -95,6 +99,7 @@ def shape_only_net(prototxt, phase='TEST'):
     with os.fdopen(fd, 'w') as f:
         f.write(text_format.MessageToString(net))
     try:
+        caffe.set_random_seed(seed)
         return caffe.Net(path, want)
     finally:
         os.unlink(path)
@@ -157,6 +162,8 @@ def register(sub):
     p.add_argument('-o', '--out', required=True, help='output caffemodel')
     p.add_argument('--skip-mismatched', action='store_true',
                    help='keep target layers whose shapes differ instead of stopping')
+    p.add_argument('--seed', type=int, default=0,
+                   help='seed for the fillers of layers no source provides (default 0)')
     p.set_defaults(func=_cmd)
 
 
@@ -171,7 +178,7 @@ def _cmd(args):
             sys.exit('caffe-mlic surgery: %s: no such file' % path)
         sources.append((mapping, path))
     try:
-        net = shape_only_net(args.net)
+        net = shape_only_net(args.net, seed=args.seed)
         report = transplant(net, sources, args.skip_mismatched)
     except SurgeryError as e:
         sys.exit('caffe-mlic surgery: %s' % e)

@@ -195,3 +195,14 @@ def test_tiny_wsddn_loss_falls_under_caffe_train(caffe, tiny):
     # Without learning the ratio stays near 1 (each mean spans several passes
     # over the 6 images); seeds 1-6 all learn to 0.81-0.87 here.
     assert last < 0.9 * first, (first, last, values.round(3).tolist())
+
+
+def test_surgery_is_reproducible(caffe, tiny, teacher_model):
+    """Layers without a source get seeded filler values: same command, same weights."""
+    runs = []
+    for seed in (0, 0, 1):
+        net = surgery.shape_only_net(_net(tiny, 'kd/train_stage1'), seed=seed)
+        surgery.transplant(net, [('teacher', teacher_model)], log=lambda *_: None)
+        runs.append(net.params['fc6'][0].data.copy())  # a student layer: kept, filled
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert not np.array_equal(runs[0], runs[2])
