@@ -4,7 +4,7 @@ The original wired Reshape (-1, B, C, 1) -> Softmax over classes (axis 2) on
 fc8_c and Softmax over the B rois (axis 1) on fc8_d -> Eltwise PROD -> a
 frozen all-ones 1x1 Convolution summing over the rois. This layer computes the
 same, with optional temperatures (logits divided by T before each softmax; the
-KD stage 2 teacher used T = 0.5).
+KD stage 2 teacher used a temperature of 0.5).
 
 Bottoms: fc8_c, fc8_d, each (N*B, C) or (N*B, C, 1, 1), same shape.
 Tops: region scores (N, B, C) and image-level scores (N, C).
