@@ -58,6 +58,21 @@ def python_layer_net(caffe, tmpdir, layer, params, bottom_shapes, n_tops=1, loss
     return net_from_text(caffe, tmpdir, text, phase)
 
 
+def write_solver(path, net, **fields):
+    """A CPU solver prototxt at ``path`` training ``net``; fields are SolverParameter
+    fields (strings quoted for you), with a fixed learning rate unless given."""
+    fields = dict(dict(lr_policy='fixed', display=1, solver_mode='CPU'), **fields)
+    lines = ['net: %s' % proto_str(str(net))]
+    for key, value in fields.items():
+        if key == 'solver_mode' or not isinstance(value, str):
+            lines.append('%s: %s' % (key, value))
+        else:
+            lines.append('%s: %s' % (key, proto_str(value)))
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    return path
+
+
 def set_inputs(net, *arrays):
     for i, a in enumerate(arrays):
         net.blobs['b%d' % i].data[...] = a

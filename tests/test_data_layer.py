@@ -354,15 +354,8 @@ def test_caffe_binary_trains_with_spawned_workers(tmp_path):
         ''' % (C, C)) + netutil.python_layer_text('loss', 'CrossEntropyLoss', {}, ['prob', 'labels'], ['loss'],
                                                   loss_weight=1, propagate_down=[True, False])
     (tmp_path / 'net.prototxt').write_text(net)
-    (tmp_path / 'solver.prototxt').write_text(textwrap.dedent('''\
-        net: "net.prototxt"
-        base_lr: 0.1
-        lr_policy: "fixed"
-        max_iter: 30
-        display: 10
-        snapshot_prefix: "snap"
-        solver_mode: CPU
-        '''))
+    netutil.write_solver(tmp_path / 'solver.prototxt', 'net.prototxt', base_lr=0.1, max_iter=30,
+                         display=10, snapshot_prefix='snap')
     losses, log = caffe_train(tmp_path / 'solver.prototxt', cwd=tmp_path, timeout=120)
     assert [it for it, _ in losses] == [0, 10, 20, 30], log[-2000:]
     assert all(np.isfinite(loss) for _, loss in losses)

@@ -1,6 +1,5 @@
 """Issue 4: every generated net runs in real Caffe; training, surgery, OpenCV import."""
 import os
-import textwrap
 
 import numpy as np
 import pytest
@@ -8,6 +7,7 @@ import pytest
 from caffe_mlic import netgen, surgery
 from caffe_mlic.netspec import MlicConfig
 from caffe_mlic.train import caffe_train
+from tests import netutil
 from tests.tinydata import write_tiny_dataset
 
 C, B, TEACHER, STUDENT = 3, 8, 96, 64
@@ -33,18 +33,9 @@ def _net(root, rel):
 def _train(root, rel, iters=4, weights=None, base_lr=0.001, weight_decay=0.0005):
     name = rel.replace('/', '_')
     (root / 'snap').mkdir(exist_ok=True)
-    solver = root / (name + '_solver.prototxt')
-    solver.write_text(textwrap.dedent('''\
-        net: "%s"
-        base_lr: %g
-        lr_policy: "fixed"
-        momentum: 0.9
-        weight_decay: %g
-        max_iter: %d
-        display: 1
-        snapshot_prefix: "%s"
-        solver_mode: CPU
-        ''' % (_net(root, rel), base_lr, weight_decay, iters, root / 'snap' / name)))
+    solver = netutil.write_solver(root / (name + '_solver.prototxt'), _net(root, rel), base_lr=base_lr,
+                                  momentum=0.9, weight_decay=weight_decay, max_iter=iters,
+                                  snapshot_prefix=str(root / 'snap' / name))
     losses, log = caffe_train(solver, cwd=root, extra_args=['-weights', weights] if weights else [])
     assert len(losses) >= iters and all(np.isfinite(l) for _, l in losses), log[-3000:]
     return str(root / 'snap' / ('%s_iter_%d.caffemodel' % (name, iters)))
@@ -173,20 +164,10 @@ SEED = int(__import__('os').environ.get('MLIC_TEST_SEED', 1))  # fillers and dro
 
 def test_tiny_wsddn_loss_falls_under_caffe_train(caffe, tiny):
     """Issue 3: a WSDDN-shaped net (stock convs + our layers) learns under `caffe train`."""
-    solver = tiny / 'falls_solver.prototxt'
-    solver.write_text(textwrap.dedent('''\
-        net: "%s"
-        type: "Adam"
-        base_lr: 0.001
-        momentum: 0.9
-        momentum2: 0.999
-        lr_policy: "fixed"
-        max_iter: 80
-        display: 1
-        random_seed: %d
-        snapshot_prefix: "%s"
-        solver_mode: CPU
-        ''' % (_net(tiny, 'wsddn/wsddn_train'), SEED, tiny / 'snap' / 'falls')))
+    solver = netutil.write_solver(tiny / 'falls_solver.prototxt', _net(tiny, 'wsddn/wsddn_train'),
+                                  type='Adam', base_lr=0.001, momentum=0.9, momentum2=0.999,
+                                  max_iter=80, random_seed=SEED,
+                                  snapshot_prefix=str(tiny / 'snap' / 'falls'))
     (tiny / 'snap').mkdir(exist_ok=True)
     losses, log = caffe_train(solver, cwd=tiny)
     values = np.array([l for _, l in losses])

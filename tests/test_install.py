@@ -65,16 +65,8 @@ def test_caffe_binary_trains_net_with_python_layer(tmp_path):
         ''') + netutil.python_layer_text('loss', 'CrossEntropyLoss', {}, ['prob', 'label'], ['loss'],
                                         loss_weight=1, propagate_down=[True, False])
     (tmp_path / 'net.prototxt').write_text(net)
-    (tmp_path / 'solver.prototxt').write_text(textwrap.dedent('''\
-        net: "net.prototxt"
-        base_lr: 0.5
-        lr_policy: "fixed"
-        momentum: 0.9
-        max_iter: 60
-        display: 10
-        snapshot_prefix: "snap/tiny"
-        solver_mode: CPU
-        '''))
+    solver = dict(base_lr=0.5, momentum=0.9, display=10, snapshot_prefix='snap/tiny')
+    netutil.write_solver(tmp_path / 'solver.prototxt', 'net.prototxt', max_iter=60, **solver)
     (tmp_path / 'snap').mkdir()
     losses, log = caffe_train(tmp_path / 'solver.prototxt', cwd=tmp_path)
     assert [it for it, _ in losses] == [0, 10, 20, 30, 40, 50, 60], log[-2000:]
@@ -84,16 +76,14 @@ def test_caffe_binary_trains_net_with_python_layer(tmp_path):
 
     # `-weights` must initialise the net (our patch to the sdist's caffe.cpp):
     # the first loss of a fine-tuning run is the trained net's, not a fresh one's.
-    (tmp_path / 'finetune.prototxt').write_text(
-        (tmp_path / 'solver.prototxt').read_text().replace('max_iter: 60', 'max_iter: 1'))
+    netutil.write_solver(tmp_path / 'finetune.prototxt', 'net.prototxt', max_iter=1, **solver)
     again, log = caffe_train(tmp_path / 'finetune.prototxt', cwd=tmp_path,
                              extra_args=['-weights', str(weights)])
     assert 'Finetuning from' in log
     assert again[0][1] < 0.5 * losses[0][1], (again, losses)
 
     # An interrupted run resumes from its solver state: iterations go on from 60.
-    (tmp_path / 'resume.prototxt').write_text(
-        (tmp_path / 'solver.prototxt').read_text().replace('max_iter: 60', 'max_iter: 80'))
+    netutil.write_solver(tmp_path / 'resume.prototxt', 'net.prototxt', max_iter=80, **solver)
     resumed, log = caffe_train(tmp_path / 'resume.prototxt', cwd=tmp_path,
                                extra_args=['-snapshot', 'snap/tiny_iter_60.solverstate'])
     assert 'Resuming from' in log
