@@ -5,6 +5,7 @@ mAP here is the mean over classes of the non-interpolated average precision
 the MLIC-KD-WSD paper reports; classes with no positive image are left out.
 """
 import json
+import os
 import sys
 
 import numpy as np
@@ -44,9 +45,10 @@ def _test_data_layer(prototxt):
 def score_test_set(prototxt, weights, blob, label_blob=None):
     """Run the TEST phase once over its whole datalist: (scores (M, C), labels (M, C))."""
     import caffe
+    from caffe_mlic.datalist import read_datalist
     params = _test_data_layer(prototxt)
-    with open(params['source']) as f:
-        count = sum(1 for line in f if line.strip())
+    count = len(read_datalist(params['source'], params['att_num'], params['bbox_num'],
+                              check_images=False).image_paths)
     net = caffe.Net(prototxt, caffe.TEST, weights=weights)
     label_blob = label_blob or next(b for b in ('labels', 'label') if b in net.blobs)
     scores, labels = [], []
@@ -68,9 +70,12 @@ def register(sub):
 
 
 def _cmd(args):
+    for path in (args.net, args.weights):
+        if not os.path.isfile(path):
+            sys.exit('caffe-mlic evaluate: %s: no such file' % path)
     try:
         scores, labels = score_test_set(args.net, args.weights, args.blob)
-    except (ValueError, KeyError, OSError) as e:
+    except (ValueError, KeyError, OSError) as e:  # DatalistError is a ValueError
         sys.exit('caffe-mlic evaluate: %s' % e)
     mean_ap, aps = mean_average_precision(scores, labels)
     names = [l.strip() for l in open(args.classes)] if args.classes else [str(c) for c in range(len(aps))]

@@ -19,3 +19,15 @@ def test_mean_average_precision_skips_classes_without_positives():
     assert mean_ap == 1.0 and np.isnan(aps[2])
     reversed_ranking = np.array([[0.1, 0.9, 0.5], [0.9, 0.1, 0.5]])
     assert mean_average_precision(reversed_ranking, targets)[0] == 0.5
+
+
+def test_evaluate_cli_names_a_missing_file(tmp_path):
+    import subprocess
+    import sys
+    net = tmp_path / 'net.prototxt'
+    net.write_text('name: "x"\n')
+    res = subprocess.run([sys.executable, '-m', 'caffe_mlic.cli', 'evaluate', '--net', str(net),
+                          '--weights', str(tmp_path / 'missing.caffemodel'), '--blob', 'prob'],
+                         capture_output=True, text=True)
+    assert res.returncode == 1
+    assert 'missing.caffemodel: no such file' in res.stderr and 'Traceback' not in res.stderr
