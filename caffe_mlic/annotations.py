@@ -3,8 +3,8 @@
 Each reader returns the class list and one ImageRecord per image, with the
 image's absolute path, its size, its ground-truth objects (boxes 0-based
 inclusive in original pixels) and, for plain label files, its label set.
-Every problem found is collected and raised together as AnnotationError; each
-message names the file and the line, XML element or JSON id at fault.
+Every problem found is collected and raised together as one InputError whose
+problems name the file, the line and the XML element or JSON id at fault.
 
 Conventions
 - VOC: ROOT/ImageSets/Main/<set>.txt lists one image id per line;
@@ -34,26 +34,12 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from caffe_mlic.errors import InputError, Problem
+from caffe_mlic.imageio import IMAGE_EXTENSIONS, image_size
+
 VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair',
                'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant',
                'sheep', 'sofa', 'train', 'tvmonitor')
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.ppm', '.webp')
-MAX_LISTED = 20  # problems shown in one error message
-
-
-class AnnotationError(ValueError):
-    """Bad ground truth; .problems lists every message."""
-
-    def __init__(self, problems):
-        self.problems = list(problems)
-        shown = self.problems[:MAX_LISTED]
-        more = len(self.problems) - len(shown)
-        msg = '\n  '.join(shown)
-        if len(self.problems) > 1:
-            msg = '%d problems:\n  %s' % (len(self.problems), msg)
-        if more > 0:
-            msg += '\n  ... and %d more' % more
-        super().__init__(msg)
 
 
 @dataclass
@@ -68,9 +54,14 @@ class ImageRecord:
     path: str                 # absolute image path
     width: int
     height: int
-    source: str               # where it came from, for messages
+    source: str               # the annotation file it came from, for messages
     objects: List[GtObject] = field(default_factory=list)
     labels: Optional[set] = None  # class names (plain label files); None: from objects
+    source_line: Optional[int] = None   # its line in source (plain label files)
+    source_field: Optional[str] = None  # its element in source (COCO: 'image id 7')
+
+    def problem(self, message):
+        return Problem(self.source, self.source_line, self.source_field, message)
 
     def label_names(self, difficult='include'):
         if self.labels is not None:
@@ -84,22 +75,29 @@ def label_vector(record, classes, difficult='include'):
 
 
 class _Problems(list):
+    def add(self, path, line, field, message):
+        self.append(Problem(path, line, field, message))
+
     def raise_if_any(self):
         if self:
-            raise AnnotationError(self)
+            raise InputError(problems=self, what='annotations')
+
+
+def _fail(path, message):
+    raise InputError(problems=[Problem(path, None, None, message)])
 
 
 # ------------------------------------------------------------------ helpers
 
 def _read_text_lines(path, what):
-    """The lines of a UTF-8 text file; AnnotationError naming ``what`` otherwise."""
+    """The lines of a UTF-8 text file; InputError naming ``what`` otherwise."""
     try:
         with open(path, encoding='utf-8') as f:
             return f.read().splitlines()
     except OSError as e:
-        raise AnnotationError(['%s: cannot read %s: %s' % (path, what, e.strerror or e)])
+        _fail(path, 'cannot read %s: %s' % (what, e.strerror or e))
     except UnicodeDecodeError as e:
-        raise AnnotationError(['%s: %s is not UTF-8 text: %s' % (path, what, e)])
+        _fail(path, '%s is not UTF-8 text: %s' % (what, e))
 
 
 def read_class_list(path):
@@ -112,55 +110,52 @@ def read_class_list(path):
         if not name:
             continue
         if len(name.split()) != 1:
-            problems.append('%s:%d: class name %r contains whitespace' % (path, no, name))
+            problems.add(path, no, None, 'class name %r contains whitespace' % name)
         elif name in seen:
-            problems.append('%s:%d: class %r repeats line %d' % (path, no, name, seen[name]))
+            problems.add(path, no, None, 'class %r repeats line %d' % (name, seen[name]))
         else:
             seen[name] = no
             classes.append(name)
     if not classes and not problems:
-        problems.append('%s: class list is empty' % path)
+        problems.add(path, None, None, 'class list is empty')
     problems.raise_if_any()
     return classes
 
 
-def image_size(path):
-    """(width, height) from the image header; OSError/ValueError if unreadable."""
-    from PIL import Image
-    with Image.open(path) as im:
-        return im.size
-
-
 def _check_image(path, where, problems, expect=None):
-    """Absolute path of an existing, readable image of the expected size, or None."""
+    """(width, height) of an existing, readable image of the expected size, or
+    None; where = (annotation path, line, field) of the problem."""
     if not os.path.isfile(path):
-        problems.append('%s: image not found: %s' % (where, path))
+        problems.add(*where, 'image not found: %s' % path)
         return None
     try:
         size = image_size(path)
     except Exception as e:  # noqa: BLE001  PIL raises several types for bad files
-        problems.append('%s: cannot read image %s: %s' % (where, path, e))
+        problems.add(*where, 'cannot read image %s: %s' % (path, e))
         return None
     if expect is not None and tuple(size) != tuple(expect):
-        problems.append('%s: says the image is %dx%d but %s is %dx%d'
-                        % (where, expect[0], expect[1], path, size[0], size[1]))
+        problems.add(*where, 'says the image is %dx%d but %s is %dx%d'
+                     % (expect[0], expect[1], path, size[0], size[1]))
         return None
     return size
 
 
 # ------------------------------------------------------------------ VOC
 
-def _xml_text(el, tag, where, problems, cast=str, required=True, default=None):
+def _xml_text(el, tag, xml_path, element, problems, cast=str, required=True, default=None):
+    """Text of child <tag> of el, cast; a problem at ``element`` (e.g.
+    '<object> #2') of xml_path when missing or not a number."""
+    field = ('%s <%s>' % (element, tag)) if element else '<%s>' % tag
     child = el.find(tag)
     if child is None or child.text is None or not child.text.strip():
         if required:
-            problems.append('%s: <%s> missing' % (where, tag))
+            problems.add(xml_path, None, field, 'missing')
         return default
     text = child.text.strip()
     try:
         return cast(text)
     except ValueError:
-        problems.append('%s: <%s> is %r, not a number' % (where, tag, text))
+        problems.add(xml_path, None, field, '%r is not a number' % text)
         return default
 
 
@@ -190,7 +185,7 @@ def read_voc(root, image_set, classes=None):
         with open(set_file, encoding='utf-8') as f:
             lines = f.read().splitlines()
     except OSError as e:
-        raise AnnotationError(['%s: cannot read image set: %s' % (set_file, e.strerror or e)])
+        _fail(set_file, 'cannot read image set: %s' % (e.strerror or e))
     problems = _Problems()
     ids, seen = [], {}
     for no, line in enumerate(lines, 1):
@@ -198,70 +193,72 @@ def read_voc(root, image_set, classes=None):
         if not parts:
             continue
         if len(parts) != 1:
-            problems.append('%s:%d: expected one image id, got %d fields' % (set_file, no, len(parts)))
+            problems.add(set_file, no, None, 'expected one image id, got %d fields' % len(parts))
         elif parts[0] in seen:
-            problems.append('%s:%d: image id %s repeats line %d' % (set_file, no, parts[0], seen[parts[0]]))
+            problems.add(set_file, no, None, 'image id %s repeats line %d' % (parts[0], seen[parts[0]]))
         else:
             seen[parts[0]] = no
             ids.append((no, parts[0]))
     if not ids and not problems:
-        problems.append('%s: image set is empty' % set_file)
+        problems.add(set_file, None, None, 'image set is empty')
     problems.raise_if_any()
 
     records = []
     for no, image_id in ids:
         xml_path = os.path.join(root, 'Annotations', image_id + '.xml')
         if not os.path.isfile(xml_path):
-            problems.append('%s: not found (image id %s, %s line %d)' % (xml_path, image_id, set_file, no))
+            problems.add(set_file, no, None, 'annotation of image id %s not found: %s' % (image_id, xml_path))
             continue
         try:
             ann = ET.parse(xml_path).getroot()
         except ET.ParseError as e:
-            problems.append('%s: unreadable XML: %s' % (xml_path, e))
+            problems.add(xml_path, None, None, 'unreadable XML: %s' % e)
             continue
         except OSError as e:
-            problems.append('%s: cannot read: %s' % (xml_path, e.strerror or e))
+            problems.add(xml_path, None, None, 'cannot read: %s' % (e.strerror or e))
             continue
         n_before = len(problems)
         size = ann.find('size')
         if size is None:
-            problems.append('%s: <size> missing' % xml_path)
+            problems.add(xml_path, None, '<size>', 'missing')
             continue
-        w = _xml_text(size, 'width', xml_path + ': <size>', problems, int)
-        h = _xml_text(size, 'height', xml_path + ': <size>', problems, int)
+        w = _xml_text(size, 'width', xml_path, '<size>', problems, int)
+        h = _xml_text(size, 'height', xml_path, '<size>', problems, int)
         if w is not None and h is not None and (w < 1 or h < 1):
-            problems.append('%s: <size> %dx%d is not a valid image size' % (xml_path, w, h))
-        filename = _xml_text(ann, 'filename', xml_path, problems, required=False)
+            problems.add(xml_path, None, '<size>', '%dx%d is not a valid image size' % (w, h))
+        filename = _xml_text(ann, 'filename', xml_path, None, problems, required=False)
         objects = []
         for k, obj in enumerate(ann.findall('object'), 1):
-            where = '%s: <object> #%d' % (xml_path, k)
-            name = _xml_text(obj, 'name', where, problems)
+            element = '<object> #%d' % k
+            name = _xml_text(obj, 'name', xml_path, element, problems)
             if name is None:
                 continue
-            where = '%s: <object> #%d <name>%s</name>' % (xml_path, k, name)
+            element = '<object> #%d <name>%s</name>' % (k, name)
             if name not in class_set:
-                problems.append('%s: class not in %s' % (where, class_source))
+                problems.add(xml_path, None, element, 'class not in %s' % class_source)
                 continue
-            difficult = _xml_text(obj, 'difficult', where, problems, int, required=False, default=0)
+            difficult = _xml_text(obj, 'difficult', xml_path, element, problems, int,
+                                  required=False, default=0)
             bb = obj.find('bndbox')
             if bb is None:
-                problems.append('%s: <bndbox> missing' % where)
+                problems.add(xml_path, None, element + ' <bndbox>', 'missing')
                 continue
-            coords = [_xml_text(bb, t, where + ' <bndbox>', problems, float)
+            coords = [_xml_text(bb, t, xml_path, element + ' <bndbox>', problems, float)
                       for t in ('xmin', 'ymin', 'xmax', 'ymax')]
             if None in coords or w is None or h is None:
                 continue
             x1, y1, x2, y2 = coords
             if not (1 <= x1 <= x2 <= w and 1 <= y1 <= y2 <= h):
-                problems.append('%s <bndbox>: box (%g,%g,%g,%g) is not inside the %dx%d image '
-                                '(VOC boxes are 1-based: need 1 <= xmin <= xmax <= width, same for y)'
-                                % (where, x1, y1, x2, y2, w, h))
+                problems.add(xml_path, None, element + ' <bndbox>',
+                             'box (%g,%g,%g,%g) is not inside the %dx%d image (VOC boxes are '
+                             '1-based: need 1 <= xmin <= xmax <= width, same for y)'
+                             % (x1, y1, x2, y2, w, h))
                 continue
             objects.append(GtObject(name, (x1 - 1, y1 - 1, x2 - 1, y2 - 1), bool(difficult)))
         if len(problems) > n_before:
             continue
         image_path = _find_voc_image(root, image_id, filename)
-        if _check_image(image_path, xml_path, problems, (w, h)) is None:
+        if _check_image(image_path, (xml_path, None, None), problems, (w, h)) is None:
             continue
         records.append(ImageRecord(image_path, w, h, xml_path, objects))
     problems.raise_if_any()
@@ -284,86 +281,87 @@ def read_coco(instances_json, images_dir, classes=None):
         with open(src, encoding='utf-8') as f:
             data = json.load(f)
     except OSError as e:
-        raise AnnotationError(['%s: cannot read: %s' % (src, e.strerror or e)])
+        _fail(src, 'cannot read: %s' % (e.strerror or e))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise AnnotationError(['%s: not valid JSON: %s' % (src, e)])
+        _fail(src, 'not valid JSON: %s' % e)
     problems = _Problems()
     if not isinstance(data, dict):
-        raise AnnotationError(['%s: expected a JSON object with images, annotations, categories' % src])
+        _fail(src, 'expected a JSON object with images, annotations, categories')
     for key in ('images', 'annotations', 'categories'):
         if not isinstance(data.get(key), list):
-            problems.append('%s: "%s" missing or not a list' % (src, key))
+            problems.add(src, None, None, '"%s" missing or not a list' % key)
     problems.raise_if_any()
 
     cats = {}
     for k, cat in enumerate(data['categories']):
         if not isinstance(cat, dict) or not isinstance(cat.get('id'), int) or not isinstance(cat.get('name'), str):
-            problems.append('%s: categories[%d]: needs an integer "id" and a string "name"' % (src, k))
+            problems.add(src, None, 'categories[%d]' % k, 'needs an integer "id" and a string "name"')
             continue
         if cat['id'] in cats:
-            problems.append('%s: category id %d appears twice' % (src, cat['id']))
+            problems.add(src, None, 'category id %d' % cat['id'], 'appears twice')
             continue
         cats[cat['id']] = cat['name']
     problems.raise_if_any()
     if classes is None:
         classes = [cats[i] for i in sorted(cats)]
         if len(set(classes)) != len(classes):
-            problems.append('%s: category names are not unique' % src)
+            problems.add(src, None, '"categories"', 'category names are not unique')
     else:
         for cid, name in sorted(cats.items()):
             if name not in classes:
-                problems.append('%s: category id %d (%s): class not in the class list' % (src, cid, name))
+                problems.add(src, None, 'category id %d (%s)' % (cid, name), 'class not in the class list')
     if not data['images']:
-        problems.append('%s: "images" is empty' % src)
+        problems.add(src, None, None, '"images" is empty')
     problems.raise_if_any()
 
     records, by_id = [], {}
     for k, img in enumerate(data['images']):
         if not isinstance(img, dict) or not isinstance(img.get('id'), int):
-            problems.append('%s: images[%d]: needs an integer "id"' % (src, k))
+            problems.add(src, None, 'images[%d]' % k, 'needs an integer "id"')
             continue
         iid = img['id']
-        where = '%s: image id %d' % (src, iid)
+        field = 'image id %d' % iid
         if iid in by_id:
-            problems.append('%s: appears twice in "images"' % where)
+            problems.add(src, None, field, 'appears twice in "images"')
             continue
         fname, w, h = img.get('file_name'), img.get('width'), img.get('height')
         if not isinstance(fname, str) or not fname:
-            problems.append('%s: "file_name" missing' % where)
+            problems.add(src, None, field, '"file_name" missing')
             continue
+        field = 'image id %d (%s)' % (iid, fname)
         if not (isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0):
-            problems.append('%s (%s): "width"/"height" must be positive integers' % (where, fname))
+            problems.add(src, None, field, '"width"/"height" must be positive integers')
             continue
         path = os.path.join(images_dir, fname)
-        if _check_image(path, '%s (%s)' % (where, fname), problems, (w, h)) is None:
+        if _check_image(path, (src, None, field), problems, (w, h)) is None:
             continue
-        rec = ImageRecord(path, w, h, where)
+        rec = ImageRecord(path, w, h, src, source_field='image id %d' % iid)
         by_id[iid] = rec
         records.append(rec)
 
     for k, ann in enumerate(data['annotations']):
         if not isinstance(ann, dict):
-            problems.append('%s: annotations[%d] is not an object' % (src, k))
+            problems.add(src, None, 'annotations[%d]' % k, 'is not an object')
             continue
         aid = ann.get('id', 'annotations[%d]' % k)
         iid, cid, bbox = ann.get('image_id'), ann.get('category_id'), ann.get('bbox')
-        where = '%s: annotation id %s (image id %s)' % (src, aid, iid)
+        field = 'annotation id %s (image id %s)' % (aid, iid)
         if iid not in by_id:
             if not any(isinstance(i, dict) and i.get('id') == iid for i in data['images']):
-                problems.append('%s: image_id not in "images"' % where)
+                problems.add(src, None, field, 'image_id not in "images"')
             continue  # else the image itself was bad and is already reported
         if cid not in cats:
-            problems.append('%s: category_id %s not in "categories"' % (where, cid))
+            problems.add(src, None, field, 'category_id %s not in "categories"' % cid)
             continue
         rec = by_id[iid]
         try:
             x, y, bw, bh = (float(_number(v)) for v in bbox)
         except (TypeError, ValueError):
-            problems.append('%s: "bbox" must be 4 numbers [x, y, w, h], got %r' % (where, bbox))
+            problems.add(src, None, field, '"bbox" must be 4 numbers [x, y, w, h], got %r' % (bbox,))
             continue
         if bw < 0 or bh < 0 or x < -1 or y < -1 or x + bw > rec.width + 1 or y + bh > rec.height + 1:
-            problems.append('%s: bbox [%g, %g, %g, %g] is outside the %dx%d image'
-                            % (where, x, y, bw, bh, rec.width, rec.height))
+            problems.add(src, None, field, 'bbox [%g, %g, %g, %g] is outside the %dx%d image'
+                         % (x, y, bw, bh, rec.width, rec.height))
             continue
         x1 = min(max(x, 0.0), rec.width - 1)
         y1 = min(max(y, 0.0), rec.height - 1)
@@ -388,7 +386,6 @@ def read_label_file(labels_file, classes, images_dir=None):
         parts = line.split()
         if not parts or parts[0].startswith('#'):
             continue
-        where = '%s:%d' % (labels_file, no)
         path, tokens = parts[0], parts[1:]
         if vectors_allowed and len(tokens) == len(classes) and set(tokens) <= {'0', '1'}:
             names = {c for c, t in zip(classes, tokens) if t == '1'}
@@ -398,15 +395,16 @@ def read_label_file(labels_file, classes, images_dir=None):
                 hint = ''
                 if set(tokens) <= {'0', '1'}:
                     hint = ' (a 0/1 vector needs exactly %d values, got %d)' % (len(classes), len(tokens))
-                problems.append('%s: label %r is not in the class list%s' % (where, bad[0], hint))
+                problems.add(labels_file, no, None, 'label %r is not in the class list%s' % (bad[0], hint))
                 continue
             names = set(tokens)
         full = path if os.path.isabs(path) else os.path.join(base, path)
-        size = _check_image(full, where, problems)
+        size = _check_image(full, (labels_file, no, None), problems)
         if size is None:
             continue
-        records.append(ImageRecord(os.path.abspath(full), size[0], size[1], where, labels=names))
+        records.append(ImageRecord(os.path.abspath(full), size[0], size[1], labels_file,
+                                   labels=names, source_line=no))
     if not records and not problems:
-        problems.append('%s: no images listed' % labels_file)
+        problems.add(labels_file, None, None, 'no images listed')
     problems.raise_if_any()
     return records

@@ -10,6 +10,7 @@ import os
 import sys
 
 import caffe_mlic
+from caffe_mlic.errors import RunError
 
 # Places where Caffe builds keep their binaries and libcaffe, in the order we
 # look: our cached sdist build links build -> .temp_release; BVLC's Makefile
@@ -21,7 +22,7 @@ _LIB_CANDIDATES = ('build/lib', '.build_release/lib', '.temp_release/lib', 'dist
                    'build/install/lib', 'lib')
 
 
-class CaffeNotFound(RuntimeError):
+class CaffeNotFound(RunError):
     pass
 
 

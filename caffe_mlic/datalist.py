@@ -1,4 +1,4 @@
-"""The datalist format (SPEC.md "Datalist"): the one parser of the project.
+"""The datalist format: the one parser of the project.
 
 One image per line, whitespace separated::
 
@@ -19,37 +19,18 @@ import os
 import numpy as np
 from numba import njit
 
+from caffe_mlic.errors import InputError, Problem
 from caffe_mlic.fileio import atomic_write
 
 _F32_MAX = float(np.finfo(np.float32).max)
 _BOX_FIELDS = ('x1', 'y1', 'x2', 'y2', 'score')
 
 
-class DatalistError(ValueError):
-    """A datalist has problems. ``problems`` is the full list of (path, line_no, reason)."""
+class DatalistError(InputError):
+    """A datalist has problems; ``problems`` lists every one as a Problem."""
 
-    def __init__(self, problems, max_listed=10):
-        self.problems = list(problems)
-        self.max_listed = max_listed
-        super().__init__(self._message())
-
-    def __reduce__(self):          # keep the problems through pickling
-        return type(self), (self.problems, self.max_listed)
-
-    def _message(self):
-        n = len(self.problems)
-        sources = sorted({p[0] for p in self.problems})
-        head = '%d problem%s in datalist %s:' % (n, '' if n == 1 else 's', ', '.join(sources))
-        lines = [head] + [format_problem(p) for p in self.problems[:self.max_listed]]
-        if n > self.max_listed:
-            lines.append('... and %d more problem%s' % (n - self.max_listed,
-                                                         '' if n - self.max_listed == 1 else 's'))
-        return '\n'.join(lines)
-
-
-def format_problem(problem):
-    path, line_no, reason = problem
-    return '%s:%d: %s' % (path, line_no, reason) if line_no else '%s: %s' % (path, reason)
+    def __init__(self, message=None, problems=(), what='datalist', max_listed=10):
+        super().__init__(message, problems, what, max_listed)
 
 
 class Datalist:
@@ -100,16 +81,33 @@ def _to_number(token):
     return float(token)
 
 
+def _space_hint(tokens, expected):
+    """A line with too many fields whose path may hold a space: say so."""
+    if len(tokens) > expected and not _is_number_token(tokens[1]):
+        return ' (an image path may not contain spaces)'
+    return ''
+
+
+def _is_number_token(token):
+    try:
+        _to_number(token)
+    except ValueError:
+        return False
+    return True
+
+
 def _size_text(new_width, new_height):
     return '%dx%d' % (new_width, new_height)
 
 
 def _line_reasons(tokens, att_num, bbox_num, new_width=None, new_height=None):
-    """Check one line's tokens field by field: (values float64 or None, [reason, ...])."""
+    """Check one line's tokens field by field: (values float64 or None,
+    [(field or None, message), ...])."""
     expected = 1 + att_num + 5 * bbox_num
     if len(tokens) != expected:
-        return None, ['expected %d fields (image path, %d labels, %d boxes of x1 y1 x2 y2 score), got %d'
-                      % (expected, att_num, bbox_num, len(tokens))]
+        return None, [(None, 'expected %d fields (image path, %d labels, %d boxes of x1 y1 x2 y2 '
+                              'score), got %d%s' % (expected, att_num, bbox_num, len(tokens),
+                                                    _space_hint(tokens, expected)))]
     values = np.empty(expected - 1, np.float64)
     bad = []
     for i, tok in enumerate(tokens[1:]):
@@ -118,44 +116,44 @@ def _line_reasons(tokens, att_num, bbox_num, new_width=None, new_height=None):
         except ValueError:
             bad.append(i)
     if bad:
-        return None, ['%s: %r is not a number%s'
-                      % (_field(bad[0], att_num), tokens[bad[0] + 1], _more(len(bad)))]
+        return None, [(_field(bad[0], att_num), '%r is not a number%s'
+                       % (tokens[bad[0] + 1], _more(len(bad))))]
     reasons = []
     nonfinite = np.flatnonzero(~(np.abs(values) <= _F32_MAX))
     if nonfinite.size:
         i = nonfinite[0]
-        reasons.append('%s: %r is not a finite number%s'
-                       % (_field(i, att_num), tokens[i + 1], _more(nonfinite.size)))
+        reasons.append((_field(i, att_num), '%r is not a finite number%s'
+                        % (tokens[i + 1], _more(nonfinite.size))))
     labels = values[:att_num]
     bad_labels = np.flatnonzero((labels != 0) & (labels != 1) & np.isfinite(labels))
     if bad_labels.size:
         i = bad_labels[0]
-        reasons.append('%s: %s is not 0 or 1%s' % (_field(i, att_num), tokens[i + 1], _more(bad_labels.size)))
+        reasons.append((_field(i, att_num), '%s is not 0 or 1%s' % (tokens[i + 1], _more(bad_labels.size))))
     boxes = values[att_num:].reshape(bbox_num, 5)
     coords = boxes[:, :4]
     coord_index = att_num + 5 * np.arange(bbox_num)[:, None] + np.arange(4)[None, :]
     negative = coord_index[coords < 0]
     if negative.size:
         i = negative[0]
-        reasons.append('%s: %s is negative%s' % (_field(i, att_num), tokens[i + 1], _more(negative.size)))
+        reasons.append((_field(i, att_num), '%s is negative%s' % (tokens[i + 1], _more(negative.size))))
     for lo, hi, axis in ((0, 2, 'x'), (1, 3, 'y')):
         flipped = np.flatnonzero(coords[:, hi] < coords[:, lo])
         if flipped.size:
             b = flipped[0]
-            reasons.append('box %d: %s2 = %s < %s1 = %s (fields %d, %d)%s'
-                           % (b, axis, tokens[att_num + 5 * b + hi + 1], axis,
+            reasons.append(('box %d' % b, '%s2 = %s < %s1 = %s (fields %d, %d)%s'
+                           % (axis, tokens[att_num + 5 * b + hi + 1], axis,
                               tokens[att_num + 5 * b + lo + 1], att_num + 5 * b + lo + 2,
                               att_num + 5 * b + hi + 2,
-                              '' if flipped.size == 1 else ' (and %d more such boxes)' % (flipped.size - 1)))
+                              '' if flipped.size == 1 else ' (and %d more such boxes)' % (flipped.size - 1))))
     if new_width is not None and new_height is not None:
         limit = np.array([new_width - 1, new_height - 1] * 2, np.float64)
         outside = coord_index[coords > limit]
         if outside.size:
             i = outside[0]
             axis = 'x' if (i - att_num) % 5 in (0, 2) else 'y'
-            reasons.append('%s: %s is outside the %s image (max %s is %d)%s'
-                           % (_field(i, att_num), tokens[i + 1], _size_text(new_width, new_height), axis,
-                              (new_width if axis == 'x' else new_height) - 1, _more(outside.size)))
+            reasons.append((_field(i, att_num), '%s is outside the %s image (max %s is %d)%s'
+                            % (tokens[i + 1], _size_text(new_width, new_height), axis,
+                               (new_width if axis == 'x' else new_height) - 1, _more(outside.size))))
     return values, reasons
 
 
@@ -176,7 +174,7 @@ def parse_line(text, att_num, bbox_num):
     tokens = [_decode(t) for t in text.encode('utf-8', 'surrogateescape').split()]
     values, reasons = _line_reasons(tokens, att_num, bbox_num)
     if reasons:
-        raise ValueError('; '.join(reasons))
+        raise ValueError('; '.join('%s: %s' % r if r[0] else r[1] for r in reasons))
     labels, boxes, scores = _split_values(values, att_num, bbox_num)
     return tokens[0], labels.astype(np.uint8), boxes.astype(np.float32), scores.astype(np.float32)
 
@@ -407,7 +405,8 @@ def scan_datalist(source, att_num, bbox_num, new_width=None, new_height=None, ro
     """Parse and check a whole datalist; collect every problem.
 
     Returns (Datalist of the valid lines, problems) with problems a list of
-    (source, line_no, reason) in file order (line_no 0: about the whole file).
+    Problem(source, line_no, field, message) in file order (line_no None:
+    about the whole file).
     Box bounds are checked when new_width and new_height are given; image
     files must exist when check_images.
     """
@@ -422,8 +421,8 @@ def scan_datalist(source, att_num, bbox_num, new_width=None, new_height=None, ro
     try:
         handle = open(source, 'rb')
     except OSError as e:
-        return _empty(source, att_num, bbox_num), [(source, 0, 'cannot read the datalist: %s'
-                                                    % (e.strerror or e))]
+        return _empty(source, att_num, bbox_num), [Problem(source, None, None, 'cannot read the '
+                                                           'datalist: %s' % (e.strerror or e))]
     out = _Collector(att_num, bbox_num)
     first_line = 1
     seen_any = False
@@ -458,14 +457,15 @@ def scan_datalist(source, att_num, bbox_num, new_width=None, new_height=None, ro
                         tokens = [_decode(t) for t in block[starts[j]:ends[j]].split()]
                         vals, reasons = _line_reasons(tokens, att_num, bbox_num, new_width, new_height)
                         if reasons:
-                            problems.extend((source, line_no, r) for r in reasons)
+                            problems.extend(Problem(source, line_no, f, m) for f, m in reasons)
                             keep[j] = False
                             continue
                         values[j] = vals
                     raw = block[starts[j]:path_ends[j]].lstrip()
                     full = _image_path(root_folder, _decode(raw))
                     if check_images and not os.path.isfile(full):
-                        problems.append((source, line_no, 'image file %s does not exist' % full))
+                        problems.append(Problem(source, line_no, None, 'image file %s does not exist'
+                                                % full))
                         keep[j] = False
                         continue
                     paths.append(full)
@@ -475,10 +475,10 @@ def scan_datalist(source, att_num, bbox_num, new_width=None, new_height=None, ro
                 out.add(paths, (rows + first_line - count).tolist(),
                         *_split_values(values, att_num, bbox_num))
     except OSError as e:
-        return _empty(source, att_num, bbox_num), [(source, 0, 'cannot read the datalist: %s'
-                                                    % (e.strerror or e))]
+        return _empty(source, att_num, bbox_num), [Problem(source, None, None, 'cannot read the '
+                                                           'datalist: %s' % (e.strerror or e))]
     if not seen_any and not problems:
-        problems.append((source, 0, 'the datalist is empty (no image lines)'))
+        problems.append(Problem(source, None, None, 'the datalist is empty (no image lines)'))
     return out.result(source), problems
 
 
@@ -495,5 +495,5 @@ def read_datalist(source, att_num, bbox_num, new_width=None, new_height=None, ro
     datalist, problems = scan_datalist(source, att_num, bbox_num, new_width, new_height,
                                        root_folder, check_images)
     if problems:
-        raise DatalistError(problems, max_listed)
+        raise DatalistError(problems=problems, max_listed=max_listed)
     return datalist

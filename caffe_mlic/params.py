@@ -8,10 +8,12 @@ import json
 import math
 from types import SimpleNamespace
 
+from caffe_mlic.errors import InputError
+
 REQUIRED = object()
 
 
-class LayerError(ValueError):
+class LayerError(InputError):
     """A layer cannot work with what it was given (shapes, inputs, values);
     the message starts with the layer's type."""
 

@@ -4,6 +4,7 @@ import re
 import subprocess
 
 from caffe_mlic import caffe_env
+from caffe_mlic.errors import RunError
 
 _ITER_LOSS = re.compile(r'Iteration (\d+)(?: \([^)]*\))?, loss = ([-+0-9.eE]+|nan|inf|-inf)')
 
@@ -13,7 +14,7 @@ def parse_losses(log_text):
     return [(int(it), float(loss)) for it, loss in _ITER_LOSS.findall(log_text)]
 
 
-class CaffeTrainError(RuntimeError):
+class CaffeTrainError(RunError):
     def __init__(self, returncode, log):
         tail = '\n'.join(log.strip().splitlines()[-25:])
         super().__init__('caffe train exited with %d; last lines:\n%s' % (returncode, tail))

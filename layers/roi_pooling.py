@@ -1,4 +1,4 @@
-"""ROIPooling: Fast R-CNN max pooling with proposal-score weighting (SPEC.md).
+"""ROIPooling: Fast R-CNN max pooling with proposal-score weighting.
 
 The arithmetic follows the original C++ exactly (float32 where it used Dtype),
 so results match it bit for bit:
@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numba import njit, uintp
 
-from caffe_mlic.params import Param
+from caffe_mlic.params import LayerError, Param
 from .base import MlicLayer
 
 FLT_MAX = np.float32(np.finfo(np.float32).max)
@@ -419,12 +419,15 @@ def _flat_view(array, size):
     return view
 
 
-class RoiError(ValueError):
+class RoiError(LayerError):
     """A roi the layer cannot pool: .row and .message (as roi_problem gives them)."""
 
     def __init__(self, row, message):
         super().__init__('roi row %d: %s' % (row, message))
         self.row, self.message = row, message
+
+    def __reduce__(self):
+        return type(self), (self.row, self.message)
 
 
 class RoiPoolingKernel:

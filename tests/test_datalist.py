@@ -1,4 +1,4 @@
-"""caffe_mlic.datalist: the one datalist parser (SPEC.md "Datalist")."""
+"""caffe_mlic.datalist: the one datalist parser."""
 import re
 
 import numpy as np
@@ -111,7 +111,7 @@ def test_exact_field_count_expected_vs_got(tmp_path, images):
         read_datalist(src, C, B, W, H)
     assert '%s:2: expected 13 fields' % src in str(e.value)
     assert 'got 12' in str(e.value)
-    assert e.value.problems == [(src, 2, e.value.problems[0][2])]
+    assert e.value.problems == [(src, 2, None, e.value.problems[0].message)]
 
 
 @pytest.mark.parametrize('line, fragment', [
@@ -173,10 +173,10 @@ def test_every_bad_line_is_listed(tmp_path, images):
              images[2] + ' 3 0 9 2 4 12 0.5 0 0 31 23 1']         # 5: label and box order
     src = write_lines(tmp_path, lines)
     d, problems = scan_datalist(src, C, B, W, H)
-    assert [(p[1], p[2].split(':')[0]) for p in problems] == [
+    assert [(p.line, p.field or p.message) for p in problems] == [
         (2, 'expected 13 fields (image path, 2 labels, 2 boxes of x1 y1 x2 y2 score), got 6'),
         (3, 'field 13 (box 1 score)'), (5, 'field 2 (label 0)'), (5, 'box 0')]
-    assert all(p[0] == src for p in problems)
+    assert all(p.path == src for p in problems)
     assert d.image_paths == [images[0], images[2]] and d.line_numbers.tolist() == [1, 4]
     with pytest.raises(DatalistError) as e:
         read_datalist(src, C, B, W, H)
@@ -213,4 +213,5 @@ def test_many_lines_many_boxes(tmp_path, images):
     text[2500] = ' '.join(fields)
     (tmp_path / 'big.txt').write_text('\n'.join(text))
     _, problems = scan_datalist(tmp_path / 'big.txt', C, nb, W, H)
-    assert [(p[1], p[2]) for p in problems] == [(2501, "field 2 (label 0): '0.5e' is not a number")]
+    assert [(p.line, p.field, p.message) for p in problems] == [(2501, 'field 2 (label 0)',
+                                                                 "'0.5e' is not a number")]

@@ -1,0 +1,99 @@
+"""The errors the library raises on purpose, and the one way problems are printed.
+
+    MlicError        base of every expected error; ``exit_code`` is what
+    |                `caffe-mlic` exits with when one reaches it
+    +- UsageError    the command line is wrong: an option's value or a
+    |                combination of options; nothing was done (exit 2)
+    +- InputError    an input (datalist, annotations, image, prototxt,
+    |                weights, proposals...) has problems; ``problems`` lists
+    |                each as (path, line, field, message) (exit 1)
+    +- RunError      a failure while working: Caffe missing, a subprocess or
+                     a worker failed, training diverged (exit 1)
+
+Library code raises these and never exits; ``caffe_mlic.cli.main`` alone turns
+one into ``caffe-mlic <command>: <message>`` and an exit code. Anything else
+that escapes is a bug and keeps its traceback. Messages name the library's
+parameter (``bbox_num``), not a command-line flag.
+"""
+from typing import NamedTuple, Optional
+
+MAX_LISTED = 20  # problems shown in one message; the rest are counted
+
+
+class Problem(NamedTuple):
+    """One problem in an input: where (path, 1-based line or None, field or
+    None) and what."""
+    path: str
+    line: Optional[int]
+    field: Optional[str]
+    message: str
+
+    def __str__(self):
+        where = str(self.path)
+        if self.line:
+            where += ':%d' % self.line
+        return '%s: %s%s' % (where, self.field + ': ' if self.field else '', self.message)
+
+
+class MlicError(Exception):
+    exit_code = 1
+
+
+class UsageError(MlicError):
+    """``param``, when given, is the library parameter at fault (``bbox_num``):
+    the command line names the option that sets it."""
+    exit_code = 2
+
+    def __init__(self, message, param=None):
+        super().__init__(message)
+        self.param = param
+
+
+class RunError(MlicError, RuntimeError):
+    pass
+
+
+class InputError(MlicError, ValueError):
+    """Bad input. Either a plain message, or ``problems`` (Problem tuples, or
+    plain strings for problems with no file) with an optional ``what`` that
+    names the input in the heading ('datalist', 'annotations')."""
+
+    def __init__(self, message=None, problems=(), what=None, max_listed=MAX_LISTED):
+        self.problems = [p if isinstance(p, (Problem, str)) else Problem(*p) for p in problems]
+        self.what, self.max_listed = what, max_listed
+        if message is None:
+            message = format_problems(self.problems, what, max_listed)
+        super().__init__(message)
+
+    def __reduce__(self):  # keep the problems through pickling (worker processes)
+        return _rebuild, (type(self), str(self), self.problems, self.what, self.max_listed)
+
+
+def _rebuild(cls, message, problems, what, max_listed):
+    err = cls.__new__(cls)
+    InputError.__init__(err, message, problems, what, max_listed)
+    return err
+
+
+def format_problems(problems, what=None, max_listed=MAX_LISTED):
+    """One problem: itself. Several: a heading with the count (and the files),
+    one line each, and how many more were not listed."""
+    problems = list(problems)
+    if len(problems) == 1 and not what:
+        return str(problems[0])
+    sources = sorted({str(p.path) for p in problems if isinstance(p, Problem)})
+    head = '%d problem%s' % (len(problems), '' if len(problems) == 1 else 's')
+    if what:
+        head += ' in %s' % what
+    if sources:
+        head += ' %s' % ', '.join(sources) if what else ' in %s' % ', '.join(sources)
+    lines = [head + ':'] + ['  ' + str(p) for p in problems[:max_listed]]
+    rest = len(problems) - max_listed
+    if rest > 0:
+        lines.append('  ... and %d more problem%s' % (rest, '' if rest == 1 else 's'))
+    return '\n'.join(lines)
+
+
+def raise_if_problems(problems, what=None, cls=InputError):
+    if problems:
+        raise cls(problems=problems, what=what)
