@@ -1,0 +1,357 @@
+"""MultiLabelProposalData's prefetching: worker processes that decode, resize,
+flip and normalise the images of batches planned ahead by the layer.
+
+- ``workers`` spawned processes write into shared-memory slots, one batch
+  per slot, each sized for the largest scale; PREFETCH slots keep up to that
+  many batches in flight ahead of the solver;
+- each batch is split evenly between the workers (contiguous chunks);
+- the layer takes the results in batch order, so the same seed gives the
+  same batches whatever the workers' timing.
+
+Tasks and results go through one duplex Pipe per worker, written directly by
+the calling thread: inside the ``caffe`` binary the main thread holds the GIL
+while C++ runs, so a multiprocessing.Queue's feeder thread would only get to
+send tasks during our own forward.
+
+start_workers also ties the workers' lifetime to their layer (see the notes
+above _LifetimeProbe): they stop when the layer is freed, when only Caffe's
+own reference to it is left (its net was deleted), at interpreter exit, or
+by themselves when the main process dies.
+"""
+import contextlib
+import gc
+import os
+import re
+import sys
+import types
+import weakref
+from multiprocessing import connection, get_context, shared_memory
+
+import caffe
+import cv2
+import numpy as np
+
+from .minibatch import DataLoadError, fill_batch
+
+# Batches in flight (shared-memory slots) with the workers, as Caffe's own
+# prefetching data layers keep.
+PREFETCH = 3
+
+
+# ---------------------------------------------------------------- the worker process
+
+
+def _worker_main(conn, slot_names, mean, scale, parent_pid):
+    """A data worker. In: tasks (batch_no, slot, n, start, paths, flips, h, w), images
+    start... of the slot's (n, 3, h, w) batch. Out: (batch_no, start, error or None)."""
+    cv2.setNumThreads(1)            # the workers are the parallelism
+    slots = [shared_memory.SharedMemory(name=name) for name in slot_names]
+    mean = np.asarray(mean, np.float32)
+    conn.send(('ready',))
+    try:
+        while True:
+            # Exit if the main process is gone, however it died (EOF on the
+            # pipe, or re-parenting when something else still holds it open).
+            if not conn.poll(0.5):
+                if os.getppid() != parent_pid:
+                    return
+                continue
+            try:
+                task = conn.recv()
+            except (EOFError, OSError):
+                return
+            if task is None:
+                return
+            batch_no, slot, n, start, paths, flips, height, width = task
+            error = out = None
+            try:
+                out = np.ndarray((n, 3, height, width), np.float32, buffer=slots[slot].buf)
+                fill_batch(paths, flips, height, width, mean, scale, out[start:start + len(paths)])
+            except Exception as e:
+                error = str(e) if isinstance(e, DataLoadError) else '%s: %s' % (type(e).__name__, e)
+            finally:
+                del out        # a live view would keep the slot from closing
+            try:
+                conn.send((batch_no, start, error))
+            except (BrokenPipeError, OSError):
+                return
+    finally:
+        for shm in slots:
+            try:
+                shm.close()
+            except BufferError:
+                pass
+
+
+def _worker_python():
+    """The interpreter for spawned workers: inside the `caffe` binary
+    sys.executable is the binary itself, which cannot run them."""
+    exe = os.environ.get('CAFFE_MLIC_PYTHON')
+    if exe:
+        return exe
+    if re.fullmatch(r'python[0-9.]*', os.path.basename(sys.executable or '')):
+        return sys.executable
+    return '/usr/bin/python3'
+
+
+@contextlib.contextmanager
+def _main_module_hidden():
+    """A spawned child re-imports the parent's __main__ (for functions pickled
+    from it). Ours need nothing from it, and a script that builds its net at
+    top level, without `if __name__ == '__main__'`, would build it again in
+    every worker. Show an empty __main__ while the workers start."""
+    main = sys.modules.get('__main__')
+    sys.modules['__main__'] = types.ModuleType('__main__')   # no __file__, __spec__ None
+    try:
+        yield
+    finally:
+        if main is None:
+            del sys.modules['__main__']
+        else:
+            sys.modules['__main__'] = main
+
+
+def _check_shm_space(needed, where='/dev/shm'):
+    """Fail at setup, not with a SIGBUS in a worker: shared memory is only
+    allocated when written, and containers often get a small /dev/shm."""
+    try:
+        st = os.statvfs(where)
+    except OSError:
+        return
+    free = st.f_bavail * st.f_frsize
+    if free < needed:
+        raise DataLoadError('the data workers need %.0f MiB of shared memory (%d batches at the '
+                            'largest scale) but %s has %.0f MiB free: enlarge it (docker: --shm-size), '
+                            'or lower batch_size (workers: 0 loads in-process)'
+                            % (needed / 2 ** 20, PREFETCH, where, free / 2 ** 20))
+
+
+# ---------------------------------------------------------------- the main process's side
+
+
+class PrefetchWorkers:
+    """The worker processes, their pipes and the shared-memory slots."""
+
+    def __init__(self, n_workers, n_slots, slot_bytes, mean, scale):
+        self.procs, self.conns, self.slots = [], [], []
+        self.closed = False
+        self.ready, self.unlinked = set(), False
+        # spawn, not fork: the parent may be the caffe binary, or hold threads
+        # and a BLAS state that fork would copy half-way. (The executable is a
+        # process-wide multiprocessing setting.)
+        ctx = get_context('spawn')
+        self.python = _worker_python()
+        ctx.set_executable(self.python)
+        _check_shm_space(n_slots * slot_bytes)
+        try:
+            for _ in range(n_slots):
+                self.slots.append(shared_memory.SharedMemory(create=True, size=slot_bytes))
+            names = [s.name for s in self.slots]
+            for _ in range(n_workers):
+                ours, theirs = ctx.Pipe(duplex=True)
+                proc = ctx.Process(target=_worker_main, name='MultiLabelProposalData worker',
+                                   args=(theirs, names, list(mean), scale, os.getpid()), daemon=True)
+                with _main_module_hidden():
+                    proc.start()
+                theirs.close()
+                self.procs.append(proc)
+                self.conns.append(ours)
+        except OSError as e:
+            self.close()
+            raise DataLoadError('cannot start data worker processes with %s (set CAFFE_MLIC_PYTHON to a '
+                                'Python that can import caffe_mlic, or use workers: 0): %s'
+                                % (self.python, e)) from e
+        except BaseException:
+            self.close()
+            raise
+        self.free = list(range(n_slots))
+        self.slot_of = {}            # batch_no -> slot
+        self.pending = {}            # batch_no -> chunks not done yet
+        self.errors = {}             # batch_no -> {chunk start: error}
+
+    @property
+    def pids(self):
+        return [p.pid for p in self.procs]
+
+    def submit(self, batch_no, paths, flips, height, width):
+        """Queue a batch: every worker gets an equal contiguous chunk of it, so
+        they all work on the oldest batch first and none waits behind another."""
+        slot = self.free.pop(0)
+        n = len(paths)
+        bounds = np.linspace(0, n, len(self.procs) + 1).astype(int)
+        chunks = 0
+        for conn, start, stop in zip(self.conns, bounds[:-1], bounds[1:]):
+            if stop > start:
+                conn.send((batch_no, slot, n, int(start), list(paths[start:stop]),
+                           [bool(f) for f in flips[start:stop]], height, width))
+                chunks += 1
+        self.slot_of[batch_no] = slot
+        self.pending[batch_no] = chunks
+
+    def wait(self, batch_no, shape):
+        """The finished batch as an array view of its slot; raises DataLoadError."""
+        while self.pending[batch_no]:
+            ready = connection.wait(self.conns + [p.sentinel for p in self.procs], timeout=5.0)
+            for w, conn in enumerate(self.conns):
+                if conn not in ready:
+                    continue
+                try:
+                    message = conn.recv()
+                except (EOFError, OSError):
+                    self._died(w)
+                if message == ('ready',):
+                    self._attached(w)
+                    continue
+                done, start, error = message
+                self.pending[done] -= 1
+                if error is not None:
+                    self.errors.setdefault(done, {})[start] = error
+            for w, proc in enumerate(self.procs):
+                # A dead worker may still have sent results: read those first.
+                if proc.sentinel in ready and not self.conns[w].poll():
+                    self._died(w)
+        if batch_no in self.errors:       # the first bad image of the batch, whoever finished first
+            chunk_errors = self.errors[batch_no]
+            raise DataLoadError(chunk_errors[min(chunk_errors)])
+        return np.ndarray(shape, np.float32, buffer=self.slots[self.slot_of[batch_no]].buf)
+
+    def _attached(self, w):
+        """Once every worker has mapped the slots, their names can go: the
+        memory lives on while mapped, and nothing is left behind in /dev/shm
+        however the processes end (the caffe binary exits without running
+        Python's atexit)."""
+        self.ready.add(w)
+        if len(self.ready) == len(self.procs) and not self.unlinked:
+            self.unlinked = True
+            for shm in self.slots:
+                try:
+                    shm.unlink()
+                except FileNotFoundError:
+                    pass
+
+    def _died(self, w):
+        proc = self.procs[w]
+        proc.join(1)
+        raise DataLoadError('data worker process %d (%s) exited unexpectedly with exit code %s; '
+                            'its own error, if any, is on stderr' % (proc.pid, self.python, proc.exitcode))
+
+    def release(self, batch_no):
+        del self.pending[batch_no]
+        self.free.append(self.slot_of.pop(batch_no))
+
+    def close(self):
+        """Stop the workers and free the slots. Safe to call twice, and at exit."""
+        if self.closed:
+            return
+        self.closed = True
+        for conn in self.conns:
+            try:
+                conn.send(None)
+            except Exception:
+                pass
+        for proc in self.procs:
+            try:
+                proc.join(2)
+                if proc.is_alive():
+                    proc.terminate()
+                    proc.join(1)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join(1)
+            except Exception:
+                pass
+        for conn in self.conns:
+            try:
+                conn.close()
+            except Exception:
+                pass
+        for shm in self.slots:
+            try:
+                shm.close()
+                if not self.unlinked:
+                    shm.unlink()
+            except Exception:
+                pass
+
+
+# ---------------------------------------------------------------- lifetime
+#
+# Stock Caffe never frees a Python layer: PythonLayer keeps a strong reference
+# (self_) to the Python object, which owns the C++ layer. After the net is
+# deleted only that reference is left, so neither __del__ nor weakref.finalize
+# ever runs. A gc callback therefore watches the refcount of each layer that
+# has workers, and stops them once only Caffe's own reference is left. How many
+# references Caffe keeps to a layer of a deleted net is measured once, with a
+# probe layer in a throwaway net, so a Caffe that does free its layers (then
+# finalize does the work) is never mistaken for a live net.
+
+_WITH_WORKERS = weakref.WeakSet()   # the layers whose workers still run
+_orphan_refs = None             # refs Caffe keeps to a layer of a deleted net; 0: it frees them
+_probes = []
+
+_PROBE_NET = ('name: "MultiLabelProposalData_lifetime_probe"\n'
+              'layer { name: "probe" type: "Python"\n'
+              '        python_param { module: "%s" layer: "_LifetimeProbe" } }\n' % __name__)
+
+
+class _LifetimeProbe(caffe.Layer):
+    def setup(self, bottom, top):
+        _probes.append(weakref.ref(self))
+
+    def reshape(self, bottom, top):
+        pass
+
+    def forward(self, bottom, top):
+        pass
+
+    def backward(self, top, propagate_down, bottom):
+        pass
+
+
+def _measure_orphan_refs():
+    from caffe_mlic.prototxt import caffe_net
+    net = caffe_net(_PROBE_NET, 'TEST')
+    ref = _probes.pop()
+    del net
+    probe = ref()
+    # getrefcount counts its argument and our local `probe`.
+    return 0 if probe is None else sys.getrefcount(probe) - 2
+
+
+def _reap_orphans(phase, info):
+    if phase != 'start' or not _WITH_WORKERS or not _orphan_refs:
+        return
+    for layer in list(_WITH_WORKERS):
+        # Ours: the list, `layer`, getrefcount's argument.
+        if sys.getrefcount(layer) - 3 <= _orphan_refs:
+            layer.close()
+
+
+gc.callbacks.append(_reap_orphans)
+
+
+def start_workers(layer, n_workers, slot_bytes, mean, scale):
+    """Start ``n_workers`` workers with PREFETCH slots of ``slot_bytes`` for
+    ``layer``, and stop them when the layer goes: when Python frees it, when
+    only Caffe's own reference to it is left (the gc callback calls
+    ``layer.close()``), or at interpreter exit (finalize's atexit); the
+    workers are daemons and also leave by themselves when this process dies.
+
+    Returns (workers, stop): pass stop to stop_workers to stop them sooner."""
+    global _orphan_refs
+    if _orphan_refs is None:
+        try:
+            _orphan_refs = _measure_orphan_refs()
+        except Exception:       # no probe: finalize, atexit and parent watching remain
+            _orphan_refs = 0
+    workers = PrefetchWorkers(n_workers, PREFETCH, slot_bytes, mean, scale)
+    # The finalizer holds the workers, not the layer (that would keep it alive).
+    stop = weakref.finalize(layer, workers.close)
+    _WITH_WORKERS.add(layer)
+    return workers, stop
+
+
+def stop_workers(layer, stop):
+    """Stop the workers start_workers gave ``layer`` now; safe to call twice."""
+    _WITH_WORKERS.discard(layer)
+    stop()
