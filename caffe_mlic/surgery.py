@@ -12,13 +12,11 @@ sources win over earlier ones. Every target layer with parameters is reported
 as copied, kept (no source) or mismatched; a shape mismatch stops the run
 unless --skip-mismatched is given.
 """
-import json
 import os
 import re
-import sys
-import tempfile
 
-from google.protobuf import text_format
+from caffe_mlic import prototxt
+from caffe_mlic.errors import InputError
 
 MAPPINGS = ('same', 'teacher')
 
@@ -37,8 +35,8 @@ def teacher_name(name):
     return name if name == 'image_level_score' else None
 
 
-class SurgeryError(RuntimeError):
-    pass
+class SurgeryError(InputError):
+    """The weights do not fit the net (unknown mapping, unreadable or mismatched caffemodel)."""
 
 
 def _read_weights(path):
@@ -64,45 +62,30 @@ def _read_weights(path):
     return out
 
 
-def shape_only_net(prototxt, phase='TEST', seed=0):
-    """caffe.Net of ``prototxt`` with our data layers replaced by Input layers of
-    the shapes their parameters imply (batch 1), so no datalist is needed.
+def shape_only_net(prototxt_path, phase='TEST', seed=0):
+    """caffe.Net of ``prototxt_path`` with our data layers replaced by Input
+    layers of the shapes their parameters imply (batch 1), so no datalist is
+    needed.
 
     Layers that no source fills keep their filler values, drawn with ``seed``
     so that the same command writes the same caffemodel.
     """
-    import caffe
-    from caffe.proto import caffe_pb2
-    net = caffe_pb2.NetParameter()
-    with open(prototxt) as f:
-        text_format.Merge(f.read(), net)
-    want = caffe.TEST if phase == 'TEST' else caffe.TRAIN
-    layers = []
-    for layer in net.layer:
-        if layer.include and all(r.phase != want for r in layer.include if r.HasField('phase')):
-            continue
+    net = prototxt.read_net(prototxt_path)
+
+    def as_input(layer):
+        if not prototxt.in_phase(layer, phase):
+            return None
         if layer.type == 'Python' and layer.python_param.layer == 'MultiLabelProposalData':
-            p = json.loads(layer.python_param.param_str)
+            p = prototxt.python_params(layer)
             shapes = [(1, 3, p['new_height'], p['new_width'])]
             if p.get('split_tops'):
                 shapes += [(1, p['att_num']), (1, 5 * p['bbox_num'])]
             else:
                 shapes += [(1, p['att_num'] + 5 * p['bbox_num'])]
-            repl = caffe_pb2.LayerParameter(name=layer.name, type='Input', top=list(layer.top))
-            for shape in shapes[:len(layer.top)]:
-                repl.input_param.shape.add(dim=shape)
-            layer = repl
-        layers.append(layer)
-    del net.layer[:]
-    net.layer.extend(layers)
-    fd, path = tempfile.mkstemp(suffix='.prototxt')
-    with os.fdopen(fd, 'w') as f:
-        f.write(text_format.MessageToString(net))
-    try:
-        caffe.set_random_seed(seed)
-        return caffe.Net(path, want)
-    finally:
-        os.unlink(path)
+            return prototxt.input_layer(layer.name, layer.top, shapes[:len(layer.top)])
+        return layer
+
+    return prototxt.caffe_net(prototxt.rewrite_layers(net, as_input), phase, seed=seed)
 
 
 def _canonical(shape):
@@ -150,52 +133,3 @@ def transplant(net, sources, skip_mismatched=False, log=print):
         raise SurgeryError('shape mismatch (use --skip-mismatched to keep those layers as they are):\n'
                            + '\n'.join(problems))
     return report
-
-
-def register(sub):
-    import argparse
-    p = sub.add_parser('surgery', help='copy trained weights into another net by layer name',
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--net', required=True, help='target net prototxt')
-    p.add_argument('--from', dest='sources', action='append', required=True, metavar='MAPPING:MODEL',
-                   help='source caffemodel with its mapping (%s); repeatable' % ', '.join(MAPPINGS))
-    p.add_argument('-o', '--out', required=True, help='output caffemodel')
-    p.add_argument('--skip-mismatched', action='store_true',
-                   help='keep target layers whose shapes differ instead of stopping')
-    p.add_argument('--seed', type=int, default=0,
-                   help='seed for the fillers of layers no source provides (default 0)')
-    p.set_defaults(func=_cmd)
-
-
-def _cmd(args):
-    from caffe_mlic.fileio import atomic_write
-    sources = []
-    for spec in args.sources:
-        mapping, sep, path = spec.partition(':')
-        if not sep or not path:
-            sys.exit('caffe-mlic surgery: --from takes MAPPING:MODEL, got %r' % spec)
-        if not os.path.isfile(path):
-            sys.exit('caffe-mlic surgery: %s: no such file' % path)
-        sources.append((mapping, path))
-    try:
-        net = shape_only_net(args.net, seed=args.seed)
-        report = transplant(net, sources, args.skip_mismatched)
-    except SurgeryError as e:
-        sys.exit('caffe-mlic surgery: %s' % e)
-    with atomic_write(args.out, 'wb') as f:
-        f.write(_net_weights_bytes(net))
-    print('%d copied, %d kept, %d mismatched -> %s' % (len(report['copied']), len(report['kept']),
-                                                       len(report['mismatched']), args.out))
-    return 0
-
-
-def _net_weights_bytes(net):
-    """Serialise ``net``'s weights (caffe.Net.save writes to a path; go via a temp file)."""
-    fd, tmp = tempfile.mkstemp(suffix='.caffemodel')
-    os.close(fd)
-    try:
-        net.save(tmp)
-        with open(tmp, 'rb') as f:
-            return f.read()
-    finally:
-        os.unlink(tmp)

@@ -1,11 +1,10 @@
 """Tiny-net builders and a numerical gradient checker for Python layers."""
 import json
-import os
-import tempfile
 
 import numpy as np
 
-from caffe_mlic import LAYER_MODULE
+from caffe_mlic import LAYER_MODULE, prototxt
+from caffe_mlic.prototxt import write_solver  # noqa: F401  (the one solver writer, for the tests)
 
 
 def proto_str(s):
@@ -37,13 +36,7 @@ def input_layers_text(shapes, names):
 
 
 def net_from_text(caffe, tmpdir, text, phase='TRAIN', weights=None):
-    fd, path = tempfile.mkstemp(suffix='.prototxt', dir=os.fspath(tmpdir))
-    with os.fdopen(fd, 'w') as f:
-        f.write(text)
-    phase_id = caffe.TRAIN if phase == 'TRAIN' else caffe.TEST
-    if weights:
-        return caffe.Net(path, weights, phase_id)
-    return caffe.Net(path, phase_id)
+    return prototxt.caffe_net(text, phase, weights=weights)
 
 
 def python_layer_net(caffe, tmpdir, layer, params, bottom_shapes, n_tops=1, loss_weight=None,
@@ -56,21 +49,6 @@ def python_layer_net(caffe, tmpdir, layer, params, bottom_shapes, n_tops=1, loss
                       python_layer_text('layer', layer, params, bottoms, tops,
                                         loss_weight=loss_weight, propagate_down=propagate_down)])
     return net_from_text(caffe, tmpdir, text, phase)
-
-
-def write_solver(path, net, **fields):
-    """A CPU solver prototxt at ``path`` training ``net``; fields are SolverParameter
-    fields (strings quoted for you), with a fixed learning rate unless given."""
-    fields = dict(dict(lr_policy='fixed', display=1, solver_mode='CPU'), **fields)
-    lines = ['net: %s' % proto_str(str(net))]
-    for key, value in fields.items():
-        if key == 'solver_mode' or not isinstance(value, str):
-            lines.append('%s: %s' % (key, value))
-        else:
-            lines.append('%s: %s' % (key, proto_str(value)))
-    with open(path, 'w') as f:
-        f.write('\n'.join(lines) + '\n')
-    return path
 
 
 def set_inputs(net, *arrays):

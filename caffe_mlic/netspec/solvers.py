@@ -11,7 +11,7 @@ our choices, stated here:
 """
 from dataclasses import dataclass
 
-from caffe.proto import caffe_pb2
+from caffe_mlic import prototxt
 
 
 @dataclass
@@ -46,19 +46,16 @@ SOLVERS = {
 
 
 def solver_proto(net_path, spec, snapshot_prefix):
-    s = caffe_pb2.SolverParameter()
-    s.net = net_path
-    s.base_lr, s.lr_policy, s.gamma, s.stepsize = spec.base_lr, 'step', spec.gamma, spec.stepsize
-    s.momentum, s.weight_decay, s.max_iter = spec.momentum, spec.weight_decay, spec.max_iter
-    s.display, s.average_loss, s.iter_size = spec.display, spec.display, spec.iter_size
-    s.test_iter.append(spec.test_iter)
-    s.test_interval, s.test_initialization = spec.test_interval, False
-    s.snapshot, s.snapshot_prefix = spec.snapshot, snapshot_prefix
-    s.solver_mode = caffe_pb2.SolverParameter.CPU
+    fields = dict(base_lr=spec.base_lr, lr_policy='step', gamma=spec.gamma, stepsize=spec.stepsize,
+                  momentum=spec.momentum, weight_decay=spec.weight_decay, max_iter=spec.max_iter,
+                  display=spec.display, average_loss=spec.display, iter_size=spec.iter_size,
+                  test_iter=[spec.test_iter], test_interval=spec.test_interval,
+                  test_initialization=False, snapshot=spec.snapshot,
+                  snapshot_prefix=snapshot_prefix, solver_mode='CPU')
     if spec.random_seed >= 0:
-        s.random_seed = spec.random_seed
+        fields['random_seed'] = spec.random_seed
     if spec.type != 'SGD':
-        s.type = spec.type
+        fields['type'] = spec.type
         if spec.type == 'Adam':
-            s.momentum2 = 0.999
-    return s
+            fields['momentum2'] = 0.999
+    return prototxt.solver(net_path, **fields)
