@@ -40,20 +40,3 @@ def run(names=None, quick=False, out=sys.stdout):
     if missed:
         out.write('missed targets: %s\n' % ', '.join(missed))
     return report
-
-
-def register(sub):
-    p = sub.add_parser('bench', help='run the benchmarks and print measured ratios')
-    p.add_argument('names', nargs='*', metavar='NAME',
-                   help='benchmarks to run (default: all of %s)' % ', '.join(BENCHMARKS))
-    p.add_argument('--quick', action='store_true', help='smaller sizes, for a smoke test')
-    p.set_defaults(func=_cmd_bench)
-
-
-def _cmd_bench(args):
-    unknown = [n for n in args.names if n not in BENCHMARKS]
-    if unknown:
-        sys.exit('caffe-mlic bench: unknown benchmark %s; choose from %s'
-                 % (', '.join(unknown), ', '.join(BENCHMARKS)))
-    run(args.names, args.quick)
-    return 0

@@ -1,52 +1,99 @@
-"""The `caffe-mlic` command: one entry point, one subcommand per job."""
+"""The `caffe-mlic` command: one entry point, one error policy.
+
+Subcommands are listed in ``caffe_mlic.commands`` (the registry). ``main``
+is the only place where an error becomes a message and an exit status:
+
+- 0: done;
+- 2: the command line is wrong (``UsageError``, argparse's errors); nothing
+  was done;
+- 1: the command ran and failed: an input has problems (``InputError``,
+  listed as file:line: field: message), or something failed while working
+  (``RunError``, an OSError such as a full disk);
+- 130: interrupted (Ctrl-C).
+
+Each message is ``caffe-mlic <command>: <message>`` on stderr, without a
+traceback. Any other exception is a bug: it keeps its traceback.
+"""
 import argparse
-import os
 import sys
 
-from caffe_mlic import caffe_env
+from caffe_mlic.errors import MlicError, UsageError
+
+PROG = 'caffe-mlic'
 
 
-def cmd_caffe(args):
-    """Run the caffe binary with PYTHONPATH/LD_LIBRARY_PATH set for our layers."""
-    try:
-        binary = caffe_env.caffe_binary()
-        env = caffe_env.binary_environment()
-    except caffe_env.CaffeNotFound as e:
-        sys.exit('caffe-mlic caffe: %s' % e)
-    os.execve(binary, [binary] + args.caffe_args, env)
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of printing usage and exiting,
+    so that main reports it like every other error: on one line."""
 
-
-def cmd_doctor(args):
-    from caffe_mlic import doctor
-    return doctor.run()
+    def error(self, message):
+        err = UsageError('%s (see `%s --help`)' % (message, self.prog))
+        err.prog = self.prog
+        raise err
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog='caffe-mlic', description=__doc__)
+    from caffe_mlic import commands
+    parser = ArgumentParser(prog=PROG, description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
     sub.required = True
-
-    p = sub.add_parser('caffe', help='run the caffe binary with our Python layers importable',
-                       add_help=False)
-    p.add_argument('caffe_args', nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_caffe)
-
-    p = sub.add_parser('doctor', help='check the Caffe installation and Python libraries')
-    p.set_defaults(func=cmd_doctor)
-
-    from caffe_mlic import commands
-    commands.register(sub)
+    for name, module in commands.modules():
+        p = sub.add_parser(name, help=module.HELP,
+                           description=getattr(module, 'DESCRIPTION', module.__doc__),
+                           formatter_class=getattr(module, 'FORMATTER',
+                                                   argparse.RawDescriptionHelpFormatter),
+                           add_help=not getattr(module, 'PASS_THROUGH', False))
+        module.add_arguments(p)
+        p.set_defaults(run=module.run, parser=p)
     return parser
 
 
+def _option_for(parser, dest):
+    """The option string that sets ``dest`` in parser (or a sub-parser of it)."""
+    for action in parser._actions:
+        if action.dest == dest and action.option_strings:
+            return '/'.join(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found = _option_for(sub, dest)
+                if found:
+                    return found
+    return None
+
+
+def _report(prog, message):
+    sys.stderr.write('%s: %s\n' % (prog, message))
+    sys.stderr.flush()
+
+
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ['caffe']:
-        # Everything after `caffe` belongs to the binary, options included,
-        # which argparse.REMAINDER would not pass through when it leads.
-        return cmd_caffe(argparse.Namespace(caffe_args=argv[1:]))
-    args = build_parser().parse_args(argv)
-    return args.func(args) or 0
+    from caffe_mlic import commands
+    argv = list(sys.argv[1:] if argv is None else argv)
+    prog, parser = PROG, None
+    try:
+        if argv and argv[0] in commands.PASS_THROUGH:
+            # Everything after the command belongs to another program, options
+            # included, which argparse would try to read.
+            prog = '%s %s' % (PROG, argv[0])
+            return commands.module(argv[0]).run_argv(argv[1:]) or 0
+        args = build_parser().parse_args(argv)
+        prog, parser = args.parser.prog, args.parser
+        return args.run(args) or 0
+    except MlicError as e:
+        message = str(e)
+        prog = getattr(e, 'prog', prog)
+        flag = _option_for(parser, e.param) if parser and getattr(e, 'param', None) else None
+        if flag:
+            message = 'argument %s: %s' % (flag, message)
+        _report(prog, message)
+        return e.exit_code
+    except OSError as e:  # the disk, permissions, a vanished file: not a bug
+        _report(prog, '%s%s' % (e.strerror or e, ': %s' % e.filename if e.filename else ''))
+        return 1
+    except KeyboardInterrupt:
+        _report(prog, 'interrupted')
+        return 130
 
 
 if __name__ == '__main__':

@@ -1,8 +1,8 @@
-"""`caffe-mlic datalist build` and `caffe-mlic datalist check`.
+"""Datalists: build one from ground truth and proposals; check one.
 
 build: ground truth (Pascal VOC, MS-COCO or a plain label file, see
 caffe_mlic/annotations.py) + proposals (`caffe-mlic proposals`, one
-<image stem>.npz per image) -> a datalist (SPEC.md "Datalist") and, beside
+<image stem>.npz per image) -> a datalist (`caffe_mlic.datalist`) and, beside
 it, for OUT.txt:
   OUT.classes.txt  the class names, one per line, in label order
   OUT.gt.json      {"classes": [...], "size": [W, H] of the datalist boxes,
@@ -10,17 +10,16 @@ it, for OUT.txt:
                                 "objects": [{"class", "box", "difficult"}]}]}
                    "path" as in the datalist, "file" absolute, boxes
                    [x1, y1, x2, y2] 0-based inclusive in original pixels.
-The datalist takes each image's top --bbox-num proposals by score, mapped to
-the --size image: x' = floor(x * S / W), y' = floor(y * S / H), clipped to
+The datalist takes each image's top bbox_num proposals by score, mapped to
+the resized (size = W' x H') image: x' = floor(x * S / W), y' = floor(y * S / H), clipped to
 [0, S-1]; an image with fewer proposals has them repeated cyclically (in
-score order) up to --bbox-num; an image with none is an error. Image paths
-are relative to --root when given, else absolute. All three files are
+score order) up to bbox_num; an image with none is an error. Image paths
+are relative to root when given, else absolute. All three files are
 written only when everything checked out, and atomically.
 
 check: validate a datalist with the project's parser and print class counts,
 proposal statistics and every bad line; exit status 1 if there is any.
 """
-import argparse
 import contextlib
 import json
 import os
@@ -29,16 +28,8 @@ import sys
 import numpy as np
 
 from caffe_mlic import annotations
-from caffe_mlic.annotations import AnnotationError
+from caffe_mlic.errors import InputError, Problem, UsageError
 from caffe_mlic.fileio import atomic_write
-
-
-class BuildError(ValueError):
-    pass
-
-
-class UsageError(BuildError):
-    """Bad options (exit status 2)."""
 
 
 def companion_paths(out):
@@ -47,51 +38,41 @@ def companion_paths(out):
     return stem + '.classes.txt', stem + '.gt.json'
 
 
-def parse_size(text):
-    parts = str(text).lower().split('x')
-    try:
-        w, h = (int(parts[0]), int(parts[0])) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
-    except (ValueError, IndexError):
-        raise UsageError('--size: expected S or WxH, got %r' % text)
-    if len(parts) > 2 or w < 1 or h < 1:
-        raise UsageError('--size: expected S or WxH with positive numbers, got %r' % text)
-    return w, h
-
-
 def load_proposals(npz_path, record):
     """(boxes (K,4) float64, scores (K,)) in original pixels, checked against the image."""
-    where = '%s (proposals of %s)' % (npz_path, record.path)
+    def bad(message):
+        return InputError(problems=[Problem(npz_path, None, 'proposals of %s' % record.path, message)])
+
     if not os.path.isfile(npz_path):
-        raise BuildError('%s: not found; run `caffe-mlic proposals` on the image' % where)
+        raise bad('not found; run `caffe-mlic proposals` on the image')
     try:
         with np.load(npz_path, allow_pickle=False) as z:
             if 'boxes' not in z or 'scores' not in z:
-                raise BuildError('%s: needs arrays "boxes" and "scores", has %s' % (where, ', '.join(z.files)))
+                raise bad('needs arrays "boxes" and "scores", has %s' % ', '.join(z.files))
             boxes = np.asarray(z['boxes'], np.float64)
             scores = np.asarray(z['scores'], np.float64)
             shape = z['image_shape'] if 'image_shape' in z else None
-    except BuildError:
+    except InputError:
         raise
     except Exception as e:  # noqa: BLE001  zip/pickle/format errors of many types
-        raise BuildError('%s: unreadable: %s' % (where, e))
+        raise bad('unreadable: %s' % e)
     if boxes.ndim != 2 or boxes.shape[1] != 4 or scores.shape != (len(boxes),):
-        raise BuildError('%s: boxes must be (K, 4) and scores (K,), got %s and %s'
-                         % (where, boxes.shape, scores.shape))
+        raise bad('boxes must be (K, 4) and scores (K,), got %s and %s' % (boxes.shape, scores.shape))
     if len(boxes) == 0:
-        raise BuildError('%s: no proposals for this image' % where)
+        raise bad('no proposals for this image')
     if shape is not None and tuple(int(v) for v in shape) != (record.height, record.width):
-        raise BuildError('%s: computed on a %dx%d image but the image is %dx%d'
-                         % (where, int(shape[1]), int(shape[0]), record.width, record.height))
+        raise bad('computed on a %dx%d image but the image is %dx%d'
+                  % (int(shape[1]), int(shape[0]), record.width, record.height))
     if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
-        raise BuildError('%s: boxes or scores are not finite' % where)
-    bad = np.flatnonzero((boxes[:, 0] < 0) | (boxes[:, 1] < 0) | (boxes[:, 2] > record.width - 1)
+        raise bad('boxes or scores are not finite')
+    outside = np.flatnonzero((boxes[:, 0] < 0) | (boxes[:, 1] < 0) | (boxes[:, 2] > record.width - 1)
                          | (boxes[:, 3] > record.height - 1)
                          | (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))
-    if bad.size:
-        b = boxes[bad[0]]
-        raise BuildError('%s: box %d (%g, %g, %g, %g) is not inside the %dx%d image%s'
-                         % (where, bad[0], b[0], b[1], b[2], b[3], record.width, record.height,
-                            '' if bad.size == 1 else ' (and %d more)' % (bad.size - 1)))
+    if outside.size:
+        b = boxes[outside[0]]
+        raise bad('box %d (%g, %g, %g, %g) is not inside the %dx%d image%s'
+                  % (outside[0], b[0], b[1], b[2], b[3], record.width, record.height,
+                     '' if outside.size == 1 else ' (and %d more)' % (outside.size - 1)))
     return boxes, scores
 
 
@@ -124,9 +105,9 @@ def build(records, classes, proposals_dir, out, size=(672, 672), bbox_num=500, r
           difficult='include'):
     """Write the datalist, OUT.classes.txt and OUT.gt.json; all or nothing."""
     if bbox_num < 1:
-        raise UsageError('--bbox-num must be >= 1, got %d' % bbox_num)
+        raise UsageError('bbox_num must be >= 1, got %d' % bbox_num, 'bbox_num')
     if not records:
-        raise BuildError('no images to write')
+        raise InputError('no images to write')
     classes_path, gt_path = companion_paths(out)
     created = _missing_dirs(os.path.dirname(os.path.abspath(out)))
     try:
@@ -162,26 +143,26 @@ def _missing_dirs(path):
 
 def _write_lines(f, records, classes, proposals_dir, size, bbox_num, root, difficult):
     """Write one datalist line per record to f; returns the gt.json entries.
-    Raises AnnotationError listing every problem found."""
+    Raises InputError listing every problem found."""
     from caffe_mlic.datalist import format_line
     problems, gt_images, seen_npz = [], [], {}
     for rec in records:
         stem = os.path.splitext(os.path.basename(rec.path))[0]
         npz = os.path.join(proposals_dir, stem + '.npz')
         if npz in seen_npz:
-            problems.append('%s: image %s has the same file stem as %s, so they would share %s'
-                            % (rec.source, rec.path, seen_npz[npz], npz))
+            problems.append(rec.problem('image %s has the same file stem as %s, so they would share %s'
+                                        % (rec.path, seen_npz[npz], npz)))
             continue
         seen_npz[npz] = rec.path
         path = _datalist_path(rec.path, root)
         if any(c.isspace() for c in path):
-            problems.append('%s: image path %r contains whitespace, which a datalist cannot hold'
-                            % (rec.source, path))
+            problems.append(rec.problem('image path %r contains whitespace, which a datalist cannot hold'
+                                        % path))
             continue
         try:
             boxes, scores = load_proposals(npz, rec)
-        except BuildError as e:
-            problems.append(str(e))
+        except InputError as e:
+            problems.extend(e.problems)
             continue
         if problems:
             continue  # the output is lost anyway: just look for more problems
@@ -194,43 +175,8 @@ def _write_lines(f, records, classes, proposals_dir, size, bbox_num, root, diffi
                         for o in rec.objects],
         })
     if problems:
-        raise AnnotationError(problems)
+        raise InputError(problems=problems, what='datalist build')
     return gt_images
-
-
-def _cmd_build(args):
-    try:
-        sources = [s for s in ('voc', 'coco', 'labels') if getattr(args, s)]
-        if len(sources) != 1:
-            raise UsageError('give exactly one of --voc ROOT, --coco JSON, --labels FILE')
-        size = parse_size(args.size)
-        classes = annotations.read_class_list(args.classes) if args.classes else None
-        if args.voc:
-            if not args.set:
-                raise UsageError('--voc needs --set (e.g. trainval)')
-            classes, records = annotations.read_voc(args.voc, args.set, classes)
-        elif args.coco:
-            if not args.images:
-                raise UsageError('--coco needs --images DIR')
-            classes, records = annotations.read_coco(args.coco, args.images, classes)
-        else:
-            if classes is None:
-                raise UsageError('--labels needs --classes FILE')
-            records = annotations.read_label_file(args.labels, classes, args.images)
-        if not os.path.isdir(args.proposals):
-            raise BuildError('%s: proposals folder not found' % args.proposals)
-        n = build(records, classes, args.proposals, args.output, size, args.bbox_num, args.root,
-                  args.voc_difficult)
-    except BuildError as e:
-        print('caffe-mlic datalist build: %s' % e, file=sys.stderr)
-        return 2 if isinstance(e, UsageError) else 1
-    except (AnnotationError, OSError) as e:
-        print('caffe-mlic datalist build: %s' % e, file=sys.stderr)
-        return 1
-    classes_path, gt_path = companion_paths(args.output)
-    print('wrote %s (%d images, %d classes, %d boxes each), %s, %s'
-          % (args.output, n, len(classes), args.bbox_num, classes_path, gt_path))
-    return 0
 
 
 # ------------------------------------------------------------------ check
@@ -245,7 +191,7 @@ def _distinct_boxes(boxes):
 
 def check(path, att_num, bbox_num, size=(672, 672), root=None, check_images=True, out=None):
     """Print a report; returns the number of problems."""
-    from caffe_mlic.datalist import format_problem, scan_datalist
+    from caffe_mlic.datalist import scan_datalist
     out = out or sys.stdout
     dl, problems = scan_datalist(path, att_num, bbox_num, size[0], size[1], root or '', check_images)
     classes_path, _ = companion_paths(path)
@@ -253,10 +199,10 @@ def check(path, att_num, bbox_num, size=(672, 672), root=None, check_images=True
     if os.path.isfile(classes_path):
         try:
             names = annotations.read_class_list(classes_path)
-        except AnnotationError as e:
+        except InputError as e:
             out.write('note: ignoring %s: %s\n' % (classes_path, e))
         if names is not None and len(names) != att_num:
-            out.write('note: ignoring %s: it has %d classes, --att-num is %d\n'
+            out.write('note: ignoring %s: it has %d classes, att_num is %d\n'
                       % (classes_path, len(names), att_num))
             names = None
     names = names or ['class %d' % i for i in range(att_num)]
@@ -277,57 +223,5 @@ def check(path, att_num, bbox_num, size=(672, 672), root=None, check_images=True
                       % (distinct.min(), distinct.mean(), distinct.max(), bbox_num))
             out.write('scores: min %g, max %g\n' % (float(dl.scores.min()), float(dl.scores.max())))
     for p in problems:
-        out.write(format_problem(p) + '\n')
+        out.write(str(p) + '\n')
     return len(problems)
-
-
-def _cmd_check(args):
-    try:
-        size = parse_size(args.size)
-    except BuildError as e:
-        print('caffe-mlic datalist check: %s' % e, file=sys.stderr)
-        return 2
-    if args.att_num < 0 or args.bbox_num < 0:
-        print('caffe-mlic datalist check: --att-num and --bbox-num must be >= 0', file=sys.stderr)
-        return 2
-    n = check(args.file, args.att_num, args.bbox_num, size, args.root, not args.no_images)
-    if n:
-        print('caffe-mlic datalist check: %s: %d problem(s)' % (args.file, n), file=sys.stderr)
-        return 1
-    return 0
-
-
-def register(sub):
-    p = sub.add_parser('datalist', help='build or check a datalist (images, labels, proposals)',
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    dsub = p.add_subparsers(dest='datalist_command', metavar='SUBCOMMAND')
-    dsub.required = True
-
-    b = dsub.add_parser('build', help='ground truth + proposals -> datalist, classes, gt.json',
-                        description=__doc__ + '\n' + annotations.__doc__,
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = b.add_argument_group('ground truth (exactly one)')
-    src.add_argument('--voc', metavar='ROOT', help='Pascal VOC folder (holds Annotations, ImageSets, JPEGImages)')
-    src.add_argument('--coco', metavar='JSON', help='COCO instances file (with --images DIR)')
-    src.add_argument('--labels', metavar='FILE', help='plain label file (with --classes FILE)')
-    b.add_argument('--set', help='VOC image set, e.g. trainval')
-    b.add_argument('--images', metavar='DIR', help='image folder (COCO; plain labels: base of relative paths)')
-    b.add_argument('--classes', metavar='FILE', help='class names, one per line (label order)')
-    b.add_argument('--proposals', required=True, metavar='DIR', help='folder of <image stem>.npz')
-    b.add_argument('-o', '--output', required=True, metavar='OUT.txt')
-    b.add_argument('--size', default='672', metavar='S|WxH', help='resized image size (default 672)')
-    b.add_argument('--bbox-num', type=int, default=500, help='proposals per image (default 500)')
-    b.add_argument('--root', metavar='DIR', help='write image paths relative to DIR (default: absolute)')
-    b.add_argument('--voc-difficult', choices=('include', 'ignore'), default='include',
-                   help='whether difficult objects (VOC) / crowd annotations (COCO) make a label '
-                        'present (default include)')
-    b.set_defaults(func=_cmd_build)
-
-    c = dsub.add_parser('check', help='validate a datalist and print statistics')
-    c.add_argument('file', metavar='FILE')
-    c.add_argument('--att-num', type=int, required=True, help='number of classes C')
-    c.add_argument('--bbox-num', type=int, required=True, help='proposals per image B')
-    c.add_argument('--size', default='672', metavar='S|WxH', help='resized image size (default 672)')
-    c.add_argument('--root', metavar='DIR', help='root folder the image paths are relative to')
-    c.add_argument('--no-images', action='store_true', help='do not check that image files exist')
-    c.set_defaults(func=_cmd_check)

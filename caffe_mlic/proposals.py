@@ -34,21 +34,17 @@ Output: OUT_DIR/<image stem>.npz with
 Outputs that already exist are skipped, so a killed run resumes where it
 stopped; every output is written atomically.
 """
-import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
+from caffe_mlic.errors import InputError, UsageError
 from caffe_mlic.fileio import atomic_save_npz
+from caffe_mlic.imageio import is_image_file, read_image
+from caffe_mlic.progress import progress
 
 METHODS = ('edgeboxes', 'selective-search')
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.ppm', '.pgm', '.webp')
-
-
-class ProposalError(ValueError):
-    pass
 
 
 # ------------------------------------------------------------ edge maps
@@ -135,11 +131,11 @@ def _sed_detector(path):
     import cv2
     if path not in _SED_CACHE:
         if not os.path.isfile(path):
-            raise ProposalError('%s: SED model not found' % path)
+            raise InputError('%s: SED model not found' % path)
         try:
             _SED_CACHE[path] = cv2.ximgproc.createStructuredEdgeDetection(path)
         except cv2.error as e:
-            raise ProposalError('%s: cannot load SED model: %s' % (path, str(e).strip().splitlines()[-1]))
+            raise InputError('%s: cannot load SED model: %s' % (path, str(e).strip().splitlines()[-1]))
     return _SED_CACHE[path]
 
 
@@ -216,7 +212,7 @@ def compute_proposals(image_bgr, method='edgeboxes', max_boxes=2000, min_size=20
     if image_bgr.ndim == 2:
         image_bgr = np.repeat(image_bgr[..., None], 3, 2)
     if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
-        raise ProposalError('expected an HxWx3 BGR image, got shape %s' % (image_bgr.shape,))
+        raise InputError('expected an HxWx3 BGR image, got shape %s' % (image_bgr.shape,))
     image_bgr = np.ascontiguousarray(image_bgr, dtype=np.uint8)
     h, w = image_bgr.shape[:2]
     if method == 'edgeboxes':
@@ -225,22 +221,11 @@ def compute_proposals(image_bgr, method='edgeboxes', max_boxes=2000, min_size=20
     elif method == 'selective-search':
         rects, scores = _selective_search(image_bgr)
     else:
-        raise ProposalError('unknown method %r; choose from %s' % (method, ', '.join(METHODS)))
+        raise UsageError('unknown method %r; choose from %s' % (method, ', '.join(METHODS)), 'method')
     # OpenCV rects are x, y, w, h; ours are inclusive corners
     boxes = np.stack([rects[:, 0], rects[:, 1],
                       rects[:, 0] + rects[:, 2] - 1, rects[:, 1] + rects[:, 3] - 1], 1)
     return clean_boxes(boxes, scores, w, h, min_size, max_boxes)
-
-
-def read_image(path):
-    """BGR uint8 image, or ProposalError naming the path."""
-    import cv2
-    if not os.path.isfile(path):
-        raise ProposalError('%s: no such image file' % path)
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
-    if img is None or img.size == 0:
-        raise ProposalError('%s: cannot read image (unknown format or corrupt)' % path)
-    return img
 
 
 def output_path(out_dir, image_path):
@@ -266,13 +251,13 @@ def _worker(job):
     image_path, out_path, kw = job
     try:
         return image_path, process_image(image_path, out_path, **kw), None
-    except ProposalError as e:
+    except InputError as e:
         return image_path, None, str(e)
     except Exception as e:  # noqa: BLE001  (report and continue with the others)
         return image_path, None, '%s: %s: %s' % (image_path, type(e).__name__, e)
 
 
-# ------------------------------------------------------------ CLI
+# ------------------------------------------------------------ many images
 
 def expand_images(paths):
     """Files as given; directories become their image files (not recursive)."""
@@ -280,65 +265,28 @@ def expand_images(paths):
     for p in paths:
         if os.path.isdir(p):
             out += [os.path.join(p, f) for f in sorted(os.listdir(p))
-                    if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith('.')]
+                    if is_image_file(f)]
         else:
             out.append(p)
     return sorted(set(out))
 
 
-def parse_shard(text):
-    try:
-        i, n = (int(x) for x in text.split('/'))
-    except ValueError:
-        raise ProposalError('--shard: expected I/N (0 <= I < N), got %r' % text)
-    if not (n >= 1 and 0 <= i < n):
-        raise ProposalError('--shard: expected I/N with 0 <= I < N, got %r' % text)
-    return i, n
-
-
-class Progress:
-    """One-line progress bar on stderr (a line per 10% when not a terminal)."""
-
-    def __init__(self, total, label='proposals', stream=None, enabled=True):
-        self.total, self.label, self.done = total, label, 0
-        self.stream = stream or sys.stderr
-        self.enabled = enabled and total > 0
-        self.tty = getattr(self.stream, 'isatty', lambda: False)()
-        self.start = time.time()
-        self.last_decile = -1
-
-    def step(self, n=1):
-        self.done += n
-        if not self.enabled:
-            return
-        frac = self.done / self.total
-        rate = self.done / max(time.time() - self.start, 1e-6)
-        eta = (self.total - self.done) / rate if rate > 0 else 0
-        bar = '#' * int(frac * 30)
-        line = '%s [%-30s] %d/%d %.1f img/s eta %ds' % (self.label, bar, self.done, self.total, rate, eta)
-        if self.tty:
-            self.stream.write('\r' + line + ('\n' if self.done == self.total else ''))
-        elif int(frac * 10) != self.last_decile:
-            self.last_decile = int(frac * 10)
-            self.stream.write(line + '\n')
-        self.stream.flush()
-
-
 def run(images, out_dir, method='edgeboxes', max_boxes=2000, min_size=20, sed_model=None,
-        jobs=1, shard=(0, 1), progress=True, log=None, alpha=0.65, beta=0.75):
-    """Process a list of images; returns (n_done, n_skipped, failures [(path, msg)])."""
+        jobs=1, shard=(0, 1), show_progress=True, log=None, alpha=0.65, beta=0.75):
+    """Process a list of images; returns (n_done, n_skipped, failures [(path, msg)]).
+    A failed image is written to ``log`` as it happens and the others go on."""
     log = log or sys.stderr
     given = images
     images = expand_images(images)
     if not images:
-        raise ProposalError('no image files in %s' % ', '.join(given))
+        raise InputError('no image files in %s' % ', '.join(given))
     stems = {}
     for p in images:
         stems.setdefault(output_path(out_dir, p), []).append(p)
     clashes = [v for v in stems.values() if len(v) > 1]
     if clashes:
-        raise ProposalError('images share a file stem, so their outputs would collide: %s'
-                            % '; '.join(', '.join(v) for v in clashes[:5]))
+        raise InputError('images share a file stem, so their outputs would collide: %s'
+                         % '; '.join(', '.join(v) for v in clashes[:5]))
     i, n = shard
     mine = images[i::n]  # strided: every shard gets a similar mix
     todo = [p for p in mine if not os.path.exists(output_path(out_dir, p))]
@@ -349,7 +297,7 @@ def run(images, out_dir, method='edgeboxes', max_boxes=2000, min_size=20, sed_mo
     kw = dict(method=method, max_boxes=max_boxes, min_size=min_size, sed_model=sed_model,
               alpha=alpha, beta=beta)
     job_list = [(p, output_path(out_dir, p), kw) for p in todo]
-    bar = Progress(len(job_list), enabled=progress)
+    bar = progress(total=len(job_list), desc='proposals', unit='img', enabled=show_progress)
     failures = []
     done = 0
 
@@ -358,12 +306,10 @@ def run(images, out_dir, method='edgeboxes', max_boxes=2000, min_size=20, sed_mo
         path, count, err = result
         if err is not None:
             failures.append((path, err))
-            if bar.tty:
-                log.write('\n')
-            log.write('caffe-mlic proposals: %s\n' % err)
+            bar.write(err, file=log)
         else:
             done += 1
-        bar.step()
+        bar.update()
 
     if jobs > 1 and len(job_list) > 1:
         import multiprocessing
@@ -375,61 +321,5 @@ def run(images, out_dir, method='edgeboxes', max_boxes=2000, min_size=20, sed_mo
     else:
         for job in job_list:
             handle(_worker(job))
+    bar.close()
     return done, skipped, failures
-
-
-def _cmd_proposals(args):
-    try:
-        shard = parse_shard(args.shard)
-        if args.jobs < 1:
-            raise ProposalError('--jobs must be >= 1, got %d' % args.jobs)
-        if args.max_boxes < 1:
-            raise ProposalError('--max-boxes must be >= 1, got %d' % args.max_boxes)
-        if args.min_size < 1:
-            raise ProposalError('--min-size must be >= 1, got %d' % args.min_size)
-        if args.sed_model and args.method != 'edgeboxes':
-            raise ProposalError('--sed-model only applies to --method edgeboxes')
-        if not (0 < args.alpha <= 1 and 0 < args.beta <= 1):
-            raise ProposalError('--alpha and --beta must be in (0, 1]')
-    except ProposalError as e:
-        print('caffe-mlic proposals: %s' % e, file=sys.stderr)
-        return 2
-    try:
-        done, skipped, failures = run(args.images, args.output, args.method, args.max_boxes,
-                                      args.min_size, args.sed_model, args.jobs, shard,
-                                      progress=not args.quiet, alpha=args.alpha, beta=args.beta)
-    except ProposalError as e:
-        print('caffe-mlic proposals: %s' % e, file=sys.stderr)
-        return 1
-    if not args.quiet:
-        print('proposals: %d written, %d already there (skipped), %d failed -> %s'
-              % (done, skipped, len(failures), args.output))
-    if failures:
-        print('caffe-mlic proposals: %d image(s) failed:' % len(failures), file=sys.stderr)
-        for path, err in failures:
-            print('  %s' % err, file=sys.stderr)
-        return 1
-    return 0
-
-
-def register(sub):
-    p = sub.add_parser('proposals', help='object proposals with scores, one .npz per image',
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('images', nargs='+', metavar='IMAGE',
-                   help='image files, or folders whose image files are all taken')
-    p.add_argument('-o', '--output', required=True, metavar='DIR', help='output folder')
-    p.add_argument('--method', choices=METHODS, default='edgeboxes')
-    p.add_argument('--sed-model', metavar='FILE',
-                   help='Structured Edge Detection model (e.g. model.yml.gz) for edgeboxes; '
-                        'default: our gradient edge map')
-    p.add_argument('--alpha', type=float, default=0.65,
-                   help='EdgeBoxes step size of the sliding window search (default 0.65)')
-    p.add_argument('--beta', type=float, default=0.75,
-                   help='EdgeBoxes NMS threshold on box IoU (default 0.75; 0.55 suits IoU-0.5 recall)')
-    p.add_argument('--max-boxes', type=int, default=2000, help='at most this many per image (default 2000)')
-    p.add_argument('--min-size', type=int, default=20, help='drop boxes with a side under this (px, default 20)')
-    p.add_argument('--jobs', type=int, default=1, help='processes (default 1)')
-    p.add_argument('--shard', default='0/1', metavar='I/N',
-                   help='process only shard I (0-based) of N: images I, I+N, ... of the sorted list')
-    p.add_argument('-q', '--quiet', action='store_true', help='no progress bar or summary')
-    p.set_defaults(func=_cmd_proposals)

@@ -16,15 +16,15 @@ A box is the extent of the object's *visible* pixels (VOC convention).
 `difficult` is 1 when less than 60% of the object is visible; `occluded` is 1
 when any part of it is hidden.
 """
-import argparse
 import math
 import os
-import sys
 import xml.etree.ElementTree as ET
 
 import numpy as np
 
+from caffe_mlic.errors import UsageError
 from caffe_mlic.fileio import atomic_write
+from caffe_mlic.progress import progress
 
 # shape -> texture family. Order = class order.
 SHAPES = (
@@ -43,8 +43,6 @@ MIN_VISIBLE = 0.5     # a placement that hides more of an earlier object is retr
 DIFFICULT_BELOW = 0.6  # visible fraction under which an object is "difficult"
 
 
-class SynthError(ValueError):
-    pass
 
 
 # ----------------------------------------------------------------- drawing
@@ -308,33 +306,37 @@ def _split_counts(n, fractions):
 
 def make_synthetic_voc(out_dir, n_images, n_classes=6, objects_per_image=(1, 4),
                        size_range=(0.15, 0.45), image_size=(384, 288), clutter=4,
-                       seed=0, split=(0.6, 0.2, 0.2), force=False, progress=False):
+                       seed=0, split=(0.6, 0.2, 0.2), force=False, show_progress=True):
     """Write a synthetic VOC-layout data set; returns the class-name list.
 
     Deterministic given ``seed`` (and the other arguments)."""
     import cv2
     if not 1 <= n_classes <= len(SHAPES):
-        raise SynthError('--classes must be in 1..%d (shape types: %s), got %d'
-                         % (len(SHAPES), ', '.join(SHAPE_NAMES), n_classes))
+        raise UsageError('n_classes must be in 1..%d (shape types: %s), got %d'
+                         % (len(SHAPES), ', '.join(SHAPE_NAMES), n_classes), 'n_classes')
     if n_images < 1:
-        raise SynthError('--images must be at least 1, got %d' % n_images)
+        raise UsageError('n_images must be at least 1, got %d' % n_images, 'n_images')
     lo, hi = objects_per_image
     if not 1 <= lo <= hi:
-        raise SynthError('--objects-per-image must be LO-HI with 1 <= LO <= HI, got %d-%d' % (lo, hi))
+        raise UsageError('objects_per_image must be (LO, HI) with 1 <= LO <= HI, got %d-%d'
+                         % (lo, hi), 'objects_per_image')
     smin, smax = size_range
     if not 0 < smin <= smax <= 1:
-        raise SynthError('--size-range must be A-B with 0 < A <= B <= 1, got %g-%g' % (smin, smax))
+        raise UsageError('size_range must be (A, B) with 0 < A <= B <= 1, got %g-%g'
+                         % (smin, smax), 'size_range')
     width, height = image_size
     if width < 32 or height < 32:
-        raise SynthError('--image-size must be at least 32x32, got %dx%d' % (width, height))
+        raise UsageError('image_size must be at least 32x32, got %dx%d' % (width, height),
+                         'image_size')
     if len(split) != 3 or min(split) < 0 or sum(split) <= 0:
-        raise SynthError('--split needs three non-negative fractions train,val,test, got %s'
-                         % ','.join(map(str, split)))
+        raise UsageError('split needs three non-negative fractions train,val,test, got %s'
+                         % ','.join(map(str, split)), 'split')
     if clutter < 0:
-        raise SynthError('--clutter must be >= 0, got %d' % clutter)
+        raise UsageError('clutter must be >= 0, got %d' % clutter, 'clutter')
     ann_dir = os.path.join(out_dir, 'Annotations')
     if not force and os.path.isdir(ann_dir) and os.listdir(ann_dir):
-        raise SynthError('%s already holds a data set (use --force to overwrite)' % out_dir)
+        raise UsageError('%s already holds a data set; it is overwritten only with force'
+                         % out_dir, 'force')
 
     classes = list(SHAPE_NAMES[:n_classes])
     rng = np.random.default_rng(seed)
@@ -351,7 +353,7 @@ def make_synthetic_voc(out_dir, n_images, n_classes=6, objects_per_image=(1, 4),
     ids = ['%06d' % (i + 1) for i in range(n_images)]
     present = {}  # id -> {class: flag}
     pos = 0
-    for i, image_id in enumerate(ids):
+    for i, image_id in enumerate(progress(ids, desc='synth', unit='img', enabled=show_progress)):
         names = [classes[k] for k in stream[pos:pos + counts[i]]]
         pos += counts[i]
         img_rng = np.random.default_rng(image_seeds[i])
@@ -366,11 +368,6 @@ def make_synthetic_voc(out_dir, n_images, n_classes=6, objects_per_image=(1, 4),
             flag = 0 if o['difficult'] else 1
             flags[o['name']] = max(flags.get(o['name'], flag), flag)
         present[image_id] = flags
-        if progress:
-            sys.stderr.write('\rsynth: %d/%d' % (i + 1, n_images))
-            sys.stderr.flush()
-    if progress:
-        sys.stderr.write('\n')
 
     sets = {}
     start = 0
@@ -388,80 +385,3 @@ def make_synthetic_voc(out_dir, n_images, n_classes=6, objects_per_image=(1, 4),
     with atomic_write(os.path.join(out_dir, 'classes.txt')) as f:
         f.write(''.join(c + '\n' for c in classes))
     return classes
-
-
-# ----------------------------------------------------------------- CLI
-
-def _range(text, cast):
-    parts = text.replace(',', '-').split('-')
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2:
-        raise ValueError(text)
-    return cast(parts[0]), cast(parts[1])
-
-
-def _size(text):
-    parts = text.lower().split('x')
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2:
-        raise ValueError(text)
-    return int(parts[0]), int(parts[1])
-
-
-def _cmd_synth(args):
-    try:
-        try:
-            opi = _range(args.objects_per_image, int)
-        except ValueError:
-            raise SynthError('--objects-per-image: expected LO-HI, e.g. 1-4, got %r' % args.objects_per_image)
-        try:
-            sr = _range(args.size_range, float)
-        except ValueError:
-            raise SynthError('--size-range: expected A-B fractions, e.g. 0.15-0.45, got %r' % args.size_range)
-        try:
-            size = _size(args.image_size)
-        except ValueError:
-            raise SynthError('--image-size: expected WxH, e.g. 384x288, got %r' % args.image_size)
-        try:
-            split = tuple(float(x) for x in args.split.split(','))
-        except ValueError:
-            raise SynthError('--split: expected TRAIN,VAL,TEST fractions, got %r' % args.split)
-        classes = make_synthetic_voc(args.out_dir, args.images, args.classes, opi, sr, size,
-                                     args.clutter, args.seed, split, force=args.force,
-                                     progress=not args.quiet and sys.stderr.isatty())
-    except SynthError as e:
-        print('caffe-mlic synth: %s' % e, file=sys.stderr)
-        return 2
-    except OSError as e:
-        print('caffe-mlic synth: %s' % e, file=sys.stderr)
-        return 1
-    if not args.quiet:
-        print('wrote %d images of %d classes (%s) to %s'
-              % (args.images, len(classes), ', '.join(classes), args.out_dir))
-    return 0
-
-
-def register(sub):
-    p = sub.add_parser('synth', help='write a synthetic multi-label detection set (VOC layout)',
-                       description=__doc__, formatter_class=_Formatter)
-    p.add_argument('out_dir', metavar='OUT_DIR')
-    p.add_argument('--images', type=int, default=100, help='number of images')
-    p.add_argument('--classes', type=int, default=6,
-                   help='number of classes, at most %d: %s' % (len(SHAPES), ', '.join(SHAPE_NAMES)))
-    p.add_argument('--objects-per-image', default='1-4', metavar='LO-HI')
-    p.add_argument('--size-range', default='0.15-0.45', metavar='A-B',
-                   help='object diameter as a fraction of the shorter image side')
-    p.add_argument('--image-size', default='384x288', metavar='WxH')
-    p.add_argument('--clutter', type=int, default=4, help='distractor strokes/blobs per image (at most)')
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--split', default='0.6,0.2,0.2', metavar='TRAIN,VAL,TEST',
-                   help='fractions of images per split')
-    p.add_argument('--force', action='store_true', help='overwrite a data set already in OUT_DIR')
-    p.add_argument('-q', '--quiet', action='store_true')
-    p.set_defaults(func=_cmd_synth)
-
-
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass

@@ -4,12 +4,14 @@ Every net is a function of one MlicConfig. ``MlicConfig.release()`` is the
 configuration the paper's code shipped (MS-COCO: 80 classes, 500 EdgeBoxes
 proposals, teacher 672 px, student 224 px).
 """
-from dataclasses import dataclass, field, replace
+import math
+from dataclasses import dataclass, field, fields, replace
 
 import caffe
 from caffe import layers as L
 from caffe import params as P
 
+from caffe_mlic.errors import UsageError
 from caffe_mlic.netspec.blocks import (FROZEN, LEARN_10X, fc, fc_relu_drop, insert_after,
                                        layer_proto, netspec_to_proto, python_layer)
 from caffe_mlic.netspec.vgg import BACKBONES, CONV_FILLERS, PLAIN, TEACHER, vgg16_convs
@@ -18,53 +20,95 @@ RELEASE_SCALES = [0.714286, 0.857143, 1.0, 1.095239, 1.238096]  # 480/576/672/73
 RELEASE_MEAN = [103.52, 116.28, 123.675]  # BGR
 
 
+def _finite(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def option(default, help, flag=None, choices=None, metavar=None):
+    """A config field that `caffe-mlic netgen` offers as ``--flag`` (default:
+    the field name with dashes) and in ``--set field=value``."""
+    meta = dict(help=help, flag=flag, choices=choices, metavar=metavar)
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class MlicConfig:
-    num_classes: int = 80
-    bbox_num: int = 500
-    teacher_size: int = 672
-    student_size: int = 224
-    scale_factors: list = field(default_factory=lambda: list(RELEASE_SCALES))
-    mean: list = field(default_factory=lambda: list(RELEASE_MEAN))
-    input_scale: float = 1.0           # data layer: (pixel - mean) * input_scale
-    train_list: str = 'data/train_672.txt'
-    test_list: str = 'data/test_672.txt'
-    root_folder: str = ''
-    # (train, test) batch sizes per net
-    wsddn_batch: tuple = (32, 16)
-    stage1_batch: tuple = (32, 16)
-    stage2_batch: tuple = (28, 4)
-    baseline_batch: tuple = (32, 16)
-    teacher_temperature: float = 0.5   # stage 2: teacher logits x 1/T before the softmaxes
-    student_temperature: float = 5.0   # stage 2: student logits x 1/T against the soft target
-    score_scale: float = 1.0           # ROI features x (score_scale * s + score_bias)
-    score_bias: float = 0.0
-    pooled: int = 7
-    backbone: str = 'vgg16'            # or 'tiny': the same graph with few channels
-    head: str = 'composed'             # WSDDN head: stock layers as released, or 'fused' (WSDDNScore)
-    student_fc8: str = 'fc8_mscoco'    # the student's classifier name (weights carry over by name)
-    workers: int = 2                   # data-layer prefetch processes
+    """Everything the MLIC-KD-WSD nets depend on; the defaults are the release's.
+    A new field is one line here: netgen derives its options from these."""
+    num_classes: int = option(80, 'number of classes', flag='classes')
+    bbox_num: int = option(500, 'proposals per image', flag='proposals')
+    teacher_size: int = option(672, 'teacher input size (px, a multiple of 16)')
+    student_size: int = option(224, 'student input size (px) = 32 x pooled')
+    scale_factors: list = option(RELEASE_SCALES, 'TRAIN scale factors, one drawn per batch',
+                                 flag='scales')
+    mean: list = option(RELEASE_MEAN, 'BGR mean subtracted by the data layer')
+    input_scale: float = option(1.0, 'data layer: (pixel - mean) x this')
+    train_list: str = option('data/train_672.txt', 'training datalist')
+    test_list: str = option('data/test_672.txt', 'test datalist')
+    root_folder: str = option('', 'prefix for the image paths in the datalists')
+    wsddn_batch: tuple = option((32, 16), 'teacher batch sizes', metavar=('TRAIN', 'TEST'))
+    stage1_batch: tuple = option((32, 16), 'stage 1 batch sizes', metavar=('TRAIN', 'TEST'))
+    stage2_batch: tuple = option((28, 4), 'stage 2 batch sizes', metavar=('TRAIN', 'TEST'))
+    baseline_batch: tuple = option((32, 16), 'baseline student batch sizes', metavar=('TRAIN', 'TEST'))
+    teacher_temperature: float = option(0.5, 'stage 2: teacher logits x 1/T before the softmaxes')
+    student_temperature: float = option(5.0, 'stage 2: student logits x 1/T against the soft target')
+    score_scale: float = option(1.0, 'ROI features x (score_scale * s + score_bias)')
+    score_bias: float = option(0.0, 'see score_scale')
+    pooled: int = option(7, 'ROI pooling bins per side; student_size = 32 x pooled')
+    backbone: str = option('vgg16', 'tiny: the same graph with few channels',
+                           choices=sorted(BACKBONES))
+    head: str = option('composed', 'WSDDN head: stock layers as released, or fused (WSDDNScore)',
+                       choices=['composed', 'fused'])
+    student_fc8: str = option('fc8_mscoco', "the student's classifier name (weights carry over by name)")
+    workers: int = option(2, 'data-layer prefetch processes (0: in the solver process)')
 
     @classmethod
     def release(cls, **overrides):
         return replace(cls(), **overrides)
 
     def validate(self):
-        if self.backbone not in BACKBONES:
-            raise ValueError('backbone must be one of %s, got %r' % (sorted(BACKBONES), self.backbone))
-        if self.head not in ('composed', 'fused'):
-            raise ValueError("head must be 'composed' or 'fused', got %r" % self.head)
+        """Raise UsageError naming the field of the first impossible value; returns self."""
+        def bad(name, message):
+            raise UsageError('%s %s, got %r' % (name, message, getattr(self, name)), name)
+
+        for f in fields(self):
+            choices = f.metadata.get('choices')
+            if choices and getattr(self, f.name) not in choices:
+                bad(f.name, 'must be one of %s' % ', '.join(choices))
         for key in ('num_classes', 'bbox_num', 'teacher_size', 'student_size', 'pooled'):
-            if int(getattr(self, key)) < 1:
-                raise ValueError('%s must be a positive integer' % key)
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                bad(key, 'must be a positive integer')
         if self.teacher_size % 16 or self.student_size % 32:
-            raise ValueError('teacher_size must be a multiple of 16 and student_size of 32 '
-                             '(VGG16 pooling), got %d and %d' % (self.teacher_size, self.student_size))
+            raise UsageError('teacher_size must be a multiple of 16 and student_size of 32 '
+                             '(VGG16 pooling), got %d and %d' % (self.teacher_size, self.student_size),
+                             'teacher_size' if self.teacher_size % 16 else 'student_size')
         if self.student_size != 32 * self.pooled:
             # Stage 2's student fc6 (on pool5) reuses stage 1's (on ROI-pooled conv5_3).
-            raise ValueError('student_size must be 32 x pooled (pool5 then has the ROI pooling '
+            raise UsageError('student_size must be 32 x pooled (pool5 then has the ROI pooling '
                              'size, so the student fc6 of stage 1 fits stage 2): got student_size '
-                             '%d, pooled %d' % (self.student_size, self.pooled))
+                             '%d, pooled %d' % (self.student_size, self.pooled), 'student_size')
+        for key in ('wsddn_batch', 'stage1_batch', 'stage2_batch', 'baseline_batch'):
+            value = getattr(self, key)
+            if len(value) != 2 or not all(isinstance(v, int) and v >= 1 for v in value):
+                bad(key, 'must be two positive integers (TRAIN, TEST)')
+        if not self.scale_factors or not all(_finite(v) and v > 0 for v in self.scale_factors):
+            bad('scale_factors', 'must be positive numbers')
+        if len(self.mean) != 3 or not all(_finite(v) for v in self.mean):
+            bad('mean', 'must be three numbers (B, G, R)')
+        for key in ('input_scale', 'teacher_temperature', 'student_temperature'):
+            if not (_finite(getattr(self, key)) and getattr(self, key) > 0):
+                bad(key, 'must be a positive number')
+        for key in ('score_scale', 'score_bias'):
+            if not _finite(getattr(self, key)):
+                bad(key, 'must be a finite number')
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            bad('workers', 'must be an integer >= 0')
+        for key in ('train_list', 'test_list', 'student_fc8'):
+            if not getattr(self, key) or any(c.isspace() for c in getattr(self, key)):
+                bad(key, 'must be non-empty with no whitespace')
         return self
 
     @property

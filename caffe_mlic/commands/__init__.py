@@ -1,0 +1,26 @@
+"""The registry of `caffe-mlic` subcommands, in the order --help lists them.
+
+A subcommand is a module of this package with
+
+    HELP = 'one line for `caffe-mlic --help`'
+    def add_arguments(parser): ...     # argparse options; the module docstring is the description
+    def run(args): ...                 # returns an exit status (None: 0)
+
+Errors are raised, never printed: `caffe_mlic.cli.main` reports them (see
+`caffe_mlic.errors`). To add a subcommand, write its module and add its name
+to COMMANDS. A module listed in PASS_THROUGH gets its raw arguments in
+``run_argv(argv)`` instead (`caffe` hands them to the binary).
+"""
+import importlib
+
+COMMANDS = ('caffe', 'doctor', 'synth', 'proposals', 'datalist', 'netgen', 'surgery', 'evaluate',
+            'bench')
+PASS_THROUGH = ('caffe',)
+
+
+def module(name):
+    return importlib.import_module('caffe_mlic.commands.' + name)
+
+
+def modules():
+    return [(name, module(name)) for name in COMMANDS]

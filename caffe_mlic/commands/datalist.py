@@ -1,0 +1,89 @@
+"""Build a datalist from ground truth and proposals, or check one."""
+import argparse
+import os
+
+from caffe_mlic.commands.argtypes import image_size
+from caffe_mlic.datalist_build import __doc__ as DESCRIPTION
+from caffe_mlic.errors import InputError, UsageError
+
+HELP = 'build or check a datalist (images, labels, proposals)'
+
+
+def add_arguments(p):
+    from caffe_mlic import annotations
+    dsub = p.add_subparsers(dest='datalist_command', metavar='SUBCOMMAND')
+    dsub.required = True
+    raw = argparse.RawDescriptionHelpFormatter
+
+    b = dsub.add_parser('build', help='ground truth + proposals -> datalist, classes, gt.json',
+                        description=DESCRIPTION + '\n' + annotations.__doc__, formatter_class=raw)
+    src = b.add_argument_group('ground truth (exactly one)')
+    src.add_argument('--voc', metavar='ROOT', help='Pascal VOC folder (holds Annotations, ImageSets, JPEGImages)')
+    src.add_argument('--coco', metavar='JSON', help='COCO instances file (with --images DIR)')
+    src.add_argument('--labels', metavar='FILE', help='plain label file (with --classes FILE)')
+    b.add_argument('--set', help='VOC image set, e.g. trainval')
+    b.add_argument('--images', metavar='DIR', help='image folder (COCO; plain labels: base of relative paths)')
+    b.add_argument('--classes', metavar='FILE', help='class names, one per line (label order)')
+    b.add_argument('--proposals', required=True, metavar='DIR', help='folder of <image stem>.npz')
+    b.add_argument('-o', '--output', required=True, metavar='OUT.txt')
+    b.add_argument('--size', type=image_size, default='672', metavar='S|WxH',
+                   help='resized image size (default 672)')
+    b.add_argument('--bbox-num', type=int, default=500, help='proposals per image (default 500)')
+    b.add_argument('--root', metavar='DIR', help='write image paths relative to DIR (default: absolute)')
+    b.add_argument('--voc-difficult', choices=('include', 'ignore'), default='include',
+                   help='whether difficult objects (VOC) / crowd annotations (COCO) make a label '
+                        'present (default include)')
+    b.set_defaults(run=run_build, parser=b)
+
+    c = dsub.add_parser('check', help='validate a datalist and print statistics')
+    c.add_argument('file', metavar='FILE')
+    c.add_argument('--att-num', type=int, required=True, help='number of classes C')
+    c.add_argument('--bbox-num', type=int, required=True, help='proposals per image B')
+    c.add_argument('--size', type=image_size, default='672', metavar='S|WxH',
+                   help='resized image size (default 672)')
+    c.add_argument('--root', metavar='DIR', help='root folder the image paths are relative to')
+    c.add_argument('--no-images', action='store_true', help='do not check that image files exist')
+    c.set_defaults(run=run_check, parser=c)
+
+
+def run(args):  # replaced by the SUBCOMMAND's run (set_defaults above)
+    raise UsageError('give a SUBCOMMAND: build or check')
+
+
+def run_build(args):
+    from caffe_mlic import annotations
+    from caffe_mlic.datalist_build import build, companion_paths
+    sources = [s for s in ('voc', 'coco', 'labels') if getattr(args, s)]
+    if len(sources) != 1:
+        raise UsageError('give exactly one of --voc ROOT, --coco JSON, --labels FILE')
+    if args.voc and not args.set:
+        raise UsageError('--voc needs --set (e.g. trainval)')
+    if args.coco and not args.images:
+        raise UsageError('--coco needs --images DIR')
+    if args.labels and not args.classes:
+        raise UsageError('--labels needs --classes FILE')
+    if args.bbox_num < 1:
+        raise UsageError('argument --bbox-num: must be >= 1, got %d' % args.bbox_num)
+    classes = annotations.read_class_list(args.classes) if args.classes else None
+    if args.voc:
+        classes, records = annotations.read_voc(args.voc, args.set, classes)
+    elif args.coco:
+        classes, records = annotations.read_coco(args.coco, args.images, classes)
+    else:
+        records = annotations.read_label_file(args.labels, classes, args.images)
+    if not os.path.isdir(args.proposals):
+        raise InputError('%s: proposals folder not found' % args.proposals)
+    n = build(records, classes, args.proposals, args.output, args.size, args.bbox_num, args.root,
+              args.voc_difficult)
+    classes_path, gt_path = companion_paths(args.output)
+    print('wrote %s (%d images, %d classes, %d boxes each), %s, %s'
+          % (args.output, n, len(classes), args.bbox_num, classes_path, gt_path))
+
+
+def run_check(args):
+    from caffe_mlic.datalist_build import check
+    if args.att_num < 0 or args.bbox_num < 0:
+        raise UsageError('arguments --att-num and --bbox-num must be >= 0')
+    n = check(args.file, args.att_num, args.bbox_num, args.size, args.root, not args.no_images)
+    if n:
+        raise InputError('%s: %d problem(s)' % (args.file, n))

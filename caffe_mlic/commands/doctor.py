@@ -1,0 +1,13 @@
+"""Check that everything is in place to run our nets: where Caffe is, whether
+it has Python layers, the library versions; exit status 1 if something is missing."""
+
+HELP = 'check the Caffe installation and Python libraries'
+
+
+def add_arguments(parser):
+    pass
+
+
+def run(args):
+    from caffe_mlic import doctor
+    return doctor.run()

@@ -1,0 +1,86 @@
+"""Write the MLIC-KD-WSD nets and solvers for a configuration:
+
+    caffe-mlic netgen -o prototxt                       # the release configuration
+    caffe-mlic netgen -o my_nets --classes 20 --proposals 300 --train-list voc_train.txt ...
+    caffe-mlic netgen -o my_nets --set num_classes=20 --set mean=[104,117,123]
+
+Every field of MlicConfig (caffe_mlic/netspec/mlic.py) is an option here and
+can be set with --set FIELD=VALUE (VALUE as a Python literal; text as is).
+"""
+import ast
+import dataclasses
+
+from caffe_mlic.errors import UsageError
+
+HELP = 'generate the MLIC-KD-WSD nets and solvers'
+
+
+def _config_fields():
+    from caffe_mlic.netspec import MlicConfig
+    return [f for f in dataclasses.fields(MlicConfig)]
+
+
+def _default(f):
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def add_arguments(p):
+    p.add_argument('-o', '--out', required=True, help='output folder (gets wsddn/ and kd/)')
+    p.add_argument('--release', action='store_true',
+                   help='the released configuration (the default; options below override it)')
+    config = p.add_argument_group('configuration (MlicConfig fields; default: the release)')
+    for f in _config_fields():
+        meta, default = f.metadata, _default(f)
+        kw = dict(dest=f.name, default=None, help='%s (%s)' % (meta['help'], default))
+        if meta.get('choices'):
+            kw['choices'] = meta['choices']
+        if isinstance(default, tuple):
+            kw.update(type=type(default[0]), nargs=len(default), metavar=meta.get('metavar'))
+        elif isinstance(default, list):
+            kw.update(type=float, nargs=len(default) if f.name == 'mean' else '+')
+        else:
+            kw['type'] = type(default)
+        config.add_argument('--' + (meta.get('flag') or f.name.replace('_', '-')), **kw)
+    config.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
+                        help='set any MlicConfig field, e.g. --set teacher_temperature=0.5')
+    solver = p.add_argument_group('every solver')
+    solver.add_argument('--max-iter', type=int, help='this many iterations (step at 70 %%)')
+    solver.add_argument('--base-lr', type=float, help='this base learning rate')
+    solver.add_argument('--solver-type', choices=['SGD', 'Adam'], help='this method (SGD)')
+    solver.add_argument('--random-seed', type=int, help='seed for fillers and dropout')
+
+
+def _literal(text):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def config_from_args(args):
+    """MlicConfig.release() with the options given, then the --set overrides."""
+    from caffe_mlic.netspec import MlicConfig
+    by_name = {f.name: f for f in _config_fields()}
+    overrides = {}
+    for f in _config_fields():
+        value = getattr(args, f.name)
+        if value is not None:
+            overrides[f.name] = tuple(value) if isinstance(_default(f), tuple) else value
+    for item in args.set:
+        name, sep, text = item.partition('=')
+        if not sep or name not in by_name:
+            raise UsageError('argument --set: expected FIELD=VALUE with FIELD one of %s, got %r'
+                             % (', '.join(by_name), item))
+        value = _literal(text) if by_name[name].type is not str else text
+        if isinstance(_default(by_name[name]), tuple) and isinstance(value, list):
+            value = tuple(value)
+        overrides[name] = value
+    return MlicConfig.release(**overrides).validate()
+
+
+def run(args):
+    from caffe_mlic.netgen import generate
+    cfg = config_from_args(args)
+    for path in generate(args.out, cfg, max_iter=args.max_iter, base_lr=args.base_lr,
+                         solver_type=args.solver_type, random_seed=args.random_seed):
+        print(path)

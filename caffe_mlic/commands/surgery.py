@@ -1,0 +1,46 @@
+"""Copy trained weights into another net, by layer name."""
+import argparse
+import os
+
+from caffe_mlic.errors import InputError, UsageError
+from caffe_mlic.surgery import MAPPINGS, __doc__ as DESCRIPTION  # noqa: F401  (--help text)
+
+HELP = 'copy trained weights into another net by layer name'
+
+
+def source(spec):
+    """'MAPPING:MODEL' -> (mapping, path)."""
+    mapping, sep, path = spec.partition(':')
+    if not sep or not path or mapping not in MAPPINGS:
+        raise argparse.ArgumentTypeError('expected MAPPING:MODEL with MAPPING one of %s, got %r'
+                                         % (', '.join(MAPPINGS), spec))
+    return mapping, path
+
+
+def add_arguments(p):
+    p.add_argument('--net', required=True, help='target net prototxt')
+    p.add_argument('--from', dest='sources', type=source, action='append', required=True,
+                   metavar='MAPPING:MODEL',
+                   help='source caffemodel with its mapping (%s); repeatable' % ', '.join(MAPPINGS))
+    p.add_argument('-o', '--out', required=True, help='output caffemodel')
+    p.add_argument('--skip-mismatched', action='store_true',
+                   help='keep target layers whose shapes differ instead of stopping')
+    p.add_argument('--seed', type=int, default=0,
+                   help='seed for the fillers of layers no source provides (default 0)')
+
+
+def run(args):
+    from caffe_mlic import prototxt
+    from caffe_mlic.fileio import atomic_write
+    from caffe_mlic.surgery import shape_only_net, transplant
+    for _, path in args.sources:
+        if not os.path.isfile(path):
+            raise InputError('%s: no such file' % path)
+    if os.path.abspath(args.out) in {os.path.abspath(p) for _, p in args.sources}:
+        raise UsageError('argument -o/--out: %s is also a source; write to another file' % args.out)
+    net = shape_only_net(args.net, seed=args.seed)
+    report = transplant(net, args.sources, args.skip_mismatched)
+    with atomic_write(args.out, 'wb') as f:
+        f.write(prototxt.net_weights_bytes(net))
+    print('%d copied, %d kept, %d mismatched -> %s' % (len(report['copied']), len(report['kept']),
+                                                       len(report['mismatched']), args.out))

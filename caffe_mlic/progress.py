@@ -1,0 +1,31 @@
+"""The one progress bar for long commands (proposals, synth, training, inference).
+
+A tqdm bar on stderr when stderr is a terminal, and silent otherwise, so
+logs and pipes get no carriage-return noise. ``CAFFE_MLIC_PROGRESS=always``
+forces the bar on (e.g. to watch a run through ``tee``), ``never`` turns it
+off everywhere.
+"""
+import os
+import sys
+
+
+def progress_enabled(stream=None, enabled=True):
+    if not enabled:
+        return False
+    mode = os.environ.get('CAFFE_MLIC_PROGRESS', '').lower()
+    if mode == 'always':
+        return True
+    if mode == 'never':
+        return False
+    stream = stream or sys.stderr
+    return bool(getattr(stream, 'isatty', lambda: False)())
+
+
+def progress(iterable=None, total=None, desc=None, unit='it', enabled=True, stream=None, **kw):
+    """A tqdm bar over ``iterable`` (or a manual one with ``total``: call
+    ``.update(n)``, ``.set_postfix(...)``, ``.write(line)``). When disabled
+    it is a tqdm that prints nothing, so callers never branch on it."""
+    from tqdm import tqdm
+    stream = stream or sys.stderr
+    return tqdm(iterable, total=total, desc=desc, unit=unit, file=stream, dynamic_ncols=True,
+                disable=not progress_enabled(stream, enabled), **kw)
