@@ -1,4 +1,4 @@
-"""WsdRoigen / WsdRoigenSingleScale: proposals from label_roi to ROIPooling rois (SPEC.md)."""
+"""WsdRoigen / WsdRoigenSingleScale: proposals from label_roi to ROIPooling rois."""
 import numpy as np
 
 from caffe_mlic.params import Param

@@ -1,4 +1,4 @@
-"""Issue 2: real Caffe with Python layers, the CLI, and `caffe train` through it."""
+"""Real Caffe with Python layers, the CLI, and `caffe train` through it."""
 import os
 import subprocess
 import sys

@@ -1,4 +1,4 @@
-"""Issue 4: the generated prototxt/ tree, netgen options, solvers."""
+"""The generated prototxt/ tree, netgen options, solvers."""
 import filecmp
 import os
 import subprocess

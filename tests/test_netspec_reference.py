@@ -1,4 +1,4 @@
-"""Issue 4: with release parameters our generated nets ARE the released nets,
+"""With release parameters our generated nets ARE the released nets,
 field by field, up to the mapping of the fork's custom layers to our Python layers."""
 import copy
 import json

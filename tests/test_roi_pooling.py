@@ -1,4 +1,4 @@
-"""ROIPooling (SPEC.md "ROIPooling with proposal-score weighting"), in real caffe.Nets."""
+"""ROIPooling (max pooling with proposal-score weighting), in real caffe.Nets."""
 import numpy as np
 import pytest
 
@@ -302,7 +302,8 @@ def test_bad_roi_rows_are_named(layer_net, bad_row, fragment):
 # ---- the kernel on its own: bins, channel blocks, threads, buffers ------------------------------
 
 def numpy_bins(rois, ph, pw, scale, height, width):
-    """The bin boundaries in plain numpy float32 (SPEC.md): the reference for roi_bins."""
+    """The bin boundaries in plain numpy float32 (C round of coord * scale, floor/ceil of
+    ph * roi_h / P): the reference for roi_bins."""
     scaled = rois[:, 1:5].astype(F32) * F32(scale)
     with np.errstate(invalid='ignore'):
         rounded = np.copysign(np.floor(np.abs(scaled.astype(np.float64)) + 0.5), scaled)

@@ -1,4 +1,4 @@
-"""WsdRoigen / WsdRoigenSingleScale (SPEC.md), in real caffe.Nets."""
+"""WsdRoigen / WsdRoigenSingleScale, in real caffe.Nets."""
 import textwrap
 
 import numpy as np

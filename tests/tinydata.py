@@ -8,7 +8,7 @@ import numpy as np
 def write_tiny_dataset(root, n_images=6, num_classes=3, bbox_num=8, size=96, seed=0, name='list.txt'):
     """Images with one bright square per present class; proposals include the squares.
 
-    Returns the datalist path. Lines follow SPEC.md's datalist format, boxes in
+    Returns the datalist path. Lines are `path l_1 .. l_C (x1 y1 x2 y2 s) x B`, boxes in
     `size` x `size` space.
     """
     rng = np.random.default_rng(seed)
