@@ -77,8 +77,10 @@ def main(argv=None):
             # included, which argparse would try to read.
             prog = '%s %s' % (PROG, argv[0])
             return commands.module(argv[0]).run_argv(argv[1:]) or 0
-        args = build_parser().parse_args(argv)
+        args, extra = build_parser().parse_known_args(argv)
         prog, parser = args.parser.prog, args.parser
+        if extra:  # say it as the subcommand, which is where they were given
+            parser.error('unrecognized arguments: %s' % ' '.join(extra))
         return args.run(args) or 0
     except MlicError as e:
         message = str(e)

@@ -1,0 +1,157 @@
+"""The command line's one error policy, walked over every registered subcommand."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from caffe_mlic import cli, commands
+from caffe_mlic.errors import InputError, Problem, RunError, UsageError, format_problems
+
+CLI = [sys.executable, '-m', 'caffe_mlic.cli']
+
+
+def _leaf_commands():
+    """[(argv prefix, prog)] of every runnable command, nested ones included."""
+    import argparse
+    out = []
+
+    def walk(parser, prefix):
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            out.append((prefix, parser.prog))
+        for action in subs:
+            for name, sub in action.choices.items():
+                walk(sub, prefix + [name])
+    walk(cli.build_parser(), [])
+    return out
+
+
+LEAVES = _leaf_commands()
+
+
+def test_registry_lists_every_command_module():
+    here = os.path.dirname(commands.__file__)
+    modules = sorted(f[:-3] for f in os.listdir(here) if f.endswith('.py')
+                     and f not in ('__init__.py', 'argtypes.py'))
+    assert sorted(commands.COMMANDS) == modules
+    assert [p[0] for p, _ in LEAVES] == [c for c in commands.COMMANDS for _ in
+                                         ([0, 1] if c == 'datalist' else [0])]
+    for name, module in commands.modules():
+        assert module.HELP and callable(module.add_arguments) and callable(module.run)
+
+
+@pytest.mark.parametrize('argv, prog', LEAVES, ids=[' '.join(a) for a, _ in LEAVES])
+def test_bad_arguments_exit_2_with_one_line_naming_the_command(argv, prog, capsys):
+    bad = ['bogus-action'] if argv == ['caffe'] else ['--no-such-option']
+    assert cli.main(argv + bad) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith(prog + ': '), lines
+    assert 'Traceback' not in captured.err and captured.out == ''
+
+
+def test_missing_command_and_subcommand_exit_2(capsys):
+    assert cli.main([]) == 2
+    assert capsys.readouterr().err.startswith('caffe-mlic: ')
+    assert cli.main(['datalist']) == 2
+    assert capsys.readouterr().err.startswith('caffe-mlic datalist: ')
+
+
+def test_the_real_console_command_follows_the_policy(tmp_path):
+    res = subprocess.run(CLI + ['netgen', '-o', str(tmp_path), '--classes', 'many'],
+                         capture_output=True, text=True)
+    assert res.returncode == 2
+    assert res.stderr.splitlines() == [
+        "caffe-mlic netgen: argument --classes: invalid int value: 'many' "
+        "(see `caffe-mlic netgen --help`)"]
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize('argv, needle', [
+    (['netgen', '-o', '{tmp}', '--classes', '0'], 'argument --classes: num_classes must be a positive integer'),
+    (['netgen', '-o', '{tmp}', '--proposals', '-3'], 'argument --proposals: bbox_num must be'),
+    (['netgen', '-o', '{tmp}', '--teacher-temperature', '-1'], 'argument --teacher-temperature: teacher_temperature must be a positive'),
+    (['netgen', '-o', '{tmp}', '--set', 'workers=-1'], 'argument --workers: workers must be an integer >= 0'),
+    (['netgen', '-o', '{tmp}', '--set', 'nope=1'], 'argument --set: expected FIELD=VALUE'),
+    (['netgen', '-o', '{tmp}', '--max-iter', '0'], 'argument --max-iter: max_iter must be >= 1'),
+    (['synth', '{tmp}/s', '--classes', '9'], 'argument --classes: n_classes must be in 1..8'),
+    (['proposals', '{tmp}', '-o', '{tmp}/p', '--shard', '3/2'], 'argument --shard: expected I/N'),
+    (['surgery', '--net', 'n', '--from', 'nope:x', '-o', 'o'], 'argument --from: expected MAPPING:MODEL'),
+])
+def test_library_parameter_errors_name_the_option_that_sets_them(tmp_path, capsys, argv, needle):
+    argv = [a.replace('{tmp}', str(tmp_path)) for a in argv]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err, err
+    assert not (tmp_path / 'wsddn').exists() and not (tmp_path / 's').exists()
+
+
+def test_failures_while_working_exit_1(tmp_path, capsys):
+    net = tmp_path / 'net.prototxt'
+    net.write_text('layer { name: "a" type: "Input" top: "a" input_param { shape { dim: 1 } } }\n')
+    model = tmp_path / 'm.caffemodel'
+    model.write_bytes(b'')
+    (tmp_path / 'empty').mkdir()
+    cases = [
+        (['surgery', '--net', str(tmp_path / 'missing.prototxt'), '--from', 'same:%s' % model, '-o',
+          str(tmp_path / 'o.caffemodel')], 'missing.prototxt: cannot read the net prototxt'),
+        (['evaluate', '--net', str(net), '--weights', str(tmp_path / 'w.caffemodel'), '--blob', 'a'],
+         'w.caffemodel: no such file'),
+        (['evaluate', '--net', str(net), '--weights', str(model), '--blob', 'a'],
+         'has no TEST-phase MultiLabelProposalData layer'),
+        (['proposals', str(tmp_path / 'empty'), '-o', str(tmp_path / 'p'), '-q'], 'no image files in'),
+    ]
+    for argv, needle in cases:
+        assert cli.main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert err.startswith('caffe-mlic %s: ' % argv[0]) and needle in err, err
+        assert 'Traceback' not in err
+
+
+def test_prototxt_syntax_error_names_file_and_line(tmp_path, capsys):
+    net = tmp_path / 'broken.prototxt'
+    net.write_text('layer {\n  name: "a"\n  type: Input"\n}\n')
+    model = tmp_path / 'm.caffemodel'
+    model.write_bytes(b'')
+    assert cli.main(['surgery', '--net', str(net), '--from', 'same:%s' % model, '-o',
+                     str(tmp_path / 'o.caffemodel')]) == 1
+    err = capsys.readouterr().err
+    assert '%s:3:' % net in err, err
+
+
+def test_expected_errors_get_no_traceback_and_bugs_keep_theirs(monkeypatch, capsys):
+    from caffe_mlic.commands import doctor
+
+    def raiser(exc):
+        def run(args):
+            raise exc
+        return run
+    for exc, code, message in (
+            (InputError('x.txt:3: bad'), 1, 'x.txt:3: bad'),
+            (RunError('worker died'), 1, 'worker died'),
+            (UsageError('no'), 2, 'no'),
+            (OSError(28, 'No space left on device', 'out.npz'), 1, 'No space left on device: out.npz'),
+            (KeyboardInterrupt(), 130, 'interrupted')):
+        monkeypatch.setattr(doctor, 'run', raiser(exc))
+        assert cli.main(['doctor']) == code
+        assert capsys.readouterr().err == 'caffe-mlic doctor: %s\n' % message
+    monkeypatch.setattr(doctor, 'run', raiser(ZeroDivisionError('a bug')))
+    with pytest.raises(ZeroDivisionError):
+        cli.main(['doctor'])
+
+
+def test_problems_print_one_way():
+    one = Problem('a.txt', 3, 'field 2 (label 0)', "'x' is not a number")
+    assert str(one) == "a.txt:3: field 2 (label 0): 'x' is not a number"
+    assert str(Problem('a.txt', None, None, 'empty')) == 'a.txt: empty'
+    assert str(Problem('a.xml', None, '<size>', 'missing')) == 'a.xml: <size>: missing'
+    many = [Problem('a.txt', i, None, 'bad') for i in range(1, 26)]
+    text = format_problems(many, 'datalist', max_listed=10)
+    assert text.splitlines()[0] == '25 problems in datalist a.txt:'
+    assert text.splitlines()[1] == '  a.txt:1: bad' and len(text.splitlines()) == 12
+    assert text.endswith('... and 15 more problems')
+    err = InputError(problems=many[:2], what='annotations')
+    assert str(err).startswith('2 problems in annotations a.txt:')
+    assert err.problems == many[:2] and err.exit_code == 1 and isinstance(err, ValueError)
