@@ -39,7 +39,7 @@ class MlicError(Exception):
     exit_code = 1
 
 
-class UsageError(MlicError):
+class UsageError(MlicError, ValueError):
     """``param``, when given, is the library parameter at fault (``bbox_num``):
     the command line names the option that sets it."""
     exit_code = 2

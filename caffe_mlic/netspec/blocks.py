@@ -9,7 +9,7 @@ from caffe import layers as L
 from caffe import params as P
 from caffe.proto import caffe_pb2
 
-from caffe_mlic import LAYER_MODULE
+from caffe_mlic import LAYER_MODULE, prototxt
 
 # (lr_mult, decay_mult) pairs for weights and biases.
 LEARN = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
@@ -71,11 +71,16 @@ def netspec_to_proto(n, name, inputs=()):
 
 def insert_after(proto, after_name, layer):
     """Insert LayerParameter ``layer`` after the first layer named ``after_name``."""
-    index = [l.name for l in proto.layer].index(after_name) + 1
-    layers = list(proto.layer)
-    layers.insert(index, layer)
-    del proto.layer[:]
-    proto.layer.extend(layers)
+    inserted = []
+
+    def after_first(current):
+        if current.name == after_name and not inserted:
+            inserted.append(layer)
+            return [current, layer]
+        return current
+    prototxt.rewrite_layers(proto, after_first)
+    if not inserted:
+        raise ValueError('no layer named %r' % after_name)
 
 
 def layer_proto(top_fn, tops):

@@ -11,6 +11,7 @@ import caffe
 from caffe import layers as L
 from caffe import params as P
 
+from caffe_mlic import prototxt
 from caffe_mlic.errors import UsageError
 from caffe_mlic.netspec.blocks import (FROZEN, LEARN_10X, fc, fc_relu_drop, insert_after,
                                        layer_proto, netspec_to_proto, python_layer)
@@ -63,6 +64,12 @@ class MlicConfig:
                        choices=['composed', 'fused'])
     student_fc8: str = option('fc8_mscoco', "the student's classifier name (weights carry over by name)")
     workers: int = option(2, 'data-layer prefetch processes (0: in the solver process)')
+    kd_losses: str = option('stock', "distillation losses: 'stock' as released (stage 1 "
+                            "EuclideanLoss, stage 2 learnable Scale + SigmoidCrossEntropyLoss) or "
+                            "'python' (FeatureMimicLoss, SoftSigmoidCrossEntropyLoss at the fixed "
+                            "student_temperature)", choices=['stock', 'python'])
+    mimic_top_k: int = option(0, "stage 1 with kd_losses 'python': mimic only each image's top_k "
+                              "proposals by objectness score (0: all)")
 
     @classmethod
     def release(cls, **overrides):
@@ -104,8 +111,12 @@ class MlicConfig:
         for key in ('score_scale', 'score_bias'):
             if not _finite(getattr(self, key)):
                 bad(key, 'must be a finite number')
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
-            bad('workers', 'must be an integer >= 0')
+        for key in ('workers', 'mimic_top_k'):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                bad(key, 'must be an integer >= 0')
+        if self.mimic_top_k and self.kd_losses != 'python':
+            bad('mimic_top_k', "needs kd_losses 'python' (FeatureMimicLoss)")
         for key in ('train_list', 'test_list', 'student_fc8'):
             if not getattr(self, key) or any(c.isspace() for c in getattr(self, key)):
                 bad(key, 'must be non-empty with no whitespace')
@@ -258,10 +269,7 @@ def wsddn_deploy(cfg):
 
 
 def _drop_input_layers(proto):
-    kept = [l for l in proto.layer if l.type != 'Input']
-    del proto.layer[:]
-    proto.layer.extend(kept)
-    return proto
+    return prototxt.rewrite_layers(proto, lambda layer: None if layer.type == 'Input' else layer)
 
 
 def _teacher(n, cfg, data, roi):
@@ -288,7 +296,17 @@ def kd_stage1(cfg):
     teacher_fc7 = _teacher(n, cfg, n.data, n.roi)
     conv5 = vgg16_convs(n, _student_input(n, cfg), cfg.widths, filler=cfg.conv_filler)
     fc7 = _fc67(n, _roi_pool(n, 'roi_pooling_224', conv5, n.roi_224, cfg), cfg)
-    n.loss_euclid = L.EuclideanLoss(teacher_fc7, fc7, loss_weight=1, propagate_down=[False, True])
+    if cfg.kd_losses == 'stock':
+        n.loss_euclid = L.EuclideanLoss(teacher_fc7, fc7, loss_weight=1, propagate_down=[False, True])
+    elif cfg.mimic_top_k:
+        # the rois' objectness scores (column 5) rank the rows of each image
+        _, n.roi_score = L.Slice(n.roi, ntop=2, slice_point=5, axis=1, name='slice_roi_score')
+        n.loss_mimic = python_layer('FeatureMimicLoss', [fc7, teacher_fc7, n.roi_score], dict(
+            top_k=cfg.mimic_top_k, rows_per_image=cfg.bbox_num, weight_rows=False),
+            loss_weight=1, propagate_down=[True, False, False])
+    else:
+        n.loss_mimic = python_layer('FeatureMimicLoss', [fc7, teacher_fc7], {}, loss_weight=1,
+                                    propagate_down=[True, False])
     return _finish(n, 'stage1', test_data)
 
 
@@ -310,11 +328,16 @@ def kd_stage2(cfg):
     soft_target = _wsddn_head(n, teacher_fc7, cfg, fc8='fc_wsd_8_{}', freeze=True,
                               temperature_scales=True)
     fc8 = _student_classifier(n, cfg, _student_input(n, cfg))
-    soft = L.Scale(fc8, filler=dict(type='constant', value=1.0 / cfg.student_temperature),
-                   bias_term=False, param=[dict(lr_mult=10, decay_mult=0)])
-    setattr(n, cfg.student_fc8 + '_soft', soft)
-    n.loss_soft = L.SigmoidCrossEntropyLoss(soft, soft_target, loss_weight=1,
-                                            propagate_down=[True, False])
+    if cfg.kd_losses == 'stock':
+        soft = L.Scale(fc8, filler=dict(type='constant', value=1.0 / cfg.student_temperature),
+                       bias_term=False, param=[dict(lr_mult=10, decay_mult=0)])
+        setattr(n, cfg.student_fc8 + '_soft', soft)
+        n.loss_soft = L.SigmoidCrossEntropyLoss(soft, soft_target, loss_weight=1,
+                                                propagate_down=[True, False])
+    else:
+        n.loss_soft = python_layer('SoftSigmoidCrossEntropyLoss', [fc8, soft_target],
+                                   dict(temperature=cfg.student_temperature), loss_weight=1,
+                                   propagate_down=[True, False])
     n.loss_sig = L.SigmoidCrossEntropyLoss(fc8, n.label, loss_weight=1, propagate_down=[True, False])
     return _finish(n, 'stage2', test_data)
 
