@@ -100,26 +100,31 @@ def _read_text_lines(path, what):
         _fail(path, '%s is not UTF-8 text: %s' % (what, e))
 
 
+def _one_per_line(path, what, noun):
+    """[(line number, token)] of a file with one token per line (blank lines
+    skipped): InputError for a line of several tokens, a repeat or no token."""
+    problems = _Problems()
+    out, seen = [], {}
+    for no, line in enumerate(_read_text_lines(path, what), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 1:
+            problems.add(path, no, None, 'expected one %s, got %d fields (%r)' % (noun, len(parts), line))
+        elif parts[0] in seen:
+            problems.add(path, no, None, '%s %r repeats line %d' % (noun, parts[0], seen[parts[0]]))
+        else:
+            seen[parts[0]] = no
+            out.append((no, parts[0]))
+    if not out and not problems:
+        problems.add(path, None, None, '%s is empty' % what)
+    problems.raise_if_any()
+    return out
+
+
 def read_class_list(path):
     """One class name per line (blank lines ignored)."""
-    lines = _read_text_lines(path, 'class list')
-    problems = _Problems()
-    classes, seen = [], {}
-    for no, line in enumerate(lines, 1):
-        name = line.strip()
-        if not name:
-            continue
-        if len(name.split()) != 1:
-            problems.add(path, no, None, 'class name %r contains whitespace' % name)
-        elif name in seen:
-            problems.add(path, no, None, 'class %r repeats line %d' % (name, seen[name]))
-        else:
-            seen[name] = no
-            classes.append(name)
-    if not classes and not problems:
-        problems.add(path, None, None, 'class list is empty')
-    problems.raise_if_any()
-    return classes
+    return [name for _, name in _one_per_line(path, 'class list', 'class')]
 
 
 def _check_image(path, where, problems, expect=None):
@@ -181,27 +186,8 @@ def read_voc(root, image_set, classes=None):
         class_source = 'the class list'
     class_set = set(classes)
     set_file = os.path.join(root, 'ImageSets', 'Main', image_set + '.txt')
-    try:
-        with open(set_file, encoding='utf-8') as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        _fail(set_file, 'cannot read image set: %s' % (e.strerror or e))
+    ids = _one_per_line(set_file, 'image set', 'image id')
     problems = _Problems()
-    ids, seen = [], {}
-    for no, line in enumerate(lines, 1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != 1:
-            problems.add(set_file, no, None, 'expected one image id, got %d fields' % len(parts))
-        elif parts[0] in seen:
-            problems.add(set_file, no, None, 'image id %s repeats line %d' % (parts[0], seen[parts[0]]))
-        else:
-            seen[parts[0]] = no
-            ids.append((no, parts[0]))
-    if not ids and not problems:
-        problems.add(set_file, None, None, 'image set is empty')
-    problems.raise_if_any()
 
     records = []
     for no, image_id in ids:

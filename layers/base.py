@@ -53,4 +53,17 @@ class MlicLayer(caffe.Layer):
         top[0].data[...] = value
 
 
-__all__ = ['LayerError', 'MlicLayer', 'ParamError']
+class PairLossLayer(MlicLayer):
+    """A loss of two bottoms holding the same number of values (predictions,
+    targets); the top is a scalar."""
+    TOPS = ('loss',)
+
+    def reshape(self, bottom, top):
+        if bottom[0].count != bottom[1].count:
+            raise self.error('%s have %d values %s but %s have %d %s'
+                             % (self.BOTTOMS[0], bottom[0].count, tuple(bottom[0].shape),
+                                self.BOTTOMS[1], bottom[1].count, tuple(bottom[1].shape)))
+        top[0].reshape()
+
+
+__all__ = ['LayerError', 'MlicLayer', 'PairLossLayer', 'ParamError']

@@ -2,12 +2,12 @@
 import numpy as np
 
 from caffe_mlic.params import Param
-from .base import MlicLayer
+from .base import PairLossLayer
 
 CLAMP = 1e-4
 
 
-class CrossEntropyLoss(MlicLayer):
+class CrossEntropyLoss(PairLossLayer):
     """loss = -(1/N) sum[t log max(p, 1e-4) + (1-t) log max(1-p, 1e-4)].
 
     Bottoms: probabilities p and targets t with the same count (N the first
@@ -15,14 +15,6 @@ class CrossEntropyLoss(MlicLayer):
     prototxt, as every Python loss layer does.
     """
     BOTTOMS = ('probabilities', 'targets')
-    TOPS = ('loss',)
-
-    def reshape(self, bottom, top):
-        if bottom[0].count != bottom[1].count:
-            raise self.error('probabilities have %d values %s but targets have %d %s'
-                             % (bottom[0].count, tuple(bottom[0].shape),
-                                bottom[1].count, tuple(bottom[1].shape)))
-        top[0].reshape()
 
     def forward(self, bottom, top):
         p = bottom[0].data.reshape(-1).astype(np.float64)

@@ -7,10 +7,10 @@ gradient; when force_backward asks for one they get zeros.
 import numpy as np
 
 from caffe_mlic.params import Param
-from .base import MlicLayer
+from .base import MlicLayer, PairLossLayer
 
 
-class SoftSigmoidCrossEntropyLoss(MlicLayer):
+class SoftSigmoidCrossEntropyLoss(PairLossLayer):
     """Sigmoid cross-entropy of student logits x against soft targets t in [0, 1].
 
     With z = x / T:  loss = (1/N) sum[max(z, 0) - z t + log(1 + exp(-|z|))]
@@ -20,14 +20,6 @@ class SoftSigmoidCrossEntropyLoss(MlicLayer):
     """
     PARAMS = (Param('temperature', 'float', 1.0, low=0, low_open=True),)
     BOTTOMS = ('logits', 'targets')
-    TOPS = ('loss',)
-
-    def reshape(self, bottom, top):
-        if bottom[0].count != bottom[1].count:
-            raise self.error('logits have %d values %s but targets have %d %s'
-                             % (bottom[0].count, tuple(bottom[0].shape),
-                                bottom[1].count, tuple(bottom[1].shape)))
-        top[0].reshape()
 
     def forward(self, bottom, top):
         t = bottom[1].data.reshape(-1).astype(np.float64)

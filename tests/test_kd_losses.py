@@ -125,9 +125,13 @@ def test_soft_sigmoid_rejects_targets_outside_unit_interval(layer_net, bad, show
     ({}, [(2, 3)] * 3, 'expected 2 bottom(s)'),
 ])
 def test_soft_sigmoid_errors(layer_net, params, shapes, fragment):
+    _assert_layer_error(layer_net, 'SoftSigmoidCrossEntropyLoss', params, shapes, fragment)
+
+
+def _assert_layer_error(layer_net, layer, params, shapes, fragment):
     with pytest.raises(LayerError) as info:
-        loss_net(layer_net, 'SoftSigmoidCrossEntropyLoss', params, shapes)
-    assert 'SoftSigmoidCrossEntropyLoss' in str(info.value) and fragment in str(info.value)
+        loss_net(layer_net, layer, params, shapes)
+    assert layer in str(info.value) and fragment in str(info.value)
 
 
 # ---------------------------------------------------------------- feature mimic
@@ -213,9 +217,7 @@ def test_mimic_gradient(net_from_text, params, n_bottoms):
     ({}, [(4, 2)] * 4, 'expected 2 to 3 bottom(s)'),
 ])
 def test_mimic_errors(layer_net, params, shapes, fragment):
-    with pytest.raises(LayerError) as info:
-        loss_net(layer_net, 'FeatureMimicLoss', params, shapes)
-    assert 'FeatureMimicLoss' in str(info.value) and fragment in str(info.value)
+    _assert_layer_error(layer_net, 'FeatureMimicLoss', params, shapes, fragment)
 
 
 @pytest.mark.parametrize('bad', [-1.0, np.nan, np.inf])

@@ -21,23 +21,17 @@ def run(layer_net, layer, params, proposals):
     return net
 
 
-def test_wsd_roigen_prefixes_the_image_index(layer_net):
-    net = run(layer_net, 'WsdRoigen', {}, PROPOSALS)
-    np.testing.assert_array_equal(net.blobs['t0'].data, np.array([
-        [0, 0, 2, 3, 671, 0.5],
-        [0, 10, 20, 30, 40, 1],
-        [1, 3, 5, 6, 8, 0.37],
-        [1, 335, 336, 669, 670, 0.0]], F32))
-
-
-def test_wsd_roigen_single_scale_maps_672_to_224(layer_net):
-    net = run(layer_net, 'WsdRoigenSingleScale', {'single_scale': 224, 'origin_scale': 672}, PROPOSALS)
+@pytest.mark.parametrize('layer, params, expected', [
+    # the image index goes in front of each proposal
+    ('WsdRoigen', {}, [[0, 0, 2, 3, 671, 0.5], [0, 10, 20, 30, 40, 1],
+                       [1, 3, 5, 6, 8, 0.37], [1, 335, 336, 669, 670, 0.0]]),
     # floor(224 * c / 672) = floor(c / 3): 671 -> 223, 2 -> 0, 3 -> 1; scores unchanged.
-    np.testing.assert_array_equal(net.blobs['t0'].data, np.array([
-        [0, 0, 0, 1, 223, 0.5],
-        [0, 3, 6, 10, 13, 1],
-        [1, 1, 1, 2, 2, 0.37],
-        [1, 111, 112, 223, 223, 0.0]], F32))
+    ('WsdRoigenSingleScale', {'single_scale': 224, 'origin_scale': 672},
+     [[0, 0, 0, 1, 223, 0.5], [0, 3, 6, 10, 13, 1], [1, 1, 1, 2, 2, 0.37], [1, 111, 112, 223, 223, 0.0]]),
+], ids=['prefixes_the_image_index', 'single_scale_maps_672_to_224'])
+def test_roigen_by_hand(layer_net, layer, params, expected):
+    net = run(layer_net, layer, params, PROPOSALS)
+    np.testing.assert_array_equal(net.blobs['t0'].data, np.array(expected, F32))
 
 
 def test_single_scale_with_fractional_scales(layer_net):
