@@ -78,3 +78,22 @@ def test_netgen_rejects_bad_configuration(tmp_path, args, message):
     assert res.returncode != 0
     assert message in res.stderr
     assert not (tmp_path / 'wsddn').exists()
+
+
+def test_netgen_set_overrides_any_config_field(tmp_path):
+    res = subprocess.run([sys.executable, '-m', 'caffe_mlic.cli', 'netgen', '-o', str(tmp_path),
+                          '--classes', '20', '--set', 'mean=[1, 2, 3]', '--set', 'teacher_temperature=0.25',
+                          '--set', 'train_list=my_list.txt', '--set', 'wsddn_batch=(4, 2)'],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    net = _parse_net(tmp_path / 'kd' / 'train_stage2.prototxt')
+    layers = {}
+    for layer in net.layer:
+        layers.setdefault(layer.name, layer)
+    assert '"mean_value": [1.0, 2.0, 3.0]' in layers['data'].python_param.param_str
+    assert '"source": "my_list.txt"' in layers['data'].python_param.param_str
+    scale = [l for l in net.layer if l.type == 'Scale' and l.name.startswith('temp_branch')]
+    assert scale and all(l.scale_param.filler.value == 4.0 for l in scale)  # 1 / 0.25
+    assert layers['fc8_mscoco'].inner_product_param.num_output == 20
+    wsddn = {l.name: l for l in _parse_net(tmp_path / 'wsddn' / 'wsddn_train.prototxt').layer}
+    assert '"batch_size": 4' in wsddn['data'].python_param.param_str

@@ -37,9 +37,10 @@ def add_arguments(p):
         if isinstance(default, tuple):
             kw.update(type=type(default[0]), nargs=len(default), metavar=meta.get('metavar'))
         elif isinstance(default, list):
-            kw.update(type=float, nargs=len(default) if f.name == 'mean' else '+')
+            kw.update(type=float, nargs=len(default) if f.name == 'mean' else '+', metavar='X')
         else:
-            kw['type'] = type(default)
+            kw.update(type=type(default), metavar=meta.get('metavar') or {int: 'N', float: 'X'}.get(
+                type(default), 'TEXT') if not meta.get('choices') else None)
         config.add_argument('--' + (meta.get('flag') or f.name.replace('_', '-')), **kw)
     config.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
                         help='set any MlicConfig field, e.g. --set teacher_temperature=0.5')
@@ -57,6 +58,22 @@ def _literal(text):
         return text
 
 
+def _coerce(default, text):
+    """``text`` read as a value of the kind of ``default`` (numbers stay
+    numbers when they do not fit; validate() then says what is wrong)."""
+    if isinstance(default, str):
+        return text
+    value = _literal(text)
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
+        elem = type(default[0]) if default else float
+        value = [float(v) if elem is float and isinstance(v, int) and not isinstance(v, bool) else v
+                 for v in value]
+        return type(default)(value)
+    return value
+
+
 def config_from_args(args):
     """MlicConfig.release() with the options given, then the --set overrides."""
     from caffe_mlic.netspec import MlicConfig
@@ -71,10 +88,7 @@ def config_from_args(args):
         if not sep or name not in by_name:
             raise UsageError('argument --set: expected FIELD=VALUE with FIELD one of %s, got %r'
                              % (', '.join(by_name), item))
-        value = _literal(text) if by_name[name].type is not str else text
-        if isinstance(_default(by_name[name]), tuple) and isinstance(value, list):
-            value = tuple(value)
-        overrides[name] = value
+        overrides[name] = _coerce(_default(by_name[name]), text)
     return MlicConfig.release(**overrides).validate()
 
 
