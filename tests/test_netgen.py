@@ -95,5 +95,7 @@ def test_netgen_set_overrides_any_config_field(tmp_path):
     scale = [l for l in net.layer if l.type == 'Scale' and l.name.startswith('temp_branch')]
     assert scale and all(l.scale_param.filler.value == 4.0 for l in scale)  # 1 / 0.25
     assert layers['fc8_mscoco'].inner_product_param.num_output == 20
-    wsddn = {l.name: l for l in _parse_net(tmp_path / 'wsddn' / 'wsddn_train.prototxt').layer}
-    assert '"batch_size": 4' in wsddn['data'].python_param.param_str
+    train, test = [l for l in _parse_net(tmp_path / 'wsddn' / 'wsddn_train.prototxt').layer
+                   if l.name == 'data']
+    assert '"batch_size": 4' in train.python_param.param_str
+    assert '"batch_size": 2' in test.python_param.param_str
