@@ -1,13 +1,11 @@
 """The generated prototxt/ tree, netgen options, solvers."""
-import filecmp
 import os
 import subprocess
 import sys
 
 import pytest
-from google.protobuf import text_format
 
-from caffe_mlic import netgen
+from caffe_mlic import netgen, prototxt
 from caffe_mlic.netspec import MlicConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,10 +29,7 @@ def test_committed_prototxt_tree_is_what_the_generators_write(tmp_path):
 
 
 def _parse_net(path):
-    from caffe.proto import caffe_pb2
-    net = caffe_pb2.NetParameter()
-    text_format.Merge(open(path).read(), net)
-    return net
+    return prototxt.read_net(path)
 
 
 def test_netgen_cli_custom_configuration(caffe, tmp_path):
