@@ -200,6 +200,17 @@ def _format_numbers(values):
     return out.tolist()
 
 
+def resize_boxes(boxes, width, height, new_width, new_height):
+    """Boxes (K, 4) 0-based inclusive in a width x height image -> the same
+    boxes in the image resized to new_width x new_height, as datalists hold
+    them: x' = floor(x * W' / W), y' = floor(y * H' / H), clipped to the image."""
+    boxes = np.asarray(boxes, np.float64)
+    # (x * S) / W, not x * (S / W): for whole-pixel x the product is exact,
+    # so a quotient that is a whole number is never floored to one less
+    out = np.floor(boxes * np.array([new_width, new_height] * 2) / np.array([width, height] * 2))
+    return np.clip(out, 0, np.array([new_width - 1, new_height - 1] * 2))
+
+
 def format_line(image_path, labels, boxes, scores):
     """The datalist line for one image (inverse of parse_line), without newline."""
     if not image_path or any(c.isspace() for c in image_path):

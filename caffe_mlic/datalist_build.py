@@ -28,6 +28,7 @@ import sys
 import numpy as np
 
 from caffe_mlic import annotations
+from caffe_mlic.datalist import format_line, resize_boxes, scan_datalist
 from caffe_mlic.errors import InputError, Problem, UsageError
 from caffe_mlic.fileio import atomic_write
 
@@ -80,11 +81,7 @@ def resize_top_boxes(boxes, scores, width, height, size, bbox_num):
     """Top bbox_num by score, mapped to the size=(W', H') image, padded cyclically."""
     order = np.argsort(-scores, kind='stable')[:bbox_num]
     boxes, scores = boxes[order], scores[order]
-    sw, sh = size
-    # (x * S) / W, not x * (S / W): for whole-pixel x the product is exact,
-    # so a quotient that is a whole number is never floored to one less
-    out = np.floor(boxes * np.array([sw, sh, sw, sh]) / np.array([width, height, width, height]))
-    out = np.clip(out, 0, np.array([sw - 1, sh - 1, sw - 1, sh - 1]))
+    out = resize_boxes(boxes, width, height, *size)
     idx = np.arange(bbox_num) % len(out)
     return out[idx].astype(np.float32), scores[idx].astype(np.float32)
 
@@ -144,7 +141,6 @@ def _missing_dirs(path):
 def _write_lines(f, records, classes, proposals_dir, size, bbox_num, root, difficult):
     """Write one datalist line per record to f; returns the gt.json entries.
     Raises InputError listing every problem found."""
-    from caffe_mlic.datalist import format_line
     problems, gt_images, seen_npz = [], [], {}
     for rec in records:
         stem = os.path.splitext(os.path.basename(rec.path))[0]
@@ -191,7 +187,6 @@ def _distinct_boxes(boxes):
 
 def check(path, att_num, bbox_num, size=(672, 672), root=None, check_images=True, out=None):
     """Print a report; returns the number of problems."""
-    from caffe_mlic.datalist import scan_datalist
     out = out or sys.stdout
     dl, problems = scan_datalist(path, att_num, bbox_num, size[0], size[1], root or '', check_images)
     classes_path, _ = companion_paths(path)

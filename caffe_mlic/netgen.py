@@ -1,9 +1,11 @@
 """Write the MLIC-KD-WSD nets and solvers of one MlicConfig (`caffe-mlic netgen`)."""
+import json
 import os
 from dataclasses import replace
 
 from caffe_mlic import prototxt
 from caffe_mlic.errors import UsageError
+from caffe_mlic.fileio import atomic_write
 
 
 def solver_overrides(spec, max_iter=None, base_lr=None, solver_type=None, random_seed=None):
@@ -45,6 +47,20 @@ def generate(out_dir, cfg, max_iter=None, base_lr=None, solver_type=None, random
         spec = solver_overrides(spec, max_iter, base_lr, solver_type, random_seed)
         files[os.path.join(out_dir, rel + '.prototxt')] = solver_proto(
             os.path.join(out_dir, net_rel + '.prototxt'), spec, prefix)
+    settings = os.path.join(out_dir, DEPLOY_SETTINGS)
     for path, proto in files.items():
         prototxt.write(path, proto)
-    return list(files)
+    with atomic_write(settings) as f:
+        f.write(json.dumps(deploy_settings(cfg), indent=1, sort_keys=True) + '\n')
+    return list(files) + [settings]
+
+
+DEPLOY_SETTINGS = 'deploy.json'
+
+
+def deploy_settings(cfg):
+    """What running the deploy nets needs beyond the prototxts: the input
+    sizes, the proposals per image and the data layer's preprocessing
+    ((BGR pixel - mean) * input_scale), written beside the nets."""
+    return dict(num_classes=cfg.num_classes, bbox_num=cfg.bbox_num, teacher_size=cfg.teacher_size,
+                student_size=cfg.student_size, mean=list(cfg.mean), input_scale=cfg.input_scale)
