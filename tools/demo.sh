@@ -66,15 +66,15 @@ step "baseline: the same student trained on labels only"
 train kd/solver_baseline.prototxt
 
 step "mAP on the test split"
-evaluate() {  # label net weights blob
+evaluate() {  # label net weights blob [--sigmoid]
   printf '%-34s ' "$1"
-  (cd "$OUT" && $CLI evaluate --net "$2" --weights "$3" --blob "$4" | tail -1)
+  (cd "$OUT" && $CLI eval cls --net "$2" --weights "$3" --blob "$4" "${@:5}" | tail -1)
 }
 evaluate "teacher (WSDDN)" nets/wsddn/wsddn_train.prototxt "$TEACHER_MODEL" image_level_score
 evaluate "student without KD (baseline)" nets/kd/student_baseline.prototxt \
-  snapshots/kd/baseline_iter_$ITERS.caffemodel fc8_mscoco
+  snapshots/kd/baseline_iter_$ITERS.caffemodel fc8_mscoco --sigmoid
 evaluate "student with KD (stage 2)" nets/kd/train_stage2.prototxt \
-  snapshots/kd/stage2_iter_$ITERS.caffemodel fc8_mscoco
+  snapshots/kd/stage2_iter_$ITERS.caffemodel fc8_mscoco --sigmoid
 echo
 echo "Everything is in $OUT/. At this toy scale and schedule the numbers show the"
 echo "pipeline working, not the paper's results (which need VGG16 from ImageNet and COCO)."

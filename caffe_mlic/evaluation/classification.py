@@ -1,0 +1,167 @@
+"""Multi-label classification metrics, with the conventions of the
+multi-label literature (ML-GCN's evaluation).
+
+Inputs: scores S (images x classes), probabilities; labels L of the same
+shape, 1 (present), 0 (absent) or -1 (ignore: that image is left out of that
+class's AP and of every count).
+
+- AP of a class: non-interpolated, the mean of the precision at the rank of
+  each positive image, images ranked by score descending, ties kept in the
+  order given (stable sort); undefined (NaN, null in JSON) for a class with
+  no positive. mAP: the mean over the classes with a positive.
+- A label is predicted when its score >= 0.5. Per class: Nc correct
+  predictions, Np predictions (counted as 1 when 0, so a class never
+  predicted has precision 0), Ng positives.
+- CP = mean_c Nc/Np, CR = mean_c Nc/Ng, CF1 = 2 CP CR / (CP + CR): means
+  over the classes with a positive (Ng > 0), the classes mAP averages. For
+  a class with Ng = 0 recall is 0/0 and AP undefined, and its precision is 0
+  whatever it predicts, so it would only measure what the test set lacks;
+  its false positives still count in OP.
+- OP = sum Nc / sum Np, OR = sum Nc / sum Ng, OF1 = 2 OP OR / (OP + OR),
+  over all classes.
+- The _top3 variants predict only an image's 3 highest-scoring labels
+  (ties: the lower class index first) that are also >= 0.5; an ignored label
+  among the 3 takes its place but is not counted.
+- An F1 is 0 when its precision and recall are both 0.
+
+Results are in percent; undefined values are None.
+"""
+import numpy as np
+
+from caffe_mlic.errors import InputError, Problem
+
+THRESHOLD = 0.5
+TOP_K = 3
+PROBABILITY_SLACK = 1e-5   # float32 sums of softmax products may exceed 1 by rounding
+OVERALL_KEYS = ('CP', 'CR', 'CF1', 'OP', 'OR', 'OF1')
+
+
+def _average_precisions(scores, labels):
+    """AP per column of scores/labels (M, C): float64 (C,), NaN without positive."""
+    order = np.argsort(-scores, axis=0, kind='stable')
+    ranked = np.take_along_axis(labels, order, axis=0)
+    positive, counted = ranked == 1, ranked != -1
+    hits = np.cumsum(positive, axis=0)
+    ranks = np.cumsum(counted, axis=0)
+    precision_at_hit = np.where(positive, hits / np.maximum(ranks, 1), 0.0)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return precision_at_hit.sum(axis=0) / positive.sum(axis=0)
+
+
+def average_precision(scores, targets):
+    """AP of one class: scores (M,), targets (M,) in {1, 0, -1}. NaN when no positive."""
+    scores = np.asarray(scores, np.float64).reshape(-1, 1)
+    targets = np.asarray(targets).reshape(-1, 1)
+    return float(_average_precisions(scores, targets)[0])
+
+
+def mean_average_precision(scores, targets):
+    """(mAP, per-class APs) for scores/targets (M, C), as fractions; mAP over
+    the classes with a positive (NaN when none has)."""
+    aps = _average_precisions(np.asarray(scores, np.float64), np.asarray(targets))
+    return float(np.nanmean(aps)) if np.isfinite(aps).any() else float('nan'), aps
+
+
+def _first(mask):
+    """'S[i, j]' of the first True of a 2-D mask, and how many more there are."""
+    where = np.argwhere(mask)
+    return tuple(int(v) for v in where[0]), len(where) - 1
+
+
+def _more(n):
+    return ' (and %d more)' % n if n else ''
+
+
+def check_inputs(scores, labels, classes=None, scores_source='scores', labels_source='labels',
+                 classes_source='class list'):
+    """(scores float64, labels int8) once both are images x classes arrays of
+    the same shape, scores finite probabilities, labels 1/0/-1 and, when
+    given, one class name per column; InputError naming the source otherwise."""
+    S, L = np.asarray(scores), np.asarray(labels)
+    problems = []
+    for name, a, source in (('scores', S, scores_source), ('labels', L, labels_source)):
+        if a.dtype.kind not in 'biuf':
+            problems.append(Problem(source, None, None, '%s must be numbers, got dtype %s' % (name, a.dtype)))
+        elif a.ndim != 2:
+            problems.append(Problem(source, None, None, '%s must be a 2-D array (images x classes), '
+                                    'got shape %s' % (name, a.shape)))
+        elif a.shape[0] == 0 or a.shape[1] == 0:
+            problems.append(Problem(source, None, None, '%s are empty (shape %s)' % (name, a.shape)))
+    if problems:
+        raise InputError(problems=problems)
+    if S.shape != L.shape:
+        raise InputError(problems=[Problem(scores_source, None, None, 'scores are %d images x %d classes '
+                                           'but the labels (%s) are %d x %d'
+                                           % (S.shape + (labels_source,) + L.shape))])
+    S = S.astype(np.float64)
+    bad = ~np.isfinite(S)
+    if bad.any():
+        (i, j), more = _first(bad)
+        problems.append(Problem(scores_source, None, None, 'S[%d, %d] = %r is not a finite number%s'
+                                % (i, j, S[i, j], _more(more))))
+    else:
+        outside = (S < -PROBABILITY_SLACK) | (S > 1 + PROBABILITY_SLACK)
+        if outside.any():
+            (i, j), more = _first(outside)
+            problems.append(Problem(scores_source, None, None,
+                                    'S[%d, %d] = %g is outside [0, 1]%s (scores from %g to %g): the '
+                                    'metrics need probabilities; logits need a sigmoid first'
+                                    % (i, j, S[i, j], _more(more), S.min(), S.max())))
+    bad = (L != 1) & (L != 0) & (L != -1)
+    if bad.any():
+        (i, j), more = _first(bad)
+        problems.append(Problem(labels_source, None, None, 'L[%d, %d] = %r is not 1, 0 or -1 (ignore)%s'
+                                % (i, j, L[i, j].item(), _more(more))))
+    if classes is not None and len(classes) != S.shape[1]:
+        problems.append(Problem(classes_source, None, None, '%d class names, but the scores have %d classes'
+                                % (len(classes), S.shape[1])))
+    if problems:
+        raise InputError(problems=problems)
+    return S, L.astype(np.int8)
+
+
+def _percent(value):
+    return None if value is None or not np.isfinite(value) else 100.0 * float(value)
+
+
+def _f1(p, r):
+    if not (np.isfinite(p) and np.isfinite(r)):
+        return float('nan')
+    return 0.0 if p + r == 0 else 2 * p * r / (p + r)
+
+
+def _count_metrics(predicted, positive):
+    """CP CR CF1 OP OR OF1 (fractions) of boolean predictions against positives."""
+    nc = (predicted & positive).sum(axis=0)
+    np_ = predicted.sum(axis=0)
+    ng = positive.sum(axis=0)
+    has = ng > 0
+    if has.any():
+        cp = float(np.mean(nc[has] / np.maximum(np_[has], 1)))
+        cr = float(np.mean(nc[has] / ng[has]))
+    else:
+        cp = cr = float('nan')
+    op = nc.sum() / max(np_.sum(), 1)
+    orr = nc.sum() / ng.sum() if ng.sum() else float('nan')
+    return dict(zip(OVERALL_KEYS, (cp, cr, _f1(cp, cr), op, orr, _f1(op, orr))))
+
+
+def multilabel_metrics(scores, labels, classes=None, threshold=THRESHOLD, top_k=TOP_K):
+    """The metrics of the module docstring, in percent: {'mAP', 'AP' (per
+    class, None without positive), 'CP', 'CR', 'CF1', 'OP', 'OR', 'OF1',
+    the same six with '_top3' (for top_k 3), 'classes'}. classes: names
+    (default '0', '1', ...)."""
+    S, L = check_inputs(scores, labels, classes)
+    names = list(classes) if classes is not None else [str(c) for c in range(S.shape[1])]
+    mean_ap, aps = mean_average_precision(S, L)
+    positive, counted = L == 1, L != -1
+    above = (S >= threshold) & counted
+    top = np.argsort(-S, axis=1, kind='stable')[:, :min(top_k, S.shape[1])]
+    in_top = np.zeros(S.shape, bool)
+    np.put_along_axis(in_top, top, True, axis=1)
+    result = {'mAP': _percent(mean_ap), 'AP': [_percent(ap) for ap in aps]}
+    result.update({k: _percent(v) for k, v in _count_metrics(above, positive).items()})
+    result.update({'%s_top%d' % (k, top_k): _percent(v)
+                   for k, v in _count_metrics(above & in_top, positive).items()})
+    result['classes'] = names
+    return result

@@ -1,0 +1,413 @@
+"""Pascal VOC detection evaluation (AP) and CorLoc.
+
+Boxes are x1 y1 x2 y2, 0-based inclusive pixels, so a box is x2 - x1 + 1
+wide (the VOC "+1" convention, used for every IoU here).
+
+Result files: the devkit's one file per class, comp4_det_<set>_<class>.txt,
+one detection per line, `image_id score x1 y1 x2 y2` in 1-based inclusive
+pixels (ours + 1).
+
+Rules
+- nms: greedy; the highest score is kept and every remaining box whose IoU
+  with it is > the threshold is dropped; kept indices in descending score
+  order, equal scores: the earlier index first.
+- AP of a class: its detections sorted by score, descending (stable). A
+  detection's best match is the ground-truth box of the class in its image
+  with the highest IoU (the first such box on ties). At IoU > 0.5 with a
+  difficult box the detection is ignored (neither TP nor FP); with a box not
+  matched yet it is a TP and matches the box; with a box already matched it
+  is a duplicate, a FP; at IoU <= 0.5 (or no box) a FP. Recall is over the
+  non-difficult boxes. AP07: the VOC2007 11-point mean of the highest
+  precision at recall >= t, t = 0, 0.1, ..., 1 (exact tenths: recall k/10
+  reaches t = k/10). AP: the area under the monotone precision envelope
+  (VOC2010+). A class with no non-difficult box has no AP (None) and is
+  left out of the means.
+- CorLoc of a class (as OICR and wetectron compute it): over the images that
+  contain the class (any box of it, difficult included), the fraction whose
+  top-scoring detection of the class (the earliest in the file on ties)
+  has IoU > 0.5 with some box of the class in that image; an image with no
+  detection of the class counts as wrong. A class in no image has no
+  CorLoc. Means are over the classes that have one.
+
+Results are in percent.
+"""
+import json
+import math
+import os
+from typing import List, NamedTuple
+
+import numpy as np
+
+from caffe_mlic.errors import InputError, Problem, UsageError
+from caffe_mlic.fileio import atomic_write
+
+IOU_THRESHOLD = 0.5
+RESULT_PREFIX = 'comp4_det_'
+RESULT_FIELDS = ('image_id', 'score', 'x1', 'y1', 'x2', 'y2')
+
+
+class ClassDetections(NamedTuple):
+    """The detections of one class: image_ids (K strings), scores (K,),
+    boxes (K, 4) 0-based inclusive."""
+    image_ids: List[str]
+    scores: np.ndarray
+    boxes: np.ndarray
+
+
+class GroundTruth(NamedTuple):
+    """Ground-truth boxes of a set of images, as flat arrays over the G boxes:
+    image (G,) index into image_ids, label (G,) index into classes, boxes
+    (G, 4) 0-based inclusive, difficult (G,) bool. source names the input."""
+    classes: List[str]
+    image_ids: List[str]
+    image: np.ndarray
+    label: np.ndarray
+    boxes: np.ndarray
+    difficult: np.ndarray
+    source: str
+
+
+# ------------------------------------------------------------------ boxes
+
+def box_iou(a, b):
+    """IoU of boxes a (..., 4) and b (..., 4), broadcast against each other,
+    with the +1 pixel convention."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    iw = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1
+    ih = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1
+    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+    area_a = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
+    area_b = (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
+    return inter / (area_a + area_b - inter)
+
+
+def nms(boxes, scores, iou_threshold):
+    """Indices of the boxes greedy NMS keeps, in descending score order."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    order = np.argsort(-np.asarray(scores, np.float64).reshape(-1), kind='stable')
+    keep = []
+    while order.size:
+        best, rest = order[0], order[1:]
+        keep.append(best)
+        order = rest[box_iou(boxes[best], boxes[rest]) <= iou_threshold]
+    return np.array(keep, np.int64)
+
+
+def _same_image_pairs(det_image, gt_image, n_images):
+    """(detection index, box index) of every pair in the same image; a
+    detection's pairs are consecutive, its boxes in their order in gt_image."""
+    gt_order = np.argsort(gt_image, kind='stable')
+    counts = np.bincount(gt_image, minlength=n_images)
+    starts = np.cumsum(counts) - counts
+    per_det = counts[det_image]
+    det = np.repeat(np.arange(len(det_image)), per_det)
+    offset = np.arange(per_det.sum()) - np.repeat(np.cumsum(per_det) - per_det, per_det)
+    return det, gt_order[np.repeat(starts[det_image], per_det) + offset]
+
+
+def _best_match(det_image, det_boxes, gt_image, gt_boxes, n_images):
+    """Per detection: (index of its best box in gt_* or -1, that IoU or 0)."""
+    det, gt = _same_image_pairs(det_image, gt_image, n_images)
+    iou = box_iou(det_boxes[det], gt_boxes[gt])
+    order = np.lexsort((np.arange(len(det)), -iou, det))
+    first = order[np.unique(det[order], return_index=True)[1]]
+    best = np.full(len(det_image), -1, np.int64)
+    best_iou = np.zeros(len(det_image))
+    best[det[first]], best_iou[det[first]] = gt[first], iou[first]
+    return best, best_iou
+
+
+# ------------------------------------------------------------------ AP
+
+def ap_voc07(tp, npos, precision):
+    """11-point AP from cumulative TP counts (K,), the number of positives
+    and the precision (K,): recall >= k/10 tested exactly as 10 tp >= k npos."""
+    reached = 10 * np.asarray(tp)[None, :] >= np.arange(11)[:, None] * npos
+    return float(np.where(reached, np.asarray(precision)[None, :], 0.0).max(axis=1, initial=0).mean())
+
+
+def ap_area(recall, precision):
+    """All-point AP: the area under the monotone precision envelope."""
+    mrec = np.concatenate([[0.0], recall, [1.0]])
+    mpre = np.concatenate([[0.0], precision, [0.0]])
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    step = np.flatnonzero(mrec[1:] != mrec[:-1])
+    return float(np.sum((mrec[step + 1] - mrec[step]) * mpre[step + 1]))
+
+
+def _class_ap(image, scores, boxes, gt_image, gt_boxes, gt_difficult, n_images):
+    """(AP07, AP) of one class, NaN when it has no non-difficult box."""
+    npos = int((~gt_difficult).sum())
+    if npos == 0:
+        return float('nan'), float('nan')
+    order = np.argsort(-scores, kind='stable')
+    best, best_iou = _best_match(image[order], boxes[order], gt_image, gt_boxes, n_images)
+    hit = best_iou > IOU_THRESHOLD
+    ignored = hit & gt_difficult[np.maximum(best, 0)]
+    candidate = np.flatnonzero(hit & ~ignored)
+    tp = np.zeros(len(order), bool)
+    tp[candidate[np.unique(best[candidate], return_index=True)[1]]] = True
+    tp = tp[~ignored]
+    tp_count = np.cumsum(tp)
+    precision = tp_count / np.arange(1, len(tp) + 1)
+    return ap_voc07(tp_count, npos, precision), ap_area(tp_count / npos, precision)
+
+
+def _class_corloc(image, scores, boxes, gt_image, gt_boxes, n_images):
+    """CorLoc of one class, NaN when no image contains it."""
+    images = np.unique(gt_image)
+    if images.size == 0:
+        return float('nan')
+    order = np.argsort(-scores, kind='stable')
+    top_image, first = np.unique(image[order], return_index=True)
+    top = order[first][np.isin(top_image, images)]
+    _, best_iou = _best_match(image[top], boxes[top], gt_image, gt_boxes, n_images)
+    return float((best_iou > IOU_THRESHOLD).sum() / images.size)
+
+
+def _image_indices(gt, image_ids, where):
+    """Indices into gt.image_ids of image_ids; InputError for an unknown one."""
+    ids = np.asarray(gt.image_ids, str)
+    order = np.argsort(ids)
+    wanted = np.asarray(list(image_ids), str)
+    pos = np.clip(np.searchsorted(ids[order], wanted), 0, max(len(ids) - 1, 0))
+    found = ids[order][pos] == wanted if len(ids) else np.zeros(len(wanted), bool)
+    if not found.all():
+        missing = wanted[~found]
+        raise InputError('%s: image id %r is not an image of %s%s' % (
+            where, str(missing[0]), gt.source,
+            '' if len(missing) == 1 else ' (and %d more detections of unknown images)' % (len(missing) - 1)))
+    return order[pos]
+
+
+def evaluate_detections(gt, detections):
+    """AP07, AP and CorLoc of detections ({class name: ClassDetections}; a
+    class not in it has none) against GroundTruth gt: {'AP07', 'AP',
+    'CorLoc' (means), 'AP07_per_class', 'AP_per_class', 'CorLoc_per_class',
+    'classes'}, in percent, None where undefined."""
+    unknown = sorted(set(detections) - set(gt.classes))
+    if unknown:
+        raise InputError('detections of %s, not a class of %s' % (', '.join(map(repr, unknown)), gt.source))
+    n = len(gt.image_ids)
+    ap07, ap, corloc = [], [], []
+    for c, name in enumerate(gt.classes):
+        d = detections.get(name)
+        if d is None or len(d.scores) == 0:
+            image, scores, boxes = np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 4))
+        else:
+            image = _image_indices(gt, d.image_ids, 'detections of %s' % name)
+            scores = np.asarray(d.scores, np.float64).reshape(-1)
+            boxes = np.asarray(d.boxes, np.float64).reshape(-1, 4)
+        mine = gt.label == c
+        a07, a = _class_ap(image, scores, boxes, gt.image[mine], gt.boxes[mine], gt.difficult[mine], n)
+        ap07.append(a07)
+        ap.append(a)
+        corloc.append(_class_corloc(image, scores, boxes, gt.image[mine], gt.boxes[mine], n))
+
+    def percent(values):
+        return [None if math.isnan(v) else 100 * v for v in values]
+
+    def mean(values):
+        kept = [v for v in values if not math.isnan(v)]
+        return 100 * float(np.mean(kept)) if kept else None
+    return {'AP07': mean(ap07), 'AP': mean(ap), 'CorLoc': mean(corloc),
+            'AP07_per_class': percent(ap07), 'AP_per_class': percent(ap),
+            'CorLoc_per_class': percent(corloc), 'classes': list(gt.classes)}
+
+
+# ------------------------------------------------------------------ result files
+
+def result_file_name(image_set, class_name):
+    return '%s%s_%s.txt' % (RESULT_PREFIX, image_set, class_name)
+
+
+def _number_text(value):
+    return '%.9g' % value
+
+
+def write_voc_results(results_dir, image_set, detections, classes):
+    """Write one devkit result file per class of ``classes`` (empty for a class
+    without detections), each atomically; detections: {class: ClassDetections},
+    boxes 0-based. Returns the paths."""
+    problems = []
+    for name, d in detections.items():
+        if name not in classes:
+            problems.append('detections of %r, which is not in the class list' % name)
+            continue
+        bad = [i for i in d.image_ids if not i or any(ch.isspace() for ch in i)]
+        if bad:
+            problems.append('image id %r of %s cannot be written (empty or has whitespace)' % (bad[0], name))
+        if np.asarray(d.boxes).reshape(-1, 4).shape[0] != len(d.image_ids) or len(d.scores) != len(d.image_ids):
+            problems.append('detections of %s: %d image ids, %d scores, %d boxes'
+                            % (name, len(d.image_ids), len(d.scores), np.asarray(d.boxes).size // 4))
+    if problems:
+        raise InputError(problems=problems, what='detections')
+    paths = []
+    for name in classes:
+        path = os.path.join(results_dir, result_file_name(image_set, name))
+        d = detections.get(name)
+        with atomic_write(path) as f:
+            if d is not None:
+                boxes = np.asarray(d.boxes, np.float64).reshape(-1, 4) + 1
+                for image_id, score, box in zip(d.image_ids, np.asarray(d.scores).reshape(-1), boxes):
+                    f.write(' '.join([image_id] + [_number_text(v) for v in (score, *box)]) + '\n')
+        paths.append(path)
+    return paths
+
+
+def find_result_set(results_dir, classes):
+    """The <set> of the comp4_det_<set>_<class>.txt files in results_dir: the
+    one set with a file for every class, else the only set named at all."""
+    try:
+        names = set(os.listdir(results_dir))
+    except OSError as e:
+        raise InputError('%s: cannot list the results folder: %s' % (results_dir, e.strerror or e))
+    sets = set()
+    for file_name in names:
+        for c in classes:
+            suffix = '_%s.txt' % c
+            if file_name.startswith(RESULT_PREFIX) and file_name.endswith(suffix) \
+                    and len(file_name) > len(RESULT_PREFIX) + len(suffix):
+                sets.add(file_name[len(RESULT_PREFIX):-len(suffix)])
+    complete = {s for s in sets if all(result_file_name(s, c) in names for c in classes)}
+    if len(complete) == 1 or (not complete and len(sets) == 1):
+        return (complete or sets).pop()
+    raise UsageError('%s holds %s: name the image set' % (
+        results_dir, 'no %s<set>_<class>.txt result files' % RESULT_PREFIX if not sets
+        else 'result files of several image sets (%s)' % ', '.join(sorted(complete or sets))), 'image_set')
+
+
+def _parse_result_line(path, no, line, known_ids):
+    """(image_id, score, x1, y1, x2, y2) of a line (1-based box), or (None, problems)."""
+    parts = line.split()
+    if len(parts) != len(RESULT_FIELDS):
+        return None, [Problem(path, no, None, 'expected %d fields (%s), got %d'
+                              % (len(RESULT_FIELDS), ' '.join(RESULT_FIELDS), len(parts)))]
+    problems, values = [], []
+    for name, token in zip(RESULT_FIELDS[1:], parts[1:]):
+        try:
+            value = float(token)
+        except ValueError:
+            problems.append(Problem(path, no, name, '%r is not a number' % token))
+            continue
+        if not math.isfinite(value):
+            problems.append(Problem(path, no, name, '%r is not a finite number' % token))
+        values.append(value)
+    if parts[0] not in known_ids:
+        problems.append(Problem(path, no, 'image_id', '%r is not an image of the ground truth' % parts[0]))
+    if not problems:
+        x1, y1, x2, y2 = values[1:]
+        for lo, hi, axis in ((x1, x2, 'x'), (y1, y2, 'y')):
+            if hi < lo:
+                problems.append(Problem(path, no, None, '%s2 = %s < %s1 = %s'
+                                        % (axis, _number_text(hi), axis, _number_text(lo))))
+    return (None, problems) if problems else ((parts[0], *values), [])
+
+
+def read_voc_results(results_dir, image_set, classes, image_ids):
+    """{class: ClassDetections} of the result files in results_dir, boxes
+    0-based. Every malformed line (field count, a number that is not one or
+    not finite, x2 < x1 or y2 < y1), every image id not in image_ids and
+    every missing file is reported together, with file:line."""
+    known = set(image_ids)
+    problems, out = [], {}
+    for name in classes:
+        path = os.path.join(results_dir, result_file_name(image_set, name))
+        try:
+            with open(path, encoding='utf-8') as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            problems.append(Problem(path, None, None, 'no result file for class %r' % name))
+            continue
+        except (OSError, UnicodeDecodeError) as e:
+            problems.append(Problem(path, None, None, 'cannot read: %s' % (getattr(e, 'strerror', None) or e)))
+            continue
+        rows = []
+        for no, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            row, bad = _parse_result_line(path, no, line, known)
+            problems.extend(bad)
+            if row:
+                rows.append(row)
+        values = np.array([r[1:] for r in rows], np.float64).reshape(-1, 5)
+        out[name] = ClassDetections([r[0] for r in rows], values[:, 0], values[:, 1:] - 1)
+    if problems:
+        raise InputError(problems=problems, what='detection results')
+    return out
+
+
+# ------------------------------------------------------------------ ground truth
+
+def ground_truth(classes, image_ids, objects, source):
+    """GroundTruth of image_ids with objects[i] = [(class name, box, difficult)]."""
+    class_index = {c: k for k, c in enumerate(classes)}
+    rows = [(i, class_index[name], box, bool(difficult))
+            for i, objs in enumerate(objects) for name, box, difficult in objs]
+    return GroundTruth(list(classes), list(image_ids),
+                       np.array([r[0] for r in rows], np.int64),
+                       np.array([r[1] for r in rows], np.int64),
+                       np.array([r[2] for r in rows], np.float64).reshape(-1, 4),
+                       np.array([r[3] for r in rows], bool), source)
+
+
+def read_voc_ground_truth(root, image_set, classes=None):
+    """GroundTruth of a VOC image set (annotations.read_voc); image id = the VOC id."""
+    from caffe_mlic import annotations
+    classes, records = annotations.read_voc(root, image_set, classes)
+    ids = [os.path.splitext(os.path.basename(r.source))[0] for r in records]
+    objects = [[(o.name, o.box, o.difficult) for o in r.objects] for r in records]
+    return ground_truth(classes, ids, objects, 'VOC %s set %s' % (root, image_set))
+
+
+def read_gt_json(path):
+    """GroundTruth of a `datalist build` gt.json; image id = the file stem of "path"."""
+    def fail(message, field=None):
+        raise InputError(problems=[Problem(path, None, field, message)])
+    try:
+        with open(path, encoding='utf-8') as f:
+            data = json.load(f)
+    except OSError as e:
+        fail('cannot read the ground truth: %s' % (e.strerror or e))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        fail('not valid JSON: %s' % e)
+    if not isinstance(data, dict) or not isinstance(data.get('classes'), list) \
+            or not isinstance(data.get('images'), list):
+        fail('expected {"classes": [...], "images": [...]}')
+    classes = data['classes']
+    if not classes or not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes):
+        fail('must be a non-empty list of distinct class names', '"classes"')
+    class_set = set(classes)
+    problems, ids, objects, seen = [], [], [], {}
+    for k, image in enumerate(data['images']):
+        field = 'images[%d]' % k
+        if not isinstance(image, dict) or not isinstance(image.get('path'), str) \
+                or not isinstance(image.get('objects', []), list):
+            problems.append(Problem(path, None, field, 'needs a string "path" and a list "objects"'))
+            continue
+        image_id = os.path.splitext(os.path.basename(image['path']))[0]
+        if image_id in seen:
+            problems.append(Problem(path, None, field, 'image id %r (the file stem of "path") repeats '
+                                    'images[%d]' % (image_id, seen[image_id])))
+            continue
+        seen[image_id] = k
+        objs = []
+        for j, obj in enumerate(image.get('objects', [])):
+            where = '%s.objects[%d]' % (field, j)
+            box = obj.get('box') if isinstance(obj, dict) else None
+            if not isinstance(obj, dict) or obj.get('class') not in class_set:
+                problems.append(Problem(path, None, where, 'needs a "class" from "classes"'))
+            elif not (isinstance(box, list) and len(box) == 4 and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)
+                    and box[0] <= box[2] and box[1] <= box[3]):
+                problems.append(Problem(path, None, where, '"box" must be [x1, y1, x2, y2] with x1 <= x2, '
+                                        'y1 <= y2, got %r' % (box,)))
+            else:
+                objs.append((obj['class'], box, bool(obj.get('difficult', False))))
+        ids.append(image_id)
+        objects.append(objs)
+    if not ids and not problems:
+        problems.append(Problem(path, None, '"images"', 'is empty'))
+    if problems:
+        raise InputError(problems=problems, what='ground truth')
+    return ground_truth(classes, ids, objects, path)

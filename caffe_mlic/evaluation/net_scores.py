@@ -1,0 +1,54 @@
+"""The scores of a trained net over its TEST datalist.
+
+The TEST phase reads the datalist in file order and wraps around at its end,
+so ceil(M / batch_size) forward passes see every image once; the rows past
+the M-th are dropped.
+"""
+import numpy as np
+
+from caffe_mlic.errors import InputError, UsageError
+
+LABEL_BLOBS = ('labels', 'label')
+
+
+def _check_score_blob(net, blob, label_blob, data_tops, batch_size, att_num, where):
+    """UsageError unless ``blob`` holds one row of att_num scores per image."""
+    if blob not in net.blobs:
+        raise UsageError('%s has no blob %r; its blobs: %s' % (where, blob, ', '.join(net.blobs)), 'blob')
+    if blob == label_blob or blob in data_tops:
+        raise UsageError('blob %r is %s, not scores' % (
+            blob, 'the labels' if blob == label_blob else 'a top of the data layer (%s)'
+            % ', '.join(data_tops)), 'blob')
+    shape = tuple(net.blobs[blob].shape)
+    if not shape or shape[0] != batch_size or int(np.prod(shape[1:])) != att_num:
+        raise UsageError('blob %r has shape %s, not one row of %d class scores per image (%d x %d per '
+                         'batch): pick an image-level score blob, not a per-region or feature one'
+                         % (blob, shape, att_num, batch_size, att_num), 'blob')
+
+
+def score_test_set(prototxt_path, weights, blob, label_blob=None):
+    """Run the TEST phase once over its whole datalist: (scores (M, C)
+    float64 of ``blob``, labels (M, C) int8 of label_blob, by default the
+    net's 'labels' or 'label' blob)."""
+    from caffe_mlic import prototxt
+    from caffe_mlic.datalist import read_datalist
+    layer = prototxt.data_layer(prototxt.read_net(prototxt_path), 'TEST', where=prototxt_path)
+    params = prototxt.python_params(layer)
+    count = len(read_datalist(params['source'], params['att_num'], params['bbox_num'],
+                              check_images=False).image_paths)
+    if count == 0:
+        raise InputError('%s: the TEST datalist %s lists no image' % (prototxt_path, params['source']))
+    net = prototxt.caffe_net(prototxt_path, 'TEST', weights=weights)
+    if label_blob is None:
+        label_blob = next((b for b in LABEL_BLOBS if b in net.blobs), None)
+        if label_blob is None:
+            raise InputError('%s: the TEST net has no %s blob to take the labels from'
+                             % (prototxt_path, ' or '.join(repr(b) for b in LABEL_BLOBS)))
+    _check_score_blob(net, blob, label_blob, list(layer.top), params['batch_size'], params['att_num'],
+                      prototxt_path)
+    scores, labels = [], []
+    for _ in range(-(-count // params['batch_size'])):
+        net.forward()
+        scores.append(net.blobs[blob].data.reshape(params['batch_size'], -1).astype(np.float64))
+        labels.append(net.blobs[label_blob].data.reshape(params['batch_size'], -1).copy())
+    return np.concatenate(scores)[:count], np.rint(np.concatenate(labels)[:count]).astype(np.int8)

@@ -1,0 +1,280 @@
+"""VOC detection AP, CorLoc, NMS, devkit result files (hand-computed cases) and `caffe-mlic eval det`."""
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from caffe_mlic import cli
+from caffe_mlic.errors import InputError
+from caffe_mlic.evaluation.detection import (ClassDetections, box_iou, evaluate_detections,
+                                             ground_truth, nms, read_gt_json, read_voc_results,
+                                             result_file_name, write_voc_results)
+
+
+def _dets(rows):
+    """ClassDetections of [(image id, score, x1, y1, x2, y2)]."""
+    return ClassDetections([r[0] for r in rows], np.array([r[1] for r in rows], float),
+                           np.array([r[2:] for r in rows], float).reshape(-1, 4))
+
+
+def test_iou_uses_the_plus_one_pixel_convention():
+    # 10x10 box and its top half, 10x5: 50 / 100 (without +1: 36 / 81)
+    assert box_iou([0, 0, 9, 9], [0, 0, 9, 4]) == 0.5
+    assert box_iou([0, 0, 0, 0], [0, 0, 0, 0]) == 1.0
+    assert box_iou([0, 0, 9, 9], [10, 0, 19, 9]) == 0.0
+    assert box_iou(np.zeros((3, 1, 4)), np.zeros((1, 2, 4))).shape == (3, 2)
+
+
+def test_nms_hand_computed():
+    boxes = [[0, 0, 9, 9],      # 0: 0.9
+             [1, 1, 10, 10],    # 1: 0.8, IoU with 0 = 81 / 119 > 0.5: dropped
+             [20, 20, 29, 29],  # 2: 0.7, apart: kept
+             [0, 0, 9, 9],      # 3: 0.9, ties with 0 and comes later: dropped by 0
+             [0, 0, 4, 9]]      # 4: 0.95, IoU with 0 and 3 = 50 / 100, not > 0.5: keeps them
+    scores = [0.9, 0.8, 0.7, 0.9, 0.95]
+    assert nms(boxes, scores, 0.5).tolist() == [4, 0, 2]
+    # the +1 convention decides: IoU 0.5 > 0.45 drops box 1 (0.444 without it would keep it)
+    assert nms([[0, 0, 9, 9], [0, 0, 9, 4]], [0.9, 0.8], 0.45).tolist() == [0]
+    assert nms(np.zeros((0, 4)), [], 0.5).tolist() == []
+
+
+# Class 'cat': image a holds G1 [0,0,9,9], G2 [20,20,29,29] and a difficult box D [40,40,49,49];
+# image b holds G3 [0,0,9,9]: 3 non-difficult boxes.
+AP_GT = ground_truth(['cat', 'dog'], ['a', 'b'],
+                     [[('cat', (0, 0, 9, 9), False), ('cat', (20, 20, 29, 29), False),
+                       ('cat', (40, 40, 49, 49), True)],
+                      [('cat', (0, 0, 9, 9), False), ('dog', (30, 30, 39, 39), True)]], 'test gt')
+AP_DETS = {'cat': _dets([('a', 0.9, 0, 0, 9, 9),        # TP, matches G1
+                         ('a', 0.8, 1, 1, 9, 9),        # best match G1 (IoU 0.81), taken: duplicate, FP
+                         ('a', 0.7, 40, 40, 49, 49),    # best match difficult D: ignored
+                         ('b', 0.6, 0, 0, 9, 9),        # TP, G3
+                         ('b', 0.6, 50, 50, 59, 59)])}  # FP
+# Counted: TP FP TP FP -> precision 1, 1/2, 2/3, 2/4; recall 1/3, 1/3, 2/3, 2/3.
+# AP07: t = 0 .. 0.3 reach recall 1/3 (max precision 1), t = 0.4 .. 0.6 only 2/3 (max
+#   precision 2/3), t = 0.7 .. 1 none: (4 * 1 + 3 * 2/3) / 11 = 6/11.
+# AP (area): envelope 1 up to recall 1/3, 2/3 up to 2/3, then 0: 1/3 * 1 + 1/3 * 2/3 = 5/9.
+# Counting D's detection as a FP would give 5.5 / 11 = 1/2 instead.
+
+
+def test_both_ap_variants_hand_computed():
+    result = evaluate_detections(AP_GT, AP_DETS)
+    assert result['AP07_per_class'][0] == pytest.approx(100 * 6 / 11)
+    assert result['AP_per_class'][0] == pytest.approx(100 * 5 / 9)
+    # dog has only a difficult box: no AP, left out of the means
+    assert result['AP07_per_class'][1] is None and result['AP_per_class'][1] is None
+    assert result['AP07'] == pytest.approx(100 * 6 / 11) and result['AP'] == pytest.approx(100 * 5 / 9)
+    assert result['classes'] == ['cat', 'dog']
+
+
+def test_area_ap_takes_the_precision_envelope():
+    # TP FP FP TP TP over 3 boxes: precision 1, 1/2, 1/3, 1/2, 3/5; recall 1/3, 1/3, 1/3, 2/3, 1.
+    # The envelope is 1 up to recall 1/3, then 3/5 (the later, higher precision):
+    #   AP = 1/3 * 1 + 2/3 * 3/5 = 11/15 (the raw precision at each recall step: 7/10).
+    # AP07: t <= 0.3 -> 1 (4 points), t >= 0.4 -> 3/5 (7 points): (4 + 4.2) / 11 = 41/55.
+    gt = ground_truth(['cat'], ['a'], [[('cat', (0, 0, 9, 9), False), ('cat', (20, 0, 29, 9), False),
+                                        ('cat', (40, 0, 49, 9), False)]], 'test gt')
+    dets = {'cat': _dets([('a', 0.9, 0, 0, 9, 9), ('a', 0.8, 60, 0, 69, 9), ('a', 0.7, 80, 0, 89, 9),
+                          ('a', 0.6, 20, 0, 29, 9), ('a', 0.5, 40, 0, 49, 9)])}
+    result = evaluate_detections(gt, dets)
+    assert result['AP'] == pytest.approx(100 * 11 / 15)
+    assert result['AP07'] == pytest.approx(100 * 41 / 55)
+
+
+def test_ap_perfect_and_no_detections():
+    perfect = {'cat': _dets([('a', 0.9, 0, 0, 9, 9), ('a', 0.8, 20, 20, 29, 29), ('b', 0.7, 0, 0, 9, 9)])}
+    result = evaluate_detections(AP_GT, perfect)
+    assert result['AP07_per_class'][0] == pytest.approx(100) and result['AP_per_class'][0] == pytest.approx(100)
+    result = evaluate_detections(AP_GT, {})
+    assert result['AP07_per_class'][0] == 0 and result['AP_per_class'][0] == 0
+    assert result['CorLoc_per_class'] == [0.0, 0.0]
+
+
+# CorLoc: image a holds a cat and a difficult dog, b only a difficult cat, c a cat, d nothing.
+CORLOC_GT = ground_truth(['cat', 'dog'], ['a', 'b', 'c', 'd'],
+                         [[('cat', (0, 0, 9, 9), False), ('dog', (50, 50, 69, 69), True)],
+                          [('cat', (0, 0, 9, 9), True)],
+                          [('cat', (0, 0, 9, 9), False)],
+                          []], 'test gt')
+CORLOC_DETS = {
+    'cat': _dets([('a', 0.3, 0, 0, 9, 9),        # right, but not a's top cat detection
+                  ('a', 0.8, 30, 30, 39, 39),    # a's top: wrong
+                  ('b', 0.5, 0, 0, 9, 9),        # b's top: right, on a difficult box
+                  ('d', 0.99, 0, 0, 9, 9)]),     # d has no cat: not counted; c has no detection: wrong
+    'dog': _dets([('a', 0.4, 50, 50, 69, 69),    # right, on a difficult box
+                  ('c', 0.9, 0, 0, 9, 9)])}      # c has no dog: not counted
+# CorLoc cat = 1 of a, b, c = 1/3; dog = 1 of a = 1; mean 2/3.
+# AP cat (2 non-difficult boxes): d FP, a(0.8) FP, b ignored (difficult), a(0.3) TP
+#   -> precision 0, 0, 1/3, recall 0, 0, 1/2: AP07 = 6 points (t <= 0.5) x 1/3 / 11 = 2/11,
+#   area = 1/2 x 1/3 = 1/6.
+
+
+def test_corloc_counts_difficult_boxes_and_images_without_detection():
+    result = evaluate_detections(CORLOC_GT, CORLOC_DETS)
+    assert result['CorLoc_per_class'] == pytest.approx([100 / 3, 100])
+    assert result['CorLoc'] == pytest.approx(100 * 2 / 3)
+    assert result['AP07_per_class'][0] == pytest.approx(100 * 2 / 11)
+    assert result['AP_per_class'][0] == pytest.approx(100 / 6)
+    assert result['AP_per_class'][1] is None
+
+
+def test_unknown_image_or_class_in_detections():
+    with pytest.raises(InputError, match="image id 'zz' is not an image of test gt"):
+        evaluate_detections(AP_GT, {'cat': _dets([('zz', 0.9, 0, 0, 9, 9)])})
+    with pytest.raises(InputError, match="'cow', not a class of test gt"):
+        evaluate_detections(AP_GT, {'cow': _dets([('a', 0.9, 0, 0, 9, 9)])})
+
+
+# ------------------------------------------------------------------ result files
+
+def test_result_files_round_trip_in_devkit_coordinates(tmp_path):
+    paths = write_voc_results(str(tmp_path), 'test', AP_DETS, ['cat', 'dog'])
+    assert [os.path.basename(p) for p in paths] == ['comp4_det_test_cat.txt', 'comp4_det_test_dog.txt']
+    lines = (tmp_path / 'comp4_det_test_cat.txt').read_text().splitlines()
+    assert lines[0] == 'a 0.9 1 1 10 10' and len(lines) == 5
+    assert (tmp_path / 'comp4_det_test_dog.txt').read_text() == ''
+    back = read_voc_results(str(tmp_path), 'test', ['cat', 'dog'], ['a', 'b'])
+    assert back['cat'].image_ids == AP_DETS['cat'].image_ids
+    np.testing.assert_array_equal(back['cat'].boxes, AP_DETS['cat'].boxes)
+    np.testing.assert_array_equal(back['cat'].scores, AP_DETS['cat'].scores)
+    assert len(back['dog'].scores) == 0 and back['dog'].boxes.shape == (0, 4)
+    with pytest.raises(InputError, match='has whitespace'):
+        write_voc_results(str(tmp_path), 'test', {'cat': _dets([('a b', 0.9, 0, 0, 9, 9)])}, ['cat'])
+
+
+def test_malformed_result_lines_are_reported_with_file_and_line(tmp_path):
+    path = tmp_path / result_file_name('test', 'cat')
+    path.write_text('a 0.9 1 1 10 10\n'          # 1: fine
+                    'a 0.9 1 1 10\n'             # 2: five fields
+                    'a high 1 1 10 10\n'         # 3: not a number
+                    '\n'                         # 4: blank, skipped
+                    'a nan 1 1 10 10\n'          # 5: NaN
+                    'b 0.5 10 1 5 10\n'          # 6: x2 < x1
+                    'zz 0.5 1 1 10 10\n')        # 7: unknown image
+    with pytest.raises(InputError) as err:
+        read_voc_results(str(tmp_path), 'test', ['cat', 'dog'], ['a', 'b'])
+    text = str(err.value)
+    assert text.splitlines()[0].startswith('6 problems in detection results')
+    for needle in ('%s:2: expected 6 fields (image_id score x1 y1 x2 y2), got 5' % path,
+                   "%s:3: score: 'high' is not a number" % path,
+                   "%s:5: score: 'nan' is not a finite number" % path,
+                   '%s:6: x2 = 5 < x1 = 10' % path,
+                   "%s:7: image_id: 'zz' is not an image of the ground truth" % path,
+                   "%s: no result file for class 'dog'" % (tmp_path / 'comp4_det_test_dog.txt')):
+        assert needle in text, text
+    assert ':1:' not in text and ':4:' not in text
+
+
+# ------------------------------------------------------------------ ground truth files and the command
+
+def _write_gt_json(path, gt):
+    images = [{'path': 'images/%s.jpg' % image_id, 'file': '/x/%s.jpg' % image_id, 'width': 100,
+               'height': 100, 'labels': [],
+               'objects': [{'class': gt.classes[c], 'box': list(map(float, box)), 'difficult': bool(d)}
+                           for i2, c, box, d in zip(gt.image, gt.label, gt.boxes, gt.difficult) if i2 == i]}
+              for i, image_id in enumerate(gt.image_ids)]
+    path.write_text(json.dumps({'classes': gt.classes, 'size': [64, 64], 'images': images}))
+    return str(path)
+
+
+def test_gt_json_reader(tmp_path):
+    gt = read_gt_json(_write_gt_json(tmp_path / 'gt.json', CORLOC_GT))
+    assert gt.image_ids == ['a', 'b', 'c', 'd'] and gt.classes == ['cat', 'dog']
+    np.testing.assert_array_equal(gt.difficult, CORLOC_GT.difficult)
+    np.testing.assert_array_equal(gt.boxes, CORLOC_GT.boxes)
+    bad = tmp_path / 'bad.json'
+    bad.write_text(json.dumps({'classes': ['cat'], 'images': [
+        {'path': 'x/a.jpg', 'objects': [{'class': 'cow', 'box': [0, 0, 1, 1]}]},
+        {'path': 'y/a.png', 'objects': []},
+        {'path': 'b.jpg', 'objects': [{'class': 'cat', 'box': [5, 0, 1, 1]}]}]}))
+    with pytest.raises(InputError) as err:
+        read_gt_json(str(bad))
+    text = str(err.value)
+    assert 'images[0].objects[0]: needs a "class" from "classes"' in text
+    assert "images[1]: image id 'a' (the file stem of \"path\") repeats images[0]" in text
+    assert 'images[2].objects[0]: "box" must be [x1, y1, x2, y2]' in text
+
+
+def _write_voc(root, gt):
+    """A VOC folder of gt's images (black 100x100 JPEGs), set 'test'."""
+    for sub in ('Annotations', 'ImageSets/Main', 'JPEGImages'):
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
+    for i, image_id in enumerate(gt.image_ids):
+        cv2.imwrite(os.path.join(root, 'JPEGImages', image_id + '.jpg'), np.zeros((100, 100, 3), np.uint8))
+        objects = ''.join(
+            '<object><name>%s</name><difficult>%d</difficult><bndbox><xmin>%d</xmin><ymin>%d</ymin>'
+            '<xmax>%d</xmax><ymax>%d</ymax></bndbox></object>'
+            % ((gt.classes[c], d) + tuple(int(v) + 1 for v in box))
+            for i2, c, box, d in zip(gt.image, gt.label, gt.boxes, gt.difficult) if i2 == i)
+        with open(os.path.join(root, 'Annotations', image_id + '.xml'), 'w') as f:
+            f.write('<annotation><filename>%s.jpg</filename><size><width>100</width><height>100</height>'
+                    '<depth>3</depth></size>%s</annotation>' % (image_id, objects))
+    with open(os.path.join(root, 'ImageSets', 'Main', 'test.txt'), 'w') as f:
+        f.write(''.join(i + '\n' for i in gt.image_ids))
+    with open(os.path.join(root, 'classes.txt'), 'w') as f:
+        f.write(''.join(c + '\n' for c in gt.classes))
+    return root
+
+
+EXPECTED_CORLOC_RUN = {'AP07': 100 * 2 / 11, 'AP': 100 / 6, 'CorLoc': 100 * 2 / 3}
+
+
+@pytest.mark.parametrize('source', ['voc', 'gt'])
+def test_cli_det_end_to_end(tmp_path, capsys, source):
+    results = tmp_path / 'results'
+    write_voc_results(str(results), 'test', CORLOC_DETS, CORLOC_GT.classes)
+    if source == 'voc':
+        argv = ['--voc', _write_voc(str(tmp_path / 'VOC'), CORLOC_GT), '--set', 'test']
+    else:  # the set is the one the result files name
+        argv = ['--gt', _write_gt_json(tmp_path / 'gt.json', CORLOC_GT)]
+    out_json = tmp_path / 'det.json'
+    assert cli.main(['eval', 'det'] + argv + ['--results', str(results), '--json', str(out_json)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == 'AP07 18.2 %, AP 16.7 %, CorLoc 66.7 % over 4 images'
+    assert out[1].split() == ['cat', '18.2', '16.7', '33.3'] and out[2].split() == ['dog', 'n/a', 'n/a', '100.0']
+    saved = json.loads(out_json.read_text())
+    for key, value in EXPECTED_CORLOC_RUN.items():
+        assert saved[key] == pytest.approx(value), key
+    assert saved['AP_per_class'][1] is None and saved['classes'] == ['cat', 'dog']
+    assert saved['CorLoc_per_class'] == pytest.approx([100 / 3, 100])
+    assert set(saved) == {'AP07', 'AP', 'CorLoc', 'AP07_per_class', 'AP_per_class', 'CorLoc_per_class',
+                          'classes'}
+
+
+@pytest.mark.parametrize('argv, needle', [
+    (['--results', 'r'], 'give exactly one of --voc ROOT'),
+    (['--voc', 'v', '--gt', 'g.json', '--results', 'r'], 'give exactly one of --voc ROOT'),
+    (['--voc', 'v', '--results', 'r'], '--voc needs --set'),
+    (['--gt', 'g.json', '--classes', 'c.txt', '--results', 'r'], '--classes goes with --voc'),
+    (['--gt', 'g.json'], 'the following arguments are required: --results'),
+])
+def test_cli_det_bad_arguments_exit_2(capsys, argv, needle):
+    assert cli.main(['eval', 'det'] + argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('caffe-mlic eval det: ') and needle in err, err
+
+
+def test_cli_det_bad_input_files_exit_1(tmp_path, capsys):
+    gt_json = _write_gt_json(tmp_path / 'gt.json', CORLOC_GT)
+    results = tmp_path / 'results'
+    write_voc_results(str(results), 'test', CORLOC_DETS, CORLOC_GT.classes)
+    with open(results / 'comp4_det_test_dog.txt', 'a') as f:
+        f.write('c 0.5 1 1 10\n')
+    argv = ['eval', 'det', '--gt', gt_json, '--results', str(results)]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        'caffe-mlic eval det: 1 problem in detection results %s:' % (results / 'comp4_det_test_dog.txt'),
+        '  %s:3: expected 6 fields (image_id score x1 y1 x2 y2), got 5' % (results / 'comp4_det_test_dog.txt')]
+    assert cli.main(['eval', 'det', '--gt', gt_json, '--results', str(tmp_path / 'none')]) == 1
+    assert 'none: results folder not found' in capsys.readouterr().err
+    assert cli.main(['eval', 'det', '--gt', str(tmp_path / 'no.json'), '--results', str(results)]) == 1
+    assert 'no.json: cannot read the ground truth' in capsys.readouterr().err
+    # result files of two sets: --set must say which
+    write_voc_results(str(results), 'val', CORLOC_DETS, CORLOC_GT.classes)
+    assert cli.main(argv) == 2
+    assert 'argument --set: %s holds result files of several image sets (test, val)' % results \
+        in capsys.readouterr().err
+    assert cli.main(argv + ['--set', 'val', '--json', str(tmp_path / 'o.json')]) == 0
+    assert json.loads((tmp_path / 'o.json').read_text())['CorLoc'] == pytest.approx(100 * 2 / 3)
