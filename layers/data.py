@@ -132,6 +132,34 @@ class MultiLabelProposalData(MlicLayer):
         self.closed = True
         self.datalist = self.plans = None
 
+    def seek(self, batch_no):
+        """Make ``batch_no`` the next batch forward delivers, with the plan an
+        uninterrupted run has there (a resumed run continues the sequence
+        instead of starting at batch 0). Batches already handed to the
+        workers are collected and dropped first."""
+        if self.closed:
+            raise DataLoadError('%s: the layer was closed' % self.kind)
+        if batch_no < 0:
+            raise ValueError('batch_no must be >= 0, got %d' % batch_no)
+        if self.workers is not None:
+            for planned in sorted(self.plans):
+                try:
+                    self.workers.wait(planned, (0,))
+                except DataLoadError:
+                    if planned not in self.workers.errors:
+                        raise           # a worker died
+                # A bad image in a dropped batch fails again once it is planned again.
+                self.workers.errors.pop(planned, None)
+                self.workers.release(planned)
+        p = self.params
+        self.planner = BatchPlanner(len(self.datalist), p.batch_size, self.train, p.shuffle,
+                                    p.scale_factors, p.mirror, p.seed)
+        self.planner.skip(batch_no)
+        self.plans = {}
+        self.next_plan = self.next_batch = batch_no
+        if self.workers is not None:
+            self._fill_pipeline()
+
     def _plan(self):
         """Plan the next batch; a failed batch stays planned, so forward fails
         on it again rather than skip it."""

@@ -69,6 +69,13 @@ class BatchPlanner:
         flips = (self.rng.random(self.batch_size) < 0.5) if self.mirror else np.zeros(self.batch_size, bool)
         return indices, factor, flips
 
+    def skip(self, count):
+        """Move on by ``count`` batches, as ``count`` calls of next() would:
+        the random draws are replayed, so the batches that follow are the
+        ones an uninterrupted sequence gives."""
+        for _ in range(count):
+            self.next()
+
 
 def scaled_size(new_height, new_width, factor):
     """The (height, width) images are resized to for scale factor f:

@@ -1,0 +1,63 @@
+"""Train a solver with pycaffe, one iteration at a time:
+
+    caffe-mlic train prototxt/wsddn/solver.prototxt --weights vgg16.caffemodel
+    caffe-mlic train prototxt/kd/solver_stage2.prototxt --resume auto
+
+A progress bar (iteration, smoothed loss, learning rate, test mAP, ETA);
+every test_interval and at the end, the mAP over the whole TEST datalist of
+the score blob (found from the loss that takes the labels, or --score-blob).
+The run directory (default runs/<solver stem>) gets copies of the solver and
+net, log.csv and log.jsonl, curves.png and run.json. Snapshots follow the
+solver; SIGINT / SIGTERM snapshot at the iteration reached and exit 130 / 143
+with the command that resumes. --resume auto continues from the newest
+complete snapshot (a truncated one is passed over), or starts at iteration 0
+when there is none (then --weights apply).
+
+Paths in the solver (net, snapshot_prefix) are relative to the current
+directory, as for `caffe train`. With random_seed in the solver a resumed run
+reaches the same weights as an uninterrupted one.
+"""
+import os
+
+from caffe_mlic.errors import UsageError
+
+HELP = 'train a solver (progress, test mAP, logs, curves, resumable)'
+
+
+def add_arguments(p):
+    p.add_argument('solver', metavar='SOLVER', help='solver prototxt')
+    p.add_argument('--weights', metavar='W[,W...]',
+                   help='caffemodels copied into the net first, in order (as caffe train -weights)')
+    p.add_argument('--resume', metavar='STATE',
+                   help="a .solverstate to continue from, or 'auto': the newest complete snapshot")
+    p.add_argument('--run-dir', metavar='DIR', help='logs, curves and run.json (runs/<solver stem>)')
+    p.add_argument('--score-blob', metavar='B',
+                   help='TEST blob scored for mAP (default: the other bottom of the loss on the labels)')
+
+
+def _commands(args):
+    """(the command line, the command that resumes with '{state}')."""
+    options = []
+    if args.run_dir:
+        options += ['--run-dir', args.run_dir]
+    if args.score_blob:
+        options += ['--score-blob', args.score_blob]
+    given = (['--weights', args.weights] if args.weights else []) + \
+        (['--resume', args.resume] if args.resume else [])
+    base = ['caffe-mlic', 'train', args.solver]
+    return base + given + options, base + ['--resume', '{state}'] + options
+
+
+def run(args):
+    weights = [w for w in (args.weights or '').split(',') if w]
+    if args.weights is not None and not weights:
+        raise UsageError('expected W[,W...], got %r' % args.weights, 'weights')
+    if args.resume is not None and not args.resume:
+        raise UsageError("expected a .solverstate or 'auto'", 'resume')
+    os.environ.setdefault('GLOG_minloglevel', '2')      # before caffe is imported: no INFO lines
+    from caffe_mlic.engine import train
+    command, resume_command = _commands(args)
+    info = train(args.solver, run_dir=args.run_dir, weights=weights, resume=args.resume,
+                 score_blob=args.score_blob, command=command, resume_command=resume_command)
+    print('trained to iteration %d; snapshot %s; logs in %s'
+          % (info['final_iteration'], info.get('last_snapshot'), info['run_dir']))

@@ -1,0 +1,187 @@
+"""A training run's records: log.jsonl and log.csv, run.json, and the same
+records read back from a caffe binary's log.
+
+A record is a flat dict, one per event:
+
+    train  iteration N (the update that takes the weights from N to N + 1),
+           elapsed (seconds of training, summed over resumed sessions), lr,
+           loss (the total: each loss top times its loss_weight),
+           smoothed_loss (mean of the last average_loss totals),
+           train_<top> for each scalar output of the train net (with
+           iter_size > 1: of the iteration's last forward);
+    test   iteration N (the weights after N updates), elapsed,
+           test_<top> for each scalar output of the test net (mean over the
+           pass), test_mAP (percent; absent when there is no score blob).
+
+log.jsonl holds one JSON object a line; log.csv the same rows, its columns
+fixed when the log is opened (empty where a record has no value). Both are
+appended a line at a time and flushed; anything else is written atomically.
+When a run resumes at iteration R, the records after its snapshot (train
+records from R on, test records after R) are dropped first: the resumed
+session writes them again.
+"""
+import csv
+import io
+import json
+import math
+import os
+import platform
+import re
+import time
+
+from caffe_mlic.errors import InputError
+from caffe_mlic.fileio import atomic_write
+
+JSONL, CSV, RUN_JSON = 'log.jsonl', 'log.csv', 'run.json'
+BASE_COLUMNS = ('phase', 'iteration', 'elapsed', 'lr', 'loss', 'smoothed_loss')
+
+
+def _clean(value):
+    """JSON has no NaN: a non-finite number is written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def read_records(path):
+    """The records of a log.jsonl; a torn last line (a killed run) is left out."""
+    records = []
+    try:
+        with open(path, encoding='utf-8') as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return records
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if number == len(lines):
+                break
+            raise InputError('%s:%d: not a JSON record' % (path, number))
+    return records
+
+
+def kept_before(records, iteration):
+    """The records a run resumed at ``iteration`` keeps: train records before
+    it, test records up to it."""
+    return [r for r in records if r['iteration'] < iteration
+            or (r['phase'] == 'test' and r['iteration'] == iteration)]
+
+
+class TrainLog:
+    """log.jsonl and log.csv of a run directory. ``columns``: the record keys
+    after BASE_COLUMNS. With ``resume_at`` the kept records (kept_before) are
+    rewritten and then appended to; otherwise the logs start empty.
+    ``records`` holds everything logged, for the plots."""
+
+    def __init__(self, run_dir, columns, resume_at=None):
+        self.run_dir = run_dir
+        self.columns = list(BASE_COLUMNS) + [c for c in columns if c not in BASE_COLUMNS]
+        self.jsonl_path = os.path.join(run_dir, JSONL)
+        self.csv_path = os.path.join(run_dir, CSV)
+        self.records = [] if resume_at is None else kept_before(read_records(self.jsonl_path),
+                                                                 resume_at)
+        with atomic_write(self.jsonl_path) as f:
+            f.writelines(self._json_line(r) for r in self.records)
+        with atomic_write(self.csv_path, newline='') as f:
+            f.write(self._csv_text(self.records, header=True))
+        self._jsonl = open(self.jsonl_path, 'a', encoding='utf-8')
+        self._csv = open(self.csv_path, 'a', encoding='utf-8', newline='')
+
+    @property
+    def elapsed(self):
+        """Seconds of training the kept records cover."""
+        return self.records[-1]['elapsed'] if self.records else 0.0
+
+    def _json_line(self, record):
+        return json.dumps({k: _clean(v) for k, v in record.items()}) + '\n'
+
+    def _csv_text(self, records, header=False):
+        out = io.StringIO()
+        writer = csv.DictWriter(out, self.columns, restval='', extrasaction='ignore',
+                                lineterminator='\n')
+        if header:
+            writer.writeheader()
+        writer.writerows({k: ('' if v is None else v) for k, v in r.items()} for r in records)
+        return out.getvalue()
+
+    def append(self, record):
+        self.records.append(record)
+        self._jsonl.write(self._json_line(record))
+        self._jsonl.flush()
+        self._csv.write(self._csv_text([record]))
+        self._csv.flush()
+
+    def close(self):
+        self._jsonl.close()
+        self._csv.close()
+
+
+def versions():
+    """Versions of what the run depends on."""
+    import caffe
+    import cv2
+    import numpy
+
+    import caffe_mlic
+    return dict(caffe=getattr(caffe, '__version__', 'unknown'), numpy=numpy.__version__,
+                opencv=cv2.__version__, python=platform.python_version(),
+                caffe_mlic=caffe_mlic.__version__)
+
+
+def now():
+    return time.strftime('%Y-%m-%dT%H:%M:%S%z')
+
+
+def read_run_json(run_dir):
+    try:
+        with open(os.path.join(run_dir, RUN_JSON), encoding='utf-8') as f:
+            return json.load(f)
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def write_run_json(run_dir, info):
+    with atomic_write(os.path.join(run_dir, RUN_JSON)) as f:
+        json.dump(info, f, indent=2, sort_keys=True)
+        f.write('\n')
+
+
+# ---------------------------------------------------------------- a caffe binary's log
+
+_NUMBER = r'[-+]?(?:nan|inf|[0-9.]+(?:[eE][-+]?[0-9]+)?)'
+_CAFFE_LINES = re.compile(
+    r'Iteration (?P<loss_it>\d+)(?: \([^)]*\))?, loss = (?P<loss>{n})'
+    r'|(?P<kind>Train|Test) net output #\d+: (?P<name>\S+) = (?P<value>{n})'
+    r'|Iteration (?P<lr_it>\d+), lr = (?P<lr>{n})'
+    r'|Iteration (?P<test_it>\d+), Testing net \(#(?P<test_net>\d+)\)'.format(n=_NUMBER))
+
+
+def read_caffe_log(text):
+    """Records (as above) from a caffe binary's training log: "Iteration N
+    ..., loss = X" gives smoothed_loss (the binary prints the smoothed
+    total), the "Train net output #k: NAME = V" lines after it train_NAME,
+    "Iteration N, lr = X" the lr, and the "Test net output #k: NAME = V"
+    lines after "Iteration N, Testing net (#0)" test_NAME."""
+    train, tests = {}, []
+    current_train = current_test = None
+    for m in _CAFFE_LINES.finditer(text):
+        if m.group('loss_it') is not None:
+            it = int(m.group('loss_it'))
+            current_train = train.setdefault(it, dict(phase='train', iteration=it))
+            current_train['smoothed_loss'] = float(m.group('loss'))
+        elif m.group('lr_it') is not None:
+            it = int(m.group('lr_it'))
+            train.setdefault(it, dict(phase='train', iteration=it))['lr'] = float(m.group('lr'))
+        elif m.group('test_it') is not None:
+            current_test = None
+            if m.group('test_net') == '0':
+                current_test = dict(phase='test', iteration=int(m.group('test_it')))
+                tests.append(current_test)
+        elif m.group('kind') == 'Train' and current_train is not None:
+            current_train['train_' + m.group('name')] = float(m.group('value'))
+        elif m.group('kind') == 'Test' and current_test is not None:
+            current_test['test_' + m.group('name')] = float(m.group('value'))
+    return sorted(list(train.values()) + tests, key=lambda r: (r['iteration'], r['phase'] == 'train'))

@@ -1,0 +1,709 @@
+"""The training loop of `caffe-mlic train`: pycaffe's solver, one iteration at a time.
+
+The solver file is read as Caffe reads it: a relative ``net`` and a relative
+``snapshot_prefix`` are relative to the current directory (the prefix's
+folder is created; with no prefix, ``<run dir>/snapshots/<solver stem>``).
+Always CPU. What the loop does beyond Caffe's Solver::Step:
+
+- Test: at every ``test_interval`` (iteration 0 too with test_initialization)
+  and at the end, the solver's TEST net, sharing the train net's weights, runs
+  once over its whole TEST datalist (test_iter is not used), from the list's
+  first image each time; the record gets the mean of each scalar output and
+  the mAP of the score blob. The score blob: ``score_blob`` when given,
+  otherwise the other bottom of the first loss layer that takes the labels
+  (the teacher's image_level_score, the student's logits); with none, no mAP.
+- Snapshots: Caffe's own, on the solver's ``snapshot`` schedule and at the end
+  (snapshot_after_train); on SIGINT / SIGTERM one at the iteration reached,
+  after which TrainingInterrupted (exit 130 / 143) says how to resume.
+- Resume (``resume``: a .solverstate, or 'auto': the newest complete snapshot
+  of the solver's prefix; none: from iteration 0): the state is checked before
+  Caffe reads it (it parses, its history fits the net, its learned_net exists,
+  parses and fits); 'auto' passes over a state that fails, saying why. The
+  run goes on at the state's iteration with the same learning-rate schedule,
+  the TRAIN data layers skip to the batch reached, the logs keep what came
+  before the snapshot.
+- Reproducibility: with random_seed >= 0, Caffe's RNG (dropout) is reseeded
+  before each iteration from (random_seed, iteration), so a resumed run draws
+  what an uninterrupted one draws and reaches the same weights bit for bit
+  (with the data layer's own seeded plan). Without random_seed nothing is
+  reseeded, and a resumed run's dropout differs.
+- A total loss that is not finite stops the run (RunError): training diverged.
+"""
+import contextlib
+import glob
+import math
+import os
+import re
+import shlex
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections import deque
+
+import numpy as np
+
+from caffe_mlic import prototxt
+from caffe_mlic.errors import InputError, MlicError, Problem, RunError, UsageError
+from caffe_mlic.engine import logs, plots
+from caffe_mlic.engine.lr import check_lr_policy, learning_rate
+from caffe_mlic.fileio import atomic_write
+from caffe_mlic.progress import progress
+
+NEVER = 2 ** 31 - 1            # a test_interval Caffe's own Step never reaches
+SIGNAL_NAMES = {signal.SIGINT: 'SIGINT', signal.SIGTERM: 'SIGTERM'}
+# History blobs Caffe keeps per learnable blob, by solver type.
+HISTORY_PER_PARAM = {'SGD': 1, 'Nesterov': 1, 'AdaGrad': 1, 'RMSProp': 1, 'AdaDelta': 2, 'Adam': 2}
+_OLD_SOLVER_TYPES = ('SGD', 'Nesterov', 'AdaGrad', 'RMSProp', 'AdaDelta', 'Adam')  # solver_type enum
+DATA_LAYER = 'MultiLabelProposalData'
+
+
+def evaluation():
+    """The mAP function, (mAP, per-class APs) of scores and targets (M, C):
+    the one import of the evaluation code."""
+    from caffe_mlic.evaluation.classification import mean_average_precision
+    return mean_average_precision
+
+
+class TrainingInterrupted(MlicError):
+    """SIGINT or SIGTERM stopped the run after a snapshot; exits 128 + the signal."""
+
+    def __init__(self, message, signum):
+        super().__init__(message)
+        self.signum, self.exit_code = signum, 128 + signum
+
+
+class SnapshotError(InputError):
+    """A snapshot that cannot be resumed from: truncated, incomplete, or of another net."""
+
+
+# ---------------------------------------------------------------- the solver file
+
+
+def _field_line(path, field):
+    """1-based line of the first ``field:`` in a prototxt, or None."""
+    try:
+        with open(path, encoding='utf-8', errors='replace') as f:
+            for number, line in enumerate(f, 1):
+                if re.match(r'\s*%s\s*:' % field, line):
+                    return number
+    except OSError:
+        pass
+    return None
+
+
+class SolverFile:
+    """A solver prototxt checked for what Caffe would abort on: ``param``
+    (SolverParameter), ``net_path`` (None for an inline net_param),
+    ``net_param``, ``type`` and ``snapshot_prefix`` (resolved)."""
+
+    def __init__(self, path, run_dir):
+        self.path = os.fspath(path)
+        if not os.path.isfile(self.path):
+            raise InputError('%s: no such solver prototxt' % self.path)
+        self.param = param = prototxt.read_solver(self.path)
+        self.stem = os.path.splitext(os.path.basename(self.path))[0]
+
+        def problem(field, message):
+            return InputError(problems=[Problem(self.path, _field_line(self.path, field), field,
+                                                message)])
+        if param.HasField('net'):
+            self.net_path = param.net
+            if not os.path.isfile(self.net_path):
+                beside = os.path.join(os.path.dirname(self.path), self.net_path)
+                hint = (' (Caffe reads it relative to the current directory; %s exists)' % beside
+                        if not os.path.isabs(self.net_path) and os.path.isfile(beside) else '')
+                raise problem('net', '%s: no such net prototxt%s' % (self.net_path, hint))
+            self.net_param = prototxt.read_net(self.net_path)
+        elif param.HasField('net_param'):
+            self.net_path, self.net_param = None, param.net_param
+        else:
+            raise InputError('%s: names no net (give net: "train_val.prototxt"; train_net and '
+                             'test_net are not supported here)' % self.path)
+        self.type = param.type
+        if param.HasField('solver_type'):
+            self.type = _OLD_SOLVER_TYPES[param.solver_type]
+        if self.type not in HISTORY_PER_PARAM:
+            raise problem('type', 'unknown solver type %r; Caffe knows %s'
+                          % (self.type, ', '.join(HISTORY_PER_PARAM)))
+        check_lr_policy(param, self.path)
+        if param.max_iter <= 0:
+            raise problem('max_iter', 'max_iter must be > 0, got %d' % param.max_iter)
+        if param.iter_size < 1:
+            raise problem('iter_size', 'iter_size must be >= 1, got %d' % param.iter_size)
+        self.snapshot_prefix = param.snapshot_prefix or os.path.join(run_dir, 'snapshots', self.stem)
+        self.hdf5 = param.snapshot_format == param.HDF5
+
+    def snapshot_paths(self, iteration):
+        """(caffemodel, solverstate) Caffe writes at ``iteration``."""
+        ext = '.h5' if self.hdf5 else ''
+        base = '%s_iter_%d' % (self.snapshot_prefix, iteration)
+        return base + '.caffemodel' + ext, base + '.solverstate' + ext
+
+    def runtime_param(self, with_test):
+        """The SolverParameter handed to pycaffe: CPU, no display, the net's
+        path absolute, and Caffe's own testing off (we test); one TEST net
+        when ``with_test``."""
+        from caffe.proto import caffe_pb2
+        p = caffe_pb2.SolverParameter()
+        p.CopyFrom(self.param)
+        if self.net_path is not None:
+            p.net = os.path.abspath(self.net_path)
+        p.ClearField('solver_type')
+        p.type = self.type
+        del p.test_iter[:]
+        if with_test:
+            p.test_iter.append(1)
+            p.test_interval, p.test_initialization = NEVER, False
+        else:
+            p.ClearField('test_interval')
+        p.display, p.debug_info = 0, False
+        p.solver_mode = caffe_pb2.SolverParameter.CPU
+        p.snapshot_prefix = self.snapshot_prefix
+        return p
+
+
+# ---------------------------------------------------------------- weights and snapshots
+
+
+def _blob_shape(proto):
+    if proto.HasField('shape'):
+        return tuple(proto.shape.dim)
+    return tuple(d for d in (proto.num, proto.channels, proto.height, proto.width))
+
+
+def _shape_fits(shape, proto):
+    """Caffe's Blob::ShapeEquals: the shape, or the legacy 4-d num/channels/height/width."""
+    if proto.HasField('shape'):
+        return tuple(proto.shape.dim) == tuple(shape)
+    return len(shape) <= 4 and (1,) * (4 - len(shape)) + tuple(shape) == _blob_shape(proto)
+
+
+def _values(proto):
+    return len(proto.data) or len(proto.double_data)
+
+
+def _parse(message, path, error=InputError):
+    from google.protobuf.message import DecodeError
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except OSError as e:
+        raise error('%s: cannot read it: %s' % (path, e.strerror or e))
+    try:
+        message.ParseFromString(data)
+    except DecodeError:
+        raise error('%s: truncated or not a %s (protobuf cannot parse it)'
+                    % (path, type(message).__name__))
+    return message
+
+
+def check_weights(path, net, complete=False, error=InputError):
+    """Raise ``error`` unless caffemodel ``path`` can be copied into caffe.Net
+    ``net`` without Caffe aborting: it parses, and every layer of it that the
+    net has gives as many blobs, each of the net's shape with all its values.
+    ``complete``: every layer of the net with blobs must be in it (a
+    snapshot of this net)."""
+    from caffe.proto import caffe_pb2
+    if path.endswith('.h5'):
+        if not os.path.isfile(path):
+            raise error('%s: no such file' % path)
+        return
+    model = _parse(caffe_pb2.NetParameter(), path, error)
+    source = {layer.name: layer.blobs for layer in list(model.layer) + list(model.layers)}
+    problems = []
+    for name, blobs in net.params.items():
+        given = source.get(name)
+        if given is None:
+            if complete:
+                problems.append('has no layer %s' % name)
+            continue
+        if len(given) != len(blobs):
+            problems.append('layer %s has %d blobs, the net %d' % (name, len(given), len(blobs)))
+            continue
+        for i, (blob, proto) in enumerate(zip(blobs, given)):
+            if not _shape_fits(blob.data.shape, proto) or _values(proto) != blob.data.size:
+                problems.append('layer %s blob %d is %s (%d values), the net needs %s'
+                                % (name, i, 'x'.join(map(str, _blob_shape(proto))) or 'empty',
+                                   _values(proto), 'x'.join(map(str, blob.data.shape))))
+    if problems:
+        raise error(problems=[Problem(path, None, None, p) for p in problems],
+                    what=None if len(problems) == 1 else 'weights')
+
+
+def learnable_shapes(net, net_param):
+    """Shapes of the net's learnable blobs in Caffe's order (a blob shared by
+    name counts once, where it first appears): what a solver state's history
+    follows."""
+    specs = {layer.name: layer.param for layer in net_param.layer if prototxt.in_phase(layer, 'TRAIN')}
+    seen, shapes = set(), []
+    for name, blobs in net.params.items():
+        for i, blob in enumerate(blobs):
+            spec = specs.get(name)
+            shared = spec[i].name if spec is not None and i < len(spec) else ''
+            if shared:
+                if shared in seen:
+                    continue
+                seen.add(shared)
+            shapes.append(blob.data.shape)
+    return shapes
+
+
+def _learned_net_path(learned_net, state_path):
+    """Where the state's learned_net is: as Caffe reads it (relative to the
+    current directory), else beside the state; None when in neither."""
+    if os.path.isfile(learned_net):
+        return learned_net
+    beside = os.path.join(os.path.dirname(state_path), os.path.basename(learned_net))
+    return beside if os.path.isfile(beside) else None
+
+
+def check_snapshot(state_path, net, net_param, solver_type):
+    """(iteration, caffemodel path) of a solver state this solver can resume
+    from; SnapshotError saying why not."""
+    from caffe.proto import caffe_pb2
+    if not os.path.isfile(state_path):
+        raise SnapshotError('%s: no such solver state' % state_path)
+    if state_path.endswith('.h5'):
+        model = state_path[:-len('.solverstate.h5')] + '.caffemodel.h5'
+        return None, model
+    state = _parse(caffe_pb2.SolverState(), state_path, SnapshotError)
+    shapes = learnable_shapes(net, net_param) * HISTORY_PER_PARAM[solver_type]
+    if len(state.history) != len(shapes):
+        raise SnapshotError('%s: not a state of this solver (or truncated): %d history blobs; '
+                            'this net with solver type %s keeps %d'
+                            % (state_path, len(state.history), solver_type, len(shapes)))
+    for i, (proto, shape) in enumerate(zip(state.history, shapes)):
+        if not _shape_fits(shape, proto) or _values(proto) != int(np.prod(shape)):
+            raise SnapshotError('%s: not a state of this solver: history blob %d is %s, the net '
+                                'needs %s' % (state_path, i, 'x'.join(map(str, _blob_shape(proto))),
+                                              'x'.join(map(str, shape))))
+    if not state.learned_net:
+        raise SnapshotError('%s: names no learned_net (its caffemodel)' % state_path)
+    model = _learned_net_path(state.learned_net, state_path)
+    if model is None:
+        raise SnapshotError('%s: its caffemodel %s is missing' % (state_path, state.learned_net))
+    check_weights(model, net, complete=True, error=SnapshotError)
+    return state.iter, model
+
+
+def find_snapshots(prefix):
+    """[(iteration, solverstate)] of ``prefix``, newest first."""
+    found = []
+    for path in glob.glob(glob.escape(prefix) + '_iter_*.solverstate*'):
+        m = re.search(r'_iter_(\d+)\.solverstate(\.h5)?$', path)
+        if m and path.startswith(prefix + '_iter_'):
+            found.append((int(m.group(1)), path))
+    return sorted(found, reverse=True)
+
+
+# ---------------------------------------------------------------- nets
+
+
+def label_blob(net_param, data_layer):
+    """The labels (N, C) of a MultiLabelProposalData layer: its second top with
+    split_tops, else the first top of the Slice that splits label_roi."""
+    if prototxt.python_params(data_layer).get('split_tops'):
+        return data_layer.top[1]
+    for layer in prototxt.find_layers(net_param, type='Slice', phase='TEST'):
+        if list(layer.bottom) == [data_layer.top[1]]:
+            return layer.top[0]
+    return data_layer.top[1]
+
+
+def _is_loss(layer):
+    kind = layer.python_param.layer if layer.type == 'Python' else layer.type
+    return kind.endswith('Loss') or any(w != 0 for w in layer.loss_weight)
+
+
+def find_score_blob(net_param, labels):
+    """The other bottom of the first TEST-phase loss layer that takes the
+    labels; None when no loss does."""
+    for layer in prototxt.find_layers(net_param, phase='TEST'):
+        if _is_loss(layer) and len(layer.bottom) == 2 and labels in layer.bottom:
+            other = [b for b in layer.bottom if b != labels]
+            if other:
+                return other[0]
+    return None
+
+
+def scalar_outputs(net):
+    """The net's outputs holding one value (losses, accuracies)."""
+    return [name for name in net.outputs if net.blobs[name].data.size == 1]
+
+
+def seekable_layers(net):
+    """The layers of caffe.Net ``net`` that can skip to a batch (data layers)."""
+    return [layer for layer in net.layers if callable(getattr(layer, 'seek', None))]
+
+
+def iteration_seed(seed, iteration):
+    """Caffe's RNG seed for ``iteration`` of a run seeded with ``seed``."""
+    return int(np.random.SeedSequence([seed, iteration]).generate_state(1)[0]) & 0x7fffffff
+
+
+@contextlib.contextmanager
+def _main_thread_signals(handlers):
+    """Install ``handlers`` {signum: handler} for the block (main thread only)."""
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        old = {s: signal.signal(s, h) for s, h in handlers.items()}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _copy_file(src, dst):
+    with open(src, 'rb') as f, atomic_write(dst, 'wb') as out:
+        shutil.copyfileobj(f, out)
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _default_log(message):
+    sys.stderr.write(message + '\n')
+    sys.stderr.flush()
+
+
+class Trainer:
+    """One training session of ``solver_path`` into ``run_dir``.
+
+    weights: caffemodels copied into the nets before training; resume: a
+    .solverstate path or 'auto' (weights then only apply when no snapshot is
+    found); score_blob: the TEST blob scored for mAP; command: the command
+    line (for run.json); resume_command: the one that resumes, '{state}'
+    standing for the solver state; log: where notes go (stderr)."""
+
+    def __init__(self, solver_path, run_dir=None, weights=(), resume=None, score_blob=None,
+                 command=None, resume_command=None, log=None):
+        self.run_dir = run_dir or os.path.join('runs', os.path.splitext(
+            os.path.basename(os.fspath(solver_path)))[0])
+        self.solver_file = SolverFile(solver_path, self.run_dir)
+        self.weights = list(weights)
+        for w in self.weights:
+            if not os.path.isfile(w):
+                raise InputError('%s: no such weights file' % w)
+        if resume not in (None, 'auto') and not os.path.isfile(resume):
+            raise InputError('%s: no such solver state' % resume)
+        if resume not in (None, 'auto') and self.weights:
+            raise UsageError('give a solver state to resume from or weights to start from, not both')
+        self.resume, self.score_blob_option = resume, score_blob
+        self.resume_command = resume_command or ['caffe-mlic', 'train', os.fspath(solver_path),
+                                                 '--resume', '{state}']
+        self.command = command or [a for a in self.resume_command if a not in ('--resume', '{state}')]
+        self.note = log or _default_log
+        self.stop_signal = None
+
+    # ------------------------------------------------------------ setup
+
+    def _test_setup(self):
+        """(data layer, labels, score blob) of the TEST phase, or None without a TEST data layer."""
+        net_param = self.solver_file.net_param
+        found = prototxt.find_layers(net_param, python_layer=DATA_LAYER, phase='TEST')
+        if len(found) != 1:
+            what = 'no' if not found else '%d' % len(found)
+            if self.score_blob_option:
+                raise UsageError('the net has %s TEST-phase %s layer, nothing to score'
+                                 % (what, DATA_LAYER), 'score_blob')
+            self.note('the net has %s TEST-phase %s layer: no tests' % (what, DATA_LAYER))
+            return None
+        labels = label_blob(net_param, found[0])
+        score = self.score_blob_option or find_score_blob(net_param, labels)
+        if score is None:
+            self.note('no loss layer takes the labels %r: tests give the losses only, no mAP '
+                      '(name the scores with score_blob)' % labels)
+        return found[0], labels, score
+
+    def _build(self):
+        import caffe
+        sf = self.solver_file
+        self.test = self._test_setup()
+        os.makedirs(os.path.dirname(os.path.abspath(sf.snapshot_prefix)), exist_ok=True)
+        caffe.set_mode_cpu()
+        text = prototxt.to_text(sf.runtime_param(self.test is not None), header=None)
+        # Data workers spawned now inherit an ignored SIGINT: a Ctrl-C in the
+        # terminal reaches the whole process group, and should stop the loop
+        # between iterations rather than kill the workers under it.
+        with prototxt.temporary_file(text) as path, \
+                _main_thread_signals({signal.SIGINT: signal.SIG_IGN}):
+            self.solver = caffe.get_solver(path)
+        self.net = self.solver.net
+        self.test_net = self.solver.test_nets[0] if self.test is not None else None
+        if self.test is not None:
+            data, labels, score = self.test
+            blobs = self.test_net.blobs
+            if score is not None and score not in blobs:
+                raise UsageError('the TEST net has no blob %r; its blobs: %s'
+                                 % (score, ', '.join(blobs)), 'score_blob')
+            if labels not in blobs:
+                raise InputError('%s: the TEST net has no label blob %r' % (sf.path, labels))
+            if score is not None and blobs[score].data.reshape(blobs[score].shape[0], -1).shape != \
+                    blobs[labels].data.shape:
+                raise UsageError('blob %s is %s but the labels %s are %s: not scores of the classes'
+                                 % (score, blobs[score].data.shape, labels,
+                                    blobs[labels].data.shape), 'score_blob')
+            self.test_data = self.test_net.layer_dict[data.name]
+        self.train_tops = scalar_outputs(self.net)
+        weights = self.net.blob_loss_weights
+        self.loss_weights = np.array([weights[name] for name in self.train_tops], np.float64)
+        self.test_tops = scalar_outputs(self.test_net) if self.test_net is not None else []
+
+    def _copy_weights(self, paths):
+        for path in paths:
+            check_weights(path, self.net)
+            self.net.copy_from(path)
+            if self.test_net is not None:
+                check_weights(path, self.test_net)
+                self.test_net.copy_from(path)
+            self.note('weights from %s' % path)
+
+    def _choose_state(self):
+        """The solver state to resume from (None: start at iteration 0)."""
+        sf = self.solver_file
+        if self.resume is None:
+            return None
+        if self.resume != 'auto':
+            check_snapshot(self.resume, self.net, sf.net_param, sf.type)
+            return self.resume
+        candidates = find_snapshots(sf.snapshot_prefix)
+        for _, path in candidates:
+            try:
+                check_snapshot(path, self.net, sf.net_param, sf.type)
+                return path
+            except SnapshotError as e:
+                self.note('skipping %s' % e)
+        self.note('no complete snapshot with prefix %s: starting at iteration 0'
+                  % sf.snapshot_prefix if candidates else
+                  'no snapshot with prefix %s yet: starting at iteration 0' % sf.snapshot_prefix)
+        return None
+
+    def _restore(self, state_path):
+        """solver.restore, with the learned_net made absolute when Caffe
+        would not find it from the current directory."""
+        from caffe.proto import caffe_pb2
+        if state_path.endswith('.h5'):
+            self.solver.restore(state_path)
+            return
+        state = _parse(caffe_pb2.SolverState(), state_path)
+        model = _learned_net_path(state.learned_net, state_path)
+        if model == state.learned_net:
+            self.solver.restore(state_path)
+            return
+        state.learned_net = os.path.abspath(model)
+        with prototxt.temporary_file('', suffix='.solverstate') as tmp:
+            with open(tmp, 'wb') as f:
+                f.write(state.SerializeToString())
+            self.solver.restore(tmp)
+
+    # ------------------------------------------------------------ testing
+
+    def _due_test(self, iteration):
+        interval = self.solver_file.param.test_interval
+        return (self.test is not None and interval > 0 and iteration % interval == 0
+                and (iteration > 0 or self.solver_file.param.test_initialization))
+
+    def run_test(self):
+        """The test record at the current iteration, or None when a signal
+        cut the pass short."""
+        data, labels, score = self.test
+        count, batch = len(self.test_data.datalist), self.test_data.params.batch_size
+        net = self.test_net
+        net.share_with(self.net)
+        self.test_data.seek(0)
+        sums = np.zeros(len(self.test_tops))
+        scores, targets = [], []
+        for _ in range(-(-count // batch)):
+            if self.stop_signal is not None:
+                return None
+            net.forward()
+            sums += [float(net.blobs[name].data.flat[0]) for name in self.test_tops]
+            if score is not None:
+                blob = net.blobs[score].data
+                scores.append(blob.reshape(blob.shape[0], -1).copy())
+                targets.append(net.blobs[labels].data.copy())
+        record = dict(phase='test', iteration=self.solver.iter, elapsed=self._elapsed())
+        record.update(('test_' + name, v / -(-count // batch)) for name, v in zip(self.test_tops, sums))
+        if score is not None:
+            mean_ap, _ = evaluation()(np.concatenate(scores)[:count], np.concatenate(targets)[:count])
+            record['test_mAP'] = 100 * mean_ap if math.isfinite(mean_ap) else None
+        return record
+
+    # ------------------------------------------------------------ the loop
+
+    def _elapsed(self):
+        return self.elapsed_before + time.monotonic() - self.started
+
+    def _resume_command(self, state):
+        return shlex.join(state if a == '{state}' else a for a in self.resume_command)
+
+    def _write_run_json(self, **changes):
+        self.info.update(changes)
+        logs.write_run_json(self.run_dir, self.info)
+
+    def _snapshot(self):
+        self.solver.snapshot()
+        self.last_snapshot = self.solver.iter
+
+    def _test_and_log(self, bar):
+        record = self.run_test()
+        if record is None:
+            return
+        self.log.append(record)
+        self.tested.add(record['iteration'])
+        parts = ['%s %.4g' % (k[5:], v) for k, v in record.items()
+                 if k.startswith('test_') and k != 'test_mAP' and v is not None]
+        if record.get('test_mAP') is not None:
+            parts.insert(0, 'mAP %.2f %%' % record['test_mAP'])
+            self.last_map = record['test_mAP']
+        bar.write('iteration %d: test %s' % (record['iteration'], ', '.join(parts) or 'done'),
+                  file=sys.stdout)
+        plots.draw_curves(self.log.records, os.path.join(self.run_dir, 'curves.png'),
+                          title=self.solver_file.stem)
+
+    def _start(self):
+        """Build the nets, load the weights or the state, open the logs and
+        run.json; returns the state resumed from (None: a fresh start)."""
+        sf, run_dir = self.solver_file, self.run_dir
+        os.makedirs(run_dir, exist_ok=True)
+        self._build()
+        state = self._choose_state()
+        if state is None:
+            self._copy_weights(self.weights)
+        else:
+            self._restore(state)
+            self.note('resuming from %s at iteration %d' % (state, self.solver.iter))
+        start = self.solver.iter
+        if start:
+            for layer in seekable_layers(self.net):
+                layer.seek(start * sf.param.iter_size)
+        self.last_snapshot = start if state is not None else None
+
+        _copy_file(sf.path, os.path.join(run_dir, 'solver.prototxt'))
+        if sf.net_path is not None:
+            _copy_file(sf.net_path, os.path.join(run_dir, 'net.prototxt'))
+        columns = ['train_' + t for t in self.train_tops] + ['test_' + t for t in self.test_tops]
+        if self.test is not None and self.test[2] is not None:
+            columns.append('test_mAP')
+        self.log = logs.TrainLog(run_dir, columns, resume_at=start if state is not None else None)
+        self.tested = {r['iteration'] for r in self.log.records if r['phase'] == 'test'}
+        recent = [r['loss'] for r in self.log.records
+                  if r['phase'] == 'train' and r.get('loss') is not None]
+        self.recent_losses = deque(recent, maxlen=max(1, sf.param.average_loss))
+
+        previous = logs.read_run_json(run_dir) if state is not None else None
+        train_data = prototxt.find_layers(sf.net_param, python_layer=DATA_LAYER, phase='TRAIN')
+        self.info = dict(
+            command=shlex.join(self.command), argv=list(sys.argv), solver=os.path.abspath(sf.path),
+            net=os.path.abspath(sf.net_path) if sf.net_path else None,
+            run_dir=os.path.abspath(run_dir), versions=logs.versions(), seed=self.seed,
+            data_seed=prototxt.python_params(train_data[0]).get('seed', 0) if train_data else None,
+            weights=self.weights if state is None else [], resumed_from=state,
+            snapshot_prefix=sf.snapshot_prefix, max_iter=sf.param.max_iter,
+            test=dict(score_blob=self.test[2], label_blob=self.test[1],
+                      images=len(self.test_data.datalist)) if self.test else None,
+            start_time=logs.now(), end_time=None, start_iteration=start, final_iteration=start,
+            status='running', previous=[])
+        if previous:
+            self.info['previous'] = previous.pop('previous', []) + [previous]
+        self._write_run_json()
+        return state
+
+    def _train_iteration(self):
+        """One solver step, logged; the record."""
+        iteration = self.solver.iter
+        rate = learning_rate(self.solver_file.param, iteration)
+        if self.seed is not None:
+            self._reseed(iteration_seed(self.seed, iteration))
+        self.solver.step(1)
+        values = [float(self.net.blobs[name].data.flat[0]) for name in self.train_tops]
+        total = float(np.dot(self.loss_weights, values))
+        self.recent_losses.append(total)
+        record = dict(phase='train', iteration=iteration, elapsed=self._elapsed(), lr=rate,
+                      loss=total, smoothed_loss=sum(self.recent_losses) / len(self.recent_losses))
+        record.update(('train_' + name, v) for name, v in zip(self.train_tops, values))
+        self.log.append(record)
+        every = self.solver_file.param.snapshot
+        if every and self.solver.iter % every == 0:
+            self.last_snapshot = self.solver.iter           # Caffe took it in step
+        if not math.isfinite(total):
+            raise RunError('the loss is %s at iteration %d: training diverged; lower base_lr%s'
+                           % (total, iteration, self._resume_hint()))
+        return record
+
+    def _interrupted(self):
+        """Snapshot at the iteration reached; the TrainingInterrupted to raise."""
+        if self.last_snapshot != self.solver.iter:
+            self._snapshot()
+        state = self.solver_file.snapshot_paths(self.solver.iter)[1]
+        name = SIGNAL_NAMES[self.stop_signal]
+        return TrainingInterrupted('stopped by %s at iteration %d, snapshot %s; resume with: %s'
+                                   % (name, self.solver.iter, state, self._resume_command(state)),
+                                   self.stop_signal)
+
+    def run(self):
+        """Train to max_iter; returns run.json's content. Raises
+        TrainingInterrupted after a snapshot on SIGINT / SIGTERM."""
+        sf = self.solver_file
+        self.seed = sf.param.random_seed if sf.param.random_seed >= 0 else None
+        state = self._start()
+        start, max_iter = self.solver.iter, sf.param.max_iter
+        self.elapsed_before, self.started = self.log.elapsed, time.monotonic()
+        self.last_map = None
+
+        def stop(signum, frame):
+            if self.stop_signal is None:
+                self.stop_signal = signum
+
+        bar = progress(total=max_iter, initial=min(start, max_iter), desc=sf.stem, unit='it')
+        status = 'failed'
+        try:
+            with _main_thread_signals({signal.SIGINT: stop, signal.SIGTERM: stop}):
+                if self._due_test(start) and start not in self.tested:
+                    self._test_and_log(bar)
+                while self.solver.iter < max_iter and self.stop_signal is None:
+                    record = self._train_iteration()
+                    bar.set_postfix_str('loss %.4g, lr %.3g%s' % (
+                        record['smoothed_loss'], record['lr'],
+                        '' if self.last_map is None else ', mAP %.1f' % self.last_map), refresh=False)
+                    bar.update(1)
+                    if self.solver.iter < max_iter and self._due_test(self.solver.iter):
+                        self._test_and_log(bar)
+                if self.stop_signal is not None:
+                    status = 'interrupted by %s' % SIGNAL_NAMES[self.stop_signal]
+                    raise self._interrupted()
+                if sf.param.snapshot_after_train and self.last_snapshot != self.solver.iter:
+                    self._snapshot()
+                if self.test is not None and self.solver.iter not in self.tested:
+                    self._test_and_log(bar)
+                status = 'finished'
+        finally:
+            bar.close()
+            self.log.close()
+            plots.draw_curves(self.log.records, os.path.join(self.run_dir, 'curves.png'),
+                              title=sf.stem)
+            self._write_run_json(end_time=logs.now(), final_iteration=self.solver.iter, status=status,
+                                 resumed_from=state, last_snapshot=(
+                                     sf.snapshot_paths(self.last_snapshot)[1]
+                                     if self.last_snapshot is not None else None))
+            for layer in seekable_layers(self.net) + (
+                    seekable_layers(self.test_net) if self.test_net is not None else []):
+                layer.close()
+        return self.info
+
+    def _reseed(self, value):
+        import caffe
+        caffe.set_random_seed(value)
+
+    def _resume_hint(self):
+        if self.last_snapshot is None:
+            return ''
+        return '; the last snapshot is %s' % self.solver_file.snapshot_paths(self.last_snapshot)[1]
+
+
+def train(solver_path, **options):
+    """Train ``solver_path`` (see Trainer for the options); returns run.json's content."""
+    return Trainer(solver_path, **options).run()
