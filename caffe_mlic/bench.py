@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-BENCHMARKS = ('roi_pooling', 'data_layer', 'layer_share')
+BENCHMARKS = ('roi_pooling', 'data_layer', 'layer_share', 'speed')
 
 
 class Report:

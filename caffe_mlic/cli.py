@@ -68,6 +68,10 @@ def _report(prog, message):
 
 
 def main(argv=None):
+    import os
+    # Caffe's INFO lines (net setup, snapshots) would interleave with progress
+    # bars; quiet them before anything imports caffe, unless the user asked.
+    os.environ.setdefault('GLOG_minloglevel', '1')
     from caffe_mlic import commands
     argv = list(sys.argv[1:] if argv is None else argv)
     prog, parser = PROG, None

@@ -34,9 +34,10 @@ def test_registry_lists_every_command_module():
     here = os.path.dirname(commands.__file__)
     modules = sorted(f[:-3] for f in os.listdir(here) if f.endswith('.py')
                      and f not in ('__init__.py', 'argtypes.py'))
-    assert sorted(commands.COMMANDS) == modules
+    # A command's module is its name with '_' for '-' (plot-log: plot_log.py).
+    assert sorted(c.replace('-', '_') for c in commands.COMMANDS) == modules
     assert [p[0] for p, _ in LEAVES] == [c for c in commands.COMMANDS for _ in
-                                         ([0, 1] if c == 'datalist' else [0])]
+                                         ([0, 1] if c in ('datalist', 'eval') else [0])]
     for name, module in commands.modules():
         assert module.HELP and callable(module.add_arguments) and callable(module.run)
 
@@ -97,16 +98,17 @@ def test_failures_while_working_exit_1(tmp_path, capsys):
     cases = [
         (['surgery', '--net', str(tmp_path / 'missing.prototxt'), '--from', 'same:%s' % model, '-o',
           str(tmp_path / 'o.caffemodel')], 'missing.prototxt: cannot read the net prototxt'),
-        (['evaluate', '--net', str(net), '--weights', str(tmp_path / 'w.caffemodel'), '--blob', 'a'],
+        (['eval', 'cls', '--net', str(net), '--weights', str(tmp_path / 'w.caffemodel'), '--blob', 'a'],
          'w.caffemodel: no such file'),
-        (['evaluate', '--net', str(net), '--weights', str(model), '--blob', 'a'],
+        (['eval', 'cls', '--net', str(net), '--weights', str(model), '--blob', 'a'],
          'has no TEST-phase MultiLabelProposalData layer'),
         (['proposals', str(tmp_path / 'empty'), '-o', str(tmp_path / 'p'), '-q'], 'no image files in'),
     ]
     for argv, needle in cases:
         assert cli.main(argv) == 1, argv
         err = capsys.readouterr().err
-        assert err.startswith('caffe-mlic %s: ' % argv[0]) and needle in err, err
+        prog = cli.build_parser().parse_known_args(argv)[0].parser.prog
+        assert err.startswith(prog + ': ') and needle in err, err
         assert 'Traceback' not in err
 
 

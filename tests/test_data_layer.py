@@ -16,6 +16,7 @@ from caffe_mlic.layers.data import DataLoadError
 from caffe_mlic.params import LayerError
 from caffe_mlic.train import caffe_train
 from tests import netutil
+from tests.tinydata import forward_batches
 
 C, B = 3, 2
 
@@ -161,12 +162,7 @@ def test_train_scale_and_mirror_move_boxes_with_the_pixels(tmp_path, net_from_te
     assert seen == {(f, m) for f in factors for m in (False, True)}
 
 
-def batches(net, count):
-    out = []
-    for _ in range(count):
-        net.forward()
-        out.append((net.blobs['data'].data.copy(), net.blobs['label_roi'].data.copy()))
-    return out
+batches = forward_batches
 
 
 def test_same_seed_same_batches_whatever_the_workers(tmp_path, net_from_text):

@@ -32,6 +32,14 @@ def _parse_net(path):
     return prototxt.read_net(path)
 
 
+def _first_of_each_name(net):
+    """{name: the first layer of that name} (for 'data': the TRAIN data layer)."""
+    layers = {}
+    for layer in net.layer:
+        layers.setdefault(layer.name, layer)
+    return layers
+
+
 def test_netgen_cli_custom_configuration(caffe, tmp_path):
     res = subprocess.run([sys.executable, '-m', 'caffe_mlic.cli', 'netgen', '-o', str(tmp_path),
                           '--classes', '20', '--proposals', '30', '--teacher-size', '96',
@@ -41,10 +49,7 @@ def test_netgen_cli_custom_configuration(caffe, tmp_path):
                           '--input-scale', '0.017', '--random-seed', '3'],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    net = _parse_net(tmp_path / 'wsddn' / 'wsddn_train.prototxt')
-    layers = {}
-    for layer in net.layer:  # the first of a name: the TRAIN data layer
-        layers.setdefault(layer.name, layer)
+    layers = _first_of_each_name(_parse_net(tmp_path / 'wsddn' / 'wsddn_train.prototxt'))
     assert layers['slice_label_roi'].slice_param.slice_point[0] == 20
     assert layers['conv1_1'].convolution_param.num_output == 4
     assert 'WSDDNScore' in layers['proposal_class_score'].python_param.layer
@@ -82,9 +87,7 @@ def test_netgen_set_overrides_any_config_field(tmp_path):
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     net = _parse_net(tmp_path / 'kd' / 'train_stage2.prototxt')
-    layers = {}
-    for layer in net.layer:
-        layers.setdefault(layer.name, layer)
+    layers = _first_of_each_name(net)
     assert '"mean_value": [1.0, 2.0, 3.0]' in layers['data'].python_param.param_str
     assert '"source": "my_list.txt"' in layers['data'].python_param.param_str
     scale = [l for l in net.layer if l.type == 'Scale' and l.name.startswith('temp_branch')]

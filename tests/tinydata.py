@@ -43,3 +43,24 @@ def write_tiny_dataset(root, n_images=6, num_classes=3, bbox_num=8, size=96, see
     with open(listing, 'w') as f:
         f.write('\n'.join(lines) + '\n')
     return listing
+
+
+def tiny_mlic_config(listing, **overrides):
+    """The MlicConfig of the tests' tiny generated nets over ``listing`` (3 classes,
+    8 proposals, teacher 96 px, student 64 px, tiny backbone, batches of 2, no workers)."""
+    from caffe_mlic.netspec import MlicConfig
+    kw = dict(num_classes=3, bbox_num=8, teacher_size=96, student_size=64, pooled=2, backbone='tiny',
+              train_list=listing, test_list=listing, scale_factors=[0.833333, 1.0], workers=0,
+              input_scale=1 / 58., wsddn_batch=(2, 2), stage1_batch=(2, 2), stage2_batch=(2, 2),
+              baseline_batch=(2, 2))
+    kw.update(overrides)
+    return MlicConfig.release(**kw)
+
+
+def forward_batches(net, count):
+    """(data, label_roi) copies of ``count`` forward passes of a data-layer net."""
+    out = []
+    for _ in range(count):
+        net.forward()
+        out.append((net.blobs['data'].data.copy(), net.blobs['label_roi'].data.copy()))
+    return out

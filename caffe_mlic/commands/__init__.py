@@ -13,13 +13,14 @@ to COMMANDS. A module listed in PASS_THROUGH gets its raw arguments in
 """
 import importlib
 
-COMMANDS = ('caffe', 'doctor', 'synth', 'proposals', 'datalist', 'netgen', 'surgery', 'evaluate',
-            'bench')
+COMMANDS = ('caffe', 'doctor', 'synth', 'proposals', 'datalist', 'netgen', 'surgery', 'eval',
+            'train', 'plot-log', 'detect', 'classify', 'bench')
 PASS_THROUGH = ('caffe',)
 
 
 def module(name):
-    return importlib.import_module('caffe_mlic.commands.' + name)
+    """The module of command ``name`` (plot-log: plot_log.py)."""
+    return importlib.import_module('caffe_mlic.commands.' + name.replace('-', '_'))
 
 
 def modules():

@@ -1,0 +1,122 @@
+"""Detect objects with the trained WSDDN teacher on any images:
+
+    caffe-mlic detect --net nets/wsddn/wsddn_deploy.prototxt --weights teacher.caffemodel \\
+        photos/*.jpg -o detections [--proposals props] [--scales 480 576 672] [--flip]
+
+Images without a proposal file (<stem>.npz in --proposals, as `caffe-mlic
+proposals` writes them) get EdgeBoxes proposals, saved under OUT/proposals/.
+Writes, under OUT:
+  comp4_det_<set>_<class>.txt  VOC devkit result files (`caffe-mlic eval det` reads them)
+  json/<stem>.json             image-level scores and the detections of each image
+  vis/<stem>.jpg               the image with its top detections drawn and labelled
+The preprocessing and sizes come from the deploy.json that `netgen` writes
+beside the nets (see caffe_mlic.inference.settings).
+"""
+import json
+import os
+
+from caffe_mlic.errors import InputError
+
+HELP = 'detect objects with the WSDDN teacher on any images (proposals computed if needed)'
+
+
+def add_arguments(p):
+    p.add_argument('--net', required=True, help='WSDDN deploy prototxt')
+    p.add_argument('--weights', required=True, help='trained teacher caffemodel')
+    p.add_argument('images', nargs='+', metavar='IMAGE', help='image files or folders of images')
+    p.add_argument('-o', '--output', required=True, metavar='DIR')
+    p.add_argument('--proposals', metavar='DIR', help='folder of <image stem>.npz proposal files')
+    p.add_argument('--scales', type=int, nargs='+', metavar='S',
+                   help='input sizes to run (default: the net\'s); region scores are summed over them')
+    p.add_argument('--flip', action='store_true', help='also run each scale mirrored, summing the scores')
+    p.add_argument('--classes', metavar='FILE', help='class names, one per line (default class_0 ...)')
+    p.add_argument('--settings', metavar='deploy.json', help='deploy settings (default: beside the net)')
+    p.add_argument('--set-name', default='test', help='the <set> of the devkit file names (default test)')
+    p.add_argument('--top', type=int, default=10, help='detections drawn per image (default 10)')
+    p.add_argument('--score-threshold', type=float, default=1e-3)
+    p.add_argument('--nms', type=float, default=0.4, help='NMS IoU threshold (default 0.4)')
+    p.add_argument('-q', '--quiet', action='store_true', help='no progress bar')
+
+
+def class_names(path, count):
+    from caffe_mlic.annotations import read_class_list
+    if not path:
+        return ['class_%d' % i for i in range(count)]
+    names = read_class_list(path)
+    if len(names) != count:
+        raise InputError('%s: %d classes, but the net scores %d' % (path, len(names), count))
+    return names
+
+
+def image_proposals(image_path, image, proposals_dir, cache_dir):
+    """(boxes, scores) of an image: its file in proposals_dir, else computed
+    with EdgeBoxes (and saved in cache_dir)."""
+    import numpy as np
+    from caffe_mlic import proposals
+    for folder in filter(None, (proposals_dir, cache_dir)):
+        path = proposals.output_path(folder, image_path)
+        if os.path.isfile(path):
+            with np.load(path, allow_pickle=False) as z:
+                shape = tuple(int(v) for v in z['image_shape']) if 'image_shape' in z else None
+                if shape is not None and shape != image.shape[:2]:
+                    raise InputError('%s: proposals of a %dx%d image, but %s is %dx%d'
+                                     % (path, shape[1], shape[0], image_path, image.shape[1],
+                                        image.shape[0]))
+                return z['boxes'], z['scores']
+    out = proposals.output_path(cache_dir, image_path)
+    proposals.process_image(image_path, out)
+    with np.load(out, allow_pickle=False) as z:
+        if len(z['boxes']) == 0:
+            raise InputError('%s: EdgeBoxes found no proposal' % image_path)
+        return z['boxes'], z['scores']
+
+
+def run(args):
+    from caffe_mlic.evaluation.detection import ClassDetections, write_voc_results
+    from caffe_mlic.fileio import atomic_write
+    from caffe_mlic.imageio import read_image
+    from caffe_mlic.inference.detector import WsddnDetector, check_scales
+    from caffe_mlic.inference.draw import colour, draw_boxes, write_image
+    from caffe_mlic.inference.settings import load_settings
+    from caffe_mlic.progress import progress
+    from caffe_mlic.proposals import expand_images
+    for path in (args.net, args.weights):
+        if not os.path.isfile(path):
+            raise InputError('%s: no such file' % path)
+    if args.scales:
+        check_scales(args.scales)
+    images = expand_images(args.images)
+    if not images:
+        raise InputError('no image files in %s' % ', '.join(args.images))
+    detector = WsddnDetector(args.net, args.weights, load_settings(args.net, args.settings),
+                             args.score_threshold, args.nms)
+    classes = class_names(args.classes, detector.num_classes)
+    cache = os.path.join(args.output, 'proposals')
+    all_detections = []
+    for image_path in progress(images, desc='detect', unit='img', enabled=not args.quiet):
+        image = read_image(image_path)
+        boxes, scores = image_proposals(image_path, image, args.proposals, cache)
+        result = detector.detect(image, boxes, scores, args.scales, args.flip)
+        stem = os.path.splitext(os.path.basename(image_path))[0]
+        all_detections += [(stem, d.class_index, d.score, d.box) for d in result.detections]
+        record = dict(image=os.path.abspath(image_path), width=result.width, height=result.height,
+                      scores={c: float(s) for c, s in zip(classes, result.image_scores)},
+                      detections=[dict(**{'class': classes[d.class_index]}, score=d.score,
+                                       box=list(d.box)) for d in result.detections])
+        with atomic_write(os.path.join(args.output, 'json', stem + '.json')) as f:
+            json.dump(record, f, indent=1)
+        top = result.detections[:args.top]
+        write_image(os.path.join(args.output, 'vis', stem + '.jpg'), draw_boxes(
+            image, [d.box for d in top], ['%s %.2f' % (classes[d.class_index], d.score) for d in top],
+            [colour(d.class_index) for d in top]))
+    by_class = {}
+    for stem, c, score, box in all_detections:
+        ids, scores, boxes = by_class.setdefault(classes[c], ([], [], []))
+        ids.append(stem)
+        scores.append(score)
+        boxes.append(box)
+    written = write_voc_results(args.output, args.set_name,
+                                {name: ClassDetections(ids, scores, boxes)
+                                 for name, (ids, scores, boxes) in by_class.items()}, classes)
+    print('detect: %d images, %d detections -> %s (%d devkit files, json/, vis/)'
+          % (len(images), len(all_detections), args.output, len(written)))

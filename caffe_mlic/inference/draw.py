@@ -1,0 +1,47 @@
+"""Boxes and labels drawn on images (detections, ground truth), written as JPEG or PNG."""
+import os
+
+import cv2
+import numpy as np
+
+from caffe_mlic.fileio import atomic_write
+
+# distinct BGR colours, one per class (cycled)
+PALETTE = [(48, 48, 230), (60, 180, 75), (200, 130, 0), (0, 200, 230), (180, 30, 145),
+           (240, 240, 70), (230, 50, 240), (60, 245, 210), (0, 128, 128), (128, 0, 0),
+           (75, 25, 230), (195, 255, 170), (0, 0, 128), (128, 128, 0), (180, 215, 255)]
+
+
+def colour(index):
+    return PALETTE[index % len(PALETTE)]
+
+
+def draw_boxes(image, boxes, labels, colours, thickness=None):
+    """A copy of BGR image with each box (x1, y1, x2, y2, 0-based inclusive)
+    outlined in its colour and its label written on a filled strip above it."""
+    out = np.ascontiguousarray(image).copy()
+    h, w = out.shape[:2]
+    thickness = thickness or max(1, round(min(h, w) / 250))
+    font_scale = max(0.35, min(h, w) / 900)
+    for box, label, bgr in zip(boxes, labels, colours):
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        cv2.rectangle(out, (x1, y1), (x2, y2), bgr, thickness)
+        if label:
+            (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+            ty = y1 - th - base - 2 if y1 - th - base - 2 >= 0 else y1
+            cv2.rectangle(out, (x1, ty), (min(x1 + tw + 4, w - 1), ty + th + base + 2), bgr, -1)
+            dark = sum(bgr) > 380
+            cv2.putText(out, label, (x1 + 2, ty + th + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
+                        (0, 0, 0) if dark else (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def write_image(path, image):
+    """Write a BGR image atomically; the format follows the extension."""
+    ext = os.path.splitext(path)[1].lower() or '.png'
+    ok, data = cv2.imencode(ext, image)
+    if not ok:
+        raise ValueError('OpenCV cannot encode %s images' % ext)
+    with atomic_write(path, 'wb') as f:
+        f.write(data.tobytes())
+    return path
