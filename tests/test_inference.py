@@ -170,3 +170,19 @@ def test_detect_bad_input(tiny, tmp_path, capsys, argv, code, needle):
                      '--weights', str(tiny / 'teacher_iter_40.caffemodel'), str(tiny / 'images'),
                      '-o', str(tmp_path / 'o'), '--proposals', str(tiny / 'props'), '-q'] + argv) == code
     assert needle in capsys.readouterr().err
+
+
+def test_speed_measures_every_engine_and_prints_ratios(tiny):
+    """bench speed's measurements on the tiny nets (values only checked for sanity:
+    speed targets belong to `make bench`, not to tests)."""
+    import io
+
+    from caffe_mlic.bench import Report
+    from caffe_mlic.benchmarks import speed
+    out = io.StringIO()
+    speed.run(Report(out), quick=True)
+    text = out.getvalue()
+    for key in ('teacher_ms', 'proposals_ms', 'student_ms', 'student_opencv_ms'):
+        line = next(l for l in text.splitlines() if l.strip().startswith(key[:-3] + ' per image'))
+        assert float(line.split()[-2]) > 0, line
+    assert 'student speed-up over the teacher, proposals excluded' in text
