@@ -1,5 +1,7 @@
 """Atomic file writes: a reader never sees a half-written file."""
 import contextlib
+import json
+import math
 import os
 import tempfile
 
@@ -31,3 +33,24 @@ def atomic_save_npz(path, **arrays):
     import numpy as np
     with atomic_write(path, 'wb') as f:
         np.savez_compressed(f, **arrays)
+
+
+def json_ready(value):
+    """``value`` with NaN/inf floats as None (JSON has no NaN) and numpy
+    scalars and arrays as Python numbers and lists."""
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if hasattr(value, 'tolist') and not isinstance(value, (str, bytes)):
+        return json_ready(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def atomic_write_json(path, data, indent=1, sort_keys=False):
+    """Write ``data`` as JSON (non-finite numbers as null), atomically."""
+    with atomic_write(path) as f:
+        f.write(json.dumps(json_ready(data), indent=indent, sort_keys=sort_keys) + '\n')
+    return path

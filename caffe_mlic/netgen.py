@@ -1,11 +1,10 @@
 """Write the MLIC-KD-WSD nets and solvers of one MlicConfig (`caffe-mlic netgen`)."""
-import json
 import os
 from dataclasses import replace
 
 from caffe_mlic import prototxt
 from caffe_mlic.errors import UsageError
-from caffe_mlic.fileio import atomic_write
+from caffe_mlic.fileio import atomic_write_json
 
 
 def solver_overrides(spec, max_iter=None, base_lr=None, solver_type=None, random_seed=None):
@@ -50,8 +49,7 @@ def generate(out_dir, cfg, max_iter=None, base_lr=None, solver_type=None, random
     settings = os.path.join(out_dir, DEPLOY_SETTINGS)
     for path, proto in files.items():
         prototxt.write(path, proto)
-    with atomic_write(settings) as f:
-        f.write(json.dumps(deploy_settings(cfg), indent=1, sort_keys=True) + '\n')
+    atomic_write_json(settings, deploy_settings(cfg), sort_keys=True)
     return list(files) + [settings]
 
 

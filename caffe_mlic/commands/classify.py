@@ -8,7 +8,6 @@ Prints each image's top labels with their probabilities; with -o, writes them
 model with OpenCV's dnn module, which needs no Caffe. The preprocessing comes
 from the deploy.json that `netgen` writes beside the nets.
 """
-import json
 import os
 
 from caffe_mlic.errors import InputError, UsageError
@@ -30,7 +29,7 @@ def add_arguments(p):
 
 def run(args):
     from caffe_mlic.commands.detect import class_names
-    from caffe_mlic.fileio import atomic_write
+    from caffe_mlic.fileio import atomic_write_json
     from caffe_mlic.imageio import read_image
     from caffe_mlic.inference.classifier import StudentClassifier, top_labels
     from caffe_mlic.inference.settings import load_settings
@@ -54,5 +53,4 @@ def run(args):
                                                                    for n, p in top],
                             probabilities={c: float(p) for c, p in zip(classes, probabilities)}))
     if args.output:
-        with atomic_write(args.output) as f:
-            json.dump(dict(engine=args.engine, results=results), f, indent=1)
+        atomic_write_json(args.output, dict(engine=args.engine, results=results))

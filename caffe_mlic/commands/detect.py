@@ -12,7 +12,6 @@ Writes, under OUT:
 The preprocessing and sizes come from the deploy.json that `netgen` writes
 beside the nets (see caffe_mlic.inference.settings).
 """
-import json
 import os
 
 from caffe_mlic.errors import InputError
@@ -73,7 +72,7 @@ def image_proposals(image_path, image, proposals_dir, cache_dir):
 
 def run(args):
     from caffe_mlic.evaluation.detection import ClassDetections, write_voc_results
-    from caffe_mlic.fileio import atomic_write
+    from caffe_mlic.fileio import atomic_write_json
     from caffe_mlic.imageio import read_image
     from caffe_mlic.inference.detector import WsddnDetector, check_scales
     from caffe_mlic.inference.draw import colour, draw_boxes, write_image
@@ -103,8 +102,7 @@ def run(args):
                       scores={c: float(s) for c, s in zip(classes, result.image_scores)},
                       detections=[dict(**{'class': classes[d.class_index]}, score=d.score,
                                        box=list(d.box)) for d in result.detections])
-        with atomic_write(os.path.join(args.output, 'json', stem + '.json')) as f:
-            json.dump(record, f, indent=1)
+        atomic_write_json(os.path.join(args.output, 'json', stem + '.json'), record)
         top = result.detections[:args.top]
         write_image(os.path.join(args.output, 'vis', stem + '.jpg'), draw_boxes(
             image, [d.box for d in top], ['%s %.2f' % (classes[d.class_index], d.score) for d in top],

@@ -23,24 +23,16 @@ session writes them again.
 import csv
 import io
 import json
-import math
 import os
 import platform
 import re
 import time
 
 from caffe_mlic.errors import InputError
-from caffe_mlic.fileio import atomic_write
+from caffe_mlic.fileio import atomic_write, atomic_write_json, json_ready
 
 JSONL, CSV, RUN_JSON = 'log.jsonl', 'log.csv', 'run.json'
 BASE_COLUMNS = ('phase', 'iteration', 'elapsed', 'lr', 'loss', 'smoothed_loss')
-
-
-def _clean(value):
-    """JSON has no NaN: a non-finite number is written as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def read_records(path):
@@ -96,7 +88,7 @@ class TrainLog:
         return self.records[-1]['elapsed'] if self.records else 0.0
 
     def _json_line(self, record):
-        return json.dumps({k: _clean(v) for k, v in record.items()}) + '\n'
+        return json.dumps(json_ready(record)) + '\n'
 
     def _csv_text(self, records, header=False):
         out = io.StringIO()
@@ -144,9 +136,7 @@ def read_run_json(run_dir):
 
 
 def write_run_json(run_dir, info):
-    with atomic_write(os.path.join(run_dir, RUN_JSON)) as f:
-        json.dump(info, f, indent=2, sort_keys=True)
-        f.write('\n')
+    atomic_write_json(os.path.join(run_dir, RUN_JSON), info, indent=2, sort_keys=True)
 
 
 # ---------------------------------------------------------------- a caffe binary's log
