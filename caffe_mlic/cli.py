@@ -45,7 +45,8 @@ def build_parser():
                                                    argparse.RawDescriptionHelpFormatter),
                            add_help=not getattr(module, 'PASS_THROUGH', False))
         module.add_arguments(p)
-        p.set_defaults(run=module.run, parser=p)
+        # a command with subcommands has no run of its own: theirs replace it
+        p.set_defaults(run=getattr(module, 'run', None), parser=p)
     return parser
 
 

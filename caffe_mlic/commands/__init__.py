@@ -8,7 +8,7 @@ A subcommand is a module of this package with
 
 Errors are raised, never printed: `caffe_mlic.cli.main` reports them (see
 `caffe_mlic.errors`). To add a subcommand, write its module and add its name
-to COMMANDS. A module listed in PASS_THROUGH gets its raw arguments in
+to COMMANDS (nested subcommands: ``subcommands`` below). A module listed in PASS_THROUGH gets its raw arguments in
 ``run_argv(argv)`` instead (`caffe` hands them to the binary).
 """
 import importlib
@@ -25,3 +25,19 @@ def module(name):
 
 def modules():
     return [(name, module(name)) for name in COMMANDS]
+
+
+def subcommands(parser):
+    """Give a command subcommands: returns add(name, run, help, description=None),
+    which adds one and returns its parser. The command's own run is then never
+    called (argparse requires a subcommand)."""
+    import argparse
+    sub = parser.add_subparsers(dest='subcommand', metavar='SUBCOMMAND')
+    sub.required = True
+
+    def add(name, run, help, description=None):
+        p = sub.add_parser(name, help=help, description=description or help,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(run=run, parser=p)
+        return p
+    return add

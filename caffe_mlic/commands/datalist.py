@@ -1,7 +1,7 @@
 """Build a datalist from ground truth and proposals, or check one."""
-import argparse
 import os
 
+from caffe_mlic.commands import subcommands
 from caffe_mlic.commands.argtypes import image_size
 from caffe_mlic.datalist_build import __doc__ as DESCRIPTION
 from caffe_mlic.errors import InputError, UsageError
@@ -11,12 +11,9 @@ HELP = 'build or check a datalist (images, labels, proposals)'
 
 def add_arguments(p):
     from caffe_mlic import annotations
-    dsub = p.add_subparsers(dest='datalist_command', metavar='SUBCOMMAND')
-    dsub.required = True
-    raw = argparse.RawDescriptionHelpFormatter
-
-    b = dsub.add_parser('build', help='ground truth + proposals -> datalist, classes, gt.json',
-                        description=DESCRIPTION + '\n' + annotations.__doc__, formatter_class=raw)
+    add = subcommands(p)
+    b = add('build', run_build, 'ground truth + proposals -> datalist, classes, gt.json',
+            DESCRIPTION + '\n' + annotations.__doc__)
     src = b.add_argument_group('ground truth (exactly one)')
     src.add_argument('--voc', metavar='ROOT', help='Pascal VOC folder (holds Annotations, ImageSets, JPEGImages)')
     src.add_argument('--coco', metavar='JSON', help='COCO instances file (with --images DIR)')
@@ -33,9 +30,8 @@ def add_arguments(p):
     b.add_argument('--voc-difficult', choices=('include', 'ignore'), default='include',
                    help='whether difficult objects (VOC) / crowd annotations (COCO) make a label '
                         'present (default include)')
-    b.set_defaults(run=run_build, parser=b)
 
-    c = dsub.add_parser('check', help='validate a datalist and print statistics')
+    c = add('check', run_check, 'validate a datalist and print statistics')
     c.add_argument('file', metavar='FILE')
     c.add_argument('--att-num', type=int, required=True, help='number of classes C')
     c.add_argument('--bbox-num', type=int, required=True, help='proposals per image B')
@@ -43,11 +39,6 @@ def add_arguments(p):
                    help='resized image size (default 672)')
     c.add_argument('--root', metavar='DIR', help='root folder the image paths are relative to')
     c.add_argument('--no-images', action='store_true', help='do not check that image files exist')
-    c.set_defaults(run=run_check, parser=c)
-
-
-def run(args):  # replaced by the SUBCOMMAND's run (set_defaults above)
-    raise UsageError('give a SUBCOMMAND: build or check')
 
 
 def run_build(args):

@@ -1,10 +1,10 @@
 """Evaluate: multi-label classification metrics (cls) and VOC detection AP
 and CorLoc (det)."""
-import argparse
 import os
 
 import numpy as np
 
+from caffe_mlic.commands import subcommands
 from caffe_mlic.errors import InputError, Problem, UsageError
 
 HELP = 'classification (mAP, CP/CR/CF1, OP/OR/OF1) or detection (AP, CorLoc) metrics'
@@ -12,12 +12,9 @@ HELP = 'classification (mAP, CP/CR/CF1, OP/OR/OF1) or detection (AP, CorLoc) met
 
 def add_arguments(p):
     from caffe_mlic.evaluation import classification, detection
-    esub = p.add_subparsers(dest='eval_command', metavar='SUBCOMMAND')
-    esub.required = True
-    raw = argparse.RawDescriptionHelpFormatter
-
-    c = esub.add_parser('cls', help='multi-label metrics of saved scores or of a trained net',
-                        description=classification.__doc__, formatter_class=raw)
+    add = subcommands(p)
+    c = add('cls', run_cls, 'multi-label metrics of saved scores or of a trained net',
+            classification.__doc__)
     saved = c.add_argument_group('saved scores (both)')
     saved.add_argument('--scores', metavar='S.npy', help='images x classes scores (.npy)')
     saved.add_argument('--labels', metavar='L.npy', help='images x classes labels 1/0/-1 (.npy)')
@@ -30,10 +27,9 @@ def add_arguments(p):
                    help='the scores are logits: apply the logistic function first')
     c.add_argument('--classes', metavar='FILE', help='class names, one per line, for the table and JSON')
     c.add_argument('--json', metavar='OUT', help='write the metrics as JSON')
-    c.set_defaults(run=run_cls, parser=c)
 
-    d = esub.add_parser('det', help='VOC AP (07 11-point and area) and CorLoc of result files',
-                        description=detection.__doc__, formatter_class=raw)
+    d = add('det', run_det, 'VOC AP (07 11-point and area) and CorLoc of result files',
+            detection.__doc__)
     gt = d.add_argument_group('ground truth (one)')
     gt.add_argument('--voc', metavar='ROOT', help='Pascal VOC folder (with --set)')
     gt.add_argument('--gt', metavar='GT.json', help='the gt.json `datalist build` writes')
@@ -44,11 +40,6 @@ def add_arguments(p):
     d.add_argument('--results', required=True, metavar='DIR',
                    help='folder of comp4_det_<set>_<class>.txt files')
     d.add_argument('--json', metavar='OUT', help='write the metrics as JSON')
-    d.set_defaults(run=run_det, parser=d)
-
-
-def run(args):  # replaced by the SUBCOMMAND's run (set_defaults above)
-    raise UsageError('give a SUBCOMMAND: cls or det')
 
 
 def _fmt(value, width=6):
