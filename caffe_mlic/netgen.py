@@ -8,13 +8,15 @@ from caffe_mlic.fileio import atomic_write_json
 
 
 def solver_overrides(spec, max_iter=None, base_lr=None, solver_type=None, random_seed=None):
-    """``spec`` (a SolverSpec) with the overrides given; the step comes at 70 %
-    of max_iter, and one snapshot at the end."""
+    """``spec`` (a SolverSpec) with the overrides given; with max_iter the step
+    comes at 70 % of it, one snapshot at the end, and a test every eighth of
+    the run (so the curves have points)."""
     import math
     if max_iter is not None:
-        if max_iter < 1:
-            raise UsageError('max_iter must be >= 1, got %d' % max_iter, 'max_iter')
-        spec = replace(spec, max_iter=max_iter, stepsize=max(1, int(0.7 * max_iter)), snapshot=max_iter)
+        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+            raise UsageError('max_iter must be >= 1, got %r' % (max_iter,), 'max_iter')
+        spec = replace(spec, max_iter=max_iter, stepsize=max(1, int(0.7 * max_iter)), snapshot=max_iter,
+                       test_interval=max(1, -(-max_iter // 8)))
     if base_lr is not None:
         if not (math.isfinite(base_lr) and base_lr > 0):
             raise UsageError('base_lr must be a positive number, got %r' % base_lr, 'base_lr')
@@ -32,7 +34,9 @@ def generate(out_dir, cfg, max_iter=None, base_lr=None, solver_type=None, random
     """Write every net and solver under out_dir; returns the paths written.
 
     max_iter / base_lr / solver_type / random_seed override every solver
-    (e.g. for short CPU runs of the tiny backbone). Every file is made in
+    (e.g. for short CPU runs of the tiny backbone); max_iter and base_lr may
+    also be dicts {solver name (wsddn, stage1, stage2, baseline): value}, a
+    solver they do not name keeping its own. Every file is made in
     memory first, so an impossible value writes nothing; each is written
     atomically.
     """
@@ -43,7 +47,9 @@ def generate(out_dir, cfg, max_iter=None, base_lr=None, solver_type=None, random
     for rel, make in NETS.items():
         files[os.path.join(out_dir, rel + '.prototxt')] = make(cfg)
     for rel, (net_rel, spec, prefix) in SOLVERS.items():
-        spec = solver_overrides(spec, max_iter, base_lr, solver_type, random_seed)
+        iters = max_iter.get(solver_name(rel)) if isinstance(max_iter, dict) else max_iter
+        lr = base_lr.get(solver_name(rel)) if isinstance(base_lr, dict) else base_lr
+        spec = solver_overrides(spec, iters, lr, solver_type, random_seed)
         files[os.path.join(out_dir, rel + '.prototxt')] = solver_proto(
             os.path.join(out_dir, net_rel + '.prototxt'), spec, prefix)
     settings = os.path.join(out_dir, DEPLOY_SETTINGS)
@@ -54,6 +60,12 @@ def generate(out_dir, cfg, max_iter=None, base_lr=None, solver_type=None, random
 
 
 DEPLOY_SETTINGS = 'deploy.json'
+
+
+def solver_name(rel):
+    """'kd/solver_stage1' -> 'stage1', 'wsddn/solver' -> 'wsddn'."""
+    base = rel.split('/')[-1]
+    return base[len('solver_'):] if base.startswith('solver_') else rel.split('/')[0]
 
 
 def deploy_settings(cfg):

@@ -97,3 +97,49 @@ def test_netgen_set_overrides_any_config_field(tmp_path):
                    if l.name == 'data']
     assert '"batch_size": 4' in train.python_param.param_str
     assert '"batch_size": 2' in test.python_param.param_str
+
+
+def test_netgen_per_solver_iterations_and_rates_mini_backbone_no_dropout_data_seed(caffe, tmp_path):
+    res = subprocess.run([sys.executable, '-m', 'caffe_mlic.cli', 'netgen', '-o', str(tmp_path),
+                          '--classes', '6', '--proposals', '8', '--teacher-size', '96',
+                          '--student-size', '32', '--pooled', '1', '--backbone', 'mini',
+                          '--set', 'dropout_ratio=0', '--set', 'data_seed=7',
+                          '--iters', '80', '40', '16', '56', '--base-lrs', '1e-3', '3e-3', '2e-3', '2e-3'],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    expect = {'wsddn/solver': (80, 56, 10, 0.001), 'kd/solver_stage1': (40, 28, 5, 0.003),
+              'kd/solver_stage2': (16, 11, 2, 0.002), 'kd/solver_baseline': (56, 39, 7, 0.002)}
+    for rel, (iters, step, every, lr) in expect.items():
+        s = prototxt.read_solver(str(tmp_path / (rel + '.prototxt')))
+        assert (s.max_iter, s.stepsize, s.test_interval, s.snapshot) == (iters, step, every, iters)
+        assert s.base_lr == pytest.approx(lr)
+    wsddn = _parse_net(tmp_path / 'wsddn' / 'wsddn_train.prototxt')
+    convs = [l.name for l in wsddn.layer if l.type == 'Convolution' and l.name.startswith('conv')]
+    assert convs == ['conv1_1', 'conv2_1', 'conv3_1', 'conv4_1', 'conv5_1']
+    for rel in ('wsddn/wsddn_train', 'kd/train_stage1', 'kd/train_stage2', 'kd/student_baseline'):
+        net = _parse_net(tmp_path / (rel + '.prototxt'))
+        assert not [l for l in net.layer if l.type == 'Dropout'], rel
+        train, test = [l for l in net.layer if l.name == 'data']
+        assert '"seed": 7' in train.python_param.param_str
+        assert '"seed"' not in test.python_param.param_str
+    stage1 = {l.name: l for l in _parse_net(tmp_path / 'kd' / 'train_stage1.prototxt').layer}
+    assert stage1['conv_wsd_5_1'].propagate_down == [False]      # the teacher copy stays frozen
+    # the nets build and run in Caffe with these sizes
+    net = prototxt.caffe_net(str(tmp_path / 'kd' / 'student_deploy.prototxt'))
+    net.forward()
+    assert net.blobs['prob'].data.shape == (1, 6)
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--iters', '10', '10', '10', '10', '--max-iter', '10'], 'not both'),
+    (['--iters', '10', '0', '10', '10'], 'max_iter must be >= 1, got 0'),
+    (['--base-lrs', '1e-3', '-1', '1e-3', '1e-3'], 'base_lr must be a positive number'),
+    (['--set', 'dropout_ratio=1.0'], 'dropout_ratio must be in [0, 1)'),
+    (['--set', 'data_seed=-1'], 'data_seed must be an integer >= 0'),
+])
+def test_netgen_rejects_bad_solver_and_config_values(tmp_path, args, message):
+    res = subprocess.run([sys.executable, '-m', 'caffe_mlic.cli', 'netgen', '-o', str(tmp_path)] + args,
+                         capture_output=True, text=True)
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr
+    assert not (tmp_path / 'wsddn').exists()

@@ -46,7 +46,11 @@ def add_arguments(p):
                         help='set any MlicConfig field, e.g. --set teacher_temperature=0.5')
     solver = p.add_argument_group('every solver')
     solver.add_argument('--max-iter', type=int, help='this many iterations (step at 70 %%)')
+    solver.add_argument('--iters', nargs=4, type=int, metavar=('WSDDN', 'STAGE1', 'STAGE2', 'BASELINE'),
+                        help='iterations of each solver (instead of --max-iter)')
     solver.add_argument('--base-lr', type=float, help='this base learning rate')
+    solver.add_argument('--base-lrs', nargs=4, type=float, metavar=('WSDDN', 'STAGE1', 'STAGE2', 'BASELINE'),
+                        help='base learning rate of each solver (instead of --base-lr)')
     solver.add_argument('--solver-type', choices=['SGD', 'Adam'], help='this method (SGD)')
     solver.add_argument('--random-seed', type=int, help='seed for fillers and dropout')
 
@@ -95,6 +99,13 @@ def config_from_args(args):
 def run(args):
     from caffe_mlic.netgen import generate
     cfg = config_from_args(args)
-    for path in generate(args.out, cfg, max_iter=args.max_iter, base_lr=args.base_lr,
+    if args.iters and args.max_iter is not None:
+        raise UsageError('give --max-iter or --iters, not both')
+    if args.base_lrs and args.base_lr is not None:
+        raise UsageError('give --base-lr or --base-lrs, not both')
+    names = ('wsddn', 'stage1', 'stage2', 'baseline')
+    max_iter = dict(zip(names, args.iters)) if args.iters else args.max_iter
+    base_lr = dict(zip(names, args.base_lrs)) if args.base_lrs else args.base_lr
+    for path in generate(args.out, cfg, max_iter=max_iter, base_lr=base_lr,
                          solver_type=args.solver_type, random_seed=args.random_seed):
         print(path)

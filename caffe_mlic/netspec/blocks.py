@@ -42,11 +42,13 @@ def fc(bottom, nout, learn=LEARN, freeze=False, **name):
                           param=learn, **frozen_input(dict(name), freeze))
 
 
-def fc_relu_drop(bottom, nout, index, freeze=False, **name):
-    """fc -> ReLU -> Dropout(0.5), the ReLU/Dropout named relu<i>/drop<i> in place."""
+def fc_relu_drop(bottom, nout, index, freeze=False, dropout=0.5, **name):
+    """fc -> ReLU -> Dropout, the ReLU/Dropout named relu<i>/drop<i> in place;
+    with dropout 0 there is no Dropout layer (drop is None)."""
     layer = fc(bottom, nout, freeze=freeze, **name)
     relu = L.ReLU(layer, in_place=True, name='relu%d' % index)
-    drop = L.Dropout(relu, dropout_ratio=0.5, in_place=True, name='drop%d' % index)
+    drop = (L.Dropout(relu, dropout_ratio=dropout, in_place=True, name='drop%d' % index)
+            if dropout else None)
     return layer, relu, drop
 
 

@@ -64,6 +64,8 @@ class MlicConfig:
                        choices=['composed', 'fused'])
     student_fc8: str = option('fc8_mscoco', "the student's classifier name (weights carry over by name)")
     workers: int = option(2, 'data-layer prefetch processes (0: in the solver process)')
+    dropout_ratio: float = option(0.5, 'fc6 / fc7 dropout (0: no Dropout layers)')
+    data_seed: int = option(0, "TRAIN data layers' seed: image order, scale and mirror draws")
     kd_losses: str = option('stock', "distillation losses: 'stock' as released (stage 1 "
                             "EuclideanLoss, stage 2 learnable Scale + SigmoidCrossEntropyLoss) or "
                             "'python' (FeatureMimicLoss, SoftSigmoidCrossEntropyLoss at the fixed "
@@ -108,10 +110,12 @@ class MlicConfig:
         for key in ('input_scale', 'teacher_temperature', 'student_temperature'):
             if not (_finite(getattr(self, key)) and getattr(self, key) > 0):
                 bad(key, 'must be a positive number')
+        if not (_finite(self.dropout_ratio) and 0 <= self.dropout_ratio < 1):
+            bad('dropout_ratio', 'must be in [0, 1)')
         for key in ('score_scale', 'score_bias'):
             if not _finite(getattr(self, key)):
                 bad(key, 'must be a finite number')
-        for key in ('workers', 'mimic_top_k'):
+        for key in ('workers', 'mimic_top_k', 'data_seed'):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 bad(key, 'must be an integer >= 0')
@@ -125,6 +129,10 @@ class MlicConfig:
     @property
     def widths(self):
         return BACKBONES[self.backbone][0]
+
+    @property
+    def blocks(self):
+        return BACKBONES[self.backbone][2]
 
     @property
     def conv_filler(self):
@@ -152,6 +160,8 @@ def _data_pair(n, cfg, batches, scale_jitter, split_name='labels', silence_label
             p['scale_factors'] = list(cfg.scale_factors)
         if cfg.workers != 2:
             p['workers'] = cfg.workers
+        if phase_train and cfg.data_seed:
+            p['seed'] = cfg.data_seed
         if cfg.input_scale != 1.0:
             p['scale'] = cfg.input_scale
         return p
@@ -180,10 +190,11 @@ def _fc67(n, bottom, cfg, names=PLAIN, freeze=False):
     """fc6/fc7 with ReLU and Dropout; returns fc7."""
     top = bottom
     for i in (6, 7):
-        top, relu, drop = fc_relu_drop(top, cfg.fc_width, i, freeze=freeze)
+        top, relu, drop = fc_relu_drop(top, cfg.fc_width, i, freeze=freeze, dropout=cfg.dropout_ratio)
         setattr(n, names.fc.format(i=i), top)
         setattr(n, '_relu_%s' % names.fc.format(i=i), relu)
-        setattr(n, '_drop_%s' % names.fc.format(i=i), drop)
+        if drop is not None:
+            setattr(n, '_drop_%s' % names.fc.format(i=i), drop)
     return top
 
 
@@ -246,7 +257,7 @@ def wsddn_train(cfg):
     n = caffe.NetSpec()
     test_data = _data_pair(n, cfg, cfg.wsddn_batch, scale_jitter=True)
     n.roi = python_layer('WsdRoigen', [n.list_roi], {})
-    conv5 = vgg16_convs(n, n.data, cfg.widths, filler=cfg.conv_filler)
+    conv5 = vgg16_convs(n, n.data, cfg.widths, blocks=cfg.blocks, filler=cfg.conv_filler)
     fc7 = _fc67(n, _roi_pool(n, 'roi_pooling', conv5, n.roi, cfg), cfg)
     score = _wsddn_head(n, fc7, cfg)
     n.loss = python_layer('CrossEntropyLoss', [score, n.labels], {}, loss_weight=1)
@@ -260,7 +271,7 @@ def wsddn_deploy(cfg):
     # The blobs come from `input:` fields; this Input layer only names them and is dropped.
     n.imagedata, n.proposaldata = L.Input(ntop=2)
     n.roi = python_layer('WsdRoigen', [n.proposaldata], {})
-    conv5 = vgg16_convs(n, n.imagedata, cfg.widths, filler=cfg.conv_filler)
+    conv5 = vgg16_convs(n, n.imagedata, cfg.widths, blocks=cfg.blocks, filler=cfg.conv_filler)
     fc7 = _fc67(n, _roi_pool(n, 'roi_pooling', conv5, n.roi, cfg), cfg)
     _wsddn_head(n, fc7, cfg)
     proto = _finish(n, 'vgg16_wsddn', inputs=[('imagedata', [1, 3, cfg.teacher_size, cfg.teacher_size]),
@@ -274,7 +285,7 @@ def _drop_input_layers(proto):
 
 def _teacher(n, cfg, data, roi):
     """The frozen teacher copy (conv_wsd_*, fc_wsd_*); returns fc_wsd_7."""
-    conv5 = vgg16_convs(n, data, cfg.widths, names=TEACHER, freeze=True, filler=cfg.conv_filler)
+    conv5 = vgg16_convs(n, data, cfg.widths, blocks=cfg.blocks, names=TEACHER, freeze=True, filler=cfg.conv_filler)
     return _fc67(n, _roi_pool(n, 'roi_pooling', conv5, roi, cfg), cfg, names=TEACHER, freeze=True)
 
 
@@ -294,7 +305,7 @@ def kd_stage1(cfg):
     n.roi_224 = python_layer('WsdRoigenSingleScale', [n.list_roi], dict(
         single_scale=cfg.student_size, origin_scale=cfg.teacher_size))
     teacher_fc7 = _teacher(n, cfg, n.data, n.roi)
-    conv5 = vgg16_convs(n, _student_input(n, cfg), cfg.widths, filler=cfg.conv_filler)
+    conv5 = vgg16_convs(n, _student_input(n, cfg), cfg.widths, blocks=cfg.blocks, filler=cfg.conv_filler)
     fc7 = _fc67(n, _roi_pool(n, 'roi_pooling_224', conv5, n.roi_224, cfg), cfg)
     if cfg.kd_losses == 'stock':
         n.loss_euclid = L.EuclideanLoss(teacher_fc7, fc7, loss_weight=1, propagate_down=[False, True])
@@ -312,7 +323,7 @@ def kd_stage1(cfg):
 
 def _student_classifier(n, cfg, data):
     """Student VGG16 on the whole image: pool5 -> fc6 -> fc7 -> fc8; returns fc8."""
-    pool5 = vgg16_convs(n, data, cfg.widths, pools=5, filler=cfg.conv_filler)
+    pool5 = vgg16_convs(n, data, cfg.widths, blocks=cfg.blocks, pools=5, filler=cfg.conv_filler)
     fc8 = fc(_fc67(n, pool5, cfg), cfg.num_classes, learn=LEARN_10X)
     setattr(n, cfg.student_fc8, fc8)
     return fc8

@@ -12,13 +12,22 @@ VGG16_WIDTHS = (64, 128, 256, 512, 512)
 TINY_WIDTHS = (4, 8, 8, 16, 16)
 VGG16_FC = 4096
 TINY_FC = 32
+# One conv per block: the VGG layout (five blocks at strides 1..16, fc6, fc7)
+# at a depth that trains from scratch on two CPU cores (the 13-conv tiny
+# stack without BN stays at the label prior for hundreds of iterations).
+MINI_BLOCKS = (1, 1, 1, 1, 1)
+MINI_WIDTHS = (16, 32, 48, 64, 64)
+MINI_FC = 64
 
-BACKBONES = {'vgg16': (VGG16_WIDTHS, VGG16_FC), 'tiny': (TINY_WIDTHS, TINY_FC)}
+# name: (conv widths per block, fc6/fc7 width, convs per block)
+BACKBONES = {'vgg16': (VGG16_WIDTHS, VGG16_FC, VGG16_BLOCKS),
+             'tiny': (TINY_WIDTHS, TINY_FC, VGG16_BLOCKS),
+             'mini': (MINI_WIDTHS, MINI_FC, MINI_BLOCKS)}
 # The released VGG16 convs have no filler (they start from an ImageNet model).
 # The tiny backbone has no pretrained model: He ("msra") init keeps the signal
 # through its 13 ReLU convs (Caffe's xavier, variance 1/fan_in, lets it shrink
 # about 500x by conv5_3 and the net never leaves the label prior).
-CONV_FILLERS = {'vgg16': None, 'tiny': dict(type='msra')}
+CONV_FILLERS = {'vgg16': None, 'tiny': dict(type='msra'), 'mini': dict(type='msra')}
 
 
 class VggNames:
@@ -30,13 +39,14 @@ PLAIN = VggNames(conv='conv{b}_{i}', pool='pool{b}', fc='fc{i}')
 TEACHER = VggNames(conv='conv_wsd_{b}_{i}', pool='pool_wsd_{b}', fc='fc_wsd_{i}')
 
 
-def vgg16_convs(n, bottom, widths, names=PLAIN, pools=4, freeze=False, filler=None):
+def vgg16_convs(n, bottom, widths, names=PLAIN, pools=4, freeze=False, filler=None,
+                blocks=VGG16_BLOCKS):
     """Add conv1_1 .. conv5_3 (+ ReLUs) and the first ``pools`` poolings to NetSpec n.
 
     Returns the last top (conv5_3, or pool5 when pools == 5).
     """
     top = bottom
-    for b, (count, width) in enumerate(zip(VGG16_BLOCKS, widths), start=1):
+    for b, (count, width) in enumerate(zip(blocks, widths), start=1):
         for i in range(1, count + 1):
             conv_name = names.conv.format(b=b, i=i)
             conv, relu = conv_relu(top, width, 'relu%d_%d' % (b, i), freeze=freeze, filler=filler)
