@@ -2,7 +2,8 @@
 
 build: ground truth (Pascal VOC, MS-COCO or a plain label file, see
 caffe_mlic/annotations.py) + proposals (`caffe-mlic proposals`, one
-<image stem>.npz per image) -> a datalist (`caffe_mlic.datalist`) and, beside
+<image stem>.npz per image; or, with no proposals folder, the whole image as
+the one proposal of every image, score 1) -> a datalist (`caffe_mlic.datalist`) and, beside
 it, for OUT.txt:
   OUT.classes.txt  the class names, one per line, in label order
   OUT.gt.json      {"classes": [...], "size": [W, H] of the datalist boxes,
@@ -77,6 +78,13 @@ def load_proposals(npz_path, record):
     return boxes, scores
 
 
+def whole_image_box(record):
+    """The one "proposal" of a datalist built without proposals: the whole
+    image, score 1 (for nets that ignore proposals, e.g. pretraining a classifier)."""
+    return (np.array([[0, 0, record.width - 1, record.height - 1]], np.float64),
+            np.ones(1, np.float64))
+
+
 def resize_top_boxes(boxes, scores, width, height, size, bbox_num):
     """Top bbox_num by score, mapped to the size=(W', H') image, padded cyclically."""
     order = np.argsort(-scores, kind='stable')[:bbox_num]
@@ -144,8 +152,8 @@ def _write_lines(f, records, classes, proposals_dir, size, bbox_num, root, diffi
     problems, gt_images, seen_npz = [], [], {}
     for rec in records:
         stem = os.path.splitext(os.path.basename(rec.path))[0]
-        npz = os.path.join(proposals_dir, stem + '.npz')
-        if npz in seen_npz:
+        npz = os.path.join(proposals_dir or '', stem + '.npz')
+        if proposals_dir is not None and npz in seen_npz:
             problems.append(rec.problem('image %s has the same file stem as %s, so they would share %s'
                                         % (rec.path, seen_npz[npz], npz)))
             continue
@@ -156,7 +164,8 @@ def _write_lines(f, records, classes, proposals_dir, size, bbox_num, root, diffi
                                         % path))
             continue
         try:
-            boxes, scores = load_proposals(npz, rec)
+            boxes, scores = (load_proposals(npz, rec) if proposals_dir is not None else
+                             whole_image_box(rec))
         except InputError as e:
             problems.extend(e.problems)
             continue

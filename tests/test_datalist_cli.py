@@ -377,3 +377,28 @@ def test_existing_output_untouched_on_error(voc, capsys):
     after = {f: open(os.path.join(os.path.dirname(out), f), 'rb').read()
              for f in os.listdir(os.path.dirname(out))}
     assert after == before
+
+
+def test_voc_build_whole_image_without_proposals(voc, capsys):
+    tmp_path, root = voc
+    shutil.rmtree(tmp_path / 'props')            # not needed: each image is its own one box
+    out = str(tmp_path / 'out' / 'whole.txt')
+    rc = cli.main(['datalist', 'build', '--voc', root, '--set', 'train', '--whole-image', '-o', out,
+                   '--size', '64', '--bbox-num', '2'])
+    assert rc == 0, capsys.readouterr().err
+    dl = read_datalist(out, 3, 2, 64, 64)
+    np.testing.assert_array_equal(dl.labels, [[1, 1, 0], [0, 0, 1], [1, 0, 1]])
+    # x2 = floor((W-1) * 64 / W): 332*64/333 = 63.8, 199*64/200 = 63.7; repeated to bbox_num 2
+    np.testing.assert_array_equal(dl.boxes[:, 0], [[0, 0, 63, 63]] * 3)
+    np.testing.assert_array_equal(dl.boxes[:, 1], dl.boxes[:, 0])
+    np.testing.assert_array_equal(dl.scores, np.ones((3, 2)))
+
+
+def test_build_needs_proposals_or_whole_image(voc, capsys):
+    tmp_path, root = voc
+    for extra in ([], ['--proposals', str(tmp_path / 'props'), '--whole-image']):
+        rc = cli.main(['datalist', 'build', '--voc', root, '--set', 'train', '-o',
+                       str(tmp_path / 'x.txt')] + extra)
+        assert rc == 2
+        assert '--proposals' in capsys.readouterr().err
+    assert not (tmp_path / 'x.txt').exists()

@@ -21,7 +21,11 @@ def add_arguments(p):
     b.add_argument('--set', help='VOC image set, e.g. trainval')
     b.add_argument('--images', metavar='DIR', help='image folder (COCO; plain labels: base of relative paths)')
     b.add_argument('--classes', metavar='FILE', help='class names, one per line (label order)')
-    b.add_argument('--proposals', required=True, metavar='DIR', help='folder of <image stem>.npz')
+    boxes = b.add_mutually_exclusive_group(required=True)
+    boxes.add_argument('--proposals', metavar='DIR', help='folder of <image stem>.npz')
+    boxes.add_argument('--whole-image', action='store_true',
+                       help='no proposals: the whole image is each image\'s one box (score 1), '
+                            'for classifiers that ignore proposals, e.g. pretraining')
     b.add_argument('-o', '--output', required=True, metavar='OUT.txt')
     b.add_argument('--size', type=image_size, default='672', metavar='S|WxH',
                    help='resized image size (default 672)')
@@ -62,7 +66,7 @@ def run_build(args):
         classes, records = annotations.read_coco(args.coco, args.images, classes)
     else:
         records = annotations.read_label_file(args.labels, classes, args.images)
-    if not os.path.isdir(args.proposals):
+    if args.proposals is not None and not os.path.isdir(args.proposals):
         raise InputError('%s: proposals folder not found' % args.proposals)
     n = build(records, classes, args.proposals, args.output, args.size, args.bbox_num, args.root,
               args.voc_difficult)
