@@ -10,6 +10,9 @@ from caffe_mlic.params import Param
 from .base import MlicLayer, PairLossLayer
 
 
+TARGET_SLACK = 1e-5   # float32 rounding of a sum of softmax products
+
+
 class SoftSigmoidCrossEntropyLoss(PairLossLayer):
     """Sigmoid cross-entropy of student logits x against soft targets t in [0, 1].
 
@@ -23,11 +26,14 @@ class SoftSigmoidCrossEntropyLoss(PairLossLayer):
 
     def forward(self, bottom, top):
         t = bottom[1].data.reshape(-1).astype(np.float64)
-        bad = ~((t >= 0) & (t <= 1))  # NaN fails both comparisons
+        # A teacher's image score is a float32 sum of products of softmaxes:
+        # it can pass 1 (or 0) by rounding. Within TARGET_SLACK it is clipped.
+        bad = ~((t >= -TARGET_SLACK) & (t <= 1 + TARGET_SLACK))  # NaN fails both comparisons
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise self.error('targets must lie in [0, 1]: %d value(s) do not, first at flat '
                              'index %d: %r' % (int(bad.sum()), i, float(t[i])))
+        t = np.clip(t, 0, 1)
         z = bottom[0].data.reshape(-1).astype(np.float64) / self.params.temperature
         loss = (np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))).sum()
         self.set_loss(top, loss / bottom[0].shape[0])
@@ -39,7 +45,7 @@ class SoftSigmoidCrossEntropyLoss(PairLossLayer):
             return
         temp = self.params.temperature
         z = bottom[0].data.astype(np.float64) / temp
-        t = bottom[1].data.reshape(z.shape).astype(np.float64)
+        t = np.clip(bottom[1].data.reshape(z.shape).astype(np.float64), 0, 1)
         sig = 0.5 * (1 + np.tanh(0.5 * z))  # sigmoid without overflow warnings
         scale = top[0].diff.item() / (temp * bottom[0].shape[0])
         bottom[0].diff[...] = (sig - t) * scale

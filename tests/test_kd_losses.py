@@ -117,6 +117,21 @@ def test_soft_sigmoid_rejects_targets_outside_unit_interval(layer_net, bad, show
     assert 'index 5' in msg and shown in msg
 
 
+def test_soft_sigmoid_clips_targets_a_rounding_error_past_the_interval(layer_net):
+    """A teacher's image score (a float32 sum of softmax products) can be
+    1.0000001: taken as 1, not an error; the loss and gradient are those of 1."""
+    net = loss_net(layer_net, 'SoftSigmoidCrossEntropyLoss', {}, [(1, 2), (1, 2)])
+    x = np.array([[0.3, -0.4]])
+    past = run(net, x, np.array([[np.float32(1) + np.float32(1.2e-7), -np.float32(1e-6)]], np.float32))
+    net.backward()
+    grad_past = net.blobs['b0'].diff.copy()
+    assert run(net, x, np.array([[1, 0]], np.float32)) == pytest.approx(past, rel=1e-7)
+    net.backward()
+    np.testing.assert_allclose(net.blobs['b0'].diff, grad_past, rtol=1e-7)
+    # by hand: -log(sigmoid(0.3)) - log(1 - sigmoid(-0.4))
+    assert past == pytest.approx(np.log1p(np.exp(-0.3)) + np.log1p(np.exp(-0.4)), rel=1e-6)
+
+
 @pytest.mark.parametrize('params, shapes, fragment', [
     ({'temprature': 2}, [(2, 3), (2, 3)], "unknown parameter 'temprature'"),
     ({'temperature': 0}, [(2, 3), (2, 3)], "'temperature'"),
