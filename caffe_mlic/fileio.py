@@ -35,6 +35,12 @@ def atomic_save_npz(path, **arrays):
         np.savez_compressed(f, **arrays)
 
 
+def atomic_save_npy(path, array):
+    import numpy as np
+    with atomic_write(path, 'wb') as f:
+        np.save(f, array, allow_pickle=False)
+
+
 def json_ready(value):
     """``value`` with NaN/inf floats as None (JSON has no NaN) and numpy
     scalars and arrays as Python numbers and lists."""

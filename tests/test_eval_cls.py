@@ -288,3 +288,27 @@ def test_cli_cls_net_names_a_missing_file(tmp_path, capsys):
                      '--blob', 'prob']) == 1
     err = capsys.readouterr().err
     assert 'missing.caffemodel: no such file' in err and 'Traceback' not in err
+
+
+def test_cli_cls_list_scores_another_datalist_and_saves_scores(tiny_teacher, tmp_path, capsys):
+    from caffe_mlic.evaluation.net_scores import score_test_set
+    net_path, weights, listing = tiny_teacher
+    lines = open(listing).read().splitlines()
+    subset = tmp_path / 'subset.txt'
+    subset.write_text('\n'.join(lines[4:] + lines[:1]) + '\n')      # images 4, 5, 0
+    full, _ = score_test_set(net_path, weights, 'image_level_score')
+    out = tmp_path / 'scores.npy'
+    assert cli.main(['eval', 'cls', '--net', net_path, '--weights', weights, '--blob', 'image_level_score',
+                     '--list', str(subset), '--save-scores', str(out)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith('over 3 images')
+    np.testing.assert_allclose(np.load(out), full[[4, 5, 0]], rtol=1e-6)
+    labels = np.load(tmp_path / 'scores.labels.npy')
+    assert labels.dtype == np.int8 and labels.shape == (3, C)
+    # the net file itself is untouched
+    assert str(subset) not in open(net_path).read()
+    assert cli.main(['eval', 'cls', '--scores', str(out), '--labels', str(tmp_path / 'scores.labels.npy'),
+                     '--list', str(subset)]) == 2
+    assert '--list goes with --net' in capsys.readouterr().err
+    assert cli.main(['eval', 'cls', '--net', net_path, '--weights', weights, '--blob', 'image_level_score',
+                     '--list', str(tmp_path / 'missing.txt')]) == 1
+    assert 'missing.txt: no such datalist' in capsys.readouterr().err

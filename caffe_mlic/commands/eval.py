@@ -23,6 +23,12 @@ def add_arguments(p):
     net.add_argument('--weights', metavar='W.caffemodel', help='caffemodel')
     net.add_argument('--blob', help='image-level score blob: image_level_score (teacher), '
                                     'fc8_mscoco (student logits, with --sigmoid)')
+    c.add_argument('--list', metavar='DATALIST', dest='datalist',
+                   help="with --net: score this datalist instead of the TEST layer's own "
+                        "(e.g. the test split of nets whose TEST phase is the validation split)")
+    c.add_argument('--save-scores', metavar='OUT.npy',
+                   help='also save the scores (images x classes, after --sigmoid) and, beside '
+                        'them, the labels as OUT.labels.npy')
     c.add_argument('--sigmoid', action='store_true',
                    help='the scores are logits: apply the logistic function first')
     c.add_argument('--classes', metavar='FILE', help='class names, one per line, for the table and JSON')
@@ -60,6 +66,11 @@ def _sigmoid(x):
     return 0.5 * (1 + np.tanh(0.5 * np.asarray(x, np.float64)))
 
 
+def _labels_path(scores_path):
+    stem = scores_path[:-4] if scores_path.endswith('.npy') else scores_path
+    return stem + '.labels.npy'
+
+
 def run_cls(args):
     from caffe_mlic.annotations import read_class_list
     from caffe_mlic.evaluation import classification, write_json
@@ -72,6 +83,8 @@ def run_cls(args):
     if not any(saved) and not all(trained):
         raise UsageError('give --scores S.npy --labels L.npy, or --net PROTOTXT --weights W --blob B')
     names = read_class_list(args.classes) if args.classes else None
+    if args.datalist and not args.net:
+        raise UsageError('--list goes with --net')
     if args.scores:
         scores = _load_npy(args.scores, 'scores')
         labels = _load_npy(args.labels, 'labels')
@@ -81,7 +94,7 @@ def run_cls(args):
         for path in (args.net, args.weights):
             if not os.path.isfile(path):
                 raise InputError('%s: no such file' % path)
-        scores, labels = score_test_set(args.net, args.weights, args.blob)
+        scores, labels = score_test_set(args.net, args.weights, args.blob, datalist=args.datalist)
         sources = dict(scores_source='%s blob %s' % (args.net, args.blob),
                        labels_source='%s labels' % args.net)
     if args.sigmoid and np.asarray(scores).dtype.kind in 'biuf':
@@ -89,6 +102,10 @@ def run_cls(args):
     scores, labels = classification.check_inputs(scores, labels, names, classes_source=args.classes,
                                                  **sources)
     result = classification.multilabel_metrics(scores, labels, names)
+    if args.save_scores:
+        from caffe_mlic.fileio import atomic_save_npy
+        atomic_save_npy(args.save_scores, np.asarray(scores, np.float64))
+        atomic_save_npy(_labels_path(args.save_scores), np.asarray(labels, np.int8))
     if args.json:
         write_json(args.json, result)
     width = max(12, max(len(n) for n in result['classes']))

@@ -4,6 +4,8 @@ The TEST phase reads the datalist in file order and wraps around at its end,
 so ceil(M / batch_size) forward passes see every image once; the rows past
 the M-th are dropped.
 """
+import os
+
 import numpy as np
 
 from caffe_mlic.errors import InputError, UsageError
@@ -26,19 +28,38 @@ def _check_score_blob(net, blob, label_blob, data_tops, batch_size, att_num, whe
                          % (blob, shape, att_num, batch_size, att_num), 'blob')
 
 
-def score_test_set(prototxt_path, weights, blob, label_blob=None):
-    """Run the TEST phase once over its whole datalist: (scores (M, C)
-    float64 of ``blob``, labels (M, C) int8 of label_blob, by default the
-    net's 'labels' or 'label' blob)."""
+def _with_source(net_param, layer, source):
+    """net_param with the TEST data layer ``layer`` reading datalist ``source``."""
+    import json
+    from caffe_mlic import prototxt
+
+    def swap(candidate):
+        if candidate == layer:
+            params = prototxt.python_params(candidate)
+            params['source'] = os.path.abspath(source)
+            candidate.python_param.param_str = json.dumps(params, sort_keys=True)
+        return candidate
+    return prototxt.rewrite_layers(net_param, swap)
+
+
+def score_test_set(prototxt_path, weights, blob, label_blob=None, datalist=None):
+    """Run the TEST phase once over its whole datalist (or over ``datalist``
+    instead): (scores (M, C) float64 of ``blob``, labels (M, C) int8 of
+    label_blob, by default the net's 'labels' or 'label' blob)."""
     from caffe_mlic import prototxt
     from caffe_mlic.datalist import read_datalist
-    layer = prototxt.data_layer(prototxt.read_net(prototxt_path), 'TEST', where=prototxt_path)
+    net_param = prototxt.read_net(prototxt_path)
+    layer = prototxt.data_layer(net_param, 'TEST', where=prototxt_path)
+    if datalist is not None:
+        if not os.path.isfile(datalist):
+            raise InputError('%s: no such datalist' % datalist)
+        net_param = _with_source(net_param, layer, datalist)
     params = prototxt.python_params(layer)
     count = len(read_datalist(params['source'], params['att_num'], params['bbox_num'],
                               check_images=False).image_paths)
     if count == 0:
         raise InputError('%s: the TEST datalist %s lists no image' % (prototxt_path, params['source']))
-    net = prototxt.caffe_net(prototxt_path, 'TEST', weights=weights)
+    net = prototxt.caffe_net(prototxt_path if datalist is None else net_param, 'TEST', weights=weights)
     if label_blob is None:
         label_blob = next((b for b in LABEL_BLOBS if b in net.blobs), None)
         if label_blob is None:
