@@ -39,7 +39,7 @@ class SurgeryError(InputError):
     """The weights do not fit the net (unknown mapping, unreadable or mismatched caffemodel)."""
 
 
-def _read_weights(path):
+def read_weights(path):
     """{layer name: [numpy arrays]} from a .caffemodel, without building its net."""
     import numpy as np
     from caffe.proto import caffe_pb2
@@ -105,7 +105,7 @@ def transplant(net, sources, skip_mismatched=False, log=print):
     for mapping, path in sources:
         if mapping not in MAPPINGS:
             raise SurgeryError('unknown mapping %r (choose from %s)' % (mapping, ', '.join(MAPPINGS)))
-        for name, arrays in _read_weights(path).items():
+        for name, arrays in read_weights(path).items():
             target = name if mapping == 'same' else teacher_name(name)
             if target is not None:
                 provided[target] = (path, name, arrays)

@@ -7,7 +7,8 @@ Images without a proposal file (<stem>.npz in --proposals, as `caffe-mlic
 proposals` writes them) get EdgeBoxes proposals, saved under OUT/proposals/.
 Writes, under OUT:
   comp4_det_<set>_<class>.txt  VOC devkit result files (`caffe-mlic eval det` reads them)
-  json/<stem>.json             image-level scores and the detections of each image
+  json/<stem>.json             image-level scores, the detections of each image, and its
+                               --top regions by region score of any class (before NMS)
   vis/<stem>.jpg               the image with its top detections drawn and labelled
 The preprocessing and sizes come from the deploy.json that `netgen` writes
 beside the nets (see caffe_mlic.inference.settings).
@@ -21,7 +22,11 @@ HELP = 'detect objects with the WSDDN teacher on any images (proposals computed 
 
 def add_arguments(p):
     p.add_argument('--net', required=True, help='WSDDN deploy prototxt')
-    p.add_argument('--weights', required=True, help='trained teacher caffemodel')
+    p.add_argument('--weights', help='trained teacher caffemodel (not with --control)')
+    p.add_argument('--control', choices=['random'],
+                   help='the control detector instead of the net: the same proposals and '
+                        'protocol, every region a random score per class (seeded by --seed)')
+    p.add_argument('--seed', type=int, default=0, help='seed of --control random (default 0)')
     p.add_argument('images', nargs='+', metavar='IMAGE', help='image files or folders of images')
     p.add_argument('-o', '--output', required=True, metavar='DIR')
     p.add_argument('--proposals', metavar='DIR', help='folder of <image stem>.npz proposal files')
@@ -74,12 +79,15 @@ def run(args):
     from caffe_mlic.evaluation.detection import ClassDetections, write_voc_results
     from caffe_mlic.fileio import atomic_write_json
     from caffe_mlic.imageio import read_image
-    from caffe_mlic.inference.detector import WsddnDetector, check_scales
+    from caffe_mlic.inference.detector import RandomControlDetector, WsddnDetector, check_scales
     from caffe_mlic.inference.draw import colour, draw_boxes, write_image
     from caffe_mlic.inference.settings import load_settings
     from caffe_mlic.progress import progress
     from caffe_mlic.proposals import expand_images
-    for path in (args.net, args.weights):
+    from caffe_mlic.errors import UsageError
+    if bool(args.weights) == bool(args.control):
+        raise UsageError('give --weights (the trained teacher) or --control random, not both')
+    for path in filter(None, (args.net, args.weights)):
         if not os.path.isfile(path):
             raise InputError('%s: no such file' % path)
     if args.scales:
@@ -87,8 +95,12 @@ def run(args):
     images = expand_images(args.images)
     if not images:
         raise InputError('no image files in %s' % ', '.join(args.images))
-    detector = WsddnDetector(args.net, args.weights, load_settings(args.net, args.settings),
-                             args.score_threshold, args.nms)
+    if args.control:
+        detector = RandomControlDetector(args.net, load_settings(args.net, args.settings), args.seed,
+                                         args.score_threshold, args.nms)
+    else:
+        detector = WsddnDetector(args.net, args.weights, load_settings(args.net, args.settings),
+                                 args.score_threshold, args.nms)
     classes = class_names(args.classes, detector.num_classes)
     cache = os.path.join(args.output, 'proposals')
     all_detections = []
@@ -101,7 +113,9 @@ def run(args):
         record = dict(image=os.path.abspath(image_path), width=result.width, height=result.height,
                       scores={c: float(s) for c, s in zip(classes, result.image_scores)},
                       detections=[dict(**{'class': classes[d.class_index]}, score=d.score,
-                                       box=list(d.box)) for d in result.detections])
+                                       box=list(d.box)) for d in result.detections],
+                      top_regions=[dict(**{'class': classes[d.class_index]}, score=d.score,
+                                        box=list(d.box)) for d in result.top_regions(args.top)])
         atomic_write_json(os.path.join(args.output, 'json', stem + '.json'), record)
         top = result.detections[:args.top]
         write_image(os.path.join(args.output, 'vis', stem + '.jpg'), draw_boxes(

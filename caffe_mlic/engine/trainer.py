@@ -601,7 +601,7 @@ class Trainer:
             net=os.path.abspath(sf.net_path) if sf.net_path else None,
             run_dir=os.path.abspath(run_dir), versions=logs.versions(), seed=self.seed,
             data_seed=prototxt.python_params(train_data[0]).get('seed', 0) if train_data else None,
-            weights=self.weights if state is None else [], resumed_from=state,
+            weights=[os.path.abspath(w) for w in self.weights] if state is None else [], resumed_from=state,
             snapshot_prefix=sf.snapshot_prefix, max_iter=sf.param.max_iter,
             test=dict(score_blob=self.test[2], label_blob=self.test[1],
                       images=len(self.test_data.datalist)) if self.test else None,

@@ -42,6 +42,16 @@ class ImageResult:
     objectness: np.ndarray              # (K,) their proposal scores
     detections: List[Detection] = field(default_factory=list)
 
+    def top_regions(self, count=10):
+        """The ``count`` proposals with the highest region score of any class
+        (the region's objectness as the teacher sees it), best first, as
+        Detections of that class."""
+        best = self.region_scores.max(axis=1)
+        order = np.argsort(-best, kind='stable')[:count]
+        classes = self.region_scores.argmax(axis=1)
+        return [Detection(int(classes[k]), float(best[k]), tuple(float(v) for v in self.boxes[k]))
+                for k in order]
+
 
 class WsddnDetector:
     def __init__(self, net_path, weights, settings, score_threshold=1e-3, nms_iou=0.4):
@@ -99,6 +109,21 @@ class WsddnDetector:
                                             tuple(float(v) for v in result.boxes[k])) for k in kept]
         result.detections.sort(key=lambda d: -d.score)
         return result
+
+
+class RandomControlDetector(WsddnDetector):
+    """The control a WSD result is compared with: the same proposals, test
+    protocol and output as WsddnDetector, but every region gets a uniform
+    random score per class instead of the net's (seeded; the net is only read
+    for B and C). Its AP and CorLoc are what knowing nothing gives."""
+
+    def __init__(self, net_path, settings, seed=0, score_threshold=1e-3, nms_iou=0.4):
+        super().__init__(net_path, None, settings, score_threshold, nms_iou)
+        self.rng = np.random.default_rng(seed)
+
+    def _forward(self, image, boxes_in, objectness, size, flip):
+        region = self.rng.random((self.bbox_num, self.num_classes)) / self.bbox_num
+        return region, region.sum(axis=0)
 
 
 def check_scales(scales):
