@@ -1,0 +1,57 @@
+"""Gather a demo run's numbers into RUN/results.json and write RUN/report.html:
+
+    caffe-mlic report runs/demo [--strict]
+
+The page (pictures in RUN/report/) shows the mAP table (mean +- std over the
+seeds, and each seed), the fairness checks, the teacher's detection AP and
+CorLoc against a random control, speed, the per-class AP change from
+distillation, test images with the teacher's top regions and both students'
+top-3 labels, and the training curves of every stage and seed. The folder
+layout it reads is the one `make demo` writes (caffe_mlic/report/layout.py).
+"""
+from caffe_mlic.errors import RunError
+
+HELP = 'results.json and an HTML report of a demo run'
+
+
+def add_arguments(p):
+    p.add_argument('run_dir', metavar='RUN', help='the demo run folder (runs/demo)')
+    p.add_argument('--strict', action='store_true',
+                   help='exit 1 when a fairness check fails (after writing the report)')
+
+
+def run(args):
+    from caffe_mlic.report.page import write_report
+    results, path = write_report(args.run_dir)
+    summary = results['summary']
+    print(table(results))
+    print('results: %s/results.json\nreport:  %s' % (args.run_dir.rstrip('/'), path))
+    failed = ['seed %d: %s (%s)' % (r['seed'], c['name'], c['detail'])
+              for r in results['runs'] for c in r['fairness'] if not c['ok']]
+    for line in failed:
+        print('fairness check failed: ' + line)
+    if failed and args.strict:
+        raise RunError('%d fairness check(s) failed; the comparison is not fair' % len(failed))
+    return 0 if summary else 1
+
+
+def table(results):
+    """The mAP table as text: mean +- std over the seeds, then each seed."""
+    s, runs = results['summary'], results['runs']
+    rows = [('teacher (WSDDN)', 'teacher.mAP'), ('student with KD', 'student_kd.mAP'),
+            ('student without KD', 'student_baseline.mAP')]
+    lines = ['%-22s %15s  %s' % ('test mAP (%)', 'mean +- std', '  '.join('seed %-3d' % r['seed']
+                                                                         for r in runs))]
+    for label, key in rows:
+        stat = s[key]
+        lines.append('%-22s %7.1f +- %4.1f  %s' % (label, stat['mean'], stat['std'], '  '.join(
+            '%8.1f' % v for v in stat['values'])))
+    g = s['kd_gain']
+    lines.append('%-22s %+7.1f +- %4.1f  %s' % ('gain from KD', g['mean'], g['std'], '  '.join(
+        '%+8.1f' % v for v in g['values'])))
+    lines.append('teacher detection: AP %.1f +- %.1f (random control %.1f), CorLoc %.1f +- %.1f; '
+                 'student %.1fx faster than the teacher' % (
+                     s['teacher.det_AP']['mean'], s['teacher.det_AP']['std'],
+                     s['teacher.control_det_AP']['mean'], s['teacher.CorLoc']['mean'],
+                     s['teacher.CorLoc']['std'], s['speed.speedup']['mean']))
+    return '\n'.join(lines)

@@ -1,0 +1,47 @@
+"""Where a demo run keeps its files (what `make demo` writes and
+`caffe-mlic report` reads). RUN is the run folder (runs/demo):
+
+    RUN/data/lists/{train,val,test}.txt     datalists (+ .gt.json, .classes.txt)
+    RUN/pretrain/pretrain.caffemodel        the shared pretrained backbone
+    RUN/seed<S>/nets/                       netgen output of seed S
+    RUN/seed<S>/runs/<stage>/               `caffe-mlic train` run folders
+                                            (run.json, log.jsonl, curves.png)
+    RUN/seed<S>/init/stage{1,2}.caffemodel  the distillation nets' starting weights
+    RUN/seed<S>/eval/<model>.json           `eval cls --json` on the test split
+    RUN/seed<S>/eval/<model>.npy            the scores (+ .labels.npy)
+    RUN/seed<S>/det/, det_control/          `detect` output: teacher, random control
+    RUN/seed<S>/eval/det.json, det_control.json   `eval det --json`
+    RUN/seed<S>/eval/speed.json             `caffe-mlic speed --json`
+"""
+import glob
+import os
+import re
+
+STAGES = ('teacher', 'stage1', 'stage2', 'baseline')
+STUDENTS = ('student_kd', 'student_baseline')
+
+
+def seed_dirs(run):
+    """{seed: folder} of the seed<S> folders of ``run``, by seed."""
+    found = {}
+    for path in glob.glob(os.path.join(run, 'seed*')):
+        m = re.fullmatch(r'seed(\d+)', os.path.basename(path))
+        if m and os.path.isdir(path):
+            found[int(m.group(1))] = path
+    return dict(sorted(found.items()))
+
+
+def stage_run(seed_dir, stage):
+    return os.path.join(seed_dir, 'runs', stage)
+
+
+def eval_file(seed_dir, name, ext='.json'):
+    return os.path.join(seed_dir, 'eval', name + ext)
+
+
+def lists(run, split):
+    return os.path.join(run, 'data', 'lists', split + '.txt')
+
+
+def pretrain_weights(run):
+    return os.path.join(run, 'pretrain', 'pretrain.caffemodel')

@@ -1,0 +1,183 @@
+"""`caffe-mlic report RUN`: RUN/results.json and RUN/report.html (pictures
+in RUN/report/), readable without the terminal: the table (mean +- std over
+seeds, and each seed), the fairness checks, the teacher as a detector
+against a random control, speed, the per-class AP change from distillation,
+test images with the teacher's top regions and both students' top-3 labels,
+and the training curves of every stage and seed."""
+import html
+import json
+import os
+
+import numpy as np
+
+from caffe_mlic.fileio import atomic_write, atomic_write_json
+from caffe_mlic.report import figures, layout
+from caffe_mlic.report.results import collect
+
+EXAMPLES = 6
+STYLE = """
+body { font-family: sans-serif; max-width: 1100px; margin: 1.5em auto; color: #222; }
+table { border-collapse: collapse; margin: 0.6em 0 1.2em; }
+td, th { border: 1px solid #bbb; padding: 3px 9px; text-align: right; }
+th { background: #eee; } td.l, th.l { text-align: left; }
+.ok { color: #1d7a32; } .bad { color: #b02020; font-weight: bold; }
+img { max-width: 100%; } .examples img { width: 32%; margin: 0.3%; vertical-align: top; }
+p.note { color: #555; font-size: 0.92em; }
+"""
+
+
+def _pm(stat, digits=1):
+    if stat is None or stat.get('mean') is None:
+        return 'n/a'
+    return '%.*f &plusmn; %.*f' % (digits, stat['mean'], digits, stat['std'])
+
+
+def _num(value, digits=1):
+    return 'n/a' if value is None else '%.*f' % (digits, value)
+
+
+def _main_table(results, sizes):
+    summary, runs = results['summary'], results['runs']
+    head = ''.join('<th>seed %d</th>' % r['seed'] for r in runs)
+    rows = [('teacher: WSDDN, %d px' % sizes['teacher_size'], 'teacher.mAP', lambda r: r['teacher']['mAP']),
+            ('student with KD, %d px' % sizes['student_size'], 'student_kd.mAP',
+             lambda r: r['student_kd']['mAP']),
+            ('student without KD, %d px' % sizes['student_size'], 'student_baseline.mAP',
+             lambda r: r['student_baseline']['mAP'])]
+    out = ['<table><tr><th class="l">mAP on the test split (%%)</th><th>mean &plusmn; std</th>%s</tr>'
+           % head]
+    for label, key, get in rows:
+        out.append('<tr><td class="l">%s</td><td><b>%s</b></td>%s</tr>' % (
+            html.escape(label), _pm(summary.get(key)), ''.join('<td>%s</td>' % _num(get(r)) for r in runs)))
+    gain = summary['kd_gain']
+    out.append('<tr><td class="l">gain from KD</td><td><b>%s</b></td>%s</tr>' % (
+        '%+.1f &plusmn; %.1f' % (gain['mean'], gain['std']),
+        ''.join('<td>%+.1f</td>' % g for g in gain['values'])))
+    out.append('</table>')
+    return '\n'.join(out)
+
+
+def _metric_table(results):
+    summary, runs = results['summary'], results['runs']
+    keys = ['CP', 'CR', 'CF1', 'OP', 'OR', 'OF1', 'CF1_top3', 'OF1_top3']
+    out = ['<table><tr><th class="l">student (mean &plusmn; std)</th>%s</tr>'
+           % ''.join('<th>%s</th>' % k for k in keys)]
+    for name, label in (('student_kd', 'with KD'), ('student_baseline', 'without KD')):
+        out.append('<tr><td class="l">%s</td>%s</tr>' % (label, ''.join(
+            '<td>%s</td>' % _pm(summary.get('%s.%s' % (name, k))) for k in keys)))
+    out.append('</table>')
+    return '\n'.join(out)
+
+
+def _detection_table(results):
+    summary = results['summary']
+    rows = [('teacher (WSDDN)', 'teacher.det_AP07', 'teacher.det_AP', 'teacher.CorLoc'),
+            ('control: random scores on the same proposals', 'teacher.control_det_AP07',
+             'teacher.control_det_AP', 'teacher.control_CorLoc')]
+    out = ['<table><tr><th class="l">detection on the test split (%)</th><th>AP (VOC07 11-point)</th>'
+           '<th>AP (all points)</th><th>CorLoc</th></tr>']
+    for label, *keys in rows:
+        out.append('<tr><td class="l">%s</td>%s</tr>' % (html.escape(label), ''.join(
+            '<td>%s</td>' % _pm(summary.get(k)) for k in keys)))
+    out.append('</table>')
+    return '\n'.join(out)
+
+
+def _speed_table(results):
+    s = results['summary']
+    return ('<table><tr><th class="l">per image, batch 1, proposals excluded</th><th>ms</th></tr>'
+            '<tr><td class="l">teacher deploy (Caffe)</td><td>%s</td></tr>'
+            '<tr><td class="l">student deploy (Caffe)</td><td>%s</td></tr>'
+            '<tr><td class="l">student deploy (OpenCV dnn)</td><td>%s</td></tr>'
+            '<tr><td class="l">student speed-up over the teacher</td><td><b>%s&times;</b></td></tr></table>'
+            % (_pm(s.get('speed.teacher_ms'), 2), _pm(s.get('speed.student_ms'), 2),
+               _pm(s.get('speed.student_opencv_ms'), 2), _pm(s.get('speed.speedup'))))
+
+
+def _fairness(results):
+    out = ['<table><tr><th class="l">seed</th><th class="l">check</th><th class="l">result</th></tr>']
+    for r in results['runs']:
+        for c in r['fairness']:
+            out.append('<tr><td>%d</td><td class="l">%s</td><td class="l"><span class="%s">%s</span> %s'
+                       '</td></tr>' % (r['seed'], c['name'], 'ok' if c['ok'] else 'bad',
+                                       'pass' if c['ok'] else 'FAIL', html.escape(c['detail'])))
+    out.append('</table>')
+    return '\n'.join(out)
+
+
+def _class_frequency(run, classes):
+    with open(layout.lists(run, 'train')[:-4] + '.gt.json', encoding='utf-8') as f:
+        gt = json.load(f)
+    return [sum(1 for im in gt['images'] if c in im['labels']) for c in classes]
+
+
+def _examples(run, results, out_dir, count=EXAMPLES):
+    """Pictures of the first seed's models on the first ``count`` test images."""
+    first = results['runs'][0]
+    seed_dir = layout.seed_dirs(run)[first['seed']]
+    with open(layout.lists(run, 'test')[:-4] + '.gt.json', encoding='utf-8') as f:
+        gt = json.load(f)
+    classes = gt['classes']
+    scores = {name: np.load(layout.eval_file(seed_dir, name, '.npy')) for name in layout.STUDENTS}
+    paths = []
+    for index, image in enumerate(gt['images'][:count]):
+        regions = figures.read_top_regions(os.path.join(seed_dir, 'det'), image['file'])
+        path = os.path.join(out_dir, 'example_%d.png' % index)
+        figures.example(image['file'], regions, image['labels'],
+                        [('KD', scores['student_kd'][index]),
+                         ('no KD', scores['student_baseline'][index])], classes, path)
+        paths.append(path)
+    return paths
+
+
+def _settings(run):
+    first = next(iter(layout.seed_dirs(run).values()))
+    with open(os.path.join(first, 'nets', 'deploy.json'), encoding='utf-8') as f:
+        return json.load(f)
+
+
+def write_report(run):
+    """Write RUN/results.json, RUN/report.html and RUN/report/*.png; returns
+    (results, report path)."""
+    results = collect(run)
+    atomic_write_json(os.path.join(run, 'results.json'), results, sort_keys=False)
+    out_dir = os.path.join(run, 'report')
+    os.makedirs(out_dir, exist_ok=True)
+    classes = results['runs'][0]['student_kd']['classes']
+    gains = [[(a if a is not None else np.nan) - (b if b is not None else np.nan)
+              for a, b in zip(r['student_kd']['AP'], r['student_baseline']['AP'])]
+             for r in results['runs']]
+    figures.kd_gain_per_class(classes, _class_frequency(run, classes), gains,
+                              os.path.join(out_dir, 'kd_gain_per_class.png'))
+    figures.training_curves(layout.seed_dirs(run), os.path.join(out_dir, 'training_curves.png'))
+    examples = _examples(run, results, out_dir)
+    sizes = _settings(run)
+    rel = lambda p: os.path.relpath(p, run)  # noqa: E731
+    body = [
+        '<h1>MLIC-KD-WSD in miniature: distillation from a weakly supervised detector</h1>',
+        '<p class="note">%d seed(s): %s. Synthetic data, nets trained on this machine\'s CPU; every number '
+        'below was measured by the demo\'s commands and is in <code>results.json</code>. The paper '
+        '(MS-COCO, VGG16) reports 78.6 / 74.6 / 70.9 mAP for teacher / student with KD / without.</p>'
+        % (len(results['runs']), ', '.join(str(r['seed']) for r in results['runs'])),
+        '<h2>Multi-label classification</h2>', _main_table(results, sizes), _metric_table(results),
+        '<h2>Fair comparison</h2><p class="note">Checked from the files each run wrote.</p>',
+        _fairness(results),
+        '<h2>The teacher as a detector</h2>', _detection_table(results),
+        '<h2>Speed</h2>', _speed_table(results),
+        '<h2>Per-class AP change from distillation</h2>',
+        '<img src="%s" alt="per-class AP change">' % rel(os.path.join(out_dir, 'kd_gain_per_class.png')),
+        '<h2>Test images</h2><p class="note">Boxes: the teacher\'s 10 best regions (by their highest '
+        'class score; the top 3 labelled). Under each image: the truth, then each student\'s top-3 '
+        'labels, green when the image has the class, red when not.</p><div class="examples">',
+        ''.join('<img src="%s" alt="test image %d">' % (rel(p), i) for i, p in enumerate(examples)),
+        '</div>',
+        '<h2>Training curves</h2><p class="note">Validation: a split carved from the training images '
+        '(the test split is never used while training).</p>',
+        '<img src="%s" alt="training curves">' % rel(os.path.join(out_dir, 'training_curves.png')),
+    ]
+    page = ('<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>caffe-mlic demo report</title>'
+            '<style>%s</style></head><body>\n%s\n</body></html>\n' % (STYLE, '\n'.join(body)))
+    path = os.path.join(run, 'report.html')
+    with atomic_write(path) as f:
+        f.write(page)
+    return results, path

@@ -1,0 +1,246 @@
+"""The miniature demo (DEMO_MINI=1: 1 seed, few images and iterations) run
+twice from scratch through tools/demo.sh: well-formed results.json and
+report, the same numbers on the second run, the report rendered by headless
+Chromium, and the fairness checks failing when a rule is broken. It does
+not assert the gain (the miniature is too small to show it)."""
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from caffe_mlic.report import fairness, layout
+from caffe_mlic.report.results import collect, summarise
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLS_KEYS = {'mAP', 'AP', 'CP', 'CR', 'CF1', 'OP', 'OR', 'OF1', 'CP_top3', 'CR_top3', 'CF1_top3',
+            'OP_top3', 'OR_top3', 'OF1_top3', 'classes'}
+
+
+def _demo(folder):
+    env = dict(os.environ, DEMO_MINI='1', SEEDS='1', DEMO_DIR=str(folder), CAFFE_MLIC_PROGRESS='never')
+    proc = subprocess.run(['bash', os.path.join(REPO, 'tools', 'demo.sh')], env=env, cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    return proc.stdout
+
+
+@pytest.fixture(scope='module')
+def mini(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('demo') / 'run'
+    return folder, _demo(folder)
+
+
+@pytest.fixture(scope='module')
+def mini_again(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('demo_again') / 'run'
+    _demo(folder)
+    return folder
+
+
+def _results(folder):
+    with open(folder / 'results.json') as f:
+        return json.load(f)
+
+
+def test_results_json_is_well_formed(mini):
+    folder, output = mini
+    results = _results(folder)
+    assert set(results) >= {'runs', 'summary', 'fair'}
+    (run,) = results['runs']
+    assert run['seed'] == 1
+    assert set(run['teacher']) >= {'mAP', 'CorLoc', 'det_AP07', 'det_AP', 'control_det_AP'}
+    for student in ('student_kd', 'student_baseline'):
+        assert set(run[student]) == CLS_KEYS
+        assert len(run[student]['AP']) == 6 and 0 <= run[student]['mAP'] <= 100
+    assert set(run['speed']) == {'teacher_ms', 'student_ms', 'student_opencv_ms', 'speedup'}
+    assert all(v > 0 for v in run['speed'].values())
+    assert run['iterations'] == {'teacher': 24, 'stage1': 12, 'stage2': 12, 'baseline': 24}
+    summary = results['summary']
+    assert summary['seeds'] == [1]
+    assert summary['student_kd.mAP'] == {'mean': run['student_kd']['mAP'], 'std': 0.0,
+                                         'values': [run['student_kd']['mAP']]}
+    assert summary['kd_gain']['values'] == [run['student_kd']['mAP'] - run['student_baseline']['mAP']]
+    # the table printed at the end is the one in results.json
+    assert 'student with KD' in output and ('%.1f' % run['student_kd']['mAP']) in output
+    assert str(folder / 'report.html') in output
+
+
+def test_numbers_come_from_the_files_the_commands_wrote(mini):
+    folder, _ = mini
+    from caffe_mlic.evaluation.classification import multilabel_metrics
+    run = _results(folder)['runs'][0]
+    seed_dir = layout.seed_dirs(str(folder))[1]
+    for name in layout.STUDENTS:
+        scores = np.load(layout.eval_file(seed_dir, name, '.npy'))
+        labels = np.load(layout.eval_file(seed_dir, name, '.labels.npy'))
+        assert scores.shape == (27, 6)                          # the test split of the miniature
+        assert multilabel_metrics(scores, labels)['mAP'] == pytest.approx(run[name]['mAP'])
+    with open(os.path.join(seed_dir, 'eval', 'det_control.json')) as f:
+        assert json.load(f)['AP'] == run['teacher']['control_det_AP']
+    # detect writes the teacher's top regions, best first
+    any_json = sorted(os.listdir(os.path.join(seed_dir, 'det', 'json')))[0]
+    with open(os.path.join(seed_dir, 'det', 'json', any_json)) as f:
+        regions = json.load(f)['top_regions']
+    assert 1 <= len(regions) <= 10
+    assert [r['score'] for r in regions] == sorted((r['score'] for r in regions), reverse=True)
+
+
+def test_same_seed_same_numbers(mini, mini_again):
+    first, second = _results(mini[0]), _results(mini_again)
+    for a, b in zip(first['runs'], second['runs']):
+        a.pop('speed'), b.pop('speed')                # times differ; everything measured does not
+        for run in (a, b):
+            for check in run['fairness']:
+                check['detail'] = check['detail'].replace(str(mini[0]), '').replace(str(mini_again), '')
+        assert a == b
+
+
+def test_fairness_checks_pass_on_the_demo_except_convergence(mini):
+    folder, _ = mini
+    checks = {c['name']: c for c in _results(folder)['runs'][0]['fairness']}
+    assert set(checks) == {'baseline_budget', 'same_training_data', 'same_solver', 'same_student',
+                           'same_initialisation', 'test_split_unused', 'baseline_converged'}
+    # 24 iterations do not converge; everything else holds by construction
+    assert all(c['ok'] for name, c in checks.items() if name != 'baseline_converged'), checks
+
+
+def _tampered(mini, tmp_path):
+    folder = tmp_path / 'run'
+    shutil.copytree(mini[0] / 'seed1', folder / 'seed1', symlinks=True)
+    return folder / 'seed1'
+
+
+def _check(seed_dir, mini, name):
+    test_list = layout.lists(str(mini[0]), 'test')
+    return {c['name']: c for c in fairness.check_seed(str(seed_dir), test_list)}[name]
+
+
+def _edit(path, old, new):
+    with open(path) as f:
+        text = f.read()
+    assert old in text
+    with open(path, 'w') as f:
+        f.write(text.replace(old, new, 1))
+
+
+def test_fairness_fails_on_a_shorter_baseline(mini, tmp_path):
+    seed = _tampered(mini, tmp_path)
+    run_json = seed / 'runs' / 'baseline' / 'run.json'
+    info = json.loads(run_json.read_text())
+    info['final_iteration'] = 23
+    run_json.write_text(json.dumps(info))
+    check = _check(seed, mini, 'baseline_budget')
+    assert not check['ok'] and 'stage 1 + stage 2 = 12 + 12 = 24' in check['detail']
+
+
+def test_fairness_fails_on_other_training_data(mini, tmp_path):
+    seed = _tampered(mini, tmp_path)
+    _edit(seed / 'runs' / 'baseline' / 'net.prototxt', '"batch_size": 8', '"batch_size": 4')
+    check = _check(seed, mini, 'same_training_data')
+    assert not check['ok'] and 'batch_size' in check['detail']
+
+
+def test_fairness_fails_on_another_learning_rate(mini, tmp_path):
+    seed = _tampered(mini, tmp_path)
+    _edit(seed / 'runs' / 'baseline' / 'solver.prototxt', 'base_lr: 0.001', 'base_lr: 0.0001')
+    assert not _check(seed, mini, 'same_solver')['ok']
+
+
+def test_fairness_fails_when_the_test_split_is_read(mini, tmp_path):
+    seed = _tampered(mini, tmp_path)
+    val = layout.lists(str(mini[0]), 'val')
+    _edit(seed / 'runs' / 'baseline' / 'net.prototxt', val, layout.lists(str(mini[0]), 'test'))
+    assert not _check(seed, mini, 'test_split_unused')['ok']
+
+
+def test_fairness_fails_on_other_initial_weights(mini, tmp_path):
+    seed = _tampered(mini, tmp_path)
+    run_json = seed / 'runs' / 'baseline' / 'run.json'
+    info = json.loads(run_json.read_text())
+    info['weights'] = [str(seed / 'snapshots' / 'kd' / 'baseline_iter_24.caffemodel')]
+    run_json.write_text(json.dumps(info))
+    check = _check(seed, mini, 'same_initialisation')
+    assert not check['ok'] and 'conv1_1' in check['detail']
+
+
+def test_convergence_check_by_hand(tmp_path):
+    log = tmp_path / 'log.jsonl'
+
+    def curve(points):
+        log.write_text(''.join(json.dumps(dict(phase='test', iteration=i, test_mAP=m)) + '\n'
+                               for i, m in points))
+        return fairness.converged_check(str(log), points[-1][0])
+    # last quarter (75, 100): mean 44.5 against the best before it, 44.0 at 50
+    ok = curve([(0, 10.0), (25, 40.0), (50, 44.0), (75, 45.5), (100, 43.5)])
+    assert ok['ok'] and '44.5 (mean of 2 points) against 44.0' in ok['detail'] and '+0.5' in ok['detail']
+    # still rising: mean 47.5 against 44.0
+    assert not curve([(0, 10.0), (25, 40.0), (50, 44.0), (75, 46.0), (100, 49.0)])['ok']
+    assert not curve([(100, 44.0)])['ok']                               # no point before the window
+
+
+def test_summary_mean_and_std_by_hand():
+    runs = [dict(seed=s, student_kd=dict(mAP=kd, AP=[kd, None]), student_baseline=dict(mAP=b, AP=[b, 1.0]))
+            for s, kd, b in ((1, 50.0, 45.0), (2, 54.0, 47.0), (3, 52.0, 43.0))]
+    summary = summarise(runs)
+    assert summary['student_kd.mAP']['mean'] == pytest.approx(52.0)
+    assert summary['student_kd.mAP']['std'] == pytest.approx(2.0)      # sample std of 50, 54, 52
+    assert summary['kd_gain']['values'] == [5.0, 7.0, 9.0] and summary['kd_gain']['every_seed']
+    assert summary['kd_gain']['std'] == pytest.approx(2.0)
+    assert summary['student_kd.AP']['mean'] == [pytest.approx(52.0), None]
+
+
+def test_report_of_a_folder_without_seeds_is_an_error(tmp_path):
+    from caffe_mlic.errors import InputError
+    with pytest.raises(InputError, match='no seed<S> folders'):
+        collect(str(tmp_path))
+
+
+def _referenced_images(html):
+    import re
+    return re.findall(r'<img src="([^"]+)"', html)
+
+
+@pytest.mark.skipif(shutil.which('chromium') is None, reason='Debian chromium not installed')
+def test_report_renders_in_chromium(mini, tmp_path):
+    import cv2
+    folder, _ = mini
+    page = (folder / 'report.html').read_text()
+    images = _referenced_images(page)
+    assert len(images) >= 8                      # gain chart, curves, six test images
+    for rel in images:
+        img = cv2.imread(str(folder / rel))
+        assert img is not None and img.size > 0, rel
+    shot = tmp_path / 'shot.png'
+    proc = subprocess.run(
+        ['chromium', '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
+         '--disable-background-networking', '--disable-component-update', '--disable-sync',
+         '--user-data-dir=%s' % (tmp_path / 'profile'), '--window-size=1200,2400',
+         '--screenshot=%s' % shot, (folder / 'report.html').as_uri()],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+    assert proc.returncode == 0 and shot.exists(), proc.stdout[-2000:]
+    img = cv2.imread(str(shot))
+    assert img.shape[:2] == (2400, 1200)
+    # not blank: many distinct colours, and the pictures (not only white) fill a good share
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 1000
+    assert (img.min(axis=2) < 200).mean() > 0.1
+
+
+def test_report_strict_fails_on_a_failed_check(mini, tmp_path, capsys):
+    from caffe_mlic import cli
+    folder = tmp_path / 'run'
+    shutil.copytree(mini[0], folder, symlinks=True)
+    assert cli.main(['report', str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert 'fairness check failed: seed 1: baseline_converged' in out
+    assert cli.main(['report', str(folder), '--strict']) == 1
+    assert 'fairness check(s) failed' in capsys.readouterr().err
+
+
+def test_fairness_fails_on_another_student_layer(mini, tmp_path):
+    seed = _tampered(mini, tmp_path)
+    _edit(seed / 'runs' / 'baseline' / 'net.prototxt', 'num_output: 64', 'num_output: 32')
+    check = _check(seed, mini, 'same_student')
+    assert not check['ok'] and 'conv4_1' in check['detail']
