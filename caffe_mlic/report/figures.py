@@ -98,12 +98,18 @@ def example(image_path, regions, truth, students, classes, path, size=336):
     h, w = image.shape[:2]
     f = size / max(h, w)
     canvas = cv2.resize(image, (int(round(w * f)), int(round(h * f))), interpolation=cv2.INTER_LINEAR)
+    labels = []
     for rank, r in reversed(list(enumerate(regions))):
         x1, y1, x2, y2 = (int(round(v * f)) for v in r['box'])
         c = colour(classes.index(r['class'])) if r['class'] in classes else (255, 255, 255)
         cv2.rectangle(canvas, (x1, y1), (x2, y2), c, 2 if rank < 3 else 1)
         if rank < 3:
-            _text(canvas, '%s %.2f' % (r['class'], r['score']), (x1 + 2, max(12, y1 - 3)), c, 0.4)
+            labels.append(('%s %.2f' % (r['class'], r['score']), (x1 + 2, max(12, y1 - 3)), c))
+    placed = []
+    for text, org, c in reversed(labels):          # best first; a label too close to one drawn is left out
+        if all(abs(org[0] - x) > 60 or abs(org[1] - y) > 12 for x, y in placed):
+            _text(canvas, text, org, c, 0.4)
+            placed.append(org)
     lines = ['truth: ' + (', '.join(truth) or 'none')]
     line_colours = [[(255, 255, 255)]]
     for name, scores in students:
