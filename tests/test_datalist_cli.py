@@ -402,3 +402,23 @@ def test_build_needs_proposals_or_whole_image(voc, capsys):
         assert rc == 2
         assert '--proposals' in capsys.readouterr().err
     assert not (tmp_path / 'x.txt').exists()
+
+
+def test_build_refuses_to_write_over_an_input(voc, capsys):
+    tmp_path, root = voc
+    own = os.path.join(root, 'classes.txt')
+    before = open(own).read()
+    rc = cli.main(['datalist', 'build', '--voc', root, '--set', 'train', '--proposals',
+                   str(tmp_path / 'props'), '-o', own, '--bbox-num', '4'])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert 'would write' in err and 'over the input' in err and own in err
+    assert open(own).read() == before
+    assert not os.path.exists(os.path.join(root, 'classes.classes.txt'))
+    # an output whose companion is the class list given with --classes
+    given = tmp_path / 'mine.classes.txt'
+    given.write_text(before)
+    rc = cli.main(['datalist', 'build', '--voc', root, '--set', 'train', '--classes', str(given),
+                   '--proposals', str(tmp_path / 'props'), '-o', str(tmp_path / 'mine.txt'), '--bbox-num', '4'])
+    assert rc == 2 and 'over the input' in capsys.readouterr().err
+    assert given.read_text() == before

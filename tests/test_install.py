@@ -91,6 +91,26 @@ def test_caffe_binary_trains_net_with_python_layer(tmp_path):
     assert resumed[0][1] < 0.5 * losses[0][1], (resumed, losses)
 
 
+def test_cli_caffe_train_creates_the_snapshot_folder(tmp_path):
+    """The solver's snapshot folder need not exist: `caffe-mlic caffe train`
+    makes it (the bare binary aborts at its first snapshot)."""
+    (tmp_path / 'net.prototxt').write_text(textwrap.dedent('''\
+        name: "tiny"
+        layer { name: "data" type: "DummyData" top: "data" top: "label"
+                dummy_data_param { shape { dim: 4 dim: 3 } shape { dim: 4 dim: 2 }
+                                   data_filler { type: "gaussian" } } }
+        layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc"
+                inner_product_param { num_output: 2 weight_filler { type: "gaussian" std: 0.1 } } }
+        layer { name: "loss" type: "EuclideanLoss" bottom: "fc" bottom: "label" top: "loss" }
+        '''))
+    netutil.write_solver(tmp_path / 'solver.prototxt', 'net.prototxt', max_iter=2, base_lr=0.01,
+                         snapshot_prefix='snapshots/deep/tiny')
+    res = subprocess.run(CLI + ['caffe', 'train', '-solver=solver.prototxt'], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / 'snapshots' / 'deep' / 'tiny_iter_2.caffemodel').exists()
+
+
 def test_parse_losses():
     log = ('I1122 solver.cpp:218] Iteration 0 (0 iter/s, 0.01s/10 iters), loss = 0.693\n'
            'I1122 solver.cpp:218] Iteration 10 (12.5 iter/s, 0.8s/10 iters), loss = 0.5\n'

@@ -1,5 +1,9 @@
 """Run the real `caffe` binary with PYTHONPATH and LD_LIBRARY_PATH set so that
-it finds our Python layers: `caffe-mlic caffe train -solver S [-weights W]`."""
+it finds our Python layers: `caffe-mlic caffe train -solver S [-weights W]`.
+
+For `train`, the folder of the solver's snapshot_prefix (relative to the
+current directory, as Caffe reads it) is created first: the binary would
+train to the first snapshot and then abort on the missing folder."""
 import argparse
 import os
 
@@ -21,8 +25,37 @@ def run_argv(argv):
     if first is None or (not first.startswith('-') and first not in ACTIONS):
         raise UsageError('expected an action, one of %s, got %s (flags as for the caffe binary)'
                          % (', '.join(ACTIONS), repr(first) if first else 'nothing'))
+    if first == 'train':
+        _make_snapshot_folder(_flag_value(argv, 'solver'))
     binary = caffe_env.caffe_binary()
     os.execve(binary, [binary] + list(argv), caffe_env.binary_environment())
+
+
+def _flag_value(argv, name):
+    """The value of gflags flag ``name`` in argv (-name V, -name=V, --name ...), or None."""
+    for i, arg in enumerate(argv):
+        for dashes in ('-', '--'):
+            if arg == dashes + name and i + 1 < len(argv):
+                return argv[i + 1]
+            if arg.startswith(dashes + name + '='):
+                return arg.split('=', 1)[1]
+    return None
+
+
+def _make_snapshot_folder(solver_path):
+    """Create the folder of the solver's snapshot_prefix; a solver that does
+    not parse is left for the binary to report."""
+    from caffe_mlic import prototxt
+    from caffe_mlic.errors import InputError
+    if not solver_path or not os.path.isfile(solver_path):
+        return
+    try:
+        prefix = prototxt.read_solver(solver_path).snapshot_prefix
+    except InputError:
+        return
+    folder = os.path.dirname(prefix)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
 
 
 def run(args):

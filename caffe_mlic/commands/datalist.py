@@ -59,6 +59,7 @@ def run_build(args):
         raise UsageError('--labels needs --classes FILE')
     if args.bbox_num < 1:
         raise UsageError('argument --bbox-num: must be >= 1, got %d' % args.bbox_num)
+    _refuse_overwriting_inputs(args)
     classes = annotations.read_class_list(args.classes) if args.classes else None
     if args.voc:
         classes, records = annotations.read_voc(args.voc, args.set, classes)
@@ -73,6 +74,20 @@ def run_build(args):
     classes_path, gt_path = companion_paths(args.output)
     print('wrote %s (%d images, %d classes, %d boxes each), %s, %s'
           % (args.output, n, len(classes), args.bbox_num, classes_path, gt_path))
+
+
+def _refuse_overwriting_inputs(args):
+    """UsageError when an output (the datalist or a companion file) is one of
+    the inputs: e.g. -o VOC/classes.txt would replace the data set's class list."""
+    from caffe_mlic.datalist_build import companion_paths
+    inputs = [args.classes, args.coco, args.labels,
+              os.path.join(args.voc, 'classes.txt') if args.voc else None]
+    inputs = [p for p in inputs if p and os.path.isfile(p)]
+    for out in (args.output,) + companion_paths(args.output):
+        for path in inputs:
+            if os.path.exists(out) and os.path.samefile(out, path):
+                raise UsageError('-o %s would write %s over the input %s; choose another output'
+                                 % (args.output, out, path), 'output')
 
 
 def run_check(args):
