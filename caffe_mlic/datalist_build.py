@@ -151,21 +151,22 @@ def _write_lines(f, records, classes, proposals_dir, size, bbox_num, root, diffi
     Raises InputError listing every problem found."""
     problems, gt_images, seen_npz = [], [], {}
     for rec in records:
-        stem = os.path.splitext(os.path.basename(rec.path))[0]
-        npz = os.path.join(proposals_dir or '', stem + '.npz')
-        if proposals_dir is not None and npz in seen_npz:
-            problems.append(rec.problem('image %s has the same file stem as %s, so they would share %s'
-                                        % (rec.path, seen_npz[npz], npz)))
-            continue
-        seen_npz[npz] = rec.path
+        npz = None
+        if proposals_dir is not None:
+            stem = os.path.splitext(os.path.basename(rec.path))[0]
+            npz = os.path.join(proposals_dir, stem + '.npz')
+            if npz in seen_npz:
+                problems.append(rec.problem('image %s has the same file stem as %s, so they would '
+                                            'share %s' % (rec.path, seen_npz[npz], npz)))
+                continue
+            seen_npz[npz] = rec.path
         path = _datalist_path(rec.path, root)
         if any(c.isspace() for c in path):
             problems.append(rec.problem('image path %r contains whitespace, which a datalist cannot hold'
                                         % path))
             continue
         try:
-            boxes, scores = (load_proposals(npz, rec) if proposals_dir is not None else
-                             whole_image_box(rec))
+            boxes, scores = load_proposals(npz, rec) if npz else whole_image_box(rec)
         except InputError as e:
             problems.extend(e.problems)
             continue

@@ -68,6 +68,12 @@ def solver_name(rel):
     return base[len('solver_'):] if base.startswith('solver_') else rel.split('/')[0]
 
 
+def solver_names():
+    """The solvers' names in generation order (wsddn, stage1, stage2, baseline)."""
+    from caffe_mlic.netspec.solvers import SOLVERS
+    return tuple(solver_name(rel) for rel in SOLVERS)
+
+
 def deploy_settings(cfg):
     """What running the deploy nets needs beyond the prototxts: the input
     sizes, the proposals per image and the data layer's preprocessing

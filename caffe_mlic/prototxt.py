@@ -105,6 +105,11 @@ def python_params(layer):
     return json.loads(text) if text else {}
 
 
+def set_python_params(layer, params):
+    """Write ``params`` as the layer's param_str (JSON, keys sorted)."""
+    layer.python_param.param_str = json.dumps(params, sort_keys=True)
+
+
 def find_layers(net, python_layer=None, type=None, phase=None):
     """Layers of ``net`` of a Caffe ``type`` or of one of our Python layer
     classes (``python_layer``), kept in ``phase`` when given."""

@@ -15,7 +15,7 @@ beside the nets (see caffe_mlic.inference.settings).
 """
 import os
 
-from caffe_mlic.errors import InputError
+from caffe_mlic.errors import InputError, UsageError
 
 HELP = 'detect objects with the WSDDN teacher on any images (proposals computed if needed)'
 
@@ -84,7 +84,6 @@ def run(args):
     from caffe_mlic.inference.settings import load_settings
     from caffe_mlic.progress import progress
     from caffe_mlic.proposals import expand_images
-    from caffe_mlic.errors import UsageError
     if bool(args.weights) == bool(args.control):
         raise UsageError('give --weights (the trained teacher) or --control random, not both')
     for path in filter(None, (args.net, args.weights)):

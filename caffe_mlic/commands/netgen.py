@@ -97,13 +97,13 @@ def config_from_args(args):
 
 
 def run(args):
-    from caffe_mlic.netgen import generate
+    from caffe_mlic.netgen import generate, solver_names
     cfg = config_from_args(args)
     if args.iters and args.max_iter is not None:
         raise UsageError('give --max-iter or --iters, not both')
     if args.base_lrs and args.base_lr is not None:
         raise UsageError('give --base-lr or --base-lrs, not both')
-    names = ('wsddn', 'stage1', 'stage2', 'baseline')
+    names = solver_names()
     max_iter = dict(zip(names, args.iters)) if args.iters else args.max_iter
     base_lr = dict(zip(names, args.base_lrs)) if args.base_lrs else args.base_lr
     for path in generate(args.out, cfg, max_iter=max_iter, base_lr=base_lr,

@@ -7,7 +7,7 @@ The teacher's time excludes its proposals (their time is reported apart);
 the student is timed on Caffe and on OpenCV's dnn importer. Preprocessing
 and sizes come from the deploy.json beside each net.
 """
-from caffe_mlic.errors import InputError
+from caffe_mlic.errors import InputError, UsageError
 
 HELP = 'time a trained teacher and student per image (proposals apart)'
 
@@ -25,7 +25,6 @@ def add_arguments(p):
 
 def run(args):
     import os
-    from caffe_mlic.errors import UsageError
     from caffe_mlic.fileio import atomic_write_json
     from caffe_mlic.imageio import read_image
     from caffe_mlic.inference.speed import measure

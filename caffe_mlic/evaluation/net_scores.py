@@ -30,14 +30,12 @@ def _check_score_blob(net, blob, label_blob, data_tops, batch_size, att_num, whe
 
 def _with_source(net_param, layer, source):
     """net_param with the TEST data layer ``layer`` reading datalist ``source``."""
-    import json
     from caffe_mlic import prototxt
 
     def swap(candidate):
         if candidate == layer:
-            params = prototxt.python_params(candidate)
-            params['source'] = os.path.abspath(source)
-            candidate.python_param.param_str = json.dumps(params, sort_keys=True)
+            prototxt.set_python_params(candidate, dict(prototxt.python_params(candidate),
+                                                       source=os.path.abspath(source)))
         return candidate
     return prototxt.rewrite_layers(net_param, swap)
 
@@ -59,7 +57,7 @@ def score_test_set(prototxt_path, weights, blob, label_blob=None, datalist=None)
                               check_images=False).image_paths)
     if count == 0:
         raise InputError('%s: the TEST datalist %s lists no image' % (prototxt_path, params['source']))
-    net = prototxt.caffe_net(prototxt_path if datalist is None else net_param, 'TEST', weights=weights)
+    net = prototxt.caffe_net(net_param, 'TEST', weights=weights)
     if label_blob is None:
         label_blob = next((b for b in LABEL_BLOBS if b in net.blobs), None)
         if label_blob is None:

@@ -28,7 +28,7 @@ from caffe_mlic import prototxt
 from caffe_mlic.report import layout
 
 DATA_FIELDS = ('source', 'root_folder', 'batch_size', 'new_width', 'new_height', 'mirror',
-               'mean_value', 'scale', 'scale_factors', 'shuffle', 'seed')
+               'mean_value', 'scale', 'scale_factors', 'shuffle', 'seed', 'att_num', 'bbox_num')
 SOLVER_FIELDS = ('type', 'base_lr', 'lr_policy', 'gamma', 'momentum', 'momentum2', 'weight_decay',
                  'random_seed', 'iter_size', 'delta')
 STUDENT_STAGES = ('stage1', 'stage2', 'baseline')
@@ -69,13 +69,12 @@ def _diff(a, b):
     return ', '.join('%s %r vs %r' % (k, a[k], b[k]) for k in a if a[k] != b[k])
 
 
-def _datalist_images(path):
-    images = set()
-    with open(path, encoding='utf-8') as f:
-        for line in f:
-            if line.strip():
-                images.add(os.path.abspath(line.split()[0]))
-    return images
+def _datalist_images(params):
+    """The absolute image paths of the datalist a data layer's ``params`` read."""
+    from caffe_mlic.datalist import read_datalist
+    datalist = read_datalist(params['source'], params['att_num'], params['bbox_num'],
+                             root_folder=params.get('root_folder') or '', check_images=False)
+    return {os.path.abspath(p) for p in datalist.image_paths}
 
 
 def _layer_signature(layer):
@@ -145,13 +144,16 @@ def check_seed(seed_dir, test_list):
                              '%d student layers start equal (%s)' % (len(shared), ', '.join(shared))))
 
     test_abs = os.path.abspath(test_list)
-    readers = [(stage, phase) for stage in layout.STAGES for phase in ('TRAIN', 'TEST')
-               if os.path.abspath(_data_params(runs[stage][1], phase)['source']) == test_abs]
-    test_images = _datalist_images(test_list)
-    seen = set()
-    for stage in layout.STAGES:
-        for phase in ('TRAIN', 'TEST'):
-            seen |= _datalist_images(_data_params(runs[stage][1], phase)['source'])
+    sources = {(stage, phase): _data_params(runs[stage][1], phase)
+               for stage in layout.STAGES for phase in ('TRAIN', 'TEST')}
+    readers = [key for key, params in sources.items() if os.path.abspath(params['source']) == test_abs]
+    # the test list holds the classes and proposals of the training lists
+    test_images = _datalist_images(dict(data['baseline'], source=test_list, root_folder=''))
+    seen, read = set(), set()
+    for params in sources.values():
+        if params['source'] not in read:          # each list once
+            read.add(params['source'])
+            seen |= _datalist_images(params)
     overlap = test_images & seen
     checks.append(_check('test_split_unused', not readers and not overlap,
                          'read by %s; %d test images in training lists' % (readers, len(overlap))

@@ -105,9 +105,15 @@ def _fairness(results):
     return '\n'.join(out)
 
 
+def _ground_truth(run, split):
+    """The gt.json `datalist build` wrote beside a split's datalist."""
+    from caffe_mlic.datalist_build import companion_paths
+    with open(companion_paths(layout.lists(run, split))[1], encoding='utf-8') as f:
+        return json.load(f)
+
+
 def _class_frequency(run, classes):
-    with open(layout.lists(run, 'train')[:-4] + '.gt.json', encoding='utf-8') as f:
-        gt = json.load(f)
+    gt = _ground_truth(run, 'train')
     return [sum(1 for im in gt['images'] if c in im['labels']) for c in classes]
 
 
@@ -115,8 +121,7 @@ def _examples(run, results, out_dir, count=EXAMPLES):
     """Pictures of the first seed's models on the first ``count`` test images."""
     first = results['runs'][0]
     seed_dir = layout.seed_dirs(run)[first['seed']]
-    with open(layout.lists(run, 'test')[:-4] + '.gt.json', encoding='utf-8') as f:
-        gt = json.load(f)
+    gt = _ground_truth(run, 'test')
     classes = gt['classes']
     scores = {name: np.load(layout.eval_file(seed_dir, name, '.npy')) for name in layout.STUDENTS}
     paths = []
