@@ -66,7 +66,13 @@ def _parse(path, message, what):
 def read_net(path):
     """NetParameter of a prototxt; InputError naming the file (and line) otherwise."""
     from caffe.proto import caffe_pb2
-    net = _parse(path, caffe_pb2.NetParameter(), 'net prototxt')
+    try:
+        net = _parse(path, caffe_pb2.NetParameter(), 'net prototxt')
+    except InputError:
+        if os.path.isfile(path) and _looks_like_solver(path):
+            raise InputError('%s: a solver prototxt, not a net; give the net prototxt it names '
+                             '(its net: field)' % path)
+        raise
     if not net.layer:
         raise InputError('%s: not a net prototxt (no layer { ... }%s)'
                          % (path, '; it looks like a solver' if _looks_like_solver(path) else ''))
@@ -160,6 +166,107 @@ def input_layer(name, tops, shapes):
     return layer
 
 
+# Stock layers whose parameters Caffe CHECKs (aborting the process) when it
+# builds the net: (type, parameter message, fields that must be >= 1).
+_POSITIVE_FIELDS = (
+    ('Convolution', 'convolution_param', ('num_output',)),
+    ('Deconvolution', 'convolution_param', ('num_output',)),
+    ('InnerProduct', 'inner_product_param', ('num_output',)),
+)
+
+
+def _layer_problems(layer):
+    """What Caffe would abort on, or a Python layer would fail on, in one layer."""
+    import importlib
+    problems = []
+    for kind, message, names in _POSITIVE_FIELDS:
+        if layer.type == kind:
+            param = getattr(layer, message)
+            problems += ['%s must be >= 1, got %d' % (name, getattr(param, name))
+                         for name in names if getattr(param, name) < 1]
+    if layer.type == 'Convolution' or layer.type == 'Deconvolution':
+        p = layer.convolution_param
+        if any(k < 1 for k in p.kernel_size) or (not p.kernel_size and (p.kernel_h < 1 or p.kernel_w < 1)):
+            problems.append('kernel sizes must be >= 1')
+        if any(k < 1 for k in p.stride) or (p.HasField('stride_h') and p.stride_h < 1) or \
+                (p.HasField('stride_w') and p.stride_w < 1):
+            problems.append('strides must be >= 1')
+    if layer.type == 'Pooling' and not layer.pooling_param.global_pooling:
+        p = layer.pooling_param
+        if (p.HasField('kernel_size') and p.kernel_size < 1) or (p.HasField('kernel_h') and p.kernel_h < 1) \
+                or (p.HasField('stride') and p.stride < 1):
+            problems.append('kernel size and stride must be >= 1')
+    if layer.type == 'Python':
+        module, name = layer.python_param.module, layer.python_param.layer
+        try:
+            cls = getattr(importlib.import_module(module), name, None)
+        except ImportError as e:
+            return ['python_param module %r cannot be imported: %s' % (module, e)]
+        if cls is None:
+            return ['python_param module %r has no layer %r' % (module, name)]
+        spec = getattr(cls, 'PARAMS', None)
+        if spec is not None:
+            from caffe_mlic.params import parse_params
+            try:
+                parse_params(name, layer.python_param.param_str, spec)
+            except InputError as e:
+                problems.append(e)    # its message starts with the layer type
+    return problems
+
+
+def check_net(net, where, phase=None):
+    """InputError listing, by layer instance, what Caffe would abort on when
+    building ``net`` (a NetParameter read from ``where``), or a Python layer
+    that cannot be imported or whose param_str is invalid. Caffe itself
+    would kill the process, or pycaffe say only 'SystemError ... returned
+    NULL'; here the message names the file and the layer."""
+    problems, kinds = [], set()
+    for layer in net.layer:
+        if phase is not None and not in_phase(layer, phase):
+            continue
+        for problem in _layer_problems(layer):
+            kinds.add(type(problem) if isinstance(problem, InputError) else InputError)
+            kind = layer.type if layer.type != 'Python' else layer.python_param.layer
+            text = str(problem)
+            problems.append('%s: layer %r: %s' % (where, layer.name, text if text.startswith(kind + ': ')
+                                                   else '%s: %s' % (kind, text)))
+    if problems:
+        # one kind of problem keeps its class (a ParamError stays one)
+        cls = kinds.pop() if len(kinds) == 1 else InputError
+        raise cls('\n'.join(problems) if len(problems) < 2 else
+                  '%d problems in %s:\n  %s' % (len(problems), where, '\n  '.join(problems)))
+
+
+def name_python_layers(net):
+    """Tell each of our Python layers in caffe.Net ``net`` its name, for its
+    error messages."""
+    from caffe_mlic.layers.base import MlicLayer
+    for name, layer in zip(net._layer_names, net.layers):
+        if isinstance(layer, MlicLayer):
+            layer.instance_name = name
+
+
+@contextlib.contextmanager
+def naming_build_errors(message, phases, where):
+    """Around Caffe building the nets of NetParameter ``message`` in
+    ``phases`` (in that order): a LayerError raised meanwhile gets the name
+    of the layer instance that raised it. Caffe sets the layers up in order,
+    so the number of our layers set up so far tells which one it was."""
+    from caffe_mlic.layers.base import SETUP_CALLS
+    from caffe_mlic.params import LayerError
+    ours = [layer.name for phase in phases for layer in message.layer
+            if in_phase(layer, phase) and layer.type == 'Python'
+            and layer.python_param.module == 'caffe_mlic.layers']
+    before = SETUP_CALLS[0]
+    try:
+        yield
+    except LayerError as e:
+        index = SETUP_CALLS[0] - before - 1
+        if 0 <= index < len(ours) and "(layer '" not in str(e):
+            e.args = ("%s (layer '%s' of %s)" % (e, ours[index], where),)
+        raise
+
+
 @contextlib.contextmanager
 def temporary_file(text, suffix='.prototxt', directory=None):
     """A file holding ``text`` for as long as the block runs."""
@@ -173,24 +280,38 @@ def temporary_file(text, suffix='.prototxt', directory=None):
             os.unlink(path)
 
 
-def caffe_net(net, phase='TEST', weights=None, seed=None):
+def caffe_net(net, phase='TEST', weights=None, seed=None, complete=True, where=None):
     """A caffe.Net of a NetParameter, prototxt text or prototxt path, in
-    ``phase``, optionally with ``weights`` (caffemodel path) and a filler seed."""
+    ``phase``, optionally with ``weights`` (caffemodel path) and a filler seed.
+    The net is checked first (``check_net``) and the weights too: they must
+    fit, and fill every layer with weights (``complete``; else at least one).
+    ``where`` names a message's file in errors."""
     import caffe
-    path = text = None
+    from caffe_mlic.weights import check_weights
     if isinstance(net, os.PathLike) or (isinstance(net, str) and '{' not in net):
-        path = os.fspath(net)
-        if not os.path.isfile(path):
-            raise InputError('%s: no such net prototxt' % path)
+        where = os.fspath(net)
+        if not os.path.isfile(where):
+            raise InputError('%s: no such net prototxt' % where)
+        message = read_net(where)
     else:
-        text = net if isinstance(net, str) else to_text(net, header=None)
+        where = where or 'the net'
+        message = net
+        if isinstance(net, str):
+            from caffe.proto import caffe_pb2
+            message = caffe_pb2.NetParameter()
+            _text_format().Merge(net, message)
+    check_net(message, where, phase)
     if seed is not None:
         caffe.set_random_seed(seed)
     want = caffe.TRAIN if phase_id(phase) == phase_id('TRAIN') else caffe.TEST
-    if path is not None:
-        return caffe.Net(path, want, weights=weights) if weights else caffe.Net(path, want)
-    with temporary_file(text) as tmp:
-        return caffe.Net(tmp, want, weights=weights) if weights else caffe.Net(tmp, want)
+    with temporary_file(to_text(message, header=None)) as tmp, \
+            naming_build_errors(message, [phase], where):
+        built = caffe.Net(tmp, want)
+    name_python_layers(built)
+    if weights:
+        check_weights(weights, built, complete=complete)
+        built.copy_from(weights)
+    return built
 
 
 def net_weights_bytes(net):

@@ -17,6 +17,7 @@ import re
 
 from caffe_mlic import prototxt
 from caffe_mlic.errors import InputError
+from caffe_mlic.weights import read_weights
 
 MAPPINGS = ('same', 'teacher')
 
@@ -37,29 +38,6 @@ def teacher_name(name):
 
 class SurgeryError(InputError):
     """The weights do not fit the net (unknown mapping, unreadable or mismatched caffemodel)."""
-
-
-def read_weights(path):
-    """{layer name: [numpy arrays]} from a .caffemodel, without building its net."""
-    import numpy as np
-    from caffe.proto import caffe_pb2
-    net = caffe_pb2.NetParameter()
-    try:
-        with open(path, 'rb') as f:
-            net.ParseFromString(f.read())
-    except Exception as e:  # OSError, or protobuf's DecodeError for a corrupt file
-        raise SurgeryError('%s: cannot read as a caffemodel (%s)' % (path, e))
-    layers = list(net.layer) or list(net.layers)  # V2 or the old V1 format
-    out = {}
-    for layer in layers:
-        arrays = []
-        for blob in layer.blobs:
-            shape = tuple(blob.shape.dim) if blob.HasField('shape') else tuple(
-                d for d in (blob.num, blob.channels, blob.height, blob.width))
-            arrays.append(np.asarray(blob.data, dtype=np.float32).reshape(shape))
-        if arrays:
-            out[layer.name] = arrays
-    return out
 
 
 def shape_only_net(prototxt_path, phase='TEST', seed=0):
@@ -85,7 +63,8 @@ def shape_only_net(prototxt_path, phase='TEST', seed=0):
             return prototxt.input_layer(layer.name, layer.top, shapes[:len(layer.top)])
         return layer
 
-    return prototxt.caffe_net(prototxt.rewrite_layers(net, as_input), phase, seed=seed)
+    return prototxt.caffe_net(prototxt.rewrite_layers(net, as_input), phase, seed=seed,
+                             where=prototxt_path)
 
 
 def _canonical(shape):
@@ -105,10 +84,21 @@ def transplant(net, sources, skip_mismatched=False, log=print):
     for mapping, path in sources:
         if mapping not in MAPPINGS:
             raise SurgeryError('unknown mapping %r (choose from %s)' % (mapping, ', '.join(MAPPINGS)))
-        for name, arrays in read_weights(path).items():
+        weights = read_weights(path, SurgeryError)
+        targets = 0
+        for name, arrays in weights.items():
             target = name if mapping == 'same' else teacher_name(name)
             if target is not None:
                 provided[target] = (path, name, arrays)
+                targets += target in net.params
+        if not targets:
+            raise SurgeryError(
+                '--from %s:%s fills no layer of the net: %s; the net\'s layers with weights are %s'
+                % (mapping, path, 'it holds no weights' if not weights else
+                   'its layers %s%s' % (', '.join(sorted(weights)[:8]), '' if mapping == 'same' else
+                                        ' (with the teacher mapping: conv*_* -> conv_wsd_*_*, '
+                                        'fc6/7 -> fc_wsd_6/7, fc8_c/d -> fc_wsd_8_c/d)'),
+                   ', '.join(list(net.params)[:8]) + (' ...' if len(net.params) > 8 else '')))
     report = {'copied': [], 'kept': [], 'mismatched': []}
     problems = []
     for target, blobs in net.params.items():

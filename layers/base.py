@@ -9,6 +9,13 @@ import numpy as np
 
 from caffe_mlic.params import LayerError, ParamError, layer_error, parse_params
 
+BLOB_LIMIT = 2 ** 31 - 1   # Caffe's Blob::Reshape CHECKs count <= INT_MAX (and aborts)
+
+
+# MlicLayer.setup calls so far; a net built by caffe_mlic.prototxt tells from
+# it which layer instance failed while Caffe was building the net.
+SETUP_CALLS = [0]
+
 
 class MlicLayer(caffe.Layer):
     PARAMS = ()
@@ -17,11 +24,19 @@ class MlicLayer(caffe.Layer):
     TOPS = ()
     OPTIONAL_TOPS = ()
 
+    # The layer's name in its net: Python layers are not told it, so the nets
+    # caffe_mlic builds set it once built (prototxt.name_python_layers).
+    instance_name = None
+
     @property
     def kind(self):
         return type(self).__name__
 
     def error(self, message):
+        """A LayerError '<type>: message', naming the instance when known (a
+        net may have two layers of a type: stage 1's two ROIPoolings)."""
+        if self.instance_name:
+            message += " (layer '%s')" % self.instance_name
         return layer_error(self.kind, message)
 
     def _check_count(self, what, blobs, required, optional):
@@ -32,6 +47,7 @@ class MlicLayer(caffe.Layer):
                              % ('%d' % lo if lo == hi else '%d to %d' % (lo, hi), what, names, len(blobs)))
 
     def setup(self, bottom, top):
+        SETUP_CALLS[0] += 1
         self.params = parse_params(self.kind, self.param_str, self.PARAMS)
         self._check_count('bottom(s)', bottom, self.BOTTOMS, self.OPTIONAL_BOTTOMS)
         self._check_count('top(s)', top, self.TOPS, self.OPTIONAL_TOPS)
@@ -42,6 +58,21 @@ class MlicLayer(caffe.Layer):
 
     def backward(self, top, propagate_down, bottom):
         pass
+
+    def check_count(self, what, shape, causes):
+        """LayerError before a blob of ``shape`` is made when it would hold
+        more values than Caffe allows (it would abort); ``causes`` names the
+        parameters to lower."""
+        count = 1
+        for d in shape:
+            count *= int(d)
+        if count > BLOB_LIMIT:
+            raise self.error('%s would be %s = %d values, more than a Caffe blob holds (2^31 - 1); '
+                             'lower %s' % (what, 'x'.join(str(int(d)) for d in shape), count, causes))
+
+    def reshape_top(self, blob, shape, what, causes):
+        self.check_count(what, shape, causes)
+        blob.reshape(*shape)
 
     def set_loss(self, top, value):
         """Write a loss value, refusing NaN/inf: a diverged net stops here with a

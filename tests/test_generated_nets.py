@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from caffe_mlic import netgen, surgery
+from caffe_mlic.weights import read_weights
 from caffe_mlic.netspec import MlicConfig
 from caffe_mlic.train import caffe_train
 from tests import netutil
@@ -402,7 +403,7 @@ def test_stage1_leaves_teacher_unchanged(caffe, tiny, teacher_model):
     init = str(tiny / 'stage1_init.caffemodel')
     net.save(init)
     trained = _train(tiny, 'kd/train_stage1', iters=3, weights=init, base_lr=0.001, weight_decay=0)
-    before, after = surgery.read_weights(init), surgery.read_weights(trained)
+    before, after = read_weights(init), read_weights(trained)
     teacher = [k for k in before if '_wsd_' in k]
     assert len(teacher) == 15
     for k in teacher:

@@ -71,7 +71,7 @@ def test_bottom_not_n_by_5b(layer_net, layer, params, shape):
 def test_single_scale_bad_params(layer_net, params, fragment):
     with pytest.raises(LayerError) as e:
         layer_net('WsdRoigenSingleScale', params, [(2, 10)])
-    assert str(e.value).startswith('WsdRoigenSingleScale: ') and fragment in str(e.value)
+    assert "layer 'layer': WsdRoigenSingleScale: " in str(e.value) and fragment in str(e.value)
 
 
 def test_wsd_roigen_takes_no_params(layer_net):

@@ -50,6 +50,7 @@ from caffe_mlic.engine import logs, plots
 from caffe_mlic.engine.lr import check_lr_policy, learning_rate
 from caffe_mlic.fileio import atomic_write
 from caffe_mlic.progress import progress
+from caffe_mlic.weights import blob_shape, check_weights, parse_message, shape_fits, stored_values
 
 NEVER = 2 ** 31 - 1            # a test_interval Caffe's own Step never reaches
 SIGNAL_NAMES = {signal.SIGINT: 'SIGINT', signal.SIGTERM: 'SIGTERM'}
@@ -121,6 +122,7 @@ class SolverFile:
         else:
             raise InputError('%s: names no net (give net: "train_val.prototxt"; train_net and '
                              'test_net are not supported here)' % self.path)
+        prototxt.check_net(self.net_param, self.net_path or self.path)
         self.type = param.type
         if param.HasField('solver_type'):
             self.type = _OLD_SOLVER_TYPES[param.solver_type]
@@ -167,71 +169,6 @@ class SolverFile:
 # ---------------------------------------------------------------- weights and snapshots
 
 
-def _blob_shape(proto):
-    if proto.HasField('shape'):
-        return tuple(proto.shape.dim)
-    return tuple(d for d in (proto.num, proto.channels, proto.height, proto.width))
-
-
-def _shape_fits(shape, proto):
-    """Caffe's Blob::ShapeEquals: the shape, or the legacy 4-d num/channels/height/width."""
-    if proto.HasField('shape'):
-        return tuple(proto.shape.dim) == tuple(shape)
-    return len(shape) <= 4 and (1,) * (4 - len(shape)) + tuple(shape) == _blob_shape(proto)
-
-
-def _values(proto):
-    return len(proto.data) or len(proto.double_data)
-
-
-def _parse(message, path, error=InputError):
-    from google.protobuf.message import DecodeError
-    try:
-        with open(path, 'rb') as f:
-            data = f.read()
-    except OSError as e:
-        raise error('%s: cannot read it: %s' % (path, e.strerror or e))
-    try:
-        message.ParseFromString(data)
-    except DecodeError:
-        raise error('%s: truncated or not a %s (protobuf cannot parse it)'
-                    % (path, type(message).__name__))
-    return message
-
-
-def check_weights(path, net, complete=False, error=InputError):
-    """Raise ``error`` unless caffemodel ``path`` can be copied into caffe.Net
-    ``net`` without Caffe aborting: it parses, and every layer of it that the
-    net has gives as many blobs, each of the net's shape with all its values.
-    ``complete``: every layer of the net with blobs must be in it (a
-    snapshot of this net)."""
-    from caffe.proto import caffe_pb2
-    if path.endswith('.h5'):
-        if not os.path.isfile(path):
-            raise error('%s: no such file' % path)
-        return
-    model = _parse(caffe_pb2.NetParameter(), path, error)
-    source = {layer.name: layer.blobs for layer in list(model.layer) + list(model.layers)}
-    problems = []
-    for name, blobs in net.params.items():
-        given = source.get(name)
-        if given is None:
-            if complete:
-                problems.append('has no layer %s' % name)
-            continue
-        if len(given) != len(blobs):
-            problems.append('layer %s has %d blobs, the net %d' % (name, len(given), len(blobs)))
-            continue
-        for i, (blob, proto) in enumerate(zip(blobs, given)):
-            if not _shape_fits(blob.data.shape, proto) or _values(proto) != blob.data.size:
-                problems.append('layer %s blob %d is %s (%d values), the net needs %s'
-                                % (name, i, 'x'.join(map(str, _blob_shape(proto))) or 'empty',
-                                   _values(proto), 'x'.join(map(str, blob.data.shape))))
-    if problems:
-        raise error(problems=[Problem(path, None, None, p) for p in problems],
-                    what=None if len(problems) == 1 else 'weights')
-
-
 def learnable_shapes(net, net_param):
     """Shapes of the net's learnable blobs in Caffe's order (a blob shared by
     name counts once, where it first appears): what a solver state's history
@@ -268,16 +205,16 @@ def check_snapshot(state_path, net, net_param, solver_type):
     if state_path.endswith('.h5'):
         model = state_path[:-len('.solverstate.h5')] + '.caffemodel.h5'
         return None, model
-    state = _parse(caffe_pb2.SolverState(), state_path, SnapshotError)
+    state = parse_message(caffe_pb2.SolverState(), state_path, SnapshotError)
     shapes = learnable_shapes(net, net_param) * HISTORY_PER_PARAM[solver_type]
     if len(state.history) != len(shapes):
         raise SnapshotError('%s: not a state of this solver (or truncated): %d history blobs; '
                             'this net with solver type %s keeps %d'
                             % (state_path, len(state.history), solver_type, len(shapes)))
     for i, (proto, shape) in enumerate(zip(state.history, shapes)):
-        if not _shape_fits(shape, proto) or _values(proto) != int(np.prod(shape)):
+        if not shape_fits(shape, proto) or stored_values(proto) != int(np.prod(shape)):
             raise SnapshotError('%s: not a state of this solver: history blob %d is %s, the net '
-                                'needs %s' % (state_path, i, 'x'.join(map(str, _blob_shape(proto))),
+                                'needs %s' % (state_path, i, 'x'.join(map(str, blob_shape(proto))),
                                               'x'.join(map(str, shape))))
     if not state.learned_net:
         raise SnapshotError('%s: names no learned_net (its caffemodel)' % state_path)
@@ -429,10 +366,15 @@ class Trainer:
         # terminal reaches the whole process group, and should stop the loop
         # between iterations rather than kill the workers under it.
         with prototxt.temporary_file(text) as path, \
-                _main_thread_signals({signal.SIGINT: signal.SIG_IGN}):
+                _main_thread_signals({signal.SIGINT: signal.SIG_IGN}), \
+                prototxt.naming_build_errors(sf.net_param, ['TRAIN'] + ['TEST'] * (self.test is not None),
+                                             sf.net_path or sf.path):
             self.solver = caffe.get_solver(path)
         self.net = self.solver.net
         self.test_net = self.solver.test_nets[0] if self.test is not None else None
+        for net in (self.net, self.test_net):
+            if net is not None:
+                prototxt.name_python_layers(net)
         if self.test is not None:
             data, labels, score = self.test
             blobs = self.test_net.blobs
@@ -488,7 +430,7 @@ class Trainer:
         if state_path.endswith('.h5'):
             self.solver.restore(state_path)
             return
-        state = _parse(caffe_pb2.SolverState(), state_path)
+        state = parse_message(caffe_pb2.SolverState(), state_path)
         model = _learned_net_path(state.learned_net, state_path)
         if model == state.learned_net:
             self.solver.restore(state_path)

@@ -57,7 +57,7 @@ def score_test_set(prototxt_path, weights, blob, label_blob=None, datalist=None)
                               check_images=False).image_paths)
     if count == 0:
         raise InputError('%s: the TEST datalist %s lists no image' % (prototxt_path, params['source']))
-    net = prototxt.caffe_net(net_param, 'TEST', weights=weights)
+    net = prototxt.caffe_net(net_param, 'TEST', weights=weights, where=prototxt_path)
     if label_blob is None:
         label_blob = next((b for b in LABEL_BLOBS if b in net.blobs), None)
         if label_blob is None:

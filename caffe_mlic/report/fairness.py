@@ -87,7 +87,7 @@ def _layer_signature(layer):
 
 
 def _weights(path):
-    from caffe_mlic.surgery import read_weights
+    from caffe_mlic.weights import read_weights
     return read_weights(path)
 
 
