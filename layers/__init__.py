@@ -7,11 +7,12 @@ Python loss layers need an explicit `loss_weight: 1`.
 """
 from .cross_entropy import CrossEntropyLoss
 from .data import MultiLabelProposalData
+from .guard import DivergenceGuard
 from .interp import Interp
 from .kd_losses import FeatureMimicLoss, SoftSigmoidCrossEntropyLoss
 from .roi_pooling import ROIPooling
 from .roigen import WsdRoigen, WsdRoigenSingleScale
 from .wsddn_score import WSDDNScore
 
-__all__ = ['CrossEntropyLoss', 'FeatureMimicLoss', 'Interp', 'MultiLabelProposalData', 'ROIPooling',
+__all__ = ['CrossEntropyLoss', 'DivergenceGuard', 'FeatureMimicLoss', 'Interp', 'MultiLabelProposalData', 'ROIPooling',
            'SoftSigmoidCrossEntropyLoss', 'WSDDNScore', 'WsdRoigen', 'WsdRoigenSingleScale']
