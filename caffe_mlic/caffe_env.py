@@ -12,6 +12,10 @@ import sys
 import caffe_mlic
 from caffe_mlic.errors import RunError
 
+# `caffe-mlic caffe train -snapshot S` sets it to the TRAIN batch S's iteration
+# reached; our data layers then continue their batch plan there.
+START_BATCH_ENV = 'CAFFE_MLIC_START_BATCH'
+
 # Places where Caffe builds keep their binaries and libcaffe, in the order we
 # look: our cached sdist build links build -> .temp_release; BVLC's Makefile
 # build links build -> .build_release; `make distribute` gives distribute/.

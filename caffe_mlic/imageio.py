@@ -17,15 +17,28 @@ def is_image_file(name):
     return name.lower().endswith(IMAGE_EXTENSIONS) and not os.path.basename(name).startswith('.')
 
 
+def _truncated_jpeg(data):
+    """A JPEG whose last scan has no end-of-image marker after it: cut short
+    (a full disk, an interrupted copy). OpenCV would decode such a file
+    partly, grey below the cut, with only a warning."""
+    raw = data.tobytes()
+    if not raw.startswith(b'\xff\xd8'):
+        return False
+    last_scan = raw.rfind(b'\xff\xda')   # entropy-coded data escapes 0xFF, so markers are real
+    return last_scan < 0 or raw.find(b'\xff\xd9', last_scan) < 0
+
+
 def decode_file(path):
     """BGR uint8 (H, W, 3) image of the file at ``path``, or None when it is
-    missing, unreadable or not an image OpenCV decodes."""
+    missing, unreadable, truncated or not an image OpenCV decodes."""
     import cv2
     try:
         data = np.fromfile(path, np.uint8)
     except (OSError, ValueError):
         return None
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if not data.size or _truncated_jpeg(data):
+        return None
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
     return None if img is None or img.size == 0 else img
 
 
@@ -36,8 +49,21 @@ def read_image(path, error=InputError):
         raise error('%s: no such image file' % path)
     img = decode_file(path)
     if img is None:
-        raise error('%s: cannot read image (unknown format or corrupt)' % path)
+        raise error('%s: cannot read image (%s)' % (path, why_undecodable(path)))
     return img
+
+
+def why_undecodable(path):
+    """Why decode_file gave None for ``path``, in a few words."""
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:
+        return 'cannot open it: %s' % (e.strerror or e)
+    if size == 0:
+        return 'the file is empty (0 bytes)'
+    if _truncated_jpeg(np.fromfile(path, np.uint8, count=min(size, 1 << 26))):
+        return 'a truncated JPEG: no end-of-image marker'
+    return 'not an image OpenCV decodes: unknown format, corrupt or truncated'
 
 
 def image_size(path):

@@ -21,11 +21,12 @@ import sys
 
 import numpy as np
 
+from caffe_mlic.caffe_env import START_BATCH_ENV
 from caffe_mlic.datalist import read_datalist
 from caffe_mlic.params import Param
 from .base import MlicLayer
 from .minibatch import BatchPlanner, DataLoadError, fill_batch, label_and_rois, scaled_size
-from .prefetch import start_workers, stop_workers
+from .prefetch import STALL_TIMEOUT, start_workers, stop_workers
 
 TRAIN = 0          # caffe.TRAIN; Caffe sets self.phase to this int
 
@@ -71,6 +72,8 @@ class MultiLabelProposalData(MlicLayer):
         Param('seed', 'int', 0, low=0),
         Param('workers', 'int', 2, low=0),
         Param('split_tops', 'bool', False),
+        Param('timeout', 'float', STALL_TIMEOUT, low=0, low_open=True,
+              doc='seconds without an answer from the workers before a batch is given up'),
     )
     TOPS = ('data', 'label_roi')
     OPTIONAL_TOPS = ('rois',)
@@ -99,11 +102,22 @@ class MultiLabelProposalData(MlicLayer):
         self.plans = {}            # batch_no -> plan, for planned but unconsumed batches
         self.next_plan = 0         # the next batch number to plan
         self.next_batch = 0        # the next batch number forward delivers
+        start = os.environ.get(START_BATCH_ENV) if self.train else None
+        if start:
+            # `caffe-mlic caffe train -snapshot S`: the binary resumes at S's
+            # iteration; the plan goes on where the interrupted run was.
+            self.planner.skip(int(start))
+            self.next_plan = self.next_batch = int(start)
         self.workers = None
         self._stop_workers = None
         self.closed = False
         n = p.batch_size
         c, b = p.att_num, p.bbox_num
+        max_h = max(scaled_size(p.new_height, p.new_width, f)[0] for f in factors)
+        max_w = max(scaled_size(p.new_height, p.new_width, f)[1] for f in factors)
+        self.check_count('the data top (at the largest scale)', (n, 3, max_h, max_w),
+                         'batch_size, new_height, new_width or scale_factors')
+        self.check_count('the label_roi top', (n, c + 5 * b), 'batch_size, att_num or bbox_num')
         top[0].reshape(n, 3, p.new_height, p.new_width)
         if p.split_tops:
             top[1].reshape(n, c)
@@ -112,10 +126,8 @@ class MultiLabelProposalData(MlicLayer):
             top[1].reshape(n, c + 5 * b)
         if p.workers > 0:
             # Each shared-memory slot holds one batch at the largest scale.
-            max_h = max(scaled_size(p.new_height, p.new_width, f)[0] for f in factors)
-            max_w = max(scaled_size(p.new_height, p.new_width, f)[1] for f in factors)
             self.workers, self._stop_workers = start_workers(self, p.workers, n * 3 * max_h * max_w * 4,
-                                                             self.mean, p.scale)
+                                                             self.mean, p.scale, p.timeout)
             _info('%s: %d images, %d worker processes (pids %s)'
                   % (p.source, len(self.datalist), p.workers, ' '.join(map(str, self.workers.pids))))
             self._fill_pipeline()

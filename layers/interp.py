@@ -111,6 +111,7 @@ class Interp(MlicLayer):
             h_out, w_out = bottom[1].shape[2], bottom[1].shape[3]
         else:
             h_out, w_out = self._out_size(h_eff, 0), self._out_size(w_eff, 1)
+        self.check_count('the output', (n, c, h_out, w_out), 'height / width (or zoom_factor)')
         self.crop = (slice(-p.pad_beg, -p.pad_beg + h_eff), slice(-p.pad_beg, -p.pad_beg + w_eff))
         self.cropped = (h_eff, w_eff) != (h, w)
         self.same = (h_eff, w_eff) == (h_out, w_out)
@@ -118,7 +119,7 @@ class Interp(MlicLayer):
             self._mats = {}
         self.mh = self._matrix(h_eff, h_out)   # (h_out, h_eff)
         self.mw = self._matrix(w_eff, w_out)   # (w_out, w_eff)
-        top[0].reshape(n, c, h_out, w_out)
+        top[0].reshape(n, c, h_out, w_out)  # (counted above)
 
     def forward(self, bottom, top):
         x = bottom[0].data[(Ellipsis,) + self.crop]

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from caffe_mlic.errors import InputError
-from caffe_mlic.imageio import decode_file
+from caffe_mlic.imageio import decode_file, why_undecodable
 
 
 class DataLoadError(InputError):
@@ -91,7 +91,7 @@ def load_image(path, height, width, flip, mean, scale, out):
     left-right if asked, write (pixel - mean) * scale into out (3, H, W)."""
     img = decode_file(path)
     if img is None:
-        raise DataLoadError('cannot read image %s (missing, unreadable or not an image)' % path)
+        raise DataLoadError('cannot read image %s (%s)' % (path, why_undecodable(path)))
     if img.shape[:2] != (height, width):
         img = cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR)
     if flip:

@@ -23,6 +23,7 @@ import gc
 import os
 import re
 import sys
+import time
 import types
 import weakref
 from multiprocessing import connection, get_context, shared_memory
@@ -36,6 +37,9 @@ from .minibatch import DataLoadError, fill_batch
 # Batches in flight (shared-memory slots) with the workers, as Caffe's own
 # prefetching data layers keep.
 PREFETCH = 3
+# Seconds without an answer from any worker after which a batch is given up
+# (the layer's `timeout` parameter).
+STALL_TIMEOUT = 300.0
 
 
 # ---------------------------------------------------------------- the worker process
@@ -132,7 +136,8 @@ def _check_shm_space(needed, where='/dev/shm'):
 class PrefetchWorkers:
     """The worker processes, their pipes and the shared-memory slots."""
 
-    def __init__(self, n_workers, n_slots, slot_bytes, mean, scale):
+    def __init__(self, n_workers, n_slots, slot_bytes, mean, scale, timeout=STALL_TIMEOUT):
+        self.timeout = timeout
         self.procs, self.conns, self.slots = [], [], []
         self.closed = False
         self.ready, self.unlinked = set(), False
@@ -168,6 +173,36 @@ class PrefetchWorkers:
         self.slot_of = {}            # batch_no -> slot
         self.pending = {}            # batch_no -> chunks not done yet
         self.errors = {}             # batch_no -> {chunk start: error}
+        self.inflight = [{} for _ in self.procs]   # per worker: (batch_no, start) -> paths
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.close()
+            raise
+
+    def _wait_ready(self):
+        """Wait until every worker has mapped the slots, then unlink their
+        names (see _attached): from here on no segment is left in /dev/shm
+        however this process ends, even killed before its first batch."""
+        deadline = time.monotonic() + max(self.timeout, 60.0)
+        while len(self.ready) < len(self.procs):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DataLoadError('%d of %d data worker processes (%s) did not start within %.0f s'
+                                    % (len(self.procs) - len(self.ready), len(self.procs), self.python,
+                                       max(self.timeout, 60.0)))
+            ready = connection.wait(self.conns + [p.sentinel for p in self.procs], timeout=left)
+            for w, conn in enumerate(self.conns):
+                if conn in ready and w not in self.ready:
+                    try:
+                        message = conn.recv()
+                    except (EOFError, OSError):
+                        self._died(w)
+                    if message == ('ready',):
+                        self._attached(w)
+            for w, proc in enumerate(self.procs):
+                if proc.sentinel in ready and w not in self.ready and not self.conns[w].poll():
+                    self._died(w)
 
     @property
     def pids(self):
@@ -180,18 +215,25 @@ class PrefetchWorkers:
         n = len(paths)
         bounds = np.linspace(0, n, len(self.procs) + 1).astype(int)
         chunks = 0
-        for conn, start, stop in zip(self.conns, bounds[:-1], bounds[1:]):
+        for w, (conn, start, stop) in enumerate(zip(self.conns, bounds[:-1], bounds[1:])):
             if stop > start:
                 conn.send((batch_no, slot, n, int(start), list(paths[start:stop]),
                            [bool(f) for f in flips[start:stop]], height, width))
+                self.inflight[w][(batch_no, int(start))] = list(paths[start:stop])
                 chunks += 1
         self.slot_of[batch_no] = slot
         self.pending[batch_no] = chunks
 
     def wait(self, batch_no, shape):
-        """The finished batch as an array view of its slot; raises DataLoadError."""
+        """The finished batch as an array view of its slot; raises DataLoadError,
+        also when no worker has answered for ``timeout`` seconds (a stalled
+        network mount: the error names the worker and its images)."""
+        last_answer = time.monotonic()
         while self.pending[batch_no]:
-            ready = connection.wait(self.conns + [p.sentinel for p in self.procs], timeout=5.0)
+            if time.monotonic() - last_answer > self.timeout:
+                self._stalled()
+            ready = connection.wait(self.conns + [p.sentinel for p in self.procs],
+                                    timeout=min(5.0, self.timeout))
             for w, conn in enumerate(self.conns):
                 if conn not in ready:
                     continue
@@ -199,10 +241,12 @@ class PrefetchWorkers:
                     message = conn.recv()
                 except (EOFError, OSError):
                     self._died(w)
+                last_answer = time.monotonic()
                 if message == ('ready',):
                     self._attached(w)
                     continue
                 done, start, error = message
+                self.inflight[w].pop((done, start), None)
                 self.pending[done] -= 1
                 if error is not None:
                     self.errors.setdefault(done, {})[start] = error
@@ -228,6 +272,15 @@ class PrefetchWorkers:
                     shm.unlink()
                 except FileNotFoundError:
                     pass
+
+    def _stalled(self):
+        """DataLoadError naming the workers that hold unfinished images."""
+        stuck = ['worker process %d was reading %s' % (
+            self.procs[w].pid, ', '.join(p for paths in tasks.values() for p in paths)[:2000])
+            for w, tasks in enumerate(self.inflight) if tasks]
+        raise DataLoadError('no data worker answered for %.0f s (a stalled file system?): %s. '
+                            'Raise the layer\'s timeout if reading is just slow'
+                            % (self.timeout, '; '.join(stuck) or 'no image in flight'))
 
     def _died(self, w):
         proc = self.procs[w]
@@ -330,7 +383,7 @@ def _reap_orphans(phase, info):
 gc.callbacks.append(_reap_orphans)
 
 
-def start_workers(layer, n_workers, slot_bytes, mean, scale):
+def start_workers(layer, n_workers, slot_bytes, mean, scale, timeout=STALL_TIMEOUT):
     """Start ``n_workers`` workers with PREFETCH slots of ``slot_bytes`` for
     ``layer``, and stop them when the layer goes: when Python frees it, when
     only Caffe's own reference to it is left (the gc callback calls
@@ -344,7 +397,7 @@ def start_workers(layer, n_workers, slot_bytes, mean, scale):
             _orphan_refs = _measure_orphan_refs()
         except Exception:       # no probe: finalize, atexit and parent watching remain
             _orphan_refs = 0
-    workers = PrefetchWorkers(n_workers, PREFETCH, slot_bytes, mean, scale)
+    workers = PrefetchWorkers(n_workers, PREFETCH, slot_bytes, mean, scale, timeout)
     # The finalizer holds the workers, not the layer (that would keep it alive).
     stop = weakref.finalize(layer, workers.close)
     _WITH_WORKERS.add(layer)

@@ -538,7 +538,8 @@ class ROIPooling(MlicLayer):
         if not (len(rshape) == 2 and rshape[1] == 6 or len(rshape) == 4 and rshape[1:] == (6, 1, 1)):
             raise self.error('rois must be (R, 6) = (batch index, x1, y1, x2, y2, score) '
                              'or (R, 6, 1, 1), got shape %s' % (rshape,))
-        top[0].reshape(rshape[0], fshape[1], self.params.pooled_h, self.params.pooled_w)
+        self.reshape_top(top[0], (rshape[0], fshape[1], self.params.pooled_h, self.params.pooled_w),
+                         'the output (rois x channels x pooled_h x pooled_w)', 'pooled_h / pooled_w')
 
     def forward(self, bottom, top):
         # A diverged net: stop with a message here, before backward. (Caffe's own

@@ -3,7 +3,10 @@ it finds our Python layers: `caffe-mlic caffe train -solver S [-weights W]`.
 
 For `train`, the folder of the solver's snapshot_prefix (relative to the
 current directory, as Caffe reads it) is created first: the binary would
-train to the first snapshot and then abort on the missing folder."""
+train to the first snapshot and then abort on the missing folder. With
+`-snapshot STATE` the state is checked first (a truncated one would abort
+Caffe with a misleading message), and the TRAIN data layers continue their
+batch plan at the state's iteration, as `caffe-mlic train --resume` does."""
 import argparse
 import os
 
@@ -25,10 +28,34 @@ def run_argv(argv):
     if first is None or (not first.startswith('-') and first not in ACTIONS):
         raise UsageError('expected an action, one of %s, got %s (flags as for the caffe binary)'
                          % (', '.join(ACTIONS), repr(first) if first else 'nothing'))
+    env = caffe_env.binary_environment()
     if first == 'train':
-        _make_snapshot_folder(_flag_value(argv, 'solver'))
+        solver = _flag_value(argv, 'solver')
+        _make_snapshot_folder(solver)
+        state = _flag_value(argv, 'snapshot')
+        if state:
+            env[caffe_env.START_BATCH_ENV] = str(_resume_batch(state, solver))
     binary = caffe_env.caffe_binary()
-    os.execve(binary, [binary] + list(argv), caffe_env.binary_environment())
+    os.execve(binary, [binary] + list(argv), env)
+
+
+def _resume_batch(state_path, solver_path):
+    """The TRAIN batch a run resumed from ``state_path`` starts at (its
+    iteration x the solver's iter_size), for our data layers to continue
+    their batch plan there; InputError for a state Caffe would abort on."""
+    from caffe.proto import caffe_pb2
+    from caffe_mlic import prototxt
+    from caffe_mlic.errors import InputError
+    from caffe_mlic.weights import parse_message
+    if not os.path.isfile(state_path):
+        raise InputError('%s: no such solver state' % state_path)
+    if state_path.endswith('.h5'):
+        return 0      # (HDF5 states: the plan restarts; the binary reads the iteration itself)
+    state = parse_message(caffe_pb2.SolverState(), state_path)
+    iter_size = 1
+    if solver_path and os.path.isfile(solver_path):
+        iter_size = max(1, prototxt.read_solver(solver_path).iter_size)
+    return state.iter * iter_size
 
 
 def _flag_value(argv, name):
