@@ -27,6 +27,7 @@ Conventions
   file's folder.
 """
 import json
+import math
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -158,10 +159,14 @@ def _xml_text(el, tag, xml_path, element, problems, cast=str, required=True, def
         return default
     text = child.text.strip()
     try:
-        return cast(text)
+        value = cast(text)
     except ValueError:
         problems.add(xml_path, None, field, '%r is not a number' % text)
         return default
+    if cast is float and not math.isfinite(value):
+        problems.add(xml_path, None, field, '%r is not a finite number' % text)
+        return default
+    return value
 
 
 def _find_voc_image(root, image_id, filename):
@@ -254,9 +259,15 @@ def read_voc(root, image_set, classes=None):
 # ------------------------------------------------------------------ COCO
 
 def _number(value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """A finite JSON number (not true/false, not NaN or Infinity)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(value)
     return value
+
+
+def _is_id(value):
+    """A JSON integer id: Python's bool is an int, but `true` is no id."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def read_coco(instances_json, images_dir, classes=None):
@@ -280,7 +291,7 @@ def read_coco(instances_json, images_dir, classes=None):
 
     cats = {}
     for k, cat in enumerate(data['categories']):
-        if not isinstance(cat, dict) or not isinstance(cat.get('id'), int) or not isinstance(cat.get('name'), str):
+        if not isinstance(cat, dict) or not _is_id(cat.get('id')) or not isinstance(cat.get('name'), str):
             problems.add(src, None, 'categories[%d]' % k, 'needs an integer "id" and a string "name"')
             continue
         if cat['id'] in cats:
@@ -302,7 +313,7 @@ def read_coco(instances_json, images_dir, classes=None):
 
     records, by_id = [], {}
     for k, img in enumerate(data['images']):
-        if not isinstance(img, dict) or not isinstance(img.get('id'), int):
+        if not isinstance(img, dict) or not _is_id(img.get('id')):
             problems.add(src, None, 'images[%d]' % k, 'needs an integer "id"')
             continue
         iid = img['id']
@@ -331,7 +342,13 @@ def read_coco(instances_json, images_dir, classes=None):
             continue
         aid = ann.get('id', 'annotations[%d]' % k)
         iid, cid, bbox = ann.get('image_id'), ann.get('category_id'), ann.get('bbox')
-        field = 'annotation id %s (image id %s)' % (aid, iid)
+        field = 'annotation id %s (image id %s)' % (aid, json.dumps(iid))
+        if not _is_id(iid):
+            problems.add(src, None, field, '"image_id" must be an integer, got %s' % json.dumps(iid))
+            continue
+        if not _is_id(cid):
+            problems.add(src, None, field, '"category_id" must be an integer, got %s' % json.dumps(cid))
+            continue
         if iid not in by_id:
             if not any(isinstance(i, dict) and i.get('id') == iid for i in data['images']):
                 problems.add(src, None, field, 'image_id not in "images"')
@@ -343,7 +360,8 @@ def read_coco(instances_json, images_dir, classes=None):
         try:
             x, y, bw, bh = (float(_number(v)) for v in bbox)
         except (TypeError, ValueError):
-            problems.add(src, None, field, '"bbox" must be 4 numbers [x, y, w, h], got %r' % (bbox,))
+            problems.add(src, None, field, '"bbox" must be 4 finite numbers [x, y, w, h], got %s'
+                         % json.dumps(bbox))
             continue
         if bw < 0 or bh < 0 or x < -1 or y < -1 or x + bw > rec.width + 1 or y + bh > rec.height + 1:
             problems.add(src, None, field, 'bbox [%g, %g, %g, %g] is outside the %dx%d image'

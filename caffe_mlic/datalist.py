@@ -226,8 +226,10 @@ def format_line(image_path, labels, boxes, scores):
 
 
 def write_datalist(path, rows):
-    """Write rows of (image_path, labels, boxes, scores) as a datalist, atomically."""
-    with atomic_write(path) as f:
+    """Write rows of (image_path, labels, boxes, scores) as a datalist, atomically.
+    Paths are written back as the bytes they were read from (a name that is
+    not UTF-8 comes and goes as surrogate escapes)."""
+    with atomic_write(path, encoding='utf-8', errors='surrogateescape') as f:
         for row in rows:
             f.write(format_line(*row))
             f.write('\n')

@@ -31,7 +31,7 @@ import numpy as np
 from caffe_mlic import annotations
 from caffe_mlic.datalist import format_line, resize_boxes, scan_datalist
 from caffe_mlic.errors import InputError, Problem, UsageError
-from caffe_mlic.fileio import atomic_write
+from caffe_mlic.fileio import atomic_files
 
 
 def companion_paths(out):
@@ -114,36 +114,17 @@ def build(records, classes, proposals_dir, out, size=(672, 672), bbox_num=500, r
     if not records:
         raise InputError('no images to write')
     classes_path, gt_path = companion_paths(out)
-    created = _missing_dirs(os.path.dirname(os.path.abspath(out)))
-    try:
-        # Lines are streamed into the datalist's temp file (a COCO-size list
-        # is gigabytes); nested atomic writes rename the three files into
-        # place only if every image checked out, else all temp files go.
-        with contextlib.ExitStack() as stack:
-            f_list = stack.enter_context(atomic_write(out))
-            f_cls = stack.enter_context(atomic_write(classes_path))
-            f_gt = stack.enter_context(atomic_write(gt_path))
-            gt_images = _write_lines(f_list, records, classes, proposals_dir, size, bbox_num,
-                                     root, difficult)
-            f_cls.write(''.join(c + '\n' for c in classes))
-            f_gt.write(_gt_json(classes, size, gt_images))
-    except BaseException:
-        for d in created:  # deepest first; only folders we made, only if empty
-            with contextlib.suppress(OSError):
-                os.rmdir(d)
-        raise
+    # Lines are streamed into the datalist's temp file (a COCO-size list is
+    # gigabytes); the three files are renamed into place only if every image
+    # checked out, else all temp files go.
+    # (surrogateescape: image names that are not UTF-8 keep their bytes)
+    with atomic_files([out, classes_path, gt_path], encoding='utf-8',
+                      errors='surrogateescape') as (f_list, f_cls, f_gt):
+        gt_images = _write_lines(f_list, records, classes, proposals_dir, size, bbox_num,
+                                 root, difficult)
+        f_cls.write(''.join(c + '\n' for c in classes))
+        f_gt.write(_gt_json(classes, size, gt_images))
     return len(gt_images)
-
-
-def _missing_dirs(path):
-    out = []
-    while path and not os.path.isdir(path):
-        out.append(path)
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    return out
 
 
 def _write_lines(f, records, classes, proposals_dir, size, bbox_num, root, difficult):
@@ -195,10 +176,39 @@ def _distinct_boxes(boxes):
     return counts
 
 
-def check(path, att_num, bbox_num, size=(672, 672), root=None, check_images=True, out=None):
-    """Print a report; returns the number of problems."""
+def undecodable_images(dl, jobs=2):
+    """Problems (datalist, line, 'image', why) of the datalist's images that
+    do not decode as the data layer decodes them: empty, text, truncated or
+    corrupt files. Decoding releases the GIL, so threads share the work."""
+    from concurrent.futures import ThreadPoolExecutor
+    from caffe_mlic.imageio import decode_file, why_undecodable
+    from caffe_mlic.progress import progress
+    first_line = {}
+    for image, line in zip(dl.image_paths, dl.line_numbers.tolist()):
+        first_line.setdefault(image, line)
+    images = list(first_line)
+
+    def decodes(image):
+        return decode_file(image) is not None
+    problems = []
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        results = pool.map(decodes, images)
+        for image, ok in zip(images, progress(results, total=len(images), desc='decoding',
+                                              unit='img')):
+            if not ok:
+                problems.append(Problem(dl.source, first_line[image], 'image',
+                                        'cannot decode %s: %s' % (image, why_undecodable(image))))
+    return problems
+
+
+def check(path, att_num, bbox_num, size=(672, 672), root=None, check_images=True, out=None,
+          decode=True):
+    """Print a report; returns the number of problems. ``decode``: also decode
+    every image (with check_images)."""
     out = out or sys.stdout
     dl, problems = scan_datalist(path, att_num, bbox_num, size[0], size[1], root or '', check_images)
+    if check_images and decode and len(dl):
+        problems = sorted(problems + undecodable_images(dl), key=lambda p: p.line or 0)
     classes_path, _ = companion_paths(path)
     names = None
     if os.path.isfile(classes_path):

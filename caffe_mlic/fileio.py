@@ -1,5 +1,6 @@
 """Atomic file writes: a reader never sees a half-written file."""
 import contextlib
+import errno
 import json
 import math
 import os
@@ -26,6 +27,62 @@ def atomic_write(path, mode='w', **kwargs):
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        raise
+
+
+def _missing_dirs(path):
+    """The folders of ``path`` that do not exist yet, deepest first."""
+    out = []
+    while path and not os.path.isdir(path):
+        out.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return out
+
+
+@contextlib.contextmanager
+def atomic_files(paths, mode='w', **kwargs):
+    """Open several files that appear together or not at all: yields one file
+    object per path (temp files beside them); when the block succeeds they
+    are renamed into place, else every temp file, and every folder made for
+    them, goes. Paths that are folders fail before anything is written."""
+    paths = [os.fspath(p) for p in paths]
+    for path in paths:
+        if os.path.isdir(path):
+            raise IsADirectoryError(errno.EISDIR, 'Is a directory, not a file', path)
+    created, temps, files = [], [], []
+    try:
+        for path in paths:
+            directory = os.path.dirname(os.path.abspath(path))
+            missing = _missing_dirs(directory)
+            os.makedirs(directory, exist_ok=True)
+            created = missing + created
+            fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp',
+                                       dir=directory)
+            temps.append(tmp)
+            files.append(os.fdopen(fd, mode, **kwargs))
+        yield files
+        umask = os.umask(0)
+        os.umask(umask)
+        for f, tmp in zip(files, temps):
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+            os.chmod(tmp, 0o666 & ~umask)
+        for tmp, path in zip(temps, paths):
+            os.replace(tmp, path)
+    except BaseException:
+        for f in files:
+            with contextlib.suppress(OSError):
+                f.close()
+        for tmp in temps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        for d in sorted(set(created), key=len, reverse=True):  # deepest first, only if empty
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
         raise
 
 

@@ -1,10 +1,11 @@
 """Write the MLIC-KD-WSD nets and solvers of one MlicConfig (`caffe-mlic netgen`)."""
+import json
 import os
 from dataclasses import replace
 
 from caffe_mlic import prototxt
 from caffe_mlic.errors import UsageError
-from caffe_mlic.fileio import atomic_write_json
+from caffe_mlic.fileio import atomic_files, json_ready
 
 
 def solver_overrides(spec, max_iter=None, base_lr=None, solver_type=None, random_seed=None):
@@ -53,10 +54,12 @@ def generate(out_dir, cfg, max_iter=None, base_lr=None, solver_type=None, random
         files[os.path.join(out_dir, rel + '.prototxt')] = solver_proto(
             os.path.join(out_dir, net_rel + '.prototxt'), spec, prefix)
     settings = os.path.join(out_dir, DEPLOY_SETTINGS)
-    for path, proto in files.items():
-        prototxt.write(path, proto)
-    atomic_write_json(settings, deploy_settings(cfg), sort_keys=True)
-    return list(files) + [settings]
+    texts = {path: prototxt.to_text(proto) for path, proto in files.items()}
+    texts[settings] = json.dumps(json_ready(deploy_settings(cfg)), indent=1, sort_keys=True) + '\n'
+    with atomic_files(list(texts)) as handles:   # all the files, or none (a full disk)
+        for handle, text in zip(handles, texts.values()):
+            handle.write(text)
+    return list(texts)
 
 
 DEPLOY_SETTINGS = 'deploy.json'

@@ -31,8 +31,13 @@ Output: OUT_DIR/<image stem>.npz with
   scores       (K,)   float32  descending
   image_shape  (2,)   int32    height, width of the image the boxes belong to
   method       str
+  OUT_DIR/settings.json  the method and its settings, written first
+
 Outputs that already exist are skipped, so a killed run resumes where it
-stopped; every output is written atomically.
+stopped; every output is written atomically. A run whose settings differ
+from the folder's settings.json stops before computing anything (boxes of
+two methods would mix silently): choose another folder, or ``recompute``.
+Images that get no box are reported (a datalist cannot use them).
 """
 import os
 import sys
@@ -215,6 +220,9 @@ def compute_proposals(image_bgr, method='edgeboxes', max_boxes=2000, min_size=20
         raise InputError('expected an HxWx3 BGR image, got shape %s' % (image_bgr.shape,))
     image_bgr = np.ascontiguousarray(image_bgr, dtype=np.uint8)
     h, w = image_bgr.shape[:2]
+    if min(h, w) < max(min_size, 2):
+        raise InputError('the image is %dx%d px: smaller than the smallest box kept (min_size %d '
+                         'px a side), so it can have no proposal' % (w, h, min_size))
     if method == 'edgeboxes':
         # ask for more than max_boxes: hygiene removes some
         rects, scores = _edgeboxes(image_bgr, sed_model, max(2 * max_boxes, 100), min_size, alpha, beta)
@@ -252,7 +260,9 @@ def _worker(job):
     try:
         return image_path, process_image(image_path, out_path, **kw), None
     except InputError as e:
-        return image_path, None, str(e)
+        message = str(e)
+        return image_path, None, message if message.startswith(image_path) else '%s: %s' % (
+            image_path, message)
     except Exception as e:  # noqa: BLE001  (report and continue with the others)
         return image_path, None, '%s: %s: %s' % (image_path, type(e).__name__, e)
 
@@ -271,10 +281,54 @@ def expand_images(paths):
     return sorted(set(out))
 
 
+SETTINGS_FILE = 'settings.json'
+
+
+def _claim_folder(out_dir, settings, recompute):
+    """Make out_dir the folder of ``settings``: UsageError when it holds
+    proposals computed with other settings (unless ``recompute``, which
+    removes them)."""
+    import glob
+    import json
+    from caffe_mlic.fileio import atomic_write_json
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UsageError('%s is a file, not a folder' % out_dir, 'output')
+    path = os.path.join(out_dir, SETTINGS_FILE)
+    old = None
+    if os.path.isfile(path):
+        try:
+            with open(path, encoding='utf-8') as f:
+                old = json.load(f)
+        except (OSError, ValueError) as e:
+            raise InputError('%s: cannot read it (%s); remove it, or the folder' % (path, e))
+    else:
+        existing = sorted(glob.glob(os.path.join(glob.escape(out_dir), '*.npz')))
+        if existing:  # a folder of an older version: its files record the method
+            try:
+                with np.load(existing[0]) as npz:
+                    old = {'method': str(npz['method'])} if 'method' in npz.files else None
+            except (OSError, ValueError):
+                old = None
+    differ = {k: (old[k], settings[k]) for k in settings if old and k in old and old[k] != settings[k]}
+    if differ and not recompute:
+        raise UsageError('%s holds proposals computed with %s; this run asks for %s. Their boxes '
+                         'would mix: choose another output folder, or pass --recompute to replace them'
+                         % (out_dir, ', '.join('%s %s' % (k, json.dumps(a)) for k, (a, b) in differ.items()),
+                            ', '.join('%s %s' % (k, json.dumps(b)) for k, (a, b) in differ.items())),
+                         'output')
+    os.makedirs(out_dir, exist_ok=True)
+    if recompute:
+        for npz in glob.glob(os.path.join(glob.escape(out_dir), '*.npz')):
+            os.remove(npz)
+    atomic_write_json(path, settings, sort_keys=True)
+
+
 def run(images, out_dir, method='edgeboxes', max_boxes=2000, min_size=20, sed_model=None,
-        jobs=1, shard=(0, 1), show_progress=True, log=None, alpha=0.65, beta=0.75):
-    """Process a list of images; returns (n_done, n_skipped, failures [(path, msg)]).
-    A failed image is written to ``log`` as it happens and the others go on."""
+        jobs=1, shard=(0, 1), show_progress=True, log=None, alpha=0.65, beta=0.75,
+        recompute=False):
+    """Process a list of images; returns (n_done, n_skipped, failures [(path, msg)],
+    empty [paths that got no box]). A failed image is written to ``log`` as it
+    happens and the others go on."""
     log = log or sys.stderr
     given = images
     images = expand_images(images)
@@ -287,18 +341,19 @@ def run(images, out_dir, method='edgeboxes', max_boxes=2000, min_size=20, sed_mo
     if clashes:
         raise InputError('images share a file stem, so their outputs would collide: %s'
                          % '; '.join(', '.join(v) for v in clashes[:5]))
+    if sed_model:
+        _sed_detector(sed_model)  # fail once, up front, on a bad model
+    kw = dict(method=method, max_boxes=max_boxes, min_size=min_size, sed_model=sed_model,
+              alpha=alpha, beta=beta)
+    _claim_folder(out_dir, dict(kw, sed_model=os.path.abspath(sed_model) if sed_model else None),
+                  recompute)
     i, n = shard
     mine = images[i::n]  # strided: every shard gets a similar mix
     todo = [p for p in mine if not os.path.exists(output_path(out_dir, p))]
     skipped = len(mine) - len(todo)
-    if sed_model:
-        _sed_detector(sed_model)  # fail once, up front, on a bad model
-    os.makedirs(out_dir, exist_ok=True)
-    kw = dict(method=method, max_boxes=max_boxes, min_size=min_size, sed_model=sed_model,
-              alpha=alpha, beta=beta)
     job_list = [(p, output_path(out_dir, p), kw) for p in todo]
     bar = progress(total=len(job_list), desc='proposals', unit='img', enabled=show_progress)
-    failures = []
+    failures, empty = [], []
     done = 0
 
     def handle(result):
@@ -309,6 +364,8 @@ def run(images, out_dir, method='edgeboxes', max_boxes=2000, min_size=20, sed_mo
             bar.write(err, file=log)
         else:
             done += 1
+            if count == 0:
+                empty.append(path)
         bar.update()
 
     if jobs > 1 and len(job_list) > 1:
@@ -322,4 +379,4 @@ def run(images, out_dir, method='edgeboxes', max_boxes=2000, min_size=20, sed_mo
         for job in job_list:
             handle(_worker(job))
     bar.close()
-    return done, skipped, failures
+    return done, skipped, failures, empty

@@ -155,7 +155,8 @@ def image_dir(tmp_path):
 
 
 def _outputs(d):
-    return sorted(os.listdir(d)) if os.path.isdir(d) else []
+    """The per-image proposal files of folder d (not its settings.json)."""
+    return sorted(f for f in os.listdir(d) if f.endswith('.npz')) if os.path.isdir(d) else []
 
 
 def test_cli_writes_npz(image_dir, tmp_path, capsys):

@@ -43,6 +43,9 @@ def add_arguments(p):
                    help='resized image size (default 672)')
     c.add_argument('--root', metavar='DIR', help='root folder the image paths are relative to')
     c.add_argument('--no-images', action='store_true', help='do not check that image files exist')
+    c.add_argument('--no-decode', dest='decode', action='store_false',
+                   help='check that image files exist but do not decode them (decoding every '
+                        'image finds empty, text, truncated and corrupt files; it is the default)')
 
 
 def run_build(args):
@@ -94,6 +97,7 @@ def run_check(args):
     from caffe_mlic.datalist_build import check
     if args.att_num < 0 or args.bbox_num < 0:
         raise UsageError('arguments --att-num and --bbox-num must be >= 0')
-    n = check(args.file, args.att_num, args.bbox_num, args.size, args.root, not args.no_images)
+    n = check(args.file, args.att_num, args.bbox_num, args.size, args.root, not args.no_images,
+              decode=args.decode)
     if n:
         raise InputError('%s: %d problem(s)' % (args.file, n))

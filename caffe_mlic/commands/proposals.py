@@ -35,6 +35,9 @@ def add_arguments(p):
     p.add_argument('--jobs', type=int, default=1, help='processes (default 1)')
     p.add_argument('--shard', type=shard, default='0/1', metavar='I/N',
                    help='process only shard I (0-based) of N: images I, I+N, ... of the sorted list')
+    p.add_argument('--recompute', action='store_true',
+                   help='replace the folder\'s proposals (needed when it holds ones computed with '
+                        'another method or other settings)')
     p.add_argument('-q', '--quiet', action='store_true', help='no progress bar or summary')
 
 
@@ -48,12 +51,16 @@ def run(args):
         raise UsageError('argument --sed-model: only applies to --method edgeboxes')
     if not (0 < args.alpha <= 1 and 0 < args.beta <= 1):
         raise UsageError('arguments --alpha and --beta must be in (0, 1]')
-    done, skipped, failures = proposals.run(
+    done, skipped, failures, empty = proposals.run(
         args.images, args.output, args.method, args.max_boxes, args.min_size, args.sed_model,
-        args.jobs, args.shard, show_progress=not args.quiet, alpha=args.alpha, beta=args.beta)
+        args.jobs, args.shard, show_progress=not args.quiet, alpha=args.alpha, beta=args.beta,
+        recompute=args.recompute)
     if not args.quiet:
         print('proposals: %d written, %d already there (skipped), %d failed -> %s'
               % (done, skipped, len(failures), args.output))
+    if empty:  # not a failure, but `datalist build` will refuse these images
+        print('note: %d image(s) got no box (a datalist cannot use them): %s%s'
+              % (len(empty), ', '.join(empty[:10]), ' ...' if len(empty) > 10 else ''))
     if failures:
         raise InputError('%d image(s) failed (the others were written):\n%s'
                        % (len(failures), '\n'.join('  %s' % err for _, err in failures)))
