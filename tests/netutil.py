@@ -12,8 +12,11 @@ def proto_str(s):
     return '"' + s.replace('\\', '\\\\').replace('"', '\\"').replace('\n', '\\n') + '"'
 
 
-def python_layer_text(name, layer, params, bottoms, tops, loss_weight=None, propagate_down=None):
+def python_layer_text(name, layer, params, bottoms, tops, loss_weight=None, propagate_down=None,
+                      phase=None):
     lines = ['layer {', '  name: %s type: "Python"' % proto_str(name)]
+    if phase is not None:
+        lines.append('  include { phase: %s }' % phase)
     lines += ['  bottom: %s' % proto_str(b) for b in bottoms]
     lines += ['  top: %s' % proto_str(t) for t in tops]
     if propagate_down is not None:
