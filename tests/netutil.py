@@ -29,6 +29,31 @@ def python_layer_text(name, layer, params, bottoms, tops, loss_weight=None, prop
     return '\n'.join(lines)
 
 
+def classifier_text(classes, conv=True, std=0.1):
+    """After a data layer (tops data, label_roi): the labels sliced off, a
+    conv + global average pooling (``conv``; else the data itself) and an fc
+    of ``classes`` logits named fc; the caller adds the loss on fc, labels."""
+    feature = 'data'
+    text = ('layer { name: "slice" type: "Slice" bottom: "label_roi" top: "labels" top: "rois"\n'
+            '        slice_param { axis: 1 slice_point: %d } }\n'
+            'layer { name: "silence" type: "Silence" bottom: "rois" }\n' % classes)
+    if conv:
+        feature = 'pool'
+        text += ('layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"\n'
+                 '        convolution_param { num_output: 4 kernel_size: 3\n'
+                 '                            weight_filler { type: "gaussian" std: %g } } }\n'
+                 'layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool"\n'
+                 '        pooling_param { pool: AVE global_pooling: true } }\n' % std)
+    return text + ('layer { name: "fc" type: "InnerProduct" bottom: "%s" top: "fc"\n'
+                   '        inner_product_param { num_output: %d\n'
+                   '                              weight_filler { type: "gaussian" std: %g } } }\n'
+                   % (feature, classes, std))
+
+
+SIGMOID_LOSS_TEXT = ('layer { name: "loss" type: "SigmoidCrossEntropyLoss" bottom: "fc" bottom: "labels" '
+                     'top: "loss" }\n')
+
+
 def input_layers_text(shapes, names):
     out = []
     for name, shape in zip(names, shapes):

@@ -336,19 +336,10 @@ def test_caffe_binary_trains_with_spawned_workers(tmp_path):
     random_dataset(tmp_path, n=8)
     params = params_for(tmp_path, batch_size=4, scale_factors=[0.75, 1.0], mirror=True, shuffle=True,
                         mean_value=[128, 128, 128], scale=0.0078125, workers=2)
-    net = data_text(params) + textwrap.dedent('''
-        layer { name: "slice" type: "Slice" bottom: "label_roi" top: "labels" top: "rois"
-                slice_param { axis: 1 slice_point: %d } }
-        layer { name: "silence" type: "Silence" bottom: "rois" }
-        layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
-                convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: "gaussian" std: 0.1 } } }
-        layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool"
-                pooling_param { pool: AVE global_pooling: true } }
-        layer { name: "fc" type: "InnerProduct" bottom: "pool" top: "fc"
-                inner_product_param { num_output: %d weight_filler { type: "gaussian" std: 0.1 } } }
-        layer { name: "prob" type: "Sigmoid" bottom: "fc" top: "prob" }
-        ''' % (C, C)) + netutil.python_layer_text('loss', 'CrossEntropyLoss', {}, ['prob', 'labels'], ['loss'],
-                                                  loss_weight=1, propagate_down=[True, False])
+    net = data_text(params) + netutil.classifier_text(C) + \
+        'layer { name: "prob" type: "Sigmoid" bottom: "fc" top: "prob" }\n' + \
+        netutil.python_layer_text('loss', 'CrossEntropyLoss', {}, ['prob', 'labels'], ['loss'],
+                                  loss_weight=1, propagate_down=[True, False])
     (tmp_path / 'net.prototxt').write_text(net)
     netutil.write_solver(tmp_path / 'solver.prototxt', 'net.prototxt', base_lr=0.1, max_iter=30,
                          display=10, snapshot_prefix='snap')

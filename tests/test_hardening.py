@@ -331,14 +331,14 @@ def test_datalist_build_into_a_folder_writes_nothing(tmp_path, capsys):
 
 
 @pytest.mark.parametrize('args, fragment', [
-    (['--base-lrs', '1', '1', 'nan', '1'], 'base_lr must be a positive number, got nan'),
+    (['--base-lrs', '1', '1', 'nan', '1'], 'argument --base-lrs: base_lr must be a positive number, got nan'),
     (['--base-lr', '-1'], 'base_lr must be a positive number'),
     (['--teacher-temperature', '-1'], 'teacher_temperature must be a positive number'),
     (['--student-temperature', '0'], 'student_temperature must be a positive number'),
     (['--input-scale', '0'], 'input_scale must be a positive number'),
     (['--workers', '-1'], 'workers must be an integer >= 0'),
     (['--max-iter', '0'], 'max_iter must be >= 1'),
-    (['--iters', '1', '0', '1', '1'], 'max_iter must be >= 1'),
+    (['--iters', '1', '0', '1', '1'], 'argument --iters: max_iter must be >= 1'),
     (['--wsddn-batch', '0', '1'], 'wsddn_batch must be two positive integers'),
     (['--scales', '0'], 'scale_factors must be positive numbers'),
 ])
@@ -517,14 +517,7 @@ def test_stress_bad_images_mid_epoch_with_workers(tmp_path):
                   att_num=2, bbox_num=1, workers=2, shuffle=False)
     net = netutil.python_layer_text('data', 'MultiLabelProposalData', params, [], ['data', 'label_roi'],
                                     phase='TRAIN')
-    net += textwrap.dedent('''
-        layer { name: "slice" type: "Slice" bottom: "label_roi" top: "labels" top: "rois"
-                slice_param { axis: 1 slice_point: 2 } }
-        layer { name: "silence" type: "Silence" bottom: "rois" }
-        layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc"
-                inner_product_param { num_output: 2 weight_filler { type: "gaussian" std: 0.01 } } }
-        layer { name: "loss" type: "SigmoidCrossEntropyLoss" bottom: "fc" bottom: "labels" top: "loss" }
-        ''')
+    net += netutil.classifier_text(2, conv=False, std=0.01) + netutil.SIGMOID_LOSS_TEXT
     (tmp_path / 'net.prototxt').write_text(net)
     netutil.write_solver(tmp_path / 'solver.prototxt', 'net.prototxt', base_lr=0.01, max_iter=60,
                          snapshot_prefix='snap/s')
@@ -577,18 +570,7 @@ def _binary_resume_case(tmp_path):
                   scale_factors=[0.75, 1.0], mean_value=[128], scale=0.01)
     net = netutil.python_layer_text('data', 'MultiLabelProposalData', params, [], ['data', 'label_roi'],
                                     phase='TRAIN')
-    net += textwrap.dedent('''
-        layer { name: "slice" type: "Slice" bottom: "label_roi" top: "labels" top: "rois"
-                slice_param { axis: 1 slice_point: 2 } }
-        layer { name: "silence" type: "Silence" bottom: "rois" }
-        layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
-                convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: "gaussian" std: 0.1 } } }
-        layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool"
-                pooling_param { pool: AVE global_pooling: true } }
-        layer { name: "fc" type: "InnerProduct" bottom: "pool" top: "fc"
-                inner_product_param { num_output: 2 weight_filler { type: "gaussian" std: 0.1 } } }
-        layer { name: "loss" type: "SigmoidCrossEntropyLoss" bottom: "fc" bottom: "labels" top: "loss" }
-        ''')
+    net += netutil.classifier_text(2) + netutil.SIGMOID_LOSS_TEXT
     (tmp_path / 'net.prototxt').write_text(net)
     for name in ('a', 'b'):
         netutil.write_solver(tmp_path / ('solver_%s.prototxt' % name), 'net.prototxt', base_lr=0.5,

@@ -106,6 +106,15 @@ def run(args):
     names = solver_names()
     max_iter = dict(zip(names, args.iters)) if args.iters else args.max_iter
     base_lr = dict(zip(names, args.base_lrs)) if args.base_lrs else args.base_lr
-    for path in generate(args.out, cfg, max_iter=max_iter, base_lr=base_lr,
-                         solver_type=args.solver_type, random_seed=args.random_seed):
+    try:
+        written = generate(args.out, cfg, max_iter=max_iter, base_lr=base_lr,
+                           solver_type=args.solver_type, random_seed=args.random_seed)
+    except UsageError as e:
+        # a value given per solver: name the option the user typed
+        per_solver = {'max_iter': ('--iters', args.iters), 'base_lr': ('--base-lrs', args.base_lrs)}
+        flag, given = per_solver.get(e.param, (None, None))
+        if given:
+            raise UsageError('argument %s: %s' % (flag, e)) from e
+        raise
+    for path in written:
         print(path)
