@@ -13,6 +13,7 @@ from tests import prototxt_text
 # The released nets live beside the checkout (../shared/reference), not in it.
 REFERENCE = os.environ.get('MLIC_REFERENCE_DIR') or os.path.join(
     os.path.dirname(__file__), os.pardir, os.pardir, 'shared', 'reference', 'mlic-kd-wsd')
+SCASNET_REFERENCE = os.path.join(REFERENCE, os.pardir, 'scasnet')
 
 if not os.path.isdir(REFERENCE) and not os.environ.get('CI'):
     pytest.skip('the released nets are not at %s (set MLIC_REFERENCE_DIR); CI always has them'
@@ -54,9 +55,9 @@ def _approx_equal(a, b):
     return abs(float(a) - float(b)) <= 1e-6 * max(1.0, abs(float(b)))
 
 
-def _load_reference(name):
+def _load_reference(name, folder=REFERENCE):
     from caffe.proto import caffe_pb2
-    text = open(os.path.join(REFERENCE, name + '.prototxt')).read()
+    text = open(os.path.join(folder, name + '.prototxt')).read()
     net = caffe_pb2.NetParameter()
     text_format.Merge(text, net, allow_unknown_field=True)  # drops the custom blocks...
     raw_layers = [v for k, v in prototxt_text.parse(text) if k == 'layer']  # ...kept here
@@ -94,6 +95,11 @@ def test_release_nets_equal_reference(caffe, reference, generator):
     assert [l.name for l in guards] == (['divergence_guard'] if generator.startswith('kd/train') else [])
     for guard in guards:
         ours.layer.remove(guard)
+    assert_same_net(ours, ref, raw, reference)
+
+
+def assert_same_net(ours, ref, raw, reference):
+    """Our NetParameter equals the released one field by field, up to TYPE_MAP."""
     assert ours.name == ref.name
     assert list(ours.input) == list(ref.input) and list(ours.input_dim) == list(ref.input_dim)
     assert [l.name for l in ours.layer] == [l.name for l in ref.layer]
@@ -115,3 +121,10 @@ def test_release_nets_equal_reference(caffe, reference, generator):
             r.ClearField('transform_param')  # carried in param_str (mirror, mean_value)
         assert text_format.MessageToString(o) == text_format.MessageToString(r), where
         assert o == r, where
+
+
+def test_vgg_scasnet_deploy_equals_the_released_net(caffe):
+    from caffe_mlic.netspec.scasnet import ScasConfig, vgg_scasnet_deploy
+    ref, raw = _load_reference('VGG_ScasNet', SCASNET_REFERENCE)
+    assert len(ref.layer) == 116
+    assert_same_net(vgg_scasnet_deploy(ScasConfig.release()), ref, raw, 'VGG_ScasNet')

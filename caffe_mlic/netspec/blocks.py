@@ -26,15 +26,22 @@ def frozen_input(kwargs, freeze):
     return kwargs
 
 
-def conv_relu(bottom, nout, relu_name, freeze=False, filler=None, **name):
+def conv_relu(bottom, nout, relu_name, freeze=False, filler=None, learn=LEARN, dilation=1, **name):
+    """3x3 conv (pad = dilation: the size is kept) + in-place ReLU. ``learn``
+    None: no param blocks (the ScasNet deploy nets have none)."""
     extra = dict(name, weight_filler=filler, bias_filler=ZERO) if filler else dict(name)
-    conv = L.Convolution(bottom, num_output=nout, pad=1, kernel_size=3, param=LEARN,
+    if learn is not None:
+        extra['param'] = learn
+    if dilation != 1:
+        extra['dilation'] = dilation
+    conv = L.Convolution(bottom, num_output=nout, pad=dilation, kernel_size=3,
                          **frozen_input(extra, freeze))
     return conv, L.ReLU(conv, in_place=True, name=relu_name)
 
 
-def max_pool(bottom, **name):
-    return L.Pooling(bottom, pool=P.Pooling.MAX, kernel_size=2, stride=2, **name)
+def max_pool(bottom, kernel=2, stride=2, pad=0, **name):
+    extra = dict(name, pad=pad) if pad else dict(name)
+    return L.Pooling(bottom, pool=P.Pooling.MAX, kernel_size=kernel, stride=stride, **extra)
 
 
 def fc(bottom, nout, learn=LEARN, freeze=False, **name):
