@@ -631,3 +631,26 @@ def test_errors_name_the_instance_when_a_net_has_two_layers_of_a_type(net_from_t
     net.blobs['f'].data[0, 1, 2, 2] = np.nan
     with pytest.raises(LayerError, match=r"ROIPooling: the features contain NaN .*\(layer 'pool_a'\)"):
         net.forward()
+
+
+@pytest.mark.parametrize('item, fragment', [
+    ('nope=1', "expected FIELD=VALUE with a scalar SolverParameter field"),
+    ('max_iter', "expected FIELD=VALUE"),
+    ('test_iter=3', "expected FIELD=VALUE with a scalar"),          # repeated
+    ('max_iter=abc', "max_iter: 'abc' is not a valid number"),
+    ('base_lr=nan', "base_lr: 'nan' is not a valid number"),
+    ('snapshot_format=TEXT', 'snapshot_format: \'TEXT\' is not a valid one of HDF5, BINARYPROTO'),
+])
+def test_train_solver_overrides_are_checked(tiny, capsys, item, fragment):
+    solver = str(tiny / 'nets' / 'kd' / 'solver_baseline.prototxt')
+    assert cli.main(['train', solver, '--set', item]) == 2
+    err = capsys.readouterr().err
+    assert 'argument --set' in err and fragment in err, err
+
+
+def test_train_solver_overrides_apply(tiny):
+    from caffe_mlic.engine.trainer import SolverFile
+    sf = SolverFile(str(tiny / 'nets' / 'kd' / 'solver_baseline.prototxt'), str(tiny / 'r'),
+                    ['max_iter=7', 'snapshot_prefix=elsewhere/s', 'base_lr=0.5', 'snapshot_after_train=false'])
+    assert (sf.param.max_iter, sf.snapshot_prefix, sf.param.base_lr) == (7, 'elsewhere/s', 0.5)
+    assert sf.param.snapshot_after_train is False

@@ -33,6 +33,9 @@ def add_arguments(p):
     p.add_argument('--run-dir', metavar='DIR', help='logs, curves and run.json (runs/<solver stem>)')
     p.add_argument('--score-blob', metavar='B',
                    help='TEST blob scored for mAP (default: the other bottom of the loss on the labels)')
+    p.add_argument('--set', dest='overrides', action='append', default=[], metavar='FIELD=VALUE',
+                   help='override a solver field for this run (repeatable), e.g. --set max_iter=300 '
+                        '--set snapshot_prefix=snapshots/short; a resumed run needs the same ones')
 
 
 def _commands(args):
@@ -42,6 +45,8 @@ def _commands(args):
         options += ['--run-dir', args.run_dir]
     if args.score_blob:
         options += ['--score-blob', args.score_blob]
+    for item in args.overrides:
+        options += ['--set', item]
     given = (['--weights', args.weights] if args.weights else []) + \
         (['--resume', args.resume] if args.resume else [])
     base = ['caffe-mlic', 'train', args.solver]
@@ -58,6 +63,7 @@ def run(args):
     from caffe_mlic.engine import train
     command, resume_command = _commands(args)
     info = train(args.solver, run_dir=args.run_dir, weights=weights, resume=args.resume,
-                 score_blob=args.score_blob, command=command, resume_command=resume_command)
+                 score_blob=args.score_blob, command=command, resume_command=resume_command,
+                 overrides=args.overrides)
     print('trained to iteration %d; snapshot %s; logs in %s'
           % (info['final_iteration'], info.get('last_snapshot'), info['run_dir']))

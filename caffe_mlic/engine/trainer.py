@@ -94,16 +94,52 @@ def _field_line(path, field):
     return None
 
 
+def apply_overrides(param, overrides):
+    """Set SolverParameter fields from 'FIELD=VALUE' strings (`train --set`),
+    as detectron2's KEY=VALUE overrides: a scalar field of the message,
+    VALUE as its type reads it. UsageError naming the field otherwise."""
+    from google.protobuf.descriptor import FieldDescriptor as F
+    for item in overrides:
+        name, sep, text = item.partition('=')
+        field = param.DESCRIPTOR.fields_by_name.get(name.strip())
+        if not sep or field is None or field.label == F.LABEL_REPEATED or field.type == F.TYPE_MESSAGE:
+            raise UsageError('expected FIELD=VALUE with a scalar SolverParameter field (max_iter, '
+                             'base_lr, stepsize, snapshot, snapshot_prefix, ...), got %r' % item,
+                             'overrides')
+        text = text.strip()
+        try:
+            if field.type == F.TYPE_STRING:
+                value = text
+            elif field.type == F.TYPE_BOOL:
+                value = {'true': True, 'false': False}[text.lower()]
+            elif field.type == F.TYPE_ENUM:
+                value = field.enum_type.values_by_name[text].number
+            elif field.type in (F.TYPE_FLOAT, F.TYPE_DOUBLE):
+                value = float(text)
+                if not math.isfinite(value):
+                    raise ValueError(text)
+            else:
+                value = int(text)
+        except (KeyError, ValueError):
+            raise UsageError('%s: %r is not a valid %s' % (field.name, text, {
+                F.TYPE_BOOL: 'true/false', F.TYPE_ENUM: 'one of ' + ', '.join(
+                    v.name for v in field.enum_type.values) if field.enum_type else ''}.get(
+                    field.type, 'number')), 'overrides')
+        setattr(param, field.name, value)
+
+
 class SolverFile:
     """A solver prototxt checked for what Caffe would abort on: ``param``
     (SolverParameter), ``net_path`` (None for an inline net_param),
     ``net_param``, ``type`` and ``snapshot_prefix`` (resolved)."""
 
-    def __init__(self, path, run_dir):
+    def __init__(self, path, run_dir, overrides=()):
         self.path = os.fspath(path)
         if not os.path.isfile(self.path):
             raise InputError('%s: no such solver prototxt' % self.path)
         self.param = param = prototxt.read_solver(self.path)
+        apply_overrides(param, overrides)
+        self.overrides = list(overrides)
         self.stem = os.path.splitext(os.path.basename(self.path))[0]
 
         def problem(field, message):
@@ -316,10 +352,10 @@ class Trainer:
     standing for the solver state; log: where notes go (stderr)."""
 
     def __init__(self, solver_path, run_dir=None, weights=(), resume=None, score_blob=None,
-                 command=None, resume_command=None, log=None):
+                 command=None, resume_command=None, log=None, overrides=()):
         self.run_dir = run_dir or os.path.join('runs', os.path.splitext(
             os.path.basename(os.fspath(solver_path)))[0])
-        self.solver_file = SolverFile(solver_path, self.run_dir)
+        self.solver_file = SolverFile(solver_path, self.run_dir, overrides)
         self.weights = list(weights)
         for w in self.weights:
             if not os.path.isfile(w):
@@ -524,7 +560,11 @@ class Trainer:
                 layer.seek(start * sf.param.iter_size)
         self.last_snapshot = start if state is not None else None
 
-        _copy_file(sf.path, os.path.join(run_dir, 'solver.prototxt'))
+        if sf.overrides:   # the solver as run: the file with the --set fields
+            prototxt.write(os.path.join(run_dir, 'solver.prototxt'), sf.param,
+                           header='# %s with %s\n' % (sf.path, ' '.join('--set ' + o for o in sf.overrides)))
+        else:
+            _copy_file(sf.path, os.path.join(run_dir, 'solver.prototxt'))
         if sf.net_path is not None:
             _copy_file(sf.net_path, os.path.join(run_dir, 'net.prototxt'))
         columns = ['train_' + t for t in self.train_tops] + ['test_' + t for t in self.test_tops]
