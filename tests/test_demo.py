@@ -19,8 +19,9 @@ CLS_KEYS = {'mAP', 'AP', 'CP', 'CR', 'CF1', 'OP', 'OR', 'OF1', 'CP_top3', 'CR_to
             'OP_top3', 'OR_top3', 'OF1_top3', 'classes'}
 
 
-def _demo(folder):
-    env = dict(os.environ, DEMO_MINI='1', SEEDS='1', DEMO_DIR=str(folder), CAFFE_MLIC_PROGRESS='never')
+def _demo(folder, **extra):
+    env = dict(os.environ, DEMO_MINI='1', SEEDS='1', DEMO_DIR=str(folder), CAFFE_MLIC_PROGRESS='never',
+               **extra)
     proc = subprocess.run(['bash', os.path.join(REPO, 'tools', 'demo.sh')], env=env, cwd=REPO,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-4000:]
@@ -35,9 +36,9 @@ def mini(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def mini_again(tmp_path_factory):
+    """The same demo again, with the ablation rows (ABLATION=1) as well."""
     folder = tmp_path_factory.mktemp('demo_again') / 'run'
-    _demo(folder)
-    return folder
+    return folder, _demo(folder, ABLATION='1')
 
 
 def _results(folder):
@@ -89,13 +90,37 @@ def test_numbers_come_from_the_files_the_commands_wrote(mini):
 
 
 def test_same_seed_same_numbers(mini, mini_again):
-    first, second = _results(mini[0]), _results(mini_again)
+    first, second = _results(mini[0]), _results(mini_again[0])
     for a, b in zip(first['runs'], second['runs']):
         a.pop('speed'), b.pop('speed')                # times differ; everything measured does not
+        b.pop('ablation')                             # only the second run has these
         for run in (a, b):
             for check in run['fairness']:
-                check['detail'] = check['detail'].replace(str(mini[0]), '').replace(str(mini_again), '')
+                check['detail'] = check['detail'].replace(str(mini[0]), '').replace(str(mini_again[0]), '')
         assert a == b
+
+
+def test_ablation_rows(mini_again):
+    """ABLATION=1: stage 1 only (then labels for stage 2's iterations) and
+    stage 2 only, each evaluated on the test split and in the table."""
+    folder, output = mini_again
+    results = _results(folder)
+    (run,) = results['runs']
+    assert set(run['ablation']) == set(layout.ABLATIONS)
+    seed_dir = layout.seed_dirs(str(folder))[1]
+    for name in layout.ABLATIONS:
+        assert set(run['ablation'][name]) == CLS_KEYS
+        with open(os.path.join(seed_dir, 'runs', 'ablation_' + name, 'run.json')) as f:
+            assert json.load(f)['final_iteration'] == run['iterations']['stage2']
+        stat = results['summary']['ablation.%s.mAP' % name]
+        assert stat['values'] == [run['ablation'][name]['mAP']]
+        label = layout.ABLATION_LABELS[name]
+        assert ('%s' % label) in output and ('%.1f' % stat['mean']) in output
+        with open(folder / 'report.html') as f:
+            assert 'ablation: ' + label in f.read()
+    with open(os.path.join(seed_dir, 'runs', 'ablation_stage1_only', 'solver.prototxt')) as f:
+        text = f.read()
+    assert '--set max_iter=12' in text and 'max_iter: 12' in text
 
 
 def test_fairness_checks_pass_on_the_demo_except_convergence(mini):

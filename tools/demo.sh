@@ -13,6 +13,8 @@
 #   DEMO_DIR=runs/demo   where everything goes
 #   DEMO_MINI=1          a miniature (few images and iterations) for CI:
 #                        well-formed outputs, no claim about the gain
+#   ABLATION=1           also the paper's ablation rows for each seed: stage 1
+#                        only (then labels, stage 2's budget), stage 2 only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLI=$PWD/.venv/bin/caffe-mlic
@@ -119,6 +121,26 @@ seed_pipeline() {  # SEED: everything of one seed, in $OUT/seed$SEED
   $CLI eval det --gt "$LISTS/test.gt.json" --results det_control --json eval/det_control.json | tail -1
   # the student deploy net is the stage-2 student's layers alone
   $CLI surgery --net nets/kd/student_deploy.prototxt --from same:$kd -o student_deploy.caffemodel | tail -1
+  if [ "${ABLATION:-0}" = 1 ]; then seed_ablation "$seed" "$teacher"; fi
+}
+
+seed_ablation() {  # SEED TEACHER: the paper's ablation rows, in the seed's folder
+  local seed=$1 teacher=$2
+  local short=(--set max_iter=$STAGE2_ITERS --set stepsize=$((STAGE2_ITERS * 7 / 10)) --set snapshot=$STAGE2_ITERS)
+  echo "seed $seed: ablation: stage 1 only, then $STAGE2_ITERS iterations on labels (stage 2's budget)"
+  $CLI train nets/kd/solver_baseline.prototxt --weights snapshots/kd/stage1_iter_$STAGE1_ITERS.caffemodel \
+    --run-dir runs/ablation_stage1_only "${short[@]}" --set snapshot_prefix=snapshots/ablation/stage1_only
+  echo "seed $seed: ablation: stage 2 only (from the pretrained backbone, no stage 1)"
+  $CLI surgery --net nets/kd/train_stage2.prototxt --from same:"$PRETRAIN" --from teacher:$teacher \
+    -o init/stage2_only.caffemodel | tail -1
+  $CLI train nets/kd/solver_stage2.prototxt --weights init/stage2_only.caffemodel \
+    --run-dir runs/ablation_stage2_only --set snapshot_prefix=snapshots/ablation/stage2_only
+  $CLI eval cls --net nets/kd/student_baseline.prototxt --blob fc8_mscoco --sigmoid \
+    --weights snapshots/ablation/stage1_only_iter_$STAGE2_ITERS.caffemodel --list "$LISTS/test.txt" \
+    --classes "$LISTS/test.classes.txt" --json eval/ablation_stage1_only.json | tail -1
+  $CLI eval cls --net nets/kd/train_stage2.prototxt --blob fc8_mscoco --sigmoid \
+    --weights snapshots/ablation/stage2_only_iter_$STAGE2_ITERS.caffemodel --list "$LISTS/test.txt" \
+    --classes "$LISTS/test.classes.txt" --json eval/ablation_stage2_only.json | tail -1
 }
 
 seed_speed() {  # SEED: time its teacher and student; run when no seed trains

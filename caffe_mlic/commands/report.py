@@ -36,8 +36,11 @@ def run(args):
 def table(results):
     """The mAP table as text: mean +- std over the seeds, then each seed."""
     s, runs = results['summary'], results['runs']
+    from caffe_mlic.report.layout import ABLATION_LABELS
     rows = [('teacher (WSDDN)', 'teacher.mAP'), ('student with KD', 'student_kd.mAP'),
             ('student without KD', 'student_baseline.mAP')]
+    rows += [('  ' + label, 'ablation.%s.mAP' % name) for name, label in ABLATION_LABELS.items()
+             if 'ablation.%s.mAP' % name in s]
     lines = ['%-22s %15s  %s' % ('test mAP (%)', 'mean +- std', '  '.join('seed %-3d' % r['seed']
                                                                          for r in runs))]
     for label, key in rows:

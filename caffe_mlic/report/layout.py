@@ -19,6 +19,9 @@ import re
 
 STAGES = ('teacher', 'stage1', 'stage2', 'baseline')
 STUDENTS = ('student_kd', 'student_baseline')
+# `make demo ABLATION=1`: RUN/seed<S>/eval/ablation_<name>.json, runs/ablation_<name>/
+ABLATIONS = ('stage1_only', 'stage2_only')
+ABLATION_LABELS = {'stage1_only': 'stage 1 only, then labels', 'stage2_only': 'stage 2 only'}
 
 
 def seed_dirs(run):

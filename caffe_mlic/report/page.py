@@ -44,6 +44,9 @@ def _main_table(results, sizes):
              lambda r: r['student_kd']['mAP']),
             ('student without KD, %d px' % sizes['student_size'], 'student_baseline.mAP',
              lambda r: r['student_baseline']['mAP'])]
+    rows += [('ablation: %s' % label, 'ablation.%s.mAP' % name,
+              lambda r, name=name: r.get('ablation', {}).get(name, {}).get('mAP'))
+             for name, label in layout.ABLATION_LABELS.items() if 'ablation.%s.mAP' % name in summary]
     out = ['<table><tr><th class="l">mAP on the test split (%%)</th><th>mean &plusmn; std</th>%s</tr>'
            % head]
     for label, key, get in rows:

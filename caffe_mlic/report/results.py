@@ -4,7 +4,8 @@ commands wrote (see caffe_mlic.report.layout), nothing recomputed:
     {"runs": [{"seed", "teacher": {"mAP", "CorLoc", "det_AP07", "det_AP",
                "control_det_AP", "control_CorLoc"},
                "student_kd": {every key of `eval cls --json`},
-               "student_baseline": {...}, "speed": {"teacher_ms", "student_ms",
+               "student_baseline": {...}, "ablation": {"stage1_only", "stage2_only":
+               {...}} (with ABLATION=1), "speed": {"teacher_ms", "student_ms",
                "student_opencv_ms", "speedup"}, "iterations": {stage: n},
                "fairness": [{"name", "ok", "detail"}]}, ...],
      "summary": {"seeds": [...], "<path.to.number>": {"mean", "std", "values"}},
@@ -46,7 +47,7 @@ def seed_result(seed, seed_dir, test_list):
                    CorLoc_per_class=det['CorLoc_per_class'])
     iterations = {stage: logs.read_run_json(layout.stage_run(seed_dir, stage))['final_iteration']
                   for stage in layout.STAGES}
-    return dict(
+    result = dict(
         seed=seed, teacher=teacher,
         student_kd=_read(layout.eval_file(seed_dir, 'student_kd')),
         student_baseline=_read(layout.eval_file(seed_dir, 'student_baseline')),
@@ -55,6 +56,13 @@ def seed_result(seed, seed_dir, test_list):
                    speedup=speed['teacher_ms'] / speed['student_ms']),
         iterations=iterations,
         fairness=fairness.check_seed(seed_dir, test_list))
+    # `make demo ABLATION=1`: the students of the paper's ablation rows
+    ablation = {name: _read(path) for name, path in
+                ((name, layout.eval_file(seed_dir, 'ablation_' + name)) for name in layout.ABLATIONS)
+                if os.path.isfile(path)}
+    if ablation:
+        result['ablation'] = ablation
+    return result
 
 
 def _numbers(value, prefix, out):
