@@ -30,6 +30,7 @@ bench: install           ## print speed/memory ratios measured in one run
 
 prototxt: install        ## regenerate prototxt/ from the NetSpec generators
 	$(CLI) netgen --release -o prototxt
+	$(CLI) scasnet netgen -o prototxt/scasnet
 
 clean:                   ## remove the venv and build artefacts (not the Caffe cache)
 	rm -rf $(VENV) *.egg-info build .pytest_cache

@@ -123,8 +123,65 @@ def assert_same_net(ours, ref, raw, reference):
         assert o == r, where
 
 
-def test_vgg_scasnet_deploy_equals_the_released_net(caffe):
-    from caffe_mlic.netspec.scasnet import ScasConfig, vgg_scasnet_deploy
-    ref, raw = _load_reference('VGG_ScasNet', SCASNET_REFERENCE)
-    assert len(ref.layer) == 116
-    assert_same_net(vgg_scasnet_deploy(ScasConfig.release()), ref, raw, 'VGG_ScasNet')
+def _as_pspnet_bn(net):
+    """Our net with each stock BatchNorm (<x>/bn) + Scale (<x>/scale) pair,
+    checked to be a frozen BN, folded back into one PSPNet "BN" layer as the
+    released net writes it: frozen = use_global_stats, momentum =
+    moving_average_fraction, slope / bias fillers = the Scale's fillers."""
+    from caffe.proto import caffe_pb2
+    layers, folded = list(net.layer), []
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(net)
+    del out.layer[:]
+    i = 0
+    while i < len(layers):
+        layer = layers[i]
+        if layer.type == 'BatchNorm':
+            scale = layers[i + 1]
+            base = layer.name[:-len('/bn')]
+            assert layer.name.endswith('/bn') and scale.type == 'Scale' and scale.name == base + '/scale'
+            assert list(layer.bottom) == list(layer.top) == list(scale.bottom) == list(scale.top)
+            bn = layer.batch_norm_param
+            assert bn.use_global_stats and abs(bn.eps - 1e-5) < 1e-12
+            assert scale.scale_param.bias_term
+            assert [p.lr_mult for p in layer.param] == [0] * 3 and [p.lr_mult for p in scale.param] == [0] * 2
+            folded_bn = out.layer.add(name=layer.name, type='BN', bottom=layer.bottom, top=layer.top)
+            p = folded_bn.bn_param
+            p.slope_filler.CopyFrom(scale.scale_param.filler)
+            p.bias_filler.CopyFrom(scale.scale_param.bias_filler)
+            p.frozen = bn.use_global_stats
+            p.momentum = bn.moving_average_fraction
+            folded.append(layer.name)
+            i += 2
+            continue
+        out.layer.add().CopyFrom(layer)
+        i += 1
+    return out, folded
+
+
+@pytest.mark.parametrize('variant, layers, bns', [('vgg', 116, 0), ('resnet', 486, 147)])
+def test_scasnet_deploy_equals_the_released_net(caffe, variant, layers, bns):
+    from caffe_mlic.netspec.scasnet import ScasConfig, scasnet_deploy
+    name = {'vgg': 'VGG_ScasNet', 'resnet': 'ResNet_ScasNet'}[variant]
+    ref, raw = _load_reference(name, SCASNET_REFERENCE)
+    assert len(ref.layer) == layers
+    ours, folded = _as_pspnet_bn(scasnet_deploy(ScasConfig.release(variant=variant)))
+    assert len(folded) == bns
+    for blocks in raw:        # every released BN is a frozen one, as ours
+        if prototxt_text.fields(blocks).get('type') == 'BN':
+            assert prototxt_text.fields(prototxt_text.block(blocks, 'bn_param'))['frozen'] is True
+    assert_same_net(ours, ref, raw, name)
+
+
+@pytest.mark.parametrize('size', [400, 320, 513])
+def test_scasnet_interp_sizes_follow_the_input_size(caffe, size):
+    """The Interp sizes come from the input size (the released files are
+    written for 400): the tiny nets run at other sizes and give S x S scores."""
+    from caffe_mlic import prototxt
+    from caffe_mlic.netspec.scasnet import ScasConfig, scasnet_deploy
+    for variant in ('vgg', 'resnet'):
+        cfg = ScasConfig.release(variant=variant, backbone='tiny', input_size=size,
+                                 resnet_blocks=(1, 1, 2, 1))
+        net = prototxt.caffe_net(scasnet_deploy(cfg), 'TEST', seed=0)
+        net.forward()
+        assert net.blobs['conv6_interp'].data.shape == (1, 6, size, size)

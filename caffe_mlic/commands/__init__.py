@@ -14,7 +14,7 @@ to COMMANDS (nested subcommands: ``subcommands`` below). A module listed in PASS
 import importlib
 
 COMMANDS = ('caffe', 'doctor', 'synth', 'proposals', 'datalist', 'netgen', 'surgery', 'eval',
-            'train', 'plot-log', 'detect', 'classify', 'speed', 'report', 'bench')
+            'train', 'plot-log', 'detect', 'classify', 'speed', 'report', 'scasnet', 'bench')
 PASS_THROUGH = ('caffe',)
 
 

@@ -1,25 +1,34 @@
 """ScasNet (self-cascaded CNN for semantic labeling of aerial images, ISPRS
-J. P&RS 2018): the VGG variant's deploy net, from one ScasConfig.
+J. P&RS 2018): the deploy nets of its two variants, from one ScasConfig.
 
-The net: a DeepLab-v2 VGG16 backbone (3x3 pad-1 pools, pool4/pool5 at
-stride 1, conv5 dilated 2); four context branches on pool5 (dilated 3x3
-convs, then 1x1 reduced); a self-cascade of residual corrections ("RC")
-from the widest context to the narrowest; refinement by RCs with shallow
-layers, an Interp wherever the tap's resolution is finer; a head (3x3, 1x1
-classifier) and an Interp back to the input size. ``ScasConfig.release()``
-is the released VGG_ScasNet (6 classes, 400x400).
+The net: a backbone (DeepLab-v2 VGG16: 3x3 pad-1 pools, pool4/pool5 at
+stride 1, conv5 dilated 2; or PSPNet's ResNet-101: deep stem, bottlenecks
+3-4-23-3, conv4 / conv5 dilated 2 / 4) and a 3x3 stride-1 pool5; context
+branches on pool5 (dilated 3x3 convs, then 1x1 reduced); a self-cascade of
+residual corrections ("RC") from the widest context to the narrowest;
+refinement by RCs with shallow layers, deepest first, an Interp wherever a
+tap's resolution is finer; a head (3x3, 1x1 classifier) and an Interp back
+to the input size. The ResNet variant puts a frozen batch norm after every
+conv but the classifier (PSPNet's BN layer as stock BatchNorm + Scale).
+``ScasConfig.release()`` and ``ScasConfig.release(variant='resnet')`` are
+the released VGG_ScasNet and ResNet_ScasNet (6 classes, 400x400).
 """
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import caffe
 from caffe import layers as L
 from caffe import params as P
 
 from caffe_mlic.errors import UsageError
-from caffe_mlic.netspec.blocks import netspec_to_proto, python_layer
-from caffe_mlic.netspec.vgg import DEEPLAB_POOLING, VGG16_BLOCKS, VGG16_WIDTHS, TINY_WIDTHS, vgg16_convs
+from caffe_mlic.netspec.blocks import max_pool, netspec_to_proto, python_layer
+from caffe_mlic.netspec.vgg import DEEPLAB_POOLING, TINY_WIDTHS, VGG16_BLOCKS, VGG16_WIDTHS, vgg16_convs
 
-HEAD_LEARN = [dict(lr_mult=20, decay_mult=1)]   # the two head convs' weights, as released
+ZERO_BIAS = dict(type='constant', value=0)
+FROZEN_BN = [dict(lr_mult=0, decay_mult=0)] * 3          # BatchNorm: mean, variance, factor
+FROZEN_SCALE = [dict(lr_mult=0, decay_mult=0)] * 2       # Scale: slope, bias
+BN_EPS = 1e-5
+BN_MOMENTUM = 0.95
+RESNET101_BLOCKS = (3, 4, 23, 3)                         # conv2_x .. conv5_x
 
 
 @dataclass(frozen=True)
@@ -35,47 +44,86 @@ class ScasWidths:
 
 RELEASE_WIDTHS = ScasWidths(1024, 512, 256, 128, 64, 256)
 TINY_SCAS_WIDTHS = ScasWidths(32, 16, 8, 8, 4, 8)
-SCAS_BACKBONES = {'vgg16': (VGG16_WIDTHS, RELEASE_WIDTHS), 'tiny': (TINY_WIDTHS, TINY_SCAS_WIDTHS)}
+# backbone: (VGG conv widths, ResNet stem and bottleneck base width, the widths after it)
+SCAS_BACKBONES = {'release': (VGG16_WIDTHS, 64, RELEASE_WIDTHS),
+                  'tiny': (TINY_WIDTHS, 4, TINY_SCAS_WIDTHS)}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How the released nets of each variant name and write their layers."""
+    name: str
+    refine: tuple              # the release's shallow taps, deepest first
+    batch_norm: bool           # BN after every conv but the classifier
+    shallow_rc: str            # the inner convs of a refinement RC: prefix + this + '_1x1_reduce'
+    head: str                  # the head 3x3's name
+    head_learn: list           # the head convs' param blocks (None: none)
+    bias_filler: dict          # on the convs that have biases
+
+
+VARIANTS = {
+    'vgg': Variant('VGG_ScasNet', ('conv5_3', 'conv4_3', 'conv3_3'), False, '', 'conv5_4_fpnrc',
+                   [dict(lr_mult=20, decay_mult=1)], None),
+    'resnet': Variant('ResNet_ScasNet', ('conv5_3', 'conv4_23', 'conv3_4', 'conv2_3'), True, '_merge1',
+                      'conv5_4_fpn2', None, ZERO_BIAS),
+}
 
 
 @dataclass
 class ScasConfig:
+    """Everything the ScasNet deploy nets depend on; defaults: the release."""
+    variant: str = 'vgg'
     num_classes: int = 6
     input_size: int = 400
-    dilations: tuple = (6, 12, 18, 24)
-    refine: tuple = ('conv5_3', 'conv4_3', 'conv3_3')   # shallow layers, deepest first
-    backbone: str = 'vgg16'
+    dilations: tuple = (6, 12, 18, 24)       # the context branches
+    refine: tuple = None                     # shallow taps, deepest first (None: the release's)
+    backbone: str = 'release'                # or 'tiny': few channels, for CPU runs
+    resnet_blocks: tuple = RESNET101_BLOCKS
+    bn_frozen: bool = True                   # ResNet: BN statistics and Scale fixed
     dropout_ratio: float = 0.5
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def release(cls, **overrides):
         return replace(cls(), **overrides)
 
+    @property
+    def taps(self):
+        """The refining layers: ``refine``, or the release's choice (the
+        outputs of blocks 5, 4, 3 for VGG; 5, 4, 3, 2 for ResNet), deepest first."""
+        if self.refine is not None:
+            return tuple(self.refine)
+        return tuple(reversed(block_outputs(self)[-len(VARIANTS[self.variant].refine):]))
+
     def validate(self):
         def bad(name, message):
             raise UsageError('%s %s, got %r' % (name, message, getattr(self, name)), name)
+        if self.variant not in VARIANTS:
+            bad('variant', 'must be one of %s' % ', '.join(sorted(VARIANTS)))
         for key in ('num_classes', 'input_size'):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 bad(key, 'must be a positive integer')
         if self.input_size < 16:
-            bad('input_size', 'must be at least 16 (three stride-2 pools)')
-        if not self.dilations or not all(isinstance(d, int) and d >= 1 for d in self.dilations):
+            bad('input_size', 'must be at least 16 (three stride-2 steps)')
+        if not self.dilations or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1
+                                         for d in self.dilations):
             bad('dilations', 'must be positive integers')
         if self.backbone not in SCAS_BACKBONES:
             bad('backbone', 'must be one of %s' % ', '.join(sorted(SCAS_BACKBONES)))
-        known = [VGG_CONV.format(b=b, i=len(range(count))) for b, count in enumerate(VGG16_BLOCKS, 1)]
-        taps = list(self.refine)
-        if not taps or any(t not in known for t in taps) or \
-                [known.index(t) for t in taps] != sorted((known.index(t) for t in taps), reverse=True):
-            bad('refine', 'must be block outputs among %s, deepest first' % ', '.join(reversed(known)))
+        if len(self.resnet_blocks) != 4 or not all(isinstance(c, int) and c >= 1 for c in self.resnet_blocks):
+            bad('resnet_blocks', 'must be four positive integers (conv2_x .. conv5_x)')
         if not 0 <= self.dropout_ratio < 1:
             bad('dropout_ratio', 'must be in [0, 1)')
+        outputs = block_outputs(self)
+        taps = list(self.taps)
+        if not taps or any(t not in outputs for t in taps) or \
+                [outputs.index(t) for t in taps] != sorted((outputs.index(t) for t in taps), reverse=True):
+            raise UsageError('refine must be block outputs among %s, deepest first, got %s'
+                             % (', '.join(reversed(outputs)), ', '.join(taps)), 'refine')
         return self
 
 
-VGG_CONV = 'conv{b}_{i}'
+# ---------------------------------------------------------------- sizes
 
 
 def pooled_size(size, kernel, stride, pad):
@@ -86,107 +134,207 @@ def pooled_size(size, kernel, stride, pad):
     return out
 
 
-def vgg_resolutions(input_size, pooling=DEEPLAB_POOLING):
-    """{block output name: its side} of the DeepLab VGG at ``input_size``."""
-    sizes, size = {}, input_size
-    for b, count in enumerate(VGG16_BLOCKS, 1):
-        sizes[VGG_CONV.format(b=b, i=count)] = size
-        size = pooled_size(size, pooling.kernel, pooling.strides[b - 1], pooling.pad)
-    sizes['pool5'] = size
+def conv_size(size, kernel, stride, pad):
+    """Caffe's convolution output size (rounded down)."""
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+def block_outputs(cfg):
+    """The backbone's block outputs (the possible taps), shallowest first."""
+    if cfg.variant == 'vgg':
+        return ['conv%d_%d' % (b, count) for b, count in enumerate(VGG16_BLOCKS, 1)]
+    return ['conv%d_%d' % (b, count) for b, count in enumerate(cfg.resnet_blocks, 2)]
+
+
+def resolutions(cfg):
+    """{block output: its side, 'pool5': pool5's side} at cfg.input_size."""
+    size, sizes = cfg.input_size, {}
+    if cfg.variant == 'vgg':
+        for b, name in enumerate(block_outputs(cfg), 1):
+            sizes[name] = size
+            size = pooled_size(size, DEEPLAB_POOLING.kernel, DEEPLAB_POOLING.strides[b - 1],
+                               DEEPLAB_POOLING.pad)
+        sizes['pool5'] = size
+        return sizes
+    size = pooled_size(conv_size(size, 3, 2, 1), 3, 2, 1)      # stem, pool1
+    for b, name in enumerate(block_outputs(cfg), 2):
+        if b == 3:
+            size = conv_size(size, 3, 2, 1)                     # conv3_1 strides 2
+        sizes[name] = size
+    sizes['pool5'] = pooled_size(size, 3, 1, 1)
     return sizes
 
 
-def conv(bottom, nout, kernel=1, pad=0, **kwargs):
-    """A conv written as the released ScasNet writes its 1x1 and 3x3 convs
-    (num_output, pad, kernel_size, stride 1)."""
-    return L.Convolution(bottom, num_output=nout, pad=pad, kernel_size=kernel, stride=1, **kwargs)
+# ---------------------------------------------------------------- pieces
 
 
-def relu(n, name, top):
-    setattr(n, '_relu_' + name, L.ReLU(top, in_place=True, name=name + '/relu'))
+class Builder:
+    """Adds the layers of one variant to a NetSpec, named and written as released."""
+
+    def __init__(self, n, cfg):
+        self.n, self.cfg, self.variant = n, cfg, VARIANTS[cfg.variant]
+
+    def add(self, name, top):
+        setattr(self.n, name, top)
+        return top
+
+    def conv(self, name, bottom, nout, kernel=1, pad=0, stride=1, relu=True, dilation=1,
+             bias=False, relu_name=None, **extra):
+        """A conv as the variant writes it (then BN and ReLU as asked): with
+        batch norm, no bias unless ``bias`` (then the variant's bias filler)."""
+        kw = dict(num_output=nout, pad=pad, kernel_size=kernel, stride=stride, **extra)
+        if dilation != 1:
+            kw['dilation'] = dilation
+        if self.variant.batch_norm:
+            if bias:
+                kw['bias_filler'] = self.variant.bias_filler
+            else:
+                kw['bias_term'] = False
+        top = self.add(name, L.Convolution(bottom, **kw))
+        self.batch_norm(name, top)
+        if relu:
+            self.add('_relu_' + name, L.ReLU(top, in_place=True, name=relu_name or name + '/relu'))
+        return top
+
+    def batch_norm(self, name, top):
+        """PSPNet's BN on stock layers: BatchNorm (<name>/bn) + Scale
+        (<name>/scale), in place; frozen: global statistics, nothing learned."""
+        if not self.variant.batch_norm:
+            return
+        frozen = self.cfg.bn_frozen
+        # PSPNet's momentum 0.95 is BatchNorm's moving_average_fraction; its
+        # slope / bias fillers (1, 0) are the Scale's.
+        bn = L.BatchNorm(top, in_place=True, name=name + '/bn', use_global_stats=frozen, eps=BN_EPS,
+                         moving_average_fraction=BN_MOMENTUM, **(dict(param=FROZEN_BN) if frozen else {}))
+        self.add('_bn_' + name, bn)
+        scale = L.Scale(bn, in_place=True, name=name + '/scale', bias_term=True,
+                        filler=dict(type='constant', value=1), bias_filler=ZERO_BIAS,
+                        **(dict(param=FROZEN_SCALE) if frozen else {}))
+        self.add('_scale_' + name, scale)
+
+    def residual_correction(self, prefix, a, b, width, bottleneck, out_width, inner=''):
+        """RC: x = a + b; x2 = x + (1x1 reduce + ReLU -> 3x3 + ReLU -> 1x1
+        increase); then a 1x1 conv (<prefix>_merge2_reduce) + ReLU."""
+        merge1 = self.add(prefix + '_merge1', L.Eltwise(a, b, operation=P.Eltwise.SUM))
+        r = self.conv(prefix + inner + '_1x1_reduce', merge1, bottleneck)
+        r = self.conv(prefix + inner + '_3x3', r, bottleneck, kernel=3, pad=1)
+        increase = self.conv(prefix + inner + '_1x1_increase', r, width, relu=False)
+        merge2 = self.add(prefix + '_merge2', L.Eltwise(merge1, increase, operation=P.Eltwise.SUM))
+        return self.conv(prefix + '_merge2_reduce', merge2, out_width)
+
+    def interp(self, name, bottom, size):
+        return self.add(name, python_layer('Interp', [bottom], dict(height=size, width=size)))
+
+    # ------------------------------------------------------------ backbones
+
+    def vgg(self, data, widths):
+        vgg16_convs(self.n, data, widths, pools=5, learn=None, pooling=DEEPLAB_POOLING,
+                    dilations=(1, 1, 1, 1, 2))
+        return self.n.pool5
+
+    def resnet(self, data, base):
+        """PSPNet's ResNet: the deep stem, then bottleneck blocks conv2_x .. conv5_x."""
+        top = data
+        for name, nout, stride in (('conv1_1_3x3_s2', base, 2), ('conv1_2_3x3', base, 1),
+                                   ('conv1_3_3x3', 2 * base, 1)):
+            top = self.conv(name, top, nout, kernel=3, pad=1, stride=stride)
+        top = self.add('pool1_3x3_s2', max_pool(top, 3, 2, 1))
+        for b, count in enumerate(self.cfg.resnet_blocks, 2):
+            width = base * 2 ** (b - 2)
+            dilation = {4: 2, 5: 4}.get(b, 1)
+            for i in range(1, count + 1):
+                unit = 'conv%d_%d' % (b, i)
+                stride = 2 if (b == 3 and i == 1) else 1
+                r = self.conv(unit + '_1x1_reduce', top, width)
+                r = self.conv(unit + '_3x3', r, width, kernel=3, pad=dilation, stride=stride,
+                              dilation=dilation)
+                increase = self.conv(unit + '_1x1_increase', r, 4 * width, relu=False)
+                shortcut = top if i > 1 else self.conv(unit + '_1x1_proj', top, 4 * width,
+                                                       stride=stride, relu=False)
+                top = self.add(unit, L.Eltwise(shortcut, increase, operation=P.Eltwise.SUM))
+                self.add('_relu_' + unit, L.ReLU(top, in_place=True, name=unit + '/relu'))
+        return self.add('pool5', max_pool(top, 3, 1, 1))
+
+    # ------------------------------------------------------------ after the backbone
+
+    def context(self, pool5, widths):
+        """The dilated context branches: their 1x1 reductions, in order."""
+        reduced = []
+        for i, d in enumerate(self.cfg.dilations, 1):
+            name = 'fc6_%d' % i
+            kw = dict(num_output=widths.context, pad=d, kernel_size=3, dilation=d)
+            if self.variant.bias_filler:
+                kw['bias_filler'] = self.variant.bias_filler
+            top = self.add(name, L.Convolution(pool5, **kw))
+            self.batch_norm(name, top)
+            self.add('_relu_' + name, L.ReLU(top, in_place=True, name='relu6_%d' % i))
+            if self.cfg.dropout_ratio:
+                self.add('_drop_' + name, L.Dropout(top, dropout_ratio=self.cfg.dropout_ratio,
+                                                    in_place=True, name='drop6_%d' % i))
+            reduced.append(self.conv(name + '_reduce', top, widths.merge))
+        return reduced
+
+    def cascade(self, reduced, widths):
+        """RC(widest, next) -> RC(., next) ...: fc6_34, fc6_234, fc6_1234 as released."""
+        top, digits = reduced[-1], str(len(reduced))
+        for i in range(len(reduced) - 1, 0, -1):
+            digits = str(i) + digits
+            top = self.residual_correction('fc6_%s' % digits, top, reduced[i - 1], widths.merge,
+                                           widths.bottleneck, widths.merge)
+        return top
+
+    def refine(self, top, widths):
+        """RCs with the shallow taps, deepest first; an Interp brings the
+        result to a finer tap's resolution, where the RCs are narrower."""
+        sizes, taps = resolutions(self.cfg), list(self.cfg.taps)
+        size, previous = sizes['pool5'], 'fc6_' + ''.join(str(i) for i in range(1, len(self.cfg.dilations) + 1))
+        for j, tap in enumerate(taps):
+            if sizes[tap] != size:
+                size = sizes[tap]
+                top = self.interp(previous + '_merge2_interp', top, size)
+            width, bottleneck = ((widths.merge, widths.bottleneck) if size == sizes['pool5']
+                                 else (widths.low, widths.low_bottleneck))
+            shallow = self.conv(tap + '_reduce', getattr(self.n, tap), width)
+            finer_next = j + 1 < len(taps) and sizes[taps[j + 1]] != size
+            top = self.residual_correction(tap, top, shallow, width, bottleneck,
+                                           widths.low if finer_next else width,
+                                           inner=self.variant.shallow_rc)
+            previous = tap
+        return top
+
+    def head(self, top, widths):
+        learn = dict(param=self.variant.head_learn) if self.variant.head_learn else {}
+        bias = dict(bias_filler=self.variant.bias_filler) if self.variant.bias_filler else {}
+        name = self.variant.head
+        top = self.add(name, L.Convolution(top, num_output=widths.head, kernel_size=3, stride=1, pad=1,
+                                           **learn, **bias))
+        self.batch_norm(name, top)
+        self.add('_relu_' + name, L.ReLU(top, in_place=True, name=name + '/relu'))
+        scores = self.add('conv6_funetuning_fpn', L.Convolution(
+            top, num_output=self.cfg.num_classes, kernel_size=1, stride=1, **learn, **bias))
+        return self.interp('conv6_interp', scores, self.cfg.input_size)
 
 
-def conv_relu(n, name, bottom, nout, kernel=1, pad=0):
-    top = conv(bottom, nout, kernel, pad)
-    setattr(n, name, top)
-    relu(n, name, top)
-    return top
-
-
-def residual_correction(n, prefix, a, b, width, bottleneck, out_width):
-    """RC: x = a + b; x2 = x + (1x1 reduce + ReLU -> 3x3 + ReLU -> 1x1
-    increase); then a 1x1 conv (<prefix>_merge2_reduce) + ReLU. Returns it."""
-    merge1 = L.Eltwise(a, b, operation=P.Eltwise.SUM)
-    setattr(n, prefix + '_merge1', merge1)
-    r = conv_relu(n, prefix + '_1x1_reduce', merge1, bottleneck)
-    r = conv_relu(n, prefix + '_3x3', r, bottleneck, kernel=3, pad=1)
-    increase = conv(r, width)
-    setattr(n, prefix + '_1x1_increase', increase)
-    merge2 = L.Eltwise(merge1, increase, operation=P.Eltwise.SUM)
-    setattr(n, prefix + '_merge2', merge2)
-    return conv_relu(n, prefix + '_merge2_reduce', merge2, out_width)
-
-
-def _interp(n, name, bottom, size):
-    top = python_layer('Interp', [bottom], dict(height=size, width=size))
-    setattr(n, name, top)
-    return top
-
-
-def _context(n, pool5, cfg, widths):
-    """The dilated context branches on pool5: their 1x1 reductions, in order."""
-    reduced = []
-    for i, d in enumerate(cfg.dilations, 1):
-        top = L.Convolution(pool5, num_output=widths.context, pad=d, kernel_size=3, dilation=d)
-        setattr(n, 'fc6_%d' % i, top)
-        setattr(n, '_relu6_%d' % i, L.ReLU(top, in_place=True, name='relu6_%d' % i))
-        if cfg.dropout_ratio:
-            setattr(n, '_drop6_%d' % i, L.Dropout(top, dropout_ratio=cfg.dropout_ratio, in_place=True,
-                                                  name='drop6_%d' % i))
-        reduced.append(conv_relu(n, 'fc6_%d_reduce' % i, top, widths.merge))
-    return reduced
-
-
-def vgg_scasnet_deploy(cfg):
-    """The VGG ScasNet for inference: data (1, 3, S, S) -> conv6_interp, class scores at S x S."""
+def scasnet_deploy(cfg):
+    """A ScasNet for inference: data (1, 3, S, S) -> conv6_interp, the class
+    scores at S x S (no softmax, as released)."""
     cfg.validate()
-    backbone_widths, widths = SCAS_BACKBONES[cfg.backbone]
+    vgg_widths, resnet_base, widths = SCAS_BACKBONES[cfg.backbone]
     n = caffe.NetSpec()
     n.data = L.Input()
-    vgg16_convs(n, n.data, backbone_widths, pools=5, learn=None, pooling=DEEPLAB_POOLING,
-                dilations=(1, 1, 1, 1, 2))
-    reduced = _context(n, n.pool5, cfg, widths)
-
-    # Self-cascade, widest context first: RC(24, 18) -> RC(., 12) -> RC(., 6).
-    k = len(reduced)
-    top, name = reduced[-1], str(k)
-    for i in range(k - 1, 0, -1):
-        name = str(i) + name
-        top = residual_correction(n, 'fc6_%s' % name, top, reduced[i - 1], widths.merge,
-                                  widths.bottleneck, widths.merge)
-
-    # Refinement with the shallow layers, deepest first; an Interp brings the
-    # result to a finer tap's resolution, and RCs there are narrower.
-    sizes = vgg_resolutions(cfg.input_size)
-    size, taps, previous = sizes['pool5'], list(cfg.refine), None
-    for j, tap in enumerate(taps):
-        if sizes[tap] != size:
-            size = sizes[tap]
-            top = _interp(n, previous + '_merge2_interp', top, size)
-        width, bottleneck = ((widths.merge, widths.bottleneck) if size == sizes['pool5']
-                             else (widths.low, widths.low_bottleneck))
-        shallow = conv_relu(n, tap + '_reduce', getattr(n, tap), width)
-        finer_next = j + 1 < len(taps) and sizes[taps[j + 1]] != size
-        top = residual_correction(n, tap, top, shallow, width, bottleneck,
-                                  widths.low if finer_next else width)
-        previous = tap
-
-    head = L.Convolution(top, num_output=widths.head, kernel_size=3, stride=1, pad=1, param=HEAD_LEARN)
-    n.conv5_4_fpnrc = head
-    relu(n, 'conv5_4_fpnrc', head)
-    n.conv6_funetuning_fpn = L.Convolution(head, num_output=cfg.num_classes, kernel_size=1, stride=1,
-                                           param=HEAD_LEARN)
-    _interp(n, 'conv6_interp', n.conv6_funetuning_fpn, cfg.input_size)
-    proto = netspec_to_proto(n, 'VGG_ScasNet', inputs=[('data', [1, 3, cfg.input_size, cfg.input_size])])
+    build = Builder(n, cfg)
+    pool5 = build.vgg(n.data, vgg_widths) if cfg.variant == 'vgg' else build.resnet(n.data, resnet_base)
+    top = build.cascade(build.context(pool5, widths), widths)
+    build.head(build.refine(top, widths), widths)
+    proto = netspec_to_proto(n, VARIANTS[cfg.variant].name,
+                             inputs=[('data', [1, 3, cfg.input_size, cfg.input_size])])
     del proto.layer[0]            # the Input layer: the blob comes from `input:`
     return proto
+
+
+def vgg_scasnet_deploy(cfg=None):
+    return scasnet_deploy(replace(cfg or ScasConfig.release(), variant='vgg'))
+
+
+def resnet_scasnet_deploy(cfg=None):
+    return scasnet_deploy(replace(cfg or ScasConfig.release(variant='resnet'), variant='resnet'))
