@@ -41,14 +41,15 @@ def table(results):
             ('student without KD', 'student_baseline.mAP')]
     rows += [('  ' + label, 'ablation.%s.mAP' % name) for name, label in ABLATION_LABELS.items()
              if 'ablation.%s.mAP' % name in s]
-    lines = ['%-22s %15s  %s' % ('test mAP (%)', 'mean +- std', '  '.join('seed %-3d' % r['seed']
-                                                                         for r in runs))]
+    width = max(22, max(len(label) for label, _ in rows))
+    lines = ['%-*s %15s  %s' % (width, 'test mAP (%)', 'mean +- std', '  '.join(
+        'seed %-3d' % r['seed'] for r in runs))]
     for label, key in rows:
         stat = s[key]
-        lines.append('%-22s %7.1f +- %4.1f  %s' % (label, stat['mean'], stat['std'], '  '.join(
+        lines.append('%-*s %7.1f +- %4.1f  %s' % (width, label, stat['mean'], stat['std'], '  '.join(
             '%8.1f' % v for v in stat['values'])))
     g = s['kd_gain']
-    lines.append('%-22s %+7.1f +- %4.1f  %s' % ('gain from KD', g['mean'], g['std'], '  '.join(
+    lines.append('%-*s %+7.1f +- %4.1f  %s' % (width, 'gain from KD', g['mean'], g['std'], '  '.join(
         '%+8.1f' % v for v in g['values'])))
     lines.append('teacher detection: AP %.1f +- %.1f (random control %.1f), CorLoc %.1f +- %.1f; '
                  'student %.1fx faster than the teacher' % (
