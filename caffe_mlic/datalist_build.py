@@ -21,7 +21,6 @@ written only when everything checked out, and atomically.
 check: validate a datalist with the project's parser and print class counts,
 proposal statistics and every bad line; exit status 1 if there is any.
 """
-import contextlib
 import json
 import os
 import sys

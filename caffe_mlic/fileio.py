@@ -7,29 +7,6 @@ import os
 import tempfile
 
 
-@contextlib.contextmanager
-def atomic_write(path, mode='w', **kwargs):
-    """Write to a temp file beside ``path`` and rename it over ``path`` on success."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=directory)
-    try:
-        with os.fdopen(fd, mode, **kwargs) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes the file 0600; give it the mode a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _missing_dirs(path):
     """The folders of ``path`` that do not exist yet, deepest first."""
     out = []
@@ -60,7 +37,7 @@ def atomic_files(paths, mode='w', **kwargs):
             os.makedirs(directory, exist_ok=True)
             created = missing + created
             fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp',
-                                       dir=directory)
+                                       dir=directory)   # 0600: given a plain open()'s mode below
             temps.append(tmp)
             files.append(os.fdopen(fd, mode, **kwargs))
         yield files
@@ -84,6 +61,21 @@ def atomic_files(paths, mode='w', **kwargs):
             with contextlib.suppress(OSError):
                 os.rmdir(d)
         raise
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode='w', **kwargs):
+    """Write to a temp file beside ``path`` and rename it over ``path`` on success."""
+    with atomic_files([path], mode, **kwargs) as (f,):
+        yield f
+
+
+def write_files(texts):
+    """Write {path: text} all or none (atomic_files)."""
+    with atomic_files(list(texts)) as handles:
+        for handle, text in zip(handles, texts.values()):
+            handle.write(text)
+    return list(texts)
 
 
 def atomic_save_npz(path, **arrays):

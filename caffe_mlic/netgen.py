@@ -5,7 +5,7 @@ from dataclasses import replace
 
 from caffe_mlic import prototxt
 from caffe_mlic.errors import UsageError
-from caffe_mlic.fileio import atomic_files, json_ready
+from caffe_mlic.fileio import json_ready, write_files
 
 
 def solver_overrides(spec, max_iter=None, base_lr=None, solver_type=None, random_seed=None):
@@ -56,10 +56,7 @@ def generate(out_dir, cfg, max_iter=None, base_lr=None, solver_type=None, random
     settings = os.path.join(out_dir, DEPLOY_SETTINGS)
     texts = {path: prototxt.to_text(proto) for path, proto in files.items()}
     texts[settings] = json.dumps(json_ready(deploy_settings(cfg)), indent=1, sort_keys=True) + '\n'
-    with atomic_files(list(texts)) as handles:   # all the files, or none (a full disk)
-        for handle, text in zip(handles, texts.values()):
-            handle.write(text)
-    return list(texts)
+    return write_files(texts)   # all the files, or none (a full disk)
 
 
 DEPLOY_SETTINGS = 'deploy.json'

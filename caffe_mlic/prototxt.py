@@ -252,11 +252,12 @@ def naming_build_errors(message, phases, where):
     ``phases`` (in that order): a LayerError raised meanwhile gets the name
     of the layer instance that raised it. Caffe sets the layers up in order,
     so the number of our layers set up so far tells which one it was."""
+    from caffe_mlic import LAYER_MODULE
     from caffe_mlic.layers.base import SETUP_CALLS
     from caffe_mlic.params import LayerError
     ours = [layer.name for phase in phases for layer in message.layer
             if in_phase(layer, phase) and layer.type == 'Python'
-            and layer.python_param.module == 'caffe_mlic.layers']
+            and layer.python_param.module == LAYER_MODULE]
     before = SETUP_CALLS[0]
     try:
         yield

@@ -33,7 +33,7 @@ def add_arguments(p):
 def run_netgen(args):
     import os
     from caffe_mlic import prototxt
-    from caffe_mlic.fileio import atomic_files
+    from caffe_mlic.fileio import write_files
     from caffe_mlic.netspec.scasnet import ScasConfig, scasnet_deploy
     variants = ('vgg', 'resnet') if args.variant == 'both' else (args.variant,)
     texts = {}
@@ -44,8 +44,5 @@ def run_netgen(args):
                                  resnet_blocks=tuple(args.resnet_blocks))
         path = os.path.join(args.out, '%s_scasnet_deploy.prototxt' % variant)
         texts[path] = prototxt.to_text(scasnet_deploy(cfg))
-    with atomic_files(list(texts)) as handles:
-        for handle, text in zip(handles, texts.values()):
-            handle.write(text)
-    for path in texts:
+    for path in write_files(texts):
         print(path)
