@@ -510,3 +510,95 @@ def read_datalist(source, att_num, bbox_num, new_width=None, new_height=None, ro
     if problems:
         raise DatalistError(problems=problems, max_listed=max_listed)
     return datalist
+
+
+# ---------------------------------------------------------------- segmentation lists
+
+
+class SegDatalist:
+    """A semantic-labeling datalist: lines ``image label`` (two paths,
+    whitespace separated; the label a map of class indices or colours).
+
+    source; image_paths, label_paths (root_folder joined); line_numbers (M,) 1-based;
+    sizes (M, 2) (height, width) when the headers were read, else None.
+    """
+
+    def __init__(self, source, image_paths, label_paths, line_numbers, sizes=None):
+        self.source = source
+        self.image_paths, self.label_paths = image_paths, label_paths
+        self.line_numbers = line_numbers
+        self.sizes = sizes
+
+    def __len__(self):
+        return len(self.image_paths)
+
+    def where(self, i):
+        """'source:line' of entry i, for messages."""
+        return '%s:%d' % (self.source, self.line_numbers[i])
+
+    def __repr__(self):
+        return 'SegDatalist(%r, %d images)' % (self.source, len(self))
+
+
+def _header_size(path):
+    """(height, width) from the image header, or a reason it cannot be read."""
+    from caffe_mlic.imageio import image_size
+    try:
+        width, height = image_size(path)
+    except Exception as e:          # PIL raises several kinds for bad headers
+        return None, 'cannot read its header (%s)' % (getattr(e, 'strerror', None) or e)
+    return (height, width), None
+
+
+def read_seg_datalist(source, root_folder='', check_files=True, max_listed=10):
+    """Parse and check a segmentation datalist; DatalistError listing every
+    bad line (file:line, field, why). With check_files, both files of each
+    line must exist and their headers give the same size (read from the
+    headers only: cheap for large tiles)."""
+    source = os.fspath(source)
+    try:
+        with open(source, 'rb') as f:
+            raw_lines = f.read().split(b'\n')
+    except OSError as e:
+        raise DatalistError(problems=[Problem(source, None, None, 'cannot read the datalist: %s'
+                                              % (e.strerror or e))])
+    problems, images, labels, numbers, sizes = [], [], [], [], []
+    for number, raw in enumerate(raw_lines, 1):
+        tokens = [_decode(t) for t in raw.split()]
+        if not tokens:
+            continue
+        if len(tokens) != 2:
+            problems.append(Problem(source, number, None, 'expected 2 fields (image label), got %d%s'
+                                    % (len(tokens), _space_hint(tokens, 2))))
+            continue
+        paths = [_image_path(root_folder, t) for t in tokens]
+        bad = False
+        shapes = []
+        for field, path in zip(('image', 'label'), paths):
+            if check_files and not os.path.isfile(path):
+                problems.append(Problem(source, number, field, '%s file %s does not exist' % (field, path)))
+                bad = True
+            elif check_files:
+                shape, why = _header_size(path)
+                if why:
+                    problems.append(Problem(source, number, field, '%s: %s' % (path, why)))
+                    bad = True
+                shapes.append(shape)
+        if not bad and check_files and shapes[0] != shapes[1]:
+            problems.append(Problem(source, number, 'label', 'the label map is %dx%d but the image is %dx%d '
+                                    '(%s, %s)' % (shapes[1][1], shapes[1][0], shapes[0][1], shapes[0][0],
+                                                  paths[1], paths[0])))
+            bad = True
+        if bad:
+            continue
+        images.append(paths[0])
+        labels.append(paths[1])
+        numbers.append(number)
+        if check_files:
+            sizes.append(shapes[0])
+    if not numbers and not problems:
+        problems.append(Problem(source, None, None, 'the datalist is empty (no image lines)'))
+    if problems:
+        raise DatalistError(problems=problems, max_listed=max_listed)
+    return SegDatalist(source, images, labels, np.array(numbers, np.int64),
+                       np.array(sizes, np.int64).reshape(-1, 2) if check_files else None)

@@ -12,7 +12,8 @@ from .interp import Interp
 from .kd_losses import FeatureMimicLoss, SoftSigmoidCrossEntropyLoss
 from .roi_pooling import ROIPooling
 from .roigen import WsdRoigen, WsdRoigenSingleScale
+from .seg_data import SegmentationData
 from .wsddn_score import WSDDNScore
 
 __all__ = ['CrossEntropyLoss', 'DivergenceGuard', 'FeatureMimicLoss', 'Interp', 'MultiLabelProposalData', 'ROIPooling',
-           'SoftSigmoidCrossEntropyLoss', 'WSDDNScore', 'WsdRoigen', 'WsdRoigenSingleScale']
+           'SegmentationData', 'SoftSigmoidCrossEntropyLoss', 'WSDDNScore', 'WsdRoigen', 'WsdRoigenSingleScale']

@@ -16,35 +16,18 @@ How the work is split:
 - forward takes the results in batch order, so the same seed gives the same
   batches whatever the workers' timing.
 """
-import os
-import sys
-
 import numpy as np
 
-from caffe_mlic.caffe_env import START_BATCH_ENV
 from caffe_mlic.datalist import read_datalist
 from caffe_mlic.params import Param
-from .base import MlicLayer
 from .minibatch import BatchPlanner, DataLoadError, fill_batch, label_and_rois, scaled_size
-from .prefetch import STALL_TIMEOUT, start_workers, stop_workers
-
-TRAIN = 0          # caffe.TRAIN; Caffe sets self.phase to this int
+from .pipeline import TRAIN, PrefetchingDataLayer
+from .prefetch import STALL_TIMEOUT, fill_images
 
 __all__ = ['DataLoadError', 'MultiLabelProposalData']
 
 
-def _info(message):
-    """Info line on stderr when Caffe's own INFO log is on (GLOG_minloglevel 0)."""
-    try:
-        level = int(os.environ.get('GLOG_minloglevel', '0'))
-    except ValueError:
-        level = 0
-    if level <= 0:
-        sys.stderr.write('MultiLabelProposalData: %s\n' % message)
-        sys.stderr.flush()
-
-
-class MultiLabelProposalData(MlicLayer):
+class MultiLabelProposalData(PrefetchingDataLayer):
     """Images, multi-labels and proposals from a datalist, as HumanAttData
     gave them.
 
@@ -97,20 +80,7 @@ class MultiLabelProposalData(MlicLayer):
         # Every line is checked once, here: one error lists the bad lines.
         self.datalist = read_datalist(p.source, p.att_num, p.bbox_num, p.new_width, p.new_height,
                                       p.root_folder, check_images=True)
-        self.planner = BatchPlanner(len(self.datalist), p.batch_size, self.train, p.shuffle,
-                                    p.scale_factors, p.mirror, p.seed)
-        self.plans = {}            # batch_no -> plan, for planned but unconsumed batches
-        self.next_plan = 0         # the next batch number to plan
-        self.next_batch = 0        # the next batch number forward delivers
-        start = os.environ.get(START_BATCH_ENV) if self.train else None
-        if start:
-            # `caffe-mlic caffe train -snapshot S`: the binary resumes at S's
-            # iteration; the plan goes on where the interrupted run was.
-            self.planner.skip(int(start))
-            self.next_plan = self.next_batch = int(start)
-        self.workers = None
-        self._stop_workers = None
-        self.closed = False
+        self.planner = self.new_planner()
         n = p.batch_size
         c, b = p.att_num, p.bbox_num
         max_h = max(scaled_size(p.new_height, p.new_width, f)[0] for f in factors)
@@ -124,102 +94,49 @@ class MultiLabelProposalData(MlicLayer):
             top[2].reshape(n, 5 * b)
         else:
             top[1].reshape(n, c + 5 * b)
-        if p.workers > 0:
-            # Each shared-memory slot holds one batch at the largest scale.
-            self.workers, self._stop_workers = start_workers(self, p.workers, n * 3 * max_h * max_w * 4,
-                                                             self.mean, p.scale, p.timeout)
-            _info('%s: %d images, %d worker processes (pids %s)'
-                  % (p.source, len(self.datalist), p.workers, ' '.join(map(str, self.workers.pids))))
-            self._fill_pipeline()
+        # Each shared-memory slot holds one batch at the largest scale.
+        self.start_pipeline(n * 3 * max_h * max_w * 4, fill_images, (list(self.mean), p.scale))
 
-    @property
-    def worker_pids(self):
-        return [] if self.workers is None else self.workers.pids
-
-    def close(self):
-        """Stop the workers and drop the datalist (the layer cannot forward
-        any more). Done for you when the net is deleted."""
-        if self._stop_workers is not None:
-            stop_workers(self, self._stop_workers)
-        self.closed = True
-        self.datalist = self.plans = None
-
-    def seek(self, batch_no):
-        """Make ``batch_no`` the next batch forward delivers, with the plan an
-        uninterrupted run has there (a resumed run continues the sequence
-        instead of starting at batch 0). Batches already handed to the
-        workers are collected and dropped first."""
-        if self.closed:
-            raise DataLoadError('%s: the layer was closed' % self.kind)
-        if batch_no < 0:
-            raise ValueError('batch_no must be >= 0, got %d' % batch_no)
-        if self.workers is not None:
-            for planned in sorted(self.plans):
-                try:
-                    self.workers.wait(planned, (0,))
-                except DataLoadError:
-                    if planned not in self.workers.errors:
-                        raise           # a worker died
-                # A bad image in a dropped batch fails again once it is planned again.
-                self.workers.errors.pop(planned, None)
-                self.workers.release(planned)
+    def new_planner(self):
         p = self.params
-        self.planner = BatchPlanner(len(self.datalist), p.batch_size, self.train, p.shuffle,
-                                    p.scale_factors, p.mirror, p.seed)
-        self.planner.skip(batch_no)
-        self.plans = {}
-        self.next_plan = self.next_batch = batch_no
-        if self.workers is not None:
-            self._fill_pipeline()
+        return BatchPlanner(len(self.datalist), p.batch_size, self.train, p.shuffle,
+                            p.scale_factors, p.mirror, p.seed)
 
-    def _plan(self):
-        """Plan the next batch; a failed batch stays planned, so forward fails
-        on it again rather than skip it."""
-        plan = self.planner.next()
-        self.plans[self.next_plan] = plan
-        self.next_plan += 1
-        return self.next_plan - 1, plan
+    def _size(self, plan):
+        return scaled_size(self.params.new_height, self.params.new_width, plan[1])
 
-    def _fill_pipeline(self):
-        """Plan batches and hand them to the workers while a slot is free."""
+    def batch_shape(self, plan):
+        return (self.params.batch_size, 3) + self._size(plan)
+
+    def chunk_task(self, plan):
+        indices, _, flips = plan
+        h, w = self._size(plan)
+        paths = [self.datalist.image_paths[i] for i in indices]
+        return len(paths), lambda a, b: ((len(paths), paths[a:b], [bool(f) for f in flips[a:b]], h, w),
+                                         paths[a:b])
+
+    def fill_inprocess(self, plan, top):
+        indices, _, flips = plan
+        top[0].reshape(*self.batch_shape(plan))
+        fill_batch([self.datalist.image_paths[i] for i in indices], flips, *self._size(plan),
+                   self.mean, self.params.scale, top[0].data)
+        self._labels(plan, top)
+
+    def deliver(self, plan, batch, top):
+        top[0].reshape(*batch.shape)
+        top[0].data[...] = batch
+        self._labels(plan, top)
+
+    def _labels(self, plan, top):
         p = self.params
-        while self.workers.free:
-            batch_no, (indices, factor, flips) = self._plan()
-            h, w = scaled_size(p.new_height, p.new_width, factor)
-            self.workers.submit(batch_no, [self.datalist.image_paths[i] for i in indices], flips, h, w)
-
-    def reshape(self, bottom, top):
-        pass  # the shape depends on the batch's scale: set in forward
-
-    def forward(self, bottom, top):
-        p = self.params
-        if self.closed:
-            raise DataLoadError('%s: the layer was closed' % self.kind)
-        batch_no = self.next_batch
-        if batch_no not in self.plans:
-            self._plan()               # workers: 0 plans on demand
-        indices, factor, flips = self.plans[batch_no]
-        h, w = scaled_size(p.new_height, p.new_width, factor)
-        n = p.batch_size
-        top[0].reshape(n, 3, h, w)
-        if self.workers is None:
-            fill_batch([self.datalist.image_paths[i] for i in indices], flips, h, w,
-                       self.mean, p.scale, top[0].data)
-        else:
-            top[0].data[...] = self.workers.wait(batch_no, (n, 3, h, w))
-            self.workers.release(batch_no)
-        self.plans.pop(batch_no, None)
-        self.next_batch = batch_no + 1
-        if self.workers is not None:
-            self._fill_pipeline()
-
-        labels, rois = label_and_rois(self.datalist, indices, factor, flips, h, w, self.train)
+        indices, factor, flips = plan
+        labels, rois = label_and_rois(self.datalist, indices, factor, flips, *self._size(plan), self.train)
         if p.split_tops:
             top[1].reshape(*labels.shape)
             top[1].data[...] = labels
             top[2].reshape(*rois.shape)
             top[2].data[...] = rois
         else:
-            top[1].reshape(n, labels.shape[1] + rois.shape[1])
+            top[1].reshape(p.batch_size, labels.shape[1] + rois.shape[1])
             top[1].data[:, :labels.shape[1]] = labels
             top[1].data[:, labels.shape[1]:] = rois

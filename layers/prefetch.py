@@ -1,9 +1,13 @@
-"""MultiLabelProposalData's prefetching: worker processes that decode, resize,
-flip and normalise the images of batches planned ahead by the layer.
+"""Prefetching for our data layers: worker processes that decode, resize,
+flip and normalise the images of batches planned ahead by the layer
+(MultiLabelProposalData, SegmentationData).
 
 - ``workers`` spawned processes write into shared-memory slots, one batch
-  per slot, each sized for the largest scale; PREFETCH slots keep up to that
+  per slot, each sized for the largest batch; PREFETCH slots keep up to that
   many batches in flight ahead of the solver;
+- what a worker does with its part of a batch is the layer's ``filler``, a
+  module-level function ``filler(buffer, start, payload, context)`` (payload:
+  the chunk's task; context: fixed at start, e.g. the mean);
 - each batch is split evenly between the workers (contiguous chunks);
 - the layer takes the results in batch order, so the same seed gives the
   same batches whatever the workers' timing.
@@ -45,12 +49,24 @@ STALL_TIMEOUT = 300.0
 # ---------------------------------------------------------------- the worker process
 
 
-def _worker_main(conn, slot_names, mean, scale, parent_pid):
-    """A data worker. In: tasks (batch_no, slot, n, start, paths, flips, h, w), images
-    start... of the slot's (n, 3, h, w) batch. Out: (batch_no, start, error or None)."""
+def fill_images(buffer, start, payload, context):
+    """MultiLabelProposalData's filler: images start... of the slot's
+    (n, 3, h, w) batch. payload (n, paths, flips, h, w); context (mean, scale)."""
+    n, paths, flips, height, width = payload
+    mean, scale = context
+    out = np.ndarray((n, 3, height, width), np.float32, buffer=buffer)
+    try:
+        fill_batch(paths, flips, height, width, np.asarray(mean, np.float32), scale,
+                   out[start:start + len(paths)])
+    finally:
+        del out        # a live view would keep the slot from closing
+
+
+def _worker_main(conn, slot_names, filler, context, parent_pid):
+    """A data worker. In: tasks (batch_no, slot, start, payload), done by
+    filler(slot buffer, start, payload, context). Out: (batch_no, start, error or None)."""
     cv2.setNumThreads(1)            # the workers are the parallelism
     slots = [shared_memory.SharedMemory(name=name) for name in slot_names]
-    mean = np.asarray(mean, np.float32)
     conn.send(('ready',))
     try:
         while True:
@@ -66,15 +82,12 @@ def _worker_main(conn, slot_names, mean, scale, parent_pid):
                 return
             if task is None:
                 return
-            batch_no, slot, n, start, paths, flips, height, width = task
-            error = out = None
+            batch_no, slot, start, payload = task
+            error = None
             try:
-                out = np.ndarray((n, 3, height, width), np.float32, buffer=slots[slot].buf)
-                fill_batch(paths, flips, height, width, mean, scale, out[start:start + len(paths)])
+                filler(slots[slot].buf, start, payload, context)
             except Exception as e:
                 error = str(e) if isinstance(e, DataLoadError) else '%s: %s' % (type(e).__name__, e)
-            finally:
-                del out        # a live view would keep the slot from closing
             try:
                 conn.send((batch_no, start, error))
             except (BrokenPipeError, OSError):
@@ -136,7 +149,7 @@ def _check_shm_space(needed, where='/dev/shm'):
 class PrefetchWorkers:
     """The worker processes, their pipes and the shared-memory slots."""
 
-    def __init__(self, n_workers, n_slots, slot_bytes, mean, scale, timeout=STALL_TIMEOUT):
+    def __init__(self, n_workers, n_slots, slot_bytes, filler, context, timeout=STALL_TIMEOUT, name='data'):
         self.timeout = timeout
         self.procs, self.conns, self.slots = [], [], []
         self.closed = False
@@ -154,8 +167,8 @@ class PrefetchWorkers:
             names = [s.name for s in self.slots]
             for _ in range(n_workers):
                 ours, theirs = ctx.Pipe(duplex=True)
-                proc = ctx.Process(target=_worker_main, name='MultiLabelProposalData worker',
-                                   args=(theirs, names, list(mean), scale, os.getpid()), daemon=True)
+                proc = ctx.Process(target=_worker_main, name='%s worker' % name,
+                                   args=(theirs, names, filler, context, os.getpid()), daemon=True)
                 with _main_module_hidden():
                     proc.start()
                 theirs.close()
@@ -208,18 +221,18 @@ class PrefetchWorkers:
     def pids(self):
         return [p.pid for p in self.procs]
 
-    def submit(self, batch_no, paths, flips, height, width):
-        """Queue a batch: every worker gets an equal contiguous chunk of it, so
-        they all work on the oldest batch first and none waits behind another."""
+    def submit(self, batch_no, n, chunk):
+        """Queue a batch of n items: every worker gets an equal contiguous
+        chunk of it, so they all work on the oldest batch first and none waits
+        behind another. chunk(start, stop) -> (payload, the chunk's file names)."""
         slot = self.free.pop(0)
-        n = len(paths)
         bounds = np.linspace(0, n, len(self.procs) + 1).astype(int)
         chunks = 0
         for w, (conn, start, stop) in enumerate(zip(self.conns, bounds[:-1], bounds[1:])):
             if stop > start:
-                conn.send((batch_no, slot, n, int(start), list(paths[start:stop]),
-                           [bool(f) for f in flips[start:stop]], height, width))
-                self.inflight[w][(batch_no, int(start))] = list(paths[start:stop])
+                payload, names = chunk(int(start), int(stop))
+                conn.send((batch_no, slot, int(start), payload))
+                self.inflight[w][(batch_no, int(start))] = list(names)
                 chunks += 1
         self.slot_of[batch_no] = slot
         self.pending[batch_no] = chunks
@@ -383,7 +396,7 @@ def _reap_orphans(phase, info):
 gc.callbacks.append(_reap_orphans)
 
 
-def start_workers(layer, n_workers, slot_bytes, mean, scale, timeout=STALL_TIMEOUT):
+def start_workers(layer, n_workers, slot_bytes, filler, context, timeout=STALL_TIMEOUT):
     """Start ``n_workers`` workers with PREFETCH slots of ``slot_bytes`` for
     ``layer``, and stop them when the layer goes: when Python frees it, when
     only Caffe's own reference to it is left (the gc callback calls
@@ -397,7 +410,7 @@ def start_workers(layer, n_workers, slot_bytes, mean, scale, timeout=STALL_TIMEO
             _orphan_refs = _measure_orphan_refs()
         except Exception:       # no probe: finalize, atexit and parent watching remain
             _orphan_refs = 0
-    workers = PrefetchWorkers(n_workers, PREFETCH, slot_bytes, mean, scale, timeout)
+    workers = PrefetchWorkers(n_workers, PREFETCH, slot_bytes, filler, context, timeout, type(layer).__name__)
     # The finalizer holds the workers, not the layer (that would keep it alive).
     stop = weakref.finalize(layer, workers.close)
     _WITH_WORKERS.add(layer)

@@ -1,0 +1,137 @@
+"""One batch of SegmentationData: which crops it holds and how an image and
+its label map become one crop.
+
+Planning (main process; SegBatchPlanner, from ``seed``): the image order as
+MultiLabelProposalData's (shuffled every epoch with ``shuffle``, wrapping
+around), and per image a scale factor drawn from ``scale_factors``, the
+crop's relative position (u, v) in [0, 1), and flip coins (left-right with
+``mirror``, up-down with ``vertical_flip``). TEST: file order, factor 1, the
+centre crop, no flips.
+
+Transform (load_pair; in the workers, or in-process with ``workers: 0``):
+
+1. read the image (BGR) and the label map (labelmaps.read_label_map: indices
+   or palette colours, checked against num_classes), same size or an error;
+2. resize by the factor: the image bilinearly, the labels by nearest neighbour;
+3. where the result is smaller than the crop, pad it at the bottom / right:
+   the image with the mean (0 after subtraction), the labels with 255;
+4. crop crop_size x crop_size at y0 = int(v * (H - crop + 1)), x0 likewise;
+5. flip as planned; write (pixel - mean) * scale into channels 0-2 and the
+   labels (as float) into channel 3 of the batch's (n, 4, crop, crop) slot.
+"""
+import cv2
+import numpy as np
+
+from caffe_mlic.imageio import decode_file, why_undecodable
+from caffe_mlic.labelmaps import IGNORE_LABEL, LabelMapError, load_palette, read_label_map
+from .minibatch import BatchPlanner, DataLoadError
+
+
+class SegBatchPlanner(BatchPlanner):
+    """BatchPlanner's image order; per image (factor, u, v, hflip, vflip).
+    A plan is (indices, crops) with crops an (n, 5) float64 array."""
+
+    def __init__(self, n_images, batch_size, train, shuffle, scale_factors, mirror, vertical_flip, seed):
+        super().__init__(n_images, batch_size, train, shuffle, [1.0], mirror, seed)
+        self.scale_factors = np.asarray(scale_factors if train else [1.0], np.float64)
+        self.vertical_flip = train and vertical_flip
+
+    def next(self):
+        indices, _, hflips = super().next()
+        n = len(indices)
+        crops = np.empty((n, 5))
+        if self.train:
+            crops[:, 0] = self.scale_factors[self.rng.integers(len(self.scale_factors), size=n)]
+            crops[:, 1:3] = self.rng.random((n, 2))
+        else:
+            crops[:, 0], crops[:, 1:3] = 1.0, 0.5
+        crops[:, 3] = hflips
+        crops[:, 4] = (self.rng.random(n) < 0.5) if self.vertical_flip else 0
+        return indices, crops
+
+
+def read_pair(image_path, label_path, where, labels):
+    """The image (BGR uint8) and its label map (uint8), same size, or a
+    DataLoadError naming ``where`` (datalist:line) and the file.
+    ``labels``: (num_classes, palette, label_format, unknown_color)."""
+    image = decode_file(image_path)
+    if image is None:
+        raise DataLoadError('%s: cannot read image %s (%s)' % (where, image_path, why_undecodable(image_path)))
+    num_classes, palette, label_format, unknown = labels
+    try:
+        label = read_label_map(label_path, num_classes, palette, label_format, unknown, where + ': label')
+    except LabelMapError as e:
+        raise DataLoadError(str(e)) from None
+    if label.shape != image.shape[:2]:
+        raise DataLoadError('%s: the label map %s is %dx%d but the image %s is %dx%d'
+                            % (where, label_path, label.shape[1], label.shape[0], image_path,
+                               image.shape[1], image.shape[0]))
+    return image, label
+
+
+def crop_pair(image, label, crop, factor, u, v):
+    """The crop x crop window of the resized, padded pair (see the module
+    notes): (image part, label part, rows, cols) where the real pixels fill
+    rows x cols at the top left of the window; the rest is padding."""
+    if factor != 1:
+        h, w = max(1, int(image.shape[0] * factor)), max(1, int(image.shape[1] * factor))
+        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+        label = cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
+    h, w = label.shape
+    y0 = int(v * (max(h, crop) - crop + 1))
+    x0 = int(u * (max(w, crop) - crop + 1))
+    rows, cols = min(h - y0, crop), min(w - x0, crop)
+    return image[y0:y0 + rows, x0:x0 + cols], label[y0:y0 + rows, x0:x0 + cols], rows, cols
+
+
+def load_pair(image_path, label_path, where, crop_plan, crop, labels, mean, scale, out):
+    """read_pair, crop_pair, flips, normalisation into out (4, crop, crop)."""
+    factor, u, v, hflip, vflip = crop_plan
+    image, label = read_pair(image_path, label_path, where, labels)
+    image, label, rows, cols = crop_pair(image, label, crop, factor, u, v)
+    out[:3] = 0
+    out[3] = IGNORE_LABEL
+    for c, plane in enumerate(cv2.split(image)):
+        window = out[c, :rows, :cols]
+        np.copyto(window, plane, casting='unsafe')
+        window -= mean[c]
+        if scale != 1:
+            window *= np.float32(scale)
+    out[3, :rows, :cols] = label
+    if hflip:
+        out[...] = out[:, :, ::-1]
+    if vflip:
+        out[...] = out[:, ::-1, :]
+
+
+_PALETTES = {}
+
+
+def fill_crops(buffer, start, payload, context):
+    """SegmentationData's filler (prefetch): crops start... of the slot's
+    (n, 4, crop, crop) batch. payload (n, crop, items) with items
+    (image, label, where, crop plan); context (mean, scale, num_classes,
+    palette, label_format, unknown_color)."""
+    n, crop, items = payload
+    mean, scale, num_classes, palette, label_format, unknown = context
+    if palette not in _PALETTES:
+        _PALETTES[palette] = load_palette(palette)
+    labels = (num_classes, _PALETTES[palette], label_format, unknown)
+    out = np.ndarray((n, 4, crop, crop), np.float32, buffer=buffer)
+    try:
+        fill_pairs(items, crop, labels, np.asarray(mean, np.float32), scale, out[start:start + len(items)])
+    finally:
+        del out        # a live view would keep the slot from closing
+
+
+def fill_pairs(items, crop, labels, mean, scale, out):
+    """load_pair for each item into out (m, 4, crop, crop); other failures
+    become a DataLoadError naming the line and files."""
+    for i, (image_path, label_path, where, crop_plan) in enumerate(items):
+        try:
+            load_pair(image_path, label_path, where, crop_plan, crop, labels, mean, scale, out[i])
+        except DataLoadError:
+            raise
+        except Exception as e:          # cv2.error, MemoryError, ...
+            raise DataLoadError('%s: cannot load %s / %s: %s: %s'
+                                % (where, image_path, label_path, type(e).__name__, e)) from e
