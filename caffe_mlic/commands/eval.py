@@ -1,5 +1,5 @@
-"""Evaluate: multi-label classification metrics (cls) and VOC detection AP
-and CorLoc (det)."""
+"""Evaluate: multi-label classification metrics (cls), VOC detection AP
+and CorLoc (det) and semantic labeling OA / F1 / IoU (seg)."""
 import os
 
 import numpy as np
@@ -7,11 +7,12 @@ import numpy as np
 from caffe_mlic.commands import subcommands
 from caffe_mlic.errors import InputError, Problem, UsageError
 
-HELP = 'classification (mAP, CP/CR/CF1, OP/OR/OF1) or detection (AP, CorLoc) metrics'
+HELP = ('classification (mAP, CP/CR/CF1, OP/OR/OF1), detection (AP, CorLoc) or segmentation '
+        '(OA, F1, IoU) metrics')
 
 
 def add_arguments(p):
-    from caffe_mlic.evaluation import classification, detection
+    from caffe_mlic.evaluation import classification, detection, segmentation
     add = subcommands(p)
     c = add('cls', run_cls, 'multi-label metrics of saved scores or of a trained net',
             classification.__doc__)
@@ -46,6 +47,31 @@ def add_arguments(p):
     d.add_argument('--results', required=True, metavar='DIR',
                    help='folder of comp4_det_<set>_<class>.txt files')
     d.add_argument('--json', metavar='OUT', help='write the metrics as JSON')
+
+    s = add('seg', run_seg, 'semantic labeling: OA, per-class F1 and IoU, mF1, mIoU of label maps',
+            segmentation.__doc__)
+    s.add_argument('--pred', required=True, metavar='DIR', help='predicted label maps (index or colour PNGs)')
+    s.add_argument('--gt', required=True, metavar='DIR',
+                   help='ground-truth label maps (index or colour-coded): X.<ext> or X_<suffix>.<ext> '
+                        'for the prediction X.png')
+    s.add_argument('--gt-suffix', metavar='SUFFIX',
+                   help='pair X.png only with X<SUFFIX>.<ext> (e.g. _noBoundary)')
+    s.add_argument('--palette', default='isprs', metavar='isprs|FILE',
+                   help='class names and colours: the built-in ISPRS one (default) or a file of '
+                        '"name R G B" lines')
+    s.add_argument('--classes', type=int, metavar='K',
+                   help="number of classes (default: the palette's, 6 for ISPRS)")
+    s.add_argument('--eroded', action='store_true',
+                   help="erode the ground truth's class boundaries (ignored pixels), as the "
+                        "benchmark's noBoundary references")
+    s.add_argument('--erode-radius', type=int, metavar='PX',
+                   help='with --eroded: radius of the disc (default 3)')
+    s.add_argument('--json', metavar='OUT',
+                   help='write the metrics as JSON (and, unless given, the confusion as '
+                        '<stem>.confusion.csv and .png beside it)')
+    s.add_argument('--confusion-csv', metavar='OUT.csv', help='write the confusion matrix as CSV')
+    s.add_argument('--confusion-png', metavar='OUT.png',
+                   help='plot the row-normalised confusion matrix')
 
 
 def _fmt(value, width=6):
@@ -151,3 +177,55 @@ def run_det(args):
     print('AP07 %s %%, AP %s %%, CorLoc %s %% over %d images'
           % (_fmt(result['AP07'], 0), _fmt(result['AP'], 0), _fmt(result['CorLoc'], 0),
              len(gt.image_ids)))
+
+
+def _seg_outputs(args):
+    """(csv path, png path) of the confusion: as given, else beside --json."""
+    stem = os.path.splitext(args.json)[0] if args.json else None
+    csv_path = args.confusion_csv or (stem + '.confusion.csv' if stem else None)
+    png_path = args.confusion_png or (stem + '.confusion.png' if stem else None)
+    return csv_path, png_path
+
+
+def run_seg(args):
+    from caffe_mlic.evaluation import segmentation, write_json
+    from caffe_mlic.labelmaps import load_palette
+    if args.classes is not None and not 1 <= args.classes <= 255:
+        raise UsageError('--classes must be 1-255, got %d' % args.classes)
+    if args.erode_radius is not None and not args.eroded:
+        raise UsageError('--erode-radius goes with --eroded')
+    radius = 3 if args.erode_radius is None else args.erode_radius
+    if radius < 0:
+        raise UsageError('--erode-radius must be >= 0, got %d' % radius)
+    palette = load_palette(args.palette)
+    num_classes = args.classes or len(palette)
+    conf, images, unscored = segmentation.evaluate_dirs(args.pred, args.gt, palette, num_classes, args.eroded,
+                                                        radius, gt_suffix=args.gt_suffix)
+    names = segmentation.class_names(palette, num_classes)
+    result = segmentation.metrics(conf, names)
+    result.update(prediction_dir=args.pred, ground_truth_dir=args.gt, palette=palette.source,
+                  eroded=args.eroded, erode_radius=radius if args.eroded else None, images=images,
+                  not_scored=unscored)
+    csv_path, png_path = _seg_outputs(args)
+    if csv_path:
+        segmentation.write_confusion_csv(csv_path, conf, names)
+    if png_path:
+        segmentation.plot_confusion(png_path, conf, names)
+    if args.json:
+        write_json(args.json, result)
+    width = max(12, max(len(n) for n in names))
+    print('%-*s %6s %6s %6s %6s %12s' % (width, 'class', 'P', 'R', 'F1', 'IoU', 'gt pixels'))
+    for k, name in enumerate(names):
+        print('%-*s %s %s %s %s %12d' % (width, name, _fmt(result['precision'][k]), _fmt(result['recall'][k]),
+                                         _fmt(result['F1'][k]), _fmt(result['IoU'][k]),
+                                         result['gt_pixels'][k]))
+    scored = '%d pixels of %d images' % (result['pixels'], len(images))
+    if args.eroded:
+        scored += ', class boundaries eroded (radius %d px)' % radius
+    print('%-7s %s %% over %s' % ('OA', _fmt(result['OA']), scored))
+    for key in ('mF1', 'mF1_all', 'mIoU'):
+        print('%-7s %s %% over %s' % (key, _fmt(result[key]), result['means'][key]))
+    if unscored:
+        print('not scored: %d ground-truth maps in %s have no prediction (%s%s)'
+              % (len(unscored), args.gt, ', '.join(os.path.basename(p) for p in unscored[:5]),
+                 ' ...' if len(unscored) > 5 else ''))
