@@ -80,3 +80,21 @@ def deploy_settings(cfg):
     ((BGR pixel - mean) * input_scale), written beside the nets."""
     return dict(num_classes=cfg.num_classes, bbox_num=cfg.bbox_num, teacher_size=cfg.teacher_size,
                 student_size=cfg.student_size, mean=list(cfg.mean), input_scale=cfg.input_scale)
+
+
+def generate_scasnet(out_dir, configs, max_iter=None, base_lr=None, solver_type=None, random_seed=None,
+                     snapshot_dir='snapshots/scasnet'):
+    """Write, for each ScasConfig in ``configs``, <variant>_scasnet_deploy,
+    _train and _solver prototxts under out_dir (all or nothing); the
+    overrides as for generate. Returns the paths written."""
+    from caffe_mlic.netspec.scasnet import scasnet_deploy, scasnet_train
+    from caffe_mlic.netspec.solvers import SCASNET_SOLVERS, solver_proto
+    texts = {}
+    for cfg in configs:
+        base = os.path.join(out_dir, '%s_scasnet_' % cfg.variant)
+        spec = solver_overrides(SCASNET_SOLVERS[cfg.variant], max_iter, base_lr, solver_type, random_seed)
+        texts[base + 'deploy.prototxt'] = prototxt.to_text(scasnet_deploy(cfg))
+        texts[base + 'train.prototxt'] = prototxt.to_text(scasnet_train(cfg))
+        texts[base + 'solver.prototxt'] = prototxt.to_text(solver_proto(
+            base + 'train.prototxt', spec, os.path.join(snapshot_dir, cfg.variant + '_scasnet')))
+    return write_files(texts)

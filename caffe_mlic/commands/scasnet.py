@@ -3,18 +3,22 @@
     caffe-mlic scasnet netgen -o prototxt/scasnet                  # the released deploy nets
     caffe-mlic scasnet netgen -o nets --classes 5 --input-size 512 --variant resnet
 
-Writes <variant>_scasnet_deploy.prototxt for each variant asked: with the
-release's parameters these are the released VGG_ScasNet and ResNet_ScasNet
-(BN as stock BatchNorm + Scale); the Interp sizes follow --input-size.
+Writes <variant>_scasnet_deploy.prototxt, _train.prototxt and _solver.prototxt
+for each variant asked. With the release's parameters the deploy nets are
+the released VGG_ScasNet and ResNet_ScasNet (BN as stock BatchNorm + Scale);
+the Interp sizes follow --input-size. The train nets read `image label`
+datalists (SegmentationData: random crops of the input size, scale jitter,
+both flips; the TEST phase the centre crops of --val-list) into
+SoftmaxWithLoss ignoring label 255; the solvers use DeepLab-v2's poly decay.
 """
 from caffe_mlic.commands import subcommands
 
-HELP = 'ScasNet: generate its deploy nets'
+HELP = 'ScasNet: generate its nets'
 
 
 def add_arguments(p):
     add = subcommands(p)
-    g = add('netgen', run_netgen, 'write the ScasNet deploy nets', __doc__)
+    g = add('netgen', run_netgen, 'write the ScasNet deploy and train nets and solvers', __doc__)
     g.add_argument('-o', '--out', required=True, metavar='DIR', help='output folder')
     g.add_argument('--variant', choices=('vgg', 'resnet', 'both'), default='both')
     g.add_argument('--classes', type=int, default=6, help='number of classes (6)')
@@ -28,21 +32,37 @@ def add_arguments(p):
                    help='tiny: few channels, for CPU runs')
     g.add_argument('--resnet-blocks', type=int, nargs=4, default=[3, 4, 23, 3], metavar='N',
                    help='ResNet bottlenecks per block, conv2_x .. conv5_x (3 4 23 3)')
+    t = g.add_argument_group('train nets and solvers')
+    t.add_argument('--train-list', default='data/isprs/train.txt', help='TRAIN datalist (image label lines)')
+    t.add_argument('--val-list', default='data/isprs/val.txt', help='TEST-phase datalist')
+    t.add_argument('--root-folder', default='', help='prefix of the datalists\' paths')
+    t.add_argument('--batch-size', type=int, default=4, help='TRAIN crops per batch (4)')
+    t.add_argument('--bn-trainable', action='store_true',
+                   help='ResNet: learn the batch norms (batch statistics in TRAIN) instead of freezing them')
+    t.add_argument('--dropout', type=float, default=0.5, help='dropout after the context convs (0.5)')
+    t.add_argument('--input-scale', type=float, default=1.0,
+                   help='multiply the mean-subtracted pixels (1; about 0.017 for nets from scratch)')
+    t.add_argument('--data-seed', type=int, default=0, help="the data layer's seed")
+    t.add_argument('--workers', type=int, default=2, help='data worker processes (0: in-process)')
+    t.add_argument('--max-iter', type=int, help='iterations (default: 20000)')
+    t.add_argument('--base-lr', type=float, help='base learning rate (VGG 1e-3, ResNet 1e-2)')
+    t.add_argument('--solver-type', choices=('SGD', 'Adam'), help='solver (SGD)')
+    t.add_argument('--random-seed', type=int, help="Caffe's seed for fillers and dropout")
 
 
 def run_netgen(args):
-    import os
-    from caffe_mlic import prototxt
-    from caffe_mlic.fileio import write_files
-    from caffe_mlic.netspec.scasnet import ScasConfig, scasnet_deploy
+    from caffe_mlic.netgen import generate_scasnet
+    from caffe_mlic.netspec.scasnet import ScasConfig
     variants = ('vgg', 'resnet') if args.variant == 'both' else (args.variant,)
-    texts = {}
-    for variant in variants:
-        cfg = ScasConfig.release(variant=variant, num_classes=args.classes, input_size=args.input_size,
-                                 dilations=tuple(args.dilations), backbone=args.backbone,
-                                 refine=tuple(args.refine) if args.refine else None,
-                                 resnet_blocks=tuple(args.resnet_blocks))
-        path = os.path.join(args.out, '%s_scasnet_deploy.prototxt' % variant)
-        texts[path] = prototxt.to_text(scasnet_deploy(cfg))
-    for path in write_files(texts):
+    configs = [ScasConfig.release(variant=variant, num_classes=args.classes, input_size=args.input_size,
+                                  dilations=tuple(args.dilations), backbone=args.backbone,
+                                  refine=tuple(args.refine) if args.refine else None,
+                                  resnet_blocks=tuple(args.resnet_blocks), bn_frozen=not args.bn_trainable,
+                                  dropout_ratio=args.dropout, train_list=args.train_list,
+                                  val_list=args.val_list, root_folder=args.root_folder,
+                                  batch_size=args.batch_size, input_scale=args.input_scale,
+                                  data_seed=args.data_seed, workers=args.workers)
+               for variant in variants]
+    for path in generate_scasnet(args.out, configs, args.max_iter, args.base_lr, args.solver_type,
+                                 args.random_seed):
         print(path)

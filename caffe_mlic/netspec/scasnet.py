@@ -20,7 +20,8 @@ from caffe import layers as L
 from caffe import params as P
 
 from caffe_mlic.errors import UsageError
-from caffe_mlic.netspec.blocks import max_pool, netspec_to_proto, python_layer
+from caffe_mlic.labelmaps import IGNORE_LABEL
+from caffe_mlic.netspec.blocks import insert_after, layer_proto, max_pool, netspec_to_proto, python_layer
 from caffe_mlic.netspec.vgg import DEEPLAB_POOLING, TINY_WIDTHS, VGG16_BLOCKS, VGG16_WIDTHS, vgg16_convs
 
 ZERO_BIAS = dict(type='constant', value=0)
@@ -29,6 +30,10 @@ FROZEN_SCALE = [dict(lr_mult=0, decay_mult=0)] * 2       # Scale: slope, bias
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.95
 RESNET101_BLOCKS = (3, 4, 23, 3)                         # conv2_x .. conv5_x
+IMAGENET_MEAN = (104.008, 116.669, 122.675)
+# Train nets: He init on every conv (a backbone from DeepLab / PSPNet weights
+# overwrites its part; the rest has no pretrained model).
+TRAIN_FILLER = dict(type='msra')
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,18 @@ class ScasConfig:
     resnet_blocks: tuple = RESNET101_BLOCKS
     bn_frozen: bool = True                   # ResNet: BN statistics and Scale fixed
     dropout_ratio: float = 0.5
+    # the train net's data (SegmentationData); not part of the deploy nets
+    train_list: str = 'data/isprs/train.txt'
+    val_list: str = 'data/isprs/val.txt'      # the TEST phase: loss and pixel accuracy
+    root_folder: str = ''
+    batch_size: int = 4
+    val_batch_size: int = 4
+    mean: tuple = IMAGENET_MEAN               # BGR, subtracted (DeepLab-v2 / PSPNet use it)
+    input_scale: float = 1.0                  # then multiplied (nets from scratch: about 1/58)
+    scale_factors: tuple = (0.75, 1.0, 1.25)  # TRAIN scale jitter
+    palette: str = 'isprs'
+    data_seed: int = 0
+    workers: int = 2
 
     @classmethod
     def release(cls, **overrides):
@@ -114,6 +131,14 @@ class ScasConfig:
             bad('resnet_blocks', 'must be four positive integers (conv2_x .. conv5_x)')
         if not 0 <= self.dropout_ratio < 1:
             bad('dropout_ratio', 'must be in [0, 1)')
+        for key in ('batch_size', 'val_batch_size'):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                bad(key, 'must be a positive integer')
+        if len(self.mean) not in (1, 3):
+            bad('mean', 'needs 1 or 3 values (B, G, R)')
+        if not self.scale_factors or not all(f > 0 for f in self.scale_factors):
+            bad('scale_factors', 'must be positive numbers')
         outputs = block_outputs(self)
         taps = list(self.taps)
         if not taps or any(t not in outputs for t in taps) or \
@@ -171,8 +196,11 @@ def resolutions(cfg):
 class Builder:
     """Adds the layers of one variant to a NetSpec, named and written as released."""
 
-    def __init__(self, n, cfg):
+    def __init__(self, n, cfg, train=False):
         self.n, self.cfg, self.variant = n, cfg, VARIANTS[cfg.variant]
+        self.train = train
+        # train nets: fillers on every conv
+        self.filler = dict(weight_filler=TRAIN_FILLER) if train else {}
 
     def add(self, name, top):
         setattr(self.n, name, top)
@@ -182,7 +210,7 @@ class Builder:
              bias=False, relu_name=None, **extra):
         """A conv as the variant writes it (then BN and ReLU as asked): with
         batch norm, no bias unless ``bias`` (then the variant's bias filler)."""
-        kw = dict(num_output=nout, pad=pad, kernel_size=kernel, stride=stride, **extra)
+        kw = dict(num_output=nout, pad=pad, kernel_size=kernel, stride=stride, **self.filler, **extra)
         if dilation != 1:
             kw['dilation'] = dilation
         if self.variant.batch_norm:
@@ -201,11 +229,14 @@ class Builder:
         (<name>/scale), in place; frozen: global statistics, nothing learned."""
         if not self.variant.batch_norm:
             return
-        frozen = self.cfg.bn_frozen
+        frozen = self.cfg.bn_frozen or not self.train
         # PSPNet's momentum 0.95 is BatchNorm's moving_average_fraction; its
-        # slope / bias fillers (1, 0) are the Scale's.
-        bn = L.BatchNorm(top, in_place=True, name=name + '/bn', use_global_stats=frozen, eps=BN_EPS,
-                         moving_average_fraction=BN_MOMENTUM, **(dict(param=FROZEN_BN) if frozen else {}))
+        # slope / bias fillers (1, 0) are the Scale's. Not frozen (a train
+        # net): no use_global_stats, so Caffe uses the batch's statistics in
+        # TRAIN and the stored ones in TEST, and the Scale learns.
+        stats = dict(use_global_stats=True, param=FROZEN_BN) if frozen else {}
+        bn = L.BatchNorm(top, in_place=True, name=name + '/bn', eps=BN_EPS,
+                         moving_average_fraction=BN_MOMENTUM, **stats)
         self.add('_bn_' + name, bn)
         scale = L.Scale(bn, in_place=True, name=name + '/scale', bias_term=True,
                         filler=dict(type='constant', value=1), bias_filler=ZERO_BIAS,
@@ -229,7 +260,7 @@ class Builder:
 
     def vgg(self, data, widths):
         vgg16_convs(self.n, data, widths, pools=5, learn=None, pooling=DEEPLAB_POOLING,
-                    dilations=(1, 1, 1, 1, 2))
+                    dilations=(1, 1, 1, 1, 2), filler=TRAIN_FILLER if self.train else None)
         return self.n.pool5
 
     def resnet(self, data, base):
@@ -262,7 +293,7 @@ class Builder:
         reduced = []
         for i, d in enumerate(self.cfg.dilations, 1):
             name = 'fc6_%d' % i
-            kw = dict(num_output=widths.context, pad=d, kernel_size=3, dilation=d)
+            kw = dict(num_output=widths.context, pad=d, kernel_size=3, dilation=d, **self.filler)
             if self.variant.bias_filler:
                 kw['bias_filler'] = self.variant.bias_filler
             top = self.add(name, L.Convolution(pool5, **kw))
@@ -307,28 +338,68 @@ class Builder:
         bias = dict(bias_filler=self.variant.bias_filler) if self.variant.bias_filler else {}
         name = self.variant.head
         top = self.add(name, L.Convolution(top, num_output=widths.head, kernel_size=3, stride=1, pad=1,
-                                           **learn, **bias))
+                                           **learn, **bias, **self.filler))
         self.batch_norm(name, top)
         self.add('_relu_' + name, L.ReLU(top, in_place=True, name=name + '/relu'))
         scores = self.add('conv6_funetuning_fpn', L.Convolution(
-            top, num_output=self.cfg.num_classes, kernel_size=1, stride=1, **learn, **bias))
+            top, num_output=self.cfg.num_classes, kernel_size=1, stride=1, **learn, **bias, **self.filler))
         return self.interp('conv6_interp', scores, self.cfg.input_size)
+
+
+def _body(n, cfg, data, train=False):
+    """Backbone, context, cascade, refinement and head on ``data``: the
+    scores at S x S (conv6_interp)."""
+    vgg_widths, resnet_base, widths = SCAS_BACKBONES[cfg.backbone]
+    build = Builder(n, cfg, train)
+    pool5 = build.vgg(data, vgg_widths) if cfg.variant == 'vgg' else build.resnet(data, resnet_base)
+    top = build.cascade(build.context(pool5, widths), widths)
+    return build.head(build.refine(top, widths), widths)
 
 
 def scasnet_deploy(cfg):
     """A ScasNet for inference: data (1, 3, S, S) -> conv6_interp, the class
     scores at S x S (no softmax, as released)."""
     cfg.validate()
-    vgg_widths, resnet_base, widths = SCAS_BACKBONES[cfg.backbone]
     n = caffe.NetSpec()
     n.data = L.Input()
-    build = Builder(n, cfg)
-    pool5 = build.vgg(n.data, vgg_widths) if cfg.variant == 'vgg' else build.resnet(n.data, resnet_base)
-    top = build.cascade(build.context(pool5, widths), widths)
-    build.head(build.refine(top, widths), widths)
+    _body(n, cfg, n.data)
     proto = netspec_to_proto(n, VARIANTS[cfg.variant].name,
                              inputs=[('data', [1, 3, cfg.input_size, cfg.input_size])])
     del proto.layer[0]            # the Input layer: the blob comes from `input:`
+    return proto
+
+
+def _seg_data(cfg, train):
+    """SegmentationData's parameters for the TRAIN (train_list: random
+    crops, scale jitter, both flips) or TEST phase (val_list: centre crops)."""
+    p = dict(source=cfg.train_list if train else cfg.val_list, root_folder=cfg.root_folder,
+             batch_size=cfg.batch_size if train else cfg.val_batch_size, crop_size=cfg.input_size,
+             num_classes=cfg.num_classes, shuffle=train, mean_value=list(cfg.mean), palette=cfg.palette)
+    if train:
+        p.update(mirror=True, vertical_flip=True, scale_factors=list(cfg.scale_factors), seed=cfg.data_seed)
+    if cfg.workers != 2:
+        p['workers'] = cfg.workers
+    if cfg.input_scale != 1.0:
+        p['scale'] = cfg.input_scale
+    return p
+
+
+def scasnet_train(cfg):
+    """A ScasNet to train: SegmentationData (crops of input_size) -> the
+    deploy net's layers (with fillers; BN learned unless bn_frozen) ->
+    SoftmaxWithLoss ignoring 255; TEST also reports pixel accuracy."""
+    cfg.validate()
+    n = caffe.NetSpec()
+    n.data, n.label = python_layer('SegmentationData', [], _seg_data(cfg, True), ntop=2,
+                                   include=dict(phase=caffe.TRAIN))
+    test_data = layer_proto(python_layer('SegmentationData', [], _seg_data(cfg, False), ntop=2,
+                                         include=dict(phase=caffe.TEST), name='data'), ['data', 'label'])
+    scores = _body(n, cfg, n.data, train=True)
+    ignore = dict(ignore_label=IGNORE_LABEL)
+    n.loss = L.SoftmaxWithLoss(scores, n.label, loss_param=dict(ignore_label=IGNORE_LABEL, normalization=P.Loss.VALID))
+    n.accuracy = L.Accuracy(scores, n.label, accuracy_param=ignore, include=dict(phase=caffe.TEST))
+    proto = netspec_to_proto(n, VARIANTS[cfg.variant].name + '_train')
+    insert_after(proto, 'data', test_data)
     return proto
 
 

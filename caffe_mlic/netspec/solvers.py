@@ -29,6 +29,8 @@ class SolverSpec:
     iter_size: int = 1
     type: str = 'SGD'   # or 'Adam' (momentum2 0.999), e.g. for tiny nets from scratch
     random_seed: int = -1  # >= 0: Caffe seeds fillers and dropout with it (reproducible runs)
+    lr_policy: str = 'step'  # or 'poly': base_lr (1 - iter / max_iter) ^ power
+    power: float = 0.9
 
 
 SOLVERS = {
@@ -45,9 +47,21 @@ SOLVERS = {
 }
 
 
+# ScasNet (the release has no solver): DeepLab-v2's recipe, poly decay with
+# power 0.9, momentum 0.9, weight decay 5e-4; base_lr 1e-3 for VGG (DeepLab-v2)
+# and 1e-2 for the ResNet with its BN (PSPNet).
+SCASNET_SOLVERS = {
+    'vgg': SolverSpec(base_lr=1e-3, stepsize=0, max_iter=20000, lr_policy='poly', test_interval=1000,
+                      test_iter=20, snapshot=2000),
+    'resnet': SolverSpec(base_lr=1e-2, stepsize=0, max_iter=20000, lr_policy='poly', test_interval=1000,
+                         test_iter=20, snapshot=2000),
+}
+
+
 def solver_proto(net_path, spec, snapshot_prefix):
-    fields = dict(base_lr=spec.base_lr, lr_policy='step', gamma=spec.gamma, stepsize=spec.stepsize,
-                  momentum=spec.momentum, weight_decay=spec.weight_decay, max_iter=spec.max_iter,
+    schedule = (dict(lr_policy='poly', power=spec.power) if spec.lr_policy == 'poly' else
+                dict(lr_policy='step', gamma=spec.gamma, stepsize=spec.stepsize))
+    fields = dict(base_lr=spec.base_lr, **schedule, momentum=spec.momentum, weight_decay=spec.weight_decay, max_iter=spec.max_iter,
                   display=spec.display, average_loss=spec.display, iter_size=spec.iter_size,
                   test_iter=[spec.test_iter], test_interval=spec.test_interval,
                   test_initialization=False, snapshot=spec.snapshot,
