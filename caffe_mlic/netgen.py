@@ -90,6 +90,15 @@ def generate_scasnet(out_dir, configs, max_iter=None, base_lr=None, solver_type=
     from caffe_mlic.netspec.scasnet import scasnet_deploy, scasnet_train
     from caffe_mlic.netspec.solvers import SCASNET_SOLVERS, solver_proto
     texts = {}
+    first = configs[0]
+    if any((c.mean, c.input_scale, c.num_classes) != (first.mean, first.input_scale, first.num_classes)
+           for c in configs):
+        raise UsageError('the variants written together must share mean, input_scale and num_classes '
+                         '(one deploy.json)')
+    # What inference needs beyond the nets: the data layer's preprocessing.
+    texts[os.path.join(out_dir, DEPLOY_SETTINGS)] = json.dumps(json_ready(dict(
+        num_classes=first.num_classes, mean=list(first.mean), input_scale=first.input_scale)),
+        indent=1, sort_keys=True) + '\n'
     for cfg in configs:
         base = os.path.join(out_dir, '%s_scasnet_' % cfg.variant)
         spec = solver_overrides(SCASNET_SOLVERS[cfg.variant], max_iter, base_lr, solver_type, random_seed)

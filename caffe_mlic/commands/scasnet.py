@@ -2,6 +2,8 @@
 
     caffe-mlic scasnet netgen -o prototxt/scasnet                  # the released deploy nets
     caffe-mlic scasnet netgen -o nets --classes 5 --input-size 512 --variant resnet
+    caffe-mlic scasnet infer --net nets/vgg_scasnet_deploy.prototxt --weights vgg.caffemodel \
+        tiles/*.tif -o predictions [--stride 267] [--flip]
 
 Writes <variant>_scasnet_deploy.prototxt, _train.prototxt and _solver.prototxt
 for each variant asked. With the release's parameters the deploy nets are
@@ -32,6 +34,7 @@ def add_arguments(p):
                    help='tiny: few channels, for CPU runs')
     g.add_argument('--resnet-blocks', type=int, nargs=4, default=[3, 4, 23, 3], metavar='N',
                    help='ResNet bottlenecks per block, conv2_x .. conv5_x (3 4 23 3)')
+    add_infer(add)
     t = g.add_argument_group('train nets and solvers')
     t.add_argument('--train-list', default='data/isprs/train.txt', help='TRAIN datalist (image label lines)')
     t.add_argument('--val-list', default='data/isprs/val.txt', help='TEST-phase datalist')
@@ -48,6 +51,79 @@ def add_arguments(p):
     t.add_argument('--base-lr', type=float, help='base learning rate (VGG 1e-3, ResNet 1e-2)')
     t.add_argument('--solver-type', choices=('SGD', 'Adam'), help='solver (SGD)')
     t.add_argument('--random-seed', type=int, help="Caffe's seed for fillers and dropout")
+
+
+def add_infer(add):
+    i = add('infer', run_infer, 'label images of any size with a trained ScasNet (sliding window)',
+            INFER_DOC)
+    i.add_argument('--net', required=True, help='ScasNet deploy prototxt')
+    i.add_argument('--weights', required=True, help='trained caffemodel')
+    i.add_argument('images', nargs='+', metavar='IMAGE', help='image files or folders of images')
+    i.add_argument('-o', '--out', required=True, metavar='DIR', help='output folder')
+    i.add_argument('--tile', type=int, help="tile side (default and only choice: the net's input size)")
+    i.add_argument('--stride', type=int, help='tile stride (default: two thirds of the tile, 267 for 400)')
+    i.add_argument('--flip', action='store_true', help='also run each tile flipped left-right and up-down')
+    i.add_argument('--palette', default='isprs', help="colours of the classes: 'isprs' or a palette file")
+    i.add_argument('--settings', metavar='deploy.json', help='preprocessing (default: beside the net)')
+
+
+INFER_DOC = """Sliding-window inference: every image, whatever its size, is covered by
+overlapping tiles of the net's input size (the last ones aligned with the
+edges; images smaller than a tile are padded with the mean); the softmax
+probabilities of overlapping tiles are averaged. Writes, per image X:
+DIR/labels/X.png (class indices: `caffe-mlic eval seg --pred DIR/labels`),
+DIR/color/X.png (palette colours) and DIR/overlay/X.jpg (colours over the image).
+"""
+
+
+def run_infer(args):
+    import os
+    from caffe_mlic.errors import InputError, UsageError
+    from caffe_mlic.fileio import atomic_write
+    from caffe_mlic.imageio import image_size, read_image
+    from caffe_mlic.inference.segmenter import Segmenter, overlay
+    from caffe_mlic.inference.settings import load_settings
+    from caffe_mlic.labelmaps import index_to_colour, load_palette, write_colour_png, write_label_png
+    from caffe_mlic.progress import progress
+    from caffe_mlic.proposals import expand_images
+    import cv2
+    for path in (args.net, args.weights):
+        if not os.path.isfile(path):
+            raise InputError('%s: no such file' % path)
+    images = expand_images(args.images)
+    if not images:
+        raise InputError('no image files in %s' % ', '.join(args.images))
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in images]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:
+        raise UsageError('two images would write the same outputs: %s' % ', '.join(twice))
+    palette = load_palette(args.palette)
+    model = Segmenter(args.net, args.weights, load_settings(args.net, args.settings), args.tile)
+    stride = args.stride or max(1, round(model.tile * 2 / 3))
+    if not 1 <= stride <= model.tile:
+        raise UsageError('argument --stride: must be 1 to the tile (%d), got %d' % (model.tile, stride))
+    total = 0
+    for path in images:
+        try:
+            w, h = image_size(path)
+        except Exception as e:
+            raise InputError('%s: cannot read image (%s)' % (path, e))
+        total += len(model.tiles(h, w, stride)) * (3 if args.flip else 1)
+    bar = progress(total=total, desc='scasnet infer', unit='tile')
+    for path, stem in zip(images, stems):
+        image = read_image(path)
+        probabilities = model.probabilities(image, stride, args.flip,
+                                            on_tile=lambda: bar.update(3 if args.flip else 1))
+        labels = probabilities.argmax(axis=0).astype('uint8')
+        write_label_png(os.path.join(args.out, 'labels', stem + '.png'), labels)
+        write_colour_png(os.path.join(args.out, 'color', stem + '.png'), labels, palette)
+        blended = overlay(image, index_to_colour(labels, palette))
+        ok, jpg = cv2.imencode('.jpg', blended, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        with atomic_write(os.path.join(args.out, 'overlay', stem + '.jpg'), 'wb') as f:
+            f.write(jpg.tobytes())
+    bar.close()
+    print('labelled %d images (%d tiles of %d px, stride %d%s) -> %s'
+          % (len(images), total, model.tile, stride, ', flipped too' if args.flip else '', args.out))
 
 
 def run_netgen(args):

@@ -1,0 +1,106 @@
+"""ScasNet on images of any size: sliding-window inference.
+
+The deploy net takes one tile x tile input (its Interp sizes are written for
+that size). An image is covered by tiles at 0, stride, 2 stride, ... along
+each axis, the last one moved back to end at the image's edge; an image
+smaller than a tile is padded at the bottom / right with the mean (0 after
+normalisation). Each tile's class scores go through a softmax and the
+probabilities are averaged where tiles overlap. With ``flip`` each tile is
+also run flipped left-right and up-down (aerial images have no up) and the
+three are averaged.
+"""
+import numpy as np
+
+from caffe_mlic.errors import InputError, UsageError
+
+OUTPUT_BLOB = 'conv6_interp'
+
+
+def tile_starts(size, tile, stride):
+    """Tile offsets along one axis of ``size`` (>= tile) px: 0, stride, ...
+    and a last one ending at the edge."""
+    starts = list(range(0, size - tile + 1, stride))
+    if starts[-1] != size - tile:
+        starts.append(size - tile)
+    return starts
+
+
+def softmax(scores, axis=0):
+    e = np.exp(scores - scores.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def normalise(image_bgr, mean, scale):
+    """(3, H, W) float32: (BGR pixel - mean) * scale."""
+    blob = image_bgr.astype(np.float32).transpose(2, 0, 1)
+    blob -= np.asarray(mean, np.float32)[:, None, None]
+    if scale != 1.0:
+        blob *= np.float32(scale)
+    return blob
+
+
+class Segmenter:
+    """A ScasNet deploy net (input ``data`` 1x3xSxS, scores ``conv6_interp``)
+    with its weights and preprocessing (DeploySettings)."""
+
+    def __init__(self, net_path, weights, settings, tile=None, output=OUTPUT_BLOB):
+        from caffe_mlic import prototxt
+        proto = prototxt.read_net(net_path)
+        if list(proto.input) != ['data'] or len(proto.input_dim) != 4 or proto.input_dim[2] != proto.input_dim[3]:
+            raise InputError('%s: not a ScasNet deploy net (expected one square input "data", got %s)'
+                             % (net_path, list(proto.input) or 'none'))
+        self.tile = int(proto.input_dim[2])
+        if tile is not None and tile != self.tile:
+            raise UsageError('--tile %d: the net %s takes %dx%d tiles (its Interp sizes are fixed); '
+                             'regenerate it with `caffe-mlic scasnet netgen --input-size %d`'
+                             % (tile, net_path, self.tile, self.tile, tile), 'tile')
+        self.net = prototxt.caffe_net(net_path, 'TEST', weights=weights)
+        if output not in self.net.blobs:
+            raise InputError('%s: no %r blob (the class scores)' % (net_path, output))
+        self.output, self.settings = output, settings
+        self.num_classes = self.net.blobs[output].data.shape[1]
+
+    def tiles(self, height, width, stride):
+        """(y, x) of every tile over a height x width image (padded up to a tile)."""
+        h, w = max(height, self.tile), max(width, self.tile)
+        return [(y, x) for y in tile_starts(h, self.tile, stride) for x in tile_starts(w, self.tile, stride)]
+
+    def tile_probabilities(self, blob, flip=False):
+        """(K, t, t) softmax probabilities of one (3, t, t) tile."""
+        views = [(lambda a: a, lambda a: a)]
+        if flip:
+            views += [(lambda a: a[..., ::-1], lambda a: a[..., ::-1]),
+                      (lambda a: a[..., ::-1, :], lambda a: a[..., ::-1, :])]
+        total = 0
+        for forward_view, back in views:
+            self.net.blobs['data'].data[0] = forward_view(blob)
+            scores = self.net.forward()[self.output][0]
+            total = total + back(softmax(scores))
+        return total / len(views)
+
+    def probabilities(self, image_bgr, stride, flip=False, on_tile=None):
+        """(K, H, W) float32 class probabilities of a BGR uint8 image."""
+        if stride < 1:
+            raise UsageError('stride must be >= 1, got %d' % stride, 'stride')
+        height, width = image_bgr.shape[:2]
+        t = self.tile
+        blob = normalise(image_bgr, self.settings.mean, self.settings.input_scale)
+        h, w = max(height, t), max(width, t)
+        if (h, w) != (height, width):
+            padded = np.zeros((3, h, w), np.float32)       # the mean, once normalised
+            padded[:, :height, :width] = blob
+            blob = padded
+        total = np.zeros((self.num_classes, h, w), np.float32)
+        count = np.zeros((h, w), np.float32)
+        for y, x in self.tiles(height, width, stride):
+            total[:, y:y + t, x:x + t] += self.tile_probabilities(blob[:, y:y + t, x:x + t], flip)
+            count[y:y + t, x:x + t] += 1
+            if on_tile:
+                on_tile()
+        return (total / count)[:, :height, :width]
+
+
+def overlay(image_bgr, colours_rgb, alpha=0.5):
+    """The image with the colour-coded labels blended over it (BGR uint8)."""
+    import cv2
+    return cv2.addWeighted(image_bgr, 1 - alpha, cv2.cvtColor(colours_rgb, cv2.COLOR_RGB2BGR), alpha, 0)
