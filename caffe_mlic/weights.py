@@ -14,16 +14,23 @@ from caffe_mlic.errors import InputError, Problem
 
 def read_weights(path, error=InputError):
     """{layer name: [numpy arrays]} from a .caffemodel, without building its net."""
+    return {name: arrays for name, _, arrays in read_layers(path, error)}
+
+
+def read_layers(path, error=InputError):
+    """[(name, type, [numpy arrays])] of a .caffemodel's layers with weights,
+    in file order. Layers of another fork keep their type (PSPNet's "BN");
+    old V1 ``layers`` entries (DeepLab v1) have their enum's name ("CONVOLUTION")."""
     from caffe.proto import caffe_pb2
     net = parse_message(caffe_pb2.NetParameter(), path, error)
-    layers = list(net.layer) or list(net.layers)  # V2 or the old V1 format
-    out = {}
-    for layer in layers:
-        arrays = [np.asarray(blob.data, dtype=np.float32).reshape(blob_shape(blob))
-                  for blob in layer.blobs]
-        if arrays:
-            out[layer.name] = arrays
-    return out
+    if len(net.layer):
+        layers = [(layer.name, layer.type, layer.blobs) for layer in net.layer]
+    else:
+        v1_type = caffe_pb2.V1LayerParameter.LayerType.Name
+        layers = [(layer.name, v1_type(layer.type), layer.blobs) for layer in net.layers]
+    return [(name, kind, [np.asarray(blob.data, dtype=np.float32).reshape(blob_shape(blob))
+                          for blob in blobs])
+            for name, kind, blobs in layers if len(blobs)]
 
 
 def blob_shape(proto):
@@ -58,7 +65,8 @@ def parse_message(message, path, error=InputError):
     return message
 
 
-def _names(names, most=8):
+def name_list(names, most=8):
+    """'a, b, c' of at most ``most`` names, then 'and N more'."""
     names = list(names)
     return ', '.join(names[:most]) + (' and %d more' % (len(names) - most) if len(names) > most else '')
 
@@ -83,12 +91,12 @@ def check_weights(path, net, complete=False, error=InputError):
     if wanted and len(missing) == len(wanted):
         raise error('%s: fills none of the net\'s %d layers with weights (%s); it has %s: '
                     'the weights of another net?'
-                    % (path, len(wanted), _names(wanted),
-                       'layers %s' % _names(source) if source else 'no weights at all'))
+                    % (path, len(wanted), name_list(wanted),
+                       'layers %s' % name_list(source) if source else 'no weights at all'))
     if complete and missing:
         raise error('%s: has no weights for %d of the net\'s %d layers with weights: %s (the '
                     'weights of another net, or of a part of it?)'
-                    % (path, len(missing), len(wanted), _names(missing)))
+                    % (path, len(missing), len(wanted), name_list(missing)))
     problems = []
     for name, blobs in net.params.items():
         given = source.get(name)

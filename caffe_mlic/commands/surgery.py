@@ -42,5 +42,6 @@ def run(args):
     report = transplant(net, args.sources, args.skip_mismatched)
     with atomic_write(args.out, 'wb') as f:
         f.write(prototxt.net_weights_bytes(net))
-    print('%d copied, %d kept, %d mismatched -> %s' % (len(report['copied']), len(report['kept']),
-                                                       len(report['mismatched']), args.out))
+    print('%d copied, %d kept, %d mismatched, %d source layers unused -> %s'
+          % (len(report['copied']), len(report['kept']), len(report['mismatched']),
+             len(report['unused']), args.out))
