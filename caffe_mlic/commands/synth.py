@@ -1,40 +1,107 @@
-"""Write a synthetic multi-label detection data set in Pascal VOC layout:
-textured shapes with random colours, clutter and occlusion (see
-`caffe_mlic.synth` for what is drawn and the files written)."""
+"""Write a synthetic data set.
+
+--task detection (the default): a multi-label detection set in Pascal VOC
+layout: textured shapes with random colours, clutter and occlusion (see
+`caffe_mlic.synth` for what is drawn and the files written).
+
+--task seg: aerial semantic-labelling tiles in the ISPRS Vaihingen layout:
+roads, buildings, low vegetation, trees, cars and clutter, with shadows and
+overlapping colours (see `caffe_mlic.synth_aerial`): top/, gts_for_participants/,
+gts_eroded_for_participants/, classes.txt, palette.txt and the datalists
+train.txt / val.txt / test.txt (`top/<tile> gts_for_participants/<tile>`).
+
+Options that belong to the other task are refused, not ignored.
+"""
 import argparse
 
 from caffe_mlic.commands.argtypes import float_list, image_size, number_range
+from caffe_mlic.errors import UsageError
 
-HELP = 'write a synthetic multi-label detection set (VOC layout)'
+HELP = 'write a synthetic detection set (VOC layout) or aerial segmentation set (ISPRS layout)'
+TASKS = ('detection', 'seg')
+# options of one task only: library parameter -> its default
+DETECTION_DEFAULTS = {'n_classes': 6, 'objects_per_image': (1, 4), 'size_range': (0.15, 0.45),
+                      'image_size': (384, 288), 'clutter': 4}
+SEG_DEFAULTS = {'tile_size': (1000, 1000)}
+IMAGES_DEFAULT = {'detection': 100, 'seg': 12}
 
 
 class FORMATTER(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+    def _get_help_string(self, action):
+        if action.default is None:  # task-dependent defaults are in the help text
+            return action.help
+        return super()._get_help_string(action)
 
 
 def add_arguments(p):
     from caffe_mlic.synth import SHAPE_NAMES, SHAPES
     p.add_argument('out_dir', metavar='OUT_DIR')
-    p.add_argument('--images', type=int, default=100, dest='n_images', help='number of images')
-    p.add_argument('--classes', type=int, default=6, dest='n_classes',
-                   help='number of classes, at most %d: %s' % (len(SHAPES), ', '.join(SHAPE_NAMES)))
-    p.add_argument('--objects-per-image', type=number_range(int), default='1-4', metavar='LO-HI')
-    p.add_argument('--size-range', type=number_range(float), default='0.15-0.45', metavar='A-B',
-                   help='object diameter as a fraction of the shorter image side')
-    p.add_argument('--image-size', type=image_size, default='384x288', metavar='WxH')
-    p.add_argument('--clutter', type=int, default=4, help='distractor strokes/blobs per image (at most)')
+    p.add_argument('--task', choices=TASKS, default='detection')
+    p.add_argument('--images', type=int, default=None, dest='n_images', metavar='N',
+                   help='number of images (seg: tiles); default 100 (detection), 12 (seg)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--split', type=float_list, default='0.6,0.2,0.2', metavar='TRAIN,VAL,TEST',
                    help='fractions of images per split')
     p.add_argument('--force', action='store_true', help='overwrite a data set already in OUT_DIR')
     p.add_argument('-q', '--quiet', action='store_true')
+    det = p.add_argument_group('detection only')
+    det.add_argument('--classes', type=int, default=None, dest='n_classes',
+                     help='number of classes, at most %d: %s (default 6)'
+                     % (len(SHAPES), ', '.join(SHAPE_NAMES)))
+    det.add_argument('--objects-per-image', type=number_range(int), default=None, metavar='LO-HI',
+                     help='(default 1-4)')
+    det.add_argument('--size-range', type=number_range(float), default=None, metavar='A-B',
+                     help='object diameter as a fraction of the shorter image side (default 0.15-0.45)')
+    det.add_argument('--image-size', type=image_size, default=None, metavar='WxH',
+                     help='(default 384x288)')
+    det.add_argument('--clutter', type=int, default=None,
+                     help='distractor strokes/blobs per image, at most (default 4)')
+    seg = p.add_argument_group('seg only')
+    seg.add_argument('--tile-size', type=image_size, default=None, metavar='WxH',
+                     help='tile size at ~9 cm ground resolution: larger tiles are larger areas, '
+                          'between 64x64 and 4096x4096 (default 1000x1000)')
+
+
+def _resolve(args):
+    """Refuse the other task's options; fill this task's defaults."""
+    own, other = ((DETECTION_DEFAULTS, SEG_DEFAULTS) if args.task == 'detection'
+                  else (SEG_DEFAULTS, DETECTION_DEFAULTS))
+    for name in other:
+        if getattr(args, name) is not None:
+            raise UsageError('only for --task %s, not --task %s'
+                             % ('seg' if args.task == 'detection' else 'detection', args.task), name)
+    for name, default in own.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    if args.n_images is None:
+        args.n_images = IMAGES_DEFAULT[args.task]
 
 
 def run(args):
+    _resolve(args)
+    if args.task == 'seg':
+        return _run_seg(args)
     from caffe_mlic.synth import make_synthetic_voc
+    from caffe_mlic.synth_aerial import holds_data_set
+    if not args.force and holds_data_set(args.out_dir):  # a VOC set, or a seg set (classes.txt)
+        raise UsageError('%s already holds a data set; it is overwritten only with force'
+                         % args.out_dir, 'force')
     classes = make_synthetic_voc(args.out_dir, args.n_images, args.n_classes, args.objects_per_image,
                                  args.size_range, args.image_size, args.clutter, args.seed,
                                  tuple(args.split), force=args.force, show_progress=not args.quiet)
     if not args.quiet:
         print('wrote %d images of %d classes (%s) to %s'
               % (args.n_images, len(classes), ', '.join(classes), args.out_dir))
+
+
+def _run_seg(args):
+    from caffe_mlic.synth_aerial import make_synthetic_aerial
+    summary = make_synthetic_aerial(args.out_dir, args.n_images, args.tile_size, args.seed,
+                                    tuple(args.split), force=args.force, show_progress=not args.quiet)
+    if args.quiet:
+        return
+    sizes = ', '.join('%s %d' % (k, len(v)) for k, v in summary['splits'].items())
+    print('wrote %d tiles of %dx%d px (%s) to %s in %.1f s'
+          % (args.n_images, args.tile_size[0], args.tile_size[1], sizes, args.out_dir, summary['seconds']))
+    print('class shares: ' + ', '.join('%s %.1f%%' % (name, 100 * share)
+                                       for name, share in zip(summary['classes'], summary['shares'])))
