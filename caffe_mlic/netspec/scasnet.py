@@ -22,7 +22,7 @@ from caffe import params as P
 from caffe_mlic.errors import UsageError
 from caffe_mlic.labelmaps import IGNORE_LABEL
 from caffe_mlic.netspec.blocks import insert_after, layer_proto, max_pool, netspec_to_proto, python_layer
-from caffe_mlic.netspec.vgg import DEEPLAB_POOLING, TINY_WIDTHS, VGG16_BLOCKS, VGG16_WIDTHS, vgg16_convs
+from caffe_mlic.netspec.vgg import DEEPLAB_POOLING, VGG16_BLOCKS, VGG16_WIDTHS, vgg16_convs
 
 ZERO_BIAS = dict(type='constant', value=0)
 FROZEN_BN = [dict(lr_mult=0, decay_mult=0)] * 3          # BatchNorm: mean, variance, factor
@@ -34,6 +34,7 @@ IMAGENET_MEAN = (104.008, 116.669, 122.675)
 # Train nets: He init on every conv (a backbone from DeepLab / PSPNet weights
 # overwrites its part; the rest has no pretrained model).
 TRAIN_FILLER = dict(type='msra')
+CLASSIFIER_FILLER = dict(type='gaussian', std=0.01)
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,13 @@ class ScasWidths:
 
 
 RELEASE_WIDTHS = ScasWidths(1024, 512, 256, 128, 64, 256)
-TINY_SCAS_WIDTHS = ScasWidths(32, 16, 8, 8, 4, 8)
+TINY_SCAS_WIDTHS = ScasWidths(64, 32, 16, 16, 8, 16)
+# ScasNet's tiny VGG is wider than the MLIC nets' (4 .. 16): from scratch and
+# without batch norm, its 13 convs with 4-8 channels stay at the label prior.
+SCAS_TINY_VGG = (16, 32, 32, 64, 64)
 # backbone: (VGG conv widths, ResNet stem and bottleneck base width, the widths after it)
 SCAS_BACKBONES = {'release': (VGG16_WIDTHS, 64, RELEASE_WIDTHS),
-                  'tiny': (TINY_WIDTHS, 4, TINY_SCAS_WIDTHS)}
+                  'tiny': (SCAS_TINY_VGG, 4, TINY_SCAS_WIDTHS)}
 
 
 @dataclass(frozen=True)
@@ -341,8 +345,11 @@ class Builder:
                                            **learn, **bias, **self.filler))
         self.batch_norm(name, top)
         self.add('_relu_' + name, L.ReLU(top, in_place=True, name=name + '/relu'))
+        # The classifier starts small (DeepLab's fc8: gaussian 0.01): the
+        # loss starts near the label prior.
+        classifier_filler = dict(weight_filler=CLASSIFIER_FILLER) if self.train else {}
         scores = self.add('conv6_funetuning_fpn', L.Convolution(
-            top, num_output=self.cfg.num_classes, kernel_size=1, stride=1, **learn, **bias, **self.filler))
+            top, num_output=self.cfg.num_classes, kernel_size=1, stride=1, **learn, **bias, **classifier_filler))
         return self.interp('conv6_interp', scores, self.cfg.input_size)
 
 

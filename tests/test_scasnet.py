@@ -1,0 +1,387 @@
+"""ScasNet beyond its deploy nets: the segmentation data layer, the train nets
+and solvers (real `caffe-mlic caffe train`), sliding-window inference, and
+the label-map palette. The deploy nets' equivalence with the released ones
+is in test_netspec_reference.py; eval seg in test_eval_seg.py."""
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from caffe_mlic import prototxt
+from caffe_mlic.datalist import DatalistError
+from caffe_mlic.errors import UsageError
+from caffe_mlic.inference.segmenter import Segmenter, tile_starts
+from caffe_mlic.inference.settings import DeploySettings
+from caffe_mlic.labelmaps import (IGNORE_LABEL, LabelMapError, colour_to_index, index_to_colour, isprs_palette,
+                                  load_palette, read_label_map, write_colour_png, write_label_png)
+from caffe_mlic.layers.data import DataLoadError
+from caffe_mlic.params import LayerError
+from caffe_mlic.train import parse_losses
+from tests import netutil
+
+CLI = os.path.join(os.path.dirname(sys.executable), 'caffe-mlic')
+
+
+# ---------------------------------------------------------------- palette
+
+
+def test_isprs_palette_round_trip_and_black_is_ignored():
+    p = isprs_palette()
+    labels = np.array([[0, 1, 2, 3], [4, 5, IGNORE_LABEL, 0]], np.uint8)
+    rgb = index_to_colour(labels, p)
+    assert tuple(rgb[0, 1]) == (0, 0, 255) and tuple(rgb[1, 0]) == (255, 255, 0)   # building, car
+    assert tuple(rgb[1, 2]) == (0, 0, 0)
+    assert (colour_to_index(rgb, p) == labels).all()
+
+
+def test_colour_and_index_files_round_trip(tmp_path):
+    labels = np.random.default_rng(0).integers(0, 6, (17, 23)).astype(np.uint8)
+    labels[3, 4] = IGNORE_LABEL
+    write_colour_png(str(tmp_path / 'c.png'), labels)
+    write_label_png(str(tmp_path / 'i.png'), labels)
+    assert (read_label_map(str(tmp_path / 'c.png')) == labels).all()
+    assert (read_label_map(str(tmp_path / 'i.png'), 6) == labels).all()
+    with pytest.raises(LabelMapError, match=r'i\.png: a single-channel image, but label_format is "color"'):
+        read_label_map(str(tmp_path / 'i.png'), 6, label_format='color')
+
+
+def test_palette_file(tmp_path):
+    path = tmp_path / 'pal.txt'
+    path.write_text('# two classes\nwater 0 0 200\nland 10 200 10  # green\n')
+    p = load_palette(str(path))
+    assert p.names == ['water', 'land'] and p.colours.tolist() == [[0, 0, 200], [10, 200, 10]]
+    labels = np.array([[0, 1, 1]], np.uint8)
+    write_colour_png(str(tmp_path / 'x.png'), labels, p)
+    assert (read_label_map(str(tmp_path / 'x.png'), palette=str(path)) == labels).all()
+    path.write_text('water 0 0 300\n')
+    with pytest.raises(LabelMapError, match=r'pal\.txt:1: R G B must be integers 0-255, got 0 0 300'):
+        load_palette(str(path))
+    path.write_text('a 1 2 3\nb 1 2 3\n')
+    with pytest.raises(LabelMapError, match='two classes share a colour'):
+        load_palette(str(path))
+
+
+def test_unknown_colour_is_an_error_or_ignored(tmp_path):
+    rgb = index_to_colour(np.zeros((4, 5), np.uint8), isprs_palette())
+    rgb[2, 3] = (12, 34, 56)
+    cv2.imwrite(str(tmp_path / 'bad.png'), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    with pytest.raises(LabelMapError, match=r'bad\.png: 1 pixels have colours outside the isprs palette, '
+                                            r'first at x=3 y=2; colours \(12, 34, 56\)'):
+        read_label_map(str(tmp_path / 'bad.png'))
+    labels = read_label_map(str(tmp_path / 'bad.png'), unknown='ignore')
+    assert labels[2, 3] == IGNORE_LABEL and (np.delete(labels.ravel(), 2 * 5 + 3) == 0).all()
+
+
+def test_index_values_outside_the_classes(tmp_path):
+    labels = np.zeros((3, 3), np.uint8)
+    labels[1, 2] = 7
+    write_label_png(str(tmp_path / 'i.png'), labels)
+    with pytest.raises(LabelMapError, match=r'i\.png: 1 pixels have labels outside the 6 classes .* '
+                                            r'first at x=2 y=1; values 7'):
+        read_label_map(str(tmp_path / 'i.png'), 6)
+
+
+# ---------------------------------------------------------------- data layer
+
+
+def write_pairs(folder, sizes, colour=True, seed=0, block=8):
+    """Images with a label map each ((h, w) per pair); returns the datalist path.
+    The image's blue channel is 40 * label (+ noise elsewhere): learnable."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    os.makedirs(folder, exist_ok=True)
+    for i, (h, w) in enumerate(sizes):
+        labels = rng.integers(0, 6, (h // block + 1, w // block + 1)).astype(np.uint8)
+        labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
+        image = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
+        image[..., 0] = 40 * labels
+        cv2.imwrite(os.path.join(folder, 'im%d.png' % i), image)
+        writer = write_colour_png if colour else write_label_png
+        writer(os.path.join(folder, 'lab%d.png' % i), labels)
+        lines.append('im%d.png lab%d.png' % (i, i))
+    path = os.path.join(folder, 'list.txt')
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    return path
+
+
+def seg_net(params, phase='TRAIN'):
+    text = 'name: "seg"\n' + netutil.python_layer_text('data', 'SegmentationData', params, [], ['data', 'label'])
+    return prototxt.caffe_net(text, phase)
+
+
+def base_params(source, **kw):
+    p = dict(source=source, root_folder=os.path.dirname(source) + '/', batch_size=2, crop_size=16,
+             num_classes=6, workers=0)
+    p.update(kw)
+    return p
+
+
+def test_test_phase_gives_the_centre_crop_by_hand(tmp_path):
+    source = write_pairs(str(tmp_path), [(30, 40)])
+    net = seg_net(base_params(source, mean_value=[10, 20, 30], scale=0.5, batch_size=1), 'TEST')
+    net.forward()
+    image = cv2.imread(str(tmp_path / 'im0.png')).astype(np.float32)
+    labels = read_label_map(str(tmp_path / 'lab0.png'))
+    y0, x0 = int(0.5 * (30 - 16 + 1)), int(0.5 * (40 - 16 + 1))     # 7, 12
+    want = (image[y0:y0 + 16, x0:x0 + 16] - [10, 20, 30]) * 0.5
+    assert np.allclose(net.blobs['data'].data[0], want.transpose(2, 0, 1))
+    assert (net.blobs['label'].data[0, 0] == labels[y0:y0 + 16, x0:x0 + 16]).all()
+
+
+def test_small_images_are_padded_with_the_mean_and_the_ignore_label(tmp_path):
+    source = write_pairs(str(tmp_path), [(10, 12)])
+    net = seg_net(base_params(source, mean_value=[5], batch_size=1), 'TEST')
+    net.forward()
+    data, label = net.blobs['data'].data[0], net.blobs['label'].data[0, 0]
+    image = cv2.imread(str(tmp_path / 'im0.png')).astype(np.float32)
+    assert np.allclose(data[:, :10, :12], (image - 5).transpose(2, 0, 1))
+    assert (data[:, 10:] == 0).all() and (data[:, :, 12:] == 0).all()
+    assert (label[10:] == IGNORE_LABEL).all() and (label[:, 12:] == IGNORE_LABEL).all()
+    assert (label[:10, :12] == read_label_map(str(tmp_path / 'lab0.png'))).all()
+
+
+def test_train_crops_keep_image_and_labels_together(tmp_path):
+    """Every crop of every batch (flips, scale jitter) still satisfies the
+    pairing the data were made with: blue = 40 * label."""
+    source = write_pairs(str(tmp_path), [(40, 50), (37, 45), (64, 64)])
+    net = seg_net(base_params(source, batch_size=3, mirror=True, vertical_flip=True,
+                              scale_factors=[0.6, 1.0, 1.7], seed=5))
+    seen_flip = False
+    for _ in range(6):
+        net.forward()
+        data, label = net.blobs['data'].data, net.blobs['label'].data[:, 0]
+        valid = label != IGNORE_LABEL
+        assert valid.mean() > 0.5
+        blue = data[:, 0]
+        # nearest-neighbour labels vs bilinear image: compare away from label edges
+        same = np.abs(blue - 40 * label) < 1e-3
+        assert same[valid].mean() > 0.6
+        seen_flip = True
+    assert seen_flip
+
+
+def test_workers_and_in_process_give_the_same_batches_and_seed_repeats(tmp_path):
+    source = write_pairs(str(tmp_path), [(40, 50), (37, 45), (64, 64)])
+
+    def batches(**kw):
+        params = dict(batch_size=2, mirror=True, vertical_flip=True, scale_factors=[0.8, 1.2], seed=3)
+        params.update(kw)
+        net = seg_net(base_params(source, **params))
+        out = []
+        for _ in range(4):
+            net.forward()
+            out.append((net.blobs['data'].data.copy(), net.blobs['label'].data.copy()))
+        return out
+    a, b, c = batches(workers=0), batches(workers=2), batches(workers=0, seed=4)
+    assert all((x[0] == y[0]).all() and (x[1] == y[1]).all() for x, y in zip(a, b))
+    assert any(not (x[0] == y[0]).all() for x, y in zip(a, c))
+
+
+def test_seek_resumes_the_batch_sequence(tmp_path):
+    source = write_pairs(str(tmp_path), [(40, 50), (37, 45), (64, 64)])
+    params = base_params(source, batch_size=2, mirror=True, scale_factors=[0.8, 1.2], seed=3)
+    net = seg_net(params)
+    for _ in range(3):
+        net.forward()
+    third = net.blobs['data'].data.copy()
+    other = seg_net(params)
+    other.layers[0].seek(2)
+    other.forward()
+    assert (other.blobs['data'].data == third).all()
+
+
+def test_setup_checks_name_the_line(tmp_path):
+    source = write_pairs(str(tmp_path), [(20, 20), (20, 20)])
+    cv2.imwrite(str(tmp_path / 'lab1.png'), np.zeros((21, 20, 3), np.uint8))
+    with open(source, 'a') as f:
+        f.write('im0.png missing.png\nim0.png\n')
+    with pytest.raises(DatalistError) as e:
+        seg_net(base_params(source))
+    text = str(e.value)
+    assert 'list.txt:2: label: the label map is 20x21 but the image is 20x20' in text
+    assert 'list.txt:3: label: label file %s does not exist' % (tmp_path / 'missing.png') in text
+    assert 'list.txt:4: expected 2 fields (image label), got 1' in text
+
+
+@pytest.mark.parametrize('workers', [0, 2])
+def test_bad_label_values_at_read_time_name_line_and_file(tmp_path, workers):
+    source = write_pairs(str(tmp_path), [(20, 20), (20, 20)], colour=False)
+    labels = np.zeros((20, 20), np.uint8)
+    labels[5, 6] = 9
+    write_label_png(str(tmp_path / 'lab1.png'), labels)
+    net = seg_net(base_params(source, batch_size=1, workers=workers), 'TEST')
+    net.forward()
+    with pytest.raises(DataLoadError, match=r'list\.txt:2: label: .*lab1\.png: 1 pixels have labels outside '
+                                            r'the 6 classes .* first at x=6 y=5; values 9'):
+        net.forward()
+
+
+def test_unknown_colour_at_read_time_and_the_ignore_policy(tmp_path):
+    source = write_pairs(str(tmp_path), [(20, 20)])
+    rgb = index_to_colour(np.zeros((20, 20), np.uint8), isprs_palette())
+    rgb[0, 0] = (1, 2, 3)
+    cv2.imwrite(str(tmp_path / 'lab0.png'), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    with pytest.raises(DataLoadError, match=r'list\.txt:1: label: .*lab0\.png: 1 pixels have colours outside'):
+        seg_net(base_params(source, batch_size=1), 'TEST').forward()
+    net = seg_net(base_params(source, batch_size=1, unknown_color='ignore', crop_size=20), 'TEST')
+    net.forward()
+    assert net.blobs['label'].data[0, 0, 0, 0] == IGNORE_LABEL and net.blobs['label'].data[0, 0, 0, 1] == 0
+
+
+def test_parameter_errors(tmp_path):
+    source = write_pairs(str(tmp_path), [(20, 20)])
+    with pytest.raises(LayerError, match="label_format must be one of auto, index, color, got 'rgb'"):
+        seg_net(base_params(source, label_format='rgb'))
+    with pytest.raises(LayerError, match='num_classes is 7 but the palette isprs has 6 colours'):
+        seg_net(base_params(source, num_classes=7))
+    with pytest.raises(LayerError, match='crop_size'):
+        seg_net(base_params(source, crop_size=0))
+
+
+# ---------------------------------------------------------------- train nets
+
+
+def netgen(out, variant, source, *extra):
+    subprocess.run([CLI, 'scasnet', 'netgen', '-o', str(out), '--variant', variant, '--backbone', 'tiny',
+                    '--input-size', '48', '--train-list', source, '--val-list', source,
+                    '--root-folder', os.path.dirname(source) + '/', '--input-scale', '0.017',
+                    '--workers', '0', '--random-seed', '1'] + list(extra), check=True, stdout=subprocess.PIPE)
+
+
+def test_train_net_layers_and_frozen_or_learned_batch_norm(tmp_path):
+    source = write_pairs(str(tmp_path / 'd'), [(30, 30)])
+    netgen(tmp_path / 'frozen', 'resnet', source, '--resnet-blocks', '1', '1', '1', '1')
+    netgen(tmp_path / 'learned', 'resnet', source, '--resnet-blocks', '1', '1', '1', '1', '--bn-trainable')
+    frozen = prototxt.read_net(str(tmp_path / 'frozen' / 'resnet_scasnet_train.prototxt'))
+    learned = prototxt.read_net(str(tmp_path / 'learned' / 'resnet_scasnet_train.prototxt'))
+    kinds = [l.type for l in frozen.layer]
+    assert kinds[:2] == ['Python', 'Python'] and kinds[-2:] == ['SoftmaxWithLoss', 'Accuracy']
+    loss = frozen.layer[-2]
+    assert list(loss.bottom) == ['conv6_interp', 'label'] and loss.loss_param.ignore_label == 255
+    bn_f = [l for l in frozen.layer if l.type == 'BatchNorm']
+    bn_l = [l for l in learned.layer if l.type == 'BatchNorm']
+    assert len(bn_f) == len(bn_l) > 0
+    assert all(l.batch_norm_param.use_global_stats for l in bn_f)
+    assert not any(l.batch_norm_param.HasField('use_global_stats') for l in bn_l)
+    assert all(p.lr_mult == 0 for l in frozen.layer if l.type == 'Scale' for p in l.param)
+    assert not any(l.param for l in learned.layer if l.type == 'Scale')
+    convs = [l for l in frozen.layer if l.type == 'Convolution']
+    assert all(l.convolution_param.weight_filler.type == 'msra' for l in convs[:-1])
+    assert convs[-1].convolution_param.weight_filler.type == 'gaussian'
+    solver = prototxt.read_solver(str(tmp_path / 'frozen' / 'resnet_scasnet_solver.prototxt'))
+    assert solver.lr_policy == 'poly' and solver.power == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize('variant,extra', [('vgg', ['--base-lr', '0.002']),
+                                           ('resnet', ['--base-lr', '0.01', '--resnet-blocks', '1', '1', '1', '1',
+                                                       '--bn-trainable'])])
+def test_both_variants_train_and_their_loss_falls(tmp_path, variant, extra):
+    source = write_pairs(str(tmp_path / 'd'), [(64, 64)] * 4, block=16)
+    netgen(tmp_path / 'nets', variant, source, '--max-iter', '120', '--solver-type', 'Adam', '--dropout', '0',
+           *extra)
+    env = dict(os.environ, GLOG_minloglevel='0', GLOG_logtostderr='1', OPENBLAS_NUM_THREADS='1')
+    res = subprocess.run([CLI, 'caffe', 'train', '-solver', 'nets/%s_scasnet_solver.prototxt' % variant],
+                         cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:]
+    losses = [loss for _, loss in parse_losses(res.stdout)]
+    assert len(losses) >= 3
+    # below the label prior (ln 6 = 1.79 for the six balanced classes), not just down to it
+    first, last = losses[0], np.mean(losses[-2:])
+    assert last < 0.8 * first and last < 1.6, losses
+
+
+# ---------------------------------------------------------------- inference
+
+POINTWISE = '''name: "pointwise"
+input: "data" input_dim: 1 input_dim: 3 input_dim: %d input_dim: %d
+layer { name: "conv6_interp" type: "Convolution" bottom: "data" top: "conv6_interp"
+        convolution_param { num_output: 4 kernel_size: 1
+                            weight_filler { type: "gaussian" std: 1 } bias_filler { type: "gaussian" std: 1 } } }
+'''
+
+
+def pointwise_model(tmp_path, size):
+    """A 1x1-conv 'ScasNet' (no context: tiling cannot change its output)."""
+    path = tmp_path / ('pw%d.prototxt' % size)
+    path.write_text(POINTWISE % (size, size))
+    net = prototxt.caffe_net(str(path), 'TEST', seed=7)
+    weights = tmp_path / 'pw.caffemodel'
+    if not weights.exists():
+        net.save(str(weights))
+    return Segmenter(str(path), str(weights), DeploySettings(mean=[100, 110, 120], input_scale=0.02))
+
+
+def test_tile_starts_cover_the_axis():
+    assert tile_starts(1000, 400, 267) == [0, 267, 534, 600]
+    assert tile_starts(400, 400, 267) == [0]
+    assert tile_starts(401, 400, 1) == [0, 1]
+
+
+def test_tiling_equals_one_forward_over_the_whole_image(tmp_path):
+    image = np.random.default_rng(1).integers(0, 256, (70, 95, 3)).astype(np.uint8)
+    tiled = pointwise_model(tmp_path, 32).probabilities(image, stride=21)
+    whole_model = pointwise_model(tmp_path, 95)
+    whole = whole_model.probabilities(image, stride=95)
+    assert tiled.shape == (4, 70, 95)
+    assert np.allclose(tiled, whole, atol=1e-6)
+    assert np.allclose(tiled.sum(axis=0), 1, atol=1e-5)
+
+
+def test_constant_input_is_seamless_with_flips(tmp_path):
+    image = np.full((77, 81, 3), 37, np.uint8)
+    probabilities = pointwise_model(tmp_path, 32).probabilities(image, stride=20, flip=True)
+    assert np.abs(probabilities - probabilities[:, :1, :1]).max() < 1e-6
+
+
+def test_scasnet_tiles_of_the_whole_image_equal_the_plain_forward(tmp_path):
+    from caffe_mlic.netspec.scasnet import ScasConfig, scasnet_deploy
+    path = tmp_path / 'deploy.prototxt'
+    path.write_text(prototxt.to_text(scasnet_deploy(ScasConfig.release(backbone='tiny', input_size=48))))
+    net = prototxt.caffe_net(str(path), 'TEST', seed=3)
+    for p in net.params.values():        # deploy nets have no fillers: random weights
+        for blob in p:
+            blob.data[...] = np.random.default_rng(blob.count).normal(0, 0.3, blob.data.shape)
+    weights = str(tmp_path / 'w.caffemodel')
+    net.save(weights)
+    settings = DeploySettings(mean=[100, 110, 120], input_scale=0.02)
+    model = Segmenter(str(path), weights, settings)
+    image = np.random.default_rng(2).integers(0, 256, (48, 48, 3)).astype(np.uint8)
+    probabilities = model.probabilities(image, stride=32)
+    net.blobs['data'].data[0] = (image.astype(np.float32).transpose(2, 0, 1)
+                                 - np.array([100, 110, 120], np.float32)[:, None, None]) * np.float32(0.02)
+    scores = net.forward()['conv6_interp'][0]
+    e = np.exp(scores - scores.max(axis=0))
+    assert np.allclose(probabilities, e / e.sum(axis=0), atol=1e-5)
+    larger = model.probabilities(np.random.default_rng(3).integers(0, 256, (70, 100, 3)).astype(np.uint8), 32)
+    assert larger.shape == (6, 70, 100) and np.allclose(larger.sum(axis=0), 1, atol=1e-5)
+    with pytest.raises(UsageError, match=r'--tile 64: the net .* takes 48x48 tiles'):
+        Segmenter(str(path), weights, settings, tile=64)
+
+
+def test_infer_cli_writes_labels_colours_and_overlays(tmp_path):
+    model = pointwise_model(tmp_path, 32)
+    del model
+    images = tmp_path / 'imgs'
+    images.mkdir()
+    for name, shape in (('a', (50, 60, 3)), ('b', (20, 25, 3))):
+        cv2.imwrite(str(images / (name + '.png')), np.random.default_rng(0).integers(0, 256, shape).astype(np.uint8))
+    (tmp_path / 'deploy.json').write_text('{"mean": [100, 110, 120], "input_scale": 0.02}')
+    res = subprocess.run([CLI, 'scasnet', 'infer', '--net', str(tmp_path / 'pw32.prototxt'), '--weights',
+                          str(tmp_path / 'pw.caffemodel'), str(images), '-o', str(tmp_path / 'out'),
+                          '--stride', '20', '--palette', 'isprs'], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    assert res.returncode == 0, res.stderr
+    assert 'labelled 2 images' in res.stdout
+    labels = read_label_map(str(tmp_path / 'out' / 'labels' / 'a.png'), 4)
+    assert labels.shape == (50, 60)
+    assert (read_label_map(str(tmp_path / 'out' / 'color' / 'a.png')) == labels).all()
+    assert cv2.imread(str(tmp_path / 'out' / 'overlay' / 'b.jpg')).shape == (20, 25, 3)
+    res = subprocess.run([CLI, 'scasnet', 'infer', '--net', str(tmp_path / 'pw32.prototxt'), '--weights',
+                          str(tmp_path / 'pw.caffemodel'), str(images), '-o', str(tmp_path / 'out'),
+                          '--stride', '40'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert res.returncode == 2 and 'argument --stride: must be 1 to the tile (32), got 40' in res.stderr
