@@ -7,7 +7,7 @@ export CAFFE_MLIC_CACHE ?= $(HOME)/.cache/caffe-mlic
 # Quiet glog unless asked otherwise.
 export GLOG_minloglevel ?= 1
 
-.PHONY: install deps caffe test demo bench prototxt clean clean-cache
+.PHONY: install deps caffe test demo demo-scasnet bench prototxt clean clean-cache
 
 install:                 ## Debian packages, venv, Caffe (cached), our package
 	@tools/install.sh
@@ -24,6 +24,9 @@ test: install            ## set up, then run the whole test suite
 
 demo: install            ## set up, then run the main job
 	@tools/demo.sh
+
+demo-scasnet: install   ## set up, then ScasNet in miniature (synthetic aerial tiles)
+	@tools/demo_scasnet.sh
 
 bench: install           ## print speed/memory ratios measured in one run
 	$(CLI) bench

@@ -13,6 +13,7 @@ import pytest
 
 from caffe_mlic.report import fairness, layout
 from caffe_mlic.report.results import collect, summarise
+from tests.chromium import assert_not_blank, needs_chromium, referenced_images, screenshot
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLS_KEYS = {'mAP', 'AP', 'CP', 'CR', 'CF1', 'OP', 'OR', 'OF1', 'CP_top3', 'CR_top3', 'CF1_top3',
@@ -223,34 +224,17 @@ def test_report_of_a_folder_without_seeds_is_an_error(tmp_path):
         collect(str(tmp_path))
 
 
-def _referenced_images(html):
-    import re
-    return re.findall(r'<img src="([^"]+)"', html)
-
-
-@pytest.mark.skipif(shutil.which('chromium') is None, reason='Debian chromium not installed')
+@needs_chromium
 def test_report_renders_in_chromium(mini, tmp_path):
     import cv2
     folder, _ = mini
     page = (folder / 'report.html').read_text()
-    images = _referenced_images(page)
+    images = referenced_images(page)
     assert len(images) >= 8                      # gain chart, curves, six test images
     for rel in images:
         img = cv2.imread(str(folder / rel))
         assert img is not None and img.size > 0, rel
-    shot = tmp_path / 'shot.png'
-    proc = subprocess.run(
-        ['chromium', '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
-         '--disable-background-networking', '--disable-component-update', '--disable-sync',
-         '--user-data-dir=%s' % (tmp_path / 'profile'), '--window-size=1200,2400',
-         '--screenshot=%s' % shot, (folder / 'report.html').as_uri()],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
-    assert proc.returncode == 0 and shot.exists(), proc.stdout[-2000:]
-    img = cv2.imread(str(shot))
-    assert img.shape[:2] == (2400, 1200)
-    # not blank: many distinct colours, and the pictures (not only white) fill a good share
-    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 1000
-    assert (img.min(axis=2) < 200).mean() > 0.1
+    assert_not_blank(screenshot(folder / 'report.html', tmp_path))
 
 
 def test_report_strict_fails_on_a_failed_check(mini, tmp_path, capsys):

@@ -203,7 +203,8 @@ def run_seg(args):
                                                         radius, gt_suffix=args.gt_suffix)
     names = segmentation.class_names(palette, num_classes)
     result = segmentation.metrics(conf, names)
-    result.update(prediction_dir=args.pred, ground_truth_dir=args.gt, palette=palette.source,
+    result.update(prediction_dir=os.path.abspath(args.pred), ground_truth_dir=os.path.abspath(args.gt),
+                  palette=palette.source,
                   eroded=args.eroded, erode_radius=radius if args.eroded else None, images=images,
                   not_scored=unscored)
     csv_path, png_path = _seg_outputs(args)

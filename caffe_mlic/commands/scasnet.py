@@ -13,9 +13,11 @@ datalists (SegmentationData: random crops of the input size, scale jitter,
 both flips; the TEST phase the centre crops of --val-list) into
 SoftmaxWithLoss ignoring label 255; the solvers use DeepLab-v2's poly decay.
 """
+import os
+
 from caffe_mlic.commands import subcommands
 
-HELP = 'ScasNet: generate its nets'
+HELP = 'ScasNet: generate its nets, label images with it, report a run'
 
 
 def add_arguments(p):
@@ -35,6 +37,7 @@ def add_arguments(p):
     g.add_argument('--resnet-blocks', type=int, nargs=4, default=[3, 4, 23, 3], metavar='N',
                    help='ResNet bottlenecks per block, conv2_x .. conv5_x (3 4 23 3)')
     add_infer(add)
+    add_report(add)
     t = g.add_argument_group('train nets and solvers')
     t.add_argument('--train-list', default='data/isprs/train.txt', help='TRAIN datalist (image label lines)')
     t.add_argument('--val-list', default='data/isprs/val.txt', help='TEST-phase datalist')
@@ -51,6 +54,20 @@ def add_arguments(p):
     t.add_argument('--base-lr', type=float, help='base learning rate (VGG 1e-3, ResNet 1e-2)')
     t.add_argument('--solver-type', choices=('SGD', 'Adam'), help='solver (SGD)')
     t.add_argument('--random-seed', type=int, help="Caffe's seed for fillers and dropout")
+
+
+def add_report(add):
+    from caffe_mlic.report import scasnet
+    r = add('report', run_report, 'results.json and an HTML report of a ScasNet run (make demo-scasnet)',
+            scasnet.__doc__)
+    r.add_argument('run_dir', metavar='RUN', help='the run folder (runs/scasnet)')
+
+
+def run_report(args):
+    from caffe_mlic.report.scasnet import table, write_report
+    results, path = write_report(args.run_dir)
+    print(table(results))
+    print('results: %s\nreport:  %s' % (os.path.join(args.run_dir, 'results.json'), path))
 
 
 def add_infer(add):
@@ -77,7 +94,6 @@ DIR/color/X.png (palette colours) and DIR/overlay/X.jpg (colours over the image)
 
 
 def run_infer(args):
-    import os
     from caffe_mlic.errors import InputError, UsageError
     from caffe_mlic.fileio import atomic_write
     from caffe_mlic.imageio import image_size, read_image

@@ -1,4 +1,4 @@
-"""curves.png: a run's losses, test mAP and learning rate against iteration,
+"""curves.png: a run's losses, test mAP (mIoU for segmentation) and learning rate against iteration,
 drawn from log records (caffe_mlic.engine.logs) with matplotlib's Agg
 canvas (no display, no pyplot state).
 
@@ -36,8 +36,10 @@ def draw_curves(records, path, title=None):
     from matplotlib.figure import Figure
 
     train_tops = _keys(records, 'train', 'train_')
-    test_losses = [k for k in _keys(records, 'test', 'test_') if k != 'test_mAP']
-    has_map = bool(series(records, 'test_mAP', 'test')[0])
+    from caffe_mlic.engine.trainer import METRIC_KEYS
+    metric = next((k for k in METRIC_KEYS if series(records, 'test_' + k, 'test')[0]), None)
+    test_losses = [k for k in _keys(records, 'test', 'test_') if k[5:] not in METRIC_KEYS]
+    has_map = metric is not None
     has_lr = bool(series(records, 'lr', 'train')[0])
     panels = ['loss'] + (['map'] if has_map else []) + (['lr'] if has_lr else [])
     heights = {'loss': 3, 'map': 2, 'lr': 1}
@@ -71,10 +73,10 @@ def draw_curves(records, path, title=None):
 
     if 'map' in by_panel:
         ax = by_panel['map']
-        tx, ty = series(records, 'test_mAP', 'test')
+        tx, ty = series(records, 'test_' + metric, 'test')
         ax.plot(tx, ty, 'o-', color='tab:green', markersize=4)
         ax.set_ylim(0, 100)
-        ax.set_ylabel('test mAP (%)')
+        ax.set_ylabel('test %s (%%)' % metric)
         ax.grid(True, alpha=0.3)
     if 'lr' in by_panel:
         ax = by_panel['lr']

@@ -9,7 +9,7 @@ Always CPU. What the loop does beyond Caffe's Solver::Step:
   and at the end, the solver's TEST net, sharing the train net's weights, runs
   once over its whole TEST datalist (test_iter is not used), from the list's
   first image each time; the record gets the mean of each scalar output and
-  the mAP of the score blob. The score blob: ``score_blob`` when given,
+  the mAP of the score blob (segmentation nets: mIoU of its argmax). The score blob: ``score_blob`` when given,
   otherwise the other bottom of the first loss layer that takes the labels
   (the teacher's image_level_score, the student's logits); with none, no mAP.
 - Snapshots: Caffe's own, on the solver's ``snapshot`` schedule and at the end
@@ -57,14 +57,60 @@ SIGNAL_NAMES = {signal.SIGINT: 'SIGINT', signal.SIGTERM: 'SIGTERM'}
 # History blobs Caffe keeps per learnable blob, by solver type.
 HISTORY_PER_PARAM = {'SGD': 1, 'Nesterov': 1, 'AdaGrad': 1, 'RMSProp': 1, 'AdaDelta': 2, 'Adam': 2}
 _OLD_SOLVER_TYPES = ('SGD', 'Nesterov', 'AdaGrad', 'RMSProp', 'AdaDelta', 'Adam')  # solver_type enum
-DATA_LAYER = 'MultiLabelProposalData'
+DATA_LAYERS = ('MultiLabelProposalData', 'SegmentationData')
 
 
-def evaluation():
-    """The mAP function, (mAP, per-class APs) of scores and targets (M, C):
-    the one import of the evaluation code."""
-    from caffe_mlic.evaluation.classification import mean_average_precision
-    return mean_average_precision
+class MeanAP:
+    """The test metric of multi-label nets: mAP of the image scores (N, C)."""
+    key = 'mAP'
+
+    def __init__(self, count, num_classes):
+        self.count, self.scores, self.targets = count, [], []
+
+    @staticmethod
+    def fits(score_shape, label_shape):
+        return (score_shape[0], int(np.prod(score_shape[1:]))) == tuple(label_shape)
+
+    def add(self, scores, labels):
+        self.scores.append(scores.reshape(scores.shape[0], -1).copy())
+        self.targets.append(labels.copy())
+
+    def values(self):
+        from caffe_mlic.evaluation.classification import mean_average_precision
+        mean_ap, _ = mean_average_precision(np.concatenate(self.scores)[:self.count],
+                                            np.concatenate(self.targets)[:self.count])
+        return {'mAP': 100 * mean_ap if math.isfinite(mean_ap) else None}
+
+
+class MeanIoU:
+    """The test metric of segmentation nets: mIoU of the argmax of
+    the score maps (N, K, H, W) against the labels (N, 1, H, W), ignoring 255,
+    over the pixels of the TEST crops."""
+    key = 'mIoU'
+
+    def __init__(self, count, num_classes):
+        self.count, self.seen = count, 0
+        self.conf = np.zeros((num_classes, num_classes), np.int64)
+
+    @staticmethod
+    def fits(score_shape, label_shape):
+        return label_shape[1] == 1 and tuple(score_shape[2:]) == tuple(label_shape[2:])
+
+    def add(self, scores, labels):
+        from caffe_mlic.evaluation.segmentation import confusion
+        keep = min(len(scores), self.count - self.seen)     # the last batch wraps around the list
+        self.seen += keep
+        k = self.conf.shape[0]
+        self.conf += confusion(labels[:keep, 0].astype(np.uint8), scores[:keep].argmax(axis=1), k)
+
+    def values(self):
+        from caffe_mlic.evaluation.segmentation import metrics
+        m = metrics(self.conf, ['class_%d' % k for k in range(self.conf.shape[0])], exclude_from_mean=())
+        return {'mIoU': m['mIoU']}
+
+
+METRICS = {'MultiLabelProposalData': MeanAP, 'SegmentationData': MeanIoU}
+METRIC_KEYS = tuple(m.key for m in METRICS.values())
 
 
 class TrainingInterrupted(MlicError):
@@ -285,6 +331,11 @@ def label_blob(net_param, data_layer):
     return data_layer.top[1]
 
 
+def _data_layers(net_param, phase):
+    """The net's data layers of ours in ``phase``."""
+    return [layer for kind in DATA_LAYERS for layer in prototxt.find_layers(net_param, python_layer=kind, phase=phase)]
+
+
 def _is_loss(layer):
     kind = layer.python_param.layer if layer.type == 'Python' else layer.type
     return kind.endswith('Loss') or any(w != 0 for w in layer.loss_weight)
@@ -347,9 +398,10 @@ class Trainer:
 
     weights: caffemodels copied into the nets before training; resume: a
     .solverstate path or 'auto' (weights then only apply when no snapshot is
-    found); score_blob: the TEST blob scored for mAP; command: the command
+    found); score_blob: the TEST blob scored (mAP, or mIoU for segmentation); command: the command
     line (for run.json); resume_command: the one that resumes, '{state}'
     standing for the solver state; log: where notes go (stderr)."""
+    metric = MeanAP          # the TEST metric class (set from the TEST data layer)
 
     def __init__(self, solver_path, run_dir=None, weights=(), resume=None, score_blob=None,
                  command=None, resume_command=None, log=None, overrides=()):
@@ -376,19 +428,22 @@ class Trainer:
     def _test_setup(self):
         """(data layer, labels, score blob) of the TEST phase, or None without a TEST data layer."""
         net_param = self.solver_file.net_param
-        found = prototxt.find_layers(net_param, python_layer=DATA_LAYER, phase='TEST')
+        found = _data_layers(net_param, 'TEST')
+        kinds = ' or '.join(DATA_LAYERS)
         if len(found) != 1:
             what = 'no' if not found else '%d' % len(found)
             if self.score_blob_option:
                 raise UsageError('the net has %s TEST-phase %s layer, nothing to score'
-                                 % (what, DATA_LAYER), 'score_blob')
-            self.note('the net has %s TEST-phase %s layer: no tests' % (what, DATA_LAYER))
+                                 % (what, kinds), 'score_blob')
+            self.note('the net has %s TEST-phase %s layer: no tests' % (what, kinds))
             return None
-        labels = label_blob(net_param, found[0])
+        kind = found[0].python_param.layer
+        labels = label_blob(net_param, found[0]) if kind == DATA_LAYERS[0] else found[0].top[1]
         score = self.score_blob_option or find_score_blob(net_param, labels)
+        self.metric = METRICS[kind]
         if score is None:
-            self.note('no loss layer takes the labels %r: tests give the losses only, no mAP '
-                      '(name the scores with score_blob)' % labels)
+            self.note('no loss layer takes the labels %r: tests give the losses only, no %s '
+                      '(name the scores with score_blob)' % (labels, self.metric.key))
         return found[0], labels, score
 
     def _build(self):
@@ -419,8 +474,7 @@ class Trainer:
                                  % (score, ', '.join(blobs)), 'score_blob')
             if labels not in blobs:
                 raise InputError('%s: the TEST net has no label blob %r' % (sf.path, labels))
-            if score is not None and blobs[score].data.reshape(blobs[score].shape[0], -1).shape != \
-                    blobs[labels].data.shape:
+            if score is not None and not self.metric.fits(blobs[score].data.shape, blobs[labels].data.shape):
                 raise UsageError('blob %s is %s but the labels %s are %s: not scores of the classes'
                                  % (score, blobs[score].data.shape, labels,
                                     blobs[labels].data.shape), 'score_blob')
@@ -493,21 +547,18 @@ class Trainer:
         net.share_with(self.net)
         self.test_data.seek(0)
         sums = np.zeros(len(self.test_tops))
-        scores, targets = [], []
+        metric = self.metric(count, net.blobs[score].data.shape[1]) if score is not None else None
         for _ in range(-(-count // batch)):
             if self.stop_signal is not None:
                 return None
             net.forward()
             sums += [float(net.blobs[name].data.flat[0]) for name in self.test_tops]
-            if score is not None:
-                blob = net.blobs[score].data
-                scores.append(blob.reshape(blob.shape[0], -1).copy())
-                targets.append(net.blobs[labels].data.copy())
+            if metric is not None:
+                metric.add(net.blobs[score].data, net.blobs[labels].data)
         record = dict(phase='test', iteration=self.solver.iter, elapsed=self._elapsed())
         record.update(('test_' + name, v / -(-count // batch)) for name, v in zip(self.test_tops, sums))
-        if score is not None:
-            mean_ap, _ = evaluation()(np.concatenate(scores)[:count], np.concatenate(targets)[:count])
-            record['test_mAP'] = 100 * mean_ap if math.isfinite(mean_ap) else None
+        if metric is not None:
+            record.update(('test_' + k, v) for k, v in metric.values().items())
         return record
 
     # ------------------------------------------------------------ the loop
@@ -532,11 +583,12 @@ class Trainer:
             return
         self.log.append(record)
         self.tested.add(record['iteration'])
+        key = 'test_' + self.metric.key
         parts = ['%s %.4g' % (k[5:], v) for k, v in record.items()
-                 if k.startswith('test_') and k != 'test_mAP' and v is not None]
-        if record.get('test_mAP') is not None:
-            parts.insert(0, 'mAP %.2f %%' % record['test_mAP'])
-            self.last_map = record['test_mAP']
+                 if k.startswith('test_') and k != key and v is not None]
+        if record.get(key) is not None:
+            parts.insert(0, '%s %.2f %%' % (self.metric.key, record[key]))
+            self.last_metric = record[key]
         bar.write('iteration %d: test %s' % (record['iteration'], ', '.join(parts) or 'done'),
                   file=sys.stdout)
         plots.draw_curves(self.log.records, os.path.join(self.run_dir, 'curves.png'),
@@ -569,7 +621,7 @@ class Trainer:
             _copy_file(sf.net_path, os.path.join(run_dir, 'net.prototxt'))
         columns = ['train_' + t for t in self.train_tops] + ['test_' + t for t in self.test_tops]
         if self.test is not None and self.test[2] is not None:
-            columns.append('test_mAP')
+            columns.append('test_' + self.metric.key)
         self.log = logs.TrainLog(run_dir, columns, resume_at=start if state is not None else None)
         self.tested = {r['iteration'] for r in self.log.records if r['phase'] == 'test'}
         recent = [r['loss'] for r in self.log.records
@@ -577,7 +629,7 @@ class Trainer:
         self.recent_losses = deque(recent, maxlen=max(1, sf.param.average_loss))
 
         previous = logs.read_run_json(run_dir) if state is not None else None
-        train_data = prototxt.find_layers(sf.net_param, python_layer=DATA_LAYER, phase='TRAIN')
+        train_data = _data_layers(sf.net_param, 'TRAIN')
         self.info = dict(
             command=shlex.join(self.command), argv=list(sys.argv), solver=os.path.abspath(sf.path),
             net=os.path.abspath(sf.net_path) if sf.net_path else None,
@@ -635,7 +687,7 @@ class Trainer:
         state = self._start()
         start, max_iter = self.solver.iter, sf.param.max_iter
         self.elapsed_before, self.started = self.log.elapsed, time.monotonic()
-        self.last_map = None
+        self.last_metric = None
 
         def stop(signum, frame):
             if self.stop_signal is None:
@@ -651,7 +703,8 @@ class Trainer:
                     record = self._train_iteration()
                     bar.set_postfix_str('loss %.4g, lr %.3g%s' % (
                         record['smoothed_loss'], record['lr'],
-                        '' if self.last_map is None else ', mAP %.1f' % self.last_map), refresh=False)
+                        '' if self.last_metric is None else ', %s %.1f' % (self.metric.key, self.last_metric)),
+                        refresh=False)
                     bar.update(1)
                     if self.solver.iter < max_iter and self._due_test(self.solver.iter):
                         self._test_and_log(bar)

@@ -205,7 +205,7 @@ def _score_pair(pred_path, gt_path, num_classes, palette, eroded, radius):
         gt = labelmaps.erode_boundaries(gt, radius)
     conf = confusion(gt, pred, num_classes, pred_path)
     pixels, correct = int(conf.sum()), int(np.trace(conf))
-    info = {'prediction': pred_path, 'ground_truth': gt_path, 'width': int(gt.shape[1]),
+    info = {'prediction': os.path.abspath(pred_path), 'ground_truth': os.path.abspath(gt_path), 'width': int(gt.shape[1]),
             'height': int(gt.shape[0]), 'pixels': pixels, 'correct': correct,
             'OA': 100.0 * correct / pixels if pixels else None}
     return conf, info

@@ -1,0 +1,219 @@
+"""`caffe-mlic scasnet report RUN`: RUN/results.json and RUN/report.html
+(pictures in RUN/report/) of a ScasNet run as `make demo-scasnet` lays it out:
+
+    RUN/eval/scasnet.json     `eval seg --json` of the predictions (the
+                              references the run was scored on)
+    RUN/eval/scasnet_full.json  the same against the full references (optional)
+    RUN/train/                `caffe-mlic train`'s run folder (run.json, curves.png)
+    RUN/pred/{labels,color,overlay}/  `scasnet infer`'s outputs
+    RUN/data/train.txt        the training datalist (for the majority baseline)
+
+The majority baseline predicts, at every pixel, the class most frequent in
+the training labels; it is scored here on the same pixels as the net.
+"""
+import html
+import json
+import os
+
+import numpy as np
+
+from caffe_mlic.errors import InputError
+from caffe_mlic.fileio import atomic_write, atomic_write_json
+
+STYLE = """
+body { font-family: sans-serif; max-width: 1100px; margin: 1.5em auto; color: #222; }
+table { border-collapse: collapse; margin: 0.6em 0 1.2em; }
+td, th { border: 1px solid #bbb; padding: 3px 9px; text-align: right; }
+th { background: #eee; } td.l, th.l { text-align: left; }
+img { max-width: 100%; } p.note { color: #555; font-size: 0.92em; }
+"""
+TILE_PANEL = 300     # px per panel in the test-tile pictures
+
+
+def _read_json(path, what):
+    try:
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise InputError('%s: cannot read the %s: %s' % (path, what, e))
+
+
+def majority_class(train_list, num_classes, palette=None):
+    """(class most frequent over the label maps of ``train_list``, pixel
+    counts); its paths are relative to its folder (as `synth --task seg` writes it)."""
+    from caffe_mlic.datalist import read_seg_datalist
+    from caffe_mlic.labelmaps import read_label_map
+    datalist = read_seg_datalist(train_list, os.path.dirname(train_list) + os.sep, check_files=False)
+    counts = np.zeros(256, np.int64)
+    for i, path in enumerate(datalist.label_paths):
+        counts += np.bincount(read_label_map(path, num_classes, palette, where=datalist.where(i)).ravel(),
+                              minlength=256)
+    return int(counts[:num_classes].argmax()), counts[:num_classes]
+
+
+def majority_metrics(evaluation, majority, eroded_radius=None):
+    """eval seg's metrics for a constant ``majority`` prediction, on the
+    ground truths of ``evaluation`` (an eval seg JSON)."""
+    from caffe_mlic.evaluation.segmentation import confusion, metrics
+    from caffe_mlic.labelmaps import erode_boundaries, read_label_map
+    names = evaluation['classes']
+    conf = np.zeros((len(names), len(names)), np.int64)
+    for image in evaluation['images']:
+        gt = read_label_map(image['ground_truth'], len(names), evaluation.get('palette'))
+        if eroded_radius:
+            gt = erode_boundaries(gt, eroded_radius)
+        conf += confusion(gt, np.full(gt.shape, majority, np.uint8), len(names))
+    return metrics(conf, names)
+
+
+def _summary(m):
+    keys = ('OA', 'mF1', 'mF1_all', 'mIoU')
+    out = {k: m[k] for k in keys}
+    out['F1'] = dict(zip(m['classes'], m['F1']))
+    out['IoU'] = dict(zip(m['classes'], m['IoU']))
+    return out
+
+
+def collect(run):
+    """results.json's content: the net's metrics (flat: OA, mIoU, mF1, F1, IoU),
+    the majority baseline's (majority_OA, majority_mIoU, ...), the full-reference
+    numbers when scored, and the training run's facts."""
+    ours = _read_json(os.path.join(run, 'eval', 'scasnet.json'), 'evaluation (eval seg --json)')
+    majority, counts = majority_class(os.path.join(run, 'data', 'train.txt'), len(ours['classes']),
+                                      ours.get('palette'))
+    base = majority_metrics(ours, majority, ours.get('erode_radius') if ours.get('eroded') else None)
+    results = _summary(ours)
+    results.update(('majority_' + k, v) for k, v in _summary(base).items())
+    results.update(classes=ours['classes'], majority_class=ours['classes'][majority],
+                   train_class_share={n: 100.0 * c / counts.sum() for n, c in zip(ours['classes'], counts)},
+                   references=os.path.basename(os.path.normpath(ours['ground_truth_dir'])),
+                   means=ours['means'], pixels=ours['pixels'],
+                   test_tiles=[os.path.basename(i['prediction']) for i in ours['images']])
+    full = os.path.join(run, 'eval', 'scasnet_full.json')
+    if os.path.isfile(full):
+        results['full_reference'] = _summary(_read_json(full, 'evaluation'))
+    run_json = os.path.join(run, 'train', 'run.json')
+    if os.path.isfile(run_json):
+        from datetime import datetime
+        info = _read_json(run_json, 'training run')
+        seconds = None
+        if info.get('start_time') and info.get('end_time'):
+            seconds = (datetime.fromisoformat(info['end_time'].replace('+0000', '+00:00'))
+                       - datetime.fromisoformat(info['start_time'].replace('+0000', '+00:00'))).total_seconds()
+        results['train'] = dict(iterations=info.get('final_iteration'), seconds=seconds, seed=info.get('seed'),
+                                data_seed=info.get('data_seed'), status=info.get('status'))
+    settings = os.path.join(run, 'settings.json')
+    if os.path.isfile(settings):
+        results['settings'] = _read_json(settings, 'demo settings')
+    return results
+
+
+def tile_figure(image_path, pred_colour, gt_colour, overlay_path, path, size=TILE_PANEL):
+    """image | prediction | reference | overlay, side by side, titled."""
+    import cv2
+    from caffe_mlic.imageio import read_image
+    from caffe_mlic.report.figures import _text
+    panels = []
+    for title, p in (('image', image_path), ('prediction', pred_colour), ('reference', gt_colour),
+                     ('overlay', overlay_path)):
+        img = cv2.resize(read_image(p), (size, size), interpolation=cv2.INTER_AREA)
+        _text(img, title, (6, 18), (255, 255, 255), 0.55)
+        panels.append(img)
+    gap = np.full((size, 4, 3), 255, np.uint8)
+    row = np.hstack([x for p in panels for x in (p, gap)][:-1])
+    ok, png = cv2.imencode('.png', row)
+    with atomic_write(path, 'wb') as f:
+        f.write(png.tobytes())
+    return path
+
+
+def _fmt(v, missing='&ndash;'):
+    return missing if v is None else '%.1f' % v
+
+
+def _tables(results):
+    rows = [('overall accuracy (OA)', 'OA'), ('mean F1, %s' % results['means']['mF1'], 'mF1'),
+            ('mean F1, all classes', 'mF1_all'), ('mIoU, all classes', 'mIoU')]
+    main = ['<table><tr><th class="l">test tiles (%s references)</th><th>tiny VGG ScasNet</th>'
+            '<th>majority class (%s)</th></tr>' % (html.escape(results['references']),
+                                                   html.escape(results['majority_class']))]
+    main += ['<tr><td class="l">%s</td><td>%s</td><td>%s</td></tr>'
+             % (html.escape(label), _fmt(results[k]), _fmt(results['majority_' + k])) for label, k in rows]
+    main.append('</table>')
+    per_class = ['<table><tr><th class="l">class</th><th>F1</th><th>IoU</th><th>share of the training '
+                 'pixels</th></tr>']
+    per_class += ['<tr><td class="l">%s</td><td>%s</td><td>%s</td><td>%.1f</td></tr>'
+                  % (html.escape(c), _fmt(results['F1'][c]), _fmt(results['IoU'][c]),
+                     results['train_class_share'][c]) for c in results['classes']]
+    per_class.append('</table>')
+    return '\n'.join(main), '\n'.join(per_class)
+
+
+def write_report(run, data_dir=None):
+    """Write RUN/results.json, RUN/report.html and RUN/report/*.png; returns
+    (results, report path)."""
+    results = collect(run)
+    atomic_write_json(os.path.join(run, 'results.json'), results, sort_keys=False)
+    out_dir = os.path.join(run, 'report')
+    os.makedirs(out_dir, exist_ok=True)
+    ours = _read_json(os.path.join(run, 'eval', 'scasnet.json'), 'evaluation')
+    confusion_png = os.path.join(run, 'eval', 'scasnet.confusion.png')
+    pictures = []
+    for image in ours['images']:
+        stem = os.path.splitext(os.path.basename(image['prediction']))[0]
+        source = _find_image(os.path.join(run, 'data', 'top'), stem)
+        gt_colour = image['ground_truth']
+        pictures.append(tile_figure(source, os.path.join(run, 'pred', 'color', stem + '.png'), gt_colour,
+                                    os.path.join(run, 'pred', 'overlay', stem + '.jpg'),
+                                    os.path.join(out_dir, 'tile_%s.png' % stem)))
+    curves = os.path.join(run, 'train', 'curves.png')
+    rel = lambda p: os.path.relpath(p, run)  # noqa: E731
+    main, per_class = _tables(results)
+    train = results.get('train', {})
+    full = results.get('full_reference')
+    body = [
+        '<h1>ScasNet in miniature: semantic labeling of a synthetic aerial set</h1>',
+        '<p class="note">A tiny VGG ScasNet trained from scratch on this machine\'s CPU (%s iterations, '
+        '%s s) on synthetic ISPRS-like tiles; sliding-window inference on the test tiles; every number is '
+        'in <code>results.json</code>. Scored as the ISPRS benchmark scores: on the references with '
+        'eroded class boundaries (those pixels ignored), %d pixels.</p>'
+        % (train.get('iterations', '?'), '%.0f' % train['seconds'] if train.get('seconds') else '?',
+           results['pixels']),
+        '<h2>Metrics</h2>', main,
+        ('<p class="note">Against the full references (boundaries kept): OA %s, mF1 %s, mIoU %s.</p>'
+         % (_fmt(full['OA']), _fmt(full['mF1']), _fmt(full['mIoU'])) if full else ''),
+        '<h2>Per class</h2>', per_class,
+        '<h2>Confusion matrix</h2><p class="note">Rows: the reference; each row in percent of its pixels.</p>',
+        '<img src="%s" alt="confusion matrix" style="max-width: 640px">' % rel(confusion_png)
+        if os.path.isfile(confusion_png) else '<p>(no confusion plot)</p>',
+        '<h2>Test tiles</h2><p class="note">Image, prediction, reference (black: eroded boundaries, '
+        'ignored), prediction over the image.</p>',
+        ''.join('<p><img src="%s" alt="test tile %d"></p>' % (rel(p), i) for i, p in enumerate(pictures)),
+        '<h2>Training</h2><p class="note">Validation: the val tiles (centre crops); the test tiles are '
+        'never used while training.</p>',
+        '<img src="%s" alt="training curves">' % rel(curves) if os.path.isfile(curves) else '<p>(no curves)</p>',
+    ]
+    page = ('<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>caffe-mlic ScasNet report</title>'
+            '<style>%s</style></head><body>\n%s\n</body></html>\n' % (STYLE, '\n'.join(body)))
+    path = os.path.join(run, 'report.html')
+    with atomic_write(path) as f:
+        f.write(page)
+    return results, path
+
+
+def _find_image(folder, stem):
+    from caffe_mlic.imageio import IMAGE_EXTENSIONS
+    for ext in IMAGE_EXTENSIONS:
+        path = os.path.join(folder, stem + ext)
+        if os.path.isfile(path):
+            return path
+    raise InputError('%s: no image %s.* (the test tile of the prediction %s)' % (folder, stem, stem))
+
+
+def table(results):
+    """The metrics as text, with the majority baseline."""
+    lines = ['%-10s %8s %10s' % ('test', 'ScasNet', 'majority')]
+    for k in ('OA', 'mF1', 'mF1_all', 'mIoU'):
+        lines.append('%-10s %8s %10s' % (k, _fmt(results[k], '-'), _fmt(results['majority_' + k], '-')))
+    return '\n'.join(lines)
+

@@ -1,0 +1,101 @@
+"""The miniature ScasNet demo (DEMO_MINI=1: small tiles, few iterations) run
+twice through tools/demo_scasnet.sh: a well-formed results.json whose
+numbers are the ones eval seg wrote, the majority baseline recomputed by
+hand, the same numbers on the second run, and the report rendered by
+headless Chromium. It does not assert the metrics' targets (too few
+iterations)."""
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+from caffe_mlic.labelmaps import IGNORE_LABEL, read_label_map
+from tests.chromium import assert_not_blank, needs_chromium, referenced_images, screenshot
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLASSES = ['impervious_surfaces', 'building', 'low_vegetation', 'tree', 'car', 'clutter']
+
+
+def _demo(folder):
+    env = dict(os.environ, DEMO_MINI='1', DEMO_DIR=str(folder), CAFFE_MLIC_PROGRESS='never')
+    proc = subprocess.run(['bash', os.path.join(REPO, 'tools', 'demo_scasnet.sh')], env=env, cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    return proc.stdout
+
+
+@pytest.fixture(scope='module')
+def mini(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('scasnet') / 'run'
+    return folder, _demo(folder)
+
+
+def _json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def test_results_json_holds_the_evaluated_numbers(mini):
+    folder, out = mini
+    results = _json(folder / 'results.json')
+    ours = _json(folder / 'eval' / 'scasnet.json')
+    for key in ('OA', 'mIoU', 'mF1', 'mF1_all'):
+        assert results[key] == ours[key]
+        assert 0 <= results['majority_' + key] <= 100
+    assert results['classes'] == CLASSES
+    assert results['F1'] == dict(zip(CLASSES, ours['F1'])) and results['IoU'] == dict(zip(CLASSES, ours['IoU']))
+    assert results['references'] == 'gts_eroded_for_participants'
+    assert results['train']['iterations'] == 16 and results['train']['seed'] == 1
+    assert 'full_reference' in results and results['full_reference']['OA'] is not None
+    assert 'results: %s' % (folder / 'results.json') in out and 'mIoU' in out
+    for stem in results['test_tiles']:
+        assert (folder / 'pred' / 'labels' / stem).is_file()
+
+
+def test_majority_baseline_by_hand(mini):
+    folder, _ = mini
+    results = _json(folder / 'results.json')
+    counts = np.zeros(6, np.int64)
+    for line in (folder / 'data' / 'train.txt').read_text().split('\n'):
+        if line.strip():
+            labels = read_label_map(str(folder / 'data' / line.split()[1]))
+            counts += np.bincount(labels[labels != IGNORE_LABEL], minlength=6)[:6]
+    majority = int(counts.argmax())
+    assert results['majority_class'] == CLASSES[majority]
+    correct = total = 0
+    present = {majority}
+    for image in _json(folder / 'eval' / 'scasnet.json')['images']:
+        gt = read_label_map(image['ground_truth'])      # the eroded references: boundaries black
+        scored = gt != IGNORE_LABEL
+        total += scored.sum()
+        correct += (gt[scored] == majority).sum()
+        present |= set(np.unique(gt[scored]).tolist())
+    assert results['majority_OA'] == pytest.approx(100.0 * correct / total)
+    # a constant prediction: IoU of the majority class = its share, 0 for the
+    # other classes present; classes in neither are left out of the mean
+    assert results['majority_mIoU'] == pytest.approx(100.0 * correct / total / len(present))
+
+
+def test_same_seed_same_numbers(mini, tmp_path):
+    folder, _ = mini
+    again = tmp_path / 'run'
+    _demo(again)
+    a, b = _json(folder / 'results.json'), _json(again / 'results.json')
+    for key in ('OA', 'mIoU', 'mF1', 'F1', 'IoU', 'majority_OA'):
+        assert a[key] == b[key], key
+
+
+@needs_chromium
+def test_report_renders_in_chromium(mini, tmp_path):
+    import cv2
+    folder, _ = mini
+    page = (folder / 'report.html').read_text()
+    images = referenced_images(page)
+    assert len(images) >= 3                      # confusion, curves, the test tiles
+    for rel in images:
+        img = cv2.imread(str(folder / rel))
+        assert img is not None and img.size > 0, rel
+    assert 'majority class' in page and 'mIoU' in page
+    assert_not_blank(screenshot(folder / 'report.html', tmp_path, height=1800))
