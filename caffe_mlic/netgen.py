@@ -87,7 +87,7 @@ def generate_scasnet(out_dir, configs, max_iter=None, base_lr=None, solver_type=
     """Write, for each ScasConfig in ``configs``, <variant>_scasnet_deploy,
     _train and _solver prototxts under out_dir (all or nothing); the
     overrides as for generate. Returns the paths written."""
-    from caffe_mlic.netspec.scasnet import scasnet_deploy, scasnet_train
+    from caffe_mlic.netspec.scasnet import BUILDERS
     from caffe_mlic.netspec.solvers import SCASNET_SOLVERS, solver_proto
     texts = {}
     first = configs[0]
@@ -102,8 +102,9 @@ def generate_scasnet(out_dir, configs, max_iter=None, base_lr=None, solver_type=
     for cfg in configs:
         base = os.path.join(out_dir, '%s_scasnet_' % cfg.variant)
         spec = solver_overrides(SCASNET_SOLVERS[cfg.variant], max_iter, base_lr, solver_type, random_seed)
-        texts[base + 'deploy.prototxt'] = prototxt.to_text(scasnet_deploy(cfg))
-        texts[base + 'train.prototxt'] = prototxt.to_text(scasnet_train(cfg))
+        nets = BUILDERS[cfg.variant](cfg)
+        texts[base + 'deploy.prototxt'] = prototxt.to_text(nets['deploy'])
+        texts[base + 'train.prototxt'] = prototxt.to_text(nets['train'])
         texts[base + 'solver.prototxt'] = prototxt.to_text(solver_proto(
             base + 'train.prototxt', spec, os.path.join(snapshot_dir, cfg.variant + '_scasnet')))
     return write_files(texts)

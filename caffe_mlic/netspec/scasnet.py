@@ -410,9 +410,16 @@ def scasnet_train(cfg):
     return proto
 
 
-def vgg_scasnet_deploy(cfg=None):
-    return scasnet_deploy(replace(cfg or ScasConfig.release(), variant='vgg'))
+def vgg_scasnet(cfg=None):
+    """The VGG variant's {'train': NetParameter, 'deploy': NetParameter}."""
+    cfg = replace(cfg or ScasConfig.release(), variant='vgg')
+    return dict(train=scasnet_train(cfg), deploy=scasnet_deploy(cfg))
 
 
-def resnet_scasnet_deploy(cfg=None):
-    return scasnet_deploy(replace(cfg or ScasConfig.release(variant='resnet'), variant='resnet'))
+def resnet_scasnet(cfg=None):
+    """The ResNet variant's {'train': NetParameter, 'deploy': NetParameter}."""
+    cfg = replace(cfg or ScasConfig.release(variant='resnet'), variant='resnet')
+    return dict(train=scasnet_train(cfg), deploy=scasnet_deploy(cfg))
+
+
+BUILDERS = {'vgg': vgg_scasnet, 'resnet': resnet_scasnet}
