@@ -9,6 +9,8 @@
 #
 #   DEMO_DIR=runs/scasnet   where everything goes
 #   SEED=1                  Caffe's and the data layer's seed
+#   ITERS=900               training iterations (chosen on the val tiles: validation
+#                           mIoU rose from 68 at 300 to 75-77 at 700-900)
 #   DEMO_MINI=1             a miniature (small tiles, few iterations) for CI:
 #                           well-formed outputs, no claim about the metrics
 set -euo pipefail
@@ -21,7 +23,7 @@ export OPENBLAS_NUM_THREADS=2 GLOG_minloglevel=2
 if [ "${DEMO_MINI:-0}" = 1 ]; then
   TILES=5 TILE_SIZE=300x300 INPUT=64 ITERS=16 BATCH=4
 else
-  TILES=12 TILE_SIZE=1000x1000 INPUT=128 ITERS=300 BATCH=8
+  TILES=12 TILE_SIZE=1000x1000 INPUT=128 ITERS=${ITERS:-900} BATCH=8
 fi
 
 step() { echo; echo "== $*"; }
