@@ -71,3 +71,17 @@ def image_size(path):
     from PIL import Image
     with Image.open(path) as im:
         return im.size
+
+
+def model_and_images(files, image_args):
+    """The commands that run a model on images: every file of ``files`` (net,
+    weights; None skipped) must exist, and ``image_args`` (files or folders)
+    must name at least one image. Returns the image paths."""
+    from caffe_mlic.proposals import expand_images
+    for path in filter(None, files):
+        if not os.path.isfile(path):
+            raise InputError('%s: no such file' % path)
+    images = expand_images(image_args)
+    if not images:
+        raise InputError('no image files in %s' % ', '.join(image_args))
+    return images

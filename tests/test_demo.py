@@ -6,27 +6,21 @@ not assert the gain (the miniature is too small to show it)."""
 import json
 import os
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
 
 from caffe_mlic.report import fairness, layout
 from caffe_mlic.report.results import collect, summarise
+from tests.demos import run_demo
 from tests.chromium import assert_not_blank, needs_chromium, referenced_images, screenshot
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLS_KEYS = {'mAP', 'AP', 'CP', 'CR', 'CF1', 'OP', 'OR', 'OF1', 'CP_top3', 'CR_top3', 'CF1_top3',
             'OP_top3', 'OR_top3', 'OF1_top3', 'classes'}
 
 
 def _demo(folder, **extra):
-    env = dict(os.environ, DEMO_MINI='1', SEEDS='1', DEMO_DIR=str(folder), CAFFE_MLIC_PROGRESS='never',
-               **extra)
-    proc = subprocess.run(['bash', os.path.join(REPO, 'tools', 'demo.sh')], env=env, cwd=REPO,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    return proc.stdout
+    return run_demo('demo.sh', folder, 1200, SEEDS='1', **extra)
 
 
 @pytest.fixture(scope='module')
@@ -241,6 +235,14 @@ def test_report_strict_fails_on_a_failed_check(mini, tmp_path, capsys):
     from caffe_mlic import cli
     folder = tmp_path / 'run'
     shutil.copytree(mini[0], folder, symlinks=True)
+    # a baseline still rising at its end (whether the miniature's own curve
+    # looks flat depends on the machine's floating point)
+    log = folder / 'seed1' / 'runs' / 'baseline' / 'log.jsonl'
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    for r in records:
+        if r.get('phase') == 'test':
+            r['test_mAP'] = 10.0 + r['iteration']
+    log.write_text(''.join(json.dumps(r) + '\n' for r in records))
     assert cli.main(['report', str(folder)]) == 0
     out = capsys.readouterr().out
     assert 'fairness check failed: seed 1: baseline_converged' in out

@@ -5,25 +5,19 @@ hand, the same numbers on the second run, and the report rendered by
 headless Chromium. It does not assert the metrics' targets (too few
 iterations)."""
 import json
-import os
-import subprocess
 
 import numpy as np
 import pytest
 
 from caffe_mlic.labelmaps import IGNORE_LABEL, read_label_map
+from tests.demos import run_demo
 from tests.chromium import assert_not_blank, needs_chromium, referenced_images, screenshot
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ['impervious_surfaces', 'building', 'low_vegetation', 'tree', 'car', 'clutter']
 
 
 def _demo(folder):
-    env = dict(os.environ, DEMO_MINI='1', DEMO_DIR=str(folder), CAFFE_MLIC_PROGRESS='never')
-    proc = subprocess.run(['bash', os.path.join(REPO, 'tools', 'demo_scasnet.sh')], env=env, cwd=REPO,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    return proc.stdout
+    return run_demo('demo_scasnet.sh', folder, 900)
 
 
 @pytest.fixture(scope='module')

@@ -1,5 +1,4 @@
 """caffe-mlic synth: a synthetic VOC-layout multi-label detection set."""
-import hashlib
 import os
 import xml.etree.ElementTree as ET
 
@@ -8,16 +7,7 @@ import pytest
 
 from caffe_mlic import cli
 from caffe_mlic.synth import SHAPE_NAMES, make_synthetic_voc
-
-
-def _tree_digest(root):
-    out = {}
-    for d, _, files in os.walk(root):
-        for f in files:
-            p = os.path.join(d, f)
-            with open(p, 'rb') as fh:
-                out[os.path.relpath(p, root)] = hashlib.sha1(fh.read()).hexdigest()
-    return out
+from tests.tinydata import tree_digest
 
 
 def _objects(root, image_id):
@@ -112,7 +102,7 @@ def test_deterministic_with_seed(tmp_path):
     make_synthetic_voc(str(tmp_path / 'a'), 5, seed=3, **kw)
     make_synthetic_voc(str(tmp_path / 'b'), 5, seed=3, **kw)
     make_synthetic_voc(str(tmp_path / 'c'), 5, seed=4, **kw)
-    a, b, c = (_tree_digest(str(tmp_path / d)) for d in 'abc')
+    a, b, c = (tree_digest(str(tmp_path / d)) for d in 'abc')
     assert a == b
     assert set(a) == set(c)
     jpgs = [k for k in a if k.endswith('.jpg')]

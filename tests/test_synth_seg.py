@@ -1,5 +1,4 @@
 """caffe-mlic synth --task seg: synthetic aerial tiles in the ISPRS layout."""
-import hashlib
 import os
 import subprocess
 import sys
@@ -10,18 +9,9 @@ import pytest
 from caffe_mlic import cli
 from caffe_mlic.labelmaps import IGNORE_LABEL, erode_boundaries, isprs_palette, load_palette, read_label_map
 from caffe_mlic.synth_aerial import CLASSES, make_synthetic_aerial
+from tests.tinydata import tree_digest
 
 N_TILES, SIZE = 10, (320, 240)
-
-
-def _digest(root):
-    out = {}
-    for d, _, files in os.walk(root):
-        for f in files:
-            p = os.path.join(d, f)
-            with open(p, 'rb') as fh:
-                out[os.path.relpath(p, root)] = hashlib.sha1(fh.read()).hexdigest()
-    return out
 
 
 def _lines(root, split):
@@ -124,7 +114,7 @@ def test_deterministic_with_seed(tmp_path):
     make_synthetic_aerial(str(tmp_path / 'b'), 3, seed=2, **kw)
     make_synthetic_aerial(str(tmp_path / 'c'), 3, seed=3, **kw)
     make_synthetic_aerial(str(tmp_path / 'd'), 2, seed=2, split=(1, 0, 0), **kw)
-    a, b, c, d = (_digest(str(tmp_path / x)) for x in 'abcd')
+    a, b, c, d = (tree_digest(str(tmp_path / x)) for x in 'abcd')
     assert a == b
     assert set(a) == set(c)
     tifs = [k for k in a if k.endswith('.tif')]
@@ -140,15 +130,15 @@ def test_existing_set_and_force(tmp_path, capsys):
     assert cli.main(args + ['--seed', '1']) == 0
     printed = capsys.readouterr().out
     assert 'wrote 2 tiles of 128x96 px' in printed and 'class shares: impervious_surfaces' in printed
-    before = _digest(out)
+    before = tree_digest(out)
     assert cli.main(args + ['-q']) == 2
     assert 'already holds a data set' in capsys.readouterr().err
-    assert _digest(out) == before
+    assert tree_digest(out) == before
     # a detection set is not written over a seg set either
     assert cli.main(['synth', out, '--images', '2', '-q']) == 2
     assert 'already holds a data set' in capsys.readouterr().err
     assert cli.main(args + ['--seed', '2', '--force', '-q']) == 0
-    after = _digest(out)
+    after = tree_digest(out)
     assert set(after) == set(before) and after != before
 
 

@@ -1,4 +1,5 @@
 """A tiny on-disk dataset (real PNG files + a datalist) for net-level tests."""
+import hashlib
 import os
 
 import cv2
@@ -63,4 +64,15 @@ def forward_batches(net, count):
     for _ in range(count):
         net.forward()
         out.append((net.blobs['data'].data.copy(), net.blobs['label_roi'].data.copy()))
+    return out
+
+
+def tree_digest(root):
+    """{relative path: sha1} of every file under root (byte-identical trees)."""
+    out = {}
+    for d, _, files in os.walk(root):
+        for f in files:
+            p = os.path.join(d, f)
+            with open(p, 'rb') as fh:
+                out[os.path.relpath(p, root)] = hashlib.sha1(fh.read()).hexdigest()
     return out

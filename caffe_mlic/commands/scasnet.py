@@ -96,19 +96,13 @@ DIR/color/X.png (palette colours) and DIR/overlay/X.jpg (colours over the image)
 def run_infer(args):
     from caffe_mlic.errors import InputError, UsageError
     from caffe_mlic.fileio import atomic_write
-    from caffe_mlic.imageio import image_size, read_image
+    from caffe_mlic.imageio import image_size, model_and_images, read_image
     from caffe_mlic.inference.segmenter import Segmenter, overlay
     from caffe_mlic.inference.settings import load_settings
     from caffe_mlic.labelmaps import index_to_colour, load_palette, write_colour_png, write_label_png
     from caffe_mlic.progress import progress
-    from caffe_mlic.proposals import expand_images
     import cv2
-    for path in (args.net, args.weights):
-        if not os.path.isfile(path):
-            raise InputError('%s: no such file' % path)
-    images = expand_images(args.images)
-    if not images:
-        raise InputError('no image files in %s' % ', '.join(args.images))
+    images = model_and_images((args.net, args.weights), args.images)
     stems = [os.path.splitext(os.path.basename(p))[0] for p in images]
     twice = sorted({s for s in stems if stems.count(s) > 1})
     if twice:

@@ -24,8 +24,9 @@ confusion matrix of label maps (caffe_mlic.labelmaps).
 Folders: a prediction ``X.<ext>`` is paired with the ground truth ``X.<ext>``
 (any label-map extension); without one, with the single ``X_<suffix>.<ext>``
 (ISPRS names such as ``X_noBoundary.tif``), or, given ``gt_suffix``, only
-with ``X<gt_suffix>.<ext>``. Every prediction needs its ground truth and
-every ground truth its prediction. Either may be an index image or
+with ``X<gt_suffix>.<ext>``. Every prediction needs its ground truth; a
+ground truth with no prediction is not scored (and reported as such: a
+reference folder usually holds every tile). Either may be an index image or
 colour-coded with the palette. Results are in percent.
 """
 import csv

@@ -183,9 +183,13 @@ def write_report(run):
         '(the test split is never used while training).</p>',
         '<img src="%s" alt="training curves">' % rel(os.path.join(out_dir, 'training_curves.png')),
     ]
-    page = ('<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>caffe-mlic demo report</title>'
-            '<style>%s</style></head><body>\n%s\n</body></html>\n' % (STYLE, '\n'.join(body)))
-    path = os.path.join(run, 'report.html')
+    return results, write_page(os.path.join(run, 'report.html'), 'caffe-mlic demo report', STYLE, body)
+
+
+def write_page(path, title, style, body):
+    """An HTML page of ``body`` (lines of HTML) with its title and CSS, atomically."""
+    page = ('<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>%s</title>'
+            '<style>%s</style></head><body>\n%s\n</body></html>\n' % (html.escape(title), style, '\n'.join(body)))
     with atomic_write(path) as f:
         f.write(page)
-    return results, path
+    return path

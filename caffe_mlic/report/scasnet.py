@@ -193,12 +193,8 @@ def write_report(run, data_dir=None):
         'never used while training.</p>',
         '<img src="%s" alt="training curves">' % rel(curves) if os.path.isfile(curves) else '<p>(no curves)</p>',
     ]
-    page = ('<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>caffe-mlic ScasNet report</title>'
-            '<style>%s</style></head><body>\n%s\n</body></html>\n' % (STYLE, '\n'.join(body)))
-    path = os.path.join(run, 'report.html')
-    with atomic_write(path) as f:
-        f.write(page)
-    return results, path
+    from caffe_mlic.report.page import write_page
+    return results, write_page(os.path.join(run, 'report.html'), 'caffe-mlic ScasNet report', STYLE, body)
 
 
 def _find_image(folder, stem):
