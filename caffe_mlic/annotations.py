@@ -31,7 +31,7 @@ import math
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -60,6 +60,7 @@ class ImageRecord:
     labels: Optional[set] = None  # class names (plain label files); None: from objects
     source_line: Optional[int] = None   # its line in source (plain label files)
     source_field: Optional[str] = None  # its element in source (COCO: 'image id 7')
+    coco_id: Optional[int] = None       # its COCO image id (COCO files)
 
     def problem(self, message):
         return Problem(self.source, self.source_line, self.source_field, message)
@@ -270,8 +271,22 @@ def _is_id(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+class CocoSet(NamedTuple):
+    """A COCO instances file: the class list, one ImageRecord per image (with
+    its coco_id) and {class name: COCO category id}."""
+    classes: List[str]
+    records: List[ImageRecord]
+    category_ids: Dict[str, int]
+
+
 def read_coco(instances_json, images_dir, classes=None):
     """(classes, records) of a COCO instances file; images under images_dir."""
+    coco = read_coco_set(instances_json, images_dir, classes)
+    return coco.classes, coco.records
+
+
+def read_coco_set(instances_json, images_dir, classes=None):
+    """CocoSet of a COCO instances file; images under images_dir."""
     src = instances_json
     images_dir = os.path.abspath(images_dir)
     try:
@@ -332,7 +347,7 @@ def read_coco(instances_json, images_dir, classes=None):
         path = os.path.join(images_dir, fname)
         if _check_image(path, (src, None, field), problems, (w, h)) is None:
             continue
-        rec = ImageRecord(path, w, h, src, source_field='image id %d' % iid)
+        rec = ImageRecord(path, w, h, src, source_field='image id %d' % iid, coco_id=iid)
         by_id[iid] = rec
         records.append(rec)
 
@@ -373,7 +388,7 @@ def read_coco(instances_json, images_dir, classes=None):
         y2 = min(max(y + bh - 1, y1), rec.height - 1)
         rec.objects.append(GtObject(cats[cid], (x1, y1, x2, y2), bool(ann.get('iscrowd', 0))))
     problems.raise_if_any()
-    return list(classes), records
+    return CocoSet(list(classes), records, {name: cid for cid, name in cats.items()})
 
 
 # ------------------------------------------------------------------ plain labels

@@ -50,6 +50,15 @@ def build_parser():
     return parser
 
 
+def nested_parser(words, command):
+    """The parser of a nested subcommand (commands.NESTED): `caffe-mlic proposals import`."""
+    p = ArgumentParser(prog=' '.join((PROG,) + tuple(words)), description=command.DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    command.add_arguments(p)
+    p.set_defaults(run=command.run, parser=p)
+    return p
+
+
 def _option_for(parser, dest):
     """The option string that sets ``dest`` in parser (or a sub-parser of it)."""
     for action in parser._actions:
@@ -82,7 +91,12 @@ def main(argv=None):
             # included, which argparse would try to read.
             prog = '%s %s' % (PROG, argv[0])
             return commands.module(argv[0]).run_argv(argv[1:]) or 0
-        args, extra = build_parser().parse_known_args(argv)
+        found = commands.nested(argv)
+        if found:
+            parser = nested_parser(*found)
+            args, extra = parser.parse_known_args(argv[len(found[0]):])
+        else:
+            args, extra = build_parser().parse_known_args(argv)
         prog, parser = args.parser.prog, args.parser
         if extra:  # say it as the subcommand, which is where they were given
             parser.error('unrecognized arguments: %s' % ' '.join(extra))

@@ -10,7 +10,11 @@ it, for OUT.txt:
                     "images": [{"path", "file", "width", "height", "labels",
                                 "objects": [{"class", "box", "difficult"}]}]}
                    "path" as in the datalist, "file" absolute, boxes
-                   [x1, y1, x2, y2] 0-based inclusive in original pixels.
+                   [x1, y1, x2, y2] 0-based inclusive in original pixels;
+                   built from COCO, also "category_ids" (the COCO category
+                   id of each class, null for a class of the class file
+                   that is no category) and each image's "coco_id", which
+                   `detect --coco-ids` and `eval det` use for COCO results.
 The datalist takes each image's top bbox_num proposals by score, mapped to
 the resized (size = W' x H') image: x' = floor(x * S / W), y' = floor(y * S / H), clipped to
 [0, S-1]; an image with fewer proposals has them repeated cyclically (in
@@ -93,9 +97,12 @@ def resize_top_boxes(boxes, scores, width, height, size, bbox_num):
     return out[idx].astype(np.float32), scores[idx].astype(np.float32)
 
 
-def _gt_json(classes, size, images):
+def _gt_json(classes, size, images, category_ids=None):
     """Valid JSON with one image per line: compact, yet greppable and diffable."""
-    head = '{"classes": %s, "size": %s, "images": [\n' % (json.dumps(list(classes)), json.dumps(list(size)))
+    head = '{"classes": %s, "size": %s, ' % (json.dumps(list(classes)), json.dumps(list(size)))
+    if category_ids is not None:
+        head += '"category_ids": %s, ' % json.dumps([category_ids.get(c) for c in classes])
+    head += '"images": [\n'
     return head + ',\n'.join(json.dumps(im) for im in images) + '\n]}\n'
 
 
@@ -106,8 +113,9 @@ def _datalist_path(path, root):
 
 
 def build(records, classes, proposals_dir, out, size=(672, 672), bbox_num=500, root=None,
-          difficult='include'):
-    """Write the datalist, OUT.classes.txt and OUT.gt.json; all or nothing."""
+          difficult='include', category_ids=None):
+    """Write the datalist, OUT.classes.txt and OUT.gt.json; all or nothing.
+    category_ids: {class: COCO category id}, kept in gt.json."""
     if bbox_num < 1:
         raise UsageError('bbox_num must be >= 1, got %d' % bbox_num, 'bbox_num')
     if not records:
@@ -122,7 +130,7 @@ def build(records, classes, proposals_dir, out, size=(672, 672), bbox_num=500, r
         gt_images = _write_lines(f_list, records, classes, proposals_dir, size, bbox_num,
                                  root, difficult)
         f_cls.write(''.join(c + '\n' for c in classes))
-        f_gt.write(_gt_json(classes, size, gt_images))
+        f_gt.write(_gt_json(classes, size, gt_images, category_ids))
     return len(gt_images)
 
 
@@ -160,6 +168,8 @@ def _write_lines(f, records, classes, proposals_dir, size, bbox_num, root, diffi
             'objects': [{'class': o.name, 'box': [float(v) for v in o.box], 'difficult': o.difficult}
                         for o in rec.objects],
         })
+        if rec.coco_id is not None:
+            gt_images[-1]['coco_id'] = rec.coco_id
     if problems:
         raise InputError(problems=problems, what='datalist build')
     return gt_images

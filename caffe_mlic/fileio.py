@@ -104,6 +104,16 @@ def json_ready(value):
     return value
 
 
+def atomic_write_csv(path, header, rows):
+    """Write a CSV (header, then rows; None as an empty cell), atomically."""
+    import csv
+    with atomic_write(path, newline='', encoding='utf-8') as f:
+        writer = csv.writer(f, lineterminator='\n')
+        writer.writerow(header)
+        writer.writerows([['' if v is None else v for v in row] for row in rows])
+    return path
+
+
 def atomic_write_json(path, data, indent=1, sort_keys=False):
     """Write ``data`` as JSON (non-finite numbers as null), atomically."""
     with atomic_write(path) as f:

@@ -149,6 +149,13 @@ def _sed_detector(path):
 def clean_boxes(boxes, scores, width, height, min_size=20, max_boxes=2000):
     """WSDDN hygiene on (K,4) x1,y1,x2,y2 inclusive boxes: clip, drop small,
     dedupe (best score wins), sort by score descending (stable), cap."""
+    return clean_boxes_counted(boxes, scores, width, height, min_size, max_boxes)[:2]
+
+
+def clean_boxes_counted(boxes, scores, width, height, min_size=20, max_boxes=2000):
+    """clean_boxes, and what it dropped: (boxes, scores, {'small': boxes with a
+    side under min_size or a score that is not finite, 'duplicate': copies of
+    a better-scored box, 'over_max': beyond the top max_boxes})."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     scores = np.asarray(scores, np.float64).reshape(-1)
     if len(boxes) != len(scores):
@@ -165,8 +172,10 @@ def clean_boxes(boxes, scores, width, height, min_size=20, max_boxes=2000):
     # np.unique's first index of each distinct row = its best-scored copy
     _, first = np.unique(boxes, axis=0, return_index=True)
     first.sort()
+    dropped = {'small': int((~ok).sum()), 'duplicate': len(boxes) - len(first),
+               'over_max': max(len(first) - max_boxes, 0)}
     boxes, scores = boxes[first][:max_boxes], scores[first][:max_boxes]
-    return boxes.astype(np.float32), scores.astype(np.float32)
+    return boxes.astype(np.float32), scores.astype(np.float32), dropped
 
 
 def _edgeboxes(image_bgr, sed_model, max_raw, min_size, alpha, beta):
@@ -240,13 +249,18 @@ def output_path(out_dir, image_path):
     return os.path.join(out_dir, os.path.splitext(os.path.basename(image_path))[0] + '.npz')
 
 
+def save_proposals(out_path, boxes, scores, image_shape, method):
+    """Write one image's proposal file (the format of the module docstring), atomically."""
+    atomic_save_npz(out_path, boxes=np.asarray(boxes, np.float32), scores=np.asarray(scores, np.float32),
+                    image_shape=np.array(image_shape[:2], np.int32), method=np.array(method))
+
+
 def process_image(image_path, out_path, method='edgeboxes', max_boxes=2000, min_size=20,
                   sed_model=None, alpha=0.65, beta=0.75):
     """Compute and atomically save one image's proposals; returns the box count."""
     img = read_image(image_path)
     boxes, scores = compute_proposals(img, method, max_boxes, min_size, sed_model, alpha, beta)
-    atomic_save_npz(out_path, boxes=boxes, scores=scores,
-                    image_shape=np.array(img.shape[:2], np.int32), method=np.array(method))
+    save_proposals(out_path, boxes, scores, img.shape, method)
     return len(boxes)
 
 
@@ -284,43 +298,55 @@ def expand_images(paths):
 SETTINGS_FILE = 'settings.json'
 
 
-def _claim_folder(out_dir, settings, recompute):
-    """Make out_dir the folder of ``settings``: UsageError when it holds
-    proposals computed with other settings (unless ``recompute``, which
-    removes them)."""
+def _folder_settings(out_dir):
+    """The settings of the proposals in out_dir: its settings.json, else (a
+    folder of an older version) the method its first file records, else None."""
     import glob
     import json
-    from caffe_mlic.fileio import atomic_write_json
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise UsageError('%s is a file, not a folder' % out_dir, 'output')
     path = os.path.join(out_dir, SETTINGS_FILE)
-    old = None
     if os.path.isfile(path):
         try:
             with open(path, encoding='utf-8') as f:
-                old = json.load(f)
+                return json.load(f)
         except (OSError, ValueError) as e:
             raise InputError('%s: cannot read it (%s); remove it, or the folder' % (path, e))
-    else:
-        existing = sorted(glob.glob(os.path.join(glob.escape(out_dir), '*.npz')))
-        if existing:  # a folder of an older version: its files record the method
-            try:
-                with np.load(existing[0]) as npz:
-                    old = {'method': str(npz['method'])} if 'method' in npz.files else None
-            except (OSError, ValueError):
-                old = None
+    existing = sorted(glob.glob(os.path.join(glob.escape(out_dir), '*.npz')))
+    if existing:
+        try:
+            with np.load(existing[0]) as npz:
+                return {'method': str(npz['method'])} if 'method' in npz.files else None
+        except (OSError, ValueError):
+            return None
+    return None
+
+
+def check_folder(out_dir, settings, recompute, flag='--recompute'):
+    """UsageError when out_dir is a file, or holds proposals made with other
+    ``settings`` (unless ``recompute``); writes nothing."""
+    import json
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UsageError('%s is a file, not a folder' % out_dir, 'output')
+    old = _folder_settings(out_dir) if os.path.isdir(out_dir) else None
     differ = {k: (old[k], settings[k]) for k in settings if old and k in old and old[k] != settings[k]}
     if differ and not recompute:
         raise UsageError('%s holds proposals computed with %s; this run asks for %s. Their boxes '
-                         'would mix: choose another output folder, or pass --recompute to replace them'
+                         'would mix: choose another output folder, or pass %s to replace them'
                          % (out_dir, ', '.join('%s %s' % (k, json.dumps(a)) for k, (a, b) in differ.items()),
-                            ', '.join('%s %s' % (k, json.dumps(b)) for k, (a, b) in differ.items())),
+                            ', '.join('%s %s' % (k, json.dumps(b)) for k, (a, b) in differ.items()), flag),
                          'output')
+
+
+def claim_folder(out_dir, settings, recompute, flag='--recompute'):
+    """Make out_dir the folder of ``settings`` (check_folder first); with
+    ``recompute`` its proposal files go."""
+    import glob
+    from caffe_mlic.fileio import atomic_write_json
+    check_folder(out_dir, settings, recompute, flag)
     os.makedirs(out_dir, exist_ok=True)
     if recompute:
         for npz in glob.glob(os.path.join(glob.escape(out_dir), '*.npz')):
             os.remove(npz)
-    atomic_write_json(path, settings, sort_keys=True)
+    atomic_write_json(os.path.join(out_dir, SETTINGS_FILE), settings, sort_keys=True)
 
 
 def run(images, out_dir, method='edgeboxes', max_boxes=2000, min_size=20, sed_model=None,
@@ -345,8 +371,8 @@ def run(images, out_dir, method='edgeboxes', max_boxes=2000, min_size=20, sed_mo
         _sed_detector(sed_model)  # fail once, up front, on a bad model
     kw = dict(method=method, max_boxes=max_boxes, min_size=min_size, sed_model=sed_model,
               alpha=alpha, beta=beta)
-    _claim_folder(out_dir, dict(kw, sed_model=os.path.abspath(sed_model) if sed_model else None),
-                  recompute)
+    claim_folder(out_dir, dict(kw, sed_model=os.path.abspath(sed_model) if sed_model else None),
+                 recompute)
     i, n = shard
     mine = images[i::n]  # strided: every shard gets a similar mix
     todo = [p for p in mine if not os.path.exists(output_path(out_dir, p))]

@@ -4,13 +4,15 @@
         photos/*.jpg [--top 5] [--engine opencv] [-o labels.json]
 
 Prints each image's top labels with their probabilities; with -o, writes them
-(and every class's probability) as JSON. `--engine opencv` runs the same
-model with OpenCV's dnn module, which needs no Caffe. The preprocessing comes
-from the deploy.json that `netgen` writes beside the nets.
+(and every class's probability) as JSON; with --csv, one line per image: the
+image's path, then the probability of each class (a column per class).
+`--engine opencv` runs the same model with OpenCV's dnn module, which needs no
+Caffe. The preprocessing comes from the deploy.json that `netgen` writes
+beside the nets.
 """
 import os
 
-from caffe_mlic.errors import InputError, UsageError
+from caffe_mlic.errors import UsageError
 
 HELP = 'label images with the student classifier (Caffe or OpenCV engine)'
 
@@ -25,23 +27,19 @@ def add_arguments(p):
     p.add_argument('--classes', metavar='FILE', help='class names, one per line (default class_0 ...)')
     p.add_argument('--settings', metavar='deploy.json', help='deploy settings (default: beside the net)')
     p.add_argument('-o', '--output', metavar='FILE.json', help='write the results as JSON')
+    p.add_argument('--csv', metavar='FILE.csv',
+                   help="write every image's class probabilities as CSV (image, then a column per class)")
 
 
 def run(args):
     from caffe_mlic.commands.detect import class_names
-    from caffe_mlic.fileio import atomic_write_json
-    from caffe_mlic.imageio import read_image
+    from caffe_mlic.fileio import atomic_write_csv, atomic_write_json
+    from caffe_mlic.imageio import model_and_images, read_image
     from caffe_mlic.inference.classifier import StudentClassifier, top_labels
     from caffe_mlic.inference.settings import load_settings
-    from caffe_mlic.proposals import expand_images
     if args.top < 1:
         raise UsageError('argument --top: must be >= 1, got %d' % args.top)
-    for path in (args.net, args.weights):
-        if not os.path.isfile(path):
-            raise InputError('%s: no such file' % path)
-    images = expand_images(args.images)
-    if not images:
-        raise InputError('no image files in %s' % ', '.join(args.images))
+    images = model_and_images((args.net, args.weights), args.images)
     model = StudentClassifier(args.net, args.weights, load_settings(args.net, args.settings), args.engine)
     results, classes = [], None
     for image_path in images:
@@ -54,3 +52,6 @@ def run(args):
                             probabilities={c: float(p) for c, p in zip(classes, probabilities)}))
     if args.output:
         atomic_write_json(args.output, dict(engine=args.engine, results=results))
+    if args.csv:
+        atomic_write_csv(args.csv, ['image'] + classes,
+                         [[r['image']] + [r['probabilities'][c] for c in classes] for r in results])

@@ -64,16 +64,17 @@ def run_build(args):
         raise UsageError('argument --bbox-num: must be >= 1, got %d' % args.bbox_num)
     _refuse_overwriting_inputs(args)
     classes = annotations.read_class_list(args.classes) if args.classes else None
+    category_ids = None
     if args.voc:
         classes, records = annotations.read_voc(args.voc, args.set, classes)
     elif args.coco:
-        classes, records = annotations.read_coco(args.coco, args.images, classes)
+        classes, records, category_ids = annotations.read_coco_set(args.coco, args.images, classes)
     else:
         records = annotations.read_label_file(args.labels, classes, args.images)
     if args.proposals is not None and not os.path.isdir(args.proposals):
         raise InputError('%s: proposals folder not found' % args.proposals)
     n = build(records, classes, args.proposals, args.output, args.size, args.bbox_num, args.root,
-              args.voc_difficult)
+              args.voc_difficult, category_ids)
     classes_path, gt_path = companion_paths(args.output)
     print('wrote %s (%d images, %d classes, %d boxes each), %s, %s'
           % (args.output, n, len(classes), args.bbox_num, classes_path, gt_path))

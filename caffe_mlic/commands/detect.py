@@ -10,6 +10,10 @@ Writes, under OUT:
   json/<stem>.json             image-level scores, the detections of each image, and its
                                --top regions by region score of any class (before NMS)
   vis/<stem>.jpg               the image with its top detections drawn and labelled
+  coco_results.json            with --coco-ids GT.json (the gt.json of `datalist build
+                               --coco`): the detections as a COCO results file (image_id,
+                               category_id, bbox [x, y, w, h], score), which COCO tools
+                               and `caffe-mlic eval det --results` read
 The preprocessing and sizes come from the deploy.json that `netgen` writes
 beside the nets (see caffe_mlic.inference.settings).
 """
@@ -33,7 +37,11 @@ def add_arguments(p):
     p.add_argument('--scales', type=int, nargs='+', metavar='S',
                    help='input sizes to run (default: the net\'s); region scores are summed over them')
     p.add_argument('--flip', action='store_true', help='also run each scale mirrored, summing the scores')
-    p.add_argument('--classes', metavar='FILE', help='class names, one per line (default class_0 ...)')
+    p.add_argument('--classes', metavar='FILE',
+                   help="class names, one per line (default: --coco-ids' classes, else class_0 ...)")
+    p.add_argument('--coco-ids', metavar='GT.json',
+                   help='the gt.json of `datalist build --coco`: write coco_results.json with its '
+                        'COCO image and category ids (every image must be in it)')
     p.add_argument('--settings', metavar='deploy.json', help='deploy settings (default: beside the net)')
     p.add_argument('--set-name', default='test', help='the <set> of the devkit file names (default test)')
     p.add_argument('--top', type=int, default=10, help='detections drawn per image (default 10)')
@@ -50,6 +58,35 @@ def class_names(path, count):
     if len(names) != count:
         raise InputError('%s: %d classes, but the net scores %d' % (path, len(names), count))
     return names
+
+
+def coco_ground_truth(path, images):
+    """The ground truth of --coco-ids, checked: it has COCO ids and lists
+    every image (by file stem), so that nothing is detected in vain."""
+    from caffe_mlic.evaluation.detection import coco_ids, read_gt_json
+    gt = read_gt_json(path)
+    known = coco_ids(gt)[0]
+    missing = [p for p in images if os.path.splitext(os.path.basename(p))[0] not in known]
+    if missing:
+        raise InputError('%s: has no COCO image id for %d of the images: %s%s'
+                         % (path, len(missing), ', '.join(missing[:5]), ' ...' if len(missing) > 5 else ''))
+    return gt
+
+
+def detection_classes(args, count, coco_gt):
+    """The class names: --classes, else those of --coco-ids, else class_0 ...;
+    with --coco-ids, each must have a COCO category id."""
+    from caffe_mlic.evaluation.detection import coco_ids
+    if coco_gt is None or args.classes:
+        classes = class_names(args.classes, count)
+    elif len(coco_gt.classes) != count:
+        raise InputError('%s: %d classes, but the net scores %d' % (args.coco_ids, len(coco_gt.classes), count))
+    else:
+        classes = list(coco_gt.classes)
+    unknown = [c for c in classes if coco_gt is not None and c not in coco_ids(coco_gt)[1]]
+    if unknown:
+        raise InputError('%s: no COCO category id for class %s' % (args.coco_ids, ', '.join(unknown)))
+    return classes
 
 
 def image_proposals(image_path, image, proposals_dir, cache_dir):
@@ -76,7 +113,8 @@ def image_proposals(image_path, image, proposals_dir, cache_dir):
 
 
 def run(args):
-    from caffe_mlic.evaluation.detection import ClassDetections, write_voc_results
+    from caffe_mlic.evaluation.detection import (COCO_RESULTS, ClassDetections, write_coco_results,
+                                                 write_voc_results)
     from caffe_mlic.fileio import atomic_write_json
     from caffe_mlic.imageio import read_image
     from caffe_mlic.inference.detector import RandomControlDetector, WsddnDetector, check_scales
@@ -100,7 +138,8 @@ def run(args):
     else:
         detector = WsddnDetector(args.net, args.weights, load_settings(args.net, args.settings),
                                  args.score_threshold, args.nms)
-    classes = class_names(args.classes, detector.num_classes)
+    coco_gt = coco_ground_truth(args.coco_ids, images) if args.coco_ids else None
+    classes = detection_classes(args, detector.num_classes, coco_gt)
     cache = os.path.join(args.output, 'proposals')
     all_detections = []
     for image_path in progress(images, desc='detect', unit='img', enabled=not args.quiet):
@@ -126,8 +165,10 @@ def run(args):
         ids.append(stem)
         scores.append(score)
         boxes.append(box)
-    written = write_voc_results(args.output, args.set_name,
-                                {name: ClassDetections(ids, scores, boxes)
-                                 for name, (ids, scores, boxes) in by_class.items()}, classes)
-    print('detect: %d images, %d detections -> %s (%d devkit files, json/, vis/)'
-          % (len(images), len(all_detections), args.output, len(written)))
+    detections = {name: ClassDetections(ids, scores, boxes) for name, (ids, scores, boxes) in by_class.items()}
+    written = write_voc_results(args.output, args.set_name, detections, classes)
+    if coco_gt is not None:
+        write_coco_results(os.path.join(args.output, COCO_RESULTS), detections, coco_gt)
+    print('detect: %d images, %d detections -> %s (%d devkit files%s, json/, vis/)'
+          % (len(images), len(all_detections), args.output, len(written),
+             ', ' + COCO_RESULTS if coco_gt is not None else ''))

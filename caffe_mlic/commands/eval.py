@@ -34,6 +34,9 @@ def add_arguments(p):
                    help='the scores are logits: apply the logistic function first')
     c.add_argument('--classes', metavar='FILE', help='class names, one per line, for the table and JSON')
     c.add_argument('--json', metavar='OUT', help='write the metrics as JSON')
+    c.add_argument('--csv', metavar='OUT.csv',
+                   help='write the metrics as CSV: metric,class,value (AP per class, then mAP and '
+                        'the overall metrics with an empty class)')
 
     d = add('det', run_det, 'VOC AP (07 11-point and area) and CorLoc of result files',
             detection.__doc__)
@@ -44,9 +47,13 @@ def add_arguments(p):
                    help='image set: the VOC set, and the <set> of the result files (default with '
                         '--gt: the one the files name)')
     d.add_argument('--classes', metavar='FILE', help='VOC class names (default as `datalist build`)')
-    d.add_argument('--results', required=True, metavar='DIR',
-                   help='folder of comp4_det_<set>_<class>.txt files')
+    d.add_argument('--results', required=True, metavar='DIR|FILE.json',
+                   help='folder of comp4_det_<set>_<class>.txt files, or a COCO results JSON '
+                        '(with the --gt of `datalist build --coco`)')
     d.add_argument('--json', metavar='OUT', help='write the metrics as JSON')
+    d.add_argument('--save-coco', metavar='OUT.json',
+                   help='also write the detections as a COCO results JSON (with the --gt of '
+                        '`datalist build --coco`)')
 
     s = add('seg', run_seg, 'semantic labeling: OA, per-class F1 and IoU, mF1, mIoU of label maps',
             segmentation.__doc__)
@@ -134,6 +141,8 @@ def run_cls(args):
         atomic_save_npy(_labels_path(args.save_scores), np.asarray(labels, np.int8))
     if args.json:
         write_json(args.json, result)
+    if args.csv:
+        classification.write_metrics_csv(args.csv, result)
     width = max(12, max(len(n) for n in result['classes']))
     print('%-*s %6s' % (width, 'class', 'AP'))
     for name, ap in zip(result['classes'], result['AP']):
@@ -154,16 +163,22 @@ def run_det(args):
         raise UsageError('--voc needs --set (e.g. test)')
     if args.gt and args.classes:
         raise UsageError('--classes goes with --voc; a gt.json names its classes')
-    if not os.path.isdir(args.results):
-        raise InputError('%s: results folder not found' % args.results)
+    coco_results = os.path.isfile(args.results)
+    if not (coco_results or os.path.isdir(args.results)):
+        raise InputError('%s: results folder not found (nor a COCO results file)' % args.results)
     if args.voc:
         names = read_class_list(args.classes) if args.classes else None
         gt = detection.read_voc_ground_truth(args.voc, args.image_set, names)
     else:
         gt = detection.read_gt_json(args.gt)
-    image_set = args.image_set or detection.find_result_set(args.results, gt.classes)
-    detections = detection.read_voc_results(args.results, image_set, gt.classes, gt.image_ids)
+    if coco_results:
+        detections = detection.read_coco_results(args.results, gt)
+    else:
+        image_set = args.image_set or detection.find_result_set(args.results, gt.classes)
+        detections = detection.read_voc_results(args.results, image_set, gt.classes, gt.image_ids)
     result = detection.evaluate_detections(gt, detections)
+    if args.save_coco:
+        detection.write_coco_results(args.save_coco, detections, gt)
     if args.json:
         write_json(args.json, result)
     width = max(12, max(len(n) for n in result['classes']))

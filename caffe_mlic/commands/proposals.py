@@ -2,9 +2,18 @@
 import argparse
 
 from caffe_mlic.errors import InputError, UsageError
-from caffe_mlic.proposals import METHODS, __doc__ as DESCRIPTION  # noqa: F401  (--help text)
+from caffe_mlic.proposal_formats import FORMATS, __doc__ as FORMATS_DOC
+from caffe_mlic.proposal_import import __doc__ as IMPORT_DOC
+from caffe_mlic.proposals import METHODS, __doc__ as PROPOSALS_DOC
 
-HELP = 'object proposals with scores, one .npz per image'
+HELP = "object proposals with scores, one .npz per image (or `proposals import` other tools' files)"
+DESCRIPTION = PROPOSALS_DOC + '''
+Proposal files of other tools (selective search and EdgeBoxes .mat, MCG,
+wetectron pickles, JSON, CSV) become the same files with
+    caffe-mlic proposals import FORMAT FILE... -o DIR --images IMAGES...
+(see `caffe-mlic proposals import --help`; to compute proposals for an image
+file named "import", write it ./import).
+'''
 
 
 def shard(text):
@@ -64,3 +73,53 @@ def run(args):
     if failures:
         raise InputError('%d image(s) failed (the others were written):\n%s'
                        % (len(failures), '\n'.join('  %s' % err for _, err in failures)))
+
+
+# ------------------------------------------------------------------ proposals import
+
+def add_import_arguments(p):
+    p.add_argument('format', choices=FORMATS, metavar='FORMAT', help='one of: %s' % ', '.join(FORMATS))
+    p.add_argument('files', nargs='+', metavar='FILE',
+                   help='proposal files of that format (mcg-mat: per-image files or their folders)')
+    p.add_argument('-o', '--output', required=True, metavar='DIR', help='output folder')
+    p.add_argument('--images', nargs='+', required=True, metavar='PATH',
+                   help='the images: files, folders of images, or text files listing image paths')
+    p.add_argument('--coco', metavar='JSON',
+                   help='COCO instances (or image info) file: integer ids are its image ids')
+    p.add_argument('--max-boxes', type=int, default=2000,
+                   help='keep the top this many per image by score (default 2000)')
+    p.add_argument('--min-size', type=int, default=20, help='drop boxes with a side under this (px, default 20)')
+    p.add_argument('--replace', action='store_true',
+                   help="replace the folder's proposals (needed when it holds other proposals or settings)")
+    p.add_argument('-q', '--quiet', action='store_true', help='no progress bar or summary')
+
+
+def run_import(args):
+    from caffe_mlic.proposal_import import import_proposals
+    for flag, value in (('--max-boxes', args.max_boxes), ('--min-size', args.min_size)):
+        if value < 1:
+            raise UsageError('argument %s: must be >= 1, got %d' % (flag, value))
+    report = import_proposals(args.format, args.files, args.images, args.output, args.min_size,
+                              args.max_boxes, args.coco, args.replace, show_progress=not args.quiet)
+    if not args.quiet:
+        print(import_summary(report, args.min_size, args.max_boxes))
+    if report['empty']:
+        empty = report['empty']
+        print('note: %d image(s) have no box left (a datalist cannot use them): %s%s'
+              % (len(empty), ', '.join(empty[:10]), ' ...' if len(empty) > 10 else ''))
+
+
+def import_summary(report, min_size, max_boxes):
+    """What was imported and what the hygiene dropped, in two lines."""
+    d = report['dropped']
+    return ('proposals import: %d images, %d boxes read, %d kept -> %s\n'
+            'dropped: %d with a side under %d px, %d duplicates, %d beyond the top %d by score'
+            % (report['images'], report['boxes_read'], report['boxes_kept'], report['output'],
+               d['small'], min_size, d['duplicate'], d['over_max'], max_boxes))
+
+
+class ImportCommand:
+    """`caffe-mlic proposals import`, a nested subcommand (commands.NESTED)."""
+    DESCRIPTION = IMPORT_DOC + '\n' + FORMATS_DOC
+    add_arguments = staticmethod(add_import_arguments)
+    run = staticmethod(run_import)

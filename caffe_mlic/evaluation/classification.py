@@ -165,3 +165,20 @@ def multilabel_metrics(scores, labels, classes=None, threshold=THRESHOLD, top_k=
                    for k, v in _count_metrics(above & in_top, positive).items()})
     result['classes'] = names
     return result
+
+
+def metrics_rows(result):
+    """The rows (metric, class, value) of a multilabel_metrics result: AP of
+    each class, then mAP and the overall metrics (class empty)."""
+    rows = [('AP', name, ap) for name, ap in zip(result['classes'], result['AP'])]
+    rows.append(('mAP', None, result['mAP']))
+    rows += [(key + suffix, None, result[key + suffix]) for suffix in ('', '_top%d' % TOP_K)
+             for key in OVERALL_KEYS if key + suffix in result]
+    return rows
+
+
+def write_metrics_csv(path, result):
+    """Write a multilabel_metrics result as CSV, metric,class,value (percent;
+    an undefined value is an empty cell)."""
+    from caffe_mlic.fileio import atomic_write_csv
+    return atomic_write_csv(path, ('metric', 'class', 'value'), metrics_rows(result))

@@ -5,7 +5,13 @@ wide (the VOC "+1" convention, used for every IoU here).
 
 Result files: the devkit's one file per class, comp4_det_<set>_<class>.txt,
 one detection per line, `image_id score x1 y1 x2 y2` in 1-based inclusive
-pixels (ours + 1).
+pixels (ours + 1); or one COCO results JSON, a list of {"image_id",
+"category_id", "bbox": [x, y, w, h], "score"} with the COCO image and
+category ids a ground truth built from COCO keeps (gt.json "coco_id",
+"category_ids"). bbox is x = x1, y = y1, w = x2 - x1 + 1, h = y2 - y1 + 1:
+our inclusive pixel boxes as Detectron converts them for COCO (COCO's own
+tools read boxes as continuous, x2 = x + w, so a box is one pixel wider
+there); reading inverts it, x2 = x + w - 1 (a w under 1 counts as 1).
 
 Rules
 - nms: greedy; the highest score is kept and every remaining box whose IoU
@@ -34,7 +40,7 @@ Results are in percent.
 import json
 import math
 import os
-from typing import List, NamedTuple
+from typing import List, NamedTuple, Optional
 
 import numpy as np
 
@@ -65,6 +71,8 @@ class GroundTruth(NamedTuple):
     boxes: np.ndarray
     difficult: np.ndarray
     source: str
+    coco_image_ids: Optional[List[int]] = None   # per image: its COCO id (COCO ground truth)
+    category_ids: Optional[List[Optional[int]]] = None   # per class: its COCO category id
 
 
 # ------------------------------------------------------------------ boxes
@@ -339,7 +347,7 @@ def read_voc_results(results_dir, image_set, classes, image_ids):
 
 # ------------------------------------------------------------------ ground truth
 
-def ground_truth(classes, image_ids, objects, source):
+def ground_truth(classes, image_ids, objects, source, coco_image_ids=None, category_ids=None):
     """GroundTruth of image_ids with objects[i] = [(class name, box, difficult)]."""
     class_index = {c: k for k, c in enumerate(classes)}
     rows = [(i, class_index[name], box, bool(difficult))
@@ -348,7 +356,9 @@ def ground_truth(classes, image_ids, objects, source):
                        np.array([r[0] for r in rows], np.int64),
                        np.array([r[1] for r in rows], np.int64),
                        np.array([r[2] for r in rows], np.float64).reshape(-1, 4),
-                       np.array([r[3] for r in rows], bool), source)
+                       np.array([r[3] for r in rows], bool), source,
+                       None if coco_image_ids is None else list(coco_image_ids),
+                       None if category_ids is None else list(category_ids))
 
 
 def read_voc_ground_truth(root, image_set, classes=None):
@@ -408,6 +418,153 @@ def read_gt_json(path):
         objects.append(objs)
     if not ids and not problems:
         problems.append(Problem(path, None, '"images"', 'is empty'))
+    coco_ids = _gt_coco_image_ids(path, data['images'], problems)
+    category_ids = _gt_category_ids(path, data, len(classes), problems)
     if problems:
         raise InputError(problems=problems, what='ground truth')
-    return ground_truth(classes, ids, objects, path)
+    return ground_truth(classes, ids, objects, path, coco_ids, category_ids)
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _gt_coco_image_ids(path, images, problems):
+    """Each image's "coco_id" (all images or none have one), or None."""
+    have = [isinstance(im, dict) and 'coco_id' in im for im in images]
+    if not any(have):
+        return None
+    out, seen = [], {}
+    for k, image in enumerate(images):
+        cid = image.get('coco_id') if isinstance(image, dict) else None
+        if not _is_int(cid):
+            problems.append(Problem(path, None, 'images[%d]' % k, '"coco_id" must be an integer (other '
+                                    'images have one), got %s' % json.dumps(cid)))
+        elif cid in seen:
+            problems.append(Problem(path, None, 'images[%d]' % k, '"coco_id" %d repeats images[%d]'
+                                    % (cid, seen[cid])))
+        else:
+            seen[cid] = k
+        out.append(cid)
+    return out
+
+
+def _gt_category_ids(path, data, count, problems):
+    """"category_ids" (one integer or null per class), or None."""
+    if 'category_ids' not in data:
+        return None
+    ids = data['category_ids']
+    if not (isinstance(ids, list) and len(ids) == count and all(i is None or _is_int(i) for i in ids)
+            and len({i for i in ids if i is not None}) == sum(i is not None for i in ids)):
+        problems.append(Problem(path, None, '"category_ids"', 'must list %d distinct integers (or null), '
+                                'one per class' % count))
+        return None
+    return ids
+
+
+# ------------------------------------------------------------------ COCO results
+
+COCO_RESULTS = 'coco_results.json'
+
+
+def box_to_coco(box):
+    """[x, y, w, h] of an inclusive 0-based box (module docstring)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return [x1, y1, x2 - x1 + 1, y2 - y1 + 1]
+
+
+def box_from_coco(bbox):
+    """The inclusive 0-based box of a COCO [x, y, w, h]: box_to_coco inverted."""
+    x, y, w, h = (float(v) for v in bbox)
+    return [x, y, x + max(w, 1.0) - 1, y + max(h, 1.0) - 1]
+
+
+def coco_ids(gt):
+    """({our image id: COCO image id}, {class: COCO category id}) of a
+    ground truth built from COCO; InputError when it has no COCO ids."""
+    if gt.coco_image_ids is None or gt.category_ids is None:
+        raise InputError('%s has no COCO image and category ids: COCO results need the gt.json of '
+                         '`datalist build --coco`' % gt.source)
+    return (dict(zip(gt.image_ids, gt.coco_image_ids)),
+            {c: i for c, i in zip(gt.classes, gt.category_ids) if i is not None})
+
+
+def write_coco_results(path, detections, gt):
+    """Write {class: ClassDetections} as a COCO results JSON (one result a
+    line), with the COCO ids of ground truth gt, atomically."""
+    images, categories = coco_ids(gt)
+    problems, lines = [], []
+    for name, d in detections.items():
+        if not len(d.image_ids):
+            continue
+        if name not in categories:
+            problems.append('class %r has no COCO category id in %s' % (name, gt.source))
+            continue
+        unknown = sorted({i for i in d.image_ids if i not in images})
+        if unknown:
+            problems.append('detections of %s on %s, which %s does not list'
+                            % (name, ', '.join(unknown[:5]), gt.source))
+            continue
+        boxes = np.asarray(d.boxes, np.float64).reshape(-1, 4)
+        for image_id, score, box in zip(d.image_ids, np.asarray(d.scores, np.float64).reshape(-1), boxes):
+            lines.append(json.dumps({'image_id': images[image_id], 'category_id': categories[name],
+                                     'bbox': box_to_coco(box), 'score': float(score)}))
+    if problems:
+        raise InputError(problems=problems, what='detections')
+    with atomic_write(path) as f:
+        f.write('[' + ',\n'.join(lines) + ']\n')
+    return path
+
+
+def _coco_result(path, k, item, images, classes):
+    """(class, image id, score, box) of results[k], or a Problem."""
+    def bad(message):
+        return Problem(path, None, 'results[%d]' % k, message)
+    if not isinstance(item, dict):
+        return bad('expected {"image_id", "category_id", "bbox", "score"}')
+    image_id, category_id = item.get('image_id'), item.get('category_id')
+    if not _is_int(image_id) or image_id not in images:
+        return bad('image_id %s is not a COCO image id of the ground truth' % json.dumps(image_id))
+    if not _is_int(category_id) or category_id not in classes:
+        return bad('category_id %s is not a COCO category id of the ground truth' % json.dumps(category_id))
+    bbox, score = item.get('bbox'), item.get('score')
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(_finite(v) for v in bbox)) \
+            or bbox[2] < 0 or bbox[3] < 0:
+        return bad('"bbox" must be [x, y, w, h]: 4 finite numbers, w and h >= 0, got %s' % json.dumps(bbox))
+    if not _finite(score):
+        return bad('"score" must be a finite number, got %s' % json.dumps(score))
+    return classes[category_id], images[image_id], float(score), box_from_coco(bbox)
+
+
+def _finite(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def read_coco_results(path, gt):
+    """{class: ClassDetections} of a COCO results JSON, with the COCO ids of
+    ground truth gt; every bad result is reported together."""
+    images, categories = coco_ids(gt)
+    images = {cid: ours for ours, cid in images.items()}
+    classes = {cid: name for name, cid in categories.items()}
+    try:
+        with open(path, encoding='utf-8') as f:
+            data = json.load(f)
+    except OSError as e:
+        raise InputError(problems=[Problem(path, None, None, 'cannot read: %s' % (e.strerror or e))])
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(problems=[Problem(path, None, None, 'not valid JSON: %s' % e)])
+    if not isinstance(data, list):
+        raise InputError(problems=[Problem(path, None, None, 'expected a COCO results list '
+                                           '[{"image_id", "category_id", "bbox", "score"}, ...]')])
+    problems, rows = [], {name: [] for name in gt.classes}
+    for k, item in enumerate(data):
+        result = _coco_result(path, k, item, images, classes)
+        if isinstance(result, Problem):
+            problems.append(result)
+        else:
+            rows[result[0]].append(result[1:])
+    if problems:
+        raise InputError(problems=problems, what='detection results')
+    return {name: ClassDetections([r[0] for r in found], np.array([r[1] for r in found], np.float64),
+                                  np.array([r[2] for r in found], np.float64).reshape(-1, 4))
+            for name, found in rows.items()}
