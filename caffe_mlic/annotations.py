@@ -36,6 +36,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 import numpy as np
 
 from caffe_mlic.errors import InputError, Problem
+from caffe_mlic.fileio import read_json
 from caffe_mlic.imageio import IMAGE_EXTENSIONS, image_size
 
 VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair',
@@ -289,13 +290,7 @@ def read_coco_set(instances_json, images_dir, classes=None):
     """CocoSet of a COCO instances file; images under images_dir."""
     src = instances_json
     images_dir = os.path.abspath(images_dir)
-    try:
-        with open(src, encoding='utf-8') as f:
-            data = json.load(f)
-    except OSError as e:
-        _fail(src, 'cannot read: %s' % (e.strerror or e))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        _fail(src, 'not valid JSON: %s' % e)
+    data = read_json(src)
     problems = _Problems()
     if not isinstance(data, dict):
         _fail(src, 'expected a JSON object with images, annotations, categories')

@@ -114,6 +114,20 @@ def atomic_write_csv(path, header, rows):
     return path
 
 
+def read_json(path, what=None):
+    """The JSON value in ``path``; an InputError naming the file when it cannot
+    be read ('cannot read[ the <what>]: ...') or is not JSON."""
+    from caffe_mlic.errors import InputError, Problem
+    try:
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    except OSError as e:
+        message = 'cannot read%s: %s' % (' the ' + what if what else '', e.strerror or e)
+    except (ValueError, UnicodeDecodeError) as e:
+        message = 'not valid JSON: %s' % e
+    raise InputError(problems=[Problem(path, None, None, message)])
+
+
 def atomic_write_json(path, data, indent=1, sort_keys=False):
     """Write ``data`` as JSON (non-finite numbers as null), atomically."""
     with atomic_write(path) as f:

@@ -54,6 +54,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from caffe_mlic.errors import InputError, Problem
+from caffe_mlic.fileio import read_json as read_json_file
 from caffe_mlic.matfile import read_mat
 
 FORMATS = ('fast-rcnn-ss', 'edgeboxes-mat', 'mcg-mat', 'wetectron', 'json', 'csv')
@@ -261,13 +262,7 @@ def _number(value):
 
 def read_json(path):
     """Entries of {"<image>": [[x1, y1, x2, y2, score], ...]}."""
-    try:
-        with open(path, encoding='utf-8') as f:
-            data = json.load(f)
-    except OSError as e:
-        _fail(path, 'cannot read: %s' % (e.strerror or e))
-    except (ValueError, UnicodeDecodeError) as e:
-        _fail(path, 'not valid JSON: %s' % e)
+    data = read_json_file(path)
     if not isinstance(data, dict):
         _fail(path, 'expected {"<image>": [[x1, y1, x2, y2, score], ...]}, got %s' % _describe(data))
     problems, entries = [], []

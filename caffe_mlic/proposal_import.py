@@ -129,14 +129,8 @@ def stem_number(stem):
 
 def read_coco_ids(path):
     """{COCO image id: file name} of a COCO instances / image-info JSON."""
-    import json
-    try:
-        with open(path, encoding='utf-8') as f:
-            data = json.load(f)
-    except OSError as e:
-        raise InputError(problems=[Problem(path, None, None, 'cannot read: %s' % (e.strerror or e))])
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InputError(problems=[Problem(path, None, None, 'not valid JSON: %s' % e)])
+    from caffe_mlic.fileio import read_json
+    data = read_json(path)
     images = data.get('images') if isinstance(data, dict) else None
     if not isinstance(images, list):
         raise InputError(problems=[Problem(path, None, None, 'expected a COCO file with "images"')])

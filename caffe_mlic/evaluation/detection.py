@@ -45,7 +45,7 @@ from typing import List, NamedTuple, Optional
 import numpy as np
 
 from caffe_mlic.errors import InputError, Problem, UsageError
-from caffe_mlic.fileio import atomic_write
+from caffe_mlic.fileio import atomic_write, read_json
 
 IOU_THRESHOLD = 0.5
 RESULT_PREFIX = 'comp4_det_'
@@ -374,13 +374,7 @@ def read_gt_json(path):
     """GroundTruth of a `datalist build` gt.json; image id = the file stem of "path"."""
     def fail(message, field=None):
         raise InputError(problems=[Problem(path, None, field, message)])
-    try:
-        with open(path, encoding='utf-8') as f:
-            data = json.load(f)
-    except OSError as e:
-        fail('cannot read the ground truth: %s' % (e.strerror or e))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        fail('not valid JSON: %s' % e)
+    data = read_json(path, 'ground truth')
     if not isinstance(data, dict) or not isinstance(data.get('classes'), list) \
             or not isinstance(data.get('images'), list):
         fail('expected {"classes": [...], "images": [...]}')
@@ -546,13 +540,7 @@ def read_coco_results(path, gt):
     images, categories = coco_ids(gt)
     images = {cid: ours for ours, cid in images.items()}
     classes = {cid: name for name, cid in categories.items()}
-    try:
-        with open(path, encoding='utf-8') as f:
-            data = json.load(f)
-    except OSError as e:
-        raise InputError(problems=[Problem(path, None, None, 'cannot read: %s' % (e.strerror or e))])
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InputError(problems=[Problem(path, None, None, 'not valid JSON: %s' % e)])
+    data = read_json(path)
     if not isinstance(data, list):
         raise InputError(problems=[Problem(path, None, None, 'expected a COCO results list '
                                            '[{"image_id", "category_id", "bbox", "score"}, ...]')])

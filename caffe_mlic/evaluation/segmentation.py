@@ -29,7 +29,6 @@ ground truth with no prediction is not scored (and reported as such: a
 reference folder usually holds every tile). Either may be an index image or
 colour-coded with the palette. Results are in percent.
 """
-import csv
 import os
 
 import numpy as np
@@ -249,13 +248,9 @@ def class_names(palette, num_classes):
 def write_confusion_csv(path, conf, names):
     """The confusion as CSV: a header row ``gt\\pred,<names>``, then one row
     per ground-truth class (its name, then the counts); atomic."""
-    from caffe_mlic.fileio import atomic_write
-    with atomic_write(path, newline='') as f:
-        out = csv.writer(f)
-        out.writerow(['gt\\pred'] + list(names))
-        for name, row in zip(names, np.asarray(conf, np.int64).tolist()):
-            out.writerow([name] + row)
-    return path
+    from caffe_mlic.fileio import atomic_write_csv
+    rows = [[name] + row for name, row in zip(names, np.asarray(conf, np.int64).tolist())]
+    return atomic_write_csv(path, ['gt\\pred'] + list(names), rows)
 
 
 def row_percentages(conf):

@@ -12,7 +12,6 @@ The majority baseline predicts, at every pixel, the class most frequent in
 the training labels; it is scored here on the same pixels as the net.
 """
 import html
-import json
 import os
 
 import numpy as np
@@ -31,11 +30,8 @@ TILE_PANEL = 300     # px per panel in the test-tile pictures
 
 
 def _read_json(path, what):
-    try:
-        with open(path, encoding='utf-8') as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise InputError('%s: cannot read the %s: %s' % (path, what, e))
+    from caffe_mlic.fileio import read_json
+    return read_json(path, what)
 
 
 def majority_class(train_list, num_classes, palette=None):
