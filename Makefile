@@ -6,10 +6,14 @@ CLI   := $(VENV)/bin/caffe-mlic
 export CAFFE_MLIC_CACHE ?= $(HOME)/.cache/caffe-mlic
 # Quiet glog unless asked otherwise.
 export GLOG_minloglevel ?= 1
+# GPU=1: `make caffe` / `make install` build / use the CUDA build of Caffe
+# (its own cache folder); plain `make install` switches the venv back to CPU.
+GPU ?= 0
+export CAFFE_MLIC_GPU := $(GPU)
 
-.PHONY: install deps caffe test demo demo-scasnet bench prototxt clean clean-cache
+.PHONY: install deps caffe test test-gpu-build demo demo-scasnet bench prototxt clean clean-cache
 
-install:                 ## Debian packages, venv, Caffe (cached), our package
+install:                 ## Debian packages, venv, Caffe (cached; GPU=1: the CUDA build), our package
 	@tools/install.sh
 
 deps:
@@ -21,6 +25,15 @@ caffe: deps              ## build Caffe into the cache (or check $$CAFFE_ROOT)
 
 test: install            ## set up, then run the whole test suite
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+
+# Not part of `make test` (the CUDA build takes 15-25 min on 2 cores): build
+# both Caffes (cached), then check the CUDA one here, no GPU needed: it links,
+# and in CPU mode it matches the CPU build. Which one the venv uses is unchanged.
+test-gpu-build: deps     ## build the CUDA Caffe and check it against the CPU build (no GPU needed)
+	@[ -x $(PY) ] || CAFFE_MLIC_GPU=0 tools/install.sh
+	@CAFFE_MLIC_GPU=0 CAFFE_MLIC_PIP=$(VENV)/bin/pip tools/build_caffe.sh >/dev/null
+	@CAFFE_MLIC_GPU=1 CAFFE_MLIC_PIP=$(VENV)/bin/pip tools/build_caffe.sh >/dev/null
+	CAFFE_MLIC_GPU_BUILD_TESTS=1 $(PY) -m pytest -q tests/test_gpu_build.py $(PYTEST_ARGS)
 
 demo: install            ## set up, then run the main job
 	@tools/demo.sh

@@ -4,9 +4,16 @@ Resolution order for the Caffe root:
 1. ``$CAFFE_ROOT`` (a user's own build; we build nothing then);
 2. the pycaffe that ``import caffe`` finds (``make install`` puts a ``.pth``
    file for the cached build into the venv), whose root is three levels up.
+
+Which build that is (CPU-only or CUDA: ``build_kind``), which GPUs the NVIDIA
+driver shows (``visible_gpus``), and the check that a GPU device can be used
+before Caffe would abort on it (``check_gpu``).
 """
+import ctypes
 import glob
+import mmap
 import os
+import re
 import sys
 
 import caffe_mlic
@@ -87,3 +94,79 @@ def binary_environment(base=None, root=None):
     # Spawned data-layer workers must run a real Python, not the caffe binary.
     env.setdefault('CAFFE_MLIC_PYTHON', sys.executable)
     return env
+
+
+# ---------------------------------------------------------------- CPU or GPU build
+
+CPU, GPU = 'CPU', 'GPU'
+_CPU_ONLY_LINE = re.compile(r'^\s*CPU_ONLY\s*[:?]?=\s*1\s*(#.*)?$', re.M)
+
+
+def build_kind(root=None):
+    """CPU or GPU: how the Caffe at ``root`` was built, or None when it cannot
+    be told. The Makefile.config decides (ours say CPU_ONLY := 1 for the CPU
+    build only); a build without one (CMake) is GPU when libcaffe needs
+    libcudart."""
+    root = root or caffe_root()
+    config = os.path.join(root, 'Makefile.config')
+    if os.path.isfile(config):
+        with open(config) as f:
+            return CPU if _CPU_ONLY_LINE.search(f.read()) else GPU
+    try:
+        libdir = caffe_libdir(root)
+    except CaffeNotFound:
+        return None
+    for path in sorted(glob.glob(os.path.join(libdir, 'libcaffe*.so*'))):
+        if os.path.isfile(path) and os.path.getsize(path):
+            with open(path, 'rb') as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                return GPU if m.find(b'libcudart.so') >= 0 else CPU
+    return None
+
+
+def visible_gpus():
+    """(names of the GPUs the NVIDIA driver shows, in CUDA's order after
+    CUDA_VISIBLE_DEVICES, or [], why none). Asks the driver library
+    (libcuda.so.1) through ctypes: without a driver or a GPU this is ([],
+    the reason), never a crash."""
+    try:
+        cuda = ctypes.CDLL('libcuda.so.1')
+    except OSError:
+        return [], 'no NVIDIA driver (libcuda.so.1 not found)'
+    rc = cuda.cuInit(0)
+    if rc != 0:
+        return [], 'the NVIDIA driver finds no usable GPU (cuInit error %d%s)' % (
+            rc, ': no CUDA-capable device' if rc == 100 else '')
+    count = ctypes.c_int(0)
+    if cuda.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value == 0:
+        return [], 'the NVIDIA driver shows no GPU'
+    names = []
+    version = ctypes.c_int(0)
+    if cuda.cuDriverGetVersion(ctypes.byref(version)) == 0 and version.value:
+        driver = ' (driver for CUDA %d.%d)' % (version.value // 1000, version.value % 1000 // 10)
+    else:
+        driver = ''
+    for i in range(count.value):
+        dev, name = ctypes.c_int(0), ctypes.create_string_buffer(256)
+        ok = cuda.cuDeviceGet(ctypes.byref(dev), i) == 0 and \
+            cuda.cuDeviceGetName(name, len(name), dev) == 0
+        names.append((name.value.decode(errors='replace') if ok else 'GPU %d' % i) + driver)
+    return names, None
+
+
+def check_gpu(device_ids, root=None):
+    """Raise RunError unless the active Caffe is a GPU build and every id in
+    ``device_ids`` is a GPU the driver shows (Caffe itself would abort the
+    process in a CHECK instead)."""
+    kind = build_kind(root)
+    root = root or caffe_root()
+    if kind == CPU:
+        raise RunError('the active Caffe (%s) is a CPU-only build, it cannot use a GPU: '
+                       '`make install GPU=1` builds the CUDA one and makes it active '
+                       '(README: "GPU build")' % root)
+    names, why = visible_gpus()
+    for i in device_ids:
+        if i < 0 or i >= len(names):
+            raise RunError('GPU %d is not available: %s' % (
+                i, why or '%d GPU(s) visible (%s)' % (len(names), ', '.join(
+                    '%d: %s' % (j, n) for j, n in enumerate(names)))))
+    return names

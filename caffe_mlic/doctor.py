@@ -25,11 +25,21 @@ def run(out=sys.stdout):
     try:
         root = caffe_env.caffe_root()
         line('caffe root', root + (' (from $CAFFE_ROOT)' if os.environ.get('CAFFE_ROOT') else ''))
+        kind = caffe_env.build_kind(root)
+        line('caffe build', {caffe_env.CPU: 'CPU-only (`make install GPU=1` switches to the CUDA build)',
+                             caffe_env.GPU: 'GPU (CUDA); CPU mode works too (`make install` '
+                                            'switches back to the CPU build)'}.get(kind, 'unknown'))
+        names, why = caffe_env.visible_gpus()
+        line('gpus', ', '.join('%d: %s' % item for item in enumerate(names)) if names
+             else 'none visible: %s' % why)
         import caffe
         line('pycaffe', caffe.__file__)
         line('caffe version', getattr(caffe, '__version__', 'unknown'))
         caffe.set_mode_cpu()
-        line('mode', 'CPU (our layers run on the CPU; a GPU build also works)')
+        line('mode', 'CPU or GPU (caffe-mlic train --gpu ID; caffe-mlic caffe train -gpu ID)'
+             if kind == caffe_env.GPU and names else
+             'CPU (a GPU build, but no GPU visible: Caffe logs "Cannot create Cublas handle" '
+             'and runs on the CPU)' if kind == caffe_env.GPU else 'CPU')
         if 'Python' in caffe.layer_type_list():
             line('python layers', 'supported')
         else:

@@ -3,8 +3,17 @@
 # source distribution on PyPI. Idempotent: a cached build whose inputs (the
 # pinned sdist and the Makefile.config we generate) are unchanged is reused.
 #
-# Usage: tools/build_caffe.sh [CACHE_DIR]    (prints the Caffe root on stdout)
+# With --gpu (or CAFFE_MLIC_GPU=1) the same sdist is built with CUDA into its
+# own folder (caffe-VERSION-gpu) with its own stamp; the CPU build is untouched.
+# cuBLAS and cuRAND come from the toolkit when it has them, else from the pinned
+# PyPI wheels unpacked into CACHE/cuda-libs (see tools/caffe-patches/gpu/).
+#
+# Usage: tools/build_caffe.sh [--gpu] [CACHE_DIR]    (prints the Caffe root on stdout)
 set -euo pipefail
+
+GPU=${CAFFE_MLIC_GPU:-0}
+if [[ ${1:-} == --gpu ]]; then GPU=1; shift; fi
+[[ $GPU == 0 || $GPU == 1 ]] || { echo "[caffe] CAFFE_MLIC_GPU must be 0 or 1, not '$GPU'" >&2; exit 2; }
 
 CAFFE_VERSION=9.0.2
 CAFFE_SHA256=c6410cc60bdd6db685d441b66be7df05410f8850ac88d6b75d48ef9b2315c08a
@@ -12,10 +21,73 @@ PY=${CAFFE_MLIC_PYTHON:-/usr/bin/python3}
 CACHE=${1:-${CAFFE_MLIC_CACHE:-$HOME/.cache/caffe-mlic}}
 SDIST=brocolli-caffe-$CAFFE_VERSION.tar.gz
 ROOT=$CACHE/caffe-$CAFFE_VERSION
+if [[ $GPU == 1 ]]; then ROOT=$ROOT-gpu; fi
 JOBS=${CAFFE_MLIC_JOBS:-$(( $(nproc) + 1 ))}
 
 log() { echo "[caffe] $*" >&2; }
 mkdir -p "$CACHE"
+
+# cuBLAS and cuRAND for CUDA 13 from PyPI (the toolkit may ship without them).
+# They hold only versioned files (libcublas.so.13, libcublasLt.so.13,
+# libcurand.so.10) with an $ORIGIN runpath: the unversioned links the linker
+# wants for -lcublas -lcurand are made beside them, in the same folder.
+CUDA_WHEELS=(
+  "nvidia-cublas==13.0.2.14 nvidia_cublas-13.0.2.14-py3-none-manylinux_2_27_x86_64.whl 0cf238ffdbe46c00cb9aa98e7bca745c223a5ca5a53e686ac8b3e5a08fe80d6c"
+  "nvidia-curand==10.4.0.35 nvidia_curand-10.4.0.35-py3-none-manylinux_2_27_x86_64.whl 1aee33a5da6e1db083fe2b90082def8915f30f3248d5896bcec36a579d941bfc"
+)
+CUDA_LINKS="libcublas.so:libcublas.so.13 libcublasLt.so:libcublasLt.so.13 libcurand.so:libcurand.so.10"
+
+# Sets CUDA_DIR, CUDA_MAJOR, CUDA_LIBS_INC, CUDA_LIBS_LIB and CUDA_LIBS_ID (what
+# the stamp records of them); downloads and unpacks the wheels when needed.
+cuda_setup() {
+  CUDA_DIR=${CUDA_HOME:-/usr/local/cuda}
+  [[ -x $CUDA_DIR/bin/nvcc ]] \
+    || { log "no nvcc at $CUDA_DIR/bin/nvcc: install the CUDA toolkit or set CUDA_HOME"; exit 1; }
+  CUDA_MAJOR=$("$CUDA_DIR/bin/nvcc" --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p')
+  if [[ -f $CUDA_DIR/include/cublas_v2.h && -f $CUDA_DIR/include/curand.h ]] \
+     && ls "$CUDA_DIR"/lib64/libcublas.so "$CUDA_DIR"/lib64/libcurand.so >/dev/null 2>&1; then
+    log "cuBLAS and cuRAND from the toolkit in $CUDA_DIR"
+    CUDA_LIBS_INC=$CUDA_DIR/include CUDA_LIBS_LIB=$CUDA_DIR/lib64 CUDA_LIBS_ID=toolkit
+    return
+  fi
+  [[ $CUDA_MAJOR == 13 ]] || { log "nvcc is CUDA $CUDA_MAJOR, and $CUDA_DIR has no cuBLAS/cuRAND:" \
+    "the pinned wheels are for CUDA 13; install your toolkit's cuBLAS and cuRAND"; exit 1; }
+  local dir=$CACHE/cuda-libs want w spec file sha link
+  want=$(printf '%s\n' "${CUDA_WHEELS[@]}" "$CUDA_LINKS")
+  CUDA_LIBS_INC=$dir/include CUDA_LIBS_LIB=$dir/lib CUDA_LIBS_ID=$want
+  if [[ -f $dir/.caffe-mlic-wheels && $(cat "$dir/.caffe-mlic-wheels") == "$want" ]]; then
+    return
+  fi
+  log "downloading cuBLAS and cuRAND wheels from PyPI (about 480 MB; 700 MB unpacked) into $dir"
+  rm -rf "$dir" "$dir.tmp"; mkdir -p "$dir.tmp/wheels"
+  pip=${CAFFE_MLIC_PIP:-pip3}
+  for w in "${CUDA_WHEELS[@]}"; do
+    read -r spec file sha <<<"$w"
+    "$pip" download --quiet --no-deps --only-binary :all: --no-cache-dir "$spec" -d "$dir.tmp/wheels"
+    echo "$sha  $dir.tmp/wheels/$file" | sha256sum -c --quiet - \
+      || { log "sha256 mismatch for $file: refusing to use it"; rm -rf "$dir.tmp"; exit 1; }
+    # The wheels put headers and libraries under nvidia/cu13/{include,lib}.
+    "$PY" - "$dir.tmp/wheels/$file" "$dir.tmp" <<'PY'
+import os, shutil, sys, zipfile
+prefix = 'nvidia/cu13/'
+with zipfile.ZipFile(sys.argv[1]) as z:
+    for m in z.infolist():
+        if m.filename.startswith(prefix) and not m.is_dir():
+            out = os.path.join(sys.argv[2], m.filename[len(prefix):])
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            with z.open(m) as src, open(out, 'wb') as dst:
+                shutil.copyfileobj(src, dst)
+            os.chmod(out, 0o755 if '.so' in m.filename else 0o644)
+PY
+  done
+  rm -rf "$dir.tmp/wheels"
+  for link in $CUDA_LINKS; do
+    [[ -f $dir.tmp/lib/${link#*:} ]] || { log "the wheels lack lib/${link#*:}"; exit 1; }
+    ln -sfn "${link#*:}" "$dir.tmp/lib/${link%%:*}"
+  done
+  echo "$want" > "$dir.tmp/.caffe-mlic-wheels"
+  mv "$dir.tmp" "$dir"
+}
 
 multiarch=$(gcc -print-multiarch)
 pyver=$($PY -c 'import sys; print("%d.%d" % sys.version_info[:2])')
@@ -41,7 +113,29 @@ CFG
 )
 # Our fixes to the sdist (tools/caffe-patches/*.patch) are part of the inputs.
 PATCH_DIR=$(cd "$(dirname "$0")" && pwd)/caffe-patches
-stamp=$( { echo "$CAFFE_SHA256"; echo "$config"; cat "$PATCH_DIR"/*.patch; } | sha256sum | cut -c1-64)
+PATCHES=("$PATCH_DIR"/*.patch)
+if [[ $GPU == 1 ]]; then
+  # The GPU build: CUDA's nvcc, cuBLAS and cuRAND; the CUDA-only fixes in gpu/.
+  cuda_setup
+  cuda_arch=${CAFFE_MLIC_CUDA_ARCH:-"-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90"}
+  config=$(echo "$config" | grep -vx 'CPU_ONLY := 1')
+  config+=$(cat <<CFG
+
+# GPU build (tools/build_caffe.sh --gpu): CUDA $CUDA_MAJOR, no cuDNN (Caffe 1.0's
+# cuDNN calls are gone from cuDNN 8+), an rpath to the CUDA libraries.
+CUDA_DIR := $CUDA_DIR
+CUDA_ARCH := $cuda_arch
+USE_CUDNN := 0
+INCLUDE_DIRS += $CUDA_LIBS_INC
+LIBRARY_DIRS += $CUDA_LIBS_LIB
+LDFLAGS := -Wl,-rpath,$CUDA_LIBS_LIB -Wl,-rpath,$CUDA_DIR/lib64
+CFG
+)
+  PATCHES+=("$PATCH_DIR"/gpu/*.patch)
+  stamp=$( { echo "$CAFFE_SHA256"; echo "$config"; cat "${PATCHES[@]}"; echo "$CUDA_LIBS_ID"; } | sha256sum | cut -c1-64)
+else
+  stamp=$( { echo "$CAFFE_SHA256"; echo "$config"; cat "$PATCH_DIR"/*.patch; } | sha256sum | cut -c1-64)
+fi
 
 if [[ -f $ROOT/.caffe-mlic-stamp && $(cat "$ROOT/.caffe-mlic-stamp") == "$stamp" ]]; then
   log "cached build is current: $ROOT"
@@ -67,17 +161,17 @@ if [[ -f $ROOT/.caffe-mlic-sdist && $(cat "$ROOT/.caffe-mlic-sdist") == "$CAFFE_
       && -f $ROOT/Makefile.config && $(cat "$ROOT/Makefile.config") == "$config" ]]; then
   log "resuming the build in $ROOT"
 else
-  log "building Caffe $CAFFE_VERSION in $ROOT with $JOBS jobs (5-8 min on 2 cores)"
+  log "building Caffe $CAFFE_VERSION in $ROOT with $JOBS jobs ($( [[ $GPU == 1 ]] && echo "GPU build: 15-25 min" || echo "5-8 min") on 2 cores)"
   rm -rf "$ROOT" "$ROOT.tmp"; mkdir -p "$ROOT.tmp"
   tar xzf "$CACHE/$SDIST" -C "$ROOT.tmp" --strip-components=1
   echo "$config" > "$ROOT.tmp/Makefile.config"
   echo "$CAFFE_SHA256" > "$ROOT.tmp/.caffe-mlic-sdist"
   mv "$ROOT.tmp" "$ROOT"
 fi
-for p in "$PATCH_DIR"/*.patch; do
+for p in "${PATCHES[@]}"; do
   # Skip a patch that is already in the tree (a resumed build).
   if ! patch -d "$ROOT" -p1 -R --dry-run -s -f < "$p" >/dev/null 2>&1; then
-    log "applying $(basename "$p")"
+    log "applying ${p#"$PATCH_DIR"/}"
     patch -d "$ROOT" -p1 -s -f < "$p" >&2
   fi
 done

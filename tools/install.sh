@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make install`: Debian packages, the venv, Caffe (cached build or $CAFFE_ROOT),
 # and our package, editable. Each step is skipped when already done, so a
-# second run takes seconds.
+# second run takes seconds. CAFFE_MLIC_GPU=1 (`make install GPU=1`) builds and
+# activates the CUDA build instead; without it the CPU build is (re)activated.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -24,7 +25,10 @@ else
   root=$(CAFFE_MLIC_PYTHON=$SYS_PY CAFFE_MLIC_PIP="$VENV/bin/pip" tools/build_caffe.sh)
 fi
 site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-echo "$root/python" > "$site/caffe.pth"
+if [[ ! -f $site/caffe.pth || $(cat "$site/caffe.pth") != "$root/python" ]]; then
+  echo "[install] $VENV now uses the Caffe at $root" >&2
+  echo "$root/python" > "$site/caffe.pth"
+fi
 
 stamp="$VENV/.caffe-mlic-installed"
 want=$(cat setup.py | sha256sum | cut -c1-64)

@@ -6,11 +6,16 @@ current directory, as Caffe reads it) is created first: the binary would
 train to the first snapshot and then abort on the missing folder. With
 `-snapshot STATE` the state is checked first (a truncated one would abort
 Caffe with a misleading message), and the TRAIN data layers continue their
-batch plan at the state's iteration, as `caffe-mlic train --resume` does."""
+batch plan at the state's iteration, as `caffe-mlic train --resume` does.
+
+`-gpu ID` (or a solver with solver_mode: GPU) is checked first: the binary
+aborts in a CHECK with a CPU-only build or a missing GPU, and on several GPUs
+`train` aborts on our Python layers (and this build has no NCCL), so those
+are refused with a plain message."""
 import argparse
 import os
 
-from caffe_mlic.errors import UsageError
+from caffe_mlic.errors import RunError, UsageError
 
 HELP = 'run the caffe binary with our Python layers importable'
 ACTIONS = ('train', 'test', 'time', 'device_query')
@@ -29,6 +34,11 @@ def run_argv(argv):
         raise UsageError('expected an action, one of %s, got %s (flags as for the caffe binary)'
                          % (', '.join(ACTIONS), repr(first) if first else 'nothing'))
     env = caffe_env.binary_environment()
+    gpu = _flag_value(argv, 'gpu')
+    if not gpu and first == 'train':
+        gpu = _solver_gpu(_flag_value(argv, 'solver'))
+    if gpu:
+        _check_gpus(gpu, first)
     if first == 'train':
         solver = _flag_value(argv, 'solver')
         _make_snapshot_folder(solver)
@@ -56,6 +66,46 @@ def _resume_batch(state_path, solver_path):
     if solver_path and os.path.isfile(solver_path):
         iter_size = max(1, prototxt.read_solver(solver_path).iter_size)
     return state.iter * iter_size
+
+
+def _check_gpus(value, action):
+    """UsageError / RunError for a -gpu value the binary would abort on."""
+    from caffe_mlic import caffe_env
+    caffe_env.check_gpu([])                     # a CPU-only build is refused here
+    if value == 'all':
+        names, why = caffe_env.visible_gpus()
+        if not names:
+            raise RunError('-gpu all: no GPU is available: %s' % why)
+        ids = list(range(len(names)))
+    else:
+        try:
+            ids = [int(i) for i in value.split(',')]
+        except ValueError:
+            ids = [-1]
+        if any(i < 0 for i in ids):
+            raise UsageError("-gpu: expected GPU ids (0 or 0,1) or 'all', got %r" % value)
+    if action == 'train' and len(ids) > 1:
+        raise UsageError('-gpu %s: training on several GPUs needs a Caffe built with NCCL and '
+                         'no Python layers (the binary refuses them on several GPUs); train on '
+                         'one GPU' % value)
+    caffe_env.check_gpu(ids)
+
+
+def _solver_gpu(solver_path):
+    """The device the binary picks for a solver with solver_mode: GPU and no
+    -gpu flag (its device_id), or None."""
+    from caffe.proto import caffe_pb2
+    from caffe_mlic import prototxt
+    from caffe_mlic.errors import InputError
+    if not solver_path or not os.path.isfile(solver_path):
+        return None
+    try:
+        solver = prototxt.read_solver(solver_path)
+    except InputError:
+        return None
+    if solver.solver_mode == caffe_pb2.SolverParameter.GPU:
+        return str(solver.device_id)
+    return None
 
 
 def _flag_value(argv, name):

@@ -16,6 +16,10 @@ when there is none (then --weights apply).
 Paths in the solver (net, snapshot_prefix) are relative to the current
 directory, as for `caffe train`. With random_seed in the solver a resumed run
 reaches the same weights as an uninterrupted one.
+
+--gpu ID trains on one GPU (a GPU build of Caffe: `make install GPU=1`); our
+Python layers run on the host as in CPU mode. One GPU only: this pycaffe has
+no multi-GPU (NCCL) solver.
 """
 import os
 
@@ -30,6 +34,9 @@ def add_arguments(p):
                    help='caffemodels copied into the net first, in order (as caffe train -weights)')
     p.add_argument('--resume', metavar='STATE',
                    help="a .solverstate to continue from, or 'auto': the newest complete snapshot")
+    p.add_argument('--gpu', metavar='ID',
+                   help='train on GPU ID (one GPU; needs the GPU build: make install GPU=1); '
+                        'default: the CPU')
     p.add_argument('--run-dir', metavar='DIR', help='logs, curves and run.json (runs/<solver stem>)')
     p.add_argument('--score-blob', metavar='B',
                    help='TEST blob scored for mAP (default: the other bottom of the loss on the labels)')
@@ -45,6 +52,8 @@ def _commands(args):
         options += ['--run-dir', args.run_dir]
     if args.score_blob:
         options += ['--score-blob', args.score_blob]
+    if getattr(args, 'gpu', None) is not None:
+        options += ['--gpu', str(args.gpu)]
     for item in args.overrides:
         options += ['--set', item]
     given = (['--weights', args.weights] if args.weights else []) + \
@@ -53,17 +62,35 @@ def _commands(args):
     return base + given + options, base + ['--resume', '{state}'] + options
 
 
+def _gpu_id(value):
+    """--gpu's device id (None: the CPU)."""
+    if value is None:
+        return None
+    if ',' in value or value == 'all':
+        raise UsageError('one GPU id, got %r: this pycaffe has no multi-GPU solver (no NCCL '
+                         'bindings), and caffe train refuses Python layers on several GPUs' % value,
+                         'gpu')
+    try:
+        gpu = int(value)
+    except ValueError:
+        gpu = -1
+    if gpu < 0:
+        raise UsageError('expected a GPU id (0, 1, ...), got %r' % value, 'gpu')
+    return gpu
+
+
 def run(args):
     weights = [w for w in (args.weights or '').split(',') if w]
     if args.weights is not None and not weights:
         raise UsageError('expected W[,W...], got %r' % args.weights, 'weights')
     if args.resume is not None and not args.resume:
         raise UsageError("expected a .solverstate or 'auto'", 'resume')
+    args.gpu = _gpu_id(args.gpu)
     os.environ.setdefault('GLOG_minloglevel', '2')      # before caffe is imported: no INFO lines
     from caffe_mlic.engine import train
     command, resume_command = _commands(args)
     info = train(args.solver, run_dir=args.run_dir, weights=weights, resume=args.resume,
                  score_blob=args.score_blob, command=command, resume_command=resume_command,
-                 overrides=args.overrides)
+                 overrides=args.overrides, gpu=args.gpu)
     print('trained to iteration %d; snapshot %s; logs in %s'
           % (info['final_iteration'], info.get('last_snapshot'), info['run_dir']))

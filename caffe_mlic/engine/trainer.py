@@ -400,11 +400,12 @@ class Trainer:
     .solverstate path or 'auto' (weights then only apply when no snapshot is
     found); score_blob: the TEST blob scored (mAP, or mIoU for segmentation); command: the command
     line (for run.json); resume_command: the one that resumes, '{state}'
-    standing for the solver state; log: where notes go (stderr)."""
+    standing for the solver state; log: where notes go (stderr); gpu: the
+    GPU device id to train on (a GPU build of Caffe), None for the CPU."""
     metric = MeanAP          # the TEST metric class (set from the TEST data layer)
 
     def __init__(self, solver_path, run_dir=None, weights=(), resume=None, score_blob=None,
-                 command=None, resume_command=None, log=None, overrides=()):
+                 command=None, resume_command=None, log=None, overrides=(), gpu=None):
         self.run_dir = run_dir or os.path.join('runs', os.path.splitext(
             os.path.basename(os.fspath(solver_path)))[0])
         self.solver_file = SolverFile(solver_path, self.run_dir, overrides)
@@ -422,6 +423,12 @@ class Trainer:
         self.command = command or [a for a in self.resume_command if a not in ('--resume', '{state}')]
         self.note = log or _default_log
         self.stop_signal = None
+        self.gpu = gpu
+        if gpu is not None:
+            # Caffe aborts the process (a CHECK) on a CPU-only build or a
+            # missing device: say so first.
+            from caffe_mlic import caffe_env
+            caffe_env.check_gpu([gpu])
 
     # ------------------------------------------------------------ setup
 
@@ -451,7 +458,11 @@ class Trainer:
         sf = self.solver_file
         self.test = self._test_setup()
         os.makedirs(os.path.dirname(os.path.abspath(sf.snapshot_prefix)), exist_ok=True)
-        caffe.set_mode_cpu()
+        if self.gpu is None:
+            caffe.set_mode_cpu()
+        else:       # our Python layers read and write blobs on the host; pycaffe syncs them
+            caffe.set_device(self.gpu)
+            caffe.set_mode_gpu()
         text = prototxt.to_text(sf.runtime_param(self.test is not None), header=None)
         # Data workers spawned now inherit an ignored SIGINT: a Ctrl-C in the
         # terminal reaches the whole process group, and should stop the loop
