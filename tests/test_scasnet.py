@@ -385,3 +385,21 @@ def test_infer_cli_writes_labels_colours_and_overlays(tmp_path):
                           str(tmp_path / 'pw.caffemodel'), str(images), '-o', str(tmp_path / 'out'),
                           '--stride', '40'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert res.returncode == 2 and 'argument --stride: must be 1 to the tile (32), got 40' in res.stderr
+
+
+@pytest.mark.parametrize('which', ['im', 'lab'])
+def test_unreadable_files_name_the_line(tmp_path, which):
+    """A file whose header reads but whose data is cut short passes setup and
+    fails at read time; one that is not an image at all fails at setup."""
+    source = write_pairs(str(tmp_path), [(20, 20), (20, 20)])
+    path = tmp_path / ('%s1.png' % which)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    net = seg_net(base_params(source, batch_size=1), 'TEST')
+    net.forward()
+    with pytest.raises(DataLoadError, match=r'list\.txt:2: .*%s1\.png' % which):
+        net.forward()
+    path.write_text('not an image')
+    with pytest.raises(DatalistError, match=r'list\.txt:2: %s: .*%s1\.png: cannot read its header'
+                                            % ('image' if which == 'im' else 'label', which)):
+        seg_net(base_params(source, batch_size=1), 'TEST')
