@@ -153,6 +153,28 @@ def visible_gpus():
     return names, None
 
 
+MULTI_GPU = ('this Caffe has no multi-GPU training for our nets: the binary refuses Python layers on '
+             'several GPUs and this pycaffe has no NCCL bindings; train on one GPU')
+
+
+def gpu_ids(value, flag):
+    """Device ids of a --gpu / -gpu value: '0', '0,1' or 'all' (the GPUs the
+    driver shows); UsageError naming ``flag`` for anything else."""
+    from caffe_mlic.errors import UsageError
+    if value == 'all':
+        names, why = visible_gpus()
+        if not names:
+            raise RunError('%s all: no GPU is available: %s' % (flag, why))
+        return list(range(len(names)))
+    try:
+        ids = [int(i) for i in value.split(',')]
+    except ValueError:
+        ids = [-1]
+    if any(i < 0 for i in ids):
+        raise UsageError("%s: expected GPU ids (0 or 0,1) or 'all', got %r" % (flag, value))
+    return ids
+
+
 def check_gpu(device_ids, root=None):
     """Raise RunError unless the active Caffe is a GPU build and every id in
     ``device_ids`` is a GPU the driver shows (Caffe itself would abort the

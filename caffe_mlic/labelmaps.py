@@ -15,14 +15,12 @@ either
 
 Palette files: one class per line, ``name R G B`` (0-255), ``#`` comments.
 """
-import os
 
 import numpy as np
 
 from caffe_mlic.errors import InputError
 
 IGNORE_LABEL = 255
-BLACK = (0, 0, 0)
 
 # ISPRS 2D semantic labeling (Vaihingen, Potsdam), RGB.
 ISPRS_PALETTE = (
@@ -230,13 +228,3 @@ def write_colour_png(path, labels, palette=None):
     with atomic_write(path, 'wb') as f:
         f.write(encode_png(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)))
 
-
-def label_path_problems(path):
-    """Why ``path`` cannot be a label map, before decoding it (None if it may)."""
-    if not os.path.exists(path):
-        return 'no such file'
-    if not os.path.isfile(path):
-        return 'not a file'
-    if os.path.getsize(path) == 0:
-        return 'the file is empty (0 bytes)'
-    return None

@@ -654,3 +654,24 @@ def test_train_solver_overrides_apply(tiny):
                     ['max_iter=7', 'snapshot_prefix=elsewhere/s', 'base_lr=0.5', 'snapshot_after_train=false'])
     assert (sf.param.max_iter, sf.snapshot_prefix, sf.param.base_lr) == (7, 'elsewhere/s', 0.5)
     assert sf.param.snapshot_after_train is False
+
+
+def test_gpu_flags_on_the_cpu_build_are_one_line_errors(tmp_path):
+    """--gpu / -gpu never reach Caffe's CHECK abort: a CPU-only build, a bad
+    id and several GPUs for training are refused first."""
+    from caffe_mlic import caffe_env
+    if caffe_env.build_kind() != caffe_env.CPU:
+        pytest.skip('the active Caffe is not the CPU build')
+    cli = os.path.join(os.path.dirname(sys.executable), 'caffe-mlic')
+    solver = tmp_path / 'solver.prototxt'
+    net = tmp_path / 'net.prototxt'
+    net.write_text('name: "n" layer { name: "d" type: "Input" top: "d" input_param { shape { dim: 1 } } }\n')
+    solver.write_text('net: "%s"\nbase_lr: 0.1\nlr_policy: "fixed"\nmax_iter: 1\n' % net)
+    for argv, code, message in (
+            (['train', str(solver), '--gpu', '0'], 1, 'is a CPU-only build, it cannot use a GPU'),
+            (['train', str(solver), '--gpu', 'x'], 2, "--gpu: expected GPU ids (0 or 0,1) or 'all', got 'x'"),
+            (['train', str(solver), '--gpu', '0,1'], 2, '--gpu 0,1: this Caffe has no multi-GPU training'),
+            (['caffe', 'train', '-solver', str(solver), '-gpu', '0'], 1, 'is a CPU-only build')):
+        res = subprocess.run([cli] + argv, capture_output=True, text=True, timeout=120)
+        assert res.returncode == code and message in res.stderr, (argv, res.stderr)
+        assert 'Check failure' not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr

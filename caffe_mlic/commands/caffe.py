@@ -15,7 +15,7 @@ are refused with a plain message."""
 import argparse
 import os
 
-from caffe_mlic.errors import RunError, UsageError
+from caffe_mlic.errors import UsageError
 
 HELP = 'run the caffe binary with our Python layers importable'
 ACTIONS = ('train', 'test', 'time', 'device_query')
@@ -72,22 +72,9 @@ def _check_gpus(value, action):
     """UsageError / RunError for a -gpu value the binary would abort on."""
     from caffe_mlic import caffe_env
     caffe_env.check_gpu([])                     # a CPU-only build is refused here
-    if value == 'all':
-        names, why = caffe_env.visible_gpus()
-        if not names:
-            raise RunError('-gpu all: no GPU is available: %s' % why)
-        ids = list(range(len(names)))
-    else:
-        try:
-            ids = [int(i) for i in value.split(',')]
-        except ValueError:
-            ids = [-1]
-        if any(i < 0 for i in ids):
-            raise UsageError("-gpu: expected GPU ids (0 or 0,1) or 'all', got %r" % value)
+    ids = caffe_env.gpu_ids(value, '-gpu')
     if action == 'train' and len(ids) > 1:
-        raise UsageError('-gpu %s: training on several GPUs needs a Caffe built with NCCL and '
-                         'no Python layers (the binary refuses them on several GPUs); train on '
-                         'one GPU' % value)
+        raise UsageError('-gpu %s: %s' % (value, caffe_env.MULTI_GPU))
     caffe_env.check_gpu(ids)
 
 

@@ -116,22 +116,16 @@ def run(args):
     from caffe_mlic.evaluation.detection import (COCO_RESULTS, ClassDetections, write_coco_results,
                                                  write_voc_results)
     from caffe_mlic.fileio import atomic_write_json
-    from caffe_mlic.imageio import read_image
+    from caffe_mlic.imageio import model_and_images, read_image
     from caffe_mlic.inference.detector import RandomControlDetector, WsddnDetector, check_scales
     from caffe_mlic.inference.draw import colour, draw_boxes, write_image
     from caffe_mlic.inference.settings import load_settings
     from caffe_mlic.progress import progress
-    from caffe_mlic.proposals import expand_images
     if bool(args.weights) == bool(args.control):
         raise UsageError('give --weights (the trained teacher) or --control random, not both')
-    for path in filter(None, (args.net, args.weights)):
-        if not os.path.isfile(path):
-            raise InputError('%s: no such file' % path)
     if args.scales:
         check_scales(args.scales)
-    images = expand_images(args.images)
-    if not images:
-        raise InputError('no image files in %s' % ', '.join(args.images))
+    images = model_and_images((args.net, args.weights), args.images)
     if args.control:
         detector = RandomControlDetector(args.net, load_settings(args.net, args.settings), args.seed,
                                          args.score_threshold, args.nms)

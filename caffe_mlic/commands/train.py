@@ -64,19 +64,13 @@ def _commands(args):
 
 def _gpu_id(value):
     """--gpu's device id (None: the CPU)."""
+    from caffe_mlic import caffe_env
     if value is None:
         return None
-    if ',' in value or value == 'all':
-        raise UsageError('one GPU id, got %r: this pycaffe has no multi-GPU solver (no NCCL '
-                         'bindings), and caffe train refuses Python layers on several GPUs' % value,
-                         'gpu')
-    try:
-        gpu = int(value)
-    except ValueError:
-        gpu = -1
-    if gpu < 0:
-        raise UsageError('expected a GPU id (0, 1, ...), got %r' % value, 'gpu')
-    return gpu
+    ids = caffe_env.gpu_ids(value, '--gpu')
+    if len(ids) != 1:
+        raise UsageError('--gpu %s: %s' % (value, caffe_env.MULTI_GPU))
+    return ids[0]
 
 
 def run(args):
