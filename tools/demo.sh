@@ -29,7 +29,7 @@ CLASSES=6 PROPOSALS=64 TEACHER=192 STUDENT=64 POOLED=2
 if [ "${DEMO_MINI:-0}" = 1 ]; then
   IMAGES=60 PRE_IMAGES=160 PRE_ITERS=30 ITERS="24 12 12 24" STRICT=
 else
-  IMAGES=1000 PRE_IMAGES=2400 PRE_ITERS=2000 ITERS="600 600 300 900" STRICT=--strict
+  IMAGES=1000 PRE_IMAGES=7200 PRE_ITERS=4000 ITERS="1200 600 300 900" STRICT=--strict
 fi
 read -r TEACHER_ITERS STAGE1_ITERS STAGE2_ITERS BASELINE_ITERS <<<"$ITERS"
 # The preprocessing of the pretrained backbone, shared by every net after it.
@@ -48,10 +48,13 @@ step "caffe-mlic doctor"
 $CLI doctor
 
 step "synthetic data: $PRE_IMAGES single-object images of 8 shapes (pretraining, 64 px), $IMAGES multi-label images of $CLASSES shapes (192 px)"
+# the two sets are drawn side by side, one a core
+$CLI synth "$OUT/data/voc" --images "$IMAGES" --classes "$CLASSES" --objects-per-image 1-3 \
+  --size-range 0.2-0.45 --image-size 192x192 --clutter 1 --seed 0 --split 0.4,0.15,0.45 -q &
+SYNTH_PID=$!
 $CLI synth "$OUT/data/pretrain" --images "$PRE_IMAGES" --classes 8 --objects-per-image 1-1 \
   --size-range 0.4-0.85 --image-size 64x64 --clutter 2 --seed 100 --split 0.9,0.1,0 -q
-$CLI synth "$OUT/data/voc" --images "$IMAGES" --classes "$CLASSES" --objects-per-image 1-3 \
-  --size-range 0.2-0.45 --image-size 192x192 --clutter 3 --seed 0 --split 0.4,0.15,0.45 -q
+wait $SYNTH_PID
 for split in train val; do
   $CLI datalist build --voc "$OUT/data/pretrain" --set $split --whole-image -o "$LISTS/pretrain_$split.txt" \
     --size 64 --bbox-num 1 >/dev/null
