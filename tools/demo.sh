@@ -3,7 +3,7 @@
 # commands a user types. A synthetic single-label set stands in for ImageNet
 # (the backbone is pretrained on it once, shared by the seeds); a synthetic
 # multi-label detection set stands in for MS-COCO. For each seed: the WSDDN
-# teacher (192 px, 64 EdgeBoxes proposals), stage 1 (features), stage 2
+# teacher (192 px, 96 EdgeBoxes proposals), stage 1 (features), stage 2
 # (predictions), the label-only baseline student (64 px: a third of the
 # teacher's resolution, as 224 vs 672 in the paper), then evaluation on the
 # test split (eval cls, detect + eval det against a random control, speed),
@@ -25,11 +25,11 @@ JOBS=${DEMO_JOBS:-3}
 # threads to help, and seeds then train side by side on the two cores.
 export OPENBLAS_NUM_THREADS=1 GLOG_minloglevel=2
 
-CLASSES=6 PROPOSALS=64 TEACHER=192 STUDENT=64 POOLED=2
+CLASSES=6 PROPOSALS=96 TEACHER=192 STUDENT=64 POOLED=2
 if [ "${DEMO_MINI:-0}" = 1 ]; then
   IMAGES=60 PRE_IMAGES=160 PRE_ITERS=30 ITERS="24 12 12 24" STRICT=
 else
-  IMAGES=1000 PRE_IMAGES=7200 PRE_ITERS=4000 ITERS="1200 600 300 900" STRICT=--strict
+  IMAGES=1000 PRE_IMAGES=7200 PRE_ITERS=2000 ITERS="1200 600 300 900" STRICT=--strict
 fi
 read -r TEACHER_ITERS STAGE1_ITERS STAGE2_ITERS BASELINE_ITERS <<<"$ITERS"
 # The preprocessing of the pretrained backbone, shared by every net after it.
