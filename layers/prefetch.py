@@ -143,6 +143,29 @@ def _check_shm_space(needed, where='/dev/shm'):
                             % (needed / 2 ** 20, PREFETCH, where, free / 2 ** 20))
 
 
+def _new_segment(size):
+    """A new shared-memory segment, never left behind in /dev/shm when its
+    creation fails. SharedMemory registers a segment with multiprocessing's
+    resource tracker only after creating it; when the tracker cannot run (it
+    is started with the workers' executable, so a CAFFE_MLIC_PYTHON that is
+    not Python) that raises BrokenPipeError, and the segment, whose name the
+    caller never learns, would stay in /dev/shm. So we choose the name."""
+    import _posixshmem
+    import secrets
+    while True:
+        name = 'psm_' + secrets.token_hex(4)
+        try:
+            return shared_memory.SharedMemory(name=name, create=True, size=size)
+        except FileExistsError:
+            continue          # O_EXCL: that name is someone else's
+        except BaseException:
+            try:
+                _posixshmem.shm_unlink('/' + name)
+            except OSError:
+                pass          # shm_open itself failed: nothing was created
+            raise
+
+
 # ---------------------------------------------------------------- the main process's side
 
 
@@ -163,7 +186,7 @@ class PrefetchWorkers:
         _check_shm_space(n_slots * slot_bytes)
         try:
             for _ in range(n_slots):
-                self.slots.append(shared_memory.SharedMemory(create=True, size=slot_bytes))
+                self.slots.append(_new_segment(slot_bytes))
             names = [s.name for s in self.slots]
             for _ in range(n_workers):
                 ours, theirs = ctx.Pipe(duplex=True)

@@ -481,6 +481,25 @@ def test_killed_or_misconfigured_runs_leave_no_shared_memory(tmp_path, python):
     assert shm_segments() <= before
 
 
+def test_a_resource_tracker_that_cannot_run_leaves_no_shared_memory(monkeypatch):
+    """SharedMemory registers a new segment with multiprocessing's resource
+    tracker after creating it. A tracker that cannot run (it is started with
+    CAFFE_MLIC_PYTHON, which may not be a Python) makes that raise; the
+    segment must not stay in /dev/shm, and the error must say what failed."""
+    from multiprocessing import resource_tracker
+    from caffe_mlic.layers import prefetch
+    registered = []
+
+    def tracker_gone(name, rtype):
+        registered.append(name)
+        raise BrokenPipeError(32, 'Broken pipe')
+
+    monkeypatch.setattr(resource_tracker, 'register', tracker_gone)
+    with pytest.raises(DataLoadError, match='cannot start data worker processes'):
+        prefetch.PrefetchWorkers(1, 2, 4096, None, None)
+    assert registered and not [n for n in registered if os.path.exists('/dev/shm/' + n.lstrip('/'))]
+
+
 def _stress_dataset(root, n=240):
     """n PNGs (image 10 huge, 2500 x 2000); the datalist in file order."""
     rng = np.random.default_rng(0)
