@@ -39,6 +39,9 @@ def run_argv(argv):
         gpu = _solver_gpu(_flag_value(argv, 'solver'))
     if gpu:
         _check_gpus(gpu, first)
+    weights = _flag_value(argv, 'weights')
+    if weights:
+        _check_weight_files(weights)
     if first == 'train':
         solver = _flag_value(argv, 'solver')
         _make_snapshot_folder(solver)
@@ -49,6 +52,18 @@ def run_argv(argv):
     os.execve(binary, [binary] + list(argv), env)
 
 
+def _check_weight_files(value):
+    """InputError for a -weights file the binary would abort on: missing, or
+    over protobuf's 2 GB (the binary's reader stops there)."""
+    from caffe_mlic.errors import InputError
+    from caffe_mlic.weights import check_proto_size
+    for path in value.split(','):
+        if not os.path.isfile(path):
+            raise InputError('%s: no such weights file (-weights)' % path)
+        if not path.endswith('.h5'):
+            check_proto_size(path)
+
+
 def _resume_batch(state_path, solver_path):
     """The TRAIN batch a run resumed from ``state_path`` starts at (its
     iteration x the solver's iter_size), for our data layers to continue
@@ -56,12 +71,14 @@ def _resume_batch(state_path, solver_path):
     from caffe.proto import caffe_pb2
     from caffe_mlic import prototxt
     from caffe_mlic.errors import InputError
-    from caffe_mlic.weights import parse_message
+    from caffe_mlic.weights import check_proto_size, parse_message
     if not os.path.isfile(state_path):
         raise InputError('%s: no such solver state' % state_path)
     if state_path.endswith('.h5'):
         return 0      # (HDF5 states: the plan restarts; the binary reads the iteration itself)
     state = parse_message(caffe_pb2.SolverState(), state_path)
+    if state.learned_net and os.path.isfile(state.learned_net):
+        check_proto_size(state.learned_net)
     iter_size = 1
     if solver_path and os.path.isfile(solver_path):
         iter_size = max(1, prototxt.read_solver(solver_path).iter_size)

@@ -30,6 +30,8 @@ class StudentClassifier:
                 raise InputError('%s: no %r blob (the sigmoid output)' % (net_path, OUTPUT_BLOB))
         else:
             import cv2
+            from caffe_mlic.weights import check_proto_size
+            check_proto_size(str(weights))
             try:
                 self.net = cv2.dnn.readNetFromCaffe(str(net_path), str(weights))
             except cv2.error as e:

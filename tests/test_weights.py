@@ -1,0 +1,236 @@
+"""Reading caffemodels (weights.read_layers reads protobuf's wire format
+itself) and the 2 GB limit of one protobuf message."""
+import os
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from caffe_mlic import weights
+from caffe_mlic.errors import InputError
+from tests import netutil
+
+CLI = [sys.executable, '-m', 'caffe_mlic.cli']
+
+
+def by_protobuf(data):
+    """read_layers' answer the slow way: protobuf's own parser, value by value
+    (None where protobuf cannot parse the bytes)."""
+    from caffe.proto import caffe_pb2
+    from google.protobuf.message import DecodeError
+    net = caffe_pb2.NetParameter()
+    try:
+        net.ParseFromString(data)
+    except DecodeError:
+        return None
+    v1 = not len(net.layer)
+    out = []
+    for layer in net.layers if v1 else net.layer:
+        if len(layer.blobs):
+            kind = caffe_pb2.V1LayerParameter.LayerType.Name(layer.type) if v1 else layer.type
+            out.append((layer.name, kind, [
+                np.asarray(b.data if len(b.data) else b.double_data, np.float32).reshape(
+                    weights.blob_shape(b)) for b in layer.blobs]))
+    return out
+
+
+def same_layers(a, b):
+    return ([(n, k, [x.shape for x in xs]) for n, k, xs in a] == [(n, k, [x.shape for x in xs]) for n, k, xs in b]
+            and all(np.array_equal(x, y) for (_, _, xs), (_, _, ys) in zip(a, b) for x, y in zip(xs, ys)))
+
+
+def mixed_model():
+    """Every kind of blob a caffemodel holds: N-d shapes, V1's legacy
+    num/channels/height/width, double_data, an empty shape, a layer without
+    blobs, a name that is not ASCII."""
+    from caffe.proto import caffe_pb2
+    rng = np.random.default_rng(0)
+    net = caffe_pb2.NetParameter(name='mixed')
+    conv = net.layer.add(name='conv1', type='Convolution', bottom=['data'], top=['conv1'])
+    conv.convolution_param.num_output = 4
+    w, b = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    for array in (w, b):
+        blob = conv.blobs.add()
+        blob.shape.dim.extend(array.shape)
+        blob.data.extend(array.ravel().astype(np.float32).tolist())
+    net.layer.add(name='relu1', type='ReLU')
+    fc = net.layer.add(name='fc_é', type='InnerProduct')
+    legacy = fc.blobs.add()
+    legacy.num, legacy.channels, legacy.height, legacy.width = 1, 1, 5, 6
+    legacy.data.extend(rng.standard_normal(30).astype(np.float32).tolist())
+    double = fc.blobs.add()
+    double.shape.dim.append(5)
+    double.double_data.extend((rng.standard_normal(5) * 1e3).tolist())
+    scalar = net.layer.add(name='scale', type='Scale').blobs.add()
+    scalar.shape.SetInParent()
+    scalar.data.append(0.25)
+    return net.SerializeToString()
+
+
+def v1_model():
+    from caffe.proto import caffe_pb2
+    net = caffe_pb2.NetParameter(name='old')
+    layer = net.layers.add(name='conv1_1', type=caffe_pb2.V1LayerParameter.CONVOLUTION)
+    blob = layer.blobs.add()
+    blob.num, blob.channels, blob.height, blob.width = 2, 3, 1, 1
+    blob.data.extend([1, 2, 3, 4, 5, 6])
+    net.layers.add(name='relu', type=caffe_pb2.V1LayerParameter.RELU)
+    return net.SerializeToString()
+
+
+@pytest.mark.parametrize('model', [mixed_model, v1_model])
+def test_read_layers_equals_protobuf_value_by_value(tmp_path, model):
+    data = model()
+    path = tmp_path / 'm.caffemodel'
+    path.write_bytes(data)
+    got, want = weights.read_layers(str(path)), by_protobuf(data)
+    assert [n for n, _, _ in got] == ([u'conv1', u'fc_é', u'scale'] if model is mixed_model else ['conv1_1'])
+    assert same_layers(got, want)
+    assert got[0][2][0].dtype == np.float32 and not got[0][2][0].flags.writeable
+
+
+def test_every_truncation_is_an_error_or_what_protobuf_reads(tmp_path):
+    """Cut anywhere: where protobuf rejects the bytes we say so in one line;
+    where they still parse (a cut between fields) we read what protobuf reads."""
+    data = mixed_model()
+    path = tmp_path / 'cut.caffemodel'
+    errors = 0
+    for size in range(len(data)):
+        path.write_bytes(data[:size])
+        want = by_protobuf(data[:size])
+        if want is None:
+            with pytest.raises(InputError, match='cut.caffemodel: truncated or not a NetParameter'):
+                weights.read_layers(str(path))
+            errors += 1
+        else:
+            try:
+                got = weights.read_layers(str(path))
+            except InputError as e:     # a half blob that protobuf takes: its count is wrong
+                assert 'values, its shape' in str(e)
+                continue
+            assert same_layers(got, want), size
+    assert errors > len(data) // 2
+
+
+def _varint(value):
+    out = b''
+    while value >= 0x80:
+        out += bytes([value & 0x7f | 0x80])
+        value >>= 7
+    return out + bytes([value])
+
+
+def _key(number, wire):
+    return _varint((number << 3) | wire)
+
+
+def _field(number, payload):
+    return _key(number, 2) + _varint(len(payload)) + payload
+
+
+def test_values_written_before_caffe_packed_them_are_read_too(tmp_path):
+    """An old caffemodel stores each value as its own field: read through protobuf."""
+    values = [1.5, -2.0, 3.25]
+    blob = _field(7, _field(1, bytes([3])))                    # shape { dim: 3 } (packed)
+    blob += b''.join(_key(5, 5) + struct.pack('<f', v) for v in values)     # data, unpacked
+    layer = _field(1, b'fc') + _field(2, b'InnerProduct') + _field(7, blob)
+    path = tmp_path / 'old.caffemodel'
+    path.write_bytes(_field(100, layer))
+    (name, kind, (array,)), = weights.read_layers(str(path))
+    assert (name, kind) == ('fc', 'InnerProduct') and array.tolist() == values
+
+
+def test_a_blob_whose_values_do_not_fill_its_shape_is_named(tmp_path):
+    from caffe.proto import caffe_pb2
+    net = caffe_pb2.NetParameter()
+    blob = net.layer.add(name='fc7', type='InnerProduct').blobs.add()
+    blob.shape.dim.extend([2, 3])
+    blob.data.extend([1, 2, 3, 4, 5])
+    path = tmp_path / 'short.caffemodel'
+    path.write_bytes(net.SerializeToString())
+    with pytest.raises(InputError, match=r'short.caffemodel: layer fc7 blob 0 holds 5 values, '
+                                         r'its shape 2x3 needs 6'):
+        weights.read_layers(str(path))
+
+
+# ---------------------------------------------------------------- over protobuf's 2 GB
+
+
+def sparse_file(path, size):
+    """A file of ``size`` bytes that takes no disk (the check reads only its size)."""
+    with open(path, 'wb') as f:
+        f.truncate(size)
+    return str(path)
+
+
+def test_the_limit_is_protobufs_own(tmp_path):
+    weights.check_proto_size(sparse_file(tmp_path / 'at.caffemodel', weights.PROTO_LIMIT))
+    big = sparse_file(tmp_path / 'over.caffemodel', weights.PROTO_LIMIT + 1)
+    with pytest.raises(InputError) as e:
+        weights.check_proto_size(big)
+    assert str(e.value) == (
+        "%s: 2.00 GB (2147483648 bytes) is over protobuf's limit of 2 GB (2147483647 bytes) for one "
+        "message: Caffe cannot read it (write snapshots with snapshot_format: HDF5 for nets this "
+        "large)" % big)
+
+
+def test_python_readers_refuse_a_file_over_2gb(tmp_path, net_from_text):
+    from caffe.proto import caffe_pb2
+    big = sparse_file(tmp_path / 'big.caffemodel', 2 ** 31 + 5)
+    net = net_from_text(netutil.input_layers_text([(1, 2)], ['data'])
+                        + 'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
+                          'inner_product_param { num_output: 2 } }', 'TEST')
+    for read in (lambda: weights.read_layers(big), lambda: weights.check_weights(big, net),
+                 lambda: weights.parse_message(caffe_pb2.SolverState(), big)):
+        with pytest.raises(InputError, match='big.caffemodel: 2.00 GB .* over protobuf'):
+            read()
+
+
+@pytest.fixture(scope='module')
+def student(tmp_path_factory):
+    """A tiny student deploy net (its folder has deploy.json) and one image."""
+    import cv2
+    from caffe_mlic import netgen
+    from tests.tinydata import tiny_mlic_config, write_tiny_dataset
+    root = tmp_path_factory.mktemp('weights_cli')
+    listing = write_tiny_dataset(str(root / 'images'), n_images=1)
+    netgen.generate(str(root / 'nets'), tiny_mlic_config(listing))
+    cv2.imwrite(str(root / 'photo.png'), np.full((40, 50, 3), 90, np.uint8))
+    return root
+
+
+@pytest.mark.parametrize('args', [
+    ['caffe', 'train', '-solver', 'nets/wsddn/solver.prototxt', '-weights', 'ok.caffemodel,big.caffemodel'],
+    ['train', 'nets/wsddn/solver.prototxt', '--weights', 'big.caffemodel'],
+    ['surgery', '--net', 'nets/kd/student_deploy.prototxt', '-o', 'out.caffemodel', '--from', 'same:big.caffemodel'],
+    ['classify', '--net', 'nets/kd/student_deploy.prototxt', '--weights', 'big.caffemodel', 'photo.png',
+     '--engine', 'opencv'],
+    ['classify', '--net', 'nets/kd/student_deploy.prototxt', '--weights', 'big.caffemodel', 'photo.png'],
+])
+def test_commands_refuse_a_caffemodel_over_2gb_in_one_line(student, args):
+    """Not a Caffe abort (rc 134) nor OpenCV's exception: our line, before either reads it."""
+    sparse_file(student / 'big.caffemodel', 2 ** 31)
+    sparse_file(student / 'ok.caffemodel', 100)
+    res = subprocess.run(CLI + args, cwd=student, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1, res.stderr
+    line, = res.stderr.strip().splitlines()
+    assert line.startswith('caffe-mlic %s: ' % args[0]) and line.endswith(
+        "big.caffemodel: 2.00 GB (2147483648 bytes) is over protobuf's limit of 2 GB (2147483647 "
+        "bytes) for one message: Caffe cannot read it (write snapshots with snapshot_format: HDF5 "
+        "for nets this large)"), line
+
+
+def test_bench_weights_io_measures_each_ratio():
+    """`make bench`'s weights_io on the tiny nets (its targets are for release size)."""
+    import io
+
+    from caffe_mlic.bench import Report
+    from caffe_mlic.benchmarks import weights_io
+    out = io.StringIO()
+    report = Report(out)
+    weights_io.run(report, quick=True)
+    ratios = {name: value for name, value, _, _ in report.rows}
+    assert len(ratios) == 9 and all(value > 0 for value in ratios.values()), out.getvalue()
+    assert 'surgery teacher -> stage 1 / Caffe loading stage 1' in out.getvalue()
