@@ -39,7 +39,10 @@ def atomic_files(paths, mode='w', **kwargs):
             fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp',
                                        dir=directory)   # 0600: given a plain open()'s mode below
             temps.append(tmp)
-            files.append(os.fdopen(fd, mode, **kwargs))
+            os.close(fd)
+            # Opened by name, so f.name is the temp path: a writer that takes
+            # only a path (pycaffe's Net.save) can write there (save_weights).
+            files.append(open(tmp, mode, **kwargs))
         yield files
         umask = os.umask(0)
         os.umask(umask)
@@ -68,6 +71,12 @@ def atomic_write(path, mode='w', **kwargs):
     """Write to a temp file beside ``path`` and rename it over ``path`` on success."""
     with atomic_files([path], mode, **kwargs) as (f,):
         yield f
+
+
+def save_weights(net, path):
+    """Write caffe.Net ``net``'s weights to the caffemodel ``path``, atomically."""
+    with atomic_write(path, 'wb') as f:
+        net.save(f.name)
 
 
 def write_files(texts):

@@ -8,13 +8,13 @@ import tempfile
 
 def _nets(folder, cfg):
     from caffe_mlic import netgen, prototxt
+    from caffe_mlic.fileio import save_weights
     netgen.generate(folder, cfg)
     paths = {}
     for rel in ('wsddn/wsddn_deploy', 'kd/student_deploy'):
         net_path = os.path.join(folder, rel + '.prototxt')
         weights = os.path.join(folder, rel + '.caffemodel')
-        with open(weights, 'wb') as f:
-            f.write(prototxt.net_weights_bytes(prototxt.caffe_net(net_path, 'TEST', seed=0)))
+        save_weights(prototxt.caffe_net(net_path, 'TEST', seed=0), weights)
         paths[rel] = (net_path, weights)
     return paths['wsddn/wsddn_deploy'], paths['kd/student_deploy']
 

@@ -30,8 +30,7 @@ def add_arguments(p):
 
 
 def run(args):
-    from caffe_mlic import prototxt
-    from caffe_mlic.fileio import atomic_write
+    from caffe_mlic.fileio import save_weights
     from caffe_mlic.surgery import shape_only_net, transplant
     for _, path in args.sources:
         if not os.path.isfile(path):
@@ -40,8 +39,7 @@ def run(args):
         raise UsageError('argument -o/--out: %s is also a source; write to another file' % args.out)
     net = shape_only_net(args.net, seed=args.seed)
     report = transplant(net, args.sources, args.skip_mismatched)
-    with atomic_write(args.out, 'wb') as f:
-        f.write(prototxt.net_weights_bytes(net))
+    save_weights(net, args.out)
     print('%d copied, %d kept, %d mismatched, %d source layers unused -> %s'
           % (len(report['copied']), len(report['kept']), len(report['mismatched']),
              len(report['unused']), args.out))
