@@ -1,0 +1,202 @@
+"""Every user path once at release size: the generated release nets (VGG16,
+teacher 672 px, student 224 px, 500 proposals, 80 classes; batch sizes 1 for
+time) with random weights of release size (540 MB a VGG16, 1.1 GB a
+distillation net), written here.
+
+Each Caffe step runs in its own process: a build that cannot read files this
+large aborts (rc 134) instead of raising, and must fail the test, not the
+suite. About 3-5 minutes on 2 cores and up to 7 GB of disk at a time,
+removed at the end.
+"""
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from caffe_mlic import netgen
+from caffe_mlic.engine import logs
+from caffe_mlic.netspec import MlicConfig
+from caffe_mlic.weights import read_layers
+from tests.tinydata import write_tiny_dataset
+
+pytestmark = pytest.mark.release_size
+
+CLI = [sys.executable, '-m', 'caffe_mlic.cli']
+PROTO_READ_LIMIT_BEFORE = 512 * 2 ** 20     # what the unpatched Caffe tree read at most
+TIMEOUT = 900
+
+# Loads a net (our data layers as Input layers, as surgery builds it) and a
+# caffemodel with Caffe's own reader, then prints {layer: [sha1 of each blob]}.
+LOAD_WITH_CAFFE = r'''
+import hashlib, json, sys
+import caffe
+from caffe_mlic.surgery import shape_only_net
+caffe.set_mode_cpu()
+net = shape_only_net(sys.argv[1])
+net.copy_from(sys.argv[2])
+print(json.dumps({name: [hashlib.sha1(b.data.tobytes()).hexdigest() for b in blobs]
+                  for name, blobs in net.params.items()}))
+'''
+
+# Writes the filler weights of a net (seeded) as a caffemodel.
+WRITE_RANDOM_WEIGHTS = r'''
+import sys
+import caffe
+from caffe_mlic.surgery import shape_only_net
+caffe.set_mode_cpu()
+shape_only_net(sys.argv[1], seed=int(sys.argv[3])).save(sys.argv[2])
+'''
+
+
+def run(args, cwd, **kw):
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT,
+                          env=dict(os.environ, GLOG_minloglevel='2'), **kw)
+
+
+def cli(args, cwd):
+    res = run(CLI + list(args), cwd)
+    assert res.returncode == 0, 'caffe-mlic %s: rc %d\n%s' % (' '.join(args), res.returncode,
+                                                               res.stderr[-3000:])
+    return res
+
+
+def digests(path):
+    """{layer: [sha1 of each blob's float32 values]} read by our own reader."""
+    return {name: [hashlib.sha1(a.astype('<f4').tobytes()).hexdigest() for a in arrays]
+            for name, _, arrays in read_layers(path)}
+
+
+def loaded_by_caffe(root, net, weights):
+    """Caffe's reading of ``weights`` into ``net``, as digests (asserts it loads)."""
+    res = run([sys.executable, '-c', LOAD_WITH_CAFFE, net, weights], root)
+    assert res.returncode == 0, 'Caffe could not load %s (%.0f MB) into %s: rc %d\n%s' % (
+        weights, os.path.getsize(weights) / 2 ** 20, net, res.returncode, res.stderr[-3000:])
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def assert_loads_exactly(root, net, weights):
+    """Caffe loads ``weights`` and holds, in every layer the file fills, the
+    values our own reader finds there."""
+    assert os.path.getsize(weights) > PROTO_READ_LIMIT_BEFORE, 'not a release-size file'
+    in_caffe, in_file = loaded_by_caffe(root, net, weights), digests(weights)
+    filled = [name for name in in_caffe if name in in_file]
+    assert filled and all(in_caffe[name] == in_file[name] for name in filled), weights
+    return in_caffe
+
+
+@pytest.fixture(scope='module')
+def release(tmp_path_factory):
+    root = tmp_path_factory.mktemp('release_size')
+    try:
+        listing = write_tiny_dataset(str(root / 'images'), n_images=1, num_classes=80, bbox_num=500,
+                                     size=672, seed=3)
+        cfg = MlicConfig.release(train_list=listing, test_list=listing, workers=0,
+                                 wsddn_batch=(1, 1), stage1_batch=(1, 1), stage2_batch=(1, 1),
+                                 baseline_batch=(1, 1))
+        netgen.generate(str(root / 'nets'), cfg)
+        for net, out, seed in (('wsddn/wsddn_deploy', 'teacher.caffemodel', 1),
+                               ('kd/student_deploy', 'student_random.caffemodel', 2)):
+            res = run([sys.executable, '-c', WRITE_RANDOM_WEIGHTS,
+                       str(root / 'nets' / (net + '.prototxt')), str(root / out), str(seed)], root)
+            assert res.returncode == 0, res.stderr[-3000:]
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)     # gigabytes: never left for pytest to keep
+
+
+def nets(root, rel):
+    return str(root / 'nets' / (rel + '.prototxt'))
+
+
+def test_pycaffe_loads_the_release_teacher_and_student(release):
+    assert_loads_exactly(release, nets(release, 'wsddn/wsddn_deploy'), str(release / 'teacher.caffemodel'))
+    assert_loads_exactly(release, nets(release, 'kd/student_deploy'),
+                         str(release / 'student_random.caffemodel'))
+
+
+def teacher_solver(root, name, max_iter):
+    from caffe_mlic.prototxt import write_solver
+    return write_solver(root / (name + '.prototxt'), nets(root, 'wsddn/wsddn_train'),
+                        base_lr=1e-5, momentum=0.9, weight_decay=5e-4, max_iter=max_iter,
+                        snapshot=max_iter, snapshot_prefix='snap_%s/wsddn' % name, random_seed=1,
+                        test_iter=[1], test_interval=1000, test_initialization=False)
+
+
+def test_caffe_binary_trains_from_release_weights(release):
+    teacher_solver(release, 'binary', 1)
+    cli(['caffe', 'train', '-solver', 'binary.prototxt', '-weights', 'teacher.caffemodel'], release)
+    model = release / 'snap_binary' / 'wsddn_iter_1.caffemodel'
+    state = release / 'snap_binary' / 'wsddn_iter_1.solverstate'
+    assert os.path.getsize(state) > PROTO_READ_LIMIT_BEFORE     # SGD: a history blob per weight
+    assert_loads_exactly(release, nets(release, 'wsddn/wsddn_deploy'), str(model))
+
+
+def test_train_from_release_weights_then_sigterm_and_resume(release):
+    teacher_solver(release, 'driver', 3)
+    run_dir = release / 'runs' / 'driver'
+    proc = subprocess.Popen(CLI + ['train', 'driver.prototxt', '--weights', 'teacher.caffemodel'],
+                            cwd=release, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + TIMEOUT
+    while not (run_dir / 'log.jsonl').exists() or not any(
+            r['phase'] == 'train' for r in logs.read_records(str(run_dir / 'log.jsonl'))):
+        assert proc.poll() is None, 'train ended before its first iteration: rc %d\n%s' % (
+            proc.returncode, proc.stderr.read()[-3000:])
+        assert time.time() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 143, err[-3000:]
+    state = err.split('snapshot ')[1].split(';')[0]
+    assert os.path.getsize(release / state) > PROTO_READ_LIMIT_BEFORE
+    cli(['train', 'driver.prototxt', '--resume', state], release)
+    final = release / 'snap_driver' / 'wsddn_iter_3.caffemodel'
+    assert_loads_exactly(release, nets(release, 'wsddn/wsddn_deploy'), str(final))
+    shutil.copy(final, release / 'teacher_trained.caffemodel')
+    shutil.rmtree(release / 'snap_driver')
+    shutil.rmtree(release / 'snap_binary')
+
+
+def test_surgery_teacher_to_stage1_to_stage2_to_student_deploy(release):
+    teacher = 'teacher_trained.caffemodel'
+    steps = [('kd/train_stage1', 'stage1.caffemodel', ['teacher:' + teacher, 'same:' + teacher]),
+             ('kd/train_stage2', 'stage2.caffemodel', ['teacher:' + teacher, 'same:stage1.caffemodel']),
+             ('kd/student_deploy', 'student.caffemodel', ['same:stage2.caffemodel'])]
+    for net, out, sources in steps:
+        args = ['surgery', '--net', nets(release, net), '-o', out]
+        for source in sources:
+            args += ['--from', source]
+        cli(args, release)
+        in_caffe = assert_loads_exactly(release, nets(release, net), str(release / out))
+        assert len(in_caffe) and set(in_caffe) <= set(digests(str(release / out)))
+    # The teacher inside stage 2 is the trained teacher, the student's fc8 its stage-1 one.
+    trained, stage2 = digests(str(release / teacher)), digests(str(release / 'stage2.caffemodel'))
+    assert stage2['conv_wsd_5_3'] == trained['conv5_3'] and stage2['fc_wsd_8_c'] == trained['fc8_c']
+    assert stage2['fc7'] == trained['fc7']      # the student started from the teacher's VGG16 here
+    os.remove(release / 'stage1.caffemodel')
+
+
+def test_eval_detect_and_classify_with_release_weights(release):
+    image = str(release / 'images' / 'img000.png')
+    student, teacher = 'student.caffemodel', 'teacher_trained.caffemodel'
+    res = cli(['eval', 'cls', '--net', nets(release, 'kd/student_baseline'), '--weights', student,
+               '--blob', 'fc8_mscoco', '--sigmoid', '--json', 'cls.json'], release)
+    assert 'mAP' in json.loads((release / 'cls.json').read_text()), res.stdout
+    cli(['detect', '--net', nets(release, 'wsddn/wsddn_deploy'), '--weights', teacher, image,
+         '-o', 'det', '-q'], release)
+    detections = json.loads((release / 'det' / 'json' / 'img000.json').read_text())
+    assert len(detections['scores']) == 80
+    probabilities = {}
+    for engine in ('caffe', 'opencv'):
+        cli(['classify', '--net', nets(release, 'kd/student_deploy'), '--weights', student, image,
+             '--engine', engine, '-o', engine + '.json'], release)
+        result, = json.loads((release / (engine + '.json')).read_text())['results']
+        probabilities[engine] = result['probabilities']
+    assert len(probabilities['caffe']) == 80
+    assert all(abs(probabilities['caffe'][c] - probabilities['opencv'][c]) < 1e-4
+               for c in probabilities['caffe'])
