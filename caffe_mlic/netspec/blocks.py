@@ -15,14 +15,23 @@ from caffe_mlic import LAYER_MODULE, prototxt
 LEARN = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
 LEARN_10X = [dict(lr_mult=10, decay_mult=10), dict(lr_mult=20, decay_mult=0)]
 FROZEN = [dict(lr_mult=0, decay_mult=0)]
+# The teacher copy inside the distillation nets. The release gave it LEARN's
+# multipliers and relied on propagate_down: 0, which stops the gradient but
+# not the solver's weight decay (Caffe adds weight_decay x decay_mult x w to
+# every learnable blob): under Adam the teacher then moves by about lr x
+# lr_mult each iteration and its soft targets decay to a constant. Our one
+# deliberate deviation from the released nets: weights and biases get 0 / 0.
+FROZEN_TEACHER = [dict(lr_mult=0, decay_mult=0), dict(lr_mult=0, decay_mult=0)]
 XAVIER = dict(type='xavier')
 ZERO = dict(type='constant', value=0)
 
 
 def frozen_input(kwargs, freeze):
-    """Teacher layers inside the KD nets stop gradients at their bottom."""
+    """Teacher layers inside the KD nets stop gradients at their bottom, and
+    the solver changes none of their weights (FROZEN_TEACHER)."""
     if freeze:
         kwargs['propagate_down'] = [False]
+        kwargs['param'] = FROZEN_TEACHER
     return kwargs
 
 
@@ -46,7 +55,7 @@ def max_pool(bottom, kernel=2, stride=2, pad=0, **name):
 
 def fc(bottom, nout, learn=LEARN, freeze=False, **name):
     return L.InnerProduct(bottom, num_output=nout, weight_filler=XAVIER, bias_filler=ZERO,
-                          param=learn, **frozen_input(dict(name), freeze))
+                          **frozen_input(dict(name, param=learn), freeze))
 
 
 def fc_relu_drop(bottom, nout, index, freeze=False, dropout=0.5, **name):

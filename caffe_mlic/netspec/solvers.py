@@ -4,9 +4,9 @@ The release gave only the teacher's base_lr (5e-5, step policy); the rest are
 our choices, stated here:
 - every solver: SGD, momentum 0.9, step policy with gamma 0.1, a snapshot
   every 5000 iterations, TEST phase every 5000 iterations for 50 batches.
-- stage 1 uses weight_decay 0: the teacher copy keeps the released lr_mult 1
-  on its layers and receives no gradient, so weight decay would be the only
-  thing changing it; with 0 the teacher stays exactly as loaded.
+- stage 1 uses weight_decay 0 (as first chosen to keep the teacher copy as
+  loaded; the teacher's layers now have lr_mult 0 / decay_mult 0 in both
+  stages, so neither stage's weight decay or method can move it).
 - stage 2 and the baseline fine-tune a VGG16 classifier: base_lr 1e-4 / 1e-3.
 """
 from dataclasses import dataclass
