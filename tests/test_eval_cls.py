@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from caffe_mlic import cli
+from caffe_mlic.evaluation import classification
 from caffe_mlic.errors import InputError
 from caffe_mlic.evaluation.classification import (average_precision, check_inputs,
                                                   mean_average_precision, multilabel_metrics)
@@ -156,7 +157,59 @@ def test_cli_cls_prints_the_table_and_writes_json(tmp_path, capsys):
     _assert_percent(saved, EXPECTED4)
     assert saved['AP'][2] is None and saved['classes'] == ['cat', 'dog', 'bird']
     assert set(saved) == {'mAP', 'AP', 'CP', 'CR', 'CF1', 'OP', 'OR', 'OF1', 'CP_top3', 'CR_top3',
-                          'CF1_top3', 'OP_top3', 'OR_top3', 'OF1_top3', 'classes'}
+                          'CF1_top3', 'OP_top3', 'OR_top3', 'OF1_top3', 'classes', 'threshold'}
+    assert saved['threshold'] == 0.5
+
+
+def test_fit_thresholds_by_hand():
+    # class 0: positives 0.9, 0.4; negatives 0.6, 0.1. Cuts: top 1 (F1 2/3), top 2 (F1 1/2),
+    # top 3 (F1 4/5), top 4 (F1 2/3): the best keeps 0.9, 0.6, 0.4 -> halfway to 0.1.
+    # class 1: one positive on top, ties below: 0.8 alone (F1 1). class 2: no positive: 0.5.
+    # class 3: tied scores can only be cut together: 0.7 0.7 (1 positive), 0.2 (negative).
+    scores = np.array([[0.9, 0.8, 0.3, 0.7], [0.6, 0.3, 0.2, 0.7], [0.4, 0.3, 0.1, 0.2],
+                       [0.1, 0.3, 0.9, 0.0]])
+    labels = np.array([[1, 1, 0, 1], [0, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, -1]])
+    t = classification.fit_thresholds(scores, labels)
+    assert t.tolist() == pytest.approx([0.25, 0.55, 0.5, 0.45])
+    # applied to the same scores, each class's F1 is its best
+    m = classification.multilabel_metrics(scores, labels, threshold=t)
+    at_half = classification.multilabel_metrics(scores, labels)
+    assert m['CF1'] >= at_half['CF1'] and m['CR'] == pytest.approx(100.0)
+
+
+def test_cli_fit_thresholds_on_one_split_and_apply_them_to_another(tmp_path, capsys):
+    argv = _saved(tmp_path) + ['--classes', str(tmp_path / 'classes.txt')]
+    fitted = tmp_path / 't.json'
+    assert cli.main(argv + ['--fit-thresholds', str(fitted), '--json', str(tmp_path / 'val.json')]) == 0
+    data = json.loads(fitted.read_text())
+    assert data['classes'] == ['cat', 'dog', 'bird'] and data['fitted_on'] == str(tmp_path / 'S.npy')
+    assert json.loads((tmp_path / 'val.json').read_text())['threshold'] == 0.5
+    expected = classification.multilabel_metrics(S4, L4, threshold=np.array(data['thresholds']))
+    assert cli.main(argv + ['--thresholds', str(fitted), '--json', str(tmp_path / 'm.json')]) == 0
+    assert 'all >= thresholds' in capsys.readouterr().out
+    saved = json.loads((tmp_path / 'm.json').read_text())
+    assert saved['threshold'] == dict(file=str(fitted), values=data['thresholds'])
+    assert saved['CF1'] == pytest.approx(expected['CF1']) and saved['OF1'] == pytest.approx(expected['OF1'])
+
+
+@pytest.mark.parametrize('content, needle', [
+    ({'thresholds': [0.5, 0.5]}, 't.json: thresholds: 2 thresholds for 3 classes'),
+    ({'thresholds': [0.5, 2, 0.5]}, 't.json: thresholds: must be a list of numbers in [0, 1]'),
+    ({'thresholds': [0.5] * 3, 'classes': ['a', 'b', 'c']}, "t.json: classes: fitted for classes ['a'"),
+    ('not json', 't.json: not valid JSON'),
+])
+def test_cli_bad_thresholds_file_exit_1(tmp_path, capsys, content, needle):
+    path = tmp_path / 't.json'
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    argv = _saved(tmp_path) + ['--classes', str(tmp_path / 'classes.txt'), '--thresholds', str(path)]
+    assert cli.main(argv) == 1
+    assert needle in capsys.readouterr().err
+
+
+def test_cli_fit_and_apply_together_is_refused(tmp_path, capsys):
+    argv = _saved(tmp_path) + ['--fit-thresholds', 'a.json', '--thresholds', 'b.json']
+    assert cli.main(argv) == 2
+    assert 'fit on the validation scores' in capsys.readouterr().err
 
 
 def test_cli_cls_sigmoid_turns_logits_into_probabilities(tmp_path, capsys):
@@ -265,7 +318,7 @@ def test_cli_cls_on_a_net_scores_every_test_image_once(tiny_teacher, tmp_path, c
     last = capsys.readouterr().out.splitlines()[-1]
     saved = json.loads((tmp_path / 'm.json').read_text())
     assert last == 'mAP %.1f %% over %d images' % (saved['mAP'], IMAGES)
-    assert saved == json.loads(json.dumps(multilabel_metrics(scores, labels)))
+    assert saved == json.loads(json.dumps(dict(multilabel_metrics(scores, labels), threshold=0.5)))
 
 
 @pytest.mark.parametrize('blob, needle', [

@@ -32,6 +32,12 @@ def add_arguments(p):
                         'them, the labels as OUT.labels.npy')
     c.add_argument('--sigmoid', action='store_true',
                    help='the scores are logits: apply the logistic function first')
+    c.add_argument('--fit-thresholds', metavar='OUT.json',
+                   help='write per-class thresholds (each class at its best F1 on these scores: '
+                        'run it on the validation split); the metrics stay at 0.5')
+    c.add_argument('--thresholds', metavar='FILE.json',
+                   help='predict with the per-class thresholds of a --fit-thresholds file instead '
+                        'of 0.5 (CP .. OF1 and their top-3 forms; the JSON names them)')
     c.add_argument('--classes', metavar='FILE', help='class names, one per line, for the table and JSON')
     c.add_argument('--json', metavar='OUT', help='write the metrics as JSON')
     c.add_argument('--csv', metavar='OUT.csv',
@@ -118,6 +124,9 @@ def run_cls(args):
     names = read_class_list(args.classes) if args.classes else None
     if args.datalist and not args.net:
         raise UsageError('--list goes with --net')
+    if args.fit_thresholds and args.thresholds:
+        raise UsageError('--fit-thresholds and --thresholds go to different splits: fit on the '
+                         'validation scores, apply to the test scores')
     if args.scores:
         scores = _load_npy(args.scores, 'scores')
         labels = _load_npy(args.labels, 'labels')
@@ -134,7 +143,16 @@ def run_cls(args):
         scores = _sigmoid(scores)
     scores, labels = classification.check_inputs(scores, labels, names, classes_source=args.classes,
                                                  **sources)
-    result = classification.multilabel_metrics(scores, labels, names)
+    names = names or [str(c) for c in range(scores.shape[1])]
+    threshold = classification.THRESHOLD
+    if args.thresholds:
+        threshold = classification.read_thresholds(args.thresholds, names)
+    result = classification.multilabel_metrics(scores, labels, names, threshold=threshold)
+    result['threshold'] = (dict(file=os.path.abspath(args.thresholds), values=threshold.tolist())
+                           if args.thresholds else classification.THRESHOLD)
+    if args.fit_thresholds:
+        classification.write_thresholds(args.fit_thresholds, classification.fit_thresholds(scores, labels),
+                                        names, sources['scores_source'])
     if args.save_scores:
         from caffe_mlic.fileio import atomic_save_npy
         atomic_save_npy(args.save_scores, np.asarray(scores, np.float64))
@@ -149,7 +167,8 @@ def run_cls(args):
         print('%-*s %s' % (width, name, _fmt(ap)))
     keys = classification.OVERALL_KEYS
     print('%-*s %s' % (width, '', ' '.join('%6s' % k for k in keys)))
-    for label, suffix in (('all >= 0.5', ''), ('top-3', '_top3')):
+    above = 'all >= thresholds' if args.thresholds else 'all >= 0.5'
+    for label, suffix in ((above, ''), ('top-3', '_top3')):
         print('%-*s %s' % (width, label, ' '.join(_fmt(result[k + suffix]) for k in keys)))
     print('mAP %s %% over %d images' % (_fmt(result['mAP'], 0), len(scores)))
 

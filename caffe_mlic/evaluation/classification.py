@@ -23,6 +23,9 @@ class's AP and of every count).
   (ties: the lower class index first) that are also >= 0.5; an ignored label
   among the 3 takes its place but is not counted.
 - An F1 is 0 when its precision and recall are both 0.
+- Per-class thresholds instead of 0.5 (``fit_thresholds``): each class's is
+  chosen where its F1 is highest on other scores (the validation split's),
+  then applied unchanged; a class without a positive there keeps 0.5.
 
 Results are in percent; undefined values are None.
 """
@@ -146,11 +149,60 @@ def _count_metrics(predicted, positive):
     return dict(zip(OVERALL_KEYS, (cp, cr, _f1(cp, cr), op, orr, _f1(op, orr))))
 
 
+def fit_thresholds(scores, labels):
+    """(C,) per-class thresholds: for each class, the cut in its scores
+    (halfway between two distinct scores) where its F1 is highest on these
+    scores and labels (-1 ignored); ties go to the higher threshold. A class
+    without a positive keeps THRESHOLD."""
+    S, L = check_inputs(scores, labels)
+    out = np.full(S.shape[1], THRESHOLD)
+    for c in range(S.shape[1]):
+        keep = L[:, c] != -1
+        s, positive = S[keep, c], L[keep, c] == 1
+        if not positive.any():
+            continue
+        order = np.argsort(-s, kind='stable')
+        s, positive = s[order], positive[order]
+        true_pos = np.cumsum(positive)
+        predicted = np.arange(1, len(s) + 1)
+        f1 = 2 * true_pos / (predicted + positive.sum())
+        # a cut must keep tied scores together: after the last of each run of ties
+        cut = np.append(s[1:] < s[:-1], True)
+        best = int(np.flatnonzero(cut)[np.argmax(f1[cut])])
+        out[c] = s[best] if best == len(s) - 1 else 0.5 * (s[best] + s[best + 1])
+    return out
+
+
+def write_thresholds(path, thresholds, classes, fitted_on):
+    from caffe_mlic.fileio import atomic_write_json
+    atomic_write_json(path, dict(classes=list(classes), thresholds=[float(t) for t in thresholds],
+                                 fitted_on=fitted_on, rule='per class, the highest F1 on fitted_on'))
+
+
+def read_thresholds(path, classes):
+    """(C,) thresholds from a ``write_thresholds`` file, for ``classes``
+    (names, in the scores' order); InputError naming the file and field."""
+    from caffe_mlic.fileio import read_json
+    data = read_json(path, 'thresholds')
+    values = data.get('thresholds') if isinstance(data, dict) else None
+    if not isinstance(values, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in values):
+        raise InputError(problems=[Problem(path, None, 'thresholds', 'must be a list of numbers in [0, 1]')])
+    if len(values) != len(classes):
+        raise InputError(problems=[Problem(path, None, 'thresholds', '%d thresholds for %d classes'
+                                           % (len(values), len(classes)))])
+    named = data.get('classes')
+    if named is not None and list(named) != list(classes):
+        raise InputError(problems=[Problem(path, None, 'classes', 'fitted for classes %s, the scores are '
+                                           'of %s' % (named, list(classes)))])
+    return np.asarray(values, np.float64)
+
+
 def multilabel_metrics(scores, labels, classes=None, threshold=THRESHOLD, top_k=TOP_K):
     """The metrics of the module docstring, in percent: {'mAP', 'AP' (per
     class, None without positive), 'CP', 'CR', 'CF1', 'OP', 'OR', 'OF1',
     the same six with '_top3' (for top_k 3), 'classes'}. classes: names
-    (default '0', '1', ...)."""
+    (default '0', '1', ...). threshold: one number, or one per class."""
     S, L = check_inputs(scores, labels, classes)
     names = list(classes) if classes is not None else [str(c) for c in range(S.shape[1])]
     mean_ap, aps = mean_average_precision(S, L)
