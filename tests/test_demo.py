@@ -3,6 +3,7 @@ twice from scratch through tools/demo.sh: well-formed results.json and
 report, the same numbers on the second run, the report rendered by headless
 Chromium, and the fairness checks failing when a rule is broken. It does
 not assert the gain (the miniature is too small to show it)."""
+import html
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ from tests.demos import run_demo
 from tests.chromium import assert_not_blank, needs_chromium, referenced_images, screenshot
 
 CLS_KEYS = {'mAP', 'AP', 'CP', 'CR', 'CF1', 'OP', 'OR', 'OF1', 'CP_top3', 'CR_top3', 'CF1_top3',
-            'OP_top3', 'OR_top3', 'OF1_top3', 'classes'}
+            'OP_top3', 'OR_top3', 'OF1_top3', 'classes', 'threshold'}
 
 
 def _demo(folder, **extra):
@@ -89,6 +90,7 @@ def test_same_seed_same_numbers(mini, mini_again):
     for a, b in zip(first['runs'], second['runs']):
         a.pop('speed'), b.pop('speed')                # times differ; everything measured does not
         b.pop('ablation')                             # only the second run has these
+        b['fitted'] = {k: v for k, v in b['fitted'].items() if not k.startswith('ablation_')}
         for run in (a, b):
             for check in run['fairness']:
                 check['detail'] = check['detail'].replace(str(mini[0]), '').replace(str(mini_again[0]), '')
@@ -112,17 +114,90 @@ def test_ablation_rows(mini_again):
         label = layout.ABLATION_LABELS[name]
         assert ('%s' % label) in output and ('%.1f' % stat['mean']) in output
         with open(folder / 'report.html') as f:
-            assert 'ablation: ' + label in f.read()
+            assert 'ablation: ' + html.escape(label) in f.read()
     with open(os.path.join(seed_dir, 'runs', 'ablation_stage1_only', 'solver.prototxt')) as f:
         text = f.read()
     assert '--set max_iter=12' in text and 'max_iter: 12' in text
+
+
+def test_ablation_rows_start_where_their_controls_start(mini_again):
+    """Matched controls: stage 1 only trains on labels from stage 2's own
+    start; labels only (short) from stage 2 only's start; both with the
+    solver of stage 2 (its learning rate, length, step and seed)."""
+    folder, _ = mini_again
+    seed_dir = layout.seed_dirs(str(folder))[1]
+
+    def run_json(name):
+        with open(os.path.join(seed_dir, 'runs', name, 'run.json')) as f:
+            return json.load(f)
+    for row, start in (('ablation_stage1_only', 'stage2'), ('ablation_labels_short', 'stage2_only')):
+        assert run_json(row)['weights'] == [os.path.join(seed_dir, 'init', start + '.caffemodel')]
+    assert run_json('ablation_stage2_only')['weights'] == [os.path.join(seed_dir, 'init',
+                                                                        'stage2_only.caffemodel')]
+    from caffe_mlic import prototxt
+    solver = lambda name: fairness._solver_fields(  # noqa: E731
+        prototxt.read_solver(os.path.join(seed_dir, 'runs', name, 'solver.prototxt')))
+    for row in ('ablation_stage1_only', 'ablation_labels_short'):
+        assert solver(row) == solver('stage2') == solver('ablation_stage2_only')
+        assert run_json(row)['max_iter'] == run_json('stage2')['max_iter']
+
+
+def test_paired_differences_are_the_per_seed_differences(mini_again):
+    folder, output = mini_again
+    results = _results(folder)
+    (run,) = results['runs']
+    paired = {p['name']: p for p in results['summary']['paired']}
+    assert len(paired) == len(layout.COMPARISONS)
+    for name, row, control in layout.COMPARISONS:
+        get = lambda key: (run[key] if '.' not in key else run['ablation'][key.split('.')[1]])['mAP']  # noqa
+        assert paired[name]['values'] == [pytest.approx(get(row) - get(control))]
+        assert '  %s: %+.1f' % (name, paired[name]['mean']) in output
+    with open(folder / 'report.html') as f:
+        page = f.read()
+    assert 'matched control' in page and html.escape(layout.COMPARISONS[-1][0]) in page
+
+
+def test_soft_targets_and_student_scale_are_reported(mini):
+    folder, _ = mini
+    (run,) = _results(folder)['runs']
+    seed_dir = layout.seed_dirs(str(folder))[1]
+    soft = run['soft_targets']
+    scores = np.load(layout.eval_file(seed_dir, layout.SOFT_TARGETS, '.npy'))
+    labels = np.load(layout.eval_file(seed_dir, layout.SOFT_TARGETS, '.labels.npy'))
+    assert scores.shape[1] == 6 and ((scores >= 0) & (scores <= 1)).all()
+    for c in range(6):
+        if (labels[:, c] > 0).any():
+            assert soft['mean_with'][c] == pytest.approx(scores[labels[:, c] > 0, c].mean())
+        if (labels[:, c] == 0).any():
+            assert soft['mean_without'][c] == pytest.approx(scores[labels[:, c] == 0, c].mean())
+    scale = run['student_temperature_scale']
+    assert len(scale['per_class']) == 6 and scale['min'] <= scale['mean'] <= scale['max']
+    assert scale['per_class'] != [0.2] * 6           # it is learned (lr_mult 10) from 1/T = 0.2
+    with open(folder / 'report.html') as f:
+        assert 'What stage 2 distils' in f.read()
+
+
+def test_fairness_fails_when_the_teacher_moved(mini, tmp_path):
+    """The check that would have caught stage 2 erasing the teacher."""
+    from caffe.proto import caffe_pb2
+    seed = _tampered(mini, tmp_path)
+    model = seed / 'snapshots' / 'kd' / 'stage2_iter_12.caffemodel'
+    net = caffe_pb2.NetParameter()
+    net.ParseFromString(model.read_bytes())
+    layer, = [l for l in net.layer if l.name == 'conv_wsd_1_1']
+    layer.blobs[0].data[0] += 1e-3
+    model.write_bytes(net.SerializeToString())
+    check = _check(seed, mini, 'teacher_frozen')
+    assert not check['ok'] and 'stage2: 1 of 9 teacher layers moved: conv_wsd_1_1' in check['detail']
+    assert 'stage1: 7 teacher layers at iteration 12 equal init/stage1.caffemodel' in check['detail']
 
 
 def test_fairness_checks_pass_on_the_demo_except_convergence(mini):
     folder, _ = mini
     checks = {c['name']: c for c in _results(folder)['runs'][0]['fairness']}
     assert set(checks) == {'baseline_budget', 'same_training_data', 'same_solver', 'same_student',
-                           'same_initialisation', 'test_split_unused', 'baseline_converged'}
+                           'same_initialisation', 'test_split_unused', 'baseline_converged',
+                           'teacher_frozen'}
     # 24 iterations do not converge; everything else holds by construction
     assert all(c['ok'] for name, c in checks.items() if name != 'baseline_converged'), checks
 
@@ -255,3 +330,28 @@ def test_fairness_fails_on_another_student_layer(mini, tmp_path):
     _edit(seed / 'runs' / 'baseline' / 'net.prototxt', 'num_output: 64', 'num_output: 32')
     check = _check(seed, mini, 'same_student')
     assert not check['ok'] and 'conv4_1' in check['detail']
+
+
+def test_thresholds_are_fitted_on_val_and_applied_to_test(mini):
+    """Every model's CP .. OF1 at per-class thresholds chosen on the
+    validation split and applied unchanged to the test scores."""
+    from caffe_mlic.evaluation.classification import fit_thresholds, multilabel_metrics
+    folder, _ = mini
+    (run,) = _results(folder)['runs']
+    seed_dir = layout.seed_dirs(str(folder))[1]
+    assert set(run['fitted']) == {'teacher', 'student_kd', 'student_baseline'}
+    for name in run['fitted']:
+        with open(layout.eval_file(seed_dir, name + '_thresholds')) as f:
+            fitted = json.load(f)
+        assert fitted['fitted_on'].endswith('blob %s' % ('image_level_score' if name == 'teacher'
+                                                           else 'fc8_mscoco'))
+        scores = np.load(layout.eval_file(seed_dir, name, '.npy'))
+        labels = np.load(layout.eval_file(seed_dir, name, '.labels.npy'))
+        expected = multilabel_metrics(scores, labels, threshold=np.array(fitted['thresholds']))
+        assert run['fitted'][name]['CF1'] == pytest.approx(expected['CF1'])
+        assert run['fitted'][name]['thresholds'] == fitted['thresholds']
+        # chosen on val, not on test: fitting on the test scores gives other thresholds
+        assert fitted['thresholds'] != fit_thresholds(scores, labels).tolist()
+    assert run['teacher']['CF1'] is not None
+    with open(folder / 'report.html') as f:
+        assert 'per class (val)' in f.read()

@@ -14,7 +14,8 @@
 #   DEMO_MINI=1          a miniature (few images and iterations) for CI:
 #                        well-formed outputs, no claim about the gain
 #   ABLATION=1           also the paper's ablation rows for each seed: stage 1
-#                        only (then labels, stage 2's budget), stage 2 only
+#                        only (then labels, stage 2's budget), stage 2 only, and
+#                        its control (labels only, stage 2's budget, same start)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLI=$PWD/.venv/bin/caffe-mlic
@@ -81,6 +82,20 @@ for split in train val test; do
 done
 $CLI datalist check "$LISTS/train.txt" --att-num "$CLASSES" --bbox-num "$PROPOSALS" --size "$TEACHER" | tail -2
 
+# eval_cls NAME NET WEIGHTS BLOB [--sigmoid]: a model on the test split, at 0.5
+# (eval/NAME.json, scores eval/NAME.npy) and at per-class thresholds fitted on
+# the validation split (eval/NAME_thresholds.json), applied unchanged to the
+# test scores (eval/NAME_fitted.json)
+eval_cls() {
+  local name=$1 net=$2 weights=$3 blob=$4; shift 4
+  $CLI eval cls --net "$net" --weights "$weights" --blob "$blob" "$@" --list "$LISTS/val.txt" \
+    --classes "$LISTS/val.classes.txt" --fit-thresholds "eval/${name}_thresholds.json" >/dev/null
+  $CLI eval cls --net "$net" --weights "$weights" --blob "$blob" "$@" --list "$LISTS/test.txt" \
+    --classes "$LISTS/test.classes.txt" --json "eval/$name.json" --save-scores "eval/$name.npy" | tail -1
+  $CLI eval cls --scores "eval/$name.npy" --labels "eval/$name.labels.npy" --classes "$LISTS/test.classes.txt" \
+    --thresholds "eval/${name}_thresholds.json" --json "eval/${name}_fitted.json" >/dev/null
+}
+
 seed_pipeline() {  # SEED: everything of one seed, in $OUT/seed$SEED
   local seed=$1 dir=$OUT/seed$1
   mkdir -p "$dir/init" "$dir/eval"
@@ -102,18 +117,19 @@ seed_pipeline() {  # SEED: everything of one seed, in $OUT/seed$SEED
   echo "seed $seed: stage 2 (labels + the teacher's soft image scores)"
   $CLI surgery --net nets/kd/train_stage2.prototxt --from teacher:$teacher \
     --from same:snapshots/kd/stage1_iter_$STAGE1_ITERS.caffemodel -o init/stage2.caffemodel | tail -1
+  # what stage 2 distils: the teacher's soft targets (as loaded, at stage 2's temperature) on val
+  $CLI eval cls --net nets/kd/train_stage2.prototxt --weights init/stage2.caffemodel --blob image_level_score \
+    --list "$LISTS/val.txt" --classes "$LISTS/val.classes.txt" --json eval/soft_targets_val.json \
+    --save-scores eval/soft_targets_val.npy | tail -1
   $CLI train nets/kd/solver_stage2.prototxt --weights init/stage2.caffemodel --run-dir runs/stage2
   echo "seed $seed: baseline student (labels only, from the same pretrained backbone)"
   $CLI train nets/kd/solver_baseline.prototxt --weights "$PRETRAIN" --run-dir runs/baseline
 
   echo "seed $seed: evaluation on the test split"
   local kd=snapshots/kd/stage2_iter_$STAGE2_ITERS.caffemodel base=snapshots/kd/baseline_iter_$BASELINE_ITERS.caffemodel
-  $CLI eval cls --net nets/wsddn/wsddn_train.prototxt --weights $teacher --blob image_level_score \
-    --list "$LISTS/test.txt" --classes "$LISTS/test.classes.txt" --json eval/teacher.json --save-scores eval/teacher.npy | tail -1
-  $CLI eval cls --net nets/kd/train_stage2.prototxt --weights $kd --blob fc8_mscoco --sigmoid \
-    --list "$LISTS/test.txt" --classes "$LISTS/test.classes.txt" --json eval/student_kd.json --save-scores eval/student_kd.npy | tail -1
-  $CLI eval cls --net nets/kd/student_baseline.prototxt --weights $base --blob fc8_mscoco --sigmoid \
-    --list "$LISTS/test.txt" --classes "$LISTS/test.classes.txt" --json eval/student_baseline.json --save-scores eval/student_baseline.npy | tail -1
+  eval_cls teacher nets/wsddn/wsddn_train.prototxt $teacher image_level_score
+  eval_cls student_kd nets/kd/train_stage2.prototxt $kd fc8_mscoco --sigmoid
+  eval_cls student_baseline nets/kd/student_baseline.prototxt $base fc8_mscoco --sigmoid
   local test_images; test_images=$(sed 's/$/.jpg/; s|^|'"$OUT"'/data/voc/JPEGImages/|' "$OUT/data/voc/ImageSets/Main/test.txt")
   $CLI detect --net nets/wsddn/wsddn_deploy.prototxt --weights $teacher --proposals "$OUT/data/proposals" \
     --classes "$LISTS/test.classes.txt" --scales 144 192 240 --flip -o det -q $test_images | tail -1
@@ -128,22 +144,27 @@ seed_pipeline() {  # SEED: everything of one seed, in $OUT/seed$SEED
 }
 
 seed_ablation() {  # SEED TEACHER: the paper's ablation rows, in the seed's folder
+  # Each row is trained from exactly the weights of the row it is compared
+  # with, with the same solver for stage 2's iterations (README: the ablation).
   local seed=$1 teacher=$2
-  local short=(--set max_iter=$STAGE2_ITERS --set stepsize=$((STAGE2_ITERS * 7 / 10)) --set snapshot=$STAGE2_ITERS)
-  echo "seed $seed: ablation: stage 1 only, then $STAGE2_ITERS iterations on labels (stage 2's budget)"
-  $CLI train nets/kd/solver_baseline.prototxt --weights snapshots/kd/stage1_iter_$STAGE1_ITERS.caffemodel \
+  local short=(--set max_iter=$STAGE2_ITERS --set stepsize=$((STAGE2_ITERS * 7 / 10)) --set snapshot=$STAGE2_ITERS
+               --set test_interval=$(( (STAGE2_ITERS + 7) / 8 )))
+  echo "seed $seed: ablation: stage 1 only, then $STAGE2_ITERS iterations on labels (stage 2's start and budget)"
+  $CLI train nets/kd/solver_baseline.prototxt --weights init/stage2.caffemodel \
     --run-dir runs/ablation_stage1_only "${short[@]}" --set snapshot_prefix=snapshots/ablation/stage1_only
   echo "seed $seed: ablation: stage 2 only (from the pretrained backbone, no stage 1)"
   $CLI surgery --net nets/kd/train_stage2.prototxt --from same:"$PRETRAIN" --from teacher:$teacher \
     -o init/stage2_only.caffemodel | tail -1
   $CLI train nets/kd/solver_stage2.prototxt --weights init/stage2_only.caffemodel \
     --run-dir runs/ablation_stage2_only --set snapshot_prefix=snapshots/ablation/stage2_only
-  $CLI eval cls --net nets/kd/student_baseline.prototxt --blob fc8_mscoco --sigmoid \
-    --weights snapshots/ablation/stage1_only_iter_$STAGE2_ITERS.caffemodel --list "$LISTS/test.txt" \
-    --classes "$LISTS/test.classes.txt" --json eval/ablation_stage1_only.json | tail -1
-  $CLI eval cls --net nets/kd/train_stage2.prototxt --blob fc8_mscoco --sigmoid \
-    --weights snapshots/ablation/stage2_only_iter_$STAGE2_ITERS.caffemodel --list "$LISTS/test.txt" \
-    --classes "$LISTS/test.classes.txt" --json eval/ablation_stage2_only.json | tail -1
+  echo "seed $seed: ablation: labels only for $STAGE2_ITERS iterations from stage 2 only's start (its control)"
+  $CLI train nets/kd/solver_baseline.prototxt --weights init/stage2_only.caffemodel \
+    --run-dir runs/ablation_labels_short "${short[@]}" --set snapshot_prefix=snapshots/ablation/labels_short
+  local name net
+  for name in stage1_only stage2_only labels_short; do
+    net=nets/kd/student_baseline.prototxt; [ $name = stage2_only ] && net=nets/kd/train_stage2.prototxt
+    eval_cls ablation_$name $net snapshots/ablation/${name}_iter_$STAGE2_ITERS.caffemodel fc8_mscoco --sigmoid
+  done
 }
 
 seed_speed() {  # SEED: time its teacher and student; run when no seed trains

@@ -51,6 +51,18 @@ def table(results):
     g = s['kd_gain']
     lines.append('%-*s %+7.1f +- %4.1f  %s' % (width, 'gain from KD', g['mean'], g['std'], '  '.join(
         '%+8.1f' % v for v in g['values'])))
+    paired = s.get('paired', [])
+    if len(paired) > 1:
+        lines.append('paired test mAP differences, row - its matched control (mean +- std, each seed):')
+        for p in paired:
+            lines.append('  %s: %+.1f +- %.1f  (%s)' % (p['name'], p['mean'], p['std'], ', '.join(
+                '%+.1f' % v for v in p['values'])))
+    scale = s.get('student_temperature_scale.mean')
+    if scale:
+        lines.append("stage 2's learned scale on the student logits (init 1/T): mean %.2f, range %.2f .. "
+                     '%.2f over seeds and classes' % (
+                         scale['mean'], min(s['student_temperature_scale.min']['values']),
+                         max(s['student_temperature_scale.max']['values'])))
     lines.append('teacher detection: AP %.1f +- %.1f (random control %.1f), CorLoc %.1f +- %.1f; '
                  'student %.1fx faster than the teacher' % (
                      s['teacher.det_AP']['mean'], s['teacher.det_AP']['std'],

@@ -18,7 +18,11 @@ seed (not taken on trust from the script that ran it):
   phase), and no test image is in the training or validation datalists;
 - baseline_converged: the baseline's validation mAP over the last quarter
   of its run is on average at most 1 point above its best point before
-  that quarter (more iterations would not help it).
+  that quarter (more iterations would not help it);
+- teacher_frozen: every teacher weight (conv_wsd_*, fc_wsd_*) in the last
+  snapshot of stage 1 and of stage 2 equals, bit for bit, the one that stage
+  started from: each stage distils the teacher that was trained, not a
+  teacher its solver moved.
 """
 import os
 
@@ -163,7 +167,44 @@ def check_seed(seed_dir, test_list):
 
     checks.append(converged_check(os.path.join(layout.stage_run(seed_dir, 'baseline'), 'log.jsonl'),
                                   iters['baseline']))
+    checks.append(teacher_frozen_check(seed_dir, {stage: runs[stage][0] for stage in ('stage1', 'stage2')}))
     return checks
+
+
+def last_caffemodel(seed_dir, info):
+    """The caffemodel of a run's last snapshot (run.json names its solverstate,
+    relative to the folder the run started in: the seed's), or None."""
+    state = info.get('last_snapshot')
+    if not state:
+        return None
+    model = state[:-len('.solverstate')] + '.caffemodel' if state.endswith('.solverstate') else None
+    return model if model is None or os.path.isabs(model) else os.path.join(seed_dir, model)
+
+
+def teacher_frozen_check(seed_dir, infos):
+    """teacher_frozen: ``infos`` {stage: run.json} of the distillation stages."""
+    found, moved = [], []
+    for stage, info in infos.items():
+        start, end = info.get('weights') or [], last_caffemodel(seed_dir, info)
+        if len(start) != 1 or not end or not os.path.isfile(end):
+            moved.append('%s: cannot compare (weights %s, last snapshot %s)' % (stage, start, end))
+            continue
+        before, after = _weights(start[0]), _weights(end)
+        teacher = [name for name in before if '_wsd_' in name]
+        changed = ['%s (mean |w| after / before %.3f)' % (
+            name, float(np.abs(after[name][0]).mean() / max(np.abs(before[name][0]).mean(), 1e-30)))
+            for name in teacher if name in after and not all(
+                np.array_equal(x, y) for x, y in zip(before[name], after[name]))]
+        changed += ['%s (not in the snapshot)' % name for name in teacher if name not in after]
+        if not teacher:
+            moved.append('%s: no teacher layer in %s' % (stage, os.path.basename(start[0])))
+        elif changed:
+            moved.append('%s: %d of %d teacher layers moved: %s' % (stage, len(changed), len(teacher),
+                                                                   ', '.join(changed)))
+        else:
+            found.append('%s: %d teacher layers at iteration %d equal %s' % (
+                stage, len(teacher), info['final_iteration'], os.path.relpath(start[0], seed_dir)))
+    return _check('teacher_frozen', not moved, '; '.join(moved) or '; '.join(found))
 
 
 def converged_check(log_path, final_iteration):

@@ -20,8 +20,26 @@ import re
 STAGES = ('teacher', 'stage1', 'stage2', 'baseline')
 STUDENTS = ('student_kd', 'student_baseline')
 # `make demo ABLATION=1`: RUN/seed<S>/eval/ablation_<name>.json, runs/ablation_<name>/
-ABLATIONS = ('stage1_only', 'stage2_only')
-ABLATION_LABELS = {'stage1_only': 'stage 1 only, then labels', 'stage2_only': 'stage 2 only'}
+ABLATIONS = ('stage1_only', 'stage2_only', 'labels_short')
+ABLATION_LABELS = {'stage1_only': "stage 1 only, then labels for stage 2's iterations",
+                   'stage2_only': 'stage 2 only, from the pretrained backbone',
+                   'labels_short': "labels only for stage 2's iterations, from the pretrained backbone"}
+# Each row against its matched control (same data, solver and start; only the
+# thing tested differs): (what is tested, row, control), as results.json keys.
+COMPARISONS = (
+    ('distillation (two stages) vs the baseline', 'student_kd', 'student_baseline'),
+    ('stage 1 then labels vs the baseline (same total iterations)', 'ablation.stage1_only',
+     'student_baseline'),
+    ("stage 2 vs labels, after stage 1 (stage 2's iterations)", 'student_kd', 'ablation.stage1_only'),
+    ("stage 2 vs labels, from the pretrained backbone (stage 2's iterations)", 'ablation.stage2_only',
+     'ablation.labels_short'),
+)
+# RUN/seed<S>/eval/<model>_fitted.json: the test split at per-class thresholds
+# fitted on the validation split (eval/<model>_thresholds.json)
+FITTED = ('teacher',) + STUDENTS + tuple('ablation_' + name for name in ABLATIONS)
+# RUN/seed<S>/eval/soft_targets_val.{json,npy,labels.npy}: the teacher's image
+# scores as stage 2 reads them (its temperature), on the validation split.
+SOFT_TARGETS = 'soft_targets_val'
 
 
 def seed_dirs(run):

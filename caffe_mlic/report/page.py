@@ -19,7 +19,7 @@ STYLE = """
 body { font-family: sans-serif; max-width: 1100px; margin: 1.5em auto; color: #222; }
 table { border-collapse: collapse; margin: 0.6em 0 1.2em; }
 td, th { border: 1px solid #bbb; padding: 3px 9px; text-align: right; }
-th { background: #eee; } td.l, th.l { text-align: left; }
+th { background: #eee; } td.l, th.l { text-align: left; } td.n { white-space: nowrap; }
 .ok { color: #1d7a32; } .bad { color: #b02020; font-weight: bold; }
 img { max-width: 100%; } .examples img { width: 32%; margin: 0.3%; vertical-align: top; }
 p.note { color: #555; font-size: 0.92em; }
@@ -60,14 +60,67 @@ def _main_table(results, sizes):
     return '\n'.join(out)
 
 
+def _paired_table(results):
+    """Every ablation row against its matched control: the per-seed difference."""
+    paired, runs = results['summary'].get('paired', []), results['runs']
+    if not paired:
+        return ''
+    labels = dict([('student_kd', 'student with KD (two stages)'),
+                   ('student_baseline', 'student without KD (the baseline)')]
+                  + [('ablation.' + k, v) for k, v in layout.ABLATION_LABELS.items()])
+    out = ['<table><tr><th class="l">what is tested</th><th class="l">row</th><th class="l">'
+           'matched control</th><th>row &minus; control, test mAP</th>%s</tr>'
+           % ''.join('<th>seed %d</th>' % r['seed'] for r in runs)]
+    for p in paired:
+        out.append('<tr><td class="l">%s</td><td class="l">%s</td><td class="l">%s</td><td><b>%+.1f '
+                   '&plusmn; %.1f</b></td>%s</tr>' % (
+                       html.escape(p['name']), html.escape(labels[p['row']]),
+                       html.escape(labels[p['control']]), p['mean'], p['std'],
+                       ''.join('<td>%+.1f</td>' % v for v in p['values'])))
+    out.append('</table>')
+    return '\n'.join(out)
+
+
+def _soft_target_table(results):
+    """What stage 2 distils: the teacher's soft targets per class (validation split)."""
+    summary = results['summary']
+    if 'soft_targets.mAP' not in summary:
+        return ''
+    classes = results['runs'][0]['student_kd']['classes']
+    get = lambda key, c: summary['soft_targets.' + key]['mean'][c]  # noqa: E731
+    out = ['<table><tr><th class="l">class</th><th>mean target, images with the class</th>'
+           '<th>mean target, images without</th><th>AP of the target</th></tr>']
+    for c, name in enumerate(classes):
+        out.append('<tr><td class="l">%s</td><td>%s</td><td>%s</td><td>%s</td></tr>' % (
+            html.escape(name), _num(get('mean_with', c), 3), _num(get('mean_without', c), 3),
+            _num(get('AP', c))))
+    out.append('<tr><td class="l">all classes (mean &plusmn; std over seeds)</td><td></td><td></td>'
+               '<td><b>%s</b></td></tr></table>' % _pm(summary['soft_targets.mAP']))
+    scale = summary.get('student_temperature_scale.mean')
+    if scale:
+        out.append('<p class="note">The student\'s learned scale on its logits (the release\'s 1/T, '
+                   'learned with lr_mult 10) at the end of stage 2: mean %.2f (over seeds: %s); '
+                   'lowest %.2f, highest %.2f over seeds and classes.</p>' % (
+                       scale['mean'], ', '.join('%.2f' % v for v in scale['values']),
+                       min(summary['student_temperature_scale.min']['values']),
+                       max(summary['student_temperature_scale.max']['values'])))
+    return '\n'.join(out)
+
+
 def _metric_table(results):
-    summary, runs = results['summary'], results['runs']
+    """CP .. OF1 at 0.5 and at per-class thresholds chosen on the validation split."""
+    summary = results['summary']
     keys = ['CP', 'CR', 'CF1', 'OP', 'OR', 'OF1', 'CF1_top3', 'OF1_top3']
-    out = ['<table><tr><th class="l">student (mean &plusmn; std)</th>%s</tr>'
+    out = ['<table><tr><th class="l">test split (mean &plusmn; std)</th><th class="l">threshold</th>%s</tr>'
            % ''.join('<th>%s</th>' % k for k in keys)]
-    for name, label in (('student_kd', 'with KD'), ('student_baseline', 'without KD')):
-        out.append('<tr><td class="l">%s</td>%s</tr>' % (label, ''.join(
-            '<td>%s</td>' % _pm(summary.get('%s.%s' % (name, k))) for k in keys)))
+    for name, label in (('student_kd', 'student with KD'), ('student_baseline', 'student without KD'),
+                        ('teacher', 'teacher')):
+        rows = [('0.5', name + '.%s')]
+        if 'fitted.%s.CF1' % name in summary:
+            rows.append(('per class (val)', 'fitted.' + name + '.%s'))
+        for threshold, pattern in rows:
+            out.append('<tr><td class="l">%s</td><td class="l">%s</td>%s</tr>' % (label, threshold, ''.join(
+                '<td class="n">%s</td>' % _pm(summary.get(pattern % k)) for k in keys)))
     out.append('</table>')
     return '\n'.join(out)
 
@@ -168,6 +221,7 @@ def write_report(run):
         '(MS-COCO, VGG16) reports 78.6 / 74.6 / 70.9 mAP for teacher / student with KD / without.</p>'
         % (len(results['runs']), ', '.join(str(r['seed']) for r in results['runs'])),
         '<h2>Multi-label classification</h2>', _main_table(results, sizes), _metric_table(results),
+        '<h2>Each row against its matched control</h2>', _paired_table(results),
         '<h2>Fair comparison</h2><p class="note">Checked from the files each run wrote.</p>',
         _fairness(results),
         '<h2>The teacher as a detector</h2>', _detection_table(results),
@@ -179,6 +233,9 @@ def write_report(run):
         'labels, green when the image has the class, red when not.</p><div class="examples">',
         ''.join('<img src="%s" alt="test image %d">' % (rel(p), i) for i, p in enumerate(examples)),
         '</div>',
+        '<h2>What stage 2 distils</h2><p class="note">The teacher\'s image scores as stage 2 reads them '
+        '(its temperature, the teacher as loaded into stage 2), on the validation split, averaged '
+        'over the seeds.</p>', _soft_target_table(results),
         '<h2>Training curves</h2><p class="note">Validation: a split carved from the training images '
         '(the test split is never used while training).</p>',
         '<img src="%s" alt="training curves">' % rel(os.path.join(out_dir, 'training_curves.png')),

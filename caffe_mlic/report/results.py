@@ -7,8 +7,15 @@ commands wrote (see caffe_mlic.report.layout), nothing recomputed:
                "student_baseline": {...}, "ablation": {"stage1_only", "stage2_only":
                {...}} (with ABLATION=1), "speed": {"teacher_ms", "student_ms",
                "student_opencv_ms", "speedup"}, "iterations": {stage: n},
+               "student_temperature_scale": {"min", "mean", "max", "per_class"}
+               (the stage-2 student's learned 1/T on its logits, at the end),
+               "soft_targets": {"mAP", "AP", "mean_with", "mean_without"} (per class,
+               the teacher's soft targets on the validation split),
+               "fitted": {model: {"CP" .. "OF1_top3", "thresholds"}} (the test split
+               at per-class thresholds chosen on the validation split),
                "fairness": [{"name", "ok", "detail"}]}, ...],
-     "summary": {"seeds": [...], "<path.to.number>": {"mean", "std", "values"}},
+     "summary": {"seeds": [...], "<path.to.number>": {"mean", "std", "values"},
+                 "paired": [{"name", "row", "control", "mean", "std", "values"}]},
      "fair": true when every check of every seed passed}
 
 "std" is the sample standard deviation (ddof 1; 0 with one seed). Per-class
@@ -21,6 +28,7 @@ import os
 from caffe_mlic.errors import InputError
 from caffe_mlic.report import fairness, layout
 
+COUNT_KEYS = ('CP', 'CR', 'CF1', 'OP', 'OR', 'OF1')     # and their _top3 forms
 TEACHER_DET_KEYS = (('det_AP07', 'AP07'), ('det_AP', 'AP'), ('CorLoc', 'CorLoc'))
 
 
@@ -41,6 +49,7 @@ def seed_result(seed, seed_dir, test_list):
     control = _read(layout.eval_file(seed_dir, 'det_control'))
     speed = _read(layout.eval_file(seed_dir, 'speed'))
     teacher = dict(mAP=teacher_cls['mAP'], AP=teacher_cls['AP'])
+    teacher.update((k, v) for k, v in teacher_cls.items() if k.startswith(COUNT_KEYS))
     teacher.update((key, det[src]) for key, src in TEACHER_DET_KEYS)
     teacher.update(control_det_AP=control['AP'], control_det_AP07=control['AP07'],
                    control_CorLoc=control['CorLoc'], det_AP_per_class=det['AP_per_class'],
@@ -62,7 +71,64 @@ def seed_result(seed, seed_dir, test_list):
                 if os.path.isfile(path)}
     if ablation:
         result['ablation'] = ablation
+    fitted = {name: _fitted(path) for name, path in
+              ((name, layout.eval_file(seed_dir, name + '_fitted')) for name in layout.FITTED)
+              if os.path.isfile(path)}
+    if fitted:
+        result['fitted'] = fitted
+    scale = student_temperature_scale(seed_dir)
+    if scale:
+        result['student_temperature_scale'] = scale
+    soft = soft_targets(seed_dir)
+    if soft:
+        result['soft_targets'] = soft
     return result
+
+
+def _fitted(path):
+    """The counting metrics of an eval at per-class thresholds fitted on the
+    validation split (eval/<model>_fitted.json), and the thresholds."""
+    metrics = _read(path)
+    keep = [k for k in metrics if k.startswith(COUNT_KEYS)]
+    return dict({k: metrics[k] for k in keep}, thresholds=metrics['threshold']['values'])
+
+
+def student_temperature_scale(seed_dir):
+    """The stage-2 student's learnable Scale on its logits (the release's
+    1/T, init 1 / student_temperature) at the last snapshot: min, mean, max
+    and per class; None when the net has none (kd_losses 'python')."""
+    import numpy as np
+    from caffe_mlic import prototxt
+    from caffe_mlic.engine import logs
+    from caffe_mlic.weights import read_weights
+    folder = layout.stage_run(seed_dir, 'stage2')
+    net = prototxt.read_net(os.path.join(folder, 'net.prototxt'))
+    names = [layer.name for layer in net.layer if layer.type == 'Scale' and layer.name.endswith('_soft')]
+    model = fairness.last_caffemodel(seed_dir, logs.read_run_json(folder))
+    if len(names) != 1 or not model or not os.path.isfile(model):
+        return None
+    values = np.asarray(read_weights(model)[names[0]][0], np.float64).ravel()
+    return dict(min=float(values.min()), mean=float(values.mean()), max=float(values.max()),
+                per_class=values.tolist())
+
+
+def soft_targets(seed_dir):
+    """What stage 2 distils, per class on the validation split: the teacher's
+    soft target's mean over the images with the class and over those
+    without, and its AP as a classifier; None if the demo did not save it."""
+    import numpy as np
+    path = layout.eval_file(seed_dir, layout.SOFT_TARGETS)
+    if not os.path.isfile(path):
+        return None
+    metrics = _read(path)
+    scores = np.load(layout.eval_file(seed_dir, layout.SOFT_TARGETS, '.npy'))
+    labels = np.load(layout.eval_file(seed_dir, layout.SOFT_TARGETS, '.labels.npy'))
+
+    def mean_where(mask):
+        return [float(scores[mask[:, c], c].mean()) if mask[:, c].any() else None
+                for c in range(scores.shape[1])]
+    return dict(mAP=metrics['mAP'], AP=metrics['AP'], mean_with=mean_where(labels > 0),
+                mean_without=mean_where(labels == 0))
 
 
 def _numbers(value, prefix, out):
@@ -107,7 +173,29 @@ def summarise(runs):
         mean, std = _mean_std(gains)
         summary['kd_gain'] = dict(mean=mean, std=std, values=gains,
                                   every_seed=all(g > 0 for g in gains))
+        summary['paired'] = paired_differences(runs)
     return summary
+
+
+def _map_of(run, key):
+    value = run
+    for part in key.split('.'):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value.get('mAP') if isinstance(value, dict) else None
+
+
+def paired_differences(runs):
+    """Each of layout.COMPARISONS whose two rows every seed has: the per-seed
+    test mAP difference row - control, its mean and spread."""
+    out = []
+    for name, row, control in layout.COMPARISONS:
+        pairs = [(_map_of(r, row), _map_of(r, control)) for r in runs]
+        if any(a is None or b is None for a, b in pairs):
+            continue
+        values = [a - b for a, b in pairs]
+        mean, std = _mean_std(values)
+        out.append(dict(name=name, row=row, control=control, mean=mean, std=std, values=values))
+    return out
 
 
 def collect(run):
