@@ -200,3 +200,19 @@ def test_eval_detect_and_classify_with_release_weights(release):
     assert len(probabilities['caffe']) == 80
     assert all(abs(probabilities['caffe'][c] - probabilities['opencv'][c]) < 1e-4
                for c in probabilities['caffe'])
+
+
+def test_adam_on_a_release_distillation_net_is_told_to_snapshot_in_hdf5(release):
+    """Stage 1 holds two VGG16s (268 M weights): Adam's state (two history
+    blobs each) is over protobuf's 2 GB and Caffe would abort writing the
+    first snapshot; refused before training, naming the field to change."""
+    from caffe_mlic.prototxt import write_solver
+    write_solver(release / 'adam.prototxt', nets(release, 'kd/train_stage1'), type='Adam', base_lr=1e-5,
+                 momentum=0.9, momentum2=0.999, max_iter=1, snapshot_prefix='snap_adam/stage1')
+    res = run(CLI + ['train', 'adam.prototxt'], release)
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert res.stderr.strip().splitlines()[-1] == (
+        "caffe-mlic train: adam.prototxt: snapshot_format: this run's solverstate would be 2.00 GB "
+        "(537042176 values: Adam keeps 2 history blob(s) per weight), over protobuf's 2 GB for one "
+        "message: Caffe would abort writing the first snapshot; set snapshot_format: HDF5")
+    assert not (release / 'snap_adam').exists() or not os.listdir(release / 'snap_adam')

@@ -50,7 +50,8 @@ from caffe_mlic.engine import logs, plots
 from caffe_mlic.engine.lr import check_lr_policy, learning_rate
 from caffe_mlic.fileio import atomic_write
 from caffe_mlic.progress import progress
-from caffe_mlic.weights import blob_shape, check_weights, parse_message, shape_fits, stored_values
+from caffe_mlic.weights import (PROTO_LIMIT, blob_shape, check_weights, parse_message, shape_fits,
+                                stored_values)
 
 NEVER = 2 ** 31 - 1            # a test_interval Caffe's own Step never reaches
 SIGNAL_NAMES = {signal.SIGINT: 'SIGINT', signal.SIGTERM: 'SIGTERM'}
@@ -267,6 +268,26 @@ def learnable_shapes(net, net_param):
                 seen.add(shared)
             shapes.append(blob.data.shape)
     return shapes
+
+
+def check_snapshot_size(solver_file, net):
+    """InputError when a binary-proto snapshot of this run would exceed
+    protobuf's 2 GB for one message: Caffe aborts when it writes it (at the
+    first snapshot, hours in). The solverstate holds one history blob per
+    learnable blob (two for Adam and AdaDelta): release VGG16 distillation
+    nets (teacher and student, 268 M values) with Adam need HDF5 snapshots."""
+    if solver_file.hdf5:
+        return
+    values = sum(int(np.prod(shape)) for shape in learnable_shapes(net, solver_file.net_param))
+    for what, count in (('caffemodel', values), ('solverstate', values * HISTORY_PER_PARAM[solver_file.type])):
+        if 4 * count > PROTO_LIMIT:
+            raise InputError(problems=[Problem(
+                solver_file.path, None, 'snapshot_format',
+                "this run's %s would be %.2f GB (%d values%s), over protobuf's 2 GB for one message: "
+                'Caffe would abort writing the first snapshot; set snapshot_format: HDF5'
+                % (what, 4 * count / 2 ** 30, count, '' if what == 'caffemodel' else
+                   ': %s keeps %d history blob(s) per weight' % (solver_file.type,
+                                                                HISTORY_PER_PARAM[solver_file.type])))])
 
 
 def _learned_net_path(learned_net, state_path):
@@ -611,6 +632,7 @@ class Trainer:
         sf, run_dir = self.solver_file, self.run_dir
         os.makedirs(run_dir, exist_ok=True)
         self._build()
+        check_snapshot_size(sf, self.net)
         state = self._choose_state()
         if state is None:
             self._copy_weights(self.weights)
