@@ -138,6 +138,8 @@ def test_netgen_per_solver_iterations_and_rates_mini_backbone_no_dropout_data_se
     (['--base-lrs', '1e-3', '-1', '1e-3', '1e-3'], 'base_lr must be a positive number'),
     (['--set', 'dropout_ratio=1.0'], 'dropout_ratio must be in [0, 1)'),
     (['--set', 'data_seed=-1'], 'data_seed must be an integer >= 0'),
+    (['--set', 'soft_loss_weight=-0.5'], 'soft_loss_weight must be a number >= 0'),
+    (['--student-scale-lr-mult', 'nan'], 'student_scale_lr_mult must be a number >= 0'),
 ])
 def test_netgen_rejects_bad_solver_and_config_values(tmp_path, args, message):
     res = subprocess.run([sys.executable, '-m', 'caffe_mlic.cli', 'netgen', '-o', str(tmp_path)] + args,
@@ -145,3 +147,19 @@ def test_netgen_rejects_bad_solver_and_config_values(tmp_path, args, message):
     assert res.returncode == 2, res.stderr
     assert message in res.stderr
     assert not (tmp_path / 'wsddn').exists()
+
+
+@pytest.mark.parametrize('kd_losses', ['stock', 'python'])
+def test_stage2_soft_loss_weight_and_student_scale_rate(tmp_path, kd_losses):
+    """The two stage-2 knobs beside the temperatures: the soft loss's weight
+    and the rate of the student's learnable logit scale (released: 1, 10)."""
+    cfg = MlicConfig.release(soft_loss_weight=0.25, student_scale_lr_mult=1.0, kd_losses=kd_losses)
+    netgen.generate(str(tmp_path), cfg)
+    layers = {l.name: l for l in _parse_net(tmp_path / 'kd' / 'train_stage2.prototxt').layer}
+    assert list(layers['loss_soft'].loss_weight) == [0.25] and list(layers['loss_sig'].loss_weight) == [1]
+    if kd_losses == 'stock':
+        assert [(p.lr_mult, p.decay_mult) for p in layers['fc8_mscoco_soft'].param] == [(1, 0)]
+    released = {l.name: l for l in _parse_net(os.path.join(os.path.dirname(__file__), os.pardir, 'prototxt',
+                                                           'kd', 'train_stage2.prototxt')).layer}
+    assert list(released['loss_soft'].loss_weight) == [1]
+    assert [p.lr_mult for p in released['fc8_mscoco_soft'].param] == [10]

@@ -72,6 +72,11 @@ class MlicConfig:
                             "student_temperature)", choices=['stock', 'python'])
     mimic_top_k: int = option(0, "stage 1 with kd_losses 'python': mimic only each image's top_k "
                               "proposals by objectness score (0: all)")
+    soft_loss_weight: float = option(1.0, "stage 2: loss weight of the soft (distillation) loss; "
+                                     "the label loss keeps 1")
+    student_scale_lr_mult: float = option(10.0, "stage 2 with kd_losses 'stock': lr_mult of the "
+                                          "learnable scale on the student logits (released: 10; 0 "
+                                          "keeps 1/student_temperature)")
 
     @classmethod
     def release(cls, **overrides):
@@ -115,6 +120,9 @@ class MlicConfig:
         for key in ('score_scale', 'score_bias'):
             if not _finite(getattr(self, key)):
                 bad(key, 'must be a finite number')
+        for key in ('soft_loss_weight', 'student_scale_lr_mult'):
+            if not (_finite(getattr(self, key)) and getattr(self, key) >= 0):
+                bad(key, 'must be a number >= 0')
         for key in ('workers', 'mimic_top_k', 'data_seed'):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -355,14 +363,14 @@ def kd_stage2(cfg):
     _guard(n, cfg, fc8, pools=5)
     if cfg.kd_losses == 'stock':
         soft = L.Scale(fc8, filler=dict(type='constant', value=1.0 / cfg.student_temperature),
-                       bias_term=False, param=[dict(lr_mult=10, decay_mult=0)])
+                       bias_term=False, param=[dict(lr_mult=cfg.student_scale_lr_mult, decay_mult=0)])
         setattr(n, cfg.student_fc8 + '_soft', soft)
-        n.loss_soft = L.SigmoidCrossEntropyLoss(soft, soft_target, loss_weight=1,
+        n.loss_soft = L.SigmoidCrossEntropyLoss(soft, soft_target, loss_weight=cfg.soft_loss_weight,
                                                 propagate_down=[True, False])
     else:
         n.loss_soft = python_layer('SoftSigmoidCrossEntropyLoss', [fc8, soft_target],
-                                   dict(temperature=cfg.student_temperature), loss_weight=1,
-                                   propagate_down=[True, False])
+                                   dict(temperature=cfg.student_temperature),
+                                   loss_weight=cfg.soft_loss_weight, propagate_down=[True, False])
     n.loss_sig = L.SigmoidCrossEntropyLoss(fc8, n.label, loss_weight=1, propagate_down=[True, False])
     return _finish(n, 'stage2', test_data)
 
