@@ -12,6 +12,18 @@ import time
 BENCHMARKS = ('roi_pooling', 'data_layer', 'layer_share', 'speed', 'weights_io')
 
 
+def best_time(fn, repeats):
+    """The fastest of ``repeats`` timed calls of ``fn`` (seconds), after one
+    untimed call (JIT compilation or cache loading, pages of files and buffers)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 class Report:
     def __init__(self, out=sys.stdout):
         self.out, self.rows = out, []

@@ -29,12 +29,7 @@ def read_layers(path, error=InputError):
     in file order. Layers of another fork keep their type (PSPNet's "BN");
     old V1 ``layers`` entries (DeepLab v1) have their enum's name ("CONVOLUTION").
     The arrays are read-only float32 views of the file's bytes."""
-    check_proto_size(path, error)
-    try:
-        with open(path, 'rb') as f:
-            raw = f.read()
-    except OSError as e:
-        raise error('%s: cannot read it: %s' % (path, e.strerror or e))
+    raw = read_proto_bytes(path, error)
     try:
         layers = _scan_layers(raw)
     except _Unpacked:       # a file from before caffe.proto packed its values
@@ -227,14 +222,19 @@ def check_proto_size(path, error=InputError):
                     % (path, size / 2 ** 30, size, PROTO_LIMIT))
 
 
-def parse_message(message, path, error=InputError):
-    from google.protobuf.message import DecodeError
+def read_proto_bytes(path, error=InputError):
+    """The bytes of a binary proto file, refused over protobuf's limit."""
     check_proto_size(path, error)
     try:
         with open(path, 'rb') as f:
-            data = f.read()
+            return f.read()
     except OSError as e:
         raise error('%s: cannot read it: %s' % (path, e.strerror or e))
+
+
+def parse_message(message, path, error=InputError):
+    from google.protobuf.message import DecodeError
+    data = read_proto_bytes(path, error)
     try:
         message.ParseFromString(data)
     except DecodeError:

@@ -11,10 +11,11 @@ its per-call work: roi validation, bin precomputation, the NCHW -> NHWC
 transpose, zeroing.
 """
 import math
-import time
 
 import numpy as np
 from numba import njit
+
+from caffe_mlic.bench import best_time
 
 FLT_MAX = np.float32(np.finfo(np.float32).max)
 
@@ -98,14 +99,6 @@ def random_rois(rng, num_images, per_image, image_size, min_side=16):
     return rois.astype(np.float32)
 
 
-def _best(fn, repeats):
-    fn()  # warm-up: JIT compile (or cache load), page-in of the buffers
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def run(report, quick):
@@ -142,8 +135,8 @@ def run(report, quick):
     def ours_bwd():
         kernel.backward(top_diff, ours_diff)
 
-    t_nf, t_nb = _best(naive_fwd, repeats), _best(naive_bwd, repeats)
-    t_of, t_ob = _best(ours_fwd, repeats), _best(ours_bwd, repeats)
+    t_nf, t_nb = best_time(naive_fwd, repeats), best_time(naive_bwd, repeats)
+    t_of, t_ob = best_time(ours_fwd, repeats), best_time(ours_bwd, repeats)
     if not (np.array_equal(naive_out, ours_out) and np.array_equal(naive_diff, ours_diff)):
         raise AssertionError('ROIPooling disagrees with the naive reference')
 
@@ -155,6 +148,6 @@ def run(report, quick):
     report('  ours fwd+bwd (%d threads)' % kernel.threads, (t_of + t_ob) * 1e3, unit='ms')
     if kernel.threads > 1:
         single = RoiPoolingKernel(P, P, scale, threads=1)
-        t1 = (_best(lambda: single.forward(feats, rois, ours_out), repeats)
-              + _best(lambda: single.backward(top_diff, ours_diff), repeats))
+        t1 = (best_time(lambda: single.forward(feats, rois, ours_out), repeats)
+              + best_time(lambda: single.backward(top_diff, ours_diff), repeats))
         report('  ours/naive on 1 thread', t1 / (t_nf + t_nb))

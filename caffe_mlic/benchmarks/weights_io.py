@@ -10,22 +10,13 @@ seeded random weights. Measured in one run, best of ``repeats``:
     against Caffe loading that net with the caffemodel surgery wrote:
     target <= 2.
 Surgery writes what it reads (atomically, fsync included) and Caffe only
-reads, so the ratio includes the write. --quick: the tiny backbone.
+reads, so the ratio includes the write. Each time is the best of 2 (--quick)
+or 3 after one untimed run. --quick: the tiny backbone.
 """
 import contextlib
 import io
 import os
 import tempfile
-import time
-
-
-def _best(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def _surgery(net, out, sources):
@@ -42,6 +33,7 @@ def run(report, quick):
     import caffe
     from caffe.proto import caffe_pb2
     from caffe_mlic import netgen
+    from caffe_mlic.bench import best_time
     from caffe_mlic.fileio import save_weights
     from caffe_mlic.netspec import MlicConfig
     from caffe_mlic.surgery import shape_only_net
@@ -62,15 +54,15 @@ def run(report, quick):
             with open(teacher, 'rb') as f:
                 caffe_pb2.NetParameter().ParseFromString(f.read())
 
-        t_parse = _best(parse, repeats)
-        t_read = _best(lambda: read_layers(teacher), repeats)
-        t_caffe = _best(lambda: caffe.Net(deploy, caffe.TEST, weights=teacher), repeats)
+        t_parse = best_time(parse, repeats)
+        t_read = best_time(lambda: read_layers(teacher), repeats)
+        t_caffe = best_time(lambda: caffe.Net(deploy, caffe.TEST, weights=teacher), repeats)
         out = os.path.join(folder, 'out.caffemodel')
-        t_surgery = _best(lambda: _surgery(deploy, out, ['same:' + teacher]), repeats)
-        t_surgery1 = _best(lambda: _surgery(stage1, out, ['teacher:' + teacher, 'same:' + teacher]),
+        t_surgery = best_time(lambda: _surgery(deploy, out, ['same:' + teacher]), repeats)
+        t_surgery1 = best_time(lambda: _surgery(stage1, out, ['teacher:' + teacher, 'same:' + teacher]),
                            repeats)
         stage1_mb = os.path.getsize(out) / 1e6
-        t_caffe1 = _best(lambda: shape_only_net(stage1).copy_from(out), repeats)
+        t_caffe1 = best_time(lambda: shape_only_net(stage1).copy_from(out), repeats)
     what = '%s teacher, %.0f MB' % ('tiny' if quick else 'release VGG16', megabytes)
     # Targets at release size only: a tiny file costs microseconds, whatever reads it.
     report('read_layers / protobuf parsing the same caffemodel (%s)' % what, t_read / t_parse,
