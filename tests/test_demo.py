@@ -32,9 +32,9 @@ def mini(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def mini_again(tmp_path_factory):
-    """The same demo again, with the ablation rows (ABLATION=1) as well."""
+    """The same demo again, with the ablation rows (ABLATION=1) and the stage-2 study (STUDY=1)."""
     folder = tmp_path_factory.mktemp('demo_again') / 'run'
-    return folder, _demo(folder, ABLATION='1')
+    return folder, _demo(folder, ABLATION='1', STUDY='1')
 
 
 def _results(folder):
@@ -89,7 +89,7 @@ def test_same_seed_same_numbers(mini, mini_again):
     first, second = _results(mini[0]), _results(mini_again[0])
     for a, b in zip(first['runs'], second['runs']):
         a.pop('speed'), b.pop('speed')                # times differ; everything measured does not
-        b.pop('ablation')                             # only the second run has these
+        b.pop('ablation'), b.pop('study')             # only the second run has these
         b['fitted'] = {k: v for k, v in b['fitted'].items() if not k.startswith('ablation_')}
         for run in (a, b):
             for check in run['fairness']:
@@ -355,3 +355,28 @@ def test_thresholds_are_fitted_on_val_and_applied_to_test(mini):
     assert run['teacher']['CF1'] is not None
     with open(folder / 'report.html') as f:
         assert 'per class (val)' in f.read()
+
+
+def test_stage2_study_runs_each_variant_from_stage2s_start(mini_again):
+    """STUDY=1: stage 2 again with one setting changed, from init/stage2, scored on val."""
+    folder, output = mini_again
+    (run,) = _results(folder)['runs']
+    seed_dir = layout.seed_dirs(str(folder))[1]
+    study = run['study']
+    variants = {'teacher_T1', 'scale_lr1', 'scale_fixed', 'soft_weight_half', 'stage2_x2'}
+    assert set(study) == variants | {'release', 'labels_after_stage1', 'soft_targets_T1'}
+    for name in variants:
+        with open(os.path.join(seed_dir, 'runs', 'study_' + name, 'run.json')) as f:
+            info = json.load(f)
+        assert info['weights'] == [os.path.join(seed_dir, 'init', 'stage2.caffemodel')]
+        assert info['final_iteration'] == (24 if name == 'stage2_x2' else 12)
+        assert 0 <= study[name]['val_mAP'] <= 100
+    # the fixed scale stays at 1/5; the learned ones move
+    assert study['scale_fixed']['scale']['per_class'] == [pytest.approx(0.2)] * 6
+    assert study['release']['scale']['per_class'] != study['scale_fixed']['scale']['per_class']
+    net = open(os.path.join(seed_dir, 'study', 'teacher_T1', 'kd', 'train_stage2.prototxt')).read()
+    assert 'value: 1.0' in net and 'value: 2.0' not in net         # the teacher's 1/T scales
+    assert 'stage 2 study' in output and '  scale_fixed' in output
+    with open(folder / 'report.html') as f:
+        page = f.read()
+    assert html.escape(layout.STUDY_LABELS['teacher_T1']) in page and 'T = 1' in page

@@ -16,6 +16,8 @@
 #   ABLATION=1           also the paper's ablation rows for each seed: stage 1
 #                        only (then labels, stage 2's budget), stage 2 only, and
 #                        its control (labels only, stage 2's budget, same start)
+#   STUDY=1              also stage 2 with one setting changed at a time
+#                        (validation split only; README: "Why stage 2 ...")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLI=$PWD/.venv/bin/caffe-mlic
@@ -96,17 +98,24 @@ eval_cls() {
     --thresholds "eval/${name}_thresholds.json" --json "eval/${name}_fitted.json" >/dev/null
 }
 
-seed_pipeline() {  # SEED: everything of one seed, in $OUT/seed$SEED
-  local seed=$1 dir=$OUT/seed$1
-  mkdir -p "$dir/init" "$dir/eval"
-  cd "$dir"
-  $CLI netgen -o nets --classes "$CLASSES" --proposals "$PROPOSALS" --teacher-size "$TEACHER" \
+# seed_netgen OUT SEED [NETGEN ARGS]: the nets and solvers of a seed (the
+# arguments after SEED override the demo's)
+seed_netgen() {
+  local out=$1 seed=$2; shift 2
+  $CLI netgen -o "$out" --classes "$CLASSES" --proposals "$PROPOSALS" --teacher-size "$TEACHER" \
     --student-size "$STUDENT" --pooled "$POOLED" --backbone mini --set dropout_ratio=0 \
     --scales 0.75 1.0 1.25 "${PREPROCESS[@]}" --train-list "$LISTS/train.txt" --test-list "$LISTS/val.txt" \
     --wsddn-batch 8 8 --stage1-batch 8 8 --stage2-batch 8 8 --baseline-batch 8 8 \
     --iters $TEACHER_ITERS $STAGE1_ITERS $STAGE2_ITERS $BASELINE_ITERS "${SOLVER[@]}" \
     --base-lrs 0.001 0.003 0.001 0.001 \
-    --random-seed "$seed" --set data_seed="$seed" >/dev/null
+    --random-seed "$seed" --set data_seed="$seed" "$@" >/dev/null
+}
+
+seed_pipeline() {  # SEED: everything of one seed, in $OUT/seed$SEED
+  local seed=$1 dir=$OUT/seed$1
+  mkdir -p "$dir/init" "$dir/eval"
+  cd "$dir"
+  seed_netgen nets "$seed"
   echo "seed $seed: teacher"
   $CLI train nets/wsddn/solver.prototxt --weights "$PRETRAIN" --run-dir runs/teacher
   local teacher=snapshots/wsddn/wsddn_iter_$TEACHER_ITERS.caffemodel
@@ -141,6 +150,33 @@ seed_pipeline() {  # SEED: everything of one seed, in $OUT/seed$SEED
   # the student deploy net is the stage-2 student's layers alone
   $CLI surgery --net nets/kd/student_deploy.prototxt --from same:$kd -o student_deploy.caffemodel | tail -1
   if [ "${ABLATION:-0}" = 1 ]; then seed_ablation "$seed" "$teacher"; fi
+  if [ "${STUDY:-0}" = 1 ]; then seed_study "$seed"; fi
+}
+
+# STUDY=1: why stage 2 does or does not help, on the validation split only:
+# stage 2 again from the same start (init/stage2.caffemodel) with one thing
+# changed; each run's validation mAP is in runs/study_<name>/log.jsonl.
+STUDY_VARIANTS=(
+  "teacher_T1 --set teacher_temperature=1.0"
+  "scale_lr1 --set student_scale_lr_mult=1"
+  "scale_fixed --set student_scale_lr_mult=0"
+  "soft_weight_half --set soft_loss_weight=0.5"
+  "stage2_x2 --iters $TEACHER_ITERS $STAGE1_ITERS $((2 * STAGE2_ITERS)) $BASELINE_ITERS"
+)
+seed_study() {  # SEED: the stage-2 variants, in the seed's folder
+  local seed=$1 variant name
+  for variant in "${STUDY_VARIANTS[@]}"; do
+    read -r name args <<<"$variant"
+    echo "seed $seed: study: stage 2 with $args"
+    # shellcheck disable=SC2086  # the variant's arguments split on purpose
+    seed_netgen "study/$name" "$seed" $args
+    $CLI train "study/$name/kd/solver_stage2.prototxt" --weights init/stage2.caffemodel \
+      --run-dir "runs/study_$name" --set snapshot_prefix="snapshots/study/$name"
+  done
+  # the soft targets at T = 1, as at the release's T = 0.5 (eval/soft_targets_val)
+  $CLI eval cls --net study/teacher_T1/kd/train_stage2.prototxt --weights init/stage2.caffemodel \
+    --blob image_level_score --list "$LISTS/val.txt" --classes "$LISTS/val.classes.txt" \
+    --json eval/soft_targets_val_T1.json --save-scores eval/soft_targets_val_T1.npy | tail -1
 }
 
 seed_ablation() {  # SEED TEACHER: the paper's ablation rows, in the seed's folder

@@ -57,6 +57,14 @@ def table(results):
         for p in paired:
             lines.append('  %s: %+.1f +- %.1f  (%s)' % (p['name'], p['mean'], p['std'], ', '.join(
                 '%+.1f' % v for v in p['values'])))
+    study = sorted(k.split('.')[1] for k in s if k.startswith('study.') and k.endswith('.val_mAP'))
+    if study:
+        lines.append('stage 2 study (validation mAP at the end, mean +- std; paired against the release):')
+        for name in study:
+            stat = s['study.%s.val_mAP' % name]
+            diffs = [r['study'][name]['val_mAP'] - r['study']['release']['val_mAP'] for r in runs]
+            lines.append('  %-20s %5.1f +- %4.1f  (%s)' % (name, stat['mean'], stat['std'], ', '.join(
+                '%+.1f' % d for d in diffs)))
     scale = s.get('student_temperature_scale.mean')
     if scale:
         lines.append("stage 2's learned scale on the student logits (init 1/T): mean %.2f, range %.2f .. "

@@ -183,11 +183,12 @@ def last_caffemodel(seed_dir, info):
 
 def teacher_frozen_check(seed_dir, infos):
     """teacher_frozen: ``infos`` {stage: run.json} of the distillation stages."""
-    found, moved = [], []
+    lines, ok = [], True
     for stage, info in infos.items():
         start, end = info.get('weights') or [], last_caffemodel(seed_dir, info)
         if len(start) != 1 or not end or not os.path.isfile(end):
-            moved.append('%s: cannot compare (weights %s, last snapshot %s)' % (stage, start, end))
+            lines.append('%s: cannot compare (weights %s, last snapshot %s)' % (stage, start, end))
+            ok = False
             continue
         before, after = _weights(start[0]), _weights(end)
         teacher = [name for name in before if '_wsd_' in name]
@@ -196,15 +197,15 @@ def teacher_frozen_check(seed_dir, infos):
             for name in teacher if name in after and not all(
                 np.array_equal(x, y) for x, y in zip(before[name], after[name]))]
         changed += ['%s (not in the snapshot)' % name for name in teacher if name not in after]
-        if not teacher:
-            moved.append('%s: no teacher layer in %s' % (stage, os.path.basename(start[0])))
-        elif changed:
-            moved.append('%s: %d of %d teacher layers moved: %s' % (stage, len(changed), len(teacher),
-                                                                   ', '.join(changed)))
+        if not teacher or changed:
+            ok = False
+            lines.append('%s: no teacher layer in %s' % (stage, os.path.basename(start[0])) if not teacher
+                         else '%s: %d of %d teacher layers moved: %s' % (stage, len(changed), len(teacher),
+                                                                        ', '.join(changed)))
         else:
-            found.append('%s: %d teacher layers at iteration %d equal %s' % (
+            lines.append('%s: %d teacher layers at iteration %d equal %s' % (
                 stage, len(teacher), info['final_iteration'], os.path.relpath(start[0], seed_dir)))
-    return _check('teacher_frozen', not moved, '; '.join(moved) or '; '.join(found))
+    return _check('teacher_frozen', ok, '; '.join(lines))
 
 
 def converged_check(log_path, final_iteration):

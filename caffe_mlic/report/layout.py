@@ -34,6 +34,16 @@ COMPARISONS = (
     ("stage 2 vs labels, from the pretrained backbone (stage 2's iterations)", 'ablation.stage2_only',
      'ablation.labels_short'),
 )
+# `make demo STUDY=1`: stage 2 with one setting changed (runs/study_<name>/),
+# from stage 2's own start, scored on the validation split
+STUDY_LABELS = {'release': "stage 2 as released (teacher T = 0.5, student scale 1/5 learned at "
+                           "lr_mult 10, soft loss weight 1)",
+                'teacher_T1': 'teacher temperature T = 1',
+                'scale_lr1': "the student's logit scale learned at lr_mult 1",
+                'scale_fixed': "the student's logit scale fixed at 1/5",
+                'soft_weight_half': 'soft loss weight 0.5',
+                'stage2_x2': 'stage 2 twice as long',
+                'labels_after_stage1': 'no soft loss: labels only (the ablation row stage 1 only)'}
 # RUN/seed<S>/eval/<model>_fitted.json: the test split at per-class thresholds
 # fitted on the validation split (eval/<model>_thresholds.json)
 FITTED = ('teacher',) + STUDENTS + tuple('ablation_' + name for name in ABLATIONS)

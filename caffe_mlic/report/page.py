@@ -81,21 +81,49 @@ def _paired_table(results):
     return '\n'.join(out)
 
 
+def _study_table(results):
+    """STUDY=1: the stage-2 variants' validation mAP, each against the release's stage 2."""
+    summary, runs = results['summary'], results['runs']
+    names = [n for n in layout.STUDY_LABELS if 'study.%s.val_mAP' % n in summary]
+    names += sorted(k.split('.')[1] for k in summary if k.startswith('study.') and k.endswith('.val_mAP')
+                    and k.split('.')[1] not in names)
+    if not names:
+        return ''
+    out = ['<p class="note">Stage 2 again from its own start with one setting changed; validation '
+           'split, at the last iteration. Paired: minus the release\'s stage 2 of the same seed.</p>'
+           '<table><tr><th class="l">stage 2</th><th>validation mAP</th><th>paired difference</th>'
+           '<th>student scale at the end (mean)</th></tr>']
+    for name in names:
+        diffs = [r['study'][name]['val_mAP'] - r['study']['release']['val_mAP'] for r in runs]
+        scale = summary.get('study.%s.scale.mean' % name)
+        out.append('<tr><td class="l">%s</td><td>%s</td><td>%s</td><td>%s</td></tr>' % (
+            html.escape(layout.STUDY_LABELS.get(name, name)), _pm(summary['study.%s.val_mAP' % name]),
+            '' if name == 'release' else ', '.join('%+.1f' % d for d in diffs),
+            _pm(scale, 2) if scale else ''))
+    out.append('</table>')
+    return '\n'.join(out)
+
+
 def _soft_target_table(results):
     """What stage 2 distils: the teacher's soft targets per class (validation split)."""
     summary = results['summary']
     if 'soft_targets.mAP' not in summary:
         return ''
     classes = results['runs'][0]['student_kd']['classes']
-    get = lambda key, c: summary['soft_targets.' + key]['mean'][c]  # noqa: E731
-    out = ['<table><tr><th class="l">class</th><th>mean target, images with the class</th>'
-           '<th>mean target, images without</th><th>AP of the target</th></tr>']
+    sets = [('soft_targets.', 'T = 0.5 (released)')]
+    if 'study.soft_targets_T1.mAP' in summary:
+        sets.append(('study.soft_targets_T1.', 'T = 1'))
+    out = ['<table><tr><th class="l">class</th>%s</tr>' % ''.join(
+        '<th>%s: mean target, images with the class</th><th>without</th><th>AP of the target</th>'
+        % label for _, label in sets)]
     for c, name in enumerate(classes):
-        out.append('<tr><td class="l">%s</td><td>%s</td><td>%s</td><td>%s</td></tr>' % (
-            html.escape(name), _num(get('mean_with', c), 3), _num(get('mean_without', c), 3),
-            _num(get('AP', c))))
-    out.append('<tr><td class="l">all classes (mean &plusmn; std over seeds)</td><td></td><td></td>'
-               '<td><b>%s</b></td></tr></table>' % _pm(summary['soft_targets.mAP']))
+        out.append('<tr><td class="l">%s</td>%s</tr>' % (html.escape(name), ''.join(
+            '<td>%s</td><td>%s</td><td>%s</td>' % (
+                _num(summary[prefix + 'mean_with']['mean'][c], 3),
+                _num(summary[prefix + 'mean_without']['mean'][c], 3),
+                _num(summary[prefix + 'AP']['mean'][c])) for prefix, _ in sets)))
+    out.append('<tr><td class="l">all classes (mean &plusmn; std over seeds)</td>%s</tr></table>' % ''.join(
+        '<td></td><td></td><td><b>%s</b></td>' % _pm(summary[prefix + 'mAP']) for prefix, _ in sets))
     scale = summary.get('student_temperature_scale.mean')
     if scale:
         out.append('<p class="note">The student\'s learned scale on its logits (the release\'s 1/T, '
@@ -235,7 +263,7 @@ def write_report(run):
         '</div>',
         '<h2>What stage 2 distils</h2><p class="note">The teacher\'s image scores as stage 2 reads them '
         '(its temperature, the teacher as loaded into stage 2), on the validation split, averaged '
-        'over the seeds.</p>', _soft_target_table(results),
+        'over the seeds.</p>', _soft_target_table(results), _study_table(results),
         '<h2>Training curves</h2><p class="note">Validation: a split carved from the training images '
         '(the test split is never used while training).</p>',
         '<img src="%s" alt="training curves">' % rel(os.path.join(out_dir, 'training_curves.png')),

@@ -82,7 +82,43 @@ def seed_result(seed, seed_dir, test_list):
     soft = soft_targets(seed_dir)
     if soft:
         result['soft_targets'] = soft
+    study = stage2_study(seed_dir)
+    if study:
+        result['study'] = study
     return result
+
+
+def _last_val_map(folder):
+    from caffe_mlic.engine.logs import read_records
+    path = os.path.join(folder, 'log.jsonl')
+    tests = [r['test_mAP'] for r in read_records(path)
+             if r.get('phase') == 'test' and r.get('test_mAP') is not None] if os.path.isfile(path) else []
+    return tests[-1] if tests else None
+
+
+def stage2_study(seed_dir):
+    """`make demo STUDY=1`: {variant: {"val_mAP", "scale"}} of the stage-2
+    variants, beside the release's stage 2 ("release") and, with ABLATION=1,
+    stage 1 then labels ("labels_after_stage1"), all from the same start and
+    scored on the validation split at their last iteration; the soft targets
+    at T = 1 ("soft_targets_T1"). None without STUDY=1."""
+    runs = os.path.join(seed_dir, 'runs')
+    names = sorted(d[len('study_'):] for d in os.listdir(runs) if d.startswith('study_')) \
+        if os.path.isdir(runs) else []
+    if not names:
+        return None
+    out = {name: dict(val_mAP=_last_val_map(os.path.join(runs, 'study_' + name)),
+                      scale=student_temperature_scale(seed_dir, 'study_' + name))
+           for name in names}
+    out['release'] = dict(val_mAP=_last_val_map(layout.stage_run(seed_dir, 'stage2')),
+                          scale=student_temperature_scale(seed_dir))
+    labels = os.path.join(runs, 'ablation_stage1_only')
+    if os.path.isdir(labels):
+        out['labels_after_stage1'] = dict(val_mAP=_last_val_map(labels))
+    soft = soft_targets(seed_dir, layout.SOFT_TARGETS + '_T1')
+    if soft:
+        out['soft_targets_T1'] = soft
+    return out
 
 
 def _fitted(path):
@@ -93,15 +129,15 @@ def _fitted(path):
     return dict({k: metrics[k] for k in keep}, thresholds=metrics['threshold']['values'])
 
 
-def student_temperature_scale(seed_dir):
+def student_temperature_scale(seed_dir, run='stage2'):
     """The stage-2 student's learnable Scale on its logits (the release's
-    1/T, init 1 / student_temperature) at the last snapshot: min, mean, max
-    and per class; None when the net has none (kd_losses 'python')."""
+    1/T, init 1 / student_temperature) at the last snapshot of ``run``: min,
+    mean, max and per class; None when the net has none (kd_losses 'python')."""
     import numpy as np
     from caffe_mlic import prototxt
     from caffe_mlic.engine import logs
     from caffe_mlic.weights import read_weights
-    folder = layout.stage_run(seed_dir, 'stage2')
+    folder = os.path.join(seed_dir, 'runs', run)
     net = prototxt.read_net(os.path.join(folder, 'net.prototxt'))
     names = [layer.name for layer in net.layer if layer.type == 'Scale' and layer.name.endswith('_soft')]
     model = fairness.last_caffemodel(seed_dir, logs.read_run_json(folder))
@@ -112,17 +148,17 @@ def student_temperature_scale(seed_dir):
                 per_class=values.tolist())
 
 
-def soft_targets(seed_dir):
+def soft_targets(seed_dir, name=layout.SOFT_TARGETS):
     """What stage 2 distils, per class on the validation split: the teacher's
     soft target's mean over the images with the class and over those
     without, and its AP as a classifier; None if the demo did not save it."""
     import numpy as np
-    path = layout.eval_file(seed_dir, layout.SOFT_TARGETS)
+    path = layout.eval_file(seed_dir, name)
     if not os.path.isfile(path):
         return None
     metrics = _read(path)
-    scores = np.load(layout.eval_file(seed_dir, layout.SOFT_TARGETS, '.npy'))
-    labels = np.load(layout.eval_file(seed_dir, layout.SOFT_TARGETS, '.labels.npy'))
+    scores = np.load(layout.eval_file(seed_dir, name, '.npy'))
+    labels = np.load(layout.eval_file(seed_dir, name, '.labels.npy'))
 
     def mean_where(mask):
         return [float(scores[mask[:, c], c].mean()) if mask[:, c].any() else None
