@@ -204,7 +204,8 @@ def teacher_frozen_check(seed_dir, infos):
                                                                         ', '.join(changed)))
         else:
             lines.append('%s: %d teacher layers at iteration %d equal %s' % (
-                stage, len(teacher), info['final_iteration'], os.path.relpath(start[0], seed_dir)))
+                stage, len(teacher), info['final_iteration'],
+                os.path.join(os.path.basename(os.path.dirname(start[0])), os.path.basename(start[0]))))
     return _check('teacher_frozen', ok, '; '.join(lines))
 
 
