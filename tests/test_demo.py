@@ -365,12 +365,24 @@ def test_stage2_study_runs_each_variant_from_stage2s_start(mini_again):
     study = run['study']
     variants = {'teacher_T1', 'scale_lr1', 'scale_fixed', 'soft_weight_half', 'stage2_x2'}
     assert set(study) == variants | {'release', 'labels_after_stage1', 'soft_targets_T1'}
+    from caffe_mlic.weights import read_weights
+    stage2 = read_weights(os.path.join(seed_dir, 'init', 'stage2.caffemodel'))
     for name in variants:
         with open(os.path.join(seed_dir, 'runs', 'study_' + name, 'run.json')) as f:
             info = json.load(f)
-        assert info['weights'] == [os.path.join(seed_dir, 'init', 'stage2.caffemodel')]
+        init = os.path.join(seed_dir, 'init', 'study_%s.caffemodel' % name)
+        assert info['weights'] == [init]
         assert info['final_iteration'] == (24 if name == 'stage2_x2' else 12)
         assert 0 <= study[name]['val_mAP'] <= 100
+        # stage 2's start, but for the teacher's temperature (held in the caffemodel)
+        start = read_weights(init)
+        assert set(start) == set(stage2)
+        for layer in stage2:
+            same = all(np.array_equal(a, b) for a, b in zip(stage2[layer], start[layer]))
+            assert same == (name != 'teacher_T1' or not layer.startswith('temp_branch')), (name, layer)
+        if name == 'teacher_T1':
+            assert all((start[layer][0] == 1.0).all() for layer in start if layer.startswith('temp_branch'))
+    assert study['soft_targets_T1']['mean_with'] != run['soft_targets']['mean_with']
     # the fixed scale stays at 1/5; the learned ones move
     assert study['scale_fixed']['scale']['per_class'] == [pytest.approx(0.2)] * 6
     assert study['release']['scale']['per_class'] != study['scale_fixed']['scale']['per_class']

@@ -150,12 +150,15 @@ seed_pipeline() {  # SEED: everything of one seed, in $OUT/seed$SEED
   # the student deploy net is the stage-2 student's layers alone
   $CLI surgery --net nets/kd/student_deploy.prototxt --from same:$kd -o student_deploy.caffemodel | tail -1
   if [ "${ABLATION:-0}" = 1 ]; then seed_ablation "$seed" "$teacher"; fi
-  if [ "${STUDY:-0}" = 1 ]; then seed_study "$seed"; fi
+  if [ "${STUDY:-0}" = 1 ]; then seed_study "$seed" "$teacher"; fi
 }
 
 # STUDY=1: why stage 2 does or does not help, on the validation split only:
-# stage 2 again from the same start (init/stage2.caffemodel) with one thing
-# changed; each run's validation mAP is in runs/study_<name>/log.jsonl.
+# stage 2 again from stage 2's start with one thing changed; each run's
+# validation mAP is in runs/study_<name>/log.jsonl. Each variant gets its own
+# init/study_<name>.caffemodel by the same surgery as init/stage2 (the same
+# values, but for the teacher's temperature, which the caffemodel holds: a
+# T = 1 net loaded from init/stage2 would run at T = 0.5).
 STUDY_VARIANTS=(
   "teacher_T1 --set teacher_temperature=1.0"
   "scale_lr1 --set student_scale_lr_mult=1"
@@ -163,18 +166,20 @@ STUDY_VARIANTS=(
   "soft_weight_half --set soft_loss_weight=0.5"
   "stage2_x2 --iters $TEACHER_ITERS $STAGE1_ITERS $((2 * STAGE2_ITERS)) $BASELINE_ITERS"
 )
-seed_study() {  # SEED: the stage-2 variants, in the seed's folder
-  local seed=$1 variant name
+seed_study() {  # SEED TEACHER: the stage-2 variants, in the seed's folder
+  local seed=$1 teacher=$2 variant name
   for variant in "${STUDY_VARIANTS[@]}"; do
     read -r name args <<<"$variant"
     echo "seed $seed: study: stage 2 with $args"
     # shellcheck disable=SC2086  # the variant's arguments split on purpose
     seed_netgen "study/$name" "$seed" $args
-    $CLI train "study/$name/kd/solver_stage2.prototxt" --weights init/stage2.caffemodel \
+    $CLI surgery --net "study/$name/kd/train_stage2.prototxt" --from teacher:$teacher \
+      --from same:snapshots/kd/stage1_iter_$STAGE1_ITERS.caffemodel -o "init/study_$name.caffemodel" | tail -1
+    $CLI train "study/$name/kd/solver_stage2.prototxt" --weights "init/study_$name.caffemodel" \
       --run-dir "runs/study_$name" --set snapshot_prefix="snapshots/study/$name"
   done
   # the soft targets at T = 1, as at the release's T = 0.5 (eval/soft_targets_val)
-  $CLI eval cls --net study/teacher_T1/kd/train_stage2.prototxt --weights init/stage2.caffemodel \
+  $CLI eval cls --net study/teacher_T1/kd/train_stage2.prototxt --weights init/study_teacher_T1.caffemodel \
     --blob image_level_score --list "$LISTS/val.txt" --classes "$LISTS/val.classes.txt" \
     --json eval/soft_targets_val_T1.json --save-scores eval/soft_targets_val_T1.npy | tail -1
 }
