@@ -26,9 +26,9 @@ import math
 import os
 
 from caffe_mlic.errors import InputError
+from caffe_mlic.evaluation.classification import OVERALL_KEYS as COUNT_KEYS  # and their _top3 forms
 from caffe_mlic.report import fairness, layout
 
-COUNT_KEYS = ('CP', 'CR', 'CF1', 'OP', 'OR', 'OF1')     # and their _top3 forms
 TEACHER_DET_KEYS = (('det_AP07', 'AP07'), ('det_AP', 'AP'), ('CorLoc', 'CorLoc'))
 
 
