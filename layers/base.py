@@ -1,18 +1,18 @@
 """Common base for caffe-mlic's Python layers.
 
-Subclasses declare PARAMS (see caffe_mlic.params), BOTTOMS/TOPS (allowed
+Subclasses declare PARAMS (see caffe_mlic.caffe.params), BOTTOMS/TOPS (allowed
 counts, with names for error messages), and implement ``configure`` (once,
 after parameters are parsed), ``reshape``, ``forward`` and ``backward``.
 """
 import caffe
 import numpy as np
 
-from caffe_mlic.params import LayerError, ParamError, layer_error, parse_params
+from caffe_mlic.caffe.params import LayerError, ParamError, layer_error, parse_params
 
 BLOB_LIMIT = 2 ** 31 - 1   # Caffe's Blob::Reshape CHECKs count <= INT_MAX (and aborts)
 
 
-# MlicLayer.setup calls so far; a net built by caffe_mlic.prototxt tells from
+# MlicLayer.setup calls so far; a net built by caffe_mlic.caffe.prototxt tells from
 # it which layer instance failed while Caffe was building the net.
 SETUP_CALLS = [0]
 

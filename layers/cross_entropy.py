@@ -1,7 +1,7 @@
 """CrossEntropyLoss on probabilities (the WSDDN loss), clamped as the original."""
 import numpy as np
 
-from caffe_mlic.params import Param
+from caffe_mlic.caffe.params import Param
 from .base import PairLossLayer
 
 CLAMP = 1e-4

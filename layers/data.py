@@ -18,8 +18,8 @@ How the work is split:
 """
 import numpy as np
 
-from caffe_mlic.datalist import read_datalist
-from caffe_mlic.params import Param
+from caffe_mlic.data.datalist import read_datalist
+from caffe_mlic.caffe.params import Param
 from .minibatch import BatchPlanner, DataLoadError, fill_batch, label_and_rois, scaled_size
 from .pipeline import TRAIN, PrefetchingDataLayer
 from .prefetch import STALL_TIMEOUT, fill_images

@@ -17,7 +17,7 @@ arithmetic. Because the resize is separable, it is two small matrices
 """
 import numpy as np
 
-from caffe_mlic.params import Param
+from caffe_mlic.caffe.params import Param
 from .base import MlicLayer
 
 

@@ -6,7 +6,7 @@ gradient; when force_backward asks for one they get zeros.
 """
 import numpy as np
 
-from caffe_mlic.params import Param
+from caffe_mlic.caffe.params import Param
 from .base import MlicLayer, PairLossLayer
 
 

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from caffe_mlic.errors import InputError
-from caffe_mlic.imageio import decode_file, why_undecodable
+from caffe_mlic.data.imageio import decode_file, why_undecodable
 
 
 class DataLoadError(InputError):

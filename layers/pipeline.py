@@ -16,7 +16,7 @@ implements
 import os
 import sys
 
-from caffe_mlic.caffe_env import START_BATCH_ENV
+from caffe_mlic.caffe.env import START_BATCH_ENV
 from .base import MlicLayer
 from .minibatch import DataLoadError
 from .prefetch import start_workers, stop_workers

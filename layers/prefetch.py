@@ -398,7 +398,7 @@ class _LifetimeProbe(caffe.Layer):
 
 
 def _measure_orphan_refs():
-    from caffe_mlic.prototxt import caffe_net
+    from caffe_mlic.caffe.prototxt import caffe_net
     net = caffe_net(_PROBE_NET, 'TEST')
     ref = _probes.pop()
     del net

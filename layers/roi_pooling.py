@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numba import njit, uintp
 
-from caffe_mlic.params import LayerError, Param
+from caffe_mlic.caffe.params import LayerError, Param
 from .base import MlicLayer
 
 FLT_MAX = np.float32(np.finfo(np.float32).max)

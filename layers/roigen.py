@@ -1,7 +1,7 @@
 """WsdRoigen / WsdRoigenSingleScale: proposals from label_roi to ROIPooling rois."""
 import numpy as np
 
-from caffe_mlic.params import Param
+from caffe_mlic.caffe.params import Param
 from .base import MlicLayer
 
 

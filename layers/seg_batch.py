@@ -22,8 +22,8 @@ Transform (load_pair; in the workers, or in-process with ``workers: 0``):
 import cv2
 import numpy as np
 
-from caffe_mlic.imageio import decode_file, why_undecodable
-from caffe_mlic.labelmaps import IGNORE_LABEL, LabelMapError, load_palette, read_label_map
+from caffe_mlic.data.imageio import decode_file, why_undecodable
+from caffe_mlic.data.labelmaps import IGNORE_LABEL, LabelMapError, load_palette, read_label_map
 from .minibatch import BatchPlanner, DataLoadError
 
 

@@ -5,7 +5,7 @@ Tops: ``data`` (N, 3, S, S) float32 BGR, (pixel - mean_value) * scale, and
 boundaries, padding, colours mapped to ignore): the bottoms of a stock
 ``SoftmaxWithLoss { loss_param { ignore_label: 255 } }``. S is crop_size.
 
-Datalist lines: ``image label`` (caffe_mlic.datalist.read_seg_datalist).
+Datalist lines: ``image label`` (caffe_mlic.data.datalist.read_seg_datalist).
 Every line's files must exist and have the same size (headers, at setup);
 at read time a label value outside the classes, a colour outside the palette
 or a size mismatch stops training with the datalist line and the file. The
@@ -14,9 +14,9 @@ MultiLabelProposalData's (pipeline.py, prefetch.py).
 """
 import numpy as np
 
-from caffe_mlic.datalist import read_seg_datalist
-from caffe_mlic.labelmaps import LABEL_FORMATS, UNKNOWN_POLICIES, load_palette
-from caffe_mlic.params import Param
+from caffe_mlic.data.datalist import read_seg_datalist
+from caffe_mlic.data.labelmaps import LABEL_FORMATS, UNKNOWN_POLICIES, load_palette
+from caffe_mlic.caffe.params import Param
 from .pipeline import TRAIN, PrefetchingDataLayer
 from .prefetch import STALL_TIMEOUT
 from .seg_batch import SegBatchPlanner, fill_crops, fill_pairs

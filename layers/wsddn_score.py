@@ -11,7 +11,7 @@ Tops: region scores (N, B, C) and image-level scores (N, C).
 """
 import numpy as np
 
-from caffe_mlic.params import Param
+from caffe_mlic.caffe.params import Param
 from .base import MlicLayer
 
 

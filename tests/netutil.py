@@ -3,8 +3,9 @@ import json
 
 import numpy as np
 
-from caffe_mlic import LAYER_MODULE, prototxt
-from caffe_mlic.prototxt import write_solver  # noqa: F401  (the one solver writer, for the tests)
+from caffe_mlic import LAYER_MODULE
+from caffe_mlic.caffe import prototxt
+from caffe_mlic.caffe.prototxt import write_solver  # noqa: F401  (the one solver writer, for the tests)
 
 
 def proto_str(s):

@@ -11,10 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from caffe_mlic.datalist import DatalistError, write_datalist
+from caffe_mlic.data.datalist import DatalistError, write_datalist
 from caffe_mlic.layers.data import DataLoadError
-from caffe_mlic.params import LayerError
-from caffe_mlic.train import caffe_train
+from caffe_mlic.caffe.params import LayerError
+from tests.caffe_binary import caffe_train
 from tests import netutil
 from tests.tinydata import forward_batches
 

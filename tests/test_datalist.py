@@ -1,10 +1,10 @@
-"""caffe_mlic.datalist: the one datalist parser."""
+"""caffe_mlic.data.datalist: the one datalist parser."""
 import re
 
 import numpy as np
 import pytest
 
-from caffe_mlic.datalist import (Datalist, DatalistError, format_line, parse_line, read_datalist,
+from caffe_mlic.data.datalist import (Datalist, DatalistError, format_line, parse_line, read_datalist,
                                  scan_datalist, write_datalist)
 
 C, B = 2, 2          # a line has 1 + 2 + 10 = 13 fields
@@ -78,7 +78,7 @@ def test_root_folder_blank_lines_and_line_numbers(tmp_path, images):
 
 def test_numbers_parse_exactly_like_float(tmp_path, images):
     """The fast parser must give the very values Python's float() gives."""
-    from caffe_mlic.datalist import _POW10, _parse_block
+    from caffe_mlic.data.datalist import _POW10, _parse_block
     rng = np.random.default_rng(1)
     tokens = []
     for v in rng.random(300) * 10.0 ** rng.integers(-3, 4, 300):

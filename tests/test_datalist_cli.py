@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from caffe_mlic import cli
-from caffe_mlic.datalist import read_datalist
+from caffe_mlic.data.datalist import read_datalist
 
 CLASSES = ['cat', 'dog', 'bird']
 

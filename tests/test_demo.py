@@ -134,7 +134,7 @@ def test_ablation_rows_start_where_their_controls_start(mini_again):
         assert run_json(row)['weights'] == [os.path.join(seed_dir, 'init', start + '.caffemodel')]
     assert run_json('ablation_stage2_only')['weights'] == [os.path.join(seed_dir, 'init',
                                                                         'stage2_only.caffemodel')]
-    from caffe_mlic import prototxt
+    from caffe_mlic.caffe import prototxt
     solver = lambda name: fairness._solver_fields(  # noqa: E731
         prototxt.read_solver(os.path.join(seed_dir, 'runs', name, 'solver.prototxt')))
     for row in ('ablation_stage1_only', 'ablation_labels_short'):
@@ -365,7 +365,7 @@ def test_stage2_study_runs_each_variant_from_stage2s_start(mini_again):
     study = run['study']
     variants = {'teacher_T1', 'scale_lr1', 'scale_fixed', 'soft_weight_half', 'stage2_x2'}
     assert set(study) == variants | {'release', 'labels_after_stage1', 'soft_targets_T1'}
-    from caffe_mlic.weights import read_weights
+    from caffe_mlic.caffe.weights import read_weights
     stage2 = read_weights(os.path.join(seed_dir, 'init', 'stage2.caffemodel'))
     for name in variants:
         with open(os.path.join(seed_dir, 'runs', 'study_' + name, 'run.json')) as f:

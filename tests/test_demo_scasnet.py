@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from caffe_mlic.labelmaps import IGNORE_LABEL, read_label_map
+from caffe_mlic.data.labelmaps import IGNORE_LABEL, read_label_map
 from tests.demos import run_demo
 from tests.chromium import assert_not_blank, needs_chromium, referenced_images, screenshot
 

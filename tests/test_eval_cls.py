@@ -278,7 +278,7 @@ C, B, TEACHER, STUDENT, IMAGES = 3, 8, 64, 64, 6
 def tiny_teacher(caffe, tmp_path_factory):
     """A generated tiny WSDDN over 6 images, TEST batch 4 (so the last batch wraps), with
     randomly initialised weights saved as a caffemodel."""
-    from caffe_mlic import netgen
+    from caffe_mlic.netspec import netgen
     from caffe_mlic.netspec import MlicConfig
     from tests.tinydata import write_tiny_dataset
     root = tmp_path_factory.mktemp('eval_net')
@@ -296,8 +296,8 @@ def tiny_teacher(caffe, tmp_path_factory):
 
 
 def test_cli_cls_on_a_net_scores_every_test_image_once(tiny_teacher, tmp_path, capsys):
-    from caffe_mlic import prototxt
-    from caffe_mlic.datalist import read_datalist
+    from caffe_mlic.caffe import prototxt
+    from caffe_mlic.data.datalist import read_datalist
     from caffe_mlic.evaluation.net_scores import score_test_set
     net_path, weights, listing = tiny_teacher
     scores, labels = score_test_set(net_path, weights, 'image_level_score')

@@ -4,10 +4,11 @@ import os
 import numpy as np
 import pytest
 
-from caffe_mlic import netgen, surgery
-from caffe_mlic.weights import read_weights
+from caffe_mlic.netspec import netgen
+from caffe_mlic.caffe import surgery
+from caffe_mlic.caffe.weights import read_weights
 from caffe_mlic.netspec import MlicConfig
-from caffe_mlic.train import caffe_train
+from tests.caffe_binary import caffe_train
 from tests import netutil
 from tests.tinydata import tiny_mlic_config, write_tiny_dataset
 

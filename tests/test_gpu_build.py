@@ -20,7 +20,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from caffe_mlic import caffe_env
+from caffe_mlic.caffe import env as caffe_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get('CAFFE_MLIC_CACHE') or os.path.expanduser('~/.cache/caffe-mlic')
@@ -114,7 +114,7 @@ def test_the_binary_runs_and_needs_no_gpu_for_its_version():
 @pytest.fixture(scope='module')
 def tiny(tmp_path_factory):
     """The tests' tiny dataset and generated nets (tiny backbone, no workers)."""
-    from caffe_mlic import netgen
+    from caffe_mlic.netspec import netgen
     from tests.tinydata import tiny_mlic_config, write_tiny_dataset
     root = tmp_path_factory.mktemp('gpu_build')
     listing = write_tiny_dataset(str(root / 'images'), num_classes=3, bbox_num=8, size=96)
@@ -166,7 +166,7 @@ def test_the_layer_tests_pass_with_the_gpu_build():
 TRAIN_SCRIPT = '''
     import json, os, sys
     from caffe_mlic.engine import logs
-    from caffe_mlic.train import caffe_train
+    from tests.caffe_binary import caffe_train
     solver, out = sys.argv[1:]
     _, log = caffe_train(solver, timeout=600)
     from caffe.proto import caffe_pb2
@@ -180,7 +180,7 @@ TRAIN_SCRIPT = '''
 
 
 def _solver(tiny, name):
-    from caffe_mlic import prototxt
+    from caffe_mlic.caffe import prototxt
     folder = tiny / name
     (folder / 'snap').mkdir(parents=True)
     return prototxt.write_solver(

@@ -14,10 +14,12 @@ import cv2
 import numpy as np
 import pytest
 
-from caffe_mlic import cli, netgen, prototxt
-from caffe_mlic.datalist import write_datalist
+from caffe_mlic import cli
+from caffe_mlic.netspec import netgen
+from caffe_mlic.caffe import prototxt
+from caffe_mlic.data.datalist import write_datalist
 from caffe_mlic.layers.data import DataLoadError
-from caffe_mlic.params import LayerError
+from caffe_mlic.caffe.params import LayerError
 from tests import netutil
 from tests.tinydata import tiny_mlic_config, write_tiny_dataset
 
@@ -181,7 +183,7 @@ def test_eval_refuses_weights_that_do_not_fill_the_net(tiny, kind, fragment):
 def test_weights_of_part_of_the_net_are_refused_for_evaluation(tiny, caffe):
     """A caffemodel missing some of the net's layers would leave their
     fillers' values: a plausible, wrong result."""
-    from caffe_mlic.weights import check_weights
+    from caffe_mlic.caffe.weights import check_weights
     from caffe.proto import caffe_pb2
     model = caffe_pb2.NetParameter()
     model.ParseFromString((tiny / 'baseline.caffemodel').read_bytes())
@@ -457,7 +459,7 @@ def test_killed_or_misconfigured_runs_leave_no_shared_memory(tmp_path, python):
     _worker_net(tmp_path, lambda text, phase: (tmp_path / 'net.prototxt').write_text(text))
     script = textwrap.dedent('''
         import os, signal, sys
-        from caffe_mlic import prototxt
+        from caffe_mlic.caffe import prototxt
         from caffe_mlic.errors import MlicError
         try:
             net = prototxt.caffe_net(%r, 'TRAIN')
@@ -601,8 +603,8 @@ def test_the_binary_resumed_from_a_snapshot_continues_the_batch_plan(tmp_path):
     """`caffe-mlic caffe train -snapshot` ends on the weights of a run that was
     never interrupted; the bare binary, whose data plan restarts at batch 0,
     does not (so this test can tell)."""
-    from caffe_mlic import caffe_env
-    from caffe_mlic.weights import read_weights
+    from caffe_mlic.caffe import env as caffe_env
+    from caffe_mlic.caffe.weights import read_weights
     _binary_resume_case(tmp_path)
     assert run_cli(['caffe', 'train', '-solver', 'solver_a.prototxt'], tmp_path).returncode == 0
     res = run_cli(['caffe', 'train', '-solver', 'solver_b.prototxt', '-snapshot',
@@ -678,7 +680,7 @@ def test_train_solver_overrides_apply(tiny):
 def test_gpu_flags_on_the_cpu_build_are_one_line_errors(tmp_path):
     """--gpu / -gpu never reach Caffe's CHECK abort: a CPU-only build, a bad
     id and several GPUs for training are refused first."""
-    from caffe_mlic import caffe_env
+    from caffe_mlic.caffe import env as caffe_env
     if caffe_env.build_kind() != caffe_env.CPU:
         pytest.skip('the active Caffe is not the CPU build')
     cli = os.path.join(os.path.dirname(sys.executable), 'caffe-mlic')

@@ -7,10 +7,12 @@ import cv2
 import numpy as np
 import pytest
 
-from caffe_mlic import cli, netgen, prototxt
+from caffe_mlic import cli
+from caffe_mlic.netspec import netgen
+from caffe_mlic.caffe import prototxt
 from caffe_mlic.inference.speed import photos
 from caffe_mlic.netspec import MlicConfig
-from caffe_mlic.train import caffe_train
+from tests.caffe_binary import caffe_train
 from tests import netutil
 from tests.tinydata import write_tiny_dataset
 
@@ -177,7 +179,7 @@ def test_speed_measures_every_engine_and_prints_ratios(tiny):
     speed targets belong to `make bench`, not to tests)."""
     import io
 
-    from caffe_mlic.bench import Report
+    from caffe_mlic.benchmarks import Report
     from caffe_mlic.benchmarks import speed
     out = io.StringIO()
     speed.run(Report(out), quick=True)

@@ -7,9 +7,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from caffe_mlic import caffe_env
-from caffe_mlic.params import LayerError
-from caffe_mlic.train import caffe_train, parse_losses
+from caffe_mlic.caffe import env as caffe_env
+from caffe_mlic.caffe.params import LayerError
+from tests.caffe_binary import caffe_train, parse_losses
 from tests import netutil
 
 CLI = [sys.executable, '-m', 'caffe_mlic.cli']

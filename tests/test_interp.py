@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from caffe_mlic.params import LayerError
+from caffe_mlic.caffe.params import LayerError
 from tests import netutil
 
 

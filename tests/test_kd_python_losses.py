@@ -3,7 +3,8 @@ SoftSigmoidCrossEntropyLoss in place of the release's stock losses."""
 import numpy as np
 import pytest
 
-from caffe_mlic import netgen, prototxt
+from caffe_mlic.netspec import netgen
+from caffe_mlic.caffe import prototxt
 from caffe_mlic.netspec import MlicConfig
 from tests import netutil
 from tests.tinydata import write_tiny_dataset

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from caffe_mlic import netgen, prototxt
+from caffe_mlic.netspec import netgen
+from caffe_mlic.caffe import prototxt
 from caffe_mlic.netspec import MlicConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

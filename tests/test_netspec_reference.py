@@ -195,7 +195,7 @@ def test_scasnet_deploy_equals_the_released_net(caffe, variant, layers, bns):
 def test_scasnet_interp_sizes_follow_the_input_size(caffe, size):
     """The Interp sizes come from the input size (the released files are
     written for 400): the tiny nets run at other sizes and give S x S scores."""
-    from caffe_mlic import prototxt
+    from caffe_mlic.caffe import prototxt
     from caffe_mlic.netspec.scasnet import ScasConfig, scasnet_deploy
     for variant in ('vgg', 'resnet'):
         cfg = ScasConfig.release(variant=variant, backbone='tiny', input_size=size,

@@ -1,6 +1,6 @@
 import pytest
 
-from caffe_mlic.params import REQUIRED, Param, ParamError, parse_params
+from caffe_mlic.caffe.params import REQUIRED, Param, ParamError, parse_params
 
 SPEC = (
     Param('pooled_h', 'int', REQUIRED, low=1),

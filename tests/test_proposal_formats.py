@@ -109,7 +109,7 @@ def _cells(arrays):
 
 
 def test_matlab_v73_reader_transposes_and_follows_references(tmp_path):
-    from caffe_mlic.matfile import read_mat
+    from caffe_mlic.data.matfile import read_mat
     path = str(tmp_path / 'x.mat')
     write_mat73(path, {'boxes': [MATLAB_YX, np.zeros((0, 0))], 'images': ['000005', 'ab'],
                        'm': np.arange(6.0).reshape(2, 3)})
@@ -122,7 +122,7 @@ def test_matlab_v73_reader_transposes_and_follows_references(tmp_path):
 
 
 def test_matlab_v73_without_h5py_says_what_to_install(tmp_path, monkeypatch):
-    from caffe_mlic.matfile import read_mat
+    from caffe_mlic.data.matfile import read_mat
     path = str(tmp_path / 'x.mat')
     write_mat73(path, {'boxes': [MATLAB_YX]})
     monkeypatch.setitem(sys.modules, 'h5py', None)   # import h5py now fails
@@ -233,7 +233,7 @@ def test_json_and_csv(images, tmp_path):
 
 
 def test_safe_unpickler_reads_python2_style_numpy_pickles(tmp_path):
-    from caffe_mlic.proposal_formats import read_wetectron
+    from caffe_mlic.data.proposal_formats import read_wetectron
     path = tmp_path / 'p.pkl'
     path.write_bytes(pickle.dumps({'boxes': (OURS.astype(np.float32),), 'indexes': np.array([5]),
                                    'scores': [np.float64(0.5) * np.ones(2)]}, protocol=0))
@@ -250,7 +250,7 @@ def test_safe_unpickler_reads_python2_style_numpy_pickles(tmp_path):
 
 
 def test_integer_ids_read_from_file_stems():
-    from caffe_mlic.proposal_import import stem_number
+    from caffe_mlic.data.proposal_import import stem_number
     assert stem_number('000005') == 5
     assert stem_number('2008_000008') == 2008000008          # as wetectron reads VOC2012 ids
     assert stem_number('COCO_val2014_000000000042') == 42
@@ -279,7 +279,7 @@ def test_hygiene_and_the_report_of_what_was_dropped(images, tmp_path, capsys):
 
 
 def test_clean_boxes_counted_matches_clean_boxes():
-    from caffe_mlic.proposals import clean_boxes, clean_boxes_counted
+    from caffe_mlic.data.proposals import clean_boxes, clean_boxes_counted
     rng = np.random.default_rng(0)
     xs, ys = (np.sort(rng.integers(0, 100, (300, 2)), axis=1) for _ in range(2))
     boxes = np.stack([xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]], 1)
@@ -530,7 +530,8 @@ def test_datalist_build_coco_keeps_the_ids(images, tmp_path, capsys):
 def coco_run(tmp_path_factory):
     """Tiny generated nets, the tiny dataset as a COCO set (ids 101.., categories
     5, 2, 9), its datalist (gt.json with ids) and `detect --control random` on it."""
-    from caffe_mlic import netgen, prototxt
+    from caffe_mlic.netspec import netgen
+    from caffe_mlic.caffe import prototxt
     from tests.tinydata import tiny_mlic_config, write_tiny_dataset
     root = tmp_path_factory.mktemp('coco_results')
     listing = write_tiny_dataset(str(root / 'images'), n_images=6, num_classes=3, bbox_num=8, size=96)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from caffe_mlic import cli
-from caffe_mlic.proposals import clean_boxes, compute_proposals, edge_orientation, gradient_edges
-from caffe_mlic.synth import make_synthetic_voc
+from caffe_mlic.data.proposals import clean_boxes, compute_proposals, edge_orientation, gradient_edges
+from caffe_mlic.data.synth import make_synthetic_voc
 
 
 def _check_boxes(boxes, scores, h, w, min_size=20, max_boxes=2000):

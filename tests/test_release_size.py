@@ -19,10 +19,10 @@ import time
 
 import pytest
 
-from caffe_mlic import netgen
+from caffe_mlic.netspec import netgen
 from caffe_mlic.engine import logs
 from caffe_mlic.netspec import MlicConfig
-from caffe_mlic.weights import read_layers
+from caffe_mlic.caffe.weights import read_layers
 from tests.tinydata import write_tiny_dataset
 
 pytestmark = pytest.mark.release_size
@@ -36,7 +36,7 @@ TIMEOUT = 900
 LOAD_WITH_CAFFE = r'''
 import hashlib, json, sys
 import caffe
-from caffe_mlic.surgery import shape_only_net
+from caffe_mlic.caffe.surgery import shape_only_net
 caffe.set_mode_cpu()
 net = shape_only_net(sys.argv[1])
 net.copy_from(sys.argv[2])
@@ -48,7 +48,7 @@ print(json.dumps({name: [hashlib.sha1(b.data.tobytes()).hexdigest() for b in blo
 WRITE_RANDOM_WEIGHTS = r'''
 import sys
 import caffe
-from caffe_mlic.surgery import shape_only_net
+from caffe_mlic.caffe.surgery import shape_only_net
 caffe.set_mode_cpu()
 shape_only_net(sys.argv[1], seed=int(sys.argv[3])).save(sys.argv[2])
 '''
@@ -121,7 +121,7 @@ def test_pycaffe_loads_the_release_teacher_and_student(release):
 
 
 def teacher_solver(root, name, max_iter):
-    from caffe_mlic.prototxt import write_solver
+    from caffe_mlic.caffe.prototxt import write_solver
     return write_solver(root / (name + '.prototxt'), nets(root, 'wsddn/wsddn_train'),
                         base_lr=1e-5, momentum=0.9, weight_decay=5e-4, max_iter=max_iter,
                         snapshot=max_iter, snapshot_prefix='snap_%s/wsddn' % name, random_seed=1,
@@ -206,7 +206,7 @@ def test_adam_on_a_release_distillation_net_is_told_to_snapshot_in_hdf5(release)
     """Stage 1 holds two VGG16s (268 M weights): Adam's state (two history
     blobs each) is over protobuf's 2 GB and Caffe would abort writing the
     first snapshot; refused before training, naming the field to change."""
-    from caffe_mlic.prototxt import write_solver
+    from caffe_mlic.caffe.prototxt import write_solver
     write_solver(release / 'adam.prototxt', nets(release, 'kd/train_stage1'), type='Adam', base_lr=1e-5,
                  momentum=0.9, momentum2=0.999, max_iter=1, snapshot_prefix='snap_adam/stage1')
     res = run(CLI + ['train', 'adam.prototxt'], release)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from caffe_mlic.benchmarks.roi_pooling import naive_backward, naive_forward, random_rois
-from caffe_mlic.params import LayerError
+from caffe_mlic.caffe.params import LayerError
 from tests import netutil
 
 F32 = np.float32

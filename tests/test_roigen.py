@@ -4,7 +4,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from caffe_mlic.params import LayerError
+from caffe_mlic.caffe.params import LayerError
 from tests import netutil
 
 F32 = np.float32

@@ -10,16 +10,16 @@ import cv2
 import numpy as np
 import pytest
 
-from caffe_mlic import prototxt
-from caffe_mlic.datalist import DatalistError
+from caffe_mlic.caffe import prototxt
+from caffe_mlic.data.datalist import DatalistError
 from caffe_mlic.errors import UsageError
 from caffe_mlic.inference.segmenter import Segmenter, tile_starts
 from caffe_mlic.inference.settings import DeploySettings
-from caffe_mlic.labelmaps import (IGNORE_LABEL, LabelMapError, colour_to_index, index_to_colour, isprs_palette,
+from caffe_mlic.data.labelmaps import (IGNORE_LABEL, LabelMapError, colour_to_index, index_to_colour, isprs_palette,
                                   load_palette, read_label_map, write_colour_png, write_label_png)
 from caffe_mlic.layers.data import DataLoadError
-from caffe_mlic.params import LayerError
-from caffe_mlic.train import parse_losses
+from caffe_mlic.caffe.params import LayerError
+from tests.caffe_binary import parse_losses
 from tests import netutil
 
 CLI = os.path.join(os.path.dirname(sys.executable), 'caffe-mlic')

@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from caffe_mlic import prototxt, surgery
+from caffe_mlic.caffe import prototxt
+from caffe_mlic.caffe import surgery
 from caffe_mlic.netspec.scasnet import ScasConfig, scasnet_deploy
 
 EPS = 1e-5

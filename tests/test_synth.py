@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from caffe_mlic import cli
-from caffe_mlic.synth import SHAPE_NAMES, make_synthetic_voc
+from caffe_mlic.data.synth import SHAPE_NAMES, make_synthetic_voc
 from tests.tinydata import tree_digest
 
 

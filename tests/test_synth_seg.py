@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from caffe_mlic import cli
-from caffe_mlic.labelmaps import IGNORE_LABEL, erode_boundaries, isprs_palette, load_palette, read_label_map
-from caffe_mlic.synth_aerial import CLASSES, make_synthetic_aerial
+from caffe_mlic.data.labelmaps import IGNORE_LABEL, erode_boundaries, isprs_palette, load_palette, read_label_map
+from caffe_mlic.data.synth_aerial import CLASSES, make_synthetic_aerial
 from tests.tinydata import tree_digest
 
 N_TILES, SIZE = 10, (320, 240)
@@ -56,7 +56,7 @@ def test_layout_and_datalists(seg_set):
             eroded = os.path.join(root, 'gts_eroded_for_participants',
                                   os.path.basename(label)[:-4] + '_noBoundary.tif')
             assert os.path.isfile(eroded)
-    from caffe_mlic.datalist import read_seg_datalist
+    from caffe_mlic.data.datalist import read_seg_datalist
     assert len(read_seg_datalist(os.path.join(root, 'train.txt'), root_folder=root)) == 6
 
 

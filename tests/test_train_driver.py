@@ -13,9 +13,11 @@ import cv2
 import numpy as np
 import pytest
 
-from caffe_mlic import cli, netgen, prototxt
+from caffe_mlic import cli
+from caffe_mlic.netspec import netgen
+from caffe_mlic.caffe import prototxt
 from caffe_mlic.engine import logs, lr, trainer
-from caffe_mlic.train import caffe_train, parse_losses
+from tests.caffe_binary import caffe_train, parse_losses
 from tests import netutil
 from tests.tinydata import forward_batches, tiny_mlic_config, write_tiny_dataset
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from caffe_mlic import weights
+from caffe_mlic.caffe import weights
 from caffe_mlic.errors import InputError
 from tests import netutil
 
@@ -192,7 +192,7 @@ def test_python_readers_refuse_a_file_over_2gb(tmp_path, net_from_text):
 def student(tmp_path_factory):
     """A tiny student deploy net (its folder has deploy.json) and one image."""
     import cv2
-    from caffe_mlic import netgen
+    from caffe_mlic.netspec import netgen
     from tests.tinydata import tiny_mlic_config, write_tiny_dataset
     root = tmp_path_factory.mktemp('weights_cli')
     listing = write_tiny_dataset(str(root / 'images'), n_images=1)
@@ -227,7 +227,7 @@ def test_bench_weights_io_measures_each_ratio():
     """`make bench`'s weights_io on the tiny nets (its targets are for release size)."""
     import io
 
-    from caffe_mlic.bench import Report
+    from caffe_mlic.benchmarks import Report
     from caffe_mlic.benchmarks import weights_io
     out = io.StringIO()
     report = Report(out)

@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from caffe_mlic import caffe_env
+from caffe_mlic.caffe import env as caffe_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,13 +53,25 @@ def wheel_venv(tmp_path_factory):
     return wheel[0], venv, site, run_env
 
 
-def test_wheel_holds_every_package(wheel_venv):
+def test_wheel_holds_every_module_of_every_package(wheel_venv):
+    """Every .py of every package setup.py's find_packages() finds in the
+    checkout (the layers through the link included) is in the wheel, and
+    nothing else of ours."""
+    from setuptools import find_packages
     wheel = wheel_venv[0]
-    names = zipfile.ZipFile(wheel).namelist()
-    for module in ('caffe_mlic/cli.py', 'caffe_mlic/commands/netgen.py', 'caffe_mlic/netspec/mlic.py',
-                   'caffe_mlic/benchmarks/roi_pooling.py', 'caffe_mlic/layers/roi_pooling.py',
-                   'caffe_mlic/layers/prefetch.py', 'caffe_mlic/prototxt.py'):
-        assert module in names, module
+    in_wheel = {n for n in zipfile.ZipFile(wheel).namelist() if n.endswith('.py')}
+    packages = find_packages(REPO, include=['caffe_mlic', 'caffe_mlic.*'])
+    assert {'caffe_mlic.data', 'caffe_mlic.caffe', 'caffe_mlic.layers', 'caffe_mlic.evaluation'} <= set(packages)
+    tracked = set(subprocess.run(['git', 'ls-files'], cwd=REPO, capture_output=True, text=True,
+                                 check=True).stdout.split())
+    expected = set()
+    for package in packages:
+        folder = package.replace('.', '/')
+        real = os.path.relpath(os.path.realpath(os.path.join(REPO, folder)), REPO)
+        for name in os.listdir(os.path.join(REPO, folder)):
+            if name.endswith('.py') and os.path.join(real, name) in tracked:
+                expected.add(folder + '/' + name)
+    assert in_wheel == expected
 
 
 def test_installed_wheel_writes_the_release_nets(wheel_venv, tmp_path):
@@ -84,7 +96,7 @@ def test_installed_wheel_runs_a_python_layer_from_the_wheel(wheel_venv, tmp_path
     _, venv, site, env = wheel_venv
     script = '''
 import caffe, caffe_mlic.layers, numpy as np
-from caffe_mlic import prototxt
+from caffe_mlic.caffe import prototxt
 net = prototxt.caffe_net("""
 layer { name: "p" type: "Input" top: "p" input_param { shape { dim: 2 dim: 2 } } }
 layer { name: "t" type: "Input" top: "t" input_param { shape { dim: 2 dim: 2 } } }

@@ -5,7 +5,7 @@ _cm_repo=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)
 _cm_py=${CAFFE_MLIC_VENV:-$_cm_repo/.venv}/bin/python
 eval "$("$_cm_py" - <<'PY'
 import shlex
-from caffe_mlic import caffe_env
+from caffe_mlic.caffe import env as caffe_env
 env = caffe_env.binary_environment()
 for key in ('PYTHONPATH', 'LD_LIBRARY_PATH', 'CAFFE_MLIC_PYTHON'):
     print('export %s=%s' % (key, shlex.quote(env[key])))

@@ -25,7 +25,7 @@ def _write_images(folder, n, rng):
     """n 500 x 375 JPEGs with smooth random content (decodes like a photo,
     not like noise), and a datalist with release-sized labels and proposals."""
     import cv2
-    from caffe_mlic.datalist import write_datalist
+    from caffe_mlic.data.datalist import write_datalist
     rows = []
     for i in range(n):
         small = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)

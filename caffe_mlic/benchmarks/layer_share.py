@@ -29,8 +29,8 @@ def _random_batch(net, cfg, rng):
 def measure(cfg, repeats=2, seed=0):
     """(python seconds, total seconds, {layer: seconds}) for one fwd+bwd, best of repeats."""
     import caffe
-    from caffe_mlic import netgen
-    from caffe_mlic.surgery import shape_only_net
+    from caffe_mlic.netspec import netgen
+    from caffe_mlic.caffe.surgery import shape_only_net
     caffe.set_mode_cpu()
     with tempfile.TemporaryDirectory() as tmp:
         netgen.generate(tmp, cfg)

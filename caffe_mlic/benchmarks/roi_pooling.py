@@ -15,7 +15,7 @@ import math
 import numpy as np
 from numba import njit
 
-from caffe_mlic.bench import best_time
+from caffe_mlic.benchmarks import best_time
 
 FLT_MAX = np.float32(np.finfo(np.float32).max)
 

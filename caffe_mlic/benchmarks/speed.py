@@ -7,7 +7,8 @@ import tempfile
 
 
 def _nets(folder, cfg):
-    from caffe_mlic import netgen, prototxt
+    from caffe_mlic.netspec import netgen
+    from caffe_mlic.caffe import prototxt
     from caffe_mlic.fileio import save_weights
     netgen.generate(folder, cfg)
     paths = {}

@@ -32,12 +32,12 @@ def _surgery(net, out, sources):
 def run(report, quick):
     import caffe
     from caffe.proto import caffe_pb2
-    from caffe_mlic import netgen
-    from caffe_mlic.bench import best_time
+    from caffe_mlic.netspec import netgen
+    from caffe_mlic.benchmarks import best_time
     from caffe_mlic.fileio import save_weights
     from caffe_mlic.netspec import MlicConfig
-    from caffe_mlic.surgery import shape_only_net
-    from caffe_mlic.weights import read_layers
+    from caffe_mlic.caffe.surgery import shape_only_net
+    from caffe_mlic.caffe.weights import read_layers
     caffe.set_mode_cpu()
     cfg = MlicConfig.release(backbone='tiny', teacher_size=224, student_size=96, pooled=3,
                              bbox_num=100) if quick else MlicConfig.release()

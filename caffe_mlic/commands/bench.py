@@ -6,14 +6,14 @@ HELP = 'run the benchmarks and print measured ratios'
 
 
 def add_arguments(parser):
-    from caffe_mlic.bench import BENCHMARKS
+    from caffe_mlic.benchmarks import BENCHMARKS
     parser.add_argument('names', nargs='*', metavar='NAME',
                         help='benchmarks to run (default: all of %s)' % ', '.join(BENCHMARKS))
     parser.add_argument('--quick', action='store_true', help='smaller sizes, for a smoke test')
 
 
 def run(args):
-    from caffe_mlic import bench
+    from caffe_mlic import benchmarks as bench
     unknown = [n for n in args.names if n not in bench.BENCHMARKS]
     if unknown:
         raise UsageError('unknown benchmark %s; choose from %s'

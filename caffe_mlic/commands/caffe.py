@@ -27,7 +27,7 @@ def add_arguments(parser):
 
 
 def run_argv(argv):
-    from caffe_mlic import caffe_env
+    from caffe_mlic.caffe import env as caffe_env
     first = argv[0] if argv else None
     # The binary answers an unknown action with its whole flag list; say it in one line.
     if first is None or (not first.startswith('-') and first not in ACTIONS):
@@ -56,7 +56,7 @@ def _check_weight_files(value):
     """InputError for a -weights file the binary would abort on: missing, or
     over protobuf's 2 GB (the binary's reader stops there)."""
     from caffe_mlic.errors import InputError
-    from caffe_mlic.weights import check_proto_size
+    from caffe_mlic.caffe.weights import check_proto_size
     for path in value.split(','):
         if not os.path.isfile(path):
             raise InputError('%s: no such weights file (-weights)' % path)
@@ -69,9 +69,9 @@ def _resume_batch(state_path, solver_path):
     iteration x the solver's iter_size), for our data layers to continue
     their batch plan there; InputError for a state Caffe would abort on."""
     from caffe.proto import caffe_pb2
-    from caffe_mlic import prototxt
+    from caffe_mlic.caffe import prototxt
     from caffe_mlic.errors import InputError
-    from caffe_mlic.weights import check_proto_size, parse_message
+    from caffe_mlic.caffe.weights import check_proto_size, parse_message
     if not os.path.isfile(state_path):
         raise InputError('%s: no such solver state' % state_path)
     if state_path.endswith('.h5'):
@@ -87,7 +87,7 @@ def _resume_batch(state_path, solver_path):
 
 def _check_gpus(value, action):
     """UsageError / RunError for a -gpu value the binary would abort on."""
-    from caffe_mlic import caffe_env
+    from caffe_mlic.caffe import env as caffe_env
     caffe_env.check_gpu([])                     # a CPU-only build is refused here
     ids = caffe_env.gpu_ids(value, '-gpu')
     if action == 'train' and len(ids) > 1:
@@ -99,7 +99,7 @@ def _solver_gpu(solver_path):
     """The device the binary picks for a solver with solver_mode: GPU and no
     -gpu flag (its device_id), or None."""
     from caffe.proto import caffe_pb2
-    from caffe_mlic import prototxt
+    from caffe_mlic.caffe import prototxt
     from caffe_mlic.errors import InputError
     if not solver_path or not os.path.isfile(solver_path):
         return None
@@ -126,7 +126,7 @@ def _flag_value(argv, name):
 def _make_snapshot_folder(solver_path):
     """Create the folder of the solver's snapshot_prefix; a solver that does
     not parse is left for the binary to report."""
-    from caffe_mlic import prototxt
+    from caffe_mlic.caffe import prototxt
     from caffe_mlic.errors import InputError
     if not solver_path or not os.path.isfile(solver_path):
         return

@@ -3,14 +3,14 @@ import os
 
 from caffe_mlic.commands import subcommands
 from caffe_mlic.commands.argtypes import image_size
-from caffe_mlic.datalist_build import __doc__ as DESCRIPTION
+from caffe_mlic.data.datalist_build import __doc__ as DESCRIPTION
 from caffe_mlic.errors import InputError, UsageError
 
 HELP = 'build or check a datalist (images, labels, proposals)'
 
 
 def add_arguments(p):
-    from caffe_mlic import annotations
+    from caffe_mlic.data import annotations
     add = subcommands(p)
     b = add('build', run_build, 'ground truth + proposals -> datalist, classes, gt.json',
             DESCRIPTION + '\n' + annotations.__doc__)
@@ -49,8 +49,8 @@ def add_arguments(p):
 
 
 def run_build(args):
-    from caffe_mlic import annotations
-    from caffe_mlic.datalist_build import build, companion_paths
+    from caffe_mlic.data import annotations
+    from caffe_mlic.data.datalist_build import build, companion_paths
     sources = [s for s in ('voc', 'coco', 'labels') if getattr(args, s)]
     if len(sources) != 1:
         raise UsageError('give exactly one of --voc ROOT, --coco JSON, --labels FILE')
@@ -83,7 +83,7 @@ def run_build(args):
 def _refuse_overwriting_inputs(args):
     """UsageError when an output (the datalist or a companion file) is one of
     the inputs: e.g. -o VOC/classes.txt would replace the data set's class list."""
-    from caffe_mlic.datalist_build import companion_paths
+    from caffe_mlic.data.datalist_build import companion_paths
     inputs = [args.classes, args.coco, args.labels,
               os.path.join(args.voc, 'classes.txt') if args.voc else None]
     inputs = [p for p in inputs if p and os.path.isfile(p)]
@@ -95,7 +95,7 @@ def _refuse_overwriting_inputs(args):
 
 
 def run_check(args):
-    from caffe_mlic.datalist_build import check
+    from caffe_mlic.data.datalist_build import check
     if args.att_num < 0 or args.bbox_num < 0:
         raise UsageError('arguments --att-num and --bbox-num must be >= 0')
     n = check(args.file, args.att_num, args.bbox_num, args.size, args.root, not args.no_images,

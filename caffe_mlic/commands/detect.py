@@ -51,7 +51,7 @@ def add_arguments(p):
 
 
 def class_names(path, count):
-    from caffe_mlic.annotations import read_class_list
+    from caffe_mlic.data.annotations import read_class_list
     if not path:
         return ['class_%d' % i for i in range(count)]
     names = read_class_list(path)
@@ -93,7 +93,7 @@ def image_proposals(image_path, image, proposals_dir, cache_dir):
     """(boxes, scores) of an image: its file in proposals_dir, else computed
     with EdgeBoxes (and saved in cache_dir)."""
     import numpy as np
-    from caffe_mlic import proposals
+    from caffe_mlic.data import proposals
     for folder in filter(None, (proposals_dir, cache_dir)):
         path = proposals.output_path(folder, image_path)
         if os.path.isfile(path):
@@ -116,7 +116,7 @@ def run(args):
     from caffe_mlic.evaluation.detection import (COCO_RESULTS, ClassDetections, write_coco_results,
                                                  write_voc_results)
     from caffe_mlic.fileio import atomic_write_json
-    from caffe_mlic.imageio import model_and_images, read_image
+    from caffe_mlic.data.imageio import model_and_images, read_image
     from caffe_mlic.inference.detector import RandomControlDetector, WsddnDetector, check_scales
     from caffe_mlic.inference.draw import colour, draw_boxes, write_image
     from caffe_mlic.inference.settings import load_settings

@@ -9,5 +9,5 @@ def add_arguments(parser):
 
 
 def run(args):
-    from caffe_mlic import doctor
+    from caffe_mlic.caffe import doctor
     return doctor.run()

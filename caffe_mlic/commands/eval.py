@@ -111,7 +111,7 @@ def _labels_path(scores_path):
 
 
 def run_cls(args):
-    from caffe_mlic.annotations import read_class_list
+    from caffe_mlic.data.annotations import read_class_list
     from caffe_mlic.evaluation import classification, write_json
     saved = [args.scores, args.labels]
     trained = [args.net, args.weights, args.blob]
@@ -174,7 +174,7 @@ def run_cls(args):
 
 
 def run_det(args):
-    from caffe_mlic.annotations import read_class_list
+    from caffe_mlic.data.annotations import read_class_list
     from caffe_mlic.evaluation import detection, write_json
     if bool(args.voc) == bool(args.gt):
         raise UsageError('give exactly one of --voc ROOT (with --set) or --gt GT.json')
@@ -223,7 +223,7 @@ def _seg_outputs(args):
 
 def run_seg(args):
     from caffe_mlic.evaluation import segmentation, write_json
-    from caffe_mlic.labelmaps import load_palette
+    from caffe_mlic.data.labelmaps import load_palette
     if args.classes is not None and not 1 <= args.classes <= 255:
         raise UsageError('--classes must be 1-255, got %d' % args.classes)
     if args.erode_radius is not None and not args.eroded:

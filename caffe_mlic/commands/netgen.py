@@ -97,7 +97,7 @@ def config_from_args(args):
 
 
 def run(args):
-    from caffe_mlic.netgen import generate, solver_names
+    from caffe_mlic.netspec.netgen import generate, solver_names
     cfg = config_from_args(args)
     if args.iters and args.max_iter is not None:
         raise UsageError('give --max-iter or --iters, not both')

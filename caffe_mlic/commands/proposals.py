@@ -2,9 +2,9 @@
 import argparse
 
 from caffe_mlic.errors import InputError, UsageError
-from caffe_mlic.proposal_formats import FORMATS, __doc__ as FORMATS_DOC
-from caffe_mlic.proposal_import import __doc__ as IMPORT_DOC
-from caffe_mlic.proposals import METHODS, __doc__ as PROPOSALS_DOC
+from caffe_mlic.data.proposal_formats import FORMATS, __doc__ as FORMATS_DOC
+from caffe_mlic.data.proposal_import import __doc__ as IMPORT_DOC
+from caffe_mlic.data.proposals import METHODS, __doc__ as PROPOSALS_DOC
 
 HELP = "object proposals with scores, one .npz per image (or `proposals import` other tools' files)"
 DESCRIPTION = PROPOSALS_DOC + '''
@@ -51,7 +51,7 @@ def add_arguments(p):
 
 
 def run(args):
-    from caffe_mlic import proposals
+    from caffe_mlic.data import proposals
     for flag, value in (('--jobs', args.jobs), ('--max-boxes', args.max_boxes),
                         ('--min-size', args.min_size)):
         if value < 1:
@@ -95,7 +95,7 @@ def add_import_arguments(p):
 
 
 def run_import(args):
-    from caffe_mlic.proposal_import import import_proposals
+    from caffe_mlic.data.proposal_import import import_proposals
     for flag, value in (('--max-boxes', args.max_boxes), ('--min-size', args.min_size)):
         if value < 1:
             raise UsageError('argument %s: must be >= 1, got %d' % (flag, value))

@@ -96,10 +96,10 @@ DIR/color/X.png (palette colours) and DIR/overlay/X.jpg (colours over the image)
 def run_infer(args):
     from caffe_mlic.errors import InputError, UsageError
     from caffe_mlic.fileio import atomic_write
-    from caffe_mlic.imageio import image_size, model_and_images, read_image
+    from caffe_mlic.data.imageio import image_size, model_and_images, read_image
     from caffe_mlic.inference.segmenter import Segmenter, overlay
     from caffe_mlic.inference.settings import load_settings
-    from caffe_mlic.labelmaps import index_to_colour, load_palette, write_colour_png, write_label_png
+    from caffe_mlic.data.labelmaps import index_to_colour, load_palette, write_colour_png, write_label_png
     from caffe_mlic.progress import progress
     import cv2
     images = model_and_images((args.net, args.weights), args.images)
@@ -137,7 +137,7 @@ def run_infer(args):
 
 
 def run_netgen(args):
-    from caffe_mlic.netgen import generate_scasnet
+    from caffe_mlic.netspec.netgen import generate_scasnet
     from caffe_mlic.netspec.scasnet import ScasConfig
     variants = ('vgg', 'resnet') if args.variant == 'both' else (args.variant,)
     configs = [ScasConfig.release(variant=variant, num_classes=args.classes, input_size=args.input_size,

@@ -3,7 +3,7 @@ import argparse
 import os
 
 from caffe_mlic.errors import InputError, UsageError
-from caffe_mlic.surgery import MAPPINGS, __doc__ as DESCRIPTION  # noqa: F401  (--help text)
+from caffe_mlic.caffe.surgery import MAPPINGS, __doc__ as DESCRIPTION  # noqa: F401  (--help text)
 
 HELP = 'copy trained weights into another net by layer name'
 
@@ -31,7 +31,7 @@ def add_arguments(p):
 
 def run(args):
     from caffe_mlic.fileio import save_weights
-    from caffe_mlic.surgery import shape_only_net, transplant
+    from caffe_mlic.caffe.surgery import shape_only_net, transplant
     for _, path in args.sources:
         if not os.path.isfile(path):
             raise InputError('%s: no such file' % path)

@@ -2,11 +2,11 @@
 
 --task detection (the default): a multi-label detection set in Pascal VOC
 layout: textured shapes with random colours, clutter and occlusion (see
-`caffe_mlic.synth` for what is drawn and the files written).
+`caffe_mlic.data.synth` for what is drawn and the files written).
 
 --task seg: aerial semantic-labelling tiles in the ISPRS Vaihingen layout:
 roads, buildings, low vegetation, trees, cars and clutter, with shadows and
-overlapping colours (see `caffe_mlic.synth_aerial`): top/, gts_for_participants/,
+overlapping colours (see `caffe_mlic.data.synth_aerial`): top/, gts_for_participants/,
 gts_eroded_for_participants/, classes.txt, palette.txt and the datalists
 train.txt / val.txt / test.txt (`top/<tile> gts_for_participants/<tile>`).
 
@@ -34,7 +34,7 @@ class FORMATTER(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsH
 
 
 def add_arguments(p):
-    from caffe_mlic.synth import SHAPE_NAMES, SHAPES
+    from caffe_mlic.data.synth import SHAPE_NAMES, SHAPES
     p.add_argument('out_dir', metavar='OUT_DIR')
     p.add_argument('--task', choices=TASKS, default='detection')
     p.add_argument('--images', type=int, default=None, dest='n_images', metavar='N',
@@ -81,8 +81,8 @@ def run(args):
     _resolve(args)
     if args.task == 'seg':
         return _run_seg(args)
-    from caffe_mlic.synth import make_synthetic_voc
-    from caffe_mlic.synth_aerial import holds_data_set
+    from caffe_mlic.data.synth import make_synthetic_voc
+    from caffe_mlic.data.synth_aerial import holds_data_set
     if not args.force and holds_data_set(args.out_dir):  # a VOC set, or a seg set (classes.txt)
         raise UsageError('%s already holds a data set; it is overwritten only with force'
                          % args.out_dir, 'force')
@@ -95,7 +95,7 @@ def run(args):
 
 
 def _run_seg(args):
-    from caffe_mlic.synth_aerial import make_synthetic_aerial
+    from caffe_mlic.data.synth_aerial import make_synthetic_aerial
     summary = make_synthetic_aerial(args.out_dir, args.n_images, args.tile_size, args.seed,
                                     tuple(args.split), force=args.force, show_progress=not args.quiet)
     if args.quiet:

@@ -64,7 +64,7 @@ def _commands(args):
 
 def _gpu_id(value):
     """--gpu's device id (None: the CPU)."""
-    from caffe_mlic import caffe_env
+    from caffe_mlic.caffe import env as caffe_env
     if value is None:
         return None
     ids = caffe_env.gpu_ids(value, '--gpu')

@@ -44,13 +44,13 @@ from collections import deque
 
 import numpy as np
 
-from caffe_mlic import prototxt
+from caffe_mlic.caffe import prototxt
 from caffe_mlic.errors import InputError, MlicError, Problem, RunError, UsageError
 from caffe_mlic.engine import logs, plots
 from caffe_mlic.engine.lr import check_lr_policy, learning_rate
 from caffe_mlic.fileio import atomic_write
 from caffe_mlic.progress import progress
-from caffe_mlic.weights import (PROTO_LIMIT, blob_shape, check_weights, parse_message, shape_fits,
+from caffe_mlic.caffe.weights import (PROTO_LIMIT, blob_shape, check_weights, parse_message, shape_fits,
                                 stored_values)
 
 NEVER = 2 ** 31 - 1            # a test_interval Caffe's own Step never reaches
@@ -448,7 +448,7 @@ class Trainer:
         if gpu is not None:
             # Caffe aborts the process (a CHECK) on a CPU-only build or a
             # missing device: say so first.
-            from caffe_mlic import caffe_env
+            from caffe_mlic.caffe import env as caffe_env
             caffe_env.check_gpu([gpu])
 
     # ------------------------------------------------------------ setup

@@ -363,7 +363,7 @@ def ground_truth(classes, image_ids, objects, source, coco_image_ids=None, categ
 
 def read_voc_ground_truth(root, image_set, classes=None):
     """GroundTruth of a VOC image set (annotations.read_voc); image id = the VOC id."""
-    from caffe_mlic import annotations
+    from caffe_mlic.data import annotations
     classes, records = annotations.read_voc(root, image_set, classes)
     ids = [os.path.splitext(os.path.basename(r.source))[0] for r in records]
     objects = [[(o.name, o.box, o.difficult) for o in r.objects] for r in records]

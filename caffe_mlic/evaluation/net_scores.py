@@ -30,7 +30,7 @@ def _check_score_blob(net, blob, label_blob, data_tops, batch_size, att_num, whe
 
 def _with_source(net_param, layer, source):
     """net_param with the TEST data layer ``layer`` reading datalist ``source``."""
-    from caffe_mlic import prototxt
+    from caffe_mlic.caffe import prototxt
 
     def swap(candidate):
         if candidate == layer:
@@ -44,8 +44,8 @@ def score_test_set(prototxt_path, weights, blob, label_blob=None, datalist=None)
     """Run the TEST phase once over its whole datalist (or over ``datalist``
     instead): (scores (M, C) float64 of ``blob``, labels (M, C) int8 of
     label_blob, by default the net's 'labels' or 'label' blob)."""
-    from caffe_mlic import prototxt
-    from caffe_mlic.datalist import read_datalist
+    from caffe_mlic.caffe import prototxt
+    from caffe_mlic.data.datalist import read_datalist
     net_param = prototxt.read_net(prototxt_path)
     layer = prototxt.data_layer(net_param, 'TEST', where=prototxt_path)
     if datalist is not None:

@@ -1,5 +1,5 @@
 """Semantic labeling metrics (ScasNet, ISPRS 2D semantic labeling), from a
-confusion matrix of label maps (caffe_mlic.labelmaps).
+confusion matrix of label maps (caffe_mlic.data.labelmaps).
 
 - Confusion C (K x K, int64): rows ground truth, columns prediction. Pixels
   whose ground truth is IGNORE_LABEL (255) are not scored, whatever is
@@ -33,7 +33,7 @@ import os
 
 import numpy as np
 
-from caffe_mlic import labelmaps
+from caffe_mlic.data import labelmaps
 from caffe_mlic.errors import InputError, Problem, raise_if_problems
 
 LABEL_EXTENSIONS = ('.png', '.tif', '.tiff', '.bmp')

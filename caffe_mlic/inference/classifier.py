@@ -15,7 +15,7 @@ OUTPUT_BLOB = 'prob'
 
 class StudentClassifier:
     def __init__(self, net_path, weights, settings, engine='caffe'):
-        from caffe_mlic import prototxt
+        from caffe_mlic.caffe import prototxt
         if engine not in ENGINES:
             raise UsageError('engine must be one of %s, got %r' % (', '.join(ENGINES), engine), 'engine')
         self.engine, self.settings = engine, settings
@@ -30,7 +30,7 @@ class StudentClassifier:
                 raise InputError('%s: no %r blob (the sigmoid output)' % (net_path, OUTPUT_BLOB))
         else:
             import cv2
-            from caffe_mlic.weights import check_proto_size
+            from caffe_mlic.caffe.weights import check_proto_size
             check_proto_size(str(weights))
             try:
                 self.net = cv2.dnn.readNetFromCaffe(str(net_path), str(weights))

@@ -17,7 +17,7 @@ from typing import List
 
 import numpy as np
 
-from caffe_mlic import prototxt
+from caffe_mlic.caffe import prototxt
 from caffe_mlic.errors import InputError, UsageError
 from caffe_mlic.inference.preprocess import boxes_to_input, image_blob
 

@@ -3,7 +3,7 @@ training: bilinear resize, optional left-right flip, (BGR pixel - mean) * scale.
 import cv2
 import numpy as np
 
-from caffe_mlic.datalist import resize_boxes
+from caffe_mlic.data.datalist import resize_boxes
 
 
 def image_blob(image_bgr, width, height, mean, scale=1.0, flip=False):

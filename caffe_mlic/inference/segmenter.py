@@ -44,7 +44,7 @@ class Segmenter:
     with its weights and preprocessing (DeploySettings)."""
 
     def __init__(self, net_path, weights, settings, tile=None, output=OUTPUT_BLOB):
-        from caffe_mlic import prototxt
+        from caffe_mlic.caffe import prototxt
         proto = prototxt.read_net(net_path)
         if list(proto.input) != ['data'] or len(proto.input_dim) != 4 or proto.input_dim[2] != proto.input_dim[3]:
             raise InputError('%s: not a ScasNet deploy net (expected one square input "data", got %s)'

@@ -23,7 +23,7 @@ def measure(teacher_net, teacher_weights, student_net, student_weights, images, 
     from caffe_mlic.inference.classifier import StudentClassifier
     from caffe_mlic.inference.detector import WsddnDetector
     from caffe_mlic.inference.settings import load_settings
-    from caffe_mlic.proposals import compute_proposals
+    from caffe_mlic.data.proposals import compute_proposals
     teacher = WsddnDetector(teacher_net, teacher_weights, load_settings(teacher_net))
     students = {engine: StudentClassifier(student_net, student_weights, load_settings(student_net),
                                           engine) for engine in ('caffe', 'opencv')}

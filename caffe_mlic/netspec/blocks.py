@@ -9,7 +9,8 @@ from caffe import layers as L
 from caffe import params as P
 from caffe.proto import caffe_pb2
 
-from caffe_mlic import LAYER_MODULE, prototxt
+from caffe_mlic import LAYER_MODULE
+from caffe_mlic.caffe import prototxt
 
 # (lr_mult, decay_mult) pairs for weights and biases.
 LEARN = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]

@@ -11,7 +11,7 @@ import caffe
 from caffe import layers as L
 from caffe import params as P
 
-from caffe_mlic import prototxt
+from caffe_mlic.caffe import prototxt
 from caffe_mlic.errors import UsageError
 from caffe_mlic.netspec.blocks import (FROZEN, LEARN_10X, fc, fc_relu_drop, insert_after,
                                        layer_proto, netspec_to_proto, python_layer)

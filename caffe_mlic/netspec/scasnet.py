@@ -20,7 +20,7 @@ from caffe import layers as L
 from caffe import params as P
 
 from caffe_mlic.errors import UsageError
-from caffe_mlic.labelmaps import IGNORE_LABEL
+from caffe_mlic.data.labelmaps import IGNORE_LABEL
 from caffe_mlic.netspec.blocks import insert_after, layer_proto, max_pool, netspec_to_proto, python_layer
 from caffe_mlic.netspec.vgg import DEEPLAB_POOLING, VGG16_BLOCKS, VGG16_WIDTHS, vgg16_convs
 

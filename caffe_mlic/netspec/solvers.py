@@ -11,7 +11,7 @@ our choices, stated here:
 """
 from dataclasses import dataclass
 
-from caffe_mlic import prototxt
+from caffe_mlic.caffe import prototxt
 
 
 @dataclass

@@ -28,7 +28,7 @@ import os
 
 import numpy as np
 
-from caffe_mlic import prototxt
+from caffe_mlic.caffe import prototxt
 from caffe_mlic.report import layout
 
 DATA_FIELDS = ('source', 'root_folder', 'batch_size', 'new_width', 'new_height', 'mirror',
@@ -75,7 +75,7 @@ def _diff(a, b):
 
 def _datalist_images(params):
     """The absolute image paths of the datalist a data layer's ``params`` read."""
-    from caffe_mlic.datalist import read_datalist
+    from caffe_mlic.data.datalist import read_datalist
     datalist = read_datalist(params['source'], params['att_num'], params['bbox_num'],
                              root_folder=params.get('root_folder') or '', check_images=False)
     return {os.path.abspath(p) for p in datalist.image_paths}
@@ -91,7 +91,7 @@ def _layer_signature(layer):
 
 
 def _weights(path):
-    from caffe_mlic.weights import read_weights
+    from caffe_mlic.caffe.weights import read_weights
     return read_weights(path)
 
 

@@ -92,7 +92,7 @@ def example(image_path, regions, truth, students, classes, path, size=336):
     student's top-3 labels, green when the image has the class, red when not.
     ``students``: [(name, scores (C,))]."""
     import cv2
-    from caffe_mlic.imageio import read_image
+    from caffe_mlic.data.imageio import read_image
     from caffe_mlic.inference.draw import colour
     image = read_image(image_path)
     h, w = image.shape[:2]

@@ -191,7 +191,7 @@ def _fairness(results):
 
 def _ground_truth(run, split):
     """The gt.json `datalist build` wrote beside a split's datalist."""
-    from caffe_mlic.datalist_build import companion_paths
+    from caffe_mlic.data.datalist_build import companion_paths
     with open(companion_paths(layout.lists(run, split))[1], encoding='utf-8') as f:
         return json.load(f)
 

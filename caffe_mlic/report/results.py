@@ -134,9 +134,9 @@ def student_temperature_scale(seed_dir, run='stage2'):
     1/T, init 1 / student_temperature) at the last snapshot of ``run``: min,
     mean, max and per class; None when the net has none (kd_losses 'python')."""
     import numpy as np
-    from caffe_mlic import prototxt
+    from caffe_mlic.caffe import prototxt
     from caffe_mlic.engine import logs
-    from caffe_mlic.weights import read_weights
+    from caffe_mlic.caffe.weights import read_weights
     folder = os.path.join(seed_dir, 'runs', run)
     net = prototxt.read_net(os.path.join(folder, 'net.prototxt'))
     names = [layer.name for layer in net.layer if layer.type == 'Scale' and layer.name.endswith('_soft')]

@@ -37,8 +37,8 @@ def _read_json(path, what):
 def majority_class(train_list, num_classes, palette=None):
     """(class most frequent over the label maps of ``train_list``, pixel
     counts); its paths are relative to its folder (as `synth --task seg` writes it)."""
-    from caffe_mlic.datalist import read_seg_datalist
-    from caffe_mlic.labelmaps import read_label_map
+    from caffe_mlic.data.datalist import read_seg_datalist
+    from caffe_mlic.data.labelmaps import read_label_map
     datalist = read_seg_datalist(train_list, os.path.dirname(train_list) + os.sep, check_files=False)
     counts = np.zeros(256, np.int64)
     for i, path in enumerate(datalist.label_paths):
@@ -51,7 +51,7 @@ def majority_metrics(evaluation, majority, eroded_radius=None):
     """eval seg's metrics for a constant ``majority`` prediction, on the
     ground truths of ``evaluation`` (an eval seg JSON)."""
     from caffe_mlic.evaluation.segmentation import confusion, metrics
-    from caffe_mlic.labelmaps import erode_boundaries, read_label_map
+    from caffe_mlic.data.labelmaps import erode_boundaries, read_label_map
     names = evaluation['classes']
     conf = np.zeros((len(names), len(names)), np.int64)
     for image in evaluation['images']:
@@ -107,7 +107,7 @@ def collect(run):
 def tile_figure(image_path, pred_colour, gt_colour, overlay_path, path, size=TILE_PANEL):
     """image | prediction | reference | overlay, side by side, titled."""
     import cv2
-    from caffe_mlic.imageio import read_image
+    from caffe_mlic.data.imageio import read_image
     from caffe_mlic.report.figures import _text
     panels = []
     for title, p in (('image', image_path), ('prediction', pred_colour), ('reference', gt_colour),
@@ -194,7 +194,7 @@ def write_report(run, data_dir=None):
 
 
 def _find_image(folder, stem):
-    from caffe_mlic.imageio import IMAGE_EXTENSIONS
+    from caffe_mlic.data.imageio import IMAGE_EXTENSIONS
     for ext in IMAGE_EXTENSIONS:
         path = os.path.join(folder, stem + ext)
         if os.path.isfile(path):

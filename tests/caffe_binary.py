@@ -3,7 +3,7 @@ import os
 import re
 import subprocess
 
-from caffe_mlic import caffe_env
+from caffe_mlic.caffe import env as caffe_env
 from caffe_mlic.errors import RunError
 
 _ITER_LOSS = re.compile(r'Iteration (\d+)(?: \([^)]*\))?, loss = ([-+0-9.eE]+|nan|inf|-inf)')

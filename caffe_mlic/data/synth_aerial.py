@@ -46,9 +46,9 @@ import numpy as np
 
 from caffe_mlic.errors import UsageError
 from caffe_mlic.fileio import atomic_files, atomic_write
-from caffe_mlic.labelmaps import ISPRS_PALETTE, erode_boundaries, index_to_colour, isprs_palette
+from caffe_mlic.data.labelmaps import ISPRS_PALETTE, erode_boundaries, index_to_colour, isprs_palette
 from caffe_mlic.progress import progress
-from caffe_mlic.synth import _split_counts, _value_noise
+from caffe_mlic.data.synth import _split_counts, _value_noise
 
 CLASSES = tuple(name for name, _ in ISPRS_PALETTE)
 IMP, BUILDING, LOWVEG, TREE, CAR, CLUTTER = range(6)

@@ -3,7 +3,7 @@ import json
 import os
 from dataclasses import replace
 
-from caffe_mlic import prototxt
+from caffe_mlic.caffe import prototxt
 from caffe_mlic.errors import UsageError
 from caffe_mlic.fileio import json_ready, write_files
 

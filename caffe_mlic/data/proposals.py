@@ -46,7 +46,7 @@ import numpy as np
 
 from caffe_mlic.errors import InputError, UsageError
 from caffe_mlic.fileio import atomic_save_npz
-from caffe_mlic.imageio import is_image_file, read_image
+from caffe_mlic.data.imageio import is_image_file, read_image
 from caffe_mlic.progress import progress
 
 METHODS = ('edgeboxes', 'selective-search')

@@ -1,6 +1,6 @@
 """Import proposals made by other tools (`caffe-mlic proposals import FORMAT FILE... -o DIR`).
 
-The files (formats: caffe_mlic.proposal_formats) become the per-image files
+The files (formats: caffe_mlic.data.proposal_formats) become the per-image files
 `caffe-mlic proposals` writes (DIR/<image stem>.npz: boxes 0-based inclusive
 x1 y1 x2 y2, scores, image_shape, method "imported <format>"), which
 `datalist build --proposals DIR` and `detect --proposals DIR` read.
@@ -25,7 +25,7 @@ finite coordinates and scores, x1 <= x2, y1 <= y2, and inside the image
 (0 <= x1, x2 <= width - 1, same for y): a box outside is a convention
 mistake (axes swapped, 1-based read as 0-based, another image) more often
 than a tool's rounding, so it is refused, not clipped. Then the hygiene of
-`proposals` (caffe_mlic.proposals.clean_boxes: drop boxes with a side under
+`proposals` (caffe_mlic.data.proposals.clean_boxes: drop boxes with a side under
 --min-size, exact duplicates, keep the top --max-boxes by score), and a
 report of what it dropped and of images left with no box.
 
@@ -43,10 +43,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from caffe_mlic import proposals
+from caffe_mlic.data import proposals
 from caffe_mlic.errors import InputError, Problem
-from caffe_mlic.imageio import image_size, is_image_file
-from caffe_mlic.proposal_formats import read_entries
+from caffe_mlic.data.imageio import image_size, is_image_file
+from caffe_mlic.data.proposal_formats import read_entries
 
 
 class Matched(NamedTuple):

@@ -206,7 +206,7 @@ def _layer_problems(layer):
             return ['python_param module %r has no layer %r' % (module, name)]
         spec = getattr(cls, 'PARAMS', None)
         if spec is not None:
-            from caffe_mlic.params import parse_params
+            from caffe_mlic.caffe.params import parse_params
             try:
                 parse_params(name, layer.python_param.param_str, spec)
             except InputError as e:
@@ -254,7 +254,7 @@ def naming_build_errors(message, phases, where):
     so the number of our layers set up so far tells which one it was."""
     from caffe_mlic import LAYER_MODULE
     from caffe_mlic.layers.base import SETUP_CALLS
-    from caffe_mlic.params import LayerError
+    from caffe_mlic.caffe.params import LayerError
     ours = [layer.name for phase in phases for layer in message.layer
             if in_phase(layer, phase) and layer.type == 'Python'
             and layer.python_param.module == LAYER_MODULE]
@@ -288,7 +288,7 @@ def caffe_net(net, phase='TEST', weights=None, seed=None, complete=True, where=N
     fit, and fill every layer with weights (``complete``; else at least one).
     ``where`` names a message's file in errors."""
     import caffe
-    from caffe_mlic.weights import check_weights
+    from caffe_mlic.caffe.weights import check_weights
     if isinstance(net, os.PathLike) or (isinstance(net, str) and '{' not in net):
         where = os.fspath(net)
         if not os.path.isfile(where):

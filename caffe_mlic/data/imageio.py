@@ -77,7 +77,7 @@ def model_and_images(files, image_args):
     """The commands that run a model on images: every file of ``files`` (net,
     weights; None skipped) must exist, and ``image_args`` (files or folders)
     must name at least one image. Returns the image paths."""
-    from caffe_mlic.proposals import expand_images
+    from caffe_mlic.data.proposals import expand_images
     for path in filter(None, files):
         if not os.path.isfile(path):
             raise InputError('%s: no such file' % path)

@@ -37,7 +37,7 @@ import numpy as np
 
 from caffe_mlic.errors import InputError, Problem
 from caffe_mlic.fileio import read_json
-from caffe_mlic.imageio import IMAGE_EXTENSIONS, image_size
+from caffe_mlic.data.imageio import IMAGE_EXTENSIONS, image_size
 
 VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair',
                'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant',

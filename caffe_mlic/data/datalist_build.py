@@ -1,9 +1,9 @@
 """Datalists: build one from ground truth and proposals; check one.
 
 build: ground truth (Pascal VOC, MS-COCO or a plain label file, see
-caffe_mlic/annotations.py) + proposals (`caffe-mlic proposals`, one
+caffe_mlic/data/annotations.py) + proposals (`caffe-mlic proposals`, one
 <image stem>.npz per image; or, with no proposals folder, the whole image as
-the one proposal of every image, score 1) -> a datalist (`caffe_mlic.datalist`) and, beside
+the one proposal of every image, score 1) -> a datalist (`caffe_mlic.data.datalist`) and, beside
 it, for OUT.txt:
   OUT.classes.txt  the class names, one per line, in label order
   OUT.gt.json      {"classes": [...], "size": [W, H] of the datalist boxes,
@@ -31,8 +31,8 @@ import sys
 
 import numpy as np
 
-from caffe_mlic import annotations
-from caffe_mlic.datalist import format_line, resize_boxes, scan_datalist
+from caffe_mlic.data import annotations
+from caffe_mlic.data.datalist import format_line, resize_boxes, scan_datalist
 from caffe_mlic.errors import InputError, Problem, UsageError
 from caffe_mlic.fileio import atomic_files
 
@@ -190,7 +190,7 @@ def undecodable_images(dl, jobs=2):
     do not decode as the data layer decodes them: empty, text, truncated or
     corrupt files. Decoding releases the GIL, so threads share the work."""
     from concurrent.futures import ThreadPoolExecutor
-    from caffe_mlic.imageio import decode_file, why_undecodable
+    from caffe_mlic.data.imageio import decode_file, why_undecodable
     from caffe_mlic.progress import progress
     first_line = {}
     for image, line in zip(dl.image_paths, dl.line_numbers.tolist()):

@@ -542,7 +542,7 @@ class SegDatalist:
 
 def _header_size(path):
     """(height, width) from the image header, or a reason it cannot be read."""
-    from caffe_mlic.imageio import image_size
+    from caffe_mlic.data.imageio import image_size
     try:
         width, height = image_size(path)
     except Exception as e:          # PIL raises several kinds for bad headers

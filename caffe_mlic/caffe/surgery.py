@@ -34,9 +34,9 @@ import re
 
 import numpy as np
 
-from caffe_mlic import prototxt
+from caffe_mlic.caffe import prototxt
 from caffe_mlic.errors import InputError
-from caffe_mlic.weights import name_list, read_layers
+from caffe_mlic.caffe.weights import name_list, read_layers
 
 MAPPINGS = ('same', 'teacher', 'pspnet', 'deeplab')
 HINTS = {'teacher': 'conv*_* -> conv_wsd_*_*, fc6/7 -> fc_wsd_6/7, fc8_c/d -> fc_wsd_8_c/d',

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from caffe_mlic import caffe_env
+from caffe_mlic.caffe import env as caffe_env
 
 
 def _version(module):

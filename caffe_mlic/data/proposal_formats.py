@@ -7,7 +7,7 @@ when the file has none: the images are then those of the image list, in its
 order) and where in the file they came from, for messages. A reader checks
 the file's layout (variables, keys, shapes) and raises an InputError naming
 the file and the place; the boxes themselves are checked against the images
-later (caffe_mlic.proposal_import).
+later (caffe_mlic.data.proposal_import).
 
 Formats and their conventions
   fast-rcnn-ss   Fast R-CNN / py-faster-rcnn selective search .mat (as the
@@ -55,7 +55,7 @@ import numpy as np
 
 from caffe_mlic.errors import InputError, Problem
 from caffe_mlic.fileio import read_json as read_json_file
-from caffe_mlic.matfile import read_mat
+from caffe_mlic.data.matfile import read_mat
 
 FORMATS = ('fast-rcnn-ss', 'edgeboxes-mat', 'mcg-mat', 'wetectron', 'json', 'csv')
 CSV_COLUMNS = ('image', 'x1', 'y1', 'x2', 'y2', 'score')
