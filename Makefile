@@ -33,7 +33,7 @@ test-gpu-build: deps     ## build the CUDA Caffe and check it against the CPU bu
 	@[ -x $(PY) ] || CAFFE_MLIC_GPU=0 tools/install.sh
 	@CAFFE_MLIC_GPU=0 CAFFE_MLIC_PIP=$(VENV)/bin/pip tools/build_caffe.sh >/dev/null
 	@CAFFE_MLIC_GPU=1 CAFFE_MLIC_PIP=$(VENV)/bin/pip tools/build_caffe.sh >/dev/null
-	CAFFE_MLIC_GPU_BUILD_TESTS=1 $(PY) -m pytest -q tests/test_gpu_build.py $(PYTEST_ARGS)
+	CAFFE_MLIC_GPU_BUILD_TESTS=1 $(PY) -m pytest -q tests/install/test_gpu_build.py $(PYTEST_ARGS)
 
 demo: install            ## set up, then run the main job
 	@tools/demo.sh

@@ -34,7 +34,8 @@ def add_arguments(p):
 def run(args):
     from caffe_mlic.commands.detect import class_names
     from caffe_mlic.fileio import atomic_write_csv, atomic_write_json
-    from caffe_mlic.data.imageio import model_and_images, read_image
+    from caffe_mlic.data.imageio import read_image
+    from caffe_mlic.inference import model_and_images
     from caffe_mlic.inference.classifier import StudentClassifier, top_labels
     from caffe_mlic.inference.settings import load_settings
     if args.top < 1:

@@ -116,7 +116,8 @@ def run(args):
     from caffe_mlic.evaluation.detection import (COCO_RESULTS, ClassDetections, write_coco_results,
                                                  write_voc_results)
     from caffe_mlic.fileio import atomic_write_json
-    from caffe_mlic.data.imageio import model_and_images, read_image
+    from caffe_mlic.data.imageio import read_image
+    from caffe_mlic.inference import model_and_images
     from caffe_mlic.inference.detector import RandomControlDetector, WsddnDetector, check_scales
     from caffe_mlic.inference.draw import colour, draw_boxes, write_image
     from caffe_mlic.inference.settings import load_settings

@@ -222,8 +222,9 @@ def _seg_outputs(args):
 
 
 def run_seg(args):
-    from caffe_mlic.evaluation import segmentation, write_json
     from caffe_mlic.data.labelmaps import load_palette
+    from caffe_mlic.evaluation import segmentation, write_json
+    from caffe_mlic.evaluation.segmentation import SegmentationEvaluator
     if args.classes is not None and not 1 <= args.classes <= 255:
         raise UsageError('--classes must be 1-255, got %d' % args.classes)
     if args.erode_radius is not None and not args.eroded:
@@ -233,10 +234,12 @@ def run_seg(args):
         raise UsageError('--erode-radius must be >= 0, got %d' % radius)
     palette = load_palette(args.palette)
     num_classes = args.classes or len(palette)
-    conf, images, unscored = segmentation.evaluate_dirs(args.pred, args.gt, palette, num_classes, args.eroded,
-                                                        radius, gt_suffix=args.gt_suffix)
     names = segmentation.class_names(palette, num_classes)
-    result = segmentation.metrics(conf, names)
+    evaluator = SegmentationEvaluator(num_classes, class_names=names,
+                                      exclude_from_mean=segmentation.EXCLUDE_FROM_MEAN)
+    conf, images, unscored = segmentation.evaluate_dirs(args.pred, args.gt, palette, num_classes, args.eroded,
+                                                        radius, gt_suffix=args.gt_suffix, evaluator=evaluator)
+    result = evaluator.evaluate()
     result.update(prediction_dir=os.path.abspath(args.pred), ground_truth_dir=os.path.abspath(args.gt),
                   palette=palette.source,
                   eroded=args.eroded, erode_radius=radius if args.eroded else None, images=images,
@@ -245,7 +248,8 @@ def run_seg(args):
     if csv_path:
         segmentation.write_confusion_csv(csv_path, conf, names)
     if png_path:
-        segmentation.plot_confusion(png_path, conf, names)
+        from caffe_mlic.plotting import plot_confusion
+        plot_confusion(png_path, conf, names)
     if args.json:
         write_json(args.json, result)
     width = max(12, max(len(n) for n in names))

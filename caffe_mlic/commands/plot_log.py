@@ -24,7 +24,7 @@ def run(args):
     import os
 
     from caffe_mlic.engine.logs import read_caffe_log
-    from caffe_mlic.engine.plots import draw_curves
+    from caffe_mlic.plotting import draw_curves
     try:
         with open(args.log, encoding='utf-8', errors='replace') as f:
             text = f.read()

@@ -96,7 +96,8 @@ DIR/color/X.png (palette colours) and DIR/overlay/X.jpg (colours over the image)
 def run_infer(args):
     from caffe_mlic.errors import InputError, UsageError
     from caffe_mlic.fileio import atomic_write
-    from caffe_mlic.data.imageio import image_size, model_and_images, read_image
+    from caffe_mlic.data.imageio import image_size, read_image
+    from caffe_mlic.inference import model_and_images
     from caffe_mlic.inference.segmenter import Segmenter, overlay
     from caffe_mlic.inference.settings import load_settings
     from caffe_mlic.data.labelmaps import index_to_colour, load_palette, write_colour_png, write_label_png

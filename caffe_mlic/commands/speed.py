@@ -28,7 +28,7 @@ def run(args):
     from caffe_mlic.fileio import atomic_write_json
     from caffe_mlic.data.imageio import read_image
     from caffe_mlic.inference.speed import measure
-    from caffe_mlic.data.proposals import expand_images
+    from caffe_mlic.data.imageio import expand_images
     if args.max_images < 1 or args.repeats < 1:
         raise UsageError('--max-images and --repeats must be >= 1')
     for path in args.teacher + args.student:

@@ -73,15 +73,13 @@ def image_size(path):
         return im.size
 
 
-def model_and_images(files, image_args):
-    """The commands that run a model on images: every file of ``files`` (net,
-    weights; None skipped) must exist, and ``image_args`` (files or folders)
-    must name at least one image. Returns the image paths."""
-    from caffe_mlic.data.proposals import expand_images
-    for path in filter(None, files):
-        if not os.path.isfile(path):
-            raise InputError('%s: no such file' % path)
-    images = expand_images(image_args)
-    if not images:
-        raise InputError('no image files in %s' % ', '.join(image_args))
-    return images
+def expand_images(paths):
+    """Files as given; directories become their image files (not recursive)."""
+    out = []
+    for p in paths:
+        if os.path.isdir(p):
+            out += [os.path.join(p, f) for f in sorted(os.listdir(p))
+                    if is_image_file(f)]
+        else:
+            out.append(p)
+    return sorted(set(out))

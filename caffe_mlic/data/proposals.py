@@ -46,7 +46,7 @@ import numpy as np
 
 from caffe_mlic.errors import InputError, UsageError
 from caffe_mlic.fileio import atomic_save_npz
-from caffe_mlic.data.imageio import is_image_file, read_image
+from caffe_mlic.data.imageio import expand_images, read_image
 from caffe_mlic.progress import progress
 
 METHODS = ('edgeboxes', 'selective-search')
@@ -282,18 +282,6 @@ def _worker(job):
 
 
 # ------------------------------------------------------------ many images
-
-def expand_images(paths):
-    """Files as given; directories become their image files (not recursive)."""
-    out = []
-    for p in paths:
-        if os.path.isdir(p):
-            out += [os.path.join(p, f) for f in sorted(os.listdir(p))
-                    if is_image_file(f)]
-        else:
-            out.append(p)
-    return sorted(set(out))
-
 
 SETTINGS_FILE = 'settings.json'
 

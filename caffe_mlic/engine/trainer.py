@@ -46,8 +46,10 @@ import numpy as np
 
 from caffe_mlic.caffe import prototxt
 from caffe_mlic.errors import InputError, MlicError, Problem, RunError, UsageError
-from caffe_mlic.engine import logs, plots
+from caffe_mlic import plotting
+from caffe_mlic.engine import logs
 from caffe_mlic.engine.lr import check_lr_policy, learning_rate
+from caffe_mlic.evaluation.evaluator import EVALUATORS, for_data_layer, label_blob
 from caffe_mlic.fileio import atomic_write
 from caffe_mlic.progress import progress
 from caffe_mlic.caffe.weights import (PROTO_LIMIT, blob_shape, check_weights, parse_message, shape_fits,
@@ -59,59 +61,6 @@ SIGNAL_NAMES = {signal.SIGINT: 'SIGINT', signal.SIGTERM: 'SIGTERM'}
 HISTORY_PER_PARAM = {'SGD': 1, 'Nesterov': 1, 'AdaGrad': 1, 'RMSProp': 1, 'AdaDelta': 2, 'Adam': 2}
 _OLD_SOLVER_TYPES = ('SGD', 'Nesterov', 'AdaGrad', 'RMSProp', 'AdaDelta', 'Adam')  # solver_type enum
 DATA_LAYERS = ('MultiLabelProposalData', 'SegmentationData')
-
-
-class MeanAP:
-    """The test metric of multi-label nets: mAP of the image scores (N, C)."""
-    key = 'mAP'
-
-    def __init__(self, count, num_classes):
-        self.count, self.scores, self.targets = count, [], []
-
-    @staticmethod
-    def fits(score_shape, label_shape):
-        return (score_shape[0], int(np.prod(score_shape[1:]))) == tuple(label_shape)
-
-    def add(self, scores, labels):
-        self.scores.append(scores.reshape(scores.shape[0], -1).copy())
-        self.targets.append(labels.copy())
-
-    def values(self):
-        from caffe_mlic.evaluation.classification import mean_average_precision
-        mean_ap, _ = mean_average_precision(np.concatenate(self.scores)[:self.count],
-                                            np.concatenate(self.targets)[:self.count])
-        return {'mAP': 100 * mean_ap if math.isfinite(mean_ap) else None}
-
-
-class MeanIoU:
-    """The test metric of segmentation nets: mIoU of the argmax of
-    the score maps (N, K, H, W) against the labels (N, 1, H, W), ignoring 255,
-    over the pixels of the TEST crops."""
-    key = 'mIoU'
-
-    def __init__(self, count, num_classes):
-        self.count, self.seen = count, 0
-        self.conf = np.zeros((num_classes, num_classes), np.int64)
-
-    @staticmethod
-    def fits(score_shape, label_shape):
-        return label_shape[1] == 1 and tuple(score_shape[2:]) == tuple(label_shape[2:])
-
-    def add(self, scores, labels):
-        from caffe_mlic.evaluation.segmentation import confusion
-        keep = min(len(scores), self.count - self.seen)     # the last batch wraps around the list
-        self.seen += keep
-        k = self.conf.shape[0]
-        self.conf += confusion(labels[:keep, 0].astype(np.uint8), scores[:keep].argmax(axis=1), k)
-
-    def values(self):
-        from caffe_mlic.evaluation.segmentation import metrics
-        m = metrics(self.conf, ['class_%d' % k for k in range(self.conf.shape[0])], exclude_from_mean=())
-        return {'mIoU': m['mIoU']}
-
-
-METRICS = {'MultiLabelProposalData': MeanAP, 'SegmentationData': MeanIoU}
-METRIC_KEYS = tuple(m.key for m in METRICS.values())
 
 
 class TrainingInterrupted(MlicError):
@@ -341,17 +290,6 @@ def find_snapshots(prefix):
 # ---------------------------------------------------------------- nets
 
 
-def label_blob(net_param, data_layer):
-    """The labels (N, C) of a MultiLabelProposalData layer: its second top with
-    split_tops, else the first top of the Slice that splits label_roi."""
-    if prototxt.python_params(data_layer).get('split_tops'):
-        return data_layer.top[1]
-    for layer in prototxt.find_layers(net_param, type='Slice', phase='TEST'):
-        if list(layer.bottom) == [data_layer.top[1]]:
-            return layer.top[0]
-    return data_layer.top[1]
-
-
 def _data_layers(net_param, phase):
     """The net's data layers of ours in ``phase``."""
     return [layer for kind in DATA_LAYERS for layer in prototxt.find_layers(net_param, python_layer=kind, phase=phase)]
@@ -423,7 +361,7 @@ class Trainer:
     line (for run.json); resume_command: the one that resumes, '{state}'
     standing for the solver state; log: where notes go (stderr); gpu: the
     GPU device id to train on (a GPU build of Caffe), None for the CPU."""
-    metric = MeanAP          # the TEST metric class (set from the TEST data layer)
+    evaluator = EVALUATORS['MultiLabelProposalData']   # the TEST evaluator's class (from the TEST data layer)
 
     def __init__(self, solver_path, run_dir=None, weights=(), resume=None, score_blob=None,
                  command=None, resume_command=None, log=None, overrides=(), gpu=None):
@@ -466,12 +404,12 @@ class Trainer:
             self.note('the net has %s TEST-phase %s layer: no tests' % (what, kinds))
             return None
         kind = found[0].python_param.layer
-        labels = label_blob(net_param, found[0]) if kind == DATA_LAYERS[0] else found[0].top[1]
+        labels = label_blob(net_param, found[0])
         score = self.score_blob_option or find_score_blob(net_param, labels)
-        self.metric = METRICS[kind]
+        self.evaluator = EVALUATORS[kind]
         if score is None:
             self.note('no loss layer takes the labels %r: tests give the losses only, no %s '
-                      '(name the scores with score_blob)' % (labels, self.metric.key))
+                      '(name the scores with score_blob)' % (labels, self.evaluator.key))
         return found[0], labels, score
 
     def _build(self):
@@ -506,7 +444,7 @@ class Trainer:
                                  % (score, ', '.join(blobs)), 'score_blob')
             if labels not in blobs:
                 raise InputError('%s: the TEST net has no label blob %r' % (sf.path, labels))
-            if score is not None and not self.metric.fits(blobs[score].data.shape, blobs[labels].data.shape):
+            if score is not None and not self.evaluator.fits(blobs[score].data.shape, blobs[labels].data.shape):
                 raise UsageError('blob %s is %s but the labels %s are %s: not scores of the classes'
                                  % (score, blobs[score].data.shape, labels,
                                     blobs[labels].data.shape), 'score_blob')
@@ -579,18 +517,19 @@ class Trainer:
         net.share_with(self.net)
         self.test_data.seek(0)
         sums = np.zeros(len(self.test_tops))
-        metric = self.metric(count, net.blobs[score].data.shape[1]) if score is not None else None
+        evaluator = for_data_layer(self.test[0].python_param.layer, count,
+                                   net.blobs[score].data.shape[1]) if score is not None else None
         for _ in range(-(-count // batch)):
             if self.stop_signal is not None:
                 return None
             net.forward()
             sums += [float(net.blobs[name].data.flat[0]) for name in self.test_tops]
-            if metric is not None:
-                metric.add(net.blobs[score].data, net.blobs[labels].data)
+            if evaluator is not None:
+                evaluator.process(net.blobs[score].data, net.blobs[labels].data)
         record = dict(phase='test', iteration=self.solver.iter, elapsed=self._elapsed())
         record.update(('test_' + name, v / -(-count // batch)) for name, v in zip(self.test_tops, sums))
-        if metric is not None:
-            record.update(('test_' + k, v) for k, v in metric.values().items())
+        if evaluator is not None:
+            record['test_' + evaluator.key] = evaluator.evaluate()[evaluator.key]
         return record
 
     # ------------------------------------------------------------ the loop
@@ -615,15 +554,15 @@ class Trainer:
             return
         self.log.append(record)
         self.tested.add(record['iteration'])
-        key = 'test_' + self.metric.key
+        key = 'test_' + self.evaluator.key
         parts = ['%s %.4g' % (k[5:], v) for k, v in record.items()
                  if k.startswith('test_') and k != key and v is not None]
         if record.get(key) is not None:
-            parts.insert(0, '%s %.2f %%' % (self.metric.key, record[key]))
+            parts.insert(0, '%s %.2f %%' % (self.evaluator.key, record[key]))
             self.last_metric = record[key]
         bar.write('iteration %d: test %s' % (record['iteration'], ', '.join(parts) or 'done'),
                   file=sys.stdout)
-        plots.draw_curves(self.log.records, os.path.join(self.run_dir, 'curves.png'),
+        plotting.draw_curves(self.log.records, os.path.join(self.run_dir, 'curves.png'),
                           title=self.solver_file.stem)
 
     def _start(self):
@@ -654,7 +593,7 @@ class Trainer:
             _copy_file(sf.net_path, os.path.join(run_dir, 'net.prototxt'))
         columns = ['train_' + t for t in self.train_tops] + ['test_' + t for t in self.test_tops]
         if self.test is not None and self.test[2] is not None:
-            columns.append('test_' + self.metric.key)
+            columns.append('test_' + self.evaluator.key)
         self.log = logs.TrainLog(run_dir, columns, resume_at=start if state is not None else None)
         self.tested = {r['iteration'] for r in self.log.records if r['phase'] == 'test'}
         recent = [r['loss'] for r in self.log.records
@@ -736,7 +675,7 @@ class Trainer:
                     record = self._train_iteration()
                     bar.set_postfix_str('loss %.4g, lr %.3g%s' % (
                         record['smoothed_loss'], record['lr'],
-                        '' if self.last_metric is None else ', %s %.1f' % (self.metric.key, self.last_metric)),
+                        '' if self.last_metric is None else ', %s %.1f' % (self.evaluator.key, self.last_metric)),
                         refresh=False)
                     bar.update(1)
                     if self.solver.iter < max_iter and self._due_test(self.solver.iter):
@@ -752,7 +691,7 @@ class Trainer:
         finally:
             bar.close()
             self.log.close()
-            plots.draw_curves(self.log.records, os.path.join(self.run_dir, 'curves.png'),
+            plotting.draw_curves(self.log.records, os.path.join(self.run_dir, 'curves.png'),
                               title=sf.stem)
             self._write_run_json(end_time=logs.now(), final_iteration=self.solver.iter, status=status,
                                  resumed_from=state, last_snapshot=(

@@ -29,9 +29,12 @@ class's AP and of every count).
 
 Results are in percent; undefined values are None.
 """
+import math
+
 import numpy as np
 
 from caffe_mlic.errors import InputError, Problem
+from caffe_mlic.evaluation import Evaluator
 
 THRESHOLD = 0.5
 TOP_K = 3
@@ -234,3 +237,34 @@ def write_metrics_csv(path, result):
     an undefined value is an empty cell)."""
     from caffe_mlic.fileio import atomic_write_csv
     return atomic_write_csv(path, ('metric', 'class', 'value'), metrics_rows(result))
+
+
+class MultiLabelEvaluator(Evaluator):
+    """mAP of image scores (N, C) against 0/1 labels (N, C); keeps both, for
+    `eval cls --net`, which writes them (``scores``, ``labels``)."""
+    key = 'mAP'
+
+    def reset(self):
+        super().reset()
+        self._scores, self._labels = [], []
+
+    @staticmethod
+    def fits(output_shape, label_shape):
+        return (output_shape[0], int(np.prod(output_shape[1:]))) == tuple(label_shape)
+
+    def process(self, outputs, targets):
+        keep = self._keep(len(outputs))
+        self._scores.append(np.asarray(outputs).reshape(len(outputs), -1)[:keep].astype(np.float64))
+        self._labels.append(np.asarray(targets).reshape(len(targets), -1)[:keep].copy())
+
+    def scores(self):
+        """(M, C) float64, the images' scores in list order."""
+        return np.concatenate(self._scores) if self._scores else np.zeros((0, 0))
+
+    def labels(self):
+        """(M, C) int8, the images' labels in list order."""
+        return np.rint(np.concatenate(self._labels)).astype(np.int8) if self._labels else np.zeros((0, 0), np.int8)
+
+    def evaluate(self):
+        mean_ap, _ = mean_average_precision(self.scores(), self.labels())
+        return {'mAP': 100 * mean_ap if math.isfinite(mean_ap) else None}

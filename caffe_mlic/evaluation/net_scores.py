@@ -10,9 +10,6 @@ import numpy as np
 
 from caffe_mlic.errors import InputError, UsageError
 
-LABEL_BLOBS = ('labels', 'label')
-
-
 def _check_score_blob(net, blob, label_blob, data_tops, batch_size, att_num, where):
     """UsageError unless ``blob`` holds one row of att_num scores per image."""
     if blob not in net.blobs:
@@ -43,9 +40,10 @@ def _with_source(net_param, layer, source):
 def score_test_set(prototxt_path, weights, blob, label_blob=None, datalist=None):
     """Run the TEST phase once over its whole datalist (or over ``datalist``
     instead): (scores (M, C) float64 of ``blob``, labels (M, C) int8 of
-    label_blob, by default the net's 'labels' or 'label' blob)."""
+    label_blob, by default the TEST data layer's labels (evaluator.label_blob))."""
     from caffe_mlic.caffe import prototxt
     from caffe_mlic.data.datalist import read_datalist
+    from caffe_mlic.evaluation import evaluator
     net_param = prototxt.read_net(prototxt_path)
     layer = prototxt.data_layer(net_param, 'TEST', where=prototxt_path)
     if datalist is not None:
@@ -59,15 +57,14 @@ def score_test_set(prototxt_path, weights, blob, label_blob=None, datalist=None)
         raise InputError('%s: the TEST datalist %s lists no image' % (prototxt_path, params['source']))
     net = prototxt.caffe_net(net_param, 'TEST', weights=weights, where=prototxt_path)
     if label_blob is None:
-        label_blob = next((b for b in LABEL_BLOBS if b in net.blobs), None)
-        if label_blob is None:
-            raise InputError('%s: the TEST net has no %s blob to take the labels from'
-                             % (prototxt_path, ' or '.join(repr(b) for b in LABEL_BLOBS)))
+        label_blob = evaluator.label_blob(net_param, layer)
+        if label_blob not in net.blobs:
+            raise InputError('%s: the TEST net has no blob %r to take the labels from'
+                             % (prototxt_path, label_blob))
     _check_score_blob(net, blob, label_blob, list(layer.top), params['batch_size'], params['att_num'],
                       prototxt_path)
-    scores, labels = [], []
+    scored = evaluator.MultiLabelEvaluator(count)
     for _ in range(-(-count // params['batch_size'])):
         net.forward()
-        scores.append(net.blobs[blob].data.reshape(params['batch_size'], -1).astype(np.float64))
-        labels.append(net.blobs[label_blob].data.reshape(params['batch_size'], -1).copy())
-    return np.concatenate(scores)[:count], np.rint(np.concatenate(labels)[:count]).astype(np.int8)
+        scored.process(net.blobs[blob].data, net.blobs[label_blob].data)
+    return scored.scores(), scored.labels()

@@ -35,6 +35,7 @@ import numpy as np
 
 from caffe_mlic.data import labelmaps
 from caffe_mlic.errors import InputError, Problem, raise_if_problems
+from caffe_mlic.evaluation import Evaluator
 
 LABEL_EXTENSIONS = ('.png', '.tif', '.tiff', '.bmp')
 EXCLUDE_FROM_MEAN = ('clutter',)
@@ -124,6 +125,42 @@ def metrics(conf, class_names, exclude_from_mean=EXCLUDE_FROM_MEAN):
     }
 
 
+class SegmentationEvaluator(Evaluator):
+    """The confusion of label maps: outputs are score maps (N, K, H, W),
+    scored by their argmax, label maps (N, H, W) or one label map (H, W);
+    targets (N, 1, H, W), (N, H, W) or (H, W), 255 ignored. evaluate() gives segmentation.metrics (mIoU,
+    OA, per class F1 ...) with ``exclude_from_mean`` left out of the means."""
+    key = 'mIoU'
+
+    def __init__(self, num_classes, count=None, class_names=None, exclude_from_mean=()):
+        self.num_classes = num_classes
+        self.class_names = class_names or ['class_%d' % k for k in range(num_classes)]
+        self.exclude_from_mean = exclude_from_mean
+        super().__init__(count)
+
+    def reset(self):
+        super().reset()
+        self.conf = np.zeros((self.num_classes, self.num_classes), np.int64)
+
+    @staticmethod
+    def fits(output_shape, label_shape):
+        return label_shape[1] == 1 and tuple(output_shape[2:]) == tuple(label_shape[2:])
+
+    def process(self, outputs, targets, where='prediction'):
+        outputs, targets = np.asarray(outputs), np.asarray(targets)
+        predicted = outputs.argmax(axis=1) if outputs.ndim == 4 else outputs
+        truth = targets[:, 0] if targets.ndim == 4 else targets
+        if predicted.ndim == 2:             # one map: confusion names the first bad pixel's place
+            self._keep(1)
+            self.conf += confusion(truth.astype(np.uint8), predicted, self.num_classes, where)
+            return
+        keep = self._keep(len(predicted))
+        self.conf += confusion(truth[:keep].astype(np.uint8), predicted[:keep], self.num_classes, where)
+
+    def evaluate(self):
+        return metrics(self.conf, self.class_names, exclude_from_mean=self.exclude_from_mean)
+
+
 # ---------------------------------------------------------------- folders
 
 
@@ -194,45 +231,45 @@ def _size(labels):
     return '%dx%d' % (labels.shape[1], labels.shape[0])
 
 
-def _score_pair(pred_path, gt_path, num_classes, palette, eroded, radius):
-    """(confusion, info) of one image; InputError naming the file."""
-    gt = labelmaps.read_label_map(gt_path, num_classes, palette)
+def _score_pair(evaluator, pred_path, gt_path, palette, eroded, radius):
+    """Add one image to ``evaluator``; its info; InputError naming the file."""
+    gt = labelmaps.read_label_map(gt_path, evaluator.num_classes, palette)
     pred = labelmaps.read_label_map(pred_path, None, palette)   # checked where scored, by confusion
     if pred.shape != gt.shape:
         raise InputError(problems=[Problem(pred_path, None, None, 'prediction is %s (WxH) but its ground '
                                            'truth %s is %s' % (_size(pred), gt_path, _size(gt)))])
     if eroded:
         gt = labelmaps.erode_boundaries(gt, radius)
-    conf = confusion(gt, pred, num_classes, pred_path)
+    before = evaluator.conf.copy()
+    evaluator.process(pred, gt, where=pred_path)
+    conf = evaluator.conf - before
     pixels, correct = int(conf.sum()), int(np.trace(conf))
-    info = {'prediction': os.path.abspath(pred_path), 'ground_truth': os.path.abspath(gt_path), 'width': int(gt.shape[1]),
-            'height': int(gt.shape[0]), 'pixels': pixels, 'correct': correct,
+    return {'prediction': os.path.abspath(pred_path), 'ground_truth': os.path.abspath(gt_path),
+            'width': int(gt.shape[1]), 'height': int(gt.shape[0]), 'pixels': pixels, 'correct': correct,
             'OA': 100.0 * correct / pixels if pixels else None}
-    return conf, info
 
 
 def evaluate_dirs(pred_dir, gt_dir, palette=None, num_classes=None, eroded=False, radius=3,
-                  progress=True, gt_suffix=None):
-    """(confusion summed over the images, [per-image info]) of the label
-    maps in ``pred_dir`` against ``gt_dir`` (module docstring for pairing).
-    ``num_classes`` defaults to the palette's size (ISPRS: 6). Every problem
-    (pairing, unreadable maps, sizes, values) is reported in one InputError."""
+                  progress=True, gt_suffix=None, evaluator=None):
+    """(confusion summed over the images, [per-image info], [ground truths
+    not scored]) of the label maps in ``pred_dir`` against ``gt_dir`` (module
+    docstring for pairing), accumulated in ``evaluator`` (a new
+    SegmentationEvaluator by default). ``num_classes`` defaults to the
+    palette's size (ISPRS: 6). Every problem (pairing, unreadable maps,
+    sizes, values) is reported in one InputError."""
     from caffe_mlic.progress import progress as bar
     palette = labelmaps.load_palette(palette)
     num_classes = num_classes or len(palette)
+    evaluator = evaluator or SegmentationEvaluator(num_classes)
     pairs, unscored = pair_files(pred_dir, gt_dir, gt_suffix)
-    total = np.zeros((num_classes, num_classes), np.int64)
     images, problems = [], []
     for pred_path, gt_path in bar(pairs, desc='eval seg', unit='image', enabled=progress):
         try:
-            conf, info = _score_pair(pred_path, gt_path, num_classes, palette, eroded, radius)
+            images.append(_score_pair(evaluator, pred_path, gt_path, palette, eroded, radius))
         except InputError as e:
             problems.extend(e.problems or [str(e)])
-            continue
-        total += conf
-        images.append(info)
     raise_if_problems(problems)
-    return total, images, unscored
+    return evaluator.conf, images, unscored
 
 
 def class_names(palette, num_classes):
@@ -259,28 +296,3 @@ def row_percentages(conf):
     rows = conf.sum(axis=1, keepdims=True)
     with np.errstate(invalid='ignore', divide='ignore'):
         return np.where(rows > 0, 100.0 * conf / rows, np.nan)
-
-
-def plot_confusion(path, conf, names, title=None):
-    """PNG of the row-normalised confusion (percent of each ground-truth
-    class), every cell annotated; atomic."""
-    from caffe_mlic.report.figures import _figure, _save
-    pct = row_percentages(conf)
-    k = len(names)
-    fig = _figure(max(4.0, 0.9 * k + 2.5), max(3.5, 0.8 * k + 1.8))
-    ax = fig.add_subplot(1, 1, 1)
-    image = ax.imshow(np.nan_to_num(pct), cmap='Blues', vmin=0, vmax=100)
-    for (i, j), value in np.ndenumerate(pct):
-        text = 'n/a' if np.isnan(value) else '%.1f' % value
-        ax.text(j, i, text, ha='center', va='center', fontsize=8,
-                color='white' if value > 60 else 'black')
-    ax.set_xticks(range(k))
-    ax.set_yticks(range(k))
-    ax.set_xticklabels(names, rotation=35, ha='right', fontsize=8)
-    ax.set_yticklabels(names, fontsize=8)
-    ax.set_xlabel('prediction')
-    ax.set_ylabel('ground truth')
-    ax.set_title(title or 'confusion (% of each ground-truth class)', fontsize=9)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    _save(fig, path)
-    return path

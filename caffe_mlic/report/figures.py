@@ -1,11 +1,11 @@
-"""The report's pictures, drawn with matplotlib's Agg canvas (no display) and
-OpenCV, each written atomically as a PNG."""
+"""The MLIC report's pictures: its charts (through caffe_mlic.plotting) and its
+examples, composed with OpenCV and written atomically as PNGs."""
 import json
 import os
 
 import numpy as np
 
-from caffe_mlic.engine.plots import series
+from caffe_mlic import plotting
 from caffe_mlic.fileio import atomic_write
 from caffe_mlic.report import layout
 
@@ -13,71 +13,14 @@ STAGE_TITLES = {'teacher': 'WSDDN teacher', 'stage1': 'stage 1 (features)',
                 'stage2': 'stage 2 (predictions)', 'baseline': 'baseline student (labels only)'}
 
 
-def _figure(width, height):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig, path):
-    fig.tight_layout()
-    with atomic_write(path, 'wb') as f:
-        fig.savefig(f, format='png')
-
-
-def kd_gain_per_class(classes, frequency, gains, path):
-    """Bars of the per-class AP change from distillation (mean over seeds,
-    std as error bars), classes sorted by their training frequency."""
-    gains = np.asarray(gains, np.float64)             # seeds x classes
-    order = np.argsort(-np.asarray(frequency), kind='stable')
-    mean = np.nanmean(gains, axis=0)[order]
-    std = (np.nanstd(gains, axis=0, ddof=1) if len(gains) > 1 else np.zeros(gains.shape[1]))[order]
-    fig = _figure(max(5, 0.8 * len(classes) + 2), 3.6)
-    ax = fig.add_subplot(1, 1, 1)
-    colours = ['#2a7f3f' if m >= 0 else '#b03030' for m in mean]
-    ax.bar(range(len(order)), mean, yerr=std, color=colours, capsize=3)
-    ax.axhline(0, color='black', linewidth=0.8)
-    ax.set_xticks(range(len(order)))
-    ax.set_xticklabels(['%s\n(%d)' % (classes[i], frequency[i]) for i in order], fontsize=8)
-    ax.set_ylabel('AP with KD - AP without (points)')
-    ax.set_xlabel('class (training images with it), most frequent first')
-    _save(fig, path)
-
-
 def training_curves(seed_dirs, path):
-    """One row per stage: the smoothed training loss and the validation
-    metric (mAP; stage 1 has no classifier, so its validation mimic loss),
-    a line per seed."""
-    from caffe_mlic.engine.logs import read_records
-    fig = _figure(10, 2.6 * len(layout.STAGES))
-    for row, stage in enumerate(layout.STAGES):
-        loss_ax = fig.add_subplot(len(layout.STAGES), 2, 2 * row + 1)
-        val_ax = fig.add_subplot(len(layout.STAGES), 2, 2 * row + 2)
-        val_label = 'validation mAP (%)'
-        for seed, folder in seed_dirs.items():
-            log = os.path.join(layout.stage_run(folder, stage), 'log.jsonl')
-            if not os.path.isfile(log):
-                continue
-            records = read_records(log)
-            loss_ax.plot(*series(records, 'smoothed_loss', 'train'), label='seed %d' % seed)
-            x, y = series(records, 'test_mAP', 'test')
-            if not x:
-                keys = [k for r in records if r.get('phase') == 'test' for k in r
-                        if k.startswith('test_') and k != 'test_mAP']
-                if keys:
-                    x, y = series(records, keys[0], 'test')
-                    val_label = 'validation %s' % keys[0][5:]
-            val_ax.plot(x, y, marker='o', markersize=3, label='seed %d' % seed)
-        loss_ax.set_title('%s: training loss (smoothed)' % STAGE_TITLES[stage], fontsize=9)
-        val_ax.set_title('%s: %s' % (STAGE_TITLES[stage], val_label), fontsize=9)
-        for ax in (loss_ax, val_ax):
-            ax.set_xlabel('iteration', fontsize=8)
-            ax.tick_params(labelsize=7)
-            ax.grid(alpha=0.3)
-        val_ax.legend(fontsize=7)
-    _save(fig, path)
+    """The stages' curves over the seeds (plotting.stage_curves)."""
+    rows = []
+    for stage in layout.STAGES:
+        logs = {seed: os.path.join(layout.stage_run(folder, stage), 'log.jsonl')
+                for seed, folder in seed_dirs.items()}
+        rows.append((STAGE_TITLES[stage], {s: p for s, p in logs.items() if os.path.isfile(p)}))
+    plotting.stage_curves(rows, path)
 
 
 def _text(img, text, org, colour, scale=0.45):

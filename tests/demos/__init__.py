@@ -2,7 +2,7 @@
 import os
 import subprocess
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import REPO
 
 
 def run_demo(script, folder, timeout, **env):

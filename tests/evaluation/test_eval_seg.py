@@ -12,8 +12,9 @@ import pytest
 
 from caffe_mlic import cli
 from caffe_mlic.errors import InputError
-from caffe_mlic.evaluation.segmentation import (confusion, evaluate_dirs, metrics, pair_files,
-                                                plot_confusion, row_percentages, write_confusion_csv)
+from caffe_mlic.evaluation.segmentation import (confusion, evaluate_dirs, metrics, pair_files, row_percentages,
+                                                write_confusion_csv)
+from caffe_mlic.plotting import plot_confusion
 from caffe_mlic.data.labelmaps import IGNORE_LABEL, write_colour_png, write_label_png
 
 # 3 classes; the 255 at (row 2, col 1) is not scored, so the 7 predicted there is no error.

@@ -17,6 +17,7 @@ from caffe_mlic import cli
 from caffe_mlic.netspec import netgen
 from caffe_mlic.caffe import prototxt
 from caffe_mlic.engine import logs, lr, trainer
+from caffe_mlic.evaluation.evaluator import label_blob
 from tests.caffe_binary import caffe_train, parse_losses
 from tests import netutil
 from tests.tinydata import forward_batches, tiny_mlic_config, write_tiny_dataset
@@ -200,7 +201,7 @@ def test_score_blob_is_found_from_the_loss_on_the_labels(tiny):
     def found(rel):
         net = prototxt.read_net(str(tiny / 'nets' / (rel + '.prototxt')))
         data = prototxt.data_layer(net, 'TEST')
-        labels = trainer.label_blob(net, data)
+        labels = label_blob(net, data)
         return labels, trainer.find_score_blob(net, labels)
     assert found('wsddn/wsddn_train') == ('labels', 'image_level_score')
     assert found('kd/train_stage2') == ('label', 'fc8_mscoco')

@@ -9,7 +9,7 @@ from caffe_mlic.netspec import netgen
 from caffe_mlic.caffe import prototxt
 from caffe_mlic.netspec import MlicConfig
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import REPO
 
 
 def _files(root):
@@ -160,7 +160,7 @@ def test_stage2_soft_loss_weight_and_student_scale_rate(tmp_path, kd_losses):
     assert list(layers['loss_soft'].loss_weight) == [0.25] and list(layers['loss_sig'].loss_weight) == [1]
     if kd_losses == 'stock':
         assert [(p.lr_mult, p.decay_mult) for p in layers['fc8_mscoco_soft'].param] == [(1, 0)]
-    released = {l.name: l for l in _parse_net(os.path.join(os.path.dirname(__file__), os.pardir, 'prototxt',
+    released = {l.name: l for l in _parse_net(os.path.join(REPO, 'prototxt',
                                                            'kd', 'train_stage2.prototxt')).layer}
     assert list(released['loss_soft'].loss_weight) == [1]
     assert [p.lr_mult for p in released['fc8_mscoco_soft'].param] == [10]

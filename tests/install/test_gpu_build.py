@@ -22,11 +22,11 @@ import pytest
 
 from caffe_mlic.caffe import env as caffe_env
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import REPO
 CACHE = os.environ.get('CAFFE_MLIC_CACHE') or os.path.expanduser('~/.cache/caffe-mlic')
 # The Python layer tests, run again against the GPU build (in CPU mode).
-LAYER_TESTS = ['tests/test_roi_pooling.py', 'tests/test_wsddn_score.py', 'tests/test_interp.py',
-               'tests/test_kd_losses.py']
+LAYER_TESTS = ['tests/layers/test_roi_pooling.py', 'tests/layers/test_wsddn_score.py', 'tests/layers/test_interp.py',
+               'tests/layers/test_kd_losses.py']
 CUDA_LIBS = ('libcudart.so', 'libcublas.so', 'libcublasLt.so', 'libcurand.so')
 
 

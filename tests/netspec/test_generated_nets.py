@@ -1,4 +1,5 @@
-"""Issue 4: every generated net runs in real Caffe; training, surgery, OpenCV import."""
+"""Every generated net runs in real Caffe: forward, backward, training under
+`caffe train`, surgery, and the OpenCV import of the deploy nets."""
 import os
 
 import numpy as np
@@ -521,7 +522,7 @@ SEED = int(__import__('os').environ.get('MLIC_TEST_SEED', 1))  # fillers and dro
 
 
 def test_tiny_wsddn_loss_falls_under_caffe_train(caffe, tiny):
-    """Issue 3: a WSDDN-shaped net (stock convs + our layers) learns under `caffe train`."""
+    """A WSDDN-shaped net (stock convs + our layers) learns under `caffe train`."""
     solver = netutil.write_solver(tiny / 'falls_solver.prototxt', _net(tiny, 'wsddn/wsddn_train'),
                                   type='Adam', base_lr=0.001, momentum=0.9, momentum2=0.999,
                                   max_iter=80, random_seed=SEED,

@@ -9,10 +9,11 @@ from google.protobuf import text_format
 
 from caffe_mlic import LAYER_MODULE
 from tests import prototxt_text
+from tests import REPO
 
 # The released nets live beside the checkout (../shared/reference), not in it.
 REFERENCE = os.environ.get('MLIC_REFERENCE_DIR') or os.path.join(
-    os.path.dirname(__file__), os.pardir, os.pardir, 'shared', 'reference', 'mlic-kd-wsd')
+    REPO, os.pardir, 'shared', 'reference', 'mlic-kd-wsd')
 SCASNET_REFERENCE = os.path.join(REFERENCE, os.pardir, 'scasnet')
 
 if not os.path.isdir(REFERENCE) and not os.environ.get('CI'):

@@ -12,7 +12,7 @@ import pytest
 
 from caffe_mlic.caffe import env as caffe_env
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import REPO
 
 
 def _tracked_tree(dest):

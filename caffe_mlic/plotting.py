@@ -1,0 +1,188 @@
+"""Every chart of the package, drawn with matplotlib's Agg canvas (no
+display, no pyplot state) and written atomically as a PNG: a run's curves
+(curves.png of `train` and `plot-log`), stage curves over seeds and the
+per-class gain (the MLIC report), the confusion matrix (`eval seg`, the
+ScasNet report). Pictures composed from images (boxes, label maps) are drawn
+with OpenCV by their reports.
+
+curves.png's panels, top to bottom, each only when the records have it:
+- loss: the smoothed total (bold), the total of each iteration (faint), each
+  train loss top when there are several, the test net's losses (dots);
+- the test metric (mAP; mIoU for segmentation), in percent;
+- learning rate (log scale when positive).
+"""
+import math
+
+import numpy as np
+
+from caffe_mlic.evaluation import METRIC_KEYS
+from caffe_mlic.fileio import atomic_write
+
+
+def figure(width, height):
+    """A matplotlib Figure of width x height inches on an Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save(fig, path):
+    """``fig`` as the PNG ``path``, atomically."""
+    fig.tight_layout()
+    with atomic_write(path, 'wb') as f:
+        fig.savefig(f, format='png')
+
+
+def series(records, key, phase):
+    """(iterations, values) of ``key`` over the records of ``phase``; missing
+    and non-finite values are left out."""
+    points = [(r['iteration'], r[key]) for r in records
+              if r.get('phase') == phase and isinstance(r.get(key), (int, float))
+              and math.isfinite(r[key])]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def _keys(records, phase, prefix):
+    seen = {}
+    for r in records:
+        if r.get('phase') == phase:
+            seen.update((k, None) for k in r if k.startswith(prefix))
+    return list(seen)
+
+
+def draw_curves(records, path, title=None):
+    """Draw the panels for ``records`` into the PNG ``path`` (atomically)."""
+    train_tops = _keys(records, 'train', 'train_')
+    metric = next((k for k in METRIC_KEYS if series(records, 'test_' + k, 'test')[0]), None)
+    test_losses = [k for k in _keys(records, 'test', 'test_') if k[5:] not in METRIC_KEYS]
+    has_map = metric is not None
+    has_lr = bool(series(records, 'lr', 'train')[0])
+    panels = ['loss'] + (['map'] if has_map else []) + (['lr'] if has_lr else [])
+    heights = {'loss': 3, 'map': 2, 'lr': 1}
+
+    fig = figure(8, 2 + 1.5 * sum(heights[p] for p in panels) / 2)
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False,
+                        gridspec_kw=dict(height_ratios=[heights[p] for p in panels]))[:, 0]
+    by_panel = dict(zip(panels, axes))
+
+    ax = by_panel['loss']
+    x, y = series(records, 'loss', 'train')
+    if x:
+        ax.plot(x, y, color='tab:blue', alpha=0.3, linewidth=0.8, label='loss')
+    x, y = series(records, 'smoothed_loss', 'train')
+    if x:
+        ax.plot(x, y, color='tab:blue', linewidth=1.8, label='smoothed loss')
+    if len(train_tops) > 1 or not x:
+        for key in train_tops:
+            tx, ty = series(records, key, 'train')
+            ax.plot(tx, ty, linewidth=1, label=key)
+    for key in test_losses:
+        tx, ty = series(records, key, 'test')
+        ax.plot(tx, ty, 'o--', markersize=4, linewidth=1, label=key)
+    ax.set_ylabel('loss')
+    if not records:
+        ax.text(0.5, 0.5, 'no iterations yet', ha='center', va='center', transform=ax.transAxes)
+    if ax.lines:
+        ax.legend(loc='upper right', fontsize='small')
+    ax.grid(True, alpha=0.3)
+
+    if 'map' in by_panel:
+        ax = by_panel['map']
+        tx, ty = series(records, 'test_' + metric, 'test')
+        ax.plot(tx, ty, 'o-', color='tab:green', markersize=4)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel('test %s (%%)' % metric)
+        ax.grid(True, alpha=0.3)
+    if 'lr' in by_panel:
+        ax = by_panel['lr']
+        tx, ty = series(records, 'lr', 'train')
+        ax.plot(tx, ty, color='tab:red', linewidth=1, drawstyle='steps-post')
+        if min(ty) > 0:
+            ax.set_yscale('log')
+        ax.set_ylabel('lr')
+        ax.grid(True, alpha=0.3)
+    axes[-1].set_xlabel('iteration')
+    if title:
+        axes[0].set_title(title)
+    save(fig, path)
+    return path
+
+
+def stage_curves(rows, path):
+    """One row per stage: its smoothed training loss and its validation
+    metric, a line per seed. ``rows``: [(title, {seed: log.jsonl path})]; the
+    metric is the first of METRIC_KEYS a log has, else (stage 1, which has no
+    classifier) its first test loss."""
+    from caffe_mlic.engine.logs import read_records
+    fig = figure(10, 2.6 * len(rows))
+    for row, (title, logs) in enumerate(rows):
+        loss_ax = fig.add_subplot(len(rows), 2, 2 * row + 1)
+        val_ax = fig.add_subplot(len(rows), 2, 2 * row + 2)
+        val_label = 'validation mAP (%)'
+        for seed, log in logs.items():
+            records = read_records(log)
+            loss_ax.plot(*series(records, 'smoothed_loss', 'train'), label='seed %d' % seed)
+            metric = next((k for k in METRIC_KEYS if series(records, 'test_' + k, 'test')[0]), None)
+            if metric is not None:
+                x, y = series(records, 'test_' + metric, 'test')
+                val_label = 'validation %s (%%)' % metric
+            else:
+                keys = [k for r in records if r.get('phase') == 'test' for k in r if k.startswith('test_')]
+                x, y = series(records, keys[0], 'test') if keys else ([], [])
+                if keys:
+                    val_label = 'validation %s' % keys[0][5:]
+            val_ax.plot(x, y, marker='o', markersize=3, label='seed %d' % seed)
+        loss_ax.set_title('%s: training loss (smoothed)' % title, fontsize=9)
+        val_ax.set_title('%s: %s' % (title, val_label), fontsize=9)
+        for ax in (loss_ax, val_ax):
+            ax.set_xlabel('iteration', fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+        val_ax.legend(fontsize=7)
+    save(fig, path)
+
+
+def kd_gain_per_class(classes, frequency, gains, path):
+    """Bars of the per-class AP change from distillation (mean over seeds,
+    std as error bars), classes sorted by their training frequency."""
+    gains = np.asarray(gains, np.float64)             # seeds x classes
+    order = np.argsort(-np.asarray(frequency), kind='stable')
+    mean = np.nanmean(gains, axis=0)[order]
+    std = (np.nanstd(gains, axis=0, ddof=1) if len(gains) > 1 else np.zeros(gains.shape[1]))[order]
+    fig = figure(max(5, 0.8 * len(classes) + 2), 3.6)
+    ax = fig.add_subplot(1, 1, 1)
+    colours = ['#2a7f3f' if m >= 0 else '#b03030' for m in mean]
+    ax.bar(range(len(order)), mean, yerr=std, color=colours, capsize=3)
+    ax.axhline(0, color='black', linewidth=0.8)
+    ax.set_xticks(range(len(order)))
+    ax.set_xticklabels(['%s\n(%d)' % (classes[i], frequency[i]) for i in order], fontsize=8)
+    ax.set_ylabel('AP with KD - AP without (points)')
+    ax.set_xlabel('class (training images with it), most frequent first')
+    save(fig, path)
+
+
+def plot_confusion(path, conf, names, title=None):
+    """PNG of the row-normalised confusion (percent of each ground-truth
+    class), every cell annotated; atomic."""
+    from caffe_mlic.evaluation.segmentation import row_percentages
+    pct = row_percentages(conf)
+    k = len(names)
+    fig = figure(max(4.0, 0.9 * k + 2.5), max(3.5, 0.8 * k + 1.8))
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow(np.nan_to_num(pct), cmap='Blues', vmin=0, vmax=100)
+    for (i, j), value in np.ndenumerate(pct):
+        text = 'n/a' if np.isnan(value) else '%.1f' % value
+        ax.text(j, i, text, ha='center', va='center', fontsize=8,
+                color='white' if value > 60 else 'black')
+    ax.set_xticks(range(k))
+    ax.set_yticks(range(k))
+    ax.set_xticklabels(names, rotation=35, ha='right', fontsize=8)
+    ax.set_yticklabels(names, fontsize=8)
+    ax.set_xlabel('prediction')
+    ax.set_ylabel('ground truth')
+    ax.set_title(title or 'confusion (% of each ground-truth class)', fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    save(fig, path)
+    return path

@@ -1,0 +1,36 @@
+"""Helpers of the bad-input and fault tests (tests/*/test_*_faults.py): the CLI
+as a user runs it, the shared-memory segments, a tiny trained set-up."""
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+
+from caffe_mlic.caffe import prototxt
+from caffe_mlic.netspec import netgen
+from tests.tinydata import tiny_mlic_config, write_tiny_dataset
+
+CLI = [sys.executable, '-m', 'caffe_mlic.cli']
+C, B = 3, 8
+
+
+def run_cli(args, cwd, timeout=180, **env):
+    return subprocess.run(CLI + [str(a) for a in args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ, GLOG_minloglevel='2', **env))
+
+
+def shm_segments():
+    return set(glob.glob('/dev/shm/psm_*'))
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    """A tiny dataset, its generated nets (no workers) and a caffemodel of the
+    baseline student."""
+    root = tmp_path_factory.mktemp('hardening')
+    listing = write_tiny_dataset(str(root / 'images'), num_classes=C, bbox_num=B, size=96)
+    netgen.generate(str(root / 'nets'), tiny_mlic_config(listing))
+    net = prototxt.caffe_net(str(root / 'nets' / 'kd' / 'student_baseline.prototxt'), 'TEST', seed=0)
+    (root / 'baseline.caffemodel').write_bytes(prototxt.net_weights_bytes(net))
+    return root

@@ -1,0 +1,189 @@
+"""The data layers' workers: a stalled worker times out naming it and its
+images; shared memory is unlinked whatever ends the run; bad images
+mid-epoch are named."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from caffe_mlic.caffe import prototxt
+from caffe_mlic.data.datalist import write_datalist
+from caffe_mlic.layers.data import DataLoadError
+from tests import netutil
+from tests.faults import CLI, shm_segments
+
+
+def _worker_net(tmp_path, net_from_text, n=8, **kw):
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        path = str(tmp_path / ('w%d.png' % i))
+        cv2.imwrite(path, rng.integers(0, 256, (12, 16, 3), dtype=np.uint8))
+        rows.append((path, [1, 0, 1], [[0, 0, 5, 5]], [1.0]))
+    write_datalist(tmp_path / 'list.txt', rows)
+    params = dict(source=str(tmp_path / 'list.txt'), batch_size=2, new_width=16, new_height=12,
+                  att_num=3, bbox_num=1, workers=2)
+    params.update(kw)
+    return net_from_text(netutil.python_layer_text('data', 'MultiLabelProposalData', params, [],
+                                                   ['data', 'label_roi']), 'TEST')
+
+
+def test_a_stalled_worker_times_out_naming_it_and_its_images(tmp_path, net_from_text):
+    net = _worker_net(tmp_path, net_from_text, timeout=2)
+    net.forward()
+    pids = net.layers[0].worker_pids
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)         # as a process blocked on a dead network mount
+    try:
+        started = time.monotonic()
+        with pytest.raises(DataLoadError, match=r'no data worker answered for 2 s .*worker process '
+                                                r'(%s) was reading .*w\d\.png' % '|'.join(map(str, pids))):
+            for batch in range(4):           # past the (up to 3) batches loaded ahead
+                net.forward()
+        assert time.monotonic() - started < 30
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+        net.layers[0].close()
+
+
+def test_shared_memory_is_unlinked_when_the_net_is_built(tmp_path, net_from_text):
+    """Nothing in /dev/shm even if the process is killed before its first batch."""
+    before = shm_segments()
+    net = _worker_net(tmp_path, net_from_text)
+    layer = net.layers[0]
+    assert layer.worker_pids and not [s for s in layer.workers.slots
+                                      if os.path.exists('/dev/shm/' + s.name.lstrip('/'))]
+    assert shm_segments() <= before
+    layer.close()
+
+
+@pytest.mark.parametrize('python', [None, '/bin/false'])
+def test_killed_or_misconfigured_runs_leave_no_shared_memory(tmp_path, python):
+    """SIGKILL right after the net is built (before any batch); and a wrong
+    CAFFE_MLIC_PYTHON, which fails the workers' start with a clear error."""
+    _worker_net(tmp_path, lambda text, phase: (tmp_path / 'net.prototxt').write_text(text))
+    script = textwrap.dedent('''
+        import os, signal, sys
+        from caffe_mlic.caffe import prototxt
+        from caffe_mlic.errors import MlicError
+        try:
+            net = prototxt.caffe_net(%r, 'TRAIN')
+        except MlicError as e:
+            print('ERROR', e, flush=True)
+            sys.exit(3)
+        print(' '.join(map(str, net.layers[0].worker_pids)), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        ''' % str(tmp_path / 'net.prototxt'))
+    env = dict(os.environ, GLOG_minloglevel='2')
+    if python:
+        env['CAFFE_MLIC_PYTHON'] = python
+    before = shm_segments()
+    res = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, env=env,
+                         timeout=120)
+    if python:
+        assert res.returncode == 3 and 'data worker process' in res.stdout and python in res.stdout, \
+            res.stdout + res.stderr
+    else:
+        assert res.returncode == -signal.SIGKILL, res.stderr
+    assert shm_segments() <= before
+
+
+def test_a_resource_tracker_that_cannot_run_leaves_no_shared_memory(monkeypatch):
+    """SharedMemory registers a new segment with multiprocessing's resource
+    tracker after creating it. A tracker that cannot run (it is started with
+    CAFFE_MLIC_PYTHON, which may not be a Python) makes that raise; the
+    segment must not stay in /dev/shm, and the error must say what failed."""
+    from multiprocessing import resource_tracker
+    from caffe_mlic.layers import prefetch
+    registered = []
+
+    def tracker_gone(name, rtype):
+        registered.append(name)
+        raise BrokenPipeError(32, 'Broken pipe')
+
+    monkeypatch.setattr(resource_tracker, 'register', tracker_gone)
+    with pytest.raises(DataLoadError, match='cannot start data worker processes'):
+        prefetch.PrefetchWorkers(1, 2, 4096, None, None)
+    assert registered and not [n for n in registered if os.path.exists('/dev/shm/' + n.lstrip('/'))]
+
+
+def _stress_dataset(root, n=240):
+    """n PNGs (image 10 huge, 2500 x 2000); the datalist in file order."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        size = (2000, 2500) if i == 10 else (100, 120)
+        img = rng.integers(0, 256, size + (3,), dtype=np.uint8)
+        path = str(root / ('s%03d.png' % i))
+        cv2.imwrite(path, img)
+        rows.append((path, [i % 2, 1 - i % 2], [[0, 0, 9, 9]], [1.0]))
+    write_datalist(root / 'list.txt', rows)
+    return [r[0] for r in rows]
+
+
+def _processes_of(marker):
+    """pids of live processes whose environment holds ``marker``."""
+    found = []
+    for env_path in glob.glob('/proc/[0-9]*/environ'):
+        try:
+            with open(env_path, 'rb') as f:
+                if marker.encode() in f.read():
+                    found.append(int(env_path.split('/')[2]))
+        except OSError:
+            pass
+    return found
+
+
+def test_stress_bad_images_mid_epoch_with_workers(tmp_path):
+    """A few hundred images, one huge, one deleted while the run goes and a
+    corrupt one after it: `caffe-mlic train` with workers stops at the first
+    bad one, naming it, and leaves no shared memory and no process behind."""
+    paths = _stress_dataset(tmp_path)
+    params = dict(source=str(tmp_path / 'list.txt'), batch_size=8, new_width=120, new_height=100,
+                  att_num=2, bbox_num=1, workers=2, shuffle=False)
+    net = netutil.python_layer_text('data', 'MultiLabelProposalData', params, [], ['data', 'label_roi'],
+                                    phase='TRAIN')
+    net += netutil.classifier_text(2, conv=False, std=0.01) + netutil.SIGMOID_LOSS_TEXT
+    (tmp_path / 'net.prototxt').write_text(net)
+    netutil.write_solver(tmp_path / 'solver.prototxt', 'net.prototxt', base_lr=0.01, max_iter=60,
+                         snapshot_prefix='snap/s')
+    (tmp_path / paths[232]).write_bytes(b'corrupt')       # batch 29: after the missing one
+    marker = 'CAFFE_MLIC_STRESS_%d' % os.getpid()
+    before = shm_segments()
+    env = dict(os.environ, GLOG_minloglevel='2', CAFFE_MLIC_PROGRESS='never', **{marker: '1'})
+    proc = subprocess.Popen(CLI + ['train', 'solver.prototxt', '--run-dir', 'run'], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        # Freeze the run as soon as it starts, delete image 200 (batch 25,
+        # far past the 3 batches loaded ahead), and let it go on.
+        deadline = time.time() + 120
+        while not (tmp_path / 'run' / 'run.json').exists():
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.time() < deadline
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGSTOP)
+        os.remove(paths[200])
+        proc.send_signal(signal.SIGCONT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err[-3000:]
+    assert 'cannot read image %s (cannot open it: No such file' % paths[200] in err, err[-3000:]
+    assert paths[232] not in err and 'Traceback' not in err
+    assert shm_segments() <= before
+    deadline = time.time() + 10
+    while _processes_of(marker) and time.time() < deadline:
+        time.sleep(0.1)
+    assert _processes_of(marker) == []
+    run = json.load(open(tmp_path / 'run' / 'run.json'))
+    assert run['status'] == 'failed' and run['final_iteration'] == 25

@@ -1,0 +1,33 @@
+"""netgen refuses impossible values naming the option, and a failure part way writes nothing."""
+import os
+
+import pytest
+
+from caffe_mlic import cli
+from caffe_mlic.netspec import netgen
+
+
+@pytest.mark.parametrize('args, fragment', [
+    (['--base-lrs', '1', '1', 'nan', '1'], 'argument --base-lrs: base_lr must be a positive number, got nan'),
+    (['--base-lr', '-1'], 'base_lr must be a positive number'),
+    (['--teacher-temperature', '-1'], 'teacher_temperature must be a positive number'),
+    (['--student-temperature', '0'], 'student_temperature must be a positive number'),
+    (['--input-scale', '0'], 'input_scale must be a positive number'),
+    (['--workers', '-1'], 'workers must be an integer >= 0'),
+    (['--max-iter', '0'], 'max_iter must be >= 1'),
+    (['--iters', '1', '0', '1', '1'], 'argument --iters: max_iter must be >= 1'),
+    (['--wsddn-batch', '0', '1'], 'wsddn_batch must be two positive integers'),
+    (['--scales', '0'], 'scale_factors must be positive numbers'),
+])
+def test_netgen_refuses_impossible_values_and_writes_nothing(tmp_path, capsys, args, fragment):
+    assert cli.main(['netgen', '-o', str(tmp_path / 'nets')] + args) == 2
+    assert fragment in capsys.readouterr().err
+    assert not (tmp_path / 'nets').exists()
+
+
+def test_netgen_failing_part_way_writes_nothing(tmp_path, capsys):
+    (tmp_path / 'nets' / 'kd' / 'train_stage2.prototxt').mkdir(parents=True)
+    assert cli.main(['netgen', '-o', str(tmp_path / 'nets'), '--classes', '3']) == 1
+    assert 'train_stage2.prototxt' in capsys.readouterr().err
+    written = [os.path.join(d, f) for d, _, files in os.walk(tmp_path) for f in files]
+    assert written == []
