@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make demo-scasnet`: ScasNet in miniature, on the CPU, through the caffe-mlic
 # commands a user types: a synthetic ISPRS-like aerial set (synth --task seg),
-# a tiny VGG ScasNet trained from scratch on random crops (caffe-mlic train),
+# a small VGG ScasNet trained from scratch on random crops (caffe-mlic train),
 # sliding-window inference over the whole test tiles (scasnet infer), the
 # ISPRS metrics on the eroded and the full references (eval seg), and the
 # report with a majority-class baseline (scasnet report): results.json,
@@ -37,8 +37,8 @@ $CLI doctor
 step "synthetic aerial set: $TILES tiles of $TILE_SIZE px, six ISPRS classes, in the ISPRS layout"
 $CLI synth --task seg data --images "$TILES" --tile-size "$TILE_SIZE" --seed 0 -q
 
-step "nets: tiny VGG ScasNet for ${INPUT}x$INPUT crops (deploy, train, solver: Adam 2e-3, poly decay, $ITERS iterations)"
-$CLI scasnet netgen -o nets --variant vgg --backbone tiny --input-size "$INPUT" \
+step "nets: small VGG ScasNet for ${INPUT}x$INPUT crops (deploy, train, solver: Adam 2e-3, poly decay, $ITERS iterations)"
+$CLI scasnet netgen -o nets --variant vgg --backbone small --input-size "$INPUT" \
   --train-list data/train.txt --val-list data/val.txt --root-folder data/ --batch-size "$BATCH" \
   --input-scale 0.017 --dropout 0 --max-iter "$ITERS" --solver-type Adam --base-lr 0.002 \
   --random-seed "$SEED" --data-seed "$SEED"

@@ -6,7 +6,8 @@
         tiles/*.tif -o predictions [--stride 267] [--flip]
 
 Writes <variant>_scasnet_deploy.prototxt, _train.prototxt and _solver.prototxt
-for each variant asked. With the release's parameters the deploy nets are
+for each variant asked. Every field of ScasConfig (caffe_mlic/netspec/scasnet.py)
+is an option here and can be set with --set FIELD=VALUE. With the release's parameters the deploy nets are
 the released VGG_ScasNet and ResNet_ScasNet (BN as stock BatchNorm + Scale);
 the Interp sizes follow --input-size. The train nets read `image label`
 datalists (SegmentationData: random crops of the input size, scale jitter,
@@ -21,35 +22,16 @@ HELP = 'ScasNet: generate its nets, label images with it, report a run'
 
 
 def add_arguments(p):
+    from caffe_mlic.netspec.config import add_config_flags
+    from caffe_mlic.netspec.scasnet import ScasConfig
     add = subcommands(p)
     g = add('netgen', run_netgen, 'write the ScasNet deploy and train nets and solvers', __doc__)
     g.add_argument('-o', '--out', required=True, metavar='DIR', help='output folder')
     g.add_argument('--variant', choices=('vgg', 'resnet', 'both'), default='both')
-    g.add_argument('--classes', type=int, default=6, help='number of classes (6)')
-    g.add_argument('--input-size', type=int, default=400, help='input side in pixels (400)')
-    g.add_argument('--dilations', type=int, nargs='+', default=[6, 12, 18, 24], metavar='D',
-                   help='context branch dilations (6 12 18 24)')
-    g.add_argument('--refine', nargs='+', metavar='LAYER',
-                   help="shallow layers that refine, deepest first (the release's: VGG conv5_3 "
-                        "conv4_3 conv3_3; ResNet conv5_3 conv4_23 conv3_4 conv2_3)")
-    g.add_argument('--backbone', choices=('release', 'tiny'), default='release',
-                   help='tiny: few channels, for CPU runs')
-    g.add_argument('--resnet-blocks', type=int, nargs=4, default=[3, 4, 23, 3], metavar='N',
-                   help='ResNet bottlenecks per block, conv2_x .. conv5_x (3 4 23 3)')
     add_infer(add)
     add_report(add)
-    t = g.add_argument_group('train nets and solvers')
-    t.add_argument('--train-list', default='data/isprs/train.txt', help='TRAIN datalist (image label lines)')
-    t.add_argument('--val-list', default='data/isprs/val.txt', help='TEST-phase datalist')
-    t.add_argument('--root-folder', default='', help='prefix of the datalists\' paths')
-    t.add_argument('--batch-size', type=int, default=4, help='TRAIN crops per batch (4)')
-    t.add_argument('--bn-trainable', action='store_true',
-                   help='ResNet: learn the batch norms (batch statistics in TRAIN) instead of freezing them')
-    t.add_argument('--dropout', type=float, default=0.5, help='dropout after the context convs (0.5)')
-    t.add_argument('--input-scale', type=float, default=1.0,
-                   help='multiply the mean-subtracted pixels (1; about 0.017 for nets from scratch)')
-    t.add_argument('--data-seed', type=int, default=0, help="the data layer's seed")
-    t.add_argument('--workers', type=int, default=2, help='data worker processes (0: in-process)')
+    add_config_flags(g, ScasConfig, 'configuration (ScasConfig fields; default: the release)')
+    t = g.add_argument_group('every solver')
     t.add_argument('--max-iter', type=int, help='iterations (default: 20000)')
     t.add_argument('--base-lr', type=float, help='base learning rate (VGG 1e-3, ResNet 1e-2)')
     t.add_argument('--solver-type', choices=('SGD', 'Adam'), help='solver (SGD)')
@@ -138,18 +120,11 @@ def run_infer(args):
 
 
 def run_netgen(args):
+    from caffe_mlic.netspec.config import config_from_args
     from caffe_mlic.netspec.netgen import generate_scasnet
     from caffe_mlic.netspec.scasnet import ScasConfig
     variants = ('vgg', 'resnet') if args.variant == 'both' else (args.variant,)
-    configs = [ScasConfig.release(variant=variant, num_classes=args.classes, input_size=args.input_size,
-                                  dilations=tuple(args.dilations), backbone=args.backbone,
-                                  refine=tuple(args.refine) if args.refine else None,
-                                  resnet_blocks=tuple(args.resnet_blocks), bn_frozen=not args.bn_trainable,
-                                  dropout_ratio=args.dropout, train_list=args.train_list,
-                                  val_list=args.val_list, root_folder=args.root_folder,
-                                  batch_size=args.batch_size, input_scale=args.input_scale,
-                                  data_seed=args.data_seed, workers=args.workers)
-               for variant in variants]
+    configs = [config_from_args(ScasConfig, args, variant=variant) for variant in variants]
     for path in generate_scasnet(args.out, configs, args.max_iter, args.base_lr, args.solver_type,
                                  args.random_seed):
         print(path)

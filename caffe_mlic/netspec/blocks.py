@@ -5,6 +5,7 @@ overrides that (NetSpec assigns unknown keywords to LayerParameter itself).
 """
 import json
 
+import caffe
 from caffe import layers as L
 from caffe import params as P
 from caffe.proto import caffe_pb2
@@ -111,3 +112,21 @@ def layer_proto(top_fn, tops):
     del layer.top[:]
     layer.top.extend(tops)
     return layer
+
+
+def train_test_data(n, layer, params, tops):
+    """Our data layer ``layer`` for both phases: in NetSpec ``n`` the TRAIN one
+    (``params(True)``), its tops named ``tops``; returned, its TEST twin
+    (``params(False)``, the same tops) as a LayerParameter, to put after it
+    with ``insert_after(proto, 'data', twin)`` once the net is a proto."""
+    blobs = python_layer(layer, [], params(True), ntop=len(tops), include=dict(phase=caffe.TRAIN))
+    for name, blob in zip(tops, blobs):
+        setattr(n, name, blob)
+    return layer_proto(python_layer(layer, [], params(False), ntop=len(tops), include=dict(phase=caffe.TEST),
+                                    name='data'), list(tops))
+
+
+def drop_input_layers(proto):
+    """A deploy net's Input layers only name the blobs its ``input:`` fields
+    give: drop them (the released deploy nets have none)."""
+    return prototxt.rewrite_layers(proto, lambda layer: None if layer.type == 'Input' else layer)

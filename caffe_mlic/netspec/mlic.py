@@ -4,34 +4,20 @@ Every net is a function of one MlicConfig. ``MlicConfig.release()`` is the
 configuration the paper's code shipped (MS-COCO: 80 classes, 500 EdgeBoxes
 proposals, teacher 672 px, student 224 px).
 """
-import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, replace
 
 import caffe
 from caffe import layers as L
 from caffe import params as P
 
-from caffe_mlic.caffe import prototxt
 from caffe_mlic.errors import UsageError
-from caffe_mlic.netspec.blocks import (FROZEN, LEARN_10X, fc, fc_relu_drop, insert_after,
-                                       layer_proto, netspec_to_proto, python_layer)
+from caffe_mlic.netspec.blocks import (FROZEN, LEARN_10X, drop_input_layers, fc, fc_relu_drop, insert_after,
+                                       netspec_to_proto, python_layer, train_test_data)
+from caffe_mlic.netspec.config import Checks, finite, option
 from caffe_mlic.netspec.vgg import BACKBONES, CONV_FILLERS, PLAIN, TEACHER, vgg16_convs
 
 RELEASE_SCALES = [0.714286, 0.857143, 1.0, 1.095239, 1.238096]  # 480/576/672/736/832 px
 RELEASE_MEAN = [103.52, 116.28, 123.675]  # BGR
-
-
-def _finite(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def option(default, help, flag=None, choices=None, metavar=None):
-    """A config field that `caffe-mlic netgen` offers as ``--flag`` (default:
-    the field name with dashes) and in ``--set field=value``."""
-    meta = dict(help=help, flag=flag, choices=choices, metavar=metavar)
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -43,7 +29,7 @@ class MlicConfig:
     teacher_size: int = option(672, 'teacher input size (px, a multiple of 16)')
     student_size: int = option(224, 'student input size (px) = 32 x pooled')
     scale_factors: list = option(RELEASE_SCALES, 'TRAIN scale factors, one drawn per batch',
-                                 flag='scales')
+                                 flag='scales', nargs='+')
     mean: list = option(RELEASE_MEAN, 'BGR mean subtracted by the data layer')
     input_scale: float = option(1.0, 'data layer: (pixel - mean) x this')
     train_list: str = option('data/train_672.txt', 'training datalist')
@@ -84,17 +70,9 @@ class MlicConfig:
 
     def validate(self):
         """Raise UsageError naming the field of the first impossible value; returns self."""
-        def bad(name, message):
-            raise UsageError('%s %s, got %r' % (name, message, getattr(self, name)), name)
-
-        for f in fields(self):
-            choices = f.metadata.get('choices')
-            if choices and getattr(self, f.name) not in choices:
-                bad(f.name, 'must be one of %s' % ', '.join(choices))
-        for key in ('num_classes', 'bbox_num', 'teacher_size', 'student_size', 'pooled'):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                bad(key, 'must be a positive integer')
+        check = Checks(self)
+        check.choices()
+        check.positive_ints('num_classes', 'bbox_num', 'teacher_size', 'student_size', 'pooled')
         if self.teacher_size % 16 or self.student_size % 32:
             raise UsageError('teacher_size must be a multiple of 16 and student_size of 32 '
                              '(VGG16 pooling), got %d and %d' % (self.teacher_size, self.student_size),
@@ -107,31 +85,18 @@ class MlicConfig:
         for key in ('wsddn_batch', 'stage1_batch', 'stage2_batch', 'baseline_batch'):
             value = getattr(self, key)
             if len(value) != 2 or not all(isinstance(v, int) and v >= 1 for v in value):
-                bad(key, 'must be two positive integers (TRAIN, TEST)')
-        if not self.scale_factors or not all(_finite(v) and v > 0 for v in self.scale_factors):
-            bad('scale_factors', 'must be positive numbers')
-        if len(self.mean) != 3 or not all(_finite(v) for v in self.mean):
-            bad('mean', 'must be three numbers (B, G, R)')
-        for key in ('input_scale', 'teacher_temperature', 'student_temperature'):
-            if not (_finite(getattr(self, key)) and getattr(self, key) > 0):
-                bad(key, 'must be a positive number')
-        if not (_finite(self.dropout_ratio) and 0 <= self.dropout_ratio < 1):
-            bad('dropout_ratio', 'must be in [0, 1)')
-        for key in ('score_scale', 'score_bias'):
-            if not _finite(getattr(self, key)):
-                bad(key, 'must be a finite number')
-        for key in ('soft_loss_weight', 'student_scale_lr_mult'):
-            if not (_finite(getattr(self, key)) and getattr(self, key) >= 0):
-                bad(key, 'must be a number >= 0')
-        for key in ('workers', 'mimic_top_k', 'data_seed'):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                bad(key, 'must be an integer >= 0')
+                check.bad(key, 'must be two positive integers (TRAIN, TEST)')
+        check.scale_factors()
+        if len(self.mean) != 3 or not all(finite(v) for v in self.mean):
+            check.bad('mean', 'must be three numbers (B, G, R)')
+        check.positive_numbers('input_scale', 'teacher_temperature', 'student_temperature')
+        check.fraction('dropout_ratio')
+        check.finite_numbers('score_scale', 'score_bias')
+        check.nonnegative_numbers('soft_loss_weight', 'student_scale_lr_mult')
+        check.nonnegative_ints('workers', 'mimic_top_k', 'data_seed')
         if self.mimic_top_k and self.kd_losses != 'python':
-            bad('mimic_top_k', "needs kd_losses 'python' (FeatureMimicLoss)")
-        for key in ('train_list', 'test_list', 'student_fc8'):
-            if not getattr(self, key) or any(c.isspace() for c in getattr(self, key)):
-                bad(key, 'must be non-empty with no whitespace')
+            check.bad('mimic_top_k', "needs kd_losses 'python' (FeatureMimicLoss)")
+        check.words('train_list', 'test_list', 'student_fc8')
         return self
 
     @property
@@ -174,11 +139,7 @@ def _data_pair(n, cfg, batches, scale_jitter, split_name='labels', silence_label
             p['scale'] = cfg.input_scale
         return p
 
-    n.data, n.label_roi = python_layer('MultiLabelProposalData', [], params(True), ntop=2,
-                                       include=dict(phase=caffe.TRAIN))
-    test_layer = layer_proto(python_layer('MultiLabelProposalData', [], params(False), ntop=2,
-                                          include=dict(phase=caffe.TEST), name='data'),
-                             ['data', 'label_roi'])
+    test_layer = train_test_data(n, 'MultiLabelProposalData', params, ['data', 'label_roi'])
     labels, n.list_roi = L.Slice(n.label_roi, ntop=2, slice_point=cfg.num_classes, axis=1,
                                  name='slice_label_roi')
     setattr(n, split_name, labels)
@@ -296,11 +257,7 @@ def wsddn_deploy(cfg):
     _wsddn_head(n, fc7, cfg)
     proto = _finish(n, 'vgg16_wsddn', inputs=[('imagedata', [1, 3, cfg.teacher_size, cfg.teacher_size]),
                                               ('proposaldata', [1, 5 * cfg.bbox_num, 1, 1])])
-    return _drop_input_layers(proto)
-
-
-def _drop_input_layers(proto):
-    return prototxt.rewrite_layers(proto, lambda layer: None if layer.type == 'Input' else layer)
+    return drop_input_layers(proto)
 
 
 def _teacher(n, cfg, data, roi):
@@ -398,7 +355,7 @@ def student_deploy(cfg):
     fc8 = _student_classifier(n, cfg, n.data)
     n.prob = L.Sigmoid(fc8)
     proto = _finish(n, 'student_deploy', inputs=[('data', [1, 3, cfg.student_size, cfg.student_size])])
-    return _drop_input_layers(proto)
+    return drop_input_layers(proto)
 
 
 NETS = {

@@ -21,7 +21,9 @@ from caffe import params as P
 
 from caffe_mlic.errors import UsageError
 from caffe_mlic.data.labelmaps import IGNORE_LABEL
-from caffe_mlic.netspec.blocks import insert_after, layer_proto, max_pool, netspec_to_proto, python_layer
+from caffe_mlic.netspec.blocks import (drop_input_layers, insert_after, max_pool, netspec_to_proto, python_layer,
+                                       train_test_data)
+from caffe_mlic.netspec.config import Checks, finite, option
 from caffe_mlic.netspec.vgg import DEEPLAB_POOLING, VGG16_BLOCKS, VGG16_WIDTHS, vgg16_convs
 
 ZERO_BIAS = dict(type='constant', value=0)
@@ -49,13 +51,14 @@ class ScasWidths:
 
 
 RELEASE_WIDTHS = ScasWidths(1024, 512, 256, 128, 64, 256)
-TINY_SCAS_WIDTHS = ScasWidths(64, 32, 16, 16, 8, 16)
-# ScasNet's tiny VGG is wider than the MLIC nets' (4 .. 16): from scratch and
-# without batch norm, its 13 convs with 4-8 channels stay at the label prior.
-SCAS_TINY_VGG = (16, 32, 32, 64, 64)
+SMALL_SCAS_WIDTHS = ScasWidths(64, 32, 16, 16, 8, 16)
+# ScasNet's small VGG is wider than the MLIC nets' tiny one (4 .. 16): from
+# scratch and without batch norm, its 13 convs with 4-8 channels stay at the
+# label prior.
+SMALL_SCAS_VGG = (16, 32, 32, 64, 64)
 # backbone: (VGG conv widths, ResNet stem and bottleneck base width, the widths after it)
 SCAS_BACKBONES = {'release': (VGG16_WIDTHS, 64, RELEASE_WIDTHS),
-                  'tiny': (SCAS_TINY_VGG, 4, TINY_SCAS_WIDTHS)}
+                  'small': (SMALL_SCAS_VGG, 4, SMALL_SCAS_WIDTHS)}
 
 
 @dataclass(frozen=True)
@@ -80,28 +83,39 @@ VARIANTS = {
 
 @dataclass
 class ScasConfig:
-    """Everything the ScasNet deploy nets depend on; defaults: the release."""
-    variant: str = 'vgg'
-    num_classes: int = 6
-    input_size: int = 400
-    dilations: tuple = (6, 12, 18, 24)       # the context branches
-    refine: tuple = None                     # shallow taps, deepest first (None: the release's)
-    backbone: str = 'release'                # or 'tiny': few channels, for CPU runs
-    resnet_blocks: tuple = RESNET101_BLOCKS
-    bn_frozen: bool = True                   # ResNet: BN statistics and Scale fixed
-    dropout_ratio: float = 0.5
+    """Everything the ScasNet nets depend on; the defaults are the release's.
+    A new field is one line here: `scasnet netgen` derives its options from
+    these (caffe_mlic.netspec.config)."""
+    variant: str = option('vgg', 'the variant', choices=sorted(VARIANTS), cli=False)   # netgen: --variant
+    num_classes: int = option(6, 'number of classes', flag='classes')
+    input_size: int = option(400, 'input side in pixels')
+    dilations: tuple = option((6, 12, 18, 24), 'context branch dilations', nargs='+', metavar='D')
+    refine: tuple = option(None, "shallow layers that refine, deepest first; None: the release's, VGG "
+                           "conv5_3 conv4_3 conv3_3, ResNet conv5_3 conv4_23 conv3_4 conv2_3",
+                           nargs='+', type=str, metavar='LAYER')
+    backbone: str = option('release', "release: the release's widths; small: the same depth with few "
+                           "channels (VGG 16-64), for CPU runs ('tiny', its old name, still works)",
+                           choices=['release', 'small'], aliases={'tiny': 'small'})
+    resnet_blocks: tuple = option(RESNET101_BLOCKS, 'ResNet bottlenecks per block, conv2_x .. conv5_x',
+                                  metavar='N')
+    bn_trainable: bool = option(False, 'ResNet: learn the batch norms (batch statistics in TRAIN) '
+                                'instead of freezing them')
+    dropout_ratio: float = option(0.5, 'dropout after the context convs', flag='dropout')
     # the train net's data (SegmentationData); not part of the deploy nets
-    train_list: str = 'data/isprs/train.txt'
-    val_list: str = 'data/isprs/val.txt'      # the TEST phase: loss and pixel accuracy
-    root_folder: str = ''
-    batch_size: int = 4
-    val_batch_size: int = 4
-    mean: tuple = IMAGENET_MEAN               # BGR, subtracted (DeepLab-v2 / PSPNet use it)
-    input_scale: float = 1.0                  # then multiplied (nets from scratch: about 1/58)
-    scale_factors: tuple = (0.75, 1.0, 1.25)  # TRAIN scale jitter
-    palette: str = 'isprs'
-    data_seed: int = 0
-    workers: int = 2
+    train_list: str = option('data/isprs/train.txt', 'TRAIN datalist (image label lines)')
+    val_list: str = option('data/isprs/val.txt', 'TEST-phase datalist (loss and pixel accuracy)')
+    root_folder: str = option('', "prefix of the datalists' paths")
+    batch_size: int = option(4, 'TRAIN crops per batch')
+    val_batch_size: int = option(4, 'TEST crops per batch')
+    mean: tuple = option(IMAGENET_MEAN, 'BGR mean subtracted by the data layer (1 or 3 values; '
+                         'DeepLab-v2 and PSPNet use this one)', nargs='+')
+    input_scale: float = option(1.0, 'multiply the mean-subtracted pixels (about 0.017 for nets from '
+                                'scratch)')
+    scale_factors: tuple = option((0.75, 1.0, 1.25), 'TRAIN scale jitter, one drawn per crop',
+                                  flag='scales', nargs='+')
+    palette: str = option('isprs', "colours of the classes: 'isprs' or a palette file")
+    data_seed: int = option(0, "the TRAIN data layer's seed")
+    workers: int = option(2, 'data worker processes (0: in-process)')
 
     @classmethod
     def release(cls, **overrides):
@@ -116,33 +130,24 @@ class ScasConfig:
         return tuple(reversed(block_outputs(self)[-len(VARIANTS[self.variant].refine):]))
 
     def validate(self):
-        def bad(name, message):
-            raise UsageError('%s %s, got %r' % (name, message, getattr(self, name)), name)
-        if self.variant not in VARIANTS:
-            bad('variant', 'must be one of %s' % ', '.join(sorted(VARIANTS)))
-        for key in ('num_classes', 'input_size'):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                bad(key, 'must be a positive integer')
+        """Raise UsageError naming the field of the first impossible value; returns self."""
+        check = Checks(self)
+        check.choices()
+        check.positive_ints('num_classes', 'input_size', 'batch_size', 'val_batch_size')
         if self.input_size < 16:
-            bad('input_size', 'must be at least 16 (three stride-2 steps)')
+            check.bad('input_size', 'must be at least 16 (three stride-2 steps)')
         if not self.dilations or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1
                                          for d in self.dilations):
-            bad('dilations', 'must be positive integers')
-        if self.backbone not in SCAS_BACKBONES:
-            bad('backbone', 'must be one of %s' % ', '.join(sorted(SCAS_BACKBONES)))
+            check.bad('dilations', 'must be positive integers')
         if len(self.resnet_blocks) != 4 or not all(isinstance(c, int) and c >= 1 for c in self.resnet_blocks):
-            bad('resnet_blocks', 'must be four positive integers (conv2_x .. conv5_x)')
-        if not 0 <= self.dropout_ratio < 1:
-            bad('dropout_ratio', 'must be in [0, 1)')
-        for key in ('batch_size', 'val_batch_size'):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                bad(key, 'must be a positive integer')
-        if len(self.mean) not in (1, 3):
-            bad('mean', 'needs 1 or 3 values (B, G, R)')
-        if not self.scale_factors or not all(f > 0 for f in self.scale_factors):
-            bad('scale_factors', 'must be positive numbers')
+            check.bad('resnet_blocks', 'must be four positive integers (conv2_x .. conv5_x)')
+        check.fraction('dropout_ratio')
+        if len(self.mean) not in (1, 3) or not all(finite(v) for v in self.mean):
+            check.bad('mean', 'needs 1 or 3 values (B, G, R)')
+        check.positive_numbers('input_scale')
+        check.scale_factors()
+        check.nonnegative_ints('workers', 'data_seed')
+        check.words('train_list', 'val_list')
         outputs = block_outputs(self)
         taps = list(self.taps)
         if not taps or any(t not in outputs for t in taps) or \
@@ -233,7 +238,7 @@ class Builder:
         (<name>/scale), in place; frozen: global statistics, nothing learned."""
         if not self.variant.batch_norm:
             return
-        frozen = self.cfg.bn_frozen or not self.train
+        frozen = not self.cfg.bn_trainable or not self.train
         # PSPNet's momentum 0.95 is BatchNorm's moving_average_fraction; its
         # slope / bias fillers (1, 0) are the Scale's. Not frozen (a train
         # net): no use_global_stats, so Caffe uses the batch's statistics in
@@ -372,8 +377,7 @@ def scasnet_deploy(cfg):
     _body(n, cfg, n.data)
     proto = netspec_to_proto(n, VARIANTS[cfg.variant].name,
                              inputs=[('data', [1, 3, cfg.input_size, cfg.input_size])])
-    del proto.layer[0]            # the Input layer: the blob comes from `input:`
-    return proto
+    return drop_input_layers(proto)
 
 
 def _seg_data(cfg, train):
@@ -393,14 +397,11 @@ def _seg_data(cfg, train):
 
 def scasnet_train(cfg):
     """A ScasNet to train: SegmentationData (crops of input_size) -> the
-    deploy net's layers (with fillers; BN learned unless bn_frozen) ->
+    deploy net's layers (with fillers; BN learned with bn_trainable) ->
     SoftmaxWithLoss ignoring 255; TEST also reports pixel accuracy."""
     cfg.validate()
     n = caffe.NetSpec()
-    n.data, n.label = python_layer('SegmentationData', [], _seg_data(cfg, True), ntop=2,
-                                   include=dict(phase=caffe.TRAIN))
-    test_data = layer_proto(python_layer('SegmentationData', [], _seg_data(cfg, False), ntop=2,
-                                         include=dict(phase=caffe.TEST), name='data'), ['data', 'label'])
+    test_data = train_test_data(n, 'SegmentationData', lambda train: _seg_data(cfg, train), ['data', 'label'])
     scores = _body(n, cfg, n.data, train=True)
     ignore = dict(ignore_label=IGNORE_LABEL)
     n.loss = L.SoftmaxWithLoss(scores, n.label, loss_param=dict(ignore_label=IGNORE_LABEL, normalization=P.Loss.VALID))

@@ -130,7 +130,7 @@ def _fmt(v, missing='&ndash;'):
 def _tables(results):
     rows = [('overall accuracy (OA)', 'OA'), ('mean F1, %s' % results['means']['mF1'], 'mF1'),
             ('mean F1, all classes', 'mF1_all'), ('mIoU, all classes', 'mIoU')]
-    main = ['<table><tr><th class="l">test tiles (%s references)</th><th>tiny VGG ScasNet</th>'
+    main = ['<table><tr><th class="l">test tiles (%s references)</th><th>small VGG ScasNet</th>'
             '<th>majority class (%s)</th></tr>' % (html.escape(results['references']),
                                                    html.escape(results['majority_class']))]
     main += ['<tr><td class="l">%s</td><td>%s</td><td>%s</td></tr>'
@@ -169,7 +169,7 @@ def write_report(run, data_dir=None):
     full = results.get('full_reference')
     body = [
         '<h1>ScasNet in miniature: semantic labeling of a synthetic aerial set</h1>',
-        '<p class="note">A tiny VGG ScasNet trained from scratch on this machine\'s CPU (%s iterations, '
+        '<p class="note">A small VGG ScasNet trained from scratch on this machine\'s CPU (%s iterations, '
         '%s s) on synthetic ISPRS-like tiles; sliding-window inference on the test tiles; every number is '
         'in <code>results.json</code>. Scored as the ISPRS benchmark scores: on the references with '
         'eroded class boundaries (those pixels ignored), %d pixels.</p>'

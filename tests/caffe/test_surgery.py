@@ -1,7 +1,7 @@
 """`caffe-mlic surgery` for ScasNet: PSPNet caffemodels (BN: slope, bias,
 mean, variance) into the ResNet variant's BatchNorm + Scale, DeepLab-v2 (and
 old V1-format DeepLab) caffemodels into the VGG variant. The caffemodels are
-written here in those layouts, for tiny ScasNets."""
+written here in those layouts, for small ScasNets."""
 import os
 import re
 import subprocess
@@ -86,9 +86,9 @@ def pspnet_layers(net, rng, upto='fc6_1', channels=None):
 def nets(tmp_path_factory, caffe):
     """Tiny deploy nets of both variants (32 x 32 input), as prototxt files."""
     root = tmp_path_factory.mktemp('scas_surgery')
-    resnet = ScasConfig.release(variant='resnet', backbone='tiny', resnet_blocks=(1, 1, 1, 1),
+    resnet = ScasConfig.release(variant='resnet', backbone='small', resnet_blocks=(1, 1, 1, 1),
                                 input_size=SIZE)
-    vgg = ScasConfig.release(backbone='tiny', input_size=SIZE)
+    vgg = ScasConfig.release(backbone='small', input_size=SIZE)
     return {'root': root,
             'resnet': prototxt.write(str(root / 'resnet.prototxt'), scasnet_deploy(resnet)),
             'vgg': prototxt.write(str(root / 'vgg.prototxt'), scasnet_deploy(vgg))}
@@ -96,7 +96,7 @@ def nets(tmp_path_factory, caffe):
 
 @pytest.fixture(scope='module')
 def pspnet(nets):
-    """A PSPNet caffemodel for the tiny ResNet ScasNet's backbone, its layers and
+    """A PSPNet caffemodel for the small ResNet ScasNet's backbone, its layers and
     the result of the surgery: (layers, stdout, caffemodel)."""
     net = prototxt.caffe_net(nets['resnet'], 'TEST')
     layers = pspnet_layers(net, np.random.default_rng(1))
@@ -229,7 +229,7 @@ def test_pspnet_source_filling_nothing_names_the_mapping(caffe, nets, tmp_path):
 
 
 def deeplab_layers(net, rng, largefov=False):
-    """DeepLab-layout layers at ``net``'s (tiny) widths: conv1_1 .. conv5_3,
+    """DeepLab-layout layers at ``net``'s (small) widths: conv1_1 .. conv5_3,
     fc6_1..4 (ASPP; LargeFOV: one fc6), fc7_*, fc8_voc12_*."""
     layers = [(name, 'Convolution', [rng.standard_normal(b.data.shape) for b in net.params[name]])
               for name in net.params if re.fullmatch(r'conv\d_\d', name)]

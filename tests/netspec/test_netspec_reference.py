@@ -195,11 +195,11 @@ def test_scasnet_deploy_equals_the_released_net(caffe, variant, layers, bns):
 @pytest.mark.parametrize('size', [400, 320, 513])
 def test_scasnet_interp_sizes_follow_the_input_size(caffe, size):
     """The Interp sizes come from the input size (the released files are
-    written for 400): the tiny nets run at other sizes and give S x S scores."""
+    written for 400): the small nets run at other sizes and give S x S scores."""
     from caffe_mlic.caffe import prototxt
     from caffe_mlic.netspec.scasnet import ScasConfig, scasnet_deploy
     for variant in ('vgg', 'resnet'):
-        cfg = ScasConfig.release(variant=variant, backbone='tiny', input_size=size,
+        cfg = ScasConfig.release(variant=variant, backbone='small', input_size=size,
                                  resnet_blocks=(1, 1, 2, 1))
         net = prototxt.caffe_net(scasnet_deploy(cfg), 'TEST', seed=0)
         net.forward()

@@ -246,7 +246,7 @@ def test_parameter_errors(tmp_path):
 
 
 def netgen(out, variant, source, *extra):
-    subprocess.run([CLI, 'scasnet', 'netgen', '-o', str(out), '--variant', variant, '--backbone', 'tiny',
+    subprocess.run([CLI, 'scasnet', 'netgen', '-o', str(out), '--variant', variant, '--backbone', 'small',
                     '--input-size', '48', '--train-list', source, '--val-list', source,
                     '--root-folder', os.path.dirname(source) + '/', '--input-scale', '0.017',
                     '--workers', '0', '--random-seed', '1'] + list(extra), check=True, stdout=subprocess.PIPE)
@@ -341,7 +341,7 @@ def test_constant_input_is_seamless_with_flips(tmp_path):
 def test_scasnet_tiles_of_the_whole_image_equal_the_plain_forward(tmp_path):
     from caffe_mlic.netspec.scasnet import ScasConfig, scasnet_deploy
     path = tmp_path / 'deploy.prototxt'
-    path.write_text(prototxt.to_text(scasnet_deploy(ScasConfig.release(backbone='tiny', input_size=48))))
+    path.write_text(prototxt.to_text(scasnet_deploy(ScasConfig.release(backbone='small', input_size=48))))
     net = prototxt.caffe_net(str(path), 'TEST', seed=3)
     for p in net.params.values():        # deploy nets have no fillers: random weights
         for blob in p:

@@ -1,0 +1,186 @@
+"""The one config mechanism of both systems' nets (MlicConfig, ScasConfig).
+
+A config is a dataclass whose fields are made with ``option``: its default,
+its help line and how the command line spells it. From that metadata alone
+``add_config_flags`` gives a command (`netgen`, `scasnet netgen`) an option
+per field and ``--set FIELD=VALUE`` for every field, and
+``config_from_args`` builds the validated config. ``Checks`` holds the
+validation helpers both configs' ``validate()`` use: the first impossible
+value raises UsageError naming its field.
+"""
+import ast
+import dataclasses
+import math
+
+from caffe_mlic.errors import UsageError
+
+
+def option(default, help, flag=None, choices=None, metavar=None, nargs=None, type=None, cli=True,
+           aliases=None):
+    """A config field. flag: its option (default: the field name with dashes);
+    nargs / type: for a list or tuple field of any length, or a default of
+    None; cli=False: --set only (a field the command sets itself); aliases:
+    {old spelling: choice}, still accepted on the command line. A bool field
+    that defaults to False is a switch (--flag sets it)."""
+    meta = dict(help=help, flag=flag, choices=choices, metavar=metavar, nargs=nargs, type=type, cli=cli,
+                aliases=aliases or {})
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def default_of(f):
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def finite(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class Checks:
+    """Validation of one config: each check raises UsageError('<field>
+    <what it must be>, got <value>') for the first field that fails."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def bad(self, name, message):
+        raise UsageError('%s %s, got %r' % (name, message, getattr(self.cfg, name)), name)
+
+    def choices(self):
+        for f in dataclasses.fields(self.cfg):
+            allowed = f.metadata.get('choices')
+            if allowed and getattr(self.cfg, f.name) not in allowed:
+                self.bad(f.name, 'must be one of %s' % ', '.join(allowed))
+
+    def positive_ints(self, *names):
+        for name in names:
+            value = getattr(self.cfg, name)
+            if not _is_int(value) or value < 1:
+                self.bad(name, 'must be a positive integer')
+
+    def nonnegative_ints(self, *names):
+        for name in names:
+            value = getattr(self.cfg, name)
+            if not _is_int(value) or value < 0:
+                self.bad(name, 'must be an integer >= 0')
+
+    def positive_numbers(self, *names):
+        for name in names:
+            if not (finite(getattr(self.cfg, name)) and getattr(self.cfg, name) > 0):
+                self.bad(name, 'must be a positive number')
+
+    def nonnegative_numbers(self, *names):
+        for name in names:
+            if not (finite(getattr(self.cfg, name)) and getattr(self.cfg, name) >= 0):
+                self.bad(name, 'must be a number >= 0')
+
+    def finite_numbers(self, *names):
+        for name in names:
+            if not finite(getattr(self.cfg, name)):
+                self.bad(name, 'must be a finite number')
+
+    def fraction(self, name):
+        value = getattr(self.cfg, name)
+        if not (finite(value) and 0 <= value < 1):
+            self.bad(name, 'must be in [0, 1)')
+
+    def scale_factors(self, name='scale_factors'):
+        value = getattr(self.cfg, name)
+        if not value or not all(finite(v) and v > 0 for v in value):
+            self.bad(name, 'must be positive numbers')
+
+    def words(self, *names):
+        """Paths and names written into prototxts: non-empty, no whitespace."""
+        for name in names:
+            value = getattr(self.cfg, name)
+            if not value or any(c.isspace() for c in value):
+                self.bad(name, 'must be non-empty with no whitespace')
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def cli_fields(cls):
+    return [f for f in dataclasses.fields(cls) if f.metadata.get('cli', True)]
+
+
+def flag_of(f):
+    return '--' + (f.metadata.get('flag') or f.name.replace('_', '-'))
+
+
+def add_config_flags(parser, cls, title):
+    """An option per field of config class ``cls`` (its default in the help)
+    and --set FIELD=VALUE, in an argument group ``title``. Every option
+    defaults to None: a field not given keeps the config's default."""
+    group = parser.add_argument_group(title)
+    for f in cli_fields(cls):
+        meta, default = f.metadata, default_of(f)
+        shown = ' '.join(map(str, default)) if isinstance(default, (tuple, list)) else default
+        kw = dict(dest=f.name, default=None, help='%s (%s)' % (meta['help'], shown))
+        if isinstance(default, bool):
+            kw.update(action='store_true' if not default else 'store_false', default=None,
+                      help=meta['help'])
+        elif meta.get('choices'):
+            kw.update(choices=list(meta['choices']) + sorted(meta['aliases']))
+        elif isinstance(default, (tuple, list)) or meta.get('nargs'):
+            element = meta.get('type') or (type(default[0]) if default else float)
+            kw.update(type=element, nargs=meta.get('nargs') or len(default),
+                      metavar=meta.get('metavar') or {int: 'N', float: 'X'}.get(element, 'TEXT'))
+        else:
+            element = meta.get('type') or type(default)
+            kw.update(type=element, metavar=meta.get('metavar') or {int: 'N', float: 'X'}.get(element, 'TEXT'))
+        group.add_argument(flag_of(f), **kw)
+    group.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
+                       help='set any %s field (VALUE as a Python literal; text as is)' % cls.__name__)
+    return group
+
+
+def _literal(text):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def coerce(default, text):
+    """``text`` read as a value of the kind of ``default`` (numbers stay
+    numbers when they do not fit; validate() then says what is wrong)."""
+    if isinstance(default, str):
+        return text
+    value = _literal(text)
+    if isinstance(default, float) and _is_int(value):
+        return float(value)
+    if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
+        element = type(default[0]) if default else float
+        value = [float(v) if element is float and _is_int(v) else v for v in value]
+        return type(default)(value)
+    return value
+
+
+def config_from_args(cls, args, **fixed):
+    """``cls.release(**fixed)`` with the options given, then the --set
+    overrides, validated."""
+    by_name = {f.name: f for f in dataclasses.fields(cls)}
+    overrides = dict(fixed)
+    for f in cli_fields(cls):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            default = default_of(f)
+            overrides[f.name] = tuple(value) if isinstance(default, tuple) or (
+                default is None and isinstance(value, list)) else value
+    for item in args.set:
+        name, sep, text = item.partition('=')
+        if not sep or name not in by_name:
+            raise UsageError('argument --set: expected FIELD=VALUE with FIELD one of %s, got %r'
+                             % (', '.join(by_name), item))
+        overrides[name] = coerce(default_of(by_name[name]), text)
+    for name, value in overrides.items():
+        aliases = by_name[name].metadata.get('aliases') or {} if name in by_name else {}
+        if isinstance(value, str) and value in aliases:
+            overrides[name] = aliases[value]
+    return cls.release(**overrides).validate()
