@@ -40,7 +40,7 @@ class MultiLabelProposalData(PrefetchingDataLayer):
     """
 
     PARAMS = (
-        Param('source', 'str', doc='datalist path'),
+        Param('source', 'str'),  # datalist path
         Param('root_folder', 'str', ''),
         Param('batch_size', 'int', low=1),
         Param('shuffle', 'bool', False),
@@ -55,8 +55,8 @@ class MultiLabelProposalData(PrefetchingDataLayer):
         Param('seed', 'int', 0, low=0),
         Param('workers', 'int', 2, low=0),
         Param('split_tops', 'bool', False),
-        Param('timeout', 'float', STALL_TIMEOUT, low=0, low_open=True,
-              doc='seconds without an answer from the workers before a batch is given up'),
+        # seconds without an answer from the workers before a batch is given up
+        Param('timeout', 'float', STALL_TIMEOUT, low=0, low_open=True),
     )
     TOPS = ('data', 'label_roi')
     OPTIONAL_TOPS = ('rois',)

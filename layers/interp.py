@@ -47,12 +47,12 @@ def interp_weights(n_in, n_out):
 class Interp(MlicLayer):
     """Bilinear resize (corner aligned) of bottom 0; optional bottom 1 gives the size."""
     PARAMS = (
-        Param('height', 'int', None, low=1, doc='output height (with width)'),
-        Param('width', 'int', None, low=1, doc='output width (with height)'),
+        Param('height', 'int', None, low=1),  # output height (with width)
+        Param('width', 'int', None, low=1),  # output width (with height)
         Param('zoom_factor', 'int', None, low=1),
         Param('shrink_factor', 'int', None, low=1),
-        Param('pad_beg', 'int', 0, high=0, doc='<= 0: crop this many pixels at the start'),
-        Param('pad_end', 'int', 0, high=0, doc='<= 0: crop this many pixels at the end'),
+        Param('pad_beg', 'int', 0, high=0),  # <= 0: crop this many pixels at the start
+        Param('pad_end', 'int', 0, high=0),  # <= 0: crop this many pixels at the end
     )
     BOTTOMS = ('input',)
     OPTIONAL_BOTTOMS = ('size_reference',)

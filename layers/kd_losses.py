@@ -73,9 +73,9 @@ class FeatureMimicLoss(MlicLayer):
     none to the weights.
     """
     PARAMS = (
-        Param('top_k', 'int', 0, low=0, doc='rows kept per image by weight; 0 = all'),
-        Param('rows_per_image', 'int', None, low=1, doc='required when top_k > 0'),
-        Param('weight_rows', 'bool', True, doc='multiply each row by its weight'),
+        Param('top_k', 'int', 0, low=0),  # rows kept per image by weight; 0 = all
+        Param('rows_per_image', 'int', None, low=1),  # required when top_k > 0
+        Param('weight_rows', 'bool', True),  # multiply each row by its weight
     )
     BOTTOMS = ('student', 'teacher')
     OPTIONAL_BOTTOMS = ('weights',)

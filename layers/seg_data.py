@@ -29,24 +29,24 @@ class SegmentationData(PrefetchingDataLayer):
     up-down flips; TEST: the centre crop) of images and label maps."""
 
     PARAMS = (
-        Param('source', 'str', doc='datalist path (lines: image label)'),
+        Param('source', 'str'),  # datalist path (lines: image label)
         Param('root_folder', 'str', ''),
         Param('batch_size', 'int', low=1),
         Param('crop_size', 'int', low=1),
         Param('num_classes', 'int', low=1, high=255),
         Param('shuffle', 'bool', True),
-        Param('mirror', 'bool', False, doc='flip left-right on a coin (TRAIN)'),
-        Param('vertical_flip', 'bool', False, doc='flip up-down on a coin (TRAIN)'),
+        Param('mirror', 'bool', False),  # flip left-right on a coin (TRAIN)
+        Param('vertical_flip', 'bool', False),  # flip up-down on a coin (TRAIN)
         Param('scale_factors', 'float_list', [1.0], low=0, low_open=True, min_len=1),
         Param('mean_value', 'float_list', [0.0, 0.0, 0.0], min_len=1),
         Param('scale', 'float', 1.0),
-        Param('palette', 'str', 'isprs', doc="colour label maps: 'isprs' or a palette file"),
-        Param('label_format', 'str', 'auto', doc='auto, index or color'),
-        Param('unknown_color', 'str', 'error', doc='a colour outside the palette: error or ignore'),
+        Param('palette', 'str', 'isprs'),  # colour label maps: 'isprs' or a palette file
+        Param('label_format', 'str', 'auto'),  # auto, index or color
+        Param('unknown_color', 'str', 'error'),  # a colour outside the palette: error or ignore
         Param('seed', 'int', 0, low=0),
         Param('workers', 'int', 2, low=0),
-        Param('timeout', 'float', STALL_TIMEOUT, low=0, low_open=True,
-              doc='seconds without an answer from the workers before a batch is given up'),
+        # seconds without an answer from the workers before a batch is given up
+        Param('timeout', 'float', STALL_TIMEOUT, low=0, low_open=True),
     )
     TOPS = ('data', 'label')
 

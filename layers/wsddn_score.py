@@ -28,7 +28,7 @@ def _softmax_backward(p, g, axis):
 
 class WSDDNScore(MlicLayer):
     PARAMS = (
-        Param('bbox_num', 'int', low=1, doc='B, proposals per image'),
+        Param('bbox_num', 'int', low=1),  # B, proposals per image
         Param('class_temperature', 'float', 1.0, low=0, low_open=True),
         Param('det_temperature', 'float', 1.0, low=0, low_open=True),
     )

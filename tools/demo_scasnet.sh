@@ -4,7 +4,7 @@
 # a small VGG ScasNet trained from scratch on random crops (caffe-mlic train),
 # sliding-window inference over the whole test tiles (scasnet infer), the
 # ISPRS metrics on the eroded and the full references (eval seg), and the
-# report with a majority-class baseline (scasnet report): results.json,
+# report with a majority-class baseline (caffe-mlic report): results.json,
 # report.html, the table.
 #
 #   DEMO_DIR=runs/scasnet   where everything goes
@@ -57,4 +57,4 @@ $CLI eval seg --pred pred/labels --gt data/gts_eroded_for_participants --gt-suff
 $CLI eval seg --pred pred/labels --gt data/gts_for_participants --json eval/scasnet_full.json | tail -4
 
 step "report"
-$CLI scasnet report "$OUT"
+$CLI report "$OUT"

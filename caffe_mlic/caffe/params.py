@@ -32,10 +32,10 @@ class Param:
     """
 
     def __init__(self, name, kind, default=REQUIRED, low=None, high=None,
-                 low_open=False, choices=None, min_len=0, doc=''):
+                 low_open=False, choices=None, min_len=0):
         self.name, self.kind, self.default = name, kind, default
         self.low, self.high, self.low_open = low, high, low_open
-        self.choices, self.min_len, self.doc = choices, min_len, doc
+        self.choices, self.min_len = choices, min_len
 
     def expectation(self):
         base = {'int': 'an integer', 'float': 'a number', 'bool': 'true or false',

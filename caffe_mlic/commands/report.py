@@ -1,26 +1,37 @@
-"""Gather a demo run's numbers into RUN/results.json and write RUN/report.html:
+"""Gather a demo run's numbers into RUN/results.json and write RUN/report.html,
+for either system: the run folder says which (caffe_mlic/report/layout.py).
 
-    caffe-mlic report runs/demo [--strict]
+    caffe-mlic report runs/demo [--strict]      # MLIC-KD-WSD (`make demo`)
+    caffe-mlic report runs/scasnet              # ScasNet (`make demo-scasnet`;
+                                                # `scasnet report` still works)
 
-The page (pictures in RUN/report/) shows the mAP table (mean +- std over the
+MLIC-KD-WSD: the page (pictures in RUN/report/) shows the mAP table (mean +- std over the
 seeds, and each seed), the fairness checks, the teacher's detection AP and
 CorLoc against a random control, speed, the per-class AP change from
 distillation, test images with the teacher's top regions and both students'
 top-3 labels, and the training curves of every stage and seed. The folder
 layout it reads is the one `make demo` writes (caffe_mlic/report/layout.py).
 """
-from caffe_mlic.errors import RunError
+from caffe_mlic.errors import InputError, RunError
 
-HELP = 'results.json and an HTML report of a demo run'
+HELP = 'results.json and an HTML report of a demo run (MLIC-KD-WSD or ScasNet)'
 
 
 def add_arguments(p):
-    p.add_argument('run_dir', metavar='RUN', help='the demo run folder (runs/demo)')
+    p.add_argument('run_dir', metavar='RUN', help='the demo run folder (runs/demo, runs/scasnet)')
     p.add_argument('--strict', action='store_true',
-                   help='exit 1 when a fairness check fails (after writing the report)')
+                   help='MLIC-KD-WSD: exit 1 when a fairness check fails (after writing the report)')
 
 
 def run(args):
+    from caffe_mlic.report import layout
+    system = layout.system_of(args.run_dir)
+    if system == 'scasnet':
+        from caffe_mlic.commands.scasnet import run_report
+        return run_report(args)
+    if system is None:
+        raise InputError('%s: not a demo run: no seed<S> folders (make demo) and no %s (make demo-scasnet)'
+                         % (args.run_dir, layout.scasnet_eval(args.run_dir)))
     from caffe_mlic.report.page import write_report
     results, path = write_report(args.run_dir)
     print(table(results))
@@ -62,7 +73,7 @@ def table(results):
         lines.append('stage 2 study (validation mAP at the end, mean +- std; paired against the release):')
         for name in study:
             stat = s['study.%s.val_mAP' % name]
-            diffs = [r['study'][name]['val_mAP'] - r['study']['release']['val_mAP'] for r in runs]
+            diffs = s.get('study_paired', {}).get(name, [])
             lines.append('  %-20s %5.1f +- %4.1f  (%s)' % (name, stat['mean'], stat['std'], ', '.join(
                 '%+.1f' % d for d in diffs)))
     scale = s.get('student_temperature_scale.mean')

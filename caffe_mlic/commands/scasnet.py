@@ -40,8 +40,8 @@ def add_arguments(p):
 
 def add_report(add):
     from caffe_mlic.report import scasnet
-    r = add('report', run_report, 'results.json and an HTML report of a ScasNet run (make demo-scasnet)',
-            scasnet.__doc__)
+    r = add('report', run_report, 'results.json and an HTML report of a ScasNet run (make demo-scasnet); '
+            'the same as `caffe-mlic report RUN`, kept for the commands users type', scasnet.__doc__)
     r.add_argument('run_dir', metavar='RUN', help='the run folder (runs/scasnet)')
 
 

@@ -280,12 +280,6 @@ class CocoSet(NamedTuple):
     category_ids: Dict[str, int]
 
 
-def read_coco(instances_json, images_dir, classes=None):
-    """(classes, records) of a COCO instances file; images under images_dir."""
-    coco = read_coco_set(instances_json, images_dir, classes)
-    return coco.classes, coco.records
-
-
 def read_coco_set(instances_json, images_dir, classes=None):
     """CocoSet of a COCO instances file; images under images_dir."""
     src = instances_json

@@ -269,7 +269,7 @@ def render_image(rng, classes, width, height, size_range, n_clutter):
 
 # ----------------------------------------------------------------- VOC files
 
-def voc_xml(image_id, filename, width, height, objects):
+def voc_xml(filename, width, height, objects):
     root = ET.Element('annotation')
     ET.SubElement(root, 'folder').text = 'JPEGImages'
     ET.SubElement(root, 'filename').text = filename
@@ -362,7 +362,7 @@ def make_synthetic_voc(out_dir, n_images, n_classes=6, objects_per_image=(1, 4),
         with atomic_write(os.path.join(out_dir, 'JPEGImages', image_id + '.jpg'), 'wb') as f:
             f.write(buf.tobytes())
         with atomic_write(os.path.join(ann_dir, image_id + '.xml')) as f:
-            f.write(voc_xml(image_id, image_id + '.jpg', width, height, objects))
+            f.write(voc_xml(image_id + '.jpg', width, height, objects))
         flags = {}
         for o in objects:
             flag = 0 if o['difficult'] else 1

@@ -55,6 +55,13 @@ def read_records(path):
     return records
 
 
+def test_points(path, key='test_mAP'):
+    """[(iteration, value)] of ``key`` in the test records of log.jsonl
+    ``path``, in order; tests without the value are left out."""
+    return [(r['iteration'], r[key]) for r in read_records(path)
+            if r.get('phase') == 'test' and r.get(key) is not None]
+
+
 def kept_before(records, iteration):
     """The records a run resumed at ``iteration`` keeps: train records before
     it, test records up to it."""

@@ -1,9 +1,12 @@
 """The training loop of `caffe-mlic train`: pycaffe's solver, one iteration at a time.
+Its parts: the solver file and its overrides (solver_file), snapshots and
+resume checks (snapshots), what it reads off the nets (nets), the logs (logs).
 
 The solver file is read as Caffe reads it: a relative ``net`` and a relative
 ``snapshot_prefix`` are relative to the current directory (the prefix's
 folder is created; with no prefix, ``<run dir>/snapshots/<solver stem>``).
-Always CPU. What the loop does beyond Caffe's Solver::Step:
+On the CPU, or on GPU ``gpu`` with Caffe's CUDA build (our Python layers then
+run on the host). What the loop does beyond Caffe's Solver::Step:
 
 - Test: at every ``test_interval`` (iteration 0 too with test_initialization)
   and at the end, the solver's TEST net, sharing the train net's weights, runs
@@ -30,10 +33,8 @@ Always CPU. What the loop does beyond Caffe's Solver::Step:
 - A total loss that is not finite stops the run (RunError): training diverged.
 """
 import contextlib
-import glob
 import math
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -44,23 +45,21 @@ from collections import deque
 
 import numpy as np
 
-from caffe_mlic.caffe import prototxt
-from caffe_mlic.errors import InputError, MlicError, Problem, RunError, UsageError
 from caffe_mlic import plotting
+from caffe_mlic.caffe import prototxt
+from caffe_mlic.caffe.weights import check_weights, parse_message
 from caffe_mlic.engine import logs
-from caffe_mlic.engine.lr import check_lr_policy, learning_rate
+from caffe_mlic.engine.lr import learning_rate
+from caffe_mlic.engine.nets import DATA_LAYERS, data_layers, find_score_blob, scalar_outputs, seekable_layers
+from caffe_mlic.engine.snapshots import (SnapshotError, check_snapshot, check_snapshot_size, find_snapshots,
+                                         learned_net_path)
+from caffe_mlic.engine.solver_file import SolverFile
+from caffe_mlic.errors import InputError, MlicError, RunError, UsageError
 from caffe_mlic.evaluation.evaluator import EVALUATORS, for_data_layer, label_blob
 from caffe_mlic.fileio import atomic_write
 from caffe_mlic.progress import progress
-from caffe_mlic.caffe.weights import (PROTO_LIMIT, blob_shape, check_weights, parse_message, shape_fits,
-                                stored_values)
 
-NEVER = 2 ** 31 - 1            # a test_interval Caffe's own Step never reaches
 SIGNAL_NAMES = {signal.SIGINT: 'SIGINT', signal.SIGTERM: 'SIGTERM'}
-# History blobs Caffe keeps per learnable blob, by solver type.
-HISTORY_PER_PARAM = {'SGD': 1, 'Nesterov': 1, 'AdaGrad': 1, 'RMSProp': 1, 'AdaDelta': 2, 'Adam': 2}
-_OLD_SOLVER_TYPES = ('SGD', 'Nesterov', 'AdaGrad', 'RMSProp', 'AdaDelta', 'Adam')  # solver_type enum
-DATA_LAYERS = ('MultiLabelProposalData', 'SegmentationData')
 
 
 class TrainingInterrupted(MlicError):
@@ -69,256 +68,6 @@ class TrainingInterrupted(MlicError):
     def __init__(self, message, signum):
         super().__init__(message)
         self.signum, self.exit_code = signum, 128 + signum
-
-
-class SnapshotError(InputError):
-    """A snapshot that cannot be resumed from: truncated, incomplete, or of another net."""
-
-
-# ---------------------------------------------------------------- the solver file
-
-
-def _field_line(path, field):
-    """1-based line of the first ``field:`` in a prototxt, or None."""
-    try:
-        with open(path, encoding='utf-8', errors='replace') as f:
-            for number, line in enumerate(f, 1):
-                if re.match(r'\s*%s\s*:' % field, line):
-                    return number
-    except OSError:
-        pass
-    return None
-
-
-def apply_overrides(param, overrides):
-    """Set SolverParameter fields from 'FIELD=VALUE' strings (`train --set`),
-    as detectron2's KEY=VALUE overrides: a scalar field of the message,
-    VALUE as its type reads it. UsageError naming the field otherwise."""
-    from google.protobuf.descriptor import FieldDescriptor as F
-    for item in overrides:
-        name, sep, text = item.partition('=')
-        field = param.DESCRIPTOR.fields_by_name.get(name.strip())
-        if not sep or field is None or field.label == F.LABEL_REPEATED or field.type == F.TYPE_MESSAGE:
-            raise UsageError('expected FIELD=VALUE with a scalar SolverParameter field (max_iter, '
-                             'base_lr, stepsize, snapshot, snapshot_prefix, ...), got %r' % item,
-                             'overrides')
-        text = text.strip()
-        try:
-            if field.type == F.TYPE_STRING:
-                value = text
-            elif field.type == F.TYPE_BOOL:
-                value = {'true': True, 'false': False}[text.lower()]
-            elif field.type == F.TYPE_ENUM:
-                value = field.enum_type.values_by_name[text].number
-            elif field.type in (F.TYPE_FLOAT, F.TYPE_DOUBLE):
-                value = float(text)
-                if not math.isfinite(value):
-                    raise ValueError(text)
-            else:
-                value = int(text)
-        except (KeyError, ValueError):
-            raise UsageError('%s: %r is not a valid %s' % (field.name, text, {
-                F.TYPE_BOOL: 'true/false', F.TYPE_ENUM: 'one of ' + ', '.join(
-                    v.name for v in field.enum_type.values) if field.enum_type else ''}.get(
-                    field.type, 'number')), 'overrides')
-        setattr(param, field.name, value)
-
-
-class SolverFile:
-    """A solver prototxt checked for what Caffe would abort on: ``param``
-    (SolverParameter), ``net_path`` (None for an inline net_param),
-    ``net_param``, ``type`` and ``snapshot_prefix`` (resolved)."""
-
-    def __init__(self, path, run_dir, overrides=()):
-        self.path = os.fspath(path)
-        if not os.path.isfile(self.path):
-            raise InputError('%s: no such solver prototxt' % self.path)
-        self.param = param = prototxt.read_solver(self.path)
-        apply_overrides(param, overrides)
-        self.overrides = list(overrides)
-        self.stem = os.path.splitext(os.path.basename(self.path))[0]
-
-        def problem(field, message):
-            return InputError(problems=[Problem(self.path, _field_line(self.path, field), field,
-                                                message)])
-        if param.HasField('net'):
-            self.net_path = param.net
-            if not os.path.isfile(self.net_path):
-                beside = os.path.join(os.path.dirname(self.path), self.net_path)
-                hint = (' (Caffe reads it relative to the current directory; %s exists)' % beside
-                        if not os.path.isabs(self.net_path) and os.path.isfile(beside) else '')
-                raise problem('net', '%s: no such net prototxt%s' % (self.net_path, hint))
-            self.net_param = prototxt.read_net(self.net_path)
-        elif param.HasField('net_param'):
-            self.net_path, self.net_param = None, param.net_param
-        else:
-            raise InputError('%s: names no net (give net: "train_val.prototxt"; train_net and '
-                             'test_net are not supported here)' % self.path)
-        prototxt.check_net(self.net_param, self.net_path or self.path)
-        self.type = param.type
-        if param.HasField('solver_type'):
-            self.type = _OLD_SOLVER_TYPES[param.solver_type]
-        if self.type not in HISTORY_PER_PARAM:
-            raise problem('type', 'unknown solver type %r; Caffe knows %s'
-                          % (self.type, ', '.join(HISTORY_PER_PARAM)))
-        check_lr_policy(param, self.path)
-        if param.max_iter <= 0:
-            raise problem('max_iter', 'max_iter must be > 0, got %d' % param.max_iter)
-        if param.iter_size < 1:
-            raise problem('iter_size', 'iter_size must be >= 1, got %d' % param.iter_size)
-        self.snapshot_prefix = param.snapshot_prefix or os.path.join(run_dir, 'snapshots', self.stem)
-        self.hdf5 = param.snapshot_format == param.HDF5
-
-    def snapshot_paths(self, iteration):
-        """(caffemodel, solverstate) Caffe writes at ``iteration``."""
-        ext = '.h5' if self.hdf5 else ''
-        base = '%s_iter_%d' % (self.snapshot_prefix, iteration)
-        return base + '.caffemodel' + ext, base + '.solverstate' + ext
-
-    def runtime_param(self, with_test):
-        """The SolverParameter handed to pycaffe: CPU, no display, the net's
-        path absolute, and Caffe's own testing off (we test); one TEST net
-        when ``with_test``."""
-        from caffe.proto import caffe_pb2
-        p = caffe_pb2.SolverParameter()
-        p.CopyFrom(self.param)
-        if self.net_path is not None:
-            p.net = os.path.abspath(self.net_path)
-        p.ClearField('solver_type')
-        p.type = self.type
-        del p.test_iter[:]
-        if with_test:
-            p.test_iter.append(1)
-            p.test_interval, p.test_initialization = NEVER, False
-        else:
-            p.ClearField('test_interval')
-        p.display, p.debug_info = 0, False
-        p.solver_mode = caffe_pb2.SolverParameter.CPU
-        p.snapshot_prefix = self.snapshot_prefix
-        return p
-
-
-# ---------------------------------------------------------------- weights and snapshots
-
-
-def learnable_shapes(net, net_param):
-    """Shapes of the net's learnable blobs in Caffe's order (a blob shared by
-    name counts once, where it first appears): what a solver state's history
-    follows."""
-    specs = {layer.name: layer.param for layer in net_param.layer if prototxt.in_phase(layer, 'TRAIN')}
-    seen, shapes = set(), []
-    for name, blobs in net.params.items():
-        for i, blob in enumerate(blobs):
-            spec = specs.get(name)
-            shared = spec[i].name if spec is not None and i < len(spec) else ''
-            if shared:
-                if shared in seen:
-                    continue
-                seen.add(shared)
-            shapes.append(blob.data.shape)
-    return shapes
-
-
-def check_snapshot_size(solver_file, net):
-    """InputError when a binary-proto snapshot of this run would exceed
-    protobuf's 2 GB for one message: Caffe aborts when it writes it (at the
-    first snapshot, hours in). The solverstate holds one history blob per
-    learnable blob (two for Adam and AdaDelta): release VGG16 distillation
-    nets (teacher and student, 268 M values) with Adam need HDF5 snapshots."""
-    if solver_file.hdf5:
-        return
-    values = sum(int(np.prod(shape)) for shape in learnable_shapes(net, solver_file.net_param))
-    for what, count in (('caffemodel', values), ('solverstate', values * HISTORY_PER_PARAM[solver_file.type])):
-        if 4 * count > PROTO_LIMIT:
-            raise InputError(problems=[Problem(
-                solver_file.path, None, 'snapshot_format',
-                "this run's %s would be %.2f GB (%d values%s), over protobuf's 2 GB for one message: "
-                'Caffe would abort writing the first snapshot; set snapshot_format: HDF5'
-                % (what, 4 * count / 2 ** 30, count, '' if what == 'caffemodel' else
-                   ': %s keeps %d history blob(s) per weight' % (solver_file.type,
-                                                                HISTORY_PER_PARAM[solver_file.type])))])
-
-
-def _learned_net_path(learned_net, state_path):
-    """Where the state's learned_net is: as Caffe reads it (relative to the
-    current directory), else beside the state; None when in neither."""
-    if os.path.isfile(learned_net):
-        return learned_net
-    beside = os.path.join(os.path.dirname(state_path), os.path.basename(learned_net))
-    return beside if os.path.isfile(beside) else None
-
-
-def check_snapshot(state_path, net, net_param, solver_type):
-    """(iteration, caffemodel path) of a solver state this solver can resume
-    from; SnapshotError saying why not."""
-    from caffe.proto import caffe_pb2
-    if not os.path.isfile(state_path):
-        raise SnapshotError('%s: no such solver state' % state_path)
-    if state_path.endswith('.h5'):
-        model = state_path[:-len('.solverstate.h5')] + '.caffemodel.h5'
-        return None, model
-    state = parse_message(caffe_pb2.SolverState(), state_path, SnapshotError)
-    shapes = learnable_shapes(net, net_param) * HISTORY_PER_PARAM[solver_type]
-    if len(state.history) != len(shapes):
-        raise SnapshotError('%s: not a state of this solver (or truncated): %d history blobs; '
-                            'this net with solver type %s keeps %d'
-                            % (state_path, len(state.history), solver_type, len(shapes)))
-    for i, (proto, shape) in enumerate(zip(state.history, shapes)):
-        if not shape_fits(shape, proto) or stored_values(proto) != int(np.prod(shape)):
-            raise SnapshotError('%s: not a state of this solver: history blob %d is %s, the net '
-                                'needs %s' % (state_path, i, 'x'.join(map(str, blob_shape(proto))),
-                                              'x'.join(map(str, shape))))
-    if not state.learned_net:
-        raise SnapshotError('%s: names no learned_net (its caffemodel)' % state_path)
-    model = _learned_net_path(state.learned_net, state_path)
-    if model is None:
-        raise SnapshotError('%s: its caffemodel %s is missing' % (state_path, state.learned_net))
-    check_weights(model, net, complete=True, error=SnapshotError)
-    return state.iter, model
-
-
-def find_snapshots(prefix):
-    """[(iteration, solverstate)] of ``prefix``, newest first."""
-    found = []
-    for path in glob.glob(glob.escape(prefix) + '_iter_*.solverstate*'):
-        m = re.search(r'_iter_(\d+)\.solverstate(\.h5)?$', path)
-        if m and path.startswith(prefix + '_iter_'):
-            found.append((int(m.group(1)), path))
-    return sorted(found, reverse=True)
-
-
-# ---------------------------------------------------------------- nets
-
-
-def _data_layers(net_param, phase):
-    """The net's data layers of ours in ``phase``."""
-    return [layer for kind in DATA_LAYERS for layer in prototxt.find_layers(net_param, python_layer=kind, phase=phase)]
-
-
-def _is_loss(layer):
-    kind = layer.python_param.layer if layer.type == 'Python' else layer.type
-    return kind.endswith('Loss') or any(w != 0 for w in layer.loss_weight)
-
-
-def find_score_blob(net_param, labels):
-    """The other bottom of the first TEST-phase loss layer that takes the
-    labels; None when no loss does."""
-    for layer in prototxt.find_layers(net_param, phase='TEST'):
-        if _is_loss(layer) and len(layer.bottom) == 2 and labels in layer.bottom:
-            other = [b for b in layer.bottom if b != labels]
-            if other:
-                return other[0]
-    return None
-
-
-def scalar_outputs(net):
-    """The net's outputs holding one value (losses, accuracies)."""
-    return [name for name in net.outputs if net.blobs[name].data.size == 1]
-
-
-def seekable_layers(net):
-    """The layers of caffe.Net ``net`` that can skip to a batch (data layers)."""
-    return [layer for layer in net.layers if callable(getattr(layer, 'seek', None))]
 
 
 def iteration_seed(seed, iteration):
@@ -394,7 +143,7 @@ class Trainer:
     def _test_setup(self):
         """(data layer, labels, score blob) of the TEST phase, or None without a TEST data layer."""
         net_param = self.solver_file.net_param
-        found = _data_layers(net_param, 'TEST')
+        found = data_layers(net_param, 'TEST')
         kinds = ' or '.join(DATA_LAYERS)
         if len(found) != 1:
             what = 'no' if not found else '%d' % len(found)
@@ -491,7 +240,7 @@ class Trainer:
             self.solver.restore(state_path)
             return
         state = parse_message(caffe_pb2.SolverState(), state_path)
-        model = _learned_net_path(state.learned_net, state_path)
+        model = learned_net_path(state.learned_net, state_path)
         if model == state.learned_net:
             self.solver.restore(state_path)
             return
@@ -601,7 +350,7 @@ class Trainer:
         self.recent_losses = deque(recent, maxlen=max(1, sf.param.average_loss))
 
         previous = logs.read_run_json(run_dir) if state is not None else None
-        train_data = _data_layers(sf.net_param, 'TRAIN')
+        train_data = data_layers(sf.net_param, 'TRAIN')
         self.info = dict(
             command=shlex.join(self.command), argv=list(sys.argv), solver=os.path.abspath(sf.path),
             net=os.path.abspath(sf.net_path) if sf.net_path else None,

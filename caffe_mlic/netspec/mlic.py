@@ -211,7 +211,7 @@ def _wsddn_head(n, fc7, cfg, fc8='fc8_{}', freeze=False, temperature_scales=Fals
     return n.image_level_score
 
 
-def _guard(n, cfg, values, pools):
+def _guard(n, values, pools):
     """DivergenceGuard on the student's max-pooling outputs (an all-NaN
     window comes out as -FLT_MAX, and Caffe's backward then writes out of
     bounds) and on the values the losses read. A net whose losses are stock
@@ -284,7 +284,7 @@ def kd_stage1(cfg):
     teacher_fc7 = _teacher(n, cfg, n.data, n.roi)
     conv5 = vgg16_convs(n, _student_input(n, cfg), cfg.widths, blocks=cfg.blocks, filler=cfg.conv_filler)
     fc7 = _fc67(n, _roi_pool(n, 'roi_pooling_224', conv5, n.roi_224, cfg), cfg)
-    _guard(n, cfg, fc7, pools=4)
+    _guard(n, fc7, pools=4)
     if cfg.kd_losses == 'stock':
         n.loss_euclid = L.EuclideanLoss(teacher_fc7, fc7, loss_weight=1, propagate_down=[False, True])
     elif cfg.mimic_top_k:
@@ -317,7 +317,7 @@ def kd_stage2(cfg):
     soft_target = _wsddn_head(n, teacher_fc7, cfg, fc8='fc_wsd_8_{}', freeze=True,
                               temperature_scales=True)
     fc8 = _student_classifier(n, cfg, _student_input(n, cfg))
-    _guard(n, cfg, fc8, pools=5)
+    _guard(n, fc8, pools=5)
     if cfg.kd_losses == 'stock':
         soft = L.Scale(fc8, filler=dict(type='constant', value=1.0 / cfg.student_temperature),
                        bias_term=False, param=[dict(lr_mult=cfg.student_scale_lr_mult, decay_mult=0)])
@@ -339,7 +339,7 @@ def student_baseline(cfg):
     test_data = _data_pair(n, cfg, cfg.baseline_batch, scale_jitter=False, split_name='label')
     n.silence = L.Silence(n.list_roi, ntop=0, name='silence')
     fc8 = _student_classifier(n, cfg, _student_input(n, cfg))
-    _guard(n, cfg, fc8, pools=5)
+    _guard(n, fc8, pools=5)
     n.loss_sig = L.SigmoidCrossEntropyLoss(fc8, n.label, loss_weight=1, propagate_down=[True, False])
     return _finish(n, 'student_baseline', test_data)
 

@@ -1,5 +1,5 @@
 """ScasNet (self-cascaded CNN for semantic labeling of aerial images, ISPRS
-J. P&RS 2018): the deploy nets of its two variants, from one ScasConfig.
+J. P&RS 2018): the deploy and train nets of its two variants, from one ScasConfig.
 
 The net: a backbone (DeepLab-v2 VGG16: 3x3 pad-1 pools, pool4/pool5 at
 stride 1, conv5 dilated 2; or PSPNet's ResNet-101: deep stem, bottlenecks

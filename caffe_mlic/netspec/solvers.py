@@ -1,6 +1,7 @@
-"""Solvers for the four trainable nets.
+"""Solvers: the four trainable MLIC-KD-WSD nets (SOLVERS) and the two ScasNet
+variants (SCASNET_SOLVERS).
 
-The release gave only the teacher's base_lr (5e-5, step policy); the rest are
+For MLIC-KD-WSD the release gave only the teacher's base_lr (5e-5, step policy); the rest are
 our choices, stated here:
 - every solver: SGD, momentum 0.9, step policy with gamma 0.1, a snapshot
   every 5000 iterations, TEST phase every 5000 iterations for 50 batches.

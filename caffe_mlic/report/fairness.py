@@ -215,9 +215,8 @@ def converged_check(log_path, final_iteration):
     point before it: the end of the run adds nothing beyond validation noise
     (single points move by 1-2 mAP on 150 images, so two points alone
     cannot say)."""
-    from caffe_mlic.engine.logs import read_records
-    tests = [(r['iteration'], r['test_mAP']) for r in read_records(log_path)
-             if r.get('phase') == 'test' and r.get('test_mAP') is not None]
+    from caffe_mlic.engine.logs import test_points
+    tests = test_points(log_path)
     start = 0.75 * final_iteration
     window = [v for i, v in tests if i >= start]
     before = [(i, v) for i, v in tests if i < start]

@@ -1,5 +1,7 @@
-"""Where a demo run keeps its files (what `make demo` writes and
-`caffe-mlic report` reads). RUN is the run folder (runs/demo):
+"""Where each demo's run keeps its files: what `make demo` and `make
+demo-scasnet` write and `caffe-mlic report` reads, in one place.
+
+MLIC-KD-WSD (`make demo`), RUN = runs/demo:
 
     RUN/data/lists/{train,val,test}.txt     datalists (+ .gt.json, .classes.txt)
     RUN/pretrain/pretrain.caffemodel        the shared pretrained backbone
@@ -12,6 +14,17 @@
     RUN/seed<S>/det/, det_control/          `detect` output: teacher, random control
     RUN/seed<S>/eval/det.json, det_control.json   `eval det --json`
     RUN/seed<S>/eval/speed.json             `caffe-mlic speed --json`
+
+ScasNet (`make demo-scasnet`), RUN = runs/scasnet:
+
+    RUN/data/                  `synth --task seg`: top/ (tiles), the references,
+                               {train,val,test}.txt
+    RUN/nets/                  `scasnet netgen` output
+    RUN/train/                 `caffe-mlic train`'s run folder (run.json, curves.png)
+    RUN/pred/{labels,color,overlay}/   `scasnet infer` on the test tiles
+    RUN/eval/scasnet.json      `eval seg --json` against the eroded references
+    RUN/eval/scasnet_full.json         ... and against the full ones
+    RUN/settings.json          the demo's settings
 """
 import glob
 import os
@@ -74,5 +87,22 @@ def lists(run, split):
     return os.path.join(run, 'data', 'lists', split + '.txt')
 
 
-def pretrain_weights(run):
-    return os.path.join(run, 'pretrain', 'pretrain.caffemodel')
+# ---------------------------------------------------------------- ScasNet
+
+
+def scasnet_eval(run, full=False):
+    return os.path.join(run, 'eval', 'scasnet_full.json' if full else 'scasnet.json')
+
+
+def scasnet_path(run, *parts):
+    """RUN/<parts>: 'train' (the run folder), 'pred', 'data', 'settings.json', ..."""
+    return os.path.join(run, *parts)
+
+
+def system_of(run):
+    """'scasnet' for a `make demo-scasnet` run, 'mlic' for a `make demo` one, None for neither."""
+    if os.path.isfile(scasnet_eval(run)):
+        return 'scasnet'
+    if seed_dirs(run):
+        return 'mlic'
+    return None

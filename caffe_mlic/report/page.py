@@ -10,20 +10,11 @@ import os
 
 import numpy as np
 
-from caffe_mlic.fileio import atomic_write, atomic_write_json
-from caffe_mlic.report import figures, layout
+from caffe_mlic.fileio import atomic_write_json
+from caffe_mlic.report import figures, layout, write_page
 from caffe_mlic.report.results import collect
 
 EXAMPLES = 6
-STYLE = """
-body { font-family: sans-serif; max-width: 1100px; margin: 1.5em auto; color: #222; }
-table { border-collapse: collapse; margin: 0.6em 0 1.2em; }
-td, th { border: 1px solid #bbb; padding: 3px 9px; text-align: right; }
-th { background: #eee; } td.l, th.l { text-align: left; } td.n { white-space: nowrap; }
-.ok { color: #1d7a32; } .bad { color: #b02020; font-weight: bold; }
-img { max-width: 100%; } .examples img { width: 32%; margin: 0.3%; vertical-align: top; }
-p.note { color: #555; font-size: 0.92em; }
-"""
 
 
 def _pm(stat, digits=1):
@@ -83,7 +74,7 @@ def _paired_table(results):
 
 def _study_table(results):
     """STUDY=1: the stage-2 variants' validation mAP, each against the release's stage 2."""
-    summary, runs = results['summary'], results['runs']
+    summary = results['summary']
     names = [n for n in layout.STUDY_LABELS if 'study.%s.val_mAP' % n in summary]
     names += sorted(k.split('.')[1] for k in summary if k.startswith('study.') and k.endswith('.val_mAP')
                     and k.split('.')[1] not in names)
@@ -94,7 +85,7 @@ def _study_table(results):
            '<table><tr><th class="l">stage 2</th><th>validation mAP</th><th>paired difference</th>'
            '<th>student scale at the end (mean)</th></tr>']
     for name in names:
-        diffs = [r['study'][name]['val_mAP'] - r['study']['release']['val_mAP'] for r in runs]
+        diffs = summary.get('study_paired', {}).get(name, [])
         scale = summary.get('study.%s.scale.mean' % name)
         out.append('<tr><td class="l">%s</td><td>%s</td><td>%s</td><td>%s</td></tr>' % (
             html.escape(layout.STUDY_LABELS.get(name, name)), _pm(summary['study.%s.val_mAP' % name]),
@@ -268,13 +259,4 @@ def write_report(run):
         '(the test split is never used while training).</p>',
         '<img src="%s" alt="training curves">' % rel(os.path.join(out_dir, 'training_curves.png')),
     ]
-    return results, write_page(os.path.join(run, 'report.html'), 'caffe-mlic demo report', STYLE, body)
-
-
-def write_page(path, title, style, body):
-    """An HTML page of ``body`` (lines of HTML) with its title and CSS, atomically."""
-    page = ('<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>%s</title>'
-            '<style>%s</style></head><body>\n%s\n</body></html>\n' % (html.escape(title), style, '\n'.join(body)))
-    with atomic_write(path) as f:
-        f.write(page)
-    return path
+    return results, write_page(os.path.join(run, 'report.html'), 'caffe-mlic demo report', body)

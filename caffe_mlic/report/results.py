@@ -89,11 +89,10 @@ def seed_result(seed, seed_dir, test_list):
 
 
 def _last_val_map(folder):
-    from caffe_mlic.engine.logs import read_records
+    from caffe_mlic.engine.logs import test_points
     path = os.path.join(folder, 'log.jsonl')
-    tests = [r['test_mAP'] for r in read_records(path)
-             if r.get('phase') == 'test' and r.get('test_mAP') is not None] if os.path.isfile(path) else []
-    return tests[-1] if tests else None
+    tests = test_points(path) if os.path.isfile(path) else []
+    return tests[-1][1] if tests else None
 
 
 def stage2_study(seed_dir):
@@ -210,7 +209,24 @@ def summarise(runs):
         summary['kd_gain'] = dict(mean=mean, std=std, values=gains,
                                   every_seed=all(g > 0 for g in gains))
         summary['paired'] = paired_differences(runs)
+        study = study_differences(runs)
+        if study:
+            summary['study_paired'] = study
     return summary
+
+
+def study_differences(runs):
+    """STUDY=1: {variant: [its validation mAP - the release stage 2's, a value
+    a seed]} for the variants every seed has."""
+    if not all(r.get('study') for r in runs):
+        return {}
+    names = set.intersection(*(set(r['study']) for r in runs)) - {'release', 'soft_targets_T1'}
+    out = {}
+    for name in sorted(names):
+        pairs = [(r['study'][name].get('val_mAP'), r['study']['release'].get('val_mAP')) for r in runs]
+        if all(a is not None and b is not None for a, b in pairs):
+            out[name] = [a - b for a, b in pairs]
+    return out
 
 
 def _map_of(run, key):

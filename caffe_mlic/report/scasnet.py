@@ -1,12 +1,8 @@
-"""`caffe-mlic scasnet report RUN`: RUN/results.json and RUN/report.html
-(pictures in RUN/report/) of a ScasNet run as `make demo-scasnet` lays it out:
-
-    RUN/eval/scasnet.json     `eval seg --json` of the predictions (the
-                              references the run was scored on)
-    RUN/eval/scasnet_full.json  the same against the full references (optional)
-    RUN/train/                `caffe-mlic train`'s run folder (run.json, curves.png)
-    RUN/pred/{labels,color,overlay}/  `scasnet infer`'s outputs
-    RUN/data/train.txt        the training datalist (for the majority baseline)
+"""`caffe-mlic report RUN` of a ScasNet run: RUN/results.json and
+RUN/report.html (pictures in RUN/report/), from the files `make demo-scasnet`
+writes (caffe_mlic/report/layout.py): the evaluation against the eroded and
+the full references, the training run, the predictions, and the training
+datalist for the majority baseline.
 
 The majority baseline predicts, at every pixel, the class most frequent in
 the training labels; it is scored here on the same pixels as the net.
@@ -18,14 +14,8 @@ import numpy as np
 
 from caffe_mlic.errors import InputError
 from caffe_mlic.fileio import atomic_write, atomic_write_json
+from caffe_mlic.report import layout, write_page
 
-STYLE = """
-body { font-family: sans-serif; max-width: 1100px; margin: 1.5em auto; color: #222; }
-table { border-collapse: collapse; margin: 0.6em 0 1.2em; }
-td, th { border: 1px solid #bbb; padding: 3px 9px; text-align: right; }
-th { background: #eee; } td.l, th.l { text-align: left; }
-img { max-width: 100%; } p.note { color: #555; font-size: 0.92em; }
-"""
 TILE_PANEL = 300     # px per panel in the test-tile pictures
 
 
@@ -74,8 +64,8 @@ def collect(run):
     """results.json's content: the net's metrics (flat: OA, mIoU, mF1, F1, IoU),
     the majority baseline's (majority_OA, majority_mIoU, ...), the full-reference
     numbers when scored, and the training run's facts."""
-    ours = _read_json(os.path.join(run, 'eval', 'scasnet.json'), 'evaluation (eval seg --json)')
-    majority, counts = majority_class(os.path.join(run, 'data', 'train.txt'), len(ours['classes']),
+    ours = _read_json(layout.scasnet_eval(run), 'evaluation (eval seg --json)')
+    majority, counts = majority_class(layout.scasnet_path(run, 'data', 'train.txt'), len(ours['classes']),
                                       ours.get('palette'))
     base = majority_metrics(ours, majority, ours.get('erode_radius') if ours.get('eroded') else None)
     results = _summary(ours)
@@ -85,10 +75,10 @@ def collect(run):
                    references=os.path.basename(os.path.normpath(ours['ground_truth_dir'])),
                    means=ours['means'], pixels=ours['pixels'],
                    test_tiles=[os.path.basename(i['prediction']) for i in ours['images']])
-    full = os.path.join(run, 'eval', 'scasnet_full.json')
+    full = layout.scasnet_eval(run, full=True)
     if os.path.isfile(full):
         results['full_reference'] = _summary(_read_json(full, 'evaluation'))
-    run_json = os.path.join(run, 'train', 'run.json')
+    run_json = layout.scasnet_path(run, 'train', 'run.json')
     if os.path.isfile(run_json):
         from datetime import datetime
         info = _read_json(run_json, 'training run')
@@ -98,7 +88,7 @@ def collect(run):
                        - datetime.fromisoformat(info['start_time'].replace('+0000', '+00:00'))).total_seconds()
         results['train'] = dict(iterations=info.get('final_iteration'), seconds=seconds, seed=info.get('seed'),
                                 data_seed=info.get('data_seed'), status=info.get('status'))
-    settings = os.path.join(run, 'settings.json')
+    settings = layout.scasnet_path(run, 'settings.json')
     if os.path.isfile(settings):
         results['settings'] = _read_json(settings, 'demo settings')
     return results
@@ -145,24 +135,24 @@ def _tables(results):
     return '\n'.join(main), '\n'.join(per_class)
 
 
-def write_report(run, data_dir=None):
+def write_report(run):
     """Write RUN/results.json, RUN/report.html and RUN/report/*.png; returns
     (results, report path)."""
     results = collect(run)
     atomic_write_json(os.path.join(run, 'results.json'), results, sort_keys=False)
     out_dir = os.path.join(run, 'report')
     os.makedirs(out_dir, exist_ok=True)
-    ours = _read_json(os.path.join(run, 'eval', 'scasnet.json'), 'evaluation')
-    confusion_png = os.path.join(run, 'eval', 'scasnet.confusion.png')
+    ours = _read_json(layout.scasnet_eval(run), 'evaluation')
+    confusion_png = layout.scasnet_path(run, 'eval', 'scasnet.confusion.png')
     pictures = []
     for image in ours['images']:
         stem = os.path.splitext(os.path.basename(image['prediction']))[0]
-        source = _find_image(os.path.join(run, 'data', 'top'), stem)
+        source = _find_image(layout.scasnet_path(run, 'data', 'top'), stem)
         gt_colour = image['ground_truth']
-        pictures.append(tile_figure(source, os.path.join(run, 'pred', 'color', stem + '.png'), gt_colour,
-                                    os.path.join(run, 'pred', 'overlay', stem + '.jpg'),
+        pictures.append(tile_figure(source, layout.scasnet_path(run, 'pred', 'color', stem + '.png'), gt_colour,
+                                    layout.scasnet_path(run, 'pred', 'overlay', stem + '.jpg'),
                                     os.path.join(out_dir, 'tile_%s.png' % stem)))
-    curves = os.path.join(run, 'train', 'curves.png')
+    curves = layout.scasnet_path(run, 'train', 'curves.png')
     rel = lambda p: os.path.relpath(p, run)  # noqa: E731
     main, per_class = _tables(results)
     train = results.get('train', {})
@@ -189,8 +179,7 @@ def write_report(run, data_dir=None):
         'never used while training.</p>',
         '<img src="%s" alt="training curves">' % rel(curves) if os.path.isfile(curves) else '<p>(no curves)</p>',
     ]
-    from caffe_mlic.report.page import write_page
-    return results, write_page(os.path.join(run, 'report.html'), 'caffe-mlic ScasNet report', STYLE, body)
+    return results, write_page(os.path.join(run, 'report.html'), 'caffe-mlic ScasNet report', body)
 
 
 def _find_image(folder, stem):

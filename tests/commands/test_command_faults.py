@@ -49,7 +49,7 @@ def test_train_solver_overrides_are_checked(tiny, capsys, item, fragment):
 
 
 def test_train_solver_overrides_apply(tiny):
-    from caffe_mlic.engine.trainer import SolverFile
+    from caffe_mlic.engine.solver_file import SolverFile
     sf = SolverFile(str(tiny / 'nets' / 'kd' / 'solver_baseline.prototxt'), str(tiny / 'r'),
                     ['max_iter=7', 'snapshot_prefix=elsewhere/s', 'base_lr=0.5', 'snapshot_after_train=false'])
     assert (sf.param.max_iter, sf.snapshot_prefix, sf.param.base_lr) == (7, 'elsewhere/s', 0.5)

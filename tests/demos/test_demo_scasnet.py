@@ -93,3 +93,18 @@ def test_report_renders_in_chromium(mini, tmp_path):
         assert img is not None and img.size > 0, rel
     assert 'majority class' in page and 'mIoU' in page
     assert_not_blank(screenshot(folder / 'report.html', tmp_path, height=1800))
+
+
+def test_report_dispatches_on_the_run_and_the_old_spelling_writes_the_same(mini, tmp_path, capsys):
+    from caffe_mlic import cli
+    folder = mini[0] if isinstance(mini, tuple) else mini
+    before = (folder / 'results.json').read_text()
+    assert cli.main(['scasnet', 'report', str(folder)]) == 0
+    assert (folder / 'results.json').read_text() == before
+    assert cli.main(['report', str(folder)]) == 0
+    assert (folder / 'results.json').read_text() == before
+    assert 'OA' in capsys.readouterr().out
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    assert cli.main(['report', str(empty)]) == 1
+    assert 'not a demo run' in capsys.readouterr().err

@@ -16,7 +16,7 @@ import pytest
 from caffe_mlic import cli
 from caffe_mlic.netspec import netgen
 from caffe_mlic.caffe import prototxt
-from caffe_mlic.engine import logs, lr, trainer
+from caffe_mlic.engine import logs, lr, nets, snapshots, trainer
 from caffe_mlic.evaluation.evaluator import label_blob
 from tests.caffe_binary import caffe_train, parse_losses
 from tests import netutil
@@ -202,7 +202,7 @@ def test_score_blob_is_found_from_the_loss_on_the_labels(tiny):
         net = prototxt.read_net(str(tiny / 'nets' / (rel + '.prototxt')))
         data = prototxt.data_layer(net, 'TEST')
         labels = label_blob(net, data)
-        return labels, trainer.find_score_blob(net, labels)
+        return labels, nets.find_score_blob(net, labels)
     assert found('wsddn/wsddn_train') == ('labels', 'image_level_score')
     assert found('kd/train_stage2') == ('label', 'fc8_mscoco')
     assert found('kd/student_baseline') == ('label', 'fc8_mscoco')
@@ -263,7 +263,7 @@ def test_sigkill_then_resume_auto_passes_over_truncated_snapshots(tiny, referenc
     wait_for(lambda: (snaps / 'w_iter_60.solverstate').exists() and train_rows(run_dir) > 62, proc)
     proc.kill()
     proc.communicate(timeout=30)
-    states = [p for _, p in trainer.find_snapshots(str(snaps / 'w'))]
+    states = [p for _, p in snapshots.find_snapshots(str(snaps / 'w'))]
     assert len(states) >= 3
     newest, second, third = states[:3]
     # A state cut short, and a complete state whose caffemodel was cut short.
@@ -304,7 +304,7 @@ def test_ctrl_c_to_the_process_group_stops_between_iterations(tiny):
     m = re.fullmatch(r'caffe-mlic train: stopped by SIGINT at iteration (\d+), snapshot (\S+); .*\n', err)
     assert m, err
     net_obj = prototxt.caffe_net(tiny / 'nets' / 'kd' / 'student_baseline.prototxt', 'TEST')
-    assert trainer.check_snapshot(str(tiny / m.group(2)), net_obj, net, 'SGD')[0] == int(m.group(1))
+    assert snapshots.check_snapshot(str(tiny / m.group(2)), net_obj, net, 'SGD')[0] == int(m.group(1))
 
 
 def test_resume_finds_the_caffemodel_beside_its_state(tiny, reference, tmp_path, monkeypatch):

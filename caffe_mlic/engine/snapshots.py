@@ -1,0 +1,104 @@
+"""Snapshots: what a run's snapshots weigh (binary protos stop at 2 GB),
+which ones a prefix has, and whether a solver state can be resumed from by
+this net, checked before Caffe reads it."""
+import glob
+import os
+import re
+
+
+import numpy as np
+
+from caffe_mlic.caffe import prototxt
+from caffe_mlic.caffe.weights import (PROTO_LIMIT, blob_shape, check_weights, parse_message, shape_fits,
+                                      stored_values)
+from caffe_mlic.engine.solver_file import HISTORY_PER_PARAM
+from caffe_mlic.errors import InputError, Problem
+
+class SnapshotError(InputError):
+    """A snapshot that cannot be resumed from: truncated, incomplete, or of another net."""
+
+
+def learnable_shapes(net, net_param):
+    """Shapes of the net's learnable blobs in Caffe's order (a blob shared by
+    name counts once, where it first appears): what a solver state's history
+    follows."""
+    specs = {layer.name: layer.param for layer in net_param.layer if prototxt.in_phase(layer, 'TRAIN')}
+    seen, shapes = set(), []
+    for name, blobs in net.params.items():
+        for i, blob in enumerate(blobs):
+            spec = specs.get(name)
+            shared = spec[i].name if spec is not None and i < len(spec) else ''
+            if shared:
+                if shared in seen:
+                    continue
+                seen.add(shared)
+            shapes.append(blob.data.shape)
+    return shapes
+
+
+def check_snapshot_size(solver_file, net):
+    """InputError when a binary-proto snapshot of this run would exceed
+    protobuf's 2 GB for one message: Caffe aborts when it writes it (at the
+    first snapshot, hours in). The solverstate holds one history blob per
+    learnable blob (two for Adam and AdaDelta): release VGG16 distillation
+    nets (teacher and student, 268 M values) with Adam need HDF5 snapshots."""
+    if solver_file.hdf5:
+        return
+    values = sum(int(np.prod(shape)) for shape in learnable_shapes(net, solver_file.net_param))
+    for what, count in (('caffemodel', values), ('solverstate', values * HISTORY_PER_PARAM[solver_file.type])):
+        if 4 * count > PROTO_LIMIT:
+            raise InputError(problems=[Problem(
+                solver_file.path, None, 'snapshot_format',
+                "this run's %s would be %.2f GB (%d values%s), over protobuf's 2 GB for one message: "
+                'Caffe would abort writing the first snapshot; set snapshot_format: HDF5'
+                % (what, 4 * count / 2 ** 30, count, '' if what == 'caffemodel' else
+                   ': %s keeps %d history blob(s) per weight' % (solver_file.type,
+                                                                HISTORY_PER_PARAM[solver_file.type])))])
+
+
+def learned_net_path(learned_net, state_path):
+    """Where the state's learned_net is: as Caffe reads it (relative to the
+    current directory), else beside the state; None when in neither."""
+    if os.path.isfile(learned_net):
+        return learned_net
+    beside = os.path.join(os.path.dirname(state_path), os.path.basename(learned_net))
+    return beside if os.path.isfile(beside) else None
+
+
+def check_snapshot(state_path, net, net_param, solver_type):
+    """(iteration, caffemodel path) of a solver state this solver can resume
+    from; SnapshotError saying why not."""
+    from caffe.proto import caffe_pb2
+    if not os.path.isfile(state_path):
+        raise SnapshotError('%s: no such solver state' % state_path)
+    if state_path.endswith('.h5'):
+        model = state_path[:-len('.solverstate.h5')] + '.caffemodel.h5'
+        return None, model
+    state = parse_message(caffe_pb2.SolverState(), state_path, SnapshotError)
+    shapes = learnable_shapes(net, net_param) * HISTORY_PER_PARAM[solver_type]
+    if len(state.history) != len(shapes):
+        raise SnapshotError('%s: not a state of this solver (or truncated): %d history blobs; '
+                            'this net with solver type %s keeps %d'
+                            % (state_path, len(state.history), solver_type, len(shapes)))
+    for i, (proto, shape) in enumerate(zip(state.history, shapes)):
+        if not shape_fits(shape, proto) or stored_values(proto) != int(np.prod(shape)):
+            raise SnapshotError('%s: not a state of this solver: history blob %d is %s, the net '
+                                'needs %s' % (state_path, i, 'x'.join(map(str, blob_shape(proto))),
+                                              'x'.join(map(str, shape))))
+    if not state.learned_net:
+        raise SnapshotError('%s: names no learned_net (its caffemodel)' % state_path)
+    model = learned_net_path(state.learned_net, state_path)
+    if model is None:
+        raise SnapshotError('%s: its caffemodel %s is missing' % (state_path, state.learned_net))
+    check_weights(model, net, complete=True, error=SnapshotError)
+    return state.iter, model
+
+
+def find_snapshots(prefix):
+    """[(iteration, solverstate)] of ``prefix``, newest first."""
+    found = []
+    for path in glob.glob(glob.escape(prefix) + '_iter_*.solverstate*'):
+        m = re.search(r'_iter_(\d+)\.solverstate(\.h5)?$', path)
+        if m and path.startswith(prefix + '_iter_'):
+            found.append((int(m.group(1)), path))
+    return sorted(found, reverse=True)

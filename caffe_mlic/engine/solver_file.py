@@ -1,0 +1,135 @@
+"""The solver file `caffe-mlic train` reads, as Caffe reads it, with KEY=VALUE
+overrides checked against the SolverParameter fields (``SolverFile``)."""
+import math
+import os
+import re
+
+
+from caffe_mlic.caffe import prototxt
+from caffe_mlic.engine.lr import check_lr_policy
+from caffe_mlic.errors import InputError, Problem, UsageError
+
+NEVER = 2 ** 31 - 1            # a test_interval Caffe's own Step never reaches
+# History blobs Caffe keeps per learnable blob, by solver type.
+HISTORY_PER_PARAM = {'SGD': 1, 'Nesterov': 1, 'AdaGrad': 1, 'RMSProp': 1, 'AdaDelta': 2, 'Adam': 2}
+_OLD_SOLVER_TYPES = ('SGD', 'Nesterov', 'AdaGrad', 'RMSProp', 'AdaDelta', 'Adam')  # solver_type enum
+
+
+def _field_line(path, field):
+    """1-based line of the first ``field:`` in a prototxt, or None."""
+    try:
+        with open(path, encoding='utf-8', errors='replace') as f:
+            for number, line in enumerate(f, 1):
+                if re.match(r'\s*%s\s*:' % field, line):
+                    return number
+    except OSError:
+        pass
+    return None
+
+
+def apply_overrides(param, overrides):
+    """Set SolverParameter fields from 'FIELD=VALUE' strings (`train --set`),
+    as detectron2's KEY=VALUE overrides: a scalar field of the message,
+    VALUE as its type reads it. UsageError naming the field otherwise."""
+    from google.protobuf.descriptor import FieldDescriptor as F
+    for item in overrides:
+        name, sep, text = item.partition('=')
+        field = param.DESCRIPTOR.fields_by_name.get(name.strip())
+        if not sep or field is None or field.label == F.LABEL_REPEATED or field.type == F.TYPE_MESSAGE:
+            raise UsageError('expected FIELD=VALUE with a scalar SolverParameter field (max_iter, '
+                             'base_lr, stepsize, snapshot, snapshot_prefix, ...), got %r' % item,
+                             'overrides')
+        text = text.strip()
+        try:
+            if field.type == F.TYPE_STRING:
+                value = text
+            elif field.type == F.TYPE_BOOL:
+                value = {'true': True, 'false': False}[text.lower()]
+            elif field.type == F.TYPE_ENUM:
+                value = field.enum_type.values_by_name[text].number
+            elif field.type in (F.TYPE_FLOAT, F.TYPE_DOUBLE):
+                value = float(text)
+                if not math.isfinite(value):
+                    raise ValueError(text)
+            else:
+                value = int(text)
+        except (KeyError, ValueError):
+            raise UsageError('%s: %r is not a valid %s' % (field.name, text, {
+                F.TYPE_BOOL: 'true/false', F.TYPE_ENUM: 'one of ' + ', '.join(
+                    v.name for v in field.enum_type.values) if field.enum_type else ''}.get(
+                    field.type, 'number')), 'overrides')
+        setattr(param, field.name, value)
+
+
+class SolverFile:
+    """A solver prototxt checked for what Caffe would abort on: ``param``
+    (SolverParameter), ``net_path`` (None for an inline net_param),
+    ``net_param``, ``type`` and ``snapshot_prefix`` (resolved)."""
+
+    def __init__(self, path, run_dir, overrides=()):
+        self.path = os.fspath(path)
+        if not os.path.isfile(self.path):
+            raise InputError('%s: no such solver prototxt' % self.path)
+        self.param = param = prototxt.read_solver(self.path)
+        apply_overrides(param, overrides)
+        self.overrides = list(overrides)
+        self.stem = os.path.splitext(os.path.basename(self.path))[0]
+
+        def problem(field, message):
+            return InputError(problems=[Problem(self.path, _field_line(self.path, field), field,
+                                                message)])
+        if param.HasField('net'):
+            self.net_path = param.net
+            if not os.path.isfile(self.net_path):
+                beside = os.path.join(os.path.dirname(self.path), self.net_path)
+                hint = (' (Caffe reads it relative to the current directory; %s exists)' % beside
+                        if not os.path.isabs(self.net_path) and os.path.isfile(beside) else '')
+                raise problem('net', '%s: no such net prototxt%s' % (self.net_path, hint))
+            self.net_param = prototxt.read_net(self.net_path)
+        elif param.HasField('net_param'):
+            self.net_path, self.net_param = None, param.net_param
+        else:
+            raise InputError('%s: names no net (give net: "train_val.prototxt"; train_net and '
+                             'test_net are not supported here)' % self.path)
+        prototxt.check_net(self.net_param, self.net_path or self.path)
+        self.type = param.type
+        if param.HasField('solver_type'):
+            self.type = _OLD_SOLVER_TYPES[param.solver_type]
+        if self.type not in HISTORY_PER_PARAM:
+            raise problem('type', 'unknown solver type %r; Caffe knows %s'
+                          % (self.type, ', '.join(HISTORY_PER_PARAM)))
+        check_lr_policy(param, self.path)
+        if param.max_iter <= 0:
+            raise problem('max_iter', 'max_iter must be > 0, got %d' % param.max_iter)
+        if param.iter_size < 1:
+            raise problem('iter_size', 'iter_size must be >= 1, got %d' % param.iter_size)
+        self.snapshot_prefix = param.snapshot_prefix or os.path.join(run_dir, 'snapshots', self.stem)
+        self.hdf5 = param.snapshot_format == param.HDF5
+
+    def snapshot_paths(self, iteration):
+        """(caffemodel, solverstate) Caffe writes at ``iteration``."""
+        ext = '.h5' if self.hdf5 else ''
+        base = '%s_iter_%d' % (self.snapshot_prefix, iteration)
+        return base + '.caffemodel' + ext, base + '.solverstate' + ext
+
+    def runtime_param(self, with_test):
+        """The SolverParameter handed to pycaffe: CPU, no display, the net's
+        path absolute, and Caffe's own testing off (we test); one TEST net
+        when ``with_test``."""
+        from caffe.proto import caffe_pb2
+        p = caffe_pb2.SolverParameter()
+        p.CopyFrom(self.param)
+        if self.net_path is not None:
+            p.net = os.path.abspath(self.net_path)
+        p.ClearField('solver_type')
+        p.type = self.type
+        del p.test_iter[:]
+        if with_test:
+            p.test_iter.append(1)
+            p.test_interval, p.test_initialization = NEVER, False
+        else:
+            p.ClearField('test_interval')
+        p.display, p.debug_info = 0, False
+        p.solver_mode = caffe_pb2.SolverParameter.CPU
+        p.snapshot_prefix = self.snapshot_prefix
+        return p
