@@ -178,10 +178,39 @@ seed_study() {  # SEED TEACHER: the stage-2 variants, in the seed's folder
     $CLI train "study/$name/kd/solver_stage2.prototxt" --weights "init/study_$name.caffemodel" \
       --run-dir "runs/study_$name" --set snapshot_prefix="snapshots/study/$name"
   done
+  seed_study_stage1 "$seed" "$teacher"
   # the soft targets at T = 1, as at the release's T = 0.5 (eval/soft_targets_val)
   $CLI eval cls --net study/teacher_T1/kd/train_stage2.prototxt --weights init/study_teacher_T1.caffemodel \
     --blob image_level_score --list "$LISTS/val.txt" --classes "$LISTS/val.classes.txt" \
     --json eval/soft_targets_val_T1.json --save-scores eval/soft_targets_val_T1.npy | tail -1
+}
+
+# STUDY=1, settings chosen before the teacher was frozen (README: "How the
+# demo's settings were chosen"), measured again: stage 1 half as long, and the
+# python distillation losses; each variant runs its own stage 1 (from the
+# same pretrained backbone and teacher; run folder runs/stage1_of_<name>),
+# then its stage 2 into runs/study_<name>, scored on the validation split.
+STAGE1_VARIANTS=(
+  "stage1_half --iters $TEACHER_ITERS $((STAGE1_ITERS / 2)) $STAGE2_ITERS $BASELINE_ITERS"
+  "kd_python --set kd_losses=python --set mimic_top_k=16"
+)
+seed_study_stage1() {  # SEED TEACHER
+  local seed=$1 teacher=$2 variant name stage1_iters
+  for variant in "${STAGE1_VARIANTS[@]}"; do
+    read -r name args <<<"$variant"
+    echo "seed $seed: study: stages 1 and 2 with $args"
+    # shellcheck disable=SC2086  # the variant's arguments split on purpose
+    seed_netgen "study/$name" "$seed" $args
+    stage1_iters=$(sed -n 's/^max_iter: //p' "study/$name/kd/solver_stage1.prototxt")
+    $CLI surgery --net "study/$name/kd/train_stage1.prototxt" --from same:"$PRETRAIN" --from teacher:$teacher \
+      -o "init/study_${name}_stage1.caffemodel" | tail -1
+    $CLI train "study/$name/kd/solver_stage1.prototxt" --weights "init/study_${name}_stage1.caffemodel" \
+      --run-dir "runs/stage1_of_$name" --set snapshot_prefix="snapshots/study/${name}_stage1"
+    $CLI surgery --net "study/$name/kd/train_stage2.prototxt" --from teacher:$teacher \
+      --from same:"snapshots/study/${name}_stage1_iter_$stage1_iters.caffemodel" -o "init/study_$name.caffemodel" | tail -1
+    $CLI train "study/$name/kd/solver_stage2.prototxt" --weights "init/study_$name.caffemodel" \
+      --run-dir "runs/study_$name" --set snapshot_prefix="snapshots/study/$name"
+  done
 }
 
 seed_ablation() {  # SEED TEACHER: the paper's ablation rows, in the seed's folder

@@ -56,6 +56,9 @@ STUDY_LABELS = {'release': "stage 2 as released (teacher T = 0.5, student scale 
                 'scale_fixed': "the student's logit scale fixed at 1/5",
                 'soft_weight_half': 'soft loss weight 0.5',
                 'stage2_x2': 'stage 2 twice as long',
+                'stage1_half': 'stage 1 half as long, then stage 2',
+                'kd_python': "the python distillation losses (mimic on each image's top 16 proposals; "
+                             "soft loss at the fixed student T = 5), stages 1 and 2",
                 'labels_after_stage1': 'no soft loss: labels only (the ablation row stage 1 only)'}
 # RUN/seed<S>/eval/<model>_fitted.json: the test split at per-class thresholds
 # fitted on the validation split (eval/<model>_thresholds.json)

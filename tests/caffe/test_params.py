@@ -44,24 +44,3 @@ def test_rejections_name_layer_key_and_expectation(text, fragments):
 def test_nan_is_rejected():
     with pytest.raises(ParamError, match='spatial_scale'):
         parse_params('ROIPooling', '{"pooled_h": 7, "spatial_scale": NaN}', SPEC)
-
-
-def test_atomic_write_replaces_whole_file_with_normal_mode(tmp_path):
-    import os
-    import stat
-    from caffe_mlic.fileio import atomic_write
-    target = tmp_path / 'out.txt'
-    target.write_text('old')
-    try:
-        with atomic_write(target) as f:
-            f.write('half')
-            raise RuntimeError('interrupted')
-    except RuntimeError:
-        pass
-    assert target.read_text() == 'old' and os.listdir(tmp_path) == ['out.txt']
-    with atomic_write(target) as f:
-        f.write('new')
-    assert target.read_text() == 'new'
-    umask = os.umask(0)
-    os.umask(umask)
-    assert stat.S_IMODE(os.stat(target).st_mode) == 0o666 & ~umask

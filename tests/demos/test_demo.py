@@ -364,7 +364,8 @@ def test_stage2_study_runs_each_variant_from_stage2s_start(mini_again):
     seed_dir = layout.seed_dirs(str(folder))[1]
     study = run['study']
     variants = {'teacher_T1', 'scale_lr1', 'scale_fixed', 'soft_weight_half', 'stage2_x2'}
-    assert set(study) == variants | {'release', 'labels_after_stage1', 'soft_targets_T1'}
+    stage1_variants = {'stage1_half', 'kd_python'}
+    assert set(study) == variants | stage1_variants | {'release', 'labels_after_stage1', 'soft_targets_T1'}
     from caffe_mlic.caffe.weights import read_weights
     stage2 = read_weights(os.path.join(seed_dir, 'init', 'stage2.caffemodel'))
     for name in variants:
@@ -382,6 +383,16 @@ def test_stage2_study_runs_each_variant_from_stage2s_start(mini_again):
             assert same == (name != 'teacher_T1' or not layer.startswith('temp_branch')), (name, layer)
         if name == 'teacher_T1':
             assert all((start[layer][0] == 1.0).all() for layer in start if layer.startswith('temp_branch'))
+    # the settings chosen before the teacher was frozen: each variant's own stage 1, then stage 2
+    for name, stage1_iters in (('stage1_half', 6), ('kd_python', 12)):
+        with open(os.path.join(seed_dir, 'runs', 'stage1_of_' + name, 'run.json')) as f:
+            assert json.load(f)['final_iteration'] == stage1_iters
+        with open(os.path.join(seed_dir, 'runs', 'study_' + name, 'run.json')) as f:
+            assert json.load(f)['final_iteration'] == 12
+        assert 0 <= study[name]['val_mAP'] <= 100
+    python_net = open(os.path.join(seed_dir, 'study', 'kd_python', 'kd', 'train_stage1.prototxt')).read()
+    assert 'FeatureMimicLoss' in python_net and '"top_k": 16' in python_net
+    assert study['kd_python']['scale'] is None           # the fixed-T soft loss has no learned scale
     assert study['soft_targets_T1']['mean_with'] != run['soft_targets']['mean_with']
     # the fixed scale stays at 1/5; the learned ones move
     assert study['scale_fixed']['scale']['per_class'] == [pytest.approx(0.2)] * 6
