@@ -217,8 +217,7 @@ seed_ablation() {  # SEED TEACHER: the paper's ablation rows, in the seed's fold
   # Each row is trained from exactly the weights of the row it is compared
   # with, with the same solver for stage 2's iterations (README: the ablation).
   local seed=$1 teacher=$2
-  local short=(--set max_iter=$STAGE2_ITERS --set stepsize=$((STAGE2_ITERS * 7 / 10)) --set snapshot=$STAGE2_ITERS
-               --set test_interval=$(( (STAGE2_ITERS + 7) / 8 )))
+  local short=(--max-iter "$STAGE2_ITERS")   # netgen's schedule for stage 2's iterations
   echo "seed $seed: ablation: stage 1 only, then $STAGE2_ITERS iterations on labels (stage 2's start and budget)"
   $CLI train nets/kd/solver_baseline.prototxt --weights init/stage2.caffemodel \
     --run-dir runs/ablation_stage1_only "${short[@]}" --set snapshot_prefix=snapshots/ablation/stage1_only

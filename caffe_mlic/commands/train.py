@@ -40,6 +40,9 @@ def add_arguments(p):
     p.add_argument('--run-dir', metavar='DIR', help='logs, curves and run.json (runs/<solver stem>)')
     p.add_argument('--score-blob', metavar='B',
                    help='TEST blob scored for mAP (default: the other bottom of the loss on the labels)')
+    p.add_argument('--max-iter', type=int, metavar='N',
+                   help="this many iterations, with netgen's schedule for it: the step at 70 %%, one "
+                        'snapshot at the end, a test every eighth (as --set for each; a --set wins)')
     p.add_argument('--set', dest='overrides', action='append', default=[], metavar='FIELD=VALUE',
                    help='override a solver field for this run (repeatable), e.g. --set max_iter=300 '
                         '--set snapshot_prefix=snapshots/short; a resumed run needs the same ones')
@@ -80,6 +83,10 @@ def run(args):
     if args.resume is not None and not args.resume:
         raise UsageError("expected a .solverstate or 'auto'", 'resume')
     args.gpu = _gpu_id(args.gpu)
+    if args.max_iter is not None:
+        from caffe_mlic.netspec.solvers import schedule
+        args.overrides = ['%s=%s' % item for item in schedule(args.max_iter).items()] + args.overrides
+        args.max_iter = None
     os.environ.setdefault('GLOG_minloglevel', '2')      # before caffe is imported: no INFO lines
     from caffe_mlic.engine import train
     command, resume_command = _commands(args)

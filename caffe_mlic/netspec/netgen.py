@@ -9,15 +9,12 @@ from caffe_mlic.fileio import json_ready, write_files
 
 
 def solver_overrides(spec, max_iter=None, base_lr=None, solver_type=None, random_seed=None):
-    """``spec`` (a SolverSpec) with the overrides given; with max_iter the step
-    comes at 70 % of it, one snapshot at the end, and a test every eighth of
-    the run (so the curves have points)."""
+    """``spec`` (a SolverSpec) with the overrides given; with max_iter, its
+    schedule (solvers.schedule: the step at 70 %, ...)."""
     import math
+    from caffe_mlic.netspec.solvers import schedule
     if max_iter is not None:
-        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-            raise UsageError('max_iter must be >= 1, got %r' % (max_iter,), 'max_iter')
-        spec = replace(spec, max_iter=max_iter, stepsize=max(1, int(0.7 * max_iter)), snapshot=max_iter,
-                       test_interval=max(1, -(-max_iter // 8)))
+        spec = replace(spec, **schedule(max_iter))
     if base_lr is not None:
         if not (math.isfinite(base_lr) and base_lr > 0):
             raise UsageError('base_lr must be a positive number, got %r' % base_lr, 'base_lr')

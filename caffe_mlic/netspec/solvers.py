@@ -13,6 +13,7 @@ our choices, stated here:
 from dataclasses import dataclass
 
 from caffe_mlic.caffe import prototxt
+from caffe_mlic.errors import UsageError
 
 
 @dataclass
@@ -74,3 +75,13 @@ def solver_proto(net_path, spec, snapshot_prefix):
         if spec.type == 'Adam':
             fields['momentum2'] = 0.999
     return prototxt.solver(net_path, **fields)
+
+
+def schedule(max_iter):
+    """The schedule of a run of ``max_iter`` iterations, for `netgen --iters`
+    and `train --max-iter` alike: the step at 70 % of it, one snapshot at the
+    end, a test every eighth of the run (so the curves have points)."""
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise UsageError('max_iter must be >= 1, got %r' % (max_iter,), 'max_iter')
+    return dict(max_iter=max_iter, stepsize=max(1, int(0.7 * max_iter)), snapshot=max_iter,
+                test_interval=max(1, -(-max_iter // 8)))

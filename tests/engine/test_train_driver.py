@@ -413,3 +413,23 @@ def test_plot_log_draws_a_caffe_binary_log(tiny):
     bad = run_cli(['plot-log', 'binary.prototxt', '-o', 'x.png'], tiny)
     assert bad.returncode == 1 and 'not a caffe training log' in bad.stderr
     assert not (tiny / 'x.png').exists()
+
+
+def test_train_max_iter_is_netgens_schedule_and_a_set_wins(tiny, tmp_path):
+    """`train --max-iter N` gives the solver netgen's schedule for N (the step
+    at 70 %, a snapshot at the end, a test every eighth), as --set items the
+    resume command repeats; a --set of the same field after it wins."""
+    from caffe_mlic.netspec.netgen import solver_overrides
+    from caffe_mlic.netspec.solvers import SOLVERS
+    run_dir = tmp_path / 'r'
+    assert cli.main(['train', str(tiny / 'nets' / 'kd' / 'solver_baseline.prototxt'), '--max-iter', '10',
+                     '--set', 'snapshot=5', '--set', 'snapshot_prefix=%s' % (tmp_path / 's' / 'b'),
+                     '--run-dir', str(run_dir)]) == 0
+    info = json.loads((run_dir / 'run.json').read_text())
+    assert info['final_iteration'] == 10
+    solver = prototxt.read_solver(str(run_dir / 'solver.prototxt'))
+    spec = solver_overrides(SOLVERS['kd/solver_baseline'][1], max_iter=10)
+    assert (solver.max_iter, solver.stepsize, solver.test_interval) == (10, spec.stepsize, spec.test_interval) \
+        == (10, 7, 2)
+    assert solver.snapshot == 5
+    assert '--set max_iter=10 --set stepsize=7 --set snapshot=1' in info['command']
