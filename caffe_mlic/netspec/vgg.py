@@ -5,6 +5,8 @@ pool5) or the teacher copy inside the KD nets (conv_wsd_1_1, pool_wsd_1, ...);
 ReLUs are relu<b>_<i> in both, as in the released nets. ``widths`` lets tests
 and CPU experiments run the same graph with few channels.
 """
+import re
+
 from caffe_mlic.netspec.blocks import LEARN, conv_relu, max_pool
 
 VGG16_BLOCKS = (2, 2, 3, 3, 3)
@@ -31,8 +33,15 @@ CONV_FILLERS = {'vgg16': None, 'tiny': dict(type='msra'), 'mini': dict(type='msr
 
 
 class VggNames:
+    """How a VGG's layers are named: templates with {b} (block) and {i} (index)."""
+
     def __init__(self, conv, pool, fc):
         self.conv, self.pool, self.fc = conv, pool, fc
+
+    def learnable(self, name):
+        """Whether ``name`` is one of these convs or fcs (fc8_c / fc8_d included)."""
+        return any(re.fullmatch(re.escape(t).replace(r'\{b\}', r'\d+').replace(r'\{i\}', r'[0-9a-z_]+'), name)
+                   for t in (self.conv, self.fc))
 
 
 PLAIN = VggNames(conv='conv{b}_{i}', pool='pool{b}', fc='fc{i}')

@@ -183,6 +183,7 @@ def last_caffemodel(seed_dir, info):
 
 def teacher_frozen_check(seed_dir, infos):
     """teacher_frozen: ``infos`` {stage: run.json} of the distillation stages."""
+    from caffe_mlic.netspec.vgg import TEACHER
     lines, ok = [], True
     for stage, info in infos.items():
         start, end = info.get('weights') or [], last_caffemodel(seed_dir, info)
@@ -191,7 +192,7 @@ def teacher_frozen_check(seed_dir, infos):
             ok = False
             continue
         before, after = _weights(start[0]), _weights(end)
-        teacher = [name for name in before if '_wsd_' in name]
+        teacher = [name for name in before if TEACHER.learnable(name)]
         changed = ['%s (mean |w| after / before %.3f)' % (
             name, float(np.abs(after[name][0]).mean() / max(np.abs(before[name][0]).mean(), 1e-30)))
             for name in teacher if name in after and not all(
