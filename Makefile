@@ -36,10 +36,10 @@ test-gpu-build: deps     ## build the CUDA Caffe and check it against the CPU bu
 	CAFFE_MLIC_GPU_BUILD_TESTS=1 $(PY) -m pytest -q tests/install/test_gpu_build.py $(PYTEST_ARGS)
 
 demo: install            ## set up, then run the main job
-	@tools/demo.sh
+	@$(PY) tools/demo.py
 
 demo-scasnet: install   ## set up, then ScasNet in miniature (synthetic aerial tiles)
-	@tools/demo_scasnet.sh
+	@$(PY) tools/demo_scasnet.py
 
 bench: install           ## print speed/memory ratios measured in one run
 	$(CLI) bench

@@ -87,7 +87,20 @@ def eval_file(seed_dir, name, ext='.json'):
 
 
 def lists(run, split):
-    return os.path.join(run, 'data', 'lists', split + '.txt')
+    return list_file(run, split + '.txt')
+
+
+def list_file(run, name):
+    """RUN/data/lists/<name>: a datalist and its companions (.classes.txt, .gt.json)."""
+    return os.path.join(run, 'data', 'lists', name)
+
+
+def seed_dir(run, seed):
+    return os.path.join(run, 'seed%d' % seed)
+
+
+def pretrain_weights(run):
+    return os.path.join(run, 'pretrain', 'pretrain.caffemodel')
 
 
 # ---------------------------------------------------------------- ScasNet

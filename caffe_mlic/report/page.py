@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from caffe_mlic.fileio import atomic_write_json
+from caffe_mlic import plotting
 from caffe_mlic.report import figures, layout, write_page
 from caffe_mlic.report.results import collect
 
@@ -227,8 +228,8 @@ def write_report(run):
     gains = [[(a if a is not None else np.nan) - (b if b is not None else np.nan)
               for a, b in zip(r['student_kd']['AP'], r['student_baseline']['AP'])]
              for r in results['runs']]
-    figures.kd_gain_per_class(classes, _class_frequency(run, classes), gains,
-                              os.path.join(out_dir, 'kd_gain_per_class.png'))
+    plotting.kd_gain_per_class(classes, _class_frequency(run, classes), gains,
+                               os.path.join(out_dir, 'kd_gain_per_class.png'))
     figures.training_curves(layout.seed_dirs(run), os.path.join(out_dir, 'training_curves.png'))
     examples = _examples(run, results, out_dir)
     sizes = _settings(run)

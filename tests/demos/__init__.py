@@ -1,6 +1,7 @@
-"""Running the demo scripts (tools/demo.sh, tools/demo_scasnet.sh) from tests."""
+"""Running the demo drivers (tools/demo.py, tools/demo_scasnet.py) from tests."""
 import os
 import subprocess
+import sys
 
 from tests import REPO
 
@@ -9,7 +10,7 @@ def run_demo(script, folder, timeout, **env):
     """Run tools/<script> in its miniature form (DEMO_MINI=1) into ``folder``;
     returns its output, failing the test with the output's tail if it fails."""
     env = dict(os.environ, DEMO_MINI='1', DEMO_DIR=str(folder), CAFFE_MLIC_PROGRESS='never', **env)
-    proc = subprocess.run(['bash', os.path.join(REPO, 'tools', script)], env=env, cwd=REPO,
+    proc = subprocess.run([sys.executable, os.path.join(REPO, 'tools', script)], env=env, cwd=REPO,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-4000:]
     return proc.stdout

@@ -1,5 +1,5 @@
 """The miniature demo (DEMO_MINI=1: 1 seed, few images and iterations) run
-twice from scratch through tools/demo.sh: well-formed results.json and
+twice from scratch through tools/demo.py: well-formed results.json and
 report, the same numbers on the second run, the report rendered by headless
 Chromium, and the fairness checks failing when a rule is broken. It does
 not assert the gain (the miniature is too small to show it)."""
@@ -21,7 +21,7 @@ CLS_KEYS = {'mAP', 'AP', 'CP', 'CR', 'CF1', 'OP', 'OR', 'OF1', 'CP_top3', 'CR_to
 
 
 def _demo(folder, **extra):
-    return run_demo('demo.sh', folder, 1200, SEEDS='1', **extra)
+    return run_demo('demo.py', folder, 1200, SEEDS='1', **extra)
 
 
 @pytest.fixture(scope='module')

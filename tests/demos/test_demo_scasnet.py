@@ -1,5 +1,5 @@
 """The miniature ScasNet demo (DEMO_MINI=1: small tiles, few iterations) run
-twice through tools/demo_scasnet.sh: a well-formed results.json whose
+twice through tools/demo_scasnet.py: a well-formed results.json whose
 numbers are the ones eval seg wrote, the majority baseline recomputed by
 hand, the same numbers on the second run, and the report rendered by
 headless Chromium. It does not assert the metrics' targets (too few
@@ -17,7 +17,7 @@ CLASSES = ['impervious_surfaces', 'building', 'low_vegetation', 'tree', 'car', '
 
 
 def _demo(folder):
-    return run_demo('demo_scasnet.sh', folder, 900)
+    return run_demo('demo_scasnet.py', folder, 900)
 
 
 @pytest.fixture(scope='module')
