@@ -48,7 +48,7 @@ def write_solver(root, name, net='wsddn/wsddn_train', nets=None, **fields):
 
 
 def run_cli(args, cwd, **env):
-    return subprocess.run(CLI + list(args), cwd=cwd, capture_output=True, text=True, timeout=120,
+    return subprocess.run(CLI + list(args), cwd=cwd, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, **env))
 
 
