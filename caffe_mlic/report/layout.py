@@ -48,7 +48,8 @@ COMPARISONS = (
      'ablation.labels_short'),
 )
 # `make demo STUDY=1`: stage 2 with one setting changed (runs/study_<name>/),
-# from stage 2's own start, scored on the validation split
+# from stage 2's own start, scored on the validation split; for stage1_half and
+# kd_python, the variant's own stage 1 first (runs/stage1_of_<name>/)
 STUDY_LABELS = {'release': "stage 2 as released (teacher T = 0.5, student scale 1/5 learned at "
                            "lr_mult 10, soft loss weight 1)",
                 'teacher_T1': 'teacher temperature T = 1',
