@@ -339,7 +339,8 @@ def test_weights_are_copied_in_order(tiny, reference, tmp_path):
 # ---------------------------------------------------------------- bad input
 
 
-def test_bad_input_gets_one_clear_line(tiny, student_run, capsys):
+def test_bad_input_gets_one_clear_line(tiny, student_run, capsys, monkeypatch):
+    monkeypatch.chdir(tiny)     # the solvers' relative snapshot prefixes: never in the checkout
     (tiny / 'broken.prototxt').write_text('base_lr: 0.1\nmax_iter: 10\nnet: "x.prototxt\n')
     write_solver(tiny, 'nonet', net='missing/none')
     write_solver(tiny, 'badlr', lr_policy='step', stepsize=0)
