@@ -27,6 +27,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from demo_driver import Driver, main, step  # noqa: E402
 
+from caffe_mlic.caffe.prototxt import read_solver  # noqa: E402
 from caffe_mlic.report import layout  # noqa: E402
 
 MINI = os.environ.get('DEMO_MINI', '0') == '1'
@@ -224,7 +225,8 @@ class Demo(Driver):
         for name, args in STAGE1_VARIANTS.items():
             self.say('seed %d: study: stages 1 and 2 with %s' % (seed, ' '.join(map(str, args))), run['log'])
             self.netgen('study/' + name, seed, *args, **run)
-            stage1_iters = STAGE1_ITERS // 2 if name == 'stage1_half' else STAGE1_ITERS
+            # the variant's own stage-1 length
+            stage1_iters = read_solver(os.path.join(folder, 'study', name, 'kd', 'solver_stage1.prototxt')).max_iter
             self.cli('surgery', '--net', 'study/%s/kd/train_stage1.prototxt' % name,
                      '--from', 'same:' + self.pretrain, '--from', 'teacher:' + teacher,
                      '-o', 'init/study_%s_stage1.caffemodel' % name, tail=1, **run)

@@ -22,9 +22,6 @@ class DemoFailed(Exception):
 
 
 class Driver:
-    def __init__(self):
-        self._lock = threading.Lock()
-
     @staticmethod
     def _env(log, extra=None):
         env = dict(os.environ, **(extra or {}))
