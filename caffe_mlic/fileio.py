@@ -123,18 +123,61 @@ def atomic_write_csv(path, header, rows):
     return path
 
 
-def read_json(path, what=None):
-    """The JSON value in ``path``; an InputError naming the file when it cannot
-    be read ('cannot read[ the <what>]: ...') or is not JSON."""
+def _no_constant(name):
+    raise ValueError('%s is not JSON (write null or a number)' % name)
+
+
+def parse_json(text, path, what=None):
+    """The JSON value of ``text`` read from ``path``; an InputError naming the
+    file for anything that is not plain JSON: a syntax error, NaN / Infinity
+    (Python's extension), nesting too deep for the parser, a BOM."""
     from caffe_mlic.errors import InputError, Problem
+    if isinstance(text, bytes):
+        try:
+            text = text.decode('utf-8')
+        except UnicodeDecodeError as e:
+            raise InputError(problems=[Problem(path, None, None, 'not UTF-8 text: %s' % e)])
+    text = text[1:] if text.startswith('\ufeff') else text     # a BOM some editors write
     try:
-        with open(path, encoding='utf-8') as f:
-            return json.load(f)
-    except OSError as e:
-        message = 'cannot read%s: %s' % (' the ' + what if what else '', e.strerror or e)
-    except (ValueError, UnicodeDecodeError) as e:
+        return json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        message = 'not valid JSON: nested too deeply'
+    except ValueError as e:
         message = 'not valid JSON: %s' % e
     raise InputError(problems=[Problem(path, None, None, message)])
+
+
+def read_json(path, what=None):
+    """The JSON value in ``path``; an InputError naming the file when it cannot
+    be read ('cannot read[ the <what>]: ...') or is not JSON (parse_json)."""
+    from caffe_mlic.errors import InputError, Problem
+    try:
+        with open(path, 'rb') as f:
+            text = f.read()
+    except OSError as e:
+        raise InputError(problems=[Problem(path, None, None, 'cannot read%s: %s' % (
+            ' the ' + what if what else '', e.strerror or e))])
+    return parse_json(text, path)
+
+
+def same_file(a, b):
+    """Whether paths ``a`` and ``b`` name one file (existing or not)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def refuse_overwriting(outputs, inputs, param=None):
+    """UsageError when an output path names one of the inputs: writing it
+    would destroy what the command reads. ``outputs`` and ``inputs`` are
+    paths (None entries ignored)."""
+    from caffe_mlic.errors import UsageError
+    for out in outputs:
+        for given in inputs:
+            if out is not None and given is not None and same_file(out, given):
+                raise UsageError('%s is an input of this command: writing it would overwrite it; '
+                                 'choose another output path' % out, param)
 
 
 def atomic_write_json(path, data, indent=1, sort_keys=False):

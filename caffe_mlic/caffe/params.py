@@ -95,8 +95,10 @@ def parse_params(layer, param_str, spec):
     if text:
         try:
             given = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ParamError('%s: param_str is not valid JSON (%s): %r' % (layer, e, text))
+        except (ValueError, RecursionError) as e:
+            raise ParamError('%s: param_str is not valid JSON (%s): %r'
+                             % (layer, 'nested too deeply' if isinstance(e, RecursionError) else e,
+                                text[:200]))
         if not isinstance(given, dict):
             raise ParamError('%s: param_str must be a JSON object, got %r' % (layer, text))
     else:

@@ -108,7 +108,14 @@ def in_phase(layer, phase):
 def python_params(layer):
     """The JSON object in a Python layer's param_str ({} when empty)."""
     text = layer.python_param.param_str.strip()
-    return json.loads(text) if text else {}
+    if not text:
+        return {}
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as e:
+        from caffe_mlic.errors import InputError
+        raise InputError('layer %s: param_str is not valid JSON (%s)' % (
+            layer.name, 'nested too deeply' if isinstance(e, RecursionError) else e))
 
 
 def set_python_params(layer, params):

@@ -293,11 +293,11 @@ def _folder_settings(out_dir):
     import json
     path = os.path.join(out_dir, SETTINGS_FILE)
     if os.path.isfile(path):
+        from caffe_mlic.fileio import read_json
         try:
-            with open(path, encoding='utf-8') as f:
-                return json.load(f)
-        except (OSError, ValueError) as e:
-            raise InputError('%s: cannot read it (%s); remove it, or the folder' % (path, e))
+            return read_json(path)
+        except InputError as e:
+            raise InputError('%s; remove it, or the folder' % e)
     existing = sorted(glob.glob(os.path.join(glob.escape(out_dir), '*.npz')))
     if existing:
         try:

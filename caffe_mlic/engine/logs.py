@@ -48,7 +48,7 @@ def read_records(path):
             continue
         try:
             records.append(json.loads(line))
-        except ValueError:
+        except (ValueError, RecursionError):
             if number == len(lines):
                 break
             raise InputError('%s:%d: not a JSON record' % (path, number))
@@ -138,7 +138,7 @@ def read_run_json(run_dir):
     try:
         with open(os.path.join(run_dir, RUN_JSON), encoding='utf-8') as f:
             return json.load(f)
-    except (FileNotFoundError, ValueError):
+    except (FileNotFoundError, ValueError, RecursionError):
         return None
 
 

@@ -21,11 +21,11 @@ commands wrote (see caffe_mlic.report.layout), nothing recomputed:
 "std" is the sample standard deviation (ddof 1; 0 with one seed). Per-class
 lists (AP, ...) are summarised element by element.
 """
-import json
 import math
 import os
 
 from caffe_mlic.errors import InputError
+from caffe_mlic.fileio import read_json
 from caffe_mlic.evaluation.classification import OVERALL_KEYS as COUNT_KEYS  # and their _top3 forms
 from caffe_mlic.report import fairness, layout
 
@@ -33,13 +33,9 @@ TEACHER_DET_KEYS = (('det_AP07', 'AP07'), ('det_AP', 'AP'), ('CorLoc', 'CorLoc')
 
 
 def _read(path):
-    try:
-        with open(path, encoding='utf-8') as f:
-            return json.load(f)
-    except FileNotFoundError:
+    if not os.path.exists(path):
         raise InputError('%s: missing (the demo step that writes it did not run)' % path)
-    except (OSError, ValueError) as e:
-        raise InputError('%s: unreadable: %s' % (path, e))
+    return read_json(path)
 
 
 def seed_result(seed, seed_dir, test_list):
