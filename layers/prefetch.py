@@ -4,7 +4,9 @@ flip and normalise the images of batches planned ahead by the layer
 
 - ``workers`` spawned processes write into shared-memory slots, one batch
   per slot, each sized for the largest batch; PREFETCH slots keep up to that
-  many batches in flight ahead of the solver;
+  many batches in flight ahead of the solver. The slots are anonymous memory
+  files (memfd) handed to the workers as file descriptors: they have no name
+  in /dev/shm at any moment, so no kill can leave one behind;
 - what a worker does with its part of a batch is the layer's ``filler``, a
   module-level function ``filler(buffer, start, payload, context)`` (payload:
   the chunk's task; context: fixed at start, e.g. the mean);
@@ -24,13 +26,16 @@ by themselves when the main process dies.
 """
 import contextlib
 import gc
+import mmap
 import os
 import re
+import signal
 import sys
 import time
 import types
+import warnings
 import weakref
-from multiprocessing import connection, get_context, shared_memory
+from multiprocessing import connection, get_context, reduction
 
 import caffe
 import cv2
@@ -62,11 +67,14 @@ def fill_images(buffer, start, payload, context):
         del out        # a live view would keep the slot from closing
 
 
-def _worker_main(conn, slot_names, filler, context, parent_pid):
+def _worker_main(conn, slot_fds, slot_bytes, filler, context, parent_pid):
     """A data worker. In: tasks (batch_no, slot, start, payload), done by
     filler(slot buffer, start, payload, context). Out: (batch_no, start, error or None)."""
+    # A Ctrl-C in the terminal reaches the whole process group: the main
+    # process stops between iterations and needs its workers until then.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     cv2.setNumThreads(1)            # the workers are the parallelism
-    slots = [shared_memory.SharedMemory(name=name) for name in slot_names]
+    slots = [Segment.attach(fd.detach(), slot_bytes) for fd in slot_fds]
     conn.send(('ready',))
     try:
         while True:
@@ -93,11 +101,8 @@ def _worker_main(conn, slot_names, filler, context, parent_pid):
             except (BrokenPipeError, OSError):
                 return
     finally:
-        for shm in slots:
-            try:
-                shm.close()
-            except BufferError:
-                pass
+        for segment in slots:
+            segment.close()
 
 
 def _worker_python():
@@ -128,42 +133,68 @@ def _main_module_hidden():
             sys.modules['__main__'] = main
 
 
-def _check_shm_space(needed, where='/dev/shm'):
-    """Fail at setup, not with a SIGBUS in a worker: shared memory is only
-    allocated when written, and containers often get a small /dev/shm."""
+def _check_memory(needed):
+    """Fail at setup, not with the OOM killer in a worker: the slots are
+    memory (shmem) whether or not they are written yet."""
     try:
-        st = os.statvfs(where)
-    except OSError:
+        with open('/proc/meminfo') as f:
+            info = dict(line.split(':', 1) for line in f)
+        free = int(info['MemAvailable'].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
         return
-    free = st.f_bavail * st.f_frsize
     if free < needed:
         raise DataLoadError('the data workers need %.0f MiB of shared memory (%d batches at the '
-                            'largest scale) but %s has %.0f MiB free: enlarge it (docker: --shm-size), '
-                            'or lower batch_size (workers: 0 loads in-process)'
-                            % (needed / 2 ** 20, PREFETCH, where, free / 2 ** 20))
+                            'largest scale) but %.0f MiB of memory is available: lower batch_size '
+                            '(workers: 0 loads in-process)' % (needed / 2 ** 20, PREFETCH, free / 2 ** 20))
 
 
-def _new_segment(size):
-    """A new shared-memory segment, never left behind in /dev/shm when its
-    creation fails. SharedMemory registers a segment with multiprocessing's
-    resource tracker only after creating it; when the tracker cannot run (it
-    is started with the workers' executable, so a CAFFE_MLIC_PYTHON that is
-    not Python) that raises BrokenPipeError, and the segment, whose name the
-    caller never learns, would stay in /dev/shm. So we choose the name."""
-    import _posixshmem
-    import secrets
-    while True:
-        name = 'psm_' + secrets.token_hex(4)
+class Segment:
+    """One slot: an anonymous memory file (memfd_create), mapped. It never has
+    a name in /dev/shm; its memory goes when the last process mapping it or
+    holding its descriptor ends, however that process ends."""
+
+    def __init__(self, fd, size):
+        self.fd, self.size = fd, size
+        self._map = mmap.mmap(fd, size)
+        self.buf = memoryview(self._map)
+
+    @classmethod
+    def create(cls, size):
+        fd = os.memfd_create('caffe-mlic-batch', os.MFD_CLOEXEC)
         try:
-            return shared_memory.SharedMemory(name=name, create=True, size=size)
-        except FileExistsError:
-            continue          # O_EXCL: that name is someone else's
+            os.ftruncate(fd, size)
+            return cls(fd, size)
         except BaseException:
-            try:
-                _posixshmem.shm_unlink('/' + name)
-            except OSError:
-                pass          # shm_open itself failed: nothing was created
+            os.close(fd)
             raise
+
+    @classmethod
+    def attach(cls, fd, size):
+        """A worker's mapping of the descriptor it was handed (then closed:
+        the mapping keeps the memory)."""
+        try:
+            segment = cls(fd, size)
+        finally:
+            os.close(fd)
+        segment.fd = -1
+        return segment
+
+    def for_child(self):
+        """The descriptor, pickled for a spawned worker: the child gets a copy
+        of it (multiprocessing passes it at spawn) and calls .detach()."""
+        return reduction.DupFd(self.fd)
+
+    def close(self):
+        """Unmap (a live numpy view of it keeps the mapping: then the memory
+        goes with the process)."""
+        if self.fd is not None and self.fd >= 0:
+            os.close(self.fd)
+        self.fd = -1
+        try:
+            self.buf.release()
+            self._map.close()
+        except BufferError:
+            pass
 
 
 # ---------------------------------------------------------------- the main process's side
@@ -176,23 +207,28 @@ class PrefetchWorkers:
         self.timeout = timeout
         self.procs, self.conns, self.slots = [], [], []
         self.closed = False
-        self.ready, self.unlinked = set(), False
+        self.ready = set()
         # spawn, not fork: the parent may be the caffe binary, or hold threads
         # and a BLAS state that fork would copy half-way. (The executable is a
         # process-wide multiprocessing setting.)
         ctx = get_context('spawn')
         self.python = _worker_python()
         ctx.set_executable(self.python)
-        _check_shm_space(n_slots * slot_bytes)
+        _check_memory(n_slots * slot_bytes)
         try:
             for _ in range(n_slots):
-                self.slots.append(_new_segment(slot_bytes))
-            names = [s.name for s in self.slots]
+                self.slots.append(Segment.create(slot_bytes))
             for _ in range(n_workers):
                 ours, theirs = ctx.Pipe(duplex=True)
                 proc = ctx.Process(target=_worker_main, name='%s worker' % name,
-                                   args=(theirs, names, filler, context, os.getpid()), daemon=True)
-                with _main_module_hidden():
+                                   args=(theirs, [s.for_child() for s in self.slots], slot_bytes,
+                                         filler, context, os.getpid()), daemon=True)
+                with _main_module_hidden(), warnings.catch_warnings():
+                    # spawn starts multiprocessing's resource tracker with the
+                    # workers' executable; nothing of ours is registered with
+                    # it, so its "died unexpectedly" (a CAFFE_MLIC_PYTHON that
+                    # is not Python) is noise beside our own error.
+                    warnings.filterwarnings('ignore', message='resource_tracker', category=UserWarning)
                     proc.start()
                 theirs.close()
                 self.procs.append(proc)
@@ -217,9 +253,7 @@ class PrefetchWorkers:
             raise
 
     def _wait_ready(self):
-        """Wait until every worker has mapped the slots, then unlink their
-        names (see _attached): from here on no segment is left in /dev/shm
-        however this process ends, even killed before its first batch."""
+        """Wait until every worker has mapped the slots."""
         deadline = time.monotonic() + max(self.timeout, 60.0)
         while len(self.ready) < len(self.procs):
             left = deadline - time.monotonic()
@@ -254,7 +288,10 @@ class PrefetchWorkers:
         for w, (conn, start, stop) in enumerate(zip(self.conns, bounds[:-1], bounds[1:])):
             if stop > start:
                 payload, names = chunk(int(start), int(stop))
-                conn.send((batch_no, slot, int(start), payload))
+                try:
+                    conn.send((batch_no, slot, int(start), payload))
+                except OSError:            # BrokenPipeError: the worker is gone
+                    self._died(w)
                 self.inflight[w][(batch_no, int(start))] = list(names)
                 chunks += 1
         self.slot_of[batch_no] = slot
@@ -296,18 +333,7 @@ class PrefetchWorkers:
         return np.ndarray(shape, np.float32, buffer=self.slots[self.slot_of[batch_no]].buf)
 
     def _attached(self, w):
-        """Once every worker has mapped the slots, their names can go: the
-        memory lives on while mapped, and nothing is left behind in /dev/shm
-        however the processes end (the caffe binary exits without running
-        Python's atexit)."""
         self.ready.add(w)
-        if len(self.ready) == len(self.procs) and not self.unlinked:
-            self.unlinked = True
-            for shm in self.slots:
-                try:
-                    shm.unlink()
-                except FileNotFoundError:
-                    pass
 
     def _stalled(self):
         """DataLoadError naming the workers that hold unfinished images."""
@@ -321,8 +347,16 @@ class PrefetchWorkers:
     def _died(self, w):
         proc = self.procs[w]
         proc.join(1)
-        raise DataLoadError('data worker process %d (%s) exited unexpectedly with exit code %s; '
-                            'its own error, if any, is on stderr' % (proc.pid, self.python, proc.exitcode))
+        code = proc.exitcode
+        if code is not None and code < 0:
+            try:
+                how = 'was killed by %s' % signal.Signals(-code).name
+            except ValueError:
+                how = 'was killed by signal %d' % -code
+        else:
+            how = 'exited unexpectedly with exit code %s' % code
+        raise DataLoadError('data worker %d of %d (process %d, %s) %s; its own error, if any, is on '
+                            'stderr' % (w + 1, len(self.procs), proc.pid, self.python, how))
 
     def release(self, batch_no):
         del self.pending[batch_no]
@@ -354,13 +388,8 @@ class PrefetchWorkers:
                 conn.close()
             except Exception:
                 pass
-        for shm in self.slots:
-            try:
-                shm.close()
-                if not self.unlinked:
-                    shm.unlink()
-            except Exception:
-                pass
+        for segment in self.slots:
+            segment.close()
 
 
 # ---------------------------------------------------------------- lifetime

@@ -55,15 +55,63 @@ def test_a_stalled_worker_times_out_naming_it_and_its_images(tmp_path, net_from_
         net.layers[0].close()
 
 
-def test_shared_memory_is_unlinked_when_the_net_is_built(tmp_path, net_from_text):
-    """Nothing in /dev/shm even if the process is killed before its first batch."""
+def test_the_slots_are_anonymous_memory_shared_with_the_workers(tmp_path, net_from_text):
+    """The slots are memfds: no name in /dev/shm, and each worker maps the
+    same memory (it has them open as /memfd:caffe-mlic-batch)."""
     before = shm_segments()
     net = _worker_net(tmp_path, net_from_text)
     layer = net.layers[0]
-    assert layer.worker_pids and not [s for s in layer.workers.slots
-                                      if os.path.exists('/dev/shm/' + s.name.lstrip('/'))]
     assert shm_segments() <= before
+    for pid in layer.worker_pids:
+        with open('/proc/%d/maps' % pid) as f:
+            assert sum('/memfd:caffe-mlic-batch' in line for line in f) >= len(layer.workers.slots)
+    net.forward()
+    assert net.blobs['data'].data.any()
     layer.close()
+
+
+def test_killing_the_group_while_workers_start_leaves_nothing(tmp_path):
+    """SIGKILL to the whole process group at several moments of the net's
+    setup (workers being spawned, mapping, ready): /dev/shm is unchanged and
+    no worker survives."""
+    _worker_net(tmp_path, lambda text, phase: (tmp_path / 'net.prototxt').write_text(text), workers=3)
+    script = textwrap.dedent('''
+        import sys
+        print('building', flush=True)
+        from caffe_mlic.caffe import prototxt
+        net = prototxt.caffe_net(%r, 'TRAIN')
+        print('built', flush=True)
+        import time; time.sleep(60)
+        ''' % str(tmp_path / 'net.prototxt'))
+    before = shm_segments()
+    for delay in (0.3, 0.8, 1.5, 3.0):
+        marker = 'CAFFE_MLIC_GROUPKILL_%d_%d' % (os.getpid(), int(delay * 10))
+        env = dict(os.environ, GLOG_minloglevel='2', **{marker: '1'})
+        proc = subprocess.Popen([sys.executable, '-c', script], stdout=subprocess.PIPE, text=True,
+                                env=env, start_new_session=True)
+        assert proc.stdout.readline() == 'building\n'
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.time() + 10
+        while _processes_of(marker) and time.time() < deadline:
+            time.sleep(0.05)
+        assert _processes_of(marker) == []
+        assert shm_segments() <= before
+
+
+def test_a_killed_worker_is_named(tmp_path, net_from_text):
+    net = _worker_net(tmp_path, net_from_text, n=40)
+    net.forward()
+    pids = net.layers[0].worker_pids
+    os.kill(pids[1], signal.SIGKILL)
+    try:
+        with pytest.raises(DataLoadError, match=r'data worker 2 of 2 \(process %d, .*\) was killed by '
+                                                r'SIGKILL' % pids[1]):
+            for _ in range(20):
+                net.forward()
+    finally:
+        net.layers[0].close()
 
 
 @pytest.mark.parametrize('python', [None, '/bin/false'])
@@ -90,30 +138,12 @@ def test_killed_or_misconfigured_runs_leave_no_shared_memory(tmp_path, python):
     res = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, env=env,
                          timeout=120)
     if python:
-        assert res.returncode == 3 and 'data worker process' in res.stdout and python in res.stdout, \
+        assert res.returncode == 3 and 'data worker 1 of 2' in res.stdout and python in res.stdout, \
             res.stdout + res.stderr
+        assert 'resource_tracker' not in res.stderr, res.stderr
     else:
         assert res.returncode == -signal.SIGKILL, res.stderr
     assert shm_segments() <= before
-
-
-def test_a_resource_tracker_that_cannot_run_leaves_no_shared_memory(monkeypatch):
-    """SharedMemory registers a new segment with multiprocessing's resource
-    tracker after creating it. A tracker that cannot run (it is started with
-    CAFFE_MLIC_PYTHON, which may not be a Python) makes that raise; the
-    segment must not stay in /dev/shm, and the error must say what failed."""
-    from multiprocessing import resource_tracker
-    from caffe_mlic.layers import prefetch
-    registered = []
-
-    def tracker_gone(name, rtype):
-        registered.append(name)
-        raise BrokenPipeError(32, 'Broken pipe')
-
-    monkeypatch.setattr(resource_tracker, 'register', tracker_gone)
-    with pytest.raises(DataLoadError, match='cannot start data worker processes'):
-        prefetch.PrefetchWorkers(1, 2, 4096, None, None)
-    assert registered and not [n for n in registered if os.path.exists('/dev/shm/' + n.lstrip('/'))]
 
 
 def _stress_dataset(root, n=240):
