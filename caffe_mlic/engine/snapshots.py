@@ -1,10 +1,11 @@
 """Snapshots: what a run's snapshots weigh (binary protos stop at 2 GB),
 which ones a prefix has, and whether a solver state can be resumed from by
 this net, checked before Caffe reads it."""
+import contextlib
 import glob
 import os
 import re
-
+import shutil
 
 import numpy as np
 
@@ -12,7 +13,8 @@ from caffe_mlic.caffe import prototxt
 from caffe_mlic.caffe.weights import (PROTO_LIMIT, blob_shape, check_weights, parse_message, shape_fits,
                                       stored_values)
 from caffe_mlic.engine.solver_file import HISTORY_PER_PARAM
-from caffe_mlic.errors import InputError, Problem
+from caffe_mlic.errors import InputError, Problem, RunError
+from caffe_mlic.fileio import atomic_write
 
 class SnapshotError(InputError):
     """A snapshot that cannot be resumed from: truncated, incomplete, or of another net."""
@@ -102,3 +104,100 @@ def find_snapshots(prefix):
         if m and path.startswith(prefix + '_iter_'):
             found.append((int(m.group(1)), path))
     return sorted(found, reverse=True)
+
+
+# ---------------------------------------------------------------- writing one
+
+SNAPSHOT_SLACK = 2 ** 20        # names, shapes and protobuf framing beyond 4 bytes a value
+
+
+def snapshot_bytes(solver_file, net):
+    """About what one snapshot (caffemodel and solverstate) takes on disk."""
+    values = sum(int(np.prod(shape)) for shape in learnable_shapes(net, solver_file.net_param))
+    return 4 * values * (1 + HISTORY_PER_PARAM[solver_file.type]) + SNAPSHOT_SLACK
+
+
+def check_snapshot_folder(solver_file):
+    """Create the snapshot prefix's folder and check that files can be made
+    in it, before Caffe starts (Caffe aborts on a prefix it cannot write)."""
+    import tempfile
+    folder = os.path.dirname(os.path.abspath(solver_file.snapshot_prefix))
+
+    def problem(message):
+        line = None if solver_file.overrides else _field_line(solver_file.path, 'snapshot_prefix')
+        return InputError(problems=[Problem(solver_file.path, line, 'snapshot_prefix', message)])
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix='.write_probe.', dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise problem('cannot write snapshots into %s: %s' % (folder, e.strerror or e))
+    for stale in glob.glob(glob.escape(solver_file.staging_prefix) + '_iter_*'):
+        with contextlib.suppress(OSError):      # a snapshot cut short by a kill
+            os.unlink(stale)
+
+
+def _field_line(path, field):
+    from caffe_mlic.engine.solver_file import _field_line as find
+    return find(path, field)
+
+
+def _fsync(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _point_state_at(staged_state, state, model, hdf5):
+    """Write ``state``: the staged solver state naming ``model`` (Caffe named
+    the staged caffemodel) as its learned_net, atomically."""
+    if hdf5:
+        import h5py
+        with h5py.File(staged_state, 'r+') as f:
+            del f['learned_net']
+            f['learned_net'] = np.bytes_(model.encode('utf-8', 'surrogateescape'))
+        _fsync(staged_state)
+        os.replace(staged_state, state)
+        return
+    from caffe.proto import caffe_pb2
+    message = parse_message(caffe_pb2.SolverState(), staged_state, RunError)
+    message.learned_net = model
+    with atomic_write(state, 'wb') as f:
+        f.write(message.SerializeToString())
+    os.unlink(staged_state)
+
+
+def take_snapshot(solver, solver_file, needed):
+    """Caffe's snapshot at the solver's iteration, whole or not at all: Caffe
+    writes it under the staging prefix, then the caffemodel and the state
+    naming it are renamed into place, in that order. A disk without
+    ``needed`` bytes free is refused before Caffe starts writing (Caffe
+    aborts the process on a failed write). RunError when it cannot be
+    written; earlier snapshots are untouched. Returns the state's path."""
+    iteration = solver.iter
+    model, state = solver_file.snapshot_paths(iteration)
+    staged_model, staged_state = solver_file.snapshot_paths(iteration, staged=True)
+    folder = os.path.dirname(os.path.abspath(model))
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError as e:
+        raise RunError('cannot write the snapshot at iteration %d into %s: %s'
+                       % (iteration, folder, e.strerror or e))
+    if free < needed:
+        raise RunError('cannot write the snapshot at iteration %d: it needs about %.1f MB and the '
+                       'disk of %s has %.1f MB free' % (iteration, needed / 1e6, folder, free / 1e6))
+    try:
+        solver.snapshot()
+        _fsync(staged_model)
+        os.replace(staged_model, model)
+        _point_state_at(staged_state, state, model, solver_file.hdf5)
+    except OSError as e:
+        for path in (staged_model, staged_state):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        raise RunError('cannot write the snapshot at iteration %d (%s): %s'
+                       % (iteration, state, e.strerror or e))
+    return state

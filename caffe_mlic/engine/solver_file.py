@@ -58,7 +58,42 @@ def apply_overrides(param, overrides):
                 F.TYPE_BOOL: 'true/false', F.TYPE_ENUM: 'one of ' + ', '.join(
                     v.name for v in field.enum_type.values) if field.enum_type else ''}.get(
                     field.type, 'number')), 'overrides')
-        setattr(param, field.name, value)
+        try:
+            setattr(param, field.name, value)
+        except (ValueError, TypeError):         # protobuf's range of an int32 / uint32 field
+            raise UsageError('%s: %s is out of the range of the field (%s)'
+                             % (field.name, text, 'int32: at most 2147483647' if field.type in (
+                                 F.TYPE_INT32, F.TYPE_SINT32, F.TYPE_SFIXED32) else field.type),
+                             'overrides')
+
+
+# (field, lowest, highest, whether the highest is allowed): values that make
+# no sense or make Caffe misbehave (a momentum >= 1 lets the update grow
+# without bound; a negative snapshot or test interval is never reached).
+VALUE_BOUNDS = (
+    ('base_lr', 0.0, math.inf, False),
+    ('momentum', 0.0, 1.0, False),
+    ('momentum2', 0.0, 1.0, False),
+    ('weight_decay', 0.0, math.inf, False),
+    ('delta', 0.0, math.inf, False),
+    ('rms_decay', 0.0, 1.0, True),
+    ('power', 0.0, math.inf, False),
+    ('clip_gradients', -1.0, math.inf, False),
+    ('test_interval', 0, math.inf, False),
+    ('average_loss', 1, math.inf, False),
+)
+
+
+def check_values(param, problem):
+    """``problem(field, message)`` for a solver value outside VALUE_BOUNDS."""
+    for name, low, high, high_allowed in VALUE_BOUNDS:
+        value = getattr(param, name)
+        if not (math.isfinite(value) if isinstance(value, float) else True) or value < low or \
+                value > high or (value == high and not high_allowed):
+            span = '>= %g' % low if high == math.inf else '%s%g, %g%s' % (
+                '[', low, high, ']' if high_allowed else ')')
+            raise problem(name, '%s must be %s, got %g' % (name, span if high == math.inf else 'in ' + span,
+                                                           value))
 
 
 class SolverFile:
@@ -75,7 +110,11 @@ class SolverFile:
         self.overrides = list(overrides)
         self.stem = os.path.splitext(os.path.basename(self.path))[0]
 
+        overridden = {o.partition('=')[0].strip() for o in self.overrides}
+
         def problem(field, message):
+            if field in overridden:     # the value came from the command line, not the file
+                return UsageError(message, 'overrides')
             return InputError(problems=[Problem(self.path, _field_line(self.path, field), field,
                                                 message)])
         if param.HasField('net'):
@@ -103,13 +142,30 @@ class SolverFile:
             raise problem('max_iter', 'max_iter must be > 0, got %d' % param.max_iter)
         if param.iter_size < 1:
             raise problem('iter_size', 'iter_size must be >= 1, got %d' % param.iter_size)
+        check_values(param, problem)
+        if param.snapshot < 0:
+            raise problem('snapshot', 'snapshot must be >= 0 (0: no periodic snapshots), got %d'
+                          % param.snapshot)
+        if param.snapshot_prefix and (param.snapshot_prefix.endswith(('/', os.sep))
+                                      or os.path.basename(param.snapshot_prefix) in ('.', '..')):
+            raise problem('snapshot_prefix', '%r names a folder: Caffe would name the files '
+                          '"_iter_N.caffemodel" in it; give a file prefix such as "%s"'
+                          % (param.snapshot_prefix, os.path.join(param.snapshot_prefix, self.stem)))
         self.snapshot_prefix = param.snapshot_prefix or os.path.join(run_dir, 'snapshots', self.stem)
         self.hdf5 = param.snapshot_format == param.HDF5
 
-    def snapshot_paths(self, iteration):
-        """(caffemodel, solverstate) Caffe writes at ``iteration``."""
+    @property
+    def staging_prefix(self):
+        """Where Caffe writes a snapshot before it is renamed into place: a
+        hidden name beside the real one (same folder, so the rename is atomic)."""
+        folder, base = os.path.split(self.snapshot_prefix)
+        return os.path.join(folder, '.%s.partial' % base)
+
+    def snapshot_paths(self, iteration, staged=False):
+        """(caffemodel, solverstate) of the snapshot at ``iteration`` (staged:
+        the hidden names Caffe writes first)."""
         ext = '.h5' if self.hdf5 else ''
-        base = '%s_iter_%d' % (self.snapshot_prefix, iteration)
+        base = '%s_iter_%d' % (self.staging_prefix if staged else self.snapshot_prefix, iteration)
         return base + '.caffemodel' + ext, base + '.solverstate' + ext
 
     def runtime_param(self, with_test):
@@ -131,5 +187,7 @@ class SolverFile:
             p.ClearField('test_interval')
         p.display, p.debug_info = 0, False
         p.solver_mode = caffe_pb2.SolverParameter.CPU
-        p.snapshot_prefix = self.snapshot_prefix
+        # The trainer takes every snapshot itself (snapshots.take_snapshot):
+        # Caffe writes them under the staging prefix, never on its schedule.
+        p.snapshot_prefix, p.snapshot = self.staging_prefix, 0
         return p

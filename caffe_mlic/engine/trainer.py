@@ -15,9 +15,14 @@ run on the host). What the loop does beyond Caffe's Solver::Step:
   the mAP of the score blob (segmentation nets: mIoU of its argmax). The score blob: ``score_blob`` when given,
   otherwise the other bottom of the first loss layer that takes the labels
   (the teacher's image_level_score, the student's logits); with none, no mAP.
-- Snapshots: Caffe's own, on the solver's ``snapshot`` schedule and at the end
-  (snapshot_after_train); on SIGINT / SIGTERM one at the iteration reached,
-  after which TrainingInterrupted (exit 130 / 143) says how to resume.
+- Snapshots: on the solver's ``snapshot`` schedule and at the end
+  (snapshot_after_train), whole or not at all (snapshots.take_snapshot: Caffe
+  writes them under hidden names that are then renamed; a disk too full for
+  one is a RunError, not Caffe's abort). On SIGINT, SIGTERM, SIGHUP (a
+  dropped ssh session) or a closed stdout (``train ... | head -1``) one at
+  the iteration reached, after which TrainingInterrupted (exit 128 + the
+  signal) says how to resume. A signal that arrives while the nets are built
+  is acted on once they are; one run at a time writes a run folder (a lock).
 - Resume (``resume``: a .solverstate, or 'auto': the newest complete snapshot
   of the solver's prefix; none: from iteration 0): the state is checked before
   Caffe reads it (it parses, its history fits the net, its learned_net exists,
@@ -51,23 +56,35 @@ from caffe_mlic.caffe.weights import check_weights, parse_message
 from caffe_mlic.engine import logs
 from caffe_mlic.engine.lr import learning_rate
 from caffe_mlic.engine.nets import DATA_LAYERS, data_layers, find_score_blob, scalar_outputs, seekable_layers
-from caffe_mlic.engine.snapshots import (SnapshotError, check_snapshot, check_snapshot_size, find_snapshots,
-                                         learned_net_path)
+from caffe_mlic.engine.snapshots import (SnapshotError, check_snapshot, check_snapshot_folder,
+                                         check_snapshot_size, find_snapshots, learned_net_path,
+                                         snapshot_bytes, take_snapshot)
 from caffe_mlic.engine.solver_file import SolverFile
 from caffe_mlic.errors import InputError, MlicError, RunError, UsageError
 from caffe_mlic.evaluation.evaluator import EVALUATORS, for_data_layer, label_blob
 from caffe_mlic.fileio import atomic_write
 from caffe_mlic.progress import progress
 
-SIGNAL_NAMES = {signal.SIGINT: 'SIGINT', signal.SIGTERM: 'SIGTERM'}
+SIGNAL_NAMES = {signal.SIGINT: 'SIGINT', signal.SIGTERM: 'SIGTERM', signal.SIGHUP: 'SIGHUP',
+                signal.SIGPIPE: 'a closed stdout'}
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+LOCK_FILE = '.lock'
 
 
 class TrainingInterrupted(MlicError):
-    """SIGINT or SIGTERM stopped the run after a snapshot; exits 128 + the signal."""
+    """A signal (or a closed stdout) stopped the run after a snapshot; exits 128 + the signal."""
 
     def __init__(self, message, signum):
         super().__init__(message)
         self.signum, self.exit_code = signum, 128 + signum
+
+
+class RunFinished(Exception):
+    """--resume auto found the run trained to max_iter already: nothing to do."""
+
+    def __init__(self, state):
+        super().__init__(state)
+        self.state = state
 
 
 def iteration_seed(seed, iteration):
@@ -91,6 +108,27 @@ def _main_thread_signals(handlers):
 def _copy_file(src, dst):
     with open(src, 'rb') as f, atomic_write(dst, 'wb') as out:
         shutil.copyfileobj(f, out)
+
+
+def lock_run_dir(run_dir):
+    """Hold ``run_dir``'s lock (its .lock file) until the returned file is
+    closed, or the process ends; RunError when another run holds it."""
+    import fcntl
+    path = os.path.join(run_dir, LOCK_FILE)
+    f = open(path, 'a+')
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip()
+        f.close()
+        raise RunError('another training run (%s) is writing %s: wait for it to end, or give '
+                       'this one another --run-dir' % ('pid ' + holder if holder else 'a process', run_dir))
+    f.seek(0)
+    f.truncate()
+    f.write('%d\n' % os.getpid())
+    f.flush()
+    return f
 
 
 # ---------------------------------------------------------------- the run
@@ -131,6 +169,7 @@ class Trainer:
         self.command = command or [a for a in self.resume_command if a not in ('--resume', '{state}')]
         self.note = log or _default_log
         self.stop_signal = None
+        self.state_iteration = None
         self.gpu = gpu
         if gpu is not None:
             # Caffe aborts the process (a CHECK) on a CPU-only build or a
@@ -165,18 +204,16 @@ class Trainer:
         import caffe
         sf = self.solver_file
         self.test = self._test_setup()
-        os.makedirs(os.path.dirname(os.path.abspath(sf.snapshot_prefix)), exist_ok=True)
+        check_snapshot_folder(sf)
         if self.gpu is None:
             caffe.set_mode_cpu()
         else:       # our Python layers read and write blobs on the host; pycaffe syncs them
             caffe.set_device(self.gpu)
             caffe.set_mode_gpu()
         text = prototxt.to_text(sf.runtime_param(self.test is not None), header=None)
-        # Data workers spawned now inherit an ignored SIGINT: a Ctrl-C in the
-        # terminal reaches the whole process group, and should stop the loop
-        # between iterations rather than kill the workers under it.
+        # A signal now is recorded by run()'s handlers and acted on once the
+        # nets are built (the data workers ignore SIGINT themselves).
         with prototxt.temporary_file(text) as path, \
-                _main_thread_signals({signal.SIGINT: signal.SIG_IGN}), \
                 prototxt.naming_build_errors(sf.net_param, ['TRAIN'] + ['TEST'] * (self.test is not None),
                                              sf.net_path or sf.path):
             self.solver = caffe.get_solver(path)
@@ -218,12 +255,12 @@ class Trainer:
         if self.resume is None:
             return None
         if self.resume != 'auto':
-            check_snapshot(self.resume, self.net, sf.net_param, sf.type)
+            self.state_iteration = check_snapshot(self.resume, self.net, sf.net_param, sf.type)[0]
             return self.resume
         candidates = find_snapshots(sf.snapshot_prefix)
         for _, path in candidates:
             try:
-                check_snapshot(path, self.net, sf.net_param, sf.type)
+                self.state_iteration = check_snapshot(path, self.net, sf.net_param, sf.type)[0]
                 return path
             except SnapshotError as e:
                 self.note('skipping %s' % e)
@@ -294,8 +331,19 @@ class Trainer:
         logs.write_run_json(self.run_dir, self.info)
 
     def _snapshot(self):
-        self.solver.snapshot()
+        take_snapshot(self.solver, self.solver_file, self.snapshot_needed)
         self.last_snapshot = self.solver.iter
+
+    def _say(self, bar, line):
+        """A line on stdout; a closed stdout (the reader went away) stops the
+        run like SIGTERM, and nothing more is written there."""
+        try:
+            bar.write(line, file=sys.stdout)
+            sys.stdout.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            sys.stdout = open(os.devnull, 'w')
+            if self.stop_signal is None:
+                self.stop_signal = signal.SIGPIPE
 
     def _test_and_log(self, bar):
         record = self.run_test()
@@ -309,8 +357,7 @@ class Trainer:
         if record.get(key) is not None:
             parts.insert(0, '%s %.2f %%' % (self.evaluator.key, record[key]))
             self.last_metric = record[key]
-        bar.write('iteration %d: test %s' % (record['iteration'], ', '.join(parts) or 'done'),
-                  file=sys.stdout)
+        self._say(bar, 'iteration %d: test %s' % (record['iteration'], ', '.join(parts) or 'done'))
         plotting.draw_curves(self.log.records, os.path.join(self.run_dir, 'curves.png'),
                           title=self.solver_file.stem)
 
@@ -318,10 +365,14 @@ class Trainer:
         """Build the nets, load the weights or the state, open the logs and
         run.json; returns the state resumed from (None: a fresh start)."""
         sf, run_dir = self.solver_file, self.run_dir
-        os.makedirs(run_dir, exist_ok=True)
         self._build()
         check_snapshot_size(sf, self.net)
+        self.snapshot_needed = snapshot_bytes(sf, self.net)
         state = self._choose_state()
+        if state is not None and self.stop_signal is None:
+            self._check_not_finished(state)
+        if self.stop_signal is not None:
+            raise self._interrupted_in_setup(state)
         if state is None:
             self._copy_weights(self.weights)
         else:
@@ -368,6 +419,31 @@ class Trainer:
         self._write_run_json()
         return state
 
+    def _state_iteration(self, state):
+        if self.state_iteration is None:        # an HDF5 state: check_snapshot does not read it
+            import h5py
+            with h5py.File(state, 'r') as f:
+                return int(np.asarray(f['iter']))
+        return self.state_iteration
+
+    def _check_not_finished(self, state):
+        """RunFinished when the state is at max_iter already (--resume auto
+        on a finished run); UsageError when it is past it."""
+        iteration, max_iter = self._state_iteration(state), self.solver_file.param.max_iter
+        if iteration > max_iter or (iteration == max_iter and self.resume != 'auto'):
+            raise UsageError('%s is at iteration %d, %s max_iter %d of %s: nothing to train (raise '
+                             'max_iter, e.g. --set max_iter=N)' % (
+                                 state, iteration, 'past' if iteration > max_iter else 'at',
+                                 max_iter, self.solver_file.path), 'resume')
+        if iteration == max_iter:
+            raise RunFinished(state)
+
+    def _interrupted_in_setup(self, state):
+        where = 'iteration %d (%s)' % (self.solver.iter, state) if state else 'iteration 0'
+        return TrainingInterrupted('stopped by %s while the nets were built, before training from %s; '
+                                   'nothing new to snapshot: run the same command again'
+                                   % (SIGNAL_NAMES[self.stop_signal], where), self.stop_signal)
+
     def _train_iteration(self):
         """One solver step, logged; the record."""
         iteration = self.solver.iter
@@ -384,7 +460,7 @@ class Trainer:
         self.log.append(record)
         every = self.solver_file.param.snapshot
         if every and self.solver.iter % every == 0:
-            self.last_snapshot = self.solver.iter           # Caffe took it in step
+            self._snapshot()          # where Caffe's Step would take it, whole or not at all
         if not math.isfinite(total):
             raise RunError('the loss is %s at iteration %d: training diverged; lower base_lr%s'
                            % (total, iteration, self._resume_hint()))
@@ -402,53 +478,87 @@ class Trainer:
 
     def run(self):
         """Train to max_iter; returns run.json's content. Raises
-        TrainingInterrupted after a snapshot on SIGINT / SIGTERM."""
-        sf = self.solver_file
-        self.seed = sf.param.random_seed if sf.param.random_seed >= 0 else None
-        state = self._start()
-        start, max_iter = self.solver.iter, sf.param.max_iter
-        self.elapsed_before, self.started = self.log.elapsed, time.monotonic()
-        self.last_metric = None
-
+        TrainingInterrupted after a snapshot on a stop signal."""
         def stop(signum, frame):
             if self.stop_signal is None:
                 self.stop_signal = signum
 
-        bar = progress(total=max_iter, initial=min(start, max_iter), desc=sf.stem, unit='it')
-        status = 'failed'
+        created = not os.path.isdir(self.run_dir)
+        os.makedirs(self.run_dir, exist_ok=True)
+        lock = lock_run_dir(self.run_dir)
         try:
-            with _main_thread_signals({signal.SIGINT: stop, signal.SIGTERM: stop}):
-                if self._due_test(start) and start not in self.tested:
+            with _main_thread_signals({s: stop for s in STOP_SIGNALS}):
+                return self._run()
+        except RunFinished as done:
+            self.note('%s is at max_iter %d already: nothing to train'
+                      % (done.state, self.solver_file.param.max_iter))
+            info = logs.read_run_json(self.run_dir) or {}
+            return dict(info, final_iteration=self.solver_file.param.max_iter, last_snapshot=done.state,
+                        run_dir=os.path.abspath(self.run_dir))
+        except TrainingInterrupted:
+            if created and os.listdir(self.run_dir) == [LOCK_FILE]:     # stopped before writing anything
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
+        finally:
+            lock.close()
+
+    def _close_layers(self):
+        for net in (getattr(self, 'net', None), getattr(self, 'test_net', None)):
+            if net is not None:
+                for layer in seekable_layers(net):
+                    layer.close()
+
+    def _run(self):
+        sf = self.solver_file
+        self.seed = sf.param.random_seed if sf.param.random_seed >= 0 else None
+        try:
+            state = self._start()
+        except BaseException as e:
+            self._close_layers()
+            if self.stop_signal is not None and not isinstance(e, (TrainingInterrupted, RunFinished)):
+                # e.g. a data worker killed by the same Ctrl-C while it started
+                raise self._interrupted_in_setup(None) from e
+            raise
+        start, max_iter = self.solver.iter, sf.param.max_iter
+        self.elapsed_before, self.started = self.log.elapsed, time.monotonic()
+        self.last_metric = None
+        bar = progress(total=max_iter, initial=min(start, max_iter), desc=sf.stem, unit='it')
+        status, error = 'failed', None
+        try:
+            if self._due_test(start) and start not in self.tested:
+                self._test_and_log(bar)
+            while self.solver.iter < max_iter and self.stop_signal is None:
+                record = self._train_iteration()
+                bar.set_postfix_str('loss %.4g, lr %.3g%s' % (
+                    record['smoothed_loss'], record['lr'],
+                    '' if self.last_metric is None else ', %s %.1f' % (self.evaluator.key, self.last_metric)),
+                    refresh=False)
+                bar.update(1)
+                if self.solver.iter < max_iter and self._due_test(self.solver.iter):
                     self._test_and_log(bar)
-                while self.solver.iter < max_iter and self.stop_signal is None:
-                    record = self._train_iteration()
-                    bar.set_postfix_str('loss %.4g, lr %.3g%s' % (
-                        record['smoothed_loss'], record['lr'],
-                        '' if self.last_metric is None else ', %s %.1f' % (self.evaluator.key, self.last_metric)),
-                        refresh=False)
-                    bar.update(1)
-                    if self.solver.iter < max_iter and self._due_test(self.solver.iter):
-                        self._test_and_log(bar)
-                if self.stop_signal is not None:
-                    status = 'interrupted by %s' % SIGNAL_NAMES[self.stop_signal]
-                    raise self._interrupted()
-                if sf.param.snapshot_after_train and self.last_snapshot != self.solver.iter:
-                    self._snapshot()
-                if self.test is not None and self.solver.iter not in self.tested:
-                    self._test_and_log(bar)
-                status = 'finished'
+            if self.stop_signal is not None:
+                interrupted = self._interrupted()
+                status = 'interrupted by %s' % SIGNAL_NAMES[self.stop_signal]
+                raise interrupted
+            if sf.param.snapshot_after_train and self.last_snapshot != self.solver.iter:
+                self._snapshot()
+            if self.test is not None and self.solver.iter not in self.tested:
+                self._test_and_log(bar)
+            status = 'finished'
+        except BaseException as e:
+            if status == 'failed':
+                error = str(e) or type(e).__name__
+            raise
         finally:
             bar.close()
             self.log.close()
             plotting.draw_curves(self.log.records, os.path.join(self.run_dir, 'curves.png'),
-                              title=sf.stem)
+                                 title=sf.stem)
             self._write_run_json(end_time=logs.now(), final_iteration=self.solver.iter, status=status,
-                                 resumed_from=state, last_snapshot=(
+                                 error=error, resumed_from=state, last_snapshot=(
                                      sf.snapshot_paths(self.last_snapshot)[1]
                                      if self.last_snapshot is not None else None))
-            for layer in seekable_layers(self.net) + (
-                    seekable_layers(self.test_net) if self.test_net is not None else []):
-                layer.close()
+            self._close_layers()
         return self.info
 
     def _reseed(self, value):

@@ -1,0 +1,265 @@
+"""`caffe-mlic train` under faults: no run lost, no partial snapshot, no
+Caffe abort. A full disk, a snapshot folder that cannot be written, SIGHUP,
+a closed stdout, a signal while the nets are built, two runs in one folder,
+a state at max_iter, HDF5 snapshots, solver values out of range."""
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from caffe_mlic.caffe import prototxt
+from caffe_mlic.engine import snapshots
+from caffe_mlic.netspec import netgen
+from tests import netutil
+from tests.tinydata import tiny_mlic_config, write_tiny_dataset
+
+CLI = [sys.executable, '-m', 'caffe_mlic.cli']
+ENV = dict(os.environ, GLOG_minloglevel='2', CAFFE_MLIC_PROGRESS='never')
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp('train_faults')
+    listing = write_tiny_dataset(str(root / 'images'), num_classes=3, bbox_num=8, size=96)
+    netgen.generate(str(root / 'nets'), tiny_mlic_config(listing))
+    net = prototxt.read_net(str(root / 'nets' / 'kd' / 'student_baseline.prototxt'))
+    data = prototxt.data_layer(net, 'TRAIN')
+    data.python_param.param_str = json.dumps(dict(prototxt.python_params(data), workers=3))
+    prototxt.write(root / 'nets' / 'kd' / 'student_workers.prototxt', net)
+    return root
+
+
+def solver(root, name, net='kd/student_baseline', **fields):
+    spec = dict(base_lr=0.001, momentum=0.9, weight_decay=0.0005, max_iter=2000, lr_policy='fixed',
+                test_iter=[1], test_interval=10, test_initialization=False, snapshot=0,
+                snapshot_prefix='snap_%s/w' % name, random_seed=1)
+    spec.update(fields)
+    return str(netutil.write_solver(root / ('%s.prototxt' % name),
+                                    str(root / 'nets' / (net + '.prototxt')), **spec))
+
+
+def run(args, cwd, timeout=300):
+    return subprocess.run(CLI + [str(a) for a in args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=ENV)
+
+
+def start(args, cwd, **kw):
+    return subprocess.Popen(CLI + [str(a) for a in args], cwd=cwd, text=True, env=ENV, **kw)
+
+
+def wait_for(predicate, proc, timeout=120):
+    deadline = time.time() + timeout
+    while not predicate():
+        assert proc.poll() is None, 'the run ended first'
+        assert time.time() < deadline
+        time.sleep(0.005)
+
+
+def train_rows(run_dir):
+    try:
+        with open(os.path.join(run_dir, 'log.jsonl')) as f:
+            return sum('"phase": "train"' in line for line in f)
+    except FileNotFoundError:
+        return 0
+
+
+def run_json(run_dir):
+    return json.loads((run_dir / 'run.json').read_text())
+
+
+@contextlib.contextmanager
+def small_disk(path, megabytes):
+    """A tmpfs of ``megabytes`` at ``path`` (root only)."""
+    path.mkdir()
+    res = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=%dm' % megabytes, 'tmpfs', str(path)],
+                         capture_output=True, text=True)
+    if res.returncode:
+        pytest.skip('cannot mount a small tmpfs here (needs root): %s' % res.stderr.strip())
+    try:
+        yield path
+    finally:
+        subprocess.run(['umount', '-l', str(path)])
+
+
+# ---------------------------------------------------------------- snapshots
+
+
+def test_a_full_disk_at_a_snapshot_is_one_line_and_leaves_the_previous_one(tiny, tmp_path):
+    """The first snapshot fits, the second does not: rc 1 with one line, the
+    first snapshot whole, no staged file, run.json 'failed' with the reason."""
+    solver(tiny, 'full', max_iter=30, snapshot=10)
+    res = run(['train', 'full.prototxt', '--max-iter', '10', '--set', 'snapshot=10', '--run-dir', 'runs/m'],
+              tiny)
+    assert res.returncode == 0, res.stderr
+    one = sum(os.path.getsize(p) for p in (tiny / 'snap_full').iterdir())
+    with small_disk(tmp_path / 'disk', 4) as disk:
+        prefix = disk / 'w'
+        # Leave room for one snapshot and its slack, not two.
+        free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+        (disk / 'filler').write_bytes(b'\0' * (free - one - snapshots.SNAPSHOT_SLACK - one // 2))
+        res = run(['train', 'full.prototxt', '--set', 'snapshot_prefix=%s' % prefix,
+                   '--run-dir', 'runs/full'], tiny)
+        assert res.returncode == 1, res.stderr
+        assert re.fullmatch(r'caffe-mlic train: cannot write the snapshot at iteration 20: it needs about '
+                            r'[0-9.]+ MB and the disk of %s has [0-9.]+ MB free\n' % re.escape(str(disk)),
+                            res.stderr), res.stderr
+        files = sorted(p.name for p in disk.iterdir())
+        assert files == ['filler', 'w_iter_10.caffemodel', 'w_iter_10.solverstate']
+        net = prototxt.caffe_net(tiny / 'nets' / 'kd' / 'student_baseline.prototxt', 'TEST')
+        assert snapshots.check_snapshot(str(disk / 'w_iter_10.solverstate'), net,
+                                        prototxt.read_net(tiny / 'nets' / 'kd' / 'student_baseline.prototxt'),
+                                        'SGD')[0] == 10
+        info = run_json(tiny / 'runs' / 'full')
+        assert info['status'] == 'failed' and 'cannot write the snapshot at iteration 20' in info['error']
+        assert info['last_snapshot'] == str(disk / 'w_iter_10.solverstate')
+
+
+@pytest.mark.parametrize('prefix, message', [
+    ('snaps/', r"snapshot_prefix: 'snaps/' names a folder: .*give a file prefix such as \"snaps/bad\""),
+    ('/proc/caffe_mlic_no_such/w', r'snapshot_prefix: cannot write snapshots into /proc/caffe_mlic_no_such'),
+])
+def test_a_snapshot_prefix_that_cannot_be_written_is_named_before_caffe_starts(tiny, prefix, message):
+    solver(tiny, 'bad', snapshot_prefix=prefix)
+    res = run(['train', 'bad.prototxt', '--run-dir', 'runs/bad'], tiny)
+    assert res.returncode == 1 and 'F1205' not in res.stderr, res.stderr
+    assert re.fullmatch(r'caffe-mlic train: bad.prototxt:\d+: %s.*\n' % message, res.stderr), res.stderr
+
+
+def test_hdf5_snapshots_are_renamed_into_place_and_resume(tiny):
+    """Caffe's HDF5 state names its caffemodel; after the rename it names
+    the final one, and Caffe resumes from it to the uninterrupted weights."""
+    import h5py
+    solver(tiny, 'h5', max_iter=20, snapshot=10, snapshot_format=0)  # HDF5
+    res = run(['train', 'h5.prototxt', '--run-dir', 'runs/h5'], tiny)
+    assert res.returncode == 0, res.stderr
+    snaps = tiny / 'snap_h5'
+    assert sorted(p.name for p in snaps.iterdir()) == [
+        'w_iter_%d.%s.h5' % (i, kind) for i in (10, 20) for kind in ('caffemodel', 'solverstate')]
+    with h5py.File(snaps / 'w_iter_10.solverstate.h5', 'r') as f:
+        assert f['learned_net'][()].decode() == 'snap_h5/w_iter_10.caffemodel.h5'
+    res = run(['train', 'h5.prototxt', '--run-dir', 'runs/h5b', '--resume',
+               'snap_h5/w_iter_10.solverstate.h5', '--set', 'snapshot_prefix=snap_h5b/w'], tiny)
+    assert res.returncode == 0, res.stderr
+    with h5py.File(snaps / 'w_iter_20.caffemodel.h5', 'r') as a, \
+            h5py.File(tiny / 'snap_h5b' / 'w_iter_20.caffemodel.h5', 'r') as b:
+        names = []
+        a['data'].visit(lambda n: names.append(n) if isinstance(a['data'][n], h5py.Dataset) else None)
+        assert names and all(np.array_equal(a['data'][n][()], b['data'][n][()]) for n in names)
+
+
+def test_a_state_at_or_past_max_iter(tiny):
+    solver(tiny, 'done', max_iter=10, snapshot=5)
+    res = run(['train', 'done.prototxt', '--run-dir', 'runs/done'], tiny)
+    assert res.returncode == 0, res.stderr
+    res = run(['train', 'done.prototxt', '--run-dir', 'runs/done', '--resume', 'auto'], tiny)
+    assert res.returncode == 0, res.stderr
+    assert 'snap_done/w_iter_10.solverstate is at max_iter 10 already: nothing to train' in res.stderr
+    assert 'snapshot snap_done/w_iter_10.solverstate;' in res.stdout
+    assert (tiny / 'snap_done' / 'w_iter_10.solverstate').exists()
+    res = run(['train', 'done.prototxt', '--run-dir', 'runs/done2', '--resume', 'snap_done/w_iter_10.solverstate',
+               '--set', 'max_iter=8'], tiny)
+    assert res.returncode == 2, res.stderr
+    assert re.fullmatch(r'caffe-mlic train: argument --resume: snap_done/w_iter_10.solverstate is at '
+                        r'iteration 10, past max_iter 8 of done.prototxt: nothing to train .*\n', res.stderr)
+
+
+@pytest.mark.parametrize('override, message', [
+    ('momentum=2', r'momentum must be in \[0, 1\), got 2'),
+    ('snapshot=-1', r'snapshot must be >= 0 .*got -1'),
+    ('base_lr=-0.1', r'base_lr must be >= 0, got -0.1'),
+    ('max_iter=1000000000000', r'max_iter: 1000000000000 is out of the range of the field \(int32: at most 2147483647\)'),
+])
+def test_solver_values_out_of_range_are_refused(tiny, override, message):
+    solver(tiny, 'range')
+    res = run(['train', 'range.prototxt', '--set', override], tiny)
+    assert res.returncode == 2, res.stderr
+    assert re.fullmatch(r'caffe-mlic train: argument --set: %s\n' % message, res.stderr), res.stderr
+
+
+def test_a_momentum_out_of_range_in_the_file_names_its_line(tiny):
+    path = solver(tiny, 'range_file', momentum=1.0)
+    res = run(['train', path], tiny)
+    assert res.returncode == 1
+    assert re.fullmatch(r'caffe-mlic train: .*range_file.prototxt:\d+: momentum: momentum must be in '
+                        r'\[0, 1\), got 1\n', res.stderr), res.stderr
+
+
+# ---------------------------------------------------------------- signals and locks
+
+
+@pytest.mark.parametrize('signum, code', [(signal.SIGHUP, 129)])
+def test_sighup_snapshots_like_sigterm(tiny, signum, code):
+    solver(tiny, 'hup')
+    run_dir = tiny / 'runs' / 'hup'
+    proc = start(['train', 'hup.prototxt', '--run-dir', run_dir], tiny, stdout=subprocess.DEVNULL,
+                 stderr=subprocess.PIPE)
+    wait_for(lambda: train_rows(run_dir) >= 15, proc)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    m = re.fullmatch(r'caffe-mlic train: stopped by SIGHUP at iteration (\d+), snapshot (\S+); '
+                     r'resume with: .*\n', err)
+    assert m and (tiny / m.group(2)).exists(), err
+    assert run_json(run_dir)['status'] == 'interrupted by SIGHUP'
+
+
+def test_a_closed_stdout_snapshots_like_sigterm(tiny):
+    """`train ... | head -1`: the reader goes after the first test line."""
+    solver(tiny, 'pipe')
+    run_dir = tiny / 'runs' / 'pipe'
+    proc = start(['train', 'pipe.prototxt', '--run-dir', run_dir], tiny, stdout=subprocess.PIPE,
+                 stderr=subprocess.PIPE)
+    assert proc.stdout.readline().startswith('iteration 10: test')
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait(timeout=60)
+    assert proc.returncode == 128 + signal.SIGPIPE, err
+    m = re.fullmatch(r'caffe-mlic train: stopped by a closed stdout at iteration (\d+), snapshot (\S+); '
+                     r'resume with: .*\n', err)
+    assert m and (tiny / m.group(2)).exists() and int(m.group(1)) < 2000, err
+    assert run_json(run_dir)['status'] == 'interrupted by a closed stdout'
+
+
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_nets_are_built_is_acted_on(tiny, signum):
+    """The signal arrives while the data workers spawn: the run stops once
+    the nets are built, says so, and leaves no empty run folder; the group's
+    Ctrl-C does not kill the workers under it (nor print their tracebacks)."""
+    solver(tiny, 'setup', net='kd/student_workers')
+    run_dir = tiny / 'runs' / ('setup_%d' % signum)
+    proc = start(['train', 'setup.prototxt', '--run-dir', run_dir], tiny, stdout=subprocess.DEVNULL,
+                 stderr=subprocess.PIPE, start_new_session=True)
+    wait_for(lambda: (run_dir / '.lock').exists(), proc)
+    os.killpg(proc.pid, signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, err
+    assert re.fullmatch(r'caffe-mlic train: stopped by %s while the nets were built, before training '
+                        r'from iteration 0; nothing new to snapshot: run the same command again\n'
+                        % signal.Signals(signum).name, err), err
+    assert not run_dir.exists()
+
+
+def test_one_run_at_a_time_in_a_run_folder(tiny):
+    solver(tiny, 'lock')
+    run_dir = tiny / 'runs' / 'lock'
+    first = start(['train', 'lock.prototxt', '--run-dir', run_dir], tiny, stdout=subprocess.DEVNULL,
+                  stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: train_rows(run_dir) >= 2, first)
+        res = run(['train', 'lock.prototxt', '--run-dir', run_dir, '--set', 'snapshot_prefix=snap_lock2/w'],
+                  tiny)
+        assert res.returncode == 1
+        assert res.stderr == ('caffe-mlic train: another training run (pid %d) is writing %s: wait for it '
+                              'to end, or give this one another --run-dir\n' % (first.pid, run_dir))
+        assert run_json(run_dir)['status'] == 'running'
+    finally:
+        first.terminate()
+        first.wait(timeout=60)
+    assert run_json(run_dir)['status'] == 'interrupted by SIGTERM'
