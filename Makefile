@@ -4,8 +4,8 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 CLI   := $(VENV)/bin/caffe-mlic
 export CAFFE_MLIC_CACHE ?= $(HOME)/.cache/caffe-mlic
-# Quiet glog unless asked otherwise.
-export GLOG_minloglevel ?= 1
+# Quiet glog (errors only) unless asked otherwise.
+export GLOG_minloglevel ?= 2
 # GPU=1: `make caffe` / `make install` build / use the CUDA build of Caffe
 # (its own cache folder); plain `make install` switches the venv back to CPU.
 GPU ?= 0

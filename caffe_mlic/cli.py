@@ -73,15 +73,19 @@ def _option_for(parser, dest):
 
 
 def _report(prog, message):
-    sys.stderr.write('%s: %s\n' % (prog, message))
-    sys.stderr.flush()
+    try:
+        sys.stderr.write('%s: %s\n' % (prog, message))
+        sys.stderr.flush()
+    except (OSError, ValueError):   # stderr is gone (a dropped ssh session): the exit code remains
+        pass
 
 
 def main(argv=None):
     import os
-    # Caffe's INFO lines (net setup, snapshots) would interleave with progress
-    # bars; quiet them before anything imports caffe, unless the user asked.
-    os.environ.setdefault('GLOG_minloglevel', '1')
+    # Caffe's INFO and WARNING lines (net setup, "Logging before
+    # InitGoogleLogging", upgrade notes) would surround our own messages;
+    # quiet them before anything imports caffe, unless the user asked.
+    os.environ.setdefault('GLOG_minloglevel', '2')
     from caffe_mlic import commands
     argv = list(sys.argv[1:] if argv is None else argv)
     prog, parser = PROG, None

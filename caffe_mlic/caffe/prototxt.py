@@ -84,9 +84,20 @@ def _looks_like_solver(path):
         return re.search(r'^\s*(net|base_lr|train_net)\s*:', f.read(), re.M) is not None
 
 
+def _looks_like_net(path):
+    with open(path, encoding='utf-8', errors='replace') as f:
+        return re.search(r'^\s*(layers?|input)\s*[:{]', f.read(), re.M) is not None
+
+
 def read_solver(path):
     from caffe.proto import caffe_pb2
-    return _parse(path, caffe_pb2.SolverParameter(), 'solver prototxt')
+    try:
+        return _parse(path, caffe_pb2.SolverParameter(), 'solver prototxt')
+    except InputError:
+        if os.path.isfile(path) and _looks_like_net(path):
+            raise InputError('%s: a net prototxt, not a solver; give the solver prototxt that names '
+                             'it (net: "%s")' % (path, os.path.basename(path)))
+        raise
 
 
 def phase_id(phase):

@@ -1,12 +1,17 @@
 """Run the real `caffe` binary with PYTHONPATH and LD_LIBRARY_PATH set so that
 it finds our Python layers: `caffe-mlic caffe train -solver S [-weights W]`.
 
-For `train`, the folder of the solver's snapshot_prefix (relative to the
-current directory, as Caffe reads it) is created first: the binary would
-train to the first snapshot and then abort on the missing folder. With
-`-snapshot STATE` the state is checked first (a truncated one would abort
-Caffe with a misleading message), and the TRAIN data layers continue their
-batch plan at the state's iteration, as `caffe-mlic train --resume` does.
+What the binary would abort on (rc 134, a glog FATAL) is checked first and
+said in one line, as `caffe-mlic train` says it: for `train`, the solver
+(given, a SolverParameter, its net present and a NetParameter, values in
+range; the folder of its snapshot_prefix, relative to the current directory
+as Caffe reads it, created and writable), not both -weights and -snapshot;
+for `test` and `time`, -model (present, a NetParameter) and for `test`
+-weights; every -weights file present and a NetParameter within protobuf's
+2 GB. With `-snapshot STATE` the state is checked (a truncated one would
+abort Caffe with a misleading message; its caffemodel must exist), and the
+TRAIN data layers continue their batch plan at the state's iteration, as
+`caffe-mlic train --resume` does.
 
 `-gpu ID` (or a solver with solver_mode: GPU) is checked first: the binary
 aborts in a CHECK with a CPU-only build or a missing GPU, and on several GPUs
@@ -39,15 +44,22 @@ def run_argv(argv):
         gpu = _solver_gpu(_flag_value(argv, 'solver'))
     if gpu:
         _check_gpus(gpu, first)
-    weights = _flag_value(argv, 'weights')
-    if weights:
-        _check_weight_files(weights)
+    weights, state = _flag_value(argv, 'weights'), _flag_value(argv, 'snapshot')
     if first == 'train':
         solver = _flag_value(argv, 'solver')
-        _make_snapshot_folder(solver)
-        state = _flag_value(argv, 'snapshot')
-        if state:
-            env[caffe_env.START_BATCH_ENV] = str(_resume_batch(state, solver))
+        if not solver:
+            raise UsageError('train needs -solver SOLVER.prototxt')
+        if weights and state:
+            raise UsageError('give -snapshot STATE to resume or -weights W to fine-tune, not both')
+        _check_solver(solver)
+    elif first in ('test', 'time'):
+        _check_model(_flag_value(argv, 'model'), first)
+        if first == 'test' and not weights:
+            raise UsageError('test needs -weights W.caffemodel (the weights it scores)')
+    if weights:
+        _check_weight_files(weights)
+    if first == 'train' and state:
+        env[caffe_env.START_BATCH_ENV] = str(_resume_batch(state, solver))
     binary = caffe_env.caffe_binary()
     os.execve(binary, [binary] + list(argv), env)
 
@@ -57,11 +69,14 @@ def _check_weight_files(value):
     over protobuf's 2 GB (the binary's reader stops there)."""
     from caffe_mlic.errors import InputError
     from caffe_mlic.caffe.weights import check_proto_size
+    from caffe.proto import caffe_pb2
+    from caffe_mlic.caffe.weights import parse_message
     for path in value.split(','):
         if not os.path.isfile(path):
             raise InputError('%s: no such weights file (-weights)' % path)
         if not path.endswith('.h5'):
             check_proto_size(path)
+            parse_message(caffe_pb2.NetParameter(), path)
 
 
 def _resume_batch(state_path, solver_path):
@@ -77,8 +92,11 @@ def _resume_batch(state_path, solver_path):
     if state_path.endswith('.h5'):
         return 0      # (HDF5 states: the plan restarts; the binary reads the iteration itself)
     state = parse_message(caffe_pb2.SolverState(), state_path)
-    if state.learned_net and os.path.isfile(state.learned_net):
-        check_proto_size(state.learned_net)
+    if not state.learned_net or not os.path.isfile(state.learned_net):
+        # The binary reads it relative to the current directory, and aborts.
+        raise InputError('%s: its caffemodel %s is missing (Caffe reads it relative to the current '
+                         'directory)' % (state_path, state.learned_net or '(none named)'))
+    check_proto_size(state.learned_net)
     iter_size = 1
     if solver_path and os.path.isfile(solver_path):
         iter_size = max(1, prototxt.read_solver(solver_path).iter_size)
@@ -123,20 +141,25 @@ def _flag_value(argv, name):
     return None
 
 
-def _make_snapshot_folder(solver_path):
-    """Create the folder of the solver's snapshot_prefix; a solver that does
-    not parse is left for the binary to report."""
-    from caffe_mlic.caffe import prototxt
+def _check_solver(solver_path):
+    """The solver as `caffe-mlic train` checks it (engine.solver_file), and
+    its snapshot folder created and writable."""
+    from caffe_mlic.engine.snapshots import check_snapshot_folder
+    from caffe_mlic.engine.solver_file import SolverFile
     from caffe_mlic.errors import InputError
-    if not solver_path or not os.path.isfile(solver_path):
-        return
-    try:
-        prefix = prototxt.read_solver(solver_path).snapshot_prefix
-    except InputError:
-        return
-    folder = os.path.dirname(prefix)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
+    solver = SolverFile(solver_path, run_dir='.')
+    if solver.param.snapshot and not solver.param.snapshot_prefix:
+        raise InputError('%s: snapshot is %d but there is no snapshot_prefix (the binary aborts)'
+                         % (solver_path, solver.param.snapshot))
+    if solver.param.snapshot_prefix:
+        check_snapshot_folder(solver)
+
+
+def _check_model(model, action):
+    from caffe_mlic.caffe import prototxt
+    if not model:
+        raise UsageError('%s needs -model NET.prototxt' % action)
+    prototxt.check_net(prototxt.read_net(model), model)
 
 
 def run(args):

@@ -160,3 +160,23 @@ def test_problems_print_one_way():
     err = InputError(problems=many[:2], what='annotations')
     assert str(err).startswith('2 problems in annotations a.txt:')
     assert err.problems == many[:2] and err.exit_code == 1 and isinstance(err, ValueError)
+
+
+def test_caffe_is_kept_quiet_unless_the_user_asks(monkeypatch):
+    """Errors only (no "Logging before InitGoogleLogging", no upgrade notes
+    around our one-line messages); a GLOG_minloglevel the user set wins."""
+    import os
+    monkeypatch.delenv('GLOG_minloglevel', raising=False)
+    assert cli.main(['no-such-command']) == 2
+    assert os.environ['GLOG_minloglevel'] == '2'
+    monkeypatch.setenv('GLOG_minloglevel', '0')
+    assert cli.main(['no-such-command']) == 2
+    assert os.environ['GLOG_minloglevel'] == '0'
+
+
+def test_a_message_to_a_closed_stderr_keeps_the_exit_code(monkeypatch):
+    import io
+    closed = io.StringIO()
+    closed.close()
+    monkeypatch.setattr('sys.stderr', closed)
+    assert cli.main(['no-such-command']) == 2
