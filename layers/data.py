@@ -60,6 +60,18 @@ class MultiLabelProposalData(PrefetchingDataLayer):
     )
     TOPS = ('data', 'label_roi')
     OPTIONAL_TOPS = ('rois',)
+    SIZE_PARAMS = 'batch_size, new_height, new_width or scale_factors'  # what sets the tops' sizes (for caffe.shapes' message)
+
+    @staticmethod
+    def top_shapes(p, bottoms, phase):
+        """The tops at their largest (the largest TRAIN scale), for the size
+        check before Caffe builds the net (caffe.shapes)."""
+        factors = p.scale_factors if phase == 'TRAIN' else [1.0]
+        sizes = [scaled_size(p.new_height, p.new_width, f) for f in factors]
+        data = (p.batch_size, 3, max(h for h, _ in sizes), max(w for _, w in sizes))
+        if p.split_tops:
+            return [data, (p.batch_size, p.att_num), (p.batch_size, 5 * p.bbox_num)]
+        return [data, (p.batch_size, p.att_num + 5 * p.bbox_num)]
 
     def configure(self, bottom, top):
         p = self.params

@@ -57,6 +57,7 @@ class Interp(MlicLayer):
     BOTTOMS = ('input',)
     OPTIONAL_BOTTOMS = ('size_reference',)
     TOPS = ('output',)
+    SIZE_PARAMS = 'height / width (or zoom_factor)'  # what sets the tops' sizes (for caffe.shapes' message)
 
     def configure(self, bottom, top):
         p = self.params
@@ -76,8 +77,23 @@ class Interp(MlicLayer):
                              'shrink_factor, or a second bottom whose H x W to match')
         self._mats = {}
 
+    @classmethod
+    def top_shapes(cls, p, bottoms, phase):
+        if not bottoms or bottoms[0] is None or len(bottoms[0]) != 4:
+            return None
+        n, c, h, w = bottoms[0]
+        if len(bottoms) == 2:
+            if bottoms[1] is None or len(bottoms[1]) != 4:
+                return None
+            return [(n, c) + tuple(bottoms[1][2:])]
+        h_eff, w_eff = h + p.pad_beg + p.pad_end, w + p.pad_beg + p.pad_end
+        return [(n, c, cls._output_size(p, h_eff, 0), cls._output_size(p, w_eff, 1))]
+
     def _out_size(self, n_eff, ref):
-        p = self.params
+        return self._output_size(self.params, n_eff, ref)
+
+    @staticmethod
+    def _output_size(p, n_eff, ref):
         if p.height is not None:
             return (p.height, p.width)[ref]
         if p.zoom_factor is None and p.shrink_factor is None:

@@ -525,6 +525,13 @@ class ROIPooling(MlicLayer):
     )
     BOTTOMS = ('features', 'rois')
     TOPS = ('pooled',)
+    SIZE_PARAMS = 'pooled_h / pooled_w'  # what sets the tops' sizes (for caffe.shapes' message)
+
+    @staticmethod
+    def top_shapes(p, bottoms, phase):
+        if len(bottoms) != 2 or None in bottoms or len(bottoms[0]) != 4:
+            return None
+        return [(bottoms[1][0], bottoms[0][1], p.pooled_h, p.pooled_w)]
 
     def configure(self, bottom, top):
         p = self.params

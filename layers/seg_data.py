@@ -49,6 +49,11 @@ class SegmentationData(PrefetchingDataLayer):
         Param('timeout', 'float', STALL_TIMEOUT, low=0, low_open=True),
     )
     TOPS = ('data', 'label')
+    SIZE_PARAMS = 'batch_size or crop_size'  # what sets the tops' sizes (for caffe.shapes' message)
+
+    @staticmethod
+    def top_shapes(p, bottoms, phase):
+        return [(p.batch_size, 3, p.crop_size, p.crop_size), (p.batch_size, 1, p.crop_size, p.crop_size)]
 
     def configure(self, bottom, top):
         p = self.params

@@ -253,6 +253,8 @@ def check_net(net, where, phase=None):
         cls = kinds.pop() if len(kinds) == 1 else InputError
         raise cls('\n'.join(problems) if len(problems) < 2 else
                   '%d problems in %s:\n  %s' % (len(problems), where, '\n  '.join(problems)))
+    from caffe_mlic.caffe.shapes import check_sizes
+    check_sizes(net, where, phase)
 
 
 def name_python_layers(net):

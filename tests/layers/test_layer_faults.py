@@ -13,6 +13,7 @@ from caffe_mlic import cli
 from caffe_mlic.netspec import netgen
 from caffe_mlic.data.datalist import write_datalist
 from caffe_mlic.caffe.params import LayerError
+from caffe_mlic.errors import InputError
 from tests import netutil
 from tests.tinydata import tiny_mlic_config, write_tiny_dataset
 from tests.faults import C, B, run_cli, shm_segments
@@ -97,7 +98,9 @@ def test_divergence_guard_gradient_is_zero(layer_net):
     ('Interp', {'height': 100000, 'width': 100000}, [(1, 1, 2, 2)], 'height / width'),
 ])
 def test_blob_sizes_over_int_max_are_refused(layer_net, layer, params, shapes, fragment):
-    with pytest.raises(LayerError, match='more than a Caffe blob holds.*lower %s' % fragment):
+    """Before Caffe builds the net (caffe.shapes), naming the layer and its parameters."""
+    with pytest.raises(InputError, match=r"layer 'layer' \(TRAIN\): top 't0' would be .* more than a "
+                                         r"Caffe blob holds \(2\^31 - 1\): lower %s" % fragment):
         layer_net(layer, params, shapes)
 
 
@@ -107,7 +110,8 @@ def test_data_layer_sizes_over_int_max_are_refused(tmp_path, net_from_text):
     params = dict(source=str(tmp_path / 'list.txt'), batch_size=10 ** 6, new_width=672,
                   new_height=672, att_num=3, bbox_num=1, workers=2)
     before = shm_segments()
-    with pytest.raises(LayerError, match='data top .* more than a Caffe blob holds.*batch_size'):
+    with pytest.raises(InputError, match="layer 'data' \\(TRAIN\\): top 'data' would be .* more than a Caffe "
+                                         "blob holds .*: lower batch_size, new_height"):
         net_from_text(netutil.python_layer_text('data', 'MultiLabelProposalData', params, [],
                                                 ['data', 'label_roi']), 'TRAIN')
     assert shm_segments() <= before
