@@ -254,7 +254,7 @@ def check_net(net, where, phase=None):
         raise cls('\n'.join(problems) if len(problems) < 2 else
                   '%d problems in %s:\n  %s' % (len(problems), where, '\n  '.join(problems)))
     from caffe_mlic.caffe.shapes import check_sizes
-    check_sizes(net, where, phase)
+    check_sizes(net, where, in_phase, phase)
 
 
 def name_python_layers(net):

@@ -152,10 +152,11 @@ def _python_shapes(layer, bottoms, phase):
     return list(found) + [None] * (len(layer.top) - len(found)), [('hint', getattr(cls, 'SIZE_PARAMS', None))]
 
 
-def infer_shapes(net, phase):
+def infer_shapes(net, phase, in_phase):
     """({blob: shape or None}, [(layer, what, shape, what to lower)] of every
-    blob and im2col buffer) of NetParameter ``net`` in ``phase`` ('TRAIN' / 'TEST')."""
-    from caffe_mlic.caffe.prototxt import in_phase
+    blob and im2col buffer) of NetParameter ``net`` in ``phase`` ('TRAIN' /
+    'TEST'); ``in_phase(layer, phase)``: whether the layer is in that net
+    (prototxt.in_phase, passed in: prototxt calls this module)."""
     blobs, found = {}, []
     # the net-level inputs of deploy prototxts: input + input_shape (or input_dim, 4 a blob)
     dims = [tuple(s.dim) for s in net.input_shape] or [
@@ -183,18 +184,18 @@ def infer_shapes(net, phase):
     return blobs, found
 
 
-def oversized(net, phase):
+def oversized(net, phase, in_phase):
     """[(layer, what, shape, what to lower)] of the blobs of ``net`` in
     ``phase`` that would hold more than INT_MAX values."""
-    return [item for item in infer_shapes(net, phase)[1] if _count(item[2]) > BLOB_LIMIT]
+    return [item for item in infer_shapes(net, phase, in_phase)[1] if _count(item[2]) > BLOB_LIMIT]
 
 
-def check_sizes(net, where, phase=None):
+def check_sizes(net, where, in_phase, phase=None):
     """InputError naming each layer of ``net`` (read from ``where``) whose
     blobs Caffe could not hold, in ``phase`` or both."""
     problems = []
     for ph in [phase] if phase else ['TRAIN', 'TEST']:
-        for layer, what, shape, hint in oversized(net, ph):
+        for layer, what, shape, hint in oversized(net, ph, in_phase):
             line = "%s: layer '%s' (%s): %s would be %s = %d values, more than a Caffe blob holds " \
                    '(2^31 - 1): lower %s' % (where, layer, ph, what, ' x '.join(map(str, shape)),
                                              _count(shape), hint)

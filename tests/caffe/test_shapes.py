@@ -23,7 +23,7 @@ def tiny_nets(tmp_path_factory):
 
 def _compare(path, phase):
     net = prototxt.read_net(str(path))
-    inferred, _ = shapes.infer_shapes(net, phase)
+    inferred, _ = shapes.infer_shapes(net, phase, prototxt.in_phase)
     built = prototxt.caffe_net(str(path), phase)
     known = {name: shape for name, shape in inferred.items() if shape is not None}
     assert len(known) >= len(built.blobs) // 2, 'too few shapes worked out to mean anything'
@@ -55,7 +55,7 @@ def test_a_data_size_that_blows_up_a_later_layer_is_refused_naming_it(tiny_nets)
             params = prototxt.python_params(layer)
             params.update(new_width=10 ** 6, new_height=96, batch_size=2, scale_factors=[1.0])
             layer.python_param.param_str = json.dumps(params)
-    data = shapes.infer_shapes(net, 'TEST')[0]['data']
+    data = shapes.infer_shapes(net, 'TEST', prototxt.in_phase)[0]['data']
     assert shapes._count(data) < shapes.BLOB_LIMIT
     with pytest.raises(InputError, match=r"big.prototxt: layer '\w+' \(TEST\): (top '\w+'|its im2col "
                                          r"buffer) would be .* more than a Caffe blob holds"):
