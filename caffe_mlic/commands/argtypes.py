@@ -37,3 +37,67 @@ def float_list(text):
         return [float(x) for x in text.split(',')]
     except ValueError:
         raise argparse.ArgumentTypeError('expected comma-separated numbers, got %r' % text)
+
+
+def _bounds_text(lo, hi, lo_open=False, hi_open=False):
+    if hi is None:
+        return '%s %s' % ('>' if lo_open else '>=', lo)
+    if lo is None:
+        return '%s %s' % ('<' if hi_open else '<=', hi)
+    if not (lo_open or hi_open):
+        return 'from %s to %s' % (lo, hi)
+    return 'in %s%s, %s%s' % ('(' if lo_open else '[', lo, hi, ')' if hi_open else ']')
+
+
+def int_in(lo=None, hi=None, multiple_of=None):
+    """An integer option bounded by lo <= N <= hi (None: unbounded), and a
+    multiple of ``multiple_of`` when given: 'argument --top: must be an
+    integer >= 1, got '0''."""
+    what = 'an integer %s' % _bounds_text(lo, hi)
+    if multiple_of:
+        what = 'a multiple of %d %s' % (multiple_of, _bounds_text(lo, hi))
+
+    def convert(text):
+        try:
+            value = int(text)
+        except (TypeError, ValueError):
+            value = None
+        if value is None or (lo is not None and value < lo) or (hi is not None and value > hi) or (
+                multiple_of and value % multiple_of):
+            raise argparse.ArgumentTypeError('must be %s, got %r' % (what, text))
+        return value
+    convert.__name__ = 'int'
+    return convert
+
+
+def float_in(lo=None, hi=None, lo_open=False, hi_open=False):
+    """A finite number option bounded by lo and hi (None: unbounded; *_open:
+    that end excluded): 'argument --nms: must be a number in (0, 1], got '2''.
+    NaN and infinities are refused."""
+    import math
+    what = 'a finite number %s' % _bounds_text(lo, hi, lo_open, hi_open) if lo is not None or hi is not None \
+        else 'a finite number'
+
+    def convert(text):
+        try:
+            value = float(text)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not math.isfinite(value) or (lo is not None and (value <= lo if lo_open else value < lo)) or (
+                hi is not None and (value >= hi if hi_open else value > hi)):
+            raise argparse.ArgumentTypeError('must be %s, got %r' % (what, text))
+        return value
+    convert.__name__ = 'float'
+    return convert
+
+
+_BLOB_VALUES = 2 ** 31 - 1     # values a Caffe blob holds
+
+
+def net_image_size(text):
+    """image_size, and small enough that one image (3 x W x H values) fits a Caffe blob."""
+    w, h = image_size(text)
+    if 3 * w * h > _BLOB_VALUES:
+        raise argparse.ArgumentTypeError('%dx%d is too large: one image would be 3 x %d x %d = %d values, '
+                                         'more than a Caffe blob holds (2^31 - 1)' % (w, h, w, h, 3 * w * h))
+    return w, h

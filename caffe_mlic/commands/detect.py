@@ -14,8 +14,16 @@ Writes, under OUT:
                                --coco`): the detections as a COCO results file (image_id,
                                category_id, bbox [x, y, w, h], score), which COCO tools
                                and `caffe-mlic eval det --results` read
-The preprocessing and sizes come from the deploy.json that `netgen` writes
-beside the nets (see caffe_mlic.inference.settings).
+The preprocessing, sizes and class names come from the deploy.json that
+`netgen` writes beside the nets (see caffe_mlic.inference.settings).
+
+Everything that can be checked is checked before anything is written: the
+names of the images (their stems name the outputs and are the devkit image
+ids), outputs that would overwrite an input, the classes, --coco-ids. The
+json/ and vis/ files of an image are written as it is done; the devkit files
+(and coco_results.json) at the end, all together or none. An image name that
+is not UTF-8 is written into the devkit files as its bytes (the devkit reads
+bytes).
 """
 import os
 
@@ -25,35 +33,47 @@ HELP = 'detect objects with the WSDDN teacher on any images (proposals computed 
 
 
 def add_arguments(p):
+    from caffe_mlic.commands.argtypes import float_in, int_in
+    from caffe_mlic.inference.detector import MAX_SCALE, MIN_SCALE
     p.add_argument('--net', required=True, help='WSDDN deploy prototxt')
     p.add_argument('--weights', help='trained teacher caffemodel (not with --control)')
     p.add_argument('--control', choices=['random'],
                    help='the control detector instead of the net: the same proposals and '
                         'protocol, every region a random score per class (seeded by --seed)')
-    p.add_argument('--seed', type=int, default=0, help='seed of --control random (default 0)')
+    p.add_argument('--seed', type=int_in(0), default=0, help='seed of --control random, >= 0 (default 0)')
     p.add_argument('images', nargs='+', metavar='IMAGE', help='image files or folders of images')
     p.add_argument('-o', '--output', required=True, metavar='DIR')
     p.add_argument('--proposals', metavar='DIR', help='folder of <image stem>.npz proposal files')
-    p.add_argument('--scales', type=int, nargs='+', metavar='S',
-                   help='input sizes to run (default: the net\'s); region scores are summed over them')
+    p.add_argument('--scales', type=int_in(MIN_SCALE, MAX_SCALE, 16), nargs='+', metavar='S',
+                   help="input sizes to run, multiples of 16 from %d to %d (default: the net's); "
+                        "region scores are summed over them" % (MIN_SCALE, MAX_SCALE))
     p.add_argument('--flip', action='store_true', help='also run each scale mirrored, summing the scores')
     p.add_argument('--classes', metavar='FILE',
-                   help="class names, one per line (default: --coco-ids' classes, else class_0 ...)")
+                   help="class names, one per line (default: deploy.json's, else --coco-ids' "
+                        "classes, else class_0 ...)")
     p.add_argument('--coco-ids', metavar='GT.json',
                    help='the gt.json of `datalist build --coco`: write coco_results.json with its '
                         'COCO image and category ids (every image must be in it)')
     p.add_argument('--settings', metavar='deploy.json', help='deploy settings (default: beside the net)')
     p.add_argument('--set-name', default='test', help='the <set> of the devkit file names (default test)')
-    p.add_argument('--top', type=int, default=10, help='detections drawn per image (default 10)')
-    p.add_argument('--score-threshold', type=float, default=1e-3)
-    p.add_argument('--nms', type=float, default=0.4, help='NMS IoU threshold (default 0.4)')
+    p.add_argument('--top', type=int_in(1), default=10,
+                   help='detections drawn and top regions recorded per image, >= 1 (default 10)')
+    p.add_argument('--score-threshold', type=float_in(0), default=1e-3,
+                   help='keep regions scoring above this (default 1e-3): a finite number >= 0 and below '
+                        'the number of passes (scales x flips), the most a region can score summed '
+                        'over them')
+    p.add_argument('--nms', type=float_in(0, 1), default=0.4,
+                   help='NMS IoU threshold, from 0 (suppress any overlap) to 1 (suppress nothing) '
+                        '(default 0.4)')
     p.add_argument('-q', '--quiet', action='store_true', help='no progress bar')
 
 
-def class_names(path, count):
+def class_names(path, count, known=None):
+    """The names of the net's ``count`` classes: those of the class file
+    ``path`` (one per line), else ``known`` (deploy.json's), else class_0 ..."""
     from caffe_mlic.data.annotations import read_class_list
     if not path:
-        return ['class_%d' % i for i in range(count)]
+        return list(known) if known else ['class_%d' % i for i in range(count)]
     names = read_class_list(path)
     if len(names) != count:
         raise InputError('%s: %d classes, but the net scores %d' % (path, len(names), count))
@@ -73,12 +93,13 @@ def coco_ground_truth(path, images):
     return gt
 
 
-def detection_classes(args, count, coco_gt):
-    """The class names: --classes, else those of --coco-ids, else class_0 ...;
-    with --coco-ids, each must have a COCO category id."""
+def detection_classes(args, count, coco_gt, known=None):
+    """The class names: --classes, else deploy.json's (``known``), else those
+    of --coco-ids, else class_0 ...; with --coco-ids, each must have a COCO
+    category id."""
     from caffe_mlic.evaluation.detection import coco_ids
-    if coco_gt is None or args.classes:
-        classes = class_names(args.classes, count)
+    if coco_gt is None or args.classes or known:
+        classes = class_names(args.classes, count, known)
     elif len(coco_gt.classes) != count:
         raise InputError('%s: %d classes, but the net scores %d' % (args.coco_ids, len(coco_gt.classes), count))
     else:
@@ -112,12 +133,28 @@ def image_proposals(image_path, image, proposals_dir, cache_dir):
         return z['boxes'], z['scores']
 
 
+def devkit_text(detections):
+    """The bytes of one devkit result file: a line 'id score x1 y1 x2 y2' per
+    detection, 1-based pixels, numbers as write_voc_results writes them. The
+    id is the image's stem as its bytes on disk: a name that is not UTF-8 is
+    written as it is (the devkit's reader takes bytes)."""
+    import numpy as np
+    lines = []
+    if detections is not None:
+        boxes = np.asarray(detections.boxes, np.float64).reshape(-1, 4) + 1
+        scores = np.asarray(detections.scores).reshape(-1)
+        for image_id, score, box in zip(detections.image_ids, scores, boxes):
+            numbers = ' '.join('%.9g' % v for v in (score, *box))
+            lines.append(os.fsencode(image_id) + b' ' + numbers.encode('ascii') + b'\n')
+    return b''.join(lines)
+
+
 def run(args):
-    from caffe_mlic.evaluation.detection import (COCO_RESULTS, ClassDetections, write_coco_results,
-                                                 write_voc_results)
-    from caffe_mlic.fileio import atomic_write_json
+    from caffe_mlic.evaluation.detection import (COCO_RESULTS, ClassDetections, result_file_name,
+                                                 write_coco_results)
+    from caffe_mlic.fileio import atomic_files, atomic_write_json
     from caffe_mlic.data.imageio import read_image
-    from caffe_mlic.inference import model_and_images
+    from caffe_mlic.inference import image_ids, model_and_images, printable, refuse_overwriting_inputs
     from caffe_mlic.inference.detector import RandomControlDetector, WsddnDetector, check_scales
     from caffe_mlic.inference.draw import colour, draw_boxes, write_image
     from caffe_mlic.inference.settings import load_settings
@@ -126,22 +163,35 @@ def run(args):
         raise UsageError('give --weights (the trained teacher) or --control random, not both')
     if args.scales:
         check_scales(args.scales)
+    passes = len(args.scales or [None]) * (2 if args.flip else 1)
+    if args.score_threshold >= passes:
+        raise UsageError('score_threshold must be below %d, the most a region scores summed over the %d '
+                         'pass%s (scales x flips), got %g' % (passes, passes, 'es' if passes > 1 else '',
+                                                              args.score_threshold), 'score_threshold')
     images = model_and_images((args.net, args.weights), args.images)
+    stems = image_ids(images)
+    settings = load_settings(args.net, args.settings)
     if args.control:
-        detector = RandomControlDetector(args.net, load_settings(args.net, args.settings), args.seed,
-                                         args.score_threshold, args.nms)
+        detector = RandomControlDetector(args.net, settings, args.seed, args.score_threshold, args.nms)
     else:
-        detector = WsddnDetector(args.net, args.weights, load_settings(args.net, args.settings),
-                                 args.score_threshold, args.nms)
+        detector = WsddnDetector(args.net, args.weights, settings, args.score_threshold, args.nms)
     coco_gt = coco_ground_truth(args.coco_ids, images) if args.coco_ids else None
-    classes = detection_classes(args, detector.num_classes, coco_gt)
+    classes = detection_classes(args, detector.num_classes, coco_gt, settings.classes)
     cache = os.path.join(args.output, 'proposals')
+    per_image = {stem: (os.path.join(args.output, 'json', stem + '.json'),
+                        os.path.join(args.output, 'vis', stem + '.jpg')) for stem in stems}
+    results = [os.path.join(args.output, result_file_name(args.set_name, c)) for c in classes]
+    if coco_gt is not None:
+        results.append(os.path.join(args.output, COCO_RESULTS))
+    refuse_overwriting_inputs([args.output] + results + [p for pair in per_image.values() for p in pair],
+                              images + [args.net, args.weights, args.settings, args.classes, args.coco_ids],
+                              'output')
     all_detections = []
-    for image_path in progress(images, desc='detect', unit='img', enabled=not args.quiet):
+    for image_path, stem in progress(list(zip(images, stems)), desc='detect', unit='img',
+                                     enabled=not args.quiet):
         image = read_image(image_path)
         boxes, scores = image_proposals(image_path, image, args.proposals, cache)
         result = detector.detect(image, boxes, scores, args.scales, args.flip)
-        stem = os.path.splitext(os.path.basename(image_path))[0]
         all_detections += [(stem, d.class_index, d.score, d.box) for d in result.detections]
         record = dict(image=os.path.abspath(image_path), width=result.width, height=result.height,
                       scores={c: float(s) for c, s in zip(classes, result.image_scores)},
@@ -149,9 +199,10 @@ def run(args):
                                        box=list(d.box)) for d in result.detections],
                       top_regions=[dict(**{'class': classes[d.class_index]}, score=d.score,
                                         box=list(d.box)) for d in result.top_regions(args.top)])
-        atomic_write_json(os.path.join(args.output, 'json', stem + '.json'), record)
+        json_path, vis_path = per_image[stem]
+        atomic_write_json(json_path, record)
         top = result.detections[:args.top]
-        write_image(os.path.join(args.output, 'vis', stem + '.jpg'), draw_boxes(
+        write_image(vis_path, draw_boxes(
             image, [d.box for d in top], ['%s %.2f' % (classes[d.class_index], d.score) for d in top],
             [colour(d.class_index) for d in top]))
     by_class = {}
@@ -161,9 +212,12 @@ def run(args):
         scores.append(score)
         boxes.append(box)
     detections = {name: ClassDetections(ids, scores, boxes) for name, (ids, scores, boxes) in by_class.items()}
-    written = write_voc_results(args.output, args.set_name, detections, classes)
-    if coco_gt is not None:
-        write_coco_results(os.path.join(args.output, COCO_RESULTS), detections, coco_gt)
+    # the result sets: every devkit file and coco_results.json, or none
+    with atomic_files(results, 'wb') as files:
+        for f, name in zip(files, classes):
+            f.write(devkit_text(detections.get(name)))
+        if coco_gt is not None:
+            write_coco_results(files[-1].name, detections, coco_gt)   # writes where the temp file is
     print('detect: %d images, %d detections -> %s (%d devkit files%s, json/, vis/)'
-          % (len(images), len(all_detections), args.output, len(written),
+          % (len(images), len(all_detections), printable(args.output), len(classes),
              ', ' + COCO_RESULTS if coco_gt is not None else ''))

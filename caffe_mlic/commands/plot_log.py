@@ -24,7 +24,9 @@ def run(args):
     import os
 
     from caffe_mlic.engine.logs import read_caffe_log
+    from caffe_mlic.fileio import refuse_overwriting
     from caffe_mlic.plotting import draw_curves
+    refuse_overwriting([args.out], [args.log], 'out')   # before the log is read: -o LOG would destroy it
     try:
         with open(args.log, encoding='utf-8', errors='replace') as f:
             text = f.read()

@@ -31,6 +31,8 @@ def add_arguments(p):
     add_infer(add)
     add_report(add)
     add_config_flags(g, ScasConfig, 'configuration (ScasConfig fields; default: the release)')
+    from caffe_mlic.commands.netgen import add_classes_file
+    add_classes_file(g)
     t = g.add_argument_group('every solver')
     t.add_argument('--max-iter', type=int, help='iterations (default: 20000)')
     t.add_argument('--base-lr', type=float, help='base learning rate (VGG 1e-3, ResNet 1e-2)')
@@ -59,8 +61,10 @@ def add_infer(add):
     i.add_argument('--weights', required=True, help='trained caffemodel')
     i.add_argument('images', nargs='+', metavar='IMAGE', help='image files or folders of images')
     i.add_argument('-o', '--out', required=True, metavar='DIR', help='output folder')
-    i.add_argument('--tile', type=int, help="tile side (default and only choice: the net's input size)")
-    i.add_argument('--stride', type=int, help='tile stride (default: two thirds of the tile, 267 for 400)')
+    from caffe_mlic.commands.argtypes import int_in
+    i.add_argument('--tile', type=int_in(1), help="tile side (default and only choice: the net's input size)")
+    i.add_argument('--stride', type=int_in(1),
+                   help='tile stride, from 1 to the tile (default: two thirds of the tile, 267 for 400)')
     i.add_argument('--flip', action='store_true', help='also run each tile flipped left-right and up-down')
     i.add_argument('--palette', default='isprs', help="colours of the classes: 'isprs' or a palette file")
     i.add_argument('--settings', metavar='deploy.json', help='preprocessing (default: beside the net)')
@@ -79,7 +83,7 @@ def run_infer(args):
     from caffe_mlic.errors import InputError, UsageError
     from caffe_mlic.fileio import atomic_write
     from caffe_mlic.data.imageio import image_size, read_image
-    from caffe_mlic.inference import model_and_images
+    from caffe_mlic.inference import model_and_images, printable, refuse_overwriting_inputs
     from caffe_mlic.inference.segmenter import Segmenter, overlay
     from caffe_mlic.inference.settings import load_settings
     from caffe_mlic.data.labelmaps import index_to_colour, load_palette, write_colour_png, write_label_png
@@ -89,10 +93,13 @@ def run_infer(args):
     stems = [os.path.splitext(os.path.basename(p))[0] for p in images]
     twice = sorted({s for s in stems if stems.count(s) > 1})
     if twice:
-        raise UsageError('two images would write the same outputs: %s' % ', '.join(twice))
+        raise UsageError('two images would write the same outputs: %s' % ', '.join(map(printable, twice)))
+    outputs = [args.out] + [os.path.join(args.out, folder, stem + ext) for stem in stems
+                            for folder, ext in (('labels', '.png'), ('color', '.png'), ('overlay', '.jpg'))]
+    refuse_overwriting_inputs(outputs, images + [args.net, args.weights, args.settings, args.palette], 'out')
     palette = load_palette(args.palette)
     model = Segmenter(args.net, args.weights, load_settings(args.net, args.settings), args.tile)
-    stride = args.stride or max(1, round(model.tile * 2 / 3))
+    stride = max(1, round(model.tile * 2 / 3)) if args.stride is None else args.stride
     if not 1 <= stride <= model.tile:
         raise UsageError('argument --stride: must be 1 to the tile (%d), got %d' % (model.tile, stride))
     total = 0
@@ -115,16 +122,18 @@ def run_infer(args):
         with atomic_write(os.path.join(args.out, 'overlay', stem + '.jpg'), 'wb') as f:
             f.write(jpg.tobytes())
     bar.close()
-    print('labelled %d images (%d tiles of %d px, stride %d%s) -> %s'
-          % (len(images), total, model.tile, stride, ', flipped too' if args.flip else '', args.out))
+    print('labelled %d images (%d tiles of %d px, stride %d%s) -> %s' % (
+        len(images), total, model.tile, stride, ', flipped too' if args.flip else '', printable(args.out)))
 
 
 def run_netgen(args):
+    from caffe_mlic.commands.netgen import deploy_class_names
     from caffe_mlic.netspec.config import config_from_args
     from caffe_mlic.netspec.netgen import generate_scasnet
     from caffe_mlic.netspec.scasnet import ScasConfig
     variants = ('vgg', 'resnet') if args.variant == 'both' else (args.variant,)
     configs = [config_from_args(ScasConfig, args, variant=variant) for variant in variants]
+    classes = deploy_class_names(args, configs[0], ('train_list', 'val_list'))
     for path in generate_scasnet(args.out, configs, args.max_iter, args.base_lr, args.solver_type,
-                                 args.random_seed):
+                                 args.random_seed, classes=classes):
         print(path)

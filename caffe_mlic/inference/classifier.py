@@ -18,20 +18,29 @@ class StudentClassifier:
         from caffe_mlic.caffe import prototxt
         if engine not in ENGINES:
             raise UsageError('engine must be one of %s, got %r' % (', '.join(ENGINES), engine), 'engine')
-        self.engine, self.settings = engine, settings
+        self.engine, self.net_path, self.weights = engine, net_path, weights
         proto = prototxt.read_net(net_path)
         if list(proto.input) != ['data'] or len(proto.input_dim) != 4:
             raise InputError('%s: not a student deploy net (expected one input "data" with 4 dims, '
                              'got %s)' % (net_path, list(proto.input) or 'none'))
         self.size = int(proto.input_dim[2])
+        # Both engines: the net built by pycaffe and the weights checked against
+        # it (OpenCV would load another net's weights and fail, or not, at
+        # forward time); OpenCV then loads its own copy.
+        net = prototxt.caffe_net(net_path, 'TEST', weights=weights if engine == 'caffe' else None)
+        if OUTPUT_BLOB not in net.blobs:
+            raise InputError('%s: no %r blob (the sigmoid output)' % (net_path, OUTPUT_BLOB))
+        self.num_classes = int(net.blobs[OUTPUT_BLOB].count)
+        self.settings = settings.check_net(
+            net_path, num_classes=(self.num_classes, 'classes in its %r blob' % OUTPUT_BLOB),
+            student_size=(self.size, 'px inputs (data)'))
         if engine == 'caffe':
-            self.net = prototxt.caffe_net(net_path, 'TEST', weights=weights)
-            if OUTPUT_BLOB not in self.net.blobs:
-                raise InputError('%s: no %r blob (the sigmoid output)' % (net_path, OUTPUT_BLOB))
+            self.net = net
         else:
             import cv2
-            from caffe_mlic.caffe.weights import check_proto_size
-            check_proto_size(str(weights))
+            from caffe_mlic.caffe.weights import check_weights
+            check_weights(str(weights), net, complete=True)
+            del net
             try:
                 self.net = cv2.dnn.readNetFromCaffe(str(net_path), str(weights))
             except cv2.error as e:
@@ -45,8 +54,13 @@ class StudentClassifier:
             self.net.blobs['data'].data[...] = blob
             out = self.net.forward()[OUTPUT_BLOB]
         else:
+            import cv2
             self.net.setInput(blob)
-            out = self.net.forward(OUTPUT_BLOB)
+            try:
+                out = self.net.forward(OUTPUT_BLOB)
+            except cv2.error as e:
+                raise InputError('%s, %s: OpenCV cannot run the net: %s'
+                                 % (self.net_path, self.weights, ' '.join(str(e).split())))
         return np.asarray(out, np.float64).reshape(-1)
 
 

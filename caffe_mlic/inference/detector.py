@@ -55,6 +55,12 @@ class ImageResult:
 
 class WsddnDetector:
     def __init__(self, net_path, weights, settings, score_threshold=1e-3, nms_iou=0.4):
+        import math
+        if not (math.isfinite(score_threshold) and score_threshold >= 0):
+            raise UsageError('score_threshold must be a finite number >= 0, got %r' % score_threshold,
+                             'score_threshold')
+        if not (math.isfinite(nms_iou) and 0 <= nms_iou <= 1):
+            raise UsageError('nms_iou must be an IoU from 0 to 1, got %r' % nms_iou, 'nms_iou')
         self.net = prototxt.caffe_net(net_path, 'TEST', weights=weights)
         for blob in ('imagedata', 'proposaldata', REGION_BLOB, IMAGE_BLOB):
             if blob not in self.net.blobs:
@@ -63,7 +69,10 @@ class WsddnDetector:
         self.size = int(self.net.blobs['imagedata'].shape[2])
         self.bbox_num = int(self.net.blobs['proposaldata'].count) // 5
         self.num_classes = int(self.net.blobs[IMAGE_BLOB].count)
-        self.settings = settings
+        self.settings = settings.check_net(
+            net_path, num_classes=(self.num_classes, 'classes in its %r blob' % IMAGE_BLOB),
+            bbox_num=(self.bbox_num, 'proposals in its proposaldata input'),
+            teacher_size=(self.size, 'px inputs (imagedata)'))
         self.score_threshold, self.nms_iou = score_threshold, nms_iou
 
     def _forward(self, image, boxes_in, objectness, size, flip):
@@ -87,7 +96,7 @@ class WsddnDetector:
         order = np.argsort(-objectness, kind='stable')[:self.bbox_num]
         boxes, objectness = boxes[order], objectness[order]
         cycle = np.arange(self.bbox_num) % len(boxes)
-        scales = scales or [self.size]
+        scales = check_scales(scales) if scales else [self.size]
         region = np.zeros((len(boxes), self.num_classes))
         image_scores = np.zeros(self.num_classes)
         passes = [(s, f) for s in scales for f in ((False, True) if flip else (False,))]
@@ -126,9 +135,16 @@ class RandomControlDetector(WsddnDetector):
         return region, region.sum(axis=0)
 
 
+# Input sides detect runs at: multiples of 16 (VGG16's pooling) up to 4096
+# (the release's scales are 480 to 832; at 5800 px VGG16's conv1 top passes
+# Caffe's 2^31 - 1 values, and 40000 px asked for a 100 GB blob).
+MIN_SCALE, MAX_SCALE = 16, 4096
+
+
 def check_scales(scales):
-    bad = [s for s in scales if s < 16 or s % 16]
+    bad = [s for s in scales if not isinstance(s, (int, np.integer)) or not MIN_SCALE <= s <= MAX_SCALE
+           or s % 16]
     if bad:
-        raise UsageError('scales must be multiples of 16 (VGG16 pooling), got %s'
-                         % ', '.join(map(str, bad)), 'scales')
+        raise UsageError('scales must be multiples of 16 from %d to %d (VGG16 pooling), got %s'
+                         % (MIN_SCALE, MAX_SCALE, ', '.join(map(str, bad))), 'scales')
     return scales

@@ -57,8 +57,10 @@ class Segmenter:
         self.net = prototxt.caffe_net(net_path, 'TEST', weights=weights)
         if output not in self.net.blobs:
             raise InputError('%s: no %r blob (the class scores)' % (net_path, output))
-        self.output, self.settings = output, settings
+        self.output = output
         self.num_classes = self.net.blobs[output].data.shape[1]
+        self.settings = settings.check_net(
+            net_path, num_classes=(self.num_classes, 'classes in its %r blob' % output))
 
     def tiles(self, height, width, stride):
         """(y, x) of every tile over a height x width image (padded up to a tile)."""
@@ -80,8 +82,9 @@ class Segmenter:
 
     def probabilities(self, image_bgr, stride, flip=False, on_tile=None):
         """(K, H, W) float32 class probabilities of a BGR uint8 image."""
-        if stride < 1:
-            raise UsageError('stride must be >= 1, got %d' % stride, 'stride')
+        if not 1 <= stride <= self.tile:
+            # a stride past the tile would leave pixels between tiles unscored
+            raise UsageError('stride must be 1 to the tile (%d), got %d' % (self.tile, stride), 'stride')
         height, width = image_bgr.shape[:2]
         t = self.tile
         blob = normalise(image_bgr, self.settings.mean, self.settings.input_scale)

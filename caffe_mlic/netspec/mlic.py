@@ -24,14 +24,14 @@ RELEASE_MEAN = [103.52, 116.28, 123.675]  # BGR
 class MlicConfig:
     """Everything the MLIC-KD-WSD nets depend on; the defaults are the release's.
     A new field is one line here: netgen derives its options from these."""
-    num_classes: int = option(80, 'number of classes', flag='classes')
+    num_classes: int = option(80, 'number of classes, >= 2', flag='classes')
     bbox_num: int = option(500, 'proposals per image', flag='proposals')
     teacher_size: int = option(672, 'teacher input size (px, a multiple of 16)')
     student_size: int = option(224, 'student input size (px) = 32 x pooled')
     scale_factors: list = option(RELEASE_SCALES, 'TRAIN scale factors, one drawn per batch',
                                  flag='scales', nargs='+')
     mean: list = option(RELEASE_MEAN, 'BGR mean subtracted by the data layer')
-    input_scale: float = option(1.0, 'data layer: (pixel - mean) x this')
+    input_scale: float = option(1.0, 'data layer: (pixel - mean) x this, a finite number > 0')
     train_list: str = option('data/train_672.txt', 'training datalist')
     test_list: str = option('data/test_672.txt', 'test datalist')
     root_folder: str = option('', 'prefix for the image paths in the datalists')
@@ -73,6 +73,8 @@ class MlicConfig:
         check = Checks(self)
         check.choices()
         check.positive_ints('num_classes', 'bbox_num', 'teacher_size', 'student_size', 'pooled')
+        if self.num_classes < 2:   # WSDDN's class softmax over one class is constant: nothing to learn
+            check.bad('num_classes', 'must be at least 2')
         if self.teacher_size % 16 or self.student_size % 32:
             raise UsageError('teacher_size must be a multiple of 16 and student_size of 32 '
                              '(VGG16 pooling), got %d and %d' % (self.teacher_size, self.student_size),

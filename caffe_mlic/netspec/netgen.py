@@ -28,19 +28,21 @@ def solver_overrides(spec, max_iter=None, base_lr=None, solver_type=None, random
     return spec
 
 
-def generate(out_dir, cfg, max_iter=None, base_lr=None, solver_type=None, random_seed=None):
+def generate(out_dir, cfg, max_iter=None, base_lr=None, solver_type=None, random_seed=None, classes=None):
     """Write every net and solver under out_dir; returns the paths written.
 
     max_iter / base_lr / solver_type / random_seed override every solver
     (e.g. for short CPU runs of the tiny backbone); max_iter and base_lr may
     also be dicts {solver name (wsddn, stage1, stage2, baseline): value}, a
-    solver they do not name keeping its own. Every file is made in
-    memory first, so an impossible value writes nothing; each is written
+    solver they do not name keeping its own. ``classes``: the class names,
+    written into deploy.json when given. Every file is made in memory
+    first, so an impossible value writes nothing; each is written
     atomically.
     """
     from caffe_mlic.netspec import NETS
     from caffe_mlic.netspec.solvers import SOLVERS, solver_proto
     cfg.validate()
+    check_classes(classes, cfg.num_classes)
     files = {}
     for rel, make in NETS.items():
         files[os.path.join(out_dir, rel + '.prototxt')] = make(cfg)
@@ -52,8 +54,24 @@ def generate(out_dir, cfg, max_iter=None, base_lr=None, solver_type=None, random
             os.path.join(out_dir, net_rel + '.prototxt'), spec, prefix)
     settings = os.path.join(out_dir, DEPLOY_SETTINGS)
     texts = {path: prototxt.to_text(proto) for path, proto in files.items()}
-    texts[settings] = json.dumps(json_ready(deploy_settings(cfg)), indent=1, sort_keys=True) + '\n'
+    texts[settings] = settings_text(deploy_settings(cfg, classes))
     return write_files(texts)   # all the files, or none (a full disk)
+
+
+def settings_text(settings):
+    # ensure_ascii: the file reads the same under any locale
+    return json.dumps(json_ready(settings), indent=1, sort_keys=True) + '\n'
+
+
+def check_classes(classes, num_classes):
+    """UsageError unless ``classes`` (None: unknown) are num_classes distinct
+    class names (inference.settings reads them back with the same rules)."""
+    from caffe_mlic.inference.settings import class_names_problems
+    if classes is None:
+        return
+    problems = class_names_problems(list(classes) if isinstance(classes, tuple) else classes, num_classes)
+    if problems:
+        raise UsageError('classes: %s' % '; '.join(problems), 'classes')
 
 
 DEPLOY_SETTINGS = 'deploy.json'
@@ -71,31 +89,41 @@ def solver_names():
     return tuple(solver_name(rel) for rel in SOLVERS)
 
 
-def deploy_settings(cfg):
+def deploy_settings(cfg, classes=None):
     """What running the deploy nets needs beyond the prototxts: the input
     sizes, the proposals per image and the data layer's preprocessing
-    ((BGR pixel - mean) * input_scale), written beside the nets."""
-    return dict(num_classes=cfg.num_classes, bbox_num=cfg.bbox_num, teacher_size=cfg.teacher_size,
-                student_size=cfg.student_size, mean=list(cfg.mean), input_scale=cfg.input_scale)
+    ((BGR pixel - mean) * input_scale), written beside the nets; and the
+    class names when they are known (the key is absent otherwise, so the
+    release's deploy.json stays as it was)."""
+    out = dict(num_classes=cfg.num_classes, bbox_num=cfg.bbox_num, teacher_size=cfg.teacher_size,
+               student_size=cfg.student_size, mean=list(cfg.mean), input_scale=cfg.input_scale)
+    if classes is not None:
+        out['classes'] = list(classes)
+    return out
 
 
 def generate_scasnet(out_dir, configs, max_iter=None, base_lr=None, solver_type=None, random_seed=None,
-                     snapshot_dir='snapshots/scasnet'):
+                     snapshot_dir='snapshots/scasnet', classes=None):
     """Write, for each ScasConfig in ``configs``, <variant>_scasnet_deploy,
-    _train and _solver prototxts under out_dir (all or nothing); the
+    _train and _solver prototxts under out_dir (all or nothing), and
+    deploy.json (with ``classes``, the class names, when given); the
     overrides as for generate. Returns the paths written."""
     from caffe_mlic.netspec.scasnet import BUILDERS
     from caffe_mlic.netspec.solvers import SCASNET_SOLVERS, solver_proto
     texts = {}
+    for cfg in configs:     # a NaN input_scale would reach the nets and deploy.json
+        cfg.validate()
     first = configs[0]
+    check_classes(classes, first.num_classes)
     if any((c.mean, c.input_scale, c.num_classes) != (first.mean, first.input_scale, first.num_classes)
            for c in configs):
         raise UsageError('the variants written together must share mean, input_scale and num_classes '
                          '(one deploy.json)')
     # What inference needs beyond the nets: the data layer's preprocessing.
-    texts[os.path.join(out_dir, DEPLOY_SETTINGS)] = json.dumps(json_ready(dict(
-        num_classes=first.num_classes, mean=list(first.mean), input_scale=first.input_scale)),
-        indent=1, sort_keys=True) + '\n'
+    settings = dict(num_classes=first.num_classes, mean=list(first.mean), input_scale=first.input_scale)
+    if classes is not None:
+        settings['classes'] = list(classes)
+    texts[os.path.join(out_dir, DEPLOY_SETTINGS)] = settings_text(settings)
     for cfg in configs:
         base = os.path.join(out_dir, '%s_scasnet_' % cfg.variant)
         spec = solver_overrides(SCASNET_SOLVERS[cfg.variant], max_iter, base_lr, solver_type, random_seed)

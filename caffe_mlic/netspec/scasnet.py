@@ -87,7 +87,7 @@ class ScasConfig:
     A new field is one line here: `scasnet netgen` derives its options from
     these (caffe_mlic.netspec.config)."""
     variant: str = option('vgg', 'the variant', choices=sorted(VARIANTS), cli=False)   # netgen: --variant
-    num_classes: int = option(6, 'number of classes', flag='classes')
+    num_classes: int = option(6, 'number of classes, >= 2', flag='classes')
     input_size: int = option(400, 'input side in pixels')
     dilations: tuple = option((6, 12, 18, 24), 'context branch dilations', nargs='+', metavar='D')
     refine: tuple = option(None, "shallow layers that refine, deepest first; None: the release's, VGG "
@@ -109,8 +109,8 @@ class ScasConfig:
     val_batch_size: int = option(4, 'TEST crops per batch')
     mean: tuple = option(IMAGENET_MEAN, 'BGR mean subtracted by the data layer (1 or 3 values; '
                          'DeepLab-v2 and PSPNet use this one)', nargs='+')
-    input_scale: float = option(1.0, 'multiply the mean-subtracted pixels (about 0.017 for nets from '
-                                'scratch)')
+    input_scale: float = option(1.0, 'multiply the mean-subtracted pixels, a finite number > 0 (about '
+                                '0.017 for nets from scratch)')
     scale_factors: tuple = option((0.75, 1.0, 1.25), 'TRAIN scale jitter, one drawn per crop',
                                   flag='scales', nargs='+')
     palette: str = option('isprs', "colours of the classes: 'isprs' or a palette file")
@@ -134,6 +134,8 @@ class ScasConfig:
         check = Checks(self)
         check.choices()
         check.positive_ints('num_classes', 'input_size', 'batch_size', 'val_batch_size')
+        if self.num_classes < 2:   # a softmax over one class is constant: nothing to learn
+            check.bad('num_classes', 'must be at least 2')
         if self.input_size < 16:
             check.bad('input_size', 'must be at least 16 (three stride-2 steps)')
         if not self.dilations or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1

@@ -162,7 +162,7 @@ def test_detect_computes_proposals_for_photos(tiny, tmp_path, capsys):
 
 
 @pytest.mark.parametrize('argv, code, needle', [
-    (['--scales', '100'], 2, 'scales must be multiples of 16'),
+    (['--scales', '100'], 2, 'argument --scales: must be a multiple of 16 from 16 to 4096'),
     (['--classes', '{classes2}'], 1, '2 classes, but the net scores 3'),
 ])
 def test_detect_bad_input(tiny, tmp_path, capsys, argv, code, needle):
@@ -188,3 +188,270 @@ def test_speed_measures_every_engine_and_prints_ratios(tiny):
         line = next(l for l in text.splitlines() if l.strip().startswith(key[:-3] + ' per image'))
         assert float(line.split()[-2]) > 0, line
     assert 'student speed-up over the teacher, proposals excluded' in text
+
+
+# ---------------------------------------------------------------- deploy.json, bounds, outputs (issue 24)
+
+def _deploy(tiny, rel):
+    return str(tiny / 'nets' / rel)
+
+
+STUDENT, TEACHER = 'kd/student_deploy.prototxt', 'wsddn/wsddn_deploy.prototxt'
+
+
+@pytest.mark.parametrize('text, fragment', [
+    ('{"mean": null}', 'mean: must be 3 finite numbers (B, G, R) or 1 for all channels, got null'),
+    ('{"mean": [1, 2]}', 'mean: must be 3 finite numbers'),
+    ('{"mean": [1, 2, "a"]}', 'mean: must be 3 finite numbers'),
+    ('{"mean": [1, 2, true]}', 'mean: must be 3 finite numbers'),
+    ('{"input_scale": "x"}', 'input_scale: must be a finite number > 0, got "x"'),
+    ('{"input_scale": null}', 'input_scale: must be a finite number > 0, got null'),
+    ('{"input_scale": 0}', 'input_scale: must be a finite number > 0, got 0'),
+    ('{"input_scale": 1e400}', 'input_scale: must be a finite number > 0'),
+    ('{"input_scale": NaN}', 'not valid JSON: NaN is not JSON'),
+    ('{"num_classes": 1}', 'num_classes: must be an integer >= 2, got 1'),
+    ('{"num_classes": 3.0}', 'num_classes: must be an integer >= 2, got 3.0'),
+    ('{"bbox_num": true}', 'bbox_num: must be an integer >= 1, got true'),
+    ('{"teacher_size": 100000}', 'teacher_size: must be an integer from 1 to 26754, got 100000'),
+    ('{"student_size": -64}', 'student_size: must be an integer from 1 to 26754'),
+    ('{"classes": "c0 c1 c2"}', 'classes: must be a list of class names, got "c0 c1 c2"'),
+    ('{"classes": ["c0", "", "c2"]}', 'classes: name 2 must be non-empty text, got ""'),
+    ('{"classes": ["c0", "a b", "c2"]}', 'classes: name 2 has whitespace'),
+    ('{"classes": ["c0", "c0", "c2"]}', 'classes: names must be distinct: "c0" repeats'),
+    ('{"num_classes": 3, "classes": ["a", "b"]}', 'classes: 2 names, but num_classes is 3'),
+    ('{"means": [1, 2, 3]}', "unknown key 'means'"),
+    ('[1, 2, 3]', 'expected a JSON object with keys among mean, input_scale'),
+    ('{"mean": [1, 2, 3', 'not valid JSON'),
+])
+def test_deploy_json_is_validated_field_by_field(tiny, tmp_path, capsys, text, fragment):
+    """One reader for every command: a bad field is one line naming the file
+    and the field (a null or text mean / input_scale was a traceback)."""
+    from caffe_mlic.errors import InputError
+    from caffe_mlic.inference.settings import load_settings
+    path = tmp_path / 'deploy.json'
+    path.write_text(text)
+    with pytest.raises(InputError) as err:
+        load_settings(_deploy(tiny, STUDENT), str(path))
+    assert str(path) in str(err.value) and fragment in str(err.value)
+    assert cli.main(['classify', '--net', _deploy(tiny, STUDENT), '--weights', str(tiny / 'student.caffemodel'),
+                     str(tiny / 'images' / 'img000.png'), '--settings', str(path)]) == 1
+    captured = capsys.readouterr()
+    assert fragment in captured.err and 'Traceback' not in captured.err and captured.out == ''
+
+
+def test_deploy_json_reads_what_the_generators_write(tmp_path):
+    """Both generators' deploy.json (one mean value for ScasNet too), a BOM."""
+    from caffe_mlic.inference.settings import read_settings
+    from caffe_mlic.netspec.scasnet import ScasConfig
+    netgen.generate(str(tmp_path / 'mlic'), MlicConfig.release(num_classes=3), classes=['a', 'b', 'c'])
+    s = read_settings(str(tmp_path / 'mlic' / 'deploy.json'))
+    assert (s.num_classes, s.bbox_num, s.teacher_size, s.student_size, s.classes) == (3, 500, 672, 224, ['a', 'b', 'c'])
+    netgen.generate_scasnet(str(tmp_path / 'scas'), [ScasConfig.release(mean=(100.0,), input_scale=0.5)])
+    s = read_settings(str(tmp_path / 'scas' / 'deploy.json'))
+    assert (s.mean, s.input_scale, s.num_classes, s.classes) == ([100.0] * 3, 0.5, 6, None)
+    (tmp_path / 'bom.json').write_bytes(b'\xef\xbb\xbf{"input_scale": 2}')
+    assert read_settings(str(tmp_path / 'bom.json')).input_scale == 2
+
+
+def _settings_file(tiny, tmp_path, **changes):
+    data = json.loads((tiny / 'nets' / 'deploy.json').read_text())
+    data.update(changes)
+    path = tmp_path / 'deploy.json'
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+@pytest.mark.parametrize('command, changes, fragment', [
+    ('classify', dict(num_classes=5), "num_classes: 5, but the net {net} has 3 classes in its 'prob' blob"),
+    ('classify', dict(student_size=96), 'student_size: 96, but the net {net} has 64 px inputs'),
+    ('classify', dict(num_classes=None, classes=['a', 'b']), 'classes: 2 names, but the net {net} has 3 classes'),
+    ('detect', dict(num_classes=4), "num_classes: 4, but the net {net} has 3 classes in its 'image_level_score'"),
+    ('detect', dict(bbox_num=9), 'bbox_num: 9, but the net {net} has 8 proposals'),
+    ('detect', dict(teacher_size=128), 'teacher_size: 128, but the net {net} has 96 px inputs'),
+])
+def test_deploy_json_disagreeing_with_the_net_is_refused(tiny, tmp_path, capsys, command, changes, fragment):
+    net = _deploy(tiny, STUDENT if command == 'classify' else TEACHER)
+    settings = _settings_file(tiny, tmp_path, **changes)
+    if changes.get('num_classes', 0) is None:
+        data = json.loads(open(settings).read())
+        del data['num_classes']
+        open(settings, 'w').write(json.dumps(data))
+    weights = str(tiny / ('student.caffemodel' if command == 'classify' else 'teacher_iter_40.caffemodel'))
+    extra = ['-o', str(tmp_path / 'out'), '--proposals', str(tiny / 'props'), '-q'] if command == 'detect' else []
+    assert cli.main([command, '--net', net, '--weights', weights, str(tiny / 'images' / 'img000.png'),
+                     '--settings', settings] + extra) == 1
+    err = capsys.readouterr().err
+    assert settings in err and fragment.format(net=net) in err, err
+    assert not (tmp_path / 'out').exists()
+
+
+def test_class_names_from_deploy_json_and_an_explicit_list_wins(tiny, tmp_path, capsys):
+    """netgen's class names reach detect and classify without --classes."""
+    nets = tmp_path / 'named'
+    netgen.generate(str(nets), _tiny_cfg(tiny), classes=['cat', 'dog', 'cow'])
+    assert json.loads((nets / 'deploy.json').read_text())['classes'] == ['cat', 'dog', 'cow']
+    image = str(tiny / 'images' / 'img000.png')
+    assert cli.main(['classify', '--net', str(nets / 'kd' / 'student_deploy.prototxt'), '--weights',
+                     str(tiny / 'student.caffemodel'), image, '--top', '3', '-o', str(tmp_path / 'c.json')]) == 0
+    assert sorted(json.loads((tmp_path / 'c.json').read_text())['results'][0]['probabilities']) == ['cat', 'cow', 'dog']
+    printed = capsys.readouterr().out
+    assert all(name in printed for name in ('cat', 'dog', 'cow'))
+    assert cli.main(['classify', '--net', str(nets / 'kd' / 'student_deploy.prototxt'), '--weights',
+                     str(tiny / 'student.caffemodel'), image, '--classes', str(tiny / 'classes.txt')]) == 0
+    assert ' c0 ' in capsys.readouterr().out
+    assert cli.main(['detect', '--net', str(nets / 'wsddn' / 'wsddn_deploy.prototxt'), '--weights',
+                     str(tiny / 'teacher_iter_40.caffemodel'), image, '-o', str(tmp_path / 'det'),
+                     '--proposals', str(tiny / 'props'), '-q']) == 0
+    assert sorted(os.listdir(tmp_path / 'det'))[:3] == [
+        'comp4_det_test_cat.txt', 'comp4_det_test_cow.txt', 'comp4_det_test_dog.txt']
+    assert sorted(json.loads((tmp_path / 'det' / 'json' / 'img000.json').read_text())['scores']) == ['cat', 'cow', 'dog']
+    (tmp_path / 'two.txt').write_text('a\nb\n')
+    assert cli.main(['classify', '--net', str(nets / 'kd' / 'student_deploy.prototxt'), '--weights',
+                     str(tiny / 'student.caffemodel'), image, '--classes', str(tmp_path / 'two.txt')]) == 1
+    assert '2 classes, but the net scores 3' in capsys.readouterr().err
+
+
+def _tiny_cfg(tiny):
+    """The MlicConfig of the module's nets (the tiny fixture's)."""
+    listing = str(tiny / 'images' / 'list.txt')
+    return MlicConfig.release(num_classes=C, bbox_num=B, teacher_size=SIZE, student_size=64, pooled=2,
+                              backbone='tiny', train_list=listing, test_list=listing, scale_factors=[1.0],
+                              workers=0, input_scale=1 / 58., wsddn_batch=(2, 2))
+
+
+def test_classify_opencv_engine_checks_the_weights_like_caffe(tiny, capsys):
+    """Another net's caffemodel (the teacher's: no fc8_mscoco) was an OpenCV
+    traceback at the first image; now the same one line as the Caffe engine."""
+    messages = []
+    for engine in ('caffe', 'opencv'):
+        assert cli.main(['classify', '--net', _deploy(tiny, STUDENT), '--weights',
+                         str(tiny / 'teacher_iter_40.caffemodel'), str(tiny / 'images'), '--engine', engine]) == 1
+        captured = capsys.readouterr()
+        assert captured.out == '' and 'Traceback' not in captured.err
+        messages.append(captured.err.strip().splitlines()[-1].split(': ', 1)[1])
+    assert messages[0] == messages[1]
+    assert 'teacher_iter_40.caffemodel: has no weights for 1 of the net' in messages[0] and 'fc8_mscoco' in messages[0]
+
+
+@pytest.mark.parametrize('command, argv, fragment', [
+    ('detect', ['--scales', '40000'], 'argument --scales: must be a multiple of 16 from 16 to 4096'),
+    ('detect', ['--scales', '0'], 'argument --scales: must be a multiple of 16 from 16 to 4096'),
+    ('detect', ['--nms', '2'], 'argument --nms: must be a finite number from 0 to 1'),
+    ('detect', ['--nms', '-0.1'], 'argument --nms: must be a finite number from 0 to 1'),
+    ('detect', ['--score-threshold', 'nan'], 'argument --score-threshold: must be a finite number >= 0'),
+    ('detect', ['--score-threshold', '-1'], 'argument --score-threshold: must be a finite number >= 0'),
+    ('detect', ['--score-threshold', '1'], 'argument --score-threshold: score_threshold must be below 1, '
+                                           'the most a region scores summed over the 1 pass'),
+    ('detect', ['--score-threshold', '4', '--scales', '96', '128', '--flip'],
+     'score_threshold must be below 4, the most a region scores summed over the 4 passes'),
+    ('detect', ['--top', '0'], 'argument --top: must be an integer >= 1'),
+    ('classify', ['--top', '0'], 'argument --top: must be an integer >= 1'),
+    ('classify', ['--top', 'x'], "argument --top: must be an integer >= 1, got 'x'"),
+])
+def test_impossible_values_are_usage_errors(tiny, tmp_path, capsys, command, argv, fragment):
+    net, weights = ((STUDENT, 'student.caffemodel') if command == 'classify' else
+                    (TEACHER, 'teacher_iter_40.caffemodel'))
+    extra = ['-o', str(tmp_path / 'out'), '--proposals', str(tiny / 'props'), '-q'] if command == 'detect' else []
+    assert cli.main([command, '--net', _deploy(tiny, net), '--weights', str(tiny / weights),
+                     str(tiny / 'images')] + extra + argv) == 2
+    assert fragment in capsys.readouterr().err
+    assert not (tmp_path / 'out').exists()
+
+
+def test_detect_control_seed_is_bounded(tiny, tmp_path, capsys):
+    assert cli.main(['detect', '--net', _deploy(tiny, TEACHER), '--control', 'random', '--seed', '-1',
+                     str(tiny / 'images'), '-o', str(tmp_path / 'o'), '-q']) == 2
+    assert 'argument --seed: must be an integer >= 0' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('command', ['detect', 'classify'])
+def test_help_states_the_bounds(command, capsys):
+    with pytest.raises(SystemExit):
+        cli.main([command, '--help'])
+    text = ' '.join(capsys.readouterr().out.split())
+    wanted = {'detect': ['multiples of 16 from 16 to 4096', 'from 0 (suppress any overlap) to 1',
+                         'a finite number >= 0 and below the number of passes', '>= 1 (default 10)',
+                         'random, >= 0'],
+              'classify': ['>= 1 (default 5)']}[command]
+    for fragment in wanted:
+        assert fragment in text, fragment
+
+
+def test_outputs_that_name_an_input_are_refused_before_anything_is_written(tiny, tmp_path, capsys):
+    images = tmp_path / 'imgs'
+    (images / 'vis').mkdir(parents=True)
+    for name in ('a.png', 'vis/b.jpg'):
+        cv2.imwrite(str(images / name), photos(1)[0][:64, :80])
+    before = {p: p.read_bytes() for p in images.rglob('*.*')}
+    student = ['classify', '--net', _deploy(tiny, STUDENT), '--weights', str(tiny / 'student.caffemodel')]
+    teacher = ['detect', '--net', _deploy(tiny, TEACHER), '--weights', str(tiny / 'teacher_iter_40.caffemodel'), '-q']
+    a, b = str(images / 'a.png'), str(images / 'vis' / 'b.jpg')
+    for argv, flag in ((student + [a, '-o', a], '-o/--output'),
+                       (student + [a, b, '--csv', b], '--csv'),
+                       (student + [a, '-o', str(tmp_path / 'x.json'), '--csv', a], '--csv'),
+                       (teacher + [a, '-o', a], '-o/--output'),
+                       # OUT/vis/b.jpg, the drawing of image b, is image b
+                       (teacher + [b, '-o', str(images)], '-o/--output')):
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert 'argument %s: ' % flag in err and 'is an input of this command' in err, err
+    assert {p: p.read_bytes() for p in images.rglob('*.*')} == before
+    assert not (tmp_path / 'x.json').exists() and not (images / 'json').exists()
+
+
+def test_classify_writes_json_and_csv_together_or_neither(tiny, tmp_path):
+    (tmp_path / 'csv_is_a_folder').mkdir()
+    assert cli.main(['classify', '--net', _deploy(tiny, STUDENT), '--weights', str(tiny / 'student.caffemodel'),
+                     str(tiny / 'images' / 'img000.png'), '-o', str(tmp_path / 'r.json'),
+                     '--csv', str(tmp_path / 'csv_is_a_folder')]) == 1
+    assert sorted(os.listdir(tmp_path)) == ['csv_is_a_folder']
+
+
+def test_detect_refuses_image_names_it_cannot_write_before_any_output(tiny, tmp_path, capsys):
+    for sub, name in (('one', 'a.png'), ('two', 'a.jpg'), ('space', 'my photo.png')):
+        (tmp_path / sub).mkdir()
+        cv2.imwrite(str(tmp_path / sub / name), photos(1)[0][:64, :80])
+    detect = ['detect', '--net', _deploy(tiny, TEACHER), '--weights', str(tiny / 'teacher_iter_40.caffemodel'), '-q']
+    assert cli.main(detect + [str(tmp_path / 'one'), str(tmp_path / 'two'), '-o', str(tmp_path / 'o')]) == 2
+    assert 'two images would write the same outputs' in capsys.readouterr().err
+    assert cli.main(detect + [str(tmp_path / 'one'), str(tmp_path / 'space'), '-o', str(tmp_path / 'o')]) == 1
+    assert 'my photo.png: its name (without the extension) is empty or has whitespace' in capsys.readouterr().err
+    assert not (tmp_path / 'o').exists()
+
+
+NOT_UTF8 = b'\xff\xfe'
+
+
+def test_image_names_that_are_not_utf8(tiny, tmp_path, capsys):
+    """detect writes such a name into the devkit files as its bytes; classify
+    prints it escaped and writes it in -o's JSON; --csv (UTF-8 text) refuses
+    it before anything is written."""
+    images = tmp_path / 'imgs'
+    images.mkdir()
+    shutil_copy = __import__('shutil').copyfile
+    shutil_copy(str(tiny / 'images' / 'img000.png'), os.path.join(os.fsencode(images), NOT_UTF8 + b'.png'))
+    shutil_copy(str(tiny / 'images' / 'img001.png'), str(images / 'plain.png'))
+    shutil_copy(str(tiny / 'props' / 'img000.npz'), os.path.join(os.fsencode(tmp_path), NOT_UTF8 + b'.npz'))
+    shutil_copy(str(tiny / 'props' / 'img001.npz'), str(tmp_path / 'plain.npz'))
+    out = tmp_path / 'det'
+    assert cli.main(['detect', '--net', _deploy(tiny, TEACHER), '--weights', str(tiny / 'teacher_iter_40.caffemodel'),
+                     str(images), '-o', str(out), '--proposals', str(tmp_path), '--classes',
+                     str(tiny / 'classes.txt'), '--score-threshold', '0', '-q']) == 0
+    ids = set()
+    for c in ('c0', 'c1', 'c2'):
+        ids |= {line.split(b' ')[0] for line in (out / ('comp4_det_test_%s.txt' % c)).read_bytes().splitlines()}
+    assert ids == {NOT_UTF8, b'plain'}
+    stem = os.fsdecode(NOT_UTF8)
+    assert json.loads((out / 'json' / (stem + '.json')).read_text())['image'] == os.path.abspath(
+        os.path.join(str(images), stem + '.png'))
+    assert os.path.isfile(os.path.join(os.fsencode(out), b'vis', NOT_UTF8 + b'.jpg'))
+
+    classify = ['classify', '--net', _deploy(tiny, STUDENT), '--weights', str(tiny / 'student.caffemodel'), str(images)]
+    assert cli.main(classify + ['-o', str(tmp_path / 'c.json'), '--csv', str(tmp_path / 'c.csv')]) == 1
+    err = capsys.readouterr().err
+    assert '\\xff\\xfe.png: the name is not UTF-8, which the CSV (UTF-8 text) cannot hold' in err, err
+    assert not (tmp_path / 'c.json').exists() and not (tmp_path / 'c.csv').exists()
+    assert cli.main(classify + ['-o', str(tmp_path / 'c.json')]) == 0
+    assert '\\xff\\xfe.png  c' in capsys.readouterr().out.replace('class_', 'c')
+    names = [r['image'] for r in json.loads((tmp_path / 'c.json').read_text())['results']]
+    assert any(os.fsencode(name).endswith(b'/' + NOT_UTF8 + b'.png') for name in names)

@@ -164,3 +164,61 @@ def test_stage2_soft_loss_weight_and_student_scale_rate(tmp_path, kd_losses):
                                                            'kd', 'train_stage2.prototxt')).layer}
     assert list(released['loss_soft'].loss_weight) == [1]
     assert [p.lr_mult for p in released['fc8_mscoco_soft'].param] == [10]
+
+
+def test_release_deploy_json_is_unchanged_and_has_no_class_names(tmp_path):
+    """The class names are added only when known: the release nets know none."""
+    from caffe_mlic import cli
+    netgen.generate(str(tmp_path / 'p'), MlicConfig.release())
+    assert cli.main(['scasnet', 'netgen', '-o', str(tmp_path / 'p' / 'scasnet')]) == 0
+    for rel in ('deploy.json', 'scasnet/deploy.json'):
+        assert (tmp_path / 'p' / rel).read_text() == open(os.path.join(REPO, 'prototxt', rel)).read(), rel
+
+
+def _netgen(tmp_path, *args):
+    return subprocess.run([sys.executable, '-m', 'caffe_mlic.cli', 'netgen', '-o', str(tmp_path / 'nets'),
+                           '--classes', '3'] + list(args), capture_output=True, text=True, cwd=str(tmp_path))
+
+
+def test_netgen_writes_class_names_from_a_classes_file_or_the_datalists(tmp_path):
+    import json
+    (tmp_path / 'names.txt').write_text('cat\ndog\ncow\n')
+    res = _netgen(tmp_path, '--classes-file', 'names.txt')
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / 'nets' / 'deploy.json').read_text())['classes'] == ['cat', 'dog', 'cow']
+    # a datalist of `datalist build`: its companion list of names
+    (tmp_path / 'train.txt').write_text('')
+    (tmp_path / 'train.classes.txt').write_text('a\nb\nc\n')
+    res = _netgen(tmp_path, '--train-list', 'train.txt')
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / 'nets' / 'deploy.json').read_text())['classes'] == ['a', 'b', 'c']
+    res = _netgen(tmp_path, '--set', 'test_list=train.txt', '--classes-file', 'names.txt')   # the file wins
+    assert json.loads((tmp_path / 'nets' / 'deploy.json').read_text())['classes'] == ['cat', 'dog', 'cow']
+    res = _netgen(tmp_path, '--train-list', 'no_companion.txt')
+    assert res.returncode == 0 and 'classes' not in json.loads((tmp_path / 'nets' / 'deploy.json').read_text())
+
+
+@pytest.mark.parametrize('files, args, message', [
+    ({'names.txt': 'a\nb\n'}, ['--classes-file', 'names.txt'], 'names.txt: 2 names, but num_classes is 3'),
+    ({'names.txt': 'a\nb\na\n'}, ['--classes-file', 'names.txt'], "names.txt:3: class 'a' repeats line 1"),
+    ({'names.txt': 'a\nb/c\nd\n'}, ['--classes-file', 'names.txt'], 'names.txt: name 2 has whitespace, "/"'),
+    ({'names.txt': '\n'}, ['--classes-file', 'names.txt'], 'names.txt: class list is empty'),
+    ({}, ['--classes-file', 'missing.txt'], 'missing.txt'),
+    ({'t.txt': '', 't.classes.txt': 'a\nb\nc\nd\n'}, ['--train-list', 't.txt'],
+     't.classes.txt: 4 names, but num_classes is 3'),
+    ({'t.txt': '', 't.classes.txt': 'a\nb\nc\n', 'v.txt': '', 'v.classes.txt': 'a\nc\nb\n'},
+     ['--train-list', 't.txt', '--test-list', 'v.txt'], "the datalists' class names differ"),
+])
+def test_netgen_refuses_bad_class_names_and_writes_nothing(tmp_path, files, args, message):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    res = _netgen(tmp_path, *args)
+    assert res.returncode == 1 and message in res.stderr, res.stderr
+    assert 'Traceback' not in res.stderr and not (tmp_path / 'nets').exists()
+
+
+def test_generate_checks_the_class_names_it_is_given(tmp_path):
+    from caffe_mlic.errors import UsageError
+    with pytest.raises(UsageError, match='classes: 2 names, but num_classes is 80'):
+        netgen.generate(str(tmp_path), MlicConfig.release(), classes=['a', 'b'])
+    assert not os.listdir(tmp_path)

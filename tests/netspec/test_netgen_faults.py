@@ -31,3 +31,11 @@ def test_netgen_failing_part_way_writes_nothing(tmp_path, capsys):
     assert 'train_stage2.prototxt' in capsys.readouterr().err
     written = [os.path.join(d, f) for d, _, files in os.walk(tmp_path) for f in files]
     assert written == []
+
+
+@pytest.mark.parametrize('command', [['netgen'], ['scasnet', 'netgen']])
+def test_a_net_needs_two_classes(tmp_path, capsys, command):
+    """One class: WSDDN's class softmax and ScasNet's are constant, nothing to learn."""
+    assert cli.main(command + ['-o', str(tmp_path / 'nets'), '--classes', '1']) == 2
+    assert 'argument --classes: num_classes must be at least 2, got 1' in capsys.readouterr().err
+    assert not (tmp_path / 'nets').exists()

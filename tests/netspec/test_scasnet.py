@@ -403,3 +403,94 @@ def test_unreadable_files_name_the_line(tmp_path, which):
     with pytest.raises(DatalistError, match=r'list\.txt:2: %s: .*%s1\.png: cannot read its header'
                                             % ('image' if which == 'im' else 'label', which)):
         seg_net(base_params(source, batch_size=1), 'TEST')
+
+
+# ---------------------------------------------------------------- bad values and deploy.json (issue 24)
+
+def _pointwise_images(tmp_path):
+    model = pointwise_model(tmp_path, 32)
+    del model
+    images = tmp_path / 'imgs'
+    images.mkdir()
+    cv2.imwrite(str(images / 'a.png'), np.random.default_rng(0).integers(0, 256, (50, 60, 3)).astype(np.uint8))
+    return images
+
+
+def _infer(tmp_path, *args):
+    return subprocess.run([CLI, 'scasnet', 'infer', '--net', str(tmp_path / 'pw32.prototxt'), '--weights',
+                           str(tmp_path / 'pw.caffemodel'), str(tmp_path / 'imgs'), '-o', str(tmp_path / 'out')]
+                          + list(args), capture_output=True, text=True)
+
+
+@pytest.mark.parametrize('args, fragment', [
+    (['--stride', '0'], 'argument --stride: must be an integer >= 1, got \'0\''),     # was: the default
+    (['--stride', '-3'], 'argument --stride: must be an integer >= 1'),
+    (['--tile', '0'], 'argument --tile: must be an integer >= 1'),
+])
+def test_infer_refuses_impossible_strides(tmp_path, args, fragment):
+    _pointwise_images(tmp_path)
+    res = _infer(tmp_path, *args)
+    assert res.returncode == 2 and fragment in res.stderr, res.stderr
+    assert not (tmp_path / 'out').exists()
+
+
+def test_segmenter_refuses_a_stride_past_the_tile(tmp_path):
+    with pytest.raises(UsageError, match=r'stride must be 1 to the tile \(32\), got 33'):
+        pointwise_model(tmp_path, 32).probabilities(np.zeros((40, 90, 3), np.uint8), stride=33)
+
+
+def test_infer_reads_deploy_json_through_the_one_reader(tmp_path):
+    _pointwise_images(tmp_path)
+    settings = tmp_path / 'deploy.json'
+    settings.write_text('{"mean": [110], "input_scale": 0.02, "num_classes": 4}')   # scasnet netgen --mean 110
+    res = _infer(tmp_path)
+    assert res.returncode == 0, res.stderr
+    settings.write_text('{"mean": [100, 110, 120], "input_scale": 0.02, "num_classes": 6}')
+    res = _infer(tmp_path)
+    assert res.returncode == 1 and "%s: num_classes: 6, but the net %s has 4 classes in its 'conv6_interp' blob" % (
+        settings, tmp_path / 'pw32.prototxt') in res.stderr, res.stderr
+    settings.write_text('{"mean": [100, 110, 120], "input_scale": null}')
+    res = _infer(tmp_path)
+    assert res.returncode == 1 and 'input_scale: must be a finite number > 0, got null' in res.stderr, res.stderr
+    assert 'Traceback' not in res.stderr
+
+
+def test_infer_refuses_outputs_that_are_its_inputs(tmp_path):
+    images = _pointwise_images(tmp_path)
+    (images / 'labels').mkdir()
+    cv2.imwrite(str(images / 'labels' / 'b.png'), np.zeros((40, 40, 3), np.uint8))
+    before = (images / 'labels' / 'b.png').read_bytes()
+    res = subprocess.run([CLI, 'scasnet', 'infer', '--net', str(tmp_path / 'pw32.prototxt'), '--weights',
+                          str(tmp_path / 'pw.caffemodel'), str(images / 'labels' / 'b.png'), '-o', str(images)],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and 'is an input of this command' in res.stderr, res.stderr
+    assert (images / 'labels' / 'b.png').read_bytes() == before
+
+
+def test_scasnet_generator_refuses_a_nan_scale_and_one_class(tmp_path):
+    """NaN went into the nets and, as null, into deploy.json."""
+    from caffe_mlic.netspec.netgen import generate_scasnet
+    from caffe_mlic.netspec.scasnet import ScasConfig
+    for bad, match in ((dict(input_scale=float('nan')), 'input_scale must be a positive number'),
+                       (dict(num_classes=1), 'num_classes must be at least 2')):
+        with pytest.raises(UsageError, match=match):
+            generate_scasnet(str(tmp_path / 'nets'), [ScasConfig.release(**bad)])
+        assert not (tmp_path / 'nets').exists()
+    res = subprocess.run([CLI, 'scasnet', 'netgen', '-o', str(tmp_path / 'nets'), '--input-scale', 'nan'],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and 'argument --input-scale: input_scale must be a positive number' in res.stderr
+    assert not (tmp_path / 'nets').exists()
+
+
+def test_scasnet_netgen_writes_class_names(tmp_path):
+    import json
+    (tmp_path / 'names.txt').write_text('surface\nbuilding\nveg\ntree\ncar\nclutter\n')
+    res = subprocess.run([CLI, 'scasnet', 'netgen', '-o', str(tmp_path / 'nets'), '--variant', 'vgg',
+                          '--classes-file', str(tmp_path / 'names.txt')], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    data = json.loads((tmp_path / 'nets' / 'deploy.json').read_text())
+    assert data['classes'] == ['surface', 'building', 'veg', 'tree', 'car', 'clutter'] and data['num_classes'] == 6
+    res = subprocess.run([CLI, 'scasnet', 'netgen', '-o', str(tmp_path / 'other'), '--classes', '5',
+                          '--classes-file', str(tmp_path / 'names.txt')], capture_output=True, text=True)
+    assert res.returncode == 1 and 'names.txt: 6 names, but num_classes is 5' in res.stderr
+    assert not (tmp_path / 'other').exists()
