@@ -16,6 +16,8 @@ if [[ ! -x $VENV/bin/python ]]; then
 fi
 # pip reads $VIRTUAL_ENV/pip.conf: pin numpy<2 for every later install too.
 printf '[global]\nconstraint = %s\n' "$PWD/constraints.txt" > "$VENV/pip.conf"
+# COCO metrics of `eval det` (its one dependency, numpy, is Debian's; a no-op when present).
+"$VENV/bin/pip" install --quiet --only-binary pycocotools pycocotools==2.0.10 >&2
 
 if [[ -n ${CAFFE_ROOT:-} ]]; then
   [[ -d $CAFFE_ROOT/python/caffe ]] || { echo "CAFFE_ROOT=$CAFFE_ROOT has no python/caffe (pycaffe)" >&2; exit 1; }

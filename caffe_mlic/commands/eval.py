@@ -5,10 +5,11 @@ import os
 import numpy as np
 
 from caffe_mlic.commands import subcommands
+from caffe_mlic.commands.argtypes import int_in
 from caffe_mlic.errors import InputError, Problem, UsageError
 
-HELP = ('classification (mAP, CP/CR/CF1, OP/OR/OF1), detection (AP, CorLoc) or segmentation '
-        '(OA, F1, IoU) metrics')
+HELP = ('classification (mAP, CP/CR/CF1, OP/OR/OF1), detection (AP, CorLoc; COCO AP/AR) or '
+        'segmentation (OA, F1, IoU) metrics')
 
 
 def add_arguments(p):
@@ -44,11 +45,13 @@ def add_arguments(p):
                    help='write the metrics as CSV: metric,class,value (AP per class, then mAP and '
                         'the overall metrics with an empty class)')
 
-    d = add('det', run_det, 'VOC AP (07 11-point and area) and CorLoc of result files',
-            detection.__doc__)
+    d = add('det', run_det, 'VOC AP (07 11-point and area) and CorLoc of result files, and COCO AP/AR '
+            'for a COCO ground truth', detection.__doc__)
     gt = d.add_argument_group('ground truth (one)')
-    gt.add_argument('--voc', metavar='ROOT', help='Pascal VOC folder (with --set)')
-    gt.add_argument('--gt', metavar='GT.json', help='the gt.json `datalist build` writes')
+    gt.add_argument('--voc', metavar='ROOT', help='Pascal VOC folder (with --set): only its Annotations/ '
+                                                  'and ImageSets/Main/<set>.txt are read')
+    gt.add_argument('--gt', metavar='GT.json', help='the gt.json `datalist build` writes (built with '
+                                                    '--coco: COCO AP/AR too, through pycocotools)')
     d.add_argument('--set', dest='image_set', metavar='SET',
                    help='image set: the VOC set, and the <set> of the result files (default with '
                         '--gt: the one the files name)')
@@ -56,7 +59,7 @@ def add_arguments(p):
     d.add_argument('--results', required=True, metavar='DIR|FILE.json',
                    help='folder of comp4_det_<set>_<class>.txt files, or a COCO results JSON '
                         '(with the --gt of `datalist build --coco`)')
-    d.add_argument('--json', metavar='OUT', help='write the metrics as JSON')
+    d.add_argument('--json', metavar='OUT', help='write the metrics as JSON (COCO ones under "COCO")')
     d.add_argument('--save-coco', metavar='OUT.json',
                    help='also write the detections as a COCO results JSON (with the --gt of '
                         '`datalist build --coco`)')
@@ -72,13 +75,15 @@ def add_arguments(p):
     s.add_argument('--palette', default='isprs', metavar='isprs|FILE',
                    help='class names and colours: the built-in ISPRS one (default) or a file of '
                         '"name R G B" lines')
-    s.add_argument('--classes', type=int, metavar='K',
-                   help="number of classes (default: the palette's, 6 for ISPRS)")
+    s.add_argument('--classes', type=int_in(1, 255), metavar='K',
+                   help="number of classes, 1-255 (255 marks ignored pixels; default: the palette's, "
+                        "6 for ISPRS)")
     s.add_argument('--eroded', action='store_true',
                    help="erode the ground truth's class boundaries (ignored pixels), as the "
                         "benchmark's noBoundary references")
-    s.add_argument('--erode-radius', type=int, metavar='PX',
-                   help='with --eroded: radius of the disc (default 3)')
+    s.add_argument('--erode-radius', type=int_in(0, segmentation.MAX_ERODE_RADIUS), metavar='PX',
+                   help='with --eroded: radius of the disc, 0-%d (default 3, as the benchmark; the '
+                        'work per pixel grows with the disc\'s area)' % segmentation.MAX_ERODE_RADIUS)
     s.add_argument('--json', metavar='OUT',
                    help='write the metrics as JSON (and, unless given, the confusion as '
                         '<stem>.confusion.csv and .png beside it)')
@@ -110,6 +115,29 @@ def _labels_path(scores_path):
     return stem + '.labels.npy'
 
 
+def _refuse_overwriting(outputs, inputs=(), folders=()):
+    """UsageError, before anything is written, when an output would replace
+    an input (fileio.refuse_overwriting) or another output. outputs: [(path
+    or None, the library parameter its option sets)]; inputs: paths (None
+    ignored); folders: [(folder, names)], where the files of ``folder`` that
+    ``names`` holds (a set, or a test on a name) are inputs too, matched by
+    the output's own folder and name, so a folder of thousands of inputs
+    costs no look-up per file."""
+    from caffe_mlic.fileio import refuse_overwriting, same_file
+    outputs = [(path, param) for path, param in outputs if path]
+    for k, (path, param) in enumerate(outputs):
+        real = os.path.realpath(path)
+        name = os.path.basename(real)
+        held = [os.path.join(folder, name) for folder, names in folders
+                if folder and os.path.isdir(folder) and (names(name) if callable(names) else name in names)
+                and same_file(os.path.dirname(real), folder)]
+        refuse_overwriting([path], list(inputs) + held, param)
+        for other, _ in outputs[:k]:
+            if same_file(path, other):
+                raise UsageError('%s is also the output of another option: one would overwrite the other'
+                                 % path, param)
+
+
 def run_cls(args):
     from caffe_mlic.data.annotations import read_class_list
     from caffe_mlic.evaluation import classification, write_json
@@ -121,12 +149,17 @@ def run_cls(args):
         raise UsageError('--scores and --labels go together')
     if not any(saved) and not all(trained):
         raise UsageError('give --scores S.npy --labels L.npy, or --net PROTOTXT --weights W --blob B')
-    names = read_class_list(args.classes) if args.classes else None
     if args.datalist and not args.net:
         raise UsageError('--list goes with --net')
     if args.fit_thresholds and args.thresholds:
         raise UsageError('--fit-thresholds and --thresholds go to different splits: fit on the '
                          'validation scores, apply to the test scores')
+    _refuse_overwriting([(args.json, 'json'), (args.csv, 'csv'), (args.save_scores, 'save_scores'),
+                         (args.save_scores and _labels_path(args.save_scores), 'save_scores'),
+                         (args.fit_thresholds, 'fit_thresholds')],
+                        [args.scores, args.labels, args.net, args.weights, args.datalist, args.thresholds,
+                         args.classes])
+    names = read_class_list(args.classes) if args.classes else None
     if args.scores:
         scores = _load_npy(args.scores, 'scores')
         labels = _load_npy(args.labels, 'labels')
@@ -185,17 +218,27 @@ def run_det(args):
     coco_results = os.path.isfile(args.results)
     if not (coco_results or os.path.isdir(args.results)):
         raise InputError('%s: results folder not found (nor a COCO results file)' % args.results)
+    outputs = [(args.json, 'json'), (args.save_coco, 'save_coco')]
+    voc_inputs = [os.path.join(args.voc, 'classes.txt'),
+                  os.path.join(args.voc, 'ImageSets', 'Main', '%s.txt' % args.image_set)] if args.voc else []
+    _refuse_overwriting(outputs, [args.gt, args.classes, args.results if coco_results else None] + voc_inputs)
     if args.voc:
         names = read_class_list(args.classes) if args.classes else None
         gt = detection.read_voc_ground_truth(args.voc, args.image_set, names)
     else:
         gt = detection.read_gt_json(args.gt)
+    image_set = None if coco_results else args.image_set or detection.find_result_set(args.results, gt.classes)
+    # the inputs held in folders: the result files, the VOC annotations
+    _refuse_overwriting(outputs, folders=[
+        (None if coco_results else args.results, {detection.result_file_name(image_set, c) for c in gt.classes}),
+        (args.voc and os.path.join(args.voc, 'Annotations'), {i + '.xml' for i in gt.image_ids})])
     if coco_results:
         detections = detection.read_coco_results(args.results, gt)
     else:
-        image_set = args.image_set or detection.find_result_set(args.results, gt.classes)
         detections = detection.read_voc_results(args.results, image_set, gt.classes, gt.image_ids)
     result = detection.evaluate_detections(gt, detections)
+    if detection.is_coco(gt):
+        result['COCO'] = detection.evaluate_coco(gt, detections)
     if args.save_coco:
         detection.write_coco_results(args.save_coco, detections, gt)
     if args.json:
@@ -211,6 +254,13 @@ def run_det(args):
     print('AP07 %s %%, AP %s %%, CorLoc %s %% over %d images'
           % (_fmt(result['AP07'], 0), _fmt(result['AP'], 0), _fmt(result['CorLoc'], 0),
              len(gt.image_ids)))
+    coco = result.get('COCO')
+    if coco:
+        print('COCO (pycocotools, bbox) over %d categories:' % len(coco['classes']))
+        print('  AP %s %% (IoU .50:.95), AP50 %s, AP75 %s, small %s, medium %s, large %s'
+              % tuple(_fmt(coco[k], 0) for k in detection.COCO_METRICS[:6]))
+        print('  AR %s %% (100 per image), AR1 %s, AR10 %s, small %s, medium %s, large %s'
+              % tuple(_fmt(coco[k], 0) for k in ('AR100', 'AR1', 'AR10') + detection.COCO_METRICS[9:]))
 
 
 def _seg_outputs(args):
@@ -225,13 +275,17 @@ def run_seg(args):
     from caffe_mlic.data.labelmaps import load_palette
     from caffe_mlic.evaluation import segmentation, write_json
     from caffe_mlic.evaluation.segmentation import SegmentationEvaluator
-    if args.classes is not None and not 1 <= args.classes <= 255:
-        raise UsageError('--classes must be 1-255, got %d' % args.classes)
     if args.erode_radius is not None and not args.eroded:
         raise UsageError('--erode-radius goes with --eroded')
-    radius = 3 if args.erode_radius is None else args.erode_radius
-    if radius < 0:
-        raise UsageError('--erode-radius must be >= 0, got %d' % radius)
+    radius = 3 if args.erode_radius is None else args.erode_radius   # argparse bounded it
+    csv_path, png_path = _seg_outputs(args)
+
+    def label_map(folder):
+        return lambda name: (os.path.splitext(name)[1].lower() in segmentation.LABEL_EXTENSIONS
+                             and os.path.isfile(os.path.join(folder, name)))
+    _refuse_overwriting([(args.json, 'json'), (csv_path, 'confusion_csv'), (png_path, 'confusion_png')],
+                        [None if args.palette == 'isprs' else args.palette],
+                        [(args.pred, label_map(args.pred)), (args.gt, label_map(args.gt))])
     palette = load_palette(args.palette)
     num_classes = args.classes or len(palette)
     names = segmentation.class_names(palette, num_classes)
@@ -244,7 +298,6 @@ def run_seg(args):
                   palette=palette.source,
                   eroded=args.eroded, erode_radius=radius if args.eroded else None, images=images,
                   not_scored=unscored)
-    csv_path, png_path = _seg_outputs(args)
     if csv_path:
         segmentation.write_confusion_csv(csv_path, conf, names)
     if png_path:

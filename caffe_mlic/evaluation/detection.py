@@ -1,4 +1,5 @@
-"""Pascal VOC detection evaluation (AP) and CorLoc.
+"""Pascal VOC detection evaluation (AP) and CorLoc; COCO's metrics for a
+ground truth built from COCO.
 
 Boxes are x1 y1 x2 y2, 0-based inclusive pixels, so a box is x2 - x1 + 1
 wide (the VOC "+1" convention, used for every IoU here).
@@ -34,17 +35,28 @@ Rules
   has IoU > 0.5 with some box of the class in that image; an image with no
   detection of the class counts as wrong. A class in no image has no
   CorLoc. Means are over the classes that have one.
+- COCO (a ground truth built from COCO): COCOeval's twelve bbox numbers
+  (COCO_METRICS: AP at IoU .50:.95, AP50, AP75, AP small / medium / large,
+  AR at 1 / 10 / 100 detections, AR small / medium / large) from
+  pycocotools itself, on the ground truth and detections in COCO's [x, y,
+  w, h] as above (coco_ground_truth says what differs from COCO's files).
+
+Ground truth: a VOC folder needs only Annotations/ and ImageSets/Main/ (the
+size in each XML's <size>), or the gt.json of `datalist build`.
 
 Results are in percent.
 """
+import contextlib
+import io
 import json
 import math
 import os
+import xml.etree.ElementTree as ET
 from typing import List, NamedTuple, Optional
 
 import numpy as np
 
-from caffe_mlic.errors import InputError, Problem, UsageError
+from caffe_mlic.errors import InputError, Problem, RunError, UsageError
 from caffe_mlic.fileio import atomic_write, read_json
 
 IOU_THRESHOLD = 0.5
@@ -362,12 +374,125 @@ def ground_truth(classes, image_ids, objects, source, coco_image_ids=None, categ
 
 
 def read_voc_ground_truth(root, image_set, classes=None):
-    """GroundTruth of a VOC image set (annotations.read_voc); image id = the VOC id."""
-    from caffe_mlic.data import annotations
-    classes, records = annotations.read_voc(root, image_set, classes)
-    ids = [os.path.splitext(os.path.basename(r.source))[0] for r in records]
-    objects = [[(o.name, o.box, o.difficult) for o in r.objects] for r in records]
-    return ground_truth(classes, ids, objects, 'VOC %s set %s' % (root, image_set))
+    """GroundTruth of a VOC image set, as the devkit reads it: the ids of
+    ROOT/ImageSets/Main/<set>.txt and their ROOT/Annotations/<id>.xml, nothing
+    else (no JPEGImages/). Image id = the VOC id. The image size, against
+    which boxes are checked, is the XML's <size>; only an XML without one
+    falls back to its image (as annotations.read_voc finds it). Classes:
+    ``classes``, else ROOT/classes.txt, else the 20 VOC classes. Every problem
+    is reported together; files missing from a folder as one line with
+    their count and a few names."""
+    from caffe_mlic.data import annotations as ann
+    if classes is None:
+        own = os.path.join(root, 'classes.txt')
+        classes = ann.read_class_list(own) if os.path.isfile(own) else list(ann.VOC_CLASSES)
+        class_source = own if os.path.isfile(own) else 'the 20 Pascal VOC classes'
+    else:
+        class_source = 'the class list'
+    set_file = os.path.join(root, 'ImageSets', 'Main', image_set + '.txt')
+    ann_dir = os.path.join(root, 'Annotations')
+    ids = ann._one_per_line(set_file, 'image set', 'image id')
+    if not os.path.isdir(ann_dir):
+        raise InputError('%s: folder not found (a VOC folder holds Annotations/ and ImageSets/Main/)' % ann_dir)
+    present = set(os.listdir(ann_dir))
+    problems = ann._Problems()
+    missing = [(no, i) for no, i in ids if i + '.xml' not in present]
+    if len(missing) == 1:
+        problems.add(set_file, missing[0][0], None, 'annotation of image id %s not found: %s'
+                     % (missing[0][1], os.path.join(ann_dir, missing[0][1] + '.xml')))
+    elif missing:
+        problems.add(ann_dir, None, None, '%d annotation files missing (of the %d that %s lists), e.g. %s'
+                     % (len(missing), len(ids), set_file, _examples([i + '.xml' for _, i in missing])))
+    parsed, no_size, class_set = [], [], set(classes)
+    for no, image_id in ids:
+        if image_id + '.xml' not in present:
+            continue
+        xml_path = os.path.join(ann_dir, image_id + '.xml')
+        objects, size_from = _read_voc_xml(root, image_id, xml_path, class_set, class_source, problems)
+        if size_from is not None:    # no <size> and no image to take it from
+            no_size.append((xml_path, size_from))
+        elif objects is not None:
+            parsed.append((image_id, objects))
+    if len(no_size) == 1:
+        problems.add(no_size[0][0], None, '<size>', 'missing, and no image to read the size from (%s not '
+                     'found)' % no_size[0][1])
+    elif no_size:
+        problems.add(ann_dir, None, None, '%d annotation files have no <size> and no image in %s to read it '
+                     'from, e.g. %s' % (len(no_size), os.path.join(root, 'JPEGImages'),
+                                        _examples([os.path.basename(x) for x, _ in no_size])))
+    if problems:
+        raise InputError(problems=problems, what='annotations' if len(problems) > 1 else None)
+    return ground_truth(classes, [i for i, _ in parsed], [o for _, o in parsed],
+                        'VOC %s set %s' % (root, image_set))
+
+
+def _examples(names, count=3):
+    """'a, b, c ...': the first few of names, '...' when there are more."""
+    return ', '.join(names[:count]) + (' ...' if len(names) > count else '')
+
+
+def _read_voc_xml(root, image_id, xml_path, class_set, class_source, problems):
+    """(objects [(class, 0-based box, difficult)], None) of a VOC annotation;
+    (None, image path) when it has no <size> and that image is not there;
+    (None, None) after adding its problems."""
+    from caffe_mlic.data import annotations as ann
+    from caffe_mlic.data.imageio import image_size
+    try:
+        xml = ET.parse(xml_path).getroot()
+    except ET.ParseError as e:
+        problems.add(xml_path, None, None, 'unreadable XML: %s' % e)
+        return None, None
+    except OSError as e:
+        problems.add(xml_path, None, None, 'cannot read: %s' % (e.strerror or e))
+        return None, None
+    before = len(problems)
+    size = xml.find('size')
+    w = h = None
+    if size is not None:
+        w = ann._xml_text(size, 'width', xml_path, '<size>', problems, int, required=False)
+        h = ann._xml_text(size, 'height', xml_path, '<size>', problems, int, required=False)
+    if len(problems) > before:
+        return None, None
+    if w is None or h is None:      # the devkit needs no size; we check boxes against it
+        filename = ann._xml_text(xml, 'filename', xml_path, None, problems, required=False)
+        image = ann._find_voc_image(root, image_id, filename)
+        if not os.path.isfile(image):
+            return None, image
+        try:
+            w, h = image_size(image)
+        except Exception as e:  # noqa: BLE001  PIL raises several types for bad files
+            problems.add(xml_path, None, '<size>', 'missing, and the image %s is unreadable: %s' % (image, e))
+            return None, None
+    if w < 1 or h < 1:
+        problems.add(xml_path, None, '<size>', '%dx%d is not a valid image size' % (w, h))
+        return None, None
+    objects = []
+    for k, obj in enumerate(xml.findall('object'), 1):
+        element = '<object> #%d' % k
+        name = ann._xml_text(obj, 'name', xml_path, element, problems)
+        if name is None:
+            continue
+        element = '<object> #%d <name>%s</name>' % (k, name)
+        if name not in class_set:
+            problems.add(xml_path, None, element, 'class not in %s' % class_source)
+            continue
+        difficult = ann._xml_text(obj, 'difficult', xml_path, element, problems, int, required=False, default=0)
+        bb = obj.find('bndbox')
+        if bb is None:
+            problems.add(xml_path, None, element + ' <bndbox>', 'missing')
+            continue
+        coords = [ann._xml_text(bb, t, xml_path, element + ' <bndbox>', problems, float)
+                  for t in ('xmin', 'ymin', 'xmax', 'ymax')]
+        if None in coords:
+            continue
+        x1, y1, x2, y2 = coords
+        if not (1 <= x1 <= x2 <= w and 1 <= y1 <= y2 <= h):
+            problems.add(xml_path, None, element + ' <bndbox>',
+                         'box (%g,%g,%g,%g) is not inside the %dx%d image (VOC boxes are 1-based: need '
+                         '1 <= xmin <= xmax <= width, same for y)' % (x1, y1, x2, y2, w, h))
+            continue
+        objects.append((name, (x1 - 1, y1 - 1, x2 - 1, y2 - 1), bool(difficult)))
+    return (None, None) if len(problems) > before else (objects, None)
 
 
 def read_gt_json(path):
@@ -483,16 +608,19 @@ def coco_ids(gt):
             {c: i for c, i in zip(gt.classes, gt.category_ids) if i is not None})
 
 
-def write_coco_results(path, detections, gt):
-    """Write {class: ClassDetections} as a COCO results JSON (one result a
-    line), with the COCO ids of ground truth gt, atomically."""
+def coco_results(detections, gt, uncategorized='error'):
+    """{class: ClassDetections} as a COCO results list [{"image_id",
+    "category_id", "bbox", "score"}] with the COCO ids of ground truth gt.
+    Detections of a class without a category id: an InputError, or with
+    uncategorized='skip' left out; of an image gt lacks: an InputError."""
     images, categories = coco_ids(gt)
-    problems, lines = [], []
+    problems, out = [], []
     for name, d in detections.items():
         if not len(d.image_ids):
             continue
         if name not in categories:
-            problems.append('class %r has no COCO category id in %s' % (name, gt.source))
+            if uncategorized != 'skip':
+                problems.append('class %r has no COCO category id in %s' % (name, gt.source))
             continue
         unknown = sorted({i for i in d.image_ids if i not in images})
         if unknown:
@@ -500,11 +628,20 @@ def write_coco_results(path, detections, gt):
                             % (name, ', '.join(unknown[:5]), gt.source))
             continue
         boxes = np.asarray(d.boxes, np.float64).reshape(-1, 4)
-        for image_id, score, box in zip(d.image_ids, np.asarray(d.scores, np.float64).reshape(-1), boxes):
-            lines.append(json.dumps({'image_id': images[image_id], 'category_id': categories[name],
-                                     'bbox': box_to_coco(box), 'score': float(score)}))
+        # box_to_coco on all rows at once (the same float operations)
+        bboxes = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2] + 1], axis=1).tolist()
+        category = categories[name]
+        out.extend({'image_id': images[i], 'category_id': category, 'bbox': b, 'score': s}
+                   for i, b, s in zip(d.image_ids, bboxes, np.asarray(d.scores, np.float64).reshape(-1).tolist()))
     if problems:
         raise InputError(problems=problems, what='detections')
+    return out
+
+
+def write_coco_results(path, detections, gt):
+    """Write {class: ClassDetections} as a COCO results JSON (one result a
+    line), with the COCO ids of ground truth gt, atomically."""
+    lines = [json.dumps(r) for r in coco_results(detections, gt)]
     with atomic_write(path) as f:
         f.write('[' + ',\n'.join(lines) + ']\n')
     return path
@@ -556,3 +693,86 @@ def read_coco_results(path, gt):
     return {name: ClassDetections([r[0] for r in found], np.array([r[1] for r in found], np.float64),
                                   np.array([r[2] for r in found], np.float64).reshape(-1, 4))
             for name, found in rows.items()}
+
+
+# ------------------------------------------------------------------ COCO metrics
+
+# COCOeval.stats of iouType 'bbox', in its order: AP over IoU .50:.05:.95, at
+# IoU .50 and .75, over small (area < 32^2), medium and large (> 96^2) boxes,
+# all at 100 detections per image; AR at 1, 10 and 100 detections per image,
+# then small / medium / large at 100.
+COCO_METRICS = ('AP', 'AP50', 'AP75', 'AP_small', 'AP_medium', 'AP_large',
+                'AR1', 'AR10', 'AR100', 'AR_small', 'AR_medium', 'AR_large')
+
+
+def is_coco(gt):
+    """Whether ground truth gt was built from COCO (keeps its ids)."""
+    return gt.coco_image_ids is not None and gt.category_ids is not None
+
+
+def _pycocotools():
+    """(COCO, COCOeval), imported when first needed: only COCO metrics use them."""
+    try:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+    except ImportError as e:
+        raise RunError('COCO metrics need pycocotools, which does not import (%s): run `make install`' % e)
+    return COCO, COCOeval
+
+
+def coco_ground_truth(gt):
+    """Ground truth gt (built from COCO) as a COCO instances dict: its images
+    (COCO ids), the categories of its classes that have an id, and each box
+    of those classes with bbox = box_to_coco(box) (which inverts how
+    annotations.read_coco_set made the box: exactly for a box inside its
+    image and at least a pixel wide and high, as read_coco_set clips and
+    widens the others), area = w * h of that bbox and iscrowd = difficult
+    (read_coco_set keeps crowd annotations as difficult). COCO's own
+    files give the area of the segmentation, which gt.json does not keep: the
+    small / medium / large split can differ from theirs for a box whose mask
+    area falls in another range."""
+    images, categories = coco_ids(gt)
+    category = np.array([-1 if c is None else c for c in gt.category_ids], np.int64)[gt.label]
+    keep = np.flatnonzero(category >= 0)
+    boxes = gt.boxes[keep]
+    wh = boxes[:, 2:] - boxes[:, :2] + 1
+    bboxes = np.concatenate([boxes[:, :2], wh], axis=1).tolist()
+    image = np.asarray(gt.coco_image_ids, np.int64)[gt.image[keep]].tolist()
+    annotations = [{'id': k + 1, 'image_id': i, 'category_id': c, 'bbox': b, 'area': a, 'iscrowd': int(d)}
+                   for k, (i, c, b, a, d) in enumerate(zip(image, category[keep].tolist(), bboxes,
+                                                          (wh[:, 0] * wh[:, 1]).tolist(),
+                                                          gt.difficult[keep].tolist()))]
+    return {'info': {'description': gt.source},     # pycocotools' loadRes copies it
+            'images': [{'id': i} for i in gt.coco_image_ids],
+            'categories': [{'id': c, 'name': n} for n, c in categories.items()],
+            'annotations': annotations}
+
+
+def evaluate_coco(gt, detections):
+    """COCO's standard bbox metrics (COCO_METRICS) of detections ({class:
+    ClassDetections}) against ground truth gt built from COCO, computed by
+    pycocotools' COCOeval on coco_ground_truth(gt) and coco_results: in
+    percent, None where COCOeval has none (-1: no box in that area range).
+    Detections of classes without a COCO category id are left out, as are
+    those classes. 'classes': the classes covered."""
+    COCO, COCOeval = _pycocotools()
+    dataset = coco_ground_truth(gt)
+    results = coco_results(detections, gt, uncategorized='skip')
+    with contextlib.redirect_stdout(io.StringIO()):    # pycocotools prints progress and its table
+        coco_gt = COCO()
+        coco_gt.dataset = dataset
+        coco_gt.createIndex()
+        if results:
+            coco_dt = coco_gt.loadRes(results)
+        else:   # loadRes cannot take an empty list
+            coco_dt = COCO()
+            coco_dt.dataset = {'images': dataset['images'], 'categories': dataset['categories'],
+                               'annotations': []}
+            coco_dt.createIndex()
+        evaluator = COCOeval(coco_gt, coco_dt, 'bbox')
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    out = {k: None if v < 0 else 100 * float(v) for k, v in zip(COCO_METRICS, evaluator.stats)}
+    out['classes'] = [c['name'] for c in dataset['categories']]
+    return out

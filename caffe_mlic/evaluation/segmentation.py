@@ -5,9 +5,9 @@ confusion matrix of label maps (caffe_mlic.data.labelmaps).
   whose ground truth is IGNORE_LABEL (255) are not scored, whatever is
   predicted there; at a scored pixel a prediction outside 0..K-1 (255
   included) is an error. With ``eroded`` the ground truth's class boundaries
-  are first eroded (a disc of ``radius`` px, 3 as the benchmark's
-  "noBoundary" references) to IGNORE_LABEL. Ground-truth values must be
-  classes or IGNORE_LABEL everywhere.
+  are first eroded (a disc of ``radius`` px, 0..MAX_ERODE_RADIUS, 3 as the
+  benchmark's "noBoundary" references) to IGNORE_LABEL. Ground-truth values
+  must be classes or IGNORE_LABEL everywhere.
 - OA = trace(C) / sum(C), over every scored pixel.
 - Per class, TP = C[c, c], FP = column sum - TP, FN = row sum - TP:
   precision TP / (TP + FP), recall TP / (TP + FN), F1 = 2 TP / (2 TP + FP +
@@ -34,11 +34,15 @@ import os
 import numpy as np
 
 from caffe_mlic.data import labelmaps
-from caffe_mlic.errors import InputError, Problem, raise_if_problems
+from caffe_mlic.errors import InputError, Problem, UsageError, raise_if_problems
 from caffe_mlic.evaluation import Evaluator
 
 LABEL_EXTENSIONS = ('.png', '.tif', '.tiff', '.bmp')
 EXCLUDE_FROM_MEAN = ('clutter',)
+# The benchmark erodes 3 px. The disc's work per pixel grows with its area
+# (about 0.3 s a megapixel at 64, so 10 s for a 6000 x 6000 ISPRS tile), and
+# OpenCV's kernel is (2r + 1)^2 bytes: a radius of 100000 would ask for 40 GB.
+MAX_ERODE_RADIUS = 64
 
 
 # ---------------------------------------------------------------- metrics
@@ -258,6 +262,8 @@ def evaluate_dirs(pred_dir, gt_dir, palette=None, num_classes=None, eroded=False
     palette's size (ISPRS: 6). Every problem (pairing, unreadable maps,
     sizes, values) is reported in one InputError."""
     from caffe_mlic.progress import progress as bar
+    if eroded:
+        check_erode_radius(radius)
     palette = labelmaps.load_palette(palette)
     num_classes = num_classes or len(palette)
     evaluator = evaluator or SegmentationEvaluator(num_classes)
@@ -270,6 +276,14 @@ def evaluate_dirs(pred_dir, gt_dir, palette=None, num_classes=None, eroded=False
             problems.extend(e.problems or [str(e)])
     raise_if_problems(problems)
     return evaluator.conf, images, unscored
+
+
+def check_erode_radius(radius):
+    """UsageError unless radius is an integer 0..MAX_ERODE_RADIUS."""
+    if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)) \
+            or not 0 <= radius <= MAX_ERODE_RADIUS:
+        raise UsageError('the erosion radius must be an integer from 0 to %d px (the benchmark\'s is 3), '
+                         'got %r' % (MAX_ERODE_RADIUS, radius), 'radius')
 
 
 def class_names(palette, num_classes):

@@ -269,6 +269,31 @@ def test_cli_cls_bad_input_files_exit_1(tmp_path, capsys):
     assert 'nope.npy: no such file' in capsys.readouterr().err
 
 
+def test_cli_cls_outputs_that_name_an_input_are_refused(tmp_path, capsys):
+    argv = _saved(tmp_path) + ['--classes', str(tmp_path / 'classes.txt')]
+    (tmp_path / 'T.json').write_text(json.dumps({'thresholds': [0.5] * 3}))
+    np.save(tmp_path / 'out.labels.npy', L4)
+    cases = [(['--csv', 'S.npy'], '--csv', 'S.npy'),            # the case
+             (['--json', 'L.npy'], '--json', 'L.npy'),
+             (['--save-scores', 'S.npy'], '--save-scores', 'S.npy'),
+             (['--fit-thresholds', 'classes.txt'], '--fit-thresholds', 'classes.txt'),
+             (['--thresholds', 'T.json', '--csv', 'T.json'], '--csv', 'T.json'),
+             # --save-scores out.npy also writes out.labels.npy, here the labels read
+             (['--save-scores', 'out.npy', '--labels', 'out.labels.npy'], '--save-scores', 'out.labels.npy')]
+    for extra, flag, name in cases:
+        before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+        extra = [str(tmp_path / e) if e.endswith(('.npy', '.txt', '.json')) else e for e in extra]
+        assert cli.main(argv + extra) == 2, extra
+        err = capsys.readouterr().err
+        assert err == ('caffe-mlic eval cls: argument %s: %s is an input of this command: writing it would '
+                       'overwrite it; choose another output path\n' % (flag, tmp_path / name)), err
+        assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before    # nothing written
+    same = str(tmp_path / 'm.out')
+    assert cli.main(argv + ['--json', same, '--csv', same]) == 2
+    assert 'argument --csv: %s is also the output of another option' % same in capsys.readouterr().err
+    assert not (tmp_path / 'm.out').exists()
+
+
 # ------------------------------------------------------------------ the command, on a trained net
 
 C, B, TEACHER, STUDENT, IMAGES = 3, 8, 64, 64, 6

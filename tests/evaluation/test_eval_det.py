@@ -1,15 +1,18 @@
 """VOC detection AP, CorLoc, NMS, devkit result files (hand-computed cases) and `caffe-mlic eval det`."""
 import json
 import os
+import shutil
+import sys
 
 import cv2
 import numpy as np
 import pytest
 
 from caffe_mlic import cli
-from caffe_mlic.errors import InputError
-from caffe_mlic.evaluation.detection import (ClassDetections, box_iou, evaluate_detections,
-                                             ground_truth, nms, read_gt_json, read_voc_results,
+from caffe_mlic.errors import InputError, RunError
+from caffe_mlic.evaluation.detection import (COCO_METRICS, ClassDetections, box_iou, evaluate_coco,
+                                             evaluate_detections, ground_truth, is_coco, nms,
+                                             read_coco_results, read_gt_json, read_voc_results,
                                              result_file_name, write_voc_results)
 
 
@@ -278,3 +281,217 @@ def test_cli_det_bad_input_files_exit_1(tmp_path, capsys):
         in capsys.readouterr().err
     assert cli.main(argv + ['--set', 'val', '--json', str(tmp_path / 'o.json')]) == 0
     assert json.loads((tmp_path / 'o.json').read_text())['CorLoc'] == pytest.approx(100 * 2 / 3)
+
+
+# ------------------------------------------------------------------ COCO metrics (issue 24)
+
+# A COCO set: three images, categories in no particular order, boxes of each area range
+# (small < 32^2 <= medium <= 96^2 < large), one crowd region, area = w * h. Every
+# coordinate is dyadic, so our inclusive boxes give back these [x, y, w, h] exactly.
+COCO_IMAGES = [(101, 'i101.png', 320, 240), (205, 'i205.png', 200, 160), (37, 'i037.png', 160, 120)]
+COCO_CATEGORIES = [{'id': 7, 'name': 'car'}, {'id': 3, 'name': 'person'}, {'id': 11, 'name': 'dog'}]
+COCO_BOXES = [  # image id, category id, bbox, iscrowd
+    (101, 3, [10, 20, 120, 150], 0), (101, 3, [200, 30, 40, 50], 0), (101, 7, [150, 180, 20, 12], 0),
+    (205, 3, [5, 5, 12.5, 30], 0), (101, 7, [250, 100, 60.5, 40], 0), (205, 11, [40, 40, 100, 100], 0),
+    (205, 7, [150, 10, 40, 30], 1), (37, 11, [20, 10, 30, 40], 0), (37, 3, [100, 60, 8, 8], 0)]
+COCO_DETECTIONS = [  # image id, category id, bbox, score
+    (101, 3, [12, 22, 118, 146], 0.9), (101, 3, [200, 30, 40, 50], 0.8), (101, 3, [205, 35, 40, 50], 0.75),
+    (101, 3, [0, 0, 30, 30], 0.3), (205, 3, [6, 6, 12, 28], 0.6), (37, 3, [101, 61, 8, 8], 0.5),
+    (37, 3, [100, 60, 8, 8], 0.5), (101, 7, [150, 180, 20, 12], 0.7), (101, 7, [255, 102, 55, 36], 0.65),
+    (101, 7, [300, 200, 10, 10], 0.2), (205, 7, [150, 10, 40, 30], 0.55), (205, 11, [45, 45, 90, 95], 0.85),
+    (37, 11, [20, 10, 30, 40], 0.4), (37, 11, [60, 60, 20, 20], 0.45), (37, 11, [21, 12, 28.5, 36], 0.45)]
+
+
+@pytest.fixture
+def coco_set(tmp_path):
+    """The COCO files (instances.json, results.json) and the gt.json `datalist
+    build --coco` makes of them, with a class file holding 'bike', which is
+    no COCO category."""
+    os.makedirs(tmp_path / 'images')
+    for _, name, w, h in COCO_IMAGES:
+        cv2.imwrite(str(tmp_path / 'images' / name), np.zeros((h, w), np.uint8))
+    instances = {'info': {'description': 'test'},
+                 'images': [{'id': i, 'file_name': n, 'width': w, 'height': h} for i, n, w, h in COCO_IMAGES],
+                 'categories': COCO_CATEGORIES,
+                 'annotations': [{'id': k + 1, 'image_id': i, 'category_id': c, 'bbox': b, 'iscrowd': crowd,
+                                  'area': b[2] * b[3]} for k, (i, c, b, crowd) in enumerate(COCO_BOXES)]}
+    (tmp_path / 'instances.json').write_text(json.dumps(instances))
+    (tmp_path / 'results.json').write_text(json.dumps(
+        [{'image_id': i, 'category_id': c, 'bbox': b, 'score': s} for i, c, b, s in COCO_DETECTIONS]))
+    (tmp_path / 'classes.txt').write_text('person\nbike\ncar\ndog\n')
+    assert cli.main(['datalist', 'build', '--coco', str(tmp_path / 'instances.json'), '--images',
+                     str(tmp_path / 'images'), '--whole-image', '--classes', str(tmp_path / 'classes.txt'),
+                     '-o', str(tmp_path / 'dl.txt')]) == 0
+    return tmp_path
+
+
+def _cocoeval_directly(root):
+    """COCOeval's stats on the COCO files themselves, in percent, None for -1."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    coco_gt = COCO(str(root / 'instances.json'))
+    evaluator = COCOeval(coco_gt, coco_gt.loadRes(str(root / 'results.json')), 'bbox')
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    return {k: None if v == -1 else 100 * v for k, v in zip(COCO_METRICS, evaluator.stats)}
+
+
+def test_coco_metrics_are_cocoeval_on_the_coco_files(coco_set, capsys):
+    expected = _cocoeval_directly(coco_set)
+    assert 0 < expected['AP'] < 100 and None not in expected.values()   # every range has boxes
+    gt = read_gt_json(str(coco_set / 'dl.gt.json'))
+    assert is_coco(gt)
+    detections = read_coco_results(str(coco_set / 'results.json'), gt)
+    ours = evaluate_coco(gt, detections)
+    assert ours.pop('classes') == ['person', 'car', 'dog']     # bike has no category
+    assert ours == expected                                     # exactly, all twelve
+    # the same detections from devkit files, with detections of bike, which COCO leaves out
+    detections['bike'] = _dets([('i101', 0.99, 0, 0, 9, 9)])
+    write_voc_results(str(coco_set / 'devkit'), 'test', detections, gt.classes)
+    capsys.readouterr()
+    for results in (coco_set / 'results.json', coco_set / 'devkit'):
+        out_json = coco_set / 'det.json'
+        assert cli.main(['eval', 'det', '--gt', str(coco_set / 'dl.gt.json'), '--results', str(results),
+                         '--json', str(out_json)]) == 0
+        saved = json.loads(out_json.read_text())['COCO']
+        assert saved.pop('classes') == ['person', 'car', 'dog'] and saved == expected, results
+        out = capsys.readouterr().out.splitlines()
+        assert out[-3] == 'COCO (pycocotools, bbox) over 3 categories:'
+        assert out[-2] == '  AP %.1f %% (IoU .50:.95), AP50 %.1f, AP75 %.1f, small %.1f, medium %.1f, large %.1f' \
+            % tuple(expected[k] for k in COCO_METRICS[:6])
+        assert out[-1].startswith('  AR %.1f %% (100 per image), AR1 %.1f' % (expected['AR100'], expected['AR1']))
+
+
+def test_coco_metrics_without_detections(coco_set):
+    gt = read_gt_json(str(coco_set / 'dl.gt.json'))
+    result = evaluate_coco(gt, {})     # pycocotools' loadRes cannot take none
+    assert {result[k] for k in COCO_METRICS} == {0.0}
+
+
+def test_no_coco_metrics_for_a_ground_truth_not_from_coco(tmp_path, capsys):
+    assert not is_coco(CORLOC_GT)
+    results = tmp_path / 'results'
+    write_voc_results(str(results), 'test', CORLOC_DETS, CORLOC_GT.classes)
+    assert cli.main(['eval', 'det', '--gt', _write_gt_json(tmp_path / 'gt.json', CORLOC_GT), '--results',
+                     str(results)]) == 0
+    assert 'COCO' not in capsys.readouterr().out
+
+
+def test_coco_metrics_without_pycocotools_say_how_to_install_it(coco_set, monkeypatch, capsys):
+    for name in ('pycocotools', 'pycocotools.coco', 'pycocotools.cocoeval'):
+        monkeypatch.setitem(sys.modules, name, None)     # `import` now fails as if not installed
+    gt = read_gt_json(str(coco_set / 'dl.gt.json'))
+    with pytest.raises(RunError, match=r'COCO metrics need pycocotools, which does not import \(.*\): '
+                                       r'run `make install`'):
+        evaluate_coco(gt, {})
+    capsys.readouterr()
+    out_json = coco_set / 'det.json'
+    assert cli.main(['eval', 'det', '--gt', str(coco_set / 'dl.gt.json'), '--results',
+                     str(coco_set / 'results.json'), '--json', str(out_json)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith('caffe-mlic eval det: COCO metrics need pycocotools') and err.count('\n') == 1, err
+    assert 'run `make install`' in err and not out_json.exists()
+
+
+# ------------------------------------------------------------------ VOC: only Annotations/ and ImageSets/
+
+def _eval_voc(root, results, capsys):
+    code = cli.main(['eval', 'det', '--voc', root, '--set', 'test', '--results', str(results)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_voc_needs_only_annotations_and_image_sets(tmp_path, capsys):
+    results = tmp_path / 'results'
+    write_voc_results(str(results), 'test', CORLOC_DETS, CORLOC_GT.classes)
+    root = _write_voc(str(tmp_path / 'VOC'), CORLOC_GT)
+    code, with_images, err = _eval_voc(root, results, capsys)
+    assert code == 0, err
+    shutil.rmtree(os.path.join(root, 'JPEGImages'))
+    code, without, err = _eval_voc(root, results, capsys)
+    assert code == 0, err
+    assert without == with_images and without.splitlines()[-1].startswith('AP07 18.2 %, AP 16.7 %')
+
+
+def test_voc_without_size_reads_the_image_else_names_the_file_and_field(tmp_path, capsys):
+    results = tmp_path / 'results'
+    write_voc_results(str(results), 'test', CORLOC_DETS, CORLOC_GT.classes)
+    root = _write_voc(str(tmp_path / 'VOC'), CORLOC_GT)
+    xml = os.path.join(root, 'Annotations', 'b.xml')
+    with open(xml) as f:
+        text = f.read()
+    with open(xml, 'w') as f:
+        f.write(text.replace('<size><width>100</width><height>100</height><depth>3</depth></size>', ''))
+    code, out, err = _eval_voc(root, results, capsys)      # the size of JPEGImages/b.jpg
+    assert code == 0, err
+    assert out.splitlines()[-1].startswith('AP07 18.2 %, AP 16.7 %, CorLoc 66.7 %')
+    shutil.rmtree(os.path.join(root, 'JPEGImages'))
+    code, out, err = _eval_voc(root, results, capsys)
+    assert code == 1
+    assert err == 'caffe-mlic eval det: %s: <size>: missing, and no image to read the size from (%s not found)\n' \
+        % (xml, os.path.join(root, 'JPEGImages', 'b.jpg'))
+
+
+def test_voc_missing_files_are_counted_per_folder(tmp_path, capsys):
+    results = tmp_path / 'results'
+    write_voc_results(str(results), 'test', CORLOC_DETS, CORLOC_GT.classes)
+    root = _write_voc(str(tmp_path / 'VOC'), CORLOC_GT)
+    set_file = os.path.join(root, 'ImageSets', 'Main', 'test.txt')
+    with open(set_file, 'a') as f:
+        f.write(''.join('%06d\n' % k for k in range(1, 41)))
+    code, _, err = _eval_voc(root, results, capsys)
+    assert code == 1
+    assert err == ('caffe-mlic eval det: %s: 40 annotation files missing (of the 44 that %s lists), '
+                   'e.g. 000001.xml, 000002.xml, 000003.xml ...\n' % (os.path.join(root, 'Annotations'), set_file))
+    # with another problem: one line each, the missing ones still counted on one
+    with open(set_file, 'w') as f:
+        f.write('a\nb\nc\nd\n000001\n000002\n')
+    for name in ('a', 'b', 'c'):
+        xml = os.path.join(root, 'Annotations', name + '.xml')
+        with open(xml) as f:
+            text = f.read()
+        with open(xml, 'w') as f:
+            f.write(text.replace('<size><width>100</width><height>100</height><depth>3</depth></size>', ''))
+    shutil.rmtree(os.path.join(root, 'JPEGImages'))
+    code, _, err = _eval_voc(root, results, capsys)
+    lines = err.splitlines()
+    assert code == 1 and len(lines) == 3, err
+    assert lines[0].startswith('caffe-mlic eval det: 2 problems in annotations')
+    assert lines[1] == '  %s: 2 annotation files missing (of the 6 that %s lists), e.g. 000001.xml, 000002.xml' \
+        % (os.path.join(root, 'Annotations'), set_file)
+    assert lines[2] == '  %s: 3 annotation files have no <size> and no image in %s to read it from, e.g. ' \
+        'a.xml, b.xml, c.xml' % (os.path.join(root, 'Annotations'), os.path.join(root, 'JPEGImages'))
+
+
+# ------------------------------------------------------------------ outputs never replace inputs
+
+def test_det_outputs_that_name_an_input_are_refused(coco_set, tmp_path, capsys):
+    voc_results = tmp_path / 'voc_results'
+    write_voc_results(str(voc_results), 'test', CORLOC_DETS, CORLOC_GT.classes)
+    root = _write_voc(str(tmp_path / 'VOC'), CORLOC_GT)
+    gt_json, coco_results = str(coco_set / 'dl.gt.json'), str(coco_set / 'results.json')
+    voc = ['--voc', root, '--set', 'test', '--results', str(voc_results)]
+    cases = [
+        (['--gt', gt_json, '--results', coco_results, '--json', gt_json], '--json', gt_json),
+        (['--gt', gt_json, '--results', coco_results, '--save-coco', coco_results], '--save-coco', coco_results),
+        (voc + ['--json', str(voc_results / 'comp4_det_test_cat.txt')], '--json',
+         str(voc_results / 'comp4_det_test_cat.txt')),
+        (voc + ['--json', os.path.join(root, 'Annotations', 'a.xml')], '--json',
+         os.path.join(root, 'Annotations', 'a.xml')),
+        (voc + ['--json', os.path.join(root, 'ImageSets', 'Main', 'test.txt')], '--json',
+         os.path.join(root, 'ImageSets', 'Main', 'test.txt')),
+        (voc + ['--json', os.path.join(root, 'classes.txt')], '--json', os.path.join(root, 'classes.txt')),
+    ]
+    for argv, flag, path in cases:
+        before = open(path, 'rb').read()
+        assert cli.main(['eval', 'det'] + argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err == 'caffe-mlic eval det: argument %s: %s is an input of this command: writing it would ' \
+            'overwrite it; choose another output path\n' % (flag, path), err
+        assert open(path, 'rb').read() == before
+    # an output in the results folder that is none of its result files is fine
+    assert cli.main(['eval', 'det'] + voc + ['--json', str(voc_results / 'det.json')]) == 0
+    out = str(tmp_path / 'same.json')
+    assert cli.main(['eval', 'det'] + voc + ['--json', out, '--save-coco', out]) == 2
+    assert 'argument --save-coco: %s is also the output of another option' % out in capsys.readouterr().err

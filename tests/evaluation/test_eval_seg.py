@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from caffe_mlic import cli
-from caffe_mlic.errors import InputError
-from caffe_mlic.evaluation.segmentation import (confusion, evaluate_dirs, metrics, pair_files, row_percentages,
-                                                write_confusion_csv)
+from caffe_mlic.errors import InputError, UsageError
+from caffe_mlic.evaluation.segmentation import (MAX_ERODE_RADIUS, confusion, evaluate_dirs, metrics, pair_files,
+                                                row_percentages, write_confusion_csv)
 from caffe_mlic.plotting import plot_confusion
 from caffe_mlic.data.labelmaps import IGNORE_LABEL, write_colour_png, write_label_png
 
@@ -296,13 +296,60 @@ def test_cli_eroded_and_explicit_outputs(tmp_path, capsys):
 
 @pytest.mark.parametrize('extra, needle', [
     (['--erode-radius', '2'], '--erode-radius goes with --eroded'),
-    (['--eroded', '--erode-radius', '-1'], '--erode-radius must be >= 0'),
-    (['--classes', '300'], '--classes must be 1-255'),
+    (['--eroded', '--erode-radius', '-1'], "argument --erode-radius: must be an integer from 0 to 64, got '-1'"),
+    # (2 r + 1)^2 bytes of kernel: 40 GB, refused before any work (the folders are empty)
+    (['--eroded', '--erode-radius', '100000'], "argument --erode-radius: must be an integer from 0 to 64"),
+    (['--eroded', '--erode-radius', '65'], "argument --erode-radius: must be an integer from 0 to 64"),
+    (['--eroded', '--erode-radius', '2.5'], "argument --erode-radius: must be an integer from 0 to 64"),
+    (['--eroded', '--erode-radius', 'nan'], "argument --erode-radius: must be an integer from 0 to 64"),
+    (['--classes', '300'], "argument --classes: must be an integer from 1 to 255, got '300'"),
+    (['--classes', '0'], "argument --classes: must be an integer from 1 to 255, got '0'"),
+    (['--classes', '-3'], "argument --classes: must be an integer from 1 to 255, got '-3'"),
 ])
 def test_cli_bad_options_exit_2(tmp_path, capsys, extra, needle):
     assert cli.main(['eval', 'seg', '--pred', str(tmp_path), '--gt', str(tmp_path)] + extra) == 2
     err = capsys.readouterr().err
     assert err.startswith('caffe-mlic eval seg: ') and needle in err, err
+
+
+@pytest.mark.parametrize('radius', [100000, 65, -1, 2.5, True, None])
+def test_erode_radius_is_bounded_before_any_work(radius):
+    with pytest.raises(UsageError, match='the erosion radius must be an integer from 0 to 64 px'):
+        evaluate_dirs('no/such/pred', 'no/such/gt', eroded=True, radius=radius)
+    assert MAX_ERODE_RADIUS == 64
+
+
+def test_cli_help_states_the_bounds(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(['eval', 'seg', '--help'])
+    help_text = ' '.join(capsys.readouterr().out.split())
+    assert 'radius of the disc, 0-64 (default 3' in help_text
+    assert 'number of classes, 1-255' in help_text
+
+
+def test_cli_outputs_that_name_an_input_are_refused(tmp_path, capsys):
+    a = np.zeros((2, 2), np.uint8)
+    pred, gt = _folders(tmp_path, {'a.png': a, 'x.confusion.png': a}, {'a.png': a, 'x.confusion.png': a})
+    palette = tmp_path / 'palette.txt'
+    palette.write_text('ground 0 0 0\nthing 255 255 255\n')
+    argv = ['eval', 'seg', '--pred', pred, '--gt', gt, '--palette', str(palette)]
+    cases = [(['--confusion-csv', os.path.join(pred, 'a.png')], '--confusion-csv', os.path.join(pred, 'a.png')),
+             (['--json', os.path.join(gt, 'a.png')], '--json', os.path.join(gt, 'a.png')),
+             (['--confusion-png', os.path.join(gt, 'a.png')], '--confusion-png', os.path.join(gt, 'a.png')),
+             (['--json', str(palette)], '--json', str(palette)),
+             # the plot beside --json would replace the prediction x.confusion.png
+             (['--json', os.path.join(pred, 'x.json')], '--confusion-png', os.path.join(pred, 'x.confusion.png'))]
+    for extra, flag, path in cases:
+        before = open(path, 'rb').read()
+        assert cli.main(argv + extra) == 2, extra
+        assert capsys.readouterr().err == ('caffe-mlic eval seg: argument %s: %s is an input of this command: '
+                                           'writing it would overwrite it; choose another output path\n'
+                                           % (flag, path))
+        assert open(path, 'rb').read() == before
+    assert not os.path.exists(os.path.join(pred, 'x.json'))
+    # beside the maps, under names that are none of them: written
+    assert cli.main(argv + ['--json', os.path.join(pred, 'seg.json')]) == 0
+    assert os.path.isfile(os.path.join(pred, 'seg.confusion.csv'))
 
 
 def test_cli_input_error_exit_1(tmp_path, capsys):
