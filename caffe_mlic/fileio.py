@@ -30,8 +30,9 @@ def atomic_files(paths, mode='w', **kwargs):
         if os.path.isdir(path):
             raise IsADirectoryError(errno.EISDIR, 'Is a directory, not a file', path)
     created, temps, files = [], [], []
+    current = None   # the output being made or finished, for an error that names none
     try:
-        for path in paths:
+        for current, path in enumerate(paths):
             directory = os.path.dirname(os.path.abspath(path))
             missing = _missing_dirs(directory)
             os.makedirs(directory, exist_ok=True)
@@ -43,17 +44,18 @@ def atomic_files(paths, mode='w', **kwargs):
             # Opened by name, so f.name is the temp path: a writer that takes
             # only a path (pycaffe's Net.save) can write there (save_weights).
             files.append(open(tmp, mode, **kwargs))
+        current = None
         yield files
         umask = os.umask(0)
         os.umask(umask)
-        for f, tmp in zip(files, temps):
+        for current, (f, tmp) in enumerate(zip(files, temps)):
             f.flush()
             os.fsync(f.fileno())
             f.close()
             os.chmod(tmp, 0o666 & ~umask)
-        for tmp, path in zip(temps, paths):
+        for current, (tmp, path) in enumerate(zip(temps, paths)):
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         for f in files:
             with contextlib.suppress(OSError):
                 f.close()
@@ -63,7 +65,33 @@ def atomic_files(paths, mode='w', **kwargs):
         for d in sorted(set(created), key=len, reverse=True):  # deepest first, only if empty
             with contextlib.suppress(OSError):
                 os.rmdir(d)
-        raise
+        output = _output_of(e, paths, temps, current) if isinstance(e, OSError) else None
+        if output is None:
+            raise
+        raise type(e)(e.errno, e.strerror, output) from e
+
+
+def _output_of(err, paths, temps, current):
+    """The output an OSError of atomic_files is about when it names one of
+    our hidden temp files (or no file) rather than the output; else None.
+    ``current``: the index of the output being made or finished; None while
+    the caller's block writes (then the one output, or all of them)."""
+    if err.errno is None:
+        return None
+    outputs = dict(zip(temps, paths))
+    for named in (err.filename, err.filename2):
+        if named in outputs:
+            return outputs[named]
+    if err.filename is None:
+        if current is not None:
+            return paths[current]
+        return paths[0] if len(paths) == 1 else ', '.join(paths)
+    named = err.filename
+    if current is not None and len(temps) == current and isinstance(named, str):   # mkstemp's candidate
+        directory, name = os.path.split(os.path.abspath(paths[current]))
+        if os.path.dirname(named) == directory and os.path.basename(named).startswith('.' + name + '.'):
+            return paths[current]
+    return None       # a real file or folder: an input, an output's folder
 
 
 @contextlib.contextmanager

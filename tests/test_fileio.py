@@ -63,3 +63,81 @@ def test_an_output_that_names_an_input_is_refused(tmp_path):
         with pytest.raises(UsageError, match='overwrite'):
             refuse_overwriting([out], [None, str(src)])
     refuse_overwriting([tmp_path / 'other.npy', None], [src])    # a new path: fine
+
+
+# ------------------------------------------------------------------ errors name the output, not the temp file
+
+def _enospc(*args):
+    import errno
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), *args)
+
+
+def _assert_names(err, target):
+    import errno
+    assert err.errno == errno.ENOSPC and err.strerror == os.strerror(errno.ENOSPC)
+    assert err.filename == str(target) and err.filename2 is None
+    assert '.tmp' not in str(err) and str(target) in str(err)
+
+
+def test_an_error_while_renaming_names_the_output(tmp_path, monkeypatch):
+    """os.replace's error named the hidden '.out.txt.XXXX.tmp' (and the output)."""
+    target = tmp_path / 'out.txt'
+    monkeypatch.setattr(os, 'replace', lambda a, b: _enospc(a, None, b))
+    with pytest.raises(OSError) as e:
+        with atomic_write(target) as f:
+            f.write('x')
+    _assert_names(e.value, target)
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_error_while_writing_or_syncing_names_the_output(tmp_path, monkeypatch):
+    from caffe_mlic.fileio import atomic_files
+    target = tmp_path / 'out.txt'
+    with pytest.raises(OSError) as e:           # a full disk met by the caller's write
+        with atomic_write(target):
+            _enospc()
+    _assert_names(e.value, target)
+    outputs = [tmp_path / 'a.txt', tmp_path / 'b.txt']
+    calls = []
+    real = os.fsync
+    monkeypatch.setattr(os, 'fsync', lambda fd: _enospc() if calls.append(fd) or len(calls) == 2 else real(fd))
+    with pytest.raises(OSError) as e:           # ... or by the flush of the second of two files
+        with atomic_files(outputs) as handles:
+            for h in handles:
+                h.write('x')
+    _assert_names(e.value, outputs[1])
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_error_creating_the_temp_file_names_the_output(tmp_path, monkeypatch):
+    import tempfile
+    target = tmp_path / 'out.txt'
+    monkeypatch.setattr(tempfile, 'mkstemp', lambda prefix, suffix, dir: _enospc(
+        os.path.join(dir, prefix + 'abcd' + suffix)))
+    with pytest.raises(OSError) as e:
+        with atomic_write(target):
+            pass
+    _assert_names(e.value, target)
+
+
+def test_other_files_errors_keep_their_names(tmp_path):
+    missing = tmp_path / 'no' / 'input.txt'
+    with pytest.raises(FileNotFoundError) as e:
+        with atomic_write(tmp_path / 'out.txt'):
+            open(missing)
+    assert e.value.filename == str(missing)
+
+
+def test_the_command_line_names_the_output_of_a_full_disk(tmp_path, monkeypatch, capsys):
+    import cv2
+    import numpy as np
+    from caffe_mlic import cli
+    monkeypatch.setattr(os, 'replace', lambda a, b: _enospc(a, None, b))
+    (tmp_path / 'classes.txt').write_text('cat\n')
+    out = tmp_path / 'list.txt'
+    cv2.imwrite(str(tmp_path / 'a.png'), np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / 'labels.txt').write_text('a.png cat\n')
+    assert cli.main(['datalist', 'build', '--labels', str(tmp_path / 'labels.txt'), '--classes',
+                     str(tmp_path / 'classes.txt'), '--whole-image', '-o', str(out), '--size', '8',
+                     '--bbox-num', '1']) == 1
+    assert capsys.readouterr().err == 'caffe-mlic datalist build: No space left on device: %s\n' % out

@@ -29,16 +29,18 @@ layers that fit no layer of the net (DeepLab's fc7_*, fc8_*; PSPNet's pyramid
 pooling, conv5_4, conv6; a PSPNet BN with neither BatchNorm nor Scale in the
 net) are reported as unused: how many, and which.
 """
+import operator
 import os
 import re
 
 import numpy as np
 
 from caffe_mlic.caffe import prototxt
-from caffe_mlic.errors import InputError
+from caffe_mlic.errors import InputError, UsageError
 from caffe_mlic.caffe.weights import name_list, read_layers
 
 MAPPINGS = ('same', 'teacher', 'pspnet', 'deeplab')
+MAX_SEED = 2 ** 32 - 1      # Caffe's random seed is an unsigned 32-bit int
 HINTS = {'teacher': 'conv*_* -> conv_wsd_*_*, fc6/7 -> fc_wsd_6/7, fc8_c/d -> fc_wsd_8_c/d',
          'pspnet': 'BN <conv>/bn -> BatchNorm <conv>/bn + Scale <conv>/scale, the rest by name'}
 BN_PAIR = ('BatchNorm', 'Scale')    # what a PSPNet BN becomes, in this order
@@ -70,6 +72,12 @@ def shape_only_net(prototxt_path, phase='TEST', seed=0):
     Layers that no source fills keep their filler values, drawn with ``seed``
     so that the same command writes the same caffemodel.
     """
+    try:
+        ok = 0 <= operator.index(seed) <= MAX_SEED
+    except TypeError:
+        ok = False
+    if not ok:
+        raise UsageError('seed must be an integer from 0 to 2^32 - 1, got %r' % (seed,), 'seed')
     net = prototxt.read_net(prototxt_path)
 
     def as_input(layer):

@@ -2,11 +2,13 @@
 import os
 
 from caffe_mlic.commands import subcommands
-from caffe_mlic.commands.argtypes import image_size
+from caffe_mlic.commands.argtypes import int_in, net_image_size
+from caffe_mlic.data.datalist import MAX_ATT_NUM, MAX_BBOX_NUM
 from caffe_mlic.data.datalist_build import __doc__ as DESCRIPTION
 from caffe_mlic.errors import InputError, UsageError
 
 HELP = 'build or check a datalist (images, labels, proposals)'
+SIZE_HELP = 'resized image size (default 672; 3 x W x H at most 2^31 - 1, a Caffe blob)'
 
 
 def add_arguments(p):
@@ -27,9 +29,9 @@ def add_arguments(p):
                        help='no proposals: the whole image is each image\'s one box (score 1), '
                             'for classifiers that ignore proposals, e.g. pretraining')
     b.add_argument('-o', '--output', required=True, metavar='OUT.txt')
-    b.add_argument('--size', type=image_size, default='672', metavar='S|WxH',
-                   help='resized image size (default 672)')
-    b.add_argument('--bbox-num', type=int, default=500, help='proposals per image (default 500)')
+    b.add_argument('--size', type=net_image_size, default='672', metavar='S|WxH', help=SIZE_HELP)
+    b.add_argument('--bbox-num', type=int_in(1, MAX_BBOX_NUM), default=500,
+                   help='proposals per image, 1 to %d (default 500)' % MAX_BBOX_NUM)
     b.add_argument('--root', metavar='DIR', help='write image paths relative to DIR (default: absolute)')
     b.add_argument('--voc-difficult', choices=('include', 'ignore'), default='include',
                    help='whether difficult objects (VOC) / crowd annotations (COCO) make a label '
@@ -37,10 +39,11 @@ def add_arguments(p):
 
     c = add('check', run_check, 'validate a datalist and print statistics')
     c.add_argument('file', metavar='FILE')
-    c.add_argument('--att-num', type=int, required=True, help='number of classes C')
-    c.add_argument('--bbox-num', type=int, required=True, help='proposals per image B')
-    c.add_argument('--size', type=image_size, default='672', metavar='S|WxH',
-                   help='resized image size (default 672)')
+    c.add_argument('--att-num', type=int_in(0, MAX_ATT_NUM), required=True,
+                   help='number of classes C, 0 to %d' % MAX_ATT_NUM)
+    c.add_argument('--bbox-num', type=int_in(0, MAX_BBOX_NUM), required=True,
+                   help='proposals per image B, 0 to %d' % MAX_BBOX_NUM)
+    c.add_argument('--size', type=net_image_size, default='672', metavar='S|WxH', help=SIZE_HELP)
     c.add_argument('--root', metavar='DIR', help='root folder the image paths are relative to')
     c.add_argument('--no-images', action='store_true', help='do not check that image files exist')
     c.add_argument('--no-decode', dest='decode', action='store_false',
@@ -60,8 +63,6 @@ def run_build(args):
         raise UsageError('--coco needs --images DIR')
     if args.labels and not args.classes:
         raise UsageError('--labels needs --classes FILE')
-    if args.bbox_num < 1:
-        raise UsageError('argument --bbox-num: must be >= 1, got %d' % args.bbox_num)
     _refuse_overwriting_inputs(args)
     classes = annotations.read_class_list(args.classes) if args.classes else None
     category_ids = None
@@ -96,9 +97,7 @@ def _refuse_overwriting_inputs(args):
 
 def run_check(args):
     from caffe_mlic.data.datalist_build import check
-    if args.att_num < 0 or args.bbox_num < 0:
-        raise UsageError('arguments --att-num and --bbox-num must be >= 0')
-    n = check(args.file, args.att_num, args.bbox_num, args.size, args.root, not args.no_images,
-              decode=args.decode)
-    if n:
-        raise InputError('%s: %d problem(s)' % (args.file, n))
+    summary = check(args.file, args.att_num, args.bbox_num, args.size, args.root, not args.no_images,
+                    decode=args.decode)
+    if summary.problems:   # listed on stdout, with the report
+        raise InputError('%s: %s' % (args.file, summary))

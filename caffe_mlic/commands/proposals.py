@@ -1,10 +1,17 @@
 """Object proposals with objectness scores, one .npz per image."""
 import argparse
+import os
 
+from caffe_mlic.commands.argtypes import float_in, int_in
 from caffe_mlic.errors import InputError, UsageError
 from caffe_mlic.data.proposal_formats import FORMATS, __doc__ as FORMATS_DOC
 from caffe_mlic.data.proposal_import import __doc__ as IMPORT_DOC
-from caffe_mlic.data.proposals import METHODS, __doc__ as PROPOSALS_DOC
+from caffe_mlic.data.proposals import MAX_BOXES, METHODS, __doc__ as PROPOSALS_DOC
+
+# Each job is a process with its own OpenCV: more than a few per CPU only
+# costs memory (a mistyped --jobs 1000 would start a thousand).
+MAX_JOBS = 4 * (os.cpu_count() or 1)
+MIN_SIZE_HELP = 'drop boxes with a side under this (px, >= 1, default 20)'
 
 HELP = "object proposals with scores, one .npz per image (or `proposals import` other tools' files)"
 DESCRIPTION = PROPOSALS_DOC + '''
@@ -35,13 +42,16 @@ def add_arguments(p):
     p.add_argument('--sed-model', metavar='FILE',
                    help='Structured Edge Detection model (e.g. model.yml.gz) for edgeboxes; '
                         'default: our gradient edge map')
-    p.add_argument('--alpha', type=float, default=0.65,
-                   help='EdgeBoxes step size of the sliding window search (default 0.65)')
-    p.add_argument('--beta', type=float, default=0.75,
-                   help='EdgeBoxes NMS threshold on box IoU (default 0.75; 0.55 suits IoU-0.5 recall)')
-    p.add_argument('--max-boxes', type=int, default=2000, help='at most this many per image (default 2000)')
-    p.add_argument('--min-size', type=int, default=20, help='drop boxes with a side under this (px, default 20)')
-    p.add_argument('--jobs', type=int, default=1, help='processes (default 1)')
+    p.add_argument('--alpha', type=float_in(0, 1, lo_open=True), default=0.65,
+                   help='EdgeBoxes step size of the sliding window search, in (0, 1] (default 0.65)')
+    p.add_argument('--beta', type=float_in(0, 1, lo_open=True), default=0.75,
+                   help='EdgeBoxes NMS threshold on box IoU, in (0, 1] (default 0.75; 0.55 suits IoU-0.5 '
+                        'recall)')
+    p.add_argument('--max-boxes', type=int_in(1, MAX_BOXES), default=2000,
+                   help='at most this many per image, 1 to %d (default 2000)' % MAX_BOXES)
+    p.add_argument('--min-size', type=int_in(1), default=20, help=MIN_SIZE_HELP)
+    p.add_argument('--jobs', type=int_in(1, MAX_JOBS), default=1,
+                   help='processes, 1 to 4 per CPU (%d here; default 1)' % MAX_JOBS)
     p.add_argument('--shard', type=shard, default='0/1', metavar='I/N',
                    help='process only shard I (0-based) of N: images I, I+N, ... of the sorted list')
     p.add_argument('--recompute', action='store_true',
@@ -52,14 +62,8 @@ def add_arguments(p):
 
 def run(args):
     from caffe_mlic.data import proposals
-    for flag, value in (('--jobs', args.jobs), ('--max-boxes', args.max_boxes),
-                        ('--min-size', args.min_size)):
-        if value < 1:
-            raise UsageError('argument %s: must be >= 1, got %d' % (flag, value))
     if args.sed_model and args.method != 'edgeboxes':
         raise UsageError('argument --sed-model: only applies to --method edgeboxes')
-    if not (0 < args.alpha <= 1 and 0 < args.beta <= 1):
-        raise UsageError('arguments --alpha and --beta must be in (0, 1]')
     done, skipped, failures, empty = proposals.run(
         args.images, args.output, args.method, args.max_boxes, args.min_size, args.sed_model,
         args.jobs, args.shard, show_progress=not args.quiet, alpha=args.alpha, beta=args.beta,
@@ -86,9 +90,9 @@ def add_import_arguments(p):
                    help='the images: files, folders of images, or text files listing image paths')
     p.add_argument('--coco', metavar='JSON',
                    help='COCO instances (or image info) file: integer ids are its image ids')
-    p.add_argument('--max-boxes', type=int, default=2000,
-                   help='keep the top this many per image by score (default 2000)')
-    p.add_argument('--min-size', type=int, default=20, help='drop boxes with a side under this (px, default 20)')
+    p.add_argument('--max-boxes', type=int_in(1, MAX_BOXES), default=2000,
+                   help='keep the top this many per image by score, 1 to %d (default 2000)' % MAX_BOXES)
+    p.add_argument('--min-size', type=int_in(1), default=20, help=MIN_SIZE_HELP)
     p.add_argument('--replace', action='store_true',
                    help="replace the folder's proposals (needed when it holds other proposals or settings)")
     p.add_argument('-q', '--quiet', action='store_true', help='no progress bar or summary')
@@ -96,9 +100,6 @@ def add_import_arguments(p):
 
 def run_import(args):
     from caffe_mlic.data.proposal_import import import_proposals
-    for flag, value in (('--max-boxes', args.max_boxes), ('--min-size', args.min_size)):
-        if value < 1:
-            raise UsageError('argument %s: must be >= 1, got %d' % (flag, value))
     report = import_proposals(args.format, args.files, args.images, args.output, args.min_size,
                               args.max_boxes, args.coco, args.replace, show_progress=not args.quiet)
     if not args.quiet:

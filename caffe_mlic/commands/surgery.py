@@ -2,8 +2,9 @@
 import argparse
 import os
 
-from caffe_mlic.errors import InputError, UsageError
-from caffe_mlic.caffe.surgery import MAPPINGS, __doc__ as DESCRIPTION  # noqa: F401  (--help text)
+from caffe_mlic.commands.argtypes import int_in
+from caffe_mlic.errors import InputError
+from caffe_mlic.caffe.surgery import MAPPINGS, MAX_SEED, __doc__ as DESCRIPTION  # noqa: F401  (--help text)
 
 HELP = 'copy trained weights into another net by layer name'
 
@@ -25,18 +26,17 @@ def add_arguments(p):
     p.add_argument('-o', '--out', required=True, help='output caffemodel')
     p.add_argument('--skip-mismatched', action='store_true',
                    help='keep target layers whose shapes differ instead of stopping')
-    p.add_argument('--seed', type=int, default=0,
-                   help='seed for the fillers of layers no source provides (default 0)')
+    p.add_argument('--seed', type=int_in(0, MAX_SEED), default=0,
+                   help='seed for the fillers of layers no source provides, 0 to 2^32 - 1 (default 0)')
 
 
 def run(args):
-    from caffe_mlic.fileio import save_weights
+    from caffe_mlic.fileio import refuse_overwriting, save_weights
     from caffe_mlic.caffe.surgery import shape_only_net, transplant
     for _, path in args.sources:
         if not os.path.isfile(path):
             raise InputError('%s: no such file' % path)
-    if os.path.abspath(args.out) in {os.path.abspath(p) for _, p in args.sources}:
-        raise UsageError('argument -o/--out: %s is also a source; write to another file' % args.out)
+    refuse_overwriting([args.out], [args.net] + [p for _, p in args.sources], 'out')
     net = shape_only_net(args.net, seed=args.seed)
     report = transplant(net, args.sources, args.skip_mismatched)
     save_weights(net, args.out)

@@ -93,9 +93,10 @@ def _fail(path, message):
 # ------------------------------------------------------------------ helpers
 
 def _read_text_lines(path, what):
-    """The lines of a UTF-8 text file; InputError naming ``what`` otherwise."""
+    """The lines of a UTF-8 text file (a BOM at its start dropped: some
+    editors write one); InputError naming ``what`` otherwise."""
     try:
-        with open(path, encoding='utf-8') as f:
+        with open(path, encoding='utf-8-sig') as f:
             return f.read().splitlines()
     except OSError as e:
         _fail(path, 'cannot read %s: %s' % (what, e.strerror or e))

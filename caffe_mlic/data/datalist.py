@@ -19,10 +19,15 @@ import os
 import numpy as np
 from numba import njit
 
-from caffe_mlic.errors import InputError, Problem
+from caffe_mlic.errors import InputError, Problem, UsageError
 from caffe_mlic.fileio import atomic_write
 
 _F32_MAX = float(np.finfo(np.float32).max)
+# Far above any real list (Open Images: ~20k classes; EdgeBoxes and selective
+# search: a few thousand boxes an image), low enough that a row of a line's
+# values stays a few megabytes.
+MAX_ATT_NUM = 100000
+MAX_BBOX_NUM = 100000
 _BOX_FIELDS = ('x1', 'y1', 'x2', 'y2', 'score')
 
 
@@ -346,11 +351,19 @@ _POW10 = np.array([10.0 ** i for i in range(23)])
 _BLOCK = 1 << 23                 # bytes of text parsed per kernel call
 
 
+_BOM = b'\xef\xbb\xbf'     # UTF-8's byte order mark, which some editors write first
+
+
 def _blocks(f):
-    """Yield byte blocks of whole lines (each ends with a newline)."""
+    """Yield byte blocks of whole lines (each ends with a newline); a BOM at
+    the start of the file is dropped, not read as part of the first path."""
     rest = b''
+    first = True
     while True:
         data = f.read(_BLOCK)
+        if first and data.startswith(_BOM):
+            data = data[len(_BOM):]
+        first = False
         if not data:
             break
         data = rest + data
@@ -362,6 +375,26 @@ def _blocks(f):
         yield data[:cut + 1]
     if rest:
         yield rest + b'\n'
+
+
+_VALUES_BUDGET = 1 << 25       # bytes of parsed values (float64) per kernel call
+
+
+def _line_groups(blocks, rows):
+    """The blocks cut into groups of at most ``rows`` whole lines. The kernel
+    fills a row of values per line, blank or not: a file of short lines (an
+    image list given for a datalist) would otherwise ask for rows x values
+    of memory at once, gigabytes at release size."""
+    for block in blocks:
+        ends = np.flatnonzero(np.frombuffer(block, np.uint8) == 10)
+        if len(ends) <= rows:
+            yield block
+            continue
+        cuts = [0] + (ends[rows - 1::rows] + 1).tolist()
+        if cuts[-1] != len(block):
+            cuts.append(len(block))
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            yield block[a:b]
 
 
 def _image_path(root_folder, path):
@@ -413,6 +446,15 @@ class _Collector:
                         self.labels, self.boxes, self.scores, c, b)
 
 
+def check_counts(att_num, bbox_num, min_bbox_num=0):
+    """UsageError unless 0 <= att_num <= MAX_ATT_NUM and min_bbox_num <=
+    bbox_num <= MAX_BBOX_NUM."""
+    for name, value, low, high in (('att_num', att_num, 0, MAX_ATT_NUM),
+                                   ('bbox_num', bbox_num, min_bbox_num, MAX_BBOX_NUM)):
+        if not low <= value <= high:
+            raise UsageError('%s must be >= %d and <= %d, got %d' % (name, low, high, value), name)
+
+
 def scan_datalist(source, att_num, bbox_num, new_width=None, new_height=None, root_folder='',
                   check_images=True):
     """Parse and check a whole datalist; collect every problem.
@@ -424,8 +466,7 @@ def scan_datalist(source, att_num, bbox_num, new_width=None, new_height=None, ro
     files must exist when check_images.
     """
     source = os.fspath(source)
-    if att_num < 0 or bbox_num < 0:
-        raise ValueError('att_num and bbox_num must be >= 0, got %d and %d' % (att_num, bbox_num))
+    check_counts(att_num, bbox_num)
     problems = []
     n_values = att_num + 5 * bbox_num
     limit = None
@@ -441,7 +482,8 @@ def scan_datalist(source, att_num, bbox_num, new_width=None, new_height=None, ro
     seen_any = False
     try:
         with handle:
-            for block in _blocks(handle):
+            rows = max(1, _VALUES_BUDGET // (8 * max(n_values, 1)))
+            for block in _line_groups(_blocks(handle), rows):
                 buf = np.frombuffer(block, np.uint8)
                 cap = _count_newlines(buf)
                 values = np.empty((cap, n_values), np.float64)
@@ -558,7 +600,8 @@ def read_seg_datalist(source, root_folder='', check_files=True, max_listed=10):
     source = os.fspath(source)
     try:
         with open(source, 'rb') as f:
-            raw_lines = f.read().split(b'\n')
+            text = f.read()
+        raw_lines = (text[len(_BOM):] if text.startswith(_BOM) else text).split(b'\n')
     except OSError as e:
         raise DatalistError(problems=[Problem(source, None, None, 'cannot read the datalist: %s'
                                               % (e.strerror or e))])

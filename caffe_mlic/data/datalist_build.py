@@ -28,6 +28,7 @@ proposal statistics and every bad line; exit status 1 if there is any.
 import json
 import os
 import sys
+from typing import NamedTuple
 
 import numpy as np
 
@@ -188,14 +189,15 @@ def _distinct_boxes(boxes):
 def undecodable_images(dl, jobs=2):
     """Problems (datalist, line, 'image', why) of the datalist's images that
     do not decode as the data layer decodes them: empty, text, truncated or
-    corrupt files. Decoding releases the GIL, so threads share the work."""
+    corrupt files; one for every line of such an image (each image is decoded
+    once). Decoding releases the GIL, so threads share the work."""
     from concurrent.futures import ThreadPoolExecutor
     from caffe_mlic.data.imageio import decode_file, why_undecodable
     from caffe_mlic.progress import progress
-    first_line = {}
+    lines = {}
     for image, line in zip(dl.image_paths, dl.line_numbers.tolist()):
-        first_line.setdefault(image, line)
-    images = list(first_line)
+        lines.setdefault(image, []).append(line)
+    images = list(lines)
 
     def decodes(image):
         return decode_file(image) is not None
@@ -205,19 +207,51 @@ def undecodable_images(dl, jobs=2):
         for image, ok in zip(images, progress(results, total=len(images), desc='decoding',
                                               unit='img')):
             if not ok:
-                problems.append(Problem(dl.source, first_line[image], 'image',
-                                        'cannot decode %s: %s' % (image, why_undecodable(image))))
+                why = 'cannot decode %s: %s' % (image, why_undecodable(image))
+                problems += [Problem(dl.source, line, 'image', why) for line in lines[image]]
     return problems
+
+
+class CheckSummary(NamedTuple):
+    """What `datalist check` found: image lines (not blank) = valid + bad_lines;
+    problems counts every problem (a line can have several; file_problems
+    are about the whole file: unreadable, empty)."""
+    lines: int
+    valid: int
+    bad_lines: int
+    problems: int
+    file_problems: int
+
+    def __str__(self):
+        text = '%d image line%s: %d valid, %d with problems' % (
+            self.lines, '' if self.lines == 1 else 's', self.valid, self.bad_lines)
+        line_problems = self.problems - self.file_problems
+        if line_problems != self.bad_lines:
+            text += ' (%d problems on those lines)' % line_problems
+        if self.file_problems:
+            text += '; %d problem%s with the whole file' % (self.file_problems,
+                                                          '' if self.file_problems == 1 else 's')
+        return text
+
+
+def summarise_check(dl, problems):
+    """CheckSummary of scan_datalist's valid lines ``dl`` and every problem
+    found (the decoding's included: those lines are in ``dl``)."""
+    bad = {p.line for p in problems if p.line is not None}
+    valid = int((~np.isin(dl.line_numbers, np.fromiter(bad, np.int64, len(bad)))).sum())
+    file_problems = sum(p.line is None for p in problems)
+    return CheckSummary(valid + len(bad), valid, len(bad), len(problems), file_problems)
 
 
 def check(path, att_num, bbox_num, size=(672, 672), root=None, check_images=True, out=None,
           decode=True):
-    """Print a report; returns the number of problems. ``decode``: also decode
+    """Print a report; returns its CheckSummary. ``decode``: also decode
     every image (with check_images)."""
     out = out or sys.stdout
     dl, problems = scan_datalist(path, att_num, bbox_num, size[0], size[1], root or '', check_images)
     if check_images and decode and len(dl):
         problems = sorted(problems + undecodable_images(dl), key=lambda p: p.line or 0)
+    summary = summarise_check(dl, problems)
     classes_path, _ = companion_paths(path)
     names = None
     if os.path.isfile(classes_path):
@@ -231,7 +265,7 @@ def check(path, att_num, bbox_num, size=(672, 672), root=None, check_images=True
             names = None
     names = names or ['class %d' % i for i in range(att_num)]
     m = len(dl)
-    out.write('%s: %d valid image line(s), %d problem(s)\n' % (path, m, len(problems)))
+    out.write('%s: %s\n' % (path, summary))
     if m:
         counts = dl.labels.sum(0)
         width = max(len(n) for n in names) if names else 0
@@ -248,4 +282,4 @@ def check(path, att_num, bbox_num, size=(672, 672), root=None, check_images=True
             out.write('scores: min %g, max %g\n' % (float(dl.scores.min()), float(dl.scores.max())))
     for p in problems:
         out.write(str(p) + '\n')
-    return len(problems)
+    return summary

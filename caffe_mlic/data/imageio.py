@@ -3,6 +3,13 @@
 Images are decoded from their bytes (``np.fromfile`` + ``cv2.imdecode``)
 rather than with ``cv2.imread(path)``: OpenCV's path argument cannot hold
 a name that is not valid UTF-8 (old Latin-1 file systems), while bytes can.
+
+libpng prints its warnings and errors straight to stderr, where no OpenCV log
+level reaches them; the two common ones are avoided before decoding: a
+truncated PNG (no IEND chunk) is refused without calling libpng ("libpng
+error: PNG input buffer is incomplete"), and an ICC profile (iCCP chunk),
+which OpenCV never applies, is dropped ("libpng warning: iCCP: known
+incorrect sRGB profile"; the pixels are the same without it).
 """
 import os
 
@@ -28,6 +35,37 @@ def _truncated_jpeg(data):
     return last_scan < 0 or raw.find(b'\xff\xd9', last_scan) < 0
 
 
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+_PNG_IEND = b'\x00\x00\x00\x00IEND\xaeB`\x82'      # the last chunk of every PNG
+
+
+def truncated_png(data):
+    """A PNG with no IEND chunk: cut short (libpng would print an error)."""
+    if data[:8].tobytes() != PNG_SIGNATURE:
+        return False
+    return data[-12:].tobytes() != _PNG_IEND and data.tobytes().rfind(b'IEND') < 0
+
+
+def without_colour_profile(data):
+    """PNG bytes without their iCCP chunks (module docstring). Only the few
+    chunks before the image data are walked; other bytes are returned as they are."""
+    if data[:8].tobytes() != PNG_SIGNATURE:
+        return data
+    cuts, p = [], 8
+    while p + 8 <= data.size:
+        length = int.from_bytes(data[p:p + 4].tobytes(), 'big')
+        kind = data[p + 4:p + 8].tobytes()
+        if kind in (b'IDAT', b'IEND') or length >= 1 << 31:   # the data, or not a chunk: stop
+            break
+        if kind == b'iCCP':
+            cuts.append((p, p + 12 + length))
+        p += 12 + length
+    if not cuts:
+        return data
+    bounds = [0] + [b for cut in cuts for b in cut] + [data.size]
+    return np.concatenate([data[a:b] for a, b in zip(bounds[::2], bounds[1::2])])
+
+
 def decode_file(path):
     """BGR uint8 (H, W, 3) image of the file at ``path``, or None when it is
     missing, unreadable, truncated or not an image OpenCV decodes."""
@@ -36,9 +74,9 @@ def decode_file(path):
         data = np.fromfile(path, np.uint8)
     except (OSError, ValueError):
         return None
-    if not data.size or _truncated_jpeg(data):
+    if not data.size or _truncated_jpeg(data) or truncated_png(data):
         return None
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    img = cv2.imdecode(without_colour_profile(data), cv2.IMREAD_COLOR)
     return None if img is None or img.size == 0 else img
 
 
@@ -61,8 +99,11 @@ def why_undecodable(path):
         return 'cannot open it: %s' % (e.strerror or e)
     if size == 0:
         return 'the file is empty (0 bytes)'
-    if _truncated_jpeg(np.fromfile(path, np.uint8, count=min(size, 1 << 26))):
+    data = np.fromfile(path, np.uint8)
+    if _truncated_jpeg(data):
         return 'a truncated JPEG: no end-of-image marker'
+    if truncated_png(data):
+        return 'a truncated PNG: no IEND chunk'
     return 'not an image OpenCV decodes: unknown format, corrupt or truncated'
 
 

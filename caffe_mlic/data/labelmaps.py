@@ -79,7 +79,7 @@ def load_palette(spec):
     if isinstance(spec, Palette):
         return spec
     try:
-        with open(spec, encoding='utf-8') as f:
+        with open(spec, encoding='utf-8-sig') as f:     # -sig: a BOM is not part of the first name
             lines = f.read().splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise LabelMapError('%s: cannot read palette file: %s' % (spec, getattr(e, 'strerror', None) or e))
@@ -180,7 +180,10 @@ def read_label_map(path, num_classes=None, palette=None, label_format='auto', un
         data = np.fromfile(path, np.uint8)
     except (OSError, ValueError) as e:
         raise LabelMapError('%s: cannot read label map: %s' % (where, getattr(e, 'strerror', None) or e))
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    from caffe_mlic.data.imageio import truncated_png, without_colour_profile
+    if data.size and truncated_png(data):      # refused before libpng prints its error
+        raise LabelMapError('%s: cannot read label map (a truncated PNG: no IEND chunk)' % where)
+    img = cv2.imdecode(without_colour_profile(data), cv2.IMREAD_UNCHANGED) if data.size else None
     if img is None or img.size == 0:
         raise LabelMapError('%s: cannot read label map (empty, corrupt or not an image)' % where)
     if img.dtype != np.uint8:

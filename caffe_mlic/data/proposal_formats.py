@@ -284,7 +284,7 @@ def read_json(path):
 
 def _csv_rows(path):
     try:
-        with open(path, encoding='utf-8', newline='') as f:
+        with open(path, encoding='utf-8-sig', newline='') as f:    # -sig: a BOM is no part of "image"
             text = f.read()
     except OSError as e:
         _fail(path, 'cannot read: %s' % (e.strerror or e))

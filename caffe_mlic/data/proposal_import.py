@@ -60,7 +60,7 @@ class Matched(NamedTuple):
 def _list_file(path, problems):
     """The image paths a list file names, relative ones against its folder."""
     try:
-        with open(path, encoding='utf-8') as f:
+        with open(path, encoding='utf-8-sig') as f:     # -sig: a BOM is no part of the first path
             lines = f.read().splitlines()
     except (OSError, UnicodeDecodeError) as e:
         problems.append(Problem(path, None, None, 'cannot read the image list: %s'
@@ -206,9 +206,20 @@ def _match_by_order(entries, images):
 def match(entries, images, coco_ids=None):
     """[Matched] of every entry; InputError listing every id not in the list,
     every image given twice and every listed image without proposals."""
+    matched, problems = match_entries(entries, images, coco_ids)
+    if problems:
+        raise InputError(problems=problems, what='proposals')
+    return matched
+
+
+def match_entries(entries, images, coco_ids=None):
+    """([Matched] of the entries that found their image, [Problem] of every
+    id not in the list, image given twice and listed image without
+    proposals). Files without ids must match the list by count: an
+    InputError at once otherwise (no entry has an image then)."""
     with_ids = [e for e in entries if e.image_id is not None]
     if not with_ids:
-        return _match_by_order(entries, images)
+        return _match_by_order(entries, images), []
     problems = [Problem(e.source, None, e.where, 'no image id, but other files have ids: import '
                         'files without ids separately') for e in entries if e.image_id is None][:1]
     index, out, first = ImageIndex(images, coco_ids), [], {}
@@ -225,9 +236,7 @@ def match(entries, images, coco_ids=None):
     sources = ', '.join(sorted({e.source for e in entries}))
     problems += [Problem(p, None, None, 'in the image list but in none of the proposal files (%s)' % sources)
                  for p in images if p not in first]
-    if problems:
-        raise InputError(problems=problems, what='proposals')
-    return out
+    return out, problems
 
 
 # ------------------------------------------------------------------ checks
@@ -265,6 +274,14 @@ def _box_text(box):
 
 def check_boxes(matched):
     """{image: (width, height)}; InputError listing every box problem of every image."""
+    sizes, problems = sizes_and_box_problems(matched)
+    if problems:
+        raise InputError(problems=problems, what='proposals')
+    return sizes
+
+
+def sizes_and_box_problems(matched):
+    """({image: (width, height)}, [Problem] of every box of every image)."""
     problems, sizes = [], {}
     for m in matched:
         try:
@@ -274,9 +291,7 @@ def check_boxes(matched):
             continue
         sizes[m.image] = (w, h)
         problems += box_problems(m, w, h)
-    if problems:
-        raise InputError(problems=problems, what='proposals')
-    return sizes
+    return sizes, problems
 
 
 # ------------------------------------------------------------------ writing
@@ -315,12 +330,17 @@ def import_proposals(fmt, files, images, out_dir, min_size=20, max_boxes=2000, c
     out_dir (module docstring); returns the report {'images', 'boxes_read',
     'boxes_kept', 'dropped': {'small', 'duplicate', 'over_max'}, 'empty':
     [images left with no box], 'output'}."""
+    proposals.check_limits(max_boxes, min_size)
     settings = {'method': 'imported %s' % fmt, 'min_size': min_size, 'max_boxes': max_boxes}
     proposals.check_folder(out_dir, settings, replace, '--replace')
     image_paths = read_image_list(images)
     coco_ids = read_coco_ids(coco) if coco else None
-    matched = match(read_entries(fmt, files), image_paths, coco_ids)
-    sizes = check_boxes(matched)
+    # Every problem in one error: the boxes of the entries that found their
+    # image are checked even when others did not.
+    matched, problems = match_entries(read_entries(fmt, files), image_paths, coco_ids)
+    sizes, bad_boxes = sizes_and_box_problems(matched)
+    if problems or bad_boxes:
+        raise InputError(problems=problems + bad_boxes, what='proposals')
     made = not os.path.isdir(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     staging = None

@@ -50,6 +50,17 @@ from caffe_mlic.data.imageio import expand_images, read_image
 from caffe_mlic.progress import progress
 
 METHODS = ('edgeboxes', 'selective-search')
+# EdgeBoxes is asked for twice max_boxes, a C int; no method gives an image
+# anywhere near this many.
+MAX_BOXES = 1000000
+
+
+def check_limits(max_boxes, min_size):
+    """UsageError unless 1 <= max_boxes <= MAX_BOXES and min_size >= 1."""
+    if not 1 <= max_boxes <= MAX_BOXES:
+        raise UsageError('max_boxes must be >= 1 and <= %d, got %d' % (MAX_BOXES, max_boxes), 'max_boxes')
+    if min_size < 1:
+        raise UsageError('min_size must be >= 1, got %d' % min_size, 'min_size')
 
 
 # ------------------------------------------------------------ edge maps
@@ -219,19 +230,21 @@ def _selective_search(image_bgr, strategy='fast', seed=0):
 
 
 def compute_proposals(image_bgr, method='edgeboxes', max_boxes=2000, min_size=20,
-                      sed_model=None, alpha=0.65, beta=0.75):
+                      sed_model=None, alpha=0.65, beta=0.75, name=None):
     """Proposals for one BGR uint8 image: (boxes (K,4) float32 x1,y1,x2,y2
-    0-based inclusive, scores (K,) float32 descending). See the module docstring."""
+    0-based inclusive, scores (K,) float32 descending). See the module docstring.
+    ``name`` (the image's file) begins the message of an image it refuses."""
     image_bgr = np.asarray(image_bgr)
+    where = '%s: ' % name if name else ''
     if image_bgr.ndim == 2:
         image_bgr = np.repeat(image_bgr[..., None], 3, 2)
     if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
-        raise InputError('expected an HxWx3 BGR image, got shape %s' % (image_bgr.shape,))
+        raise InputError('%sexpected an HxWx3 BGR image, got shape %s' % (where, image_bgr.shape,))
     image_bgr = np.ascontiguousarray(image_bgr, dtype=np.uint8)
     h, w = image_bgr.shape[:2]
     if min(h, w) < max(min_size, 2):
-        raise InputError('the image is %dx%d px: smaller than the smallest box kept (min_size %d '
-                         'px a side), so it can have no proposal' % (w, h, min_size))
+        raise InputError('%sthe image is %dx%d px: smaller than the smallest box kept (min_size %d '
+                         'px a side), so it can have no proposal' % (where, w, h, min_size))
     if method == 'edgeboxes':
         # ask for more than max_boxes: hygiene removes some
         rects, scores = _edgeboxes(image_bgr, sed_model, max(2 * max_boxes, 100), min_size, alpha, beta)
@@ -259,7 +272,8 @@ def process_image(image_path, out_path, method='edgeboxes', max_boxes=2000, min_
                   sed_model=None, alpha=0.65, beta=0.75):
     """Compute and atomically save one image's proposals; returns the box count."""
     img = read_image(image_path)
-    boxes, scores = compute_proposals(img, method, max_boxes, min_size, sed_model, alpha, beta)
+    boxes, scores = compute_proposals(img, method, max_boxes, min_size, sed_model, alpha, beta,
+                                      name=image_path)
     save_proposals(out_path, boxes, scores, img.shape, method)
     return len(boxes)
 
@@ -344,6 +358,9 @@ def run(images, out_dir, method='edgeboxes', max_boxes=2000, min_size=20, sed_mo
     empty [paths that got no box]). A failed image is written to ``log`` as it
     happens and the others go on."""
     log = log or sys.stderr
+    check_limits(max_boxes, min_size)
+    if jobs < 1:
+        raise UsageError('jobs must be >= 1, got %d' % jobs, 'jobs')
     given = images
     images = expand_images(images)
     if not images:
@@ -375,7 +392,8 @@ def run(images, out_dir, method='edgeboxes', max_boxes=2000, min_size=20, sed_mo
         path, count, err = result
         if err is not None:
             failures.append((path, err))
-            bar.write(err, file=log)
+            if show_progress:   # else the error at the end lists it, once
+                bar.write(err, file=log)
         else:
             done += 1
             if count == 0:

@@ -8,20 +8,112 @@ The majority baseline predicts, at every pixel, the class most frequent in
 the training labels; it is scored here on the same pixels as the net.
 """
 import html
+import json
 import os
 
 import numpy as np
 
-from caffe_mlic.errors import InputError
-from caffe_mlic.fileio import atomic_write, atomic_write_json
+from caffe_mlic.errors import InputError, Problem
+from caffe_mlic.fileio import atomic_write, atomic_write_json, read_json
 from caffe_mlic.report import layout, write_page
 
 TILE_PANEL = 300     # px per panel in the test-tile pictures
+METRICS = ('OA', 'mF1', 'mF1_all', 'mIoU')
 
 
-def _read_json(path, what):
-    from caffe_mlic.fileio import read_json
-    return read_json(path, what)
+# ---------------------------------------------------------------- the JSON files read
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_metric(value):
+    return value is None or _is_number(value)
+
+
+def _is_scored_image(value):
+    return isinstance(value, dict) and all(isinstance(value.get(k), str) and value[k]
+                                           for k in ('prediction', 'ground_truth'))
+
+
+def _shown(value):
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + '...'
+
+
+def _key_problems(path, data, rules):
+    """Problems of ``data`` (a JSON object) against rules [(key, test,
+    'what it must be')]: each key missing, or whose value fails its test."""
+    problems = []
+    for key, test, expected in rules:
+        if key not in data:
+            problems.append(Problem(path, None, '"%s"' % key, 'missing'))
+        elif not test(data[key]):
+            problems.append(Problem(path, None, '"%s"' % key, 'must be %s, got %s'
+                                    % (expected, _shown(data[key]))))
+    return problems
+
+
+def _json_object(path, what, expected):
+    data = read_json(path, what)
+    if not isinstance(data, dict):
+        raise InputError(problems=[Problem(path, None, None, 'expected %s (a JSON object), got %s'
+                                           % (expected, _shown(data)))])
+    return data
+
+
+def read_evaluation(path, what='evaluation', full=False):
+    """The `eval seg --json` file ``path``, checked for everything the report
+    reads from it: an InputError naming the file and every key that is
+    missing or of the wrong type. ``full``: the metrics only (the
+    evaluation against the full references)."""
+    data = _json_object(path, what, 'what `eval seg --json` writes')
+    classes = data.get('classes')
+    named = isinstance(classes, list) and bool(classes) and all(isinstance(c, str) for c in classes)
+
+    def per_class(value):
+        return isinstance(value, list) and (not named or len(value) == len(classes)) and all(
+            _is_metric(v) for v in value)
+    count = 'a list of numbers or null, one per class' + (' (%d)' % len(classes) if named else '')
+    rules = [('classes', lambda v: named, 'a non-empty list of class names')]
+    rules += [(key, _is_metric, 'a number or null') for key in METRICS]
+    rules += [(key, per_class, count) for key in ('F1', 'IoU')]
+    if not full:
+        rules += [
+            ('means', lambda v: isinstance(v, dict) and isinstance(v.get('mF1'), str),
+             'an object whose "mF1" is a text'),
+            ('pixels', lambda v: _is_number(v) and v >= 0, 'a number of pixels'),
+            ('ground_truth_dir', lambda v: isinstance(v, str) and bool(v), 'a folder'),
+            ('images', lambda v: isinstance(v, list) and all(map(_is_scored_image, v)),
+             'a list of objects with "prediction" and "ground_truth" files')]
+        optional = [('palette', lambda v: v is None or isinstance(v, str), '"isprs", a palette file or null'),
+                    ('eroded', lambda v: isinstance(v, bool), 'true or false'),
+                    ('erode_radius', lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)
+                                                            and v >= 0), 'a radius in pixels (>= 0) or null')]
+        rules += [rule for rule in optional if rule[0] in data]
+    problems = _key_problems(path, data, rules)
+    if problems:
+        raise InputError(problems=problems)
+    return data
+
+
+def read_run_info(path):
+    """The training run's run.json, checked for what the report reads (an
+    object; start and end times in ISO format when given)."""
+    from datetime import datetime
+    data = _json_object(path, 'training run', 'what `caffe-mlic train` writes')
+
+    def when(value):
+        try:
+            datetime.fromisoformat(value.replace('+0000', '+00:00'))
+        except (AttributeError, ValueError):
+            return False
+        return True
+    problems = _key_problems(path, data, [(key, when, 'a time in ISO 8601 format')
+                                          for key in ('start_time', 'end_time') if data.get(key)])
+    if problems:
+        raise InputError(problems=problems)
+    return data
 
 
 def majority_class(train_list, num_classes, palette=None):
@@ -64,7 +156,7 @@ def collect(run):
     """results.json's content: the net's metrics (flat: OA, mIoU, mF1, F1, IoU),
     the majority baseline's (majority_OA, majority_mIoU, ...), the full-reference
     numbers when scored, and the training run's facts."""
-    ours = _read_json(layout.scasnet_eval(run), 'evaluation (eval seg --json)')
+    ours = read_evaluation(layout.scasnet_eval(run), 'evaluation (eval seg --json)')
     majority, counts = majority_class(layout.scasnet_path(run, 'data', 'train.txt'), len(ours['classes']),
                                       ours.get('palette'))
     base = majority_metrics(ours, majority, ours.get('erode_radius') if ours.get('eroded') else None)
@@ -77,11 +169,11 @@ def collect(run):
                    test_tiles=[os.path.basename(i['prediction']) for i in ours['images']])
     full = layout.scasnet_eval(run, full=True)
     if os.path.isfile(full):
-        results['full_reference'] = _summary(_read_json(full, 'evaluation'))
+        results['full_reference'] = _summary(read_evaluation(full, 'evaluation', full=True))
     run_json = layout.scasnet_path(run, 'train', 'run.json')
     if os.path.isfile(run_json):
         from datetime import datetime
-        info = _read_json(run_json, 'training run')
+        info = read_run_info(run_json)
         seconds = None
         if info.get('start_time') and info.get('end_time'):
             seconds = (datetime.fromisoformat(info['end_time'].replace('+0000', '+00:00'))
@@ -90,7 +182,7 @@ def collect(run):
                                 data_seed=info.get('data_seed'), status=info.get('status'))
     settings = layout.scasnet_path(run, 'settings.json')
     if os.path.isfile(settings):
-        results['settings'] = _read_json(settings, 'demo settings')
+        results['settings'] = read_json(settings, 'demo settings')
     return results
 
 
@@ -142,7 +234,7 @@ def write_report(run):
     atomic_write_json(os.path.join(run, 'results.json'), results, sort_keys=False)
     out_dir = os.path.join(run, 'report')
     os.makedirs(out_dir, exist_ok=True)
-    ours = _read_json(layout.scasnet_eval(run), 'evaluation')
+    ours = read_evaluation(layout.scasnet_eval(run))
     confusion_png = layout.scasnet_path(run, 'eval', 'scasnet.confusion.png')
     pictures = []
     for image in ours['images']:

@@ -275,3 +275,28 @@ def test_deeplab_largefov_v1_format_copies_convs_not_fc6(caffe, nets, tmp_path):
     assert report['unused'] == [(source, 'fc6'), (source, 'fc7'), (source, 'fc8_voc12')]
     np.testing.assert_array_equal(net.params['conv4_2'][1].data, dict(
         (n, a) for n, _, a in layers)['conv4_2'][1].astype(np.float32))
+
+
+@pytest.mark.parametrize('seed', ['-1', '4294967296', '99999999999999999999', '1.5'])
+def test_a_seed_caffe_cannot_take_is_a_usage_error(tmp_path, capsys, seed):
+    """--seed -1 reached caffe.set_random_seed: OverflowError and a traceback."""
+    from caffe_mlic import cli
+    model = write_model(str(tmp_path / 'm.caffemodel'), [])
+    assert cli.main(['surgery', '--net', 'n.prototxt', '--from', 'same:' + model, '-o', str(tmp_path / 'o'),
+                     '--seed', seed]) == 2
+    assert capsys.readouterr().err == (
+        "caffe-mlic surgery: argument --seed: must be an integer from 0 to 4294967295, got '%s' "
+        "(see `caffe-mlic surgery --help`)\n" % seed)
+    from caffe_mlic.errors import UsageError
+    with pytest.raises(UsageError, match='seed must be an integer from 0 to 2.32 - 1, got -1'):
+        surgery.shape_only_net('n.prototxt', seed=-1)
+
+
+def test_the_output_may_not_be_the_net(tmp_path, capsys):
+    from caffe_mlic import cli
+    net = tmp_path / 'n.prototxt'
+    net.write_text('name: "n"\n')
+    model = write_model(str(tmp_path / 'm.caffemodel'), [])
+    assert cli.main(['surgery', '--net', str(net), '--from', 'same:' + model, '-o', str(net)]) == 2
+    assert 'argument -o/--out: %s is an input of this command' % net in capsys.readouterr().err
+    assert net.read_text() == 'name: "n"\n'

@@ -62,8 +62,10 @@ def _coco(tmp_path, image_id=1, bbox=(1, 1, 10, 10), category_id=1):
 
 
 @pytest.mark.parametrize('change, fragment', [
-    (dict(bbox=(float('nan'), 1, 10, 10)), '"bbox" must be 4 finite numbers [x, y, w, h], got [NaN, 1, 10, 10]'),
-    (dict(bbox=(1, 1, float('inf'), 10)), '"bbox" must be 4 finite numbers'),
+    # NaN and Infinity are not JSON: the reader refuses the file (fileio.parse_json)
+    (dict(bbox=(float('nan'), 1, 10, 10)), 'ann.json: not valid JSON: NaN is not JSON'),
+    (dict(bbox=(1, 1, float('inf'), 10)), 'ann.json: not valid JSON: Infinity is not JSON'),
+    (dict(bbox=(1, 1, None, 10)), '"bbox" must be 4 finite numbers [x, y, w, h], got [1, 1, null, 10]'),
     (dict(image_id=True), 'annotation id 7 (image id true): "image_id" must be an integer, got true'),
     (dict(category_id=True), '"category_id" must be an integer, got true'),
 ])
@@ -89,3 +91,88 @@ def test_datalist_build_into_a_folder_writes_nothing(tmp_path, capsys):
     assert 'Is a directory' in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path / 'out')) == ['list.txt']
     assert not [f for f in os.listdir(tmp_path) if f.endswith('.tmp')]
+
+
+# ------------------------------------------------------------------ images: named, and no libpng noise
+
+def _png_with_chunk(image, kind, data):
+    """PNG bytes of ``image`` with a chunk inserted after IHDR."""
+    import struct
+    import zlib
+    png = cv2.imencode('.png', image)[1].tobytes()
+    chunk = struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    return png[:33] + chunk + png[33:]
+
+
+def _bad_profile_png(image):
+    import zlib
+    return _png_with_chunk(image, b'iCCP', b'icc\x00\x00' + zlib.compress(b'\x00' * 200))
+
+
+def test_an_image_too_small_for_proposals_is_named(tmp_path):
+    """`detect` computes missing proposals through process_image: its message
+    said only 'the image is 1x1 px'."""
+    from caffe_mlic.data.proposals import compute_proposals, process_image
+    from caffe_mlic.errors import InputError
+    cv2.imwrite(str(tmp_path / 'dot.png'), np.zeros((1, 1, 3), np.uint8))
+    with pytest.raises(InputError) as e:
+        process_image(str(tmp_path / 'dot.png'), str(tmp_path / 'dot.npz'))
+    assert str(e.value).startswith('%s: the image is 1x1 px' % (tmp_path / 'dot.png'))
+    with pytest.raises(InputError, match=r'^photo\.jpg: expected an HxWx3 BGR image'):
+        compute_proposals(np.zeros((30, 30, 4), np.uint8), name='photo.jpg')
+
+
+def test_a_png_with_an_odd_colour_profile_decodes_without_libpng_warnings(tmp_path, capfd):
+    """libpng printed 'libpng warning: iCCP: too short' on stderr, from C."""
+    from caffe_mlic.data.imageio import decode_file
+    from caffe_mlic.data.labelmaps import read_label_map
+    img = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    (tmp_path / 'odd.png').write_bytes(_bad_profile_png(img))
+    labels = np.random.default_rng(1).integers(0, 6, (30, 40), dtype=np.uint8)
+    (tmp_path / 'labels.png').write_bytes(_bad_profile_png(labels))
+    capfd.readouterr()
+    assert np.array_equal(decode_file(str(tmp_path / 'odd.png')), img)
+    assert np.array_equal(read_label_map(str(tmp_path / 'labels.png'), 6), labels)
+    assert capfd.readouterr().err == ''
+
+
+def test_a_truncated_png_is_refused_without_libpng_errors(tmp_path, capfd):
+    """libpng printed 'libpng error: PNG input buffer is incomplete'."""
+    from caffe_mlic.data.imageio import decode_file, why_undecodable
+    from caffe_mlic.data.labelmaps import LabelMapError, read_label_map
+    png = cv2.imencode('.png', np.full((30, 40), 3, np.uint8))[1].tobytes()
+    (tmp_path / 'cut.png').write_bytes(png[:len(png) // 2])
+    capfd.readouterr()
+    assert decode_file(str(tmp_path / 'cut.png')) is None
+    assert why_undecodable(str(tmp_path / 'cut.png')) == 'a truncated PNG: no IEND chunk'
+    with pytest.raises(LabelMapError, match='cut.png: cannot read label map .a truncated PNG'):
+        read_label_map(str(tmp_path / 'cut.png'), 6)
+    assert capfd.readouterr().err == ''
+
+
+def test_datalist_check_prints_its_error_alone(tmp_path, capfd):
+    good = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    (tmp_path / 'odd.png').write_bytes(_bad_profile_png(good))
+    png = cv2.imencode('.png', good)[1].tobytes()
+    (tmp_path / 'cut.png').write_bytes(png[:len(png) // 2])
+    write_datalist(tmp_path / 'list.txt', [(str(tmp_path / n), [1, 0], [[0, 0, 9, 9]], [1.0])
+                                           for n in ('odd.png', 'cut.png')])
+    assert cli.main(['datalist', 'check', str(tmp_path / 'list.txt'), '--att-num', '2', '--bbox-num', '1',
+                     '--size', '40']) == 1
+    captured = capfd.readouterr()
+    assert 'list.txt:2: image: cannot decode %s: a truncated PNG' % (tmp_path / 'cut.png') in captured.out
+    assert captured.err == 'caffe-mlic datalist check: %s: 2 image lines: 1 valid, 1 with problems\n' % (
+        tmp_path / 'list.txt')
+
+
+def test_proposals_quiet_prints_each_failure_once(tmp_path, capfd):
+    """With -q the failures were printed as they happened and again in the error."""
+    folder = tmp_path / 'imgs'
+    folder.mkdir()
+    cv2.imwrite(str(folder / 'dot.png'), np.zeros((1, 1, 3), np.uint8))
+    (folder / 'odd.png').write_bytes(_bad_profile_png(np.full((40, 40, 3), 128, np.uint8)))
+    assert cli.main(['proposals', str(folder), '-o', str(tmp_path / 'p'), '-q']) == 1
+    err = capfd.readouterr().err
+    assert err == ('caffe-mlic proposals: 1 image(s) failed (the others were written):\n  %s: the image is '
+                   '1x1 px: smaller than the smallest box kept (min_size 20 px a side), so it can have no '
+                   'proposal\n' % (folder / 'dot.png')), err

@@ -215,3 +215,36 @@ def test_many_lines_many_boxes(tmp_path, images):
     _, problems = scan_datalist(tmp_path / 'big.txt', C, nb, W, H)
     assert [(p.line, p.field, p.message) for p in problems] == [(2501, 'field 2 (label 0)',
                                                                  "'0.5e' is not a number")]
+
+
+def test_a_file_of_short_lines_is_read_in_little_memory(tmp_path):
+    """An image list given where a datalist is expected, at the release's
+    sizes (20 classes, 500 boxes: 2520 values a line): the parser asked for a
+    row of values per line of each 8 MB block, 0.8 GB for these 40000 lines
+    (5.6 GB for 300000), before finding that no line has its fields."""
+    import tracemalloc
+    src = tmp_path / 'images.txt'
+    src.write_text(''.join('im%d.jpg\n' % i for i in range(40000)))
+    tracemalloc.start()
+    try:
+        datalist, problems = scan_datalist(src, 20, 500, check_images=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(datalist) == 0 and len(problems) == 40000
+    assert problems[-1].line == 40000 and 'expected 2521 fields' in problems[-1].message
+    assert peak < 150e6, peak
+
+
+def test_lines_read_in_small_groups_keep_their_numbers(tmp_path, images, monkeypatch):
+    from caffe_mlic.data import datalist
+    lines = [good_line(images[i % 3], i % 9) if i % 4 else '' for i in range(40)]
+    lines[17] = good_line(images[0]).replace(' 0.5 ', ' x ')
+    src = write_lines(tmp_path, lines)
+    whole = scan_datalist(src, C, B, W, H)
+    monkeypatch.setattr(datalist, '_VALUES_BUDGET', 8 * (C + 5 * B) * 3)    # 3 lines a group
+    grouped = scan_datalist(src, C, B, W, H)
+    assert grouped[1] == whole[1] and [p.line for p in whole[1]] == [18]
+    assert grouped[0].line_numbers.tolist() == whole[0].line_numbers.tolist() == [
+        i + 1 for i in range(40) if i % 4 and i != 17]
+    assert np.array_equal(grouped[0].boxes, whole[0].boxes) and grouped[0].image_paths == whole[0].image_paths

@@ -114,7 +114,7 @@ def test_voc_build_exact(voc, capsys):
     capsys.readouterr()
     assert cli.main(['datalist', 'check', out, '--att-num', '3', '--bbox-num', '4']) == 0
     report = capsys.readouterr().out
-    assert '3 valid image line(s), 0 problem(s)' in report
+    assert 'train.txt: 3 image lines: 3 valid, 0 with problems\n' in report
     counts = re.findall(r'^  (\w+) +(\d+)$', report, re.M)
     assert counts == [('cat', '2'), ('dog', '1'), ('bird', '2')]  # names from train.classes.txt
     assert 'distinct boxes per image: min 1, mean 2.7, max 4 (of 4)' in report  # 3, 1, 4
@@ -204,7 +204,7 @@ def test_check_rejects_corrupted_copy(voc, capsys):
     capsys.readouterr()
     assert cli.main(['datalist', 'check', bad, '--att-num', '3', '--bbox-num', '4']) == 1
     report = capsys.readouterr().out
-    assert '1 valid image line(s), 2 problem(s)' in report
+    assert 'bad.txt: 3 image lines: 1 valid, 2 with problems\n' in report
     assert bad + ':2: expected 24 fields' in report
     assert bad + ':3: field 3 (label 1): 7 is not 0 or 1' in report
     # a box beyond the resized size is caught when --size is smaller
@@ -422,3 +422,62 @@ def test_build_refuses_to_write_over_an_input(voc, capsys):
                    '--proposals', str(tmp_path / 'props'), '-o', str(tmp_path / 'mine.txt'), '--bbox-num', '4'])
     assert rc == 2 and 'over the input' in capsys.readouterr().err
     assert given.read_text() == before
+
+
+def test_check_counts_lines_and_problems_apart(tmp_path, capsys):
+    """A hand-made list of 10 lines: 7 good, one with 4 problems, and two lines
+    of one image that does not decode. The summary counted 9 valid lines
+    (those that parsed, the undecodable ones included) and 5 problems (the
+    image on its first line only): lines and problems are now told apart."""
+    good = str(tmp_path / 'good.png')
+    _image(good, 40, 40, 1)
+    (tmp_path / 'text.png').write_text('not an image\n')
+    lines = ['%s 1 0 0 0 9 9 1' % good] * 7
+    lines.append('%s 7 0 -1 5 50 3 1' % good)   # label 7; x1 < 0; x2 outside; y2 < y1
+    lines += ['%s 0 1 0 0 9 9 1' % (tmp_path / 'text.png')] * 2
+    listing = tmp_path / 'hand.txt'
+    listing.write_text('\n'.join(lines) + '\n\n')   # a blank line is no image line
+    assert cli.main(['datalist', 'check', str(listing), '--att-num', '2', '--bbox-num', '1',
+                     '--size', '40']) == 1
+    captured = capsys.readouterr()
+    summary = '10 image lines: 7 valid, 3 with problems (6 problems on those lines)'
+    assert '%s: %s\n' % (listing, summary) in captured.out
+    assert captured.err == 'caffe-mlic datalist check: %s: %s\n' % (listing, summary)
+    assert len(re.findall(r'hand\.txt:8: ', captured.out)) == 4
+    for line in (9, 10):
+        assert 'hand.txt:%d: image: cannot decode %s' % (line, tmp_path / 'text.png') in captured.out
+
+
+def test_check_counts_problems_with_the_whole_file(tmp_path, capsys):
+    listing = tmp_path / 'empty.txt'
+    listing.write_text('\n')
+    assert cli.main(['datalist', 'check', str(listing), '--att-num', '2', '--bbox-num', '1']) == 1
+    assert capsys.readouterr().err == ('caffe-mlic datalist check: %s: 0 image lines: 0 valid, 0 with '
+                                       'problems; 1 problem with the whole file\n' % listing)
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--att-num', '-1', '--bbox-num', '1'], 'argument --att-num: must be an integer from 0 to 100000'),
+    (['--att-num', '2', '--bbox-num', '100001'], 'argument --bbox-num: must be an integer from 0 to 100000'),
+    (['--att-num', '2', '--bbox-num', '1', '--size', '30000x30000'],
+     'argument --size: 30000x30000 is too large: one image would be 3 x 30000 x 30000 = 2700000000 values'),
+])
+def test_check_refuses_impossible_numbers(tmp_path, capsys, args, message):
+    (tmp_path / 'l.txt').write_text('a.jpg 1 0 0 0 1 1 1\n')
+    assert cli.main(['datalist', 'check', str(tmp_path / 'l.txt')] + args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('caffe-mlic datalist check: %s' % message) and err.count('\n') == 1, err
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--bbox-num', '0'], 'argument --bbox-num: must be an integer from 1 to 100000'),
+    (['--bbox-num', '1e9'], "argument --bbox-num: must be an integer from 1 to 100000, got '1e9'"),
+    (['--size', '0'], 'argument --size: expected S or WxH with positive integers'),
+])
+def test_build_refuses_impossible_numbers(tmp_path, capsys, args, message):
+    (tmp_path / 'classes.txt').write_text('cat\n')
+    (tmp_path / 'labels.txt').write_text('a.jpg cat\n')
+    assert cli.main(['datalist', 'build', '--labels', str(tmp_path / 'labels.txt'), '--classes',
+                     str(tmp_path / 'classes.txt'), '--whole-image', '-o', str(tmp_path / 'o.txt')] + args) == 2
+    assert capsys.readouterr().err.startswith('caffe-mlic datalist build: %s' % message)
+    assert not (tmp_path / 'o.txt').exists()

@@ -318,7 +318,10 @@ def _bad_files(tmp_path, case):
         scipy.io.savemat(str(tmp_path / 'ss.mat'), {'boxes': _cells([OURS + 1, OTHER + 1]),
                                                     'images': _cells(['000005', '000007'])})
         return 'fast-rcnn-ss', [tmp_path / 'ss.mat'], []
-    elif case == 'nan score':
+    elif case == 'nan score':     # JSON has no NaN (the reader refuses the file); CSV has
+        (tmp_path / 'p.csv').write_text('image,x1,y1,x2,y2,score\n000005,3,10,40,20,nan\n000007,0,0,9,9,1\n')
+        return 'csv', [tmp_path / 'p.csv'], []
+    elif case == 'json nan':
         j.write_text(json.dumps(dict(good, **{'000005': [[3, 10, 40, 20, float('nan')]]})))
     elif case == 'inverted':
         j.write_text(json.dumps(dict(good, **{'000005': [[40, 10, 3, 20, 1]]})))
@@ -359,7 +362,8 @@ def _bad_files(tmp_path, case):
     ('no proposals', ['000007.png', 'in the image list but in none of the proposal files', 'p.json']),
     ('outside', ['p.json', 'image 000005.png', 'box 0 (x1 y1 x2 y2 = 3 10 64 20, 0-based) is outside the 64x48']),
     ('swapped axes', ['ss.mat', 'boxes{1}, image 000005.png', 'box 1', 'outside the 64x48']),
-    ('nan score', ['p.json', 'image 000005.png', 'score nan is not a finite number']),
+    ('nan score', ['p.csv:2', 'image 000005.png', 'score nan is not a finite number']),
+    ('json nan', ['p.json', 'not valid JSON: NaN is not JSON']),
     ('inverted', ['p.json', 'image 000005.png', 'has x2 < x1 or y2 < y1']),
     ('mat layout', ['ss.mat', "no variable 'boxes' (the file has all_boxes)"]),
     ('box shape', ['ss.mat', 'boxes{1}', 'expected a (K, 4) matrix, got a 4x2']),
@@ -380,6 +384,32 @@ def test_bad_input_names_file_and_image_and_writes_nothing(images, tmp_path, cap
     for needle in needles:
         assert needle in err, err
     assert not out.exists()
+
+
+def test_mapping_and_box_problems_are_listed_together(images, tmp_path, capsys):
+    """An id not in the list and a box outside its image: the box problem was
+    hidden until the mapping was fixed."""
+    data = {'000005': [[3, 10, 64, 20, 1]], '000007': [[0, 0, 9, 9, 1]],
+            'nosuch': [[0, 0, 5, 5, 1]], '000007.png': [[0, 0, 9, 9, 1]]}
+    (tmp_path / 'p.json').write_text(json.dumps(data))
+    assert _import('json', [tmp_path / 'p.json'], tmp_path / 'props', '--images', images, '--min-size', '1') == 1
+    err = capsys.readouterr().err
+    assert err.startswith('caffe-mlic proposals import: 3 problems in proposals ')
+    assert "image id 'nosuch' is not in the image list" in err
+    assert 'image 000007.png again' in err
+    assert 'box 0 (x1 y1 x2 y2 = 3 10 64 20, 0-based) is outside the 64x48 image' in err
+    assert not (tmp_path / 'props').exists()
+
+
+def test_one_error_counts_what_it_does_not_list(images, tmp_path, capsys):
+    """25 unknown ids and a box outside: 20 listed, the rest counted."""
+    data = {'000005': [[3, 10, 64, 20, 1]], '000007': [[0, 0, 9, 9, 1]]}
+    data.update(('x%02d' % k, [[0, 0, 5, 5, 1]]) for k in range(25))
+    (tmp_path / 'p.json').write_text(json.dumps(data))
+    assert _import('json', [tmp_path / 'p.json'], tmp_path / 'props', '--images', images, '--min-size', '1') == 1
+    err = capsys.readouterr().err
+    assert err.startswith('caffe-mlic proposals import: 26 problems in proposals ')
+    assert err.endswith('  ... and 6 more problems\n') and len(err.splitlines()) == 22
 
 
 def test_an_error_leaves_an_existing_folder_as_it_was(images, tmp_path, capsys):
@@ -412,7 +442,7 @@ def test_usage_errors_of_import(images, tmp_path, capsys):
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith('caffe-mlic proposals import: ')
     assert _import('json', ['p.json'], tmp_path / 'o', '--images', images, '--max-boxes', '0') == 2
-    assert 'argument --max-boxes: must be >= 1' in capsys.readouterr().err
+    assert 'argument --max-boxes: must be an integer from 1 to 1000000' in capsys.readouterr().err
 
 
 def test_image_list_problems(images, tmp_path, capsys):

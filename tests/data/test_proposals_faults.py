@@ -51,3 +51,29 @@ def test_proposals_name_tiny_images_and_report_images_with_no_box(tmp_path, caps
     (tmp_path / 'afile').write_text('')
     assert cli.main(['proposals', str(folder), '-o', str(tmp_path / 'afile')]) == 2
     assert 'afile is a file, not a folder' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--jobs', '0'], 'argument --jobs: must be an integer from 1 to %d' % (4 * (os.cpu_count() or 1))),
+    (['--jobs', '100000'], 'argument --jobs: must be an integer from 1 to'),
+    (['--max-boxes', '3000000000'], "argument --max-boxes: must be an integer from 1 to 1000000, got '3000000000'"),
+    (['--min-size', '-5'], 'argument --min-size: must be an integer >= 1'),
+    (['--alpha', 'nan'], "argument --alpha: must be a finite number in (0, 1], got 'nan'"),
+    (['--beta', '0'], 'argument --beta: must be a finite number in (0, 1]'),
+])
+def test_proposals_refuse_impossible_numbers(photos, tmp_path, capsys, args, message):
+    """--max-boxes 3000000000 failed each image ('integer won't fit into a C int');
+    --jobs had no bound (a process per image)."""
+    assert cli.main(['proposals', str(photos), '-o', str(tmp_path / 'p'), '-q'] + args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('caffe-mlic proposals: %s' % message) and err.count('\n') == 1, err
+    assert not (tmp_path / 'p').exists()
+
+
+def test_proposals_help_states_the_bounds(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(['proposals', '--help'])
+    text = ' '.join(capsys.readouterr().out.split())
+    for fragment in ('in (0, 1] (default 0.65)', '1 to 1000000 (default 2000)', '(px, >= 1, default 20)',
+                     'processes, 1 to 4 per CPU'):
+        assert fragment in text, fragment
