@@ -7,7 +7,8 @@ The teacher's time excludes its proposals (their time is reported apart);
 the student is timed on Caffe and on OpenCV's dnn importer. Preprocessing
 and sizes come from the deploy.json beside each net.
 """
-from caffe_mlic.errors import InputError, UsageError
+from caffe_mlic.commands.argtypes import int_in
+from caffe_mlic.errors import InputError
 
 HELP = 'time a trained teacher and student per image (proposals apart)'
 
@@ -18,23 +19,24 @@ def add_arguments(p):
     p.add_argument('--student', nargs=2, required=True, metavar=('NET', 'WEIGHTS'),
                    help='student deploy prototxt and caffemodel')
     p.add_argument('images', nargs='+', metavar='IMAGE', help='image files or folders of images')
-    p.add_argument('--max-images', type=int, default=20, help='time at most this many (default 20)')
-    p.add_argument('--repeats', type=int, default=2, help='passes over the images; the best counts')
+    p.add_argument('--max-images', type=int_in(1, 100000), default=20,
+                   help='time at most this many, 1 to 100000 (default 20)')
+    p.add_argument('--repeats', type=int_in(1, 100), default=2,
+                   help='passes over the images, 1 to 100; the best counts (default 2)')
     p.add_argument('--json', metavar='OUT', help='write the times as JSON')
 
 
 def run(args):
     import os
-    from caffe_mlic.fileio import atomic_write_json
+    from caffe_mlic.fileio import atomic_write_json, refuse_overwriting
     from caffe_mlic.data.imageio import read_image
     from caffe_mlic.inference.speed import measure
     from caffe_mlic.data.imageio import expand_images
-    if args.max_images < 1 or args.repeats < 1:
-        raise UsageError('--max-images and --repeats must be >= 1')
     for path in args.teacher + args.student:
         if not os.path.isfile(path):
             raise InputError('%s: no such file' % path)
     paths = expand_images(args.images)[:args.max_images]
+    refuse_overwriting([args.json], args.teacher + args.student + paths, 'json')
     if not paths:
         raise InputError('no image files in %s' % ', '.join(args.images))
     images = [read_image(p) for p in paths]

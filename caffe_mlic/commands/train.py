@@ -23,6 +23,7 @@ no multi-GPU (NCCL) solver.
 """
 import os
 
+from caffe_mlic.commands.argtypes import int_in
 from caffe_mlic.errors import UsageError
 
 HELP = 'train a solver (progress, test mAP, logs, curves, resumable)'
@@ -40,8 +41,8 @@ def add_arguments(p):
     p.add_argument('--run-dir', metavar='DIR', help='logs, curves and run.json (runs/<solver stem>)')
     p.add_argument('--score-blob', metavar='B',
                    help='TEST blob scored for mAP (default: the other bottom of the loss on the labels)')
-    p.add_argument('--max-iter', type=int, metavar='N',
-                   help="this many iterations, with netgen's schedule for it: the step at 70 %%, one "
+    p.add_argument('--max-iter', type=int_in(1, 2 ** 31 - 1), metavar='N',
+                   help="this many iterations (1 to 2^31-1), with netgen's schedule for it: the step at 70 %%, one "
                         'snapshot at the end, a test every eighth (as --set for each; a --set wins)')
     p.add_argument('--set', dest='overrides', action='append', default=[], metavar='FIELD=VALUE',
                    help='override a solver field for this run (repeatable), e.g. --set max_iter=300 '

@@ -47,6 +47,10 @@ DIFFICULT_BELOW = 0.6  # visible fraction under which an object is "difficult"
 
 # ----------------------------------------------------------------- drawing
 
+# Bounds of the options (a synthetic set is a miniature: past these it only
+# fills the disk or the memory).
+MAX_IMAGES, MAX_SIDE, MAX_CLUTTER, MAX_OBJECTS = 100000, 4096, 100, 50
+
 def _rot(points, angle):
     c, s = math.cos(angle), math.sin(angle)
     pts = np.asarray(points, np.float64)
@@ -311,11 +315,13 @@ def make_synthetic_voc(out_dir, n_images, n_classes=6, objects_per_image=(1, 4),
 
     Deterministic given ``seed`` (and the other arguments)."""
     import cv2
-    if not 1 <= n_classes <= len(SHAPES):
-        raise UsageError('n_classes must be in 1..%d (shape types: %s), got %d'
-                         % (len(SHAPES), ', '.join(SHAPE_NAMES), n_classes), 'n_classes')
-    if n_images < 1:
-        raise UsageError('n_images must be at least 1, got %d' % n_images, 'n_images')
+    if not 2 <= n_classes <= len(SHAPES):
+        raise UsageError('n_classes must be in 2..%d (a multi-label set needs two; shape types: %s), '
+                         'got %d' % (len(SHAPES), ', '.join(SHAPE_NAMES), n_classes), 'n_classes')
+    if not 1 <= n_images <= MAX_IMAGES:
+        raise UsageError('n_images must be in 1..%d, got %d' % (MAX_IMAGES, n_images), 'n_images')
+    if not 0 <= seed < 2 ** 63:
+        raise UsageError('seed must be in 0..2^63-1, got %d' % seed, 'seed')
     lo, hi = objects_per_image
     if not 1 <= lo <= hi:
         raise UsageError('objects_per_image must be (LO, HI) with 1 <= LO <= HI, got %d-%d'
@@ -325,14 +331,17 @@ def make_synthetic_voc(out_dir, n_images, n_classes=6, objects_per_image=(1, 4),
         raise UsageError('size_range must be (A, B) with 0 < A <= B <= 1, got %g-%g'
                          % (smin, smax), 'size_range')
     width, height = image_size
-    if width < 32 or height < 32:
-        raise UsageError('image_size must be at least 32x32, got %dx%d' % (width, height),
-                         'image_size')
-    if len(split) != 3 or min(split) < 0 or sum(split) <= 0:
+    if not (32 <= width <= MAX_SIDE and 32 <= height <= MAX_SIDE):
+        raise UsageError('image_size must be between 32x32 and %dx%d, got %dx%d'
+                         % (MAX_SIDE, MAX_SIDE, width, height), 'image_size')
+    if len(split) != 3 or not all(math.isfinite(f) and f >= 0 for f in split) or sum(split) <= 0:
         raise UsageError('split needs three non-negative fractions train,val,test, got %s'
                          % ','.join(map(str, split)), 'split')
-    if clutter < 0:
-        raise UsageError('clutter must be >= 0, got %d' % clutter, 'clutter')
+    if not 0 <= clutter <= MAX_CLUTTER:
+        raise UsageError('clutter must be in 0..%d, got %d' % (MAX_CLUTTER, clutter), 'clutter')
+    if hi > MAX_OBJECTS:
+        raise UsageError('objects_per_image must be at most %d, got %d' % (MAX_OBJECTS, hi),
+                         'objects_per_image')
     ann_dir = os.path.join(out_dir, 'Annotations')
     if not force and os.path.isdir(ann_dir) and os.listdir(ann_dir):
         raise UsageError('%s already holds a data set; it is overwritten only with force'

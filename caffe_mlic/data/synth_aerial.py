@@ -57,6 +57,7 @@ ERODE_RADIUS = 3
 MIN_TILE, MAX_TILE = 64, 4096
 TILE_NAME = 'top_mosaic_09cm_area%d'
 DIRS = ('top', 'gts_for_participants', 'gts_eroded_for_participants')
+MAX_TILES = 10000          # a miniature: past this it only fills the disk
 _SEED_TAG = 0x5E6  # keeps tile streams apart from other users of the same seed
 
 # roof colour families (RGB) and their odds; grey roofs are drawn like roads
@@ -548,15 +549,15 @@ def holds_data_set(out_dir):
 
 
 def _check_args(n_tiles, tile_size, seed, split):
-    if n_tiles < 1:
-        raise UsageError('the number of tiles must be at least 1, got %d' % n_tiles, 'n_images')
+    if not 1 <= n_tiles <= MAX_TILES:
+        raise UsageError('the number of tiles must be in 1..%d, got %d' % (MAX_TILES, n_tiles), 'n_images')
     w, h = tile_size
     if not (MIN_TILE <= w <= MAX_TILE and MIN_TILE <= h <= MAX_TILE):
         raise UsageError('tile_size must be between %dx%d and %dx%d, got %dx%d'
                          % (MIN_TILE, MIN_TILE, MAX_TILE, MAX_TILE, w, h), 'tile_size')
-    if seed < 0:
-        raise UsageError('seed must be >= 0, got %d' % seed, 'seed')
-    if len(split) != 3 or min(split) < 0 or sum(split) <= 0:
+    if not 0 <= seed < 2 ** 63:
+        raise UsageError('seed must be in 0..2^63-1, got %d' % seed, 'seed')
+    if len(split) != 3 or not all(math.isfinite(f) and f >= 0 for f in split) or sum(split) <= 0:
         raise UsageError('split needs three non-negative fractions train,val,test, got %s'
                          % ','.join(map(str, split)), 'split')
 

@@ -80,7 +80,7 @@ def test_the_real_console_command_follows_the_policy(tmp_path):
     (['netgen', '-o', '{tmp}', '--set', 'workers=-1'], 'argument --workers: workers must be an integer >= 0'),
     (['netgen', '-o', '{tmp}', '--set', 'nope=1'], 'argument --set: expected FIELD=VALUE'),
     (['netgen', '-o', '{tmp}', '--max-iter', '0'], 'argument --max-iter: max_iter must be >= 1'),
-    (['synth', '{tmp}/s', '--classes', '9'], 'argument --classes: n_classes must be in 1..8'),
+    (['synth', '{tmp}/s', '--classes', '9'], 'argument --classes: n_classes must be in 2..8'),
     (['proposals', '{tmp}', '-o', '{tmp}/p', '--shard', '3/2'], 'argument --shard: expected I/N'),
     (['surgery', '--net', 'n', '--from', 'nope:x', '-o', 'o'], 'argument --from: expected MAPPING:MODEL'),
 ])

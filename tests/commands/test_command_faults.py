@@ -75,3 +75,49 @@ def test_gpu_flags_on_the_cpu_build_are_one_line_errors(tmp_path):
         res = subprocess.run([cli] + argv, capture_output=True, text=True, timeout=120)
         assert res.returncode == code and message in res.stderr, (argv, res.stderr)
         assert 'Check failure' not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_plot_log_refuses_to_draw_over_its_log(tmp_path, capsys):
+    """`plot-log L -o L` replaced the log with a PNG."""
+    log = tmp_path / 'train.log'
+    log.write_text('I0101 00:00:00.000000 1 solver.cpp:218] Iteration 0 (0 iter/s, 0s/1 iters), loss = 0.7\n')
+    before = log.read_bytes()
+    assert cli.main(['plot-log', str(log), '-o', str(log)]) == 2
+    err = capsys.readouterr().err
+    assert 'argument -o/--out: %s is an input of this command' % log in err, err
+    assert log.read_bytes() == before
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['synth', 'OUT', '--images', '10000000'], 'argument --images: n_images must be in 1..100000'),
+    (['synth', 'OUT', '--seed', '-1'], 'argument --seed: seed must be in 0..2^63-1, got -1'),
+    (['synth', 'OUT', '--classes', '1'], 'argument --classes: n_classes must be in 2..8'),
+    (['synth', 'OUT', '--clutter', '100000000'], 'argument --clutter: clutter must be in 0..100'),
+    (['synth', 'OUT', '--image-size', '100000x100000'], 'argument --image-size: image_size must be between'),
+    (['synth', 'OUT', '--split', 'nan,0.5,0.5'], 'argument --split: split needs three non-negative'),
+    (['synth', 'OUT', '--task', 'seg', '--seed', '-1'], 'argument --seed: seed must be in 0..2^63-1'),
+    (['synth', 'OUT', '--task', 'seg', '--images', '100000'], 'argument --images: the number of tiles must be in'),
+    (['speed', '--teacher', 'a', 'b', '--student', 'c', 'd', 'x.png', '--repeats', '0'],
+     "argument --repeats: must be an integer from 1 to 100, got '0'"),
+    (['train', 'solver.prototxt', '--max-iter', '0'], "argument --max-iter: must be an integer from 1 to 2147483647"),
+])
+def test_impossible_numbers_are_refused_before_any_work(tmp_path, argv, message, capsys):
+    """Values that are impossible or would only exhaust the disk or memory
+    (a negative seed was a numpy traceback, 100000x100000 images an OpenCV
+    allocation error, NaN fractions a silent overflow)."""
+    assert cli.main([a.replace('OUT', str(tmp_path / 'out')) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / 'out').exists()
+
+
+def test_speed_refuses_to_write_its_json_over_an_input(tmp_path, capsys):
+    for name in 'nw':
+        (tmp_path / name).write_text('x')
+    img = tmp_path / 'i.png'
+    img.write_bytes(b'x')
+    argv = ['speed', '--teacher', str(tmp_path / 'n'), str(tmp_path / 'w'), '--student', str(tmp_path / 'n'),
+            str(tmp_path / 'w'), str(img)]
+    assert cli.main(argv + ['--json', str(tmp_path / 'w')]) == 2
+    assert 'is an input of this command' in capsys.readouterr().err
+    assert (tmp_path / 'w').read_text() == 'x'
