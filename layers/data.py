@@ -47,8 +47,8 @@ class MultiLabelProposalData(PrefetchingDataLayer):
         Param('new_width', 'int', low=1),
         Param('new_height', 'int', low=1),
         Param('scale_factors', 'float_list', [1.0], low=0, low_open=True, min_len=1),
-        Param('att_num', 'int', low=1),
-        Param('bbox_num', 'int', low=0),
+        Param('att_num', 'int', low=1, high=100000),      # the datalist's bounds (data.datalist)
+        Param('bbox_num', 'int', low=0, high=100000),
         Param('mirror', 'bool', False),
         Param('mean_value', 'float_list', [0.0, 0.0, 0.0], min_len=1),
         Param('scale', 'float', 1.0),

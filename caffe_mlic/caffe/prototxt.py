@@ -5,6 +5,7 @@ pycaffe builds nets only from files, so ``caffe_net`` writes the message to a
 temporary file and removes it again; every caller goes through it.
 """
 import contextlib
+import functools
 import json
 import os
 import re
@@ -193,10 +194,19 @@ _POSITIVE_FIELDS = (
 )
 
 
+@functools.lru_cache(maxsize=1)
+def _caffe_layer_types():
+    import caffe
+    return frozenset(caffe.layer_type_list())
+
+
 def _layer_problems(layer):
     """What Caffe would abort on, or a Python layer would fail on, in one layer."""
     import importlib
     problems = []
+    if layer.type not in _caffe_layer_types():       # the layer factory's FATAL
+        return ['unknown layer type %r (a layer of a Caffe fork? this Caffe knows %d types, see '
+                'caffe.layer_type_list())' % (layer.type, len(_caffe_layer_types()))]
     for kind, message, names in _POSITIVE_FIELDS:
         if layer.type == kind:
             param = getattr(layer, message)

@@ -334,7 +334,9 @@ def read_voc_results(results_dir, image_set, classes, image_ids):
     for name in classes:
         path = os.path.join(results_dir, result_file_name(image_set, name))
         try:
-            with open(path, encoding='utf-8') as f:
+            # (surrogateescape: an image id that is not UTF-8 is written by
+            # `detect` as its bytes, and read back as the same str as gt.json's)
+            with open(path, encoding='utf-8', errors='surrogateescape') as f:
                 lines = f.read().splitlines()
         except FileNotFoundError:
             problems.append(Problem(path, None, None, 'no result file for class %r' % name))

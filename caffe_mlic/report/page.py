@@ -5,12 +5,11 @@ against a random control, speed, the per-class AP change from distillation,
 test images with the teacher's top regions and both students' top-3 labels,
 and the training curves of every stage and seed."""
 import html
-import json
 import os
 
 import numpy as np
 
-from caffe_mlic.fileio import atomic_write_json
+from caffe_mlic.fileio import atomic_write_json, read_json
 from caffe_mlic import plotting
 from caffe_mlic.report import figures, layout, write_page
 from caffe_mlic.report.results import collect
@@ -184,8 +183,7 @@ def _fairness(results):
 def _ground_truth(run, split):
     """The gt.json `datalist build` wrote beside a split's datalist."""
     from caffe_mlic.data.datalist_build import companion_paths
-    with open(companion_paths(layout.lists(run, split))[1], encoding='utf-8') as f:
-        return json.load(f)
+    return read_json(companion_paths(layout.lists(run, split))[1], 'ground truth')
 
 
 def _class_frequency(run, classes):
@@ -212,9 +210,10 @@ def _examples(run, results, out_dir, count=EXAMPLES):
 
 
 def _settings(run):
+    from caffe_mlic.inference.settings import read_settings
     first = next(iter(layout.seed_dirs(run).values()))
-    with open(os.path.join(first, 'nets', 'deploy.json'), encoding='utf-8') as f:
-        return json.load(f)
+    settings = read_settings(os.path.join(first, 'nets', 'deploy.json'))
+    return {k: v for k, v in vars(settings).items() if k != 'source'}
 
 
 def write_report(run):

@@ -60,3 +60,14 @@ def test_a_data_size_that_blows_up_a_later_layer_is_refused_naming_it(tiny_nets)
     with pytest.raises(InputError, match=r"big.prototxt: layer '\w+' \(TEST\): (top '\w+'|its im2col "
                                          r"buffer) would be .* more than a Caffe blob holds"):
         prototxt.check_net(net, 'big.prototxt', 'TEST')
+
+
+def test_a_layer_type_this_caffe_lacks_is_named_not_a_caffe_abort(tmp_path):
+    """The layer factory would kill the process (a glog FATAL, rc 134)."""
+    path = tmp_path / 'bogus.prototxt'
+    path.write_text('name: "b"\n'
+                    'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 3 } } }\n'
+                    'layer { name: "weird" type: "BatchReindex2" bottom: "x" top: "y" }\n')
+    with pytest.raises(InputError, match=r"bogus.prototxt: layer 'weird': BatchReindex2: unknown layer type "
+                                         r"'BatchReindex2' \(a layer of a Caffe fork\?"):
+        prototxt.caffe_net(str(path), 'TEST')
