@@ -221,34 +221,7 @@ def read_voc(root, image_set, classes=None):
         if w is not None and h is not None and (w < 1 or h < 1):
             problems.add(xml_path, None, '<size>', '%dx%d is not a valid image size' % (w, h))
         filename = _xml_text(ann, 'filename', xml_path, None, problems, required=False)
-        objects = []
-        for k, obj in enumerate(ann.findall('object'), 1):
-            element = '<object> #%d' % k
-            name = _xml_text(obj, 'name', xml_path, element, problems)
-            if name is None:
-                continue
-            element = '<object> #%d <name>%s</name>' % (k, name)
-            if name not in class_set:
-                problems.add(xml_path, None, element, 'class not in %s' % class_source)
-                continue
-            difficult = _xml_text(obj, 'difficult', xml_path, element, problems, int,
-                                  required=False, default=0)
-            bb = obj.find('bndbox')
-            if bb is None:
-                problems.add(xml_path, None, element + ' <bndbox>', 'missing')
-                continue
-            coords = [_xml_text(bb, t, xml_path, element + ' <bndbox>', problems, float)
-                      for t in ('xmin', 'ymin', 'xmax', 'ymax')]
-            if None in coords or w is None or h is None:
-                continue
-            x1, y1, x2, y2 = coords
-            if not (1 <= x1 <= x2 <= w and 1 <= y1 <= y2 <= h):
-                problems.add(xml_path, None, element + ' <bndbox>',
-                             'box (%g,%g,%g,%g) is not inside the %dx%d image (VOC boxes are '
-                             '1-based: need 1 <= xmin <= xmax <= width, same for y)'
-                             % (x1, y1, x2, y2, w, h))
-                continue
-            objects.append(GtObject(name, (x1 - 1, y1 - 1, x2 - 1, y2 - 1), bool(difficult)))
+        objects = voc_objects(ann, xml_path, w, h, class_set, class_source, problems)
         if len(problems) > n_before:
             continue
         image_path = _find_voc_image(root, image_id, filename)
@@ -257,6 +230,41 @@ def read_voc(root, image_set, classes=None):
         records.append(ImageRecord(image_path, w, h, xml_path, objects))
     problems.raise_if_any()
     return list(classes), records
+
+
+def voc_objects(ann, xml_path, w, h, class_set, class_source, problems):
+    """[GtObject] of a VOC annotation's <object>s (0-based boxes), adding
+    to ``problems`` an unknown class, a missing or bad <bndbox> and a box
+    not inside the w x h image (boxes are not checked when w or h is None)."""
+    objects = []
+    for k, obj in enumerate(ann.findall('object'), 1):
+        element = '<object> #%d' % k
+        name = _xml_text(obj, 'name', xml_path, element, problems)
+        if name is None:
+            continue
+        element = '<object> #%d <name>%s</name>' % (k, name)
+        if name not in class_set:
+            problems.add(xml_path, None, element, 'class not in %s' % class_source)
+            continue
+        difficult = _xml_text(obj, 'difficult', xml_path, element, problems, int,
+                              required=False, default=0)
+        bb = obj.find('bndbox')
+        if bb is None:
+            problems.add(xml_path, None, element + ' <bndbox>', 'missing')
+            continue
+        coords = [_xml_text(bb, t, xml_path, element + ' <bndbox>', problems, float)
+                  for t in ('xmin', 'ymin', 'xmax', 'ymax')]
+        if None in coords or w is None or h is None:
+            continue
+        x1, y1, x2, y2 = coords
+        if not (1 <= x1 <= x2 <= w and 1 <= y1 <= y2 <= h):
+            problems.add(xml_path, None, element + ' <bndbox>',
+                         'box (%g,%g,%g,%g) is not inside the %dx%d image (VOC boxes are '
+                         '1-based: need 1 <= xmin <= xmax <= width, same for y)'
+                         % (x1, y1, x2, y2, w, h))
+            continue
+        objects.append(GtObject(name, (x1 - 1, y1 - 1, x2 - 1, y2 - 1), bool(difficult)))
+    return objects
 
 
 # ------------------------------------------------------------------ COCO

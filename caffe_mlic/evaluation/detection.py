@@ -468,32 +468,8 @@ def _read_voc_xml(root, image_id, xml_path, class_set, class_source, problems):
     if w < 1 or h < 1:
         problems.add(xml_path, None, '<size>', '%dx%d is not a valid image size' % (w, h))
         return None, None
-    objects = []
-    for k, obj in enumerate(xml.findall('object'), 1):
-        element = '<object> #%d' % k
-        name = ann._xml_text(obj, 'name', xml_path, element, problems)
-        if name is None:
-            continue
-        element = '<object> #%d <name>%s</name>' % (k, name)
-        if name not in class_set:
-            problems.add(xml_path, None, element, 'class not in %s' % class_source)
-            continue
-        difficult = ann._xml_text(obj, 'difficult', xml_path, element, problems, int, required=False, default=0)
-        bb = obj.find('bndbox')
-        if bb is None:
-            problems.add(xml_path, None, element + ' <bndbox>', 'missing')
-            continue
-        coords = [ann._xml_text(bb, t, xml_path, element + ' <bndbox>', problems, float)
-                  for t in ('xmin', 'ymin', 'xmax', 'ymax')]
-        if None in coords:
-            continue
-        x1, y1, x2, y2 = coords
-        if not (1 <= x1 <= x2 <= w and 1 <= y1 <= y2 <= h):
-            problems.add(xml_path, None, element + ' <bndbox>',
-                         'box (%g,%g,%g,%g) is not inside the %dx%d image (VOC boxes are 1-based: need '
-                         '1 <= xmin <= xmax <= width, same for y)' % (x1, y1, x2, y2, w, h))
-            continue
-        objects.append((name, (x1 - 1, y1 - 1, x2 - 1, y2 - 1), bool(difficult)))
+    objects = [(o.name, o.box, o.difficult)
+               for o in ann.voc_objects(xml, xml_path, w, h, class_set, class_source, problems)]
     return (None, None) if len(problems) > before else (objects, None)
 
 
