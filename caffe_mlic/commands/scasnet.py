@@ -13,6 +13,13 @@ the Interp sizes follow --input-size. The train nets read `image label`
 datalists (SegmentationData: random crops of the input size, scale jitter,
 both flips; the TEST phase the centre crops of --val-list) into
 SoftmaxWithLoss ignoring label 255; the solvers use DeepLab-v2's poly decay.
+
+The context dilations default to the release's 6 12 18 24 scaled to the pool5
+map (51x51 at 400 px): round(d * side / 51), 2 4 6 8 at 128 px; the rates
+chosen are printed and, unless they are the release's, written to
+deploy.json. A given rate (--dilations) >= the pool5 side is refused unless
+--allow-wide-dilations. Ablations: --context parallel|none,
+--no-residual-correction, --set 'refine=()' (no refinement).
 """
 import os
 
@@ -137,3 +144,5 @@ def run_netgen(args):
     for path in generate_scasnet(args.out, configs, args.max_iter, args.base_lr, args.solver_type,
                                  args.random_seed, classes=classes):
         print(path)
+    for cfg in configs:     # the rates chosen for this input size
+        print(cfg.describe_context())

@@ -1,6 +1,7 @@
 """The deploy settings a net needs beyond its prototxt: input sizes, proposals
 per image, the preprocessing its data layer used in training and, when the
-generator knew them, the class names.
+generator knew them, the class names (and, for ScasNet nets whose context
+dilations are not the release's, those).
 
 `caffe-mlic netgen` and `caffe-mlic scasnet netgen` write them as deploy.json
 at the top of their output folder; they are looked up beside the deploy
@@ -18,7 +19,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional, Union
 
 from caffe_mlic.errors import InputError, Problem
 
@@ -37,6 +38,9 @@ class DeploySettings:
     teacher_size: Optional[int] = None
     student_size: Optional[int] = None
     classes: Optional[List[str]] = None   # the class names, in score order
+    # ScasNet's context dilations: a list, or {variant: list} when the variants
+    # written together differ; None: the release's 6 12 18 24
+    dilations: Optional[Union[List[int], Dict[str, List[int]]]] = None
     source: Optional[str] = None  # the deploy.json read, if any
 
     def check_net(self, net_path, **net):
@@ -61,7 +65,8 @@ class DeploySettings:
         return self
 
 
-KNOWN = ('mean', 'input_scale', 'num_classes', 'bbox_num', 'teacher_size', 'student_size', 'classes')
+KNOWN = ('mean', 'input_scale', 'num_classes', 'bbox_num', 'teacher_size', 'student_size', 'classes',
+         'dilations')
 
 
 def find_settings(net_path):
@@ -170,6 +175,17 @@ def read_settings(path):
             problems.append(Problem(path, None, 'classes', message))
         if not problems:
             values['classes'] = list(data['classes'])
+    if 'dilations' in data:
+        rates = data['dilations']
+        lists = rates.values() if isinstance(rates, dict) and rates and all(rates) else [rates]
+        if all(map(_are_rates, lists)):
+            values['dilations'] = rates
+        else:
+            bad('dilations', 'must be a list of positive integers, or an object of one such list per variant')
     if problems:
         raise InputError(problems=problems)
     return DeploySettings(**values, source=path)
+
+
+def _are_rates(value):
+    return isinstance(value, list) and bool(value) and all(_is_int(d) and d >= 1 for d in value)

@@ -106,8 +106,9 @@ def generate_scasnet(out_dir, configs, max_iter=None, base_lr=None, solver_type=
                      snapshot_dir='snapshots/scasnet', classes=None):
     """Write, for each ScasConfig in ``configs``, <variant>_scasnet_deploy,
     _train and _solver prototxts under out_dir (all or nothing), and
-    deploy.json (with ``classes``, the class names, when given); the
-    overrides as for generate. Returns the paths written."""
+    deploy.json (with ``classes``, the class names, when given, and the
+    context dilations when they are not the release's); the overrides as
+    for generate. Returns the paths written."""
     from caffe_mlic.netspec.scasnet import BUILDERS
     from caffe_mlic.netspec.solvers import SCASNET_SOLVERS, solver_proto
     texts = {}
@@ -123,6 +124,9 @@ def generate_scasnet(out_dir, configs, max_iter=None, base_lr=None, solver_type=
     settings = dict(num_classes=first.num_classes, mean=list(first.mean), input_scale=first.input_scale)
     if classes is not None:
         settings['classes'] = list(classes)
+    rates = scasnet_dilations(configs)
+    if rates is not None:
+        settings['dilations'] = rates
     texts[os.path.join(out_dir, DEPLOY_SETTINGS)] = settings_text(settings)
     for cfg in configs:
         base = os.path.join(out_dir, '%s_scasnet_' % cfg.variant)
@@ -133,3 +137,16 @@ def generate_scasnet(out_dir, configs, max_iter=None, base_lr=None, solver_type=
         texts[base + 'solver.prototxt'] = prototxt.to_text(solver_proto(
             base + 'train.prototxt', spec, os.path.join(snapshot_dir, cfg.variant + '_scasnet')))
     return write_files(texts)
+
+
+def scasnet_dilations(configs):
+    """deploy.json's ``dilations``: the context rates of the nets written
+    together, a list when they agree, else {variant: list} (the pool5 side
+    can differ by one between VGG and ResNet); None (no key, as the
+    release's deploy.json) when every net has the release's rates or no context."""
+    from caffe_mlic.netspec.scasnet import RELEASE_DILATIONS
+    rates = {cfg.variant: list(cfg.rates) for cfg in configs if cfg.context != 'none'}
+    if all(r == list(RELEASE_DILATIONS) for r in rates.values()):
+        return None
+    values = list(rates.values())
+    return values[0] if all(r == values[0] for r in values) else rates

@@ -10,6 +10,8 @@ refinement by RCs with shallow layers, deepest first, an Interp wherever a
 tap's resolution is finer; a head (3x3, 1x1 classifier) and an Interp back
 to the input size. The ResNet variant puts a frozen batch norm after every
 conv but the classifier (PSPNet's BN layer as stock BatchNorm + Scale).
+Ablations of the same net (``context``, an empty ``refine``,
+``residual_correction``) swap one of those parts and keep the rest.
 ``ScasConfig.release()`` and ``ScasConfig.release(variant='resnet')`` are
 the released VGG_ScasNet and ResNet_ScasNet (6 classes, 400x400).
 """
@@ -37,6 +39,11 @@ IMAGENET_MEAN = (104.008, 116.669, 122.675)
 # overwrites its part; the rest has no pretrained model).
 TRAIN_FILLER = dict(type='msra')
 CLASSIFIER_FILLER = dict(type='gaussian', std=0.01)
+# The release's context rates, meant for its 51x51 pool5 map (400 px): other
+# sizes scale them by the map's side.
+RELEASE_DILATIONS = (6, 12, 18, 24)
+RELEASE_POOL5 = 51
+CONTEXTS = ('cascade', 'parallel', 'none')
 
 
 @dataclass(frozen=True)
@@ -89,9 +96,19 @@ class ScasConfig:
     variant: str = option('vgg', 'the variant', choices=sorted(VARIANTS), cli=False)   # netgen: --variant
     num_classes: int = option(6, 'number of classes, >= 2', flag='classes')
     input_size: int = option(400, 'input side in pixels')
-    dilations: tuple = option((6, 12, 18, 24), 'context branch dilations', nargs='+', metavar='D')
+    dilations: tuple = option(None, "context branch dilations; None: the release's 6 12 18 24 scaled to "
+                              "the pool5 side s, round(d * s / 51), at least 1 (6 12 18 24 at 400 px, "
+                              "2 4 6 8 at 128)", nargs='+', type=int, metavar='D')
+    allow_wide_dilations: bool = option(False, 'accept given dilations >= the pool5 side (such a branch '
+                                        'sees only padding off its centre: a 1x1 conv)')
+    context: str = option('cascade', "context on pool5: cascade (the release's self-cascade), parallel (the "
+                          "same branches summed at once, then as many RCs), none (a plain FCN head)",
+                          choices=list(CONTEXTS))
+    residual_correction: bool = option(True, 'no residual correction: each RC becomes a plain sum and its '
+                                       '1x1 merge', flag='no-residual-correction')
     refine: tuple = option(None, "shallow layers that refine, deepest first; None: the release's, VGG "
-                           "conv5_3 conv4_3 conv3_3, ResNet conv5_3 conv4_23 conv3_4 conv2_3",
+                           "conv5_3 conv4_3 conv3_3, ResNet conv5_3 conv4_23 conv3_4 conv2_3; () "
+                           "(--set 'refine=()'): none, the coarse scores go straight to the input size",
                            nargs='+', type=str, metavar='LAYER')
     backbone: str = option('release', "release: the release's widths; small: the same depth with few "
                            "channels (VGG 16-64), for CPU runs ('tiny', its old name, still works)",
@@ -129,20 +146,42 @@ class ScasConfig:
             return tuple(self.refine)
         return tuple(reversed(block_outputs(self)[-len(VARIANTS[self.variant].refine):]))
 
+    @property
+    def rates(self):
+        """The context branches' dilations: ``dilations``, or the release's
+        scaled to the pool5 side (the release's own at 400 px)."""
+        if self.dilations is not None:
+            return tuple(self.dilations)
+        side = resolutions(self)['pool5']
+        return tuple(max(1, round(d * side / RELEASE_POOL5)) for d in RELEASE_DILATIONS)
+
     def validate(self):
         """Raise UsageError naming the field of the first impossible value; returns self."""
         check = Checks(self)
         check.choices()
+        for name in ('allow_wide_dilations', 'residual_correction'):
+            if not isinstance(getattr(self, name), bool):
+                check.bad(name, 'must be true or false')
         check.positive_ints('num_classes', 'input_size', 'batch_size', 'val_batch_size')
         if self.num_classes < 2:   # a softmax over one class is constant: nothing to learn
             check.bad('num_classes', 'must be at least 2')
         if self.input_size < 16:
             check.bad('input_size', 'must be at least 16 (three stride-2 steps)')
-        if not self.dilations or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1
-                                         for d in self.dilations):
+        given = self.dilations
+        if given is not None and not (isinstance(given, (tuple, list)) and given and all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in given)):
             check.bad('dilations', 'must be positive integers')
         if len(self.resnet_blocks) != 4 or not all(isinstance(c, int) and c >= 1 for c in self.resnet_blocks):
             check.bad('resnet_blocks', 'must be four positive integers (conv2_x .. conv5_x)')
+        if self.context != 'none' and not self.allow_wide_dilations:
+            side = resolutions(self)['pool5']
+            for i, d in enumerate(self.rates, 1):
+                # a tap d away from the centre lies inside a map of side s only if d <= s - 1
+                if d >= side:
+                    raise UsageError('dilations: branch fc6_%d has rate %d, but the pool5 map it runs on is '
+                                     '%dx%d (at %d px): its off-centre taps see only padding, a 1x1 conv; the '
+                                     'largest useful rate is %d (allow_wide_dilations keeps it)'
+                                     % (i, d, side, side, self.input_size, side - 1), 'dilations')
         check.fraction('dropout_ratio')
         if len(self.mean) not in (1, 3) or not all(finite(v) for v in self.mean):
             check.bad('mean', 'needs 1 or 3 values (B, G, R)')
@@ -152,11 +191,21 @@ class ScasConfig:
         check.words('train_list', 'val_list')
         outputs = block_outputs(self)
         taps = list(self.taps)
-        if not taps or any(t not in outputs for t in taps) or \
+        if any(t not in outputs for t in taps) or \
                 [outputs.index(t) for t in taps] != sorted((outputs.index(t) for t in taps), reverse=True):
             raise UsageError('refine must be block outputs among %s, deepest first, got %s'
                              % (', '.join(reversed(outputs)), ', '.join(taps)), 'refine')
         return self
+
+    def describe_context(self):
+        """One line on the context module and its rates (`scasnet netgen` prints it)."""
+        if self.context == 'none':
+            return '%s: no context module (context none)' % self.variant
+        side = resolutions(self)['pool5']
+        how = ('as given' if self.dilations is not None else "the release's" if side == RELEASE_POOL5 else
+               "the release's %s scaled by %d/%d" % (' '.join(map(str, RELEASE_DILATIONS)), side, RELEASE_POOL5))
+        return '%s: %s context, dilations %s (pool5 %dx%d at %d px; %s)' % (
+            self.variant, self.context, ' '.join(map(str, self.rates)), side, side, self.input_size, how)
 
 
 # ---------------------------------------------------------------- sizes
@@ -254,15 +303,18 @@ class Builder:
                         **(dict(param=FROZEN_SCALE) if frozen else {}))
         self.add('_scale_' + name, scale)
 
-    def residual_correction(self, prefix, a, b, width, bottleneck, out_width, inner=''):
-        """RC: x = a + b; x2 = x + (1x1 reduce + ReLU -> 3x3 + ReLU -> 1x1
-        increase); then a 1x1 conv (<prefix>_merge2_reduce) + ReLU."""
-        merge1 = self.add(prefix + '_merge1', L.Eltwise(a, b, operation=P.Eltwise.SUM))
-        r = self.conv(prefix + inner + '_1x1_reduce', merge1, bottleneck)
-        r = self.conv(prefix + inner + '_3x3', r, bottleneck, kernel=3, pad=1)
-        increase = self.conv(prefix + inner + '_1x1_increase', r, width, relu=False)
-        merge2 = self.add(prefix + '_merge2', L.Eltwise(merge1, increase, operation=P.Eltwise.SUM))
-        return self.conv(prefix + '_merge2_reduce', merge2, out_width)
+    def residual_correction(self, prefix, inputs, width, bottleneck, out_width, inner=''):
+        """RC: x = the sum of ``inputs`` (one input: itself); x2 = x + (1x1
+        reduce + ReLU -> 3x3 + ReLU -> 1x1 increase); then a 1x1 conv
+        (<prefix>_merge2_reduce) + ReLU. Without residual correction: x, then the 1x1."""
+        x = inputs[0] if len(inputs) == 1 else self.add(prefix + '_merge1',
+                                                        L.Eltwise(*inputs, operation=P.Eltwise.SUM))
+        if self.cfg.residual_correction:
+            r = self.conv(prefix + inner + '_1x1_reduce', x, bottleneck)
+            r = self.conv(prefix + inner + '_3x3', r, bottleneck, kernel=3, pad=1)
+            increase = self.conv(prefix + inner + '_1x1_increase', r, width, relu=False)
+            x = self.add(prefix + '_merge2', L.Eltwise(x, increase, operation=P.Eltwise.SUM))
+        return self.conv(prefix + '_merge2_reduce', x, out_width)
 
     def interp(self, name, bottom, size):
         return self.add(name, python_layer('Interp', [bottom], dict(height=size, width=size)))
@@ -299,49 +351,73 @@ class Builder:
 
     # ------------------------------------------------------------ after the backbone
 
-    def context(self, pool5, widths):
-        """The dilated context branches: their 1x1 reductions, in order."""
-        reduced = []
-        for i, d in enumerate(self.cfg.dilations, 1):
-            name = 'fc6_%d' % i
-            kw = dict(num_output=widths.context, pad=d, kernel_size=3, dilation=d, **self.filler)
-            if self.variant.bias_filler:
-                kw['bias_filler'] = self.variant.bias_filler
-            top = self.add(name, L.Convolution(pool5, **kw))
-            self.batch_norm(name, top)
-            self.add('_relu_' + name, L.ReLU(top, in_place=True, name='relu6_%d' % i))
-            if self.cfg.dropout_ratio:
-                self.add('_drop_' + name, L.Dropout(top, dropout_ratio=self.cfg.dropout_ratio,
-                                                    in_place=True, name='drop6_%d' % i))
-            reduced.append(self.conv(name + '_reduce', top, widths.merge))
-        return reduced
+    def branch(self, name, pool5, dilation, widths, tag):
+        """A context conv (3x3, dilated unless ``dilation`` is None) + ReLU
+        (relu<tag>) + Dropout (drop<tag>)."""
+        kw = dict(num_output=widths.context, pad=dilation or 1, kernel_size=3, **self.filler)
+        if dilation is not None:
+            kw['dilation'] = dilation
+        if self.variant.bias_filler:
+            kw['bias_filler'] = self.variant.bias_filler
+        top = self.add(name, L.Convolution(pool5, **kw))
+        self.batch_norm(name, top)
+        self.add('_relu_' + name, L.ReLU(top, in_place=True, name='relu' + tag))
+        if self.cfg.dropout_ratio:
+            self.add('_drop_' + name, L.Dropout(top, dropout_ratio=self.cfg.dropout_ratio,
+                                                in_place=True, name='drop' + tag))
+        return top
 
-    def cascade(self, reduced, widths):
+    def branches(self, pool5, widths):
+        """The dilated context branches: their 1x1 reductions, in order."""
+        return [self.conv('fc6_%d_reduce' % i, self.branch('fc6_%d' % i, pool5, d, widths, '6_%d' % i),
+                          widths.merge) for i, d in enumerate(self.cfg.rates, 1)]
+
+    # Each context returns its output and the stem of an Interp after it.
+
+    def cascade(self, pool5, widths):
         """RC(widest, next) -> RC(., next) ...: fc6_34, fc6_234, fc6_1234 as released."""
+        reduced = self.branches(pool5, widths)
         top, digits = reduced[-1], str(len(reduced))
         for i in range(len(reduced) - 1, 0, -1):
             digits = str(i) + digits
-            top = self.residual_correction('fc6_%s' % digits, top, reduced[i - 1], widths.merge,
+            top = self.residual_correction('fc6_%s' % digits, [top, reduced[i - 1]], widths.merge,
                                            widths.bottleneck, widths.merge)
-        return top
+        return top, 'fc6_%s_merge2' % digits
 
-    def refine(self, top, widths):
+    def parallel(self, pool5, widths):
+        """ASPP-like: the same branches summed at once (fc6_sum), then as many
+        RCs as the cascade has, on that one map (the same parameters)."""
+        reduced = self.branches(pool5, widths)
+        top, stem = reduced[0], 'fc6_1'
+        if len(reduced) > 1:       # Eltwise needs two bottoms
+            top, stem = self.add('fc6_sum', L.Eltwise(*reduced, operation=P.Eltwise.SUM)), 'fc6_sum'
+        for j in range(1, len(reduced)):
+            top, stem = self.residual_correction('fc6_rc%d' % j, [top], widths.merge, widths.bottleneck,
+                                                 widths.merge), 'fc6_rc%d_merge2' % j
+        return top, stem
+
+    def plain(self, pool5, widths):
+        """No context module: FCN's fc6 (3x3, undilated) and fc7 (1x1 to the merge width)."""
+        return self.conv('fc7', self.branch('fc6', pool5, None, widths, '6'), widths.merge), 'fc7'
+
+    def refine(self, top, stem, widths):
         """RCs with the shallow taps, deepest first; an Interp brings the
-        result to a finer tap's resolution, where the RCs are narrower."""
+        result to a finer tap's resolution, where the RCs are narrower. No
+        taps: ``top`` as it is."""
         sizes, taps = resolutions(self.cfg), list(self.cfg.taps)
-        size, previous = sizes['pool5'], 'fc6_' + ''.join(str(i) for i in range(1, len(self.cfg.dilations) + 1))
+        size = sizes['pool5']
         for j, tap in enumerate(taps):
             if sizes[tap] != size:
                 size = sizes[tap]
-                top = self.interp(previous + '_merge2_interp', top, size)
+                top = self.interp(stem + '_interp', top, size)
             width, bottleneck = ((widths.merge, widths.bottleneck) if size == sizes['pool5']
                                  else (widths.low, widths.low_bottleneck))
             shallow = self.conv(tap + '_reduce', getattr(self.n, tap), width)
             finer_next = j + 1 < len(taps) and sizes[taps[j + 1]] != size
-            top = self.residual_correction(tap, top, shallow, width, bottleneck,
+            top = self.residual_correction(tap, [top, shallow], width, bottleneck,
                                            widths.low if finer_next else width,
                                            inner=self.variant.shallow_rc)
-            previous = tap
+            stem = tap + '_merge2'
         return top
 
     def head(self, top, widths):
@@ -366,8 +442,9 @@ def _body(n, cfg, data, train=False):
     vgg_widths, resnet_base, widths = SCAS_BACKBONES[cfg.backbone]
     build = Builder(n, cfg, train)
     pool5 = build.vgg(data, vgg_widths) if cfg.variant == 'vgg' else build.resnet(data, resnet_base)
-    top = build.cascade(build.context(pool5, widths), widths)
-    return build.head(build.refine(top, widths), widths)
+    context = {'cascade': build.cascade, 'parallel': build.parallel, 'none': build.plain}[cfg.context]
+    top, stem = context(pool5, widths)
+    return build.head(build.refine(top, stem, widths), widths)
 
 
 def scasnet_deploy(cfg):
