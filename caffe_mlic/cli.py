@@ -15,11 +15,13 @@ Each message is ``caffe-mlic <command>: <message>`` on stderr, without a
 traceback. Any other exception is a bug: it keeps its traceback.
 """
 import argparse
+import contextlib
 import sys
 
 from caffe_mlic.errors import MlicError, UsageError
 
 PROG = 'caffe-mlic'
+GLOG_DEFAULT_MARK = 'CAFFE_MLIC_GLOG_DEFAULT'
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -72,6 +74,26 @@ def _option_for(parser, dest):
     return None
 
 
+@contextlib.contextmanager
+def _ctrl_c_deferred():
+    """A Ctrl-C during the block is raised (KeyboardInterrupt) when it ends:
+    inside the imports it would hit, a library's own catch-all can swallow
+    it, and the command would start as if nothing had been pressed."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed = []
+    old = signal.signal(signal.SIGINT, lambda s, frame: pressed.append(s))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if pressed:
+        raise KeyboardInterrupt
+
+
 def _report(prog, message):
     try:
         sys.stderr.write('%s: %s\n' % (prog, message))
@@ -85,7 +107,9 @@ def main(argv=None):
     # Caffe's INFO and WARNING lines (net setup, "Logging before
     # InitGoogleLogging", upgrade notes) would surround our own messages;
     # quiet them before anything imports caffe, unless the user asked.
-    os.environ.setdefault('GLOG_minloglevel', '2')
+    if 'GLOG_minloglevel' not in os.environ:
+        os.environ['GLOG_minloglevel'] = '2'
+        os.environ[GLOG_DEFAULT_MARK] = '1'     # ours, not the user's: `caffe` shows the binary's log
     from caffe_mlic import commands
     argv = list(sys.argv[1:] if argv is None else argv)
     prog, parser = PROG, None
@@ -95,12 +119,13 @@ def main(argv=None):
             # included, which argparse would try to read.
             prog = '%s %s' % (PROG, argv[0])
             return commands.module(argv[0]).run_argv(argv[1:]) or 0
-        found = commands.nested(argv)
-        if found:
-            parser = nested_parser(*found)
-            args, extra = parser.parse_known_args(argv[len(found[0]):])
-        else:
-            args, extra = build_parser().parse_known_args(argv)
+        with _ctrl_c_deferred():      # building the parser imports every command's modules
+            found = commands.nested(argv)
+            if found:
+                parser = nested_parser(*found)
+                args, extra = parser.parse_known_args(argv[len(found[0]):])
+            else:
+                args, extra = build_parser().parse_known_args(argv)
         prog, parser = args.parser.prog, args.parser
         if extra:  # say it as the subcommand, which is where they were given
             parser.error('unrecognized arguments: %s' % ' '.join(extra))

@@ -24,8 +24,12 @@ def atomic_files(paths, mode='w', **kwargs):
     """Open several files that appear together or not at all: yields one file
     object per path (temp files beside them); when the block succeeds they
     are renamed into place, else every temp file, and every folder made for
-    them, goes. Paths that are folders fail before anything is written."""
-    paths = [os.fspath(p) for p in paths]
+    them, goes. Paths that are folders fail before anything is written.
+
+    A symlink is followed (its target is replaced, the link stays); a path
+    that is not a regular file (/dev/null, a FIFO, /dev/stdout) is written
+    directly, as a plain open() would: replacing it would destroy it."""
+    paths = [os.path.realpath(p) if os.path.islink(p) else os.fspath(p) for p in paths]
     for path in paths:
         if os.path.isdir(path):
             raise IsADirectoryError(errno.EISDIR, 'Is a directory, not a file', path)
@@ -33,6 +37,10 @@ def atomic_files(paths, mode='w', **kwargs):
     current = None   # the output being made or finished, for an error that names none
     try:
         for current, path in enumerate(paths):
+            if os.path.exists(path) and not os.path.isfile(path):
+                temps.append(None)
+                files.append(open(path, mode, **kwargs))
+                continue
             directory = os.path.dirname(os.path.abspath(path))
             missing = _missing_dirs(directory)
             os.makedirs(directory, exist_ok=True)
@@ -50,18 +58,22 @@ def atomic_files(paths, mode='w', **kwargs):
         os.umask(umask)
         for current, (f, tmp) in enumerate(zip(files, temps)):
             f.flush()
-            os.fsync(f.fileno())
+            if tmp is not None:
+                os.fsync(f.fileno())
             f.close()
-            os.chmod(tmp, 0o666 & ~umask)
+            if tmp is not None:
+                os.chmod(tmp, 0o666 & ~umask)
         for current, (tmp, path) in enumerate(zip(temps, paths)):
-            os.replace(tmp, path)
+            if tmp is not None:
+                os.replace(tmp, path)
     except BaseException as e:
         for f in files:
             with contextlib.suppress(OSError):
                 f.close()
         for tmp in temps:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+            if tmp is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
         for d in sorted(set(created), key=len, reverse=True):  # deepest first, only if empty
             with contextlib.suppress(OSError):
                 os.rmdir(d)
@@ -199,13 +211,25 @@ def same_file(a, b):
 def refuse_overwriting(outputs, inputs, param=None):
     """UsageError when an output path names one of the inputs: writing it
     would destroy what the command reads. ``outputs`` and ``inputs`` are
-    paths (None entries ignored)."""
+    paths (None entries ignored); only an output that exists now can be an
+    input, so they are matched by (device, inode): one stat a path, for
+    thousands of images too."""
     from caffe_mlic.errors import UsageError
-    for out in outputs:
-        for given in inputs:
-            if out is not None and given is not None and same_file(out, given):
-                raise UsageError('%s is an input of this command: writing it would overwrite it; '
-                                 'choose another output path' % out, param)
+    given = {}
+    for path in filter(None, inputs):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        given.setdefault((st.st_dev, st.st_ino), path)
+    for out in filter(None, outputs):
+        try:
+            st = os.stat(out)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in given:
+            raise UsageError('%s is an input of this command: writing it would overwrite it; '
+                             'choose another output path' % out, param)
 
 
 def atomic_write_json(path, data, indent=1, sort_keys=False):

@@ -53,7 +53,7 @@ class MultiLabelProposalData(PrefetchingDataLayer):
         Param('mean_value', 'float_list', [0.0, 0.0, 0.0], min_len=1),
         Param('scale', 'float', 1.0),
         Param('seed', 'int', 0, low=0),
-        Param('workers', 'int', 2, low=0),
+        Param('workers', 'int', 2, low=0, high=64),   # netspec.config.MAX_WORKERS
         Param('split_tops', 'bool', False),
         # seconds without an answer from the workers before a batch is given up
         Param('timeout', 'float', STALL_TIMEOUT, low=0, low_open=True),

@@ -35,7 +35,7 @@ import time
 import types
 import warnings
 import weakref
-from multiprocessing import connection, get_context, reduction
+from multiprocessing import connection, get_context, reduction, resource_tracker
 
 import caffe
 import cv2
@@ -71,8 +71,11 @@ def _worker_main(conn, slot_fds, slot_bytes, filler, context, parent_pid):
     """A data worker. In: tasks (batch_no, slot, start, payload), done by
     filler(slot buffer, start, payload, context). Out: (batch_no, start, error or None)."""
     # A Ctrl-C in the terminal reaches the whole process group: the main
-    # process stops between iterations and needs its workers until then.
+    # process stops between iterations and needs its workers until then. The
+    # worker was started with SIGINT blocked (PrefetchWorkers), so one that
+    # came while it imported is pending: ignored now, then discarded.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
     cv2.setNumThreads(1)            # the workers are the parallelism
     slots = [Segment.attach(fd.detach(), slot_bytes) for fd in slot_fds]
     conn.send(('ready',))
@@ -229,7 +232,17 @@ class PrefetchWorkers:
                     # it, so its "died unexpectedly" (a CAFFE_MLIC_PYTHON that
                     # is not Python) is noise beside our own error.
                     warnings.filterwarnings('ignore', message='resource_tracker', category=UserWarning)
-                    proc.start()
+                    # SIGINT blocked across the fork and exec: the child keeps
+                    # it blocked until _worker_main ignores it (a Ctrl-C while
+                    # it imports would print a KeyboardInterrupt traceback);
+                    # ours stays pending, delivered when unblocked. (The
+                    # resource tracker first: starting it unblocks SIGINT.)
+                    resource_tracker.ensure_running()
+                    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
+                    try:
+                        proc.start()
+                    finally:
+                        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
                 theirs.close()
                 self.procs.append(proc)
                 self.conns.append(ours)

@@ -44,7 +44,7 @@ class SegmentationData(PrefetchingDataLayer):
         Param('label_format', 'str', 'auto'),  # auto, index or color
         Param('unknown_color', 'str', 'error'),  # a colour outside the palette: error or ignore
         Param('seed', 'int', 0, low=0),
-        Param('workers', 'int', 2, low=0),
+        Param('workers', 'int', 2, low=0, high=64),   # netspec.config.MAX_WORKERS
         # seconds without an answer from the workers before a batch is given up
         Param('timeout', 'float', STALL_TIMEOUT, low=0, low_open=True),
     )

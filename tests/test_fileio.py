@@ -59,7 +59,9 @@ def test_an_output_that_names_an_input_is_refused(tmp_path):
     src = tmp_path / 'scores.npy'
     src.write_bytes(b'x')
     os.symlink(src, tmp_path / 'link.npy')
-    for out in (src, tmp_path / 'link.npy', str(tmp_path / 'sub' / '..' / 'scores.npy')):
+    (tmp_path / 'sub').mkdir()
+    os.link(src, tmp_path / 'hard.npy')
+    for out in (tmp_path / 'hard.npy', src, tmp_path / 'link.npy', str(tmp_path / 'sub' / '..' / 'scores.npy')):
         with pytest.raises(UsageError, match='overwrite'):
             refuse_overwriting([out], [None, str(src)])
     refuse_overwriting([tmp_path / 'other.npy', None], [src])    # a new path: fine
@@ -141,3 +143,28 @@ def test_the_command_line_names_the_output_of_a_full_disk(tmp_path, monkeypatch,
                      str(tmp_path / 'classes.txt'), '--whole-image', '-o', str(out), '--size', '8',
                      '--bbox-num', '1']) == 1
     assert capsys.readouterr().err == 'caffe-mlic datalist build: No space left on device: %s\n' % out
+
+
+def test_a_symlink_is_followed_and_a_device_written_through(tmp_path):
+    """Replacing them would destroy them: as root, `-o /dev/null` turned
+    /dev/null into a regular file."""
+    import stat as st
+    target = tmp_path / 'target.json'
+    target.write_text('old')
+    (tmp_path / 'link.json').symlink_to(target)
+    with atomic_write(tmp_path / 'link.json') as f:
+        f.write('new')
+    assert (tmp_path / 'link.json').is_symlink() and target.read_text() == 'new'
+    with atomic_write('/dev/null') as f:
+        f.write('nothing')
+    assert st.S_ISCHR(os.stat('/dev/null').st_mode)
+    fifo = tmp_path / 'fifo'
+    os.mkfifo(fifo)
+    import threading
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo).read()))
+    reader.start()
+    with atomic_write(fifo) as f:
+        f.write('through')
+    reader.join(10)
+    assert got == ['through'] and st.S_ISFIFO(os.stat(fifo).st_mode)

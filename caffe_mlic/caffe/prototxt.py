@@ -55,9 +55,12 @@ def _parse(path, message, what):
     except OSError as e:
         raise InputError('%s: cannot read the %s: %s' % (path, what, e.strerror or e))
     except UnicodeDecodeError as e:
-        raise InputError('%s: the %s is not UTF-8 text: %s' % (path, what, e))
+        raise InputError('%s: the %s is not UTF-8 text (%s): a binary file, such as a .caffemodel or '
+                         '.solverstate, where a prototxt is expected?' % (path, what, e.reason))
     try:
-        _text_format().Merge(text, message)
+        # Parse, as Caffe's ReadProtoFromTextFile: a field given twice is an
+        # error there (the binary aborts), not "the last one wins"
+        _text_format().Parse(text, message)
     except _text_format().ParseError as e:
         # protobuf's message starts with "line:column : ..."
         raise InputError('%s:%s' % (path, e))

@@ -47,15 +47,16 @@ def run(args):
     from caffe_mlic.errors import InputError
     from caffe_mlic.fileio import atomic_files, json_ready, same_file
     from caffe_mlic.data.imageio import read_image
-    from caffe_mlic.inference import is_utf8, model_and_images, printable, refuse_overwriting_inputs
+    from caffe_mlic.fileio import refuse_overwriting
+    from caffe_mlic.inference import is_utf8, model_and_images, printable
     from caffe_mlic.inference.classifier import StudentClassifier, top_labels
     from caffe_mlic.inference.settings import load_settings
     if args.output and args.csv and same_file(args.output, args.csv):
         raise UsageError('-o and --csv name one file (%s): give two' % args.csv)
     images = model_and_images((args.net, args.weights), args.images)
     inputs = images + [args.net, args.weights, args.settings, args.classes]
-    refuse_overwriting_inputs([args.output], inputs, 'output')
-    refuse_overwriting_inputs([args.csv], inputs, 'csv')
+    refuse_overwriting([args.output], inputs, 'output')
+    refuse_overwriting([args.csv], inputs, 'csv')
     if args.csv:
         not_utf8 = [p for p in images if not is_utf8(os.path.abspath(p))]
         if not_utf8:

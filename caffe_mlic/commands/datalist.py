@@ -53,6 +53,7 @@ def add_arguments(p):
 
 def run_build(args):
     from caffe_mlic.data import annotations
+    from caffe_mlic.fileio import refuse_overwriting
     from caffe_mlic.data.datalist_build import build, companion_paths
     sources = [s for s in ('voc', 'coco', 'labels') if getattr(args, s)]
     if len(sources) != 1:
@@ -63,7 +64,7 @@ def run_build(args):
         raise UsageError('--coco needs --images DIR')
     if args.labels and not args.classes:
         raise UsageError('--labels needs --classes FILE')
-    _refuse_overwriting_inputs(args)
+    _refuse_overwriting(args)
     classes = annotations.read_class_list(args.classes) if args.classes else None
     category_ids = None
     if args.voc:
@@ -74,6 +75,14 @@ def run_build(args):
         records = annotations.read_label_file(args.labels, classes, args.images)
     if args.proposals is not None and not os.path.isdir(args.proposals):
         raise InputError('%s: proposals folder not found' % args.proposals)
+    # every file read: the images, their annotations, the set and the proposals
+    inputs = [p for r in records for p in (r.path, r.source)]
+    if args.voc:
+        inputs.append(os.path.join(args.voc, 'ImageSets', 'Main', args.set + '.txt'))
+    if args.proposals is not None:
+        inputs += [os.path.join(args.proposals, os.path.splitext(os.path.basename(r.path))[0] + '.npz')
+                   for r in records]
+    refuse_overwriting((args.output,) + companion_paths(args.output), inputs, 'output')
     n = build(records, classes, args.proposals, args.output, args.size, args.bbox_num, args.root,
               args.voc_difficult, category_ids)
     classes_path, gt_path = companion_paths(args.output)
@@ -81,7 +90,7 @@ def run_build(args):
           % (args.output, n, len(classes), args.bbox_num, classes_path, gt_path))
 
 
-def _refuse_overwriting_inputs(args):
+def _refuse_overwriting(args):
     """UsageError when an output (the datalist or a companion file) is one of
     the inputs: e.g. -o VOC/classes.txt would replace the data set's class list."""
     from caffe_mlic.data.datalist_build import companion_paths

@@ -55,7 +55,9 @@ def add_arguments(p):
                    help='the gt.json of `datalist build --coco`: write coco_results.json with its '
                         'COCO image and category ids (every image must be in it)')
     p.add_argument('--settings', metavar='deploy.json', help='deploy settings (default: beside the net)')
-    p.add_argument('--set-name', default='test', help='the <set> of the devkit file names (default test)')
+    p.add_argument('--set-name', default='test',
+                   help='the <set> of the devkit file names (default test): part of a file name, so not '
+                        'empty and without "/"')
     p.add_argument('--top', type=int_in(1), default=10,
                    help='detections drawn and top regions recorded per image, >= 1 (default 10)')
     p.add_argument('--score-threshold', type=float_in(0), default=1e-3,
@@ -70,14 +72,36 @@ def add_arguments(p):
 
 def class_names(path, count, known=None):
     """The names of the net's ``count`` classes: those of the class file
-    ``path`` (one per line), else ``known`` (deploy.json's), else class_0 ..."""
+    ``path`` (one per line), else ``known`` (deploy.json's), else class_0 ...
+    Names are checked as deploy.json's are (settings.class_names_problems):
+    they name files (``comp4_det_<set>_<class>.txt``)."""
     from caffe_mlic.data.annotations import read_class_list
     if not path:
         return list(known) if known else ['class_%d' % i for i in range(count)]
     names = read_class_list(path)
+    check_class_names(names, path)
     if len(names) != count:
         raise InputError('%s: %d classes, but the net scores %d' % (path, len(names), count))
     return names
+
+
+def check_class_names(names, source):
+    """InputError naming ``source`` for each class name that cannot name a
+    devkit result file (empty, whitespace, "/" or NUL) or repeats."""
+    from caffe_mlic.errors import Problem
+    from caffe_mlic.inference.settings import class_names_problems
+    problems = [Problem(source, None, None, 'class %s (class names name the devkit result files)'
+                        % message) for message in class_names_problems(list(names))]
+    if problems:
+        raise InputError(problems=problems)
+
+
+def check_set_name(name):
+    """UsageError unless ``name`` can be the <set> part of a devkit file name."""
+    if not name or '/' in name or '\0' in name or not name.strip():
+        raise UsageError('set_name must be part of a file name (comp4_det_<set>_<class>.txt): not empty, '
+                         'not only whitespace, without "/" or NUL, got %r' % name, 'set_name')
+    return name
 
 
 def coco_ground_truth(path, images):
@@ -104,6 +128,7 @@ def detection_classes(args, count, coco_gt, known=None):
         raise InputError('%s: %d classes, but the net scores %d' % (args.coco_ids, len(coco_gt.classes), count))
     else:
         classes = list(coco_gt.classes)
+        check_class_names(classes, args.coco_ids)
     unknown = [c for c in classes if coco_gt is not None and c not in coco_ids(coco_gt)[1]]
     if unknown:
         raise InputError('%s: no COCO category id for class %s' % (args.coco_ids, ', '.join(unknown)))
@@ -112,25 +137,17 @@ def detection_classes(args, count, coco_gt, known=None):
 
 def image_proposals(image_path, image, proposals_dir, cache_dir):
     """(boxes, scores) of an image: its file in proposals_dir, else computed
-    with EdgeBoxes (and saved in cache_dir)."""
-    import numpy as np
+    with EdgeBoxes (and saved in cache_dir). A proposal file is checked by
+    the one reader (proposals.read_proposal_file): its errors name it."""
     from caffe_mlic.data import proposals
     for folder in filter(None, (proposals_dir, cache_dir)):
         path = proposals.output_path(folder, image_path)
         if os.path.isfile(path):
-            with np.load(path, allow_pickle=False) as z:
-                shape = tuple(int(v) for v in z['image_shape']) if 'image_shape' in z else None
-                if shape is not None and shape != image.shape[:2]:
-                    raise InputError('%s: proposals of a %dx%d image, but %s is %dx%d'
-                                     % (path, shape[1], shape[0], image_path, image.shape[1],
-                                        image.shape[0]))
-                return z['boxes'], z['scores']
+            return proposals.read_proposal_file(path, image.shape[:2], image_path)
     out = proposals.output_path(cache_dir, image_path)
-    proposals.process_image(image_path, out)
-    with np.load(out, allow_pickle=False) as z:
-        if len(z['boxes']) == 0:
-            raise InputError('%s: EdgeBoxes found no proposal' % image_path)
-        return z['boxes'], z['scores']
+    if proposals.process_image(image_path, out) == 0:
+        raise InputError('%s: EdgeBoxes found no proposal' % image_path)
+    return proposals.read_proposal_file(out, image.shape[:2], image_path)
 
 
 def devkit_text(detections):
@@ -154,13 +171,15 @@ def run(args):
                                                  write_coco_results)
     from caffe_mlic.fileio import atomic_files, atomic_write_json
     from caffe_mlic.data.imageio import read_image
-    from caffe_mlic.inference import image_ids, model_and_images, printable, refuse_overwriting_inputs
+    from caffe_mlic.fileio import refuse_overwriting
+    from caffe_mlic.inference import image_ids, model_and_images, printable
     from caffe_mlic.inference.detector import RandomControlDetector, WsddnDetector, check_scales
     from caffe_mlic.inference.draw import colour, draw_boxes, write_image
     from caffe_mlic.inference.settings import load_settings
     from caffe_mlic.progress import progress
     if bool(args.weights) == bool(args.control):
         raise UsageError('give --weights (the trained teacher) or --control random, not both')
+    check_set_name(args.set_name)
     if args.scales:
         check_scales(args.scales)
     passes = len(args.scales or [None]) * (2 if args.flip else 1)
@@ -183,7 +202,7 @@ def run(args):
     results = [os.path.join(args.output, result_file_name(args.set_name, c)) for c in classes]
     if coco_gt is not None:
         results.append(os.path.join(args.output, COCO_RESULTS))
-    refuse_overwriting_inputs([args.output] + results + [p for pair in per_image.values() for p in pair],
+    refuse_overwriting([args.output] + results + [p for pair in per_image.values() for p in pair],
                               images + [args.net, args.weights, args.settings, args.classes, args.coco_ids],
                               'output')
     all_detections = []

@@ -90,7 +90,8 @@ def run_infer(args):
     from caffe_mlic.errors import InputError, UsageError
     from caffe_mlic.fileio import atomic_write
     from caffe_mlic.data.imageio import image_size, read_image
-    from caffe_mlic.inference import model_and_images, printable, refuse_overwriting_inputs
+    from caffe_mlic.fileio import refuse_overwriting
+    from caffe_mlic.inference import model_and_images, printable
     from caffe_mlic.inference.segmenter import Segmenter, overlay
     from caffe_mlic.inference.settings import load_settings
     from caffe_mlic.data.labelmaps import index_to_colour, load_palette, write_colour_png, write_label_png
@@ -103,9 +104,10 @@ def run_infer(args):
         raise UsageError('two images would write the same outputs: %s' % ', '.join(map(printable, twice)))
     outputs = [args.out] + [os.path.join(args.out, folder, stem + ext) for stem in stems
                             for folder, ext in (('labels', '.png'), ('color', '.png'), ('overlay', '.jpg'))]
-    refuse_overwriting_inputs(outputs, images + [args.net, args.weights, args.settings, args.palette], 'out')
+    refuse_overwriting(outputs, images + [args.net, args.weights, args.settings, args.palette], 'out')
     palette = load_palette(args.palette)
-    model = Segmenter(args.net, args.weights, load_settings(args.net, args.settings), args.tile)
+    model = Segmenter(args.net, args.weights, load_settings(args.net, args.settings), args.tile,
+                      palette=palette, palette_name=args.palette)
     stride = max(1, round(model.tile * 2 / 3)) if args.stride is None else args.stride
     if not 1 <= stride <= model.tile:
         raise UsageError('argument --stride: must be 1 to the tile (%d), got %d' % (model.tile, stride))

@@ -77,7 +77,29 @@ def _gpu_id(value):
     return ids[0]
 
 
+def _record_signals():
+    """From here on a stop signal is remembered, not acted on at once: the
+    imports that follow (pycaffe, OpenCV, numba) take seconds, and a
+    KeyboardInterrupt raised inside them can be swallowed by their own
+    handlers, so the run would go on. The trainer acts on it once set up."""
+    import signal
+    import threading
+    received, old = [], {}
+    if threading.current_thread() is threading.main_thread():
+        old = {signum: signal.signal(signum, lambda s, frame: received.append(s))
+               for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    return received, lambda: [signal.signal(s, h) for s, h in old.items()]
+
+
 def run(args):
+    early_signals, restore = _record_signals()
+    try:
+        return _run(args, early_signals)
+    finally:
+        restore()
+
+
+def _run(args, early_signals):
     weights = [w for w in (args.weights or '').split(',') if w]
     if args.weights is not None and not weights:
         raise UsageError('expected W[,W...], got %r' % args.weights, 'weights')
@@ -93,6 +115,6 @@ def run(args):
     command, resume_command = _commands(args)
     info = train(args.solver, run_dir=args.run_dir, weights=weights, resume=args.resume,
                  score_blob=args.score_blob, command=command, resume_command=resume_command,
-                 overrides=args.overrides, gpu=args.gpu)
+                 overrides=args.overrides, gpu=args.gpu, early_signals=early_signals)
     print('trained to iteration %d; snapshot %s; logs in %s'
           % (info['final_iteration'], info.get('last_snapshot'), info['run_dir']))

@@ -9,9 +9,28 @@ level reaches them; the two common ones are avoided before decoding: a
 truncated PNG (no IEND chunk) is refused without calling libpng ("libpng
 error: PNG input buffer is incomplete"), and an ICC profile (iCCP chunk),
 which OpenCV never applies, is dropped ("libpng warning: iCCP: known
-incorrect sRGB profile"; the pixels are the same without it).
+incorrect sRGB profile"; the pixels are the same without it). A critical
+PNG chunk whose CRC fails is refused too (libpng: "IDAT: CRC error"), and
+``read_image`` (the commands that read a few images: classify, detect,
+speed, scasnet infer, proposals) also inflates a PNG's image data first, so
+one that holds less than its header needs is refused without libpng's "Not
+enough image data" (``decode_file``, the training workers' reader, skips
+that pass: it doubles the time a PNG takes).
+
+An image whose header claims more than MAX_IMAGE_PIXELS pixels (a
+decompression bomb: 254 bytes can claim 60000 x 60000, 10 GB decoded) is
+refused from its header, naming the file and its size, before anything is
+decoded; every reader shares the one bound: the decoders here and
+``image_size``, which the datalists, annotations and proposal import read
+sizes with. An OpenCV error while decoding is "cannot read image", never
+OpenCV's multi-line text. PIL's warnings ("Corrupt EXIF data") are kept off
+the terminal while a header is read.
 """
+import io
 import os
+import threading
+import warnings
+import zlib
 
 import numpy as np
 
@@ -22,6 +41,63 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.ppm', '.
 
 def is_image_file(name):
     return name.lower().endswith(IMAGE_EXTENSIONS) and not os.path.basename(name).startswith('.')
+
+
+# The most pixels one image may have: 2^28 (16384 x 16384, 768 MiB decoded
+# as BGR; the ISPRS tiles have 36 M). OpenCV's own bound is 2^30 and an
+# assertion; PIL's, 2 x 89 M, applies to its own reads only.
+MAX_IMAGE_PIXELS = 2 ** 28
+
+
+class ImageTooLarge(ValueError):
+    """An image whose header claims more than MAX_IMAGE_PIXELS pixels."""
+
+
+def too_large(width, height):
+    """Why a width x height image is not read, or None when it may be."""
+    if width * height <= MAX_IMAGE_PIXELS:
+        return None
+    return ('the image is %dx%d px (%d pixels), over the limit of %d (2^28) pixels for one image: '
+            'a decompression bomb, or an image to tile first' % (width, height, width * height,
+                                                                MAX_IMAGE_PIXELS))
+
+
+_PIL_LOCK = threading.Lock()   # PIL's bound and the warnings filters are process-wide
+
+
+def _header_size(source):
+    """(width, height) from the header of ``source`` (a path or bytes), read
+    by PIL with its own decompression-bomb bound lifted (ours applies) and
+    its warnings silenced; PIL's error when the header cannot be read."""
+    from PIL import Image
+    with _PIL_LOCK, warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            with Image.open(source) as im:
+                return im.size
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _size_problem(data):
+    """too_large for image bytes whose header PIL reads (None when it does not:
+    OpenCV then tries, within its own bound)."""
+    try:
+        width, height = _header_size(io.BytesIO(data))
+    except Exception:   # noqa: BLE001  PIL raises several kinds for headers it cannot read
+        return None
+    return too_large(width, height)
+
+
+def oversized(path):
+    """too_large for the image file at ``path`` from its header (None when
+    the header cannot be read: whoever decodes the file reports that)."""
+    try:
+        width, height = _header_size(path)
+    except Exception:   # noqa: BLE001
+        return None
+    return too_large(width, height)
 
 
 def _truncated_jpeg(data):
@@ -46,6 +122,71 @@ def truncated_png(data):
     return data[-12:].tobytes() != _PNG_IEND and data.tobytes().rfind(b'IEND') < 0
 
 
+def _png_chunks(raw):
+    """[(kind, start of its data, length)] of the chunks of PNG bytes ``raw``;
+    stops at IEND or where the bytes stop being whole chunks."""
+    chunks, p = [], 8
+    while p + 12 <= len(raw):
+        length = int.from_bytes(raw[p:p + 4], 'big')
+        kind = raw[p + 4:p + 8]
+        if length >= 1 << 31 or p + 12 + length > len(raw):
+            break
+        chunks.append((kind, p + 8, length))
+        if kind == b'IEND':
+            break
+        p += 12 + length
+    return chunks
+
+
+def png_problem(data, inflate=False):
+    """Why libpng would fail on these PNG bytes (uint8 array), in a few
+    words, or None: a critical chunk (IHDR, PLTE, IDAT, IEND) whose CRC
+    fails; with ``inflate``, image data that does not inflate or holds fewer
+    bytes than the header's size needs (the data is inflated once, in 1 MiB
+    pieces that are not kept)."""
+    if data[:8].tobytes() != PNG_SIGNATURE:
+        return None
+    raw = data.tobytes()
+    chunks = _png_chunks(raw)
+    for kind, start, length in chunks:
+        if kind[:1].islower():      # ancillary: libpng only warns, and decodes
+            continue
+        crc = int.from_bytes(raw[start + length:start + length + 4], 'big')
+        if zlib.crc32(raw[start - 4:start + length]) != crc:
+            return 'a corrupt PNG: its %s chunk at byte %d fails its CRC' % (
+                kind.decode('latin-1'), start - 8)
+    if not inflate or not chunks or chunks[0][0] != b'IHDR' or chunks[0][2] < 13:
+        return None
+    start = chunks[0][1]
+    width, height = int.from_bytes(raw[start:start + 4], 'big'), int.from_bytes(raw[start + 4:start + 8], 'big')
+    depth, colour, interlace = raw[start + 8], raw[start + 9], raw[start + 12]
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour)
+    if channels is None or too_large(width, height):
+        return None
+    passes = ([(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+               (0, 1, 1, 2)] if interlace else [(0, 0, 1, 1)])
+    need = 0
+    for x0, y0, dx, dy in passes:
+        w, h = (width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy
+        if w and h:
+            need += h * (1 + (w * channels * depth + 7) // 8)
+    inflater, got = zlib.decompressobj(), 0
+    try:
+        for kind, start, length in chunks:
+            if kind != b'IDAT':
+                continue
+            block = raw[start:start + length]
+            while block and got < need:
+                got += len(inflater.decompress(block, 1 << 20))
+                block = inflater.unconsumed_tail
+    except zlib.error as e:
+        return 'a corrupt PNG: its image data does not inflate (%s)' % e
+    if got < need:
+        return 'a truncated PNG: its image data holds %d of the %d bytes its %dx%d header needs' % (
+            got, need, width, height)
+    return None
+
+
 def without_colour_profile(data):
     """PNG bytes without their iCCP chunks (module docstring). Only the few
     chunks before the image data are walked; other bytes are returned as they are."""
@@ -66,28 +207,57 @@ def without_colour_profile(data):
     return np.concatenate([data[a:b] for a, b in zip(bounds[::2], bounds[1::2])])
 
 
-def decode_file(path):
-    """BGR uint8 (H, W, 3) image of the file at ``path``, or None when it is
-    missing, unreadable, truncated or not an image OpenCV decodes."""
+def _problem(data, thorough=False):
+    """Why these image bytes are not decoded, found without decoding them, or None."""
+    if not data.size:
+        return 'the file is empty (0 bytes)'
+    if _truncated_jpeg(data):
+        return 'a truncated JPEG: no end-of-image marker'
+    if truncated_png(data):
+        return 'a truncated PNG: no IEND chunk'
+    return _size_problem(data) or png_problem(data, inflate=thorough)
+
+
+def _decode(path, thorough=False):
+    """(BGR uint8 image or None, why not)."""
     import cv2
     try:
         data = np.fromfile(path, np.uint8)
-    except (OSError, ValueError):
-        return None
-    if not data.size or _truncated_jpeg(data) or truncated_png(data):
-        return None
-    img = cv2.imdecode(without_colour_profile(data), cv2.IMREAD_COLOR)
-    return None if img is None or img.size == 0 else img
+    except (OSError, ValueError) as e:
+        return None, 'cannot open it: %s' % (getattr(e, 'strerror', None) or e)
+    why = _problem(data, thorough)
+    if why:
+        return None, why
+    try:
+        img = cv2.imdecode(without_colour_profile(data), cv2.IMREAD_COLOR)
+    except cv2.error as e:     # an assertion (OpenCV's own size bound...): one line, not its text
+        return None, 'OpenCV cannot decode it: %s' % _last_line(e)
+    if img is None or img.size == 0:
+        return None, 'not an image OpenCV decodes: unknown format, corrupt or truncated'
+    return img, None
+
+
+def _last_line(error):
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def decode_file(path):
+    """BGR uint8 (H, W, 3) image of the file at ``path``, or None when it is
+    missing, unreadable, truncated, too large (MAX_IMAGE_PIXELS) or not an
+    image OpenCV decodes (``why_undecodable`` says which)."""
+    return _decode(path)[0]
 
 
 def read_image(path, error=InputError):
     """BGR uint8 (H, W, 3) image; ``error`` (an InputError class) naming the
-    path when the file is missing, unreadable or not an image."""
+    path when the file is missing, unreadable, too large or not an image. A
+    PNG's image data is inflated once first (module docstring)."""
     if not os.path.isfile(path):
         raise error('%s: no such image file' % path)
-    img = decode_file(path)
+    img, why = _decode(path, thorough=True)
     if img is None:
-        raise error('%s: cannot read image (%s)' % (path, why_undecodable(path)))
+        raise error('%s: cannot read image (%s)' % (path, why))
     return img
 
 
@@ -99,19 +269,23 @@ def why_undecodable(path):
         return 'cannot open it: %s' % (e.strerror or e)
     if size == 0:
         return 'the file is empty (0 bytes)'
-    data = np.fromfile(path, np.uint8)
-    if _truncated_jpeg(data):
-        return 'a truncated JPEG: no end-of-image marker'
-    if truncated_png(data):
-        return 'a truncated PNG: no IEND chunk'
-    return 'not an image OpenCV decodes: unknown format, corrupt or truncated'
+    try:
+        data = np.fromfile(path, np.uint8)
+    except (OSError, ValueError) as e:
+        return 'cannot open it: %s' % (getattr(e, 'strerror', None) or e)
+    # what is found without decoding (the decoder's own messages would repeat)
+    return _problem(data, thorough=True) or 'not an image OpenCV decodes: unknown format, corrupt or truncated'
 
 
 def image_size(path):
-    """(width, height) from the image header; OSError/ValueError if unreadable."""
-    from PIL import Image
-    with Image.open(path) as im:
-        return im.size
+    """(width, height) from the image header; OSError/ValueError if unreadable,
+    ImageTooLarge (a ValueError) over MAX_IMAGE_PIXELS. PIL's warnings about
+    the file are not printed."""
+    width, height = _header_size(path)
+    why = too_large(width, height)
+    if why:
+        raise ImageTooLarge(why)
+    return width, height
 
 
 def expand_images(paths):

@@ -262,6 +262,68 @@ def output_path(out_dir, image_path):
     return os.path.join(out_dir, os.path.splitext(os.path.basename(image_path))[0] + '.npz')
 
 
+def read_proposal_file(path, image_shape=None, image=None):
+    """(boxes (K, 4) float64, scores (K,) float64) of one proposal file (the
+    format of the module docstring), checked: an InputError naming ``path``
+    for a file np.load cannot read (not a .npz, truncated, object arrays,
+    which would need pickle), missing arrays, shapes other than (K, 4) and
+    (K,) with K >= 1, values that are not finite, and, given the image's
+    ``image_shape`` (height, width; ``image`` names it), proposals of an image
+    of another size or boxes outside it."""
+    def bad(message):
+        return InputError('%s: %s' % (path, message))
+
+    try:
+        with open(path, 'rb') as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise bad('cannot read it: %s' % (e.strerror or e))
+    if magic not in (b'PK\x03\x04', b'PK\x05\x06'):     # a zip (of .npy files), or an empty one
+        raise bad('unreadable: not a .npz (numpy\'s zip of arrays "boxes" and "scores")')
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if 'boxes' not in z.files or 'scores' not in z.files:
+                raise bad('needs arrays "boxes" and "scores", has %s' % (', '.join(z.files) or 'none'))
+            arrays = {name: z[name] for name in ('boxes', 'scores', 'image_shape') if name in z.files}
+    except InputError:
+        raise
+    except ValueError as e:
+        if 'allow_pickle' in str(e) or 'Object arrays' in str(e):
+            raise bad('holds object arrays (Python objects, read only with pickle), not numbers')
+        raise bad('unreadable: %s' % e)
+    except Exception as e:  # noqa: BLE001  zip / format / OS errors of many types
+        raise bad('unreadable: %s' % (getattr(e, 'strerror', None) or e))
+    for name, values in arrays.items():
+        if values.dtype.kind not in 'iuf':
+            raise bad('"%s" must hold numbers, got %s values' % (name, values.dtype))
+    boxes, scores = arrays['boxes'].astype(np.float64), arrays['scores'].astype(np.float64)
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or scores.shape != (len(boxes),):
+        raise bad('boxes must be (K, 4) and scores (K,), got %s and %s' % (boxes.shape, scores.shape))
+    if len(boxes) == 0:
+        raise bad('no proposals (0 boxes): need K >= 1')
+    if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
+        raise bad('boxes or scores are not finite')
+    if image_shape is None:
+        return boxes, scores
+    height, width = (int(v) for v in image_shape[:2])
+    shape = arrays.get('image_shape')
+    if shape is not None:
+        if shape.shape != (2,):
+            raise bad('image_shape must be (height, width), got %s' % (shape.tolist(),))
+        if tuple(int(v) for v in shape) != (height, width):
+            raise bad('proposals of a %dx%d image, but %s is %dx%d'
+                      % (int(shape[1]), int(shape[0]), image or 'the image', width, height))
+    outside = np.flatnonzero((boxes[:, 0] < 0) | (boxes[:, 1] < 0) | (boxes[:, 2] > width - 1)
+                             | (boxes[:, 3] > height - 1) | (boxes[:, 2] < boxes[:, 0])
+                             | (boxes[:, 3] < boxes[:, 1]))
+    if outside.size:
+        b = boxes[outside[0]]
+        raise bad('box %d (%g, %g, %g, %g) is not inside the %dx%d image%s%s'
+                  % (outside[0], b[0], b[1], b[2], b[3], width, height, ' %s' % image if image else '',
+                     '' if outside.size == 1 else ' (and %d more)' % (outside.size - 1)))
+    return boxes, scores
+
+
 def save_proposals(out_path, boxes, scores, image_shape, method):
     """Write one image's proposal file (the format of the module docstring), atomically."""
     atomic_save_npz(out_path, boxes=np.asarray(boxes, np.float32), scores=np.asarray(scores, np.float32),

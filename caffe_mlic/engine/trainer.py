@@ -62,7 +62,7 @@ from caffe_mlic.engine.snapshots import (SnapshotError, check_snapshot, check_sn
 from caffe_mlic.engine.solver_file import SolverFile
 from caffe_mlic.errors import InputError, MlicError, RunError, UsageError
 from caffe_mlic.evaluation.evaluator import EVALUATORS, for_data_layer, label_blob
-from caffe_mlic.fileio import atomic_write
+from caffe_mlic.fileio import atomic_write, refuse_overwriting, same_file
 from caffe_mlic.progress import progress
 
 SIGNAL_NAMES = {signal.SIGINT: 'SIGINT', signal.SIGTERM: 'SIGTERM', signal.SIGHUP: 'SIGHUP',
@@ -151,10 +151,13 @@ class Trainer:
     evaluator = EVALUATORS['MultiLabelProposalData']   # the TEST evaluator's class (from the TEST data layer)
 
     def __init__(self, solver_path, run_dir=None, weights=(), resume=None, score_blob=None,
-                 command=None, resume_command=None, log=None, overrides=(), gpu=None):
+                 command=None, resume_command=None, log=None, overrides=(), gpu=None, early_signals=()):
         self.run_dir = run_dir or os.path.join('runs', os.path.splitext(
             os.path.basename(os.fspath(solver_path)))[0])
         self.solver_file = SolverFile(solver_path, self.run_dir, overrides)
+        if overrides:   # the run folder keeps the solver as run: never over the solver read
+            refuse_overwriting([os.path.join(self.run_dir, 'solver.prototxt')], [self.solver_file.path],
+                               'run_dir')
         self.weights = list(weights)
         for w in self.weights:
             if not os.path.isfile(w):
@@ -169,6 +172,7 @@ class Trainer:
         self.command = command or [a for a in self.resume_command if a not in ('--resume', '{state}')]
         self.note = log or _default_log
         self.stop_signal = None
+        self.early_signals = early_signals   # signals recorded before the trainer's own handlers
         self.state_iteration = None
         self.gpu = gpu
         if gpu is not None:
@@ -387,9 +391,9 @@ class Trainer:
         if sf.overrides:   # the solver as run: the file with the --set fields
             prototxt.write(os.path.join(run_dir, 'solver.prototxt'), sf.param,
                            header='# %s with %s\n' % (sf.path, ' '.join('--set ' + o for o in sf.overrides)))
-        else:
+        elif not same_file(sf.path, os.path.join(run_dir, 'solver.prototxt')):
             _copy_file(sf.path, os.path.join(run_dir, 'solver.prototxt'))
-        if sf.net_path is not None:
+        if sf.net_path is not None and not same_file(sf.net_path, os.path.join(run_dir, 'net.prototxt')):
             _copy_file(sf.net_path, os.path.join(run_dir, 'net.prototxt'))
         columns = ['train_' + t for t in self.train_tops] + ['test_' + t for t in self.test_tops]
         if self.test is not None and self.test[2] is not None:
@@ -488,6 +492,8 @@ class Trainer:
         lock = lock_run_dir(self.run_dir)
         try:
             with _main_thread_signals({s: stop for s in STOP_SIGNALS}):
+                if self.early_signals and self.stop_signal is None:
+                    self.stop_signal = self.early_signals[0]
                 return self._run()
         except RunFinished as done:
             self.note('%s is at max_iter %d already: nothing to train'

@@ -235,10 +235,27 @@ def _size(labels):
     return '%dx%d' % (labels.shape[1], labels.shape[0])
 
 
+def _read_map(path, what, num_classes, palette):
+    """labelmaps.read_label_map, after the image readers' size bound (a
+    header claiming 60000 x 60000 px is refused before OpenCV allocates it);
+    an OpenCV error while decoding is one line naming the file."""
+    import cv2
+    from caffe_mlic.data.imageio import oversized
+    why = oversized(path)
+    if why:
+        raise InputError(problems=[Problem(path, None, None, '%s: cannot read label map (%s)' % (what, why))])
+    try:
+        return labelmaps.read_label_map(path, num_classes, palette)
+    except cv2.error as e:
+        last = [line.strip() for line in str(e).splitlines() if line.strip()]
+        raise InputError(problems=[Problem(path, None, None, '%s: cannot read label map (OpenCV cannot decode '
+                                           'it: %s)' % (what, last[-1] if last else 'cv2.error'))])
+
+
 def _score_pair(evaluator, pred_path, gt_path, palette, eroded, radius):
     """Add one image to ``evaluator``; its info; InputError naming the file."""
-    gt = labelmaps.read_label_map(gt_path, evaluator.num_classes, palette)
-    pred = labelmaps.read_label_map(pred_path, None, palette)   # checked where scored, by confusion
+    gt = _read_map(gt_path, 'ground truth', evaluator.num_classes, palette)
+    pred = _read_map(pred_path, 'prediction', None, palette)   # checked where scored, by confusion
     if pred.shape != gt.shape:
         raise InputError(problems=[Problem(pred_path, None, None, 'prediction is %s (WxH) but its ground '
                                            'truth %s is %s' % (_size(pred), gt_path, _size(gt)))])

@@ -22,25 +22,24 @@ def model_and_images(files, image_args):
     return images
 
 
-def refuse_overwriting_inputs(outputs, inputs, param=None):
-    """fileio.refuse_overwriting for many paths at once (thousands of images
-    and outputs): an output can only destroy an input if it exists now, so
-    the two are matched by (device, inode), one stat a path."""
-    from caffe_mlic.fileio import refuse_overwriting
-    given = {}
-    for path in filter(None, inputs):
-        try:
-            st = os.stat(path)
-        except OSError:
-            continue
-        given.setdefault((st.st_dev, st.st_ino), path)
-    for out in filter(None, outputs):
-        try:
-            st = os.stat(out)
-        except OSError:
-            continue
-        if (st.st_dev, st.st_ino) in given:
-            refuse_overwriting([out], [given[(st.st_dev, st.st_ino)]], param)
+def check_finite_weights(net, weights):
+    """InputError naming ``weights`` and each layer of caffe.Net ``net`` (the
+    weights copied in) whose values are not all finite. A NaN or inf weight
+    gives NaN outputs that no later step names (a class whose probability is
+    NaN is silently dropped from the top labels, ScasNet's argmax is class 0,
+    detection ROIPooling says "training diverged"): the file is refused as it
+    is loaded."""
+    import numpy as np
+    problems = []
+    for name, blobs in net.params.items():
+        bad = sum(int(b.count - np.count_nonzero(np.isfinite(b.data))) for b in blobs)
+        if bad:
+            total = sum(int(b.count) for b in blobs)
+            problems.append((os.fspath(weights), None, None,
+                             "layer '%s': %d of its %d weights are NaN or infinite: the weights hold "
+                             "non-finite values (a snapshot of a diverged training run?)" % (name, bad, total)))
+    if problems:
+        raise InputError(problems=problems, what='weights' if len(problems) > 1 else None)
 
 
 def is_utf8(path):

@@ -7,6 +7,7 @@ Two engines run the same model: ``caffe`` (pycaffe) and ``opencv``
 import numpy as np
 
 from caffe_mlic.errors import InputError, UsageError
+from caffe_mlic.inference import check_finite_weights
 from caffe_mlic.inference.preprocess import image_blob
 
 ENGINES = ('caffe', 'opencv')
@@ -24,10 +25,11 @@ class StudentClassifier:
             raise InputError('%s: not a student deploy net (expected one input "data" with 4 dims, '
                              'got %s)' % (net_path, list(proto.input) or 'none'))
         self.size = int(proto.input_dim[2])
-        # Both engines: the net built by pycaffe and the weights checked against
-        # it (OpenCV would load another net's weights and fail, or not, at
-        # forward time); OpenCV then loads its own copy.
-        net = prototxt.caffe_net(net_path, 'TEST', weights=weights if engine == 'caffe' else None)
+        # Both engines: the net built by pycaffe with the weights, checked
+        # against it (OpenCV would load another net's weights and fail, or
+        # not, at forward time) and finite; OpenCV then loads its own copy.
+        net = prototxt.caffe_net(net_path, 'TEST', weights=weights)
+        check_finite_weights(net, weights)
         if OUTPUT_BLOB not in net.blobs:
             raise InputError('%s: no %r blob (the sigmoid output)' % (net_path, OUTPUT_BLOB))
         self.num_classes = int(net.blobs[OUTPUT_BLOB].count)
@@ -38,8 +40,6 @@ class StudentClassifier:
             self.net = net
         else:
             import cv2
-            from caffe_mlic.caffe.weights import check_weights
-            check_weights(str(weights), net, complete=True)
             del net
             try:
                 self.net = cv2.dnn.readNetFromCaffe(str(net_path), str(weights))

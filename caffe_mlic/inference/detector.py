@@ -19,6 +19,7 @@ import numpy as np
 
 from caffe_mlic.caffe import prototxt
 from caffe_mlic.errors import InputError, UsageError
+from caffe_mlic.inference import check_finite_weights
 from caffe_mlic.inference.preprocess import boxes_to_input, image_blob
 
 REGION_BLOB = 'proposal_class_score'
@@ -62,6 +63,8 @@ class WsddnDetector:
         if not (math.isfinite(nms_iou) and 0 <= nms_iou <= 1):
             raise UsageError('nms_iou must be an IoU from 0 to 1, got %r' % nms_iou, 'nms_iou')
         self.net = prototxt.caffe_net(net_path, 'TEST', weights=weights)
+        if weights:
+            check_finite_weights(self.net, weights)
         for blob in ('imagedata', 'proposaldata', REGION_BLOB, IMAGE_BLOB):
             if blob not in self.net.blobs:
                 raise InputError('%s: not a WSDDN deploy net (no blob %r; it has %s)'

@@ -43,8 +43,13 @@ class Segmenter:
     """A ScasNet deploy net (input ``data`` 1x3xSxS, scores ``conv6_interp``)
     with its weights and preprocessing (DeploySettings)."""
 
-    def __init__(self, net_path, weights, settings, tile=None, output=OUTPUT_BLOB):
+    def __init__(self, net_path, weights, settings, tile=None, output=OUTPUT_BLOB, palette=None,
+                 palette_name='isprs'):
+        """``palette``: the colours (labelmaps.Palette) the label maps will be
+        painted with, named ``palette_name`` ('isprs' or its file) in errors;
+        see check_palette."""
         from caffe_mlic.caffe import prototxt
+        from caffe_mlic.inference import check_finite_weights
         proto = prototxt.read_net(net_path)
         if list(proto.input) != ['data'] or len(proto.input_dim) != 4 or proto.input_dim[2] != proto.input_dim[3]:
             raise InputError('%s: not a ScasNet deploy net (expected one square input "data", got %s)'
@@ -55,12 +60,29 @@ class Segmenter:
                              'regenerate it with `caffe-mlic scasnet netgen --input-size %d`'
                              % (tile, net_path, self.tile, self.tile, tile), 'tile')
         self.net = prototxt.caffe_net(net_path, 'TEST', weights=weights)
+        check_finite_weights(self.net, weights)
         if output not in self.net.blobs:
             raise InputError('%s: no %r blob (the class scores)' % (net_path, output))
-        self.output = output
+        self.output, self.net_path = output, net_path
         self.num_classes = self.net.blobs[output].data.shape[1]
         self.settings = settings.check_net(
             net_path, num_classes=(self.num_classes, 'classes in its %r blob' % output))
+        if palette is not None:
+            self.check_palette(palette, palette_name)
+
+    def check_palette(self, colours, name):
+        """InputError when the palette ``colours`` (named ``name``: 'isprs' or
+        its file) has fewer colours than the net has classes, as the training
+        data layer refuses it: a class without a colour would be painted
+        black, the colour of the ignore label."""
+        have = len(colours)
+        if have < self.num_classes:
+            unpainted = ('class %d' % have if have == self.num_classes - 1 else
+                         'classes %d to %d' % (have, self.num_classes - 1))
+            raise InputError('num_classes is %d (the net %s, its %r blob) but the palette %s has %d colours: '
+                             '%s would be painted black, the ignore colour'
+                             % (self.num_classes, self.net_path, self.output, name, have, unpainted))
+        return self
 
     def tiles(self, height, width, stride):
         """(y, x) of every tile over a height x width image (padded up to a tile)."""

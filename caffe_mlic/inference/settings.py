@@ -27,6 +27,13 @@ RELEASE_MEAN = [103.52, 116.28, 123.675]
 # The largest input side a deploy net can have: its 1 x 3 x S x S input blob
 # within Caffe's 2^31 - 1 values (the release's nets take 224 and 672).
 MAX_INPUT_SIZE = 26754
+# Bounds of the preprocessing, (pixel - mean) * input_scale in float32: a mean
+# of 1e308 or a scale of 1e300 is finite in JSON but inf (then NaN) in the
+# net's float32 input. Images are read as 8-bit (pixels 0 to 255): a mean
+# past 1e4 is no pixel's; the release's scale is 1, a [0, 1] normalisation's
+# 1/255, so (0, 1e4] holds every real one.
+MAX_MEAN = 1e4
+MAX_INPUT_SCALE = 1e4
 
 
 @dataclass
@@ -151,13 +158,19 @@ def read_settings(path):
         mean = data['mean']
         if not (isinstance(mean, list) and len(mean) in (1, 3) and all(map(_is_number, mean))):
             bad('mean', 'must be 3 finite numbers (B, G, R) or 1 for all channels')
+        elif not all(abs(v) <= MAX_MEAN for v in mean):
+            bad('mean', 'must be pixel values from -%g to %g (B, G, R, or 1 for all channels)'
+                % (MAX_MEAN, MAX_MEAN))
         else:
             values['mean'] = [float(v) for v in (mean * 3 if len(mean) == 1 else mean)]
     if 'input_scale' in data:
-        if not (_is_number(data['input_scale']) and data['input_scale'] > 0):
+        scale = data['input_scale']
+        if not (_is_number(scale) and scale > 0):
             bad('input_scale', 'must be a finite number > 0')
+        elif scale > MAX_INPUT_SCALE:
+            bad('input_scale', 'must be a number > 0 and at most %g' % MAX_INPUT_SCALE)
         else:
-            values['input_scale'] = float(data['input_scale'])
+            values['input_scale'] = float(scale)
     sizes = 'an integer from 1 to %d' % MAX_INPUT_SIZE
     for name, low, high, what in (('num_classes', 2, None, 'an integer >= 2'),
                                   ('bbox_num', 1, None, 'an integer >= 1'),

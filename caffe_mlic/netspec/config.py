@@ -41,6 +41,9 @@ def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+MAX_WORKERS = 64      # data workers of one layer: each is a Python process with its own memory
+
+
 class Checks:
     """Validation of one config: each check raises UsageError('<field>
     <what it must be>, got <value>') for the first field that fails."""
@@ -83,6 +86,12 @@ class Checks:
         for name in names:
             if not finite(getattr(self.cfg, name)):
                 self.bad(name, 'must be a finite number')
+
+    def at_most(self, name, high, why):
+        """An integer field (or each of a tuple's) <= high."""
+        value = getattr(self.cfg, name)
+        if any(v > high for v in (value if isinstance(value, (tuple, list)) else [value])):
+            self.bad(name, 'must be at most %d (%s)' % (high, why))
 
     def fraction(self, name):
         value = getattr(self.cfg, name)

@@ -13,7 +13,8 @@ from caffe import params as P
 from caffe_mlic.errors import UsageError
 from caffe_mlic.netspec.blocks import (FROZEN, LEARN_10X, drop_input_layers, fc, fc_relu_drop, insert_after,
                                        netspec_to_proto, python_layer, train_test_data)
-from caffe_mlic.netspec.config import Checks, finite, option
+from caffe_mlic.data.datalist import MAX_ATT_NUM, MAX_BBOX_NUM
+from caffe_mlic.netspec.config import MAX_WORKERS, Checks, finite, option
 from caffe_mlic.netspec.vgg import BACKBONES, CONV_FILLERS, PLAIN, TEACHER, vgg16_convs
 
 RELEASE_SCALES = [0.714286, 0.857143, 1.0, 1.095239, 1.238096]  # 480/576/672/736/832 px
@@ -96,6 +97,9 @@ class MlicConfig:
         check.finite_numbers('score_scale', 'score_bias')
         check.nonnegative_numbers('soft_loss_weight', 'student_scale_lr_mult')
         check.nonnegative_ints('workers', 'mimic_top_k', 'data_seed')
+        check.at_most('workers', MAX_WORKERS, 'each is a process with its own memory')
+        check.at_most('num_classes', MAX_ATT_NUM, "the datalist's bound")
+        check.at_most('bbox_num', MAX_BBOX_NUM, "the datalist's bound")
         if self.mimic_top_k and self.kd_losses != 'python':
             check.bad('mimic_top_k', "needs kd_losses 'python' (FeatureMimicLoss)")
         check.words('train_list', 'test_list', 'student_fc8')

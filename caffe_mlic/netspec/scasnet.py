@@ -25,7 +25,7 @@ from caffe_mlic.errors import UsageError
 from caffe_mlic.data.labelmaps import IGNORE_LABEL
 from caffe_mlic.netspec.blocks import (drop_input_layers, insert_after, max_pool, netspec_to_proto, python_layer,
                                        train_test_data)
-from caffe_mlic.netspec.config import Checks, finite, option
+from caffe_mlic.netspec.config import MAX_WORKERS, Checks, finite, option
 from caffe_mlic.netspec.vgg import DEEPLAB_POOLING, VGG16_BLOCKS, VGG16_WIDTHS, vgg16_convs
 
 ZERO_BIAS = dict(type='constant', value=0)
@@ -188,6 +188,9 @@ class ScasConfig:
         check.positive_numbers('input_scale')
         check.scale_factors()
         check.nonnegative_ints('workers', 'data_seed')
+        check.at_most('workers', MAX_WORKERS, 'each is a process with its own memory')
+        check.at_most('num_classes', 255, 'label maps are 8-bit and 255 is the ignore label')
+        check.at_most('resnet_blocks', 100, 'ResNet-101 has 3 4 23 3')
         check.words('train_list', 'val_list')
         outputs = block_outputs(self)
         taps = list(self.taps)

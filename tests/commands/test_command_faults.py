@@ -121,3 +121,19 @@ def test_speed_refuses_to_write_its_json_over_an_input(tmp_path, capsys):
     assert cli.main(argv + ['--json', str(tmp_path / 'w')]) == 2
     assert 'is an input of this command' in capsys.readouterr().err
     assert (tmp_path / 'w').read_text() == 'x'
+
+
+def test_datalist_build_never_writes_over_what_it_reads(tmp_path, capsys):
+    """-o naming the image set, an image, an annotation or a proposals file
+    replaced it (exit 0); each is refused, the file unchanged."""
+    from caffe_mlic.data.synth import make_synthetic_voc
+    data = tmp_path / 'voc'
+    make_synthetic_voc(str(data), 4, 2, show_progress=False)
+    ids = (data / 'ImageSets' / 'Main' / 'train.txt').read_text().split()
+    for target in (data / 'ImageSets' / 'Main' / 'train.txt', data / 'JPEGImages' / (ids[0] + '.jpg'),
+                   data / 'Annotations' / (ids[0] + '.xml')):
+        before = target.read_bytes()
+        assert cli.main(['datalist', 'build', '--voc', str(data), '--set', 'train', '--whole-image',
+                         '-o', str(target)]) == 2
+        assert 'is an input of this command' in capsys.readouterr().err
+        assert target.read_bytes() == before

@@ -176,3 +176,143 @@ def test_proposals_quiet_prints_each_failure_once(tmp_path, capfd):
     assert err == ('caffe-mlic proposals: 1 image(s) failed (the others were written):\n  %s: the image is '
                    '1x1 px: smaller than the smallest box kept (min_size 20 px a side), so it can have no '
                    'proposal\n' % (folder / 'dot.png')), err
+
+
+# ---------------------------------------------------------------- decompression bombs, PNG data, PIL warnings
+
+def _png_bytes(width, height, raw_rows):
+    """A PNG whose IHDR says width x height (RGB, 8-bit) and whose IDAT holds
+    ``raw_rows`` bytes of zeros, however many the size needs."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0))
+            + chunk(b'IDAT', zlib.compress(b'\0' * raw_rows)) + chunk(b'IEND', b''))
+
+
+def _bomb(path):
+    """254 bytes whose header says 60000 x 60000 px (10 GB decoded): OpenCV
+    raised cv2.error (an assertion, several lines) from every reader."""
+    path.write_bytes(_png_bytes(60000, 60000, 180001))
+    return str(path)
+
+
+BOMB_SIZE = ('the image is 60000x60000 px (3600000000 pixels), over the limit of 268435456 (2^28) pixels '
+             'for one image')
+
+
+def test_a_decompression_bomb_is_refused_from_its_header(tmp_path, capfd):
+    from caffe_mlic.data.imageio import ImageTooLarge, decode_file, image_size, read_image, why_undecodable
+    from caffe_mlic.errors import InputError
+    bomb = _bomb(tmp_path / 'bomb.png')
+    assert decode_file(bomb) is None
+    assert why_undecodable(bomb).startswith(BOMB_SIZE)
+    with pytest.raises(InputError) as e:
+        read_image(bomb)
+    assert str(e.value).startswith('%s: cannot read image (%s' % (bomb, BOMB_SIZE))
+    with pytest.raises(ImageTooLarge, match=r'60000x60000 px'):     # the one bound, for header readers too
+        image_size(bomb)
+    assert capfd.readouterr().err == ''
+
+
+def test_a_decompression_bomb_in_a_datalist_is_one_line(tmp_path, capfd, net_from_text):
+    """datalist check and the training data layer: the raw OpenCV assertion
+    and a blank line were printed."""
+    bomb = _bomb(tmp_path / 'bomb.png')
+    cv2.imwrite(str(tmp_path / 'good.png'), np.zeros((40, 40, 3), np.uint8))
+    write_datalist(tmp_path / 'list.txt', [(p, [1, 0], [[0, 0, 9, 9]], [1.0])
+                                           for p in (str(tmp_path / 'good.png'), bomb)])
+    assert cli.main(['datalist', 'check', str(tmp_path / 'list.txt'), '--att-num', '2', '--bbox-num', '1',
+                     '--size', '40']) == 1
+    captured = capfd.readouterr()
+    assert 'list.txt:2: image: cannot decode %s: %s' % (bomb, BOMB_SIZE) in captured.out
+    assert 'OpenCV' not in captured.out + captured.err and '\n\n' not in captured.out + captured.err
+    write_datalist(tmp_path / 'bomb.txt', [(bomb, [1, 0], [[0, 0, 9, 9]], [1.0])])
+    params = dict(source=str(tmp_path / 'bomb.txt'), batch_size=1, new_width=40, new_height=40,
+                  att_num=2, bbox_num=1, workers=0)
+    net = net_from_text(netutil.python_layer_text('data', 'MultiLabelProposalData', params, [],
+                                                  ['data', 'label_roi']), 'TEST')
+    with pytest.raises(DataLoadError) as e:
+        net.forward()
+    assert str(e.value) == 'cannot read image %s (%s: a decompression bomb, or an image to tile first)' % (
+        bomb, BOMB_SIZE)
+
+
+def test_proposals_of_a_decompression_bomb_name_it(tmp_path, capfd):
+    bomb = _bomb(tmp_path / 'bomb.png')
+    assert cli.main(['proposals', bomb, '-o', str(tmp_path / 'p'), '-q']) == 1
+    err = capfd.readouterr().err
+    assert err == ('caffe-mlic proposals: 1 image(s) failed (the others were written):\n  %s: cannot read '
+                   'image (%s: a decompression bomb, or an image to tile first)\n' % (bomb, BOMB_SIZE)), err
+
+
+def test_a_png_short_of_image_data_is_refused_without_libpng_errors(tmp_path, capfd):
+    """Its IEND is there, its data is not: libpng printed 'libpng error: Not
+    enough image data'. read_image (classify, detect, ...) inflates a PNG's
+    data first; a critical chunk whose CRC fails is refused by every reader."""
+    from caffe_mlic.data.imageio import decode_file, read_image
+    from caffe_mlic.errors import InputError
+    (tmp_path / 'short.png').write_bytes(_png_bytes(300, 200, 1801))
+    png = bytearray(cv2.imencode('.png', np.full((30, 40, 3), 7, np.uint8))[1].tobytes())
+    png[-20] ^= 0xff                     # in the IDAT's data, before its CRC and IEND
+    (tmp_path / 'crc.png').write_bytes(bytes(png))
+    capfd.readouterr()
+    with pytest.raises(InputError, match=r'short\.png: cannot read image \(a truncated PNG: its image data '
+                                         r'holds 1801 of the 180200 bytes its 300x200 header needs\)'):
+        read_image(str(tmp_path / 'short.png'))
+    with pytest.raises(InputError, match=r'crc\.png: cannot read image \(a corrupt PNG: its IDAT chunk '
+                                         r'at byte 33 fails its CRC\)'):
+        read_image(str(tmp_path / 'crc.png'))
+    assert decode_file(str(tmp_path / 'crc.png')) is None
+    assert capfd.readouterr().err == ''
+    good = np.random.default_rng(0).integers(0, 256, (31, 45, 3), dtype=np.uint8)
+    for interlaced in (False, True):     # the header's size is what real PNGs hold
+        from PIL import Image
+        Image.fromarray(good[:, :, ::-1]).save(str(tmp_path / 'good.png'), interlace=interlaced)
+        assert np.array_equal(read_image(str(tmp_path / 'good.png')), good)
+
+
+def test_reading_a_truncated_tiff_prints_no_pil_warning(tmp_path):
+    """PIL warned 'Corrupt EXIF data. Expecting to read 2 bytes but only got 0'
+    (scasnet infer reads sizes first) around the one-line error."""
+    import warnings
+    from caffe_mlic.data.imageio import image_size, read_image
+    from caffe_mlic.errors import InputError
+    tif = cv2.imencode('.tif', np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8))[1]
+    (tmp_path / 'cut.tif').write_bytes(tif.tobytes()[:2000])     # OpenCV writes the IFD at the end
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        with pytest.raises(Exception):
+            image_size(str(tmp_path / 'cut.tif'))
+        with pytest.raises(InputError, match='cut.tif: cannot read image'):
+            read_image(str(tmp_path / 'cut.tif'))
+    assert [str(w.message) for w in caught] == []
+
+
+@pytest.mark.parametrize('arrays, fragment', [
+    (dict(boxes=np.array([{}], dtype=object), scores=np.ones(1)),
+     'holds object arrays (Python objects, read only with pickle), not numbers'),
+    (dict(boxes=np.ones((3, 5)), scores=np.ones(3)), 'boxes must be (K, 4) and scores (K,), got (3, 5) and (3,)'),
+    (dict(boxes=np.zeros((0, 4)), scores=np.zeros(0)), 'no proposals (0 boxes): need K >= 1'),
+    (dict(boxes=np.ones((2, 4))), 'needs arrays "boxes" and "scores", has boxes'),
+    (dict(boxes=np.array([[0, 0, 5, np.nan]]), scores=np.ones(1)), 'boxes or scores are not finite'),
+    (dict(boxes=np.array([[0, 0, 5, 50]]), scores=np.ones(1)),
+     'box 0 (0, 0, 5, 50) is not inside the 40x30 image img.png'),
+    (dict(boxes=np.array([[0, 0, 5, 5]]), scores=np.ones(1), image_shape=np.array([20, 40])),
+     'proposals of a 40x20 image, but img.png is 40x30'),
+])
+def test_a_proposal_file_is_read_by_one_checked_reader(tmp_path, arrays, fragment):
+    """`detect --proposals`: an object array was numpy's ValueError traceback,
+    a (3, 5) or empty file 'need K >= 1 proposals' naming no file."""
+    from caffe_mlic.data.proposals import read_proposal_file
+    from caffe_mlic.errors import InputError
+    path = str(tmp_path / 'img.npz')
+    np.savez(path, **arrays)
+    with pytest.raises(InputError) as e:
+        read_proposal_file(path, (30, 40), 'img.png')
+    assert str(e.value) == '%s: %s' % (path, fragment)
+    (tmp_path / 'text.npz').write_text('boxes')
+    with pytest.raises(InputError, match=r'text\.npz: unreadable'):
+        read_proposal_file(str(tmp_path / 'text.npz'))

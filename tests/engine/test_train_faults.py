@@ -263,3 +263,38 @@ def test_one_run_at_a_time_in_a_run_folder(tiny):
         first.terminate()
         first.wait(timeout=60)
     assert run_json(run_dir)['status'] == 'interrupted by SIGTERM'
+
+
+def test_a_run_folder_that_holds_the_solver_never_overwrites_it(tiny):
+    """The run folder keeps the solver as run; with --set that would replace
+    the solver read (the next run would silently use the changed value)."""
+    run_dir = tiny / 'runs' / 'own'
+    run_dir.mkdir(parents=True)
+    netutil.write_solver(run_dir / 'solver.prototxt', str(tiny / 'nets' / 'kd' / 'student_baseline.prototxt'),
+                         base_lr=0.001, max_iter=2, snapshot_prefix=str(tiny / 'snap_own' / 'w'))
+    before = (run_dir / 'solver.prototxt').read_text()
+    res = run(['train', run_dir / 'solver.prototxt', '--run-dir', run_dir, '--set', 'base_lr=0.01'], tiny)
+    assert res.returncode == 2 and 'is an input of this command' in res.stderr, res.stderr
+    assert (run_dir / 'solver.prototxt').read_text() == before
+    res = run(['train', run_dir / 'solver.prototxt', '--run-dir', run_dir], tiny)    # no --set: fine
+    assert res.returncode == 0, res.stderr
+    assert (run_dir / 'solver.prototxt').read_text() == before
+
+
+def test_a_ctrl_c_while_workers_start_prints_no_worker_traceback(tiny):
+    """SIGINT to the group while the data workers import (they start with
+    SIGINT blocked, then ignore it): only the one-line message, at any moment."""
+    solver(tiny, 'ctrlc_start', net='kd/student_workers')
+    for k, delay in enumerate((0.6, 1.2, 1.8, 2.6, 3.5)):
+        run_dir = tiny / 'runs' / ('ctrlc_start_%d' % k)
+        proc = start(['train', 'ctrlc_start.prototxt', '--run-dir', run_dir,
+                      '--set', 'snapshot_prefix=snap_ctrlc_start_%d/w' % k], tiny,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        # (before the command has started: Python's own "interrupted", and
+        # maybe the conventional death by SIGINT)
+        assert proc.returncode == 130 or (proc.returncode == -signal.SIGINT and 'interrupted' in err), err
+        assert re.fullmatch(r'caffe-mlic( train)?: (interrupted|stopped by SIGINT (while the nets were built|'
+                            r'at iteration \d+).*)\n', err), (delay, err)

@@ -358,3 +358,28 @@ def test_cli_input_error_exit_1(tmp_path, capsys):
     assert cli.main(['eval', 'seg', '--pred', pred, '--gt', gt]) == 1
     err = capsys.readouterr().err
     assert err.startswith('caffe-mlic eval seg: %s: prediction with no ground truth' % os.path.join(pred, 'a.png'))
+
+
+def _bomb_png(path):
+    """254 bytes whose header says 60000 x 60000 px: OpenCV raised cv2.error
+    (a traceback) reading it as a prediction."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    path.write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', 60000, 60000, 8, 2, 0, 0, 0))
+                     + chunk(b'IDAT', zlib.compress(b'\0' * 180001)) + chunk(b'IEND', b''))
+
+
+@pytest.mark.parametrize('which', ['pred', 'gt'])
+def test_a_decompression_bomb_label_map_is_one_line_naming_it(tmp_path, capfd, which):
+    a = np.zeros((2, 2), np.uint8)
+    pred, gt = _folders(tmp_path, {'a.png': a}, {'a.png': a})
+    bomb = os.path.join(pred if which == 'pred' else gt, 'a.png')
+    _bomb_png(tmp_path / which / 'a.png')
+    assert cli.main(['eval', 'seg', '--pred', pred, '--gt', gt]) == 1
+    err = capfd.readouterr().err
+    assert err == ('caffe-mlic eval seg: %s: %s: cannot read label map (the image is 60000x60000 px (3600000000 '
+                   'pixels), over the limit of 268435456 (2^28) pixels for one image: a decompression bomb, or '
+                   'an image to tile first)\n' % (bomb, 'prediction' if which == 'pred' else 'ground truth')), err

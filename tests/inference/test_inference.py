@@ -455,3 +455,175 @@ def test_image_names_that_are_not_utf8(tiny, tmp_path, capsys):
     assert '\\xff\\xfe.png  c' in capsys.readouterr().out.replace('class_', 'c')
     names = [r['image'] for r in json.loads((tmp_path / 'c.json').read_text())['results']]
     assert any(os.fsencode(name).endswith(b'/' + NOT_UTF8 + b'.png') for name in names)
+
+
+# ---------------------------------------------------------------- hostile inputs (issue 26)
+
+def _png_bytes(width, height, raw_rows):
+    """A PNG whose IHDR says width x height (RGB, 8-bit) and whose IDAT holds
+    ``raw_rows`` zero bytes, however many the size needs."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0))
+            + chunk(b'IDAT', zlib.compress(b'\0' * raw_rows)) + chunk(b'IEND', b''))
+
+
+def _student(tiny):
+    return ['--net', _deploy(tiny, STUDENT), '--weights', str(tiny / 'student.caffemodel')]
+
+
+def _teacher(tiny):
+    return ['--net', _deploy(tiny, TEACHER), '--weights', str(tiny / 'teacher_iter_40.caffemodel')]
+
+
+def test_every_command_refuses_a_decompression_bomb_in_one_line(tiny, tmp_path, capfd):
+    """A 254-byte PNG whose header says 60000 x 60000 px: cv2.error tracebacks
+    (OpenCV's size assertion) from classify, detect and speed."""
+    bomb = tmp_path / 'bomb.png'
+    bomb.write_bytes(_png_bytes(60000, 60000, 180001))
+    runs = [['classify'] + _student(tiny) + [str(bomb)],
+            ['classify'] + _student(tiny) + [str(bomb), '--engine', 'opencv'],
+            ['detect'] + _teacher(tiny) + [str(bomb), '-o', str(tmp_path / 'det'), '-q'],
+            ['speed', '--teacher', _deploy(tiny, TEACHER), str(tiny / 'teacher_iter_40.caffemodel'), '--student',
+             _deploy(tiny, STUDENT), str(tiny / 'student.caffemodel'), str(bomb), '--max-images', '1',
+             '--repeats', '1']]
+    for argv in runs:
+        assert cli.main(argv) == 1, argv
+        captured = capfd.readouterr()
+        assert captured.err == ('caffe-mlic %s: %s: cannot read image (the image is 60000x60000 px (3600000000 '
+                                'pixels), over the limit of 268435456 (2^28) pixels for one image: a '
+                                'decompression bomb, or an image to tile first)\n' % (argv[0], bomb)), argv
+    assert not (tmp_path / 'det' / 'json').exists()
+
+
+def test_classify_refuses_a_png_short_of_data_without_libpng_errors(tiny, tmp_path, capfd):
+    """'libpng error: Not enough image data' was printed above the error."""
+    short = tmp_path / 'short.png'
+    short.write_bytes(_png_bytes(300, 200, 1801))
+    assert cli.main(['classify'] + _student(tiny) + [str(short)]) == 1
+    assert capfd.readouterr().err == ('caffe-mlic classify: %s: cannot read image (a truncated PNG: its image '
+                                      'data holds 1801 of the 180200 bytes its 300x200 header needs)\n' % short)
+
+
+@pytest.mark.parametrize('changes, fragment', [
+    (dict(mean=[1e308, 1, 1]), 'mean: must be pixel values from -10000 to 10000 (B, G, R, or 1 for all '
+                               'channels), got [1e+308, 1, 1]'),
+    (dict(mean=[-20000]), 'mean: must be pixel values from -10000 to 10000'),
+    (dict(input_scale=1e300), 'input_scale: must be a number > 0 and at most 10000, got 1e+300'),
+])
+def test_deploy_json_values_that_overflow_float32_are_refused(tiny, tmp_path, capsys, changes, fragment):
+    """Finite in JSON, inf in the float32 input: classify printed nan, detect
+    said 'training diverged', scasnet infer labelled everything class 0."""
+    settings = _settings_file(tiny, tmp_path, **changes)
+    for command, net, extra in (('classify', _student(tiny), []),
+                                ('detect', _teacher(tiny), ['-o', str(tmp_path / 'out'), '--proposals',
+                                                            str(tiny / 'props'), '-q'])):
+        assert cli.main([command] + net + [str(tiny / 'images' / 'img000.png'), '--settings', settings]
+                        + extra) == 1
+        captured = capsys.readouterr()
+        assert captured.err.startswith('caffe-mlic %s: %s: %s' % (command, settings, fragment)), captured.err
+        assert captured.err.count('\n') == 1 and captured.out == ''
+    assert not (tmp_path / 'out').exists()
+    from caffe_mlic.inference.settings import read_settings
+    assert read_settings(_settings_file(tiny, tmp_path, mean=[1e4, -1e4, 0], input_scale=1e4)).input_scale == 1e4
+
+
+def _with_weight(tiny, tmp_path, net_rel, weights, layer, value):
+    """A copy of the caffemodel ``weights`` with one weight of ``layer`` set to value."""
+    net = prototxt.caffe_net(_deploy(tiny, net_rel), 'TEST', weights=str(tiny / weights))
+    net.params[layer][0].data.flat[1] = value
+    path = tmp_path / ('%s_%s.caffemodel' % (layer, value))
+    net.save(str(path))
+    return str(path)
+
+
+def test_weights_that_are_not_finite_are_refused_naming_the_file_and_layer(tiny, tmp_path, capsys):
+    """A NaN in fc8: classify silently dropped that class from its labels; an
+    inf in the teacher: detect said 'training diverged'."""
+    bad = _with_weight(tiny, tmp_path, STUDENT, 'student.caffemodel', 'fc8_mscoco', float('nan'))
+    fc8 = sum(b.count for b in prototxt.caffe_net(_deploy(tiny, STUDENT), 'TEST').params['fc8_mscoco'])
+    for engine in ('caffe', 'opencv'):
+        assert cli.main(['classify', '--net', _deploy(tiny, STUDENT), '--weights', bad,
+                         str(tiny / 'images' / 'img000.png'), '--engine', engine]) == 1
+        captured = capsys.readouterr()
+        assert captured.out == '' and captured.err == (
+            "caffe-mlic classify: %s: layer 'fc8_mscoco': 1 of its %d weights are NaN or infinite: the weights "
+            "hold non-finite values (a snapshot of a diverged training run?)\n" % (bad, fc8))
+    bad = _with_weight(tiny, tmp_path, TEACHER, 'teacher_iter_40.caffemodel', 'conv1_1', float('inf'))
+    assert cli.main(['detect', '--net', _deploy(tiny, TEACHER), '--weights', bad, str(tiny / 'images' / 'img000.png'),
+                     '-o', str(tmp_path / 'det'), '--proposals', str(tiny / 'props'), '-q']) == 1
+    err = capsys.readouterr().err
+    assert "%s: layer 'conv1_1': 1 of its" % bad in err and 'non-finite' in err and 'diverged training run' in err
+    assert 'training diverged' not in err and not (tmp_path / 'det').exists()
+
+
+SEGMENTER = '''name: "pointwise"
+input: "data" input_dim: 1 input_dim: 3 input_dim: 16 input_dim: 16
+layer { name: "conv6_interp" type: "Convolution" bottom: "data" top: "conv6_interp"
+        convolution_param { num_output: 4 kernel_size: 1
+                            weight_filler { type: "gaussian" std: 1 } bias_filler { type: "gaussian" std: 1 } } }
+'''
+
+
+def test_segmenter_refuses_non_finite_weights_and_a_palette_short_of_colours(tmp_path):
+    """scasnet infer: a NaN weight labelled every pixel class 0; a palette of
+    fewer colours than classes painted the others black (the ignore colour)."""
+    from caffe_mlic.data.labelmaps import isprs_palette, load_palette
+    from caffe_mlic.errors import InputError
+    from caffe_mlic.inference.segmenter import Segmenter
+    from caffe_mlic.inference.settings import DeploySettings
+    path = tmp_path / 'pw.prototxt'
+    path.write_text(SEGMENTER)
+    net = prototxt.caffe_net(str(path), 'TEST', seed=7)
+    net.save(str(tmp_path / 'good.caffemodel'))
+    net.params['conv6_interp'][1].data[2] = np.nan
+    net.save(str(tmp_path / 'nan.caffemodel'))
+    with pytest.raises(InputError) as e:
+        Segmenter(str(path), str(tmp_path / 'nan.caffemodel'), DeploySettings())
+    assert str(e.value) == ("%s: layer 'conv6_interp': 1 of its 16 weights are NaN or infinite: the weights hold "
+                            "non-finite values (a snapshot of a diverged training run?)"
+                            % (tmp_path / 'nan.caffemodel'))
+    (tmp_path / 'two.txt').write_text('road 255 255 255\nhouse 0 0 255\n')
+    with pytest.raises(InputError) as e:
+        Segmenter(str(path), str(tmp_path / 'good.caffemodel'), DeploySettings(),
+                  palette=load_palette(str(tmp_path / 'two.txt')), palette_name=str(tmp_path / 'two.txt'))
+    assert str(e.value) == ("num_classes is 4 (the net %s, its 'conv6_interp' blob) but the palette %s has 2 colours: "
+                            "classes 2 to 3 would be painted black, the ignore colour" % (path, tmp_path / 'two.txt'))
+    model = Segmenter(str(path), str(tmp_path / 'good.caffemodel'), DeploySettings(), palette=isprs_palette())
+    assert model.probabilities(np.zeros((20, 20, 3), np.uint8), 16).shape == (4, 20, 20)
+
+
+def test_detect_refuses_class_and_set_names_that_are_not_file_names_before_writing(tiny, tmp_path, capsys):
+    """A class 'a/b' wrote comp4_det_test_a/b.txt (a folder a); --set-name
+    '../x' failed only at the devkit files, after json/ and vis/ were written."""
+    detect = ['detect'] + _teacher(tiny) + [str(tiny / 'images' / 'img000.png'), '--proposals', str(tiny / 'props'),
+                                            '-o', str(tmp_path / 'o'), '-q']
+    (tmp_path / 'slash.txt').write_text('c0\na/b\nc2\n')
+    assert cli.main(detect + ['--classes', str(tmp_path / 'slash.txt')]) == 1
+    assert capsys.readouterr().err == ('caffe-mlic detect: %s: class name 2 has whitespace, "/" or NUL, got "a/b" '
+                                       '(class names name the devkit result files)\n' % (tmp_path / 'slash.txt'))
+    for name in ('../x', 'a/b', '', ' '):
+        assert cli.main(detect + ['--set-name', name]) == 2, name
+        assert 'argument --set-name: set_name must be part of a file name' in capsys.readouterr().err
+    assert not (tmp_path / 'o').exists()
+    assert cli.main(detect + ['--set-name', 'val..2007']) == 0
+    assert 'comp4_det_val..2007_class_0.txt' in os.listdir(tmp_path / 'o')
+
+
+@pytest.mark.parametrize('arrays, fragment', [
+    (dict(boxes=np.array([{}], dtype=object), scores=np.ones(1)),
+     'holds object arrays (Python objects, read only with pickle), not numbers'),
+    (dict(boxes=np.ones((3, 5)), scores=np.ones(3)), 'boxes must be (K, 4) and scores (K,), got (3, 5) and (3,)'),
+    (dict(boxes=np.zeros((0, 4)), scores=np.zeros(0)), 'no proposals (0 boxes): need K >= 1'),
+])
+def test_detect_names_a_bad_proposal_file(tiny, tmp_path, capsys, arrays, fragment):
+    """An object array was numpy's 'Object arrays cannot be loaded' traceback;
+    a (3, 5) or empty file 'need K >= 1 proposals' without the file."""
+    (tmp_path / 'props').mkdir()
+    np.savez(str(tmp_path / 'props' / 'img000.npz'), **arrays)
+    assert cli.main(['detect'] + _teacher(tiny) + [str(tiny / 'images' / 'img000.png'), '--proposals',
+                                                   str(tmp_path / 'props'), '-o', str(tmp_path / 'o'), '-q']) == 1
+    assert capsys.readouterr().err == 'caffe-mlic detect: %s: %s\n' % (tmp_path / 'props' / 'img000.npz', fragment)

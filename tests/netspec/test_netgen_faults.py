@@ -39,3 +39,21 @@ def test_a_net_needs_two_classes(tmp_path, capsys, command):
     assert cli.main(command + ['-o', str(tmp_path / 'nets'), '--classes', '1']) == 2
     assert 'argument --classes: num_classes must be at least 2, got 1' in capsys.readouterr().err
     assert not (tmp_path / 'nets').exists()
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['netgen', '--classes', '1000000000000'], "argument --classes: num_classes must be at most 100000 (the "
+                                                "datalist's bound)"),
+    (['netgen', '--workers', '1000000'], 'argument --workers: workers must be at most 64'),
+    (['scasnet', 'netgen', '--workers', '1000000000'], 'argument --workers: workers must be at most 64'),
+    (['scasnet', 'netgen', '--classes', '100000000'], 'argument --classes: num_classes must be at most 255'),
+    (['scasnet', 'netgen', '--variant', 'resnet', '--backbone', 'small', '--resnet-blocks', '1000000', '1', '1',
+      '1'], 'argument --resnet-blocks: resnet_blocks must be at most 100'),
+])
+def test_sizes_that_only_exhaust_memory_are_refused(tmp_path, capsys, argv, message):
+    """A netgen traceback (protobuf's int32), a generator that never ends
+    (a million ResNet blocks), a million data worker processes."""
+    assert cli.main(argv + ['-o', str(tmp_path / 'nets')]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / 'nets').exists()

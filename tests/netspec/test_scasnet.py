@@ -497,3 +497,15 @@ def test_scasnet_netgen_writes_class_names(tmp_path):
                           '--classes-file', str(tmp_path / 'names.txt')], capture_output=True, text=True)
     assert res.returncode == 1 and 'names.txt: 6 names, but num_classes is 5' in res.stderr
     assert not (tmp_path / 'other').exists()
+
+
+def test_infer_refuses_a_palette_with_fewer_colours_than_classes(tmp_path):
+    """Two colours for the net's four classes painted classes 2 and 3 black
+    (the ignore colour), exit 0; the training data layer refuses it too."""
+    images = _pointwise_images(tmp_path)
+    (tmp_path / 'pal.txt').write_text('road 255 255 255\ncar 0 0 255\n')
+    res = subprocess.run([CLI, 'scasnet', 'infer', '--net', str(tmp_path / 'pw32.prototxt'), '--weights',
+                          str(tmp_path / 'pw.caffemodel'), str(images), '-o', str(tmp_path / 'out'),
+                          '--palette', str(tmp_path / 'pal.txt')], capture_output=True, text=True)
+    assert res.returncode == 1 and 'pal.txt' in res.stderr and len(res.stderr.splitlines()) == 1, res.stderr
+    assert not (tmp_path / 'out').exists()
