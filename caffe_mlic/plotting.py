@@ -12,6 +12,7 @@ curves.png's panels, top to bottom, each only when the records have it:
 - learning rate (log scale when positive).
 """
 import math
+import os
 
 import numpy as np
 
@@ -28,11 +29,16 @@ def figure(width, height):
     return fig
 
 
+FORMATS = ('png', 'pdf', 'svg')
+
+
 def save(fig, path):
-    """``fig`` as the PNG ``path``, atomically."""
+    """``fig`` as ``path``, atomically, in the format its extension names
+    (png, pdf or svg; anything else: PNG)."""
     fig.tight_layout()
+    ext = os.path.splitext(os.fspath(path))[1][1:].lower()
     with atomic_write(path, 'wb') as f:
-        fig.savefig(f, format='png')
+        fig.savefig(f, format=ext if ext in FORMATS else 'png')
 
 
 def series(records, key, phase):

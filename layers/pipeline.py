@@ -52,6 +52,9 @@ class PrefetchingDataLayer(MlicLayer):
         if start:
             # The binary resumes at the snapshot's iteration; the plan goes
             # on where the interrupted run was.
+            if not start.isdigit():
+                raise self.error('%s=%r: expected the batch number to start at (set by `caffe-mlic caffe '
+                                 'train -snapshot`)' % (START_BATCH_ENV, start))
             self.planner.skip(int(start))
             self.next_plan = self.next_batch = int(start)
         p = self.params

@@ -6,7 +6,13 @@ layer's new_width of 1e6 passes its own top, then conv1_1 is 64 x larger).
 Shapes follow Caffe's own Reshape rules for the layer types our nets use;
 our Python layers give theirs with a ``top_shapes`` class method. A layer of
 another type makes its tops unknown, and what depends on them is skipped.
-Besides the tops, a convolution's im2col buffer is a blob too."""
+Besides the tops, a convolution's im2col buffer is a blob too.
+
+The parameter blobs each layer learns follow from its bottoms' shapes too
+(``infer_param_shapes``): what a caffemodel or a solver state must hold for
+Caffe to load it into this net without aborting, checked without building it."""
+from typing import NamedTuple, Optional
+
 from caffe_mlic.errors import InputError
 
 BLOB_LIMIT = 2 ** 31 - 1
@@ -152,18 +158,18 @@ def _python_shapes(layer, bottoms, phase):
     return list(found) + [None] * (len(layer.top) - len(found)), [('hint', getattr(cls, 'SIZE_PARAMS', None))]
 
 
-def infer_shapes(net, phase, in_phase):
-    """({blob: shape or None}, [(layer, what, shape, what to lower)] of every
-    blob and im2col buffer) of NetParameter ``net`` in ``phase`` ('TRAIN' /
-    'TEST'); ``in_phase(layer, phase)``: whether the layer is in that net
-    (prototxt.in_phase, passed in: prototxt calls this module)."""
-    blobs, found = {}, []
+def _walk(net, phase, in_phase):
+    """The net-level inputs' [(name, shape)] of deploy prototxts, then
+    (layer, [bottom shape or None], tops, extra) of each layer of ``net`` in
+    ``phase``, in order, each after ``blobs`` (the second item yielded
+    first: {blob: shape or None}) has its tops."""
+    blobs = {}
     # the net-level inputs of deploy prototxts: input + input_shape (or input_dim, 4 a blob)
     dims = [tuple(s.dim) for s in net.input_shape] or [
         tuple(net.input_dim[i:i + 4]) for i in range(0, len(net.input_dim), 4)]
     for name, shape in zip(net.input, dims):
         blobs[name] = tuple(int(d) for d in shape)
-        found.append(('input', 'input %r' % name, blobs[name], 'the input shape'))
+    yield [(name, blobs[name]) for name, _ in zip(net.input, dims)], blobs
     for layer in net.layer:
         if not in_phase(layer, phase):
             continue
@@ -176,12 +182,174 @@ def infer_shapes(net, phase, in_phase):
             if shape is not None and None in shape:
                 shape = None
             blobs[name] = tuple(int(d) for d in shape) if shape is not None else None
+        yield layer, bottoms, tops, extra
+
+
+def infer_shapes(net, phase, in_phase):
+    """({blob: shape or None}, [(layer, what, shape, what to lower)] of every
+    blob and im2col buffer) of NetParameter ``net`` in ``phase`` ('TRAIN' /
+    'TEST'); ``in_phase(layer, phase)``: whether the layer is in that net
+    (prototxt.in_phase, passed in: prototxt calls this module)."""
+    walk = _walk(net, phase, in_phase)
+    inputs, blobs = next(walk)
+    found = [('input', 'input %r' % name, shape, 'the input shape') for name, shape in inputs]
+    for layer, _, tops, extra in walk:
         hint = dict(extra).pop('hint', None) or 'the input size or batch_size'
-        for name, shape in zip(layer.top, tops):
+        for name, _ in zip(layer.top, tops):
             if blobs[name] is not None:
                 found.append((layer.name, 'top %r' % name, blobs[name], hint))
         found.extend((layer.name, what, shape, hint) for what, shape in extra if what != 'hint')
     return blobs, found
+
+
+# ------------------------------------------------------------ parameter blobs
+#
+# The shapes of the blobs a layer learns, as its LayerSetUp makes them
+# (Caffe's copy of a caffemodel into a net CHECKs them, blob by blob).
+
+# Stock layer types that learn nothing (a type not here nor below: unknown).
+NO_PARAMS = {'AbsVal', 'Accuracy', 'ArgMax', 'BNLL', 'BatchReindex', 'Concat', 'ContrastiveLoss', 'Crop',
+             'Data', 'Dropout', 'DummyData', 'ELU', 'Eltwise', 'EuclideanLoss', 'Exp', 'Filter', 'Flatten',
+             'HDF5Data', 'HDF5Output', 'HingeLoss', 'Im2col', 'ImageData', 'InfogainLoss', 'Input', 'LRN',
+             'Log', 'MVN', 'MemoryData', 'MultinomialLogisticLoss', 'Pooling', 'Power', 'ReLU', 'Reduction',
+             'Reshape', 'SPP', 'Sigmoid', 'SigmoidCrossEntropyLoss', 'Silence', 'Slice', 'Softmax',
+             'SoftmaxWithLoss', 'Split', 'TanH', 'Threshold', 'Tile', 'WindowData'}
+
+
+class ParamBlob(NamedTuple):
+    """One parameter blob of a layer: its ``shape`` (None: not known here)
+    and whether it is ``shared``: named (``param { name }``) as a blob of an
+    earlier layer, which owns it (an HDF5 caffemodel leaves it out, a solver
+    state keeps no history for it)."""
+    shape: Optional[tuple]
+    shared: bool
+
+
+def _span(shape, axis, num_axes):
+    """shape[axis:axis + num_axes] (num_axes -1: to the end), axis as Caffe's CanonicalAxisIndex."""
+    start = _axis(axis, len(shape))
+    if not 0 <= start < len(shape):
+        raise IndexError(axis)
+    end = len(shape) if num_axes == -1 else start + num_axes
+    if num_axes < -1 or end > len(shape):
+        raise IndexError(num_axes)
+    return tuple(shape[start:end])
+
+
+def _conv_params(layer, bottom):
+    p = layer.convolution_param
+    shapes = [None] + ([(p.num_output,)] if p.bias_term else [])
+    if bottom is None:
+        return shapes
+    axis = _axis(p.axis, len(bottom))
+    spatial = len(bottom) - axis - 1
+    if p.HasField('kernel_h') or p.HasField('kernel_w'):
+        kernel = (p.kernel_h, p.kernel_w) if spatial == 2 else None
+    else:
+        sizes = list(p.kernel_size)
+        kernel = tuple(sizes[0 if len(sizes) == 1 else i] for i in range(spatial)) \
+            if len(sizes) in (1, spatial) else None
+    channels, group = bottom[axis], max(1, p.group)
+    if kernel is not None:
+        shapes[0] = ((channels, p.num_output // group) if layer.type == 'Deconvolution'
+                     else (p.num_output, channels // group)) + kernel
+    return shapes
+
+
+def _param_shapes(layer, bottoms):
+    """[shape or None] of the parameter blobs of one layer, given its
+    bottoms' shapes (None where unknown); None when even their number is not
+    known here (a type of a fork, another module's Python layer)."""
+    from caffe_mlic import LAYER_MODULE
+    kind = layer.type
+    first = bottoms[0] if bottoms else None
+    if kind in NO_PARAMS:
+        return []
+    if kind == 'Python':        # ours learn nothing; another module's may
+        return [] if layer.python_param.module == LAYER_MODULE else None
+    if kind in ('Convolution', 'Deconvolution'):
+        return _conv_params(layer, first)
+    if kind == 'InnerProduct':
+        p = layer.inner_product_param
+        weight = None
+        if first is not None:
+            k = _count(first[_axis(p.axis, len(first)):])
+            weight = (k, p.num_output) if p.transpose else (p.num_output, k)
+        return [weight] + ([(p.num_output,)] if p.bias_term else [])
+    if kind == 'BatchNorm':
+        channels = None if first is None else (1 if len(first) == 1 else first[1])
+        return [None if channels is None else (channels,)] * 2 + [(1,)]
+    if kind == 'Scale':
+        p = layer.scale_param
+        shapes = []
+        if len(layer.bottom) == 1:
+            shapes.append(None if first is None else _span(first, p.axis, p.num_axes))
+        if p.bias_term:     # a Bias layer over bottom[0] (num_axes: bottom[1]'s, if given)
+            if len(layer.bottom) > 1:
+                num_axes = len(bottoms[1]) if bottoms[1] is not None else None
+            else:
+                num_axes = p.num_axes
+            shapes.append(None if first is None or num_axes is None else _span(first, p.axis, num_axes))
+        return shapes
+    if kind == 'Bias':
+        if len(layer.bottom) > 1:
+            return []
+        p = layer.bias_param
+        return [None if first is None else _span(first, p.axis, p.num_axes)]
+    if kind == 'PReLU':
+        if layer.prelu_param.channel_shared:
+            return [()]
+        return [None if first is None or len(first) < 2 else (first[1],)]
+    if kind == 'Embed':
+        p = layer.embed_param
+        return [(p.input_dim, p.num_output)] + ([(p.num_output,)] if p.bias_term else [])
+    if kind == 'Parameter':
+        return [tuple(int(d) for d in layer.parameter_param.shape.dim)]
+    return None
+
+
+def infer_param_shapes(net, phase, in_phase):
+    """[(layer name, [ParamBlob] or None)] of every layer of NetParameter
+    ``net`` in ``phase``, in order: the parameter blobs Caffe will give each
+    (an empty list: none), shapes worked out from the inferred bottoms (see
+    infer_shapes); None for a layer whose number of blobs is not known here.
+    Equal to ``caffe.Net(...).params`` where known (tested)."""
+    if len(net.layers) and not len(net.layer):     # a V1 net (Caffe upgrades it): not known here
+        return [(layer.name, None) for layer in net.layers]
+    out, owners = [], set()
+    walk = _walk(net, phase, in_phase)
+    next(walk)
+    for layer, bottoms, _, _ in walk:
+        try:
+            shapes = _param_shapes(layer, bottoms)
+        except (ArithmeticError, IndexError, TypeError, ValueError):
+            shapes = None       # what Caffe itself would refuse (a bad axis)
+        if any(rule.stage or rule.not_stage or rule.HasField('min_level') or rule.HasField('max_level')
+               for rule in list(layer.include) + list(layer.exclude)):
+            shapes = None       # in the net or not by the net's stages and level: not known here
+        if shapes is None:
+            out.append((layer.name, None))
+            continue
+        blobs = []
+        for i, shape in enumerate(shapes):
+            if shape is not None and (None in shape or any(int(d) < 0 for d in shape)):
+                shape = None
+            name = layer.param[i].name if i < len(layer.param) else ''
+            shared = bool(name) and name in owners
+            owners.add(name)
+            blobs.append(ParamBlob(None if shape is None else tuple(int(d) for d in shape), shared))
+        out.append((layer.name, blobs))
+    return out
+
+
+def learnable_shapes(params):
+    """The shapes (None: unknown) of the blobs a solver learns, in its order,
+    from infer_param_shapes' answer: each blob once, where its owner is (what
+    a solver state's history follows, one or two blobs each); None when a
+    layer's number of blobs is unknown."""
+    if any(blobs is None for _, blobs in params):
+        return None
+    return [blob.shape for _, blobs in params for blob in blobs if not blob.shared]
 
 
 def oversized(net, phase, in_phase):

@@ -3,7 +3,12 @@
 Caffe's own loader aborts the process (a CHECK) on a truncated file or a
 blob of the wrong shape, and silently keeps the fillers' values for every
 layer a caffemodel does not name. ``check_weights`` turns both into an
-InputError naming the file and the layers.
+InputError naming the file and the layers. The same checks take HDF5 files
+(``.h5``, read with h5py: Caffe's HDF5 loader aborts on what HDF5 cannot
+open and reshapes the net's blobs to a dataset's, corrupting memory), the
+parameter shapes of a built net or ones inferred from its prototxt
+(``check_weight_layers``), and solver states (``read_state``,
+``check_history``).
 
 Release-size files (VGG16: 540 MB caffemodels, solverstates up to twice that)
 are read at about the speed the disk gives them: ``read_layers`` reads
@@ -13,6 +18,7 @@ protobuf message cannot exceed 2 GB; a larger file is refused here
 (``check_proto_size``) before Caffe would abort on it.
 """
 import os
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -29,17 +35,12 @@ def read_layers(path, error=InputError):
     in file order. Layers of another fork keep their type (PSPNet's "BN");
     old V1 ``layers`` entries (DeepLab v1) have their enum's name ("CONVOLUTION").
     The arrays are read-only float32 views of the file's bytes."""
-    raw = read_proto_bytes(path, error)
-    try:
-        layers = _scan_layers(raw)
-    except _Unpacked:       # a file from before caffe.proto packed its values
-        layers = _parsed_layers(path, error)
-    except _Malformed:
-        raise error('%s: truncated or not a NetParameter (protobuf cannot parse it)' % path)
     out = []
-    for name, kind, blobs in layers:
+    for name, kind, blobs in _read_model(path, error):
+        if not blobs:
+            continue
         arrays = []
-        for i, (shape, values) in enumerate(blobs):
+        for i, (shape, values, _) in enumerate(blobs):
             if values.size != int(np.prod(shape)):
                 raise error('%s: layer %s blob %d holds %d values, its shape %s needs %d'
                             % (path, name, i, values.size, 'x'.join(map(str, shape)),
@@ -50,17 +51,32 @@ def read_layers(path, error=InputError):
     return out
 
 
+def _read_model(path, error):
+    """[(name, type, [(shape, float32 values, legacy)])] of every layer of a
+    binary caffemodel, with or without blobs (see _scan_blob)."""
+    raw = read_proto_bytes(path, error)
+    try:
+        return _scan_layers(raw)
+    except _Unpacked:       # a file from before caffe.proto packed its values
+        return _parsed_layers(path, error)
+    except _Malformed:
+        raise error('%s: truncated or not a NetParameter (protobuf cannot parse it)' % path)
+
+
 def _parsed_layers(path, error):
-    """read_layers' layers through protobuf, value by value (slow: old files only)."""
+    """_read_model's layers through protobuf, value by value (slow: old files only)."""
     from caffe.proto import caffe_pb2
     net = parse_message(caffe_pb2.NetParameter(), path, error)
     if len(net.layer):
         layers = [(layer.name, layer.type, layer.blobs) for layer in net.layer]
     else:
         layers = [(layer.name, _v1_type_name(layer.type), layer.blobs) for layer in net.layers]
-    return [(name, kind, [(blob_shape(b), np.asarray(b.data if len(b.data) else b.double_data,
-                                                       np.float32)) for b in blobs])
-            for name, kind, blobs in layers if len(blobs)]
+    return [(name, kind, [_parsed_blob(b) for b in blobs]) for name, kind, blobs in layers]
+
+
+def _parsed_blob(proto):
+    return (blob_shape(proto), np.asarray(proto.data if len(proto.data) else proto.double_data,
+                                          np.float32), _legacy(proto))
 
 
 def _v1_type_name(number):
@@ -123,7 +139,7 @@ def _fields(raw, start, end):
 
 
 def _scan_layers(raw):
-    """[(name, type, [(shape, values)])] of the layers with blobs, as read_layers."""
+    """[(name, type, [(shape, values, legacy)])] of every layer, as _read_model."""
     top = list(_fields(raw, 0, len(raw)))
     spans, kind = [v for n, w, v in top if n == _NET_LAYER and w == _BYTES], 'layer'
     if not spans:
@@ -139,8 +155,7 @@ def _scan_layers(raw):
                 layer_type = (_text(raw, value) if wire == _BYTES else _v1_type_name(value))
             elif number == blobs_field and wire == _BYTES:
                 blobs.append(_scan_blob(raw, *value))
-        if blobs:
-            layers.append((name, layer_type, blobs))
+        layers.append((name, layer_type, blobs))
     return layers
 
 
@@ -152,8 +167,10 @@ def _text(raw, span):
 
 
 def _scan_blob(raw, start, end):
-    """(shape, float32 values) of the BlobProto raw[start:end]."""
-    legacy, shape, chunks = [0, 0, 0, 0], None, {_DATA: [], _DOUBLE_DATA: []}
+    """(shape, float32 values, legacy) of the BlobProto raw[start:end]: its
+    shape as Caffe reads it, the legacy 4-d num/channels/height/width when
+    any of them is given (``legacy``), else its ``shape``'s dims."""
+    legacy, given, shape, chunks = [0, 0, 0, 0], False, None, {_DATA: [], _DOUBLE_DATA: []}
     for number, wire, value in _fields(raw, start, end):
         if number in chunks:
             if wire != _BYTES:
@@ -170,11 +187,11 @@ def _scan_blob(raw, start, end):
                 elif dim_wire == _VARINT:
                     shape.append(dims)
         elif _NUM <= number <= _WIDTH and wire == _VARINT:
-            legacy[number - _NUM] = value
+            legacy[number - _NUM], given = value, True
     values = _values(raw, chunks[_DATA], '<f4')
     if not values.size and chunks[_DOUBLE_DATA]:
         values = _values(raw, chunks[_DOUBLE_DATA], '<f8').astype(np.float32)
-    return tuple(shape) if shape is not None else tuple(legacy), values
+    return (tuple(legacy), values, True) if given else (tuple(shape or ()), values, False)
 
 
 def _values(raw, spans, dtype):
@@ -187,17 +204,32 @@ def _values(raw, spans, dtype):
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
+def _legacy(proto):
+    return any(proto.HasField(f) for f in ('num', 'channels', 'height', 'width'))
+
+
 def blob_shape(proto):
-    if proto.HasField('shape'):
-        return tuple(proto.shape.dim)
-    return tuple(d for d in (proto.num, proto.channels, proto.height, proto.width))
+    """A BlobProto's shape as Caffe reads it: the legacy 4-d
+    num/channels/height/width when any is given, else its shape's dims."""
+    if _legacy(proto):
+        return (proto.num, proto.channels, proto.height, proto.width)
+    return tuple(proto.shape.dim)
 
 
 def shape_fits(shape, proto):
     """Caffe's Blob::ShapeEquals: the shape, or the legacy 4-d num/channels/height/width."""
-    if proto.HasField('shape'):
-        return tuple(proto.shape.dim) == tuple(shape)
-    return len(shape) <= 4 and (1,) * (4 - len(shape)) + tuple(shape) == blob_shape(proto)
+    return blob_fits(shape, BlobInfo(blob_shape(proto), _legacy(proto), stored_values(proto)))
+
+
+def blob_fits(shape, info):
+    """Caffe's Blob::ShapeEquals of a blob of ``shape`` and a stored blob
+    (BlobInfo): the same dims, or, for a legacy 4-d blob, ``shape`` padded
+    to 4 dims with leading 1s (a bias of 1x1x1xN fits N). HDF5 datasets are
+    never legacy: their dims must be the same."""
+    shape = tuple(int(d) for d in shape)
+    if info.legacy:
+        return len(shape) <= 4 and (1,) * (4 - len(shape)) + shape == tuple(info.shape)
+    return shape == tuple(info.shape)
 
 
 def stored_values(proto):
@@ -249,45 +281,345 @@ def name_list(names, most=8):
     return ', '.join(names[:most]) + (' and %d more' % (len(names) - most) if len(names) > most else '')
 
 
-def check_weights(path, net, complete=False, error=InputError):
-    """Raise ``error`` unless caffemodel ``path`` can be copied into caffe.Net
-    ``net`` without Caffe aborting and fills some of it: it parses, at least
-    one of the net's layers with weights is in it, and every layer of it that
-    the net has gives as many blobs, each of the net's shape with all its
-    values. ``complete``: every layer of the net with weights must be in it
-    (a snapshot of this net; what evaluation and inference need)."""
-    from caffe.proto import caffe_pb2
+# ---------------------------------------------------------------- what a file holds, in shapes
+
+
+class BlobInfo(NamedTuple):
+    """One stored blob: its ``shape`` as Caffe reads it, whether that is the
+    ``legacy`` 4-d num/channels/height/width (binary files only), and how
+    many ``values`` the file holds for it."""
+    shape: tuple
+    legacy: bool
+    values: int
+
+
+class SourceLayer(NamedTuple):
+    """One layer of a weights file: ``name``; ``links``, the entries the file
+    has for it (blobs; HDF5: links in its group); ``blobs``, {index: BlobInfo,
+    or a string saying why that blob cannot be read} (HDF5: a dataset absent
+    from its group is absent here); ``problem``: why the layer itself cannot
+    be read, or None."""
+    name: str
+    links: int
+    blobs: dict
+    problem: Optional[str] = None
+
+
+def is_hdf5(path):
+    """Whether Caffe reads ``path`` as HDF5 (by its name, as Caffe decides)."""
+    return os.fspath(path).endswith('.h5')
+
+
+def read_sources(path, error=InputError):
+    """[SourceLayer] of every layer of a caffemodel (binary or ``.h5``), in
+    file order, shapes and counts only; ``error`` when it cannot be read."""
+    if is_hdf5(path):
+        return _hdf5_sources(path, error)
+    return [SourceLayer(name, len(blobs), {i: BlobInfo(shape, legacy, values.size)
+                                           for i, (shape, values, legacy) in enumerate(blobs)})
+            for name, _, blobs in _read_model(path, error)]
+
+
+def _h5py(path, error):
+    try:
+        import h5py
+    except ImportError:
+        raise error('%s: an HDF5 file: reading it needs the h5py module (pip install h5py)' % path)
+    return h5py
+
+
+def open_hdf5(path, error=InputError, what='HDF5 file'):
+    """An h5py.File of ``path`` for reading; ``error`` naming the file when
+    HDF5 cannot open it (empty, text, truncated: Caffe would abort)."""
+    h5py = _h5py(path, error)
     if not os.path.isfile(path):
-        raise error('%s: no such weights file' % path)
-    if path.endswith('.h5'):
-        return
-    model = parse_message(caffe_pb2.NetParameter(), path, error)
-    source = {layer.name: layer.blobs for layer in list(model.layer) + list(model.layers)
-              if len(layer.blobs)}
-    wanted = [name for name, blobs in net.params.items() if len(blobs)]
-    missing = [name for name in wanted if name not in source]
-    if wanted and len(missing) == len(wanted):
+        raise error('%s: no such %s' % (path, what))
+    try:
+        return h5py.File(path, 'r')
+    except (OSError, ValueError) as e:
+        reason = str(e)
+        if '(' in reason and reason.endswith(')'):        # "Unable to open file (truncated file: ...)"
+            reason = reason[reason.index('(') + 1:-1]
+        raise error('%s: not an HDF5 file, or truncated: HDF5 cannot open it (%s)' % (path, reason))
+
+
+def _hdf5_sources(path, error):
+    """read_sources of a caffemodel.h5 as Caffe writes one: a group ``data``
+    with a group per layer, its blobs datasets "0", "1", ..."""
+    h5py = _h5py(path, error)
+    size = os.path.getsize(path)
+    with open_hdf5(path, error, 'weights file') as f:
+        data = _h5_get(f, 'data')
+        if not isinstance(data, h5py.Group):
+            raise error('%s: an HDF5 file without a "data" group: not a caffemodel.h5 (Caffe keeps '
+                        'a group per layer in /data)' % path)
+        layers = []
+        for name in _h5_names(data, path, error):
+            group = _h5_get(data, name)
+            if not isinstance(group, h5py.Group):
+                layers.append(SourceLayer(name, 0, {}, 'data/%s is not a group' % name))
+                continue
+            keys = _h5_names(group, path, error)
+            layers.append(SourceLayer(name, len(keys), {
+                int(key): _h5_blob(h5py, group, key, size) for key in keys
+                if key.isdigit() and str(int(key)) == key}))
+        return layers
+
+
+def _h5_names(group, path, error):
+    try:
+        return list(group.keys())
+    except (OSError, RuntimeError, KeyError) as e:
+        raise error('%s: HDF5 cannot read the group %s: %s' % (path, group.name, e))
+
+
+def _h5_get(group, key):
+    try:
+        return group.get(key)
+    except (OSError, RuntimeError, KeyError, ValueError):   # a broken link, a corrupt header
+        return None
+
+
+def _h5_blob(h5py, group, key, file_size):
+    """BlobInfo of dataset ``key`` of ``group``, or what is wrong with it (as
+    Caffe's hdf5_load_nd_dataset needs it: a dataset of numbers, at most 32
+    axes, its values all in the file)."""
+    dataset = _h5_get(group, key)
+    if not isinstance(dataset, h5py.Dataset):
+        return 'is not a dataset'
+    if dataset.dtype.kind not in 'fiu':
+        return 'holds %s values, not numbers' % dataset.dtype
+    if dataset.shape is None or len(dataset.shape) > 32:
+        return 'has %s axes (Caffe takes at most 32)' % ('no' if dataset.shape is None else len(dataset.shape))
+    shape = tuple(int(d) for d in dataset.shape)
+    count, item = _count(shape), dataset.dtype.itemsize
+    try:
+        offset = dataset.id.get_offset()
+        stored = dataset.id.get_storage_size()
+    except (OSError, RuntimeError, ValueError):
+        offset, stored = None, 0
+    if offset is not None:          # contiguous (as Caffe writes them): its bytes in the file?
+        return BlobInfo(shape, False, min(count, min(stored, max(0, file_size - offset)) // item))
+    try:                            # compact or chunked: read it
+        dataset[()]
+    except (OSError, RuntimeError, ValueError):
+        return BlobInfo(shape, False, 0)
+    return BlobInfo(shape, False, count)
+
+
+def _count(shape):
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _dims(shape):
+    return 'x'.join(map(str, shape)) or 'a scalar'
+
+
+# ---------------------------------------------------------------- a caffemodel against a net
+
+
+class Want(NamedTuple):
+    """A parameter blob of a net: its ``shape`` (None: not known) and
+    whether it is ``shared`` with an earlier blob that owns it."""
+    shape: Optional[tuple]
+    shared: bool = False
+
+
+def net_wants(net):
+    """[(layer name, [Want])] of every layer of caffe.Net ``net``."""
+    owners, out = set(), []
+    for name, layer in zip(net._layer_names, net.layers):
+        wants = []
+        for blob in layer.blobs:
+            data = blob.data
+            address = data.__array_interface__['data'][0] if data.size else None
+            wants.append(Want(tuple(data.shape), address is not None and address in owners))
+            owners.add(address)
+        out.append((name, wants))
+    return out
+
+
+def check_weights(path, net, complete=False, error=InputError):
+    """Raise ``error`` unless caffemodel ``path`` (binary or ``.h5``) can be
+    copied into caffe.Net ``net`` without Caffe aborting and fills some of
+    it: it reads, at least one of the net's layers with weights is in it,
+    and every layer of it that the net has gives as many blobs, each of the
+    net's shape with all its values. ``complete``: every layer of the net
+    with weights must be in it (a snapshot of this net; what evaluation and
+    inference need)."""
+    check_weight_layers(path, net_wants(net), complete=complete, error=error)
+
+
+def check_weight_layers(path, wants, complete=False, fill=True, error=InputError, sources=None):
+    """check_weights against ``wants``: [(layer name, [Want] or None)] of
+    every layer of a net (None: its number of blobs is not known; such a
+    layer is not checked), as net_wants or the inferred shapes give them.
+    ``fill``: at least one layer with weights must be in the file.
+    ``sources``: the file's read_sources, when read already."""
+    if sources is None:
+        if not os.path.isfile(path):
+            raise error('%s: no such weights file' % path)
+        sources = read_sources(path, error)
+    hdf5 = is_hdf5(path)
+    given = {}      # (a binary file may name a layer twice: Caffe copies, and checks, each)
+    for layer in sources:
+        given.setdefault(layer.name, []).append(layer)
+    filled = list(dict.fromkeys(layer.name for layer in sources if layer.blobs or layer.problem))
+    wanted = [name for name, blobs in wants if blobs is None or len(blobs)]
+    if fill and wanted and not set(wanted) & set(filled):
         raise error('%s: fills none of the net\'s %d layers with weights (%s); it has %s: '
                     'the weights of another net?'
                     % (path, len(wanted), name_list(wanted),
-                       'layers %s' % name_list(source) if source else 'no weights at all'))
-    if complete and missing:
-        raise error('%s: has no weights for %d of the net\'s %d layers with weights: %s (the '
-                    'weights of another net, or of a part of it?)'
-                    % (path, len(missing), len(wanted), name_list(missing)))
+                       'layers %s' % name_list(filled) if filled else 'no weights at all'))
     problems = []
-    for name, blobs in net.params.items():
-        given = source.get(name)
-        if given is None:
-            continue
-        if len(given) != len(blobs):
-            problems.append('layer %s has %d blobs, the net %d' % (name, len(given), len(blobs)))
-            continue
-        for i, (blob, proto) in enumerate(zip(blobs, given)):
-            if not shape_fits(blob.data.shape, proto) or stored_values(proto) != blob.data.size:
-                problems.append('layer %s blob %d is %s (%d values), the net needs %s'
-                                % (name, i, 'x'.join(map(str, blob_shape(proto))) or 'empty',
-                                   stored_values(proto), 'x'.join(map(str, blob.data.shape))))
+    for name, blobs in wants:
+        for layer in given.get(name, []) if blobs is not None else []:
+            problems += _layer_problems(layer, blobs, hdf5)
     if problems:
         raise error(problems=[Problem(path, None, None, p) for p in problems],
                     what=None if len(problems) == 1 else 'weights')
+    missing = [name for name, blobs in wants if blobs and name not in given]
+    if complete and missing:
+        known = [name for name, blobs in wants if blobs]
+        raise error('%s: has no weights for %d of the net\'s %d layers with weights: %s (the '
+                    'weights of another net, or of a part of it?)'
+                    % (path, len(missing), len(known), name_list(missing)))
+
+
+def _layer_problems(layer, wants, hdf5):
+    """What Caffe would abort on (or, HDF5, reshape the net's blob to, and
+    corrupt memory) copying SourceLayer ``layer`` into a layer of ``wants``."""
+    name = layer.name
+    if layer.problem:
+        return ['layer %s: %s' % (name, layer.problem)]
+    if (layer.links > len(wants)) if hdf5 else (layer.links != len(wants)):
+        return ['layer %s has %d blobs, the net %d' % (name, layer.links, len(wants))]
+    problems = []
+    for i, want in enumerate(wants):
+        info = layer.blobs.get(i)
+        if info is None:
+            if not want.shared:     # (HDF5 leaves out a blob another layer owns)
+                problems.append('layer %s has no blob %d (dataset data/%s/%d), the net needs %s'
+                                % (name, i, name, i, 'it' if want.shape is None else _dims(want.shape)))
+            continue
+        if isinstance(info, str):
+            problems.append('layer %s blob %d (dataset data/%s/%d) %s' % (name, i, name, i, info))
+            continue
+        if want.shape is None:
+            if info.values != _count(info.shape):
+                problems.append('layer %s blob %d is %s but holds %d values (truncated?)'
+                                % (name, i, _dims(info.shape), info.values))
+            continue
+        if not blob_fits(want.shape, info) or info.values != _count(want.shape):
+            problems.append('layer %s blob %d is %s (%d values), the net needs %s'
+                            % (name, i, _dims(info.shape), info.values, _dims(want.shape)))
+    return problems
+
+
+# ---------------------------------------------------------------- solver states
+
+
+class StateInfo(NamedTuple):
+    """What Caffe reads from a solver state before training on: its
+    ``iteration``, ``learned_net`` (its caffemodel, '' if none) and
+    ``history`` ([BlobInfo, or a string saying what is wrong], one per
+    history blob; HDF5: one per link of its group)."""
+    iteration: int
+    learned_net: str
+    history: list
+
+
+_STATE_ITER, _STATE_LEARNED_NET, _STATE_HISTORY = 1, 2, 3
+
+
+def read_state(path, error=InputError):
+    """StateInfo of a solver state (binary or ``.h5``); ``error`` naming the
+    file when Caffe could not read it (truncated, not a state)."""
+    if not os.path.isfile(path):
+        raise error('%s: no such solver state' % path)
+    if is_hdf5(path):
+        return _hdf5_state(path, error)
+    raw = read_proto_bytes(path, error)
+    try:
+        iteration, learned_net, history = 0, '', []
+        for number, wire, value in _fields(raw, 0, len(raw)):
+            if number == _STATE_ITER and wire == _VARINT:
+                iteration = value - (1 << 64) if value >= 1 << 63 else value
+            elif number == _STATE_LEARNED_NET and wire == _BYTES:
+                learned_net = _text(raw, value)
+            elif number == _STATE_HISTORY and wire == _BYTES:
+                shape, values, legacy = _scan_blob(raw, *value)
+                history.append(BlobInfo(shape, legacy, values.size))
+        return StateInfo(iteration, learned_net, history)
+    except _Unpacked:
+        from caffe.proto import caffe_pb2
+        state = parse_message(caffe_pb2.SolverState(), path, error)
+        return StateInfo(state.iter, state.learned_net,
+                         [BlobInfo(blob_shape(b), _legacy(b), stored_values(b)) for b in state.history])
+    except _Malformed:
+        raise error('%s: truncated or not a SolverState (protobuf cannot parse it)' % path)
+
+
+def _hdf5_state(path, error):
+    """read_state of a .solverstate.h5 as Caffe writes one: datasets iter,
+    current_step and learned_net, and a group history of datasets "0", "1", ..."""
+    h5py = _h5py(path, error)
+    size = os.path.getsize(path)
+    with open_hdf5(path, error, 'solver state') as f:
+        numbers = {}
+        for key in ('iter', 'current_step'):
+            dataset = _h5_get(f, key)
+            try:
+                if not isinstance(dataset, h5py.Dataset) or dataset.dtype.kind not in 'fiu' \
+                        or dataset.size != 1:
+                    raise ValueError(key)
+                numbers[key] = int(np.asarray(dataset[()]).ravel()[0])
+            except (OSError, RuntimeError, ValueError, TypeError):
+                raise error('%s: no readable "%s" (one integer): not a Caffe solver state, or '
+                            'truncated' % (path, key))
+        learned_net = ''
+        if 'learned_net' in f:
+            dataset = _h5_get(f, 'learned_net')
+            try:
+                if not isinstance(dataset, h5py.Dataset) or dataset.dtype.kind not in 'SO' \
+                        or dataset.shape != ():
+                    raise ValueError('learned_net')
+                value = dataset[()]
+                learned_net = value.decode('utf-8', 'surrogateescape') if isinstance(value, bytes) \
+                    else str(value)
+            except (OSError, RuntimeError, ValueError, TypeError):
+                raise error('%s: its "learned_net" is not one string (the caffemodel\'s path)' % path)
+            if not learned_net:
+                raise error('%s: its "learned_net" is empty' % path)
+        history = _h5_get(f, 'history')
+        if not isinstance(history, h5py.Group):
+            raise error('%s: no "history" group: not a Caffe solver state, or truncated' % path)
+        keys = _h5_names(history, path, error)
+        blobs = []
+        for i in range(len(keys)):
+            blobs.append(_h5_blob(h5py, history, str(i), size) if str(i) in keys
+                         else 'is missing (the group has %s)' % name_list(sorted(keys)))
+        return StateInfo(numbers['iter'], learned_net, blobs)
+
+
+def check_history(path, state, shapes, solver_type, error=InputError):
+    """Raise ``error`` unless StateInfo ``state``'s history fits ``shapes``
+    (the net's learnable blobs, None where unknown, in the solver's order,
+    already repeated for solvers keeping two per blob): as many blobs, each
+    of its shape with all its values (Caffe would abort on the count, and
+    reshape the history to a wrong shape, corrupting memory)."""
+    if len(state.history) != len(shapes):
+        raise error('%s: not a state of this solver (or truncated): %d history blobs; '
+                    'this net with solver type %s keeps %d'
+                    % (path, len(state.history), solver_type, len(shapes)))
+    for i, (info, shape) in enumerate(zip(state.history, shapes)):
+        if isinstance(info, str):
+            raise error('%s: history blob %d %s' % (path, i, info))
+        want = shape if shape is not None else info.shape
+        if not blob_fits(want, info) or info.values != _count(want):
+            raise error('%s: not a state of this solver%s: history blob %d is %s (%d values), the '
+                        'net needs %s' % (path, '' if shape is not None else ' (or truncated)', i,
+                                          _dims(info.shape), info.values, _dims(want)))

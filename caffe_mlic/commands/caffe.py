@@ -20,10 +20,20 @@ are refused with a plain message."""
 import argparse
 import os
 
+from caffe_mlic.cli import GLOG_DEFAULT_MARK
 from caffe_mlic.errors import UsageError
 
 HELP = 'run the caffe binary with our Python layers importable'
 ACTIONS = ('train', 'test', 'time', 'device_query')
+# The binary's own flags (tools/caffe.cpp), with what a value must be; and the
+# glog / gflags flags every such binary takes. Any other flag: gflags' error.
+FLAGS = {'gpu': None, 'solver': None, 'model': None, 'snapshot': None, 'weights': None, 'stage': None,
+         'phase': ('TRAIN', 'TEST'), 'level': int, 'iterations': int,
+         'sigint_effect': ('stop', 'snapshot', 'none'), 'sighup_effect': ('stop', 'snapshot', 'none')}
+GLOG_GFLAGS = {'logtostderr', 'alsologtostderr', 'colorlogtostderr', 'minloglevel', 'stderrthreshold',
+               'log_dir', 'v', 'vmodule', 'logbuflevel', 'logbufsecs', 'max_log_size', 'log_prefix',
+               'stop_logging_if_full_disk', 'flagfile', 'fromenv', 'tryfromenv', 'undefok', 'help',
+               'helpfull', 'helpshort', 'helpon', 'helpmatch', 'helppackage', 'helpxml', 'version'}
 
 
 def add_arguments(parser):
@@ -38,7 +48,12 @@ def run_argv(argv):
     if first is None or (not first.startswith('-') and first not in ACTIONS):
         raise UsageError('expected an action, one of %s, got %s (flags as for the caffe binary)'
                          % (', '.join(ACTIONS), repr(first) if first else 'nothing'))
+    _check_flags(argv[1:] if not first.startswith('-') else argv)
     env = caffe_env.binary_environment()
+    # The binary's results (test scores, times, the training log plot-log
+    # reads) are glog INFO lines: shown unless the user set a level.
+    if os.environ.get(GLOG_DEFAULT_MARK):
+        env['GLOG_minloglevel'] = '0'
     gpu = _flag_value(argv, 'gpu')
     if not gpu and first == 'train':
         gpu = _solver_gpu(_flag_value(argv, 'solver'))
@@ -57,50 +72,115 @@ def run_argv(argv):
         if first == 'test' and not weights:
             raise UsageError('test needs -weights W.caffemodel (the weights it scores)')
     if weights:
-        _check_weight_files(weights)
+        _check_weight_files(weights, argv)
     if first == 'train' and state:
         env[caffe_env.START_BATCH_ENV] = str(_resume_batch(state, solver))
     binary = caffe_env.caffe_binary()
     os.execve(binary, [binary] + list(argv), env)
 
 
-def _check_weight_files(value):
-    """InputError for a -weights file the binary would abort on: missing, or
-    over protobuf's 2 GB (the binary's reader stops there)."""
+def _check_flags(argv):
+    """UsageError for a flag the binary does not know, or a value it would
+    abort on (gflags prints its own error, the binary CHECKs the enums)."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if not arg.startswith('-') or arg in ('-', '--'):
+            raise UsageError('unexpected argument %r: flags are -name value or -name=value' % arg)
+        name, sep, value = arg.lstrip('-').partition('=')
+        if name not in FLAGS:
+            if name in GLOG_GFLAGS or (name.startswith('no') and name[2:] in GLOG_GFLAGS):
+                if not sep and name not in ('logtostderr', 'alsologtostderr', 'colorlogtostderr',
+                                            'stop_logging_if_full_disk', 'help', 'helpfull',
+                                            'helpshort', 'helpxml', 'version') and not name.startswith('no'):
+                    i += 1      # its value
+                continue
+            raise UsageError('unknown flag -%s; the binary takes %s (and glog\'s)'
+                             % (name, ', '.join('-' + f for f in sorted(FLAGS))))
+        if not sep:
+            if i >= len(argv):
+                raise UsageError('-%s needs a value' % name)
+            value, i = argv[i], i + 1
+        kind = FLAGS[name]
+        if value == '' and name in ('solver', 'model', 'weights', 'snapshot'):
+            raise UsageError('-%s needs a file, got an empty value' % name)
+        if isinstance(kind, tuple) and value not in kind:
+            raise UsageError('-%s must be one of %s, got %r' % (name, ', '.join(kind), value))
+        if kind is int:
+            try:
+                number = int(value)
+            except ValueError:
+                number = None
+            if number is None or (name == 'iterations' and not 1 <= number <= 2 ** 31 - 1):
+                raise UsageError('-%s must be %s, got %r' % (
+                    name, 'an integer from 1 to 2147483647' if name == 'iterations' else 'an integer',
+                    value))
+
+
+def _check_weight_files(value, argv=()):
+    """InputError for a -weights file the binary would abort on: missing,
+    over protobuf's 2 GB (the binary's reader stops there), unreadable (a
+    truncated caffemodel, a .h5 HDF5 cannot open), or, for `train` (the
+    solver's net, TRAIN and, with test_iter, TEST) and `test` (-model, TEST),
+    a layer of the net's name whose blobs differ in number or shape (the
+    binary CHECKs them; with HDF5 it reshapes the net's blob and corrupts
+    memory), from the parameter shapes inferred without building the net.
+    `train` needs each file to fill some layer (as `caffe-mlic train
+    --weights`), `test` every one (a layer left with its fillers' values
+    scores plausibly and wrongly)."""
+    from caffe_mlic.caffe import prototxt
+    from caffe_mlic.caffe.shapes import infer_param_shapes
+    from caffe_mlic.caffe.weights import check_weight_layers, read_sources
+    from caffe_mlic.engine.solver_file import SolverFile
     from caffe_mlic.errors import InputError
-    from caffe_mlic.caffe.weights import check_proto_size
-    from caffe.proto import caffe_pb2
-    from caffe_mlic.caffe.weights import parse_message
-    for path in value.split(','):
+    action = argv[0] if argv and not argv[0].startswith('-') else None
+    # (`test` reads -weights as one file; `train` splits it at commas)
+    paths = [value] if action == 'test' else value.split(',')
+    for path in paths:
         if not os.path.isfile(path):
-            raise InputError('%s: no such weights file (-weights)' % path)
-        if not path.endswith('.h5'):
-            check_proto_size(path)
-            parse_message(caffe_pb2.NetParameter(), path)
+            raise InputError('%s: no such weights file (-weights%s)' % (
+                path, '; test takes one file, not a list' if action == 'test' and ',' in path else ''))
+    # the nets the binary copies the weights into: [(phase, [(layer, [ParamBlob] or None)])]
+    nets = []
+    if action == 'train':
+        solver = SolverFile(_flag_value(argv, 'solver'), run_dir='.')
+        nets = [(phase, infer_param_shapes(solver.net_param, phase, prototxt.in_phase))
+                for phase in ['TRAIN'] + (['TEST'] if len(solver.param.test_iter) else [])]
+    elif action == 'test':
+        nets = [('TEST', infer_param_shapes(prototxt.read_net(_flag_value(argv, 'model')), 'TEST',
+                                            prototxt.in_phase))]
+    sources = [read_sources(path) for path in paths]     # each reads (within protobuf's 2 GB)
+    for path, layers in zip(paths, sources):
+        for i, (_, params) in enumerate(nets):
+            check_weight_layers(path, params, complete=action == 'test', fill=i == 0, sources=layers)
 
 
 def _resume_batch(state_path, solver_path):
     """The TRAIN batch a run resumed from ``state_path`` starts at (its
     iteration x the solver's iter_size), for our data layers to continue
-    their batch plan there; InputError for a state Caffe would abort on."""
-    from caffe.proto import caffe_pb2
+    their batch plan there; InputError for a state Caffe would abort on: one
+    it cannot read (binary, or .h5 read with h5py), whose history blobs
+    differ in number or shape from the learnable blobs of the solver's net
+    (inferred without building it; two per blob for Adam and AdaDelta), or
+    whose caffemodel is missing, unreadable or of another net."""
     from caffe_mlic.caffe import prototxt
+    from caffe_mlic.caffe.shapes import infer_param_shapes, learnable_shapes
+    from caffe_mlic.caffe.weights import check_history, check_weight_layers, read_state
+    from caffe_mlic.engine.solver_file import HISTORY_PER_PARAM, SolverFile
     from caffe_mlic.errors import InputError
-    from caffe_mlic.caffe.weights import check_proto_size, parse_message
-    if not os.path.isfile(state_path):
-        raise InputError('%s: no such solver state' % state_path)
-    if state_path.endswith('.h5'):
-        return 0      # (HDF5 states: the plan restarts; the binary reads the iteration itself)
-    state = parse_message(caffe_pb2.SolverState(), state_path)
+    state = read_state(state_path)
+    solver = SolverFile(solver_path, run_dir='.')
+    params = infer_param_shapes(solver.net_param, 'TRAIN', prototxt.in_phase)
+    learnable = learnable_shapes(params)
+    if learnable is not None:       # (unknown where a layer's number of blobs is)
+        check_history(state_path, state, learnable * HISTORY_PER_PARAM[solver.type], solver.type)
     if not state.learned_net or not os.path.isfile(state.learned_net):
         # The binary reads it relative to the current directory, and aborts.
         raise InputError('%s: its caffemodel %s is missing (Caffe reads it relative to the current '
                          'directory)' % (state_path, state.learned_net or '(none named)'))
-    check_proto_size(state.learned_net)
-    iter_size = 1
-    if solver_path and os.path.isfile(solver_path):
-        iter_size = max(1, prototxt.read_solver(solver_path).iter_size)
-    return state.iter * iter_size
+    check_weight_layers(state.learned_net, params, complete=True)
+    return state.iteration * max(1, solver.param.iter_size)
 
 
 def _check_gpus(value, action):

@@ -16,7 +16,8 @@ HELP = "draw a caffe binary's training log as curves (PNG)"
 
 def add_arguments(p):
     p.add_argument('log', metavar='CAFFE_LOG', help="the binary's log (text)")
-    p.add_argument('-o', '--out', required=True, metavar='PNG', help='the image to write')
+    p.add_argument('-o', '--out', required=True, metavar='IMAGE',
+                   help='the image to write: .png, .pdf or .svg (by its extension)')
     p.add_argument('--title', help='title above the curves (default: the log file name)')
 
 
@@ -27,6 +28,10 @@ def run(args):
     from caffe_mlic.fileio import refuse_overwriting
     from caffe_mlic.plotting import draw_curves
     refuse_overwriting([args.out], [args.log], 'out')   # before the log is read: -o LOG would destroy it
+    from caffe_mlic.errors import UsageError
+    from caffe_mlic.plotting import FORMATS
+    if os.path.splitext(args.out)[1][1:].lower() not in FORMATS:
+        raise UsageError('%s: the image format comes from the extension: .png, .pdf or .svg' % args.out, 'out')
     try:
         with open(args.log, encoding='utf-8', errors='replace') as f:
             text = f.read()

@@ -88,7 +88,10 @@ def _matrix(path, field, value, columns):
     """value as a float64 (K, columns) array; an empty matrix is K = 0."""
     if isinstance(value, (list, tuple)) and not value:
         return np.zeros((0, columns))
-    array = np.asarray(value) if not isinstance(value, str) else None
+    try:
+        array = np.asarray(value) if not isinstance(value, str) else None
+    except (ValueError, RecursionError):      # ragged rows, or nested past numpy's depth
+        array = None
     if array is None or array.dtype.kind not in 'iuf':
         _fail(path, 'expected a numeric (K, %d) matrix, got %s' % (columns, _describe(value)), field)
     if array.size == 0:

@@ -10,8 +10,8 @@ import shutil
 import numpy as np
 
 from caffe_mlic.caffe import prototxt
-from caffe_mlic.caffe.weights import (PROTO_LIMIT, blob_shape, check_weights, parse_message, shape_fits,
-                                      stored_values)
+from caffe_mlic.caffe.weights import (PROTO_LIMIT, blob_shape, check_history, check_weights, parse_message,
+                                      read_state, shape_fits, stored_values)
 from caffe_mlic.engine.solver_file import HISTORY_PER_PARAM
 from caffe_mlic.errors import InputError, Problem, RunError
 from caffe_mlic.fileio import atomic_write
@@ -74,8 +74,20 @@ def check_snapshot(state_path, net, net_param, solver_type):
     if not os.path.isfile(state_path):
         raise SnapshotError('%s: no such solver state' % state_path)
     if state_path.endswith('.h5'):
-        model = state_path[:-len('.solverstate.h5')] + '.caffemodel.h5'
-        return None, model
+        # Caffe would abort on what it cannot open, and reshape a history
+        # blob of another shape (corrupting memory): h5py reads it first.
+        state = read_state(state_path, SnapshotError)
+        check_history(state_path, state, learnable_shapes(net, net_param) * HISTORY_PER_PARAM[solver_type],
+                      solver_type, SnapshotError)
+        if not state.learned_net:
+            raise SnapshotError('%s: names no learned_net (its caffemodel)' % state_path)
+        if not os.path.isfile(state.learned_net):   # (Caffe reads it relative to the current directory)
+            beside = learned_net_path(state.learned_net, state_path)
+            raise SnapshotError('%s: its caffemodel %s is missing%s' % (
+                state_path, state.learned_net, '' if beside is None else
+                ' from the current directory, where Caffe reads it (%s exists)' % beside))
+        check_weights(state.learned_net, net, complete=True, error=SnapshotError)
+        return state.iteration, state.learned_net
     state = parse_message(caffe_pb2.SolverState(), state_path, SnapshotError)
     shapes = learnable_shapes(net, net_param) * HISTORY_PER_PARAM[solver_type]
     if len(state.history) != len(shapes):

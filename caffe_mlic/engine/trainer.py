@@ -174,6 +174,8 @@ class Trainer:
         self.stop_signal = None
         self.early_signals = early_signals   # signals recorded before the trainer's own handlers
         self.state_iteration = None
+        if gpu is None and self.solver_file.param.solver_mode == self.solver_file.param.GPU:
+            gpu = self.solver_file.param.device_id    # as the caffe binary reads the solver
         self.gpu = gpu
         if gpu is not None:
             # Caffe aborts the process (a CHECK) on a CPU-only build or a
@@ -424,7 +426,7 @@ class Trainer:
         return state
 
     def _state_iteration(self, state):
-        if self.state_iteration is None:        # an HDF5 state: check_snapshot does not read it
+        if self.state_iteration is None:        # (check_snapshot gives it for both formats)
             import h5py
             with h5py.File(state, 'r') as f:
                 return int(np.asarray(f['iter']))

@@ -250,7 +250,7 @@ class MultiLabelEvaluator(Evaluator):
 
     @staticmethod
     def fits(output_shape, label_shape):
-        return (output_shape[0], int(np.prod(output_shape[1:]))) == tuple(label_shape)
+        return len(output_shape) >= 1 and (output_shape[0], int(np.prod(output_shape[1:]))) == tuple(label_shape)
 
     def process(self, outputs, targets):
         keep = self._keep(len(outputs))

@@ -148,7 +148,8 @@ class SegmentationEvaluator(Evaluator):
 
     @staticmethod
     def fits(output_shape, label_shape):
-        return label_shape[1] == 1 and tuple(output_shape[2:]) == tuple(label_shape[2:])
+        return (len(output_shape) == 4 and len(label_shape) == 4 and label_shape[1] == 1
+                and tuple(output_shape[2:]) == tuple(label_shape[2:]))
 
     def process(self, outputs, targets, where='prediction'):
         outputs, targets = np.asarray(outputs), np.asarray(targets)

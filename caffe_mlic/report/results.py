@@ -50,8 +50,15 @@ def seed_result(seed, seed_dir, test_list):
     teacher.update(control_det_AP=control['AP'], control_det_AP07=control['AP07'],
                    control_CorLoc=control['CorLoc'], det_AP_per_class=det['AP_per_class'],
                    CorLoc_per_class=det['CorLoc_per_class'])
-    iterations = {stage: logs.read_run_json(layout.stage_run(seed_dir, stage))['final_iteration']
-                  for stage in layout.STAGES}
+    iterations = {}
+    for stage in layout.STAGES:
+        info = logs.read_run_json(layout.stage_run(seed_dir, stage))
+        final = info.get('final_iteration') if isinstance(info, dict) else None
+        if not isinstance(final, int) or isinstance(final, bool):
+            raise InputError('%s: %s (the training run of stage %s; did it finish?)' % (
+                os.path.join(layout.stage_run(seed_dir, stage), logs.RUN_JSON),
+                'missing or unreadable' if info is None else 'final_iteration is not an integer', stage))
+        iterations[stage] = final
     result = dict(
         seed=seed, teacher=teacher,
         student_kd=_read(layout.eval_file(seed_dir, 'student_kd')),

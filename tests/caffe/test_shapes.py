@@ -71,3 +71,129 @@ def test_a_layer_type_this_caffe_lacks_is_named_not_a_caffe_abort(tmp_path):
     with pytest.raises(InputError, match=r"bogus.prototxt: layer 'weird': BatchReindex2: unknown layer type "
                                          r"'BatchReindex2' \(a layer of a Caffe fork\?"):
         prototxt.caffe_net(str(path), 'TEST')
+
+
+# ---------------------------------------------------------------- parameter shapes
+
+ZOO = '''name: "zoo"
+layer { name: "in" type: "Input" top: "x" top: "ids" top: "s" top: "v"
+        input_param { shape { dim: 2 dim: 6 dim: 5 dim: 7 } shape { dim: 2 dim: 3 } shape { dim: 6 }
+                      shape { dim: 2 dim: 3 dim: 4 dim: 5 dim: 6 } } }
+layer { name: "conv_g" type: "Convolution" bottom: "x" top: "c1"
+        convolution_param { num_output: 4 group: 2 kernel_h: 3 kernel_w: 2 bias_term: false } }
+layer { name: "deconv" type: "Deconvolution" bottom: "c1" top: "d1"
+        convolution_param { num_output: 6 group: 2 kernel_size: 3 stride: 2 } }
+layer { name: "conv3d" type: "Convolution" bottom: "v" top: "c3"
+        convolution_param { num_output: 2 kernel_size: 1 kernel_size: 2 kernel_size: 3 } }
+layer { name: "ip_t" type: "InnerProduct" bottom: "d1" top: "f1"
+        inner_product_param { num_output: 5 transpose: true axis: 2 } }
+layer { name: "ip" type: "InnerProduct" bottom: "f1" top: "f2" inner_product_param { num_output: 3 axis: -1 } }
+layer { name: "bn" type: "BatchNorm" bottom: "x" top: "bn" }
+layer { name: "sc" type: "Scale" bottom: "bn" top: "sc" scale_param { axis: 1 num_axes: 2 bias_term: true } }
+layer { name: "sc2" type: "Scale" bottom: "x" bottom: "s" top: "sc2" scale_param { axis: 1 bias_term: true } }
+layer { name: "bias" type: "Bias" bottom: "x" top: "b1" bias_param { axis: -2 num_axes: -1 } }
+layer { name: "prelu" type: "PReLU" bottom: "x" top: "p1" }
+layer { name: "prelu_s" type: "PReLU" bottom: "x" top: "p2" prelu_param { channel_shared: true } }
+layer { name: "embed" type: "Embed" bottom: "ids" top: "e1" embed_param { input_dim: 10 num_output: 4 } }
+layer { name: "param" type: "Parameter" top: "pp" parameter_param { shape { dim: 3 dim: 2 } } }
+layer { name: "ip_a" type: "InnerProduct" bottom: "x" top: "a" param { name: "w" } param { name: "b" }
+        inner_product_param { num_output: 2 } }
+layer { name: "ip_b" type: "InnerProduct" bottom: "x" top: "b" param { name: "w" } param { name: "b2" }
+        inner_product_param { num_output: 2 } }
+layer { name: "relu" type: "ReLU" bottom: "a" top: "a" }
+'''
+
+
+def _compare_params(net, built, phase='TEST', least=1):
+    """Every parameter blob worked out equals the built net's (shape, and
+    whether it is a shared one), and the learnable blobs are snapshots'."""
+    from caffe_mlic.caffe.weights import net_wants
+    from caffe_mlic.engine import snapshots
+    inferred = shapes.infer_param_shapes(net, phase, prototxt.in_phase)
+    wants = dict(net_wants(built))
+    # (Caffe adds split layers and turns net-level inputs into an Input layer: no parameters)
+    assert all(not wants[name] for name in set(wants) - {n for n, _ in inferred})
+    known = 0
+    for name, blobs in inferred:
+        assert blobs is not None, name
+        assert len(blobs) == len(wants[name]), name
+        for i, (blob, want) in enumerate(zip(blobs, wants[name])):
+            assert blob.shared == want.shared, name
+            if blob.shape is not None:
+                assert blob.shape == tuple(built.params[name][i].data.shape), (name, i, blob.shape)
+                known += 1
+    assert known >= least
+    learnable = shapes.learnable_shapes(inferred)
+    expected = snapshots.learnable_shapes(built, net)
+    assert len(learnable) == len(expected)
+    assert all(a is None or a == tuple(b) for a, b in zip(learnable, expected))
+    return known
+
+
+def test_param_shapes_equal_caffes_for_every_layer_type(tmp_path):
+    """Convolution (groups, kernel_h/w, 3-D), Deconvolution, InnerProduct
+    (transpose, axis), BatchNorm, Scale (one or two bottoms, bias), Bias,
+    PReLU, Embed, Parameter, shared blobs: as Caffe's LayerSetUp makes them."""
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    net = text_format.Merge(ZOO, caffe_pb2.NetParameter())
+    built = prototxt.caffe_net(ZOO, 'TEST')
+    known = _compare_params(net, built, least=20)
+    inferred = dict(shapes.infer_param_shapes(net, 'TEST', prototxt.in_phase))
+    assert inferred['deconv'][0].shape == (4, 3, 3, 3) and inferred['conv3d'][0].shape == (2, 3, 1, 2, 3)
+    assert inferred['ip_t'][0].shape == (91, 5) and inferred['sc'][1].shape == (6, 5)
+    assert inferred['prelu_s'][0].shape == () and [b.shared for b in inferred['ip_b']] == [True, False]
+    assert known == sum(len(b) for b in inferred.values())
+
+
+@pytest.mark.parametrize('name', ['wsddn/wsddn_train', 'kd/train_stage1', 'kd/train_stage2',
+                                  'kd/student_baseline', 'kd/student_deploy', 'wsddn/wsddn_deploy'])
+@pytest.mark.parametrize('phase', ['TRAIN', 'TEST'])
+def test_param_shapes_equal_caffes_on_the_tiny_mlic_nets(tiny_nets, name, phase):
+    path = str(tiny_nets / (name + '.prototxt'))
+    _compare_params(prototxt.read_net(path), prototxt.caffe_net(path, phase), phase, least=20)
+
+
+@pytest.mark.parametrize('name', ['scasnet/vgg_scasnet_deploy', 'kd/student_deploy', 'wsddn/wsddn_deploy'])
+def test_param_shapes_equal_caffes_on_release_deploy_nets(name):
+    path = os.path.join(REPO, 'prototxt', name + '.prototxt')
+    _compare_params(prototxt.read_net(path), prototxt.caffe_net(path, 'TEST'), least=30)
+
+
+def test_param_shapes_equal_caffes_on_a_small_resnet_scasnet(tmp_path):
+    """BatchNorm + Scale after every conv, as the ResNet variant writes them."""
+    from caffe_mlic.netspec.scasnet import ScasConfig, scasnet_deploy
+    net = scasnet_deploy(ScasConfig.release(variant='resnet', backbone='small', input_size=64))
+    text = prototxt.to_text(net)
+    assert _compare_params(net, prototxt.caffe_net(text, 'TEST'), least=100)
+
+
+def test_an_unknown_layer_leaves_its_blobs_unknown_not_guessed():
+    """Another module's Python layer may learn blobs: not known here, and so
+    neither is the solver's history count; what follows it is unknown too."""
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    net = text_format.Merge(
+        'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 2 } } }\n'
+        'layer { name: "py" type: "Python" bottom: "x" top: "y" python_param { module: "m" layer: "L" } }\n'
+        'layer { name: "fc" type: "InnerProduct" bottom: "y" top: "z" inner_product_param { num_output: 4 } }\n',
+        caffe_pb2.NetParameter())
+    params = dict(shapes.infer_param_shapes(net, 'TEST', prototxt.in_phase))
+    assert params['py'] is None and params['in'] == []
+    assert [b.shape for b in params['fc']] == [None, (4,)]
+    assert shapes.learnable_shapes(list(params.items())) is None
+
+
+def test_a_layer_kept_or_dropped_by_stage_or_level_is_unknown():
+    """in_phase follows phase rules only: a layer that a stage or level may
+    drop is not counted (a solver state's history count would be wrong)."""
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    net = text_format.Merge(
+        'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 2 } } }\n'
+        'layer { name: "fc" type: "InnerProduct" bottom: "x" top: "z" inner_product_param { num_output: 4 } }\n'
+        'layer { name: "fc2" type: "InnerProduct" bottom: "x" top: "y" include { stage: "deploy" } '
+        'inner_product_param { num_output: 4 } }\n', caffe_pb2.NetParameter())
+    params = shapes.infer_param_shapes(net, 'TEST', prototxt.in_phase)
+    assert dict(params)['fc2'] is None and [b.shape for b in dict(params)['fc']] == [(4, 2), (4,)]
+    assert shapes.learnable_shapes(params) is None

@@ -1,6 +1,7 @@
 """Reading caffemodels (weights.read_layers reads protobuf's wire format
 itself) and the 2 GB limit of one protobuf message."""
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -235,3 +236,166 @@ def test_bench_weights_io_measures_each_ratio():
     ratios = {name: value for name, value, _, _ in report.rows}
     assert len(ratios) == 9 and all(value > 0 for value in ratios.values()), out.getvalue()
     assert 'surgery teacher -> stage 1 / Caffe loading stage 1' in out.getvalue()
+
+
+# ---------------------------------------------------------------- shapes as Caffe compares them; HDF5; states
+
+FC_NET = (netutil.input_layers_text([(1, 6)], ['data'])
+          + '\nlayer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
+            'inner_product_param { num_output: 5 } }\n')
+
+
+def _fc_model(path, blobs):
+    """A caffemodel of layer fc with ``blobs``: [(shape or None, legacy 4-d or None)]."""
+    from caffe.proto import caffe_pb2
+    net = caffe_pb2.NetParameter()
+    layer = net.layer.add(name='fc', type='InnerProduct')
+    for shape, legacy in blobs:
+        blob = layer.blobs.add()
+        if shape is not None:
+            blob.shape.dim.extend(shape)
+        if legacy is not None:
+            blob.num, blob.channels, blob.height, blob.width = legacy
+        blob.data.extend([0.5] * int(np.prod(legacy if legacy is not None else shape)))
+    path.write_bytes(net.SerializeToString())
+    return str(path)
+
+
+def test_blob_shapes_compare_as_caffes_shape_equals(tmp_path, net_from_text):
+    """Caffe's Blob::ShapeEquals: a legacy 4-d blob (num/channels/height/
+    width, as old caffemodels store them) fits the net's blob padded with
+    leading 1s (5x6 fits 1x1x5x6, 5 fits 1x1x1x5); when a blob gives both,
+    the legacy dims win; a 4-d ``shape`` is compared as it is."""
+    net = net_from_text(FC_NET, 'TEST')
+    legacy = _fc_model(tmp_path / 'legacy.caffemodel', [(None, (1, 1, 5, 6)), (None, (1, 1, 1, 5))])
+    weights.check_weights(legacy, net)
+    net.copy_from(legacy)       # (Caffe takes it too)
+    assert np.all(net.params['fc'][0].data == 0.5)
+    both = _fc_model(tmp_path / 'both.caffemodel', [((5, 6), (1, 1, 6, 5)), ((5,), None)])
+    with pytest.raises(InputError, match=r'both.caffemodel: layer fc blob 0 is 1x1x6x5 \(30 values\), '
+                                         r'the net needs 5x6'):
+        weights.check_weights(both, net)
+    four = _fc_model(tmp_path / 'four.caffemodel', [((1, 1, 5, 6), None), ((5,), None)])
+    with pytest.raises(InputError, match=r'four.caffemodel: layer fc blob 0 is 1x1x5x6 \(30 values\), '
+                                         r'the net needs 5x6'):
+        weights.check_weights(four, net)
+    info = weights.BlobInfo
+    assert weights.blob_fits((5,), info((1, 1, 1, 5), True, 5))
+    assert not weights.blob_fits((5,), info((1, 1, 5, 1), True, 5))
+    assert not weights.blob_fits((1, 2, 3, 4, 5), info((2, 3, 4, 5), True, 120))
+    assert weights.blob_fits((), info((), False, 1)) and not weights.blob_fits((1,), info((), False, 1))
+
+
+def test_a_layer_with_blobs_where_the_net_has_none_or_another_count_is_named(tmp_path, net_from_text):
+    """Caffe CHECKs the blob count of every same-named layer ("Incompatible
+    number of blobs"), a layer of the file without blobs included."""
+    net = net_from_text(FC_NET, 'TEST')
+    one = _fc_model(tmp_path / 'one.caffemodel', [((5, 6), None)])
+    with pytest.raises(InputError, match='one.caffemodel: layer fc has 1 blobs, the net 2'):
+        weights.check_weights(one, net)
+    none = _fc_model(tmp_path / 'none.caffemodel', [])
+    with pytest.raises(InputError, match="none.caffemodel: fills none of the net's 1 layers"):
+        weights.check_weights(none, net)
+    with pytest.raises(InputError, match='none.caffemodel: layer fc has 0 blobs, the net 2'):
+        weights.check_weight_layers(none, weights.net_wants(net), fill=False)
+
+
+SHARED_NET = (netutil.input_layers_text([(2, 3)], ['data'])
+              + '\nlayer { name: "a" type: "InnerProduct" bottom: "data" top: "a" param { name: "w" } '
+                'inner_product_param { num_output: 4 } }\n'
+                'layer { name: "b" type: "InnerProduct" bottom: "data" top: "b" param { name: "w" } '
+                'inner_product_param { num_output: 4 } }\n'
+                'layer { name: "bn" type: "BatchNorm" bottom: "b" top: "bn" }\n')
+
+
+def test_hdf5_caffemodels_are_read_as_caffe_writes_them(tmp_path, net_from_text):
+    """Caffe's layout (group data, a group per layer, datasets 0, 1, ...);
+    a blob shared with an earlier layer is left out, and that is no fault."""
+    net = net_from_text(SHARED_NET, 'TEST')
+    path = str(tmp_path / 'w.caffemodel.h5')
+    net.save_hdf5(path)
+    sources = {layer.name: layer for layer in weights.read_sources(path)}
+    assert {name: {i: info.shape for i, info in layer.blobs.items()} for name, layer in sources.items()
+            if layer.links} == {'a': {0: (4, 3), 1: (4,)}, 'b': {1: (4,)}, 'bn': {0: (4,), 1: (4,), 2: (1,)}}
+    assert [w.shared for w in dict(weights.net_wants(net))['b']] == [True, False]
+    weights.check_weights(path, net, complete=True)
+    other = net_from_text(SHARED_NET.replace('num_output: 4', 'num_output: 2'), 'TEST')
+    with pytest.raises(InputError) as e:
+        weights.check_weights(path, other)
+    assert 'w.caffemodel.h5: layer a blob 0 is 4x3 (12 values), the net needs 2x3' in str(e.value)
+    assert 'layer bn blob 0 is 4 (4 values), the net needs 2' in str(e.value)
+    net.copy_from(path)     # (Caffe reads it)
+
+
+def test_hdf5_datasets_caffe_cannot_load_are_named(tmp_path, net_from_text):
+    import h5py
+    net = net_from_text(FC_NET, 'TEST')
+    for name, make, fragment in [
+            ('nodata', lambda f: f.create_group('weights'), 'an HDF5 file without a "data" group'),
+            ('text', lambda f: (f.create_dataset('data/fc/0', data=np.zeros((5, 6), np.float32)),
+                                f.create_dataset('data/fc/1', data=np.array([b'x'] * 5))),
+             'layer fc blob 1 (dataset data/fc/1) holds |S1 values, not numbers'),
+            ('missing', lambda f: f.create_dataset('data/fc/1', data=np.zeros(5, np.float32)),
+             'layer fc has no blob 0 (dataset data/fc/0), the net needs 5x6'),
+            ('many', lambda f: [f.create_dataset('data/fc/%d' % i, data=np.zeros(5, np.float32))
+                                for i in range(3)], 'layer fc has 3 blobs, the net 2')]:
+        path = str(tmp_path / ('%s.caffemodel.h5' % name))
+        with h5py.File(path, 'w') as f:
+            make(f)
+        with pytest.raises(InputError, match=re.escape('%s.caffemodel.h5: ' % name) + '.*' + re.escape(fragment)):
+            weights.check_weights(path, net)
+
+
+def _solver_run(tmp_path, monkeypatch, **fields):
+    """Snapshots of one SGD step of SHARED_NET (+ a loss) in tmp_path."""
+    import caffe
+    from caffe_mlic.caffe import prototxt
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'net.prototxt').write_text(SHARED_NET + 'layer { name: "loss" type: "Reduction" bottom: "bn" '
+                                                        'top: "loss" loss_weight: 1 }\n')
+    prototxt.write_solver(tmp_path / 'solver.prototxt', 'net.prototxt', base_lr=0.1, max_iter=1,
+                          snapshot_prefix='s', **fields)
+    solver = caffe.get_solver('solver.prototxt')
+    solver.step(1)
+    solver.snapshot()
+    return solver
+
+
+@pytest.mark.parametrize('hdf5', [False, True])
+def test_solver_states_are_read_as_caffe_writes_them(tmp_path, monkeypatch, hdf5):
+    """Binary (read from protobuf's wire format, as caffemodels) and HDF5;
+    the history is one blob per learnable blob: a shared blob once."""
+    from caffe.proto import caffe_pb2
+    from caffe_mlic.engine.snapshots import learnable_shapes
+    from caffe_mlic.caffe import prototxt
+    solver = _solver_run(tmp_path, monkeypatch, **({'snapshot_format': 0} if hdf5 else {}))
+    path = 's_iter_1.solverstate' + ('.h5' if hdf5 else '')
+    state = weights.read_state(path)
+    assert state.iteration == 1 and state.learned_net == 's_iter_1.caffemodel' + ('.h5' if hdf5 else '')
+    shapes = learnable_shapes(solver.net, prototxt.read_net('net.prototxt'))
+    assert [info.shape for info in state.history] == [tuple(s) for s in shapes] == [
+        (4, 3), (4,), (4,), (4,), (4,), (1,)]
+    weights.check_history(path, state, shapes, 'SGD')
+    if not hdf5:
+        proto = weights.parse_message(caffe_pb2.SolverState(), path)
+        assert [weights.blob_shape(b) for b in proto.history] == [info.shape for info in state.history]
+        assert [weights.stored_values(b) for b in proto.history] == [info.values for info in state.history]
+    with pytest.raises(InputError, match=re.escape(path) + r': not a state of this solver \(or truncated\): 6 '
+                                                           r'history blobs; this net with solver type Adam keeps 12'):
+        weights.check_history(path, state, shapes * 2, 'Adam')
+    with pytest.raises(InputError, match=re.escape(path) + r': not a state of this solver: history blob 0 is 4x3 '
+                                                           r'\(12 values\), the net needs 2x3'):
+        weights.check_history(path, state, [(2, 3)] + list(shapes[1:]), 'SGD')
+
+
+def test_a_scalar_blob_as_caffe_writes_it_fits(tmp_path, net_from_text):
+    """Caffe writes a 0-d blob (a channel-shared PReLU slope) with neither
+    shape nor legacy dims; it was read as 0x0x0x0 ("holds 1 values, its
+    shape 0x0x0x0 needs 0") and such a net's own caffemodel refused."""
+    net = net_from_text(netutil.input_layers_text([(2, 3)], ['x']) + '\nlayer { name: "p" type: "PReLU" '
+                        'bottom: "x" top: "y" prelu_param { channel_shared: true } }\n', 'TEST')
+    for path in (str(tmp_path / 'p.caffemodel'), str(tmp_path / 'p.caffemodel.h5')):
+        net.save_hdf5(path) if path.endswith('.h5') else net.save(path)
+        weights.check_weights(path, net, complete=True)
+    (name, _, (slope,)), = weights.read_layers(str(tmp_path / 'p.caffemodel'))
+    assert name == 'p' and slope.shape == () and slope == np.float32(0.25)

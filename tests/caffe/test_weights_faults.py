@@ -108,3 +108,117 @@ def test_a_solver_given_as_the_net_is_named(tiny):
                    'baseline.caffemodel', '--blob', 'fc8_mscoco'], tiny)
     assert res.returncode == 1
     assert 'solver_baseline.prototxt: a solver prototxt, not a net' in res.stderr
+
+
+# ---------------------------------------------------------------- HDF5 weights and states; shapes first
+
+STUDENT = 'nets/kd/student_deploy.prototxt'
+
+
+def _net_text(path, **num_outputs):
+    """The prototxt at ``path`` with some layers' num_output changed."""
+    net = prototxt.read_net(str(path))
+    for layer in net.layer:
+        if layer.name in num_outputs:
+            param = layer.inner_product_param if layer.type == 'InnerProduct' else layer.convolution_param
+            param.num_output = num_outputs[layer.name]
+    return prototxt.to_text(net)
+
+
+@pytest.fixture(scope='module')
+def h5(tiny):
+    """HDF5 caffemodels as Caffe writes them (net.save_hdf5): the student's
+    own, the teacher's (no fc8_mscoco), a 5-class student's and a ScasNet's;
+    and unreadable ones."""
+    from caffe_mlic.netspec.scasnet import ScasConfig, scasnet_deploy
+    folder = tiny / 'h5'
+    folder.mkdir()
+    nets = {'student': str(tiny / STUDENT), 'teacher': str(tiny / 'nets/wsddn/wsddn_deploy.prototxt'),
+            'five': _net_text(tiny / STUDENT, fc8_mscoco=5),
+            'scasnet': prototxt.to_text(scasnet_deploy(ScasConfig.release(backbone='small', input_size=64)))}
+    for name, net in nets.items():
+        prototxt.caffe_net(net, 'TEST', seed=0).save_hdf5(str(folder / ('%s.caffemodel.h5' % name)))
+    good = (folder / 'student.caffemodel.h5').read_bytes()
+    (folder / 'truncated.caffemodel.h5').write_bytes(good[:500])
+    (folder / 'empty.caffemodel.h5').write_bytes(b'')
+    (folder / 'text.caffemodel.h5').write_text('not weights\n')
+    return folder
+
+
+def _classify(tiny, weights):
+    return run_cli(['classify', '--net', STUDENT, '--weights', weights, 'images/img000.png'], tiny)
+
+
+@pytest.mark.parametrize('name, fragment', [
+    ('truncated', 'truncated.caffemodel.h5: not an HDF5 file, or truncated: HDF5 cannot open it (truncated file'),
+    ('empty', 'empty.caffemodel.h5: not an HDF5 file, or truncated: HDF5 cannot open it (file signature not found)'),
+    ('text', 'text.caffemodel.h5: not an HDF5 file, or truncated: HDF5 cannot open it (file signature not found)'),
+    # (Caffe reshaped the net's blobs to the file's: "malloc(): corrupted top size")
+    ('five', 'five.caffemodel.h5: layer fc8_mscoco blob 0 is 5x32 (160 values), the net needs 3x32'),
+    # (fc8_mscoco kept its fillers' values: plausible probabilities, exit 0)
+    ('teacher', "teacher.caffemodel.h5: has no weights for 1 of the net's 16 layers with weights: fc8_mscoco"),
+    # (every class at 0.500)
+    ('scasnet', 'scasnet.caffemodel.h5: layer conv1_1 blob 0 is '),
+])
+def test_hdf5_weights_are_checked_as_binary_ones(tiny, h5, name, fragment):
+    """Caffe aborted (an HDF5-DIAG dump, then a Check failed, rc 134) on the
+    unreadable ones, corrupted its heap on another net's, and filled part or
+    none of the net silently."""
+    path = 'h5/%s.caffemodel.h5' % name
+    for res in (_classify(tiny, path),
+                run_cli(['eval', 'cls', '--net', 'nets/kd/student_baseline.prototxt', '--blob', 'fc8_mscoco',
+                         '--sigmoid', '--weights', path], tiny)):
+        assert res.returncode == 1 and fragment in res.stderr, res.stderr[-3000:]
+        assert 'HDF5-DIAG' not in res.stderr and 'Check failed' not in res.stderr and res.stdout == ''
+
+
+def test_good_hdf5_weights_classify_as_the_binary_ones(tiny, h5):
+    binary = _classify(tiny, 'baseline.caffemodel')
+    res = _classify(tiny, 'h5/student.caffemodel.h5')
+    assert res.returncode == 0 and binary.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split()[1:] == binary.stdout.split()[1:]
+
+
+def test_a_shape_mismatch_is_said_before_missing_layers(tiny):
+    """A caffemodel whose conv layers do not fit (and that lacks the fc
+    layers) was reported as having "no weights for fc6, fc7, fc8_mscoco"."""
+    from caffe.proto import caffe_pb2
+    model = caffe_pb2.NetParameter()
+    model.ParseFromString((tiny / 'baseline.caffemodel').read_bytes())
+    for name in ('fc6', 'fc7', 'fc8_mscoco'):
+        del model.layer[[layer.name for layer in model.layer].index(name)]
+    conv = model.layer[[layer.name for layer in model.layer].index('conv1_1')]
+    del conv.blobs[0].shape.dim[:]
+    conv.blobs[0].shape.dim.extend([2, 3, 3, 6])
+    (tiny / 'convs.caffemodel').write_bytes(model.SerializeToString())
+    for res in (_classify(tiny, 'convs.caffemodel'),
+                run_cli(['eval', 'cls', '--net', 'nets/kd/student_baseline.prototxt', '--blob', 'fc8_mscoco',
+                         '--sigmoid', '--weights', 'convs.caffemodel'], tiny)):
+        assert res.returncode == 1, res.stderr
+        assert 'convs.caffemodel: layer conv1_1 blob 0 is 2x3x3x6 (108 values), the net needs 4x3x3x3' \
+            in res.stderr and 'has no weights' not in res.stderr, res.stderr
+
+
+def test_train_checks_hdf5_weights_and_names_an_hdf5_state_it_cannot_resume(tiny, h5):
+    """`train --weights` with another net's .h5 (Caffe reshaped the net's
+    blobs: heap corruption); `--resume` a truncated .solverstate.h5 printed
+    HDF5's message without the file's name; another net's state aborted."""
+    solver = ['train', 'nets/kd/solver_baseline.prototxt', '--set', 'max_iter=1', '--set', 'snapshot=1',
+              '--set', 'snapshot_format=HDF5', '--set', 'test_interval=0']
+    res = run_cli(solver + ['--set', 'snapshot_prefix=h5run/five', '--run-dir', 'runs/h5five', '--weights',
+                            'h5/five.caffemodel.h5'], tiny)
+    assert res.returncode == 1 and 'five.caffemodel.h5: layer fc8_mscoco blob 0 is 5x32' in res.stderr, res.stderr
+    res = run_cli(solver + ['--set', 'snapshot_prefix=h5run/w', '--run-dir', 'runs/h5'], tiny)
+    assert res.returncode == 0, res.stderr[-2000:]
+    state = tiny / 'h5run' / 'w_iter_1.solverstate.h5'
+    (tiny / 'h5run' / 'cut.solverstate.h5').write_bytes(state.read_bytes()[:500])
+    res = run_cli(solver + ['--resume', 'h5run/cut.solverstate.h5', '--run-dir', 'runs/h5cut'], tiny)
+    assert res.returncode == 1, res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith(
+        'caffe-mlic train: h5run/cut.solverstate.h5: not an HDF5 file, or truncated: HDF5 cannot open it '
+        '(truncated file'), res.stderr
+    res = run_cli(['train', 'nets/wsddn/solver.prototxt', '--set', 'max_iter=2', '--resume',
+                   'h5run/w_iter_1.solverstate.h5', '--run-dir', 'runs/h5other'], tiny)
+    assert res.returncode == 1, res.stderr
+    assert 'h5run/w_iter_1.solverstate.h5: not a state of this solver (or truncated): 32 history blobs; ' \
+           'this net with solver type SGD keeps 35' in res.stderr, res.stderr

@@ -69,3 +69,98 @@ def test_a_good_solver_still_trains_and_the_folder_is_made(files):
     assert sorted(p.name for p in (files / 'snaps').iterdir()) == [
         'w_iter_%d.%s' % (i, k) for i in (1, 2) for k in ('caffemodel', 'solverstate')]
     assert prototxt.read_net(files / 'net.prototxt').layer
+
+
+# ---------------------------------------------------------------- weights and states of another net
+
+def refused(res, *fragments):
+    """rc 1 with our message (its lines naming the file, the layer and both
+    shapes), not the binary's abort (rc 134, "Check failed" / "Cannot copy")."""
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert 'Check failed' not in res.stderr and 'Cannot copy' not in res.stderr, res.stderr[-3000:]
+    assert res.stderr.startswith('caffe-mlic caffe: '), res.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in res.stderr, res.stderr
+
+
+@pytest.fixture
+def other(files):
+    """``files`` plus: snapshots of the same net with Adam (binary) and SGD
+    (HDF5), and of another net (fc of 4 outputs, not 3; binary and HDF5)."""
+    net = netutil.input_layers_text([(2, 3), (2, 4)], ['x', 'labels'])
+    net += ('layer { name: "fc" type: "InnerProduct" bottom: "x" top: "fc" '
+            'inner_product_param { num_output: 4 } }\n') + netutil.SIGMOID_LOSS_TEXT
+    (files / 'net4.prototxt').write_text(net)
+    common = dict(base_lr=0.1, max_iter=1, snapshot=1)
+    for name, net_file, extra in (('adam', 'net.prototxt', dict(type='Adam')),
+                                  ('h5', 'net.prototxt', dict(snapshot_format=0)),   # HDF5
+                                  ('four', 'net4.prototxt', {}),
+                                  ('four_h5', 'net4.prototxt', dict(snapshot_format=0))):
+        netutil.write_solver(files / ('solver_%s.prototxt' % name), net_file, snapshot_prefix='%s/w' % name,
+                             **dict(common, **extra))
+        res = run_cli(['caffe', 'train', '-solver', 'solver_%s.prototxt' % name], files)
+        assert res.returncode == 0, res.stderr[-2000:]
+    return files
+
+
+def test_weights_of_another_shape_are_named_not_a_caffe_abort(other):
+    """The binary copies by layer name and CHECKs each blob's shape (rc 134,
+    "Cannot copy param 0 weights from layer 'fc'; shape mismatch"); the
+    shapes are worked out from the prototxt, without building the net."""
+    for argv in (['train', '-solver', 'solver.prototxt'], ['test', '-model', 'net.prototxt', '-iterations', '1']):
+        for model in ('four/w_iter_1.caffemodel', 'four_h5/w_iter_1.caffemodel.h5'):
+            refused(run_cli(['caffe'] + argv + ['-weights', model], other),
+                    '%s: layer fc blob 0 is 4x3 (12 values), the net needs 3x3' % model,
+                    '%s: layer fc blob 1 is 4 (4 values), the net needs 3' % model)
+    for model in ('w_iter_1.caffemodel', 'w_iter_1.caffemodel.h5'):     # the net's own: fine
+        res = run_cli(['caffe', 'test', '-model', 'net.prototxt', '-iterations', '1', '-weights',
+                       ('h5/' if model.endswith('.h5') else 'adam/') + model], other)
+        assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_a_state_of_another_net_or_solver_is_named_not_a_caffe_abort(other):
+    """-snapshot: Caffe CHECKs the history count ("history_size 4 vs 2") and
+    reshapes a history blob of another shape (memory corruption later): the
+    learnable blobs are worked out from the prototxt, two per blob for Adam."""
+    refused(run_cli(['caffe', 'train', '-solver', 'solver.prototxt', '-snapshot', 'adam/w_iter_1.solverstate'],
+                    other),
+            'adam/w_iter_1.solverstate: not a state of this solver (or truncated): 4 history blobs; this net '
+            'with solver type SGD keeps 2')
+    refused(run_cli(['caffe', 'train', '-solver', 'solver_adam.prototxt', '-snapshot',
+                     'h5/w_iter_1.solverstate.h5'], other),
+            'h5/w_iter_1.solverstate.h5: not a state of this solver (or truncated): 2 history blobs; this net '
+            'with solver type Adam keeps 4')
+    for state in ('four/w_iter_1.solverstate', 'four_h5/w_iter_1.solverstate.h5'):
+        refused(run_cli(['caffe', 'train', '-solver', 'solver.prototxt', '-snapshot', state], other),
+                '%s: not a state of this solver: history blob 0 is 4x3 (12 values), the net needs 3x3' % state)
+
+
+@pytest.mark.parametrize('kind', ['truncated', 'empty', 'text'])
+def test_unreadable_hdf5_weights_and_states_are_named(other, kind):
+    """Caffe printed HDF5's error stack and aborted (rc 134) on each."""
+    for source in ('h5/w_iter_1.caffemodel.h5', 'h5/w_iter_1.solverstate.h5'):
+        bad = other / ('bad_' + source.split('/')[1])
+        data = (other / source).read_bytes()
+        bad.write_bytes({'truncated': data[:500], 'empty': b'', 'text': b'weights\n'}[kind])
+        flag = '-snapshot' if 'solverstate' in source else '-weights'
+        res = run_cli(['caffe', 'train', '-solver', 'solver.prototxt', flag, bad.name], other)
+        refused(res, '%s: not an HDF5 file, or truncated: HDF5 cannot open it (' % bad.name)
+        assert 'HDF5-DIAG' not in res.stderr and len(res.stderr.splitlines()) == 1
+
+
+def test_an_hdf5_state_resumes_at_its_iteration(other, monkeypatch):
+    """A good HDF5 state (and caffemodel) still works, and the data plan
+    resumes at its iteration as with a binary state (it restarted at 0)."""
+    from caffe_mlic.commands import caffe as command
+    monkeypatch.chdir(other)
+    netutil.write_solver(other / 'solver_h5b.prototxt', 'net.prototxt', base_lr=0.1, max_iter=3, snapshot=1,
+                         snapshot_prefix='h5b/w', snapshot_format=0, iter_size=2)
+    assert command._resume_batch('h5/w_iter_1.solverstate.h5', 'solver_h5b.prototxt') == 2
+    assert command._resume_batch('adam/w_iter_1.solverstate', 'solver_adam.prototxt') == 1
+    res = run_cli(['caffe', 'train', '-solver', 'solver_h5b.prototxt', '-snapshot', 'h5/w_iter_1.solverstate.h5'],
+                  other)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert sorted(p.name for p in (other / 'h5b').iterdir()) == [
+        'w_iter_%d.%s.h5' % (i, k) for i in (2, 3) for k in ('caffemodel', 'solverstate')]
+    res = run_cli(['caffe', 'train', '-solver', 'solver.prototxt', '-weights', 'h5/w_iter_1.caffemodel.h5'], other)
+    assert res.returncode == 0, res.stderr[-2000:]

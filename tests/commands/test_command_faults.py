@@ -137,3 +137,13 @@ def test_datalist_build_never_writes_over_what_it_reads(tmp_path, capsys):
                          '-o', str(target)]) == 2
         assert 'is an input of this command' in capsys.readouterr().err
         assert target.read_bytes() == before
+
+
+def test_plot_log_writes_the_format_its_extension_names(tmp_path, capsys):
+    log = tmp_path / 'train.log'
+    log.write_text('I0101 00:00:00.000000 1 solver.cpp:218] Iteration 0 (0 iter/s, 0s/1 iters), loss = 0.7\n'
+                   'I0101 00:00:00.000000 1 solver.cpp:218] Iteration 1 (0 iter/s, 0s/1 iters), loss = 0.5\n')
+    assert cli.main(['plot-log', str(log), '-o', str(tmp_path / 'c.pdf')]) == 0
+    assert (tmp_path / 'c.pdf').read_bytes()[:5] == b'%PDF-'      # PNG bytes in a .pdf before
+    assert cli.main(['plot-log', str(log), '-o', str(tmp_path / 'c.jpg')]) == 2
+    assert 'the image format comes from the extension' in capsys.readouterr().err

@@ -110,3 +110,18 @@ def test_mlic_checks_pass_on_good_files_and_leave_missing_ones_to_the_report(tmp
     check_eval_files(run)
     os.remove(os.path.join(run, 'seed1', 'eval', 'det.json'))
     check_eval_files(run)
+
+
+def test_mlic_report_of_a_run_cut_short_names_the_missing_run_json(tmp_path, capsys):
+    """An interrupted `make demo`: the evaluations are there, a stage's
+    run.json is not (a TypeError traceback before); then one with a
+    final_iteration that is not a number."""
+    run = _mlic_run(tmp_path)
+    err = _report_error(capsys, run)
+    assert os.path.join(run, 'seed1', 'runs', 'teacher', 'run.json') + ': missing or unreadable' in err, err
+    for stage in ('teacher', 'stage1', 'stage2', 'baseline'):
+        os.makedirs(os.path.join(run, 'seed1', 'runs', stage))
+        with open(os.path.join(run, 'seed1', 'runs', stage, 'run.json'), 'w') as f:
+            json.dump(dict(final_iteration='x' if stage == 'stage1' else 10), f)
+    err = _report_error(capsys, run)
+    assert 'stage1/run.json: final_iteration is not an integer' in err, err

@@ -674,3 +674,21 @@ def test_classify_writes_csv(coco_run, tmp_path, capsys):
         assert row[0] == r['image']
         assert [float(v) for v in row[1:]] == [r['probabilities'][c] for c in ('c0', 'c1', 'c2')]
     capsys.readouterr()
+
+
+def _deep(depth):
+    value = [1]
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize('boxes', [[[[1, 2], [3]]], [_deep(40)]])
+def test_wetectron_ragged_or_overdeep_boxes_are_named(images, tmp_path, capsys, boxes):
+    """np.asarray raised a ValueError traceback on rows of unequal length."""
+    path = tmp_path / 'r.pkl'
+    path.write_bytes(pickle.dumps({'boxes': boxes, 'indexes': [5]}))
+    assert _import('wetectron', [path], tmp_path / 'props', '--images', images) == 1
+    err = capsys.readouterr().err
+    assert 'r.pkl: boxes[0]: expected a numeric (K, 4) matrix' in err and 'Traceback' not in err, err
+    assert not (tmp_path / 'props').exists()

@@ -298,3 +298,22 @@ def test_a_ctrl_c_while_workers_start_prints_no_worker_traceback(tiny):
         assert proc.returncode == 130 or (proc.returncode == -signal.SIGINT and 'interrupted' in err), err
         assert re.fullmatch(r'caffe-mlic( train)?: (interrupted|stopped by SIGINT (while the nets were built|'
                             r'at iteration \d+).*)\n', err), (delay, err)
+
+
+def test_a_scalar_score_blob_is_refused_in_one_line(tiny):
+    solver(tiny, 'scalar', max_iter=2)
+    res = run(['train', 'scalar.prototxt', '--run-dir', 'runs/scalar', '--score-blob', 'loss_sig'], tiny)
+    assert res.returncode == 2, res.stderr
+    assert re.fullmatch(r'caffe-mlic train: argument --score-blob: blob loss_sig is \(\) but the labels '
+                        r'\w+ are .*: not scores of the classes\n', res.stderr), res.stderr
+
+
+def test_a_gpu_solver_is_not_trained_on_the_cpu_in_silence(tiny):
+    """solver_mode: GPU trains on its device_id, as the binary reads it: on
+    the CPU build that is refused, not run on the CPU."""
+    from caffe_mlic.caffe import env as caffe_env
+    if caffe_env.build_kind() != caffe_env.CPU:
+        pytest.skip('the active Caffe is not the CPU build')
+    solver(tiny, 'gpu', max_iter=2, solver_mode='GPU')
+    res = run(['train', 'gpu.prototxt', '--run-dir', 'runs/gpu'], tiny)
+    assert res.returncode == 1 and 'is a CPU-only build, it cannot use a GPU' in res.stderr, res.stderr

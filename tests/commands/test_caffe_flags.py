@@ -1,0 +1,44 @@
+"""`caffe-mlic caffe`: flags the binary does not know, or values it would
+abort on, are refused in one line (gflags printed its own error with exit
+1; a bad -sigint_effect or -phase was a CHECK abort); the binary's results,
+glog INFO lines, are shown unless the user set a level."""
+import os
+import re
+
+import pytest
+
+from tests import REPO
+from tests.faults import run_cli
+
+DEPLOY = os.path.join(REPO, 'prototxt', 'kd', 'student_deploy.prototxt')
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['train', '-solver', 's.prototxt', '-sigint_effect', 'bogus'],
+     "-sigint_effect must be one of stop, snapshot, none, got 'bogus'"),
+    (['train', '-solver', 's.prototxt', '-sighup_effect=bogus'],
+     "-sighup_effect must be one of stop, snapshot, none, got 'bogus'"),
+    (['time', '-model', 'n.prototxt', '-phase', 'BOGUS'], "-phase must be one of TRAIN, TEST, got 'BOGUS'"),
+    (['train', '-solver', 's.prototxt', '-bogus', '3'], r'unknown flag -bogus; the binary takes -gpu, .*'),
+    (['time', '-model', 'n.prototxt', '-iterations', 'abc'],
+     "-iterations must be an integer from 1 to 2147483647, got 'abc'"),
+    (['train', '-solver', 's.prototxt', '-weights', ''], '-weights needs a file, got an empty value'),
+    (['time', '-model'], '-model needs a value'),
+])
+def test_flags_the_binary_would_refuse_or_abort_on(tmp_path, argv, message):
+    res = run_cli(['caffe'] + argv, tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert re.fullmatch(r'caffe-mlic caffe: %s\n' % (message if '.*' in message else re.escape(message)),
+                        res.stderr), res.stderr
+
+
+def test_the_binarys_results_are_shown_unless_the_user_sets_a_level(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ('GLOG_minloglevel', 'CAFFE_MLIC_GLOG_DEFAULT')}
+    import subprocess
+    import sys
+    argv = [sys.executable, '-m', 'caffe_mlic.cli', 'caffe', 'time', '-model', DEPLOY, '-iterations', '1']
+    res = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0 and 'Average Forward pass' in res.stderr, res.stderr[-2000:]
+    res = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env=dict(env, GLOG_minloglevel='2'))
+    assert res.returncode == 0 and 'Average Forward pass' not in res.stderr, res.stderr[-2000:]
