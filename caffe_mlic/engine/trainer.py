@@ -264,7 +264,13 @@ class Trainer:
             self.state_iteration = check_snapshot(self.resume, self.net, sf.net_param, sf.type)[0]
             return self.resume
         candidates = find_snapshots(sf.snapshot_prefix)
+        began = self._chain_began()
         for _, path in candidates:
+            if began is not None and os.path.getmtime(path) < began - 2:
+                # the prefix is shared with an earlier run that this run folder started over from
+                self.note('skipping %s: written before this run folder\'s run began: another run\'s '
+                          'snapshot' % path)
+                continue
             try:
                 self.state_iteration = check_snapshot(path, self.net, sf.net_param, sf.type)[0]
                 return path
@@ -274,6 +280,21 @@ class Trainer:
                   % sf.snapshot_prefix if candidates else
                   'no snapshot with prefix %s yet: starting at iteration 0' % sf.snapshot_prefix)
         return None
+
+    def _chain_began(self):
+        """When the run this run folder holds began (its first start, through
+        its resumes; seconds since the epoch), or None without a run.json."""
+        import datetime
+        info = logs.read_run_json(self.run_dir)
+        if not isinstance(info, dict):
+            return None
+        starts = []
+        for record in [info] + list(info.get('previous') or []):
+            try:
+                starts.append(datetime.datetime.strptime(record['start_time'], '%Y-%m-%dT%H:%M:%S%z').timestamp())
+            except (KeyError, TypeError, ValueError):
+                pass
+        return min(starts) if starts else None
 
     def _restore(self, state_path):
         """solver.restore, with the learned_net made absolute when Caffe

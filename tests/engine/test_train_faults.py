@@ -317,3 +317,23 @@ def test_a_gpu_solver_is_not_trained_on_the_cpu_in_silence(tiny):
     solver(tiny, 'gpu', max_iter=2, solver_mode='GPU')
     res = run(['train', 'gpu.prototxt', '--run-dir', 'runs/gpu'], tiny)
     assert res.returncode == 1 and 'is a CPU-only build, it cannot use a GPU' in res.stderr, res.stderr
+
+
+def test_resume_auto_never_takes_another_runs_snapshot(tiny):
+    """Run A leaves snapshots under a prefix; run B starts over in the same
+    run folder and prefix and stops earlier: --resume auto continues B, not
+    A's newer iteration (the log mixed the two runs)."""
+    solver(tiny, 'chain', max_iter=30, snapshot=10)
+    res = run(['train', 'chain.prototxt', '--run-dir', 'runs/chain', '--set', 'max_iter=20'], tiny)
+    assert res.returncode == 0, res.stderr            # run A: snapshots 10 and 20
+    time.sleep(3)
+    res = run(['train', 'chain.prototxt', '--run-dir', 'runs/chain', '--set', 'max_iter=10'], tiny)
+    assert res.returncode == 0, res.stderr            # run B, started over: its snapshot 10
+    res = run(['train', 'chain.prototxt', '--run-dir', 'runs/chain', '--resume', 'auto'], tiny)
+    assert res.returncode == 0, res.stderr
+    assert "skipping snap_chain/w_iter_20.solverstate: written before this run folder's run began" in res.stderr
+    assert 'resuming from snap_chain/w_iter_10.solverstate at iteration 10' in res.stderr, res.stderr
+    iterations = [r['iteration'] for r in (json.loads(line) for line in
+                                           (tiny / 'runs' / 'chain' / 'log.jsonl').read_text().splitlines())
+                  if r['phase'] == 'train']
+    assert iterations == list(range(30)), iterations
