@@ -165,6 +165,43 @@ def erode_boundaries(labels, radius=3):
     return out
 
 
+def distance_to_cue(labels):
+    """Per pixel, the Euclidean distance (px, float32) to the nearest pixel
+    of another label: how far a pixel is from anything that tells its class
+    apart locally (an edge, a rim, a shadow's object, a car). IGNORE_LABEL
+    pixels count as another label; a map of one label is infinitely far
+    from a cue (inf everywhere)."""
+    import cv2
+    labels = np.ascontiguousarray(labels, np.uint8)
+    if labels.ndim != 2:
+        raise ValueError('a label map is 2-D, not %s' % (labels.shape,))
+    same_right = labels[:, 1:] == labels[:, :-1]
+    same_down = labels[1:, :] == labels[:-1, :]
+    edge = np.zeros(labels.shape, bool)            # pixels with a 4-neighbour of another label
+    edge[:, 1:] |= ~same_right
+    edge[:, :-1] |= ~same_right
+    edge[1:, :] |= ~same_down
+    edge[:-1, :] |= ~same_down
+    if not edge.any():
+        return np.full(labels.shape, np.inf, np.float32)
+    # distanceTransform measures to the nearest zero: edge pixels are zero.
+    # An edge pixel is itself next to the cue (distance 0).
+    return cv2.distanceTransform((~edge).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+
+
+def hard_pixel_mask(labels, distance, classes=None):
+    """Pixels farther than ``distance`` px from any other label (see
+    distance_to_cue), optionally only those of ``classes``: where a window
+    of radius ``distance`` around the pixel holds one label only, so a local
+    classifier has nothing but the texture inside to go by. IGNORE_LABEL
+    pixels are never hard."""
+    labels = np.asarray(labels)
+    hard = (distance_to_cue(labels) > distance) & (labels != IGNORE_LABEL)
+    if classes is not None:
+        hard &= np.isin(labels, list(classes))
+    return hard
+
+
 # ---------------------------------------------------------------- files
 
 
