@@ -44,6 +44,7 @@ CLASSIFIER_FILLER = dict(type='gaussian', std=0.01)
 RELEASE_DILATIONS = (6, 12, 18, 24)
 RELEASE_POOL5 = 51
 CONTEXTS = ('cascade', 'parallel', 'none')
+VGG_DILATIONS = (1, 1, 1, 1, 2)      # DeepLab-v2: conv5 dilated by 2 after the stride-1 pool4
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,8 @@ class ScasConfig:
     backbone: str = option('release', "release: the release's widths; small: the same depth with few "
                            "channels (VGG 16-64), for CPU runs ('tiny', its old name, still works)",
                            choices=['release', 'small'], aliases={'tiny': 'small'})
+    vgg_blocks: tuple = option(VGG16_BLOCKS, 'VGG convs per block, conv1_x .. conv5_x (fewer: a smaller '
+                               'receptive field, so the head decides how far a pixel sees)', metavar='N')
     resnet_blocks: tuple = option(RESNET101_BLOCKS, 'ResNet bottlenecks per block, conv2_x .. conv5_x',
                                   metavar='N')
     bn_trainable: bool = option(False, 'ResNet: learn the batch norms (batch statistics in TRAIN) '
@@ -171,6 +174,9 @@ class ScasConfig:
         if given is not None and not (isinstance(given, (tuple, list)) and given and all(
                 isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in given)):
             check.bad('dilations', 'must be positive integers')
+        if len(self.vgg_blocks) != 5 or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1
+                                                for c in self.vgg_blocks):
+            check.bad('vgg_blocks', 'must be five positive integers (conv1_x .. conv5_x)')
         if len(self.resnet_blocks) != 4 or not all(isinstance(c, int) and c >= 1 for c in self.resnet_blocks):
             check.bad('resnet_blocks', 'must be four positive integers (conv2_x .. conv5_x)')
         if self.context != 'none' and not self.allow_wide_dilations:
@@ -191,6 +197,7 @@ class ScasConfig:
         check.at_most('workers', MAX_WORKERS, 'each is a process with its own memory')
         check.at_most('num_classes', 255, 'label maps are 8-bit and 255 is the ignore label')
         check.at_most('resnet_blocks', 100, 'ResNet-101 has 3 4 23 3')
+        check.at_most('vgg_blocks', 100, 'VGG16 has 2 2 3 3 3')
         check.words('train_list', 'val_list')
         outputs = block_outputs(self)
         taps = list(self.taps)
@@ -202,13 +209,16 @@ class ScasConfig:
 
     def describe_context(self):
         """One line on the context module and its rates (`scasnet netgen` prints it)."""
+        reach = receptive_fields(self)
+        seen = ('; receptive field %d px at pool5, %d px after the context, crop %d px'
+                % (reach['pool5'], reach['context'], self.input_size)) if reach else ''
         if self.context == 'none':
-            return '%s: no context module (context none)' % self.variant
+            return '%s: no context module (context none)%s' % (self.variant, seen)
         side = resolutions(self)['pool5']
         how = ('as given' if self.dilations is not None else "the release's" if side == RELEASE_POOL5 else
                "the release's %s scaled by %d/%d" % (' '.join(map(str, RELEASE_DILATIONS)), side, RELEASE_POOL5))
-        return '%s: %s context, dilations %s (pool5 %dx%d at %d px; %s)' % (
-            self.variant, self.context, ' '.join(map(str, self.rates)), side, side, self.input_size, how)
+        return '%s: %s context, dilations %s (pool5 %dx%d at %d px; %s)%s' % (
+            self.variant, self.context, ' '.join(map(str, self.rates)), side, side, self.input_size, how, seen)
 
 
 # ---------------------------------------------------------------- sizes
@@ -222,6 +232,22 @@ def pooled_size(size, kernel, stride, pad):
     return out
 
 
+def receptive_fields(cfg):
+    """VGG variant: the theoretical receptive field (px, one side) of a
+    pool5 unit and of a unit after the context module (for cascade and
+    parallel, through the widest branch; for none, fc6's 3x3), before the
+    refinement and the head; None for ResNet."""
+    if cfg.variant != 'vgg':
+        return None
+    field, jump = 1, 1
+    for b, count in enumerate(cfg.vgg_blocks):
+        field += count * 2 * VGG_DILATIONS[b] * jump                  # 3x3 convs
+        field += (DEEPLAB_POOLING.kernel - 1) * jump                   # the 3x3 pool
+        jump *= DEEPLAB_POOLING.strides[b]
+    widest = 1 if cfg.context == 'none' else max(cfg.rates)
+    return {'pool5': field, 'context': field + 2 * widest * jump}
+
+
 def conv_size(size, kernel, stride, pad):
     """Caffe's convolution output size (rounded down)."""
     return (size + 2 * pad - kernel) // stride + 1
@@ -230,7 +256,7 @@ def conv_size(size, kernel, stride, pad):
 def block_outputs(cfg):
     """The backbone's block outputs (the possible taps), shallowest first."""
     if cfg.variant == 'vgg':
-        return ['conv%d_%d' % (b, count) for b, count in enumerate(VGG16_BLOCKS, 1)]
+        return ['conv%d_%d' % (b, count) for b, count in enumerate(cfg.vgg_blocks, 1)]
     return ['conv%d_%d' % (b, count) for b, count in enumerate(cfg.resnet_blocks, 2)]
 
 
@@ -326,7 +352,8 @@ class Builder:
 
     def vgg(self, data, widths):
         vgg16_convs(self.n, data, widths, pools=5, learn=None, pooling=DEEPLAB_POOLING,
-                    dilations=(1, 1, 1, 1, 2), filler=TRAIN_FILLER if self.train else None)
+                    dilations=VGG_DILATIONS, filler=TRAIN_FILLER if self.train else None,
+                    blocks=tuple(self.cfg.vgg_blocks))
         return self.n.pool5
 
     def resnet(self, data, base):

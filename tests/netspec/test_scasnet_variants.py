@@ -15,7 +15,8 @@ from caffe_mlic.caffe import prototxt
 from caffe_mlic.caffe.shapes import infer_shapes
 from caffe_mlic.errors import InputError, UsageError
 from caffe_mlic.inference.settings import read_settings
-from caffe_mlic.netspec.scasnet import ScasConfig, resolutions, scasnet_deploy, scasnet_train
+from caffe_mlic.netspec.scasnet import (ScasConfig, receptive_fields, resolutions, scasnet_deploy,
+                                        scasnet_train)
 from tests.netspec.test_scasnet import write_pairs
 
 SMALL = dict(backbone='small', input_size=48, workers=0)
@@ -266,3 +267,37 @@ def test_deploy_json_dilations_are_checked(tmp_path, value, ok):
     else:
         with pytest.raises(InputError, match='dilations: must be a list of positive integers'):
             read_settings(str(path))
+
+
+# ---------------------------------------------------------------- a shallower VGG
+
+
+def test_fewer_vgg_convs_per_block_shrink_the_receptive_field_and_move_the_taps():
+    # DeepLab-v2 VGG16 by hand: 3x3 convs add 2*dilation*jump, 3x3 pools 2*jump;
+    # pools 1-3 stride 2, pool4/5 stride 1, conv5 dilated 2: 227 px at pool5.
+    # One conv per block: 1+2+2 (conv1_1, pool1) +4+4 +8+8 +16+16 +32+16 = 109.
+    assert receptive_fields(ScasConfig.release(input_size=128)) == {'pool5': 227, 'context': 227 + 2 * 8 * 8}
+    cfg = ScasConfig.release(vgg_blocks=(1, 1, 1, 1, 1), **dict(SMALL, input_size=128))
+    assert receptive_fields(cfg)['pool5'] == 109
+    assert receptive_fields(ScasConfig.release(context='none', vgg_blocks=(1, 1, 1, 1, 1)))['context'] == 109 + 16
+    assert cfg.taps == ('conv5_1', 'conv4_1', 'conv3_1')
+    net = layers(scasnet_deploy(cfg))
+    assert 'conv1_2' not in net and 'conv5_1' in net and 'conv3_1_reduce' in net
+    assert 'receptive field 109 px at pool5, 237 px after the context, crop 128 px' in cfg.describe_context()
+    assert receptive_fields(ScasConfig.release(variant='resnet')) is None
+
+
+@pytest.mark.parametrize('blocks', [(1, 1, 1, 1), (0, 1, 1, 1, 1), (1, 1, 1, 1, 101)])
+def test_vgg_blocks_are_five_counts_from_1_to_100(blocks):
+    with pytest.raises(UsageError, match='vgg_blocks'):
+        ScasConfig.release(vgg_blocks=blocks).validate()
+
+
+def test_a_shallow_vgg_builds_and_its_shapes_are_caffes(caffe):
+    cfg = ScasConfig.release(vgg_blocks=(1, 1, 1, 1, 1), **SMALL).validate()
+    proto = scasnet_deploy(cfg)
+    shapes, _ = infer_shapes(proto, 'TEST', prototxt.in_phase)
+    net = prototxt.caffe_net(proto, 'TEST', seed=1)
+    for name, shape in shapes.items():       # Caffe adds split blobs of its own
+        assert tuple(net.blobs[name].data.shape) == tuple(shape), name
+    assert net.forward()['conv6_interp'].shape == (1, 6, 48, 48)
