@@ -5,11 +5,11 @@ import os
 import numpy as np
 
 from caffe_mlic.commands import subcommands
-from caffe_mlic.commands.argtypes import int_in
+from caffe_mlic.commands.argtypes import float_in, int_in
 from caffe_mlic.errors import InputError, Problem, UsageError
 
 HELP = ('classification (mAP, CP/CR/CF1, OP/OR/OF1), detection (AP, CorLoc; COCO AP/AR) or '
-        'segmentation (OA, F1, IoU) metrics')
+        'segmentation (OA, F1, IoU, hard-pixel accuracy, boundary F1, object recall) metrics')
 
 
 def add_arguments(p):
@@ -64,8 +64,8 @@ def add_arguments(p):
                    help='also write the detections as a COCO results JSON (with the --gt of '
                         '`datalist build --coco`)')
 
-    s = add('seg', run_seg, 'semantic labeling: OA, per-class F1 and IoU, mF1, mIoU of label maps',
-            segmentation.__doc__)
+    s = add('seg', run_seg, 'semantic labeling: OA, per-class F1 and IoU, mF1, mIoU, hard-pixel accuracy, '
+            'accuracy by distance to a cue, boundary F1 and object recall of label maps', segmentation.__doc__)
     s.add_argument('--pred', required=True, metavar='DIR', help='predicted label maps (index or colour PNGs)')
     s.add_argument('--gt', required=True, metavar='DIR',
                    help='ground-truth label maps (index or colour-coded): X.<ext> or X_<suffix>.<ext> '
@@ -90,6 +90,26 @@ def add_arguments(p):
     s.add_argument('--confusion-csv', metavar='OUT.csv', help='write the confusion matrix as CSV')
     s.add_argument('--confusion-png', metavar='OUT.png',
                    help='plot the row-normalised confusion matrix')
+    d = s.add_argument_group('detail metrics (on the ground truth as read: --eroded applies to OA, F1 and IoU '
+                             'only)')
+    d.add_argument('--hard-masks', metavar='DIR',
+                   help='hard-pixel masks, one single-channel image per tile named as its prediction '
+                        '(else its ground truth) with a label-map extension, nonzero = hard (`synth --task '
+                        'seg` writes hard/<tile>.png); default: computed from the ground truth')
+    d.add_argument('--hard-distance', type=float_in(0), metavar='PX',
+                   help='computed masks: pixels farther than PX from any other label are hard (default %g)'
+                        % segmentation.HARD_DISTANCE)
+    d.add_argument('--hard-classes', metavar='NAMES',
+                   help='computed masks: only pixels of these classes (comma-separated names; default all)')
+    d.add_argument('--boundary-tolerance', type=float_in(0), default=segmentation.BOUNDARY_TOLERANCE,
+                   metavar='PX', help='boundary F1: a boundary pixel matches when one of the other map is '
+                                      'within PX, Euclidean (default %g)' % segmentation.BOUNDARY_TOLERANCE)
+    d.add_argument('--object-classes', metavar='NAMES',
+                   help='object recall of these classes (comma-separated names; default: %s, when a class '
+                        'has that name)' % segmentation.OBJECT_CLASS)
+    d.add_argument('--min-object-pixels', type=int_in(1), default=segmentation.MIN_OBJECT_PIXELS, metavar='N',
+                   help='object recall: smaller 8-connected components are not objects (default %d)'
+                        % segmentation.MIN_OBJECT_PIXELS)
 
 
 def _fmt(value, width=6):
@@ -97,13 +117,42 @@ def _fmt(value, width=6):
 
 
 def _load_npy(path, what):
+    """The array of the .npy file ``path`` (numpy.save's format, numbers
+    only); an InputError naming the file and the format otherwise. np.load
+    alone takes a .npz or a pickle too, and calls any other file "pickled
+    data"."""
     if not os.path.isfile(path):
         raise InputError('%s: no such file' % path)
     try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise InputError(problems=[Problem(path, None, None, 'cannot read the %s as a .npy array: %s'
-                                           % (what, e))])
+        with open(path, 'rb') as f:
+            head = f.read(6)
+            if not head:
+                problem = 'the file is empty (0 bytes)'
+            elif head.startswith(b'PK'):
+                problem = 'a zip archive (.npz?), not a .npy array'
+            elif head != b'\x93NUMPY':
+                problem = 'not a .npy file' + (' (it is text)' if _looks_like_text(head + f.read(506))
+                                               else '')
+            else:
+                f.seek(0)
+                return np.load(f, allow_pickle=False)
+    except OSError as e:
+        problem = 'cannot read it: %s' % (e.strerror or e)
+    except EOFError:
+        problem = 'a truncated .npy file'
+    except ValueError as e:
+        problem = ('a .npy array of Python objects, not numbers' if 'allow_pickle' in str(e)
+                   else 'a truncated or damaged .npy file (%s)' % e)
+    raise InputError(problems=[Problem(path, None, None, '%s; --%s takes an images x classes array '
+                                       'of numbers saved by numpy.save (.npy)' % (problem, what))])
+
+
+def _looks_like_text(data):
+    try:
+        data.decode('utf-8')
+    except UnicodeDecodeError as e:
+        return e.start >= len(data) - 3    # a character cut at the end of the sample
+    return b'\x00' not in data
 
 
 def _sigmoid(x):
@@ -271,33 +320,90 @@ def _seg_outputs(args):
     return csv_path, png_path
 
 
+def _count(n):
+    """A pixel count in a few characters: 950, 12k, 3.4M."""
+    if n < 1000:
+        return '%d' % n
+    if n < 999500:
+        return '%.3gk' % (n / 1e3)
+    return '%.3gM' % (n / 1e6)
+
+
+def _print_detail(result):
+    """The detail metrics of ``result`` (segmentation.DetailMetrics), a few lines."""
+    source = result['hard_mask']
+    if source['from'] == 'files':
+        how = 'masks in %s' % source['folder']
+    else:
+        how = ('farther than %g px from another label in the ground truth, %s'
+               % (source['distance'], 'all classes' if len(source['classes']) == len(result['classes'])
+                  else ', '.join(source['classes'])))
+    print('%-7s %s %% over %d hard pixels (%s)' % ('hard', _fmt(result['hard_accuracy']), result['hard_pixels'],
+                                                    how))
+    bins = result['accuracy_by_distance']
+    heads = ['%g-%s' % (b['from'], '%g' % b['to'] if b['to'] is not None else '') for b in bins]
+    heads = [h if not h.endswith('-') else h[:-1] + '+' for h in heads]
+    width = max(6, max(len(h) for h in heads))
+    print('accuracy by distance to the nearest other label in the ground truth, px [from, to):')
+    print('  %-8s %s' % ('px', ' '.join('%*s' % (width, h) for h in heads)))
+    print('  %-8s %s' % ('acc %', ' '.join(_fmt(b['accuracy'], width) for b in bins)))
+    print('  %-8s %s' % ('pixels', ' '.join('%*s' % (width, _count(b['pixels'])) for b in bins)))
+    boundary = result['boundary']
+    if boundary['reference_pixels']:
+        print('%-7s %s %% boundary F1 within %g px: precision %s, recall %s (%d predicted, %d reference '
+              'boundary pixels)' % ('bF1', _fmt(boundary['F1']), boundary['tolerance'],
+                                    _fmt(boundary['precision'], 0), _fmt(boundary['recall'], 0),
+                                    boundary['predicted_pixels'], boundary['reference_pixels']))
+    else:
+        print('%-7s %s   no boundary pixel in the ground truth (an eroded reference has none: boundary F1 is '
+              'for full references)' % ('bF1', _fmt(None)))
+    if not result['objects']:
+        from caffe_mlic.evaluation.segmentation import OBJECT_CLASS
+        print('objects: none scored (no class named %s; see --object-classes)' % OBJECT_CLASS)
+    for name, o in result['objects'].items():
+        print('%-7s %s %% of the %s objects found: %d of %d (8-connected, >= %d px; found: at least half '
+              'predicted %s)' % ('objects', _fmt(o['recall']), name, o['found'], o['total'],
+                                 result['object_min_pixels'], name))
+
+
 def run_seg(args):
     from caffe_mlic.data.labelmaps import load_palette
     from caffe_mlic.evaluation import segmentation, write_json
-    from caffe_mlic.evaluation.segmentation import SegmentationEvaluator
+    from caffe_mlic.evaluation.segmentation import DetailMetrics, SegmentationEvaluator
     if args.erode_radius is not None and not args.eroded:
         raise UsageError('--erode-radius goes with --eroded')
+    if args.hard_masks and (args.hard_distance is not None or args.hard_classes is not None):
+        raise UsageError('--hard-distance and --hard-classes compute the hard-pixel masks from the ground truth; '
+                         'they do not go with --hard-masks')
     radius = 3 if args.erode_radius is None else args.erode_radius   # argparse bounded it
     csv_path, png_path = _seg_outputs(args)
 
     def label_map(folder):
         return lambda name: (os.path.splitext(name)[1].lower() in segmentation.LABEL_EXTENSIONS
                              and os.path.isfile(os.path.join(folder, name)))
+    folders = [(args.pred, label_map(args.pred)), (args.gt, label_map(args.gt))]
+    if args.hard_masks:
+        folders.append((args.hard_masks, label_map(args.hard_masks)))
     _refuse_overwriting([(args.json, 'json'), (csv_path, 'confusion_csv'), (png_path, 'confusion_png')],
-                        [None if args.palette == 'isprs' else args.palette],
-                        [(args.pred, label_map(args.pred)), (args.gt, label_map(args.gt))])
+                        [None if args.palette == 'isprs' else args.palette], folders)
     palette = load_palette(args.palette)
     num_classes = args.classes or len(palette)
     names = segmentation.class_names(palette, num_classes)
     evaluator = SegmentationEvaluator(num_classes, class_names=names,
                                       exclude_from_mean=segmentation.EXCLUDE_FROM_MEAN)
+    detail = DetailMetrics(names, hard_distance=args.hard_distance, hard_classes=args.hard_classes,
+                           hard_masks=args.hard_masks, boundary_tolerance=args.boundary_tolerance,
+                           object_classes=args.object_classes, min_object_pixels=args.min_object_pixels)
     conf, images, unscored = segmentation.evaluate_dirs(args.pred, args.gt, palette, num_classes, args.eroded,
-                                                        radius, gt_suffix=args.gt_suffix, evaluator=evaluator)
+                                                        radius, gt_suffix=args.gt_suffix, evaluator=evaluator,
+                                                        detail=detail)
     result = evaluator.evaluate()
     result.update(prediction_dir=os.path.abspath(args.pred), ground_truth_dir=os.path.abspath(args.gt),
                   palette=palette.source,
                   eroded=args.eroded, erode_radius=radius if args.eroded else None, images=images,
                   not_scored=unscored)
+    result.update(detail.evaluate())
+    result['detail_reference'] = 'the ground truth as read (not eroded)'
     if csv_path:
         segmentation.write_confusion_csv(csv_path, conf, names)
     if png_path:
@@ -317,6 +423,9 @@ def run_seg(args):
     print('%-7s %s %% over %s' % ('OA', _fmt(result['OA']), scored))
     for key in ('mF1', 'mF1_all', 'mIoU'):
         print('%-7s %s %% over %s' % (key, _fmt(result[key]), result['means'][key]))
+    if args.eroded:
+        print('below: on the ground truth as read, not eroded')
+    _print_detail(result)
     if unscored:
         print('not scored: %d ground-truth maps in %s have no prediction (%s%s)'
               % (len(unscored), args.gt, ', '.join(os.path.basename(p) for p in unscored[:5]),

@@ -168,35 +168,42 @@ def erode_boundaries(labels, radius=3):
 def distance_to_cue(labels):
     """Per pixel, the Euclidean distance (px, float32) to the nearest pixel
     of another label: how far a pixel is from anything that tells its class
-    apart locally (an edge, a rim, a shadow's object, a car). IGNORE_LABEL
-    pixels count as another label; a map of one label is infinitely far
-    from a cue (inf everywhere)."""
+    apart locally (an edge, a rim, a shadow's object, a car). A pixel with a
+    4-neighbour of another label is 1 px from its cue, one with only a
+    diagonal one 1.41 px; a disc of radius d around a pixel holds its label
+    only exactly where the distance is > d. IGNORE_LABEL pixels count as
+    another label (and get their distance to the nearest labelled pixel);
+    the image border is not a cue; a map of one label is infinitely far
+    from a cue (inf everywhere). One exact distance transform per label
+    present (15-30 ms a megapixel each on one core)."""
     import cv2
     labels = np.ascontiguousarray(labels, np.uint8)
     if labels.ndim != 2:
         raise ValueError('a label map is 2-D, not %s' % (labels.shape,))
-    same_right = labels[:, 1:] == labels[:, :-1]
-    same_down = labels[1:, :] == labels[:-1, :]
-    edge = np.zeros(labels.shape, bool)            # pixels with a 4-neighbour of another label
-    edge[:, 1:] |= ~same_right
-    edge[:, :-1] |= ~same_right
-    edge[1:, :] |= ~same_down
-    edge[:-1, :] |= ~same_down
-    if not edge.any():
+    present = np.flatnonzero(np.bincount(labels.ravel(), minlength=256))
+    if len(present) < 2:
         return np.full(labels.shape, np.inf, np.float32)
-    # distanceTransform measures to the nearest zero: edge pixels are zero.
-    # An edge pixel is itself next to the cue (distance 0).
-    return cv2.distanceTransform((~edge).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    out = np.zeros(labels.shape, np.float32)
+    for value in present:
+        # distanceTransform measures each non-zero pixel's distance to the
+        # nearest zero one: here, each pixel of ``value`` to the nearest
+        # other, and 0 at the others, so the sum holds each pixel's own.
+        inside = (labels == value).view(np.uint8)
+        out += cv2.distanceTransform(inside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return out
 
 
-def hard_pixel_mask(labels, distance, classes=None):
+def hard_pixel_mask(labels, distance, classes=None, cue_distance=None):
     """Pixels farther than ``distance`` px from any other label (see
-    distance_to_cue), optionally only those of ``classes``: where a window
-    of radius ``distance`` around the pixel holds one label only, so a local
-    classifier has nothing but the texture inside to go by. IGNORE_LABEL
-    pixels are never hard."""
+    distance_to_cue), optionally only those of ``classes`` (indices): where
+    a disc of radius ``distance`` around the pixel holds one label only, so
+    a local classifier has nothing but the texture inside to go by.
+    IGNORE_LABEL pixels are never hard. ``cue_distance``: distance_to_cue of
+    ``labels`` when already computed."""
     labels = np.asarray(labels)
-    hard = (distance_to_cue(labels) > distance) & (labels != IGNORE_LABEL)
+    if cue_distance is None:
+        cue_distance = distance_to_cue(labels)
+    hard = (cue_distance > distance) & (labels != IGNORE_LABEL)
     if classes is not None:
         hard &= np.isin(labels, list(classes))
     return hard

@@ -28,6 +28,40 @@ with ``X<gt_suffix>.<ext>``. Every prediction needs its ground truth; a
 ground truth with no prediction is not scored (and reported as such: a
 reference folder usually holds every tile). Either may be an index image or
 colour-coded with the palette. Results are in percent.
+
+Detail metrics (DetailMetrics; `eval seg` reports them beside the above),
+for what a context model claims. They use the ground truth as read: with
+``eroded`` the erosion applies to the confusion's metrics only (an eroded
+boundary band would leave no boundary and no pixel near a cue to score).
+Pixels whose ground truth (as read) is IGNORE_LABEL are not scored; a
+prediction outside the classes there is simply wrong.
+- Hard-pixel accuracy: the share of "hard" pixels predicted right. Hard
+  pixels are given as masks (a single-channel image per tile, nonzero =
+  hard) or computed from the ground truth with labelmaps.hard_pixel_mask:
+  farther than ``hard_distance`` px (24 by default) from any pixel of
+  another label, optionally only those of ``hard_classes``. None when no
+  scored pixel is hard.
+- Accuracy by distance to the nearest cue (labelmaps.distance_to_cue of the
+  ground truth, where IGNORE_LABEL counts as another label), in the bins
+  [0, 2), [2, 4), [4, 8), ..., [64, inf) px: accuracy (None for an empty
+  bin) and pixels.
+- Boundary F1 (meant for full references): a boundary pixel of
+  a map has a 4-neighbour of another label, neither being IGNORE_LABEL (a
+  boundary with the ignored band of an eroded reference, or with a
+  prediction of 255, is none). Precision: the share of predicted boundary
+  pixels within ``boundary_tolerance`` px (Euclidean, <=; 2 by default) of
+  a reference boundary pixel, counting only predicted ones whose ground
+  truth is not ignored; recall: the share of reference boundary pixels
+  within the tolerance of any predicted boundary pixel; both summed over
+  every image, then F1 = 2PR / (P + R) (0 when P + R is 0, an undefined P
+  counting as 0). None when the references hold no boundary pixel: an
+  eroded reference has none (its classes never touch).
+- Object recall: the reference's objects of a class are its 8-connected
+  components of at least ``min_object_pixels`` px (10 by default: smaller
+  ones are fragments, not objects); an object is found when at least half
+  of its pixels are predicted as its class. Per class: found, total,
+  recall (None without objects). The object classes default to the class
+  named ``car`` when there is one (car recall).
 """
 import os
 
@@ -43,6 +77,12 @@ EXCLUDE_FROM_MEAN = ('clutter',)
 # (about 0.3 s a megapixel at 64, so 10 s for a 6000 x 6000 ISPRS tile), and
 # OpenCV's kernel is (2r + 1)^2 bytes: a radius of 100000 would ask for 40 GB.
 MAX_ERODE_RADIUS = 64
+# Detail metrics (module docstring).
+HARD_DISTANCE = 24.0
+BOUNDARY_TOLERANCE = 2.0
+MIN_OBJECT_PIXELS = 10
+OBJECT_CLASS = 'car'
+DISTANCE_BINS = (0, 2, 4, 8, 16, 32, 64)   # lower edges in px; the last bin has no upper edge
 
 
 # ---------------------------------------------------------------- metrics
@@ -166,6 +206,232 @@ class SegmentationEvaluator(Evaluator):
         return metrics(self.conf, self.class_names, exclude_from_mean=self.exclude_from_mean)
 
 
+# ---------------------------------------------------------------- detail metrics
+
+
+def _number(value, what, param, lo=0.0):
+    """``value`` as a float, or a UsageError naming ``param`` unless it is a
+    finite number >= lo."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(value) or value < lo:
+        raise UsageError('%s must be a finite number >= %g, got %r' % (what, lo, value), param)
+    return float(value)
+
+
+def class_indices(names, class_names, param):
+    """The indices, in class order, of ``names`` (a list of class names or
+    one comma-separated text); a UsageError naming ``param`` for an unknown
+    name or no name at all."""
+    if isinstance(names, str):
+        names = names.split(',')
+    names = [str(n).strip() for n in names]
+    names = [n for n in names if n]
+    known = list(class_names)
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        what = ('unknown class%s %s' % ('es' if len(unknown) > 1 else '', ', '.join(repr(n) for n in unknown))
+                if unknown else 'no class named')
+        raise UsageError('%s: the classes are %s' % (what, ', '.join(known)), param)
+    return sorted({known.index(n) for n in names})
+
+
+def boundary_mask(labels):
+    """Pixels with a 4-neighbour of another label, neither being
+    IGNORE_LABEL (both sides of an edge are boundary pixels)."""
+    labels = np.asarray(labels)
+    valid = labels != labelmaps.IGNORE_LABEL
+    edge = np.zeros(labels.shape, bool)
+    across = (labels[:, 1:] != labels[:, :-1]) & valid[:, 1:] & valid[:, :-1]
+    edge[:, 1:] |= across
+    edge[:, :-1] |= across
+    down = (labels[1:, :] != labels[:-1, :]) & valid[1:, :] & valid[:-1, :]
+    edge[1:, :] |= down
+    edge[:-1, :] |= down
+    return edge
+
+
+# px: a tolerance up to this is a dilation by the exact disc (about 1 ms a megapixel at 2 px), beyond it a
+# distance transform (about 30 ms)
+DILATE_UP_TO = 12
+
+
+def _within(pixels, targets, tolerance):
+    """How many of ``pixels`` (a mask) lie within ``tolerance`` px
+    (Euclidean, <=) of a pixel of ``targets`` (a mask)."""
+    import cv2
+    if not targets.any() or not pixels.any():
+        return 0
+    targets = np.ascontiguousarray(targets)
+    if tolerance <= DILATE_UP_TO:
+        # every offset (x, y) with x^2 + y^2 <= tolerance^2: the exact disc
+        r = int(np.floor(tolerance + 1e-6))
+        y, x = np.mgrid[-r:r + 1, -r:r + 1]
+        disc = (x * x + y * y <= tolerance * tolerance + 1e-6).astype(np.uint8)
+        near = cv2.dilate(targets.view(np.uint8), disc, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        return int(np.count_nonzero(near[pixels]))
+    # the distance of each pixel to the nearest zero: the targets are zero
+    dist = cv2.distanceTransform((~targets).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return int(np.count_nonzero(dist[pixels] <= tolerance + 1e-4))   # float32 sqrt: 2.0 is 2.0, sqrt(5) 2.236
+
+
+def boundary_counts(gt, pred, tolerance=BOUNDARY_TOLERANCE):
+    """(predicted boundary pixels counted, those within ``tolerance`` of a
+    reference boundary, reference boundary pixels, those within
+    ``tolerance`` of a predicted boundary) of one image (module docstring:
+    predicted boundary pixels are counted where the gt is not ignored)."""
+    ref = boundary_mask(gt)
+    predicted = boundary_mask(pred)
+    counted = predicted & (np.asarray(gt) != labelmaps.IGNORE_LABEL)
+    return (int(counted.sum()), _within(counted, ref, tolerance),
+            int(ref.sum()), _within(ref, predicted, tolerance))
+
+
+def boundary_scores(pred_pixels, pred_matched, ref_pixels, ref_matched):
+    """(precision, recall, F1) in percent from boundary_counts' sums (module
+    docstring); F1 None when the references hold no boundary pixel."""
+    precision = 100.0 * pred_matched / pred_pixels if pred_pixels else None
+    recall = 100.0 * ref_matched / ref_pixels if ref_pixels else None
+    if recall is None:
+        return precision, recall, None
+    p = precision or 0.0
+    return precision, recall, (2 * p * recall / (p + recall) if p + recall else 0.0)
+
+
+def object_counts(gt, pred, cls, min_pixels=MIN_OBJECT_PIXELS):
+    """(objects found, objects) of class ``cls`` in one image: the gt's
+    8-connected components of ``cls`` of at least ``min_pixels`` px, found
+    when at least half of their pixels are predicted ``cls``."""
+    import cv2
+    inside = np.ascontiguousarray(np.asarray(gt) == cls)
+    if not inside.any():
+        return 0, 0
+    count, components = cv2.connectedComponents(inside.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    sizes = np.bincount(components.ravel(), minlength=count)[1:]
+    hits = np.bincount(components[np.asarray(pred) == cls], minlength=count)[1:]
+    objects = sizes >= min_pixels
+    return int(np.count_nonzero(objects & (2 * hits >= sizes))), int(np.count_nonzero(objects))
+
+
+class DetailMetrics:
+    """Hard-pixel accuracy, accuracy by distance to the nearest cue,
+    boundary F1 and object recall (module docstring), summed over images:
+    add(gt, pred) per image, with its hard-pixel mask when ``hard_masks``
+    names where the masks come from; evaluate() for the totals.
+
+    class_names: the classes, in index order. hard_distance (px, default
+    HARD_DISTANCE) and hard_classes (names; default all) compute the masks
+    from the gt; hard_masks: the masks' source (a folder), given to add()
+    instead. boundary_tolerance in px (default BOUNDARY_TOLERANCE).
+    object_classes: names (default: 'car' when a class has that name);
+    min_object_pixels: smaller components are not objects. Bad values are
+    a UsageError naming the parameter."""
+
+    def __init__(self, class_names, hard_distance=None, hard_classes=None, hard_masks=None,
+                 boundary_tolerance=BOUNDARY_TOLERANCE, object_classes=None,
+                 min_object_pixels=MIN_OBJECT_PIXELS, bins=DISTANCE_BINS):
+        self.class_names = list(class_names)
+        if hard_masks is not None and (hard_distance is not None or hard_classes is not None):
+            raise UsageError('hard_distance and hard_classes compute the hard-pixel masks from the ground truth; '
+                             'they do not go with masks given as files (hard_masks)', 'hard_masks')
+        self.hard_masks = hard_masks
+        self.hard_distance = _number(HARD_DISTANCE if hard_distance is None else hard_distance,
+                                     'the hard-pixel distance (px)', 'hard_distance')
+        self.hard_classes = None if hard_classes is None else class_indices(hard_classes, self.class_names,
+                                                                            'hard_classes')
+        self.boundary_tolerance = _number(boundary_tolerance, 'the boundary tolerance (px)', 'boundary_tolerance')
+        if isinstance(min_object_pixels, bool) or not isinstance(min_object_pixels, (int, np.integer)) \
+                or min_object_pixels < 1:
+            raise UsageError('the smallest object must be an integer >= 1 px, got %r' % (min_object_pixels,),
+                             'min_object_pixels')
+        self.min_object_pixels = int(min_object_pixels)
+        if object_classes is None:
+            object_classes = [OBJECT_CLASS] if OBJECT_CLASS in self.class_names else []
+            self.object_classes = [self.class_names.index(n) for n in object_classes]
+        else:
+            self.object_classes = class_indices(object_classes, self.class_names, 'object_classes')
+        self.bins = [float(b) for b in bins]
+        self.reset()
+
+    def reset(self):
+        self.hard_pixels = self.hard_correct = 0
+        self.bin_pixels = np.zeros(len(self.bins), np.int64)
+        self.bin_correct = np.zeros(len(self.bins), np.int64)
+        self.boundary = np.zeros(4, np.int64)    # boundary_counts' four sums
+        self.found = {c: 0 for c in self.object_classes}
+        self.objects = {c: 0 for c in self.object_classes}
+
+    def add(self, gt, pred, hard=None):
+        """Score one image: gt and pred (H, W) label maps of one shape (the gt
+        as read, IGNORE_LABEL not scored), ``hard`` its mask (nonzero = hard)
+        when the masks are given. Its own numbers: hard_pixels,
+        hard_accuracy, boundary_F1."""
+        gt, pred = np.asarray(gt), np.asarray(pred)
+        if gt.shape != pred.shape:
+            raise ValueError('prediction %s and ground truth %s differ in shape' % (pred.shape, gt.shape))
+        scored = gt != labelmaps.IGNORE_LABEL
+        correct = (pred == gt) & scored
+        dist = labelmaps.distance_to_cue(gt)
+        if self.hard_masks is not None:
+            if hard is None or np.shape(hard) != gt.shape:
+                raise ValueError('a hard-pixel mask of shape %s is needed' % (gt.shape,))
+            hard = (np.asarray(hard) != 0) & scored
+        else:
+            hard = labelmaps.hard_pixel_mask(gt, self.hard_distance, self.hard_classes, cue_distance=dist)
+        hard_pixels, hard_correct = int(np.count_nonzero(hard)), int(np.count_nonzero(hard & correct))
+        self.hard_pixels += hard_pixels
+        self.hard_correct += hard_correct
+        near = dist[scored]
+        which = np.zeros(near.shape, np.intp)      # [lo, hi): a distance hi is in the next bin
+        for edge in self.bins[1:]:
+            which += near >= edge
+        self.bin_pixels += np.bincount(which, minlength=len(self.bins))
+        self.bin_correct += np.bincount(which[correct[scored]], minlength=len(self.bins))
+        counts = boundary_counts(gt, pred, self.boundary_tolerance)
+        self.boundary += counts
+        for c in self.object_classes:
+            found, total = object_counts(gt, pred, c, self.min_object_pixels)
+            self.found[c] += found
+            self.objects[c] += total
+        return {'hard_pixels': hard_pixels,
+                'hard_accuracy': 100.0 * hard_correct / hard_pixels if hard_pixels else None,
+                'boundary_F1': boundary_scores(*counts)[2]}
+
+    def hard_mask_source(self):
+        if self.hard_masks is not None:
+            return {'from': 'files', 'folder': os.path.abspath(self.hard_masks)}
+        classes = range(len(self.class_names)) if self.hard_classes is None else self.hard_classes
+        return {'from': 'reference', 'distance': self.hard_distance,
+                'classes': [self.class_names[c] for c in classes]}
+
+    def evaluate(self):
+        """The totals, keyed as eval seg's JSON: hard_accuracy, hard_pixels,
+        hard_mask, accuracy_by_distance, boundary_F1, boundary, objects,
+        car_recall, object_min_pixels (percent; None where undefined)."""
+        precision, recall, f1 = boundary_scores(*self.boundary.tolist())
+        objects = {}
+        for c in self.object_classes:
+            total = self.objects[c]
+            objects[self.class_names[c]] = {'found': self.found[c], 'total': total,
+                                            'recall': 100.0 * self.found[c] / total if total else None}
+        tops = self.bins[1:] + [None]
+        return {
+            'hard_accuracy': 100.0 * self.hard_correct / self.hard_pixels if self.hard_pixels else None,
+            'hard_pixels': self.hard_pixels,
+            'hard_mask': self.hard_mask_source(),
+            'accuracy_by_distance': [
+                {'from': lo, 'to': hi, 'accuracy': 100.0 * int(right) / int(n) if n else None, 'pixels': int(n)}
+                for lo, hi, n, right in zip(self.bins, tops, self.bin_pixels, self.bin_correct)],
+            'boundary_F1': f1,
+            'boundary': {'tolerance': self.boundary_tolerance, 'precision': precision, 'recall': recall,
+                         'F1': f1, 'predicted_pixels': int(self.boundary[0]),
+                         'predicted_matched': int(self.boundary[1]), 'reference_pixels': int(self.boundary[2]),
+                         'reference_matched': int(self.boundary[3])},
+            'objects': objects,
+            'car_recall': (objects[OBJECT_CLASS]['recall'] if OBJECT_CLASS in objects else None),
+            'object_min_pixels': self.min_object_pixels,
+        }
+
+
 # ---------------------------------------------------------------- folders
 
 
@@ -253,35 +519,102 @@ def _read_map(path, what, num_classes, palette):
                                            'it: %s)' % (what, last[-1] if last else 'cv2.error'))])
 
 
-def _score_pair(evaluator, pred_path, gt_path, palette, eroded, radius):
-    """Add one image to ``evaluator``; its info; InputError naming the file."""
+def _mask_path(folder, stems):
+    """The first ``<stem><ext>`` in ``folder`` (stems in order, then
+    LABEL_EXTENSIONS), or None."""
+    for stem in stems:
+        for ext in LABEL_EXTENSIONS:
+            path = os.path.join(folder, stem + ext)
+            if os.path.isfile(path):
+                return path
+    return None
+
+
+def read_hard_mask(path, shape, of):
+    """The hard-pixel mask in ``path`` (single-channel; nonzero = hard) as a
+    bool array of ``shape`` (H, W); InputError naming the file when it is
+    unreadable, not single-channel or of another size than ``of`` (the
+    prediction's path)."""
+    import cv2
+    from caffe_mlic.data.imageio import oversized, truncated_png, without_colour_profile
+
+    def bad(why):
+        return InputError(problems=[Problem(path, None, None, 'hard-pixel mask %s' % why)])
+    why = oversized(path)
+    if why:
+        raise bad('cannot be read (%s)' % why)
+    try:
+        data = np.fromfile(path, np.uint8)
+    except (OSError, ValueError) as e:
+        raise bad('cannot be read: %s' % (getattr(e, 'strerror', None) or e))
+    if data.size and truncated_png(data):
+        raise bad('cannot be read (a truncated PNG: no IEND chunk)')
+    try:
+        mask = cv2.imdecode(without_colour_profile(data), cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error as e:
+        last = [line.strip() for line in str(e).splitlines() if line.strip()]
+        raise bad('cannot be read (OpenCV cannot decode it: %s)' % (last[-1] if last else 'cv2.error'))
+    if mask is None or mask.size == 0:
+        raise bad('cannot be read (empty, corrupt or not an image)')
+    if mask.ndim == 3 and mask.shape[2] == 1:
+        mask = mask[:, :, 0]
+    if mask.ndim != 2:
+        raise bad('is a %d-channel image; a mask is a single-channel image (0 = not hard, nonzero = hard)'
+                  % mask.shape[2])
+    if mask.shape != tuple(shape):
+        raise bad('is %s (WxH) but the prediction %s is %dx%d' % (_size(mask), of, shape[1], shape[0]))
+    return mask != 0
+
+
+def _score_pair(evaluator, pred_path, gt_path, palette, eroded, radius, detail=None):
+    """Add one image to ``evaluator`` (and to ``detail``, a DetailMetrics,
+    on the ground truth as read); its info; InputError naming the file."""
     gt = _read_map(gt_path, 'ground truth', evaluator.num_classes, palette)
     pred = _read_map(pred_path, 'prediction', None, palette)   # checked where scored, by confusion
     if pred.shape != gt.shape:
         raise InputError(problems=[Problem(pred_path, None, None, 'prediction is %s (WxH) but its ground '
                                            'truth %s is %s' % (_size(pred), gt_path, _size(gt)))])
+    hard = None
+    if detail is not None and detail.hard_masks is not None:
+        stems = [os.path.splitext(os.path.basename(p))[0] for p in (pred_path, gt_path)]
+        mask_path = _mask_path(detail.hard_masks, stems[:1] if stems[0] == stems[1] else stems)
+        if mask_path is None:
+            raise InputError(problems=[Problem(os.path.join(detail.hard_masks, stems[0] + '.png'), None, None,
+                                               'hard-pixel mask not found (for the prediction %s; looked for '
+                                               '%s.<ext>, %s)' % (pred_path, ' or '.join(sorted(set(stems))),
+                                                                  ' '.join(LABEL_EXTENSIONS)))])
+        hard = read_hard_mask(mask_path, gt.shape, pred_path)
+    full = gt
     if eroded:
         gt = labelmaps.erode_boundaries(gt, radius)
     before = evaluator.conf.copy()
     evaluator.process(pred, gt, where=pred_path)
     conf = evaluator.conf - before
     pixels, correct = int(conf.sum()), int(np.trace(conf))
-    return {'prediction': os.path.abspath(pred_path), 'ground_truth': os.path.abspath(gt_path),
+    info = {'prediction': os.path.abspath(pred_path), 'ground_truth': os.path.abspath(gt_path),
             'width': int(gt.shape[1]), 'height': int(gt.shape[0]), 'pixels': pixels, 'correct': correct,
             'OA': 100.0 * correct / pixels if pixels else None}
+    if detail is not None:
+        info.update(detail.add(full, pred, hard))
+    return info
 
 
 def evaluate_dirs(pred_dir, gt_dir, palette=None, num_classes=None, eroded=False, radius=3,
-                  progress=True, gt_suffix=None, evaluator=None):
+                  progress=True, gt_suffix=None, evaluator=None, detail=None):
     """(confusion summed over the images, [per-image info], [ground truths
     not scored]) of the label maps in ``pred_dir`` against ``gt_dir`` (module
     docstring for pairing), accumulated in ``evaluator`` (a new
-    SegmentationEvaluator by default). ``num_classes`` defaults to the
-    palette's size (ISPRS: 6). Every problem (pairing, unreadable maps,
-    sizes, values) is reported in one InputError."""
+    SegmentationEvaluator by default) and, when given, in ``detail`` (a
+    DetailMetrics: its hard-pixel masks, if files, are read from its
+    ``hard_masks`` folder as ``<prediction stem>.<ext>``, else ``<ground
+    truth stem>.<ext>``). ``num_classes`` defaults to the palette's size
+    (ISPRS: 6). Every problem (pairing, unreadable maps or masks, sizes,
+    values) is reported in one InputError."""
     from caffe_mlic.progress import progress as bar
     if eroded:
         check_erode_radius(radius)
+    if detail is not None and detail.hard_masks is not None and not os.path.isdir(detail.hard_masks):
+        raise InputError('%s: hard-pixel mask folder not found' % detail.hard_masks)
     palette = labelmaps.load_palette(palette)
     num_classes = num_classes or len(palette)
     evaluator = evaluator or SegmentationEvaluator(num_classes)
@@ -289,7 +622,7 @@ def evaluate_dirs(pred_dir, gt_dir, palette=None, num_classes=None, eroded=False
     images, problems = [], []
     for pred_path, gt_path in bar(pairs, desc='eval seg', unit='image', enabled=progress):
         try:
-            images.append(_score_pair(evaluator, pred_path, gt_path, palette, eroded, radius))
+            images.append(_score_pair(evaluator, pred_path, gt_path, palette, eroded, radius, detail))
         except InputError as e:
             problems.extend(e.problems or [str(e)])
     raise_if_problems(problems)
