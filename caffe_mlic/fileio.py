@@ -114,9 +114,12 @@ def atomic_write(path, mode='w', **kwargs):
 
 
 def save_weights(net, path):
-    """Write caffe.Net ``net``'s weights to the caffemodel ``path``, atomically."""
+    """Write caffe.Net ``net``'s weights to the caffemodel ``path``, atomically:
+    HDF5 when ``path`` ends in .h5 (Caffe reads a file by that name as HDF5),
+    else binary protobuf."""
+    from caffe_mlic.caffe.weights import is_hdf5
     with atomic_write(path, 'wb') as f:
-        net.save(f.name)
+        (net.save_hdf5 if is_hdf5(path) else net.save)(f.name)
 
 
 def write_files(texts):

@@ -11,6 +11,7 @@ curves.png's panels, top to bottom, each only when the records have it:
 - the test metric (mAP; mIoU for segmentation), in percent;
 - learning rate (log scale when positive).
 """
+import functools
 import math
 import os
 
@@ -30,6 +31,35 @@ def figure(width, height):
 
 
 FORMATS = ('png', 'pdf', 'svg')
+
+
+@functools.lru_cache(maxsize=1)
+def _font_chars():
+    """The code points the default font draws."""
+    from matplotlib import font_manager, ft2font
+    return frozenset(ft2font.FT2Font(font_manager.findfont(font_manager.FontProperties())).get_charmap())
+
+
+def plain_text(text):
+    """``text`` (a file name, a class or top name, a title) as matplotlib
+    draws it literally with its default font: the bytes of a name that is
+    not UTF-8 (surrogate escapes) as \\xNN, characters the font lacks or
+    that do not print as \\uNNNN (matplotlib drew an empty box and warned
+    "Glyph ... missing from current font"), and '$' escaped, so that
+    "a$x$.log" is not read as mathtext."""
+    chars = _font_chars()
+    out = []
+    for ch in str(text):
+        code = ord(ch)
+        if 0xdc80 <= code <= 0xdcff:          # os.fsdecode's escape of a byte
+            out.append('\\x%02x' % (code - 0xdc00))
+        elif ch == '$':
+            out.append('\\$')
+        elif ch == ' ' or (ch.isprintable() and code in chars):
+            out.append(ch)
+        else:
+            out.append(ascii(ch)[1:-1] if code > 0xff or not ch.isprintable() else '\\x%02x' % code)
+    return ''.join(out)
 
 
 def save(fig, path):
@@ -83,10 +113,10 @@ def draw_curves(records, path, title=None):
     if len(train_tops) > 1 or not x:
         for key in train_tops:
             tx, ty = series(records, key, 'train')
-            ax.plot(tx, ty, linewidth=1, label=key)
+            ax.plot(tx, ty, linewidth=1, label=plain_text(key))
     for key in test_losses:
         tx, ty = series(records, key, 'test')
-        ax.plot(tx, ty, 'o--', markersize=4, linewidth=1, label=key)
+        ax.plot(tx, ty, 'o--', markersize=4, linewidth=1, label=plain_text(key))
     ax.set_ylabel('loss')
     if not records:
         ax.text(0.5, 0.5, 'no iterations yet', ha='center', va='center', transform=ax.transAxes)
@@ -99,7 +129,7 @@ def draw_curves(records, path, title=None):
         tx, ty = series(records, 'test_' + metric, 'test')
         ax.plot(tx, ty, 'o-', color='tab:green', markersize=4)
         ax.set_ylim(0, 100)
-        ax.set_ylabel('test %s (%%)' % metric)
+        ax.set_ylabel(plain_text('test %s (%%)' % metric))
         ax.grid(True, alpha=0.3)
     if 'lr' in by_panel:
         ax = by_panel['lr']
@@ -111,7 +141,7 @@ def draw_curves(records, path, title=None):
         ax.grid(True, alpha=0.3)
     axes[-1].set_xlabel('iteration')
     if title:
-        axes[0].set_title(title)
+        axes[0].set_title(plain_text(title))
     save(fig, path)
     return path
 
@@ -140,8 +170,8 @@ def stage_curves(rows, path):
                 if keys:
                     val_label = 'validation %s' % keys[0][5:]
             val_ax.plot(x, y, marker='o', markersize=3, label='seed %d' % seed)
-        loss_ax.set_title('%s: training loss (smoothed)' % title, fontsize=9)
-        val_ax.set_title('%s: %s' % (title, val_label), fontsize=9)
+        loss_ax.set_title(plain_text('%s: training loss (smoothed)' % title), fontsize=9)
+        val_ax.set_title(plain_text('%s: %s' % (title, val_label)), fontsize=9)
         for ax in (loss_ax, val_ax):
             ax.set_xlabel('iteration', fontsize=8)
             ax.tick_params(labelsize=7)
@@ -163,7 +193,7 @@ def kd_gain_per_class(classes, frequency, gains, path):
     ax.bar(range(len(order)), mean, yerr=std, color=colours, capsize=3)
     ax.axhline(0, color='black', linewidth=0.8)
     ax.set_xticks(range(len(order)))
-    ax.set_xticklabels(['%s\n(%d)' % (classes[i], frequency[i]) for i in order], fontsize=8)
+    ax.set_xticklabels(['%s\n(%d)' % (plain_text(classes[i]), frequency[i]) for i in order], fontsize=8)
     ax.set_ylabel('AP with KD - AP without (points)')
     ax.set_xlabel('class (training images with it), most frequent first')
     save(fig, path)
@@ -184,11 +214,12 @@ def plot_confusion(path, conf, names, title=None):
                 color='white' if value > 60 else 'black')
     ax.set_xticks(range(k))
     ax.set_yticks(range(k))
+    names = [plain_text(n) for n in names]
     ax.set_xticklabels(names, rotation=35, ha='right', fontsize=8)
     ax.set_yticklabels(names, fontsize=8)
     ax.set_xlabel('prediction')
     ax.set_ylabel('ground truth')
-    ax.set_title(title or 'confusion (% of each ground-truth class)', fontsize=9)
+    ax.set_title(plain_text(title or 'confusion (% of each ground-truth class)'), fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     save(fig, path)
     return path

@@ -20,6 +20,11 @@ DeepLab-v2 VGG16 (ASPP) caffemodel into the VGG ScasNet by name (conv1_1 ..
 conv5_3, fc6_1 .. fc6_4; old V1-format files are read too). A DeepLab-LargeFOV
 caffemodel's single fc6 (dilation 12) fills no ScasNet branch: it is not
 copied and is listed as unused. Later sources win over earlier ones.
+A source may be an HDF5 caffemodel (``X.caffemodel.h5``, Caffe's
+snapshot_format: HDF5); an output named ``.h5`` is written as one, unless a
+layer name holds a '/' (Caffe aborts writing such a file; it cannot write a
+PSPNet's layers either, so the ``pspnet`` mapping's BN layers are always
+binary files, whose layer types it reads).
 
 Every target layer with parameters is reported as copied, kept (no source) or
 mismatched (other shapes; a PSPNet BN whose pair is incomplete: the net has

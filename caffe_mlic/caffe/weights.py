@@ -34,7 +34,11 @@ def read_layers(path, error=InputError):
     """[(name, type, [numpy arrays])] of a .caffemodel's layers with weights,
     in file order. Layers of another fork keep their type (PSPNet's "BN");
     old V1 ``layers`` entries (DeepLab v1) have their enum's name ("CONVOLUTION").
-    The arrays are read-only float32 views of the file's bytes."""
+    The arrays are read-only float32 views of the file's bytes. A
+    ``.caffemodel.h5`` (Caffe's snapshot_format: HDF5) is read with h5py:
+    its type is None (the file does not keep it)."""
+    if is_hdf5(path):
+        return _hdf5_layers(path, error)
     out = []
     for name, kind, blobs in _read_model(path, error):
         if not blobs:
@@ -364,6 +368,43 @@ def _hdf5_sources(path, error):
                 int(key): _h5_blob(h5py, group, key, size) for key in keys
                 if key.isdigit() and str(int(key)) == key}))
         return layers
+
+
+def _hdf5_layers(path, error):
+    """read_layers of a caffemodel.h5: each layer's datasets "0", "1", ... as
+    read-only float32 arrays (Caffe converts on loading), once read_sources
+    found each one whole. A blob shared with another layer is left out of the
+    file by Caffe: a layer missing one before its last is refused (its
+    blobs could not be told apart by position)."""
+    if not os.path.isfile(path):
+        raise error('%s: no such weights file' % path)
+    sources = _hdf5_sources(path, error)
+    out = []
+    with open_hdf5(path, error, 'weights file') as f:
+        for layer in sources:
+            if layer.problem:
+                raise error('%s: layer %s: %s' % (path, layer.name, layer.problem))
+            arrays = []
+            for i in range(max(layer.blobs, default=-1) + 1):
+                where = '%s: layer %s blob %d (dataset data/%s/%d)' % (path, layer.name, i, layer.name, i)
+                info = layer.blobs.get(i)
+                if info is None:
+                    raise error('%s is missing while blob %d is there (a blob shared with another layer?)'
+                                % (where, max(layer.blobs)))
+                if isinstance(info, str):
+                    raise error('%s %s' % (where, info))
+                if info.values != _count(info.shape):
+                    raise error('%s is %s but holds %d values (truncated?)' % (where, _dims(info.shape),
+                                                                               info.values))
+                try:
+                    values = np.asarray(f['data'][layer.name][str(i)][()], np.float32).reshape(info.shape)
+                except (OSError, RuntimeError, ValueError, KeyError) as e:
+                    raise error('%s: HDF5 cannot read it (%s)' % (where, e))
+                values.flags.writeable = False
+                arrays.append(values)
+            if arrays:
+                out.append((layer.name, None, arrays))
+    return out
 
 
 def _h5_names(group, path, error):

@@ -3,7 +3,7 @@ import argparse
 import os
 
 from caffe_mlic.commands.argtypes import int_in
-from caffe_mlic.errors import InputError
+from caffe_mlic.errors import InputError, UsageError
 from caffe_mlic.caffe.surgery import MAPPINGS, MAX_SEED, __doc__ as DESCRIPTION  # noqa: F401  (--help text)
 
 HELP = 'copy trained weights into another net by layer name'
@@ -22,8 +22,10 @@ def add_arguments(p):
     p.add_argument('--net', required=True, help='target net prototxt')
     p.add_argument('--from', dest='sources', type=source, action='append', required=True,
                    metavar='MAPPING:MODEL',
-                   help='source caffemodel with its mapping (%s); repeatable' % ', '.join(MAPPINGS))
-    p.add_argument('-o', '--out', required=True, help='output caffemodel')
+                   help='source caffemodel (binary, or HDF5 .caffemodel.h5) with its mapping (%s); '
+                        'repeatable' % ', '.join(MAPPINGS))
+    p.add_argument('-o', '--out', required=True,
+                   help='output caffemodel (HDF5 when it ends in .h5, as Caffe reads it)')
     p.add_argument('--skip-mismatched', action='store_true',
                    help='keep target layers whose shapes differ instead of stopping')
     p.add_argument('--seed', type=int_in(0, MAX_SEED), default=0,
@@ -33,11 +35,20 @@ def add_arguments(p):
 def run(args):
     from caffe_mlic.fileio import refuse_overwriting, save_weights
     from caffe_mlic.caffe.surgery import shape_only_net, transplant
+    from caffe_mlic.caffe.weights import is_hdf5, name_list
     for _, path in args.sources:
         if not os.path.isfile(path):
             raise InputError('%s: no such file' % path)
     refuse_overwriting([args.out], [args.net] + [p for _, p in args.sources], 'out')
     net = shape_only_net(args.net, seed=args.seed)
+    if is_hdf5(args.out):
+        # Caffe makes an HDF5 group per layer, named as the layer: a '/' in the
+        # name asks for a group inside another and Caffe aborts writing.
+        slashed = [name for name in net._layer_names if '/' in name]
+        if slashed:
+            raise UsageError('%s: an HDF5 caffemodel cannot hold layer names with "/" (%s): Caffe '
+                             'would abort writing it; write a binary .caffemodel'
+                             % (args.out, name_list(slashed)), 'out')
     report = transplant(net, args.sources, args.skip_mismatched)
     save_weights(net, args.out)
     print('%d copied, %d kept, %d mismatched, %d source layers unused -> %s'

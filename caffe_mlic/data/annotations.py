@@ -24,11 +24,13 @@ Conventions
   in class-file order. A line with only a path is an image with no labels.
   Blank lines and lines starting with '#' are skipped. Relative image paths
   are resolved against --images DIR when given, else against the label
-  file's folder.
+  file's folder. An image path may hold spaces: it runs up to the last word
+  that makes an existing file with only labels after it.
 """
 import json
 import math
 import os
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Dict, List, NamedTuple, Optional, Tuple
@@ -77,7 +79,11 @@ def label_vector(record, classes, difficult='include'):
     return np.array([1 if c in names else 0 for c in classes], np.uint8)
 
 
-class _Problems(list):
+class ProblemList(list):
+    """The Problems found in annotation files, collected to be raised
+    together (raise_if_any: one InputError, 'annotations'). Also used by
+    evaluation.detection's VOC reader."""
+
     def add(self, path, line, field, message):
         self.append(Problem(path, line, field, message))
 
@@ -104,10 +110,10 @@ def _read_text_lines(path, what):
         _fail(path, '%s is not UTF-8 text: %s' % (what, e))
 
 
-def _one_per_line(path, what, noun):
+def one_per_line(path, what, noun):
     """[(line number, token)] of a file with one token per line (blank lines
     skipped): InputError for a line of several tokens, a repeat or no token."""
-    problems = _Problems()
+    problems = ProblemList()
     out, seen = [], {}
     for no, line in enumerate(_read_text_lines(path, what), 1):
         parts = line.split()
@@ -128,7 +134,7 @@ def _one_per_line(path, what, noun):
 
 def read_class_list(path):
     """One class name per line (blank lines ignored)."""
-    return [name for _, name in _one_per_line(path, 'class list', 'class')]
+    return [name for _, name in one_per_line(path, 'class list', 'class')]
 
 
 def _check_image(path, where, problems, expect=None):
@@ -151,9 +157,10 @@ def _check_image(path, where, problems, expect=None):
 
 # ------------------------------------------------------------------ VOC
 
-def _xml_text(el, tag, xml_path, element, problems, cast=str, required=True, default=None):
-    """Text of child <tag> of el, cast; a problem at ``element`` (e.g.
-    '<object> #2') of xml_path when missing or not a number."""
+def xml_text(el, tag, xml_path, element, problems, cast=str, required=True, default=None):
+    """Text of child <tag> of el, cast; a problem added to ``problems`` (a
+    ProblemList) at ``element`` (e.g. '<object> #2') of xml_path when missing
+    or not a number, and then ``default``."""
     field = ('%s <%s>' % (element, tag)) if element else '<%s>' % tag
     child = el.find(tag)
     if child is None or child.text is None or not child.text.strip():
@@ -172,7 +179,10 @@ def _xml_text(el, tag, xml_path, element, problems, cast=str, required=True, def
     return value
 
 
-def _find_voc_image(root, image_id, filename):
+def find_voc_image(root, image_id, filename):
+    """The image of VOC annotation ``image_id``: ROOT/JPEGImages/<filename>
+    when the XML gives one, else <image_id> with the first image extension
+    present (.jpg when none is: the path to report as missing)."""
     jpeg = os.path.join(root, 'JPEGImages')
     if filename:
         return os.path.join(jpeg, filename)
@@ -194,8 +204,8 @@ def read_voc(root, image_set, classes=None):
         class_source = 'the class list'
     class_set = set(classes)
     set_file = os.path.join(root, 'ImageSets', 'Main', image_set + '.txt')
-    ids = _one_per_line(set_file, 'image set', 'image id')
-    problems = _Problems()
+    ids = one_per_line(set_file, 'image set', 'image id')
+    problems = ProblemList()
 
     records = []
     for no, image_id in ids:
@@ -216,15 +226,15 @@ def read_voc(root, image_set, classes=None):
         if size is None:
             problems.add(xml_path, None, '<size>', 'missing')
             continue
-        w = _xml_text(size, 'width', xml_path, '<size>', problems, int)
-        h = _xml_text(size, 'height', xml_path, '<size>', problems, int)
+        w = xml_text(size, 'width', xml_path, '<size>', problems, int)
+        h = xml_text(size, 'height', xml_path, '<size>', problems, int)
         if w is not None and h is not None and (w < 1 or h < 1):
             problems.add(xml_path, None, '<size>', '%dx%d is not a valid image size' % (w, h))
-        filename = _xml_text(ann, 'filename', xml_path, None, problems, required=False)
+        filename = xml_text(ann, 'filename', xml_path, None, problems, required=False)
         objects = voc_objects(ann, xml_path, w, h, class_set, class_source, problems)
         if len(problems) > n_before:
             continue
-        image_path = _find_voc_image(root, image_id, filename)
+        image_path = find_voc_image(root, image_id, filename)
         if _check_image(image_path, (xml_path, None, None), problems, (w, h)) is None:
             continue
         records.append(ImageRecord(image_path, w, h, xml_path, objects))
@@ -239,20 +249,20 @@ def voc_objects(ann, xml_path, w, h, class_set, class_source, problems):
     objects = []
     for k, obj in enumerate(ann.findall('object'), 1):
         element = '<object> #%d' % k
-        name = _xml_text(obj, 'name', xml_path, element, problems)
+        name = xml_text(obj, 'name', xml_path, element, problems)
         if name is None:
             continue
         element = '<object> #%d <name>%s</name>' % (k, name)
         if name not in class_set:
             problems.add(xml_path, None, element, 'class not in %s' % class_source)
             continue
-        difficult = _xml_text(obj, 'difficult', xml_path, element, problems, int,
-                              required=False, default=0)
+        difficult = xml_text(obj, 'difficult', xml_path, element, problems, int,
+                             required=False, default=0)
         bb = obj.find('bndbox')
         if bb is None:
             problems.add(xml_path, None, element + ' <bndbox>', 'missing')
             continue
-        coords = [_xml_text(bb, t, xml_path, element + ' <bndbox>', problems, float)
+        coords = [xml_text(bb, t, xml_path, element + ' <bndbox>', problems, float)
                   for t in ('xmin', 'ymin', 'xmax', 'ymax')]
         if None in coords or w is None or h is None:
             continue
@@ -294,7 +304,7 @@ def read_coco_set(instances_json, images_dir, classes=None):
     src = instances_json
     images_dir = os.path.abspath(images_dir)
     data = read_json(src)
-    problems = _Problems()
+    problems = ProblemList()
     if not isinstance(data, dict):
         _fail(src, 'expected a JSON object with images, annotations, categories')
     for key in ('images', 'annotations', 'categories'):
@@ -391,31 +401,72 @@ def read_coco_set(instances_json, images_dir, classes=None):
 
 # ------------------------------------------------------------------ plain labels
 
+def _split_label_line(line, spans, base, label_names, num_classes):
+    """(image path, class names) of a label-file line whose tokens are at
+    ``spans``, or a message. Class names hold no whitespace (the class list
+    has one token per line), but an image path may: the path is the first
+    token, or the first several with the whitespace between them, whichever
+    names an existing file with only labels after it. A line whose first
+    token alone is followed by labels keeps that reading when no file fits
+    (then "image not found" names that path)."""
+    def path_of(k):   # the first k tokens, as written
+        return line[spans[0][0]:spans[k - 1][1]]
+
+    def is_file(k):
+        return os.path.isfile(os.path.join(base, path_of(k)))
+
+    def labels_after(k):
+        return label_names([line[a:b] for a, b in spans[k:]])
+
+    if is_file(1) and labels_after(1) is not None:   # the usual line: one stat
+        return path_of(1), labels_after(1)
+    splits = [k for k in range(1, len(spans) + 1) if labels_after(k) is not None]
+    found = [k for k in splits if is_file(k)]
+    if len(found) > 1:
+        return 'ambiguous image path: %s are all files, each followed by labels' % ', '.join(
+            repr(path_of(k)) for k in found)
+    if found or splits and splits[0] == 1:
+        k = (found or splits)[0]
+        return path_of(k), labels_after(k)
+    # no reading fits: name the labels after the longest path that exists
+    k = max([k for k in range(1, len(spans) + 1) if is_file(k)] or [1])
+    tokens = [line[a:b] for a, b in spans[k:]]
+    bad = [t for t in tokens if label_names([t]) is None]
+    if set(tokens) <= {'0', '1'}:
+        return 'label %r is not in the class list (a 0/1 vector needs exactly %d values, got %d)' % (
+            bad[0] if bad else tokens[0], num_classes, len(tokens))
+    hint = ''
+    if k == 1 and not is_file(1) and any(os.path.splitext(t)[1].lower() in IMAGE_EXTENSIONS
+                                         for t in tokens):
+        hint = ' (image path read as %r: no longer start of the line is an existing file)' % path_of(1)
+    return 'label %r is not in the class list%s' % (bad[0], hint)
+
+
 def read_label_file(labels_file, classes, images_dir=None):
     """Records of a plain label file (see the module docstring)."""
     lines = _read_text_lines(labels_file, 'label file')
     base = os.path.abspath(images_dir) if images_dir else os.path.dirname(os.path.abspath(labels_file))
     class_set = set(classes)
     vectors_allowed = not ({'0', '1'} & class_set)
-    problems = _Problems()
+    problems = ProblemList()
     records = []
-    for no, line in enumerate(lines, 1):
-        parts = line.split()
-        if not parts or parts[0].startswith('#'):
-            continue
-        path, tokens = parts[0], parts[1:]
+
+    def label_names(tokens):
+        """The class names of a line's label tokens, or None if they are not labels."""
         if vectors_allowed and len(tokens) == len(classes) and set(tokens) <= {'0', '1'}:
-            names = {c for c, t in zip(classes, tokens) if t == '1'}
-        else:
-            bad = [t for t in tokens if t not in class_set]
-            if bad:
-                hint = ''
-                if set(tokens) <= {'0', '1'}:
-                    hint = ' (a 0/1 vector needs exactly %d values, got %d)' % (len(classes), len(tokens))
-                problems.add(labels_file, no, None, 'label %r is not in the class list%s' % (bad[0], hint))
-                continue
-            names = set(tokens)
-        full = path if os.path.isabs(path) else os.path.join(base, path)
+            return {c for c, t in zip(classes, tokens) if t == '1'}
+        return set(tokens) if set(tokens) <= class_set else None
+
+    for no, line in enumerate(lines, 1):
+        spans = [m.span() for m in re.finditer(r'\S+', line)]
+        if not spans or line[spans[0][0]] == '#':
+            continue
+        split = _split_label_line(line, spans, base, label_names, len(classes))
+        if isinstance(split, str):
+            problems.add(labels_file, no, None, split)
+            continue
+        path, names = split
+        full = os.path.join(base, path)   # (an absolute path stays as it is)
         size = _check_image(full, (labels_file, no, None), problems)
         if size is None:
             continue

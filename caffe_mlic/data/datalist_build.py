@@ -151,8 +151,9 @@ def _write_lines(f, records, classes, proposals_dir, size, bbox_num, root, diffi
             seen_npz[npz] = rec.path
         path = _datalist_path(rec.path, root)
         if any(c.isspace() for c in path):
-            problems.append(rec.problem('image path %r contains whitespace, which a datalist cannot hold'
-                                        % path))
+            hint = '' if root else ' (--root DIR writes paths relative to DIR)'
+            problems.append(rec.problem('image path %r contains whitespace, which a datalist cannot hold%s'
+                                        % (path, hint)))
             continue
         try:
             boxes, scores = load_proposals(npz, rec) if npz else whole_image_box(rec)

@@ -62,6 +62,12 @@ from caffe_mlic.fileio import atomic_write, read_json
 IOU_THRESHOLD = 0.5
 RESULT_PREFIX = 'comp4_det_'
 RESULT_FIELDS = ('image_id', 'score', 'x1', 'y1', 'x2', 'y2')
+# The largest coordinate (in pixels, either sign) a box may have. No image we
+# read is that wide (imageio caps them at 2^28 pixels), so a box beyond it is
+# a detector's or a writer's bug; within it a box's area (< 2^66) and sums of
+# areas stay far from float64's overflow (a box at 1e308 gave overflow
+# warnings and a NaN IoU).
+MAX_COORDINATE = 2 ** 31
 
 
 class ClassDetections(NamedTuple):
@@ -312,6 +318,8 @@ def _parse_result_line(path, no, line, known_ids):
             continue
         if not math.isfinite(value):
             problems.append(Problem(path, no, name, '%r is not a finite number' % token))
+        elif name != 'score' and abs(value) > MAX_COORDINATE:
+            problems.append(Problem(path, no, name, '%r is not a pixel coordinate (beyond +-2^31)' % token))
         values.append(value)
     if parts[0] not in known_ids:
         problems.append(Problem(path, no, 'image_id', '%r is not an image of the ground truth' % parts[0]))
@@ -393,11 +401,11 @@ def read_voc_ground_truth(root, image_set, classes=None):
         class_source = 'the class list'
     set_file = os.path.join(root, 'ImageSets', 'Main', image_set + '.txt')
     ann_dir = os.path.join(root, 'Annotations')
-    ids = ann._one_per_line(set_file, 'image set', 'image id')
+    ids = ann.one_per_line(set_file, 'image set', 'image id')
     if not os.path.isdir(ann_dir):
         raise InputError('%s: folder not found (a VOC folder holds Annotations/ and ImageSets/Main/)' % ann_dir)
     present = set(os.listdir(ann_dir))
-    problems = ann._Problems()
+    problems = ann.ProblemList()
     missing = [(no, i) for no, i in ids if i + '.xml' not in present]
     if len(missing) == 1:
         problems.add(set_file, missing[0][0], None, 'annotation of image id %s not found: %s'
@@ -451,13 +459,13 @@ def _read_voc_xml(root, image_id, xml_path, class_set, class_source, problems):
     size = xml.find('size')
     w = h = None
     if size is not None:
-        w = ann._xml_text(size, 'width', xml_path, '<size>', problems, int, required=False)
-        h = ann._xml_text(size, 'height', xml_path, '<size>', problems, int, required=False)
+        w = ann.xml_text(size, 'width', xml_path, '<size>', problems, int, required=False)
+        h = ann.xml_text(size, 'height', xml_path, '<size>', problems, int, required=False)
     if len(problems) > before:
         return None, None
     if w is None or h is None:      # the devkit needs no size; we check boxes against it
-        filename = ann._xml_text(xml, 'filename', xml_path, None, problems, required=False)
-        image = ann._find_voc_image(root, image_id, filename)
+        filename = ann.xml_text(xml, 'filename', xml_path, None, problems, required=False)
+        image = ann.find_voc_image(root, image_id, filename)
         if not os.path.isfile(image):
             return None, image
         try:
@@ -505,10 +513,11 @@ def read_gt_json(path):
             if not isinstance(obj, dict) or obj.get('class') not in class_set:
                 problems.append(Problem(path, None, where, 'needs a "class" from "classes"'))
             elif not (isinstance(box, list) and len(box) == 4 and all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                    and abs(v) <= MAX_COORDINATE for v in box)
                     and box[0] <= box[2] and box[1] <= box[3]):
-                problems.append(Problem(path, None, where, '"box" must be [x1, y1, x2, y2] with x1 <= x2, '
-                                        'y1 <= y2, got %r' % (box,)))
+                problems.append(Problem(path, None, where, '"box" must be [x1, y1, x2, y2] in pixels '
+                                        '(within +-2^31) with x1 <= x2, y1 <= y2, got %r' % (box,)))
             else:
                 objs.append((obj['class'], box, bool(obj.get('difficult', False))))
         ids.append(image_id)
@@ -640,6 +649,8 @@ def _coco_result(path, k, item, images, classes):
     if not (isinstance(bbox, list) and len(bbox) == 4 and all(_finite(v) for v in bbox)) \
             or bbox[2] < 0 or bbox[3] < 0:
         return bad('"bbox" must be [x, y, w, h]: 4 finite numbers, w and h >= 0, got %s' % json.dumps(bbox))
+    if max(abs(v) for v in bbox) > MAX_COORDINATE:
+        return bad('"bbox" %s is not in pixels (a number beyond +-2^31)' % json.dumps(bbox))
     if not _finite(score):
         return bad('"score" must be a finite number, got %s' % json.dumps(score))
     return classes[category_id], images[image_id], float(score), box_from_coco(bbox)

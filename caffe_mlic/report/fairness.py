@@ -173,11 +173,15 @@ def check_seed(seed_dir, test_list):
 
 def last_caffemodel(seed_dir, info):
     """The caffemodel of a run's last snapshot (run.json names its solverstate,
-    relative to the folder the run started in: the seed's), or None."""
+    relative to the folder the run started in: the seed's), or None. An HDF5
+    snapshot's (snapshot_format: HDF5) is X.caffemodel.h5 beside X.solverstate.h5."""
     state = info.get('last_snapshot')
     if not state:
         return None
-    model = state[:-len('.solverstate')] + '.caffemodel' if state.endswith('.solverstate') else None
+    model = None
+    for ext in ('.solverstate', '.solverstate.h5'):
+        if state.endswith(ext):
+            model = state[:-len(ext)] + '.caffemodel' + ext[len('.solverstate'):]
     return model if model is None or os.path.isabs(model) else os.path.join(seed_dir, model)
 
 

@@ -222,3 +222,62 @@ def test_train_checks_hdf5_weights_and_names_an_hdf5_state_it_cannot_resume(tiny
     assert res.returncode == 1, res.stderr
     assert 'h5run/w_iter_1.solverstate.h5: not a state of this solver (or truncated): 32 history blobs; ' \
            'this net with solver type SGD keeps 35' in res.stderr, res.stderr
+
+
+def test_surgery_reads_and_writes_hdf5_caffemodels(tiny, h5):
+    """`surgery --from same:X.caffemodel.h5` said the file was "truncated or
+    not a NetParameter" (read as binary protobuf), and `-o X.caffemodel.h5`
+    wrote binary protobuf that Caffe, going by the name, reads as HDF5 and
+    aborts on. Both are HDF5 now, the weights unchanged either way."""
+    from caffe_mlic.caffe.weights import read_layers, read_weights
+    import numpy as np
+    source = read_layers(str(h5 / 'student.caffemodel.h5'))
+    assert [kind for _, kind, _ in source] == [None] * 16          # (HDF5 keeps no layer types)
+    assert all(not a.flags.writeable and a.dtype == np.float32 for _, _, arrays in source for a in arrays)
+    for out in ('h5/back.caffemodel', 'h5/again.caffemodel.h5'):
+        res = run_cli(['surgery', '--net', STUDENT, '--from', 'same:h5/student.caffemodel.h5', '-o', out], tiny)
+        assert res.returncode == 0 and '16 copied, 0 kept, 0 mismatched' in res.stdout, res.stderr[-2000:]
+        is_hdf5 = (tiny / out).read_bytes()[:8] == b'\x89HDF\r\n\x1a\n'
+        assert is_hdf5 == out.endswith('.h5'), out
+        written = read_weights(str(tiny / out))
+        assert list(written) == [name for name, _, _ in source]
+        for name, _, arrays in source:
+            assert all(np.array_equal(a, b) for a, b in zip(arrays, written[name])), name
+    assert _classify(tiny, 'h5/again.caffemodel.h5').stdout == _classify(tiny, 'h5/student.caffemodel.h5').stdout
+
+
+def test_surgery_refuses_an_hdf5_output_for_layer_names_with_a_slash(tiny, h5):
+    """Caffe makes an HDF5 group per layer: for 'conv1/x' it aborted ("Check
+    failed: layer_data_hid >= 0 ... Error saving weights")."""
+    net = tiny / 'slash.prototxt'
+    net.write_text(
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }\n'
+        'layer { name: "conv1/x" type: "Convolution" bottom: "data" top: "c" '
+        'convolution_param { num_output: 2 kernel_size: 3 } }\n')
+    res = run_cli(['surgery', '--net', net, '--from', 'same:h5/student.caffemodel.h5', '-o', 'slash.caffemodel.h5'],
+                  tiny)
+    assert res.returncode == 2 and res.stderr == (
+        'caffe-mlic surgery: argument -o/--out: slash.caffemodel.h5: an HDF5 caffemodel cannot hold layer '
+        'names with "/" (conv1/x): Caffe would abort writing it; write a binary .caffemodel\n'), res.stderr
+    assert not (tiny / 'slash.caffemodel.h5').exists()
+
+
+def test_hdf5_layers_that_cannot_be_read_by_position_are_named(tmp_path):
+    """read_layers of an .h5 (surgery, report): a layer whose blob 0 is
+    missing but blob 1 is there, or a dataset of text, is refused naming it."""
+    import h5py
+    import numpy as np
+    from caffe_mlic.caffe.weights import read_layers
+    from caffe_mlic.errors import InputError
+    path = tmp_path / 'w.caffemodel.h5'
+    for fill, message in (
+            (lambda g: g.create_dataset('1', data=np.zeros(2, np.float32)),
+             'layer conv blob 0 (dataset data/conv/0) is missing while blob 1 is there (a blob shared with '
+             'another layer?)'),
+            (lambda g: g.create_dataset('0', data=np.array([b'text'])),
+             'layer conv blob 0 (dataset data/conv/0) holds |S4 values, not numbers')):
+        with h5py.File(path, 'w') as f:
+            fill(f.create_group('data').create_group('conv'))
+        with pytest.raises(InputError) as e:
+            read_layers(str(path))
+        assert str(e.value) == '%s: %s' % (path, message)

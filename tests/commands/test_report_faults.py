@@ -125,3 +125,38 @@ def test_mlic_report_of_a_run_cut_short_names_the_missing_run_json(tmp_path, cap
             json.dump(dict(final_iteration='x' if stage == 'stage1' else 10), f)
     err = _report_error(capsys, run)
     assert 'stage1/run.json: final_iteration is not an integer' in err, err
+
+
+def _h5_caffemodel(path, layers):
+    """A caffemodel.h5 as Caffe's Net::ToHDF5 writes one: /data/<layer>/<i>."""
+    import h5py
+    with h5py.File(path, 'w') as f:
+        data = f.create_group('data')
+        for name, arrays in layers.items():
+            group = data.create_group(name)
+            for i, a in enumerate(arrays):
+                group.create_dataset(str(i), data=np.asarray(a, np.float32))
+    return str(path)
+
+
+def test_the_report_reads_hdf5_snapshots(tmp_path):
+    """A run with snapshot_format: HDF5 (X.solverstate.h5 beside
+    X.caffemodel.h5): the report looked for X.solverstate.h5's caffemodel at
+    no path, and read .h5 weights as binary protobuf ("truncated or not a
+    NetParameter")."""
+    from caffe_mlic.report.fairness import last_caffemodel, teacher_frozen_check
+    w = np.arange(6, dtype=np.float32).reshape(2, 3)
+    start = _h5_caffemodel(tmp_path / 'init.caffemodel.h5', {'conv_wsd_1_1': [w, w[0]], 'fc8': [w]})
+    (tmp_path / 'snap').mkdir()
+    _h5_caffemodel(tmp_path / 'snap' / 's_iter_5.caffemodel.h5', {'conv_wsd_1_1': [w, w[0]], 'fc8': [w + 1]})
+    info = dict(weights=[start], last_snapshot='snap/s_iter_5.solverstate.h5', final_iteration=5)
+    assert last_caffemodel(str(tmp_path), info) == str(tmp_path / 'snap' / 's_iter_5.caffemodel.h5')
+    assert last_caffemodel(str(tmp_path), dict(last_snapshot='s_iter_5.solverstate')) == \
+        str(tmp_path / 's_iter_5.caffemodel')
+    check = teacher_frozen_check(str(tmp_path), {'stage2': info})
+    assert check['ok'] and check['detail'] == ('stage2: 1 teacher layers at iteration 5 equal %s/init.caffemodel.h5'
+                                               % tmp_path.name), check
+    _h5_caffemodel(tmp_path / 'snap' / 's_iter_5.caffemodel.h5', {'conv_wsd_1_1': [w * 2, w[0]]})
+    check = teacher_frozen_check(str(tmp_path), {'stage2': info})
+    assert not check['ok'] and '1 of 1 teacher layers moved: conv_wsd_1_1 (mean |w| after / before 2.000)' \
+        in check['detail'], check

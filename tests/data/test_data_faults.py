@@ -93,6 +93,45 @@ def test_datalist_build_into_a_folder_writes_nothing(tmp_path, capsys):
     assert not [f for f in os.listdir(tmp_path) if f.endswith('.tmp')]
 
 
+# ------------------------------------------------------------------ label files: image paths with spaces
+
+def test_a_label_file_image_path_with_spaces_is_read_as_a_path(tmp_path, capsys):
+    """The plain label file splits on whitespace: 'img dir/a b.png cat' was
+    read as the path 'img' and reported as "label 'dir/a' is not in the class
+    list". The path now runs up to the last word that makes an existing file;
+    a datalist cannot hold it, which `datalist build` says naming the line,
+    and --root makes it relative (and space-free) again."""
+    from caffe_mlic.data import annotations
+    from caffe_mlic.errors import InputError
+    root = tmp_path / 'my set'
+    (root / 'img dir').mkdir(parents=True)
+    for name in ('img dir/a  b.png', 'img dir/c.png'):
+        assert cv2.imwrite(str(root / name), np.zeros((20, 30, 3), np.uint8))
+    (root / 'classes.txt').write_text('cat\ndog\n')
+    (root / 'labels.txt').write_text('img dir/a  b.png cat dog\nimg dir/c.png 0 1\n')
+    records = annotations.read_label_file(str(root / 'labels.txt'), ['cat', 'dog'])
+    assert [(r.path, r.labels) for r in records] == [
+        (str(root / 'img dir/a  b.png'), {'cat', 'dog'}), (str(root / 'img dir/c.png'), {'dog'})]
+
+    args = ['datalist', 'build', '--labels', str(root / 'labels.txt'), '--classes',
+            str(root / 'classes.txt'), '--whole-image', '--size', '32', '--bbox-num', '1']
+    assert cli.main(args + ['-o', str(tmp_path / 'out.txt'), '--root', str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert ("labels.txt:1: image path 'my set/img dir/a  b.png' contains whitespace, "
+            "which a datalist cannot hold") in err
+    assert 'not in the class list' not in err and not (tmp_path / 'out.txt').exists()
+    (root / 'labels.txt').write_text('img dir/c.png dog\n')
+    assert cli.main(args + ['-o', str(tmp_path / 'out.txt'), '--root', str(root / 'img dir')]) == 0
+    assert (tmp_path / 'out.txt').read_text().startswith('c.png 0 1 ')
+
+    # a path that names no file: the first word is the path, and the message says so
+    (root / 'labels.txt').write_text('img dir/x y.png cat\n')
+    with pytest.raises(InputError) as e:
+        annotations.read_label_file(str(root / 'labels.txt'), ['cat', 'dog'])
+    assert ("labels.txt:1: label 'dir/x' is not in the class list (image path read as 'img': "
+            "no longer start of the line is an existing file)") in str(e.value)
+
+
 # ------------------------------------------------------------------ images: named, and no libpng noise
 
 def _png_with_chunk(image, kind, data):

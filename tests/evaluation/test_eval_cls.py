@@ -263,10 +263,45 @@ def test_cli_cls_bad_input_files_exit_1(tmp_path, capsys):
 
     (tmp_path / 'S.npy').write_text('not an array')
     assert cli.main(argv[:2] + ['--scores', str(tmp_path / 'S.npy'), '--labels', str(tmp_path / 'L.npy')]) == 1
-    assert 'cannot read the scores as a .npy array' in capsys.readouterr().err
+    assert 'S.npy: not a .npy file (it is text); --scores takes' in capsys.readouterr().err
 
     assert cli.main(['eval', 'cls', '--scores', str(tmp_path / 'nope.npy'), '--labels', argv[5]]) == 1
     assert 'nope.npy: no such file' in capsys.readouterr().err
+
+
+def _pickled(path):
+    with open(path, 'wb') as f:      # (a file: np.save adds .npy to a path)
+        np.save(f, np.array([{}, 1], dtype=object), allow_pickle=True)
+
+
+def _npz(path):
+    with open(path, 'wb') as f:
+        np.savez(f, s=S4)
+
+
+def _truncated(path):
+    with open(path, 'wb') as f:
+        np.save(f, S4)
+    path.write_bytes(path.read_bytes()[:-8])
+
+
+@pytest.mark.parametrize('make, problem', [
+    # np.load said "Cannot load file containing pickled data" of every one but the last two
+    (lambda p: p.write_text('cat\ndog\n'), 'not a .npy file (it is text)'),
+    (lambda p: p.write_bytes(b'\x00\xff' * 40), 'not a .npy file'),
+    (lambda p: p.write_bytes(b''), 'the file is empty (0 bytes)'),
+    (_npz, 'a zip archive (.npz?), not a .npy array'),
+    (_pickled, 'a .npy array of Python objects, not numbers'),
+    (_truncated, 'a truncated or damaged .npy file (cannot reshape array of size 11 into shape (4,3))'),
+])
+def test_cli_cls_scores_that_are_not_an_npy_array_are_named(tmp_path, capsys, make, problem):
+    argv = _saved(tmp_path)
+    make(tmp_path / 'classes.txt')
+    argv[argv.index('--scores') + 1] = str(tmp_path / 'classes.txt')
+    assert cli.main(argv) == 1
+    assert capsys.readouterr().err == (
+        'caffe-mlic eval cls: %s: %s; --scores takes an images x classes array of numbers saved by '
+        'numpy.save (.npy)\n' % (tmp_path / 'classes.txt', problem))
 
 
 def test_cli_cls_outputs_that_name_an_input_are_refused(tmp_path, capsys):

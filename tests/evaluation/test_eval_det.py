@@ -283,6 +283,34 @@ def test_cli_det_bad_input_files_exit_1(tmp_path, capsys):
     assert json.loads((tmp_path / 'o.json').read_text())['CorLoc'] == pytest.approx(100 * 2 / 3)
 
 
+def test_boxes_beyond_any_image_are_refused_without_overflow_warnings(tmp_path, capsys):
+    """A box at 1e308 made box_iou overflow (RuntimeWarning, then a NaN IoU
+    counted as a miss); coordinates beyond 2^31 px, which no image has, are
+    refused naming the file, line and field."""
+    import warnings
+    gt_json = _write_gt_json(tmp_path / 'gt.json', CORLOC_GT)
+    results = tmp_path / 'results'
+    write_voc_results(str(results), 'test', CORLOC_DETS, CORLOC_GT.classes)
+    cat = results / 'comp4_det_test_cat.txt'
+    n = len(cat.read_text().splitlines())
+    with open(cat, 'a') as f:
+        f.write('a 0.95 1 1 1e308 10\nb 0.9 -2147483649 1 10 10\nb 0.8 -2147483648 1 2147483648 10\n')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert cli.main(['eval', 'det', '--gt', gt_json, '--results', str(results)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        'caffe-mlic eval det: 2 problems in detection results %s:' % cat,
+        "  %s:%d: x2: '1e308' is not a pixel coordinate (beyond +-2^31)" % (cat, n + 1),
+        "  %s:%d: x1: '-2147483649' is not a pixel coordinate (beyond +-2^31)" % (cat, n + 2)]
+
+    bad = json.loads(open(gt_json).read())
+    bad['images'][0]['objects'][0]['box'] = [0, 0, 1e308, 9]
+    (tmp_path / 'bad.json').write_text(json.dumps(bad))
+    with pytest.raises(InputError, match=r'images\[0\]\.objects\[0\]: "box" must be \[x1, y1, x2, y2\] in '
+                                         r'pixels \(within \+-2\^31\)'):
+        read_gt_json(str(tmp_path / 'bad.json'))
+
+
 # ------------------------------------------------------------------ COCO metrics (issue 24)
 
 # A COCO set: three images, categories in no particular order, boxes of each area range
@@ -335,6 +363,16 @@ def _cocoeval_directly(root):
     evaluator.accumulate()
     evaluator.summarize()
     return {k: None if v == -1 else 100 * v for k, v in zip(COCO_METRICS, evaluator.stats)}
+
+
+def test_coco_results_beyond_any_image_are_refused(coco_set):
+    gt = read_gt_json(str(coco_set / 'dl.gt.json'))
+    (coco_set / 'huge.json').write_text(json.dumps(
+        [{'image_id': 101, 'category_id': 3, 'bbox': [0, 0, 1e308, 1e308], 'score': 0.5}]))
+    with pytest.raises(InputError) as e:
+        read_coco_results(str(coco_set / 'huge.json'), gt)
+    assert str(e.value).splitlines()[1] == ('  %s: results[0]: "bbox" [0, 0, 1e+308, 1e+308] is not in '
+                                            'pixels (a number beyond +-2^31)' % (coco_set / 'huge.json'))
 
 
 def test_coco_metrics_are_cocoeval_on_the_coco_files(coco_set, capsys):
