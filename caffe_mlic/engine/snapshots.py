@@ -45,6 +45,15 @@ def check_snapshot_size(solver_file, net):
     learnable blob (two for Adam and AdaDelta): release VGG16 distillation
     nets (teacher and student, 268 M values) with Adam need HDF5 snapshots."""
     if solver_file.hdf5:
+        # Caffe writes one HDF5 group per layer, named as the layer: a '/'
+        # in the name is a path to a group that does not exist (a CHECK abort)
+        slashed = [layer.name for layer in solver_file.net_param.layer if '/' in layer.name]
+        if slashed:
+            raise InputError(problems=[Problem(
+                solver_file.path, None, 'snapshot_format',
+                "HDF5 snapshots need layer names without '/' (Caffe aborts writing a group per layer), "
+                'but %s has %d such layer(s), e.g. %s; use snapshot_format: BINARYPROTO'
+                % (solver_file.net_path or 'its net_param', len(slashed), ', '.join(slashed[:3])))])
         return
     values = sum(int(np.prod(shape)) for shape in learnable_shapes(net, solver_file.net_param))
     for what, count in (('caffemodel', values), ('solverstate', values * HISTORY_PER_PARAM[solver_file.type])):

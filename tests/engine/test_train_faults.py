@@ -154,6 +154,20 @@ def test_hdf5_snapshots_are_renamed_into_place_and_resume(tiny):
         assert names and all(np.array_equal(a['data'][n][()], b['data'][n][()]) for n in names)
 
 
+def test_hdf5_snapshots_of_a_net_with_a_slash_in_a_layer_name_are_refused_first(tiny):
+    net = prototxt.read_net(str(tiny / 'nets' / 'kd' / 'student_baseline.prototxt'))
+    relu = next(layer for layer in net.layer if layer.type == 'ReLU')
+    relu.name = relu.name + '/relu'                  # as ScasNet names its ReLUs
+    prototxt.write(tiny / 'nets' / 'kd' / 'student_slash.prototxt', net)
+    solver(tiny, 'slash', net='kd/student_slash', max_iter=4, snapshot=2, snapshot_format=0)  # HDF5
+    res = run(['train', 'slash.prototxt', '--run-dir', 'runs/slash'], tiny)
+    assert res.returncode == 1 and 'Check failed' not in res.stderr, res.stderr
+    assert "snapshot_format: HDF5 snapshots need layer names without '/'" in res.stderr
+    assert relu.name in res.stderr and not list((tiny / 'snap_slash').glob('*'))
+    solver(tiny, 'slash', net='kd/student_slash', max_iter=4, snapshot=2)     # binary: trains
+    assert run(['train', 'slash.prototxt', '--run-dir', 'runs/slash'], tiny).returncode == 0
+
+
 def test_a_state_at_or_past_max_iter(tiny):
     solver(tiny, 'done', max_iter=10, snapshot=5)
     res = run(['train', 'done.prototxt', '--run-dir', 'runs/done'], tiny)
