@@ -119,6 +119,24 @@ def _worker_python():
     return '/usr/bin/python3'
 
 
+_PYTHONS_CHECKED = set()
+
+
+def _check_worker_python(exe):
+    """DataLoadError unless a CAFFE_MLIC_PYTHON the user set starts as a
+    Python (once per process): a wrapper script that never does would leave
+    whatever it started running and keep the workers' start waiting for
+    minutes. Tried in a process group of its own that is killed after."""
+    from caffe_mlic.caffe.env import PYTHON_ENV, python_problem
+    if os.environ.get(PYTHON_ENV) != exe or exe in _PYTHONS_CHECKED:
+        return
+    problem = python_problem(exe)
+    if problem:
+        raise DataLoadError('cannot start data worker processes: %s=%s: %s (set it to a Python that can '
+                            'import caffe_mlic, or use workers: 0)' % (PYTHON_ENV, exe, problem))
+    _PYTHONS_CHECKED.add(exe)
+
+
 @contextlib.contextmanager
 def _main_module_hidden():
     """A spawned child re-imports the parent's __main__ (for functions pickled
@@ -216,6 +234,7 @@ class PrefetchWorkers:
         # process-wide multiprocessing setting.)
         ctx = get_context('spawn')
         self.python = _worker_python()
+        _check_worker_python(self.python)
         ctx.set_executable(self.python)
         _check_memory(n_slots * slot_bytes)
         try:

@@ -15,6 +15,30 @@ def _version(module):
     return getattr(mod, '__version__', 'unknown'), None
 
 
+# What a worker process of our data layers imports (layers/prefetch.py).
+WORKER_MODULES = ('numpy', 'caffe', 'cv2', 'caffe_mlic.layers.prefetch')
+
+
+def _check_worker_python(line, problems):
+    """CAFFE_MLIC_PYTHON, when set: an executable Python that imports what
+    the data workers import, with numpy 1.x, in the binary's environment
+    (its PYTHONPATH). Run bounded, in a process group that is killed after."""
+    exe = os.environ.get(caffe_env.PYTHON_ENV)
+    if not exe:
+        line('workers python', '%s (%s is not set)' % (sys.executable, caffe_env.PYTHON_ENV))
+        return
+    try:
+        env = caffe_env.binary_environment()
+    except caffe_env.CaffeNotFound:
+        env = None          # (said above)
+    problem = caffe_env.python_problem(exe, WORKER_MODULES, env=env)
+    if problem:
+        line('workers python', '%s=%s: %s' % (caffe_env.PYTHON_ENV, exe, problem))
+        problems.append('%s=%s: %s' % (caffe_env.PYTHON_ENV, exe, problem))
+    else:
+        line('workers python', '%s (from %s; imports %s)' % (exe, caffe_env.PYTHON_ENV, ', '.join(WORKER_MODULES)))
+
+
 def run(out=sys.stdout):
     problems = []
 
@@ -76,6 +100,7 @@ def run(out=sys.stdout):
     except Exception:
         line('opencv contrib', 'ximgproc MISSING (proposals need opencv-contrib)')
         problems.append('OpenCV without the contrib ximgproc module')
+    _check_worker_python(line, problems)
     try:
         import caffe_mlic.layers as layers
         line('caffe_mlic.layers', ', '.join(sorted(layers.__all__)))

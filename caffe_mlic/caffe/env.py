@@ -92,8 +92,112 @@ def binary_environment(base=None, root=None):
     prepend('PYTHONPATH', package_parent(), os.path.join(root, 'python'), *site)
     prepend('LD_LIBRARY_PATH', caffe_libdir(root))
     # Spawned data-layer workers must run a real Python, not the caffe binary.
-    env.setdefault('CAFFE_MLIC_PYTHON', sys.executable)
+    env.setdefault(PYTHON_ENV, sys.executable)
     return env
+
+
+# ---------------------------------------------------------------- the workers' Python
+
+# CAFFE_MLIC_PYTHON: the Python our data layers' worker processes run (inside
+# the caffe binary sys.executable is the binary; binary_environment sets it to
+# this interpreter unless the user did), and the one tools/build_caffe.sh
+# builds pycaffe against. A user may point it at a wrapper script.
+PYTHON_ENV = 'CAFFE_MLIC_PYTHON'
+# Seconds a Python is given to answer (python_problem): one that starts and
+# imports numpy, cv2 and pycaffe takes a second or two.
+PYTHON_TIMEOUT = 30.0
+_MARK = 'caffe-mlic-python'
+# Runs under whatever Python it is given (Python 2 too, to say so): a line
+# with its version, then one per module: "ok NAME VERSION" or "fail NAME WHY".
+_PROBE = r"""
+import sys
+sys.stdout.write('%s %d.%d\n' % (sys.argv[1], sys.version_info[0], sys.version_info[1]))
+for name in sys.argv[2:]:
+    try:
+        module = __import__(name, fromlist=['_'])
+        sys.stdout.write('ok %s %s\n' % (name, getattr(module, '__version__', '?')))
+    except BaseException as e:
+        sys.stdout.write('fail %s %s: %s\n' % (name, type(e).__name__, str(e).replace('\n', ' ')))
+    sys.stdout.flush()
+"""
+
+
+def run_bounded(argv, env=None, timeout=PYTHON_TIMEOUT):
+    """Run ``argv`` (a program a user named: maybe a wrapper script) in a
+    session of its own, stdin closed: (exit status, or None when it ran past
+    ``timeout`` s; its stdout; its stderr). When it ends, or at the timeout,
+    its whole process group is killed: a script that leaves children behind
+    (`sleep 600 &`) or never ends costs at most ``timeout`` and leaves
+    nothing running. Output goes to files: a child left holding a pipe
+    would keep a reader waiting. OSError when it cannot be started."""
+    import signal
+    import subprocess
+    import tempfile
+    import time
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
+                                start_new_session=True)
+        code = None
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                # WNOWAIT: it stays a zombie, so its process group id cannot be
+                # reused by another process before the kill below
+                if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                    break
+                time.sleep(0.01)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            code = proc.wait()
+            timed_out = time.monotonic() >= deadline
+        out.seek(0)
+        err.seek(0)
+        return (None if timed_out and code == -signal.SIGKILL else code,
+                out.read().decode(errors='replace'), err.read().decode(errors='replace'))
+
+
+def python_problem(exe, modules=(), env=None, timeout=PYTHON_TIMEOUT, numpy_major=1):
+    """Why ``exe`` cannot be the Python of our worker processes, or None: not
+    an executable file, not a Python 3 that runs `-c CODE` (a wrapper script
+    that does something else, hangs or exits), or one that cannot import
+    ``modules`` (numpy must be ``numpy_major``.x: pycaffe is built for 1.x).
+    ``env``: the environment it runs in (the binary's, for its PYTHONPATH)."""
+    if not os.path.exists(exe):
+        return 'no such file'
+    if os.path.isdir(exe):
+        return 'a folder, not a Python'
+    if not os.access(exe, os.X_OK):
+        return 'not executable'
+    try:
+        code, out, err = run_bounded([exe, '-c', _PROBE, _MARK] + list(modules), env, timeout)
+    except OSError as e:
+        return 'cannot be run: %s' % (e.strerror or e)
+    lines = out.splitlines()
+    if code is None and not lines:
+        return ('did not answer within %.0f s: not a Python, or it hangs (what it started was killed)'
+                % timeout)
+    if not lines or not lines[0].startswith(_MARK + ' '):
+        said = (err.strip() or out.strip()).splitlines()
+        return ('not a Python that runs `-c CODE`: it exited with status %s%s' % (
+            code, ', saying: %s' % said[-1][:200] if said else ' and printed nothing'))
+    version = lines[0].split()[1]
+    if not version.startswith('3.'):
+        return 'Python %s; caffe-mlic needs Python 3' % version
+    results = {}
+    for line in lines[1:]:
+        status, name, rest = (line.split(' ', 2) + ['', ''])[:3]
+        results[name] = (status, rest)
+    for name in modules:
+        status, rest = results.get(name, ('fail', 'it stopped before importing it (exit status %s%s)'
+                                          % (code, ', timed out' if code is None else '')))
+        if status != 'ok':
+            return 'its Python %s cannot import %s: %s' % (version, name, rest)
+        if name == 'numpy' and numpy_major is not None and not rest.startswith('%d.' % numpy_major):
+            return 'its numpy is %s; pycaffe is built for numpy %d.x' % (rest, numpy_major)
+    return None
 
 
 # ---------------------------------------------------------------- CPU or GPU build

@@ -16,12 +16,33 @@ TRAIN data layers continue their batch plan at the state's iteration, as
 `-gpu ID` (or a solver with solver_mode: GPU) is checked first: the binary
 aborts in a CHECK with a CPU-only build or a missing GPU, and on several GPUs
 `train` aborts on our Python layers (and this build has no NCCL), so those
-are refused with a plain message."""
+are refused with a plain message.
+
+Signals. The binary runs as our child, in its own process group; a signal to
+`caffe-mlic caffe` (or to its process group) is passed on as the binary
+understands it (a SIGTERM reaching the binary itself makes glog print a
+crash's stack dump):
+  train        SIGINT and SIGHUP go on as they are: Caffe's solver does what
+               -sigint_effect (default stop) and -sighup_effect (default
+               snapshot) say. SIGTERM goes on as the one of the two whose
+               effect is stop (SIGINT by default): Caffe ends training after
+               the current iteration, snapshotting unless the solver sets
+               snapshot_after_train: false; if neither is stop, the binary is
+               killed (no snapshot).
+  test, time,  SIGINT, SIGTERM and SIGHUP end the binary (there is nothing to
+  device_query save).
+The binary dies with us if we are killed (SIGKILL included).
+
+Exit status: the binary's own when it ends by itself; 128 + N when signal N
+stopped it (130 SIGINT, 129 SIGHUP, 143 SIGTERM; one line says so), or
+killed it (134: SIGABRT, a CHECK that failed); 2 and 1 for our own checks,
+as every command."""
 import argparse
 import os
+import signal
 
 from caffe_mlic.cli import GLOG_DEFAULT_MARK
-from caffe_mlic.errors import UsageError
+from caffe_mlic.errors import RunError, UsageError
 
 HELP = 'run the caffe binary with our Python layers importable'
 ACTIONS = ('train', 'test', 'time', 'device_query')
@@ -44,6 +65,11 @@ def add_arguments(parser):
 def run_argv(argv):
     from caffe_mlic.caffe import env as caffe_env
     first = argv[0] if argv else None
+    if first in ('-h', '--help', '-help') and len(argv) == 1:
+        # ours first (checks, signals, exit status); then the binary's own help
+        print('usage: caffe-mlic caffe ACTION [FLAGS...]  (%s)\n\n%s\n' % (HELP, __doc__.strip()), flush=True)
+        if first == '-h':       # (not a gflags flag)
+            return 0
     # The binary answers an unknown action with its whole flag list; say it in one line.
     if first is None or (not first.startswith('-') and first not in ACTIONS):
         raise UsageError('expected an action, one of %s, got %s (flags as for the caffe binary)'
@@ -68,7 +94,7 @@ def run_argv(argv):
             raise UsageError('give -snapshot STATE to resume or -weights W to fine-tune, not both')
         _check_solver(solver)
     elif first in ('test', 'time'):
-        _check_model(_flag_value(argv, 'model'), first)
+        _check_model(_flag_value(argv, 'model'), first, argv)
         if first == 'test' and not weights:
             raise UsageError('test needs -weights W.caffemodel (the weights it scores)')
     if weights:
@@ -76,7 +102,137 @@ def run_argv(argv):
     if first == 'train' and state:
         env[caffe_env.START_BATCH_ENV] = str(_resume_batch(state, solver))
     binary = caffe_env.caffe_binary()
-    os.execve(binary, [binary] + list(argv), env)
+    return _run_binary(binary, argv, env, first)
+
+
+class BinaryStopped(RunError):
+    """The binary ended because of a signal: exits 128 + the signal."""
+
+    def __init__(self, message, signum):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+def _signal_name(signum):
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return 'signal %d' % signum
+
+
+def _forwarded_signal(signum, action, effects):
+    """The signal the binary gets for ``signum`` sent to us. ``effects``:
+    {SIGINT: -sigint_effect, SIGHUP: -sighup_effect}, which only `train` acts
+    on (tools/caffe.cpp hooks its SignalHandler up there alone)."""
+    if action != 'train':
+        # test and time save nothing; SIGTERM would print glog's stack dump, and
+        # SIGINT raises KeyboardInterrupt inside a Python layer (Python's own
+        # handler, installed when the first one loads): end it outright.
+        return signal.SIGKILL
+    if signum == signal.SIGTERM:
+        for candidate in (signal.SIGINT, signal.SIGHUP):
+            if effects[candidate] == 'stop':
+                return candidate
+        return signal.SIGKILL
+    return signum
+
+
+def _parent_death_signal():
+    """A preexec_fn that makes the child die with us (PR_SET_PDEATHSIG): it
+    is in its own process group, so a kill of ours would not reach it. The
+    libc function is looked up here, before the fork: the child only calls it."""
+    import ctypes
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):       # not Linux: no such guard
+        return None
+    parent = os.getpid()
+
+    def setup():
+        prctl(1, signal.SIGKILL, 0, 0, 0)   # 1: PR_SET_PDEATHSIG
+        if os.getppid() != parent:          # we died before it was set
+            os._exit(1)
+    return setup
+
+
+def _run_binary(binary, argv, env, action):
+    """Run the binary as our child and wait for it, passing signals on as
+    the module docstring says; its exit status, or BinaryStopped."""
+    import subprocess
+    effects = {signal.SIGINT: _flag_value(argv, 'sigint_effect') or 'stop',
+               signal.SIGHUP: _flag_value(argv, 'sighup_effect') or 'snapshot'}
+    received = []       # (signal to us, what the binary gets), in order
+    pending = []        # what came before the binary was started
+    proc = None
+
+    def send(target):
+        if proc.returncode is None:
+            try:
+                os.kill(proc.pid, target)
+            except ProcessLookupError:
+                pass
+
+    def forward(signum, frame):
+        target = _forwarded_signal(signum, action, effects)
+        received.append((signum, target))
+        if proc is None:
+            pending.append(target)
+        else:
+            send(target)
+
+    def suspend(signum, frame):
+        # Ctrl-Z: the binary is not in the terminal's foreground group; stop
+        # it with us, and continue it when we are continued.
+        if proc is not None:
+            send(signal.SIGSTOP)
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)
+        signal.signal(signal.SIGTSTP, suspend)
+        if proc is not None:
+            send(signal.SIGCONT)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    old[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, suspend)
+    try:
+        proc = subprocess.Popen([binary] + list(argv), env=env, process_group=0,
+                                preexec_fn=_parent_death_signal())
+        for target in pending:
+            send(target)
+        code = proc.wait()
+    finally:
+        if proc is not None and proc.returncode is None:     # (an error of ours while waiting)
+            proc.kill()
+            proc.wait()
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    return _exit_status(code, received, action, effects)
+
+
+def _exit_status(code, received, action, effects):
+    """The binary's exit status ``code`` (Popen's: -N for signal N), or
+    BinaryStopped when a signal to us (``received``) stopped it or a signal
+    killed it."""
+    # a signal to us stopped it when the binary got SIGKILL, or one its solver
+    # stops on, or died of the one it got (before Caffe's handlers were up)
+    stops = [(s, t) for s, t in received if t == signal.SIGKILL or -code == t
+             or (action == 'train' and effects.get(t) == 'stop')]
+    if stops:
+        signum, target = stops[0]
+        name = _signal_name(signum)
+        if code == 0 and target != signal.SIGKILL:
+            how = ('Caffe ended training after its current iteration (sent %s, -%s_effect stop), with a '
+                   'snapshot unless the solver sets snapshot_after_train: false'
+                   % (_signal_name(target), 'sigint' if target == signal.SIGINT else 'sighup'))
+        elif code < 0:
+            how = 'the caffe binary was ended by %s%s' % (
+                _signal_name(-code), ', without a snapshot (neither -sigint_effect nor -sighup_effect is stop)'
+                if action == 'train' and -code == signal.SIGKILL else '')
+        else:
+            how = 'the caffe binary exited with status %d' % code
+        raise BinaryStopped('stopped by %s: %s' % (name, how), signum)
+    if code < 0:
+        raise BinaryStopped('the caffe binary was killed by %s' % _signal_name(-code), -code)
+    return code
 
 
 def _check_flags(argv):
@@ -235,11 +391,15 @@ def _check_solver(solver_path):
         check_snapshot_folder(solver)
 
 
-def _check_model(model, action):
+def _check_model(model, action, argv):
+    """The -model net as the binary builds it: `test` in the TEST phase
+    (always), `time` in -phase's (default TRAIN); layers of the other phase
+    are not checked (a TRAIN data layer's problem does not stop `test`)."""
     from caffe_mlic.caffe import prototxt
     if not model:
         raise UsageError('%s needs -model NET.prototxt' % action)
-    prototxt.check_net(prototxt.read_net(model), model)
+    phase = 'TEST' if action == 'test' else _flag_value(argv, 'phase') or 'TRAIN'
+    prototxt.check_net(prototxt.read_net(model), model, phase)
 
 
 def run(args):

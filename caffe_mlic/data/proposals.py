@@ -34,7 +34,9 @@ Output: OUT_DIR/<image stem>.npz with
   OUT_DIR/settings.json  the method and its settings, written first
 
 Outputs that already exist are skipped, so a killed run resumes where it
-stopped; every output is written atomically. A run whose settings differ
+stopped; every output is written atomically. An existing output that cannot
+be read as such a file (truncated, not a .npz, arrays missing, boxes outside
+its image) is computed again, and named on stderr. A run whose settings differ
 from the folder's settings.json stops before computing anything (boxes of
 two methods would mix silently): choose another folder, or ``recompute``.
 Images that get no box are reported (a datalist cannot use them).
@@ -44,9 +46,9 @@ import sys
 
 import numpy as np
 
-from caffe_mlic.errors import InputError, UsageError
+from caffe_mlic.errors import MAX_LISTED, InputError, UsageError
 from caffe_mlic.fileio import atomic_save_npz
-from caffe_mlic.data.imageio import expand_images, read_image
+from caffe_mlic.data.imageio import expand_images, image_size, read_image
 from caffe_mlic.progress import progress
 
 METHODS = ('edgeboxes', 'selective-search')
@@ -262,12 +264,13 @@ def output_path(out_dir, image_path):
     return os.path.join(out_dir, os.path.splitext(os.path.basename(image_path))[0] + '.npz')
 
 
-def read_proposal_file(path, image_shape=None, image=None):
+def read_proposal_file(path, image_shape=None, image=None, allow_empty=False):
     """(boxes (K, 4) float64, scores (K,) float64) of one proposal file (the
     format of the module docstring), checked: an InputError naming ``path``
     for a file np.load cannot read (not a .npz, truncated, object arrays,
     which would need pickle), missing arrays, shapes other than (K, 4) and
-    (K,) with K >= 1, values that are not finite, and, given the image's
+    (K,) with K >= 1 (K = 0 too with ``allow_empty``: what `proposals`
+    writes for an image with no box), values that are not finite, and, given the image's
     ``image_shape`` (height, width; ``image`` names it), proposals of an image
     of another size or boxes outside it."""
     def bad(message):
@@ -299,7 +302,7 @@ def read_proposal_file(path, image_shape=None, image=None):
     boxes, scores = arrays['boxes'].astype(np.float64), arrays['scores'].astype(np.float64)
     if boxes.ndim != 2 or boxes.shape[1] != 4 or scores.shape != (len(boxes),):
         raise bad('boxes must be (K, 4) and scores (K,), got %s and %s' % (boxes.shape, scores.shape))
-    if len(boxes) == 0:
+    if len(boxes) == 0 and not allow_empty:
         raise bad('no proposals (0 boxes): need K >= 1')
     if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
         raise bad('boxes or scores are not finite')
@@ -345,6 +348,132 @@ def _worker_init():
     cv2.setNumThreads(1)  # the processes are the parallelism
 
 
+def _pool_worker(conn, work):
+    """A --jobs process: does ``work`` (_worker) on each job it is sent (None:
+    stop) and sends the result; ends when the main process is gone (EOF)."""
+    import signal
+    # A Ctrl-C in the terminal reaches the whole process group: the main
+    # process stops the run. SIGINT was blocked across the start (_JobPool),
+    # so one that came while this process imported is ignored, not a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    _worker_init()
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        try:
+            conn.send(work(job))
+        except (BrokenPipeError, OSError):
+            return
+
+
+class _JobPool:
+    """``jobs`` spawned processes, one job in flight each, fed and read through
+    one Pipe per process (multiprocessing.connection.wait); results come in
+    any order.
+
+    Not multiprocessing.Pool: its queues' locks are named POSIX semaphores
+    (/dev/shm/sem.mp-*) that spawned children open by name, so with spawn
+    they are unlinked only by multiprocessing's resource tracker, which dies
+    with the rest when the process group is SIGKILLed: every such kill left
+    them in /dev/shm. A fork context unlinks them at creation, but OpenCV's
+    thread pools do not survive a fork reliably. Pipes have no name: nothing
+    is left, whatever ends the run. A process that dies fails only its image
+    (the Pool would wait for it forever) and a new one takes its place."""
+
+    def __init__(self, jobs, work=None):
+        import multiprocessing
+        self.ctx = multiprocessing.get_context('spawn')
+        self.size, self.work = jobs, work or _worker
+        self.workers = []           # [process, connection, job in flight or None]
+
+    def _start(self):
+        import signal
+        from multiprocessing import resource_tracker
+        ours, theirs = self.ctx.Pipe(duplex=True)
+        proc = self.ctx.Process(target=_pool_worker, args=(theirs, self.work), name='proposals job', daemon=True)
+        # (the resource tracker first: starting it unblocks SIGINT)
+        resource_tracker.ensure_running()
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
+        try:
+            proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        theirs.close()
+        self.workers.append([proc, ours, None])
+
+    def results(self, job_list):
+        """Run every job of ``job_list``; yields the work's result for each:
+        (image path, box count or None, error or None)."""
+        from multiprocessing import connection
+        todo = list(reversed(job_list))
+        try:
+            while todo or any(w[2] is not None for w in self.workers):
+                for w in [w for w in self.workers if w[2] is None and not w[0].is_alive()]:
+                    w[1].close()            # died idle, after its last result: replaced
+                    self.workers.remove(w)
+                while todo and len(self.workers) < self.size:
+                    self._start()
+                for w in self.workers:
+                    if w[2] is None and todo:
+                        w[2] = todo.pop()
+                        try:
+                            w[1].send(w[2])
+                        except OSError:     # gone: found dead below
+                            pass
+                busy = [w for w in self.workers if w[2] is not None]
+                ready = connection.wait([w[1] for w in busy] + [w[0].sentinel for w in busy])
+                for w in busy:
+                    proc, conn, job = w
+                    if conn not in ready and proc.sentinel not in ready:
+                        continue
+                    try:
+                        # (a result sent just before dying is still read)
+                        result = conn.recv() if conn.poll() else None
+                    except (EOFError, OSError):     # it died
+                        result = None
+                    if result is not None:
+                        w[2] = None
+                        yield result
+                    elif conn in ready or not proc.is_alive():
+                        yield job[0], None, '%s: %s' % (job[0], self._death(proc))
+                        conn.close()
+                        self.workers.remove(w)
+        finally:
+            self.close()
+
+    @staticmethod
+    def _death(proc):
+        import signal
+        proc.join(5)
+        code = proc.exitcode
+        if code is not None and code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = 'signal %d' % -code
+            return 'its worker process (%d) was killed by %s while computing it' % (proc.pid, name)
+        return 'its worker process (%d) exited with code %s while computing it' % (proc.pid, code)
+
+    def close(self):
+        for proc, conn, _ in self.workers:
+            try:
+                conn.send(None)
+            except OSError:
+                pass
+        for proc, conn, job in self.workers:
+            proc.join(1 if job is None else 0)
+            if proc.is_alive():         # (stopped in the middle of an image: a Ctrl-C, an error)
+                proc.kill()
+                proc.join(5)
+            conn.close()
+        self.workers = []
+
+
 def _worker(job):
     image_path, out_path, kw = job
     try:
@@ -360,6 +489,35 @@ def _worker(job):
 # ------------------------------------------------------------ many images
 
 SETTINGS_FILE = 'settings.json'
+
+
+def _output_problem(out_path, image_path):
+    """Why the existing output ``out_path`` of ``image_path`` cannot be kept
+    (read_proposal_file's message: truncated, not a .npz, not ours, boxes of
+    an image of another size), or None. We write outputs atomically, but an
+    interrupted copy or another tool can leave such a file; skipped, it
+    would fail `datalist build` later."""
+    try:
+        width, height = image_size(image_path)
+    except (OSError, ValueError):   # an unreadable image: its output is checked without its size
+        try:
+            read_proposal_file(out_path, allow_empty=True)
+            return None
+        except InputError as e:
+            return str(e)
+    try:
+        read_proposal_file(out_path, (height, width), image_path, allow_empty=True)
+        return None
+    except InputError as e:
+        first = e
+    if width != height:
+        # the header's size is before a JPEG's EXIF rotation, which OpenCV applies
+        try:
+            read_proposal_file(out_path, (width, height), image_path, allow_empty=True)
+            return None
+        except InputError:
+            pass
+    return str(first)
 
 
 def _folder_settings(out_dir):
@@ -442,7 +600,21 @@ def run(images, out_dir, method='edgeboxes', max_boxes=2000, min_size=20, sed_mo
                  recompute)
     i, n = shard
     mine = images[i::n]  # strided: every shard gets a similar mix
-    todo = [p for p in mine if not os.path.exists(output_path(out_dir, p))]
+    todo, bad = [], []
+    for p in mine:
+        out = output_path(out_dir, p)
+        if not os.path.lexists(out):
+            todo.append(p)
+            continue
+        why = _output_problem(out, p)
+        if why:
+            todo.append(p)
+            bad.append(why)
+    for why in bad[:MAX_LISTED]:
+        log.write('%s; computing it again\n' % why)
+    if len(bad) > MAX_LISTED:
+        log.write('... and %d more unreadable or foreign outputs; computing them again\n'
+                  % (len(bad) - MAX_LISTED))
     skipped = len(mine) - len(todo)
     job_list = [(p, output_path(out_dir, p), kw) for p in todo]
     bar = progress(total=len(job_list), desc='proposals', unit='img', enabled=show_progress)
@@ -463,11 +635,10 @@ def run(images, out_dir, method='edgeboxes', max_boxes=2000, min_size=20, sed_mo
         bar.update()
 
     if jobs > 1 and len(job_list) > 1:
-        import multiprocessing
-        # spawn, not fork: OpenCV's thread pools do not survive a fork reliably
-        ctx = multiprocessing.get_context('spawn')
-        with ctx.Pool(min(jobs, len(job_list)), initializer=_worker_init) as pool:
-            for result in pool.imap_unordered(_worker, job_list):
+        import contextlib
+        # (closed at once, its processes ended, also when handle raises)
+        with contextlib.closing(_JobPool(min(jobs, len(job_list))).results(job_list)) as results:
+            for result in results:
                 handle(result)
     else:
         for job in job_list:

@@ -1,12 +1,16 @@
 """`caffe-mlic caffe`: what the stock binary would abort on (rc 134, a glog
 FATAL) is checked before it starts and said in one line."""
+import os
 import re
+import signal
+import subprocess
+import time
 
 import pytest
 
 from caffe_mlic.caffe import prototxt
 from tests import netutil
-from tests.faults import run_cli
+from tests.faults import CLI, run_cli
 
 
 @pytest.fixture
@@ -164,3 +168,138 @@ def test_an_hdf5_state_resumes_at_its_iteration(other, monkeypatch):
         'w_iter_%d.%s.h5' % (i, k) for i in (2, 3) for k in ('caffemodel', 'solverstate')]
     res = run_cli(['caffe', 'train', '-solver', 'solver.prototxt', '-weights', 'h5/w_iter_1.caffemodel.h5'], other)
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+# ---------------------------------------------------------------- signals to the wrapper
+
+STACK_DUMP = ('SIGTERM received', '*** ', '@ 0x', 'Check failed', 'Traceback')
+
+
+def _children(pid):
+    kids = []
+    for task in os.listdir('/proc/%d/task' % pid):
+        with open('/proc/%d/task/%s/children' % (pid, task)) as f:
+            kids += [int(k) for k in f.read().split()]
+    return kids
+
+
+def _gone(pid, wait=10.0):
+    """Whether process ``pid`` has ended (a zombie counts) within ``wait`` s."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            with open('/proc/%d/stat' % pid) as f:
+                if f.read().rsplit(')', 1)[1].split()[0] in 'ZX':
+                    return True
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _start(files, argv, until, loglevel='2'):
+    """`caffe-mlic caffe ARGV` in its own session, once ``until()`` is true
+    (the binary is running): (wrapper, binary pid)."""
+    proc = subprocess.Popen(CLI + ['caffe'] + argv, cwd=files, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ, GLOG_minloglevel=loglevel), start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not until(proc):
+        assert proc.poll() is None, proc.communicate()
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail('the binary did not start: %s' % (proc.communicate(),))
+        time.sleep(0.05)
+    kids = _children(proc.pid)
+    assert len(kids) <= 1, kids
+    return proc, (kids or [proc.pid])[0]
+
+
+@pytest.fixture
+def long_run(files):
+    """A solver that trains ~forever, a snapshot every 5000 iterations."""
+    netutil.write_solver(files / 'long.prototxt', 'net.prototxt', base_lr=0.1, max_iter=2 ** 30, snapshot=5000,
+                         snapshot_prefix='long/w')
+    return files
+
+
+@pytest.mark.parametrize('sent, flags, how', ids=['term', 'int', 'term-hup-stops', 'term-none-stops'], argvalues=[
+    (signal.SIGTERM, [], r'Caffe ended training after its current iteration \(sent SIGINT, -sigint_effect stop\), '
+                         r'with a snapshot unless the solver sets snapshot_after_train: false'),
+    (signal.SIGINT, [], r'Caffe ended training after its current iteration \(sent SIGINT, -sigint_effect stop\), .*'),
+    (signal.SIGTERM, ['-sigint_effect', 'none', '-sighup_effect', 'stop'],
+     r'Caffe ended training after its current iteration \(sent SIGHUP, -sighup_effect stop\), .*'),
+    (signal.SIGTERM, ['-sigint_effect=snapshot'],
+     r'the caffe binary was ended by SIGKILL, without a snapshot \(neither -sigint_effect nor -sighup_effect is '
+     r'stop\)'),
+])
+def test_a_signal_to_the_wrapper_stops_caffe_train_without_a_stack_dump(long_run, sent, flags, how):
+    """SIGTERM reached the binary, whose glog failure handler (Caffe's
+    GlobalInit) printed "*** SIGTERM received ..." and a stack trace; it goes
+    on as the signal Caffe's solver stops on, which snapshots."""
+    proc, binary = _start(long_run, ['train', '-solver', 'long.prototxt'] + flags,
+                          lambda proc: (long_run / 'long' / 'w_iter_5000.caffemodel').exists())
+    os.kill(proc.pid, sent)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sent, err
+    assert re.fullmatch(r'caffe-mlic caffe: stopped by %s: %s\n' % (signal.Signals(sent).name, how), err), err
+    assert not any(s in err for s in STACK_DUMP), err
+    assert _gone(binary)
+    iterations = {int(re.search(r'_iter_(\d+)\.', p.name).group(1)) for p in (long_run / 'long').iterdir()}
+    if 'SIGKILL' in how:
+        assert all(i % 5000 == 0 for i in iterations), iterations
+    else:       # the snapshot Caffe takes when it stops
+        assert any(i % 5000 for i in iterations), iterations
+
+
+def test_sighup_to_the_wrapper_is_caffe_trains_sighup(long_run):
+    """-sighup_effect snapshot (the default): a snapshot, and training goes on."""
+    proc, binary = _start(long_run, ['train', '-solver', 'long.prototxt'],
+                          lambda proc: (long_run / 'long' / 'w_iter_5000.caffemodel').exists())
+    os.kill(proc.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 60
+    while not [p for p in (long_run / 'long').glob('*.solverstate') if int(p.stem.split('_')[-1]) % 5000]:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert proc.poll() is None
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and err.startswith('caffe-mlic caffe: stopped by SIGTERM: Caffe ended'), err
+
+
+@pytest.mark.parametrize('sent', [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=['term', 'hup', 'int'])
+def test_a_signal_to_the_wrapper_ends_caffe_time_without_a_stack_dump(files, sent):
+    seen = []
+
+    def benchmarking(proc):     # glog's INFO line once the benchmark runs (its handler is up long before)
+        line = proc.stderr.readline()
+        seen.append(line)
+        return 'Benchmark begins' in line
+    proc, binary = _start(files, ['time', '-model', 'net.prototxt', '-iterations', '2000000000'], benchmarking,
+                          loglevel='0')
+    os.kill(proc.pid, sent)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sent, err
+    assert err.endswith('caffe-mlic caffe: stopped by %s: the caffe binary was ended by SIGKILL\n'
+                        % signal.Signals(sent).name), err
+    assert not any(s in err for s in STACK_DUMP), err
+    assert _gone(binary)
+
+
+def test_the_binary_ends_with_a_killed_wrapper(long_run):
+    """The binary is in its own process group (a group kill reaches only the
+    wrapper, which passes it on): a SIGKILL of the wrapper ends it too."""
+    proc, binary = _start(long_run, ['train', '-solver', 'long.prototxt'],
+                          lambda proc: (long_run / 'long' / 'w_iter_5000.caffemodel').exists())
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert _gone(binary)
+
+
+def test_the_wrapper_help_says_what_signals_do():
+    res = run_cli(['caffe', '-h'], '.')
+    assert res.returncode == 0, res.stderr
+    text = ' '.join(res.stdout.split())
+    for fragment in ('SIGTERM goes on as the one of the two whose effect is stop', '143 SIGTERM',
+                     'SIGINT, SIGTERM and SIGHUP end the binary', 'The binary dies with us'):
+        assert fragment in text, text

@@ -88,6 +88,33 @@ def test_plot_log_refuses_to_draw_over_its_log(tmp_path, capsys):
     assert log.read_bytes() == before
 
 
+@pytest.mark.parametrize('name, title, drawn', [
+    (b'train\xff.log', None, 'train\\xff.log'),             # not UTF-8: a surrogate escape
+    ('train_\u65e5\u672c.log'.encode(), None, 'train_\\u65e5\\u672c.log'),  # not in DejaVu Sans
+    (b'a.log', 'cost $x$ \u8a9e\t!', 'cost \\$x\\$ \\u8a9e\\t!'),  # '$' is not mathtext
+])
+def test_plot_log_draws_a_title_the_font_can_show_without_warnings(tmp_path, monkeypatch, name, title,
+                                                                   drawn):
+    """matplotlib warned "Glyph 56575 (\\udcff) missing from current font"
+    (twice per glyph) for a log whose name is not UTF-8 or has characters
+    DejaVu Sans lacks, and drew empty boxes; the title now shows them escaped."""
+    import warnings
+    from caffe_mlic import plotting
+    log = os.path.join(os.fsencode(tmp_path), name)
+    with open(log, 'w') as f:
+        f.write('I0101 00:00:00.000000 1 solver.cpp:218] Iteration 0 (0 iter/s, 0s/1 iters), loss = 0.7\n'
+                'I0101 00:00:00.000000 1 solver.cpp:218] Iteration 1 (0 iter/s, 0s/1 iters), loss = 0.5\n')
+    titles, save = [], plotting.save
+    monkeypatch.setattr(plotting, 'save', lambda fig, path: (titles.append(fig.axes[0].get_title()),
+                                                             save(fig, path)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        argv = ['plot-log', os.fsdecode(log), '-o', str(tmp_path / 'c.png')]
+        assert cli.main(argv + (['--title', title] if title else [])) == 0
+    assert [str(w.message) for w in caught] == [] and titles == [drawn]
+    assert (tmp_path / 'c.png').read_bytes()[:4] == b'\x89PNG'
+
+
 @pytest.mark.parametrize('argv, message', [
     (['synth', 'OUT', '--images', '10000000'], 'argument --images: n_images must be in 1..100000'),
     (['synth', 'OUT', '--seed', '-1'], 'argument --seed: seed must be in 0..2^63-1, got -1'),
@@ -147,3 +174,28 @@ def test_plot_log_writes_the_format_its_extension_names(tmp_path, capsys):
     assert (tmp_path / 'c.pdf').read_bytes()[:5] == b'%PDF-'      # PNG bytes in a .pdf before
     assert cli.main(['plot-log', str(log), '-o', str(tmp_path / 'c.jpg')]) == 2
     assert 'the image format comes from the extension' in capsys.readouterr().err
+
+
+def test_caffe_test_checks_the_test_net_it_builds(tmp_path):
+    """`caffe-mlic caffe test` refused a net over a TRAIN-only layer (here an
+    Input of 10^10 values: "layer 'big' (TRAIN): ... more than a Caffe blob
+    holds"), but the binary's `test` builds the TEST net alone; `time` builds
+    -phase's net (default TRAIN), so there it is still refused."""
+    from caffe_mlic.caffe import prototxt
+    from tests.faults import run_cli
+    net = netutil.input_layers_text([(2, 3), (2, 3)], ['x', 'labels'])
+    net += ('\nlayer { name: "fc" type: "InnerProduct" bottom: "x" top: "fc" '
+            'inner_product_param { num_output: 3 } }\n') + netutil.SIGMOID_LOSS_TEXT
+    net += ('layer { name: "big" type: "Input" top: "big" include { phase: TRAIN } '
+            'input_param { shape { dim: 100000 dim: 100000 } } }\n')
+    (tmp_path / 'net.prototxt').write_text(net)
+    (tmp_path / 'w.caffemodel').write_bytes(prototxt.net_weights_bytes(
+        prototxt.caffe_net(str(tmp_path / 'net.prototxt'), 'TEST', seed=0)))
+    res = run_cli(['caffe', 'test', '-model', 'net.prototxt', '-weights', 'w.caffemodel', '-iterations', '1'],
+                  tmp_path)
+    assert res.returncode == 0 and 'caffe-mlic' not in res.stderr, res.stderr[-2000:]
+    res = run_cli(['caffe', 'time', '-model', 'net.prototxt', '-phase', 'TEST', '-iterations', '1'], tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    res = run_cli(['caffe', 'time', '-model', 'net.prototxt', '-iterations', '1'], tmp_path)
+    assert res.returncode == 1 and res.stderr.startswith(
+        "caffe-mlic caffe: net.prototxt: layer 'big' (TRAIN): top 'big' would be 100000 x 100000"), res.stderr

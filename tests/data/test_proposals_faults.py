@@ -1,13 +1,17 @@
 """Proposals: methods are not mixed in one folder unless recomputed, tiny
-images and images with no box are named."""
+images and images with no box are named; a rerun computes a bad existing
+output again; --jobs leaves nothing in /dev/shm when killed, and a job
+process that dies fails its image only."""
 import json
 import os
+import re
 
 import cv2
 import numpy as np
 import pytest
 
 from caffe_mlic import cli
+from tests.faults import CLI, shm_segments
 
 
 @pytest.fixture
@@ -77,3 +81,157 @@ def test_proposals_help_states_the_bounds(capsys):
     for fragment in ('in (0, 1] (default 0.65)', '1 to 1000000 (default 2000)', '(px, >= 1, default 20)',
                      'processes, 1 to 4 per CPU'):
         assert fragment in text, fragment
+
+
+# ---------------------------------------------------------------- existing outputs of a rerun
+
+def test_a_rerun_computes_bad_outputs_again_and_keeps_good_ones(photos, tmp_path, capsys):
+    """A rerun skipped every existing .npz, even a truncated or foreign one
+    (`datalist build` then failed on it); it checks each with the one reader."""
+    from caffe_mlic.data.proposals import read_proposal_file
+    cv2.imwrite(str(photos / 'flat.png'), np.full((60, 60, 3), 128, np.uint8))    # gets no box
+    img = cv2.imread(str(photos / 'p0.png'))
+    cv2.imwrite(str(photos / 'p2.png'), img)
+    cv2.imwrite(str(photos / 'p3.png'), img)
+    out = tmp_path / 'props'
+    assert cli.main(['proposals', str(photos), '-o', str(out), '--max-boxes', '30', '-q']) == 0
+    capsys.readouterr()
+    originals = {name: read_proposal_file(str(out / name), allow_empty=True) for name in os.listdir(out)
+                 if name.endswith('.npz')}
+    data = (out / 'p0.npz').read_bytes()
+    (out / 'p0.npz').write_bytes(data[:len(data) // 2])                 # truncated
+    (out / 'p1.npz').write_bytes(b'\x00garbage' * 50)                   # not a .npz
+    np.savez(str(out / 'p2.npz'), boxes=np.array([[0, 0, 500, 500]], np.float32),
+             scores=np.ones(1, np.float32))                              # another image's
+    kept = {name: (out / name).stat().st_mtime_ns for name in ('p3.npz', 'flat.npz')}
+
+    assert cli.main(['proposals', str(photos), '-o', str(out), '--max-boxes', '30']) == 0
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    for name, why in (('p0.npz', 'unreadable'), ('p1.npz', 'unreadable: not a .npz'),
+                      ('p2.npz', 'box 0 (0, 0, 500, 500) is not inside the 80x64 image')):
+        said = [line for line in lines if line.startswith(str(out / name) + ': ')]
+        assert len(said) == 1 and why in said[0] and said[0].endswith('; computing it again'), captured.err
+    assert '3 written, 2 already there (skipped), 0 failed' in captured.out
+    for name, (boxes, scores) in originals.items():
+        again = read_proposal_file(str(out / name), allow_empty=True)
+        np.testing.assert_array_equal(again[0], boxes)
+        np.testing.assert_array_equal(again[1], scores)
+    assert {name: (out / name).stat().st_mtime_ns for name in kept} == kept
+
+    # all good now, the image with no box included: nothing is computed again
+    assert cli.main(['proposals', str(photos), '-o', str(out), '--max-boxes', '30']) == 0
+    captured = capsys.readouterr()
+    assert 'computing it again' not in captured.err and '0 written, 5 already there' in captured.out
+
+
+# ---------------------------------------------------------------- --jobs killed
+
+def _children(pid):
+    kids = []
+    for task in os.listdir('/proc/%d/task' % pid):
+        with open('/proc/%d/task/%s/children' % (pid, task)) as f:
+            kids += [int(k) for k in f.read().split()]
+    return kids
+
+
+def _cmdline(pid):
+    try:
+        with open('/proc/%d/cmdline' % pid, 'rb') as f:
+            return f.read().replace(b'\0', b' ').decode(errors='replace')
+    except OSError:
+        return ''
+
+
+def _alive(pid):
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return False
+
+
+def _new_in_dev_shm(before, settle=5.0):
+    """Files in /dev/shm now that were not in ``before``, after waiting up to
+    ``settle`` s for those of other processes that are running (other tests)
+    to go; a leaked one stays."""
+    import time
+    deadline = time.monotonic() + settle
+    while True:
+        new = shm_segments() - before
+        if not new or time.monotonic() > deadline:
+            return new
+        time.sleep(0.2)
+
+
+def test_jobs_killed_with_their_process_group_leave_nothing_in_dev_shm(tmp_path):
+    """multiprocessing.Pool's locks were named semaphores (/dev/shm/sem.mp-*)
+    that only its resource tracker unlinks with spawn: SIGKILL to the group
+    left them. The workers are fed through pipes now."""
+    import signal
+    import subprocess
+    import time
+    from caffe_mlic.data.synth import make_synthetic_voc
+    root = tmp_path / 'voc'
+    make_synthetic_voc(str(root), 80, 3, (1, 3), image_size=(320, 240), seed=3, show_progress=False)
+    out = tmp_path / 'props'
+    before = shm_segments()
+    proc = subprocess.Popen(CLI + ['proposals', str(root / 'JPEGImages'), '-o', str(out), '--jobs', '2', '-q'],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:      # both workers computing, some outputs written
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, 'no worker started'
+            workers = [k for k in _children(proc.pid) if 'spawn_main' in _cmdline(k)
+                       and 'resource_tracker' not in _cmdline(k)]
+            if len(workers) == 2 and len(list(out.glob('*.npz'))) >= 2:
+                break
+            time.sleep(0.05)
+        family = _children(proc.pid)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert len(list(out.glob('*.npz'))) < 80          # killed while it ran
+    new = _new_in_dev_shm(before)
+    assert not [p for p in new if os.path.basename(p).startswith('sem.mp-')], new
+    assert not new, new
+    deadline = time.monotonic() + 10
+    while any(_alive(k) for k in family) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [k for k in family if _alive(k)]
+
+
+def _crashing_worker(job):
+    """proposals' worker, but the process dies on an image named crash*."""
+    import signal
+    from caffe_mlic.data import proposals
+    if os.path.basename(job[0]).startswith('crash'):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return proposals._worker(job)
+
+
+def test_a_job_process_that_dies_fails_its_image_only(photos, tmp_path):
+    """multiprocessing.Pool waited forever for the result of a worker that
+    was killed (the OOM killer, a crash in OpenCV); now that image fails,
+    named, and the others are computed, by a new process."""
+    from caffe_mlic.data import proposals
+    names = ['p0.png', 'p1.png', 'crash.png', 'p2.png', 'p3.png', 'p4.png']
+    for name in names[2:]:
+        (photos / name).write_bytes((photos / 'p0.png').read_bytes())
+    kw = dict(method='edgeboxes', max_boxes=30, min_size=20, sed_model=None, alpha=0.65, beta=0.75)
+    (tmp_path / 'out').mkdir()
+    jobs = [(str(photos / n), str(tmp_path / 'out' / n.replace('.png', '.npz')), kw) for n in names]
+    results = {path: (count, err) for path, count, err in proposals._JobPool(2, _crashing_worker).results(jobs)}
+    assert sorted(results) == sorted(j[0] for j in jobs)
+    crash = str(photos / 'crash.png')
+    assert results[crash][0] is None and re.fullmatch(
+        r'%s: its worker process \(\d+\) was killed by SIGKILL while computing it' % re.escape(crash),
+        results[crash][1]), results[crash]
+    assert all(count and err is None for path, (count, err) in results.items() if path != crash), results
+    assert sorted(os.listdir(tmp_path / 'out')) == sorted(n.replace('.png', '.npz') for n in names if n != 'crash.png')
