@@ -7,14 +7,26 @@ layout: textured shapes with random colours, clutter and occlusion (see
 --task seg: aerial semantic-labelling tiles in the ISPRS Vaihingen layout:
 roads, buildings, low vegetation, trees, cars and clutter, with shadows and
 overlapping colours (see `caffe_mlic.data.synth_aerial`): top/, gts_for_participants/,
-gts_eroded_for_participants/, classes.txt, palette.txt and the datalists
-train.txt / val.txt / test.txt (`top/<tile> gts_for_participants/<tile>`).
+gts_eroded_for_participants/, hard/ (per tile, a PNG mask of the impervious
+and building pixels farther than --hard-distance px from any other label),
+classes.txt, palette.txt, synth.json (the settings, class shares and hard-pixel
+shares per split) and the datalists train.txt / val.txt / test.txt
+(`top/<tile> gts_for_participants/<tile>`). --scene suburb (the default): a
+suburb whose classes are mostly told apart by local texture; --scene context:
+most roofs are flat and paved like the streets, parking lots of the same
+paving hold rows of cars, so inside a roof or a lot only the surroundings
+(the parapet, the shadow, the layout) tell the class.
+
+The set is written into a hidden folder beside OUT_DIR (.OUT_DIR.partial) and
+renamed into place once complete: an interrupted run leaves no partial set
+(its leftovers are removed at the next start), and --force replaces an
+older set only then. OUT_DIR must be new, empty or hold a synthetic set.
 
 Options that belong to the other task are refused, not ignored.
 """
 import argparse
 
-from caffe_mlic.commands.argtypes import float_list, image_size, number_range
+from caffe_mlic.commands.argtypes import float_list, image_size, int_in, number_range
 from caffe_mlic.errors import UsageError
 
 HELP = 'write a synthetic detection set (VOC layout) or aerial segmentation set (ISPRS layout)'
@@ -22,7 +34,7 @@ TASKS = ('detection', 'seg')
 # options of one task only: library parameter -> its default
 DETECTION_DEFAULTS = {'n_classes': 6, 'objects_per_image': (1, 4), 'size_range': (0.15, 0.45),
                       'image_size': (384, 288), 'clutter': 4}
-SEG_DEFAULTS = {'tile_size': (1000, 1000)}
+SEG_DEFAULTS = {'tile_size': (1000, 1000), 'scene': 'suburb', 'hard_distance': 24}  # = synth_aerial.HARD_DISTANCE
 IMAGES_DEFAULT = {'detection': 100, 'seg': 12}
 
 
@@ -61,6 +73,12 @@ def add_arguments(p):
     seg.add_argument('--tile-size', type=image_size, default=None, metavar='WxH',
                      help='tile size at ~9 cm ground resolution: larger tiles are larger areas, '
                           'between 64x64 and 4096x4096 (default 1000x1000)')
+    seg.add_argument('--scene', choices=('suburb', 'context'), default=None,
+                     help='suburb: classes mostly told apart by local texture; context: most roofs '
+                          'paved like the streets and lots, so surroundings decide (default suburb)')
+    seg.add_argument('--hard-distance', type=int_in(1, 256), default=None, metavar='PX',
+                     help='hard/ masks: impervious and building pixels farther than PX from any other '
+                          'label, 1 to 256 (default 24)')
 
 
 def _resolve(args):
@@ -83,10 +101,6 @@ def run(args):
     if args.task == 'seg':
         return _run_seg(args)
     from caffe_mlic.data.synth import make_synthetic_voc
-    from caffe_mlic.data.synth_aerial import holds_data_set
-    if not args.force and holds_data_set(args.out_dir):  # a VOC set, or a seg set (classes.txt)
-        raise UsageError('%s already holds a data set; it is overwritten only with force'
-                         % args.out_dir, 'force')
     classes = make_synthetic_voc(args.out_dir, args.n_images, args.n_classes, args.objects_per_image,
                                  args.size_range, args.image_size, args.clutter, args.seed,
                                  tuple(args.split), force=args.force, show_progress=not args.quiet)
@@ -98,11 +112,17 @@ def run(args):
 def _run_seg(args):
     from caffe_mlic.data.synth_aerial import make_synthetic_aerial
     summary = make_synthetic_aerial(args.out_dir, args.n_images, args.tile_size, args.seed,
-                                    tuple(args.split), force=args.force, show_progress=not args.quiet)
+                                    tuple(args.split), force=args.force, show_progress=not args.quiet,
+                                    scene=args.scene, hard_distance=args.hard_distance)
     if args.quiet:
         return
     sizes = ', '.join('%s %d' % (k, len(v)) for k, v in summary['splits'].items())
-    print('wrote %d tiles of %dx%d px (%s) to %s in %.1f s'
-          % (args.n_images, args.tile_size[0], args.tile_size[1], sizes, args.out_dir, summary['seconds']))
+    print('wrote %d tiles of %dx%d px, scene %s (%s) to %s in %.1f s'
+          % (args.n_images, args.tile_size[0], args.tile_size[1], args.scene, sizes, args.out_dir,
+             summary['seconds']))
     print('class shares: ' + ', '.join('%s %.1f%%' % (name, 100 * share)
                                        for name, share in zip(summary['classes'], summary['shares'])))
+    print('hard pixels (impervious and building pixels more than %d px from another label): %s'
+          % (summary['hard_distance'], ', '.join(
+              '%s %s' % (k, '-' if v['hard_share'] is None else '%.1f%%' % (100 * v['hard_share']))
+              for k, v in summary['hard'].items())))

@@ -16,13 +16,15 @@ A box is the extent of the object's *visible* pixels (VOC convention).
 `difficult` is 1 when less than 60% of the object is visible; `occluded` is 1
 when any part of it is hidden.
 """
+import contextlib
 import math
 import os
+import sys
 import xml.etree.ElementTree as ET
 
 import numpy as np
 
-from caffe_mlic.errors import UsageError
+from caffe_mlic.errors import RunError, UsageError
 from caffe_mlic.fileio import atomic_write
 from caffe_mlic.progress import progress
 
@@ -310,10 +312,13 @@ def _split_counts(n, fractions):
 
 def make_synthetic_voc(out_dir, n_images, n_classes=6, objects_per_image=(1, 4),
                        size_range=(0.15, 0.45), image_size=(384, 288), clutter=4,
-                       seed=0, split=(0.6, 0.2, 0.2), force=False, show_progress=True):
+                       seed=0, split=(0.6, 0.2, 0.2), force=False, show_progress=True, log=None):
     """Write a synthetic VOC-layout data set; returns the class-name list.
 
-    Deterministic given ``seed`` (and the other arguments)."""
+    Deterministic given ``seed`` (and the other arguments). Written into a
+    hidden folder beside ``out_dir`` and moved into place once complete
+    (staged_set): an interrupted run leaves no partial set, and ``force``
+    replaces an older set only then."""
     import cv2
     if not 2 <= n_classes <= len(SHAPES):
         raise UsageError('n_classes must be in 2..%d (a multi-label set needs two; shape types: %s), '
@@ -342,10 +347,6 @@ def make_synthetic_voc(out_dir, n_images, n_classes=6, objects_per_image=(1, 4),
     if hi > MAX_OBJECTS:
         raise UsageError('objects_per_image must be at most %d, got %d' % (MAX_OBJECTS, hi),
                          'objects_per_image')
-    ann_dir = os.path.join(out_dir, 'Annotations')
-    if not force and os.path.isdir(ann_dir) and os.listdir(ann_dir):
-        raise UsageError('%s already holds a data set; it is overwritten only with force'
-                         % out_dir, 'force')
 
     classes = list(SHAPE_NAMES[:n_classes])
     rng = np.random.default_rng(seed)
@@ -359,38 +360,216 @@ def make_synthetic_voc(out_dir, n_images, n_classes=6, objects_per_image=(1, 4),
     split_counts = _split_counts(n_images, split)
     image_seeds = rng.integers(1 << 63, size=n_images)
 
-    ids = ['%06d' % (i + 1) for i in range(n_images)]
-    present = {}  # id -> {class: flag}
-    pos = 0
-    for i, image_id in enumerate(progress(ids, desc='synth', unit='img', enabled=show_progress)):
-        names = [classes[k] for k in stream[pos:pos + counts[i]]]
-        pos += counts[i]
-        img_rng = np.random.default_rng(image_seeds[i])
-        bgr, objects = render_image(img_rng, names, width, height, (smin, smax), clutter)
-        ok, buf = cv2.imencode('.jpg', bgr, [cv2.IMWRITE_JPEG_QUALITY, 92])
-        with atomic_write(os.path.join(out_dir, 'JPEGImages', image_id + '.jpg'), 'wb') as f:
-            f.write(buf.tobytes())
-        with atomic_write(os.path.join(ann_dir, image_id + '.xml')) as f:
-            f.write(voc_xml(image_id + '.jpg', width, height, objects))
-        flags = {}
-        for o in objects:
-            flag = 0 if o['difficult'] else 1
-            flags[o['name']] = max(flags.get(o['name'], flag), flag)
-        present[image_id] = flags
+    with staged_set(out_dir, force, log) as stage:
+        ids = ['%06d' % (i + 1) for i in range(n_images)]
+        present = {}  # id -> {class: flag}
+        pos = 0
+        for i, image_id in enumerate(progress(ids, desc='synth', unit='img', enabled=show_progress)):
+            names = [classes[k] for k in stream[pos:pos + counts[i]]]
+            pos += counts[i]
+            img_rng = np.random.default_rng(image_seeds[i])
+            bgr, objects = render_image(img_rng, names, width, height, (smin, smax), clutter)
+            ok, buf = cv2.imencode('.jpg', bgr, [cv2.IMWRITE_JPEG_QUALITY, 92])
+            with atomic_write(os.path.join(stage, 'JPEGImages', image_id + '.jpg'), 'wb') as f:
+                f.write(buf.tobytes())
+            with atomic_write(os.path.join(stage, 'Annotations', image_id + '.xml')) as f:
+                f.write(voc_xml(image_id + '.jpg', width, height, objects))
+            flags = {}
+            for o in objects:
+                flag = 0 if o['difficult'] else 1
+                flags[o['name']] = max(flags.get(o['name'], flag), flag)
+            present[image_id] = flags
 
-    sets = {}
-    start = 0
-    for name, c in zip(SPLITS, split_counts):
-        sets[name] = sorted(ids[j] for j in order[start:start + c])
-        start += c
-    sets['trainval'] = sorted(sets['train'] + sets['val'])
-    main = os.path.join(out_dir, 'ImageSets', 'Main')
-    for name, members in sets.items():
-        with atomic_write(os.path.join(main, name + '.txt')) as f:
-            f.write(''.join(m + '\n' for m in members))
-        for cls in classes:
-            with atomic_write(os.path.join(main, '%s_%s.txt' % (cls, name))) as f:
-                f.write(''.join('%s %2d\n' % (m, present[m].get(cls, -1)) for m in members))
-    with atomic_write(os.path.join(out_dir, 'classes.txt')) as f:
-        f.write(''.join(c + '\n' for c in classes))
+        sets = {}
+        start = 0
+        for name, c in zip(SPLITS, split_counts):
+            sets[name] = sorted(ids[j] for j in order[start:start + c])
+            start += c
+        sets['trainval'] = sorted(sets['train'] + sets['val'])
+        main = os.path.join(stage, 'ImageSets', 'Main')
+        for name, members in sets.items():
+            with atomic_write(os.path.join(main, name + '.txt')) as f:
+                f.write(''.join(m + '\n' for m in members))
+            for cls in classes:
+                with atomic_write(os.path.join(main, '%s_%s.txt' % (cls, name))) as f:
+                    f.write(''.join('%s %2d\n' % (m, present[m].get(cls, -1)) for m in members))
+        with atomic_write(os.path.join(stage, 'classes.txt')) as f:
+            f.write(''.join(c + '\n' for c in classes))
     return classes
+
+
+# ----------------------------------------------------------------- staging
+
+# Everything a synthetic set of either task puts in its folder. A folder
+# that holds nothing else is a set (or a set's remains) and may be
+# replaced; anything else in it is someone's file, and synth refuses.
+SET_ENTRIES = frozenset({
+    'JPEGImages', 'Annotations', 'ImageSets', 'classes.txt',                       # detection
+    'top', 'gts_for_participants', 'gts_eroded_for_participants', 'hard',         # seg
+    'palette.txt', 'train.txt', 'val.txt', 'test.txt', 'synth.json'})
+
+
+def staging_paths(out_dir):
+    """(target, staging folder, previous set's folder) for ``out_dir``: the
+    target with symlinks resolved, and two hidden folders beside it in the
+    same parent, so that moving one into place is a rename."""
+    target = os.path.realpath(out_dir)
+    parent, name = os.path.split(target)
+    if not name:
+        raise UsageError('%s cannot be a data set\'s folder: it is the root' % out_dir, 'out_dir')
+    return target, os.path.join(parent, '.%s.partial' % name), os.path.join(parent, '.%s.old' % name)
+
+
+def _locked_elsewhere(path):
+    """True if another process holds the lock on folder ``path`` (a synth
+    writing its set there now)."""
+    import fcntl
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _remove(path):
+    import shutil
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def _clear_leftovers(out_dir, target, stage, old, log):
+    """Undo what an interrupted run left beside ``target``: its unfinished
+    set is removed; a previous set it had moved aside is put back when the
+    new one never arrived, else removed. Each said on ``log``."""
+    if os.path.lexists(stage):
+        if _locked_elsewhere(stage):
+            raise RunError('%s is being written by another synth now (its unfinished set: %s)'
+                           % (out_dir, stage))
+        _remove(stage)
+        log.write('synth: removed %s, the unfinished set of an interrupted run\n' % stage)
+    if os.path.lexists(old):
+        if os.path.lexists(target):
+            _remove(old)
+            log.write('synth: removed %s, the set an interrupted run had just replaced\n' % old)
+        else:
+            os.rename(old, target)
+            log.write('synth: restored %s from %s, where an interrupted run had moved it\n' % (target, old))
+    log.flush()
+
+
+def _exchange(a, b):
+    """Swap folders ``a`` and ``b`` in one step (Linux renameat2 with
+    RENAME_EXCHANGE); False where the system or file system cannot."""
+    import ctypes
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def _sync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _commit(stage, target, old):
+    """Move the finished set in ``stage`` to ``target``: a rename when
+    ``target`` is absent or an empty folder; over an older set, an atomic
+    exchange (or, where there is none, two renames that _clear_leftovers can
+    undo), then the older set is deleted."""
+    import shutil
+    if not os.path.lexists(target):
+        os.rename(stage, target)
+    elif not os.listdir(target) and _try_rename(stage, target):
+        pass
+    elif _exchange(stage, target):
+        shutil.rmtree(stage, ignore_errors=True)     # now the older set
+    else:
+        os.rename(target, old)
+        try:
+            os.rename(stage, target)
+        except OSError:
+            os.rename(old, target)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    _sync_dir(os.path.dirname(target))
+
+
+def _try_rename(a, b):
+    try:
+        os.rename(a, b)          # over an empty folder: allowed, and one step
+        return True
+    except OSError:
+        return False
+
+
+def holds_data_set(out_dir):
+    """True if ``out_dir`` already holds a synthetic set (seg or detection)."""
+    for sub in ('top', 'gts_for_participants', 'Annotations'):
+        d = os.path.join(out_dir, sub)
+        if os.path.isdir(d) and os.listdir(d):
+            return True
+    return False
+
+
+@contextlib.contextmanager
+def staged_set(out_dir, force=False, log=None):
+    """Yield a hidden staging folder beside ``out_dir`` (``.NAME.partial``
+    in the same parent) to write a whole data set into; when the block
+    succeeds the set takes ``out_dir``'s place in one rename (an older set
+    there is replaced only then), else the staging folder is removed.
+
+    First, what a killed run left is cleared up (said on ``log``, default
+    stderr): its staging folder is removed (one that another running synth
+    holds is an error), an older set it had moved aside is put back. Then
+    an older set in ``out_dir`` is refused unless ``force``; ``out_dir``
+    must be absent, empty or hold nothing but a synthetic set
+    (SET_ENTRIES): other files are refused, never replaced."""
+    import fcntl
+    log = sys.stderr if log is None else log
+    target, stage, old = staging_paths(out_dir)
+    if os.path.lexists(target) and not os.path.isdir(target):
+        raise UsageError('%s exists and is not a folder' % out_dir, 'out_dir')
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    _clear_leftovers(out_dir, target, stage, old, log)
+    if not force and holds_data_set(target):
+        raise UsageError('%s already holds a data set; it is overwritten only with force' % out_dir, 'force')
+    if os.path.isdir(target):
+        foreign = sorted(set(os.listdir(target)) - SET_ENTRIES)
+        if foreign:
+            raise UsageError('%s holds %s%s, not part of a synthetic data set: synth writes a folder of '
+                             'its own (a new or empty one)'
+                             % (out_dir, foreign[0], ' and %d more' % (len(foreign) - 1) if len(foreign) > 1
+                                else ''), 'out_dir')
+    os.mkdir(stage)
+    fd = os.open(stage, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield stage
+        _commit(stage, target, old)
+    except BaseException:
+        if os.path.lexists(stage):
+            import shutil
+            shutil.rmtree(stage, ignore_errors=True)
+        raise
+    finally:
+        os.close(fd)

@@ -27,16 +27,52 @@ trees, shadows on everything, random car colours), so per-pixel colour alone
 is clearly imperfect. Each tile comes from its own random stream, derived
 from the seed and its index alone: the same seed gives byte-identical files.
 
+That is the default scene, ``suburb``: most of its pixels can be labelled
+from local colour and texture. The ``context`` scene (issue 25) is built so
+that they cannot, and only the surroundings tell roofs from paving:
+
+- a street grid roughly on the tile axes: streets 22-36 px wide and at least
+  one main road 56-76 px wide; every paved surface (streets, lots, yards,
+  paths) and most roofs draw their colour from one distribution and share
+  the paving's texture fields (brightness, stains, a slow colour drift), so
+  a roof's interior looks like a road's up close;
+- buildings set back from the street in a ring of grass or a paved yard,
+  often with a path to the street. 80 % have a flat roof paved like the
+  street, 70-118 px a side (its interior far from any edge; a whole roof
+  fits in a 128-px crop), told apart only by a 1.5-2.5 px parapet line
+  (lighter or darker), the shadow it casts (at most 16 px, never reaching a
+  street or lot) and where it sits; the rest are small suburb roofs (36-56
+  px, red, brown, dark or light, no pixel of theirs far from an edge);
+- parking lots of the street's own paving (no seam, no markings) opening
+  onto it, 70-118 px a side, a row of cars (about 9 x 20 px) side by side
+  along the far edge, a second row in some deep lots;
+- street trees whose canopies overhang the street's edge, garden trees
+  (kept off roofs), rare clutter, cars parked along the streets.
+
+The hard-pixel mask of every tile (either scene) marks the impervious and
+building pixels farther than ``hard_distance`` px (HARD_DISTANCE = 24) from
+any other label (labelmaps.hard_pixel_mask): there a window of radius
+< 24 px sees one label only. In the context scene a local classifier is at
+chance on them (tests/data/test_synth_aerial.py).
+
 Layout written under OUT_DIR (as ISPRS Vaihingen; N = 1..tiles):
     top/top_mosaic_09cm_area{N}.tif                     RGB image
     gts_for_participants/top_mosaic_09cm_area{N}.tif    labels, ISPRS colours
     gts_eroded_for_participants/top_mosaic_09cm_area{N}_noBoundary.tif
                                    the same with class boundaries (radius 3) black
+    hard/top_mosaic_09cm_area{N}.png
+                                   hard-pixel mask, uint8, 255 = hard, 0 = not
     classes.txt                    class names, one per line
     palette.txt                    `name R G B` (labelmaps' palette-file format)
     train.txt, val.txt, test.txt   `top/<tile> gts_for_participants/<tile>`
-All images are LZW-compressed TIFF (lossless); where OpenCV cannot write
-TIFF, PNG with the same names but a `.png` suffix.
+    synth.json                     scene, seed, tile size, class counts and
+                                   shares, splits, hard_distance and per split
+                                   {tiles, pixels, hard_pixels, hard_share}
+                                   (hard_share: of the impervious and building pixels)
+All images but the masks are LZW-compressed TIFF (lossless); where OpenCV
+cannot write TIFF, PNG with the same names but a `.png` suffix. The set is
+written into a hidden ``.NAME.partial`` folder beside OUT_DIR and renamed
+into place once complete (synth.staged_set).
 """
 import math
 import os
@@ -45,10 +81,11 @@ import time
 import numpy as np
 
 from caffe_mlic.errors import UsageError
-from caffe_mlic.fileio import atomic_files, atomic_write
-from caffe_mlic.data.labelmaps import ISPRS_PALETTE, erode_boundaries, index_to_colour, isprs_palette
+from caffe_mlic.fileio import atomic_files, atomic_write, atomic_write_json
+from caffe_mlic.data.labelmaps import (ISPRS_PALETTE, erode_boundaries, hard_pixel_mask, index_to_colour,
+                                       isprs_palette)
 from caffe_mlic.progress import progress
-from caffe_mlic.data.synth import _split_counts, _value_noise
+from caffe_mlic.data.synth import _split_counts, _value_noise, holds_data_set, staged_set  # noqa: F401
 
 CLASSES = tuple(name for name, _ in ISPRS_PALETTE)
 IMP, BUILDING, LOWVEG, TREE, CAR, CLUTTER = range(6)
@@ -58,6 +95,11 @@ MIN_TILE, MAX_TILE = 64, 4096
 TILE_NAME = 'top_mosaic_09cm_area%d'
 DIRS = ('top', 'gts_for_participants', 'gts_eroded_for_participants')
 MAX_TILES = 10000          # a miniature: past this it only fills the disk
+SCENES = ('suburb', 'context')
+HARD_DISTANCE = 24         # px: a pixel farther than this from any other label is "hard"
+MAX_HARD_DISTANCE = 256
+HARD_CLASSES = (IMP, BUILDING)  # the pair that context tells apart in the context scene
+HARD_DIR = 'hard'
 _SEED_TAG = 0x5E6  # keeps tile streams apart from other users of the same seed
 
 # roof colour families (RGB) and their odds; grey roofs are drawn like roads
@@ -122,11 +164,13 @@ class _Scene:
         self.counts[LOWVEG] = h * w
         self.parts = [((0, 0, 0), 1.0, 0.0, 0.0, 0.0, 1.0, 0)]
         self.roads = []      # (ax, ay, bx, by, width)
+        self.road_parts = [] # the context scene's part of each road
         self.casters = []    # (class, polygon, height in px)
         self.area = float(h * w)
         self.scale = self.area / 1e6  # object counts follow the area
         a = rng.uniform(0, 2 * math.pi)
         self.sun = np.array([math.cos(a), math.sin(a)])  # direction shadows fall
+        self.drift = 0.0     # context scene: paving's slow colour drift (a fraction either way)
 
     def new_part(self, colour, shade=1.0, angle=0.0, cx=0.0, cy=0.0, size=1.0, style=0):
         """Register a part; returns its id. style: 1 tiled roof, 2 tree, 3 car."""
@@ -322,8 +366,10 @@ def _lots(sc, target):
             sc.paint(_rect(site[0], site[1], length, width, site[2]), IMP, part, over=(LOWVEG,))
 
 
-def _trees(sc, target):
-    """Clusters of round canopies until trees cover ``target`` of the tile."""
+def _trees(sc, target, off_roofs=False):
+    """Clusters of round canopies until trees cover ``target`` of the tile.
+    ``off_roofs``: a canopy that would reach over a roof is left out (its
+    shadow would fall deep inside the roof)."""
     rng = sc.rng
     for _ in range(int(400 * sc.scale) + 40):
         if sc.share(TREE) >= target:
@@ -341,6 +387,8 @@ def _trees(sc, target):
             colour = np.clip(base + rng.uniform(-12, 12, 3), 0, 255)
             part = sc.new_part(colour, 1.0, 0.0, px, py, r, 2)
             pts = _blob(rng, px, py, r)
+            if off_roofs and not sc.is_free(pts, (BUILDING,), avoid_road=False):
+                continue
             sc.paint(pts, TREE, part, over=(LOWVEG, IMP, TREE, CLUTTER))
             sc.casters.append((TREE, pts, rng.uniform(5, 14)))
 
@@ -419,6 +467,217 @@ def build_scene(rng, w, h):
     return sc
 
 
+# ----------------------------------------------------------------- the context scene
+#
+# Where context decides: most roofs are flat and paved like the streets
+# (same colour distribution, same texture fields), so inside a roof the
+# image looks like a road or a parking lot; only the parapet, the shadow and
+# the layout around (a yard or grass between roof and street; a lot opens
+# onto a street and holds rows of cars) tell them apart.
+
+CONTEXT_SIDES = (70, 118)      # roof and lot sides: interiors far from cues, whole in a 128-px crop
+PAVED_ROOF = 0.8               # share of roofs paved like the streets (the rest: suburb roofs)
+HOUSE_SIDES = (36, 56)         # the other roofs: small, so no pixel of theirs is far from an edge
+PAVING_DRIFT = 0.15            # paving's slow brightness drift (either way): many greys along one street
+SHADOW_MAX = 16                # px: the longest building shadow
+CLEARANCE = 20                 # px between a roof and a lot: no building shadow reaches into a lot
+LOT_ODDS = 0.25                # share of plots that are parking lots
+
+
+def _paving(rng):
+    """The one colour distribution of every paved surface in the context
+    scene: streets, lots, yards and paved roofs alike."""
+    return _grey(rng, 112, 145)
+
+
+def _grid_roads(sc):
+    """A street grid roughly on the tile axes: streets 22-36 px wide and at
+    least one main road 52-68 px wide, each its own paving; main roads are
+    laid last, so no street's seam crosses them. Segments span the tile."""
+    rng = sc.rng
+    roads = []
+    for vertical, extent in ((True, sc.w), (False, sc.h)):
+        n = max(1, int(round(extent / rng.uniform(300, 400))))
+        for k in range(n):
+            at = (k + rng.uniform(0.3, 0.7)) * extent / n
+            main = rng.uniform() < 0.6
+            width = rng.uniform(56, 76) if main else rng.uniform(22, 36)
+            roads.append((main, width, vertical, at, float(np.clip(rng.normal(0, 0.015), -0.03, 0.03))))
+    if not any(r[0] for r in roads):
+        k = int(rng.integers(len(roads)))
+        roads[k] = (True, rng.uniform(56, 76)) + roads[k][2:]
+    for main, width, vertical, at, tilt in sorted(roads, key=lambda r: r[0]):
+        ang = (math.pi / 2 if vertical else 0.0) + tilt
+        half = (sc.h if vertical else sc.w) / 2 + 60
+        mx, my = (at, sc.h / 2) if vertical else (sc.w / 2, at)
+        part = sc.new_part(_paving(rng))
+        sc.paint(_rect(mx, my, 2 * half, width, ang), IMP, part, road=True)
+        sc.roads.append((mx - half * math.cos(ang), my - half * math.sin(ang),
+                         mx + half * math.cos(ang), my + half * math.sin(ang), width))
+        sc.road_parts.append(part)
+
+
+def _sides(rng):
+    """(length, width) of a roof or lot, each in CONTEXT_SIDES."""
+    lo, hi = CONTEXT_SIDES
+    return rng.uniform(lo, hi), rng.uniform(lo, hi)
+
+
+def _unpaved(sc, pts):
+    """True if the polygon holds only grass, trees and road (no roof, yard,
+    lot, car or clutter)."""
+    reg = _poly_region(pts, sc.h, sc.w)
+    if reg is None:
+        return False
+    sl, m = reg
+    lab = sc.label[sl][m]
+    return not ((lab == BUILDING) | (lab == CAR) | (lab == CLUTTER) | ((lab == IMP) & ~sc.road[sl][m])).any()
+
+
+_COLOURED_ROOFS = tuple(c for c, _ in ROOFS if c is not None)
+_COLOURED_ROOF_ODDS = np.array([p for c, p in ROOFS if c is not None]) / sum(p for c, p in ROOFS if c is not None)
+
+
+def _context_building(sc, front, along, normal, rw, street):
+    """A building set back from the street whose centre line passes through
+    ``front`` along ``along``: grass or a paved yard around it, often a path
+    to the street; a paved roof with a parapet (most) or a suburb roof.
+    Returns the frontage it takes (px along the street), or None."""
+    rng = sc.rng
+    paved = rng.uniform() < PAVED_ROOF
+    length, width = _sides(rng) if paved else rng.uniform(*HOUSE_SIDES, 2)
+    verge, margin = rng.uniform(8, 20), rng.uniform(8, 16)   # together >= SHADOW_MAX: no shadow on the street
+    ang = math.atan2(along[1], along[0])
+    c = front + along * (margin + length / 2) + normal * (rw / 2 + verge + margin + width / 2)
+    cx, cy = c
+    ang += float(np.clip(rng.normal(0, 0.02), -0.03, 0.03))   # tilted at most 0.06 rad: 118 px fit in 125
+    yard = _rect(cx, cy, length + 2 * margin, width + 2 * margin, ang)
+    clear = max(margin, CLEARANCE)
+    if not (sc.is_free(_rect(cx, cy, length + 2 * margin + 8, width + 2 * margin + 8, ang), (BUILDING,))
+            and _unpaved(sc, _rect(cx, cy, length + 2 * clear, width + 2 * clear, ang))):
+        return None
+    if rng.uniform() < 0.2:   # a paved yard all round; else grass
+        sc.paint(yard, IMP, sc.new_part(_paving(rng), angle=ang), over=(LOWVEG,))
+    if rng.uniform() < 0.5:   # a path or driveway to the street
+        reach = verge + margin + 4
+        p = c - normal * (width / 2 + reach / 2) + along * rng.uniform(-0.3, 0.3) * length
+        sc.paint(_rect(p[0], p[1], rng.uniform(8, 16), reach + 2, ang), IMP,
+                 sc.new_part(_paving(rng), angle=ang), over=(LOWVEG,))
+    wing = (cx, cy, length, width, ang)
+    if paved:
+        rim = rng.uniform(1.5, 2.5)
+        tone = rng.uniform(1.2, 1.4) if rng.uniform() < 0.5 else rng.uniform(0.55, 0.75)
+        colour = _paving(rng)
+        sc.paint(_rect(*wing), BUILDING, sc.new_part(np.clip(colour * tone, 0, 255), 1.0, ang, cx, cy))
+        sc.paint(_rect(cx, cy, length - 2 * rim, width - 2 * rim, ang), BUILDING,
+                 sc.new_part(colour, 1.0, ang, cx, cy, 1.0, 4), over=(BUILDING,))
+        height = rng.uniform(8, SHADOW_MAX)
+    else:
+        k = rng.choice(len(_COLOURED_ROOFS), p=_COLOURED_ROOF_ODDS)
+        colour = np.clip(np.array(_COLOURED_ROOFS[k]) + rng.uniform(-14, 14, 3), 0, 255)
+        _roof(sc, wing, colour, rng.uniform() < 0.7)
+        height = rng.uniform(8, SHADOW_MAX)
+    sc.casters.append((BUILDING, _rect(*wing), height))
+    return length + 2 * margin
+
+
+def _lot(sc, front, along, normal, rw, street):
+    """A parking lot opening onto the street (as ``_context_building``),
+    paved like it, with a row of cars side by side along its far edge (and
+    a second row across an aisle in some deep lots); no markings. Returns
+    the frontage it takes, or None."""
+    rng = sc.rng
+    length, depth = _sides(rng)
+    ang = math.atan2(along[1], along[0])
+    c = front + along * (length / 2) + normal * (rw / 2 + depth / 2 - 2)
+    pts = _rect(c[0], c[1], length, depth, ang)
+    if not (sc.is_free(_rect(c[0], c[1], length + 2 * CLEARANCE, depth + 2 * CLEARANCE, ang), (BUILDING,),
+                       avoid_road=False) and _unpaved(sc, pts)):
+        return None
+    sc.paint(pts, IMP, street, over=(LOWVEG, TREE))   # the street's own paving: no seam
+    occupied = rng.uniform(0.35, 0.85)
+    rows = [depth / 2 - rng.uniform(2, 4)]                   # along the far edge, noses out
+    if depth > 100 and rng.uniform() < 0.3:
+        rows.append(rows[0] - rng.uniform(42, 48))           # a second row, across an aisle
+    for end in rows:
+        pitch = rng.uniform(11.5, 14)
+        n = int((length - 8) // pitch)
+        for i in range(n):
+            if rng.uniform() >= occupied:
+                continue
+            clen, cw = rng.uniform(17, 22), rng.uniform(8, 10.5)
+            x, y = c + along * ((i - (n - 1) / 2) * pitch) + normal * (end - clen / 2)
+            a = ang + math.pi / 2 + rng.normal(0, 0.04)
+            part = sc.new_part(_car_colour(rng), 1.0, a, x, y, clen / 2, 3)
+            sc.paint(_rect(x, y, clen, cw, a), CAR, part, over=(IMP,))
+    return length
+
+
+def _frontages(sc):
+    """Plots along both sides of every street, in a random order of sides:
+    buildings (in yards or grass) and parking lots, with gaps of grass."""
+    rng = sc.rng
+    sides = [(seg, part, side) for seg, part in zip(sc.roads, sc.road_parts) for side in (-1, 1)]
+    for k in rng.permutation(len(sides)):
+        (ax, ay, bx, by, rw), street, side = sides[k]
+        length = math.hypot(bx - ax, by - ay)
+        along = np.array([bx - ax, by - ay]) / length
+        normal = np.array([-along[1], along[0]]) * side
+        t, place = rng.uniform(0, 40), None
+        while t < length:
+            if place is None:   # a kind of plot is tried on until it fits
+                place, tries = (_lot if rng.uniform() < LOT_ODDS else _context_building), 0
+            used = place(sc, np.array([ax, ay]) + along * t, along, normal, rw, street)
+            tries += 1
+            if used is None:
+                t += rng.uniform(12, 20)
+                place = None if tries >= 8 else place
+            else:
+                t += used + rng.uniform(4, 24)
+                place = None
+
+
+def _street_trees(sc):
+    """Trees on the verges, their canopies over the street's edge."""
+    rng = sc.rng
+    for ax, ay, bx, by, rw in sc.roads:
+        length, ang = math.hypot(bx - ax, by - ay), math.atan2(by - ay, bx - ax)
+        for side in (-1, 1):
+            if rng.uniform() < 0.4:
+                continue
+            t = rng.uniform(0, 80)
+            while t < length:
+                r = rng.uniform(10, 20)
+                off = side * (rw / 2 + rng.uniform(-2, 8))
+                x = ax + t * math.cos(ang) - math.sin(ang) * off
+                y = ay + t * math.sin(ang) + math.cos(ang) * off
+                t += rng.uniform(50, 160)
+                if not (0 <= x < sc.w and 0 <= y < sc.h) or sc.label[int(y), int(x)] not in (LOWVEG, TREE, IMP):
+                    continue
+                base = np.array((62, 98, 46)) if rng.uniform() < 0.8 else np.array((96, 122, 62))
+                colour = np.clip(base + rng.uniform(-12, 12, 3), 0, 255)
+                pts = _blob(rng, x, y, r)
+                if not sc.is_free(pts, (BUILDING,), avoid_road=False):
+                    continue
+                sc.paint(pts, TREE, sc.new_part(colour, 1.0, 0.0, x, y, r, 2), over=(LOWVEG, IMP, TREE))
+                sc.casters.append((TREE, pts, rng.uniform(5, 12)))
+
+
+def build_context_scene(rng, w, h):
+    """Lay out one tile of the context scene: a street grid, buildings set
+    back in yards or grass, parking lots with cars, street trees, trees in
+    the gardens, rare clutter, cars along the streets."""
+    sc = _Scene(rng, w, h)
+    sc.drift = PAVING_DRIFT
+    _grid_roads(sc)
+    _frontages(sc)
+    _street_trees(sc)
+    _trees(sc, rng.uniform(0.14, 0.19), off_roofs=True)
+    _clutter(sc, rng.uniform(0.004, 0.01))
+    _cars(sc, sc.share(CAR) + rng.uniform(0.002, 0.005))
+    return sc
+
+
 # ----------------------------------------------------------------- rendering
 
 def _shadow(sc):
@@ -473,9 +732,13 @@ def render(sc):
     mod = np.where(style == 2, tree, mod)
     window = (np.abs(u / attrs[p, 7] - 0.3) < 0.14) | (np.abs(u / attrs[p, 7] + 0.62) < 0.1)
     mod = np.where((style == 3) & window, 0.45, mod)
-    imp = (lab == IMP) | (lab == CLUTTER)
+    imp = (lab == IMP) | (lab == CLUTTER) | (style == 4)      # paving, and roofs paved like it
     mod = np.where(imp, 0.9 + 0.2 * noise['low2'] - 0.1 * (noise['mid'] > 0.72), mod)
     img *= mod[..., None]
+    if sc.drift:   # weathering: slow changes across all paving, roofs paved like it included
+        lum = _value_noise(rng, h, w, 150)[..., None]
+        tint = np.stack([_value_noise(rng, h, w, 260) for _ in range(3)], -1)
+        img *= np.where(imp[..., None], (1 + 2 * sc.drift * (lum - 0.5)) * (1 + 0.06 * (tint - 0.5)), 1)
     img = np.where((lab == LOWVEG)[..., None], _vegetation(sc, noise), img)
     # roof and car outlines: the rim of each part is a little darker
     edge = cv2.morphologyEx(p.astype(np.float32), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
@@ -487,14 +750,16 @@ def render(sc):
     return np.clip(np.round(img), 0, 255).astype(np.uint8)
 
 
-def tile_rng(seed, index):
+def tile_rng(seed, index, scene='suburb'):
     """The random stream of tile ``index`` (0-based) under ``seed``."""
-    return np.random.default_rng(np.random.SeedSequence([_SEED_TAG, seed, index]))
+    key = [_SEED_TAG, seed, index] + ([] if scene == 'suburb' else [SCENES.index(scene)])
+    return np.random.default_rng(np.random.SeedSequence(key))
 
 
-def render_tile(seed, index, width, height):
-    """(RGB uint8 image, uint8 class map) of one tile."""
-    sc = build_scene(tile_rng(seed, index), width, height)
+def render_tile(seed, index, width, height, scene='suburb'):
+    """(RGB uint8 image, uint8 class map) of one tile of ``scene``."""
+    build = build_scene if scene == 'suburb' else build_context_scene
+    sc = build(tile_rng(seed, index, scene), width, height)
     return render(sc), sc.label.copy()
 
 
@@ -529,26 +794,34 @@ def tile_paths(out_dir, index, suffix='.tif'):
             os.path.join(out_dir, DIRS[2], name + '_noBoundary' + suffix))
 
 
-def _write_tile(out_dir, index, rgb, labels, suffix):
-    """The tile's image, label and eroded label, all three or none."""
+def hard_path(out_dir, index):
+    """The hard-pixel mask of tile ``index`` (0-based): always a PNG."""
+    return os.path.join(out_dir, HARD_DIR, TILE_NAME % (index + 1) + '.png')
+
+
+def hard_mask(labels, hard_distance=HARD_DISTANCE):
+    """(H, W) bool: the impervious and building pixels farther than
+    ``hard_distance`` px from any other label (labelmaps.hard_pixel_mask)."""
+    return hard_pixel_mask(labels, hard_distance, classes=HARD_CLASSES)
+
+
+def _write_tile(out_dir, index, rgb, labels, suffix, hard):
+    """The tile's image, label, eroded label and hard-pixel mask (uint8
+    PNG, 255 = hard), all four or none."""
+    import cv2
     palette = isprs_palette()
+    ok, mask = cv2.imencode('.png', np.where(hard, 255, 0).astype(np.uint8))
+    if not ok:
+        raise OSError('cannot encode .png')
     data = (_encode(rgb, suffix), _encode(index_to_colour(labels, palette), suffix),
-            _encode(index_to_colour(erode_boundaries(labels, ERODE_RADIUS), palette), suffix))
-    with atomic_files(tile_paths(out_dir, index, suffix), 'wb') as files:
+            _encode(index_to_colour(erode_boundaries(labels, ERODE_RADIUS), palette), suffix),
+            mask.tobytes())
+    with atomic_files(tile_paths(out_dir, index, suffix) + (hard_path(out_dir, index),), 'wb') as files:
         for f, blob in zip(files, data):
             f.write(blob)
 
 
-def holds_data_set(out_dir):
-    """True if ``out_dir`` already holds a synthetic set (seg or detection)."""
-    for sub in DIRS[:2] + ('Annotations',):
-        d = os.path.join(out_dir, sub)
-        if os.path.isdir(d) and os.listdir(d):
-            return True
-    return False
-
-
-def _check_args(n_tiles, tile_size, seed, split):
+def _check_args(n_tiles, tile_size, seed, split, scene, hard_distance):
     if not 1 <= n_tiles <= MAX_TILES:
         raise UsageError('the number of tiles must be in 1..%d, got %d' % (MAX_TILES, n_tiles), 'n_images')
     w, h = tile_size
@@ -560,6 +833,12 @@ def _check_args(n_tiles, tile_size, seed, split):
     if len(split) != 3 or not all(math.isfinite(f) and f >= 0 for f in split) or sum(split) <= 0:
         raise UsageError('split needs three non-negative fractions train,val,test, got %s'
                          % ','.join(map(str, split)), 'split')
+    if scene not in SCENES:
+        raise UsageError('scene must be one of %s, got %r' % (', '.join(SCENES), scene), 'scene')
+    if isinstance(hard_distance, bool) or not isinstance(hard_distance, (int, np.integer)) \
+            or not 1 <= hard_distance <= MAX_HARD_DISTANCE:
+        raise UsageError('hard_distance must be a whole number of px in 1..%d, got %r'
+                         % (MAX_HARD_DISTANCE, hard_distance), 'hard_distance')
 
 
 def _split_tiles(n_tiles, seed, split):
@@ -586,25 +865,53 @@ def _write_lists(out_dir, splits, suffix):
                 f.write('%s %s\n' % (image, label))
 
 
+def _split_summary(splits, counts, hard):
+    """{split: {tiles, pixels, hard_pixels, hard_share}}: hard_share is the
+    share of the split's impervious and building pixels that are hard."""
+    out = {}
+    for name, indices in splits.items():
+        pixels = int(counts[indices].sum()) if indices else 0
+        scored = int(counts[indices][:, list(HARD_CLASSES)].sum()) if indices else 0
+        n_hard = int(hard[indices].sum()) if indices else 0
+        out[name] = {'tiles': len(indices), 'pixels': pixels, 'hard_pixels': n_hard,
+                     'hard_share': n_hard / scored if scored else None}
+    return out
+
+
 def make_synthetic_aerial(out_dir, n_tiles=12, tile_size=(1000, 1000), seed=0,
-                          split=(0.6, 0.2, 0.2), force=False, show_progress=True):
-    """Write the set; returns a summary dict: classes, counts (pixels per
-    class over all tiles), shares, splits ({name: [tile names]}), suffix,
-    seconds. Deterministic given the arguments."""
-    _check_args(n_tiles, tile_size, seed, split)
-    if not force and holds_data_set(out_dir):
-        raise UsageError('%s already holds a data set; it is overwritten only with force' % out_dir,
-                         'force')
+                          split=(0.6, 0.2, 0.2), force=False, show_progress=True,
+                          scene='suburb', hard_distance=HARD_DISTANCE, log=None):
+    """Write the set; returns a summary dict: scene, classes, counts (pixels
+    per class over all tiles), shares, splits ({name: [tile names]}),
+    hard_distance, hard ({split: {tiles, pixels, hard_pixels, hard_share}}),
+    suffix, seconds. The same summary, less the seconds, is written to
+    synth.json. Deterministic given the arguments.
+
+    The set is written into a hidden folder beside ``out_dir`` and moved
+    into place once complete (synth.staged_set): an interrupted run leaves
+    no partial set, and ``force`` replaces an older set only then. ``log``
+    (default stderr) hears of leftovers of an interrupted run removed."""
+    _check_args(n_tiles, tile_size, seed, split, scene, hard_distance)
     start = time.monotonic()
     suffix = image_suffix()
     w, h = tile_size
-    counts = np.zeros(len(CLASSES), np.int64)
-    for i in progress(range(n_tiles), desc='synth seg', unit='tile', enabled=show_progress):
-        rgb, labels = render_tile(seed, i, w, h)
-        counts += np.bincount(labels.ravel(), minlength=len(CLASSES))
-        _write_tile(out_dir, i, rgb, labels, suffix)
+    counts = np.zeros((n_tiles, len(CLASSES)), np.int64)
+    hard = np.zeros(n_tiles, np.int64)
     splits = _split_tiles(n_tiles, seed, split)
-    _write_lists(out_dir, splits, suffix)
-    return {'classes': list(CLASSES), 'counts': counts, 'shares': counts / counts.sum(),
-            'splits': {k: [TILE_NAME % (i + 1) for i in v] for k, v in splits.items()},
-            'suffix': suffix, 'seconds': time.monotonic() - start}
+    with staged_set(out_dir, force, log) as stage:
+        for i in progress(range(n_tiles), desc='synth seg', unit='tile', enabled=show_progress):
+            rgb, labels = render_tile(seed, i, w, h, scene)
+            mask = hard_mask(labels, hard_distance)
+            counts[i] = np.bincount(labels.ravel(), minlength=len(CLASSES))
+            hard[i] = int(mask.sum())
+            _write_tile(stage, i, rgb, labels, suffix, mask)
+        _write_lists(stage, splits, suffix)
+        total = counts.sum(0)
+        summary = {'task': 'seg', 'scene': scene, 'seed': seed, 'tile_size': list(tile_size),
+                   'classes': list(CLASSES), 'counts': total, 'shares': total / total.sum(),
+                   'splits': {k: [TILE_NAME % (i + 1) for i in v] for k, v in splits.items()},
+                   'hard_distance': hard_distance, 'hard_classes': [CLASSES[c] for c in HARD_CLASSES],
+                   'hard': _split_summary(splits, counts, hard), 'suffix': suffix}
+        atomic_write_json(os.path.join(stage, 'synth.json'), summary)
+    summary['seconds'] = time.monotonic() - start
+    return summary
