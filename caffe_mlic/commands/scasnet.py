@@ -55,7 +55,11 @@ def add_report(add):
 
 
 def run_report(args):
-    from caffe_mlic.report.scasnet import table, write_report
+    from caffe_mlic.report import layout
+    if layout.scasnet_heads(args.run_dir):        # the comparison of heads (make demo-scasnet)
+        from caffe_mlic.report.scasnet_heads import table, write_report
+    else:                                         # one net (VARIANTS=full)
+        from caffe_mlic.report.scasnet import table, write_report
     results, path = write_report(args.run_dir)
     print(table(results))
     print('results: %s\nreport:  %s' % (os.path.join(args.run_dir, 'results.json'), path))

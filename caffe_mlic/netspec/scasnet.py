@@ -44,6 +44,13 @@ CLASSIFIER_FILLER = dict(type='gaussian', std=0.01)
 RELEASE_DILATIONS = (6, 12, 18, 24)
 RELEASE_POOL5 = 51
 CONTEXTS = ('cascade', 'parallel', 'none')
+# The heads `make demo-scasnet` compares, as ScasConfig overrides: each but
+# 'fcn' differs from 'full' (the release's head) in one respect only.
+HEADS = {'fcn': dict(context='none', refine=()),          # a plain FCN head: no context, no refinement
+         'parallel': dict(context='parallel'),            # ASPP-like context, then the same refinement
+         'cascade': dict(refine=()),                      # the self-cascade, no refinement
+         'full': {},
+         'norc': dict(residual_correction=False)}         # the full net without residual correction
 VGG_DILATIONS = (1, 1, 1, 1, 2)      # DeepLab-v2: conv5 dilated by 2 after the stride-1 pool4
 
 

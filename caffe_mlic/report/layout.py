@@ -25,6 +25,15 @@ ScasNet (`make demo-scasnet`), RUN = runs/scasnet:
     RUN/eval/scasnet.json      `eval seg --json` against the eroded references
     RUN/eval/scasnet_full.json         ... and against the full ones
     RUN/settings.json          the demo's settings
+
+  the comparison of heads (`make demo-scasnet`, the default): RUN/data/ as
+  above (`synth --task seg --scene context`, with hard/ masks), then per seed S
+  and head H (netspec.scasnet.HEADS: fcn, parallel, cascade, full, ...):
+
+    RUN/seed<S>/<H>/{nets,train,pred}/   as nets/, train/, pred/ above
+    RUN/seed<S>/<H>/eval/scasnet.json, scasnet_full.json
+    RUN/seed<S>/<H>/log.txt              what its commands printed
+    RUN/results.json                     `caffe-mlic report` (report/scasnet_heads.py)
 """
 import glob
 import os
@@ -116,9 +125,32 @@ def scasnet_path(run, *parts):
     return os.path.join(run, *parts)
 
 
+# the heads in the order the comparison shows them, and their names there
+SCAS_HEAD_LABELS = {'fcn': 'plain FCN head', 'parallel': 'parallel context (ASPP-like) + refinement',
+                    'cascade': 'self-cascaded context, no refinement', 'full': 'ScasNet (full)',
+                    'norc': 'ScasNet without residual correction'}
+
+
+def scasnet_head_dir(run, seed, head):
+    return os.path.join(seed_dir(run, seed), head)
+
+
+def scasnet_heads(run):
+    """{seed: {head: folder}} of a comparison run's scored heads (those with
+    eval/scasnet.json), seeds and heads in order."""
+    found = {}
+    for seed, folder in seed_dirs(run).items():
+        heads = {h: os.path.join(folder, h) for h in SCAS_HEAD_LABELS
+                 if os.path.isfile(scasnet_eval(os.path.join(folder, h)))}
+        if heads:
+            found[seed] = heads
+    return found
+
+
 def system_of(run):
-    """'scasnet' for a `make demo-scasnet` run, 'mlic' for a `make demo` one, None for neither."""
-    if os.path.isfile(scasnet_eval(run)):
+    """'scasnet' for a `make demo-scasnet` run (one net, or the comparison of
+    heads), 'mlic' for a `make demo` one, None for neither."""
+    if os.path.isfile(scasnet_eval(run)) or scasnet_heads(run):
         return 'scasnet'
     if seed_dirs(run):
         return 'mlic'

@@ -169,11 +169,11 @@ def soft_targets(seed_dir, name=layout.SOFT_TARGETS):
                 mean_without=mean_where(labels == 0))
 
 
-def _numbers(value, prefix, out):
+def flatten_numbers(value, prefix, out):
     """Flatten numbers (and lists of numbers) of nested dicts into out[path]."""
     if isinstance(value, dict):
         for k, v in value.items():
-            _numbers(v, prefix + (k,), out)
+            flatten_numbers(v, prefix + (k,), out)
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         out['.'.join(prefix)] = value
     elif isinstance(value, list) and value and all(
@@ -181,7 +181,7 @@ def _numbers(value, prefix, out):
         out['.'.join(prefix)] = value
 
 
-def _mean_std(values):
+def mean_std(values):
     vals = [v for v in values if v is not None and math.isfinite(v)]
     if not vals:
         return None, None
@@ -194,21 +194,21 @@ def summarise(runs):
     flat = []
     for run in runs:
         out = {}
-        _numbers({k: v for k, v in run.items() if k not in ('seed', 'fairness')}, (), out)
+        flatten_numbers({k: v for k, v in run.items() if k not in ('seed', 'fairness')}, (), out)
         flat.append(out)
     summary = {'seeds': [run['seed'] for run in runs]}
     for key in flat[0] if flat else ():
         values = [f.get(key) for f in flat]
         if isinstance(values[0], list):
             columns = list(zip(*[v for v in values if isinstance(v, list)]))
-            stats = [_mean_std(c) for c in columns]
+            stats = [mean_std(c) for c in columns]
             summary[key] = dict(mean=[m for m, _ in stats], std=[s for _, s in stats])
         else:
-            mean, std = _mean_std(values)
+            mean, std = mean_std(values)
             summary[key] = dict(mean=mean, std=std, values=values)
     if runs:
         gains = [r['student_kd']['mAP'] - r['student_baseline']['mAP'] for r in runs]
-        mean, std = _mean_std(gains)
+        mean, std = mean_std(gains)
         summary['kd_gain'] = dict(mean=mean, std=std, values=gains,
                                   every_seed=all(g > 0 for g in gains))
         summary['paired'] = paired_differences(runs)
@@ -248,7 +248,7 @@ def paired_differences(runs):
         if any(a is None or b is None for a, b in pairs):
             continue
         values = [a - b for a, b in pairs]
-        mean, std = _mean_std(values)
+        mean, std = mean_std(values)
         out.append(dict(name=name, row=row, control=control, mean=mean, std=std, values=values))
     return out
 

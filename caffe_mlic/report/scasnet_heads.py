@@ -1,0 +1,343 @@
+"""`caffe-mlic report RUN` of the comparison of ScasNet heads (`make
+demo-scasnet`): RUN/results.json and RUN/report.html from the files each
+head's commands wrote (caffe_mlic/report/layout.py), nothing recomputed but
+the majority baseline:
+
+    {"runs": [{"seed": S, "variants": {"fcn": M, "parallel": M, "cascade": M, "full": M, ...}}, ...],
+     "summary": {"<head>": {"<key>": {"mean", "std", "values"}}, "paired": {"<head>": {"<key>":
+                 {"mean", "std", "values", "every_seed"}}}, "claims": [...]},
+     "majority": M, "settings": {...}}
+
+Each M holds the metrics of `eval seg --json` on the eroded references (OA,
+mF1, mF1_all, mIoU, per-class F1 / IoU / precision / recall by name,
+hard_accuracy, hard_pixels, accuracy_by_distance) plus boundary_F1 and
+car_recall from the evaluation against the full references (a 2-px
+boundary band and whole cars are only there). Paired differences are head
+minus full, seed by seed; "std" is the sample standard deviation.
+"""
+import html
+import os
+
+import numpy as np
+
+from caffe_mlic.errors import InputError
+from caffe_mlic.fileio import atomic_write, atomic_write_json, read_json
+from caffe_mlic.report import layout, write_page
+from caffe_mlic.report.results import mean_std
+from caffe_mlic.report.scasnet import majority_class, read_evaluation
+
+PANEL = 220               # px per panel in the crop pictures
+CROP = 320                # px of a test tile shown per crop
+REFERENCE_HEAD = 'full'
+# what the table, the paired differences and the claims read, in order
+KEYS = (('OA', 'OA'), ('mF1', 'mean F1 (5 classes)'), ('mIoU', 'mIoU'), ('hard_accuracy', 'hard-pixel accuracy'),
+        ('boundary_F1', 'boundary F1 (2 px)'), ('car_recall', 'car recall (objects)'), ('F1.car', 'car F1'),
+        ('F1.building', 'building F1'), ('F1.impervious_surfaces', 'impervious F1'))
+PER_CLASS = ('F1', 'IoU', 'precision', 'recall')
+FROM_FULL_REFERENCES = ('boundary_F1', 'car_recall', 'objects', 'accuracy_by_distance')
+
+
+def head_metrics(folder):
+    """M of one head's folder (see the module docstring)."""
+    eroded = read_evaluation(layout.scasnet_eval(folder), 'evaluation (eval seg --json)')
+    full_path = layout.scasnet_eval(folder, full=True)
+    full = read_evaluation(full_path, 'evaluation', full=True) if os.path.isfile(full_path) else {}
+    return metrics_of(eroded, full)
+
+
+def metrics_of(eroded, full):
+    out = {k: eroded.get(k) for k in ('OA', 'mF1', 'mF1_all', 'mIoU', 'hard_accuracy', 'hard_pixels')}
+    for key in PER_CLASS:
+        if isinstance(eroded.get(key), list):
+            out[key] = dict(zip(eroded['classes'], eroded[key]))
+    for key in FROM_FULL_REFERENCES:
+        out[key] = full.get(key)
+    return out
+
+
+def _get(m, key):
+    value = m
+    for part in key.split('.'):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _stats(values):
+    mean, std = mean_std(values)
+    return dict(mean=mean, std=std, values=values)
+
+
+def summarise(runs, heads):
+    """Per head and key, mean / std / values; per head, its paired
+    difference against the full net; the issue's claims, checked."""
+    summary = {'seeds': [r['seed'] for r in runs], 'heads': heads}
+    for head in heads:
+        summary[head] = {key: _stats([_get(r['variants'][head], key) for r in runs]) for key, _ in KEYS}
+    paired = {}
+    if REFERENCE_HEAD in heads:
+        for head in heads:
+            if head == REFERENCE_HEAD:
+                continue
+            paired[head] = {}
+            for key, _ in KEYS:
+                pairs = [(_get(r['variants'][head], key), _get(r['variants'][REFERENCE_HEAD], key)) for r in runs]
+                values = [a - b if a is not None and b is not None else None for a, b in pairs]
+                stats = _stats(values)
+                stats['full_better_every_seed'] = bool(values) and all(v is not None and v < 0 for v in values)
+                paired[head][key] = stats
+    summary['paired'] = paired
+    summary['claims'] = claims(paired)
+    return summary
+
+
+def _claim(text, ok, detail):
+    return dict(claim=text, holds=bool(ok), measured=detail)
+
+
+def _diff_text(d):
+    vals = ', '.join('n/a' if v is None else '%+.1f' % v for v in d['values'])
+    return ('%+.1f ± %.1f (seeds: %s)' % (d['mean'], d['std'], vals)) if d['mean'] is not None else 'n/a'
+
+
+def claims(paired):
+    """The targets of the comparison, each with what was measured. A paired
+    value is head - full, so 'full above the head' is a negative value."""
+    out = []
+    fcn = paired.get('fcn')
+    if fcn:
+        d = fcn['mF1']
+        out.append(_claim('full ScasNet above the plain FCN head on mean F1 by >= 3 points on average and on '
+                          'every seed', d['mean'] is not None and -d['mean'] >= 3 and d['full_better_every_seed'],
+                          'fcn - full: ' + _diff_text(d)))
+        d = fcn['hard_accuracy']
+        out.append(_claim('full ScasNet above the plain FCN head on hard-pixel accuracy on every seed',
+                          d['full_better_every_seed'], 'fcn - full: ' + _diff_text(d)))
+    cascade = paired.get('cascade')
+    if cascade:
+        for key, name in (('boundary_F1', 'boundary F1'), ('F1.car', 'car F1')):
+            d = cascade[key]
+            out.append(_claim('refinement: full ScasNet above the cascade without refinement on %s on average'
+                              % name, d['mean'] is not None and d['mean'] < 0, 'cascade - full: ' + _diff_text(d)))
+    parallel = paired.get('parallel')
+    if parallel:
+        d = parallel['mF1']
+        values = [v for v in d['values'] if v is not None]
+        agree = bool(values) and (all(v < 0 for v in values) or all(v > 0 for v in values))
+        clear = agree and d['mean'] is not None and abs(d['mean']) > 2 * (d['std'] or 0)
+        way = 'cascade better' if d['mean'] is not None and d['mean'] < 0 else 'parallel better'
+        out.append(_claim('cascade against parallel on mean F1: a claim only if every seed agrees and the mean '
+                          'exceeds twice the spread (%s)' % way, clear, 'parallel - full: ' + _diff_text(d)))
+    return out
+
+
+def evaluate_constant(evaluation, label):
+    """eval seg's metrics (the confusion's and DetailMetrics') of a map that
+    is ``label`` everywhere, on the references, hard-pixel masks and
+    settings of ``evaluation`` (an eval seg JSON)."""
+    from caffe_mlic.data.labelmaps import erode_boundaries, read_label_map
+    from caffe_mlic.evaluation.segmentation import (EXCLUDE_FROM_MEAN, DetailMetrics, SegmentationEvaluator,
+                                                    read_hard_mask)
+    names = evaluation['classes']
+    masks = evaluation.get('hard_mask') or {}
+    from_files = masks.get('from') == 'files'
+    objects = evaluation.get('objects')
+    detail = DetailMetrics(names, hard_masks=masks.get('folder') if from_files else None,
+                           hard_distance=None if from_files else masks.get('distance'),
+                           hard_classes=None if from_files else masks.get('classes'),
+                           boundary_tolerance=(evaluation.get('boundary') or {}).get('tolerance', 2),
+                           object_classes=list(objects) if isinstance(objects, dict) else None,
+                           min_object_pixels=evaluation.get('object_min_pixels', 10))
+    confusion = SegmentationEvaluator(len(names), class_names=names, exclude_from_mean=EXCLUDE_FROM_MEAN)
+    for image in evaluation['images']:
+        gt = read_label_map(image['ground_truth'], len(names), evaluation.get('palette'))
+        pred = np.full(gt.shape, label, np.uint8)
+        hard = None
+        if from_files:
+            stem = os.path.splitext(os.path.basename(image['prediction']))[0]
+            hard = read_hard_mask(os.path.join(masks['folder'], stem + '.png'), gt.shape, image['prediction'])
+        detail.add(gt, pred, hard)
+        if evaluation.get('eroded'):
+            gt = erode_boundaries(gt, evaluation.get('erode_radius') or 3)
+        confusion.process(pred, gt)
+    out = confusion.evaluate()
+    out.update(detail.evaluate())
+    return out
+
+
+def majority(run, classes, palette):
+    """M of the majority-class map (the class most frequent in the training
+    labels), scored by the same evaluation as the heads on their references."""
+    label, _ = majority_class(layout.scasnet_path(run, 'data', 'train.txt'), len(classes), palette)
+    some = next(iter(next(iter(layout.scasnet_heads(run).values())).values()))
+    eroded = read_evaluation(layout.scasnet_eval(some))
+    full = read_evaluation(layout.scasnet_eval(some, full=True))
+    m = metrics_of(evaluate_constant(eroded, label), evaluate_constant(full, label))
+    m['class'] = classes[label]
+    return m
+
+
+def collect(run):
+    found = layout.scasnet_heads(run)
+    if not found:
+        raise InputError('%s: no seed<S>/<head>/eval/scasnet.json: not a comparison of heads '
+                         '(run `make demo-scasnet`)' % run)
+    heads = [h for h in layout.SCAS_HEAD_LABELS if all(h in by_head for by_head in found.values())]
+    if not heads:
+        raise InputError('%s: no head was scored for every seed (%s)' % (run, ', '.join(
+            'seed %d: %s' % (s, ' '.join(h)) for s, h in found.items())))
+    runs = [dict(seed=seed, variants={h: head_metrics(by_head[h]) for h in heads}) for seed, by_head in found.items()]
+    first = read_evaluation(layout.scasnet_eval(found[runs[0]['seed']][heads[0]]))
+    results = dict(runs=runs, summary=summarise(runs, heads),
+                   majority=majority(run, first['classes'], first.get('palette')),
+                   classes=first['classes'], test_tiles=[os.path.basename(i['prediction']) for i in first['images']])
+    settings = layout.scasnet_path(run, 'settings.json')
+    if os.path.isfile(settings):
+        results['settings'] = read_json(settings, 'demo settings')
+    return results
+
+
+# ---------------------------------------------------------------- pictures
+
+
+def _crop_box(hard_path, size):
+    """The CROP x CROP window of a tile holding the most hard pixels (its top-left)."""
+    import cv2
+    hard = cv2.imread(hard_path, cv2.IMREAD_GRAYSCALE) if hard_path and os.path.isfile(hard_path) else None
+    h, w = size
+    side = min(CROP, h, w)
+    if hard is None or hard.shape != (h, w):
+        return 0, 0, side
+    integral = cv2.integral((hard > 0).astype(np.uint8))
+    counts = (integral[side:, side:] - integral[:-side, side:] - integral[side:, :-side] + integral[:-side, :-side])
+    y, x = np.unravel_index(int(counts.argmax()), counts.shape)
+    return int(y), int(x), side
+
+
+def crop_figure(run, seed, heads, stem, path):
+    """One row: the image, the reference, the hard pixels (white), then each
+    head's prediction, all on the same crop of test tile ``stem``."""
+    import cv2
+    from caffe_mlic.data.imageio import read_image
+    from caffe_mlic.report.figures import _text
+    from caffe_mlic.report.scasnet import _find_image
+    data = layout.scasnet_path(run, 'data')
+    image = read_image(_find_image(os.path.join(data, 'top'), stem))
+    reference = read_image(_find_image(os.path.join(data, 'gts_for_participants'), stem))
+    hard_path = os.path.join(data, 'hard', stem + '.png')
+    y, x, side = _crop_box(hard_path, image.shape[:2])
+    panels = [('image', image), ('reference', reference)]
+    if os.path.isfile(hard_path):
+        panels.append(('hard pixels', cv2.cvtColor(cv2.imread(hard_path, cv2.IMREAD_GRAYSCALE), cv2.COLOR_GRAY2BGR)))
+    for head in heads:
+        pred = os.path.join(layout.scasnet_head_dir(run, seed, head), 'pred', 'color', stem + '.png')
+        panels.append((head, read_image(pred)))
+    tiles = []
+    for title, img in panels:
+        img = cv2.resize(np.ascontiguousarray(img[y:y + side, x:x + side]), (PANEL, PANEL),
+                         interpolation=cv2.INTER_NEAREST)
+        _text(img, title, (5, 16), (255, 255, 255), 0.5)
+        tiles += [img, np.full((PANEL, 4, 3), 255, np.uint8)]
+    ok, png = cv2.imencode('.png', np.hstack(tiles[:-1]))
+    with atomic_write(path, 'wb') as f:
+        f.write(png.tobytes())
+    return path
+
+
+# ---------------------------------------------------------------- page and text
+
+
+def _fmt(v, missing='&ndash;'):
+    return missing if v is None else '%.1f' % v
+
+
+def _cell(stats):
+    if stats['mean'] is None:
+        return '&ndash;'
+    return '%.1f ± %.1f' % (stats['mean'], stats['std'])
+
+
+def _tables(results):
+    s, heads = results['summary'], results['summary']['heads']
+    label = lambda h: html.escape(layout.SCAS_HEAD_LABELS.get(h, h))  # noqa: E731
+    rows = ['<table><tr><th class="l">test tiles, mean ± std over seeds %s</th>%s<th>majority (%s)</th></tr>'
+            % (', '.join(map(str, s['seeds'])), ''.join('<th>%s</th>' % label(h) for h in heads),
+               html.escape(results['majority'].get('class', '?')))]
+    for key, name in KEYS:
+        rows.append('<tr><td class="l">%s</td>%s<td>%s</td></tr>' % (
+            html.escape(name), ''.join('<td>%s</td>' % _cell(s[h][key]) for h in heads),
+            _fmt(_get(results['majority'], key))))
+    rows.append('</table>')
+    paired = ['<table><tr><th class="l">head &minus; full, per seed</th>%s</tr>'
+              % ''.join('<th>%s</th>' % label(h) for h in s['paired'])]
+    for key, name in KEYS:
+        paired.append('<tr><td class="l">%s</td>%s</tr>' % (html.escape(name), ''.join(
+            '<td>%s</td>' % html.escape(_diff_text(s['paired'][h][key])) for h in s['paired'])))
+    paired.append('</table>')
+    per_seed = ['<table><tr><th class="l">seed</th><th class="l">head</th>%s</tr>'
+                % ''.join('<th>%s</th>' % html.escape(name) for _, name in KEYS)]
+    for r in results['runs']:
+        for h in heads:
+            per_seed.append('<tr><td class="l">%d</td><td class="l">%s</td>%s</tr>' % (
+                r['seed'], html.escape(h), ''.join('<td>%s</td>' % _fmt(_get(r['variants'][h], k)) for k, _ in KEYS)))
+    per_seed.append('</table>')
+    claims = ['<ul>'] + ['<li><b>%s</b>: %s. Measured: %s.</li>' % (
+        'holds' if c['holds'] else 'does not hold', html.escape(c['claim']), html.escape(c['measured']))
+        for c in s['claims']] + ['</ul>']
+    return '\n'.join(rows), '\n'.join(paired), '\n'.join(per_seed), '\n'.join(claims)
+
+
+def write_report(run):
+    """Write RUN/results.json, RUN/report.html and RUN/report/*.png; returns (results, report path)."""
+    results = collect(run)
+    atomic_write_json(os.path.join(run, 'results.json'), results, sort_keys=False)
+    out_dir = os.path.join(run, 'report')
+    os.makedirs(out_dir, exist_ok=True)
+    heads, seed = results['summary']['heads'], results['runs'][0]['seed']
+    rel = lambda p: os.path.relpath(p, run)  # noqa: E731
+    pictures = [crop_figure(run, seed, heads, os.path.splitext(tile)[0],
+                            os.path.join(out_dir, 'heads_%s.png' % os.path.splitext(tile)[0]))
+                for tile in results['test_tiles']]
+    curves = [(h, os.path.join(layout.scasnet_head_dir(run, seed, h), 'train', 'curves.png')) for h in heads]
+    table, paired, per_seed, claims = _tables(results)
+    settings = results.get('settings', {})
+    body = [
+        '<h1>ScasNet heads compared on a synthetic aerial set where context decides</h1>',
+        '<p class="note">The same small VGG backbone (receptive field smaller than the crop), solver, crops, '
+        'iterations (%s) and data for every head; seeds %s; sliding-window inference on the test tiles. OA, '
+        'mean F1, mIoU, per-class F1 and hard-pixel accuracy on the eroded references (as the ISPRS '
+        'benchmark); boundary F1 and car recall (a car found when half its pixels are labelled car) on the '
+        'full ones. Hard pixels: impervious and building pixels farther than the set distance from any other '
+        'label, where a local window holds no cue. Every number is in <code>results.json</code>.</p>'
+        % (settings.get('iters', '?'), ', '.join(map(str, results['summary']['seeds']))),
+        '<h2>Heads</h2>', table,
+        '<h2>Paired differences against the full net</h2><p class="note">Negative: the full net is ahead.</p>',
+        paired,
+        '<h2>What the comparison set out to show</h2>',
+        '<p class="note">A miniature run (DEMO_MINI=1): too few iterations for these to mean anything.</p>'
+        if settings.get('mini') else '', claims,
+        '<h2>Every seed</h2>', per_seed,
+        '<h2>Predictions on the same crops (seed %d)</h2><p class="note">Each test tile\'s window with the '
+        'most hard pixels: image, reference, hard pixels (white), then each head.</p>' % seed,
+        ''.join('<p><img src="%s" alt="crop %d"></p>' % (rel(p), i) for i, p in enumerate(pictures)),
+        '<h2>Training curves (seed %d)</h2>' % seed,
+        ''.join('<h3>%s</h3><img src="%s" alt="curves of %s">' % (html.escape(h), rel(p), html.escape(h))
+                for h, p in curves if os.path.isfile(p)),
+    ]
+    return results, write_page(os.path.join(run, 'report.html'), 'caffe-mlic ScasNet heads', body)
+
+
+def table(results):
+    """The comparison as text: mean ± std per head, the majority, then the claims."""
+    s, heads = results['summary'], results['summary']['heads']
+    width = 15
+    lines = ['%-22s' % 'test tiles' + ''.join('%*s' % (width, h) for h in heads) + '%*s' % (width, 'majority')]
+    for key, name in KEYS:
+        cells = ''.join('%*s' % (width, '-' if s[h][key]['mean'] is None else '%.1f±%.1f'
+                                 % (s[h][key]['mean'], s[h][key]['std'])) for h in heads)
+        m = _get(results['majority'], key)
+        lines.append('%-22s' % name[:22] + cells + '%*s' % (width, '-' if m is None else '%.1f' % m))
+    if results.get('settings', {}).get('mini'):
+        lines.append('a miniature run (DEMO_MINI=1): too few iterations for the claims below to mean anything')
+    for c in s['claims']:
+        lines.append('%s: %s (%s)' % ('holds' if c['holds'] else 'does not hold', c['claim'], c['measured']))
+    return '\n'.join(lines)
