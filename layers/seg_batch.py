@@ -12,6 +12,8 @@ Transform (load_pair; in the workers, or in-process with ``workers: 0``):
 
 1. read the image (BGR) and the label map (labelmaps.read_label_map: indices
    or palette colours, checked against num_classes), same size or an error;
+   kept decoded, per process, up to ``cache_mb`` (PairCache: a crop of an
+   aerial tile would otherwise decode the whole tile, ~140 ms a megapixel);
 2. resize by the factor: the image bilinearly, the labels by nearest neighbour;
 3. where the result is smaller than the crop, pad it at the bottom / right:
    the image with the mean (0 after subtraction), the labels with 255;
@@ -69,6 +71,44 @@ def read_pair(image_path, label_path, where, labels):
     return image, label
 
 
+class PairCache:
+    """Decoded (image, label) pairs by their paths, the least recently used
+    dropped past ``budget`` bytes (0: none kept). Files are read once per
+    process: one changed during training is not read again."""
+
+    def __init__(self, budget):
+        from collections import OrderedDict
+        self.budget, self.used, self.pairs = budget, 0, OrderedDict()
+
+    def get(self, image_path, label_path, where, labels):
+        key = (image_path, label_path)
+        pair = self.pairs.get(key)
+        if pair is not None:
+            self.pairs.move_to_end(key)
+            return pair
+        pair = read_pair(image_path, label_path, where, labels)
+        size = pair[0].nbytes + pair[1].nbytes
+        if size <= self.budget:
+            for value in pair:
+                value.flags.writeable = False        # a crop must never write into the cached tile
+            self.pairs[key] = pair
+            self.used += size
+            while self.used > self.budget:
+                _, (image, label) = self.pairs.popitem(last=False)
+                self.used -= image.nbytes + label.nbytes
+        return pair
+
+
+_CACHES = {}
+
+
+def pair_cache(cache_mb):
+    """This process's PairCache of ``cache_mb`` MiB."""
+    if cache_mb not in _CACHES:
+        _CACHES[cache_mb] = PairCache(int(cache_mb * 2 ** 20))
+    return _CACHES[cache_mb]
+
+
 def crop_pair(image, label, crop, factor, u, v):
     """The crop x crop window of the resized, padded pair (see the module
     notes): (image part, label part, rows, cols) where the real pixels fill
@@ -84,10 +124,11 @@ def crop_pair(image, label, crop, factor, u, v):
     return image[y0:y0 + rows, x0:x0 + cols], label[y0:y0 + rows, x0:x0 + cols], rows, cols
 
 
-def load_pair(image_path, label_path, where, crop_plan, crop, labels, mean, scale, out):
-    """read_pair, crop_pair, flips, normalisation into out (4, crop, crop)."""
+def load_pair(image_path, label_path, where, crop_plan, crop, labels, mean, scale, out, cache):
+    """The pair from ``cache`` (a PairCache), crop_pair, flips,
+    normalisation into out (4, crop, crop)."""
     factor, u, v, hflip, vflip = crop_plan
-    image, label = read_pair(image_path, label_path, where, labels)
+    image, label = cache.get(image_path, label_path, where, labels)
     image, label, rows, cols = crop_pair(image, label, crop, factor, u, v)
     out[:3] = 0
     out[3] = IGNORE_LABEL
@@ -111,25 +152,26 @@ def fill_crops(buffer, start, payload, context):
     """SegmentationData's filler (prefetch): crops start... of the slot's
     (n, 4, crop, crop) batch. payload (n, crop, items) with items
     (image, label, where, crop plan); context (mean, scale, num_classes,
-    palette, label_format, unknown_color)."""
+    palette, label_format, unknown_color, cache_mb)."""
     n, crop, items = payload
-    mean, scale, num_classes, palette, label_format, unknown = context
+    mean, scale, num_classes, palette, label_format, unknown, cache_mb = context
     if palette not in _PALETTES:
         _PALETTES[palette] = load_palette(palette)
     labels = (num_classes, _PALETTES[palette], label_format, unknown)
     out = np.ndarray((n, 4, crop, crop), np.float32, buffer=buffer)
     try:
-        fill_pairs(items, crop, labels, np.asarray(mean, np.float32), scale, out[start:start + len(items)])
+        fill_pairs(items, crop, labels, np.asarray(mean, np.float32), scale, out[start:start + len(items)],
+                   pair_cache(cache_mb))
     finally:
         del out        # a live view would keep the slot from closing
 
 
-def fill_pairs(items, crop, labels, mean, scale, out):
+def fill_pairs(items, crop, labels, mean, scale, out, cache):
     """load_pair for each item into out (m, 4, crop, crop); other failures
     become a DataLoadError naming the line and files."""
     for i, (image_path, label_path, where, crop_plan) in enumerate(items):
         try:
-            load_pair(image_path, label_path, where, crop_plan, crop, labels, mean, scale, out[i])
+            load_pair(image_path, label_path, where, crop_plan, crop, labels, mean, scale, out[i], cache)
         except DataLoadError:
             raise
         except Exception as e:          # cv2.error, MemoryError, ...

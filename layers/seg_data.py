@@ -19,7 +19,7 @@ from caffe_mlic.data.labelmaps import LABEL_FORMATS, UNKNOWN_POLICIES, load_pale
 from caffe_mlic.caffe.params import Param
 from .pipeline import TRAIN, PrefetchingDataLayer
 from .prefetch import STALL_TIMEOUT
-from .seg_batch import SegBatchPlanner, fill_crops, fill_pairs
+from .seg_batch import SegBatchPlanner, fill_crops, fill_pairs, pair_cache
 
 __all__ = ['SegmentationData']
 
@@ -45,6 +45,8 @@ class SegmentationData(PrefetchingDataLayer):
         Param('unknown_color', 'str', 'error'),  # a colour outside the palette: error or ignore
         Param('seed', 'int', 0, low=0),
         Param('workers', 'int', 2, low=0, high=64),   # netspec.config.MAX_WORKERS
+        # MiB of decoded images and label maps each process keeps (0: none)
+        Param('cache_mb', 'float', 1024.0, low=0, high=2 ** 20),
         # seconds without an answer from the workers before a batch is given up
         Param('timeout', 'float', STALL_TIMEOUT, low=0, low_open=True),
     )
@@ -77,7 +79,7 @@ class SegmentationData(PrefetchingDataLayer):
         self.planner = self.new_planner()
         self.start_pipeline(n * 4 * s * s * 4, fill_crops,
                             (list(self.mean), p.scale, p.num_classes, p.palette, p.label_format,
-                             p.unknown_color))
+                             p.unknown_color, p.cache_mb))
 
     def new_planner(self):
         p = self.params
@@ -99,7 +101,8 @@ class SegmentationData(PrefetchingDataLayer):
 
     def fill_inprocess(self, plan, top):
         batch = np.empty(self.batch_shape(plan), np.float32)
-        fill_pairs(self._items(plan), self.params.crop_size, self.labels, self.mean, self.params.scale, batch)
+        fill_pairs(self._items(plan), self.params.crop_size, self.labels, self.mean, self.params.scale, batch,
+                   pair_cache(self.params.cache_mb))
         self.deliver(plan, batch, top)
 
     def deliver(self, plan, batch, top):

@@ -179,6 +179,33 @@ def test_workers_and_in_process_give_the_same_batches_and_seed_repeats(tmp_path)
     a, b, c = batches(workers=0), batches(workers=2), batches(workers=0, seed=4)
     assert all((x[0] == y[0]).all() and (x[1] == y[1]).all() for x, y in zip(a, b))
     assert any(not (x[0] == y[0]).all() for x, y in zip(a, c))
+    # decoded pairs kept (the default) or read for every crop: the same batches
+    uncached = batches(workers=0, cache_mb=0)
+    assert all((x[0] == y[0]).all() and (x[1] == y[1]).all() for x, y in zip(a, uncached))
+
+
+def test_the_pair_cache_reads_each_file_once_within_its_budget(tmp_path, monkeypatch):
+    from layers import seg_batch
+    source = write_pairs(str(tmp_path), [(40, 50), (37, 45), (64, 64)])
+    reads = []
+    real = seg_batch.read_pair
+    monkeypatch.setattr(seg_batch, 'read_pair', lambda *a: reads.append(a[0]) or real(*a))
+    labels = (6, seg_batch.load_palette('isprs'), 'auto', 'error')
+    pair_bytes = [h * w * 4 for h, w in ((40, 50), (37, 45), (64, 64))]      # BGR + labels
+    cache = seg_batch.PairCache(sum(pair_bytes))
+    paths = [(str(tmp_path / ('im%d.png' % i)), str(tmp_path / ('lab%d.png' % i))) for i in range(3)]
+    for _ in range(3):
+        for image, label in paths:
+            got = cache.get(image, label, 'list.txt:1', labels)
+            assert not got[0].flags.writeable and got[0].shape[:2] == got[1].shape
+    assert reads == [p[0] for p in paths] and cache.used == sum(pair_bytes)
+    small = seg_batch.PairCache(pair_bytes[1] + pair_bytes[2])    # the third pushes out the first
+    for image, label in paths:
+        small.get(image, label, 'list.txt:1', labels)
+    assert list(small.pairs) == paths[1:] and small.used == pair_bytes[1] + pair_bytes[2]
+    none = seg_batch.PairCache(0)
+    none.get(*paths[0], 'list.txt:1', labels)
+    assert not none.pairs and none.used == 0
 
 
 def test_seek_resumes_the_batch_sequence(tmp_path):
