@@ -35,12 +35,13 @@ import time
 import types
 import warnings
 import weakref
-from multiprocessing import connection, get_context, reduction, resource_tracker
+from multiprocessing import connection, get_context, reduction
 
 import caffe
 import cv2
 import numpy as np
 
+from caffe_mlic.processes import start_without_sigint
 from .minibatch import DataLoadError, fill_batch
 
 # Batches in flight (shared-memory slots) with the workers, as Caffe's own
@@ -251,17 +252,7 @@ class PrefetchWorkers:
                     # it, so its "died unexpectedly" (a CAFFE_MLIC_PYTHON that
                     # is not Python) is noise beside our own error.
                     warnings.filterwarnings('ignore', message='resource_tracker', category=UserWarning)
-                    # SIGINT blocked across the fork and exec: the child keeps
-                    # it blocked until _worker_main ignores it (a Ctrl-C while
-                    # it imports would print a KeyboardInterrupt traceback);
-                    # ours stays pending, delivered when unblocked. (The
-                    # resource tracker first: starting it unblocks SIGINT.)
-                    resource_tracker.ensure_running()
-                    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
-                    try:
-                        proc.start()
-                    finally:
-                        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+                    start_without_sigint(proc)        # _worker_main then ignores SIGINT
                 theirs.close()
                 self.procs.append(proc)
                 self.conns.append(ours)

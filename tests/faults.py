@@ -20,6 +20,15 @@ def run_cli(args, cwd, timeout=180, **env):
                           timeout=timeout, env=dict(os.environ, GLOG_minloglevel='2', **env))
 
 
+def child_pids(pid):
+    """The pids of process ``pid``'s children (every thread's), from /proc."""
+    kids = []
+    for task in os.listdir('/proc/%d/task' % pid):
+        with open('/proc/%d/task/%s/children' % (pid, task)) as f:
+            kids += [int(k) for k in f.read().split()]
+    return kids
+
+
 def shm_segments():
     """Everything in /dev/shm (the data layers' slots must never appear there)."""
     return set(glob.glob('/dev/shm/*'))

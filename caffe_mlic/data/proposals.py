@@ -392,17 +392,10 @@ class _JobPool:
         self.workers = []           # [process, connection, job in flight or None]
 
     def _start(self):
-        import signal
-        from multiprocessing import resource_tracker
+        from caffe_mlic.processes import start_without_sigint
         ours, theirs = self.ctx.Pipe(duplex=True)
         proc = self.ctx.Process(target=_pool_worker, args=(theirs, self.work), name='proposals job', daemon=True)
-        # (the resource tracker first: starting it unblocks SIGINT)
-        resource_tracker.ensure_running()
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
-        try:
-            proc.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        start_without_sigint(proc)
         theirs.close()
         self.workers.append([proc, ours, None])
 

@@ -10,7 +10,7 @@ import pytest
 
 from caffe_mlic.caffe import prototxt
 from tests import netutil
-from tests.faults import CLI, run_cli
+from tests.faults import CLI, child_pids, run_cli
 
 
 @pytest.fixture
@@ -175,12 +175,6 @@ def test_an_hdf5_state_resumes_at_its_iteration(other, monkeypatch):
 STACK_DUMP = ('SIGTERM received', '*** ', '@ 0x', 'Check failed', 'Traceback')
 
 
-def _children(pid):
-    kids = []
-    for task in os.listdir('/proc/%d/task' % pid):
-        with open('/proc/%d/task/%s/children' % (pid, task)) as f:
-            kids += [int(k) for k in f.read().split()]
-    return kids
 
 
 def _gone(pid, wait=10.0):
@@ -209,7 +203,7 @@ def _start(files, argv, until, loglevel='2'):
             os.killpg(proc.pid, signal.SIGKILL)
             pytest.fail('the binary did not start: %s' % (proc.communicate(),))
         time.sleep(0.05)
-    kids = _children(proc.pid)
+    kids = child_pids(proc.pid)
     assert len(kids) <= 1, kids
     return proc, (kids or [proc.pid])[0]
 

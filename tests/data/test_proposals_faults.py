@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from caffe_mlic import cli
-from tests.faults import CLI, shm_segments
+from tests.faults import CLI, child_pids, shm_segments
 
 
 @pytest.fixture
@@ -127,12 +127,6 @@ def test_a_rerun_computes_bad_outputs_again_and_keeps_good_ones(photos, tmp_path
 
 # ---------------------------------------------------------------- --jobs killed
 
-def _children(pid):
-    kids = []
-    for task in os.listdir('/proc/%d/task' % pid):
-        with open('/proc/%d/task/%s/children' % (pid, task)) as f:
-            kids += [int(k) for k in f.read().split()]
-    return kids
 
 
 def _cmdline(pid):
@@ -184,12 +178,12 @@ def test_jobs_killed_with_their_process_group_leave_nothing_in_dev_shm(tmp_path)
         while True:      # both workers computing, some outputs written
             assert proc.poll() is None, proc.stderr.read()
             assert time.monotonic() < deadline, 'no worker started'
-            workers = [k for k in _children(proc.pid) if 'spawn_main' in _cmdline(k)
+            workers = [k for k in child_pids(proc.pid) if 'spawn_main' in _cmdline(k)
                        and 'resource_tracker' not in _cmdline(k)]
             if len(workers) == 2 and len(list(out.glob('*.npz'))) >= 2:
                 break
             time.sleep(0.05)
-        family = _children(proc.pid)
+        family = child_pids(proc.pid)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
     finally:
