@@ -20,11 +20,19 @@ paving hold rows of cars, so inside a roof or a lot only the surroundings
 The set is written into a hidden folder beside OUT_DIR (.OUT_DIR.partial) and
 renamed into place once complete: an interrupted run leaves no partial set
 (its leftovers are removed at the next start), and --force replaces an
-older set only then. OUT_DIR must be new, empty or hold a synthetic set.
+older set only then; a run stopped by Ctrl-C, SIGTERM or SIGHUP removes its
+unfinished set and exits 130, 143 or 129. OUT_DIR must be new, empty or hold
+a synthetic set.
+
+--split takes three fractions >= 0 that sum to 1 (within 0.01).
 
 Options that belong to the other task are refused, not ignored.
 """
 import argparse
+import contextlib
+import re
+import signal
+import sys
 
 from caffe_mlic.commands.argtypes import float_list, image_size, int_in, number_range
 from caffe_mlic.errors import UsageError
@@ -54,7 +62,10 @@ def add_arguments(p):
                         '(detection), 12 (seg)')
     p.add_argument('--seed', type=int, default=0, help='0 to 2^63-1')
     p.add_argument('--split', type=float_list, default='0.6,0.2,0.2', metavar='TRAIN,VAL,TEST',
-                   help='fractions of images per split')
+                   help='fractions of images per split, each >= 0, summing to 1')
+    # '-1,1,1' is --split's value, to be refused as negative, not an unknown
+    # option (argparse takes only '-1' and '-0.5' for numbers)
+    p._negative_number_matcher = re.compile(r'^-[0-9.][0-9.,eE+-]*$')
     p.add_argument('--force', action='store_true', help='overwrite a data set already in OUT_DIR')
     p.add_argument('-q', '--quiet', action='store_true')
     det = p.add_argument_group('detection only')
@@ -96,8 +107,54 @@ def _resolve(args):
         args.n_images = IMAGES_DEFAULT[args.task]
 
 
+class _Stopped(BaseException):
+    """SIGTERM or SIGHUP arrived: unwinds like KeyboardInterrupt, so that
+    staged_set removes the unfinished set."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+STOP_SIGNALS = ('SIGTERM', 'SIGHUP')
+
+
+@contextlib.contextmanager
+def _stopped_cleanly():
+    """SIGTERM and SIGHUP raise _Stopped inside the block (a second one is
+    ignored while the first unwinds); the previous handlers after it."""
+    signums = [getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)]
+
+    def stop(signum, frame):
+        for s in signums:
+            signal.signal(s, signal.SIG_IGN)
+        raise _Stopped(signum)
+    try:
+        old = {s: signal.signal(s, stop) for s in signums}
+    except ValueError:          # not the main thread: signals stay as they are
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
 def run(args):
     _resolve(args)
+    try:
+        with _stopped_cleanly():
+            return _run(args)
+    except _Stopped as e:
+        name = signal.Signals(e.signum).name
+        sys.stderr.write('%s: stopped by %s; the unfinished set was removed\n'
+                         % (getattr(getattr(args, 'parser', None), 'prog', 'caffe-mlic synth'), name))
+        sys.stderr.flush()
+        return 128 + e.signum
+
+
+def _run(args):
     if args.task == 'seg':
         return _run_seg(args)
     from caffe_mlic.data.synth import make_synthetic_voc

@@ -300,6 +300,20 @@ def voc_xml(filename, width, height, objects):
     return ET.tostring(root, encoding='unicode') + '\n'
 
 
+SPLIT_TOLERANCE = 0.01    # 0.33,0.33,0.33 is thirds; 0.5,0.5,0.5 is a mistake
+
+
+def check_split(split):
+    """UsageError unless ``split`` is three finite fractions >= 0 (train,
+    val, test) whose sum is 1 within SPLIT_TOLERANCE (then rescaled to 1)."""
+    text = ','.join('%g' % f if isinstance(f, (int, float)) else repr(f) for f in split)
+    if len(split) != 3 or not all(isinstance(f, (int, float)) and math.isfinite(f) and f >= 0 for f in split):
+        raise UsageError('split needs three non-negative fractions train,val,test, got %s' % text, 'split')
+    if abs(sum(split) - 1) > SPLIT_TOLERANCE + 1e-9:
+        raise UsageError('split needs three non-negative fractions train,val,test that sum to 1, got %s '
+                         '(sum %g)' % (text, sum(split)), 'split')
+
+
 def _split_counts(n, fractions):
     fr = np.asarray(fractions, np.float64)
     fr = fr / fr.sum()
@@ -339,9 +353,7 @@ def make_synthetic_voc(out_dir, n_images, n_classes=6, objects_per_image=(1, 4),
     if not (32 <= width <= MAX_SIDE and 32 <= height <= MAX_SIDE):
         raise UsageError('image_size must be between 32x32 and %dx%d, got %dx%d'
                          % (MAX_SIDE, MAX_SIDE, width, height), 'image_size')
-    if len(split) != 3 or not all(math.isfinite(f) and f >= 0 for f in split) or sum(split) <= 0:
-        raise UsageError('split needs three non-negative fractions train,val,test, got %s'
-                         % ','.join(map(str, split)), 'split')
+    check_split(split)
     if not 0 <= clutter <= MAX_CLUTTER:
         raise UsageError('clutter must be in 0..%d, got %d' % (MAX_CLUTTER, clutter), 'clutter')
     if hi > MAX_OBJECTS:

@@ -85,7 +85,8 @@ from caffe_mlic.fileio import atomic_files, atomic_write, atomic_write_json
 from caffe_mlic.data.labelmaps import (ISPRS_PALETTE, erode_boundaries, hard_pixel_mask, index_to_colour,
                                        isprs_palette)
 from caffe_mlic.progress import progress
-from caffe_mlic.data.synth import _split_counts, _value_noise, holds_data_set, staged_set  # noqa: F401
+from caffe_mlic.data.synth import (_split_counts, _value_noise, check_split, holds_data_set,  # noqa: F401
+                                   staged_set)
 
 CLASSES = tuple(name for name, _ in ISPRS_PALETTE)
 IMP, BUILDING, LOWVEG, TREE, CAR, CLUTTER = range(6)
@@ -821,6 +822,21 @@ def _write_tile(out_dir, index, rgb, labels, suffix, hard):
             f.write(blob)
 
 
+def check_hard_distance(value, what='hard_distance', param='hard_distance'):
+    """``value`` as an int, or a UsageError naming ``param`` unless it is a
+    whole number of px in 1..MAX_HARD_DISTANCE (24.0 is 24: results.json
+    kept a float). The one bound of synth's hard/ masks and eval seg's
+    computed ones, so that both can be asked for the same masks: a pixel
+    is hard when the nearest pixel of another label is farther than this;
+    every pixel is at least 1 px from the next, so at 0 all would be hard."""
+    whole = isinstance(value, (int, np.integer)) or (
+        isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer())
+    if isinstance(value, bool) or not whole or not 1 <= value <= MAX_HARD_DISTANCE:
+        raise UsageError('%s must be a whole number of px in 1..%d, got %r'
+                         % (what, MAX_HARD_DISTANCE, value), param)
+    return int(value)
+
+
 def _check_args(n_tiles, tile_size, seed, split, scene, hard_distance):
     if not 1 <= n_tiles <= MAX_TILES:
         raise UsageError('the number of tiles must be in 1..%d, got %d' % (MAX_TILES, n_tiles), 'n_images')
@@ -830,15 +846,10 @@ def _check_args(n_tiles, tile_size, seed, split, scene, hard_distance):
                          % (MIN_TILE, MIN_TILE, MAX_TILE, MAX_TILE, w, h), 'tile_size')
     if not 0 <= seed < 2 ** 63:
         raise UsageError('seed must be in 0..2^63-1, got %d' % seed, 'seed')
-    if len(split) != 3 or not all(math.isfinite(f) and f >= 0 for f in split) or sum(split) <= 0:
-        raise UsageError('split needs three non-negative fractions train,val,test, got %s'
-                         % ','.join(map(str, split)), 'split')
+    check_split(split)
     if scene not in SCENES:
         raise UsageError('scene must be one of %s, got %r' % (', '.join(SCENES), scene), 'scene')
-    if isinstance(hard_distance, bool) or not isinstance(hard_distance, (int, np.integer)) \
-            or not 1 <= hard_distance <= MAX_HARD_DISTANCE:
-        raise UsageError('hard_distance must be a whole number of px in 1..%d, got %r'
-                         % (MAX_HARD_DISTANCE, hard_distance), 'hard_distance')
+    check_hard_distance(hard_distance)
 
 
 def _split_tiles(n_tiles, seed, split):

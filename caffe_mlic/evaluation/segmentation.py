@@ -78,7 +78,7 @@ EXCLUDE_FROM_MEAN = ('clutter',)
 # OpenCV's kernel is (2r + 1)^2 bytes: a radius of 100000 would ask for 40 GB.
 MAX_ERODE_RADIUS = 64
 # Detail metrics (module docstring).
-HARD_DISTANCE = 24.0
+HARD_DISTANCE = 24        # = synth_aerial.HARD_DISTANCE; whole px in 1..synth_aerial.MAX_HARD_DISTANCE
 BOUNDARY_TOLERANCE = 2.0
 MIN_OBJECT_PIXELS = 10
 OBJECT_CLASS = 'car'
@@ -334,8 +334,9 @@ class DetailMetrics:
             raise UsageError('hard_distance and hard_classes compute the hard-pixel masks from the ground truth; '
                              'they do not go with masks given as files (hard_masks)', 'hard_masks')
         self.hard_masks = hard_masks
-        self.hard_distance = _number(HARD_DISTANCE if hard_distance is None else hard_distance,
-                                     'the hard-pixel distance (px)', 'hard_distance')
+        from caffe_mlic.data.synth_aerial import check_hard_distance
+        self.hard_distance = check_hard_distance(HARD_DISTANCE if hard_distance is None else hard_distance,
+                                                 'the hard-pixel distance (px)')
         self.hard_classes = None if hard_classes is None else class_indices(hard_classes, self.class_names,
                                                                             'hard_classes')
         self.boundary_tolerance = _number(boundary_tolerance, 'the boundary tolerance (px)', 'boundary_tolerance')
@@ -519,15 +520,46 @@ def _read_map(path, what, num_classes, palette):
                                            'it: %s)' % (what, last[-1] if last else 'cv2.error'))])
 
 
-def _mask_path(folder, stems):
-    """The first ``<stem><ext>`` in ``folder`` (stems in order, then
-    LABEL_EXTENSIONS), or None."""
-    for stem in stems:
-        for ext in LABEL_EXTENSIONS:
-            path = os.path.join(folder, stem + ext)
-            if os.path.isfile(path):
-                return path
-    return None
+def _mask_stems(folder):
+    """{stem: path} of the hard-pixel masks in ``folder`` (files with a
+    label-map extension); InputError for a stem with two files (X.png and
+    X.tif: which one is meant?), as for the predictions and ground truths."""
+    files = {}
+    for name in sorted(os.listdir(folder)):
+        stem, ext = os.path.splitext(name)
+        path = os.path.join(folder, name)
+        if ext.lower() in LABEL_EXTENSIONS and os.path.isfile(path):
+            files.setdefault(stem, []).append(path)
+    raise_if_problems([Problem(paths[1], None, None, 'two files with the stem %r: %s' % (stem, ', '.join(paths)))
+                       for stem, paths in files.items() if len(paths) > 1])
+    return {stem: paths[0] for stem, paths in files.items()}
+
+
+def _mask_stems_of(pred_path, gt_path):
+    """The stems a prediction's mask may have: the prediction's, then its ground truth's."""
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in (pred_path, gt_path)]
+    return stems[:1] if stems[0] == stems[1] else stems
+
+
+def _mask_paths(folder, pairs):
+    """{prediction path: its mask's path} for ``pairs``; one InputError
+    naming the folder and the predictions without a mask."""
+    masks = _mask_stems(folder)
+    found, missing = {}, []
+    for pred_path, gt_path in pairs:
+        path = next((masks[s] for s in _mask_stems_of(pred_path, gt_path) if s in masks), None)
+        if path is None:
+            stems = _mask_stems_of(pred_path, gt_path)
+            missing.append(os.path.basename(pred_path) + (' (or %s)' % stems[1] if len(stems) > 1 else ''))
+        found[pred_path] = path
+    if missing:
+        from caffe_mlic.errors import MAX_LISTED
+        shown = ', '.join(missing[:MAX_LISTED]) + (', and %d more' % (len(missing) - MAX_LISTED)
+                                                   if len(missing) > MAX_LISTED else '')
+        raise InputError('%s: no hard-pixel mask for %d of %d predictions (%s; a mask is named as its '
+                         'prediction, else its ground truth, with one of %s)'
+                         % (folder, len(missing), len(pairs), shown, ' '.join(LABEL_EXTENSIONS)))
+    return found
 
 
 def read_hard_mask(path, shape, of):
@@ -566,9 +598,10 @@ def read_hard_mask(path, shape, of):
     return mask != 0
 
 
-def _score_pair(evaluator, pred_path, gt_path, palette, eroded, radius, detail=None):
+def _score_pair(evaluator, pred_path, gt_path, palette, eroded, radius, detail=None, mask_path=None):
     """Add one image to ``evaluator`` (and to ``detail``, a DetailMetrics,
-    on the ground truth as read); its info; InputError naming the file."""
+    on the ground truth as read, with the hard-pixel mask in ``mask_path``
+    when its masks are files); its info; InputError naming the file."""
     gt = _read_map(gt_path, 'ground truth', evaluator.num_classes, palette)
     pred = _read_map(pred_path, 'prediction', None, palette)   # checked where scored, by confusion
     if pred.shape != gt.shape:
@@ -576,9 +609,8 @@ def _score_pair(evaluator, pred_path, gt_path, palette, eroded, radius, detail=N
                                            'truth %s is %s' % (_size(pred), gt_path, _size(gt)))])
     hard = None
     if detail is not None and detail.hard_masks is not None:
-        stems = [os.path.splitext(os.path.basename(p))[0] for p in (pred_path, gt_path)]
-        mask_path = _mask_path(detail.hard_masks, stems[:1] if stems[0] == stems[1] else stems)
         if mask_path is None:
+            stems = _mask_stems_of(pred_path, gt_path)
             raise InputError(problems=[Problem(os.path.join(detail.hard_masks, stems[0] + '.png'), None, None,
                                                'hard-pixel mask not found (for the prediction %s; looked for '
                                                '%s.<ext>, %s)' % (pred_path, ' or '.join(sorted(set(stems))),
@@ -619,10 +651,12 @@ def evaluate_dirs(pred_dir, gt_dir, palette=None, num_classes=None, eroded=False
     num_classes = num_classes or len(palette)
     evaluator = evaluator or SegmentationEvaluator(num_classes)
     pairs, unscored = pair_files(pred_dir, gt_dir, gt_suffix)
+    masks = _mask_paths(detail.hard_masks, pairs) if detail is not None and detail.hard_masks is not None else {}
     images, problems = [], []
     for pred_path, gt_path in bar(pairs, desc='eval seg', unit='image', enabled=progress):
         try:
-            images.append(_score_pair(evaluator, pred_path, gt_path, palette, eroded, radius, detail))
+            images.append(_score_pair(evaluator, pred_path, gt_path, palette, eroded, radius, detail,
+                                      masks.get(pred_path)))
         except InputError as e:
             problems.extend(e.problems or [str(e)])
     raise_if_problems(problems)

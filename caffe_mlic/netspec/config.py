@@ -156,12 +156,25 @@ def _literal(text):
         return text
 
 
-def coerce(default, text):
+def coerce(default, text, meta=None):
     """``text`` read as a value of the kind of ``default`` (numbers stay
-    numbers when they do not fit; validate() then says what is wrong)."""
+    numbers when they do not fit; validate() then says what is wrong).
+    A list field of any length (``meta``'s nargs, default None) takes a
+    Python list or tuple, or words as on the command line: 'conv4_3' is
+    ('conv4_3',), '2 4' of an int field (2, 4)."""
     if isinstance(default, str):
         return text
     value = _literal(text)
+    if default is None and value is not None and (meta or {}).get('nargs') \
+            and not isinstance(value, (list, tuple)):
+        element = meta.get('type')
+        words = text.split() if isinstance(value, str) else [value]
+        if element is not None and all(isinstance(w, str) for w in words):
+            try:
+                words = [element(w) for w in words]
+            except ValueError:
+                pass
+        return tuple(words)
     if isinstance(default, float) and _is_int(value):
         return float(value)
     if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
@@ -182,14 +195,19 @@ def config_from_args(cls, args, **fixed):
             default = default_of(f)
             overrides[f.name] = tuple(value) if isinstance(default, tuple) or (
                 default is None and isinstance(value, list)) else value
+    given = set(overrides) - set(fixed)
     for item in args.set:
         name, sep, text = item.partition('=')
         if not sep or name not in by_name:
             raise UsageError('argument --set: expected FIELD=VALUE with FIELD one of %s, got %r'
                              % (', '.join(by_name), item))
-        overrides[name] = coerce(default_of(by_name[name]), text)
+        overrides[name] = coerce(default_of(by_name[name]), text, by_name[name].metadata)
+        given.add(name)
     for name, value in overrides.items():
         aliases = by_name[name].metadata.get('aliases') or {} if name in by_name else {}
         if isinstance(value, str) and value in aliases:
             overrides[name] = aliases[value]
-    return cls.release(**overrides).validate()
+    cfg = cls.release(**overrides).validate()
+    if hasattr(cfg, 'check_given'):     # a field given that no net written would use
+        cfg.check_given(given, getattr(args, 'variant', None))
+    return cfg

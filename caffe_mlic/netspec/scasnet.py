@@ -43,6 +43,10 @@ CLASSIFIER_FILLER = dict(type='gaussian', std=0.01)
 # sizes scale them by the map's side.
 RELEASE_DILATIONS = (6, 12, 18, 24)
 RELEASE_POOL5 = 51
+# The largest context rate accepted, with allow_wide_dilations too: pool5's
+# side at the largest crop worth building (8192 px); a rate beyond it only
+# pads (and Caffe's int32 fields overflow far above it).
+MAX_DILATION = 1024
 CONTEXTS = ('cascade', 'parallel', 'none')
 # The heads `make demo-scasnet` compares, as ScasConfig overrides: each but
 # 'fcn' differs from 'full' (the release's head) in one respect only.
@@ -106,7 +110,8 @@ class ScasConfig:
     input_size: int = option(400, 'input side in pixels')
     dilations: tuple = option(None, "context branch dilations; None: the release's 6 12 18 24 scaled to "
                               "the pool5 side s, round(d * s / 51), at least 1 (6 12 18 24 at 400 px, "
-                              "2 4 6 8 at 128)", nargs='+', type=int, metavar='D')
+                              "2 4 6 8 at 128); each 1..%d; not with context none" % MAX_DILATION,
+                              nargs='+', type=int, metavar='D')
     allow_wide_dilations: bool = option(False, 'accept given dilations >= the pool5 side (such a branch '
                                         'sees only padding off its centre: a 1x1 conv)')
     context: str = option('cascade', "context on pool5: cascade (the release's self-cascade), parallel (the "
@@ -116,14 +121,15 @@ class ScasConfig:
                                        '1x1 merge', flag='no-residual-correction')
     refine: tuple = option(None, "shallow layers that refine, deepest first; None: the release's, VGG "
                            "conv5_3 conv4_3 conv3_3, ResNet conv5_3 conv4_23 conv3_4 conv2_3; () "
-                           "(--set 'refine=()'): none, the coarse scores go straight to the input size",
+                           "(--set 'refine=()'): none, the coarse scores go straight to the input size; "
+                           "each layer once",
                            nargs='+', type=str, metavar='LAYER')
     backbone: str = option('release', "release: the release's widths; small: the same depth with few "
                            "channels (VGG 16-64), for CPU runs ('tiny', its old name, still works)",
                            choices=['release', 'small'], aliases={'tiny': 'small'})
     vgg_blocks: tuple = option(VGG16_BLOCKS, 'VGG convs per block, conv1_x .. conv5_x (fewer: a smaller '
-                               'receptive field, so the head decides how far a pixel sees)', metavar='N')
-    resnet_blocks: tuple = option(RESNET101_BLOCKS, 'ResNet bottlenecks per block, conv2_x .. conv5_x',
+                               'receptive field, so the head decides how far a pixel sees); VGG only', metavar='N')
+    resnet_blocks: tuple = option(RESNET101_BLOCKS, 'ResNet bottlenecks per block, conv2_x .. conv5_x; ResNet only',
                                   metavar='N')
     bn_trainable: bool = option(False, 'ResNet: learn the batch norms (batch statistics in TRAIN) '
                                 'instead of freezing them')
@@ -147,6 +153,23 @@ class ScasConfig:
     @classmethod
     def release(cls, **overrides):
         return replace(cls(), **overrides)
+
+    # Fields that only one variant's nets use: given for the other alone,
+    # they would change nothing.
+    VARIANT_ONLY = {'vgg_blocks': 'vgg', 'resnet_blocks': 'resnet'}
+
+    def check_given(self, given, asked=None):
+        """UsageError for a field in ``given`` (the names set by options or
+        --set) that no net written uses: vgg_blocks when only ResNet nets
+        are written, resnet_blocks when only VGG ones. ``asked``: the
+        command's --variant (vgg, resnet or both; default this config's)."""
+        written = {'vgg', 'resnet'} if asked == 'both' else {asked or self.variant}
+        for name, variant in self.VARIANT_ONLY.items():
+            if name in given and variant not in written:
+                raise UsageError('%s is for the %s nets only; with variant %s it would change nothing'
+                                 % (name, 'VGG' if variant == 'vgg' else 'ResNet', ', '.join(sorted(written))),
+                                 name)
+        return self
 
     @property
     def taps(self):
@@ -181,6 +204,11 @@ class ScasConfig:
         if given is not None and not (isinstance(given, (tuple, list)) and given and all(
                 isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in given)):
             check.bad('dilations', 'must be positive integers')
+        if given is not None:
+            check.at_most('dilations', MAX_DILATION, "pool5's side at 8192 px; wider only pads")
+            if self.context == 'none':
+                check.bad('dilations', 'are the context branches\' rates: they do not go with context none '
+                                       '(which has no context module)')
         if len(self.vgg_blocks) != 5 or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1
                                                 for c in self.vgg_blocks):
             check.bad('vgg_blocks', 'must be five positive integers (conv1_x .. conv5_x)')
@@ -206,8 +234,16 @@ class ScasConfig:
         check.at_most('resnet_blocks', 100, 'ResNet-101 has 3 4 23 3')
         check.at_most('vgg_blocks', 100, 'VGG16 has 2 2 3 3 3')
         check.words('train_list', 'val_list')
+        if self.refine is not None and not (isinstance(self.refine, (tuple, list)) and all(
+                isinstance(t, str) for t in self.refine)):
+            check.bad('refine', 'must be layer names (--refine conv5_3 conv4_3, '
+                                "--set 'refine=(\"conv5_3\", \"conv4_3\")', or () for none)")
         outputs = block_outputs(self)
         taps = list(self.taps)
+        repeated = sorted({t for t in taps if taps.count(t) > 1})
+        if repeated:
+            raise UsageError('refine names %s more than once: each layer refines once, got %s'
+                             % (', '.join(repeated), ', '.join(taps)), 'refine')
         if any(t not in outputs for t in taps) or \
                 [outputs.index(t) for t in taps] != sorted((outputs.index(t) for t in taps), reverse=True):
             raise UsageError('refine must be block outputs among %s, deepest first, got %s'

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from caffe_mlic import cli
+from caffe_mlic.errors import UsageError
 from caffe_mlic.data.labelmaps import (IGNORE_LABEL, erode_boundaries, hard_pixel_mask, isprs_palette, load_palette,
                                        read_label_map)
 from caffe_mlic.data.synth_aerial import (BUILDING, CAR, CLASSES, CLUTTER, HARD_DISTANCE, IMP, build_scene,
@@ -170,6 +171,32 @@ def test_bad_options(tmp_path, capsys, bad, flag):
     err = capsys.readouterr().err
     assert err.startswith('caffe-mlic synth: ') and flag in err
     assert not os.path.exists(out)
+
+
+@pytest.mark.parametrize('task', ['seg', 'detection'])
+@pytest.mark.parametrize('split, message', [
+    (['--split', '0.5,0.5,0.5'], 'that sum to 1, got 0.5,0.5,0.5 (sum 1.5)'),
+    (['--split', '0.1,0.1,0.1'], 'that sum to 1, got 0.1,0.1,0.1 (sum 0.3)'),
+    (['--split', '-1,1,1'], 'split needs three non-negative fractions train,val,test, got -1,1,1'),
+    (['--split=-1,1,1'], 'split needs three non-negative fractions train,val,test, got -1,1,1'),
+    (['--split', '-0.5,1,0.5'], 'non-negative fractions train,val,test, got -0.5,1,0.5'),
+])
+def test_split_fractions_must_be_non_negative_and_sum_to_one(tmp_path, capsys, task, split, message):
+    """Not silently rescaled (0.5,0.5,0.5 would be thirds); a leading minus
+    is the value refused, not argparse's 'expected one argument'."""
+    out = str(tmp_path / 'x')
+    assert cli.main(['synth', out, '--task', task, '--images', '3', '-q'] + split) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('caffe-mlic synth: argument --split: ') and message in err, err
+    assert len(err.strip().splitlines()) == 1 and not os.path.exists(out)
+
+
+def test_split_within_the_tolerance_is_accepted():
+    from caffe_mlic.data.synth import check_split
+    check_split((0.33, 0.33, 0.33))          # thirds, to two places
+    check_split((1, 0, 0))
+    with pytest.raises(UsageError, match='sum to 1'):
+        check_split((0.3, 0.3, 0.3))
 
 
 def test_seg_options_refused_for_detection(tmp_path, capsys):

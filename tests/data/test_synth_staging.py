@@ -28,9 +28,10 @@ def _stage(out):
     return os.path.join(os.path.dirname(out), '.%s.partial' % os.path.basename(out))
 
 
-def _kill_midway(args, watch, at_least):
+def _kill_midway(args, watch, at_least, signum=signal.SIGKILL):
     """Start `synth ARGS`, wait until the staging folder's ``watch`` holds
-    ``at_least`` files (the run is writing), SIGKILL it."""
+    ``at_least`` files (the run is writing), send it ``signum`` (SIGKILL);
+    returns its stderr (after another signal)."""
     proc = subprocess.Popen(_cmd() + ['synth'] + args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
@@ -44,7 +45,11 @@ def _kill_midway(args, watch, at_least):
             time.sleep(0.02)
         else:
             pytest.fail('no staging folder appeared')
-        proc.send_signal(signal.SIGKILL)
+        proc.send_signal(signum)
+        if signum != signal.SIGKILL:
+            err = proc.communicate(timeout=60)[1].decode()
+            assert proc.returncode == 128 + signum, (proc.returncode, err)
+            return err
     finally:
         proc.wait(timeout=60)
         proc.stderr.close()
@@ -182,4 +187,17 @@ def test_a_failed_run_leaves_no_staging_folder(tmp_path, monkeypatch):
     out = str(tmp_path / 'set')
     with pytest.raises(OSError):
         synth_aerial.make_synthetic_aerial(out, 2, (64, 64), show_progress=False)
+    assert os.listdir(str(tmp_path)) == []
+
+
+@pytest.mark.parametrize('signum, name, word', [(signal.SIGINT, 'SIGINT', 'interrupted'),
+                                                (signal.SIGTERM, 'SIGTERM', 'stopped by SIGTERM'),
+                                                (signal.SIGHUP, 'SIGHUP', 'stopped by SIGHUP')])
+def test_int_term_and_hup_remove_the_unfinished_set(tmp_path, signum, name, word):
+    """Ctrl-C (130), SIGTERM (143) and SIGHUP (129, a closed terminal)
+    remove the staging folder at once, in one line; a SIGKILL alone leaves
+    it for the next run."""
+    out = str(tmp_path / 'isprs')
+    err = _kill_midway([out] + SEG, os.path.join(_stage(out), 'top'), 2, signum)
+    assert word in err and len(err.strip().splitlines()) == 1, err
     assert os.listdir(str(tmp_path)) == []

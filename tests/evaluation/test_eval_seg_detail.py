@@ -278,8 +278,12 @@ def test_object_recall_hand_computed():
     (dict(boundary_tolerance=-1), 'boundary_tolerance',
      'the boundary tolerance (px) must be a finite number >= 0'),
     (dict(boundary_tolerance=float('nan')), 'boundary_tolerance', 'finite number'),
-    (dict(hard_distance=-0.5), 'hard_distance', 'the hard-pixel distance (px) must be a finite number >= 0'),
-    (dict(hard_distance=float('inf')), 'hard_distance', 'finite number'),
+    (dict(hard_distance=-0.5), 'hard_distance', 'the hard-pixel distance (px) must be a whole number of px in '
+                                                '1..256, got -0.5'),
+    (dict(hard_distance=float('inf')), 'hard_distance', 'whole number of px in 1..256'),
+    (dict(hard_distance=0), 'hard_distance', 'whole number of px in 1..256, got 0'),      # every pixel hard
+    (dict(hard_distance=2.5), 'hard_distance', 'whole number of px in 1..256, got 2.5'),
+    (dict(hard_distance=257), 'hard_distance', 'whole number of px in 1..256, got 257'),
     (dict(hard_classes='building,cat'), 'hard_classes', "unknown class 'cat': the classes are "
                                                         "impervious_surfaces, building, low_vegetation"),
     (dict(hard_classes=' , '), 'hard_classes', 'no class named: the classes are'),
@@ -330,8 +334,8 @@ def test_hard_mask_problems_name_the_file(tmp_path):
     p, g, h = _folders(tmp_path, {'t.png': pred}, {'t.png': gt}, {'x.png': gt})
     with pytest.raises(InputError) as e:
         _evaluate(p, g, hard_masks=h)
-    assert str(e.value) == ('%s: hard-pixel mask not found (for the prediction %s; looked for t.<ext>, '
-                            '.png .tif .tiff .bmp)' % (os.path.join(h, 't.png'), os.path.join(p, 't.png')))
+    assert str(e.value) == ('%s: no hard-pixel mask for 1 of 1 predictions (t.png; a mask is named as its '
+                            'prediction, else its ground truth, with one of .png .tif .tiff .bmp)' % h)
     write_label_png(os.path.join(h, 't.png'), np.zeros((10, 9), np.uint8))
     with pytest.raises(InputError) as e:
         _evaluate(p, g, hard_masks=h)
@@ -451,7 +455,9 @@ def _palette(tmp_path):
 @pytest.mark.parametrize('extra, code, needle', [
     (['--boundary-tolerance', '-1'], 2, "argument --boundary-tolerance: must be a finite number >= 0, got '-1'"),
     (['--boundary-tolerance', 'nan'], 2, 'argument --boundary-tolerance: must be a finite number >= 0'),
-    (['--hard-distance', '-2'], 2, "argument --hard-distance: must be a finite number >= 0, got '-2'"),
+    (['--hard-distance', '-2'], 2, "argument --hard-distance: must be an integer from 1 to 256, got '-2'"),
+    (['--hard-distance', '0'], 2, "argument --hard-distance: must be an integer from 1 to 256, got '0'"),
+    (['--hard-distance', '2.5'], 2, "argument --hard-distance: must be an integer from 1 to 256, got '2.5'"),
     (['--min-object-pixels', '0'], 2, "argument --min-object-pixels: must be an integer >= 1, got '0'"),
     (['--hard-classes', 'roof'], 2, "argument --hard-classes: unknown class 'roof': the classes are "
                                     "impervious_surfaces, building, low_vegetation, tree, car, clutter"),
@@ -472,9 +478,9 @@ def test_cli_missing_and_wrong_size_masks_are_one_line(tmp_path, capsys):
     a = np.zeros((4, 4), np.uint8)
     p, g, h = _folders(tmp_path, {'a.png': a}, {'a.png': a}, {'b.png': a})
     assert cli.main(['eval', 'seg', '--pred', p, '--gt', g, '--hard-masks', h]) == 1
-    assert capsys.readouterr().err == ('caffe-mlic eval seg: %s: hard-pixel mask not found (for the prediction '
-                                       '%s; looked for a.<ext>, .png .tif .tiff .bmp)\n'
-                                       % (os.path.join(h, 'a.png'), os.path.join(p, 'a.png')))
+    assert capsys.readouterr().err == ('caffe-mlic eval seg: %s: no hard-pixel mask for 1 of 1 predictions '
+                                       '(a.png; a mask is named as its prediction, else its ground truth, with '
+                                       'one of .png .tif .tiff .bmp)\n' % h)
     write_label_png(os.path.join(h, 'a.png'), np.zeros((5, 4), np.uint8))
     assert cli.main(['eval', 'seg', '--pred', p, '--gt', g, '--hard-masks', h]) == 1
     assert capsys.readouterr().err == ('caffe-mlic eval seg: %s: hard-pixel mask is 4x5 (WxH) but the prediction '
@@ -483,3 +489,39 @@ def test_cli_missing_and_wrong_size_masks_are_one_line(tmp_path, capsys):
     assert cli.main(['eval', 'seg', '--pred', p, '--gt', g, '--hard-masks', h,
                      '--confusion-csv', os.path.join(h, 'a.png')]) == 2
     assert 'is an input of this command' in capsys.readouterr().err
+
+
+def test_cli_hard_mask_folder_problems_name_the_folder_and_count(tmp_path, capsys):
+    """An empty folder: one line naming it and the count, not one problem
+    per prediction; two masks for one tile (X.png and X.tif) are refused
+    as in --gt and --pred, not one of them used."""
+    a = np.zeros((4, 4), np.uint8)
+    names = ['a.png', 'b.png', 'c.png', 'd.png']
+    p, g, h = _folders(tmp_path, {n: a for n in names}, {n: a for n in names})
+    assert cli.main(['eval', 'seg', '--pred', p, '--gt', g, '--hard-masks', h]) == 1
+    err = capsys.readouterr().err
+    assert err == ('caffe-mlic eval seg: %s: no hard-pixel mask for 4 of 4 predictions (a.png, b.png, c.png, '
+                   'd.png; a mask is named as its prediction, else its ground truth, with one of .png .tif '
+                   '.tiff .bmp)\n' % h), err
+    for n in names[:3]:
+        write_label_png(os.path.join(h, n), a)
+    assert cli.main(['eval', 'seg', '--pred', p, '--gt', g, '--hard-masks', h]) == 1
+    assert 'no hard-pixel mask for 1 of 4 predictions (d.png;' in capsys.readouterr().err
+    write_label_png(os.path.join(h, 'd.png'), a)
+    assert cli.main(['eval', 'seg', '--pred', p, '--gt', g, '--hard-masks', h]) == 0
+    capsys.readouterr()
+    cv2.imwrite(os.path.join(h, 'b.tif'), a)
+    assert cli.main(['eval', 'seg', '--pred', p, '--gt', g, '--hard-masks', h]) == 1
+    err = capsys.readouterr().err
+    assert err == ("caffe-mlic eval seg: %s: two files with the stem 'b': %s, %s\n"
+                   % (os.path.join(h, 'b.tif'), os.path.join(h, 'b.png'), os.path.join(h, 'b.tif'))), err
+
+
+@pytest.mark.parametrize('value', [1, 24, 256, 24.0])
+def test_hard_distance_is_synths_bound(value):
+    """eval seg and synth --task seg take the same whole px in 1..256
+    (24.0, as a results.json kept it, is 24)."""
+    from caffe_mlic.data.synth_aerial import MAX_HARD_DISTANCE, check_hard_distance
+    assert MAX_HARD_DISTANCE == 256
+    assert DetailMetrics(ISPRS, hard_distance=value).hard_distance == check_hard_distance(value) == int(value)
+    assert isinstance(DetailMetrics(ISPRS, hard_distance=value).hard_distance, int)

@@ -57,3 +57,45 @@ def test_sizes_that_only_exhaust_memory_are_refused(tmp_path, capsys, argv, mess
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / 'nets').exists()
+
+
+SCAS_SMALL = ['scasnet', 'netgen', '--backbone', 'small', '--input-size', '64', '--workers', '0']
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--variant', 'vgg', '--dilations', '2', '100000000000', '--allow-wide-dilations'],
+     'argument --dilations: dilations must be at most 1024'),
+    (['--variant', 'vgg', '--dilations', '2', '2147483647', '--allow-wide-dilations'],
+     'argument --dilations: dilations must be at most 1024'),
+    (['--variant', 'vgg', '--set', 'refine=(1,2)'], 'argument --refine: refine must be layer names'),
+    (['--variant', 'vgg', '--set', 'refine=conv9_9'], 'refine must be block outputs among'),
+    (['--variant', 'vgg', '--refine', 'conv4_3', 'conv4_3'],
+     'argument --refine: refine names conv4_3 more than once'),
+    (['--variant', 'resnet', '--vgg-blocks', '1', '1', '1', '1', '1'],
+     'argument --vgg-blocks: vgg_blocks is for the VGG nets only; with variant resnet it would change nothing'),
+    (['--variant', 'resnet', '--set', 'vgg_blocks=(1,1,1,1,1)'], 'argument --vgg-blocks: vgg_blocks is for'),
+    (['--variant', 'vgg', '--resnet-blocks', '1', '1', '1', '1'],
+     'argument --resnet-blocks: resnet_blocks is for the ResNet nets only'),
+    (['--variant', 'vgg', '--context', 'none', '--dilations', '2', '4'],
+     "argument --dilations: dilations are the context branches' rates: they do not go with context none"),
+    (['--variant', 'vgg', '--set', 'context=none', '--set', 'dilations=2'], 'do not go with context none'),
+])
+def test_scasnet_netgen_refuses_meaningless_settings_in_one_line(tmp_path, capsys, args, message):
+    assert cli.main(SCAS_SMALL + args + ['-o', str(tmp_path / 'nets')]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / 'nets').exists()
+
+
+@pytest.mark.parametrize('args, refine', [
+    (['--variant', 'vgg', '--set', 'refine=conv4_3'], ['conv4_3']),        # one name as text: one layer
+    (['--variant', 'vgg', '--set', 'refine=conv5_3 conv4_3'], ['conv5_3', 'conv4_3']),
+    (['--vgg-blocks', '2', '2', '2', '2', '2'], ['conv5_2', 'conv4_2', 'conv3_2']),   # both: VGG uses it
+])
+def test_scasnet_netgen_accepts_refine_as_text_and_blocks_beside_vgg(tmp_path, capsys, args, refine):
+    out = tmp_path / 'nets'
+    assert cli.main(SCAS_SMALL + args + ['-o', str(out)]) == 0
+    text = (out / 'vgg_scasnet_deploy.prototxt').read_text()
+    refined = sorted({n for n in ('conv%d_%d' % (b, c) for b in range(1, 6) for c in range(1, 4))
+                      if 'name: "%s_merge1"' % n in text})
+    assert refined == sorted(refine)

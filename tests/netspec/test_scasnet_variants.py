@@ -202,7 +202,10 @@ def test_a_given_rate_that_sees_only_padding_is_refused_unless_allowed():
                               backbone='small')
     net = layers(scasnet_deploy(wide))
     assert [dilation(net['fc6_%d' % i]) for i in range(1, 5)] == [6, 12, 18, 24]
-    ScasConfig.release(input_size=128, dilations=(6, 12, 18, 24), context='none').validate()   # no branches
+    with pytest.raises(UsageError, match='they do not go with context none') as e:    # no branches to dilate
+        ScasConfig.release(input_size=128, dilations=(6, 12), context='none').validate()
+    assert e.value.param == 'dilations'
+    ScasConfig.release(input_size=128, context='none').validate()       # the default (None) does
     for bad in ((), (0, 2), (1.5,), 3):
         with pytest.raises(UsageError, match='dilations must be positive integers'):
             ScasConfig.release(dilations=bad).validate()
@@ -301,3 +304,37 @@ def test_a_shallow_vgg_builds_and_its_shapes_are_caffes(caffe):
     for name, shape in shapes.items():       # Caffe adds split blobs of its own
         assert tuple(net.blobs[name].data.shape) == tuple(shape), name
     assert net.forward()['conv6_interp'].shape == (1, 6, 48, 48)
+
+
+def test_dilations_are_bounded_even_when_wide_ones_are_allowed():
+    """A rate past MAX_DILATION (1024) only pads; far past it protobuf's
+    int32 overflows (a traceback in net_spec)."""
+    from caffe_mlic.netspec.scasnet import MAX_DILATION
+    assert MAX_DILATION == 1024
+    ScasConfig.release(input_size=128, dilations=(2, 1024), allow_wide_dilations=True).validate()
+    for rates in ((2, 1025), (2, 2 ** 31 - 1), (2, 10 ** 11)):
+        with pytest.raises(UsageError, match=r'dilations must be at most 1024') as e:
+            ScasConfig.release(input_size=128, dilations=rates, allow_wide_dilations=True).validate()
+        assert e.value.param == 'dilations'
+
+
+def test_refine_must_be_distinct_layer_names():
+    with pytest.raises(UsageError, match='refine names conv4_3 more than once') as e:
+        ScasConfig.release(refine=('conv4_3', 'conv4_3')).validate()
+    assert e.value.param == 'refine'
+    for bad in ((1, 2), 'conv4_3', (None,)):
+        with pytest.raises(UsageError, match='refine must be layer names') as e:
+            ScasConfig.release(refine=bad).validate()
+        assert e.value.param == 'refine'
+    assert ScasConfig.release(refine=('conv5_3', 'conv3_3')).validate().taps == ('conv5_3', 'conv3_3')
+
+
+def test_check_given_refuses_the_other_variants_blocks():
+    cfg = ScasConfig.release(variant='resnet', vgg_blocks=(1, 1, 1, 1, 1)).validate()
+    with pytest.raises(UsageError, match='vgg_blocks is for the VGG nets only') as e:
+        cfg.check_given({'vgg_blocks'}, 'resnet')
+    assert e.value.param == 'vgg_blocks'
+    cfg.check_given({'vgg_blocks'}, 'both')           # written beside a VGG net: used there
+    cfg.check_given(set(), 'resnet')                  # the default, not given: fine
+    with pytest.raises(UsageError, match='resnet_blocks is for the ResNet nets only'):
+        ScasConfig.release(variant='vgg').check_given({'resnet_blocks'})
