@@ -62,13 +62,14 @@ def plain_text(text):
     return ''.join(out)
 
 
-def save(fig, path):
-    """``fig`` as ``path``, atomically, in the format its extension names
-    (png, pdf or svg; anything else: PNG)."""
+def save(fig, path, fmt=None):
+    """``fig`` as ``path``, atomically (a device or FIFO: written through), in
+    the format ``fmt``, else the one its extension names (png, pdf or svg;
+    anything else: PNG)."""
     fig.tight_layout()
     ext = os.path.splitext(os.fspath(path))[1][1:].lower()
     with atomic_write(path, 'wb') as f:
-        fig.savefig(f, format=ext if ext in FORMATS else 'png')
+        fig.savefig(f, format=fmt or (ext if ext in FORMATS else 'png'))
 
 
 def series(records, key, phase):
@@ -88,8 +89,9 @@ def _keys(records, phase, prefix):
     return list(seen)
 
 
-def draw_curves(records, path, title=None):
-    """Draw the panels for ``records`` into the PNG ``path`` (atomically)."""
+def draw_curves(records, path, title=None, fmt=None):
+    """Draw the panels for ``records`` into the PNG ``path`` (atomically;
+    ``fmt``: pdf or svg instead, else by the extension, as save)."""
     train_tops = _keys(records, 'train', 'train_')
     metric = next((k for k in METRIC_KEYS if series(records, 'test_' + k, 'test')[0]), None)
     test_losses = [k for k in _keys(records, 'test', 'test_') if k[5:] not in METRIC_KEYS]
@@ -142,7 +144,7 @@ def draw_curves(records, path, title=None):
     axes[-1].set_xlabel('iteration')
     if title:
         axes[0].set_title(plain_text(title))
-    save(fig, path)
+    save(fig, path, fmt)
     return path
 
 

@@ -160,12 +160,20 @@ def run_bounded(argv, env=None, timeout=PYTHON_TIMEOUT):
 
 
 def python_problem(exe, modules=(), env=None, timeout=PYTHON_TIMEOUT, numpy_major=1):
-    """Why ``exe`` cannot be the Python of our worker processes, or None: not
-    an executable file, not a Python 3 that runs `-c CODE` (a wrapper script
+    """Why ``exe`` cannot be the Python of our worker processes, or None (one
+    function for `doctor` and the data layers, so both say the same): no such
+    file, a bare name (workers are started with it as a path: exec looks in
+    the working folder, not on PATH, so the message names the PATH match to
+    give), not an executable file, not a Python 3 that runs `-c CODE` (a wrapper script
     that does something else, hangs or exits), or one that cannot import
     ``modules`` (numpy must be ``numpy_major``.x: pycaffe is built for 1.x).
     ``env``: the environment it runs in (the binary's, for its PYTHONPATH)."""
     if not os.path.exists(exe):
+        if os.sep not in exe:   # (multiprocessing execs it as a path: PATH is not searched)
+            import shutil
+            found = shutil.which(exe, path=(env or os.environ).get('PATH'))
+            return ('a bare name, which is not looked up on PATH: give its path%s'
+                    % (' (on PATH: %s)' % found if found else ', none is on PATH either'))
         return 'no such file'
     if os.path.isdir(exe):
         return 'a folder, not a Python'

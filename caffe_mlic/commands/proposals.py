@@ -1,6 +1,7 @@
 """Object proposals with objectness scores, one .npz per image."""
 import argparse
 import os
+import re
 
 from caffe_mlic.commands.argtypes import float_in, int_in
 from caffe_mlic.errors import InputError, UsageError
@@ -28,9 +29,11 @@ def shard(text):
     try:
         i, n = (int(x) for x in text.split('/'))
     except ValueError:
-        i, n = -1, 0
-    if not (n >= 1 and 0 <= i < n):
-        raise argparse.ArgumentTypeError('expected I/N with 0 <= I < N, got %r' % text)
+        why = 'not two integers I/N'
+    else:
+        why = 'N must be >= 1' if n < 1 else 'I is negative' if i < 0 else 'I must be under N' if i >= n else None
+    if why:
+        raise argparse.ArgumentTypeError('expected I/N with 0 <= I < N, got %r (%s)' % (text, why))
     return i, n
 
 
@@ -52,6 +55,9 @@ def add_arguments(p):
     p.add_argument('--min-size', type=int_in(1), default=20, help=MIN_SIZE_HELP)
     p.add_argument('--jobs', type=int_in(1, MAX_JOBS), default=1,
                    help='processes, 1 to 4 per CPU (%d here; default 1)' % MAX_JOBS)
+    # argparse takes '-1/3' for an option (it is no negative number to it) and
+    # says "expected one argument": let it through to shard(), which says why
+    p._negative_number_matcher = re.compile(r'^-\d+$|^-\d*\.\d+$|^-\d+/-?\d+$')
     p.add_argument('--shard', type=shard, default='0/1', metavar='I/N',
                    help='process only shard I (0-based) of N: images I, I+N, ... of the sorted list')
     p.add_argument('--recompute', action='store_true',

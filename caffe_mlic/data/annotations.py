@@ -406,9 +406,10 @@ def _split_label_line(line, spans, base, label_names, num_classes):
     ``spans``, or a message. Class names hold no whitespace (the class list
     has one token per line), but an image path may: the path is the first
     token, or the first several with the whitespace between them, whichever
-    names an existing file with only labels after it. A line whose first
-    token alone is followed by labels keeps that reading when no file fits
-    (then "image not found" names that path)."""
+    names an existing file with only labels after it; two such readings
+    that both name files are ambiguous (a message naming both). A line whose
+    first token alone is followed by labels keeps that reading when no file
+    fits (then "image not found" names that path)."""
     def path_of(k):   # the first k tokens, as written
         return line[spans[0][0]:spans[k - 1][1]]
 
@@ -418,13 +419,14 @@ def _split_label_line(line, spans, base, label_names, num_classes):
     def labels_after(k):
         return label_names([line[a:b] for a, b in spans[k:]])
 
-    if is_file(1) and labels_after(1) is not None:   # the usual line: one stat
-        return path_of(1), labels_after(1)
     splits = [k for k in range(1, len(spans) + 1) if labels_after(k) is not None]
     found = [k for k in splits if is_file(k)]
-    if len(found) > 1:
-        return 'ambiguous image path: %s are all files, each followed by labels' % ', '.join(
-            repr(path_of(k)) for k in found)
+    if len(found) > 1:   # ('a.jpg' and 'a.jpg circle' both files, labels after each)
+        return 'ambiguous image path: %s are all files, each followed by labels (%s); ' \
+               'rename the file whose name holds whitespace' % (
+                   ', '.join(repr(path_of(k)) for k in found),
+                   '; '.join('%r with %s' % (path_of(k), ', '.join(sorted(labels_after(k))) or 'no label')
+                             for k in found))
     if found or splits and splits[0] == 1:
         k = (found or splits)[0]
         return path_of(k), labels_after(k)

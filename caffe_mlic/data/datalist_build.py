@@ -151,7 +151,12 @@ def _write_lines(f, records, classes, proposals_dir, size, bbox_num, root, diffi
             seen_npz[npz] = rec.path
         path = _datalist_path(rec.path, root)
         if any(c.isspace() for c in path):
-            hint = '' if root else ' (--root DIR writes paths relative to DIR)'
+            if any(c.isspace() for c in os.path.basename(path)):   # no --root can drop it
+                hint = ' (the file name itself holds it: rename the file)'
+            elif root:
+                hint = ' (a --root DIR below the folder whose name holds it would drop it)'
+            else:
+                hint = ' (--root DIR writes paths relative to DIR)'
             problems.append(rec.problem('image path %r contains whitespace, which a datalist cannot hold%s'
                                         % (path, hint)))
             continue

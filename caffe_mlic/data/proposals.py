@@ -36,7 +36,10 @@ Output: OUT_DIR/<image stem>.npz with
 Outputs that already exist are skipped, so a killed run resumes where it
 stopped; every output is written atomically. An existing output that cannot
 be read as such a file (truncated, not a .npz, arrays missing, boxes outside
-its image) is computed again, and named on stderr. A run whose settings differ
+its image), or that breaks it for this folder's settings (scores not
+descending, duplicate boxes, more than max_boxes, a side under min_size,
+another method), is computed again, and named on stderr; a kept output with
+no box is reported as on the run that wrote it. A run whose settings differ
 from the folder's settings.json stops before computing anything (boxes of
 two methods would mix silently): choose another folder, or ``recompute``.
 Images that get no box are reported (a datalist cannot use them).
@@ -475,6 +478,9 @@ def _worker(job):
         message = str(e)
         return image_path, None, message if message.startswith(image_path) else '%s: %s' % (
             image_path, message)
+    except OSError as e:   # writing the output: a folder in the way, a full disk
+        return image_path, None, '%s: cannot write %s: %s' % (
+            image_path, out_path, e.strerror or e)
     except Exception as e:  # noqa: BLE001  (report and continue with the others)
         return image_path, None, '%s: %s: %s' % (image_path, type(e).__name__, e)
 
@@ -484,33 +490,66 @@ def _worker(job):
 SETTINGS_FILE = 'settings.json'
 
 
-def _output_problem(out_path, image_path):
-    """Why the existing output ``out_path`` of ``image_path`` cannot be kept
-    (read_proposal_file's message: truncated, not a .npz, not ours, boxes of
-    an image of another size), or None. We write outputs atomically, but an
-    interrupted copy or another tool can leave such a file; skipped, it
-    would fail `datalist build` later."""
+def _output_problem(out_path, image_path, settings=None):
+    """(why the existing output ``out_path`` of ``image_path`` cannot be kept,
+    or None; its box count, or None). Cannot be kept: what read_proposal_file
+    refuses (truncated, not a .npz, not ours, boxes of an image of another
+    size), and, given the folder's ``settings``, what breaks the format this
+    run writes: scores not descending, duplicate boxes, more boxes than
+    max_boxes, a side under min_size, another method recorded. We write
+    outputs atomically, but an interrupted copy or another tool can leave such
+    a file; skipped, it would fail `datalist build` later, or mix silently."""
     try:
         width, height = image_size(image_path)
     except (OSError, ValueError):   # an unreadable image: its output is checked without its size
-        try:
-            read_proposal_file(out_path, allow_empty=True)
-            return None
-        except InputError as e:
-            return str(e)
-    try:
-        read_proposal_file(out_path, (height, width), image_path, allow_empty=True)
-        return None
-    except InputError as e:
-        first = e
-    if width != height:
+        shapes = [None]
+    else:
         # the header's size is before a JPEG's EXIF rotation, which OpenCV applies
+        shapes = [(height, width)] + ([(width, height)] if width != height else [])
+    first = None
+    for shape in shapes:
         try:
-            read_proposal_file(out_path, (width, height), image_path, allow_empty=True)
-            return None
-        except InputError:
-            pass
-    return str(first)
+            boxes, scores = read_proposal_file(out_path, shape, image_path if shape else None,
+                                               allow_empty=True)
+            break
+        except InputError as e:
+            first = first or e
+    else:
+        return str(first), None
+    return _format_problem(out_path, boxes, scores, settings), len(boxes)
+
+
+def _format_problem(out_path, boxes, scores, settings):
+    """Why readable proposals break the format `proposals` writes with
+    ``settings`` (see _output_problem), or None."""
+    if not settings:
+        return None
+    if len(boxes) > settings.get('max_boxes', len(boxes)):
+        return '%s: holds %d boxes, over this folder\'s max_boxes %d' % (
+            out_path, len(boxes), settings['max_boxes'])
+    if np.any(np.diff(scores) > 0):
+        i = int(np.flatnonzero(np.diff(scores) > 0)[0])
+        return '%s: scores are not in descending order (score %d is %g, score %d is %g)' % (
+            out_path, i, scores[i], i + 1, scores[i + 1])
+    if len(boxes) and len(np.unique(boxes, axis=0)) < len(boxes):
+        return '%s: holds %d duplicate boxes' % (out_path, len(boxes) - len(np.unique(boxes, axis=0)))
+    min_size = settings.get('min_size')
+    if min_size and len(boxes):
+        small = np.flatnonzero((boxes[:, 2] - boxes[:, 0] + 1 < min_size)
+                               | (boxes[:, 3] - boxes[:, 1] + 1 < min_size))
+        if small.size:
+            return '%s: box %d has a side under this folder\'s min_size %d px' % (
+                out_path, small[0], min_size)
+    if settings.get('method'):
+        try:
+            with np.load(out_path, allow_pickle=False) as z:
+                method = str(z['method']) if 'method' in z.files else None
+        except Exception:  # noqa: BLE001  (read once already: a method array np.load cannot take)
+            return '%s: its "method" array is unreadable' % out_path
+        if method is not None and method != settings['method']:
+            return '%s: records method %r, but this folder\'s settings.json says %r' % (
+                out_path, method, settings['method'])
+    return None
 
 
 def _folder_settings(out_dir):
@@ -564,6 +603,25 @@ def claim_folder(out_dir, settings, recompute, flag='--recompute'):
     atomic_write_json(os.path.join(out_dir, SETTINGS_FILE), settings, sort_keys=True)
 
 
+def _check_output_places(out_dir, images, mine):
+    """UsageError, before anything is written, when out_dir is a folder the
+    images are in (the .npz files and settings.json would go among them; a
+    folder below theirs is fine: folders are not read recursively), or when
+    an image's output path is a folder (nothing could be written there)."""
+    real_out = os.path.realpath(out_dir)
+    shared = sorted(d for d in {os.path.dirname(p) or '.' for p in images} if os.path.realpath(d) == real_out)
+    if shared:
+        raise UsageError('%s is the folder of the input images%s: their .npz files and %s would go '
+                         'among them; choose another output folder'
+                         % (out_dir, '' if shared == [out_dir] else ' (%s)' % ', '.join(shared),
+                            SETTINGS_FILE), 'output')
+    folders = [(output_path(out_dir, p), p) for p in mine if os.path.isdir(output_path(out_dir, p))]
+    if folders:
+        raise UsageError('%s is a folder, where the proposals of %s go: remove or rename it%s'
+                         % (folders[0][0], folders[0][1], '' if len(folders) == 1 else
+                            ' (and %d more such folders)' % (len(folders) - 1)), 'output')
+
+
 def run(images, out_dir, method='edgeboxes', max_boxes=2000, min_size=20, sed_model=None,
         jobs=1, shard=(0, 1), show_progress=True, log=None, alpha=0.65, beta=0.75,
         recompute=False):
@@ -589,20 +647,23 @@ def run(images, out_dir, method='edgeboxes', max_boxes=2000, min_size=20, sed_mo
         _sed_detector(sed_model)  # fail once, up front, on a bad model
     kw = dict(method=method, max_boxes=max_boxes, min_size=min_size, sed_model=sed_model,
               alpha=alpha, beta=beta)
-    claim_folder(out_dir, dict(kw, sed_model=os.path.abspath(sed_model) if sed_model else None),
-                 recompute)
     i, n = shard
     mine = images[i::n]  # strided: every shard gets a similar mix
-    todo, bad = [], []
+    _check_output_places(out_dir, images, mine)
+    claim_folder(out_dir, dict(kw, sed_model=os.path.abspath(sed_model) if sed_model else None),
+                 recompute)
+    todo, bad, kept_empty = [], [], []
     for p in mine:
         out = output_path(out_dir, p)
         if not os.path.lexists(out):
             todo.append(p)
             continue
-        why = _output_problem(out, p)
+        why, count = _output_problem(out, p, kw)
         if why:
             todo.append(p)
             bad.append(why)
+        elif count == 0:   # kept: reported as on the run that wrote it
+            kept_empty.append(p)
     for why in bad[:MAX_LISTED]:
         log.write('%s; computing it again\n' % why)
     if len(bad) > MAX_LISTED:
@@ -611,7 +672,7 @@ def run(images, out_dir, method='edgeboxes', max_boxes=2000, min_size=20, sed_mo
     skipped = len(mine) - len(todo)
     job_list = [(p, output_path(out_dir, p), kw) for p in todo]
     bar = progress(total=len(job_list), desc='proposals', unit='img', enabled=show_progress)
-    failures, empty = [], []
+    failures, empty = [], list(kept_empty)
     done = 0
 
     def handle(result):

@@ -51,6 +51,7 @@ import io
 import json
 import math
 import os
+import re
 import xml.etree.ElementTree as ET
 from typing import List, NamedTuple, Optional
 
@@ -303,6 +304,23 @@ def find_result_set(results_dir, classes):
         else 'result files of several image sets (%s)' % ', '.join(sorted(complete or sets))), 'image_set')
 
 
+_DECIMAL = re.compile(r'[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z', re.ASCII)
+
+
+def _foreign_result_files(results_dir, image_set, classes):
+    """The comp4_det_<image_set>_<class>.txt files in results_dir whose class
+    is not one of ``classes`` (a name ending in a known class's suffix is
+    taken for another set's file of that class)."""
+    prefix = result_file_name(image_set, '')[:-len('.txt')]
+    try:
+        names = os.listdir(results_dir)
+    except OSError:
+        return []
+    known = {'_%s.txt' % c for c in classes}
+    return sorted(n for n in names if n.startswith(prefix) and n.endswith('.txt') and len(n) > len(prefix) + 4
+                  and not any(n.endswith(k) for k in known))
+
+
 def _parse_result_line(path, no, line, known_ids):
     """(image_id, score, x1, y1, x2, y2) of a line (1-based box), or (None, problems)."""
     parts = line.split()
@@ -314,7 +332,12 @@ def _parse_result_line(path, no, line, known_ids):
         try:
             value = float(token)
         except ValueError:
-            problems.append(Problem(path, no, name, '%r is not a number' % token))
+            value = None
+        if value is None or (math.isfinite(value) and not _DECIMAL.match(token)):
+            # (float() also takes '1_0' as 10, and non-ASCII digits)
+            problems.append(Problem(path, no, name, '%r is not a number%s' % (
+                token, " (digit separators '_' are not allowed)" if value is not None and '_' in token
+                else '')))
             continue
         if not math.isfinite(value):
             problems.append(Problem(path, no, name, '%r is not a finite number' % token))
@@ -335,8 +358,9 @@ def _parse_result_line(path, no, line, known_ids):
 def read_voc_results(results_dir, image_set, classes, image_ids):
     """{class: ClassDetections} of the result files in results_dir, boxes
     0-based. Every malformed line (field count, a number that is not one or
-    not finite, x2 < x1 or y2 < y1), every image id not in image_ids and
-    every missing file is reported together, with file:line."""
+    not finite, x2 < x1 or y2 < y1, '1_0'), every image id not in image_ids,
+    every missing file and every result file of a class not in ``classes`` is
+    reported together, with file:line. A UTF-8 BOM is skipped."""
     known = set(image_ids)
     problems, out = [], {}
     for name in classes:
@@ -345,7 +369,8 @@ def read_voc_results(results_dir, image_set, classes, image_ids):
             # (surrogateescape: an image id that is not UTF-8 is written by
             # `detect` as its bytes, and read back as the same str as gt.json's)
             with open(path, encoding='utf-8', errors='surrogateescape') as f:
-                lines = f.read().splitlines()
+                text = f.read()
+            lines = (text[1:] if text.startswith('\ufeff') else text).splitlines()   # a BOM
         except FileNotFoundError:
             problems.append(Problem(path, None, None, 'no result file for class %r' % name))
             continue
@@ -362,6 +387,13 @@ def read_voc_results(results_dir, image_set, classes, image_ids):
                 rows.append(row)
         values = np.array([r[1:] for r in rows], np.float64).reshape(-1, 5)
         out[name] = ClassDetections([r[0] for r in rows], values[:, 0], values[:, 1:] - 1)
+    prefix = result_file_name(image_set, '')[:-len('.txt')]
+    for file_name in _foreign_result_files(results_dir, image_set, classes):
+        problems.append(Problem(os.path.join(results_dir, file_name), None, None,
+                                'results of class %r, which is not in the class list (%s): evaluating '
+                                'without it would report a mean over the other classes; remove the file, '
+                                'or give the class list that has it'
+                                % (file_name[len(prefix):-len('.txt')], _examples(list(classes)))))
     if problems:
         raise InputError(problems=problems, what='detection results')
     return out

@@ -105,8 +105,8 @@ def test_plot_log_draws_a_title_the_font_can_show_without_warnings(tmp_path, mon
         f.write('I0101 00:00:00.000000 1 solver.cpp:218] Iteration 0 (0 iter/s, 0s/1 iters), loss = 0.7\n'
                 'I0101 00:00:00.000000 1 solver.cpp:218] Iteration 1 (0 iter/s, 0s/1 iters), loss = 0.5\n')
     titles, save = [], plotting.save
-    monkeypatch.setattr(plotting, 'save', lambda fig, path: (titles.append(fig.axes[0].get_title()),
-                                                             save(fig, path)))
+    monkeypatch.setattr(plotting, 'save', lambda fig, path, *fmt: (titles.append(fig.axes[0].get_title()),
+                                                                   save(fig, path, *fmt)))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         argv = ['plot-log', os.fsdecode(log), '-o', str(tmp_path / 'c.png')]
@@ -174,6 +174,44 @@ def test_plot_log_writes_the_format_its_extension_names(tmp_path, capsys):
     assert (tmp_path / 'c.pdf').read_bytes()[:5] == b'%PDF-'      # PNG bytes in a .pdf before
     assert cli.main(['plot-log', str(log), '-o', str(tmp_path / 'c.jpg')]) == 2
     assert 'the image format comes from the extension' in capsys.readouterr().err
+
+
+def test_plot_log_names_a_log_with_a_newline_on_one_line(tmp_path, capsys):
+    """A newline in the log's name made a two-line message."""
+    log = tmp_path / 'a\nb.log'
+    log.write_text('junk\n')
+    assert cli.main(['plot-log', str(log), '-o', str(tmp_path / 'c.png')]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and ('%s: no "Iteration N' % (tmp_path / 'a\\nb.log')) in err, err
+    assert cli.main(['plot-log', str(tmp_path / 'x\ny.log'), '-o', str(tmp_path / 'c.png')]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and 'x\\ny.log: cannot read the log' in err, err
+
+
+def test_plot_log_writes_through_a_device_or_fifo(tmp_path, capsys):
+    """README says a device or FIFO is written through, but `plot-log L -o
+    /dev/null` was refused on its extension. A device or FIFO gets --format,
+    PNG by default; a regular file still needs an extension or --format."""
+    import threading
+    log = tmp_path / 'train.log'
+    log.write_text('I0101 00:00:00.000000 1 solver.cpp:218] Iteration 0 (0 iter/s, 0s/1 iters), loss = 0.7\n'
+                   'I0101 00:00:00.000000 1 solver.cpp:218] Iteration 1 (0 iter/s, 0s/1 iters), loss = 0.5\n')
+    assert cli.main(['plot-log', str(log), '-o', os.devnull]) == 0
+    capsys.readouterr()
+    fifo = tmp_path / 'pipe'
+    os.mkfifo(str(fifo))
+    for fmt, magic in ((None, b'\x89PNG'), ('svg', b'<?xml')):
+        got = []
+        reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+        reader.start()
+        assert cli.main(['plot-log', str(log), '-o', str(fifo)] + (['--format', fmt] if fmt else [])) == 0
+        reader.join(60)
+        assert got and got[0].startswith(magic), got[:1]
+    assert cli.main(['plot-log', str(log), '-o', str(tmp_path / 'c'), '--format', 'pdf']) == 0
+    assert (tmp_path / 'c').read_bytes()[:5] == b'%PDF-'
+    assert cli.main(['plot-log', str(log), '-o', str(tmp_path / 'c.png'), '--format', 'svg']) == 2
+    assert 'the extension says png, --format says svg' in capsys.readouterr().err
+    assert not (tmp_path / 'c.png').exists()
 
 
 def test_caffe_test_checks_the_test_net_it_builds(tmp_path):

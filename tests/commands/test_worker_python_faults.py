@@ -121,6 +121,32 @@ def _worker_solver(root):
                          snapshot_prefix='snap/s')
 
 
+def test_doctor_and_train_say_the_same_of_a_missing_python_and_a_bare_name(tmp_path):
+    """A bare `python3` was stat'ed in the working folder and called "no such
+    file"; the workers are started with it as a path (multiprocessing execs
+    it: PATH is not searched), so the message says to give a path, naming the
+    one on PATH. `doctor` and `train` say the same (one function)."""
+    import shutil
+    bare = os.path.basename(sys.executable)
+    on_path = shutil.which(bare)
+    assert caffe_env.python_problem(str(tmp_path / 'none')) == 'no such file'
+    assert caffe_env.python_problem('no-such-python-xyz') == \
+        'a bare name, which is not looked up on PATH: give its path, none is on PATH either'
+    if on_path:
+        assert caffe_env.python_problem(bare) == \
+            'a bare name, which is not looked up on PATH: give its path (on PATH: %s)' % on_path
+    _worker_solver(tmp_path)
+    for exe in (str(tmp_path / 'none'), 'no-such-python-xyz'):
+        problem = caffe_env.python_problem(exe)
+        doctor = run_cli(['doctor'], tmp_path, CAFFE_MLIC_PYTHON=exe)
+        assert '  - CAFFE_MLIC_PYTHON=%s: %s\n' % (exe, problem) in doctor.stdout, doctor.stdout
+        train = run_cli(['train', 'solver.prototxt', '--run-dir', 'run'], tmp_path, timeout=120,
+                        CAFFE_MLIC_PYTHON=exe, CAFFE_MLIC_PROGRESS='never')
+        assert train.returncode == 1 and train.stderr.splitlines()[-1].startswith(
+            'caffe-mlic train: cannot start data worker processes: CAFFE_MLIC_PYTHON=%s: %s (' % (exe, problem)), \
+            train.stderr[-2000:]
+
+
 def test_a_wrapper_that_never_starts_python_is_refused_and_leaves_nothing(pythons, tmp_path):
     """Its children ran on after the command, and the workers' start waited
     for them (they held its pipes) for up to 300 s; one that never ends is

@@ -132,6 +132,48 @@ def test_a_label_file_image_path_with_spaces_is_read_as_a_path(tmp_path, capsys)
             "no longer start of the line is an existing file)") in str(e.value)
 
 
+def test_a_label_line_that_two_files_fit_is_ambiguous(tmp_path):
+    """With files 'a.jpg' and 'a.jpg circle', the line 'a.jpg circle square'
+    was read silently as 'a.jpg' with {circle, square} (the one-token reading
+    was taken before the others were looked at). Both readings name files:
+    the line is refused naming both."""
+    from caffe_mlic.data import annotations
+    from caffe_mlic.errors import InputError
+    for name in ('a.jpg', 'a.jpg circle', 'b.jpg'):
+        assert cv2.imencode('.jpg', np.zeros((20, 30, 3), np.uint8))[1].tofile(str(tmp_path / name)) is None
+    (tmp_path / 'labels.txt').write_text('b.jpg star\na.jpg circle square\n')
+    classes = ['circle', 'square', 'star']
+    with pytest.raises(InputError) as e:
+        annotations.read_label_file(str(tmp_path / 'labels.txt'), classes)
+    msg = str(e.value)
+    assert "labels.txt:2: ambiguous image path: 'a.jpg', 'a.jpg circle' are all files" in msg
+    assert "'a.jpg' with circle, square; 'a.jpg circle' with square" in msg
+    assert 'labels.txt:1' not in msg
+    os.remove(str(tmp_path / 'a.jpg circle'))
+    records = annotations.read_label_file(str(tmp_path / 'labels.txt'), classes)
+    assert [r.labels for r in records] == [{'star'}, {'circle', 'square'}]
+
+
+def test_the_root_hint_is_given_only_where_root_can_help(tmp_path, capsys):
+    """A file name holding a space cannot be fixed by --root: the message
+    says to rename the file, not "--root DIR writes paths relative to DIR"."""
+    (tmp_path / 'sub dir').mkdir()
+    for name in ('a b.png', 'sub dir/c.png'):
+        assert cv2.imwrite(str(tmp_path / name), np.zeros((20, 30, 3), np.uint8))
+    (tmp_path / 'classes.txt').write_text('cat\ndog\n')
+    args = ['datalist', 'build', '--labels', str(tmp_path / 'labels.txt'), '--classes',
+            str(tmp_path / 'classes.txt'), '--whole-image', '--size', '32', '--bbox-num', '1',
+            '-o', str(tmp_path / 'out.txt')]
+    (tmp_path / 'labels.txt').write_text('a b.png cat\n')
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert 'contains whitespace' in err and 'rename the file' in err and '--root' not in err
+    (tmp_path / 'labels.txt').write_text('sub dir/c.png cat\n')
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert 'contains whitespace' in err and '--root DIR writes paths relative to DIR' in err
+
+
 # ------------------------------------------------------------------ images: named, and no libpng noise
 
 def _png_with_chunk(image, kind, data):

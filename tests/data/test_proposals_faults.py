@@ -125,6 +125,85 @@ def test_a_rerun_computes_bad_outputs_again_and_keeps_good_ones(photos, tmp_path
     assert 'computing it again' not in captured.err and '0 written, 5 already there' in captured.out
 
 
+def test_a_rerun_computes_outputs_that_break_the_format_again(photos, tmp_path, capsys):
+    """A rerun kept existing outputs that break the format it writes: scores
+    ascending, another method than settings.json's, more than --max-boxes
+    boxes, duplicates; and a kept file of 0 boxes was not reported as an image
+    with no box. Each is named on stderr and computed again; the empty one is
+    reported as on a first run."""
+    from caffe_mlic.data.proposals import read_proposal_file, save_proposals
+    for i in range(2, 6):
+        cv2.imwrite(str(photos / ('p%d.png' % i)), cv2.imread(str(photos / 'p0.png')))
+    out = tmp_path / 'props'
+    args = ['proposals', str(photos), '-o', str(out), '--max-boxes', '30', '--min-size', '5']
+    assert cli.main(args + ['-q']) == 0
+    capsys.readouterr()
+    boxes, scores = read_proposal_file(str(out / 'p0.npz'))
+    assert len(boxes) >= 3
+    grid = np.array([[x, y, x + 9, y + 9] for x in range(0, 60, 10) for y in range(0, 50, 8)], np.float32)
+    edits = {'p0': (boxes[::-1], scores[::-1], 'edgeboxes'),                       # ascending
+             'p1': (boxes, scores, 'selective-search'),                            # another method
+             'p2': (grid[:40], np.linspace(1, 0, 40), 'edgeboxes'),                # 40 > 30
+             'p3': (np.vstack([boxes[:1], boxes[:9]]), np.r_[scores[:1], scores[:9]], 'edgeboxes'),  # duplicate
+             'p4': (np.zeros((0, 4)), np.zeros(0), 'edgeboxes'),                   # kept, no box
+             'p5': (np.array([[0, 0, 2, 20]]), np.ones(1), 'edgeboxes')}           # side 3 < 5
+    for stem, (b, sc, method) in edits.items():
+        save_proposals(str(out / (stem + '.npz')), b, sc, (64, 80), method)
+    assert cli.main(args) == 0
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    for stem, why in (('p0', 'scores are not in descending order'),
+                      ('p1', "records method 'selective-search', but this folder's settings.json "
+                             "says 'edgeboxes'"),
+                      ('p2', "holds 40 boxes, over this folder's max_boxes 30"),
+                      ('p3', 'holds 1 duplicate boxes'),
+                      ('p5', "box 0 has a side under this folder's min_size 5 px")):
+        said = [line for line in lines if line.startswith(str(out / stem) + '.npz: ')]
+        assert len(said) == 1 and why in said[0] and said[0].endswith('; computing it again'), captured.err
+    assert '5 written, 1 already there (skipped), 0 failed' in captured.out
+    assert 'note: 1 image(s) got no box' in captured.out and str(photos / 'p4.png') in captured.out
+    again = read_proposal_file(str(out / 'p0.npz'))
+    np.testing.assert_array_equal(again[0], boxes)
+    assert len(read_proposal_file(str(out / 'p4.npz'), allow_empty=True)[0]) == 0
+
+
+def test_an_output_folder_among_the_images_or_an_output_that_is_a_folder_is_refused(photos, tmp_path, capsys):
+    """`proposals -o IMAGES IMAGES` wrote .npz files and settings.json among the
+    input images; an output X.npz that is a folder failed its image with
+    "IsADirectoryError: [Errno 21] ...". Both are refused up front, in one
+    line, with nothing written; a folder below the images' is fine (folders
+    are not read recursively)."""
+    before = sorted(os.listdir(photos))
+    for out in (str(photos), str(photos) + '/', str(photos / '.')):
+        assert cli.main(['proposals', str(photos), '-o', out, '-q']) == 2
+        err = capsys.readouterr().err
+        assert 'is the folder of the input images' in err and 'choose another output folder' in err
+        assert len(err.strip().splitlines()) == 1 and 'Error' not in err
+    assert cli.main(['proposals', str(photos / 'p0.png'), '-o', str(photos), '-q']) == 2
+    assert 'is the folder of the input images' in capsys.readouterr().err
+    assert sorted(os.listdir(photos)) == before
+    out = tmp_path / 'props'
+    (out / 'p1.npz').mkdir(parents=True)
+    assert cli.main(['proposals', str(photos), '-o', str(out), '-q']) == 2
+    err = capsys.readouterr().err
+    assert ('argument -o/--output: %s is a folder, where the proposals of %s go: remove or rename it'
+            % (out / 'p1.npz', photos / 'p1.png')) in err
+    assert len(err.strip().splitlines()) == 1 and 'Errno' not in err and not (out / 'p0.npz').exists()
+    assert cli.main(['proposals', str(photos), '-o', str(photos / 'props'), '-q']) == 0
+    assert (photos / 'props' / 'p0.npz').is_file()
+
+
+@pytest.mark.parametrize('value, why', [('-1/3', 'I is negative'), ('3/3', 'I must be under N'),
+                                        ('1/0', 'N must be >= 1'), ('a/b', 'not two integers I/N')])
+def test_a_bad_shard_says_what_is_wrong(photos, tmp_path, capsys, value, why):
+    """--shard -1/3 gave argparse's "expected one argument" (it took -1/3 for
+    an option)."""
+    assert cli.main(['proposals', str(photos), '-o', str(tmp_path / 'o'), '--shard', value]) == 2
+    err = capsys.readouterr().err
+    assert "argument --shard: expected I/N with 0 <= I < N, got '%s' (%s)" % (value, why) in err
+    assert 'expected one argument' not in err and not (tmp_path / 'o').exists()
+
+
 # ---------------------------------------------------------------- --jobs killed
 
 

@@ -164,7 +164,7 @@ def test_run_shows_progress_and_writes_logs_run_json_and_curves(tiny, student_ru
     assert re.search(r'12/12 .*loss [0-9.e+-]+, lr 0\.001, mAP [0-9.]+', res.stderr), res.stderr[-2000:]
     assert 'iteration 12: test mAP' in res.stdout
     run_dir = tiny / 'runs' / 'student'
-    assert sorted(os.listdir(run_dir)) == ['.lock', 'curves.png', 'log.csv', 'log.jsonl', 'net.prototxt',
+    assert sorted(os.listdir(run_dir)) == ['curves.png', 'log.csv', 'log.jsonl', 'net.prototxt',
                                            'run.json', 'solver.prototxt']
     assert (run_dir / 'solver.prototxt').read_text() == open(solver).read()
 

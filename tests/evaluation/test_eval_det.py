@@ -169,6 +169,32 @@ def test_malformed_result_lines_are_reported_with_file_and_line(tmp_path):
     assert ':1:' not in text and ':4:' not in text
 
 
+def test_result_numbers_with_underscores_foreign_classes_and_a_bom(tmp_path):
+    """float() read the coordinate '1_0' as 10; a result file of a class not
+    in the class list (comp4_det_test_bird.txt) was ignored silently; a file
+    starting with a UTF-8 BOM gave "image_id: '\\ufeffa' is not an image"."""
+    cat = tmp_path / result_file_name('test', 'cat')
+    cat.write_text('a 0.9 1 1 1_0 10\nb 0.5 1 1 10 \uff11\uff10\n', encoding='utf-8')
+    (tmp_path / result_file_name('test', 'dog')).write_text('')
+    (tmp_path / result_file_name('test', 'bird')).write_text('a 0.9 1 1 10 10\n')
+    (tmp_path / result_file_name('val', 'bird')).write_text('')            # another set: not ours
+    (tmp_path / result_file_name('test_2', 'dog')).write_text('')          # another set, a known class
+    with pytest.raises(InputError) as err:
+        read_voc_results(str(tmp_path), 'test', ['cat', 'dog'], ['a', 'b'])
+    text = str(err.value)
+    assert text.splitlines()[0].startswith('3 problems in detection results'), text
+    assert "%s:1: x2: '1_0' is not a number (digit separators '_' are not allowed)" % cat in text
+    assert "%s:2: y2: '\uff11\uff10' is not a number" % cat in text
+    assert ("%s: results of class 'bird', which is not in the class list (cat, dog)"
+            % (tmp_path / 'comp4_det_test_bird.txt')) in text
+    assert 'val_bird' not in text and 'test_2' not in text
+    os.remove(str(tmp_path / result_file_name('test', 'bird')))
+    cat.write_bytes(b'\xef\xbb\xbfa 0.9 1 1 10 10\nb 0.5 1e1 1 1.5E+1 10\n')
+    back = read_voc_results(str(tmp_path), 'test', ['cat', 'dog'], ['a', 'b'])
+    assert back['cat'].image_ids == ['a', 'b']
+    np.testing.assert_array_equal(back['cat'].boxes, [[0, 0, 9, 9], [9, 0, 14, 9]])
+
+
 # ------------------------------------------------------------------ ground truth files and the command
 
 def _write_gt_json(path, gt):
