@@ -116,10 +116,60 @@ def atomic_write(path, mode='w', **kwargs):
 def save_weights(net, path):
     """Write caffe.Net ``net``'s weights to the caffemodel ``path``, atomically:
     HDF5 when ``path`` ends in .h5 (Caffe reads a file by that name as HDF5),
-    else binary protobuf."""
+    else binary protobuf. Caffe writes in a forked child process: where it
+    aborts (a CHECK on a failed write, a full disk, a name HDF5 cannot hold)
+    only the child dies, and the temp file goes like on any other failure
+    (RunError with Caffe's message)."""
     from caffe_mlic.caffe.weights import is_hdf5
     with atomic_write(path, 'wb') as f:
-        (net.save_hdf5 if is_hdf5(path) else net.save)(f.name)
+        _in_child((net.save_hdf5 if is_hdf5(path) else net.save), f.name, path)
+
+
+def _in_child(write, tmp, path):
+    """``write(tmp)`` in a forked child; RunError naming ``path`` when it fails
+    or the child dies (Caffe's abort), with the last lines it printed."""
+    import signal
+    import sys
+    from caffe_mlic.errors import RunError
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:            # the child: never returns into the caller's code
+        code = 1
+        try:
+            os.close(read_end)
+            os.dup2(write_end, 2)
+            import faulthandler
+            faulthandler.disable()      # Caffe's abort is reported by the parent, not dumped
+            write(tmp)
+            code = 0
+        except BaseException as e:      # noqa: B902 (reported through the pipe)
+            with contextlib.suppress(Exception):
+                os.write(2, ('%s\n' % (str(e) or type(e).__name__)).encode('utf-8', 'replace'))
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    chunks = []
+    with os.fdopen(read_end, 'rb') as r:
+        for chunk in iter(lambda: r.read(65536), b''):
+            chunks.append(chunk)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        return
+    lines = [line.strip() for line in b''.join(chunks).decode('utf-8', 'replace').splitlines()
+             if line.strip() and not line.lstrip().startswith(('@', '***', 'HDF5-DIAG', '#'))]
+    checks = [line for line in lines if 'Check failed' in line or 'Error' in line]
+    why = (checks or lines or [''])[-1]
+    why = why.split('] ', 1)[1] if why[:1] in 'FEW' and '] ' in why else why
+    why = why.replace(os.path.abspath(tmp), path).replace(tmp, path)
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+        raise RunError('cannot write %s: Caffe aborted writing it (%s)%s'
+                       % (path, name, ': ' + why if why else ''))
+    raise RunError('cannot write %s%s' % (path, ': ' + why if why else ''))
 
 
 def write_files(texts):

@@ -44,11 +44,15 @@ def run(args):
     if is_hdf5(args.out):
         # Caffe makes an HDF5 group per layer, named as the layer: a '/' in the
         # name asks for a group inside another and Caffe aborts writing.
-        slashed = [name for name in net._layer_names if '/' in name]
-        if slashed:
-            raise UsageError('%s: an HDF5 caffemodel cannot hold layer names with "/" (%s): Caffe '
-                             'would abort writing it; write a binary .caffemodel'
-                             % (args.out, name_list(slashed)), 'out')
+        # A name given twice asks for a group that exists already: the same abort.
+        names = list(net._layer_names)
+        slashed = [name for name in names if '/' in name]
+        repeated = [name for name in dict.fromkeys(names) if names.count(name) > 1]
+        problems = (['names with "/" (%s)' % name_list(slashed)] if slashed else []) + \
+            (['a name more than once (%s)' % name_list(repeated)] if repeated else [])
+        if problems:
+            raise UsageError('%s: an HDF5 caffemodel cannot hold layer %s: Caffe would abort writing '
+                             'it; write a binary .caffemodel' % (args.out, ', nor '.join(problems)), 'out')
     report = transplant(net, args.sources, args.skip_mismatched)
     save_weights(net, args.out)
     print('%d copied, %d kept, %d mismatched, %d source layers unused -> %s'

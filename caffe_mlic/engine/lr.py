@@ -23,21 +23,30 @@ from caffe_mlic.errors import InputError, Problem
 POLICIES = ('fixed', 'step', 'exp', 'inv', 'multistep', 'poly', 'sigmoid')
 
 
-def check_lr_policy(solver, where='solver'):
-    """InputError (naming ``where``) for what Caffe would abort on: an unknown
-    policy, step/sigmoid without a stepsize > 0, a negative gamma."""
+def lr_policy_problems(solver):
+    """[(field, message)] for what Caffe would abort on: a missing or unknown
+    policy, step without a stepsize > 0, a negative gamma."""
     policy = solver.lr_policy
     problems = []
-    if policy not in POLICIES:
-        problems.append('unknown lr_policy %r; Caffe knows %s' % (policy, ', '.join(POLICIES)))
+    if not solver.HasField('lr_policy'):
+        problems.append(('lr_policy', 'no lr_policy given (Caffe aborts without one); give one of %s'
+                         % ', '.join(POLICIES)))
+    elif policy not in POLICIES:
+        problems.append(('lr_policy', 'unknown lr_policy %r; Caffe knows %s' % (policy, ', '.join(POLICIES))))
     if policy == 'step' and solver.stepsize <= 0:
-        problems.append('lr_policy "step" needs stepsize > 0, got %d' % solver.stepsize)
+        problems.append(('stepsize', 'lr_policy "step" needs stepsize > 0, got %d' % solver.stepsize))
     if policy in ('step', 'exp', 'inv', 'multistep') and solver.gamma < 0:
-        problems.append('lr_policy %r needs gamma >= 0, got %g' % (policy, solver.gamma))
+        problems.append(('gamma', 'lr_policy %r needs gamma >= 0, got %g' % (policy, solver.gamma)))
     if policy == 'poly' and solver.max_iter <= 0:
-        problems.append('lr_policy "poly" needs max_iter > 0')
+        problems.append(('max_iter', 'lr_policy "poly" needs max_iter > 0'))
+    return problems
+
+
+def check_lr_policy(solver, where='solver'):
+    """InputError (naming ``where``) for the lr_policy_problems of ``solver``."""
+    problems = lr_policy_problems(solver)
     if problems:
-        raise InputError(problems=[Problem(where, None, 'lr_policy', p) for p in problems])
+        raise InputError(problems=[Problem(where, None, field, p) for field, p in problems])
 
 
 def multistep_count(stepvalues, iteration):

@@ -38,33 +38,74 @@ def learnable_shapes(net, net_param):
     return shapes
 
 
+def check_hdf5_snapshots(solver_file):
+    """InputError, before any net is built, for HDF5 snapshots of a TRAIN net
+    that Caffe cannot write as HDF5 (hdf5_name_problems)."""
+    if not solver_file.hdf5:
+        return
+    problems = hdf5_name_problems([layer.name for layer in solver_file.net_param.layer
+                                   if prototxt.in_phase(layer, 'TRAIN')])
+    if problems:
+        line = None if 'snapshot_format' in {o.partition('=')[0].strip() for o in solver_file.overrides} \
+            else _field_line(solver_file.path, 'snapshot_format')
+        raise InputError(problems=[Problem(
+            solver_file.path, line, 'snapshot_format',
+            'HDF5 snapshots cannot be written for %s: %s (Caffe aborts writing one HDF5 group per '
+            'layer name); use snapshot_format: BINARYPROTO'
+            % (solver_file.net_path or 'its net_param', '; '.join(problems)))])
+
+
 def check_snapshot_size(solver_file, net):
     """InputError when a binary-proto snapshot of this run would exceed
     protobuf's 2 GB for one message: Caffe aborts when it writes it (at the
     first snapshot, hours in). The solverstate holds one history blob per
-    learnable blob (two for Adam and AdaDelta): release VGG16 distillation
-    nets (teacher and student, 268 M values) with Adam need HDF5 snapshots."""
+    learnable blob (two for Adam and AdaDelta): with Adam, the release VGG16
+    distillation nets (teacher and student, 268.5 M values: a 2.15e9-byte state, over 2^31 - 1)
+    cannot be snapshotted as binary protos, nor as HDF5 (their TRAIN phase
+    repeats layer names: see hdf5_name_problems). HDF5 is refused first for
+    a net Caffe cannot write as HDF5."""
+    check_hdf5_snapshots(solver_file)
     if solver_file.hdf5:
-        # Caffe writes one HDF5 group per layer, named as the layer: a '/'
-        # in the name is a path to a group that does not exist (a CHECK abort)
-        slashed = [layer.name for layer in solver_file.net_param.layer if '/' in layer.name]
-        if slashed:
-            raise InputError(problems=[Problem(
-                solver_file.path, None, 'snapshot_format',
-                "HDF5 snapshots need layer names without '/' (Caffe aborts writing a group per layer), "
-                'but %s has %d such layer(s), e.g. %s; use snapshot_format: BINARYPROTO'
-                % (solver_file.net_path or 'its net_param', len(slashed), ', '.join(slashed[:3])))])
         return
     values = sum(int(np.prod(shape)) for shape in learnable_shapes(net, solver_file.net_param))
+    names = hdf5_name_problems([layer.name for layer in solver_file.net_param.layer
+                                if prototxt.in_phase(layer, 'TRAIN')])
     for what, count in (('caffemodel', values), ('solverstate', values * HISTORY_PER_PARAM[solver_file.type])):
         if 4 * count > PROTO_LIMIT:
+            if not names:
+                fix = 'set snapshot_format: HDF5'
+            elif what == 'solverstate' and 4 * values <= PROTO_LIMIT:
+                fix = ('and HDF5 cannot hold this net either (%s): use a solver type with one history '
+                       'blob per weight (SGD, Nesterov, AdaGrad, RMSProp), or give the layers distinct '
+                       'names and set snapshot_format: HDF5' % '; '.join(names))
+            else:
+                fix = ('and HDF5 cannot hold this net either (%s): give the layers distinct names and '
+                       'set snapshot_format: HDF5' % '; '.join(names))
             raise InputError(problems=[Problem(
                 solver_file.path, None, 'snapshot_format',
                 "this run's %s would be %.2f GB (%d values%s), over protobuf's 2 GB for one message: "
-                'Caffe would abort writing the first snapshot; set snapshot_format: HDF5'
+                'Caffe would abort writing the first snapshot; %s'
                 % (what, 4 * count / 2 ** 30, count, '' if what == 'caffemodel' else
                    ': %s keeps %d history blob(s) per weight' % (solver_file.type,
-                                                                HISTORY_PER_PARAM[solver_file.type])))])
+                                                                HISTORY_PER_PARAM[solver_file.type]),
+                   fix))])
+
+
+def hdf5_name_problems(names):
+    """What keeps Caffe from writing an HDF5 caffemodel of a net whose layers
+    (of one phase, in order) are ``names``: Caffe makes one group per layer,
+    named as the layer, so a '/' in a name (a path to a group that does not
+    exist) and a name given twice (the group exists already) abort it."""
+    from collections import Counter
+    problems = []
+    slashed = [name for name in names if '/' in name]
+    if slashed:
+        problems.append("%d layer name(s) with '/', e.g. %s" % (len(slashed), ', '.join(slashed[:3])))
+    repeated = [name for name, count in Counter(names).items() if count > 1]
+    if repeated:
+        problems.append('%d layer name(s) given more than once in one phase, e.g. %s'
+                        % (len(repeated), ', '.join(repeated[:5])))
+    return problems
 
 
 def learned_net_path(learned_net, state_path):

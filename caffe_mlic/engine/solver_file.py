@@ -6,7 +6,7 @@ import re
 
 
 from caffe_mlic.caffe import prototxt
-from caffe_mlic.engine.lr import check_lr_policy
+from caffe_mlic.engine.lr import lr_policy_problems
 from caffe_mlic.errors import InputError, Problem, UsageError
 
 NEVER = 2 ** 31 - 1            # a test_interval Caffe's own Step never reaches
@@ -16,12 +16,16 @@ _OLD_SOLVER_TYPES = ('SGD', 'Nesterov', 'AdaGrad', 'RMSProp', 'AdaDelta', 'Adam'
 
 
 def _field_line(path, field):
-    """1-based line of the first ``field:`` in a prototxt, or None."""
+    """1-based line of the first top-level ``field:`` (or ``field {``) of a
+    prototxt (not one inside an inline net_param), or None."""
     try:
         with open(path, encoding='utf-8', errors='replace') as f:
+            depth = 0
             for number, line in enumerate(f, 1):
-                if re.match(r'\s*%s\s*:' % field, line):
+                code = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', line).split('#')[0]
+                if depth == 0 and re.match(r'\s*%s\s*[:{]' % field, code):
                     return number
+                depth = max(0, depth + code.count('{') - code.count('}'))
     except OSError:
         pass
     return None
@@ -85,23 +89,45 @@ VALUE_BOUNDS = (
 
 
 def check_values(param, problem):
-    """``problem(field, message)`` for a solver value outside VALUE_BOUNDS."""
+    """``problem(field, message)`` for each solver value outside VALUE_BOUNDS."""
     for name, low, high, high_allowed in VALUE_BOUNDS:
         value = getattr(param, name)
         if not (math.isfinite(value) if isinstance(value, float) else True) or value < low or \
                 value > high or (value == high and not high_allowed):
             span = '>= %g' % low if high == math.inf else '%s%g, %g%s' % (
                 '[', low, high, ']' if high_allowed else ')')
-            raise problem(name, '%s must be %s, got %g' % (name, span if high == math.inf else 'in ' + span,
-                                                           value))
+            problem(name, '%s must be %s, got %g' % (name, span if high == math.inf else 'in ' + span, value))
+
+
+def net_field_problems(param):
+    """[(field, message)] for the net fields of a solver that Caffe aborts on
+    (Solver::InitTrainNet / InitTestNets CHECKs): not exactly one train net
+    among net, net_param, train_net, train_net_param; test nets without a
+    test_iter each."""
+    train_fields = [f for f in ('net', 'net_param', 'train_net', 'train_net_param') if param.HasField(f)]
+    problems = []
+    if len(train_fields) > 1:
+        problems.append((train_fields[1], 'the solver gives %s: Caffe takes exactly one train net '
+                         '(it aborts); keep one' % ' and '.join(train_fields)))
+    tests = len(param.test_net) + len(param.test_net_param)
+    if tests and len(param.test_iter) < tests:
+        field = 'test_net' if len(param.test_net) else 'test_net_param'
+        problems.append((field, 'the solver gives %d test net(s) (test_net / test_net_param) but %d '
+                         'test_iter: Caffe needs a test_iter for each (it aborts)'
+                         % (tests, len(param.test_iter))))
+    return problems
 
 
 class SolverFile:
     """A solver prototxt checked for what Caffe would abort on: ``param``
     (SolverParameter), ``net_path`` (None for an inline net_param),
-    ``net_param``, ``type`` and ``snapshot_prefix`` (resolved)."""
+    ``net_param``, ``type`` and ``snapshot_prefix`` (resolved). Every
+    problem of the file is reported at once, each naming its field and line.
+    ``test_nets``: whether test_net / test_net_param may be given (as the
+    caffe binary takes them, a test_iter each); `train` tests the net's TEST
+    phase and refuses them."""
 
-    def __init__(self, path, run_dir, overrides=()):
+    def __init__(self, path, run_dir, overrides=(), test_nets=True):
         self.path = os.fspath(path)
         if not os.path.isfile(self.path):
             raise InputError('%s: no such solver prototxt' % self.path)
@@ -111,48 +137,71 @@ class SolverFile:
         self.stem = os.path.splitext(os.path.basename(self.path))[0]
 
         overridden = {o.partition('=')[0].strip() for o in self.overrides}
+        problems = []       # [(field, message)], every one reported at once
 
         def problem(field, message):
-            if field in overridden:     # the value came from the command line, not the file
-                return UsageError(message, 'overrides')
-            return InputError(problems=[Problem(self.path, _field_line(self.path, field), field,
-                                                message)])
+            problems.append((field, message))
+        for field, message in net_field_problems(param):
+            problem(field, message)
+        if not test_nets and (param.test_net or param.test_net_param):
+            problem('test_net' if param.test_net else 'test_net_param',
+                    'train tests the TEST phase of the net (net: / net_param) and would ignore '
+                    'test_net / test_net_param: put the TEST layers in the net, and remove them')
+        self.net_path, self.net_param = None, None
         if param.HasField('net'):
             self.net_path = param.net
             if not os.path.isfile(self.net_path):
                 beside = os.path.join(os.path.dirname(self.path), self.net_path)
                 hint = (' (Caffe reads it relative to the current directory; %s exists)' % beside
                         if not os.path.isabs(self.net_path) and os.path.isfile(beside) else '')
-                raise problem('net', '%s: no such net prototxt%s' % (self.net_path, hint))
-            self.net_param = prototxt.read_net(self.net_path)
+                problem('net', '%s: no such net prototxt%s' % (self.net_path, hint))
         elif param.HasField('net_param'):
-            self.net_path, self.net_param = None, param.net_param
+            self.net_param = param.net_param
+        elif not (param.HasField('train_net') or param.HasField('train_net_param')):
+            problem('net', 'the solver names no net (give net: "train_val.prototxt"; train_net and '
+                    'test_net are not supported here)')
         else:
-            raise InputError('%s: names no net (give net: "train_val.prototxt"; train_net and '
-                             'test_net are not supported here)' % self.path)
-        prototxt.check_net(self.net_param, self.net_path or self.path)
+            problem('train_net' if param.HasField('train_net') else 'train_net_param',
+                    'train_net / train_net_param are not supported here: give net: "train_val.prototxt" '
+                    '(or net_param), with TRAIN and TEST phases')
         self.type = param.type
         if param.HasField('solver_type'):
             self.type = _OLD_SOLVER_TYPES[param.solver_type]
         if self.type not in HISTORY_PER_PARAM:
-            raise problem('type', 'unknown solver type %r; Caffe knows %s'
-                          % (self.type, ', '.join(HISTORY_PER_PARAM)))
-        check_lr_policy(param, self.path)
+            problem('type', 'unknown solver type %r; Caffe knows %s'
+                    % (self.type, ', '.join(HISTORY_PER_PARAM)))
+        for field, message in lr_policy_problems(param):
+            problem(field, message)
         if param.max_iter <= 0:
-            raise problem('max_iter', 'max_iter must be > 0, got %d' % param.max_iter)
+            problem('max_iter', 'max_iter must be > 0, got %d' % param.max_iter)
         if param.iter_size < 1:
-            raise problem('iter_size', 'iter_size must be >= 1, got %d' % param.iter_size)
+            problem('iter_size', 'iter_size must be >= 1, got %d' % param.iter_size)
         check_values(param, problem)
         if param.snapshot < 0:
-            raise problem('snapshot', 'snapshot must be >= 0 (0: no periodic snapshots), got %d'
-                          % param.snapshot)
+            problem('snapshot', 'snapshot must be >= 0 (0: no periodic snapshots), got %d' % param.snapshot)
         if param.snapshot_prefix and (param.snapshot_prefix.endswith(('/', os.sep))
                                       or os.path.basename(param.snapshot_prefix) in ('.', '..')):
-            raise problem('snapshot_prefix', '%r names a folder: Caffe would name the files '
-                          '"_iter_N.caffemodel" in it; give a file prefix such as "%s"'
-                          % (param.snapshot_prefix, os.path.join(param.snapshot_prefix, self.stem)))
+            problem('snapshot_prefix', '%r names a folder: Caffe would name the files '
+                    '"_iter_N.caffemodel" in it; give a file prefix such as "%s"'
+                    % (param.snapshot_prefix, os.path.join(param.snapshot_prefix, self.stem)))
+        self._raise(problems, overridden)
+        if self.net_param is None:
+            self.net_param = prototxt.read_net(self.net_path)
+        prototxt.check_net(self.net_param, self.net_path or self.path)
         self.snapshot_prefix = param.snapshot_prefix or os.path.join(run_dir, 'snapshots', self.stem)
         self.hdf5 = param.snapshot_format == param.HDF5
+
+    def _raise(self, problems, overridden):
+        """Every problem at once: an InputError naming each field and its
+        line; a UsageError when all of them come from --set values."""
+        if not problems:
+            return
+        if all(field in overridden for field, _ in problems):
+            raise UsageError('; '.join(message for _, message in problems), 'overrides')
+        raise InputError(problems=[
+            Problem(self.path, None, field, message + ' (set by --set)') if field in overridden else
+            Problem(self.path, _field_line(self.path, field), field, message)
+            for field, message in problems])
 
     @property
     def staging_prefix(self):

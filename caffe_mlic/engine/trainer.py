@@ -56,13 +56,13 @@ from caffe_mlic.caffe.weights import check_weights, parse_message
 from caffe_mlic.engine import logs
 from caffe_mlic.engine.lr import learning_rate
 from caffe_mlic.engine.nets import DATA_LAYERS, data_layers, find_score_blob, scalar_outputs, seekable_layers
-from caffe_mlic.engine.snapshots import (SnapshotError, check_snapshot, check_snapshot_folder,
-                                         check_snapshot_size, find_snapshots, learned_net_path,
+from caffe_mlic.engine.snapshots import (SnapshotError, check_hdf5_snapshots, check_snapshot,
+                                         check_snapshot_folder, check_snapshot_size, find_snapshots, learned_net_path,
                                          snapshot_bytes, take_snapshot)
 from caffe_mlic.engine.solver_file import SolverFile
 from caffe_mlic.errors import InputError, MlicError, RunError, UsageError
 from caffe_mlic.evaluation.evaluator import EVALUATORS, for_data_layer, label_blob
-from caffe_mlic.fileio import atomic_write, refuse_overwriting, same_file
+from caffe_mlic.fileio import _missing_dirs, atomic_write, refuse_overwriting, same_file
 from caffe_mlic.progress import progress
 
 SIGNAL_NAMES = {signal.SIGINT: 'SIGINT', signal.SIGTERM: 'SIGTERM', signal.SIGHUP: 'SIGHUP',
@@ -111,24 +111,43 @@ def _copy_file(src, dst):
 
 
 def lock_run_dir(run_dir):
-    """Hold ``run_dir``'s lock (its .lock file) until the returned file is
-    closed, or the process ends; RunError when another run holds it."""
+    """Hold ``run_dir``'s lock (its .lock file, holding the pid) until
+    unlock_run_dir; RunError when another run holds it. The file is removed
+    when the lock is given back, so a lock taken on a file that was removed
+    meanwhile (by the run that held it) is taken again on the new one."""
     import fcntl
     path = os.path.join(run_dir, LOCK_FILE)
-    f = open(path, 'a+')
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        holder = f.read().strip()
-        f.close()
-        raise RunError('another training run (%s) is writing %s: wait for it to end, or give '
-                       'this one another --run-dir' % ('pid ' + holder if holder else 'a process', run_dir))
+    while True:
+        f = open(path, 'a+')
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip()
+            f.close()
+            raise RunError('another training run (%s) is writing %s: wait for it to end, or give '
+                           'this one another --run-dir' % ('pid ' + holder if holder else 'a process',
+                                                           run_dir))
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        if current is not None and os.path.samestat(current, os.fstat(f.fileno())):
+            break
+        f.close()       # the holder removed it as it ended: lock the new one
     f.seek(0)
     f.truncate()
     f.write('%d\n' % os.getpid())
     f.flush()
     return f
+
+
+def unlock_run_dir(lock):
+    """Give the lock back and remove its file (while still holding it, so no
+    other run holds a lock on the removed file alone)."""
+    with contextlib.suppress(OSError):
+        os.unlink(lock.name)
+    lock.close()
 
 
 # ---------------------------------------------------------------- the run
@@ -154,7 +173,8 @@ class Trainer:
                  command=None, resume_command=None, log=None, overrides=(), gpu=None, early_signals=()):
         self.run_dir = run_dir or os.path.join('runs', os.path.splitext(
             os.path.basename(os.fspath(solver_path)))[0])
-        self.solver_file = SolverFile(solver_path, self.run_dir, overrides)
+        self.solver_file = SolverFile(solver_path, self.run_dir, overrides, test_nets=False)
+        check_hdf5_snapshots(self.solver_file)
         if overrides:   # the run folder keeps the solver as run: never over the solver read
             refuse_overwriting([os.path.join(self.run_dir, 'solver.prototxt')], [self.solver_file.path],
                                'run_dir')
@@ -174,8 +194,11 @@ class Trainer:
         self.stop_signal = None
         self.early_signals = early_signals   # signals recorded before the trainer's own handlers
         self.state_iteration = None
-        if gpu is None and self.solver_file.param.solver_mode == self.solver_file.param.GPU:
-            gpu = self.solver_file.param.device_id    # as the caffe binary reads the solver
+        param = self.solver_file.param
+        if gpu is None and param.HasField('solver_mode') and param.solver_mode == param.GPU:
+            # as the caffe binary reads the solver: solver_mode only when it is
+            # given (its default, GPU, is not used: an unset mode is the CPU)
+            gpu = param.device_id
         self.gpu = gpu
         if gpu is not None:
             # Caffe aborts the process (a CHECK) on a CPU-only build or a
@@ -356,6 +379,7 @@ class Trainer:
     def _write_run_json(self, **changes):
         self.info.update(changes)
         logs.write_run_json(self.run_dir, self.info)
+        self.run_json_written = True
 
     def _snapshot(self):
         take_snapshot(self.solver, self.solver_file, self.snapshot_needed)
@@ -510,9 +534,22 @@ class Trainer:
             if self.stop_signal is None:
                 self.stop_signal = signum
 
-        created = not os.path.isdir(self.run_dir)
+        made = _missing_dirs(self.run_dir)      # the run folder and its parents made here
+        created = bool(made)
         os.makedirs(self.run_dir, exist_ok=True)
-        lock = lock_run_dir(self.run_dir)
+        self.run_json_written = False
+
+        def remove_made():
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            for folder in made[1:]:     # parents, deepest first, while empty
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
+        try:
+            lock = lock_run_dir(self.run_dir)
+        except BaseException:
+            if created:
+                remove_made()
+            raise
         try:
             with _main_thread_signals({s: stop for s in STOP_SIGNALS}):
                 if self.early_signals and self.stop_signal is None:
@@ -524,12 +561,15 @@ class Trainer:
             info = logs.read_run_json(self.run_dir) or {}
             return dict(info, final_iteration=self.solver_file.param.max_iter, last_snapshot=done.state,
                         run_dir=os.path.abspath(self.run_dir))
-        except TrainingInterrupted:
-            if created and os.listdir(self.run_dir) == [LOCK_FILE]:     # stopped before writing anything
-                shutil.rmtree(self.run_dir, ignore_errors=True)
+        except BaseException:
+            if created and not self.run_json_written:
+                # failed or stopped before the run began (bad weights, a state
+                # that cannot be resumed, a net Caffe cannot build): nothing
+                # was trained, so no run folder is left, as if never started
+                remove_made()
             raise
         finally:
-            lock.close()
+            unlock_run_dir(lock)
 
     def _close_layers(self):
         for net in (getattr(self, 'net', None), getattr(self, 'test_net', None)):

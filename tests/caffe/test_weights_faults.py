@@ -281,3 +281,42 @@ def test_hdf5_layers_that_cannot_be_read_by_position_are_named(tmp_path):
         with pytest.raises(InputError) as e:
             read_layers(str(path))
         assert str(e.value) == '%s: %s' % (path, message)
+
+
+_DUP_NET = (
+    'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }\n'
+    'layer { name: "conv" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 2 kernel_size: 3 } }\n'
+    'layer { name: "relu" type: "ReLU" bottom: "c" top: "c" }\n'
+    'layer { name: "conv2" type: "Convolution" bottom: "c" top: "d" convolution_param { num_output: 2 kernel_size: 3 } }\n'
+    'layer { name: "relu" type: "ReLU" bottom: "d" top: "d" }\n')
+
+
+def test_surgery_refuses_an_hdf5_output_for_a_layer_name_given_twice(tiny, h5):
+    """Two layers named 'relu' (as the distillation nets' teacher and student
+    copies): Caffe's HDF5 writer aborted ("Object already exists") and left
+    a hidden .tmp beside the output."""
+    net = tiny / 'dup.prototxt'
+    net.write_text(_DUP_NET)
+    res = run_cli(['surgery', '--net', net, '--from', 'same:h5/student.caffemodel.h5', '-o', 'dup.caffemodel.h5'],
+                  tiny)
+    assert res.returncode == 2 and res.stderr == (
+        'caffe-mlic surgery: argument -o/--out: dup.caffemodel.h5: an HDF5 caffemodel cannot hold layer '
+        'a name more than once (relu): Caffe would abort writing it; write a binary .caffemodel\n'), res.stderr
+    assert not [p for p in os.listdir(tiny) if p.startswith(('dup.caffemodel', '.dup.caffemodel'))]
+
+
+def test_save_weights_leaves_no_temp_file_when_caffe_aborts(tmp_path, caffe):
+    """Where Caffe aborts writing (here: an HDF5 file of repeated names, not
+    refused at this level) the process lived on and no temp file is left."""
+    from caffe_mlic.caffe.surgery import shape_only_net
+    from caffe_mlic.errors import RunError
+    from caffe_mlic.fileio import save_weights
+    (tmp_path / 'dup.prototxt').write_text(_DUP_NET)
+    net = shape_only_net(str(tmp_path / 'dup.prototxt'))
+    out = tmp_path / 'out' / 'w.caffemodel.h5'
+    with pytest.raises(RunError, match=r'cannot write .*w.caffemodel.h5: Caffe aborted writing it \(SIGABRT\): '
+                                       r'.*Check failed: layer_data_hid >= 0'):
+        save_weights(net, str(out))
+    assert os.listdir(tmp_path) == ['dup.prototxt']          # no temp file, no folder made for it
+    save_weights(net, str(tmp_path / 'w.caffemodel'))        # a binary one is written
+    assert sorted(os.listdir(tmp_path)) == ['dup.prototxt', 'w.caffemodel']

@@ -162,8 +162,10 @@ def test_hdf5_snapshots_of_a_net_with_a_slash_in_a_layer_name_are_refused_first(
     solver(tiny, 'slash', net='kd/student_slash', max_iter=4, snapshot=2, snapshot_format=0)  # HDF5
     res = run(['train', 'slash.prototxt', '--run-dir', 'runs/slash'], tiny)
     assert res.returncode == 1 and 'Check failed' not in res.stderr, res.stderr
-    assert "snapshot_format: HDF5 snapshots need layer names without '/'" in res.stderr
+    assert "snapshot_format: HDF5 snapshots cannot be written for" in res.stderr
+    assert "1 layer name(s) with '/'" in res.stderr
     assert relu.name in res.stderr and not list((tiny / 'snap_slash').glob('*'))
+    assert not (tiny / 'runs' / 'slash').exists()          # refused before the run began
     solver(tiny, 'slash', net='kd/student_slash', max_iter=4, snapshot=2)     # binary: trains
     assert run(['train', 'slash.prototxt', '--run-dir', 'runs/slash'], tiny).returncode == 0
 
@@ -351,3 +353,142 @@ def test_resume_auto_never_takes_another_runs_snapshot(tiny):
                                            (tiny / 'runs' / 'chain' / 'log.jsonl').read_text().splitlines())
                   if r['phase'] == 'train']
     assert iterations == list(range(30)), iterations
+
+
+# ---------------------------------------------------------------- solver files Caffe aborts on
+
+
+def test_hdf5_snapshots_of_a_distillation_net_with_repeated_layer_names_are_refused_first(tiny):
+    """train_stage1 holds the teacher's and the student's layers, some under
+    one name (relu1_1, ...): Caffe's HDF5 writer aborted ("Object already
+    exists", layer_data_hid >= 0) leaving a partial .caffemodel.h5, run.json
+    "running" and a .lock. Refused before the nets are built, naming them."""
+    net = prototxt.read_net(str(tiny / 'nets' / 'kd' / 'train_stage1.prototxt'))
+    names = [layer.name for layer in net.layer if prototxt.in_phase(layer, 'TRAIN')]
+    repeated = [name for name in dict.fromkeys(names) if names.count(name) > 1]
+    assert repeated, 'the tiny stage-1 net repeats no layer name'
+    solver(tiny, 'dup', net='kd/train_stage1', max_iter=2, snapshot=1, snapshot_format=0)   # HDF5
+    res = run(['train', 'dup.prototxt', '--run-dir', 'runs/dup'], tiny)
+    assert res.returncode == 1 and 'Check failed' not in res.stderr, res.stderr
+    line = res.stderr.strip()
+    assert '\n' not in line and line.startswith('caffe-mlic train: dup.prototxt:'), line
+    assert re.search(r'dup.prototxt:\d+: snapshot_format: HDF5 snapshots cannot be written', line), line
+    assert 'given more than once in one phase, e.g. ' in line and repeated[0] in line, line
+    assert not (tiny / 'runs' / 'dup').exists() and not (tiny / 'snap_dup').exists() or \
+        not list((tiny / 'snap_dup').glob('*'))
+
+
+def test_a_solver_with_two_train_nets_or_a_test_net_is_refused_in_one_line(tiny):
+    """net: with net_param {} made Caffe CHECK num_train_nets <= 1 (rc 134, a
+    run folder holding only .lock); net: with test_net: and no test_iter
+    trained, ignoring test_net (and the caffe binary aborts on it)."""
+    path = solver(tiny, 'twonets', max_iter=2)
+    with open(path, 'a') as f:
+        f.write('net_param { name: "x" }\n')
+    res = run(['train', 'twonets.prototxt', '--run-dir', 'runs/twonets'], tiny)
+    assert res.returncode == 1 and 'Check failed' not in res.stderr, res.stderr
+    assert re.fullmatch(r'caffe-mlic train: twonets.prototxt:\d+: net_param: the solver gives net and '
+                        r'net_param: Caffe takes exactly one train net \(it aborts\); keep one\n',
+                        res.stderr), res.stderr
+    assert not (tiny / 'runs' / 'twonets').exists()
+    path = solver(tiny, 'testnet', max_iter=2, test_iter=[])
+    with open(path, 'a') as f:
+        f.write('test_net: "%s"\n' % (tiny / 'nets' / 'kd' / 'student_baseline.prototxt'))
+    res = run(['train', 'testnet.prototxt', '--run-dir', 'runs/testnet'], tiny)
+    assert res.returncode == 1 and res.stderr.count('\n') == 3, res.stderr       # heading + 2 problems
+    assert re.search(r'testnet.prototxt:\d+: test_net: the solver gives 1 test net\(s\) .* but 0 test_iter',
+                     res.stderr), res.stderr
+    assert 'would ignore test_net / test_net_param' in res.stderr
+    assert not (tiny / 'runs' / 'testnet').exists()
+    # the caffe binary's wrapper reads the solver through the same checks
+    res = run(['caffe', 'train', '-solver', 'twonets.prototxt'], tiny)
+    assert res.returncode == 1 and 'keep one' in res.stderr and 'Check failed' not in res.stderr, res.stderr
+    res = run(['caffe', 'train', '-solver', 'testnet.prototxt'], tiny)
+    assert res.returncode == 1 and 'but 0 test_iter' in res.stderr, res.stderr
+    assert 'would ignore' not in res.stderr           # the binary does use a test_net with its test_iter
+
+
+def test_a_solver_without_solver_mode_trains_on_the_cpu(tiny):
+    """caffe.proto's default solver_mode is GPU, but Caffe only uses it when
+    set (has_solver_mode): an unset one is the CPU, not refused as a GPU run."""
+    path = solver(tiny, 'nomode', max_iter=2)
+    text = open(path).read()
+    assert 'solver_mode' in text
+    with open(path, 'w') as f:
+        f.write(''.join(line for line in text.splitlines(True) if 'solver_mode' not in line))
+    res = run(['train', 'nomode.prototxt', '--run-dir', 'runs/nomode'], tiny)
+    assert res.returncode == 0, res.stderr
+    assert run_json(tiny / 'runs' / 'nomode')['status'] == 'finished'
+
+
+def test_a_run_that_fails_before_it_begins_leaves_no_run_folder_nor_lock(tiny):
+    """A bad --weights file, a truncated --resume state: no folder holding a
+    stale .lock (and no run.json) is left; an existing run folder is left as
+    it was, without a .lock."""
+    solver(tiny, 'early', max_iter=2, snapshot=1)
+    (tiny / 'bad.caffemodel').write_bytes(b'\x0a\xff\xff')
+    res = run(['train', 'early.prototxt', '--run-dir', 'runs/early', '--weights', 'bad.caffemodel'], tiny)
+    assert res.returncode == 1 and 'bad.caffemodel' in res.stderr, res.stderr
+    assert not (tiny / 'runs' / 'early').exists()
+    res = run(['train', 'early.prototxt', '--run-dir', 'runs/early'], tiny)
+    assert res.returncode == 0, res.stderr
+    before = (tiny / 'runs' / 'early' / 'run.json').read_text()
+    assert not (tiny / 'runs' / 'early' / '.lock').exists()
+    state = tiny / 'snap_early' / 'w_iter_2.solverstate'
+    (tiny / 'cut.solverstate').write_bytes(state.read_bytes()[:20])
+    res = run(['train', 'early.prototxt', '--run-dir', 'runs/early', '--resume', 'cut.solverstate'], tiny)
+    assert res.returncode == 1 and 'cut.solverstate' in res.stderr, res.stderr
+    assert (tiny / 'runs' / 'early' / 'run.json').read_text() == before
+    assert not (tiny / 'runs' / 'early' / '.lock').exists()
+    res = run(['train', 'early.prototxt', '--run-dir', 'runs/early2', '--resume', 'cut.solverstate'], tiny)
+    assert res.returncode == 1 and not (tiny / 'runs' / 'early2').exists(), res.stderr
+    solver(tiny, 'early_workers', net='kd/student_workers', max_iter=2)
+    res = subprocess.run(CLI + ['train', 'early_workers.prototxt', '--run-dir', 'new/runs/w'], cwd=tiny,
+                         capture_output=True, text=True, timeout=300, env=dict(ENV, CAFFE_MLIC_PYTHON='/bin/false'))
+    assert res.returncode == 1 and 'CAFFE_MLIC_PYTHON=/bin/false' in res.stderr, res.stderr
+    assert not (tiny / 'new').exists()          # neither the run folder nor the parent made for it
+
+
+def test_every_problem_of_a_solver_file_is_reported_at_once_with_its_line(tiny):
+    """A missing lr_policy said "unknown lr_policy ''" with no line and hid
+    the rest."""
+    path = tiny / 'many.prototxt'
+    path.write_text('net: "%s"\nbase_lr: nan\nmax_iter: 10\niter_size: 0\nsnapshot_prefix: "x/"\n'
+                    'net_param { layer { name: "a" type: "Input" } }\n'
+                    % (tiny / 'nets' / 'kd' / 'student_baseline.prototxt'))
+    res = run(['train', 'many.prototxt', '--run-dir', 'runs/many'], tiny)
+    assert res.returncode == 1, res.stderr
+    lines = res.stderr.splitlines()
+    assert lines[0] == 'caffe-mlic train: 5 problems in many.prototxt:', res.stderr
+    assert set(lines[1:]) == {
+        '  many.prototxt:6: net_param: the solver gives net and net_param: Caffe takes exactly one train '
+        'net (it aborts); keep one',
+        '  many.prototxt: lr_policy: no lr_policy given (Caffe aborts without one); give one of fixed, '
+        'step, exp, inv, multistep, poly, sigmoid',
+        '  many.prototxt:4: iter_size: iter_size must be >= 1, got 0',
+        '  many.prototxt:2: base_lr: base_lr must be >= 0, got nan',
+        '  many.prototxt:5: snapshot_prefix: \'x/\' names a folder: Caffe would name the files '
+        '"_iter_N.caffemodel" in it; give a file prefix such as "x/many"'}, res.stderr
+    assert not (tiny / 'runs' / 'many').exists()
+
+
+def test_adam_over_2_gb_on_a_net_hdf5_cannot_hold_names_what_works(tiny):
+    """The release distillation nets with Adam: the binary state is over 2 GB
+    and HDF5 cannot hold their repeated layer names, so "set HDF5" would be
+    wrong advice (checked here on the tiny stage-1 net with the release
+    weight count, 268,521,088)."""
+    import types
+    from caffe_mlic.engine.solver_file import SolverFile
+    from caffe_mlic.errors import InputError
+    sf = SolverFile(solver(tiny, 'adam', net='kd/train_stage1', type='Adam', max_iter=1), str(tiny / 'runs' / 'adam'))
+    net = types.SimpleNamespace(params={'fc6': [types.SimpleNamespace(data=np.broadcast_to(
+        np.float32(0), (268521088,)))]})
+    with pytest.raises(InputError) as e:
+        snapshots.check_snapshot_size(sf, net)
+    assert "solverstate would be 2.00 GB (537042176 values: Adam keeps 2" in str(e.value)
+    assert 'HDF5 cannot hold this net either (' in str(e.value) and 'relu1_1' in str(e.value)
+    assert str(e.value).endswith('use a solver type with one history blob per weight (SGD, Nesterov, '
+                                 'AdaGrad, RMSProp), or give the layers distinct names and set '
+                                 'snapshot_format: HDF5')
+    sf = SolverFile(solver(tiny, 'adam', net='kd/train_stage1', type='SGD', max_iter=1), str(tiny / 'runs' / 'adam'))
+    snapshots.check_snapshot_size(sf, net)          # SGD's state, 1.07 GB, fits

@@ -202,17 +202,23 @@ def test_eval_detect_and_classify_with_release_weights(release):
                for c in probabilities['caffe'])
 
 
-def test_adam_on_a_release_distillation_net_is_told_to_snapshot_in_hdf5(release):
+def test_adam_on_a_release_distillation_net_is_refused_naming_what_works(release):
     """Stage 1 holds two VGG16s (268 M weights): Adam's state (two history
     blobs each) is over protobuf's 2 GB and Caffe would abort writing the
-    first snapshot; refused before training, naming the field to change."""
+    first snapshot; HDF5 cannot hold the net either (its teacher and student
+    repeat layer names): refused before training, naming what works."""
     from caffe_mlic.caffe.prototxt import write_solver
     write_solver(release / 'adam.prototxt', nets(release, 'kd/train_stage1'), type='Adam', base_lr=1e-5,
                  momentum=0.9, momentum2=0.999, max_iter=1, snapshot_prefix='snap_adam/stage1')
     res = run(CLI + ['train', 'adam.prototxt'], release)
     assert res.returncode == 1, res.stderr[-3000:]
-    assert res.stderr.strip().splitlines()[-1] == (
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith(
         "caffe-mlic train: adam.prototxt: snapshot_format: this run's solverstate would be 2.00 GB "
         "(537042176 values: Adam keeps 2 history blob(s) per weight), over protobuf's 2 GB for one "
-        "message: Caffe would abort writing the first snapshot; set snapshot_format: HDF5")
+        "message: Caffe would abort writing the first snapshot; and HDF5 cannot hold this net either ("), last
+    assert 'given more than once in one phase, e.g. relu1_1' in last, last
+    assert last.endswith('use a solver type with one history blob per weight (SGD, Nesterov, AdaGrad, '
+                         'RMSProp), or give the layers distinct names and set snapshot_format: HDF5'), last
+    assert not (release / 'runs').exists() or not (release / 'runs' / 'adam').exists()
     assert not (release / 'snap_adam').exists() or not os.listdir(release / 'snap_adam')
