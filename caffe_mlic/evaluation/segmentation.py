@@ -436,16 +436,22 @@ class DetailMetrics:
 # ---------------------------------------------------------------- folders
 
 
-def _label_files(folder, what):
-    """{stem: [paths]} of the label-map images in ``folder``."""
-    if not os.path.isdir(folder):
-        raise InputError('%s: %s folder not found' % (folder, what))
+def _files_by_stem(folder):
+    """{stem: [paths]} of the files with a label-map extension in ``folder``."""
     files = {}
     for name in sorted(os.listdir(folder)):
         stem, ext = os.path.splitext(name)
         path = os.path.join(folder, name)
         if ext.lower() in LABEL_EXTENSIONS and os.path.isfile(path):
             files.setdefault(stem, []).append(path)
+    return files
+
+
+def _label_files(folder, what):
+    """{stem: [paths]} of the label-map images in ``folder``."""
+    if not os.path.isdir(folder):
+        raise InputError('%s: %s folder not found' % (folder, what))
+    files = _files_by_stem(folder)
     if not files:
         raise InputError('%s: no %s label maps (%s) in the folder'
                          % (folder, what, ' '.join(LABEL_EXTENSIONS)))
@@ -524,12 +530,7 @@ def _mask_stems(folder):
     """{stem: path} of the hard-pixel masks in ``folder`` (files with a
     label-map extension); InputError for a stem with two files (X.png and
     X.tif: which one is meant?), as for the predictions and ground truths."""
-    files = {}
-    for name in sorted(os.listdir(folder)):
-        stem, ext = os.path.splitext(name)
-        path = os.path.join(folder, name)
-        if ext.lower() in LABEL_EXTENSIONS and os.path.isfile(path):
-            files.setdefault(stem, []).append(path)
+    files = _files_by_stem(folder)
     raise_if_problems([Problem(paths[1], None, None, 'two files with the stem %r: %s' % (stem, ', '.join(paths)))
                        for stem, paths in files.items() if len(paths) > 1])
     return {stem: paths[0] for stem, paths in files.items()}
