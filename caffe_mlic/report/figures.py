@@ -1,5 +1,6 @@
-"""The MLIC report's pictures: its charts (through caffe_mlic.plotting) and its
-examples, composed with OpenCV and written atomically as PNGs."""
+"""The reports' pictures: the MLIC report's charts (through
+caffe_mlic.plotting) and examples, and the titled rows of panels both
+reports show, composed with OpenCV and written atomically as PNGs."""
 import json
 import os
 
@@ -27,6 +28,21 @@ def _text(img, text, org, colour, scale=0.45):
     import cv2
     cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
     cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
+
+
+def titled_row(panels, path, scale=0.5):
+    """Write [(title, image)] (BGR, one height) side by side, each titled at
+    its top left, 4-px white gaps between, as a PNG at ``path``, atomically."""
+    import cv2
+    row = []
+    for title, img in panels:
+        img = np.ascontiguousarray(img)
+        _text(img, title, (5, 16), (255, 255, 255), scale)
+        row += [img, np.full((img.shape[0], 4, 3), 255, np.uint8)]
+    ok, png = cv2.imencode('.png', np.hstack(row[:-1]))
+    with atomic_write(path, 'wb') as f:
+        f.write(png.tobytes())
+    return path
 
 
 def example(image_path, regions, truth, students, classes, path, size=336):

@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from caffe_mlic.errors import InputError, Problem
-from caffe_mlic.fileio import atomic_write, atomic_write_json, read_json
+from caffe_mlic.fileio import atomic_write_json, read_json
 from caffe_mlic.report import layout, write_page
 
 TILE_PANEL = 300     # px per panel in the test-tile pictures
@@ -190,19 +190,10 @@ def tile_figure(image_path, pred_colour, gt_colour, overlay_path, path, size=TIL
     """image | prediction | reference | overlay, side by side, titled."""
     import cv2
     from caffe_mlic.data.imageio import read_image
-    from caffe_mlic.report.figures import _text
-    panels = []
-    for title, p in (('image', image_path), ('prediction', pred_colour), ('reference', gt_colour),
-                     ('overlay', overlay_path)):
-        img = cv2.resize(read_image(p), (size, size), interpolation=cv2.INTER_AREA)
-        _text(img, title, (6, 18), (255, 255, 255), 0.55)
-        panels.append(img)
-    gap = np.full((size, 4, 3), 255, np.uint8)
-    row = np.hstack([x for p in panels for x in (p, gap)][:-1])
-    ok, png = cv2.imencode('.png', row)
-    with atomic_write(path, 'wb') as f:
-        f.write(png.tobytes())
-    return path
+    from caffe_mlic.report.figures import titled_row
+    return titled_row([(title, cv2.resize(read_image(p), (size, size), interpolation=cv2.INTER_AREA))
+                       for title, p in (('image', image_path), ('prediction', pred_colour),
+                                        ('reference', gt_colour), ('overlay', overlay_path))], path, 0.55)
 
 
 def _fmt(v, missing='&ndash;'):

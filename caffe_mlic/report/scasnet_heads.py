@@ -21,7 +21,7 @@ import os
 import numpy as np
 
 from caffe_mlic.errors import InputError
-from caffe_mlic.fileio import atomic_write, atomic_write_json, read_json
+from caffe_mlic.fileio import atomic_write_json, read_json
 from caffe_mlic.report import layout, write_page
 from caffe_mlic.report.results import mean_std
 from caffe_mlic.report.scasnet import majority_class, read_evaluation
@@ -218,7 +218,7 @@ def crop_figure(run, seed, heads, stem, path):
     head's prediction, all on the same crop of test tile ``stem``."""
     import cv2
     from caffe_mlic.data.imageio import read_image
-    from caffe_mlic.report.figures import _text
+    from caffe_mlic.report.figures import titled_row
     from caffe_mlic.report.scasnet import _find_image
     data = layout.scasnet_path(run, 'data')
     image = read_image(_find_image(os.path.join(data, 'top'), stem))
@@ -231,16 +231,8 @@ def crop_figure(run, seed, heads, stem, path):
     for head in heads:
         pred = os.path.join(layout.scasnet_head_dir(run, seed, head), 'pred', 'color', stem + '.png')
         panels.append((head, read_image(pred)))
-    tiles = []
-    for title, img in panels:
-        img = cv2.resize(np.ascontiguousarray(img[y:y + side, x:x + side]), (PANEL, PANEL),
-                         interpolation=cv2.INTER_NEAREST)
-        _text(img, title, (5, 16), (255, 255, 255), 0.5)
-        tiles += [img, np.full((PANEL, 4, 3), 255, np.uint8)]
-    ok, png = cv2.imencode('.png', np.hstack(tiles[:-1]))
-    with atomic_write(path, 'wb') as f:
-        f.write(png.tobytes())
-    return path
+    return titled_row([(title, cv2.resize(np.ascontiguousarray(img[y:y + side, x:x + side]), (PANEL, PANEL),
+                                          interpolation=cv2.INTER_NEAREST)) for title, img in panels], path)
 
 
 # ---------------------------------------------------------------- page and text
