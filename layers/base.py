@@ -4,10 +4,15 @@ Subclasses declare PARAMS (see caffe_mlic.caffe.params), BOTTOMS/TOPS (allowed
 counts, with names for error messages), and implement ``configure`` (once,
 after parameters are parsed), ``reshape``, ``forward`` and ``backward``.
 """
+import functools
+import os
+import sys
+
 import caffe
 import numpy as np
 
 from caffe_mlic.caffe.params import LayerError, ParamError, layer_error, parse_params
+from caffe_mlic.errors import MlicError
 
 BLOB_LIMIT = 2 ** 31 - 1   # Caffe's Blob::Reshape CHECKs count <= INT_MAX (and aborts)
 
@@ -15,6 +20,57 @@ BLOB_LIMIT = 2 ** 31 - 1   # Caffe's Blob::Reshape CHECKs count <= INT_MAX (and 
 # MlicLayer.setup calls so far; a net built by caffe_mlic.caffe.prototxt tells from
 # it which layer instance failed while Caffe was building the net.
 SETUP_CALLS = [0]
+
+
+# `caffe-mlic caffe` runs the caffe binary with this set to its own pid. In
+# that binary (our parent is that pid), an error of ours from a layer's
+# setup, reshape, forward or backward is said in one line and ends the
+# binary with status 1: Caffe would print Python's traceback and abort
+# (after the whole solver dump). Elsewhere (pycaffe, `caffe-mlic train`,
+# tests, a binary run by hand) the error is raised as always.
+WRAPPER_ENV = 'CAFFE_MLIC_CAFFE_WRAPPER'
+BEFORE_EXIT = []            # callables run first (pipeline: stop the data workers)
+
+
+def in_wrapped_binary():
+    return os.environ.get(WRAPPER_ENV) == str(os.getppid())
+
+
+def exit_on_error(error):
+    """Say ``error`` as `caffe-mlic caffe: <message>` and end the process
+    (status 1), its data workers stopped first."""
+    for hook in BEFORE_EXIT:
+        try:
+            hook()
+        except Exception:
+            pass
+    try:
+        sys.stdout.flush()
+        sys.stderr.write('caffe-mlic caffe: %s\n' % error)
+        sys.stderr.flush()
+    finally:
+        os._exit(1)
+
+
+def _guarded(method):
+    """``method`` (a layer's setup/reshape/forward/backward), ending the
+    binary on our errors when run by `caffe-mlic caffe` (see WRAPPER_ENV)."""
+    if getattr(method, 'guarded', False):
+        return method
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except MlicError as e:
+            if in_wrapped_binary():
+                exit_on_error(e)
+            raise
+    call.guarded = True
+    return call
+
+
+GUARDED = ('setup', 'reshape', 'forward', 'backward')
 
 
 class MlicLayer(caffe.Layer):
@@ -27,6 +83,12 @@ class MlicLayer(caffe.Layer):
     # The layer's name in its net: Python layers are not told it, so the nets
     # caffe_mlic builds set it once built (prototxt.name_python_layers).
     instance_name = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in GUARDED:
+            if name in cls.__dict__:
+                setattr(cls, name, _guarded(cls.__dict__[name]))
 
     @property
     def kind(self):
@@ -82,6 +144,11 @@ class MlicLayer(caffe.Layer):
             raise self.error('the loss is %s: training diverged (NaN or inf in the net); '
                              'lower base_lr or check the input data' % value)
         top[0].data[...] = value
+
+
+for _name in GUARDED:
+    if _name in MlicLayer.__dict__:
+        setattr(MlicLayer, _name, _guarded(MlicLayer.__dict__[_name]))
 
 
 class PairLossLayer(MlicLayer):

@@ -17,9 +17,12 @@ import os
 import sys
 
 from caffe_mlic.caffe.env import START_BATCH_ENV
-from .base import MlicLayer
+from .base import BEFORE_EXIT, MlicLayer
 from .minibatch import DataLoadError
-from .prefetch import start_workers, stop_workers
+from .prefetch import start_workers, stop_all_workers, stop_workers
+
+if stop_all_workers not in BEFORE_EXIT:
+    BEFORE_EXIT.append(stop_all_workers)     # (os._exit runs no finalizer)
 
 TRAIN = 0          # caffe.TRAIN; Caffe sets self.phase to this int
 

@@ -496,3 +496,13 @@ def stop_workers(layer, stop):
     """Stop the workers start_workers gave ``layer`` now; safe to call twice."""
     _WITH_WORKERS.discard(layer)
     stop()
+
+
+def stop_all_workers():
+    """Stop every layer's workers now: before os._exit, which runs no
+    finalizer (layers.base ends the caffe binary so on our errors)."""
+    for layer in list(_WITH_WORKERS):
+        try:
+            layer.close()
+        except Exception:       # (stopping the others matters more)
+            pass

@@ -31,7 +31,15 @@ crash's stack dump):
                killed (no snapshot).
   test, time,  SIGINT, SIGTERM and SIGHUP end the binary (there is nothing to
   device_query save).
+A signal that comes before the binary starts (while we import pycaffe and
+check the inputs) stops us there if it would have stopped the binary: the
+binary is not started (128 + N, one line); a SIGINT or SIGHUP for `train`
+that comes while the binary starts goes on once Caffe has hooked it up.
 The binary dies with us if we are killed (SIGKILL included).
+
+Errors of our Python layers inside the binary (a data worker that cannot
+start or was killed, a bad param_str) are one line and exit status 1, its
+data workers stopped first (caffe_mlic.layers.base.WRAPPER_ENV).
 
 Exit status: the binary's own when it ends by itself; 128 + N when signal N
 stopped it (130 SIGINT, 129 SIGHUP, 143 SIGTERM; one line says so), or
@@ -44,6 +52,8 @@ import signal
 from caffe_mlic.cli import GLOG_DEFAULT_MARK
 from caffe_mlic.errors import RunError, UsageError
 
+# = caffe_mlic.layers.base.WRAPPER_ENV (not imported: that imports every layer)
+WRAPPER_ENV = 'CAFFE_MLIC_CAFFE_WRAPPER'
 HELP = 'run the caffe binary with our Python layers importable'
 ACTIONS = ('train', 'test', 'time', 'device_query')
 # The binary's own flags (tools/caffe.cpp), with what a value must be; and the
@@ -63,6 +73,14 @@ def add_arguments(parser):
 
 
 def run_argv(argv):
+    # Signals are recorded from here on, never raised: a KeyboardInterrupt
+    # inside the imports below (pycaffe's take most of a second) can be
+    # swallowed by a library's catch-all, and the binary started anyway.
+    with _Signals() as signals:
+        return _run_argv(argv, signals)
+
+
+def _run_argv(argv, signals):
     from caffe_mlic.caffe import env as caffe_env
     first = argv[0] if argv else None
     if first in ('-h', '--help', '-help') and len(argv) == 1:
@@ -75,7 +93,13 @@ def run_argv(argv):
         raise UsageError('expected an action, one of %s, got %s (flags as for the caffe binary)'
                          % (', '.join(ACTIONS), repr(first) if first else 'nothing'))
     _check_flags(argv[1:] if not first.startswith('-') else argv)
+    signals.action = first
+    signals.effects = {signal.SIGINT: _flag_value(argv, 'sigint_effect') or 'stop',
+                       signal.SIGHUP: _flag_value(argv, 'sighup_effect') or 'snapshot'}
+    signals.check()
     env = caffe_env.binary_environment()
+    # Our layers' errors in the binary: one line and exit 1 (layers.base.WRAPPER_ENV)
+    env[WRAPPER_ENV] = str(os.getpid())
     # The binary's results (test scores, times, the training log plot-log
     # reads) are glog INFO lines: shown unless the user set a level.
     if os.environ.get(GLOG_DEFAULT_MARK):
@@ -92,17 +116,21 @@ def run_argv(argv):
             raise UsageError('train needs -solver SOLVER.prototxt')
         if weights and state:
             raise UsageError('give -snapshot STATE to resume or -weights W to fine-tune, not both')
+        signals.check()
         _check_solver(solver)
     elif first in ('test', 'time'):
         _check_model(_flag_value(argv, 'model'), first, argv)
         if first == 'test' and not weights:
             raise UsageError('test needs -weights W.caffemodel (the weights it scores)')
+    signals.check()
     if weights:
         _check_weight_files(weights, argv)
+        signals.check()
     if first == 'train' and state:
         env[caffe_env.START_BATCH_ENV] = str(_resume_batch(state, solver))
     binary = caffe_env.caffe_binary()
-    return _run_binary(binary, argv, env, first)
+    signals.check()
+    return _run_binary(binary, argv, env, signals)
 
 
 class BinaryStopped(RunError):
@@ -155,57 +183,133 @@ def _parent_death_signal():
     return setup
 
 
-def _run_binary(binary, argv, env, action):
-    """Run the binary as our child and wait for it, passing signals on as
-    the module docstring says; its exit status, or BinaryStopped."""
-    import subprocess
-    effects = {signal.SIGINT: _flag_value(argv, 'sigint_effect') or 'stop',
-               signal.SIGHUP: _flag_value(argv, 'sighup_effect') or 'snapshot'}
-    received = []       # (signal to us, what the binary gets), in order
-    pending = []        # what came before the binary was started
-    proc = None
+class _Signals:
+    """SIGINT, SIGTERM and SIGHUP to us, from the start of run_argv to the
+    binary's end: recorded by the handler (which raises nothing), acted on
+    by check() before the binary starts and passed on once it runs."""
+    HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-    def send(target):
-        if proc.returncode is None:
+    def __init__(self):
+        self.action, self.effects = None, {}
+        self.received = []      # (signal to us, what the binary gets), in order
+        self.arrived = []       # signals to us not yet acted on
+        self.queued = []        # what the binary gets once its handlers are up
+        self.proc = None
+        self.old = {}
+        self.flushing = False   # (the handler runs between any two bytecodes)
+
+    def __enter__(self):
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            self.old = {s: signal.signal(s, self._handle) for s in self.HANDLED}
+        return self
+
+    def __exit__(self, *exc):
+        proc = self.proc
+        if proc is not None and proc.returncode is None:     # (an error of ours while waiting)
+            proc.kill()
+            proc.wait()
+        for s, handler in self.old.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum, frame):
+        self.arrived.append(signum)
+        if self.proc is not None and not self.flushing:
+            self.flush()
+
+    def stopping(self, target):
+        """Whether the binary getting ``target`` ends it (or would, were it running)."""
+        return target == signal.SIGKILL or (self.action == 'train' and self.effects.get(target) == 'stop')
+
+    def check(self):
+        """Before the binary starts: BinaryStopped (128 + N) for a signal N
+        that would have stopped it; one that would not (SIGHUP with
+        -sighup_effect snapshot: there is nothing to save yet) is dropped."""
+        while self.arrived:
+            signum = self.arrived.pop(0)
+            target = _forwarded_signal(signum, self.action, self.effects) if self.action else signal.SIGKILL
+            if self.stopping(target):
+                raise BinaryStopped('stopped by %s before the caffe binary started (nothing was run)'
+                                    % _signal_name(signum), signum)
+
+    def _ready(self, target):
+        """Whether the binary can take ``target`` now: Caffe's train hooks
+        SIGINT and SIGHUP up (tools/caffe.cpp's SignalHandler) only once it
+        has read the solver; one sent before would kill it (the default
+        action) whatever -sigint_effect / -sighup_effect say. Read from
+        /proc (SigCgt: the signals the process catches)."""
+        if self.action != 'train' or target not in (signal.SIGINT, signal.SIGHUP):
+            return True
+        try:
+            with open('/proc/%d/status' % self.proc.pid) as f:
+                for line in f:
+                    if line.startswith('SigCgt:'):
+                        return bool(int(line.split()[1], 16) & (1 << (target - 1)))
+        except (OSError, ValueError):
+            return True             # gone (it ends by itself), or no /proc
+        return True
+
+    def flush(self):
+        """Pass on what came, as soon as the binary can take it."""
+        proc = self.proc
+        self.flushing = True
+        try:
+            while self.arrived:
+                signum = self.arrived.pop(0)
+                target = _forwarded_signal(signum, self.action, self.effects)
+                self.received.append((signum, target))
+                self.queued.append(target)
+            while self.queued and proc.returncode is None and self._ready(self.queued[0]):
+                try:
+                    os.kill(proc.pid, self.queued.pop(0))
+                except ProcessLookupError:
+                    pass
+        finally:
+            self.flushing = False
+
+    def send(self, target):
+        if self.proc.returncode is None:
             try:
-                os.kill(proc.pid, target)
+                os.kill(self.proc.pid, target)
             except ProcessLookupError:
                 pass
 
-    def forward(signum, frame):
-        target = _forwarded_signal(signum, action, effects)
-        received.append((signum, target))
-        if proc is None:
-            pending.append(target)
-        else:
-            send(target)
+
+def _run_binary(binary, argv, env, signals):
+    """Run the binary as our child and wait for it, passing signals on as
+    the module docstring says; its exit status, or BinaryStopped."""
+    import subprocess
+    action = signals.action
 
     def suspend(signum, frame):
         # Ctrl-Z: the binary is not in the terminal's foreground group; stop
         # it with us, and continue it when we are continued.
-        if proc is not None:
-            send(signal.SIGSTOP)
+        if signals.proc is not None:
+            signals.send(signal.SIGSTOP)
         signal.signal(signal.SIGTSTP, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTSTP)
         signal.signal(signal.SIGTSTP, suspend)
-        if proc is not None:
-            send(signal.SIGCONT)
+        if signals.proc is not None:
+            signals.send(signal.SIGCONT)
 
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    old[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, suspend)
+    old_tstp = signal.signal(signal.SIGTSTP, suspend)
     try:
-        proc = subprocess.Popen([binary] + list(argv), env=env, process_group=0,
-                                preexec_fn=_parent_death_signal())
-        for target in pending:
-            send(target)
-        code = proc.wait()
+        signals.check()
+        signals.proc = subprocess.Popen([binary] + list(argv), env=env, process_group=0,
+                                        preexec_fn=_parent_death_signal())
+        while True:
+            signals.flush()
+            try:
+                # (polled: a signal held back until Caffe's handlers are up
+                # goes on within 50 ms of them)
+                code = signals.proc.wait(timeout=0.05 if signals.queued else 1.0)
+                break
+            except subprocess.TimeoutExpired:
+                pass
     finally:
-        if proc is not None and proc.returncode is None:     # (an error of ours while waiting)
-            proc.kill()
-            proc.wait()
-        for s, handler in old.items():
-            signal.signal(s, handler)
-    return _exit_status(code, received, action, effects)
+        signal.signal(signal.SIGTSTP, old_tstp)
+    signals.flush()
+    return _exit_status(code, signals.received, action, signals.effects)
 
 
 def _exit_status(code, received, action, effects):

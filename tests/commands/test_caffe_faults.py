@@ -4,13 +4,15 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
+import types
 
 import pytest
 
 from caffe_mlic.caffe import prototxt
 from tests import netutil
-from tests.faults import CLI, child_pids, run_cli
+from tests.faults import CLI, child_pids, run_cli, shm_segments
 
 
 @pytest.fixture
@@ -297,3 +299,239 @@ def test_the_wrapper_help_says_what_signals_do():
     for fragment in ('SIGTERM goes on as the one of the two whose effect is stop', '143 SIGTERM',
                      'SIGINT, SIGTERM and SIGHUP end the binary', 'The binary dies with us'):
         assert fragment in text, text
+
+
+# ---------------------------------------------------------------- a SIGINT at any moment
+
+def _interrupted(res_code, err, files, prefix='long'):
+    """Stopped by the SIGINT: 130, our one line, no snapshot at max_iter."""
+    assert res_code == 130, err
+    assert re.fullmatch(r'caffe-mlic caffe: stopped by SIGINT(: Caffe ended training .*| before the caffe binary '
+                        r'started \(nothing was run\)|: the caffe binary was ended by SIGINT)\n', err), err
+    assert not any(s in err for s in STACK_DUMP), err
+    assert not list(files.glob('%s/*_iter_%d.*' % (prefix, 2 ** 30)))
+
+
+def _group_sigint(files, argv, delay=None, until=None, env=None):
+    """Start `caffe-mlic caffe ARGV` in a new session with SIGINT at its
+    default (as a shell's job), SIGINT its process group after ``delay`` s
+    or once ``until()``: (exit status, stderr)."""
+    proc = subprocess.Popen(CLI + ['caffe'] + argv, cwd=files, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True,
+                            env=dict(os.environ, GLOG_minloglevel='2', **(env or {})))
+    if delay is not None:
+        time.sleep(delay)
+    deadline = time.monotonic() + 60
+    while until is not None and not until():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail('the SIGINT was lost: still training 60 s later: %s' % (proc.communicate(),))
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize('delay', [0.2, 0.5, 0.8, 1.0, 1.2, 1.5, 2.0])
+def test_a_sigint_at_any_moment_stops_caffe_train(long_run, delay):
+    """While the wrapper imports pycaffe (most of its first second), starts
+    the binary, or the binary reads its solver and builds its nets: the run
+    stops (it trained on to max_iter when the SIGINT came inside an import)."""
+    code, err = _group_sigint(long_run, ['train', '-solver', 'long.prototxt'], delay)
+    _interrupted(code, err, long_run)
+
+
+SWALLOWING_IMPORT = '''
+import builtins, os, time
+_import, _marker = builtins.__import__, os.environ['CAFFE_MLIC_TEST_MARKER']
+
+def _slow_import(name, *args, **kwargs):
+    # (once, in the wrapper: the binary's Python layers come after the marker)
+    if name == 'caffe' and not os.path.exists(_marker):
+        open(_marker, 'w').close()
+        try:
+            time.sleep(2)
+        except BaseException:           # a library's catch-all around an import
+            pass
+    return _import(name, *args, **kwargs)
+
+builtins.__import__ = _slow_import
+'''
+
+
+def test_a_sigint_inside_an_import_that_swallows_it_still_stops(long_run, tmp_path):
+    """The race above made certain: `import caffe` in the wrapper sleeps in a
+    catch-all (as some of pycaffe's imports have) and the SIGINT comes there.
+    The binary is not started: 130, one line."""
+    hook = tmp_path / 'hook'
+    hook.mkdir()
+    (hook / 'sitecustomize.py').write_text(SWALLOWING_IMPORT)
+    marker = tmp_path / 'importing'
+    path = os.pathsep.join([str(hook)] + [p for p in [os.environ.get('PYTHONPATH')] if p])
+    code, err = _group_sigint(long_run, ['train', '-solver', 'long.prototxt'], until=marker.exists,
+                              env={'PYTHONPATH': path, 'CAFFE_MLIC_TEST_MARKER': str(marker)})
+    _interrupted(code, err, long_run)
+    assert 'before the caffe binary started' in err, err
+    assert not (long_run / 'long').exists() or not list((long_run / 'long').iterdir())
+
+
+def test_a_signal_waits_for_caffes_handler():
+    """A SIGINT / SIGHUP for `train` goes on once the binary catches it
+    (SigCgt), not before: its default action would kill the binary whatever
+    -sighup_effect says."""
+    from caffe_mlic.commands import caffe as command
+    sleeper = subprocess.Popen(['sleep', '30'])
+    try:
+        signals = command._Signals()
+        signals.action, signals.proc = 'train', sleeper
+        assert not signals._ready(signal.SIGINT) and not signals._ready(signal.SIGHUP)
+        assert signals._ready(signal.SIGKILL)
+        signals.arrived.append(signal.SIGHUP)
+        signals.effects = {signal.SIGINT: 'stop', signal.SIGHUP: 'snapshot'}
+        signals.flush()
+        time.sleep(0.2)
+        assert sleeper.poll() is None and signals.queued == [signal.SIGHUP]
+        signals.proc = types.SimpleNamespace(pid=os.getpid(), returncode=None)   # Python catches SIGINT
+        assert signals._ready(signal.SIGINT)
+        signals.action = 'time'
+        assert signals._ready(signal.SIGHUP)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+# ---------------------------------------------------------------- our layers' errors inside the binary
+
+@pytest.fixture
+def worker_run(tmp_path):
+    """A net whose data layer (MultiLabelProposalData) has 2 workers, and a
+    solver that trains it ~forever."""
+    import cv2
+    import numpy as np
+    from caffe_mlic.data.datalist import write_datalist
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(40):
+        path = str(tmp_path / ('w%d.png' % i))
+        cv2.imwrite(path, rng.integers(0, 256, (12, 16, 3), dtype=np.uint8))
+        rows.append((path, [1, 0, 1], [[0, 0, 5, 5]], [1.0]))
+    write_datalist(tmp_path / 'list.txt', rows)
+    params = dict(source=str(tmp_path / 'list.txt'), batch_size=2, new_width=16, new_height=12, att_num=3,
+                  bbox_num=1, workers=2)
+    net = netutil.python_layer_text('data', 'MultiLabelProposalData', params, [], ['data', 'label_roi'])
+    net += ('\nlayer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
+            'inner_product_param { num_output: 3 } }\n'
+            'layer { name: "sil" type: "Silence" bottom: "label_roi" }\n'
+            'layer { name: "loss" type: "Reduction" bottom: "fc" top: "loss" loss_weight: 1 }\n')
+    (tmp_path / 'wnet.prototxt').write_text(net)
+    netutil.write_solver(tmp_path / 'wsolver.prototxt', 'wnet.prototxt', base_lr=0.0, max_iter=2 ** 30,
+                         snapshot=0, snapshot_prefix='ws/w')
+    return tmp_path
+
+
+def test_workers_that_cannot_start_are_one_line_under_the_binary(worker_run):
+    """Was: Python's traceback through prefetch's _check_worker_python."""
+    before = shm_segments()
+    res = run_cli(['caffe', 'train', '-solver', 'wsolver.prototxt'], worker_run, CAFFE_MLIC_PYTHON='/bin/false')
+    one_line(res, 1, r'cannot start data worker processes: CAFFE_MLIC_PYTHON=/bin/false: not a Python .*')
+    assert shm_segments() <= before
+
+
+def test_a_killed_worker_is_one_line_under_the_binary_and_the_other_stops(worker_run):
+    """Was: a traceback ending in DataLoadError, then Caffe's abort."""
+    before = shm_segments()
+
+    def workers():
+        kids = child_pids(proc.pid)
+        found = [k for k in (child_pids(kids[0]) if kids else []) if _cmdline(k).count('spawn_main')]
+        return len(found) == 2 and found
+    proc = subprocess.Popen(CLI + ['caffe', 'train', '-solver', 'wsolver.prototxt'], cwd=worker_run,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env=dict(os.environ, GLOG_minloglevel='2'))
+    try:
+        deadline = time.monotonic() + 120
+        while not workers():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        pids = workers()
+        binary = child_pids(proc.pid)[0]
+        time.sleep(0.5)         # (training)
+        os.kill(pids[1], signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1, err
+    assert re.fullmatch(r'caffe-mlic caffe: data worker \d of 2 \(process %d, .*\) was killed by SIGKILL; .*\n'
+                        % pids[1], err), err
+    assert _gone(binary, 1) and _gone(pids[0], 1)       # (stopped by us: it would wait for its parent's death)
+    assert shm_segments() <= before
+
+
+def _cmdline(pid):
+    try:
+        with open('/proc/%d/cmdline' % pid) as f:
+            return f.read()
+    except OSError:
+        return ''
+
+
+LAYER_SCRIPT = '''
+import sys
+from caffe_mlic.caffe import prototxt
+from caffe_mlic.layers.base import MlicLayer
+
+class Failing(MlicLayer):
+    TOPS = ('out',)
+
+    def reshape(self, bottom, top):
+        top[0].reshape(1)
+
+    def forward(self, bottom, top):
+        raise self.error('boom')
+
+sys.modules['failing_layer'] = sys.modules['__main__']
+net = prototxt.caffe_net('layer { name: "f" type: "Python" top: "out" '
+                         'python_param { module: "failing_layer" layer: "Failing" } }', 'TEST')
+try:
+    net.forward()
+except Exception as e:
+    print('RAISED', type(e).__name__, e, flush=True)
+    sys.exit(3)
+'''
+
+
+@pytest.mark.parametrize('marker', ['parent', 'other', None])
+def test_layer_errors_end_the_process_only_in_the_wrappers_binary(marker):
+    """The wrapper's binary (the marker is its parent's pid): one line, exit
+    1 (os._exit). Elsewhere (pycaffe, `caffe-mlic train`, a binary run by
+    hand, with a marker of another process's) the error is raised."""
+    from caffe_mlic.commands import caffe as command
+    from caffe_mlic.layers import base
+    assert command.WRAPPER_ENV == base.WRAPPER_ENV
+    env = dict(os.environ, GLOG_minloglevel='2')
+    env.pop(base.WRAPPER_ENV, None)
+    if marker:
+        env[base.WRAPPER_ENV] = str(os.getpid() if marker == 'parent' else os.getpid() + 1)
+    res = subprocess.run([sys.executable, '-c', LAYER_SCRIPT], capture_output=True, text=True, env=env, timeout=120)
+    if marker == 'parent':
+        assert res.returncode == 1 and res.stderr == "caffe-mlic caffe: Failing: boom (layer 'f')\n", res.stderr
+        assert 'RAISED' not in res.stdout
+    else:
+        assert res.returncode == 3 and res.stdout.startswith('RAISED LayerError Failing: boom'), res.stderr
+
+
+def test_a_test_net_without_test_iter_is_named_not_a_caffe_abort(files):
+    """The binary CHECKs a test_iter for each test net (rc 134); the
+    wrapper's solver check (engine.solver_file, as `caffe-mlic train`'s)
+    names the field. With its test_iter it trains."""
+    common = dict(base_lr=0.1, max_iter=2)
+    netutil.write_solver(files / 'tn.prototxt', 'net.prototxt', test_net=['net.prototxt'], **common)
+    one_line(run_cli(['caffe', 'train', '-solver', 'tn.prototxt'], files), 1,
+             r'tn.prototxt:\d+: test_net: the solver gives 1 test net\(s\) .* but 0 test_iter: .*')
+    netutil.write_solver(files / 'tn_ok.prototxt', 'net.prototxt', test_net=['net.prototxt'], test_iter=[1],
+                         test_interval=1, **common)
+    res = run_cli(['caffe', 'train', '-solver', 'tn_ok.prototxt'], files)
+    assert res.returncode == 0, res.stderr
