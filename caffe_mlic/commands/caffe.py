@@ -465,7 +465,8 @@ def _solver_gpu(solver_path):
         solver = prototxt.read_solver(solver_path)
     except InputError:
         return None
-    if solver.solver_mode == caffe_pb2.SolverParameter.GPU:
+    # the binary reads solver_mode only when it is set (its default, GPU, is not used)
+    if solver.HasField('solver_mode') and solver.solver_mode == caffe_pb2.SolverParameter.GPU:
         return str(solver.device_id)
     return None
 
@@ -484,10 +485,11 @@ def _flag_value(argv, name):
 def _check_solver(solver_path):
     """The solver as `caffe-mlic train` checks it (engine.solver_file), and
     its snapshot folder created and writable."""
-    from caffe_mlic.engine.snapshots import check_snapshot_folder
+    from caffe_mlic.engine.snapshots import check_hdf5_snapshots, check_snapshot_folder
     from caffe_mlic.engine.solver_file import SolverFile
     from caffe_mlic.errors import InputError
     solver = SolverFile(solver_path, run_dir='.')
+    check_hdf5_snapshots(solver)          # names HDF5 cannot hold: Caffe aborts at the first snapshot
     if solver.param.snapshot and not solver.param.snapshot_prefix:
         raise InputError('%s: snapshot is %d but there is no snapshot_prefix (the binary aborts)'
                          % (solver_path, solver.param.snapshot))

@@ -535,3 +535,24 @@ def test_a_test_net_without_test_iter_is_named_not_a_caffe_abort(files):
                          test_interval=1, **common)
     res = run_cli(['caffe', 'train', '-solver', 'tn_ok.prototxt'], files)
     assert res.returncode == 0, res.stderr
+
+
+def test_a_solver_without_solver_mode_trains_on_the_cpu_build(files):
+    """The binary reads solver_mode only when set (its default GPU unused)."""
+    text = (files / 'solver.prototxt').read_text()
+    assert 'solver_mode: CPU' in text
+    (files / 'nomode.prototxt').write_text(text.replace('solver_mode: CPU\n', '')
+                                           .replace('snaps/w', 'nomode/w'))
+    res = run_cli(['caffe', 'train', '-solver', 'nomode.prototxt'], files)
+    assert res.returncode == 0, res.stderr
+    assert (files / 'nomode' / 'w_iter_2.caffemodel').is_file()
+
+
+def test_hdf5_snapshots_of_a_net_whose_names_hdf5_cannot_hold_are_refused_first(files):
+    net = (files / 'net.prototxt').read_text().replace('name: "fc"', 'name: "fc/x"')
+    (files / 'slash.prototxt').write_text(net)
+    netutil.write_solver(files / 'h5.prototxt', 'slash.prototxt', base_lr=0.1, max_iter=2, snapshot=1,
+                         snapshot_prefix='h5/w', snapshot_format=0)   # HDF5
+    one_line(run_cli(['caffe', 'train', '-solver', 'h5.prototxt'], files), 1,
+             r'h5.prototxt:\d+: snapshot_format: HDF5 snapshots cannot be written for slash.prototxt: .*')
+    assert not (files / 'h5').exists() or not list((files / 'h5').glob('*'))
