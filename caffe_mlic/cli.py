@@ -110,10 +110,11 @@ def main(argv=None):
     if 'GLOG_minloglevel' not in os.environ:
         os.environ['GLOG_minloglevel'] = '2'
         os.environ[GLOG_DEFAULT_MARK] = '1'     # ours, not the user's: `caffe` shows the binary's log
-    from caffe_mlic import commands
     argv = list(sys.argv[1:] if argv is None else argv)
     prog, parser = PROG, None
     try:
+        with _ctrl_c_deferred():      # a Ctrl-C while the registry imports: acted on, never lost
+            from caffe_mlic import commands
         if argv and argv[0] in commands.PASS_THROUGH:
             # Everything after the command belongs to another program, options
             # included, which argparse would try to read.
