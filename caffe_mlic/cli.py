@@ -102,8 +102,27 @@ def _report(prog, message):
         pass
 
 
+def _reopen_closed_std_streams():
+    """A command started with stdout or stderr closed (`cmd >&-`) gets
+    /dev/null there: Python would have no sys.stdout (a traceback at the
+    first line), and the next file opened would take descriptor 1 or 2, so
+    a library's output could land in it."""
+    import io
+    import os
+    for fd, name in ((1, 'stdout'), (2, 'stderr')):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            setattr(sys, name, io.TextIOWrapper(io.FileIO(fd, 'w', closefd=False), line_buffering=True))
+
+
 def main(argv=None):
     import os
+    _reopen_closed_std_streams()
     # Caffe's INFO and WARNING lines (net setup, "Logging before
     # InitGoogleLogging", upgrade notes) would surround our own messages;
     # quiet them before anything imports caffe, unless the user asked.

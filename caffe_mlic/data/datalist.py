@@ -473,7 +473,7 @@ def scan_datalist(source, att_num, bbox_num, new_width=None, new_height=None, ro
     if new_width is not None and new_height is not None:
         limit = np.array([new_width - 1, new_height - 1] * 2, np.float64)
     try:
-        handle = open(source, 'rb')
+        handle = _open_datalist(source)
     except OSError as e:
         return _empty(source, att_num, bbox_num), [Problem(source, None, None, 'cannot read the '
                                                            'datalist: %s' % (e.strerror or e))]
@@ -592,6 +592,16 @@ def _header_size(path):
     return (height, width), None
 
 
+def _open_datalist(source):
+    """``source`` opened for reading if it is a regular file; OSError if not
+    (a device such as /dev/zero never ends, a FIFO blocks: looked at before
+    opening)."""
+    import stat
+    if not stat.S_ISREG(os.stat(source).st_mode):
+        raise OSError(0, 'not a regular file (a device, FIFO or folder)', source)
+    return open(source, 'rb')
+
+
 def read_seg_datalist(source, root_folder='', check_files=True, max_listed=10):
     """Parse and check a segmentation datalist; DatalistError listing every
     bad line (file:line, field, why). With check_files, both files of each
@@ -599,7 +609,7 @@ def read_seg_datalist(source, root_folder='', check_files=True, max_listed=10):
     headers only: cheap for large tiles)."""
     source = os.fspath(source)
     try:
-        with open(source, 'rb') as f:
+        with _open_datalist(source) as f:
             text = f.read()
         raw_lines = (text[len(_BOM):] if text.startswith(_BOM) else text).split(b'\n')
     except OSError as e:

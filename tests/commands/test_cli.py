@@ -180,3 +180,14 @@ def test_a_message_to_a_closed_stderr_keeps_the_exit_code(monkeypatch):
     closed.close()
     monkeypatch.setattr('sys.stderr', closed)
     assert cli.main(['no-such-command']) == 2
+
+
+def test_a_command_started_with_stdout_or_stderr_closed_runs(tmp_path):
+    """`cmd >&-` (no sys.stdout in Python: a traceback at the first line);
+    /dev/null is put there, and the next file opened never takes fd 1 or 2."""
+    import subprocess
+    import sys
+    for redirect in ('>&-', '2>&-'):
+        res = subprocess.run(['bash', '-c', 'exec "$@" %s' % redirect, 'x', sys.executable, '-m', 'caffe_mlic.cli',
+                              'doctor'], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0 and 'Traceback' not in res.stdout + res.stderr, (redirect, res.stderr)

@@ -11,6 +11,7 @@ import pytest
 from caffe_mlic import cli
 from caffe_mlic.data.datalist import write_datalist
 from caffe_mlic.layers.data import DataLoadError
+from tests.faults import run_cli
 from tests import netutil
 
 
@@ -397,3 +398,14 @@ def test_a_proposal_file_is_read_by_one_checked_reader(tmp_path, arrays, fragmen
     (tmp_path / 'text.npz').write_text('boxes')
     with pytest.raises(InputError, match=r'text\.npz: unreadable'):
         read_proposal_file(str(tmp_path / 'text.npz'))
+
+
+def test_datalist_check_refuses_a_device_a_fifo_and_a_folder(tmp_path):
+    """/dev/zero never ends (memory grew without bound, Ctrl-C ignored); a
+    FIFO with no writer blocks in open(): both looked at before opening."""
+    fifo = tmp_path / 'fifo'
+    os.mkfifo(fifo)
+    for source in ('/dev/zero', str(fifo), str(tmp_path)):
+        res = run_cli(['datalist', 'check', source, '--att-num', 6, '--bbox-num', 10], tmp_path, timeout=60)
+        assert res.returncode == 1, res.stderr
+        assert '%s: cannot read the datalist: not a regular file' % source in res.stdout + res.stderr
