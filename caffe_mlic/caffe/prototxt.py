@@ -303,7 +303,21 @@ def naming_build_errors(message, phases, where):
 
 @contextlib.contextmanager
 def temporary_file(text, suffix='.prototxt', directory=None):
-    """A file holding ``text`` for as long as the block runs."""
+    """A file holding ``text`` for as long as the block runs, for Caffe to
+    read or write by path. Without ``directory``: an anonymous memory file
+    named by /proc/self/fd/N (valid in this process only), so nothing is
+    left on disk whatever kills the process; else (or without memfd / /proc)
+    a file in ``directory`` (default: the temp folder), removed at the end."""
+    if directory is None and hasattr(os, 'memfd_create') and os.path.isdir('/proc/self/fd'):
+        fd = os.memfd_create('caffe_mlic' + suffix)         # close-on-exec
+        try:
+            data = memoryview(text.encode())
+            while data:
+                data = data[os.write(fd, data):]
+            yield '/proc/self/fd/%d' % fd
+        finally:
+            os.close(fd)
+        return
     fd, path = tempfile.mkstemp(suffix=suffix, prefix='caffe_mlic_', dir=directory)
     try:
         with os.fdopen(fd, 'w') as f:

@@ -262,6 +262,34 @@ def test_a_signal_while_the_nets_are_built_is_acted_on(tiny, signum):
     assert not run_dir.exists()
 
 
+def test_a_sigkill_while_the_nets_are_built_leaves_no_file_in_the_temp_folder(tiny, tmp_path):
+    """The solver Caffe reads is an anonymous memory file: nothing of it
+    outlives a SIGKILL (it was /tmp/caffe_mlic_*.prototxt)."""
+    solver(tiny, 'kill9', net='kd/student_workers')
+    run_dir = tiny / 'runs' / 'kill9'
+    temp = tmp_path / 'temp'
+    temp.mkdir()
+    env = dict(ENV, TMPDIR=str(temp))
+    proc = subprocess.Popen(CLI + ['train', 'kill9.prototxt', '--run-dir', str(run_dir)], cwd=tiny, text=True,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_for(lambda: (run_dir / '.lock').exists(), proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not list(temp.iterdir())
+
+
+def test_a_closed_stdout_from_the_start_trains_quietly(tiny):
+    """`train ... >&-`: no sys.stdout in Python; the run goes on, its
+    output to nowhere (it was a traceback at the first line, the run lost)."""
+    solver(tiny, 'closed', max_iter=4, snapshot=2)
+    res = subprocess.run(['bash', '-c', 'exec "$@" >&-', 'train'] + CLI +
+                         ['train', 'closed.prototxt', '--run-dir', 'runs/closed'], cwd=tiny, env=ENV,
+                         capture_output=False, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert res.returncode == 0 and res.stderr == '', res.stderr
+    assert (tiny / 'snap_closed' / 'w_iter_4.caffemodel').is_file()
+    assert run_json(tiny / 'runs' / 'closed')['status'] == 'finished'
+
+
 def test_one_run_at_a_time_in_a_run_folder(tiny):
     solver(tiny, 'lock')
     run_dir = tiny / 'runs' / 'lock'
