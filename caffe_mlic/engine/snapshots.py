@@ -11,7 +11,7 @@ import numpy as np
 
 from caffe_mlic.caffe import prototxt
 from caffe_mlic.caffe.weights import (PROTO_LIMIT, blob_shape, check_history, check_weights, parse_message,
-                                      read_state, shape_fits, stored_values)
+                                      name_list, read_state, shape_fits, stored_values)
 from caffe_mlic.engine.solver_file import HISTORY_PER_PARAM
 from caffe_mlic.errors import InputError, Problem, RunError
 from caffe_mlic.fileio import atomic_write
@@ -156,6 +156,33 @@ def check_snapshot(state_path, net, net_param, solver_type):
         raise SnapshotError('%s: its caffemodel %s is missing' % (state_path, state.learned_net))
     check_weights(model, net, complete=True, error=SnapshotError)
     return state.iter, model
+
+
+def non_finite_layers(params):
+    """Names of the layers of {name: [arrays]} (net.params's blobs' data, or
+    read_weights) holding a NaN or infinite value: the weights of a diverged
+    run."""
+    bad = []
+    for name, arrays in params.items():
+        # a float64 sum of float32 values is finite exactly when every value is
+        if not all(np.isfinite(np.sum(a, dtype=np.float64)) for a in arrays):
+            bad.append(name)
+    return bad
+
+
+def net_non_finite_layers(net):
+    """non_finite_layers of caffe.Net ``net``'s weights as they are now."""
+    return non_finite_layers({name: [b.data for b in blobs] for name, blobs in net.params.items()})
+
+
+def check_finite_snapshot(state_path, model):
+    """SnapshotError when the caffemodel ``model`` of ``state_path`` holds
+    NaN or infinite weights (taken after its run diverged)."""
+    from caffe_mlic.caffe.weights import read_weights
+    bad = non_finite_layers(read_weights(model, SnapshotError))
+    if bad:
+        raise SnapshotError('%s: its caffemodel %s holds NaN or infinite weights (layers %s): a '
+                            'snapshot of a diverged run' % (state_path, model, name_list(bad)))
 
 
 def find_snapshots(prefix):

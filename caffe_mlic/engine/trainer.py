@@ -56,7 +56,8 @@ from caffe_mlic.caffe.weights import check_weights, parse_message
 from caffe_mlic.engine import logs
 from caffe_mlic.engine.lr import learning_rate
 from caffe_mlic.engine.nets import DATA_LAYERS, data_layers, find_score_blob, scalar_outputs, seekable_layers
-from caffe_mlic.engine.snapshots import (SnapshotError, check_hdf5_snapshots, check_snapshot,
+from caffe_mlic.engine.snapshots import (SnapshotError, check_finite_snapshot, check_hdf5_snapshots, check_snapshot,
+                                         name_list, net_non_finite_layers,
                                          check_snapshot_folder, check_snapshot_size, find_snapshots, learned_net_path,
                                          snapshot_bytes, take_snapshot)
 from caffe_mlic.engine.solver_file import SolverFile
@@ -239,7 +240,9 @@ class Trainer:
         else:       # our Python layers read and write blobs on the host; pycaffe syncs them
             caffe.set_device(self.gpu)
             caffe.set_mode_gpu()
-        text = prototxt.to_text(sf.runtime_param(self.test is not None), header=None)
+        runtime = sf.runtime_param(self.test is not None)
+        guard_max_pooling(runtime, sf.net_param)
+        text = prototxt.to_text(runtime, header=None)
         # A signal now is recorded by run()'s handlers and acted on once the
         # nets are built (the data workers ignore SIGINT themselves).
         with prototxt.temporary_file(text) as path, \
@@ -273,6 +276,10 @@ class Trainer:
         for path in paths:
             check_weights(path, self.net)
             self.net.copy_from(path)
+            bad = net_non_finite_layers(self.net)
+            if bad:     # (training would diverge at its first step)
+                raise InputError('%s: holds NaN or infinite weights (layers %s): a snapshot of a '
+                                 'diverged run?' % (path, name_list(bad)))
             if self.test_net is not None:
                 check_weights(path, self.test_net)
                 self.test_net.copy_from(path)
@@ -284,7 +291,8 @@ class Trainer:
         if self.resume is None:
             return None
         if self.resume != 'auto':
-            self.state_iteration = check_snapshot(self.resume, self.net, sf.net_param, sf.type)[0]
+            self.state_iteration, model = check_snapshot(self.resume, self.net, sf.net_param, sf.type)
+            check_finite_snapshot(self.resume, model)
             return self.resume
         candidates = find_snapshots(sf.snapshot_prefix)
         began = self._chain_began()
@@ -295,7 +303,8 @@ class Trainer:
                           'snapshot' % path)
                 continue
             try:
-                self.state_iteration = check_snapshot(path, self.net, sf.net_param, sf.type)[0]
+                self.state_iteration, model = check_snapshot(path, self.net, sf.net_param, sf.type)
+                check_finite_snapshot(path, model)
                 return path
             except SnapshotError as e:
                 self.note('skipping %s' % e)
@@ -382,6 +391,12 @@ class Trainer:
         self.run_json_written = True
 
     def _snapshot(self):
+        # Never a snapshot of diverged weights (--resume auto would pick it):
+        # the last one taken stays the last finite one.
+        bad = net_non_finite_layers(self.net)
+        if bad:
+            raise RunError('the weights are NaN or infinite at iteration %d (layers %s): training '
+                           'diverged; lower base_lr%s' % (self.solver.iter, name_list(bad), self._resume_hint()))
         take_snapshot(self.solver, self.solver_file, self.snapshot_needed)
         self.last_snapshot = self.solver.iter
 
@@ -501,7 +516,12 @@ class Trainer:
         rate = learning_rate(self.solver_file.param, iteration)
         if self.seed is not None:
             self._reseed(iteration_seed(self.seed, iteration))
-        self.solver.step(1)
+        try:
+            self.solver.step(1)
+        except MlicError as e:
+            if not str(e).startswith('DivergenceGuard:'):
+                raise
+            raise RunError('at iteration %d: %s%s' % (iteration, e, self._resume_hint())) from None
         values = [float(self.net.blobs[name].data.flat[0]) for name in self.train_tops]
         total = float(np.dot(self.loss_weights, values))
         self.recent_losses.append(total)
@@ -509,12 +529,12 @@ class Trainer:
                       loss=total, smoothed_loss=sum(self.recent_losses) / len(self.recent_losses))
         record.update(('train_' + name, v) for name, v in zip(self.train_tops, values))
         self.log.append(record)
+        if not math.isfinite(total):    # (before the snapshot: none of diverged weights)
+            raise RunError('the loss is %s at iteration %d: training diverged; lower base_lr%s'
+                           % (total, iteration, self._resume_hint()))
         every = self.solver_file.param.snapshot
         if every and self.solver.iter % every == 0:
             self._snapshot()          # where Caffe's Step would take it, whole or not at all
-        if not math.isfinite(total):
-            raise RunError('the loss is %s at iteration %d: training diverged; lower base_lr%s'
-                           % (total, iteration, self._resume_hint()))
         return record
 
     def _interrupted(self):
@@ -636,8 +656,53 @@ class Trainer:
 
     def _resume_hint(self):
         if self.last_snapshot is None:
-            return ''
+            return '; no snapshot of this run before it (start again)'
         return '; the last snapshot is %s' % self.solver_file.snapshot_paths(self.last_snapshot)[1]
+
+
+GUARD_SUFFIX = '_divergence_guard'
+
+
+def guard_max_pooling(param, net_param):
+    """Give the TRAIN net of SolverParameter ``param`` (its net or
+    net_param, NetParameter ``net_param`` as read) a DivergenceGuard right
+    after each MAX pooling layer of both phases, unless the net has a guard
+    already. Given NaN input (diverged weights, a NaN loss's update), Caffe's
+    max pooling leaves a window's argmax at -1 and its backward writes before
+    the start of its bottom's gradient: heap corruption, glibc's "double free
+    or corruption" abort after the "training diverged" line (ScasNet). The
+    guard stops the forward pass first; it has no weights (snapshots are
+    unchanged) and changes no value or gradient."""
+    from caffe.proto import caffe_pb2
+    if not (param.HasField('net') or param.HasField('net_param')) or len(net_param.layers):
+        return      # (train_net fields, V1 nets: as given)
+    if any(layer.type == 'Python' and layer.python_param.layer == 'DivergenceGuard'
+           for layer in net_param.layer):
+        return
+    names = {layer.name for layer in net_param.layer}
+    guarded = caffe_pb2.NetParameter()
+    guarded.CopyFrom(net_param)
+    del guarded.layer[:]
+    count = 0
+    for layer in net_param.layer:
+        guarded.layer.add().CopyFrom(layer)
+        if not (layer.type == 'Pooling' and layer.pooling_param.pool == caffe_pb2.PoolingParameter.MAX
+                and layer.top and not layer.exclude
+                and all(rule.phase == caffe_pb2.TRAIN for rule in layer.include)):
+            continue
+        name = layer.name + GUARD_SUFFIX
+        if name in names:
+            continue
+        guard = guarded.layer.add()
+        guard.name, guard.type = name, 'Python'
+        guard.bottom.append(layer.top[0])
+        guard.propagate_down.append(False)
+        guard.include.add().phase = caffe_pb2.TRAIN
+        guard.python_param.module, guard.python_param.layer = 'caffe_mlic.layers', 'DivergenceGuard'
+        count += 1
+    if count:
+        param.ClearField('net')
+        param.net_param.CopyFrom(guarded)
 
 
 def train(solver_path, **options):
