@@ -290,3 +290,14 @@ def atomic_write_json(path, data, indent=1, sort_keys=False):
     with atomic_write(path) as f:
         f.write(json.dumps(json_ready(data), indent=indent, sort_keys=sort_keys) + '\n')
     return path
+
+
+def open_regular(path, *args, **kwargs):
+    """open() for a text input that must be a regular file: a device such as
+    /dev/zero never ends (memory without bound) and a FIFO with no writer
+    blocks in open(), so both are an OSError, found before opening."""
+    import errno
+    import stat
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(errno.EINVAL, 'not a regular file (a device, FIFO or folder)', path)
+    return open(path, *args, **kwargs)

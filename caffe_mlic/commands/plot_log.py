@@ -10,6 +10,7 @@ Testing net (#0)", "Test net output #k: NAME = V". The binary logs these at
 INFO level: run it with GLOG_minloglevel=0 (the default) and GLOG_logtostderr=1.
 """
 from caffe_mlic.errors import InputError
+from caffe_mlic.fileio import open_regular
 
 HELP = "draw a caffe binary's training log as curves (PNG, PDF or SVG)"
 
@@ -64,7 +65,7 @@ def run(args):
     refuse_overwriting([args.out], [args.log], 'out')   # before the log is read: -o LOG would destroy it
     fmt = output_format(args.out, getattr(args, 'format', None))
     try:
-        with open(args.log, encoding='utf-8', errors='replace') as f:
+        with open_regular(args.log, encoding='utf-8', errors='replace') as f:
             text = f.read()
     except OSError as e:
         raise InputError('%s: cannot read the log: %s' % (shown(args.log), e.strerror or e))

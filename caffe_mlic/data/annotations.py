@@ -38,7 +38,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 import numpy as np
 
 from caffe_mlic.errors import InputError, Problem
-from caffe_mlic.fileio import read_json
+from caffe_mlic.fileio import open_regular, read_json
 from caffe_mlic.data.imageio import IMAGE_EXTENSIONS, image_size
 
 VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair',
@@ -102,7 +102,7 @@ def _read_text_lines(path, what):
     """The lines of a UTF-8 text file (a BOM at its start dropped: some
     editors write one); InputError naming ``what`` otherwise."""
     try:
-        with open(path, encoding='utf-8-sig') as f:
+        with open_regular(path, encoding='utf-8-sig') as f:
             return f.read().splitlines()
     except OSError as e:
         _fail(path, 'cannot read %s: %s' % (what, e.strerror or e))

@@ -19,6 +19,7 @@ Palette files: one class per line, ``name R G B`` (0-255), ``#`` comments.
 import numpy as np
 
 from caffe_mlic.errors import InputError
+from caffe_mlic.fileio import open_regular
 
 IGNORE_LABEL = 255
 
@@ -79,7 +80,7 @@ def load_palette(spec):
     if isinstance(spec, Palette):
         return spec
     try:
-        with open(spec, encoding='utf-8-sig') as f:     # -sig: a BOM is not part of the first name
+        with open_regular(spec, encoding='utf-8-sig') as f:     # -sig: a BOM is not part of the first name
             lines = f.read().splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise LabelMapError('%s: cannot read palette file: %s' % (spec, getattr(e, 'strerror', None) or e))

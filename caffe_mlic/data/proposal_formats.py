@@ -54,7 +54,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from caffe_mlic.errors import InputError, Problem
-from caffe_mlic.fileio import read_json as read_json_file
+from caffe_mlic.fileio import open_regular, read_json as read_json_file
 from caffe_mlic.data.matfile import read_mat
 
 FORMATS = ('fast-rcnn-ss', 'edgeboxes-mat', 'mcg-mat', 'wetectron', 'json', 'csv')
@@ -287,7 +287,7 @@ def read_json(path):
 
 def _csv_rows(path):
     try:
-        with open(path, encoding='utf-8-sig', newline='') as f:    # -sig: a BOM is no part of "image"
+        with open_regular(path, encoding='utf-8-sig', newline='') as f:    # -sig: a BOM is no part of "image"
             text = f.read()
     except OSError as e:
         _fail(path, 'cannot read: %s' % (e.strerror or e))

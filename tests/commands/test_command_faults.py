@@ -10,7 +10,7 @@ import pytest
 from caffe_mlic import cli
 from caffe_mlic.caffe.params import LayerError
 from tests import netutil
-from tests.faults import tiny  # noqa: F401 (a fixture)
+from tests.faults import run_cli, tiny  # noqa: F401 (tiny: a fixture)
 
 
 def _two_roi_poolings(second_rois_shape):
@@ -237,3 +237,18 @@ def test_caffe_test_checks_the_test_net_it_builds(tmp_path):
     res = run_cli(['caffe', 'time', '-model', 'net.prototxt', '-iterations', '1'], tmp_path)
     assert res.returncode == 1 and res.stderr.startswith(
         "caffe-mlic caffe: net.prototxt: layer 'big' (TRAIN): top 'big' would be 100000 x 100000"), res.stderr
+
+
+def test_text_inputs_that_are_not_regular_files_are_refused_before_reading(tmp_path):
+    """A class list, palette or log that is /dev/zero grew memory until the
+    OOM killer came; a FIFO with no writer hung in open()."""
+    fifo = tmp_path / 'fifo'
+    os.mkfifo(fifo)
+    for source in ('/dev/zero', str(fifo)):
+        for args, what in ((['netgen', '-o', 'nets', '--classes', 3, '--classes-file', source], 'class list'),
+                           (['plot-log', source, '-o', 'p.png'], 'the log'),
+                           (['eval', 'seg', '--pred', tmp_path, '--gt', tmp_path, '--palette', source],
+                            'palette file')):
+            res = run_cli(args, tmp_path, timeout=60)
+            assert res.returncode == 1, (args, res.stderr)
+            assert '%s: cannot read %s: not a regular file' % (source, what) in res.stderr, res.stderr
