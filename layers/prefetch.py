@@ -78,8 +78,13 @@ def _worker_main(conn, slot_fds, slot_bytes, filler, context, parent_pid):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
     cv2.setNumThreads(1)            # the workers are the parallelism
-    slots = [Segment.attach(fd.detach(), slot_bytes) for fd in slot_fds]
-    conn.send(('ready',))
+    try:
+        slots = [Segment.attach(fd.detach(), slot_bytes) for fd in slot_fds]
+        conn.send(('ready',))
+    except (ConnectionError, EOFError, OSError):
+        # the main process died while this worker started (its descriptors
+        # can no longer be fetched from it): nothing to do, nothing to say
+        os._exit(0)
     try:
         while True:
             # Exit if the main process is gone, however it died (EOF on the

@@ -130,7 +130,17 @@ def _run_argv(argv, signals):
         env[caffe_env.START_BATCH_ENV] = str(_resume_batch(state, solver))
     binary = caffe_env.caffe_binary()
     signals.check()
-    return _run_binary(binary, argv, env, signals)
+    # The binary's temp folder is ours, removed when it ends: glog writes its
+    # log files there (TMPDIR), and multiprocessing its pymp-* folders, which
+    # the embedded Python's exit never cleans up.
+    import shutil
+    import tempfile
+    private = tempfile.mkdtemp(prefix='caffe-mlic-caffe-')
+    env = dict(env, TMPDIR=private)
+    try:
+        return _run_binary(binary, argv, env, signals)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
 
 
 class BinaryStopped(RunError):

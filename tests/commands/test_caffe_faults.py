@@ -556,3 +556,13 @@ def test_hdf5_snapshots_of_a_net_whose_names_hdf5_cannot_hold_are_refused_first(
     one_line(run_cli(['caffe', 'train', '-solver', 'h5.prototxt'], files), 1,
              r'h5.prototxt:\d+: snapshot_format: HDF5 snapshots cannot be written for slash.prototxt: .*')
     assert not (files / 'h5').exists() or not list((files / 'h5').glob('*'))
+
+
+def test_the_binary_leaves_nothing_in_the_temp_folder(files, tmp_path):
+    """glog's log files and multiprocessing's pymp-* folders go to a
+    private temp folder of the binary's, removed when it ends."""
+    temp = tmp_path / 'temp'
+    temp.mkdir()
+    res = run_cli(['caffe', 'train', '-solver', 'solver.prototxt'], files, TMPDIR=str(temp))
+    assert res.returncode == 0, res.stderr
+    assert not list(temp.iterdir())
