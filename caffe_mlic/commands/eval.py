@@ -96,7 +96,7 @@ def add_arguments(p):
                    help='hard-pixel masks, one single-channel image per tile named as its prediction '
                         '(else its ground truth) with a label-map extension, nonzero = hard (`synth --task '
                         'seg` writes hard/<tile>.png); default: computed from the ground truth')
-    from caffe_mlic.data.synth_aerial import MAX_HARD_DISTANCE
+    from caffe_mlic.data.labelmaps import MAX_HARD_DISTANCE
     d.add_argument('--hard-distance', type=int_in(1, MAX_HARD_DISTANCE), metavar='PX',
                    help='computed masks: pixels farther than PX from any other label are hard, a whole '
                         'number 1 to %d as for `synth --task seg` (default %d)'

@@ -42,7 +42,7 @@ TASKS = ('detection', 'seg')
 # options of one task only: library parameter -> its default
 DETECTION_DEFAULTS = {'n_classes': 6, 'objects_per_image': (1, 4), 'size_range': (0.15, 0.45),
                       'image_size': (384, 288), 'clutter': 4}
-SEG_DEFAULTS = {'tile_size': (1000, 1000), 'scene': 'suburb', 'hard_distance': 24}  # = synth_aerial.HARD_DISTANCE
+SEG_DEFAULTS = {'tile_size': (1000, 1000), 'scene': 'suburb', 'hard_distance': 24}  # = labelmaps.HARD_DISTANCE
 IMAGES_DEFAULT = {'detection': 100, 'seg': 12}
 
 

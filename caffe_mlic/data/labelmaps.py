@@ -16,12 +16,18 @@ either
 Palette files: one class per line, ``name R G B`` (0-255), ``#`` comments.
 """
 
+import math
+
 import numpy as np
 
-from caffe_mlic.errors import InputError
+from caffe_mlic.errors import InputError, UsageError
 from caffe_mlic.fileio import open_regular
 
 IGNORE_LABEL = 255
+# A pixel farther than HARD_DISTANCE px from any other label is "hard" (synth's
+# hard/ masks and eval seg's computed ones share the default and the bound).
+HARD_DISTANCE = 24
+MAX_HARD_DISTANCE = 256
 
 # ISPRS 2D semantic labeling (Vaihingen, Potsdam), RGB.
 ISPRS_PALETTE = (
@@ -208,6 +214,21 @@ def hard_pixel_mask(labels, distance, classes=None, cue_distance=None):
     if classes is not None:
         hard &= np.isin(labels, list(classes))
     return hard
+
+
+def check_hard_distance(value, what='hard_distance', param='hard_distance'):
+    """``value`` as an int, or a UsageError naming ``param`` unless it is a
+    whole number of px in 1..MAX_HARD_DISTANCE (24.0 is 24: a JSON file may
+    keep a float). The one bound of synth's hard/ masks and eval seg's
+    computed ones, so that both can be asked for the same masks: a pixel
+    is hard when the nearest pixel of another label is farther than this;
+    every pixel is at least 1 px from the next, so at 0 all would be hard."""
+    whole = isinstance(value, (int, np.integer)) or (
+        isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer())
+    if isinstance(value, bool) or not whole or not 1 <= value <= MAX_HARD_DISTANCE:
+        raise UsageError('%s must be a whole number of px in 1..%d, got %r'
+                         % (what, MAX_HARD_DISTANCE, value), param)
+    return int(value)
 
 
 # ---------------------------------------------------------------- files

@@ -82,7 +82,7 @@ import numpy as np
 
 from caffe_mlic.errors import UsageError
 from caffe_mlic.fileio import atomic_files, atomic_write, atomic_write_json
-from caffe_mlic.data.labelmaps import (ISPRS_PALETTE, erode_boundaries, hard_pixel_mask, index_to_colour,
+from caffe_mlic.data.labelmaps import (HARD_DISTANCE, MAX_HARD_DISTANCE, ISPRS_PALETTE, check_hard_distance, erode_boundaries, hard_pixel_mask, index_to_colour,
                                        isprs_palette)
 from caffe_mlic.progress import progress
 from caffe_mlic.data.synth import (_split_counts, _value_noise, check_split, holds_data_set,  # noqa: F401
@@ -97,8 +97,6 @@ TILE_NAME = 'top_mosaic_09cm_area%d'
 DIRS = ('top', 'gts_for_participants', 'gts_eroded_for_participants')
 MAX_TILES = 10000          # a miniature: past this it only fills the disk
 SCENES = ('suburb', 'context')
-HARD_DISTANCE = 24         # px: a pixel farther than this from any other label is "hard"
-MAX_HARD_DISTANCE = 256
 HARD_CLASSES = (IMP, BUILDING)  # the pair that context tells apart in the context scene
 HARD_DIR = 'hard'
 _SEED_TAG = 0x5E6  # keeps tile streams apart from other users of the same seed
@@ -820,21 +818,6 @@ def _write_tile(out_dir, index, rgb, labels, suffix, hard):
     with atomic_files(tile_paths(out_dir, index, suffix) + (hard_path(out_dir, index),), 'wb') as files:
         for f, blob in zip(files, data):
             f.write(blob)
-
-
-def check_hard_distance(value, what='hard_distance', param='hard_distance'):
-    """``value`` as an int, or a UsageError naming ``param`` unless it is a
-    whole number of px in 1..MAX_HARD_DISTANCE (24.0 is 24: results.json
-    kept a float). The one bound of synth's hard/ masks and eval seg's
-    computed ones, so that both can be asked for the same masks: a pixel
-    is hard when the nearest pixel of another label is farther than this;
-    every pixel is at least 1 px from the next, so at 0 all would be hard."""
-    whole = isinstance(value, (int, np.integer)) or (
-        isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer())
-    if isinstance(value, bool) or not whole or not 1 <= value <= MAX_HARD_DISTANCE:
-        raise UsageError('%s must be a whole number of px in 1..%d, got %r'
-                         % (what, MAX_HARD_DISTANCE, value), param)
-    return int(value)
 
 
 def _check_args(n_tiles, tile_size, seed, split, scene, hard_distance):

@@ -78,7 +78,7 @@ EXCLUDE_FROM_MEAN = ('clutter',)
 # OpenCV's kernel is (2r + 1)^2 bytes: a radius of 100000 would ask for 40 GB.
 MAX_ERODE_RADIUS = 64
 # Detail metrics (module docstring).
-HARD_DISTANCE = 24        # = synth_aerial.HARD_DISTANCE; whole px in 1..synth_aerial.MAX_HARD_DISTANCE
+HARD_DISTANCE = labelmaps.HARD_DISTANCE
 BOUNDARY_TOLERANCE = 2.0
 MIN_OBJECT_PIXELS = 10
 OBJECT_CLASS = 'car'
@@ -334,8 +334,7 @@ class DetailMetrics:
             raise UsageError('hard_distance and hard_classes compute the hard-pixel masks from the ground truth; '
                              'they do not go with masks given as files (hard_masks)', 'hard_masks')
         self.hard_masks = hard_masks
-        from caffe_mlic.data.synth_aerial import check_hard_distance
-        self.hard_distance = check_hard_distance(HARD_DISTANCE if hard_distance is None else hard_distance,
+        self.hard_distance = labelmaps.check_hard_distance(HARD_DISTANCE if hard_distance is None else hard_distance,
                                                  'the hard-pixel distance (px)')
         self.hard_classes = None if hard_classes is None else class_indices(hard_classes, self.class_names,
                                                                             'hard_classes')
@@ -617,15 +616,25 @@ def _score_pair(evaluator, pred_path, gt_path, palette, eroded, radius, detail=N
                                                '%s.<ext>, %s)' % (pred_path, ' or '.join(sorted(set(stems))),
                                                                   ' '.join(LABEL_EXTENSIONS)))])
         hard = read_hard_mask(mask_path, gt.shape, pred_path)
+    info = {'prediction': os.path.abspath(pred_path), 'ground_truth': os.path.abspath(gt_path)}
+    info.update(score_maps(evaluator, pred, gt, eroded, radius, detail, hard, where=pred_path))
+    return info
+
+
+def score_maps(evaluator, pred, gt, eroded=False, radius=3, detail=None, hard=None, where='prediction'):
+    """Add one prediction ``pred`` against its ground truth ``gt`` (label
+    maps of one shape) to ``evaluator`` (on ``gt`` eroded by ``radius`` when
+    ``eroded``) and to ``detail`` (a DetailMetrics, on ``gt`` as given, with
+    the hard-pixel mask ``hard`` when its masks are files); the image's info.
+    What eval seg does per image, for maps read from files or made in memory."""
     full = gt
     if eroded:
         gt = labelmaps.erode_boundaries(gt, radius)
     before = evaluator.conf.copy()
-    evaluator.process(pred, gt, where=pred_path)
+    evaluator.process(pred, gt, where=where)
     conf = evaluator.conf - before
     pixels, correct = int(conf.sum()), int(np.trace(conf))
-    info = {'prediction': os.path.abspath(pred_path), 'ground_truth': os.path.abspath(gt_path),
-            'width': int(gt.shape[1]), 'height': int(gt.shape[0]), 'pixels': pixels, 'correct': correct,
+    info = {'width': int(gt.shape[1]), 'height': int(gt.shape[0]), 'pixels': pixels, 'correct': correct,
             'OA': 100.0 * correct / pixels if pixels else None}
     if detail is not None:
         info.update(detail.add(full, pred, hard))

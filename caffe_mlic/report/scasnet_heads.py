@@ -134,9 +134,9 @@ def evaluate_constant(evaluation, label):
     """eval seg's metrics (the confusion's and DetailMetrics') of a map that
     is ``label`` everywhere, on the references, hard-pixel masks and
     settings of ``evaluation`` (an eval seg JSON)."""
-    from caffe_mlic.data.labelmaps import erode_boundaries, read_label_map
+    from caffe_mlic.data.labelmaps import read_label_map
     from caffe_mlic.evaluation.segmentation import (EXCLUDE_FROM_MEAN, DetailMetrics, SegmentationEvaluator,
-                                                    read_hard_mask)
+                                                    read_hard_mask, score_maps)
     names = evaluation['classes']
     masks = evaluation.get('hard_mask') or {}
     from_files = masks.get('from') == 'files'
@@ -155,10 +155,7 @@ def evaluate_constant(evaluation, label):
         if from_files:
             stem = os.path.splitext(os.path.basename(image['prediction']))[0]
             hard = read_hard_mask(os.path.join(masks['folder'], stem + '.png'), gt.shape, image['prediction'])
-        detail.add(gt, pred, hard)
-        if evaluation.get('eroded'):
-            gt = erode_boundaries(gt, evaluation.get('erode_radius') or 3)
-        confusion.process(pred, gt)
+        score_maps(confusion, pred, gt, evaluation.get('eroded'), evaluation.get('erode_radius') or 3, detail, hard)
     out = confusion.evaluate()
     out.update(detail.evaluate())
     return out

@@ -521,7 +521,7 @@ def test_cli_hard_mask_folder_problems_name_the_folder_and_count(tmp_path, capsy
 def test_hard_distance_is_synths_bound(value):
     """eval seg and synth --task seg take the same whole px in 1..256
     (24.0, as a results.json kept it, is 24)."""
-    from caffe_mlic.data.synth_aerial import MAX_HARD_DISTANCE, check_hard_distance
+    from caffe_mlic.data.labelmaps import MAX_HARD_DISTANCE, check_hard_distance
     assert MAX_HARD_DISTANCE == 256
     assert DetailMetrics(ISPRS, hard_distance=value).hard_distance == check_hard_distance(value) == int(value)
     assert isinstance(DetailMetrics(ISPRS, hard_distance=value).hard_distance, int)
