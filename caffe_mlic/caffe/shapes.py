@@ -352,6 +352,21 @@ def learnable_shapes(params):
     return [blob.shape for _, blobs in params for blob in blobs if not blob.shared]
 
 
+def unequal_bottoms(net, phase, in_phase):
+    """[(layer, message)] of the Eltwise layers of ``net`` in ``phase`` whose
+    bottoms' shapes differ. This Caffe's EltwiseLayer::Reshape has its
+    shape CHECK commented out: the sum reads past the smaller bottom and
+    the backward pass's copy into it segfaults (or corrupts memory)."""
+    found = []
+    walk = _walk(net, phase, in_phase)
+    next(walk)
+    for layer, bottoms, _, _ in walk:
+        if layer.type == 'Eltwise' and None not in bottoms and len(set(bottoms)) > 1:
+            found.append((layer.name, 'Eltwise bottoms must have one shape, got %s' % ', '.join(
+                '%s %s' % (name, ' x '.join(map(str, shape))) for name, shape in zip(layer.bottom, bottoms))))
+    return found
+
+
 def oversized(net, phase, in_phase):
     """[(layer, what, shape, what to lower)] of the blobs of ``net`` in
     ``phase`` that would hold more than INT_MAX values."""
@@ -360,9 +375,14 @@ def oversized(net, phase, in_phase):
 
 def check_sizes(net, where, in_phase, phase=None):
     """InputError naming each layer of ``net`` (read from ``where``) whose
-    blobs Caffe could not hold, in ``phase`` or both."""
+    blobs Caffe could not hold, or whose bottoms Caffe would sum unchecked
+    (unequal_bottoms), in ``phase`` or both."""
     problems = []
     for ph in [phase] if phase else ['TRAIN', 'TEST']:
+        for layer, message in unequal_bottoms(net, ph, in_phase):
+            line = "%s: layer '%s' (%s): %s" % (where, layer, ph, message)
+            if line not in problems:
+                problems.append(line)
         for layer, what, shape, hint in oversized(net, ph, in_phase):
             line = "%s: layer '%s' (%s): %s would be %s = %d values, more than a Caffe blob holds " \
                    '(2^31 - 1): lower %s' % (where, layer, ph, what, ' x '.join(map(str, shape)),

@@ -128,7 +128,9 @@ class ScasConfig:
                            "channels (VGG 16-64), for CPU runs ('tiny', its old name, still works)",
                            choices=['release', 'small'], aliases={'tiny': 'small'})
     vgg_blocks: tuple = option(VGG16_BLOCKS, 'VGG convs per block, conv1_x .. conv5_x (fewer: a smaller '
-                               'receptive field, so the head decides how far a pixel sees); VGG only', metavar='N')
+                               'receptive field, so the head decides how far a pixel sees); trailing 0s drop '
+                               'those blocks with their pools (1 1 1 0 0: the context runs on pool3); VGG only',
+                               metavar='N')
     resnet_blocks: tuple = option(RESNET101_BLOCKS, 'ResNet bottlenecks per block, conv2_x .. conv5_x; ResNet only',
                                   metavar='N')
     bn_trainable: bool = option(False, 'ResNet: learn the batch norms (batch statistics in TRAIN) '
@@ -209,9 +211,11 @@ class ScasConfig:
             if self.context == 'none':
                 check.bad('dilations', 'are the context branches\' rates: they do not go with context none '
                                        '(which has no context module)')
-        if len(self.vgg_blocks) != 5 or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1
-                                                for c in self.vgg_blocks):
-            check.bad('vgg_blocks', 'must be five positive integers (conv1_x .. conv5_x)')
+        blocks = self.vgg_blocks
+        if len(blocks) != 5 or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in blocks) \
+                or not blocks[0] or not all(blocks[:present_blocks(blocks)]):
+            check.bad('vgg_blocks', 'must be five integers (conv1_x .. conv5_x), each >= 1 but for trailing 0s, '
+                                    'which drop those blocks (conv1_x stays)')
         if len(self.resnet_blocks) != 4 or not all(isinstance(c, int) and c >= 1 for c in self.resnet_blocks):
             check.bad('resnet_blocks', 'must be four positive integers (conv2_x .. conv5_x)')
         if self.context != 'none' and not self.allow_wide_dilations:
@@ -219,10 +223,11 @@ class ScasConfig:
             for i, d in enumerate(self.rates, 1):
                 # a tap d away from the centre lies inside a map of side s only if d <= s - 1
                 if d >= side:
-                    raise UsageError('dilations: branch fc6_%d has rate %d, but the pool5 map it runs on is '
+                    raise UsageError('dilations: branch fc6_%d has rate %d, but the %s map it runs on is '
                                      '%dx%d (at %d px): its off-centre taps see only padding, a 1x1 conv; the '
                                      'largest useful rate is %d (allow_wide_dilations keeps it)'
-                                     % (i, d, side, side, self.input_size, side - 1), 'dilations')
+                                     % (i, d, deep_map(self), side, side, self.input_size, side - 1),
+                                     'dilations')
         check.fraction('dropout_ratio')
         if len(self.mean) not in (1, 3) or not all(finite(v) for v in self.mean):
             check.bad('mean', 'needs 1 or 3 values (B, G, R)')
@@ -253,15 +258,16 @@ class ScasConfig:
     def describe_context(self):
         """One line on the context module and its rates (`scasnet netgen` prints it)."""
         reach = receptive_fields(self)
-        seen = ('; receptive field %d px at pool5, %d px after the context, crop %d px'
-                % (reach['pool5'], reach['context'], self.input_size)) if reach else ''
+        seen = ('; receptive field %d px at %s, %d px after the context, crop %d px'
+                % (reach['pool5'], deep_map(self), reach['context'], self.input_size)) if reach else ''
         if self.context == 'none':
             return '%s: no context module (context none)%s' % (self.variant, seen)
         side = resolutions(self)['pool5']
         how = ('as given' if self.dilations is not None else "the release's" if side == RELEASE_POOL5 else
                "the release's %s scaled by %d/%d" % (' '.join(map(str, RELEASE_DILATIONS)), side, RELEASE_POOL5))
-        return '%s: %s context, dilations %s (pool5 %dx%d at %d px; %s)%s' % (
-            self.variant, self.context, ' '.join(map(str, self.rates)), side, side, self.input_size, how, seen)
+        return '%s: %s context, dilations %s (%s %dx%d at %d px; %s)%s' % (
+            self.variant, self.context, ' '.join(map(str, self.rates)), deep_map(self), side, side,
+            self.input_size, how, seen)
 
 
 # ---------------------------------------------------------------- sizes
@@ -275,15 +281,30 @@ def pooled_size(size, kernel, stride, pad):
     return out
 
 
+def present_blocks(vgg_blocks):
+    """How many VGG blocks a net has: those before the trailing 0s."""
+    count = len(vgg_blocks)
+    while count and not vgg_blocks[count - 1]:
+        count -= 1
+    return count
+
+
+def deep_map(cfg):
+    """The name of the map the context runs on: pool5, or the last pool
+    when VGG blocks are dropped (resolutions' and receptive_fields' 'pool5')."""
+    return 'pool%d' % present_blocks(cfg.vgg_blocks) if cfg.variant == 'vgg' else 'pool5'
+
+
 def receptive_fields(cfg):
     """VGG variant: the theoretical receptive field (px, one side) of a
-    pool5 unit and of a unit after the context module (for cascade and
-    parallel, through the widest branch; for none, fc6's 3x3), before the
-    refinement and the head; None for ResNet."""
+    unit of the deep map (key 'pool5', see deep_map) and of a unit after the
+    context module (for cascade and parallel, through the widest branch;
+    for none, fc6's 3x3), before the refinement and the head; None for
+    ResNet."""
     if cfg.variant != 'vgg':
         return None
     field, jump = 1, 1
-    for b, count in enumerate(cfg.vgg_blocks):
+    for b, count in enumerate(cfg.vgg_blocks[:present_blocks(cfg.vgg_blocks)]):
         field += count * 2 * VGG_DILATIONS[b] * jump                  # 3x3 convs
         field += (DEEPLAB_POOLING.kernel - 1) * jump                   # the 3x3 pool
         jump *= DEEPLAB_POOLING.strides[b]
@@ -299,12 +320,12 @@ def conv_size(size, kernel, stride, pad):
 def block_outputs(cfg):
     """The backbone's block outputs (the possible taps), shallowest first."""
     if cfg.variant == 'vgg':
-        return ['conv%d_%d' % (b, count) for b, count in enumerate(cfg.vgg_blocks, 1)]
+        return ['conv%d_%d' % (b, count) for b, count in enumerate(cfg.vgg_blocks, 1) if count]
     return ['conv%d_%d' % (b, count) for b, count in enumerate(cfg.resnet_blocks, 2)]
 
 
 def resolutions(cfg):
-    """{block output: its side, 'pool5': pool5's side} at cfg.input_size."""
+    """{block output: its side, 'pool5': the deep map's side (deep_map)} at cfg.input_size."""
     size, sizes = cfg.input_size, {}
     if cfg.variant == 'vgg':
         for b, name in enumerate(block_outputs(cfg), 1):
@@ -394,10 +415,10 @@ class Builder:
     # ------------------------------------------------------------ backbones
 
     def vgg(self, data, widths):
-        vgg16_convs(self.n, data, widths, pools=5, learn=None, pooling=DEEPLAB_POOLING,
-                    dilations=VGG_DILATIONS, filler=TRAIN_FILLER if self.train else None,
-                    blocks=tuple(self.cfg.vgg_blocks))
-        return self.n.pool5
+        present = present_blocks(self.cfg.vgg_blocks)
+        return vgg16_convs(self.n, data, widths, pools=present, learn=None, pooling=DEEPLAB_POOLING,
+                           dilations=VGG_DILATIONS, filler=TRAIN_FILLER if self.train else None,
+                           blocks=tuple(self.cfg.vgg_blocks[:present]))
 
     def resnet(self, data, base):
         """PSPNet's ResNet: the deep stem, then bottleneck blocks conv2_x .. conv5_x."""
@@ -440,38 +461,48 @@ class Builder:
                                                 in_place=True, name='drop' + tag))
         return top
 
-    def branches(self, pool5, widths):
-        """The dilated context branches: their 1x1 reductions, in order."""
+    def branches(self, pool5, widths, out_width):
+        """The dilated context branches: their 1x1 reductions, in order (a
+        lone branch's to ``out_width``: no RC follows to set the width)."""
+        rates = self.cfg.rates
         return [self.conv('fc6_%d_reduce' % i, self.branch('fc6_%d' % i, pool5, d, widths, '6_%d' % i),
-                          widths.merge) for i, d in enumerate(self.cfg.rates, 1)]
+                          widths.merge if len(rates) > 1 else out_width) for i, d in enumerate(rates, 1)]
 
     # Each context returns its output and the stem of an Interp after it.
 
-    def cascade(self, pool5, widths):
+    def cascade(self, pool5, widths, out_width):
         """RC(widest, next) -> RC(., next) ...: fc6_34, fc6_234, fc6_1234 as released."""
-        reduced = self.branches(pool5, widths)
+        reduced = self.branches(pool5, widths, out_width)
         top, digits = reduced[-1], str(len(reduced))
         for i in range(len(reduced) - 1, 0, -1):
             digits = str(i) + digits
             top = self.residual_correction('fc6_%s' % digits, [top, reduced[i - 1]], widths.merge,
-                                           widths.bottleneck, widths.merge)
+                                           widths.bottleneck, widths.merge if i > 1 else out_width)
         return top, 'fc6_%s_merge2' % digits
 
-    def parallel(self, pool5, widths):
+    def parallel(self, pool5, widths, out_width):
         """ASPP-like: the same branches summed at once (fc6_sum), then as many
         RCs as the cascade has, on that one map (the same parameters)."""
-        reduced = self.branches(pool5, widths)
+        reduced = self.branches(pool5, widths, out_width)
         top, stem = reduced[0], 'fc6_1'
         if len(reduced) > 1:       # Eltwise needs two bottoms
             top, stem = self.add('fc6_sum', L.Eltwise(*reduced, operation=P.Eltwise.SUM)), 'fc6_sum'
         for j in range(1, len(reduced)):
             top, stem = self.residual_correction('fc6_rc%d' % j, [top], widths.merge, widths.bottleneck,
-                                                 widths.merge), 'fc6_rc%d_merge2' % j
+                                                 widths.merge if j + 1 < len(reduced) else out_width), \
+                'fc6_rc%d_merge2' % j
         return top, stem
 
-    def plain(self, pool5, widths):
-        """No context module: FCN's fc6 (3x3, undilated) and fc7 (1x1 to the merge width)."""
-        return self.conv('fc7', self.branch('fc6', pool5, None, widths, '6'), widths.merge), 'fc7'
+    def plain(self, pool5, widths, out_width):
+        """No context module: FCN's fc6 (3x3, undilated) and fc7 (1x1 to ``out_width``)."""
+        return self.conv('fc7', self.branch('fc6', pool5, None, widths, '6'), out_width), 'fc7'
+
+    def refine_width(self, widths):
+        """The width the refinement takes its input at (the context's
+        output): its first RC's, narrower when that tap is finer than the
+        deep map (VGG blocks dropped); the merge width without taps."""
+        sizes, taps = resolutions(self.cfg), self.cfg.taps
+        return widths.low if taps and sizes[taps[0]] != sizes['pool5'] else widths.merge
 
     def refine(self, top, stem, widths):
         """RCs with the shallow taps, deepest first; an Interp brings the
@@ -516,7 +547,7 @@ def _body(n, cfg, data, train=False):
     build = Builder(n, cfg, train)
     pool5 = build.vgg(data, vgg_widths) if cfg.variant == 'vgg' else build.resnet(data, resnet_base)
     context = {'cascade': build.cascade, 'parallel': build.parallel, 'none': build.plain}[cfg.context]
-    top, stem = context(pool5, widths)
+    top, stem = context(pool5, widths, build.refine_width(widths))
     return build.head(build.refine(top, stem, widths), widths)
 
 

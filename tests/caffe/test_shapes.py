@@ -197,3 +197,24 @@ def test_a_layer_kept_or_dropped_by_stage_or_level_is_unknown():
     params = shapes.infer_param_shapes(net, 'TEST', prototxt.in_phase)
     assert dict(params)['fc2'] is None and [b.shape for b in dict(params)['fc']] == [(4, 2), (4,)]
     assert shapes.learnable_shapes(params) is None
+
+
+ELTWISE = '''layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 dim: 8 dim: 8 } } }
+layer { name: "a" type: "Convolution" bottom: "x" top: "a" convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "b" type: "Convolution" bottom: "x" top: "b" convolution_param { num_output: %d kernel_size: 1 } }
+layer { name: "sum" type: "Eltwise" bottom: "a" bottom: "b" top: "s" }
+'''
+
+
+def test_an_eltwise_of_unequal_shapes_is_refused_naming_it_not_a_segfault():
+    """This Caffe's EltwiseLayer::Reshape has its shape CHECK commented out:
+    summing 4 and 2 channels reads past the smaller bottom, and the backward
+    pass copies 4 channels' diff into it (a segfault in training)."""
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    bad = text_format.Merge(ELTWISE % 2, caffe_pb2.NetParameter())
+    with pytest.raises(InputError) as e:
+        prototxt.check_net(bad, 'sum.prototxt', 'TEST')
+    assert str(e.value) == ("sum.prototxt: layer 'sum' (TEST): Eltwise bottoms must have one shape, "
+                            "got a 2 x 4 x 8 x 8, b 2 x 2 x 8 x 8")
+    prototxt.check_net(text_format.Merge(ELTWISE % 4, caffe_pb2.NetParameter()), 'sum.prototxt', 'TEST')

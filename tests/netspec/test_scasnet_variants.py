@@ -15,7 +15,7 @@ from caffe_mlic.caffe import prototxt
 from caffe_mlic.caffe.shapes import infer_shapes
 from caffe_mlic.errors import InputError, UsageError
 from caffe_mlic.inference.settings import read_settings
-from caffe_mlic.netspec.scasnet import (ScasConfig, receptive_fields, resolutions, scasnet_deploy,
+from caffe_mlic.netspec.scasnet import (HEADS, ScasConfig, receptive_fields, resolutions, scasnet_deploy,
                                         scasnet_train)
 from tests.netspec.test_scasnet import write_pairs
 
@@ -290,10 +290,35 @@ def test_fewer_vgg_convs_per_block_shrink_the_receptive_field_and_move_the_taps(
     assert receptive_fields(ScasConfig.release(variant='resnet')) is None
 
 
-@pytest.mark.parametrize('blocks', [(1, 1, 1, 1), (0, 1, 1, 1, 1), (1, 1, 1, 1, 101)])
-def test_vgg_blocks_are_five_counts_from_1_to_100(blocks):
-    with pytest.raises(UsageError, match='vgg_blocks'):
+@pytest.mark.parametrize('blocks', [(1, 1, 1, 1), (0, 1, 1, 1, 1), (1, 1, 1, 1, 101), (1, 0, 1, 1, 1),
+                                    (1, 1, 0, 0, 1), (0, 0, 0, 0, 0), (1, 1, -1, 0, 0), (1, True, 1, 0, 0)])
+def test_vgg_blocks_are_five_counts_from_1_to_100_with_only_trailing_zeros(blocks):
+    with pytest.raises(UsageError, match='vgg_blocks') as e:
         ScasConfig.release(vgg_blocks=blocks).validate()
+    assert e.value.param == 'vgg_blocks'
+
+
+def test_trailing_zero_vgg_blocks_drop_those_blocks_and_their_pools(caffe):
+    # 1 1 1 0 0: conv1_1 pool1 conv2_1 pool2 conv3_1 pool3, by hand 1+2+2 +4+4 +8+8 = 29 px
+    # at pool3 (stride 8, 17x17 at 128 px like pool5 with all blocks): the plain
+    # head's fc6 adds 2*8 = 16, the cascade's widest branch (rate 8) 2*8*8 = 128.
+    cfg = ScasConfig.release(vgg_blocks=(1, 1, 1, 0, 0), **dict(SMALL, input_size=128)).validate()
+    assert receptive_fields(cfg) == {'pool5': 29, 'context': 29 + 128}
+    none = ScasConfig.release(vgg_blocks=(1, 1, 1, 0, 0), context='none', refine=(), **dict(SMALL, input_size=128))
+    assert receptive_fields(none.validate())['context'] == 29 + 16
+    assert resolutions(cfg) == {'conv1_1': 128, 'conv2_1': 65, 'conv3_1': 33, 'pool5': 17}
+    assert cfg.rates == (2, 4, 6, 8) and cfg.taps == ('conv3_1', 'conv2_1', 'conv1_1')
+    assert 'receptive field 29 px at pool3, 157 px after the context' in cfg.describe_context()
+    assert '(pool3 17x17 at 128 px;' in cfg.describe_context()
+    proto = scasnet_deploy(cfg)
+    net = layers(proto)
+    assert 'pool3' in net and not {'conv4_1', 'pool4', 'conv5_1', 'pool5'} & set(net)
+    assert net['fc6_1'].bottom == ['pool3']
+    shapes, _ = infer_shapes(proto, 'TEST', prototxt.in_phase)
+    assert tuple(shapes['pool3'])[2:] == (17, 17)
+    assert prototxt.caffe_net(proto, 'TEST', seed=1).forward()['conv6_interp'].shape == (1, 6, 128, 128)
+    with pytest.raises(UsageError, match='the pool3 map it runs on is 17x17'):
+        ScasConfig.release(vgg_blocks=(1, 1, 1, 0, 0), dilations=(2, 17), **dict(SMALL, input_size=128)).validate()
 
 
 def test_a_shallow_vgg_builds_and_its_shapes_are_caffes(caffe):
@@ -338,3 +363,20 @@ def test_check_given_refuses_the_other_variants_blocks():
     cfg.check_given(set(), 'resnet')                  # the default, not given: fine
     with pytest.raises(UsageError, match='resnet_blocks is for the ResNet nets only'):
         ScasConfig.release(variant='vgg').check_given({'resnet_blocks'})
+
+
+@pytest.mark.parametrize('blocks', [(1, 1, 1, 1, 1), (1, 1, 1, 0, 0), (1, 1, 0, 0, 0), (2, 1, 1, 1, 0)])
+@pytest.mark.parametrize('head', sorted(HEADS))
+def test_every_head_on_every_depth_sums_only_equal_shapes(blocks, head):
+    """This Caffe's Eltwise does not check its bottoms' shapes (its CHECK is
+    commented out): a sum of 32 and 16 channels read past one and the
+    backward pass segfaulted, with the taps finer than the deep map once
+    blocks were dropped. Every generated net must sum equal shapes."""
+    from caffe_mlic.caffe.shapes import unequal_bottoms
+    for rates in (None, (3,)):
+        if rates and HEADS[head].get('context') == 'none':
+            continue
+        cfg = ScasConfig.release(vgg_blocks=blocks, dilations=rates, **dict(SMALL, input_size=128, **HEADS[head]))
+        for net, phases in ((scasnet_deploy(cfg.validate()), ['TEST']), (scasnet_train(cfg), ['TRAIN', 'TEST'])):
+            for phase in phases:
+                assert unequal_bottoms(net, phase, prototxt.in_phase) == [], (blocks, head, rates, phase)
