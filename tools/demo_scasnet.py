@@ -18,6 +18,7 @@ paired differences against the full net) and report.html.
                             (the suburb scene, the VGG16-deep small backbone)
     SEEDS="1 2 3"           Caffe's and the data layer's seeds
     ITERS=...               training iterations (default below, chosen on the val tiles)
+    LR=...                  Adam's base learning rate (default below, chosen on the val tiles)
     DEMO_JOBS=2             trainings side by side (one core each)
     DEMO_MINI=1             a miniature for CI: well-formed outputs, no claim
                             about the metrics
@@ -35,11 +36,15 @@ from caffe_mlic.netspec.scasnet import HEADS  # noqa: E402
 from caffe_mlic.report import layout  # noqa: E402
 
 # The comparison's settings (chosen on the val tiles, see README "ScasNet"):
-# one 3x3 conv per VGG block, so pool5 sees 109 px of a 128-px crop and the
-# head decides how far a pixel reaches; widths of the small backbone.
+# one 3x3 conv in each of VGG's first three blocks, the context on pool3
+# (stride 8, 17 x 17 at 128 px). A pool3 unit sees 29 px: with fc6 and the
+# head's 3x3, the plain FCN head sees 61 px (30 either side), less than the
+# hard pixels' distance to their cues (more than 24 px, most roofs' centres
+# 35-59 px), while the context's widest branch reaches 157 px, more than the
+# 128-px crop: what varies is the head's reach. Widths of the small backbone.
 COMPARISON = dict(tiles=12, tile_size='1000x1000', size=128, iters=600, batch=8, lr='0.002',
-                  vgg_blocks=(1, 1, 1, 1, 1))
-MINI = dict(tiles=6, tile_size='300x300', size=64, iters=12, batch=4, lr='0.002', vgg_blocks=(1, 1, 1, 1, 1))
+                  vgg_blocks=(1, 1, 1, 0, 0))
+MINI = dict(tiles=6, tile_size='300x300', size=64, iters=12, batch=4, lr='0.002', vgg_blocks=(1, 1, 1, 0, 0))
 
 
 def netgen_flags(head):
@@ -67,6 +72,7 @@ def comparison(run, heads):
     mini = os.environ.get('DEMO_MINI', '0') == '1'
     s = dict(MINI if mini else COMPARISON)
     s['iters'] = int(os.environ.get('ITERS', s['iters']))
+    s['lr'] = os.environ.get('LR', s['lr'])
     seeds = [int(x) for x in os.environ.get('SEEDS', '1 2 3').split()]
     jobs = max(1, int(os.environ.get('DEMO_JOBS', '2')))
     shutil.rmtree(run, ignore_errors=True)
@@ -83,9 +89,9 @@ def comparison(run, heads):
     driver.cli('synth', '--task', 'seg', '--scene', 'context', data, '--images', s['tiles'],
                '--tile-size', s['tile_size'], '--seed', 0, cwd=run, tail=3)
 
-    step('nets: the same small VGG (one conv a block) for %dx%d crops under each head (%s); Adam %s, '
-         'poly decay, %d iterations, batch %d' % (s['size'], s['size'], ', '.join(heads), s['lr'], s['iters'],
-                                                  s['batch']))
+    step('nets: the same small VGG (convs per block %s) for %dx%d crops under each head (%s); Adam %s, '
+         'poly decay, %d iterations, batch %d' % (' '.join(map(str, s['vgg_blocks'])), s['size'], s['size'],
+                                                  ', '.join(heads), s['lr'], s['iters'], s['batch']))
     for seed in seeds:
         for head in heads:
             folder = layout.scasnet_head_dir(run, seed, head)
