@@ -25,7 +25,7 @@ import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from demo_driver import Driver, main, step  # noqa: E402
+from demo_driver import Driver, env_ints, fresh_run_folder, main, step  # noqa: E402
 
 from caffe_mlic.caffe.prototxt import read_solver  # noqa: E402
 from caffe_mlic.report import layout  # noqa: E402
@@ -314,11 +314,11 @@ class Demo(Driver):
 
 def demo():
     run = os.path.realpath(os.environ.get('DEMO_DIR') or 'runs/demo')
-    count, jobs = int(os.environ.get('SEEDS', '3')), int(os.environ.get('DEMO_JOBS', '3'))
+    (count,), (jobs,) = env_ints('SEEDS', '3', 1, 100, count=1), env_ints('DEMO_JOBS', '3', 1, 64, count=1)
     # One BLAS thread per process: these nets' matrices are too small for two
     # threads to help, and seeds then train side by side on the two cores.
     os.environ.update(OPENBLAS_NUM_THREADS='1', GLOG_minloglevel='2')
-    shutil.rmtree(run, ignore_errors=True)
+    fresh_run_folder(run)
     os.makedirs(os.path.join(run, 'data', 'lists'))
     demo = Demo(run)
     demo.data()

@@ -3,12 +3,62 @@
 the terminal or in a seed's log, one after another or side by side. A command
 that fails stops the demo with its exit status and its output's last lines."""
 import os
+import shutil
 import subprocess
 import sys
 import threading
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLI = os.path.join(os.path.dirname(sys.executable), 'caffe-mlic')
+
+
+def env_ints(name, default, low=0, high=10 ** 6, count=None):
+    """The whole numbers in environment variable ``name`` (``default``, a
+    string, when unset), each in low..high, ``count`` of them when given
+    (None: at least one); a one-line exit naming the variable otherwise,
+    before the demo removes or writes anything."""
+    text = os.environ.get(name, default)
+    words = text.split()
+    values = [int(w) for w in words] if all(w.lstrip('+-').isdigit() and w.isascii() for w in words) else None
+    if not values or any(not low <= v <= high for v in values) or (count is not None and len(values) != count):
+        sys.exit('demo: %s must be %s in %d..%d, got %r' % (
+            name, 'a whole number' if count == 1 else 'whole numbers', low, high, text))
+    return values
+
+
+def env_number(name, default, low, high):
+    """The number in environment variable ``name`` (``default`` when unset),
+    as given (its text), if it is a finite number in low..high."""
+    text = os.environ.get(name, default).strip()
+    try:
+        ok = low <= float(text) <= high
+    except ValueError:
+        ok = False
+    if not ok:
+        sys.exit('demo: %s must be a number in %g..%g, got %r' % (name, low, high, text))
+    return text
+
+
+RUN_MARK = '.caffe-mlic-demo'   # in every folder a demo made: the one it may remove again
+
+
+def fresh_run_folder(run):
+    """Empty folder ``run`` for a new demo run: removed first only if a demo
+    made it (its RUN_MARK file), it is empty, or it is in the checkout's
+    runs/; any other folder (DEMO_DIR=., a home folder, a user's data) is
+    refused in one line, untouched."""
+    if os.path.lexists(run):
+        if not os.path.isdir(run) or os.path.islink(run):
+            sys.exit('demo: DEMO_DIR %s is not a folder; name a new folder or one an earlier demo made' % run)
+        # the checkout's own runs/<name> (ignored by git) held demos before the mark existed
+        in_runs = os.path.dirname(os.path.realpath(run)) == os.path.join(os.path.realpath(REPO), 'runs')
+        if os.listdir(run) and not os.path.isfile(os.path.join(run, RUN_MARK)) and not in_runs:
+            sys.exit('demo: DEMO_DIR %s holds files no demo wrote (no %s in it): not removing it; name a new '
+                     'folder, or one an earlier demo made' % (run, RUN_MARK))
+        shutil.rmtree(run)
+    os.makedirs(run)
+    with open(os.path.join(run, RUN_MARK), 'w') as f:
+        f.write('made by a caffe-mlic demo: the demo removes this folder when it runs here again\n')
 
 
 def step(text):
@@ -51,7 +101,11 @@ class Driver:
                     status = subprocess.run(command, cwd=cwd, env=run_env, stdout=f,
                                             stderr=subprocess.STDOUT).returncode
             if status:
-                raise DemoFailed(command, status)
+                output = ''
+                if log is not None:    # the reason is in the log: show its end, and where it is
+                    with open(log, errors='replace') as f:
+                        output = ''.join(f.readlines()[-30:]) + '(the whole output: %s)\n' % log
+                raise DemoFailed(command, status, output)
             return
         sink = open(log, 'a') if log is not None else None
         try:

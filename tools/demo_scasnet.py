@@ -25,11 +25,10 @@ paired differences against the full net) and report.html.
 """
 import os
 import queue
-import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from demo_driver import Driver, DemoFailed, main, step  # noqa: E402
+from demo_driver import DemoFailed, Driver, env_ints, env_number, fresh_run_folder, main, step  # noqa: E402
 
 from caffe_mlic.fileio import atomic_write_json  # noqa: E402
 from caffe_mlic.netspec.scasnet import HEADS  # noqa: E402
@@ -71,12 +70,13 @@ def demo():
 def comparison(run, heads):
     mini = os.environ.get('DEMO_MINI', '0') == '1'
     s = dict(MINI if mini else COMPARISON)
-    s['iters'] = int(os.environ.get('ITERS', s['iters']))
-    s['lr'] = os.environ.get('LR', s['lr'])
-    seeds = [int(x) for x in os.environ.get('SEEDS', '1 2 3').split()]
-    jobs = max(1, int(os.environ.get('DEMO_JOBS', '2')))
-    shutil.rmtree(run, ignore_errors=True)
-    os.makedirs(run)
+    s['iters'], = env_ints('ITERS', str(s['iters']), 1, 10 ** 6, count=1)
+    s['lr'] = env_number('LR', s['lr'], 1e-9, 1.0)
+    seeds = env_ints('SEEDS', '1 2 3', 0, 2 ** 31 - 1)
+    if len(set(seeds)) != len(seeds):
+        sys.exit('demo: SEEDS must be distinct (each seed is a folder), got %r' % os.environ['SEEDS'])
+    jobs, = env_ints('DEMO_JOBS', '2', 1, 64, count=1)
+    fresh_run_folder(run)
     data = layout.scasnet_path(run, 'data')
     driver = Driver()
     settings = dict(s, heads=heads, seeds=seeds, jobs=jobs, scene='context', mini=mini)
@@ -156,15 +156,14 @@ def one_head(driver, run, seed, head, iters, test_tiles):
 def single_net(run):
     """VARIANTS=full: one small VGG16-deep ScasNet on the suburb scene (the
     demo of earlier releases)."""
-    seed = int(os.environ.get('SEED', os.environ.get('SEEDS', '1').split()[0]))
+    seed = env_ints('SEED', ' '.join(os.environ.get('SEEDS', '1').split()[:1]) or '1', 0, 2 ** 31 - 1, count=1)[0]
     if os.environ.get('DEMO_MINI', '0') == '1':
         tiles, tile_size, size, iters, batch = 5, '300x300', 64, 16, 4
     else:
         # ITERS: validation mIoU rose from 68 at 300 to 75-77 at 700-900
-        tiles, tile_size, size, iters, batch = 12, '1000x1000', 128, int(os.environ.get('ITERS', '900')), 8
+        tiles, tile_size, size, iters, batch = 12, '1000x1000', 128, env_ints('ITERS', '900', 1, 10 ** 6, 1)[0], 8
     os.environ.update(OPENBLAS_NUM_THREADS='2')
-    shutil.rmtree(run, ignore_errors=True)
-    os.makedirs(run)
+    fresh_run_folder(run)
     data = layout.scasnet_path(run, 'data')
     driver = Driver()
     cli = lambda *args, **kw: driver.cli(*args, cwd=run, **kw)  # noqa: E731

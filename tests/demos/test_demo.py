@@ -13,7 +13,7 @@ import pytest
 
 from caffe_mlic.report import fairness, layout
 from caffe_mlic.report.results import collect, summarise
-from tests.demos import run_demo
+from tests.demos import refused, run_demo
 from tests.chromium import assert_not_blank, needs_chromium, referenced_images, screenshot
 
 CLS_KEYS = {'mAP', 'AP', 'CP', 'CR', 'CF1', 'OP', 'OR', 'OF1', 'CP_top3', 'CR_top3', 'CF1_top3',
@@ -403,3 +403,12 @@ def test_stage2_study_runs_each_variant_from_stage2s_start(mini_again):
     with open(folder / 'report.html') as f:
         page = f.read()
     assert html.escape(layout.STUDY_LABELS['teacher_T1']) in page and 'T = 1' in page
+
+
+@pytest.mark.parametrize('env, message', [
+    (dict(SEEDS='x'), "demo: SEEDS must be a whole number in 1..100, got 'x'"),
+    (dict(SEEDS='1 2'), "demo: SEEDS must be a whole number in 1..100, got '1 2'"),
+    (dict(DEMO_JOBS='0'), "demo: DEMO_JOBS must be a whole number in 1..64, got '0'"),
+])
+def test_bad_settings_stop_the_demo_in_one_line_before_it_removes_a_run(tmp_path, env, message):
+    assert refused('demo.py', tmp_path / 'run', **env) == message

@@ -8,12 +8,14 @@ eval seg numbers, paired differences seed by seed, the majority's hard-pixel
 accuracy by hand, a head rerun alone giving the same numbers, the report in
 Chromium. Neither asserts the metrics' targets (too few iterations)."""
 import json
+import os
 
 import numpy as np
 import pytest
 
 from caffe_mlic.data.labelmaps import IGNORE_LABEL, read_label_map
-from tests.demos import run_demo
+from tests import REPO
+from tests.demos import refused, run_demo
 from tests.chromium import assert_not_blank, needs_chromium, referenced_images, screenshot
 
 CLASSES = ['impervious_surfaces', 'building', 'low_vegetation', 'tree', 'car', 'clutter']
@@ -183,3 +185,44 @@ def test_comparison_report_renders_in_chromium(heads, tmp_path):
         assert img is not None and img.size > 0, rel
     assert 'Paired differences' in page and 'plain FCN head' in page and 'majority' in page
     assert_not_blank(screenshot(folder / 'report.html', tmp_path, height=1800))
+
+
+@pytest.mark.parametrize('env, message', [
+    (dict(ITERS='abc'), "demo: ITERS must be a whole number in 1..1000000, got 'abc'"),
+    (dict(ITERS='1_0'), "demo: ITERS must be a whole number in 1..1000000, got '1_0'"),
+    (dict(ITERS='0'), "demo: ITERS must be a whole number in 1..1000000, got '0'"),
+    (dict(SEEDS=''), "demo: SEEDS must be whole numbers in 0..2147483647, got ''"),
+    (dict(SEEDS='1 1'), "demo: SEEDS must be distinct (each seed is a folder), got '1 1'"),
+    (dict(LR='nan'), "demo: LR must be a number in 1e-09..1, got 'nan'"),
+    (dict(DEMO_JOBS='0'), "demo: DEMO_JOBS must be a whole number in 1..64, got '0'"),
+    (dict(VARIANTS='fcn bogus'), 'demo: VARIANTS: unknown head(s) bogus; the heads are '),
+    (dict(VARIANTS='full', SEED='x'), "demo: SEED must be a whole number in 0..2147483647, got 'x'"),
+])
+def test_bad_settings_stop_the_demo_in_one_line_before_it_removes_a_run(tmp_path, env, message):
+    assert refused('demo_scasnet.py', tmp_path / 'run', **env).startswith(message)
+
+
+def test_a_demo_folder_holding_someone_elses_files_is_refused_untouched(tmp_path):
+    """DEMO_DIR=. or a home folder was removed outright; a folder a demo made
+    (its mark) is removed and made again, a foreign one refused."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('demo_driver', os.path.join(REPO, 'tools', 'demo_driver.py'))
+    driver = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(driver)
+    RUN_MARK, fresh_run_folder = driver.RUN_MARK, driver.fresh_run_folder
+    theirs = tmp_path / 'theirs'
+    theirs.mkdir()
+    (theirs / 'thesis.tex').write_text('years of work')
+    with pytest.raises(SystemExit, match='holds files no demo wrote'):
+        fresh_run_folder(str(theirs))
+    assert (theirs / 'thesis.tex').read_text() == 'years of work'
+    ours = tmp_path / 'ours'
+    fresh_run_folder(str(ours))
+    (ours / 'old.json').write_text('{}')
+    fresh_run_folder(str(ours))
+    assert sorted(p.name for p in ours.iterdir()) == [RUN_MARK]
+    link = tmp_path / 'link'
+    link.symlink_to(ours)
+    with pytest.raises(SystemExit, match='is not a folder'):
+        fresh_run_folder(str(link))
+    assert (ours / RUN_MARK).exists()
