@@ -73,14 +73,16 @@ def apply_overrides(param, overrides):
 
 # (field, lowest, highest, whether the highest is allowed): values that make
 # no sense or make Caffe misbehave (a momentum >= 1 lets the update grow
-# without bound; a negative snapshot or test interval is never reached).
+# without bound; a negative snapshot or test interval is never reached;
+# RMSProp CHECKs 0 <= rms_decay < 1, an abort). The float fields are read as
+# Caffe reads them, rounded to float32 (rms_decay 0.99999999 is 1).
 VALUE_BOUNDS = (
     ('base_lr', 0.0, math.inf, False),
     ('momentum', 0.0, 1.0, False),
     ('momentum2', 0.0, 1.0, False),
     ('weight_decay', 0.0, math.inf, False),
     ('delta', 0.0, math.inf, False),
-    ('rms_decay', 0.0, 1.0, True),
+    ('rms_decay', 0.0, 1.0, False),
     ('power', 0.0, math.inf, False),
     ('clip_gradients', -1.0, math.inf, False),
     ('test_interval', 0, math.inf, False),
@@ -97,6 +99,68 @@ def check_values(param, problem):
             span = '>= %g' % low if high == math.inf else '%s%g, %g%s' % (
                 '[', low, high, ']' if high_allowed else ')')
             problem(name, '%s must be %s, got %g' % (name, span if high == math.inf else 'in ' + span, value))
+
+
+# iter_size: Caffe's Step runs iter_size forward/backward passes inside one
+# iteration (one pycaffe step(1) call), and `train` acts on a stop signal
+# (Ctrl-C, SIGTERM) only between iterations: a huge one never ends its first
+# iteration, and nothing but SIGKILL stops it. Gradient accumulation past a
+# thousand batches is no recipe anyone uses (DeepLab and FCN use 10 to 20).
+MAX_ITER_SIZE = 1024
+# What Caffe accepts, exactly (SGDSolver::Regularize aborts on any other,
+# "Unknown regularization type", at the first update with weight decay).
+REGULARIZATION_TYPES = ('L1', 'L2')
+# Solvers that CHECK momentum == 0 when built (sgd_solvers.hpp: "Momentum
+# cannot be used with AdaGrad / RMSProp").
+NO_MOMENTUM = ('AdaGrad', 'RMSProp')
+# Solvers that divide by (a root of) a gradient history plus delta: with
+# delta 0 a weight whose gradient is 0 (a frozen or dead unit) gets 0/0, NaN.
+USES_DELTA = ('AdaGrad', 'RMSProp', 'AdaDelta', 'Adam')
+EVAL_TYPES = ('classification', 'detection')      # Solver::TestAll aborts on another
+AP_VERSIONS = ('11point', 'MaxIntegral', 'Integral')   # bbox_util ComputeAP aborts on another
+
+
+def type_problems(param, solver_type):
+    """[(field, message)] for values Caffe aborts on (or that give NaN at
+    once) with solver type ``solver_type``, and a regularization_type other
+    than L1 / L2."""
+    problems = []
+    if param.regularization_type not in REGULARIZATION_TYPES:
+        problems.append(('regularization_type', 'regularization_type must be "L1" or "L2" (Caffe aborts on '
+                         'any other: "Unknown regularization type"), got %r' % param.regularization_type))
+    if solver_type in NO_MOMENTUM and 0 < param.momentum < 1:     # (others: VALUE_BOUNDS)
+        problems.append(('momentum', 'momentum must be 0 for %s (Caffe: "Momentum cannot be used with %s"; '
+                         'it aborts), got %g' % (solver_type, solver_type, param.momentum)))
+    if solver_type in USES_DELTA and param.delta == 0:
+        problems.append(('delta', 'delta must be > 0 for %s (it keeps the denominator of the update from 0: '
+                         'a weight whose gradient is 0 would get 0/0, NaN), got 0' % solver_type))
+    return problems
+
+
+def testing_problems(param):
+    """[(field, message)] for the testing fields the caffe binary aborts on
+    when it tests (Solver::InitTestNets, TestAll): a test_interval <= 0, a
+    test_state count other than the test nets', an unknown eval_type (or
+    ap_version for detection). `train` runs its own tests and never these."""
+    tests = len(param.test_iter)
+    problems = []
+    if not tests:
+        return problems
+    if param.test_interval <= 0:
+        problems.append(('test_interval', 'the solver tests (%d test_iter) but test_interval is %d: Caffe '
+                         'needs test_interval > 0 then (it aborts); give one, or remove test_iter'
+                         % (tests, param.test_interval)))
+    if param.test_state and len(param.test_state) != tests:
+        problems.append(('test_state', 'the solver gives %d test_state for %d test net(s) (one per '
+                         'test_iter): Caffe needs one per test net, or none (it aborts)'
+                         % (len(param.test_state), tests)))
+    if param.eval_type not in EVAL_TYPES:
+        problems.append(('eval_type', 'unknown eval_type %r; Caffe knows %s (it aborts at the first test '
+                         'on another)' % (param.eval_type, ', '.join(EVAL_TYPES))))
+    elif param.eval_type == 'detection' and param.ap_version not in AP_VERSIONS:
+        problems.append(('ap_version', 'unknown ap_version %r; Caffe knows %s (it aborts at the first '
+                         'test on another)' % (param.ap_version, ', '.join(AP_VERSIONS))))
+    return problems
 
 
 def net_field_problems(param):
@@ -124,8 +188,9 @@ class SolverFile:
     ``net_param``, ``type`` and ``snapshot_prefix`` (resolved). Every
     problem of the file is reported at once, each naming its field and line.
     ``test_nets``: whether test_net / test_net_param may be given (as the
-    caffe binary takes them, a test_iter each); `train` tests the net's TEST
-    phase and refuses them."""
+    caffe binary takes them, a test_iter each), and the testing fields the
+    binary aborts on are checked (testing_problems); `train` tests the net's
+    TEST phase on its own schedule and refuses them."""
 
     def __init__(self, path, run_dir, overrides=(), test_nets=True):
         self.path = os.fspath(path)
@@ -167,15 +232,38 @@ class SolverFile:
         self.type = param.type
         if param.HasField('solver_type'):
             self.type = _OLD_SOLVER_TYPES[param.solver_type]
+        both = param.HasField('solver_type') and param.HasField('type')
+        if both:
+            # (Caffe's UpgradeSolverType CHECKs that; `train` would use one
+            # and ignore the other in silence)
+            problem('solver_type' if 'solver_type' in overridden or 'type' not in overridden else 'type',
+                    'the solver gives both solver_type: %s (the deprecated enum) and type: "%s": Caffe '
+                    'takes one (it aborts); keep type' % (param.DESCRIPTOR.fields_by_name['solver_type']
+                                                          .enum_type.values_by_number[param.solver_type].name,
+                                                          param.type))
         if self.type not in HISTORY_PER_PARAM:
             problem('type', 'unknown solver type %r; Caffe knows %s'
                     % (self.type, ', '.join(HISTORY_PER_PARAM)))
+        # (with both types given the one meant is not known: nothing checked against it)
+        for field, message in type_problems(param, None if both else self.type):
+            if field == 'momentum' and field not in overridden and overridden & {'type', 'solver_type'}:
+                message += '; the type is set by --set: add --set momentum=0'
+            problem(field, message)
+        if test_nets:       # the caffe binary tests on Caffe's schedule; `train` on its own
+            for field, message in testing_problems(param):
+                problem(field, message)
+        elif len(param.test_state) > 1:
+            problem('test_state', 'train builds one TEST net (the net\'s TEST phase) but the solver gives '
+                    '%d test_state: Caffe needs one per test net (it aborts); keep one, or none'
+                    % len(param.test_state))
         for field, message in lr_policy_problems(param):
             problem(field, message)
         if param.max_iter <= 0:
             problem('max_iter', 'max_iter must be > 0, got %d' % param.max_iter)
-        if param.iter_size < 1:
-            problem('iter_size', 'iter_size must be >= 1, got %d' % param.iter_size)
+        if not 1 <= param.iter_size <= MAX_ITER_SIZE:
+            problem('iter_size', 'iter_size must be from 1 to %d (each iteration runs iter_size forward/'
+                    'backward passes inside Caffe, and Ctrl-C / SIGTERM wait for the iteration to end), '
+                    'got %d' % (MAX_ITER_SIZE, param.iter_size))
         check_values(param, problem)
         if param.snapshot < 0:
             problem('snapshot', 'snapshot must be >= 0 (0: no periodic snapshots), got %d' % param.snapshot)
@@ -233,7 +321,9 @@ class SolverFile:
             p.test_iter.append(1)
             p.test_interval, p.test_initialization = NEVER, False
         else:
+            # (no test net: a test_state would fail Caffe's count CHECK)
             p.ClearField('test_interval')
+            p.ClearField('test_state')
         p.display, p.debug_info = 0, False
         p.solver_mode = caffe_pb2.SolverParameter.CPU
         # The trainer takes every snapshot itself (snapshots.take_snapshot):

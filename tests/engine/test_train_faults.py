@@ -207,6 +207,157 @@ def test_a_momentum_out_of_range_in_the_file_names_its_line(tiny):
                         r'\[0, 1\), got 1\n', res.stderr), res.stderr
 
 
+def solver_problems(path, overrides=(), test_nets=False):
+    """The problems SolverFile reports for ``path`` with ``overrides``: (the
+    error's class name, its text), or None when it is accepted."""
+    from caffe_mlic.engine.solver_file import SolverFile
+    from caffe_mlic.errors import InputError, UsageError
+    try:
+        SolverFile(path, os.path.join(os.path.dirname(path), 'runs', 'x'), overrides, test_nets=test_nets)
+    except (InputError, UsageError) as e:
+        return type(e).__name__, str(e)
+    return None
+
+
+@pytest.mark.parametrize('overrides, expected', [
+    (['regularization_type=L3'], ('UsageError', 'regularization_type must be "L1" or "L2" (Caffe aborts on any '
+                                  'other: "Unknown regularization type"), got \'L3\'')),
+    (['regularization_type=l2'], ('UsageError', 'regularization_type must be "L1" or "L2" (Caffe aborts on any '
+                                  'other: "Unknown regularization type"), got \'l2\'')),
+    (['type=RMSProp'], ('InputError', 'momentum must be 0 for RMSProp (Caffe: "Momentum cannot be used with '
+                                      'RMSProp"; it aborts), got 0.9; the type is set by --set: add --set momentum=0')),
+    (['type=AdaGrad'], ('InputError', 'momentum must be 0 for AdaGrad (Caffe: "Momentum cannot be used with '
+                                      'AdaGrad"; it aborts), got 0.9; the type is set by --set')),
+    (['solver_type=ADAGRAD'], ('InputError', 'momentum must be 0 for AdaGrad')),      # the deprecated enum
+    (['solver_type=RMSPROP', 'momentum=0.5'], ('UsageError', 'momentum must be 0 for RMSProp (Caffe: '
+                                                             '"Momentum cannot be used with RMSProp"; it '
+                                                             'aborts), got 0.5')),
+    (['type=Adam', 'solver_type=ADAGRAD'], ('UsageError', 'the solver gives both solver_type: ADAGRAD (the '
+                                                          'deprecated enum) and type: "Adam": Caffe takes one '
+                                                          '(it aborts); keep type')),
+    (['type=RMSProp', 'momentum=0', 'rms_decay=1'], ('UsageError', 'rms_decay must be in [0, 1), got 1')),
+    # float32, as Caffe reads it: 0.99999999 is 1 (its CHECK rms_decay < 1 fails)
+    (['type=RMSProp', 'momentum=0', 'rms_decay=0.99999999'], ('UsageError', 'rms_decay must be in [0, 1), got 1')),
+    (['type=RMSProp', 'momentum=0', 'rms_decay=-0.5'], ('UsageError', 'rms_decay must be in [0, 1), got -0.5')),
+    (['type=Adam', 'delta=0'], ('UsageError', 'delta must be > 0 for Adam (it keeps the denominator of the '
+                                              'update from 0: a weight whose gradient is 0 would get 0/0, '
+                                              'NaN), got 0')),
+    (['type=AdaDelta', 'delta=0'], ('UsageError', 'delta must be > 0 for AdaDelta')),
+    (['iter_size=100000000'], ('UsageError', 'iter_size must be from 1 to 1024 (each iteration runs iter_size '
+                                             'forward/backward passes inside Caffe, and Ctrl-C / SIGTERM wait '
+                                             'for the iteration to end), got 100000000')),
+    (['iter_size=2147483647'], ('UsageError', 'iter_size must be from 1 to 1024')),
+    (['iter_size=1025'], ('UsageError', 'iter_size must be from 1 to 1024')),
+    (['test_state=x'], ('UsageError', 'expected FIELD=VALUE with a scalar SolverParameter field')),
+    # what Caffe accepts is accepted
+    (['regularization_type=L1'], None),
+    (['iter_size=1024'], None),
+    (['type=RMSProp', 'momentum=0', 'rms_decay=0.98'], None),
+    (['type=RMSProp', 'momentum=1e-50'], None),            # 0 in float32, as Caffe reads it
+    (['type=AdaGrad', 'momentum=0', 'delta=1e-6'], None),
+    (['type=SGD', 'delta=0'], None),                       # SGD never reads delta
+    (['type=AdaDelta', 'momentum=0.95'], None),            # AdaDelta's decay rate
+])
+def test_solver_values_caffe_aborts_on_are_refused_before_it_starts(tiny, overrides, expected):
+    """Caffe aborted (rc 134) on regularization_type L3 (at the first
+    update, with run.json left "running"), on AdaGrad / RMSProp with a
+    momentum (building the solver, a folder holding only .lock left), on
+    rms_decay 1; iter_size 100000000 was taken and its first iteration never
+    ended (signals wait for it)."""
+    path = solver(tiny, 'caffe_values', max_iter=2)
+    found = solver_problems(path, overrides)
+    if expected is None:
+        assert found is None, found
+    else:
+        assert found is not None and found[0] == expected[0] and expected[1] in found[1], found
+
+
+def test_solver_values_in_the_file_that_caffe_aborts_on_name_their_lines(tiny):
+    path = solver(tiny, 'caffe_values_file', max_iter=2, type='RMSProp', regularization_type='L3',
+                  rms_decay=1.0, iter_size=5000)
+    kind, text = solver_problems(path)
+    assert kind == 'InputError'
+    lines = text.splitlines()
+    assert lines[0] == '4 problems in %s:' % path, text
+    assert sorted(re.sub(r'^  .*caffe_values_file.prototxt:\d+: ', '', line) for line in lines[1:]) == sorted([
+        'iter_size: iter_size must be from 1 to 1024 (each iteration runs iter_size forward/backward passes '
+        'inside Caffe, and Ctrl-C / SIGTERM wait for the iteration to end), got 5000',
+        'momentum: momentum must be 0 for RMSProp (Caffe: "Momentum cannot be used with RMSProp"; it aborts), '
+        'got 0.9',
+        'regularization_type: regularization_type must be "L1" or "L2" (Caffe aborts on any other: "Unknown '
+        'regularization type"), got \'L3\'',
+        'rms_decay: rms_decay must be in [0, 1), got 1']), text
+    # both types given: Caffe's UpgradeSolverType aborts; nothing is checked against either
+    path = solver(tiny, 'caffe_values_both', max_iter=2, type='Adam', solver_type=2)
+    kind, text = solver_problems(path)
+    assert kind == 'InputError' and re.fullmatch(
+        r'.*caffe_values_both.prototxt:\d+: solver_type: the solver gives both solver_type: ADAGRAD \(the '
+        r'deprecated enum\) and type: "Adam": Caffe takes one \(it aborts\); keep type', text), text
+
+
+def test_the_binarys_testing_values_are_checked_only_for_the_binary(tiny):
+    """caffe train CHECKs test_interval > 0 when the solver tests and one
+    test_state per test net (rc 134); `train` tests on its own schedule (a
+    test_interval of 0: no periodic tests) and builds one TEST net."""
+    path = solver(tiny, 'binary_tests', max_iter=2, test_iter=[1], test_interval=0)
+    assert solver_problems(path) is None
+    kind, text = solver_problems(path, test_nets=True)
+    assert kind == 'InputError' and re.fullmatch(
+        r'.*binary_tests.prototxt:\d+: test_interval: the solver tests \(1 test_iter\) but test_interval '
+        r'is 0: Caffe needs test_interval > 0 then \(it aborts\); give one, or remove test_iter', text), text
+    assert solver_problems(path, ['test_interval=5'], test_nets=True) is None
+    assert solver_problems(path, ['test_interval=5', 'eval_type=segmentation'], test_nets=True) == (
+        'UsageError', "unknown eval_type 'segmentation'; Caffe knows classification, detection (it aborts at "
+                      "the first test on another)")
+    assert solver_problems(path, ['test_interval=5', 'eval_type=detection', 'ap_version=x'], test_nets=True)[1] \
+        .startswith("unknown ap_version 'x'; Caffe knows 11point, MaxIntegral, Integral")
+    with open(path, 'a') as f:
+        f.write('test_state { stage: "a" }\ntest_state { stage: "b" }\n')
+    kind, text = solver_problems(path, ['test_interval=5'], test_nets=True)
+    assert kind == 'InputError' and 'test_state: the solver gives 2 test_state for 1 test net(s) (one per ' \
+        'test_iter): Caffe needs one per test net, or none (it aborts)' in text, text
+    kind, text = solver_problems(path)
+    assert kind == 'InputError' and "test_state: train builds one TEST net (the net's TEST phase) but the " \
+        'solver gives 2 test_state: Caffe needs one per test net (it aborts); keep one, or none' in text, text
+    # one test_state: kept for train's TEST net, dropped when there is none to test
+    from caffe_mlic.engine.solver_file import SolverFile
+    path = solver(tiny, 'binary_tests_one', max_iter=2)
+    with open(path, 'a') as f:
+        f.write('test_state { stage: "a" }\n')
+    sf = SolverFile(path, str(tiny / 'runs' / 'x'))
+    assert len(sf.runtime_param(True).test_state) == 1
+    assert len(sf.runtime_param(False).test_state) == 0 and len(sf.runtime_param(False).test_iter) == 0
+
+
+def test_a_solver_caffe_would_abort_on_leaves_no_run_folder_nor_caffe_abort(tiny):
+    """End to end: the abort left trx/run.json "running" with a .lock (--set
+    regularization_type=L3, at the first update) or a folder holding only
+    .lock (RMSProp with momentum in the file); the binary's wrapper aborted
+    too. Now one line before anything is made; RMSProp with momentum 0 and
+    L1 weight decay trains."""
+    path = solver(tiny, 'rms', max_iter=2, type='RMSProp')
+    res = run(['train', 'rms.prototxt', '--run-dir', 'runs/rms'], tiny)
+    assert res.returncode == 1 and 'Check failed' not in res.stderr, res.stderr
+    assert re.fullmatch(r'caffe-mlic train: rms.prototxt:\d+: momentum: momentum must be 0 for RMSProp '
+                        r'\(Caffe: "Momentum cannot be used with RMSProp"; it aborts\), got 0.9\n',
+                        res.stderr), res.stderr
+    assert not (tiny / 'runs' / 'rms').exists()
+    res = run(['caffe', 'train', '-solver', 'rms.prototxt'], tiny)
+    assert res.returncode == 1 and 'Check failed' not in res.stderr, res.stderr
+    assert 'momentum must be 0 for RMSProp' in res.stderr and res.stderr.count('\n') == 1, res.stderr
+    for override in ('regularization_type=L3', 'iter_size=100000000'):
+        res = run(['train', 'rms.prototxt', '--run-dir', 'runs/rms', '--set', 'type=SGD', '--set', override],
+                  tiny)
+        assert res.returncode == 2 and re.fullmatch(r'caffe-mlic train: argument --set: %s must be .*\n'
+                                                    % override.split('=')[0], res.stderr), res.stderr
+        assert not (tiny / 'runs' / 'rms').exists()
+    res = run(['train', path, '--run-dir', 'runs/rms', '--set', 'momentum=0', '--set', 'regularization_type=L1'],
+              tiny)
+    assert res.returncode == 0, res.stderr
+    assert run_json(tiny / 'runs' / 'rms')['status'] == 'finished'
+    assert not (tiny / 'runs' / 'rms' / '.lock').exists()
+
+
 # ---------------------------------------------------------------- signals and locks
 
 
@@ -493,7 +644,8 @@ def test_every_problem_of_a_solver_file_is_reported_at_once_with_its_line(tiny):
         'net (it aborts); keep one',
         '  many.prototxt: lr_policy: no lr_policy given (Caffe aborts without one); give one of fixed, '
         'step, exp, inv, multistep, poly, sigmoid',
-        '  many.prototxt:4: iter_size: iter_size must be >= 1, got 0',
+        '  many.prototxt:4: iter_size: iter_size must be from 1 to 1024 (each iteration runs iter_size '
+        'forward/backward passes inside Caffe, and Ctrl-C / SIGTERM wait for the iteration to end), got 0',
         '  many.prototxt:2: base_lr: base_lr must be >= 0, got nan',
         '  many.prototxt:5: snapshot_prefix: \'x/\' names a folder: Caffe would name the files '
         '"_iter_N.caffemodel" in it; give a file prefix such as "x/many"'}, res.stderr
