@@ -57,8 +57,10 @@ def run(args):
 
 
 def _fits(kind, value):
-    def number(v):
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    import math
+
+    def number(v):      # finite: JSON's 1e999 reads as inf
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
     if kind == 'number':
         return number(value)
     if kind == 'metrics':

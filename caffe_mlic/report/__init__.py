@@ -4,6 +4,7 @@ demo-scasnet`), the MLIC fairness checks (fairness), results.json (results),
 the pictures (figures) and the HTML pages (page: MLIC; scasnet), all written
 with this module's one stylesheet."""
 import html
+import os
 
 from caffe_mlic.fileio import atomic_write
 
@@ -25,3 +26,61 @@ def write_page(path, title, body):
     with atomic_write(path) as f:
         f.write(page)
     return path
+
+
+def _files_under(folder):
+    """Every file under ``folder``, through linked folders too (each folder
+    once, so a link loop ends)."""
+    seen, files, stack = set(), [], [folder]
+    while stack:
+        here = stack.pop()
+        try:
+            st = os.stat(here)
+            entries = list(os.scandir(here))
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        for entry in entries:
+            try:
+                if entry.is_dir():
+                    stack.append(entry.path)
+                elif entry.is_file():
+                    files.append(entry.path)
+            except OSError:
+                pass
+    return files
+
+
+def refuse_overwriting_inputs(run, outputs, inputs=()):
+    """Before a report writes anything: a UsageError (fileio.refuse_overwriting)
+    when one of ``outputs`` (results.json, report.html, report/*.png) already
+    names, through a link, one of the report's inputs (``inputs``, and every
+    other file of the run folder ``run``: a report reads them or links to
+    them), or another of ``outputs``; and an InputError when the pictures'
+    folder RUN/report is not a folder. Only an output that exists can be an
+    input: the run folder is walked only then."""
+    from caffe_mlic.errors import InputError, UsageError
+    from caffe_mlic.fileio import refuse_overwriting, same_file
+    pictures = os.path.join(run, 'report')
+    if os.path.lexists(pictures) and not os.path.isdir(pictures):
+        raise InputError('%s: not a folder (the report writes its pictures there); move it away' % pictures)
+    present = [path for path in outputs if os.path.exists(path)]
+    if not present:
+        return
+    for k, path in enumerate(present):
+        for other in present[:k]:
+            if same_file(path, other):
+                raise UsageError('%s and %s are one file (a link): one output of the report would overwrite '
+                                 'the other' % (other, path))
+    folders = {}
+
+    def entry(path):      # the file's name in its folder, wherever the folder is reached from
+        folder = os.path.dirname(os.path.abspath(path))
+        if folder not in folders:
+            folders[folder] = os.path.realpath(folder)
+        return folders[folder], os.path.basename(path)
+    own = {entry(path) for path in outputs}
+    walked = [path for path in _files_under(run) if entry(path) not in own]
+    refuse_overwriting(present, list(inputs) + walked)

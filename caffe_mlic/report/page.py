@@ -11,7 +11,7 @@ import numpy as np
 
 from caffe_mlic.fileio import atomic_write_json, read_json
 from caffe_mlic import plotting
-from caffe_mlic.report import figures, layout, write_page
+from caffe_mlic.report import figures, layout, refuse_overwriting_inputs, write_page
 from caffe_mlic.report.results import collect
 
 EXAMPLES = 6
@@ -220,8 +220,14 @@ def write_report(run):
     """Write RUN/results.json, RUN/report.html and RUN/report/*.png; returns
     (results, report path)."""
     results = collect(run)
-    atomic_write_json(os.path.join(run, 'results.json'), results, sort_keys=False)
     out_dir = os.path.join(run, 'report')
+    shown = _ground_truth(run, 'test')
+    shown = shown.get('images') if isinstance(shown, dict) else None   # _examples: the first EXAMPLES
+    shown = [image for image in shown[:EXAMPLES] if isinstance(image, dict)] if isinstance(shown, list) else []
+    refuse_overwriting_inputs(run, [os.path.join(run, name) for name in ('results.json', 'report.html')] + [
+        os.path.join(out_dir, name) for name in ['kd_gain_per_class.png', 'training_curves.png'] + [
+            'example_%d.png' % index for index in range(len(shown))]], [image.get('file') for image in shown])
+    atomic_write_json(os.path.join(run, 'results.json'), results, sort_keys=False)
     os.makedirs(out_dir, exist_ok=True)
     classes = results['runs'][0]['student_kd']['classes']
     gains = [[(a if a is not None else np.nan) - (b if b is not None else np.nan)

@@ -182,12 +182,19 @@ def flatten_numbers(value, prefix, out):
 
 
 def mean_std(values):
-    vals = [v for v in values if v is not None and math.isfinite(v)]
+    """(mean, sample std) of the finite numbers of ``values`` ((None, None)
+    when there is none). Values beyond 1e150 are scaled first, so that no
+    finite value overflows the squares (an OverflowError); the spread of
+    values near the float limit can still be inf."""
+    vals = [float(v) for v in values if v is not None and math.isfinite(v)]
     if not vals:
         return None, None
+    scale = max(abs(v) for v in vals)
+    scale = scale if scale > 1e150 else 1.0
+    vals = [v / scale for v in vals]
     mean = sum(vals) / len(vals)
     std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
-    return mean, std
+    return mean * scale, std * scale
 
 
 def summarise(runs):

@@ -9,13 +9,14 @@ the training labels; it is scored here on the same pixels as the net.
 """
 import html
 import json
+import math
 import os
 
 import numpy as np
 
 from caffe_mlic.errors import InputError, Problem
 from caffe_mlic.fileio import atomic_write_json, read_json
-from caffe_mlic.report import layout, write_page
+from caffe_mlic.report import layout, refuse_overwriting_inputs, write_page
 
 TILE_PANEL = 300     # px per panel in the test-tile pictures
 METRICS = ('OA', 'mF1', 'mF1_all', 'mIoU')
@@ -24,11 +25,16 @@ METRICS = ('OA', 'mF1', 'mF1_all', 'mIoU')
 # ---------------------------------------------------------------- the JSON files read
 
 def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _is_metric(value):
-    return value is None or _is_number(value)
+def _is_percent(value):
+    """A percentage eval seg writes (0..100), or null where it is undefined."""
+    return value is None or (_is_number(value) and 0 <= value <= 100 + 1e-9)   # 1e-9: rounding
+
+
+def _is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _is_scored_image(value):
@@ -54,6 +60,16 @@ def _key_problems(path, data, rules):
     return problems
 
 
+def _passes(check, value):
+    """Whether ``check(value)`` (a library check raising UsageError) passes."""
+    from caffe_mlic.errors import UsageError
+    try:
+        check(value)
+    except UsageError:
+        return False
+    return True
+
+
 def _json_object(path, what, expected):
     data = read_json(path, what)
     if not isinstance(data, dict):
@@ -62,36 +78,133 @@ def _json_object(path, what, expected):
     return data
 
 
-def read_evaluation(path, what='evaluation', full=False):
-    """The `eval seg --json` file ``path``, checked for everything the report
+# The detail metrics of `eval seg --json` (DetailMetrics) the heads report
+# reads: required there (detail=True), checked wherever they are present.
+DETAIL_KEYS = ('hard_accuracy', 'hard_pixels', 'hard_mask', 'accuracy_by_distance', 'boundary_F1', 'objects',
+               'car_recall')
+PERCENT = 'a percentage (0 to 100) or null'
+
+
+def _detail_rules(names):
+    """Rules for the detail metrics, against the class names ``names`` (None
+    when the classes themselves are bad)."""
+    from caffe_mlic.data.labelmaps import MAX_HARD_DISTANCE, check_hard_distance
+
+    def known(value):
+        return isinstance(value, str) and (names is None or value in names)
+
+    def hard_mask(v):
+        if not isinstance(v, dict) or v.get('from') not in ('files', 'reference'):
+            return False
+        if v['from'] == 'files':
+            return isinstance(v.get('folder'), str) and bool(v['folder'])
+        return _passes(check_hard_distance, v.get('distance')) and isinstance(v.get('classes'), list) \
+            and bool(v['classes']) and all(map(known, v['classes']))
+
+    def by_distance(v):
+        return isinstance(v, list) and all(
+            isinstance(b, dict) and _is_number(b.get('from')) and b['from'] >= 0
+            and (b.get('to') is None or (_is_number(b['to']) and b['to'] > b['from']))
+            and _is_percent(b.get('accuracy')) and _is_count(b.get('pixels')) for b in v)
+
+    def objects(v):
+        return isinstance(v, dict) and all(
+            known(name) and isinstance(o, dict) and _is_count(o.get('found')) and _is_count(o.get('total'))
+            and o['found'] <= o['total'] and _is_percent(o.get('recall')) for name, o in v.items())
+    among = ' (names among the "classes")' if names else ''
+    return [('hard_accuracy', _is_percent, PERCENT),
+            ('hard_pixels', _is_count, 'a number of pixels (an integer >= 0)'),
+            ('hard_mask', hard_mask, 'an object with "from": "files" and a "folder", or "from": "reference", '
+                                     'a "distance" (px, 1 to %d) and "classes"%s' % (MAX_HARD_DISTANCE, among)),
+            ('accuracy_by_distance', by_distance, 'a list of objects with "from" and "to" (px), "accuracy" (%s) '
+                                                  'and "pixels" (an integer >= 0)' % PERCENT),
+            ('boundary_F1', _is_percent, PERCENT),
+            ('objects', objects, 'an object {class%s: {"found", "total" (integers, found <= total), "recall" (%s)}}'
+             % (among, PERCENT)),
+            ('car_recall', _is_percent, PERCENT)]
+
+
+def read_evaluation(path, what='evaluation', full=False, detail=False):
+    """The `eval seg --json` file ``path``, checked for everything a report
     reads from it: an InputError naming the file and every key that is
-    missing or of the wrong type. ``full``: the metrics only (the
-    evaluation against the full references)."""
+    missing or of the wrong kind (a percentage outside 0..100, a count that
+    is not an integer >= 0, a class name not among "classes", an erosion
+    radius outside eval seg's bound, ...). ``full``: the metrics only (the
+    evaluation against the full references); ``detail``: the detail metrics
+    (DETAIL_KEYS) are required too (else checked when present)."""
+    from caffe_mlic.evaluation.segmentation import MAX_ERODE_RADIUS, check_erode_radius
     data = _json_object(path, what, 'what `eval seg --json` writes')
     classes = data.get('classes')
-    named = isinstance(classes, list) and bool(classes) and all(isinstance(c, str) for c in classes)
+    named = isinstance(classes, list) and bool(classes) and all(isinstance(c, str) and c for c in classes) \
+        and len(set(classes)) == len(classes)
 
     def per_class(value):
         return isinstance(value, list) and (not named or len(value) == len(classes)) and all(
-            _is_metric(v) for v in value)
-    count = 'a list of numbers or null, one per class' + (' (%d)' % len(classes) if named else '')
-    rules = [('classes', lambda v: named, 'a non-empty list of class names')]
-    rules += [(key, _is_metric, 'a number or null') for key in METRICS]
+            _is_percent(v) for v in value)
+    count = 'a list of percentages (0 to 100) or null, one per class' + (' (%d)' % len(classes) if named else '')
+    rules = [('classes', lambda v: named, 'a non-empty list of distinct class names')]
+    rules += [(key, _is_percent, PERCENT) for key in METRICS]
     rules += [(key, per_class, count) for key in ('F1', 'IoU')]
+    rules += [(key, per_class, count) for key in ('precision', 'recall') if key in data]
     if not full:
+        eroded = data.get('eroded') is True
+
+        def radius(v):     # eval seg writes the radius it eroded by, bounded by check_erode_radius
+            return not eroded if v is None else _passes(check_erode_radius, v)
         rules += [
             ('means', lambda v: isinstance(v, dict) and isinstance(v.get('mF1'), str),
              'an object whose "mF1" is a text'),
-            ('pixels', lambda v: _is_number(v) and v >= 0, 'a number of pixels'),
+            ('pixels', _is_count, 'a number of pixels (an integer >= 0)'),
             ('ground_truth_dir', lambda v: isinstance(v, str) and bool(v), 'a folder'),
             ('images', lambda v: isinstance(v, list) and all(map(_is_scored_image, v)),
              'a list of objects with "prediction" and "ground_truth" files')]
         optional = [('palette', lambda v: v is None or isinstance(v, str), '"isprs", a palette file or null'),
                     ('eroded', lambda v: isinstance(v, bool), 'true or false'),
-                    ('erode_radius', lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)
-                                                            and v >= 0), 'a radius in pixels (>= 0) or null')]
-        rules += [rule for rule in optional if rule[0] in data]
+                    ('erode_radius', radius, 'a radius in pixels (an integer from 0 to %d)%s'
+                     % (MAX_ERODE_RADIUS, '' if eroded else ' or null')),
+                    ('boundary', lambda v: isinstance(v, dict) and _is_number(v.get('tolerance'))
+                     and v['tolerance'] >= 0, 'an object whose "tolerance" is a number of px (>= 0)'),
+                    ('object_min_pixels', lambda v: _is_count(v) and v >= 1, 'an integer >= 1 (px)')]
+        rules += [rule for rule in optional if rule[0] in data or (rule[0] == 'erode_radius' and eroded)]
+    rules += [rule for rule in _detail_rules(classes if named else None) if detail or rule[0] in data]
     problems = _key_problems(path, data, rules)
+    if problems:
+        raise InputError(problems=problems)
+    return data
+
+
+def same_classes(evaluations):
+    """InputError naming two files of ``evaluations`` ([(path, data)], each
+    read by read_evaluation) whose class lists differ: what one file's
+    numbers mean by a class must be what the others' mean."""
+    (first, data), rest = evaluations[0], evaluations[1:]
+    for path, other in rest:
+        if other['classes'] != data['classes']:
+            raise InputError(problems=[Problem(path, None, '"classes"', '%s differ from those of %s (%s): '
+                                               'every evaluation compared must score the same classes'
+                                               % (_shown(other['classes']), first, _shown(data['classes'])))])
+
+
+def evaluation_inputs(evaluation):
+    """The files a report reads through ``evaluation`` (read_evaluation):
+    the references, the hard-pixel masks when files, a palette file."""
+    files = [image['ground_truth'] for image in evaluation['images']]
+    masks = evaluation.get('hard_mask') or {}
+    if masks.get('from') == 'files':
+        files += [os.path.join(masks['folder'], os.path.splitext(os.path.basename(image['prediction']))[0] + '.png')
+                  for image in evaluation['images']]
+    if evaluation.get('palette') not in (None, 'isprs'):
+        files.append(evaluation['palette'])
+    return files
+
+
+def read_demo_settings(path):
+    """RUN/settings.json (the demo's settings), checked for what a report
+    reads: an object; "iters" an integer >= 1 and "mini" true or false when given."""
+    data = _json_object(path, 'demo settings', "the demo's settings")
+    rules = [('iters', lambda v: _is_count(v) and v >= 1, 'an integer >= 1'),
+             ('mini', lambda v: isinstance(v, bool), 'true or false')]
+    problems = _key_problems(path, data, [rule for rule in rules if rule[0] in data])
     if problems:
         raise InputError(problems=problems)
     return data
@@ -182,7 +295,7 @@ def collect(run):
                                 data_seed=info.get('data_seed'), status=info.get('status'))
     settings = layout.scasnet_path(run, 'settings.json')
     if os.path.isfile(settings):
-        results['settings'] = read_json(settings, 'demo settings')
+        results['settings'] = read_demo_settings(settings)
     return results
 
 
@@ -222,19 +335,21 @@ def write_report(run):
     """Write RUN/results.json, RUN/report.html and RUN/report/*.png; returns
     (results, report path)."""
     results = collect(run)
-    atomic_write_json(os.path.join(run, 'results.json'), results, sort_keys=False)
     out_dir = os.path.join(run, 'report')
-    os.makedirs(out_dir, exist_ok=True)
     ours = read_evaluation(layout.scasnet_eval(run))
+    stems = [os.path.splitext(os.path.basename(image['prediction']))[0] for image in ours['images']]
+    outputs = [os.path.join(out_dir, 'tile_%s.png' % stem) for stem in stems]
+    refuse_overwriting_inputs(run, [os.path.join(run, 'results.json'), os.path.join(run, 'report.html')] + outputs,
+                              evaluation_inputs(ours))
+    os.makedirs(out_dir, exist_ok=True)
     confusion_png = layout.scasnet_path(run, 'eval', 'scasnet.confusion.png')
     pictures = []
-    for image in ours['images']:
-        stem = os.path.splitext(os.path.basename(image['prediction']))[0]
+    for image, stem, path in zip(ours['images'], stems, outputs):   # first: they read the last inputs
         source = _find_image(layout.scasnet_path(run, 'data', 'top'), stem)
         gt_colour = image['ground_truth']
         pictures.append(tile_figure(source, layout.scasnet_path(run, 'pred', 'color', stem + '.png'), gt_colour,
-                                    layout.scasnet_path(run, 'pred', 'overlay', stem + '.jpg'),
-                                    os.path.join(out_dir, 'tile_%s.png' % stem)))
+                                    layout.scasnet_path(run, 'pred', 'overlay', stem + '.jpg'), path))
+    atomic_write_json(os.path.join(run, 'results.json'), results, sort_keys=False)
     curves = layout.scasnet_path(run, 'train', 'curves.png')
     rel = lambda p: os.path.relpath(p, run)  # noqa: E731
     main, per_class = _tables(results)

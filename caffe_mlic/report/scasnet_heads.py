@@ -20,11 +20,12 @@ import os
 
 import numpy as np
 
-from caffe_mlic.errors import InputError
-from caffe_mlic.fileio import atomic_write_json, read_json
-from caffe_mlic.report import layout, write_page
+from caffe_mlic.errors import InputError, Problem
+from caffe_mlic.fileio import atomic_write_json
+from caffe_mlic.report import layout, refuse_overwriting_inputs, write_page
 from caffe_mlic.report.results import mean_std
-from caffe_mlic.report.scasnet import majority_class, read_evaluation
+from caffe_mlic.report.scasnet import (evaluation_inputs, majority_class, read_demo_settings, read_evaluation,
+                                       same_classes)
 
 PANEL = 220               # px per panel in the crop pictures
 CROP = 320                # px of a test tile shown per crop
@@ -37,12 +38,22 @@ PER_CLASS = ('F1', 'IoU', 'precision', 'recall')
 FROM_FULL_REFERENCES = ('boundary_F1', 'car_recall', 'objects', 'accuracy_by_distance')
 
 
-def head_metrics(folder):
-    """M of one head's folder (see the module docstring)."""
-    eroded = read_evaluation(layout.scasnet_eval(folder), 'evaluation (eval seg --json)')
-    full_path = layout.scasnet_eval(folder, full=True)
-    full = read_evaluation(full_path, 'evaluation', full=True) if os.path.isfile(full_path) else {}
-    return metrics_of(eroded, full)
+def read_head(folder):
+    """[(path, evaluation)] of one head's folder: eval/scasnet.json, then
+    eval/scasnet_full.json when there, each checked by read_evaluation
+    (the detail metrics too)."""
+    paths = [layout.scasnet_eval(folder)]
+    full = layout.scasnet_eval(folder, full=True)
+    if os.path.isfile(full):
+        paths.append(full)
+    return [(path, read_evaluation(path, 'evaluation (eval seg --json)', detail=True)) for path in paths]
+
+
+def head_metrics(folder, evaluations=None):
+    """M of one head's folder (see the module docstring), from its
+    evaluations (read_head) when given."""
+    evaluations = evaluations or read_head(folder)
+    return metrics_of(evaluations[0][1], evaluations[1][1] if len(evaluations) > 1 else {})
 
 
 def metrics_of(eroded, full):
@@ -137,6 +148,7 @@ def evaluate_constant(evaluation, label):
     from caffe_mlic.data.labelmaps import read_label_map
     from caffe_mlic.evaluation.segmentation import (EXCLUDE_FROM_MEAN, DetailMetrics, SegmentationEvaluator,
                                                     read_hard_mask, score_maps)
+    # read_evaluation checked the classes, hard_mask, objects, boundary and erode_radius used here
     names = evaluation['classes']
     masks = evaluation.get('hard_mask') or {}
     from_files = masks.get('from') == 'files'
@@ -155,25 +167,29 @@ def evaluate_constant(evaluation, label):
         if from_files:
             stem = os.path.splitext(os.path.basename(image['prediction']))[0]
             hard = read_hard_mask(os.path.join(masks['folder'], stem + '.png'), gt.shape, image['prediction'])
-        score_maps(confusion, pred, gt, evaluation.get('eroded'), evaluation.get('erode_radius') or 3, detail, hard)
+        score_maps(confusion, pred, gt, evaluation.get('eroded'),
+                   3 if evaluation.get('erode_radius') is None else evaluation['erode_radius'], detail, hard)
     out = confusion.evaluate()
     out.update(detail.evaluate())
     return out
 
 
-def majority(run, classes, palette):
+def majority(run, evaluations):
     """M of the majority-class map (the class most frequent in the training
-    labels), scored by the same evaluation as the heads on their references."""
-    label, _ = majority_class(layout.scasnet_path(run, 'data', 'train.txt'), len(classes), palette)
-    some = next(iter(next(iter(layout.scasnet_heads(run).values())).values()))
-    eroded = read_evaluation(layout.scasnet_eval(some))
-    full = read_evaluation(layout.scasnet_eval(some, full=True))
-    m = metrics_of(evaluate_constant(eroded, label), evaluate_constant(full, label))
+    labels), scored by the same evaluation as the heads on their references
+    (``evaluations``: one head's, read_head)."""
+    eroded = evaluations[0][1]
+    classes = eroded['classes']
+    label, _ = majority_class(layout.scasnet_path(run, 'data', 'train.txt'), len(classes), eroded.get('palette'))
+    full = evaluations[1][1] if len(evaluations) > 1 else None
+    m = metrics_of(evaluate_constant(eroded, label), evaluate_constant(full, label) if full else {})
     m['class'] = classes[label]
     return m
 
 
-def collect(run):
+def collect(run, inputs=None):
+    """results.json's content (module docstring); the files read outside the
+    evaluations' folders are added to the list ``inputs`` when given."""
     found = layout.scasnet_heads(run)
     if not found:
         raise InputError('%s: no seed<S>/<head>/eval/scasnet.json: not a comparison of heads '
@@ -182,29 +198,35 @@ def collect(run):
     if not heads:
         raise InputError('%s: no head was scored for every seed (%s)' % (run, ', '.join(
             'seed %d: %s' % (s, ' '.join(h)) for s, h in found.items())))
-    runs = [dict(seed=seed, variants={h: head_metrics(by_head[h]) for h in heads}) for seed, by_head in found.items()]
-    first = read_evaluation(layout.scasnet_eval(found[runs[0]['seed']][heads[0]]))
-    results = dict(runs=runs, summary=summarise(runs, heads),
-                   majority=majority(run, first['classes'], first.get('palette')),
+    evaluations = {(seed, h): read_head(by_head[h]) for seed, by_head in found.items() for h in heads}
+    same_classes([e for each in evaluations.values() for e in each])
+    runs = [dict(seed=seed, variants={h: head_metrics(by_head[h], evaluations[seed, h]) for h in heads})
+            for seed, by_head in found.items()]
+    some = evaluations[runs[0]['seed'], heads[0]]
+    first = some[0][1]
+    results = dict(runs=runs, summary=summarise(runs, heads), majority=majority(run, some),
                    classes=first['classes'], test_tiles=[os.path.basename(i['prediction']) for i in first['images']])
     settings = layout.scasnet_path(run, 'settings.json')
     if os.path.isfile(settings):
-        results['settings'] = read_json(settings, 'demo settings')
+        results['settings'] = read_demo_settings(settings)
+    if inputs is not None:
+        inputs += [path for each in evaluations.values() for path, _ in each]
+        inputs += [f for _, e in some for f in evaluation_inputs(e)]
     return results
 
 
 # ---------------------------------------------------------------- pictures
 
 
-def _crop_box(hard_path, size):
-    """The CROP x CROP window of a tile holding the most hard pixels (its top-left)."""
+def _crop_box(hard, size):
+    """The CROP x CROP window of a tile holding the most hard pixels of
+    ``hard`` (a bool mask, or None) (its top-left)."""
     import cv2
-    hard = cv2.imread(hard_path, cv2.IMREAD_GRAYSCALE) if hard_path and os.path.isfile(hard_path) else None
     h, w = size
     side = min(CROP, h, w)
     if hard is None or hard.shape != (h, w):
         return 0, 0, side
-    integral = cv2.integral((hard > 0).astype(np.uint8))
+    integral = cv2.integral(hard.astype(np.uint8))
     counts = (integral[side:, side:] - integral[:-side, side:] - integral[side:, :-side] + integral[:-side, :-side])
     y, x = np.unravel_index(int(counts.argmax()), counts.shape)
     return int(y), int(x), side
@@ -217,19 +239,28 @@ def crop_figure(run, seed, heads, stem, path):
     from caffe_mlic.data.imageio import read_image
     from caffe_mlic.report.figures import titled_row
     from caffe_mlic.report.scasnet import _find_image
+    from caffe_mlic.evaluation.segmentation import read_hard_mask
     data = layout.scasnet_path(run, 'data')
-    image = read_image(_find_image(os.path.join(data, 'top'), stem))
-    reference = read_image(_find_image(os.path.join(data, 'gts_for_participants'), stem))
+    image_path = _find_image(os.path.join(data, 'top'), stem)
+    image = read_image(image_path)
+    reference_path = _find_image(os.path.join(data, 'gts_for_participants'), stem)
+    panels = [('image', image, image_path), ('reference', read_image(reference_path), reference_path)]
+    preds = [(head, os.path.join(layout.scasnet_head_dir(run, seed, head), 'pred', 'color', stem + '.png'))
+             for head in heads]
+    panels += [(head, read_image(pred), pred) for head, pred in preds]
+    for title, img, where in panels[1:]:
+        if img.shape[:2] != image.shape[:2]:
+            raise InputError(problems=[Problem(where, None, None, 'is %dx%d (WxH) but its test tile %s is %dx%d'
+                                               % (img.shape[1], img.shape[0], image_path, image.shape[1],
+                                                  image.shape[0]))])
     hard_path = os.path.join(data, 'hard', stem + '.png')
-    y, x, side = _crop_box(hard_path, image.shape[:2])
-    panels = [('image', image), ('reference', reference)]
-    if os.path.isfile(hard_path):
-        panels.append(('hard pixels', cv2.cvtColor(cv2.imread(hard_path, cv2.IMREAD_GRAYSCALE), cv2.COLOR_GRAY2BGR)))
-    for head in heads:
-        pred = os.path.join(layout.scasnet_head_dir(run, seed, head), 'pred', 'color', stem + '.png')
-        panels.append((head, read_image(pred)))
+    hard = None
+    if os.path.isfile(hard_path):     # the masks eval seg read: an InputError naming the file, as there
+        hard = read_hard_mask(hard_path, image.shape[:2], preds[0][1] if preds else image_path)
+        panels.insert(2, ('hard pixels', cv2.cvtColor(hard.astype(np.uint8) * 255, cv2.COLOR_GRAY2BGR), hard_path))
+    y, x, side = _crop_box(hard, image.shape[:2])
     return titled_row([(title, cv2.resize(np.ascontiguousarray(img[y:y + side, x:x + side]), (PANEL, PANEL),
-                                          interpolation=cv2.INTER_NEAREST)) for title, img in panels], path)
+                                          interpolation=cv2.INTER_NEAREST)) for title, img, _ in panels], path)
 
 
 # ---------------------------------------------------------------- page and text
@@ -277,15 +308,19 @@ def _tables(results):
 
 def write_report(run):
     """Write RUN/results.json, RUN/report.html and RUN/report/*.png; returns (results, report path)."""
-    results = collect(run)
-    atomic_write_json(os.path.join(run, 'results.json'), results, sort_keys=False)
+    inputs = []
+    results = collect(run, inputs)
     out_dir = os.path.join(run, 'report')
+    stems = [os.path.splitext(tile)[0] for tile in results['test_tiles']]
+    outputs = [os.path.join(out_dir, 'heads_%s.png' % stem) for stem in stems]
+    refuse_overwriting_inputs(run, [os.path.join(run, 'results.json'), os.path.join(run, 'report.html')] + outputs,
+                              inputs)
     os.makedirs(out_dir, exist_ok=True)
     heads, seed = results['summary']['heads'], results['runs'][0]['seed']
     rel = lambda p: os.path.relpath(p, run)  # noqa: E731
-    pictures = [crop_figure(run, seed, heads, os.path.splitext(tile)[0],
-                            os.path.join(out_dir, 'heads_%s.png' % os.path.splitext(tile)[0]))
-                for tile in results['test_tiles']]
+    # the pictures first: they read the last inputs (tiles, hard masks, predictions)
+    pictures = [crop_figure(run, seed, heads, stem, path) for stem, path in zip(stems, outputs)]
+    atomic_write_json(os.path.join(run, 'results.json'), results, sort_keys=False)
     curves = [(h, os.path.join(layout.scasnet_head_dir(run, seed, h), 'train', 'curves.png')) for h in heads]
     table, paired, per_seed, claims = _tables(results)
     settings = results.get('settings', {})

@@ -50,14 +50,14 @@ def _report_error(capsys, run):
     (dict(text='[1, 2]'), ['eval/scasnet.json: expected what `eval seg --json` writes (a JSON object), '
                            'got [1, 2]']),
     (dict(text='{}'), ['eval/scasnet.json: "classes": missing', 'eval/scasnet.json: "images": missing']),
-    (dict(evaluation=dict(OA='90')), ['eval/scasnet.json: "OA": must be a number or null, got "90"']),
+    (dict(evaluation=dict(OA='90')), ['eval/scasnet.json: "OA": must be a percentage (0 to 100) or null, got "90"']),
     (dict(evaluation=dict(F1=[90.0])),
-     ['eval/scasnet.json: "F1": must be a list of numbers or null, one per class (2), got [90.0]']),
+     ['eval/scasnet.json: "F1": must be a list of percentages (0 to 100) or null, one per class (2), got [90.0]']),
     (dict(evaluation=dict(classes='road')), ['eval/scasnet.json: "classes": must be a non-empty list']),
     (dict(evaluation=dict(images=[{'prediction': 'a.png'}])), ['eval/scasnet.json: "images": must be a list of '
                                                                 'objects with "prediction" and "ground_truth"']),
     (dict(evaluation=dict(eroded=True, erode_radius=2.5)),
-     ['eval/scasnet.json: "erode_radius": must be a radius in pixels (>= 0) or null, got 2.5']),
+     ['eval/scasnet.json: "erode_radius": must be a radius in pixels (an integer from 0 to 64), got 2.5']),
     (dict(run_info=dict(start_time=5)), ['train/run.json: "start_time": must be a time in ISO 8601 format, got 5']),
 ])
 def test_scasnet_report_names_the_file_and_the_key(tmp_path, capsys, change, lines):
@@ -160,3 +160,272 @@ def test_the_report_reads_hdf5_snapshots(tmp_path):
     check = teacher_frozen_check(str(tmp_path), {'stage2': info})
     assert not check['ok'] and '1 of 1 teacher layers moved: conv_wsd_1_1 (mean |w| after / before 2.000)' \
         in check['detail'], check
+
+
+# ---------------------------------------------------------------- the comparison of ScasNet heads
+
+ISPRS = ['impervious_surfaces', 'building', 'low_vegetation', 'tree', 'car', 'clutter']
+
+
+def _heads_run(tmp_path, heads=('fcn', 'full'), seeds=(1,), eroded=False):
+    """A `make demo-scasnet` comparison run without training: one 24 x 24
+    test tile, its references and hard-pixel mask, and per seed and head a
+    prediction scored by `eval seg --json` as the demo scores it (the eroded
+    evaluation with the hard-pixel masks of a folder outside the run, as a
+    copied run's are)."""
+    run = tmp_path / 'heads'
+    data = run / 'data'
+    for folder in ('top', 'gts_for_participants', 'hard'):
+        (data / folder).mkdir(parents=True)
+    (tmp_path / 'masks').mkdir()
+    gt = np.zeros((24, 24), np.uint8)
+    gt[:, 12:] = 2
+    gt[3:9, 3:9] = 4                                 # a car
+    hard = np.zeros((24, 24), np.uint8)
+    hard[14:20, 2:8] = 255
+    rng = np.random.RandomState(0)
+    cv2.imwrite(str(data / 'top' / 'a.png'), rng.randint(0, 255, (24, 24, 3)).astype(np.uint8))
+    cv2.imwrite(str(data / 'gts_for_participants' / 'a.png'), gt)
+    for folder in (data / 'hard', tmp_path / 'masks'):
+        cv2.imwrite(str(folder / 'a.png'), hard)
+    (data / 'train.txt').write_text('top/a.png gts_for_participants/a.png\n')
+    (run / 'settings.json').write_text(json.dumps(dict(iters=2, mini=True, heads=list(heads))))
+    for seed in seeds:
+        for k, head in enumerate(heads):
+            folder = run / ('seed%d' % seed) / head
+            for sub in ('eval', 'pred/labels', 'pred/color'):
+                (folder / sub).mkdir(parents=True)
+            pred = gt.copy()
+            pred[:k + 1] = 3
+            cv2.imwrite(str(folder / 'pred' / 'labels' / 'a.png'), pred)
+            cv2.imwrite(str(folder / 'pred' / 'color' / 'a.png'), cv2.cvtColor(pred * 40, cv2.COLOR_GRAY2BGR))
+            common = ['eval', 'seg', '--pred', str(folder / 'pred' / 'labels'), '--gt',
+                      str(data / 'gts_for_participants')]
+            assert cli.main(common + ['--hard-masks', str(tmp_path / 'masks'), '--json',
+                                      str(folder / 'eval' / 'scasnet.json')] + (['--eroded'] if eroded else [])) == 0
+            assert cli.main(common + ['--json', str(folder / 'eval' / 'scasnet_full.json')]) == 0
+    return str(run)
+
+
+def _set(path, **values):
+    with open(path) as f:
+        data = json.load(f)
+    data.update(values)
+    with open(path, 'w') as f:
+        json.dump(data, f)
+
+
+def _eval(run, seed=1, head='fcn', full=False):
+    return os.path.join(run, 'seed%d' % seed, head, 'eval', 'scasnet_full.json' if full else 'scasnet.json')
+
+
+def test_a_good_comparison_of_heads_gives_its_report(tmp_path, capsys):
+    run = _heads_run(tmp_path)
+    capsys.readouterr()
+    assert cli.main(['report', run]) == 0, capsys.readouterr().err
+    results = json.loads(open(os.path.join(run, 'results.json')).read())
+    assert results['classes'] == ISPRS and sorted(results['runs'][0]['variants']) == ['fcn', 'full']
+    assert os.path.isfile(os.path.join(run, 'report', 'heads_a.png'))
+    assert 'inputs' not in results
+
+
+@pytest.mark.parametrize('where, values, line', [
+    # S4a: a finite number no metric can be (OverflowError in mean_std before)
+    ('eroded', dict(OA=1e308), '"OA": must be a percentage (0 to 100) or null, got 1e+308'),
+    ('eroded', dict(mF1=-1e308), '"mF1": must be a percentage (0 to 100) or null, got -1e+308'),
+    ('full', dict(boundary_F1=1e308), '"boundary_F1": must be a percentage (0 to 100) or null, got 1e+308'),
+    ('full', dict(car_recall=-1e308), '"car_recall": must be a percentage (0 to 100) or null, got -1e+308'),
+    # S8: the detail metrics are checked (shown as "-", or as 150 %, before)
+    ('eroded', dict(hard_accuracy='x'), '"hard_accuracy": must be a percentage (0 to 100) or null, got "x"'),
+    ('eroded', dict(hard_accuracy=150), '"hard_accuracy": must be a percentage (0 to 100) or null, got 150'),
+    ('eroded', dict(hard_accuracy=-5), '"hard_accuracy": must be a percentage'),
+    ('eroded', dict(hard_pixels='x'), '"hard_pixels": must be a number of pixels (an integer >= 0), got "x"'),
+    ('eroded', dict(hard_pixels=-3), '"hard_pixels": must be a number of pixels (an integer >= 0), got -3'),
+    ('eroded', dict(hard_pixels=2.5), '"hard_pixels": must be a number of pixels'),
+    ('eroded', dict(F1=[100.0, None, 101.0, 50.0, 50.0, 50.0]), '"F1": must be a list of percentages'),
+    ('eroded', dict(precision=[100.0, None, -1.0, 50.0, 50.0, 50.0]), '"precision": must be a list of percentages'),
+    ('full', dict(boundary_F1='x'), '"boundary_F1": must be a percentage (0 to 100) or null, got "x"'),
+    ('full', dict(boundary_F1=[1]), '"boundary_F1": must be a percentage (0 to 100) or null, got [1]'),
+    ('full', dict(car_recall={}), '"car_recall": must be a percentage (0 to 100) or null, got {}'),
+    ('full', dict(accuracy_by_distance={'a': 1}), '"accuracy_by_distance": must be a list of objects'),
+    ('full', dict(accuracy_by_distance=[1, 2]), '"accuracy_by_distance": must be a list of objects'),
+    ('full', dict(accuracy_by_distance=[{'from': 0, 'to': 2, 'accuracy': 200.0, 'pixels': 5}]),
+     '"accuracy_by_distance": must be a list of objects'),
+    ('full', dict(objects=[1]), '"objects": must be an object {class (names among the "classes"): {"found", '
+                                '"total"'),
+    ('full', dict(objects={'car': {'found': 3, 'total': 2, 'recall': 150.0}}), '"objects": must be an object'),
+    ('eroded', dict(hard_mask={'from': 'reference', 'distance': 10 ** 9, 'classes': ['car']}),
+     '"hard_mask": must be an object with "from": "files" and a "folder", or "from": "reference", a "distance" '
+     '(px, 1 to 256)'),
+    ('eroded', dict(objects={'auto': {'found': 1, 'total': 1, 'recall': 100.0}}), '"objects": must be an object'),
+    ('eroded', dict(hard_accuracy='DEL'), '"hard_accuracy": missing'),
+    # S4d: the erosion radius has eval seg's bound (a cv2 allocation error or a hang before)
+    ('eroded', dict(eroded=True, erode_radius=10 ** 9),
+     '"erode_radius": must be a radius in pixels (an integer from 0 to 64), got 1000000000'),
+    ('eroded', dict(eroded=True, erode_radius=65), '"erode_radius": must be a radius in pixels'),
+    ('eroded', dict(eroded=True, erode_radius=None), '"erode_radius": must be a radius in pixels'),
+])
+def test_heads_report_checks_every_value_it_reads(tmp_path, capsys, where, values, line):
+    run = _heads_run(tmp_path)
+    path = _eval(run, head='fcn', full=where == 'full')
+    if values == dict(hard_accuracy='DEL'):
+        data = json.loads(open(path).read())
+        del data['hard_accuracy']
+        open(path, 'w').write(json.dumps(data))
+    else:
+        _set(path, **values)
+    before = open(os.path.join(run, 'settings.json')).read()
+    err = _report_error(capsys, run)
+    assert '%s: %s' % (path, line) in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert not os.path.exists(os.path.join(run, 'results.json'))       # nothing written
+    assert open(os.path.join(run, 'settings.json')).read() == before
+
+
+def test_heads_report_takes_null_where_eval_seg_writes_it(tmp_path, capsys):
+    run = _heads_run(tmp_path)
+    _set(_eval(run), hard_accuracy=None, mF1=None, car_recall=None, F1=[None] * 6)
+    _set(_eval(run, full=True), boundary_F1=None)
+    capsys.readouterr()
+    assert cli.main(['report', run]) == 0, capsys.readouterr().err
+
+
+def test_heads_report_runs_an_evaluation_eroded_by_the_largest_radius(tmp_path, capsys):
+    run = _heads_run(tmp_path, eroded=True)
+    _set(_eval(run), erode_radius=64)
+    assert cli.main(['report', run]) == 0, capsys.readouterr().err
+
+
+def test_heads_report_names_two_files_whose_classes_differ(tmp_path, capsys):
+    """A class renamed in one file only (the hard pixels from mask files,
+    no object of that class): its numbers would be taken for another class's
+    (exit 0 before)."""
+    run = _heads_run(tmp_path, seeds=(1, 2))
+    renamed = ISPRS[:5] + ['other']
+    _set(_eval(run, seed=2, head='fcn'), classes=renamed)
+    err = _report_error(capsys, run)
+    assert '%s: "classes": %s... differ from those of %s' % (_eval(run, 2, 'fcn'), json.dumps(renamed)[:37],
+                                                             _eval(run, 1, 'fcn')) in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_heads_report_names_the_file_of_a_class_renamed_everywhere(tmp_path, capsys):
+    """Every file's classes renamed alike, but its hard-pixel classes and
+    objects still name 'car': exit 2 and no file named before ('unknown
+    class car: the classes are ...')."""
+    run = _heads_run(tmp_path)
+    renamed = ISPRS[:4] + ['auto', 'clutter']
+    for head in ('fcn', 'full'):
+        for full in (False, True):
+            _set(_eval(run, head=head, full=full), classes=renamed)
+    err = _report_error(capsys, run)
+    assert '%s: "objects": must be an object {class (names among the "classes")' % _eval(run, head='fcn') in err, err
+
+
+@pytest.mark.parametrize('text, line', [
+    ('[1]', "settings.json: expected the demo's settings (a JSON object), got [1]"),
+    ('{"iters": "<b>600</b>"}', 'settings.json: "iters": must be an integer >= 1, got "<b>600</b>"'),
+    ('{"mini": 1}', 'settings.json: "mini": must be true or false, got 1'),
+])
+def test_heads_report_checks_the_demo_settings(tmp_path, capsys, text, line):
+    run = _heads_run(tmp_path)
+    with open(os.path.join(run, 'settings.json'), 'w') as f:
+        f.write(text)
+    err = _report_error(capsys, run)
+    assert os.path.join(run, line) in err, err
+
+
+def test_single_net_report_checks_the_demo_settings(tmp_path, capsys):
+    run = _scasnet_run(tmp_path)
+    with open(os.path.join(run, 'settings.json'), 'w') as f:
+        f.write('[1]')
+    err = _report_error(capsys, run)
+    assert os.path.join(run, "settings.json: expected the demo's settings (a JSON object), got [1]") in err, err
+
+
+@pytest.mark.parametrize('content', [b'', b'\x89PNG\r\n\x1a\nnot a png at all', 'colour', 'size'])
+def test_heads_report_names_a_bad_hard_pixel_mask(tmp_path, capsys, content):
+    """RUN/data/hard/<tile>.png, read for the crop pictures: empty, corrupt, in
+    colour or of another size is one line naming it (a cv2.error before)."""
+    run = _heads_run(tmp_path)
+    mask = os.path.join(run, 'data', 'hard', 'a.png')
+    if content == 'colour':
+        cv2.imwrite(mask, np.zeros((24, 24, 3), np.uint8))
+    elif content == 'size':
+        cv2.imwrite(mask, np.zeros((12, 24), np.uint8))
+    else:
+        with open(mask, 'wb') as f:
+            f.write(content)
+    err = _report_error(capsys, run)
+    assert err.startswith('caffe-mlic report: %s: hard-pixel mask ' % mask), err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_heads_report_names_a_prediction_of_another_size(tmp_path, capsys):
+    run = _heads_run(tmp_path)
+    pred = os.path.join(run, 'seed1', 'full', 'pred', 'color', 'a.png')
+    cv2.imwrite(pred, np.zeros((10, 24, 3), np.uint8))
+    err = _report_error(capsys, run)
+    assert '%s: is 24x10 (WxH) but its test tile' % pred in err, err
+
+
+def test_mean_std_of_huge_finite_values_does_not_overflow():
+    from caffe_mlic.report.results import mean_std
+    mean, std = mean_std([1e308, 0.0])
+    assert mean == pytest.approx(5e307) and std == pytest.approx(2 ** 0.5 * 5e307)
+    mean, std = mean_std([-1.7e308, 1.7e308, None])
+    assert mean == pytest.approx(0.0) and std == float('inf')        # beyond floats: inf, not an error
+    assert mean_std([84.0, 85.0, 86.0]) == (85.0, 1.0)
+    assert mean_std([None, float('nan')]) == (None, None)
+
+
+# ---------------------------------------------------------------- outputs onto inputs
+
+@pytest.mark.parametrize('output, target', [
+    ('report.html', 'seed1/full/eval/scasnet.json'),
+    ('results.json', 'settings.json'),
+    ('report.html', 'data/train.txt'),
+    ('report/heads_a.png', 'data/top/a.png'),
+    ('report/heads_a.png', '../masks/a.png'),           # the hard-pixel masks the evaluation read
+])
+def test_heads_report_refuses_to_write_through_a_link_onto_an_input(tmp_path, capsys, output, target):
+    run = _heads_run(tmp_path)
+    os.makedirs(os.path.join(run, 'report'), exist_ok=True)
+    link = os.path.join(run, output)
+    os.symlink(os.path.relpath(os.path.join(run, target), os.path.dirname(link)), link)
+    before = open(os.path.join(run, output), 'rb').read()
+    assert cli.main(['report', run]) == 2
+    err = capsys.readouterr().err
+    assert '%s is an input of this command: writing it would overwrite it' % os.path.join(run, output) in err, err
+    assert open(os.path.join(run, output), 'rb').read() == before
+    assert not os.path.exists(os.path.join(run, 'results.json')) or output == 'results.json'
+
+
+def test_heads_report_refuses_a_hard_link_onto_an_input_and_one_output_onto_another(tmp_path, capsys):
+    run = _heads_run(tmp_path)
+    os.link(_eval(run, head='fcn', full=True), os.path.join(run, 'results.json'))
+    assert cli.main(['report', run]) == 2
+    assert 'is an input of this command' in capsys.readouterr().err
+    os.remove(os.path.join(run, 'results.json'))
+    open(os.path.join(run, 'results.json'), 'w').close()
+    os.symlink('results.json', os.path.join(run, 'report.html'))
+    assert cli.main(['report', run]) == 2
+    assert 'one output of the report would overwrite the other' in capsys.readouterr().err
+
+
+def test_heads_report_rerun_and_a_linked_pictures_folder_are_not_refused(tmp_path, capsys):
+    run = _heads_run(tmp_path)
+    assert cli.main(['report', run]) == 0
+    assert cli.main(['report', run]) == 0                   # its own outputs are not inputs
+    os.rename(os.path.join(run, 'report'), os.path.join(run, 'pictures'))
+    os.symlink('pictures', os.path.join(run, 'report'))
+    assert cli.main(['report', run]) == 0, capsys.readouterr().err
+
+
+def test_single_net_report_refuses_to_write_through_a_link_onto_an_input(tmp_path, capsys):
+    run = _scasnet_run(tmp_path)
+    os.symlink('eval/scasnet.json', os.path.join(run, 'report.html'))
+    before = open(os.path.join(run, 'eval', 'scasnet.json')).read()
+    assert cli.main(['report', run]) == 2
+    assert 'report.html is an input of this command' in capsys.readouterr().err
+    assert open(os.path.join(run, 'eval', 'scasnet.json')).read() == before
