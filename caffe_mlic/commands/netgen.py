@@ -53,7 +53,8 @@ def run(args):
     classes = deploy_class_names(args, cfg, ('train_list', 'test_list'))
     try:
         written = generate(args.out, cfg, max_iter=max_iter, base_lr=base_lr,
-                           solver_type=args.solver_type, random_seed=args.random_seed, classes=classes)
+                           solver_type=args.solver_type, random_seed=args.random_seed, classes=classes,
+                           inputs={'classes_file': args.classes_file})
     except UsageError as e:
         # a value given per solver: name the option the user typed
         per_solver = {'max_iter': ('--iters', args.iters), 'base_lr': ('--base-lrs', args.base_lrs)}

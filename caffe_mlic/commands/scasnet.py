@@ -148,7 +148,7 @@ def run_netgen(args):
     configs = [config_from_args(ScasConfig, args, variant=variant) for variant in variants]
     classes = deploy_class_names(args, configs[0], ('train_list', 'val_list'))
     for path in generate_scasnet(args.out, configs, args.max_iter, args.base_lr, args.solver_type,
-                                 args.random_seed, classes=classes):
+                                 args.random_seed, classes=classes, inputs={'classes_file': args.classes_file}):
         print(path)
     for cfg in configs:     # the rates chosen for this input size
         print(cfg.describe_context())

@@ -41,6 +41,24 @@ def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_number(value):
+    """An int or a float, NaN and infinities included; a bool is not one."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def element_type(default, meta):
+    """None for a field that is not a sequence; for one that is (a list or
+    tuple default, or nargs: a list of any length, whose default may be
+    None), the type of its items: its ``type``, else its default's first
+    item's (float for an empty or None default)."""
+    if not (isinstance(default, (tuple, list)) or meta.get('nargs')):
+        return None
+    return meta.get('type') or (type(default[0]) if default else float)
+
+
+_KINDS = {int: 'integers', float: 'numbers', str: 'names'}
+
+
 MAX_WORKERS = 64      # data workers of one layer: each is a Python process with its own memory
 
 
@@ -53,6 +71,31 @@ class Checks:
 
     def bad(self, name, message):
         raise UsageError('%s %s, got %r' % (name, message, getattr(self.cfg, name)), name)
+
+    def kinds(self, *own):
+        """Every field of the kind its default has, before any check looks
+        inside one: a bool field true or false; a sequence field (element_type)
+        a list or tuple of numbers (of names for a str one), or None where
+        its default is None. A value of another kind (5, None, a dict, a set,
+        nested lists, bools) would be a TypeError in the checks that follow,
+        or reach a net. ``own``: sequence fields that validate() checks
+        whole itself, with a message of their own."""
+        for f in dataclasses.fields(self.cfg):
+            if f.name in own:
+                continue
+            value, default = getattr(self.cfg, f.name), default_of(f)
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    self.bad(f.name, 'must be true or false')
+                continue
+            element = element_type(default, f.metadata)
+            if element is None or (value is None and default is None):
+                continue
+            scalar = (lambda v: isinstance(v, str)) if element is str else _is_number
+            if not isinstance(value, (tuple, list)) or not all(scalar(v) for v in value):
+                count = 'one or more' if f.metadata.get('nargs') else str(len(default))
+                self.bad(f.name, 'must be a list of %s %s%s' % (
+                    count, _KINDS.get(element, 'values'), ' (or None)' if default is None else ''))
 
     def choices(self):
         for f in dataclasses.fields(self.cfg):
@@ -136,8 +179,8 @@ def add_config_flags(parser, cls, title):
                       help=meta['help'])
         elif meta.get('choices'):
             kw.update(choices=list(meta['choices']) + sorted(meta['aliases']))
-        elif isinstance(default, (tuple, list)) or meta.get('nargs'):
-            element = meta.get('type') or (type(default[0]) if default else float)
+        elif element_type(default, meta):
+            element = element_type(default, meta)
             kw.update(type=element, nargs=meta.get('nargs') or len(default),
                       metavar=meta.get('metavar') or {int: 'N', float: 'X'}.get(element, 'TEXT'))
         else:
@@ -159,29 +202,43 @@ def _literal(text):
 def coerce(default, text, meta=None):
     """``text`` read as a value of the kind of ``default`` (numbers stay
     numbers when they do not fit; validate() then says what is wrong).
-    A list field of any length (``meta``'s nargs, default None) takes a
-    Python list or tuple, or words as on the command line: 'conv4_3' is
-    ('conv4_3',), '2 4' of an int field (2, 4)."""
+    A bool field takes True / False, in any case ('true', 'False'). A list
+    or tuple field takes a Python list or tuple, or words as on the command
+    line: '1 2 3' is (1.0, 2.0, 3.0) of a float field; one of any length
+    (``meta``'s nargs) also one word or number: 'conv4_3' is ('conv4_3',),
+    5 of a float field (5.0,). Anything else (None, a dict, 1 or 'x' for a
+    bool, 5 for a list of fixed length) is kept as read, for validate() to
+    refuse naming the field (Checks.kinds)."""
+    meta = meta or {}
     if isinstance(default, str):
         return text
+    if isinstance(default, bool):
+        word = text.strip().lower()
+        return {'true': True, 'false': False}.get(word, _literal(text))
     value = _literal(text)
-    if default is None and value is not None and (meta or {}).get('nargs') \
-            and not isinstance(value, (list, tuple)):
-        element = meta.get('type')
-        words = text.split() if isinstance(value, str) else [value]
-        if element is not None and all(isinstance(w, str) for w in words):
-            try:
-                words = [element(w) for w in words]
-            except ValueError:
-                pass
-        return tuple(words)
-    if isinstance(default, float) and _is_int(value):
-        return float(value)
-    if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
-        element = type(default[0]) if default else float
-        value = [float(v) if element is float and _is_int(v) else v for v in value]
-        return type(default)(value)
-    return value
+    element = element_type(default, meta)
+    if element is None:
+        return float(value) if isinstance(default, float) and _is_int(value) else value
+    if isinstance(value, (list, tuple)):
+        items = list(value)
+    elif isinstance(value, str) or (meta.get('nargs') and _is_number(value)):
+        items = value.split() if isinstance(value, str) else [value]
+        if element is not str:      # words read as argparse reads them; one that fails stays text
+            items = [_word(w, element) for w in items]
+    else:
+        return value
+    if element is float:
+        items = [float(v) if _is_int(v) else v for v in items]
+    return list(items) if isinstance(default, list) else tuple(items)
+
+
+def _word(word, element):
+    if not isinstance(word, str):
+        return word
+    try:
+        return element(word)
+    except ValueError:
+        return word
 
 
 def config_from_args(cls, args, **fixed):

@@ -72,6 +72,7 @@ class MlicConfig:
     def validate(self):
         """Raise UsageError naming the field of the first impossible value; returns self."""
         check = Checks(self)
+        check.kinds()       # lists are lists of numbers (no bools): the checks below look inside
         check.choices()
         check.positive_ints('num_classes', 'bbox_num', 'teacher_size', 'student_size', 'pooled')
         if self.num_classes < 2:   # WSDDN's class softmax over one class is constant: nothing to learn

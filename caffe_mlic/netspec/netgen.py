@@ -28,7 +28,8 @@ def solver_overrides(spec, max_iter=None, base_lr=None, solver_type=None, random
     return spec
 
 
-def generate(out_dir, cfg, max_iter=None, base_lr=None, solver_type=None, random_seed=None, classes=None):
+def generate(out_dir, cfg, max_iter=None, base_lr=None, solver_type=None, random_seed=None, classes=None,
+             inputs=None):
     """Write every net and solver under out_dir; returns the paths written.
 
     max_iter / base_lr / solver_type / random_seed override every solver
@@ -37,7 +38,10 @@ def generate(out_dir, cfg, max_iter=None, base_lr=None, solver_type=None, random
     solver they do not name keeping its own. ``classes``: the class names,
     written into deploy.json when given. Every file is made in memory
     first, so an impossible value writes nothing; each is written
-    atomically.
+    atomically. An output that is one of the datalists (with their
+    companion files) or of ``inputs`` ({parameter: path or paths}, e.g.
+    the classes file read) is refused before anything is written
+    (refuse_overwriting_inputs).
     """
     from caffe_mlic.netspec import NETS
     from caffe_mlic.netspec.solvers import SOLVERS, solver_proto
@@ -55,7 +59,31 @@ def generate(out_dir, cfg, max_iter=None, base_lr=None, solver_type=None, random
     settings = os.path.join(out_dir, DEPLOY_SETTINGS)
     texts = {path: prototxt.to_text(proto) for path, proto in files.items()}
     texts[settings] = settings_text(deploy_settings(cfg, classes))
+    refuse_overwriting_inputs(texts, [cfg], ('train_list', 'test_list'), inputs)
     return write_files(texts)   # all the files, or none (a full disk)
+
+
+def refuse_overwriting_inputs(outputs, configs, list_fields, inputs=None, file_fields=()):
+    """UsageError naming the parameter (the command line: its option) when
+    an output path names, now, a file the command reads or the nets will
+    read: a datalist of ``list_fields`` or a companion file of it (the
+    .classes.txt and .gt.json of `datalist build`), a file of
+    ``file_fields`` (a palette), or one of ``inputs`` ({parameter: path or
+    paths}). Matched by device and inode (fileio.refuse_overwriting):
+    './x', a relative path, a symlink and a hard link are the same file."""
+    from caffe_mlic.data.datalist_build import companion_paths
+    from caffe_mlic.fileio import refuse_overwriting
+    given = {}
+    for cfg in configs:
+        for name in list_fields:
+            path = getattr(cfg, name)
+            given.setdefault(name, []).extend([path] + list(companion_paths(path)))
+        for name in file_fields:
+            given.setdefault(name, []).append(getattr(cfg, name))
+    for name, paths in (inputs or {}).items():
+        given.setdefault(name, []).extend([paths] if isinstance(paths, str) else list(paths or ()))
+    for name, paths in given.items():
+        refuse_overwriting(list(outputs), [p for p in paths if isinstance(p, str) and p], name)
 
 
 def settings_text(settings):
@@ -103,12 +131,13 @@ def deploy_settings(cfg, classes=None):
 
 
 def generate_scasnet(out_dir, configs, max_iter=None, base_lr=None, solver_type=None, random_seed=None,
-                     snapshot_dir='snapshots/scasnet', classes=None):
+                     snapshot_dir='snapshots/scasnet', classes=None, inputs=None):
     """Write, for each ScasConfig in ``configs``, <variant>_scasnet_deploy,
     _train and _solver prototxts under out_dir (all or nothing), and
     deploy.json (with ``classes``, the class names, when given, and the
-    context dilations when they are not the release's); the overrides as
-    for generate. Returns the paths written."""
+    context dilations when they are not the release's); the overrides, and
+    the refusal of an output that is an input (the datalists, a palette
+    file, ``inputs``), as for generate. Returns the paths written."""
     from caffe_mlic.netspec.scasnet import BUILDERS
     from caffe_mlic.netspec.solvers import SCASNET_SOLVERS, solver_proto
     texts = {}
@@ -136,6 +165,9 @@ def generate_scasnet(out_dir, configs, max_iter=None, base_lr=None, solver_type=
         texts[base + 'train.prototxt'] = prototxt.to_text(nets['train'])
         texts[base + 'solver.prototxt'] = prototxt.to_text(solver_proto(
             base + 'train.prototxt', spec, os.path.join(snapshot_dir, cfg.variant + '_scasnet')))
+    palettes = [c for c in configs if c.palette != 'isprs']    # 'isprs': the built-in colours, no file
+    refuse_overwriting_inputs(texts, configs, ('train_list', 'val_list'), inputs)
+    refuse_overwriting_inputs(texts, palettes, (), file_fields=('palette',))
     return write_files(texts)
 
 

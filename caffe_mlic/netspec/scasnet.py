@@ -158,12 +158,13 @@ class ScasConfig:
 
     # Fields that only one variant's nets use: given for the other alone,
     # they would change nothing.
-    VARIANT_ONLY = {'vgg_blocks': 'vgg', 'resnet_blocks': 'resnet'}
+    VARIANT_ONLY = {'vgg_blocks': 'vgg', 'resnet_blocks': 'resnet', 'bn_trainable': 'resnet'}
 
     def check_given(self, given, asked=None):
         """UsageError for a field in ``given`` (the names set by options or
         --set) that no net written uses: vgg_blocks when only ResNet nets
-        are written, resnet_blocks when only VGG ones. ``asked``: the
+        are written, resnet_blocks and bn_trainable (VGG has no batch norm)
+        when only VGG ones. ``asked``: the
         command's --variant (vgg, resnet or both; default this config's)."""
         written = {'vgg', 'resnet'} if asked == 'both' else {asked or self.variant}
         for name, variant in self.VARIANT_ONLY.items():
@@ -193,10 +194,9 @@ class ScasConfig:
     def validate(self):
         """Raise UsageError naming the field of the first impossible value; returns self."""
         check = Checks(self)
+        # bools are bools, lists hold numbers (no bools) or names: the checks below look inside
+        check.kinds('dilations', 'refine')       # these two: their own checks below
         check.choices()
-        for name in ('allow_wide_dilations', 'residual_correction'):
-            if not isinstance(getattr(self, name), bool):
-                check.bad(name, 'must be true or false')
         check.positive_ints('num_classes', 'input_size', 'batch_size', 'val_batch_size')
         if self.num_classes < 2:   # a softmax over one class is constant: nothing to learn
             check.bad('num_classes', 'must be at least 2')
