@@ -240,13 +240,24 @@ def parse_json(text, path, what=None):
     raise InputError(problems=[Problem(path, None, None, message)])
 
 
+# The largest JSON file read: COCO's instances_train2017.json is 448 MB, and
+# Python's parser needs several times a file's size in memory.
+MAX_JSON_BYTES = 2 ** 31
+
+
 def read_json(path, what=None):
     """The JSON value in ``path``; an InputError naming the file when it cannot
-    be read ('cannot read[ the <what>]: ...') or is not JSON (parse_json)."""
+    be read ('cannot read[ the <what>]: ...'), is not a regular file (a
+    device such as /dev/zero never ends, a FIFO blocks), is larger than
+    MAX_JSON_BYTES or is not JSON (parse_json)."""
     from caffe_mlic.errors import InputError, Problem
     try:
-        with open(path, 'rb') as f:
-            text = f.read()
+        with open_regular(path, 'rb') as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_JSON_BYTES:
+                raise InputError(problems=[Problem(path, None, None, '%s is %d bytes, more than the %d a JSON '
+                                                   'input may have' % (what or 'the file', size, MAX_JSON_BYTES))])
+            text = f.read(MAX_JSON_BYTES + 1)
     except OSError as e:
         raise InputError(problems=[Problem(path, None, None, 'cannot read%s: %s' % (
             ' the ' + what if what else '', e.strerror or e))])

@@ -168,3 +168,26 @@ def test_a_symlink_is_followed_and_a_device_written_through(tmp_path):
         f.write('through')
     reader.join(10)
     assert got == ['through'] and st.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_read_json_refuses_devices_fifos_folders_and_oversized_files(tmp_path, monkeypatch):
+    """/dev/zero as a JSON input (classify --settings, a report's det.json
+    linked to it) ran the machine out of memory; a FIFO hung the command."""
+    from caffe_mlic import fileio
+    from caffe_mlic.errors import InputError
+    fifo = tmp_path / 'fifo.json'
+    os.mkfifo(fifo)
+    loop = tmp_path / 'loop.json'
+    loop.symlink_to(loop)
+    for path in ('/dev/zero', str(fifo), str(tmp_path)):
+        with pytest.raises(InputError, match='cannot read the settings: not a regular file'):
+            fileio.read_json(path, 'settings')
+    with pytest.raises(InputError, match='cannot read: Too many levels of symbolic links'):
+        fileio.read_json(str(loop))
+    big = tmp_path / 'big.json'
+    big.write_text('[' + ' ' * 100 + ']')
+    monkeypatch.setattr(fileio, 'MAX_JSON_BYTES', 64)
+    with pytest.raises(InputError, match=r'big.json: the file is 102 bytes, more than the 64 a JSON input may have'):
+        fileio.read_json(str(big))
+    monkeypatch.setattr(fileio, 'MAX_JSON_BYTES', 102)
+    assert fileio.read_json(str(big)) == []

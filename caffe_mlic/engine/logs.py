@@ -135,10 +135,14 @@ def now():
 
 
 def read_run_json(run_dir):
+    """The run's run.json, or None where it is missing or not a JSON file."""
+    from caffe_mlic.errors import InputError
+    from caffe_mlic.fileio import read_json
+    if not os.path.lexists(os.path.join(run_dir, RUN_JSON)):
+        return None
     try:
-        with open(os.path.join(run_dir, RUN_JSON), encoding='utf-8') as f:
-            return json.load(f)
-    except (FileNotFoundError, ValueError, RecursionError):
+        return read_json(os.path.join(run_dir, RUN_JSON))
+    except InputError:
         return None
 
 

@@ -80,7 +80,9 @@ def find_settings(net_path):
     here = os.path.dirname(os.path.abspath(net_path))
     for folder in (here, os.path.dirname(here)):
         path = os.path.join(folder, 'deploy.json')
-        if os.path.isfile(path):
+        # anything there by that name is read (a folder or a link loop is an
+        # error naming it, not the release's defaults applied in silence)
+        if os.path.lexists(path):
             return path
     return None
 

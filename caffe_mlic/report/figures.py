@@ -1,13 +1,13 @@
 """The reports' pictures: the MLIC report's charts (through
 caffe_mlic.plotting) and examples, and the titled rows of panels both
 reports show, composed with OpenCV and written atomically as PNGs."""
-import json
 import os
 
 import numpy as np
 
 from caffe_mlic import plotting
-from caffe_mlic.fileio import atomic_write
+from caffe_mlic.errors import InputError
+from caffe_mlic.fileio import atomic_write, read_json
 from caffe_mlic.report import layout
 
 STAGE_TITLES = {'teacher': 'WSDDN teacher', 'stage1': 'stage 1 (features)',
@@ -94,5 +94,7 @@ def example(image_path, regions, truth, students, classes, path, size=336):
 def read_top_regions(det_dir, image_path):
     stem = os.path.splitext(os.path.basename(image_path))[0]
     path = os.path.join(det_dir, 'json', stem + '.json')
-    with open(path, encoding='utf-8') as f:
-        return json.load(f).get('top_regions', [])
+    found = read_json(path, 'detection')
+    if not isinstance(found, dict):
+        raise InputError('%s: a detection JSON holds an object, not %s' % (path, type(found).__name__))
+    return found.get('top_regions', [])

@@ -627,3 +627,19 @@ def test_detect_names_a_bad_proposal_file(tiny, tmp_path, capsys, arrays, fragme
     assert cli.main(['detect'] + _teacher(tiny) + [str(tiny / 'images' / 'img000.png'), '--proposals',
                                                    str(tmp_path / 'props'), '-o', str(tmp_path / 'o'), '-q']) == 1
     assert capsys.readouterr().err == 'caffe-mlic detect: %s: %s\n' % (tmp_path / 'props' / 'img000.npz', fragment)
+
+
+@pytest.mark.parametrize('kind', ['folder', 'loop', 'fifo'])
+def test_a_deploy_json_that_cannot_be_read_is_named_not_taken_for_absent(tmp_path, kind):
+    """A deploy.json that was a folder or a link loop counted as absent:
+    the release's preprocessing (input_scale 1) applied in silence to a net
+    trained at 0.017, plausible wrong probabilities, exit 0."""
+    from caffe_mlic.errors import InputError
+    from caffe_mlic.inference.settings import load_settings
+    net = tmp_path / 'deploy.prototxt'
+    net.write_text('')
+    settings = tmp_path / 'deploy.json'
+    {'folder': lambda: settings.mkdir(), 'loop': lambda: settings.symlink_to(settings),
+     'fifo': lambda: os.mkfifo(settings)}[kind]()
+    with pytest.raises(InputError, match=r'deploy.json: cannot read'):
+        load_settings(str(net))
