@@ -4,7 +4,9 @@
         photos/*.jpg -o detections [--proposals props] [--scales 480 576 672] [--flip]
 
 Images without a proposal file (<stem>.npz in --proposals, as `caffe-mlic
-proposals` writes them) get EdgeBoxes proposals, saved under OUT/proposals/.
+proposals` writes them) get EdgeBoxes proposals, saved under OUT/proposals/;
+a line on stderr says how many when --proposals is given. A --proposals that
+is missing or not a folder is an error.
 Writes, under OUT:
   comp4_det_<set>_<class>.txt  VOC devkit result files (`caffe-mlic eval det` reads them)
   json/<stem>.json             image-level scores, the detections of each image, and its
@@ -135,14 +137,49 @@ def detection_classes(args, count, coco_gt, known=None):
     return classes
 
 
+def check_proposals_folder(path):
+    """UsageError naming --proposals unless ``path`` is a folder this process
+    can read: a mistyped, missing or non-folder --proposals would otherwise
+    give every image EdgeBoxes proposals instead, with no word."""
+    if path is None:
+        return
+    if not path or not os.path.exists(path):
+        raise UsageError('%s: no such folder' % (path or "''"), 'proposals')
+    if not os.path.isdir(path):
+        raise UsageError('%s: not a folder (the folder of <image stem>.npz proposal files)' % path, 'proposals')
+    try:
+        with os.scandir(path):
+            pass
+    except OSError as e:
+        raise UsageError('%s: cannot read the folder: %s' % (path, e.strerror or e), 'proposals')
+
+
+def note_missing_proposals(proposals_dir, images, cache_dir, log=None):
+    """A line on ``log`` (stderr) when the --proposals folder has no file for
+    some images: they get EdgeBoxes proposals (documented), but not silently,
+    since a folder of other names or an empty one is often a mistake."""
+    import sys
+    from caffe_mlic.data import proposals
+    from caffe_mlic.inference import printable
+    missing = [p for p in images if not os.path.lexists(proposals.output_path(proposals_dir, p))]
+    if missing:
+        (log or sys.stderr).write(
+            'note: --proposals %s has no <stem>.npz for %d of the %d images (%s%s): they get EdgeBoxes '
+            'proposals, saved in %s\n' % (printable(proposals_dir), len(missing), len(images),
+                                           ', '.join(printable(os.path.basename(p)) for p in missing[:3]),
+                                           ' ...' if len(missing) > 3 else '', printable(cache_dir)))
+
+
 def image_proposals(image_path, image, proposals_dir, cache_dir):
     """(boxes, scores) of an image: its file in proposals_dir, else computed
     with EdgeBoxes (and saved in cache_dir). A proposal file is checked by
-    the one reader (proposals.read_proposal_file): its errors name it."""
+    the one reader (proposals.read_proposal_file): its errors name it. An
+    entry of proposals_dir that is there but no file (a folder, a broken
+    link) is read too, so it is an error naming it, not silently replaced."""
     from caffe_mlic.data import proposals
     for folder in filter(None, (proposals_dir, cache_dir)):
         path = proposals.output_path(folder, image_path)
-        if os.path.isfile(path):
+        if os.path.isfile(path) or (folder == proposals_dir and os.path.lexists(path)):
             return proposals.read_proposal_file(path, image.shape[:2], image_path)
     out = proposals.output_path(cache_dir, image_path)
     if proposals.process_image(image_path, out) == 0:
@@ -180,6 +217,7 @@ def run(args):
     if bool(args.weights) == bool(args.control):
         raise UsageError('give --weights (the trained teacher) or --control random, not both')
     check_set_name(args.set_name)
+    check_proposals_folder(args.proposals)
     if args.scales:
         check_scales(args.scales)
     passes = len(args.scales or [None]) * (2 if args.flip else 1)
@@ -205,6 +243,8 @@ def run(args):
     refuse_overwriting([args.output] + results + [p for pair in per_image.values() for p in pair],
                               images + [args.net, args.weights, args.settings, args.classes, args.coco_ids],
                               'output')
+    if args.proposals is not None:
+        note_missing_proposals(args.proposals, images, cache)
     all_detections = []
     for image_path, stem in progress(list(zip(images, stems)), desc='detect', unit='img',
                                      enabled=not args.quiet):

@@ -42,6 +42,8 @@ another method), is computed again, and named on stderr; a kept output with
 no box is reported as on the run that wrote it. A run whose settings differ
 from the folder's settings.json stops before computing anything (boxes of
 two methods would mix silently): choose another folder, or ``recompute``.
+An output that is, through a link, one of the images is refused before
+anything is written (writing it would replace the image).
 Images that get no box are reported (a datalist cannot use them).
 """
 import os
@@ -603,11 +605,16 @@ def claim_folder(out_dir, settings, recompute, flag='--recompute'):
     atomic_write_json(os.path.join(out_dir, SETTINGS_FILE), settings, sort_keys=True)
 
 
-def _check_output_places(out_dir, images, mine):
+def _check_output_places(out_dir, images, mine, sed_model=None):
     """UsageError, before anything is written, when out_dir is a folder the
     images are in (the .npz files and settings.json would go among them; a
-    folder below theirs is fine: folders are not read recursively), or when
-    an image's output path is a folder (nothing could be written there)."""
+    folder below theirs is fine: folders are not read recursively), when
+    an image's output path is a folder (nothing could be written there), or
+    when an output (an image's .npz or settings.json) already is, through a
+    link (symbolic or hard), one of the images or the SED model: outputs are written
+    atomically, which follows a link and replaces its target, and an output
+    that is not a proposal file is computed again, so the input would go."""
+    from caffe_mlic.fileio import refuse_overwriting
     real_out = os.path.realpath(out_dir)
     shared = sorted(d for d in {os.path.dirname(p) or '.' for p in images} if os.path.realpath(d) == real_out)
     if shared:
@@ -620,6 +627,8 @@ def _check_output_places(out_dir, images, mine):
         raise UsageError('%s is a folder, where the proposals of %s go: remove or rename it%s'
                          % (folders[0][0], folders[0][1], '' if len(folders) == 1 else
                             ' (and %d more such folders)' % (len(folders) - 1)), 'output')
+    refuse_overwriting([os.path.join(out_dir, SETTINGS_FILE)] + [output_path(out_dir, p) for p in mine],
+                       list(images) + [sed_model], 'output')
 
 
 def run(images, out_dir, method='edgeboxes', max_boxes=2000, min_size=20, sed_model=None,
@@ -649,7 +658,7 @@ def run(images, out_dir, method='edgeboxes', max_boxes=2000, min_size=20, sed_mo
               alpha=alpha, beta=beta)
     i, n = shard
     mine = images[i::n]  # strided: every shard gets a similar mix
-    _check_output_places(out_dir, images, mine)
+    _check_output_places(out_dir, images, mine, sed_model)
     claim_folder(out_dir, dict(kw, sed_model=os.path.abspath(sed_model) if sed_model else None),
                  recompute)
     todo, bad, kept_empty = [], [], []

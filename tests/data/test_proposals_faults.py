@@ -308,3 +308,31 @@ def test_a_job_process_that_dies_fails_its_image_only(photos, tmp_path):
         results[crash][1]), results[crash]
     assert all(count and err is None for path, (count, err) in results.items() if path != crash), results
     assert sorted(os.listdir(tmp_path / 'out')) == sorted(n.replace('.png', '.npz') for n in names if n != 'crash.png')
+
+
+@pytest.mark.parametrize('jobs', ['1', '2'])
+def test_an_output_that_links_to_an_input_image_is_refused_before_anything_is_written(photos, tmp_path, capsys, jobs):
+    """`ln -s ../imgs/p0.png props/p0.npz; proposals imgs -o props` took the
+    link for an unreadable output, computed it again and wrote the .npz
+    atomically through the link: the input image was replaced, exit 0 (with
+    --jobs too). An output (an .npz, settings.json) that is an input is now
+    refused up front, naming it and -o, with nothing written."""
+    image = photos / 'p0.png'
+    original = image.read_bytes()
+    out = tmp_path / 'props'
+    out.mkdir()
+    for link, target in (('p0.npz', image), ('settings.json', photos / 'p1.png')):
+        (out / link).symlink_to(os.path.relpath(str(target), str(out)))
+        assert cli.main(['proposals', str(photos), '-o', str(out), '--jobs', jobs, '-q']) == 2
+        err = capsys.readouterr().err
+        assert ('argument -o/--output: %s is an input of this command: writing it would overwrite it'
+                % (out / link)) in err, err
+        assert len(err.strip().splitlines()) == 1
+        assert image.read_bytes() == original and cv2.imread(str(photos / 'p1.png')) is not None
+        assert sorted(os.listdir(out)) == [link]
+        (out / link).unlink()
+    # a hard link would only lose the link (the file is replaced, not written
+    # into), but it is the image all the same: refused, as other commands do
+    os.link(str(image), str(out / 'p0.npz'))
+    assert cli.main(['proposals', str(photos), '-o', str(out), '--jobs', jobs, '-q']) == 2
+    assert 'is an input of this command' in capsys.readouterr().err

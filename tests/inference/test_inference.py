@@ -643,3 +643,38 @@ def test_a_deploy_json_that_cannot_be_read_is_named_not_taken_for_absent(tmp_pat
      'fifo': lambda: os.mkfifo(settings)}[kind]()
     with pytest.raises(InputError, match=r'deploy.json: cannot read'):
         load_settings(str(net))
+
+
+def test_detect_refuses_a_proposals_folder_that_is_missing_or_not_a_folder(tiny, tmp_path, capsys):
+    """`detect --proposals nosuchdir` (or /dev/null, or a file) was ignored in
+    silence: every image got EdgeBoxes proposals instead, exit 0. Now one line
+    naming the option and the path, before anything is written."""
+    (tmp_path / 'a_file.npz').write_bytes(b'')
+    detect = ['detect'] + _teacher(tiny) + [str(tiny / 'images' / 'img000.png'), '-o', str(tmp_path / 'o'), '-q']
+    for path, why in ((str(tmp_path / 'nosuchdir'), 'no such folder'), ('', 'no such folder'),
+                      ('/dev/null', 'not a folder'), (str(tmp_path / 'a_file.npz'), 'not a folder')):
+        assert cli.main(detect + ['--proposals', path]) == 2, path
+        err = capsys.readouterr().err
+        assert err.startswith('caffe-mlic detect: argument --proposals: %s: %s' % (path or "''", why)), err
+        assert len(err.splitlines()) == 1
+    assert not (tmp_path / 'o').exists()
+
+
+def test_detect_says_which_images_its_proposals_folder_lacks(tiny, tmp_path, capsys):
+    """An existing --proposals folder without some images' files: those get
+    EdgeBoxes proposals (documented), with a line saying so on stderr; an
+    entry there that is no file (a folder) is an error naming it, not
+    replaced by EdgeBoxes in silence."""
+    props = tmp_path / 'props'
+    props.mkdir()
+    (props / 'img001.npz').write_bytes((tiny / 'props' / 'img001.npz').read_bytes())
+    images = [str(tiny / 'images' / n) for n in ('img000.png', 'img001.png')]
+    detect = ['detect'] + _teacher(tiny) + images + ['--proposals', str(props), '-q']
+    assert cli.main(detect + ['-o', str(tmp_path / 'o')]) == 0
+    err = capsys.readouterr().err
+    assert ('note: --proposals %s has no <stem>.npz for 1 of the 2 images (img000.png): they get EdgeBoxes '
+            'proposals, saved in %s' % (props, tmp_path / 'o' / 'proposals')) in err, err
+    assert os.listdir(tmp_path / 'o' / 'proposals') == ['img000.npz']
+    (props / 'img000.npz').mkdir()
+    assert cli.main(detect + ['-o', str(tmp_path / 'o2')]) == 1
+    assert '%s: cannot read it' % (props / 'img000.npz') in capsys.readouterr().err
