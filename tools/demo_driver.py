@@ -1,9 +1,16 @@
 """What the demo drivers (tools/demo.py, tools/demo_scasnet.py) share: running
 `caffe-mlic` commands as a user types them, in a folder, with their output on
 the terminal or in a seed's log, one after another or side by side. A command
-that fails stops the demo with its exit status and its output's last lines."""
+that fails stops the demo with its exit status and its output's last lines.
+
+A SIGTERM, SIGHUP or SIGINT to the demo stops its running commands too: the
+signal is passed on to each (a Ctrl-C, which the terminal sends to the whole
+foreground group, is not sent twice), no new command starts, and the demo
+exits 128 + N once they have ended; a command still running STOP_WAIT
+seconds later, or at a second signal, is killed."""
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -71,6 +78,129 @@ class DemoFailed(Exception):
         self.command, self.status, self.output = command, status, output
 
 
+class DemoStopped(DemoFailed):
+    """A signal stopped the demo: no command starts any more."""
+
+    def __init__(self, signum):
+        super().__init__(['(stopped by %s)' % signal.Signals(signum).name], 128 + signum)
+        self.signum = signum
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+STOP_WAIT = 60      # seconds the demo's running commands get to end after a signal (a snapshot) before a kill
+
+
+class _Children:
+    """The demo's running commands (Popen objects) and the signal that
+    stopped the demo, for the signal handler (main thread) and the threads
+    that start commands."""
+
+    def __init__(self):
+        self.running = set()
+        self.signalled = set()          # the ones the stop signal was passed on to
+        self.stop = None                # the first stop signal, once one came
+        self.lock = threading.RLock()   # (re-entered by the handler, which runs in the main thread)
+        self.timer = None
+
+    def popen(self, command, **kwargs):
+        """Popen(command) as a command of the demo's, or DemoStopped once a
+        signal stopped the demo."""
+        with self.lock:
+            if self.stop is not None:
+                raise DemoStopped(self.stop)
+        proc = subprocess.Popen(command, **kwargs)
+        with self.lock:
+            self.running.add(proc)
+            if self.stop is not None:       # it came while the command started
+                self._pass_on(proc, self.stop)
+        return proc
+
+    def done(self, proc):
+        with self.lock:
+            self.running.discard(proc)
+            self.signalled.discard(proc)
+
+    def _pass_on(self, proc, signum):
+        with self.lock:
+            if proc in self.signalled:
+                return
+            self.signalled.add(proc)
+        if signum == signal.SIGINT and _foreground():
+            return          # a Ctrl-C: the terminal sent it to the command as well
+        try:
+            proc.send_signal(signum)
+        except OSError:
+            pass
+
+    def kill_all(self):
+        with self.lock:
+            procs = list(self.running)
+        for proc in procs:
+            try:
+                proc.kill()
+            except OSError:
+                pass
+
+    def handle(self, signum, frame):
+        """A stop signal: passed on to the running commands, which are killed
+        at a second one or STOP_WAIT seconds later."""
+        with self.lock:
+            first = self.stop is None
+            if first:
+                self.stop = signum
+            procs = list(self.running)
+        if not first:
+            self.kill_all()
+            return
+        for proc in procs:
+            self._pass_on(proc, signum)
+        self.timer = threading.Timer(STOP_WAIT, self.kill_all)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def finish(self):
+        """After a stop signal: wait for the commands (killed at STOP_WAIT)."""
+        with self.lock:
+            procs = list(self.running)
+        for proc in procs:
+            try:
+                proc.wait()
+            except OSError:
+                pass
+
+
+_children = _Children()
+
+
+def _foreground():
+    """Whether the demo is in its terminal's foreground process group (a
+    Ctrl-C reached its commands too)."""
+    try:
+        fd = os.open('/dev/tty', os.O_RDONLY | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _run(command, **kwargs):
+    """Run ``command`` as a command of the demo's: (returncode, its
+    standard output when ``stdout`` is PIPE)."""
+    proc = _children.popen(command, **kwargs)
+    try:
+        out, _ = proc.communicate()
+    finally:
+        if proc.returncode is None:      # (an error of ours while waiting)
+            proc.kill()
+            proc.wait()
+        _children.done(proc)
+    return proc.returncode, out
+
+
 class Driver:
     @staticmethod
     def _env(log, extra=None):
@@ -95,11 +225,10 @@ class Driver:
         run_env = self._env(log, env)
         if tail is None and not quiet:
             if log is None:
-                status = subprocess.run(command, cwd=cwd, env=run_env).returncode
+                status, _ = _run(command, cwd=cwd, env=run_env)
             else:
                 with open(log, 'a') as f:
-                    status = subprocess.run(command, cwd=cwd, env=run_env, stdout=f,
-                                            stderr=subprocess.STDOUT).returncode
+                    status, _ = _run(command, cwd=cwd, env=run_env, stdout=f, stderr=subprocess.STDOUT)
             if status:
                 output = ''
                 if log is not None:    # the reason is in the log: show its end, and where it is
@@ -110,9 +239,10 @@ class Driver:
         sink = open(log, 'a') if log is not None else None
         try:
             # standard error as a shell pipe leaves it: on the terminal, or in the log
-            proc = subprocess.run(command, cwd=cwd, env=run_env, stdout=subprocess.PIPE, stderr=sink, text=True)
-            lines = proc.stdout.splitlines()
-            shown = lines[-30:] if proc.returncode else [] if quiet else lines[-tail:]
+            returncode, stdout = _run(command, cwd=cwd, env=run_env, stdout=subprocess.PIPE, stderr=sink,
+                                      text=True)
+            lines = stdout.splitlines()
+            shown = lines[-30:] if returncode else [] if quiet else lines[-tail:]
             if shown and sink is not None:
                 sink.write('\n'.join(shown) + '\n')
             elif shown:
@@ -120,21 +250,27 @@ class Driver:
         finally:
             if sink is not None:
                 sink.close()
-        if proc.returncode:
-            raise DemoFailed(command, proc.returncode, proc.stdout)
+        if returncode:
+            raise DemoFailed(command, returncode, stdout)
 
     def start(self, *args, log=None, env=None):
         """`caffe-mlic ARGS` in the background, its output in ``log`` (or on the terminal)."""
         command = [CLI] + [str(a) for a in args]
         out = open(log, 'w') if log is not None else None
-        proc = subprocess.Popen(command, env=dict(os.environ, **(env or {})), stdout=out,
-                                stderr=subprocess.STDOUT if out else None)
+        try:
+            proc = _children.popen(command, env=dict(os.environ, **(env or {})), stdout=out,
+                                   stderr=subprocess.STDOUT if out else None)
+        except BaseException:
+            if out is not None:
+                out.close()
+            raise
         proc.command, proc.log_file = command, out
         return proc
 
     @staticmethod
     def wait(proc, log=None):
         status = proc.wait()
+        _children.done(proc)
         if proc.log_file:
             proc.log_file.close()
         if status:
@@ -165,10 +301,21 @@ class Driver:
 
 
 def main(function):
-    """Run a demo from the checkout's root; a failed command ends it with its status."""
+    """Run a demo from the checkout's root; a failed command ends it with
+    its status, a stop signal N (STOP_SIGNALS) with 128 + N once its
+    running commands have ended."""
     os.chdir(REPO)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _children.handle)
     try:
         function()
-    except DemoFailed as e:
-        print('demo: %s' % e, file=sys.stderr)
-        sys.exit(e.status)
+    except BaseException as e:
+        if _children.stop is None:
+            if not isinstance(e, DemoFailed):
+                raise
+            print('demo: %s' % e, file=sys.stderr)
+            sys.exit(e.status)
+    if _children.stop is not None:
+        _children.finish()
+        print('demo: stopped by %s' % signal.Signals(_children.stop).name, file=sys.stderr)
+        sys.exit(128 + _children.stop)

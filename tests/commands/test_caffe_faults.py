@@ -193,11 +193,12 @@ def _gone(pid, wait=10.0):
     return False
 
 
-def _start(files, argv, until, loglevel='2'):
+def _start(files, argv, until, loglevel='2', **env):
     """`caffe-mlic caffe ARGV` in its own session, once ``until()`` is true
     (the binary is running): (wrapper, binary pid)."""
     proc = subprocess.Popen(CLI + ['caffe'] + argv, cwd=files, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=dict(os.environ, GLOG_minloglevel=loglevel), start_new_session=True)
+                            text=True, env=dict(os.environ, GLOG_minloglevel=loglevel, **env),
+                            start_new_session=True)
     deadline = time.monotonic() + 120
     while not until(proc):
         assert proc.poll() is None, proc.communicate()
@@ -282,14 +283,21 @@ def test_a_signal_to_the_wrapper_ends_caffe_time_without_a_stack_dump(files, sen
     assert _gone(binary)
 
 
-def test_the_binary_ends_with_a_killed_wrapper(long_run):
+def test_the_binary_ends_with_a_killed_wrapper(long_run, tmp_path):
     """The binary is in its own process group (a group kill reaches only the
-    wrapper, which passes it on): a SIGKILL of the wrapper ends it too."""
+    wrapper, which passes it on): a SIGKILL of the wrapper ends it too. Its
+    temp folder, left behind, is removed by the next run."""
+    temp = tmp_path / 'temp'
+    temp.mkdir()
     proc, binary = _start(long_run, ['train', '-solver', 'long.prototxt'],
-                          lambda proc: (long_run / 'long' / 'w_iter_5000.caffemodel').exists())
+                          lambda proc: (long_run / 'long' / 'w_iter_5000.caffemodel').exists(), TMPDIR=str(temp))
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
     assert _gone(binary)
+    assert [p.name.startswith('caffe-mlic-caffe-%d-' % proc.pid) for p in temp.iterdir()] == [True]
+    res = run_cli(['caffe', 'time', '-model', 'net.prototxt', '-iterations', '1'], long_run, TMPDIR=str(temp))
+    assert res.returncode == 0, res.stderr
+    assert not list(temp.iterdir())
 
 
 def test_the_wrapper_help_says_what_signals_do():
@@ -566,3 +574,52 @@ def test_the_binary_leaves_nothing_in_the_temp_folder(files, tmp_path):
     res = run_cli(['caffe', 'train', '-solver', 'solver.prototxt'], files, TMPDIR=str(temp))
     assert res.returncode == 0, res.stderr
     assert not list(temp.iterdir())
+
+
+def test_temp_folders_of_killed_runs_are_swept_and_live_ones_kept(files, tmp_path):
+    """A run killed with SIGKILL cannot remove its private temp folder; the
+    next run removes it: a folder of ours whose run (pid and start time) is
+    gone. A live run's folder, one of the older unnamed form, and other
+    names are kept."""
+    def _start_time(pid):       # /proc/PID/stat's 22nd field
+        with open('/proc/%d/stat' % pid) as f:
+            return int(f.read().rsplit(')', 1)[1].split()[19])
+    temp = tmp_path / 'temp'
+    temp.mkdir()
+    dead = subprocess.Popen(['true'])
+    dead_started = _start_time(dead.pid)
+    dead.wait()
+    me = os.getpid()
+    stale = [temp / ('caffe-mlic-caffe-%d-%d-abc_123' % (dead.pid, dead_started)),
+             # a reused pid: ours, another start time
+             temp / ('caffe-mlic-caffe-%d-%d-x1y2z3w4' % (me, _start_time(me) + 1))]
+    kept = [temp / ('caffe-mlic-caffe-%d-%d-livefold' % (me, _start_time(me))),
+            temp / 'caffe-mlic-caffe-o2wxasb8', temp / 'other-99999999-1-abc']
+    for folder in stale + kept:
+        (folder / 'sub').mkdir(parents=True)
+        (folder / 'sub' / 'caffe.INFO').write_text('log\n')
+    res = run_cli(['caffe', 'time', '-model', 'net.prototxt', '-iterations', '1'], files, TMPDIR=str(temp))
+    assert res.returncode == 0, res.stderr
+    assert sorted(temp.iterdir()) == sorted(kept)
+    assert all((folder / 'sub' / 'caffe.INFO').exists() for folder in kept)
+
+
+def test_a_live_runs_temp_folder_is_not_swept(tmp_path, monkeypatch):
+    """A run's own folder is locked: even with its pid unknown here (another
+    pid namespace sharing the folder), it is not swept."""
+    import tempfile
+    from caffe_mlic.commands import caffe
+    parent = tmp_path / 'temp'
+    parent.mkdir()
+    monkeypatch.setattr(tempfile, 'tempdir', str(parent))
+    private, lock = caffe._private_temp()
+    try:
+        assert os.path.dirname(private) == str(parent)
+        disguised = parent / ('caffe-mlic-caffe-%d-1-abcdefgh' % 2 ** 22)   # no such process
+        os.rename(private, disguised)
+        caffe._sweep_stale_temp(str(parent))
+        assert disguised.is_dir()
+    finally:
+        os.close(lock)
+    caffe._sweep_stale_temp(str(parent))
+    assert not list(parent.iterdir())
