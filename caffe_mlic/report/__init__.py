@@ -3,10 +3,15 @@ files (layout: an MLIC run of `make demo`, a ScasNet run of `make
 demo-scasnet`), the MLIC fairness checks (fairness), results.json (results),
 the pictures (figures) and the HTML pages (page: MLIC; scasnet), all written
 with this module's one stylesheet."""
+import contextlib
+import errno
 import html
+import json
 import os
+import shutil
+import tempfile
 
-from caffe_mlic.fileio import atomic_write
+from caffe_mlic.fileio import atomic_files, atomic_write, json_ready
 
 STYLE = """
 body { font-family: sans-serif; max-width: 1100px; margin: 1.5em auto; color: #222; }
@@ -19,13 +24,94 @@ p.note { color: #555; font-size: 0.92em; }
 """
 
 
-def write_page(path, title, body):
-    """An HTML page of ``body`` (lines of HTML) with its title and the stylesheet, atomically."""
-    page = ('<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>%s</title>'
+def page_text(title, body):
+    """An HTML page of ``body`` (lines of HTML) with its title and the stylesheet."""
+    return ('<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>%s</title>'
             '<style>%s</style></head><body>\n%s\n</body></html>\n' % (html.escape(title), STYLE, '\n'.join(body)))
+
+
+def write_page(path, title, body):
+    """An HTML page of ``body`` (page_text), atomically."""
     with atomic_write(path) as f:
-        f.write(page)
+        f.write(page_text(title, body))
     return path
+
+
+# ---------------------------------------------------------------- writing a report all or nothing
+
+def pictures_dir(run):
+    """RUN/report: the report's pictures."""
+    return os.path.join(run, 'report')
+
+
+def check_outputs(run, outputs):
+    """Before a report writes anything: an InputError when one of
+    ``outputs`` (paths) cannot be written as a file: a folder at its path
+    (through a link too), or its folder missing (RUN/report excepted: made
+    when missing) or not writable (a read-only file system, permissions)."""
+    from caffe_mlic.errors import InputError
+    pictures = os.path.realpath(pictures_dir(run))
+    checked = {}
+    for path in outputs:
+        real = os.path.realpath(path)
+        if os.path.isdir(real):
+            raise InputError('%s: a folder, not a file (the report writes this file there); move it away' % path)
+        folder = os.path.dirname(real)
+        if folder in checked:
+            continue
+        checked[folder] = True
+        if not os.path.isdir(folder):
+            if folder == pictures and os.path.isdir(os.path.dirname(folder)):
+                folder = os.path.dirname(folder)        # RUN/report is made in RUN
+            else:
+                raise InputError('%s: its folder %s is missing' % (path, os.path.dirname(path)))
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise InputError('%s: cannot write it: its folder %s is read-only or not writable by this user'
+                             % (path, folder))
+
+
+@contextlib.contextmanager
+def staging(run):
+    """A hidden folder beside RUN/report (beside the folder it links to, so
+    that renaming out of it stays on one file system) where a report makes
+    its pictures; removed on the way out, whatever happens. publish() moves
+    what it holds into RUN/report."""
+    out_dir = pictures_dir(run)
+    base = os.path.dirname(os.path.realpath(out_dir)) if os.path.isdir(out_dir) else run
+    try:
+        folder = tempfile.mkdtemp(prefix='.report.', suffix='.tmp', dir=base)
+    except OSError as e:
+        raise type(e)(e.errno, e.strerror, out_dir) from e
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def publish(run, pictures, results, title, body):
+    """The last step of a report: RUN/results.json (``results``) and
+    RUN/report.html (page_text of ``title`` and ``body``) written in full
+    to temp files beside them first, then the pictures moved from the
+    staging folder into RUN/report (``pictures``: [(staged, final)]), then
+    both files renamed into place together (fileio.atomic_files). An error
+    before the end (a full disk) leaves the previous report as it was and
+    nothing new. Returns the page's path."""
+    texts = {os.path.join(run, 'results.json'): json.dumps(json_ready(results), indent=1, sort_keys=False) + '\n',
+             os.path.join(run, 'report.html'): page_text(title, body)}
+    with atomic_files(list(texts)) as handles:
+        for handle, text in zip(handles, texts.values()):
+            handle.write(text)
+            handle.flush()              # a full disk shows here, before any picture is moved
+            try:
+                os.fsync(handle.fileno())
+            except OSError as e:
+                if e.errno != errno.EINVAL:     # EINVAL: not a file that syncs (a device)
+                    raise
+        if pictures:
+            os.makedirs(pictures_dir(run), exist_ok=True)
+        for staged, final in pictures:
+            os.replace(staged, os.path.realpath(final) if os.path.islink(final) else final)
+    return os.path.join(run, 'report.html')
 
 
 def _files_under(folder):

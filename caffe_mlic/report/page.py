@@ -9,9 +9,9 @@ import os
 
 import numpy as np
 
-from caffe_mlic.fileio import atomic_write_json, read_json
+from caffe_mlic.fileio import read_json
 from caffe_mlic import plotting
-from caffe_mlic.report import figures, layout, refuse_overwriting_inputs, write_page
+from caffe_mlic.report import check_outputs, figures, layout, pictures_dir, publish, refuse_overwriting_inputs, staging
 from caffe_mlic.report.results import collect
 
 EXAMPLES = 6
@@ -218,25 +218,37 @@ def _settings(run):
 
 def write_report(run):
     """Write RUN/results.json, RUN/report.html and RUN/report/*.png; returns
-    (results, report path)."""
+    (results, report path). Every check first (inputs, outputs); the
+    pictures made in a staging folder, then moved into place with the two
+    files written last (publish): an error leaves the previous report or
+    nothing new."""
     results = collect(run)
-    out_dir = os.path.join(run, 'report')
+    out_dir = pictures_dir(run)
     shown = _ground_truth(run, 'test')
     shown = shown.get('images') if isinstance(shown, dict) else None   # _examples: the first EXAMPLES
     shown = [image for image in shown[:EXAMPLES] if isinstance(image, dict)] if isinstance(shown, list) else []
-    refuse_overwriting_inputs(run, [os.path.join(run, name) for name in ('results.json', 'report.html')] + [
+    outputs = [os.path.join(run, name) for name in ('results.json', 'report.html')] + [
         os.path.join(out_dir, name) for name in ['kd_gain_per_class.png', 'training_curves.png'] + [
-            'example_%d.png' % index for index in range(len(shown))]], [image.get('file') for image in shown])
-    atomic_write_json(os.path.join(run, 'results.json'), results, sort_keys=False)
-    os.makedirs(out_dir, exist_ok=True)
+            'example_%d.png' % index for index in range(len(shown))]]
+    refuse_overwriting_inputs(run, outputs, [image.get('file') for image in shown])
+    check_outputs(run, outputs)
     classes = results['runs'][0]['student_kd']['classes']
     gains = [[(a if a is not None else np.nan) - (b if b is not None else np.nan)
               for a, b in zip(r['student_kd']['AP'], r['student_baseline']['AP'])]
              for r in results['runs']]
-    plotting.kd_gain_per_class(classes, _class_frequency(run, classes), gains,
-                               os.path.join(out_dir, 'kd_gain_per_class.png'))
-    figures.training_curves(layout.seed_dirs(run), os.path.join(out_dir, 'training_curves.png'))
-    examples = _examples(run, results, out_dir)
+    with staging(run) as folder:
+        plotting.kd_gain_per_class(classes, _class_frequency(run, classes), gains,
+                                   os.path.join(folder, 'kd_gain_per_class.png'))
+        figures.training_curves(layout.seed_dirs(run), os.path.join(folder, 'training_curves.png'))
+        staged = [os.path.join(folder, name) for name in ('kd_gain_per_class.png', 'training_curves.png')]
+        staged += _examples(run, results, folder)
+        final = [os.path.join(out_dir, os.path.basename(path)) for path in staged]
+        page = publish(run, list(zip(staged, final)), results, 'caffe-mlic demo report',
+                       _page_body(run, results, out_dir, final[2:]))
+    return results, page
+
+
+def _page_body(run, results, out_dir, examples):
     sizes = _settings(run)
     rel = lambda p: os.path.relpath(p, run)  # noqa: E731
     body = [
@@ -265,4 +277,4 @@ def write_report(run):
         '(the test split is never used while training).</p>',
         '<img src="%s" alt="training curves">' % rel(os.path.join(out_dir, 'training_curves.png')),
     ]
-    return results, write_page(os.path.join(run, 'report.html'), 'caffe-mlic demo report', body)
+    return body

@@ -15,8 +15,8 @@ import os
 import numpy as np
 
 from caffe_mlic.errors import InputError, Problem
-from caffe_mlic.fileio import atomic_write_json, read_json
-from caffe_mlic.report import layout, refuse_overwriting_inputs, write_page
+from caffe_mlic.fileio import read_json
+from caffe_mlic.report import check_outputs, layout, pictures_dir, publish, refuse_overwriting_inputs, staging
 
 TILE_PANEL = 300     # px per panel in the test-tile pictures
 METRICS = ('OA', 'mF1', 'mF1_all', 'mIoU')
@@ -200,10 +200,18 @@ def evaluation_inputs(evaluation):
 
 def read_demo_settings(path):
     """RUN/settings.json (the demo's settings), checked for what a report
-    reads: an object; "iters" an integer >= 1 and "mini" true or false when given."""
+    reads: an object; "iters" an integer >= 1, "mini" true or false, "seeds"
+    a list of distinct integers >= 0 and "heads" a list of distinct heads
+    (layout.SCAS_HEAD_LABELS), each when given."""
     data = _json_object(path, 'demo settings', "the demo's settings")
+
+    def distinct(v, test):
+        return isinstance(v, list) and bool(v) and all(map(test, v)) and len(set(v)) == len(v)
     rules = [('iters', lambda v: _is_count(v) and v >= 1, 'an integer >= 1'),
-             ('mini', lambda v: isinstance(v, bool), 'true or false')]
+             ('mini', lambda v: isinstance(v, bool), 'true or false'),
+             ('seeds', lambda v: distinct(v, _is_count), 'a non-empty list of distinct integers >= 0'),
+             ('heads', lambda v: distinct(v, lambda h: isinstance(h, str) and h in layout.SCAS_HEAD_LABELS),
+              'a non-empty list of distinct heads among %s' % ', '.join(layout.SCAS_HEAD_LABELS))]
     problems = _key_problems(path, data, [rule for rule in rules if rule[0] in data])
     if problems:
         raise InputError(problems=problems)
@@ -333,23 +341,32 @@ def _tables(results):
 
 def write_report(run):
     """Write RUN/results.json, RUN/report.html and RUN/report/*.png; returns
-    (results, report path)."""
+    (results, report path). Every check first (inputs, outputs); the
+    pictures made in a staging folder, then moved into place with the two
+    files written last (publish): an error leaves the previous report or
+    nothing new."""
     results = collect(run)
-    out_dir = os.path.join(run, 'report')
+    out_dir = pictures_dir(run)
     ours = read_evaluation(layout.scasnet_eval(run))
     stems = [os.path.splitext(os.path.basename(image['prediction']))[0] for image in ours['images']]
-    outputs = [os.path.join(out_dir, 'tile_%s.png' % stem) for stem in stems]
-    refuse_overwriting_inputs(run, [os.path.join(run, 'results.json'), os.path.join(run, 'report.html')] + outputs,
-                              evaluation_inputs(ours))
-    os.makedirs(out_dir, exist_ok=True)
+    pictures = [os.path.join(out_dir, 'tile_%s.png' % stem) for stem in stems]
+    outputs = [os.path.join(run, 'results.json'), os.path.join(run, 'report.html')] + pictures
+    refuse_overwriting_inputs(run, outputs, evaluation_inputs(ours))
+    check_outputs(run, outputs)
+    with staging(run) as folder:
+        staged = []
+        for image, stem, path in zip(ours['images'], stems, pictures):   # first: they read the last inputs
+            source = _find_image(layout.scasnet_path(run, 'data', 'top'), stem)
+            staged.append(tile_figure(source, layout.scasnet_path(run, 'pred', 'color', stem + '.png'),
+                                      image['ground_truth'], layout.scasnet_path(run, 'pred', 'overlay', stem + '.jpg'),
+                                      os.path.join(folder, os.path.basename(path))))
+        page = publish(run, list(zip(staged, pictures)), results, 'caffe-mlic ScasNet report',
+                       _page_body(run, results, pictures))
+    return results, page
+
+
+def _page_body(run, results, pictures):
     confusion_png = layout.scasnet_path(run, 'eval', 'scasnet.confusion.png')
-    pictures = []
-    for image, stem, path in zip(ours['images'], stems, outputs):   # first: they read the last inputs
-        source = _find_image(layout.scasnet_path(run, 'data', 'top'), stem)
-        gt_colour = image['ground_truth']
-        pictures.append(tile_figure(source, layout.scasnet_path(run, 'pred', 'color', stem + '.png'), gt_colour,
-                                    layout.scasnet_path(run, 'pred', 'overlay', stem + '.jpg'), path))
-    atomic_write_json(os.path.join(run, 'results.json'), results, sort_keys=False)
     curves = layout.scasnet_path(run, 'train', 'curves.png')
     rel = lambda p: os.path.relpath(p, run)  # noqa: E731
     main, per_class = _tables(results)
@@ -377,7 +394,7 @@ def write_report(run):
         'never used while training.</p>',
         '<img src="%s" alt="training curves">' % rel(curves) if os.path.isfile(curves) else '<p>(no curves)</p>',
     ]
-    return results, write_page(os.path.join(run, 'report.html'), 'caffe-mlic ScasNet report', body)
+    return body
 
 
 def _find_image(folder, stem):

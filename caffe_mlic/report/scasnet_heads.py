@@ -21,8 +21,7 @@ import os
 import numpy as np
 
 from caffe_mlic.errors import InputError, Problem
-from caffe_mlic.fileio import atomic_write_json
-from caffe_mlic.report import layout, refuse_overwriting_inputs, write_page
+from caffe_mlic.report import check_outputs, layout, pictures_dir, publish, refuse_overwriting_inputs, staging
 from caffe_mlic.report.results import mean_std
 from caffe_mlic.report.scasnet import (evaluation_inputs, majority_class, read_demo_settings, read_evaluation,
                                        same_classes)
@@ -187,28 +186,84 @@ def majority(run, evaluations):
     return m
 
 
-def collect(run, inputs=None):
-    """results.json's content (module docstring); the files read outside the
-    evaluations' folders are added to the list ``inputs`` when given."""
+def _listed(items):
+    return ', '.join(map(str, items))
+
+
+def matched_heads(run, settings=None):
+    """(seeds, heads) of a comparison run, checked to be matched: every seed
+    holds the same scored heads (seed<S>/<head>/eval/scasnet.json). What the
+    demo ran is what RUN/settings.json lists ("seeds", "heads", read by
+    read_demo_settings: ``settings``) when it does, else every seed<S>
+    folder and every head scored in any of them. A head missing from a
+    seed, a seed folder missing, an extra seed folder or an extra head
+    folder (a known head's name, or a folder with eval/scasnet.json) is
+    one InputError naming the run, the seeds and the heads: a comparison
+    with a head absent from a seed is not a comparison."""
+    settings = settings or {}
+    folders = layout.seed_dirs(run)
     found = layout.scasnet_heads(run)
     if not found:
         raise InputError('%s: no seed<S>/<head>/eval/scasnet.json: not a comparison of heads '
                          '(run `make demo-scasnet`)' % run)
-    heads = [h for h in layout.SCAS_HEAD_LABELS if all(h in by_head for by_head in found.values())]
-    if not heads:
-        raise InputError('%s: no head was scored for every seed (%s)' % (run, ', '.join(
-            'seed %d: %s' % (s, ' '.join(h)) for s, h in found.items())))
-    evaluations = {(seed, h): read_head(by_head[h]) for seed, by_head in found.items() for h in heads}
+
+    def head_folders(folder):       # what a seed folder holds that is, or looks like, a head
+        try:
+            names = sorted(e.name for e in os.scandir(folder) if e.is_dir())
+        except OSError:
+            return []
+        return [n for n in names if n in layout.SCAS_HEAD_LABELS
+                or os.path.isfile(layout.scasnet_eval(os.path.join(folder, n)))]
+    listed = [key for key in ('seeds', 'heads') if key in settings]
+    where = ' (the %s %s lists)' % (' and '.join(listed), layout.scasnet_path(run, 'settings.json')) if listed else ''
+    seeds = sorted(settings['seeds']) if 'seeds' in settings else list(folders)
+    named = settings['heads'] if 'heads' in settings else {h for by_head in found.values() for h in by_head}
+    heads = [h for h in layout.SCAS_HEAD_LABELS if h in named]
+    problems = []
+    missing_seeds = [seed for seed in seeds if seed not in folders]
+    if missing_seeds:
+        problems.append('no folder for seed%s %s' % ('s' if len(missing_seeds) > 1 else '', _listed(missing_seeds)))
+    extra_seeds = [seed for seed in folders if seed not in seeds]
+    if extra_seeds:
+        problems.append('seed folder%s %s not among the seeds' % ('s' if len(extra_seeds) > 1 else '', _listed(
+            os.path.basename(folders[seed]) for seed in extra_seeds)))
+    for seed in seeds:
+        if seed not in folders:
+            continue
+        scored = found.get(seed, {})
+        missing = [h for h in heads if h not in scored]
+        extra = [h for h in head_folders(folders[seed]) if h not in heads]
+        if missing:
+            problems.append('seed %d lacks head%s %s (no %s)' % (seed, 's' if len(missing) > 1 else '', _listed(
+                missing), _listed(os.path.relpath(layout.scasnet_eval(layout.scasnet_head_dir(run, seed, h)), run)
+                                  for h in missing)))
+        if extra:
+            problems.append('seed %d has the unexpected head folder%s %s' % (
+                seed, 's' if len(extra) > 1 else '', _listed(os.path.join(os.path.basename(folders[seed]), h)
+                                                             for h in extra)))
+    if problems:
+        raise InputError('%s: not a matched comparison: %s; every seed (%s) must hold every head (%s)%s'
+                         % (run, '; '.join(problems), _listed(seeds) or 'none', _listed(heads) or 'none', where))
+    return seeds, heads
+
+
+def collect(run, inputs=None):
+    """results.json's content (module docstring); the files read outside the
+    evaluations' folders are added to the list ``inputs`` when given."""
+    path = layout.scasnet_path(run, 'settings.json')
+    settings = read_demo_settings(path) if os.path.isfile(path) else None
+    seeds, heads = matched_heads(run, settings)
+    found = layout.scasnet_heads(run)
+    evaluations = {(seed, h): read_head(found[seed][h]) for seed in seeds for h in heads}
     same_classes([e for each in evaluations.values() for e in each])
-    runs = [dict(seed=seed, variants={h: head_metrics(by_head[h], evaluations[seed, h]) for h in heads})
-            for seed, by_head in found.items()]
+    runs = [dict(seed=seed, variants={h: head_metrics(found[seed][h], evaluations[seed, h]) for h in heads})
+            for seed in seeds]
     some = evaluations[runs[0]['seed'], heads[0]]
     first = some[0][1]
     results = dict(runs=runs, summary=summarise(runs, heads), majority=majority(run, some),
                    classes=first['classes'], test_tiles=[os.path.basename(i['prediction']) for i in first['images']])
-    settings = layout.scasnet_path(run, 'settings.json')
-    if os.path.isfile(settings):
-        results['settings'] = read_demo_settings(settings)
+    if settings is not None:
+        results['settings'] = settings
     if inputs is not None:
         inputs += [path for each in evaluations.values() for path, _ in each]
         inputs += [f for _, e in some for f in evaluation_inputs(e)]
@@ -307,20 +362,32 @@ def _tables(results):
 
 
 def write_report(run):
-    """Write RUN/results.json, RUN/report.html and RUN/report/*.png; returns (results, report path)."""
+    """Write RUN/results.json, RUN/report.html and RUN/report/*.png; returns
+    (results, report path). Every check first (inputs, outputs); the
+    pictures made in a staging folder, then moved into place with the two
+    files written last (publish): an error leaves the previous report or
+    nothing new."""
     inputs = []
     results = collect(run, inputs)
-    out_dir = os.path.join(run, 'report')
+    out_dir = pictures_dir(run)
     stems = [os.path.splitext(tile)[0] for tile in results['test_tiles']]
-    outputs = [os.path.join(out_dir, 'heads_%s.png' % stem) for stem in stems]
-    refuse_overwriting_inputs(run, [os.path.join(run, 'results.json'), os.path.join(run, 'report.html')] + outputs,
-                              inputs)
-    os.makedirs(out_dir, exist_ok=True)
+    pictures = [os.path.join(out_dir, 'heads_%s.png' % stem) for stem in stems]
+    outputs = [os.path.join(run, 'results.json'), os.path.join(run, 'report.html')] + pictures
+    refuse_overwriting_inputs(run, outputs, inputs)
+    check_outputs(run, outputs)
+    with staging(run) as folder:
+        # the pictures first, in the staging folder: they read the last inputs (tiles, hard masks, predictions)
+        heads, seed = results['summary']['heads'], results['runs'][0]['seed']
+        staged = [crop_figure(run, seed, heads, stem, os.path.join(folder, os.path.basename(path)))
+                  for stem, path in zip(stems, pictures)]
+        page = publish(run, list(zip(staged, pictures)), results, 'caffe-mlic ScasNet heads',
+                       _page_body(run, results, pictures))
+    return results, page
+
+
+def _page_body(run, results, pictures):
     heads, seed = results['summary']['heads'], results['runs'][0]['seed']
     rel = lambda p: os.path.relpath(p, run)  # noqa: E731
-    # the pictures first: they read the last inputs (tiles, hard masks, predictions)
-    pictures = [crop_figure(run, seed, heads, stem, path) for stem, path in zip(stems, outputs)]
-    atomic_write_json(os.path.join(run, 'results.json'), results, sort_keys=False)
     curves = [(h, os.path.join(layout.scasnet_head_dir(run, seed, h), 'train', 'curves.png')) for h in heads]
     table, paired, per_seed, claims = _tables(results)
     settings = results.get('settings', {})
@@ -347,7 +414,7 @@ def write_report(run):
         ''.join('<h3>%s</h3><img src="%s" alt="curves of %s">' % (html.escape(h), rel(p), html.escape(h))
                 for h, p in curves if os.path.isfile(p)),
     ]
-    return results, write_page(os.path.join(run, 'report.html'), 'caffe-mlic ScasNet heads', body)
+    return body
 
 
 def table(results):

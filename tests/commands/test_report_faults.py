@@ -4,6 +4,7 @@ and the key, not a traceback. (Here beside the data tests: the report reads
 what the data and evaluation commands write.)"""
 import json
 import os
+import shutil
 
 import cv2
 import numpy as np
@@ -189,7 +190,7 @@ def _heads_run(tmp_path, heads=('fcn', 'full'), seeds=(1,), eroded=False):
     for folder in (data / 'hard', tmp_path / 'masks'):
         cv2.imwrite(str(folder / 'a.png'), hard)
     (data / 'train.txt').write_text('top/a.png gts_for_participants/a.png\n')
-    (run / 'settings.json').write_text(json.dumps(dict(iters=2, mini=True, heads=list(heads))))
+    (run / 'settings.json').write_text(json.dumps(dict(iters=2, mini=True, heads=list(heads), seeds=list(seeds))))
     for seed in seeds:
         for k, head in enumerate(heads):
             folder = run / ('seed%d' % seed) / head
@@ -429,3 +430,140 @@ def test_single_net_report_refuses_to_write_through_a_link_onto_an_input(tmp_pat
     assert cli.main(['report', run]) == 2
     assert 'report.html is an input of this command' in capsys.readouterr().err
     assert open(os.path.join(run, 'eval', 'scasnet.json')).read() == before
+
+
+# ---------------------------------------------------------------- a comparison must be matched (N7)
+
+def _move(run, old, new):
+    os.rename(os.path.join(run, old), os.path.join(run, new))
+
+
+@pytest.mark.parametrize('change, parts', [
+    # a head renamed in one seed (the full column and its claims vanished, exit 0, before)
+    (lambda run: _move(run, 'seed1/full', 'seed1/fulx'),
+     ['seed 1 lacks head full (no seed1/full/eval/scasnet.json)',
+      'seed 1 has the unexpected head folder seed1/fulx',
+      'every seed (1, 2) must hold every head (fcn, full) (the seeds and heads']),
+    (lambda run: shutil.rmtree(os.path.join(run, 'seed2', 'fcn')), ['seed 2 lacks head fcn']),
+    (lambda run: shutil.rmtree(os.path.join(run, 'seed2')), ['no folder for seed 2']),
+    (lambda run: shutil.copytree(os.path.join(run, 'seed2'), os.path.join(run, 'seed7')),
+     ['seed folder seed7 not among the seeds']),
+    (lambda run: os.mkdir(os.path.join(run, 'seed7')), ['seed folder seed7 not among the seeds']),
+    (lambda run: shutil.copytree(os.path.join(run, 'seed1', 'fcn'), os.path.join(run, 'seed1', 'cascade')),
+     ['seed 1 has the unexpected head folder seed1/cascade']),
+    # no settings.json: every seed folder and every head scored in any seed
+    (lambda run: (os.remove(os.path.join(run, 'settings.json')),
+                  shutil.rmtree(os.path.join(run, 'seed2', 'full'))),
+     ['seed 2 lacks head full', 'every seed (1, 2) must hold every head (fcn, full)']),
+    (lambda run: (os.remove(os.path.join(run, 'settings.json')), os.mkdir(os.path.join(run, 'seed3'))),
+     ['seed 3 lacks heads fcn, full']),
+    (lambda run: (os.remove(os.path.join(run, 'settings.json')),
+                  shutil.copytree(os.path.join(run, 'seed1', 'fcn'), os.path.join(run, 'seed2', 'cascade'))),
+     ['seed 1 lacks head cascade (no seed1/cascade/eval/scasnet.json)', 'every head (fcn, cascade, full)']),
+])
+def test_heads_report_refuses_a_comparison_that_is_not_matched(tmp_path, capsys, change, parts):
+    run = _heads_run(tmp_path, seeds=(1, 2))
+    change(run)
+    err = _report_error(capsys, run)
+    assert err.startswith('caffe-mlic report: %s: not a matched comparison: ' % run), err
+    for part in parts:
+        assert part in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert not os.path.exists(os.path.join(run, 'results.json'))
+
+
+@pytest.mark.parametrize('values, line', [
+    (dict(seeds=[1, 1]), '"seeds": must be a non-empty list of distinct integers >= 0, got [1, 1]'),
+    (dict(seeds='1 2'), '"seeds": must be a non-empty list of distinct integers >= 0'),
+    (dict(heads=['fcn', 'bogus']), '"heads": must be a non-empty list of distinct heads among fcn, parallel'),
+    (dict(heads=[]), '"heads": must be a non-empty list'),
+])
+def test_heads_report_checks_the_seeds_and_heads_of_the_settings(tmp_path, capsys, values, line):
+    run = _heads_run(tmp_path)
+    _set(os.path.join(run, 'settings.json'), **values)
+    err = _report_error(capsys, run)
+    assert os.path.join(run, 'settings.json') + ': ' + line in err, err
+
+
+def test_heads_report_of_a_matched_run_without_settings(tmp_path, capsys):
+    run = _heads_run(tmp_path, seeds=(1, 2))
+    os.remove(os.path.join(run, 'settings.json'))
+    assert cli.main(['report', run]) == 0, capsys.readouterr().err
+    results = json.loads(open(os.path.join(run, 'results.json')).read())
+    assert [r['seed'] for r in results['runs']] == [1, 2] and results['summary']['heads'] == ['fcn', 'full']
+
+
+# ---------------------------------------------------------------- all or nothing (N8)
+
+def _snapshot(run):
+    """{path relative to RUN: bytes} of the report's outputs, and every hidden entry of RUN."""
+    out = {}
+    for base, dirs, files in os.walk(run):
+        for name in files + dirs:
+            path = os.path.join(base, name)
+            rel = os.path.relpath(path, run)
+            if name.startswith('.') or rel in ('results.json', 'report.html', 'report') \
+                    or rel.startswith('report' + os.sep):
+                out[rel] = open(path, 'rb').read() if os.path.isfile(path) else None
+    return out
+
+
+def test_heads_report_with_a_folder_at_an_output_writes_nothing(tmp_path, capsys):
+    """A folder at report.html: exit 1 but results.json and report/*.png
+    written before."""
+    run = _heads_run(tmp_path)
+    os.mkdir(os.path.join(run, 'report.html'))
+    err = _report_error(capsys, run)
+    assert '%s: a folder, not a file' % os.path.join(run, 'report.html') in err, err
+    assert _snapshot(run) == {'report.html': None}
+
+
+def _full_disk_at(monkeypatch, name):
+    """Writing the output ``name`` fails as on a full disk (ENOSPC), however it is written."""
+    import errno
+    from caffe_mlic import fileio, report
+    real = fileio.atomic_files
+
+    def atomic_files(paths, *args, **kwargs):
+        if any(os.path.basename(p) == name for p in paths):
+            raise OSError(errno.ENOSPC, 'No space left on device', [p for p in paths if p.endswith(name)][0])
+        return real(paths, *args, **kwargs)
+    monkeypatch.setattr(fileio, 'atomic_files', atomic_files)
+    monkeypatch.setattr(report, 'atomic_files', atomic_files, raising=False)
+
+
+@pytest.mark.parametrize('name', ['report.html', 'results.json', 'heads_a.png'])
+def test_heads_report_keeps_the_previous_report_after_an_error(tmp_path, capsys, monkeypatch, name):
+    """A full disk while writing one output: the previous report stays as
+    it was (new pictures and results.json beside the old page before), no
+    temp file or staging folder is left."""
+    run = _heads_run(tmp_path)
+    assert cli.main(['report', run]) == 0
+    before = _snapshot(run)
+    assert set(before) == {'results.json', 'report.html', 'report', os.path.join('report', 'heads_a.png')}
+    _set(_eval(run, head='fcn'), mF1=12.5)                                 # a new report would differ
+    pred = os.path.join(run, 'seed1', 'fcn', 'pred', 'color', 'a.png')
+    cv2.imwrite(pred, np.full((24, 24, 3), 200, np.uint8))
+    _full_disk_at(monkeypatch, name)
+    err = _report_error(capsys, run)
+    assert 'No space left on device' in err, err
+    assert _snapshot(run) == before
+    monkeypatch.undo()
+    assert cli.main(['report', run]) == 0
+    assert _snapshot(run) != before and set(_snapshot(run)) == set(before)
+
+
+def test_single_net_report_with_a_folder_at_an_output_writes_nothing(tmp_path, capsys):
+    run = _scasnet_run(tmp_path)
+    for folder in ('pred/color', 'pred/overlay'):
+        os.makedirs(os.path.join(run, folder))
+    image = np.zeros((8, 8, 3), np.uint8)
+    for path in ('data/top/a.png', 'pred/color/a.png', 'pred/overlay/a.jpg'):
+        cv2.imwrite(os.path.join(run, path), image)
+    os.mkdir(os.path.join(run, 'report.html'))
+    err = _report_error(capsys, run)
+    assert '%s: a folder, not a file' % os.path.join(run, 'report.html') in err, err
+    assert _snapshot(run) == {'report.html': None}
+    os.rmdir(os.path.join(run, 'report.html'))
+    assert cli.main(['report', run]) == 0, capsys.readouterr().err
+    assert set(_snapshot(run)) == {'results.json', 'report.html', 'report', os.path.join('report', 'tile_a.png')}
