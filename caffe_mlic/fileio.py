@@ -257,7 +257,7 @@ def read_json(path, what=None):
             if size > MAX_JSON_BYTES:
                 raise InputError(problems=[Problem(path, None, None, '%s is %d bytes, more than the %d a JSON '
                                                    'input may have' % (what or 'the file', size, MAX_JSON_BYTES))])
-            text = f.read(MAX_JSON_BYTES + 1)
+            text = f.read()      # a regular file of known size (read(n) would reserve n bytes first)
     except OSError as e:
         raise InputError(problems=[Problem(path, None, None, 'cannot read%s: %s' % (
             ' the ' + what if what else '', e.strerror or e))])

@@ -191,3 +191,16 @@ def test_read_json_refuses_devices_fifos_folders_and_oversized_files(tmp_path, m
         fileio.read_json(str(big))
     monkeypatch.setattr(fileio, 'MAX_JSON_BYTES', 102)
     assert fileio.read_json(str(big)) == []
+
+
+def test_read_json_of_a_small_file_fits_in_little_memory(tmp_path):
+    """read(MAX_JSON_BYTES + 1) reserved 2 GiB for any file: every JSON input
+    failed with a MemoryError traceback under a memory limit."""
+    import subprocess
+    import sys
+    path = tmp_path / 'small.json'
+    path.write_text('{"a": 1}')
+    code = ('import resource; resource.setrlimit(resource.RLIMIT_AS, (1500 * 2 ** 20, 1500 * 2 ** 20)); '
+            'from caffe_mlic.fileio import read_json; print(read_json(%r))' % str(path))
+    res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout == "{'a': 1}\n", res.stderr
