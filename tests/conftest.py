@@ -1,10 +1,19 @@
 import os
+import signal
 
 os.environ.setdefault('GLOG_minloglevel', '2')  # before caffe is imported
 
 import pytest  # noqa: E402
 
 from tests import netutil  # noqa: E402
+
+
+# A shell without job control (`make test &` in a script, nohup) starts a
+# background command with SIGINT ignored, and every child inherits that; our
+# commands keep an inherited ignore, as background jobs should. The tests
+# that stop a command with SIGINT need it deliverable to their children.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope='session')
