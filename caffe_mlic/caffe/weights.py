@@ -128,6 +128,8 @@ def _fields(raw, start, end):
     while pos < end:
         key, pos = _varint(raw, pos, end)
         number, wire = key >> 3, key & 7
+        if number == 0:     # no message has field 0 (protobuf stops there): zero bytes
+            raise _Malformed()
         if wire == _VARINT:
             value, pos = _varint(raw, pos, end)
         elif wire == _BYTES:
@@ -144,10 +146,15 @@ def _fields(raw, start, end):
 
 def _scan_layers(raw):
     """[(name, type, [(shape, values, legacy)])] of every layer, as _read_model."""
-    top = list(_fields(raw, 0, len(raw)))
-    spans, kind = [v for n, w, v in top if n == _NET_LAYER and w == _BYTES], 'layer'
+    # only the layers' spans are kept: a list of every top-level field
+    # would cost ~70 bytes per field of a large malformed file
+    by_field = {_NET_LAYER: [], _NET_V1_LAYERS: []}
+    for number, wire, value in _fields(raw, 0, len(raw)):
+        if number in by_field and wire == _BYTES:
+            by_field[number].append(value)
+    spans, kind = by_field[_NET_LAYER], 'layer'
     if not spans:
-        spans, kind = [v for n, w, v in top if n == _NET_V1_LAYERS and w == _BYTES], 'v1'
+        spans, kind = by_field[_NET_V1_LAYERS], 'v1'
     name_field, type_field, blobs_field = _LAYER_FIELDS[kind]
     layers = []
     for start, end in spans:

@@ -213,7 +213,7 @@ def student(tmp_path_factory):
 def test_commands_refuse_a_caffemodel_over_2gb_in_one_line(student, args):
     """Not a Caffe abort (rc 134) nor OpenCV's exception: our line, before either reads it."""
     sparse_file(student / 'big.caffemodel', 2 ** 31)
-    sparse_file(student / 'ok.caffemodel', 100)
+    (student / 'ok.caffemodel').write_bytes(b'')     # an empty net: read, then big refused
     res = subprocess.run(CLI + args, cwd=student, capture_output=True, text=True, timeout=300)
     assert res.returncode == 1, res.stderr
     line = res.stderr.strip().splitlines()[-1]    # (glog's warnings may come first)
@@ -399,3 +399,32 @@ def test_a_scalar_blob_as_caffe_writes_it_fits(tmp_path, net_from_text):
         weights.check_weights(path, net, complete=True)
     (name, _, (slope,)), = weights.read_layers(str(tmp_path / 'p.caffemodel'))
     assert name == 'p' and slope.shape == () and slope == np.float32(0.25)
+
+
+def test_a_zero_filled_file_is_refused_at_its_first_bytes(tmp_path):
+    """Zero bytes are field number 0, which no message has: protobuf stops
+    there and reads an empty net, which Caffe would take without a word (a
+    preallocated download of a caffemodel). We refuse it in one line, at
+    its first bytes."""
+    path = tmp_path / 'zero.caffemodel'
+    path.write_bytes(bytes(4 << 20))
+    assert by_protobuf(bytes(64)) == []
+    with pytest.raises(InputError, match='zero.caffemodel: truncated or not a NetParameter'):
+        weights.read_layers(str(path))
+
+
+def test_scanning_keeps_only_the_layers_not_every_field(tmp_path):
+    """A file of a million unknown top-level fields (valid protobuf) is
+    scanned in memory bounded by the file, not ~70 bytes per field."""
+    import tracemalloc
+    field = _key(100, 0) + _varint(1)           # an unknown varint field
+    data = field * (1 << 20)
+    path = tmp_path / 'fields.caffemodel'
+    path.write_bytes(data)
+    tracemalloc.start()
+    try:
+        assert weights.read_layers(str(path)) == []
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * len(data), peak
