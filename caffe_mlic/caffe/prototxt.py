@@ -196,6 +196,42 @@ _POSITIVE_FIELDS = (
     ('InnerProduct', 'inner_product_param', ('num_output',)),
 )
 
+# How many bottoms Caffe's Layer::CheckBlobCounts takes (it aborts otherwise),
+# for the common stock layers: (fewest, most; None: no limit), from their
+# headers' ExactNum / Min / MaxBottomBlobs.
+_ONE = (1, 1)
+_BOTTOM_COUNTS = dict(
+    {kind: _ONE for kind in ('AbsVal', 'BatchNorm', 'BNLL', 'Dropout', 'ELU', 'Exp', 'Flatten',
+                             'InnerProduct', 'Log', 'LRN', 'MVN', 'Pooling', 'Power', 'PReLU',
+                             'ReLU', 'Reshape', 'Sigmoid', 'Slice', 'Softmax', 'Split', 'TanH',
+                             'Threshold', 'Tile', 'ArgMax', 'Reduction', 'Embed', 'SPP')},
+    **{kind: (2, 2) for kind in ('Crop', 'EuclideanLoss', 'SigmoidCrossEntropyLoss',
+                                 'SoftmaxWithLoss', 'Accuracy', 'HingeLoss')},
+    Eltwise=(2, None), Concat=(1, None), Convolution=(1, None), Deconvolution=(1, None),
+    Scale=(1, 2), Bias=(1, 2), Input=(0, 0), Data=(0, 0))
+
+
+def _count_problems(layer):
+    """Bottom counts Caffe would abort on (_BOTTOM_COUNTS), and Eltwise's
+    coefficients (one per bottom, none for PROD: EltwiseLayer::LayerSetUp)."""
+    problems = []
+    fewest, most = _BOTTOM_COUNTS.get(layer.type, (0, None))
+    if not fewest <= len(layer.bottom) <= (most if most is not None else len(layer.bottom)):
+        wanted = ('%d' % fewest if fewest == most else '%d or more' % fewest if most is None
+                  else '%d to %d' % (fewest, most))
+        problems.append('takes %s bottom%s, got %d' % (wanted, '' if wanted == '1' else 's', len(layer.bottom)))
+    if layer.type in ('Convolution', 'Deconvolution') and len(layer.top) != len(layer.bottom):
+        problems.append('needs one top per bottom, got %d bottoms and %d tops'
+                        % (len(layer.bottom), len(layer.top)))
+    if layer.type == 'Eltwise':
+        p = layer.eltwise_param
+        if len(p.coeff) and len(p.coeff) != len(layer.bottom):
+            problems.append('eltwise_param has %d coeff for %d bottoms (one per bottom, or none)'
+                            % (len(p.coeff), len(layer.bottom)))
+        if len(p.coeff) and p.operation == p.PROD:
+            problems.append('eltwise_param coeff is for operation SUM, not PROD')
+    return problems
+
 
 @functools.lru_cache(maxsize=1)
 def _caffe_layer_types():
@@ -210,6 +246,7 @@ def _layer_problems(layer):
     if layer.type not in _caffe_layer_types():       # the layer factory's FATAL
         return ['unknown layer type %r (a layer of a Caffe fork? this Caffe knows %d types, see '
                 'caffe.layer_type_list())' % (layer.type, len(_caffe_layer_types()))]
+    problems += _count_problems(layer)
     for kind, message, names in _POSITIVE_FIELDS:
         if layer.type == kind:
             param = getattr(layer, message)

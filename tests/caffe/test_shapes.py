@@ -218,3 +218,51 @@ def test_an_eltwise_of_unequal_shapes_is_refused_naming_it_not_a_segfault():
     assert str(e.value) == ("sum.prototxt: layer 'sum' (TEST): Eltwise bottoms must have one shape, "
                             "got a 2 x 4 x 8 x 8, b 2 x 2 x 8 x 8")
     prototxt.check_net(text_format.Merge(ELTWISE % 4, caffe_pb2.NetParameter()), 'sum.prototxt', 'TEST')
+
+
+@pytest.mark.parametrize('layer, message', [
+    ('bottom: "a" bottom: "b" top: "s" eltwise_param { coeff: 1 }',
+     'eltwise_param has 1 coeff for 2 bottoms (one per bottom, or none)'),
+    ('bottom: "a" top: "s"', 'takes 2 or more bottoms, got 1'),
+    ('bottom: "a" bottom: "b" top: "s" eltwise_param { operation: PROD coeff: 1 coeff: 2 }',
+     'eltwise_param coeff is for operation SUM, not PROD'),
+])
+def test_eltwise_layers_caffe_would_abort_on_are_named(layer, message):
+    """EltwiseLayer::LayerSetUp CHECKs its coefficients and Layer::CheckBlobCounts
+    its bottoms: a "Check failed" abort of the whole process otherwise."""
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    text = (ELTWISE % 4).replace('bottom: "a" bottom: "b" top: "s"', layer)
+    with pytest.raises(InputError) as e:
+        prototxt.check_net(text_format.Merge(text, caffe_pb2.NetParameter()), 'e.prototxt', 'TEST')
+    assert str(e.value) == "e.prototxt: layer 'sum': Eltwise: %s" % message
+
+
+@pytest.mark.parametrize('layer, message', [
+    ('layer { name: "r" type: "ReLU" bottom: "a" bottom: "b" top: "r" }', "'r': ReLU: takes 1 bottom, got 2"),
+    ('layer { name: "c" type: "Crop" bottom: "a" top: "c" }', "'c': Crop: takes 2 bottoms, got 1"),
+    ('layer { name: "s" type: "Scale" bottom: "a" bottom: "b" bottom: "x" top: "t" }',
+     "'s': Scale: takes 1 to 2 bottoms, got 3"),
+    ('layer { name: "k" type: "Convolution" bottom: "a" bottom: "b" top: "k" '
+     'convolution_param { num_output: 4 kernel_size: 1 } }',
+     "'k': Convolution: needs one top per bottom, got 2 bottoms and 1 tops"),
+])
+def test_bottom_counts_caffe_would_abort_on_are_named(layer, message):
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    text = ELTWISE % 4 + layer
+    with pytest.raises(InputError) as e:
+        prototxt.check_net(text_format.Merge(text, caffe_pb2.NetParameter()), 'e.prototxt', 'TEST')
+    assert str(e.value) == 'e.prototxt: layer %s' % message
+
+
+def test_caffe_command_refuses_a_malformed_eltwise_without_an_abort(tmp_path):
+    import subprocess
+    import sys
+    (tmp_path / 'e.prototxt').write_text((ELTWISE % 4).replace('top: "s"', 'top: "s" eltwise_param { coeff: 1 }'))
+    res = subprocess.run([sys.executable, '-m', 'caffe_mlic.cli', 'caffe', 'test', '-model', 'e.prototxt',
+                          '-iterations', '1'], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1, res.stderr
+    assert 'Check failed' not in res.stderr and 'Traceback' not in res.stderr
+    assert res.stderr.strip().splitlines()[-1].endswith(
+        "e.prototxt: layer 'sum': Eltwise: eltwise_param has 1 coeff for 2 bottoms (one per bottom, or none)")
