@@ -72,12 +72,20 @@ def save(fig, path, fmt=None):
         fig.savefig(f, format=fmt or (ext if ext in FORMATS else 'png'))
 
 
+# Larger magnitudes are left out like non-finite ones: an axis spanning
+# -1e308..1e308 overflows in matplotlib's tick locator (an IndexError).
+PLOTTABLE = 1e300
+
+
+def _plottable(value):
+    return isinstance(value, (int, float)) and math.isfinite(value) and abs(value) <= PLOTTABLE
+
+
 def series(records, key, phase):
-    """(iterations, values) of ``key`` over the records of ``phase``; missing
-    and non-finite values are left out."""
+    """(iterations, values) of ``key`` over the records of ``phase``; missing,
+    non-finite and unplottably large values are left out."""
     points = [(r['iteration'], r[key]) for r in records
-              if r.get('phase') == phase and isinstance(r.get(key), (int, float))
-              and math.isfinite(r[key])]
+              if r.get('phase') == phase and _plottable(r.get(key)) and _plottable(r.get('iteration'))]
     return [p[0] for p in points], [p[1] for p in points]
 
 

@@ -176,6 +176,16 @@ def test_plot_log_writes_the_format_its_extension_names(tmp_path, capsys):
     assert 'the image format comes from the extension' in capsys.readouterr().err
 
 
+def test_plot_log_draws_losses_of_an_extreme_but_finite_range(tmp_path, capsys):
+    """+-1e308 overflowed matplotlib's tick locator (an IndexError traceback):
+    such values are left out like non-finite ones, and the rest is drawn."""
+    log = tmp_path / 'train.log'
+    log.write_text(''.join('I0101 00:00:00.000000 1 solver.cpp:218] Iteration %d (0 iter/s, 0s/1 iters), '
+                           'loss = %s\n' % (i, v) for i, v in enumerate(['1e308', '-1e308', '0.5', '0.4'])))
+    assert cli.main(['plot-log', str(log), '-o', str(tmp_path / 'c.png')]) == 0, capsys.readouterr().err
+    assert (tmp_path / 'c.png').read_bytes()[:4] == b'\x89PNG'
+
+
 def test_plot_log_names_a_log_with_a_newline_on_one_line(tmp_path, capsys):
     """A newline in the log's name made a two-line message."""
     log = tmp_path / 'a\nb.log'
