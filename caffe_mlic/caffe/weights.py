@@ -383,8 +383,8 @@ def _hdf5_layers(path, error):
     found each one whole. A blob shared with another layer is left out of the
     file by Caffe: a layer missing one before its last is refused (its
     blobs could not be told apart by position)."""
-    if not os.path.isfile(path):
-        raise error('%s: no such weights file' % path)
+    if weights_file_problem(path):
+        raise error(weights_file_problem(path))
     sources = _hdf5_sources(path, error)
     out = []
     with open_hdf5(path, error, 'weights file') as f:
@@ -455,6 +455,16 @@ def _h5_blob(h5py, group, key, file_size):
     return BlobInfo(shape, False, count)
 
 
+def weights_file_problem(path):
+    """Why ``path`` cannot be a weights file ('no such weights file', or not
+    a regular one), or None."""
+    if os.path.isfile(path):
+        return None
+    if os.path.exists(path):
+        return '%s: not a regular file (a device, FIFO or folder), not weights' % path
+    return '%s: no such weights file' % path
+
+
 def _count(shape):
     n = 1
     for d in shape:
@@ -508,8 +518,8 @@ def check_weight_layers(path, wants, complete=False, fill=True, error=InputError
     ``fill``: at least one layer with weights must be in the file.
     ``sources``: the file's read_sources, when read already."""
     if sources is None:
-        if not os.path.isfile(path):
-            raise error('%s: no such weights file' % path)
+        if weights_file_problem(path):
+            raise error(weights_file_problem(path))
         sources = read_sources(path, error)
     hdf5 = is_hdf5(path)
     given = {}      # (a binary file may name a layer twice: Caffe copies, and checks, each)

@@ -488,10 +488,11 @@ def _check_weight_files(value, argv=()):
     action = argv[0] if argv and not argv[0].startswith('-') else None
     # (`test` reads -weights as one file; `train` splits it at commas)
     paths = [value] if action == 'test' else value.split(',')
+    from caffe_mlic.caffe.weights import weights_file_problem
     for path in paths:
-        if not os.path.isfile(path):
-            raise InputError('%s: no such weights file (-weights%s)' % (
-                path, '; test takes one file, not a list' if action == 'test' and ',' in path else ''))
+        if weights_file_problem(path):
+            raise InputError('%s (-weights%s)' % (weights_file_problem(path), '; test takes one file, not a list'
+                                                   if action == 'test' and ',' in path else ''))
     # the nets the binary copies the weights into: [(phase, [(layer, [ParamBlob] or None)])]
     nets = []
     if action == 'train':

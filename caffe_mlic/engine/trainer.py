@@ -180,9 +180,10 @@ class Trainer:
             refuse_overwriting([os.path.join(self.run_dir, 'solver.prototxt')], [self.solver_file.path],
                                'run_dir')
         self.weights = list(weights)
+        from caffe_mlic.caffe.weights import weights_file_problem
         for w in self.weights:
-            if not os.path.isfile(w):
-                raise InputError('%s: no such weights file' % w)
+            if weights_file_problem(w):
+                raise InputError(weights_file_problem(w))
         if resume not in (None, 'auto') and not os.path.isfile(resume):
             raise InputError('%s: no such solver state' % resume)
         if resume not in (None, 'auto') and self.weights:

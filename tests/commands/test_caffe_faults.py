@@ -42,6 +42,8 @@ def one_line(res, code, message):
      'give -snapshot STATE to resume or -weights W to fine-tune, not both'),
     (['train', '-solver', 'solver.prototxt', '-weights', 'gone.caffemodel'], 1,
      r'gone.caffemodel: no such weights file \(-weights\)'),
+    (['train', '-solver', 'solver.prototxt', '-weights', '/dev/zero'], 1,
+     r'/dev/zero: not a regular file \(a device, FIFO or folder\), not weights \(-weights\)'),
     (['train', '-solver', 'solver.prototxt', '-weights', 'garbage.caffemodel'], 1,
      r'garbage.caffemodel: truncated or not a NetParameter .*'),
     (['train', '-solver', 'solver.prototxt', '-snapshot', 'gone.solverstate'], 1,

@@ -355,6 +355,7 @@ def test_bad_input_gets_one_clear_line(tiny, student_run, capsys, monkeypatch):
         (['train', str(tiny / 'badlr.prototxt')], 1, 'lr_policy "step" needs stepsize > 0'),
         (['train', teacher, '--weights', '%s,%s' % (truncated, tiny / 'no.caffemodel')], 1,
          'no.caffemodel: no such weights file'),
+        (['train', teacher, '--weights', str(tiny)], 1, 'not a regular file (a device, FIFO or folder), not weights'),
         (['train', teacher, '--weights', str(truncated)], 1,
          'truncated.caffemodel: truncated or not a NetParameter'),
         (['train', teacher, '--resume', str(tiny / 'no.solverstate')], 1,
