@@ -1,5 +1,8 @@
 """Starting our helper processes (the data layers' workers, `proposals
---jobs`): one place for what a spawned child needs at its start."""
+--jobs`): one place for what a spawned child needs at its start; folders
+named after the process that owns them."""
+import contextlib
+import os
 import signal
 
 
@@ -17,3 +20,108 @@ def start_without_sigint(proc):
         proc.start()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def start_time(pid):
+    """Process ``pid``'s start time (clock ticks after boot, /proc/PID/stat's
+    22nd field: with the pid, it names one process even where pids are
+    reused), or None if there is no such process (a zombie counts as gone)."""
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] in 'ZX':
+        return None
+    return int(fields[19])
+
+
+def owned_folder(parent, prefix, suffix=''):
+    """A new folder in ``parent`` named after this process (``prefix``, our
+    pid and start time, a random part, ``suffix``) and locked (flock, held
+    until the returned fd is closed or we exit), once the folders of that
+    naming whose process is gone are swept (sweep_owned_folders): (path, fd).
+    For temp and staging folders that a SIGKILL leaves behind."""
+    import fcntl
+    import tempfile
+    sweep_owned_folders(parent, prefix, suffix)
+    pid = os.getpid()
+    folder = tempfile.mkdtemp(prefix='%s%d-%d-' % (prefix, pid, start_time(pid) or 0), suffix=suffix, dir=parent)
+    lock = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(lock, fcntl.LOCK_SH)
+    return folder, lock
+
+
+def sweep_owned_folders(parent, prefix, suffix=''):
+    """Remove from ``parent`` the folders owned_folder made with ``prefix`` and
+    ``suffix`` whose process is gone (no process of that pid and start
+    time), owned by our user and locked by no process. Folders of the older
+    naming without a pid, and another sweep at the same time, or a folder
+    that goes away meanwhile, are no error: left alone or skipped."""
+    import fcntl
+    import re
+    import shutil
+    import stat
+    name_pattern = re.compile(re.escape(prefix) + r'(\d+)-(\d+)-[A-Za-z0-9_]+' + re.escape(suffix))
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    uid = os.getuid()
+    for name in names:
+        match = name_pattern.fullmatch(name)
+        if not match:
+            continue
+        pid, started = int(match.group(1)), int(match.group(2))
+        if started == 0 or start_time(pid) == started:
+            continue                # alive (or a start time we could not read: left alone)
+        path = os.path.join(parent, name)
+        try:
+            info = os.lstat(path)
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid:
+                continue
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            # a live process holds its folder locked (a safeguard, e.g. a pid
+            # of another pid namespace sharing this folder)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(fd)
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGHUP arrived inside stopped_cleanly: unwinds like
+    KeyboardInterrupt, so that what the block was making is removed."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stopped_cleanly():
+    """SIGTERM and SIGHUP raise Stopped inside the block (a second one is
+    ignored while the first unwinds); the previous handlers after it."""
+    signums = [signal.SIGTERM, signal.SIGHUP]
+
+    def stop(signum, frame):
+        for s in signums:
+            signal.signal(s, signal.SIG_IGN)
+        raise Stopped(signum)
+    try:
+        old = {s: signal.signal(s, stop) for s in signums}
+    except ValueError:          # not the main thread: signals stay as they are
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)

@@ -49,7 +49,6 @@ killed it (134: SIGABRT, a CHECK that failed); 2 and 1 for our own checks,
 as every command."""
 import argparse
 import os
-import re
 import signal
 
 from caffe_mlic.cli import GLOG_DEFAULT_MARK
@@ -137,7 +136,7 @@ def _run_argv(argv, signals):
     # log files there (TMPDIR), and multiprocessing its pymp-* folders, which
     # the embedded Python's exit never cleans up.
     # A run killed with SIGKILL cannot remove its own: the folders of runs
-    # that are gone are swept here (_sweep_stale_temp).
+    # that are gone are swept here (processes.sweep_owned_folders).
     import shutil
     private, lock = _private_temp()
     env = dict(env, TMPDIR=private)
@@ -149,79 +148,14 @@ def _run_argv(argv, signals):
 
 
 TEMP_PREFIX = 'caffe-mlic-caffe-'
-# TEMP_PREFIX + '<pid>-<start time>-' + mkdtemp's random part: the run that owns it
-_TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r'(\d+)-(\d+)-[A-Za-z0-9_]+')
-
-
-def _start_time(pid):
-    """Process ``pid``'s start time (clock ticks after boot, /proc/PID/stat's
-    22nd field: with the pid, it names one process even where pids are
-    reused), or None if there is no such process (a zombie counts as gone)."""
-    try:
-        with open('/proc/%d/stat' % pid) as f:
-            fields = f.read().rsplit(')', 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    if fields[0] in 'ZX':
-        return None
-    return int(fields[19])
 
 
 def _private_temp():
-    """A new temp folder of this run's, named after it (TEMP_PREFIX, our pid
-    and start time) and locked (flock, held until we exit or close the
-    returned fd), once the stale ones are swept: (path, fd)."""
-    import fcntl
+    """A new temp folder of this run's (processes.owned_folder: named after
+    it and locked, once the stale ones are swept): (path, fd)."""
     import tempfile
-    parent = tempfile.gettempdir()
-    _sweep_stale_temp(parent)
-    pid = os.getpid()
-    private = tempfile.mkdtemp(prefix='%s%d-%d-' % (TEMP_PREFIX, pid, _start_time(pid) or 0), dir=parent)
-    lock = os.open(private, os.O_RDONLY | os.O_DIRECTORY)
-    fcntl.flock(lock, fcntl.LOCK_SH)
-    return private, lock
-
-
-def _sweep_stale_temp(parent):
-    """Remove from ``parent`` the private temp folders (glog's logs) that
-    runs killed with SIGKILL left: only folders named as _private_temp
-    names them, owned by our user, whose run is gone (no process of that pid
-    and start time) and that no process holds locked. Another run sweeping
-    at the same time, or a folder that goes away meanwhile, is no error."""
-    import fcntl
-    import shutil
-    import stat
-    try:
-        names = os.listdir(parent)
-    except OSError:
-        return
-    uid = os.getuid()
-    for name in names:
-        match = _TEMP_NAME.fullmatch(name)
-        if not match:
-            continue
-        pid, started = int(match.group(1)), int(match.group(2))
-        if started == 0 or _start_time(pid) == started:
-            continue                # alive (or a start time we could not read: left alone)
-        path = os.path.join(parent, name)
-        try:
-            info = os.lstat(path)
-            if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid:
-                continue
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        except OSError:
-            continue
-        try:
-            # a live run holds its folder locked (a safeguard, e.g. a pid of
-            # another pid namespace sharing this /tmp)
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            continue
-        try:
-            shutil.rmtree(path, ignore_errors=True)
-        finally:
-            os.close(fd)
+    from caffe_mlic.processes import owned_folder
+    return owned_folder(tempfile.gettempdir(), TEMP_PREFIX)
 
 
 class BinaryStopped(RunError):

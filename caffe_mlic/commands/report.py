@@ -16,17 +16,6 @@ from caffe_mlic.errors import InputError, RunError
 
 HELP = 'results.json and an HTML report of a demo run (MLIC-KD-WSD or ScasNet)'
 
-# What the MLIC report reads from each seed's eval/<name>.json (the keys and
-# their kinds; caffe_mlic/report/results.py reads them): checked first, so
-# that a file of another shape is an error naming it and the key.
-_CLS = (('mAP', 'number'), ('AP', 'metrics'))
-_DET = (('AP07', 'number'), ('AP', 'number'), ('CorLoc', 'number'))
-EVAL_KEYS = dict(
-    teacher=_CLS, student_kd=_CLS, student_baseline=_CLS, soft_targets_val=_CLS, soft_targets_val_T1=_CLS,
-    det=_DET + (('AP_per_class', 'metrics'), ('CorLoc_per_class', 'metrics')), det_control=_DET,
-    speed=(('teacher_ms', 'time'), ('student_ms', 'time'), ('student_opencv_ms', 'time')))
-_KINDS = {'number': 'a number', 'metrics': 'a list of numbers or nulls', 'time': 'a positive number'}
-
 
 def add_arguments(p):
     p.add_argument('run_dir', metavar='RUN', help='the demo run folder (runs/demo, runs/scasnet)')
@@ -35,6 +24,28 @@ def add_arguments(p):
 
 
 def run(args):
+    import signal
+    import sys
+    from caffe_mlic.processes import Stopped, stopped_cleanly
+    try:
+        with stopped_cleanly():     # SIGTERM, SIGHUP unwind as Ctrl-C does: the staging folder goes
+            results = _write(args)
+    except Stopped as e:
+        sys.stderr.write('%s: stopped by %s (no half-written file or staging folder is left)\n' % (
+            getattr(getattr(args, 'parser', None), 'prog', 'caffe-mlic report'), signal.Signals(e.signum).name))
+        return 128 + e.signum
+    if results is None:
+        return None
+    failed = ['seed %d: %s (%s)' % (r['seed'], c['name'], c['detail'])
+              for r in results['runs'] for c in r['fairness'] if not c['ok']]
+    for line in failed:
+        print('fairness check failed: ' + line)
+    if failed and args.strict:
+        raise RunError('%d fairness check(s) failed; the comparison is not fair' % len(failed))
+
+
+def _write(args):
+    """The report of either system; the MLIC results (None for ScasNet)."""
     from caffe_mlic.report import layout
     system = layout.system_of(args.run_dir)
     if system == 'scasnet':
@@ -44,81 +55,10 @@ def run(args):
         raise InputError('%s: not a demo run: no seed<S> folders (make demo) and no %s (make demo-scasnet)'
                          % (args.run_dir, layout.scasnet_eval(args.run_dir)))
     from caffe_mlic.report.page import write_report
-    check_eval_files(args.run_dir)
     results, path = write_report(args.run_dir)
     print(table(results))
     print('results: %s/results.json\nreport:  %s' % (args.run_dir.rstrip('/'), path))
-    failed = ['seed %d: %s (%s)' % (r['seed'], c['name'], c['detail'])
-              for r in results['runs'] for c in r['fairness'] if not c['ok']]
-    for line in failed:
-        print('fairness check failed: ' + line)
-    if failed and args.strict:
-        raise RunError('%d fairness check(s) failed; the comparison is not fair' % len(failed))
-
-
-def _fits(kind, value):
-    import math
-
-    def number(v):      # finite: JSON's 1e999 reads as inf
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    if kind == 'number':
-        return number(value)
-    if kind == 'metrics':
-        return isinstance(value, list) and all(v is None or number(v) for v in value)
-    return number(value) and value > 0     # a time: the speed-up divides by it
-
-
-def _eval_keys(name):
-    from caffe_mlic.report.layout import ABLATIONS
-    if name in EVAL_KEYS:
-        return EVAL_KEYS[name]
-    if name in {'ablation_' + a for a in ABLATIONS}:
-        return _CLS
-    return None
-
-
-def check_eval_files(run):
-    """InputError naming every eval JSON of every seed of MLIC run ``run``
-    that is not an object, lacks a key the report reads, or holds a value of
-    the wrong kind. Missing files are left to the report, which names them."""
-    import json
-    import os
-    from caffe_mlic.errors import Problem
-    from caffe_mlic.fileio import read_json
-    from caffe_mlic.report import layout
-    problems = []
-    for seed_dir in layout.seed_dirs(run).values():
-        names = sorted(os.listdir(os.path.join(seed_dir, 'eval'))) \
-            if os.path.isdir(os.path.join(seed_dir, 'eval')) else []
-        for name in (n[:-len('.json')] for n in names if n.endswith('.json')):
-            fitted = name.endswith('_fitted') and name[:-len('_fitted')] in layout.FITTED
-            keys = _eval_keys(name)
-            if keys is None and not fitted:
-                continue
-            path = layout.eval_file(seed_dir, name)
-            try:
-                data = read_json(path)
-            except InputError as e:    # not JSON: listed with the others
-                problems += e.problems
-                continue
-            if not isinstance(data, dict):
-                problems.append(Problem(path, None, None, 'expected a JSON object, got %s'
-                                        % json.dumps(data)[:40]))
-                continue
-            if fitted:   # the thresholds each class was given
-                threshold = data.get('threshold')
-                if not (isinstance(threshold, dict) and _fits('metrics', threshold.get('values'))):
-                    problems.append(Problem(path, None, '"threshold"', 'missing, or without a list of '
-                                            '"values" (eval cls --thresholds writes them)'))
-                continue
-            for key, kind in keys:
-                if key not in data:
-                    problems.append(Problem(path, None, '"%s"' % key, 'missing'))
-                elif not _fits(kind, data[key]):
-                    problems.append(Problem(path, None, '"%s"' % key, 'must be %s, got %s'
-                                            % (_KINDS[kind], json.dumps(data[key])[:40])))
-    if problems:
-        raise InputError(problems=problems)
+    return results
 
 
 def table(results):

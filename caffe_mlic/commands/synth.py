@@ -29,7 +29,6 @@ a synthetic set.
 Options that belong to the other task are refused, not ignored.
 """
 import argparse
-import contextlib
 import re
 import signal
 import sys
@@ -107,46 +106,13 @@ def _resolve(args):
         args.n_images = IMAGES_DEFAULT[args.task]
 
 
-class _Stopped(BaseException):
-    """SIGTERM or SIGHUP arrived: unwinds like KeyboardInterrupt, so that
-    staged_set removes the unfinished set."""
-
-    def __init__(self, signum):
-        super().__init__(signum)
-        self.signum = signum
-
-
-STOP_SIGNALS = ('SIGTERM', 'SIGHUP')
-
-
-@contextlib.contextmanager
-def _stopped_cleanly():
-    """SIGTERM and SIGHUP raise _Stopped inside the block (a second one is
-    ignored while the first unwinds); the previous handlers after it."""
-    signums = [getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)]
-
-    def stop(signum, frame):
-        for s in signums:
-            signal.signal(s, signal.SIG_IGN)
-        raise _Stopped(signum)
-    try:
-        old = {s: signal.signal(s, stop) for s in signums}
-    except ValueError:          # not the main thread: signals stay as they are
-        yield
-        return
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-
-
 def run(args):
     _resolve(args)
+    from caffe_mlic.processes import Stopped, stopped_cleanly
     try:
-        with _stopped_cleanly():
+        with stopped_cleanly():     # staged_set removes the unfinished set as it unwinds
             return _run(args)
-    except _Stopped as e:
+    except Stopped as e:
         name = signal.Signals(e.signum).name
         sys.stderr.write('%s: stopped by %s; the unfinished set was removed\n'
                          % (getattr(getattr(args, 'parser', None), 'prog', 'caffe-mlic synth'), name))

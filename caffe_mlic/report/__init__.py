@@ -9,7 +9,6 @@ import html
 import json
 import os
 import shutil
-import tempfile
 
 from caffe_mlic.fileio import atomic_files, atomic_write, json_ready
 
@@ -70,22 +69,30 @@ def check_outputs(run, outputs):
                              % (path, folder))
 
 
+# RUN/.report.<pid>-<start time>-<random>.tmp (processes.owned_folder): a
+# killed report's staging folder is swept by the next report
+STAGING_PREFIX = '.report.'
+
+
 @contextlib.contextmanager
 def staging(run):
     """A hidden folder beside RUN/report (beside the folder it links to, so
     that renaming out of it stays on one file system) where a report makes
-    its pictures; removed on the way out, whatever happens. publish() moves
-    what it holds into RUN/report."""
+    its pictures; removed on the way out, whatever happens (SIGTERM too:
+    commands/report.py), and by the next report when this one is killed.
+    publish() moves what it holds into RUN/report."""
+    from caffe_mlic.processes import owned_folder
     out_dir = pictures_dir(run)
     base = os.path.dirname(os.path.realpath(out_dir)) if os.path.isdir(out_dir) else run
     try:
-        folder = tempfile.mkdtemp(prefix='.report.', suffix='.tmp', dir=base)
+        folder, lock = owned_folder(base, STAGING_PREFIX, '.tmp')
     except OSError as e:
         raise type(e)(e.errno, e.strerror, out_dir) from e
     try:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+        os.close(lock)
 
 
 def publish(run, pictures, results, title, body):

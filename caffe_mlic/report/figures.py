@@ -59,7 +59,7 @@ def example(image_path, regions, truth, students, classes, path, size=336):
     canvas = cv2.resize(image, (int(round(w * f)), int(round(h * f))), interpolation=cv2.INTER_LINEAR)
     labels = []
     for rank, r in reversed(list(enumerate(regions))):
-        x1, y1, x2, y2 = (int(round(v * f)) for v in r['box'])
+        x1, y1, x2, y2 = (int(round(np.clip(v * f, -1e6, 1e6))) for v in r['box'])   # cv2: int32
         c = colour(classes.index(r['class'])) if r['class'] in classes else (255, 255, 255)
         cv2.rectangle(canvas, (x1, y1), (x2, y2), c, 2 if rank < 3 else 1)
         if rank < 3:
@@ -92,9 +92,17 @@ def example(image_path, regions, truth, students, classes, path, size=336):
 
 
 def read_top_regions(det_dir, image_path):
+    from caffe_mlic.report.scasnet import _is_number
     stem = os.path.splitext(os.path.basename(image_path))[0]
     path = os.path.join(det_dir, 'json', stem + '.json')
     found = read_json(path, 'detection')
     if not isinstance(found, dict):
         raise InputError('%s: a detection JSON holds an object, not %s' % (path, type(found).__name__))
-    return found.get('top_regions', [])
+    regions = found.get('top_regions', [])
+    if not (isinstance(regions, list) and all(
+            isinstance(r, dict) and isinstance(r.get('class'), str) and _is_number(r.get('score'))
+            and isinstance(r.get('box'), list) and len(r['box']) == 4 and all(map(_is_number, r['box']))
+            for r in regions)):
+        raise InputError('%s: "top_regions": must be a list of objects with a "class", a "score" and a "box" '
+                         '(4 numbers)' % path)
+    return regions

@@ -12,7 +12,7 @@ import numpy as np
 from caffe_mlic.fileio import read_json
 from caffe_mlic import plotting
 from caffe_mlic.report import check_outputs, figures, layout, pictures_dir, publish, refuse_overwriting_inputs, staging
-from caffe_mlic.report.results import collect
+from caffe_mlic.report.results import collect, read_array
 
 EXAMPLES = 6
 
@@ -197,7 +197,7 @@ def _examples(run, results, out_dir, count=EXAMPLES):
     seed_dir = layout.seed_dirs(run)[first['seed']]
     gt = _ground_truth(run, 'test')
     classes = gt['classes']
-    scores = {name: np.load(layout.eval_file(seed_dir, name, '.npy')) for name in layout.STUDENTS}
+    scores = {name: read_array(layout.eval_file(seed_dir, name, '.npy')) for name in layout.STUDENTS}
     paths = []
     for index, image in enumerate(gt['images'][:count]):
         regions = figures.read_top_regions(os.path.join(seed_dir, 'det'), image['file'])

@@ -24,10 +24,11 @@ lists (AP, ...) are summarised element by element.
 import math
 import os
 
-from caffe_mlic.errors import InputError
-from caffe_mlic.fileio import read_json
+from caffe_mlic.errors import InputError, Problem, raise_if_problems
+from caffe_mlic.fileio import open_regular, read_json
 from caffe_mlic.evaluation.classification import OVERALL_KEYS as COUNT_KEYS  # and their _top3 forms
 from caffe_mlic.report import fairness, layout
+from caffe_mlic.report.scasnet import PERCENT, _is_number, _is_percent, _key_problems, _shown
 
 TEACHER_DET_KEYS = (('det_AP07', 'AP07'), ('det_AP', 'AP'), ('CorLoc', 'CorLoc'))
 
@@ -159,8 +160,8 @@ def soft_targets(seed_dir, name=layout.SOFT_TARGETS):
     if not os.path.isfile(path):
         return None
     metrics = _read(path)
-    scores = np.load(layout.eval_file(seed_dir, name, '.npy'))
-    labels = np.load(layout.eval_file(seed_dir, name, '.labels.npy'))
+    scores = read_array(layout.eval_file(seed_dir, name, '.npy'))
+    labels = read_array(layout.eval_file(seed_dir, name, '.labels.npy'))
 
     def mean_where(mask):
         return [float(scores[mask[:, c], c].mean()) if mask[:, c].any() else None
@@ -261,12 +262,177 @@ def paired_differences(runs):
 
 
 def collect(run):
-    """The results.json content of demo run folder ``run``."""
+    """The results.json content of demo run folder ``run``, its inputs checked first (check_inputs)."""
     seeds = layout.seed_dirs(run)
     if not seeds:
         raise InputError('%s: no seed<S> folders: not a demo run (run `make demo`)' % run)
+    check_inputs(run)
     test_list = layout.lists(run, 'test')
     runs = [seed_result(seed, folder, test_list) for seed, folder in seeds.items()]
     return dict(runs=runs, summary=summarise(runs),
                 fair=all(c['ok'] for r in runs for c in r['fairness']),
                 run=os.path.abspath(run))
+
+
+# ---------------------------------------------------------------- the inputs, checked before anything is written
+
+# What the report reads from each seed's eval/<name>.json: the keys and their
+# kinds (_kinds); the counting metrics (CP .. OF1_top3) are checked where present.
+_CLS = (('classes', 'classes'), ('mAP', 'percent'), ('AP', 'per_class'))
+_DET = (('classes', 'classes'), ('AP07', 'percent'), ('AP', 'percent'), ('CorLoc', 'percent'))
+EVAL_KEYS = dict(
+    {name: _CLS for name in ('teacher',) + layout.STUDENTS + (layout.SOFT_TARGETS, layout.SOFT_TARGETS + '_T1')
+     + tuple('ablation_' + a for a in layout.ABLATIONS)},
+    **{name + '_fitted': (('classes', 'classes'), ('threshold', 'thresholds')) for name in layout.FITTED},
+    det=_DET + (('AP_per_class', 'per_class'), ('CorLoc_per_class', 'per_class')), det_control=_DET,
+    speed=(('teacher_ms', 'time'), ('student_ms', 'time'), ('student_opencv_ms', 'time')))
+
+
+def _is_classes(value):
+    return isinstance(value, list) and bool(value) and all(isinstance(c, str) and c for c in value) \
+        and len(set(value)) == len(value)
+
+
+def _kinds(n):
+    """{kind: (test, what a value must be)} for ``n`` classes (None: not known)."""
+    def per_class(test):
+        return lambda v: isinstance(v, list) and n in (None, len(v)) and all(x is None or test(x) for x in v)
+    one_each = ', one per class' + (' (%d)' % n if n else '')
+    return dict(classes=(_is_classes, 'a non-empty list of distinct class names'),
+                percent=(lambda v: v is not None and _is_percent(v), 'a percentage (0 to 100)'),
+                count=(_is_percent, PERCENT),
+                per_class=(per_class(_is_percent), 'a list of percentages (0 to 100) or null' + one_each),
+                thresholds=(lambda v: isinstance(v, dict) and per_class(_is_number)(v.get('values')),
+                            'an object whose "values" are numbers or null' + one_each),
+                time=(lambda v: _is_number(v) and v > 0, 'a positive number of ms'))
+
+
+def read_array(path):
+    """The array of numbers of the .npy file ``path``; an InputError naming
+    it when it is not a regular file (a FIFO would block, a device never
+    end) or not numpy.save's array of numbers (a pickle is never loaded)."""
+    import numpy as np
+    try:
+        with open_regular(path, 'rb') as f:
+            array = np.load(f, allow_pickle=False)
+        if isinstance(array, np.ndarray) and array.dtype.kind in 'biuf':
+            return array
+        problem = "not a .npy array of numbers (numpy.save's format)"
+    except OSError as e:
+        problem = 'cannot read it: %s' % (e.strerror or e)
+    except (ValueError, EOFError):   # not .npy (a pickle: allow_pickle), truncated, objects
+        problem = "not a .npy array of numbers (numpy.save's format)"
+    raise InputError(problems=[Problem(path, None, None, problem)])
+
+
+def _array_problems(path, n, rows=None, like=None):
+    """(problems, shape) of the .npy file ``path`` as images x classes:
+    ``rows`` images (else at least one), ``n`` classes (when known), finite
+    numbers; ``like``: (path, shape) of the scores it must match (labels).
+    Missing: no problem, left to the report, which names it."""
+    import numpy as np
+    if not os.path.lexists(path):
+        return [], None
+    try:
+        a = read_array(path)
+    except InputError as e:
+        return e.problems, None
+    want = like[1] if like else (rows or 'N', n or 'C')
+    if a.ndim != 2 or min(a.shape) < 1 or a.shape[0] != want[0] != 'N' or a.shape[1] != want[1] != 'C':
+        return [Problem(path, None, None, 'must be an array of %s x %s %s, got shape %s' % (
+            want + ('(as the scores %s)' % like[0] if like else '(images x classes)', a.shape)))], None
+    if not np.isfinite(a).all():
+        return [Problem(path, None, None, 'holds numbers that are not finite (nan, inf)')], None
+    return [], a.shape
+
+
+def _gt_problems(run):
+    """(problems, (path, classes, images) of the test split's gt.json or
+    None) of the two gt.json files the report reads (the test split's and
+    the training split's: the same classes; images with "labels" among them,
+    the test images with a "file")."""
+    from caffe_mlic.data.datalist_build import companion_paths
+    problems, found = [], {}
+    for split in ('test', 'train'):
+        path = companion_paths(layout.lists(run, split))[1]
+        if not os.path.lexists(path):
+            continue                   # left to the report, which names it
+        try:
+            data = read_json(path, 'ground truth')
+        except InputError as e:
+            problems += e.problems
+            continue
+        classes = data.get('classes') if isinstance(data, dict) else None
+        images = data.get('images') if isinstance(data, dict) else None
+        if not _is_classes(classes) or not isinstance(images, list):
+            problems.append(Problem(path, None, None, 'expected {"classes": [distinct names], "images": [...]}'))
+            continue
+        for k, image in enumerate(images):
+            if not (isinstance(image, dict) and isinstance(image.get('labels'), list)
+                    and all(isinstance(c, str) and c in classes for c in image['labels'])
+                    and (split == 'train' or isinstance(image.get('file'), str))):
+                problems.append(Problem(path, None, 'images[%d]' % k, 'needs "labels" (names among "classes")%s'
+                                        % ('' if split == 'train' else ' and a "file"')))
+                break
+        found[split] = (path, classes, images)
+    if len(found) == 2 and found['train'][1] != found['test'][1]:
+        problems.append(Problem(found['train'][0], None, '"classes"', '%s differ from those of %s (%s)' % (
+            _shown(found['train'][1]), found['test'][0], _shown(found['test'][1]))))
+    return problems, found.get('test')
+
+
+def check_inputs(run):
+    """Before the report of MLIC run ``run`` writes anything: an InputError
+    naming each file (and key) it reads that is bad: every seed's eval JSON
+    not an object, or a key missing or of the wrong kind (EVAL_KEYS: a
+    percentage outside 0..100, a per-class list not one per class, a time
+    not > 0, a speed-up not finite), or "classes" other than the test
+    split's gt.json's (else the first eval file's); the gt.json files; the
+    scores (.npy) the report reads: not images x classes of finite numbers,
+    the labels not the scores' shape. Missing files are left to the report,
+    which names them."""
+    problems, gt = _gt_problems(run)
+    files = []
+    for seed_dir in layout.seed_dirs(run).values():
+        folder = os.path.join(seed_dir, 'eval')
+        for name in sorted(n[:-len('.json')] for n in (os.listdir(folder) if os.path.isdir(folder) else [])
+                           if n.endswith('.json') and n[:-len('.json')] in EVAL_KEYS):
+            path = layout.eval_file(seed_dir, name)
+            try:
+                data = read_json(path)
+            except InputError as e:
+                problems += e.problems
+                continue
+            if isinstance(data, dict):
+                files.append((path, name, data))
+            else:
+                problems.append(Problem(path, None, None, 'expected a JSON object, got %s' % _shown(data)))
+    reference = gt[:2] if gt else next(((path, data['classes']) for path, _, data in files
+                                        if _is_classes(data.get('classes'))), None)
+    n = len(reference[1]) if reference else None
+    kinds = _kinds(n)
+    for path, name, data in files:
+        rules = [(key,) + kinds[kind] for key, kind in EVAL_KEYS[name]]
+        if name not in ('det', 'det_control', 'speed'):
+            rules += [(key,) + kinds['count'] for key in data if key.startswith(COUNT_KEYS)]
+        problems += _key_problems(path, data, rules)
+        if _is_classes(data.get('classes')) and path != reference[0] and data['classes'] != reference[1]:
+            problems.append(Problem(path, None, '"classes"', '%s differ from those of %s (%s)' % (
+                _shown(data['classes']), reference[0], _shown(reference[1]))))
+        if name == 'speed' and all(kinds['time'][0](data.get(k)) for k in ('teacher_ms', 'student_ms')) \
+                and not (0 < data['teacher_ms'] / data['student_ms'] < math.inf):
+            problems.append(Problem(path, None, '"teacher_ms" / "student_ms"', 'the speed-up %g / %g is not a '
+                                    'finite number > 0' % (data['teacher_ms'], data['student_ms'])))
+    seeds = list(layout.seed_dirs(run).values())
+    for name in layout.STUDENTS:        # the first seed's, for the test images shown
+        problems += _array_problems(layout.eval_file(seeds[0], name, '.npy'), n, gt and len(gt[2]))[0]
+    for seed_dir in seeds:
+        for name in (layout.SOFT_TARGETS, layout.SOFT_TARGETS + '_T1'):
+            if os.path.isfile(layout.eval_file(seed_dir, name)):
+                scores = layout.eval_file(seed_dir, name, '.npy')
+                found, shape = _array_problems(scores, n)
+                problems += found
+                if shape:
+                    problems += _array_problems(layout.eval_file(seed_dir, name, '.labels.npy'), n,
+                                                like=(scores, shape))[0]
+    raise_if_problems(problems)

@@ -610,6 +610,7 @@ def test_a_live_runs_temp_folder_is_not_swept(tmp_path, monkeypatch):
     """A run's own folder is locked: even with its pid unknown here (another
     pid namespace sharing the folder), it is not swept."""
     import tempfile
+    from caffe_mlic import processes
     from caffe_mlic.commands import caffe
     parent = tmp_path / 'temp'
     parent.mkdir()
@@ -619,9 +620,9 @@ def test_a_live_runs_temp_folder_is_not_swept(tmp_path, monkeypatch):
         assert os.path.dirname(private) == str(parent)
         disguised = parent / ('caffe-mlic-caffe-%d-1-abcdefgh' % 2 ** 22)   # no such process
         os.rename(private, disguised)
-        caffe._sweep_stale_temp(str(parent))
+        processes.sweep_owned_folders(str(parent), caffe.TEMP_PREFIX)
         assert disguised.is_dir()
     finally:
         os.close(lock)
-    caffe._sweep_stale_temp(str(parent))
+    processes.sweep_owned_folders(str(parent), caffe.TEMP_PREFIX)
     assert not list(parent.iterdir())

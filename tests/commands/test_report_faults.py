@@ -77,9 +77,10 @@ def test_a_good_scasnet_evaluation_passes_the_checks(tmp_path):
 
 def _mlic_run(tmp_path, **files):
     """An MLIC run folder: one seed with the evaluations the report reads first."""
-    cls = dict(mAP=60.0, AP=[50.0, 70.0])
-    det = dict(AP07=40.0, AP=41.0, CorLoc=50.0, AP_per_class=[40.0, 42.0], CorLoc_per_class=[50.0, None])
-    content = dict(teacher=cls, det=det, det_control=dict(AP07=3.0, AP=3.0, CorLoc=10.0),
+    cls = dict(mAP=60.0, AP=[50.0, 70.0], classes=CLASSES)
+    det = dict(AP07=40.0, AP=41.0, CorLoc=50.0, AP_per_class=[40.0, 42.0], CorLoc_per_class=[50.0, None],
+               classes=CLASSES)
+    content = dict(teacher=cls, det=det, det_control=dict(AP07=3.0, AP=3.0, CorLoc=10.0, classes=CLASSES),
                    speed=dict(teacher_ms=20.0, student_ms=2.0, student_opencv_ms=0.5))
     content.update(files)
     (tmp_path / 'demo' / 'seed1' / 'eval').mkdir(parents=True)
@@ -92,11 +93,11 @@ def _mlic_run(tmp_path, **files):
     (dict(teacher=[60.0]), ['seed1/eval/teacher.json: expected a JSON object, got [60.0]']),
     (dict(det=dict(AP07=40.0, AP=41.0)), ['seed1/eval/det.json: "CorLoc": missing',
                                           'seed1/eval/det.json: "AP_per_class": missing']),
-    (dict(teacher=dict(mAP='60', AP=[50.0])), ['seed1/eval/teacher.json: "mAP": must be a number, got "60"']),
+    (dict(teacher=dict(mAP='60', AP=[50.0])), ['seed1/eval/teacher.json: "mAP": must be a percentage (0 to 100), got "60"']),
     (dict(speed=dict(teacher_ms=20.0, student_ms=0, student_opencv_ms=0.5)),
-     ['seed1/eval/speed.json: "student_ms": must be a positive number, got 0']),
-    (dict(student_kd_fitted=dict(threshold=0.5)), ['seed1/eval/student_kd_fitted.json: "threshold": missing, or '
-                                                   'without a list of "values"']),
+     ['seed1/eval/speed.json: "student_ms": must be a positive number of ms, got 0']),
+    (dict(student_kd_fitted=dict(threshold=0.5)), ['seed1/eval/student_kd_fitted.json: "threshold": must be an '
+                                                   'object whose "values" are numbers or null, one per class (2)']),
 ])
 def test_mlic_report_names_the_file_and_the_key(tmp_path, capsys, files, lines):
     run = _mlic_run(tmp_path, **files)
@@ -106,11 +107,11 @@ def test_mlic_report_names_the_file_and_the_key(tmp_path, capsys, files, lines):
 
 
 def test_mlic_checks_pass_on_good_files_and_leave_missing_ones_to_the_report(tmp_path):
-    from caffe_mlic.commands.report import check_eval_files
+    from caffe_mlic.report.results import check_inputs
     run = _mlic_run(tmp_path)
-    check_eval_files(run)
+    check_inputs(run)
     os.remove(os.path.join(run, 'seed1', 'eval', 'det.json'))
-    check_eval_files(run)
+    check_inputs(run)
 
 
 def test_mlic_report_of_a_run_cut_short_names_the_missing_run_json(tmp_path, capsys):
@@ -567,3 +568,245 @@ def test_single_net_report_with_a_folder_at_an_output_writes_nothing(tmp_path, c
     os.rmdir(os.path.join(run, 'report.html'))
     assert cli.main(['report', run]) == 0, capsys.readouterr().err
     assert set(_snapshot(run)) == {'results.json', 'report.html', 'report', os.path.join('report', 'tile_a.png')}
+
+
+# ---------------------------------------------------------------- an MLIC run, whole (R2, R3 of pass 7)
+
+C3 = ['circle', 'triangle', 'square']
+
+
+def _mlic_whole(tmp_path, monkeypatch):
+    """A complete MLIC run folder of one seed and two test images, whose
+    report is written: the fairness checks and the learned scale (which
+    need trained nets) stubbed."""
+    from caffe_mlic.report import results
+    monkeypatch.setattr(results.fairness, 'check_seed', lambda *a: [dict(name='stub', ok=True, detail='')])
+    monkeypatch.setattr(results, 'student_temperature_scale', lambda *a: None)
+    run = tmp_path / 'whole'
+    lists, seed = run / 'data' / 'lists', run / 'seed1'
+    for folder in (lists, seed / 'eval', seed / 'det' / 'json', seed / 'nets', tmp_path / 'images'):
+        folder.mkdir(parents=True, exist_ok=True)
+    images = []
+    for k in range(2):
+        images.append(str(tmp_path / 'images' / ('%06d.png' % k)))
+        cv2.imwrite(images[-1], np.full((32, 32, 3), 60 * k, np.uint8))
+        region = dict(box=[2.0, 3.0, 20.0, 25.0], **{'class': 'circle'}, score=0.5)
+        (seed / 'det' / 'json' / ('%06d.json' % k)).write_text(json.dumps(dict(top_regions=[region])))
+    gt = dict(classes=C3, images=[dict(path=p, file=p, labels=C3[:k + 1]) for k, p in enumerate(images)])
+    for split in ('train', 'test'):
+        (lists / (split + '.gt.json')).write_text(json.dumps(gt))
+        (lists / (split + '.txt')).write_text('')
+    cls = dict(mAP=60.0, AP=[50.0, 70.0, 60.0], CP=50.0, classes=C3)
+    det = dict(AP07=40.0, AP=41.0, CorLoc=50.0, AP_per_class=[40.0, 42.0, None], CorLoc_per_class=[50.0, None, 1.0],
+               classes=C3)
+    files = dict(teacher=cls, student_kd=cls, student_baseline=dict(cls, mAP=55.0), soft_targets_val=cls, det=det,
+                 det_control=dict(AP07=3.0, AP=3.0, CorLoc=10.0, classes=C3),
+                 speed=dict(teacher_ms=20.0, student_ms=2.0, student_opencv_ms=0.5))
+    for name, value in files.items():
+        (seed / 'eval' / (name + '.json')).write_text(json.dumps(value))
+    scores = np.array([[0.9, 0.1, 0.2], [0.3, 0.8, 0.4]], np.float32)
+    for name in ('student_kd', 'student_baseline', 'soft_targets_val'):
+        np.save(str(seed / 'eval' / (name + '.npy')), scores)
+    np.save(str(seed / 'eval' / 'soft_targets_val.labels.npy'), np.array([[1, 0, 0], [1, 1, 0]], np.int8))
+    (seed / 'nets' / 'deploy.json').write_text(json.dumps(dict(teacher_size=96, student_size=64)))
+    for stage in ('teacher', 'stage1', 'stage2', 'baseline'):
+        (seed / 'runs' / stage).mkdir(parents=True)
+        (seed / 'runs' / stage / 'run.json').write_text(json.dumps(dict(final_iteration=10)))
+        (seed / 'runs' / stage / 'log.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in (
+            dict(phase='train', iteration=i, loss=2.0 - i / 10, smoothed_loss=2.0 - i / 10) for i in range(10))))
+    return str(run)
+
+
+def test_a_whole_mlic_run_gives_its_report(tmp_path, capsys, monkeypatch):
+    run = _mlic_whole(tmp_path, monkeypatch)
+    assert cli.main(['report', run]) == 0, capsys.readouterr().err
+    assert set(_snapshot(run)) == {'results.json', 'report.html', 'report'} | {
+        os.path.join('report', name) for name in ('kd_gain_per_class.png', 'training_curves.png', 'example_0.png',
+                                                  'example_1.png')}
+
+
+def _eval_path(run, name):
+    return os.path.join(run, 'seed1', 'eval', name)
+
+
+def _edit_json(run, name, **values):
+    _set(_eval_path(run, name), **values)
+
+
+def _save(run, name, array, **kwargs):
+    os.remove(_eval_path(run, name))
+    with open(_eval_path(run, name), 'wb') as f:
+        np.save(f, array, **kwargs)
+
+
+def _replace(run, name, make):
+    os.remove(_eval_path(run, name))
+    make(_eval_path(run, name))
+
+
+FIFO = lambda run: _replace(run, 'student_kd.npy', os.mkfifo)  # noqa: E731
+NPY_NOT_READ = "cannot read it: not a regular file"
+NOT_NPY = "not a .npy array of numbers (numpy.save's format)"
+
+
+@pytest.mark.parametrize('change, line', [
+    # the scores and labels (.npy): tracebacks, and a hang on a FIFO, before
+    (lambda run: _save(run, 'student_kd.npy', np.zeros((0, 3))),
+     'student_kd.npy: must be an array of 2 x 3 (images x classes), got shape (0, 3)'),
+    (lambda run: _save(run, 'student_kd.npy', np.zeros(1)),
+     'student_kd.npy: must be an array of 2 x 3 (images x classes), got shape (1,)'),
+    (lambda run: _save(run, 'student_kd.npy', np.zeros((1, 3))),
+     'student_kd.npy: must be an array of 2 x 3 (images x classes), got shape (1, 3)'),
+    (lambda run: _save(run, 'student_baseline.npy', np.zeros((2, 2))),
+     'student_baseline.npy: must be an array of 2 x 3 (images x classes), got shape (2, 2)'),
+    (lambda run: _save(run, 'student_kd.npy', np.array([[0.5, np.nan, 0.1]] * 2)),
+     'student_kd.npy: holds numbers that are not finite'),
+    (lambda run: _save(run, 'student_kd.npy', np.array([[None] * 3] * 2), allow_pickle=True),
+     'student_kd.npy: ' + NOT_NPY),
+    (lambda run: _save(run, 'student_kd.npy', np.array([['a'] * 3] * 2)), 'student_kd.npy: ' + NOT_NPY),
+    (lambda run: _replace(run, 'student_kd.npy', lambda p: open(p, 'w').write('hello')),
+     'student_kd.npy: ' + NOT_NPY),
+    (lambda run: _replace(run, 'student_kd.npy', lambda p: os.symlink('/dev/zero', p)),
+     'student_kd.npy: ' + NPY_NOT_READ),
+    (FIFO, 'student_kd.npy: ' + NPY_NOT_READ),
+    (lambda run: _save(run, 'soft_targets_val.labels.npy', np.zeros(5)),
+     'soft_targets_val.labels.npy: must be an array of 2 x 3 (as the scores %s), got shape (5,)'),
+    (lambda run: _save(run, 'soft_targets_val.npy', np.zeros((2, 4))),
+     'soft_targets_val.npy: must be an array of N x 3 (images x classes), got shape (2, 4)'),
+    # the eval JSONs: "classes", per-class lists, percentages
+    (lambda run: _edit_json(run, 'student_kd.json', classes=None), 'student_kd.json: "classes": must be a non-empty'),
+    (lambda run: _edit_json(run, 'student_kd.json', classes=['circle', 'square', 'triangle']),
+     'student_kd.json: "classes": ["circle", "square", "triangle"] differ from those of %s'),
+    (lambda run: _edit_json(run, 'det_control.json', classes=['0', '1', '2']),
+     'det_control.json: "classes": ["0", "1", "2"] differ from those of %s'),
+    (lambda run: _edit_json(run, 'student_kd.json', AP=[1.0]),
+     'student_kd.json: "AP": must be a list of percentages (0 to 100) or null, one per class (3), got [1.0]'),
+    (lambda run: _edit_json(run, 'student_baseline.json', AP=[1.0, 2.0, 3.0, 4.0, 5.0]),
+     'student_baseline.json: "AP": must be a list of percentages (0 to 100) or null, one per class (3)'),
+    (lambda run: _edit_json(run, 'det.json', CorLoc_per_class=[1.0, 2.0]), 'det.json: "CorLoc_per_class": must be'),
+    (lambda run: _edit_json(run, 'teacher.json', mAP=150), 'teacher.json: "mAP": must be a percentage (0 to 100), '
+                                                          'got 150'),
+    (lambda run: _edit_json(run, 'teacher.json', CF1=-3), 'teacher.json: "CF1": must be a percentage'),
+    (lambda run: _edit_json(run, 'det_control.json', CorLoc=100.5), 'det_control.json: "CorLoc": must be a percentage'),
+    (lambda run: _edit_json(run, 'soft_targets_val.json', mAP=None), 'soft_targets_val.json: "mAP": must be a'),
+    # speed: 1e-320 passed, then the report was written and table() failed on the infinite speed-up
+    (lambda run: _edit_json(run, 'speed.json', student_ms=1e-320),
+     'speed.json: "teacher_ms" / "student_ms": the speed-up 20 / 9.99989e-321 is not a finite number > 0'),
+    (lambda run: _edit_json(run, 'speed.json', student_opencv_ms=-1), 'speed.json: "student_opencv_ms": must be a '
+                                                                      'positive number of ms, got -1'),
+    # the ground truth the classes are compared with
+    (lambda run: _set(os.path.join(run, 'data', 'lists', 'train.gt.json'), classes=['circle', 'triangle', 'cube']),
+     'train.gt.json: "classes": ["circle", "triangle", "cube"] differ from those of %s'),
+])
+def test_mlic_report_checks_every_input_before_writing(tmp_path, capsys, monkeypatch, change, line):
+    """Pass 7, R2: a damaged MLIC run folder gave tracebacks, hung on a FIFO,
+    wrote the report before failing, or was accepted with wrong numbers.
+    Now: one line naming the file and the key, and the previous report as
+    it was."""
+    import signal
+    run = _mlic_whole(tmp_path, monkeypatch)
+    assert cli.main(['report', run]) == 0
+    before = _snapshot(run)
+    change(run)
+
+    def hung(*_):
+        raise AssertionError('the report hangs')
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(30)
+    try:
+        err = _report_error(capsys, run)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    line = line % (_eval_path(run, 'soft_targets_val.npy') if 'as the scores' in line
+                   else os.path.join(run, 'data', 'lists', 'test.gt.json')) if '%s' in line else line
+    assert err.count('\n') == 1 and line in err, err
+    assert _snapshot(run) == before
+
+
+def test_mlic_report_names_a_bad_top_region(tmp_path, capsys, monkeypatch):
+    run = _mlic_whole(tmp_path, monkeypatch)
+    path = os.path.join(run, 'seed1', 'det', 'json', '000001.json')
+    with open(path, 'w') as f:
+        json.dump(dict(top_regions=[dict(box=[1, 2, 3], score=0.5, **{'class': 'circle'})]), f)
+    err = _report_error(capsys, run)
+    assert '%s: "top_regions": must be a list of objects' % path in err, err
+    assert _snapshot(run) == {}
+
+
+# ---------------------------------------------------------------- a report stopped or killed (R3 of pass 7)
+
+# `caffe-mlic report RUN` in a child process, with _mlic_whole's stubs,
+# that prints "staged" and waits once its staging folder holds a picture
+CHILD = '''
+import sys, time
+from caffe_mlic import cli
+from caffe_mlic.report import page, results
+results.fairness.check_seed = lambda *a: [dict(name='stub', ok=True, detail='')]
+results.student_temperature_scale = lambda *a: None
+real = page.figures.training_curves
+
+def stalled(*args):
+    real(*args)
+    print('staged', flush=True)
+    time.sleep(120)
+page.figures.training_curves = stalled
+sys.exit(cli.main(['report', sys.argv[1]]))
+'''
+
+
+def _staging_folders(run):
+    return [name for name in os.listdir(run) if name.startswith('.report.')]
+
+
+def _stopped_child(run, signum):
+    import signal
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, '-c', CHILD, run], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert proc.stdout.readline() == 'staged\n', proc.communicate()
+        (name,) = _staging_folders(run)
+        assert name.startswith('.report.%d-' % proc.pid) and os.listdir(os.path.join(run, name)), name
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize('sent', ['SIGTERM', 'SIGINT', 'SIGHUP'])
+def test_a_stopped_report_removes_its_staging_folder(tmp_path, capsys, monkeypatch, sent):
+    """Pass 7, R3: SIGTERM left RUN/.report.*.tmp/ (with pictures) behind."""
+    import signal
+    run = _mlic_whole(tmp_path, monkeypatch)
+    assert cli.main(['report', run]) == 0
+    before = _snapshot(run)
+    code, err = _stopped_child(run, getattr(signal, sent))
+    assert code == 128 + getattr(signal, sent), err
+    assert err == ('caffe-mlic report: interrupted\n' if sent == 'SIGINT' else
+                   'caffe-mlic report: stopped by %s (no half-written file or staging folder is left)\n' % sent)
+    assert _staging_folders(run) == [] and _snapshot(run) == before
+
+
+def test_the_next_report_sweeps_the_staging_folder_of_a_killed_one(tmp_path, capsys, monkeypatch):
+    """SIGKILL leaves the staging folder; the next report in the run folder
+    removes it, and those of dead runs made by hand, but not one of a live
+    run nor a folder it did not name."""
+    import signal
+    import subprocess
+    from caffe_mlic.processes import start_time as _start_time
+    run = _mlic_whole(tmp_path, monkeypatch)
+    code, _ = _stopped_child(run, signal.SIGKILL)
+    assert code == -signal.SIGKILL and len(_staging_folders(run)) == 1
+    dead = subprocess.Popen(['true'])
+    dead.wait()
+    os.makedirs(os.path.join(run, '.report.%d-%d-abc_12.tmp' % (dead.pid, 12345), 'x.png'))
+    live = '.report.%d-%d-live.tmp' % (os.getpid(), _start_time(os.getpid()))
+    kept = [live, '.report.x.tmp', '.report.%d-0-nostart.tmp' % dead.pid]
+    for name in kept:
+        os.mkdir(os.path.join(run, name))
+    assert cli.main(['report', run]) == 0, capsys.readouterr().err
+    assert sorted(_staging_folders(run)) == sorted(kept)
