@@ -24,18 +24,9 @@ def add_arguments(p):
 
 
 def run(args):
-    import signal
-    import sys
-    from caffe_mlic.processes import Stopped, stopped_cleanly
-    try:
-        with stopped_cleanly():     # SIGTERM, SIGHUP unwind as Ctrl-C does: the staging folder goes
-            results = _write(args)
-    except Stopped as e:
-        sys.stderr.write('%s: stopped by %s (no half-written file or staging folder is left)\n' % (
-            getattr(getattr(args, 'parser', None), 'prog', 'caffe-mlic report'), signal.Signals(e.signum).name))
-        return 128 + e.signum
-    if results is None:
-        return None
+    results = run_stoppable(args, _write)
+    if results is None or isinstance(results, int):
+        return results
     failed = ['seed %d: %s (%s)' % (r['seed'], c['name'], c['detail'])
               for r in results['runs'] for c in r['fairness'] if not c['ok']]
     for line in failed:
@@ -44,13 +35,28 @@ def run(args):
         raise RunError('%d fairness check(s) failed; the comparison is not fair' % len(failed))
 
 
+def run_stoppable(args, write):
+    """write(args), SIGTERM and SIGHUP unwinding it as Ctrl-C does (the
+    staging folder goes); the signal's exit status when one came."""
+    import signal
+    import sys
+    from caffe_mlic.processes import Stopped, stopped_cleanly
+    try:
+        with stopped_cleanly():
+            return write(args)
+    except Stopped as e:
+        sys.stderr.write('%s: stopped by %s (no half-written file or staging folder is left)\n' % (
+            getattr(getattr(args, 'parser', None), 'prog', 'caffe-mlic report'), signal.Signals(e.signum).name))
+        return 128 + e.signum
+
+
 def _write(args):
     """The report of either system; the MLIC results (None for ScasNet)."""
     from caffe_mlic.report import layout
     system = layout.system_of(args.run_dir)
     if system == 'scasnet':
-        from caffe_mlic.commands.scasnet import run_report
-        return run_report(args)
+        from caffe_mlic.commands.scasnet import write_report
+        return write_report(args)
     if system is None:
         raise InputError('%s: not a demo run: no seed<S> folders (make demo) and no %s (make demo-scasnet)'
                          % (args.run_dir, layout.scasnet_eval(args.run_dir)))

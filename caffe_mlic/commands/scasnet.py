@@ -55,6 +55,11 @@ def add_report(add):
 
 
 def run_report(args):
+    from caffe_mlic.commands.report import run_stoppable
+    return run_stoppable(args, write_report)
+
+
+def write_report(args):
     from caffe_mlic.report import layout
     if layout.scasnet_heads(args.run_dir):        # the comparison of heads (make demo-scasnet)
         from caffe_mlic.report.scasnet_heads import table, write_report

@@ -810,3 +810,19 @@ def test_the_next_report_sweeps_the_staging_folder_of_a_killed_one(tmp_path, cap
         os.mkdir(os.path.join(run, name))
     assert cli.main(['report', run]) == 0, capsys.readouterr().err
     assert sorted(_staging_folders(run)) == sorted(kept)
+
+
+def test_scasnet_report_is_stopped_as_report_is(tmp_path, capsys, monkeypatch):
+    """`scasnet report` goes through the same stoppable runner: SIGTERM
+    unwinds the report (its staging folder goes) and exits 143."""
+    import signal
+    import time
+    from caffe_mlic.commands import scasnet
+
+    def write(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)
+        raise AssertionError('SIGTERM did not stop the report')
+    monkeypatch.setattr(scasnet, 'write_report', write)
+    assert cli.main(['scasnet', 'report', str(tmp_path)]) == 143
+    assert 'stopped by SIGTERM' in capsys.readouterr().err
