@@ -196,30 +196,40 @@ _POSITIVE_FIELDS = (
     ('InnerProduct', 'inner_product_param', ('num_output',)),
 )
 
-# How many bottoms Caffe's Layer::CheckBlobCounts takes (it aborts otherwise),
-# for the common stock layers: (fewest, most; None: no limit), from their
-# headers' ExactNum / Min / MaxBottomBlobs.
+# How many bottoms and tops Caffe's Layer::CheckBlobCounts takes (it aborts
+# otherwise), for the common stock layers: ((fewest, most), (fewest, most));
+# None: no limit. From their headers' ExactNum / Min / Max{Bottom,Top}Blobs;
+# a loss layer's tops may be left out (AutoTopBlobs: Caffe adds them).
 _ONE = (1, 1)
-_BOTTOM_COUNTS = dict(
-    {kind: _ONE for kind in ('AbsVal', 'BatchNorm', 'BNLL', 'Dropout', 'ELU', 'Exp', 'Flatten',
-                             'InnerProduct', 'Log', 'LRN', 'MVN', 'Pooling', 'Power', 'PReLU',
-                             'ReLU', 'Reshape', 'Sigmoid', 'Slice', 'Softmax', 'Split', 'TanH',
-                             'Threshold', 'Tile', 'ArgMax', 'Reduction', 'Embed', 'SPP')},
-    **{kind: (2, 2) for kind in ('Crop', 'EuclideanLoss', 'SigmoidCrossEntropyLoss',
-                                 'SoftmaxWithLoss', 'Accuracy', 'HingeLoss')},
-    Eltwise=(2, None), Concat=(1, None), Convolution=(1, None), Deconvolution=(1, None),
-    Scale=(1, 2), Bias=(1, 2), Input=(0, 0), Data=(0, 0))
+_BLOB_COUNTS = dict(
+    {kind: (_ONE, _ONE) for kind in (
+        'AbsVal', 'ArgMax', 'BatchNorm', 'BNLL', 'Dropout', 'ELU', 'Embed', 'Exp', 'Flatten',
+        'InnerProduct', 'Log', 'LRN', 'MVN', 'Power', 'PReLU', 'Reduction', 'ReLU', 'Reshape',
+        'Sigmoid', 'Softmax', 'SPP', 'TanH', 'Threshold', 'Tile')},
+    **{kind: ((2, 2), (0, 1)) for kind in ('EuclideanLoss', 'SigmoidCrossEntropyLoss', 'HingeLoss')},
+    SoftmaxWithLoss=((2, 2), (0, 2)), Accuracy=((2, 2), (1, None)), Crop=((2, 2), _ONE),
+    Eltwise=((2, None), _ONE), Concat=((1, None), _ONE), Scale=((1, 2), _ONE), Bias=((1, 2), _ONE),
+    Convolution=((1, None), (1, None)), Deconvolution=((1, None), (1, None)),
+    Pooling=(_ONE, (1, 2)), Slice=(_ONE, (1, None)), Split=(_ONE, (1, None)),
+    Input=((0, 0), (1, None)), Data=((0, 0), (1, 2)))
+
+
+def _count_problem(what, count, fewest, most):
+    if fewest <= count <= (most if most is not None else count):
+        return []
+    wanted = ('%d' % fewest if fewest == most else '%d or more' % fewest if most is None
+              else '%d to %d' % (fewest, most))
+    return ['takes %s %s%s, got %d' % (wanted, what, '' if wanted == '1' else 's', count)]
 
 
 def _count_problems(layer):
-    """Bottom counts Caffe would abort on (_BOTTOM_COUNTS), and Eltwise's
+    """Bottom and top counts Caffe would abort on (_BLOB_COUNTS), and Eltwise's
     coefficients (one per bottom, none for PROD: EltwiseLayer::LayerSetUp)."""
-    problems = []
-    fewest, most = _BOTTOM_COUNTS.get(layer.type, (0, None))
-    if not fewest <= len(layer.bottom) <= (most if most is not None else len(layer.bottom)):
-        wanted = ('%d' % fewest if fewest == most else '%d or more' % fewest if most is None
-                  else '%d to %d' % (fewest, most))
-        problems.append('takes %s bottom%s, got %d' % (wanted, '' if wanted == '1' else 's', len(layer.bottom)))
+    bottoms, tops = _BLOB_COUNTS.get(layer.type, ((0, None), (0, None)))
+    if layer.type == 'Pooling' and layer.pooling_param.pool != layer.pooling_param.MAX:
+        tops = _ONE                                 # only MAX pooling gives its mask as a second top
+    problems = _count_problem('bottom', len(layer.bottom), *bottoms) + \
+        _count_problem('top', len(layer.top), *tops)
     if layer.type in ('Convolution', 'Deconvolution') and len(layer.top) != len(layer.bottom):
         problems.append('needs one top per bottom, got %d bottoms and %d tops'
                         % (len(layer.bottom), len(layer.top)))

@@ -266,3 +266,32 @@ def test_caffe_command_refuses_a_malformed_eltwise_without_an_abort(tmp_path):
     assert 'Check failed' not in res.stderr and 'Traceback' not in res.stderr
     assert res.stderr.strip().splitlines()[-1].endswith(
         "e.prototxt: layer 'sum': Eltwise: eltwise_param has 1 coeff for 2 bottoms (one per bottom, or none)")
+
+
+@pytest.mark.parametrize('layer, message', [
+    ('layer { name: "r" type: "ReLU" bottom: "a" top: "r" top: "r2" }', "'r': ReLU: takes 1 top, got 2"),
+    ('layer { name: "p" type: "Pooling" bottom: "a" top: "p" top: "m" pooling_param { pool: AVE kernel_size: 2 } }',
+     "'p': Pooling: takes 1 top, got 2"),
+    ('layer { name: "s" type: "Split" bottom: "a" }', "'s': Split: takes 1 or more tops, got 0"),
+    ('layer { name: "l" type: "EuclideanLoss" bottom: "a" bottom: "b" top: "l" top: "l2" }',
+     "'l': EuclideanLoss: takes 0 to 1 tops, got 2"),
+])
+def test_top_counts_caffe_would_abort_on_are_named(layer, message):
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    with pytest.raises(InputError) as e:
+        prototxt.check_net(text_format.Merge(ELTWISE % 4 + layer, caffe_pb2.NetParameter()), 'e.prototxt', 'TEST')
+    assert str(e.value) == 'e.prototxt: layer %s' % message
+
+
+def test_blob_counts_caffe_takes_are_not_refused():
+    """MAX pooling's mask top, a loss without a top (Caffe adds it), a Slice
+    in two: accepted, as Caffe accepts them."""
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    text = ELTWISE % 4 + '''
+layer { name: "p" type: "Pooling" bottom: "a" top: "p" top: "m" pooling_param { pool: MAX kernel_size: 2 } }
+layer { name: "l" type: "EuclideanLoss" bottom: "a" bottom: "b" }
+layer { name: "c" type: "Slice" bottom: "s" top: "c1" top: "c2" slice_param { axis: 1 } }
+'''
+    prototxt.check_net(text_format.Merge(text, caffe_pb2.NetParameter()), 'e.prototxt', 'TEST')
