@@ -65,6 +65,9 @@ def _read_model(path, error):
         return _parsed_layers(path, error)
     except _Malformed:
         raise error('%s: truncated or not a NetParameter (protobuf cannot parse it)' % path)
+    except _TooManyLayers:
+        raise error('%s: more than %d layers, more than any net has: a damaged or made-up file '
+                    '(reading it would take about 150 bytes of memory per layer)' % (path, MAX_LAYERS))
 
 
 def _parsed_layers(path, error):
@@ -96,6 +99,16 @@ _NET_LAYER, _NET_V1_LAYERS = 100, 2
 _LAYER_FIELDS = {'layer': (1, 2, 7), 'v1': (4, 5, 6)}       # name, type, blobs
 _NUM, _CHANNELS, _HEIGHT, _WIDTH, _DATA, _SHAPE, _DOUBLE_DATA = 1, 2, 3, 4, 5, 7, 8
 _VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
+
+
+# A bound on the layer entries of a caffemodel (ResNet-152 has under a
+# thousand): a file of millions of empty 3-byte entries would otherwise take
+# ~100 times its size in memory.
+MAX_LAYERS = 100000
+
+
+class _TooManyLayers(Exception):
+    pass
 
 
 class _Malformed(Exception):
@@ -152,6 +165,8 @@ def _scan_layers(raw):
     for number, wire, value in _fields(raw, 0, len(raw)):
         if number in by_field and wire == _BYTES:
             by_field[number].append(value)
+            if len(by_field[number]) > MAX_LAYERS:
+                raise _TooManyLayers()
     spans, kind = by_field[_NET_LAYER], 'layer'
     if not spans:
         spans, kind = by_field[_NET_V1_LAYERS], 'v1'

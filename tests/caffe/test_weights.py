@@ -428,3 +428,23 @@ def test_scanning_keeps_only_the_layers_not_every_field(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 3 * len(data), peak
+
+
+def test_a_file_of_countless_empty_layers_is_refused_in_bounded_memory(tmp_path):
+    """Empty layer entries (3 bytes each) would each cost ~150 bytes kept:
+    past MAX_LAYERS the file is refused while being scanned, in memory that
+    does not grow with the file."""
+    import tracemalloc
+    data = _field(100, b'') * (4 * weights.MAX_LAYERS)
+    path = tmp_path / 'empties.caffemodel'
+    path.write_bytes(data)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError, match='empties.caffemodel: more than 100000 layers'):
+            weights.read_layers(str(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 200 * weights.MAX_LAYERS < 20 * len(data), peak
+    path.write_bytes(_field(100, b'') * 1000)
+    assert weights.read_layers(str(path)) == []
