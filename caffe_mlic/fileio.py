@@ -312,3 +312,51 @@ def open_regular(path, *args, **kwargs):
     if not stat.S_ISREG(os.stat(path).st_mode):
         raise OSError(errno.EINVAL, 'not a regular file (a device, FIFO or folder)', path)
     return open(path, *args, **kwargs)
+
+
+def read_npy(path):
+    """The array of numbers of the .npy file ``path`` (numpy.save's format;
+    never a pickle, an .npz or objects). OSError when it cannot be read (not
+    a regular file: a FIFO would block, a device never end); ValueError
+    saying what it is otherwise, before anything is allocated: a header
+    whose shape needs more bytes than the file holds is refused (np.load
+    would allocate what it claims)."""
+    import numpy as np
+    fmt = np.lib.format
+    with open_regular(path, 'rb') as f:
+        head = f.read(6)
+        if not head:
+            raise ValueError('the file is empty (0 bytes)')
+        if head.startswith(b'PK'):
+            raise ValueError('a zip archive (.npz?), not a .npy array')
+        if head != b'\x93NUMPY':
+            raise ValueError('not a .npy file' + (' (it is text)' if _looks_like_text(head + f.read(506)) else ''))
+        f.seek(0)
+        try:
+            version = fmt.read_magic(f)
+            read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _, dtype = read_header(f)
+        except (ValueError, EOFError, SyntaxError, TypeError) as e:
+            raise ValueError('a truncated or damaged .npy header (%s)' % e)
+        if dtype.hasobject:
+            raise ValueError('a .npy array of Python objects, not numbers')
+        if dtype.kind not in 'biuf':
+            raise ValueError('a .npy array of %s, not numbers' % dtype)
+        needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        held = os.fstat(f.fileno()).st_size - f.tell()
+        if needed > held:
+            raise ValueError('a truncated .npy file: its header says %s of %s (%d bytes), the file holds %d'
+                             % ('x'.join(map(str, shape)) or 'a scalar', dtype, needed, held))
+        f.seek(0)
+        try:
+            return np.load(f, allow_pickle=False)
+        except (ValueError, EOFError) as e:
+            raise ValueError('a truncated or damaged .npy file (%s)' % e)
+
+
+def _looks_like_text(data):
+    try:
+        data.decode('utf-8')
+    except UnicodeDecodeError as e:
+        return e.start >= len(data) - 3    # a character cut at the end of the sample
+    return b'\x00' not in data

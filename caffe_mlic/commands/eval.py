@@ -123,38 +123,17 @@ def _load_npy(path, what):
     only); an InputError naming the file and the format otherwise. np.load
     alone takes a .npz or a pickle too, and calls any other file "pickled
     data"."""
-    if not os.path.isfile(path):
+    from caffe_mlic.fileio import read_npy
+    if not os.path.lexists(path):
         raise InputError('%s: no such file' % path)
     try:
-        with open(path, 'rb') as f:
-            head = f.read(6)
-            if not head:
-                problem = 'the file is empty (0 bytes)'
-            elif head.startswith(b'PK'):
-                problem = 'a zip archive (.npz?), not a .npy array'
-            elif head != b'\x93NUMPY':
-                problem = 'not a .npy file' + (' (it is text)' if _looks_like_text(head + f.read(506))
-                                               else '')
-            else:
-                f.seek(0)
-                return np.load(f, allow_pickle=False)
+        return read_npy(path)
     except OSError as e:
         problem = 'cannot read it: %s' % (e.strerror or e)
-    except EOFError:
-        problem = 'a truncated .npy file'
     except ValueError as e:
-        problem = ('a .npy array of Python objects, not numbers' if 'allow_pickle' in str(e)
-                   else 'a truncated or damaged .npy file (%s)' % e)
+        problem = str(e)
     raise InputError(problems=[Problem(path, None, None, '%s; --%s takes an images x classes array '
                                        'of numbers saved by numpy.save (.npy)' % (problem, what))])
-
-
-def _looks_like_text(data):
-    try:
-        data.decode('utf-8')
-    except UnicodeDecodeError as e:
-        return e.start >= len(data) - 3    # a character cut at the end of the sample
-    return b'\x00' not in data
 
 
 def _sigmoid(x):

@@ -25,7 +25,7 @@ import math
 import os
 
 from caffe_mlic.errors import InputError, Problem, raise_if_problems
-from caffe_mlic.fileio import open_regular, read_json
+from caffe_mlic.fileio import read_json
 from caffe_mlic.evaluation.classification import OVERALL_KEYS as COUNT_KEYS  # and their _top3 forms
 from caffe_mlic.report import fairness, layout
 from caffe_mlic.report.scasnet import PERCENT, _is_number, _is_percent, _key_problems, _shown
@@ -311,17 +311,13 @@ def read_array(path):
     """The array of numbers of the .npy file ``path``; an InputError naming
     it when it is not a regular file (a FIFO would block, a device never
     end) or not numpy.save's array of numbers (a pickle is never loaded)."""
-    import numpy as np
+    from caffe_mlic.fileio import read_npy
     try:
-        with open_regular(path, 'rb') as f:
-            array = np.load(f, allow_pickle=False)
-        if isinstance(array, np.ndarray) and array.dtype.kind in 'biuf':
-            return array
-        problem = "not a .npy array of numbers (numpy.save's format)"
+        return read_npy(path)
     except OSError as e:
         problem = 'cannot read it: %s' % (e.strerror or e)
-    except (ValueError, EOFError):   # not .npy (a pickle: allow_pickle), truncated, objects
-        problem = "not a .npy array of numbers (numpy.save's format)"
+    except ValueError as e:
+        problem = "%s (expected a .npy array of numbers, numpy.save's format)" % e
     raise InputError(problems=[Problem(path, None, None, problem)])
 
 

@@ -646,7 +646,16 @@ def _replace(run, name, make):
 
 FIFO = lambda run: _replace(run, 'student_kd.npy', os.mkfifo)  # noqa: E731
 NPY_NOT_READ = "cannot read it: not a regular file"
-NOT_NPY = "not a .npy array of numbers (numpy.save's format)"
+NOT_NPY = "(expected a .npy array of numbers, numpy.save's format)"
+
+
+def _huge_header(path):
+    """152 bytes whose header claims 10^9 x 3 float64 (np.load allocated 22 GB)."""
+    import pathlib
+    path = pathlib.Path(path)
+    np.save(path, np.zeros((1, 3)))
+    data = path.read_bytes().replace(b"(1, 3), }" + b" " * 9, b"(1000000000, 3), }")
+    path.write_bytes(data)
 
 
 @pytest.mark.parametrize('change, line', [
@@ -662,10 +671,14 @@ NOT_NPY = "not a .npy array of numbers (numpy.save's format)"
     (lambda run: _save(run, 'student_kd.npy', np.array([[0.5, np.nan, 0.1]] * 2)),
      'student_kd.npy: holds numbers that are not finite'),
     (lambda run: _save(run, 'student_kd.npy', np.array([[None] * 3] * 2), allow_pickle=True),
-     'student_kd.npy: ' + NOT_NPY),
-    (lambda run: _save(run, 'student_kd.npy', np.array([['a'] * 3] * 2)), 'student_kd.npy: ' + NOT_NPY),
+     'student_kd.npy: a .npy array of Python objects, not numbers ' + NOT_NPY),
+    (lambda run: _save(run, 'student_kd.npy', np.array([['a'] * 3] * 2)),
+     'student_kd.npy: a .npy array of <U1, not numbers ' + NOT_NPY),
     (lambda run: _replace(run, 'student_kd.npy', lambda p: open(p, 'w').write('hello')),
-     'student_kd.npy: ' + NOT_NPY),
+     'student_kd.npy: not a .npy file (it is text) ' + NOT_NPY),
+    (lambda run: _replace(run, 'student_kd.npy', _huge_header),
+     'student_kd.npy: a truncated .npy file: its header says 1000000000x3 of float64 (24000000000 bytes), '
+     'the file holds 24 ' + NOT_NPY),
     (lambda run: _replace(run, 'student_kd.npy', lambda p: os.symlink('/dev/zero', p)),
      'student_kd.npy: ' + NPY_NOT_READ),
     (FIFO, 'student_kd.npy: ' + NPY_NOT_READ),

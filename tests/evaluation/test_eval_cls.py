@@ -285,6 +285,13 @@ def _truncated(path):
     path.write_bytes(path.read_bytes()[:-8])
 
 
+def _huge_header(path):
+    """A tiny file whose header claims 10^9 x 3 (np.load allocated it first)."""
+    with open(path, 'wb') as f:
+        np.save(f, np.zeros((1, 3)))
+    path.write_bytes(path.read_bytes().replace(b"(1, 3), }" + b" " * 9, b"(1000000000, 3), }"))
+
+
 @pytest.mark.parametrize('make, problem', [
     # np.load said "Cannot load file containing pickled data" of every one but the last two
     (lambda p: p.write_text('cat\ndog\n'), 'not a .npy file (it is text)'),
@@ -292,7 +299,9 @@ def _truncated(path):
     (lambda p: p.write_bytes(b''), 'the file is empty (0 bytes)'),
     (_npz, 'a zip archive (.npz?), not a .npy array'),
     (_pickled, 'a .npy array of Python objects, not numbers'),
-    (_truncated, 'a truncated or damaged .npy file (cannot reshape array of size 11 into shape (4,3))'),
+    (_truncated, 'a truncated .npy file: its header says 4x3 of float64 (96 bytes), the file holds 88'),
+    (_huge_header, 'a truncated .npy file: its header says 1000000000x3 of float64 (24000000000 bytes), '
+                   'the file holds 24'),
 ])
 def test_cli_cls_scores_that_are_not_an_npy_array_are_named(tmp_path, capsys, make, problem):
     argv = _saved(tmp_path)
