@@ -54,7 +54,9 @@ def run(args):
     if args.output and args.csv and same_file(args.output, args.csv):
         raise UsageError('-o and --csv name one file (%s): give two' % args.csv)
     images = model_and_images((args.net, args.weights), args.images)
-    inputs = images + [args.net, args.weights, args.settings, args.classes]
+    from caffe_mlic.inference.settings import find_settings
+    # the deploy.json read beside the net is an input too, given or not
+    inputs = images + [args.net, args.weights, args.settings or find_settings(args.net), args.classes]
     refuse_overwriting([args.output], inputs, 'output')
     refuse_overwriting([args.csv], inputs, 'csv')
     if args.csv:

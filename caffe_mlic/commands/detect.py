@@ -209,6 +209,7 @@ def run(args):
     from caffe_mlic.fileio import atomic_files, atomic_write_json
     from caffe_mlic.data.imageio import read_image
     from caffe_mlic.fileio import refuse_overwriting
+    from caffe_mlic.inference.settings import find_settings
     from caffe_mlic.inference import image_ids, model_and_images, printable
     from caffe_mlic.inference.detector import RandomControlDetector, WsddnDetector, check_scales
     from caffe_mlic.inference.draw import colour, draw_boxes, write_image
@@ -241,7 +242,8 @@ def run(args):
     if coco_gt is not None:
         results.append(os.path.join(args.output, COCO_RESULTS))
     refuse_overwriting([args.output] + results + [p for pair in per_image.values() for p in pair],
-                              images + [args.net, args.weights, args.settings, args.classes, args.coco_ids],
+                              images + [args.net, args.weights, args.settings or find_settings(args.net), args.classes,
+                                        args.coco_ids],
                               'output')
     if args.proposals is not None:
         note_missing_proposals(args.proposals, images, cache)

@@ -100,6 +100,7 @@ def run_infer(args):
     from caffe_mlic.fileio import atomic_write
     from caffe_mlic.data.imageio import image_size, read_image
     from caffe_mlic.fileio import refuse_overwriting
+    from caffe_mlic.inference.settings import find_settings
     from caffe_mlic.inference import model_and_images, printable
     from caffe_mlic.inference.segmenter import Segmenter, overlay
     from caffe_mlic.inference.settings import load_settings
@@ -113,7 +114,8 @@ def run_infer(args):
         raise UsageError('two images would write the same outputs: %s' % ', '.join(map(printable, twice)))
     outputs = [args.out] + [os.path.join(args.out, folder, stem + ext) for stem in stems
                             for folder, ext in (('labels', '.png'), ('color', '.png'), ('overlay', '.jpg'))]
-    refuse_overwriting(outputs, images + [args.net, args.weights, args.settings, args.palette], 'out')
+    refuse_overwriting(outputs, images + [args.net, args.weights, args.settings or find_settings(args.net),
+                                          args.palette], 'out')
     palette = load_palette(args.palette)
     model = Segmenter(args.net, args.weights, load_settings(args.net, args.settings), args.tile,
                       palette=palette, palette_name=args.palette)

@@ -36,7 +36,9 @@ def run(args):
         if not os.path.isfile(path):
             raise InputError('%s: no such file' % path)
     paths = expand_images(args.images)[:args.max_images]
-    refuse_overwriting([args.json], args.teacher + args.student + paths, 'json')
+    from caffe_mlic.inference.settings import find_settings
+    settings = [find_settings(net) for net in args.teacher[:1] + args.student[:1]]
+    refuse_overwriting([args.json], args.teacher + args.student + paths + settings, 'json')
     if not paths:
         raise InputError('no image files in %s' % ', '.join(args.images))
     images = [read_image(p) for p in paths]

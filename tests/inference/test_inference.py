@@ -399,6 +399,26 @@ def test_outputs_that_name_an_input_are_refused_before_anything_is_written(tiny,
     assert not (tmp_path / 'x.json').exists() and not (images / 'json').exists()
 
 
+def test_the_deploy_json_read_beside_the_net_is_an_input_too(tiny, tmp_path, capsys):
+    """Not given with --settings, it is still read: -o, --csv or speed's
+    --json naming it was written over with rc 0 (the next command failed)."""
+    from caffe_mlic.inference.settings import find_settings
+    image = tmp_path / 'a.png'
+    cv2.imwrite(str(image), photos(1)[0][:64, :80])
+    net = _deploy(tiny, STUDENT)
+    deploy = find_settings(net)
+    before = open(deploy, 'rb').read()
+    student = ['classify', '--net', net, '--weights', str(tiny / 'student.caffemodel'), str(image)]
+    speed = ['speed', '--teacher', _deploy(tiny, TEACHER), str(tiny / 'teacher_iter_40.caffemodel'),
+             '--student', net, str(tiny / 'student.caffemodel'), str(image)]
+    for argv, flag in ((student + ['-o', deploy], '-o/--output'), (student + ['--csv', deploy], '--csv'),
+                       (speed + ['--json', deploy], '--json')):
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert 'argument %s: ' % flag in err and 'is an input of this command' in err, err
+    assert open(deploy, 'rb').read() == before
+
+
 def test_classify_writes_json_and_csv_together_or_neither(tiny, tmp_path):
     (tmp_path / 'csv_is_a_folder').mkdir()
     assert cli.main(['classify', '--net', _deploy(tiny, STUDENT), '--weights', str(tiny / 'student.caffemodel'),
