@@ -360,3 +360,13 @@ def _looks_like_text(data):
     except UnicodeDecodeError as e:
         return e.start >= len(data) - 3    # a character cut at the end of the sample
     return b'\x00' not in data
+
+
+def input_file_problem(path, what='file'):
+    """Why ``path`` cannot be read as an input file ('no such <what>', or
+    not a regular file: a FIFO would block, a device never end), or None."""
+    if os.path.isfile(path):
+        return None
+    if os.path.exists(path):
+        return '%s: not a regular file (a device, FIFO or folder)' % path
+    return '%s: no such %s' % (path, what)

@@ -473,11 +473,9 @@ def _h5_blob(h5py, group, key, file_size):
 def weights_file_problem(path):
     """Why ``path`` cannot be a weights file ('no such weights file', or not
     a regular one), or None."""
-    if os.path.isfile(path):
-        return None
-    if os.path.exists(path):
-        return '%s: not a regular file (a device, FIFO or folder), not weights' % path
-    return '%s: no such weights file' % path
+    from caffe_mlic.fileio import input_file_problem
+    problem = input_file_problem(path, 'weights file')
+    return problem + ', not weights' if problem and os.path.exists(path) else problem
 
 
 def _count(shape):

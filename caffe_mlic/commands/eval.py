@@ -196,9 +196,10 @@ def run_cls(args):
         sources = dict(scores_source=args.scores, labels_source=args.labels)
     else:
         from caffe_mlic.evaluation.net_scores import score_test_set
+        from caffe_mlic.fileio import input_file_problem
         for path in (args.net, args.weights):
-            if not os.path.isfile(path):
-                raise InputError('%s: no such file' % path)
+            if input_file_problem(path):
+                raise InputError(input_file_problem(path))
         scores, labels = score_test_set(args.net, args.weights, args.blob, datalist=args.datalist)
         sources = dict(scores_source='%s blob %s' % (args.net, args.blob),
                        labels_source='%s labels' % args.net)

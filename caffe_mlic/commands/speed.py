@@ -32,9 +32,10 @@ def run(args):
     from caffe_mlic.data.imageio import read_image
     from caffe_mlic.inference.speed import measure
     from caffe_mlic.data.imageio import expand_images
+    from caffe_mlic.fileio import input_file_problem
     for path in args.teacher + args.student:
-        if not os.path.isfile(path):
-            raise InputError('%s: no such file' % path)
+        if input_file_problem(path):
+            raise InputError(input_file_problem(path))
     paths = expand_images(args.images)[:args.max_images]
     from caffe_mlic.inference.settings import find_settings
     settings = [find_settings(net) for net in args.teacher[:1] + args.student[:1]]

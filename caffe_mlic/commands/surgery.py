@@ -36,9 +36,10 @@ def run(args):
     from caffe_mlic.fileio import refuse_overwriting, save_weights
     from caffe_mlic.caffe.surgery import shape_only_net, transplant
     from caffe_mlic.caffe.weights import is_hdf5, name_list
+    from caffe_mlic.fileio import input_file_problem
     for _, path in args.sources:
-        if not os.path.isfile(path):
-            raise InputError('%s: no such file' % path)
+        if input_file_problem(path):
+            raise InputError(input_file_problem(path))
     refuse_overwriting([args.out], [args.net] + [p for _, p in args.sources], 'out')
     net = shape_only_net(args.net, seed=args.seed)
     if is_hdf5(args.out):

@@ -10,9 +10,10 @@ def model_and_images(files, image_args):
     """The commands that run a model on images: every file of ``files`` (net,
     weights; None skipped) must exist, and ``image_args`` (files or folders)
     must name at least one image. Returns the image paths."""
+    from caffe_mlic.fileio import input_file_problem
     for path in filter(None, files):
-        if not os.path.isfile(path):
-            raise InputError('%s: no such file' % path)
+        if input_file_problem(path):
+            raise InputError(input_file_problem(path))
     images = expand_images(image_args)
     if not images:
         raise InputError('no image files in %s' % ', '.join(image_args))
