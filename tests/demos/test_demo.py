@@ -13,28 +13,36 @@ import pytest
 
 from caffe_mlic.report import fairness, layout
 from caffe_mlic.report.results import collect, summarise
-from tests.demos import refused, run_demo
+from tests.demos import refused, start_demo
 from tests.chromium import assert_not_blank, needs_chromium, referenced_images, screenshot
 
 CLS_KEYS = {'mAP', 'AP', 'CP', 'CR', 'CF1', 'OP', 'OR', 'OF1', 'CP_top3', 'CR_top3', 'CF1_top3',
             'OP_top3', 'OR_top3', 'OF1_top3', 'classes', 'threshold'}
 
 
-def _demo(folder, **extra):
-    return run_demo('demo.py', folder, 1200, SEEDS='1', **extra)
+@pytest.fixture(scope='module')
+def _demos(tmp_path_factory):
+    """Both miniatures started at once, side by side (each runs on one core):
+    the demo, and the same demo again with the ablation rows (ABLATION=1) and
+    the stage-2 study (STUDY=1)."""
+    folders = [tmp_path_factory.mktemp(name) / 'run' for name in ('demo', 'demo_again')]
+    runs = [start_demo('demo.py', folders[0], SEEDS='1'),
+            start_demo('demo.py', folders[1], SEEDS='1', ABLATION='1', STUDY='1')]
+    yield list(zip(folders, runs))
+    for run in runs:
+        run.stop()
 
 
 @pytest.fixture(scope='module')
-def mini(tmp_path_factory):
-    folder = tmp_path_factory.mktemp('demo') / 'run'
-    return folder, _demo(folder)
+def mini(_demos):
+    folder, run = _demos[0]
+    return folder, run.output(1200)
 
 
 @pytest.fixture(scope='module')
-def mini_again(tmp_path_factory):
-    """The same demo again, with the ablation rows (ABLATION=1) and the stage-2 study (STUDY=1)."""
-    folder = tmp_path_factory.mktemp('demo_again') / 'run'
-    return folder, _demo(folder, ABLATION='1', STUDY='1')
+def mini_again(_demos):
+    folder, run = _demos[1]
+    return folder, run.output(1200)
 
 
 def _results(folder):
