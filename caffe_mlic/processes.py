@@ -125,3 +125,29 @@ def stopped_cleanly():
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """SIGINT, SIGTERM and SIGHUP held back inside the block (a few renames
+    that must land together) and raised again after it, for the handlers
+    that were in place. (Recorded by a handler, not blocked with
+    pthread_sigmask: that holds only this thread, and another of ours would
+    take the signal.) Outside the main thread: nothing is held back."""
+    pending = []
+
+    def record(signum, frame):
+        pending.append(signum)
+    try:
+        old = {s: signal.signal(s, record) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+               if signal.getsignal(s) not in (signal.SIG_IGN, None)}
+    except ValueError:          # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        if pending:
+            signal.raise_signal(pending[0])

@@ -105,7 +105,10 @@ def publish(run, pictures, results, title, body):
     nothing new. Returns the page's path."""
     texts = {os.path.join(run, 'results.json'): json.dumps(json_ready(results), indent=1, sort_keys=False) + '\n',
              os.path.join(run, 'report.html'): page_text(title, body)}
-    with atomic_files(list(texts)) as handles:
+    from caffe_mlic.processes import signals_deferred
+    # a signal while pictures and files are put in place would leave a mix
+    # of the new pictures and the old page: it waits for the end
+    with signals_deferred(), atomic_files(list(texts)) as handles:
         for handle, text in zip(handles, texts.values()):
             handle.write(text)
             handle.flush()              # a full disk shows here, before any picture is moved

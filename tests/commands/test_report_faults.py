@@ -839,3 +839,30 @@ def test_scasnet_report_is_stopped_as_report_is(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(scasnet, 'write_report', write)
     assert cli.main(['scasnet', 'report', str(tmp_path)]) == 143
     assert 'stopped by SIGTERM' in capsys.readouterr().err
+
+
+def test_a_signal_while_the_report_is_put_in_place_waits_for_the_end(tmp_path, capsys, monkeypatch):
+    """SIGTERM while the pictures were being moved left new pictures beside
+    the old page: now it is delivered once the page and results are in place."""
+    import signal
+    import caffe_mlic.report as report_module
+    import pathlib
+    run = pathlib.Path(_mlic_whole(tmp_path, monkeypatch))
+    assert cli.main(['report', str(run)]) == 0
+    capsys.readouterr()
+    os.remove(run / 'results.json')
+    os.remove(run / 'report.html')
+    real_replace, sent = os.replace, []
+
+    def replace(src, dst):
+        if not sent and os.path.dirname(os.fspath(dst)) == str(run / 'report'):   # a picture put in place
+            sent.append(dst)
+            os.kill(os.getpid(), signal.SIGTERM)
+        real_replace(src, dst)
+    monkeypatch.setattr(report_module.os, 'replace', replace)
+    assert cli.main(['report', str(run)]) == 143
+    monkeypatch.setattr(report_module.os, 'replace', real_replace)
+    err = capsys.readouterr().err
+    assert sent and 'stopped by SIGTERM' in err, (sent, err)
+    assert (run / 'results.json').exists() and (run / 'report.html').exists()
+    assert _staging_folders(run) == []
