@@ -106,6 +106,21 @@ class Stopped(BaseException):
 
 
 @contextlib.contextmanager
+def _handling(signums, handler):
+    """``handler`` for ``signums`` inside the block, the previous handlers
+    after it; outside the main thread, signals stay as they are."""
+    try:
+        old = {s: signal.signal(s, handler) for s in signums}
+    except ValueError:          # not the main thread
+        old = {}
+    try:
+        yield
+    finally:
+        for s, previous in old.items():
+            signal.signal(s, previous)
+
+
+@contextlib.contextmanager
 def stopped_cleanly():
     """SIGTERM and SIGHUP raise Stopped inside the block (a second one is
     ignored while the first unwinds); the previous handlers after it."""
@@ -115,16 +130,8 @@ def stopped_cleanly():
         for s in signums:
             signal.signal(s, signal.SIG_IGN)
         raise Stopped(signum)
-    try:
-        old = {s: signal.signal(s, stop) for s in signums}
-    except ValueError:          # not the main thread: signals stay as they are
+    with _handling(signums, stop):
         yield
-        return
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
 
 
 @contextlib.contextmanager
@@ -135,19 +142,11 @@ def signals_deferred():
     pthread_sigmask: that holds only this thread, and another of ours would
     take the signal.) Outside the main thread: nothing is held back."""
     pending = []
-
-    def record(signum, frame):
-        pending.append(signum)
+    signums = [s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+               if signal.getsignal(s) not in (signal.SIG_IGN, None)]
     try:
-        old = {s: signal.signal(s, record) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-               if signal.getsignal(s) not in (signal.SIG_IGN, None)}
-    except ValueError:          # not the main thread
-        yield
-        return
-    try:
-        yield
+        with _handling(signums, lambda signum, frame: pending.append(signum)):
+            yield
     finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
         if pending:
             signal.raise_signal(pending[0])
