@@ -66,8 +66,9 @@ def _read_model(path, error):
     except _Malformed:
         raise error('%s: truncated or not a NetParameter (protobuf cannot parse it)' % path)
     except _TooManyLayers:
-        raise error('%s: more than %d layers, more than any net has: a damaged or made-up file '
-                    '(reading it would take about 150 bytes of memory per layer)' % (path, MAX_LAYERS))
+        raise error('%s: more than %d layers, blobs or chunks of values, more than any net has: a '
+                    'damaged or made-up file (reading it would take about 150 bytes of memory per entry)'
+                    % (path, MAX_LAYERS))
 
 
 def _parsed_layers(path, error):
@@ -101,14 +102,23 @@ _NUM, _CHANNELS, _HEIGHT, _WIDTH, _DATA, _SHAPE, _DOUBLE_DATA = 1, 2, 3, 4, 5, 7
 _VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
 
 
-# A bound on the layer entries of a caffemodel (ResNet-152 has under a
-# thousand): a file of millions of empty 3-byte entries would otherwise take
-# ~100 times its size in memory.
+# A bound on the entries of a caffemodel kept while it is read (layers,
+# blobs, chunks of values: ResNet-152 has under a thousand layers and a few
+# per blob): a file of millions of empty 3-byte entries would otherwise take
+# ~100 times its size in memory. A blob has at most 32 axes (Caffe's
+# kMaxBlobAxes).
 MAX_LAYERS = 100000
+MAX_AXES = 32
 
 
 class _TooManyLayers(Exception):
     pass
+
+
+def _count_entry(budget):
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _TooManyLayers()
 
 
 class _Malformed(Exception):
@@ -161,12 +171,11 @@ def _scan_layers(raw):
     """[(name, type, [(shape, values, legacy)])] of every layer, as _read_model."""
     # only the layers' spans are kept: a list of every top-level field
     # would cost ~70 bytes per field of a large malformed file
-    by_field = {_NET_LAYER: [], _NET_V1_LAYERS: []}
+    by_field, budget = {_NET_LAYER: [], _NET_V1_LAYERS: []}, [MAX_LAYERS]
     for number, wire, value in _fields(raw, 0, len(raw)):
         if number in by_field and wire == _BYTES:
             by_field[number].append(value)
-            if len(by_field[number]) > MAX_LAYERS:
-                raise _TooManyLayers()
+            _count_entry(budget)
     spans, kind = by_field[_NET_LAYER], 'layer'
     if not spans:
         spans, kind = by_field[_NET_V1_LAYERS], 'v1'
@@ -180,7 +189,8 @@ def _scan_layers(raw):
             elif number == type_field:
                 layer_type = (_text(raw, value) if wire == _BYTES else _v1_type_name(value))
             elif number == blobs_field and wire == _BYTES:
-                blobs.append(_scan_blob(raw, *value))
+                _count_entry(budget)
+                blobs.append(_scan_blob(raw, *value, budget))
         layers.append((name, layer_type, blobs))
     return layers
 
@@ -192,7 +202,7 @@ def _text(raw, span):
         raise _Malformed()
 
 
-def _scan_blob(raw, start, end):
+def _scan_blob(raw, start, end, budget):
     """(shape, float32 values, legacy) of the BlobProto raw[start:end]: its
     shape as Caffe reads it, the legacy 4-d num/channels/height/width when
     any of them is given (``legacy``), else its ``shape``'s dims."""
@@ -202,6 +212,7 @@ def _scan_blob(raw, start, end):
             if wire != _BYTES:
                 raise _Unpacked()
             chunks[number].append(value)
+            _count_entry(budget)
         elif number == _SHAPE and wire == _BYTES:
             shape = []
             for dim_number, dim_wire, dims in _fields(raw, *value):
@@ -212,6 +223,8 @@ def _scan_blob(raw, start, end):
                         shape.append(dim)
                 elif dim_wire == _VARINT:
                     shape.append(dims)
+                if len(shape) > MAX_AXES:       # Caffe CHECKs it too
+                    raise _Malformed()
         elif _NUM <= number <= _WIDTH and wire == _VARINT:
             legacy[number - _NUM], given = value, True
     values = _values(raw, chunks[_DATA], '<f4')
@@ -615,14 +628,15 @@ def read_state(path, error=InputError):
         return _hdf5_state(path, error)
     raw = read_proto_bytes(path, error)
     try:
-        iteration, learned_net, history = 0, '', []
+        iteration, learned_net, history, budget = 0, '', [], [MAX_LAYERS]
         for number, wire, value in _fields(raw, 0, len(raw)):
             if number == _STATE_ITER and wire == _VARINT:
                 iteration = value - (1 << 64) if value >= 1 << 63 else value
             elif number == _STATE_LEARNED_NET and wire == _BYTES:
                 learned_net = _text(raw, value)
             elif number == _STATE_HISTORY and wire == _BYTES:
-                shape, values, legacy = _scan_blob(raw, *value)
+                _count_entry(budget)
+                shape, values, legacy = _scan_blob(raw, *value, budget)
                 history.append(BlobInfo(shape, legacy, values.size))
         return StateInfo(iteration, learned_net, history)
     except _Unpacked:
@@ -632,6 +646,9 @@ def read_state(path, error=InputError):
                          [BlobInfo(blob_shape(b), _legacy(b), stored_values(b)) for b in state.history])
     except _Malformed:
         raise error('%s: truncated or not a SolverState (protobuf cannot parse it)' % path)
+    except _TooManyLayers:
+        raise error('%s: more than %d blobs or chunks of values, more than any solver state has: a '
+                    'damaged or made-up file' % (path, MAX_LAYERS))
 
 
 def _hdf5_state(path, error):

@@ -448,3 +448,25 @@ def test_a_file_of_countless_empty_layers_is_refused_in_bounded_memory(tmp_path)
     assert peak < 200 * weights.MAX_LAYERS < 20 * len(data), peak
     path.write_bytes(_field(100, b'') * 1000)
     assert weights.read_layers(str(path)) == []
+
+
+@pytest.mark.parametrize('entries', ['blobs', 'chunks'])
+def test_countless_empty_blobs_or_chunks_in_one_layer_are_refused_in_bounded_memory(tmp_path, entries):
+    """The bound counts every entry kept: one layer of millions of empty
+    blobs, or one blob of millions of empty data chunks, took ~130x the file."""
+    import tracemalloc
+    n = 3 * weights.MAX_LAYERS
+    if entries == 'blobs':
+        layer = _field(1, b'x') + _field(7, b'') * n                 # LayerParameter.blobs = 7
+    else:
+        layer = _field(1, b'x') + _field(7, _field(5, b'') * n)      # BlobProto.data = 5, packed
+    path = tmp_path / 'e.caffemodel'
+    path.write_bytes(_field(100, layer))
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError, match='e.caffemodel: more than 100000 layers, blobs or chunks'):
+            weights.read_layers(str(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 200 * weights.MAX_LAYERS, peak
