@@ -342,6 +342,8 @@ def read_npy(path):
             raise ValueError('a .npy array of Python objects, not numbers')
         if dtype.kind not in 'biuf':
             raise ValueError('a .npy array of %s, not numbers' % dtype)
+        if any(d > 2 ** 31 for d in shape):     # with a 0 beside it, the size check passes; np.load overflows
+            raise ValueError('a damaged .npy header: shape %s' % 'x'.join(map(str, shape)))
         needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
         held = os.fstat(f.fileno()).st_size - f.tell()
         if needed > held:
@@ -350,7 +352,7 @@ def read_npy(path):
         f.seek(0)
         try:
             return np.load(f, allow_pickle=False)
-        except (ValueError, EOFError) as e:
+        except (ValueError, EOFError, OverflowError, MemoryError) as e:
             raise ValueError('a truncated or damaged .npy file (%s)' % e)
 
 

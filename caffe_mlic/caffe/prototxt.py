@@ -49,8 +49,9 @@ def write(path, proto, header=HEADER):
 
 def _parse(path, message, what):
     path = os.fspath(path)
+    from caffe_mlic.fileio import open_regular
     try:
-        with open(path, encoding='utf-8') as f:
+        with open_regular(path, encoding='utf-8') as f:      # a FIFO blocked, /dev/zero never ended
             text = f.read()
     except OSError as e:
         raise InputError('%s: cannot read the %s: %s' % (path, what, e.strerror or e))
@@ -385,8 +386,9 @@ def caffe_net(net, phase='TEST', weights=None, seed=None, complete=True, where=N
     from caffe_mlic.caffe.weights import check_weights
     if isinstance(net, os.PathLike) or (isinstance(net, str) and '{' not in net):
         where = os.fspath(net)
-        if not os.path.isfile(where):
-            raise InputError('%s: no such net prototxt' % where)
+        from caffe_mlic.fileio import input_file_problem
+        if input_file_problem(where, 'net prototxt'):
+            raise InputError(input_file_problem(where, 'net prototxt'))
         message = read_net(where)
     else:
         where = where or 'the net'

@@ -295,9 +295,10 @@ def check_proto_size(path, error=InputError):
 
 def read_proto_bytes(path, error=InputError):
     """The bytes of a binary proto file, refused over protobuf's limit."""
+    from caffe_mlic.fileio import open_regular
     check_proto_size(path, error)
     try:
-        with open(path, 'rb') as f:
+        with open_regular(path, 'rb') as f:
             return f.read()
     except OSError as e:
         raise error('%s: cannot read it: %s' % (path, e.strerror or e))

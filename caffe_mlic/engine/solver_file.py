@@ -194,8 +194,9 @@ class SolverFile:
 
     def __init__(self, path, run_dir, overrides=(), test_nets=True):
         self.path = os.fspath(path)
-        if not os.path.isfile(self.path):
-            raise InputError('%s: no such solver prototxt' % self.path)
+        from caffe_mlic.fileio import input_file_problem
+        if input_file_problem(self.path, 'solver prototxt'):
+            raise InputError(input_file_problem(self.path, 'solver prototxt'))
         self.param = param = prototxt.read_solver(self.path)
         apply_overrides(param, overrides)
         self.overrides = list(overrides)
@@ -215,7 +216,9 @@ class SolverFile:
         self.net_path, self.net_param = None, None
         if param.HasField('net'):
             self.net_path = param.net
-            if not os.path.isfile(self.net_path):
+            if os.path.exists(self.net_path) and not os.path.isfile(self.net_path):
+                problem('net', '%s: not a regular file (a device, FIFO or folder)' % self.net_path)
+            elif not os.path.isfile(self.net_path):
                 beside = os.path.join(os.path.dirname(self.path), self.net_path)
                 hint = (' (Caffe reads it relative to the current directory; %s exists)' % beside
                         if not os.path.isabs(self.net_path) and os.path.isfile(beside) else '')

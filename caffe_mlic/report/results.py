@@ -311,9 +311,10 @@ def read_array(path):
     """The array of numbers of the .npy file ``path``; an InputError naming
     it when it is not a regular file (a FIFO would block, a device never
     end) or not numpy.save's array of numbers (a pickle is never loaded)."""
+    import numpy as np
     from caffe_mlic.fileio import read_npy
     try:
-        return read_npy(path)
+        return read_npy(path).astype(np.float64, copy=False)     # bools too: the figures negate scores
     except OSError as e:
         problem = 'cannot read it: %s' % (e.strerror or e)
     except ValueError as e:

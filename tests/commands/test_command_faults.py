@@ -262,3 +262,21 @@ def test_text_inputs_that_are_not_regular_files_are_refused_before_reading(tmp_p
             res = run_cli(args, tmp_path, timeout=60)
             assert res.returncode == 1, (args, res.stderr)
             assert '%s: cannot read %s: not a regular file' % (source, what) in res.stderr, res.stderr
+
+
+def test_prototxts_that_are_not_regular_files_are_refused_before_reading(tmp_path):
+    """A net or solver prototxt that is a FIFO hung `caffe time`, `caffe
+    test` and `surgery` (signals ignored while blocked in open()); /dev/zero
+    was a MemoryError traceback."""
+    fifo = tmp_path / 'fifo'
+    os.mkfifo(fifo)
+    (tmp_path / 'w.caffemodel').write_bytes(b'')
+    for source in ('/dev/zero', str(fifo)):
+        for args, what in ((['caffe', 'time', '-model', source, '-iterations', '1'], 'net prototxt'),
+                           (['caffe', 'train', '-solver', source], 'solver prototxt'),
+                           (['surgery', '--net', source, '--from', 'same:w.caffemodel', '-o', 'o.caffemodel'],
+                            'net prototxt')):
+            res = run_cli(args, tmp_path, timeout=60)
+            assert res.returncode in (1, 2), (args, res.stderr)
+            assert 'Traceback' not in res.stderr and 'not a regular file (a device, FIFO or folder)' in res.stderr \
+                and source in res.stderr, (args, res.stderr)

@@ -866,3 +866,10 @@ def test_a_signal_while_the_report_is_put_in_place_waits_for_the_end(tmp_path, c
     assert sent and 'stopped by SIGTERM' in err, (sent, err)
     assert (run / 'results.json').exists() and (run / 'report.html').exists()
     assert _staging_folders(run) == []
+
+
+def test_boolean_scores_are_read_as_numbers(tmp_path, capsys, monkeypatch):
+    """A bool .npy (eval cls takes it) was a TypeError traceback in the figures."""
+    run = _mlic_whole(tmp_path, monkeypatch)
+    _save(run, 'student_kd.npy', np.array([[True, False, True], [False, True, False]]))
+    assert cli.main(['report', str(run)]) == 0, capsys.readouterr().err

@@ -285,11 +285,13 @@ def _truncated(path):
     path.write_bytes(path.read_bytes()[:-8])
 
 
-def _huge_header(path):
-    """A tiny file whose header claims 10^9 x 3 (np.load allocated it first)."""
+def _huge_header(path, shape=b"(1000000000, 3), }"):
+    """A tiny file whose header claims 10^9 x 3 (np.load allocated it first),
+    or ``shape``: 0 x 10^30 passes the size check (0 bytes) and np.load overflowed."""
     with open(path, 'wb') as f:
         np.save(f, np.zeros((1, 3)))
-    path.write_bytes(path.read_bytes().replace(b"(1, 3), }" + b" " * 9, b"(1000000000, 3), }"))
+    head = b"(1, 3), }" + b" " * (len(shape) - len(b"(1, 3), }"))
+    path.write_bytes(path.read_bytes().replace(head, shape))
 
 
 @pytest.mark.parametrize('make, problem', [
@@ -302,6 +304,8 @@ def _huge_header(path):
     (_truncated, 'a truncated .npy file: its header says 4x3 of float64 (96 bytes), the file holds 88'),
     (_huge_header, 'a truncated .npy file: its header says 1000000000x3 of float64 (24000000000 bytes), '
                    'the file holds 24'),
+    (lambda p: _huge_header(p, b"(0, 1000000000000000000000000000000), }"),
+     'a damaged .npy header: shape 0x1000000000000000000000000000000'),
 ])
 def test_cli_cls_scores_that_are_not_an_npy_array_are_named(tmp_path, capsys, make, problem):
     argv = _saved(tmp_path)
