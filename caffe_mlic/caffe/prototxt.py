@@ -208,7 +208,10 @@ _BLOB_COUNTS = dict(
         'InnerProduct', 'Log', 'LRN', 'MVN', 'Power', 'PReLU', 'Reduction', 'ReLU', 'Reshape',
         'Sigmoid', 'Softmax', 'SPP', 'TanH', 'Threshold', 'Tile')},
     **{kind: ((2, 2), (0, 1)) for kind in ('EuclideanLoss', 'SigmoidCrossEntropyLoss', 'HingeLoss')},
-    SoftmaxWithLoss=((2, 2), (0, 2)), Accuracy=((2, 2), (1, None)), Crop=((2, 2), _ONE),
+    # SoftmaxWithLoss declares a second top, but this Caffe aborts on it
+    # (its loss weights are checked against one top)
+    SoftmaxWithLoss=((2, 2), (0, 1)), Accuracy=((2, 2), (1, None)), Crop=((2, 2), _ONE),
+    Silence=((1, None), (0, 0)), HDF5Data=((0, 0), (1, None)), BatchReindex=((2, 2), _ONE),
     Eltwise=((2, None), _ONE), Concat=((1, None), _ONE), Scale=((1, 2), _ONE), Bias=((1, 2), _ONE),
     Convolution=((1, None), (1, None)), Deconvolution=((1, None), (1, None)),
     Pooling=(_ONE, (1, 2)), Slice=(_ONE, (1, None)), Split=(_ONE, (1, None)),
@@ -234,6 +237,14 @@ def _count_problems(layer):
     if layer.type in ('Convolution', 'Deconvolution') and len(layer.top) != len(layer.bottom):
         problems.append('needs one top per bottom, got %d bottoms and %d tops'
                         % (len(layer.bottom), len(layer.top)))
+    auto_top = tops[0] == 0 and tops[1] is not None      # a loss: Caffe adds its top
+    if layer.loss_weight and len(layer.loss_weight) != max(len(layer.top), 1 if auto_top else 0):
+        problems.append('has %d loss_weight for %d tops (one per top, or none)'
+                        % (len(layer.loss_weight), len(layer.top)))
+    if layer.type == 'Slice' and layer.slice_param.slice_point and \
+            len(layer.slice_param.slice_point) != len(layer.top) - 1:
+        problems.append('slice_param has %d slice_point for %d tops (one fewer than the tops, or none)'
+                        % (len(layer.slice_param.slice_point), len(layer.top)))
     if layer.type == 'Eltwise':
         p = layer.eltwise_param
         if len(p.coeff) and len(p.coeff) != len(layer.bottom):

@@ -352,6 +352,27 @@ def learnable_shapes(params):
     return [blob.shape for _, blobs in params for blob in blobs if not blob.shared]
 
 
+def unconnected_blobs(net, phase, in_phase):
+    """[(layer, message)] of the layers of ``net`` in ``phase`` with a bottom
+    that no earlier layer (nor the net's inputs) gives, or a top that an
+    earlier layer gives already, other than in place (the bottom at the same
+    position): "Unknown bottom blob" and "produced by multiple sources",
+    aborts of Caffe's Net::Init (a misspelt blob name)."""
+    found, given = [], set(net.input)
+    for layer in net.layer:
+        if not in_phase(layer, phase):
+            continue
+        for name in layer.bottom:
+            if name not in given:
+                found.append((layer.name, "bottom '%s' is not a top of an earlier layer" % name))
+        for i, name in enumerate(layer.top):
+            if name in given and not (i < len(layer.bottom) and layer.bottom[i] == name):
+                found.append((layer.name, "top '%s' is already an earlier layer's (a layer may reuse a "
+                                          "name only in place, as its bottom at the same position)" % name))
+            given.add(name)
+    return found
+
+
 def unequal_bottoms(net, phase, in_phase):
     """[(layer, message)] of the Eltwise layers of ``net`` in ``phase`` whose
     bottoms' shapes differ. This Caffe's EltwiseLayer::Reshape has its
@@ -375,11 +396,12 @@ def oversized(net, phase, in_phase):
 
 def check_sizes(net, where, in_phase, phase=None):
     """InputError naming each layer of ``net`` (read from ``where``) whose
-    blobs Caffe could not hold, or whose bottoms Caffe would sum unchecked
-    (unequal_bottoms), in ``phase`` or both."""
+    blobs Caffe could not hold, whose bottoms Caffe would sum unchecked
+    (unequal_bottoms) or that no earlier layer gives (unconnected_blobs), in
+    ``phase`` or both."""
     problems = []
     for ph in [phase] if phase else ['TRAIN', 'TEST']:
-        for layer, message in unequal_bottoms(net, ph, in_phase):
+        for layer, message in unconnected_blobs(net, ph, in_phase) + unequal_bottoms(net, ph, in_phase):
             line = "%s: layer '%s' (%s): %s" % (where, layer, ph, message)
             if line not in problems:
                 problems.append(line)

@@ -295,3 +295,40 @@ layer { name: "l" type: "EuclideanLoss" bottom: "a" bottom: "b" }
 layer { name: "c" type: "Slice" bottom: "s" top: "c1" top: "c2" slice_param { axis: 1 } }
 '''
     prototxt.check_net(text_format.Merge(text, caffe_pb2.NetParameter()), 'e.prototxt', 'TEST')
+
+
+@pytest.mark.parametrize('layer, message', [
+    ('layer { name: "r" type: "ReLU" bottom: "aa" top: "r" }',
+     "layer 'r' (TEST): bottom 'aa' is not a top of an earlier layer"),
+    ('layer { name: "r" type: "ReLU" bottom: "b" top: "a" }',
+     "layer 'r' (TEST): top 'a' is already an earlier layer's (a layer may reuse a name only in place, "
+     "as its bottom at the same position)"),
+])
+def test_blobs_no_layer_gives_or_two_layers_give_are_named(layer, message):
+    """Caffe's "Unknown bottom blob" (a misspelt name) and "produced by
+    multiple sources" are aborts; in place (ReLU a -> a) is fine."""
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    with pytest.raises(InputError) as e:
+        prototxt.check_net(text_format.Merge(ELTWISE % 4 + layer, caffe_pb2.NetParameter()), 'e.prototxt', 'TEST')
+    assert str(e.value) == 'e.prototxt: ' + message
+    in_place = ELTWISE % 4 + 'layer { name: "r" type: "ReLU" bottom: "a" top: "a" }'
+    prototxt.check_net(text_format.Merge(in_place, caffe_pb2.NetParameter()), 'e.prototxt', 'TEST')
+
+
+@pytest.mark.parametrize('layer, message', [
+    ('layer { name: "l" type: "SoftmaxWithLoss" bottom: "a" bottom: "b" top: "l" top: "p" '
+     'loss_weight: 1 loss_weight: 0 }', "'l': SoftmaxWithLoss: takes 0 to 1 tops, got 2"),
+    ('layer { name: "l" type: "EuclideanLoss" bottom: "a" bottom: "b" top: "l" loss_weight: 1 loss_weight: 2 }',
+     "'l': EuclideanLoss: has 2 loss_weight for 1 tops (one per top, or none)"),
+    ('layer { name: "c" type: "Slice" bottom: "s" top: "c1" top: "c2" top: "c3" '
+     'slice_param { axis: 1 slice_point: 2 } }',
+     "'c': Slice: slice_param has 1 slice_point for 3 tops (one fewer than the tops, or none)"),
+    ('layer { name: "q" type: "Silence" bottom: "s" top: "q" }', "'q': Silence: takes 0 tops, got 1"),
+])
+def test_loss_weights_and_slice_points_caffe_would_abort_on_are_named(layer, message):
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    with pytest.raises(InputError) as e:
+        prototxt.check_net(text_format.Merge(ELTWISE % 4 + layer, caffe_pb2.NetParameter()), 'e.prototxt', 'TEST')
+    assert str(e.value) == 'e.prototxt: layer %s' % message
