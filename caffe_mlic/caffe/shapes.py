@@ -399,9 +399,17 @@ def check_sizes(net, where, in_phase, phase=None):
     blobs Caffe could not hold, whose bottoms Caffe would sum unchecked
     (unequal_bottoms) or that no earlier layer gives (unconnected_blobs), in
     ``phase`` or both."""
-    problems = []
-    for ph in [phase] if phase else ['TRAIN', 'TEST']:
-        for layer, message in unconnected_blobs(net, ph, in_phase) + unequal_bottoms(net, ph, in_phase):
+    problems, phases = [], [phase] if phase else ['TRAIN', 'TEST']
+    # With both phases, a blob is unconnected only where it is so in every
+    # phase that holds its layer: a solver without test_iter never builds the
+    # TEST net, whose data layer may well be TRAIN-only.
+    unconnected = {ph: unconnected_blobs(net, ph, in_phase) for ph in phases}
+    layers = {layer.name: layer for layer in net.layer}
+    for ph in phases:
+        found = [(layer, message) for layer, message in unconnected[ph] if all(
+            (layer, message) in unconnected[other] for other in phases
+            if layer in layers and in_phase(layers[layer], other))]
+        for layer, message in found + unequal_bottoms(net, ph, in_phase):
             line = "%s: layer '%s' (%s): %s" % (where, layer, ph, message)
             if line not in problems:
                 problems.append(line)
