@@ -41,17 +41,25 @@ from caffe_mlic.report import layout  # noqa: E402
 # hard pixels' distance to their cues (more than 24 px, most roofs' centres
 # 35-59 px), while the context's widest branch reaches 157 px, more than the
 # 128-px crop: what varies is the head's reach. Widths of the small backbone.
-COMPARISON = dict(tiles=12, tile_size='1000x1000', size=128, iters=600, batch=8, lr='0.002',
-                  vgg_blocks=(1, 1, 1, 0, 0))
-MINI = dict(tiles=6, tile_size='300x300', size=64, iters=12, batch=4, lr='0.002', vgg_blocks=(1, 1, 1, 0, 0))
+# The heads that refine do it with conv3_1 (stride 4), no finer than the
+# release's finest tap (conv3_3, stride 4): refining also with conv1_1 at
+# full resolution cost cars their precision and, at 600 iterations, 3 of 9
+# deep-head trainings lost a class on the val tiles; 1200 iterations, every
+# head trained alike, lost none (README "What make demo-scasnet shows").
+COMPARISON = dict(tiles=12, tile_size='1000x1000', size=128, iters=1200, batch=8, lr='0.002',
+                  vgg_blocks=(1, 1, 1, 0, 0), refine=('conv3_1',))
+MINI = dict(tiles=6, tile_size='300x300', size=64, iters=12, batch=4, lr='0.002', vgg_blocks=(1, 1, 1, 0, 0),
+            refine=('conv3_1',))
 
 
-def netgen_flags(head):
-    """HEADS[head] as `scasnet netgen --set` items (text as is, the rest as Python literals)."""
-    out = []
-    for field, value in HEADS[head].items():
-        out += ['--set', '%s=%s' % (field, value if isinstance(value, str) else repr(value))]
-    return out
+def netgen_flags(head, refine):
+    """HEADS[head] as `scasnet netgen --set` items (text as is, the rest as
+    Python literals); ``refine``, the comparison's taps, for a head that
+    refines (HEADS leaves its refine to the default)."""
+    fields = dict(HEADS[head])
+    fields.setdefault('refine', tuple(refine))
+    return [item for field, value in fields.items()
+            for item in ('--set', '%s=%s' % (field, value if isinstance(value, str) else repr(value)))]
 
 
 def demo():
@@ -89,9 +97,10 @@ def comparison(run, heads):
     driver.cli('synth', '--task', 'seg', '--scene', 'context', data, '--images', s['tiles'],
                '--tile-size', s['tile_size'], '--seed', 0, cwd=run, tail=3)
 
-    step('nets: the same small VGG (convs per block %s) for %dx%d crops under each head (%s); Adam %s, '
-         'poly decay, %d iterations, batch %d' % (' '.join(map(str, s['vgg_blocks'])), s['size'], s['size'],
-                                                  ', '.join(heads), s['lr'], s['iters'], s['batch']))
+    step('nets: the same small VGG (convs per block %s) for %dx%d crops under each head (%s; those that '
+         'refine, with %s); Adam %s, poly decay, %d iterations, batch %d'
+         % (' '.join(map(str, s['vgg_blocks'])), s['size'], s['size'], ', '.join(heads), ' '.join(s['refine']),
+            s['lr'], s['iters'], s['batch']))
     for seed in seeds:
         for head in heads:
             folder = layout.scasnet_head_dir(run, seed, head)
@@ -101,7 +110,8 @@ def comparison(run, heads):
                        '--train-list', '../../data/train.txt', '--val-list', '../../data/val.txt',
                        '--root-folder', '../../data/', '--batch-size', s['batch'], '--input-scale', '0.017',
                        '--dropout', 0, '--workers', 0, '--max-iter', s['iters'], '--solver-type', 'Adam',
-                       '--base-lr', s['lr'], '--random-seed', seed, '--data-seed', seed, *netgen_flags(head),
+                       '--base-lr', s['lr'], '--random-seed', seed, '--data-seed', seed,
+                       *netgen_flags(head, s['refine']),
                        cwd=folder, log=os.path.join(folder, 'log.txt'))
         print('seed %d: %s' % (seed, ', '.join(heads)))
 
