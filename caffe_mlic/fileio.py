@@ -120,9 +120,9 @@ def save_weights(net, path):
     aborts (a CHECK on a failed write, a full disk, a name HDF5 cannot hold)
     only the child dies, and the temp file goes like on any other failure
     (RunError with Caffe's message)."""
-    from caffe_mlic.caffe.weights import is_hdf5
+    hdf5 = os.fspath(path).endswith('.h5')     # Caffe's rule, as caffe/weights.is_hdf5 (which imports us)
     with atomic_write(path, 'wb') as f:
-        _in_child((net.save_hdf5 if is_hdf5(path) else net.save), f.name, path)
+        _in_child((net.save_hdf5 if hdf5 else net.save), f.name, path)
 
 
 def _in_child(write, tmp, path):

@@ -150,3 +150,16 @@ def signals_deferred():
     finally:
         if pending:
             signal.raise_signal(pending[0])
+
+
+def run_stoppable(args, write):
+    """write(args), SIGTERM and SIGHUP unwinding it as Ctrl-C does (the
+    staging folder goes); the signal's exit status when one came."""
+    import sys
+    try:
+        with stopped_cleanly():
+            return write(args)
+    except Stopped as e:
+        sys.stderr.write('%s: stopped by %s (no half-written file or staging folder is left)\n' % (
+            getattr(getattr(args, 'parser', None), 'prog', 'caffe-mlic report'), signal.Signals(e.signum).name))
+        return 128 + e.signum

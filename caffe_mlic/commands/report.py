@@ -24,6 +24,7 @@ def add_arguments(p):
 
 
 def run(args):
+    from caffe_mlic.processes import run_stoppable
     results = run_stoppable(args, _write)
     if results is None or isinstance(results, int):
         return results
@@ -33,21 +34,6 @@ def run(args):
         print('fairness check failed: ' + line)
     if failed and args.strict:
         raise RunError('%d fairness check(s) failed; the comparison is not fair' % len(failed))
-
-
-def run_stoppable(args, write):
-    """write(args), SIGTERM and SIGHUP unwinding it as Ctrl-C does (the
-    staging folder goes); the signal's exit status when one came."""
-    import signal
-    import sys
-    from caffe_mlic.processes import Stopped, stopped_cleanly
-    try:
-        with stopped_cleanly():
-            return write(args)
-    except Stopped as e:
-        sys.stderr.write('%s: stopped by %s (no half-written file or staging folder is left)\n' % (
-            getattr(getattr(args, 'parser', None), 'prog', 'caffe-mlic report'), signal.Signals(e.signum).name))
-        return 128 + e.signum
 
 
 def _write(args):

@@ -55,7 +55,7 @@ def add_report(add):
 
 
 def run_report(args):
-    from caffe_mlic.commands.report import run_stoppable
+    from caffe_mlic.processes import run_stoppable
     return run_stoppable(args, write_report)
 
 

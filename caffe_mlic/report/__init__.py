@@ -7,6 +7,7 @@ import contextlib
 import errno
 import html
 import json
+import math
 import os
 import shutil
 
@@ -67,6 +68,11 @@ def check_outputs(run, outputs):
         if not os.access(folder, os.W_OK | os.X_OK):
             raise InputError('%s: cannot write it: its folder %s is read-only or not writable by this user'
                              % (path, folder))
+
+
+def is_number(value):
+    """A finite int or float read from JSON (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # RUN/.report.<pid>-<start time>-<random>.tmp (processes.owned_folder): a

@@ -8,7 +8,7 @@ import numpy as np
 from caffe_mlic import plotting
 from caffe_mlic.errors import InputError
 from caffe_mlic.fileio import atomic_write, read_json
-from caffe_mlic.report import layout
+from caffe_mlic.report import is_number, layout
 
 STAGE_TITLES = {'teacher': 'WSDDN teacher', 'stage1': 'stage 1 (features)',
                 'stage2': 'stage 2 (predictions)', 'baseline': 'baseline student (labels only)'}
@@ -92,7 +92,6 @@ def example(image_path, regions, truth, students, classes, path, size=336):
 
 
 def read_top_regions(det_dir, image_path):
-    from caffe_mlic.report.scasnet import _is_number
     stem = os.path.splitext(os.path.basename(image_path))[0]
     path = os.path.join(det_dir, 'json', stem + '.json')
     found = read_json(path, 'detection')
@@ -100,8 +99,8 @@ def read_top_regions(det_dir, image_path):
         raise InputError('%s: a detection JSON holds an object, not %s' % (path, type(found).__name__))
     regions = found.get('top_regions', [])
     if not (isinstance(regions, list) and all(
-            isinstance(r, dict) and isinstance(r.get('class'), str) and _is_number(r.get('score'))
-            and isinstance(r.get('box'), list) and len(r['box']) == 4 and all(map(_is_number, r['box']))
+            isinstance(r, dict) and isinstance(r.get('class'), str) and is_number(r.get('score'))
+            and isinstance(r.get('box'), list) and len(r['box']) == 4 and all(map(is_number, r['box']))
             for r in regions)):
         raise InputError('%s: "top_regions": must be a list of objects with a "class", a "score" and a "box" '
                          '(4 numbers)' % path)

@@ -9,24 +9,20 @@ the training labels; it is scored here on the same pixels as the net.
 """
 import html
 import json
-import math
 import os
 
 import numpy as np
 
 from caffe_mlic.errors import InputError, Problem
 from caffe_mlic.fileio import read_json
-from caffe_mlic.report import check_outputs, layout, pictures_dir, publish, refuse_overwriting_inputs, staging
+from caffe_mlic.report import (check_outputs, is_number as _is_number, layout, pictures_dir, publish,
+                               refuse_overwriting_inputs, staging)
 
 TILE_PANEL = 300     # px per panel in the test-tile pictures
 METRICS = ('OA', 'mF1', 'mF1_all', 'mIoU')
 
 
 # ---------------------------------------------------------------- the JSON files read
-
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
 
 def _is_percent(value):
     """A percentage eval seg writes (0..100), or null where it is undefined."""
