@@ -27,8 +27,8 @@ import os
 from caffe_mlic.errors import InputError, Problem, raise_if_problems
 from caffe_mlic.fileio import read_json
 from caffe_mlic.evaluation.classification import OVERALL_KEYS as COUNT_KEYS  # and their _top3 forms
-from caffe_mlic.report import fairness, layout
-from caffe_mlic.report.scasnet import PERCENT, _is_number, _is_percent, _key_problems, _shown
+from caffe_mlic.report import fairness, is_number, layout
+from caffe_mlic.report.scasnet import PERCENT, _is_percent, _key_problems, _shown
 
 TEACHER_DET_KEYS = (('det_AP07', 'AP07'), ('det_AP', 'AP'), ('CorLoc', 'CorLoc'))
 
@@ -302,9 +302,9 @@ def _kinds(n):
                 percent=(lambda v: v is not None and _is_percent(v), 'a percentage (0 to 100)'),
                 count=(_is_percent, PERCENT),
                 per_class=(per_class(_is_percent), 'a list of percentages (0 to 100) or null' + one_each),
-                thresholds=(lambda v: isinstance(v, dict) and per_class(_is_number)(v.get('values')),
+                thresholds=(lambda v: isinstance(v, dict) and per_class(is_number)(v.get('values')),
                             'an object whose "values" are numbers or null' + one_each),
-                time=(lambda v: _is_number(v) and v > 0, 'a positive number of ms'))
+                time=(lambda v: is_number(v) and v > 0, 'a positive number of ms'))
 
 
 def read_array(path):
