@@ -5,6 +5,7 @@ pycaffe builds nets only from files, so ``caffe_net`` writes the message to a
 temporary file and removes it again; every caller goes through it.
 """
 import contextlib
+import math
 import functools
 import json
 import os
@@ -195,7 +196,94 @@ _POSITIVE_FIELDS = (
     ('Convolution', 'convolution_param', ('num_output',)),
     ('Deconvolution', 'convolution_param', ('num_output',)),
     ('InnerProduct', 'inner_product_param', ('num_output',)),
+    ('Convolution', 'convolution_param', ('group',)),       # 0: a division by zero (SIGFPE)
+    ('Deconvolution', 'convolution_param', ('group',)),
+    ('Embed', 'embed_param', ('num_output', 'input_dim')),
+    ('ArgMax', 'argmax_param', ('top_k',)),
 )
+
+
+def _setting_problems(layer):
+    """The settings of one stock layer that its LayerSetUp CHECKs whatever
+    its bottoms' shapes (those that depend on them: shapes.shape_problems)."""
+    kind, problems = layer.type, []
+    if kind == 'LRN' and layer.lrn_param.local_size % 2 == 0:
+        problems.append('lrn_param local_size must be odd, got %d' % layer.lrn_param.local_size)
+    if kind == 'Tile' and layer.tile_param.tiles < 1:
+        problems.append('tile_param tiles must be set and >= 1, got %d' % layer.tile_param.tiles)
+    if kind in ('Log', 'Exp'):
+        base = (layer.log_param if kind == 'Log' else layer.exp_param).base
+        # Log divides by log(base): base 1 is refused too
+        if not (base == -1 or (math.isfinite(base) and base > 0 and not (kind == 'Log' and base == 1))):
+            problems.append('%s_param base must be -1 (e) or > 0%s, got %r'
+                            % (kind.lower(), ' and not 1' if kind == 'Log' else '', base))
+    if kind == 'Dropout' and not 0 <= layer.dropout_param.dropout_ratio < 1:
+        problems.append('dropout_param dropout_ratio must be in [0, 1), got %r'
+                        % layer.dropout_param.dropout_ratio)
+    if kind in ('Reshape', 'Flatten') and set(layer.top) & set(layer.bottom):
+        problems.append('cannot run in place (its top must not be its bottom)')
+    if kind == 'Reshape':
+        p = layer.reshape_param
+        dims = list(p.shape.dim)
+        if dims.count(-1) > 1:
+            problems.append('reshape_param shape has %d dims of -1 (at most one is inferred)' % dims.count(-1))
+        if any(d < -1 for d in dims):
+            problems.append('reshape_param shape dims must be >= -1, got %s' % dims)
+        if p.num_axes < -1:
+            problems.append('reshape_param num_axes must be >= -1, got %d' % p.num_axes)
+    if kind in ('Scale', 'Bias'):
+        num_axes = (layer.scale_param if kind == 'Scale' else layer.bias_param).num_axes
+        if num_axes < -1:
+            problems.append('%s_param num_axes must be >= -1, got %d' % (kind.lower(), num_axes))
+    if kind == 'Concat' and layer.concat_param.HasField('axis') and layer.concat_param.HasField('concat_dim'):
+        problems.append('concat_param sets both axis and concat_dim (one of them)')
+    if kind == 'Slice':
+        p = layer.slice_param
+        if p.HasField('axis') and p.HasField('slice_dim'):
+            problems.append('slice_param sets both axis and slice_dim (one of them)')
+        points = [0] + list(p.slice_point)
+        if any(b <= a for a, b in zip(points, points[1:])):
+            problems.append('slice_param slice_point must rise from above 0, got %s' % list(p.slice_point))
+    if kind == 'Pooling':
+        problems += _pooling_problems(layer.pooling_param)
+    if kind in ('Convolution', 'Deconvolution'):
+        p = layer.convolution_param
+        if (p.HasField('kernel_h') or p.HasField('kernel_w')) and \
+                (len(p.kernel_size) or not (p.HasField('kernel_h') and p.HasField('kernel_w'))):
+            problems.append('convolution_param takes kernel_size or both kernel_h and kernel_w')
+        if (p.HasField('stride_h') or p.HasField('stride_w')) and \
+                (len(p.stride) or not (p.HasField('stride_h') and p.HasField('stride_w'))):
+            problems.append('convolution_param takes stride or both stride_h and stride_w')
+        if (p.HasField('pad_h') or p.HasField('pad_w')) and len(p.pad):
+            problems.append('convolution_param takes pad or pad_h and pad_w, not both')
+        if any(d < 1 for d in p.dilation):
+            problems.append('convolution_param dilation must be >= 1, got %s' % list(p.dilation))
+    return problems
+
+
+def _pooling_problems(p):
+    """PoolingLayer::LayerSetUp's CHECKs."""
+    problems = []
+    if p.global_pooling:
+        if p.HasField('kernel_size') or p.HasField('kernel_h') or p.HasField('kernel_w'):
+            problems.append('pooling_param global_pooling takes no kernel size')
+        if p.pad or p.pad_h or p.pad_w or p.stride != 1 or \
+                (p.HasField('stride_h') and p.stride_h != 1) or (p.HasField('stride_w') and p.stride_w != 1):
+            problems.append('pooling_param global_pooling takes pad 0 and stride 1')
+        return problems
+    if p.HasField('kernel_size') == (p.HasField('kernel_h') and p.HasField('kernel_w')):
+        problems.append('pooling_param takes kernel_size or both kernel_h and kernel_w')
+        return problems
+    for name in ('pad', 'stride'):
+        if (p.HasField(name + '_h') or p.HasField(name + '_w')) and \
+                (p.HasField(name) or not (p.HasField(name + '_h') and p.HasField(name + '_w'))):
+            problems.append('pooling_param takes %s or both %s_h and %s_w' % (name, name, name))
+    kernel = (p.kernel_h, p.kernel_w) if p.HasField('kernel_h') else (p.kernel_size,) * 2
+    pad = (p.pad_h, p.pad_w) if p.HasField('pad_h') else (p.pad,) * 2
+    if any(pad) and any(q >= k for q, k in zip(pad, kernel)):
+        problems.append('pooling_param pad must be smaller than the kernel, got pad %s and kernel %s'
+                        % (' x '.join(map(str, pad)), ' x '.join(map(str, kernel))))
+    return problems
 
 # How many bottoms and tops Caffe's Layer::CheckBlobCounts takes (it aborts
 # otherwise), for the common stock layers: ((fewest, most), (fewest, most));
@@ -268,7 +356,7 @@ def _layer_problems(layer):
     if layer.type not in _caffe_layer_types():       # the layer factory's FATAL
         return ['unknown layer type %r (a layer of a Caffe fork? this Caffe knows %d types, see '
                 'caffe.layer_type_list())' % (layer.type, len(_caffe_layer_types()))]
-    problems += _count_problems(layer)
+    problems += _count_problems(layer) + _setting_problems(layer)
     for kind, message, names in _POSITIVE_FIELDS:
         if layer.type == kind:
             param = getattr(layer, message)

@@ -174,10 +174,16 @@ def _walk(net, phase, in_phase):
         if not in_phase(layer, phase):
             continue
         bottoms = [blobs.get(name) for name in layer.bottom]
+        problems = shape_problems(layer, bottoms) if None not in bottoms else []
         try:
             tops, extra = _layer_shapes(layer, bottoms, phase)
         except (ArithmeticError, IndexError, TypeError, ValueError, InputError):
             tops, extra = [None] * len(layer.top), []   # what Caffe itself would refuse: check_net's
+        if not problems:
+            problems = [p for shape in tops if shape is not None and None not in shape
+                        for p in _blob_problems(shape)][:1]
+        if problems:        # Caffe would abort here: what follows is not known
+            tops, extra = [None] * len(layer.top), [('problem', problem) for problem in problems]
         for name, shape in zip(layer.top, tops):
             if shape is not None and None in shape:
                 shape = None
@@ -198,7 +204,7 @@ def infer_shapes(net, phase, in_phase):
         for name, _ in zip(layer.top, tops):
             if blobs[name] is not None:
                 found.append((layer.name, 'top %r' % name, blobs[name], hint))
-        found.extend((layer.name, what, shape, hint) for what, shape in extra if what != 'hint')
+        found.extend((layer.name, what, shape, hint) for what, shape in extra if what not in ('hint', 'problem'))
     return blobs, found
 
 
@@ -373,19 +379,240 @@ def unconnected_blobs(net, phase, in_phase):
     return found
 
 
-def unequal_bottoms(net, phase, in_phase):
-    """[(layer, message)] of the Eltwise layers of ``net`` in ``phase`` whose
-    bottoms' shapes differ. This Caffe's EltwiseLayer::Reshape has its
-    shape CHECK commented out: the sum reads past the smaller bottom and
-    the backward pass's copy into it segfaults (or corrupts memory)."""
+def refused_layers(net, phase, in_phase):
+    """[(layer, message)] of the layers of ``net`` in ``phase`` whose settings
+    do not fit their bottoms' shapes (shape_problems), where Caffe would
+    abort building the net, or read past a blob."""
     found = []
     walk = _walk(net, phase, in_phase)
     next(walk)
-    for layer, bottoms, _, _ in walk:
-        if layer.type == 'Eltwise' and None not in bottoms and len(set(bottoms)) > 1:
-            found.append((layer.name, 'Eltwise bottoms must have one shape, got %s' % ', '.join(
-                '%s %s' % (name, ' x '.join(map(str, shape))) for name, shape in zip(layer.bottom, bottoms))))
+    for layer, _, _, extra in walk:
+        found.extend((layer.name, '%s: %s' % (layer.type, message)) for what, message in extra if what == 'problem')
     return found
+
+
+# ------------------------------------------------- settings against shapes
+#
+# What the stock layers' LayerSetUp and Reshape CHECK against their bottoms'
+# shapes (Caffe aborts the process), or do not check and then read past a
+# blob (Eltwise's and Scale's shape CHECKs are commented out in this Caffe).
+
+MAX_BLOB_AXES = 32      # Blob's kMaxBlobAxes
+
+
+def _shape_text(shape):
+    return ' x '.join(map(str, shape)) if shape else 'a scalar'
+
+
+def _blob_problems(shape):
+    """Blob::Reshape's CHECKs: at most 32 axes, no negative size."""
+    if len(shape) > MAX_BLOB_AXES:
+        return ['a top would have %d axes, more than a Caffe blob has (%d)' % (len(shape), MAX_BLOB_AXES)]
+    if any(int(d) < 0 for d in shape):
+        return ['a top would be %s: a negative size' % _shape_text(shape)]
+    return []
+
+
+class _Refused(Exception):
+    pass
+
+
+def _canonical(axis, shape, what):
+    """Blob::CanonicalAxisIndex: -ndim <= axis < ndim, as a positive index."""
+    ndim = len(shape)
+    if not -ndim <= axis < ndim:
+        raise _Refused('%s %d is out of range for a bottom of shape %s (%d axes: %d to %d)'
+                       % (what, axis, _shape_text(shape), ndim, -ndim, ndim - 1)
+                       if ndim else '%s %d: the bottom is a scalar, it has no axis' % (what, axis))
+    return axis + ndim if axis < 0 else axis
+
+
+# the axis parameter of each stock layer that takes one: (message, field)
+_AXIS_FIELDS = {'Softmax': ('softmax_param', 'axis'), 'SoftmaxWithLoss': ('softmax_param', 'axis'),
+                'InnerProduct': ('inner_product_param', 'axis'), 'Reduction': ('reduction_param', 'axis'),
+                'Tile': ('tile_param', 'axis'), 'Accuracy': ('accuracy_param', 'axis'),
+                'Crop': ('crop_param', 'axis'), 'Scale': ('scale_param', 'axis'), 'Bias': ('bias_param', 'axis'),
+                'Convolution': ('convolution_param', 'axis'), 'Deconvolution': ('convolution_param', 'axis'),
+                'Flatten': ('flatten_param', 'axis')}
+
+
+def shape_problems(layer, bottoms):
+    """What Caffe would abort on, or read past a blob for, in one stock
+    layer whose bottoms have ``bottoms`` shapes (all known): [message]."""
+    try:
+        return _shape_checks(layer, [tuple(b) for b in bottoms])
+    except _Refused as e:
+        return [str(e)]
+
+
+def _shape_checks(layer, bottoms):
+    kind = layer.type
+    if kind == 'Input':
+        for shape in layer.input_param.shape:
+            problems = _blob_problems(tuple(shape.dim))
+            if problems:
+                return ['input_param shape %s: %s' % (list(shape.dim), problems[0].split(': ', 1)[-1])]
+        return []
+    if not bottoms or kind == 'Python':
+        return []
+    first = bottoms[0]
+    axis_field = _AXIS_FIELDS.get(kind)
+    axis = _canonical(getattr(getattr(layer, axis_field[0]), axis_field[1]), first, '%s %s' % axis_field) \
+        if axis_field else None
+    problems = []
+    if kind in ('Pooling', 'LRN', 'SPP') and len(first) != 4:
+        return ['takes a bottom of 4 axes (N x C x H x W), got %s' % _shape_text(first)]
+    if kind == 'PReLU' and len(first) < 2:
+        return ['takes a bottom of 2 or more axes, got %s' % _shape_text(first)]
+    if kind == 'Eltwise' and len(set(bottoms)) > 1:
+        problems.append('bottoms must have one shape, got %s' % ', '.join(
+            '%s %s' % (name, _shape_text(shape)) for name, shape in zip(layer.bottom, bottoms)))
+    if kind in ('Convolution', 'Deconvolution'):
+        problems += _conv_problems(layer, bottoms, axis)
+    if kind == 'Concat':
+        p = layer.concat_param
+        axis = _canonical(p.axis if not p.HasField('concat_dim') else p.concat_dim, first, 'concat_param axis')
+        for name, shape in zip(layer.bottom[1:], bottoms[1:]):
+            if len(shape) != len(first) or any(a != b for i, (a, b) in enumerate(zip(shape, first)) if i != axis):
+                problems.append("bottoms must agree on every axis but %d: '%s' is %s, '%s' is %s"
+                                % (axis, layer.bottom[0], _shape_text(first), name, _shape_text(shape)))
+                break
+    if kind == 'Slice':
+        p = layer.slice_param
+        axis = _canonical(p.axis if not p.HasField('slice_dim') else p.slice_dim, first, 'slice_param axis')
+        size, points = first[axis], list(p.slice_point)
+        if points and points[-1] >= size:
+            problems.append('slice_param slice_point %d is not below the size of axis %d (%d)'
+                            % (points[-1], axis, size))
+        elif not points and size % max(1, len(layer.top)):
+            problems.append('%d tops do not divide axis %d of size %d evenly (give slice_point)'
+                            % (len(layer.top), axis, size))
+    if kind == 'Flatten':
+        end = _canonical(layer.flatten_param.end_axis, first, 'flatten_param end_axis')
+        if end + 1 < axis:      # (end_axis just before axis adds an axis of 1: Caffe takes it)
+            problems.append('flatten_param end_axis (%d) is before axis (%d)' % (end, axis))
+    if kind in ('SoftmaxWithLoss', 'Accuracy') and len(bottoms) > 1:
+        outer_inner = _count(first[:axis]) * _count(first[axis + 1:])
+        if outer_inner != _count(bottoms[1]):
+            problems.append("takes one label per prediction: '%s' (%s, classes along axis %d) needs %d "
+                            "labels, '%s' has %d" % (layer.bottom[0], _shape_text(first), axis, outer_inner,
+                                                     layer.bottom[1], _count(bottoms[1])))
+        if kind == 'Accuracy' and _count(bottoms[1]) and \
+                layer.accuracy_param.top_k > _count(first) // _count(bottoms[1]):
+            problems.append('accuracy_param top_k %d is more than the %d classes'
+                            % (layer.accuracy_param.top_k, _count(first) // _count(bottoms[1])))
+    if kind == 'ArgMax':
+        p = layer.argmax_param
+        if p.HasField('axis'):
+            classes = first[_canonical(p.axis, first, 'argmax_param axis')]
+        else:
+            classes = _count(first[1:])
+        if p.top_k > classes:
+            problems.append('argmax_param top_k %d is more than the %d values it ranks' % (p.top_k, classes))
+    if kind == 'EuclideanLoss' and len(bottoms) == 2 and _count(first[1:]) != _count(bottoms[1][1:]):
+        problems.append('bottoms must hold as many values per item: %s and %s'
+                        % (_shape_text(first), _shape_text(bottoms[1])))
+    if kind == 'SigmoidCrossEntropyLoss' and len(bottoms) == 2 and _count(first) != _count(bottoms[1]):
+        problems.append('bottoms must hold as many values: %s and %s'
+                        % (_shape_text(first), _shape_text(bottoms[1])))
+    if kind == 'BatchReindex' and len(bottoms) == 2 and len(bottoms[1]) != 1:
+        problems.append('its second bottom (the indices) must have 1 axis, got %s' % _shape_text(bottoms[1]))
+    if kind == 'Crop' and len(bottoms) == 2:
+        problems += _crop_problems(layer.crop_param, first, bottoms[1], axis)
+    if kind in ('Scale', 'Bias'):
+        problems += _scale_problems(layer, bottoms, axis)
+    if kind == 'Reshape':
+        problems += _reshape_problems(layer.reshape_param, first)
+    return problems
+
+
+def _conv_problems(layer, bottoms, axis):
+    p, first, problems = layer.convolution_param, bottoms[0], []
+    spatial = len(first) - axis - 1
+    if p.HasField('kernel_h') and spatial != 2:
+        return ['kernel_h and kernel_w are for 2-D convolution, the bottom %s has %d spatial axes'
+                % (_shape_text(first), spatial)]
+    for name, fewest in (('kernel_size', 1), ('stride', 0), ('pad', 0), ('dilation', 0)):
+        count = len(getattr(p, name))
+        if not (count in (fewest, 1, spatial) or (name == 'kernel_size' and p.HasField('kernel_h'))):
+            problems.append('convolution_param has %d %s for %d spatial axes (%s or %d)'
+                            % (count, name, spatial, '1' if fewest else 'none, 1', spatial))
+    channels, group = first[axis], max(1, p.group)
+    if channels % group or p.num_output % group:
+        problems.append('convolution_param group %d must divide the bottom channels (%d) and num_output (%d)'
+                        % (group, channels, p.num_output))
+    for name, shape in zip(layer.bottom[1:], bottoms[1:]):
+        if shape != first:
+            problems.append("bottoms must have one shape: '%s' is %s, '%s' is %s"
+                            % (layer.bottom[0], _shape_text(first), name, _shape_text(shape)))
+            break
+    if problems or spatial != 2 or len(first) != 4 or layer.type != 'Convolution':
+        return problems
+    kh, kw = _hw(p.kernel_size, p.kernel_h, p.kernel_w, p.HasField('kernel_h'), 1)
+    ph, pw = _hw(p.pad, p.pad_h, p.pad_w, p.HasField('pad_h'), 0)
+    dh, dw = _hw(p.dilation, 0, 0, False, 1)
+    for side, size, k, q, d in (('height', first[2], kh, ph, dh), ('width', first[3], kw, pw, dw)):
+        if size + 2 * q < d * (k - 1) + 1:
+            problems.append('its kernel (%d with dilation %d: %d px) is wider than the padded input %s '
+                            '(%d + 2 x %d)' % (k, d, d * (k - 1) + 1, side, size, q))
+            break
+    return problems
+
+
+def _crop_problems(p, first, reference, axis):
+    if len(reference) < len(first):
+        return ['its second bottom (%s) has fewer axes than the first (%s)'
+                % (_shape_text(reference), _shape_text(first))]
+    offsets = list(p.offset)
+    if len(offsets) > 1 and axis + len(offsets) != len(first):
+        return ['crop_param has %d offsets for the %d axes from axis %d (one, or one per axis)'
+                % (len(offsets), len(first) - axis, axis)]
+    for i in range(axis, len(first)):
+        offset = offsets[0] if len(offsets) == 1 else offsets[i - axis] if offsets else 0
+        if first[i] - offset < reference[i]:
+            return ['a crop of %d from offset %d does not fit axis %d of size %d'
+                    % (reference[i], offset, i, first[i])]
+    return []
+
+
+def _scale_problems(layer, bottoms, axis):
+    first = bottoms[0]
+    p = layer.scale_param if layer.type == 'Scale' else layer.bias_param
+    if len(bottoms) > 1:
+        other = bottoms[1]
+        if not other:           # a scalar: applied everywhere
+            return []
+        if len(first) < axis + len(other) or tuple(first[axis:axis + len(other)]) != tuple(other):
+            return ["its second bottom '%s' (%s) must match the first '%s' (%s) from axis %d"
+                    % (layer.bottom[1], _shape_text(other), layer.bottom[0], _shape_text(first), axis)]
+        return []
+    if p.num_axes != -1 and len(first) < axis + p.num_axes:
+        return ['%s num_axes %d from axis %d goes past the bottom %s'
+                % (type(p).__name__.replace('Parameter', '').lower() + '_param', p.num_axes, axis,
+                   _shape_text(first))]
+    return []
+
+
+def _reshape_problems(p, first):
+    ndim = len(first)
+    start = p.axis + ndim + 1 if p.axis < 0 else p.axis
+    if not 0 <= start <= ndim:
+        return ['reshape_param axis %d is out of range for a bottom of %d axes' % (p.axis, ndim)]
+    end = ndim if p.num_axes == -1 else start + p.num_axes
+    if end > ndim:
+        return ['reshape_param num_axes %d from axis %d goes past the bottom %s'
+                % (p.num_axes, start, _shape_text(first))]
+    dims = list(p.shape.dim)
+    if any(d == 0 and start + i >= ndim for i, d in enumerate(dims)):
+        return ['reshape_param shape copies (0) an axis the bottom %s does not have' % _shape_text(first)]
+    new = [first[start + i] if d == 0 else d for i, d in enumerate(dims)]
+    shape = list(first[:start]) + new + list(first[end:])
+    known = _count([d for d in shape if d != -1])
+    total = _count(first)
+    if (-1 in shape and (known == 0 or total % known)) or (-1 not in shape and known != total):
+        return ['reshape_param shape %s cannot hold the %d values of the bottom %s'
+                % (dims, total, _shape_text(first))]
+    return []
 
 
 def oversized(net, phase, in_phase):
@@ -397,28 +624,32 @@ def oversized(net, phase, in_phase):
 def check_sizes(net, where, in_phase, phase=None):
     """InputError naming each layer of ``net`` (read from ``where``) whose
     blobs Caffe could not hold, whose bottoms Caffe would sum unchecked
-    (unequal_bottoms) or that no earlier layer gives (unconnected_blobs), in
+    or whose settings do not fit their bottoms (refused_layers) or that no
+    earlier layer gives (unconnected_blobs), in
     ``phase`` or both."""
-    problems, phases = [], [phase] if phase else ['TRAIN', 'TEST']
+    phases = [phase] if phase else ['TRAIN', 'TEST']
     # With both phases, a blob is unconnected only where it is so in every
     # phase that holds its layer: a solver without test_iter never builds the
     # TEST net, whose data layer may well be TRAIN-only.
     unconnected = {ph: unconnected_blobs(net, ph, in_phase) for ph in phases}
     layers = {layer.name: layer for layer in net.layer}
+    found = {}      # (layer, message): [phase], in the order found
     for ph in phases:
-        found = [(layer, message) for layer, message in unconnected[ph] if all(
+        refused = [(layer, message) for layer, message in unconnected[ph] if all(
             (layer, message) in unconnected[other] for other in phases
             if layer in layers and in_phase(layers[layer], other))]
-        for layer, message in found + unequal_bottoms(net, ph, in_phase):
-            line = "%s: layer '%s' (%s): %s" % (where, layer, ph, message)
-            if line not in problems:
-                problems.append(line)
-        for layer, what, shape, hint in oversized(net, ph, in_phase):
-            line = "%s: layer '%s' (%s): %s would be %s = %d values, more than a Caffe blob holds " \
-                   '(2^31 - 1): lower %s' % (where, layer, ph, what, ' x '.join(map(str, shape)),
-                                             _count(shape), hint)
-            if line not in problems:
-                problems.append(line)
+        refused += refused_layers(net, ph, in_phase)
+        refused += [(layer, '%s would be %s = %d values, more than a Caffe blob holds (2^31 - 1): lower %s'
+                     % (what, ' x '.join(map(str, shape)), _count(shape), hint))
+                    for layer, what, shape, hint in oversized(net, ph, in_phase)]
+        for key in refused:
+            phases_of = found.setdefault(key, [])
+            if ph not in phases_of:
+                phases_of.append(ph)
+    # a problem of both nets is told once, without a phase
+    problems = ["%s: layer '%s'%s: %s" % (where, layer, '' if len(phases) > 1 and len(found_in) == len(phases)
+                                          else ' (%s)' % ', '.join(found_in), message)
+                for (layer, message), found_in in found.items()]
     if problems:
         raise InputError(problems[0] if len(problems) == 1 else '%d problems in %s:\n  %s' % (
             len(problems), where, '\n  '.join(problems)))

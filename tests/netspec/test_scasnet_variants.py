@@ -372,11 +372,11 @@ def test_every_head_on_every_depth_sums_only_equal_shapes(blocks, head):
     commented out): a sum of 32 and 16 channels read past one and the
     backward pass segfaulted, with the taps finer than the deep map once
     blocks were dropped. Every generated net must sum equal shapes."""
-    from caffe_mlic.caffe.shapes import unequal_bottoms
+    from caffe_mlic.caffe.shapes import refused_layers
     for rates in (None, (3,)):
         if rates and HEADS[head].get('context') == 'none':
             continue
         cfg = ScasConfig.release(vgg_blocks=blocks, dilations=rates, **dict(SMALL, input_size=128, **HEADS[head]))
         for net, phases in ((scasnet_deploy(cfg.validate()), ['TEST']), (scasnet_train(cfg), ['TRAIN', 'TEST'])):
             for phase in phases:
-                assert unequal_bottoms(net, phase, prototxt.in_phase) == [], (blocks, head, rates, phase)
+                assert refused_layers(net, phase, prototxt.in_phase) == [], (blocks, head, rates, phase)
