@@ -123,6 +123,14 @@ def _reopen_closed_std_streams():
 def main(argv=None):
     import os
     _reopen_closed_std_streams()
+    from caffe_mlic.caffe.env import caffe_checks_end_cleanly
+    names = []      # the command, once known, for a Caffe CHECK's line
+    with caffe_checks_end_cleanly(lambda: names[-1] if names else PROG):
+        return _main(argv, names)
+
+
+def _main(argv, names):
+    import os
     # Caffe's INFO and WARNING lines (net setup, "Logging before
     # InitGoogleLogging", upgrade notes) would surround our own messages;
     # quiet them before anything imports caffe, unless the user asked.
@@ -138,6 +146,7 @@ def main(argv=None):
             # Everything after the command belongs to another program, options
             # included, which argparse would try to read.
             prog = '%s %s' % (PROG, argv[0])
+            names.append(prog)
             return commands.module(argv[0]).run_argv(argv[1:]) or 0
         with _ctrl_c_deferred():      # building the parser imports every command's modules
             found = commands.nested(argv)
@@ -147,6 +156,7 @@ def main(argv=None):
             else:
                 args, extra = build_parser().parse_known_args(argv)
         prog, parser = args.parser.prog, args.parser
+        names.append(prog)
         if extra:  # say it as the subcommand, which is where they were given
             parser.error('unrecognized arguments: %s' % ' '.join(extra))
         return args.run(args) or 0

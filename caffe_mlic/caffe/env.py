@@ -9,6 +9,7 @@ Which build that is (CPU-only or CUDA: ``build_kind``), which GPUs the NVIDIA
 driver shows (``visible_gpus``), and the check that a GPU device can be used
 before Caffe would abort on it (``check_gpu``).
 """
+import contextlib
 import ctypes
 import glob
 import mmap
@@ -304,3 +305,96 @@ def check_gpu(device_ids, root=None):
                 i, why or '%d GPU(s) visible (%s)' % (len(names), ', '.join(
                     '%d: %s' % (j, n) for j, n in enumerate(names)))))
     return names
+
+
+# glog's InstallFailureFunction(void (*)()), C++-mangled, in libglog
+_INSTALL_FAILURE_FUNCTION = '_ZN6google22InstallFailureFunctionEPFvvE'
+_failure_function = []      # the ctypes callback, kept alive for the process
+_on_check_failure = []      # what to tidy first, innermost last (caffe_check_cleanup)
+_programs = []              # the command names of the caffe_checks_end_cleanly blocks running
+
+
+@contextlib.contextmanager
+def caffe_check_cleanup(tidy):
+    """Run ``tidy()`` should a Caffe CHECK end the process while the block
+    runs (caffe_checks_end_cleanly): nothing unwinds then, no ``finally``
+    runs, so what must not be left half done (a run folder, a run.json
+    saying "running") is put right here."""
+    entry = (os.getpid(), tidy)     # a forked child (fileio's writer) tidies nothing of its parent's
+    _on_check_failure.append(entry)
+    try:
+        yield
+    finally:
+        _on_check_failure.remove(entry)
+
+
+@contextlib.contextmanager
+def caffe_checks_end_cleanly(program):
+    """While the block runs, a failed CHECK of Caffe (glog's FATAL) in this
+    process ends it with exit code 1 and one line from ``program()`` (the
+    command's name) after glog's "Check failed" line, instead of a stack
+    trace and an abort (rc 134, maybe a core dump): for the settings and
+    inputs we do not check before Caffe does (check_net names most, with the
+    layer). Outside such a block (pycaffe used as a library) a failed
+    CHECK still aborts, with no stack trace. Either way the tidy functions
+    of caffe_check_cleanup run first.
+    glog's failure function is installed once pycaffe is imported: libglog
+    must be the one pycaffe loaded (loaded ahead of pycaffe, it brings its
+    libunwind in first, and then boost.python's exceptions abort). Without
+    libglog (a user's static build), nothing changes."""
+    if not _failure_function:
+        if 'caffe' in sys.modules:
+            _install_failure_function()
+        elif not any(isinstance(finder, _AfterPycaffe) for finder in sys.meta_path):
+            sys.meta_path.insert(0, _AfterPycaffe())
+    _programs.append(program)
+    try:
+        yield
+    finally:
+        _programs.remove(program)
+
+
+class _AfterPycaffe:
+    """An import hook that installs glog's failure function right after
+    pycaffe's first import, then leaves sys.meta_path."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != 'caffe' or self not in sys.meta_path:
+            return None
+        import importlib.util
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and hasattr(spec.loader, 'exec_module'):
+            run = spec.loader.exec_module
+
+            def exec_module(module):
+                run(module)
+                _install_failure_function()
+            spec.loader.exec_module = exec_module
+        return spec
+
+
+def _install_failure_function():
+    try:
+        glog = ctypes.CDLL('libglog.so.1', mode=os.RTLD_NOLOAD | ctypes.RTLD_GLOBAL)
+        install = getattr(glog, _INSTALL_FAILURE_FUNCTION)
+    except (OSError, AttributeError):
+        return False
+
+    @ctypes.CFUNCTYPE(None)
+    def caffe_check_failed():       # glog has written its message; we must not return
+        try:
+            for pid, tidy in reversed(_on_check_failure):
+                if pid == os.getpid():
+                    with contextlib.suppress(BaseException):
+                        tidy()
+            if _programs:
+                os.write(2, ('%s: Caffe stopped on the check above, a setting or input it refuses\n'
+                             % _programs[-1]()).encode('utf-8', 'replace'))
+                os._exit(1)
+        finally:
+            os.abort()
+    install.argtypes, install.restype = [ctypes.c_void_p], None
+    install(ctypes.cast(caffe_check_failed, ctypes.c_void_p))
+    _failure_function[:] = [caffe_check_failed]
+    return True

@@ -52,6 +52,7 @@ import numpy as np
 
 from caffe_mlic import plotting
 from caffe_mlic.caffe import prototxt
+from caffe_mlic.caffe.env import caffe_check_cleanup
 from caffe_mlic.caffe.weights import check_weights, parse_message
 from caffe_mlic.engine import logs
 from caffe_mlic.engine.lr import learning_rate
@@ -571,8 +572,19 @@ class Trainer:
             if created:
                 remove_made()
             raise
+        def caffe_stopped():     # (no exception: the process ends at once)
+            self._close_layers()
+            if created and not self.run_json_written:
+                remove_made()
+            elif self.run_json_written:
+                if getattr(self, 'log', None) is not None:
+                    self.log.close()
+                solver = getattr(self, 'solver', None)
+                self._write_run_json(end_time=logs.now(), status='failed', error='Caffe stopped on a check',
+                                     **({'final_iteration': solver.iter} if solver is not None else {}))
+            unlock_run_dir(lock)
         try:
-            with _main_thread_signals({s: stop for s in STOP_SIGNALS}):
+            with _main_thread_signals({s: stop for s in STOP_SIGNALS}), caffe_check_cleanup(caffe_stopped):
                 if self.early_signals and self.stop_signal is None:
                     self.stop_signal = self.early_signals[0]
                 return self._run()

@@ -358,6 +358,48 @@ def test_a_solver_caffe_would_abort_on_leaves_no_run_folder_nor_caffe_abort(tiny
     assert not (tiny / 'runs' / 'rms' / '.lock').exists()
 
 
+# Caffe CHECKs that check_net does not make: MVN's legacy accessors on a
+# 5-axis blob (at setup), BatchReindex's index bound (in the forward pass)
+CHECKED_BY_CAFFE_ONLY = {
+    'setup': """
+layer { name: "in" type: "DummyData" top: "x" dummy_data_param { shape { dim: 2 dim: 2 dim: 2 dim: 3 dim: 3 } } }
+layer { name: "m" type: "MVN" bottom: "x" top: "m" }
+layer { name: "l" type: "Reduction" bottom: "m" top: "l" loss_weight: 1 }
+""",
+    'forward': """
+layer { name: "in" type: "DummyData" top: "x" top: "i" dummy_data_param {
+  shape { dim: 2 dim: 3 } shape { dim: 2 }
+  data_filler { type: "constant" value: 1 } data_filler { type: "constant" value: 5 } } }
+layer { name: "fc" type: "InnerProduct" bottom: "x" top: "fc"
+  inner_product_param { num_output: 2 weight_filler { type: "xavier" } } }
+layer { name: "r" type: "BatchReindex" bottom: "fc" bottom: "i" top: "r" }
+layer { name: "l" type: "Reduction" bottom: "r" top: "l" loss_weight: 1 }
+"""}
+
+
+@pytest.mark.parametrize('when', list(CHECKED_BY_CAFFE_ONLY))
+def test_a_caffe_check_we_do_not_make_ends_the_run_in_one_line_not_an_abort(tiny, when):
+    """Caffe aborted (rc 134, glog's stack trace), leaving a run folder with
+    only .lock, or run.json "running". Now glog's "Check failed" line, then
+    one line of ours, rc 1; no run folder when nothing was trained, else
+    run.json "failed" and no lock."""
+    (tiny / ('check_%s.prototxt' % when)).write_text(CHECKED_BY_CAFFE_ONLY[when])
+    netutil.write_solver(tiny / ('check_%s_solver.prototxt' % when), str(tiny / ('check_%s.prototxt' % when)),
+                         base_lr=0.1, max_iter=3, lr_policy='fixed', snapshot_prefix='snap_check/w')
+    run_dir = tiny / 'runs' / ('check_%s' % when)
+    res = run(['train', 'check_%s_solver.prototxt' % when, '--run-dir', run_dir], tiny)
+    assert res.returncode == 1, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert lines[-1] == 'caffe-mlic train: Caffe stopped on the check above, a setting or input it refuses', lines
+    assert 'Check failed' in lines[-3] and not any(line.startswith('    @ ') for line in lines), lines
+    if when == 'setup':
+        assert not run_dir.exists()
+    else:
+        assert run_json(run_dir)['status'] == 'failed', run_json(run_dir)
+        assert run_json(run_dir)['error'] == 'Caffe stopped on a check'
+        assert not (run_dir / '.lock').exists()
+
+
 # ---------------------------------------------------------------- signals and locks
 
 
