@@ -6,6 +6,8 @@ import math
 import os
 import tempfile
 
+from caffe_mlic.processes import owned_name_prefix, sweep_owned_files
+
 
 def _missing_dirs(path):
     """The folders of ``path`` that do not exist yet, deepest first."""
@@ -45,7 +47,11 @@ def atomic_files(paths, mode='w', **kwargs):
             missing = _missing_dirs(directory)
             os.makedirs(directory, exist_ok=True)
             created = missing + created
-            fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp',
+            # named after this process, so that the next writer of this output
+            # removes what a SIGKILL left between writing and renaming
+            temp_prefix = '.' + os.path.basename(path) + '.'
+            sweep_owned_files(directory, temp_prefix, '.tmp')
+            fd, tmp = tempfile.mkstemp(prefix=owned_name_prefix(temp_prefix), suffix='.tmp',
                                        dir=directory)   # 0600: given a plain open()'s mode below
             temps.append(tmp)
             os.close(fd)

@@ -96,6 +96,37 @@ def sweep_owned_folders(parent, prefix, suffix=''):
             os.close(fd)
 
 
+def owned_name_prefix(prefix):
+    """``prefix`` followed by this process's pid and start time, for a temp
+    name that sweep_owned_files can tell as ours, and as left by a dead one."""
+    pid = os.getpid()
+    return '%s%d-%d-' % (prefix, pid, start_time(pid) or 0)
+
+
+def sweep_owned_files(directory, prefix, suffix=''):
+    """Remove from ``directory`` the regular files named ``prefix`` + pid and
+    start time + a random part + ``suffix`` (owned_name_prefix, mkstemp's
+    part) whose process is gone and that our user owns: the temp files a
+    SIGKILL left between writing and renaming. Anything else is left."""
+    import re
+    import stat
+    name_pattern = re.compile(re.escape(prefix) + r'(\d+)-(\d+)-[A-Za-z0-9_]+' + re.escape(suffix))
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    uid = os.getuid()
+    for name in names:
+        match = name.startswith(prefix) and name_pattern.fullmatch(name)
+        if not match or int(match.group(2)) == 0 or start_time(int(match.group(1))) == int(match.group(2)):
+            continue
+        path = os.path.join(directory, name)
+        with contextlib.suppress(OSError):
+            info = os.lstat(path)
+            if stat.S_ISREG(info.st_mode) and info.st_uid == uid:
+                os.unlink(path)
+
+
 class Stopped(BaseException):
     """SIGTERM or SIGHUP arrived inside stopped_cleanly: unwinds like
     KeyboardInterrupt, so that what the block was making is removed."""

@@ -204,3 +204,32 @@ def test_read_json_of_a_small_file_fits_in_little_memory(tmp_path):
             'from caffe_mlic.fileio import read_json; print(read_json(%r))' % str(path))
     res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and res.stdout == "{'a': 1}\n", res.stderr
+
+
+def test_a_temp_file_a_sigkill_left_is_removed_by_the_next_write_of_that_output(tmp_path):
+    """A process killed between writing and renaming left '.out.txt.XXXX.tmp'
+    for ever (pass 9: `report`'s .report.html and .results.json temps). The
+    temp name now holds the writer's pid and start time: the next write of
+    the same output removes those of dead writers, and nothing else."""
+    import signal
+    import subprocess
+    import sys
+    from caffe_mlic.processes import owned_name_prefix
+    code = ('import sys, time\nfrom caffe_mlic.fileio import atomic_write\n'
+            'with atomic_write(sys.argv[1]) as f:\n    f.write("half")\n    f.flush()\n'
+            '    print("writing", flush=True)\n    time.sleep(600)\n')
+    proc = subprocess.Popen([sys.executable, '-c', code, str(tmp_path / 'out.txt')], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline() == 'writing\n'
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    left = [name for name in os.listdir(tmp_path) if name.endswith('.tmp')]
+    assert len(left) == 1 and left[0].startswith('.out.txt.%d-' % proc.pid), left
+    ours = owned_name_prefix('.out.txt.') + 'live.tmp'          # a live writer's (ours)
+    others = [ours, '.out.txt.old_style.tmp', '.other.txt.%d-5-x.tmp' % proc.pid]
+    for name in others:
+        (tmp_path / name).write_text('')
+    with atomic_write(tmp_path / 'out.txt') as f:
+        f.write('whole')
+    assert (tmp_path / 'out.txt').read_text() == 'whole'
+    assert sorted(os.listdir(tmp_path)) == sorted(others + ['out.txt'])
