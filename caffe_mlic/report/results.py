@@ -28,7 +28,7 @@ from caffe_mlic.errors import InputError, Problem, raise_if_problems
 from caffe_mlic.fileio import read_json
 from caffe_mlic.evaluation.classification import OVERALL_KEYS as COUNT_KEYS  # and their _top3 forms
 from caffe_mlic.report import fairness, is_number, layout
-from caffe_mlic.report.scasnet import PERCENT, _is_percent, _key_problems, _shown
+from caffe_mlic.report.checks import PERCENT, is_percent, key_problems, shown
 
 TEACHER_DET_KEYS = (('det_AP07', 'AP07'), ('det_AP', 'AP'), ('CorLoc', 'CorLoc'))
 
@@ -299,9 +299,9 @@ def _kinds(n):
         return lambda v: isinstance(v, list) and n in (None, len(v)) and all(x is None or test(x) for x in v)
     one_each = ', one per class' + (' (%d)' % n if n else '')
     return dict(classes=(_is_classes, 'a non-empty list of distinct class names'),
-                percent=(lambda v: v is not None and _is_percent(v), 'a percentage (0 to 100)'),
-                count=(_is_percent, PERCENT),
-                per_class=(per_class(_is_percent), 'a list of percentages (0 to 100) or null' + one_each),
+                percent=(lambda v: v is not None and is_percent(v), 'a percentage (0 to 100)'),
+                count=(is_percent, PERCENT),
+                per_class=(per_class(is_percent), 'a list of percentages (0 to 100) or null' + one_each),
                 thresholds=(lambda v: isinstance(v, dict) and per_class(is_number)(v.get('values')),
                             'an object whose "values" are numbers or null' + one_each),
                 time=(lambda v: is_number(v) and v > 0, 'a positive number of ms'))
@@ -374,7 +374,7 @@ def _gt_problems(run):
         found[split] = (path, classes, images)
     if len(found) == 2 and found['train'][1] != found['test'][1]:
         problems.append(Problem(found['train'][0], None, '"classes"', '%s differ from those of %s (%s)' % (
-            _shown(found['train'][1]), found['test'][0], _shown(found['test'][1]))))
+            shown(found['train'][1]), found['test'][0], shown(found['test'][1]))))
     return problems, found.get('test')
 
 
@@ -403,7 +403,7 @@ def check_inputs(run):
             if isinstance(data, dict):
                 files.append((path, name, data))
             else:
-                problems.append(Problem(path, None, None, 'expected a JSON object, got %s' % _shown(data)))
+                problems.append(Problem(path, None, None, 'expected a JSON object, got %s' % shown(data)))
     reference = gt[:2] if gt else next(((path, data['classes']) for path, _, data in files
                                         if _is_classes(data.get('classes'))), None)
     n = len(reference[1]) if reference else None
@@ -412,10 +412,10 @@ def check_inputs(run):
         rules = [(key,) + kinds[kind] for key, kind in EVAL_KEYS[name]]
         if name not in ('det', 'det_control', 'speed'):
             rules += [(key,) + kinds['count'] for key in data if key.startswith(COUNT_KEYS)]
-        problems += _key_problems(path, data, rules)
+        problems += key_problems(path, data, rules)
         if _is_classes(data.get('classes')) and path != reference[0] and data['classes'] != reference[1]:
             problems.append(Problem(path, None, '"classes"', '%s differ from those of %s (%s)' % (
-                _shown(data['classes']), reference[0], _shown(reference[1]))))
+                shown(data['classes']), reference[0], shown(reference[1]))))
         if name == 'speed' and all(kinds['time'][0](data.get(k)) for k in ('teacher_ms', 'student_ms')) \
                 and not (0 < data['teacher_ms'] / data['student_ms'] < math.inf):
             problems.append(Problem(path, None, '"teacher_ms" / "student_ms"', 'the speed-up %g / %g is not a '

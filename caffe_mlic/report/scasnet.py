@@ -15,6 +15,7 @@ import numpy as np
 
 from caffe_mlic.errors import InputError, Problem
 from caffe_mlic.fileio import read_json
+from caffe_mlic.report.checks import PERCENT, is_percent, key_problems, shown
 from caffe_mlic.report import (check_outputs, is_number as _is_number, layout, pictures_dir, publish,
                                refuse_overwriting_inputs, staging)
 
@@ -24,11 +25,6 @@ METRICS = ('OA', 'mF1', 'mF1_all', 'mIoU')
 
 # ---------------------------------------------------------------- the JSON files read
 
-def _is_percent(value):
-    """A percentage eval seg writes (0..100), or null where it is undefined."""
-    return value is None or (_is_number(value) and 0 <= value <= 100 + 1e-9)   # 1e-9: rounding
-
-
 def _is_count(value):
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
@@ -36,24 +32,6 @@ def _is_count(value):
 def _is_scored_image(value):
     return isinstance(value, dict) and all(isinstance(value.get(k), str) and value[k]
                                            for k in ('prediction', 'ground_truth'))
-
-
-def _shown(value):
-    text = json.dumps(value)
-    return text if len(text) <= 40 else text[:37] + '...'
-
-
-def _key_problems(path, data, rules):
-    """Problems of ``data`` (a JSON object) against rules [(key, test,
-    'what it must be')]: each key missing, or whose value fails its test."""
-    problems = []
-    for key, test, expected in rules:
-        if key not in data:
-            problems.append(Problem(path, None, '"%s"' % key, 'missing'))
-        elif not test(data[key]):
-            problems.append(Problem(path, None, '"%s"' % key, 'must be %s, got %s'
-                                    % (expected, _shown(data[key]))))
-    return problems
 
 
 def _passes(check, value):
@@ -70,7 +48,7 @@ def _json_object(path, what, expected):
     data = read_json(path, what)
     if not isinstance(data, dict):
         raise InputError(problems=[Problem(path, None, None, 'expected %s (a JSON object), got %s'
-                                           % (expected, _shown(data)))])
+                                           % (expected, shown(data)))])
     return data
 
 
@@ -78,7 +56,6 @@ def _json_object(path, what, expected):
 # reads: required there (detail=True), checked wherever they are present.
 DETAIL_KEYS = ('hard_accuracy', 'hard_pixels', 'hard_mask', 'accuracy_by_distance', 'boundary_F1', 'objects',
                'car_recall')
-PERCENT = 'a percentage (0 to 100) or null'
 
 
 def _detail_rules(names):
@@ -101,23 +78,23 @@ def _detail_rules(names):
         return isinstance(v, list) and all(
             isinstance(b, dict) and _is_number(b.get('from')) and b['from'] >= 0
             and (b.get('to') is None or (_is_number(b['to']) and b['to'] > b['from']))
-            and _is_percent(b.get('accuracy')) and _is_count(b.get('pixels')) for b in v)
+            and is_percent(b.get('accuracy')) and _is_count(b.get('pixels')) for b in v)
 
     def objects(v):
         return isinstance(v, dict) and all(
             known(name) and isinstance(o, dict) and _is_count(o.get('found')) and _is_count(o.get('total'))
-            and o['found'] <= o['total'] and _is_percent(o.get('recall')) for name, o in v.items())
+            and o['found'] <= o['total'] and is_percent(o.get('recall')) for name, o in v.items())
     among = ' (names among the "classes")' if names else ''
-    return [('hard_accuracy', _is_percent, PERCENT),
+    return [('hard_accuracy', is_percent, PERCENT),
             ('hard_pixels', _is_count, 'a number of pixels (an integer >= 0)'),
             ('hard_mask', hard_mask, 'an object with "from": "files" and a "folder", or "from": "reference", '
                                      'a "distance" (px, 1 to %d) and "classes"%s' % (MAX_HARD_DISTANCE, among)),
             ('accuracy_by_distance', by_distance, 'a list of objects with "from" and "to" (px), "accuracy" (%s) '
                                                   'and "pixels" (an integer >= 0)' % PERCENT),
-            ('boundary_F1', _is_percent, PERCENT),
+            ('boundary_F1', is_percent, PERCENT),
             ('objects', objects, 'an object {class%s: {"found", "total" (integers, found <= total), "recall" (%s)}}'
              % (among, PERCENT)),
-            ('car_recall', _is_percent, PERCENT)]
+            ('car_recall', is_percent, PERCENT)]
 
 
 def read_evaluation(path, what='evaluation', full=False, detail=False):
@@ -136,10 +113,10 @@ def read_evaluation(path, what='evaluation', full=False, detail=False):
 
     def per_class(value):
         return isinstance(value, list) and (not named or len(value) == len(classes)) and all(
-            _is_percent(v) for v in value)
+            is_percent(v) for v in value)
     count = 'a list of percentages (0 to 100) or null, one per class' + (' (%d)' % len(classes) if named else '')
     rules = [('classes', lambda v: named, 'a non-empty list of distinct class names')]
-    rules += [(key, _is_percent, PERCENT) for key in METRICS]
+    rules += [(key, is_percent, PERCENT) for key in METRICS]
     rules += [(key, per_class, count) for key in ('F1', 'IoU')]
     rules += [(key, per_class, count) for key in ('precision', 'recall') if key in data]
     if not full:
@@ -163,7 +140,7 @@ def read_evaluation(path, what='evaluation', full=False, detail=False):
                     ('object_min_pixels', lambda v: _is_count(v) and v >= 1, 'an integer >= 1 (px)')]
         rules += [rule for rule in optional if rule[0] in data or (rule[0] == 'erode_radius' and eroded)]
     rules += [rule for rule in _detail_rules(classes if named else None) if detail or rule[0] in data]
-    problems = _key_problems(path, data, rules)
+    problems = key_problems(path, data, rules)
     if problems:
         raise InputError(problems=problems)
     return data
@@ -178,7 +155,7 @@ def same_classes(evaluations):
         if other['classes'] != data['classes']:
             raise InputError(problems=[Problem(path, None, '"classes"', '%s differ from those of %s (%s): '
                                                'every evaluation compared must score the same classes'
-                                               % (_shown(other['classes']), first, _shown(data['classes'])))])
+                                               % (shown(other['classes']), first, shown(data['classes'])))])
 
 
 def evaluation_inputs(evaluation):
@@ -208,7 +185,7 @@ def read_demo_settings(path):
              ('seeds', lambda v: distinct(v, _is_count), 'a non-empty list of distinct integers >= 0'),
              ('heads', lambda v: distinct(v, lambda h: isinstance(h, str) and h in layout.SCAS_HEAD_LABELS),
               'a non-empty list of distinct heads among %s' % ', '.join(layout.SCAS_HEAD_LABELS))]
-    problems = _key_problems(path, data, [rule for rule in rules if rule[0] in data])
+    problems = key_problems(path, data, [rule for rule in rules if rule[0] in data])
     if problems:
         raise InputError(problems=problems)
     return data
@@ -226,7 +203,7 @@ def read_run_info(path):
         except (AttributeError, ValueError):
             return False
         return True
-    problems = _key_problems(path, data, [(key, when, 'a time in ISO 8601 format')
+    problems = key_problems(path, data, [(key, when, 'a time in ISO 8601 format')
                                           for key in ('start_time', 'end_time') if data.get(key)])
     if problems:
         raise InputError(problems=problems)
