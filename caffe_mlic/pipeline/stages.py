@@ -1,0 +1,170 @@
+"""The stages of a pipeline run and their records: what lets `caffe-mlic
+run` skip the stages that are done, and rerun what a change invalidates.
+
+A stage is a step of a method (train the teacher, infer one head...) with
+what it depends on: its settings (a JSON-able dict, e.g. its config
+section), its input files and the stages before it. When it ends, its
+record (``RUN/.stages/<name>.json``, written atomically, last) holds the
+digest of its settings and of its input files' contents, the code version
+and the size and digest of each output. A stage is
+
+- done: its record matches its settings, inputs and code version, and its
+  outputs are as recorded;
+- stale: it has a record that does not (the record says why);
+- to do: it has no record (never run, or cut short: an interrupted stage
+  left no record, and resumes from its own snapshots when it runs again).
+
+``plan`` orders what runs: every stage not done, and every stage after one
+that runs and depends on it, as a change of settings in stage 2 reruns
+stage 2 and what follows.
+"""
+import hashlib
+import json
+import os
+from typing import Callable, NamedTuple, Optional, Sequence
+
+import caffe_mlic
+from caffe_mlic.errors import RunError, UsageError
+from caffe_mlic.fileio import atomic_write_json, read_json
+
+RECORDS = '.stages'
+CHUNK = 1 << 20
+
+
+class Stage(NamedTuple):
+    """``run()`` makes ``outputs`` (paths) from ``inputs`` (paths) under
+    ``settings``; ``after``: the names of the stages whose outputs it uses."""
+    name: str
+    run: Callable[[], None]
+    settings: dict
+    inputs: Sequence[str] = ()
+    outputs: Sequence[str] = ()
+    after: Sequence[str] = ()
+
+
+class Status(NamedTuple):
+    state: str                  # 'done', 'stale' or 'to do'
+    why: Optional[str] = None   # what changed, for a stale stage
+
+
+def file_digest(path):
+    """The SHA-256 of a file's content, or of a folder's files (their
+    relative paths and contents, in name order)."""
+    digest = hashlib.sha256()
+    if os.path.isdir(path):
+        for folder, dirs, files in os.walk(path):
+            dirs.sort()
+            for name in sorted(files):
+                full = os.path.join(folder, name)
+                digest.update(os.path.relpath(full, path).encode('utf-8', 'surrogateescape') + b'\0')
+                digest.update(file_digest(full).encode())
+        return digest.hexdigest()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(CHUNK), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def settings_digest(settings):
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def record_path(run_dir, name):
+    return os.path.join(run_dir, RECORDS, name + '.json')
+
+
+def _observed(stage):
+    """What a record of ``stage`` holds about its inputs, as they are now."""
+    return dict(settings=settings_digest(stage.settings), code=caffe_mlic.__version__,
+                inputs={path: file_digest(path) if os.path.exists(path) else None for path in stage.inputs})
+
+
+def write_record(run_dir, stage):
+    """Record ``stage`` as done (after its run: every output must exist)."""
+    missing = [path for path in stage.outputs if not os.path.exists(path)]
+    if missing:
+        raise RunError('stage %s made no %s' % (stage.name, ', '.join(missing)))
+    record = dict(_observed(stage), stage=stage.name, settings_used=stage.settings,
+                  outputs={path: file_digest(path) for path in stage.outputs})
+    atomic_write_json(record_path(run_dir, stage.name), record, sort_keys=True)
+
+
+def status(run_dir, stage):
+    """The Status of ``stage`` in ``run_dir`` from its record."""
+    path = record_path(run_dir, stage.name)
+    if not os.path.exists(path):
+        return Status('to do')
+    try:
+        record = read_json(path)
+    except ValueError:
+        return Status('stale', 'its record is unreadable')
+    if not isinstance(record, dict):
+        return Status('stale', 'its record is unreadable')
+    now = _observed(stage)
+    if record.get('settings') != now['settings']:
+        old = record.get('settings_used')
+        changed = sorted(k for k in set(old or {}) | set(stage.settings)
+                         if (old or {}).get(k) != stage.settings.get(k)) if isinstance(old, dict) else []
+        return Status('stale', 'settings changed' + (' (%s)' % ', '.join(changed) if changed else ''))
+    if record.get('code') != now['code']:
+        return Status('stale', 'caffe-mlic changed (%s -> %s)' % (record.get('code'), now['code']))
+    inputs = record.get('inputs') or {}
+    for path, digest in now['inputs'].items():
+        if inputs.get(path) != digest:
+            return Status('stale', 'input %s changed' % path)
+    outputs = record.get('outputs') or {}
+    for path in stage.outputs:
+        if path not in outputs or not os.path.exists(path) or file_digest(path) != outputs[path]:
+            return Status('stale', 'output %s is missing or changed' % path)
+    return Status('done')
+
+
+def plan(run_dir, stages, start=None, only=None):
+    """[(stage, why)] of the stages to run, in order: those not done and
+    those after one that runs and needs it; ``start``: that stage and every
+    one after it, done or not; ``only``: that stage alone, done or not."""
+    names = [s.name for s in stages]
+    for name in (start, only):
+        if name is not None and name not in names:
+            raise UsageError('no stage %r; the stages are %s' % (name, ', '.join(names)))
+    if only is not None:
+        return [(s, 'asked for (--only)') for s in stages if s.name == only]
+    todo, rerun = [], set()
+    reached = start is None
+    for stage in stages:
+        reached = reached or stage.name == start
+        why = None
+        if start is not None and reached:
+            why = 'asked for (--from %s)' % start
+        elif any(before in rerun for before in stage.after):
+            why = 'follows %s' % next(b for b in stage.after if b in rerun)
+        else:
+            current = status(run_dir, stage)
+            if current.state != 'done':
+                why = current.why or current.state
+        if why is not None:
+            todo.append((stage, why))
+            rerun.add(stage.name)
+    return todo
+
+
+def run_stages(run_dir, stages, say=print, start=None, only=None):
+    """Run ``plan(...)``'s stages in order, each recorded as it ends; a
+    line each as it starts and ends. A stage's record is removed before it
+    runs, so one cut short is never taken as done."""
+    import time
+    todo = plan(run_dir, stages, start, only)
+    running = {stage.name for stage, _ in todo}
+    for stage in stages:
+        if stage.name not in running:
+            say('stage %s: done' % stage.name)
+    for stage, why in todo:
+        say('stage %s: %s, running it' % (stage.name, why))
+        path = record_path(run_dir, stage.name)
+        if os.path.exists(path):
+            os.unlink(path)
+        began = time.monotonic()
+        stage.run()
+        write_record(run_dir, stage)
+        say('stage %s: done in %.0f s' % (stage.name, time.monotonic() - began))
+    return [stage.name for stage, _ in todo]

@@ -1,0 +1,106 @@
+"""Stage records: a second run skips what is done, a change reruns its
+stage and what follows, a stage cut short runs again, and nothing else."""
+import pytest
+
+import caffe_mlic
+from caffe_mlic.errors import RunError, UsageError
+from caffe_mlic.pipeline import stages as st
+
+
+def chain(tmp_path, calls, settings=None, fail=None):
+    """Three stages: a (source.txt -> a.txt), b (a.txt -> b.txt), c (b.txt -> c.txt)."""
+    settings = dict(dict(a={'k': 1}, b={'lr': 0.1}, c={}), **(settings or {}))
+
+    def step(name, source, out):
+        def run():
+            calls.append(name)
+            if name == fail:
+                raise KeyboardInterrupt     # as a Ctrl-C in the middle of the stage
+            (tmp_path / out).write_text((tmp_path / source).read_text() + name + repr(settings[name]))
+        return run
+    return [st.Stage('a', step('a', 'source.txt', 'a.txt'), settings['a'], [str(tmp_path / 'source.txt')],
+                     [str(tmp_path / 'a.txt')]),
+            st.Stage('b', step('b', 'a.txt', 'b.txt'), settings['b'], [str(tmp_path / 'a.txt')],
+                     [str(tmp_path / 'b.txt')], after=['a']),
+            st.Stage('c', step('c', 'b.txt', 'c.txt'), settings['c'], [str(tmp_path / 'b.txt')],
+                     [str(tmp_path / 'c.txt')], after=['b'])]
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    (tmp_path / 'source.txt').write_text('data ')
+    return str(tmp_path)
+
+
+def test_a_second_run_runs_nothing_and_says_each_stage_is_done(tmp_path, run_dir):
+    calls, said = [], []
+    assert st.run_stages(run_dir, chain(tmp_path, calls), say=said.append) == ['a', 'b', 'c']
+    assert (tmp_path / 'c.txt').read_text() == "data a{'k': 1}b{'lr': 0.1}c{}"
+    assert said[0] == 'stage a: to do, running it'
+    calls.clear(), said.clear()
+    assert st.run_stages(run_dir, chain(tmp_path, calls), say=said.append) == []
+    assert calls == [] and said == ['stage a: done', 'stage b: done', 'stage c: done']
+
+
+def test_a_changed_setting_reruns_its_stage_and_what_follows_and_says_why(tmp_path, run_dir):
+    calls, said = [], []
+    st.run_stages(run_dir, chain(tmp_path, calls), say=said.append)
+    calls.clear(), said.clear()
+    st.run_stages(run_dir, chain(tmp_path, calls, settings=dict(b={'lr': 0.01})), say=said.append)
+    assert calls == ['b', 'c']
+    assert [line for line in said if 'done in' not in line] == [
+        'stage a: done', 'stage b: settings changed (lr), running it', 'stage c: follows b, running it']
+
+
+def test_a_changed_input_or_output_or_code_version_makes_a_stage_stale(tmp_path, run_dir, monkeypatch):
+    calls = []
+    stages = chain(tmp_path, calls)
+    st.run_stages(run_dir, stages, say=lambda _: None)
+    (tmp_path / 'source.txt').write_text('other data ')
+    assert st.status(run_dir, stages[0]) == st.Status('stale', 'input %s changed' % (tmp_path / 'source.txt'))
+    assert [s.name for s, _ in st.plan(run_dir, stages)] == ['a', 'b', 'c']
+    st.run_stages(run_dir, stages, say=lambda _: None)
+    (tmp_path / 'b.txt').write_text('edited by hand')
+    assert st.status(run_dir, stages[1]).why == 'output %s is missing or changed' % (tmp_path / 'b.txt')
+    (tmp_path / 'b.txt').unlink()
+    assert [s.name for s, _ in st.plan(run_dir, stages)] == ['b', 'c']
+    st.run_stages(run_dir, stages, say=lambda _: None)
+    monkeypatch.setattr(caffe_mlic, '__version__', '99.0')
+    assert st.status(run_dir, stages[2]).state == 'stale'
+    assert 'caffe-mlic changed' in st.status(run_dir, stages[2]).why
+
+
+def test_a_stage_cut_short_runs_again_and_the_stages_before_it_do_not(tmp_path, run_dir):
+    calls = []
+    st.run_stages(run_dir, chain(tmp_path, calls), say=lambda _: None)
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        st.run_stages(run_dir, chain(tmp_path, calls, settings=dict(b={'lr': 0.5}), fail='b'),
+                      say=lambda _: None)
+    assert calls == ['b']
+    # b's old record went before it ran: it is not taken as done with its old output
+    assert st.status(run_dir, chain(tmp_path, [])[1]).state == 'to do'
+    calls.clear()
+    st.run_stages(run_dir, chain(tmp_path, calls, settings=dict(b={'lr': 0.5})), say=lambda _: None)
+    assert calls == ['b', 'c']
+    assert (tmp_path / 'c.txt').read_text() == "data a{'k': 1}b{'lr': 0.5}c{}"
+
+
+def test_from_and_only_choose_the_stages_and_a_wrong_name_is_refused(tmp_path, run_dir):
+    calls = []
+    st.run_stages(run_dir, chain(tmp_path, calls), say=lambda _: None)
+    calls.clear()
+    st.run_stages(run_dir, chain(tmp_path, calls), start='b', say=lambda _: None)
+    assert calls == ['b', 'c']
+    calls.clear()
+    st.run_stages(run_dir, chain(tmp_path, calls), only='a', say=lambda _: None)
+    assert calls == ['a']
+    with pytest.raises(UsageError, match="no stage 'd'; the stages are a, b, c"):
+        st.plan(run_dir, chain(tmp_path, calls), start='d')
+
+
+def test_a_stage_that_makes_no_output_is_an_error_and_is_not_recorded(tmp_path, run_dir):
+    stages = [st.Stage('a', lambda: None, {}, [], [str(tmp_path / 'never.txt')])]
+    with pytest.raises(RunError, match='stage a made no .*never.txt'):
+        st.run_stages(run_dir, stages, say=lambda _: None)
+    assert st.status(run_dir, stages[0]).state == 'to do'
