@@ -349,50 +349,18 @@ def _print_detail(result):
 
 
 def run_seg(args):
-    from caffe_mlic.data.labelmaps import load_palette
-    from caffe_mlic.evaluation import segmentation, write_json
-    from caffe_mlic.evaluation.segmentation import DetailMetrics, SegmentationEvaluator
+    from caffe_mlic.evaluation.seg_eval import evaluate_seg
     if args.erode_radius is not None and not args.eroded:
         raise UsageError('--erode-radius goes with --eroded')
     if args.hard_masks and (args.hard_distance is not None or args.hard_classes is not None):
         raise UsageError('--hard-distance and --hard-classes compute the hard-pixel masks from the ground truth; '
                          'they do not go with --hard-masks')
-    radius = 3 if args.erode_radius is None else args.erode_radius   # argparse bounded it
     csv_path, png_path = _seg_outputs(args)
-
-    def label_map(folder):
-        return lambda name: (os.path.splitext(name)[1].lower() in segmentation.LABEL_EXTENSIONS
-                             and os.path.isfile(os.path.join(folder, name)))
-    folders = [(args.pred, label_map(args.pred)), (args.gt, label_map(args.gt))]
-    if args.hard_masks:
-        folders.append((args.hard_masks, label_map(args.hard_masks)))
-    _refuse_overwriting([(args.json, 'json'), (csv_path, 'confusion_csv'), (png_path, 'confusion_png')],
-                        [None if args.palette == 'isprs' else args.palette], folders)
-    palette = load_palette(args.palette)
-    num_classes = args.classes or len(palette)
-    names = segmentation.class_names(palette, num_classes)
-    evaluator = SegmentationEvaluator(num_classes, class_names=names,
-                                      exclude_from_mean=segmentation.EXCLUDE_FROM_MEAN)
-    detail = DetailMetrics(names, hard_distance=args.hard_distance, hard_classes=args.hard_classes,
-                           hard_masks=args.hard_masks, boundary_tolerance=args.boundary_tolerance,
-                           object_classes=args.object_classes, min_object_pixels=args.min_object_pixels)
-    conf, images, unscored = segmentation.evaluate_dirs(args.pred, args.gt, palette, num_classes, args.eroded,
-                                                        radius, gt_suffix=args.gt_suffix, evaluator=evaluator,
-                                                        detail=detail)
-    result = evaluator.evaluate()
-    result.update(prediction_dir=os.path.abspath(args.pred), ground_truth_dir=os.path.abspath(args.gt),
-                  palette=palette.source,
-                  eroded=args.eroded, erode_radius=radius if args.eroded else None, images=images,
-                  not_scored=unscored)
-    result.update(detail.evaluate())
-    result['detail_reference'] = 'the ground truth as read (not eroded)'
-    if csv_path:
-        segmentation.write_confusion_csv(csv_path, conf, names)
-    if png_path:
-        from caffe_mlic.plotting import plot_confusion
-        plot_confusion(png_path, conf, names)
-    if args.json:
-        write_json(args.json, result)
+    radius = 3 if args.erode_radius is None else args.erode_radius   # argparse bounded it
+    result, names, images, unscored = evaluate_seg(
+        args.pred, args.gt, args.palette, args.classes, args.eroded, radius, args.gt_suffix, args.hard_masks,
+        args.hard_distance, args.hard_classes, args.boundary_tolerance, args.object_classes,
+        args.min_object_pixels, args.json, csv_path, png_path, refuse=_refuse_overwriting)
     width = max(12, max(len(n) for n in names))
     print('%-*s %6s %6s %6s %6s %12s' % (width, 'class', 'P', 'R', 'F1', 'IoU', 'gt pixels'))
     for k, name in enumerate(names):

@@ -96,54 +96,9 @@ DIR/color/X.png (palette colours) and DIR/overlay/X.jpg (colours over the image)
 
 
 def run_infer(args):
-    from caffe_mlic.errors import InputError, UsageError
-    from caffe_mlic.fileio import atomic_write
-    from caffe_mlic.data.imageio import image_size, read_image
-    from caffe_mlic.fileio import refuse_overwriting
-    from caffe_mlic.inference.settings import find_settings
-    from caffe_mlic.inference import model_and_images, printable
-    from caffe_mlic.inference.segmenter import Segmenter, overlay
-    from caffe_mlic.inference.settings import load_settings
-    from caffe_mlic.data.labelmaps import index_to_colour, load_palette, write_colour_png, write_label_png
-    from caffe_mlic.progress import progress
-    import cv2
-    images = model_and_images((args.net, args.weights), args.images)
-    stems = [os.path.splitext(os.path.basename(p))[0] for p in images]
-    twice = sorted({s for s in stems if stems.count(s) > 1})
-    if twice:
-        raise UsageError('two images would write the same outputs: %s' % ', '.join(map(printable, twice)))
-    outputs = [args.out] + [os.path.join(args.out, folder, stem + ext) for stem in stems
-                            for folder, ext in (('labels', '.png'), ('color', '.png'), ('overlay', '.jpg'))]
-    refuse_overwriting(outputs, images + [args.net, args.weights, args.settings or find_settings(args.net),
-                                          args.palette], 'out')
-    palette = load_palette(args.palette)
-    model = Segmenter(args.net, args.weights, load_settings(args.net, args.settings), args.tile,
-                      palette=palette, palette_name=args.palette)
-    stride = max(1, round(model.tile * 2 / 3)) if args.stride is None else args.stride
-    if not 1 <= stride <= model.tile:
-        raise UsageError('argument --stride: must be 1 to the tile (%d), got %d' % (model.tile, stride))
-    total = 0
-    for path in images:
-        try:
-            w, h = image_size(path)
-        except Exception as e:
-            raise InputError('%s: cannot read image (%s)' % (path, e))
-        total += len(model.tiles(h, w, stride)) * (3 if args.flip else 1)
-    bar = progress(total=total, desc='scasnet infer', unit='tile')
-    for path, stem in zip(images, stems):
-        image = read_image(path)
-        probabilities = model.probabilities(image, stride, args.flip,
-                                            on_tile=lambda: bar.update(3 if args.flip else 1))
-        labels = probabilities.argmax(axis=0).astype('uint8')
-        write_label_png(os.path.join(args.out, 'labels', stem + '.png'), labels)
-        write_colour_png(os.path.join(args.out, 'color', stem + '.png'), labels, palette)
-        blended = overlay(image, index_to_colour(labels, palette))
-        ok, jpg = cv2.imencode('.jpg', blended, [cv2.IMWRITE_JPEG_QUALITY, 90])
-        with atomic_write(os.path.join(args.out, 'overlay', stem + '.jpg'), 'wb') as f:
-            f.write(jpg.tobytes())
-    bar.close()
-    print('labelled %d images (%d tiles of %d px, stride %d%s) -> %s' % (
-        len(images), total, model.tile, stride, ', flipped too' if args.flip else '', printable(args.out)))
+    from caffe_mlic.inference.segmenter import label_images
+    label_images(args.net, args.weights, args.images, args.out, args.tile, args.stride, args.flip, args.palette,
+                 args.settings)
 
 
 def run_netgen(args):

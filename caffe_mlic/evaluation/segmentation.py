@@ -705,3 +705,4 @@ def row_percentages(conf):
     rows = conf.sum(axis=1, keepdims=True)
     with np.errstate(invalid='ignore', divide='ignore'):
         return np.where(rows > 0, 100.0 * conf / rows, np.nan)
+

@@ -129,3 +129,56 @@ def overlay(image_bgr, colours_rgb, alpha=0.5):
     """The image with the colour-coded labels blended over it (BGR uint8)."""
     import cv2
     return cv2.addWeighted(image_bgr, 1 - alpha, cv2.cvtColor(colours_rgb, cv2.COLOR_RGB2BGR), alpha, 0)
+
+
+def label_images(net, weights, images, out, tile=None, stride=None, flip=False, palette='isprs', settings=None,
+                 say=print):
+    """`caffe-mlic scasnet infer`: label ``images`` (files or folders) with the
+    deploy ``net`` and ``weights`` by sliding windows of ``tile`` px (the
+    net's input size) every ``stride`` px (two thirds of the tile); writes
+    OUT/labels/X.png, OUT/color/X.png and OUT/overlay/X.jpg per image X.
+    Nothing is written when an output would replace an input. Returns the
+    images' paths."""
+    import os
+    import cv2
+    from caffe_mlic.data.imageio import image_size, read_image
+    from caffe_mlic.data.labelmaps import index_to_colour, load_palette, write_colour_png, write_label_png
+    from caffe_mlic.fileio import atomic_write, refuse_overwriting
+    from caffe_mlic.inference import model_and_images, printable
+    from caffe_mlic.inference.settings import find_settings, load_settings
+    from caffe_mlic.progress import progress
+    images = model_and_images((net, weights), images)
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in images]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:
+        raise UsageError('two images would write the same outputs: %s' % ', '.join(map(printable, twice)))
+    outputs = [out] + [os.path.join(out, folder, stem + ext) for stem in stems
+                       for folder, ext in (('labels', '.png'), ('color', '.png'), ('overlay', '.jpg'))]
+    refuse_overwriting(outputs, images + [net, weights, settings or find_settings(net), palette], 'out')
+    colours = load_palette(palette)
+    model = Segmenter(net, weights, load_settings(net, settings), tile, palette=colours, palette_name=palette)
+    stride = max(1, round(model.tile * 2 / 3)) if stride is None else stride
+    if not 1 <= stride <= model.tile:
+        raise UsageError('argument --stride: must be 1 to the tile (%d), got %d' % (model.tile, stride))
+    total = 0
+    for path in images:
+        try:
+            w, h = image_size(path)
+        except Exception as e:
+            raise InputError('%s: cannot read image (%s)' % (path, e))
+        total += len(model.tiles(h, w, stride)) * (3 if flip else 1)
+    bar = progress(total=total, desc='scasnet infer', unit='tile')
+    for path, stem in zip(images, stems):
+        image = read_image(path)
+        probabilities = model.probabilities(image, stride, flip, on_tile=lambda: bar.update(3 if flip else 1))
+        labels = probabilities.argmax(axis=0).astype('uint8')
+        write_label_png(os.path.join(out, 'labels', stem + '.png'), labels)
+        write_colour_png(os.path.join(out, 'color', stem + '.png'), labels, colours)
+        blended = overlay(image, index_to_colour(labels, colours))
+        ok, jpg = cv2.imencode('.jpg', blended, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        with atomic_write(os.path.join(out, 'overlay', stem + '.jpg'), 'wb') as f:
+            f.write(jpg.tobytes())
+    bar.close()
+    say('labelled %d images (%d tiles of %d px, stride %d%s) -> %s' % (
+        len(images), total, model.tile, stride, ', flipped too' if flip else '', printable(out)))
+    return images
