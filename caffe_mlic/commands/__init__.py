@@ -16,7 +16,7 @@ hands them to the binary).
 import importlib
 
 COMMANDS = ('caffe', 'doctor', 'synth', 'proposals', 'datalist', 'netgen', 'surgery', 'eval',
-            'train', 'plot-log', 'detect', 'classify', 'speed', 'report', 'scasnet', 'bench')
+            'train', 'plot-log', 'detect', 'classify', 'speed', 'report', 'scasnet', 'run', 'bench')
 PASS_THROUGH = ('caffe',)
 # Subcommands of a command whose own positional arguments would swallow their
 # name (`proposals IMAGES...` and `proposals import FORMAT FILE...`): the

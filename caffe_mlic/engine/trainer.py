@@ -112,9 +112,10 @@ def _copy_file(src, dst):
         shutil.copyfileobj(f, out)
 
 
-def lock_run_dir(run_dir):
+def lock_run_dir(run_dir, what='training run', advice='give this one another --run-dir'):
     """Hold ``run_dir``'s lock (its .lock file, holding the pid) until
-    unlock_run_dir; RunError when another run holds it. The file is removed
+    unlock_run_dir; RunError when another run holds it (``what``, and the
+    ``advice`` in the message). The file is removed
     when the lock is given back, so a lock taken on a file that was removed
     meanwhile (by the run that held it) is taken again on the new one."""
     import fcntl
@@ -127,9 +128,8 @@ def lock_run_dir(run_dir):
             f.seek(0)
             holder = f.read().strip()
             f.close()
-            raise RunError('another training run (%s) is writing %s: wait for it to end, or give '
-                           'this one another --run-dir' % ('pid ' + holder if holder else 'a process',
-                                                           run_dir))
+            raise RunError('another %s (%s) is writing %s: wait for it to end, or %s'
+                           % (what, 'pid ' + holder if holder else 'a process', run_dir, advice))
         try:
             current = os.stat(path)
         except FileNotFoundError:

@@ -33,13 +33,17 @@ CHUNK = 1 << 20
 
 class Stage(NamedTuple):
     """``run()`` makes ``outputs`` (paths) from ``inputs`` (paths) under
-    ``settings``; ``after``: the names of the stages whose outputs it uses."""
+    ``settings``; ``after``: the names of the stages whose outputs it uses;
+    ``clean()``: removes what an earlier run of it left (snapshots, label
+    maps), called before it runs unless it resumes a run cut short under
+    the same settings and inputs."""
     name: str
     run: Callable[[], None]
     settings: dict
     inputs: Sequence[str] = ()
     outputs: Sequence[str] = ()
     after: Sequence[str] = ()
+    clean: Optional[Callable[[], None]] = None
 
 
 class Status(NamedTuple):
@@ -73,6 +77,11 @@ def record_path(run_dir, name):
     return os.path.join(run_dir, RECORDS, name + '.json')
 
 
+def started_path(run_dir, name):
+    """Where a stage that runs notes what it runs on, until its record is written."""
+    return os.path.join(run_dir, RECORDS, name + '.started.json')
+
+
 def _observed(stage):
     """What a record of ``stage`` holds about its inputs, as they are now."""
     return dict(settings=settings_digest(stage.settings), code=caffe_mlic.__version__,
@@ -93,7 +102,7 @@ def status(run_dir, stage):
     """The Status of ``stage`` in ``run_dir`` from its record."""
     path = record_path(run_dir, stage.name)
     if not os.path.exists(path):
-        return Status('to do')
+        return Status('to do', 'cut short, resuming it' if _resumable(run_dir, stage) else None)
     try:
         record = read_json(path)
     except ValueError:
@@ -152,19 +161,36 @@ def run_stages(run_dir, stages, say=print, start=None, only=None):
     """Run ``plan(...)``'s stages in order, each recorded as it ends; a
     line each as it starts and ends. A stage's record is removed before it
     runs, so one cut short is never taken as done."""
-    import time
     todo = plan(run_dir, stages, start, only)
     running = {stage.name for stage, _ in todo}
     for stage in stages:
         if stage.name not in running:
             say('stage %s: done' % stage.name)
+    run_planned(run_dir, todo, say)
+    return [stage.name for stage, _ in todo]
+
+
+def run_planned(run_dir, todo, say=print):
+    """Run the [(stage, why)] of a plan, in order (run_stages)."""
+    import time
     for stage, why in todo:
-        say('stage %s: %s, running it' % (stage.name, why))
+        say('stage %s: %s' % (stage.name, why if why.startswith('cut short') else why + ', running it'))
         path = record_path(run_dir, stage.name)
         if os.path.exists(path):
             os.unlink(path)
+        if not _resumable(run_dir, stage) and stage.clean is not None:
+            stage.clean()
+        atomic_write_json(started_path(run_dir, stage.name), _observed(stage), sort_keys=True)
         began = time.monotonic()
         stage.run()
         write_record(run_dir, stage)
+        os.unlink(started_path(run_dir, stage.name))
         say('stage %s: done in %.0f s' % (stage.name, time.monotonic() - began))
-    return [stage.name for stage, _ in todo]
+
+
+def _resumable(run_dir, stage):
+    """Whether ``stage`` was cut short under the settings and inputs it has now."""
+    try:
+        return read_json(started_path(run_dir, stage.name)) == _observed(stage)
+    except (OSError, ValueError):
+        return False

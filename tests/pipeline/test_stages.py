@@ -1,5 +1,7 @@
 """Stage records: a second run skips what is done, a change reruns its
 stage and what follows, a stage cut short runs again, and nothing else."""
+import os
+
 import pytest
 
 import caffe_mlic
@@ -104,3 +106,35 @@ def test_a_stage_that_makes_no_output_is_an_error_and_is_not_recorded(tmp_path, 
     with pytest.raises(RunError, match='stage a made no .*never.txt'):
         st.run_stages(run_dir, stages, say=lambda _: None)
     assert st.status(run_dir, stages[0]).state == 'to do'
+
+
+def test_a_stage_resumes_what_it_left_only_under_the_same_settings(tmp_path, run_dir):
+    """A stage cut short keeps what it made (a training's snapshots) for its
+    next run under the same settings and inputs; a change of either, or a
+    stale record, cleans them first: never a resume from another run."""
+    events = []
+
+    def stages(lr, fail=False):
+        def run():
+            events.append('run')
+            if fail:
+                raise KeyboardInterrupt
+            (tmp_path / 'w.txt').write_text(str(lr))
+        return [st.Stage('train', run, {'lr': lr}, [str(tmp_path / 'source.txt')], [str(tmp_path / 'w.txt')],
+                         clean=lambda: events.append('clean'))]
+    with pytest.raises(KeyboardInterrupt):
+        st.run_stages(run_dir, stages(0.1, fail=True), say=lambda _: None)
+    assert events == ['clean', 'run']
+    assert st.status(run_dir, stages(0.1)[0]) == st.Status('to do', 'cut short, resuming it')
+    events.clear()
+    said = []
+    st.run_stages(run_dir, stages(0.1), say=said.append)
+    assert events == ['run'] and said[0] == 'stage train: cut short, resuming it'
+    events.clear()
+    with pytest.raises(KeyboardInterrupt):
+        st.run_stages(run_dir, stages(0.2, fail=True), say=lambda _: None)
+    assert events == ['clean', 'run']
+    events.clear()
+    st.run_stages(run_dir, stages(0.3), say=lambda _: None)      # cut short under 0.2: not resumed
+    assert events == ['clean', 'run']
+    assert not os.path.exists(st.started_path(run_dir, 'train'))

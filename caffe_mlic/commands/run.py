@@ -1,0 +1,45 @@
+"""Run a method's stages from one config file, resumably:
+
+    caffe-mlic run CONFIG.toml [--set KEY.PATH=VALUE ...] [--check | --status]
+                               [--from STAGE | --only STAGE]
+
+CONFIG (TOML) names the data, the net options (every ScasConfig field, in
+[net]), the training, the heads and the seeds: see configs/*.toml. Each
+stage records its inputs (settings, input files' digests, code version)
+and outputs in RUN/.stages/; a second `run` skips the stages that are done,
+resumes one cut short from its snapshots, and reruns what a change
+invalidates, saying why ("stage seed1/full/train: follows seed1/full/nets").
+Paths in the config are relative to the current directory.
+
+For now the ScasNet pipeline (run.system = "scasnet"): per seed and head,
+nets, training, sliding-window inference and eval seg; then the comparison
+report (RUN/results.json, RUN/report.html).
+"""
+
+HELP = 'run a method from a config file, stage by stage, resumably'
+
+
+def add_arguments(p):
+    p.add_argument('config', metavar='CONFIG', help='the run config (TOML)')
+    p.add_argument('--set', action='append', default=[], metavar='KEY.PATH=VALUE', dest='overrides',
+                   help='override a config value (VALUE as TOML: 1e-3, true, [1, 2], "text"; else text)')
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument('--check', action='store_true', help='check the config and its paths, run nothing')
+    mode.add_argument('--status', action='store_true', help='print which stages are done, stale or to do')
+    which = p.add_mutually_exclusive_group()
+    which.add_argument('--from', dest='start', metavar='STAGE', help='run this stage and every one after it')
+    which.add_argument('--only', metavar='STAGE', help='run this stage alone')
+
+
+def run(args):
+    from caffe_mlic.pipeline import runner
+    if args.check or args.status:
+        _, plan, stages = runner.load(args.config, args.overrides)
+        if args.check:
+            print('%s: the config and its paths are valid: %d stages into %s'
+                  % (args.config, len(stages), plan.folder))
+        else:
+            print('\n'.join(runner.status_lines(plan, stages)))
+        return 0
+    runner.run(args.config, args.overrides, args.start, args.only)
+    return 0

@@ -1,0 +1,206 @@
+"""The ScasNet pipeline of `caffe-mlic run`: for each seed and head, the
+nets (ScasConfig), training, sliding-window inference over the test images
+and eval seg (on the eroded references, and on the references as read for
+the detail metrics); then the comparison report. The layout is the one
+`make demo-scasnet` writes (report.layout): RUN/seed<S>/<head>/.
+
+Paths in the config are relative to the current directory, as for every
+command. The stages of one seed and head run in one process; ``jobs`` of
+them side by side (one core each).
+"""
+import os
+
+from caffe_mlic.pipeline.config import Field, check_net_table, check_table
+from caffe_mlic.pipeline.stages import Stage
+
+
+def _ints(low):
+    return lambda v: isinstance(v, list) and bool(v) and len(set(v)) == len(v) and all(
+        isinstance(x, int) and not isinstance(x, bool) and x >= low for x in v)
+
+
+def _names(v):
+    return isinstance(v, list) and all(isinstance(x, str) and x for x in v)
+
+
+SOLVER_TYPES = ('SGD', 'Nesterov', 'AdaGrad', 'RMSProp', 'AdaDelta', 'Adam')
+
+
+def schema():
+    from caffe_mlic.netspec.scasnet import HEADS
+    return {
+        'run': {'system': Field((str,), "'scasnet'", lambda v: v == 'scasnet', True),
+                'folder': Field((str,), 'the run folder', bool, True),
+                'seeds': Field((list,), 'a list of distinct integers >= 0', _ints(0)),
+                'jobs': Field((int,), 'an integer from 1 to 64', lambda v: 1 <= v <= 64)},
+        'data': {'train_list': Field((str,), 'a datalist (image label lines)', bool, True),
+                 'val_list': Field((str,), 'a datalist (image label lines)', bool, True),
+                 'root_folder': Field((str,), "the datalists' path prefix"),
+                 'test_list': Field((str,), 'a datalist whose images are labelled and scored', bool, True),
+                 'gt': Field((str,), 'the folder of the test references (as read)', bool, True),
+                 'gt_eroded': Field((str,), 'the folder of the eroded test references', bool),
+                 'gt_suffix': Field((str,), "the eroded references' name suffix (_noBoundary)"),
+                 'hard_masks': Field((str,), 'the folder of hard-pixel masks', bool)},
+        'net': {},      # ScasConfig's fields (check_net_table)
+        'train': {'max_iter': Field((int,), 'an integer >= 1', lambda v: 1 <= v <= 10 ** 8),
+                  'base_lr': Field((float,), 'a number > 0', lambda v: 0 < v < 1e3),
+                  'solver_type': Field((str,), 'one of %s' % ', '.join(SOLVER_TYPES), lambda v: v in SOLVER_TYPES)},
+        'heads': {'names': Field((list,), 'a list of heads among %s' % ', '.join(HEADS),
+                                 lambda v: _names(v) and v and len(set(v)) == len(v) and set(v) <= set(HEADS)),
+                  'refine': Field((list,), 'a list of layer names', _names)},
+        'infer': {'stride': Field((int,), 'an integer >= 1', lambda v: v >= 1),
+                  'flip': Field((bool,), 'true or false')},
+    }
+
+
+# [data] keys that are ScasConfig fields: given there, not in [net]
+DATA_FIELDS = ('train_list', 'val_list', 'root_folder')
+
+
+def check(path, data):
+    """[Problem] of a ScasNet run config read from ``path`` (pipeline.config)."""
+    from caffe_mlic.errors import Problem
+    from caffe_mlic.netspec.scasnet import ScasConfig
+    spec = schema()
+    problems = check_table(path, {k: v for k, v in data.items() if k != 'net'}, spec)
+    net = data.get('net', {})
+    if not isinstance(net, dict):
+        return problems + [Problem(path, None, 'net', 'must be a table ([net]), got %r' % (net,))]
+    problems += [Problem(path, None, 'net.' + key, 'is set by data.%s' % key) for key in DATA_FIELDS if key in net]
+    problems += check_net_table(path, {k: v for k, v in net.items() if k not in DATA_FIELDS}, ScasConfig)
+    for key in ('train_list', 'val_list', 'test_list'):
+        value = data.get('data', {}).get(key)
+        if isinstance(value, str) and value and not os.path.isfile(value):
+            problems.append(Problem(path, None, 'data.' + key, 'no such file: %s' % value))
+    for key in ('gt', 'gt_eroded', 'hard_masks'):
+        value = data.get('data', {}).get(key)
+        if isinstance(value, str) and value and not os.path.isdir(value):
+            problems.append(Problem(path, None, 'data.' + key, 'no such folder: %s' % value))
+    return problems
+
+
+class Plan:
+    """The settings of a checked config, with their defaults."""
+
+    def __init__(self, data):
+        run, self.data = data['run'], dict(data.get('data', {}))
+        self.folder = os.path.abspath(run['folder'])
+        self.seeds, self.jobs = run.get('seeds', [1]), run.get('jobs', 1)
+        self.net = dict(data.get('net', {}))
+        self.train = dict(data.get('train', {}))
+        heads = data.get('heads', {})
+        self.heads, self.refine = heads.get('names', ['full']), heads.get('refine')
+        self.infer = dict(data.get('infer', {}))
+
+    def config(self, head, seed):
+        """The ScasConfig of ``head`` for ``seed`` (the data layer's seed too)."""
+        from caffe_mlic.netspec.scasnet import HEADS, ScasConfig
+        fields = dict(data_seed=seed)
+        fields.update({k: tuple(v) if isinstance(v, list) else v for k, v in self.net.items()})
+        fields.update(HEADS[head])
+        if self.refine is not None and 'refine' not in HEADS[head]:
+            fields['refine'] = tuple(self.refine)
+        fields.update(train_list=os.path.abspath(self.data['train_list']),
+                      val_list=os.path.abspath(self.data['val_list']),
+                      root_folder=os.path.join(os.path.abspath(self.data.get('root_folder') or '.'), ''))
+        return ScasConfig.release(**fields).validate()
+
+    def test_images(self):
+        root = self.data.get('root_folder') or ''
+        with open(self.data['test_list']) as f:
+            return [os.path.abspath(os.path.join(root, line.split()[0])) for line in f if line.split()]
+
+
+def head_stages(plan, seed, head):
+    """The stages of one seed and head, in order."""
+    from caffe_mlic.report import layout
+    folder = layout.scasnet_head_dir(plan.folder, seed, head)
+    cfg = plan.config(head, seed)
+    nets = os.path.join(folder, 'nets')
+    base = os.path.join(nets, '%s_scasnet_' % cfg.variant)
+    max_iter = plan.train.get('max_iter')
+    snapshots = os.path.join(folder, 'snapshots', 'scasnet')
+    from caffe_mlic.netspec.solvers import SCASNET_SOLVERS
+    iters = max_iter or SCASNET_SOLVERS[cfg.variant]['max_iter']
+    weights = os.path.join(snapshots, '%s_scasnet_iter_%d.caffemodel' % (cfg.variant, iters))
+    pred = os.path.join(folder, 'pred')
+    name = 'seed%d/%s/' % (seed, head)
+    data = plan.data
+
+    def make_nets():
+        from caffe_mlic.netspec.netgen import generate_scasnet
+        generate_scasnet(nets, [cfg], max_iter, plan.train.get('base_lr'), plan.train.get('solver_type'), seed,
+                         snapshot_dir=snapshots)
+
+    def train():
+        from caffe_mlic.engine import train as train_solver
+        train_solver(base + 'solver.prototxt', run_dir=os.path.join(folder, 'train'), resume='auto')
+
+    def infer():
+        from caffe_mlic.inference.segmenter import label_images
+        label_images(base + 'deploy.prototxt', weights, plan.test_images(), pred, stride=plan.infer.get('stride'),
+                     flip=plan.infer.get('flip', False))
+
+    def evaluate():
+        from caffe_mlic.evaluation.seg_eval import evaluate_seg
+        hard = data.get('hard_masks')
+        if data.get('gt_eroded'):
+            evaluate_seg(os.path.join(pred, 'labels'), data['gt_eroded'], gt_suffix=data.get('gt_suffix'),
+                         hard_masks=hard, json_path=layout.scasnet_eval(folder))
+            evaluate_seg(os.path.join(pred, 'labels'), data['gt'], hard_masks=hard,
+                         json_path=layout.scasnet_eval(folder, full=True))
+        else:
+            evaluate_seg(os.path.join(pred, 'labels'), data['gt'], eroded=True, hard_masks=hard,
+                         json_path=layout.scasnet_eval(folder))
+            evaluate_seg(os.path.join(pred, 'labels'), data['gt'], hard_masks=hard,
+                         json_path=layout.scasnet_eval(folder, full=True))
+    def remove(*paths):
+        def clean():
+            import shutil
+            for path in paths:
+                if os.path.isdir(path):
+                    shutil.rmtree(path)
+                elif os.path.exists(path):
+                    os.unlink(path)
+        return clean
+    lists = [os.path.abspath(data['train_list']), os.path.abspath(data['val_list'])]
+    return [
+        Stage(name + 'nets', make_nets, dict(net=repr(cfg), train=plan.train, seed=seed), lists,
+              [base + 'deploy.prototxt', base + 'train.prototxt', base + 'solver.prototxt']),
+        Stage(name + 'train', train, {}, [base + 'train.prototxt', base + 'solver.prototxt'], [weights],
+              after=[name + 'nets'], clean=remove(os.path.dirname(snapshots), os.path.join(folder, 'train'))),
+        Stage(name + 'infer', infer, dict(infer=plan.infer), [base + 'deploy.prototxt', weights,
+                                                               os.path.abspath(data['test_list'])],
+              [os.path.join(pred, 'labels')], after=[name + 'train'], clean=remove(pred)),
+        Stage(name + 'eval', evaluate, {k: data.get(k) for k in ('gt', 'gt_eroded', 'gt_suffix', 'hard_masks')},
+              [os.path.join(pred, 'labels')], [layout.scasnet_eval(folder), layout.scasnet_eval(folder, True)],
+              after=[name + 'infer'], clean=remove(os.path.dirname(layout.scasnet_eval(folder))))]
+
+
+def report_stage(plan):
+    from caffe_mlic.fileio import atomic_write_json
+    from caffe_mlic.report import layout
+    evals = [layout.scasnet_eval(layout.scasnet_head_dir(plan.folder, seed, head), full)
+             for seed in plan.seeds for head in plan.heads for full in (False, True)]
+    settings = dict(heads=plan.heads, seeds=plan.seeds, mini=False,
+                    iters=plan.train.get('max_iter') or 1, config=True)
+
+    def report():
+        from caffe_mlic.report.scasnet_heads import write_report
+        atomic_write_json(layout.scasnet_path(plan.folder, 'settings.json'), settings)
+        write_report(plan.folder)
+    after = ['seed%d/%s/eval' % (seed, head) for seed in plan.seeds for head in plan.heads]
+    return Stage('report', report, settings, evals, [os.path.join(plan.folder, 'results.json'),
+                                                     os.path.join(plan.folder, 'report.html')], after=after)
+
+
+def stages(plan):
+    """Every stage, chains of one seed and head first, the report last."""
+    return [s for seed in plan.seeds for head in plan.heads for s in head_stages(plan, seed, head)] + \
+        [report_stage(plan)]
+
+
+def chain_of(stage_name):
+    """The seed and head folder a stage belongs to ('seed1/full'), or None."""
+    parts = stage_name.split('/')
+    return '/'.join(parts[:2]) if len(parts) == 3 else None
