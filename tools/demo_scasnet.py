@@ -24,42 +24,31 @@ paired differences against the full net) and report.html.
                             about the metrics
 """
 import os
-import queue
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from demo_driver import DemoFailed, Driver, env_ints, env_number, fresh_run_folder, main, step  # noqa: E402
 
-from caffe_mlic.fileio import atomic_write_json  # noqa: E402
 from caffe_mlic.netspec.scasnet import HEADS  # noqa: E402
 from caffe_mlic.report import layout  # noqa: E402
 
-# The comparison's settings (chosen on the val tiles, see README "ScasNet"):
-# one 3x3 conv in each of VGG's first three blocks, the context on pool3
-# (stride 8, 17 x 17 at 128 px). A pool3 unit sees 29 px: with fc6 and the
-# head's 3x3, the plain FCN head sees 61 px (30 either side), less than the
-# hard pixels' distance to their cues (more than 24 px, most roofs' centres
-# 35-59 px), while the context's widest branch reaches 157 px, more than the
-# 128-px crop: what varies is the head's reach. Widths of the small backbone.
+# The comparison's settings live in configs/demo_scasnet.toml (chosen on the
+# val tiles, see README "ScasNet"): one 3x3 conv in each of VGG's first three
+# blocks, the context on pool3 (stride 8, 17 x 17 at 128 px). A pool3 unit
+# sees 29 px: with fc6 and the head's 3x3, the plain FCN head sees 61 px (30
+# either side), less than the hard pixels' distance to their cues (more than
+# 24 px, most roofs' centres 35-59 px), while the context's widest branch
+# reaches 157 px, more than the 128-px crop: what varies is the head's reach.
 # The heads that refine do it with conv3_1 (stride 4), no finer than the
 # release's finest tap (conv3_3, stride 4): refining also with conv1_1 at
 # full resolution cost cars their precision and, at 600 iterations, 3 of 9
 # deep-head trainings lost a class on the val tiles; 1200 iterations, every
 # head trained alike, lost none (README "What make demo-scasnet shows").
-COMPARISON = dict(tiles=12, tile_size='1000x1000', size=128, iters=1200, batch=8, lr='0.002',
-                  vgg_blocks=(1, 1, 1, 0, 0), refine=('conv3_1',))
-MINI = dict(tiles=6, tile_size='300x300', size=64, iters=12, batch=4, lr='0.002', vgg_blocks=(1, 1, 1, 0, 0),
-            refine=('conv3_1',))
-
-
-def netgen_flags(head, refine):
-    """HEADS[head] as `scasnet netgen --set` items (text as is, the rest as
-    Python literals); ``refine``, the comparison's taps, for a head that
-    refines (HEADS leaves its refine to the default)."""
-    fields = dict(HEADS[head])
-    fields.setdefault('refine', tuple(refine))
-    return [item for field, value in fields.items()
-            for item in ('--set', '%s=%s' % (field, value if isinstance(value, str) else repr(value)))]
+# Here: the synthetic set's size, and the miniature's overrides.
+CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'demo_scasnet.toml')
+COMPARISON = dict(tiles=12, tile_size='1000x1000', iters=1200, lr='0.002', overrides=())
+MINI = dict(tiles=6, tile_size='300x300', iters=12, lr='0.002',
+            overrides=('net.input_size=64', 'net.batch_size=4'))
 
 
 def demo():
@@ -76,6 +65,9 @@ def demo():
 
 
 def comparison(run, heads):
+    """The synthetic set, then `caffe-mlic run configs/demo_scasnet.toml` into
+    RUN with this demo's seeds, heads, jobs and miniature settings."""
+    import json
     mini = os.environ.get('DEMO_MINI', '0') == '1'
     s = dict(MINI if mini else COMPARISON)
     s['iters'], = env_ints('ITERS', str(s['iters']), 1, 10 ** 6, count=1)
@@ -87,8 +79,6 @@ def comparison(run, heads):
     fresh_run_folder(run)
     data = layout.scasnet_path(run, 'data')
     driver = Driver()
-    settings = dict(s, heads=heads, seeds=seeds, jobs=jobs, scene='context', mini=mini)
-    atomic_write_json(layout.scasnet_path(run, 'settings.json'), settings)
 
     step('caffe-mlic doctor')
     driver.cli('doctor', cwd=run)
@@ -97,70 +87,19 @@ def comparison(run, heads):
     driver.cli('synth', '--task', 'seg', '--scene', 'context', data, '--images', s['tiles'],
                '--tile-size', s['tile_size'], '--seed', 0, cwd=run, tail=3)
 
-    step('nets: the same small VGG (convs per block %s) for %dx%d crops under each head (%s; those that '
-         'refine, with %s); Adam %s, poly decay, %d iterations, batch %d'
-         % (' '.join(map(str, s['vgg_blocks'])), s['size'], s['size'], ', '.join(heads), ' '.join(s['refine']),
-            s['lr'], s['iters'], s['batch']))
-    for seed in seeds:
-        for head in heads:
-            folder = layout.scasnet_head_dir(run, seed, head)
-            os.makedirs(folder)
-            driver.cli('scasnet', 'netgen', '-o', 'nets', '--variant', 'vgg', '--backbone', 'small',
-                       '--vgg-blocks', *s['vgg_blocks'], '--input-size', s['size'],
-                       '--train-list', '../../data/train.txt', '--val-list', '../../data/val.txt',
-                       '--root-folder', '../../data/', '--batch-size', s['batch'], '--input-scale', '0.017',
-                       '--dropout', 0, '--workers', 0, '--max-iter', s['iters'], '--solver-type', 'Adam',
-                       '--base-lr', s['lr'], '--random-seed', seed, '--data-seed', seed,
-                       *netgen_flags(head, s['refine']),
-                       cwd=folder, log=os.path.join(folder, 'log.txt'))
-        print('seed %d: %s' % (seed, ', '.join(heads)))
-
-    with open(os.path.join(data, 'test.txt')) as f:
-        test_tiles = [os.path.join(data, line.split()[0]) for line in f if line.split()]
-    todo = queue.Queue()
-    for seed in seeds:
-        for head in heads:
-            todo.put((seed, head))
-    step('training %d nets, %d side by side (one core each), then inference and eval seg on the test '
-         'tiles; what each prints goes to seed<S>/<head>/log.txt' % (len(seeds) * len(heads), jobs))
-
-    def worker():
-        while True:
-            try:
-                seed, head = todo.get_nowait()
-            except queue.Empty:
-                return
-            one_head(driver, run, seed, head, s['iters'], test_tiles)
-            print('  seed %d, %s: done' % (seed, head), flush=True)
-    threads = [driver.in_thread(worker) for _ in range(min(jobs, todo.qsize()))]
-    for t in threads:
-        t.join()
-    for t in threads:
-        if t.error is not None:
-            if isinstance(t.error, DemoFailed) and t.error.output:
-                print(t.error.output[-3000:], end='')
-            raise t.error
-
-    step('report: results.json (every head and seed, means, paired differences against the full net), '
-         'report.html')
-    driver.cli('report', run)
-
-
-def one_head(driver, run, seed, head, iters, test_tiles):
-    """Train, infer and score one head of one seed, in its folder, its output in log.txt."""
-    folder = layout.scasnet_head_dir(run, seed, head)
-    log = os.path.join(folder, 'log.txt')
-    env = dict(OPENBLAS_NUM_THREADS='1', OMP_NUM_THREADS='1')
-    cli = lambda *args: driver.cli(*args, cwd=folder, log=log, env=env)  # noqa: E731
-    cli('train', 'nets/vgg_scasnet_solver.prototxt', '--run-dir', 'train')
-    cli('scasnet', 'infer', '--net', 'nets/vgg_scasnet_deploy.prototxt',
-        '--weights', 'snapshots/scasnet/vgg_scasnet_iter_%d.caffemodel' % iters, *test_tiles, '-o', 'pred')
-    data = layout.scasnet_path(run, 'data')
-    hard = ['--hard-masks', os.path.join(data, 'hard')]
-    cli('eval', 'seg', '--pred', 'pred/labels', '--gt', os.path.join(data, 'gts_eroded_for_participants'),
-        '--gt-suffix', '_noBoundary', *hard, '--json', layout.scasnet_eval(folder))
-    cli('eval', 'seg', '--pred', 'pred/labels', '--gt', os.path.join(data, 'gts_for_participants'), *hard,
-        '--json', layout.scasnet_eval(folder, full=True))
+    overrides = ['run.folder=%s' % json.dumps(run), 'run.seeds=%s' % json.dumps(seeds), 'run.jobs=%d' % jobs,
+                 'heads.names=%s' % json.dumps(heads), 'train.max_iter=%d' % s['iters'],
+                 'train.base_lr=%s' % s['lr'], 'report.miniature=%s' % json.dumps(mini),
+                 'report.notes.scene="context"', 'report.notes.tiles=%d' % s['tiles'],
+                 'report.notes.tile_size="%s"' % s['tile_size']]
+    overrides += ['data.%s=%s' % (key, json.dumps(os.path.join(data, name))) for key, name in (
+        ('train_list', 'train.txt'), ('val_list', 'val.txt'), ('root_folder', ''), ('test_list', 'test.txt'),
+        ('gt', 'gts_for_participants'), ('gt_eroded', 'gts_eroded_for_participants'), ('hard_masks', 'hard'))]
+    overrides += list(s['overrides'])
+    step('caffe-mlic run configs/demo_scasnet.toml: for each seed and head (%s) the nets, training (%d '
+         'iterations), inference and eval seg on the test tiles, %d side by side (one core each; each '
+         "one's output in seed<S>/<head>/log.txt), then the report" % (', '.join(heads), s['iters'], jobs))
+    driver.cli('run', CONFIG, *[item for o in overrides for item in ('--set', o)], cwd=run)
 
 
 def single_net(run):

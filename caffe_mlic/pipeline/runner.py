@@ -6,7 +6,7 @@ import contextlib
 import os
 import sys
 
-from caffe_mlic.errors import InputError, UsageError
+from caffe_mlic.errors import InputError, MlicError, RunError, UsageError
 from caffe_mlic.pipeline import stages as st
 from caffe_mlic.pipeline.config import read_config
 
@@ -45,8 +45,8 @@ def status_lines(plan, stages):
 
 
 def run(path, overrides=(), start=None, only=None, say=print):
-    """Run the stages of the config at ``path`` that are not done."""
-    from caffe_mlic.engine.trainer import lock_run_dir, unlock_run_dir
+    """Run the stages of the config at ``path`` that are not done; then the
+    system's summary (the table, where the results are)."""
     system, plan, stages = load(path, overrides)
     todo = st.plan(plan.folder, stages, start, only)
     running = {stage.name for stage, _ in todo}
@@ -56,6 +56,14 @@ def run(path, overrides=(), start=None, only=None, say=print):
     if not todo:
         say('nothing to run: every stage is done (%s)' % plan.folder)
         return []
+    ran = _run_todo(path, overrides, system, plan, stages, todo, say)
+    for line in system.summary(plan):
+        say(line)
+    return ran
+
+
+def _run_todo(path, overrides, system, plan, stages, todo, say):
+    from caffe_mlic.engine.trainer import lock_run_dir, unlock_run_dir
     os.makedirs(plan.folder, exist_ok=True)
     lock = lock_run_dir(plan.folder, 'caffe-mlic run', 'give this config another run.folder')
     try:
@@ -93,8 +101,9 @@ def _run_chains(path, overrides, plan, chains):
         log = os.path.join(plan.folder, key, LOG)
         if isinstance(error, KeyboardInterrupt):
             raise error
-        raise type(error)('%s (stage log: %s)' % (error, log)) if isinstance(error, (InputError, UsageError)) \
-            else error
+        if isinstance(error, MlicError):
+            raise type(error)('%s (its log: %s)' % (error, log)) from error
+        raise RunError('%s failed: %s: %s (its log: %s)' % (key, type(error).__name__, error, log)) from error
 
 
 def _one_thread():

@@ -23,6 +23,16 @@ def _names(v):
     return isinstance(v, list) and all(isinstance(x, str) and x for x in v)
 
 
+def _sources(v):
+    from caffe_mlic.caffe.surgery import MAPPINGS
+    return _names(v) and bool(v) and all(x.partition(':')[0] in MAPPINGS and x.partition(':')[2] for x in v)
+
+
+def sources(items):
+    """[(mapping, path)] of init_from's 'MAPPING:PATH' items."""
+    return [tuple(x.split(':', 1)) for x in items]
+
+
 SOLVER_TYPES = ('SGD', 'Nesterov', 'AdaGrad', 'RMSProp', 'AdaDelta', 'Adam')
 
 
@@ -42,7 +52,9 @@ def schema():
                  'gt_suffix': Field((str,), "the eroded references' name suffix (_noBoundary)"),
                  'hard_masks': Field((str,), 'the folder of hard-pixel masks', bool)},
         'net': {},      # ScasConfig's fields (check_net_table)
-        'train': {'max_iter': Field((int,), 'an integer >= 1', lambda v: 1 <= v <= 10 ** 8),
+        'train': {'init_from': Field((list,), 'a list of MAPPING:CAFFEMODEL (surgery --from: same, pspnet, '
+                                              'deeplab...)', _sources),
+                  'max_iter': Field((int,), 'an integer >= 1', lambda v: 1 <= v <= 10 ** 8),
                   'base_lr': Field((float,), 'a number > 0', lambda v: 0 < v < 1e3),
                   'solver_type': Field((str,), 'one of %s' % ', '.join(SOLVER_TYPES), lambda v: v in SOLVER_TYPES)},
         'heads': {'names': Field((list,), 'a list of heads among %s' % ', '.join(HEADS),
@@ -50,6 +62,9 @@ def schema():
                   'refine': Field((list,), 'a list of layer names', _names)},
         'infer': {'stride': Field((int,), 'an integer >= 1', lambda v: v >= 1),
                   'flip': Field((bool,), 'true or false')},
+        'report': {'miniature': Field((bool,), 'true or false (a miniature: the report makes no claim)'),
+                   'notes': Field((dict,), 'a table of texts, numbers or booleans (kept in settings.json)',
+                                  lambda v: all(isinstance(x, (str, int, float, bool)) for x in v.values()))},
     }
 
 
@@ -68,6 +83,10 @@ def check(path, data):
         return problems + [Problem(path, None, 'net', 'must be a table ([net]), got %r' % (net,))]
     problems += [Problem(path, None, 'net.' + key, 'is set by data.%s' % key) for key in DATA_FIELDS if key in net]
     problems += check_net_table(path, {k: v for k, v in net.items() if k not in DATA_FIELDS}, ScasConfig)
+    for item in data.get('train', {}).get('init_from', []) if isinstance(data.get('train'), dict) else []:
+        found = isinstance(item, str) and item.partition(':')[2]
+        if found and not os.path.isfile(found):
+            problems.append(Problem(path, None, 'train.init_from', 'no such file: %s' % found))
     for key in ('train_list', 'val_list', 'test_list'):
         value = data.get('data', {}).get(key)
         if isinstance(value, str) and value and not os.path.isfile(value):
@@ -91,6 +110,7 @@ class Plan:
         heads = data.get('heads', {})
         self.heads, self.refine = heads.get('names', ['full']), heads.get('refine')
         self.infer = dict(data.get('infer', {}))
+        self.report = dict(data.get('report', {}))
 
     def config(self, head, seed):
         """The ScasConfig of ``head`` for ``seed`` (the data layer's seed too)."""
@@ -121,7 +141,7 @@ def head_stages(plan, seed, head):
     max_iter = plan.train.get('max_iter')
     snapshots = os.path.join(folder, 'snapshots', 'scasnet')
     from caffe_mlic.netspec.solvers import SCASNET_SOLVERS
-    iters = max_iter or SCASNET_SOLVERS[cfg.variant]['max_iter']
+    iters = max_iter or SCASNET_SOLVERS[cfg.variant].max_iter
     weights = os.path.join(snapshots, '%s_scasnet_iter_%d.caffemodel' % (cfg.variant, iters))
     pred = os.path.join(folder, 'pred')
     name = 'seed%d/%s/' % (seed, head)
@@ -132,9 +152,20 @@ def head_stages(plan, seed, head):
         generate_scasnet(nets, [cfg], max_iter, plan.train.get('base_lr'), plan.train.get('solver_type'), seed,
                          snapshot_dir=snapshots)
 
+    init = os.path.join(folder, 'init.caffemodel')
+    init_from = sources(plan.train.get('init_from', []))
+
+    def make_init():
+        from caffe_mlic.caffe.surgery import shape_only_net, transplant
+        from caffe_mlic.fileio import save_weights
+        net = shape_only_net(base + 'train.prototxt', seed=seed)
+        transplant(net, init_from)
+        save_weights(net, init)
+
     def train():
         from caffe_mlic.engine import train as train_solver
-        train_solver(base + 'solver.prototxt', run_dir=os.path.join(folder, 'train'), resume='auto')
+        train_solver(base + 'solver.prototxt', run_dir=os.path.join(folder, 'train'), resume='auto',
+                     weights=[init] if init_from else ())
 
     def infer():
         from caffe_mlic.inference.segmenter import label_images
@@ -164,11 +195,15 @@ def head_stages(plan, seed, head):
                     os.unlink(path)
         return clean
     lists = [os.path.abspath(data['train_list']), os.path.abspath(data['val_list'])]
-    return [
-        Stage(name + 'nets', make_nets, dict(net=repr(cfg), train=plan.train, seed=seed), lists,
-              [base + 'deploy.prototxt', base + 'train.prototxt', base + 'solver.prototxt']),
-        Stage(name + 'train', train, {}, [base + 'train.prototxt', base + 'solver.prototxt'], [weights],
-              after=[name + 'nets'], clean=remove(os.path.dirname(snapshots), os.path.join(folder, 'train'))),
+    nets_stage = Stage(name + 'nets', make_nets, dict(net=repr(cfg), train=plan.train, seed=seed), lists,
+                       [base + 'deploy.prototxt', base + 'train.prototxt', base + 'solver.prototxt'])
+    init_stages = [Stage(name + 'init', make_init, dict(init_from=plan.train['init_from']),
+                         [base + 'train.prototxt'] + [path for _, path in init_from], [init],
+                         after=[name + 'nets'])] if init_from else []
+    return [nets_stage] + init_stages + [
+        Stage(name + 'train', train, {}, [base + 'train.prototxt', base + 'solver.prototxt'] + (
+              [init] if init_from else []), [weights], after=[name + ('init' if init_from else 'nets')],
+              clean=remove(os.path.dirname(snapshots), os.path.join(folder, 'train'))),
         Stage(name + 'infer', infer, dict(infer=plan.infer), [base + 'deploy.prototxt', weights,
                                                                os.path.abspath(data['test_list'])],
               [os.path.join(pred, 'labels')], after=[name + 'train'], clean=remove(pred)),
@@ -179,11 +214,16 @@ def head_stages(plan, seed, head):
 
 def report_stage(plan):
     from caffe_mlic.fileio import atomic_write_json
+    from caffe_mlic.netspec.solvers import SCASNET_SOLVERS
     from caffe_mlic.report import layout
     evals = [layout.scasnet_eval(layout.scasnet_head_dir(plan.folder, seed, head), full)
              for seed in plan.seeds for head in plan.heads for full in (False, True)]
-    settings = dict(heads=plan.heads, seeds=plan.seeds, mini=False,
-                    iters=plan.train.get('max_iter') or 1, config=True)
+    # what the report shows of the run (report.scasnet.read_demo_settings)
+    cfg = plan.config(plan.heads[0], plan.seeds[0])
+    settings = dict(plan.report.get('notes', {}), heads=plan.heads, seeds=plan.seeds, jobs=plan.jobs,
+                    mini=plan.report.get('miniature', False), size=cfg.input_size, batch=cfg.batch_size,
+                    vgg_blocks=list(cfg.vgg_blocks), refine=plan.refine, lr=plan.train.get('base_lr'),
+                    iters=plan.train.get('max_iter') or SCASNET_SOLVERS[cfg.variant].max_iter)
 
     def report():
         from caffe_mlic.report.scasnet_heads import write_report
@@ -192,6 +232,18 @@ def report_stage(plan):
     after = ['seed%d/%s/eval' % (seed, head) for seed in plan.seeds for head in plan.heads]
     return Stage('report', report, settings, evals, [os.path.join(plan.folder, 'results.json'),
                                                      os.path.join(plan.folder, 'report.html')], after=after)
+
+
+def summary(plan):
+    """The lines `run` ends with: the comparison's table and where the results are."""
+    import json
+    from caffe_mlic.report.scasnet_heads import table
+    results = os.path.join(plan.folder, 'results.json')
+    if not os.path.exists(results):     # (--only a stage before the report)
+        return []
+    with open(results) as f:
+        return [table(json.load(f)), 'results: %s\nreport:  %s' % (results, os.path.join(plan.folder,
+                                                                                      'report.html'))]
 
 
 def stages(plan):

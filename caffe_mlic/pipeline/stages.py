@@ -24,7 +24,7 @@ import os
 from typing import Callable, NamedTuple, Optional, Sequence
 
 import caffe_mlic
-from caffe_mlic.errors import RunError, UsageError
+from caffe_mlic.errors import MlicError, RunError, UsageError
 from caffe_mlic.fileio import atomic_write_json, read_json
 
 RECORDS = '.stages'
@@ -182,7 +182,10 @@ def run_planned(run_dir, todo, say=print):
             stage.clean()
         atomic_write_json(started_path(run_dir, stage.name), _observed(stage), sort_keys=True)
         began = time.monotonic()
-        stage.run()
+        try:
+            stage.run()
+        except MlicError as e:      # what the stage's library function refused, named by the stage
+            raise type(e)('stage %s: %s' % (stage.name, e)) from e
         write_record(run_dir, stage)
         os.unlink(started_path(run_dir, stage.name))
         say('stage %s: done in %.0f s' % (stage.name, time.monotonic() - began))

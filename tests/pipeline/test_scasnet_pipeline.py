@@ -1,5 +1,5 @@
 """`caffe-mlic run` on the ScasNet pipeline, in miniature (64-px crops, 12
-iterations, one head): the numbers of `make demo-scasnet`'s script to the
+iterations, one head): the numbers of the commands a user types to the
 digit, a second run that runs nothing, a change that reruns what follows
 it, kills at several points that end with the uninterrupted run's numbers,
 and a bad config refused before anything runs."""
@@ -13,7 +13,6 @@ import time
 import pytest
 
 from tests import REPO
-from tests.demos import run_demo
 from tests.faults import CLI, run_cli
 
 CONFIG = os.path.join(REPO, 'configs', 'demo_scasnet.toml')
@@ -56,16 +55,36 @@ def first(data, tmp_path_factory):
     return cwd, res.stdout
 
 
-def test_the_pipeline_gives_the_demo_scripts_numbers_to_the_digit(first, tmp_path):
-    """The script makes its own set, with the same synth settings."""
-    cwd, _ = first
-    run_demo('demo_scasnet.py', tmp_path / 'demo', 600, VARIANTS='fcn', SEEDS='1')
-    with open(tmp_path / 'demo' / 'results.json') as f:
-        demo = json.load(f)['runs'][0]['variants']
-    ours = metrics(cwd)
-    assert ours['fcn']['mF1'] > 0
-    for key, value in ours['fcn'].items():
-        assert demo['fcn'][key] == value, key
+def test_the_pipeline_gives_the_commands_numbers_to_the_digit(data, first, tmp_path):
+    """The same head through the commands a user types (as make
+    demo-scasnet's script did before it ran the config)."""
+    cwd = fresh(data, tmp_path)
+    head = cwd / 'head'
+    head.mkdir()
+    d = cwd / 'runs' / 'scasnet' / 'data'
+    steps = [
+        ['scasnet', 'netgen', '-o', 'nets', '--variant', 'vgg', '--backbone', 'small', '--vgg-blocks', 1, 1, 1, 0, 0,
+         '--input-size', 64, '--train-list', d / 'train.txt', '--val-list', d / 'val.txt', '--root-folder',
+         str(d) + '/', '--batch-size', 4, '--input-scale', '0.017', '--dropout', 0, '--workers', 0, '--max-iter', 12,
+         '--solver-type', 'Adam', '--base-lr', '0.002', '--random-seed', 1, '--data-seed', 1,
+         '--set', 'context=none', '--set', 'refine=()'],
+        ['train', 'nets/vgg_scasnet_solver.prototxt', '--run-dir', 'train'],
+        ['scasnet', 'infer', '--net', 'nets/vgg_scasnet_deploy.prototxt', '--weights',
+         'snapshots/scasnet/vgg_scasnet_iter_12.caffemodel', d / 'top' / 'top_mosaic_09cm_area1.tif', '-o', 'pred'],
+        ['eval', 'seg', '--pred', 'pred/labels', '--gt', d / 'gts_eroded_for_participants', '--gt-suffix',
+         '_noBoundary', '--hard-masks', d / 'hard', '--json', 'eval.json']]
+    for args in steps:
+        res = run_cli(args, head, timeout=600, OPENBLAS_NUM_THREADS='1', OMP_NUM_THREADS='1')
+        assert res.returncode == 0, (args, res.stderr)
+    with open(d / 'test.txt') as f:
+        assert [line.split()[0] for line in f if line.split()] == ['top/top_mosaic_09cm_area1.tif']
+    with open(head / 'eval.json') as f:
+        by_hand = json.load(f)
+    with open(first[0] / 'runs' / 'scasnet' / 'seed1' / 'fcn' / 'eval' / 'scasnet.json') as f:
+        ours = json.load(f)
+    assert ours['mF1'] > 0 and ours['mF1'] == metrics(first[0])['fcn']['mF1']
+    for key in ('OA', 'mF1', 'mIoU', 'F1', 'hard_accuracy', 'boundary_F1', 'confusion'):
+        assert by_hand[key] == ours[key], key
 
 
 def test_a_second_run_runs_nothing_and_status_says_done(first):
@@ -126,3 +145,81 @@ def test_a_bad_config_is_refused_naming_the_key_before_anything_runs(data, tmp_p
     assert res.returncode in (1, 2) and message in res.stderr and res.stderr.count('\n') <= 2, res.stderr
     assert 'Traceback' not in res.stderr
     assert sorted(os.listdir(cwd / 'runs' / 'scasnet')) == ['data']
+
+
+def test_a_failing_stage_is_named_with_its_log_and_the_stages_before_it_stay_done(data, tmp_path):
+    """A second run at once is refused (the lock); a stage that fails (here
+    inference: its test image is unreadable) names itself and its log,
+    and a rerun after the fix runs that stage on, not the training."""
+    cwd = fresh(data, tmp_path)
+    image = cwd / 'runs' / 'scasnet' / 'data' / 'top' / 'top_mosaic_09cm_area1.tif'
+    good = image.read_bytes()
+    image.write_bytes(b'not an image')
+    res = run(cwd)
+    log = cwd / 'runs' / 'scasnet' / 'seed1' / 'fcn' / 'log.txt'
+    assert res.returncode == 1 and 'Traceback' not in res.stderr, res.stderr
+    assert res.stderr.startswith('caffe-mlic run: stage seed1/fcn/infer: ') and \
+        res.stderr.rstrip().endswith('(its log: %s)' % log), res.stderr
+    image.write_bytes(good)
+    res = run(cwd)
+    assert res.returncode == 0, res.stderr
+    ran = [line for line in res.stdout.splitlines() if 'running it' in line or 'resuming it' in line]
+    assert ran[0] == 'stage seed1/fcn/infer: cut short, resuming it', res.stdout
+    assert 'stage seed1/fcn/train: done' in res.stdout
+
+
+def test_a_second_run_on_the_same_folder_at_once_is_refused(data, tmp_path):
+    cwd = fresh(data, tmp_path)
+    started = cwd / 'runs' / 'scasnet' / '.stages' / 'seed1' / 'fcn' / 'train.started.json'
+    proc = subprocess.Popen(CLI + ['run', CONFIG] + MINI, cwd=cwd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True,
+                            env=dict(os.environ, GLOG_minloglevel='2', CAFFE_MLIC_PROGRESS='never'))
+    try:
+        deadline = time.time() + 300
+        while not started.exists():
+            assert proc.poll() is None and time.time() < deadline
+            time.sleep(0.01)
+        res = run(cwd)
+        assert res.returncode == 1 and 'another caffe-mlic run (pid %d) is writing' % proc.pid in res.stderr, \
+            res.stderr
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+
+
+def test_the_shipped_vaihingen_config_checks_clean_on_a_tree_of_its_layout(tmp_path):
+    """configs/scasnet_vaihingen.toml against a miniature tree in the layout
+    its comments describe: --check finds everything; a missing piece is
+    named by its key."""
+    config = os.path.join(REPO, 'configs', 'scasnet_vaihingen.toml')
+    root = tmp_path / 'data' / 'vaihingen'
+    for folder in ('top', 'gts_for_participants', 'gts_eroded_for_participants'):
+        (root / folder).mkdir(parents=True)
+    for name in ('train', 'val', 'test'):
+        (root / (name + '.txt')).write_text('top/top_mosaic_09cm_area1.tif '
+                                            'gts_for_participants/top_mosaic_09cm_area1.tif\n')
+    (tmp_path / 'models').mkdir()
+    (tmp_path / 'models' / 'deeplab_v2_vgg16.caffemodel').write_bytes(b'')
+    res = run_cli(['run', config, '--check'], tmp_path)
+    assert res.returncode == 0 and 'the config and its paths are valid: 6 stages' in res.stdout, res.stderr
+    (tmp_path / 'models' / 'deeplab_v2_vgg16.caffemodel').unlink()
+    (root / 'val.txt').unlink()
+    res = run_cli(['run', config, '--check'], tmp_path)
+    assert res.returncode == 1 and 'data.val_list: no such file: data/vaihingen/val.txt' in res.stderr and \
+        'train.init_from: no such file: models/deeplab_v2_vgg16.caffemodel' in res.stderr, res.stderr
+
+
+def test_init_from_adds_a_surgery_stage_whose_weights_training_starts_from(data, first, tmp_path):
+    cwd = fresh(data, tmp_path)
+    trained = first[0] / 'runs' / 'scasnet' / 'seed1' / 'fcn' / 'snapshots' / 'scasnet' / 'vgg_scasnet_iter_12.caffemodel'
+    res = run(cwd, '--set', 'train.init_from=["same:%s"]' % trained)
+    assert res.returncode == 0, res.stderr
+    assert 'stage seed1/fcn/init: follows seed1/fcn/nets, running it' in res.stdout
+    folder = cwd / 'runs' / 'scasnet' / 'seed1' / 'fcn'
+    with open(folder / 'train' / 'run.json') as f:
+        assert json.load(f)['weights'] == [str(folder / 'init.caffemodel')]
+    # the first run's weights, copied layer by layer: the same file's blobs
+    from caffe_mlic.caffe.prototxt import caffe_net
+    a = caffe_net(str(folder / 'nets' / 'vgg_scasnet_deploy.prototxt'), weights=str(folder / 'init.caffemodel'))
+    b = caffe_net(str(folder / 'nets' / 'vgg_scasnet_deploy.prototxt'), weights=str(trained))
+    assert all((pa.data == pb.data).all() for name in a.params for pa, pb in zip(a.params[name], b.params[name]))
