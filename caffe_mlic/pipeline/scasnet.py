@@ -194,6 +194,17 @@ def head_stages(plan, seed, head):
                 elif os.path.exists(path):
                     os.unlink(path)
         return clean
+    def scores():
+        import json
+        with open(layout.scasnet_eval(folder)) as f:
+            result = json.load(f)
+        return ', '.join('%s %s' % (key, '-' if result.get(key) is None else '%.1f' % result[key])
+                         for key in ('OA', 'mF1', 'mIoU'))
+
+    def trained():
+        import json
+        with open(os.path.join(folder, 'train', 'run.json')) as f:
+            return 'iteration %s' % json.load(f).get('final_iteration')
     lists = [os.path.abspath(data['train_list']), os.path.abspath(data['val_list'])]
     nets_stage = Stage(name + 'nets', make_nets, dict(net=repr(cfg), train=plan.train, seed=seed), lists,
                        [base + 'deploy.prototxt', base + 'train.prototxt', base + 'solver.prototxt'])
@@ -203,13 +214,14 @@ def head_stages(plan, seed, head):
     return [nets_stage] + init_stages + [
         Stage(name + 'train', train, {}, [base + 'train.prototxt', base + 'solver.prototxt'] + (
               [init] if init_from else []), [weights], after=[name + ('init' if init_from else 'nets')],
-              clean=remove(os.path.dirname(snapshots), os.path.join(folder, 'train'))),
+              clean=remove(os.path.dirname(snapshots), os.path.join(folder, 'train')), headline=trained),
         Stage(name + 'infer', infer, dict(infer=plan.infer), [base + 'deploy.prototxt', weights,
                                                                os.path.abspath(data['test_list'])],
               [os.path.join(pred, 'labels')], after=[name + 'train'], clean=remove(pred)),
         Stage(name + 'eval', evaluate, {k: data.get(k) for k in ('gt', 'gt_eroded', 'gt_suffix', 'hard_masks')},
               [os.path.join(pred, 'labels')], [layout.scasnet_eval(folder), layout.scasnet_eval(folder, True)],
-              after=[name + 'infer'], clean=remove(os.path.dirname(layout.scasnet_eval(folder))))]
+              after=[name + 'infer'], clean=remove(os.path.dirname(layout.scasnet_eval(folder))),
+              headline=scores)]
 
 
 def report_stage(plan):

@@ -36,7 +36,8 @@ class Stage(NamedTuple):
     ``settings``; ``after``: the names of the stages whose outputs it uses;
     ``clean()``: removes what an earlier run of it left (snapshots, label
     maps), called before it runs unless it resumes a run cut short under
-    the same settings and inputs."""
+    the same settings and inputs; ``headline()``: its result in a few words
+    for the line that says it is done."""
     name: str
     run: Callable[[], None]
     settings: dict
@@ -44,6 +45,7 @@ class Stage(NamedTuple):
     outputs: Sequence[str] = ()
     after: Sequence[str] = ()
     clean: Optional[Callable[[], None]] = None
+    headline: Optional[Callable[[], str]] = None    # its result in a few words, once it ran
 
 
 class Status(NamedTuple):
@@ -188,7 +190,8 @@ def run_planned(run_dir, todo, say=print):
             raise type(e)('stage %s: %s' % (stage.name, e)) from e
         write_record(run_dir, stage)
         os.unlink(started_path(run_dir, stage.name))
-        say('stage %s: done in %.0f s' % (stage.name, time.monotonic() - began))
+        took = time.monotonic() - began
+        say('stage %s: done in %.0f s%s' % (stage.name, took, ': ' + stage.headline() if stage.headline else ''))
 
 
 def _resumable(run_dir, stage):
