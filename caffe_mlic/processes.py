@@ -45,11 +45,27 @@ def owned_folder(parent, prefix, suffix=''):
     import fcntl
     import tempfile
     sweep_owned_folders(parent, prefix, suffix)
-    pid = os.getpid()
-    folder = tempfile.mkdtemp(prefix='%s%d-%d-' % (prefix, pid, start_time(pid) or 0), suffix=suffix, dir=parent)
+    folder = tempfile.mkdtemp(prefix=owned_name_prefix(prefix), suffix=suffix, dir=parent)
     lock = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     fcntl.flock(lock, fcntl.LOCK_SH)
     return folder, lock
+
+
+def _left_by_the_dead(directory, prefix, suffix):
+    """The paths in ``directory`` named ``prefix`` + pid and start time + a
+    random part + ``suffix`` (owned_name_prefix, then mkstemp's or
+    mkdtemp's part) whose process is gone; a name without a start time (0)
+    or of a process we cannot tell about is left out."""
+    import re
+    name_pattern = re.compile(re.escape(prefix) + r'(\d+)-(\d+)-[A-Za-z0-9_]+' + re.escape(suffix))
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        match = name.startswith(prefix) and name_pattern.fullmatch(name)
+        if match and int(match.group(2)) != 0 and start_time(int(match.group(1))) != int(match.group(2)):
+            yield os.path.join(directory, name)
 
 
 def sweep_owned_folders(parent, prefix, suffix=''):
@@ -59,23 +75,10 @@ def sweep_owned_folders(parent, prefix, suffix=''):
     naming without a pid, and another sweep at the same time, or a folder
     that goes away meanwhile, are no error: left alone or skipped."""
     import fcntl
-    import re
     import shutil
     import stat
-    name_pattern = re.compile(re.escape(prefix) + r'(\d+)-(\d+)-[A-Za-z0-9_]+' + re.escape(suffix))
-    try:
-        names = os.listdir(parent)
-    except OSError:
-        return
     uid = os.getuid()
-    for name in names:
-        match = name_pattern.fullmatch(name)
-        if not match:
-            continue
-        pid, started = int(match.group(1)), int(match.group(2))
-        if started == 0 or start_time(pid) == started:
-            continue                # alive (or a start time we could not read: left alone)
-        path = os.path.join(parent, name)
+    for path in _left_by_the_dead(parent, prefix, suffix):
         try:
             info = os.lstat(path)
             if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid:
@@ -108,19 +111,9 @@ def sweep_owned_files(directory, prefix, suffix=''):
     start time + a random part + ``suffix`` (owned_name_prefix, mkstemp's
     part) whose process is gone and that our user owns: the temp files a
     SIGKILL left between writing and renaming. Anything else is left."""
-    import re
     import stat
-    name_pattern = re.compile(re.escape(prefix) + r'(\d+)-(\d+)-[A-Za-z0-9_]+' + re.escape(suffix))
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return
     uid = os.getuid()
-    for name in names:
-        match = name.startswith(prefix) and name_pattern.fullmatch(name)
-        if not match or int(match.group(2)) == 0 or start_time(int(match.group(1))) == int(match.group(2)):
-            continue
-        path = os.path.join(directory, name)
+    for path in _left_by_the_dead(directory, prefix, suffix):
         with contextlib.suppress(OSError):
             info = os.lstat(path)
             if stat.S_ISREG(info.st_mode) and info.st_uid == uid:
