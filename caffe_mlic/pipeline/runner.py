@@ -36,10 +36,31 @@ def load(path, overrides=()):
     return system, plan, system.stages(plan)
 
 
+def _runner_pid(folder):
+    """The pid of the `run` that holds ``folder``'s lock now, or None."""
+    import fcntl
+    from caffe_mlic.engine.trainer import LOCK_FILE
+    try:
+        with open(os.path.join(folder, LOCK_FILE)) as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = f.read().strip()
+                return int(holder) if holder.isdigit() else -1
+    except OSError:
+        pass
+    return None
+
+
 def status_lines(plan, stages):
-    lines = []
+    """A line per stage: done, running (a `run` holds the folder and the
+    stage has started), stale (why) or to do."""
+    lines, runner = [], _runner_pid(plan.folder)
     for stage in stages:
         status = st.status(plan.folder, stage)
+        if status.state == 'to do' and runner is not None and os.path.exists(st.started_path(plan.folder,
+                                                                                              stage.name)):
+            status = st.Status('running', 'pid %d' % runner if runner > 0 else None)
         lines.append('%-28s %s%s' % (stage.name, status.state, ' (%s)' % status.why if status.why else ''))
     return lines
 

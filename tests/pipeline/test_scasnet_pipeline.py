@@ -182,6 +182,9 @@ def test_a_second_run_on_the_same_folder_at_once_is_refused(data, tmp_path):
         res = run(cwd)
         assert res.returncode == 1 and 'another caffe-mlic run (pid %d) is writing' % proc.pid in res.stderr, \
             res.stderr
+        res = run(cwd, '--status')
+        assert 'seed1/fcn/nets               done\n' in res.stdout, res.stdout
+        assert 'seed1/fcn/train              running (pid %d)\n' % proc.pid in res.stdout, res.stdout
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
