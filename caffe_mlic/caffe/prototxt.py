@@ -114,12 +114,34 @@ def phase_id(phase):
     return {'TRAIN': caffe_pb2.TRAIN, 'TEST': caffe_pb2.TEST}[phase.upper()]
 
 
-def in_phase(layer, phase):
-    """Whether Caffe keeps ``layer`` in a net of ``phase`` (its include/exclude phase rules)."""
+def _meets(rule, phase, stages, level):
+    """Caffe's Net::StateMeetsRule."""
+    return (not rule.HasField('phase') or rule.phase == phase) and \
+        (not rule.HasField('min_level') or level >= rule.min_level) and \
+        (not rule.HasField('max_level') or level <= rule.max_level) and \
+        all(s in stages for s in rule.stage) and not any(s in stages for s in rule.not_stage)
+
+
+def in_phase(layer, phase, stages=(), level=0):
+    """Whether Caffe keeps ``layer`` in the net of ``phase``, net stages
+    ``stages`` (beside the prototxt's own state stages, which Net::FilterNet
+    reads from the layer's net; here: given) and ``level``: its include and
+    exclude rules as Net::FilterNet applies them."""
     phase = phase_id(phase)
-    if layer.include:
-        return any(not r.HasField('phase') or r.phase == phase for r in layer.include)
-    return not any(r.HasField('phase') and r.phase == phase for r in layer.exclude)
+    included = not layer.include
+    if any(_meets(rule, phase, stages, level) for rule in layer.exclude):
+        included = False
+    if any(_meets(rule, phase, stages, level) for rule in layer.include):
+        included = True
+    return included
+
+
+def state_rule(net, stages=(), level=0):
+    """in_phase for the layers of NetParameter ``net`` built with the binary's
+    -stage / -level (or pycaffe's): the prototxt's own state stages count
+    too, and the level given replaces the prototxt's (Net::Net sets it)."""
+    every = tuple(net.state.stage) + tuple(stages)
+    return lambda layer, phase: in_phase(layer, phase, every, level)
 
 
 def python_params(layer):
@@ -231,7 +253,7 @@ def _setting_problems(layer):
             problems.append('reshape_param shape dims must be >= -1, got %s' % dims)
         if p.num_axes < -1:
             problems.append('reshape_param num_axes must be >= -1, got %d' % p.num_axes)
-    if kind in ('Scale', 'Bias'):
+    if kind in ('Scale', 'Bias') and len(layer.bottom) == 1:      # (num_axes is read with one bottom only)
         num_axes = (layer.scale_param if kind == 'Scale' else layer.bias_param).num_axes
         if num_axes < -1:
             problems.append('%s_param num_axes must be >= -1, got %d' % (kind.lower(), num_axes))
@@ -246,6 +268,7 @@ def _setting_problems(layer):
             problems.append('slice_param slice_point must rise from above 0, got %s' % list(p.slice_point))
     if kind == 'Pooling':
         problems += _pooling_problems(layer.pooling_param)
+    problems += _filler_problems(layer) + _source_problems(layer)
     if kind in ('Convolution', 'Deconvolution'):
         p = layer.convolution_param
         if (p.HasField('kernel_h') or p.HasField('kernel_w')) and \
@@ -259,6 +282,63 @@ def _setting_problems(layer):
         if any(d < 1 for d in p.dilation):
             problems.append('convolution_param dilation must be >= 1, got %s' % list(p.dilation))
     return problems
+
+
+# The fillers of each stock layer: (parameter message, its filler fields)
+_FILLERS = {'Convolution': ('convolution_param', ('weight_filler', 'bias_filler')),
+            'Deconvolution': ('convolution_param', ('weight_filler', 'bias_filler')),
+            'InnerProduct': ('inner_product_param', ('weight_filler', 'bias_filler')),
+            'Embed': ('embed_param', ('weight_filler', 'bias_filler')),
+            'Scale': ('scale_param', ('filler', 'bias_filler')), 'Bias': ('bias_param', ('filler',)),
+            'PReLU': ('prelu_param', ('filler',))}
+FILLER_TYPES = ('constant', 'gaussian', 'positive_unitball', 'uniform', 'xavier', 'msra', 'bilinear')
+
+
+def _filler_problems(layer):
+    """What Caffe's fillers CHECK (filler.hpp, caffe_rng_*): a known type, a
+    gaussian's std > 0, a uniform's min <= max."""
+    fillers = []
+    if layer.type in _FILLERS:
+        message, names = _FILLERS[layer.type]
+        param = getattr(layer, message)
+        fillers = [(name, getattr(param, name)) for name in names if param.HasField(name)]
+    if layer.type == 'DummyData':
+        fillers = [('data_filler', f) for f in layer.dummy_data_param.data_filler]
+    problems = []
+    for name, f in fillers:
+        if f.type not in FILLER_TYPES:
+            problems.append('%s type %r is not a filler of this Caffe (%s)' % (name, f.type, ', '.join(FILLER_TYPES)))
+        elif f.type == 'gaussian' and not f.std > 0:
+            problems.append('%s gaussian std must be > 0, got %r' % (name, f.std))
+        elif f.type == 'uniform' and not f.min <= f.max:
+            problems.append('%s uniform min (%r) must not exceed max (%r)' % (name, f.min, f.max))
+        elif f.type == 'bilinear' and not _square_kernel(layer, name):
+            problems.append('%s bilinear is for the weights of a convolution with a square 2-D kernel' % name)
+    return problems
+
+
+def _square_kernel(layer, name):
+    """Whether filler ``name`` of ``layer`` fills 4-D weights of a square
+    kernel (the bilinear filler's CHECKs)."""
+    if name != 'weight_filler' or layer.type not in ('Convolution', 'Deconvolution'):
+        return False
+    p = layer.convolution_param
+    if p.HasField('kernel_h') or p.HasField('kernel_w'):
+        return p.kernel_h == p.kernel_w
+    return len(p.kernel_size) == 1 or (len(p.kernel_size) == 2 and p.kernel_size[0] == p.kernel_size[1])
+
+
+def _source_problems(layer):
+    """The files stock layers read at set-up (a missing one: a CHECK abort)."""
+    if layer.type == 'Data' and not os.path.exists(layer.data_param.source):
+        return ['data_param source %r: no such database' % layer.data_param.source]
+    if layer.type == 'HDF5Data' and not os.path.isfile(layer.hdf5_data_param.source):
+        return ['hdf5_data_param source %r: no such list of HDF5 files' % layer.hdf5_data_param.source]
+    if layer.type == 'InfogainLoss' and len(layer.bottom) < 3 and \
+            not os.path.isfile(layer.infogain_loss_param.source):
+        return ['infogain_loss_param source %r: no such file (or give the matrix as a third bottom)'
+                % layer.infogain_loss_param.source]
+    return []
 
 
 def _pooling_problems(p):
@@ -278,8 +358,11 @@ def _pooling_problems(p):
         if (p.HasField(name + '_h') or p.HasField(name + '_w')) and \
                 (p.HasField(name) or not (p.HasField(name + '_h') and p.HasField(name + '_w'))):
             problems.append('pooling_param takes %s or both %s_h and %s_w' % (name, name, name))
-    kernel = (p.kernel_h, p.kernel_w) if p.HasField('kernel_h') else (p.kernel_size,) * 2
-    pad = (p.pad_h, p.pad_w) if p.HasField('pad_h') else (p.pad,) * 2
+    kernel = (p.kernel_size,) * 2 if p.HasField('kernel_size') else (p.kernel_h, p.kernel_w)
+    pad = (p.pad,) * 2 if p.HasField('pad') or not (p.HasField('pad_h') or p.HasField('pad_w')) \
+        else (p.pad_h, p.pad_w)
+    if any(pad) and p.pool == p.STOCHASTIC:
+        problems.append('pooling_param pad is for MAX and AVE pooling, not STOCHASTIC')
     if any(pad) and any(q >= k for q, k in zip(pad, kernel)):
         problems.append('pooling_param pad must be smaller than the kernel, got pad %s and kernel %s'
                         % (' x '.join(map(str, pad)), ' x '.join(map(str, kernel))))
@@ -298,7 +381,7 @@ _BLOB_COUNTS = dict(
     **{kind: ((2, 2), (0, 1)) for kind in ('EuclideanLoss', 'SigmoidCrossEntropyLoss', 'HingeLoss')},
     # SoftmaxWithLoss declares a second top, but this Caffe aborts on it
     # (its loss weights are checked against one top)
-    SoftmaxWithLoss=((2, 2), (0, 1)), Accuracy=((2, 2), (1, None)), Crop=((2, 2), _ONE),
+    SoftmaxWithLoss=((2, 2), (0, 1)), Accuracy=((2, 2), (1, 2)), Crop=((2, 2), _ONE),
     Silence=((1, None), (0, 0)), HDF5Data=((0, 0), (1, None)), BatchReindex=((2, 2), _ONE),
     Eltwise=((2, None), _ONE), Concat=((1, None), _ONE), Scale=((1, 2), _ONE), Bias=((1, 2), _ONE),
     Convolution=((1, None), (1, None)), Deconvolution=((1, None), (1, None)),
@@ -392,15 +475,22 @@ def _layer_problems(layer):
     return problems
 
 
-def check_net(net, where, phase=None):
+def check_net(net, where, phase=None, stages=(), level=0):
     """InputError listing, by layer instance, what Caffe would abort on when
     building ``net`` (a NetParameter read from ``where``), or a Python layer
     that cannot be imported or whose param_str is invalid. Caffe itself
     would kill the process, or pycaffe say only 'SystemError ... returned
     NULL'; here the message names the file and the layer."""
     problems, kinds = [], set()
+    rule = state_rule(net, stages, level)
     for layer in net.layer:
-        if phase is not None and not in_phase(layer, phase):
+        if layer.include and layer.exclude:     # FilterNet's CHECK
+            problems.append("%s: layer '%s': has include and exclude rules: give one kind"
+                            % (where, layer.name))
+            continue
+        if phase is not None and not rule(layer, phase):
+            continue
+        if phase is None and not (rule(layer, 'TRAIN') or rule(layer, 'TEST')):
             continue
         for problem in _layer_problems(layer):
             kinds.add(type(problem) if isinstance(problem, InputError) else InputError)
@@ -414,7 +504,7 @@ def check_net(net, where, phase=None):
         raise cls('\n'.join(problems) if len(problems) < 2 else
                   '%d problems in %s:\n  %s' % (len(problems), where, '\n  '.join(problems)))
     from caffe_mlic.caffe.shapes import check_sizes
-    check_sizes(net, where, in_phase, phase)
+    check_sizes(net, where, rule, phase)
 
 
 def name_python_layers(net):

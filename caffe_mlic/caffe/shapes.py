@@ -40,19 +40,34 @@ def _hw(repeated, h, w, has_h, default):
     return (values[0], values[-1]) if len(values) > 1 else (values[0], values[0])
 
 
+def _given_hw(p, name):
+    return p.HasField(name + '_h') or p.HasField(name + '_w')
+
+
+def _conv_sizes(p):
+    """((kh, kw), (ph, pw), (sh, sw), (dh, dw)) of a 2-D ConvolutionParameter."""
+    return (_hw(p.kernel_size, p.kernel_h, p.kernel_w, _given_hw(p, 'kernel'), 1),
+            _hw(p.pad, p.pad_h, p.pad_w, _given_hw(p, 'pad'), 0),
+            _hw(p.stride, p.stride_h, p.stride_w, _given_hw(p, 'stride'), 1),
+            _hw(p.dilation, 0, 0, False, 1))
+
+
+def conv_output(size, kernel, pad, stride, dilation):
+    """ConvolutionLayer's output size: C++'s integer division truncates
+    toward zero, so an input a little narrower than the kernel still gives 1."""
+    n = size + 2 * pad - (dilation * (kernel - 1) + 1)
+    return (n // stride if n >= 0 else -((-n) // stride)) + 1
+
+
 def _conv(layer, bottom, deconv=False):
     p = layer.convolution_param
-    kh, kw = _hw(p.kernel_size, p.kernel_h, p.kernel_w, p.HasField('kernel_h'), 1)
-    ph, pw = _hw(p.pad, p.pad_h, p.pad_w, p.HasField('pad_h'), 0)
-    sh, sw = _hw(p.stride, p.stride_h, p.stride_w, p.HasField('stride_h'), 1)
-    dh, dw = _hw(p.dilation, 0, 0, False, 1)
+    (kh, kw), (ph, pw), (sh, sw), (dh, dw) = _conv_sizes(p)
     n, c, h, w = bottom
     if deconv:
         out = [s * (i - 1) + d * (k - 1) + 1 - 2 * q
                for i, k, q, s, d in ((h, kh, ph, sh, dh), (w, kw, pw, sw, dw))]
     else:
-        out = [(i + 2 * q - (d * (k - 1) + 1)) // s + 1
-               for i, k, q, s, d in ((h, kh, ph, sh, dh), (w, kw, pw, sw, dw))]
+        out = [conv_output(i, k, q, s, d) for i, k, q, s, d in ((h, kh, ph, sh, dh), (w, kw, pw, sw, dw))]
     top = (n, p.num_output, out[0], out[1])
     # im2col: (channels x kernel) x output positions of one image
     columns = (c * kh * kw, out[0], out[1]) if not deconv else (p.num_output * kh * kw, h, w)
@@ -64,12 +79,13 @@ def _pool(layer, bottom):
     n, c, h, w = bottom
     if p.global_pooling:
         return [(n, c, 1, 1)], []
-    kh, kw = _hw(p.kernel_size, p.kernel_h, p.kernel_w, p.HasField('kernel_h'), 1)
-    ph, pw = _hw(p.pad, p.pad_h, p.pad_w, p.HasField('pad_h'), 0)
-    sh, sw = _hw(p.stride, p.stride_h, p.stride_w, p.HasField('stride_h'), 1)
+    kh, kw = _hw(p.kernel_size, p.kernel_h, p.kernel_w, not p.HasField('kernel_size'), 1)
+    ph, pw = _hw(p.pad, p.pad_h, p.pad_w, not p.HasField('pad') and _given_hw(p, 'pad'), 0)
+    sh, sw = _hw(p.stride, p.stride_h, p.stride_w, not p.HasField('stride') and _given_hw(p, 'stride'), 1)
     out = []
     for i, k, q, s in ((h, kh, ph, sh), (w, kw, pw, sw)):
-        o = -(-(i + 2 * q - k) // s) + 1          # Caffe rounds up
+        # rounded up, or down with ceil_mode: false (this Caffe's option)
+        o = (-(-(i + 2 * q - k) // s) if p.ceil_mode else (i + 2 * q - k) // s) + 1
         if q and (o - 1) * s >= i + q:
             o -= 1
         out.append(o)
@@ -108,7 +124,8 @@ def _layer_shapes(layer, bottoms, phase):
         return [bottoms[0]] * len(layer.top), []
     if kind in SCALAR or kind == 'Accuracy':
         return [()] * len(layer.top), []
-    if kind in ('Convolution', 'Deconvolution') and len(bottoms[0]) == 4:
+    if kind in ('Convolution', 'Deconvolution') and len(bottoms[0]) == 4 and \
+            _axis(layer.convolution_param.axis, 4) == 1:
         tops, extra = _conv(layer, bottoms[0], kind == 'Deconvolution')
         return tops * len(layer.top), extra
     if kind == 'Pooling' and len(bottoms[0]) == 4:
@@ -117,12 +134,14 @@ def _layer_shapes(layer, bottoms, phase):
         axis = _axis(layer.inner_product_param.axis, len(bottoms[0]))
         return [tuple(bottoms[0][:axis]) + (layer.inner_product_param.num_output,)], []
     if kind == 'Concat':
-        axis = _axis(layer.concat_param.axis, len(bottoms[0]))
+        p = layer.concat_param
+        axis = _axis(p.concat_dim if p.HasField('concat_dim') else p.axis, len(bottoms[0]))
         shape = list(bottoms[0])
         shape[axis] = sum(b[axis] for b in bottoms)
         return [tuple(shape)], []
     if kind == 'Slice':
-        axis = _axis(layer.slice_param.axis, len(bottoms[0]))
+        p = layer.slice_param
+        axis = _axis(p.slice_dim if p.HasField('slice_dim') else p.axis, len(bottoms[0]))
         points = [0] + list(layer.slice_param.slice_point) + [bottoms[0][axis]]
         if len(points) == 2:
             step = bottoms[0][axis] // max(1, len(layer.top))
@@ -130,7 +149,9 @@ def _layer_shapes(layer, bottoms, phase):
         return [tuple(bottoms[0][:axis]) + (b - a,) + tuple(bottoms[0][axis + 1:])
                 for a, b in zip(points, points[1:])], []
     if kind == 'Flatten':
-        return [(bottoms[0][0], _count(bottoms[0][1:]))], []
+        b = bottoms[0]
+        start, end = _axis(layer.flatten_param.axis, len(b)), _axis(layer.flatten_param.end_axis, len(b))
+        return [tuple(b[:start]) + (_count(b[start:end + 1]),) + tuple(b[end + 1:])], []
     if kind == 'Reshape':
         return _reshape(layer, bottoms[0])
     if kind == 'Crop' and len(bottoms) == 2:
@@ -322,16 +343,20 @@ def infer_param_shapes(net, phase, in_phase):
     Equal to ``caffe.Net(...).params`` where known (tested)."""
     if len(net.layers) and not len(net.layer):     # a V1 net (Caffe upgrades it): not known here
         return [(layer.name, None) for layer in net.layers]
+    def by_state(layer):
+        return any(rule.stage or rule.not_stage or rule.HasField('min_level') or rule.HasField('max_level')
+                   for rule in list(layer.include) + list(layer.exclude))
     out, owners = [], set()
-    walk = _walk(net, phase, in_phase)
+    # a layer that stages or levels keep or drop (a solver's train_state may
+    # name stages) is listed, as not known
+    walk = _walk(net, phase, lambda layer, ph: by_state(layer) or in_phase(layer, ph))
     next(walk)
     for layer, bottoms, _, _ in walk:
         try:
             shapes = _param_shapes(layer, bottoms)
         except (ArithmeticError, IndexError, TypeError, ValueError):
             shapes = None       # what Caffe itself would refuse (a bad axis)
-        if any(rule.stage or rule.not_stage or rule.HasField('min_level') or rule.HasField('max_level')
-               for rule in list(layer.include) + list(layer.exclude)):
+        if by_state(layer):
             shapes = None       # in the net or not by the net's stages and level: not known here
         if shapes is None:
             out.append((layer.name, None))
@@ -457,15 +482,29 @@ def _shape_checks(layer, bottoms):
         return []
     first = bottoms[0]
     axis_field = _AXIS_FIELDS.get(kind)
+    if kind in ('Scale', 'Bias'):       # a scalar scale or bias applies everywhere: no axis read
+        p = layer.scale_param if kind == 'Scale' else layer.bias_param
+        if (len(bottoms) > 1 and not bottoms[1]) or (len(bottoms) == 1 and p.num_axes == 0):
+            axis_field = None
     axis = _canonical(getattr(getattr(layer, axis_field[0]), axis_field[1]), first, '%s %s' % axis_field) \
         if axis_field else None
     problems = []
     if kind in ('Pooling', 'LRN', 'SPP') and len(first) != 4:
         return ['takes a bottom of 4 axes (N x C x H x W), got %s' % _shape_text(first)]
+    if kind == 'BatchNorm' and len(first) < 2:
+        return ['takes a bottom of 2 or more axes (N x C ...), got %s' % _shape_text(first)]
+    if kind == 'SPP':
+        problems = _spp_problems(layer.spp_param.pyramid_height, first)
+        if problems:
+            return problems
+    legacy = _legacy_problems(kind, layer.bottom, bottoms)
+    if legacy:
+        return legacy
     if kind == 'PReLU' and len(first) < 2:
         return ['takes a bottom of 2 or more axes, got %s' % _shape_text(first)]
-    if kind == 'Eltwise' and len(set(bottoms)) > 1:
-        problems.append('bottoms must have one shape, got %s' % ', '.join(
+    if kind == 'Eltwise' and len({_count(b) for b in bottoms}) > 1:
+        # (equal counts in other shapes, N x C and N x C x 1 x 1, Caffe sums alike)
+        problems.append('bottoms must hold as many values, got %s' % ', '.join(
             '%s %s' % (name, _shape_text(shape)) for name, shape in zip(layer.bottom, bottoms)))
     if kind in ('Convolution', 'Deconvolution'):
         problems += _conv_problems(layer, bottoms, axis)
@@ -526,6 +565,44 @@ def _shape_checks(layer, bottoms):
     return problems
 
 
+def _spp_problems(height, shape):
+    """SPPLayer's pooling of each pyramid level must pad less than its kernel."""
+    for level in range(height):
+        bins = 2 ** level
+        for size in shape[2:]:
+            kernel = -(-size // bins)
+            if kernel * bins - size and (kernel * bins - size + 1) // 2 >= kernel:
+                return ['spp_param pyramid_height %d is too tall for a %s bottom (level %d: %d bins of %d px)'
+                        % (height, _shape_text(shape), level, bins, size)]
+    return []
+
+
+def _legacy(shape, i):
+    """Blob's legacy channels() / height() / width(): 1 past the last axis."""
+    return shape[i] if i < len(shape) else 1
+
+
+# the loss layers whose bottoms Caffe reads by num/channels/height/width:
+# {type: [(bottom, (channels, height, width) that must be 1, or None: the same as bottom 0's)]}
+_LEGACY_ONES = {'MultinomialLogisticLoss': [(1, (1, 2, 3))], 'InfogainLoss': [(1, (1, 2, 3))],
+                'ContrastiveLoss': [(0, (2, 3)), (1, (2, 3)), (2, (1, 2, 3))]}
+
+
+def _legacy_problems(kind, names, bottoms):
+    if kind not in _LEGACY_ONES:
+        return []
+    if any(len(b) > 4 for b in bottoms):
+        return ['its bottoms are read as N x C x H x W: none may have more than 4 axes']
+    for index, axes in _LEGACY_ONES[kind]:
+        if index < len(bottoms) and any(_legacy(bottoms[index], i) != 1 for i in axes):
+            return ["bottom '%s' (%s) must be 1 along axes %s" % (names[index], _shape_text(bottoms[index]),
+                                                                  ', '.join(map(str, axes)))]
+    if kind == 'ContrastiveLoss' and len(bottoms) > 1 and _legacy(bottoms[0], 1) != _legacy(bottoms[1], 1):
+        return ["bottoms '%s' and '%s' must have as many channels: %s and %s"
+                % (names[0], names[1], _shape_text(bottoms[0]), _shape_text(bottoms[1]))]
+    return []
+
+
 def _conv_problems(layer, bottoms, axis):
     p, first, problems = layer.convolution_param, bottoms[0], []
     spatial = len(first) - axis - 1
@@ -548,13 +625,12 @@ def _conv_problems(layer, bottoms, axis):
             break
     if problems or spatial != 2 or len(first) != 4 or layer.type != 'Convolution':
         return problems
-    kh, kw = _hw(p.kernel_size, p.kernel_h, p.kernel_w, p.HasField('kernel_h'), 1)
-    ph, pw = _hw(p.pad, p.pad_h, p.pad_w, p.HasField('pad_h'), 0)
-    dh, dw = _hw(p.dilation, 0, 0, False, 1)
-    for side, size, k, q, d in (('height', first[2], kh, ph, dh), ('width', first[3], kw, pw, dw)):
-        if size + 2 * q < d * (k - 1) + 1:
+    (kh, kw), (ph, pw), (sh, sw), (dh, dw) = _conv_sizes(p)
+    for side, size, k, q, st, d in (('height', first[2], kh, ph, sh, dh), ('width', first[3], kw, pw, sw, dw)):
+        if conv_output(size, k, q, st, d) < 1:
             problems.append('its kernel (%d with dilation %d: %d px) is wider than the padded input %s '
-                            '(%d + 2 x %d)' % (k, d, d * (k - 1) + 1, side, size, q))
+                            '(%d + 2 x %d) by a stride (%d) or more: no output' % (k, d, d * (k - 1) + 1, side,
+                                                                                 size, q, st))
             break
     return problems
 
@@ -576,6 +652,8 @@ def _crop_problems(p, first, reference, axis):
 
 
 def _scale_problems(layer, bottoms, axis):
+    if axis is None:        # a scalar scale or bias
+        return []
     first = bottoms[0]
     p = layer.scale_param if layer.type == 'Scale' else layer.bias_param
     if len(bottoms) > 1:

@@ -52,7 +52,7 @@ import os
 import signal
 
 from caffe_mlic.cli import GLOG_DEFAULT_MARK
-from caffe_mlic.errors import RunError, UsageError
+from caffe_mlic.errors import InputError, RunError, UsageError
 
 # = caffe_mlic.layers.base.WRAPPER_ENV (not imported: that imports every layer)
 WRAPPER_ENV = 'CAFFE_MLIC_CAFFE_WRAPPER'
@@ -523,6 +523,10 @@ def _check_solver(solver_path):
         check_snapshot_folder(solver)
 
 
+# stock layers whose Backward is NOT_IMPLEMENTED whatever propagate_down says
+NO_BACKWARD = ('ArgMax', 'Threshold')
+
+
 def _check_model(model, action, argv):
     """The -model net as the binary builds it: `test` in the TEST phase
     (always), `time` in -phase's (default TRAIN); layers of the other phase
@@ -531,7 +535,21 @@ def _check_model(model, action, argv):
     if not model:
         raise UsageError('%s needs -model NET.prototxt' % action)
     phase = 'TEST' if action == 'test' else _flag_value(argv, 'phase') or 'TRAIN'
-    prototxt.check_net(prototxt.read_net(model), model, phase)
+    # -stage a,b and -level N select layers as the binary's net state does
+    stages = [s for s in (_flag_value(argv, 'stage') or '').split(',') if s]
+    level = _flag_value(argv, 'level')
+    net = prototxt.read_net(model)
+    prototxt.check_net(net, model, phase, stages, int(level) if level else 0)
+    if action == 'time':
+        # `time` runs every layer's backward pass; these have none (Caffe aborts)
+        rule = prototxt.state_rule(net, stages, int(level) if level else 0)
+        without = [layer.name for layer in net.layer if layer.type in NO_BACKWARD and rule(layer, phase)]
+        if without:
+            raise InputError("%s: caffe time runs every layer's backward pass, and %s (%s) %s none (Caffe "
+                             "aborts): time a net without %s, or use caffe-mlic speed"
+                             % (model, ', '.join("'%s'" % n for n in without),
+                                ', '.join(sorted({l.type for l in net.layer if l.name in without})),
+                                'has' if len(without) == 1 else 'have', 'it' if len(without) == 1 else 'them'))
 
 
 def run(args):

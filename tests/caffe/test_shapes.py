@@ -215,7 +215,7 @@ def test_an_eltwise_of_unequal_shapes_is_refused_naming_it_not_a_segfault():
     bad = text_format.Merge(ELTWISE % 2, caffe_pb2.NetParameter())
     with pytest.raises(InputError) as e:
         prototxt.check_net(bad, 'sum.prototxt', 'TEST')
-    assert str(e.value) == ("sum.prototxt: layer 'sum' (TEST): Eltwise: bottoms must have one shape, "
+    assert str(e.value) == ("sum.prototxt: layer 'sum' (TEST): Eltwise: bottoms must hold as many values, "
                             "got a 2 x 4 x 8 x 8, b 2 x 2 x 8 x 8")
     prototxt.check_net(text_format.Merge(ELTWISE % 4, caffe_pb2.NetParameter()), 'sum.prototxt', 'TEST')
 
