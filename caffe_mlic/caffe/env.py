@@ -348,10 +348,17 @@ def caffe_checks_end_cleanly(program):
         elif not any(isinstance(finder, _AfterPycaffe) for finder in sys.meta_path):
             sys.meta_path.insert(0, _AfterPycaffe())
     _programs.append(program)
+    _tell_cleanly()
     try:
         yield
     finally:
         _programs.remove(program)
+        _tell_cleanly()
+
+
+def _tell_cleanly():
+    if len(_failure_function) == 2:
+        _failure_function[1].glogfail_cleanly(1 if _programs else 0)
 
 
 class _AfterPycaffe:
@@ -374,15 +381,97 @@ class _AfterPycaffe:
         return spec
 
 
+# glog calls its failure function on the thread whose CHECK failed. On one of
+# Caffe's own threads (a Data layer's reader, a prefetch thread) a Python
+# callback would wait for the GIL that the main thread holds while it waits
+# for that thread: a hang no signal ends. So glog gets this C function: on
+# the main thread (which holds the GIL: every pycaffe call does) it calls
+# the Python callback (tidy, our line, exit 1); on any other thread it
+# writes its line and exits, without Python (exit 1 inside
+# caffe_checks_end_cleanly, else abort, as glog would).
+_GLOG_FAIL_C = r"""
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+static void (*on_main)(void);
+static pthread_t main_thread;
+static volatile int cleanly;
+static const char line[] = "caffe-mlic: Caffe stopped on the check above (on one of its threads), "
+                           "a setting or input it refuses\n";
+void glogfail_set(void (*callback)(void)) { on_main = callback; main_thread = pthread_self(); }
+void glogfail_cleanly(int yes) { cleanly = yes; }
+void glogfail_fail(void) {
+    if (on_main && pthread_equal(pthread_self(), main_thread)) on_main();
+    if (cleanly) {
+        ssize_t written = write(2, line, sizeof line - 1);
+        (void) written;
+        _exit(1);
+    }
+    abort();
+}
+"""
+
+
+def _glog_fail_library():
+    """The C failure function above, compiled once per machine into the
+    cache (~/.cache/caffe-mlic), or None where no C compiler works."""
+    import hashlib
+    import shutil
+    import subprocess
+    import tempfile
+    digest = hashlib.sha256(_GLOG_FAIL_C.encode()).hexdigest()[:12]
+    cache = os.path.join(os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'), 'caffe-mlic')
+    path = os.path.join(cache, 'glogfail-%s.so' % digest)
+    if not os.path.exists(path):
+        compiler = shutil.which('cc') or shutil.which('gcc')
+        if compiler is None:
+            return None
+        try:
+            os.makedirs(cache, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=cache) as tmp:
+                source = os.path.join(tmp, 'glogfail.c')
+                with open(source, 'w') as f:
+                    f.write(_GLOG_FAIL_C)
+                built = os.path.join(tmp, 'glogfail.so')
+                subprocess.run([compiler, '-shared', '-fPIC', '-O2', '-o', built, source, '-lpthread'],
+                               check=True, capture_output=True, timeout=60)
+                os.replace(built, path)
+        except (OSError, subprocess.SubprocessError):
+            return None
+    try:
+        return ctypes.CDLL(path)
+    except OSError:
+        return None
+
+
+def _loaded_glog():
+    """The path of the libglog this process has loaded (pycaffe's: .so.1 on
+    Debian, .so.0 on older Ubuntu), from /proc/self/maps; else the usual name."""
+    try:
+        with open('/proc/self/maps') as f:
+            for line in f:
+                path = line.rstrip('\n').split(None, 5)[-1] if len(line.split()) >= 6 else ''
+                if os.path.basename(path).startswith('libglog.so'):
+                    return path
+    except OSError:
+        pass
+    return 'libglog.so.1'
+
+
 def _install_failure_function():
     try:
-        glog = ctypes.CDLL('libglog.so.1', mode=os.RTLD_NOLOAD | ctypes.RTLD_GLOBAL)
+        glog = ctypes.CDLL(_loaded_glog(), mode=os.RTLD_NOLOAD | ctypes.RTLD_GLOBAL)
         install = getattr(glog, _INSTALL_FAILURE_FUNCTION)
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):
+        return False
+    shim = _glog_fail_library()
+    if shim is None:        # a Python callback alone could hang (above): glog's own abort stays
         return False
 
     @ctypes.CFUNCTYPE(None)
-    def caffe_check_failed():       # glog has written its message; we must not return
+    def caffe_check_failed():       # on the main thread; glog has written its message
         try:
             for pid, tidy in reversed(_on_check_failure):
                 if pid == os.getpid():
@@ -394,7 +483,11 @@ def _install_failure_function():
                 os._exit(1)
         finally:
             os.abort()
+    shim.glogfail_set.argtypes, shim.glogfail_set.restype = [ctypes.c_void_p], None
+    shim.glogfail_cleanly.argtypes, shim.glogfail_cleanly.restype = [ctypes.c_int], None
+    shim.glogfail_set(ctypes.cast(caffe_check_failed, ctypes.c_void_p))
+    shim.glogfail_cleanly(1 if _programs else 0)
     install.argtypes, install.restype = [ctypes.c_void_p], None
-    install(ctypes.cast(caffe_check_failed, ctypes.c_void_p))
-    _failure_function[:] = [caffe_check_failed]
+    install(ctypes.cast(shim.glogfail_fail, ctypes.c_void_p))
+    _failure_function[:] = [caffe_check_failed, shim]
     return True

@@ -122,7 +122,8 @@ def check_snapshot(state_path, net, net_param, solver_type):
     from; SnapshotError saying why not."""
     from caffe.proto import caffe_pb2
     if not os.path.isfile(state_path):
-        raise SnapshotError('%s: no such solver state' % state_path)
+        from caffe_mlic.fileio import input_file_problem
+        raise SnapshotError(input_file_problem(state_path, 'solver state'))
     if state_path.endswith('.h5'):
         # Caffe would abort on what it cannot open, and reshape a history
         # blob of another shape (corrupting memory): h5py reads it first.
@@ -208,13 +209,16 @@ def snapshot_bytes(solver_file, net):
 
 def check_snapshot_folder(solver_file):
     """Create the snapshot prefix's folder and check that files can be made
-    in it, before Caffe starts (Caffe aborts on a prefix it cannot write)."""
+    in it, before Caffe starts (Caffe aborts on a prefix it cannot write);
+    returns the folders it made, deepest first."""
     import tempfile
     folder = os.path.dirname(os.path.abspath(solver_file.snapshot_prefix))
 
     def problem(message):
         line = None if solver_file.overrides else _field_line(solver_file.path, 'snapshot_prefix')
         return InputError(problems=[Problem(solver_file.path, line, 'snapshot_prefix', message)])
+    from caffe_mlic.fileio import _missing_dirs
+    made = _missing_dirs(folder)
     try:
         os.makedirs(folder, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix='.write_probe.', dir=folder)
@@ -222,9 +226,16 @@ def check_snapshot_folder(solver_file):
         os.unlink(probe)
     except OSError as e:
         raise problem('cannot write snapshots into %s: %s' % (folder, e.strerror or e))
-    for stale in glob.glob(glob.escape(solver_file.staging_prefix) + '_iter_*'):
-        with contextlib.suppress(OSError):      # a snapshot cut short by a kill
+    # snapshots cut short by a kill: those of runs that are gone (another
+    # run of this prefix may be writing one now)
+    from caffe_mlic.processes import sweep_owned_files
+    folder, base = os.path.split(os.path.abspath(solver_file.snapshot_prefix))
+    for ext in ('.caffemodel', '.solverstate', '.caffemodel.h5', '.solverstate.h5'):
+        sweep_owned_files(folder, '.%s.partial.' % base, ext)
+    for stale in glob.glob(os.path.join(glob.escape(folder), glob.escape('.%s.partial' % base) + '_iter_*')):
+        with contextlib.suppress(OSError):      # of the older, pid-less naming
             os.unlink(stale)
+    return made
 
 
 def _field_line(path, field):

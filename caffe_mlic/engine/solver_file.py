@@ -34,7 +34,8 @@ def _field_line(path, field):
 def apply_overrides(param, overrides):
     """Set SolverParameter fields from 'FIELD=VALUE' strings (`train --set`),
     as detectron2's KEY=VALUE overrides: a scalar field of the message,
-    VALUE as its type reads it. UsageError naming the field otherwise."""
+    VALUE as its type reads it (a text in double quotes as the solver file
+    writes it, or bare). UsageError naming the field otherwise."""
     from google.protobuf.descriptor import FieldDescriptor as F
     for item in overrides:
         name, sep, text = item.partition('=')
@@ -44,6 +45,8 @@ def apply_overrides(param, overrides):
                              'base_lr, stepsize, snapshot, snapshot_prefix, ...), got %r' % item,
                              'overrides')
         text = text.strip()
+        if len(text) >= 2 and text[0] == text[-1] == '"' and field.type in (F.TYPE_STRING, F.TYPE_ENUM):
+            text = text[1:-1]       # quoted as in the solver file: snapshot_prefix="runs/x", lr_policy="step"
         try:
             if field.type == F.TYPE_STRING:
                 value = text
@@ -297,9 +300,13 @@ class SolverFile:
     @property
     def staging_prefix(self):
         """Where Caffe writes a snapshot before it is renamed into place: a
-        hidden name beside the real one (same folder, so the rename is atomic)."""
+        hidden name beside the real one (same folder, so the rename is
+        atomic), .PREFIX.partial.<pid>-<start>-run_iter_N.caffemodel."""
+        from caffe_mlic.processes import owned_name_prefix
         folder, base = os.path.split(self.snapshot_prefix)
-        return os.path.join(folder, '.%s.partial' % base)
+        # named after this process: a run that sweeps what a killed one left
+        # (check_snapshot_folder) never takes a live run's snapshot
+        return os.path.join(folder, owned_name_prefix('.%s.partial.' % base) + 'run')
 
     def snapshot_paths(self, iteration, staged=False):
         """(caffemodel, solverstate) of the snapshot at ``iteration`` (staged:

@@ -186,7 +186,8 @@ class Trainer:
             if weights_file_problem(w):
                 raise InputError(weights_file_problem(w))
         if resume not in (None, 'auto') and not os.path.isfile(resume):
-            raise InputError('%s: no such solver state' % resume)
+            from caffe_mlic.fileio import input_file_problem
+            raise InputError(input_file_problem(resume, 'solver state'))
         if resume not in (None, 'auto') and self.weights:
             raise UsageError('give a solver state to resume from or weights to start from, not both')
         self.resume, self.score_blob_option = resume, score_blob
@@ -236,7 +237,7 @@ class Trainer:
         import caffe
         sf = self.solver_file
         self.test = self._test_setup()
-        check_snapshot_folder(sf)
+        self.snapshot_dirs_made = check_snapshot_folder(sf)
         if self.gpu is None:
             caffe.set_mode_cpu()
         else:       # our Python layers read and write blobs on the host; pycaffe syncs them
@@ -563,7 +564,8 @@ class Trainer:
 
         def remove_made():
             shutil.rmtree(self.run_dir, ignore_errors=True)
-            for folder in made[1:]:     # parents, deepest first, while empty
+            # its parents, and the snapshot folder made for a run that never began, deepest first, while empty
+            for folder in made[1:] + list(getattr(self, 'snapshot_dirs_made', [])):
                 with contextlib.suppress(OSError):
                     os.rmdir(folder)
         try:

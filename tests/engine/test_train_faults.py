@@ -393,11 +393,53 @@ def test_a_caffe_check_we_do_not_make_ends_the_run_in_one_line_not_an_abort(tiny
     assert lines[-1] == 'caffe-mlic train: Caffe stopped on the check above, a setting or input it refuses', lines
     assert 'Check failed' in lines[-3] and not any(line.startswith('    @ ') for line in lines), lines
     if when == 'setup':
-        assert not run_dir.exists()
+        assert not run_dir.exists() and not (tiny / 'snap_check').exists()     # nor the snapshot folder made
     else:
         assert run_json(run_dir)['status'] == 'failed', run_json(run_dir)
         assert run_json(run_dir)['error'] == 'Caffe stopped on a check'
         assert not (run_dir / '.lock').exists()
+
+
+def test_a_caffe_check_on_one_of_its_threads_ends_the_run_not_a_hang(tiny):
+    """A Data layer whose LMDB cannot be opened fails its CHECK on Caffe's reader
+    thread while the main thread, holding the GIL, waits for it: a Python
+    failure function waited for the GIL for ever (SIGTERM did nothing; pass
+    10, F2). Now the C failure function ends the process from that thread."""
+    (tiny / 'empty_lmdb').mkdir(exist_ok=True)     # a folder, but no database in it
+    (tiny / 'lmdb.prototxt').write_text(
+        'layer { name: "d" type: "Data" top: "x" top: "y" data_param { source: "empty_lmdb" backend: LMDB '
+        'batch_size: 2 } }\nlayer { name: "l" type: "Reduction" bottom: "x" top: "l" loss_weight: 1 }\n'
+        'layer { name: "s" type: "Silence" bottom: "y" }\n')
+    netutil.write_solver(tiny / 'lmdb_solver.prototxt', str(tiny / 'lmdb.prototxt'), base_lr=0.1, max_iter=2,
+                         lr_policy='fixed', snapshot_prefix='snap_lmdb/w')
+    res = run(['train', 'lmdb_solver.prototxt', '--run-dir', tiny / 'runs' / 'lmdb'], tiny, timeout=120)
+    assert res.returncode == 1, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert lines[-1] == ('caffe-mlic: Caffe stopped on the check above (on one of its threads), a setting or '
+                         'input it refuses'), lines
+    assert any('Check failed: mdb_status == 0' in line for line in lines), lines
+
+
+def test_a_run_sweeps_the_partial_snapshots_of_dead_runs_only(tiny, monkeypatch):
+    """Two runs may share a snapshot prefix: the second removed every
+    .PREFIX.partial_iter_* while the first was writing its snapshot there,
+    and the first ended with none (pass 10, F4). Staged snapshots are named
+    after their run's process; a run sweeps those of runs that are gone."""
+    from caffe_mlic.engine.solver_file import SolverFile
+    from caffe_mlic.processes import owned_name_prefix
+    path = solver(tiny, 'shared', max_iter=1, snapshot_prefix='snap_shared/w')
+    monkeypatch.chdir(tiny)         # (a prefix is relative to the current folder)
+    sf = SolverFile(path, str(tiny / 'runs' / 'shared'))
+    folder = tiny / 'snap_shared'
+    folder.mkdir(exist_ok=True)
+    live = owned_name_prefix('.w.partial.') + 'run_iter_2.caffemodel'        # a live run's (ours)
+    dead = '.w.partial.%d-5-run_iter_2.solverstate' % (2 ** 22 + 4321)      # a run that is gone
+    old = '.w.partial_iter_3.caffemodel'                                   # the pid-less naming of before
+    for name in (live, dead, old, 'w_iter_1.caffemodel'):
+        (folder / name).write_text('')
+    assert os.path.basename(sf.staging_prefix).startswith(owned_name_prefix('.w.partial.'))
+    snapshots.check_snapshot_folder(sf)
+    assert sorted(os.listdir(folder)) == sorted([live, 'w_iter_1.caffemodel'])
 
 
 # ---------------------------------------------------------------- signals and locks
@@ -714,3 +756,17 @@ def test_adam_over_2_gb_on_a_net_hdf5_cannot_hold_names_what_works(tiny):
                                  'snapshot_format: HDF5')
     sf = SolverFile(solver(tiny, 'adam', net='kd/train_stage1', type='SGD', max_iter=1), str(tiny / 'runs' / 'adam'))
     snapshots.check_snapshot_size(sf, net)          # SGD's state, 1.07 GB, fits
+
+
+def test_a_quoted_text_in_set_is_read_as_the_solver_file_reads_it():
+    """`--set snapshot_prefix=""` wrote files named '""_iter_2.caffemodel' and
+    `--set lr_policy="step"` was refused (pass 10, minor): the quotes of the
+    solver file's syntax are the text's, not part of it."""
+    from caffe.proto import caffe_pb2
+    from caffe_mlic.engine.solver_file import apply_overrides
+    param = caffe_pb2.SolverParameter()
+    apply_overrides(param, ['snapshot_prefix="runs/x/w"', 'lr_policy="step"', 'type=Adam', 'net=n.prototxt'])
+    assert (param.snapshot_prefix, param.lr_policy, param.type, param.net) == ('runs/x/w', 'step', 'Adam',
+                                                                              'n.prototxt')
+    apply_overrides(param, ['snapshot_prefix=""'])
+    assert param.snapshot_prefix == ''
