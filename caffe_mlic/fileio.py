@@ -21,6 +21,9 @@ def _missing_dirs(path):
     return out
 
 
+_SWEPT = set()      # the folders this process swept of dead writers' temps
+
+
 @contextlib.contextmanager
 def atomic_files(paths, mode='w', **kwargs):
     """Open several files that appear together or not at all: yields one file
@@ -35,7 +38,8 @@ def atomic_files(paths, mode='w', **kwargs):
     for path in paths:
         if os.path.isdir(path):
             raise IsADirectoryError(errno.EISDIR, 'Is a directory, not a file', path)
-    created, temps, files = [], [], []
+    import fcntl
+    created, temps, files, locks = [], [], [], []
     current = None   # the output being made or finished, for an error that names none
     try:
         for current, path in enumerate(paths):
@@ -47,14 +51,21 @@ def atomic_files(paths, mode='w', **kwargs):
             missing = _missing_dirs(directory)
             os.makedirs(directory, exist_ok=True)
             created = missing + created
-            # named after this process, so that the next writer of this output
-            # removes what a SIGKILL left between writing and renaming
+            # named after this process, so that a later writer in this folder
+            # removes what a SIGKILL left between writing and renaming (once a
+            # process and folder: a dead writer leaves nothing new)
             temp_prefix = '.' + os.path.basename(path) + '.'
-            sweep_owned_files(directory, temp_prefix, '.tmp')
+            if os.path.realpath(directory) not in _SWEPT:
+                sweep_owned_files(directory, None, '.tmp')
+                _SWEPT.add(os.path.realpath(directory))
             fd, tmp = tempfile.mkstemp(prefix=owned_name_prefix(temp_prefix), suffix='.tmp',
                                        dir=directory)   # 0600: given a plain open()'s mode below
             temps.append(tmp)
-            os.close(fd)
+            # held locked while it is ours: a sweep never takes a live writer's
+            # (one of another pid namespace, whose pid means nothing here). A
+            # POSIX lock, not flock: HDF5 flocks the files it writes.
+            fcntl.lockf(fd, fcntl.LOCK_SH)
+            locks.append(fd)
             # Opened by name, so f.name is the temp path: a writer that takes
             # only a path (pycaffe's Net.save) can write there (save_weights).
             files.append(open(tmp, mode, **kwargs))
@@ -72,7 +83,9 @@ def atomic_files(paths, mode='w', **kwargs):
         for current, (tmp, path) in enumerate(zip(temps, paths)):
             if tmp is not None:
                 os.replace(tmp, path)
+        _close_all(locks)
     except BaseException as e:
+        _close_all(locks)
         for f in files:
             with contextlib.suppress(OSError):
                 f.close()
@@ -87,6 +100,12 @@ def atomic_files(paths, mode='w', **kwargs):
         if output is None:
             raise
         raise type(e)(e.errno, e.strerror, output) from e
+
+
+def _close_all(fds):
+    while fds:
+        with contextlib.suppress(OSError):
+            os.close(fds.pop())
 
 
 def _output_of(err, paths, temps, current):

@@ -57,13 +57,15 @@ def _left_by_the_dead(directory, prefix, suffix):
     mkdtemp's part) whose process is gone; a name without a start time (0)
     or of a process we cannot tell about is left out."""
     import re
-    name_pattern = re.compile(re.escape(prefix) + r'(\d+)-(\d+)-[A-Za-z0-9_]+' + re.escape(suffix))
+    # prefix None: any hidden name's (.NAME.<pid>-<start>-XXXX + suffix)
+    head = re.escape(prefix) if prefix is not None else r'\..+\.'
+    name_pattern = re.compile(head + r'(\d+)-(\d+)-[A-Za-z0-9_]+' + re.escape(suffix))
     try:
         names = os.listdir(directory)
     except OSError:
         return
     for name in names:
-        match = name.startswith(prefix) and name_pattern.fullmatch(name)
+        match = name.startswith(prefix or '.') and name_pattern.fullmatch(name)
         if match and int(match.group(2)) != 0 and start_time(int(match.group(1))) != int(match.group(2)):
             yield os.path.join(directory, name)
 
@@ -111,13 +113,26 @@ def sweep_owned_files(directory, prefix, suffix=''):
     start time + a random part + ``suffix`` (owned_name_prefix, mkstemp's
     part) whose process is gone and that our user owns: the temp files a
     SIGKILL left between writing and renaming. Anything else is left."""
+    import fcntl
     import stat
     uid = os.getuid()
     for path in _left_by_the_dead(directory, prefix, suffix):
-        with contextlib.suppress(OSError):
-            info = os.lstat(path)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            info = os.fstat(fd)
             if stat.S_ISREG(info.st_mode) and info.st_uid == uid:
+                # a writer holds its temp locked (fileio.atomic_files, a POSIX
+                # lock): one of another pid namespace, whose pid means nothing
+                # here, keeps it
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 os.unlink(path)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 class Stopped(BaseException):

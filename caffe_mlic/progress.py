@@ -26,6 +26,13 @@ def progress(iterable=None, total=None, desc=None, unit='it', enabled=True, stre
     ``.update(n)``, ``.set_postfix(...)``, ``.write(line)``). When disabled
     it is a tqdm that prints nothing, so callers never branch on it."""
     from tqdm import tqdm
+    if not getattr(tqdm, '_caffe_mlic_thread_lock', False):
+        # tqdm's default lock holds a multiprocessing semaphore: a process
+        # killed with one (a `run` chain) leaves the resource tracker warning
+        # of a leak on its parent's stderr. Our bars never cross processes.
+        import threading
+        tqdm.set_lock(threading.RLock())
+        tqdm._caffe_mlic_thread_lock = True
     stream = stream or sys.stderr
     return tqdm(iterable, total=total, desc=desc, unit=unit, file=stream, dynamic_ncols=True,
                 disable=not progress_enabled(stream, enabled), **kw)

@@ -206,11 +206,12 @@ def test_read_json_of_a_small_file_fits_in_little_memory(tmp_path):
     assert res.returncode == 0 and res.stdout == "{'a': 1}\n", res.stderr
 
 
-def test_a_temp_file_a_sigkill_left_is_removed_by_the_next_write_of_that_output(tmp_path):
+def test_a_temp_file_a_sigkill_left_is_removed_by_the_next_write_in_its_folder(tmp_path):
     """A process killed between writing and renaming left '.out.txt.XXXX.tmp'
     for ever (pass 9: `report`'s .report.html and .results.json temps). The
-    temp name now holds the writer's pid and start time: the next write of
-    the same output removes those of dead writers, and nothing else."""
+    temp name now holds the writer's pid and start time: the next write in
+    that folder (the first of a process) removes those of dead writers, and
+    nothing else."""
     import signal
     import subprocess
     import sys
@@ -226,10 +227,38 @@ def test_a_temp_file_a_sigkill_left_is_removed_by_the_next_write_of_that_output(
     left = [name for name in os.listdir(tmp_path) if name.endswith('.tmp')]
     assert len(left) == 1 and left[0].startswith('.out.txt.%d-' % proc.pid), left
     ours = owned_name_prefix('.out.txt.') + 'live.tmp'          # a live writer's (ours)
-    others = [ours, '.out.txt.old_style.tmp', '.other.txt.%d-5-x.tmp' % proc.pid]
-    for name in others:
+    kept = [ours, '.out.txt.old_style.tmp', 'out.txt.%d-5-x.tmp' % proc.pid]
+    gone = ['.other.txt.%d-5-x.tmp' % proc.pid]                 # another output's, dead: swept too
+    for name in kept + gone:
         (tmp_path / name).write_text('')
     with atomic_write(tmp_path / 'out.txt') as f:
         f.write('whole')
     assert (tmp_path / 'out.txt').read_text() == 'whole'
-    assert sorted(os.listdir(tmp_path)) == sorted(others + ['out.txt'])
+    assert sorted(os.listdir(tmp_path)) == sorted(kept + ['out.txt'])
+
+
+def test_a_temp_file_locked_by_its_writer_is_never_swept(tmp_path):
+    """A writer in another pid namespace (a container on a shared folder)
+    has a pid that means nothing here: its temp looked dead and was removed
+    under it (pass 10, F5). A writer holds its temp locked; the sweep skips
+    a locked one."""
+    import subprocess
+    import sys
+    from caffe_mlic import fileio
+    dead = '.out.txt.%d-7-abc.tmp' % (2 ** 22 + 12345)      # no such pid here
+    (tmp_path / dead).write_text('another namespace is writing me')
+    code = ('import fcntl, os, sys, time\nfd = os.open(sys.argv[1], os.O_RDWR)\nfcntl.lockf(fd, fcntl.LOCK_SH)\n'
+            'print("locked", flush=True)\ntime.sleep(600)\n')
+    holder = subprocess.Popen([sys.executable, '-c', code, str(tmp_path / dead)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == 'locked\n'
+        with atomic_write(tmp_path / 'out.txt') as f:
+            f.write('mine')
+        assert (tmp_path / dead).exists()
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+    fileio._SWEPT.clear()       # (a folder is swept once a process)
+    with atomic_write(tmp_path / 'out.txt') as f:
+        f.write('mine again')
+    assert not (tmp_path / dead).exists()
