@@ -37,30 +37,38 @@ def load(path, overrides=()):
 
 
 def _runner_pid(folder):
-    """The pid of the `run` that holds ``folder``'s lock now, or None."""
-    import fcntl
+    """The pid of the process that holds ``folder``'s lock (flock) now, or
+    None; read from /proc/locks, which takes no lock (a probe by flock
+    could make a `run` starting at that moment think the folder taken)."""
     from caffe_mlic.engine.trainer import LOCK_FILE
     try:
-        with open(os.path.join(folder, LOCK_FILE)) as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = f.read().strip()
-                return int(holder) if holder.isdigit() else -1
+        info = os.stat(os.path.join(folder, LOCK_FILE))
+        with open('/proc/locks') as f:
+            lines = f.read().splitlines()
     except OSError:
-        pass
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == 'FLOCK' and fields[5].count(':') == 2:
+            inode = fields[5].rsplit(':', 1)[1]
+            if inode.isdigit() and int(inode) == info.st_ino and fields[4].isdigit():
+                return int(fields[4])
     return None
 
 
 def status_lines(plan, stages):
     """A line per stage: done, running (a `run` holds the folder and the
-    stage has started), stale (why) or to do."""
+    stage has started), stale (why: a change, or a stage before it that
+    will run again) or to do."""
     lines, runner = [], _runner_pid(plan.folder)
+    follows = {stage.name: why for stage, why in st.plan(plan.folder, stages) if why.startswith('follows')}
     for stage in stages:
         status = st.status(plan.folder, stage)
         if status.state == 'to do' and runner is not None and os.path.exists(st.started_path(plan.folder,
                                                                                               stage.name)):
-            status = st.Status('running', 'pid %d' % runner if runner > 0 else None)
+            status = st.Status('running', 'pid %d' % runner)
+        elif status.state == 'done' and stage.name in follows:
+            status = st.Status('stale', follows[stage.name])
         lines.append('%-28s %s%s' % (stage.name, status.state, ' (%s)' % status.why if status.why else ''))
     return lines
 
@@ -101,48 +109,104 @@ def _run_todo(path, overrides, system, plan, stages, todo, say):
 
 
 def _run_chains(path, overrides, plan, chains):
-    """Each chain (one seed and head) in a spawned process, ``plan.jobs`` at once."""
-    if not chains:
-        return
+    """Each chain (one seed and head) in a spawned process of its own,
+    ``plan.jobs`` at once. A chain that fails or dies (a Caffe abort, the
+    OOM killer) is reported as its own, the others go on; Ctrl-C (which
+    every process of the group receives: trainings snapshot) starts no
+    further chain and waits for the running ones to stop."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing.connection import wait
     context = multiprocessing.get_context('spawn')
-    errors = []
-    with ProcessPoolExecutor(max_workers=min(plan.jobs, len(chains)), mp_context=context,
-                             initializer=_one_thread) as pool:
-        futures = [(key, pool.submit(_run_chain, os.path.abspath(path), list(overrides), key, planned))
-                   for key, planned in chains.items()]
-        for key, future in futures:
+    pending, running, failed = list(chains.items()), {}, []
+    interrupted = False
+    try:
+        while pending or running:
+            while pending and len(running) < plan.jobs and not interrupted:
+                key, planned = pending.pop(0)
+                receive, send = context.Pipe(duplex=False)
+                process = context.Process(target=_chain_main, args=(os.path.abspath(path), list(overrides), key,
+                                                                   planned, send), daemon=False)
+                process.start()
+                send.close()
+                running[process.sentinel] = (process, key, receive)
+            if not running:
+                break
             try:
-                future.result()
-            except BaseException as e:      # noqa: B902 (every chain is waited for, then the first error)
-                errors.append((key, e))
-    if errors:
-        key, error = errors[0]
+                ready = wait(list(running))
+            except KeyboardInterrupt:
+                interrupted = True
+                continue
+            for sentinel in ready:
+                process, key, receive = running.pop(sentinel)
+                process.join()
+                try:
+                    told = receive.recv() if receive.poll() else None
+                except (EOFError, OSError):     # it died before it could tell
+                    told = None
+                receive.close()
+                if process.exitcode != 0:
+                    failed.append((key, process.exitcode, told))
+    except KeyboardInterrupt:
+        interrupted = True
+        for process, _, _ in running.values():
+            process.join()
+    if interrupted:
+        raise KeyboardInterrupt
+    if failed:
+        key, code, told = failed[0]
         log = os.path.join(plan.folder, key, LOG)
-        if isinstance(error, KeyboardInterrupt):
-            raise error
-        if isinstance(error, MlicError):
-            raise type(error)('%s (its log: %s)' % (error, log)) from error
-        raise RunError('%s failed: %s: %s (its log: %s)' % (key, type(error).__name__, error, log)) from error
+        if told is None:
+            signum = -code if code < 0 else None
+            told = ('%s: its process %s' % (key, 'was killed by signal %d' % signum if signum else
+                                            'ended with exit status %d' % code), 1)
+        message, exit_code = told
+        error = RunError('%s (its log: %s)%s' % (message, log, '' if len(failed) == 1 else
+                                                 '; %d other chains failed too' % (len(failed) - 1)))
+        error.exit_code = exit_code
+        raise error
 
 
-def _one_thread():
-    """One BLAS thread per training side by side (as make demo-scasnet)."""
-    os.environ.update(OPENBLAS_NUM_THREADS='1', OMP_NUM_THREADS='1', GLOG_minloglevel=os.environ.get(
-        'GLOG_minloglevel', '2'))
+def _chain_main(path, overrides, key, planned, send):
+    """A chain's process: one BLAS thread (as make demo-scasnet), a Caffe
+    CHECK ending it in one line, and its error told to the parent as
+    (message, exit status) before it exits with that status."""
+    os.environ.update(OPENBLAS_NUM_THREADS='1', OMP_NUM_THREADS='1',
+                      GLOG_minloglevel=os.environ.get('GLOG_minloglevel', '2'))
+    from caffe_mlic.caffe.env import caffe_checks_end_cleanly
+    code = 1
+    try:
+        with caffe_checks_end_cleanly(lambda: 'caffe-mlic run (%s)' % key):
+            _run_chain(path, overrides, key, planned)
+        code = 0
+    except KeyboardInterrupt:
+        code = 130
+        send.send(('%s: interrupted' % key, code))
+    except BaseException as e:      # noqa: B902 (told to the parent, which reports it)
+        code = getattr(e, 'exit_code', 1) if isinstance(e, (MlicError, SystemExit)) else 1
+        code = code if isinstance(code, int) and code > 0 else 1
+        text = str(e) if isinstance(e, MlicError) else '%s: %s' % (type(e).__name__, e)
+        with contextlib.suppress(Exception):
+            send.send((text, code))
+        if not isinstance(e, MlicError):
+            import traceback
+            traceback.print_exc()       # (into the chain's log)
+    finally:
+        send.close()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
 
 
 def _run_chain(path, overrides, key, planned):
-    """In a worker: the planned [(name, why)] of one chain, its output in
-    the chain's log.txt, a line per stage on the command's stdout too."""
+    """The planned [(name, why)] of one chain, its output in the chain's
+    log.txt, a line per stage on the command's stdout too."""
     _, plan, stages = load(path, overrides)
     by_name = {s.name: s for s in stages}
     folder = os.path.join(plan.folder, key)
     os.makedirs(folder, exist_ok=True)
     log = os.open(os.path.join(folder, LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     sys.stdout.flush(), sys.stderr.flush()
-    out = os.dup(1)         # the command's stdout (a spawned worker's is its parent's)
+    out = os.dup(1)         # the command's stdout (a spawned process's is its parent's)
     os.dup2(log, 1)
     os.dup2(log, 2)
 

@@ -83,16 +83,17 @@ def check(path, data):
         return problems + [Problem(path, None, 'net', 'must be a table ([net]), got %r' % (net,))]
     problems += [Problem(path, None, 'net.' + key, 'is set by data.%s' % key) for key in DATA_FIELDS if key in net]
     problems += check_net_table(path, {k: v for k, v in net.items() if k not in DATA_FIELDS}, ScasConfig)
-    for item in data.get('train', {}).get('init_from', []) if isinstance(data.get('train'), dict) else []:
+    tables = {k: data.get(k) if isinstance(data.get(k), dict) else {} for k in ('data', 'train')}
+    for item in tables['train'].get('init_from', []) if isinstance(tables['train'].get('init_from'), list) else []:
         found = isinstance(item, str) and item.partition(':')[2]
         if found and not os.path.isfile(found):
             problems.append(Problem(path, None, 'train.init_from', 'no such file: %s' % found))
     for key in ('train_list', 'val_list', 'test_list'):
-        value = data.get('data', {}).get(key)
+        value = tables['data'].get(key)
         if isinstance(value, str) and value and not os.path.isfile(value):
             problems.append(Problem(path, None, 'data.' + key, 'no such file: %s' % value))
     for key in ('gt', 'gt_eroded', 'hard_masks'):
-        value = data.get('data', {}).get(key)
+        value = tables['data'].get(key)
         if isinstance(value, str) and value and not os.path.isdir(value):
             problems.append(Problem(path, None, 'data.' + key, 'no such folder: %s' % value))
     return problems
@@ -206,6 +207,8 @@ def head_stages(plan, seed, head):
         with open(os.path.join(folder, 'train', 'run.json')) as f:
             return 'iteration %s' % json.load(f).get('final_iteration')
     lists = [os.path.abspath(data['train_list']), os.path.abspath(data['val_list'])]
+    # the references and hard masks, by content (a folder changed in place reruns eval)
+    references = [os.path.abspath(data[k]) for k in ('gt', 'gt_eroded', 'hard_masks') if data.get(k)]
     nets_stage = Stage(name + 'nets', make_nets, dict(net=repr(cfg), train=plan.train, seed=seed), lists,
                        [base + 'deploy.prototxt', base + 'train.prototxt', base + 'solver.prototxt'])
     init_stages = [Stage(name + 'init', make_init, dict(init_from=plan.train['init_from']),
@@ -218,8 +221,9 @@ def head_stages(plan, seed, head):
         Stage(name + 'infer', infer, dict(infer=plan.infer), [base + 'deploy.prototxt', weights,
                                                                os.path.abspath(data['test_list'])],
               [os.path.join(pred, 'labels')], after=[name + 'train'], clean=remove(pred)),
-        Stage(name + 'eval', evaluate, {k: data.get(k) for k in ('gt', 'gt_eroded', 'gt_suffix', 'hard_masks')},
-              [os.path.join(pred, 'labels')], [layout.scasnet_eval(folder), layout.scasnet_eval(folder, True)],
+        Stage(name + 'eval', evaluate, {k: data.get(k) for k in ('gt_suffix',)},
+              [os.path.join(pred, 'labels')] + references, [layout.scasnet_eval(folder),
+                                                            layout.scasnet_eval(folder, True)],
               after=[name + 'infer'], clean=remove(os.path.dirname(layout.scasnet_eval(folder))),
               headline=scores)]
 

@@ -133,19 +133,19 @@ def status(run_dir, stage):
 def plan(run_dir, stages, start=None, only=None):
     """[(stage, why)] of the stages to run, in order: those not done and
     those after one that runs and needs it; ``start``: that stage and every
-    one after it, done or not; ``only``: that stage alone, done or not."""
+    one that follows from it (``after``, step by step), done or not;
+    ``only``: that stage alone, done or not."""
     names = [s.name for s in stages]
     for name in (start, only):
         if name is not None and name not in names:
             raise UsageError('no stage %r; the stages are %s' % (name, ', '.join(names)))
     if only is not None:
         return [(s, 'asked for (--only)') for s in stages if s.name == only]
-    todo, rerun = [], set()
-    reached = start is None
+    todo, rerun, asked = [], set(), {start}
     for stage in stages:
-        reached = reached or stage.name == start
         why = None
-        if start is not None and reached:
+        if start is not None and (stage.name == start or any(before in asked for before in stage.after)):
+            asked.add(stage.name)       # the stage asked for and those that follow from it
             why = 'asked for (--from %s)' % start
         elif any(before in rerun for before in stage.after):
             why = 'follows %s' % next(b for b in stage.after if b in rerun)
@@ -187,7 +187,8 @@ def run_planned(run_dir, todo, say=print):
         try:
             stage.run()
         except MlicError as e:      # what the stage's library function refused, named by the stage
-            raise type(e)('stage %s: %s' % (stage.name, e)) from e
+            e.args = ('stage %s: %s' % (stage.name, e),) + e.args[1:]
+            raise
         write_record(run_dir, stage)
         os.unlink(started_path(run_dir, stage.name))
         took = time.monotonic() - began

@@ -138,6 +138,7 @@ def test_killed_at_any_stage_a_rerun_ends_with_the_uninterrupted_numbers(data, f
     ('data.test_list=none.txt', 'data.test_list: no such file: none.txt'),
     ('heads.names=["fcn","fcm"]', 'heads.names: must be a list of heads among '),
     ('run.system=mlic', "run.system 'mlic': the MLIC-KD-WSD pipeline is not built yet"),
+    ('data=5', 'data: must be a table ([data]), got 5'),
 ])
 def test_a_bad_config_is_refused_naming_the_key_before_anything_runs(data, tmp_path, override, message):
     cwd = fresh(data, tmp_path)
@@ -226,3 +227,67 @@ def test_init_from_adds_a_surgery_stage_whose_weights_training_starts_from(data,
     a = caffe_net(str(folder / 'nets' / 'vgg_scasnet_deploy.prototxt'), weights=str(folder / 'init.caffemodel'))
     b = caffe_net(str(folder / 'nets' / 'vgg_scasnet_deploy.prototxt'), weights=str(trained))
     assert all((pa.data == pb.data).all() for name in a.params for pa, pb in zip(a.params[name], b.params[name]))
+
+
+def _chain_process(run_pid, log):
+    """The pid of the process of ``run_pid``'s group that writes ``log``."""
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit():
+            continue
+        try:
+            if os.getpgid(int(pid)) != run_pid:
+                continue
+            for fd in os.listdir('/proc/%s/fd' % pid):
+                if os.readlink('/proc/%s/fd/%s' % (pid, fd)) == str(log):
+                    return int(pid)
+        except OSError:
+            continue
+    return None
+
+
+def test_a_chain_killed_alone_is_named_and_the_others_finish(data, tmp_path):
+    """Chains ran in a process pool: one killed worker broke the pool, the
+    other chains were terminated and the error named the first chain
+    submitted. Each chain now has its process; the others go on."""
+    cwd = fresh(data, tmp_path)
+    two = ['--set', 'heads.names=["fcn","full"]', '--set', 'run.jobs=2']
+    full = cwd / 'runs' / 'scasnet' / 'seed1' / 'full'
+    started = cwd / 'runs' / 'scasnet' / '.stages' / 'seed1' / 'full' / 'train.started.json'
+    proc = subprocess.Popen(CLI + ['run', CONFIG] + MINI + two, cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env=dict(os.environ, GLOG_minloglevel='2', CAFFE_MLIC_PROGRESS='never'))
+    try:
+        deadline = time.time() + 300
+        while not started.exists():
+            assert proc.poll() is None and time.time() < deadline
+            time.sleep(0.01)
+        victim = None
+        while victim is None:
+            victim = _chain_process(proc.pid, full / 'log.txt')
+            assert time.time() < deadline
+        os.kill(victim, signal.SIGKILL)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1, err
+    assert err == 'caffe-mlic run: seed1/full: its process was killed by signal 9 (its log: %s)\n' % (
+        full / 'log.txt'), err
+    assert 'stage seed1/fcn/eval: done in' in out
+    res = run(cwd, *two)
+    assert res.returncode == 0, res.stderr
+    ran = [line.split(':')[0] for line in res.stdout.splitlines() if 'running it' in line or 'resuming' in line]
+    assert ran[0] == 'stage seed1/full/train' and not any('fcn' in line for line in ran), res.stdout
+
+
+def test_from_reruns_a_stage_and_what_follows_from_it_only(first, tmp_path):
+    cwd = tmp_path / 'from'
+    shutil.copytree(first[0], cwd, symlinks=True)
+    # (the copy's absolute paths differ: --from is judged on a fresh run here)
+    res = run(cwd)
+    assert res.returncode == 0
+    res = run(cwd, '--from', 'seed1/fcn/infer')
+    ran = [line for line in res.stdout.splitlines() if 'running it' in line]
+    assert ran == ['stage seed1/fcn/infer: asked for (--from seed1/fcn/infer), running it',
+                   'stage seed1/fcn/eval: asked for (--from seed1/fcn/infer), running it',
+                   'stage report: asked for (--from seed1/fcn/infer), running it'], res.stdout
