@@ -6,7 +6,7 @@ import math
 import os
 import tempfile
 
-from caffe_mlic.processes import owned_name_prefix, sweep_owned_files
+from caffe_mlic.processes import ofd_lock, owned_name_prefix, sweep_owned_files
 
 
 def _missing_dirs(path):
@@ -38,7 +38,6 @@ def atomic_files(paths, mode='w', **kwargs):
     for path in paths:
         if os.path.isdir(path):
             raise IsADirectoryError(errno.EISDIR, 'Is a directory, not a file', path)
-    import fcntl
     created, temps, files, locks = [], [], [], []
     current = None   # the output being made or finished, for an error that names none
     try:
@@ -62,9 +61,8 @@ def atomic_files(paths, mode='w', **kwargs):
                                        dir=directory)   # 0600: given a plain open()'s mode below
             temps.append(tmp)
             # held locked while it is ours: a sweep never takes a live writer's
-            # (one of another pid namespace, whose pid means nothing here). A
-            # POSIX lock, not flock: HDF5 flocks the files it writes.
-            fcntl.lockf(fd, fcntl.LOCK_SH)
+            # (one of another pid namespace, whose pid means nothing here)
+            ofd_lock(fd)
             locks.append(fd)
             # Opened by name, so f.name is the temp path: a writer that takes
             # only a path (pycaffe's Net.save) can write there (save_weights).

@@ -108,12 +108,28 @@ def owned_name_prefix(prefix):
     return '%s%d-%d-' % (prefix, pid, start_time(pid) or 0)
 
 
+def ofd_lock(fd, exclusive=False):
+    """Take an open-file-description lock on all of ``fd``'s file, without
+    waiting: True, or False when another description holds one that
+    conflicts. Unlike flock (which HDF5 takes on the files it writes) it
+    does not block HDF5; unlike a POSIX lock it stays when another
+    descriptor of the file is closed (pycaffe and HDF5 write by path)."""
+    import fcntl
+    import struct
+    kind = fcntl.F_WRLCK if exclusive else fcntl.F_RDLCK
+    request = struct.pack('hhqqi4x', kind, os.SEEK_SET, 0, 0, 0)   # struct flock, l_pid 0
+    try:
+        fcntl.fcntl(fd, getattr(fcntl, 'F_OFD_SETLK', 37), request)
+    except OSError:
+        return False
+    return True
+
+
 def sweep_owned_files(directory, prefix, suffix=''):
     """Remove from ``directory`` the regular files named ``prefix`` + pid and
     start time + a random part + ``suffix`` (owned_name_prefix, mkstemp's
     part) whose process is gone and that our user owns: the temp files a
     SIGKILL left between writing and renaming. Anything else is left."""
-    import fcntl
     import stat
     uid = os.getuid()
     for path in _left_by_the_dead(directory, prefix, suffix):
@@ -124,10 +140,10 @@ def sweep_owned_files(directory, prefix, suffix=''):
         try:
             info = os.fstat(fd)
             if stat.S_ISREG(info.st_mode) and info.st_uid == uid:
-                # a writer holds its temp locked (fileio.atomic_files, a POSIX
-                # lock): one of another pid namespace, whose pid means nothing
-                # here, keeps it
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                # a writer holds its temp locked (fileio.atomic_files): one of
+                # another pid namespace, whose pid means nothing here, keeps it
+                if not ofd_lock(fd, exclusive=True):
+                    continue
                 os.unlink(path)
         except OSError:
             pass

@@ -240,25 +240,34 @@ def test_a_temp_file_a_sigkill_left_is_removed_by_the_next_write_in_its_folder(t
 def test_a_temp_file_locked_by_its_writer_is_never_swept(tmp_path):
     """A writer in another pid namespace (a container on a shared folder)
     has a pid that means nothing here: its temp looked dead and was removed
-    under it (pass 10, F5). A writer holds its temp locked; the sweep skips
-    a locked one."""
-    import subprocess
-    import sys
+    under it (pass 10, F5); a POSIX lock did not hold either, as closing any
+    other descriptor of the file drops it (pass 11, S5). A writer holds an
+    open-file-description lock on its temp; the sweep skips a locked one."""
     from caffe_mlic import fileio
-    dead = '.out.txt.%d-7-abc.tmp' % (2 ** 22 + 12345)      # no such pid here
+    from caffe_mlic.processes import ofd_lock
+    dead = '.out.txt.%d-7-abc.tmp' % (2 ** 22 + 12345)      # no such pid here: as another namespace's
     (tmp_path / dead).write_text('another namespace is writing me')
-    code = ('import fcntl, os, sys, time\nfd = os.open(sys.argv[1], os.O_RDWR)\nfcntl.lockf(fd, fcntl.LOCK_SH)\n'
-            'print("locked", flush=True)\ntime.sleep(600)\n')
-    holder = subprocess.Popen([sys.executable, '-c', code, str(tmp_path / dead)], stdout=subprocess.PIPE, text=True)
+    writer = os.open(tmp_path / dead, os.O_RDWR)
+    assert ofd_lock(writer)
+    os.close(os.open(tmp_path / dead, os.O_RDONLY))        # as a writer by path (pycaffe, HDF5) does
     try:
-        assert holder.stdout.readline() == 'locked\n'
         with atomic_write(tmp_path / 'out.txt') as f:
             f.write('mine')
         assert (tmp_path / dead).exists()
     finally:
-        holder.kill()
-        holder.wait(timeout=60)
+        os.close(writer)
     fileio._SWEPT.clear()       # (a folder is swept once a process)
     with atomic_write(tmp_path / 'out.txt') as f:
         f.write('mine again')
     assert not (tmp_path / dead).exists()
+
+
+def test_an_hdf5_output_is_written_through_its_locked_temp(tmp_path):
+    """HDF5 flocks the file it creates: a flock on our temp made it fail."""
+    import h5py
+    import numpy as np
+    with atomic_write(tmp_path / 'w.h5', 'wb') as f:
+        with h5py.File(f.name, 'w') as h5:
+            h5['x'] = np.arange(3)
+    with h5py.File(tmp_path / 'w.h5', 'r') as h5:
+        assert list(h5['x'][()]) == [0, 1, 2]

@@ -304,6 +304,7 @@ def _filler_problems(layer):
         fillers = [(name, getattr(param, name)) for name in names if param.HasField(name)]
     if layer.type == 'DummyData':
         fillers = [('data_filler', f) for f in layer.dummy_data_param.data_filler]
+        shapes = [tuple(sh.dim) for sh in layer.dummy_data_param.shape]
     problems = []
     for name, f in fillers:
         if f.type not in FILLER_TYPES:
@@ -312,7 +313,8 @@ def _filler_problems(layer):
             problems.append('%s gaussian std must be > 0, got %r' % (name, f.std))
         elif f.type == 'uniform' and not f.min <= f.max:
             problems.append('%s uniform min (%r) must not exceed max (%r)' % (name, f.min, f.max))
-        elif f.type == 'bilinear' and not _square_kernel(layer, name):
+        elif f.type == 'bilinear' and not (_square_kernel(layer, name) or (
+                layer.type == 'DummyData' and all(len(sh) == 4 and sh[2] == sh[3] for sh in shapes))):
             problems.append('%s bilinear is for the weights of a convolution with a square 2-D kernel' % name)
     return problems
 

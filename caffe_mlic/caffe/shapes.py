@@ -86,7 +86,7 @@ def _pool(layer, bottom):
     for i, k, q, s in ((h, kh, ph, sh), (w, kw, pw, sw)):
         # rounded up, or down with ceil_mode: false (this Caffe's option)
         o = (-(-(i + 2 * q - k) // s) if p.ceil_mode else (i + 2 * q - k) // s) + 1
-        if q and (o - 1) * s >= i + q:
+        if (ph or pw) and (o - 1) * s >= i + q:     # (either pad: both axes clipped)
             o -= 1
         out.append(o)
     return [(n, c, out[0], out[1])], []
@@ -122,8 +122,11 @@ def _layer_shapes(layer, bottoms, phase):
         return [None] * len(layer.top), []
     if kind in SAME_SHAPE and bottoms:
         return [bottoms[0]] * len(layer.top), []
-    if kind in SCALAR or kind == 'Accuracy':
+    if kind in SCALAR:
         return [()] * len(layer.top), []
+    if kind == 'Accuracy':      # the accuracy, then one per class
+        axis = _axis(layer.accuracy_param.axis, len(bottoms[0]))
+        return [(), (bottoms[0][axis],)][:len(layer.top)], []
     if kind in ('Convolution', 'Deconvolution') and len(bottoms[0]) == 4 and \
             _axis(layer.convolution_param.axis, 4) == 1:
         tops, extra = _conv(layer, bottoms[0], kind == 'Deconvolution')
@@ -482,10 +485,8 @@ def _shape_checks(layer, bottoms):
         return []
     first = bottoms[0]
     axis_field = _AXIS_FIELDS.get(kind)
-    if kind in ('Scale', 'Bias'):       # a scalar scale or bias applies everywhere: no axis read
-        p = layer.scale_param if kind == 'Scale' else layer.bias_param
-        if (len(bottoms) > 1 and not bottoms[1]) or (len(bottoms) == 1 and p.num_axes == 0):
-            axis_field = None
+    if kind in ('Scale', 'Bias') and len(bottoms) > 1 and not bottoms[1]:
+        axis_field = None       # a scalar second bottom applies everywhere: no axis read
     axis = _canonical(getattr(getattr(layer, axis_field[0]), axis_field[1]), first, '%s %s' % axis_field) \
         if axis_field else None
     problems = []
@@ -597,6 +598,12 @@ def _legacy_problems(kind, names, bottoms):
         if index < len(bottoms) and any(_legacy(bottoms[index], i) != 1 for i in axes):
             return ["bottom '%s' (%s) must be 1 along axes %s" % (names[index], _shape_text(bottoms[index]),
                                                                   ', '.join(map(str, axes)))]
+    if kind == 'InfogainLoss' and len(bottoms) > 2:     # the matrix as a bottom: 1 x 1 x K x K
+        k = _count(bottoms[0]) // max(1, bottoms[0][0] if bottoms[0] else 1)
+        matrix = tuple(_legacy(bottoms[2], i) for i in range(4))
+        if matrix != (1, 1, k, k):
+            return ["its third bottom '%s' (%s), the infogain matrix, must be 1 x 1 x %d x %d"
+                    % (names[2], _shape_text(bottoms[2]), k, k)]
     if kind == 'ContrastiveLoss' and len(bottoms) > 1 and _legacy(bottoms[0], 1) != _legacy(bottoms[1], 1):
         return ["bottoms '%s' and '%s' must have as many channels: %s and %s"
                 % (names[0], names[1], _shape_text(bottoms[0]), _shape_text(bottoms[1]))]
