@@ -117,8 +117,17 @@ def _run_chains(path, overrides, plan, chains):
     import multiprocessing
     from multiprocessing.connection import wait
     context = multiprocessing.get_context('spawn')
+    import signal
     pending, running, failed = list(chains.items()), {}, []
-    interrupted = False
+    interrupted, stopped = False, []
+
+    def stop(signum, frame):        # SIGTERM / SIGHUP to `run` alone: passed on, then as a Ctrl-C
+        stopped.append(signum)
+        for process, _, _ in list(running.values()):
+            with contextlib.suppress(OSError):
+                os.kill(process.pid, signum)
+        raise KeyboardInterrupt
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
         while pending or running:
             while pending and len(running) < plan.jobs and not interrupted:
@@ -150,6 +159,14 @@ def _run_chains(path, overrides, plan, chains):
         interrupted = True
         for process, _, _ in running.values():
             process.join()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if stopped:
+        error = RunError('stopped by %s: the seeds and heads that were running stopped with it (their '
+                         'trainings snapshot); run the config again to go on' % signal.Signals(stopped[0]).name)
+        error.exit_code = 128 + stopped[0]
+        raise error
     if interrupted:
         raise KeyboardInterrupt
     if failed:
@@ -170,6 +187,13 @@ def _chain_main(path, overrides, key, planned, send):
     """A chain's process: one BLAS thread (as make demo-scasnet), a Caffe
     CHECK ending it in one line, and its error told to the parent as
     (message, exit status) before it exits with that status."""
+    import ctypes
+    import signal
+    # SIGTERM when `run` dies, whatever kills it (a SIGKILL): no chain goes on alone
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).prctl(1, int(signal.SIGTERM))     # PR_SET_PDEATHSIG
+    if os.getppid() == 1:
+        os._exit(143)
     os.environ.update(OPENBLAS_NUM_THREADS='1', OMP_NUM_THREADS='1',
                       GLOG_minloglevel=os.environ.get('GLOG_minloglevel', '2'))
     from caffe_mlic.caffe.env import caffe_checks_end_cleanly

@@ -239,7 +239,12 @@ def report_stage(plan):
     settings = dict(plan.report.get('notes', {}), heads=plan.heads, seeds=plan.seeds, jobs=plan.jobs,
                     mini=plan.report.get('miniature', False), size=cfg.input_size, batch=cfg.batch_size,
                     vgg_blocks=list(cfg.vgg_blocks), refine=plan.refine, lr=plan.train.get('base_lr'),
-                    iters=plan.train.get('max_iter') or SCASNET_SOLVERS[cfg.variant].max_iter)
+                    iters=plan.train.get('max_iter') or SCASNET_SOLVERS[cfg.variant].max_iter,
+                    data=dict(train_list=os.path.abspath(plan.data['train_list']),
+                              root_folder=os.path.abspath(plan.data.get('root_folder') or '.'),
+                              test_list=os.path.abspath(plan.data['test_list']),
+                              hard_masks=os.path.abspath(plan.data['hard_masks']) if plan.data.get('hard_masks')
+                              else None))
 
     def report():
         from caffe_mlic.report.scasnet_heads import write_report

@@ -210,12 +210,14 @@ def read_run_info(path):
     return data
 
 
-def majority_class(train_list, num_classes, palette=None):
+def majority_class(train_list, num_classes, palette=None, root=None):
     """(class most frequent over the label maps of ``train_list``, pixel
-    counts); its paths are relative to its folder (as `synth --task seg` writes it)."""
+    counts); its paths are relative to ``root`` (default: its folder, as
+    `synth --task seg` writes it)."""
     from caffe_mlic.data.datalist import read_seg_datalist
     from caffe_mlic.data.labelmaps import read_label_map
-    datalist = read_seg_datalist(train_list, os.path.dirname(train_list) + os.sep, check_files=False)
+    root = os.path.dirname(train_list) if root is None else root
+    datalist = read_seg_datalist(train_list, os.path.join(root, ''), check_files=False)
     counts = np.zeros(256, np.int64)
     for i, path in enumerate(datalist.label_paths):
         counts += np.bincount(read_label_map(path, num_classes, palette, where=datalist.where(i)).ravel(),

@@ -173,13 +173,35 @@ def evaluate_constant(evaluation, label):
     return out
 
 
-def majority(run, evaluations):
+def data_files(run, settings=None):
+    """(train list, its root folder, test list) of a run: RUN/data/ as the
+    demo makes it, or what settings.json's "data" names (`caffe-mlic run`,
+    whose data may live anywhere)."""
+    data = (settings or {}).get('data')
+    if isinstance(data, dict) and all(isinstance(data.get(k), str) for k in ('train_list', 'root_folder',
+                                                                               'test_list')):
+        return data['train_list'], data['root_folder'], data['test_list']
+    folder = layout.scasnet_path(run, 'data')
+    return os.path.join(folder, 'train.txt'), folder, os.path.join(folder, 'test.txt')
+
+
+def hard_masks(run, settings=None):
+    """The folder of hard-pixel masks: RUN/data/hard, or settings.json's
+    "data" "hard_masks" (None: there are none)."""
+    data = (settings or {}).get('data')
+    if isinstance(data, dict) and 'train_list' in data:
+        return data.get('hard_masks') if isinstance(data.get('hard_masks'), str) else None
+    return layout.scasnet_path(run, 'data', 'hard')
+
+
+def majority(run, evaluations, settings=None):
     """M of the majority-class map (the class most frequent in the training
     labels), scored by the same evaluation as the heads on their references
     (``evaluations``: one head's, read_head)."""
     eroded = evaluations[0][1]
     classes = eroded['classes']
-    label, _ = majority_class(layout.scasnet_path(run, 'data', 'train.txt'), len(classes), eroded.get('palette'))
+    train_list, root, _ = data_files(run, settings)
+    label, _ = majority_class(train_list, len(classes), eroded.get('palette'), root)
     full = evaluations[1][1] if len(evaluations) > 1 else None
     m = metrics_of(evaluate_constant(eroded, label), evaluate_constant(full, label) if full else {})
     m['class'] = classes[label]
@@ -260,7 +282,7 @@ def collect(run, inputs=None):
             for seed in seeds]
     some = evaluations[runs[0]['seed'], heads[0]]
     first = some[0][1]
-    results = dict(runs=runs, summary=summarise(runs, heads), majority=majority(run, some),
+    results = dict(runs=runs, summary=summarise(runs, heads), majority=majority(run, some, settings),
                    classes=first['classes'], test_tiles=[os.path.basename(i['prediction']) for i in first['images']])
     if settings is not None:
         results['settings'] = settings
@@ -287,18 +309,32 @@ def _crop_box(hard, size):
     return int(y), int(x), side
 
 
-def crop_figure(run, seed, heads, stem, path):
+def _test_tile(run, settings, stem):
+    """(image, reference) paths of test tile ``stem``: from the test list's
+    "image label" lines."""
+    from caffe_mlic.data.datalist import read_seg_datalist
+    _, root, test_list = data_files(run, settings)
+    if not os.path.exists(test_list) and not (settings or {}).get('data'):
+        # the demo's layout without its list: the ISPRS folders
+        from caffe_mlic.report.scasnet import _find_image
+        return (_find_image(os.path.join(root, 'top'), stem),
+                _find_image(os.path.join(root, 'gts_for_participants'), stem))
+    tiles = read_seg_datalist(test_list, os.path.join(root, ''), check_files=False)
+    for image, label in zip(tiles.image_paths, tiles.label_paths):
+        if os.path.splitext(os.path.basename(image))[0] == stem:
+            return image, label
+    raise InputError(problems=[Problem(test_list, None, None, 'lists no test tile %s' % stem)])
+
+
+def crop_figure(run, seed, heads, stem, path, settings=None):
     """One row: the image, the reference, the hard pixels (white), then each
     head's prediction, all on the same crop of test tile ``stem``."""
     import cv2
     from caffe_mlic.data.imageio import read_image
     from caffe_mlic.report.figures import titled_row
-    from caffe_mlic.report.scasnet import _find_image
     from caffe_mlic.evaluation.segmentation import read_hard_mask
-    data = layout.scasnet_path(run, 'data')
-    image_path = _find_image(os.path.join(data, 'top'), stem)
+    image_path, reference_path = _test_tile(run, settings, stem)
     image = read_image(image_path)
-    reference_path = _find_image(os.path.join(data, 'gts_for_participants'), stem)
     panels = [('image', image, image_path), ('reference', read_image(reference_path), reference_path)]
     preds = [(head, os.path.join(layout.scasnet_head_dir(run, seed, head), 'pred', 'color', stem + '.png'))
              for head in heads]
@@ -308,9 +344,10 @@ def crop_figure(run, seed, heads, stem, path):
             raise InputError(problems=[Problem(where, None, None, 'is %dx%d (WxH) but its test tile %s is %dx%d'
                                                % (img.shape[1], img.shape[0], image_path, image.shape[1],
                                                   image.shape[0]))])
-    hard_path = os.path.join(data, 'hard', stem + '.png')
+    hard_folder = hard_masks(run, settings)
+    hard_path = os.path.join(hard_folder, stem + '.png') if hard_folder else None
     hard = None
-    if os.path.isfile(hard_path):     # the masks eval seg read: an InputError naming the file, as there
+    if hard_path and os.path.isfile(hard_path):     # the masks eval seg read: an InputError naming the file, as there
         hard = read_hard_mask(hard_path, image.shape[:2], preds[0][1] if preds else image_path)
         panels.insert(2, ('hard pixels', cv2.cvtColor(hard.astype(np.uint8) * 255, cv2.COLOR_GRAY2BGR), hard_path))
     y, x, side = _crop_box(hard, image.shape[:2])
@@ -378,7 +415,8 @@ def write_report(run):
     with staging(run) as folder:
         # the pictures first, in the staging folder: they read the last inputs (tiles, hard masks, predictions)
         heads, seed = results['summary']['heads'], results['runs'][0]['seed']
-        staged = [crop_figure(run, seed, heads, stem, os.path.join(folder, os.path.basename(path)))
+        staged = [crop_figure(run, seed, heads, stem, os.path.join(folder, os.path.basename(path)),
+                              results.get('settings'))
                   for stem, path in zip(stems, pictures)]
         page = publish(run, list(zip(staged, pictures)), results, 'caffe-mlic ScasNet heads',
                        _page_body(run, results, pictures))

@@ -110,9 +110,25 @@ def test_a_changed_setting_reruns_its_stage_and_what_follows(data, tmp_path):
     assert 'stale' not in res.stdout and 'to do' not in res.stdout
 
 
-@pytest.mark.parametrize('stage, sig', [('seed1/fcn/train', signal.SIGKILL), ('seed1/fcn/train', signal.SIGINT),
-                                        ('seed1/fcn/infer', signal.SIGKILL)])
-def test_killed_at_any_stage_a_rerun_ends_with_the_uninterrupted_numbers(data, first, tmp_path, stage, sig):
+def _group_alive(pgid):
+    for pid in os.listdir('/proc'):
+        if pid.isdigit():
+            try:
+                if os.getpgid(int(pid)) == pgid:
+                    with open('/proc/%s/stat' % pid) as f:
+                        if f.read().rsplit(')', 1)[1].split()[0] not in 'ZX':
+                            return True
+            except OSError:
+                continue
+    return False
+
+
+@pytest.mark.parametrize('stage, sig, whom', [
+    ('seed1/fcn/train', signal.SIGKILL, 'group'), ('seed1/fcn/train', signal.SIGINT, 'group'),
+    ('seed1/fcn/infer', signal.SIGKILL, 'group'),
+    # `run` alone (a scheduler's kill): its chain stops too, never goes on unsupervised
+    ('seed1/fcn/train', signal.SIGTERM, 'run'), ('seed1/fcn/train', signal.SIGKILL, 'run')])
+def test_killed_at_any_stage_a_rerun_ends_with_the_uninterrupted_numbers(data, first, tmp_path, stage, sig, whom):
     cwd = fresh(data, tmp_path)
     started = cwd / 'runs' / 'scasnet' / '.stages' / (stage + '.started.json')
     proc = subprocess.Popen(CLI + ['run', CONFIG] + MINI, cwd=cwd, stdout=subprocess.DEVNULL,
@@ -123,9 +139,18 @@ def test_killed_at_any_stage_a_rerun_ends_with_the_uninterrupted_numbers(data, f
         assert proc.poll() is None, proc.stderr.read()
         assert time.time() < deadline
         time.sleep(0.01)
-    os.killpg(proc.pid, sig)
+    if whom == 'group':
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
     proc.wait(timeout=120)
     assert proc.returncode != 0
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 143 and 'stopped by SIGTERM' in proc.stderr.read()
+    deadline = time.time() + 120
+    while _group_alive(proc.pid):       # every chain process ends with it
+        assert time.time() < deadline, 'a chain outlived `run`'
+        time.sleep(0.05)
     res = run(cwd)
     assert res.returncode == 0, res.stdout + res.stderr
     assert metrics(cwd) == metrics(first[0])
@@ -291,3 +316,22 @@ def test_from_reruns_a_stage_and_what_follows_from_it_only(first, tmp_path):
     assert ran == ['stage seed1/fcn/infer: asked for (--from seed1/fcn/infer), running it',
                    'stage seed1/fcn/eval: asked for (--from seed1/fcn/infer), running it',
                    'stage report: asked for (--from seed1/fcn/infer), running it'], res.stdout
+
+
+def test_data_outside_the_run_folder_reaches_the_report(data, first, tmp_path):
+    """The report read RUN/data (the demo's layout), so a config whose data
+    lives elsewhere failed at its last stage, after every training (pass 11,
+    S3). It now reads the config's lists, given in settings.json."""
+    shutil.copytree(data / 'runs' / 'scasnet' / 'data', tmp_path / 'set')
+    moved = ['--set', 'data.train_list="set/train.txt"', '--set', 'data.val_list="set/val.txt"',
+             '--set', 'data.root_folder="set"', '--set', 'data.test_list="set/test.txt"',
+             '--set', 'data.gt="set/gts_for_participants"', '--set', 'data.gt_eroded="set/gts_eroded_for_participants"',
+             '--set', 'data.hard_masks="set/hard"']
+    res = run(tmp_path, *moved)
+    assert res.returncode == 0, res.stderr
+    assert not (tmp_path / 'runs' / 'scasnet' / 'data').exists()
+    with open(tmp_path / 'runs' / 'scasnet' / 'results.json') as f:
+        ours = json.load(f)
+    with open(first[0] / 'runs' / 'scasnet' / 'results.json') as f:
+        theirs = json.load(f)
+    assert ours['majority'] == theirs['majority'] and (tmp_path / 'runs' / 'scasnet' / 'report.html').exists()
