@@ -7,6 +7,7 @@ Caffe, in a forked child, is shown to die on the case and to build and run
 the twin: the check is needed, and it refuses nothing Caffe takes."""
 import faulthandler
 import os
+import re
 import signal
 
 import pytest
@@ -190,6 +191,16 @@ CASES = {
                                          'infogain_loss_param { source: "/no/such.binaryproto" }'), None,
                                   "infogain_loss_param source '/no/such.binaryproto': no such file (or give the "
                                   'matrix as a third bottom)', None),
+    'scale axis with one bottom': (_layer('Scale', ['data'], 'scale_param { axis: 7 num_axes: 0 }'),
+                                   _layer('Scale', ['data'], 'scale_param { axis: 1 num_axes: 0 }'),
+                                   'scale_param axis 7 is out of range for a bottom of shape 2 x 4 x 6 x 6 (4 axes: '
+                                   '-4 to 3)', 'abort'),
+    'infogain matrix of the wrong shape': (
+        'layer { name: "h" type: "Input" top: "h" input_param { shape { dim: 4 dim: 4 } } }\n' +
+        _layer('InfogainLoss', ['score', 'label', 'h'], ''),
+        'layer { name: "h" type: "Input" top: "h" input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }\n' +
+        _layer('InfogainLoss', ['score', 'label', 'h'], ''),
+        "its third bottom 'h' (4 x 4), the infogain matrix, must be 1 x 1 x 4 x 4", 'abort'),
     'input of a negative size': (_layer('Input', [], 'input_param { shape { dim: 2 dim: -3 } }'),
                                  _layer('Input', [], 'input_param { shape { dim: 2 dim: 3 } }'),
                                  'input_param shape [2, -3]: a negative size', 'abort'),
@@ -205,7 +216,7 @@ def _net(layer):
 @pytest.mark.parametrize('case', list(CASES))
 def test_a_setting_caffe_aborts_on_is_refused_naming_layer_and_setting(case):
     bad, twin, message, _ = CASES[case]
-    kind = bad.split('type: "')[1].split('"')[0]
+    kind = re.search(r'name: "x" type: "(\w+)"', bad).group(1)
     with pytest.raises(InputError) as e:
         prototxt.check_net(_net(bad), 'net.prototxt')
     assert str(e.value) == "net.prototxt: layer 'x': %s: %s" % (kind, message)
@@ -292,6 +303,16 @@ VALID = {
     'layer { name: "j" type: "Concat" bottom: "p" bottom: "d" top: "j" }\n',
     'eltwise of equal counts in two shapes': 'layer { name: "q" type: "Input" top: "q" input_param { shape { dim: 2 '
     'dim: 4 dim: 1 dim: 1 } } }\n' + _layer('Eltwise', ['score', 'q'], '', ('e',)),
+    # a pad along one axis clips the last window of both (2 x 2 here, not 2 x 3)
+    'pooling padded along one axis': 'layer { name: "d" type: "Input" top: "d" top: "d2" input_param { shape { '
+    'dim: 2 dim: 4 dim: 2 dim: 2 } shape { dim: 2 dim: 4 dim: 5 dim: 5 } } }\n' +
+    _layer('Pooling', ['d2'], 'pooling_param { kernel_h: 2 kernel_w: 1 stride: 3 pad_h: 1 pad_w: 0 }', ('p',)) +
+    'layer { name: "e" type: "Eltwise" bottom: "p" bottom: "d" top: "e" }\n',
+    'accuracy per class': _layer('Accuracy', ['score', 'label'], '', ('a', 'per_class')) +
+    'layer { name: "s" type: "Input" top: "s" input_param { shape { dim: 4 } } }\n'
+    'layer { name: "e" type: "Eltwise" bottom: "per_class" bottom: "s" top: "e" }\n',
+    'bilinear dummy data': _layer('DummyData', [], 'dummy_data_param { shape { dim: 2 dim: 1 dim: 4 dim: 4 } '
+                                                   'data_filler { type: "bilinear" } }', ('w',)),
     'layers of a stage': 'layer { name: "x1" type: "ReLU" bottom: "data" top: "x" include { stage: "deploy" } }\n'
     'layer { name: "x2" type: "Sigmoid" bottom: "data" top: "x" exclude { stage: "deploy" } }\n'
     'layer { name: "x3" type: "Softmax" bottom: "data" top: "z" softmax_param { axis: 7 } include { stage: "never" } }\n',
