@@ -9,7 +9,9 @@ test split (eval cls, detect + eval det against a random control, speed),
 and at the end `caffe-mlic report`: results.json, report.html, the table.
 Where each file goes is caffe_mlic/report/layout.py, which the report reads.
 
-    SEEDS=3 (default)    seeds 1..SEEDS, DEMO_JOBS (3) of them side by side
+    SEEDS=3 (default)    seeds 1..SEEDS, DEMO_JOBS (3) of them side by side; a
+                         seed with job slots to spare (SEEDS=1) runs its
+                         ABLATION / STUDY trainings side by side in them
     DEMO_DIR=runs/demo   where everything goes
     DEMO_MINI=1          a miniature (few images and iterations) for CI:
                          well-formed outputs, no claim about the gain
@@ -23,6 +25,7 @@ Where each file goes is caffe_mlic/report/layout.py, which the report reads.
 import os
 import shutil
 import sys
+import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from demo_driver import Driver, env_ints, fresh_run_folder, main, step  # noqa: E402
@@ -65,6 +68,11 @@ STAGE1_VARIANTS = {
     'stage1_half': ['--iters', TEACHER_ITERS, STAGE1_ITERS // 2, STAGE2_ITERS, BASELINE_ITERS],
     'kd_python': ['--set', 'kd_losses=python', '--set', 'mimic_top_k=16'],
 }
+
+
+def variant_iters(args, stage):
+    """The iterations of stage 1 or 2 for a study variant's netgen ``args``."""
+    return args[1 + stage] if args[:1] == ['--iters'] else ITERS[stage]
 
 
 class Demo(Driver):
@@ -157,8 +165,9 @@ class Demo(Driver):
                  '--classes', self.list_file('test.classes.txt'), '--thresholds', thresholds,
                  '--json', layout.eval_file(cwd, name + '_fitted'), cwd=cwd, log=log, quiet=True)
 
-    def seed_pipeline(self, seed, log):
-        """Everything of one seed, in RUN/seed<S> (layout.py)."""
+    def seed_pipeline(self, seed, log, jobs=1):
+        """Everything of one seed, in RUN/seed<S> (layout.py); ``jobs``: how
+        many of its ABLATION / STUDY parts may run side by side."""
         folder = layout.seed_dir(self.run, seed)
         for sub in ('init', 'eval'):
             os.makedirs(os.path.join(folder, sub), exist_ok=True)
@@ -206,43 +215,99 @@ class Demo(Driver):
         # the student deploy net is the stage-2 student's layers alone
         self.cli('surgery', '--net', 'nets/kd/student_deploy.prototxt', '--from', 'same:' + kd,
                  '-o', 'student_deploy.caffemodel', tail=1, **run)
-        if os.environ.get('ABLATION', '0') == '1':
-            self.ablation(seed, teacher, run)
-        if os.environ.get('STUDY', '0') == '1':
-            self.study(seed, teacher, run)
+        self.extra_rows(seed, teacher, jobs, run)
 
-    def study(self, seed, teacher, run):
+    def extra_rows(self, seed, teacher, jobs, run):
+        """ABLATION=1 / STUDY=1: parts that share nothing but the seed's
+        pipeline above (each its own folders, init files and snapshot
+        prefixes), up to ``jobs`` of them side by side."""
+        parts = []      # (name, iterations trained, function(run))
+        if os.environ.get('ABLATION', '0') == '1':
+            parts.append(('ablation', 3 * STAGE2_ITERS, lambda run: self.ablation(seed, teacher, run)))
+        if os.environ.get('STUDY', '0') == '1':
+            parts += [('study_' + name, variant_iters(args, 2),
+                       lambda run, n=name, a=args: self.study_stage2(seed, teacher, n, a, run))
+                      for name, args in STUDY_VARIANTS.items()]
+            parts += [('study_' + name, variant_iters(args, 1) + variant_iters(args, 2),
+                       lambda run, n=name, a=args: self.study_stages(seed, teacher, n, a, run))
+                      for name, args in STAGE1_VARIANTS.items()]
+        self.run_parts(seed, parts, jobs, run)
+
+    def run_parts(self, seed, parts, jobs, run):
+        """Each part (name, iterations, function(run)) of a seed: one after
+        another, or with ``jobs`` > 1 up to ``jobs`` side by side, those that
+        train longest first, each with its output in the seed's folder,
+        log_<name>.txt. The same commands on the same files either way; a
+        part that fails stops the others from starting, and is raised once
+        the running ones have ended."""
+        if jobs <= 1 or len(parts) <= 1:
+            for _, _, part in parts:
+                part(run)
+            return
         folder = run['cwd']
-        for name, args in STUDY_VARIANTS.items():
-            self.say('seed %d: study: stage 2 with %s' % (seed, ' '.join(map(str, args))), run['log'])
-            self.netgen('study/' + name, seed, *args, **run)
-            self.cli('surgery', '--net', 'study/%s/kd/train_stage2.prototxt' % name, '--from', 'teacher:' + teacher,
-                     '--from', 'same:snapshots/kd/stage1_iter_%d.caffemodel' % STAGE1_ITERS,
-                     '-o', 'init/study_%s.caffemodel' % name, tail=1, **run)
-            self.cli('train', 'study/%s/kd/solver_stage2.prototxt' % name, '--weights',
-                     'init/study_%s.caffemodel' % name, '--run-dir', layout.stage_run(folder, 'study_' + name),
-                     '--set', 'snapshot_prefix=snapshots/study/' + name, **run)
-        for name, args in STAGE1_VARIANTS.items():
-            self.say('seed %d: study: stages 1 and 2 with %s' % (seed, ' '.join(map(str, args))), run['log'])
-            self.netgen('study/' + name, seed, *args, **run)
-            # the variant's own stage-1 length
-            stage1_iters = read_solver(os.path.join(folder, 'study', name, 'kd', 'solver_stage1.prototxt')).max_iter
-            self.cli('surgery', '--net', 'study/%s/kd/train_stage1.prototxt' % name,
-                     '--from', 'same:' + self.pretrain, '--from', 'teacher:' + teacher,
-                     '-o', 'init/study_%s_stage1.caffemodel' % name, tail=1, **run)
-            self.cli('train', 'study/%s/kd/solver_stage1.prototxt' % name, '--weights',
-                     'init/study_%s_stage1.caffemodel' % name,
-                     '--run-dir', layout.stage_run(folder, 'stage1_of_' + name),
-                     '--set', 'snapshot_prefix=snapshots/study/%s_stage1' % name, **run)
-            self.cli('surgery', '--net', 'study/%s/kd/train_stage2.prototxt' % name, '--from', 'teacher:' + teacher,
-                     '--from', 'same:snapshots/study/%s_stage1_iter_%d.caffemodel' % (name, stage1_iters),
-                     '-o', 'init/study_%s.caffemodel' % name, tail=1, **run)
-            self.cli('train', 'study/%s/kd/solver_stage2.prototxt' % name, '--weights',
-                     'init/study_%s.caffemodel' % name, '--run-dir', layout.stage_run(folder, 'study_' + name),
-                     '--set', 'snapshot_prefix=snapshots/study/' + name, **run)
-        # the soft targets at T = 1, as at the release's T = 0.5 (eval/soft_targets_val)
-        self.soft_targets('study/teacher_T1/kd/train_stage2.prototxt', 'init/study_teacher_T1.caffemodel',
-                          layout.SOFT_TARGETS + '_T1', run)
+        logs = {name: os.path.join(folder, 'log_%s.txt' % name) for name, _, _ in parts}
+        self.say('seed %d: %d runs of ablation / study, up to %d side by side; the output of each: %s'
+                 % (seed, len(parts), jobs, os.path.join(folder, 'log_<name>.txt')), run['log'])
+        pending = sorted(parts, key=lambda p: -p[1])        # (stable: the order above among equals)
+        failed, lock = [], threading.Lock()
+
+        def worker():
+            while True:
+                with lock:
+                    if failed or not pending:
+                        return
+                    name, _, part = pending.pop(0)
+                try:
+                    part(dict(run, log=logs[name]))
+                except BaseException as e:      # noqa: B902 -- raised below, in the seed's thread
+                    with lock:
+                        failed.append((name, e))
+                    return
+        threads = [self.in_thread(worker) for _ in range(min(jobs, len(parts)))]
+        for thread in threads:
+            thread.join()
+        if failed:
+            name, error = failed[0]
+            with open(logs[name]) as f:
+                self.say(''.join(f.readlines()[-30:]).rstrip('\n'), run['log'])
+            raise error
+
+    def study_stage2(self, seed, teacher, name, args, run):
+        """STUDY=1: stage 2 again from stage 2's start with ``args`` changed."""
+        folder = run['cwd']
+        self.say('seed %d: study: stage 2 with %s' % (seed, ' '.join(map(str, args))), run['log'])
+        self.netgen('study/' + name, seed, *args, **run)
+        self.cli('surgery', '--net', 'study/%s/kd/train_stage2.prototxt' % name, '--from', 'teacher:' + teacher,
+                 '--from', 'same:snapshots/kd/stage1_iter_%d.caffemodel' % STAGE1_ITERS,
+                 '-o', 'init/study_%s.caffemodel' % name, tail=1, **run)
+        self.cli('train', 'study/%s/kd/solver_stage2.prototxt' % name, '--weights',
+                 'init/study_%s.caffemodel' % name, '--run-dir', layout.stage_run(folder, 'study_' + name),
+                 '--set', 'snapshot_prefix=snapshots/study/' + name, **run)
+        if name == 'teacher_T1':
+            # the soft targets at T = 1, as at the release's T = 0.5 (eval/soft_targets_val)
+            self.soft_targets('study/teacher_T1/kd/train_stage2.prototxt', 'init/study_teacher_T1.caffemodel',
+                              layout.SOFT_TARGETS + '_T1', run)
+
+    def study_stages(self, seed, teacher, name, args, run):
+        """STUDY=1: stages 1 and 2 again with ``args`` changed."""
+        folder = run['cwd']
+        self.say('seed %d: study: stages 1 and 2 with %s' % (seed, ' '.join(map(str, args))), run['log'])
+        self.netgen('study/' + name, seed, *args, **run)
+        # the variant's own stage-1 length
+        stage1_iters = read_solver(os.path.join(folder, 'study', name, 'kd', 'solver_stage1.prototxt')).max_iter
+        self.cli('surgery', '--net', 'study/%s/kd/train_stage1.prototxt' % name,
+                 '--from', 'same:' + self.pretrain, '--from', 'teacher:' + teacher,
+                 '-o', 'init/study_%s_stage1.caffemodel' % name, tail=1, **run)
+        self.cli('train', 'study/%s/kd/solver_stage1.prototxt' % name, '--weights',
+                 'init/study_%s_stage1.caffemodel' % name,
+                 '--run-dir', layout.stage_run(folder, 'stage1_of_' + name),
+                 '--set', 'snapshot_prefix=snapshots/study/%s_stage1' % name, **run)
+        self.cli('surgery', '--net', 'study/%s/kd/train_stage2.prototxt' % name, '--from', 'teacher:' + teacher,
+                 '--from', 'same:snapshots/study/%s_stage1_iter_%d.caffemodel' % (name, stage1_iters),
+                 '-o', 'init/study_%s.caffemodel' % name, tail=1, **run)
+        self.cli('train', 'study/%s/kd/solver_stage2.prototxt' % name, '--weights',
+                 'init/study_%s.caffemodel' % name, '--run-dir', layout.stage_run(folder, 'study_' + name),
+                 '--set', 'snapshot_prefix=snapshots/study/' + name, **run)
 
     def soft_targets(self, net, weights, name, run):
         """What stage 2 distils: the teacher's image scores as loaded (at the net's
@@ -295,13 +360,15 @@ class Demo(Driver):
              % (count, jobs))
         for first in range(1, count + 1, jobs):
             others = range(first + 1, min(first + jobs - 1, count) + 1)
+            # the job slots no seed takes go to the seeds' ABLATION / STUDY runs
+            each = jobs // (1 + len(others))
             threads = {}
             for seed in others:
                 log = os.path.join(layout.seed_dir(self.run, seed), 'log.txt')
                 os.makedirs(os.path.dirname(log), exist_ok=True)
                 print('(seed %d runs beside seed %d; its output: %s)' % (seed, first, log), flush=True)
-                threads[seed] = self.in_thread(self.seed_pipeline, seed, log)
-            self.seed_pipeline(first, None)
+                threads[seed] = self.in_thread(self.seed_pipeline, seed, log, each)
+            self.seed_pipeline(first, None, each)
             for seed, thread in threads.items():
                 log = os.path.join(layout.seed_dir(self.run, seed), 'log.txt')
                 self.join(thread, log)

@@ -82,12 +82,12 @@ def loaded_by_caffe(root, net, weights):
 
 def assert_loads_exactly(root, net, weights):
     """Caffe loads ``weights`` and holds, in every layer the file fills, the
-    values our own reader finds there."""
+    values our own reader finds there; returns both, as digests."""
     assert os.path.getsize(weights) > PROTO_READ_LIMIT_BEFORE, 'not a release-size file'
     in_caffe, in_file = loaded_by_caffe(root, net, weights), digests(weights)
     filled = [name for name in in_caffe if name in in_file]
     assert filled and all(in_caffe[name] == in_file[name] for name in filled), weights
-    return in_caffe
+    return in_caffe, in_file
 
 
 @pytest.fixture(scope='module')
@@ -120,16 +120,25 @@ def test_pycaffe_loads_the_release_teacher_and_student(release):
                          str(release / 'student_random.caffemodel'))
 
 
-def teacher_solver(root, name, max_iter):
+def teacher_solver(root, name, max_iter, **fields):
     from caffe_mlic.caffe.prototxt import write_solver
     return write_solver(root / (name + '.prototxt'), nets(root, 'wsddn/wsddn_train'),
                         base_lr=1e-5, momentum=0.9, weight_decay=5e-4, max_iter=max_iter,
                         snapshot=max_iter, snapshot_prefix='snap_%s/wsddn' % name, random_seed=1,
-                        test_iter=[1], test_interval=1000, test_initialization=False)
+                        test_iter=[1], test_interval=1000, test_initialization=False, **fields)
+
+
+def cpu_seconds(pid):
+    """The CPU time process ``pid`` has used (all its threads), in seconds."""
+    with open('/proc/%d/stat' % pid) as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')    # utime + stime
 
 
 def test_caffe_binary_trains_from_release_weights(release):
-    teacher_solver(release, 'binary', 1)
+    # display: 0: no extra forward pass after the last iteration (Caffe's
+    # Solve runs one to print the final loss: a third of an iteration here)
+    teacher_solver(release, 'binary', 1, display=0)
     cli(['caffe', 'train', '-solver', 'binary.prototxt', '-weights', 'teacher.caffemodel'], release)
     model = release / 'snap_binary' / 'wsddn_iter_1.caffemodel'
     state = release / 'snap_binary' / 'wsddn_iter_1.solverstate'
@@ -138,24 +147,35 @@ def test_caffe_binary_trains_from_release_weights(release):
 
 
 def test_train_from_release_weights_then_sigterm_and_resume(release):
-    teacher_solver(release, 'driver', 3)
+    # One iteration (most of a minute on 2 cores) before the SIGTERM, one after the resume.
+    teacher_solver(release, 'driver', 2)
     run_dir = release / 'runs' / 'driver'
     proc = subprocess.Popen(CLI + ['train', 'driver.prototxt', '--weights', 'teacher.caffemodel'],
                             cwd=release, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + TIMEOUT
-    while not (run_dir / 'log.jsonl').exists() or not any(
-            r['phase'] == 'train' for r in logs.read_records(str(run_dir / 'log.jsonl'))):
-        assert proc.poll() is None, 'train ended before its first iteration: rc %d\n%s' % (
-            proc.returncode, proc.stderr.read()[-3000:])
-        assert time.time() < deadline
-        time.sleep(0.2)
+
+    def wait_for(condition):
+        while not condition():
+            assert proc.poll() is None, 'train ended before its first iteration did: rc %d\n%s' % (
+                proc.returncode, proc.stderr.read()[-3000:])
+            assert time.time() < deadline
+            time.sleep(0.2)
+    # run.json is written once the weights are in, right before iteration 0;
+    # 5 s of the process's CPU time later it is inside that iteration, and
+    # the SIGTERM is acted on when the iteration ends: a snapshot at 1
+    wait_for(lambda: (run_dir / 'run.json').exists())
+    started = cpu_seconds(proc.pid)
+    wait_for(lambda: cpu_seconds(proc.pid) >= started + 5)
+    assert not any(r['phase'] == 'train' for r in logs.read_records(str(run_dir / 'log.jsonl'))), \
+        'iteration 0 ended before the SIGTERM'
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == 143, err[-3000:]
+    assert 'stopped by SIGTERM at iteration 1,' in err, err[-3000:]     # after a step: momentum history
     state = err.split('snapshot ')[1].split(';')[0]
     assert os.path.getsize(release / state) > PROTO_READ_LIMIT_BEFORE
     cli(['train', 'driver.prototxt', '--resume', state], release)
-    final = release / 'snap_driver' / 'wsddn_iter_3.caffemodel'
+    final = release / 'snap_driver' / 'wsddn_iter_2.caffemodel'
     assert_loads_exactly(release, nets(release, 'wsddn/wsddn_deploy'), str(final))
     shutil.copy(final, release / 'teacher_trained.caffemodel')
     shutil.rmtree(release / 'snap_driver')
@@ -167,15 +187,16 @@ def test_surgery_teacher_to_stage1_to_stage2_to_student_deploy(release):
     steps = [('kd/train_stage1', 'stage1.caffemodel', ['teacher:' + teacher, 'same:' + teacher]),
              ('kd/train_stage2', 'stage2.caffemodel', ['teacher:' + teacher, 'same:stage1.caffemodel']),
              ('kd/student_deploy', 'student.caffemodel', ['same:stage2.caffemodel'])]
+    written = {}
     for net, out, sources in steps:
         args = ['surgery', '--net', nets(release, net), '-o', out]
         for source in sources:
             args += ['--from', source]
         cli(args, release)
-        in_caffe = assert_loads_exactly(release, nets(release, net), str(release / out))
-        assert len(in_caffe) and set(in_caffe) <= set(digests(str(release / out)))
+        in_caffe, written[out] = assert_loads_exactly(release, nets(release, net), str(release / out))
+        assert len(in_caffe) and set(in_caffe) <= set(written[out])
     # The teacher inside stage 2 is the trained teacher, the student's fc8 its stage-1 one.
-    trained, stage2 = digests(str(release / teacher)), digests(str(release / 'stage2.caffemodel'))
+    trained, stage2 = digests(str(release / teacher)), written['stage2.caffemodel']
     assert stage2['conv_wsd_5_3'] == trained['conv5_3'] and stage2['fc_wsd_8_c'] == trained['fc8_c']
     assert stage2['fc7'] == trained['fc7']      # the student started from the teacher's VGG16 here
     os.remove(release / 'stage1.caffemodel')
