@@ -203,7 +203,7 @@ def _walk(net, phase, in_phase):
             tops, extra = _layer_shapes(layer, bottoms, phase)
         except (ArithmeticError, IndexError, TypeError, ValueError, InputError):
             tops, extra = [None] * len(layer.top), []   # what Caffe itself would refuse: check_net's
-        if not problems:
+        if not problems and layer.type != 'Python':     # (our layers name their own impossible sizes)
             problems = [p for shape in tops if shape is not None and None not in shape
                         for p in _blob_problems(shape)][:1]
         if problems:        # Caffe would abort here: what follows is not known
