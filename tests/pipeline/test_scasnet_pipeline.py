@@ -40,6 +40,22 @@ def run(cwd, *extra, timeout=600):
     return run_cli(['run', CONFIG] + MINI + list(extra), cwd, timeout=timeout, CAFFE_MLIC_PROGRESS='never')
 
 
+def start_until(cwd, stage, *extra):
+    """`caffe-mlic run` of the miniature started in its own process group,
+    once ``stage`` has started (its .started.json is there)."""
+    started = cwd / 'runs' / 'scasnet' / '.stages' / (stage + '.started.json')
+    proc = subprocess.Popen(CLI + ['run', CONFIG] + MINI + list(extra), cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env=dict(os.environ, GLOG_minloglevel='2', CAFFE_MLIC_PROGRESS='never'))
+    deadline = time.time() + 300
+    while not started.exists():
+        if proc.poll() is not None or time.time() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError('the run ended or stalled before %s: %s' % (stage, proc.stderr.read()))
+        time.sleep(0.01)
+    return proc
+
+
 def metrics(cwd):
     with open(cwd / 'runs' / 'scasnet' / 'results.json') as f:
         results = json.load(f)
@@ -130,15 +146,7 @@ def _group_alive(pgid):
     ('seed1/fcn/train', signal.SIGTERM, 'run'), ('seed1/fcn/train', signal.SIGKILL, 'run')])
 def test_killed_at_any_stage_a_rerun_ends_with_the_uninterrupted_numbers(data, first, tmp_path, stage, sig, whom):
     cwd = fresh(data, tmp_path)
-    started = cwd / 'runs' / 'scasnet' / '.stages' / (stage + '.started.json')
-    proc = subprocess.Popen(CLI + ['run', CONFIG] + MINI, cwd=cwd, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env=dict(os.environ, GLOG_minloglevel='2', CAFFE_MLIC_PROGRESS='never'))
-    deadline = time.time() + 300
-    while not started.exists():
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.time() < deadline
-        time.sleep(0.01)
+    proc = start_until(cwd, stage)
     if whom == 'group':
         os.killpg(proc.pid, sig)
     else:
@@ -196,15 +204,8 @@ def test_a_failing_stage_is_named_with_its_log_and_the_stages_before_it_stay_don
 
 def test_a_second_run_on_the_same_folder_at_once_is_refused(data, tmp_path):
     cwd = fresh(data, tmp_path)
-    started = cwd / 'runs' / 'scasnet' / '.stages' / 'seed1' / 'fcn' / 'train.started.json'
-    proc = subprocess.Popen(CLI + ['run', CONFIG] + MINI, cwd=cwd, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True,
-                            env=dict(os.environ, GLOG_minloglevel='2', CAFFE_MLIC_PROGRESS='never'))
+    proc = start_until(cwd, 'seed1/fcn/train')
     try:
-        deadline = time.time() + 300
-        while not started.exists():
-            assert proc.poll() is None and time.time() < deadline
-            time.sleep(0.01)
         res = run(cwd)
         assert res.returncode == 1 and 'another caffe-mlic run (pid %d) is writing' % proc.pid in res.stderr, \
             res.stderr
@@ -277,15 +278,9 @@ def test_a_chain_killed_alone_is_named_and_the_others_finish(data, tmp_path):
     cwd = fresh(data, tmp_path)
     two = ['--set', 'heads.names=["fcn","full"]', '--set', 'run.jobs=2']
     full = cwd / 'runs' / 'scasnet' / 'seed1' / 'full'
-    started = cwd / 'runs' / 'scasnet' / '.stages' / 'seed1' / 'full' / 'train.started.json'
-    proc = subprocess.Popen(CLI + ['run', CONFIG] + MINI + two, cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env=dict(os.environ, GLOG_minloglevel='2', CAFFE_MLIC_PROGRESS='never'))
+    proc = start_until(cwd, 'seed1/full/train', *two)
     try:
         deadline = time.time() + 300
-        while not started.exists():
-            assert proc.poll() is None and time.time() < deadline
-            time.sleep(0.01)
         victim = None
         while victim is None:
             victim = _chain_process(proc.pid, full / 'log.txt')
