@@ -34,13 +34,16 @@ class ArgumentParser(argparse.ArgumentParser):
         raise err
 
 
-def build_parser():
+def build_parser(only=None):
+    """The whole parser, or with ``only`` the parser of that one command: a
+    command line that names its command imports only that command's modules
+    (each command's libraries cost up to a second to import)."""
     from caffe_mlic import commands
     parser = ArgumentParser(prog=PROG, description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
     sub.required = True
-    for name, module in commands.modules():
+    for name, module in commands.modules(only):
         p = sub.add_parser(name, help=module.HELP,
                            description=getattr(module, 'DESCRIPTION', module.__doc__),
                            formatter_class=getattr(module, 'FORMATTER',
@@ -154,7 +157,8 @@ def _main(argv, names):
                 parser = nested_parser(*found)
                 args, extra = parser.parse_known_args(argv[len(found[0]):])
             else:
-                args, extra = build_parser().parse_known_args(argv)
+                only = [argv[0]] if argv and argv[0] in commands.COMMANDS else None
+                args, extra = build_parser(only).parse_known_args(argv)
         prog, parser = args.parser.prog, args.parser
         names.append(prog)
         if extra:  # say it as the subcommand, which is where they were given

@@ -39,8 +39,8 @@ def nested(argv):
     return key, getattr(module(key[0]), NESTED[key])
 
 
-def modules():
-    return [(name, module(name)) for name in COMMANDS]
+def modules(names=None):
+    return [(name, module(name)) for name in (names or COMMANDS)]
 
 
 def subcommands(parser):
