@@ -20,9 +20,10 @@ def _system(data, path):
         from caffe_mlic.pipeline import scasnet
         return scasnet
     if system == 'mlic':
-        raise UsageError("%s: run.system 'mlic': the MLIC-KD-WSD pipeline is not built yet (make demo runs "
-                         "it; see the README)" % path)
-    raise InputError(problems=[Problem(path, None, 'run.system', "must be 'scasnet', got %r" % (system,))])
+        from caffe_mlic.pipeline import mlic
+        return mlic
+    raise InputError(problems=[Problem(path, None, 'run.system', "must be 'mlic' or 'scasnet', got %r"
+                                       % (system,))])
 
 
 def load(path, overrides=()):
@@ -96,22 +97,44 @@ def _run_todo(path, overrides, system, plan, stages, todo, say):
     os.makedirs(plan.folder, exist_ok=True)
     lock = lock_run_dir(plan.folder, 'caffe-mlic run', 'give this config another run.folder')
     try:
-        chains = {}
+        # the stages of no chain before the first chained one (the data) run
+        # first, the others (what gathers the chains' results) last
+        first = next((i for i, s in enumerate(stages) if system.chain_of(s.name)), len(stages))
+        prelude = {s.name for s in stages[:first]}
+        chains, before, after = {}, [], []
         for stage, why in todo:
-            chains.setdefault(system.chain_of(stage.name), []).append((stage.name, why))
-        gather = chains.pop(None, [])
-        _run_chains(path, overrides, plan, chains)
-        by_name = {s.name: s for s in stages}
-        st.run_planned(plan.folder, [(by_name[name], why) for name, why in gather], say)
+            key = system.chain_of(stage.name)
+            if key is not None:
+                chains.setdefault(key, []).append((stage.name, why))
+            else:
+                (before if stage.name in prelude else after).append((stage, why))
+        st.run_planned(plan.folder, before, say)
+        _run_chains(path, overrides, plan, chains, _chain_needs(system, stages, chains))
+        st.run_planned(plan.folder, after, say)
     finally:
         unlock_run_dir(lock)
     return [stage.name for stage, _ in todo]
 
 
-def _run_chains(path, overrides, plan, chains):
+def _chain_needs(system, stages, chains):
+    """{chain: the other chains to run whose stages it starts from} (a seed's
+    ablation rows need the seed's stage 2 start)."""
+    needs = {}
+    for stage in stages:
+        key = system.chain_of(stage.name)
+        if key in chains:
+            needs.setdefault(key, set()).update(
+                system.chain_of(a) for a in stage.after if system.chain_of(a) not in (None, key)
+                and system.chain_of(a) in chains)
+    return needs
+
+
+def _run_chains(path, overrides, plan, chains, needs=None):
     """Each chain (one seed and head) in a spawned process of its own,
-    ``plan.jobs`` at once. A chain that fails or dies (a Caffe abort, the
-    OOM killer) is reported as its own, the others go on; Ctrl-C (which
+    ``plan.jobs`` at once, a chain once the chains it needs have ended
+    well. A chain that fails or dies (a Caffe abort, the
+    OOM killer) is reported as its own, the others go on (but those that
+    need it); Ctrl-C (which
     every process of the group receives: trainings snapshot) starts no
     further chain and waits for the running ones to stop."""
     import multiprocessing
@@ -119,7 +142,25 @@ def _run_chains(path, overrides, plan, chains):
     context = multiprocessing.get_context('spawn')
     import signal
     pending, running, failed = list(chains.items()), {}, []
-    interrupted, stopped = False, []
+    interrupted, stopped, ended = False, [], set()
+    needs = needs or {}
+
+    def ready_chain():
+        """The first pending chain whose needs have ended well (None: none yet);
+        those that need a failed chain are dropped as failed too."""
+        lost = {key for key, _, _ in failed}
+        for item in list(pending):
+            blocked = needs.get(item[0], set()) & lost
+            if blocked:
+                pending.remove(item)
+                failed.append((item[0], 1, ('%s: not run: it needs %s, which failed' % (
+                    item[0], ', '.join(sorted(blocked))), 1)))
+                lost.add(item[0])
+        for item in pending:
+            if needs.get(item[0], set()) <= ended:
+                pending.remove(item)
+                return item
+        return None
 
     def stop(signum, frame):        # SIGTERM / SIGHUP to `run` alone: passed on, then as a Ctrl-C
         stopped.append(signum)
@@ -131,7 +172,10 @@ def _run_chains(path, overrides, plan, chains):
     try:
         while pending or running:
             while pending and len(running) < plan.jobs and not interrupted:
-                key, planned = pending.pop(0)
+                item = ready_chain()
+                if item is None:
+                    break
+                key, planned = item
                 receive, send = context.Pipe(duplex=False)
                 process = context.Process(target=_chain_main, args=(os.path.abspath(path), list(overrides), key,
                                                                    planned, send), daemon=False)
@@ -155,6 +199,8 @@ def _run_chains(path, overrides, plan, chains):
                 receive.close()
                 if process.exitcode != 0:
                     failed.append((key, process.exitcode, told))
+                else:
+                    ended.add(key)
     except KeyboardInterrupt:
         interrupted = True
         for process, _, _ in running.values():

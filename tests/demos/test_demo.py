@@ -7,27 +7,36 @@ import html
 import json
 import os
 import shutil
+import signal
 
 import numpy as np
 import pytest
 
 from caffe_mlic.report import fairness, layout
 from caffe_mlic.report.results import collect, summarise
-from tests.demos import refused, start_demo
+from tests.demos import refused, start_demo, start_interrupted_demo
 from tests.chromium import assert_not_blank, needs_chromium, referenced_images, screenshot
 
 CLS_KEYS = {'mAP', 'AP', 'CP', 'CR', 'CF1', 'OP', 'OR', 'OF1', 'CP_top3', 'CR_top3', 'CF1_top3',
             'OP_top3', 'OR_top3', 'OF1_top3', 'classes', 'threshold'}
 
 
+# Where the second demo is stopped, and how: the machine stopping while the
+# seed trains stage 1, then a SIGTERM while the study's runs train beside the
+# ablation rows; each time the demo is started again (DEMO_RESUME=1).
+STOPS = [('.stages/seed1/stage1.started.json', signal.SIGKILL),
+         ('.stages/seed1/study_teacher_T1/stage2.started.json', signal.SIGTERM)]
+
+
 @pytest.fixture(scope='module')
 def _demos(tmp_path_factory):
     """Both miniatures started at once, side by side (each runs on one core):
     the demo, and the same demo again with the ablation rows (ABLATION=1) and
-    the stage-2 study (STUDY=1)."""
+    the stage-2 study (STUDY=1), stopped twice on its way (STOPS) and
+    resumed: it must end with the numbers of the first."""
     folders = [tmp_path_factory.mktemp(name) / 'run' for name in ('demo', 'demo_again')]
     runs = [start_demo('demo.py', folders[0], SEEDS='1'),
-            start_demo('demo.py', folders[1], SEEDS='1', ABLATION='1', STUDY='1')]
+            start_interrupted_demo('demo.py', folders[1], STOPS, SEEDS='1', ABLATION='1', STUDY='1')]
     yield list(zip(folders, runs))
     for run in runs:
         run.stop()
@@ -93,7 +102,15 @@ def test_numbers_come_from_the_files_the_commands_wrote(mini):
     assert [r['score'] for r in regions] == sorted((r['score'] for r in regions), reverse=True)
 
 
-def test_same_seed_same_numbers(mini, mini_again):
+def test_stopped_twice_and_resumed_it_ends_with_the_uninterrupted_numbers(mini, mini_again, _demos):
+    """The second demo was killed (its whole process group) while stage 1
+    trained and stopped by SIGTERM while the study trained; each time run
+    again, `caffe-mlic run` went on from the stages that were done."""
+    assert _demos[1][1].codes == [-signal.SIGKILL, 128 + signal.SIGTERM]
+    output = mini_again[1]
+    assert 'stage seed1/stage1: cut short, resuming it' in output
+    assert 'stage seed1/teacher: done\n' in output      # not trained again
+    assert 'stage seed1/study_teacher_T1/stage2: cut short, resuming it' in output
     first, second = _results(mini[0]), _results(mini_again[0])
     for a, b in zip(first['runs'], second['runs']):
         a.pop('speed'), b.pop('speed')                # times differ; everything measured does not

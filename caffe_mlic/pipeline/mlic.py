@@ -1,0 +1,639 @@
+"""The MLIC-KD-WSD pipeline of `caffe-mlic run`: from a VOC or COCO dataset,
+proposals and ImageNet-style backbone weights to the distilled student,
+evaluated, in the layout `make demo` writes (report.layout):
+
+    data/proposals     proposals of every image (computed or imported; or a folder given)
+    data/lists         the train / val / test datalists (`datalist build`)
+    seed<S>/           per seed: nets, the teacher (WSDDN), stage 1 (features),
+                       stage 2 (predictions), the label-only baseline, their
+                       evaluation on the test split (eval cls at 0.5 and at
+                       thresholds fitted on val), detection by the teacher and
+                       by the random control (eval det), the student's deploy
+                       weights; with [ablation] the paper's ablation rows, with
+                       [study.NAME] stage 2 (or stages 1 and 2) with settings changed
+    speed, report      the seeds' speed on idle cores, then results.json and report.html
+
+Each stage runs the `caffe-mlic` command a user would type for it, in this
+process, with the arguments the config gives (pipeline.invoke). The
+stages of a seed run in a process of their own, as do the ablation rows
+and each study variant of a seed once the seed's stages they start from
+are done; ``run.jobs`` of them side by side.
+"""
+import os
+
+from caffe_mlic.pipeline.config import Field, check_net_table, check_table
+from caffe_mlic.pipeline.invoke import command, working_folder
+from caffe_mlic.pipeline.scasnet import SOLVER_TYPES, _ints, _names
+from caffe_mlic.pipeline.stages import Stage
+
+# config stage -> (netgen's solver name, solver file, snapshot prefix under the seed folder)
+STAGES = {'teacher': ('wsddn', 'nets/wsddn/solver.prototxt', 'snapshots/wsddn/wsddn'),
+          'stage1': ('stage1', 'nets/kd/solver_stage1.prototxt', 'snapshots/kd/stage1'),
+          'stage2': ('stage2', 'nets/kd/solver_stage2.prototxt', 'snapshots/kd/stage2'),
+          'baseline': ('baseline', 'nets/kd/solver_baseline.prototxt', 'snapshots/kd/baseline')}
+SPLITS = ('train', 'val', 'test')
+# [net] fields the pipeline sets itself: the datalists it builds, and the seed
+PIPELINE_FIELDS = ('train_list', 'test_list', 'root_folder', 'data_seed')
+
+
+def _solver_table():
+    return {'max_iter': Field((int,), 'an integer >= 1', lambda v: 1 <= v <= 10 ** 8),
+            'base_lr': Field((float,), 'a number > 0', lambda v: 0 < v < 1e3)}
+
+
+def _positive_ints(v):
+    return _ints(1)(v)
+
+
+def schema():
+    from caffe_mlic.data.proposals import METHODS
+    from caffe_mlic.data.proposal_formats import FORMATS
+    data = {'voc': Field((str,), 'a Pascal VOC folder (Annotations, ImageSets/Main, JPEGImages)', bool),
+            'voc_difficult': Field((str,), "'include' or 'ignore'", lambda v: v in ('include', 'ignore'))}
+    for split in SPLITS:
+        data[split + '_set'] = Field((str,), 'a VOC image set name (ImageSets/Main/<name>.txt)', bool)
+        data[split + '_coco'] = Field((str,), 'a COCO instances JSON file', bool)
+        data[split + '_images'] = Field((str,), "the folder of the COCO file's images", bool)
+    return {
+        'run': {'system': Field((str,), "'mlic'", lambda v: v == 'mlic', True),
+                'folder': Field((str,), 'the run folder', bool, True),
+                'seeds': Field((list,), 'a list of distinct integers >= 0', _ints(0)),
+                'jobs': Field((int,), 'an integer from 1 to 64', lambda v: 1 <= v <= 64)},
+        'data': data,
+        'proposals': {'folder': Field((str,), 'a folder of <image stem>.npz proposals', bool),
+                      'compute': Field((bool,), 'true or false'),
+                      'method': Field((str,), 'one of %s' % ', '.join(METHODS), lambda v: v in METHODS),
+                      'max_boxes': Field((int,), 'an integer >= 1', lambda v: v >= 1),
+                      'min_size': Field((int,), 'an integer >= 1', lambda v: v >= 1),
+                      'jobs': Field((int,), 'an integer from 1 to 64', lambda v: 1 <= v <= 64),
+                      'import_format': Field((str,), 'one of %s' % ', '.join(FORMATS), lambda v: v in FORMATS),
+                      'import_files': Field((list,), "a list of the peer's proposal files", lambda v: _names(v)
+                                            and bool(v))},
+        'weights': {'pretrained': Field((str,), "the backbone's pretrained weights (.caffemodel)", bool, True)},
+        'net': {},      # MlicConfig's fields (check_net_table)
+        'train': dict(solver_type=Field((str,), 'one of %s' % ', '.join(SOLVER_TYPES),
+                                        lambda v: v in SOLVER_TYPES),
+                      **{stage: _solver_table() for stage in STAGES}),
+        'evaluate': {'detect': Field((bool,), 'true or false'),
+                     'control': Field((bool,), 'true or false'),
+                     'scales': Field((list,), 'a list of distinct image sizes (integers >= 1)', _positive_ints),
+                     'flip': Field((bool,), 'true or false'),
+                     'speed_images': Field((int,), 'an integer from 1 to 100000 (the test images timed)',
+                                           lambda v: 1 <= v <= 100000)},
+        'ablation': {'rows': Field((bool,), 'true or false')},
+        'study': None,  # {NAME: {...}} (check_study)
+        'report': {'strict': Field((bool,), 'true or false (exit 1 when a fairness check fails)')},
+    }
+
+
+STUDY_FIELDS = {'net': Field((dict,), 'a table of MlicConfig fields'),
+                'stage1_iters': Field((int,), 'an integer >= 1', lambda v: v >= 1),
+                'stage2_iters': Field((int,), 'an integer >= 1', lambda v: v >= 1),
+                'with_stage1': Field((bool,), 'true or false (train its own stage 1 first)')}
+
+
+def check(path, data):
+    """[Problem] of a MLIC-KD-WSD run config read from ``path`` (pipeline.config)."""
+    from caffe_mlic.errors import Problem
+    from caffe_mlic.netspec import MlicConfig
+    spec = schema()
+    top = {k: v for k, v in data.items() if k not in ('net', 'study')}
+    problems = check_table(path, top, {k: v for k, v in spec.items() if k not in ('net', 'study')})
+    net = data.get('net', {})
+    if not isinstance(net, dict):
+        return problems + [Problem(path, None, 'net', 'must be a table ([net]), got %r' % (net,))]
+    problems += [Problem(path, None, 'net.' + key, 'is set by the pipeline (the datalists it builds, the '
+                                                   'seed)') for key in PIPELINE_FIELDS if key in net]
+    base = {k: v for k, v in net.items() if k not in PIPELINE_FIELDS}
+    problems += check_net_table(path, base, MlicConfig)
+    study = data.get('study', {})
+    if not isinstance(study, dict):
+        problems.append(Problem(path, None, 'study', 'must be a table of variants ([study.NAME]), got %r'
+                                % (study,)))
+        study = {}
+    for name, variant in study.items():
+        where = 'study.%s' % name
+        if not isinstance(variant, dict):
+            problems.append(Problem(path, None, where, 'must be a table ([%s]), got %r' % (where, variant)))
+            continue
+        problems += check_table(path, variant, STUDY_FIELDS, where + '.')
+        if isinstance(variant.get('net'), dict):
+            problems += check_net_table(path, dict(base, **variant['net']), MlicConfig, where + '.net.')
+    tables = {k: data.get(k) if isinstance(data.get(k), dict) else {} for k in ('data', 'proposals', 'weights')}
+    problems += _data_problems(path, tables['data'])
+    problems += _proposal_problems(path, tables['proposals'])
+    pretrained = tables['weights'].get('pretrained')
+    if isinstance(pretrained, str) and pretrained and not os.path.isfile(pretrained):
+        problems.append(Problem(path, None, 'weights.pretrained', 'no such file: %s' % pretrained))
+    return problems
+
+
+def _data_problems(path, data):
+    from caffe_mlic.errors import Problem
+    problems = []
+    voc = data.get('voc')
+    coco = [split for split in SPLITS if data.get(split + '_coco') or data.get(split + '_images')]
+    if voc and coco:
+        problems.append(Problem(path, None, 'data', 'give voc (with train_set, val_set, test_set) or the '
+                                                    'splits\' COCO files, not both'))
+    elif voc:
+        if not os.path.isdir(voc):
+            problems.append(Problem(path, None, 'data.voc', 'no such folder: %s' % voc))
+        for split in SPLITS:
+            name = data.get(split + '_set')
+            if not name:
+                problems.append(Problem(path, None, 'data.%s_set' % split, 'missing (the VOC image set of '
+                                                                           'the %s split)' % split))
+            elif isinstance(name, str) and os.path.isdir(voc) and not os.path.isfile(
+                    os.path.join(voc, 'ImageSets', 'Main', name + '.txt')):
+                problems.append(Problem(path, None, 'data.%s_set' % split, 'no image set %s' % os.path.join(
+                    voc, 'ImageSets', 'Main', name + '.txt')))
+    else:
+        for split in SPLITS:
+            for key, kind, test in (('_coco', 'file', os.path.isfile), ('_images', 'folder', os.path.isdir)):
+                value = data.get(split + key)
+                if not value:
+                    problems.append(Problem(path, None, 'data.' + split + key, 'missing (give data.voc, or '
+                                            "each split's COCO file and image folder)"))
+                elif isinstance(value, str) and not test(value):
+                    problems.append(Problem(path, None, 'data.' + split + key, 'no such %s: %s' % (kind, value)))
+    return problems
+
+
+def _proposal_problems(path, proposals):
+    from caffe_mlic.errors import Problem
+    given = [k for k in ('folder', 'compute', 'import_format') if proposals.get(k)]
+    if len(given) != 1:
+        return [Problem(path, None, 'proposals', 'give exactly one of folder (computed already), compute = true '
+                                                 'or import_format with import_files, got %s'
+                        % (', '.join(given) or 'none'))]
+    if proposals.get('import_format') and not proposals.get('import_files'):
+        return [Problem(path, None, 'proposals.import_files', 'missing (the files of import_format)')]
+    folder = proposals.get('folder')
+    if isinstance(folder, str) and not os.path.isdir(folder):
+        return [Problem(path, None, 'proposals.folder', 'no such folder: %s' % folder)]
+    return [Problem(path, None, 'proposals.import_files', 'no such file: %s' % f)
+            for f in proposals.get('import_files') or [] if isinstance(f, str) and not os.path.isfile(f)]
+
+
+class Plan:
+    """The settings of a checked config, with their defaults; every path absolute."""
+
+    def __init__(self, data):
+        from caffe_mlic.report import layout
+        run = data['run']
+        self.folder = os.path.abspath(run['folder'])
+        self.seeds, self.jobs = run.get('seeds', [1]), run.get('jobs', 1)
+        self.data = {k: os.path.abspath(v) if k.endswith(('voc', '_coco', '_images')) else v
+                     for k, v in data.get('data', {}).items()}
+        self.proposals = dict(data.get('proposals', {}))
+        if self.proposals.get('folder'):
+            self.proposals_dir = os.path.abspath(self.proposals['folder'])
+        else:
+            self.proposals_dir = os.path.join(self.folder, 'data', 'proposals')
+        self.pretrained = os.path.abspath(data['weights']['pretrained'])
+        self.net = {k: tuple(v) if isinstance(v, list) else v for k, v in data.get('net', {}).items()}
+        self.train = dict(data.get('train', {}))
+        self.evaluate = dict(data.get('evaluate', {}))
+        self.ablation = data.get('ablation', {}).get('rows', False)
+        self.study = dict(data.get('study', {}))
+        self.strict = data.get('report', {}).get('strict', False)
+        self.lists = {split: layout.list_file(self.folder, split + '.txt') for split in SPLITS}
+
+    def config(self, seed, extra=None):
+        """The MlicConfig of ``seed`` (the data layers' seed too), with ``extra`` fields."""
+        from caffe_mlic.netspec import MlicConfig
+        fields = dict(self.net, **{k: tuple(v) if isinstance(v, list) else v for k, v in (extra or {}).items()})
+        fields.update(train_list=self.lists['train'], test_list=self.lists['val'], data_seed=seed)
+        return MlicConfig.release(**fields).validate()
+
+    def iterations(self, stage, study=None):
+        """The iterations of ``stage`` (teacher, stage1, ...): the config's or the release solver's."""
+        from caffe_mlic.netspec.solvers import SOLVERS
+        if study is not None and self.study[study].get(stage + '_iters'):
+            return self.study[study][stage + '_iters']
+        given = self.train.get(stage, {}).get('max_iter')
+        if given:
+            return given
+        solver = STAGES[stage][1][len('nets/'):-len('.prototxt')]
+        return SOLVERS[solver][1].max_iter
+
+    def solver_settings(self, study=None):
+        """(max_iter, base_lr) for netgen's generate: per solver where given."""
+        max_iter = {STAGES[s][0]: self.iterations(s, study) for s in STAGES
+                    if self.train.get(s, {}).get('max_iter') or (study and self.study[study].get(s + '_iters'))}
+        base_lr = {STAGES[s][0]: self.train[s]['base_lr'] for s in STAGES if self.train.get(s, {}).get('base_lr')}
+        return max_iter or None, base_lr or None
+
+    def test_images(self):
+        """The test split's image files, in the datalist's order (its gt.json)."""
+        from caffe_mlic.data.datalist_build import companion_paths
+        from caffe_mlic.fileio import read_json
+        gt = read_json(companion_paths(self.lists['test'])[1], 'ground truth')
+        return [image['file'] for image in gt['images']]
+
+
+def _remove(*patterns):
+    """A clean(): removes the files and folders matching ``patterns`` (glob)."""
+    def clean():
+        import glob
+        import shutil
+        for pattern in patterns:
+            for path in glob.glob(pattern):
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.unlink(path)
+    return clean
+
+
+def _trained(run_dir):
+    def headline():
+        from caffe_mlic.engine.logs import read_run_json, test_points
+        info = read_run_json(run_dir) or {}
+        tests = test_points(os.path.join(run_dir, 'log.jsonl'))
+        return 'iteration %s%s' % (info.get('final_iteration'),
+                                   ', val mAP %.1f' % tests[-1][1] if tests and tests[-1][1] is not None else '')
+    return headline
+
+
+def _map_of(path):
+    def headline():
+        from caffe_mlic.fileio import read_json
+        result = read_json(path)
+        value = result.get('mAP', result.get('AP'))
+        return ('mAP %.1f' % value if 'mAP' in result else 'AP %.1f, CorLoc %.1f' % (value, result['CorLoc'])) \
+            if value is not None else 'no score'
+    return headline
+
+
+# ---------------------------------------------------------------- data
+
+
+def data_stages(plan):
+    """The proposals (unless a folder of them is given) and the datalists."""
+    from caffe_mlic.data.datalist_build import companion_paths
+    out = []
+    images = _image_folders(plan)
+    if plan.proposals.get('compute') or plan.proposals.get('import_format'):
+        p = plan.proposals
+        if p.get('compute'):
+            argv = ['proposals', *images, '-o', plan.proposals_dir, '--method', p.get('method', 'edgeboxes'),
+                    '--max-boxes', p.get('max_boxes', 2000), '--min-size', p.get('min_size', 20),
+                    '--jobs', p.get('jobs', 1), '-q']
+            inputs = images
+        else:
+            argv = ['proposals', 'import', p['import_format'], *[os.path.abspath(f) for f in p['import_files']],
+                    '-o', plan.proposals_dir, '--images', *images, '--max-boxes', p.get('max_boxes', 2000),
+                    '--min-size', p.get('min_size', 20), '-q']
+            inputs = [os.path.abspath(f) for f in p['import_files']] + images
+        out.append(Stage('data/proposals', lambda: command(*argv), dict(proposals=p), inputs,
+                         [plan.proposals_dir], clean=_remove(plan.proposals_dir)))
+    size = plan.config(plan.seeds[0]).teacher_size
+    bbox_num = plan.config(plan.seeds[0]).bbox_num
+    for split in SPLITS:
+        source = (['--voc', plan.data['voc'], '--set', plan.data[split + '_set'],
+                   '--voc-difficult', plan.data.get('voc_difficult', 'include')] if plan.data.get('voc') else
+                  ['--coco', plan.data[split + '_coco'], '--images', plan.data[split + '_images']])
+        target = plan.lists[split]
+        argv = ['datalist', 'build', *source, '--proposals', plan.proposals_dir, '-o', target,
+                '--size', size, '--bbox-num', bbox_num]
+        outputs = [target] + [p for p in companion_paths(target) if p]
+        annotations = ([os.path.join(plan.data['voc'], 'ImageSets', 'Main', plan.data[split + '_set'] + '.txt'),
+                        os.path.join(plan.data['voc'], 'Annotations')] if plan.data.get('voc')
+                       else [plan.data[split + '_coco']])
+        out.append(Stage('data/list_' + split, lambda argv=argv: command(*argv),
+                         dict(source=source[:4], size=size, bbox_num=bbox_num), annotations + [plan.proposals_dir],
+                         outputs, after=[s.name for s in out if s.name == 'data/proposals'],
+                         clean=_remove(*outputs)))
+    return out
+
+
+def _image_folders(plan):
+    if plan.data.get('voc'):
+        return [os.path.join(plan.data['voc'], 'JPEGImages')]
+    return list(dict.fromkeys(plan.data[split + '_images'] for split in SPLITS))
+
+
+# ---------------------------------------------------------------- a seed
+
+
+def _eval_cls(plan, name, net, weights, blob, *extra):
+    """A model on the test split at 0.5 (eval/NAME.json, scores eval/NAME.npy)
+    and at per-class thresholds fitted on val (eval/NAME_thresholds.json),
+    applied unchanged to the test scores (eval/NAME_fitted.json): `make
+    demo`'s evaluation. Relative paths: from the seed folder."""
+    from caffe_mlic.report import layout
+    lists = plan.lists
+    thresholds, scores = layout.eval_file('.', name + '_thresholds'), layout.eval_file('.', name, '.npy')
+    common = ('eval', 'cls', '--net', net, '--weights', weights, '--blob', blob) + extra
+    command(*common, '--list', lists['val'], '--classes', lists['val'][:-4] + '.classes.txt',
+            '--fit-thresholds', thresholds)
+    command(*common, '--list', lists['test'], '--classes', lists['test'][:-4] + '.classes.txt',
+            '--json', layout.eval_file('.', name), '--save-scores', scores)
+    command('eval', 'cls', '--scores', scores, '--labels', layout.eval_file('.', name, '.labels.npy'),
+            '--classes', lists['test'][:-4] + '.classes.txt', '--thresholds', thresholds,
+            '--json', layout.eval_file('.', name + '_fitted'))
+
+
+def _eval_outputs(folder, name):
+    from caffe_mlic.report import layout
+    return [layout.eval_file(folder, n, ext) for n, ext in (
+        (name, '.json'), (name, '.npy'), (name, '.labels.npy'), (name + '_thresholds', '.json'),
+        (name + '_fitted', '.json'))]
+
+
+class SeedStages:
+    """Builds the stages of one seed: ``add(name, run, ...)`` runs ``run`` in
+    the seed's folder (commands' relative paths: nets/, snapshots/, as
+    `make demo` types them)."""
+
+    def __init__(self, plan, seed):
+        from caffe_mlic.report import layout
+        self.plan, self.seed = plan, seed
+        self.folder = layout.seed_dir(plan.folder, seed)
+        self.stages = []
+
+    def path(self, rel):
+        return os.path.join(self.folder, rel)
+
+    def snapshot(self, stage, study=None, prefix=None):
+        return '%s_iter_%d.caffemodel' % (prefix or STAGES[stage][2], self.plan.iterations(stage, study))
+
+    def add(self, name, run, settings, inputs, outputs, after=(), clean=None, headline=None):
+        folder = self.folder
+
+        def in_folder():
+            os.makedirs(folder, exist_ok=True)
+            with working_folder(folder):
+                run()
+        stage = Stage('seed%d/%s' % (self.seed, name), in_folder, settings, [self.path(p) for p in inputs],
+                      [self.path(p) for p in outputs], ['seed%d/%s' % (self.seed, a) if not a.startswith('data/')
+                                                         else a for a in after], clean, headline)
+        self.stages.append(stage)
+        return stage
+
+    def train(self, name, solver, weights, run_name, after, settings, extra=(), snapshot=None, prefix=None):
+        """`train SOLVER --weights W --run-dir runs/RUN_NAME --resume auto`: resumes a run cut short."""
+        from caffe_mlic.report import layout
+        run_dir = layout.stage_run(self.folder, run_name)
+        argv = ['train', solver, '--weights', weights, '--run-dir', run_dir, '--resume', 'auto', *extra]
+        return self.add(name, lambda: command(*argv), dict(settings, extra=list(map(str, extra))),
+                        [solver, weights], [snapshot], after,
+                        clean=_remove(run_dir, self.path(prefix + '_iter_*')), headline=_trained(run_dir))
+
+
+def seed_stages(plan, seed):
+    """The stages of one seed, in order (`make demo`'s seed pipeline)."""
+    from caffe_mlic.data.datalist_build import companion_paths
+    from caffe_mlic.report import layout
+    s = SeedStages(plan, seed)
+    cfg = plan.config(seed)
+    max_iter, base_lr = plan.solver_settings()
+    lists = [plan.lists['train'], plan.lists['val']] + [p for p in companion_paths(plan.lists['train']) if p]
+    nets = ['nets/deploy.json', 'nets/wsddn/solver.prototxt', 'nets/wsddn/wsddn_train.prototxt',
+            'nets/wsddn/wsddn_deploy.prototxt'] + ['nets/kd/%s.prototxt' % n for n in (
+                'solver_stage1', 'solver_stage2', 'solver_baseline', 'train_stage1', 'train_stage2',
+                'student_baseline', 'student_deploy')]
+    s.add('nets', lambda: _netgen('nets', cfg, max_iter, base_lr, plan.train.get('solver_type'), seed),
+          dict(net=repr(cfg), max_iter=max_iter, base_lr=base_lr, solver_type=plan.train.get('solver_type'),
+               seed=seed), lists, nets, after=['data/list_train', 'data/list_val'],
+          clean=_remove(s.path('nets')))
+    teacher = s.snapshot('teacher')
+    stage1, stage2, baseline = s.snapshot('stage1'), s.snapshot('stage2'), s.snapshot('baseline')
+    pretrained = plan.pretrained
+    s.train('teacher', 'nets/wsddn/solver.prototxt', pretrained, 'teacher', ['nets'], {},
+            snapshot=teacher, prefix=STAGES['teacher'][2])
+    s.add('stage1_init', lambda: command('surgery', '--net', 'nets/kd/train_stage1.prototxt', '--from',
+                                         'same:' + pretrained, '--from', 'teacher:' + teacher, '-o',
+                                         'init/stage1.caffemodel'),
+          {}, ['nets/kd/train_stage1.prototxt', pretrained, teacher], ['init/stage1.caffemodel'], ['teacher'],
+          clean=_remove(s.path('init/stage1.caffemodel')))
+    s.train('stage1', 'nets/kd/solver_stage1.prototxt', 'init/stage1.caffemodel', 'stage1', ['stage1_init'], {},
+            snapshot=stage1, prefix=STAGES['stage1'][2])
+    s.add('stage2_init', lambda: command('surgery', '--net', 'nets/kd/train_stage2.prototxt', '--from',
+                                         'teacher:' + teacher, '--from', 'same:' + stage1, '-o',
+                                         'init/stage2.caffemodel'),
+          {}, ['nets/kd/train_stage2.prototxt', teacher, stage1], ['init/stage2.caffemodel'], ['stage1'],
+          clean=_remove(s.path('init/stage2.caffemodel')))
+    soft = layout.SOFT_TARGETS
+    s.add('soft_targets', lambda: _soft_targets(plan, 'nets/kd/train_stage2.prototxt', 'init/stage2.caffemodel',
+                                                soft),
+          {}, ['nets/kd/train_stage2.prototxt', 'init/stage2.caffemodel', plan.lists['val']],
+          _eval_outputs('.', soft)[:3], ['stage2_init'], clean=_remove(s.path('eval/%s.*' % soft)),
+          headline=_map_of(layout.eval_file(s.folder, soft)))
+    s.train('stage2', 'nets/kd/solver_stage2.prototxt', 'init/stage2.caffemodel', 'stage2', ['stage2_init'], {},
+            snapshot=stage2, prefix=STAGES['stage2'][2])
+    s.train('baseline', 'nets/kd/solver_baseline.prototxt', pretrained, 'baseline', ['nets'], {},
+            snapshot=baseline, prefix=STAGES['baseline'][2])
+    for name, net, weights, blob, extra, after in (
+            ('teacher', 'nets/wsddn/wsddn_train.prototxt', teacher, 'image_level_score', (), 'teacher'),
+            ('student_kd', 'nets/kd/train_stage2.prototxt', stage2, 'fc8_mscoco', ('--sigmoid',), 'stage2'),
+            ('student_baseline', 'nets/kd/student_baseline.prototxt', baseline, 'fc8_mscoco', ('--sigmoid',),
+             'baseline')):
+        s.add('eval_' + name, lambda a=(name, net, weights, blob) + extra: _eval_cls(plan, *a), {},
+              [net, weights, plan.lists['val'], plan.lists['test']], _eval_outputs('.', name), [after],
+              clean=_remove(*[s.path(p) for p in _eval_outputs('.', name)]),
+              headline=_map_of(layout.eval_file(s.folder, name)))
+    ev = plan.evaluate
+    if ev.get('detect', True):
+        scales = ev.get('scales') or [cfg.teacher_size]
+        detect = ('--proposals', plan.proposals_dir, '--classes', plan.lists['test'][:-4] + '.classes.txt',
+                  '--scales', *scales) + (('--flip',) if ev.get('flip', True) else ())
+        gt = plan.lists['test'][:-4] + '.gt.json'
+        kinds = [('det', ('--weights', teacher), [teacher], 'teacher')]
+        if ev.get('control', True):
+            kinds.append(('det_control', ('--control', 'random', '--seed', seed), [], 'nets'))
+        for out, how, weights, after in kinds:
+            def detect_and_eval(out=out, how=how):
+                command('detect', '--net', 'nets/wsddn/wsddn_deploy.prototxt', *how, *detect, '-o', out, '-q',
+                        *plan.test_images())
+                command('eval', 'det', '--gt', gt, '--results', out, '--json', layout.eval_file('.', out))
+            s.add(out, detect_and_eval, dict(detect=[str(x) for x in detect[4:]]),
+                  ['nets/wsddn/wsddn_deploy.prototxt', gt, plan.proposals_dir] + weights,
+                  [out, layout.eval_file('.', out)], [after], clean=_remove(s.path(out), layout.eval_file(s.folder,
+                                                                                                       out)),
+                  headline=_map_of(layout.eval_file(s.folder, out)))
+    s.add('student_deploy', lambda: command('surgery', '--net', 'nets/kd/student_deploy.prototxt', '--from',
+                                            'same:' + stage2, '-o', 'student_deploy.caffemodel'),
+          {}, ['nets/kd/student_deploy.prototxt', stage2], ['student_deploy.caffemodel'], ['stage2'],
+          clean=_remove(s.path('student_deploy.caffemodel')))
+    return s.stages + (ablation_stages(plan, seed) if plan.ablation else []) + [
+        st for name in plan.study for st in study_stages(plan, seed, name)]
+
+
+def _netgen(out, cfg, max_iter, base_lr, solver_type, seed):
+    """netgen's generate, with the class names of the datalists' .classes.txt in deploy.json."""
+    import argparse
+    from caffe_mlic.commands.netgen import deploy_class_names
+    from caffe_mlic.netspec.netgen import generate
+    given = argparse.Namespace(classes_file=None, set=[], train_list=cfg.train_list, test_list=cfg.test_list)
+    generate(out, cfg, max_iter=max_iter, base_lr=base_lr, solver_type=solver_type, random_seed=seed,
+             classes=deploy_class_names(given, cfg, ('train_list', 'test_list')))
+
+
+def _soft_targets(plan, net, weights, name):
+    """What stage 2 distils: the teacher's image scores as loaded (at the
+    net's temperature) on the validation split, eval/NAME.json and .npy."""
+    from caffe_mlic.report import layout
+    command('eval', 'cls', '--net', net, '--weights', weights, '--blob', 'image_level_score',
+            '--list', plan.lists['val'], '--classes', plan.lists['val'][:-4] + '.classes.txt',
+            '--json', layout.eval_file('.', name), '--save-scores', layout.eval_file('.', name, '.npy'))
+
+
+def ablation_stages(plan, seed):
+    """The paper's ablation rows, each trained from exactly the weights of the
+    row it is compared with, for stage 2's iterations (report.layout.COMPARISONS)."""
+    from caffe_mlic.report import layout
+    s = SeedStages(plan, seed)
+    short = plan.iterations('stage2')
+    pretrained = plan.pretrained
+    teacher = s.snapshot('teacher')
+    key = 'ablation/'
+    s.train(key + 'stage1_only', 'nets/kd/solver_baseline.prototxt', 'init/stage2.caffemodel',
+            'ablation_stage1_only', ['stage2_init'], {}, ('--max-iter', short, '--set',
+                                                          'snapshot_prefix=snapshots/ablation/stage1_only'),
+            snapshot='snapshots/ablation/stage1_only_iter_%d.caffemodel' % short,
+            prefix='snapshots/ablation/stage1_only')
+    s.add(key + 'stage2_only_init', lambda: command('surgery', '--net', 'nets/kd/train_stage2.prototxt', '--from',
+                                                    'same:' + pretrained, '--from', 'teacher:' + teacher, '-o',
+                                                    'init/stage2_only.caffemodel'),
+          {}, ['nets/kd/train_stage2.prototxt', pretrained, teacher], ['init/stage2_only.caffemodel'], ['teacher'],
+          clean=_remove(s.path('init/stage2_only.caffemodel')))
+    s.train(key + 'stage2_only', 'nets/kd/solver_stage2.prototxt', 'init/stage2_only.caffemodel',
+            'ablation_stage2_only', [key + 'stage2_only_init'], {},
+            ('--set', 'snapshot_prefix=snapshots/ablation/stage2_only'),
+            snapshot='snapshots/ablation/stage2_only_iter_%d.caffemodel' % short,
+            prefix='snapshots/ablation/stage2_only')
+    s.train(key + 'labels_short', 'nets/kd/solver_baseline.prototxt', 'init/stage2_only.caffemodel',
+            'ablation_labels_short', [key + 'stage2_only_init'], {},
+            ('--max-iter', short, '--set', 'snapshot_prefix=snapshots/ablation/labels_short'),
+            snapshot='snapshots/ablation/labels_short_iter_%d.caffemodel' % short,
+            prefix='snapshots/ablation/labels_short')
+    for name in layout.ABLATIONS:
+        net = 'nets/kd/%s.prototxt' % ('train_stage2' if name == 'stage2_only' else 'student_baseline')
+        weights = 'snapshots/ablation/%s_iter_%d.caffemodel' % (name, short)
+        s.add(key + 'eval_' + name, lambda a=('ablation_' + name, net, weights, 'fc8_mscoco', '--sigmoid'):
+              _eval_cls(plan, *a), {}, [net, weights, plan.lists['val'], plan.lists['test']],
+              _eval_outputs('.', 'ablation_' + name), [key + name],
+              clean=_remove(*[s.path(p) for p in _eval_outputs('.', 'ablation_' + name)]),
+              headline=_map_of(layout.eval_file(s.folder, 'ablation_' + name)))
+    return s.stages
+
+
+def study_stages(plan, seed, name):
+    """[study.NAME]: stage 2 again from stage 2's start with the variant's
+    net settings (or, with_stage1, its own stage 1 first, from the same
+    pretrained backbone and teacher), into runs/study_NAME, scored on the
+    validation split by the training's tests. A variant that changes the
+    teacher's temperature also gets its soft targets (eval/soft_targets_val_T<T>)."""
+    from caffe_mlic.report import layout
+    s = SeedStages(plan, seed)
+    variant = plan.study[name]
+    key, nets = 'study_%s/' % name, 'study/%s' % name
+    cfg = plan.config(seed, variant.get('net'))
+    max_iter, base_lr = plan.solver_settings(name)
+    s.add(key + 'nets', lambda: _netgen(nets, cfg, max_iter, base_lr, plan.train.get('solver_type'), seed),
+          dict(net=repr(cfg), max_iter=max_iter, base_lr=base_lr), [plan.lists['train'], plan.lists['val']],
+          ['%s/kd/solver_stage2.prototxt' % nets, '%s/kd/train_stage2.prototxt' % nets], ['nets'],
+          clean=_remove(s.path(nets)))
+    teacher = s.snapshot('teacher')
+    stage1 = s.snapshot('stage1')
+    after = [key + 'nets']
+    if variant.get('with_stage1'):
+        init1 = 'init/study_%s_stage1.caffemodel' % name
+        s.add(key + 'stage1_init', lambda: command('surgery', '--net', '%s/kd/train_stage1.prototxt' % nets,
+                                                   '--from', 'same:' + plan.pretrained, '--from',
+                                                   'teacher:' + teacher, '-o', init1),
+              {}, ['%s/kd/train_stage1.prototxt' % nets, plan.pretrained, teacher], [init1],
+              [key + 'nets', 'teacher'], clean=_remove(s.path(init1)))
+        prefix1 = 'snapshots/study/%s_stage1' % name
+        stage1 = s.snapshot('stage1', name, prefix1)
+        s.train(key + 'stage1', '%s/kd/solver_stage1.prototxt' % nets, init1, 'stage1_of_' + name,
+                [key + 'stage1_init'], {}, ('--set', 'snapshot_prefix=' + prefix1), snapshot=stage1, prefix=prefix1)
+        after = [key + 'stage1']
+    else:
+        after = after + ['stage1']
+    init2 = 'init/study_%s.caffemodel' % name
+    s.add(key + 'stage2_init', lambda: command('surgery', '--net', '%s/kd/train_stage2.prototxt' % nets,
+                                               '--from', 'teacher:' + teacher, '--from', 'same:' + stage1,
+                                               '-o', init2),
+          {}, ['%s/kd/train_stage2.prototxt' % nets, teacher, stage1], [init2], after + ['teacher'],
+          clean=_remove(s.path(init2)))
+    prefix2 = 'snapshots/study/' + name
+    s.train(key + 'stage2', '%s/kd/solver_stage2.prototxt' % nets, init2, 'study_' + name, [key + 'stage2_init'],
+            {}, ('--set', 'snapshot_prefix=' + prefix2), snapshot=s.snapshot('stage2', name, prefix2),
+            prefix=prefix2)
+    if cfg.teacher_temperature != plan.config(seed).teacher_temperature:
+        soft = layout.SOFT_TARGETS + '_T%g' % cfg.teacher_temperature
+        s.add(key + 'soft_targets', lambda: _soft_targets(plan, '%s/kd/train_stage2.prototxt' % nets, init2, soft),
+              {}, ['%s/kd/train_stage2.prototxt' % nets, init2, plan.lists['val']], _eval_outputs('.', soft)[:3],
+              [key + 'stage2_init'], clean=_remove(s.path('eval/%s.*' % soft)))
+    return s.stages
+
+
+# ---------------------------------------------------------------- gathered
+
+
+def speed_stage(plan):
+    """Each seed's teacher and student timed on the same test images, one
+    seed after another once no seed trains (the ratio would otherwise
+    depend on what ran beside it)."""
+    from caffe_mlic.report import layout
+    count = plan.evaluate.get('speed_images', 20)
+
+    def speed():
+        for seed in plan.seeds:
+            folder = layout.seed_dir(plan.folder, seed)
+            print('seed %d: ' % seed, end='', flush=True)
+            with working_folder(folder):
+                command('speed', '--teacher', 'nets/wsddn/wsddn_deploy.prototxt',
+                        '%s_iter_%d.caffemodel' % (STAGES['teacher'][2], plan.iterations('teacher')),
+                        '--student', 'nets/kd/student_deploy.prototxt', 'student_deploy.caffemodel',
+                        '--max-images', count, '--json', layout.eval_file('.', 'speed'), *plan.test_images())
+    folders = [layout.seed_dir(plan.folder, seed) for seed in plan.seeds]
+    return Stage('speed', speed, dict(images=count), [os.path.join(f, 'student_deploy.caffemodel') for f in folders],
+                 [layout.eval_file(f, 'speed') for f in folders],
+                 after=['seed%d/student_deploy' % seed for seed in plan.seeds],
+                 clean=_remove(*[layout.eval_file(f, 'speed') for f in folders]))
+
+
+def report_stage(plan, before):
+    """`caffe-mlic report RUN` over every seed (after every other stage)."""
+    from caffe_mlic.report import layout
+    inputs = [path for stage in before if stage.name != 'speed' and stage.name.startswith('seed')
+              for path in stage.outputs if path.startswith(os.path.join(plan.folder, 'seed')) and
+              '/eval/' in path]
+    inputs += [layout.eval_file(layout.seed_dir(plan.folder, seed), 'speed') for seed in plan.seeds]
+
+    def report():
+        command('report', plan.folder, *(['--strict'] if plan.strict else []))
+    return Stage('report', report, dict(strict=plan.strict), inputs,
+                 [os.path.join(plan.folder, 'results.json'), os.path.join(plan.folder, 'report.html')],
+                 after=[stage.name for stage in before])
+
+
+def stages(plan):
+    """The data stages, then each seed's (its ablation and study chains
+    after it), then speed and the report."""
+    found = data_stages(plan)
+    for seed in plan.seeds:
+        found += seed_stages(plan, seed)
+    found.append(speed_stage(plan))
+    found.append(report_stage(plan, list(found)))
+    return found
+
+
+def chain_of(stage_name):
+    """The process a stage runs in: 'seed1' (a seed's stages), 'seed1/ablation',
+    'seed1/study_NAME'; None for the data stages, speed and the report."""
+    parts = stage_name.split('/')
+    if not parts[0].startswith('seed') or len(parts) < 2:
+        return None
+    return parts[0] if len(parts) == 2 else '/'.join(parts[:2])
+
+
+def summary(plan):
+    """The lines `run` ends with: none, the report stage printed its table and
+    where the results are."""
+    return []
