@@ -274,9 +274,9 @@ def _setting_problems(layer):
         if (p.HasField('kernel_h') or p.HasField('kernel_w')) and \
                 (len(p.kernel_size) or not (p.HasField('kernel_h') and p.HasField('kernel_w'))):
             problems.append('convolution_param takes kernel_size or both kernel_h and kernel_w')
-        if (p.HasField('stride_h') or p.HasField('stride_w')) and \
-                (len(p.stride) or not (p.HasField('stride_h') and p.HasField('stride_w'))):
-            problems.append('convolution_param takes stride or both stride_h and stride_w')
+        # (stride_h or stride_w alone is fine: the other defaults to 1)
+        if (p.HasField('stride_h') or p.HasField('stride_w')) and len(p.stride):
+            problems.append('convolution_param takes stride or stride_h / stride_w, not both')
         if (p.HasField('pad_h') or p.HasField('pad_w')) and len(p.pad):
             problems.append('convolution_param takes pad or pad_h and pad_w, not both')
         if any(d < 1 for d in p.dilation):
@@ -457,16 +457,20 @@ def _layer_problems(layer):
     if layer.type == 'Pooling' and not layer.pooling_param.global_pooling:
         p = layer.pooling_param
         if (p.HasField('kernel_size') and p.kernel_size < 1) or (p.HasField('kernel_h') and p.kernel_h < 1) \
-                or (p.HasField('stride') and p.stride < 1):
+                or (p.HasField('kernel_w') and p.kernel_w < 1) or (p.HasField('stride') and p.stride < 1) \
+                or (p.HasField('stride_h') and (p.stride_h < 1 or p.stride_w < 1)):
             problems.append('kernel size and stride must be >= 1')
     if layer.type == 'Python':
         module, name = layer.python_param.module, layer.python_param.layer
         try:
             cls = getattr(importlib.import_module(module), name, None)
-        except ImportError as e:
-            return ['python_param module %r cannot be imported: %s' % (module, e)]
+        except Exception as e:      # noqa: B902 -- any error of the user's module at import, named
+            return ['python_param module %r cannot be imported: %s: %s' % (module, type(e).__name__, e)]
         if cls is None:
             return ['python_param module %r has no layer %r' % (module, name)]
+        import caffe
+        if not (isinstance(cls, type) and issubclass(cls, caffe.Layer)):
+            return ['python_param layer %r of module %r is not a caffe.Layer class' % (name, module)]
         spec = getattr(cls, 'PARAMS', None)
         if spec is not None:
             from caffe_mlic.caffe.params import parse_params

@@ -3,17 +3,22 @@
     caffe-mlic run CONFIG.toml [--set KEY.PATH=VALUE ...] [--check | --status]
                                [--from STAGE | --only STAGE]
 
-CONFIG (TOML) names the data, the net options (every ScasConfig field, in
-[net]), the training, the heads and the seeds: see configs/*.toml. Each
-stage records its inputs (settings, input files' digests, code version)
+CONFIG (TOML) names the data, the net options (every MlicConfig or
+ScasConfig field, in [net]), the training, the evaluation and the seeds:
+see configs/*.toml. Each stage records its inputs (settings, input files' digests, code version)
 and outputs in RUN/.stages/; a second `run` skips the stages that are done,
 resumes one cut short from its snapshots, and reruns what a change
 invalidates, saying why ("stage seed1/full/train: follows seed1/full/nets").
 Paths in the config are relative to the current directory.
 
-For now the ScasNet pipeline (run.system = "scasnet"): per seed and head,
-nets, training, sliding-window inference and eval seg; then the comparison
-report (RUN/results.json, RUN/report.html).
+run.system = "mlic" (configs/demo_mlic.toml, voc2007_mlic.toml,
+coco2014_mlic.toml): proposals and datalists, then per seed the teacher,
+stage 1, stage 2, the baseline, their evaluation and the teacher's
+detections (with ablation rows and study variants on request), then speed
+and the report. run.system = "scasnet" (configs/demo_scasnet.toml,
+scasnet_vaihingen.toml): per seed and head, nets, training, sliding-window
+inference and eval seg; then the comparison report. Both end with
+RUN/results.json and RUN/report.html.
 """
 
 HELP = 'run a method from a config file, stage by stage, resumably'

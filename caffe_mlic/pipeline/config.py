@@ -53,6 +53,8 @@ def check_table(path, data, schema, prefix=''):
     for key, field in schema.items():
         if isinstance(field, Field) and field.required and key not in data:
             problems.append(Problem(path, None, prefix + key, 'missing (%s)' % field.what))
+        elif isinstance(field, dict) and key not in data:     # a table left out: its required keys
+            problems += check_table(path, {}, field, prefix + key + '.')
     return problems
 
 

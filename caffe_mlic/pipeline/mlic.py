@@ -24,7 +24,7 @@ import os
 from caffe_mlic.pipeline.config import Field, check_net_table, check_table
 from caffe_mlic.pipeline.invoke import command, working_folder
 from caffe_mlic.pipeline.scasnet import SOLVER_TYPES, _ints, _names
-from caffe_mlic.pipeline.stages import Stage
+from caffe_mlic.pipeline.stages import Files, Stage
 
 # config stage -> (netgen's solver name, solver file, snapshot prefix under the seed folder)
 STAGES = {'teacher': ('wsddn', 'nets/wsddn/solver.prototxt', 'snapshots/wsddn/wsddn'),
@@ -281,13 +281,13 @@ def data_stages(plan):
             argv = ['proposals', *images, '-o', plan.proposals_dir, '--method', p.get('method', 'edgeboxes'),
                     '--max-boxes', p.get('max_boxes', 2000), '--min-size', p.get('min_size', 20),
                     '--jobs', p.get('jobs', 1), '-q']
-            inputs = images
+            inputs = [Files('images', images)]
         else:
             argv = ['proposals', 'import', p['import_format'], *[os.path.abspath(f) for f in p['import_files']],
                     '-o', plan.proposals_dir, '--images', *images, '--max-boxes', p.get('max_boxes', 2000),
                     '--min-size', p.get('min_size', 20), '-q']
-            inputs = [os.path.abspath(f) for f in p['import_files']] + images
-        out.append(Stage('data/proposals', lambda: command(*argv), dict(proposals=p), inputs,
+            inputs = [os.path.abspath(f) for f in p['import_files']] + [Files('images', images)]
+        out.append(Stage('data/proposals', lambda argv=argv: command(*argv), dict(proposals=p), inputs,
                          [plan.proposals_dir], clean=_remove(plan.proposals_dir)))
     size = plan.config(plan.seeds[0]).teacher_size
     bbox_num = plan.config(plan.seeds[0]).bbox_num
@@ -303,7 +303,8 @@ def data_stages(plan):
                         os.path.join(plan.data['voc'], 'Annotations')] if plan.data.get('voc')
                        else [plan.data[split + '_coco']])
         out.append(Stage('data/list_' + split, lambda argv=argv: command(*argv),
-                         dict(source=source[:4], size=size, bbox_num=bbox_num), annotations + [plan.proposals_dir],
+                         dict(source=source[:4], size=size, bbox_num=bbox_num),
+                         annotations + [Files('proposals', [plan.proposals_dir]), Files('images', images)],
                          outputs, after=[s.name for s in out if s.name == 'data/proposals'],
                          clean=_remove(*outputs)))
     return out
@@ -355,7 +356,7 @@ class SeedStages:
         self.stages = []
 
     def path(self, rel):
-        return os.path.join(self.folder, rel)
+        return rel if isinstance(rel, Files) else os.path.join(self.folder, rel)
 
     def snapshot(self, stage, study=None, prefix=None):
         return '%s_iter_%d.caffemodel' % (prefix or STAGES[stage][2], self.plan.iterations(stage, study))
@@ -432,7 +433,7 @@ def seed_stages(plan, seed):
             ('student_baseline', 'nets/kd/student_baseline.prototxt', baseline, 'fc8_mscoco', ('--sigmoid',),
              'baseline')):
         s.add('eval_' + name, lambda a=(name, net, weights, blob) + extra: _eval_cls(plan, *a), {},
-              [net, weights, plan.lists['val'], plan.lists['test']], _eval_outputs('.', name), [after],
+              [net, weights, plan.lists['val'], plan.lists['test']], _eval_outputs('.', name), [after, 'data/list_test'],
               clean=_remove(*[s.path(p) for p in _eval_outputs('.', name)]),
               headline=_map_of(layout.eval_file(s.folder, name)))
     ev = plan.evaluate
@@ -450,8 +451,8 @@ def seed_stages(plan, seed):
                         *plan.test_images())
                 command('eval', 'det', '--gt', gt, '--results', out, '--json', layout.eval_file('.', out))
             s.add(out, detect_and_eval, dict(detect=[str(x) for x in detect[4:]]),
-                  ['nets/wsddn/wsddn_deploy.prototxt', gt, plan.proposals_dir] + weights,
-                  [out, layout.eval_file('.', out)], [after], clean=_remove(s.path(out), layout.eval_file(s.folder,
+                  ['nets/wsddn/wsddn_deploy.prototxt', gt, Files('proposals', [plan.proposals_dir])] + weights,
+                  [out, layout.eval_file('.', out)], [after, 'data/list_test'], clean=_remove(s.path(out), layout.eval_file(s.folder,
                                                                                                        out)),
                   headline=_map_of(layout.eval_file(s.folder, out)))
     s.add('student_deploy', lambda: command('surgery', '--net', 'nets/kd/student_deploy.prototxt', '--from',
@@ -515,7 +516,7 @@ def ablation_stages(plan, seed):
         weights = 'snapshots/ablation/%s_iter_%d.caffemodel' % (name, short)
         s.add(key + 'eval_' + name, lambda a=('ablation_' + name, net, weights, 'fc8_mscoco', '--sigmoid'):
               _eval_cls(plan, *a), {}, [net, weights, plan.lists['val'], plan.lists['test']],
-              _eval_outputs('.', 'ablation_' + name), [key + name],
+              _eval_outputs('.', 'ablation_' + name), [key + name, 'data/list_test'],
               clean=_remove(*[s.path(p) for p in _eval_outputs('.', 'ablation_' + name)]),
               headline=_map_of(layout.eval_file(s.folder, 'ablation_' + name)))
     return s.stages

@@ -80,7 +80,7 @@ def run(path, overrides=(), start=None, only=None, say=print):
     system, plan, stages = load(path, overrides)
     todo = st.plan(plan.folder, stages, start, only)
     running = {stage.name for stage, _ in todo}
-    for stage in stages:
+    for stage in stages if only is None else ():
         if stage.name not in running:
             say('stage %s: done' % stage.name)
     if not todo:

@@ -11,7 +11,7 @@ them side by side (one core each).
 import os
 
 from caffe_mlic.pipeline.config import Field, check_net_table, check_table
-from caffe_mlic.pipeline.stages import Stage
+from caffe_mlic.pipeline.stages import Files, Stage, listed_files
 
 
 def _ints(low):
@@ -207,6 +207,10 @@ def head_stages(plan, seed, head):
         with open(os.path.join(folder, 'train', 'run.json')) as f:
             return 'iteration %s' % json.load(f).get('final_iteration')
     lists = [os.path.abspath(data['train_list']), os.path.abspath(data['val_list'])]
+    root = os.path.abspath(data.get('root_folder') or '.')
+    # the tiles and labels the lists name, by size and time (a tile replaced in place reruns what reads it)
+    training_files = Files('training tiles', listed_files(lists[0], root) + listed_files(lists[1], root))
+    test_files = Files('test tiles', listed_files(os.path.abspath(data['test_list']), root))
     # the references and hard masks, by content (a folder changed in place reruns eval)
     references = [os.path.abspath(data[k]) for k in ('gt', 'gt_eroded', 'hard_masks') if data.get(k)]
     nets_stage = Stage(name + 'nets', make_nets, dict(net=repr(cfg), train=plan.train, seed=seed), lists,
@@ -215,11 +219,11 @@ def head_stages(plan, seed, head):
                          [base + 'train.prototxt'] + [path for _, path in init_from], [init],
                          after=[name + 'nets'])] if init_from else []
     return [nets_stage] + init_stages + [
-        Stage(name + 'train', train, {}, [base + 'train.prototxt', base + 'solver.prototxt'] + (
+        Stage(name + 'train', train, {}, [base + 'train.prototxt', base + 'solver.prototxt', training_files] + (
               [init] if init_from else []), [weights], after=[name + ('init' if init_from else 'nets')],
               clean=remove(os.path.dirname(snapshots), os.path.join(folder, 'train')), headline=trained),
         Stage(name + 'infer', infer, dict(infer=plan.infer), [base + 'deploy.prototxt', weights,
-                                                               os.path.abspath(data['test_list'])],
+                                                               os.path.abspath(data['test_list']), test_files],
               [os.path.join(pred, 'labels')], after=[name + 'train'], clean=remove(pred)),
         Stage(name + 'eval', evaluate, {k: data.get(k) for k in ('gt_suffix',)},
               [os.path.join(pred, 'labels')] + references, [layout.scasnet_eval(folder),

@@ -32,7 +32,8 @@ CHUNK = 1 << 20
 
 
 class Stage(NamedTuple):
-    """``run()`` makes ``outputs`` (paths) from ``inputs`` (paths) under
+    """``run()`` makes ``outputs`` (paths) from ``inputs`` (paths, known by
+    their contents, or Files, by their sizes and times) under
     ``settings``; ``after``: the names of the stages whose outputs it uses;
     ``clean()``: removes what an earlier run of it left (snapshots, label
     maps), called before it runs unless it resumes a run cut short under
@@ -46,6 +47,70 @@ class Stage(NamedTuple):
     after: Sequence[str] = ()
     clean: Optional[Callable[[], None]] = None
     headline: Optional[Callable[[], str]] = None    # its result in a few words, once it ran
+
+
+class Files(NamedTuple):
+    """An input of many files (a dataset's images, a folder of proposals),
+    known by their paths, sizes and modification times rather than their
+    contents: reading gigabytes at each `run --status` is not an option,
+    and a file replaced or rewritten changes its size or time. ``paths``:
+    files, or folders (their files, recursively)."""
+    label: str
+    paths: Sequence[str]
+
+
+def files_fingerprint(paths):
+    """The SHA-256 of each file's path, size and mtime (folders walked in name order)."""
+    digest = hashlib.sha256()
+
+    def add(path):
+        try:
+            info = os.stat(path)
+        except OSError:
+            digest.update(b'missing\0' + path.encode('utf-8', 'surrogateescape') + b'\0')
+            return
+        digest.update(('%s\0%d\0%d\0' % (path, info.st_size, info.st_mtime_ns)).encode('utf-8', 'surrogateescape'))
+    for path in paths:
+        if os.path.isdir(path):
+            for folder, dirs, names in os.walk(path):
+                dirs.sort()
+                for name in sorted(names):
+                    add(os.path.join(folder, name))
+        else:
+            add(path)
+    return digest.hexdigest()
+
+
+def listed_files(list_path, root=''):
+    """The files a datalist names (the first two words of each line that
+    are paths: image and label), relative to ``root``."""
+    found = []
+    try:
+        with open(list_path, errors='surrogateescape') as f:
+            for line in f:
+                words = line.split()
+                found += [os.path.join(root, w) for w in words[:2] if not _number(w)]
+    except OSError:
+        pass
+    return found
+
+
+def _number(word):
+    try:
+        float(word)
+        return True
+    except ValueError:
+        return False
+
+
+def _input_key(item):
+    return 'files:' + item.label if isinstance(item, Files) else item
+
+
+def _input_digest(item):
+    if isinstance(item, Files):
+        return files_fingerprint(item.paths)
+    return file_digest(item) if os.path.exists(item) else None
 
 
 class Status(NamedTuple):
@@ -87,7 +152,7 @@ def started_path(run_dir, name):
 def _observed(stage):
     """What a record of ``stage`` holds about its inputs, as they are now."""
     return dict(settings=settings_digest(stage.settings), code=caffe_mlic.__version__,
-                inputs={path: file_digest(path) if os.path.exists(path) else None for path in stage.inputs})
+                inputs={_input_key(item): _input_digest(item) for item in stage.inputs})
 
 
 def write_record(run_dir, stage):
@@ -122,7 +187,8 @@ def status(run_dir, stage):
     inputs = record.get('inputs') or {}
     for path, digest in now['inputs'].items():
         if inputs.get(path) != digest:
-            return Status('stale', 'input %s changed' % path)
+            return Status('stale', 'the %s changed (a file added, removed or rewritten)' % path[len('files:'):]
+                          if path.startswith('files:') else 'input %s changed' % path)
     outputs = record.get('outputs') or {}
     for path in stage.outputs:
         if path not in outputs or not os.path.exists(path) or file_digest(path) != outputs[path]:

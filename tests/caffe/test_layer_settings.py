@@ -106,6 +106,9 @@ CASES = {
     'lrn even': (_layer('LRN', ['data'], 'lrn_param { local_size: 4 }'),
                  _layer('LRN', ['data'], 'lrn_param { local_size: 3 }'),
                  'lrn_param local_size must be odd, got 4', 'abort'),
+    'pooling kernel_w 0': (_layer('Pooling', ['data'], 'pooling_param { kernel_h: 2 kernel_w: 0 }'),
+                           _layer('Pooling', ['data'], 'pooling_param { kernel_h: 2 kernel_w: 1 }'),
+                           'kernel size and stride must be >= 1', 'abort'),
     'pooling pad': (_layer('Pooling', ['data'], 'pooling_param { kernel_size: 2 pad: 2 }'),
                     _layer('Pooling', ['data'], 'pooling_param { kernel_size: 2 pad: 1 }'),
                     'pooling_param pad must be smaller than the kernel, got pad 2 x 2 and kernel 2 x 2', 'abort'),
@@ -285,6 +288,8 @@ VALID = {
     _layer('Slice', ['data'], 'slice_param { slice_dim: 0 }', ('s1', 's2')) +
     'layer { name: "e" type: "Eltwise" bottom: "s1" bottom: "d" top: "e" }\n'
     'layer { name: "z" type: "Silence" bottom: "s2" }\n',
+    'stride_h alone (stride_w defaults to 1)': _layer(
+        'Convolution', ['data'], 'convolution_param { num_output: 2 kernel_h: 3 kernel_w: 3 stride_h: 2 }'),
     'pad_w alone': _layer('Convolution', ['data'], 'convolution_param { num_output: 2 kernel_h: 1 kernel_w: 5 pad_w: 2 }',
                           ('c',)) +
     'layer { name: "c2" type: "Convolution" bottom: "data" top: "c2" convolution_param { num_output: 2 kernel_size: 1 } }\n'

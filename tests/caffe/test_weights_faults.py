@@ -86,6 +86,11 @@ def test_a_net_caffe_would_abort_on_is_refused_naming_the_layer(tiny, tmp_path):
 @pytest.mark.parametrize('edit, fragment', [
     (('module: "caffe_mlic.layers"', 'module: "caffe_mlic.nolayers"'),
      "layer 'data': MultiLabelProposalData: python_param module 'caffe_mlic.nolayers' cannot be imported"),
+    (('module: "caffe_mlic.layers"', 'module: ".layers"'),     # not an ImportError: TypeError
+     "layer 'data': MultiLabelProposalData: python_param module '.layers' cannot be imported: TypeError"),
+    (('module: "caffe_mlic.layers"\n    layer: "Interp"', 'module: "collections"\n    layer: "OrderedDict"'),
+     "layer 'data_size224': OrderedDict: python_param layer 'OrderedDict' of module 'collections' is not a "
+     "caffe.Layer class"),
     (('layer: "Interp"', 'layer: "Interpx"'),
      "layer 'data_size224': Interpx: python_param module 'caffe_mlic.layers' has no layer 'Interpx'"),
     (('"att_num": 3', '"att_num": 3, "atnum": 1'),

@@ -76,3 +76,9 @@ def test_the_net_table_is_checked_by_the_systems_config_class():
         'run.toml: net.contxt: not a ScasConfig field (see `caffe-mlic scasnet netgen --help`)']
     [problem] = check_net_table('run.toml', {'input_size': -5}, ScasConfig)
     assert str(problem).startswith('run.toml: net.input_size: ') and '-5' in str(problem)
+
+
+def test_a_table_left_out_is_named_by_its_required_keys():
+    schema = dict(SCHEMA, data={'train_list': Field((str,), 'a datalist', bool, True), 'gt': Field((str,), 'x')})
+    problems = [str(p) for p in check_table('run.toml', {'run': {'system': 'mlic'}}, schema)]
+    assert problems == ['run.toml: data.train_list: missing (a datalist)']

@@ -83,7 +83,7 @@ def test_ablation_and_study_chains_start_from_their_seeds_stages(data):
     (['data.test_set=nope'], ['data.test_set: no image set ', os.path.join('voc', 'ImageSets', 'Main', 'nope.txt')]),
     (['proposals.compute=true'], ['proposals: give exactly one of folder (computed already), compute = true or '
                                   'import_format with import_files, got folder, compute']),
-    (['proposals.folder=""', 'proposals.import_format=mcg'], ['proposals.import_files: missing']),
+    (['proposals.folder=""', 'proposals.import_format="mcg-mat"'], ['proposals.import_files: missing']),
     (['net.train_list="x.txt"', 'net.data_seed=3'], ['net.train_list: is set by the pipeline',
                                                      'net.data_seed: is set by the pipeline']),
     (['net.num_clases=5'], ['net.num_clases: not a MlicConfig field']),
@@ -131,3 +131,68 @@ def test_the_shipped_demo_config_is_valid_once_its_data_exist(data, monkeypatch)
     _, plan, stages = runner.load(os.path.join(CONFIG, 'demo_mlic.toml'))
     assert plan.seeds == [1, 2, 3] and plan.iterations('stage2') == 300 and len(stages) == 3 + 3 * 14 + 2
     assert plan.config(1).teacher_size == 192 and plan.config(1).student_size == 64
+
+
+def _coco_split(tmp_path, images):
+    """A COCO instances file of ``images`` (two classes)."""
+    import json
+    data = dict(images=[dict(id=i, file_name=name, width=96, height=72) for i, name in enumerate(images)],
+                categories=[dict(id=1, name='box'), dict(id=2, name='disc')],
+                annotations=[dict(id=i, image_id=i, category_id=1 + i % 2, bbox=[10, 10, 40, 30], iscrowd=0)
+                             for i in range(len(images))])
+    path = tmp_path / 'instances.json'
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_coco_data_with_proposals_computed_here_stage_by_stage(tmp_path, capsys):
+    """The data stages on a COCO set with proposals computed by the pipeline
+    (EdgeBoxes): --only one stage, the status, and a changed proposal
+    setting that makes the proposals and the datalists stale."""
+    import cv2
+    import numpy as np
+    from caffe_mlic import cli
+    folder = tmp_path / 'images'
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    names = []
+    for i in range(4):
+        image = np.full((72, 96, 3), 200, np.uint8)
+        cv2.rectangle(image, (10 + i, 10), (50, 40), (20, 40, 200), -1)
+        cv2.circle(image, (70, 50), 12, (200, 30, 30), -1)
+        image = np.clip(image + rng.integers(0, 20, image.shape), 0, 255).astype(np.uint8)
+        names.append('im%d.jpg' % i)
+        cv2.imwrite(str(folder / names[-1]), image)
+    coco = _coco_split(tmp_path, names)
+    (tmp_path / 'w.caffemodel').write_bytes(b'x')
+    splits = ''.join('%s_coco = "%s"\n%s_images = "%s"\n' % (s, coco, s, folder) for s in ('train', 'val', 'test'))
+    path = tmp_path / 'coco.toml'
+    path.write_text('[run]\nsystem = "mlic"\nfolder = "%s"\n[data]\n%s[proposals]\ncompute = true\nmax_boxes = 20\n'
+                    'min_size = 5\n[weights]\npretrained = "%s"\n[net]\nnum_classes = 2\nbbox_num = 20\n'
+                    'teacher_size = 64\nbackbone = "mini"\n' % (tmp_path / 'run', splits, tmp_path / 'w.caffemodel'))
+    assert cli.main(['run', str(path), '--only', 'data/proposals']) == 0, capsys.readouterr().err
+    assert sorted(n for n in os.listdir(tmp_path / 'run' / 'data' / 'proposals') if n.endswith('.npz')) == \
+        ['im%d.npz' % i for i in range(4)]
+    assert 'stage seed1/teacher: done' not in capsys.readouterr().out     # (not asked for, and not done)
+    assert cli.main(['run', str(path), '--only', 'data/list_train']) == 0, capsys.readouterr().err
+    with open(tmp_path / 'run' / 'data' / 'lists' / 'train.classes.txt') as f:
+        assert f.read().split() == ['box', 'disc']
+    capsys.readouterr()
+    assert cli.main(['run', str(path), '--status']) == 0
+    lines = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert lines['data/proposals'] == 'done' and lines['data/list_train'] == 'done'
+    assert lines['data/list_val'] == 'to do'
+    assert cli.main(['run', str(path), '--set', 'proposals.max_boxes=10', '--status']) == 0
+    lines = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert lines['data/proposals'] == 'stale (settings changed (proposals))'
+    assert lines['data/list_train'] == 'stale (follows data/proposals)'
+
+
+@pytest.mark.parametrize('name', ['voc2007_mlic.toml', 'coco2014_mlic.toml'])
+def test_the_example_configs_miss_only_their_data(name, tmp_path, monkeypatch):
+    """Shipped for users' datasets: in an empty folder, their only problems
+    are the files and folders they name."""
+    monkeypatch.chdir(tmp_path)
+    found = problems_of(os.path.join(CONFIG, name))
+    lines = found.splitlines()[1:]
+    assert lines and all(('no such ' in line) for line in lines), found

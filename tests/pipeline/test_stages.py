@@ -138,3 +138,28 @@ def test_a_stage_resumes_what_it_left_only_under_the_same_settings(tmp_path, run
     st.run_stages(run_dir, stages(0.3), say=lambda _: None)      # cut short under 0.2: not resumed
     assert events == ['clean', 'run']
     assert not os.path.exists(st.started_path(run_dir, 'train'))
+
+
+def test_files_known_by_size_and_time_make_a_stage_stale_when_one_is_rewritten(tmp_path, run_dir):
+    """A dataset's images (Files): not read at each status, yet an image
+    replaced in place, added or removed reruns the stage."""
+    images = tmp_path / 'images'
+    (images / 'sub').mkdir(parents=True)
+    (images / 'a.png').write_bytes(b'aaaa')
+    (images / 'sub' / 'b.png').write_bytes(b'bb')
+    calls = []
+    stages = chain(tmp_path, calls)
+    stages[0] = stages[0]._replace(inputs=list(stages[0].inputs) + [st.Files('images', [str(images)])])
+    st.run_stages(run_dir, stages, say=lambda _: None)
+    assert st.status(run_dir, stages[0]).state == 'done'
+    before = os.stat(images / 'sub' / 'b.png').st_mtime_ns
+    (images / 'sub' / 'b.png').write_bytes(b'cc')       # same size: its time tells
+    os.utime(images / 'sub' / 'b.png', ns=(before + 10 ** 9, before + 10 ** 9))
+    assert st.status(run_dir, stages[0]) == st.Status(
+        'stale', 'the images changed (a file added, removed or rewritten)')
+    st.run_stages(run_dir, stages, say=lambda _: None)
+    (images / 'c.png').write_bytes(b'')
+    assert st.status(run_dir, stages[0]).state == 'stale'
+    assert st.listed_files(str(tmp_path / 'none.txt')) == []
+    (tmp_path / 'list.txt').write_text('top/a.tif gt/a.tif\nimg.jpg 1 0 1\n')
+    assert st.listed_files(str(tmp_path / 'list.txt'), '/r') == ['/r/top/a.tif', '/r/gt/a.tif', '/r/img.jpg']
