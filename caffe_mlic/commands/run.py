@@ -39,7 +39,9 @@ def add_arguments(p):
 def run(args):
     from caffe_mlic.pipeline import runner
     if args.check or args.status:
+        from caffe_mlic.pipeline.stages import check_names
         _, plan, stages = runner.load(args.config, args.overrides)
+        check_names(stages, args.start, args.only)
         if args.check:
             print('%s: the config and its paths are valid: %d stages into %s'
                   % (args.config, len(stages), plan.folder))

@@ -38,7 +38,8 @@ PIPELINE_FIELDS = ('train_list', 'test_list', 'root_folder', 'data_seed')
 
 def _solver_table():
     return {'max_iter': Field((int,), 'an integer >= 1', lambda v: 1 <= v <= 10 ** 8),
-            'base_lr': Field((float,), 'a number > 0', lambda v: 0 < v < 1e3)}
+            'base_lr': Field((float,), 'a number from 1e-20 to 1000 (Caffe keeps it as a float)',
+                                    lambda v: 1e-20 <= v <= 1e3)}
 
 
 def _positive_ints(v):

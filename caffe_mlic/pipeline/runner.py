@@ -31,10 +31,20 @@ def load(path, overrides=()):
     data = read_config(path, overrides)
     system = _system(data, path)
     problems = system.check(path, data)
+    folder = data['run'].get('folder') if isinstance(data.get('run'), dict) else None
+    if isinstance(folder, str) and folder and os.path.lexists(folder) and not os.path.isdir(folder):
+        from caffe_mlic.errors import Problem
+        problems.append(Problem(path, None, 'run.folder', '%s exists and is not a folder' % folder))
     if problems:
         raise InputError(problems=problems)
     plan = system.Plan(data)
-    return system, plan, system.stages(plan)
+    try:
+        return system, plan, system.stages(plan)
+    except UsageError as e:     # a value the config class refuses only in combination (a head's refine taps)
+        from caffe_mlic.errors import Problem
+        key = getattr(system, 'CONFIG_KEYS', {}).get(getattr(e, 'param', None), 'net.%s' % e.param
+                                                     if getattr(e, 'param', None) else 'net')
+        raise InputError(problems=[Problem(path, None, key, str(e))]) from None
 
 
 def _runner_pid(folder):
@@ -77,42 +87,83 @@ def status_lines(plan, stages):
 def run(path, overrides=(), start=None, only=None, say=print):
     """Run the stages of the config at ``path`` that are not done; then the
     system's summary (the table, where the results are)."""
+    from caffe_mlic.engine.trainer import lock_run_dir, unlock_run_dir
     system, plan, stages = load(path, overrides)
     todo = st.plan(plan.folder, stages, start, only)
-    running = {stage.name for stage, _ in todo}
-    for stage in stages if only is None else ():
-        if stage.name not in running:
-            say('stage %s: done' % stage.name)
+    say = _quiet_when_closed(say)
     if not todo:
+        for stage in stages if only is None else ():
+            say('stage %s: done' % stage.name)
         say('nothing to run: every stage is done (%s)' % plan.folder)
         return []
-    ran = _run_todo(path, overrides, system, plan, stages, todo, say)
-    for line in system.summary(plan):
-        say(line)
+    os.makedirs(plan.folder, exist_ok=True)
+    # (taken before a word is said: a second run at once is refused, nothing else)
+    lock = lock_run_dir(plan.folder, 'caffe-mlic run', 'give this config another run.folder')
+    try:
+        running = {stage.name for stage, _ in todo}
+        for stage in stages if only is None else ():
+            if stage.name not in running:
+                say('stage %s: done' % stage.name)
+        ran = _run_todo(path, overrides, system, plan, stages, todo, say)
+        for line in system.summary(plan):
+            say(line)
+    finally:
+        unlock_run_dir(lock)
     return ran
 
 
+def _quiet_when_closed(say):
+    """``say``, with this process's standard output going quiet from the
+    first write that finds its reader gone (`run ... | head -1`): the stages
+    go on, as a training does, whichever line (ours or a command's) meets
+    the closed pipe first."""
+    if not isinstance(sys.stdout, _QuietWhenClosed):
+        sys.stdout = _QuietWhenClosed(sys.stdout)
+    return say
+
+
+class _QuietWhenClosed:
+    def __init__(self, stream):
+        self._stream, self._closed = stream, False
+
+    def _guard(self, call, *args):
+        if self._closed:
+            return None
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            self._closed = True
+            with contextlib.suppress(OSError, ValueError):
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, self._stream.fileno())    # (Python's own flush at exit must not fail either)
+                os.close(null)
+            return None
+
+    def write(self, text):
+        return self._guard(self._stream.write, text)
+
+    def flush(self):
+        return self._guard(self._stream.flush)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def _run_todo(path, overrides, system, plan, stages, todo, say):
-    from caffe_mlic.engine.trainer import lock_run_dir, unlock_run_dir
-    os.makedirs(plan.folder, exist_ok=True)
-    lock = lock_run_dir(plan.folder, 'caffe-mlic run', 'give this config another run.folder')
-    try:
-        # the stages of no chain before the first chained one (the data) run
-        # first, the others (what gathers the chains' results) last
-        first = next((i for i, s in enumerate(stages) if system.chain_of(s.name)), len(stages))
-        prelude = {s.name for s in stages[:first]}
-        chains, before, after = {}, [], []
-        for stage, why in todo:
-            key = system.chain_of(stage.name)
-            if key is not None:
-                chains.setdefault(key, []).append((stage.name, why))
-            else:
-                (before if stage.name in prelude else after).append((stage, why))
-        st.run_planned(plan.folder, before, say)
-        _run_chains(path, overrides, plan, chains, _chain_needs(system, stages, chains))
-        st.run_planned(plan.folder, after, say)
-    finally:
-        unlock_run_dir(lock)
+    # the stages of no chain before the first chained one (the data) run
+    # first, the others (what gathers the chains' results) last
+    first = next((i for i, s in enumerate(stages) if system.chain_of(s.name)), len(stages))
+    prelude = {s.name for s in stages[:first]}
+    chains, before, after = {}, [], []
+    for stage, why in todo:
+        key = system.chain_of(stage.name)
+        if key is not None:
+            chains.setdefault(key, []).append((stage.name, why))
+        else:
+            (before if stage.name in prelude else after).append((stage, why))
+    st.run_planned(plan.folder, before, say)
+    _run_chains(path, overrides, plan, chains, _chain_needs(system, stages, chains))
+    st.run_planned(plan.folder, after, say)
     return [stage.name for stage, _ in todo]
 
 
@@ -250,11 +301,14 @@ def _chain_main(path, overrides, key, planned, send):
         code = 0
     except KeyboardInterrupt:
         code = 130
-        send.send(('%s: interrupted' % key, code))
+        send.send(('%s: interrupted; run the config again to go on' % key, code))
     except BaseException as e:      # noqa: B902 (told to the parent, which reports it)
         code = getattr(e, 'exit_code', 1) if isinstance(e, (MlicError, SystemExit)) else 1
         code = code if isinstance(code, int) and code > 0 else 1
         text = str(e) if isinstance(e, MlicError) else '%s: %s' % (type(e).__name__, e)
+        if getattr(e, 'signum', None):      # a training stopped by a signal, after its snapshot
+            text = '%s: stopped by %s; its training snapshot; run the config again to go on' % (
+                key, signal.Signals(e.signum).name)
         with contextlib.suppress(Exception):
             send.send((text, code))
         if not isinstance(e, MlicError):

@@ -55,7 +55,8 @@ def schema():
         'train': {'init_from': Field((list,), 'a list of MAPPING:CAFFEMODEL (surgery --from: same, pspnet, '
                                               'deeplab...)', _sources),
                   'max_iter': Field((int,), 'an integer >= 1', lambda v: 1 <= v <= 10 ** 8),
-                  'base_lr': Field((float,), 'a number > 0', lambda v: 0 < v < 1e3),
+                  'base_lr': Field((float,), 'a number from 1e-20 to 1000 (Caffe keeps it as a float)',
+                                    lambda v: 1e-20 <= v <= 1e3),
                   'solver_type': Field((str,), 'one of %s' % ', '.join(SOLVER_TYPES), lambda v: v in SOLVER_TYPES)},
         'heads': {'names': Field((list,), 'a list of heads among %s' % ', '.join(HEADS),
                                  lambda v: _names(v) and v and len(set(v)) == len(v) and set(v) <= set(HEADS)),
@@ -68,6 +69,8 @@ def schema():
     }
 
 
+# ScasConfig fields set from other tables than [net], for messages
+CONFIG_KEYS = {'refine': 'heads.refine'}
 # [data] keys that are ScasConfig fields: given there, not in [net]
 DATA_FIELDS = ('train_list', 'val_list', 'root_folder')
 

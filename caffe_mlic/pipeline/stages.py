@@ -196,15 +196,20 @@ def status(run_dir, stage):
     return Status('done')
 
 
+def check_names(stages, *names):
+    """UsageError for a name (of --from, --only) that is no stage's."""
+    known = [s.name for s in stages]
+    for name in names:
+        if name is not None and name not in known:
+            raise UsageError('no stage %r; the stages are %s' % (name, ', '.join(known)))
+
+
 def plan(run_dir, stages, start=None, only=None):
     """[(stage, why)] of the stages to run, in order: those not done and
     those after one that runs and needs it; ``start``: that stage and every
     one that follows from it (``after``, step by step), done or not;
     ``only``: that stage alone, done or not."""
-    names = [s.name for s in stages]
-    for name in (start, only):
-        if name is not None and name not in names:
-            raise UsageError('no stage %r; the stages are %s' % (name, ', '.join(names)))
+    check_names(stages, start, only)
     if only is not None:
         return [(s, 'asked for (--only)') for s in stages if s.name == only]
     todo, rerun, asked = [], set(), {start}

@@ -165,7 +165,10 @@ def test_killed_at_any_stage_a_rerun_ends_with_the_uninterrupted_numbers(data, f
 
 
 @pytest.mark.parametrize('override, message', [
-    ('train.base_lr="fast"', "train.base_lr: must be a number > 0, got 'fast'"),
+    ('train.base_lr="fast"', "train.base_lr: must be a number from 1e-20 to 1000 (Caffe keeps it as a float), "
+                             "got 'fast'"),
+    ('train.base_lr=1e-300', 'train.base_lr: must be a number from 1e-20 to 1000'),
+    ('run.folder="/dev/null"', 'run.folder: /dev/null exists and is not a folder'),
     ('net.contxt=parallel', 'net.contxt: not a ScasConfig field'),
     ('net.input_size=-5', 'net.input_size: '),
     ('data.test_list=none.txt', 'data.test_list: no such file: none.txt'),
@@ -205,12 +208,14 @@ def test_a_failing_stage_is_named_with_its_log_and_the_stages_before_it_stay_don
 
 def test_a_second_run_on_the_same_folder_at_once_is_refused(data, tmp_path):
     cwd = fresh(data, tmp_path)
-    proc = start_until(cwd, 'seed1/fcn/train')
+    long = ('--set', 'train.max_iter=100000')     # still training when the second run starts, however slow
+    proc = start_until(cwd, 'seed1/fcn/train', *long)
     try:
-        res = run(cwd)
+        res = run(cwd, *long)
         assert res.returncode == 1 and 'another caffe-mlic run (pid %d) is writing' % proc.pid in res.stderr, \
-            res.stderr
-        res = run(cwd, '--status')
+            res.stdout + res.stderr
+        assert res.stdout == '', res.stdout       # refused before a word about the stages
+        res = run(cwd, '--status', *long)
         assert 'seed1/fcn/nets               done\n' in res.stdout, res.stdout
         assert 'seed1/fcn/train              running (pid %d)\n' % proc.pid in res.stdout, res.stdout
     finally:
@@ -331,3 +336,27 @@ def test_data_outside_the_run_folder_reaches_the_report(data, first, tmp_path):
     with open(first[0] / 'runs' / 'scasnet' / 'results.json') as f:
         theirs = json.load(f)
     assert ours['majority'] == theirs['majority'] and (tmp_path / 'runs' / 'scasnet' / 'report.html').exists()
+
+
+def test_check_names_an_unknown_stage_of_from_or_only(data, tmp_path):
+    cwd = fresh(data, tmp_path)
+    res = run(cwd, '--check', '--from', 'seed1/fcn/trian')
+    assert res.returncode == 2 and "no stage 'seed1/fcn/trian'; the stages are " in res.stderr, res.stderr
+
+
+def test_a_closed_stdout_makes_the_run_quiet_not_stopped():
+    """`caffe-mlic run ... | head -1`: the reader gone, the lines go nowhere and the stages go on."""
+    from caffe_mlic.pipeline.runner import _QuietWhenClosed
+    read, write = os.pipe()
+    os.close(read)
+    stream = _QuietWhenClosed(os.fdopen(write, 'w', buffering=1))
+    stream.write('stage a: done\n')          # EPIPE: from now on, quiet
+    stream.write('stage b: done\n')
+    stream.flush()
+    assert stream._closed
+
+
+def test_a_refine_tap_the_net_has_not_is_named_by_its_key(data, tmp_path):
+    cwd = fresh(data, tmp_path)
+    res = run(cwd, '--set', 'heads.names=["full"]', '--set', 'heads.refine=["nope"]', '--check')
+    assert res.returncode == 1 and 'demo_scasnet.toml: heads.refine: refine must be ' in res.stderr, res.stderr
