@@ -59,7 +59,9 @@ def schema():
         'run': {'system': Field((str,), "'mlic'", lambda v: v == 'mlic', True),
                 'folder': Field((str,), 'the run folder', bool, True),
                 'seeds': Field((list,), 'a list of distinct integers >= 0', _ints(0)),
-                'jobs': Field((int,), 'an integer from 1 to 64', lambda v: 1 <= v <= 64)},
+                'jobs': Field((int,), 'an integer from 1 to 64', lambda v: 1 <= v <= 64),
+                'gpu': Field((int,), 'a GPU id (an integer >= 0; the trainings run there, with a CUDA build)',
+                             lambda v: v >= 0)},
         'data': data,
         'proposals': {'folder': Field((str,), 'a folder of <image stem>.npz proposals', bool),
                       'compute': Field((bool,), 'true or false'),
@@ -145,10 +147,12 @@ def _data_problems(path, data):
             if not name:
                 problems.append(Problem(path, None, 'data.%s_set' % split, 'missing (the VOC image set of '
                                                                            'the %s split)' % split))
-            elif isinstance(name, str) and os.path.isdir(voc) and not os.path.isfile(
-                    os.path.join(voc, 'ImageSets', 'Main', name + '.txt')):
-                problems.append(Problem(path, None, 'data.%s_set' % split, 'no image set %s' % os.path.join(
-                    voc, 'ImageSets', 'Main', name + '.txt')))
+            elif isinstance(name, str) and os.path.isdir(voc):
+                listed = os.path.join(voc, 'ImageSets', 'Main', name + '.txt')
+                if not os.path.isfile(listed):
+                    problems.append(Problem(path, None, 'data.%s_set' % split, 'no image set %s' % listed))
+                elif not _names_an_image(listed):
+                    problems.append(Problem(path, None, 'data.%s_set' % split, '%s lists no image' % listed))
     else:
         for split in SPLITS:
             for key, kind, test in (('_coco', 'file', os.path.isfile), ('_images', 'folder', os.path.isdir)):
@@ -159,6 +163,11 @@ def _data_problems(path, data):
                 elif isinstance(value, str) and not test(value):
                     problems.append(Problem(path, None, 'data.' + split + key, 'no such %s: %s' % (kind, value)))
     return problems
+
+
+def _names_an_image(image_set):
+    with open(image_set, 'rb') as f:
+        return any(line.strip() for line in f)
 
 
 def _proposal_problems(path, proposals):
@@ -184,7 +193,7 @@ class Plan:
         from caffe_mlic.report import layout
         run = data['run']
         self.folder = os.path.abspath(run['folder'])
-        self.seeds, self.jobs = run.get('seeds', [1]), run.get('jobs', 1)
+        self.seeds, self.jobs, self.gpu = run.get('seeds', [1]), run.get('jobs', 1), run.get('gpu')
         self.data = {k: os.path.abspath(v) if k.endswith(('voc', '_coco', '_images')) else v
                      for k, v in data.get('data', {}).items()}
         self.proposals = dict(data.get('proposals', {}))
@@ -379,7 +388,8 @@ class SeedStages:
         """`train SOLVER --weights W --run-dir runs/RUN_NAME --resume auto`: resumes a run cut short."""
         from caffe_mlic.report import layout
         run_dir = layout.stage_run(self.folder, run_name)
-        argv = ['train', solver, '--weights', weights, '--run-dir', run_dir, '--resume', 'auto', *extra]
+        gpu = ['--gpu', self.plan.gpu] if self.plan.gpu is not None else []
+        argv = ['train', solver, '--weights', weights, '--run-dir', run_dir, '--resume', 'auto', *gpu, *extra]
         return self.add(name, lambda: command(*argv), dict(settings, extra=list(map(str, extra))),
                         [solver, weights], [snapshot], after,
                         clean=_remove(run_dir, self.path(prefix + '_iter_*')), headline=_trained(run_dir))

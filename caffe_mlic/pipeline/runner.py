@@ -35,6 +35,14 @@ def load(path, overrides=()):
     if isinstance(folder, str) and folder and os.path.lexists(folder) and not os.path.isdir(folder):
         from caffe_mlic.errors import Problem
         problems.append(Problem(path, None, 'run.folder', '%s exists and is not a folder' % folder))
+    gpu = data['run'].get('gpu') if isinstance(data.get('run'), dict) else None
+    if isinstance(gpu, int) and not isinstance(gpu, bool) and gpu >= 0 and not problems:
+        from caffe_mlic.caffe.env import check_gpu
+        from caffe_mlic.errors import Problem
+        try:
+            check_gpu([gpu])        # a CPU build, or no such GPU: said before anything runs
+        except MlicError as e:
+            problems.append(Problem(path, None, 'run.gpu', str(e)))
     if problems:
         raise InputError(problems=problems)
     plan = system.Plan(data)

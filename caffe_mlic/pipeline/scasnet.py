@@ -42,7 +42,9 @@ def schema():
         'run': {'system': Field((str,), "'scasnet'", lambda v: v == 'scasnet', True),
                 'folder': Field((str,), 'the run folder', bool, True),
                 'seeds': Field((list,), 'a list of distinct integers >= 0', _ints(0)),
-                'jobs': Field((int,), 'an integer from 1 to 64', lambda v: 1 <= v <= 64)},
+                'jobs': Field((int,), 'an integer from 1 to 64', lambda v: 1 <= v <= 64),
+                'gpu': Field((int,), 'a GPU id (an integer >= 0; the trainings run there, with a CUDA build)',
+                             lambda v: v >= 0)},
         'data': {'train_list': Field((str,), 'a datalist (image label lines)', bool, True),
                  'val_list': Field((str,), 'a datalist (image label lines)', bool, True),
                  'root_folder': Field((str,), "the datalists' path prefix"),
@@ -108,7 +110,7 @@ class Plan:
     def __init__(self, data):
         run, self.data = data['run'], dict(data.get('data', {}))
         self.folder = os.path.abspath(run['folder'])
-        self.seeds, self.jobs = run.get('seeds', [1]), run.get('jobs', 1)
+        self.seeds, self.jobs, self.gpu = run.get('seeds', [1]), run.get('jobs', 1), run.get('gpu')
         self.net = dict(data.get('net', {}))
         self.train = dict(data.get('train', {}))
         heads = data.get('heads', {})
@@ -169,7 +171,7 @@ def head_stages(plan, seed, head):
     def train():
         from caffe_mlic.engine import train as train_solver
         train_solver(base + 'solver.prototxt', run_dir=os.path.join(folder, 'train'), resume='auto',
-                     weights=[init] if init_from else ())
+                     weights=[init] if init_from else (), gpu=plan.gpu)
 
     def infer():
         from caffe_mlic.inference.segmenter import label_images

@@ -196,3 +196,38 @@ def test_the_example_configs_miss_only_their_data(name, tmp_path, monkeypatch):
     found = problems_of(os.path.join(CONFIG, name))
     lines = found.splitlines()[1:]
     assert lines and all(('no such ' in line) for line in lines), found
+
+
+def test_the_shipped_paper_configs_check_clean_on_trees_of_their_layouts(tmp_path, monkeypatch):
+    """configs/voc2007_mlic.toml and coco2014_mlic.toml against miniature
+    trees in the layouts their comments describe: --check finds everything;
+    a split with no image is named by its key."""
+    monkeypatch.chdir(tmp_path)
+    voc = tmp_path / 'data' / 'VOCdevkit' / 'VOC2007'
+    for folder in ('Annotations', 'JPEGImages', 'ImageSets/Main'):
+        (voc / folder).mkdir(parents=True)
+    for split in ('train', 'val', 'test'):
+        (voc / 'ImageSets' / 'Main' / (split + '.txt')).write_text('000005\n')
+    (tmp_path / 'models').mkdir()
+    (tmp_path / 'models' / 'VGG_ILSVRC_16_layers.caffemodel').write_bytes(b'')
+    coco = tmp_path / 'data' / 'coco'
+    for folder in ('annotations', 'train2014', 'val2014'):
+        (coco / folder).mkdir(parents=True)
+    for name in ('instances_train2014', 'instances_minival_from_train2014', 'instances_val2014'):
+        (coco / 'annotations' / (name + '.json')).write_text('{}')
+    for name, stages in (('voc2007_mlic.toml', 4 + 14 + 2), ('coco2014_mlic.toml', 4 + 14 + 2)):
+        _, plan, found = runner.load(os.path.join(CONFIG, name))
+        assert len(found) == stages and plan.config(1).teacher_size == 672 and plan.config(1).bbox_num == 500
+    assert plan.config(1).num_classes == 80 and plan.config(1).wsddn_batch == (32, 16)
+    (voc / 'ImageSets' / 'Main' / 'val.txt').write_text('\n')
+    found = problems_of(os.path.join(CONFIG, 'voc2007_mlic.toml'))
+    assert 'data.val_set: %s lists no image' % os.path.join('data', 'VOCdevkit', 'VOC2007', 'ImageSets', 'Main',
+                                                           'val.txt') in found.replace(str(tmp_path) + '/', '')
+
+
+def test_a_gpu_on_a_cpu_build_is_refused_before_anything_runs(data):
+    from caffe_mlic.caffe.env import CPU, build_kind
+    if build_kind() != CPU:
+        pytest.skip('a CUDA build: run.gpu is usable here')
+    found = problems_of(config(data), ['run.gpu=0'])
+    assert 'run.gpu: the active Caffe' in found and 'is a CPU-only build' in found
