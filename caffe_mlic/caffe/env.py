@@ -64,6 +64,15 @@ def caffe_binary(root=None):
     return _first_existing(root or caffe_root(), _BIN_CANDIDATES, 'caffe binary')
 
 
+def caffe_tool(name, root=None):
+    """One of the build's other tools beside the caffe binary (``name``:
+    upgrade_net_proto_text, convert_imageset, ...), looked for where
+    _BIN_CANDIDATES look for the binary."""
+    candidates = tuple(os.path.join(os.path.dirname(rel), os.path.basename(rel).replace('caffe', name, 1))
+                       for rel in _BIN_CANDIDATES)
+    return _first_existing(root or caffe_root(), candidates, name)
+
+
 def caffe_libdir(root=None):
     root = root or caffe_root()
     for rel in _LIB_CANDIDATES:

@@ -79,10 +79,61 @@ def read_net(path):
             raise InputError('%s: a solver prototxt, not a net; give the net prototxt it names '
                              '(its net: field)' % path)
         raise
+    if len(net.layers):         # the V1 (or V0) format: Caffe upgrades it as it reads it
+        if len(net.layer):      # (UpgradeV1Net's FATAL)
+            raise InputError('%s: the net gives both layer { type: "..." } and V1 layers { type: ... } '
+                             'entries: Caffe refuses to upgrade such a net (it aborts); write every layer '
+                             'in one format' % path)
+        net = _upgraded_net(path, net)
+        if len(net.layers):     # (not upgraded here: handed to Caffe as it is)
+            return net
     if not net.layer:
         raise InputError('%s: not a net prototxt (no layer { ... }%s)'
                          % (path, '; it looks like a solver' if _looks_like_solver(path) else ''))
     return net
+
+
+UPGRADE_TOOL = 'upgrade_net_proto_text'
+
+
+def _upgraded_net(path, net):
+    """NetParameter ``net``, read from ``path`` in the V1 (or V0) format
+    (``layers { type: CONVOLUTION }``), upgraded to the current one as Caffe
+    upgrades it when it reads a net (upgrade_proto.cpp's
+    UpgradeNetAsNeeded, run by the build's upgrade_net_proto_text tool on a
+    temporary copy): its layers are then checked as any net's. Where the tool
+    is missing or fails, ``net`` as it is, with a one-line note on stderr:
+    Caffe gets it unchecked."""
+    import subprocess
+    import sys
+    from caffe.proto import caffe_pb2
+    from caffe_mlic.caffe import env as caffe_env
+    try:
+        tool = caffe_env.caffe_tool(UPGRADE_TOOL)
+        env = dict(caffe_env.binary_environment(), GLOG_logtostderr='1', GLOG_minloglevel='1')
+        with tempfile.TemporaryDirectory(prefix='caffe-mlic-upgrade-') as folder:
+            source, target = os.path.join(folder, 'v1.prototxt'), os.path.join(folder, 'net.prototxt')
+            with open(source, 'w', encoding='utf-8') as f:
+                f.write(_text_format().MessageToString(net))
+            done = subprocess.run([tool, source, target], env=env, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+            # (a layer it could not upgrade is an ERROR line and status 1; Caffe
+            # builds the rest "anyway", and so the rest is checked)
+            upgraded = caffe_pb2.NetParameter()
+            if os.path.isfile(target):
+                with open(target, encoding='utf-8') as f:
+                    _text_format().Parse(f.read(), upgraded)
+            if upgraded.layers or not upgraded.layer:
+                lines = done.stderr.decode('utf-8', 'replace').strip().splitlines()
+                raise RuntimeError('%s ended with status %d%s' % (
+                    os.path.basename(tool), done.returncode, ': ' + lines[-1] if lines else ''))
+    except Exception as e:      # noqa: B902 -- whatever stops the upgrade, Caffe still gets the net
+        sys.stderr.write('%s: a V1 net (layers { type: ... }), which Caffe upgrades as it reads it: not '
+                         'checked here (the upgrade failed: %s)\n' % (path, str(e).splitlines()[0] if str(e)
+                                                                       else type(e).__name__))
+        sys.stderr.flush()
+        return net
+    return upgraded
 
 
 def _looks_like_solver(path):
@@ -142,6 +193,50 @@ def state_rule(net, stages=(), level=0):
     too, and the level given replaces the prototxt's (Net::Net sets it)."""
     every = tuple(net.state.stage) + tuple(stages)
     return lambda layer, phase: in_phase(layer, phase, every, level)
+
+
+def net_state(phase, *states):
+    """The NetState a solver builds a net with (Solver::InitTrainNet /
+    InitTestNets): ``phase``, then each NetState of ``states`` merged in
+    order (the net's own ``state``, then the solver's train_state or one
+    test_state; the caffe binary adds -stage and -level to train_state): a
+    phase or level given replaces the one before, stages add up."""
+    from caffe.proto import caffe_pb2
+    state = caffe_pb2.NetState()
+    state.phase = phase_id(phase)
+    for other in states:
+        if other is not None:
+            state.MergeFrom(other)
+    return state
+
+
+def phase_name(phase):
+    """'TRAIN' / 'TEST' of a caffe_pb2 phase (or a name)."""
+    return 'TRAIN' if phase_id(phase) == phase_id('TRAIN') else 'TEST'
+
+
+def state_keeps(state, layer):
+    """Whether a net built with NetState ``state`` keeps ``layer`` (FilterNet)."""
+    return in_phase(layer, state.phase, tuple(state.stage), state.level)
+
+
+def filter_net(net, state):
+    """Net::FilterNet: a copy of NetParameter ``net`` holding the layers a
+    net built with NetState ``state`` keeps, their include / exclude rules
+    dropped (applied already: the copy's layers are in every phase), and
+    ``state`` as its state."""
+    from caffe.proto import caffe_pb2
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(net)
+    del out.layer[:]
+    for layer in net.layer:
+        if state_keeps(state, layer):
+            kept = out.layer.add()
+            kept.CopyFrom(layer)
+            kept.ClearField('include')
+            kept.ClearField('exclude')
+    out.state.CopyFrom(state)
+    return out
 
 
 def python_params(layer):
@@ -481,22 +576,35 @@ def _layer_problems(layer):
     return problems
 
 
-def check_net(net, where, phase=None, stages=(), level=0):
+def check_net(net, where, phase=None, stages=(), level=0, states=None):
     """InputError listing, by layer instance, what Caffe would abort on when
     building ``net`` (a NetParameter read from ``where``), or a Python layer
     that cannot be imported or whose param_str is invalid. Caffe itself
     would kill the process, or pycaffe say only 'SystemError ... returned
-    NULL'; here the message names the file and the layer."""
+    NULL'; here the message names the file and the layer.
+
+    The net as built in ``phase`` (None: either) with the binary's or
+    pycaffe's ``stages`` and ``level`` (state_rule); or, given ``states``,
+    the nets a solver builds of it: [(label, NetState)] (net_state), each
+    checked as built with its state, a problem of only some of them named
+    with their labels."""
     problems, kinds = [], set()
     rule = state_rule(net, stages, level)
+    nets = None
+    if states is not None:
+        nets = [(label, phase_name(state.phase), lambda layer, ph, state=state: state_keeps(state, layer))
+                for label, state in states]
     for layer in net.layer:
         if layer.include and layer.exclude:     # FilterNet's CHECK
             problems.append("%s: layer '%s': has include and exclude rules: give one kind"
                             % (where, layer.name))
             continue
-        if phase is not None and not rule(layer, phase):
+        if nets is not None:
+            if not any(keep(layer, ph) for _, ph, keep in nets):
+                continue
+        elif phase is not None and not rule(layer, phase):
             continue
-        if phase is None and not (rule(layer, 'TRAIN') or rule(layer, 'TEST')):
+        elif phase is None and not (rule(layer, 'TRAIN') or rule(layer, 'TEST')):
             continue
         for problem in _layer_problems(layer):
             kinds.add(type(problem) if isinstance(problem, InputError) else InputError)
@@ -510,7 +618,7 @@ def check_net(net, where, phase=None, stages=(), level=0):
         raise cls('\n'.join(problems) if len(problems) < 2 else
                   '%d problems in %s:\n  %s' % (len(problems), where, '\n  '.join(problems)))
     from caffe_mlic.caffe.shapes import check_sizes
-    check_sizes(net, where, rule, phase)
+    check_sizes(net, where, rule, phase, nets)
 
 
 def name_python_layers(net):
@@ -525,14 +633,18 @@ def name_python_layers(net):
 @contextlib.contextmanager
 def naming_build_errors(message, phases, where):
     """Around Caffe building the nets of NetParameter ``message`` in
-    ``phases`` (in that order): a LayerError raised meanwhile gets the name
-    of the layer instance that raised it. Caffe sets the layers up in order,
-    so the number of our layers set up so far tells which one it was."""
+    ``phases`` (in that order; a phase, or the NetState a solver builds the
+    net with): a LayerError raised meanwhile gets the name of the layer
+    instance that raised it. Caffe sets the layers up in order, so the
+    number of our layers set up so far tells which one it was."""
     from caffe_mlic import LAYER_MODULE
     from caffe_mlic.layers.base import SETUP_CALLS
     from caffe_mlic.caffe.params import LayerError
+
+    def keeps(phase, layer):
+        return in_phase(layer, phase) if isinstance(phase, (str, int)) else state_keeps(phase, layer)
     ours = [layer.name for phase in phases for layer in message.layer
-            if in_phase(layer, phase) and layer.type == 'Python'
+            if keeps(phase, layer) and layer.type == 'Python'
             and layer.python_param.module == LAYER_MODULE]
     before = SETUP_CALLS[0]
     try:

@@ -706,33 +706,37 @@ def oversized(net, phase, in_phase):
     return [item for item in infer_shapes(net, phase, in_phase)[1] if _count(item[2]) > BLOB_LIMIT]
 
 
-def check_sizes(net, where, in_phase, phase=None):
+def check_sizes(net, where, in_phase, phase=None, nets=None):
     """InputError naming each layer of ``net`` (read from ``where``) whose
     blobs Caffe could not hold, whose bottoms Caffe would sum unchecked
     or whose settings do not fit their bottoms (refused_layers) or that no
     earlier layer gives (unconnected_blobs), in
-    ``phase`` or both."""
-    phases = [phase] if phase else ['TRAIN', 'TEST']
-    # With both phases, a blob is unconnected only where it is so in every
-    # phase that holds its layer: a solver without test_iter never builds the
-    # TEST net, whose data layer may well be TRAIN-only.
-    unconnected = {ph: unconnected_blobs(net, ph, in_phase) for ph in phases}
+    ``phase`` or both; or in each of ``nets``, [(label, phase, in_phase)]:
+    the nets a solver builds of it, each with its own state."""
+    # With both phases (not knowing which nets are built), a blob is
+    # unconnected only where it is so in every phase that holds its layer: a
+    # solver without test_iter never builds the TEST net, whose data layer may
+    # well be TRAIN-only. The nets named are all built: each must connect.
+    lenient = nets is None and not phase
+    if nets is None:
+        nets = [(ph, ph, in_phase) for ph in ([phase] if phase else ['TRAIN', 'TEST'])]
+    unconnected = {label: unconnected_blobs(net, ph, keep) for label, ph, keep in nets}
     layers = {layer.name: layer for layer in net.layer}
-    found = {}      # (layer, message): [phase], in the order found
-    for ph in phases:
-        refused = [(layer, message) for layer, message in unconnected[ph] if all(
-            (layer, message) in unconnected[other] for other in phases
-            if layer in layers and in_phase(layers[layer], other))]
-        refused += refused_layers(net, ph, in_phase)
+    found = {}      # (layer, message): [label], in the order found
+    for label, ph, keep in nets:
+        refused = [(layer, message) for layer, message in unconnected[label] if not lenient or all(
+            (layer, message) in unconnected[other] for other, other_phase, other_keep in nets
+            if layer in layers and other_keep(layers[layer], other_phase))]
+        refused += refused_layers(net, ph, keep)
         refused += [(layer, '%s would be %s = %d values, more than a Caffe blob holds (2^31 - 1): lower %s'
                      % (what, ' x '.join(map(str, shape)), _count(shape), hint))
-                    for layer, what, shape, hint in oversized(net, ph, in_phase)]
+                    for layer, what, shape, hint in oversized(net, ph, keep)]
         for key in refused:
-            phases_of = found.setdefault(key, [])
-            if ph not in phases_of:
-                phases_of.append(ph)
-    # a problem of both nets is told once, without a phase
-    problems = ["%s: layer '%s'%s: %s" % (where, layer, '' if len(phases) > 1 and len(found_in) == len(phases)
+            labels = found.setdefault(key, [])
+            if label not in labels:
+                labels.append(label)
+    # a problem of every net is told once, without a phase
+    problems = ["%s: layer '%s'%s: %s" % (where, layer, '' if len(nets) > 1 and len(found_in) == len(nets)
                                           else ' (%s)' % ', '.join(found_in), message)
                 for (layer, message), found_in in found.items()]
     if problems:

@@ -119,7 +119,7 @@ def _run_argv(argv, signals):
         if weights and state:
             raise UsageError('give -snapshot STATE to resume or -weights W to fine-tune, not both')
         signals.check()
-        _check_solver(solver)
+        _check_solver(solver, argv)
     elif first in ('test', 'time'):
         _check_model(_flag_value(argv, 'model'), first, argv)
         if first == 'test' and not weights:
@@ -129,7 +129,7 @@ def _run_argv(argv, signals):
         _check_weight_files(weights, argv)
         signals.check()
     if first == 'train' and state:
-        env[caffe_env.START_BATCH_ENV] = str(_resume_batch(state, solver))
+        env[caffe_env.START_BATCH_ENV] = str(_resume_batch(state, solver, argv))
     binary = caffe_env.caffe_binary()
     signals.check()
     # The binary's temp folder is ours, removed when it ends: glog writes its
@@ -407,7 +407,7 @@ def _check_weight_files(value, argv=()):
     """InputError for a -weights file the binary would abort on: missing,
     over protobuf's 2 GB (the binary's reader stops there), unreadable (a
     truncated caffemodel, a .h5 HDF5 cannot open), or, for `train` (the
-    solver's net, TRAIN and, with test_iter, TEST) and `test` (-model, TEST),
+    nets the solver builds: TRAIN, and its TEST nets) and `test` (-model, TEST),
     a layer of the net's name whose blobs differ in number or shape (the
     binary CHECKs them; with HDF5 it reshapes the net's blob and corrupts
     memory), from the parameter shapes inferred without building the net.
@@ -427,12 +427,13 @@ def _check_weight_files(value, argv=()):
         if weights_file_problem(path):
             raise InputError('%s (-weights%s)' % (weights_file_problem(path), '; test takes one file, not a list'
                                                    if action == 'test' and ',' in path else ''))
-    # the nets the binary copies the weights into: [(phase, [(layer, [ParamBlob] or None)])]
+    # the nets the binary copies the weights into: [(label, [(layer, [ParamBlob] or None)])]
     nets = []
     if action == 'train':
-        solver = SolverFile(_flag_value(argv, 'solver'), run_dir='.')
-        nets = [(phase, infer_param_shapes(solver.net_param, phase, prototxt.in_phase))
-                for phase in ['TRAIN'] + (['TEST'] if len(solver.param.test_iter) else [])]
+        solver = SolverFile(_flag_value(argv, 'solver'), run_dir='.', binary_state=_binary_state(argv))
+        nets = [(label, infer_param_shapes(net, prototxt.phase_name(state.phase),
+                                           lambda layer, ph, state=state: prototxt.state_keeps(state, layer)))
+                for label, net, _, state in solver.nets]
     elif action == 'test':
         nets = [('TEST', infer_param_shapes(prototxt.read_net(_flag_value(argv, 'model')), 'TEST',
                                             prototxt.in_phase))]
@@ -442,7 +443,7 @@ def _check_weight_files(value, argv=()):
             check_weight_layers(path, params, complete=action == 'test', fill=i == 0, sources=layers)
 
 
-def _resume_batch(state_path, solver_path):
+def _resume_batch(state_path, solver_path, argv=()):
     """The TRAIN batch a run resumed from ``state_path`` starts at (its
     iteration x the solver's iter_size), for our data layers to continue
     their batch plan there; InputError for a state Caffe would abort on: one
@@ -456,8 +457,10 @@ def _resume_batch(state_path, solver_path):
     from caffe_mlic.engine.solver_file import HISTORY_PER_PARAM, SolverFile
     from caffe_mlic.errors import InputError
     state = read_state(state_path)
-    solver = SolverFile(solver_path, run_dir='.')
-    params = infer_param_shapes(solver.net_param, 'TRAIN', prototxt.in_phase)
+    solver = SolverFile(solver_path, run_dir='.', binary_state=_binary_state(argv))
+    _, net, _, train_state = solver.nets[0]
+    params = infer_param_shapes(net, prototxt.phase_name(train_state.phase),
+                                lambda layer, ph: prototxt.state_keeps(train_state, layer))
     learnable = learnable_shapes(params)
     if learnable is not None:       # (unknown where a layer's number of blobs is)
         check_history(state_path, state, learnable * HISTORY_PER_PARAM[solver.type], solver.type)
@@ -508,13 +511,25 @@ def _flag_value(argv, name):
     return None
 
 
-def _check_solver(solver_path):
-    """The solver as `caffe-mlic train` checks it (engine.solver_file), and
-    its snapshot folder created and writable."""
+def _binary_state(argv):
+    """(stages, level) of -stage and -level, as the binary reads them
+    (boost::split at commas: no -stage is one empty stage; -level 0 by
+    default): `train` adds them to the solver's train_state, `test` and
+    `time` build -model with them."""
+    level = _flag_value(argv, 'level')
+    return (_flag_value(argv, 'stage') or '').split(','), int(level) if level else 0
+
+
+def _check_solver(solver_path, argv=()):
+    """The solver as `caffe-mlic train` checks it (engine.solver_file), in
+    every form the binary takes (train_net, test_net...), the nets built as
+    the binary builds them (train_state with -stage and -level, each
+    test_state; TEST nets only where test_iter gives them); and its snapshot
+    folder created and writable."""
     from caffe_mlic.engine.snapshots import check_hdf5_snapshots, check_snapshot_folder
     from caffe_mlic.engine.solver_file import SolverFile
     from caffe_mlic.errors import InputError
-    solver = SolverFile(solver_path, run_dir='.')
+    solver = SolverFile(solver_path, run_dir='.', binary_state=_binary_state(argv))
     check_hdf5_snapshots(solver)          # names HDF5 cannot hold: Caffe aborts at the first snapshot
     if solver.param.snapshot and not solver.param.snapshot_prefix:
         raise InputError('%s: snapshot is %d but there is no snapshot_prefix (the binary aborts)'
@@ -536,13 +551,12 @@ def _check_model(model, action, argv):
         raise UsageError('%s needs -model NET.prototxt' % action)
     phase = 'TEST' if action == 'test' else _flag_value(argv, 'phase') or 'TRAIN'
     # -stage a,b and -level N select layers as the binary's net state does
-    stages = [s for s in (_flag_value(argv, 'stage') or '').split(',') if s]
-    level = _flag_value(argv, 'level')
+    stages, level = _binary_state(argv)
     net = prototxt.read_net(model)
-    prototxt.check_net(net, model, phase, stages, int(level) if level else 0)
+    prototxt.check_net(net, model, phase, stages, level)
     if action == 'time':
         # `time` runs every layer's backward pass; these have none (Caffe aborts)
-        rule = prototxt.state_rule(net, stages, int(level) if level else 0)
+        rule = prototxt.state_rule(net, stages, level)
         without = [layer.name for layer in net.layer if layer.type in NO_BACKWARD and rule(layer, phase)]
         if without:
             raise InputError("%s: caffe time runs every layer's backward pass, and %s (%s) %s none (Caffe "

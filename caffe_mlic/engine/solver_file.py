@@ -182,26 +182,64 @@ def net_field_problems(param):
         problems.append((field, 'the solver gives %d test net(s) (test_net / test_net_param) but %d '
                          'test_iter: Caffe needs a test_iter for each (it aborts)'
                          % (tests, len(param.test_iter))))
+    elif len(param.test_iter) > tests and len(train_fields) == 1 and train_fields[0].startswith('train_'):
+        # (only net / net_param is tested with the test_iter left over)
+        problems.append(('test_iter', 'the solver gives %d test_iter but %d test net(s) (test_net / '
+                         'test_net_param), and its %s is not tested: Caffe needs exactly one test_iter per '
+                         'test net then (it aborts)' % (len(param.test_iter), tests, train_fields[0])))
     return problems
+
+
+def _net_file_problem(path, value, what='net prototxt'):
+    """Why the net file ``value`` a solver (at ``path``) names cannot be
+    read as Caffe reads it (relative to the current directory), or None."""
+    if os.path.exists(value) and not os.path.isfile(value):
+        return '%s: not a regular file (a device, FIFO or folder)' % value
+    if not os.path.isfile(value):
+        beside = os.path.join(os.path.dirname(path), value)
+        hint = (' (Caffe reads it relative to the current directory; %s exists)' % beside
+                if not os.path.isabs(value) and os.path.isfile(beside) else '')
+        return '%s: no such %s%s' % (value, what, hint)
+    return None
 
 
 class SolverFile:
     """A solver prototxt checked for what Caffe would abort on: ``param``
-    (SolverParameter), ``net_path`` (None for an inline net_param),
-    ``net_param``, ``type`` and ``snapshot_prefix`` (resolved). Every
-    problem of the file is reported at once, each naming its field and line.
-    ``test_nets``: whether test_net / test_net_param may be given (as the
-    caffe binary takes them, a test_iter each), and the testing fields the
-    binary aborts on are checked (testing_problems); `train` tests the net's
-    TEST phase on its own schedule and refuses them."""
+    (SolverParameter), ``net_path`` (the TRAIN net's file: net or
+    train_net; None for an inline net_param / train_net_param),
+    ``net_param`` (the TRAIN net), ``type`` and ``snapshot_prefix``
+    (resolved). Every problem of the file is reported at once, each naming
+    its field and line.
 
-    def __init__(self, path, run_dir, overrides=(), test_nets=True):
+    ``test_nets``: the solver as the caffe binary takes it (every form
+    Solver::InitTrainNet / InitTestNets takes: net, net_param, train_net,
+    train_net_param, test_net and test_net_param, a test_iter each), and
+    the testing fields the binary aborts on are checked (testing_problems);
+    ``binary_state``: the (stages, level) of the binary's -stage / -level,
+    which it adds to train_state (its level always set). Else the solver as
+    `caffe-mlic train` takes it: one net (net or net_param), trained in its
+    TRAIN phase and tested in its TEST phase on its own schedule.
+
+    ``nets``: the nets Caffe builds, [(label, NetParameter, file, NetState)]:
+    the TRAIN net with the solver's train_state, and each TEST net with its
+    test_state (only those built: for the binary, one per test_iter; for
+    `train`, one where the net has a data layer of ours to test); each is
+    checked (prototxt.check_net) with the layers its state keeps.
+    ``test_view``: for `train`, its net as the TEST state keeps it
+    (prototxt.filter_net: what it looks for a data layer to test in); None
+    for the binary."""
+
+    def __init__(self, path, run_dir, overrides=(), test_nets=True, binary_state=None):
         self.path = os.fspath(path)
         from caffe_mlic.fileio import input_file_problem
         if input_file_problem(self.path, 'solver prototxt'):
             raise InputError(input_file_problem(self.path, 'solver prototxt'))
         self.param = param = prototxt.read_solver(self.path)
         apply_overrides(param, overrides)
+        if binary_state is not None:        # tools/caffe.cpp train(), before the solver is built
+            stages, level = binary_state
+            param.train_state.level = level
+            param.train_state.stage.extend(stages)
         self.overrides = list(overrides)
         self.stem = os.path.splitext(os.path.basename(self.path))[0]
 
@@ -217,24 +255,30 @@ class SolverFile:
                     'train tests the TEST phase of the net (net: / net_param) and would ignore '
                     'test_net / test_net_param: put the TEST layers in the net, and remove them')
         self.net_path, self.net_param = None, None
-        if param.HasField('net'):
-            self.net_path = param.net
-            if os.path.exists(self.net_path) and not os.path.isfile(self.net_path):
-                problem('net', '%s: not a regular file (a device, FIFO or folder)' % self.net_path)
-            elif not os.path.isfile(self.net_path):
-                beside = os.path.join(os.path.dirname(self.path), self.net_path)
-                hint = (' (Caffe reads it relative to the current directory; %s exists)' % beside
-                        if not os.path.isabs(self.net_path) and os.path.isfile(beside) else '')
-                problem('net', '%s: no such net prototxt%s' % (self.net_path, hint))
-        elif param.HasField('net_param'):
-            self.net_param = param.net_param
+        # the TRAIN net: the first of these Caffe reads (more than one: net_field_problems)
+        forms = ('net', 'net_param', 'train_net', 'train_net_param') if test_nets else ('net', 'net_param')
+        given = [f for f in forms if param.HasField(f)]
+        if given and given[0] in ('net', 'train_net'):
+            self.net_path = getattr(param, given[0])
+            if _net_file_problem(self.path, self.net_path):
+                problem(given[0], _net_file_problem(self.path, self.net_path))
+        elif given:
+            self.net_param = getattr(param, given[0])
+        elif test_nets:
+            problem('net', 'the solver names no train net: give net: "train_val.prototxt" (or net_param, '
+                    'train_net, train_net_param): Caffe needs one (it aborts)')
         elif not (param.HasField('train_net') or param.HasField('train_net_param')):
-            problem('net', 'the solver names no net (give net: "train_val.prototxt"; train_net and '
-                    'test_net are not supported here)')
+            problem('net', 'the solver names no net: give net: "train_val.prototxt" (or net_param), with '
+                    'TRAIN and TEST phases')
         else:
-            problem('train_net' if param.HasField('train_net') else 'train_net_param',
-                    'train_net / train_net_param are not supported here: give net: "train_val.prototxt" '
-                    '(or net_param), with TRAIN and TEST phases')
+            field = 'train_net' if param.HasField('train_net') else 'train_net_param'
+            problem(field, 'caffe-mlic train takes one net, net: "train_val.prototxt" (or net_param), '
+                    'trains its TRAIN phase and tests its TEST phase: it does not take %s; give net:, or '
+                    'run this solver as it is with caffe-mlic caffe train -solver %s' % (field, self.path))
+        if test_nets:
+            for value in param.test_net:
+                if _net_file_problem(self.path, value):
+                    problem('test_net', _net_file_problem(self.path, value))
         self.type = param.type
         if param.HasField('solver_type'):
             self.type = _OLD_SOLVER_TYPES[param.solver_type]
@@ -281,9 +325,64 @@ class SolverFile:
         self._raise(problems, overridden)
         if self.net_param is None:
             self.net_param = prototxt.read_net(self.net_path)
-        prototxt.check_net(self.net_param, self.net_path or self.path)
+        self.nets = self._built_nets(test_nets)
+        # each net file once, with the states of the nets built of it
+        checked = []        # [(NetParameter, file, [(label, NetState)])]
+        for label, net, where, state in self.nets:
+            for other, _, states in checked:
+                if other is net:
+                    states.append((label, state))
+                    break
+            else:
+                checked.append((net, where, [(label, state)]))
+        for net, where, states in checked:
+            prototxt.check_net(net, where, states=states)
         self.snapshot_prefix = param.snapshot_prefix or os.path.join(run_dir, 'snapshots', self.stem)
         self.hdf5 = param.snapshot_format == param.HDF5
+
+    def _built_nets(self, test_nets):
+        """``nets`` (see the class): the TRAIN net, then the TEST nets in
+        Caffe's order (test_net_param, test_net, then net / net_param once
+        for each test_iter left), each with its NetState as the solver
+        builds it; TEST nets with the same net and state are listed once."""
+        param = self.param
+        where = self.net_path or self.path
+        self.test_view = None
+        nets = [('TRAIN', self.net_param, where,
+                 prototxt.net_state('TRAIN', self.net_param.state, param.train_state))]
+        tests = []      # [(NetParameter, file)], one per test net Caffe builds
+        if test_nets:
+            tests += [(net, self.path) for net in param.test_net_param]
+            read = {self.net_path: self.net_param} if self.net_path else {}     # each file once
+            for value in param.test_net:
+                if value not in read:
+                    read[value] = prototxt.read_net(value)
+                tests.append((read[value], value))
+            if param.HasField('net') or param.HasField('net_param'):
+                tests += [(self.net_param, where)] * (len(param.test_iter) - len(tests))
+        else:
+            # `train` builds one TEST net of its own net where it has a data
+            # layer of ours to test (Trainer._test_setup), with test_state
+            from caffe_mlic.engine.nets import data_layers
+            self.test_view = prototxt.filter_net(self.net_param, prototxt.net_state(
+                'TEST', self.net_param.state, param.test_state[0] if len(param.test_state) else None))
+            if len(data_layers(self.test_view, 'TEST')) == 1:
+                tests.append((self.net_param, where))
+        built = []      # [([index], net, file, state)]
+        for i, (net, file) in enumerate(tests):
+            state = prototxt.net_state('TEST', net.state,
+                                       param.test_state[i] if i < len(param.test_state) else None)
+            for indices, other, _, other_state in built:
+                if other is net and other_state == state:
+                    indices.append(i)
+                    break
+            else:
+                built.append(([i], net, file, state))
+        for indices, net, file, state in built:
+            label = 'TEST' if len(built) == 1 else 'TEST net%s %s' % (
+                's' if len(indices) > 1 else '', ', '.join('#%d' % i for i in indices))
+            nets.append((label, net, file, state))
+        return nets
 
     def _raise(self, problems, overridden):
         """Every problem at once: an InputError naming each field and its

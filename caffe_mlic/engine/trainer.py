@@ -213,8 +213,9 @@ class Trainer:
     # ------------------------------------------------------------ setup
 
     def _test_setup(self):
-        """(data layer, labels, score blob) of the TEST phase, or None without a TEST data layer."""
-        net_param = self.solver_file.net_param
+        """(data layer, labels, score blob) of the TEST phase, or None without a TEST data layer
+        (the layers the solver's test_state keeps)."""
+        net_param = self.solver_file.test_view
         found = data_layers(net_param, 'TEST')
         kinds = ' or '.join(DATA_LAYERS)
         if len(found) != 1:
@@ -249,8 +250,8 @@ class Trainer:
         # A signal now is recorded by run()'s handlers and acted on once the
         # nets are built (the data workers ignore SIGINT themselves).
         with prototxt.temporary_file(text) as path, \
-                prototxt.naming_build_errors(sf.net_param, ['TRAIN'] + ['TEST'] * (self.test is not None),
-                                             sf.net_path or sf.path):
+                prototxt.naming_build_errors(sf.net_param, [state for _, _, _, state in sf.nets]
+                                             [:1 + (self.test is not None)], sf.net_path or sf.path):
             self.solver = caffe.get_solver(path)
         self.net = self.solver.net
         self.test_net = self.solver.test_nets[0] if self.test is not None else None

@@ -355,3 +355,73 @@ def test_caffe_time_refuses_a_layer_without_a_backward_pass(tmp_path):
     assert res.returncode == 1 and res.stderr == (
         "caffe-mlic caffe: net.prototxt: caffe time runs every layer's backward pass, and 'x' (ArgMax) has none "
         '(Caffe aborts): time a net without it, or use caffe-mlic speed\n'), res.stderr
+
+
+# A V1 net (layers { type: CONVOLUTION }, input: fields), which Caffe
+# upgrades as it reads it, was refused as "not a net prototxt" (pass 12, S7).
+V1_NET = '''name: "v1"
+input: "data"
+input_dim: 2
+input_dim: 3
+input_dim: 8
+input_dim: 8
+layers { name: "conv" type: CONVOLUTION bottom: "data" top: "conv" convolution_param { num_output: 2 kernel_size: 3 } }
+layers { name: "relu" type: RELU bottom: "conv" top: "conv" }
+layers { name: "lrn" type: LRN bottom: "conv" top: "n" lrn_param { local_size: %d } }
+'''
+
+
+def test_a_v1_net_is_upgraded_as_caffe_upgrades_it_and_checked(tmp_path, capsys):
+    from tests.faults import run_cli
+    (tmp_path / 'v1.prototxt').write_text(V1_NET % 3)
+    (tmp_path / 'bad.prototxt').write_text(V1_NET % 4)
+    net = prototxt.read_net(str(tmp_path / 'v1.prototxt'))
+    assert not len(net.layers) and [(layer.name, layer.type) for layer in net.layer] == [
+        ('input', 'Input'), ('conv', 'Convolution'), ('relu', 'ReLU'), ('lrn', 'LRN')]
+    assert list(net.layer[0].input_param.shape[0].dim) == [2, 3, 8, 8]
+    prototxt.check_net(net, 'v1.prototxt')
+    with pytest.raises(InputError) as e:
+        prototxt.check_net(prototxt.read_net(str(tmp_path / 'bad.prototxt')), 'bad.prototxt')
+    assert str(e.value) == "bad.prototxt: layer 'lrn': LRN: lrn_param local_size must be odd, got 4"
+    assert capsys.readouterr().err == ''        # (no note: upgraded and checked)
+    assert _fate_in_caffe(str(tmp_path / 'v1.prototxt')) == 'ok'
+    assert _fate_in_caffe(str(tmp_path / 'bad.prototxt')) == 'SIGABRT'
+    res = run_cli(['caffe', 'time', '-model', 'v1.prototxt', '-iterations', '1'], tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    res = run_cli(['caffe', 'time', '-model', 'bad.prototxt', '-iterations', '1'], tmp_path)
+    assert res.returncode == 1 and res.stderr == (
+        "caffe-mlic caffe: bad.prototxt: layer 'lrn': LRN: lrn_param local_size must be odd, got 4\n"), res.stderr
+
+
+def test_a_net_of_both_formats_is_refused_as_caffe_aborts_on_it(tmp_path):
+    """UpgradeV1Net refuses a net with both layer and layers entries (FATAL)."""
+    (tmp_path / 'both.prototxt').write_text(V1_NET % 3 + 'layer { name: "s" type: "Sigmoid" bottom: "n" top: "s" }\n')
+    with pytest.raises(InputError) as e:
+        prototxt.read_net(str(tmp_path / 'both.prototxt'))
+    assert str(e.value).startswith('%s: the net gives both layer { type: "..." } and V1 layers { type: ... } '
+                                   'entries: Caffe refuses to upgrade such a net (it aborts)'
+                                   % (tmp_path / 'both.prototxt')), str(e.value)
+    assert _fate_in_caffe(str(tmp_path / 'both.prototxt')) == 'SIGABRT'
+
+
+@pytest.mark.parametrize('tool', ['missing', '/bin/false'])
+def test_a_v1_net_the_upgrade_tool_cannot_upgrade_goes_to_caffe_unchecked_with_a_note(tmp_path, capsys,
+                                                                                     monkeypatch, tool):
+    from caffe_mlic.caffe import env as caffe_env
+
+    def caffe_tool(name, root=None):
+        if tool == 'missing':
+            raise caffe_env.CaffeNotFound('no %s under /nowhere' % name)
+        return tool
+    monkeypatch.setattr(caffe_env, 'caffe_tool', caffe_tool)
+    path = str(tmp_path / 'v1.prototxt')
+    (tmp_path / 'v1.prototxt').write_text(V1_NET % 4)
+    net = prototxt.read_net(path)
+    assert len(net.layers) == 3 and not len(net.layer)
+    prototxt.check_net(net, path)           # (nothing to check: Caffe gets it as it is)
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and err.startswith(
+        '%s: a V1 net (layers { type: ... }), which Caffe upgrades as it reads it: not checked here (the '
+        'upgrade failed: ' % path), err
+    assert ('no upgrade_net_proto_text under /nowhere' if tool == 'missing' else 'false ended with status 1') \
+        in err, err

@@ -547,6 +547,148 @@ def test_a_test_net_without_test_iter_is_named_not_a_caffe_abort(files):
     assert res.returncode == 0, res.stderr
 
 
+# Nets a solver selects layers of by its train_state / test_state (pass 12, S1 S2 S3 S8)
+_DUMMY = ('layer { name: "%s" type: "DummyData" top: "data" top: "label" %s\n'
+          '  dummy_data_param { shape { dim: 2 dim: 3 dim: 8 dim: 8 } shape { dim: 2 } } }\n')
+_HEAD = ('layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
+         'inner_product_param { num_output: 3 weight_filler { type: "xavier" } } }\n'
+         'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }\n')
+_LRN4 = 'layer { name: "lrn" type: "LRN" bottom: "data" top: "data" %s lrn_param { local_size: 4 } }\n'
+
+
+def _solver(path, net_field, *lines, prefix='snap/s'):
+    """A 2-iteration CPU solver naming its train net with ``net_field``
+    (net: "..." / train_net: "..." / net_param { ... }), plus ``lines``."""
+    path.write_text('\n'.join((net_field, 'base_lr: 0.01', 'lr_policy: "fixed"', 'max_iter: 2',
+                               'snapshot_prefix: "%s"' % prefix, 'solver_mode: CPU') + lines) + '\n')
+    return path.name
+
+
+def _stock_train(folder, solver, *flags):
+    """How the stock binary ends training ``solver``: 'ok', or the signal's
+    name (SIGABRT: a CHECK that failed)."""
+    from tests.caffe_binary import CaffeTrainError, caffe_train
+    try:
+        caffe_train(solver, cwd=folder, extra_args=flags, timeout=120)
+    except CaffeTrainError as e:
+        return signal.Signals(-e.returncode).name if e.returncode < 0 else 'exit %d' % e.returncode
+    return 'ok'
+
+
+def test_the_solvers_train_state_and_the_binarys_stage_and_level_select_the_layers_checked(tmp_path):
+    """Caffe builds the TRAIN net with the net's state, then train_state
+    merged in (Solver::InitTrainNet); the binary adds -stage to train_state
+    and sets its level to -level (0 by default, whatever train_state says).
+    Data layers selected by a stage were refused ("bottom 'data' is not a
+    top of an earlier layer", S1); an even LRN selected by train_state's
+    stage got through and Caffe aborted (S2). Each checked as built."""
+    (tmp_path / 'snap').mkdir()
+    (tmp_path / 'stage.prototxt').write_text(_DUMMY % ('da', 'include { stage: "a" }') +
+                                             _DUMMY % ('db', 'include { stage: "b" }') + _HEAD)
+    (tmp_path / 'lrn.prototxt').write_text(_DUMMY % ('d', '') + _LRN4 % 'include { stage: "a" }' + _HEAD)
+    (tmp_path / 'level.prototxt').write_text(_DUMMY % ('d', '') + _LRN4 % 'include { min_level: 1 }' + _HEAD)
+    by_state = _solver(tmp_path / 'by_state.prototxt', 'net: "stage.prototxt"', 'train_state { stage: "a" }')
+    plain = _solver(tmp_path / 'plain.prototxt', 'net: "stage.prototxt"')
+    for argv in (['-solver', by_state], ['-solver', plain, '-stage', 'b'], ['-solver', plain, '-stage', 'x,a']):
+        res = run_cli(['caffe', 'train'] + argv, tmp_path)
+        assert res.returncode == 0, (argv, res.stderr[-2000:])
+        assert (tmp_path / 'snap' / 's_iter_2.caffemodel').is_file()
+        (tmp_path / 'snap' / 's_iter_2.caffemodel').unlink()
+    # no stage: neither data layer; the stock binary aborts ("Unknown bottom blob")
+    res = run_cli(['caffe', 'train', '-solver', plain], tmp_path)
+    assert res.returncode == 1 and 'Check failed' not in res.stderr, res.stderr
+    assert "stage.prototxt: layer 'ip' (TRAIN): bottom 'data' is not a top of an earlier layer" in res.stderr
+    assert _stock_train(tmp_path, plain) == 'SIGABRT'
+    # an even LRN of stage a: refused with train_state a (or -stage a), as the binary aborts
+    lrn = _solver(tmp_path / 'lrn_a.prototxt', 'net: "lrn.prototxt"', 'train_state { stage: "a" }')
+    lrn_plain = _solver(tmp_path / 'lrn_plain.prototxt', 'net: "lrn.prototxt"')
+    message = r"lrn.prototxt: layer 'lrn': LRN: lrn_param local_size must be odd, got 4"
+    one_line(run_cli(['caffe', 'train', '-solver', lrn], tmp_path), 1, message)
+    one_line(run_cli(['caffe', 'train', '-solver', lrn_plain, '-stage', 'a'], tmp_path), 1, message)
+    assert _stock_train(tmp_path, lrn) == 'SIGABRT'
+    assert run_cli(['caffe', 'train', '-solver', lrn_plain], tmp_path).returncode == 0
+    assert _stock_train(tmp_path, lrn_plain) == 'ok'
+    # train_state's level: the binary replaces it with -level (Caffe trains this one); pycaffe keeps it
+    level = _solver(tmp_path / 'level_1.prototxt', 'net: "level.prototxt"', 'train_state { level: 1 }')
+    assert _stock_train(tmp_path, level) == 'ok'
+    assert run_cli(['caffe', 'train', '-solver', level], tmp_path).returncode == 0
+    one_line(run_cli(['caffe', 'train', '-solver', level, '-level', '1'], tmp_path), 1,
+             r"level.prototxt: layer 'lrn': LRN: lrn_param local_size must be odd, got 4")
+    assert _stock_train(tmp_path, level, '-level', '1') == 'SIGABRT'
+
+
+def test_only_the_test_nets_the_solver_builds_are_checked_each_with_its_test_state(tmp_path):
+    """A TEST-only Data layer whose LMDB does not exist (yet) was refused
+    though a solver without test_iter builds no TEST net (S3); the binary
+    trains it. With a test_iter the TEST net is built: refused, as Caffe
+    aborts. A TEST net's layers are the ones its test_state keeps."""
+    (tmp_path / 'snap').mkdir()
+    (tmp_path / 'testonly.prototxt').write_text(
+        _DUMMY % ('d', 'include { phase: TRAIN }') +
+        'layer { name: "dt" type: "Data" top: "data" top: "label" include { phase: TEST }\n'
+        '  data_param { source: "lmdb_not_yet" batch_size: 2 backend: LMDB } }\n' + _HEAD)
+    untested = _solver(tmp_path / 'untested.prototxt', 'net: "testonly.prototxt"')
+    assert _stock_train(tmp_path, untested) == 'ok'
+    res = run_cli(['caffe', 'train', '-solver', untested], tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    tested = _solver(tmp_path / 'tested.prototxt', 'net: "testonly.prototxt"', 'test_iter: 1', 'test_interval: 1')
+    one_line(run_cli(['caffe', 'train', '-solver', tested], tmp_path), 1,
+             r"testonly.prototxt: layer 'dt': Data: data_param source 'lmdb_not_yet': no such database")
+    assert _stock_train(tmp_path, tested) == 'SIGABRT'
+    # an even LRN in stage a: in the TEST net of test_state a only
+    (tmp_path / 'lrn.prototxt').write_text(_DUMMY % ('d', '') + _LRN4 % 'include { stage: "a" }' + _HEAD)
+    fields = ('test_iter: 1', 'test_iter: 1', 'test_interval: 1')
+    other = _solver(tmp_path / 'other.prototxt', 'net: "lrn.prototxt"', *fields,
+                    'test_state { stage: "b" }', 'test_state { stage: "c" }')
+    assert run_cli(['caffe', 'train', '-solver', other], tmp_path).returncode == 0
+    assert _stock_train(tmp_path, other) == 'ok'
+    second = _solver(tmp_path / 'second.prototxt', 'net: "lrn.prototxt"', *fields,
+                     'test_state { stage: "b" }', 'test_state { stage: "a" }')
+    one_line(run_cli(['caffe', 'train', '-solver', second], tmp_path), 1,
+             r"lrn.prototxt: layer 'lrn': LRN: lrn_param local_size must be odd, got 4")
+    assert _stock_train(tmp_path, second) == 'SIGABRT'
+
+
+def test_every_solver_form_the_binary_takes_is_taken_and_its_nets_checked(tmp_path):
+    """`caffe train` takes train_net, train_net_param, test_net and
+    test_net_param as the binary does (S8: train_net was refused, "not
+    supported here"); the nets they name are checked as built: a test_net
+    file's even LRN, a test_iter without a test net to test."""
+    (tmp_path / 'snap').mkdir()
+    good = _DUMMY % ('d', '') + _HEAD
+    (tmp_path / 'good.prototxt').write_text(good)
+    (tmp_path / 'lrn.prototxt').write_text(_DUMMY % ('d', '') + _LRN4 % '' + _HEAD)
+    forms = {
+        'train_net': ('train_net: "good.prototxt"',),
+        'train_net_param': ('train_net_param { %s }' % good.replace('\n', ' '),),
+        'train_net with test_net': ('train_net: "good.prototxt"', 'test_net: "good.prototxt"', 'test_iter: 1',
+                                    'test_interval: 1'),
+        'net with test_net_param': ('net: "good.prototxt"', 'test_net_param { %s }' % good.replace('\n', ' '),
+                                    'test_iter: 1', 'test_iter: 1', 'test_interval: 1'),
+    }
+    for name, fields in forms.items():
+        path = _solver(tmp_path / ('%s.prototxt' % name.replace(' ', '_')), *fields)
+        assert _stock_train(tmp_path, path) == 'ok', name
+        res = run_cli(['caffe', 'train', '-solver', path], tmp_path)
+        assert res.returncode == 0, (name, res.stderr[-2000:])
+    bad_test = _solver(tmp_path / 'bad_test.prototxt', 'train_net: "good.prototxt"', 'test_net: "lrn.prototxt"',
+                       'test_iter: 1', 'test_interval: 1')
+    one_line(run_cli(['caffe', 'train', '-solver', bad_test], tmp_path), 1,
+             r"lrn.prototxt: layer 'lrn': LRN: lrn_param local_size must be odd, got 4")
+    assert _stock_train(tmp_path, bad_test) == 'SIGABRT'
+    gone = _solver(tmp_path / 'gone.prototxt', 'train_net: "good.prototxt"', 'test_net: "gone_test.prototxt"',
+                   'test_iter: 1', 'test_interval: 1')
+    one_line(run_cli(['caffe', 'train', '-solver', gone], tmp_path), 1,
+             r'gone.prototxt:\d+: test_net: gone_test.prototxt: no such net prototxt')
+    # only net / net_param is tested with the test_iter left over: the binary aborts on a train_net's
+    untested = _solver(tmp_path / 'untested.prototxt', 'train_net: "good.prototxt"', 'test_iter: 1',
+                       'test_interval: 1')
+    one_line(run_cli(['caffe', 'train', '-solver', untested], tmp_path), 1,
+             r'untested.prototxt:\d+: test_iter: the solver gives 1 test_iter but 0 test net\(s\) \(test_net / '
+             r'test_net_param\), and its train_net is not tested: .*')
+    assert _stock_train(tmp_path, untested) == 'SIGABRT'
+
+
 def test_a_solver_without_solver_mode_trains_on_the_cpu_build(files):
     """The binary reads solver_mode only when set (its default GPU unused)."""
     text = (files / 'solver.prototxt').read_text()

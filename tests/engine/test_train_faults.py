@@ -671,6 +671,67 @@ def test_a_solver_with_two_train_nets_or_a_test_net_is_refused_in_one_line(tiny)
     assert 'would ignore' not in res.stderr           # the binary does use a test_net with its test_iter
 
 
+def _pycaffe_solver_fate(folder, solver_file):
+    """How pycaffe ends building ``solver_file`` (as `train` does) in a
+    forked child: 'ok', or the signal's name (SIGABRT: a CHECK failed)."""
+    import faulthandler
+    import caffe
+    pid = os.fork()
+    if pid == 0:                 # the child: Caffe may abort it
+        try:
+            signal.alarm(60)
+            faulthandler.disable()
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+            os.chdir(folder)
+            caffe.set_mode_cpu()
+            caffe.get_solver(solver_file).step(1)
+            os._exit(0)
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        return signal.Signals(os.WTERMSIG(status)).name
+    return 'ok' if os.WEXITSTATUS(status) == 0 else 'exit %d' % os.WEXITSTATUS(status)
+
+
+def test_train_checks_the_nets_it_builds_with_the_solvers_states(tmp_path):
+    """`train` builds the TRAIN net with the solver's train_state (pycaffe
+    keeps its level, unlike the binary) and a TEST net only where the net
+    has a data layer of ours to test: data layers of a train_state stage
+    were refused (pass 12, S1), and a TEST-only Data layer whose LMDB does
+    not exist yet (S3). A solver form it cannot run (train_net) is refused
+    naming the command that runs it."""
+    from tests.commands.test_caffe_faults import _DUMMY, _HEAD, _LRN4, _solver
+    (tmp_path / 'stage.prototxt').write_text(_DUMMY % ('da', 'include { stage: "a" }') +
+                                             _DUMMY % ('db', 'include { stage: "b" }') + _HEAD)
+    (tmp_path / 'testonly.prototxt').write_text(
+        _DUMMY % ('d', 'include { phase: TRAIN }') +
+        'layer { name: "dt" type: "Data" top: "data" top: "label" include { phase: TEST }\n'
+        '  data_param { source: "lmdb_not_yet" batch_size: 2 backend: LMDB } }\n' + _HEAD)
+    (tmp_path / 'level.prototxt').write_text(_DUMMY % ('d', '') + _LRN4 % 'include { min_level: 1 }' + _HEAD)
+    for name, net, extra in (('by_state', 'stage', ('train_state { stage: "a" }',)),
+                             ('untested', 'testonly', ())):
+        path = _solver(tmp_path / ('%s.prototxt' % name), 'net: "%s.prototxt"' % net, *extra,
+                       prefix='snap_%s/w' % name)
+        assert _pycaffe_solver_fate(tmp_path, path) == 'ok'
+        res = run(['train', path, '--run-dir', 'runs/' + name], tmp_path)
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert run_json(tmp_path / 'runs' / name)['status'] == 'finished'
+    level = _solver(tmp_path / 'level_1.prototxt', 'net: "level.prototxt"', 'train_state { level: 1 }')
+    res = run(['train', level, '--run-dir', 'runs/level'], tmp_path)
+    assert res.returncode == 1 and res.stderr == "caffe-mlic train: level.prototxt: layer 'lrn': LRN: lrn_param " \
+        'local_size must be odd, got 4\n', res.stderr
+    assert _pycaffe_solver_fate(tmp_path, level) == 'SIGABRT'
+    assert not (tmp_path / 'runs' / 'level').exists()
+    train_net = _solver(tmp_path / 'train_net.prototxt', 'train_net: "stage.prototxt"', 'train_state { stage: "a" }')
+    res = run(['train', train_net, '--run-dir', 'runs/train_net'], tmp_path)
+    assert res.returncode == 1 and res.stderr == (
+        'caffe-mlic train: train_net.prototxt:1: train_net: caffe-mlic train takes one net, net: '
+        '"train_val.prototxt" (or net_param), trains its TRAIN phase and tests its TEST phase: it does not '
+        'take train_net; give net:, or run this solver as it is with caffe-mlic caffe train -solver '
+        'train_net.prototxt\n'), res.stderr
+
+
 def test_a_solver_without_solver_mode_trains_on_the_cpu(tiny):
     """caffe.proto's default solver_mode is GPU, but Caffe only uses it when
     set (has_solver_mode): an unset one is the CPU, not refused as a GPU run."""
