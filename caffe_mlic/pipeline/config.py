@@ -28,6 +28,22 @@ class Field(NamedTuple):
     required: bool = False
 
 
+def distinct_ints(low):
+    """A test: a non-empty list of distinct integers >= ``low``."""
+    return lambda v: isinstance(v, list) and bool(v) and len(set(v)) == len(v) and all(
+        isinstance(x, int) and not isinstance(x, bool) and x >= low for x in v)
+
+
+def run_table(system):
+    """The [run] table every pipeline's config has."""
+    return {'system': Field((str,), repr(system), lambda v: v == system, True),
+            'folder': Field((str,), 'the run folder', bool, True),
+            'seeds': Field((list,), 'a list of distinct integers >= 0', distinct_ints(0)),
+            'jobs': Field((int,), 'an integer from 1 to 64', lambda v: 1 <= v <= 64),
+            'gpu': Field((int,), 'a GPU id (an integer >= 0; the trainings run there, with a CUDA build)',
+                         lambda v: v >= 0)}
+
+
 def _kind_ok(value, kinds):
     if isinstance(value, bool):
         return bool in kinds

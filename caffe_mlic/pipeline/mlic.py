@@ -21,9 +21,9 @@ are done; ``run.jobs`` of them side by side.
 """
 import os
 
-from caffe_mlic.pipeline.config import Field, check_net_table, check_table
+from caffe_mlic.pipeline.config import Field, check_net_table, check_table, distinct_ints, run_table
 from caffe_mlic.pipeline.invoke import command, working_folder
-from caffe_mlic.pipeline.scasnet import SOLVER_TYPES, _ints, _names
+from caffe_mlic.pipeline.scasnet import SOLVER_TYPES, _names
 from caffe_mlic.pipeline.stages import Files, Stage
 
 # config stage -> (netgen's solver name, solver file, snapshot prefix under the seed folder)
@@ -43,7 +43,7 @@ def _solver_table():
 
 
 def _positive_ints(v):
-    return _ints(1)(v)
+    return distinct_ints(1)(v)
 
 
 def schema():
@@ -56,12 +56,7 @@ def schema():
         data[split + '_coco'] = Field((str,), 'a COCO instances JSON file', bool)
         data[split + '_images'] = Field((str,), "the folder of the COCO file's images", bool)
     return {
-        'run': {'system': Field((str,), "'mlic'", lambda v: v == 'mlic', True),
-                'folder': Field((str,), 'the run folder', bool, True),
-                'seeds': Field((list,), 'a list of distinct integers >= 0', _ints(0)),
-                'jobs': Field((int,), 'an integer from 1 to 64', lambda v: 1 <= v <= 64),
-                'gpu': Field((int,), 'a GPU id (an integer >= 0; the trainings run there, with a CUDA build)',
-                             lambda v: v >= 0)},
+        'run': run_table('mlic'),
         'data': data,
         'proposals': {'folder': Field((str,), 'a folder of <image stem>.npz proposals', bool),
                       'compute': Field((bool,), 'true or false'),
@@ -384,6 +379,12 @@ class SeedStages:
         self.stages.append(stage)
         return stage
 
+    def surgery(self, name, net, sources, out, after):
+        """`surgery --net NET --from MAPPING:WEIGHTS ... -o OUT`: a net's starting weights."""
+        argv = ['surgery', '--net', net] + [w for source in sources for w in ('--from', source)] + ['-o', out]
+        return self.add(name, lambda: command(*argv), {}, [net] + [src.split(':', 1)[1] for src in sources], [out],
+                        after, clean=_remove(self.path(out)))
+
     def train(self, name, solver, weights, run_name, after, settings, extra=(), snapshot=None, prefix=None):
         """`train SOLVER --weights W --run-dir runs/RUN_NAME --resume auto`: resumes a run cut short."""
         from caffe_mlic.report import layout
@@ -416,18 +417,12 @@ def seed_stages(plan, seed):
     pretrained = plan.pretrained
     s.train('teacher', 'nets/wsddn/solver.prototxt', pretrained, 'teacher', ['nets'], {},
             snapshot=teacher, prefix=STAGES['teacher'][2])
-    s.add('stage1_init', lambda: command('surgery', '--net', 'nets/kd/train_stage1.prototxt', '--from',
-                                         'same:' + pretrained, '--from', 'teacher:' + teacher, '-o',
-                                         'init/stage1.caffemodel'),
-          {}, ['nets/kd/train_stage1.prototxt', pretrained, teacher], ['init/stage1.caffemodel'], ['teacher'],
-          clean=_remove(s.path('init/stage1.caffemodel')))
+    s.surgery('stage1_init', 'nets/kd/train_stage1.prototxt', ['same:' + pretrained, 'teacher:' + teacher],
+              'init/stage1.caffemodel', ['teacher'])
     s.train('stage1', 'nets/kd/solver_stage1.prototxt', 'init/stage1.caffemodel', 'stage1', ['stage1_init'], {},
             snapshot=stage1, prefix=STAGES['stage1'][2])
-    s.add('stage2_init', lambda: command('surgery', '--net', 'nets/kd/train_stage2.prototxt', '--from',
-                                         'teacher:' + teacher, '--from', 'same:' + stage1, '-o',
-                                         'init/stage2.caffemodel'),
-          {}, ['nets/kd/train_stage2.prototxt', teacher, stage1], ['init/stage2.caffemodel'], ['stage1'],
-          clean=_remove(s.path('init/stage2.caffemodel')))
+    s.surgery('stage2_init', 'nets/kd/train_stage2.prototxt', ['teacher:' + teacher, 'same:' + stage1],
+              'init/stage2.caffemodel', ['stage1'])
     soft = layout.SOFT_TARGETS
     s.add('soft_targets', lambda: _soft_targets(plan, 'nets/kd/train_stage2.prototxt', 'init/stage2.caffemodel',
                                                 soft),
@@ -466,10 +461,8 @@ def seed_stages(plan, seed):
                   [out, layout.eval_file('.', out)], [after, 'data/list_test'], clean=_remove(s.path(out), layout.eval_file(s.folder,
                                                                                                        out)),
                   headline=_map_of(layout.eval_file(s.folder, out)))
-    s.add('student_deploy', lambda: command('surgery', '--net', 'nets/kd/student_deploy.prototxt', '--from',
-                                            'same:' + stage2, '-o', 'student_deploy.caffemodel'),
-          {}, ['nets/kd/student_deploy.prototxt', stage2], ['student_deploy.caffemodel'], ['stage2'],
-          clean=_remove(s.path('student_deploy.caffemodel')))
+    s.surgery('student_deploy', 'nets/kd/student_deploy.prototxt', ['same:' + stage2], 'student_deploy.caffemodel',
+              ['stage2'])
     return s.stages + (ablation_stages(plan, seed) if plan.ablation else []) + [
         st for name in plan.study for st in study_stages(plan, seed, name)]
 
@@ -507,11 +500,8 @@ def ablation_stages(plan, seed):
                                                           'snapshot_prefix=snapshots/ablation/stage1_only'),
             snapshot='snapshots/ablation/stage1_only_iter_%d.caffemodel' % short,
             prefix='snapshots/ablation/stage1_only')
-    s.add(key + 'stage2_only_init', lambda: command('surgery', '--net', 'nets/kd/train_stage2.prototxt', '--from',
-                                                    'same:' + pretrained, '--from', 'teacher:' + teacher, '-o',
-                                                    'init/stage2_only.caffemodel'),
-          {}, ['nets/kd/train_stage2.prototxt', pretrained, teacher], ['init/stage2_only.caffemodel'], ['teacher'],
-          clean=_remove(s.path('init/stage2_only.caffemodel')))
+    s.surgery(key + 'stage2_only_init', 'nets/kd/train_stage2.prototxt', ['same:' + pretrained, 'teacher:' + teacher],
+              'init/stage2_only.caffemodel', ['teacher'])
     s.train(key + 'stage2_only', 'nets/kd/solver_stage2.prototxt', 'init/stage2_only.caffemodel',
             'ablation_stage2_only', [key + 'stage2_only_init'], {},
             ('--set', 'snapshot_prefix=snapshots/ablation/stage2_only'),
@@ -554,11 +544,8 @@ def study_stages(plan, seed, name):
     after = [key + 'nets']
     if variant.get('with_stage1'):
         init1 = 'init/study_%s_stage1.caffemodel' % name
-        s.add(key + 'stage1_init', lambda: command('surgery', '--net', '%s/kd/train_stage1.prototxt' % nets,
-                                                   '--from', 'same:' + plan.pretrained, '--from',
-                                                   'teacher:' + teacher, '-o', init1),
-              {}, ['%s/kd/train_stage1.prototxt' % nets, plan.pretrained, teacher], [init1],
-              [key + 'nets', 'teacher'], clean=_remove(s.path(init1)))
+        s.surgery(key + 'stage1_init', '%s/kd/train_stage1.prototxt' % nets,
+                  ['same:' + plan.pretrained, 'teacher:' + teacher], init1, [key + 'nets', 'teacher'])
         prefix1 = 'snapshots/study/%s_stage1' % name
         stage1 = s.snapshot('stage1', name, prefix1)
         s.train(key + 'stage1', '%s/kd/solver_stage1.prototxt' % nets, init1, 'stage1_of_' + name,
@@ -567,11 +554,8 @@ def study_stages(plan, seed, name):
     else:
         after = after + ['stage1']
     init2 = 'init/study_%s.caffemodel' % name
-    s.add(key + 'stage2_init', lambda: command('surgery', '--net', '%s/kd/train_stage2.prototxt' % nets,
-                                               '--from', 'teacher:' + teacher, '--from', 'same:' + stage1,
-                                               '-o', init2),
-          {}, ['%s/kd/train_stage2.prototxt' % nets, teacher, stage1], [init2], after + ['teacher'],
-          clean=_remove(s.path(init2)))
+    s.surgery(key + 'stage2_init', '%s/kd/train_stage2.prototxt' % nets, ['teacher:' + teacher, 'same:' + stage1],
+              init2, after + ['teacher'])
     prefix2 = 'snapshots/study/' + name
     s.train(key + 'stage2', '%s/kd/solver_stage2.prototxt' % nets, init2, 'study_' + name, [key + 'stage2_init'],
             {}, ('--set', 'snapshot_prefix=' + prefix2), snapshot=s.snapshot('stage2', name, prefix2),

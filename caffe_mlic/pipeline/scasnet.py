@@ -10,13 +10,8 @@ them side by side (one core each).
 """
 import os
 
-from caffe_mlic.pipeline.config import Field, check_net_table, check_table
+from caffe_mlic.pipeline.config import Field, check_net_table, check_table, run_table
 from caffe_mlic.pipeline.stages import Files, Stage, listed_files
-
-
-def _ints(low):
-    return lambda v: isinstance(v, list) and bool(v) and len(set(v)) == len(v) and all(
-        isinstance(x, int) and not isinstance(x, bool) and x >= low for x in v)
 
 
 def _names(v):
@@ -39,12 +34,7 @@ SOLVER_TYPES = ('SGD', 'Nesterov', 'AdaGrad', 'RMSProp', 'AdaDelta', 'Adam')
 def schema():
     from caffe_mlic.netspec.scasnet import HEADS
     return {
-        'run': {'system': Field((str,), "'scasnet'", lambda v: v == 'scasnet', True),
-                'folder': Field((str,), 'the run folder', bool, True),
-                'seeds': Field((list,), 'a list of distinct integers >= 0', _ints(0)),
-                'jobs': Field((int,), 'an integer from 1 to 64', lambda v: 1 <= v <= 64),
-                'gpu': Field((int,), 'a GPU id (an integer >= 0; the trainings run there, with a CUDA build)',
-                             lambda v: v >= 0)},
+        'run': run_table('scasnet'),
         'data': {'train_list': Field((str,), 'a datalist (image label lines)', bool, True),
                  'val_list': Field((str,), 'a datalist (image label lines)', bool, True),
                  'root_folder': Field((str,), "the datalists' path prefix"),
