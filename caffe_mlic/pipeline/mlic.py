@@ -37,7 +37,10 @@ PIPELINE_FIELDS = ('train_list', 'test_list', 'root_folder', 'data_seed')
 
 
 def _solver_table():
-    return {'max_iter': Field((int,), 'an integer >= 1', lambda v: 1 <= v <= 10 ** 8),
+    return {'set': Field((dict,), 'a table of solver fields for its trainings (`train --set FIELD=VALUE`), e.g. '
+                                  '{ momentum = 0.95 }', lambda v: all(isinstance(x, (str, int, float))
+                                                                        for x in v.values())),
+            'max_iter': Field((int,), 'an integer >= 1', lambda v: 1 <= v <= 10 ** 8),
             'base_lr': Field((float,), 'a number from 1e-20 to 1000 (Caffe keeps it as a float)',
                                     lambda v: 1e-20 <= v <= 1e3)}
 
@@ -52,6 +55,8 @@ def schema():
     data = {'voc': Field((str,), 'a Pascal VOC folder (Annotations, ImageSets/Main, JPEGImages)', bool),
             'voc_difficult': Field((str,), "'include' or 'ignore'", lambda v: v in ('include', 'ignore'))}
     for split in SPLITS:
+        data[split + '_list'] = Field((str,), 'a datalist of `datalist build` (with its .classes.txt and '
+                                              '.gt.json beside it; absolute image paths)', bool)
         data[split + '_set'] = Field((str,), 'a VOC image set name (ImageSets/Main/<name>.txt)', bool)
         data[split + '_coco'] = Field((str,), 'a COCO instances JSON file', bool)
         data[split + '_images'] = Field((str,), "the folder of the COCO file's images", bool)
@@ -119,7 +124,8 @@ def check(path, data):
             problems += check_net_table(path, dict(base, **variant['net']), MlicConfig, where + '.net.')
     tables = {k: data.get(k) if isinstance(data.get(k), dict) else {} for k in ('data', 'proposals', 'weights')}
     problems += _data_problems(path, tables['data'])
-    problems += _proposal_problems(path, tables['proposals'])
+    problems += _proposal_problems(path, tables['proposals'],
+                                   any(tables['data'].get(split + '_list') for split in SPLITS))
     pretrained = tables['weights'].get('pretrained')
     if isinstance(pretrained, str) and pretrained and not os.path.isfile(pretrained):
         problems.append(Problem(path, None, 'weights.pretrained', 'no such file: %s' % pretrained))
@@ -131,9 +137,13 @@ def _data_problems(path, data):
     problems = []
     voc = data.get('voc')
     coco = [split for split in SPLITS if data.get(split + '_coco') or data.get(split + '_images')]
-    if voc and coco:
-        problems.append(Problem(path, None, 'data', 'give voc (with train_set, val_set, test_set) or the '
-                                                    'splits\' COCO files, not both'))
+    lists = [split for split in SPLITS if data.get(split + '_list')]
+    if sum(map(bool, (voc, coco, lists))) > 1:
+        problems.append(Problem(path, None, 'data', 'give one form: voc (with train_set, val_set, test_set), '
+                                                    "the splits' COCO files, or the splits' datalists"))
+    elif lists:
+        for split in SPLITS:
+            problems += _datalist_problems(path, 'data.%s_list' % split, data.get(split + '_list'))
     elif voc:
         if not os.path.isdir(voc):
             problems.append(Problem(path, None, 'data.voc', 'no such folder: %s' % voc))
@@ -160,14 +170,44 @@ def _data_problems(path, data):
     return problems
 
 
+def _datalist_problems(path, key, datalist):
+    """A datalist given as it is: it, its companions (the report and the
+    evaluation read them) and absolute image paths (stages run in the seed's folder)."""
+    from caffe_mlic.data.datalist_build import companion_paths
+    from caffe_mlic.errors import Problem
+    if not datalist:
+        return [Problem(path, None, key, "missing (give each split's datalist)")]
+    if not isinstance(datalist, str):
+        return []
+    for needed in [datalist] + list(companion_paths(datalist)):
+        if not os.path.isfile(needed):
+            return [Problem(path, None, key, 'no such file: %s%s' % (needed, '' if needed == datalist else
+                                                                      ' (`datalist build` writes it beside the '
+                                                                      'datalist)'))]
+    with open(datalist, 'rb') as f:
+        first = next((line.split() for line in f if line.strip()), None)
+    if first is None:
+        return [Problem(path, None, key, '%s lists no image' % datalist)]
+    if not os.path.isabs(first[0].decode('utf-8', 'replace')):
+        return [Problem(path, None, key, '%s names its images relative to a root folder (%s): build it '
+                                         'without --root' % (datalist, first[0].decode('utf-8', 'replace')))]
+    return []
+
+
 def _names_an_image(image_set):
     with open(image_set, 'rb') as f:
         return any(line.strip() for line in f)
 
 
-def _proposal_problems(path, proposals):
+def _proposal_problems(path, proposals, given_lists=False):
     from caffe_mlic.errors import Problem
     given = [k for k in ('folder', 'compute', 'import_format') if proposals.get(k)]
+    if given_lists and given and given != ['folder']:
+        return [Problem(path, None, 'proposals', 'with datalists given as they are, give a folder of proposals '
+                                                 '(for the detections), or none: detect then computes each '
+                                                 "test image's")]
+    if given_lists and not given:
+        return []
     if len(given) != 1:
         return [Problem(path, None, 'proposals', 'give exactly one of folder (computed already), compute = true '
                                                  'or import_format with import_files, got %s'
@@ -189,11 +229,14 @@ class Plan:
         run = data['run']
         self.folder = os.path.abspath(run['folder'])
         self.seeds, self.jobs, self.gpu = run.get('seeds', [1]), run.get('jobs', 1), run.get('gpu')
-        self.data = {k: os.path.abspath(v) if k.endswith(('voc', '_coco', '_images')) else v
+        self.data = {k: os.path.abspath(v) if k.endswith(('voc', '_coco', '_images', '_list')) else v
                      for k, v in data.get('data', {}).items()}
+        self.given_lists = {split: self.data[split + '_list'] for split in SPLITS if self.data.get(split + '_list')}
         self.proposals = dict(data.get('proposals', {}))
         if self.proposals.get('folder'):
             self.proposals_dir = os.path.abspath(self.proposals['folder'])
+        elif self.given_lists:
+            self.proposals_dir = None       # detect computes each test image's
         else:
             self.proposals_dir = os.path.join(self.folder, 'data', 'proposals')
         self.pretrained = os.path.abspath(data['weights']['pretrained'])
@@ -278,6 +321,8 @@ def _map_of(path):
 def data_stages(plan):
     """The proposals (unless a folder of them is given) and the datalists."""
     from caffe_mlic.data.datalist_build import companion_paths
+    if plan.given_lists:
+        return [_copied_list(plan, split) for split in SPLITS]
     out = []
     images = _image_folders(plan)
     if plan.proposals.get('compute') or plan.proposals.get('import_format'):
@@ -313,6 +358,27 @@ def data_stages(plan):
                          outputs, after=[s.name for s in out if s.name == 'data/proposals'],
                          clean=_remove(*outputs)))
     return out
+
+
+def _copied_list(plan, split):
+    """A datalist given as it is, with its companions, copied into
+    RUN/data/lists/ where the stages and the report read it."""
+    import shutil
+    from caffe_mlic.data.datalist_build import companion_paths
+    from caffe_mlic.fileio import atomic_files
+    from caffe_mlic.pipeline.stages import listed_files
+    given = plan.given_lists[split]
+    sources = [given] + list(companion_paths(given))
+    targets = [plan.lists[split]] + list(companion_paths(plan.lists[split]))
+
+    def copy():
+        os.makedirs(os.path.dirname(targets[0]), exist_ok=True)
+        with atomic_files(targets, 'wb') as files:
+            for source, f in zip(sources, files):
+                with open(source, 'rb') as src:
+                    shutil.copyfileobj(src, f)
+    return Stage('data/list_' + split, copy, {}, sources + [Files('images', listed_files(given))], targets,
+                 clean=_remove(*targets))
 
 
 def _image_folders(plan):
@@ -390,6 +456,10 @@ class SeedStages:
         from caffe_mlic.report import layout
         run_dir = layout.stage_run(self.folder, run_name)
         gpu = ['--gpu', self.plan.gpu] if self.plan.gpu is not None else []
+        # [train.STAGE] set: for every training of that stage's solver (its ablation rows and study variants too)
+        stage = next(key for key, (_, path, _) in STAGES.items() if os.path.basename(path) == os.path.basename(solver))
+        fields = self.plan.train.get(stage, {}).get('set', {})
+        extra = tuple(w for k, v in fields.items() for w in ('--set', '%s=%s' % (k, v))) + tuple(extra)
         argv = ['train', solver, '--weights', weights, '--run-dir', run_dir, '--resume', 'auto', *gpu, *extra]
         return self.add(name, lambda: command(*argv), dict(settings, extra=list(map(str, extra))),
                         [solver, weights], [snapshot], after,
@@ -445,8 +515,9 @@ def seed_stages(plan, seed):
     ev = plan.evaluate
     if ev.get('detect', True):
         scales = ev.get('scales') or [cfg.teacher_size]
-        detect = ('--proposals', plan.proposals_dir, '--classes', plan.lists['test'][:-4] + '.classes.txt',
-                  '--scales', *scales) + (('--flip',) if ev.get('flip', True) else ())
+        detect = (('--proposals', plan.proposals_dir) if plan.proposals_dir else ()) + (
+            '--classes', plan.lists['test'][:-4] + '.classes.txt', '--scales', *scales) + (
+            ('--flip',) if ev.get('flip', True) else ())
         gt = plan.lists['test'][:-4] + '.gt.json'
         kinds = [('det', ('--weights', teacher), [teacher], 'teacher')]
         if ev.get('control', True):
@@ -456,8 +527,9 @@ def seed_stages(plan, seed):
                 command('detect', '--net', 'nets/wsddn/wsddn_deploy.prototxt', *how, *detect, '-o', out, '-q',
                         *plan.test_images())
                 command('eval', 'det', '--gt', gt, '--results', out, '--json', layout.eval_file('.', out))
-            s.add(out, detect_and_eval, dict(detect=[str(x) for x in detect[4:]]),
-                  ['nets/wsddn/wsddn_deploy.prototxt', gt, Files('proposals', [plan.proposals_dir])] + weights,
+            s.add(out, detect_and_eval, dict(scales=[str(x) for x in scales], flip=ev.get('flip', True)),
+                  ['nets/wsddn/wsddn_deploy.prototxt', gt, Files('proposals', [plan.proposals_dir] if
+                                                                   plan.proposals_dir else [])] + weights,
                   [out, layout.eval_file('.', out)], [after, 'data/list_test'], clean=_remove(s.path(out), layout.eval_file(s.folder,
                                                                                                        out)),
                   headline=_map_of(layout.eval_file(s.folder, out)))

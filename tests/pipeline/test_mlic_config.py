@@ -79,7 +79,8 @@ def test_ablation_and_study_chains_start_from_their_seeds_stages(data):
 
 
 @pytest.mark.parametrize('overrides, messages', [
-    (['data.train_coco=x.json'], ["data: give voc (with train_set, val_set, test_set) or the splits' COCO"]),
+    (['data.train_coco=x.json'], ["data: give one form: voc (with train_set, val_set, test_set), the splits' "
+                                  "COCO files, or the splits' datalists"]),
     (['data.test_set=nope'], ['data.test_set: no image set ', os.path.join('voc', 'ImageSets', 'Main', 'nope.txt')]),
     (['proposals.compute=true'], ['proposals: give exactly one of folder (computed already), compute = true or '
                                   'import_format with import_files, got folder, compute']),
@@ -231,3 +232,48 @@ def test_a_gpu_on_a_cpu_build_is_refused_before_anything_runs(data):
         pytest.skip('a CUDA build: run.gpu is usable here')
     found = problems_of(config(data), ['run.gpu=0'])
     assert 'run.gpu: the active Caffe' in found and 'is a CPU-only build' in found
+
+
+def test_datalists_given_as_they_are_are_copied_where_the_report_reads_them(tmp_path, capsys):
+    from caffe_mlic import cli
+    image = tmp_path / 'a.jpg'
+    image.write_bytes(b'x')
+    for split in ('train', 'val', 'test'):
+        (tmp_path / (split + '.txt')).write_text('%s 1 0 0 0 9 9 1.0\n' % image)
+        (tmp_path / (split + '.classes.txt')).write_text('box\ndisc\n')
+        (tmp_path / (split + '.gt.json')).write_text('{}')
+    (tmp_path / 'w.caffemodel').write_bytes(b'x')
+    lists = ''.join('%s_list = "%s"\n' % (s, tmp_path / (s + '.txt')) for s in ('train', 'val', 'test'))
+    path = tmp_path / 'lists.toml'
+    path.write_text('[run]\nsystem = "mlic"\nfolder = "%s"\n[data]\n%s[weights]\npretrained = "%s"\n[net]\n'
+                    'num_classes = 2\nbbox_num = 1\nbackbone = "mini"\n' % (tmp_path / 'run', lists,
+                                                                           tmp_path / 'w.caffemodel'))
+    _, plan, stages = runner.load(str(path))
+    names = [s.name for s in stages]
+    assert names[:3] == ['data/list_train', 'data/list_val', 'data/list_test'] and plan.proposals_dir is None
+    det = {s.name: s for s in stages}['seed1/det']
+    assert det.settings == dict(scales=['672'], flip=True)
+    assert cli.main(['run', str(path), '--only', 'data/list_val']) == 0, capsys.readouterr().err
+    copied = tmp_path / 'run' / 'data' / 'lists'
+    assert sorted(os.listdir(copied)) == ['val.classes.txt', 'val.gt.json', 'val.txt']
+    assert (copied / 'val.txt').read_text() == (tmp_path / 'val.txt').read_text()
+    # what is refused, by key
+    (tmp_path / 'test.gt.json').unlink()
+    (tmp_path / 'val.txt').write_text('rel/a.jpg 1 0 0 0 9 9 1.0\n')
+    found = problems_of(str(path), ['proposals.compute=true'])
+    assert 'data.test_list: no such file: %s (`datalist build` writes it beside' % (tmp_path / 'test.gt.json') \
+        in found and 'data.val_list: %s names its images relative to a root folder' % (tmp_path / 'val.txt') \
+        in found and 'proposals: with datalists given as they are, give a folder' in found, found
+    found = problems_of(str(path), ['data.voc="%s"' % tmp_path])
+    assert "data: give one form: voc (with train_set, val_set, test_set), the splits' COCO files" in found
+
+
+def test_a_stages_solver_fields_go_to_every_training_of_its_solver(data):
+    path = config(data, '[ablation]\nrows = true\n[train]\nstage2 = { set = { momentum = 0.95, '
+                        'lr_policy = "fixed" } }\n')
+    _, _, stages = runner.load(path)
+    by_name = {s.name: s for s in stages}
+    for name in ('seed1/stage2', 'seed1/ablation/stage2_only'):
+        assert by_name[name].settings['extra'][:4] == ['--set', 'momentum=0.95', '--set', 'lr_policy=fixed']
+    assert by_name['seed1/stage1'].settings['extra'] == []
+    assert 'train.stage2.set: must be a table of solver fields' in problems_of(path, ['train.stage2.set=3'])
