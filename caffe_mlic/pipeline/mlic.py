@@ -20,6 +20,7 @@ and each study variant of a seed once the seed's stages they start from
 are done; ``run.jobs`` of them side by side.
 """
 import os
+import re
 
 from caffe_mlic.pipeline.config import Field, check_net_table, check_table, distinct_ints, run_table
 from caffe_mlic.pipeline.invoke import command, working_folder
@@ -116,6 +117,10 @@ def check(path, data):
         study = {}
     for name, variant in study.items():
         where = 'study.%s' % name
+        if not re.fullmatch(r'[A-Za-z0-9_-]{1,64}', name):
+            problems.append(Problem(path, None, where, 'a variant name is letters, digits, _ and - (it names '
+                                                       'folders and stages), got %r' % name))
+            continue
         if not isinstance(variant, dict):
             problems.append(Problem(path, None, where, 'must be a table ([%s]), got %r' % (where, variant)))
             continue

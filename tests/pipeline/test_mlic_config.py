@@ -277,3 +277,8 @@ def test_a_stages_solver_fields_go_to_every_training_of_its_solver(data):
         assert by_name[name].settings['extra'][:4] == ['--set', 'momentum=0.95', '--set', 'lr_policy=fixed']
     assert by_name['seed1/stage1'].settings['extra'] == []
     assert 'train.stage2.set: must be a table of solver fields' in problems_of(path, ['train.stage2.set=3'])
+
+
+def test_a_study_variant_name_that_could_not_name_a_folder_is_refused(data):
+    found = problems_of(config(data, '[study."a/b"]\nstage2_iters = 1\n'))
+    assert "study.a/b: a variant name is letters, digits, _ and - (it names folders and stages), got 'a/b'" in found
