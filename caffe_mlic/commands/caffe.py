@@ -141,10 +141,12 @@ def _run_argv(argv, signals):
     private, lock = _private_temp()
     env = dict(env, TMPDIR=private)
     try:
-        return _run_binary(binary, argv, env, signals)
+        code = _run_binary(binary, argv, env, signals)
     finally:
         shutil.rmtree(private, ignore_errors=True)
         os.close(lock)
+    # gflags ends its help with exit status 1; help asked for is not a failure
+    return 0 if first in ('--help', '-help') and len(argv) == 1 and code == 1 else code
 
 
 TEMP_PREFIX = 'caffe-mlic-caffe-'

@@ -302,6 +302,13 @@ def test_the_binary_ends_with_a_killed_wrapper(long_run, tmp_path):
     assert not list(temp.iterdir())
 
 
+def test_help_asked_for_is_not_a_failure():
+    """--help: ours, then the binary's flags (gflags exits 1 after them: not a failure here)."""
+    res = run_cli(['caffe', '--help'], '.')
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith('usage: caffe-mlic caffe ACTION') and '-solver' in res.stdout + res.stderr
+
+
 def test_the_wrapper_help_says_what_signals_do():
     res = run_cli(['caffe', '-h'], '.')
     assert res.returncode == 0, res.stderr
