@@ -78,9 +78,8 @@ def schema():
         'train': dict(solver_type=Field((str,), 'one of %s' % ', '.join(SOLVER_TYPES),
                                         lambda v: v in SOLVER_TYPES),
                       **{stage: _solver_table() for stage in STAGES}),
-        'evaluate': {'detect': Field((bool,), 'true or false'),
-                     'control': Field((bool,), 'true or false'),
-                     'scales': Field((list,), 'a list of distinct image sizes (integers >= 1)', _positive_ints),
+        # (the report reads every evaluation: the teacher's detections and the control's always run)
+        'evaluate': {'scales': Field((list,), 'a list of distinct image sizes (integers >= 1)', _positive_ints),
                      'flip': Field((bool,), 'true or false'),
                      'speed_images': Field((int,), 'an integer from 1 to 100000 (the test images timed)',
                                            lambda v: 1 <= v <= 100000)},
@@ -518,26 +517,23 @@ def seed_stages(plan, seed):
               clean=_remove(*[s.path(p) for p in _eval_outputs('.', name)]),
               headline=_map_of(layout.eval_file(s.folder, name)))
     ev = plan.evaluate
-    if ev.get('detect', True):
-        scales = ev.get('scales') or [cfg.teacher_size]
-        detect = (('--proposals', plan.proposals_dir) if plan.proposals_dir else ()) + (
-            '--classes', plan.lists['test'][:-4] + '.classes.txt', '--scales', *scales) + (
-            ('--flip',) if ev.get('flip', True) else ())
-        gt = plan.lists['test'][:-4] + '.gt.json'
-        kinds = [('det', ('--weights', teacher), [teacher], 'teacher')]
-        if ev.get('control', True):
-            kinds.append(('det_control', ('--control', 'random', '--seed', seed), [], 'nets'))
-        for out, how, weights, after in kinds:
-            def detect_and_eval(out=out, how=how):
-                command('detect', '--net', 'nets/wsddn/wsddn_deploy.prototxt', *how, *detect, '-o', out, '-q',
-                        *plan.test_images())
-                command('eval', 'det', '--gt', gt, '--results', out, '--json', layout.eval_file('.', out))
-            s.add(out, detect_and_eval, dict(scales=[str(x) for x in scales], flip=ev.get('flip', True)),
-                  ['nets/wsddn/wsddn_deploy.prototxt', gt, Files('proposals', [plan.proposals_dir] if
-                                                                   plan.proposals_dir else [])] + weights,
-                  [out, layout.eval_file('.', out)], [after, 'data/list_test'], clean=_remove(s.path(out), layout.eval_file(s.folder,
-                                                                                                       out)),
-                  headline=_map_of(layout.eval_file(s.folder, out)))
+    scales = ev.get('scales') or [cfg.teacher_size]
+    detect = (('--proposals', plan.proposals_dir) if plan.proposals_dir else ()) + (
+        '--classes', plan.lists['test'][:-4] + '.classes.txt', '--scales', *scales) + (
+        ('--flip',) if ev.get('flip', True) else ())
+    gt = plan.lists['test'][:-4] + '.gt.json'
+    kinds = [('det', ('--weights', teacher), [teacher], 'teacher'),
+             ('det_control', ('--control', 'random', '--seed', seed), [], 'nets')]
+    for out, how, weights, after in kinds:
+        def detect_and_eval(out=out, how=how):
+            command('detect', '--net', 'nets/wsddn/wsddn_deploy.prototxt', *how, *detect, '-o', out, '-q',
+                    *plan.test_images())
+            command('eval', 'det', '--gt', gt, '--results', out, '--json', layout.eval_file('.', out))
+        proposals = Files('proposals', [plan.proposals_dir] if plan.proposals_dir else [])
+        s.add(out, detect_and_eval, dict(scales=[str(x) for x in scales], flip=ev.get('flip', True)),
+              ['nets/wsddn/wsddn_deploy.prototxt', gt, proposals] + weights, [out, layout.eval_file('.', out)],
+              [after, 'data/list_test'], clean=_remove(s.path(out), layout.eval_file(s.folder, out)),
+              headline=_map_of(layout.eval_file(s.folder, out)))
     s.surgery('student_deploy', 'nets/kd/student_deploy.prototxt', ['same:' + stage2], 'student_deploy.caffemodel',
               ['stage2'])
     return s.stages + (ablation_stages(plan, seed) if plan.ablation else []) + [
