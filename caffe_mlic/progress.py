@@ -8,6 +8,10 @@ off everywhere.
 import os
 import sys
 
+# Where bars draw when no stream is given (None: stderr); a `run` chain whose
+# output goes to its log sets the terminal here.
+DEFAULT_STREAM = None
+
 
 def progress_enabled(stream=None, enabled=True):
     if not enabled:
@@ -17,7 +21,7 @@ def progress_enabled(stream=None, enabled=True):
         return True
     if mode == 'never':
         return False
-    stream = stream or sys.stderr
+    stream = stream or DEFAULT_STREAM or sys.stderr
     return bool(getattr(stream, 'isatty', lambda: False)())
 
 
@@ -33,6 +37,6 @@ def progress(iterable=None, total=None, desc=None, unit='it', enabled=True, stre
         import threading
         tqdm.set_lock(threading.RLock())
         tqdm._caffe_mlic_thread_lock = True
-    stream = stream or sys.stderr
+    stream = stream or DEFAULT_STREAM or sys.stderr
     return tqdm(iterable, total=total, desc=desc, unit=unit, file=stream, dynamic_ncols=True,
                 disable=not progress_enabled(stream, enabled), **kw)

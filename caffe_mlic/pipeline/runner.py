@@ -339,6 +339,11 @@ def _run_chain(path, overrides, key, planned):
     log = os.open(os.path.join(folder, LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     sys.stdout.flush(), sys.stderr.flush()
     out = os.dup(1)         # the command's stdout (a spawned process's is its parent's)
+    if plan.jobs == 1 and os.isatty(2):
+        # one chain at a time on a terminal: its progress bars (a training's)
+        # draw there, its lines go to the log
+        from caffe_mlic import progress
+        progress.DEFAULT_STREAM = os.fdopen(os.dup(2), 'w', buffering=1)
     os.dup2(log, 1)
     os.dup2(log, 2)
 

@@ -360,3 +360,39 @@ def test_a_refine_tap_the_net_has_not_is_named_by_its_key(data, tmp_path):
     cwd = fresh(data, tmp_path)
     res = run(cwd, '--set', 'heads.names=["full"]', '--set', 'heads.refine=["nope"]', '--check')
     assert res.returncode == 1 and 'demo_scasnet.toml: heads.refine: refine must be ' in res.stderr, res.stderr
+
+
+def test_one_chain_at_a_time_on_a_terminal_draws_its_training_bar_there(data, tmp_path):
+    """run.jobs = 1 and stderr a terminal: the stage lines on stdout, the
+    training's progress bar on the terminal, the chain's log without it."""
+    import pty
+    import threading
+    cwd = fresh(data, tmp_path)
+    master, slave = pty.openpty()
+    env = dict(os.environ, GLOG_minloglevel='2')
+    env.pop('CAFFE_MLIC_PROGRESS', None)
+    proc = subprocess.Popen(CLI + ['run', CONFIG] + MINI, cwd=cwd, stdout=subprocess.PIPE, stderr=slave,
+                            stdin=subprocess.DEVNULL, text=True, env=env)
+    os.close(slave)
+    shown = []
+
+    def read():
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:         # the terminal's last writer is gone
+                return
+            if not chunk:
+                return
+            shown.append(chunk)
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    out, _ = proc.communicate(timeout=600)
+    reader.join(10)
+    os.close(master)
+    terminal = b''.join(shown).decode('utf-8', 'replace')
+    assert proc.returncode == 0, terminal[-3000:]
+    assert 'stage seed1/fcn/train: done in' in out
+    assert 'vgg_scasnet_solver' in terminal and '12/12' in terminal, terminal[-2000:]
+    log = (cwd / 'runs' / 'scasnet' / 'seed1' / 'fcn' / 'log.txt').read_text()
+    assert '12/12' not in log and '\r' not in log
