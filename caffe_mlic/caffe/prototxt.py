@@ -317,6 +317,14 @@ _POSITIVE_FIELDS = (
     ('Deconvolution', 'convolution_param', ('group',)),
     ('Embed', 'embed_param', ('num_output', 'input_dim')),
     ('ArgMax', 'argmax_param', ('top_k',)),
+    ('SPP', 'spp_param', ('pyramid_height',)),     # 0: a Split of no tops
+    ('HDF5Data', 'hdf5_data_param', ('batch_size',)),
+    ('MemoryData', 'memory_data_param', ('batch_size', 'channels', 'height', 'width')),
+    ('RNN', 'recurrent_param', ('num_output',)),
+    ('LSTM', 'recurrent_param', ('num_output',)),
+    # this Caffe fork's own layers
+    ('PSROIPooling', 'psroi_pooling_param', ('output_dim', 'group_size')),
+    ('Upsample', 'upsample_param', ('scale',)),     # 0: an empty top (an abort at its first use)
 )
 
 
@@ -337,8 +345,10 @@ def _setting_problems(layer):
     if kind == 'Dropout' and not 0 <= layer.dropout_param.dropout_ratio < 1:
         problems.append('dropout_param dropout_ratio must be in [0, 1), got %r'
                         % layer.dropout_param.dropout_ratio)
-    if kind in ('Reshape', 'Flatten') and set(layer.top) & set(layer.bottom):
+    # (Pad: this fork's layer)
+    if kind in ('Reshape', 'Flatten', 'AbsVal', 'Pad') and set(layer.top) & set(layer.bottom):
         problems.append('cannot run in place (its top must not be its bottom)')
+    problems += _data_problems(layer) + _fork_problems(layer)
     if kind == 'Reshape':
         p = layer.reshape_param
         dims = list(p.shape.dim)
@@ -364,7 +374,7 @@ def _setting_problems(layer):
     if kind == 'Pooling':
         problems += _pooling_problems(layer.pooling_param)
     problems += _filler_problems(layer) + _source_problems(layer)
-    if kind in ('Convolution', 'Deconvolution'):
+    if kind in ('Convolution', 'Deconvolution', 'Im2col'):
         p = layer.convolution_param
         if (p.HasField('kernel_h') or p.HasField('kernel_w')) and \
                 (len(p.kernel_size) or not (p.HasField('kernel_h') and p.HasField('kernel_w'))):
@@ -379,13 +389,104 @@ def _setting_problems(layer):
     return problems
 
 
+def _dims_problem(what, dims):
+    if any(d < 0 for d in dims):
+        return ['%s %s: a negative size' % (what, dims)]
+    return []
+
+
+def _tops(count):
+    return '%d top%s' % (count, '' if count == 1 else 's')
+
+
+def _data_problems(layer):
+    """The CHECKs of the layers that make their tops from their settings
+    (DummyData, Input, Parameter, MemoryData; dummy_data_layer.cpp...)."""
+    kind, problems, tops = layer.type, [], len(layer.top)
+    if kind == 'DummyData':
+        p = layer.dummy_data_param
+        if len(p.data_filler) not in (0, 1, tops):
+            problems.append('dummy_data_param has %d data_filler for %s (give none, 1 or %d)'
+                            % (len(p.data_filler), _tops(tops), tops))
+        legacy = [(name, len(getattr(p, name))) for name in ('num', 'channels', 'height', 'width')]
+        if any(count for _, count in legacy):
+            if len(p.shape):
+                problems.append('dummy_data_param gives both shape and num / channels / height / width '
+                                '(one of them)')
+            problems += ['dummy_data_param has %d %s for %s (give 1%s)'
+                         % (count, name, _tops(tops), '' if tops == 1 else ' or %d' % tops)
+                         for name, count in legacy if count not in (1, tops)]
+        elif len(p.shape) not in (1, tops):
+            problems.append('dummy_data_param has %d shape%s for %s (give 1%s)'
+                            % (len(p.shape), '' if len(p.shape) == 1 else 's', _tops(tops),
+                               '' if tops == 1 else ' or %d' % tops))
+        for shape in p.shape:
+            problems += _dims_problem('dummy_data_param shape', list(shape.dim))
+    if kind == 'Input' and len(layer.input_param.shape) not in (0, 1, tops):
+        problems.append('input_param has %d shape%s for %s (give none, 1 or %d)'
+                        % (len(layer.input_param.shape), '' if len(layer.input_param.shape) == 1 else 's',
+                           _tops(tops), tops))
+    if kind == 'Parameter':
+        problems += _dims_problem('parameter_param shape', list(layer.parameter_param.shape.dim))
+    if kind == 'HDF5Data' and layer.HasField('transform_param'):
+        problems.append('takes no transform_param (HDF5 data is not transformed)')
+    return problems
+
+
+def _fork_problems(layer):
+    """The cheap CHECKs of this Caffe fork's own layer types (pad_layer.cpp,
+    permute_layer.cpp, resize_layer.cpp... in its src/caffe/layers)."""
+    kind, problems = layer.type, []
+    if kind == 'Pad':
+        # its forward pass crops when every pad is negative, else pads: a
+        # negative pad among others writes outside the top (its CHECKs of the
+        # pads are commented out)
+        pads = [(name, getattr(layer.pad_param, name)) for name in ('pad_u', 'pad_d', 'pad_l', 'pad_r')]
+        if any(pad < 0 for _, pad in pads) and not all(pad < 0 for _, pad in pads):
+            problems.append('pad_param pads must be all >= 0 (a pad) or all < 0 (a crop), got %s'
+                            % ', '.join('%s %d' % pad for pad in pads))
+    if kind == 'Permute':
+        order = list(layer.permute_param.order)
+        if len(set(order)) != len(order):
+            problems.append('permute_param order %s repeats an axis' % order)
+    if kind == 'Resize':
+        p = layer.resize_param
+        wanted = ('out_height_scale', 'out_width_scale') if p.is_pyramid_test else ('height', 'width')
+        missing = [name for name in wanted if not p.HasField(name)]
+        if missing:
+            problems.append('resize_param needs %s%s' % (' and '.join(wanted), ' (with is_pyramid_test)'
+                                                         if p.is_pyramid_test else ''))
+    if kind == 'Upsample' and layer.upsample_param.dims_num not in (3, 4):
+        problems.append('upsample_param dims_num must be 3 or 4, got %d' % layer.upsample_param.dims_num)
+    if kind == 'Unsqueeze' and not layer.unsqueeze_param.HasField('dim'):
+        problems.append('unsqueeze_param dim must be set')
+    if kind == 'MaxUnPool' and not (layer.max_unpool_param.HasField('dst_h')
+                                    and layer.max_unpool_param.HasField('dst_w')):
+        problems.append('max_unpool_param needs dst_h and dst_w')
+    if kind == 'PriorBox':
+        sizes = list(layer.prior_box_param.min_size)
+        if not sizes or any(not size > 0 for size in sizes):
+            problems.append('prior_box_param min_size must be given, each > 0, got %s' % sizes)
+    if kind == 'DetectionOutput' and not layer.detection_output_param.HasField('num_classes'):
+        problems.append('detection_output_param num_classes must be set')
+    if kind == 'BilinearInterpolate':
+        p = layer.bilinear_interpolate_param
+        if (p.HasField('dst_h') or p.HasField('dst_w')) == p.HasField('scale_factor'):
+            # (else its output size is never set: garbage)
+            problems.append('bilinear_interpolate_param takes dst_h / dst_w or scale_factor (one of them)')
+    return problems
+
+
 # The fillers of each stock layer: (parameter message, its filler fields)
 _FILLERS = {'Convolution': ('convolution_param', ('weight_filler', 'bias_filler')),
             'Deconvolution': ('convolution_param', ('weight_filler', 'bias_filler')),
             'InnerProduct': ('inner_product_param', ('weight_filler', 'bias_filler')),
             'Embed': ('embed_param', ('weight_filler', 'bias_filler')),
             'Scale': ('scale_param', ('filler', 'bias_filler')), 'Bias': ('bias_param', ('filler',)),
-            'PReLU': ('prelu_param', ('filler',))}
+            'PReLU': ('prelu_param', ('filler',)),
+            # (filling the InnerProduct layers of the net they unroll)
+            'RNN': ('recurrent_param', ('weight_filler', 'bias_filler')),
+            'LSTM': ('recurrent_param', ('weight_filler', 'bias_filler'))}
 FILLER_TYPES = ('constant', 'gaussian', 'positive_unitball', 'uniform', 'xavier', 'msra', 'bilinear')
 
 
@@ -411,7 +512,37 @@ def _filler_problems(layer):
         elif f.type == 'bilinear' and not (_square_kernel(layer, name) or (
                 layer.type == 'DummyData' and all(len(sh) == 4 and sh[2] == sh[3] for sh in shapes))):
             problems.append('%s bilinear is for the weights of a convolution with a square 2-D kernel' % name)
+        elif f.type != 'gaussian' and f.sparse != -1:
+            problems.append('%s %s takes no sparse (only gaussian does), got %d' % (name, f.type, f.sparse))
+        elif f.type == 'gaussian' and f.sparse < -1:
+            problems.append('%s gaussian sparse must be -1 (off) or >= 0, got %d' % (name, f.sparse))
+        elif f.type == 'gaussian' and f.sparse > 0 and f.sparse > _filler_rows(layer, name, f.sparse):
+            # (caffe_rng_bernoulli CHECKs its p = sparse / rows <= 1)
+            problems.append('%s gaussian sparse %d is more than the %d rows (outputs) of the blob it fills'
+                            % (name, f.sparse, _filler_rows(layer, name, f.sparse)))
     return problems
+
+
+def _filler_rows(layer, name, unknown):
+    """The first axis of the blob filler ``name`` of ``layer`` fills (the
+    gaussian's sparse is per row of it), or ``unknown`` where it depends on
+    a bottom's shape."""
+    if layer.type in ('Convolution', 'InnerProduct') or name == 'bias_filler':
+        param = layer.convolution_param if layer.type in ('Convolution', 'Deconvolution') \
+            else layer.inner_product_param if layer.type == 'InnerProduct' \
+            else layer.recurrent_param if layer.type in ('RNN', 'LSTM') else None
+        if param is None or (layer.type == 'InnerProduct' and param.transpose and name == 'weight_filler'):
+            return unknown
+        return param.num_output * (4 if layer.type == 'LSTM' else 1)
+    if layer.type in ('RNN', 'LSTM'):
+        return layer.recurrent_param.num_output * (4 if layer.type == 'LSTM' else 1)
+    if layer.type == 'Embed' and name == 'weight_filler':
+        return layer.embed_param.input_dim
+    if layer.type == 'DummyData' and len(layer.dummy_data_param.data_filler) == 1:    # (it fills every top)
+        shapes = [list(sh.dim) for sh in layer.dummy_data_param.shape] or \
+            [[n] for n in layer.dummy_data_param.num]
+        return min([sh[0] for sh in shapes if sh] or [unknown])
+    return unknown
 
 
 def _square_kernel(layer, name):
@@ -427,14 +558,76 @@ def _square_kernel(layer, name):
 
 def _source_problems(layer):
     """The files stock layers read at set-up (a missing one: a CHECK abort)."""
-    if layer.type == 'Data' and not os.path.exists(layer.data_param.source):
-        return ['data_param source %r: no such database' % layer.data_param.source]
+    if layer.type in ('Data', 'AnnotatedData'):
+        return _database_problems(layer.data_param)
     if layer.type == 'HDF5Data' and not os.path.isfile(layer.hdf5_data_param.source):
         return ['hdf5_data_param source %r: no such list of HDF5 files' % layer.hdf5_data_param.source]
+    if layer.type == 'HDF5Data':
+        return _hdf5_list_problems(layer.hdf5_data_param.source)
+    if layer.type == 'HDF5Output':
+        folder = os.path.dirname(layer.hdf5_output_param.file_name) or '.'
+        if not os.path.isdir(folder):       # (H5Fcreate fails: a CHECK abort)
+            return ['hdf5_output_param file_name %r: no such folder %r to write it in'
+                    % (layer.hdf5_output_param.file_name, folder)]
     if layer.type == 'InfogainLoss' and len(layer.bottom) < 3 and \
             not os.path.isfile(layer.infogain_loss_param.source):
         return ['infogain_loss_param source %r: no such file (or give the matrix as a third bottom)'
                 % layer.infogain_loss_param.source]
+    return []
+
+
+def _database_problems(p):
+    """A Data layer's source as db_lmdb.cpp / db_leveldb.cpp open it for
+    reading (a CHECK abort otherwise): an LMDB folder holds data.mdb, a
+    LevelDB folder its CURRENT file."""
+    if not os.path.exists(p.source):
+        return ['data_param source %r: no such database' % p.source]
+    lmdb = p.backend == p.LMDB
+    needed = 'data.mdb' if lmdb else 'CURRENT'
+    if not os.path.isdir(p.source) or not os.path.isfile(os.path.join(p.source, needed)):
+        return ['data_param source %r: not %s database (a folder holding %s)%s'
+                % (p.source, 'an LMDB' if lmdb else 'a LevelDB', needed,
+                   '' if lmdb or not os.path.isfile(os.path.join(p.source, 'data.mdb'))
+                   else '; it is an LMDB: give backend: LMDB')]
+    return []
+
+
+HDF5_SIGNATURE = b'\x89HDF\r\n\x1a\n'
+
+
+def _is_hdf5(path):
+    """Whether ``path`` is an HDF5 file: its signature at byte 0, or at 512,
+    1024, 2048... (after a user block)."""
+    try:
+        with open(path, 'rb') as f:
+            size, offset = os.fstat(f.fileno()).st_size, 0
+            while offset + 8 <= size:
+                f.seek(offset)
+                if f.read(8) == HDF5_SIGNATURE:
+                    return True
+                offset = 512 if not offset else offset * 2
+    except OSError:
+        return False
+    return False
+
+
+def _hdf5_list_problems(source):
+    """Each name in an HDF5Data list (split at white space, as
+    hdf5_data_layer.cpp reads it) must be an HDF5 file: Caffe aborts on one
+    it cannot open (the first at set-up, the others when it gets to them)."""
+    try:
+        with open(source, encoding='utf-8', errors='replace') as f:
+            names = f.read().split()
+    except OSError as e:
+        return ['hdf5_data_param source %r: cannot read it: %s' % (source, e.strerror or e)]
+    if not names:
+        return ['hdf5_data_param source %r lists no HDF5 file' % source]
+    for name in names:
+        if not os.path.isfile(name):
+            return ['hdf5_data_param source %r lists %r: no such file%s' % (
+                source, name, '' if os.path.isabs(name) else ' (from the folder Caffe runs in)')]
+        if not _is_hdf5(name):
+            return ['hdf5_data_param source %r lists %r: not an HDF5 file' % (source, name)]
     return []
 
 
@@ -483,7 +676,24 @@ _BLOB_COUNTS = dict(
     Eltwise=((2, None), _ONE), Concat=((1, None), _ONE), Scale=((1, 2), _ONE), Bias=((1, 2), _ONE),
     Convolution=((1, None), (1, None)), Deconvolution=((1, None), (1, None)),
     Pooling=(_ONE, (1, 2)), Slice=(_ONE, (1, None)), Split=(_ONE, (1, None)),
-    Input=((0, 0), (1, None)), Data=((0, 0), (1, 2)))
+    Input=((0, 0), (1, None)), Data=((0, 0), (1, 2)),
+    DummyData=((0, 0), (1, None)), Filter=((2, None), (1, None)), HDF5Output=((2, 2), (0, 0)),
+    MemoryData=((0, 0), (2, 2)), Im2col=(_ONE, _ONE), Parameter=((0, 0), _ONE),
+    AnnotatedData=((0, 0), (1, None)),
+    # this Caffe fork's own layers (those that declare their counts; Proposal
+    # and Upsample read bottoms they do not declare)
+    LSTMUnit=((3, 3), (2, 2)), Pad=(_ONE, _ONE), Permute=(_ONE, _ONE), Resize=(_ONE, _ONE),
+    Unsqueeze=(_ONE, _ONE), Normalize=(_ONE, _ONE), BilinearInterpolate=(_ONE, _ONE),
+    PSROIPooling=((2, 2), _ONE), MaxUnPool=((2, 2), _ONE), DetectionOutput=((3, 4), _ONE),
+    SmoothL1Loss=((2, 3), (0, 1)), Proposal=((3, None), (1, 2)), Upsample=((1, None), (1, None)),
+    PriorBox=((0, None), _ONE))
+
+
+def _recurrent_counts(layer):
+    """RecurrentLayer's counts: x, cont and maybe a static input; with
+    expose_hidden, the hidden state (RNN: h; LSTM: h and c) in and out too."""
+    hidden = (1 if layer.type == 'RNN' else 2) if layer.recurrent_param.expose_hidden else 0
+    return (2 + hidden, 3 + hidden), (1 + hidden, 1 + hidden)
 
 
 def _count_problem(what, count, fewest, most):
@@ -498,12 +708,17 @@ def _count_problems(layer):
     """Bottom and top counts Caffe would abort on (_BLOB_COUNTS), and Eltwise's
     coefficients (one per bottom, none for PROD: EltwiseLayer::LayerSetUp)."""
     bottoms, tops = _BLOB_COUNTS.get(layer.type, ((0, None), (0, None)))
+    if layer.type in ('RNN', 'LSTM'):
+        bottoms, tops = _recurrent_counts(layer)
     if layer.type == 'Pooling' and layer.pooling_param.pool != layer.pooling_param.MAX:
         tops = _ONE                                 # only MAX pooling gives its mask as a second top
     problems = _count_problem('bottom', len(layer.bottom), *bottoms) + \
         _count_problem('top', len(layer.top), *tops)
     if layer.type in ('Convolution', 'Deconvolution') and len(layer.top) != len(layer.bottom):
         problems.append('needs one top per bottom, got %d bottoms and %d tops'
+                        % (len(layer.bottom), len(layer.top)))
+    if layer.type == 'Filter' and len(layer.bottom) >= 2 and len(layer.top) != len(layer.bottom) - 1:
+        problems.append('needs one top per bottom but the last (the selector), got %d bottoms and %d tops'
                         % (len(layer.bottom), len(layer.top)))
     auto_top = tops[0] == 0 and tops[1] is not None      # a loss: Caffe adds its top
     if layer.loss_weight and len(layer.loss_weight) != max(len(layer.top), 1 if auto_top else 0):
@@ -529,7 +744,7 @@ def _caffe_layer_types():
     return frozenset(caffe.layer_type_list())
 
 
-def _layer_problems(layer):
+def _layer_problems(layer, fed_memory_data=False):
     """What Caffe would abort on, or a Python layer would fail on, in one layer."""
     import importlib
     problems = []
@@ -537,12 +752,16 @@ def _layer_problems(layer):
         return ['unknown layer type %r (a layer of a Caffe fork? this Caffe knows %d types, see '
                 'caffe.layer_type_list())' % (layer.type, len(_caffe_layer_types()))]
     problems += _count_problems(layer) + _setting_problems(layer)
+    if layer.type == 'MemoryData' and not fed_memory_data:
+        # (its Forward CHECKs that it has data: only pycaffe's set_input_arrays gives it some)
+        problems.append('has no data to give: only pycaffe\'s Net.set_input_arrays feeds a MemoryData layer '
+                        '(Caffe aborts at its first forward pass); use Input, DummyData or a database')
     for kind, message, names in _POSITIVE_FIELDS:
         if layer.type == kind:
             param = getattr(layer, message)
             problems += ['%s must be >= 1, got %d' % (name, getattr(param, name))
                          for name in names if getattr(param, name) < 1]
-    if layer.type == 'Convolution' or layer.type == 'Deconvolution':
+    if layer.type in ('Convolution', 'Deconvolution', 'Im2col'):
         p = layer.convolution_param
         if any(k < 1 for k in p.kernel_size) or (not p.kernel_size and (p.kernel_h < 1 or p.kernel_w < 1)):
             problems.append('kernel sizes must be >= 1')
@@ -576,7 +795,7 @@ def _layer_problems(layer):
     return problems
 
 
-def check_net(net, where, phase=None, stages=(), level=0, states=None):
+def check_net(net, where, phase=None, stages=(), level=0, states=None, fed_memory_data=False):
     """InputError listing, by layer instance, what Caffe would abort on when
     building ``net`` (a NetParameter read from ``where``), or a Python layer
     that cannot be imported or whose param_str is invalid. Caffe itself
@@ -587,7 +806,9 @@ def check_net(net, where, phase=None, stages=(), level=0, states=None):
     pycaffe's ``stages`` and ``level`` (state_rule); or, given ``states``,
     the nets a solver builds of it: [(label, NetState)] (net_state), each
     checked as built with its state, a problem of only some of them named
-    with their labels."""
+    with their labels. A MemoryData layer is refused unless
+    ``fed_memory_data``: the caller feeds it (pycaffe's set_input_arrays)
+    before the first forward pass."""
     problems, kinds = [], set()
     rule = state_rule(net, stages, level)
     nets = None
@@ -606,7 +827,7 @@ def check_net(net, where, phase=None, stages=(), level=0, states=None):
             continue
         elif phase is None and not (rule(layer, 'TRAIN') or rule(layer, 'TEST')):
             continue
-        for problem in _layer_problems(layer):
+        for problem in _layer_problems(layer, fed_memory_data):
             kinds.add(type(problem) if isinstance(problem, InputError) else InputError)
             kind = layer.type if layer.type != 'Python' else layer.python_param.layer
             text = str(problem)
@@ -683,12 +904,13 @@ def temporary_file(text, suffix='.prototxt', directory=None):
             os.unlink(path)
 
 
-def caffe_net(net, phase='TEST', weights=None, seed=None, complete=True, where=None):
+def caffe_net(net, phase='TEST', weights=None, seed=None, complete=True, where=None, fed_memory_data=False):
     """A caffe.Net of a NetParameter, prototxt text or prototxt path, in
     ``phase``, optionally with ``weights`` (caffemodel path) and a filler seed.
     The net is checked first (``check_net``) and the weights too: they must
     fit, and fill every layer with weights (``complete``; else at least one).
-    ``where`` names a message's file in errors."""
+    ``where`` names a message's file in errors; ``fed_memory_data``: the
+    caller feeds the net's MemoryData layers (check_net)."""
     import caffe
     from caffe_mlic.caffe.weights import check_weights
     if isinstance(net, os.PathLike) or (isinstance(net, str) and '{' not in net):
@@ -704,7 +926,7 @@ def caffe_net(net, phase='TEST', weights=None, seed=None, complete=True, where=N
             from caffe.proto import caffe_pb2
             message = caffe_pb2.NetParameter()
             _text_format().Merge(net, message)
-    check_net(message, where, phase)
+    check_net(message, where, phase, fed_memory_data=fed_memory_data)
     if seed is not None:
         caffe.set_random_seed(seed)
     want = caffe.TRAIN if phase_id(phase) == phase_id('TRAIN') else caffe.TEST

@@ -59,19 +59,53 @@ def conv_output(size, kernel, pad, stride, dilation):
     return (n // stride if n >= 0 else -((-n) // stride)) + 1
 
 
+def _nd_conv_sizes(p, spatial):
+    """[(kernel, pad, stride, dilation)] per spatial axis of a
+    ConvolutionParameter (BaseConvolutionLayer::LayerSetUp's reading: a
+    repeated field given once or once per axis; the _h / _w fields in 2-D);
+    None where the counts do not fit (check_net and shape_problems' to name)."""
+    if spatial == 2:
+        return list(zip(*_conv_sizes(p)))
+
+    def per_axis(values, default):
+        values = list(values)
+        if len(values) not in (0, 1, spatial):
+            raise ValueError(values)
+        return [values[0 if len(values) == 1 else i] if values else default for i in range(spatial)]
+    if _given_hw(p, 'kernel') or _given_hw(p, 'stride') or _given_hw(p, 'pad') or not len(p.kernel_size):
+        return None
+    return list(zip(per_axis(p.kernel_size, 1), per_axis(p.pad, 0), per_axis(p.stride, 1), per_axis(p.dilation, 1)))
+
+
 def _conv(layer, bottom, deconv=False):
+    """Convolution / Deconvolution of any number of spatial axes, along
+    convolution_param axis."""
     p = layer.convolution_param
-    (kh, kw), (ph, pw), (sh, sw), (dh, dw) = _conv_sizes(p)
-    n, c, h, w = bottom
+    axis = _axis(p.axis, len(bottom))
+    spatial = bottom[axis + 1:]
+    sizes = _nd_conv_sizes(p, len(spatial))
+    if not spatial or sizes is None:
+        return [None], []
     if deconv:
-        out = [s * (i - 1) + d * (k - 1) + 1 - 2 * q
-               for i, k, q, s, d in ((h, kh, ph, sh, dh), (w, kw, pw, sw, dw))]
+        out = [s * (i - 1) + d * (k - 1) + 1 - 2 * q for i, (k, q, s, d) in zip(spatial, sizes)]
     else:
-        out = [conv_output(i, k, q, s, d) for i, k, q, s, d in ((h, kh, ph, sh, dh), (w, kw, pw, sw, dw))]
-    top = (n, p.num_output, out[0], out[1])
+        out = [conv_output(i, k, q, s, d) for i, (k, q, s, d) in zip(spatial, sizes)]
+    top = tuple(bottom[:axis]) + (p.num_output,) + tuple(out)
     # im2col: (channels x kernel) x output positions of one image
-    columns = (c * kh * kw, out[0], out[1]) if not deconv else (p.num_output * kh * kw, h, w)
+    kernel = _count(k for k, _, _, _ in sizes)
+    columns = (bottom[axis] * kernel,) + tuple(out) if not deconv else (p.num_output * kernel,) + tuple(spatial)
     return [top], [('its im2col buffer', columns)]
+
+
+def _im2col(layer, bottom):
+    """Im2colLayer::Reshape: the channels times the kernel, then the output positions."""
+    p = layer.convolution_param
+    axis = _axis(p.axis, len(bottom))
+    sizes = _nd_conv_sizes(p, len(bottom) - axis - 1)
+    if sizes is None:
+        return None
+    out = [conv_output(i, k, q, s, d) for i, (k, q, s, d) in zip(bottom[axis + 1:], sizes)]
+    return tuple(bottom[:axis]) + (bottom[axis] * _count(k for k, _, _, _ in sizes),) + tuple(out)
 
 
 def _pool(layer, bottom):
@@ -109,13 +143,39 @@ def _reshape(layer, bottom):
     return [tuple(shape)], []
 
 
+def _one_or_each(values, count):
+    """A repeated setting given once or once per top, for ``count`` tops."""
+    values = list(values)
+    return values * count if len(values) == 1 else values
+
+
+def _data_shapes(layer):
+    """The top shapes of the layers that take them from their settings
+    (None: not one of them)."""
+    kind, tops = layer.type, len(layer.top)
+    if kind == 'Input':
+        shapes = [tuple(s.dim) for s in layer.input_param.shape]
+        return _one_or_each(shapes, tops) if shapes else []
+    if kind == 'DummyData':
+        p = layer.dummy_data_param
+        if len(p.num) or len(p.channels) or len(p.height) or len(p.width):
+            return list(zip(*(_one_or_each(getattr(p, name), tops)
+                              for name in ('num', 'channels', 'height', 'width'))))
+        return _one_or_each([tuple(s.dim) for s in p.shape], tops)
+    if kind == 'Parameter':
+        return [tuple(layer.parameter_param.shape.dim)]
+    if kind == 'MemoryData':
+        p = layer.memory_data_param
+        return [(p.batch_size, p.channels, p.height, p.width), (p.batch_size,)]
+    return None
+
+
 def _layer_shapes(layer, bottoms, phase):
     """([top shape or None], [(what, extra blob shape)]) of one layer."""
     kind = layer.type
-    if kind == 'Input':
-        shapes = [tuple(s.dim) for s in layer.input_param.shape]
-        shapes += [shapes[-1]] * (len(layer.top) - len(shapes)) if shapes else []
-        return shapes, []
+    data = _data_shapes(layer)
+    if data is not None:
+        return data[:len(layer.top)] + [None] * (len(layer.top) - len(data)), []
     if kind == 'Python':
         return _python_shapes(layer, bottoms, phase)
     if any(b is None for b in bottoms):
@@ -127,10 +187,23 @@ def _layer_shapes(layer, bottoms, phase):
     if kind == 'Accuracy':      # the accuracy, then one per class
         axis = _axis(layer.accuracy_param.axis, len(bottoms[0]))
         return [(), (bottoms[0][axis],)][:len(layer.top)], []
-    if kind in ('Convolution', 'Deconvolution') and len(bottoms[0]) == 4 and \
-            _axis(layer.convolution_param.axis, 4) == 1:
+    if kind in ('Convolution', 'Deconvolution'):
         tops, extra = _conv(layer, bottoms[0], kind == 'Deconvolution')
         return tops * len(layer.top), extra
+    if kind == 'Im2col':
+        return [_im2col(layer, bottoms[0])], []
+    if kind == 'Tile':
+        p = layer.tile_param
+        shape = list(bottoms[0])
+        shape[_axis(p.axis, len(shape))] *= p.tiles
+        return [tuple(shape)], []
+    if kind == 'Filter':       # (at set-up: every item; later, those selected)
+        return list(bottoms[:len(layer.top)]), []
+    if kind in ('RNN', 'LSTM'):     # T x N x num_output, then the last hidden state(s): 1 x N x num_output
+        x, p = bottoms[0], layer.recurrent_param
+        return [(x[0], x[1], p.num_output)] + [(1, x[1], p.num_output)] * (len(layer.top) - 1), []
+    if kind in _FORK_SHAPES:
+        return _FORK_SHAPES[kind](layer, bottoms), []
     if kind == 'Pooling' and len(bottoms[0]) == 4:
         return _pool(layer, bottoms[0])
     if kind == 'InnerProduct':
@@ -161,6 +234,57 @@ def _layer_shapes(layer, bottoms, phase):
         axis = _axis(layer.crop_param.axis, len(bottoms[0]))
         return [tuple(bottoms[0][:axis]) + tuple(bottoms[1][axis:])], []
     return [None] * len(layer.top), []
+
+
+def _pad(layer, bottoms):
+    """PadLayer::Reshape (this fork's): the last two of 2 to 4 axes padded."""
+    p, shape = layer.pad_param, list(bottoms[0])
+    if not 2 <= len(shape) <= 4:
+        return [None]
+    shape[-2] += p.pad_u + p.pad_d
+    shape[-1] += p.pad_l + p.pad_r
+    return [tuple(shape)]
+
+
+def _permute(layer, bottoms):
+    shape = bottoms[0]
+    order = list(layer.permute_param.order)
+    order += [i for i in range(len(shape)) if i not in order]
+    return [tuple(shape[i] for i in order)]
+
+
+def _resize(layer, bottoms):
+    p, shape = layer.resize_param, bottoms[0]
+    if p.is_pyramid_test:
+        size = (int(p.out_height_scale * _legacy(shape, 2)), int(p.out_width_scale * _legacy(shape, 3)))
+    else:
+        size = (p.height, p.width)
+    return [(_legacy(shape, 0), _legacy(shape, 1)) + size]
+
+
+def _upsample(layer, bottoms):
+    p, shape = layer.upsample_param, list(bottoms[0])
+    for i in range(1 if p.dims_num == 3 else 2 if p.dims_num == 4 else 0):
+        shape[-1 - i] *= p.scale
+    return [tuple(shape)]
+
+
+def _unsqueeze(layer, bottoms):
+    shape = list(bottoms[0])
+    index = layer.unsqueeze_param.dim
+    index = index + len(shape) + 1 if index < 0 else index
+    return [tuple(shape[:index]) + (1,) + tuple(shape[index:])]
+
+
+# top shapes of this Caffe fork's own layers (their Reshape in its src/caffe/layers)
+_FORK_SHAPES = {
+    'Pad': _pad, 'Permute': _permute, 'Resize': _resize, 'Upsample': _upsample, 'Unsqueeze': _unsqueeze,
+    'Normalize': lambda layer, bottoms: [bottoms[0]],
+    'LSTMUnit': lambda layer, bottoms: [bottoms[0]] * 2,
+    'SmoothL1Loss': lambda layer, bottoms: [()],
+    'MaxUnPool': lambda layer, bottoms: [(bottoms[0][0], bottoms[0][1], layer.max_unpool_param.dst_h,
+                                          layer.max_unpool_param.dst_w)],
+}
 
 
 def _python_shapes(layer, bottoms, phase):
@@ -461,6 +585,7 @@ _AXIS_FIELDS = {'Softmax': ('softmax_param', 'axis'), 'SoftmaxWithLoss': ('softm
                 'Tile': ('tile_param', 'axis'), 'Accuracy': ('accuracy_param', 'axis'),
                 'Crop': ('crop_param', 'axis'), 'Scale': ('scale_param', 'axis'), 'Bias': ('bias_param', 'axis'),
                 'Convolution': ('convolution_param', 'axis'), 'Deconvolution': ('convolution_param', 'axis'),
+                'Im2col': ('convolution_param', 'axis'),
                 'Flatten': ('flatten_param', 'axis')}
 
 
@@ -507,8 +632,13 @@ def _shape_checks(layer, bottoms):
         # (equal counts in other shapes, N x C and N x C x 1 x 1, Caffe sums alike)
         problems.append('bottoms must hold as many values, got %s' % ', '.join(
             '%s %s' % (name, _shape_text(shape)) for name, shape in zip(layer.bottom, bottoms)))
-    if kind in ('Convolution', 'Deconvolution'):
+    if kind in ('Convolution', 'Deconvolution', 'Im2col'):
         problems += _conv_problems(layer, bottoms, axis)
+    if kind == 'Filter' and len(bottoms) > 1:
+        problems += _filter_problems(layer, bottoms)
+    if kind in ('RNN', 'LSTM') and len(bottoms) > 1:
+        problems += _recurrent_problems(layer, bottoms)
+    problems += _fork_shape_problems(layer, bottoms)
     if kind == 'Concat':
         p = layer.concat_param
         axis = _canonical(p.axis if not p.HasField('concat_dim') else p.concat_dim, first, 'concat_param axis')
@@ -621,8 +751,10 @@ def _conv_problems(layer, bottoms, axis):
         if not (count in (fewest, 1, spatial) or (name == 'kernel_size' and p.HasField('kernel_h'))):
             problems.append('convolution_param has %d %s for %d spatial axes (%s or %d)'
                             % (count, name, spatial, '1' if fewest else 'none, 1', spatial))
+    if spatial < 1 and layer.type == 'Im2col':      # (a convolution of no spatial axis is a 1 x 1 one)
+        return ['convolution_param axis %d leaves no spatial axis in the bottom %s' % (axis, _shape_text(first))]
     channels, group = first[axis], max(1, p.group)
-    if channels % group or p.num_output % group:
+    if layer.type != 'Im2col' and (channels % group or p.num_output % group):
         problems.append('convolution_param group %d must divide the bottom channels (%d) and num_output (%d)'
                         % (group, channels, p.num_output))
     for name, shape in zip(layer.bottom[1:], bottoms[1:]):
@@ -630,16 +762,85 @@ def _conv_problems(layer, bottoms, axis):
             problems.append("bottoms must have one shape: '%s' is %s, '%s' is %s"
                             % (layer.bottom[0], _shape_text(first), name, _shape_text(shape)))
             break
-    if problems or spatial != 2 or len(first) != 4 or layer.type != 'Convolution':
+    if problems or layer.type == 'Deconvolution':
         return problems
-    (kh, kw), (ph, pw), (sh, sw), (dh, dw) = _conv_sizes(p)
-    for side, size, k, q, st, d in (('height', first[2], kh, ph, sh, dh), ('width', first[3], kw, pw, sw, dw)):
+    sizes = _nd_conv_sizes(p, spatial)
+    sides = ('height', 'width') if spatial == 2 else ['axis %d' % i for i in range(axis + 1, len(first))]
+    for side, size, (k, q, st, d) in zip(sides, first[axis + 1:], sizes or ()):
         if conv_output(size, k, q, st, d) < 1:
             problems.append('its kernel (%d with dilation %d: %d px) is wider than the padded input %s '
                             '(%d + 2 x %d) by a stride (%d) or more: no output' % (k, d, d * (k - 1) + 1, side,
                                                                                  size, q, st))
             break
     return problems
+
+
+def _filter_problems(layer, bottoms):
+    """FilterLayer::Reshape: the selector (the last bottom) is N x 1 x 1...,
+    and every other bottom has its N."""
+    selector, name = bottoms[-1], layer.bottom[-1]
+    if not selector or any(d != 1 for d in selector[1:]):
+        return ["its selector '%s' (%s, the last bottom) must be N or N x 1 x ... x 1"
+                % (name, _shape_text(selector))]
+    for other, shape in zip(layer.bottom, bottoms[:-1]):
+        if not shape or shape[0] != selector[0]:
+            return ["bottom '%s' (%s) must have as many items (axis 0) as the selector '%s' (%s)"
+                    % (other, _shape_text(shape), name, _shape_text(selector))]
+    return []
+
+
+def _recurrent_problems(layer, bottoms):
+    """RecurrentLayer::LayerSetUp: x is T x N x ... (its unrolled net's
+    InnerProduct reads axis 2 on), cont is T x N, a static input N x ...."""
+    x, cont = bottoms[0], bottoms[1]
+    if len(x) < 3:
+        return ["its input '%s' (%s) must be T x N x ... (3 or more axes)" % (layer.bottom[0], _shape_text(x))]
+    if tuple(cont) != tuple(x[:2]):
+        return ["its sequence continuation '%s' (%s) must be T x N, %s as its input '%s' is %s"
+                % (layer.bottom[1], _shape_text(cont), _shape_text(x[:2]), layer.bottom[0], _shape_text(x))]
+    hidden = (1 if layer.type == 'RNN' else 2) if layer.recurrent_param.expose_hidden else 0
+    if len(bottoms) > 2 + hidden:
+        static = bottoms[2]
+        if not static or static[0] != x[1]:
+            return ["its static input '%s' (%s) must have N = %d items (axis 0)"
+                    % (layer.bottom[2], _shape_text(static), x[1])]
+    return []
+
+
+def _fork_shape_problems(layer, bottoms):
+    """The shape CHECKs of this Caffe fork's own layers."""
+    kind, first = layer.type, bottoms[0]
+    if kind == 'Permute':
+        bad = [o for o in layer.permute_param.order if o >= len(first)]
+        if bad:
+            return ['permute_param order %d is not an axis of the bottom %s' % (bad[0], _shape_text(first))]
+    if kind == 'Unsqueeze' and layer.unsqueeze_param.HasField('dim') and \
+            not -len(first) - 1 <= layer.unsqueeze_param.dim <= len(first):
+        return ['unsqueeze_param dim %d is out of range for a bottom of %d axes (%d to %d)'
+                % (layer.unsqueeze_param.dim, len(first), -len(first) - 1, len(first))]
+    if kind == 'Normalize' and not 2 <= len(first) <= 4:
+        return ['takes a bottom of 2 to 4 axes, got %s' % _shape_text(first)]
+    if kind == 'MaxUnPool' and len(first) != 4:
+        return ['takes a bottom of 4 axes (N x C x H x W), got %s' % _shape_text(first)]
+    if kind == 'PSROIPooling' and len(first) <= 4:
+        p = layer.psroi_pooling_param
+        if _legacy(first, 1) != p.output_dim * p.group_size ** 2:
+            return ['its bottom %s must have output_dim x group_size^2 = %d channels'
+                    % (_shape_text(first), p.output_dim * p.group_size ** 2)]
+    if kind == 'LSTMUnit' and len(bottoms) == 3:
+        # (the previous cell state 1 x N x D, the gates 1 x N x 4D, cont 1 x N)
+        n, d = (first[1], first[2]) if len(first) == 3 else ('N', 'D')
+        wanted = ('1 x %s x %s' % (n, d), '1 x %s x %s' % (n, 4 * d if d != 'D' else '4D'), '1 x %s' % n)
+        for name, shape, text in zip(layer.bottom, bottoms, wanted):
+            if ' x '.join(map(str, shape)) != text:
+                return ["bottom '%s' (%s) must be %s (LSTMUnit: cell state, gates, continuation)"
+                        % (name, _shape_text(shape), text)]
+    if kind == 'SmoothL1Loss' and all(len(b) <= 4 for b in bottoms):
+        for name, shape in zip(layer.bottom[1:], bottoms[1:]):
+            if any(_legacy(shape, i) != _legacy(first, i) for i in (1, 2, 3)):
+                return ["bottom '%s' (%s) must match '%s' (%s) in channels, height and width"
+                        % (name, _shape_text(shape), layer.bottom[0], _shape_text(first))]
+    return []
 
 
 def _crop_problems(p, first, reference, axis):

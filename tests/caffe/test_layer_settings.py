@@ -26,6 +26,11 @@ def _layer(kind, bottoms, params, tops=('y',)):
         kind, ' '.join('bottom: "%s"' % b for b in bottoms), ' '.join('top: "%s"' % t for t in tops), params)
 
 
+# a sequence for the recurrent layers: T x N x D, its continuation T x N (and one of another N)
+SEQ = ('layer { name: "seq" type: "Input" top: "x" top: "cont" top: "cont5" input_param { shape { dim: 3 dim: 2 '
+       'dim: 4 } shape { dim: 3 dim: 2 } shape { dim: 3 dim: 5 } } }\n')
+
+
 def _conv(params):
     return _layer('Convolution', ['data'], 'convolution_param { num_output: 4 kernel_size: 3 %s }' % params)
 
@@ -207,6 +212,185 @@ CASES = {
     'input of a negative size': (_layer('Input', [], 'input_param { shape { dim: 2 dim: -3 } }'),
                                  _layer('Input', [], 'input_param { shape { dim: 2 dim: 3 } }'),
                                  'input_param shape [2, -3]: a negative size', 'abort'),
+    # pass 12, S6: the nets let through to an abort
+    'input shapes for the tops': (
+        _layer('Input', [], 'input_param { shape { dim: 2 } shape { dim: 3 } }', ('a', 'b', 'c')),
+        _layer('Input', [], 'input_param { shape { dim: 2 } shape { dim: 3 } shape { dim: 1 } }', ('a', 'b', 'c')),
+        'input_param has 2 shapes for 3 tops (give none, 1 or 3)', 'abort'),
+    'dummy data fillers for the tops': (
+        _layer('DummyData', [], 'dummy_data_param { shape { dim: 2 } data_filler { type: "constant" } '
+                                'data_filler { type: "constant" } }', ('a', 'b', 'c')),
+        _layer('DummyData', [], 'dummy_data_param { shape { dim: 2 } data_filler { type: "constant" } }',
+               ('a', 'b', 'c')),
+        'dummy_data_param has 2 data_filler for 3 tops (give none, 1 or 3)', 'abort'),
+    'dummy data shapes for the tops': (
+        _layer('DummyData', [], 'dummy_data_param { shape { dim: 2 } shape { dim: 3 } }', ('a', 'b', 'c')),
+        _layer('DummyData', [], 'dummy_data_param { shape { dim: 2 } shape { dim: 3 } shape { dim: 4 } }',
+               ('a', 'b', 'c')),
+        'dummy_data_param has 2 shapes for 3 tops (give 1 or 3)', 'abort'),
+    'dummy data without a shape': (_layer('DummyData', [], 'dummy_data_param { }'),
+                                   _layer('DummyData', [], 'dummy_data_param { shape { dim: 2 } }'),
+                                   'dummy_data_param has 0 shapes for 1 top (give 1)', 'abort'),
+    'dummy data of shape and legacy sizes': (
+        _layer('DummyData', [], 'dummy_data_param { shape { dim: 2 } num: 2 channels: 1 height: 1 width: 1 }'),
+        _layer('DummyData', [], 'dummy_data_param { num: 2 channels: 1 height: 1 width: 1 }'),
+        'dummy_data_param gives both shape and num / channels / height / width (one of them)', 'abort'),
+    'dummy data legacy sizes for the tops': (
+        _layer('DummyData', [], 'dummy_data_param { num: 2 num: 2 num: 2 channels: 1 height: 1 width: 1 }',
+               ('a', 'b')),
+        _layer('DummyData', [], 'dummy_data_param { num: 2 num: 3 channels: 1 height: 1 width: 1 }', ('a', 'b')),
+        'dummy_data_param has 3 num for 2 tops (give 1 or 2)', 'abort'),
+    'dummy data of a negative size': (_layer('DummyData', [], 'dummy_data_param { shape { dim: -2 } }'),
+                                      _layer('DummyData', [], 'dummy_data_param { shape { dim: 2 } }'),
+                                      'dummy_data_param shape [-2]: a negative size', 'abort'),
+    # (DummyData's tops are known: the layers they feed are checked)
+    'softmax axis of a dummy data blob': (
+        _layer('DummyData', [], 'dummy_data_param { num: 2 channels: 3 height: 4 width: 5 }', ('d',)).replace(
+            '"x"', '"d"') + _layer('Softmax', ['d'], 'softmax_param { axis: 4 }'),
+        _layer('DummyData', [], 'dummy_data_param { num: 2 channels: 3 height: 4 width: 5 }', ('d',)).replace(
+            '"x"', '"d"') + _layer('Softmax', ['d'], 'softmax_param { axis: 3 }'),
+        'softmax_param axis 4 is out of range for a bottom of shape 2 x 3 x 4 x 5 (4 axes: -4 to 3)', 'abort'),
+    'parameter of a negative size': (_layer('Parameter', [], 'parameter_param { shape { dim: -2 dim: 3 } }'),
+                                     _layer('Parameter', [], 'parameter_param { shape { dim: 2 dim: 3 } }'),
+                                     'parameter_param shape [-2, 3]: a negative size', 'abort'),
+    'absval in place': (_layer('AbsVal', ['data'], '', ('data',)), _layer('AbsVal', ['data'], ''),
+                        'cannot run in place (its top must not be its bottom)', 'abort'),
+    'pooling stride_h 0': (_layer('Pooling', ['data'], 'pooling_param { kernel_size: 2 stride_h: 0 stride_w: 1 }'),
+                           _layer('Pooling', ['data'], 'pooling_param { kernel_size: 2 stride_h: 1 stride_w: 1 }'),
+                           'kernel size and stride must be >= 1', 'abort'),
+    'spatial pyramid of height 0': (_layer('SPP', ['data'], 'spp_param { pyramid_height: 0 }'),
+                                    _layer('SPP', ['data'], 'spp_param { pyramid_height: 1 }'),
+                                    'pyramid_height must be >= 1, got 0', 'abort'),
+    'im2col kernel 0': (_layer('Im2col', ['data'], 'convolution_param { kernel_size: 0 }'),
+                        _layer('Im2col', ['data'], 'convolution_param { kernel_size: 3 }'),
+                        'kernel sizes must be >= 1', 'abort'),
+    'im2col stride 0': (_layer('Im2col', ['data'], 'convolution_param { kernel_size: 2 stride: 0 }'),
+                        _layer('Im2col', ['data'], 'convolution_param { kernel_size: 2 stride: 2 }'),
+                        'strides must be >= 1', 'abort'),
+    'im2col kernel wider than the map': (
+        _layer('Im2col', ['data'], 'convolution_param { kernel_size: 9 }'),
+        _layer('Im2col', ['data'], 'convolution_param { kernel_size: 6 }'),
+        'its kernel (9 with dilation 1: 9 px) is wider than the padded input height (6 + 2 x 0) by a stride (1) or '
+        'more: no output', 'abort'),
+    '3-D convolution kernel wider than the input': (
+        'layer { name: "v" type: "Input" top: "v" input_param { shape { dim: 1 dim: 2 dim: 2 dim: 3 dim: 3 } } }\n'
+        + _layer('Convolution', ['v'], 'convolution_param { num_output: 2 kernel_size: 5 }'),
+        'layer { name: "v" type: "Input" top: "v" input_param { shape { dim: 1 dim: 2 dim: 2 dim: 3 dim: 3 } } }\n'
+        + _layer('Convolution', ['v'], 'convolution_param { num_output: 2 kernel_size: 2 }'),
+        'its kernel (5 with dilation 1: 5 px) is wider than the padded input axis 2 (2 + 2 x 0) by a stride (1) or '
+        'more: no output', 'abort'),
+    'filter of one bottom': (_layer('Filter', ['data'], ''), _layer('Filter', ['data', 'label'], ''),
+                             'takes 2 or more bottoms, got 1', 'abort'),
+    'filter tops': (_layer('Filter', ['data', 'label'], '', ('y', 'z')), _layer('Filter', ['data', 'label'], ''),
+                    'needs one top per bottom but the last (the selector), got 2 bottoms and 2 tops', 'abort'),
+    'filter by a 2-axis selector': (_layer('Filter', ['data', 'score'], ''), _layer('Filter', ['data', 'label'], ''),
+                                    "its selector 'score' (2 x 4, the last bottom) must be N or N x 1 x ... x 1",
+                                    'abort'),
+    'filter by a selector of another N': (
+        'layer { name: "s" type: "Input" top: "s" input_param { shape { dim: 3 } } }\n' +
+        _layer('Filter', ['data', 's'], ''),
+        'layer { name: "s" type: "Input" top: "s" input_param { shape { dim: 2 } } }\n' +
+        _layer('Filter', ['data', 's'], ''),
+        "bottom 'data' (2 x 4 x 6 x 6) must have as many items (axis 0) as the selector 's' (3)", 'abort'),
+    'rnn num_output 0': (SEQ + _layer('RNN', ['x', 'cont'], 'recurrent_param { num_output: 0 }'),
+                         SEQ + _layer('RNN', ['x', 'cont'], 'recurrent_param { num_output: 5 }'),
+                         'num_output must be >= 1, got 0', 'abort'),
+    'lstm of one bottom': (SEQ + _layer('LSTM', ['x'], 'recurrent_param { num_output: 5 }'),
+                           SEQ + _layer('LSTM', ['x', 'cont'], 'recurrent_param { num_output: 5 }'),
+                           'takes 2 to 3 bottoms, got 1', 'abort'),
+    'lstm of a 2-axis input': (SEQ + _layer('LSTM', ['cont', 'cont'], 'recurrent_param { num_output: 5 }'),
+                               SEQ + _layer('LSTM', ['x', 'cont'], 'recurrent_param { num_output: 5 }'),
+                               "its input 'cont' (3 x 2) must be T x N x ... (3 or more axes)", 'abort'),
+    'rnn continuation of another shape': (
+        SEQ + _layer('RNN', ['x', 'cont5'], 'recurrent_param { num_output: 5 }'),
+        SEQ + _layer('RNN', ['x', 'cont'], 'recurrent_param { num_output: 5 }'),
+        "its sequence continuation 'cont5' (3 x 5) must be T x N, 3 x 2 as its input 'x' is 3 x 2 x 4", 'abort'),
+    'lstm gaussian filler of std 0': (
+        SEQ + _layer('LSTM', ['x', 'cont'], 'recurrent_param { num_output: 5 weight_filler { type: "gaussian" '
+                                            'std: 0 } }'),
+        SEQ + _layer('LSTM', ['x', 'cont'], 'recurrent_param { num_output: 5 weight_filler { type: "gaussian" '
+                                            'std: 0.1 } }'),
+        'weight_filler gaussian std must be > 0, got 0.0', 'abort'),
+    'gaussian filler sparser than its rows': (
+        _conv('weight_filler { type: "gaussian" std: 0.1 sparse: 5 }'),
+        _conv('weight_filler { type: "gaussian" std: 0.1 sparse: 4 }'),
+        'weight_filler gaussian sparse 5 is more than the 4 rows (outputs) of the blob it fills', 'abort'),
+    'inner product gaussian filler sparser than its outputs': (
+        _layer('InnerProduct', ['data'], 'inner_product_param { num_output: 2 weight_filler { type: "gaussian" '
+                                         'std: 0.1 sparse: 3 } }'),
+        _layer('InnerProduct', ['data'], 'inner_product_param { num_output: 2 weight_filler { type: "gaussian" '
+                                         'std: 0.1 sparse: 1 } }'),
+        'weight_filler gaussian sparse 3 is more than the 2 rows (outputs) of the blob it fills', 'abort'),
+    'sparse xavier filler': (_conv('weight_filler { type: "xavier" sparse: 2 }'),
+                             _conv('weight_filler { type: "xavier" }'),
+                             'weight_filler xavier takes no sparse (only gaussian does), got 2', 'abort'),
+    # (a MemoryData layer is fed by pycaffe's set_input_arrays only: see its own test)
+    'memory data without data': (_layer('MemoryData', [], 'memory_data_param { batch_size: 2 channels: 1 height: 2 '
+                                                          'width: 2 }', ('m', 'ml')), None,
+                                 "has no data to give: only pycaffe's Net.set_input_arrays feeds a MemoryData layer "
+                                 '(Caffe aborts at its first forward pass); use Input, DummyData or a database',
+                                 'abort'),
+    # this Caffe fork's own layers
+    'pad in place': (_layer('Pad', ['data'], 'pad_param { pad_u: 1 }', ('data',)),
+                     _layer('Pad', ['data'], 'pad_param { pad_u: 1 }'),
+                     'cannot run in place (its top must not be its bottom)', 'abort'),
+    # (Pad crops when every pad is negative; a negative one among others writes outside the top)
+    'pad below nothing': (_layer('Pad', ['data'], 'pad_param { pad_u: -20 }'),
+                          _layer('Pad', ['data'], 'pad_param { pad_u: 20 }'),
+                          'pad_param pads must be all >= 0 (a pad) or all < 0 (a crop), got pad_u -20, pad_d 0, '
+                          'pad_l 0, pad_r 0', 'abort'),
+    'pad of mixed signs': (_layer('Pad', ['data'], 'pad_param { pad_u: -1 pad_d: -1 pad_l: -1 pad_r: 0 }'),
+                           _layer('Pad', ['data'], 'pad_param { pad_u: -1 pad_d: -1 pad_l: -1 pad_r: -1 }'),
+                           'pad_param pads must be all >= 0 (a pad) or all < 0 (a crop), got pad_u -1, pad_d -1, '
+                           'pad_l -1, pad_r 0', 'reads past'),
+    'crop below nothing': (_layer('Pad', ['data'], 'pad_param { pad_u: -4 pad_d: -4 pad_l: -1 pad_r: -1 }'),
+                           _layer('Pad', ['data'], 'pad_param { pad_u: -3 pad_d: -2 pad_l: -1 pad_r: -1 }'),
+                           'a top would be 2 x 4 x -2 x 4: a negative size', 'abort'),
+    'permute order past the axes': (_layer('Permute', ['data'], 'permute_param { order: 7 }'),
+                                    _layer('Permute', ['data'], 'permute_param { order: 3 }'),
+                                    'permute_param order 7 is not an axis of the bottom 2 x 4 x 6 x 6', 'abort'),
+    'permute order repeated': (_layer('Permute', ['data'], 'permute_param { order: 1 order: 1 }'),
+                               _layer('Permute', ['data'], 'permute_param { order: 1 order: 0 }'),
+                               'permute_param order [1, 1] repeats an axis', 'abort'),
+    'resize without a height': (_layer('Resize', ['data'], 'resize_param { width: 4 }'),
+                                _layer('Resize', ['data'], 'resize_param { width: 4 height: 3 }'),
+                                'resize_param needs height and width', 'abort'),
+    'upsample scale 0': (_layer('Upsample', ['data'], 'upsample_param { scale: 0 }'),
+                         _layer('Upsample', ['data'], 'upsample_param { scale: 2 }'),
+                         'scale must be >= 1, got 0', 'abort'),
+    'upsample dims_num 5': (_layer('Upsample', ['data'], 'upsample_param { scale: 2 dims_num: 5 }'),
+                            _layer('Upsample', ['data'], 'upsample_param { scale: 2 dims_num: 3 }'),
+                            'upsample_param dims_num must be 3 or 4, got 5', 'abort'),
+    'unsqueeze past the axes': (_layer('Unsqueeze', ['data'], 'unsqueeze_param { dim: 10 }'),
+                                _layer('Unsqueeze', ['data'], 'unsqueeze_param { dim: -5 }'),
+                                'unsqueeze_param dim 10 is out of range for a bottom of 4 axes (-5 to 4)', 'abort'),
+    'position-sensitive pooling of output_dim 0': (
+        _layer('PSROIPooling', ['data', 'score'], 'psroi_pooling_param { spatial_scale: 1 output_dim: 0 '
+                                                   'group_size: 2 }'), None,
+        'output_dim must be >= 1, got 0', 'abort'),
+    'max unpooling of one bottom': (_layer('MaxUnPool', ['data'], 'max_unpool_param { dst_h: 4 dst_w: 4 }'), None,
+                                    'takes 2 bottoms, got 1', 'abort'),
+    'normalize of a 1-axis blob': (_layer('Normalize', ['label'], ''), _layer('Normalize', ['data'], ''),
+                                   'takes a bottom of 2 to 4 axes, got 2', 'abort'),
+    'prior box without min_size': (_layer('PriorBox', ['data', 'data'], ''),
+                                   _layer('PriorBox', ['data', 'data'], 'prior_box_param { min_size: 2 }'),
+                                   'prior_box_param min_size must be given, each > 0, got []', 'abort'),
+    'detection output without num_classes': (_layer('DetectionOutput', ['data', 'data', 'data'], ''), None,
+                                             'detection_output_param num_classes must be set', 'abort'),
+    'proposal without bottoms': (_layer('Proposal', [], ''), None, 'takes 3 or more bottoms, got 0', 'abort'),
+    'smooth L1 loss of unequal bottoms': (
+        _layer('SmoothL1Loss', ['score', 'data'], ''), _layer('SmoothL1Loss', ['score', 'score'], ''),
+        "bottom 'data' (2 x 4 x 6 x 6) must match 'score' (2 x 4) in channels, height and width", 'abort'),
+    'lstm unit of 4-axis bottoms': (
+        _layer('LSTMUnit', ['data', 'data', 'data'], '', ('c', 'h')),
+        'layer { name: "u" type: "Input" top: "c0" top: "g" top: "k" input_param { shape { dim: 1 dim: 2 dim: 3 } '
+        'shape { dim: 1 dim: 2 dim: 12 } shape { dim: 1 dim: 2 } } }\n' +
+        _layer('LSTMUnit', ['c0', 'g', 'k'], '', ('c', 'h')),
+        "bottom 'data' (2 x 4 x 6 x 6) must be 1 x N x D (LSTMUnit: cell state, gates, continuation)", 'abort'),
+    'bilinear interpolation of no size': (
+        _layer('BilinearInterpolate', ['data'], ''),
+        _layer('BilinearInterpolate', ['data'], 'bilinear_interpolate_param { scale_factor: 2 }'),
+        'bilinear_interpolate_param takes dst_h / dst_w or scale_factor (one of them)', 'abort'),
 }
 
 
@@ -227,7 +411,7 @@ def test_a_setting_caffe_aborts_on_is_refused_naming_layer_and_setting(case):
         prototxt.check_net(_net(twin), 'net.prototxt')
 
 
-def _fate_in_caffe(path):
+def _fate_in_caffe(path, phases=('TRAIN', 'TEST')):
     """How real Caffe ends building and running the nets at ``path``
     (TRAIN and TEST, forward and backward) in a forked child: 'ok', or the signal's name."""
     import caffe
@@ -239,8 +423,8 @@ def _fate_in_caffe(path):
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 2)
             caffe.set_mode_cpu()
-            for phase in (caffe.TRAIN, caffe.TEST):     # (Dropout acts in TRAIN only)
-                net = caffe.Net(path, phase)
+            for phase in phases:     # (Dropout acts in TRAIN only)
+                net = caffe.Net(path, getattr(caffe, phase))
                 net.forward()
                 net.backward()
             os._exit(0)
@@ -252,13 +436,16 @@ def _fate_in_caffe(path):
     return 'ok' if os.WEXITSTATUS(status) == 0 else 'exit %d' % os.WEXITSTATUS(status)
 
 
-@pytest.mark.parametrize('case', [case for case, (_, twin, _, fate) in CASES.items() if fate == 'abort' and twin])
+@pytest.mark.parametrize('case', [case for case, (_, _, _, fate) in CASES.items() if fate == 'abort'])
 def test_caffe_dies_on_each_refused_setting_and_runs_its_twin(case, tmp_path):
-    """The reason for each check: without it Caffe kills the process."""
+    """The reason for each check: without it Caffe kills the process.
+    (A fork's layer with no CPU forward pass, or one that needs inputs of
+    its own, comes without a twin.)"""
     bad, twin, _, _ = CASES[case]
     (tmp_path / 'bad.prototxt').write_text(INPUTS + bad)
-    (tmp_path / 'twin.prototxt').write_text(INPUTS + twin)
-    assert _fate_in_caffe(str(tmp_path / 'twin.prototxt')) == 'ok'
+    if twin is not None:
+        (tmp_path / 'twin.prototxt').write_text(INPUTS + twin)
+        assert _fate_in_caffe(str(tmp_path / 'twin.prototxt')) == 'ok'
     assert _fate_in_caffe(str(tmp_path / 'bad.prototxt')) in ('SIGABRT', 'SIGFPE', 'SIGSEGV')
 
 
@@ -323,6 +510,57 @@ VALID = {
     'layer { name: "x3" type: "Softmax" bottom: "data" top: "z" softmax_param { axis: 7 } include { stage: "never" } }\n',
     'layers of a level': 'layer { name: "x1" type: "ReLU" bottom: "data" top: "x" include { min_level: 1 } }\n'
     'layer { name: "x2" type: "Sigmoid" bottom: "data" top: "x" include { max_level: 0 } }\n',
+    # pass 12, S6: the shapes now worked out (each checked by an Eltwise
+    # with a blob of the expected shape), and settings next to those refused
+    'convolution along the last axis (no spatial axis: 1 x 1)': _layer(
+        'Convolution', ['data'], 'convolution_param { axis: 3 num_output: 2 kernel_size: 3 }'),
+    'dummy data, one shape and one filler for every top': _layer(
+        'DummyData', [], 'dummy_data_param { shape { dim: 2 dim: 4 dim: 6 dim: 6 } data_filler { type: "gaussian" '
+        'std: 0.1 sparse: 2 } }', ('a', 'b')) + 'layer { name: "e" type: "Eltwise" bottom: "a" bottom: "b" '
+    'bottom: "data" top: "e" }\n',
+    'dummy data, legacy sizes once for two tops': _layer(
+        'DummyData', [], 'dummy_data_param { num: 2 channels: 4 height: 6 width: 6 }', ('a', 'b')) +
+    'layer { name: "e" type: "Eltwise" bottom: "a" bottom: "b" bottom: "data" top: "e" }\n',
+    'input, one shape per top': _layer('Input', [], 'input_param { shape { dim: 2 dim: 4 dim: 6 dim: 6 } '
+                                                               'shape { dim: 2 } }', ('a', 'b')) +
+    'layer { name: "e" type: "Eltwise" bottom: "a" bottom: "data" top: "e" }\n',
+    '3-D convolution': 'layer { name: "v" type: "Input" top: "v" top: "w" input_param { shape { dim: 1 dim: 2 dim: 4 '
+    'dim: 5 dim: 6 } shape { dim: 1 dim: 3 dim: 3 dim: 2 dim: 5 } } }\n' + _layer(
+        'Convolution', ['v'], 'convolution_param { num_output: 3 kernel_size: 2 kernel_size: 4 kernel_size: 2 }',
+        ('c',))
+    + 'layer { name: "e" type: "Eltwise" bottom: "c" bottom: "w" top: "e" }\n',
+    'im2col': 'layer { name: "w" type: "Input" top: "w" input_param { shape { dim: 2 dim: 36 dim: 4 dim: 4 } } }\n' +
+    _layer('Im2col', ['data'], 'convolution_param { kernel_size: 3 }', ('c',)) +
+    'layer { name: "e" type: "Eltwise" bottom: "c" bottom: "w" top: "e" }\n',
+    'tile': 'layer { name: "w" type: "Input" top: "w" input_param { shape { dim: 2 dim: 4 dim: 6 dim: 18 } } }\n' +
+    _layer('Tile', ['data'], 'tile_param { axis: -1 tiles: 3 }', ('t',)) +
+    'layer { name: "e" type: "Eltwise" bottom: "t" bottom: "w" top: "e" }\n',
+    'filter by an N x 1 selector': 'layer { name: "s" type: "Input" top: "s" input_param { shape { dim: 2 dim: 1 } } '
+    '}\n' + _layer('Filter', ['data', 'score', 's'], '', ('f', 'g')),
+    'rnn with a static input, lstm with its hidden state exposed': SEQ +
+    'layer { name: "st" type: "Input" top: "st" top: "h0" top: "c0" top: "w" input_param { shape { dim: 2 dim: 7 } '
+    'shape { dim: 1 dim: 2 dim: 5 } shape { dim: 1 dim: 2 dim: 5 } shape { dim: 3 dim: 2 dim: 5 } } }\n' +
+    _layer('RNN', ['x', 'cont', 'st'], 'recurrent_param { num_output: 5 weight_filler { type: "gaussian" std: 0.1 '
+                                       'sparse: 5 } }', ('r',)) +
+    'layer { name: "l" type: "LSTM" bottom: "x" bottom: "cont" bottom: "h0" bottom: "c0" top: "l" top: "h1" '
+    'top: "c1" recurrent_param { num_output: 5 expose_hidden: true } }\n'
+    'layer { name: "e" type: "Eltwise" bottom: "r" bottom: "l" bottom: "w" top: "e" }\n',
+    'pad, crop, permute, unsqueeze and upsample': 'layer { name: "w" type: "Input" top: "w" top: "w2" top: "w3" '
+    'input_param { shape { dim: 2 dim: 10 dim: 3 dim: 4 } shape { dim: 2 dim: 4 dim: 1 dim: 6 dim: 6 } '
+    'shape { dim: 2 dim: 4 dim: 12 dim: 12 } } }\n' +
+    _layer('Pad', ['data'], 'pad_param { pad_u: 1 pad_l: 2 }', ('p',)) +
+    'layer { name: "q" type: "Pad" bottom: "p" top: "q" pad_param { pad_u: -3 pad_d: -1 pad_l: -2 pad_r: -1 } }\n'
+    'layer { name: "r" type: "Permute" bottom: "q" top: "r" permute_param { order: 0 order: 3 order: 2 } }\n'
+    'layer { name: "c" type: "Concat" bottom: "r" bottom: "r" top: "c" }\n'
+    'layer { name: "e" type: "Eltwise" bottom: "c" bottom: "w" top: "e" }\n'
+    'layer { name: "u" type: "Unsqueeze" bottom: "data" top: "u" unsqueeze_param { dim: -3 } }\n'
+    'layer { name: "e2" type: "Eltwise" bottom: "u" bottom: "w2" top: "e2" }\n'
+    'layer { name: "up" type: "Upsample" bottom: "data" top: "up" upsample_param { scale: 2 } }\n'
+    'layer { name: "e3" type: "Eltwise" bottom: "up" bottom: "w3" top: "e3" }\n',
+    'gaussian filler as sparse as its rows, of a transposed inner product': _conv(
+        'weight_filler { type: "gaussian" std: 0.1 sparse: 4 }') + _layer(
+            'InnerProduct', ['data'], 'inner_product_param { num_output: 2 transpose: true weight_filler { type: '
+                                      '"gaussian" std: 0.1 sparse: 100 } }', ('t',)),
 }
 
 
@@ -425,3 +663,90 @@ def test_a_v1_net_the_upgrade_tool_cannot_upgrade_goes_to_caffe_unchecked_with_a
         'upgrade failed: ' % path), err
     assert ('no upgrade_net_proto_text under /nowhere' if tool == 'missing' else 'false ended with status 1') \
         in err, err
+
+
+def _refusal(text, where='net.prototxt', **kwargs):
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    with pytest.raises(InputError) as e:
+        prototxt.check_net(text_format.Merge(text, caffe_pb2.NetParameter()), where, **kwargs)
+    return str(e.value)
+
+
+def test_blobs_over_int_max_of_dummy_data_and_tile_are_refused(tmp_path):
+    """DummyData's and Tile's tops were not worked out (pass 12, S6): Caffe
+    aborted at a blob of more than INT_MAX values."""
+    cases = {
+        'dummy': (_layer('DummyData', [], 'dummy_data_param { num: 50000 channels: 50000 height: 1 width: 1 }'),
+                  "net.prototxt: layer 'x': top 'y' would be 50000 x 50000 x 1 x 1 = 2500000000 values, more "
+                  'than a Caffe blob holds (2^31 - 1): lower the input size or batch_size'),
+        'tile': (_layer('Tile', ['data'], 'tile_param { axis: 1 tiles: 100000000 }'),
+                 "net.prototxt: layer 'x': top 'y' would be 2 x 400000000 x 6 x 6 = 28800000000 values, more "
+                 'than a Caffe blob holds (2^31 - 1): lower the input size or batch_size')}
+    for name, (layer, message) in cases.items():
+        assert _refusal(INPUTS + layer) == message
+        (tmp_path / ('%s.prototxt' % name)).write_text(INPUTS + layer)
+        assert _fate_in_caffe(str(tmp_path / ('%s.prototxt' % name))) == 'SIGABRT'
+
+
+def test_a_memory_data_layer_is_refused_unless_its_caller_feeds_it():
+    """Nothing but pycaffe's set_input_arrays gives a MemoryData layer data:
+    `caffe time` / `test` / `train` abort at its first forward pass
+    (pass 12, S6). A caller that feeds it says so; its sizes are checked
+    then too."""
+    import caffe
+    import numpy as np
+    good = _layer('MemoryData', [], 'memory_data_param { batch_size: 2 channels: 1 height: 2 width: 2 }', ('m', 'l'))
+    assert _refusal(good) == CASES['memory data without data'][2].join(("net.prototxt: layer 'x': MemoryData: ", ''))
+    prototxt.check_net(_net(good), 'net.prototxt', fed_memory_data=True)
+    assert _refusal(good.replace('batch_size: 2', 'batch_size: 0'), fed_memory_data=True) == \
+        "net.prototxt: layer 'x': MemoryData: batch_size must be >= 1, got 0"
+    caffe.set_mode_cpu()
+    net = prototxt.caffe_net(good, 'TEST', fed_memory_data=True)     # (the first layer: set_input_arrays')
+    net.set_input_arrays(np.ones((2, 1, 2, 2), np.float32), np.arange(2, dtype=np.float32))
+    net.forward()
+    assert float(net.blobs['m'].data.sum()) == 8.0
+
+
+def test_the_files_data_layers_open_are_checked_as_caffe_opens_them(tmp_path, monkeypatch):
+    """A Data source that exists but is no database (a file, an empty
+    folder), an HDF5 list naming a file that is not HDF5, an HDF5Output
+    file in no folder: Caffe aborted (pass 12, S6)."""
+    h5py = pytest.importorskip('h5py')
+    import numpy as np
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'empty').mkdir()
+    (tmp_path / 'list.txt').write_text('d.h5\n')
+    (tmp_path / 'bad_list.txt').write_text('list.txt 0\n')
+    with h5py.File(tmp_path / 'd.h5', 'w') as f:
+        f['y'] = np.zeros((4, 3), np.float32)
+    data = 'layer { name: "x" type: "Data" top: "y" data_param { source: "%s" batch_size: 2 %s } }\n'
+    hdf5 = 'layer { name: "x" type: "HDF5Data" top: "y" hdf5_data_param { source: "%s" batch_size: %d } }\n'
+    output = _layer('HDF5Output', ['data', 'label'], 'hdf5_output_param { file_name: "%s" }', ())
+    cases = {
+        'a file': (data % ('list.txt', 'backend: LMDB'),
+                   "Data: data_param source 'list.txt': not an LMDB database (a folder holding data.mdb)"),
+        'an empty folder': (data % ('empty', 'backend: LMDB'),
+                            "Data: data_param source 'empty': not an LMDB database (a folder holding data.mdb)"),
+        'a folder for LevelDB': (data % ('empty', ''),
+                                 "Data: data_param source 'empty': not a LevelDB database (a folder holding "
+                                 'CURRENT)'),
+        'an HDF5 list of a text file': (hdf5 % ('bad_list.txt', 2),
+                                        "HDF5Data: hdf5_data_param source 'bad_list.txt' lists 'list.txt': not "
+                                        'an HDF5 file'),
+        'HDF5 batch_size 0': (hdf5 % ('list.txt', 0), 'HDF5Data: batch_size must be >= 1, got 0'),
+        'an HDF5 output in no folder': (output % 'no/such/o.h5',
+                                        "HDF5Output: hdf5_output_param file_name 'no/such/o.h5': no such folder "
+                                        "'no/such' to write it in"),
+        'an HDF5 output of one bottom': (output.replace(' bottom: "label"', '') % 'o.h5',
+                                         'HDF5Output: takes 2 bottoms, got 1'),
+    }
+    for name, (layer, message) in cases.items():
+        assert _refusal(INPUTS + layer) == "net.prototxt: layer 'x': " + message, name
+        (tmp_path / 'net.prototxt').write_text(INPUTS + layer)
+        assert _fate_in_caffe(str(tmp_path / 'net.prototxt')) == 'SIGABRT', name
+    # (one net at a time writes an HDF5 output file: the second one built aborts, its file open)
+    for twin, phases in ((hdf5 % ('list.txt', 2), ('TRAIN', 'TEST')), (output % 'o.h5', ('TEST',))):
+        prototxt.check_net(_net(twin), 'net.prototxt')
+        (tmp_path / 'net.prototxt').write_text(INPUTS + twin)
+        assert _fate_in_caffe(str(tmp_path / 'net.prototxt'), phases) == 'ok'

@@ -405,7 +405,9 @@ def test_a_caffe_check_on_one_of_its_threads_ends_the_run_not_a_hang(tiny):
     thread while the main thread, holding the GIL, waits for it: a Python
     failure function waited for the GIL for ever (SIGTERM did nothing; pass
     10, F2). Now the C failure function ends the process from that thread."""
-    (tiny / 'empty_lmdb').mkdir(exist_ok=True)     # a folder, but no database in it
+    # a folder with a data.mdb that is no database: our check passes it, Caffe's reader thread CHECKs
+    (tiny / 'empty_lmdb').mkdir(exist_ok=True)
+    (tiny / 'empty_lmdb' / 'data.mdb').write_bytes(b'\0' * 16)
     (tiny / 'lmdb.prototxt').write_text(
         'layer { name: "d" type: "Data" top: "x" top: "y" data_param { source: "empty_lmdb" backend: LMDB '
         'batch_size: 2 } }\nlayer { name: "l" type: "Reduction" bottom: "x" top: "l" loss_weight: 1 }\n'
