@@ -738,6 +738,10 @@ def _count_problems(layer):
     return problems
 
 
+# stock layers compiled only with USE_OPENCV
+_OPENCV_LAYERS = ('ImageData', 'WindowData')
+
+
 @functools.lru_cache(maxsize=1)
 def _caffe_layer_types():
     import caffe
@@ -749,6 +753,10 @@ def _layer_problems(layer, fed_memory_data=False):
     import importlib
     problems = []
     if layer.type not in _caffe_layer_types():       # the layer factory's FATAL
+        if layer.type in _OPENCV_LAYERS:
+            return ['%s is a stock Caffe layer that this Caffe was built without (it needs OpenCV, which our '
+                    'build leaves out): list the images in a datalist and use our data layers, or a '
+                    'database (Data)' % layer.type]
         return ['unknown layer type %r (a layer of a Caffe fork? this Caffe knows %d types, see '
                 'caffe.layer_type_list())' % (layer.type, len(_caffe_layer_types()))]
     problems += _count_problems(layer) + _setting_problems(layer)

@@ -71,6 +71,12 @@ def test_a_layer_type_this_caffe_lacks_is_named_not_a_caffe_abort(tmp_path):
     with pytest.raises(InputError, match=r"bogus.prototxt: layer 'weird': BatchReindex2: unknown layer type "
                                          r"'BatchReindex2' \(a layer of a Caffe fork\?"):
         prototxt.caffe_net(str(path), 'TEST')
+    # a stock layer this build leaves out (USE_OPENCV off) is named as such, not as a fork's
+    path.write_text('name: "b"\nlayer { name: "img" type: "ImageData" top: "x" top: "y" '
+                    'image_data_param { source: "list.txt" batch_size: 1 } }\n')
+    with pytest.raises(InputError, match=r"layer 'img': ImageData: ImageData is a stock Caffe layer that this "
+                                         r"Caffe was built without \(it needs OpenCV"):
+        prototxt.caffe_net(str(path), 'TEST')
 
 
 # ---------------------------------------------------------------- parameter shapes
