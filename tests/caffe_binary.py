@@ -1,4 +1,5 @@
-"""Run `caffe train` through the binary and read its losses back."""
+"""Run `caffe train` through the binary and read its losses back; see how
+real Caffe ends some work in a forked child."""
 import os
 import re
 import subprocess
@@ -35,3 +36,24 @@ def caffe_train(solver, cwd=None, extra_args=(), timeout=None, env=None):
     if res.returncode != 0:
         raise CaffeTrainError(res.returncode, res.stdout)
     return parse_losses(res.stdout), res.stdout
+
+
+def fate_in_child(work, seconds=60):
+    """How ``work()`` (pycaffe calls that Caffe may abort) ends in a forked
+    child: 'ok', the signal's name (SIGABRT: a CHECK failed), or 'exit N'."""
+    import faulthandler
+    import signal
+    pid = os.fork()
+    if pid == 0:                 # the child: Caffe may abort it
+        try:
+            signal.alarm(seconds)
+            faulthandler.disable()      # (pytest's dumps every death to its own copy of stderr)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+            work()
+            os._exit(0)
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        return signal.Signals(os.WTERMSIG(status)).name
+    return 'ok' if os.WEXITSTATUS(status) == 0 else 'exit %d' % os.WEXITSTATUS(status)

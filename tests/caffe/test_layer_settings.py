@@ -5,15 +5,14 @@ refused before Caffe sees them, naming the file, the layer and the setting.
 Each case comes with a twin that differs only in the setting at fault. Real
 Caffe, in a forked child, is shown to die on the case and to build and run
 the twin: the check is needed, and it refuses nothing Caffe takes."""
-import faulthandler
 import os
 import re
-import signal
 
 import pytest
 
 from caffe_mlic.caffe import prototxt
 from caffe_mlic.errors import InputError
+from tests.caffe_binary import fate_in_child
 
 INPUTS = '''name: "settings"
 layer { name: "in" type: "Input" top: "data" top: "label" top: "score"
@@ -415,25 +414,14 @@ def _fate_in_caffe(path, phases=('TRAIN', 'TEST')):
     """How real Caffe ends building and running the nets at ``path``
     (TRAIN and TEST, forward and backward) in a forked child: 'ok', or the signal's name."""
     import caffe
-    pid = os.fork()
-    if pid == 0:                 # the child: Caffe may abort it
-        try:
-            signal.alarm(60)
-            faulthandler.disable()      # (pytest's dumps every death to its own copy of stderr)
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 2)
-            caffe.set_mode_cpu()
-            for phase in phases:     # (Dropout acts in TRAIN only)
-                net = caffe.Net(path, getattr(caffe, phase))
-                net.forward()
-                net.backward()
-            os._exit(0)
-        finally:
-            os._exit(3)
-    _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):
-        return signal.Signals(os.WTERMSIG(status)).name
-    return 'ok' if os.WEXITSTATUS(status) == 0 else 'exit %d' % os.WEXITSTATUS(status)
+
+    def work():
+        caffe.set_mode_cpu()
+        for phase in phases:     # (Dropout acts in TRAIN only)
+            net = caffe.Net(path, getattr(caffe, phase))
+            net.forward()
+            net.backward()
+    return fate_in_child(work)
 
 
 @pytest.mark.parametrize('case', [case for case, (_, _, _, fate) in CASES.items() if fate == 'abort'])

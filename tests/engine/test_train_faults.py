@@ -18,6 +18,7 @@ from caffe_mlic.caffe import prototxt
 from caffe_mlic.engine import snapshots
 from caffe_mlic.netspec import netgen
 from tests import netutil
+from tests.caffe_binary import fate_in_child
 from tests.tinydata import tiny_mlic_config, write_tiny_dataset
 
 CLI = [sys.executable, '-m', 'caffe_mlic.cli']
@@ -676,24 +677,13 @@ def test_a_solver_with_two_train_nets_or_a_test_net_is_refused_in_one_line(tiny)
 def _pycaffe_solver_fate(folder, solver_file):
     """How pycaffe ends building ``solver_file`` (as `train` does) in a
     forked child: 'ok', or the signal's name (SIGABRT: a CHECK failed)."""
-    import faulthandler
     import caffe
-    pid = os.fork()
-    if pid == 0:                 # the child: Caffe may abort it
-        try:
-            signal.alarm(60)
-            faulthandler.disable()
-            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
-            os.chdir(folder)
-            caffe.set_mode_cpu()
-            caffe.get_solver(solver_file).step(1)
-            os._exit(0)
-        finally:
-            os._exit(3)
-    _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):
-        return signal.Signals(os.WTERMSIG(status)).name
-    return 'ok' if os.WEXITSTATUS(status) == 0 else 'exit %d' % os.WEXITSTATUS(status)
+
+    def work():
+        os.chdir(folder)
+        caffe.set_mode_cpu()
+        caffe.get_solver(solver_file).step(1)
+    return fate_in_child(work)
 
 
 def test_train_checks_the_nets_it_builds_with_the_solvers_states(tmp_path):
