@@ -126,6 +126,11 @@ def check(path, data):
         problems += check_table(path, variant, STUDY_FIELDS, where + '.')
         if isinstance(variant.get('net'), dict):
             problems += check_net_table(path, dict(base, **variant['net']), MlicConfig, where + '.net.')
+    train = data.get('train') if isinstance(data.get('train'), dict) else {}
+    for stage in STAGES:
+        fields = train.get(stage, {}).get('set') if isinstance(train.get(stage), dict) else None
+        if isinstance(fields, dict):
+            problems += _solver_set_problems(path, 'train.%s.set' % stage, fields)
     tables = {k: data.get(k) if isinstance(data.get(k), dict) else {} for k in ('data', 'proposals', 'weights')}
     problems += _data_problems(path, tables['data'])
     problems += _proposal_problems(path, tables['proposals'],
@@ -133,6 +138,37 @@ def check(path, data):
     pretrained = tables['weights'].get('pretrained')
     if isinstance(pretrained, str) and pretrained and not os.path.isfile(pretrained):
         problems.append(Problem(path, None, 'weights.pretrained', 'no such file: %s' % pretrained))
+    return problems
+
+
+# solver fields the pipeline sets itself (the net, the length, where the snapshots go, the seed)
+OWNED_SOLVER_FIELDS = ('net', 'net_param', 'train_net', 'train_net_param', 'test_net', 'test_net_param',
+                       'max_iter', 'snapshot', 'snapshot_prefix', 'random_seed', 'base_lr', 'type', 'solver_type')
+
+
+def _solver_set_problems(path, key, fields):
+    """[Problem] of a train.STAGE.set table: each field as `train --set`
+    reads it, within the solver's bounds, and none the pipeline sets."""
+    from caffe.proto import caffe_pb2
+    from caffe_mlic.engine.solver_file import apply_overrides, check_values
+    from caffe_mlic.errors import MlicError, Problem
+    problems = []
+    for name, value in fields.items():
+        where = '%s.%s' % (key, name)
+        if name in OWNED_SOLVER_FIELDS:
+            problems.append(Problem(path, None, where, 'is set by the pipeline (%s)' % (
+                'train.STAGE.max_iter / base_lr, train.solver_type' if name in ('max_iter', 'base_lr', 'type',
+                                                                                   'solver_type')
+                else 'the nets, snapshots and seed are its own')))
+            continue
+        param = caffe_pb2.SolverParameter()
+        try:
+            apply_overrides(param, ['%s=%s' % (name, value)])
+        except MlicError as e:
+            problems.append(Problem(path, None, where, str(e)))
+            continue
+        check_values(param, lambda field, message: problems.append(Problem(path, None, where, message))
+                     if field == name else None)
     return problems
 
 

@@ -282,3 +282,13 @@ def test_a_stages_solver_fields_go_to_every_training_of_its_solver(data):
 def test_a_study_variant_name_that_could_not_name_a_folder_is_refused(data):
     found = problems_of(config(data, '[study."a/b"]\nstage2_iters = 1\n'))
     assert "study.a/b: a variant name is letters, digits, _ and - (it names folders and stages), got 'a/b'" in found
+
+
+def test_a_stages_solver_fields_are_checked_before_anything_runs(data):
+    found = problems_of(config(data, '[train]\nstage2 = { set = { momentum = 2, nosuch = 1, max_iter = 5, '
+                                     'net = "x", lr_policy = "fixed" } }\n'))
+    assert 'train.stage2.set.momentum: momentum must be in [0, 1), got 2' in found, found
+    assert 'train.stage2.set.nosuch: expected FIELD=VALUE with a scalar SolverParameter field' in found
+    assert 'train.stage2.set.max_iter: is set by the pipeline (train.STAGE.max_iter' in found
+    assert 'train.stage2.set.net: is set by the pipeline (the nets, snapshots and seed are its own)' in found
+    assert 'lr_policy' not in found
