@@ -389,9 +389,11 @@ def _setting_problems(layer):
     return problems
 
 
-def _dims_problem(what, dims):
+def _dims_problem(what, dims, empty_allowed=True):
     if any(d < 0 for d in dims):
         return ['%s %s: a negative size' % (what, dims)]
+    if not empty_allowed and any(d == 0 for d in dims):
+        return ['%s %s: a size of 0 (Caffe cannot fill an empty blob)' % (what, dims)]
     return []
 
 
@@ -421,13 +423,14 @@ def _data_problems(layer):
                             % (len(p.shape), '' if len(p.shape) == 1 else 's', _tops(tops),
                                '' if tops == 1 else ' or %d' % tops))
         for shape in p.shape:
-            problems += _dims_problem('dummy_data_param shape', list(shape.dim))
+            problems += _dims_problem('dummy_data_param shape', list(shape.dim), empty_allowed=False)
     if kind == 'Input' and len(layer.input_param.shape) not in (0, 1, tops):
         problems.append('input_param has %d shape%s for %s (give none, 1 or %d)'
                         % (len(layer.input_param.shape), '' if len(layer.input_param.shape) == 1 else 's',
                            _tops(tops), tops))
     if kind == 'Parameter':
-        problems += _dims_problem('parameter_param shape', list(layer.parameter_param.shape.dim))
+        problems += _dims_problem('parameter_param shape', list(layer.parameter_param.shape.dim),
+                                  empty_allowed=False)
     if kind == 'HDF5Data' and layer.HasField('transform_param'):
         problems.append('takes no transform_param (HDF5 data is not transformed)')
     return problems
@@ -456,6 +459,8 @@ def _fork_problems(layer):
         if missing:
             problems.append('resize_param needs %s%s' % (' and '.join(wanted), ' (with is_pyramid_test)'
                                                          if p.is_pyramid_test else ''))
+        elif not p.is_pyramid_test and (p.height < 1 or p.width < 1):
+            problems.append('resize_param height and width must be >= 1, got %d x %d' % (p.height, p.width))
     if kind == 'Upsample' and layer.upsample_param.dims_num not in (3, 4):
         problems.append('upsample_param dims_num must be 3 or 4, got %d' % layer.upsample_param.dims_num)
     if kind == 'Unsqueeze' and not layer.unsqueeze_param.HasField('dim'):
@@ -616,7 +621,7 @@ def _hdf5_list_problems(source):
     hdf5_data_layer.cpp reads it) must be an HDF5 file: Caffe aborts on one
     it cannot open (the first at set-up, the others when it gets to them)."""
     try:
-        with open(source, encoding='utf-8', errors='replace') as f:
+        with open(source, encoding='utf-8', errors='surrogateescape') as f:     # (names are bytes to Caffe)
             names = f.read().split()
     except OSError as e:
         return ['hdf5_data_param source %r: cannot read it: %s' % (source, e.strerror or e)]

@@ -237,7 +237,8 @@ def _layer_shapes(layer, bottoms, phase):
 
 
 def _pad(layer, bottoms):
-    """PadLayer::Reshape (this fork's): the last two of 2 to 4 axes padded."""
+    """PadLayer::Reshape (this fork's): the last two axes of a bottom of 2 to
+    4 axes padded (its forward pass aborts on 5 or more)."""
     p, shape = layer.pad_param, list(bottoms[0])
     if not 2 <= len(shape) <= 4:
         return [None]
@@ -615,8 +616,13 @@ def _shape_checks(layer, bottoms):
     axis = _canonical(getattr(getattr(layer, axis_field[0]), axis_field[1]), first, '%s %s' % axis_field) \
         if axis_field else None
     problems = []
+    if kind == 'Pad' and len(first) > 4:     # (its forward pass reads legacy N, C, H, W: Caffe aborts on 5+ axes)
+        return ['takes a bottom of at most 4 axes, got %s' % _shape_text(first)]
     if kind in ('Pooling', 'LRN', 'SPP') and len(first) != 4:
         return ['takes a bottom of 4 axes (N x C x H x W), got %s' % _shape_text(first)]
+    if kind == 'Upsample' and len(first) < layer.upsample_param.dims_num:     # (its forward reads that many)
+        return ['upsample_param dims_num %d needs a bottom of %d axes, got %s'
+                % (layer.upsample_param.dims_num, layer.upsample_param.dims_num, _shape_text(first))]
     if kind == 'BatchNorm' and len(first) < 2:
         return ['takes a bottom of 2 or more axes (N x C ...), got %s' % _shape_text(first)]
     if kind == 'SPP':

@@ -110,6 +110,24 @@ CASES = {
     'lrn even': (_layer('LRN', ['data'], 'lrn_param { local_size: 4 }'),
                  _layer('LRN', ['data'], 'lrn_param { local_size: 3 }'),
                  'lrn_param local_size must be odd, got 4', 'abort'),
+    # pass 13: empty blobs Caffe cannot fill; this fork's Pad and Upsample on other than 4 axes
+    'dummy zero dim': (_layer('DummyData', [], 'dummy_data_param { shape { dim: 2 dim: 0 } }'),
+                       _layer('DummyData', [], 'dummy_data_param { shape { dim: 2 dim: 1 } }'),
+                       'dummy_data_param shape [2, 0]: a size of 0 (Caffe cannot fill an empty blob)', 'abort'),
+    'parameter zero dim': (_layer('Parameter', [], 'parameter_param { shape { dim: 0 dim: 3 } }'),
+                           _layer('Parameter', [], 'parameter_param { shape { dim: 1 dim: 3 } }'),
+                           'parameter_param shape [0, 3]: a size of 0 (Caffe cannot fill an empty blob)', 'abort'),
+    'resize to 0 rows': (_layer('Resize', ['data'], 'resize_param { height: 0 width: 4 }'),
+                         _layer('Resize', ['data'], 'resize_param { height: 3 width: 4 }'),
+                         'resize_param height and width must be >= 1, got 0 x 4', 'abort'),
+    'pad of 5 axes': (_layer('Reshape', ['data'], 'reshape_param { shape { dim: 2 dim: 4 dim: 6 dim: 3 dim: 2 } }',
+                             ('r',)).replace('name: "x"', 'name: "r0"') +
+                      _layer('Pad', ['r'], 'pad_param { pad_u: 1 }'),
+                      _layer('Pad', ['data'], 'pad_param { pad_u: 1 }'),
+                      'takes a bottom of at most 4 axes, got 2 x 4 x 6 x 3 x 2', 'abort'),
+    'upsample of 2 axes': (_layer('Upsample', ['score'], 'upsample_param { scale: 2 }'),
+                           _layer('Upsample', ['data'], 'upsample_param { scale: 2 }'),
+                           'upsample_param dims_num 4 needs a bottom of 4 axes, got 2 x 4', 'abort'),
     'pooling kernel_w 0': (_layer('Pooling', ['data'], 'pooling_param { kernel_h: 2 kernel_w: 0 }'),
                            _layer('Pooling', ['data'], 'pooling_param { kernel_h: 2 kernel_w: 1 }'),
                            'kernel size and stride must be >= 1', 'abort'),
@@ -734,7 +752,11 @@ def test_the_files_data_layers_open_are_checked_as_caffe_opens_them(tmp_path, mo
         (tmp_path / 'net.prototxt').write_text(INPUTS + layer)
         assert _fate_in_caffe(str(tmp_path / 'net.prototxt')) == 'SIGABRT', name
     # (one net at a time writes an HDF5 output file: the second one built aborts, its file open)
-    for twin, phases in ((hdf5 % ('list.txt', 2), ('TRAIN', 'TEST')), (output % 'o.h5', ('TEST',))):
+    # an HDF5 list naming a file whose name is not UTF-8 (Caffe reads bytes): taken (pass 13, S6)
+    os.link(tmp_path / 'd.h5', os.path.join(bytes(tmp_path), b'caf\xe9.h5'))
+    (tmp_path / 'latin1_list.txt').write_bytes(b'caf\xe9.h5\n')
+    for twin, phases in ((hdf5 % ('list.txt', 2), ('TRAIN', 'TEST')), (output % 'o.h5', ('TEST',)),
+                         (hdf5 % ('latin1_list.txt', 2), ('TRAIN',))):
         prototxt.check_net(_net(twin), 'net.prototxt')
         (tmp_path / 'net.prototxt').write_text(INPUTS + twin)
         assert _fate_in_caffe(str(tmp_path / 'net.prototxt'), phases) == 'ok'
