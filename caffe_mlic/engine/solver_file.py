@@ -147,16 +147,16 @@ def testing_problems(param):
     ap_version for detection). `train` runs its own tests and never these."""
     tests = len(param.test_iter)
     problems = []
+    if param.test_state and len(param.test_state) != tests:     # (checked with no test net too)
+        problems.append(('test_state', 'the solver gives %d test_state for %d test net(s) (one per '
+                         'test_iter): Caffe needs one per test net, or none (it aborts)'
+                         % (len(param.test_state), tests)))
     if not tests:
         return problems
     if param.test_interval <= 0:
         problems.append(('test_interval', 'the solver tests (%d test_iter) but test_interval is %d: Caffe '
                          'needs test_interval > 0 then (it aborts); give one, or remove test_iter'
                          % (tests, param.test_interval)))
-    if param.test_state and len(param.test_state) != tests:
-        problems.append(('test_state', 'the solver gives %d test_state for %d test net(s) (one per '
-                         'test_iter): Caffe needs one per test net, or none (it aborts)'
-                         % (len(param.test_state), tests)))
     if param.eval_type not in EVAL_TYPES:
         problems.append(('eval_type', 'unknown eval_type %r; Caffe knows %s (it aborts at the first test '
                          'on another)' % (param.eval_type, ', '.join(EVAL_TYPES))))

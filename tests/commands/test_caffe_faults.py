@@ -654,6 +654,11 @@ def test_only_the_test_nets_the_solver_builds_are_checked_each_with_its_test_sta
     one_line(run_cli(['caffe', 'train', '-solver', second], tmp_path), 1,
              r"lrn.prototxt: layer 'lrn': LRN: lrn_param local_size must be odd, got 4")
     assert _stock_train(tmp_path, second) == 'SIGABRT'
+    # a test_state with no test net to apply it to (pass 13, S5): Caffe's count CHECK
+    stateless = _solver(tmp_path / 'stateless.prototxt', 'net: "lrn.prototxt"', 'test_state { stage: "b" }')
+    one_line(run_cli(['caffe', 'train', '-solver', stateless], tmp_path), 1,
+             r'stateless.prototxt:\d+: test_state: the solver gives 1 test_state for 0 test net\(s\) .*')
+    assert _stock_train(tmp_path, stateless) == 'SIGABRT'
 
 
 def test_every_solver_form_the_binary_takes_is_taken_and_its_nets_checked(tmp_path):
