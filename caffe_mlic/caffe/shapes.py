@@ -805,11 +805,18 @@ def _recurrent_problems(layer, bottoms):
         return ["its sequence continuation '%s' (%s) must be T x N, %s as its input '%s' is %s"
                 % (layer.bottom[1], _shape_text(cont), _shape_text(x[:2]), layer.bottom[0], _shape_text(x))]
     hidden = (1 if layer.type == 'RNN' else 2) if layer.recurrent_param.expose_hidden else 0
-    if len(bottoms) > 2 + hidden:
-        static = bottoms[2]
-        if not static or static[0] != x[1]:
+    static = len(bottoms) > 2 + hidden
+    if static:
+        if not bottoms[2] or bottoms[2][0] != x[1]:
             return ["its static input '%s' (%s) must have N = %d items (axis 0)"
-                    % (layer.bottom[2], _shape_text(static), x[1])]
+                    % (layer.bottom[2], _shape_text(bottoms[2]), x[1])]
+    # the hidden state given with expose_hidden (h0, and c0 of an LSTM): 1 x N x num_output, as its
+    # unrolled net's own blobs (the copy into them CHECKs the shapes)
+    wanted = (1, x[1], layer.recurrent_param.num_output)
+    for i in range(2 + static, 2 + static + hidden):
+        if i < len(bottoms) and bottoms[i] is not None and tuple(bottoms[i]) != wanted:
+            return ["its hidden state '%s' (%s) must be 1 x N x num_output, %s"
+                    % (layer.bottom[i], _shape_text(bottoms[i]), _shape_text(wanted))]
     return []
 
 

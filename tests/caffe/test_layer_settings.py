@@ -110,6 +110,18 @@ CASES = {
     'lrn even': (_layer('LRN', ['data'], 'lrn_param { local_size: 4 }'),
                  _layer('LRN', ['data'], 'lrn_param { local_size: 3 }'),
                  'lrn_param local_size must be odd, got 4', 'abort'),
+    'lstm hidden state shape': (
+        'layer { name: "seq" type: "Input" top: "xs" top: "cont" input_param { shape { dim: 3 dim: 2 dim: 4 } '
+        'shape { dim: 3 dim: 2 } } }\n'
+        'layer { name: "h" type: "Input" top: "h0" top: "c0" input_param { shape { dim: 1 dim: 2 dim: 4 } } }\n' +
+        _layer('LSTM', ['xs', 'cont', 'h0', 'c0'], 'recurrent_param { num_output: 3 expose_hidden: true }',
+               ('y', 'hT', 'cT')),
+        'layer { name: "seq" type: "Input" top: "xs" top: "cont" input_param { shape { dim: 3 dim: 2 dim: 4 } '
+        'shape { dim: 3 dim: 2 } } }\n'
+        'layer { name: "h" type: "Input" top: "h0" top: "c0" input_param { shape { dim: 1 dim: 2 dim: 4 } } }\n' +
+        _layer('LSTM', ['xs', 'cont', 'h0', 'c0'], 'recurrent_param { num_output: 4 expose_hidden: true }',
+               ('y', 'hT', 'cT')),
+        "its hidden state 'h0' (1 x 2 x 4) must be 1 x N x num_output, 1 x 2 x 3", 'abort'),
     # pass 13: empty blobs Caffe cannot fill; this fork's Pad and Upsample on other than 4 axes
     'dummy zero dim': (_layer('DummyData', [], 'dummy_data_param { shape { dim: 2 dim: 0 } }'),
                        _layer('DummyData', [], 'dummy_data_param { shape { dim: 2 dim: 1 } }'),
