@@ -568,7 +568,7 @@ def _source_problems(layer):
     if layer.type == 'HDF5Data' and not os.path.isfile(layer.hdf5_data_param.source):
         return ['hdf5_data_param source %r: no such list of HDF5 files' % layer.hdf5_data_param.source]
     if layer.type == 'HDF5Data':
-        return _hdf5_list_problems(layer.hdf5_data_param.source)
+        return _hdf5_list_problems(layer.hdf5_data_param.source, list(layer.top))
     if layer.type == 'HDF5Output':
         folder = os.path.dirname(layer.hdf5_output_param.file_name) or '.'
         if not os.path.isdir(folder):       # (H5Fcreate fails: a CHECK abort)
@@ -616,10 +616,11 @@ def _is_hdf5(path):
     return False
 
 
-def _hdf5_list_problems(source):
+def _hdf5_list_problems(source, tops=()):
     """Each name in an HDF5Data list (split at white space, as
-    hdf5_data_layer.cpp reads it) must be an HDF5 file: Caffe aborts on one
-    it cannot open (the first at set-up, the others when it gets to them)."""
+    hdf5_data_layer.cpp reads it) must be an HDF5 file holding a dataset
+    for each top, all of one length (axis 0): Caffe aborts on one it cannot
+    open or read so (the first at set-up, the others when it gets to them)."""
     try:
         with open(source, encoding='utf-8', errors='surrogateescape') as f:     # (names are bytes to Caffe)
             names = f.read().split()
@@ -633,7 +634,33 @@ def _hdf5_list_problems(source):
                 source, name, '' if os.path.isabs(name) else ' (from the folder Caffe runs in)')]
         if not _is_hdf5(name):
             return ['hdf5_data_param source %r lists %r: not an HDF5 file' % (source, name)]
+        problem = _hdf5_datasets_problem(name, tops)
+        if problem:
+            return ['hdf5_data_param source %r lists %r: %s' % (source, name, problem)]
     return []
+
+
+def _hdf5_datasets_problem(path, tops):
+    """Why Caffe cannot read ``tops`` from the HDF5 file at ``path``, or None."""
+    try:
+        import h5py
+    except ImportError:         # (checked by Caffe alone, then)
+        return None
+    try:
+        with h5py.File(path, 'r') as f:
+            lengths = {}
+            for top in tops:
+                item = f.get(top)
+                if not isinstance(item, h5py.Dataset):
+                    return 'no dataset %r (one for each top)' % top
+                if not item.shape:
+                    return 'its dataset %r is a scalar (Caffe reads at least 1 axis)' % top
+                lengths[top] = item.shape[0]
+    except OSError as e:
+        return 'cannot read it: %s' % e
+    if len(set(lengths.values())) > 1:
+        return 'its datasets differ in length (axis 0): %s' % ', '.join('%s %d' % kv for kv in lengths.items())
+    return None
 
 
 def _pooling_problems(p):

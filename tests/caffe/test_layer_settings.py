@@ -738,6 +738,7 @@ def test_the_files_data_layers_open_are_checked_as_caffe_opens_them(tmp_path, mo
     (tmp_path / 'bad_list.txt').write_text('list.txt 0\n')
     with h5py.File(tmp_path / 'd.h5', 'w') as f:
         f['y'] = np.zeros((4, 3), np.float32)
+        f['w'] = np.zeros((3, 3), np.float32)
     data = 'layer { name: "x" type: "Data" top: "y" data_param { source: "%s" batch_size: 2 %s } }\n'
     hdf5 = 'layer { name: "x" type: "HDF5Data" top: "y" hdf5_data_param { source: "%s" batch_size: %d } }\n'
     output = _layer('HDF5Output', ['data', 'label'], 'hdf5_output_param { file_name: "%s" }', ())
@@ -753,6 +754,13 @@ def test_the_files_data_layers_open_are_checked_as_caffe_opens_them(tmp_path, mo
                                         "HDF5Data: hdf5_data_param source 'bad_list.txt' lists 'list.txt': not "
                                         'an HDF5 file'),
         'HDF5 batch_size 0': (hdf5 % ('list.txt', 0), 'HDF5Data: batch_size must be >= 1, got 0'),
+        # (pass 13, S2) what Caffe reads of each file: a dataset per top, of one length
+        'an HDF5 file without a top': (hdf5.replace('top: "y"', 'top: "y" top: "z"') % ('list.txt', 2),
+                                       "HDF5Data: hdf5_data_param source 'list.txt' lists 'd.h5': no dataset "
+                                       "'z' (one for each top)"),
+        'HDF5 datasets of two lengths': (hdf5.replace('top: "y"', 'top: "y" top: "w"') % ('list.txt', 2),
+                                         "HDF5Data: hdf5_data_param source 'list.txt' lists 'd.h5': its datasets "
+                                         'differ in length (axis 0): y 4, w 3'),
         'an HDF5 output in no folder': (output % 'no/such/o.h5',
                                         "HDF5Output: hdf5_output_param file_name 'no/such/o.h5': no such folder "
                                         "'no/such' to write it in"),
