@@ -207,6 +207,8 @@ def _data_problems(path, data):
                                             "each split's COCO file and image folder)"))
                 elif isinstance(value, str) and not test(value):
                     problems.append(Problem(path, None, 'data.' + split + key, 'no such %s: %s' % (kind, value)))
+                elif key == '_coco' and isinstance(value, str) and _coco_without_images(value):
+                    problems.append(Problem(path, None, 'data.' + split + key, '%s lists no image' % value))
     return problems
 
 
@@ -232,6 +234,24 @@ def _datalist_problems(path, key, datalist):
         return [Problem(path, None, key, '%s names its images relative to a root folder (%s): build it '
                                          'without --root' % (datalist, first[0].decode('utf-8', 'replace')))]
     return []
+
+
+COCO_CHECKED_BYTES = 64 << 20     # a bigger instances file is read by its datalist stage only
+
+
+def _coco_without_images(path):
+    """Whether the COCO instances file at ``path`` lists no image (read here
+    when it is small enough; a malformed one is left to `datalist build`,
+    which names what is wrong)."""
+    import json
+    try:
+        if os.path.getsize(path) > COCO_CHECKED_BYTES:
+            return False
+        with open(path, 'rb') as f:
+            data = json.load(f)
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get('images'), list) and not data['images']
 
 
 def _names_an_image(image_set):

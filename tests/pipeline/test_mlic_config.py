@@ -292,3 +292,18 @@ def test_a_stages_solver_fields_are_checked_before_anything_runs(data):
     assert 'train.stage2.set.max_iter: is set by the pipeline (train.STAGE.max_iter' in found
     assert 'train.stage2.set.net: is set by the pipeline (the nets, snapshots and seed are its own)' in found
     assert 'lr_policy' not in found
+
+
+def test_a_coco_split_with_no_image_is_named_by_its_key(tmp_path):
+    images = tmp_path / 'images'
+    images.mkdir()
+    (tmp_path / 'empty.json').write_text('{"images": [], "annotations": [], "categories": [{"id": 1, "name": "a"}]}')
+    _coco_split(tmp_path, ['a.jpg'])
+    (tmp_path / 'w.caffemodel').write_bytes(b'x')
+    splits = ''.join('%s_coco = "%s"\n%s_images = "%s"\n' % (
+        s, tmp_path / ('empty.json' if s == 'val' else 'instances.json'), s, images) for s in ('train', 'val', 'test'))
+    path = tmp_path / 'coco.toml'
+    path.write_text('[run]\nsystem = "mlic"\nfolder = "%s"\n[data]\n%s[proposals]\ncompute = true\n[weights]\n'
+                    'pretrained = "%s"\n' % (tmp_path / 'run', splits, tmp_path / 'w.caffemodel'))
+    found = problems_of(str(path))
+    assert 'data.val_coco: %s lists no image' % (tmp_path / 'empty.json') in found and 'train_coco' not in found
