@@ -823,6 +823,12 @@ def _recurrent_problems(layer, bottoms):
 def _fork_shape_problems(layer, bottoms):
     """The shape CHECKs of this Caffe fork's own layers."""
     kind, first = layer.type, bottoms[0]
+    if kind == 'Resize' and layer.resize_param.is_pyramid_test:
+        rows, cols = _resize(layer, bottoms)[0][2:]
+        if rows < 1 or cols < 1:      # (Caffe cannot fill an empty top)
+            return ['resize_param scales %g x %g make a top of %d x %d from %s'
+                    % (layer.resize_param.out_height_scale, layer.resize_param.out_width_scale, rows, cols,
+                       _shape_text(first))]
     if kind == 'Permute':
         bad = [o for o in layer.permute_param.order if o >= len(first)]
         if bad:

@@ -129,6 +129,10 @@ CASES = {
     'parameter zero dim': (_layer('Parameter', [], 'parameter_param { shape { dim: 0 dim: 3 } }'),
                            _layer('Parameter', [], 'parameter_param { shape { dim: 1 dim: 3 } }'),
                            'parameter_param shape [0, 3]: a size of 0 (Caffe cannot fill an empty blob)', 'abort'),
+    'resize pyramid to 0 rows': (
+        _layer('Resize', ['data'], 'resize_param { is_pyramid_test: true out_height_scale: 0.05 out_width_scale: 1 }'),
+        _layer('Resize', ['data'], 'resize_param { is_pyramid_test: true out_height_scale: 0.5 out_width_scale: 1 }'),
+        'resize_param scales 0.05 x 1 make a top of 0 x 6 from 2 x 4 x 6 x 6', 'abort'),
     'resize to 0 rows': (_layer('Resize', ['data'], 'resize_param { height: 0 width: 4 }'),
                          _layer('Resize', ['data'], 'resize_param { height: 3 width: 4 }'),
                          'resize_param height and width must be >= 1, got 0 x 4', 'abort'),
