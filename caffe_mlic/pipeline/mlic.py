@@ -25,7 +25,7 @@ import re
 from caffe_mlic.pipeline.config import Field, check_net_table, check_table, distinct_ints, run_table
 from caffe_mlic.pipeline.invoke import command, working_folder
 from caffe_mlic.pipeline.scasnet import SOLVER_TYPES, _names
-from caffe_mlic.pipeline.stages import Files, Stage
+from caffe_mlic.pipeline.stages import Files, Stage, remover
 
 # config stage -> (netgen's solver name, solver file, snapshot prefix under the seed folder)
 STAGES = {'teacher': ('wsddn', 'nets/wsddn/solver.prototxt', 'snapshots/wsddn/wsddn'),
@@ -341,20 +341,6 @@ class Plan:
         return [image['file'] for image in gt['images']]
 
 
-def _remove(*patterns):
-    """A clean(): removes the files and folders matching ``patterns`` (glob)."""
-    def clean():
-        import glob
-        import shutil
-        for pattern in patterns:
-            for path in glob.glob(pattern):
-                if os.path.isdir(path) and not os.path.islink(path):
-                    shutil.rmtree(path)
-                else:
-                    os.unlink(path)
-    return clean
-
-
 def _trained(run_dir):
     def headline():
         from caffe_mlic.engine.logs import read_run_json, test_points
@@ -398,7 +384,7 @@ def data_stages(plan):
                     '--min-size', p.get('min_size', 20), '-q']
             inputs = [os.path.abspath(f) for f in p['import_files']] + [Files('images', images)]
         out.append(Stage('data/proposals', lambda argv=argv: command(*argv), dict(proposals=p), inputs,
-                         [plan.proposals_dir], clean=_remove(plan.proposals_dir)))
+                         [plan.proposals_dir], clean=remover(plan.proposals_dir)))
     size = plan.config(plan.seeds[0]).teacher_size
     bbox_num = plan.config(plan.seeds[0]).bbox_num
     for split in SPLITS:
@@ -416,7 +402,7 @@ def data_stages(plan):
                          dict(source=source[:4], size=size, bbox_num=bbox_num),
                          annotations + [Files('proposals', [plan.proposals_dir]), Files('images', images)],
                          outputs, after=[s.name for s in out if s.name == 'data/proposals'],
-                         clean=_remove(*outputs)))
+                         clean=remover(*outputs)))
     return out
 
 
@@ -438,7 +424,7 @@ def _copied_list(plan, split):
                 with open(source, 'rb') as src:
                     shutil.copyfileobj(src, f)
     return Stage('data/list_' + split, copy, {}, sources + [Files('images', listed_files(given))], targets,
-                 clean=_remove(*targets))
+                 clean=remover(*targets))
 
 
 def _image_folders(plan):
@@ -509,7 +495,7 @@ class SeedStages:
         """`surgery --net NET --from MAPPING:WEIGHTS ... -o OUT`: a net's starting weights."""
         argv = ['surgery', '--net', net] + [w for source in sources for w in ('--from', source)] + ['-o', out]
         return self.add(name, lambda: command(*argv), {}, [net] + [src.split(':', 1)[1] for src in sources], [out],
-                        after, clean=_remove(self.path(out)))
+                        after, clean=remover(self.path(out)))
 
     def train(self, name, solver, weights, run_name, after, settings, extra=(), snapshot=None, prefix=None):
         """`train SOLVER --weights W --run-dir runs/RUN_NAME --resume auto`: resumes a run cut short."""
@@ -523,7 +509,7 @@ class SeedStages:
         argv = ['train', solver, '--weights', weights, '--run-dir', run_dir, '--resume', 'auto', *gpu, *extra]
         return self.add(name, lambda: command(*argv), dict(settings, extra=list(map(str, extra))),
                         [solver, weights], [snapshot], after,
-                        clean=_remove(run_dir, self.path(prefix + '_iter_*')), headline=_trained(run_dir))
+                        clean=remover(run_dir, self.path(prefix + '_iter_*')), headline=_trained(run_dir))
 
 
 def seed_stages(plan, seed):
@@ -541,7 +527,7 @@ def seed_stages(plan, seed):
     s.add('nets', lambda: _netgen('nets', cfg, max_iter, base_lr, plan.train.get('solver_type'), seed),
           dict(net=repr(cfg), max_iter=max_iter, base_lr=base_lr, solver_type=plan.train.get('solver_type'),
                seed=seed), lists, nets, after=['data/list_train', 'data/list_val'],
-          clean=_remove(s.path('nets')))
+          clean=remover(s.path('nets')))
     teacher = s.snapshot('teacher')
     stage1, stage2, baseline = s.snapshot('stage1'), s.snapshot('stage2'), s.snapshot('baseline')
     pretrained = plan.pretrained
@@ -557,7 +543,7 @@ def seed_stages(plan, seed):
     s.add('soft_targets', lambda: _soft_targets(plan, 'nets/kd/train_stage2.prototxt', 'init/stage2.caffemodel',
                                                 soft),
           {}, ['nets/kd/train_stage2.prototxt', 'init/stage2.caffemodel', plan.lists['val']],
-          _eval_outputs('.', soft)[:3], ['stage2_init'], clean=_remove(s.path('eval/%s.*' % soft)),
+          _eval_outputs('.', soft)[:3], ['stage2_init'], clean=remover(s.path('eval/%s.*' % soft)),
           headline=_map_of(layout.eval_file(s.folder, soft)))
     s.train('stage2', 'nets/kd/solver_stage2.prototxt', 'init/stage2.caffemodel', 'stage2', ['stage2_init'], {},
             snapshot=stage2, prefix=STAGES['stage2'][2])
@@ -570,7 +556,7 @@ def seed_stages(plan, seed):
              'baseline')):
         s.add('eval_' + name, lambda a=(name, net, weights, blob) + extra: _eval_cls(plan, *a), {},
               [net, weights, plan.lists['val'], plan.lists['test']], _eval_outputs('.', name), [after, 'data/list_test'],
-              clean=_remove(*[s.path(p) for p in _eval_outputs('.', name)]),
+              clean=remover(*[s.path(p) for p in _eval_outputs('.', name)]),
               headline=_map_of(layout.eval_file(s.folder, name)))
     ev = plan.evaluate
     scales = ev.get('scales') or [cfg.teacher_size]
@@ -588,7 +574,7 @@ def seed_stages(plan, seed):
         proposals = Files('proposals', [plan.proposals_dir] if plan.proposals_dir else [])
         s.add(out, detect_and_eval, dict(scales=[str(x) for x in scales], flip=ev.get('flip', True)),
               ['nets/wsddn/wsddn_deploy.prototxt', gt, proposals] + weights, [out, layout.eval_file('.', out)],
-              [after, 'data/list_test'], clean=_remove(s.path(out), layout.eval_file(s.folder, out)),
+              [after, 'data/list_test'], clean=remover(s.path(out), layout.eval_file(s.folder, out)),
               headline=_map_of(layout.eval_file(s.folder, out)))
     s.surgery('student_deploy', 'nets/kd/student_deploy.prototxt', ['same:' + stage2], 'student_deploy.caffemodel',
               ['stage2'])
@@ -647,7 +633,7 @@ def ablation_stages(plan, seed):
         s.add(key + 'eval_' + name, lambda a=('ablation_' + name, net, weights, 'fc8_mscoco', '--sigmoid'):
               _eval_cls(plan, *a), {}, [net, weights, plan.lists['val'], plan.lists['test']],
               _eval_outputs('.', 'ablation_' + name), [key + name, 'data/list_test'],
-              clean=_remove(*[s.path(p) for p in _eval_outputs('.', 'ablation_' + name)]),
+              clean=remover(*[s.path(p) for p in _eval_outputs('.', 'ablation_' + name)]),
               headline=_map_of(layout.eval_file(s.folder, 'ablation_' + name)))
     return s.stages
 
@@ -667,7 +653,7 @@ def study_stages(plan, seed, name):
     s.add(key + 'nets', lambda: _netgen(nets, cfg, max_iter, base_lr, plan.train.get('solver_type'), seed),
           dict(net=repr(cfg), max_iter=max_iter, base_lr=base_lr), [plan.lists['train'], plan.lists['val']],
           ['%s/kd/solver_stage2.prototxt' % nets, '%s/kd/train_stage2.prototxt' % nets], ['nets'],
-          clean=_remove(s.path(nets)))
+          clean=remover(s.path(nets)))
     teacher = s.snapshot('teacher')
     stage1 = s.snapshot('stage1')
     after = [key + 'nets']
@@ -693,7 +679,7 @@ def study_stages(plan, seed, name):
         soft = layout.SOFT_TARGETS + '_T%g' % cfg.teacher_temperature
         s.add(key + 'soft_targets', lambda: _soft_targets(plan, '%s/kd/train_stage2.prototxt' % nets, init2, soft),
               {}, ['%s/kd/train_stage2.prototxt' % nets, init2, plan.lists['val']], _eval_outputs('.', soft)[:3],
-              [key + 'stage2_init'], clean=_remove(s.path('eval/%s.*' % soft)))
+              [key + 'stage2_init'], clean=remover(s.path('eval/%s.*' % soft)))
     return s.stages
 
 
@@ -720,7 +706,7 @@ def speed_stage(plan):
     return Stage('speed', speed, dict(images=count), [os.path.join(f, 'student_deploy.caffemodel') for f in folders],
                  [layout.eval_file(f, 'speed') for f in folders],
                  after=['seed%d/student_deploy' % seed for seed in plan.seeds],
-                 clean=_remove(*[layout.eval_file(f, 'speed') for f in folders]))
+                 clean=remover(*[layout.eval_file(f, 'speed') for f in folders]))
 
 
 def report_stage(plan, before):

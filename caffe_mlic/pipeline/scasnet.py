@@ -11,7 +11,7 @@ them side by side (one core each).
 import os
 
 from caffe_mlic.pipeline.config import Field, check_net_table, check_table, run_table
-from caffe_mlic.pipeline.stages import Files, Stage, listed_files
+from caffe_mlic.pipeline.stages import Files, Stage, listed_files, remover
 
 
 def _names(v):
@@ -181,15 +181,6 @@ def head_stages(plan, seed, head):
                          json_path=layout.scasnet_eval(folder))
             evaluate_seg(os.path.join(pred, 'labels'), data['gt'], hard_masks=hard,
                          json_path=layout.scasnet_eval(folder, full=True))
-    def remove(*paths):
-        def clean():
-            import shutil
-            for path in paths:
-                if os.path.isdir(path):
-                    shutil.rmtree(path)
-                elif os.path.exists(path):
-                    os.unlink(path)
-        return clean
     def scores():
         import json
         with open(layout.scasnet_eval(folder)) as f:
@@ -216,14 +207,14 @@ def head_stages(plan, seed, head):
     return [nets_stage] + init_stages + [
         Stage(name + 'train', train, {}, [base + 'train.prototxt', base + 'solver.prototxt', training_files] + (
               [init] if init_from else []), [weights], after=[name + ('init' if init_from else 'nets')],
-              clean=remove(os.path.dirname(snapshots), os.path.join(folder, 'train')), headline=trained),
+              clean=remover(os.path.dirname(snapshots), os.path.join(folder, 'train')), headline=trained),
         Stage(name + 'infer', infer, dict(infer=plan.infer), [base + 'deploy.prototxt', weights,
                                                                os.path.abspath(data['test_list']), test_files],
-              [os.path.join(pred, 'labels')], after=[name + 'train'], clean=remove(pred)),
+              [os.path.join(pred, 'labels')], after=[name + 'train'], clean=remover(pred)),
         Stage(name + 'eval', evaluate, {k: data.get(k) for k in ('gt_suffix',)},
               [os.path.join(pred, 'labels')] + references, [layout.scasnet_eval(folder),
                                                             layout.scasnet_eval(folder, True)],
-              after=[name + 'infer'], clean=remove(os.path.dirname(layout.scasnet_eval(folder))),
+              after=[name + 'infer'], clean=remover(os.path.dirname(layout.scasnet_eval(folder))),
               headline=scores)]
 
 

@@ -136,6 +136,21 @@ def file_digest(path):
     return digest.hexdigest()
 
 
+def remover(*patterns):
+    """A Stage.clean that removes the files and folders matching ``patterns``
+    (glob patterns; a plain path matches itself)."""
+    def clean():
+        import glob
+        import shutil
+        for pattern in patterns:
+            for path in glob.glob(glob.escape(pattern) if not any(c in pattern for c in '*?[') else pattern):
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.unlink(path)
+    return clean
+
+
 def settings_digest(settings):
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
