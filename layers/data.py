@@ -92,7 +92,6 @@ class MultiLabelProposalData(PrefetchingDataLayer):
         # Every line is checked once, here: one error lists the bad lines.
         self.datalist = read_datalist(p.source, p.att_num, p.bbox_num, p.new_width, p.new_height,
                                       p.root_folder, check_images=True)
-        self.planner = self.new_planner()
         n = p.batch_size
         c, b = p.att_num, p.bbox_num
         max_h = max(scaled_size(p.new_height, p.new_width, f)[0] for f in factors)
@@ -109,9 +108,9 @@ class MultiLabelProposalData(PrefetchingDataLayer):
         # Each shared-memory slot holds one batch at the largest scale.
         self.start_pipeline(n * 3 * max_h * max_w * 4, fill_images, (list(self.mean), p.scale))
 
-    def new_planner(self):
+    def new_planner(self, batch_size):
         p = self.params
-        return BatchPlanner(len(self.datalist), p.batch_size, self.train, p.shuffle,
+        return BatchPlanner(len(self.datalist), batch_size, self.train, p.shuffle,
                             p.scale_factors, p.mirror, p.seed)
 
     def _size(self, plan):

@@ -11,10 +11,17 @@ implements
     chunk_task(plan)             (n items, chunk(start, stop) -> (payload, names))
     fill_inprocess(plan, top)    workers: 0: load the batch straight into the tops
     deliver(plan, batch, top)    copy a worker-filled batch (batch_shape) into the tops
-    new_planner()                a fresh planner at batch 0 (seek)
+    new_planner(batch_size)      a fresh planner of batches of batch_size at batch 0
+
+Under data-parallel training (engine/distributed.py) the TRAIN plan is the
+global one, of ranks x batch_size images a batch, and each rank takes its
+slice of every batch (DATA_SHARD, RankSlice): together the ranks' batches
+are the batch one process with ranks x batch_size gets from the same seed.
 """
 import os
 import sys
+
+import numpy as np
 
 from caffe_mlic.caffe.env import START_BATCH_ENV
 from .base import BEFORE_EXIT, MlicLayer
@@ -25,6 +32,31 @@ if stop_all_workers not in BEFORE_EXIT:
     BEFORE_EXIT.append(stop_all_workers)     # (os._exit runs no finalizer)
 
 TRAIN = 0          # caffe.TRAIN; Caffe sets self.phase to this int
+
+# (rank, ranks) of data-parallel training; set by the trainer before the nets are built.
+DATA_SHARD = [0, 1]
+
+
+def set_data_shard(rank, ranks):
+    DATA_SHARD[:] = [rank, ranks]
+
+
+class RankSlice:
+    """A planner of global batches (ranks x batch images), each cut to one
+    rank's part: the per-image parts of a plan (arrays as long as the global
+    batch) sliced, the rest (a batch's scale factor) as it is."""
+
+    def __init__(self, planner, rank, batch_size):
+        self.planner, self.batch_size = planner, batch_size
+        self.part = slice(rank * batch_size, (rank + 1) * batch_size)
+
+    def next(self):
+        whole = self.planner.batch_size
+        return tuple(item[self.part] if isinstance(item, np.ndarray) and len(item) == whole else item
+                     for item in self.planner.next())
+
+    def skip(self, count):
+        self.planner.skip(count)
 
 
 def info(kind, message):
@@ -51,6 +83,7 @@ class PrefetchingDataLayer(MlicLayer):
         self.workers = None
         self._stop_workers = None
         self.closed = False
+        self.planner = self.sharded_planner()
         start = os.environ.get(START_BATCH_ENV) if self.phase == TRAIN else None
         if start:
             # The binary resumes at the snapshot's iteration; the plan goes
@@ -67,6 +100,18 @@ class PrefetchingDataLayer(MlicLayer):
             info(self.kind, '%s: %d images, %d worker processes (pids %s)'
                  % (p.source, len(self.datalist), p.workers, ' '.join(map(str, self.workers.pids))))
             self._fill_pipeline()
+
+    def sharded_planner(self):
+        """new_planner at batch 0, for this rank's part of the global batches in TRAIN."""
+        rank, ranks = DATA_SHARD if self.phase == TRAIN else (0, 1)
+        batch = self.params.batch_size
+        if ranks == 1:
+            return self.new_planner(batch)
+        if ranks > len(self.datalist):
+            raise self.error('%d ranks share the %d images of %s: each rank needs one image of an '
+                             'epoch at least (fewer ranks, or more images)'
+                             % (ranks, len(self.datalist), self.params.source))
+        return RankSlice(self.new_planner(batch * ranks), rank, batch)
 
     @property
     def worker_pids(self):
@@ -99,7 +144,7 @@ class PrefetchingDataLayer(MlicLayer):
                 # A bad image in a dropped batch fails again once it is planned again.
                 self.workers.errors.pop(planned, None)
                 self.workers.release(planned)
-        self.planner = self.new_planner()
+        self.planner = self.sharded_planner()
         self.planner.skip(batch_no)
         self.plans = {}
         self.next_plan = self.next_batch = batch_no

@@ -76,14 +76,13 @@ class SegmentationData(PrefetchingDataLayer):
         self.check_count('the data top', (n, 4, s, s), 'batch_size or crop_size')
         top[0].reshape(n, 3, s, s)
         top[1].reshape(n, 1, s, s)
-        self.planner = self.new_planner()
         self.start_pipeline(n * 4 * s * s * 4, fill_crops,
                             (list(self.mean), p.scale, p.num_classes, p.palette, p.label_format,
                              p.unknown_color, p.cache_mb))
 
-    def new_planner(self):
+    def new_planner(self, batch_size):
         p = self.params
-        return SegBatchPlanner(len(self.datalist), p.batch_size, self.train, p.shuffle, p.scale_factors,
+        return SegBatchPlanner(len(self.datalist), batch_size, self.train, p.shuffle, p.scale_factors,
                                p.mirror, p.vertical_flip, p.seed)
 
     def _items(self, plan):

@@ -6,7 +6,8 @@ PKGS="build-essential cmake libboost-system-dev libboost-thread-dev libboost-fil
 libboost-python-dev libboost-regex-dev libprotobuf-dev protobuf-compiler libgoogle-glog-dev
 libgflags-dev libhdf5-dev liblmdb-dev libleveldb-dev libsnappy-dev libopenblas-dev python3-dev
 python3-venv python3-pip python3-numpy python3-protobuf python3-opencv python3-scipy python3-skimage
-python3-yaml python3-six python3-tqdm python3-numba python3-matplotlib python3-pytest python3-pil python3-h5py patch chromium"
+python3-yaml python3-six python3-tqdm python3-numba python3-matplotlib python3-pytest python3-pil python3-h5py patch chromium
+openmpi-bin python3-mpi4py"
 missing=()
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

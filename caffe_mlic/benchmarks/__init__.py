@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-BENCHMARKS = ('roi_pooling', 'data_layer', 'layer_share', 'speed', 'weights_io')
+BENCHMARKS = ('roi_pooling', 'data_layer', 'layer_share', 'speed', 'weights_io', 'data_parallel')
 
 
 def best_time(fn, repeats):

@@ -275,8 +275,9 @@ def visible_gpus():
     return names, None
 
 
-MULTI_GPU = ('this Caffe has no multi-GPU training for our nets: the binary refuses Python layers on '
-             'several GPUs and this pycaffe has no NCCL bindings; train on one GPU')
+MULTI_GPU = ('one process trains on one GPU (the binary refuses Python layers on several GPUs, and this '
+             'pycaffe has no NCCL bindings): for several, run one rank per GPU, e.g. '
+             'mpirun -np 2 caffe-mlic train SOLVER --gpu 0,1')
 
 
 def gpu_ids(value, flag):

@@ -18,8 +18,19 @@ directory, as for `caffe train`. With random_seed in the solver a resumed run
 reaches the same weights as an uninterrupted one.
 
 --gpu ID trains on one GPU (a GPU build of Caffe: `make install GPU=1`); our
-Python layers run on the host as in CPU mode. One GPU only: this pycaffe has
-no multi-GPU (NCCL) solver.
+Python layers run on the host as in CPU mode.
+
+Data-parallel training over MPI: run N copies (ranks) under an MPI launcher.
+batch_size in the net is per rank: one iteration learns from N x batch_size
+images, and the ranks reach the weights one process with N x batch_size
+reaches. Rank 0 writes the run folder and snapshots and runs the tests.
+
+    mpirun -np 2 caffe-mlic train SOLVER                      # one machine, 2 ranks
+    mpirun -np 4 -H host1:2,host2:2 caffe-mlic train SOLVER   # two machines
+    mpirun -np 2 caffe-mlic train SOLVER --gpu 0,1            # rank k on GPU k
+
+Every machine needs the same solver, net and datalists (a shared filesystem,
+or copies), and resuming needs the snapshots where every rank reads them.
 """
 import os
 
@@ -36,8 +47,8 @@ def add_arguments(p):
     p.add_argument('--resume', metavar='STATE',
                    help="a .solverstate to continue from, or 'auto': the newest complete snapshot")
     p.add_argument('--gpu', metavar='ID',
-                   help='train on GPU ID (one GPU; needs the GPU build: make install GPU=1); '
-                        'default: the CPU')
+                   help='train on GPU ID (needs the GPU build: make install GPU=1); with several ranks on '
+                        'a machine, one id per rank: ID,ID,... (local rank k takes the k-th); default: the CPU')
     p.add_argument('--run-dir', metavar='DIR', help='logs, curves and run.json (runs/<solver stem>)')
     p.add_argument('--score-blob', metavar='B',
                    help='TEST blob scored for mAP (default: the other bottom of the loss on the labels)')
@@ -66,15 +77,16 @@ def _commands(args):
     return base + given + options, base + ['--resume', '{state}'] + options
 
 
-def _gpu_id(value):
-    """--gpu's device id (None: the CPU)."""
+def _gpu_id(value, grp):
+    """--gpu's device id for this rank (None: the CPU)."""
     from caffe_mlic.caffe import env as caffe_env
+    from caffe_mlic.engine import distributed
     if value is None:
         return None
     ids = caffe_env.gpu_ids(value, '--gpu')
-    if len(ids) != 1:
+    if len(ids) != 1 and grp.local_size <= 1:
         raise UsageError('--gpu %s: %s' % (value, caffe_env.MULTI_GPU))
-    return ids[0]
+    return distributed.local_gpu(ids, grp)
 
 
 def _record_signals():
@@ -100,21 +112,39 @@ def run(args):
 
 
 def _run(args, early_signals):
+    from caffe_mlic.engine import distributed
+    grp = distributed.group()
+    try:
+        trainer = distributed.agreed(grp, lambda: _trainer(args, early_signals, grp))
+        info = trainer.run()
+    except distributed.FollowerStopped as e:
+        raise SystemExit(e.exit_code)
+    except BaseException as e:
+        # A rank that fails alone ends the job (the others may wait for it);
+        # a failure every rank met at once is reported by rank 0 alone.
+        if grp.size > 1 and not getattr(e, 'everywhere', False) and not isinstance(e, SystemExit):
+            distributed.stop_job(grp, e, 'caffe-mlic train')
+        raise
+    if grp.leader:
+        print('trained to iteration %d; snapshot %s; logs in %s'
+              % (info['final_iteration'], info.get('last_snapshot'), info['run_dir']))
+
+
+def _trainer(args, early_signals, grp):
+    """The Trainer of the command line (nothing run yet)."""
     weights = [w for w in (args.weights or '').split(',') if w]
     if args.weights is not None and not weights:
         raise UsageError('expected W[,W...], got %r' % args.weights, 'weights')
     if args.resume is not None and not args.resume:
         raise UsageError("expected a .solverstate or 'auto'", 'resume')
-    args.gpu = _gpu_id(args.gpu)
+    args.gpu = _gpu_id(args.gpu, grp)
     if args.max_iter is not None:
         from caffe_mlic.netspec.solvers import schedule
         args.overrides = ['%s=%s' % item for item in schedule(args.max_iter).items()] + args.overrides
         args.max_iter = None
     os.environ.setdefault('GLOG_minloglevel', '2')      # before caffe is imported: no INFO lines
-    from caffe_mlic.engine import train
+    from caffe_mlic.engine import Trainer
     command, resume_command = _commands(args)
-    info = train(args.solver, run_dir=args.run_dir, weights=weights, resume=args.resume,
-                 score_blob=args.score_blob, command=command, resume_command=resume_command,
-                 overrides=args.overrides, gpu=args.gpu, early_signals=early_signals)
-    print('trained to iteration %d; snapshot %s; logs in %s'
-          % (info['final_iteration'], info.get('last_snapshot'), info['run_dir']))
+    return Trainer(args.solver, run_dir=args.run_dir, weights=weights, resume=args.resume,
+                   score_blob=args.score_blob, command=command, resume_command=resume_command,
+                   overrides=args.overrides, gpu=args.gpu, early_signals=early_signals)

@@ -36,6 +36,9 @@ run on the host). What the loop does beyond Caffe's Solver::Step:
   (with the data layer's own seeded plan). Without random_seed nothing is
   reseeded, and a resumed run's dropout differs.
 - A total loss that is not finite stops the run (RunError): training diverged.
+- Under an MPI launcher with several ranks, data-parallel training
+  (distributed.py): batch_size per rank, gradients averaged before each
+  update, rank 0 alone writes and tests; the loss logged is the ranks' mean.
 """
 import contextlib
 import math
@@ -54,7 +57,7 @@ from caffe_mlic import plotting
 from caffe_mlic.caffe import prototxt
 from caffe_mlic.caffe.env import caffe_check_cleanup
 from caffe_mlic.caffe.weights import check_weights, parse_message
-from caffe_mlic.engine import logs
+from caffe_mlic.engine import distributed, logs
 from caffe_mlic.engine.lr import learning_rate
 from caffe_mlic.engine.nets import DATA_LAYERS, data_layers, find_score_blob, scalar_outputs, seekable_layers
 from caffe_mlic.engine.snapshots import (SnapshotError, check_finite_snapshot, check_hdf5_snapshots, check_snapshot,
@@ -81,6 +84,17 @@ class TrainingInterrupted(MlicError):
         self.signum, self.exit_code = signum, 128 + signum
 
 
+class _NoLog:
+    """The logs of a rank other than 0: nothing kept."""
+    records, elapsed = [], 0.0
+
+    def append(self, record):
+        pass
+
+    def close(self):
+        pass
+
+
 class RunFinished(Exception):
     """--resume auto found the run trained to max_iter already: nothing to do."""
 
@@ -89,9 +103,11 @@ class RunFinished(Exception):
         self.state = state
 
 
-def iteration_seed(seed, iteration):
-    """Caffe's RNG seed for ``iteration`` of a run seeded with ``seed``."""
-    return int(np.random.SeedSequence([seed, iteration]).generate_state(1)[0]) & 0x7fffffff
+def iteration_seed(seed, iteration, rank=None):
+    """Caffe's RNG seed for ``iteration`` of a run seeded with ``seed`` (of
+    ``rank`` in data-parallel training)."""
+    entropy = [seed, iteration] + ([] if rank is None else [rank])
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0]) & 0x7fffffff
 
 
 @contextlib.contextmanager
@@ -173,6 +189,8 @@ class Trainer:
 
     def __init__(self, solver_path, run_dir=None, weights=(), resume=None, score_blob=None,
                  command=None, resume_command=None, log=None, overrides=(), gpu=None, early_signals=()):
+        self.group = distributed.group()
+        self.leader = self.group.leader
         self.run_dir = run_dir or os.path.join('runs', os.path.splitext(
             os.path.basename(os.fspath(solver_path)))[0])
         self.solver_file = SolverFile(solver_path, self.run_dir, overrides, test_nets=False)
@@ -182,7 +200,7 @@ class Trainer:
                                'run_dir')
         self.weights = list(weights)
         from caffe_mlic.caffe.weights import weights_file_problem
-        for w in self.weights:
+        for w in self.weights if self.leader else ():     # (rank 0 reads them; the others get its weights)
             if weights_file_problem(w):
                 raise InputError(weights_file_problem(w))
         if resume not in (None, 'auto') and not os.path.isfile(resume):
@@ -194,7 +212,7 @@ class Trainer:
         self.resume_command = resume_command or ['caffe-mlic', 'train', os.fspath(solver_path),
                                                  '--resume', '{state}']
         self.command = command or [a for a in self.resume_command if a not in ('--resume', '{state}')]
-        self.note = log or _default_log
+        self.note = (log or _default_log) if self.leader else (lambda message: None)
         self.stop_signal = None
         self.early_signals = early_signals   # signals recorded before the trainer's own handlers
         self.state_iteration = None
@@ -236,9 +254,11 @@ class Trainer:
 
     def _build(self):
         import caffe
+        from caffe_mlic.layers.pipeline import set_data_shard
         sf = self.solver_file
-        self.test = self._test_setup()
-        self.snapshot_dirs_made = check_snapshot_folder(sf)
+        self.test = self._test_setup() if self.leader else None     # (rank 0 tests)
+        self.snapshot_dirs_made = check_snapshot_folder(sf) if self.leader else []
+        set_data_shard(self.group.rank, self.group.size)
         if self.gpu is None:
             caffe.set_mode_cpu()
         else:       # our Python layers read and write blobs on the host; pycaffe syncs them
@@ -390,6 +410,8 @@ class Trainer:
         return shlex.join(state if a == '{state}' else a for a in self.resume_command)
 
     def _write_run_json(self, **changes):
+        if not self.leader:
+            return
         self.info.update(changes)
         logs.write_run_json(self.run_dir, self.info)
         self.run_json_written = True
@@ -397,6 +419,9 @@ class Trainer:
     def _snapshot(self):
         # Never a snapshot of diverged weights (--resume auto would pick it):
         # the last one taken stays the last finite one.
+        if not self.leader:         # (rank 0 snapshots the weights all ranks hold)
+            self.last_snapshot = self.solver.iter
+            return
         bad = net_non_finite_layers(self.net)
         if bad:
             raise RunError('the weights are NaN or infinite at iteration %d (layers %s): training '
@@ -412,8 +437,7 @@ class Trainer:
             sys.stdout.flush()
         except (BrokenPipeError, ValueError, OSError):
             sys.stdout = open(os.devnull, 'w')
-            if self.stop_signal is None:
-                self.stop_signal = signal.SIGPIPE
+            self._signal(signal.SIGPIPE)
 
     def _test_and_log(self, bar):
         record = self.run_test()
@@ -435,24 +459,58 @@ class Trainer:
         """Build the nets, load the weights or the state, open the logs and
         run.json; returns the state resumed from (None: a fresh start)."""
         sf, run_dir = self.solver_file, self.run_dir
-        self._build()
-        check_snapshot_size(sf, self.net)
-        self.snapshot_needed = snapshot_bytes(sf, self.net)
-        state = self._choose_state()
-        if state is not None and self.stop_signal is None:
-            self._check_not_finished(state)
-        if self.stop_signal is not None:
-            raise self._interrupted_in_setup(state)
-        if state is None:
-            self._copy_weights(self.weights)
-        else:
-            self._restore(state)
+        many = self.group.size > 1
+        # With several ranks every step below is taken by all of them in this
+        # order; a failure on any rank stops all of them together (_agreed).
+        self._agreed(self._build)
+        if many:
+            self._agreed(lambda: distributed.check_same_inputs(self.group, sf, self.net))
+
+        def choose():       # (rank 0 writes the snapshots, so it chooses)
+            if not self.leader:
+                return None
+            check_snapshot_size(sf, self.net)
+            self.snapshot_needed = snapshot_bytes(sf, self.net)
+            return self._choose_state()
+        state = self._agreed(choose)
+        if many:
+            state, self.state_iteration = self.group.bcast((state, self.state_iteration))
+            stops = [s for s in self.group.allgather(getattr(self, 'received_signal', None)) if s is not None]
+            if stops and self.stop_signal is None:
+                self.stop_signal = stops[0]
+        try:
+            if state is not None and self.stop_signal is None:
+                self._check_not_finished(state)
+            if self.stop_signal is not None:
+                raise self._interrupted_in_setup(state)
+        except MlicError as e:
+            raise self._everywhere(e)
+
+        def load():
+            if state is not None:
+                self._restore(state)        # (every rank: the solver history too)
+            elif self.leader:
+                self._copy_weights(self.weights)
+        self._agreed(load)
+        if state is not None:
             self.note('resuming from %s at iteration %d' % (state, self.solver.iter))
+        if many:
+            self.sync = distributed.ParamSync(self.net, sf.net_param, self.group)
+            self.sync.broadcast_weights()
+            self.solver.add_callback(lambda: None, self.sync.average_gradients)
+            self.note('%d ranks on %s: %d images an iteration, %.1f MB of gradients averaged each' % (
+                self.group.size, ', '.join(sorted(set(self.group.hosts))),
+                self.group.size * max([layer.params.batch_size for layer in seekable_layers(self.net)] or [0]),
+                self.sync.gradient_bytes / 1e6))
         start = self.solver.iter
         if start:
             for layer in seekable_layers(self.net):
                 layer.seek(start * sf.param.iter_size)
         self.last_snapshot = start if state is not None else None
+        if not self.leader:
+            self.log, self.tested, self.info = _NoLog(), set(), {}
+            self.recent_losses = deque(maxlen=max(1, sf.param.average_loss))
+            return state
 
         if sf.overrides:   # the solver as run: the file with the --set fields
             prototxt.write(os.path.join(run_dir, 'solver.prototxt'), sf.param,
@@ -483,11 +541,20 @@ class Trainer:
             test=dict(score_blob=self.test[2], label_blob=self.test[1],
                       images=len(self.test_data.datalist)) if self.test else None,
             start_time=logs.now(), end_time=None, start_iteration=start, final_iteration=start,
-            status='running', previous=[])
+            status='running', previous=[],
+            ranks=self.group.size, hosts=sorted(set(getattr(self.group, 'hosts', [self.group.host]))))
         if previous:
             self.info['previous'] = previous.pop('previous', []) + [previous]
         self._write_run_json()
         return state
+
+    def _agreed(self, step):
+        return distributed.agreed(self.group, step)
+
+    def _everywhere(self, error):
+        """``error``, raised on every rank at once: the leader reports it, the
+        others stop quietly with its exit code."""
+        return distributed.everywhere(self.group, error)
 
     def _state_iteration(self, state):
         if self.state_iteration is None:        # (check_snapshot gives it for both formats)
@@ -519,7 +586,8 @@ class Trainer:
         iteration = self.solver.iter
         rate = learning_rate(self.solver_file.param, iteration)
         if self.seed is not None:
-            self._reseed(iteration_seed(self.seed, iteration))
+            # (several ranks: each its own dropout, as one process's batch has)
+            self._reseed(iteration_seed(self.seed, iteration, self.group.rank if self.group.size > 1 else None))
         try:
             self.solver.step(1)
         except MlicError as e:
@@ -527,6 +595,8 @@ class Trainer:
                 raise
             raise RunError('at iteration %d: %s%s' % (iteration, e, self._resume_hint())) from None
         values = [float(self.net.blobs[name].data.flat[0]) for name in self.train_tops]
+        if self.group.size > 1:
+            values = self._agree_iteration(values)
         total = float(np.dot(self.loss_weights, values))
         self.recent_losses.append(total)
         record = dict(phase='train', iteration=iteration, elapsed=self._elapsed(), lr=rate,
@@ -534,12 +604,31 @@ class Trainer:
         record.update(('train_' + name, v) for name, v in zip(self.train_tops, values))
         self.log.append(record)
         if not math.isfinite(total):    # (before the snapshot: none of diverged weights)
-            raise RunError('the loss is %s at iteration %d: training diverged; lower base_lr%s'
-                           % (total, iteration, self._resume_hint()))
+            raise self._everywhere(RunError('the loss is %s at iteration %d: training diverged; lower '
+                                            'base_lr%s' % (total, iteration, self._resume_hint())))
         every = self.solver_file.param.snapshot
         if every and self.solver.iter % every == 0:
             self._snapshot()          # where Caffe's Step would take it, whole or not at all
         return record
+
+    def _agree_iteration(self, values):
+        """After a step with several ranks: the ranks' mean of the outputs
+        (the loss of the whole batch), a stop signal any rank received acted
+        on by all, BatchNorm statistics averaged, and every CHECK_EVERY
+        iterations (and the first) a check that the weights are equal."""
+        self.sync.average_statistics()
+        everyone = self.group.allgather((values, getattr(self, 'received_signal', None)))
+        stops = [signum for _, signum in everyone if signum is not None]
+        if stops and self.stop_signal is None:
+            self.stop_signal = stops[0]
+        iteration = self.solver.iter
+        if iteration % distributed.CHECK_EVERY == 0 or not getattr(self, 'checked_equal', False):
+            self.checked_equal = True
+            try:
+                self.sync.check_equal(iteration)
+            except MlicError as e:
+                raise self._everywhere(e)
+        return list(np.mean([v for v, _ in everyone], axis=0)) if values else values
 
     def _interrupted(self):
         """Snapshot at the iteration reached; the TrainingInterrupted to raise."""
@@ -547,17 +636,18 @@ class Trainer:
             self._snapshot()
         state = self.solver_file.snapshot_paths(self.solver.iter)[1]
         name = SIGNAL_NAMES[self.stop_signal]
-        return TrainingInterrupted('stopped by %s at iteration %d, snapshot %s; resume with: %s'
+        return self._everywhere(TrainingInterrupted('stopped by %s at iteration %d, snapshot %s; resume with: %s'
                                    % (name, self.solver.iter, state, self._resume_command(state)),
-                                   self.stop_signal)
+                                   self.stop_signal))
 
     def run(self):
         """Train to max_iter; returns run.json's content. Raises
         TrainingInterrupted after a snapshot on a stop signal."""
         def stop(signum, frame):
-            if self.stop_signal is None:
-                self.stop_signal = signum
+            self._signal(signum)
 
+        if not self.leader:
+            return self._follow(stop)
         made = _missing_dirs(self.run_dir)      # the run folder and its parents made here
         created = bool(made)
         os.makedirs(self.run_dir, exist_ok=True)
@@ -588,8 +678,8 @@ class Trainer:
             unlock_run_dir(lock)
         try:
             with _main_thread_signals({s: stop for s in STOP_SIGNALS}), caffe_check_cleanup(caffe_stopped):
-                if self.early_signals and self.stop_signal is None:
-                    self.stop_signal = self.early_signals[0]
+                if self.early_signals:
+                    self._signal(self.early_signals[0])
                 return self._run()
         except RunFinished as done:
             self.note('%s is at max_iter %d already: nothing to train'
@@ -607,6 +697,27 @@ class Trainer:
         finally:
             unlock_run_dir(lock)
 
+    def _signal(self, signum):
+        """A stop signal (or a closed stdout) received. One process acts on
+        it at the next iteration; with several ranks it is acted on once all
+        ranks know it (_agree_iteration), so they all stop at one iteration."""
+        if self.group.size > 1:
+            self.received_signal = getattr(self, 'received_signal', None) or signum
+        elif self.stop_signal is None:
+            self.stop_signal = signum
+
+    def _follow(self, stop):
+        """run() on a rank other than 0: the same steps, nothing written."""
+        def caffe_stopped():
+            self._close_layers()
+        try:
+            with _main_thread_signals({s: stop for s in STOP_SIGNALS}), caffe_check_cleanup(caffe_stopped):
+                if self.early_signals:
+                    self._signal(self.early_signals[0])
+                return self._run()
+        except RunFinished:
+            return {}
+
     def _close_layers(self):
         for net in (getattr(self, 'net', None), getattr(self, 'test_net', None)):
             if net is not None:
@@ -620,15 +731,17 @@ class Trainer:
             state = self._start()
         except BaseException as e:
             self._close_layers()
-            if self.stop_signal is not None and not isinstance(e, (TrainingInterrupted, RunFinished)):
+            if self.group.size == 1 and self.stop_signal is not None and \
+                    not isinstance(e, (TrainingInterrupted, RunFinished)):
                 # e.g. a data worker killed by the same Ctrl-C while it started
                 raise self._interrupted_in_setup(None) from e
             raise
         start, max_iter = self.solver.iter, sf.param.max_iter
         self.elapsed_before, self.started = self.log.elapsed, time.monotonic()
         self.last_metric = None
-        bar = progress(total=max_iter, initial=min(start, max_iter), desc=sf.stem, unit='it')
-        status, error = 'failed', None
+        bar = progress(total=max_iter, initial=min(start, max_iter), desc=sf.stem, unit='it',
+                       enabled=self.leader)
+        status, error, together = 'failed', None, False
         try:
             if self._due_test(start) and start not in self.tested:
                 self._test_and_log(bar)
@@ -653,17 +766,29 @@ class Trainer:
         except BaseException as e:
             if status == 'failed':
                 error = str(e) or type(e).__name__
+            together = getattr(e, 'everywhere', False) or isinstance(e, distributed.FollowerStopped)
             raise
+        else:
+            together = True
         finally:
             bar.close()
             self.log.close()
-            plotting.draw_curves(self.log.records, os.path.join(self.run_dir, 'curves.png'),
-                                 title=sf.stem)
+            if self.leader:
+                plotting.draw_curves(self.log.records, os.path.join(self.run_dir, 'curves.png'),
+                                     title=sf.stem)
+            if getattr(self, 'sync', None) is not None:     # (what averaging the gradients cost rank 0: `make bench`)
+                self.info['reduction'] = dict(iterations=self.sync.reductions, seconds=self.sync.reduce_seconds,
+                                              megabytes=self.sync.gradient_bytes / 1e6)
             self._write_run_json(end_time=logs.now(), final_iteration=self.solver.iter, status=status,
                                  error=error, resumed_from=state, last_snapshot=(
                                      sf.snapshot_paths(self.last_snapshot)[1]
                                      if self.last_snapshot is not None else None))
             self._close_layers()
+            if together:
+                # Every rank ends here at once (finished, stopped, or a failure all met): none exits
+                # before rank 0 has written its snapshot and run.json, since the launcher ends the
+                # whole job once one rank exits with an error.
+                self.group.barrier()
         return self.info
 
     def _reseed(self, value):

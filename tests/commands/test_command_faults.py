@@ -70,7 +70,7 @@ def test_gpu_flags_on_the_cpu_build_are_one_line_errors(tmp_path):
     for argv, code, message in (
             (['train', str(solver), '--gpu', '0'], 1, 'is a CPU-only build, it cannot use a GPU'),
             (['train', str(solver), '--gpu', 'x'], 2, "--gpu: expected GPU ids (0 or 0,1) or 'all', got 'x'"),
-            (['train', str(solver), '--gpu', '0,1'], 2, '--gpu 0,1: this Caffe has no multi-GPU training'),
+            (['train', str(solver), '--gpu', '0,1'], 2, '--gpu 0,1: one process trains on one GPU'),
             (['caffe', 'train', '-solver', str(solver), '-gpu', '0'], 1, 'is a CPU-only build')):
         res = subprocess.run([cli] + argv, capture_output=True, text=True, timeout=120)
         assert res.returncode == code and message in res.stderr, (argv, res.stderr)
