@@ -137,6 +137,102 @@ def check_interp(rng, say, P=3, H=5, W=4, HO=9, WO=7, mh=None, mw=None, x=None):
     return ok and ok_b, (y, dx)
 
 
+def _softmax(z, axis):
+    z = z - z.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def check_wsddn(rng, say, N=2, B=5, C=4, tc=1.0, td=0.5, zc=None, zd=None, g_region=None, g_image=None):
+    """WSDDNScore forward and backward; returns the kernels' outputs (region, image, dzc, dzd)."""
+    from numba import cuda
+    from caffe_mlic.gpu import kernels
+    zc = rng.standard_normal((N, B, C)).astype(np.float32) * 3 if zc is None else zc
+    zd = rng.standard_normal((N, B, C)).astype(np.float32) * 3 if zd is None else zd
+    N, B, C = zc.shape
+    pc, pd = _softmax(zc.astype(np.float64) / tc, 2), _softmax(zd.astype(np.float64) / td, 1)
+    region_ref, image_ref = pc * pd, (pc * pd).sum(axis=1)
+    d_zc, d_zd = kernels.to_device(zc, zd)
+    d_region, d_image = cuda.device_array((N, B, C), np.float32), cuda.device_array((N, C), np.float32)
+    d_pc, d_pd = cuda.device_array((N, B, C), np.float64), cuda.device_array((N, B, C), np.float64)
+    kernels.wsddn_forward(d_zc, d_zd, tc, td, d_region, d_image, d_pc, d_pd)
+    region, image = d_region.copy_to_host(), d_image.copy_to_host()
+    ok = np.allclose(region, region_ref, rtol=RTOL, atol=ATOL) and np.allclose(image, image_ref, rtol=RTOL, atol=ATOL)
+    say('WSDDNScore forward (%d images x %d rois x %d classes, T %g / %g)' % (N, B, C, tc, td), ok)
+    g_region = rng.standard_normal((N, B, C)).astype(np.float32) if g_region is None else g_region
+    g_image = rng.standard_normal((N, C)).astype(np.float32) if g_image is None else g_image
+    g = g_region.astype(np.float64) + g_image.astype(np.float64)[:, None, :]
+    h, k = g * pd, g * pc
+    dzc_ref = pc * (h - (h * pc).sum(axis=2, keepdims=True)) / tc
+    dzd_ref = pd * (k - (k * pd).sum(axis=1, keepdims=True)) / td
+    d_dzc, d_dzd = cuda.device_array((N, B, C), np.float32), cuda.device_array((N, B, C), np.float32)
+    kernels.wsddn_backward(*kernels.to_device(g_region, g_image), d_pc, d_pd, tc, td, d_dzc, d_dzd)
+    dzc, dzd = d_dzc.copy_to_host(), d_dzd.copy_to_host()
+    ok_b = np.allclose(dzc, dzc_ref, rtol=RTOL, atol=ATOL) and np.allclose(dzd, dzd_ref, rtol=RTOL, atol=ATOL)
+    say('WSDDNScore backward', ok_b)
+    return ok and ok_b, (region, image, dzc, dzd)
+
+
+def check_losses(rng, say, n=3, c=7):
+    """CrossEntropyLoss, SoftSigmoidCrossEntropyLoss and FeatureMimicLoss's
+    sums and gradients; DivergenceGuard's count."""
+    from numba import cuda
+    from caffe_mlic.gpu import kernels
+    total = cuda.device_array(1, np.float64)
+    # probabilities at and beyond the clamp (0, 1e-5, 1) and targets 0, 1 and soft
+    p = rng.random(n * c).astype(np.float32)
+    p[:3] = [0, 1e-5, 1]
+    t = rng.choice(np.array([0, 1, 0.3], np.float32), n * c)
+    d_p, d_t = kernels.to_device(p, t)
+    kernels.cross_entropy_forward(d_p, d_t, total)
+    p64, t64 = p.astype(np.float64), t.astype(np.float64)
+    ce = -(t64 * np.log(np.maximum(p64, 1e-4)) + (1 - t64) * np.log(np.maximum(1 - p64, 1e-4))).sum()
+    ok = np.isclose(total.copy_to_host()[0], ce, rtol=1e-12)
+    d_dp = cuda.device_array(n * c, np.float32)
+    kernels.cross_entropy_backward(d_p, d_t, 0.5, n, d_dp)
+    grad = -(t64 / np.maximum(p64, 1e-4) - (1 - t64) / np.maximum(1 - p64, 1e-4)) * (0.5 / n)
+    ok &= np.allclose(d_dp.copy_to_host(), grad, rtol=RTOL, atol=ATOL)
+    say('CrossEntropyLoss sum and gradient (clamped at 1e-4)', ok)
+
+    x = (rng.standard_normal(n * c) * 30).astype(np.float32)      # far into both tails
+    t = rng.random(n * c).astype(np.float32)
+    t[0], t[1] = 1.0000001, -1e-6                                   # the rounding slack, clipped
+    temperature = 2.0
+    d_x, d_t = kernels.to_device(x, t)
+    kernels.sigmoid_ce_forward(d_x, d_t, temperature, total)
+    z, tc = x.astype(np.float64) / temperature, np.clip(t.astype(np.float64), 0, 1)
+    sce = (np.maximum(z, 0) - z * tc + np.log1p(np.exp(-np.abs(z)))).sum()
+    ok = np.isclose(total.copy_to_host()[0], sce, rtol=1e-12)
+    d_dx = cuda.device_array(n * c, np.float32)
+    kernels.sigmoid_ce_backward(d_x, d_t, temperature, 1.0, n, d_dx)
+    sig = 0.5 * (1 + np.tanh(0.5 * z))
+    ok &= np.allclose(d_dx.copy_to_host(), (sig - tc) / (temperature * n), rtol=RTOL, atol=ATOL)
+    say('SoftSigmoidCrossEntropyLoss sum and gradient (T 2, saturated logits)', ok)
+
+    a = rng.standard_normal((n * 4, 6)).astype(np.float32)
+    b = rng.standard_normal((n * 4, 6)).astype(np.float32)
+    d_a, d_b = kernels.to_device(a, b)
+    d_diff, d_sq = cuda.device_array(a.shape, np.float32), cuda.device_array(a.shape[0], np.float64)
+    kernels.mimic_forward(d_a, d_b, d_diff, d_sq)
+    diff = a - b
+    ok = np.array_equal(d_diff.copy_to_host(), diff) and np.allclose(
+        d_sq.copy_to_host(), (diff.astype(np.float64) ** 2).sum(axis=1), rtol=1e-12)
+    factors = rng.random(a.shape[0])
+    factors[::3] = 0                                                  # rows top-k left out
+    d_out = cuda.device_array(a.shape, np.float32)
+    kernels.mimic_backward(d_diff, kernels.to_device(factors)[0], -0.7, d_out)
+    ok &= np.allclose(d_out.copy_to_host(), diff * factors[:, None] * -0.7, rtol=RTOL, atol=ATOL)
+    say('FeatureMimicLoss row sums and gradient', ok)
+
+    v = rng.standard_normal(1000).astype(np.float32)
+    v[[3, 70, 500, 999]] = [np.nan, np.inf, -np.inf, -np.finfo(np.float32).max]
+    count = cuda.device_array(1, np.int64)
+    kernels.count_bad(kernels.to_device(v)[0], count)
+    ok = count.copy_to_host()[0] == 4
+    kernels.count_bad(kernels.to_device(v[:3])[0], count)
+    say('DivergenceGuard count (NaN, inf, -inf, -FLT_MAX)', ok and count.copy_to_host()[0] == 0)
+
+
 def time_release(say_line):
     """Release-size timings on a GPU: the teacher's ROI pooling (conv5_3 of a
     batch of 32 at 672 px, 500 proposals an image, 7 x 7 bins) and stage 1's
@@ -215,6 +311,9 @@ def main(argv=None):
         check_roi(rng, say)
         check_interp(rng, say)
     check_interp(rng, say, H=1, W=1, HO=4, WO=3)        # one input pixel: every row one tap
+    check_wsddn(rng, say)
+    check_wsddn(rng, say, B=1, C=1, tc=1.0, td=1.0)      # one roi, one class: softmaxes of 1
+    check_losses(rng, say)
     if args.ptx and not kernels.simulated():
         compile_ptx(say)
     if args.time and not kernels.simulated():

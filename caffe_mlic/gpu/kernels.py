@@ -16,8 +16,10 @@ Not wired into the layers yet: that needs the blobs' device pointers from
 pycaffe (a patch of the GPU build); until then the layers run on the host in
 GPU mode, as the README says.
 """
+import math
+
 import numpy as np
-from numba import cuda, float32, int32
+from numba import cuda, float32, float64, int32
 
 FLT_MAX = float32(np.finfo(np.float32).max)
 THREADS = 256
@@ -183,6 +185,260 @@ def interp_backward(g, rows, cols, dx):
                                                cols[0], cols[1], cols[2], cols[3], dx)
 
 
+# ---------------------------------------------------------------- WSDDNScore
+# In float64, as the CPU layer: per (image, roi) a softmax over the classes,
+# per (image, class) a softmax over the rois; region = the product, image =
+# its sum over the rois. The softmaxes are kept for the backward.
+
+
+@cuda.jit
+def _softmax_classes(z, temperature, p):
+    """p[n, b, :] = softmax(z[n, b, :] / T), one thread per (n, b)."""
+    N, B, C = z.shape
+    k = cuda.grid(1)
+    step = cuda.gridsize(1)
+    while k < N * B:
+        n, b = k // B, k % B
+        top = -1e308
+        for c in range(C):
+            top = max(top, float64(z[n, b, c]) / temperature)
+        total = 0.0
+        for c in range(C):
+            e = math.exp(float64(z[n, b, c]) / temperature - top)
+            p[n, b, c] = e
+            total += e
+        for c in range(C):
+            p[n, b, c] /= total
+        k += step
+
+
+@cuda.jit
+def _softmax_rois(z, temperature, p):
+    """p[n, :, c] = softmax(z[n, :, c] / T), one thread per (n, c)."""
+    N, B, C = z.shape
+    k = cuda.grid(1)
+    step = cuda.gridsize(1)
+    while k < N * C:
+        n, c = k // C, k % C
+        top = -1e308
+        for b in range(B):
+            top = max(top, float64(z[n, b, c]) / temperature)
+        total = 0.0
+        for b in range(B):
+            e = math.exp(float64(z[n, b, c]) / temperature - top)
+            p[n, b, c] = e
+            total += e
+        for b in range(B):
+            p[n, b, c] /= total
+        k += step
+
+
+@cuda.jit
+def _wsddn_combine(pc, pd, region, image):
+    """region = pc * pd; image[n, c] = the sum over the rois; one thread per (n, c)."""
+    N, B, C = pc.shape
+    k = cuda.grid(1)
+    step = cuda.gridsize(1)
+    while k < N * C:
+        n, c = k // C, k % C
+        total = 0.0
+        for b in range(B):
+            v = pc[n, b, c] * pd[n, b, c]
+            region[n, b, c] = v
+            total += v
+        image[n, c] = total
+        k += step
+
+
+@cuda.jit
+def _wsddn_backward_classes(g_region, g_image, pc, pd, temperature, dzc):
+    """dzc[n, b, :] = pc * (h - sum(h * pc)) / T with h = g * pd, g = region's + image's gradient."""
+    N, B, C = pc.shape
+    k = cuda.grid(1)
+    step = cuda.gridsize(1)
+    while k < N * B:
+        n, b = k // B, k % B
+        dot = 0.0
+        for c in range(C):
+            h = (float64(g_region[n, b, c]) + float64(g_image[n, c])) * pd[n, b, c]
+            dot += h * pc[n, b, c]
+        for c in range(C):
+            h = (float64(g_region[n, b, c]) + float64(g_image[n, c])) * pd[n, b, c]
+            dzc[n, b, c] = pc[n, b, c] * (h - dot) / temperature
+        k += step
+
+
+@cuda.jit
+def _wsddn_backward_rois(g_region, g_image, pc, pd, temperature, dzd):
+    N, B, C = pc.shape
+    k = cuda.grid(1)
+    step = cuda.gridsize(1)
+    while k < N * C:
+        n, c = k // C, k % C
+        dot = 0.0
+        for b in range(B):
+            h = (float64(g_region[n, b, c]) + float64(g_image[n, c])) * pc[n, b, c]
+            dot += h * pd[n, b, c]
+        for b in range(B):
+            h = (float64(g_region[n, b, c]) + float64(g_image[n, c])) * pc[n, b, c]
+            dzd[n, b, c] = pd[n, b, c] * (h - dot) / temperature
+        k += step
+
+
+def wsddn_forward(zc, zd, class_temperature, det_temperature, region, image, pc, pd):
+    """zc, zd (N, B, C) float32; region (N, B, C), image (N, C) float32 outputs;
+    pc, pd (N, B, C) float64 work arrays, kept for wsddn_backward."""
+    N, B, C = zc.shape
+    _softmax_classes[_blocks(N * B), THREADS](zc, float64(class_temperature), pc)
+    _softmax_rois[_blocks(N * C), THREADS](zd, float64(det_temperature), pd)
+    _wsddn_combine[_blocks(N * C), THREADS](pc, pd, region, image)
+
+
+def wsddn_backward(g_region, g_image, pc, pd, class_temperature, det_temperature, dzc, dzd):
+    N, B, C = pc.shape
+    if dzc is not None:
+        _wsddn_backward_classes[_blocks(N * B), THREADS](g_region, g_image, pc, pd, float64(class_temperature), dzc)
+    if dzd is not None:
+        _wsddn_backward_rois[_blocks(N * C), THREADS](g_region, g_image, pc, pd, float64(det_temperature), dzd)
+
+
+# ---------------------------------------------------------------- losses
+# Sums in float64 with atomic adds into a one-element float64 array (zeroed
+# first): the order differs from the CPU's, the value agrees within rounding.
+
+CLAMP = 1e-4
+
+
+@cuda.jit
+def _cross_entropy_sum(p, t, total):
+    i = cuda.grid(1)
+    step = cuda.gridsize(1)
+    part = 0.0
+    while i < p.size:
+        pv, tv = float64(p[i]), float64(t[i])
+        part -= tv * math.log(max(pv, CLAMP)) + (1.0 - tv) * math.log(max(1.0 - pv, CLAMP))
+        i += step
+    cuda.atomic.add(total, 0, part)
+
+
+@cuda.jit
+def _cross_entropy_grad(p, t, scale, dp):
+    i = cuda.grid(1)
+    step = cuda.gridsize(1)
+    while i < p.size:
+        pv, tv = float64(p[i]), float64(t[i])
+        dp[i] = -(tv / max(pv, CLAMP) - (1.0 - tv) / max(1.0 - pv, CLAMP)) * scale
+        i += step
+
+
+def cross_entropy_forward(p, t, total):
+    """The WSDDN loss's sum -sum[t log max(p, 1e-4) + (1-t) log max(1-p, 1e-4)]
+    of flat p, t into total[0] (float64, one element; the layer divides by N)."""
+    _fill[1, 1](total, float64(0))
+    _cross_entropy_sum[_blocks(p.size), THREADS](p, t, total)
+
+
+def cross_entropy_backward(p, t, loss_diff, n, dp):
+    _cross_entropy_grad[_blocks(p.size), THREADS](p, t, float64(loss_diff) / n, dp)
+
+
+@cuda.jit
+def _sigmoid_ce_sum(x, t, temperature, total):
+    i = cuda.grid(1)
+    step = cuda.gridsize(1)
+    part = 0.0
+    while i < x.size:
+        z = float64(x[i]) / temperature
+        tv = min(max(float64(t[i]), 0.0), 1.0)
+        part += max(z, 0.0) - z * tv + math.log1p(math.exp(-abs(z)))
+        i += step
+    cuda.atomic.add(total, 0, part)
+
+
+@cuda.jit
+def _sigmoid_ce_grad(x, t, temperature, scale, dx):
+    i = cuda.grid(1)
+    step = cuda.gridsize(1)
+    while i < x.size:
+        z = float64(x[i]) / temperature
+        tv = min(max(float64(t[i]), 0.0), 1.0)
+        dx[i] = (0.5 * (1.0 + math.tanh(0.5 * z)) - tv) * scale
+        i += step
+
+
+def sigmoid_ce_forward(x, t, temperature, total):
+    """SoftSigmoidCrossEntropyLoss's sum (not yet divided by N) into total[0]."""
+    _fill[1, 1](total, float64(0))
+    _sigmoid_ce_sum[_blocks(x.size), THREADS](x, t, float64(temperature), total)
+
+
+def sigmoid_ce_backward(x, t, temperature, loss_diff, n, dx):
+    _sigmoid_ce_grad[_blocks(x.size), THREADS](x, t, float64(temperature),
+                                                float64(loss_diff) / (temperature * n), dx)
+
+
+@cuda.jit
+def _mimic_rows(a, b, diff, sq):
+    """diff = a - b (float32, rows x D); sq[r] = its squared norm in float64, one thread per element."""
+    R, D = a.shape
+    i = cuda.grid(1)
+    step = cuda.gridsize(1)
+    while i < R * D:
+        r, d = i // D, i % D
+        v = a[r, d] - b[r, d]
+        diff[r, d] = v
+        cuda.atomic.add(sq, r, float64(v) * float64(v))
+        i += step
+
+
+@cuda.jit
+def _mimic_grad(diff, factors, scale, out):
+    R, D = diff.shape
+    i = cuda.grid(1)
+    step = cuda.gridsize(1)
+    while i < R * D:
+        r, d = i // D, i % D
+        out[r, d] = float64(diff[r, d]) * factors[r] * scale
+        i += step
+
+
+def mimic_forward(a, b, diff, sq):
+    """FeatureMimicLoss: diff = a - b, sq[r] = ||a_r - b_r||^2 (sq zeroed here).
+    The loss is 0.5 * sum(factors * sq), the factors (weights, top-k, 1/K)
+    computed on the host from the small weights bottom, as the CPU layer does."""
+    _fill[_blocks(sq.size), THREADS](sq, float64(0))
+    _mimic_rows[_blocks(a.size), THREADS](a, b, diff, sq)
+
+
+def mimic_backward(diff, factors, scale, out):
+    """out = diff * factors[r] * scale (scale: the loss's gradient, negated for the teacher)."""
+    _mimic_grad[_blocks(diff.size), THREADS](diff, factors, float64(scale), out)
+
+
+# ---------------------------------------------------------------- DivergenceGuard
+
+
+@cuda.jit
+def _count_bad(values, count):
+    """count[0] += the values that are NaN, inf or <= -FLT_MAX (what the guard refuses)."""
+    i = cuda.grid(1)
+    step = cuda.gridsize(1)
+    bad = 0
+    while i < values.size:
+        v = values[i]
+        if not (math.isfinite(v) and v > -FLT_MAX):
+            bad += 1
+        i += step
+    if bad:
+        cuda.atomic.add(count, 0, bad)
+
+
+def count_bad(values, count):
+    """How many of flat ``values`` DivergenceGuard refuses, into count[0] (int64, zeroed here)."""
+    _fill[1, 1](count, 0)
+    _count_bad[_blocks(values.size), THREADS](values, count)
+
+
 def to_device(*arrays):
     return tuple(cuda.to_device(np.ascontiguousarray(a)) for a in arrays)
 
@@ -193,5 +449,7 @@ def simulated():
     return bool(config.ENABLE_CUDASIM)
 
 
-__all__ = ['interp_backward', 'interp_forward', 'interp_taps', 'roi_pool_backward', 'roi_pool_forward',
-           'simulated', 'to_device', 'zero']
+__all__ = ['count_bad', 'cross_entropy_backward', 'cross_entropy_forward', 'interp_backward', 'interp_forward',
+           'interp_taps', 'mimic_backward', 'mimic_forward', 'roi_pool_backward', 'roi_pool_forward',
+           'sigmoid_ce_backward', 'sigmoid_ce_forward', 'simulated', 'to_device', 'wsddn_backward',
+           'wsddn_forward', 'zero']

@@ -49,7 +49,80 @@ def main():
         y_cpu = mh @ (x.reshape(-1, w) @ mw.T).reshape(3, h, wo)        # the layer's two products
         say('GPU Interp forward == the CPU layer (%dx%d -> %dx%d)' % (h, w, ho, wo),
             np.allclose(y, y_cpu, rtol=check.RTOL, atol=check.ATOL))
+    _layers_against_cpu(rng, say)
     return 1 if failures else 0
+
+
+def _run_layer(layer, params, inputs, n_tops=1, loss=False, top_diffs=None):
+    """The CPU layer in a one-layer net: (its tops, its bottoms' gradients)."""
+    import caffe
+    from tests import netutil
+    net = netutil.python_layer_net(caffe, None, layer, params, [a.shape for a in inputs], n_tops=n_tops,
+                                   loss_weight=1 if loss else None)
+    netutil.set_inputs(net, *inputs)
+    net.forward()
+    tops = [net.blobs['t%d' % i].data.copy() for i in range(n_tops)]
+    for i, g in enumerate(top_diffs or []):
+        net.blobs['t%d' % i].diff[...] = g
+    if loss:
+        net.blobs['t0'].diff[...] = 1
+    net.backward()
+    return tops, [net.blobs['b%d' % i].diff.copy() for i in range(len(inputs))]
+
+
+def _layers_against_cpu(rng, say):
+    """The kernels against the CPU layers themselves (Caffe nets), on the same inputs."""
+    from numba import cuda
+    N, B, C = 2, 6, 5
+    zc = rng.standard_normal((N * B, C)).astype(np.float32) * 2
+    zd = rng.standard_normal((N * B, C)).astype(np.float32) * 2
+    g_region = rng.standard_normal((N, B, C)).astype(np.float32)
+    g_image = rng.standard_normal((N, C)).astype(np.float32)
+    (region, image), (dzc, dzd) = _run_layer('WSDDNScore', dict(bbox_num=B, det_temperature=0.5), [zc, zd], 2,
+                                             top_diffs=[g_region, g_image])
+    ok, (k_region, k_image, k_dzc, k_dzd) = check.check_wsddn(
+        rng, say, zc=zc.reshape(N, B, C), zd=zd.reshape(N, B, C), tc=1.0, td=0.5, g_region=g_region,
+        g_image=g_image)
+    close = lambda a, b: np.allclose(a, b, rtol=check.RTOL, atol=check.ATOL)       # noqa: E731
+    say('GPU WSDDNScore == the CPU layer (forward and backward)',
+        close(k_region, region) and close(k_image, image) and close(k_dzc, dzc.reshape(N, B, C))
+        and close(k_dzd, dzd.reshape(N, B, C)))
+
+    total = cuda.device_array(1, np.float64)
+    p = rng.random((3, 4)).astype(np.float32)
+    t = (rng.random((3, 4)) < 0.5).astype(np.float32)
+    (loss,), (dp, _) = _run_layer('CrossEntropyLoss', {}, [p, t], loss=True)
+    d_p, d_t = kernels.to_device(p.ravel(), t.ravel())
+    kernels.cross_entropy_forward(d_p, d_t, total)
+    d_dp = cuda.device_array(p.size, np.float32)
+    kernels.cross_entropy_backward(d_p, d_t, 1.0, 3, d_dp)
+    say('GPU CrossEntropyLoss == the CPU layer',
+        np.isclose(total.copy_to_host()[0] / 3, loss.item(), rtol=1e-6) and close(d_dp.copy_to_host(), dp.ravel()))
+
+    x = (rng.standard_normal((3, 4)) * 5).astype(np.float32)
+    t = rng.random((3, 4)).astype(np.float32)
+    (loss,), (dx, _) = _run_layer('SoftSigmoidCrossEntropyLoss', dict(temperature=2.0), [x, t], loss=True)
+    d_x, d_t = kernels.to_device(x.ravel(), t.ravel())
+    kernels.sigmoid_ce_forward(d_x, d_t, 2.0, total)
+    d_dx = cuda.device_array(x.size, np.float32)
+    kernels.sigmoid_ce_backward(d_x, d_t, 2.0, 1.0, 3, d_dx)
+    say('GPU SoftSigmoidCrossEntropyLoss == the CPU layer',
+        np.isclose(total.copy_to_host()[0] / 3, loss.item(), rtol=1e-6) and close(d_dx.copy_to_host(), dx.ravel()))
+
+    a = rng.standard_normal((8, 5)).astype(np.float32)
+    b = rng.standard_normal((8, 5)).astype(np.float32)
+    (loss,), (da, db) = _run_layer('FeatureMimicLoss', {}, [a, b], loss=True)
+    d_a, d_b = kernels.to_device(a, b)
+    d_diff, d_sq = cuda.device_array(a.shape, np.float32), cuda.device_array(8, np.float64)
+    kernels.mimic_forward(d_a, d_b, d_diff, d_sq)
+    factors = np.full(8, 1 / 8)              # no weights: every row, K = R
+    d_f, = kernels.to_device(factors)
+    d_da, d_db = cuda.device_array(a.shape, np.float32), cuda.device_array(a.shape, np.float32)
+    kernels.mimic_backward(d_diff, d_f, 1.0, d_da)
+    kernels.mimic_backward(d_diff, d_f, -1.0, d_db)
+    say('GPU FeatureMimicLoss == the CPU layer',
+        np.isclose(0.5 * (factors * d_sq.copy_to_host()).sum(), loss.item(), rtol=1e-6)
+        and close(d_da.copy_to_host(), da) and close(d_db.copy_to_host(), db))
 
 
 if __name__ == '__main__':

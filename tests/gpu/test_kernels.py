@@ -15,14 +15,14 @@ def test_the_kernels_match_numpy_references_in_the_simulator():
                          env=SIM, timeout=300, cwd=REPO)
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.startswith('kernels on the CUDA simulator\n')
-    assert res.stdout.count(' OK\n') == 10 and 'MISMATCH' not in res.stdout
+    assert res.stdout.count(' OK\n') == 18 and 'MISMATCH' not in res.stdout
 
 
 def test_the_kernels_match_the_cpu_layers_on_their_own_inputs():
     res = subprocess.run([sys.executable, '-m', 'tests.gpu.sim_against_cpu'], capture_output=True, text=True,
                          env=SIM, timeout=300, cwd=REPO)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert 'MISMATCH' not in res.stdout and res.stdout.count(' OK\n') == 14, res.stdout
+    assert 'MISMATCH' not in res.stdout and res.stdout.count(' OK\n') == 20, res.stdout
 
 
 def test_the_checks_can_fail():
