@@ -74,6 +74,15 @@ def add_arguments(parser):
                         help='action (%s) and flags, as for the binary' % ', '.join(ACTIONS))
 
 
+def _mpi_ranks():
+    """The number of ranks an MPI launcher started (1 without one)."""
+    import os
+    for name in ('OMPI_COMM_WORLD_SIZE', 'PMI_SIZE', 'PMIX_SIZE'):
+        if os.environ.get(name, '').isdigit():
+            return int(os.environ[name])
+    return 1
+
+
 def run_argv(argv):
     # Signals are recorded from here on, never raised: a KeyboardInterrupt
     # inside the imports below (pycaffe's take most of a second) can be
@@ -95,6 +104,10 @@ def _run_argv(argv, signals):
         raise UsageError('expected an action, one of %s, got %s (flags as for the caffe binary)'
                          % (', '.join(ACTIONS), repr(first) if first else 'nothing'))
     _check_flags(argv[1:] if not first.startswith('-') else argv)
+    if first == 'train' and _mpi_ranks() > 1:
+        raise UsageError('the caffe binary does not train data-parallel over MPI: under mpirun each rank '
+                         'would train alone into the same snapshots; run `mpirun -np N caffe-mlic train SOLVER` '
+                         '(one rank per process, gradients averaged)')
     signals.action = first
     signals.effects = {signal.SIGINT: _flag_value(argv, 'sigint_effect') or 'stop',
                        signal.SIGHUP: _flag_value(argv, 'sighup_effect') or 'snapshot'}

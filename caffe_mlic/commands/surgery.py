@@ -49,10 +49,10 @@ def run(args):
         names = list(net._layer_names)
         slashed = [name for name in names if '/' in name]
         repeated = [name for name in dict.fromkeys(names) if names.count(name) > 1]
-        problems = (['names with "/" (%s)' % name_list(slashed)] if slashed else []) + \
-            (['a name more than once (%s)' % name_list(repeated)] if repeated else [])
+        problems = (['layer names with "/" (%s)' % name_list(slashed)] if slashed else []) + \
+            (['a layer name more than once (%s)' % name_list(repeated)] if repeated else [])
         if problems:
-            raise UsageError('%s: an HDF5 caffemodel cannot hold layer %s: Caffe would abort writing '
+            raise UsageError('%s: an HDF5 caffemodel cannot hold %s: Caffe would abort writing '
                              'it; write a binary .caffemodel' % (args.out, ', nor '.join(problems)), 'out')
     report = transplant(net, args.sources, args.skip_mismatched)
     save_weights(net, args.out)

@@ -115,6 +115,9 @@ def _run(args, early_signals):
     from caffe_mlic.engine import distributed
     grp = distributed.group()
     try:
+        if grp.size > 1:
+            import sys
+            distributed.agreed(grp, lambda: distributed.check_same_command(grp, sys.argv[1:]))
         trainer = distributed.agreed(grp, lambda: _trainer(args, early_signals, grp))
         info = trainer.run()
     except distributed.FollowerStopped as e:

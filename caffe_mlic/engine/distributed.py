@@ -232,6 +232,17 @@ def check_same_inputs(grp, solver_file, net):
                        'machine, or put them on a shared filesystem)' % '; '.join(problems))
 
 
+def check_same_command(grp, words):
+    """RunError naming the ranks given other arguments than rank 0 (each
+    rank must run the same command: one launcher line, not several)."""
+    everyone = grp.allgather(list(words))
+    differ = [r for r, theirs in enumerate(everyone) if theirs != everyone[0]]
+    if differ:
+        import shlex
+        raise RunError('every rank must run the same command, but %s got `%s` where rank 0 got `%s`'
+                       % (_ranks_text(grp, differ), shlex.join(everyone[differ[0]]), shlex.join(everyone[0])))
+
+
 def _data_layers(net):
     return [layer for layer in net.layers if callable(getattr(layer, 'seek', None))]
 

@@ -203,6 +203,7 @@ class Trainer:
         for w in self.weights if self.leader else ():     # (rank 0 reads them; the others get its weights)
             if weights_file_problem(w):
                 raise InputError(weights_file_problem(w))
+            self._refuse_own_snapshot(w)
         if resume not in (None, 'auto') and not os.path.isfile(resume):
             from caffe_mlic.fileio import input_file_problem
             raise InputError(input_file_problem(resume, 'solver state'))
@@ -227,6 +228,25 @@ class Trainer:
             # missing device: say so first.
             from caffe_mlic.caffe import env as caffe_env
             caffe_env.check_gpu([gpu])
+
+    def _refuse_own_snapshot(self, path):
+        """UsageError when weights ``path`` is a snapshot this run would write
+        (its snapshot_prefix, an iteration up to max_iter): the run would
+        write over the file it started from."""
+        import re
+        sf = self.solver_file
+        prefix = os.path.abspath(sf.snapshot_prefix)
+        name = os.path.abspath(path)
+        for candidate in {name, os.path.realpath(path)}:
+            m = re.fullmatch(re.escape(prefix) + r'_iter_(\d+)\.caffemodel' + (r'\.h5' if sf.hdf5 else ''),
+                             candidate)
+            if m and int(m.group(1)) <= sf.param.max_iter:
+                raise UsageError('%s is the snapshot this run writes at iteration %s (snapshot_prefix %s): '
+                                 'training would write over the weights it starts from; copy them elsewhere, '
+                                 'give this run another snapshot_prefix (--set snapshot_prefix=...), or go on '
+                                 'with that run: --resume %s' % (path, m.group(1), sf.snapshot_prefix,
+                                                                  sf.snapshot_paths(int(m.group(1)))[1]),
+                                 'weights')
 
     # ------------------------------------------------------------ setup
 
@@ -337,6 +357,19 @@ class Trainer:
                   'no snapshot with prefix %s yet: starting at iteration 0' % sf.snapshot_prefix)
         return None
 
+    def _check_same_ranks(self, state):
+        """UsageError when the run being resumed trained with another number
+        of ranks (run.json): each iteration's batch would change."""
+        info = logs.read_run_json(self.run_dir)
+        before = info.get('ranks', 1) if isinstance(info, dict) else 1
+        if isinstance(before, int) and before != self.group.size:
+            raise UsageError('%s was trained with %d rank%s (%s); resuming it with %d would change the batch '
+                             'of every iteration (batch_size is per rank): run %s' % (
+                                 state, before, '' if before == 1 else 's',
+                                 os.path.join(self.run_dir, 'run.json'), self.group.size,
+                                 'it without mpirun' if before == 1 else 'it under mpirun -np %d' % before),
+                             'resume')
+
     def _chain_began(self):
         """When the run this run folder holds began (its first start, through
         its resumes; seconds since the epoch), or None without a run.json."""
@@ -407,7 +440,10 @@ class Trainer:
         return self.elapsed_before + time.monotonic() - self.started
 
     def _resume_command(self, state):
-        return shlex.join(state if a == '{state}' else a for a in self.resume_command)
+        command = [state if a == '{state}' else a for a in self.resume_command]
+        if self.group.size > 1:
+            command = ['mpirun', '-np', str(self.group.size)] + command
+        return shlex.join(command)
 
     def _write_run_json(self, **changes):
         if not self.leader:
@@ -471,7 +507,10 @@ class Trainer:
                 return None
             check_snapshot_size(sf, self.net)
             self.snapshot_needed = snapshot_bytes(sf, self.net)
-            return self._choose_state()
+            state = self._choose_state()
+            if state is not None:
+                self._check_same_ranks(state)
+            return state
         state = self._agreed(choose)
         if many:
             state, self.state_iteration = self.group.bcast((state, self.state_iteration))
@@ -498,9 +537,11 @@ class Trainer:
             self.sync = distributed.ParamSync(self.net, sf.net_param, self.group)
             self.sync.broadcast_weights()
             self.solver.add_callback(lambda: None, self.sync.average_gradients)
-            self.note('%d ranks on %s: %d images an iteration, %.1f MB of gradients averaged each' % (
-                self.group.size, ', '.join(sorted(set(self.group.hosts))),
-                self.group.size * max([layer.params.batch_size for layer in seekable_layers(self.net)] or [0]),
+            first = self.net.blobs[next(iter(self.net.blobs))].shape
+            batch = first[0] if len(first) else 1
+            self.note('%d ranks on %s: %d x %d%s images an iteration, %.1f MB of gradients averaged each' % (
+                self.group.size, ', '.join(sorted(set(self.group.hosts))), self.group.size, batch,
+                ' x iter_size %d' % sf.param.iter_size if sf.param.iter_size > 1 else '',
                 self.sync.gradient_bytes / 1e6))
         start = self.solver.iter
         if start:

@@ -305,8 +305,8 @@ def test_surgery_refuses_an_hdf5_output_for_a_layer_name_given_twice(tiny, h5):
     res = run_cli(['surgery', '--net', net, '--from', 'same:h5/student.caffemodel.h5', '-o', 'dup.caffemodel.h5'],
                   tiny)
     assert res.returncode == 2 and res.stderr == (
-        'caffe-mlic surgery: argument -o/--out: dup.caffemodel.h5: an HDF5 caffemodel cannot hold layer '
-        'a name more than once (relu): Caffe would abort writing it; write a binary .caffemodel\n'), res.stderr
+        'caffe-mlic surgery: argument -o/--out: dup.caffemodel.h5: an HDF5 caffemodel cannot hold a layer '
+        'name more than once (relu): Caffe would abort writing it; write a binary .caffemodel\n'), res.stderr
     assert not [p for p in os.listdir(tiny) if p.startswith(('dup.caffemodel', '.dup.caffemodel'))]
 
 

@@ -256,6 +256,12 @@ def test_a_stopped_two_rank_run_resumes_to_the_uninterrupted_weights(tiny):
     m = re.search(r'stopped by SIGTERM at iteration (\d+), snapshot (\S+); resume with: (.+)', err)
     assert m, err
     assert err.count('stopped by SIGTERM') == 1
+    assert m.group(3) == 'mpirun -np 2 caffe-mlic train cut.prototxt --resume ' + m.group(2)
+    # resuming with another number of ranks would change every batch: refused, naming the right one
+    alone = run_one(['train', 'cut.prototxt', '--resume', m.group(2)], tiny)
+    assert alone.returncode == 2 and ('was trained with 2 ranks (runs/cut/run.json); resuming it with 1 would '
+                                      'change the batch of every iteration (batch_size is per rank): run it '
+                                      'under mpirun -np 2') in alone.stderr, alone.stderr
     resumed = mpirun(['train', 'cut.prototxt', '--resume', 'auto'], tiny)
     assert resumed.returncode == 0, resumed.stderr
     assert 'resuming from %s at iteration %s' % (m.group(2), m.group(1)) in resumed.stderr
@@ -387,3 +393,23 @@ def test_bench_data_parallel_measures_one_and_two_ranks():
     rows = {name.split(':')[1].strip().split(' (')[0].split(',')[0]: value for name, value, _, _ in report.rows}
     assert rows['iteration'] > 0 and 0 < rows['throughput'] <= 2.5
     assert any('VGG16' in name for name, *_ in report.rows)
+
+
+def test_ranks_given_different_arguments_are_refused_naming_the_rank(tiny):
+    net = 'nets2/wsddn/wsddn_train.prototxt'
+    write_solver(tiny, 'args', net)
+    res = subprocess.run(['mpirun', '-np', '1'] + CLI + ['train', 'args.prototxt', '--gpu', '0'] +
+                         [':', '-np', '1'] + CLI + ['train', 'args.prototxt'],
+                         cwd=tiny, capture_output=True, text=True, timeout=300, env=dict(os.environ, **MPI_ENV))
+    assert res.returncode == 1
+    assert ('caffe-mlic train: every rank must run the same command, but rank 1 of 2 (' in res.stderr
+            and '`train args.prototxt` where rank 0 got `train args.prototxt --gpu 0`' in res.stderr), res.stderr
+    assert res.stderr.count('every rank must run') == 1
+
+
+def test_the_caffe_binary_is_not_run_once_per_rank(tiny):
+    write_solver(tiny, 'binary', 'nets2/wsddn/wsddn_train.prototxt')
+    res = mpirun(['caffe', 'train', '-solver', 'binary.prototxt'], tiny)
+    assert res.returncode != 0
+    assert 'caffe-mlic caffe: the caffe binary does not train data-parallel over MPI' in res.stderr, res.stderr
+    assert not (tiny / 'snap_binary').exists()

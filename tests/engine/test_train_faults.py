@@ -823,3 +823,24 @@ def test_a_quoted_text_in_set_is_read_as_the_solver_file_reads_it():
                                                                               'n.prototxt')
     apply_overrides(param, ['snapshot_prefix=""'])
     assert param.snapshot_prefix == ''
+
+
+def test_weights_that_are_the_runs_own_snapshot_are_refused_not_overwritten(tiny):
+    """`train SOLVER --weights snap/w_iter_6.caffemodel` with the solver that writes that snapshot."""
+    solver(tiny, 'own', max_iter=6, snapshot=6)
+    first = run(['train', 'own.prototxt'], tiny)
+    assert first.returncode == 0, first.stderr
+    weights = tiny / 'snap_own' / 'w_iter_6.caffemodel'
+    before = weights.read_bytes()
+    res = run(['train', 'own.prototxt', '--weights', 'snap_own/w_iter_6.caffemodel', '--run-dir', 'runs/own2'], tiny)
+    assert res.returncode == 2
+    assert res.stderr == (
+        'caffe-mlic train: argument --weights: snap_own/w_iter_6.caffemodel is the snapshot this run writes at '
+        'iteration 6 (snapshot_prefix snap_own/w): training would write over the weights it starts from; copy '
+        'them elsewhere, give this run another snapshot_prefix (--set snapshot_prefix=...), or go on with that '
+        'run: --resume snap_own/w_iter_6.solverstate\n'), res.stderr
+    assert weights.read_bytes() == before and not (tiny / 'runs' / 'own2').exists()
+    # another prefix, or a snapshot past max_iter, is fine
+    res = run(['train', 'own.prototxt', '--weights', 'snap_own/w_iter_6.caffemodel', '--run-dir', 'runs/own3',
+               '--set', 'snapshot_prefix=snap_own3/w'], tiny)
+    assert res.returncode == 0, res.stderr
