@@ -2,6 +2,7 @@
 import numpy as np
 
 from caffe_mlic.caffe.params import Param
+from caffe_mlic.gpu import blobs as gpu_blobs
 from .base import PairLossLayer
 
 CLAMP = 1e-4
@@ -17,6 +18,14 @@ class CrossEntropyLoss(PairLossLayer):
     BOTTOMS = ('probabilities', 'targets')
 
     def forward(self, bottom, top):
+        if gpu_blobs.use_kernels():
+            from caffe_mlic.gpu import kernels
+            total = gpu_blobs.device_array((1,), np.float64, self.__dict__.setdefault('_gpu_cache', {}), 'total')
+            count = (bottom[0].count,)
+            kernels.cross_entropy_forward(gpu_blobs.view(bottom[0], shape=count),
+                                          gpu_blobs.view(bottom[1], shape=count), total)
+            self.set_loss(top, total.copy_to_host()[0] / bottom[0].shape[0])
+            return
         p = bottom[0].data.reshape(-1).astype(np.float64)
         t = bottom[1].data.reshape(-1).astype(np.float64)
         n = bottom[0].shape[0]
@@ -29,6 +38,13 @@ class CrossEntropyLoss(PairLossLayer):
             # Python layer cannot refuse it the way Caffe's C++ losses do.)
             bottom[1].diff[...] = 0
         if not propagate_down[0]:
+            return
+        if gpu_blobs.use_kernels():
+            from caffe_mlic.gpu import kernels
+            count = (bottom[0].count,)
+            kernels.cross_entropy_backward(gpu_blobs.view(bottom[0], shape=count),
+                                           gpu_blobs.view(bottom[1], shape=count), top[0].diff.item(),
+                                           bottom[0].shape[0], gpu_blobs.view(bottom[0], 'diff', True, count))
             return
         p = bottom[0].data.astype(np.float64)
         t = bottom[1].data.reshape(p.shape).astype(np.float64)

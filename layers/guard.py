@@ -11,9 +11,10 @@ nothing: the generated student nets add one.
 """
 import numpy as np
 
-FLT_MAX = float(np.finfo(np.float32).max)
-
+from caffe_mlic.gpu import blobs as gpu_blobs
 from .base import MlicLayer
+
+FLT_MAX = float(np.finfo(np.float32).max)
 
 
 class DivergenceGuard(MlicLayer):
@@ -28,15 +29,26 @@ class DivergenceGuard(MlicLayer):
     def forward(self, bottom, top):
         for i in range(len(bottom)):  # (pycaffe's blob vectors index, they do not iterate)
             blob = bottom[i]
-            # A float64 sum of float32 values is finite exactly when every value is.
-            values = blob.data
-            if not values.size:
+            if not blob.count:
                 continue
-            if not (np.isfinite(np.sum(values, dtype=np.float64)) and values.min() > -FLT_MAX):
-                bad = int(np.count_nonzero(~np.isfinite(values) | (values <= -FLT_MAX)))
+            bad = self._kernel_count(blob) if gpu_blobs.use_kernels() else self._host_count(blob.data)
+            if bad:
                 raise self.error('bottom %d (%s) holds %d NaN, inf or -FLT_MAX value(s): training '
                                  'diverged (the weights are no longer finite); lower base_lr or '
                                  'check the input data' % (i, 'x'.join(map(str, blob.shape)), bad))
+
+    @staticmethod
+    def _host_count(values):
+        # A float64 sum of float32 values is finite exactly when every value is.
+        if np.isfinite(np.sum(values, dtype=np.float64)) and values.min() > -FLT_MAX:
+            return 0
+        return int(np.count_nonzero(~np.isfinite(values) | (values <= -FLT_MAX)))
+
+    def _kernel_count(self, blob):
+        from caffe_mlic.gpu import kernels
+        count = gpu_blobs.device_array((1,), np.int64, self.__dict__.setdefault('_gpu_cache', {}), 'count')
+        kernels.count_bad(gpu_blobs.view(blob, shape=(blob.count,)), count)
+        return int(count.copy_to_host()[0])
 
     def backward(self, top, propagate_down, bottom):
         for i in range(len(bottom)):

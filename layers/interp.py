@@ -18,6 +18,7 @@ arithmetic. Because the resize is separable, it is two small matrices
 import numpy as np
 
 from caffe_mlic.caffe.params import Param
+from caffe_mlic.gpu import blobs as gpu_blobs
 from .base import MlicLayer
 
 
@@ -137,7 +138,26 @@ class Interp(MlicLayer):
         self.mw = self._matrix(w_eff, w_out)   # (w_out, w_eff)
         top[0].reshape(n, c, h_out, w_out)  # (counted above)
 
+    def _gpu(self):
+        """The kernels run the resize itself (a crop or a copy stays on the host path)."""
+        return not (self.cropped or self.same) and gpu_blobs.use_kernels()
+
+    def _taps(self):
+        from caffe_mlic.gpu import kernels
+        key = (self.mh.shape, self.mw.shape)
+        if getattr(self, '_gpu_taps', (None,))[0] != key:
+            self._gpu_taps = (key, kernels.to_device(*kernels.interp_taps(self.mh)),
+                              kernels.to_device(*kernels.interp_taps(self.mw)))
+        return self._gpu_taps[1:]
+
     def forward(self, bottom, top):
+        if self._gpu():
+            from caffe_mlic.gpu import kernels
+            n, c, h, w = bottom[0].shape
+            _, _, h_out, w_out = top[0].shape
+            kernels.interp_forward(gpu_blobs.view(bottom[0], shape=(n * c, h, w)), *self._taps(),
+                                   gpu_blobs.view(top[0], write=True, shape=(n * c, h_out, w_out)))
+            return
         x = bottom[0].data[(Ellipsis,) + self.crop]
         if self.same:
             top[0].data[...] = x  # the original copies identical sizes exactly
@@ -152,6 +172,13 @@ class Interp(MlicLayer):
         if len(bottom) == 2 and propagate_down[1]:
             bottom[1].diff[...] = 0  # the size reference gets no gradient
         if not propagate_down[0]:
+            return
+        if self._gpu():
+            from caffe_mlic.gpu import kernels
+            n, c, h, w = bottom[0].shape
+            _, _, h_out, w_out = top[0].shape
+            kernels.interp_backward(gpu_blobs.view(top[0], 'diff', shape=(n * c, h_out, w_out)), *self._taps(),
+                                    gpu_blobs.view(bottom[0], 'diff', write=True, shape=(n * c, h, w)))
             return
         g = top[0].diff
         diff = bottom[0].diff

@@ -7,6 +7,7 @@ gradient; when force_backward asks for one they get zeros.
 import numpy as np
 
 from caffe_mlic.caffe.params import Param
+from caffe_mlic.gpu import blobs as gpu_blobs
 from .base import MlicLayer, PairLossLayer
 
 
@@ -33,6 +34,14 @@ class SoftSigmoidCrossEntropyLoss(PairLossLayer):
             i = int(np.flatnonzero(bad)[0])
             raise self.error('targets must lie in [0, 1]: %d value(s) do not, first at flat '
                              'index %d: %r' % (int(bad.sum()), i, float(t[i])))
+        if gpu_blobs.use_kernels():       # (the targets were checked above, on the host: N x C values)
+            from caffe_mlic.gpu import kernels
+            total = gpu_blobs.device_array((1,), np.float64, self.__dict__.setdefault('_gpu_cache', {}), 'total')
+            count = (bottom[0].count,)
+            kernels.sigmoid_ce_forward(gpu_blobs.view(bottom[0], shape=count), gpu_blobs.view(bottom[1], shape=count),
+                                       self.params.temperature, total)
+            self.set_loss(top, total.copy_to_host()[0] / bottom[0].shape[0])
+            return
         t = np.clip(t, 0, 1)
         z = bottom[0].data.reshape(-1).astype(np.float64) / self.params.temperature
         loss = (np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))).sum()
@@ -44,6 +53,13 @@ class SoftSigmoidCrossEntropyLoss(PairLossLayer):
         if not propagate_down[0]:
             return
         temp = self.params.temperature
+        if gpu_blobs.use_kernels():
+            from caffe_mlic.gpu import kernels
+            count = (bottom[0].count,)
+            kernels.sigmoid_ce_backward(gpu_blobs.view(bottom[0], shape=count), gpu_blobs.view(bottom[1], shape=count),
+                                        temp, top[0].diff.item(), bottom[0].shape[0],
+                                        gpu_blobs.view(bottom[0], 'diff', True, count))
+            return
         z = bottom[0].data.astype(np.float64) / temp
         t = np.clip(bottom[1].data.reshape(z.shape).astype(np.float64), 0, 1)
         sig = 0.5 * (1 + np.tanh(0.5 * z))  # sigmoid without overflow warnings
@@ -129,6 +145,17 @@ class FeatureMimicLoss(MlicLayer):
 
     def forward(self, bottom, top):
         rows = bottom[0].shape[0]
+        if gpu_blobs.use_kernels():
+            from caffe_mlic.gpu import kernels
+            cache = self.__dict__.setdefault('_gpu_cache', {})
+            shape = (rows, bottom[0].count // rows if rows else 0)
+            self.gpu_diff = gpu_blobs.device_array(shape, np.float32, cache, 'diff')
+            sq = gpu_blobs.device_array((rows,), np.float64, cache, 'sq')
+            kernels.mimic_forward(gpu_blobs.view(bottom[0], shape=shape), gpu_blobs.view(bottom[1], shape=shape),
+                                  self.gpu_diff, sq)
+            self.factors = self._row_factors(bottom)       # (the weights: R values, on the host)
+            self.set_loss(top, 0.5 * (self.factors * sq.copy_to_host()).sum())
+            return
         # float32 like the blobs (stage 1 mimics 14000 x 4096 features); the
         # per-row sums and the total are accumulated in float64.
         self.diff = np.subtract(bottom[0].data, bottom[1].data).reshape(rows, -1)
@@ -139,6 +166,14 @@ class FeatureMimicLoss(MlicLayer):
     def backward(self, top, propagate_down, bottom):
         if len(bottom) == 3 and propagate_down[2]:
             bottom[2].diff[...] = 0
+        if gpu_blobs.use_kernels():
+            from caffe_mlic.gpu import kernels
+            factors, = kernels.to_device(self.factors)
+            for i, sign in ((0, 1), (1, -1)):
+                if propagate_down[i]:
+                    kernels.mimic_backward(self.gpu_diff, factors, sign * top[0].diff.item(),
+                                           gpu_blobs.view(bottom[i], 'diff', True, self.gpu_diff.shape))
+            return
         scale = self.factors * top[0].diff.item()
         for i, sign in ((0, 1), (1, -1)):
             if propagate_down[i]:

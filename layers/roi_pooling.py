@@ -35,6 +35,7 @@ import numpy as np
 from numba import njit, uintp
 
 from caffe_mlic.caffe.params import LayerError, Param
+from caffe_mlic.gpu import blobs as gpu_blobs
 from .base import MlicLayer
 
 FLT_MAX = np.float32(np.finfo(np.float32).max)
@@ -465,19 +466,26 @@ class RoiPoolingKernel:
             self._blocked[:, full, :, :, :rest] = features[:, full * LANES:].transpose(0, 2, 3, 1)
         return self._blocked
 
+    def bins(self, rois, N, H, W):
+        """Every roi's clipped bins, batch index and score factor, in kept
+        buffers: (hstart, hend, wstart, wend, bidx, factors). Raises RoiError
+        for a roi roi_problem would reject."""
+        rois = np.ascontiguousarray(rois, np.float32)
+        hs, he, ws, we, bidx, factors = bufs = self._buffers(rois.shape[0])
+        bad = _prepare(rois, N, self.spatial_scale, self.score_scale, self.score_bias, H, W,
+                       hs, he, ws, we, bidx, factors)
+        if bad >= 0:
+            raise RoiError(*roi_problem(rois, N))
+        return bufs
+
     def forward(self, features, rois, out):
         """features (N,C,H,W) float32, rois (R,6), out (R,C,PH,PW) float32.
 
         Raises RoiError for a roi roi_problem would reject (nothing is written then).
         """
         N, C, H, W = features.shape
-        rois = np.ascontiguousarray(rois, np.float32)
         R = rois.shape[0]
-        hs, he, ws, we, bidx, factors = bufs = self._buffers(R)
-        bad = _prepare(rois, N, self.spatial_scale, self.score_scale, self.score_bias, H, W,
-                       hs, he, ws, we, bidx, factors)
-        if bad >= 0:
-            raise RoiError(*roi_problem(rois, N))
+        hs, he, ws, we, bidx, factors = bufs = self.bins(rois, N, H, W)
         blocked = self._blocked_features(features)
         P = self.pooled_h * self.pooled_w
         size = R * -(-C // LANES) * P * LANES
@@ -548,14 +556,17 @@ class ROIPooling(MlicLayer):
         self.reshape_top(top[0], (rshape[0], fshape[1], self.params.pooled_h, self.params.pooled_w),
                          'the output (rois x channels x pooled_h x pooled_w)', 'pooled_h / pooled_w')
 
+    DIVERGED = 'the features contain NaN or inf: training diverged; lower base_lr or check the input data'
+
     def forward(self, bottom, top):
+        if gpu_blobs.use_kernels():
+            return self._forward_gpu(bottom, top)
         # A diverged net: stop with a message here, before backward. (Caffe's own
         # max pooling, upstream of us, writes to index -1 in backward for an
         # all-NaN window and corrupts memory.) A float64 sum never overflows
         # for float32 data, so it is finite exactly when every feature is.
         if not np.isfinite(np.sum(bottom[0].data, dtype=np.float64)):
-            raise self.error('the features contain NaN or inf: training diverged; '
-                             'lower base_lr or check the input data')
+            raise self.error(self.DIVERGED)
         try:  # the rois are checked in the kernel's first pass over them
             self.kernel.forward(bottom[0].data, bottom[1].data.reshape(-1, 6), top[0].data)
         except RoiError as e:
@@ -565,4 +576,32 @@ class ROIPooling(MlicLayer):
         if propagate_down[1]:
             bottom[1].diff[...] = 0  # no gradient to the rois
         if propagate_down[0]:
-            self.kernel.backward(top[0].diff, bottom[0].diff)
+            if gpu_blobs.use_kernels():
+                from caffe_mlic.gpu import kernels
+                d_bins, argmax = self._gpu_last
+                kernels.roi_pool_backward(gpu_blobs.view(top[0], 'diff'), argmax, d_bins,
+                                          gpu_blobs.view(bottom[0], 'diff', write=True))
+            else:
+                self.kernel.backward(top[0].diff, bottom[0].diff)
+
+    def _forward_gpu(self, bottom, top):
+        """The CUDA kernels on the blobs' device memory; the rois (small) are
+        read on the host, where their bins are computed as on the CPU."""
+        from caffe_mlic.gpu import kernels
+        cache = self.__dict__.setdefault('_gpu_cache', {})
+        features = gpu_blobs.view(bottom[0])
+        count = gpu_blobs.device_array((1,), np.int64, cache, 'count')
+        kernels.count_bad(features.reshape(features.size), count, lowest_too=False)
+        if count.copy_to_host()[0]:
+            raise self.error(self.DIVERGED)
+        N, _, H, W = features.shape
+        try:
+            bins = self.kernel.bins(bottom[1].data.reshape(-1, 6), N, H, W)
+        except RoiError as e:
+            raise self.error('roi row %d: %s' % (e.row, e.message)) from None
+        hs, he, ws, we, bidx, factors = bins
+        d_bins = kernels.to_device(bidx, hs, he, ws, we, factors)
+        out = gpu_blobs.view(top[0], write=True)
+        argmax = gpu_blobs.device_array(out.shape, np.int32, cache, 'argmax')
+        kernels.roi_pool_forward(features, d_bins, out, argmax)
+        self._gpu_last = (d_bins, argmax)

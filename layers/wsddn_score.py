@@ -12,6 +12,7 @@ Tops: region scores (N, B, C) and image-level scores (N, C).
 import numpy as np
 
 from caffe_mlic.caffe.params import Param
+from caffe_mlic.gpu import blobs as gpu_blobs
 from .base import MlicLayer
 
 
@@ -51,6 +52,15 @@ class WSDDNScore(MlicLayer):
 
     def forward(self, bottom, top):
         p = self.params
+        if gpu_blobs.use_kernels():
+            from caffe_mlic.gpu import kernels
+            cache = self.__dict__.setdefault('_gpu_cache', {})
+            self.gpu_pc = gpu_blobs.device_array(self.shape, np.float64, cache, 'pc')
+            self.gpu_pd = gpu_blobs.device_array(self.shape, np.float64, cache, 'pd')
+            kernels.wsddn_forward(gpu_blobs.view(bottom[0], shape=self.shape), gpu_blobs.view(bottom[1], shape=self.shape),
+                                  p.class_temperature, p.det_temperature, gpu_blobs.view(top[0], write=True),
+                                  gpu_blobs.view(top[1], write=True), self.gpu_pc, self.gpu_pd)
+            return
         zc = bottom[0].data.reshape(self.shape).astype(np.float64) / p.class_temperature
         zd = bottom[1].data.reshape(self.shape).astype(np.float64) / p.det_temperature
         self.pc = _softmax(zc, axis=2)   # over classes
@@ -61,6 +71,15 @@ class WSDDNScore(MlicLayer):
 
     def backward(self, top, propagate_down, bottom):
         if not (propagate_down[0] or propagate_down[1]):
+            return
+        if gpu_blobs.use_kernels():
+            from caffe_mlic.gpu import kernels
+            p = self.params
+            kernels.wsddn_backward(
+                gpu_blobs.view(top[0], 'diff'), gpu_blobs.view(top[1], 'diff'), self.gpu_pc, self.gpu_pd,
+                p.class_temperature, p.det_temperature,
+                gpu_blobs.view(bottom[0], 'diff', write=True, shape=self.shape) if propagate_down[0] else None,
+                gpu_blobs.view(bottom[1], 'diff', write=True, shape=self.shape) if propagate_down[1] else None)
             return
         # image = sum over rois of region, so its gradient reaches every roi
         g = top[0].diff.astype(np.float64) + top[1].diff.astype(np.float64)[:, None, :]

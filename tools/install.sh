@@ -32,6 +32,19 @@ if [[ ! -f $site/caffe.pth || $(cat "$site/caffe.pth") != "$root/python" ]]; the
   echo "$root/python" > "$site/caffe.pth"
 fi
 
+# Our layers' CUDA kernels (caffe_mlic/gpu/) need numba's CUDA target: with the
+# GPU build, tools/gpu-requirements.txt (numba-cuda, a numba that keeps numpy
+# 1.x); without it, Debian's numba alone (those are removed).
+if [[ ${CAFFE_MLIC_GPU:-0} == 1 ]]; then
+  if ! "$VENV/bin/python" -c 'import numba_cuda' 2>/dev/null; then
+    echo "[install] numba-cuda for our layers' CUDA kernels (GPU build)" >&2
+    "$VENV/bin/pip" install --quiet --only-binary :all: -r tools/gpu-requirements.txt >&2
+  fi
+elif "$VENV/bin/python" -c 'import numba_cuda' 2>/dev/null; then
+  echo "[install] removing numba-cuda and its numba (the CPU build uses Debian's numba)" >&2
+  "$VENV/bin/pip" uninstall --quiet -y $(grep -o '^[a-z0-9-]*' tools/gpu-requirements.txt) >&2
+fi
+
 stamp="$VENV/.caffe-mlic-installed"
 want=$(cat setup.py | sha256sum | cut -c1-64)
 if [[ ! -f $stamp || $(cat "$stamp") != "$want" || ! -x $VENV/bin/caffe-mlic ]]; then

@@ -273,39 +273,44 @@ def time_release(say_line):
     say_line('Interp backward: %.2f ms' % timed(lambda: kernels.interp_backward(d_y, rows, cols, d_x)))
 
 
-def compile_ptx(say):
-    """Every kernel, with the argument types it ran with, compiled to PTX for
-    the architectures the GPU build targets (needs CUDA's NVVM: a GPU install)."""
+def compile_ptx(say, archs=((7, 5), (8, 0), (9, 0))):
+    """Every kernel compiled to PTX for each architecture, with the argument
+    types the layers pass (kernels.signatures). Needs numba's CUDA target
+    with NVVM (the GPU install), not a GPU."""
     from numba import cuda
     from caffe_mlic.gpu import kernels
-    dispatchers = [getattr(kernels, name) for name in dir(kernels) if name.startswith('_')
-                   and hasattr(getattr(kernels, name), 'overloads')]
-    for cc in ((6, 0), (7, 0), (7, 5), (8, 0), (9, 0)):
-        count = 0
-        for dispatcher in dispatchers:
-            for signature in list(dispatcher.overloads):
-                cuda.compile_ptx(dispatcher.py_func, signature, cc=cc)
-                count += 1
-        say('%d kernel specialisations compiled to PTX for sm_%d%d' % (count, cc[0], cc[1]), count > 0)
+    table = kernels.signatures()
+    for cc in archs:
+        targets = set()
+        for dispatcher, signature in table.items():
+            ptx, _ = cuda.compile_ptx(dispatcher.py_func, signature, cc=cc)
+            targets.update(line.split()[1] for line in ptx.splitlines() if line.startswith('.target'))
+        say('%d kernels compiled to PTX for sm_%d%d' % (len(table), cc[0], cc[1]),
+            targets == {'sm_%d%d' % cc})
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='python -m caffe_mlic.gpu.check', description=__doc__.split('\n\n')[0])
     parser.add_argument('--time', action='store_true', help='also time release sizes (a GPU only)')
-    parser.add_argument('--ptx', action='store_true', help='also compile every kernel to PTX for sm_60 to sm_90')
+    parser.add_argument('--ptx', action='store_true',
+                        help='also compile every kernel to PTX for sm_75, sm_80 and sm_90 (CUDA 13 builds no older; numba-cuda, no GPU needed)')
+    parser.add_argument('--ptx-only', action='store_true', help='only that (on a machine without a GPU)')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
     from caffe_mlic.gpu import kernels
     from numba import cuda
-    where = 'the CUDA simulator' if kernels.simulated() else cuda.get_current_device().name
-    if isinstance(where, bytes):
-        where = where.decode()
-    print('kernels on %s' % where)
     results = []
 
     def say(what, ok):
         results.append(ok)
         print('%-70s %s' % (what, 'OK' if ok else 'MISMATCH'))
+    if args.ptx_only:
+        compile_ptx(say)
+        return 0 if all(results) else 1
+    where = 'the CUDA simulator' if kernels.simulated() else cuda.get_current_device().name
+    if isinstance(where, bytes):
+        where = where.decode()
+    print('kernels on %s' % where)
     rng = np.random.default_rng(args.seed)
     for _ in range(2):
         check_roi(rng, say)

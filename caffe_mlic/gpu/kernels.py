@@ -419,24 +419,57 @@ def mimic_backward(diff, factors, scale, out):
 
 
 @cuda.jit
-def _count_bad(values, count):
-    """count[0] += the values that are NaN, inf or <= -FLT_MAX (what the guard refuses)."""
+def _count_bad(values, lowest_too, count):
+    """count[0] += the values that are NaN or inf (or <= -FLT_MAX with lowest_too)."""
     i = cuda.grid(1)
     step = cuda.gridsize(1)
     bad = 0
     while i < values.size:
         v = values[i]
-        if not (math.isfinite(v) and v > -FLT_MAX):
+        if not math.isfinite(v) or (lowest_too and v <= -FLT_MAX):
             bad += 1
         i += step
     if bad:
         cuda.atomic.add(count, 0, bad)
 
 
-def count_bad(values, count):
-    """How many of flat ``values`` DivergenceGuard refuses, into count[0] (int64, zeroed here)."""
+def count_bad(values, count, lowest_too=True):
+    """How many of flat ``values`` are NaN or inf, and with ``lowest_too``
+    -FLT_MAX (what DivergenceGuard refuses), into count[0] (int64, zeroed here)."""
     _fill[1, 1](count, 0)
-    _count_bad[_blocks(values.size), THREADS](values, count)
+    _count_bad[_blocks(values.size), THREADS](values, bool(lowest_too), count)
+
+
+def signatures():
+    """{kernel: its argument types}, the arrays as the layers pass them (any
+    layout), for compiling every kernel ahead of a GPU (check.compile_ptx)."""
+    from numba import types
+    from numba.types import boolean
+
+    def a(dtype, ndim):
+        return types.Array(dtype, ndim, 'A')
+    f4, f8, i4, i8 = types.float32, types.float64, types.int32, types.int64
+    return {
+        _roi_forward: (a(f4, 4), a(i8, 1), a(i4, 2), a(i4, 2), a(i4, 2), a(i4, 2), a(f4, 1), a(f4, 4), a(i4, 4)),
+        _roi_backward: (a(f4, 4), a(i4, 4), a(i8, 1), a(f4, 1), a(f4, 4)),
+        _fill: (a(f4, 1), f4),
+        _interp_forward: (a(f4, 3),) + (a(i4, 1),) * 2 + (a(f4, 1),) * 2 + (a(i4, 1),) * 2 + (a(f4, 1),) * 2
+        + (a(f4, 3),),
+        _interp_backward: (a(f4, 3),) + (a(i4, 1),) * 2 + (a(f4, 1),) * 2 + (a(i4, 1),) * 2 + (a(f4, 1),) * 2
+        + (a(f4, 3),),
+        _softmax_classes: (a(f4, 3), f8, a(f8, 3)),
+        _softmax_rois: (a(f4, 3), f8, a(f8, 3)),
+        _wsddn_combine: (a(f8, 3), a(f8, 3), a(f4, 3), a(f4, 2)),
+        _wsddn_backward_classes: (a(f4, 3), a(f4, 2), a(f8, 3), a(f8, 3), f8, a(f4, 3)),
+        _wsddn_backward_rois: (a(f4, 3), a(f4, 2), a(f8, 3), a(f8, 3), f8, a(f4, 3)),
+        _cross_entropy_sum: (a(f4, 1), a(f4, 1), a(f8, 1)),
+        _cross_entropy_grad: (a(f4, 1), a(f4, 1), f8, a(f4, 1)),
+        _sigmoid_ce_sum: (a(f4, 1), a(f4, 1), f8, a(f8, 1)),
+        _sigmoid_ce_grad: (a(f4, 1), a(f4, 1), f8, f8, a(f4, 1)),
+        _mimic_rows: (a(f4, 2), a(f4, 2), a(f4, 2), a(f8, 1)),
+        _mimic_grad: (a(f4, 2), a(f8, 1), f8, a(f4, 2)),
+        _count_bad: (a(f4, 1), boolean, a(i8, 1)),
+    }
 
 
 def to_device(*arrays):

@@ -50,7 +50,27 @@ def main():
         say('GPU Interp forward == the CPU layer (%dx%d -> %dx%d)' % (h, w, ho, wo),
             np.allclose(y, y_cpu, rtol=check.RTOL, atol=check.ATOL))
     _layers_against_cpu(rng, say)
+    _layers_take_the_kernel_path(say)
     return 1 if failures else 0
+
+
+def _layers_take_the_kernel_path(say):
+    """With CAFFE_MLIC_GPU_LAYERS=sim the layers run their GPU code (what
+    test_kernels runs the layer tests through): each keeps its device work."""
+    import os
+    import caffe
+    from tests import netutil
+    os.environ['CAFFE_MLIC_GPU_LAYERS'] = 'sim'
+    net = netutil.python_layer_net(caffe, None, 'ROIPooling', dict(pooled_h=2, pooled_w=2), [(1, 2, 5, 5), (1, 6)])
+    netutil.set_inputs(net, np.ones((1, 2, 5, 5), np.float32), np.array([[0, 0, 0, 40, 40, 1]], np.float32))
+    net.forward()
+    net.backward()
+    say('the layers run their kernels with CAFFE_MLIC_GPU_LAYERS=sim', hasattr(net.layers[-1], '_gpu_last'))
+    os.environ['CAFFE_MLIC_GPU_LAYERS'] = 'host'
+    net.forward()
+    del net.layers[-1]._gpu_last
+    net.forward()
+    say('... and their host code with CAFFE_MLIC_GPU_LAYERS=host', not hasattr(net.layers[-1], '_gpu_last'))
 
 
 def _run_layer(layer, params, inputs, n_tops=1, loss=False, top_diffs=None):

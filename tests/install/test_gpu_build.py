@@ -230,3 +230,39 @@ def test_train_gpu_with_no_gpu_is_a_clear_error(tiny):
         pytest.skip('a GPU is visible here')
     assert res.returncode == 1 and 'GPU 0 is not available' in res.stderr, res.stderr
     assert 'Check failure' not in res.stderr
+
+
+def test_the_gpu_builds_pycaffe_gives_the_mode_and_device_pointers():
+    """tools/caffe-patches/gpu/0004: caffe._caffe.get_mode() and the blobs'
+    device pointer properties (not read here: with no GPU Caffe would abort);
+    in CPU mode our layers keep their host code."""
+    out = run_python(GPU_ROOT, '''
+        import caffe
+        from caffe_mlic.gpu import blobs
+        names = sorted(a for a in dir(caffe._caffe.Blob) if 'gpu' in a)
+        modes = [caffe._caffe.get_mode()]
+        caffe.set_mode_gpu(); modes.append(caffe._caffe.get_mode())
+        caffe.set_mode_cpu(); modes.append(caffe._caffe.get_mode())
+        print(names, modes, blobs.use_kernels())
+    ''')
+    assert out.strip() == ("['_gpu_data_ptr', '_gpu_diff_ptr', '_mutable_gpu_data_ptr', '_mutable_gpu_diff_ptr'] "
+                           "['CPU', 'GPU', 'CPU'] False")
+    out = run_python(CPU_ROOT, 'import caffe; print(hasattr(caffe._caffe, "get_mode"))')
+    assert out.strip() == 'False'       # the CPU build is unpatched: our layers never ask it for pointers
+
+
+def test_our_cuda_kernels_compile_to_ptx_for_the_build_architectures():
+    """Every kernel of caffe_mlic/gpu/ through NVVM for sm_75, sm_80 and sm_90
+    (numba-cuda from tools/gpu-requirements.txt, which `make test-gpu-build`
+    puts in the cache; the venv's numba is untouched)."""
+    target = os.path.join(CACHE, 'gpu-python')
+    if not os.path.isdir(os.path.join(target, 'numba_cuda')):
+        pytest.skip('numba-cuda is not in %s (make test-gpu-build puts it there)' % target)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([target, REPO]))
+    env.pop('NUMBA_ENABLE_CUDASIM', None)
+    res = subprocess.run([sys.executable, '-m', 'caffe_mlic.gpu.check', '--ptx-only'], env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    lines = res.stdout.splitlines()
+    assert [line.split()[-2] for line in lines] == ['sm_75', 'sm_80', 'sm_90'] and all(
+        line.endswith('OK') for line in lines), res.stdout
