@@ -257,6 +257,9 @@ def check(path, att_num, bbox_num, size=(672, 672), root=None, check_images=True
     dl, problems = scan_datalist(path, att_num, bbox_num, size[0], size[1], root or '', check_images)
     if check_images and decode and len(dl):
         problems = sorted(problems + undecodable_images(dl), key=lambda p: p.line or 0)
+    if not len(dl) and problems and all(p.line is None for p in problems):
+        # Nothing to report on (unreadable, not a file, empty): the problem is the message.
+        raise InputError('; '.join(str(p) for p in problems))
     summary = summarise_check(dl, problems)
     classes_path, _ = companion_paths(path)
     names = None

@@ -448,12 +448,19 @@ def test_check_counts_lines_and_problems_apart(tmp_path, capsys):
         assert 'hand.txt:%d: image: cannot decode %s' % (line, tmp_path / 'text.png') in captured.out
 
 
-def test_check_counts_problems_with_the_whole_file(tmp_path, capsys):
+def test_a_problem_with_the_whole_file_is_the_one_line(tmp_path, capsys):
+    """An empty datalist, or a folder: no report to print, the problem is the message (on stderr)."""
     listing = tmp_path / 'empty.txt'
     listing.write_text('\n')
     assert cli.main(['datalist', 'check', str(listing), '--att-num', '2', '--bbox-num', '1']) == 1
-    assert capsys.readouterr().err == ('caffe-mlic datalist check: %s: 0 image lines: 0 valid, 0 with '
-                                       'problems; 1 problem with the whole file\n' % listing)
+    captured = capsys.readouterr()
+    assert captured.out == ''
+    assert captured.err == 'caffe-mlic datalist check: %s: the datalist is empty (no image lines)\n' % listing
+    assert cli.main(['datalist', 'check', str(tmp_path), '--att-num', '2', '--bbox-num', '1']) == 1
+    captured = capsys.readouterr()
+    assert captured.out == '' and captured.err == (
+        'caffe-mlic datalist check: %s: cannot read the datalist: not a regular file (a device, FIFO or '
+        'folder)\n' % tmp_path)
 
 
 @pytest.mark.parametrize('args, message', [
