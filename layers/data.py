@@ -20,6 +20,7 @@ import numpy as np
 
 from caffe_mlic.data.datalist import read_datalist
 from caffe_mlic.caffe.params import Param
+from caffe_mlic.gpu import blobs as gpu_blobs
 from .minibatch import BatchPlanner, DataLoadError, fill_batch, label_and_rois, scaled_size
 from .pipeline import TRAIN, PrefetchingDataLayer
 from .prefetch import STALL_TIMEOUT, fill_images
@@ -135,7 +136,7 @@ class MultiLabelProposalData(PrefetchingDataLayer):
 
     def deliver(self, plan, batch, top):
         top[0].reshape(*batch.shape)
-        top[0].data[...] = batch
+        gpu_blobs.fill(top[0], batch)
         self._labels(plan, top)
 
     def _labels(self, plan, top):

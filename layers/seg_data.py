@@ -17,6 +17,7 @@ import numpy as np
 from caffe_mlic.data.datalist import read_seg_datalist
 from caffe_mlic.data.labelmaps import LABEL_FORMATS, UNKNOWN_POLICIES, load_palette
 from caffe_mlic.caffe.params import Param
+from caffe_mlic.gpu import blobs as gpu_blobs
 from .pipeline import TRAIN, PrefetchingDataLayer
 from .prefetch import STALL_TIMEOUT
 from .seg_batch import SegBatchPlanner, fill_crops, fill_pairs, pair_cache
@@ -105,5 +106,5 @@ class SegmentationData(PrefetchingDataLayer):
         self.deliver(plan, batch, top)
 
     def deliver(self, plan, batch, top):
-        top[0].data[...] = batch[:, :3]
-        top[1].data[...] = batch[:, 3:]
+        gpu_blobs.fill(top[0], batch[:, :3])
+        gpu_blobs.fill(top[1], batch[:, 3:])

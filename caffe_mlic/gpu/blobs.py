@@ -19,6 +19,8 @@ copy is current; a mutable one marks the device copy as the newest.
 import os
 import sys
 
+import numpy as np
+
 MODE_ENV = 'CAFFE_MLIC_GPU_LAYERS'
 _STATE = {}
 
@@ -80,3 +82,17 @@ def device_array(shape, dtype, cache, key):
     if array is None or tuple(array.shape) != tuple(shape):
         array = cache[key] = cuda.device_array(tuple(shape), dtype)
     return array
+
+
+def fill(blob, array):
+    """blob.data[...] = array; with the kernels in use, copied straight into
+    the blob's device memory (the batch a data layer delivers: one copy to the
+    GPU instead of a host copy into the blob and Caffe's copy up from it)."""
+    if not use_kernels():
+        blob.data[...] = array
+        return
+    target = view(blob, write=True)
+    if _simulated():
+        target[...] = array
+    else:
+        target.copy_to_device(np.ascontiguousarray(array, np.float32).reshape(target.shape))
