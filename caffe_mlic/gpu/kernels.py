@@ -43,12 +43,9 @@ def _roi_forward(features, bidx, hstart, hend, wstart, wend, factors, out, argma
     i = cuda.grid(1)
     step = cuda.gridsize(1)
     while i < total:
-        pw = i % PW
-        t = i // PW
-        ph = t % PH
-        t //= PH
-        c = t % C
-        r = t // C
+        # (r, c, ph, pw) of flat index i, written out: the kernels call no
+        # device functions, so they compile to PTX without a GPU (check --ptx-only)
+        r, c, ph, pw = i // (C * PH * PW), (i // (PH * PW)) % C, (i // PW) % PH, i % PW
         h0, h1 = hstart[r, ph], hend[r, ph]
         w0, w1 = wstart[r, pw], wend[r, pw]
         b = bidx[r]
@@ -75,12 +72,9 @@ def _roi_backward(top_diff, argmax, bidx, factors, bottom_diff):
     i = cuda.grid(1)
     step = cuda.gridsize(1)
     while i < total:
-        pw = i % PW
-        t = i // PW
-        ph = t % PH
-        t //= PH
-        c = t % C
-        r = t // C
+        # (r, c, ph, pw) of flat index i, written out: the kernels call no
+        # device functions, so they compile to PTX without a GPU (check --ptx-only)
+        r, c, ph, pw = i // (C * PH * PW), (i // (PH * PW)) % C, (i // PW) % PH, i % PW
         a = argmax[r, c, ph, pw]
         if a >= 0:
             cuda.atomic.add(bottom_diff, (bidx[r], c, a // W, a % W), top_diff[r, c, ph, pw] * factors[r])
@@ -142,10 +136,7 @@ def _interp_forward(x, h0, h1, a0, a1, w0, w1, b0, b1, y):
     k = cuda.grid(1)
     step = cuda.gridsize(1)
     while k < total:
-        j = k % WO
-        t = k // WO
-        i = t % HO
-        p = t // HO
+        p, i, j = k // (HO * WO), (k // WO) % HO, k % WO
         top = x[p, h0[i], w0[j]] * b0[j] + x[p, h0[i], w1[j]] * b1[j]
         bottom = x[p, h1[i], w0[j]] * b0[j] + x[p, h1[i], w1[j]] * b1[j]
         y[p, i, j] = a0[i] * top + a1[i] * bottom
@@ -159,10 +150,7 @@ def _interp_backward(g, h0, h1, a0, a1, w0, w1, b0, b1, dx):
     k = cuda.grid(1)
     step = cuda.gridsize(1)
     while k < total:
-        j = k % WO
-        t = k // WO
-        i = t % HO
-        p = t // HO
+        p, i, j = k // (HO * WO), (k // WO) % HO, k % WO
         v = g[p, i, j]
         cuda.atomic.add(dx, (p, h0[i], w0[j]), v * a0[i] * b0[j])
         cuda.atomic.add(dx, (p, h0[i], w1[j]), v * a0[i] * b1[j])
@@ -192,43 +180,27 @@ def interp_backward(g, rows, cols, dx):
 
 
 @cuda.jit
-def _softmax_classes(z, temperature, p):
-    """p[n, b, :] = softmax(z[n, b, :] / T), one thread per (n, b)."""
+def _softmax(z, temperature, over_rois, p):
+    """A softmax of z / T along one axis: over the classes, p[n, b, :], one
+    thread per (n, b); over_rois: over the rois, p[n, :, c], one per (n, c)."""
     N, B, C = z.shape
+    across, along = (C, B) if over_rois else (B, C)
     k = cuda.grid(1)
     step = cuda.gridsize(1)
-    while k < N * B:
-        n, b = k // B, k % B
+    while k < N * across:
+        n, i = k // across, k % across
         top = -1e308
-        for c in range(C):
+        for j in range(along):
+            b, c = (j, i) if over_rois else (i, j)
             top = max(top, float64(z[n, b, c]) / temperature)
         total = 0.0
-        for c in range(C):
+        for j in range(along):
+            b, c = (j, i) if over_rois else (i, j)
             e = math.exp(float64(z[n, b, c]) / temperature - top)
             p[n, b, c] = e
             total += e
-        for c in range(C):
-            p[n, b, c] /= total
-        k += step
-
-
-@cuda.jit
-def _softmax_rois(z, temperature, p):
-    """p[n, :, c] = softmax(z[n, :, c] / T), one thread per (n, c)."""
-    N, B, C = z.shape
-    k = cuda.grid(1)
-    step = cuda.gridsize(1)
-    while k < N * C:
-        n, c = k // C, k % C
-        top = -1e308
-        for b in range(B):
-            top = max(top, float64(z[n, b, c]) / temperature)
-        total = 0.0
-        for b in range(B):
-            e = math.exp(float64(z[n, b, c]) / temperature - top)
-            p[n, b, c] = e
-            total += e
-        for b in range(B):
+        for j in range(along):
+            b, c = (j, i) if over_rois else (i, j)
             p[n, b, c] /= total
         k += step
 
@@ -251,37 +223,25 @@ def _wsddn_combine(pc, pd, region, image):
 
 
 @cuda.jit
-def _wsddn_backward_classes(g_region, g_image, pc, pd, temperature, dzc):
-    """dzc[n, b, :] = pc * (h - sum(h * pc)) / T with h = g * pd, g = region's + image's gradient."""
-    N, B, C = pc.shape
+def _wsddn_backward(g_region, g_image, own, other, temperature, over_rois, dz):
+    """The gradient of one stream's logits: dz = own * (h - sum(h * own)) / T
+    along its softmax's axis, h = g * other, g = the region's gradient plus
+    the image's (image = sum over the rois). own: that stream's softmax."""
+    N, B, C = own.shape
+    across, along = (C, B) if over_rois else (B, C)
     k = cuda.grid(1)
     step = cuda.gridsize(1)
-    while k < N * B:
-        n, b = k // B, k % B
+    while k < N * across:
+        n, i = k // across, k % across
         dot = 0.0
-        for c in range(C):
-            h = (float64(g_region[n, b, c]) + float64(g_image[n, c])) * pd[n, b, c]
-            dot += h * pc[n, b, c]
-        for c in range(C):
-            h = (float64(g_region[n, b, c]) + float64(g_image[n, c])) * pd[n, b, c]
-            dzc[n, b, c] = pc[n, b, c] * (h - dot) / temperature
-        k += step
-
-
-@cuda.jit
-def _wsddn_backward_rois(g_region, g_image, pc, pd, temperature, dzd):
-    N, B, C = pc.shape
-    k = cuda.grid(1)
-    step = cuda.gridsize(1)
-    while k < N * C:
-        n, c = k // C, k % C
-        dot = 0.0
-        for b in range(B):
-            h = (float64(g_region[n, b, c]) + float64(g_image[n, c])) * pc[n, b, c]
-            dot += h * pd[n, b, c]
-        for b in range(B):
-            h = (float64(g_region[n, b, c]) + float64(g_image[n, c])) * pc[n, b, c]
-            dzd[n, b, c] = pd[n, b, c] * (h - dot) / temperature
+        for j in range(along):
+            b, c = (j, i) if over_rois else (i, j)
+            h = (float64(g_region[n, b, c]) + float64(g_image[n, c])) * other[n, b, c]
+            dot += h * own[n, b, c]
+        for j in range(along):
+            b, c = (j, i) if over_rois else (i, j)
+            h = (float64(g_region[n, b, c]) + float64(g_image[n, c])) * other[n, b, c]
+            dz[n, b, c] = own[n, b, c] * (h - dot) / temperature
         k += step
 
 
@@ -289,17 +249,17 @@ def wsddn_forward(zc, zd, class_temperature, det_temperature, region, image, pc,
     """zc, zd (N, B, C) float32; region (N, B, C), image (N, C) float32 outputs;
     pc, pd (N, B, C) float64 work arrays, kept for wsddn_backward."""
     N, B, C = zc.shape
-    _softmax_classes[_blocks(N * B), THREADS](zc, float64(class_temperature), pc)
-    _softmax_rois[_blocks(N * C), THREADS](zd, float64(det_temperature), pd)
+    _softmax[_blocks(N * B), THREADS](zc, float64(class_temperature), False, pc)
+    _softmax[_blocks(N * C), THREADS](zd, float64(det_temperature), True, pd)
     _wsddn_combine[_blocks(N * C), THREADS](pc, pd, region, image)
 
 
 def wsddn_backward(g_region, g_image, pc, pd, class_temperature, det_temperature, dzc, dzd):
     N, B, C = pc.shape
     if dzc is not None:
-        _wsddn_backward_classes[_blocks(N * B), THREADS](g_region, g_image, pc, pd, float64(class_temperature), dzc)
+        _wsddn_backward[_blocks(N * B), THREADS](g_region, g_image, pc, pd, float64(class_temperature), False, dzc)
     if dzd is not None:
-        _wsddn_backward_rois[_blocks(N * C), THREADS](g_region, g_image, pc, pd, float64(det_temperature), dzd)
+        _wsddn_backward[_blocks(N * C), THREADS](g_region, g_image, pd, pc, float64(det_temperature), True, dzd)
 
 
 # ---------------------------------------------------------------- losses
@@ -457,11 +417,9 @@ def signatures():
         + (a(f4, 3),),
         _interp_backward: (a(f4, 3),) + (a(i4, 1),) * 2 + (a(f4, 1),) * 2 + (a(i4, 1),) * 2 + (a(f4, 1),) * 2
         + (a(f4, 3),),
-        _softmax_classes: (a(f4, 3), f8, a(f8, 3)),
-        _softmax_rois: (a(f4, 3), f8, a(f8, 3)),
+        _softmax: (a(f4, 3), f8, boolean, a(f8, 3)),
         _wsddn_combine: (a(f8, 3), a(f8, 3), a(f4, 3), a(f4, 2)),
-        _wsddn_backward_classes: (a(f4, 3), a(f4, 2), a(f8, 3), a(f8, 3), f8, a(f4, 3)),
-        _wsddn_backward_rois: (a(f4, 3), a(f4, 2), a(f8, 3), a(f8, 3), f8, a(f4, 3)),
+        _wsddn_backward: (a(f4, 3), a(f4, 2), a(f8, 3), a(f8, 3), f8, boolean, a(f4, 3)),
         _cross_entropy_sum: (a(f4, 1), a(f4, 1), a(f8, 1)),
         _cross_entropy_grad: (a(f4, 1), a(f4, 1), f8, a(f4, 1)),
         _sigmoid_ce_sum: (a(f4, 1), a(f4, 1), f8, a(f8, 1)),
