@@ -140,6 +140,8 @@ def _run_argv(argv, signals):
     signals.check()
     if weights:
         _check_weight_files(weights, argv)
+        if first == 'train':
+            _refuse_own_snapshots(weights, solver, argv)
         signals.check()
     if first == 'train' and state:
         env[caffe_env.START_BATCH_ENV] = str(_resume_batch(state, solver, argv))
@@ -416,6 +418,19 @@ def _check_flags(argv):
                 raise UsageError('-%s must be %s, got %r' % (
                     name, 'an integer from 1 to 2147483647' if name == 'iterations' else 'an integer',
                     value))
+
+
+def _refuse_own_snapshots(value, solver_path, argv):
+    """UsageError for a -weights file named like a snapshot this training
+    writes (the binary would write over it)."""
+    from caffe_mlic.engine.snapshots import own_snapshot_problem
+    from caffe_mlic.engine.solver_file import SolverFile
+    solver = SolverFile(solver_path, run_dir='.', binary_state=_binary_state(argv))
+    for path in value.split(','):
+        problem = own_snapshot_problem(path, solver.snapshot_prefix, solver.param.max_iter, solver.hdf5,
+                                       binary=True)
+        if problem:
+            raise UsageError(problem, 'weights')
 
 
 def _check_weight_files(value, argv=()):

@@ -117,7 +117,7 @@ def _run(args, early_signals):
     try:
         if grp.size > 1:
             import sys
-            distributed.agreed(grp, lambda: distributed.check_same_command(grp, sys.argv[1:]))
+            distributed.agreed(grp, lambda: grp.start(sys.argv[1:]))
         trainer = distributed.agreed(grp, lambda: _trainer(args, early_signals, grp))
         info = trainer.run()
     except distributed.FollowerStopped as e:

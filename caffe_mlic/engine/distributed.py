@@ -37,6 +37,10 @@ LOCAL_RANK_VARS = ('OMPI_COMM_WORLD_LOCAL_RANK', 'MPI_LOCALRANKID', 'SLURM_LOCAL
 LOCAL_SIZE_VARS = ('OMPI_COMM_WORLD_LOCAL_SIZE', 'MPI_LOCALNRANKS', 'PMI_LOCAL_SIZE')
 # Iterations between two checks that every rank holds the same weights.
 CHECK_EVERY = 100
+# Seconds the ranks wait for each other at the start (right after the
+# imports): a rank that runs another command never joins.
+START_TIMEOUT = int(os.environ.get('CAFFE_MLIC_MPI_START_TIMEOUT', '') or 120)
+HOST_BYTES = 64
 
 
 def launched_by_mpi(environ=None):
@@ -64,6 +68,9 @@ class Single:
     def where(self, rank=None):
         return 'rank %d' % (self.rank if rank is None else rank)
 
+    def start(self, words):
+        pass
+
     def allgather(self, value):
         return [value]
 
@@ -72,6 +79,10 @@ class Single:
 
     def allreduce_sum(self, array):
         return array
+
+    def allgather_within(self, mine, everyone, seconds):
+        everyone[...] = mine
+        return everyone
 
     def bcast_array(self, array):
         return array
@@ -97,7 +108,17 @@ class MpiGroup(Single):
         self.leader = self.rank == 0
         self.local_rank = _env_int(LOCAL_RANK_VARS, 0)
         self.local_size = _env_int(LOCAL_SIZE_VARS, 1)
-        self.hosts = self.comm.allgather(socket.gethostname())
+        self.hosts = [socket.gethostname() if r == self.rank else '?' for r in range(self.size)]   # (start())
+
+    def start(self, words):
+        """The first exchange, which gives up after START_TIMEOUT: the
+        ranks' host names, and whether they run the same command."""
+        name = np.zeros(HOST_BYTES, np.uint8)
+        raw = socket.gethostname().encode()[:HOST_BYTES]
+        name[:len(raw)] = np.frombuffer(raw, np.uint8)
+        names = self.allgather_within(name, np.empty((self.size, HOST_BYTES), np.uint8), START_TIMEOUT)
+        self.hosts = [bytes(row).rstrip(b'\0').decode(errors='replace') for row in names]
+        check_same_command(self, words)
 
     def where(self, rank=None):
         rank = self.rank if rank is None else rank
@@ -116,6 +137,20 @@ class MpiGroup(Single):
     def bcast_array(self, array):
         self.comm.Bcast(array, root=0)
         return array
+
+    def allgather_within(self, mine, everyone, seconds):
+        """Allgather of a small array that gives up after ``seconds`` (RunError):
+        a blocking collective would wait forever for a rank that never calls it."""
+        import time
+        request = self.comm.Iallgather(mine, everyone)
+        deadline = time.monotonic() + seconds
+        while not request.Test():
+            if time.monotonic() > deadline:
+                raise Alone('not every one of the %d ranks started training within %d s: each rank must run '
+                               'the same `caffe-mlic train` command (a rank that runs another program, or exits, '
+                               'leaves the others waiting)' % (self.size, seconds))
+            time.sleep(0.01)
+        return everyone
 
     def barrier(self):
         self.comm.Barrier()
@@ -181,6 +216,11 @@ def agree(grp, error):
     raise combined
 
 
+class Alone(RunError):
+    """A failure that the other ranks cannot be asked about (one of them is
+    missing): this rank ends the job (stop_job)."""
+
+
 def agreed(grp, step):
     """step(); with several ranks, every rank then says whether its step
     failed, and all stop together when one did (agree)."""
@@ -188,6 +228,8 @@ def agreed(grp, step):
         return step()
     try:
         result = step()
+    except Alone:
+        raise
     except Exception as e:
         agree(grp, e)
         raise
@@ -235,6 +277,10 @@ def check_same_inputs(grp, solver_file, net):
 def check_same_command(grp, words):
     """RunError naming the ranks given other arguments than rank 0 (each
     rank must run the same command: one launcher line, not several)."""
+    digest = int.from_bytes(hashlib.sha256('\0'.join(words).encode()).digest()[:8], 'little') >> 1
+    digests = grp.allgather_within(np.array([digest], np.int64), np.empty(grp.size, np.int64), START_TIMEOUT)
+    if (digests == digests[0]).all():
+        return
     everyone = grp.allgather(list(words))
     differ = [r for r, theirs in enumerate(everyone) if theirs != everyone[0]]
     if differ:

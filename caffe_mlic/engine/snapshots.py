@@ -186,6 +186,61 @@ def check_finite_snapshot(state_path, model):
                             'snapshot of a diverged run' % (state_path, model, name_list(bad)))
 
 
+def own_snapshot_problem(path, prefix, max_iter, hdf5=False, binary=False):
+    """A message when weights ``path`` is named like a snapshot that a run
+    of ``prefix`` up to ``max_iter`` writes (on its schedule, or when stopped
+    there): training from it would write over it. Links are followed on both
+    sides; None when it is not one. ``binary``: the advice in the caffe
+    binary's flags."""
+    def forms(p):
+        p = os.path.abspath(p)
+        folder, base = os.path.split(p)
+        return {p, os.path.join(os.path.realpath(folder), base), os.path.realpath(p)}
+    ext = r'\.caffemodel' + (r'\.h5' if hdf5 else '')
+    for pre in forms(prefix):
+        for candidate in forms(path):
+            m = re.fullmatch(re.escape(pre) + r'_iter_(\d+)' + ext, candidate)
+            if m and int(m.group(1)) <= max_iter:
+                iteration = int(m.group(1))
+                state = re.sub(ext + '$', '.solverstate' + ('.h5' if hdf5 else ''), path)
+                if binary:
+                    other = 'another snapshot_prefix in the solver'
+                    go_on = ', or go on with that run: -snapshot %s' % state if os.path.exists(state) else ''
+                else:
+                    other = 'this run another snapshot_prefix (--set snapshot_prefix=...)'
+                    go_on = ', or go on with that run: --resume %s' % (
+                        state if os.path.exists(state) else 'auto')
+                return ('%s is named like this run\'s snapshot at iteration %d (snapshot_prefix %s): training '
+                        'would write over the weights it starts from; copy them elsewhere, give %s%s'
+                        % (path, iteration, prefix, other, go_on))
+    return None
+
+
+RANKS_SUFFIX = '.ranks'
+
+
+def ranks_file(state_path):
+    """The file beside a solver state that says how many data-parallel ranks
+    wrote it (none: one process)."""
+    return re.sub(r'\.solverstate(\.h5)?$', '', state_path) + RANKS_SUFFIX
+
+
+def state_ranks(state_path):
+    """How many ranks trained the run that wrote ``state_path`` (1 without
+    the file); InputError for a file that does not say."""
+    path = ranks_file(state_path)
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return 1
+    except OSError as e:
+        raise InputError('%s: cannot read it: %s' % (path, e.strerror or e))
+    if not text.strip().isdigit() or int(text) < 1:
+        raise InputError('%s: expected the number of ranks that wrote %s, got %r' % (path, state_path, text[:40]))
+    return int(text)
+
+
 def find_snapshots(prefix):
     """[(iteration, solverstate)] of ``prefix``, newest first."""
     found = []
@@ -270,13 +325,15 @@ def _point_state_at(staged_state, state, model, hdf5):
     os.unlink(staged_state)
 
 
-def take_snapshot(solver, solver_file, needed):
+def take_snapshot(solver, solver_file, needed, ranks=1):
     """Caffe's snapshot at the solver's iteration, whole or not at all: Caffe
     writes it under the staging prefix, then the caffemodel and the state
     naming it are renamed into place, in that order. A disk without
     ``needed`` bytes free is refused before Caffe starts writing (Caffe
     aborts the process on a failed write). RunError when it cannot be
-    written; earlier snapshots are untouched. Returns the state's path."""
+    written; earlier snapshots are untouched. With several data-parallel
+    ``ranks`` their number goes beside the state first (ranks_file): a
+    resume with another number is refused. Returns the state's path."""
     iteration = solver.iter
     model, state = solver_file.snapshot_paths(iteration)
     staged_model, staged_state = solver_file.snapshot_paths(iteration, staged=True)
@@ -293,6 +350,11 @@ def take_snapshot(solver, solver_file, needed):
         solver.snapshot()
         _fsync(staged_model)
         os.replace(staged_model, model)
+        if ranks > 1:
+            with atomic_write(ranks_file(state), 'w') as f:
+                f.write('%d\n' % ranks)
+        elif os.path.exists(ranks_file(state)):      # (an earlier run's, at this iteration)
+            os.unlink(ranks_file(state))
         _point_state_at(staged_state, state, model, solver_file.hdf5)
     except OSError as e:
         for path in (staged_model, staged_state):

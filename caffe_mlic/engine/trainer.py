@@ -230,23 +230,13 @@ class Trainer:
             caffe_env.check_gpu([gpu])
 
     def _refuse_own_snapshot(self, path):
-        """UsageError when weights ``path`` is a snapshot this run would write
-        (its snapshot_prefix, an iteration up to max_iter): the run would
-        write over the file it started from."""
-        import re
+        """UsageError when weights ``path`` is named like a snapshot this run
+        writes: the run would write over the file it started from."""
+        from caffe_mlic.engine.snapshots import own_snapshot_problem
         sf = self.solver_file
-        prefix = os.path.abspath(sf.snapshot_prefix)
-        name = os.path.abspath(path)
-        for candidate in {name, os.path.realpath(path)}:
-            m = re.fullmatch(re.escape(prefix) + r'_iter_(\d+)\.caffemodel' + (r'\.h5' if sf.hdf5 else ''),
-                             candidate)
-            if m and int(m.group(1)) <= sf.param.max_iter:
-                raise UsageError('%s is the snapshot this run writes at iteration %s (snapshot_prefix %s): '
-                                 'training would write over the weights it starts from; copy them elsewhere, '
-                                 'give this run another snapshot_prefix (--set snapshot_prefix=...), or go on '
-                                 'with that run: --resume %s' % (path, m.group(1), sf.snapshot_prefix,
-                                                                  sf.snapshot_paths(int(m.group(1)))[1]),
-                                 'weights')
+        problem = own_snapshot_problem(path, sf.snapshot_prefix, sf.param.max_iter, sf.hdf5)
+        if problem:
+            raise UsageError(problem, 'weights')
 
     # ------------------------------------------------------------ setup
 
@@ -358,15 +348,18 @@ class Trainer:
         return None
 
     def _check_same_ranks(self, state):
-        """UsageError when the run being resumed trained with another number
-        of ranks (run.json): each iteration's batch would change."""
-        info = logs.read_run_json(self.run_dir)
-        before = info.get('ranks', 1) if isinstance(info, dict) else 1
-        if isinstance(before, int) and before != self.group.size:
-            raise UsageError('%s was trained with %d rank%s (%s); resuming it with %d would change the batch '
-                             'of every iteration (batch_size is per rank): run %s' % (
+        """UsageError when the state was written by another number of ranks
+        (the file beside it, snapshots.ranks_file): each iteration's batch
+        would change."""
+        from caffe_mlic.engine.snapshots import ranks_file, state_ranks
+        before = state_ranks(state)
+        if before != self.group.size:
+            raise UsageError('%s was written by a run of %d rank%s (%s); resuming it with %d would change '
+                             'the batch of every iteration (batch_size is per rank): run %s' % (
                                  state, before, '' if before == 1 else 's',
-                                 os.path.join(self.run_dir, 'run.json'), self.group.size,
+                                 ranks_file(state) if before > 1 else 'no %s beside it' % os.path.basename(
+                                     ranks_file(state)),
+                                 self.group.size,
                                  'it without mpirun' if before == 1 else 'it under mpirun -np %d' % before),
                              'resume')
 
@@ -462,7 +455,7 @@ class Trainer:
         if bad:
             raise RunError('the weights are NaN or infinite at iteration %d (layers %s): training '
                            'diverged; lower base_lr%s' % (self.solver.iter, name_list(bad), self._resume_hint()))
-        take_snapshot(self.solver, self.solver_file, self.snapshot_needed)
+        take_snapshot(self.solver, self.solver_file, self.snapshot_needed, ranks=self.group.size)
         self.last_snapshot = self.solver.iter
 
     def _say(self, bar, line):

@@ -46,11 +46,15 @@ def _cuda_works():
 
 def use_kernels():
     """Whether a layer runs its CUDA kernel now."""
-    setting = os.environ.get(MODE_ENV, '')
+    setting = os.environ.get(MODE_ENV, '').strip().lower()
     if setting == 'host':
         return False
     if setting == 'sim':
         return _simulated()
+    if setting and not _STATE.get('warned'):
+        _STATE['warned'] = True
+        sys.stderr.write("caffe-mlic: %s=%r means nothing (give 'host' or 'sim'): ignored\n"
+                         % (MODE_ENV, os.environ[MODE_ENV]))
     import caffe
     get_mode = getattr(caffe._caffe, 'get_mode', None)     # (the GPU build's pycaffe only)
     return get_mode is not None and get_mode() == 'GPU' and _cuda_works()

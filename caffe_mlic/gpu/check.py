@@ -295,8 +295,22 @@ def main(argv=None):
     parser.add_argument('--ptx', action='store_true',
                         help='also compile every kernel to PTX for sm_75, sm_80 and sm_90 (CUDA 13 builds no older; numba-cuda, no GPU needed)')
     parser.add_argument('--ptx-only', action='store_true', help='only that (on a machine without a GPU)')
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--seed', type=lambda v: int(v) if v.isdigit() else parser.error(
+        'argument --seed: expected an integer >= 0, got %r' % v), default=0)
     args = parser.parse_args(argv)
+    try:
+        return _main(args)
+    except Exception as e:      # no GPU, no numba-cuda, no NVVM: one line, not a traceback
+        first = (str(e).strip().splitlines() or [''])[0]
+        sys.stderr.write('%s: %s: %s\n%s\n' % (parser.prog, type(e).__name__, first, HINT))
+        return 1
+
+
+HINT = ('(the checks need a GPU with numba\'s CUDA target, or NUMBA_ENABLE_CUDASIM=1 for the simulator; '
+        '--ptx-only needs numba-cuda and CUDA\'s NVVM: make install GPU=1)')
+
+
+def _main(args):
     from caffe_mlic.gpu import kernels
     from numba import cuda
     results = []

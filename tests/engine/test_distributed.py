@@ -258,10 +258,12 @@ def test_a_stopped_two_rank_run_resumes_to_the_uninterrupted_weights(tiny):
     assert err.count('stopped by SIGTERM') == 1
     assert m.group(3) == 'mpirun -np 2 caffe-mlic train cut.prototxt --resume ' + m.group(2)
     # resuming with another number of ranks would change every batch: refused, naming the right one
-    alone = run_one(['train', 'cut.prototxt', '--resume', m.group(2)], tiny)
-    assert alone.returncode == 2 and ('was trained with 2 ranks (runs/cut/run.json); resuming it with 1 would '
-                                      'change the batch of every iteration (batch_size is per rank): run it '
-                                      'under mpirun -np 2') in alone.stderr, alone.stderr
+    for run_dir in ('runs/cut', 'runs/elsewhere'):       # (the state says, not the run folder)
+        alone = run_one(['train', 'cut.prototxt', '--resume', m.group(2), '--run-dir', run_dir], tiny)
+        assert alone.returncode == 2 and ('was written by a run of 2 ranks (%s); resuming it with 1 would change '
+                                          'the batch of every iteration (batch_size is per rank): run it under '
+                                          'mpirun -np 2' % m.group(2).replace('.solverstate', '.ranks')
+                                          ) in alone.stderr, alone.stderr
     resumed = mpirun(['train', 'cut.prototxt', '--resume', 'auto'], tiny)
     assert resumed.returncode == 0, resumed.stderr
     assert 'resuming from %s at iteration %s' % (m.group(2), m.group(1)) in resumed.stderr
@@ -274,17 +276,19 @@ def test_a_stopped_two_rank_run_resumes_to_the_uninterrupted_weights(tiny):
 
 
 def test_ranks_given_different_solvers_are_refused_naming_the_rank(tiny):
-    net = 'nets2/wsddn/wsddn_train.prototxt'
-    write_solver(tiny, 'a', net)
-    write_solver(tiny, 'b', net, base_lr=0.02)
-    res = subprocess.run(['mpirun', '-np', '1'] + CLI + ['train', 'a.prototxt', '--run-dir', 'runs/ab'] +
-                         [':', '-np', '1'] + CLI + ['train', 'b.prototxt', '--run-dir', 'runs/ab'],
+    """The same command in two folders (as on two machines) whose solver.prototxt differ."""
+    net = str(tiny / 'nets2/wsddn/wsddn_train.prototxt')
+    for name, lr in (('host_a', 0.01), ('host_b', 0.02)):
+        (tiny / name).mkdir()
+        netutil.write_solver(tiny / name / 'solver.prototxt', net, base_lr=lr, max_iter=4, snapshot_prefix='s/w')
+    res = subprocess.run(['mpirun', '-np', '1', '--wdir', str(tiny / 'host_a')] + CLI + ['train', 'solver.prototxt'] +
+                         [':', '-np', '1', '--wdir', str(tiny / 'host_b')] + CLI + ['train', 'solver.prototxt'],
                          cwd=tiny, capture_output=True, text=True, timeout=300, env=dict(os.environ, **MPI_ENV))
     assert res.returncode == 1
     assert 'caffe-mlic train: every rank must train the same thing: the solver and net of rank 1 of 2' in \
         res.stderr, res.stderr
     assert res.stderr.count('every rank must train') == 1
-    assert not (tiny / 'runs' / 'ab').exists()
+    assert not (tiny / 'host_a' / 'runs').exists()
 
 
 def test_more_ranks_than_images_is_refused_before_training(tmp_path):
@@ -347,7 +351,8 @@ def test_a_rank_failing_alone_ends_the_job_naming_the_rank(tiny, tmp_path):
                      res.stderr), res.stderr
     # no partial snapshot: the snapshots there are whole (iteration 2), --resume auto takes the last
     snaps = sorted(os.listdir(tmp_path / 'snap'))
-    assert snaps == ['w_iter_2.caffemodel', 'w_iter_2.solverstate'], snaps
+    assert snaps == ['w_iter_2.caffemodel', 'w_iter_2.ranks', 'w_iter_2.solverstate'], snaps
+    assert (tmp_path / 'snap' / 'w_iter_2.ranks').read_text() == '2\n'     # (what a resume checks)
 
 
 def test_a_rank_killed_mid_run_ends_the_job_and_resume_auto_goes_on(tiny, tmp_path):
@@ -413,3 +418,18 @@ def test_the_caffe_binary_is_not_run_once_per_rank(tiny):
     assert res.returncode != 0
     assert 'caffe-mlic caffe: the caffe binary does not train data-parallel over MPI' in res.stderr, res.stderr
     assert not (tiny / 'snap_binary').exists()
+
+
+def test_a_rank_that_never_joins_ends_the_job_instead_of_a_hang(tiny):
+    """One rank runs another program that ends (after MPI_Init): the training
+    ranks give up after the start timeout (5 s here), naming why. (A program
+    that never calls MPI_Init at all leaves Open MPI's own MPI_Init waiting:
+    not ours to end.)"""
+    write_solver(tiny, 'join', 'nets2/wsddn/wsddn_train.prototxt')
+    res = subprocess.run(['mpirun', '-np', '1'] + CLI + ['train', 'join.prototxt'] +
+                         [':', '-np', '1', sys.executable, '-c', 'from mpi4py import MPI'],
+                         cwd=tiny, capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, **MPI_ENV, CAFFE_MLIC_MPI_START_TIMEOUT='5'))
+    assert res.returncode != 0
+    assert ('caffe-mlic train: rank 0 of 2 (' in res.stderr and 'not every one of the 2 ranks started training '
+            'within 5 s' in res.stderr), res.stderr

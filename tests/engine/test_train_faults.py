@@ -835,12 +835,24 @@ def test_weights_that_are_the_runs_own_snapshot_are_refused_not_overwritten(tiny
     res = run(['train', 'own.prototxt', '--weights', 'snap_own/w_iter_6.caffemodel', '--run-dir', 'runs/own2'], tiny)
     assert res.returncode == 2
     assert res.stderr == (
-        'caffe-mlic train: argument --weights: snap_own/w_iter_6.caffemodel is the snapshot this run writes at '
+        "caffe-mlic train: argument --weights: snap_own/w_iter_6.caffemodel is named like this run's snapshot at "
         'iteration 6 (snapshot_prefix snap_own/w): training would write over the weights it starts from; copy '
         'them elsewhere, give this run another snapshot_prefix (--set snapshot_prefix=...), or go on with that '
         'run: --resume snap_own/w_iter_6.solverstate\n'), res.stderr
     assert weights.read_bytes() == before and not (tiny / 'runs' / 'own2').exists()
-    # another prefix, or a snapshot past max_iter, is fine
+    # through a link to the snapshot folder; and the caffe binary, which would write over it too
+    os.symlink('snap_own', tiny / 'own_link')
+    res = run(['train', 'own.prototxt', '--weights', 'snap_own/w_iter_6.caffemodel', '--run-dir', 'runs/own2',
+               '--set', 'snapshot_prefix=own_link/w'], tiny)
+    assert res.returncode == 2 and 'is named like this run' in res.stderr, res.stderr
+    res = run(['caffe', 'train', '-solver', 'own.prototxt', '-weights', 'snap_own/w_iter_6.caffemodel'], tiny)
+    assert res.returncode == 2 and res.stderr.startswith(
+        "caffe-mlic caffe: snap_own/w_iter_6.caffemodel is named like this run's snapshot at "
+        'iteration 6'), res.stderr
+    assert 'another snapshot_prefix in the solver, or go on with that run: -snapshot snap_own/w_iter_6.solverstate' \
+        in res.stderr
+    assert weights.read_bytes() == before
+    # another prefix is fine
     res = run(['train', 'own.prototxt', '--weights', 'snap_own/w_iter_6.caffemodel', '--run-dir', 'runs/own3',
                '--set', 'snapshot_prefix=snap_own3/w'], tiny)
     assert res.returncode == 0, res.stderr
