@@ -48,6 +48,7 @@ stopped it (130 SIGINT, 129 SIGHUP, 143 SIGTERM; one line says so), or
 killed it (134: SIGABRT, a CHECK that failed); 2 and 1 for our own checks,
 as every command."""
 import argparse
+import contextlib
 import os
 import signal
 
@@ -144,6 +145,12 @@ def _run_argv(argv, signals):
             _refuse_own_snapshots(weights, solver, argv)
         signals.check()
     if first == 'train' and state:
+        from caffe_mlic.engine.snapshots import ranks_file, state_ranks
+        ranks = state_ranks(state)
+        if ranks > 1:
+            raise UsageError('%s was written by a data-parallel run of %d ranks (%s): the caffe binary trains one '
+                             'process, with another batch; resume it with mpirun -np %d caffe-mlic train SOLVER '
+                             '--resume %s' % (state, ranks, ranks_file(state), ranks, state), 'snapshot')
         env[caffe_env.START_BATCH_ENV] = str(_resume_batch(state, solver, argv))
     binary = caffe_env.caffe_binary()
     signals.check()
@@ -160,6 +167,11 @@ def _run_argv(argv, signals):
     finally:
         shutil.rmtree(private, ignore_errors=True)
         os.close(lock)
+        if first == 'train':        # the binary's snapshots are one process's: no .ranks beside them
+            from caffe_mlic.engine.snapshots import drop_stale_ranks
+            from caffe_mlic.engine.solver_file import SolverFile
+            with contextlib.suppress(Exception):
+                drop_stale_ranks(SolverFile(solver, run_dir='.', binary_state=_binary_state(argv)).snapshot_prefix)
     # gflags ends its help with exit status 1; help asked for is not a failure
     return 0 if first in ('--help', '-help') and len(argv) == 1 and code == 1 else code
 
@@ -391,6 +403,9 @@ def _check_flags(argv):
         if not arg.startswith('-') or arg in ('-', '--'):
             raise UsageError('unexpected argument %r: flags are -name value or -name=value' % arg)
         name, sep, value = arg.lstrip('-').partition('=')
+        if name in ('flagfile', 'fromenv', 'tryfromenv'):
+            raise UsageError('-%s: give the flags on the command line, where they are checked before the '
+                             'binary starts (flags read from a file or the environment are not)' % name)
         if name not in FLAGS:
             if name in GLOG_GFLAGS or (name.startswith('no') and name[2:] in GLOG_GFLAGS):
                 if not sep and name not in ('logtostderr', 'alsologtostderr', 'colorlogtostderr',
@@ -531,14 +546,16 @@ def _solver_gpu(solver_path):
 
 
 def _flag_value(argv, name):
-    """The value of gflags flag ``name`` in argv (-name V, -name=V, --name ...), or None."""
+    """The value of gflags flag ``name`` in argv (-name V, -name=V, --name ...),
+    or None; given twice, the last one, as gflags reads it."""
+    found = None
     for i, arg in enumerate(argv):
         for dashes in ('-', '--'):
             if arg == dashes + name and i + 1 < len(argv):
-                return argv[i + 1]
-            if arg.startswith(dashes + name + '='):
-                return arg.split('=', 1)[1]
-    return None
+                found = argv[i + 1]
+            elif arg.startswith(dashes + name + '='):
+                found = arg.split('=', 1)[1]
+    return found
 
 
 def _binary_state(argv):

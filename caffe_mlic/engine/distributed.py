@@ -39,7 +39,17 @@ LOCAL_SIZE_VARS = ('OMPI_COMM_WORLD_LOCAL_SIZE', 'MPI_LOCALNRANKS', 'PMI_LOCAL_S
 CHECK_EVERY = 100
 # Seconds the ranks wait for each other at the start (right after the
 # imports): a rank that runs another command never joins.
-START_TIMEOUT = int(os.environ.get('CAFFE_MLIC_MPI_START_TIMEOUT', '') or 120)
+START_TIMEOUT_ENV = 'CAFFE_MLIC_MPI_START_TIMEOUT'
+
+
+def start_timeout():
+    """START_TIMEOUT's seconds: 120, or CAFFE_MLIC_MPI_START_TIMEOUT (a whole number > 0)."""
+    value = os.environ.get(START_TIMEOUT_ENV, '').strip()
+    if not value:
+        return 120
+    if not value.isdigit() or int(value) < 1:
+        raise RunError('%s=%r: expected a whole number of seconds, 1 or more' % (START_TIMEOUT_ENV, value))
+    return int(value)
 HOST_BYTES = 64
 
 
@@ -111,12 +121,12 @@ class MpiGroup(Single):
         self.hosts = [socket.gethostname() if r == self.rank else '?' for r in range(self.size)]   # (start())
 
     def start(self, words):
-        """The first exchange, which gives up after START_TIMEOUT: the
+        """The first exchange, which gives up after start_timeout(): the
         ranks' host names, and whether they run the same command."""
         name = np.zeros(HOST_BYTES, np.uint8)
         raw = socket.gethostname().encode()[:HOST_BYTES]
         name[:len(raw)] = np.frombuffer(raw, np.uint8)
-        names = self.allgather_within(name, np.empty((self.size, HOST_BYTES), np.uint8), START_TIMEOUT)
+        names = self.allgather_within(name, np.empty((self.size, HOST_BYTES), np.uint8), start_timeout())
         self.hosts = [bytes(row).rstrip(b'\0').decode(errors='replace') for row in names]
         check_same_command(self, words)
 
@@ -278,7 +288,7 @@ def check_same_command(grp, words):
     """RunError naming the ranks given other arguments than rank 0 (each
     rank must run the same command: one launcher line, not several)."""
     digest = int.from_bytes(hashlib.sha256('\0'.join(words).encode()).digest()[:8], 'little') >> 1
-    digests = grp.allgather_within(np.array([digest], np.int64), np.empty(grp.size, np.int64), START_TIMEOUT)
+    digests = grp.allgather_within(np.array([digest], np.int64), np.empty(grp.size, np.int64), start_timeout())
     if (digests == digests[0]).all():
         return
     everyone = grp.allgather(list(words))

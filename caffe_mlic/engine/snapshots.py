@@ -193,9 +193,9 @@ def own_snapshot_problem(path, prefix, max_iter, hdf5=False, binary=False):
     sides; None when it is not one. ``binary``: the advice in the caffe
     binary's flags."""
     def forms(p):
-        p = os.path.abspath(p)
         folder, base = os.path.split(p)
-        return {p, os.path.join(os.path.realpath(folder), base), os.path.realpath(p)}
+        # (realpath of the folder as given: a '..' after a link is the link target's parent)
+        return {os.path.abspath(p), os.path.join(os.path.realpath(folder or '.'), base), os.path.realpath(p)}
     ext = r'\.caffemodel' + (r'\.h5' if hdf5 else '')
     for pre in forms(prefix):
         for candidate in forms(path):
@@ -213,6 +213,14 @@ def own_snapshot_problem(path, prefix, max_iter, hdf5=False, binary=False):
                 return ('%s is named like this run\'s snapshot at iteration %d (snapshot_prefix %s): training '
                         'would write over the weights it starts from; copy them elsewhere, give %s%s'
                         % (path, iteration, prefix, other, go_on))
+    # the same file under another name (a hard link): the binary writes snapshots in place
+    for existing in glob.glob(glob.escape(prefix) + '_iter_*.caffemodel' + ('.h5' if hdf5 else '')):
+        m = re.search(r'_iter_(\d+)\.caffemodel', existing)
+        with contextlib.suppress(OSError):
+            if m and int(m.group(1)) <= max_iter and os.path.samefile(existing, path):
+                return ('%s is the same file as %s, a snapshot this run writes (snapshot_prefix %s): training '
+                        'would write over the weights it starts from; copy them elsewhere first'
+                        % (path, existing, prefix))
     return None
 
 
@@ -228,17 +236,32 @@ def ranks_file(state_path):
 def state_ranks(state_path):
     """How many ranks trained the run that wrote ``state_path`` (1 without
     the file); InputError for a file that does not say."""
-    path = ranks_file(state_path)
-    try:
-        with open(path) as f:
-            text = f.read()
-    except FileNotFoundError:
+    candidates = [ranks_file(state_path), ranks_file(os.path.realpath(state_path))]   # (a link to a state)
+    path = next((p for p in candidates if os.path.lexists(p)), None)
+    if path is None:
         return 1
+    if not os.path.isfile(path):        # (a FIFO would block the read, a device never end it)
+        raise InputError('%s: not a regular file (it should hold the number of ranks that wrote %s)'
+                         % (path, state_path))
+    try:
+        with open(path, 'rb') as f:
+            text = f.read(64).decode('ascii', errors='replace')
     except OSError as e:
         raise InputError('%s: cannot read it: %s' % (path, e.strerror or e))
     if not text.strip().isdigit() or int(text) < 1:
         raise InputError('%s: expected the number of ranks that wrote %s, got %r' % (path, state_path, text[:40]))
     return int(text)
+
+
+def drop_stale_ranks(prefix):
+    """Remove the .ranks files of ``prefix`` whose state was written after
+    them (by a one-process run, e.g. the caffe binary, at that iteration)."""
+    for path in glob.glob(glob.escape(prefix) + '_iter_*' + RANKS_SUFFIX):
+        base = path[:-len(RANKS_SUFFIX)]
+        for state in (base + '.solverstate', base + '.solverstate.h5'):
+            with contextlib.suppress(OSError):
+                if os.path.getmtime(state) > os.path.getmtime(path):
+                    os.unlink(path)
 
 
 def find_snapshots(prefix):

@@ -264,6 +264,19 @@ def test_a_stopped_two_rank_run_resumes_to_the_uninterrupted_weights(tiny):
                                           'the batch of every iteration (batch_size is per rank): run it under '
                                           'mpirun -np 2' % m.group(2).replace('.solverstate', '.ranks')
                                           ) in alone.stderr, alone.stderr
+    os.symlink(os.path.basename(m.group(2)), tiny / 'snap_cut' / 'latest.solverstate')      # a link to it: the same
+    alone = run_one(['train', 'cut.prototxt', '--resume', 'snap_cut/latest.solverstate'], tiny)
+    assert alone.returncode == 2 and 'resuming it with 1 would change' in alone.stderr, alone.stderr
+    os.unlink(tiny / 'snap_cut' / 'latest.solverstate')
+    binary = run_one(['caffe', 'train', '-solver', 'cut.prototxt', '-snapshot', m.group(2)], tiny)
+    assert binary.returncode == 2 and 'the caffe binary trains one process' in binary.stderr, binary.stderr
+    (tiny / 'bad.ranks').mkdir()
+    os.symlink('/dev/zero', tiny / 'zero.ranks')
+    from caffe_mlic.engine.snapshots import state_ranks
+    from caffe_mlic.errors import InputError
+    for name in ('bad', 'zero'):        # a folder, a device: refused, never read
+        with pytest.raises(InputError, match='not a regular file'):
+            state_ranks(str(tiny / (name + '.solverstate')))
     resumed = mpirun(['train', 'cut.prototxt', '--resume', 'auto'], tiny)
     assert resumed.returncode == 0, resumed.stderr
     assert 'resuming from %s at iteration %s' % (m.group(2), m.group(1)) in resumed.stderr

@@ -851,6 +851,20 @@ def test_weights_that_are_the_runs_own_snapshot_are_refused_not_overwritten(tiny
         'iteration 6'), res.stderr
     assert 'another snapshot_prefix in the solver, or go on with that run: -snapshot snap_own/w_iter_6.solverstate' \
         in res.stderr
+    # a '..' after a link, a hard link to the snapshot (the binary writes in place), the last of two -weights
+    (tiny / 'deep').mkdir(exist_ok=True)
+    os.symlink(tiny / 'deep', tiny / 'deep_link')
+    res = run(['train', 'own.prototxt', '--weights', 'snap_own/w_iter_6.caffemodel', '--run-dir', 'runs/own2',
+               '--set', 'snapshot_prefix=deep_link/../snap_own/w'], tiny)
+    assert res.returncode == 2 and 'is named like this run' in res.stderr, res.stderr
+    os.link(weights, tiny / 'hard.caffemodel')
+    res = run(['caffe', 'train', '-solver', 'own.prototxt', '-weights', 'hard.caffemodel'], tiny)
+    assert res.returncode == 2 and 'hard.caffemodel is the same file as snap_own/w_iter_6.caffemodel' in res.stderr
+    res = run(['caffe', 'train', '-solver', 'own.prototxt', '-weights', 'x.caffemodel', '-weights',
+               'snap_own/w_iter_6.caffemodel'], tiny)
+    assert res.returncode == 2 and 'is named like this run' in res.stderr, res.stderr
+    res = run(['caffe', 'train', '-flagfile', 'flags.txt'], tiny)
+    assert res.returncode == 2 and '-flagfile: give the flags on the command line' in res.stderr, res.stderr
     assert weights.read_bytes() == before
     # another prefix is fine
     res = run(['train', 'own.prototxt', '--weights', 'snap_own/w_iter_6.caffemodel', '--run-dir', 'runs/own3',
