@@ -100,9 +100,6 @@ class Single:
     def barrier(self):
         pass
 
-    def abort(self, code):
-        os._exit(code)
-
 
 class MpiGroup(Single):
     """The ranks of an MPI job (MPI_COMM_WORLD)."""
