@@ -123,6 +123,24 @@ def _reopen_closed_std_streams():
             setattr(sys, name, io.TextIOWrapper(io.FileIO(fd, 'w', closefd=False), line_buffering=True))
 
 
+def _stdout_reader_gone():
+    """True when stdout is a pipe whose reader closed it; stdout is then
+    pointed at /dev/null, so that the exit's flush raises nothing more."""
+    import os
+    import select
+    try:
+        poller = select.poll()
+        poller.register(1, 0)
+        gone = any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+    if gone:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
+    return gone
+
+
 def main(argv=None):
     import os
     _reopen_closed_std_streams()
@@ -172,6 +190,11 @@ def _main(argv, names):
             message = 'argument %s: %s' % (flag, message)
         _report(prog, message)
         return e.exit_code
+    except BrokenPipeError as e:
+        if _stdout_reader_gone():   # `cmd | head -1`: what it had to say was not wanted; quiet, as SIGPIPE would
+            return 128 + 13
+        _report(prog, '%s%s' % (e.strerror or e, ': %s' % e.filename if e.filename else ''))
+        return 1
     except OSError as e:  # the disk, permissions, a vanished file: not a bug
         _report(prog, '%s%s' % (e.strerror or e, ': %s' % e.filename if e.filename else ''))
         return 1

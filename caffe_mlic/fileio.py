@@ -21,6 +21,16 @@ def _missing_dirs(path):
     return out
 
 
+def _temp_name_prefix(name):
+    """.NAME. for the temp file beside output NAME; for a long NAME (whose
+    temp name, about 35 bytes longer, would pass the file-name limit where
+    NAME does not) a digest of it instead."""
+    if len(os.fsencode(name)) <= 180:
+        return '.' + name + '.'
+    import hashlib
+    return '.%s.' % hashlib.sha1(os.fsencode(name)).hexdigest()[:16]
+
+
 _SWEPT = set()      # the folders this process swept of dead writers' temps
 
 
@@ -53,7 +63,7 @@ def atomic_files(paths, mode='w', **kwargs):
             # named after this process, so that a later writer in this folder
             # removes what a SIGKILL left between writing and renaming (once a
             # process and folder: a dead writer leaves nothing new)
-            temp_prefix = '.' + os.path.basename(path) + '.'
+            temp_prefix = _temp_name_prefix(os.path.basename(path))
             if os.path.realpath(directory) not in _SWEPT:
                 sweep_owned_files(directory, None, '.tmp')
                 _SWEPT.add(os.path.realpath(directory))

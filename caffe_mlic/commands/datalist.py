@@ -43,7 +43,9 @@ def add_arguments(p):
                    help='number of classes C, 0 to %d' % MAX_ATT_NUM)
     c.add_argument('--bbox-num', type=int_in(0, MAX_BBOX_NUM), required=True,
                    help='proposals per image B, 0 to %d' % MAX_BBOX_NUM)
-    c.add_argument('--size', type=net_image_size, default='672', metavar='S|WxH', help=SIZE_HELP)
+    c.add_argument('--size', type=net_image_size, metavar='S|WxH',
+                   help=SIZE_HELP.replace('(default 672;', '(the size `datalist build` was given, which the '
+                                          'list does not record; default 672;'))
     c.add_argument('--root', metavar='DIR', help='root folder the image paths are relative to')
     c.add_argument('--no-images', action='store_true', help='do not check that image files exist')
     c.add_argument('--no-decode', dest='decode', action='store_false',
@@ -106,7 +108,10 @@ def _refuse_overwriting(args):
 
 def run_check(args):
     from caffe_mlic.data.datalist_build import check
-    summary = check(args.file, args.att_num, args.bbox_num, args.size, args.root, not args.no_images,
-                    decode=args.decode)
+    summary = check(args.file, args.att_num, args.bbox_num, args.size or (672, 672), args.root,
+                    not args.no_images, decode=args.decode)
+    if args.size is None and args.bbox_num and summary.lines:
+        print('note: the boxes were checked against 672x672 images (the default): give --size as '
+              '`datalist build` had it')
     if summary.problems:   # listed on stdout, with the report
         raise InputError('%s: %s' % (args.file, summary))

@@ -47,7 +47,7 @@ def start_timeout():
     value = os.environ.get(START_TIMEOUT_ENV, '').strip()
     if not value:
         return 120
-    if not value.isdigit() or int(value) < 1:
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
         raise RunError('%s=%r: expected a whole number of seconds, 1 or more' % (START_TIMEOUT_ENV, value))
     return int(value)
 HOST_BYTES = 64

@@ -20,6 +20,7 @@ When a run resumes at iteration R, the records after its snapshot (train
 records from R on, test records after R) are dropped first: the resumed
 session writes them again.
 """
+import contextlib
 import csv
 import io
 import json
@@ -108,14 +109,26 @@ class TrainLog:
 
     def append(self, record):
         self.records.append(record)
-        self._jsonl.write(self._json_line(record))
-        self._jsonl.flush()
-        self._csv.write(self._csv_text([record]))
-        self._csv.flush()
+        for f, text in ((self._jsonl, self._json_line(record)), (self._csv, self._csv_text([record]))):
+            with _naming(f):
+                f.write(text)
+                f.flush()
 
     def close(self):
-        self._jsonl.close()
-        self._csv.close()
+        for f in (self._jsonl, self._csv):
+            with _naming(f):
+                f.close()
+
+
+@contextlib.contextmanager
+def _naming(f):
+    """An OSError of a write to open file ``f`` (a full disk) naming it."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            e.filename = f.name
+        raise
 
 
 def versions():

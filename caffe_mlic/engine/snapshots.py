@@ -304,12 +304,27 @@ def check_snapshot_folder(solver_file):
         os.unlink(probe)
     except OSError as e:
         raise problem('cannot write snapshots into %s: %s' % (folder, e.strerror or e))
+    folder, base = os.path.split(os.path.abspath(solver_file.snapshot_prefix))
+    from caffe_mlic.engine.solver_file import longest_snapshot_name, staging_name_prefix
+    longest = longest_snapshot_name(base, solver_file.param.max_iter, solver_file.hdf5)
+    try:
+        name_max = os.pathconf(folder, 'PC_NAME_MAX')
+    except (OSError, ValueError):
+        name_max = 255
+    if len(os.fsencode(longest)) > name_max:     # (Caffe's write CHECK aborts at the first snapshot)
+        raise problem('the snapshots would be named up to %d bytes long (%s), more than the %d a file name '
+                      'can have in %s: shorten the prefix\'s last part by %d bytes or more'
+                      % (len(os.fsencode(longest)), longest, name_max, folder,
+                         len(os.fsencode(longest)) - name_max))
+    for path in glob.glob(glob.escape(solver_file.snapshot_prefix) + '_iter_*' + RANKS_SUFFIX):
+        if not os.path.isfile(path):    # (a snapshot at its iteration would fail after the training)
+            raise problem('%s is not a regular file, where a snapshot of this prefix writes how many ranks '
+                          'wrote it: move it away' % path)
     # snapshots cut short by a kill: those of runs that are gone (another
     # run of this prefix may be writing one now)
     from caffe_mlic.processes import sweep_owned_files
-    folder, base = os.path.split(os.path.abspath(solver_file.snapshot_prefix))
     for ext in ('.caffemodel', '.solverstate', '.caffemodel.h5', '.solverstate.h5'):
-        sweep_owned_files(folder, '.%s.partial.' % base, ext)
+        sweep_owned_files(folder, staging_name_prefix(base), ext)
     for stale in glob.glob(os.path.join(glob.escape(folder), glob.escape('.%s.partial' % base) + '_iter_*')):
         with contextlib.suppress(OSError):      # of the older, pid-less naming
             os.unlink(stale)
@@ -369,15 +384,20 @@ def take_snapshot(solver, solver_file, needed, ranks=1):
     if free < needed:
         raise RunError('cannot write the snapshot at iteration %d: it needs about %.1f MB and the '
                        'disk of %s has %.1f MB free' % (iteration, needed / 1e6, folder, free / 1e6))
+    ranks_path = ranks_file(state)
+    if os.path.lexists(ranks_path) and not os.path.isfile(ranks_path):
+        raise RunError('cannot write the snapshot at iteration %d: %s is in the way, and it is not a regular '
+                       'file (the file of that name says how many ranks wrote the state): move it away'
+                       % (iteration, ranks_path))
     try:
         solver.snapshot()
         _fsync(staged_model)
         os.replace(staged_model, model)
         if ranks > 1:
-            with atomic_write(ranks_file(state), 'w') as f:
+            with atomic_write(ranks_path, 'w') as f:
                 f.write('%d\n' % ranks)
-        elif os.path.exists(ranks_file(state)):      # (an earlier run's, at this iteration)
-            os.unlink(ranks_file(state))
+        elif os.path.exists(ranks_path):      # (an earlier run's, at this iteration)
+            os.unlink(ranks_path)
         _point_state_at(staged_state, state, model, solver_file.hdf5)
     except OSError as e:
         for path in (staged_model, staged_state):

@@ -31,6 +31,28 @@ def _field_line(path, field):
     return None
 
 
+def staging_name_prefix(base):
+    """The start of the hidden names the snapshots of prefix ``base`` (its
+    file-name part) are staged under: .BASE.partial., or for a long BASE,
+    whose staged names would pass the file-name limit where the real ones do
+    not, .snapshot-<digest of BASE>.partial. (about 30 bytes longer than the
+    real name: pid, start time)."""
+    if len(os.fsencode(base)) <= 120:
+        return '.%s.partial.' % base
+    import hashlib
+    return '.snapshot-%s.partial.' % hashlib.sha1(os.fsencode(base)).hexdigest()[:16]
+
+
+def longest_snapshot_name(base, max_iter, hdf5):
+    """The longest file name Caffe gives a snapshot of prefix ``base``."""
+    return '%s_iter_%d.solverstate%s' % (base, max_iter, '.h5' if hdf5 else '')
+
+
+# A number as the solver file's text format writes one: ASCII digits, an
+# optional sign, point and exponent (no 1_0, no digits of other scripts).
+PLAIN_NUMBER = re.compile(r'[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\Z', re.ASCII)
+
+
 def apply_overrides(param, overrides):
     """Set SolverParameter fields from 'FIELD=VALUE' strings (`train --set`),
     as detectron2's KEY=VALUE overrides: a scalar field of the message,
@@ -54,6 +76,8 @@ def apply_overrides(param, overrides):
                 value = {'true': True, 'false': False}[text.lower()]
             elif field.type == F.TYPE_ENUM:
                 value = field.enum_type.values_by_name[text].number
+            elif not PLAIN_NUMBER.match(text):      # (Python would read 1_0 and Arabic-Indic digits)
+                raise ValueError(text)
             elif field.type in (F.TYPE_FLOAT, F.TYPE_DOUBLE):
                 value = float(text)
                 if not math.isfinite(value):
@@ -405,7 +429,7 @@ class SolverFile:
         folder, base = os.path.split(self.snapshot_prefix)
         # named after this process: a run that sweeps what a killed one left
         # (check_snapshot_folder) never takes a live run's snapshot
-        return os.path.join(folder, owned_name_prefix('.%s.partial.' % base) + 'run')
+        return os.path.join(folder, owned_name_prefix(staging_name_prefix(base)) + 'run')
 
     def snapshot_paths(self, iteration, staged=False):
         """(caffemodel, solverstate) of the snapshot at ``iteration`` (staged:

@@ -776,6 +776,7 @@ class Trainer:
         bar = progress(total=max_iter, initial=min(start, max_iter), desc=sf.stem, unit='it',
                        enabled=self.leader)
         status, error, together = 'failed', None, False
+        unwritten = []          # outputs the end of the run could not write (a full disk)
         try:
             if self._due_test(start) and start not in self.tested:
                 self._test_and_log(bar)
@@ -801,28 +802,43 @@ class Trainer:
             if status == 'failed':
                 error = str(e) or type(e).__name__
             together = getattr(e, 'everywhere', False) or isinstance(e, distributed.FollowerStopped)
+            if status == 'failed' and isinstance(e, OSError):   # (a full disk, a folder gone): where to go on from
+                error = 'at iteration %d: %s%s' % (self.solver.iter, _os_error_text(e), self._resume_hint())
+                raise RunError(error) from None
             raise
         else:
             together = True
         finally:
             bar.close()
-            self.log.close()
+            try:
+                self.log.close()
+            except OSError as e:
+                unwritten.append(e)
             if self.leader:
-                plotting.draw_curves(self.log.records, os.path.join(self.run_dir, 'curves.png'),
-                                     title=sf.stem)
+                try:
+                    plotting.draw_curves(self.log.records, os.path.join(self.run_dir, 'curves.png'),
+                                         title=sf.stem)
+                except OSError as e:
+                    unwritten.append(e)
             if getattr(self, 'sync', None) is not None:     # (what averaging the gradients cost rank 0: `make bench`)
                 self.info['reduction'] = dict(iterations=self.sync.reductions, seconds=self.sync.reduce_seconds,
                                               megabytes=self.sync.gradient_bytes / 1e6)
-            self._write_run_json(end_time=logs.now(), final_iteration=self.solver.iter, status=status,
-                                 error=error, resumed_from=state, last_snapshot=(
-                                     sf.snapshot_paths(self.last_snapshot)[1]
-                                     if self.last_snapshot is not None else None))
+            try:
+                self._write_run_json(end_time=logs.now(), final_iteration=self.solver.iter, status=status,
+                                     error=error, resumed_from=state, last_snapshot=(
+                                         sf.snapshot_paths(self.last_snapshot)[1]
+                                         if self.last_snapshot is not None else None))
+            except OSError as e:
+                unwritten.append(e)
             self._close_layers()
             if together:
                 # Every rank ends here at once (finished, stopped, or a failure all met): none exits
                 # before rank 0 has written its snapshot and run.json, since the launcher ends the
                 # whole job once one rank exits with an error.
                 self.group.barrier()
+        if unwritten:           # (with a failure on its way, that failure is what is said)
+            raise RunError('trained to iteration %d, but %s%s' % (
+                self.solver.iter, '; '.join(_os_error_text(e) for e in unwritten), self._resume_hint()))
         return self.info
 
     def _reseed(self, value):
@@ -833,6 +849,10 @@ class Trainer:
         if self.last_snapshot is None:
             return '; no snapshot of this run before it (start again)'
         return '; the last snapshot is %s' % self.solver_file.snapshot_paths(self.last_snapshot)[1]
+
+
+def _os_error_text(e):
+    return '%s%s' % (e.strerror or e, ': %s' % e.filename if e.filename else '')
 
 
 GUARD_SUFFIX = '_divergence_guard'

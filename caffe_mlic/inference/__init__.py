@@ -19,7 +19,9 @@ def model_and_images(files, image_args):
         raise InputError('no image files in %s' % ', '.join(image_args))
     missing = [p for p in images if not os.path.isfile(p)]
     if missing:     # before any output is written
-        raise InputError(problems=[(printable(p), None, None, 'no such image file') for p in missing])
+        raise InputError(problems=[(printable(p), None, None, 'not a regular file (a device, FIFO or folder), '
+                                    'not an image' if os.path.exists(p) else 'no such image file')
+                                   for p in missing])
     return images
 
 

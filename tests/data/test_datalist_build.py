@@ -488,3 +488,16 @@ def test_build_refuses_impossible_numbers(tmp_path, capsys, args, message):
                      str(tmp_path / 'classes.txt'), '--whole-image', '-o', str(tmp_path / 'o.txt')] + args) == 2
     assert capsys.readouterr().err.startswith('caffe-mlic datalist build: %s' % message)
     assert not (tmp_path / 'o.txt').exists()
+
+
+def test_check_says_which_size_the_boxes_were_checked_against(voc, capsys):
+    """The list does not record the size `datalist build` had: without
+    --size, the report says that 672 was assumed."""
+    rc, out = _build_voc(*voc)
+    assert rc == 0
+    capsys.readouterr()
+    assert cli.main(['datalist', 'check', out, '--att-num', '3', '--bbox-num', '4']) == 0
+    assert capsys.readouterr().out.endswith('note: the boxes were checked against 672x672 images (the default): '
+                                            'give --size as `datalist build` had it\n')
+    assert cli.main(['datalist', 'check', out, '--att-num', '3', '--bbox-num', '4', '--size', '672']) == 0
+    assert 'note: the boxes' not in capsys.readouterr().out

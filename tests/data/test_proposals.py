@@ -242,3 +242,10 @@ def test_cli_usage_errors(image_dir, tmp_path, capsys):
     assert cli.main(['proposals', str(empty), '-o', out]) == 1
     assert 'no image files in ' + str(empty) in capsys.readouterr().err
     assert _outputs(out) == []
+
+
+
+def test_a_device_given_as_an_image_is_named_as_not_a_regular_file(tmp_path, capsys):
+    assert cli.main(['proposals', '/dev/zero', '-o', str(tmp_path / 'out'), '-q']) == 1
+    err = capsys.readouterr().err
+    assert '/dev/zero: not a regular file (a device, FIFO or folder), not an image' in err, err

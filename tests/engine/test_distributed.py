@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from caffe_mlic.engine import distributed, logs
+from caffe_mlic.errors import RunError
 from caffe_mlic.layers.minibatch import BatchPlanner
 from caffe_mlic.layers.pipeline import RankSlice
 from caffe_mlic.layers.seg_batch import SegBatchPlanner
@@ -100,6 +101,17 @@ def test_one_process_is_a_group_of_one():
     grp = distributed.group()
     assert isinstance(grp, distributed.Single) and grp.size == 1 and grp.leader
     assert distributed.local_gpu([3], grp) == 3
+
+
+@pytest.mark.parametrize('value, seconds', [('', 120), ('7', 7), ('0', None), ('\u00b2', None), ('\u0663', None),
+                                            ('1_0', None), ('-3', None)])
+def test_the_start_timeout_is_a_whole_number_of_seconds(monkeypatch, value, seconds):
+    monkeypatch.setenv(distributed.START_TIMEOUT_ENV, value)
+    if seconds is not None:
+        assert distributed.start_timeout() == seconds
+    else:
+        with pytest.raises(RunError, match='expected a whole number of seconds, 1 or more'):
+            distributed.start_timeout()
 
 
 class _Ranks(distributed.Single):

@@ -870,3 +870,97 @@ def test_weights_that_are_the_runs_own_snapshot_are_refused_not_overwritten(tiny
     res = run(['train', 'own.prototxt', '--weights', 'snap_own/w_iter_6.caffemodel', '--run-dir', 'runs/own3',
                '--set', 'snapshot_prefix=snap_own3/w'], tiny)
     assert res.returncode == 0, res.stderr
+
+
+# ---------------------------------------------------------------- hostile pass 17
+
+
+@pytest.mark.parametrize('length', [250, 235])
+def test_a_snapshot_prefix_too_long_for_a_file_name_is_refused_before_caffe_starts(tiny, length):
+    """250: `w..._iter_20.solverstate` is over NAME_MAX (Caffe's write CHECK
+    aborts at the first snapshot); 235: the longest name is 255 bytes, which
+    the binary writes, and so must train (its staged name is shorter)."""
+    base = 'p' * length
+    solver(tiny, 'long%d' % length, max_iter=20, snapshot=10, snapshot_prefix='snap_long/%s' % base)
+    res = run(['train', 'long%d.prototxt' % length, '--run-dir', 'runs/long%d' % length], tiny)
+    longest = '%s_iter_20.solverstate' % base
+    if len(longest) > 255:
+        assert res.returncode == 1 and 'Check failed' not in res.stderr, res.stderr
+        assert re.fullmatch(r'caffe-mlic train: long250.prototxt:\d+: snapshot_prefix: the snapshots would be named '
+                            r'up to 270 bytes long \(%s\), more than the 255 a file name can have in \S+: shorten '
+                            r"the prefix's last part by 15 bytes or more\n" % longest, res.stderr), res.stderr
+        assert not (tiny / 'runs' / 'long250').exists()
+        res = run(['caffe', 'train', '-solver', 'long250.prototxt'], tiny)
+        assert res.returncode == 1 and 'Check failed' not in res.stderr, res.stderr
+        assert 'more than the 255 a file name can have' in res.stderr
+    else:
+        assert len(longest) == 255
+        assert res.returncode == 0, res.stderr
+        assert sorted(p.name for p in (tiny / 'snap_long').iterdir()) == sorted(
+            '%s_iter_%d.%s' % (base, i, ext) for i in (10, 20) for ext in ('caffemodel', 'solverstate'))
+
+
+def test_a_ranks_path_that_is_a_folder_is_refused_before_training(tiny):
+    solver(tiny, 'rkdir', max_iter=20, snapshot=10)
+    (tiny / 'snap_rkdir' / 'w_iter_10.ranks').mkdir(parents=True)
+    res = run(['train', 'rkdir.prototxt', '--run-dir', 'runs/rkdir'], tiny)
+    assert res.returncode == 1, res.stderr
+    assert re.fullmatch(r'caffe-mlic train: rkdir.prototxt:\d+: snapshot_prefix: snap_rkdir/w_iter_10.ranks is '
+                        r'not a regular file, .*: move it away\n', res.stderr), res.stderr
+    assert sorted(p.name for p in (tiny / 'snap_rkdir').iterdir()) == ['w_iter_10.ranks']
+
+
+@pytest.mark.parametrize('override', ['max_iter=1_0', 'base_lr=\u0663', 'max_iter=\uff11\uff10', 'base_lr=0x1'])
+def test_set_takes_numbers_as_the_solver_file_writes_them(tiny, override):
+    solver(tiny, 'spell')
+    res = run(['train', 'spell.prototxt', '--set', override, '--run-dir', 'runs/spell'], tiny)
+    name, text = override.split('=')
+    assert res.returncode == 2, res.stderr
+    assert res.stderr == 'caffe-mlic train: argument --set: %s: %r is not a valid number\n' % (name, text)
+
+
+def test_a_closed_stdout_after_the_run_finished_is_quiet(tiny):
+    """`train ... | head -1` where the first line is the final test's: the
+    run is whole (run.json finished), and the line after it had no reader:
+    SIGPIPE's status and nothing on stderr, as `seq 1 1000000 | head -1`."""
+    solver(tiny, 'pipeend', max_iter=20, snapshot=0, test_interval=1000)
+    run_dir = tiny / 'runs' / 'pipeend'
+    proc = start(['train', 'pipeend.prototxt', '--run-dir', run_dir], tiny, stdout=subprocess.PIPE,
+                 stderr=subprocess.PIPE)
+    assert proc.stdout.readline().startswith('iteration 20: test')     # the final test; then "trained to ..."
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait(timeout=60)
+    # (0 when the last line reached the pipe before it was closed)
+    assert proc.returncode in (0, 128 + signal.SIGPIPE) and err == '', (proc.returncode, err)
+    assert run_json(run_dir)['status'] == 'finished'
+
+
+def test_a_disk_that_fills_during_training_names_the_file_and_the_last_snapshot(tiny, tmp_path):
+    """The run folder's disk fills after the snapshot at 10 (the log and
+    curves cannot be written): one line naming what failed, at which
+    iteration, and the snapshot to go on from; no traceback."""
+    solver(tiny, 'fill', max_iter=2000, snapshot=10, test_interval=100000)
+    with small_disk(tmp_path / 'disk', 1) as disk:
+        proc = start(['train', 'fill.prototxt', '--run-dir', disk / 'r'], tiny, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.PIPE)
+        wait_for(lambda: (tiny / 'snap_fill' / 'w_iter_10.solverstate').exists(), proc)
+        free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+        with contextlib.suppress(OSError):
+            (disk / 'filler').write_bytes(b'\0' * free)
+        err = proc.stderr.read()
+        proc.wait(timeout=120)
+    assert proc.returncode == 1, err
+    assert re.fullmatch(r'caffe-mlic train: (at iteration \d+: No space left on device: \S+|trained to iteration '
+                        r'\d+, but No space left on device: \S+.*); the last snapshot is snap_fill/w_iter_\d+'
+                        r'\.solverstate\n', err), err
+
+
+def test_an_output_name_of_255_bytes_is_written(tiny, tmp_path):
+    """The hidden temp file beside an output is named by a digest when the
+    output's own name is long: a legal name is never refused."""
+    from caffe_mlic.fileio import atomic_write
+    path = tmp_path / ('o' * 255)
+    with atomic_write(str(path)) as f:
+        f.write('x')
+    assert path.read_text() == 'x' and os.listdir(tmp_path) == [path.name]
