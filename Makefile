@@ -26,15 +26,16 @@ caffe: deps              ## build Caffe into the cache (or check $$CAFFE_ROOT)
 test: install            ## set up, then run the whole test suite
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
 
-# Not part of `make test` (the CUDA build takes 15-25 min on 2 cores): build
-# both Caffes (cached), then check the CUDA one here, no GPU needed: it links,
-# in CPU mode it matches the CPU build, its pycaffe gives device pointers, and
-# our CUDA kernels compile to PTX (numba-cuda, put in the cache). Which Caffe
-# the venv uses is unchanged.
+# Not part of `make test` (each CUDA build takes 15-25 min on 2 cores): build
+# the CPU Caffe and the CUDA ones with and without cuDNN (cached), then check
+# them here, no GPU needed: they link, in CPU mode they match the CPU build,
+# pycaffe gives device pointers, and our CUDA kernels compile to PTX
+# (numba-cuda, put in the cache). Which Caffe the venv uses is unchanged.
 test-gpu-build: deps     ## build the CUDA Caffe and check it against the CPU build (no GPU needed)
 	@[ -x $(PY) ] || CAFFE_MLIC_GPU=0 tools/install.sh
 	@CAFFE_MLIC_GPU=0 CAFFE_MLIC_PIP=$(VENV)/bin/pip tools/build_caffe.sh >/dev/null
 	@CAFFE_MLIC_GPU=1 CAFFE_MLIC_PIP=$(VENV)/bin/pip tools/build_caffe.sh >/dev/null
+	@CAFFE_MLIC_GPU=1 CAFFE_MLIC_CUDNN=0 CAFFE_MLIC_PIP=$(VENV)/bin/pip tools/build_caffe.sh >/dev/null
 	@[ -f "$(CAFFE_MLIC_CACHE)/gpu-python/.done" ] && cmp -s tools/gpu-requirements.txt "$(CAFFE_MLIC_CACHE)/gpu-python/.done" || \
 	 { rm -rf "$(CAFFE_MLIC_CACHE)/gpu-python" && $(VENV)/bin/pip install --quiet --only-binary :all: \
 	   --target "$(CAFFE_MLIC_CACHE)/gpu-python" -r tools/gpu-requirements.txt && \

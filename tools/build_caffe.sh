@@ -4,15 +4,27 @@
 # pinned sdist and the Makefile.config we generate) are unchanged is reused.
 #
 # With --gpu (or CAFFE_MLIC_GPU=1) the same sdist is built with CUDA into its
-# own folder (caffe-VERSION-gpu) with its own stamp; the CPU build is untouched.
-# cuBLAS and cuRAND come from the toolkit when it has them, else from the pinned
-# PyPI wheels unpacked into CACHE/cuda-libs (see tools/caffe-patches/gpu/).
+# own folder with its own stamp; the CPU build is untouched. The nvcc of
+# CUDA_HOME (default /usr/local/cuda), 12.x or 13.x, decides the CUDA libraries
+# and default architectures. cuBLAS and cuRAND come from the toolkit when it has
+# them, else from pinned PyPI wheels unpacked into the cache; cuDNN (8 or newer)
+# from the system when it has one, else from the pinned cuDNN 9 wheel;
+# CAFFE_MLIC_CUDNN=0 builds without. Folders: caffe-VERSION-gpu (CUDA 13 with
+# cuDNN), -gpu-nocudnn, -gpu-cuda12, -gpu-cuda12-nocudnn (tools/caffe-patches/gpu/).
 #
-# Usage: tools/build_caffe.sh [--gpu] [CACHE_DIR]    (prints the Caffe root on stdout)
+# Usage: tools/build_caffe.sh [--gpu] [--config-only] [CACHE_DIR]    (prints the Caffe root on stdout)
 set -euo pipefail
 
 GPU=${CAFFE_MLIC_GPU:-0}
-if [[ ${1:-} == --gpu ]]; then GPU=1; shift; fi
+CONFIG_ONLY=0
+while [[ ${1:-} == --* ]]; do
+  case $1 in
+    --gpu) GPU=1 ;;
+    --config-only) CONFIG_ONLY=1 ;;   # print the build folder and its Makefile.config; build nothing
+    *) echo "[caffe] unknown option $1 (--gpu, --config-only)" >&2; exit 2 ;;
+  esac
+  shift
+done
 [[ $GPU == 0 || $GPU == 1 ]] || { echo "[caffe] CAFFE_MLIC_GPU must be 0 or 1, not '$GPU'" >&2; exit 2; }
 
 CAFFE_VERSION=9.0.2
@@ -21,72 +33,124 @@ PY=${CAFFE_MLIC_PYTHON:-/usr/bin/python3}
 CACHE=${1:-${CAFFE_MLIC_CACHE:-$HOME/.cache/caffe-mlic}}
 SDIST=brocolli-caffe-$CAFFE_VERSION.tar.gz
 ROOT=$CACHE/caffe-$CAFFE_VERSION
-if [[ $GPU == 1 ]]; then ROOT=$ROOT-gpu; fi
+CUDNN=${CAFFE_MLIC_CUDNN:-1}
+[[ $CUDNN == 0 || $CUDNN == 1 ]] || { echo "[caffe] CAFFE_MLIC_CUDNN must be 0 or 1, not '$CUDNN'" >&2; exit 2; }
 JOBS=${CAFFE_MLIC_JOBS:-$(( $(nproc) + 1 ))}
 
 log() { echo "[caffe] $*" >&2; }
 mkdir -p "$CACHE"
 
-# cuBLAS and cuRAND for CUDA 13 from PyPI (the toolkit may ship without them).
-# They hold only versioned files (libcublas.so.13, libcublasLt.so.13,
-# libcurand.so.10) with an $ORIGIN runpath: the unversioned links the linker
-# wants for -lcublas -lcurand are made beside them, in the same folder.
-CUDA_WHEELS=(
-  "nvidia-cublas==13.0.2.14 nvidia_cublas-13.0.2.14-py3-none-manylinux_2_27_x86_64.whl 0cf238ffdbe46c00cb9aa98e7bca745c223a5ca5a53e686ac8b3e5a08fe80d6c"
-  "nvidia-curand==10.4.0.35 nvidia_curand-10.4.0.35-py3-none-manylinux_2_27_x86_64.whl 1aee33a5da6e1db083fe2b90082def8915f30f3248d5896bcec36a579d941bfc"
+# The CUDA libraries from PyPI, pinned for each CUDA major the build takes
+# (the toolkit may ship without them): "spec file sha256 prefix", the prefix
+# being the wheel's folder that holds include/ and lib/. The wheels hold only
+# versioned files (libcublas.so.13, ...) with an $ORIGIN runpath: the
+# unversioned links the linker wants (-lcublas ...) are made beside them.
+CUDA13_WHEELS=(
+  "nvidia-cublas==13.0.2.14 nvidia_cublas-13.0.2.14-py3-none-manylinux_2_27_x86_64.whl 0cf238ffdbe46c00cb9aa98e7bca745c223a5ca5a53e686ac8b3e5a08fe80d6c nvidia/cu13/"
+  "nvidia-curand==10.4.0.35 nvidia_curand-10.4.0.35-py3-none-manylinux_2_27_x86_64.whl 1aee33a5da6e1db083fe2b90082def8915f30f3248d5896bcec36a579d941bfc nvidia/cu13/"
 )
-CUDA_LINKS="libcublas.so:libcublas.so.13 libcublasLt.so:libcublasLt.so.13 libcurand.so:libcurand.so.10"
+CUDA13_LINKS="libcublas.so:libcublas.so.13 libcublasLt.so:libcublasLt.so.13 libcurand.so:libcurand.so.10"
+CUDA12_WHEELS=(
+  "nvidia-cublas-cu12==12.9.1.4 nvidia_cublas_cu12-12.9.1.4-py3-none-manylinux_2_27_x86_64.whl 453611eb21a7c1f2c2156ed9f3a45b691deda0440ec550860290dc901af5b4c2 nvidia/cublas/"
+  "nvidia-curand-cu12==10.3.10.19 nvidia_curand_cu12-10.3.10.19-py3-none-manylinux_2_27_x86_64.whl 49b274db4780d421bd2ccd362e1415c13887c53c214f0d4b761752b8f9f6aa1e nvidia/curand/"
+)
+CUDA12_LINKS="libcublas.so:libcublas.so.12 libcublasLt.so:libcublasLt.so.12 libcurand.so:libcurand.so.10"
+# cuDNN 9 (Caffe's cuDNN layers patched for cuDNN 8+: gpu/0005-cudnn8.patch).
+CUDNN13_WHEELS=(
+  "nvidia-cudnn-cu13==9.27.0.42 nvidia_cudnn_cu13-9.27.0.42-py3-none-manylinux_2_27_x86_64.whl 9677e76f21862eb5da7ee5ed69d544738b2d8b5c3ce7e5ec125c5592e6cdbdc8 nvidia/cudnn/"
+)
+CUDNN12_WHEELS=(
+  "nvidia-cudnn-cu12==9.27.0.42 nvidia_cudnn_cu12-9.27.0.42-py3-none-manylinux_2_27_x86_64.whl 0a4aa3a7d2264256506c6857fc41fc0c499982f78d70195b1cfcc9055c1957cd nvidia/cudnn/"
+)
+CUDNN_LINKS="libcudnn.so:libcudnn.so.9"
 
-# Sets CUDA_DIR, CUDA_MAJOR, CUDA_LIBS_INC, CUDA_LIBS_LIB and CUDA_LIBS_ID (what
-# the stamp records of them); downloads and unpacks the wheels when needed.
-cuda_setup() {
-  CUDA_DIR=${CUDA_HOME:-/usr/local/cuda}
-  [[ -x $CUDA_DIR/bin/nvcc ]] \
-    || { log "no nvcc at $CUDA_DIR/bin/nvcc: install the CUDA toolkit or set CUDA_HOME"; exit 1; }
-  CUDA_MAJOR=$("$CUDA_DIR/bin/nvcc" --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p')
-  if [[ -f $CUDA_DIR/include/cublas_v2.h && -f $CUDA_DIR/include/curand.h ]] \
-     && ls "$CUDA_DIR"/lib64/libcublas.so "$CUDA_DIR"/lib64/libcurand.so >/dev/null 2>&1; then
-    log "cuBLAS and cuRAND from the toolkit in $CUDA_DIR"
-    CUDA_LIBS_INC=$CUDA_DIR/include CUDA_LIBS_LIB=$CUDA_DIR/lib64 CUDA_LIBS_ID=toolkit
-    return
-  fi
-  [[ $CUDA_MAJOR == 13 ]] || { log "nvcc is CUDA $CUDA_MAJOR, and $CUDA_DIR has no cuBLAS/cuRAND:" \
-    "the pinned wheels are for CUDA 13; install your toolkit's cuBLAS and cuRAND"; exit 1; }
-  local dir=$CACHE/cuda-libs want w spec file sha link
-  want=$(printf '%s\n' "${CUDA_WHEELS[@]}" "$CUDA_LINKS")
-  CUDA_LIBS_INC=$dir/include CUDA_LIBS_LIB=$dir/lib CUDA_LIBS_ID=$want
-  if [[ -f $dir/.caffe-mlic-wheels && $(cat "$dir/.caffe-mlic-wheels") == "$want" ]]; then
-    return
-  fi
-  log "downloading cuBLAS and cuRAND wheels from PyPI (about 480 MB; 700 MB unpacked) into $dir"
+# wheel_libs DIR WHAT LINKS WHEEL...: DIR holds the wheels' include/ and lib/
+# (downloaded, checked and unpacked unless DIR already holds these ones).
+wheel_libs() {
+  local dir=$1 what=$2 links=$3; shift 3
+  local want w spec file sha prefix link
+  # What the stamp and the cache record: spec, file and hash of each wheel.
+  want=$(for w in "$@"; do read -r spec file sha prefix <<<"$w"; echo "$spec $file $sha"; done; echo "$links")
+  [[ -f $dir/.caffe-mlic-wheels && $(cat "$dir/.caffe-mlic-wheels") == "$want" ]] && return
+  log "downloading $what from PyPI into $dir"
   rm -rf "$dir" "$dir.tmp"; mkdir -p "$dir.tmp/wheels"
-  pip=${CAFFE_MLIC_PIP:-pip3}
-  for w in "${CUDA_WHEELS[@]}"; do
-    read -r spec file sha <<<"$w"
-    "$pip" download --quiet --no-deps --only-binary :all: --no-cache-dir "$spec" -d "$dir.tmp/wheels"
+  for w in "$@"; do
+    read -r spec file sha prefix <<<"$w"
+    "${CAFFE_MLIC_PIP:-pip3}" download --quiet --no-deps --only-binary :all: --no-cache-dir "$spec" -d "$dir.tmp/wheels"
     echo "$sha  $dir.tmp/wheels/$file" | sha256sum -c --quiet - \
       || { log "sha256 mismatch for $file: refusing to use it"; rm -rf "$dir.tmp"; exit 1; }
-    # The wheels put headers and libraries under nvidia/cu13/{include,lib}.
-    "$PY" - "$dir.tmp/wheels/$file" "$dir.tmp" <<'PY'
+    "$PY" - "$dir.tmp/wheels/$file" "$dir.tmp" "$prefix" <<'PY'
 import os, shutil, sys, zipfile
-prefix = 'nvidia/cu13/'
-with zipfile.ZipFile(sys.argv[1]) as z:
+wheel, out_dir, prefix = sys.argv[1:]
+with zipfile.ZipFile(wheel) as z:
     for m in z.infolist():
         if m.filename.startswith(prefix) and not m.is_dir():
-            out = os.path.join(sys.argv[2], m.filename[len(prefix):])
+            out = os.path.join(out_dir, m.filename[len(prefix):])
             os.makedirs(os.path.dirname(out), exist_ok=True)
             with z.open(m) as src, open(out, 'wb') as dst:
                 shutil.copyfileobj(src, dst)
             os.chmod(out, 0o755 if '.so' in m.filename else 0o644)
 PY
+    rm -f "$dir.tmp/wheels/$file"
   done
   rm -rf "$dir.tmp/wheels"
-  for link in $CUDA_LINKS; do
+  for link in $links; do
     [[ -f $dir.tmp/lib/${link#*:} ]] || { log "the wheels lack lib/${link#*:}"; exit 1; }
     ln -sfn "${link#*:}" "$dir.tmp/lib/${link%%:*}"
   done
   echo "$want" > "$dir.tmp/.caffe-mlic-wheels"
   mv "$dir.tmp" "$dir"
+}
+
+# The major version (e.g. 9) of the cuDNN whose cudnn_version.h is in $1, or "".
+cudnn_major() {
+  sed -n 's/^#define CUDNN_MAJOR[[:space:]]*\([0-9]*\).*/\1/p' "$1/cudnn_version.h" 2>/dev/null | head -1
+}
+
+# Sets CUDA_DIR, CUDA_MAJOR, CUDA_ARCH_DEFAULT, CUDA_LIBS_INC, CUDA_LIBS_LIB,
+# CUDNN_INC, CUDNN_LIB and CUDA_LIBS_ID (what the stamp records of them).
+cuda_setup() {
+  CUDA_DIR=${CUDA_HOME:-/usr/local/cuda}
+  [[ -x $CUDA_DIR/bin/nvcc ]] \
+    || { log "no nvcc at $CUDA_DIR/bin/nvcc: install the CUDA toolkit (12.x or 13.x) or set CUDA_HOME"; exit 1; }
+  CUDA_MAJOR=$("$CUDA_DIR/bin/nvcc" --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p')
+  local cudnn_wheels links
+  case $CUDA_MAJOR in
+    13) # CUDA 13 compiles for Turing (sm_75) and newer only.
+        CUDA_ARCH_DEFAULT="-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90"
+        CUDA_LIBS_DIR=$CACHE/cuda-libs; links=$CUDA13_LINKS; cudnn_wheels=("${CUDNN13_WHEELS[@]}") ;;
+    12) # Pascal (P100, sm_60) and Volta (V100, sm_70) too.
+        CUDA_ARCH_DEFAULT="-gencode arch=compute_60,code=sm_60 -gencode arch=compute_70,code=sm_70 -gencode arch=compute_75,code=sm_75 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90"
+        CUDA_LIBS_DIR=$CACHE/cuda12-libs; links=$CUDA12_LINKS; cudnn_wheels=("${CUDNN12_WHEELS[@]}") ;;
+    *)  log "nvcc in $CUDA_DIR is CUDA ${CUDA_MAJOR:-of unknown version}: this build takes CUDA 12 or 13 (set CUDA_HOME)"; exit 1 ;;
+  esac
+  if [[ -f $CUDA_DIR/include/cublas_v2.h && -f $CUDA_DIR/include/curand.h ]] \
+     && ls "$CUDA_DIR"/lib64/libcublas.so "$CUDA_DIR"/lib64/libcurand.so >/dev/null 2>&1; then
+    log "cuBLAS and cuRAND from the toolkit in $CUDA_DIR"
+    CUDA_LIBS_INC=$CUDA_DIR/include CUDA_LIBS_LIB=$CUDA_DIR/lib64 CUDA_LIBS_ID=toolkit
+  else
+    local -n wheels=CUDA${CUDA_MAJOR}_WHEELS
+    wheel_libs "$CUDA_LIBS_DIR" "cuBLAS and cuRAND for CUDA $CUDA_MAJOR (about 550 MB; 700 MB unpacked)" \
+      "$links" "${wheels[@]}"
+    CUDA_LIBS_INC=$CUDA_LIBS_DIR/include CUDA_LIBS_LIB=$CUDA_LIBS_DIR/lib
+    CUDA_LIBS_ID=$(cat "$CUDA_LIBS_DIR/.caffe-mlic-wheels")
+  fi
+  CUDNN_INC= CUDNN_LIB=
+  [[ $CUDNN == 1 ]] || return 0
+  local d lib
+  for d in "$CUDA_DIR/include" /usr/include "/usr/include/$multiarch"; do
+    [[ $(cudnn_major "$d") -ge 8 ]] 2>/dev/null || continue
+    for lib in "$CUDA_DIR/lib64" "/usr/lib/$multiarch" /usr/lib; do
+      if [[ -e $lib/libcudnn.so ]]; then
+        log "cuDNN $(cudnn_major "$d") from $d and $lib"
+        CUDNN_INC=$d CUDNN_LIB=$lib; CUDA_LIBS_ID+=" cudnn:system"; return 0
+      fi
+    done
+  done
+  wheel_libs "$CACHE/cudnn-cu$CUDA_MAJOR" "cuDNN 9 for CUDA $CUDA_MAJOR (about 540 MB; 930 MB unpacked)" \
+    "$CUDNN_LINKS" "${cudnn_wheels[@]}"
+  CUDNN_INC=$CACHE/cudnn-cu$CUDA_MAJOR/include CUDNN_LIB=$CACHE/cudnn-cu$CUDA_MAJOR/lib
+  CUDA_LIBS_ID+=" $(cat "$CACHE/cudnn-cu$CUDA_MAJOR/.caffe-mlic-wheels")"
 }
 
 multiarch=$(gcc -print-multiarch)
@@ -116,10 +180,34 @@ PATCH_DIR=$(cd "$(dirname "$0")" && pwd)/caffe-patches
 PATCHES=("$PATCH_DIR"/*.patch)
 if [[ $GPU == 1 ]]; then
   # The GPU build: CUDA's nvcc, cuBLAS and cuRAND; the CUDA-only fixes in gpu/.
+  # Each CUDA major and cuDNN choice is a build of its own, side by side:
+  # caffe-V-gpu (CUDA 13, cuDNN), caffe-V-gpu-nocudnn, caffe-V-gpu-cuda12, ...
   cuda_setup
-  cuda_arch=${CAFFE_MLIC_CUDA_ARCH:-"-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90"}
+  ROOT+=-gpu
+  [[ $CUDA_MAJOR == 13 ]] || ROOT+=-cuda$CUDA_MAJOR
+  [[ $CUDNN == 1 ]] || ROOT+=-nocudnn
+  cuda_arch=${CAFFE_MLIC_CUDA_ARCH:-$CUDA_ARCH_DEFAULT}
   config=$(echo "$config" | grep -vx 'CPU_ONLY := 1')
-  config+=$(cat <<CFG
+  if [[ $CUDNN == 1 ]]; then
+    config+=$(cat <<CFG
+
+# GPU build (tools/build_caffe.sh --gpu): CUDA $CUDA_MAJOR with cuDNN (Caffe's
+# cuDNN layers patched for cuDNN 8+), rpaths to the CUDA and cuDNN libraries.
+CUDA_DIR := $CUDA_DIR
+CUDA_ARCH := $cuda_arch
+USE_CUDNN := 1
+INCLUDE_DIRS += $CUDA_LIBS_INC $CUDNN_INC
+LIBRARY_DIRS += $CUDA_LIBS_LIB $CUDNN_LIB
+LDFLAGS := -Wl,-rpath,$CUDA_LIBS_LIB -Wl,-rpath,$CUDNN_LIB -Wl,-rpath,$CUDA_DIR/lib64
+CFG
+)
+    # CUDA 13 keeps Thrust and CUB, which Caffe's cuDNN layers include from
+    # C++ files (not only from nvcc's), under include/cccl.
+    [[ ! -d $CUDA_DIR/include/cccl ]] || config+=$'\n'"INCLUDE_DIRS += $CUDA_DIR/include/cccl"
+  else
+    # (This text is the one the no-cuDNN build has always had: a cached one
+    # stays current.)
+    config+=$(cat <<CFG
 
 # GPU build (tools/build_caffe.sh --gpu): CUDA $CUDA_MAJOR, no cuDNN (Caffe 1.0's
 # cuDNN calls are gone from cuDNN 8+), an rpath to the CUDA libraries.
@@ -131,12 +219,16 @@ LIBRARY_DIRS += $CUDA_LIBS_LIB
 LDFLAGS := -Wl,-rpath,$CUDA_LIBS_LIB -Wl,-rpath,$CUDA_DIR/lib64
 CFG
 )
+  fi
   PATCHES+=("$PATCH_DIR"/gpu/*.patch)
   stamp=$( { echo "$CAFFE_SHA256"; echo "$config"; cat "${PATCHES[@]}"; echo "$CUDA_LIBS_ID"; } | sha256sum | cut -c1-64)
 else
   stamp=$( { echo "$CAFFE_SHA256"; echo "$config"; cat "$PATCH_DIR"/*.patch; } | sha256sum | cut -c1-64)
 fi
 
+if [[ $CONFIG_ONLY == 1 ]]; then
+  echo "$ROOT"; echo "$config"; exit 0
+fi
 if [[ -f $ROOT/.caffe-mlic-stamp && $(cat "$ROOT/.caffe-mlic-stamp") == "$stamp" ]]; then
   log "cached build is current: $ROOT"
   echo "$ROOT"; exit 0

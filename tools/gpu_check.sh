@@ -11,15 +11,18 @@
 # It prints the GPU (nvidia-smi), `caffe device_query -gpu 0`, the per-iteration
 # forward/backward times of `caffe time` for (a) VGG16 conv1_1..fc8 at 224 px,
 # batch 32 and (b) the release teacher's trunk, VGG16 conv1_1..conv5_3 at
-# 672 px, batch 8, and compares `caffe train` (20 SGD iterations, fixed seed,
-# a small conv net on DummyData) in CPU and GPU mode, iteration by iteration.
+# 672 px, batch 8, (b) again with the cuDNN build, with cuDNN and with every
+# convolution's `engine: CAFFE` (when the machine has a libcudnn.so.9), and
+# compares `caffe train` (20 SGD iterations, fixed seed, a small conv net on
+# DummyData) in CPU and GPU mode, iteration by iteration.
 #
 #   tools/gpu_check.sh                 # on the GPU machine (about 1-2 minutes)
 #   GPU_CHECK_CPU=1 tools/gpu_check.sh # anywhere: the same commands in CPU mode, tiny sizes
 #
 # Env: OUT (also write gpu_check.log and the raw Caffe logs there),
-# GPU_CHECK_ITERS (caffe time iterations, 10), GPU_CHECK_CUDA_LIBS (a folder
-# with libcublas.so.13, libcublasLt.so.13, libcurand.so.10: skips the search),
+# GPU_CHECK_ITERS (caffe time iterations, 10), GPU_CHECK_CUDA_LIBS (folders,
+# colon-separated, searched first for libcublas.so.13, libcublasLt.so.13,
+# libcurand.so.10 and libcudnn.so.9),
 # GPU_CHECK_NATIVE=1 / GPU_CHECK_COMPAT=1 (force the host's or the bundled
 # glibc/libstdc++). Exit status: 0 when every step passed.
 set -euo pipefail
@@ -125,6 +128,37 @@ PY
     fi
   done
 
+  # ---- cuDNN: the cuDNN build (cudnn/ in the bundle) times the teacher trunk
+  # with its default engines (cuDNN) and with every convolution set to
+  # `engine: CAFFE`, in one run on one card: the conv trunk's speed-up.
+  echo; echo "== cuDNN: the teacher trunk (b) with cuDNN convolutions and with Caffe's own, one binary"
+  local cudnn_dir
+  if [[ ! -x $B/cudnn/bin/caffe.bin ]]; then
+    echo "skipped: the bundle has no cuDNN build (make caffe GPU=1, then tools/gpu_bundle.sh)"
+  elif ! cudnn_dir=$(find_libs libcudnn.so.9); then
+    echo "skipped: no libcudnn.so.9 on this machine (the nvidia-cudnn-cu13 wheel, or a system cuDNN 9)"
+  else
+    echo "cuDNN: $cudnn_dir$([[ $CPU == 1 ]] && echo " (CPU mode: both runs take Caffe's engines, a check of this step only)")"
+    # CAFFE with cuDNN's folder before the library path and the cuDNN binary
+    local CUDNN_CAFFE=() arg
+    for arg in "${CAFFE[@]}"; do CUDNN_CAFFE+=("${arg/"$LDP"/"$cudnn_dir:$LDP"}"); done
+    CUDNN_CAFFE[${#CUDNN_CAFFE[@]}-1]=$B/cudnn/bin/caffe.bin
+    vgg16 "$nb" "$sb" trunk CAFFE > "$WORK/vgg16_trunk_caffe_engine.prototxt"
+    local ok=1
+    step time_trunk_cudnn 75 "${CUDNN_CAFFE[@]}" \
+      time -model "$WORK/vgg16_trunk.prototxt" -iterations "$ITERS" "${GPUFLAG[@]}" || ok=0
+    step time_trunk_caffe_engine 75 "${CUDNN_CAFFE[@]}" \
+      time -model "$WORK/vgg16_trunk_caffe_engine.prototxt" -iterations "$ITERS" "${GPUFLAG[@]}" || ok=0
+    if [[ $ok == 1 ]]; then
+      echo "  with cuDNN:"; timing_summary "$LOGS/time_trunk_cudnn.log"
+      echo "  engine: CAFFE:"; timing_summary "$LOGS/time_trunk_caffe_engine.log"
+      local a c
+      a=$(sed -n 's/.*Average Forward-Backward: \([0-9.]*\) ms\./\1/p' "$LOGS/time_trunk_cudnn.log")
+      c=$(sed -n 's/.*Average Forward-Backward: \([0-9.]*\) ms\./\1/p' "$LOGS/time_trunk_caffe_engine.log")
+      [[ -z $a || -z $c ]] || awk -v a="$a" -v c="$c" 'BEGIN { printf "  conv trunk forward+backward: %.1f ms with cuDNN, %.1f ms without: %.2fx (target >= 1.5x)\n", a, c, c / a }'
+    fi
+  fi
+
   # ---- caffe train, CPU vs GPU (the same seed, so the same weights and data)
   echo; echo "== caffe train: 20 SGD iterations of a small conv net (DummyData, seed 1701), CPU vs $([[ $CPU == 1 ]] && echo 'CPU (GPU_CHECK_CPU)' || echo GPU)"
   small_net > "$WORK/small_net.prototxt"
@@ -210,7 +244,7 @@ compare_train() {
 # nvidia/*/lib: older layouts), then the toolkit.
 find_cuda_libs() {
   local want=(libcublas.so.13 libcublasLt.so.13 libcurand.so.10) d dirs=() found=() w ok
-  if [[ -n ${GPU_CHECK_CUDA_LIBS:-} ]]; then dirs+=("$GPU_CHECK_CUDA_LIBS"); fi
+  if [[ -n ${GPU_CHECK_CUDA_LIBS:-} ]]; then IFS=: read -ra dirs <<<"$GPU_CHECK_CUDA_LIBS"; fi
   local py real seen=" "
   for py in python3 python /usr/bin/python3 /usr/local/bin/python3 /opt/conda/bin/python3; do
     py=$(command -v "$py" 2>/dev/null) || continue
@@ -251,12 +285,34 @@ PY
   local IFS=:; echo "${found[*]}"
 }
 
-# vgg16 BATCH SIZE full|trunk: plain VGG16 (conv + ReLU + max pooling; `full`
+# find_libs NAME...: the folder (the first of GPU_CHECK_CUDA_LIBS, python3's
+# site-packages nvidia/*/lib and torch/lib, the toolkit, ldconfig's) holding NAME.
+find_libs() {
+  local d dirs=() py
+  if [[ -n ${GPU_CHECK_CUDA_LIBS:-} ]]; then IFS=: read -ra dirs <<<"$GPU_CHECK_CUDA_LIBS"; fi
+  for py in python3 /usr/bin/python3 /usr/local/bin/python3; do
+    command -v "$py" >/dev/null 2>&1 || continue
+    mapfile -t -O "${#dirs[@]}" dirs < <(timeout 20 "$py" -c '
+import glob, os, site, sys
+for base in set(site.getsitepackages() + [p for p in sys.path if p]):
+    for pat in ("nvidia/*/lib", "torch/lib"):
+        for d in sorted(glob.glob(os.path.join(base, pat))):
+            print(os.path.realpath(d))' 2>/dev/null || true)
+  done
+  dirs+=(/usr/local/cuda/lib64 /usr/lib/x86_64-linux-gnu)
+  for d in "${dirs[@]}"; do
+    if [[ -e $d/$1 ]]; then echo "$d"; return 0; fi
+  done
+  d=$(ldconfig -p 2>/dev/null | awk -v n="$1" '$1 == n {print $NF; exit}')
+  [[ -n $d ]] && dirname "$d"
+}
+
+# vgg16 BATCH SIZE full|trunk [ENGINE]: plain VGG16 (ENGINE: every convolution's engine) (conv + ReLU + max pooling; `full`
 # adds pool5, fc6-fc8 and a softmax loss on an all-zero label, `trunk` stops at
 # relu5_3 with a sum "loss" on conv5_3 so that backward runs). No weights are
 # needed by `caffe time`: the default (zero) fillers are used.
 vgg16() {
-  local n=$1 s=$2 kind=$3 bottom=data blk i c
+  local n=$1 s=$2 kind=$3 engine=${4:+ engine: $4} bottom=data blk i c
   echo "name: \"vgg16_${kind}_${s}px_b${n}\""
   if [[ $kind == full ]]; then
     echo "layer { name: \"input\" type: \"Input\" top: \"data\" top: \"label\""
@@ -270,7 +326,7 @@ vgg16() {
     c=${chans[blk-1]}
     for ((i = 1; i <= reps[blk-1]; i++)); do
       echo "layer { name: \"conv${blk}_$i\" type: \"Convolution\" bottom: \"$bottom\" top: \"conv${blk}_$i\""
-      echo "  convolution_param { num_output: $c kernel_size: 3 pad: 1 } }"
+      echo "  convolution_param { num_output: $c kernel_size: 3 pad: 1$engine } }"
       echo "layer { name: \"relu${blk}_$i\" type: \"ReLU\" bottom: \"conv${blk}_$i\" top: \"conv${blk}_$i\" }"
       bottom=conv${blk}_$i
     done

@@ -53,6 +53,12 @@ def run(out=sys.stdout):
         line('caffe build', {caffe_env.CPU: 'CPU-only (`make install GPU=1` switches to the CUDA build)',
                              caffe_env.GPU: 'GPU (CUDA); CPU mode works too (`make install` '
                                             'switches back to the CPU build)'}.get(kind, 'unknown'))
+        if kind == caffe_env.GPU:
+            linked, version = caffe_env.build_cudnn(root)
+            line('cudnn', ('cuDNN %s' % version if version else 'cuDNN (version unknown)') + (
+                ' for the convolutions, pooling and activations (workspace bound %s MB a layer: %s)'
+                % (os.environ.get(caffe_env.CUDNN_WORKSPACE_ENV) or '8', caffe_env.CUDNN_WORKSPACE_ENV))
+                if linked else 'not in this build (CAFFE_MLIC_CUDNN=0): Caffe\'s own CUDA convolutions')
         names, why = caffe_env.visible_gpus()
         line('gpus', ', '.join('%d: %s' % item for item in enumerate(names)) if names
              else 'none visible: %s' % why)

@@ -245,6 +245,41 @@ def build_kind(root=None):
     return None
 
 
+# The cuDNN convolution's workspace bound a layer, in MB (tools/caffe-patches/gpu/0005-cudnn8.patch).
+CUDNN_WORKSPACE_ENV = 'CAFFE_MLIC_CUDNN_WORKSPACE_MB'
+
+
+def build_cudnn(root=None):
+    """(whether the Caffe at ``root`` links cuDNN, its version as its
+    Makefile.config's include folders tell, or None)."""
+    root = root or caffe_root()
+    try:
+        libdir = caffe_libdir(root)
+    except CaffeNotFound:
+        return False, None
+    linked = False
+    for path in sorted(glob.glob(os.path.join(libdir, 'libcaffe*.so*'))):
+        if os.path.isfile(path) and os.path.getsize(path):
+            with open(path, 'rb') as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                linked = m.find(b'libcudnn.so') >= 0
+            break
+    version = None
+    config = os.path.join(root, 'Makefile.config')
+    if linked and os.path.isfile(config):
+        with open(config) as f:
+            folders = [d for line in f if line.startswith('INCLUDE_DIRS') for d in line.split()[2:]]
+        for folder in folders:
+            try:
+                with open(os.path.join(folder, 'cudnn_version.h')) as f:
+                    found = dict(re.findall(r'^#define CUDNN_(MAJOR|MINOR|PATCHLEVEL)\s+(\d+)', f.read(), re.M))
+            except OSError:
+                continue
+            if 'MAJOR' in found:
+                version = '.'.join(found.get(k, '0') for k in ('MAJOR', 'MINOR', 'PATCHLEVEL'))
+                break
+    return linked, version
+
+
 def visible_gpus():
     """(names of the GPUs the NVIDIA driver shows, in CUDA's order after
     CUDA_VISIBLE_DEVICES, or [], why none). Asks the driver library
@@ -308,6 +343,10 @@ def check_gpu(device_ids, root=None):
         raise RunError('the active Caffe (%s) is a CPU-only build, it cannot use a GPU: '
                        '`make install GPU=1` builds the CUDA one and makes it active '
                        '(README: "GPU build")' % root)
+    workspace = os.environ.get(CUDNN_WORKSPACE_ENV, '')
+    if workspace and not (workspace.isascii() and workspace.isdigit() and int(workspace) <= 1 << 20):
+        # (the patched cuDNN layer CHECKs it: an abort at the first convolution)
+        raise RunError('%s=%r: expected a whole number of MB (at most %d)' % (CUDNN_WORKSPACE_ENV, workspace, 1 << 20))
     names, why = visible_gpus()
     for i in device_ids:
         if i < 0 or i >= len(names):

@@ -1,10 +1,11 @@
-"""The CUDA build of Caffe (`make caffe GPU=1`), checked where there is no GPU:
-it compiles and links, its libraries resolve without LD_LIBRARY_PATH, and in
-CPU mode it computes exactly what the CPU build does (a net's blobs and
-gradients, the layer tests, `caffe train` and `caffe-mlic train` on the tiny
-WSDDN net).
+"""The CUDA build of Caffe (`make caffe GPU=1`: CUDA 13 with cuDNN 9), checked
+where there is no GPU: it compiles and links (cuDNN's layers patched for
+cuDNN 8+), its libraries resolve without LD_LIBRARY_PATH, and in CPU mode
+(where the cuDNN engines are not chosen) it computes exactly what the CPU build
+does (a net's blobs and gradients, the layer tests, `caffe train` and
+`caffe-mlic train` on the tiny WSDDN net).
 
-Not part of `make test`: the GPU build takes 15-25 minutes on 2 cores.
+Not part of `make test`: each GPU build takes 15-25 minutes on 2 cores.
 These run with CAFFE_MLIC_GPU_BUILD_TESTS=1 and a finished GPU build in the
 cache (CAFFE_MLIC_GPU_ROOT overrides where); `make test-gpu-build` builds
 both Caffes and runs them. Each build runs in its own process, chosen with
@@ -39,8 +40,10 @@ def _built(root):
     return root if root and os.path.isfile(os.path.join(root, '.caffe-mlic-stamp')) else None
 
 
+# The default GPU build (CUDA 13 with cuDNN) and the one without cuDNN.
 GPU_ROOT = _built(os.environ.get('CAFFE_MLIC_GPU_ROOT')
                   or os.path.join(CACHE, 'caffe-%s-gpu' % _caffe_version()))
+NOCUDNN_ROOT = _built(os.path.join(CACHE, 'caffe-%s-gpu-nocudnn' % _caffe_version()))
 CPU_ROOT = _built(os.path.join(CACHE, 'caffe-%s' % _caffe_version()))
 
 pytestmark = [
@@ -99,6 +102,29 @@ def test_the_cuda_libraries_resolve_without_ld_library_path(rel):
     assert 'not found' not in out, out
     for lib in CUDA_LIBS:
         assert re.search(r'^\s*%s\.\d+ => /' % re.escape(lib), out, re.M), (lib, out)
+
+
+def test_the_default_gpu_build_has_cudnn_9_and_the_other_none():
+    linked, version = caffe_env.build_cudnn(GPU_ROOT)
+    assert linked and version.startswith('9.'), (linked, version)
+    out = subprocess.run(['ldd', os.path.join(GPU_ROOT, 'build/lib/libcaffe.so')], capture_output=True, text=True,
+                         check=True, env={k: v for k, v in os.environ.items() if k != 'LD_LIBRARY_PATH'}).stdout
+    assert re.search(r'^\s*libcudnn\.so\.9 => /', out, re.M), out
+    # the patched layers: the _v7 algorithm ranking, not the calls cuDNN 8 removed
+    lib = os.path.realpath(os.path.join(caffe_env.caffe_libdir(GPU_ROOT), 'libcaffe.so'))
+    symbols = subprocess.run(['nm', '-D', '--undefined-only', lib], capture_output=True, text=True, check=True).stdout
+    assert 'cudnnGetConvolutionForwardAlgorithm_v7' in symbols
+    assert not re.search(r'cudnnGetConvolutionForwardAlgorithm$', symbols, re.M)
+    defined = subprocess.run(['nm', '-DC', '--defined-only', lib], capture_output=True, text=True, check=True).stdout
+    assert 'caffe::CuDNNConvolutionLayer<float>::Forward_gpu' in defined
+    if NOCUDNN_ROOT:
+        assert caffe_env.build_cudnn(NOCUDNN_ROOT) == (False, None)
+
+
+def test_doctor_names_the_cudnn_of_the_build():
+    res = subprocess.run([sys.executable, '-m', 'caffe_mlic.cli', 'doctor'], env=env_for(GPU_ROOT),
+                         capture_output=True, text=True, timeout=120)
+    assert re.search(r'^cudnn: +cuDNN 9\.\d+\.\d+ for the convolutions', res.stdout, re.M), res.stdout
 
 
 def test_the_binary_runs_and_needs_no_gpu_for_its_version():
