@@ -329,6 +329,14 @@ def refuse_overwriting(outputs, inputs, param=None):
                              'choose another output path' % out, param)
 
 
+def refuse_folders(outputs, param=None):
+    """UsageError, before the work, for an output file path that is a folder."""
+    from caffe_mlic.errors import UsageError
+    for out in filter(None, outputs):
+        if os.path.isdir(out):
+            raise UsageError('%s is a folder: give a file path to write' % out, param)
+
+
 def atomic_write_json(path, data, indent=1, sort_keys=False):
     """Write ``data`` as JSON (non-finite numbers as null), atomically."""
     with atomic_write(path) as f:

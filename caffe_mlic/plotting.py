@@ -40,16 +40,23 @@ def _font_chars():
     return frozenset(ft2font.FT2Font(font_manager.findfont(font_manager.FontProperties())).get_charmap())
 
 
+LONGEST_LABEL = 200    # characters of a title or label drawn; the middle of a longer one is left out
+
+
 def plain_text(text):
     """``text`` (a file name, a class or top name, a title) as matplotlib
     draws it literally with its default font: the bytes of a name that is
     not UTF-8 (surrogate escapes) as \\xNN, characters the font lacks or
     that do not print as \\uNNNN (matplotlib drew an empty box and warned
     "Glyph ... missing from current font"), and '$' escaped, so that
-    "a$x$.log" is not read as mathtext."""
+    "a$x$.log" is not read as mathtext. Longer than LONGEST_LABEL: its
+    start and end."""
     chars = _font_chars()
     out = []
-    for ch in str(text):
+    text = str(text)
+    if len(text) > LONGEST_LABEL:       # (no figure shows more; Agg cannot draw a line of thousands)
+        text = text[:LONGEST_LABEL - 60] + ' ... ' + text[-55:]
+    for ch in text:
         code = ord(ch)
         if 0xdc80 <= code <= 0xdcff:          # os.fsdecode's escape of a byte
             out.append('\\x%02x' % (code - 0xdc00))

@@ -165,8 +165,9 @@ class Interp(MlicLayer):
         n, c, h_eff, w_eff = x.shape
         w_out = self.mw.shape[0]
         # width pass as one big GEMM over all rows, then the height pass per plane
-        y = (x.reshape(-1, w_eff) @ self.mw.T).reshape(n, c, h_eff, w_out)
-        np.matmul(self.mh, y, out=top[0].data)  # straight into the blob
+        with np.errstate(invalid='ignore', over='ignore'):   # (NaN / inf of a diverged net: said by the loss)
+            y = (x.reshape(-1, w_eff) @ self.mw.T).reshape(n, c, h_eff, w_out)
+            np.matmul(self.mh, y, out=top[0].data)  # straight into the blob
 
     def backward(self, top, propagate_down, bottom):
         if len(bottom) == 2 and propagate_down[1]:

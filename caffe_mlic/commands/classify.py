@@ -47,7 +47,7 @@ def run(args):
     from caffe_mlic.errors import InputError
     from caffe_mlic.fileio import atomic_files, json_ready, same_file
     from caffe_mlic.data.imageio import read_image
-    from caffe_mlic.fileio import refuse_overwriting
+    from caffe_mlic.fileio import refuse_folders, refuse_overwriting
     from caffe_mlic.inference import is_utf8, model_and_images, printable
     from caffe_mlic.inference.classifier import StudentClassifier, top_labels
     from caffe_mlic.inference.settings import load_settings
@@ -58,6 +58,8 @@ def run(args):
     # the deploy.json read beside the net is an input too, given or not
     inputs = images + [args.net, args.weights, args.settings or find_settings(args.net), args.classes]
     refuse_overwriting([args.output], inputs, 'output')
+    refuse_folders([args.output], 'output')
+    refuse_folders([args.csv], 'csv')
     refuse_overwriting([args.csv], inputs, 'csv')
     if args.csv:
         not_utf8 = [p for p in images if not is_utf8(os.path.abspath(p))]

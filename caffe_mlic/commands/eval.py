@@ -299,6 +299,14 @@ def _seg_outputs(args):
     stem = os.path.splitext(args.json)[0] if args.json else None
     csv_path = args.confusion_csv or (stem + '.confusion.csv' if stem else None)
     png_path = args.confusion_png or (stem + '.confusion.png' if stem else None)
+    if args.confusion_png and os.path.exists(args.confusion_png) and not os.path.isfile(args.confusion_png):
+        pass        # (a device or FIFO: written through, as PNG)
+    elif args.confusion_png:
+        from caffe_mlic.plotting import FORMATS
+        ext = os.path.splitext(args.confusion_png)[1][1:].lower()
+        if ext not in FORMATS:
+            raise UsageError('%s: the image format comes from the extension: .png, .pdf or .svg'
+                             % args.confusion_png, 'confusion_png')
     return csv_path, png_path
 
 

@@ -33,7 +33,7 @@ def add_arguments(p):
 
 
 def run(args):
-    from caffe_mlic.fileio import refuse_overwriting, save_weights
+    from caffe_mlic.fileio import refuse_folders, refuse_overwriting, save_weights
     from caffe_mlic.caffe.surgery import shape_only_net, transplant
     from caffe_mlic.caffe.weights import is_hdf5, name_list
     from caffe_mlic.fileio import input_file_problem
@@ -41,6 +41,7 @@ def run(args):
         if input_file_problem(path):
             raise InputError(input_file_problem(path))
     refuse_overwriting([args.out], [args.net] + [p for _, p in args.sources], 'out')
+    refuse_folders([args.out], 'out')
     net = shape_only_net(args.net, seed=args.seed)
     if is_hdf5(args.out):
         # Caffe makes an HDF5 group per layer, named as the layer: a '/' in the

@@ -46,8 +46,9 @@ def _solver_table():
                                     lambda v: 1e-20 <= v <= 1e3)}
 
 
-def _positive_ints(v):
-    return distinct_ints(1)(v)
+def _detect_scales(v):
+    from caffe_mlic.inference.detector import MAX_SCALE, MIN_SCALE
+    return distinct_ints(MIN_SCALE)(v) and all(x <= MAX_SCALE and x % 16 == 0 for x in v)
 
 
 def schema():
@@ -79,7 +80,8 @@ def schema():
                                         lambda v: v in SOLVER_TYPES),
                       **{stage: _solver_table() for stage in STAGES}),
         # (the report reads every evaluation: the teacher's detections and the control's always run)
-        'evaluate': {'scales': Field((list,), 'a list of distinct image sizes (integers >= 1)', _positive_ints),
+        'evaluate': {'scales': Field((list,), 'a list of distinct image sizes, multiples of 16 from 16 to 4096 '
+                                              '(`detect --scales`)', _detect_scales),
                      'flip': Field((bool,), 'true or false'),
                      'speed_images': Field((int,), 'an integer from 1 to 100000 (the test images timed)',
                                            lambda v: 1 <= v <= 100000)},

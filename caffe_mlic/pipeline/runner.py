@@ -26,6 +26,42 @@ def _system(data, path):
                                        % (system,))])
 
 
+NAMES = {'mlic': 'an MLIC-KD-WSD', 'scasnet': 'a ScasNet'}
+SYSTEM_FILE = 'system'      # in the folder's .stages: the system whose run it holds
+
+
+def folder_system(folder):
+    """'mlic' or 'scasnet': the system whose run ``folder`` holds, as its
+    first `run` recorded it (or, for a folder of before that record, as its
+    layout shows); None for a folder of neither."""
+    try:
+        with open(os.path.join(folder, st.RECORDS, SYSTEM_FILE), 'rb') as f:
+            text = f.read(64).decode('ascii', errors='replace').strip()
+    except OSError:
+        text = None
+    if text in NAMES:
+        return text
+    # a folder of before the record: by its stages' records (a ScasNet run's
+    # are seed<S>/<head>/<stage>, an MLIC run's seed<S>/<stage> and data/list_*)
+    import glob
+    from caffe_mlic.report.layout import SCAS_HEAD_LABELS
+    records = os.path.join(glob.escape(folder), st.RECORDS)
+    if any(os.path.basename(p) in SCAS_HEAD_LABELS for p in glob.glob(os.path.join(records, 'seed*', '*'))
+           if os.path.isdir(p)):
+        return 'scasnet'
+    if glob.glob(os.path.join(records, 'seed*', '*.json')) or glob.glob(os.path.join(records, 'data', 'list_*')):
+        return 'mlic'
+    return None
+
+
+def _record_system(folder, system):
+    path = os.path.join(folder, st.RECORDS, SYSTEM_FILE)
+    if not os.path.isfile(path):
+        from caffe_mlic.fileio import atomic_write
+        with atomic_write(path) as f:
+            f.write(system + '\n')
+
+
 def load(path, overrides=()):
     """(system module, its Plan, [Stage]) of the config at ``path``, checked."""
     data = read_config(path, overrides)
@@ -35,6 +71,13 @@ def load(path, overrides=()):
     if isinstance(folder, str) and folder and os.path.lexists(folder) and not os.path.isdir(folder):
         from caffe_mlic.errors import Problem
         problems.append(Problem(path, None, 'run.folder', '%s exists and is not a folder' % folder))
+    if isinstance(folder, str) and folder and os.path.isdir(folder):
+        held = folder_system(folder)
+        if held is not None and held != data['run']['system']:
+            from caffe_mlic.errors import Problem
+            problems.append(Problem(path, None, 'run.folder', '%s holds %s run, and this config is %s\'s: give '
+                                    'it another run.folder (the two would write over each other\'s results)'
+                                    % (folder, NAMES[held], NAMES[data['run']['system']])))
     gpu = data['run'].get('gpu') if isinstance(data.get('run'), dict) else None
     if isinstance(gpu, int) and not isinstance(gpu, bool) and gpu >= 0 and not problems:
         from caffe_mlic.caffe.env import check_gpu
@@ -108,6 +151,7 @@ def run(path, overrides=(), start=None, only=None, say=print):
     # (taken before a word is said: a second run at once is refused, nothing else)
     lock = lock_run_dir(plan.folder, 'caffe-mlic run', 'give this config another run.folder')
     try:
+        _record_system(plan.folder, system.__name__.rsplit('.', 1)[-1])
         running = {stage.name for stage, _ in todo}
         for stage in stages if only is None else ():
             if stage.name not in running:

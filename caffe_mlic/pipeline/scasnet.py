@@ -86,11 +86,52 @@ def check(path, data):
     for key in ('train_list', 'val_list', 'test_list'):
         value = tables['data'].get(key)
         if isinstance(value, str) and value and not os.path.isfile(value):
-            problems.append(Problem(path, None, 'data.' + key, 'no such file: %s' % value))
+            problems.append(Problem(path, None, 'data.' + key, '%s: %s' % (
+                'a folder, not a datalist file' if os.path.isdir(value) else 'no such file', value)))
     for key in ('gt', 'gt_eroded', 'hard_masks'):
         value = tables['data'].get(key)
         if isinstance(value, str) and value and not os.path.isdir(value):
-            problems.append(Problem(path, None, 'data.' + key, 'no such folder: %s' % value))
+            problems.append(Problem(path, None, 'data.' + key, '%s: %s' % (
+                'not a folder' if os.path.exists(value) else 'no such folder', value)))
+    if not problems:        # (what a stage would find only after the trainings)
+        problems += _data_problems(path, tables['data'])
+    return problems
+
+
+def _data_problems(path, data):
+    """[Problem] of the lists' lines and the references: each list's
+    images (and train/val labels) exist, and every test image has its
+    reference, eroded reference and hard-pixel mask."""
+    from caffe_mlic.data.datalist import DatalistError, read_seg_datalist
+    from caffe_mlic.errors import InputError, Problem
+    from caffe_mlic.evaluation.segmentation import _gt_stem, _label_files
+    root = data.get('root_folder') if isinstance(data.get('root_folder'), str) else ''
+    problems, test_stems = [], []
+    for key in ('train_list', 'val_list', 'test_list'):
+        try:
+            listed = read_seg_datalist(data[key], root, check_files=key != 'test_list', max_listed=3)
+        except DatalistError as e:
+            problems += [Problem(path, None, 'data.' + key, str(p)) for p in e.problems[:3]]
+            continue
+        if key == 'test_list':
+            missing = [p for p in listed.image_paths if not os.path.isfile(p)]
+            if missing:
+                problems.append(Problem(path, None, 'data.test_list', '%d of its %d images do not exist: %s'
+                                        % (len(missing), len(listed.image_paths), ', '.join(missing[:3]))))
+            test_stems = [os.path.splitext(os.path.basename(p))[0] for p in listed.image_paths]
+    for key, suffix in (('gt', None), ('gt_eroded', data.get('gt_suffix')), ('hard_masks', None)):
+        if not data.get(key) or not test_stems:
+            continue
+        try:
+            stems = _label_files(data[key], 'reference')
+        except InputError as e:
+            problems.append(Problem(path, None, 'data.' + key, str(e)))
+            continue
+        lacking = [(stem, why) for stem, why in ((t, _gt_stem(t, stems, suffix)[1]) for t in test_stems) if why]
+        if lacking:
+            problems.append(Problem(path, None, 'data.' + key, 'no file in %s for %d of the %d test images: %s'
+                                    % (data[key], len(lacking), len(test_stems),
+                                       '; '.join('%s (%s)' % item for item in lacking[:3]))))
     return problems
 
 

@@ -300,3 +300,14 @@ def test_the_output_may_not_be_the_net(tmp_path, capsys):
     assert cli.main(['surgery', '--net', str(net), '--from', 'same:' + model, '-o', str(net)]) == 2
     assert 'argument -o/--out: %s is an input of this command' % net in capsys.readouterr().err
     assert net.read_text() == 'name: "n"\n'
+
+
+def test_an_output_that_is_a_folder_is_refused_before_the_work(tmp_path, capsys):
+    from caffe_mlic import cli
+    net = tmp_path / 'n.prototxt'
+    net.write_text('name: "n"\n')
+    model = write_model(str(tmp_path / 'm.caffemodel'), [])
+    (tmp_path / 'out').mkdir()
+    assert cli.main(['surgery', '--net', str(net), '--from', 'same:' + model, '-o', str(tmp_path / 'out')]) == 2
+    assert capsys.readouterr().err == ('caffe-mlic surgery: argument -o/--out: %s is a folder: give a file path to '
+                                       'write\n' % (tmp_path / 'out'))

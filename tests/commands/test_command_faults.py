@@ -280,3 +280,20 @@ def test_prototxts_that_are_not_regular_files_are_refused_before_reading(tmp_pat
             assert res.returncode in (1, 2), (args, res.stderr)
             assert 'Traceback' not in res.stderr and 'not a regular file (a device, FIFO or folder)' in res.stderr \
                 and source in res.stderr, (args, res.stderr)
+
+
+def test_plot_log_draws_a_title_too_long_for_a_line_as_its_start_and_end(tmp_path, capsys):
+    """Agg cannot draw 2000 W's on one line (matplotlib's "raster
+    overflow" RuntimeError, a traceback): a title or label is cut to its
+    start and end, as no figure shows more."""
+    from caffe_mlic.plotting import LONGEST_LABEL, plain_text
+    log = tmp_path / 'train.log'
+    log.write_text('I0101 00:00:00.000000 1 solver.cpp:218] Iteration 0 (0 iter/s, 0s/1 iters), loss = 0.7\n'
+                   'I0101 00:00:00.000000 1 solver.cpp:218] Iteration 1 (0 iter/s, 0s/1 iters), loss = 0.5\n')
+    title = 'A' + 'W' * 4000 + 'Z'
+    assert cli.main(['plot-log', str(log), '-o', str(tmp_path / 'c.png'), '--title', title]) == 0, \
+        capsys.readouterr().err
+    assert (tmp_path / 'c.png').read_bytes()[:4] == b'\x89PNG'
+    shown = plain_text(title)
+    assert len(shown) == LONGEST_LABEL and shown.startswith('AW') and shown.endswith('WZ') and ' ... ' in shown
+    assert plain_text('W' * LONGEST_LABEL) == 'W' * LONGEST_LABEL

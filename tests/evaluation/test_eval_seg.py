@@ -383,3 +383,13 @@ def test_a_decompression_bomb_label_map_is_one_line_naming_it(tmp_path, capfd, w
     assert err == ('caffe-mlic eval seg: %s: %s: cannot read label map (the image is 60000x60000 px (3600000000 '
                    'pixels), over the limit of 268435456 (2^28) pixels for one image: a decompression bomb, or '
                    'an image to tile first)\n' % (bomb, 'prediction' if which == 'pred' else 'ground truth')), err
+
+
+def test_a_confusion_image_whose_extension_names_no_format_is_refused_first(tmp_path):
+    """`--confusion-png c.jpg` wrote PNG bytes under a .jpg name."""
+    pred, gt = _folders(tmp_path, {'a.png': PRED3}, {'a.png': GT3})
+    res = subprocess.run(_caffe_mlic() + ['eval', 'seg', '--pred', pred, '--gt', gt, '--confusion-png',
+                                          str(tmp_path / 'c.jpg')], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.endswith('c.jpg: the image format comes from the extension: .png, .pdf or .svg\n'), res.stderr
+    assert not (tmp_path / 'c.jpg').exists()

@@ -132,6 +132,17 @@ def test_classify_photos_with_both_engines(tiny, tmp_path, capsys, engine):
         assert [t['label'] for t in r['top']] == sorted(r['probabilities'], key=lambda c: -r['probabilities'][c])[:2]
 
 
+def test_classify_refuses_an_output_folder_before_it_classifies(tiny, tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / 'photo.jpg'), photos()[0])
+    (tmp_path / 'out').mkdir()
+    assert cli.main(['classify', '--net', str(tiny / 'nets' / 'kd' / 'student_deploy.prototxt'),
+                     '--weights', str(tiny / 'student.caffemodel'), str(tmp_path / 'photo.jpg'),
+                     '-o', str(tmp_path / 'out')]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == '' and captured.err == ('caffe-mlic classify: argument -o/--output: %s is a folder: give '
+                                                   'a file path to write\n' % (tmp_path / 'out'))
+
+
 def test_opencv_engine_gives_the_caffe_probabilities(caffe, tiny):
     from caffe_mlic.inference.classifier import StudentClassifier
     from caffe_mlic.inference.settings import load_settings

@@ -217,3 +217,15 @@ def test_errors(layer_net, params, shapes, fragment):
 def test_two_tops_rejected(layer_net):
     with pytest.raises(LayerError, match='expected 1 top'):
         layer_net('Interp', {'zoom_factor': 2}, [(1, 1, 3, 3)], n_tops=2)
+
+
+def test_nan_and_inf_pass_through_without_numpy_warnings(layer_net):
+    """A diverged net's NaN reaches the loss, which names the divergence;
+    numpy's "invalid value encountered in matmul" printed before that line."""
+    import warnings
+    x = rand((1, 2, 4, 4))
+    x[0, 0, 1, 1], x[0, 1, 2, 2] = np.nan, np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', RuntimeWarning)
+        _, y = run(layer_net, {'zoom_factor': 2}, x)
+    assert not np.isfinite(y[0, 0]).all() and not np.isfinite(y[0, 1]).all()   # (a GEMM spreads NaN along rows)

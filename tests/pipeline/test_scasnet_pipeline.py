@@ -228,9 +228,13 @@ def test_the_shipped_vaihingen_config_checks_clean_on_a_tree_of_its_layout(tmp_p
     its comments describe: --check finds everything; a missing piece is
     named by its key."""
     config = os.path.join(REPO, 'configs', 'scasnet_vaihingen.toml')
+    import cv2
+    import numpy as np
     root = tmp_path / 'data' / 'vaihingen'
-    for folder in ('top', 'gts_for_participants', 'gts_eroded_for_participants'):
+    for folder, name in (('top', 'area1'), ('gts_for_participants', 'area1'),
+                         ('gts_eroded_for_participants', 'area1_noBoundary')):
         (root / folder).mkdir(parents=True)
+        assert cv2.imwrite(str(root / folder / ('top_mosaic_09cm_%s.tif' % name)), np.full((8, 8, 3), 255, np.uint8))
     for name in ('train', 'val', 'test'):
         (root / (name + '.txt')).write_text('top/top_mosaic_09cm_area1.tif '
                                             'gts_for_participants/top_mosaic_09cm_area1.tif\n')
@@ -396,3 +400,59 @@ def test_one_chain_at_a_time_on_a_terminal_draws_its_training_bar_there(data, tm
     assert 'vgg_scasnet_solver' in terminal and '12/12' in terminal, terminal[-2000:]
     log = (cwd / 'runs' / 'scasnet' / 'seed1' / 'fcn' / 'log.txt').read_text()
     assert '12/12' not in log and '\r' not in log
+
+
+def test_a_config_of_the_other_system_is_refused_on_a_folder_that_holds_a_run(first, tmp_path):
+    """The ScasNet run records its system in .stages/system; an MLIC config
+    given its folder is refused before anything runs (each would write over
+    the other's results.json and report), naming the folder."""
+    cwd, _ = first
+    folder = cwd / 'runs' / 'scasnet'
+    assert (folder / '.stages' / 'system').read_text() == 'scasnet\n'
+    before = (folder / 'results.json').read_bytes()
+    config = tmp_path / 'mlic.toml'
+    config.write_text('[run]\nsystem = "mlic"\nfolder = "%s"\n[data]\nvoc = "%s"\ntrain_set = "train"\n'
+                      'val_set = "val"\ntest_set = "test"\n[proposals]\nfolder = "%s"\n[weights]\n'
+                      'pretrained = "%s"\n[net]\nnum_classes = 6\nbbox_num = 96\nbackbone = "mini"\n'
+                      % (folder, tmp_path, tmp_path, config))
+    for extra in ([], ['--check'], ['--status']):
+        res = run_cli(['run', str(config)] + extra, cwd)
+        assert res.returncode == 1, res.stdout + res.stderr
+        assert ('run.folder: %s holds a ScasNet run, and this config is an MLIC-KD-WSD\'s: give it another '
+                'run.folder' % folder) in res.stderr, res.stderr
+    assert (folder / 'results.json').read_bytes() == before
+    # a folder of before the record: told by its layout
+    (folder / '.stages' / 'system').unlink()
+    res = run_cli(['run', str(config), '--check'], cwd)
+    assert res.returncode == 1 and 'holds a ScasNet run' in res.stderr, res.stderr
+    res = run(cwd, '--check')   # its own config
+    assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize('change, key, message', [
+    ('empty_test_list', 'data.test_list', 'the datalist is empty (no image lines)'),
+    ('missing_train_label', 'data.train_list', 'label file '),
+    ('missing_hard_mask', 'data.hard_masks', 'no file in runs/scasnet/data/hard for 1 of the'),
+    ('missing_eroded_reference', 'data.gt_eroded', 'no ground truth top_mosaic_09cm_area'),
+])
+def test_the_lists_and_references_are_checked_before_anything_runs(data, tmp_path, change, key, message):
+    """What a stage would find only after every training (an empty test
+    list, a label file gone, a test image without its mask or reference)
+    is refused by --check and before the first stage."""
+    cwd = fresh(data, tmp_path)
+    folder = cwd / 'runs' / 'scasnet' / 'data'
+    test_images = [line.split()[0] for line in (folder / 'test.txt').read_text().splitlines() if line.split()]
+    stem = os.path.splitext(os.path.basename(test_images[0]))[0]
+    if change == 'empty_test_list':
+        (folder / 'test.txt').write_text('\n')
+    elif change == 'missing_train_label':
+        (folder / (folder / 'train.txt').read_text().split()[1]).unlink()
+    elif change == 'missing_hard_mask':
+        next((folder / 'hard').glob(stem + '.*')).unlink()
+    else:
+        next((folder / 'gts_eroded_for_participants').glob(stem + '*')).unlink()
+    for extra in (['--check'], []):
+        res = run(cwd, *extra)
+        assert res.returncode == 1 and 'Traceback' not in res.stderr, res.stderr
+        assert '%s: ' % key in res.stderr and message in res.stderr, res.stderr
+    assert sorted(os.listdir(cwd / 'runs' / 'scasnet')) == ['data']
