@@ -155,7 +155,7 @@ PY
       local a c
       a=$(sed -n 's/.*Average Forward-Backward: \([0-9.]*\) ms\./\1/p' "$LOGS/time_trunk_cudnn.log")
       c=$(sed -n 's/.*Average Forward-Backward: \([0-9.]*\) ms\./\1/p' "$LOGS/time_trunk_caffe_engine.log")
-      [[ -z $a || -z $c ]] || awk -v a="$a" -v c="$c" 'BEGIN { printf "  conv trunk forward+backward: %.1f ms with cuDNN, %.1f ms without: %.2fx (target >= 1.5x)\n", a, c, c / a }'
+      [[ -z $a || -z $c || $CPU == 1 ]] || awk -v a="$a" -v c="$c" 'BEGIN { printf "  conv trunk forward+backward: %.1f ms with cuDNN, %.1f ms without: %.2fx (target >= 1.5x)\n", a, c, c / a }'
     fi
   fi
 
@@ -173,8 +173,9 @@ PY
   # ---- our layers' CUDA kernels (numba; the machine's own python3 with numba-cuda):
   # against numpy references, compiled to PTX for sm_75, sm_80, sm_90, timed at release sizes
   echo; echo "== caffe_mlic.gpu.check: our CUDA kernels"
-  if [[ $CPU == 1 ]]; then
-    (cd "$WORK" && NUMBA_ENABLE_CUDASIM=1 PYTHONPATH=$REPO timeout 120 python3 -m caffe_mlic.gpu.check) \
+  if [[ $CPU == 1 ]]; then   # (here: the project's venv when there is one)
+    local py=python3; [[ ! -x $REPO/.venv/bin/python ]] || py=$REPO/.venv/bin/python
+    (cd "$WORK" && NUMBA_ENABLE_CUDASIM=1 PYTHONPATH=$REPO timeout 120 "$py" -m caffe_mlic.gpu.check) \
       || FAILED+=(kernels)
   else
     (cd "$WORK" && PYTHONPATH=$REPO timeout 180 python3 -m caffe_mlic.gpu.check --ptx --time) || FAILED+=(kernels)
