@@ -151,10 +151,24 @@ for _name in GUARDED:
         setattr(MlicLayer, _name, _guarded(MlicLayer.__dict__[_name]))
 
 
+UNIT_SLACK = 1e-5   # float32 rounding of a sum of softmax products
+
+
 class PairLossLayer(MlicLayer):
     """A loss of two bottoms holding the same number of values (predictions,
     targets); the top is a scalar."""
     TOPS = ('loss',)
+    IS_LOSS = True      # Caffe gives a Python layer's top weight 0: the net must give loss_weight
+
+    def check_unit_interval(self, values, what):
+        """``values`` (float64, flat) as the layer reads them: in [0, 1]
+        within UNIT_SLACK (a float32 sum of softmax products can pass 1 by
+        rounding), else the layer's one-line error naming the first."""
+        bad = ~((values >= -UNIT_SLACK) & (values <= 1 + UNIT_SLACK))  # NaN fails both comparisons
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise self.error('%s must lie in [0, 1]: %d value(s) do not, first at flat index %d: %r'
+                             % (what, int(bad.sum()), i, float(values[i])))
 
     def reshape(self, bottom, top):
         if bottom[0].count != bottom[1].count:

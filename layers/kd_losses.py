@@ -11,7 +11,6 @@ from caffe_mlic.gpu import blobs as gpu_blobs
 from .base import MlicLayer, PairLossLayer
 
 
-TARGET_SLACK = 1e-5   # float32 rounding of a sum of softmax products
 
 
 class SoftSigmoidCrossEntropyLoss(PairLossLayer):
@@ -28,12 +27,8 @@ class SoftSigmoidCrossEntropyLoss(PairLossLayer):
     def forward(self, bottom, top):
         t = bottom[1].data.reshape(-1).astype(np.float64)
         # A teacher's image score is a float32 sum of products of softmaxes:
-        # it can pass 1 (or 0) by rounding. Within TARGET_SLACK it is clipped.
-        bad = ~((t >= -TARGET_SLACK) & (t <= 1 + TARGET_SLACK))  # NaN fails both comparisons
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise self.error('targets must lie in [0, 1]: %d value(s) do not, first at flat '
-                             'index %d: %r' % (int(bad.sum()), i, float(t[i])))
+        # it can pass 1 (or 0) by rounding. Within the slack it is clipped.
+        self.check_unit_interval(t, 'targets')
         if gpu_blobs.use_kernels():       # (the targets were checked above, on the host: N x C values)
             from caffe_mlic.gpu import kernels
             total = gpu_blobs.device_array((1,), np.float64, self.__dict__.setdefault('_gpu_cache', {}), 'total')
@@ -88,6 +83,7 @@ class FeatureMimicLoss(MlicLayer):
     Gradient: w_r (a_r - b_r) / K to a, its negative to b (each only if asked);
     none to the weights.
     """
+    IS_LOSS = True
     PARAMS = (
         Param('top_k', 'int', 0, low=0),  # rows kept per image by weight; 0 = all
         Param('rows_per_image', 'int', None, low=1),  # required when top_k > 0

@@ -32,6 +32,7 @@ import re
 import signal
 import sys
 import time
+import traceback
 import types
 import warnings
 import weakref
@@ -227,6 +228,27 @@ class Segment:
 # ---------------------------------------------------------------- the main process's side
 
 
+def _quiet_resource_sharer():
+    """Under spawn, each worker's pipe end reaches it through
+    multiprocessing's resource-sharer thread, which prints a traceback
+    (sys.excepthook) when a worker dies before taking it: a stop signal
+    while the workers start. That death is ours to report (or the stop is
+    the report): such a traceback is dropped, any other goes to the hook
+    that was there."""
+    previous = sys.excepthook
+    if getattr(previous, 'quiet_resource_sharer', False):
+        return
+
+    def hook(kind, value, tb):
+        frames = traceback.extract_tb(tb) if tb is not None else []
+        if issubclass(kind, (OSError, EOFError)) and any(
+                f.filename.endswith(os.path.join('multiprocessing', 'resource_sharer.py')) for f in frames):
+            return
+        previous(kind, value, tb)
+    hook.quiet_resource_sharer = True
+    sys.excepthook = hook
+
+
 class PrefetchWorkers:
     """The worker processes, their pipes and the shared-memory slots."""
 
@@ -239,6 +261,7 @@ class PrefetchWorkers:
         # and a BLAS state that fork would copy half-way. (The executable is a
         # process-wide multiprocessing setting.)
         ctx = get_context('spawn')
+        _quiet_resource_sharer()
         self.python = _worker_python()
         _check_worker_python(self.python)
         ctx.set_executable(self.python)

@@ -51,17 +51,17 @@ RUN_MARK = '.caffe-mlic-demo'   # in every folder a demo made: the one it may re
 
 def fresh_run_folder(run):
     """Empty folder ``run`` for a new demo run: removed first only if a demo
-    made it (its RUN_MARK file), it is empty, or it is in the checkout's
-    runs/; any other folder (DEMO_DIR=., a home folder, a user's data) is
-    refused in one line, untouched."""
+    made it (its RUN_MARK file) or it is empty; any other folder (DEMO_DIR=.,
+    a home folder, a user's data, a `caffe-mlic train` or `run` of the
+    user's in the checkout's runs/, such as the demo config's own folder run
+    by hand) is refused in one line, untouched."""
     if os.path.lexists(run):
         if not os.path.isdir(run) or os.path.islink(run):
             sys.exit('demo: DEMO_DIR %s is not a folder; name a new folder or one an earlier demo made' % run)
-        # the checkout's own runs/<name> (ignored by git) held demos before the mark existed
-        in_runs = os.path.dirname(os.path.realpath(run)) == os.path.join(os.path.realpath(REPO), 'runs')
-        if os.listdir(run) and not os.path.isfile(os.path.join(run, RUN_MARK)) and not in_runs:
-            sys.exit('demo: DEMO_DIR %s holds files no demo wrote (no %s in it): not removing it; name a new '
-                     'folder, or one an earlier demo made' % (run, RUN_MARK))
+        if os.listdir(run) and not os.path.isfile(os.path.join(run, RUN_MARK)):
+            sys.exit('demo: DEMO_DIR %s holds files no demo wrote (no %s in it; a `caffe-mlic run` or `train` of '
+                     'yours?): not removing it; move it away, or give DEMO_DIR a new folder or one an earlier '
+                     'demo made' % (run, RUN_MARK))
         shutil.rmtree(run)
     os.makedirs(run)
     with open(os.path.join(run, RUN_MARK), 'w') as f:

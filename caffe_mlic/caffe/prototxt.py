@@ -825,6 +825,9 @@ def _layer_problems(layer, fed_memory_data=False):
         import caffe
         if not (isinstance(cls, type) and issubclass(cls, caffe.Layer)):
             return ['python_param layer %r of module %r is not a caffe.Layer class' % (name, module)]
+        if getattr(cls, 'IS_LOSS', False) and not layer.loss_weight:
+            problems.append('a loss, and Caffe gives a Python layer\'s top the weight 0 (the net would learn '
+                            'nothing from it): give the layer loss_weight: 1 (or 0 to only watch it)')
         spec = getattr(cls, 'PARAMS', None)
         if spec is not None:
             from caffe_mlic.caffe.params import parse_params

@@ -3,6 +3,11 @@ becomes argparse's one-line "argument --opt: ..." error."""
 import argparse
 
 
+# The largest values of Caffe's int32 fields (max_iter, stepsize, ...) and of
+# its int64 random_seed: protobuf refuses larger ones (a ValueError).
+INT32_MAX, INT64_MAX = 2 ** 31 - 1, 2 ** 63 - 1
+
+
 def image_size(text):
     """'S' (square) or 'WxH' -> (W, H), both positive."""
     parts = str(text).lower().split('x')

@@ -28,14 +28,15 @@ def add_arguments(p):
     add_config_flags(p, MlicConfig, 'configuration (MlicConfig fields; default: the release)')
     add_classes_file(p)
     solver = p.add_argument_group('every solver')
-    solver.add_argument('--max-iter', type=int, help='this many iterations (step at 70 %%)')
-    solver.add_argument('--iters', nargs=4, type=int, metavar=('WSDDN', 'STAGE1', 'STAGE2', 'BASELINE'),
+    from caffe_mlic.commands.argtypes import INT32_MAX, INT64_MAX, int_in
+    solver.add_argument('--max-iter', type=int_in(1, INT32_MAX), help='this many iterations (step at 70 %%)')
+    solver.add_argument('--iters', nargs=4, type=int_in(1, INT32_MAX), metavar=('WSDDN', 'STAGE1', 'STAGE2', 'BASELINE'),
                         help='iterations of each solver (instead of --max-iter)')
     solver.add_argument('--base-lr', type=float, help='this base learning rate')
     solver.add_argument('--base-lrs', nargs=4, type=float, metavar=('WSDDN', 'STAGE1', 'STAGE2', 'BASELINE'),
                         help='base learning rate of each solver (instead of --base-lr)')
     solver.add_argument('--solver-type', choices=['SGD', 'Adam'], help='this method (SGD)')
-    solver.add_argument('--random-seed', type=int, help='seed for fillers and dropout')
+    solver.add_argument('--random-seed', type=int_in(0, INT64_MAX), help='seed for fillers and dropout')
 
 
 def run(args):

@@ -41,10 +41,11 @@ def add_arguments(p):
     from caffe_mlic.commands.netgen import add_classes_file
     add_classes_file(g)
     t = g.add_argument_group('every solver')
-    t.add_argument('--max-iter', type=int, help='iterations (default: 20000)')
+    from caffe_mlic.commands.argtypes import INT32_MAX, INT64_MAX, int_in
+    t.add_argument('--max-iter', type=int_in(1, INT32_MAX), help='iterations (default: 20000)')
     t.add_argument('--base-lr', type=float, help='base learning rate (VGG 1e-3, ResNet 1e-2)')
     t.add_argument('--solver-type', choices=('SGD', 'Adam'), help='solver (SGD)')
-    t.add_argument('--random-seed', type=int, help="Caffe's seed for fillers and dropout")
+    t.add_argument('--random-seed', type=int_in(0, INT64_MAX), help="Caffe's seed for fillers and dropout")
 
 
 def add_report(add):

@@ -784,3 +784,18 @@ def test_the_files_data_layers_open_are_checked_as_caffe_opens_them(tmp_path, mo
         prototxt.check_net(_net(twin), 'net.prototxt')
         (tmp_path / 'net.prototxt').write_text(INPUTS + twin)
         assert _fate_in_caffe(str(tmp_path / 'net.prototxt'), phases) == 'ok'
+
+
+@pytest.mark.parametrize('loss', ['CrossEntropyLoss', 'SoftSigmoidCrossEntropyLoss', 'FeatureMimicLoss'])
+def test_our_python_losses_without_loss_weight_are_refused(loss):
+    """Caffe gives a Python layer's top the weight 0: without loss_weight the
+    net trained to the end with a loss of 0 and learnt nothing (pass 19 S2)."""
+    layer = ('layer { name: "x" type: "Python" bottom: "score" bottom: "score" top: "l" '
+             'python_param { module: "caffe_mlic.layers" layer: "%s" }%s }')
+    with pytest.raises(InputError) as e:
+        prototxt.check_net(_net(layer % (loss, '')), 'net.prototxt')
+    assert str(e.value) == ("net.prototxt: layer 'x': %s: a loss, and Caffe gives a Python layer's top the weight "
+                            "0 (the net would learn nothing from it): give the layer loss_weight: 1 (or 0 to only "
+                            "watch it)" % loss)
+    for weight in (' loss_weight: 1', ' loss_weight: 0'):
+        prototxt.check_net(_net(layer % (loss, weight)), 'net.prototxt')

@@ -9,6 +9,7 @@ accuracy by hand, a head rerun alone giving the same numbers, the report in
 Chromium. Neither asserts the metrics' targets (too few iterations)."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -226,3 +227,13 @@ def test_a_demo_folder_holding_someone_elses_files_is_refused_untouched(tmp_path
     with pytest.raises(SystemExit, match='is not a folder'):
         fresh_run_folder(str(link))
     assert (ours / RUN_MARK).exists()
+    # a run of the user's in the checkout's runs/ (the demo config run by hand writes the demo's
+    # default folder, runs/scasnet) was removed: runs/ is no exception (pass 19 S4)
+    mine = os.path.join(REPO, 'runs', 'caffe-mlic-test-%d' % os.getpid())
+    os.makedirs(os.path.join(mine, '.stages'))
+    try:
+        with pytest.raises(SystemExit, match='holds files no demo wrote'):
+            fresh_run_folder(mine)
+        assert os.path.isdir(os.path.join(mine, '.stages'))
+    finally:
+        shutil.rmtree(mine)

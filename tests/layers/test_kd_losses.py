@@ -242,3 +242,20 @@ def test_mimic_rejects_bad_weights(layer_net, bad):
     w[2] = bad
     with pytest.raises(LayerError, match='FeatureMimicLoss: weights must be finite and >= 0; row 2'):
         run(net, np.zeros((4, 2)), np.zeros((4, 2)), w)
+
+
+@pytest.mark.parametrize('which, bad', [('probabilities', 1.5), ('probabilities', -3.0), ('targets', 2.0),
+                                        ('targets', -1.0), ('probabilities', np.nan)])
+def test_cross_entropy_refuses_values_outside_the_unit_interval(layer_net, which, bad):
+    """Logits fed as probabilities, or class indices / -1 "ignore" labels as
+    targets, trained to the end on a clamped loss of no meaning (pass 19 S3):
+    refused naming the bottom and the first value, as the sibling loss does."""
+    net = loss_net(layer_net, 'CrossEntropyLoss', {}, [(2, 3), (2, 3)])
+    p, t = np.full((2, 3), 0.5, np.float32), np.full((2, 3), 1.0, np.float32)
+    (p if which == 'probabilities' else t)[1, 2] = bad
+    with pytest.raises(LayerError) as info:
+        run(net, p, t)
+    assert 'CrossEntropyLoss' in str(info.value) and ('%s must lie in [0, 1]: 1 value(s) do not, first at flat '
+                                                      'index 5: %r' % (which, float(np.float32(bad)))) in str(info.value)
+    p[1, 2], t[1, 2] = 1 + 1e-6, 0.0         # a float32 sum of softmax products just past 1: within the slack
+    run(net, p, t)

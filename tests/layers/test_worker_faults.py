@@ -218,3 +218,31 @@ def test_stress_bad_images_mid_epoch_with_workers(tmp_path):
     assert _processes_of(marker) == []
     run = json.load(open(tmp_path / 'run' / 'run.json'))
     assert run['status'] == 'failed' and run['final_iteration'] == 25
+
+
+def test_the_resource_sharers_tracebacks_of_a_worker_that_died_starting_are_dropped(capsys):
+    """A stop signal while 64 workers started: the resource-sharer thread
+    printed ConnectionResetError / BrokenPipeError tracebacks before our one
+    line (pass 19 S5). Such tracebacks are dropped; any other still shows."""
+    import sys
+    from multiprocessing import resource_sharer
+    from caffe_mlic.layers import prefetch
+    saved = sys.excepthook
+    try:
+        prefetch._quiet_resource_sharer()
+        hook = sys.excepthook
+        prefetch._quiet_resource_sharer()           # (once: not a chain of wrappers)
+        assert sys.excepthook is hook and hook.quiet_resource_sharer
+
+        def served():
+            raise ConnectionResetError(104, 'Connection reset by peer')
+        served.__code__ = served.__code__.replace(co_filename=resource_sharer.__file__)
+        for error in (served, lambda: 1 / 0):
+            try:
+                error()
+            except Exception:
+                sys.excepthook(*sys.exc_info())
+        err = capsys.readouterr().err
+        assert 'ConnectionResetError' not in err and 'ZeroDivisionError' in err
+    finally:
+        sys.excepthook = saved

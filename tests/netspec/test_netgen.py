@@ -135,7 +135,7 @@ def test_netgen_per_solver_iterations_and_rates_mini_backbone_no_dropout_data_se
 
 @pytest.mark.parametrize('args, message', [
     (['--iters', '10', '10', '10', '10', '--max-iter', '10'], 'not both'),
-    (['--iters', '10', '0', '10', '10'], 'max_iter must be >= 1, got 0'),
+    (['--iters', '10', '0', '10', '10'], "must be an integer from 1 to 2147483647, got '0'"),
     (['--base-lrs', '1e-3', '-1', '1e-3', '1e-3'], 'base_lr must be a positive number'),
     (['--set', 'dropout_ratio=1.0'], 'dropout_ratio must be in [0, 1)'),
     (['--set', 'data_seed=-1'], 'data_seed must be an integer >= 0'),

@@ -17,8 +17,12 @@ from caffe_mlic.netspec import netgen
     (['--student-temperature', '0'], 'student_temperature must be a positive number'),
     (['--input-scale', '0'], 'input_scale must be a positive number'),
     (['--workers', '-1'], 'workers must be an integer >= 0'),
-    (['--max-iter', '0'], 'max_iter must be >= 1'),
-    (['--iters', '1', '0', '1', '1'], 'argument --iters: max_iter must be >= 1'),
+    (['--max-iter', '0'], "argument --max-iter: must be an integer from 1 to 2147483647, got '0'"),
+    (['--max-iter', '2147483648'], "argument --max-iter: must be an integer from 1 to 2147483647, got '2147483648'"),
+    (['--iters', '1', '0', '1', '1'], "argument --iters: must be an integer from 1 to 2147483647, got '0'"),
+    (['--iters', '1', '1', '1', '3000000000'], "argument --iters: must be an integer from 1 to 2147483647"),
+    (['--random-seed', '9223372036854775808'], 'argument --random-seed: must be an integer from 0 to '
+                                               '9223372036854775807'),
     (['--wsddn-batch', '0', '1'], 'wsddn_batch must be two positive integers'),
     (['--scales', '0'], 'scale_factors must be positive numbers'),
 ])
