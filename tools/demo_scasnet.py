@@ -105,7 +105,9 @@ def comparison(run, heads):
 def single_net(run):
     """VARIANTS=full: one small VGG16-deep ScasNet on the suburb scene (the
     demo of earlier releases)."""
-    seed = env_ints('SEED', ' '.join(os.environ.get('SEEDS', '1').split()[:1]) or '1', 0, 2 ** 31 - 1, count=1)[0]
+    # SEED, else the first of SEEDS (named as the user gave it)
+    seed = (env_ints('SEED', '1', 0, 2 ** 31 - 1, count=1) if 'SEED' in os.environ
+            else env_ints('SEEDS', '1', 0, 2 ** 31 - 1))[0]
     if os.environ.get('DEMO_MINI', '0') == '1':
         tiles, tile_size, size, iters, batch = 5, '300x300', 64, 16, 4
     else:

@@ -109,6 +109,12 @@ def run_netgen(args):
     from caffe_mlic.netspec.scasnet import ScasConfig
     variants = ('vgg', 'resnet') if args.variant == 'both' else (args.variant,)
     configs = [config_from_args(ScasConfig, args, variant=variant) for variant in variants]
+    from caffe_mlic.data.labelmaps import LabelMapError, load_palette
+    try:        # (the train nets' data layers read it: said here, not at the first training)
+        load_palette(configs[0].palette)
+    except LabelMapError as e:
+        from caffe_mlic.errors import UsageError
+        raise UsageError(str(e), "palette") from None
     classes = deploy_class_names(args, configs[0], ('train_list', 'val_list'))
     for path in generate_scasnet(args.out, configs, args.max_iter, args.base_lr, args.solver_type,
                                  args.random_seed, classes=classes, inputs={'classes_file': args.classes_file}):

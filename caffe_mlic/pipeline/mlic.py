@@ -41,7 +41,7 @@ def _solver_table():
     return {'set': Field((dict,), 'a table of solver fields for its trainings (`train --set FIELD=VALUE`), e.g. '
                                   '{ momentum = 0.95 }', lambda v: all(isinstance(x, (str, int, float))
                                                                         for x in v.values())),
-            'max_iter': Field((int,), 'an integer >= 1', lambda v: 1 <= v <= 10 ** 8),
+            'max_iter': Field((int,), 'an integer from 1 to 100000000', lambda v: 1 <= v <= 10 ** 8),
             'base_lr': Field((float,), 'a number from 1e-20 to 1000 (Caffe keeps it as a float)',
                                     lambda v: 1e-20 <= v <= 1e3)}
 
@@ -92,8 +92,8 @@ def schema():
 
 
 STUDY_FIELDS = {'net': Field((dict,), 'a table of MlicConfig fields'),
-                'stage1_iters': Field((int,), 'an integer >= 1', lambda v: v >= 1),
-                'stage2_iters': Field((int,), 'an integer >= 1', lambda v: v >= 1),
+                'stage1_iters': Field((int,), 'an integer from 1 to 100000000', lambda v: 1 <= v <= 10 ** 8),
+                'stage2_iters': Field((int,), 'an integer from 1 to 100000000', lambda v: 1 <= v <= 10 ** 8),
                 'with_stage1': Field((bool,), 'true or false (train its own stage 1 first)')}
 
 

@@ -46,7 +46,7 @@ def schema():
         'net': {},      # ScasConfig's fields (check_net_table)
         'train': {'init_from': Field((list,), 'a list of MAPPING:CAFFEMODEL (surgery --from: same, pspnet, '
                                               'deeplab...)', _sources),
-                  'max_iter': Field((int,), 'an integer >= 1', lambda v: 1 <= v <= 10 ** 8),
+                  'max_iter': Field((int,), 'an integer from 1 to 100000000', lambda v: 1 <= v <= 10 ** 8),
                   'base_lr': Field((float,), 'a number from 1e-20 to 1000 (Caffe keeps it as a float)',
                                     lambda v: 1e-20 <= v <= 1e3),
                   'solver_type': Field((str,), 'one of %s' % ', '.join(SOLVER_TYPES), lambda v: v in SOLVER_TYPES)},

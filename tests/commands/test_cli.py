@@ -82,6 +82,8 @@ def test_the_real_console_command_follows_the_policy(tmp_path):
     (['netgen', '-o', '{tmp}', '--max-iter', '0'], 'argument --max-iter: must be an integer from 1 to 2147483647'),
     (['scasnet', 'netgen', '-o', '{tmp}', '--max-iter', '2147483648'],
      'argument --max-iter: must be an integer from 1 to 2147483647'),
+    (['scasnet', 'netgen', '-o', '{tmp}', '--palette', '/nonexistent'],
+     'argument --palette: /nonexistent: cannot read palette file'),
     (['scasnet', 'netgen', '-o', '{tmp}', '--random-seed', '9223372036854775808'],
      'argument --random-seed: must be an integer from 0 to 9223372036854775807'),
     (['synth', '{tmp}/s', '--classes', '9'], 'argument --classes: n_classes must be in 2..8'),

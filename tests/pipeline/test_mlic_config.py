@@ -91,7 +91,9 @@ def test_ablation_and_study_chains_start_from_their_seeds_stages(data):
     (['net.bbox_num=0'], ['net.bbox_num: ']),
     (['study.x.net.num_clases=1', 'study.y=3', 'study.z.stage2_iters=0'],
      ['study.x.net.num_clases: not a MlicConfig field', 'study.y: must be a table',
-      'study.z.stage2_iters: must be an integer >= 1, got 0']),
+      'study.z.stage2_iters: must be an integer from 1 to 100000000, got 0']),
+    (['train.teacher.max_iter=3000000000'], ['train.teacher.max_iter: must be an integer from 1 to 100000000, '
+                                             'got 3000000000']),
     (['evaluate.scales=[20000]'], ['evaluate.scales: must be a list of distinct image sizes, multiples of 16 '
                                    'from 16 to 4096']),
     (['evaluate.scales=[480, 500]'], ['evaluate.scales: must be a list']),
