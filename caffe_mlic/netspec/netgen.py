@@ -16,8 +16,8 @@ def solver_overrides(spec, max_iter=None, base_lr=None, solver_type=None, random
     if max_iter is not None:
         spec = replace(spec, **schedule(max_iter))
     if base_lr is not None:
-        if not (math.isfinite(base_lr) and base_lr > 0):
-            raise UsageError('base_lr must be a positive number, got %r' % base_lr, 'base_lr')
+        if not (math.isfinite(base_lr) and 0 < base_lr <= 1e6):     # (Caffe keeps it as a float: 1e300 is inf)
+            raise UsageError('base_lr must be a positive number up to 1e6, got %r' % base_lr, 'base_lr')
         spec = replace(spec, base_lr=base_lr)
     if solver_type is not None:
         spec = replace(spec, type=solver_type)

@@ -249,3 +249,17 @@ def test_a_device_given_as_an_image_is_named_as_not_a_regular_file(tmp_path, cap
     assert cli.main(['proposals', '/dev/zero', '-o', str(tmp_path / 'out'), '-q']) == 1
     err = capsys.readouterr().err
     assert '/dev/zero: not a regular file (a device, FIFO or folder), not an image' in err, err
+
+
+@pytest.mark.parametrize('command', ['compute', 'import'])
+def test_the_images_folder_as_the_output_is_refused(image_dir, tmp_path, capsys, command):
+    if command == 'compute':
+        argv = ['proposals', image_dir, '-o', image_dir, '-q']
+    else:
+        listing = tmp_path / 'p.json'
+        listing.write_text('{}')
+        argv = ['proposals', 'import', 'json', str(listing), '--images', image_dir, '-o', image_dir, '-q']
+    before = sorted(os.listdir(image_dir))
+    assert cli.main(argv) == 2
+    assert 'is the images folder %s: give the proposals a folder of their own' % image_dir in capsys.readouterr().err
+    assert sorted(os.listdir(image_dir)) == before

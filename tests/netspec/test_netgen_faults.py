@@ -11,8 +11,9 @@ from caffe_mlic.netspec import netgen
 
 
 @pytest.mark.parametrize('args, fragment', [
-    (['--base-lrs', '1', '1', 'nan', '1'], 'argument --base-lrs: base_lr must be a positive number, got nan'),
+    (['--base-lrs', '1', '1', 'nan', '1'], 'argument --base-lrs: base_lr must be a positive number up to 1e6, got nan'),
     (['--base-lr', '-1'], 'base_lr must be a positive number'),
+    (['--base-lr', '1e300'], 'base_lr must be a positive number up to 1e6, got 1e+300'),
     (['--teacher-temperature', '-1'], 'teacher_temperature must be a positive number'),
     (['--student-temperature', '0'], 'student_temperature must be a positive number'),
     (['--input-scale', '0'], 'input_scale must be a positive number'),
