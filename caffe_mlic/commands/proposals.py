@@ -66,19 +66,8 @@ def add_arguments(p):
     p.add_argument('-q', '--quiet', action='store_true', help='no progress bar or summary')
 
 
-def _refuse_an_images_folder(output, images):
-    """UsageError when the output folder is one of the image folders given:
-    the proposals would be written among the images they describe."""
-    from caffe_mlic.fileio import same_file
-    for path in images:
-        if os.path.isdir(path) and os.path.isdir(output) and same_file(path, output):
-            raise UsageError('-o %s is the images folder %s: give the proposals a folder of their own'
-                             % (output, path), 'output')
-
-
 def run(args):
     from caffe_mlic.data import proposals
-    _refuse_an_images_folder(args.output, args.images)
     if args.sed_model and args.method != 'edgeboxes':
         raise UsageError('argument --sed-model: only applies to --method edgeboxes')
     done, skipped, failures, empty = proposals.run(
@@ -117,7 +106,6 @@ def add_import_arguments(p):
 
 def run_import(args):
     from caffe_mlic.data.proposal_import import import_proposals
-    _refuse_an_images_folder(args.output, args.images)
     report = import_proposals(args.format, args.files, args.images, args.output, args.min_size,
                               args.max_boxes, args.coco, args.replace, show_progress=not args.quiet)
     if not args.quiet:

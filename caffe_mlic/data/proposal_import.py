@@ -335,6 +335,7 @@ def import_proposals(fmt, files, images, out_dir, min_size=20, max_boxes=2000, c
     settings = {'method': 'imported %s' % fmt, 'min_size': min_size, 'max_boxes': max_boxes}
     proposals.check_folder(out_dir, settings, replace, '--replace')
     image_paths = read_image_list(images)
+    proposals._check_output_places(out_dir, image_paths, [])     # (not among the images they describe)
     coco_ids = read_coco_ids(coco) if coco else None
     # Every problem in one error: the boxes of the entries that found their
     # image are checked even when others did not.

@@ -261,5 +261,5 @@ def test_the_images_folder_as_the_output_is_refused(image_dir, tmp_path, capsys,
         argv = ['proposals', 'import', 'json', str(listing), '--images', image_dir, '-o', image_dir, '-q']
     before = sorted(os.listdir(image_dir))
     assert cli.main(argv) == 2
-    assert 'is the images folder %s: give the proposals a folder of their own' % image_dir in capsys.readouterr().err
+    assert '%s is the folder of the input images' % image_dir in capsys.readouterr().err
     assert sorted(os.listdir(image_dir)) == before
