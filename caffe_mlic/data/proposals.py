@@ -46,6 +46,7 @@ An output that is, through a link, one of the images is refused before
 anything is written (writing it would replace the image).
 Images that get no box are reported (a datalist cannot use them).
 """
+import contextlib
 import os
 import sys
 
@@ -592,16 +593,20 @@ def check_folder(out_dir, settings, recompute, flag='--recompute'):
                          'output')
 
 
-def claim_folder(out_dir, settings, recompute, flag='--recompute'):
+def claim_folder(out_dir, settings, recompute, flag='--recompute', images=None):
     """Make out_dir the folder of ``settings`` (check_folder first); with
-    ``recompute`` its proposal files go."""
+    ``recompute`` its proposal files go: all of them, or given ``images``
+    (a shard's) only theirs, so that shards run one after another or side
+    by side never remove each other's."""
     import glob
     from caffe_mlic.fileio import atomic_write_json
     check_folder(out_dir, settings, recompute, flag)
     os.makedirs(out_dir, exist_ok=True)
     if recompute:
-        for npz in glob.glob(os.path.join(glob.escape(out_dir), '*.npz')):
-            os.remove(npz)
+        for npz in (glob.glob(os.path.join(glob.escape(out_dir), '*.npz')) if images is None
+                    else [output_path(out_dir, p) for p in images]):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(npz)
     atomic_write_json(os.path.join(out_dir, SETTINGS_FILE), settings, sort_keys=True)
 
 
@@ -660,7 +665,7 @@ def run(images, out_dir, method='edgeboxes', max_boxes=2000, min_size=20, sed_mo
     mine = images[i::n]  # strided: every shard gets a similar mix
     _check_output_places(out_dir, images, mine, sed_model)
     claim_folder(out_dir, dict(kw, sed_model=os.path.abspath(sed_model) if sed_model else None),
-                 recompute)
+                 recompute, images=mine if n > 1 else None)
     todo, bad, kept_empty = [], [], []
     for p in mine:
         out = output_path(out_dir, p)

@@ -157,8 +157,12 @@ def run(path, overrides=(), start=None, only=None, say=print):
             if stage.name not in running:
                 say('stage %s: done' % stage.name)
         ran = _run_todo(path, overrides, system, plan, stages, todo, say)
-        for line in system.summary(plan):
-            say(line)
+        if stages[-1].name in ran:      # (the report: what the stages that gather the results say)
+            for line in system.summary(plan):
+                say(line)
+        elif os.path.exists(os.path.join(plan.folder, 'results.json')):
+            say('(results.json and the report are from before this run: the report stage did not run; '
+                '`--status` says what is stale)')
     finally:
         unlock_run_dir(lock)
     return ran

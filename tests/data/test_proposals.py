@@ -263,3 +263,20 @@ def test_the_images_folder_as_the_output_is_refused(image_dir, tmp_path, capsys,
     assert cli.main(argv) == 2
     assert '%s is the folder of the input images' % image_dir in capsys.readouterr().err
     assert sorted(os.listdir(image_dir)) == before
+
+
+def test_recompute_by_shards_keeps_the_other_shards_proposals(image_dir, tmp_path, capsys):
+    """`--recompute --shard 0/2` then `--recompute --shard 1/2` (as the tool
+    asks when the settings change) left only shard 1's files: the first
+    shard's were removed by the second (pass 20 S1)."""
+    out = str(tmp_path / 'props')
+    assert cli.main(['proposals', image_dir, '-o', out, '--max-boxes', '30', '-q']) == 0
+    for shard in ('0/2', '1/2'):
+        assert cli.main(['proposals', image_dir, '-o', out, '--max-boxes', '20', '--recompute', '--shard', shard,
+                         '-q']) == 0
+    assert _outputs(out) == ['%06d.npz' % i for i in range(1, 7)]
+    for name in _outputs(out):
+        assert len(np.load(os.path.join(out, name))['boxes']) <= 20, name     # every file of the new settings
+    capsys.readouterr()
+    assert cli.main(['proposals', image_dir, '-o', out, '--max-boxes', '20']) == 0
+    assert '0 written, 6 already there' in capsys.readouterr().out

@@ -456,3 +456,18 @@ def test_the_lists_and_references_are_checked_before_anything_runs(data, tmp_pat
         assert res.returncode == 1 and 'Traceback' not in res.stderr, res.stderr
         assert '%s: ' % key in res.stderr and message in res.stderr, res.stderr
     assert sorted(os.listdir(cwd / 'runs' / 'scasnet')) == ['data']
+
+
+def test_only_an_earlier_stage_does_not_print_the_old_results_as_current(first, tmp_path):
+    """`--only seed1/fcn/infer` after a change printed the old results.json
+    table as this run's result (pass 20 S2): the table comes only with the
+    report stage; otherwise a line says the results are from before."""
+    cwd = tmp_path / 'copy'
+    shutil.copytree(first[0], cwd, symlinks=True)
+    res = run(cwd, '--set', 'infer.flip=true', '--only', 'seed1/fcn/infer')
+    assert res.returncode == 0, res.stderr
+    assert 'results:' not in res.stdout and 'mean F1' not in res.stdout, res.stdout
+    assert res.stdout.rstrip().endswith('(results.json and the report are from before this run: the report stage '
+                                        'did not run; `--status` says what is stale)'), res.stdout
+    res = run(cwd, '--set', 'infer.flip=true')
+    assert res.returncode == 0 and 'results: ' in res.stdout and 'stage report: ' in res.stdout, res.stdout
