@@ -160,11 +160,15 @@ class PairLossLayer(MlicLayer):
     TOPS = ('loss',)
     IS_LOSS = True      # Caffe gives a Python layer's top weight 0: the net must give loss_weight
 
-    def check_unit_interval(self, values, what):
+    def check_unit_interval(self, values, what, nonfinite_ok=False):
         """``values`` (float64, flat) as the layer reads them: in [0, 1]
         within UNIT_SLACK (a float32 sum of softmax products can pass 1 by
-        rounding), else the layer's one-line error naming the first."""
+        rounding), else the layer's one-line error naming the first.
+        ``nonfinite_ok``: NaN and inf pass (a diverged net's outputs: the
+        loss says "training diverged")."""
         bad = ~((values >= -UNIT_SLACK) & (values <= 1 + UNIT_SLACK))  # NaN fails both comparisons
+        if nonfinite_ok:
+            bad &= np.isfinite(values)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise self.error('%s must lie in [0, 1]: %d value(s) do not, first at flat index %d: %r'

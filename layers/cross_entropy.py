@@ -21,7 +21,7 @@ class CrossEntropyLoss(PairLossLayer):
         # Logits given as probabilities, or class indices / -1 "ignore" as
         # targets, would train to the end on a clamped, meaningless loss.
         # (Read on the host in GPU mode too: N x C image scores.)
-        self.check_unit_interval(bottom[0].data.reshape(-1).astype(np.float64), 'probabilities')
+        self.check_unit_interval(bottom[0].data.reshape(-1).astype(np.float64), 'probabilities', nonfinite_ok=True)
         self.check_unit_interval(bottom[1].data.reshape(-1).astype(np.float64), 'targets')
         if gpu_blobs.use_kernels():
             from caffe_mlic.gpu import kernels

@@ -434,7 +434,7 @@ def test_classify_writes_json_and_csv_together_or_neither(tiny, tmp_path):
     (tmp_path / 'csv_is_a_folder').mkdir()
     assert cli.main(['classify', '--net', _deploy(tiny, STUDENT), '--weights', str(tiny / 'student.caffemodel'),
                      str(tiny / 'images' / 'img000.png'), '-o', str(tmp_path / 'r.json'),
-                     '--csv', str(tmp_path / 'csv_is_a_folder')]) == 1
+                     '--csv', str(tmp_path / 'csv_is_a_folder')]) == 2      # (refused before the work)
     assert sorted(os.listdir(tmp_path)) == ['csv_is_a_folder']
 
 

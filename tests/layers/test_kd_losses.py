@@ -245,7 +245,7 @@ def test_mimic_rejects_bad_weights(layer_net, bad):
 
 
 @pytest.mark.parametrize('which, bad', [('probabilities', 1.5), ('probabilities', -3.0), ('targets', 2.0),
-                                        ('targets', -1.0), ('probabilities', np.nan)])
+                                        ('targets', -1.0), ('targets', np.nan)])
 def test_cross_entropy_refuses_values_outside_the_unit_interval(layer_net, which, bad):
     """Logits fed as probabilities, or class indices / -1 "ignore" labels as
     targets, trained to the end on a clamped loss of no meaning (pass 19 S3):
