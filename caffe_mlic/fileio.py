@@ -329,6 +329,20 @@ def refuse_overwriting(outputs, inputs, param=None):
                              'choose another output path' % out, param)
 
 
+def refuse_output_among_inputs(output, images, folders=(), param=None):
+    """UsageError when the output folder is the folder of one of the input
+    ``images`` or one of the input ``folders`` (a proposals folder): the
+    outputs would be written among the inputs (and a `run`'s folder would
+    go stale)."""
+    from caffe_mlic.errors import UsageError
+    if not os.path.isdir(output):
+        return
+    for folder in list(folders) + sorted({os.path.dirname(os.fspath(p)) or '.' for p in images}):
+        if folder and os.path.isdir(folder) and same_file(folder, output):
+            raise UsageError('%s is the folder of inputs of this command (%s): the outputs would be written '
+                             'among them; choose another output folder' % (output, folder), param)
+
+
 def refuse_folders(outputs, param=None):
     """UsageError, before the work, for an output file path that is a folder."""
     from caffe_mlic.errors import UsageError

@@ -208,7 +208,7 @@ def run(args):
                                                  write_coco_results)
     from caffe_mlic.fileio import atomic_files, atomic_write_json
     from caffe_mlic.data.imageio import read_image
-    from caffe_mlic.fileio import refuse_overwriting
+    from caffe_mlic.fileio import refuse_output_among_inputs, refuse_overwriting
     from caffe_mlic.inference.settings import find_settings
     from caffe_mlic.inference import image_ids, model_and_images, printable
     from caffe_mlic.inference.detector import RandomControlDetector, WsddnDetector, check_scales
@@ -241,6 +241,7 @@ def run(args):
     results = [os.path.join(args.output, result_file_name(args.set_name, c)) for c in classes]
     if coco_gt is not None:
         results.append(os.path.join(args.output, COCO_RESULTS))
+    refuse_output_among_inputs(args.output, images, [args.proposals], 'output')
     refuse_overwriting([args.output] + results + [p for pair in per_image.values() for p in pair],
                               images + [args.net, args.weights, args.settings or find_settings(args.net), args.classes,
                                         args.coco_ids],

@@ -143,7 +143,7 @@ def label_images(net, weights, images, out, tile=None, stride=None, flip=False, 
     import cv2
     from caffe_mlic.data.imageio import image_size, read_image
     from caffe_mlic.data.labelmaps import index_to_colour, load_palette, write_colour_png, write_label_png
-    from caffe_mlic.fileio import atomic_write, refuse_overwriting
+    from caffe_mlic.fileio import atomic_write, refuse_output_among_inputs, refuse_overwriting
     from caffe_mlic.inference import model_and_images, printable
     from caffe_mlic.inference.settings import find_settings, load_settings
     from caffe_mlic.progress import progress
@@ -154,6 +154,7 @@ def label_images(net, weights, images, out, tile=None, stride=None, flip=False, 
         raise UsageError('two images would write the same outputs: %s' % ', '.join(map(printable, twice)))
     outputs = [out] + [os.path.join(out, folder, stem + ext) for stem in stems
                        for folder, ext in (('labels', '.png'), ('color', '.png'), ('overlay', '.jpg'))]
+    refuse_output_among_inputs(out, images, param='out')
     refuse_overwriting(outputs, images + [net, weights, settings or find_settings(net), palette], 'out')
     colours = load_palette(palette)
     model = Segmenter(net, weights, load_settings(net, settings), tile, palette=colours, palette_name=palette)

@@ -438,6 +438,19 @@ def test_classify_writes_json_and_csv_together_or_neither(tiny, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ['csv_is_a_folder']
 
 
+def test_detect_refuses_an_output_folder_that_holds_its_inputs(tiny, tmp_path, capsys):
+    """`detect -o IMAGES IMAGES/x.jpg` wrote the devkit files among the images,
+    and `-o` equal to a run's --proposals folder made the run stale (pass 20 M1)."""
+    (tmp_path / 'imgs').mkdir()
+    cv2.imwrite(str(tmp_path / 'imgs' / 'a.png'), photos(1)[0][:64, :80])
+    detect = ['detect', '--net', _deploy(tiny, TEACHER), '--weights', str(tiny / 'teacher_iter_40.caffemodel'), '-q']
+    for extra in ([str(tmp_path / 'imgs' / 'a.png'), '-o', str(tmp_path / 'imgs')],
+                  [str(tmp_path / 'imgs' / 'a.png'), '--proposals', str(tmp_path), '-o', str(tmp_path)]):
+        assert cli.main(detect + extra) == 2
+        assert 'is the folder of inputs of this command' in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path / 'imgs')) == ['a.png']
+
+
 def test_detect_refuses_image_names_it_cannot_write_before_any_output(tiny, tmp_path, capsys):
     for sub, name in (('one', 'a.png'), ('two', 'a.jpg'), ('space', 'my photo.png')):
         (tmp_path / sub).mkdir()

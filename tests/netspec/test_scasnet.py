@@ -495,6 +495,12 @@ def test_infer_refuses_outputs_that_are_its_inputs(tmp_path):
                          capture_output=True, text=True)
     assert res.returncode == 2 and 'is an input of this command' in res.stderr, res.stderr
     assert (images / 'labels' / 'b.png').read_bytes() == before
+    # the images' own folder as the output: labels/, color/, overlay/ among them (pass 20 M1)
+    res = subprocess.run([CLI, 'scasnet', 'infer', '--net', str(tmp_path / 'pw32.prototxt'), '--weights',
+                          str(tmp_path / 'pw.caffemodel'), str(images / 'labels' / 'b.png'), '-o',
+                          str(images / 'labels')], capture_output=True, text=True)
+    assert res.returncode == 2 and 'is the folder of inputs of this command' in res.stderr, res.stderr
+    assert sorted(os.listdir(images / 'labels')) == ['b.png']
 
 
 def test_scasnet_generator_refuses_a_nan_scale_and_one_class(tmp_path):
