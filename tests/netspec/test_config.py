@@ -33,8 +33,10 @@ def test_no_options_give_the_release(cls):
     assert config_from_args(cls, parser.parse_args([])) == cls.release()
 
 
-def test_scasnet_flags_and_set_reach_the_nets(tmp_path):
+def test_scasnet_flags_and_set_reach_the_nets(tmp_path, monkeypatch):
     out = tmp_path / 'nets'
+    monkeypatch.chdir(tmp_path)     # (netgen reads the palette, relative to here)
+    (tmp_path / 'my_palette.txt').write_text(''.join('c%d %d 0 0\n' % (i, 40 * i) for i in range(6)))
     assert cli.main(['scasnet', 'netgen', '-o', str(out), '--variant', 'vgg', '--backbone', 'tiny',
                      '--input-size', '64', '--val-batch-size', '3', '--mean', '1', '2', '3',
                      '--set', 'scale_factors=[0.5,1]', '--set', 'palette=my_palette.txt',
