@@ -18,7 +18,7 @@ import argparse
 import contextlib
 import sys
 
-from caffe_mlic.errors import MlicError, UsageError
+from caffe_mlic.errors import MlicError, UsageError, os_error_text
 
 PROG = 'caffe-mlic'
 GLOG_DEFAULT_MARK = 'CAFFE_MLIC_GLOG_DEFAULT'
@@ -193,10 +193,10 @@ def _main(argv, names):
     except BrokenPipeError as e:
         if _stdout_reader_gone():   # `cmd | head -1`: what it had to say was not wanted; quiet, as SIGPIPE would
             return 128 + 13
-        _report(prog, '%s%s' % (e.strerror or e, ': %s' % e.filename if e.filename else ''))
+        _report(prog, os_error_text(e))
         return 1
     except OSError as e:  # the disk, permissions, a vanished file: not a bug
-        _report(prog, '%s%s' % (e.strerror or e, ': %s' % e.filename if e.filename else ''))
+        _report(prog, os_error_text(e))
         return 1
     except KeyboardInterrupt:
         _report(prog, 'interrupted')

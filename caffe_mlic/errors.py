@@ -97,3 +97,8 @@ def format_problems(problems, what=None, max_listed=MAX_LISTED):
 def raise_if_problems(problems, what=None, cls=InputError):
     if problems:
         raise cls(problems=problems, what=what)
+
+
+def os_error_text(e):
+    """An OSError as the one line says it: 'No space left on device: PATH'."""
+    return '%s%s' % (e.strerror or e, ': %s' % e.filename if e.filename else '')

@@ -65,7 +65,7 @@ from caffe_mlic.engine.snapshots import (SnapshotError, check_finite_snapshot, c
                                          check_snapshot_folder, check_snapshot_size, find_snapshots, learned_net_path,
                                          snapshot_bytes, take_snapshot)
 from caffe_mlic.engine.solver_file import SolverFile
-from caffe_mlic.errors import InputError, MlicError, RunError, UsageError
+from caffe_mlic.errors import InputError, MlicError, RunError, UsageError, os_error_text
 from caffe_mlic.evaluation.evaluator import EVALUATORS, for_data_layer, label_blob
 from caffe_mlic.fileio import _missing_dirs, atomic_write, refuse_overwriting, same_file
 from caffe_mlic.progress import progress
@@ -803,7 +803,7 @@ class Trainer:
                 error = str(e) or type(e).__name__
             together = getattr(e, 'everywhere', False) or isinstance(e, distributed.FollowerStopped)
             if status == 'failed' and isinstance(e, OSError):   # (a full disk, a folder gone): where to go on from
-                error = 'at iteration %d: %s%s' % (self.solver.iter, _os_error_text(e), self._resume_hint())
+                error = 'at iteration %d: %s%s' % (self.solver.iter, os_error_text(e), self._resume_hint())
                 raise RunError(error) from None
             raise
         else:
@@ -838,7 +838,7 @@ class Trainer:
                 self.group.barrier()
         if unwritten:           # (with a failure on its way, that failure is what is said)
             raise RunError('trained to iteration %d, but %s%s' % (
-                self.solver.iter, '; '.join(_os_error_text(e) for e in unwritten), self._resume_hint()))
+                self.solver.iter, '; '.join(os_error_text(e) for e in unwritten), self._resume_hint()))
         return self.info
 
     def _reseed(self, value):
@@ -849,10 +849,6 @@ class Trainer:
         if self.last_snapshot is None:
             return '; no snapshot of this run before it (start again)'
         return '; the last snapshot is %s' % self.solver_file.snapshot_paths(self.last_snapshot)[1]
-
-
-def _os_error_text(e):
-    return '%s%s' % (e.strerror or e, ': %s' % e.filename if e.filename else '')
 
 
 GUARD_SUFFIX = '_divergence_guard'
