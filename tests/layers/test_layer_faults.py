@@ -43,7 +43,7 @@ def test_every_student_net_stops_on_divergence_under_the_binary(tmp_path, solver
     """Stage 2 and the baseline have stock losses only: their DivergenceGuard
     stops them (stage 1's ROIPooling or guard): exit 1, the message, no snapshot."""
     listing = write_tiny_dataset(str(tmp_path / 'images'), num_classes=C, bbox_num=B, size=96)
-    netgen.generate(str(tmp_path / 'nets'), tiny_mlic_config(listing), max_iter=10, base_lr=1e8,
+    netgen.generate(str(tmp_path / 'nets'), tiny_mlic_config(listing), max_iter=10, base_lr=1e6,
                     solver_type='SGD')
     res = run_cli(['caffe', 'train', '-solver', 'nets/kd/solver_%s.prototxt' % solver], tmp_path)
     assert res.returncode == 1, res.stderr[-3000:]
@@ -54,7 +54,7 @@ def test_every_student_net_stops_on_divergence_under_the_binary(tmp_path, solver
 
 def test_the_driver_stops_a_diverging_baseline_without_corrupting_memory(tmp_path):
     listing = write_tiny_dataset(str(tmp_path / 'images'), num_classes=C, bbox_num=B, size=96)
-    netgen.generate(str(tmp_path / 'nets'), tiny_mlic_config(listing), max_iter=10, base_lr=1e8,
+    netgen.generate(str(tmp_path / 'nets'), tiny_mlic_config(listing), max_iter=10, base_lr=1e6,
                     solver_type='SGD')
     res = run_cli(['train', 'nets/kd/solver_baseline.prototxt', '--run-dir', 'run'], tmp_path)
     assert res.returncode == 1, res.stderr[-3000:]
