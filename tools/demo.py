@@ -32,7 +32,7 @@ import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from demo_driver import Driver, env_ints, fresh_run_folder, main, step  # noqa: E402
+from demo_driver import Driver, env_ints, fresh_run_folder, main, resumed_demo, step  # noqa: E402
 
 from caffe_mlic.report import layout  # noqa: E402
 
@@ -142,9 +142,7 @@ def demo():
     # threads to help, and seeds then train side by side on the two cores.
     os.environ.update(OPENBLAS_NUM_THREADS='1', GLOG_minloglevel='2')
     demo = Demo(run)
-    if os.environ.get('DEMO_RESUME', '0') == '1' and os.path.isfile(demo.pretrain):
-        step('DEMO_RESUME=1: the data of %s kept' % run)
-    else:
+    if not resumed_demo(run, demo.pretrain):
         fresh_run_folder(run)
         os.makedirs(os.path.join(run, 'data', 'lists'))
         demo.data()

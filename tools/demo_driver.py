@@ -68,6 +68,24 @@ def fresh_run_folder(run):
         f.write('made by a caffe-mlic demo: the demo removes this folder when it runs here again\n')
 
 
+def resumed_demo(run, complete, same_settings=lambda: True):
+    """True when DEMO_RESUME=1 and ``run`` is a folder a demo made whose data
+    step ended (``complete``, the file that step writes last, exists) with the
+    settings asked for now (``same_settings()``): the demo then keeps what it
+    made, and what it runs next goes on from the work that is done. Else the
+    demo starts afresh (fresh_run_folder), saying why when resuming was asked."""
+    if os.environ.get('DEMO_RESUME', '0') != '1':
+        return False
+    if not (os.path.isfile(os.path.join(run, RUN_MARK)) and os.path.isfile(complete)):
+        step('DEMO_RESUME=1: %s holds no complete data of an earlier demo run: starting afresh' % run)
+        return False
+    if not same_settings():
+        step('DEMO_RESUME=1: the data in %s were made with other settings: starting afresh' % run)
+        return False
+    step('DEMO_RESUME=1: the data of %s kept; the work done is not done again' % run)
+    return True
+
+
 def step(text):
     print('\n== ' + text, flush=True)
 

@@ -22,12 +22,17 @@ paired differences against the full net) and report.html.
     DEMO_JOBS=2             trainings side by side (one core each)
     DEMO_MINI=1             a miniature for CI: well-formed outputs, no claim
                             about the metrics
+    DEMO_RESUME=1           after an interruption, the same settings into the
+                            same DEMO_DIR: the set is kept and `caffe-mlic run`
+                            goes on from the stages that are done (a training
+                            from its last snapshot); VARIANTS=full resumes its
+                            training from its last snapshot
 """
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from demo_driver import DemoFailed, Driver, env_ints, env_number, fresh_run_folder, main, step  # noqa: E402
+from demo_driver import DemoFailed, Driver, env_ints, env_number, fresh_run_folder, main, resumed_demo, step  # noqa: E402
 
 from caffe_mlic.netspec.scasnet import HEADS  # noqa: E402
 from caffe_mlic.report import layout  # noqa: E402
@@ -76,16 +81,16 @@ def comparison(run, heads):
     if len(set(seeds)) != len(seeds):
         sys.exit('demo: SEEDS must be distinct (each seed is a folder), got %r' % os.environ['SEEDS'])
     jobs, = env_ints('DEMO_JOBS', '2', 1, 64, count=1)
-    fresh_run_folder(run)
     data = layout.scasnet_path(run, 'data')
     driver = Driver()
-
-    step('caffe-mlic doctor')
-    driver.cli('doctor', cwd=run)
-    step('synthetic aerial set where context decides: %d tiles of %s px (flat roofs paved like the lots; '
-         'hard-pixel masks)' % (s['tiles'], s['tile_size']))
-    driver.cli('synth', '--task', 'seg', '--scene', 'context', data, '--images', s['tiles'],
-               '--tile-size', s['tile_size'], '--seed', 0, cwd=run, tail=3)
+    if not resumed_demo(run, os.path.join(data, 'synth.json'), lambda: same_set(data, 'context', s)):
+        fresh_run_folder(run)
+        step('caffe-mlic doctor')
+        driver.cli('doctor', cwd=run)
+        step('synthetic aerial set where context decides: %d tiles of %s px (flat roofs paved like the lots; '
+             'hard-pixel masks)' % (s['tiles'], s['tile_size']))
+        driver.cli('synth', '--task', 'seg', '--scene', 'context', data, '--images', s['tiles'],
+                   '--tile-size', s['tile_size'], '--seed', 0, cwd=run, tail=3)
 
     overrides = ['run.folder=%s' % json.dumps(run), 'run.seeds=%s' % json.dumps(seeds), 'run.jobs=%d' % jobs,
                  'heads.names=%s' % json.dumps(heads), 'train.max_iter=%d' % s['iters'],
@@ -102,6 +107,19 @@ def comparison(run, heads):
     driver.cli('run', CONFIG, *[item for o in overrides for item in ('--set', o)], cwd=run)
 
 
+def same_set(data, scene, settings):
+    """Whether the synthetic set in ``data`` (its synth.json) is the one
+    this demo run would make: the scene, the tile count and size."""
+    import json
+    try:
+        with open(os.path.join(data, 'synth.json')) as f:
+            made = json.load(f)
+        return (made.get('scene') == scene and sum(map(len, made['splits'].values())) == settings['tiles']
+                and 'x'.join(map(str, made['tile_size'])) == settings['tile_size'])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
 def single_net(run):
     """VARIANTS=full: one small VGG16-deep ScasNet on the suburb scene (the
     demo of earlier releases)."""
@@ -114,15 +132,17 @@ def single_net(run):
         # ITERS: validation mIoU rose from 68 at 300 to 75-77 at 700-900
         tiles, tile_size, size, iters, batch = 12, '1000x1000', 128, env_ints('ITERS', '900', 1, 10 ** 6, 1)[0], 8
     os.environ.update(OPENBLAS_NUM_THREADS='2')
-    fresh_run_folder(run)
     data = layout.scasnet_path(run, 'data')
     driver = Driver()
     cli = lambda *args, **kw: driver.cli(*args, cwd=run, **kw)  # noqa: E731
-
-    step('caffe-mlic doctor')
-    cli('doctor')
-    step('synthetic aerial set: %d tiles of %s px, six ISPRS classes, in the ISPRS layout' % (tiles, tile_size))
-    cli('synth', '--task', 'seg', data, '--images', tiles, '--tile-size', tile_size, '--seed', 0, '-q')
+    resumed = resumed_demo(run, os.path.join(data, 'synth.json'),
+                           lambda: same_set(data, 'suburb', dict(tiles=tiles, tile_size=tile_size)))
+    if not resumed:
+        fresh_run_folder(run)
+        step('caffe-mlic doctor')
+        cli('doctor')
+        step('synthetic aerial set: %d tiles of %s px, six ISPRS classes, in the ISPRS layout' % (tiles, tile_size))
+        cli('synth', '--task', 'seg', data, '--images', tiles, '--tile-size', tile_size, '--seed', 0, '-q')
 
     step('nets: small VGG ScasNet for %dx%d crops (deploy, train, solver: Adam 2e-3, poly decay, %d iterations)'
          % (size, size, iters))
@@ -133,7 +153,9 @@ def single_net(run):
         '--solver-type', 'Adam', '--base-lr', '0.002', '--random-seed', seed, '--data-seed', seed)
 
     step('training from scratch on random crops (scale jitter, both flips); validation: the val tiles')
-    cli('train', os.path.join(nets, 'vgg_scasnet_solver.prototxt'), '--run-dir', layout.scasnet_path(run, 'train'))
+    # resumed: from the newest complete snapshot (none: from the start; at max_iter: nothing to train)
+    cli('train', os.path.join(nets, 'vgg_scasnet_solver.prototxt'), '--run-dir', layout.scasnet_path(run, 'train'),
+        *(('--resume', 'auto') if resumed else ()))
 
     step('sliding-window inference over the whole test tiles')
     with open(os.path.join(data, 'test.txt')) as f:

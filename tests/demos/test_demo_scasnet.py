@@ -16,7 +16,7 @@ import pytest
 
 from caffe_mlic.data.labelmaps import IGNORE_LABEL, read_label_map
 from tests import REPO
-from tests.demos import refused, run_demo
+from tests.demos import refused, run_demo, start_interrupted_demo
 from tests.chromium import assert_not_blank, needs_chromium, referenced_images, screenshot
 
 CLASSES = ['impervious_surfaces', 'building', 'low_vegetation', 'tree', 'car', 'clutter']
@@ -164,10 +164,19 @@ def test_comparison_majority_hard_accuracy_by_hand(heads):
     assert results['majority']['hard_accuracy'] == pytest.approx(100.0 * correct / total)
 
 
-def test_a_head_rerun_alone_gives_the_same_numbers(heads, tmp_path):
+def test_a_head_rerun_alone_killed_and_resumed_gives_the_same_numbers(heads, tmp_path):
+    """The rerun is killed (its whole process group: the machine stopping)
+    while the head trains, then started again with DEMO_RESUME=1: the set is
+    kept, `caffe-mlic run` resumes the training, the numbers are the first's."""
+    import signal
     folder, _ = heads
     again = tmp_path / 'run'
-    run_demo('demo_scasnet.py', again, 900, VARIANTS='fcn', SEEDS='2')
+    demo = start_interrupted_demo('demo_scasnet.py', again, [('.stages/seed2/fcn/train.started.json', signal.SIGKILL)],
+                                  VARIANTS='fcn', SEEDS='2')
+    out = demo.output(900)
+    assert demo.codes == [-signal.SIGKILL]
+    assert 'DEMO_RESUME=1: the data of %s kept' % again in out
+    assert 'stage seed2/fcn/nets: done' in out and 'stage seed2/fcn/train: cut short, resuming it' in out
     a = _json(folder / 'seed2' / 'fcn' / 'eval' / 'scasnet.json')
     b = _json(again / 'seed2' / 'fcn' / 'eval' / 'scasnet.json')
     for key in ('OA', 'mF1', 'mIoU', 'F1', 'hard_accuracy'):
