@@ -322,11 +322,15 @@ def main(function):
     """Run a demo from the checkout's root; a failed command ends it with
     its status, a stop signal N (STOP_SIGNALS) with 128 + N once its
     running commands have ended."""
+    import time
     os.chdir(REPO)
     for signum in STOP_SIGNALS:
         signal.signal(signum, _children.handle)
+    began = time.monotonic()
     try:
         function()
+        if _children.stop is None:
+            step('the demo took %.1f minutes (after set-up)' % ((time.monotonic() - began) / 60))
     except BaseException as e:
         if _children.stop is None:
             if not isinstance(e, DemoFailed):

@@ -143,6 +143,7 @@ def test_comparison_results_hold_each_heads_evaluation(heads):
     assert paired['values'] == [r['variants']['fcn']['mF1'] - r['variants']['full']['mF1'] for r in results['runs']]
     assert sorted(results['summary']) == ['claims', 'fcn', 'full', 'heads', 'paired', 'seeds']
     assert 'hard-pixel accuracy' in out and 'results: %s' % (folder / 'results.json') in out
+    assert out.rstrip().splitlines()[-1].startswith('== the demo took ')      # its time, last
     settings = results['settings']
     assert settings['heads'] == ['fcn', 'full'] and settings['scene'] == 'context'
 
