@@ -46,7 +46,7 @@ def run(args):
             print('%s: the config and its paths are valid: %d stages into %s'
                   % (args.config, len(stages), plan.folder))
         else:
-            print('\n'.join(runner.status_lines(plan, stages)))
+            print('\n'.join(runner.status_lines(plan, stages, args.start, args.only)))
         return 0
     runner.run(args.config, args.overrides, args.start, args.only)
     return 0

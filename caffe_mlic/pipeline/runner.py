@@ -118,20 +118,27 @@ def _runner_pid(folder):
     return None
 
 
-def status_lines(plan, stages):
+def status_lines(plan, stages, start=None, only=None):
     """A line per stage: done, running (a `run` holds the folder and the
     stage has started), stale (why: a change, or a stage before it that
-    will run again) or to do."""
+    will run again) or to do. With ``start`` or ``only`` (--from, --only),
+    what `run` with them would run is said on each line, and ``only``
+    gives its stage's line alone."""
     lines, runner = [], _runner_pid(plan.folder)
     follows = {stage.name: why for stage, why in st.plan(plan.folder, stages) if why.startswith('follows')}
+    asked = {} if start is None and only is None else dict(
+        (stage.name, why) for stage, why in st.plan(plan.folder, stages, start, only))
     for stage in stages:
+        if only is not None and stage.name != only:
+            continue
         status = st.status(plan.folder, stage)
         if status.state == 'to do' and runner is not None and os.path.exists(st.started_path(plan.folder,
                                                                                               stage.name)):
             status = st.Status('running', 'pid %d' % runner)
         elif status.state == 'done' and stage.name in follows:
             status = st.Status('stale', follows[stage.name])
-        lines.append('%-28s %s%s' % (stage.name, status.state, ' (%s)' % status.why if status.why else ''))
+        lines.append('%-28s %s%s%s' % (stage.name, status.state, ' (%s)' % status.why if status.why else '',
+                                       '; runs: %s' % asked[stage.name] if stage.name in asked else ''))
     return lines
 
 

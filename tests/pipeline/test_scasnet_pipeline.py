@@ -111,6 +111,12 @@ def test_a_second_run_runs_nothing_and_status_says_done(first):
     assert res.stdout.strip().endswith('nothing to run: every stage is done (%s)' % (cwd / 'runs' / 'scasnet'))
     res = run(cwd, '--status')
     assert [line.split()[-1] for line in res.stdout.splitlines()] == ['done'] * 5, res.stdout
+    # with --only / --from: what that run would run, on the stages' lines
+    res = run(cwd, '--status', '--only', 'seed1/fcn/infer')
+    assert res.stdout.split() == ['seed1/fcn/infer', 'done;', 'runs:', 'asked', 'for', '(--only)'], res.stdout
+    res = run(cwd, '--status', '--from', 'seed1/fcn/infer')
+    asked = 'done; runs: asked for (--from seed1/fcn/infer)'
+    assert [line.split(None, 1)[1] for line in res.stdout.splitlines()] == ['done', 'done'] + [asked] * 3, res.stdout
 
 
 def test_a_changed_setting_reruns_its_stage_and_what_follows(data, tmp_path):
