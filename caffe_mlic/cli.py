@@ -97,6 +97,13 @@ def _ctrl_c_deferred():
         raise KeyboardInterrupt
 
 
+def _launch_rank():
+    """This process's rank in an MPI launch (0 outside one)."""
+    import os
+    ranks = [os.environ.get(name, '') for name in ('OMPI_COMM_WORLD_RANK', 'PMIX_RANK', 'PMI_RANK')]
+    return next((int(r) for r in ranks if r.isascii() and r.isdigit()), 0)
+
+
 def _report(prog, message):
     try:
         sys.stderr.write('%s: %s\n' % (prog, message))
@@ -159,7 +166,7 @@ def _main(argv, names):
         os.environ['GLOG_minloglevel'] = '2'
         os.environ[GLOG_DEFAULT_MARK] = '1'     # ours, not the user's: `caffe` shows the binary's log
     argv = list(sys.argv[1:] if argv is None else argv)
-    prog, parser = PROG, None
+    prog, parser, parsed = PROG, None, False
     try:
         with _ctrl_c_deferred():      # a Ctrl-C while the registry imports: acted on, never lost
             from caffe_mlic import commands
@@ -181,6 +188,7 @@ def _main(argv, names):
         names.append(prog)
         if extra:  # say it as the subcommand, which is where they were given
             parser.error('unrecognized arguments: %s' % ' '.join(extra))
+        parsed = True
         return args.run(args) or 0
     except MlicError as e:
         message = str(e)
@@ -188,7 +196,8 @@ def _main(argv, names):
         flag = _option_for(parser, e.param) if parser and getattr(e, 'param', None) else None
         if flag:
             message = 'argument %s: %s' % (flag, message)
-        _report(prog, message)
+        if parsed or _launch_rank() == 0:   # (every rank of an MPI launch reads the same command line)
+            _report(prog, message)
         return e.exit_code
     except BrokenPipeError as e:
         if _stdout_reader_gone():   # `cmd | head -1`: what it had to say was not wanted; quiet, as SIGPIPE would

@@ -56,6 +56,19 @@ def test_bad_arguments_exit_2_with_one_line_naming_the_command(argv, prog, capsy
     assert 'Traceback' not in captured.err and captured.out == ''
 
 
+@pytest.mark.parametrize('rank_var', ['OMPI_COMM_WORLD_RANK', 'PMIX_RANK', 'PMI_RANK'])
+def test_under_mpirun_a_usage_error_is_said_by_the_first_rank_alone(monkeypatch, capsys, tmp_path, rank_var):
+    """Every rank reads the same command line: rank 0 says the usage error,
+    the others only exit 2; an error while working is said by every rank
+    (it may be the rank's own)."""
+    for rank, said in ((0, True), (1, False), (3, False)):
+        monkeypatch.setenv(rank_var, str(rank))
+        assert cli.main(['train', '--no-such-option']) == 2
+        assert bool(capsys.readouterr().err) == said, rank
+        assert cli.main(['train', str(tmp_path / 'missing.prototxt')]) == 1
+        assert 'missing.prototxt' in capsys.readouterr().err
+
+
 def test_missing_command_and_subcommand_exit_2(capsys):
     assert cli.main([]) == 2
     assert capsys.readouterr().err.startswith('caffe-mlic: ')
