@@ -246,6 +246,9 @@ def test_voc_missing_image(voc, capsys):
     xml = os.path.join(root, 'Annotations', 'a2.xml')
     _assert_fails(tmp_path, capsys, _voc_argv(tmp_path, root), xml, 'image not found',
                   os.path.join(root, 'JPEGImages', 'a2.png'))
+    os.mkdir(os.path.join(root, 'JPEGImages', 'a2.png'))      # a folder of the image's name: said so
+    _assert_fails(tmp_path, capsys, _voc_argv(tmp_path, root), xml, 'image is not a regular file (a folder',
+                  os.path.join(root, 'JPEGImages', 'a2.png'))
 
 
 def test_voc_unreadable_xml(voc, capsys):

@@ -450,11 +450,12 @@ def test_image_list_problems(images, tmp_path, capsys):
     other = tmp_path / 'other'
     other.mkdir()
     cv2.imwrite(str(other / '000005.jpg'), np.zeros((4, 4, 3), np.uint8))
-    (tmp_path / 'list.txt').write_text('images/000005.png\nimages/missing.png\n')
+    (tmp_path / 'list.txt').write_text('images/000005.png\nimages/missing.png\nother\n')
     assert _import('json', [tmp_path / 'p.json'], tmp_path / 'o', '--images', images, other,
                    tmp_path / 'list.txt') == 1
     err = capsys.readouterr().err
     assert 'list.txt:2: image not found' in err
+    assert 'list.txt:3: image is not a regular file (a folder or a device): %s' % other in err
     assert 'images of the same file stem' in err and 'the same image twice' in err
 
 
