@@ -136,13 +136,23 @@ class MlicLayer(caffe.Layer):
         self.check_count(what, shape, causes)
         blob.reshape(*shape)
 
+    def not_finite(self, what):
+        """The message for NaN or inf found by this layer (``what``: 'the
+        loss is nan', ...): in a TRAIN net, training diverged; in a TEST net
+        (`caffe test`, a validation pass), the weights it was given or its
+        input data hold them."""
+        if getattr(self, 'phase', 0) == 1:     # caffe.TEST
+            return ('%s in the TEST net: the weights it was given (from a diverged training run?) or its '
+                    'input data hold NaN or inf' % what)
+        return '%s: training diverged%s; lower base_lr or check the input data' % (
+            what, '' if 'NaN or inf' in what else ' (NaN or inf in the net)')
+
     def set_loss(self, top, value):
         """Write a loss value, refusing NaN/inf: a diverged net stops here with a
         clear message, before Caffe's own backward passes (max pooling indexes
         with -1 on all-NaN windows) can corrupt memory."""
         if not np.isfinite(value):
-            raise self.error('the loss is %s: training diverged (NaN or inf in the net); '
-                             'lower base_lr or check the input data' % value)
+            raise self.error(self.not_finite('the loss is %s' % value))
         top[0].data[...] = value
 
 

@@ -556,7 +556,6 @@ class ROIPooling(MlicLayer):
         self.reshape_top(top[0], (rshape[0], fshape[1], self.params.pooled_h, self.params.pooled_w),
                          'the output (rois x channels x pooled_h x pooled_w)', 'pooled_h / pooled_w')
 
-    DIVERGED = 'the features contain NaN or inf: training diverged; lower base_lr or check the input data'
 
     def forward(self, bottom, top):
         if gpu_blobs.use_kernels():
@@ -566,7 +565,7 @@ class ROIPooling(MlicLayer):
         # all-NaN window and corrupts memory.) A float64 sum never overflows
         # for float32 data, so it is finite exactly when every feature is.
         if not np.isfinite(np.sum(bottom[0].data, dtype=np.float64)):
-            raise self.error(self.DIVERGED)
+            raise self.error(self.not_finite('the features contain NaN or inf'))
         try:  # the rois are checked in the kernel's first pass over them
             self.kernel.forward(bottom[0].data, bottom[1].data.reshape(-1, 6), top[0].data)
         except RoiError as e:
@@ -593,7 +592,7 @@ class ROIPooling(MlicLayer):
         count = gpu_blobs.device_array((1,), np.int64, cache, 'count')
         kernels.count_bad(features.reshape(features.size), count, lowest_too=False)
         if count.copy_to_host()[0]:
-            raise self.error(self.DIVERGED)
+            raise self.error(self.not_finite('the features contain NaN or inf'))
         N, _, H, W = features.shape
         try:
             bins = self.kernel.bins(bottom[1].data.reshape(-1, 6), N, H, W)

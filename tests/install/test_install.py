@@ -158,6 +158,11 @@ def test_loss_layers_stop_on_divergence(layer_net, layer, params, shapes):
     netutil.set_inputs(net, x, np.zeros(shapes[1], np.float32))
     with pytest.raises(LayerError, match='%s: the loss is nan: training diverged' % layer):
         net.forward()
+    # the same in a TEST net (`caffe test`, validation): no training to have diverged
+    net = layer_net(layer, params, shapes, loss_weight=1, phase='TEST')
+    netutil.set_inputs(net, x, np.zeros(shapes[1], np.float32))
+    with pytest.raises(LayerError, match='%s: the loss is nan in the TEST net: the weights it was given' % layer):
+        net.forward()
 
 
 def test_env_sh_sets_up_the_plain_caffe_binary(tmp_path):
