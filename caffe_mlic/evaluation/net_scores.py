@@ -47,8 +47,10 @@ def score_test_set(prototxt_path, weights, blob, label_blob=None, datalist=None)
     net_param = prototxt.read_net(prototxt_path)
     layer = prototxt.data_layer(net_param, 'TEST', where=prototxt_path)
     if datalist is not None:
-        if not os.path.isfile(datalist):
-            raise InputError('%s: no such datalist' % datalist)
+        from caffe_mlic.fileio import input_file_problem
+        problem = input_file_problem(datalist, 'datalist')
+        if problem:
+            raise InputError(problem)
         net_param = _with_source(net_param, layer, datalist)
     params = prototxt.python_params(layer)
     count = len(read_datalist(params['source'], params['att_num'], params['bbox_num'],

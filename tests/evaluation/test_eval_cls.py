@@ -438,3 +438,6 @@ def test_cli_cls_list_scores_another_datalist_and_saves_scores(tiny_teacher, tmp
     assert cli.main(['eval', 'cls', '--net', net_path, '--weights', weights, '--blob', 'image_level_score',
                      '--list', str(tmp_path / 'missing.txt')]) == 1
     assert 'missing.txt: no such datalist' in capsys.readouterr().err
+    assert cli.main(['eval', 'cls', '--net', net_path, '--weights', weights, '--blob', 'image_level_score',
+                     '--list', str(tmp_path)]) == 1
+    assert '%s: not a regular file (a device, FIFO or folder)' % tmp_path in capsys.readouterr().err
