@@ -183,11 +183,18 @@ def write_thresholds(path, thresholds, classes, fitted_on):
 
 
 def read_thresholds(path, classes):
-    """(C,) thresholds from a ``write_thresholds`` file, for ``classes``
-    (names, in the scores' order); InputError naming the file and field."""
+    """(C,) thresholds from a ``write_thresholds`` file (or a bare JSON list
+    of them, in the scores' class order), for ``classes`` (names, in the
+    scores' order); InputError naming the file and field."""
     from caffe_mlic.fileio import read_json
     data = read_json(path, 'thresholds')
-    values = data.get('thresholds') if isinstance(data, dict) else None
+    if isinstance(data, list):      # a bare list, one per class in the scores' order
+        data = {'thresholds': data}
+    if not isinstance(data, dict):
+        raise InputError(problems=[Problem(path, None, 'thresholds', 'expected the object --fit-thresholds '
+                                           'writes ({"thresholds": [...], "classes": [...]}) or a list of '
+                                           'numbers, got %s' % type(data).__name__)])
+    values = data.get('thresholds')
     if not isinstance(values, list) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in values):
         raise InputError(problems=[Problem(path, None, 'thresholds', 'must be a list of numbers in [0, 1]')])

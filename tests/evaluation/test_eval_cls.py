@@ -190,6 +190,11 @@ def test_cli_fit_thresholds_on_one_split_and_apply_them_to_another(tmp_path, cap
     saved = json.loads((tmp_path / 'm.json').read_text())
     assert saved['threshold'] == dict(file=str(fitted), values=data['thresholds'])
     assert saved['CF1'] == pytest.approx(expected['CF1']) and saved['OF1'] == pytest.approx(expected['OF1'])
+    # a bare list of the same thresholds (the scores' class order) is read as the same
+    bare = tmp_path / 'bare.json'
+    bare.write_text(json.dumps(data['thresholds']))
+    assert cli.main(argv + ['--thresholds', str(bare), '--json', str(tmp_path / 'b.json')]) == 0
+    assert json.loads((tmp_path / 'b.json').read_text())['CF1'] == saved['CF1']
 
 
 @pytest.mark.parametrize('content, needle', [
@@ -197,6 +202,8 @@ def test_cli_fit_thresholds_on_one_split_and_apply_them_to_another(tmp_path, cap
     ({'thresholds': [0.5, 2, 0.5]}, 't.json: thresholds: must be a list of numbers in [0, 1]'),
     ({'thresholds': [0.5] * 3, 'classes': ['a', 'b', 'c']}, "t.json: classes: fitted for classes ['a'"),
     ('not json', 't.json: not valid JSON'),
+    ([0.5, 0.5], 't.json: thresholds: 2 thresholds for 3 classes'),
+    (0.5, 't.json: thresholds: expected the object --fit-thresholds writes'),
 ])
 def test_cli_bad_thresholds_file_exit_1(tmp_path, capsys, content, needle):
     path = tmp_path / 't.json'
