@@ -290,7 +290,9 @@ def image_size(path):
 
 
 def expand_images(paths):
-    """Files as given; directories become their image files (not recursive)."""
+    """Files as given; directories become their image files (not recursive).
+    Sorted, each file once: two spellings of one path (``./a.jpg``,
+    ``a.jpg``) are one image, named as it was first given."""
     out = []
     for p in paths:
         if os.path.isdir(p):
@@ -298,4 +300,7 @@ def expand_images(paths):
                     if is_image_file(f)]
         else:
             out.append(p)
-    return sorted(set(out))
+    once = {}
+    for p in out:
+        once.setdefault(os.path.abspath(p), p)
+    return sorted(once.values())

@@ -461,6 +461,19 @@ def test_detect_refuses_image_names_it_cannot_write_before_any_output(tiny, tmp_
     assert cli.main(detect + [str(tmp_path / 'one'), str(tmp_path / 'space'), '-o', str(tmp_path / 'o')]) == 1
     assert 'my photo.png: its name (without the extension) is empty or has whitespace' in capsys.readouterr().err
     assert not (tmp_path / 'o').exists()
+    # one file spelled two ways is one image (pass 20 M9)
+    one = str(tmp_path / 'one' / 'a.png')
+    assert cli.main(detect + [one, os.path.join(str(tmp_path), '.', 'one', 'a.png'), '-o', str(tmp_path / 'o')]) == 0
+    assert sorted(os.listdir(tmp_path / 'o' / 'json')) == ['a.json']
+
+
+def test_expand_images_takes_each_file_once(tmp_path):
+    from caffe_mlic.data.imageio import expand_images
+    (tmp_path / 'd').mkdir()
+    for name in ('b.png', 'a.jpg', 'notes.txt'):
+        (tmp_path / 'd' / name).write_bytes(b'')
+    d = str(tmp_path / 'd')
+    assert expand_images([d, d + '/./a.jpg', d + '/../d/b.png', d + '/a.jpg']) == [d + '/a.jpg', d + '/b.png']
 
 
 NOT_UTF8 = b'\xff\xfe'
