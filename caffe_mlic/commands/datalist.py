@@ -67,6 +67,11 @@ def run_build(args):
     if args.labels and not args.classes:
         raise UsageError('--labels needs --classes FILE')
     _refuse_overwriting(args)
+    if args.root is not None and not os.path.isdir(args.root):
+        # (the paths would be written relative to a folder no reader can find)
+        raise UsageError('%r is not a folder%s; give the folder the datalist\'s readers join its image '
+                         'paths to (their root_folder)' % (args.root, '' if args.root == '' or not os.path.exists(
+                             args.root) else ' (a file)'), 'root')
     classes = annotations.read_class_list(args.classes) if args.classes else None
     category_ids = None
     if args.voc:

@@ -129,6 +129,14 @@ def test_voc_difficult_ignore_and_root(voc, capsys):
     np.testing.assert_array_equal(dl.labels, [[1, 0, 0], [0, 0, 1], [1, 0, 1]])
     with open(out) as f:
         assert f.readline().startswith('VOC/JPEGImages/a1.jpg 1 0 0 20 53 199 532 0.9 ')
+    # a root that is no folder: refused before anything is written (pass 20 M11)
+    (tmp_path / 'a_file').write_text('')
+    for bad, said in ((str(tmp_path / 'none'), 'is not a folder;'), (str(tmp_path / 'a_file'), 'not a folder (a file)'),
+                      ('', "'' is not a folder")):
+        if os.path.exists(out):
+            os.remove(out)
+        rc, _ = _build_voc(tmp_path, root, '--root', bad)
+        assert rc == 2 and said in capsys.readouterr().err and not os.path.exists(out)
 
 
 def test_coco_build_exact(tmp_path, capsys):
