@@ -43,7 +43,7 @@ def run(args):
     if not paths:
         raise InputError('no image files in %s' % ', '.join(args.images))
     images = [read_image(p) for p in paths]
-    ms = measure(*args.teacher, *args.student, images, repeats=args.repeats)
+    ms = measure(*args.teacher, *args.student, images, repeats=args.repeats, names=paths)
     ms.update(images=len(images), speedup=ms['teacher_ms'] / ms['student_ms'])
     if args.json:
         atomic_write_json(args.json, ms, sort_keys=True)

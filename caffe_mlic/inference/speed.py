@@ -17,9 +17,10 @@ def _best_ms(fn, items, repeats):
     return best
 
 
-def measure(teacher_net, teacher_weights, student_net, student_weights, images, repeats=2):
+def measure(teacher_net, teacher_weights, student_net, student_weights, images, repeats=2, names=None):
     """{'teacher_ms', 'proposals_ms', 'teacher_with_proposals_ms', 'student_ms',
-    'student_opencv_ms'} over ``images`` (BGR uint8 arrays)."""
+    'student_opencv_ms'} over ``images`` (BGR uint8 arrays; ``names``: their
+    files, for the message of an image that can have no proposal)."""
     from caffe_mlic.inference.classifier import StudentClassifier
     from caffe_mlic.inference.detector import WsddnDetector
     from caffe_mlic.inference.settings import load_settings
@@ -27,7 +28,8 @@ def measure(teacher_net, teacher_weights, student_net, student_weights, images, 
     teacher = WsddnDetector(teacher_net, teacher_weights, load_settings(teacher_net))
     students = {engine: StudentClassifier(student_net, student_weights, load_settings(student_net),
                                           engine) for engine in ('caffe', 'opencv')}
-    proposals = [compute_proposals(img) for img in images]   # also the warm-up of OpenCV
+    proposals = [compute_proposals(img, name=name)            # also the warm-up of OpenCV
+                 for img, name in zip(images, names or [None] * len(images))]
     pairs = list(zip(images, proposals))
     image, (boxes, scores) = pairs[0]
     teacher.detect(image, boxes, scores)                      # warm-up: numba, buffers

@@ -556,6 +556,15 @@ def test_every_command_refuses_a_decompression_bomb_in_one_line(tiny, tmp_path, 
     assert not (tmp_path / 'det' / 'json').exists()
 
 
+def test_speed_names_an_image_too_small_for_any_proposal(tiny, tmp_path, capsys):
+    tiny_image = tmp_path / 'one.png'
+    cv2.imwrite(str(tiny_image), np.zeros((1, 1, 3), np.uint8))
+    assert cli.main(['speed', '--teacher', _deploy(tiny, TEACHER), str(tiny / 'teacher_iter_40.caffemodel'),
+                     '--student', _deploy(tiny, STUDENT), str(tiny / 'student.caffemodel'), str(tiny_image),
+                     '--repeats', '1']) == 1
+    assert capsys.readouterr().err.startswith('caffe-mlic speed: %s: the image is 1x1 px' % tiny_image)
+
+
 def test_classify_refuses_a_png_short_of_data_without_libpng_errors(tiny, tmp_path, capfd):
     """'libpng error: Not enough image data' was printed above the error."""
     short = tmp_path / 'short.png'
