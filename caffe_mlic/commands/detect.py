@@ -187,6 +187,30 @@ def image_proposals(image_path, image, proposals_dir, cache_dir):
     return proposals.read_proposal_file(out, image.shape[:2], image_path)
 
 
+def check_proposable(images, folders):
+    """InputError naming every image that has no proposal file in
+    ``folders`` and is too small for EdgeBoxes to propose a box (a side under
+    its min_size): found from the headers, before any output is written."""
+    from caffe_mlic.data import proposals
+    from caffe_mlic.data.imageio import image_size
+    from caffe_mlic.inference import printable
+    min_size = proposals.MIN_SIZE       # what detect computes proposals with
+    problems = []
+    for path in images:
+        if any(os.path.lexists(proposals.output_path(f, path)) for f in folders if f):
+            continue
+        try:
+            width, height = image_size(path)
+        except (OSError, ValueError):
+            continue        # (unreadable: said by the reader, in the same words as elsewhere)
+        if min(width, height) < max(min_size, 2):
+            problems.append((printable(path), None, None, 'the image is %dx%d px: smaller than the smallest box '
+                             'EdgeBoxes keeps (min_size %d px a side), so it can have no proposal; give it a '
+                             'proposal file in --proposals, or leave it out' % (width, height, min_size)))
+    if problems:
+        raise InputError(problems=problems)
+
+
 def devkit_text(detections):
     """The bytes of one devkit result file: a line 'id score x1 y1 x2 y2' per
     detection, 1-based pixels, numbers as write_voc_results writes them. The
@@ -246,6 +270,7 @@ def run(args):
                               images + [args.net, args.weights, args.settings or find_settings(args.net), args.classes,
                                         args.coco_ids],
                               'output')
+    check_proposable(images, (args.proposals, cache))
     if args.proposals is not None:
         note_missing_proposals(args.proposals, images, cache)
     all_detections = []

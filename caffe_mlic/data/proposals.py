@@ -57,6 +57,8 @@ from caffe_mlic.fileio import atomic_save_npz
 from caffe_mlic.data.imageio import expand_images, image_size, read_image
 from caffe_mlic.progress import progress
 
+MIN_SIZE = 20    # px a side: the smallest box kept (and so the smallest image that can have a proposal)
+
 METHODS = ('edgeboxes', 'selective-search')
 # EdgeBoxes is asked for twice max_boxes, a C int; no method gives an image
 # anywhere near this many.
@@ -165,13 +167,13 @@ def _sed_detector(path):
 
 # ------------------------------------------------------------ proposals
 
-def clean_boxes(boxes, scores, width, height, min_size=20, max_boxes=2000):
+def clean_boxes(boxes, scores, width, height, min_size=MIN_SIZE, max_boxes=2000):
     """WSDDN hygiene on (K,4) x1,y1,x2,y2 inclusive boxes: clip, drop small,
     dedupe (best score wins), sort by score descending (stable), cap."""
     return clean_boxes_counted(boxes, scores, width, height, min_size, max_boxes)[:2]
 
 
-def clean_boxes_counted(boxes, scores, width, height, min_size=20, max_boxes=2000):
+def clean_boxes_counted(boxes, scores, width, height, min_size=MIN_SIZE, max_boxes=2000):
     """clean_boxes, and what it dropped: (boxes, scores, {'small': boxes with a
     side under min_size or a score that is not finite, 'duplicate': copies of
     a better-scored box, 'over_max': beyond the top max_boxes})."""
@@ -237,7 +239,7 @@ def _selective_search(image_bgr, strategy='fast', seed=0):
     return rects, 1 - np.arange(k) / max(k, 1)
 
 
-def compute_proposals(image_bgr, method='edgeboxes', max_boxes=2000, min_size=20,
+def compute_proposals(image_bgr, method='edgeboxes', max_boxes=2000, min_size=MIN_SIZE,
                       sed_model=None, alpha=0.65, beta=0.75, name=None):
     """Proposals for one BGR uint8 image: (boxes (K,4) float32 x1,y1,x2,y2
     0-based inclusive, scores (K,) float32 descending). See the module docstring.
@@ -339,7 +341,7 @@ def save_proposals(out_path, boxes, scores, image_shape, method):
                     image_shape=np.array(image_shape[:2], np.int32), method=np.array(method))
 
 
-def process_image(image_path, out_path, method='edgeboxes', max_boxes=2000, min_size=20,
+def process_image(image_path, out_path, method='edgeboxes', max_boxes=2000, min_size=MIN_SIZE,
                   sed_model=None, alpha=0.65, beta=0.75):
     """Compute and atomically save one image's proposals; returns the box count."""
     img = read_image(image_path)
@@ -636,7 +638,7 @@ def _check_output_places(out_dir, images, mine, sed_model=None):
                        list(images) + [sed_model], 'output')
 
 
-def run(images, out_dir, method='edgeboxes', max_boxes=2000, min_size=20, sed_model=None,
+def run(images, out_dir, method='edgeboxes', max_boxes=2000, min_size=MIN_SIZE, sed_model=None,
         jobs=1, shard=(0, 1), show_progress=True, log=None, alpha=0.65, beta=0.75,
         recompute=False):
     """Process a list of images; returns (n_done, n_skipped, failures [(path, msg)],

@@ -467,6 +467,19 @@ def test_detect_refuses_image_names_it_cannot_write_before_any_output(tiny, tmp_
     assert sorted(os.listdir(tmp_path / 'o' / 'json')) == ['a.json']
 
 
+def test_detect_refuses_an_image_too_small_for_proposals_before_any_output(tiny, tmp_path, capsys):
+    """Its json/ and vis/ files of the images before it were written, then
+    the error (pass 20 M2); the header tells."""
+    (tmp_path / 'imgs').mkdir()
+    cv2.imwrite(str(tmp_path / 'imgs' / 'a.png'), photos(1)[0][:64, :80])
+    cv2.imwrite(str(tmp_path / 'imgs' / 'b.png'), np.zeros((64, 12, 3), np.uint8))     # 12 px wide
+    detect = ['detect', '--net', _deploy(tiny, TEACHER), '--weights', str(tiny / 'teacher_iter_40.caffemodel'), '-q']
+    assert cli.main(detect + [str(tmp_path / 'imgs'), '-o', str(tmp_path / 'o')]) == 1
+    assert ('%s: the image is 12x64 px: smaller than the smallest box EdgeBoxes keeps (min_size 20 px a side)'
+            % (tmp_path / 'imgs' / 'b.png')) in capsys.readouterr().err
+    assert not (tmp_path / 'o').exists()
+
+
 def test_expand_images_takes_each_file_once(tmp_path):
     from caffe_mlic.data.imageio import expand_images
     (tmp_path / 'd').mkdir()
