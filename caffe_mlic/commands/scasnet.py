@@ -61,7 +61,16 @@ def run_report(args):
 
 
 def write_report(args):
+    from caffe_mlic.errors import InputError
     from caffe_mlic.report import layout
+    system = layout.system_of(args.run_dir)
+    if system == 'mlic':
+        raise InputError('%s: an MLIC-KD-WSD run, not a ScasNet one: its report is `caffe-mlic report %s`'
+                         % (args.run_dir, args.run_dir))
+    if not (layout.scasnet_heads(args.run_dir) or os.path.isfile(layout.scasnet_eval(args.run_dir))):
+        raise InputError('%s: a ScasNet run with no evaluated net yet (no seed<S>/<head>/eval/scasnet.json, no '
+                         'eval/scasnet.json): finish it first (`caffe-mlic run CONFIG`, `--status` says what '
+                         'is left)' % args.run_dir)
     if layout.scasnet_heads(args.run_dir):        # the comparison of heads (make demo-scasnet)
         from caffe_mlic.report.scasnet_heads import table, write_report
     else:                                         # one net (VARIANTS=full)

@@ -149,7 +149,12 @@ def scasnet_heads(run):
 
 def system_of(run):
     """'scasnet' for a `make demo-scasnet` run (one net, or the comparison of
-    heads), 'mlic' for a `make demo` one, None for neither."""
+    heads), 'mlic' for a `make demo` one, None for neither: as a `caffe-mlic
+    run` recorded it in the folder, else as its files show."""
+    from caffe_mlic.pipeline.runner import folder_system
+    recorded = folder_system(run)
+    if recorded is not None:
+        return recorded
     if os.path.isfile(scasnet_eval(run)) or scasnet_heads(run):
         return 'scasnet'
     if seed_dirs(run):

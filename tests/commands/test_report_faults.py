@@ -873,3 +873,20 @@ def test_boolean_scores_are_read_as_numbers(tmp_path, capsys, monkeypatch):
     run = _mlic_whole(tmp_path, monkeypatch)
     _save(run, 'student_kd.npy', np.array([[True, False, True], [False, True, False]]))
     assert cli.main(['report', str(run)]) == 0, capsys.readouterr().err
+
+
+def test_the_report_goes_by_the_system_a_run_recorded(tmp_path, capsys):
+    """A `run` folder says its system (.stages/system): `scasnet report` of an
+    MLIC run and the report of a ScasNet run with nothing evaluated yet say
+    so, not "eval/scasnet.json: cannot read" or an MLIC file missing."""
+    mlic, scas = tmp_path / 'mlic', tmp_path / 'scas'
+    for folder, system in ((mlic, 'mlic'), (scas, 'scasnet')):
+        (folder / '.stages').mkdir(parents=True)
+        (folder / '.stages' / 'system').write_text(system + '\n')
+        (folder / 'seed1').mkdir()
+    assert cli.main(['scasnet', 'report', str(mlic)]) == 1
+    assert ('%s: an MLIC-KD-WSD run, not a ScasNet one: its report is `caffe-mlic report %s`' % (mlic, mlic)
+            in capsys.readouterr().err)
+    for argv in (['report', str(scas)], ['scasnet', 'report', str(scas)]):
+        assert cli.main(argv) == 1
+        assert '%s: a ScasNet run with no evaluated net yet' % scas in capsys.readouterr().err
