@@ -142,12 +142,35 @@ def status_lines(plan, stages, start=None, only=None):
     return lines
 
 
+def _refuse_stale_inputs(folder, stages, only):
+    """UsageError when a stage that ``only`` (--only) needs, directly or
+    through others, is not done (stale or to do): it would run on old or
+    missing inputs."""
+    by_name = {stage.name: stage for stage in stages}
+    needed, queue = [], list(by_name[only].after)
+    while queue:
+        name = queue.pop(0)
+        if name in by_name and name not in needed:
+            needed.append(name)
+            queue += by_name[name].after
+    for stage in stages:        # (the earliest first)
+        if stage.name in needed:
+            status = st.status(folder, stage)
+            if status.state != 'done':
+                raise UsageError('%s needs %s, which is %s%s: run it first (`--from %s`, or a run '
+                                 'without --only)' % (only, stage.name, status.state,
+                                                      ' (%s)' % status.why if status.why else '', stage.name),
+                                 'only')
+
+
 def run(path, overrides=(), start=None, only=None, say=print):
     """Run the stages of the config at ``path`` that are not done; then the
     system's summary (the table, where the results are)."""
     from caffe_mlic.engine.trainer import lock_run_dir, unlock_run_dir
     system, plan, stages = load(path, overrides)
     todo = st.plan(plan.folder, stages, start, only)
+    if only is not None:
+        _refuse_stale_inputs(plan.folder, stages, only)
     say = _quiet_when_closed(say)
     if not todo:
         for stage in stages if only is None else ():

@@ -470,6 +470,7 @@ def test_only_an_earlier_stage_does_not_print_the_old_results_as_current(first, 
     report stage; otherwise a line says the results are from before."""
     cwd = tmp_path / 'copy'
     shutil.copytree(first[0], cwd, symlinks=True)
+    assert run(cwd).returncode == 0         # (the copy's paths differ: its stages run again first)
     res = run(cwd, '--set', 'infer.flip=true', '--only', 'seed1/fcn/infer')
     assert res.returncode == 0, res.stderr
     assert 'results:' not in res.stdout and 'mean F1' not in res.stdout, res.stdout
@@ -477,3 +478,19 @@ def test_only_an_earlier_stage_does_not_print_the_old_results_as_current(first, 
                                         'did not run; `--status` says what is stale)'), res.stdout
     res = run(cwd, '--set', 'infer.flip=true')
     assert res.returncode == 0 and 'results: ' in res.stdout and 'stage report: ' in res.stdout, res.stdout
+
+
+def test_only_a_stage_whose_inputs_are_stale_is_refused(first, tmp_path):
+    """`--set train.max_iter=... --only seed1/fcn/infer` ran inference with
+    the old training's weights, or failed naming a file (pass 20 M4): the
+    stale stage it needs is named, nothing runs."""
+    cwd = tmp_path / 'copy'
+    shutil.copytree(first[0], cwd, symlinks=True)
+    assert run(cwd).returncode == 0         # (the copy's paths differ: its stages run again first)
+    before = sorted(p.name for p in (cwd / 'runs' / 'scasnet' / '.stages' / 'seed1' / 'fcn').iterdir())
+    res = run(cwd, '--set', 'train.max_iter=7', '--only', 'seed1/fcn/infer')
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert ('argument --only: seed1/fcn/infer needs seed1/fcn/nets, which is stale (settings changed (train)): '
+            'run it first '
+            '(`--from seed1/fcn/nets`, or a run without --only)') in res.stderr, res.stderr
+    assert sorted(p.name for p in (cwd / 'runs' / 'scasnet' / '.stages' / 'seed1' / 'fcn').iterdir()) == before
