@@ -1,6 +1,7 @@
 """Evaluate: multi-label classification metrics (cls), VOC detection AP
 and CorLoc (det) and semantic labeling OA / F1 / IoU (seg)."""
 import os
+import sys
 
 import numpy as np
 
@@ -204,6 +205,13 @@ def run_cls(args):
         sources = dict(scores_source='%s blob %s' % (args.net, args.blob),
                        labels_source='%s labels' % args.net)
     if args.sigmoid and np.asarray(scores).dtype.kind in 'biuf':
+        raw = np.asarray(scores, np.float64)
+        if raw.size and np.isfinite(raw).all() and raw.min() >= 0 and raw.max() <= 1:
+            # probabilities through a sigmoid all land in [0.5, 0.73]: every label is predicted at 0.5
+            print('note: the scores all lie in [0, 1] already (probabilities, as WSDDN\'s image_level_score?): '
+                  '--sigmoid maps them into [0.5, 0.73], where every label counts as predicted at 0.5 (CP, CR, '
+                  'CF1, OP, OR, OF1); leave --sigmoid out for probabilities (mAP is the same either way)',
+                  file=sys.stderr)
         scores = _sigmoid(scores)
     scores, labels = classification.check_inputs(scores, labels, names, classes_source=args.classes,
                                                  **sources)

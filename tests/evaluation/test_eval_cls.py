@@ -226,6 +226,10 @@ def test_cli_cls_sigmoid_turns_logits_into_probabilities(tmp_path, capsys):
     assert 'S.npy: S[0, 0] = 2.19722 is outside [0, 1]' in capsys.readouterr().err
     assert cli.main(argv + ['--sigmoid', '--json', str(tmp_path / 'm.json')]) == 0
     _assert_percent(json.loads((tmp_path / 'm.json').read_text()), EXPECTED4)
+    assert 'note:' not in capsys.readouterr().err
+    # probabilities through --sigmoid: said (pass 20 M6)
+    assert cli.main(_saved(tmp_path) + ['--sigmoid']) == 0
+    assert 'note: the scores all lie in [0, 1] already' in capsys.readouterr().err
 
 
 @pytest.mark.parametrize('extra, needle', [
