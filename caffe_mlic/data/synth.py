@@ -375,12 +375,13 @@ def make_synthetic_voc(out_dir, n_images, n_classes=6, objects_per_image=(1, 4),
     with staged_set(out_dir, force, log) as stage:
         ids = ['%06d' % (i + 1) for i in range(n_images)]
         present = {}  # id -> {class: flag}
-        pos = 0
+        pos = placed = 0
         for i, image_id in enumerate(progress(ids, desc='synth', unit='img', enabled=show_progress)):
             names = [classes[k] for k in stream[pos:pos + counts[i]]]
             pos += counts[i]
             img_rng = np.random.default_rng(image_seeds[i])
             bgr, objects = render_image(img_rng, names, width, height, (smin, smax), clutter)
+            placed += len(objects)
             ok, buf = cv2.imencode('.jpg', bgr, [cv2.IMWRITE_JPEG_QUALITY, 92])
             with atomic_write(os.path.join(stage, 'JPEGImages', image_id + '.jpg'), 'wb') as f:
                 f.write(buf.tobytes())
@@ -407,6 +408,11 @@ def make_synthetic_voc(out_dir, n_images, n_classes=6, objects_per_image=(1, 4),
                     f.write(''.join('%s %2d\n' % (m, present[m].get(cls, -1)) for m in members))
         with atomic_write(os.path.join(stage, 'classes.txt')) as f:
             f.write(''.join(c + '\n' for c in classes))
+    if placed < n_obj:      # (an object that finds no room in its image is left out, by design)
+        (log or sys.stderr).write('note: %d of the %d objects drawn (%d-%d an image) found no room in their '
+                                  '%dx%d image and were left out: %.1f an image on average; larger images or a '
+                                  'smaller --size-range hold more\n' % (n_obj - placed, n_obj, lo, hi, width,
+                                                                        height, placed / n_images))
     return classes
 
 

@@ -134,3 +134,17 @@ def test_cli(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith('caffe-mlic synth: ') and bad[0] in err
     assert not os.path.exists(str(tmp_path / 'x'))
+
+
+def test_objects_without_room_are_counted_in_a_note(tmp_path, capsys):
+    """50 objects an image at 64x64 px: about 33 fit; the note says how many
+    were left out (pass 20 M10), and the annotations hold the rest."""
+    out = str(tmp_path / 'set')
+    assert cli.main(['synth', out, '--images', '3', '--objects-per-image', '50-50', '--image-size', '64x64',
+                     '-q']) == 0
+    err = capsys.readouterr().err
+    placed = sum(len(_objects(out, '%06d' % i)[3]) for i in (1, 2, 3))
+    assert 'note: %d of the 150 objects drawn (50-50 an image) found no room' % (150 - placed) in err
+    assert 0 < placed < 150
+    assert cli.main(['synth', str(tmp_path / 'roomy'), '--images', '3', '-q']) == 0
+    assert 'note:' not in capsys.readouterr().err
