@@ -85,6 +85,18 @@ class Param:
         return float(value) if self.kind == 'float' else value
 
 
+def _no_repeated_keys(pairs):
+    """A JSON object's dict; ValueError for a key given twice (json keeps
+    the last silently: the first value, the one a reader sees first, would
+    be dropped without a word)."""
+    found = {}
+    for key, value in pairs:
+        if key in found:
+            raise ValueError('the key %r is given twice' % key)
+        found[key] = value
+    return found
+
+
 def parse_params(layer, param_str, spec):
     """Parse and validate ``param_str`` against ``spec`` (Params).
 
@@ -94,7 +106,7 @@ def parse_params(layer, param_str, spec):
     text = (param_str or '').strip()
     if text:
         try:
-            given = json.loads(text)
+            given = json.loads(text, object_pairs_hook=_no_repeated_keys)
         except (ValueError, RecursionError) as e:
             raise ParamError('%s: param_str is not valid JSON (%s): %r'
                              % (layer, 'nested too deeply' if isinstance(e, RecursionError) else e,
