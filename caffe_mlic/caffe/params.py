@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from caffe_mlic.errors import InputError
 
 REQUIRED = object()
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 class LayerError(InputError):
@@ -50,14 +51,16 @@ class Param:
             parts.append('one of %s' % ', '.join(json.dumps(c) for c in self.choices))
         if self.min_len:
             parts.append('with at least %d element(s)' % self.min_len)
+        if self.kind.startswith('float'):
+            parts.append('within float32, |x| <= 3.4e38')
         return ' '.join(parts[:1]) + ('' if len(parts) == 1 else ' (' + ', '.join(parts[1:]) + ')')
 
     def _scalar_ok(self, value, kind):
         if kind == 'int':
             return isinstance(value, int) and not isinstance(value, bool)
-        if kind == 'float':
+        if kind == 'float':     # (the layers compute in float32: a larger value would be inf there)
             return (isinstance(value, (int, float)) and not isinstance(value, bool)
-                    and math.isfinite(value))
+                    and math.isfinite(value) and abs(value) <= FLOAT32_MAX)
         if kind == 'bool':
             return isinstance(value, bool)
         return isinstance(value, str)

@@ -64,8 +64,8 @@ def test_bottom_not_n_by_5b(layer_net, layer, params, shape):
     ({}, "required parameter 'single_scale' is missing"),
     ({'single_scale': 224}, "required parameter 'origin_scale' is missing"),
     ({'origin_scale': 672}, "required parameter 'single_scale' is missing"),
-    ({'single_scale': 224, 'origin_scale': 0}, "'origin_scale': expected a number (> 0)"),
-    ({'single_scale': -1, 'origin_scale': 672}, "'single_scale': expected a number (> 0)"),
+    ({'single_scale': 224, 'origin_scale': 0}, "'origin_scale': expected a number (> 0, within float32"),
+    ({'single_scale': -1, 'origin_scale': 672}, "'single_scale': expected a number (> 0, within float32"),
     ({'single_scale': 224, 'origin_scale': 672, 'scale': 1}, "unknown parameter 'scale'"),
 ])
 def test_single_scale_bad_params(layer_net, params, fragment):
