@@ -31,6 +31,7 @@ Output: OUT_DIR/<image stem>.npz with
   scores       (K,)   float32  descending
   image_shape  (2,)   int32    height, width of the image the boxes belong to
   method       str
+  settings     str      the settings.json it was computed with (JSON)
   OUT_DIR/settings.json  the method and its settings, written first
 
 Outputs that already exist are skipped, so a killed run resumes where it
@@ -38,7 +39,8 @@ stopped; every output is written atomically. An existing output that cannot
 be read as such a file (truncated, not a .npz, arrays missing, boxes outside
 its image), or that breaks it for this folder's settings (scores not
 descending, duplicate boxes, more than max_boxes, a side under min_size,
-another method), is computed again, and named on stderr; a kept output with
+another method, other recorded settings), is computed again, and named on
+stderr; a kept output with
 no box is reported as on the run that wrote it. A run whose settings differ
 from the folder's settings.json stops before computing anything (boxes of
 two methods would mix silently): choose another folder, or ``recompute``.
@@ -335,19 +337,25 @@ def read_proposal_file(path, image_shape=None, image=None, allow_empty=False):
     return boxes, scores
 
 
-def save_proposals(out_path, boxes, scores, image_shape, method):
-    """Write one image's proposal file (the format of the module docstring), atomically."""
+def save_proposals(out_path, boxes, scores, image_shape, method, settings=None):
+    """Write one image's proposal file (the format of the module docstring),
+    atomically; ``settings`` (the folder's, as settings.json holds them) are
+    recorded in it too, so that a file of other settings is told apart
+    whatever settings.json says later (shards run with --recompute)."""
+    import json
+    extra = {} if settings is None else {'settings': np.array(json.dumps(settings, sort_keys=True))}
     atomic_save_npz(out_path, boxes=np.asarray(boxes, np.float32), scores=np.asarray(scores, np.float32),
-                    image_shape=np.array(image_shape[:2], np.int32), method=np.array(method))
+                    image_shape=np.array(image_shape[:2], np.int32), method=np.array(method), **extra)
 
 
 def process_image(image_path, out_path, method='edgeboxes', max_boxes=2000, min_size=MIN_SIZE,
-                  sed_model=None, alpha=0.65, beta=0.75):
-    """Compute and atomically save one image's proposals; returns the box count."""
+                  sed_model=None, alpha=0.65, beta=0.75, settings=None):
+    """Compute and atomically save one image's proposals (``settings``: the
+    folder's, recorded in the file); returns the box count."""
     img = read_image(image_path)
     boxes, scores = compute_proposals(img, method, max_boxes, min_size, sed_model, alpha, beta,
                                       name=image_path)
-    save_proposals(out_path, boxes, scores, img.shape, method)
+    save_proposals(out_path, boxes, scores, img.shape, method, settings)
     return len(boxes)
 
 
@@ -545,15 +553,22 @@ def _format_problem(out_path, boxes, scores, settings):
         if small.size:
             return '%s: box %d has a side under this folder\'s min_size %d px' % (
                 out_path, small[0], min_size)
-    if settings.get('method'):
-        try:
-            with np.load(out_path, allow_pickle=False) as z:
-                method = str(z['method']) if 'method' in z.files else None
-        except Exception:  # noqa: BLE001  (read once already: a method array np.load cannot take)
-            return '%s: its "method" array is unreadable' % out_path
-        if method is not None and method != settings['method']:
-            return '%s: records method %r, but this folder\'s settings.json says %r' % (
-                out_path, method, settings['method'])
+    import json
+    try:
+        with np.load(out_path, allow_pickle=False) as z:
+            method = str(z['method']) if 'method' in z.files else None
+            recorded = json.loads(str(z['settings'])) if 'settings' in z.files else None
+    except Exception:  # noqa: BLE001  (read once already: an array np.load cannot take, not JSON)
+        return '%s: its "method" or "settings" array is unreadable' % out_path
+    if settings.get('method') and method is not None and method != settings['method']:
+        return '%s: records method %r, but this folder\'s settings.json says %r' % (
+            out_path, method, settings['method'])
+    if isinstance(recorded, dict):      # (files of before the record: the checks above)
+        differ = sorted(k for k in settings if k in recorded and recorded[k] != settings[k])
+        if differ:
+            return '%s: computed with %s; this folder\'s settings are %s' % (
+                out_path, ', '.join('%s %s' % (k, json.dumps(recorded[k])) for k in differ),
+                ', '.join('%s %s' % (k, json.dumps(settings[k])) for k in differ))
     return None
 
 
@@ -666,15 +681,15 @@ def run(images, out_dir, method='edgeboxes', max_boxes=2000, min_size=MIN_SIZE, 
     i, n = shard
     mine = images[i::n]  # strided: every shard gets a similar mix
     _check_output_places(out_dir, images, mine, sed_model)
-    claim_folder(out_dir, dict(kw, sed_model=os.path.abspath(sed_model) if sed_model else None),
-                 recompute, images=mine if n > 1 else None)
+    settings = dict(kw, sed_model=os.path.abspath(sed_model) if sed_model else None)
+    claim_folder(out_dir, settings, recompute, images=mine if n > 1 else None)
     todo, bad, kept_empty = [], [], []
     for p in mine:
         out = output_path(out_dir, p)
         if not os.path.lexists(out):
             todo.append(p)
             continue
-        why, count = _output_problem(out, p, kw)
+        why, count = _output_problem(out, p, settings)
         if why:
             todo.append(p)
             bad.append(why)
@@ -686,7 +701,7 @@ def run(images, out_dir, method='edgeboxes', max_boxes=2000, min_size=MIN_SIZE, 
         log.write('... and %d more unreadable or foreign outputs; computing them again\n'
                   % (len(bad) - MAX_LISTED))
     skipped = len(mine) - len(todo)
-    job_list = [(p, output_path(out_dir, p), kw) for p in todo]
+    job_list = [(p, output_path(out_dir, p), dict(kw, settings=settings)) for p in todo]
     bar = progress(total=len(job_list), desc='proposals', unit='img', enabled=show_progress)
     failures, empty = [], list(kept_empty)
     done = 0

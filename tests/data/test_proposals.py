@@ -1,4 +1,5 @@
 """caffe-mlic proposals: EdgeBoxes / Selective Search with WSDDN hygiene."""
+import json
 import os
 import shutil
 import xml.etree.ElementTree as ET
@@ -166,7 +167,7 @@ def test_cli_writes_npz(image_dir, tmp_path, capsys):
                      '--min-size', '16', '-q']) == 0
     assert _outputs(out) == ['000001.npz', '000002.npz']
     with np.load(os.path.join(out, '000001.npz')) as z:
-        assert set(z.files) == {'boxes', 'scores', 'image_shape', 'method'}
+        assert set(z.files) == {'boxes', 'scores', 'image_shape', 'method', 'settings'}
         _check_boxes(z['boxes'], z['scores'], 96, 128, min_size=16, max_boxes=50)
         assert len(z['boxes']) == 50
         assert tuple(z['image_shape']) == (96, 128) and str(z['method']) == 'edgeboxes'
@@ -279,4 +280,26 @@ def test_recompute_by_shards_keeps_the_other_shards_proposals(image_dir, tmp_pat
         assert len(np.load(os.path.join(out, name))['boxes']) <= 20, name     # every file of the new settings
     capsys.readouterr()
     assert cli.main(['proposals', image_dir, '-o', out, '--max-boxes', '20']) == 0
+    assert '0 written, 6 already there' in capsys.readouterr().out
+
+
+def test_a_shard_run_without_recompute_after_one_with_it_recomputes_its_old_files(image_dir, tmp_path, capsys):
+    """`--recompute --shard 0/2` rewrote settings.json; `--shard 1/2` with the
+    new settings but no --recompute took its files of the old settings as
+    "already there": a folder of mixed settings, rc 0 (pass 21 S1). Each
+    file records its settings: those of other settings are computed again."""
+    out = str(tmp_path / 'props')
+    assert cli.main(['proposals', image_dir, '-o', out, '--max-boxes', '20', '-q']) == 0
+    new = ['--max-boxes', '30', '--min-size', '10']     # (the old files pass every check of the format)
+    assert cli.main(['proposals', image_dir, '-o', out, *new, '--recompute', '--shard', '0/2', '-q']) == 0
+    capsys.readouterr()
+    assert cli.main(['proposals', image_dir, '-o', out, *new, '--shard', '1/2']) == 0
+    captured = capsys.readouterr()
+    assert '3 written, 0 already there' in captured.out, captured.out
+    assert 'computed with max_boxes 20, min_size 20; this folder\'s settings are max_boxes 30, min_size 10' \
+        in captured.err
+    for name in _outputs(out):
+        recorded = json.loads(str(np.load(os.path.join(out, name))['settings']))
+        assert (recorded['max_boxes'], recorded['min_size']) == (30, 10), name
+    assert cli.main(['proposals', image_dir, '-o', out, *new]) == 0
     assert '0 written, 6 already there' in capsys.readouterr().out
