@@ -329,18 +329,22 @@ def refuse_overwriting(outputs, inputs, param=None):
                              'choose another output path' % out, param)
 
 
-def refuse_output_among_inputs(output, images, folders=(), param=None):
-    """UsageError when the output folder is the folder of one of the input
-    ``images`` or one of the input ``folders`` (a proposals folder): the
-    outputs would be written among the inputs (and a `run`'s folder would
-    go stale)."""
+def refuse_output_among_inputs(output, images, folders=(), param=None, subfolders=()):
+    """UsageError when the output folder, or one of its ``subfolders`` the
+    command writes into (json/, labels/, ...), is the folder of one of the
+    input ``images`` or one of the input ``folders`` (a proposals folder):
+    the outputs would be written among the inputs (and a `run`'s folder
+    would go stale)."""
     from caffe_mlic.errors import UsageError
-    if not os.path.isdir(output):
-        return
-    for folder in list(folders) + sorted({os.path.dirname(os.fspath(p)) or '.' for p in images}):
-        if folder and os.path.isdir(folder) and same_file(folder, output):
-            raise UsageError('%s is the folder of inputs of this command (%s): the outputs would be written '
-                             'among them; choose another output folder' % (output, folder), param)
+    inputs = [f for f in list(folders) + sorted({os.path.dirname(os.fspath(p)) or '.' for p in images})
+              if f and os.path.isdir(f)]
+    for target in [output] + [os.path.join(output, sub) for sub in subfolders]:
+        if os.path.isdir(target):
+            for folder in inputs:
+                if same_file(folder, target):
+                    raise UsageError('%s is the folder of inputs of this command (%s): the outputs would be '
+                                     'written among them; choose another output folder' % (target, folder),
+                                     param)
 
 
 def refuse_folders(outputs, param=None):

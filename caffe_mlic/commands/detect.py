@@ -265,7 +265,13 @@ def run(args):
     results = [os.path.join(args.output, result_file_name(args.set_name, c)) for c in classes]
     if coco_gt is not None:
         results.append(os.path.join(args.output, COCO_RESULTS))
-    refuse_output_among_inputs(args.output, images, [args.proposals], 'output')
+    refuse_output_among_inputs(args.output, images, [args.proposals], 'output',
+                               subfolders=('json', 'vis', 'proposals'))
+    if os.path.isfile(os.path.join(cache, 'settings.json')):
+        # detect keeps the proposals it computes in OUT/proposals: not in a `caffe-mlic proposals` folder
+        raise UsageError('%s is a folder of `caffe-mlic proposals` (it holds settings.json), where detect would '
+                         'keep the proposals it computes: choose another output folder (to use those proposals, '
+                         'give --proposals %s)' % (cache, cache), 'output')
     refuse_overwriting([args.output] + results + [p for pair in per_image.values() for p in pair],
                               images + [args.net, args.weights, args.settings or find_settings(args.net), args.classes,
                                         args.coco_ids],

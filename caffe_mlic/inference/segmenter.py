@@ -154,7 +154,7 @@ def label_images(net, weights, images, out, tile=None, stride=None, flip=False, 
         raise UsageError('two images would write the same outputs: %s' % ', '.join(map(printable, twice)))
     outputs = [out] + [os.path.join(out, folder, stem + ext) for stem in stems
                        for folder, ext in (('labels', '.png'), ('color', '.png'), ('overlay', '.jpg'))]
-    refuse_output_among_inputs(out, images, param='out')
+    refuse_output_among_inputs(out, images, param='out', subfolders=('labels', 'color', 'overlay'))
     refuse_overwriting(outputs, images + [net, weights, settings or find_settings(net), palette], 'out')
     colours = load_palette(palette)
     model = Segmenter(net, weights, load_settings(net, settings), tile, palette=colours, palette_name=palette)

@@ -449,6 +449,17 @@ def test_detect_refuses_an_output_folder_that_holds_its_inputs(tiny, tmp_path, c
         assert cli.main(detect + extra) == 2
         assert 'is the folder of inputs of this command' in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path / 'imgs')) == ['a.png']
+    # one folder down: -o OUT with the images in OUT/vis (pass 21 M2)
+    (tmp_path / 'out' / 'vis').mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / 'out' / 'vis' / 'b.png'), photos(1)[0][:64, :80])
+    assert cli.main(detect + [str(tmp_path / 'out' / 'vis' / 'b.png'), '-o', str(tmp_path / 'out')]) == 2
+    assert '%s is the folder of inputs of this command' % (tmp_path / 'out' / 'vis') in capsys.readouterr().err
+    # OUT/proposals a folder of `caffe-mlic proposals` (a run's data/): detect would keep its cache there (M1)
+    (tmp_path / 'data' / 'proposals').mkdir(parents=True)
+    (tmp_path / 'data' / 'proposals' / 'settings.json').write_text('{}')
+    assert cli.main(detect + [str(tmp_path / 'imgs' / 'a.png'), '-o', str(tmp_path / 'data')]) == 2
+    assert 'is a folder of `caffe-mlic proposals` (it holds settings.json)' in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path / 'data' / 'proposals')) == ['settings.json']
 
 
 def test_detect_refuses_image_names_it_cannot_write_before_any_output(tiny, tmp_path, capsys):

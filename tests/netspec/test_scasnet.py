@@ -493,8 +493,17 @@ def test_infer_refuses_outputs_that_are_its_inputs(tmp_path):
     res = subprocess.run([CLI, 'scasnet', 'infer', '--net', str(tmp_path / 'pw32.prototxt'), '--weights',
                           str(tmp_path / 'pw.caffemodel'), str(images / 'labels' / 'b.png'), '-o', str(images)],
                          capture_output=True, text=True)
-    assert res.returncode == 2 and 'is an input of this command' in res.stderr, res.stderr
+    # (OUT/labels is where the labels go: the input's folder, one level down; pass 21 M2)
+    assert res.returncode == 2 and '%s is the folder of inputs of this command' % (images / 'labels') in res.stderr, \
+        res.stderr
     assert (images / 'labels' / 'b.png').read_bytes() == before
+    (images / 'color').mkdir()
+    cv2.imwrite(str(images / 'color' / 'c.jpg'), np.zeros((40, 40, 3), np.uint8))
+    res = subprocess.run([CLI, 'scasnet', 'infer', '--net', str(tmp_path / 'pw32.prototxt'), '--weights',
+                          str(tmp_path / 'pw.caffemodel'), str(images / 'color' / 'c.jpg'), '-o', str(images)],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and '%s is the folder of inputs of this command' % (images / 'color') in res.stderr
+    assert sorted(os.listdir(images / 'color')) == ['c.jpg']
     # the images' own folder as the output: labels/, color/, overlay/ among them (pass 20 M1)
     res = subprocess.run([CLI, 'scasnet', 'infer', '--net', str(tmp_path / 'pw32.prototxt'), '--weights',
                           str(tmp_path / 'pw.caffemodel'), str(images / 'labels' / 'b.png'), '-o',
