@@ -154,7 +154,24 @@ def _solver_set_problems(path, key, fields):
     from caffe.proto import caffe_pb2
     from caffe_mlic.engine.solver_file import apply_overrides, check_values
     from caffe_mlic.errors import MlicError, Problem
+    from caffe_mlic.engine.lr import lr_policy_problems
+    from caffe_mlic.engine.solver_file import MAX_ITER_SIZE
     problems = []
+    # the fields together, on the pipeline's schedule (lr_policy "step", unless the table sets one): what
+    # `train` refuses in combination (lr_policy "step" with stepsize <= 0), and the counts it bounds
+    together = caffe_pb2.SolverParameter(lr_policy='step', stepsize=1, max_iter=1)
+    for name, value in fields.items():
+        if name not in OWNED_SOLVER_FIELDS:
+            try:
+                apply_overrides(together, ['%s=%s' % (name, value)])
+            except MlicError:
+                pass        # (said below, field by field)
+    combined = list(lr_policy_problems(together))
+    if 'iter_size' in fields and not 1 <= together.iter_size <= MAX_ITER_SIZE:
+        combined.append(('iter_size', 'iter_size must be from 1 to %d, got %d' % (MAX_ITER_SIZE,
+                                                                                together.iter_size)))
+    problems += [Problem(path, None, '%s.%s' % (key, field), message) for field, message in combined
+                 if field in fields]
     for name, value in fields.items():
         where = '%s.%s' % (key, name)
         if name in OWNED_SOLVER_FIELDS:

@@ -297,6 +297,12 @@ def test_a_stages_solver_fields_are_checked_before_anything_runs(data):
     assert 'train.stage2.set.max_iter: is set by the pipeline (train.STAGE.max_iter' in found
     assert 'train.stage2.set.net: is set by the pipeline (the nets, snapshots and seed are its own)' in found
     assert 'lr_policy' not in found
+    # refused in combination, as `train` refuses them (pass 21 M3)
+    found = problems_of(config(data, '[train]\nteacher = { set = { stepsize = -3, lr_policy = "step", '
+                                     'iter_size = 0 } }\n'))
+    assert 'train.teacher.set.stepsize: lr_policy "step" needs stepsize > 0, got -3' in found, found
+    assert 'train.teacher.set.iter_size: iter_size must be from 1 to 1024, got 0' in found, found
+    runner.load(config(data, '[train]\nteacher = { set = { stepsize = -3, lr_policy = "fixed" } }\n'))   # (unused)
 
 
 def test_a_coco_split_with_no_image_is_named_by_its_key(tmp_path):
