@@ -90,12 +90,39 @@ def load(path, overrides=()):
         raise InputError(problems=problems)
     plan = system.Plan(data)
     try:
-        return system, plan, system.stages(plan)
+        stages = system.stages(plan)
     except UsageError as e:     # a value the config class refuses only in combination (a head's refine taps)
         from caffe_mlic.errors import Problem
         key = getattr(system, 'CONFIG_KEYS', {}).get(getattr(e, 'param', None), 'net.%s' % e.param
                                                      if getattr(e, 'param', None) else 'net')
         raise InputError(problems=[Problem(path, None, key, str(e))]) from None
+    _refuse_foreign_folder(path, plan.folder, stages)
+    return system, plan, stages
+
+
+def _refuse_foreign_folder(path, folder, stages):
+    """InputError when ``folder`` holds no record of a run (.stages) but
+    files of the names the stages write at its top (results.json,
+    report.html, ...): someone's files, which the run would write over. (A
+    folder of inputs made before the first run, such as a demo's data/, is
+    fine.)"""
+    if not os.path.isdir(folder) or os.path.isdir(os.path.join(folder, st.RECORDS)):
+        return
+    real = os.path.realpath(folder)
+    names = set()
+    for stage in stages:
+        for output in stage.outputs:
+            rel = os.path.relpath(os.path.realpath(output), real)
+            if not rel.startswith(os.pardir):
+                names.add(rel.split(os.sep, 1)[0])
+    found = sorted(name for name in names if os.path.lexists(os.path.join(folder, name))
+                   and not os.path.isdir(os.path.join(folder, name)))
+    if found:
+        from caffe_mlic.errors import Problem
+        raise InputError(problems=[Problem(path, None, 'run.folder', '%s holds %s but no record of a run (%s/): '
+                                           'files a run would write over; give run.folder a new folder, or one a '
+                                           'run made' % (folder, ', '.join(found[:4]) + (' ...' if len(found) > 4
+                                                                                      else ''), st.RECORDS))])
 
 
 def _runner_pid(folder):

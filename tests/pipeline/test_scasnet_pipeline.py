@@ -494,3 +494,20 @@ def test_only_a_stage_whose_inputs_are_stale_is_refused(first, tmp_path):
             'run it first '
             '(`--from seed1/fcn/nets`, or a run without --only)') in res.stderr, res.stderr
     assert sorted(p.name for p in (cwd / 'runs' / 'scasnet' / '.stages' / 'seed1' / 'fcn').iterdir()) == before
+
+
+def test_a_folder_of_someone_elses_results_is_refused_untouched(data, tmp_path):
+    """run.folder naming a folder with the user's own results.json and no
+    record of a run: the report would have written over it, rc 0 (pass 21
+    M4). Refused by `run` and `--check`, naming the file; the data folder a
+    demo makes before its first run is no such file."""
+    cwd = fresh(data, tmp_path)
+    mine = cwd / 'runs' / 'scasnet' / 'results.json'
+    mine.write_text('{"my": "thesis numbers"}')
+    for extra in ([], ['--check']):
+        res = run(cwd, *extra)
+        assert res.returncode == 1, res.stdout + res.stderr
+        assert 'run.folder: %s holds results.json but no record of a run (.stages/)' % (cwd / 'runs' / 'scasnet') \
+            in res.stderr, res.stderr
+    assert mine.read_text() == '{"my": "thesis numbers"}'
+    assert sorted(p.name for p in (cwd / 'runs' / 'scasnet').iterdir()) == ['data', 'results.json']
