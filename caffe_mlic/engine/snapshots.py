@@ -6,6 +6,7 @@ import glob
 import os
 import re
 import shutil
+import tempfile
 
 import numpy as np
 
@@ -288,11 +289,14 @@ def snapshot_bytes(solver_file, net):
 def check_snapshot_folder(solver_file):
     """Create the snapshot prefix's folder and check that files can be made
     in it, before Caffe starts (Caffe aborts on a prefix it cannot write);
-    returns the folders it made, deepest first."""
-    import tempfile
+    returns the folders it made, deepest first (removed again when the
+    prefix is refused)."""
     folder = os.path.dirname(os.path.abspath(solver_file.snapshot_prefix))
 
     def problem(message):
+        for made_folder in made:        # (deepest first; only those still empty)
+            with contextlib.suppress(OSError):
+                os.rmdir(made_folder)
         line = None if solver_file.overrides else _field_line(solver_file.path, 'snapshot_prefix')
         return InputError(problems=[Problem(solver_file.path, line, 'snapshot_prefix', message)])
     from caffe_mlic.fileio import _missing_dirs
@@ -389,6 +393,15 @@ def take_snapshot(solver, solver_file, needed, ranks=1):
         raise RunError('cannot write the snapshot at iteration %d: %s is in the way, and it is not a regular '
                        'file (the file of that name says how many ranks wrote the state): move it away'
                        % (iteration, ranks_path))
+    try:
+        # a folder that cannot take a file now (made read-only mid-run, removed): said here, since
+        # Caffe's failed write is a FATAL that ends the process
+        probe, name = tempfile.mkstemp(prefix='.write_probe.', dir=folder)
+        os.close(probe)
+        os.unlink(name)
+    except OSError as e:
+        raise RunError('cannot write the snapshot at iteration %d into %s: %s'
+                       % (iteration, folder, e.strerror or e))
     try:
         solver.snapshot()
         _fsync(staged_model)

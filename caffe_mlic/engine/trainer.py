@@ -455,7 +455,10 @@ class Trainer:
         if bad:
             raise RunError('the weights are NaN or infinite at iteration %d (layers %s): training '
                            'diverged; lower base_lr%s' % (self.solver.iter, name_list(bad), self._resume_hint()))
-        take_snapshot(self.solver, self.solver_file, self.snapshot_needed, ranks=self.group.size)
+        try:
+            take_snapshot(self.solver, self.solver_file, self.snapshot_needed, ranks=self.group.size)
+        except RunError as e:
+            raise RunError('%s%s' % (e, self._resume_hint())) from None
         self.last_snapshot = self.solver.iter
 
     def _say(self, bar, line):

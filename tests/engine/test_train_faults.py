@@ -881,7 +881,7 @@ def test_a_snapshot_prefix_too_long_for_a_file_name_is_refused_before_caffe_star
     aborts at the first snapshot); 235: the longest name is 255 bytes, which
     the binary writes, and so must train (its staged name is shorter)."""
     base = 'p' * length
-    solver(tiny, 'long%d' % length, max_iter=20, snapshot=10, snapshot_prefix='snap_long/%s' % base)
+    solver(tiny, 'long%d' % length, max_iter=20, snapshot=10, snapshot_prefix='snap_long%d/%s' % (length, base))
     res = run(['train', 'long%d.prototxt' % length, '--run-dir', 'runs/long%d' % length], tiny)
     longest = '%s_iter_20.solverstate' % base
     if len(longest) > 255:
@@ -890,13 +890,14 @@ def test_a_snapshot_prefix_too_long_for_a_file_name_is_refused_before_caffe_star
                             r'up to 270 bytes long \(%s\), more than the 255 a file name can have in \S+: shorten '
                             r"the prefix's last part by 15 bytes or more\n" % longest, res.stderr), res.stderr
         assert not (tiny / 'runs' / 'long250').exists()
+        assert not (tiny / 'snap_long250').exists()        # the folder made for the check is gone (pass 21 M12)
         res = run(['caffe', 'train', '-solver', 'long250.prototxt'], tiny)
         assert res.returncode == 1 and 'Check failed' not in res.stderr, res.stderr
         assert 'more than the 255 a file name can have' in res.stderr
     else:
         assert len(longest) == 255
         assert res.returncode == 0, res.stderr
-        assert sorted(p.name for p in (tiny / 'snap_long').iterdir()) == sorted(
+        assert sorted(p.name for p in (tiny / 'snap_long235').iterdir()) == sorted(
             '%s_iter_%d.%s' % (base, i, ext) for i in (10, 20) for ext in ('caffemodel', 'solverstate'))
 
 
@@ -964,3 +965,38 @@ def test_an_output_name_of_255_bytes_is_written(tiny, tmp_path):
     with atomic_write(str(path)) as f:
         f.write('x')
     assert path.read_text() == 'x' and os.listdir(tmp_path) == [path.name]
+
+
+@pytest.mark.parametrize('how', ['immutable', 'moved'])
+def test_a_snapshot_folder_that_stops_taking_files_mid_run_fails_in_one_line_with_the_last_snapshot(tiny, how):
+    """Made immutable (chattr +i; root ignores modes) or moved away after the
+    first snapshot: Caffe's failed write was a FATAL (io.cpp) and "a setting
+    or input it refuses", without the snapshot to resume from (pass 21 M6)."""
+    import shutil
+    import subprocess as sp
+    name = 'ro_%s' % how
+    solver(tiny, name, max_iter=2000, snapshot=10)
+    folder = tiny / ('snap_%s' % name)
+    proc = start(['train', '%s.prototxt' % name, '--run-dir', 'runs/%s' % name], tiny, stdout=sp.PIPE,
+                 stderr=sp.PIPE)
+    wait_for(lambda: (folder / 'w_iter_10.solverstate').exists(), proc)
+    if how == 'immutable':
+        if sp.run(['chattr', '+i', str(folder)], capture_output=True).returncode != 0:
+            proc.kill()
+            proc.communicate()
+            pytest.skip('chattr +i is not supported here')
+    else:
+        folder.rename(folder.with_name(folder.name + '_moved'))
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        sp.run(['chattr', '-i', str(folder)], capture_output=True)
+    assert proc.returncode == 1, err
+    assert re.fullmatch(r'caffe-mlic train: cannot write the snapshot at iteration 20 into %s: [^\n]+; the last '
+                        r'snapshot is %s\n' % (re.escape(str(folder)), re.escape('snap_%s/w_iter_10.solverstate' % name)),
+                        err), err
+    info = run_json(tiny / 'runs' / name)
+    assert info['status'] == 'failed' and 'cannot write the snapshot at iteration 20' in info['error']
+    if how == 'immutable':
+        assert sorted(p.name for p in folder.iterdir()) == ['w_iter_10.caffemodel', 'w_iter_10.solverstate']
+    shutil.rmtree(folder, ignore_errors=True)
