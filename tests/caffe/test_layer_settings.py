@@ -799,3 +799,13 @@ def test_our_python_losses_without_loss_weight_are_refused(loss):
                             "watch it)" % loss)
     for weight in (' loss_weight: 1', ' loss_weight: 0'):
         prototxt.check_net(_net(layer % (loss, weight)), 'net.prototxt')
+
+
+@pytest.mark.parametrize('weight', ['nan', 'inf', '-inf', '1e39'])
+def test_a_loss_weight_that_is_not_a_finite_number_is_refused(weight):
+    """loss_weight: nan trained to a NaN loss said to be "training diverged;
+    lower base_lr" (pass 21 M7)."""
+    layer = ('layer { name: "x" type: "Python" bottom: "score" bottom: "score" top: "l" loss_weight: %s '
+             'python_param { module: "caffe_mlic.layers" layer: "CrossEntropyLoss" } }' % weight)
+    with pytest.raises(InputError, match="layer 'x'.*has loss_weight .*: a loss weight must be a finite number"):
+        prototxt.check_net(_net(layer), 'net.prototxt')
