@@ -174,6 +174,8 @@ def test_detect_computes_proposals_for_photos(tiny, tmp_path, capsys):
 
 @pytest.mark.parametrize('argv, code, needle', [
     (['--scales', '100'], 2, 'argument --scales: must be a multiple of 16 from 16 to 4096'),
+    (['--scales', '96', '128', '96'], 2, 'argument --scales: scales must be distinct (the passes\' scores are '
+                                         'summed, so a repeated scale would count twice), got 96 more than once'),
     (['--classes', '{classes2}'], 1, '2 classes, but the net scores 3'),
 ])
 def test_detect_bad_input(tiny, tmp_path, capsys, argv, code, needle):
