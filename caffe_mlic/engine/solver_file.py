@@ -53,6 +53,14 @@ def longest_snapshot_name(base, max_iter, hdf5):
 PLAIN_NUMBER = re.compile(r'[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\Z', re.ASCII)
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+# (protobuf's integer field types: what a SolverParameter field of each holds)
+INT_RANGES = {5: 'int32: -2147483648 to 2147483647', 17: 'int32: -2147483648 to 2147483647',
+              15: 'int32: -2147483648 to 2147483647', 3: 'int64: -9223372036854775808 to 9223372036854775807',
+              18: 'int64: -9223372036854775808 to 9223372036854775807', 13: 'uint32: 0 to 4294967295',
+              4: 'uint64: 0 to 18446744073709551615'}
+
+
 def apply_overrides(param, overrides):
     """Set SolverParameter fields from 'FIELD=VALUE' strings (`train --set`),
     as detectron2's KEY=VALUE overrides: a scalar field of the message,
@@ -82,19 +90,24 @@ def apply_overrides(param, overrides):
                 value = float(text)
                 if not math.isfinite(value):
                     raise ValueError(text)
+            elif not text.lstrip('+-').isdigit():
+                raise ValueError(text)
             else:
                 value = int(text)
         except (KeyError, ValueError):
             raise UsageError('%s: %r is not a valid %s' % (field.name, text, {
                 F.TYPE_BOOL: 'true/false', F.TYPE_ENUM: 'one of ' + ', '.join(
-                    v.name for v in field.enum_type.values) if field.enum_type else ''}.get(
-                    field.type, 'number')), 'overrides')
+                    v.name for v in field.enum_type.values) if field.enum_type else '',
+                F.TYPE_FLOAT: 'number', F.TYPE_DOUBLE: 'number'}.get(
+                    field.type, 'whole number')), 'overrides')
+        if field.type == F.TYPE_FLOAT and abs(value) > FLOAT32_MAX:     # (Caffe would read inf)
+            raise UsageError('%s: %s is beyond a float32 field\'s range (|x| <= 3.4e38)' % (field.name, text),
+                             'overrides')
         try:
             setattr(param, field.name, value)
-        except (ValueError, TypeError):         # protobuf's range of an int32 / uint32 field
+        except (ValueError, TypeError):         # protobuf's range of an integer field
             raise UsageError('%s: %s is out of the range of the field (%s)'
-                             % (field.name, text, 'int32: at most 2147483647' if field.type in (
-                                 F.TYPE_INT32, F.TYPE_SINT32, F.TYPE_SFIXED32) else field.type),
+                             % (field.name, text, INT_RANGES.get(field.type, 'type %d' % field.type)),
                              'overrides')
 
 

@@ -37,7 +37,7 @@ def test_errors_name_the_instance_when_a_net_has_two_layers_of_a_type(net_from_t
     ('nope=1', "expected FIELD=VALUE with a scalar SolverParameter field"),
     ('max_iter', "expected FIELD=VALUE"),
     ('test_iter=3', "expected FIELD=VALUE with a scalar"),          # repeated
-    ('max_iter=abc', "max_iter: 'abc' is not a valid number"),
+    ('max_iter=abc', "max_iter: 'abc' is not a valid whole number"),
     ('base_lr=nan', "base_lr: 'nan' is not a valid number"),
     ('snapshot_format=TEXT', 'snapshot_format: \'TEXT\' is not a valid one of HDF5, BINARYPROTO'),
 ])

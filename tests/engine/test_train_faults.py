@@ -191,7 +191,13 @@ def test_a_state_at_or_past_max_iter(tiny):
     ('momentum=2', r'momentum must be in \[0, 1\), got 2'),
     ('snapshot=-1', r'snapshot must be >= 0 .*got -1'),
     ('base_lr=-0.1', r'base_lr must be >= 0, got -0.1'),
-    ('max_iter=1000000000000', r'max_iter: 1000000000000 is out of the range of the field \(int32: at most 2147483647\)'),
+    ('max_iter=1000000000000', r'max_iter: 1000000000000 is out of the range of the field \(int32: -2147483648 to '
+                               r'2147483647\)'),
+    # (pass 21 M9: said as what they are)
+    ('max_iter=1e3', r"max_iter: '1e3' is not a valid whole number"),
+    ('base_lr=1e39', r"base_lr: 1e39 is beyond a float32 field's range \(\|x\| <= 3.4e38\)"),
+    ('random_seed=9223372036854775808', r'random_seed: 9223372036854775808 is out of the range of the field '
+                                        r'\(int64: -9223372036854775808 to 9223372036854775807\)'),
 ])
 def test_solver_values_out_of_range_are_refused(tiny, override, message):
     solver(tiny, 'range')
@@ -917,7 +923,8 @@ def test_set_takes_numbers_as_the_solver_file_writes_them(tiny, override):
     res = run(['train', 'spell.prototxt', '--set', override, '--run-dir', 'runs/spell'], tiny)
     name, text = override.split('=')
     assert res.returncode == 2, res.stderr
-    assert res.stderr == 'caffe-mlic train: argument --set: %s: %r is not a valid number\n' % (name, text)
+    assert res.stderr == 'caffe-mlic train: argument --set: %s: %r is not a valid %s\n' % (
+        name, text, 'whole number' if name == 'max_iter' else 'number')
 
 
 def test_a_closed_stdout_after_the_run_finished_is_quiet(tiny):
