@@ -348,11 +348,17 @@ def refuse_output_among_inputs(output, images, folders=(), param=None, subfolder
 
 
 def refuse_folders(outputs, param=None):
-    """UsageError, before the work, for an output file path that is a folder."""
+    """UsageError, before the work, for an output file path that is a folder,
+    or whose folder cannot be made because a file is in its place."""
     from caffe_mlic.errors import UsageError
     for out in filter(None, outputs):
         if os.path.isdir(out):
             raise UsageError('%s is a folder: give a file path to write' % out, param)
+        parent = os.path.dirname(os.path.abspath(out))
+        while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            raise UsageError('%s cannot be written: %s is a file, where its folder would be' % (out, parent), param)
 
 
 def atomic_write_json(path, data, indent=1, sort_keys=False):

@@ -271,3 +271,34 @@ def test_an_hdf5_output_is_written_through_its_locked_temp(tmp_path):
             h5['x'] = np.arange(3)
     with h5py.File(tmp_path / 'w.h5', 'r') as h5:
         assert list(h5['x'][()]) == [0, 1, 2]
+
+
+def test_refuse_folders_names_a_folder_or_a_file_in_the_way_of_the_outputs_folder(tmp_path):
+    from caffe_mlic.errors import UsageError
+    from caffe_mlic.fileio import refuse_folders
+    (tmp_path / 'afile').write_text('')
+    (tmp_path / 'adir').mkdir()
+    refuse_folders([str(tmp_path / 'new' / 'deeper' / 'x.json'), None, str(tmp_path / 'x.json')])
+    with pytest.raises(UsageError, match='adir is a folder: give a file path to write'):
+        refuse_folders([str(tmp_path / 'adir')])
+    with pytest.raises(UsageError, match=r'afile/sub/x.png cannot be written: \S+afile is a file, where its folder'):
+        refuse_folders([str(tmp_path / 'afile' / 'sub' / 'x.png')])
+
+
+@pytest.mark.parametrize('argv', [
+    ['eval', 'seg', '--pred', '{d}', '--gt', '{d}', '--json', '{d}'],
+    ['eval', 'det', '--voc', '{d}', '--set', 'test', '--results', '{d}', '--json', '{d}'],
+    ['eval', 'cls', '--scores', '{d}/s.npy', '--labels', '{d}/l.npy', '--json', '{f}/x.json'],
+    ['datalist', 'build', '--labels', '{d}/l.txt', '--classes', '{d}/c.txt', '--whole-image', '-o', '{d}'],
+    ['plot-log', '{d}/log.txt', '-o', '{f}/x.png'],
+])
+def test_an_output_that_cannot_be_a_file_is_refused_before_the_work(tmp_path, capsys, argv):
+    """A folder as --json / -o was found after the work (rc 1), a file in
+    place of the output's folder said "File exists" (pass 21 M10, M11)."""
+    from caffe_mlic import cli
+    (tmp_path / 'd').mkdir()
+    (tmp_path / 'f').write_text('')
+    argv = [a.replace('{d}', str(tmp_path / 'd')).replace('{f}', str(tmp_path / 'f')) for a in argv]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert 'is a folder: give a file path to write' in err or 'is a file, where its folder would be' in err, err

@@ -55,7 +55,7 @@ def add_arguments(p):
 
 def run_build(args):
     from caffe_mlic.data import annotations
-    from caffe_mlic.fileio import refuse_overwriting
+    from caffe_mlic.fileio import refuse_folders, refuse_overwriting
     from caffe_mlic.data.datalist_build import build, companion_paths
     sources = [s for s in ('voc', 'coco', 'labels') if getattr(args, s)]
     if len(sources) != 1:
@@ -67,6 +67,7 @@ def run_build(args):
     if args.labels and not args.classes:
         raise UsageError('--labels needs --classes FILE')
     _refuse_overwriting(args)
+    refuse_folders((args.output,) + companion_paths(args.output), 'output')
     if args.root is not None and not os.path.isdir(args.root):
         # (the paths would be written relative to a folder no reader can find)
         raise UsageError('%r is not a folder%s; give the folder the datalist\'s readers join its image '

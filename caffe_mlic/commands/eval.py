@@ -154,9 +154,10 @@ def _refuse_overwriting(outputs, inputs=(), folders=()):
     ``names`` holds (a set, or a test on a name) are inputs too, matched by
     the output's own folder and name, so a folder of thousands of inputs
     costs no look-up per file."""
-    from caffe_mlic.fileio import refuse_overwriting, same_file
+    from caffe_mlic.fileio import refuse_folders, refuse_overwriting, same_file
     outputs = [(path, param) for path, param in outputs if path]
     for k, (path, param) in enumerate(outputs):
+        refuse_folders([path], param)
         real = os.path.realpath(path)
         name = os.path.basename(real)
         held = [os.path.join(folder, name) for folder, names in folders

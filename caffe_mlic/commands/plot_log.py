@@ -60,9 +60,10 @@ def run(args):
     import os
 
     from caffe_mlic.engine.logs import read_caffe_log
-    from caffe_mlic.fileio import refuse_overwriting
+    from caffe_mlic.fileio import refuse_folders, refuse_overwriting
     from caffe_mlic.plotting import draw_curves
     refuse_overwriting([args.out], [args.log], 'out')   # before the log is read: -o LOG would destroy it
+    refuse_folders([args.out], 'out')
     fmt = output_format(args.out, getattr(args, 'format', None))
     try:
         with open_regular(args.log, encoding='utf-8', errors='replace') as f:
