@@ -323,6 +323,8 @@ def main(function):
     its status, a stop signal N (STOP_SIGNALS) with 128 + N once its
     running commands have ended."""
     import time
+    if os.environ.get('DEMO_DIR'):      # (relative to where the demo was started, not to the checkout)
+        os.environ['DEMO_DIR'] = os.path.abspath(os.environ['DEMO_DIR'])
     os.chdir(REPO)
     for signum in STOP_SIGNALS:
         signal.signal(signum, _children.handle)

@@ -248,3 +248,19 @@ def test_a_demo_folder_holding_someone_elses_files_is_refused_untouched(tmp_path
         assert os.path.isdir(os.path.join(mine, '.stages'))
     finally:
         shutil.rmtree(mine)
+
+
+def test_a_relative_demo_dir_is_taken_from_where_the_demo_was_started(tmp_path):
+    """DEMO_DIR=ml from another folder went to the checkout's ml/ (pass 21
+    M13): the folder meant, here one holding someone's file, is the one
+    named (and refused, untouched)."""
+    import subprocess
+    import sys
+    (tmp_path / 'ml').mkdir()
+    (tmp_path / 'ml' / 'thesis.tex').write_text('mine')
+    env = dict(os.environ, DEMO_MINI='1', DEMO_DIR='ml', VARIANTS='full', CAFFE_MLIC_PROGRESS='never')
+    proc = subprocess.run([sys.executable, os.path.join(REPO, 'tools', 'demo_scasnet.py')], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and 'DEMO_DIR %s holds files no demo wrote' % (tmp_path / 'ml') in proc.stderr, \
+        proc.stderr
+    assert not os.path.exists(os.path.join(REPO, 'ml'))
