@@ -106,13 +106,20 @@ def _data_problems(path, data):
     from caffe_mlic.errors import InputError, Problem
     from caffe_mlic.evaluation.segmentation import _gt_stem, _label_files
     root = data.get('root_folder') if isinstance(data.get('root_folder'), str) else ''
-    problems, test_stems = [], []
+    problems, test_stems, images = [], [], {}
     for key in ('train_list', 'val_list', 'test_list'):
         try:
             listed = read_seg_datalist(data[key], root, check_files=key != 'test_list', max_listed=3)
         except DatalistError as e:
             problems += [Problem(path, None, 'data.' + key, str(p)) for p in e.problems[:3]]
             continue
+        images[key] = {os.path.realpath(p) for p in listed.image_paths}
+        for other in ('train_list', 'val_list'):
+            shared = sorted(images[key] & images.get(other, set())) if other != key else []
+            if shared:      # (the test numbers would measure memory; val would choose settings on training data)
+                problems.append(Problem(path, None, 'data.' + key, '%d of its images are in data.%s too (%s): '
+                                        'the splits must not share images' % (len(shared), other,
+                                                                              ', '.join(shared[:3]))))
         if key == 'test_list':
             missing = [p for p in listed.image_paths if not os.path.isfile(p)]
             if missing:

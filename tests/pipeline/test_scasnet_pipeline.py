@@ -511,3 +511,12 @@ def test_a_folder_of_someone_elses_results_is_refused_untouched(data, tmp_path):
             in res.stderr, res.stderr
     assert mine.read_text() == '{"my": "thesis numbers"}'
     assert sorted(p.name for p in (cwd / 'runs' / 'scasnet').iterdir()) == ['data', 'results.json']
+
+
+def test_splits_that_share_images_are_refused(data, tmp_path):
+    """Training on the test tiles was accepted without a word (pass 21 M14)."""
+    cwd = fresh(data, tmp_path)
+    test_list = cwd / 'runs' / 'scasnet' / 'data' / 'test.txt'
+    res = run(cwd, '--set', 'data.train_list="%s"' % test_list, '--check')
+    assert res.returncode == 1, res.stdout
+    assert 'data.test_list: ' in res.stderr and 'of its images are in data.train_list too' in res.stderr, res.stderr
