@@ -177,12 +177,20 @@ def image_proposals(image_path, image, proposals_dir, cache_dir):
     entry of proposals_dir that is there but no file (a folder, a broken
     link) is read too, so it is an error naming it, not silently replaced."""
     from caffe_mlic.data import proposals
-    for folder in filter(None, (proposals_dir, cache_dir)):
-        path = proposals.output_path(folder, image_path)
-        if os.path.isfile(path) or (folder == proposals_dir and os.path.lexists(path)):
-            return proposals.read_proposal_file(path, image.shape[:2], image_path)
+    path = proposals.output_path(proposals_dir, image_path) if proposals_dir else None
+    if path and os.path.lexists(path):
+        found = proposals.read_proposal_file(path, image.shape[:2], image_path)
+        why = proposals.record_problem(path, image_path)        # (of another image of this name?)
+        if why:
+            raise InputError(why + '; run `caffe-mlic proposals` on the image again')
+        return found
+    # the cache: a file of other settings, of another image of this name, or of before the records
+    # (one that could be either) is computed again
     out = proposals.output_path(cache_dir, image_path)
-    if proposals.process_image(image_path, out) == 0:
+    if os.path.isfile(out) and not proposals.record_problem(out, image_path, proposals.DEFAULT_SETTINGS,
+                                                            strict=True):
+        return proposals.read_proposal_file(out, image.shape[:2], image_path)
+    if proposals.process_image(image_path, out, settings=proposals.DEFAULT_SETTINGS) == 0:
         raise InputError('%s: EdgeBoxes found no proposal' % image_path)
     return proposals.read_proposal_file(out, image.shape[:2], image_path)
 

@@ -138,7 +138,10 @@ def build(records, classes, proposals_dir, out, size=(672, 672), bbox_num=500, r
 def _write_lines(f, records, classes, proposals_dir, size, bbox_num, root, difficult):
     """Write one datalist line per record to f; returns the gt.json entries.
     Raises InputError listing every problem found."""
+    from caffe_mlic.data import proposals
     problems, gt_images, seen_npz = [], [], {}
+    # the folder's settings: a file computed with others (a shard run with other settings) is refused
+    folder_settings, strict = proposals.folder_settings(proposals_dir) if proposals_dir else (None, False)
     for rec in records:
         npz = None
         if proposals_dir is not None:
@@ -164,6 +167,11 @@ def _write_lines(f, records, classes, proposals_dir, size, bbox_num, root, diffi
             boxes, scores = load_proposals(npz, rec) if npz else whole_image_box(rec)
         except InputError as e:
             problems.extend(e.problems)
+            continue
+        why = proposals.record_problem(npz, None, folder_settings, strict) if npz and folder_settings else None
+        if why:
+            problems.append(rec.problem('%s: run `caffe-mlic proposals` on the folder again with its settings '
+                                        '(each shard)' % why))
             continue
         if problems:
             continue  # the output is lost anyway: just look for more problems

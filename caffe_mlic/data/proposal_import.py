@@ -309,7 +309,8 @@ def _write_staged(out_dir, matched, sizes, method, min_size, max_boxes, show_pro
         w, h = sizes[m.image]
         boxes, scores, dropped = proposals.clean_boxes_counted(m.entry.boxes, m.entry.scores, w, h,
                                                                min_size, max_boxes)
-        proposals.save_proposals(proposals.output_path(staging, m.image), boxes, scores, (h, w), method)
+        proposals.save_proposals(proposals.output_path(staging, m.image), boxes, scores, (h, w), method,
+                                 settings={'method': method, 'min_size': min_size, 'max_boxes': max_boxes})
         report['boxes_read'] += len(m.entry.boxes)
         report['boxes_kept'] += len(boxes)
         for k, v in dropped.items():

@@ -32,6 +32,7 @@ Output: OUT_DIR/<image stem>.npz with
   image_shape  (2,)   int32    height, width of the image the boxes belong to
   method       str
   settings     str      the settings.json it was computed with (JSON)
+  image        str      the image file's bytes, mtime and SHA-1 (JSON)
   OUT_DIR/settings.json  the method and its settings, written first
 
 Outputs that already exist are skipped, so a killed run resumes where it
@@ -39,8 +40,9 @@ stopped; every output is written atomically. An existing output that cannot
 be read as such a file (truncated, not a .npz, arrays missing, boxes outside
 its image), or that breaks it for this folder's settings (scores not
 descending, duplicate boxes, more than max_boxes, a side under min_size,
-another method, other recorded settings), is computed again, and named on
-stderr; a kept output with
+another method, other recorded settings, a record of another image of the
+name; no settings record once the folder's settings changed), is computed
+again, and named on stderr; a kept output with
 no box is reported as on the run that wrote it. A run whose settings differ
 from the folder's settings.json stops before computing anything (boxes of
 two methods would mix silently): choose another folder, or ``recompute``.
@@ -337,25 +339,82 @@ def read_proposal_file(path, image_shape=None, image=None, allow_empty=False):
     return boxes, scores
 
 
-def save_proposals(out_path, boxes, scores, image_shape, method, settings=None):
+def save_proposals(out_path, boxes, scores, image_shape, method, settings=None, image=None):
     """Write one image's proposal file (the format of the module docstring),
-    atomically; ``settings`` (the folder's, as settings.json holds them) are
-    recorded in it too, so that a file of other settings is told apart
-    whatever settings.json says later (shards run with --recompute)."""
+    atomically. ``settings`` (the folder's, as settings.json holds them)
+    and ``image`` (image_record of the image file) are recorded in it too:
+    a file of other settings, or of another image of the same name, is
+    told apart whatever settings.json says later (record_problem)."""
     import json
-    extra = {} if settings is None else {'settings': np.array(json.dumps(settings, sort_keys=True))}
+    extra = {name: np.array(json.dumps(value, sort_keys=True))
+             for name, value in (('settings', settings), ('image', image)) if value is not None}
     atomic_save_npz(out_path, boxes=np.asarray(boxes, np.float32), scores=np.asarray(scores, np.float32),
                     image_shape=np.array(image_shape[:2], np.int32), method=np.array(method), **extra)
+
+
+def image_record(path):
+    """What tells an image file's contents apart: its size, modification
+    time and SHA-1 (the digest decides when the others differ, as after a
+    copy)."""
+    import hashlib
+    info = os.stat(path)
+    with open(path, 'rb') as f:
+        digest = hashlib.sha1(f.read()).hexdigest()
+    return {'bytes': info.st_size, 'mtime_ns': info.st_mtime_ns, 'sha1': digest}
+
+
+def record_problem(npz_path, image_path=None, settings=None, strict=False):
+    """Why the proposal file ``npz_path`` is not the one for ``image_path``
+    (its image record) and ``settings`` (its settings record), or None. A
+    file without a settings record (of an older version, or a foreign tool)
+    is one only when ``strict`` (its folder's settings.json was written
+    since files carry the record)."""
+    import hashlib
+    import json
+    try:
+        with np.load(npz_path, allow_pickle=False) as z:
+            recorded = {name: json.loads(str(z[name])) for name in ('settings', 'image') if name in z.files}
+    except Exception:  # noqa: BLE001  (zip, JSON or array errors of many types)
+        return '%s: its "settings" or "image" record is unreadable' % npz_path
+    if settings:
+        mine = recorded.get('settings')
+        if isinstance(mine, dict):
+            differ = sorted(k for k in settings if k in mine and mine[k] != settings[k])
+            if differ:
+                return '%s: computed with %s; this folder\'s settings are %s' % (
+                    npz_path, ', '.join('%s %s' % (k, json.dumps(mine[k])) for k in differ),
+                    ', '.join('%s %s' % (k, json.dumps(settings[k])) for k in differ))
+        elif strict:
+            return '%s: holds no record of the settings it was computed with (an older file), in a folder ' \
+                   'whose settings changed since' % npz_path
+    image = recorded.get('image')
+    if image_path is not None and isinstance(image, dict):
+        try:
+            info = os.stat(image_path)
+            same = (info.st_size == image.get('bytes') and
+                    (info.st_mtime_ns == image.get('mtime_ns') or image_record(image_path)['sha1'] ==
+                     image.get('sha1')))
+        except OSError:
+            return None         # (an unreadable image: said by its reader)
+        if not same:
+            return '%s: computed for another image of the name %s (its contents differ)' % (
+                npz_path, os.path.basename(image_path))
+    return None
+
+
+# `proposals`' default settings, as settings.json holds them (what detect computes its cache with)
+DEFAULT_SETTINGS = dict(method='edgeboxes', max_boxes=2000, min_size=MIN_SIZE, sed_model=None, alpha=0.65, beta=0.75)
 
 
 def process_image(image_path, out_path, method='edgeboxes', max_boxes=2000, min_size=MIN_SIZE,
                   sed_model=None, alpha=0.65, beta=0.75, settings=None):
     """Compute and atomically save one image's proposals (``settings``: the
-    folder's, recorded in the file); returns the box count."""
+    folder's; recorded in the file with the image's record); returns the
+    box count."""
     img = read_image(image_path)
     boxes, scores = compute_proposals(img, method, max_boxes, min_size, sed_model, alpha, beta,
                                       name=image_path)
-    save_proposals(out_path, boxes, scores, img.shape, method, settings)
+    save_proposals(out_path, boxes, scores, img.shape, method, settings, image_record(image_path))
     return len(boxes)
 
 
@@ -501,9 +560,10 @@ def _worker(job):
 # ------------------------------------------------------------ many images
 
 SETTINGS_FILE = 'settings.json'
+RECORDS = 'files_record_settings'       # in settings.json: see claim_folder
 
 
-def _output_problem(out_path, image_path, settings=None):
+def _output_problem(out_path, image_path, settings=None, strict=False):
     """(why the existing output ``out_path`` of ``image_path`` cannot be kept,
     or None; its box count, or None). Cannot be kept: what read_proposal_file
     refuses (truncated, not a .npz, not ours, boxes of an image of another
@@ -529,7 +589,9 @@ def _output_problem(out_path, image_path, settings=None):
             first = first or e
     else:
         return str(first), None
-    return _format_problem(out_path, boxes, scores, settings), len(boxes)
+    why = _format_problem(out_path, boxes, scores, settings) or record_problem(out_path, image_path, settings,
+                                                                              strict)
+    return why, len(boxes)
 
 
 def _format_problem(out_path, boxes, scores, settings):
@@ -553,22 +615,14 @@ def _format_problem(out_path, boxes, scores, settings):
         if small.size:
             return '%s: box %d has a side under this folder\'s min_size %d px' % (
                 out_path, small[0], min_size)
-    import json
     try:
         with np.load(out_path, allow_pickle=False) as z:
             method = str(z['method']) if 'method' in z.files else None
-            recorded = json.loads(str(z['settings'])) if 'settings' in z.files else None
-    except Exception:  # noqa: BLE001  (read once already: an array np.load cannot take, not JSON)
-        return '%s: its "method" or "settings" array is unreadable' % out_path
+    except Exception:  # noqa: BLE001  (read once already: a method array np.load cannot take)
+        return '%s: its "method" array is unreadable' % out_path
     if settings.get('method') and method is not None and method != settings['method']:
         return '%s: records method %r, but this folder\'s settings.json says %r' % (
             out_path, method, settings['method'])
-    if isinstance(recorded, dict):      # (files of before the record: the checks above)
-        differ = sorted(k for k in settings if k in recorded and recorded[k] != settings[k])
-        if differ:
-            return '%s: computed with %s; this folder\'s settings are %s' % (
-                out_path, ', '.join('%s %s' % (k, json.dumps(recorded[k])) for k in differ),
-                ', '.join('%s %s' % (k, json.dumps(settings[k])) for k in differ))
     return None
 
 
@@ -618,13 +672,32 @@ def claim_folder(out_dir, settings, recompute, flag='--recompute', images=None):
     import glob
     from caffe_mlic.fileio import atomic_write_json
     check_folder(out_dir, settings, recompute, flag)
+    old = _folder_settings(out_dir) if os.path.isfile(os.path.join(out_dir, SETTINGS_FILE)) else None
     os.makedirs(out_dir, exist_ok=True)
     if recompute:
         for npz in (glob.glob(os.path.join(glob.escape(out_dir), '*.npz')) if images is None
                     else [output_path(out_dir, p) for p in images]):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(npz)
-    atomic_write_json(os.path.join(out_dir, SETTINGS_FILE), settings, sort_keys=True)
+    # RECORDS: the files of these settings carry their settings record (a new folder, or settings
+    # changed since an older version wrote it): one without is then not taken as of these settings
+    same = old is not None and all(old.get(k) == v for k, v in settings.items())
+    records = not same or bool(old.get(RECORDS))
+    atomic_write_json(os.path.join(out_dir, SETTINGS_FILE), dict(settings, **{RECORDS: True} if records else {}),
+                      sort_keys=True)
+
+
+def folder_settings(out_dir):
+    """(settings, strict) of a proposals folder: its settings.json less the
+    records flag (None without one), and whether a file without a settings
+    record is one of another run (record_problem)."""
+    path = os.path.join(out_dir, SETTINGS_FILE)
+    if not os.path.isfile(path):
+        return None, False
+    found = _folder_settings(out_dir)
+    if not isinstance(found, dict):
+        return None, False
+    return {k: v for k, v in found.items() if k != RECORDS}, bool(found.get(RECORDS))
 
 
 def _check_output_places(out_dir, images, mine, sed_model=None):
@@ -683,13 +756,14 @@ def run(images, out_dir, method='edgeboxes', max_boxes=2000, min_size=MIN_SIZE, 
     _check_output_places(out_dir, images, mine, sed_model)
     settings = dict(kw, sed_model=os.path.abspath(sed_model) if sed_model else None)
     claim_folder(out_dir, settings, recompute, images=mine if n > 1 else None)
+    strict = folder_settings(out_dir)[1]
     todo, bad, kept_empty = [], [], []
     for p in mine:
         out = output_path(out_dir, p)
         if not os.path.lexists(out):
             todo.append(p)
             continue
-        why, count = _output_problem(out, p, settings)
+        why, count = _output_problem(out, p, settings, strict)
         if why:
             todo.append(p)
             bad.append(why)

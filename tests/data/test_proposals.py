@@ -167,7 +167,7 @@ def test_cli_writes_npz(image_dir, tmp_path, capsys):
                      '--min-size', '16', '-q']) == 0
     assert _outputs(out) == ['000001.npz', '000002.npz']
     with np.load(os.path.join(out, '000001.npz')) as z:
-        assert set(z.files) == {'boxes', 'scores', 'image_shape', 'method', 'settings'}
+        assert set(z.files) == {'boxes', 'scores', 'image_shape', 'method', 'settings', 'image'}
         _check_boxes(z['boxes'], z['scores'], 96, 128, min_size=16, max_boxes=50)
         assert len(z['boxes']) == 50
         assert tuple(z['image_shape']) == (96, 128) and str(z['method']) == 'edgeboxes'
@@ -303,3 +303,62 @@ def test_a_shard_run_without_recompute_after_one_with_it_recomputes_its_old_file
         assert (recorded['max_boxes'], recorded['min_size']) == (30, 10), name
     assert cli.main(['proposals', image_dir, '-o', out, *new]) == 0
     assert '0 written, 6 already there' in capsys.readouterr().out
+
+
+def _strip_records(folder):
+    """Make ``folder`` look written by a version before the records: no
+    settings or image record in its files, no records flag in settings.json."""
+    from caffe_mlic.data.proposals import RECORDS
+    for name in _outputs(folder):
+        path = os.path.join(folder, name)
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files if k not in ('settings', 'image')}
+        np.savez(path[:-4], **arrays)
+    settings = json.loads(open(os.path.join(folder, 'settings.json')).read())
+    settings.pop(RECORDS)
+    open(os.path.join(folder, 'settings.json'), 'w').write(json.dumps(settings))
+
+
+def test_files_of_an_older_version_are_recomputed_once_the_settings_change(image_dir, tmp_path, capsys):
+    """Files without a settings record (an older version's) were kept as
+    "already there" by a shard run after another's --recompute with new
+    settings: a folder of two settings (pass 22 S1). Unchanged settings keep
+    them (no recomputing after an upgrade)."""
+    out = str(tmp_path / 'props')
+    assert cli.main(['proposals', image_dir, '-o', out, '--max-boxes', '20', '-q']) == 0
+    _strip_records(out)
+    capsys.readouterr()
+    assert cli.main(['proposals', image_dir, '-o', out, '--max-boxes', '20']) == 0
+    assert '0 written, 6 already there' in capsys.readouterr().out
+    new = ['--max-boxes', '30', '--min-size', '10']
+    assert cli.main(['proposals', image_dir, '-o', out, *new, '--recompute', '--shard', '0/2', '-q']) == 0
+    capsys.readouterr()
+    assert cli.main(['proposals', image_dir, '-o', out, *new, '--shard', '1/2']) == 0
+    captured = capsys.readouterr()
+    assert '3 written, 0 already there' in captured.out, captured.out + captured.err
+    assert 'holds no record of the settings it was computed with' in captured.err
+    for name in _outputs(out):
+        assert json.loads(str(np.load(os.path.join(out, name))['settings']))['max_boxes'] == 30, name
+
+
+def test_datalist_build_refuses_a_folder_whose_shards_ran_with_other_settings(image_dir, tmp_path, capsys):
+    """Shard 0 with --recompute --max-boxes 16, shard 1 with --recompute
+    --max-boxes 12: settings.json says 12, shard 0's files hold 16; datalist
+    build took them (pass 22 S2). It names them now."""
+    out = str(tmp_path / 'props')
+    for shard, boxes in (('0/2', '16'), ('1/2', '12')):
+        assert cli.main(['proposals', image_dir, '-o', out, '--max-boxes', boxes, '--recompute', '--shard', shard,
+                         '-q']) == 0
+    root = os.path.dirname(image_dir)
+    labels = tmp_path / 'labels.txt'
+    first_class = open(os.path.join(root, 'classes.txt')).read().split()[0]
+    labels.write_text(''.join('%s %s\n' % (name, first_class) for name in sorted(os.listdir(image_dir))))
+    capsys.readouterr()
+    argv = ['datalist', 'build', '--labels', str(labels), '--classes', os.path.join(root, 'classes.txt'), '--images',
+            image_dir, '--proposals', out, '-o', str(tmp_path / 'list.txt'), '--bbox-num', '4']
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "computed with max_boxes 16; this folder's settings are max_boxes 12" in err, err
+    assert not (tmp_path / 'list.txt').exists()
+    assert cli.main(['proposals', image_dir, '-o', out, '--max-boxes', '12', '--shard', '0/2', '-q']) == 0
+    assert cli.main(argv) == 0, capsys.readouterr().err

@@ -131,7 +131,7 @@ def test_a_rerun_computes_outputs_that_break_the_format_again(photos, tmp_path, 
     boxes, duplicates; and a kept file of 0 boxes was not reported as an image
     with no box. Each is named on stderr and computed again; the empty one is
     reported as on a first run."""
-    from caffe_mlic.data.proposals import read_proposal_file, save_proposals
+    from caffe_mlic.data.proposals import folder_settings, read_proposal_file, save_proposals
     for i in range(2, 6):
         cv2.imwrite(str(photos / ('p%d.png' % i)), cv2.imread(str(photos / 'p0.png')))
     out = tmp_path / 'props'
@@ -147,8 +147,9 @@ def test_a_rerun_computes_outputs_that_break_the_format_again(photos, tmp_path, 
              'p3': (np.vstack([boxes[:1], boxes[:9]]), np.r_[scores[:1], scores[:9]], 'edgeboxes'),  # duplicate
              'p4': (np.zeros((0, 4)), np.zeros(0), 'edgeboxes'),                   # kept, no box
              'p5': (np.array([[0, 0, 2, 20]]), np.ones(1), 'edgeboxes')}           # side 3 < 5
+    settings = folder_settings(str(out))[0]       # (recorded as `proposals` records them: only the format differs)
     for stem, (b, sc, method) in edits.items():
-        save_proposals(str(out / (stem + '.npz')), b, sc, (64, 80), method)
+        save_proposals(str(out / (stem + '.npz')), b, sc, (64, 80), method, settings)
     assert cli.main(args) == 0
     captured = capsys.readouterr()
     lines = captured.err.splitlines()

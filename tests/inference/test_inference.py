@@ -772,3 +772,21 @@ def test_detect_says_which_images_its_proposals_folder_lacks(tiny, tmp_path, cap
     (props / 'img000.npz').mkdir()
     assert cli.main(detect + ['-o', str(tmp_path / 'o2')]) == 1
     assert '%s: cannot read it' % (props / 'img000.npz') in capsys.readouterr().err
+
+
+def test_detect_computes_its_cached_proposals_again_for_another_image_of_the_same_name(tiny, tmp_path):
+    """OUT/proposals/<stem>.npz of an earlier image of the same name and size
+    was reused: rc 0 and the other image's detections (pass 22 S3)."""
+    first, second = photos(2)
+    image = tmp_path / 'photo.png'
+    detect = ['detect', '--net', _deploy(tiny, TEACHER), '--weights', str(tiny / 'teacher_iter_40.caffemodel'), '-q',
+              str(image)]
+    cv2.imwrite(str(image), first[:64, :80])
+    assert cli.main(detect + ['-o', str(tmp_path / 'out')]) == 0
+    cv2.imwrite(str(image), second[:64, :80])
+    assert cli.main(detect + ['-o', str(tmp_path / 'out')]) == 0
+    assert cli.main(detect + ['-o', str(tmp_path / 'fresh')]) == 0
+    again, fresh = (json.loads((tmp_path / d / 'json' / 'photo.json').read_text()) for d in ('out', 'fresh'))
+    assert again['detections'] == fresh['detections'] and again['scores'] == fresh['scores']
+    assert (np.load(tmp_path / 'out' / 'proposals' / 'photo.npz')['boxes'] ==
+            np.load(tmp_path / 'fresh' / 'proposals' / 'photo.npz')['boxes']).all()
