@@ -115,6 +115,7 @@ def _refuse_foreign_folder(path, folder, stages):
             rel = os.path.relpath(os.path.realpath(output), real)
             if not rel.startswith(os.pardir):
                 names.add(rel.split(os.sep, 1)[0])
+    names.add('settings.json')      # (the report's record of the run's settings, written with results.json)
     found = sorted(name for name in names if os.path.lexists(os.path.join(folder, name))
                    and not os.path.isdir(os.path.join(folder, name)))
     if found:
@@ -155,6 +156,11 @@ def status_lines(plan, stages, start=None, only=None):
     follows = {stage.name: why for stage, why in st.plan(plan.folder, stages) if why.startswith('follows')}
     asked = {} if start is None and only is None else dict(
         (stage.name, why) for stage, why in st.plan(plan.folder, stages, start, only))
+    if only is not None:
+        try:
+            _refuse_stale_inputs(plan.folder, stages, only)
+        except UsageError as e:     # (what `run --only` would say)
+            asked[only] = 'refused, %s' % e
     for stage in stages:
         if only is not None and stage.name != only:
             continue

@@ -494,6 +494,9 @@ def test_only_a_stage_whose_inputs_are_stale_is_refused(first, tmp_path):
             'run it first '
             '(`--from seed1/fcn/nets`, or a run without --only)') in res.stderr, res.stderr
     assert sorted(p.name for p in (cwd / 'runs' / 'scasnet' / '.stages' / 'seed1' / 'fcn').iterdir()) == before
+    res = run(cwd, '--set', 'train.max_iter=7', '--status', '--only', 'seed1/fcn/infer')     # (pass 22 M3)
+    assert res.returncode == 0 and 'runs: refused, seed1/fcn/infer needs seed1/fcn/nets, which is stale' \
+        in res.stdout, res.stdout
 
 
 def test_a_folder_of_someone_elses_results_is_refused_untouched(data, tmp_path):
@@ -504,13 +507,14 @@ def test_a_folder_of_someone_elses_results_is_refused_untouched(data, tmp_path):
     cwd = fresh(data, tmp_path)
     mine = cwd / 'runs' / 'scasnet' / 'results.json'
     mine.write_text('{"my": "thesis numbers"}')
+    (cwd / 'runs' / 'scasnet' / 'settings.json').write_text('{"mine": 1}')
     for extra in ([], ['--check']):
         res = run(cwd, *extra)
         assert res.returncode == 1, res.stdout + res.stderr
-        assert 'run.folder: %s holds results.json but no record of a run (.stages/)' % (cwd / 'runs' / 'scasnet') \
-            in res.stderr, res.stderr
+        assert 'run.folder: %s holds results.json, settings.json but no record of a run (.stages/)' % (
+            cwd / 'runs' / 'scasnet') in res.stderr, res.stderr
     assert mine.read_text() == '{"my": "thesis numbers"}'
-    assert sorted(p.name for p in (cwd / 'runs' / 'scasnet').iterdir()) == ['data', 'results.json']
+    assert sorted(p.name for p in (cwd / 'runs' / 'scasnet').iterdir()) == ['data', 'results.json', 'settings.json']
 
 
 def test_splits_that_share_images_are_refused(data, tmp_path):
