@@ -127,7 +127,7 @@ def single_net(run):
     seed = (env_ints('SEED', '1', 0, 2 ** 31 - 1, count=1) if 'SEED' in os.environ
             else env_ints('SEEDS', '1', 0, 2 ** 31 - 1))[0]
     if os.environ.get('DEMO_MINI', '0') == '1':
-        tiles, tile_size, size, iters, batch = 5, '300x300', 64, 16, 4
+        tiles, tile_size, size, iters, batch = 5, '300x300', 64, env_ints('ITERS', '16', 1, 10 ** 6, 1)[0], 4
     else:
         # ITERS: validation mIoU rose from 68 at 300 to 75-77 at 700-900
         tiles, tile_size, size, iters, batch = 12, '1000x1000', 128, env_ints('ITERS', '900', 1, 10 ** 6, 1)[0], 8

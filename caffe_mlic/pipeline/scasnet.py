@@ -113,9 +113,17 @@ def _data_problems(path, data):
         except DatalistError as e:
             problems += [Problem(path, None, 'data.' + key, str(p)) for p in e.problems[:3]]
             continue
-        images[key] = {os.path.realpath(p) for p in listed.image_paths}
+        # each image by its file (device, inode): a link, hard or symbolic, is the same image
+        images[key] = {}
+        for p in listed.image_paths:
+            try:
+                info = os.stat(p)
+            except OSError:
+                continue
+            images[key].setdefault((info.st_dev, info.st_ino), p)
         for other in ('train_list', 'val_list'):
-            shared = sorted(images[key] & images.get(other, set())) if other != key else []
+            shared = sorted(images[key][k] for k in images[key].keys() & images.get(other, {}).keys()) \
+                if other != key else []
             if shared:      # (the test numbers would measure memory; val would choose settings on training data)
                 problems.append(Problem(path, None, 'data.' + key, '%d of its images are in data.%s too (%s): '
                                         'the splits must not share images' % (len(shared), other,

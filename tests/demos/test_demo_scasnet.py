@@ -208,6 +208,7 @@ def test_comparison_report_renders_in_chromium(heads, tmp_path):
     (dict(DEMO_JOBS='0'), "demo: DEMO_JOBS must be a whole number in 1..64, got '0'"),
     (dict(VARIANTS='fcn bogus'), 'demo: VARIANTS: unknown head(s) bogus; the heads are '),
     (dict(VARIANTS='full', SEED='x'), "demo: SEED must be a whole number in 0..2147483647, got 'x'"),
+    (dict(VARIANTS='full', ITERS='abc'), "demo: ITERS must be a whole number in 1..1000000, got 'abc'"),
     (dict(VARIANTS='full', SEEDS='x'), "demo: SEEDS must be whole numbers in 0..2147483647, got 'x'"),
 ])
 def test_bad_settings_stop_the_demo_in_one_line_before_it_removes_a_run(tmp_path, env, message):

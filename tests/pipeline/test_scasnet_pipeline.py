@@ -524,3 +524,12 @@ def test_splits_that_share_images_are_refused(data, tmp_path):
     res = run(cwd, '--set', 'data.train_list="%s"' % test_list, '--check')
     assert res.returncode == 1, res.stdout
     assert 'data.test_list: ' in res.stderr and 'of its images are in data.train_list too' in res.stderr, res.stderr
+    # a test tile hard-linked under another name into the training list (pass 22 M8)
+    d = cwd / 'runs' / 'scasnet' / 'data'
+    train_lines = (d / 'train.txt').read_text().splitlines()
+    test_image = (d / 'test.txt').read_text().split()[0]
+    os.link(d / test_image, d / 'top' / 'linked.tif')
+    label = train_lines[0].split()[1]
+    (d / 'train2.txt').write_text('\n'.join(train_lines + ['top/linked.tif %s' % label]) + '\n')
+    res = run(cwd, '--set', 'data.train_list="%s"' % (d / 'train2.txt'), '--check')
+    assert res.returncode == 1 and 'of its images are in data.train_list too' in res.stderr, res.stdout + res.stderr
