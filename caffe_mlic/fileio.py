@@ -253,10 +253,12 @@ def _no_constant(name):
     raise ValueError('%s is not JSON (write null or a number)' % name)
 
 
-def parse_json(text, path, what=None):
+def parse_json(text, path, what=None, unique_keys=False):
     """The JSON value of ``text`` read from ``path``; an InputError naming the
     file for anything that is not plain JSON: a syntax error, NaN / Infinity
-    (Python's extension), nesting too deep for the parser, a BOM."""
+    (Python's extension), nesting too deep for the parser, a BOM; with
+    ``unique_keys``, a key given twice in one object (json keeps the last
+    without a word; a small settings file, where that hides a mistake)."""
     from caffe_mlic.errors import InputError, Problem
     if isinstance(text, bytes):
         try:
@@ -265,7 +267,8 @@ def parse_json(text, path, what=None):
             raise InputError(problems=[Problem(path, None, None, 'not UTF-8 text: %s' % e)])
     text = text[1:] if text.startswith('\ufeff') else text     # a BOM some editors write
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        return json.loads(text, parse_constant=_no_constant,
+                          object_pairs_hook=no_repeated_keys if unique_keys else None)
     except RecursionError:
         message = 'not valid JSON: nested too deeply'
     except ValueError as e:
@@ -278,7 +281,18 @@ def parse_json(text, path, what=None):
 MAX_JSON_BYTES = 2 ** 31
 
 
-def read_json(path, what=None):
+def no_repeated_keys(pairs):
+    """A JSON object's dict (json.loads' object_pairs_hook); ValueError for a
+    key given twice (json would keep the last without a word)."""
+    found = {}
+    for key, value in pairs:
+        if key in found:
+            raise ValueError('the key %r is given twice in one object' % key)
+        found[key] = value
+    return found
+
+
+def read_json(path, what=None, unique_keys=False):
     """The JSON value in ``path``; an InputError naming the file when it cannot
     be read ('cannot read[ the <what>]: ...'), is not a regular file (a
     device such as /dev/zero never ends, a FIFO blocks), is larger than
@@ -294,7 +308,7 @@ def read_json(path, what=None):
     except OSError as e:
         raise InputError(problems=[Problem(path, None, None, 'cannot read%s: %s' % (
             ' the ' + what if what else '', e.strerror or e))])
-    return parse_json(text, path)
+    return parse_json(text, path, unique_keys=unique_keys)
 
 
 def same_file(a, b):

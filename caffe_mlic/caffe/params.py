@@ -8,7 +8,10 @@ import json
 import math
 from types import SimpleNamespace
 
+import numpy as np
+
 from caffe_mlic.errors import InputError
+from caffe_mlic.fileio import no_repeated_keys
 
 REQUIRED = object()
 FLOAT32_MAX = 3.4028234663852886e38
@@ -66,6 +69,8 @@ class Param:
         return isinstance(value, str)
 
     def _in_range(self, v):
+        if self.kind.startswith('float'):     # as the layer computes with it: 1e-46 is 0 in float32
+            v = float(np.float32(v))
         if self.low is not None and (v < self.low or (self.low_open and v == self.low)):
             return False
         return self.high is None or v <= self.high
@@ -88,18 +93,6 @@ class Param:
         return float(value) if self.kind == 'float' else value
 
 
-def _no_repeated_keys(pairs):
-    """A JSON object's dict; ValueError for a key given twice (json keeps
-    the last silently: the first value, the one a reader sees first, would
-    be dropped without a word)."""
-    found = {}
-    for key, value in pairs:
-        if key in found:
-            raise ValueError('the key %r is given twice' % key)
-        found[key] = value
-    return found
-
-
 def parse_params(layer, param_str, spec):
     """Parse and validate ``param_str`` against ``spec`` (Params).
 
@@ -109,7 +102,7 @@ def parse_params(layer, param_str, spec):
     text = (param_str or '').strip()
     if text:
         try:
-            given = json.loads(text, object_pairs_hook=_no_repeated_keys)
+            given = json.loads(text, object_pairs_hook=no_repeated_keys)
         except (ValueError, RecursionError) as e:
             raise ParamError('%s: param_str is not valid JSON (%s): %r'
                              % (layer, 'nested too deeply' if isinstance(e, RecursionError) else e,

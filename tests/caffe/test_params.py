@@ -33,6 +33,7 @@ def test_defaults_and_conversion():
     ('', ["required parameter 'pooled_h'"]),
     ('{"pooled_h": 7', ['ROIPooling', 'not valid JSON']),
     ('[1, 2]', ['ROIPooling', 'JSON object']),
+    ('{"pooled_h": 7, "spatial_scale": 1e-46}', ["'spatial_scale'", '> 0', 'got 1e-46']),    # 0 in float32
     ('{"pooled_h": 7, "spatial_scale": 1e39}', ["'spatial_scale'", 'within float32', 'got 1e+39']),
     ('{"pooled_h": 7, "scale_factors": [1, -1e39]}', ["'scale_factors'", 'within float32']),
     ('{"pooled_h": 7, "pooled_h": 3}', ['ROIPooling', 'not valid JSON', "the key 'pooled_h' is given twice"]),

@@ -204,6 +204,8 @@ def test_cli_fit_thresholds_on_one_split_and_apply_them_to_another(tmp_path, cap
     ('not json', 't.json: not valid JSON'),
     ([0.5, 0.5], 't.json: thresholds: 2 thresholds for 3 classes'),
     (0.5, 't.json: thresholds: expected the object --fit-thresholds writes'),
+    ('{"thresholds": [0.9, 0.9, 0.9], "thresholds": [0.5, 0.5, 0.5]}',
+     "t.json: not valid JSON: the key 'thresholds' is given twice in one object"),
 ])
 def test_cli_bad_thresholds_file_exit_1(tmp_path, capsys, content, needle):
     path = tmp_path / 't.json'
