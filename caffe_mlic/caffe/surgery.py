@@ -204,6 +204,10 @@ def transplant(net, sources, skip_mismatched=False, log=print):
         path, name, arrays, problem = provided[target]
         want = [tuple(b.data.shape) for b in blobs]
         problem = problem or _shape_problem(want, arrays)
+        bad = 0 if problem else sum(int(np.size(a) - np.count_nonzero(np.isfinite(a))) for a in arrays)
+        if bad:     # (the weights of a diverged run: refused as classify and detect refuse them)
+            raise SurgeryError('%s: layer %s holds %d values that are not finite (NaN or inf): a snapshot of a '
+                               'diverged training run?' % (path, name, bad))
         if problem:
             report['mismatched'].append(target)
             line = 'mismatched  %-22s %s from %s:%s %s' % (target, want, os.path.basename(path), name,

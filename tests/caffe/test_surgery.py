@@ -311,3 +311,19 @@ def test_an_output_that_is_a_folder_is_refused_before_the_work(tmp_path, capsys)
     assert cli.main(['surgery', '--net', str(net), '--from', 'same:' + model, '-o', str(tmp_path / 'out')]) == 2
     assert capsys.readouterr().err == ('caffe-mlic surgery: argument -o/--out: %s is a folder: give a file path to '
                                        'write\n' % (tmp_path / 'out'))
+
+
+def test_weights_that_are_not_finite_are_refused(caffe, tmp_path):
+    """`--from same:` a diverged snapshot copied NaN weights with rc 0, which
+    classify refuses (pass 22 M9)."""
+    net = tmp_path / 'net.prototxt'
+    net.write_text('name: "n" input: "data" input_shape { dim: 1 dim: 2 dim: 3 dim: 3 }\n'
+                   'layer { name: "c" type: "Convolution" bottom: "data" top: "c"\n'
+                   '        convolution_param { num_output: 3 kernel_size: 1 } }\n')
+    weights = np.ones((3, 2, 1, 1))
+    weights[1, 0] = np.nan
+    source = write_model(str(tmp_path / 'nan.caffemodel'), [('c', 'Convolution', [weights, np.zeros(3)])])
+    out = tmp_path / 'out.caffemodel'
+    res = run_surgery(net, ['same:' + source], out)
+    assert res.returncode == 1 and not out.exists(), res.stderr
+    assert 'nan.caffemodel: layer c holds 1 values that are not finite (NaN or inf)' in res.stderr, res.stderr
