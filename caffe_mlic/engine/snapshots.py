@@ -286,11 +286,60 @@ def snapshot_bytes(solver_file, net):
     return 4 * values * (1 + HISTORY_PER_PARAM[solver_file.type]) + SNAPSHOT_SLACK
 
 
-def check_snapshot_folder(solver_file):
+def owner_path(prefix):
+    """The file beside a snapshot prefix's snapshots that names the run
+    folder whose snapshots they are (one run per prefix)."""
+    folder, base = os.path.split(os.path.abspath(prefix))
+    return os.path.join(folder, '.%s.run' % base)
+
+
+def prefix_owner(prefix):
+    """The run folder that claimed ``prefix`` (its absolute path), or None.
+    (Recorded relative to the snapshots' folder: a copy of a tree that holds
+    both is the copy's own.)"""
+    try:
+        with open(owner_path(prefix), 'rb') as f:
+            text = f.read(65536).decode('utf-8', 'surrogateescape').strip()
+    except OSError:
+        return None
+    if not text:
+        return None
+    return os.path.realpath(os.path.join(os.path.dirname(os.path.realpath(owner_path(prefix))), text))
+
+
+def other_owner(prefix, run_dir):
+    """Why ``run_dir`` may not write snapshots of ``prefix`` (another run
+    folder, still there, claimed it), or None."""
+    owner = prefix_owner(prefix)
+    if owner is not None and owner != os.path.realpath(run_dir) and os.path.isdir(owner):
+        return ('%s is the snapshot prefix of the run in %s: this run would write over its snapshots (and '
+                '--resume auto go on from them); give this run another snapshot_prefix (--set '
+                'snapshot_prefix=...), or remove %s first' % (prefix, owner, owner))
+    return None
+
+
+def claim_prefix(prefix, run_dir):
+    """Record ``run_dir`` as the run whose snapshots ``prefix`` names
+    (before its first snapshot); RunError when another run claimed it since
+    this one started (two runs side by side)."""
+    other = other_owner(prefix, run_dir)
+    if other:
+        raise RunError(other)
+    if prefix_owner(prefix) != os.path.realpath(run_dir):
+        from caffe_mlic.fileio import atomic_write
+        path = owner_path(prefix)
+        with atomic_write(path) as f:
+            f.write(os.path.relpath(os.path.realpath(run_dir), os.path.dirname(os.path.realpath(path))) + '\n')
+
+
+def check_snapshot_folder(solver_file, run_dir=None):
     """Create the snapshot prefix's folder and check that files can be made
     in it, before Caffe starts (Caffe aborts on a prefix it cannot write);
     returns the folders it made, deepest first (removed again when the
-    prefix is refused)."""
+    prefix is refused). With ``run_dir`` (`train`): a prefix another run
+    folder that still exists claimed is refused (its snapshots would be
+    written over, and --resume auto would go on from the other run's);
+    take_snapshot claims it."""
     folder = os.path.dirname(os.path.abspath(solver_file.snapshot_prefix))
 
     def problem(message):
@@ -332,6 +381,10 @@ def check_snapshot_folder(solver_file):
     for stale in glob.glob(os.path.join(glob.escape(folder), glob.escape('.%s.partial' % base) + '_iter_*')):
         with contextlib.suppress(OSError):      # of the older, pid-less naming
             os.unlink(stale)
+    if run_dir is not None:
+        other = other_owner(solver_file.snapshot_prefix, run_dir)
+        if other:
+            raise problem(other)
     return made
 
 
@@ -367,7 +420,7 @@ def _point_state_at(staged_state, state, model, hdf5):
     os.unlink(staged_state)
 
 
-def take_snapshot(solver, solver_file, needed, ranks=1):
+def take_snapshot(solver, solver_file, needed, ranks=1, run_dir=None):
     """Caffe's snapshot at the solver's iteration, whole or not at all: Caffe
     writes it under the staging prefix, then the caffemodel and the state
     naming it are renamed into place, in that order. A disk without
@@ -388,6 +441,8 @@ def take_snapshot(solver, solver_file, needed, ranks=1):
     if free < needed:
         raise RunError('cannot write the snapshot at iteration %d: it needs about %.1f MB and the '
                        'disk of %s has %.1f MB free' % (iteration, needed / 1e6, folder, free / 1e6))
+    if run_dir is not None:
+        claim_prefix(solver_file.snapshot_prefix, run_dir)
     ranks_path = ranks_file(state)
     if os.path.lexists(ranks_path) and not os.path.isfile(ranks_path):
         raise RunError('cannot write the snapshot at iteration %d: %s is in the way, and it is not a regular '

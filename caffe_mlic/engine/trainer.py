@@ -267,7 +267,7 @@ class Trainer:
         from caffe_mlic.layers.pipeline import set_data_shard
         sf = self.solver_file
         self.test = self._test_setup() if self.leader else None     # (rank 0 tests)
-        self.snapshot_dirs_made = check_snapshot_folder(sf) if self.leader else []
+        self.snapshot_dirs_made = check_snapshot_folder(sf, self.run_dir) if self.leader else []
         set_data_shard(self.group.rank, self.group.size)
         if self.gpu is None:
             caffe.set_mode_cpu()
@@ -456,7 +456,8 @@ class Trainer:
             raise RunError('the weights are NaN or infinite at iteration %d (layers %s): training '
                            'diverged; lower base_lr%s' % (self.solver.iter, name_list(bad), self._resume_hint()))
         try:
-            take_snapshot(self.solver, self.solver_file, self.snapshot_needed, ranks=self.group.size)
+            take_snapshot(self.solver, self.solver_file, self.snapshot_needed, ranks=self.group.size,
+                          run_dir=self.run_dir)
         except RunError as e:
             raise RunError('%s%s' % (e, self._resume_hint())) from None
         self.last_snapshot = self.solver.iter

@@ -270,12 +270,14 @@ def test_a_stopped_two_rank_run_resumes_to_the_uninterrupted_weights(tiny):
     assert err.count('stopped by SIGTERM') == 1
     assert m.group(3) == 'mpirun -np 2 caffe-mlic train cut.prototxt --resume ' + m.group(2)
     # resuming with another number of ranks would change every batch: refused, naming the right one
-    for run_dir in ('runs/cut', 'runs/elsewhere'):       # (the state says, not the run folder)
-        alone = run_one(['train', 'cut.prototxt', '--resume', m.group(2), '--run-dir', run_dir], tiny)
-        assert alone.returncode == 2 and ('was written by a run of 2 ranks (%s); resuming it with 1 would change '
-                                          'the batch of every iteration (batch_size is per rank): run it under '
-                                          'mpirun -np 2' % m.group(2).replace('.solverstate', '.ranks')
-                                          ) in alone.stderr, alone.stderr
+    alone = run_one(['train', 'cut.prototxt', '--resume', m.group(2), '--run-dir', 'runs/cut'], tiny)
+    assert alone.returncode == 2 and ('was written by a run of 2 ranks (%s); resuming it with 1 would change '
+                                      'the batch of every iteration (batch_size is per rank): run it under '
+                                      'mpirun -np 2' % m.group(2).replace('.solverstate', '.ranks')
+                                      ) in alone.stderr, alone.stderr
+    # into another run folder: its snapshots would go over runs/cut's (one run per prefix, pass 22 S4)
+    alone = run_one(['train', 'cut.prototxt', '--resume', m.group(2), '--run-dir', 'runs/elsewhere'], tiny)
+    assert alone.returncode == 1 and 'snap_cut/w is the snapshot prefix of the run in' in alone.stderr, alone.stderr
     os.symlink(os.path.basename(m.group(2)), tiny / 'snap_cut' / 'latest.solverstate')      # a link to it: the same
     alone = run_one(['train', 'cut.prototxt', '--resume', 'snap_cut/latest.solverstate'], tiny)
     assert alone.returncode == 2 and 'resuming it with 1 would change' in alone.stderr, alone.stderr
@@ -376,7 +378,7 @@ def test_a_rank_failing_alone_ends_the_job_naming_the_rank(tiny, tmp_path):
                      res.stderr), res.stderr
     # no partial snapshot: the snapshots there are whole (iteration 2), --resume auto takes the last
     snaps = sorted(os.listdir(tmp_path / 'snap'))
-    assert snaps == ['w_iter_2.caffemodel', 'w_iter_2.ranks', 'w_iter_2.solverstate'], snaps
+    assert snaps == ['.w.run', 'w_iter_2.caffemodel', 'w_iter_2.ranks', 'w_iter_2.solverstate'], snaps
     assert (tmp_path / 'snap' / 'w_iter_2.ranks').read_text() == '2\n'     # (what a resume checks)
 
 
@@ -396,7 +398,8 @@ def test_a_rank_killed_mid_run_ends_the_job_and_resume_auto_goes_on(tiny, tmp_pa
     out, err = proc.communicate(timeout=60)     # the others stop too: never a hang
     assert proc.returncode != 0
     assert re.search(r'rank 1 .*exited on signal 9|exited on signal 9.*rank 1', err, re.S), err
-    assert not [f for f in os.listdir(tmp_path / 'snap_k') if f.startswith('.')], 'a partial snapshot was left'
+    assert not [f for f in os.listdir(tmp_path / 'snap_k') if f.startswith('.') and f != '.w.run'], \
+        'a partial snapshot was left'
     res = mpirun(['train', 'k.prototxt', '--resume', 'auto'], tmp_path)
     assert res.returncode == 0, res.stderr
     assert re.search(r'resuming from snap_k/w_iter_\d+\.solverstate at iteration \d+', res.stderr), res.stderr

@@ -109,9 +109,9 @@ def test_a_full_disk_at_a_snapshot_is_one_line_and_leaves_the_previous_one(tiny,
                    '--run-dir', 'runs/full'], tiny)
         assert res.returncode == 1, res.stderr
         assert re.fullmatch(r'caffe-mlic train: cannot write the snapshot at iteration 20: it needs about '
-                            r'[0-9.]+ MB and the disk of %s has [0-9.]+ MB free\n' % re.escape(str(disk)),
-                            res.stderr), res.stderr
-        files = sorted(p.name for p in disk.iterdir())
+                            r'[0-9.]+ MB and the disk of %s has [0-9.]+ MB free; the last snapshot is '
+                            r'\S+w_iter_10.solverstate\n' % re.escape(str(disk)), res.stderr), res.stderr
+        files = sorted(p.name for p in disk.iterdir() if p.name != '.w.run')      # (the prefix's run)
         assert files == ['filler', 'w_iter_10.caffemodel', 'w_iter_10.solverstate']
         net = prototxt.caffe_net(tiny / 'nets' / 'kd' / 'student_baseline.prototxt', 'TEST')
         assert snapshots.check_snapshot(str(disk / 'w_iter_10.solverstate'), net,
@@ -141,7 +141,7 @@ def test_hdf5_snapshots_are_renamed_into_place_and_resume(tiny):
     res = run(['train', 'h5.prototxt', '--run-dir', 'runs/h5'], tiny)
     assert res.returncode == 0, res.stderr
     snaps = tiny / 'snap_h5'
-    assert sorted(p.name for p in snaps.iterdir()) == [
+    assert sorted(p.name for p in snaps.iterdir()) == ['.w.run'] + [
         'w_iter_%d.%s.h5' % (i, kind) for i in (10, 20) for kind in ('caffemodel', 'solverstate')]
     with h5py.File(snaps / 'w_iter_10.solverstate.h5', 'r') as f:
         assert f['learned_net'][()].decode() == 'snap_h5/w_iter_10.caffemodel.h5'
@@ -180,7 +180,7 @@ def test_a_state_at_or_past_max_iter(tiny):
     assert 'snap_done/w_iter_10.solverstate is at max_iter 10 already: nothing to train' in res.stderr
     assert 'snapshot snap_done/w_iter_10.solverstate;' in res.stdout
     assert (tiny / 'snap_done' / 'w_iter_10.solverstate').exists()
-    res = run(['train', 'done.prototxt', '--run-dir', 'runs/done2', '--resume', 'snap_done/w_iter_10.solverstate',
+    res = run(['train', 'done.prototxt', '--run-dir', 'runs/done', '--resume', 'snap_done/w_iter_10.solverstate',
                '--set', 'max_iter=8'], tiny)
     assert res.returncode == 2, res.stderr
     assert re.fullmatch(r'caffe-mlic train: argument --resume: snap_done/w_iter_10.solverstate is at '
@@ -903,7 +903,7 @@ def test_a_snapshot_prefix_too_long_for_a_file_name_is_refused_before_caffe_star
     else:
         assert len(longest) == 255
         assert res.returncode == 0, res.stderr
-        assert sorted(p.name for p in (tiny / 'snap_long235').iterdir()) == sorted(
+        assert sorted(p.name for p in (tiny / 'snap_long235').iterdir() if not p.name.endswith('.run')) == sorted(
             '%s_iter_%d.%s' % (base, i, ext) for i in (10, 20) for ext in ('caffemodel', 'solverstate'))
 
 
@@ -1005,5 +1005,26 @@ def test_a_snapshot_folder_that_stops_taking_files_mid_run_fails_in_one_line_wit
     info = run_json(tiny / 'runs' / name)
     assert info['status'] == 'failed' and 'cannot write the snapshot at iteration 20' in info['error']
     if how == 'immutable':
-        assert sorted(p.name for p in folder.iterdir()) == ['w_iter_10.caffemodel', 'w_iter_10.solverstate']
+        assert sorted(p.name for p in folder.iterdir()) == ['.w.run', 'w_iter_10.caffemodel', 'w_iter_10.solverstate']
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_two_runs_of_one_snapshot_prefix_do_not_write_over_each_other(tiny):
+    """Run B, another run folder with A's snapshot_prefix, wrote over A's
+    snapshots, and A's --resume auto went on from B's weights (pass 22
+    S4). B is refused before Caffe starts, naming A's folder; A resumes its
+    own; with A's folder gone, the prefix is B's to take."""
+    import shutil
+    solver(tiny, 'shared', max_iter=10, snapshot=5)
+    assert run(['train', 'shared.prototxt', '--run-dir', 'runs/shA', '--set', 'max_iter=5'], tiny).returncode == 0
+    before = (tiny / 'snap_shared' / 'w_iter_5.caffemodel').read_bytes()
+    res = run(['train', 'shared.prototxt', '--run-dir', 'runs/shB', '--set', 'base_lr=0.02'], tiny)
+    assert res.returncode == 1, res.stderr
+    assert ('snap_shared/w is the snapshot prefix of the run in %s' % (tiny / 'runs' / 'shA')) in res.stderr
+    assert (tiny / 'snap_shared' / 'w_iter_5.caffemodel').read_bytes() == before
+    assert not (tiny / 'runs' / 'shB').exists()
+    res = run(['train', 'shared.prototxt', '--run-dir', 'runs/shA', '--resume', 'auto'], tiny)
+    assert res.returncode == 0 and 'iteration 5' in res.stdout + res.stderr, res.stderr
+    shutil.rmtree(tiny / 'runs' / 'shA')
+    assert run(['train', 'shared.prototxt', '--run-dir', 'runs/shB'], tiny).returncode == 0
+    assert (tiny / 'snap_shared' / '.w.run').read_text().strip() == '../runs/shB'     # (a copied tree: its own)

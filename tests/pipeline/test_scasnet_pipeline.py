@@ -237,13 +237,14 @@ def test_the_shipped_vaihingen_config_checks_clean_on_a_tree_of_its_layout(tmp_p
     import cv2
     import numpy as np
     root = tmp_path / 'data' / 'vaihingen'
-    for folder, name in (('top', 'area1'), ('gts_for_participants', 'area1'),
-                         ('gts_eroded_for_participants', 'area1_noBoundary')):
+    for folder, suffix in (('top', ''), ('gts_for_participants', ''), ('gts_eroded_for_participants', '_noBoundary')):
         (root / folder).mkdir(parents=True)
-        assert cv2.imwrite(str(root / folder / ('top_mosaic_09cm_%s.tif' % name)), np.full((8, 8, 3), 255, np.uint8))
-    for name in ('train', 'val', 'test'):
-        (root / (name + '.txt')).write_text('top/top_mosaic_09cm_area1.tif '
-                                            'gts_for_participants/top_mosaic_09cm_area1.tif\n')
+        for area in (1, 2, 3):      # a tile per split (the splits share none)
+            assert cv2.imwrite(str(root / folder / ('top_mosaic_09cm_area%d%s.tif' % (area, suffix))),
+                               np.full((8, 8, 3), 255, np.uint8))
+    for area, name in enumerate(('train', 'val', 'test'), 1):
+        (root / (name + '.txt')).write_text('top/top_mosaic_09cm_area%d.tif '
+                                            'gts_for_participants/top_mosaic_09cm_area%d.tif\n' % (area, area))
     (tmp_path / 'models').mkdir()
     (tmp_path / 'models' / 'deeplab_v2_vgg16.caffemodel').write_bytes(b'')
     res = run_cli(['run', config, '--check'], tmp_path)
