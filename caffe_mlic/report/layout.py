@@ -151,9 +151,12 @@ def system_of(run):
     """'scasnet' for a `make demo-scasnet` run (one net, or the comparison of
     heads), 'mlic' for a `make demo` one, None for neither: as a `caffe-mlic
     run` recorded it in the folder, else as its files show."""
-    from caffe_mlic.pipeline.runner import folder_system
-    recorded = folder_system(run)
-    if recorded is not None:
+    try:        # (pipeline.runner.SYSTEM_FILE in the run's .stages; read here, as the pipeline imports this)
+        with open(os.path.join(run, '.stages', 'system'), 'rb') as f:
+            recorded = f.read(64).decode('ascii', errors='replace').strip()
+    except OSError:
+        recorded = None
+    if recorded in ('mlic', 'scasnet'):
         return recorded
     if os.path.isfile(scasnet_eval(run)) or scasnet_heads(run):
         return 'scasnet'

@@ -879,11 +879,11 @@ def test_the_report_goes_by_the_system_a_run_recorded(tmp_path, capsys):
     """A `run` folder says its system (.stages/system): `scasnet report` of an
     MLIC run and the report of a ScasNet run with nothing evaluated yet say
     so, not "eval/scasnet.json: cannot read" or an MLIC file missing."""
+    from caffe_mlic.pipeline import runner
     mlic, scas = tmp_path / 'mlic', tmp_path / 'scas'
     for folder, system in ((mlic, 'mlic'), (scas, 'scasnet')):
-        (folder / '.stages').mkdir(parents=True)
-        (folder / '.stages' / 'system').write_text(system + '\n')
-        (folder / 'seed1').mkdir()
+        (folder / 'seed1').mkdir(parents=True)
+        runner._record_system(str(folder), system)      # (as `run` writes it; report.layout reads it)
     assert cli.main(['scasnet', 'report', str(mlic)]) == 1
     assert ('%s: an MLIC-KD-WSD run, not a ScasNet one: its report is `caffe-mlic report %s`' % (mlic, mlic)
             in capsys.readouterr().err)
