@@ -253,6 +253,10 @@ def run(args):
     check_proposals_folder(args.proposals)
     if args.scales:
         check_scales(args.scales)
+        twice = sorted({s for s in args.scales if args.scales.count(s) > 1})
+        if twice:       # (the passes' scores are summed: a scale given twice would count twice)
+            raise UsageError('scales must be distinct (the passes\' scores are summed, so a repeated scale '
+                             'would count twice), got %s more than once' % ', '.join(map(str, twice)), 'scales')
     passes = len(args.scales or [None]) * (2 if args.flip else 1)
     if args.score_threshold >= passes:
         raise UsageError('score_threshold must be below %d, the most a region scores summed over the %d '

@@ -150,8 +150,4 @@ def check_scales(scales):
     if bad:
         raise UsageError('scales must be multiples of 16 from %d to %d (VGG16 pooling), got %s'
                          % (MIN_SCALE, MAX_SCALE, ', '.join(map(str, bad))), 'scales')
-    twice = sorted({int(s) for s in scales if list(scales).count(s) > 1})
-    if twice:       # (the passes' scores are summed: a scale given twice would count twice)
-        raise UsageError('scales must be distinct (the passes\' scores are summed, so a repeated scale would '
-                         'count twice), got %s more than once' % ', '.join(map(str, twice)), 'scales')
     return scales
