@@ -14,7 +14,9 @@ Transform (load_pair; in the workers, or in-process with ``workers: 0``):
    or palette colours, checked against num_classes), same size or an error;
    kept decoded, per process, up to ``cache_mb`` (PairCache: a crop of an
    aerial tile would otherwise decode the whole tile, ~140 ms a megapixel);
-2. resize by the factor: the image bilinearly, the labels by nearest neighbour;
+2. resize by the factor: the image bilinearly, the labels by nearest neighbour
+   (kept too: each factor of a tile is a PairCache entry, since resizing a
+   1000-px tile takes 2-4 ms, most of a batch's time without it);
 3. where the result is smaller than the crop, pad it at the bottom / right:
    the image with the mean (0 after subtraction), the labels with 255;
 4. crop crop_size x crop_size at y0 = int(v * (H - crop + 1)), x0 likewise;
@@ -80,13 +82,23 @@ class PairCache:
         from collections import OrderedDict
         self.budget, self.used, self.pairs = budget, 0, OrderedDict()
 
-    def get(self, image_path, label_path, where, labels):
-        key = (image_path, label_path)
+    def get(self, image_path, label_path, where, labels, factor=1.0):
+        """The pair, resized by ``factor`` (resize_pair): each factor of a
+        tile is kept as its own entry, so a crop at 0.75 or 1.25 does not
+        resize the whole tile again (the same arrays as resizing it anew)."""
+        key = (image_path, label_path, factor)
         pair = self.pairs.get(key)
         if pair is not None:
             self.pairs.move_to_end(key)
             return pair
-        pair = read_pair(image_path, label_path, where, labels)
+        if factor == 1:
+            pair = read_pair(image_path, label_path, where, labels)
+        else:
+            pair = resize_pair(*self.get(image_path, label_path, where, labels), factor)
+        self._keep(key, pair)
+        return pair
+
+    def _keep(self, key, pair):
         size = pair[0].nbytes + pair[1].nbytes
         if size <= self.budget:
             for value in pair:
@@ -96,7 +108,6 @@ class PairCache:
             while self.used > self.budget:
                 _, (image, label) = self.pairs.popitem(last=False)
                 self.used -= image.nbytes + label.nbytes
-        return pair
 
 
 _CACHES = {}
@@ -109,14 +120,21 @@ def pair_cache(cache_mb):
     return _CACHES[cache_mb]
 
 
-def crop_pair(image, label, crop, factor, u, v):
-    """The crop x crop window of the resized, padded pair (see the module
-    notes): (image part, label part, rows, cols) where the real pixels fill
-    rows x cols at the top left of the window; the rest is padding."""
-    if factor != 1:
-        h, w = max(1, int(image.shape[0] * factor)), max(1, int(image.shape[1] * factor))
-        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
-        label = cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
+def resize_pair(image, label, factor):
+    """The pair resized by ``factor``: the image bilinearly, the labels by
+    nearest neighbour, to int(side * factor) (at least 1)."""
+    if factor == 1:
+        return image, label
+    h, w = max(1, int(image.shape[0] * factor)), max(1, int(image.shape[1] * factor))
+    return (cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR),
+            cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST))
+
+
+def crop_window(image, label, crop, u, v):
+    """The crop x crop window of the (resized) pair, before padding (see the
+    module notes): (image part, label part, rows, cols) where the real
+    pixels fill rows x cols at the top left of the window; the rest is
+    padding."""
     h, w = label.shape
     y0 = int(v * (max(h, crop) - crop + 1))
     x0 = int(u * (max(w, crop) - crop + 1))
@@ -125,24 +143,26 @@ def crop_pair(image, label, crop, factor, u, v):
 
 
 def load_pair(image_path, label_path, where, crop_plan, crop, labels, mean, scale, out, cache):
-    """The pair from ``cache`` (a PairCache), crop_pair, flips,
+    """The pair from ``cache`` (a PairCache) at its factor, crop_window, flips,
     normalisation into out (4, crop, crop)."""
     factor, u, v, hflip, vflip = crop_plan
-    image, label = cache.get(image_path, label_path, where, labels)
-    image, label, rows, cols = crop_pair(image, label, crop, factor, u, v)
+    image, label = cache.get(image_path, label_path, where, labels, factor)
+    image, label, rows, cols = crop_window(image, label, crop, u, v)
+    # write through flipped views of out: the same values as flipping the
+    # finished crop, without copying it
+    if hflip:
+        out = out[:, :, ::-1]
+    if vflip:
+        out = out[:, ::-1, :]
     out[:3] = 0
     out[3] = IGNORE_LABEL
-    for c, plane in enumerate(cv2.split(image)):
+    for c in range(3):
         window = out[c, :rows, :cols]
-        np.copyto(window, plane, casting='unsafe')
+        np.copyto(window, image[:, :, c], casting='unsafe')
         window -= mean[c]
         if scale != 1:
             window *= np.float32(scale)
     out[3, :rows, :cols] = label
-    if hflip:
-        out[...] = out[:, :, ::-1]
-    if vflip:
-        out[...] = out[:, ::-1, :]
 
 
 _PALETTES = {}

@@ -202,10 +202,28 @@ def test_the_pair_cache_reads_each_file_once_within_its_budget(tmp_path, monkeyp
     small = seg_batch.PairCache(pair_bytes[1] + pair_bytes[2])    # the third pushes out the first
     for image, label in paths:
         small.get(image, label, 'list.txt:1', labels)
-    assert list(small.pairs) == paths[1:] and small.used == pair_bytes[1] + pair_bytes[2]
+    assert list(small.pairs) == [p + (1.0,) for p in paths[1:]] and small.used == pair_bytes[1] + pair_bytes[2]
     none = seg_batch.PairCache(0)
     none.get(*paths[0], 'list.txt:1', labels)
     assert not none.pairs and none.used == 0
+
+
+def test_the_pair_cache_resizes_each_tile_once_per_factor(tmp_path, monkeypatch):
+    from layers import seg_batch
+    write_pairs(str(tmp_path), [(40, 50)])
+    labels = (6, seg_batch.load_palette('isprs'), 'auto', 'error')
+    image, label = str(tmp_path / 'im0.png'), str(tmp_path / 'lab0.png')
+    resized = []
+    real = seg_batch.resize_pair
+    monkeypatch.setattr(seg_batch, 'resize_pair', lambda i, l, f: resized.append(f) or real(i, l, f))
+    cache = seg_batch.PairCache(10 ** 6)
+    for factor in (0.5, 1.5, 0.5, 1.0, 1.5):
+        got = cache.get(image, label, 'list.txt:1', labels, factor)
+        fresh = real(*seg_batch.read_pair(image, label, 'list.txt:1', labels), factor)
+        assert all((a == b).all() and a.shape == b.shape for a, b in zip(got, fresh))
+        assert got[1].shape == (int(40 * factor), int(50 * factor))
+    assert resized == [0.5, 1.5]
+    assert cache.used == sum(h * w * 4 for h, w in ((20, 25), (40, 50), (60, 75)))
 
 
 def test_seek_resumes_the_batch_sequence(tmp_path):
