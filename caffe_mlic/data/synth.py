@@ -427,6 +427,41 @@ SET_ENTRIES = frozenset({
     'palette.txt', 'train.txt', 'val.txt', 'test.txt', 'synth.json'})
 
 
+# The names synth writes inside a set's folders: anything else there is a
+# user's, which replacing the set (--force) would delete.
+_SET_FILES = {
+    'top': r'top_mosaic_09cm_area\d+\.(tif|png)',
+    'gts_for_participants': r'top_mosaic_09cm_area\d+\.(tif|png)',
+    'gts_eroded_for_participants': r'top_mosaic_09cm_area\d+_noBoundary\.(tif|png)',
+    'hard': r'top_mosaic_09cm_area\d+\.png',
+    'JPEGImages': r'\d+\.jpg',
+    'Annotations': r'\d+\.xml',
+    'ImageSets/Main': r'\w+\.txt',
+}
+
+
+def foreign_in_set(target):
+    """The paths (relative to ``target``) inside its set folders that synth
+    does not write, sorted."""
+    import re
+    foreign = []
+    for top, dirs, files in os.walk(target):
+        rel = os.path.relpath(top, target)
+        if rel == '.':
+            continue
+        names = files + [d for d in dirs if os.path.islink(os.path.join(top, d))]
+        if rel == 'ImageSets':               # only its Main folder
+            foreign += [os.path.join(rel, f) for f in names]
+            continue
+        pattern = _SET_FILES.get(rel.replace(os.sep, '/'))
+        if pattern is None:
+            foreign.append(rel)
+            dirs[:] = []
+            continue
+        foreign += [os.path.join(rel, f) for f in names if not re.fullmatch(pattern, f)]
+    return sorted(foreign)
+
+
 def staging_paths(out_dir):
     """(target, staging folder, previous set's folder) for ``out_dir``: the
     target with symlinks resolved, and two hidden folders beside it in the
@@ -572,12 +607,13 @@ def staged_set(out_dir, force=False, log=None):
     if not force and holds_data_set(target):
         raise UsageError('%s already holds a data set; it is overwritten only with force' % out_dir, 'force')
     if os.path.isdir(target):
-        foreign = sorted(set(os.listdir(target)) - SET_ENTRIES)
+        foreign = sorted(set(os.listdir(target)) - SET_ENTRIES) or foreign_in_set(target)
         if foreign:
             raise UsageError('%s holds %s%s, not part of a synthetic data set: synth writes a folder of '
-                             'its own (a new or empty one)'
+                             'its own (a new or empty one)%s'
                              % (out_dir, foreign[0], ' and %d more' % (len(foreign) - 1) if len(foreign) > 1
-                                else ''), 'out_dir')
+                                else '', '; move them out before --force replaces the set' if force else ''),
+                             'out_dir')
     os.mkdir(stage)
     fd = os.open(stage, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -201,3 +201,28 @@ def test_int_term_and_hup_remove_the_unfinished_set(tmp_path, signum, name, word
     err = _kill_midway([out] + SEG, os.path.join(_stage(out), 'top'), 2, signum)
     assert word in err and len(err.strip().splitlines()) == 1, err
     assert os.listdir(str(tmp_path)) == []
+
+
+def test_force_refuses_a_set_holding_files_synth_did_not_write(tmp_path, capsys):
+    """--force replaces the whole set: a user's file inside one of its
+    folders would go with it, so it is refused, naming the file."""
+    out = tmp_path / 'set'
+    seg = ['synth', '--task', 'seg', str(out), '--images', '2', '--tile-size', '64x64', '-q']
+    assert cli.main(seg) == 0
+    (out / 'top' / 'my_notes.txt').write_text('keep')
+    (out / 'hard' / 'extra').mkdir()
+    assert cli.main(seg + ['--force']) == 2
+    err = capsys.readouterr().err
+    assert err == ('caffe-mlic synth: %s holds hard/extra and 1 more, not part of a synthetic data set: synth '
+                   'writes a folder of its own (a new or empty one); move them out before --force replaces '
+                   'the set\n' % out)
+    assert (out / 'top' / 'my_notes.txt').read_text() == 'keep'
+    os.rmdir(str(out / 'hard' / 'extra'))
+    os.remove(str(out / 'top' / 'my_notes.txt'))
+    assert cli.main(seg + ['--force', '--seed', '3']) == 0
+    det = ['synth', str(tmp_path / 'det'), '--images', '2', '--image-size', '64x64', '-q']
+    assert cli.main(det) == 0
+    (tmp_path / 'det' / 'ImageSets' / 'notes.md').write_text('mine')
+    assert cli.main(det + ['--force']) == 2
+    assert 'holds ImageSets/notes.md, not part' in capsys.readouterr().err
+    assert (tmp_path / 'det' / 'ImageSets' / 'notes.md').read_text() == 'mine'
