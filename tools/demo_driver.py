@@ -68,12 +68,38 @@ def fresh_run_folder(run):
         f.write('made by a caffe-mlic demo: the demo removes this folder when it runs here again\n')
 
 
+_HELD = []      # the open lock file of the DEMO_DIR this demo works in
+
+
+def hold_demo_folder(run):
+    """One demo at a time in a DEMO_DIR: an exclusive lock on ``.NAME.demo-lock``
+    beside it, held until this process exits (the descriptor is not inherited:
+    the commands a stopped demo leaves do not hold it). A second demo there
+    would remove the first one's folder under it: it stops in one line."""
+    import fcntl
+    parent, name = os.path.split(run)
+    os.makedirs(parent, exist_ok=True)
+    fd = os.open(os.path.join(parent, '.%s.demo-lock' % name), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode('ascii', 'replace').strip()
+        os.close(fd)
+        sys.exit('demo: another demo is running in DEMO_DIR %s%s; wait for it to end, or give DEMO_DIR another '
+                 'folder' % (run, ' (pid %s)' % holder if holder.isdigit() else ''))
+    os.ftruncate(fd, 0)
+    os.write(fd, b'%d\n' % os.getpid())
+    _HELD.append(fd)
+
+
 def resumed_demo(run, complete, same_settings=lambda: True):
     """True when DEMO_RESUME=1 and ``run`` is a folder a demo made whose data
     step ended (``complete``, the file that step writes last, exists) with the
     settings asked for now (``same_settings()``): the demo then keeps what it
     made, and what it runs next goes on from the work that is done. Else the
-    demo starts afresh (fresh_run_folder), saying why when resuming was asked."""
+    demo starts afresh (fresh_run_folder), saying why when resuming was asked.
+    Either way the demo holds ``run`` from here on (hold_demo_folder)."""
+    hold_demo_folder(run)
     if os.environ.get('DEMO_RESUME', '0') != '1':
         return False
     if not (os.path.isfile(os.path.join(run, RUN_MARK)) and os.path.isfile(complete)):

@@ -114,3 +114,31 @@ def test_a_second_signal_kills_the_commands_at_once(tmp_path):
     proc, pids = _demo(tmp_path, ignore=True, wait=600)
     err = _stop(proc, pids, [signal.SIGTERM, signal.SIGTERM], within=10)
     assert proc.returncode == 143, err
+
+
+@pytest.mark.parametrize('script', ['demo.py', 'demo_scasnet.py'])
+def test_a_second_demo_in_the_same_folder_stops_before_touching_it(tmp_path, script):
+    """The first demo holds DEMO_DIR (a lock beside it) while it runs; a
+    second one there would remove the folder under it."""
+    import fcntl
+    run = tmp_path / 'run'
+    run.mkdir()
+    (run / '.caffe-mlic-demo').write_text('made by a demo\n')
+    (run / 'work.txt').write_text('the first demo is writing here')
+    with open(str(tmp_path / '.run.demo-lock'), 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)      # as the first demo holds it
+        lock.write('4242\n')
+        lock.flush()
+        env = dict(os.environ, DEMO_DIR=str(run), DEMO_MINI='1')
+        done = subprocess.run([sys.executable, os.path.join(REPO, 'tools', script)], env=env,
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        'demo: another demo is running in DEMO_DIR %s (pid 4242); wait for it to end, or give DEMO_DIR another '
+        'folder' % run)
+    assert sorted(os.listdir(str(run))) == ['.caffe-mlic-demo', 'work.txt']
+    done = subprocess.run([sys.executable, '-c', 'import sys; sys.path.insert(0, %r); import demo_driver; '
+                           'demo_driver.hold_demo_folder(%r); print(open(%r).read().strip())'
+                           % (os.path.join(REPO, 'tools'), str(run), str(tmp_path / '.run.demo-lock'))],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip().isdigit()     # free again: the next demo takes it
