@@ -221,7 +221,11 @@ def matched_heads(run, settings=None):
     seed, a seed folder missing, an extra seed folder or an extra head
     folder (a known head's name, or a folder with eval/scasnet.json) is
     one InputError naming the run, the seeds and the heads: a comparison
-    with a head absent from a seed is not a comparison."""
+    with a head absent from a seed is not a comparison. When settings.json
+    lists the seeds and heads, folders of other seeds and heads (an earlier
+    run into the folder with more of them, then resumed with fewer) are
+    left out of the comparison, not an error: returns (seeds, heads, the
+    folders left out, relative to ``run``)."""
     settings = settings or {}
     folders = layout.seed_dirs(run)
     found = layout.scasnet_heads(run)
@@ -245,8 +249,11 @@ def matched_heads(run, settings=None):
     missing_seeds = [seed for seed in seeds if seed not in folders]
     if missing_seeds:
         problems.append('no folder for seed%s %s' % ('s' if len(missing_seeds) > 1 else '', _listed(missing_seeds)))
+    left_out = []
     extra_seeds = [seed for seed in folders if seed not in seeds]
-    if extra_seeds:
+    if extra_seeds and 'seeds' in settings:
+        left_out += [os.path.basename(folders[seed]) for seed in extra_seeds]
+    elif extra_seeds:
         problems.append('seed folder%s %s not among the seeds' % ('s' if len(extra_seeds) > 1 else '', _listed(
             os.path.basename(folders[seed]) for seed in extra_seeds)))
     for seed in seeds:
@@ -259,14 +266,16 @@ def matched_heads(run, settings=None):
             problems.append('seed %d lacks head%s %s (no %s)' % (seed, 's' if len(missing) > 1 else '', _listed(
                 missing), _listed(os.path.relpath(layout.scasnet_eval(layout.scasnet_head_dir(run, seed, h)), run)
                                   for h in missing)))
-        if extra:
+        if extra and 'heads' in settings:
+            left_out += [os.path.join(os.path.basename(folders[seed]), h) for h in extra]
+        elif extra:
             problems.append('seed %d has the unexpected head folder%s %s' % (
                 seed, 's' if len(extra) > 1 else '', _listed(os.path.join(os.path.basename(folders[seed]), h)
                                                              for h in extra)))
     if problems:
         raise InputError('%s: not a matched comparison: %s; every seed (%s) must hold every head (%s)%s'
                          % (run, '; '.join(problems), _listed(seeds) or 'none', _listed(heads) or 'none', where))
-    return seeds, heads
+    return seeds, heads, left_out
 
 
 def collect(run, inputs=None):
@@ -274,7 +283,7 @@ def collect(run, inputs=None):
     evaluations' folders are added to the list ``inputs`` when given."""
     path = layout.scasnet_path(run, 'settings.json')
     settings = read_demo_settings(path) if os.path.isfile(path) else None
-    seeds, heads = matched_heads(run, settings)
+    seeds, heads, left_out = matched_heads(run, settings)
     found = layout.scasnet_heads(run)
     evaluations = {(seed, h): read_head(found[seed][h]) for seed in seeds for h in heads}
     same_classes([e for each in evaluations.values() for e in each])
@@ -286,6 +295,8 @@ def collect(run, inputs=None):
                    classes=first['classes'], test_tiles=[os.path.basename(i['prediction']) for i in first['images']])
     if settings is not None:
         results['settings'] = settings
+    if left_out:
+        results['left_out'] = sorted(left_out)
     if inputs is not None:
         inputs += [path for each in evaluations.values() for path, _ in each]
         inputs += [f for _, e in some for f in evaluation_inputs(e)]
@@ -438,6 +449,8 @@ def _page_body(run, results, pictures):
         'full ones. Hard pixels: impervious and building pixels farther than the set distance from any other '
         'label, where a local window holds no cue. Every number is in <code>results.json</code>.</p>'
         % (settings.get('iters', '?'), ', '.join(map(str, results['summary']['seeds']))),
+        '<p class="note">Left out (folders of seeds or heads this run does not list): %s.</p>'
+        % html.escape(', '.join(results['left_out'])) if results.get('left_out') else '',
         '<h2>Heads</h2>', table,
         '<h2>Paired differences against the full net</h2><p class="note">Negative: the full net is ahead.</p>',
         paired,
@@ -465,6 +478,8 @@ def table(results):
                                  % (s[h][key]['mean'], s[h][key]['std'])) for h in heads)
         m = _get(results['majority'], key)
         lines.append('%-22s' % name[:22] + cells + '%*s' % (width, '-' if m is None else '%.1f' % m))
+    if results.get('left_out'):
+        lines.append('left out (folders of seeds or heads this run does not list): %s' % ', '.join(results['left_out']))
     if results.get('settings', {}).get('mini'):
         lines.append('a miniature run (DEMO_MINI=1): too few iterations for the claims below to mean anything')
     for c in s['claims']:
