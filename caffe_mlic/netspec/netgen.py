@@ -20,7 +20,9 @@ def solver_overrides(spec, max_iter=None, base_lr=None, solver_type=None, random
             raise UsageError('base_lr must be a positive number up to 1e6, got %r' % base_lr, 'base_lr')
         spec = replace(spec, base_lr=base_lr)
     if solver_type is not None:
-        spec = replace(spec, type=solver_type)
+        from caffe_mlic.engine.solver_file import NO_MOMENTUM
+        # AdaGrad and RMSProp take no momentum (Caffe aborts on one)
+        spec = replace(spec, type=solver_type, momentum=0.0 if solver_type in NO_MOMENTUM else spec.momentum)
     if random_seed is not None:
         if random_seed < 0:
             raise UsageError('random_seed must be >= 0, got %d' % random_seed, 'random_seed')

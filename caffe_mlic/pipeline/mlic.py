@@ -132,7 +132,8 @@ def check(path, data):
     for stage in STAGES:
         fields = train.get(stage, {}).get('set') if isinstance(train.get(stage), dict) else None
         if isinstance(fields, dict):
-            problems += _solver_set_problems(path, 'train.%s.set' % stage, fields)
+            solver_type = train.get('solver_type') if train.get('solver_type') in SOLVER_TYPES else 'SGD'
+            problems += _solver_set_problems(path, 'train.%s.set' % stage, fields, solver_type)
     tables = {k: data.get(k) if isinstance(data.get(k), dict) else {} for k in ('data', 'proposals', 'weights')}
     problems += _data_problems(path, tables['data'])
     problems += _proposal_problems(path, tables['proposals'],
@@ -148,25 +149,29 @@ OWNED_SOLVER_FIELDS = ('net', 'net_param', 'train_net', 'train_net_param', 'test
                        'max_iter', 'snapshot', 'snapshot_prefix', 'random_seed', 'base_lr', 'type', 'solver_type')
 
 
-def _solver_set_problems(path, key, fields):
+def _solver_set_problems(path, key, fields, solver_type='SGD'):
     """[Problem] of a train.STAGE.set table: each field as `train --set`
-    reads it, within the solver's bounds, and none the pipeline sets."""
+    reads it, within the solver's bounds, and none the pipeline sets; and
+    the fields together on the solver the pipeline writes (its schedule,
+    ``solver_type`` and the momentum netgen gives it)."""
     from caffe.proto import caffe_pb2
-    from caffe_mlic.engine.solver_file import apply_overrides, check_values
+    from caffe_mlic.engine.solver_file import apply_overrides, check_values, type_problems, NO_MOMENTUM
     from caffe_mlic.errors import MlicError, Problem
     from caffe_mlic.engine.lr import lr_policy_problems
     from caffe_mlic.engine.solver_file import MAX_ITER_SIZE
     problems = []
     # the fields together, on the pipeline's schedule (lr_policy "step", unless the table sets one): what
-    # `train` refuses in combination (lr_policy "step" with stepsize <= 0), and the counts it bounds
-    together = caffe_pb2.SolverParameter(lr_policy='step', stepsize=1, max_iter=1)
+    # `train` refuses in combination (lr_policy "step" with stepsize <= 0, momentum with AdaGrad, delta 0
+    # with Adam, ...), and the counts it bounds
+    together = caffe_pb2.SolverParameter(lr_policy='step', stepsize=1, max_iter=1,
+                                         momentum=0.0 if solver_type in NO_MOMENTUM else 0.9)
     for name, value in fields.items():
         if name not in OWNED_SOLVER_FIELDS:
             try:
                 apply_overrides(together, ['%s=%s' % (name, value)])
             except MlicError:
                 pass        # (said below, field by field)
-    combined = list(lr_policy_problems(together))
+    combined = list(lr_policy_problems(together)) + type_problems(together, solver_type)
     if 'iter_size' in fields and not 1 <= together.iter_size <= MAX_ITER_SIZE:
         combined.append(('iter_size', 'iter_size must be from 1 to %d, got %d' % (MAX_ITER_SIZE,
                                                                                 together.iter_size)))

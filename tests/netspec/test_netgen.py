@@ -222,3 +222,20 @@ def test_generate_checks_the_class_names_it_is_given(tmp_path):
     with pytest.raises(UsageError, match='classes: 2 names, but num_classes is 80'):
         netgen.generate(str(tmp_path), MlicConfig.release(), classes=['a', 'b'])
     assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize('solver_type, momentum', [('AdaGrad', 0.0), ('RMSProp', 0.0), ('Adam', 0.9),
+                                                    ('AdaDelta', 0.9), ('SGD', 0.9)])
+def test_a_solver_type_without_momentum_gets_none(tmp_path, solver_type, momentum):
+    """Caffe aborts on AdaGrad or RMSProp with a momentum ("Momentum cannot
+    be used with ..."): the solvers netgen writes for them have none, and
+    `train` takes them."""
+    from caffe_mlic.engine.solver_file import type_problems
+    from caffe_mlic.netspec.netgen import solver_overrides
+    from caffe_mlic.netspec.solvers import SOLVERS, SCASNET_SOLVERS
+    for spec in [s for _, s, _ in SOLVERS.values()] + list(SCASNET_SOLVERS.values()):
+        got = solver_overrides(spec, solver_type=solver_type)
+        assert got.type == solver_type and got.momentum == momentum
+        from caffe.proto import caffe_pb2
+        param = caffe_pb2.SolverParameter(momentum=got.momentum, delta=1e-8, regularization_type='L2')
+        assert type_problems(param, solver_type) == []

@@ -303,6 +303,16 @@ def test_a_stages_solver_fields_are_checked_before_anything_runs(data):
     assert 'train.teacher.set.stepsize: lr_policy "step" needs stepsize > 0, got -3' in found, found
     assert 'train.teacher.set.iter_size: iter_size must be from 1 to 1024, got 0' in found, found
     runner.load(config(data, '[train]\nteacher = { set = { stepsize = -3, lr_policy = "fixed" } }\n'))   # (unused)
+    # with the solver type the pipeline gives the solver (pass 22's minor)
+    found = problems_of(config(data, '[train]\nsolver_type = "RMSProp"\nteacher = { set = { delta = 0, momentum = '
+                                     '0.5, regularization_type = "L3" } }\n'))
+    assert 'train.teacher.set.delta: delta must be > 0 for RMSProp' in found, found
+    assert 'train.teacher.set.momentum: momentum must be 0 for RMSProp' in found, found
+    assert 'train.teacher.set.regularization_type: regularization_type must be "L1" or "L2"' in found, found
+    runner.load(config(data, '[train]\nsolver_type = "AdaGrad"\nteacher = { set = { delta = 1e-6 } }\n'))
+    assert 'delta must be > 0 for Adam' in problems_of(config(data, '[train]\nsolver_type = "Adam"\n'
+                                                                    'stage1 = { set = { delta = 0 } }\n'))
+    runner.load(config(data, '[train]\nteacher = { set = { delta = 0 } }\n'))     # SGD: delta unused
 
 
 def test_a_coco_split_with_no_image_is_named_by_its_key(tmp_path):
