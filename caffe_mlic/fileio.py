@@ -214,9 +214,14 @@ def write_files(texts):
 
 
 def atomic_save_npz(path, **arrays):
+    import io
     import numpy as np
+    # built in memory, then written: numpy's zip writer left open on a file that failed (a full disk)
+    # prints "Exception ignored in ZipFile.__del__" when it is collected
+    archive = io.BytesIO()
+    np.savez_compressed(archive, **arrays)
     with atomic_write(path, 'wb') as f:
-        np.savez_compressed(f, **arrays)
+        f.write(archive.getbuffer())
 
 
 def atomic_save_npy(path, array):

@@ -132,6 +132,13 @@ def _run_argv(argv, signals):
             raise UsageError('train needs -solver SOLVER.prototxt')
         if weights and state:
             raise UsageError('give -snapshot STATE to resume or -weights W to fine-tune, not both')
+        if state:
+            from caffe_mlic.engine.snapshots import ranks_file, state_ranks
+            ranks = state_ranks(state)
+            if ranks > 1:
+                raise UsageError('%s was written by a data-parallel run of %d ranks (%s): the caffe binary trains '
+                                 'one process, with another batch; resume it with mpirun -np %d caffe-mlic train '
+                                 'SOLVER --resume %s' % (state, ranks, ranks_file(state), ranks, state), 'snapshot')
         signals.check()
         _check_solver(solver, argv)
     elif first in ('test', 'time'):
@@ -145,13 +152,8 @@ def _run_argv(argv, signals):
             _refuse_own_snapshots(weights, solver, argv)
         signals.check()
     if first == 'train' and state:
-        from caffe_mlic.engine.snapshots import ranks_file, state_ranks
-        ranks = state_ranks(state)
-        if ranks > 1:
-            raise UsageError('%s was written by a data-parallel run of %d ranks (%s): the caffe binary trains one '
-                             'process, with another batch; resume it with mpirun -np %d caffe-mlic train SOLVER '
-                             '--resume %s' % (state, ranks, ranks_file(state), ranks, state), 'snapshot')
         env[caffe_env.START_BATCH_ENV] = str(_resume_batch(state, solver, argv))
+        _refuse_finished_state(state, solver, argv)
     binary = caffe_env.caffe_binary()
     signals.check()
     # The binary's temp folder is ours, removed when it ends: glog writes its
@@ -486,6 +488,19 @@ def _check_weight_files(value, argv=()):
     for path, layers in zip(paths, sources):
         for i, (_, params) in enumerate(nets):
             check_weight_layers(path, params, complete=action == 'test', fill=i == 0, sources=layers)
+
+
+def _refuse_finished_state(state_path, solver_path, argv=()):
+    """UsageError for a state at or past the solver's max_iter: the binary
+    would train nothing and exit 0 (as `train --resume STATE` refuses it)."""
+    from caffe_mlic.caffe.weights import read_state
+    from caffe_mlic.engine.solver_file import SolverFile
+    iteration = read_state(state_path).iteration
+    max_iter = SolverFile(solver_path, run_dir='.', binary_state=_binary_state(argv)).param.max_iter
+    if iteration >= max_iter:
+        raise UsageError('%s is at iteration %d, %s max_iter %d of %s: nothing to train (raise max_iter in the '
+                         'solver)' % (state_path, iteration, 'past' if iteration > max_iter else 'at', max_iter,
+                                      solver_path), 'snapshot')
 
 
 def _resume_batch(state_path, solver_path, argv=()):

@@ -146,14 +146,16 @@ def _labels_path(scores_path):
     return stem + '.labels.npy'
 
 
-def _refuse_overwriting(outputs, inputs=(), folders=()):
+def _refuse_overwriting(outputs, inputs=(), folders=(), among=()):
     """UsageError, before anything is written, when an output would replace
     an input (fileio.refuse_overwriting) or another output. outputs: [(path
     or None, the library parameter its option sets)]; inputs: paths (None
     ignored); folders: [(folder, names)], where the files of ``folder`` that
     ``names`` holds (a set, or a test on a name) are inputs too, matched by
     the output's own folder and name, so a folder of thousands of inputs
-    costs no look-up per file."""
+    costs no look-up per file; ``among``: folders read as a whole (the
+    predictions, the results), where no output may go (the next eval would
+    read it as one of them)."""
     from caffe_mlic.fileio import refuse_folders, refuse_overwriting, same_file
     outputs = [(path, param) for path, param in outputs if path]
     for k, (path, param) in enumerate(outputs):
@@ -164,6 +166,10 @@ def _refuse_overwriting(outputs, inputs=(), folders=()):
                 if folder and os.path.isdir(folder) and (names(name) if callable(names) else name in names)
                 and same_file(os.path.dirname(real), folder)]
         refuse_overwriting([path], list(inputs) + held, param)
+        for folder in among:
+            if folder and os.path.isdir(folder) and same_file(os.path.dirname(real), folder):
+                raise UsageError('%s would be written into %s, a folder eval reads as a whole (the next eval '
+                                 'would take it for one of its files): write it elsewhere' % (path, folder), param)
         for other, _ in outputs[:k]:
             if same_file(path, other):
                 raise UsageError('%s is also the output of another option: one would overwrite the other'
@@ -269,7 +275,7 @@ def run_det(args):
         gt = detection.read_gt_json(args.gt)
     image_set = None if coco_results else args.image_set or detection.find_result_set(args.results, gt.classes)
     # the inputs held in folders: the result files, the VOC annotations
-    _refuse_overwriting(outputs, folders=[
+    _refuse_overwriting(outputs, among=[None if coco_results else args.results], folders=[
         (None if coco_results else args.results, {detection.result_file_name(image_set, c) for c in gt.classes}),
         (args.voc and os.path.join(args.voc, 'Annotations'), {i + '.xml' for i in gt.image_ids})])
     if coco_results:

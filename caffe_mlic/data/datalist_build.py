@@ -140,8 +140,10 @@ def _write_lines(f, records, classes, proposals_dir, size, bbox_num, root, diffi
     Raises InputError listing every problem found."""
     from caffe_mlic.data import proposals
     problems, gt_images, seen_npz = [], [], {}
-    # the folder's settings: a file computed with others (a shard run with other settings) is refused
+    # the folder's settings: a file computed with others (a shard run with other settings) is refused;
+    # with no settings.json (files copied without it), the first file's record stands for the folder's
     folder_settings, strict = proposals.folder_settings(proposals_dir) if proposals_dir else (None, False)
+    first_recorded = None
     for rec in records:
         npz = None
         if proposals_dir is not None:
@@ -168,10 +170,19 @@ def _write_lines(f, records, classes, proposals_dir, size, bbox_num, root, diffi
         except InputError as e:
             problems.extend(e.problems)
             continue
-        why = proposals.record_problem(npz, None, folder_settings, strict) if npz and folder_settings else None
+        if npz and not folder_settings and first_recorded is None:
+            first_recorded = proposals.recorded_settings(npz)
+            if first_recorded is not None:
+                first_recorded = (first_recorded, npz)
+        reference = folder_settings or (first_recorded[0] if first_recorded else None)
+        # (each file's image record too: a file computed for another image of the name is refused)
+        why = proposals.record_problem(npz, rec.path, reference, strict) if npz else None
         if why:
-            problems.append(rec.problem('%s: run `caffe-mlic proposals` on the folder again with its settings '
-                                        '(each shard)' % why))
+            how = ('run `caffe-mlic proposals` on the folder again with its settings (each shard)' if folder_settings
+                   else 'the folder has no settings.json, and %s was computed with other settings: run '
+                        '`caffe-mlic proposals` on the folder again' % first_recorded[1] if first_recorded and
+                        'computed with' in why else 'run `caffe-mlic proposals` on the folder again')
+            problems.append(rec.problem('%s: %s' % (why, how)))
             continue
         if problems:
             continue  # the output is lost anyway: just look for more problems

@@ -390,10 +390,10 @@ def record_problem(npz_path, image_path=None, settings=None, strict=False):
     image = recorded.get('image')
     if image_path is not None and isinstance(image, dict):
         try:
-            info = os.stat(image_path)
-            same = (info.st_size == image.get('bytes') and
-                    (info.st_mtime_ns == image.get('mtime_ns') or image_record(image_path)['sha1'] ==
-                     image.get('sha1')))
+            # the SHA-1 decides whenever the size matches: a copy with cp -p, tar or rsync -t keeps the
+            # mtime, and BMP, PPM or TIFF files of one size have one byte count
+            same = (os.stat(image_path).st_size == image.get('bytes') and
+                    image_record(image_path)['sha1'] == image.get('sha1'))
         except OSError:
             return None         # (an unreadable image: said by its reader)
         if not same:
@@ -685,6 +685,18 @@ def claim_folder(out_dir, settings, recompute, flag='--recompute', images=None):
     records = not same or bool(old.get(RECORDS))
     atomic_write_json(os.path.join(out_dir, SETTINGS_FILE), dict(settings, **{RECORDS: True} if records else {}),
                       sort_keys=True)
+
+
+def recorded_settings(npz_path):
+    """The settings record of a proposal file (a dict), or None (none, or
+    unreadable: record_problem says which)."""
+    import json
+    try:
+        with np.load(npz_path, allow_pickle=False) as z:
+            found = json.loads(str(z['settings'])) if 'settings' in z.files else None
+    except Exception:  # noqa: BLE001  (zip, JSON or array errors of many types)
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def folder_settings(out_dir):

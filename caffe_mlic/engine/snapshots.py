@@ -269,8 +269,9 @@ def find_snapshots(prefix):
     """[(iteration, solverstate)] of ``prefix``, newest first."""
     found = []
     for path in glob.glob(glob.escape(prefix) + '_iter_*.solverstate*'):
-        m = re.search(r'_iter_(\d+)\.solverstate(\.h5)?$', path)
-        if m and path.startswith(prefix + '_iter_'):
+        # the whole name: prefix w must not take w_iter_5_iter_200 (prefix w_iter_5's)
+        m = re.fullmatch(re.escape(prefix) + r'_iter_(\d+)\.solverstate(\.h5)?', path)
+        if m:
             found.append((int(m.group(1)), path))
     return sorted(found, reverse=True)
 
@@ -286,11 +287,17 @@ def snapshot_bytes(solver_file, net):
     return 4 * values * (1 + HISTORY_PER_PARAM[solver_file.type]) + SNAPSHOT_SLACK
 
 
+def prefix_folder(prefix):
+    """The folder a snapshot prefix's files go into, as the kernel finds it
+    (symlinks followed before a '..': lexical abspath would take lk/.. for
+    the folder holding lk, not the one lk's target is in)."""
+    return os.path.realpath(os.path.dirname(prefix) or '.')
+
+
 def owner_path(prefix):
     """The file beside a snapshot prefix's snapshots that names the run
     folder whose snapshots they are (one run per prefix)."""
-    folder, base = os.path.split(os.path.abspath(prefix))
-    return os.path.join(folder, '.%s.run' % base)
+    return os.path.join(prefix_folder(prefix), '.%s.run' % os.path.basename(prefix))
 
 
 def prefix_owner(prefix):
@@ -307,14 +314,42 @@ def prefix_owner(prefix):
     return os.path.realpath(os.path.join(os.path.dirname(os.path.realpath(owner_path(prefix))), text))
 
 
-def other_owner(prefix, run_dir):
-    """Why ``run_dir`` may not write snapshots of ``prefix`` (another run
-    folder, still there, claimed it), or None."""
+def wrote_snapshots(run_dir, prefix):
+    """Whether the run in ``run_dir`` (its run.json and the records of its
+    earlier sessions) wrote or resumed from a snapshot of ``prefix``: the
+    same run, wherever its folder is now."""
+    from caffe_mlic.engine.logs import read_run_json
+    info = read_run_json(run_dir)
+    if not isinstance(info, dict):
+        return False
+    records = [info] + [r for r in (info.get('previous') or []) if isinstance(r, dict)]
+    own = [iteration_path for _, iteration_path in find_snapshots(prefix)]
+    mine = {os.path.realpath(p) for p in own}
+    return any(isinstance(r.get(key), str) and os.path.realpath(r[key]) in mine
+               for r in records for key in ('last_snapshot', 'resumed_from'))
+
+
+def other_owner(prefix, run_dir=None):
+    """Why ``run_dir`` (None: a run with no folder, `caffe-mlic caffe`) may
+    not write snapshots of ``prefix``, or None: another run folder, still
+    there, claimed it; or the folder that claimed it is gone (moved,
+    removed) while its snapshots are still there, and ``run_dir`` is not
+    that run (its run.json names none of them)."""
     owner = prefix_owner(prefix)
-    if owner is not None and owner != os.path.realpath(run_dir) and os.path.isdir(owner):
+    me = os.path.realpath(run_dir) if run_dir is not None else None
+    if owner is None or owner == me:
+        return None
+    claim = owner_path(prefix)
+    if os.path.isdir(owner):
         return ('%s is the snapshot prefix of the run in %s: this run would write over its snapshots (and '
                 '--resume auto go on from them); give this run another snapshot_prefix (--set '
-                'snapshot_prefix=...), or remove %s first' % (prefix, owner, owner))
+                'snapshot_prefix=...); if these snapshots are a copy, not that run\'s own, remove %s (the '
+                'record of whose they are) first' % (prefix, owner, claim))
+    if find_snapshots(prefix) and (run_dir is None or not wrote_snapshots(run_dir, prefix)):
+        return ('%s holds the snapshots of the run that was in %s, which is not there any more (moved or '
+                'removed?): this run would write over them (and --resume auto go on from them); resume that '
+                'run in its folder, give this run another snapshot_prefix (--set snapshot_prefix=...), or '
+                'remove %s and those snapshots first' % (prefix, owner, claim))
     return None
 
 
@@ -340,7 +375,7 @@ def check_snapshot_folder(solver_file, run_dir=None):
     folder that still exists claimed is refused (its snapshots would be
     written over, and --resume auto would go on from the other run's);
     take_snapshot claims it."""
-    folder = os.path.dirname(os.path.abspath(solver_file.snapshot_prefix))
+    folder = os.path.dirname(solver_file.snapshot_prefix) or '.'     # (as given: Caffe's path)
 
     def problem(message):
         for made_folder in made:        # (deepest first; only those still empty)
@@ -357,7 +392,7 @@ def check_snapshot_folder(solver_file, run_dir=None):
         os.unlink(probe)
     except OSError as e:
         raise problem('cannot write snapshots into %s: %s' % (folder, e.strerror or e))
-    folder, base = os.path.split(os.path.abspath(solver_file.snapshot_prefix))
+    folder, base = prefix_folder(solver_file.snapshot_prefix), os.path.basename(solver_file.snapshot_prefix)
     from caffe_mlic.engine.solver_file import longest_snapshot_name, staging_name_prefix
     longest = longest_snapshot_name(base, solver_file.param.max_iter, solver_file.hdf5)
     try:
@@ -381,10 +416,13 @@ def check_snapshot_folder(solver_file, run_dir=None):
     for stale in glob.glob(os.path.join(glob.escape(folder), glob.escape('.%s.partial' % base) + '_iter_*')):
         with contextlib.suppress(OSError):      # of the older, pid-less naming
             os.unlink(stale)
-    if run_dir is not None:
-        other = other_owner(solver_file.snapshot_prefix, run_dir)
-        if other:
-            raise problem(other)
+    claim = owner_path(solver_file.snapshot_prefix)
+    if os.path.lexists(claim) and (os.path.islink(claim) or not os.path.isfile(claim)):
+        raise problem('%s is in the way, and it is not a regular file (the file of that name records which run '
+                      'folder the snapshots of this prefix belong to): move it away' % claim)
+    other = other_owner(solver_file.snapshot_prefix, run_dir)
+    if other:
+        raise problem(other)
     return made
 
 
@@ -432,7 +470,7 @@ def take_snapshot(solver, solver_file, needed, ranks=1, run_dir=None):
     iteration = solver.iter
     model, state = solver_file.snapshot_paths(iteration)
     staged_model, staged_state = solver_file.snapshot_paths(iteration, staged=True)
-    folder = os.path.dirname(os.path.abspath(model))
+    folder = prefix_folder(model)
     try:
         free = shutil.disk_usage(folder).free
     except OSError as e:

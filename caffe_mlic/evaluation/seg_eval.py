@@ -17,8 +17,8 @@ def evaluate_seg(pred, gt, palette='isprs', classes=None, eroded=False, erode_ra
     in ``gt`` (OA, F1, IoU on the eroded references when ``eroded``; the
     detail metrics on the references as read), written as JSON and the
     confusion as CSV / PNG where paths are given. ``refuse(outputs, inputs,
-    folders)``: raises when an output would replace an input (the command's
-    check). Returns (result, class names, [per-image info], [ground truths
+    folders, among)``: raises when an output would replace an input or go
+    into a folder of inputs (the command's check). Returns (result, class names, [per-image info], [ground truths
     not scored])."""
     from caffe_mlic.data.labelmaps import load_palette
     from caffe_mlic.evaluation import write_json
@@ -31,7 +31,7 @@ def evaluate_seg(pred, gt, palette='isprs', classes=None, eroded=False, erode_ra
         folders.append((hard_masks, label_map(hard_masks)))
     if refuse is not None:
         refuse([(json_path, 'json'), (confusion_csv, 'confusion_csv'), (confusion_png, 'confusion_png')],
-               [None if palette == 'isprs' else palette], folders)
+               [None if palette == 'isprs' else palette], folders, among=[folder for folder, _ in folders])
     colours = load_palette(palette)
     num_classes = classes or len(colours)
     names = class_names(colours, num_classes)

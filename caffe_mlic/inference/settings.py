@@ -21,6 +21,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Union
 
+import numpy as np
+
 from caffe_mlic.errors import InputError, Problem
 
 RELEASE_MEAN = [103.52, 116.28, 123.675]
@@ -142,7 +144,7 @@ def read_settings(path):
     """The validated DeploySettings of the deploy.json at ``path``: one
     InputError naming the file and each bad field."""
     from caffe_mlic.fileio import read_json
-    data = read_json(path, 'deploy settings')
+    data = read_json(path, 'deploy settings', unique_keys=True)
     if not isinstance(data, dict):
         raise InputError(problems=[Problem(path, None, None, 'expected a JSON object with keys among %s, '
                                            'got %s' % (', '.join(KNOWN), _shown(data)))])
@@ -169,6 +171,9 @@ def read_settings(path):
         scale = data['input_scale']
         if not (_is_number(scale) and scale > 0):
             bad('input_scale', 'must be a finite number > 0')
+        elif not np.float32(scale) > 0:
+            bad('input_scale', 'must be a finite number > 0 (as float32, in which the net computes: at least '
+                               '1.4e-45)')
         elif scale > MAX_INPUT_SCALE:
             bad('input_scale', 'must be a number > 0 and at most %g' % MAX_INPUT_SCALE)
         else:

@@ -116,9 +116,13 @@ class Checks:
                 self.bad(name, 'must be an integer >= 0')
 
     def positive_numbers(self, *names):
+        import numpy as np
         for name in names:
-            if not (finite(getattr(self.cfg, name)) and getattr(self.cfg, name) > 0):
-                self.bad(name, 'must be a positive number')
+            value = getattr(self.cfg, name)
+            # the layers compute in float32, where 1e-46 is 0
+            if not (finite(value) and value > 0 and np.float32(value) > 0):
+                self.bad(name, 'must be a positive number (as float32, in which the layers compute: at least '
+                               '1.4e-45)')
 
     def nonnegative_numbers(self, *names):
         for name in names:

@@ -28,17 +28,19 @@ class Field(NamedTuple):
     required: bool = False
 
 
-def distinct_ints(low):
-    """A test: a non-empty list of distinct integers >= ``low``."""
+def distinct_ints(low, high=2 ** 63 - 1):
+    """A test: a non-empty list of distinct integers from ``low`` to ``high``
+    (int64's largest by default: a seed is Caffe's int64 random_seed)."""
     return lambda v: isinstance(v, list) and bool(v) and len(set(v)) == len(v) and all(
-        isinstance(x, int) and not isinstance(x, bool) and x >= low for x in v)
+        isinstance(x, int) and not isinstance(x, bool) and low <= x <= high for x in v)
 
 
 def run_table(system):
     """The [run] table every pipeline's config has."""
     return {'system': Field((str,), repr(system), lambda v: v == system, True),
             'folder': Field((str,), 'the run folder', bool, True),
-            'seeds': Field((list,), 'a list of distinct integers >= 0', distinct_ints(0)),
+            'seeds': Field((list,), 'a list of distinct integers from 0 to 2^63 - 1 (Caffe\'s int64 random_seed)',
+                           distinct_ints(0)),
             'jobs': Field((int,), 'an integer from 1 to 64', lambda v: 1 <= v <= 64),
             'gpu': Field((int,), 'a GPU id (an integer >= 0; the trainings run there, with a CUDA build)',
                          lambda v: v >= 0)}

@@ -79,6 +79,27 @@ def test_a_good_solver_still_trains_and_the_folder_is_made(files):
     assert prototxt.read_net(files / 'net.prototxt').layer
 
 
+def test_a_prefix_a_run_folder_claimed_and_a_finished_state_are_refused(files):
+    """The binary has no run folder: a prefix that a `caffe-mlic train` run
+    claimed is refused (it wrote over that run's snapshots), and a state at
+    or past max_iter is refused as `train --resume` refuses it (the binary
+    trained nothing and exited 0) (pass 23 M1, M2)."""
+    res = run_cli(['train', 'solver.prototxt', '--run-dir', 'runs/mine'], files)
+    assert res.returncode == 0, res.stderr
+    before = (files / 'snaps' / 'w_iter_2.caffemodel').read_bytes()
+    res = run_cli(['caffe', 'train', '-solver', 'solver.prototxt'], files)
+    assert res.returncode == 1 and 'snaps/w is the snapshot prefix of the run in %s' % (
+        files / 'runs' / 'mine') in res.stderr, res.stderr
+    assert (files / 'snaps' / 'w_iter_2.caffemodel').read_bytes() == before
+    (files / 'snaps' / '.w.run').unlink()          # (the way out the message gives)
+    for state, word in (('snaps/w_iter_2.solverstate', 'at'), ):
+        one_line(run_cli(['caffe', 'train', '-solver', 'solver.prototxt', '-snapshot', state], files), 2,
+                 r'%s is at iteration 2, %s max_iter 2 of solver.prototxt: nothing to train \(raise max_iter in '
+                 r'the solver\)' % (re.escape(state), word))
+    res = run_cli(['caffe', 'train', '-solver', 'solver.prototxt', '-snapshot', 'snaps/w_iter_1.solverstate'], files)
+    assert res.returncode == 0, res.stderr
+
+
 # ---------------------------------------------------------------- weights and states of another net
 
 def refused(res, *fragments):

@@ -362,3 +362,64 @@ def test_datalist_build_refuses_a_folder_whose_shards_ran_with_other_settings(im
     assert not (tmp_path / 'list.txt').exists()
     assert cli.main(['proposals', image_dir, '-o', out, '--max-boxes', '12', '--shard', '0/2', '-q']) == 0
     assert cli.main(argv) == 0, capsys.readouterr().err
+
+
+def _datalist_argv(image_dir, tmp_path, out):
+    root = os.path.dirname(image_dir)
+    labels = tmp_path / 'labels.txt'
+    first_class = open(os.path.join(root, 'classes.txt')).read().split()[0]
+    labels.write_text(''.join('%s %s\n' % (name, first_class) for name in sorted(os.listdir(image_dir))))
+    return ['datalist', 'build', '--labels', str(labels), '--classes', os.path.join(root, 'classes.txt'), '--images',
+            image_dir, '--proposals', out, '-o', str(tmp_path / 'list.txt'), '--bbox-num', '4']
+
+
+def test_an_image_replaced_by_one_of_the_same_size_and_time_is_found_by_its_content(image_dir, tmp_path, capsys):
+    """A copy made with cp -p, tar or rsync -t keeps the mtime, and BMP / PPM
+    files of one size have one byte count: the SHA-1 decides (pass 23 S2);
+    `datalist build` checks the image record too (pass 23 S3)."""
+    import shutil
+    images = tmp_path / 'images'
+    shutil.copytree(image_dir, str(images))
+    shutil.copy(os.path.join(os.path.dirname(image_dir), 'classes.txt'), str(tmp_path))
+    names = sorted(os.listdir(str(images)))
+    a, b = str(images / names[0]), str(images / names[1])
+    out = str(tmp_path / 'props')
+    assert cli.main(['proposals', str(images), '-o', out, '--max-boxes', '20', '-q']) == 0
+    first = np.load(os.path.join(out, _outputs(out)[0]))['boxes'].copy()
+    stat = os.stat(a)
+    replacement = bytearray(open(b, 'rb').read())
+    replacement = (replacement + bytes(stat.st_size))[:stat.st_size]        # b's picture, a's byte count
+    open(a, 'wb').write(bytes(replacement))
+    os.utime(a, ns=(stat.st_atime_ns, stat.st_mtime_ns))                    # and a's time
+    assert os.stat(a).st_size == stat.st_size and os.stat(a).st_mtime_ns == stat.st_mtime_ns
+    capsys.readouterr()
+    argv = _datalist_argv(str(images), tmp_path, out)
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert 'computed for another image of the name %s (its contents differ)' % names[0] in err, err
+    assert not (tmp_path / 'list.txt').exists()
+    assert cli.main(['proposals', str(images), '-o', out, '--max-boxes', '20']) == 0
+    captured = capsys.readouterr()
+    assert '1 written, %d already there' % (len(names) - 1) in captured.out, captured.out + captured.err
+    assert not np.array_equal(np.load(os.path.join(out, _outputs(out)[0]))['boxes'], first)
+    assert cli.main(argv) == 0, capsys.readouterr().err
+
+
+def test_datalist_build_without_settings_json_still_refuses_files_of_two_settings(image_dir, tmp_path, capsys):
+    """The files of a mixed folder copied without its settings.json were
+    taken (pass 23 M7): the first file's record stands for the folder's."""
+    out = str(tmp_path / 'props')
+    for shard, boxes in (('0/2', '16'), ('1/2', '12')):
+        assert cli.main(['proposals', image_dir, '-o', out, '--max-boxes', boxes, '--recompute', '--shard', shard,
+                         '-q']) == 0
+    os.remove(os.path.join(out, 'settings.json'))
+    argv = _datalist_argv(image_dir, tmp_path, out)
+    capsys.readouterr()
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert 'the folder has no settings.json, and %s was computed with other settings' % os.path.join(
+        out, _outputs(out)[0]) in err, err
+    assert not (tmp_path / 'list.txt').exists()
+    assert cli.main(['proposals', image_dir, '-o', out, '--max-boxes', '16', '--recompute', '-q']) == 0
+    os.remove(os.path.join(out, 'settings.json'))
+    assert cli.main(argv) == 0, capsys.readouterr().err

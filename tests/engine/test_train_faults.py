@@ -851,6 +851,9 @@ def test_weights_that_are_the_runs_own_snapshot_are_refused_not_overwritten(tiny
     res = run(['train', 'own.prototxt', '--weights', 'snap_own/w_iter_6.caffemodel', '--run-dir', 'runs/own2',
                '--set', 'snapshot_prefix=own_link/w'], tiny)
     assert res.returncode == 2 and 'is named like this run' in res.stderr, res.stderr
+    # (the binary, with no run folder, is refused a prefix a run folder claimed: unclaimed here, as the
+    # message says, to reach the weights check)
+    (tiny / 'snap_own' / '.w.run').unlink()
     res = run(['caffe', 'train', '-solver', 'own.prototxt', '-weights', 'snap_own/w_iter_6.caffemodel'], tiny)
     assert res.returncode == 2 and res.stderr.startswith(
         "caffe-mlic caffe: snap_own/w_iter_6.caffemodel is named like this run's snapshot at "
@@ -1025,6 +1028,71 @@ def test_two_runs_of_one_snapshot_prefix_do_not_write_over_each_other(tiny):
     assert not (tiny / 'runs' / 'shB').exists()
     res = run(['train', 'shared.prototxt', '--run-dir', 'runs/shA', '--resume', 'auto'], tiny)
     assert res.returncode == 0 and 'iteration 5' in res.stdout + res.stderr, res.stderr
+    # A's folder gone (moved or removed) with its snapshots still there: they stay A's (pass 23 S1)
     shutil.rmtree(tiny / 'runs' / 'shA')
+    res = run(['train', 'shared.prototxt', '--run-dir', 'runs/shB'], tiny)
+    assert res.returncode == 1, res.stderr
+    assert ('snap_shared/w holds the snapshots of the run that was in %s, which is not there any more (moved or '
+            'removed?)' % (tiny / 'runs' / 'shA')) in res.stderr
+    assert (tiny / 'snap_shared' / 'w_iter_5.caffemodel').read_bytes() == before
+    for old in (tiny / 'snap_shared').iterdir():
+        old.unlink()
     assert run(['train', 'shared.prototxt', '--run-dir', 'runs/shB'], tiny).returncode == 0
     assert (tiny / 'snap_shared' / '.w.run').read_text().strip() == '../runs/shB'     # (a copied tree: its own)
+
+
+def test_a_moved_run_keeps_its_snapshot_prefix(tiny):
+    """Run A renamed (mv runs/mvA runs/mvA2): the claim still names runs/mvA,
+    and another run took the prefix and wrote over A's snapshots (pass 23
+    S1). The moved run goes on from its own snapshots (its run.json names
+    them) and claims the prefix again; another run stays refused."""
+    solver(tiny, 'moved', max_iter=10, snapshot=5)
+    assert run(['train', 'moved.prototxt', '--run-dir', 'runs/mvA', '--set', 'max_iter=5'], tiny).returncode == 0
+    os.rename(str(tiny / 'runs' / 'mvA'), str(tiny / 'runs' / 'mvA2'))
+    before = (tiny / 'snap_moved' / 'w_iter_5.caffemodel').read_bytes()
+    res = run(['train', 'moved.prototxt', '--run-dir', 'runs/mvB', '--set', 'base_lr=0.02'], tiny)
+    assert res.returncode == 1 and 'which is not there any more' in res.stderr, res.stderr
+    assert (tiny / 'snap_moved' / 'w_iter_5.caffemodel').read_bytes() == before
+    res = run(['train', 'moved.prototxt', '--run-dir', 'runs/mvA2', '--resume', 'auto'], tiny)
+    assert res.returncode == 0 and 'iteration 5' in res.stdout + res.stderr, res.stderr
+    assert (tiny / 'snap_moved' / '.w.run').read_text().strip() == '../runs/mvA2'
+    res = run(['train', 'moved.prototxt', '--run-dir', 'runs/mvB'], tiny)
+    assert res.returncode == 1 and 'snap_moved/w is the snapshot prefix of the run in %s' % (
+        tiny / 'runs' / 'mvA2') in res.stderr, res.stderr
+
+
+def test_resume_auto_takes_only_its_own_prefix_s_snapshots(tiny):
+    """Prefix w and prefix w_iter_5 (another run's): w_iter_5_iter_10 is not
+    w's snapshot at iteration 10 (pass 23 S4)."""
+    from caffe_mlic.engine.snapshots import find_snapshots
+    folder = tiny / 'snap_pfx'
+    folder.mkdir()
+    for name in ('w_iter_4.solverstate', 'w_iter_5_iter_10.solverstate', 'w_iter_5_iter_20.solverstate.h5',
+                 'w_iter_x.solverstate', 'w_iter_7.solverstate.h5'):
+        (folder / name).write_bytes(b'')
+    assert find_snapshots(str(folder / 'w')) == [(7, str(folder / 'w_iter_7.solverstate.h5')),
+                                                  (4, str(folder / 'w_iter_4.solverstate'))]
+    assert find_snapshots(str(folder / 'w_iter_5')) == [(20, str(folder / 'w_iter_5_iter_20.solverstate.h5')),
+                                                         (10, str(folder / 'w_iter_5_iter_10.solverstate'))]
+
+
+def test_a_prefix_through_a_link_and_dotdot_is_claimed_where_caffe_writes(tiny):
+    """lk/../w with lk a link into another run's snapshot folder: Caffe
+    writes beside lk's target, so that is where the claim is read (pass 23
+    S5); a folder where the claim file goes is named before training
+    (pass 23 M3)."""
+    solver(tiny, 'dd', max_iter=5, snapshot=5)
+    assert run(['train', 'dd.prototxt', '--run-dir', 'runs/ddA'], tiny).returncode == 0
+    (tiny / 'snap_dd' / 'sub').mkdir()
+    os.symlink('snap_dd/sub', str(tiny / 'lk'))
+    before = (tiny / 'snap_dd' / 'w_iter_5.caffemodel').read_bytes()
+    res = run(['train', 'dd.prototxt', '--run-dir', 'runs/ddB', '--set', 'snapshot_prefix=lk/../w'], tiny)
+    assert res.returncode == 1 and 'lk/../w is the snapshot prefix of the run in %s' % (
+        tiny / 'runs' / 'ddA') in res.stderr, res.stderr
+    assert (tiny / 'snap_dd' / 'w_iter_5.caffemodel').read_bytes() == before and not (tiny / '.w.run').exists()
+    (tiny / 'snap_dir').mkdir()
+    (tiny / 'snap_dir' / '.w.run').mkdir()
+    res = run(['train', 'dd.prototxt', '--run-dir', 'runs/ddC', '--set', 'snapshot_prefix=snap_dir/w'], tiny)
+    assert res.returncode == 1, res.stderr
+    assert '%s is in the way, and it is not a regular file' % (tiny / 'snap_dir' / '.w.run') in res.stderr
+    assert not (tiny / 'runs' / 'ddC' / 'log.csv').exists()

@@ -554,8 +554,14 @@ def test_det_outputs_that_name_an_input_are_refused(coco_set, tmp_path, capsys):
         assert err == 'caffe-mlic eval det: argument %s: %s is an input of this command: writing it would ' \
             'overwrite it; choose another output path\n' % (flag, path), err
         assert open(path, 'rb').read() == before
-    # an output in the results folder that is none of its result files is fine
-    assert cli.main(['eval', 'det'] + voc + ['--json', str(voc_results / 'det.json')]) == 0
+    # nor into the results folder, read as a whole (a name like a result file made the next eval fail,
+    # pass 23 M8)
+    for name in ('det.json', 'comp4_det_test_bogus.txt'):
+        assert cli.main(['eval', 'det'] + voc + ['--json', str(voc_results / name)]) == 2
+        assert 'argument --json: %s would be written into %s, a folder eval reads as a whole' % (
+            voc_results / name, voc_results) in capsys.readouterr().err
+    assert not (voc_results / 'det.json').exists()
+    assert cli.main(['eval', 'det'] + voc + ['--json', str(tmp_path / 'det.json')]) == 0
     out = str(tmp_path / 'same.json')
     assert cli.main(['eval', 'det'] + voc + ['--json', out, '--save-coco', out]) == 2
     assert 'argument --save-coco: %s is also the output of another option' % out in capsys.readouterr().err

@@ -338,7 +338,8 @@ def test_cli_outputs_that_name_an_input_are_refused(tmp_path, capsys):
              (['--confusion-png', os.path.join(gt, 'a.png')], '--confusion-png', os.path.join(gt, 'a.png')),
              (['--json', str(palette)], '--json', str(palette)),
              # the plot beside --json would replace the prediction x.confusion.png
-             (['--json', os.path.join(pred, 'x.json')], '--confusion-png', os.path.join(pred, 'x.confusion.png'))]
+             (['--json', os.path.join(tmp_path, 'x.json'), '--confusion-png', os.path.join(pred, 'x.confusion.png')],
+              '--confusion-png', os.path.join(pred, 'x.confusion.png'))]
     for extra, flag, path in cases:
         before = open(path, 'rb').read()
         assert cli.main(argv + extra) == 2, extra
@@ -346,10 +347,16 @@ def test_cli_outputs_that_name_an_input_are_refused(tmp_path, capsys):
                                            'writing it would overwrite it; choose another output path\n'
                                            % (flag, path))
         assert open(path, 'rb').read() == before
-    assert not os.path.exists(os.path.join(pred, 'x.json'))
-    # beside the maps, under names that are none of them: written
-    assert cli.main(argv + ['--json', os.path.join(pred, 'seg.json')]) == 0
-    assert os.path.isfile(os.path.join(pred, 'seg.confusion.csv'))
+    # beside the maps, under names that are none of them: the confusion plot beside the JSON was a
+    # "prediction with no ground truth" to the next eval (pass 23 M8): no output goes into the folders
+    for folder in (pred, gt):
+        assert cli.main(argv + ['--json', os.path.join(folder, 'seg.json')]) == 2
+        assert capsys.readouterr().err == (
+            'caffe-mlic eval seg: argument --json: %s would be written into %s, a folder eval reads as a whole (the '
+            'next eval would take it for one of its files): write it elsewhere\n' % (os.path.join(folder, 'seg.json'),
+                                                                                    folder))
+    assert sorted(os.listdir(pred)) == ['a.png', 'x.confusion.png']
+    assert cli.main(argv + ['--json', os.path.join(tmp_path, 'seg.json')]) == 0
 
 
 def test_cli_input_error_exit_1(tmp_path, capsys):

@@ -221,6 +221,11 @@ STUDENT, TEACHER = 'kd/student_deploy.prototxt', 'wsddn/wsddn_deploy.prototxt'
     ('{"input_scale": null}', 'input_scale: must be a finite number > 0, got null'),
     ('{"input_scale": 0}', 'input_scale: must be a finite number > 0, got 0'),
     ('{"input_scale": 1e400}', 'input_scale: must be a finite number > 0'),
+    # 0 in float32, in which the net computes: constant scores for every image (pass 23 M6)
+    ('{"input_scale": 1e-300}', 'input_scale: must be a finite number > 0 (as float32, in which the net computes: '
+                                'at least 1.4e-45), got 1e-300'),
+    # json keeps the last of a key given twice (pass 23 M5)
+    ('{"input_scale": 1.0, "input_scale": 0.5}', "not valid JSON: the key 'input_scale' is given twice in one object"),
     ('{"input_scale": NaN}', 'not valid JSON: NaN is not JSON'),
     ('{"num_classes": 1}', 'num_classes: must be an integer >= 2, got 1'),
     ('{"num_classes": 3.0}', 'num_classes: must be an integer >= 2, got 3.0'),

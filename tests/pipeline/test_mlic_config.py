@@ -315,6 +315,14 @@ def test_a_stages_solver_fields_are_checked_before_anything_runs(data):
     runner.load(config(data, '[train]\nteacher = { set = { delta = 0 } }\n'))     # SGD: delta unused
 
 
+def test_a_seed_beyond_caffe_s_int64_is_refused_by_the_check(data):
+    """run --check said "valid" and the run stopped with a ValueError
+    traceback in a stage log (pass 23 S6)."""
+    found = problems_of(config(data), ['run.seeds=[%d]' % 2 ** 63])
+    assert 'run.seeds: must be a list of distinct integers from 0 to 2^63 - 1' in found, found
+    runner.load(config(data), ['run.seeds=[%d]' % (2 ** 63 - 1)])
+
+
 def test_a_coco_split_with_no_image_is_named_by_its_key(tmp_path):
     images = tmp_path / 'images'
     images.mkdir()
