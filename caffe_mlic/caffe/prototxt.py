@@ -756,7 +756,8 @@ def _count_problems(layer):
     if layer.loss_weight and len(layer.loss_weight) != max(len(layer.top), 1 if auto_top else 0):
         problems.append('has %d loss_weight for %d tops (one per top, or none)'
                         % (len(layer.loss_weight), len(layer.top)))
-    bad_weights = [w for w in layer.loss_weight if not math.isfinite(w) or abs(w) > 3.4028234663852886e38]
+    from caffe_mlic.caffe.params import FLOAT32_MAX
+    bad_weights = [w for w in layer.loss_weight if not math.isfinite(w) or abs(w) > FLOAT32_MAX]
     if bad_weights:     # (NaN made every loss NaN: "training diverged", which it had not)
         problems.append('has loss_weight %s: a loss weight must be a finite number' % bad_weights[0])
     if layer.type == 'Slice' and layer.slice_param.slice_point and \

@@ -19,10 +19,10 @@ import os
 import numpy as np
 from numba import njit
 
+from caffe_mlic.caffe.params import FLOAT32_MAX
 from caffe_mlic.errors import InputError, Problem, UsageError
 from caffe_mlic.fileio import atomic_write
 
-_F32_MAX = float(np.finfo(np.float32).max)
 # Far above any real list (Open Images: ~20k classes; EdgeBoxes and selective
 # search: a few thousand boxes an image), low enough that a row of a line's
 # values stays a few megabytes.
@@ -124,7 +124,7 @@ def _line_reasons(tokens, att_num, bbox_num, new_width=None, new_height=None):
         return None, [(_field(bad[0], att_num), '%r is not a number%s'
                        % (tokens[bad[0] + 1], _more(len(bad))))]
     reasons = []
-    nonfinite = np.flatnonzero(~(np.abs(values) <= _F32_MAX))
+    nonfinite = np.flatnonzero(~(np.abs(values) <= FLOAT32_MAX))
     if nonfinite.size:
         i = nonfinite[0]
         reasons.append((_field(i, att_num), '%r is not a finite number%s'
@@ -494,7 +494,7 @@ def scan_datalist(source, att_num, bbox_num, new_width=None, new_height=None, ro
                 labels, boxes, _ = _split_values(values, att_num, bbox_num)
                 # Lines that parsed but break a rule go to the slow path too, for the message.
                 bad = status != 1
-                bad |= ~(np.abs(values) <= _F32_MAX).all(axis=1)
+                bad |= ~(np.abs(values) <= FLOAT32_MAX).all(axis=1)
                 bad |= ((labels != 0) & (labels != 1)).any(axis=1)
                 bad |= (boxes < 0).any(axis=(1, 2))
                 bad |= ((boxes[..., 2] < boxes[..., 0]) | (boxes[..., 3] < boxes[..., 1])).any(axis=1)

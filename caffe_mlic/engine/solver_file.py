@@ -6,6 +6,7 @@ import re
 
 
 from caffe_mlic.caffe import prototxt
+from caffe_mlic.caffe.params import FLOAT32_MAX
 from caffe_mlic.engine.lr import lr_policy_problems
 from caffe_mlic.errors import InputError, Problem, UsageError
 
@@ -53,7 +54,6 @@ def longest_snapshot_name(base, max_iter, hdf5):
 PLAIN_NUMBER = re.compile(r'[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\Z', re.ASCII)
 
 
-FLOAT32_MAX = 3.4028234663852886e38
 # (protobuf's integer field types: what a SolverParameter field of each holds)
 INT_RANGES = {5: 'int32: -2147483648 to 2147483647', 17: 'int32: -2147483648 to 2147483647',
               15: 'int32: -2147483648 to 2147483647', 3: 'int64: -9223372036854775808 to 9223372036854775807',
