@@ -371,10 +371,11 @@ def check_snapshot_folder(solver_file, run_dir=None):
     """Create the snapshot prefix's folder and check that files can be made
     in it, before Caffe starts (Caffe aborts on a prefix it cannot write);
     returns the folders it made, deepest first (removed again when the
-    prefix is refused). With ``run_dir`` (`train`): a prefix another run
-    folder that still exists claimed is refused (its snapshots would be
-    written over, and --resume auto would go on from the other run's);
-    take_snapshot claims it."""
+    prefix is refused). A prefix another run claimed is refused
+    (other_owner: its snapshots would be written over, and --resume auto
+    would go on from the other run's); ``run_dir`` is this run's folder
+    (`train`; None for the caffe binary, which has none); take_snapshot
+    claims it."""
     folder = os.path.dirname(solver_file.snapshot_prefix) or '.'     # (as given: Caffe's path)
 
     def problem(message):
