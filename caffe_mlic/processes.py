@@ -218,3 +218,42 @@ def run_stoppable(args, write):
         sys.stderr.write('%s: stopped by %s (no half-written file or staging folder is left)\n' % (
             getattr(getattr(args, 'parser', None), 'prog', 'caffe-mlic report'), signal.Signals(e.signum).name))
         return 128 + e.signum
+
+
+def lock_file(path, busy):
+    """Hold an exclusive lock on the file ``path`` (made, holding our pid)
+    until unlock_file; RunError ``busy % 'pid N'`` when another process
+    holds it. unlock_file removes the file, so a lock taken on a file that
+    was removed meanwhile (by the process that held it) is taken again on
+    the new one."""
+    import fcntl
+    from caffe_mlic.errors import RunError
+    while True:
+        f = open(path, 'a+')
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip()
+            f.close()
+            raise RunError(busy % ('pid ' + holder if holder else 'a process'))
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        if current is not None and os.path.samestat(current, os.fstat(f.fileno())):
+            break
+        f.close()       # the holder removed it as it ended: lock the new one
+    f.seek(0)
+    f.truncate()
+    f.write('%d\n' % os.getpid())
+    f.flush()
+    return f
+
+
+def unlock_file(lock):
+    """Give the lock back and remove its file (while still holding it, so no
+    other process holds a lock on the removed file alone)."""
+    with contextlib.suppress(OSError):
+        os.unlink(lock.name)
+    lock.close()

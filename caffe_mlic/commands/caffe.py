@@ -51,6 +51,7 @@ import argparse
 import contextlib
 import os
 import signal
+import time
 
 from caffe_mlic.cli import GLOG_DEFAULT_MARK
 from caffe_mlic.errors import InputError, RunError, UsageError
@@ -89,7 +90,12 @@ def run_argv(argv):
     # inside the imports below (pycaffe's take most of a second) can be
     # swallowed by a library's catch-all, and the binary started anyway.
     with _Signals() as signals:
-        return _run_argv(argv, signals)
+        try:
+            return _run_argv(argv, signals)
+        finally:
+            if getattr(signals, 'prefix_lock', None) is not None:       # (held while the binary trains)
+                from caffe_mlic.processes import unlock_file
+                unlock_file(signals.prefix_lock)
 
 
 def _run_argv(argv, signals):
@@ -140,7 +146,7 @@ def _run_argv(argv, signals):
                                  'one process, with another batch; resume it with mpirun -np %d caffe-mlic train '
                                  'SOLVER --resume %s' % (state, ranks, ranks_file(state), ranks, state), 'snapshot')
         signals.check()
-        _check_solver(solver, argv)
+        signals.prefix_lock = _check_solver(solver, argv)
     elif first in ('test', 'time'):
         _check_model(_flag_value(argv, 'model'), first, argv)
         if first == 'test' and not weights:
@@ -164,6 +170,7 @@ def _run_argv(argv, signals):
     import shutil
     private, lock = _private_temp()
     env = dict(env, TMPDIR=private)
+    started = time.time()
     try:
         code = _run_binary(binary, argv, env, signals)
     finally:
@@ -173,7 +180,8 @@ def _run_argv(argv, signals):
             from caffe_mlic.engine.snapshots import drop_stale_ranks
             from caffe_mlic.engine.solver_file import SolverFile
             with contextlib.suppress(Exception):
-                drop_stale_ranks(SolverFile(solver, run_dir='.', binary_state=_binary_state(argv)).snapshot_prefix)
+                drop_stale_ranks(SolverFile(solver, run_dir='.', binary_state=_binary_state(argv)).snapshot_prefix,
+                                 started)
     # gflags ends its help with exit status 1; help asked for is not a failure
     return 0 if first in ('--help', '-help') and len(argv) == 1 and code == 1 else code
 
@@ -587,8 +595,9 @@ def _check_solver(solver_path, argv=()):
     every form the binary takes (train_net, test_net...), the nets built as
     the binary builds them (train_state with -stage and -level, each
     test_state; TEST nets only where test_iter gives them); and its snapshot
-    folder created and writable."""
-    from caffe_mlic.engine.snapshots import check_hdf5_snapshots, check_snapshot_folder
+    folder created and writable. Returns the lock on the prefix (snapshots.
+    lock_prefix), or None without one."""
+    from caffe_mlic.engine.snapshots import check_hdf5_snapshots, check_snapshot_folder, lock_prefix
     from caffe_mlic.engine.solver_file import SolverFile
     from caffe_mlic.errors import InputError
     solver = SolverFile(solver_path, run_dir='.', binary_state=_binary_state(argv))
@@ -598,6 +607,9 @@ def _check_solver(solver_path, argv=()):
                          % (solver_path, solver.param.snapshot))
     if solver.param.snapshot_prefix:
         check_snapshot_folder(solver)
+        # one writer of a prefix at a time, the binary or a `train` run; held until the binary ends (run_argv)
+        return lock_prefix(solver.snapshot_prefix)
+    return None
 
 
 # stock layers whose Backward is NOT_IMPLEMENTED whatever propagate_down says

@@ -179,7 +179,8 @@ def _write_lines(f, records, classes, proposals_dir, size, bbox_num, root, diffi
         why = proposals.record_problem(npz, rec.path, reference, strict) if npz else None
         if why:
             how = ('run `caffe-mlic proposals` on the folder again with its settings (each shard)' if folder_settings
-                   else 'the folder has no settings.json, and %s was computed with other settings: run '
+                   else 'the folder has no settings.json holding its settings, and %s was computed with other '
+                        'settings: run '
                         '`caffe-mlic proposals` on the folder again' % first_recorded[1] if first_recorded and
                         'computed with' in why else 'run `caffe-mlic proposals` on the folder again')
             problems.append(rec.problem('%s: %s' % (why, how)))

@@ -424,42 +424,50 @@ def make_synthetic_voc(out_dir, n_images, n_classes=6, objects_per_image=(1, 4),
 SET_ENTRIES = frozenset({
     'JPEGImages', 'Annotations', 'ImageSets', 'classes.txt',                       # detection
     'top', 'gts_for_participants', 'gts_eroded_for_participants', 'hard',         # seg
-    'palette.txt', 'train.txt', 'val.txt', 'test.txt', 'synth.json'})
+    'palette.txt', 'train.txt', 'val.txt', 'test.txt', 'synth.json', '.synth-files'})
 
 
-# The names synth writes inside a set's folders: anything else there is a
-# user's, which replacing the set (--force) would delete.
-_SET_FILES = {
-    'top': r'top_mosaic_09cm_area\d+\.(tif|png)',
-    'gts_for_participants': r'top_mosaic_09cm_area\d+\.(tif|png)',
-    'gts_eroded_for_participants': r'top_mosaic_09cm_area\d+_noBoundary\.(tif|png)',
-    'hard': r'top_mosaic_09cm_area\d+\.png',
-    'JPEGImages': r'\d+\.jpg',
-    'Annotations': r'\d+\.xml',
-    'ImageSets/Main': r'\w+\.txt',
-}
+MANIFEST = '.synth-files'     # in a set: the files synth wrote there, one relative path a line
+
+
+def write_manifest(folder):
+    """List every file under ``folder`` (a finished set) in its MANIFEST."""
+    from caffe_mlic.fileio import atomic_write
+    names = sorted(os.path.relpath(os.path.join(top, f), folder)
+                   for top, _, files in os.walk(folder) for f in files if f != MANIFEST or top != folder)
+    with atomic_write(os.path.join(folder, MANIFEST)) as f:
+        f.write(''.join(name + '\n' for name in names))
 
 
 def foreign_in_set(target):
-    """The paths (relative to ``target``) inside its set folders that synth
-    does not write, sorted."""
-    import re
+    """The paths (relative to ``target``) inside its set that synth did not
+    write there (not in its MANIFEST), sorted; a set without a MANIFEST (of
+    an older version, or no set) cannot tell its files from others: None."""
+    try:
+        with open(os.path.join(target, MANIFEST), encoding='utf-8', errors='surrogateescape') as f:
+            listed = set(f.read().splitlines())
+    except OSError:
+        return None
+    parents = {os.path.dirname(name) for name in listed}
+    parents |= {p for name in parents for p in _ancestors(name)}
     foreign = []
     for top, dirs, files in os.walk(target):
         rel = os.path.relpath(top, target)
-        if rel == '.':
-            continue
-        names = files + [d for d in dirs if os.path.islink(os.path.join(top, d))]
-        if rel == 'ImageSets':               # only its Main folder
-            foreign += [os.path.join(rel, f) for f in names]
-            continue
-        pattern = _SET_FILES.get(rel.replace(os.sep, '/'))
-        if pattern is None:
-            foreign.append(rel)
-            dirs[:] = []
-            continue
-        foreign += [os.path.join(rel, f) for f in names if not re.fullmatch(pattern, f)]
+        for d in dirs:
+            path = os.path.normpath(os.path.join(rel, d))
+            if os.path.islink(os.path.join(top, d)) or path not in parents:
+                foreign.append(path)
+        dirs[:] = [d for d in dirs if os.path.normpath(os.path.join(rel, d)) in parents
+                   and not os.path.islink(os.path.join(top, d))]
+        foreign += [p for p in (os.path.normpath(os.path.join(rel, f)) for f in files)
+                    if p not in listed and p != MANIFEST]
     return sorted(foreign)
+
+
+def _ancestors(path):
+    while path:
+        yield path
+        path = os.path.dirname(path)
 
 
 def staging_paths(out_dir):
@@ -607,7 +615,13 @@ def staged_set(out_dir, force=False, log=None):
     if not force and holds_data_set(target):
         raise UsageError('%s already holds a data set; it is overwritten only with force' % out_dir, 'force')
     if os.path.isdir(target):
-        foreign = sorted(set(os.listdir(target)) - SET_ENTRIES) or foreign_in_set(target)
+        foreign = sorted(set(os.listdir(target)) - SET_ENTRIES)
+        if not foreign and os.listdir(target):
+            foreign = foreign_in_set(target)
+            if foreign is None:
+                raise UsageError('%s holds no list of the files synth wrote there (%s: a set of an older version, '
+                                 'or not a set): it cannot tell them from yours, so it replaces nothing; move '
+                                 'your files out and remove the folder yourself' % (out_dir, MANIFEST), 'out_dir')
         if foreign:
             raise UsageError('%s holds %s%s, not part of a synthetic data set: synth writes a folder of '
                              'its own (a new or empty one)%s'
@@ -619,6 +633,7 @@ def staged_set(out_dir, force=False, log=None):
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         yield stage
+        write_manifest(stage)
         _commit(stage, target, old)
     except BaseException:
         if os.path.lexists(stage):

@@ -216,7 +216,7 @@ def own_snapshot_problem(path, prefix, max_iter, hdf5=False, binary=False):
                         % (path, iteration, prefix, other, go_on))
     # the same file under another name (a hard link): the binary writes snapshots in place
     for existing in glob.glob(glob.escape(prefix) + '_iter_*.caffemodel' + ('.h5' if hdf5 else '')):
-        m = re.search(r'_iter_(\d+)\.caffemodel', existing)
+        m = re.fullmatch(re.escape(prefix) + r'_iter_(\d+)\.caffemodel' + (r'\.h5' if hdf5 else ''), existing)
         with contextlib.suppress(OSError):
             if m and int(m.group(1)) <= max_iter and os.path.samefile(existing, path):
                 return ('%s is the same file as %s, a snapshot this run writes (snapshot_prefix %s): training '
@@ -254,15 +254,34 @@ def state_ranks(state_path):
     return int(text)
 
 
-def drop_stale_ranks(prefix):
-    """Remove the .ranks files of ``prefix`` whose state was written after
-    them (by a one-process run, e.g. the caffe binary, at that iteration)."""
+def drop_stale_ranks(prefix, since):
+    """Remove the .ranks files of ``prefix``'s snapshots that a one-process
+    run (the caffe binary) started at ``since`` (time.time()) wrote over:
+    their state is newer than ``since`` and the .ranks file older. (A
+    data-parallel snapshot writes its .ranks file just before its state;
+    other prefixes' files, w_iter_5_iter_N of prefix w_iter_5 beside prefix
+    w, are not this prefix's.)"""
+    pattern = re.escape(prefix) + r'_iter_\d+' + re.escape(RANKS_SUFFIX)
     for path in glob.glob(glob.escape(prefix) + '_iter_*' + RANKS_SUFFIX):
+        if not re.fullmatch(pattern, path):
+            continue
         base = path[:-len(RANKS_SUFFIX)]
         for state in (base + '.solverstate', base + '.solverstate.h5'):
             with contextlib.suppress(OSError):
-                if os.path.getmtime(state) > os.path.getmtime(path):
+                if os.path.getmtime(state) >= since > os.path.getmtime(path):
                     os.unlink(path)
+
+
+def prefix_files(prefix):
+    """The snapshot files of ``prefix`` (caffemodels and states, binary or
+    HDF5), by the whole name."""
+    pattern = re.escape(prefix) + r'_iter_\d+\.(caffemodel|solverstate)(\.h5)?'
+    return [p for p in glob.glob(glob.escape(prefix) + '_iter_*') if re.fullmatch(pattern, p)]
+
+
+def snapshot_stem(path):
+    """A snapshot file's path less its extension (PREFIX_iter_N)."""
+    return re.sub(r'\.(caffemodel|solverstate)(\.h5)?$', '', path)
 
 
 def find_snapshots(prefix):
@@ -314,43 +333,86 @@ def prefix_owner(prefix):
     return os.path.realpath(os.path.join(os.path.dirname(os.path.realpath(owner_path(prefix))), text))
 
 
-def wrote_snapshots(run_dir, prefix):
-    """Whether the run in ``run_dir`` (its run.json and the records of its
-    earlier sessions) wrote or resumed from a snapshot of ``prefix``: the
-    same run, wherever its folder is now."""
+def _run_records(run_dir):
+    """run.json of ``run_dir`` and the records of its earlier sessions
+    ([] without one)."""
     from caffe_mlic.engine.logs import read_run_json
     info = read_run_json(run_dir)
     if not isinstance(info, dict):
-        return False
-    records = [info] + [r for r in (info.get('previous') or []) if isinstance(r, dict)]
-    own = [iteration_path for _, iteration_path in find_snapshots(prefix)]
-    mine = {os.path.realpath(p) for p in own}
-    return any(isinstance(r.get(key), str) and os.path.realpath(r[key]) in mine
-               for r in records for key in ('last_snapshot', 'resumed_from'))
+        return []
+    return [info] + [r for r in (info.get('previous') or []) if isinstance(r, dict)]
+
+
+def _recorded_path(record, path):
+    """A path run.json recorded, as the run that wrote it meant it (relative
+    ones against its cwd, when recorded)."""
+    cwd = record.get('cwd') if isinstance(record.get('cwd'), str) else None
+    return os.path.realpath(os.path.join(cwd, path) if cwd else path)
+
+
+def wrote_snapshots(run_dir, prefix):
+    """Whether the run in ``run_dir`` (its run.json and the records of its
+    earlier sessions) wrote or resumed from a snapshot of ``prefix`` still
+    there (its caffemodel or its state): the same run, wherever its folder
+    is now."""
+    mine = {os.path.realpath(snapshot_stem(p)) for p in prefix_files(prefix)}
+    return any(isinstance(r.get(key), str) and snapshot_stem(_recorded_path(r, r[key])) in mine
+               for r in _run_records(run_dir) for key in ('last_snapshot', 'resumed_from'))
+
+
+def uses_prefix(run_dir, prefix):
+    """Whether ``run_dir``'s run.json says its run writes ``prefix`` (it
+    was started there with it, before any snapshot)."""
+    target = os.path.join(prefix_folder(prefix), os.path.basename(prefix))
+    return any(isinstance(r.get('snapshot_prefix'), str) and
+               os.path.join(prefix_folder(_recorded_path(r, r['snapshot_prefix'])),
+                            os.path.basename(r['snapshot_prefix'])) == target
+               for r in _run_records(run_dir))
 
 
 def other_owner(prefix, run_dir=None):
     """Why ``run_dir`` (None: a run with no folder, `caffe-mlic caffe`) may
-    not write snapshots of ``prefix``, or None: another run folder, still
-    there, claimed it; or the folder that claimed it is gone (moved,
-    removed) while its snapshots are still there, and ``run_dir`` is not
-    that run (its run.json names none of them)."""
+    not write snapshots of ``prefix``, or None. Refused: another run folder,
+    still there, claimed it; the folder that claimed it is gone (moved,
+    removed) while its snapshots (caffemodels or states) are still there,
+    and ``run_dir`` is not that run (its run.json names none of them); or
+    the claim names ``run_dir`` but its run.json does not say it writes
+    this prefix while snapshots are there (the run that was here was
+    renamed away, and a new one started in its old folder)."""
     owner = prefix_owner(prefix)
-    me = os.path.realpath(run_dir) if run_dir is not None else None
-    if owner is None or owner == me:
+    if owner is None:
         return None
+    me = os.path.realpath(run_dir) if run_dir is not None else None
     claim = owner_path(prefix)
-    if os.path.isdir(owner):
+    if owner == me:
+        if prefix_files(prefix) and not uses_prefix(run_dir, prefix):
+            return ('%s holds the snapshots of the run that was in %s before this one (its run.json is not '
+                    'there: moved away?): this run would write over them; give this run another snapshot_prefix '
+                    '(--set snapshot_prefix=...), resume the earlier run in its folder, or remove %s and those '
+                    'snapshots first' % (prefix, owner, claim))
+        return None
+    if os.path.isdir(owner) and _run_records(owner):
         return ('%s is the snapshot prefix of the run in %s: this run would write over its snapshots (and '
                 '--resume auto go on from them); give this run another snapshot_prefix (--set '
                 'snapshot_prefix=...); if these snapshots are a copy, not that run\'s own, remove %s (the '
                 'record of whose they are) first' % (prefix, owner, claim))
-    if find_snapshots(prefix) and (run_dir is None or not wrote_snapshots(run_dir, prefix)):
+    if prefix_files(prefix) and (run_dir is None or not wrote_snapshots(run_dir, prefix)):
         return ('%s holds the snapshots of the run that was in %s, which is not there any more (moved or '
                 'removed?): this run would write over them (and --resume auto go on from them); resume that '
                 'run in its folder, give this run another snapshot_prefix (--set snapshot_prefix=...), or '
                 'remove %s and those snapshots first' % (prefix, owner, claim))
     return None
+
+
+def lock_prefix(prefix):
+    """Hold ``.<base>.lock`` beside the prefix's snapshots while a run (or
+    the caffe binary) may write them: two writers started side by side
+    would both pass the claim check before either claims (processes.
+    lock_file; give it back with processes.unlock_file)."""
+    from caffe_mlic.processes import lock_file
+    path = os.path.join(prefix_folder(prefix), '.%s.lock' % os.path.basename(prefix))
+    return lock_file(path, 'another run (%%s) is writing snapshots with the prefix %s now: wait for it to end, or '
+                           'give this run another snapshot_prefix' % prefix)
 
 
 def claim_prefix(prefix, run_dir):

@@ -63,7 +63,7 @@ from caffe_mlic.engine.nets import DATA_LAYERS, data_layers, find_score_blob, sc
 from caffe_mlic.engine.snapshots import (SnapshotError, check_finite_snapshot, check_hdf5_snapshots, check_snapshot,
                                          name_list, net_non_finite_layers,
                                          check_snapshot_folder, check_snapshot_size, find_snapshots, learned_net_path,
-                                         snapshot_bytes, take_snapshot)
+                                         lock_prefix, snapshot_bytes, take_snapshot)
 from caffe_mlic.engine.solver_file import SolverFile
 from caffe_mlic.errors import InputError, MlicError, RunError, UsageError, os_error_text
 from caffe_mlic.evaluation.evaluator import EVALUATORS, for_data_layer, label_blob
@@ -131,41 +131,15 @@ def _copy_file(src, dst):
 def lock_run_dir(run_dir, what='training run', advice='give this one another --run-dir'):
     """Hold ``run_dir``'s lock (its .lock file, holding the pid) until
     unlock_run_dir; RunError when another run holds it (``what``, and the
-    ``advice`` in the message). The file is removed
-    when the lock is given back, so a lock taken on a file that was removed
-    meanwhile (by the run that held it) is taken again on the new one."""
-    import fcntl
-    path = os.path.join(run_dir, LOCK_FILE)
-    while True:
-        f = open(path, 'a+')
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip()
-            f.close()
-            raise RunError('another %s (%s) is writing %s: wait for it to end, or %s'
-                           % (what, 'pid ' + holder if holder else 'a process', run_dir, advice))
-        try:
-            current = os.stat(path)
-        except FileNotFoundError:
-            current = None
-        if current is not None and os.path.samestat(current, os.fstat(f.fileno())):
-            break
-        f.close()       # the holder removed it as it ended: lock the new one
-    f.seek(0)
-    f.truncate()
-    f.write('%d\n' % os.getpid())
-    f.flush()
-    return f
+    ``advice`` in the message); processes.lock_file."""
+    from caffe_mlic.processes import lock_file
+    return lock_file(os.path.join(run_dir, LOCK_FILE), 'another %s (%%s) is writing %s: wait for it to end, or %s'
+                     % (what, run_dir, advice))
 
 
 def unlock_run_dir(lock):
-    """Give the lock back and remove its file (while still holding it, so no
-    other run holds a lock on the removed file alone)."""
-    with contextlib.suppress(OSError):
-        os.unlink(lock.name)
-    lock.close()
+    from caffe_mlic.processes import unlock_file
+    unlock_file(lock)
 
 
 # ---------------------------------------------------------------- the run
@@ -268,6 +242,8 @@ class Trainer:
         sf = self.solver_file
         self.test = self._test_setup() if self.leader else None     # (rank 0 tests)
         self.snapshot_dirs_made = check_snapshot_folder(sf, self.run_dir) if self.leader else []
+        # one writer of a prefix at a time, this run or the caffe binary (released in run())
+        self.prefix_lock = lock_prefix(sf.snapshot_prefix) if self.leader else None
         set_data_shard(self.group.rank, self.group.size)
         if self.gpu is None:
             caffe.set_mode_cpu()
@@ -571,7 +547,7 @@ class Trainer:
         self.info = dict(
             command=shlex.join(self.command), argv=list(sys.argv), solver=os.path.abspath(sf.path),
             net=os.path.abspath(sf.net_path) if sf.net_path else None,
-            run_dir=os.path.abspath(run_dir), versions=logs.versions(), seed=self.seed,
+            run_dir=os.path.abspath(run_dir), cwd=os.getcwd(), versions=logs.versions(), seed=self.seed,
             data_seed=prototxt.python_params(train_data[0]).get('seed', 0) if train_data else None,
             weights=[os.path.abspath(w) for w in self.weights] if state is None else [],
             resumed_from=state,
@@ -713,6 +689,8 @@ class Trainer:
                 solver = getattr(self, 'solver', None)
                 self._write_run_json(end_time=logs.now(), status='failed', error='Caffe stopped on a check',
                                      **({'final_iteration': solver.iter} if solver is not None else {}))
+            if getattr(self, 'prefix_lock', None) is not None:
+                unlock_run_dir(self.prefix_lock)
             unlock_run_dir(lock)
         try:
             with _main_thread_signals({s: stop for s in STOP_SIGNALS}), caffe_check_cleanup(caffe_stopped):
@@ -733,6 +711,8 @@ class Trainer:
                 remove_made()
             raise
         finally:
+            if getattr(self, 'prefix_lock', None) is not None:
+                unlock_run_dir(self.prefix_lock)
             unlock_run_dir(lock)
 
     def _signal(self, signum):

@@ -171,11 +171,11 @@ def read_settings(path):
         scale = data['input_scale']
         if not (_is_number(scale) and scale > 0):
             bad('input_scale', 'must be a finite number > 0')
+        elif scale > MAX_INPUT_SCALE:
+            bad('input_scale', 'must be a number > 0 and at most %g' % MAX_INPUT_SCALE)
         elif not np.float32(scale) > 0:
             bad('input_scale', 'must be a finite number > 0 (as float32, in which the net computes: at least '
                                '1.4e-45)')
-        elif scale > MAX_INPUT_SCALE:
-            bad('input_scale', 'must be a number > 0 and at most %g' % MAX_INPUT_SCALE)
         else:
             values['input_scale'] = float(scale)
     sizes = 'an integer from 1 to %d' % MAX_INPUT_SIZE

@@ -117,10 +117,16 @@ class Checks:
 
     def positive_numbers(self, *names):
         import numpy as np
+        from caffe_mlic.caffe.params import FLOAT32_MAX
         for name in names:
             value = getattr(self.cfg, name)
-            # the layers compute in float32, where 1e-46 is 0
-            if not (finite(value) and value > 0 and np.float32(value) > 0):
+            if not (finite(value) and value > 0):
+                self.bad(name, 'must be a positive number')
+            # the layers compute in float32, where 1e-46 is 0 and 1e39 is inf
+            elif value > FLOAT32_MAX:
+                self.bad(name, 'must be a positive number within float32 (at most 3.4e38), in which the layers '
+                               'compute')
+            elif not np.float32(value) > 0:
                 self.bad(name, 'must be a positive number (as float32, in which the layers compute: at least '
                                '1.4e-45)')
 

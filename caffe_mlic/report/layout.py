@@ -79,11 +79,17 @@ SOFT_TARGETS = 'soft_targets_val'
 
 
 def seed_dirs(run):
-    """{seed: folder} of the seed<S> folders of ``run``, by seed."""
+    """{seed: folder} of the seed<S> folders of ``run``, by seed. A folder
+    seed01 or seed001 (seed 1 under another spelling, which would take
+    seed1's place) is an InputError naming it."""
+    from caffe_mlic.errors import InputError
     found = {}
-    for path in glob.glob(os.path.join(run, 'seed*')):
+    for path in sorted(glob.glob(os.path.join(glob.escape(run), 'seed*'))):
         m = re.fullmatch(r'seed(\d+)', os.path.basename(path))
         if m and os.path.isdir(path):
+            if m.group(1) != str(int(m.group(1))):
+                raise InputError('%s: the folder %s is not a seed folder the runs write (seed%d is): it would stand '
+                                 'for that seed; rename or move it' % (run, os.path.basename(path), int(m.group(1))))
             found[int(m.group(1))] = path
     return dict(sorted(found.items()))
 

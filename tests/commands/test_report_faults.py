@@ -467,6 +467,17 @@ def test_heads_report_refuses_a_comparison_that_is_not_matched(tmp_path, capsys,
     assert not os.path.exists(os.path.join(run, 'results.json'))
 
 
+def test_a_seed_folder_under_another_spelling_is_refused(tmp_path, capsys):
+    """seed001 stood for seed 1, and whichever came first in directory order
+    was reported (pass 24 S6)."""
+    run = _heads_run(tmp_path, seeds=(1, 2))
+    shutil.copytree(os.path.join(run, 'seed1'), os.path.join(run, 'seed001'))
+    err = _report_error(capsys, run)
+    assert err == ('caffe-mlic report: %s: the folder seed001 is not a seed folder the runs write (seed1 is): it would '
+                   'stand for that seed; rename or move it\n' % run), err
+    assert not os.path.exists(os.path.join(run, 'results.json'))
+
+
 def test_heads_report_leaves_out_folders_of_seeds_and_heads_the_run_does_not_list(tmp_path, capsys):
     """An earlier run into the folder with more seeds or heads, resumed with
     fewer (DEMO_RESUME=1 VARIANTS=...): settings.json says what this run

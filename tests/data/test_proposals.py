@@ -417,7 +417,7 @@ def test_datalist_build_without_settings_json_still_refuses_files_of_two_setting
     capsys.readouterr()
     assert cli.main(argv) == 1
     err = capsys.readouterr().err
-    assert 'the folder has no settings.json, and %s was computed with other settings' % os.path.join(
+    assert 'the folder has no settings.json holding its settings, and %s was computed with other settings' % os.path.join(
         out, _outputs(out)[0]) in err, err
     assert not (tmp_path / 'list.txt').exists()
     assert cli.main(['proposals', image_dir, '-o', out, '--max-boxes', '16', '--recompute', '-q']) == 0

@@ -95,7 +95,7 @@ def test_force_replaces_the_whole_set(tmp_path):
     assert sorted(os.listdir(os.path.join(out, 'top'))) == ['top_mosaic_09cm_area1.tif',
                                                             'top_mosaic_09cm_area2.tif']
     assert cli.main(['synth', out, '--images', '3', '--image-size', '64x64', '--force', '-q']) == 0
-    assert sorted(os.listdir(out)) == ['Annotations', 'ImageSets', 'JPEGImages', 'classes.txt']
+    assert sorted(os.listdir(out)) == ['.synth-files', 'Annotations', 'ImageSets', 'JPEGImages', 'classes.txt']
     assert sorted(os.listdir(str(tmp_path))) == ['set']
 
 
@@ -205,24 +205,36 @@ def test_int_term_and_hup_remove_the_unfinished_set(tmp_path, signum, name, word
 
 def test_force_refuses_a_set_holding_files_synth_did_not_write(tmp_path, capsys):
     """--force replaces the whole set: a user's file inside one of its
-    folders would go with it, so it is refused, naming the file."""
+    folders would go with it, so it is refused, naming the file, whatever
+    its name (a VOC-style 009999.jpg, a real tile's name: pass 24 S2). The
+    set's own list (.synth-files) says what synth wrote."""
+    import shutil
     out = tmp_path / 'set'
-    seg = ['synth', '--task', 'seg', str(out), '--images', '2', '--tile-size', '64x64', '-q']
+    seg = ['synth', '--task', 'seg', str(out), '--images', '3', '--tile-size', '64x64', '-q']
     assert cli.main(seg) == 0
-    (out / 'top' / 'my_notes.txt').write_text('keep')
+    listed = (out / '.synth-files').read_text().splitlines()
+    assert 'top/top_mosaic_09cm_area1.tif' in listed and '.synth-files' not in listed
+    shutil.copy(str(out / 'top' / 'top_mosaic_09cm_area1.tif'), str(out / 'top' / 'top_mosaic_09cm_area99.tif'))
     (out / 'hard' / 'extra').mkdir()
     assert cli.main(seg + ['--force']) == 2
     err = capsys.readouterr().err
     assert err == ('caffe-mlic synth: %s holds hard/extra and 1 more, not part of a synthetic data set: synth '
                    'writes a folder of its own (a new or empty one); move them out before --force replaces '
                    'the set\n' % out)
-    assert (out / 'top' / 'my_notes.txt').read_text() == 'keep'
+    assert (out / 'top' / 'top_mosaic_09cm_area99.tif').exists()
     os.rmdir(str(out / 'hard' / 'extra'))
-    os.remove(str(out / 'top' / 'my_notes.txt'))
+    os.remove(str(out / 'top' / 'top_mosaic_09cm_area99.tif'))
     assert cli.main(seg + ['--force', '--seed', '3']) == 0
     det = ['synth', str(tmp_path / 'det'), '--images', '2', '--image-size', '64x64', '-q']
     assert cli.main(det) == 0
-    (tmp_path / 'det' / 'ImageSets' / 'notes.md').write_text('mine')
+    shutil.copy(str(tmp_path / 'det' / 'JPEGImages' / '000001.jpg'), str(tmp_path / 'det' / 'JPEGImages' / '009999.jpg'))
+    (tmp_path / 'det' / 'ImageSets' / 'Main' / 'mine.txt').write_text('009999\n')
     assert cli.main(det + ['--force']) == 2
-    assert 'holds ImageSets/notes.md, not part' in capsys.readouterr().err
-    assert (tmp_path / 'det' / 'ImageSets' / 'notes.md').read_text() == 'mine'
+    assert 'holds ImageSets/Main/mine.txt and 1 more, not part' in capsys.readouterr().err
+    assert (tmp_path / 'det' / 'JPEGImages' / '009999.jpg').exists()
+    # a set of an older version (no list of its files): nothing replaced
+    for name in ('ImageSets/Main/mine.txt', 'JPEGImages/009999.jpg', '.synth-files'):
+        os.remove(str(tmp_path / 'det' / name))
+    assert cli.main(det + ['--force']) == 2
+    assert 'holds no list of the files synth wrote there (.synth-files' in capsys.readouterr().err
+    assert (tmp_path / 'det' / 'JPEGImages' / '000001.jpg').exists()

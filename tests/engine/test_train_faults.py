@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -1008,7 +1009,9 @@ def test_a_snapshot_folder_that_stops_taking_files_mid_run_fails_in_one_line_wit
     info = run_json(tiny / 'runs' / name)
     assert info['status'] == 'failed' and 'cannot write the snapshot at iteration 20' in info['error']
     if how == 'immutable':
-        assert sorted(p.name for p in folder.iterdir()) == ['.w.run', 'w_iter_10.caffemodel', 'w_iter_10.solverstate']
+        # (.w.lock: the run's hold on the prefix, which it cannot remove from an immutable folder)
+        assert sorted(p.name for p in folder.iterdir()) == ['.w.lock', '.w.run', 'w_iter_10.caffemodel',
+                                                            'w_iter_10.solverstate']
     shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -1059,6 +1062,71 @@ def test_a_moved_run_keeps_its_snapshot_prefix(tiny):
     res = run(['train', 'moved.prototxt', '--run-dir', 'runs/mvB'], tiny)
     assert res.returncode == 1 and 'snap_moved/w is the snapshot prefix of the run in %s' % (
         tiny / 'runs' / 'mvA2') in res.stderr, res.stderr
+
+
+def test_the_prefix_of_a_renamed_run_is_kept_from_a_new_run_in_its_old_folder(tiny):
+    """mv runs/nA runs/nA_old, then the same command line again: the claim
+    names runs/nA, now a new run's folder, which wrote over the kept run's
+    snapshots (pass 24 S5). Caffemodels kept without their states still
+    hold the prefix (pass 24 S4)."""
+    solver(tiny, 'renamed', max_iter=5, snapshot=5)
+    assert run(['train', 'renamed.prototxt', '--run-dir', 'runs/nA'], tiny).returncode == 0
+    os.rename(str(tiny / 'runs' / 'nA'), str(tiny / 'runs' / 'nA_old'))
+    before = (tiny / 'snap_renamed' / 'w_iter_5.caffemodel').read_bytes()
+    res = run(['train', 'renamed.prototxt', '--run-dir', 'runs/nA', '--set', 'base_lr=0.02'], tiny)
+    assert res.returncode == 1 and 'snap_renamed/w holds the snapshots of the run that was in %s before this one' % (
+        tiny / 'runs' / 'nA') in res.stderr, res.stderr
+    assert (tiny / 'snap_renamed' / 'w_iter_5.caffemodel').read_bytes() == before
+    (tiny / 'snap_renamed' / 'w_iter_5.solverstate').unlink()          # the weights kept, the state dropped
+    shutil.rmtree(str(tiny / 'runs' / 'nA_old'))
+    res = run(['train', 'renamed.prototxt', '--run-dir', 'runs/nB', '--set', 'base_lr=0.02'], tiny)
+    assert res.returncode == 1 and 'which is not there any more' in res.stderr, res.stderr
+    assert (tiny / 'snap_renamed' / 'w_iter_5.caffemodel').read_bytes() == before
+
+
+def test_one_writer_of_a_prefix_at_a_time(tiny):
+    """The caffe binary started a second before a `train` on the same prefix
+    wrote over the run's snapshots, both exit 0 (pass 24 S3): each holds
+    .<base>.lock while it may write; the other is refused at its start."""
+    import fcntl
+    from caffe_mlic.engine.snapshots import lock_prefix
+    from caffe_mlic.processes import unlock_file
+    solver(tiny, 'busy', max_iter=5, snapshot=5)
+    (tiny / 'snap_busy').mkdir()
+    held = lock_prefix(str(tiny / 'snap_busy' / 'w'))      # as a run writing that prefix holds it
+    try:
+        res = run(['train', 'busy.prototxt', '--run-dir', 'runs/busy'], tiny)
+        assert res.returncode == 1 and 'another run (pid %d) is writing snapshots with the prefix snap_busy/w now' % (
+            os.getpid()) in res.stderr, res.stderr
+        assert not (tiny / 'runs' / 'busy').exists()
+        res = run(['caffe', 'train', '-solver', 'busy.prototxt'], tiny)
+        assert res.returncode == 1 and 'is writing snapshots with the prefix snap_busy/w now' in res.stderr, res.stderr
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(open(held.name), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        unlock_file(held)
+    assert run(['caffe', 'train', '-solver', 'busy.prototxt'], tiny).returncode == 0
+    assert run(['train', 'busy.prototxt', '--run-dir', 'runs/busy', '--set', 'snapshot_prefix=snap_busy/v'],
+               tiny).returncode == 0
+    assert sorted(p.name for p in (tiny / 'snap_busy').iterdir() if p.name.startswith('.')) == ['.v.run']
+
+
+def test_the_binary_drops_only_the_ranks_files_of_states_it_wrote(tmp_path):
+    """drop_stale_ranks took every data-parallel snapshot for stale (its
+    .ranks is written just before its state) and other prefixes' (prefix w
+    and w_iter_5_iter_N) (pass 24 S1)."""
+    import time as clock
+    from caffe_mlic.engine.snapshots import drop_stale_ranks
+    names = ['w_iter_5_iter_10', 'w_iter_10', 'w_iter_20']
+    for name in names:
+        (tmp_path / (name + '.ranks')).write_text('2\n')
+        (tmp_path / (name + '.solverstate')).write_bytes(b'')
+    clock.sleep(0.05)
+    since = clock.time()
+    clock.sleep(0.05)
+    (tmp_path / 'w_iter_20.solverstate').write_bytes(b'x')        # the binary wrote over iteration 20
+    drop_stale_ranks(str(tmp_path / 'w'), since)
+    assert sorted(p.name for p in tmp_path.glob('*.ranks')) == ['w_iter_10.ranks', 'w_iter_5_iter_10.ranks']
 
 
 def test_resume_auto_takes_only_its_own_prefix_s_snapshots(tiny):

@@ -18,6 +18,7 @@ from caffe_mlic.netspec import netgen
     (['--student-temperature', '0'], 'student_temperature must be a positive number'),
     (['--input-scale', '0'], 'input_scale must be a positive number'),
     (['--input-scale', '1e-300'], 'input_scale must be a positive number (as float32'),
+    (['--input-scale', '1e39'], 'input_scale must be a positive number within float32 (at most 3.4e38)'),
     (['--workers', '-1'], 'workers must be an integer >= 0'),
     (['--max-iter', '0'], "argument --max-iter: must be an integer from 1 to 2147483647, got '0'"),
     (['--max-iter', '2147483648'], "argument --max-iter: must be an integer from 1 to 2147483647, got '2147483648'"),
