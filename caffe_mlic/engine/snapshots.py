@@ -404,13 +404,28 @@ def other_owner(prefix, run_dir=None):
     return None
 
 
+LOCKS = '/tmp/caffe-mlic-locks'      # prefix locks: not beside the snapshots, where a killed run would leave one
+
+
 def lock_prefix(prefix):
-    """Hold ``.<base>.lock`` beside the prefix's snapshots while a run (or
-    the caffe binary) may write them: two writers started side by side
-    would both pass the claim check before either claims (processes.
-    lock_file; give it back with processes.unlock_file)."""
+    """Hold a lock on ``prefix`` while a run (or the caffe binary) may write
+    its snapshots: two writers started side by side would both pass the
+    claim check before either claims. The lock file is named by a digest of
+    the prefix as the kernel resolves it, in LOCKS (shared by every user:
+    sticky and world-writable; beside the snapshots where it cannot be made).
+    processes.lock_file; give it back with processes.unlock_file."""
+    import hashlib
     from caffe_mlic.processes import lock_file
-    path = os.path.join(prefix_folder(prefix), '.%s.lock' % os.path.basename(prefix))
+    physical = os.path.join(prefix_folder(prefix), os.path.basename(prefix))
+    name = hashlib.sha1(os.fsencode(physical)).hexdigest()[:24] + '.lock'
+    try:
+        os.makedirs(LOCKS, exist_ok=True)
+        if os.stat(LOCKS).st_uid == os.getuid():
+            os.chmod(LOCKS, 0o1777)
+        path = os.path.join(LOCKS, name)
+        open(path, 'a').close()
+    except OSError:
+        path = os.path.join(prefix_folder(prefix), '.%s.lock' % os.path.basename(prefix))
     return lock_file(path, 'another run (%%s) is writing snapshots with the prefix %s now: wait for it to end, or '
                            'give this run another snapshot_prefix' % prefix)
 
