@@ -229,7 +229,8 @@ def lock_file(path, busy):
     import fcntl
     from caffe_mlic.errors import RunError
     while True:
-        f = open(path, 'a+')
+        # (never through a link: the pid would be written over its target)
+        f = open(path, 'a+', opener=lambda name, flags: os.open(name, flags | os.O_NOFOLLOW, 0o644))
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -404,30 +404,42 @@ def other_owner(prefix, run_dir=None):
     return None
 
 
-LOCKS = '/tmp/caffe-mlic-locks'      # prefix locks: not beside the snapshots, where a killed run would leave one
+def _lock_folder():
+    """This user's folder of prefix locks, /tmp/caffe-mlic-locks-UID (0700,
+    ours, not a link: in a folder others can write, a planted link would
+    have us write our pid over its target), or None where it cannot be."""
+    import stat
+    folder = '/tmp/caffe-mlic-locks-%d' % os.getuid()
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(folder, 0o700)
+    info = os.lstat(folder)
+    if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o077:
+        return folder
+    return None
 
 
 def lock_prefix(prefix):
     """Hold a lock on ``prefix`` while a run (or the caffe binary) may write
     its snapshots: two writers started side by side would both pass the
     claim check before either claims. The lock file is named by a digest of
-    the prefix as the kernel resolves it, in LOCKS (shared by every user:
-    sticky and world-writable; beside the snapshots where it cannot be made).
-    processes.lock_file; give it back with processes.unlock_file."""
+    the prefix as the kernel resolves it, in this user's _lock_folder (not
+    beside the snapshots, where a killed run would leave it; there where
+    that folder cannot be had). processes.lock_file; give it back with
+    processes.unlock_file."""
     import hashlib
     from caffe_mlic.processes import lock_file
     physical = os.path.join(prefix_folder(prefix), os.path.basename(prefix))
-    name = hashlib.sha1(os.fsencode(physical)).hexdigest()[:24] + '.lock'
     try:
-        os.makedirs(LOCKS, exist_ok=True)
-        if os.stat(LOCKS).st_uid == os.getuid():
-            os.chmod(LOCKS, 0o1777)
-        path = os.path.join(LOCKS, name)
-        open(path, 'a').close()
+        folder = _lock_folder()
     except OSError:
-        path = os.path.join(prefix_folder(prefix), '.%s.lock' % os.path.basename(prefix))
-    return lock_file(path, 'another run (%%s) is writing snapshots with the prefix %s now: wait for it to end, or '
-                           'give this run another snapshot_prefix' % prefix)
+        folder = None
+    path = (os.path.join(folder, hashlib.sha1(os.fsencode(physical)).hexdigest()[:24] + '.lock') if folder
+            else os.path.join(prefix_folder(prefix), '.%s.lock' % os.path.basename(prefix)))
+    try:
+        return lock_file(path, 'another run (%%s) is writing snapshots with the prefix %s now: wait for it to end, '
+                               'or give this run another snapshot_prefix' % prefix)
+    except OSError as e:        # (a link planted where the lock goes, a folder we cannot write)
+        raise RunError('cannot lock the snapshot prefix %s: %s: %s' % (prefix, path, e.strerror or e)) from None
 
 
 def claim_prefix(prefix, run_dir):

@@ -1163,3 +1163,22 @@ def test_a_prefix_through_a_link_and_dotdot_is_claimed_where_caffe_writes(tiny):
     assert res.returncode == 1, res.stderr
     assert '%s is in the way, and it is not a regular file' % (tiny / 'snap_dir' / '.w.run') in res.stderr
     assert not (tiny / 'runs' / 'ddC' / 'log.csv').exists()
+
+
+def test_the_prefix_lock_never_writes_through_a_link(tmp_path):
+    """The lock folder is the user's own (0700), and a link where a lock
+    file goes is refused, not written through (pass 25 S3)."""
+    import stat
+    from caffe_mlic.engine import snapshots
+    from caffe_mlic.processes import lock_file, unlock_file
+    held = snapshots.lock_prefix(str(tmp_path / 'w'))
+    folder = os.path.dirname(held.name)
+    info = os.lstat(folder)
+    assert stat.S_ISDIR(info.st_mode) and not info.st_mode & 0o077 and info.st_uid == os.getuid()
+    unlock_file(held)
+    victim = tmp_path / 'victim.txt'
+    victim.write_text('keep')
+    os.symlink(str(victim), str(tmp_path / 'planted.lock'))
+    with pytest.raises(OSError):
+        lock_file(str(tmp_path / 'planted.lock'), 'busy %s')
+    assert victim.read_text() == 'keep'
