@@ -72,24 +72,21 @@ _HELD = []      # the open lock file of the DEMO_DIR this demo works in
 
 
 def hold_demo_folder(run):
-    """One demo at a time in a DEMO_DIR: an exclusive lock on ``.NAME.demo-lock``
-    beside it, held until this process exits (the descriptor is not inherited:
-    the commands a stopped demo leaves do not hold it). A second demo there
-    would remove the first one's folder under it: it stops in one line."""
-    import fcntl
+    """One demo at a time in a DEMO_DIR: the lock (processes.lock_file) on
+    ``.NAME.demo-lock`` beside it, held until this process exits (the
+    descriptor is not inherited: the commands a stopped demo leaves do not
+    hold it). A second demo there would remove the first one's folder under
+    it: it stops in one line."""
+    from caffe_mlic.errors import RunError
+    from caffe_mlic.processes import lock_file
     parent, name = os.path.split(run)
     os.makedirs(parent, exist_ok=True)
-    fd = os.open(os.path.join(parent, '.%s.demo-lock' % name), os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 32).decode('ascii', 'replace').strip()
-        os.close(fd)
-        sys.exit('demo: another demo is running in DEMO_DIR %s%s; wait for it to end, or give DEMO_DIR another '
-                 'folder' % (run, ' (pid %s)' % holder if holder.isdigit() else ''))
-    os.ftruncate(fd, 0)
-    os.write(fd, b'%d\n' % os.getpid())
-    _HELD.append(fd)
+        _HELD.append(lock_file(os.path.join(parent, '.%s.demo-lock' % name),
+                               'demo: another demo is running in DEMO_DIR %s (%%s); wait for it to end, or give '
+                               'DEMO_DIR another folder' % run))
+    except RunError as e:
+        sys.exit(str(e))
 
 
 def resumed_demo(run, complete, same_settings=lambda: True):
