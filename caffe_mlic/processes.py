@@ -252,6 +252,31 @@ def lock_file(path, busy):
     return f
 
 
+def sweep_lock_files(folder):
+    """Remove the *.lock files in ``folder`` that no process holds (a run
+    killed with SIGKILL cannot remove its own). Taken before removed, as
+    unlock_file does: a process opening one meanwhile finds it gone
+    (lock_file's check) and makes it again."""
+    import fcntl
+    try:
+        names = [n for n in os.listdir(folder) if n.endswith('.lock')]
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(path)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
 def unlock_file(lock):
     """Give the lock back and remove its file (while still holding it, so no
     other process holds a lock on the removed file alone)."""

@@ -147,6 +147,7 @@ def _run_argv(argv, signals):
                                  'SOLVER --resume %s' % (state, ranks, ranks_file(state), ranks, state), 'snapshot')
         signals.check()
         signals.prefix_lock = _check_solver(solver, argv)
+        _refuse_linked_snapshots(solver, state, argv)
     elif first in ('test', 'time'):
         _check_model(_flag_value(argv, 'model'), first, argv)
         if first == 'test' and not weights:
@@ -498,6 +499,27 @@ def _check_weight_files(value, argv=()):
             check_weight_layers(path, params, complete=action == 'test', fill=i == 0, sources=layers)
 
 
+def _refuse_linked_snapshots(solver_path, state_path, argv=()):
+    """InputError for a snapshot name this training writes (an iteration
+    after the state's, up to max_iter) that is a symlink or hard link: the
+    binary writes through it, into the file it shares (another run's
+    snapshot). (`train` replaces such names instead.)"""
+    from caffe_mlic.caffe.weights import read_state
+    from caffe_mlic.engine.snapshots import linked_snapshots
+    from caffe_mlic.engine.solver_file import SolverFile
+    from caffe_mlic.errors import InputError
+    param = SolverFile(solver_path, run_dir='.', binary_state=_binary_state(argv)).param
+    start = read_state(state_path).iteration if state_path else 0
+    linked = linked_snapshots(param.snapshot_prefix, start, param.max_iter)
+    if linked:
+        one = len(linked) == 1
+        raise InputError('%s %s (a symlink, or a file with another hard link) where this training writes a '
+                         'snapshot: the caffe binary would write through %s into the file shared; remove %s '
+                         'first, or train with caffe-mlic train, which replaces such names' % (
+                             ', '.join(linked[:3]) + (' ...' if len(linked) > 3 else ''),
+                             'is a link' if one else 'are links', 'it' if one else 'them', 'it' if one else 'them'))
+
+
 def _refuse_finished_state(state_path, solver_path, argv=()):
     """UsageError for a state at or past the solver's max_iter: the binary
     would train nothing and exit 0 (as `train --resume STATE` refuses it)."""
@@ -596,7 +618,8 @@ def _check_solver(solver_path, argv=()):
     the binary builds them (train_state with -stage and -level, each
     test_state; TEST nets only where test_iter gives them); and its snapshot
     folder created and writable. Returns the lock on the prefix (snapshots.
-    lock_prefix), or None without one."""
+    lock_prefix; without a snapshot_prefix, that of the current
+    directory's _iter_N files)."""
     from caffe_mlic.engine.snapshots import check_hdf5_snapshots, check_snapshot_folder, lock_prefix
     from caffe_mlic.engine.solver_file import SolverFile
     from caffe_mlic.errors import InputError
@@ -605,11 +628,13 @@ def _check_solver(solver_path, argv=()):
     if solver.param.snapshot and not solver.param.snapshot_prefix:
         raise InputError('%s: snapshot is %d but there is no snapshot_prefix (the binary aborts)'
                          % (solver_path, solver.param.snapshot))
+    # one writer of a prefix at a time, the binary or a `train` run; held until the binary ends (run_argv)
     if solver.param.snapshot_prefix:
         check_snapshot_folder(solver)
-        # one writer of a prefix at a time, the binary or a `train` run; held until the binary ends (run_argv)
         return lock_prefix(solver.snapshot_prefix)
-    return None
+    # Without a prefix this Caffe writes _iter_N.caffemodel / .solverstate into the current directory
+    # (after training, and on SIGHUP): two binaries there would write the same files.
+    return lock_prefix('', shown='"" (the files _iter_N.* in %s)' % os.getcwd())
 
 
 # stock layers whose Backward is NOT_IMPLEMENTED whatever propagate_down says

@@ -518,7 +518,7 @@ def _clear_leftovers(out_dir, target, stage, old, log):
         log.write('synth: removed %s, the unfinished set of an interrupted run\n' % stage)
     if os.path.lexists(old):
         if os.path.lexists(target):
-            _remove(old)
+            _drop_old_set(old, target, log)
             log.write('synth: removed %s, the set an interrupted run had just replaced\n' % old)
         else:
             os.rename(old, target)
@@ -552,18 +552,17 @@ def _sync_dir(path):
         os.close(fd)
 
 
-def _commit(stage, target, old):
+def _commit(stage, target, old, log):
     """Move the finished set in ``stage`` to ``target``: a rename when
     ``target`` is absent or an empty folder; over an older set, an atomic
     exchange (or, where there is none, two renames that _clear_leftovers can
-    undo), then the older set is deleted."""
-    import shutil
+    undo), then the older set is dropped (_drop_old_set)."""
     if not os.path.lexists(target):
         os.rename(stage, target)
     elif not os.listdir(target) and _try_rename(stage, target):
         pass
     elif _exchange(stage, target):
-        shutil.rmtree(stage, ignore_errors=True)     # now the older set
+        _drop_old_set(stage, target, log)     # (stage now holds the older set)
     else:
         os.rename(target, old)
         try:
@@ -571,8 +570,43 @@ def _commit(stage, target, old):
         except OSError:
             os.rename(old, target)
             raise
-        shutil.rmtree(old, ignore_errors=True)
+        _drop_old_set(old, target, log)
     _sync_dir(os.path.dirname(target))
+
+
+def _drop_old_set(path, target, log):
+    """Remove the older set at ``path`` (moved out of ``target``'s place)
+    file by file, as its MANIFEST lists them, never through a link to a
+    folder: a file someone put into the set while the new one was written
+    is not listed, and is kept. Whatever is left is given a visible name
+    beside ``target`` (said on ``log``)."""
+    listed = None
+    with contextlib.suppress(OSError):
+        with open(os.path.join(path, MANIFEST), encoding='utf-8', errors='surrogateescape') as f:
+            listed = set(f.read().splitlines()) | {MANIFEST}
+    for top, dirs, files in os.walk(path, topdown=False):      # (links to folders are not entered)
+        for name in files:
+            if listed is not None and os.path.relpath(os.path.join(top, name), path) in listed:
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(top, name))
+        for name in dirs:
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(top, name))      # (only an emptied one; never a link)
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
+    if not os.path.lexists(path):
+        return
+    kept, n = target + '.kept', 1
+    while os.path.lexists(kept):
+        n += 1
+        kept = '%s.kept%d' % (target, n)
+    os.rename(path, kept)
+    left = sorted(os.path.relpath(os.path.join(top, name), kept) for top, dirs, files in os.walk(kept)
+                  for name in files + [d for d in dirs if os.path.islink(os.path.join(top, d))])
+    log.write('synth: kept %s: the older set held files synth had not written there (%s%s), put there while the '
+              'new set was written; the rest of the older set was removed\n'
+              % (kept, ', '.join(left[:3]) or 'folders', ' ...' if len(left) > 3 else ''))
+    log.flush()
 
 
 def _try_rename(a, b):
@@ -634,7 +668,7 @@ def staged_set(out_dir, force=False, log=None):
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         yield stage
         write_manifest(stage)
-        _commit(stage, target, old)
+        _commit(stage, target, old, log)
     except BaseException:
         if os.path.lexists(stage):
             import shutil

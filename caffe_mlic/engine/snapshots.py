@@ -279,6 +279,31 @@ def prefix_files(prefix):
     return [p for p in glob.glob(glob.escape(prefix) + '_iter_*') if re.fullmatch(pattern, p)]
 
 
+def linked_snapshots(prefix, after, until):
+    """The files of ``prefix``'s snapshots at iterations in (after, until]
+    that are links: a symlink, or a file with another hard link. Stock
+    Caffe writes a snapshot by opening its name, so it would write through
+    either into the file the link shares (another run's snapshot)."""
+    found = []
+    for path in prefix_files(prefix):
+        iteration = int(re.search(r'_iter_(\d+)\.[a-z5.]+$', path).group(1))
+        if after < iteration <= until:
+            with contextlib.suppress(OSError):
+                if os.path.islink(path) or os.lstat(path).st_nlink > 1:
+                    found.append(path)
+    return sorted(found)
+
+
+def unlink_links(paths):
+    """Remove the names in ``paths`` that are links (symlinks, or files with
+    other hard links) before we write files of those names: the file a link
+    shares is left as it is (never written through)."""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            if os.path.islink(path) or (os.path.isfile(path) and os.lstat(path).st_nlink > 1):
+                os.unlink(path)
+
+
 def snapshot_stem(path):
     """A snapshot file's path less its extension (PREFIX_iter_N)."""
     return re.sub(r'\.(caffemodel|solverstate)(\.h5)?$', '', path)
@@ -343,11 +368,16 @@ def _run_records(run_dir):
     return [info] + [r for r in (info.get('previous') or []) if isinstance(r, dict)]
 
 
-def _recorded_path(record, path):
-    """A path run.json recorded, as the run that wrote it meant it (relative
-    ones against its cwd, when recorded)."""
+def _recorded_paths(record, path):
+    """The places a path run.json recorded may mean: against the cwd the run
+    recorded (relative ones), and, for a relative one, against the current
+    directory too (a project folder moved as a whole, its command run again
+    in the new place)."""
     cwd = record.get('cwd') if isinstance(record.get('cwd'), str) else None
-    return os.path.realpath(os.path.join(cwd, path) if cwd else path)
+    places = {os.path.realpath(os.path.join(cwd, path) if cwd else path)}
+    if not os.path.isabs(path):
+        places.add(os.path.realpath(path))
+    return places
 
 
 def wrote_snapshots(run_dir, prefix):
@@ -356,7 +386,7 @@ def wrote_snapshots(run_dir, prefix):
     there (its caffemodel or its state): the same run, wherever its folder
     is now."""
     mine = {os.path.realpath(snapshot_stem(p)) for p in prefix_files(prefix)}
-    return any(isinstance(r.get(key), str) and snapshot_stem(_recorded_path(r, r[key])) in mine
+    return any(isinstance(r.get(key), str) and any(snapshot_stem(p) in mine for p in _recorded_paths(r, r[key]))
                for r in _run_records(run_dir) for key in ('last_snapshot', 'resumed_from'))
 
 
@@ -365,8 +395,8 @@ def uses_prefix(run_dir, prefix):
     was started there with it, before any snapshot)."""
     target = os.path.join(prefix_folder(prefix), os.path.basename(prefix))
     return any(isinstance(r.get('snapshot_prefix'), str) and
-               os.path.join(prefix_folder(_recorded_path(r, r['snapshot_prefix'])),
-                            os.path.basename(r['snapshot_prefix'])) == target
+               any(os.path.join(prefix_folder(p), os.path.basename(r['snapshot_prefix'])) == target
+                   for p in _recorded_paths(r, r['snapshot_prefix']))
                for r in _run_records(run_dir))
 
 
@@ -418,28 +448,38 @@ def _lock_folder():
     return None
 
 
-def lock_prefix(prefix):
+def lock_prefix(prefix, shown=None):
     """Hold a lock on ``prefix`` while a run (or the caffe binary) may write
     its snapshots: two writers started side by side would both pass the
     claim check before either claims. The lock file is named by a digest of
-    the prefix as the kernel resolves it, in this user's _lock_folder (not
-    beside the snapshots, where a killed run would leave it; there where
-    that folder cannot be had). processes.lock_file; give it back with
-    processes.unlock_file."""
+    the prefix's folder as the kernel knows it (device and inode: a bind
+    mount or a second mount path of one folder is one folder) and its base
+    name, in this user's _lock_folder (not beside the snapshots, where a
+    killed run would leave it; there where that folder cannot be had).
+    ``shown``: the prefix as the messages name it. processes.lock_file; give
+    it back with processes.unlock_file."""
     import hashlib
-    from caffe_mlic.processes import lock_file
-    physical = os.path.join(prefix_folder(prefix), os.path.basename(prefix))
+    from caffe_mlic.processes import lock_file, sweep_lock_files
+    folder_path = prefix_folder(prefix)
+    try:
+        info = os.stat(folder_path)
+        key = '%d:%d/%s' % (info.st_dev, info.st_ino, os.path.basename(prefix))
+    except OSError:     # (a folder not made yet: the cannot-write error comes from the lock below)
+        key = os.path.join(folder_path, os.path.basename(prefix))
     try:
         folder = _lock_folder()
     except OSError:
         folder = None
-    path = (os.path.join(folder, hashlib.sha1(os.fsencode(physical)).hexdigest()[:24] + '.lock') if folder
-            else os.path.join(prefix_folder(prefix), '.%s.lock' % os.path.basename(prefix)))
+    if folder:
+        sweep_lock_files(folder)       # (those of killed runs)
+    path = (os.path.join(folder, hashlib.sha1(os.fsencode(key)).hexdigest()[:24] + '.lock') if folder
+            else os.path.join(folder_path, '.%s.lock' % os.path.basename(prefix)))
+    shown = prefix if shown is None else shown
     try:
         return lock_file(path, 'another run (%%s) is writing snapshots with the prefix %s now: wait for it to end, '
-                               'or give this run another snapshot_prefix' % prefix)
+                               'or give this run another snapshot_prefix' % shown)
     except OSError as e:        # (a link planted where the lock goes, a folder we cannot write)
-        raise RunError('cannot lock the snapshot prefix %s: %s: %s' % (prefix, path, e.strerror or e)) from None
+        raise RunError('cannot lock the snapshot prefix %s: %s: %s' % (shown, path, e.strerror or e)) from None
 
 
 def claim_prefix(prefix, run_dir):
@@ -585,6 +625,9 @@ def take_snapshot(solver, solver_file, needed, ranks=1, run_dir=None):
     except OSError as e:
         raise RunError('cannot write the snapshot at iteration %d into %s: %s'
                        % (iteration, folder, e.strerror or e))
+    # A name here that links to another file (a snapshot linked in from another prefix) is replaced,
+    # never written through: Caffe opens the staged names, and atomic_write follows a symlink.
+    unlink_links([staged_model, staged_state, model, state, ranks_path])
     try:
         solver.snapshot()
         _fsync(staged_model)

@@ -238,3 +238,42 @@ def test_force_refuses_a_set_holding_files_synth_did_not_write(tmp_path, capsys)
     assert cli.main(det + ['--force']) == 2
     assert 'holds no list of the files synth wrote there (.synth-files' in capsys.readouterr().err
     assert (tmp_path / 'det' / 'JPEGImages' / '000001.jpg').exists()
+
+
+@pytest.mark.parametrize('exchange', [True, False])
+def test_a_file_put_into_the_old_set_while_force_writes_the_new_one_is_kept(tmp_path, monkeypatch, exchange):
+    """--force checked the older set for other files only before writing
+    the new one, then removed the whole older set: a file put there
+    meanwhile was deleted (pass 25 S5). The older set is removed file by
+    file, as its list says; what is not listed is kept, in a visible
+    folder beside the set, and said."""
+    import io
+    out = tmp_path / 'set'
+    det = ['synth', str(out), '--images', '2', '--image-size', '64x64', '-q']
+    assert cli.main(det) == 0
+    target = tmp_path / 'elsewhere'
+    target.mkdir()
+    (target / 'precious.jpg').write_text('keep')
+    if not exchange:       # (a file system without RENAME_EXCHANGE: two renames)
+        monkeypatch.setattr(synth, '_exchange', lambda a, b: False)
+    log = io.StringIO()
+    with synth.staged_set(str(out), force=True, log=log) as stage:
+        (out / 'JPEGImages' / 'mine.jpg').write_text('added while synth runs')
+        os.symlink(str(target), str(out / 'JPEGImages' / 'linked'))
+        (out / 'JPEGImages' / '000001.jpg').unlink()
+        os.symlink(str(target / 'precious.jpg'), str(out / 'JPEGImages' / '000001.jpg'))
+        os.makedirs(os.path.join(stage, 'JPEGImages'))
+        open(os.path.join(stage, 'JPEGImages', '000001.jpg'), 'w').write('new')
+    kept = tmp_path / 'set.kept'
+    assert sorted(os.listdir(str(tmp_path))) == ['elsewhere', 'set', 'set.kept']
+    assert sorted(os.listdir(str(kept / 'JPEGImages'))) == ['linked', 'mine.jpg'] and os.listdir(str(kept)) == [
+        'JPEGImages']
+    assert (kept / 'JPEGImages' / 'mine.jpg').read_text() == 'added while synth runs'
+    assert (target / 'precious.jpg').read_text() == 'keep'
+    assert 'synth: kept %s: the older set held files synth had not written there (JPEGImages/linked, ' \
+           'JPEGImages/mine.jpg)' % kept in log.getvalue()
+    assert sorted(os.listdir(str(out))) == ['.synth-files', 'JPEGImages']
+    # with nothing added, nothing is kept
+    with synth.staged_set(str(out), force=True, log=log) as stage:
+        open(os.path.join(stage, 'a.txt'), 'w').write('newer')
+    assert sorted(os.listdir(str(tmp_path))) == ['elsewhere', 'set', 'set.kept']

@@ -1182,3 +1182,136 @@ def test_the_prefix_lock_never_writes_through_a_link(tmp_path):
     with pytest.raises(OSError):
         lock_file(str(tmp_path / 'planted.lock'), 'busy %s')
     assert victim.read_text() == 'keep'
+
+
+def _link_snapshots_of(source, folder):
+    """``folder`` with the caffemodels of ``source`` hard-linked and the
+    states symlinked in under the same names."""
+    folder.mkdir()
+    for path in source.glob('w_iter_*'):
+        if path.name.endswith('.caffemodel'):
+            os.link(str(path), str(folder / path.name))
+        else:
+            os.symlink(os.path.relpath(str(path), str(folder)), str(folder / path.name))
+
+
+def test_snapshot_names_that_link_into_another_prefix_are_never_written_through(tiny):
+    """Snapshots linked in from another run's prefix (symlinks or hard
+    links) were written through by `train` (the state) and by the binary
+    (both files): the other run then resumed from this one's (pass 25 S1).
+    `train` replaces such names; the binary is refused before it starts."""
+    solver(tiny, 'lnA', max_iter=5, snapshot=5)
+    assert run(['train', 'lnA.prototxt', '--run-dir', 'runs/lnA'], tiny).returncode == 0
+    source = tiny / 'snap_lnA'
+    before = {p.name: p.read_bytes() for p in source.glob('w_iter_*')}
+    assert sorted(before) == ['w_iter_5.caffemodel', 'w_iter_5.solverstate']
+    _link_snapshots_of(source, tiny / 'snap_lnB')
+    solver(tiny, 'lnB', max_iter=5, snapshot=5, base_lr=0.003)
+    res = run(['train', 'lnB.prototxt', '--run-dir', 'runs/lnB'], tiny)
+    assert res.returncode == 0, res.stderr
+    assert {p.name: p.read_bytes() for p in source.glob('w_iter_*')} == before
+    for path in (tiny / 'snap_lnB').glob('w_iter_5.*'):
+        assert not path.is_symlink() and path.stat().st_nlink == 1, path
+    assert (tiny / 'snap_lnB' / 'w_iter_5.caffemodel').read_bytes() != before['w_iter_5.caffemodel']
+    _link_snapshots_of(source, tiny / 'snap_lnC')
+    solver(tiny, 'lnC', max_iter=5, snapshot=5)
+    res = run(['caffe', 'train', '-solver', 'lnC.prototxt'], tiny)
+    assert res.returncode == 1, res.stderr
+    assert ('snap_lnC/w_iter_5.caffemodel, snap_lnC/w_iter_5.solverstate are links (a symlink, or a file with '
+            'another hard link) where this training writes a snapshot') in res.stderr, res.stderr
+    assert {p.name: p.read_bytes() for p in source.glob('w_iter_*')} == before
+    # links at iterations the run does not reach are left alone
+    solver(tiny, 'lnC', max_iter=4, snapshot=2)
+    assert run(['caffe', 'train', '-solver', 'lnC.prototxt'], tiny).returncode == 0
+    assert (tiny / 'snap_lnC' / 'w_iter_5.solverstate').is_symlink()
+    assert {p.name: p.read_bytes() for p in source.glob('w_iter_*')} == before
+
+
+def test_a_bind_mount_of_a_snapshot_folder_shares_its_lock(tmp_path):
+    """The lock was named by the path, so one folder under two mount paths
+    had two locks and two writers (pass 25 S2): it is named by the folder's
+    device and inode."""
+    from caffe_mlic.errors import RunError
+    from caffe_mlic.processes import unlock_file
+    (tmp_path / 'snap').mkdir()
+    (tmp_path / 'mnt').mkdir()
+    res = subprocess.run(['mount', '--bind', str(tmp_path / 'snap'), str(tmp_path / 'mnt')],
+                         capture_output=True, text=True)
+    if res.returncode:
+        pytest.skip('cannot bind-mount here (needs root): %s' % res.stderr.strip())
+    try:
+        held = snapshots.lock_prefix(str(tmp_path / 'snap' / 'w'))
+        try:
+            with pytest.raises(RunError, match='another run .pid %d. is writing snapshots with the prefix %s' % (
+                    os.getpid(), re.escape(str(tmp_path / 'mnt' / 'w')))):
+                snapshots.lock_prefix(str(tmp_path / 'mnt' / 'w'))
+        finally:
+            unlock_file(held)
+        unlock_file(snapshots.lock_prefix(str(tmp_path / 'mnt' / 'v')))     # another base name: its own lock
+    finally:
+        subprocess.run(['umount', '-l', str(tmp_path / 'mnt')])
+
+
+def test_two_binaries_without_a_snapshot_prefix_in_one_folder_are_refused(tiny, monkeypatch):
+    """Without a snapshot_prefix the binary writes _iter_N.* into the current
+    directory, and took no lock: two at once wrote the same files (pass 25
+    S4)."""
+    from caffe_mlic.processes import unlock_file
+    folder = tiny / 'np'
+    folder.mkdir()
+    path = solver(tiny, 'np', max_iter=2)
+    text = re.sub(r'snapshot_prefix: .*\n', '', open(path).read())
+    (folder / 'np.prototxt').write_text(text)
+    monkeypatch.chdir(folder)
+    held = snapshots.lock_prefix('')
+    try:
+        res = run(['caffe', 'train', '-solver', 'np.prototxt'], folder)
+        assert res.returncode == 1, res.stderr
+        assert ('another run (pid %d) is writing snapshots with the prefix "" (the files _iter_N.* in %s) now'
+                % (os.getpid(), folder)) in res.stderr, res.stderr
+        assert not list(folder.glob('_iter_*'))
+    finally:
+        unlock_file(held)
+    res = run(['caffe', 'train', '-solver', 'np.prototxt'], folder)
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in folder.glob('_iter_*')) == ['_iter_2.caffemodel', '_iter_2.solverstate']
+
+
+def test_a_project_folder_moved_as_a_whole_resumes_its_run(tiny, tmp_path):
+    """A run with relative paths, its whole project folder moved: run.json's
+    paths, read against the cwd it recorded, named the old place, and
+    --resume auto was refused (pass 25 M1)."""
+    project = tmp_path / 'proj'
+    project.mkdir()
+    for name in ('nets', 'images'):
+        os.symlink(str(tiny / name), str(project / name))
+    path = solver(project, 'pm', max_iter=10, snapshot=5)
+    text = open(path).read().replace(str(project) + '/', '')      # (the net, relative)
+    open(path, 'w').write(text)
+    res = run(['train', 'pm.prototxt', '--run-dir', 'runs/a', '--set', 'max_iter=5'], project)
+    assert res.returncode == 0, res.stderr
+    moved = tmp_path / 'proj2'
+    os.rename(str(project), str(moved))
+    res = run(['train', 'pm.prototxt', '--run-dir', 'runs/a', '--resume', 'auto'], moved)
+    assert res.returncode == 0 and 'iteration 5' in res.stdout + res.stderr, res.stderr
+    assert (moved / 'snap_pm' / 'w_iter_10.caffemodel').exists()
+    res = run(['train', 'pm.prototxt', '--run-dir', 'runs/b'], moved)
+    assert res.returncode == 1 and 'snap_pm/w is the snapshot prefix of the run in %s' % (
+        moved / 'runs' / 'a') in res.stderr, res.stderr
+
+
+def test_lock_files_of_killed_runs_are_swept_and_held_ones_kept(tmp_path):
+    """A run killed with SIGKILL left its lock file in the lock folder for
+    good (pass 25 M2): the next lock_prefix removes those no one holds."""
+    from caffe_mlic.processes import unlock_file
+    held = snapshots.lock_prefix(str(tmp_path / 'w'))
+    folder = os.path.dirname(held.name)
+    dead = os.path.join(folder, 'f' * 24 + '.lock')
+    with open(dead, 'w') as f:
+        f.write('999999\n')         # as a SIGKILLed run leaves it: no one holds it
+    other = snapshots.lock_prefix(str(tmp_path / 'v'))
+    try:
+        assert not os.path.exists(dead) and os.path.exists(held.name) and os.path.exists(other.name)
+    finally:
+        unlock_file(other)
+        unlock_file(held)
