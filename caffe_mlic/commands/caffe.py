@@ -147,7 +147,6 @@ def _run_argv(argv, signals):
                                  'SOLVER --resume %s' % (state, ranks, ranks_file(state), ranks, state), 'snapshot')
         signals.check()
         signals.prefix_lock = _check_solver(solver, argv)
-        _refuse_linked_snapshots(solver, state, argv)
     elif first in ('test', 'time'):
         _check_model(_flag_value(argv, 'model'), first, argv)
         if first == 'test' and not weights:
@@ -161,6 +160,8 @@ def _run_argv(argv, signals):
     if first == 'train' and state:
         env[caffe_env.START_BATCH_ENV] = str(_resume_batch(state, solver, argv))
         _refuse_finished_state(state, solver, argv)
+    if first == 'train':
+        _refuse_linked_snapshots(solver, state, argv)
     binary = caffe_env.caffe_binary()
     signals.check()
     # The binary's temp folder is ours, removed when it ends: glog writes its
