@@ -4,6 +4,7 @@ named after the process that owns them."""
 import contextlib
 import os
 import signal
+import time
 
 
 def start_without_sigint(proc):
@@ -231,9 +232,14 @@ def lock_file(path, busy):
     while True:
         # (never through a link: the pid would be written over its target)
         f = open(path, 'a+', opener=lambda name, flags: os.open(name, flags | os.O_NOFOLLOW, 0o644))
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        # A few tries: another process's sweep_lock_files holds an unheld lock file for a moment.
+        for attempt in range(20):
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(0.01)
+        else:
             f.seek(0)
             holder = f.read().strip()
             f.close()
@@ -279,7 +285,16 @@ def sweep_lock_files(folder):
 
 def unlock_file(lock):
     """Give the lock back and remove its file (while still holding it, so no
-    other process holds a lock on the removed file alone)."""
+    other process holds a lock on the removed file alone), where it is now
+    (a run folder renamed while it was held: the file went with it)."""
+    path = lock.name
+    try:
+        here = os.path.samestat(os.stat(path), os.fstat(lock.fileno()))
+    except OSError:
+        here = False
+    if not here:
+        with contextlib.suppress(OSError):
+            path = os.readlink('/proc/self/fd/%d' % lock.fileno())
     with contextlib.suppress(OSError):
-        os.unlink(lock.name)
+        os.unlink(path)
     lock.close()

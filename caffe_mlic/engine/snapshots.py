@@ -350,9 +350,10 @@ def prefix_owner(prefix):
     both is the copy's own.)"""
     try:
         with open(owner_path(prefix), 'rb') as f:
-            text = f.read(65536).decode('utf-8', 'surrogateescape').strip()
+            text = f.read(65536).decode('utf-8', 'surrogateescape')
     except OSError:
         return None
+    text = text[:-1] if text.endswith('\n') else text     # (only the line's end: a name may end in a space)
     if not text:
         return None
     return os.path.realpath(os.path.join(os.path.dirname(os.path.realpath(owner_path(prefix))), text))
@@ -368,14 +369,18 @@ def _run_records(run_dir):
     return [info] + [r for r in (info.get('previous') or []) if isinstance(r, dict)]
 
 
-def _recorded_paths(record, path):
+def _recorded_paths(record, path, run_dir=None):
     """The places a path run.json recorded may mean: against the cwd the run
-    recorded (relative ones), and, for a relative one, against the current
-    directory too (a project folder moved as a whole, its command run again
-    in the new place)."""
+    recorded (relative ones); and, for a relative one, against the current
+    directory too when ``run_dir`` (the run folder as this command names it)
+    sits where it sat then relative to the cwd (a project folder moved as a
+    whole, its command run again in the new place; not a run folder of
+    another project that happens to use the same relative names)."""
     cwd = record.get('cwd') if isinstance(record.get('cwd'), str) else None
     places = {os.path.realpath(os.path.join(cwd, path) if cwd else path)}
-    if not os.path.isabs(path):
+    then = record.get('run_dir') if isinstance(record.get('run_dir'), str) else None
+    if (not os.path.isabs(path) and cwd and then and run_dir is not None
+            and os.path.relpath(then, cwd) == os.path.relpath(os.path.abspath(run_dir), os.getcwd())):
         places.add(os.path.realpath(path))
     return places
 
@@ -386,7 +391,8 @@ def wrote_snapshots(run_dir, prefix):
     there (its caffemodel or its state): the same run, wherever its folder
     is now."""
     mine = {os.path.realpath(snapshot_stem(p)) for p in prefix_files(prefix)}
-    return any(isinstance(r.get(key), str) and any(snapshot_stem(p) in mine for p in _recorded_paths(r, r[key]))
+    return any(isinstance(r.get(key), str) and
+               any(snapshot_stem(p) in mine for p in _recorded_paths(r, r[key], run_dir))
                for r in _run_records(run_dir) for key in ('last_snapshot', 'resumed_from'))
 
 
@@ -396,7 +402,7 @@ def uses_prefix(run_dir, prefix):
     target = os.path.join(prefix_folder(prefix), os.path.basename(prefix))
     return any(isinstance(r.get('snapshot_prefix'), str) and
                any(os.path.join(prefix_folder(p), os.path.basename(r['snapshot_prefix'])) == target
-                   for p in _recorded_paths(r, r['snapshot_prefix']))
+                   for p in _recorded_paths(r, r['snapshot_prefix'], run_dir))
                for r in _run_records(run_dir))
 
 
@@ -496,6 +502,16 @@ def claim_prefix(prefix, run_dir):
             f.write(os.path.relpath(os.path.realpath(run_dir), os.path.dirname(os.path.realpath(path))) + '\n')
 
 
+def move_claim(prefix, old_run_dir, run_dir):
+    """Record ``run_dir`` as the owner of ``prefix`` where the claim names
+    ``old_run_dir``: the same run, its folder renamed while it trained
+    (the caller holds the prefix's lock)."""
+    if prefix_owner(prefix) == os.path.realpath(old_run_dir):
+        path = owner_path(prefix)
+        with atomic_write(path) as f:
+            f.write(os.path.relpath(os.path.realpath(run_dir), os.path.dirname(os.path.realpath(path))) + '\n')
+
+
 def check_snapshot_folder(solver_file, run_dir=None):
     """Create the snapshot prefix's folder and check that files can be made
     in it, before Caffe starts (Caffe aborts on a prefix it cannot write);
@@ -534,6 +550,10 @@ def check_snapshot_folder(solver_file, run_dir=None):
                       'can have in %s: shorten the prefix\'s last part by %d bytes or more'
                       % (len(os.fsencode(longest)), longest, name_max, folder,
                          len(os.fsencode(longest)) - name_max))
+    for path in prefix_files(solver_file.snapshot_prefix):
+        if not os.path.islink(path) and not os.path.isfile(path):      # (Caffe cannot write a snapshot there)
+            raise problem('%s is %s, where a snapshot of this prefix goes: move it away'
+                          % (path, 'a folder' if os.path.isdir(path) else 'not a regular file'))
     for path in glob.glob(glob.escape(solver_file.snapshot_prefix) + '_iter_*' + RANKS_SUFFIX):
         if not os.path.isfile(path):    # (a snapshot at its iteration would fail after the training)
             raise problem('%s is not a regular file, where a snapshot of this prefix writes how many ranks '

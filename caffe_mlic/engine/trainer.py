@@ -63,7 +63,7 @@ from caffe_mlic.engine.nets import DATA_LAYERS, data_layers, find_score_blob, sc
 from caffe_mlic.engine.snapshots import (SnapshotError, check_finite_snapshot, check_hdf5_snapshots, check_snapshot,
                                          name_list, net_non_finite_layers,
                                          check_snapshot_folder, check_snapshot_size, find_snapshots, learned_net_path,
-                                         lock_prefix, snapshot_bytes, take_snapshot)
+                                         lock_prefix, move_claim, snapshot_bytes, take_snapshot)
 from caffe_mlic.engine.solver_file import SolverFile
 from caffe_mlic.errors import InputError, MlicError, RunError, UsageError, os_error_text
 from caffe_mlic.evaluation.evaluator import EVALUATORS, for_data_layer, label_blob
@@ -414,9 +414,36 @@ class Trainer:
             command = ['mpirun', '-np', str(self.group.size)] + command
         return shlex.join(command)
 
+    def _follow_run_dir(self):
+        """The run folder where it is now. One renamed or moved while the run
+        trains is followed (its lock file, held open, moves with it), said
+        once: its logs are open files that went with it, and run.json,
+        curves.png and the claim on the snapshot prefix follow. RunError when
+        it was removed."""
+        lock = getattr(self, 'run_lock', None)
+        if lock is None:
+            return self.run_dir
+        with contextlib.suppress(OSError):
+            if os.path.samestat(os.stat(os.path.join(self.run_dir, LOCK_FILE)), os.fstat(lock.fileno())):
+                return self.run_dir
+        try:
+            where = os.readlink('/proc/self/fd/%d' % lock.fileno())
+        except OSError:
+            return self.run_dir
+        if where.endswith(' (deleted)') or not os.path.isabs(where):
+            raise RunError('the run folder %s was removed while this run trained (at iteration %d)'
+                           % (self.run_dir, self.solver.iter))
+        moved = os.path.dirname(where)
+        self.note('the run folder %s was moved to %s while this run trained: it goes on there'
+                  % (self.run_dir, moved))
+        move_claim(self.solver_file.snapshot_prefix, self.run_dir, moved)
+        self.run_dir = self.info['run_dir'] = moved
+        return moved
+
     def _write_run_json(self, **changes):
         if not self.leader:
             return
+        self._follow_run_dir()
         self.info.update(changes)
         logs.write_run_json(self.run_dir, self.info)
         self.run_json_written = True
@@ -433,7 +460,7 @@ class Trainer:
                            'diverged; lower base_lr%s' % (self.solver.iter, name_list(bad), self._resume_hint()))
         try:
             take_snapshot(self.solver, self.solver_file, self.snapshot_needed, ranks=self.group.size,
-                          run_dir=self.run_dir)
+                          run_dir=self._follow_run_dir())
         except RunError as e:
             raise RunError('%s%s' % (e, self._resume_hint())) from None
         self.last_snapshot = self.solver.iter
@@ -461,8 +488,8 @@ class Trainer:
             parts.insert(0, '%s %.2f %%' % (self.evaluator.key, record[key]))
             self.last_metric = record[key]
         self._say(bar, 'iteration %d: test %s' % (record['iteration'], ', '.join(parts) or 'done'))
-        plotting.draw_curves(self.log.records, os.path.join(self.run_dir, 'curves.png'),
-                          title=self.solver_file.stem)
+        plotting.draw_curves(self.log.records, os.path.join(self._follow_run_dir(), 'curves.png'),
+                             title=self.solver_file.stem)
 
     def _start(self):
         """Build the nets, load the weights or the state, open the logs and
@@ -674,7 +701,7 @@ class Trainer:
                 with contextlib.suppress(OSError):
                     os.rmdir(folder)
         try:
-            lock = lock_run_dir(self.run_dir)
+            lock = self.run_lock = lock_run_dir(self.run_dir)
         except BaseException:
             if created:
                 remove_made()
@@ -800,7 +827,7 @@ class Trainer:
                 unwritten.append(e)
             if self.leader:
                 try:
-                    plotting.draw_curves(self.log.records, os.path.join(self.run_dir, 'curves.png'),
+                    plotting.draw_curves(self.log.records, os.path.join(self._follow_run_dir(), 'curves.png'),
                                          title=sf.stem)
                 except OSError as e:
                     unwritten.append(e)

@@ -1298,6 +1298,24 @@ def test_a_project_folder_moved_as_a_whole_resumes_its_run(tiny, tmp_path):
     res = run(['train', 'pm.prototxt', '--run-dir', 'runs/b'], moved)
     assert res.returncode == 1 and 'snap_pm/w is the snapshot prefix of the run in %s' % (
         moved / 'runs' / 'a') in res.stderr, res.stderr
+    # Another project with the same relative names, its run moved away: the moved project's run,
+    # named from there (../proj2/runs/a), is not taken for that run's owner (pass 26 S1).
+    other = tmp_path / 'projV'
+    other.mkdir()
+    for name in ('nets', 'images', 'pm.prototxt'):
+        os.symlink(str(moved / name), str(other / name))
+    res = run(['train', 'pm.prototxt', '--run-dir', 'runs/v', '--set', 'max_iter=20', '--set', 'base_lr=0.003'],
+              other)
+    assert res.returncode == 0, res.stderr
+    os.rename(str(other / 'runs' / 'v'), str(tmp_path / 'v_archived'))
+    before = (other / 'snap_pm' / 'w_iter_20.caffemodel').read_bytes()
+    res = run(['train', 'pm.prototxt', '--run-dir', '../proj2/runs/a', '--set', 'max_iter=30', '--resume', 'auto'],
+              other)
+    assert res.returncode == 1 and 'which is not there any more' in res.stderr, res.stderr
+    assert (other / 'snap_pm' / 'w_iter_20.caffemodel').read_bytes() == before
+    res = run(['train', 'pm.prototxt', '--run-dir', '../v_archived', '--set', 'max_iter=25', '--resume', 'auto'],
+              other)
+    assert res.returncode == 0 and 'iteration 20' in res.stdout + res.stderr, res.stderr
 
 
 def test_lock_files_of_killed_runs_are_swept_and_held_ones_kept(tmp_path):
@@ -1315,3 +1333,110 @@ def test_lock_files_of_killed_runs_are_swept_and_held_ones_kept(tmp_path):
     finally:
         unlock_file(other)
         unlock_file(held)
+
+
+def test_a_link_made_at_a_snapshot_name_while_the_binary_trains_is_replaced(tiny):
+    """The binary's check of its snapshot names runs before it starts; a
+    link put at one of them while it trained was written through, into
+    another run's snapshot (pass 26 S2). Our Caffe makes each snapshot a
+    file of its own (tools/caffe-patches/0005)."""
+    solver(tiny, 'lrA', max_iter=5, snapshot=5)
+    assert run(['train', 'lrA.prototxt', '--run-dir', 'runs/lrA'], tiny).returncode == 0
+    source = tiny / 'snap_lrA'
+    before = {p.name: p.read_bytes() for p in source.glob('w_iter_5.*')}
+    solver(tiny, 'lrB', max_iter=300, snapshot=5)
+    proc = start(['caffe', 'train', '-solver', 'lrB.prototxt'], tiny, stdout=subprocess.DEVNULL,
+                 stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: (tiny / 'snap_lrB' / 'w_iter_5.solverstate').exists(), proc)
+        os.symlink(str(source / 'w_iter_5.caffemodel'), str(tiny / 'snap_lrB' / 'w_iter_300.caffemodel'))
+        os.link(str(source / 'w_iter_5.solverstate'), str(tiny / 'snap_lrB' / 'w_iter_300.solverstate'))
+        err = proc.communicate(timeout=300)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert {p.name: p.read_bytes() for p in source.glob('w_iter_5.*')} == before
+    for name in ('w_iter_300.caffemodel', 'w_iter_300.solverstate'):
+        path = tiny / 'snap_lrB' / name
+        assert not path.is_symlink() and path.stat().st_nlink == 1
+
+
+@pytest.mark.parametrize('command', ['train', 'caffe'])
+def test_a_folder_at_a_snapshot_name_is_refused_before_training(tiny, command):
+    """A folder named like a snapshot was called a link by the binary, and
+    `train` trained up to it, then failed naming the other file (pass 26
+    M1)."""
+    solver(tiny, 'fold', max_iter=10, snapshot=5)
+    (tiny / 'snap_fold' / 'w_iter_5.caffemodel').mkdir(parents=True, exist_ok=True)
+    args = (['train', 'fold.prototxt', '--run-dir', 'runs/fold'] if command == 'train'
+            else ['caffe', 'train', '-solver', 'fold.prototxt'])
+    res = run(args, tiny)
+    assert res.returncode == 1 and 'snap_fold/w_iter_5.caffemodel is a folder, where a snapshot of this prefix ' \
+        'goes: move it away' in res.stderr, res.stderr
+    assert not (tiny / 'runs' / 'fold').exists()
+
+
+def test_a_run_folder_renamed_while_it_trains_is_followed(tiny):
+    """`mv runs/mv1 runs/mv2` during a run stopped it at its next snapshot,
+    blamed on "the run that was in runs/mv1 before this one", and left it
+    split between two folders (pass 26 M3): the run goes on in the new
+    place, and says so."""
+    solver(tiny, 'mvr', max_iter=400, snapshot=5)
+    proc = start(['train', 'mvr.prototxt', '--run-dir', 'runs/mvr1'], tiny, stdout=subprocess.DEVNULL,
+                 stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: (tiny / 'snap_mvr' / 'w_iter_5.solverstate').exists(), proc)
+        os.rename(str(tiny / 'runs' / 'mvr1'), str(tiny / 'runs' / 'mvr2'))
+        err = proc.communicate(timeout=300)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert 'the run folder runs/mvr1 was moved to %s while this run trained: it goes on there' % (
+        tiny / 'runs' / 'mvr2') in err, err
+    assert not (tiny / 'runs' / 'mvr1').exists()
+    info = run_json(tiny / 'runs' / 'mvr2')
+    assert info['status'] == 'finished' and info['final_iteration'] == 400
+    assert info['run_dir'] == str(tiny / 'runs' / 'mvr2')
+    assert (tiny / 'snap_mvr' / '.w.run').read_text().strip() == '../runs/mvr2'
+    assert not (tiny / 'runs' / 'mvr2' / '.lock').exists()
+    assert train_rows(tiny / 'runs' / 'mvr2') == 400
+
+
+def test_a_run_folder_whose_name_ends_in_a_space_keeps_its_prefix(tiny):
+    """The claim was read back stripped: "runs/sp " became "runs/sp", and
+    the run was refused at its own second snapshot (pass 26 M4)."""
+    solver(tiny, 'sp', max_iter=10, snapshot=5)
+    res = run(['train', 'sp.prototxt', '--run-dir', 'runs/sp '], tiny)
+    assert res.returncode == 0, res.stderr
+    assert (tiny / 'snap_sp' / '.w.run').read_text() == '../runs/sp \n'
+    res = run(['train', 'sp.prototxt', '--run-dir', 'runs/sp'], tiny)
+    assert res.returncode == 1 and 'is the snapshot prefix of the run in %s' % (tiny / 'runs' / 'sp ') in res.stderr
+
+
+def test_a_lock_file_held_for_a_moment_by_a_sweep_is_not_taken_for_a_run(tmp_path):
+    """Another process's sweep_lock_files holds an unheld lock file for a
+    moment; a run starting then was told another run was writing its prefix
+    (pass 26 M2): lock_file tries again for a while first."""
+    import fcntl
+    import threading
+    from caffe_mlic.processes import lock_file, unlock_file
+    path = str(tmp_path / 'x.lock')
+    open(path, 'w').close()
+    fd = os.open(path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def sweep_ends():
+        time.sleep(0.05)
+        os.unlink(path)
+        os.close(fd)
+    sweeper = threading.Thread(target=sweep_ends)
+    sweeper.start()
+    held = lock_file(path, 'busy: %s')
+    sweeper.join()
+    assert open(path).read() == '%d\n' % os.getpid()
+    unlock_file(held)
+    assert not os.path.exists(path)
