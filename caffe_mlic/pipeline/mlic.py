@@ -19,6 +19,7 @@ stages of a seed run in a process of their own, as do the ablation rows
 and each study variant of a seed once the seed's stages they start from
 are done; ``run.jobs`` of them side by side.
 """
+import contextlib
 import os
 import re
 
@@ -136,6 +137,8 @@ def check(path, data):
             problems += _solver_set_problems(path, 'train.%s.set' % stage, fields, solver_type)
     tables = {k: data.get(k) if isinstance(data.get(k), dict) else {} for k in ('data', 'proposals', 'weights')}
     problems += _data_problems(path, tables['data'])
+    if not problems:
+        problems += _shared_images_problems(path, tables['data'])
     problems += _proposal_problems(path, tables['proposals'],
                                    any(tables['data'].get(split + '_list') for split in SPLITS))
     pretrained = tables['weights'].get('pretrained')
@@ -261,6 +264,67 @@ def _datalist_problems(path, key, datalist):
 
 
 COCO_CHECKED_BYTES = 64 << 20     # a bigger instances file is read by its datalist stage only
+
+
+def _split_images(data, split):
+    """({key: name} of the images of ``split`` as the config gives them, the
+    config key they come from), or (None, key) where they are not read here:
+    a datalist's and a COCO split's images by their file (device, inode: a
+    link is the same image), a VOC image set's by name (one JPEGImages)."""
+    import json
+    found = {}
+
+    def add_file(path):
+        with contextlib.suppress(OSError):
+            info = os.stat(path)
+            found.setdefault((info.st_dev, info.st_ino), path)
+    if data.get(split + '_list'):
+        with open(data[split + '_list'], 'rb') as f:
+            for line in f:
+                if line.split():
+                    add_file(os.fsdecode(line.split()[0]))
+        return found, 'data.%s_list' % split
+    if data.get('voc'):
+        with open(os.path.join(data['voc'], 'ImageSets', 'Main', data[split + '_set'] + '.txt'), 'rb') as f:
+            for line in f:
+                if line.split():
+                    name = os.fsdecode(line.split()[0])
+                    found.setdefault(name, name)
+        return found, 'data.%s_set' % split
+    coco = data.get(split + '_coco')
+    try:
+        if os.path.getsize(coco) > COCO_CHECKED_BYTES:
+            return None, 'data.%s_coco' % split
+        with open(coco, 'rb') as f:
+            images = json.load(f).get('images')
+    except (OSError, ValueError, RecursionError, AttributeError, TypeError):
+        return None, 'data.%s_coco' % split
+    for image in images if isinstance(images, list) else []:
+        if isinstance(image, dict) and isinstance(image.get('file_name'), str):
+            add_file(os.path.join(data[split + '_images'], image['file_name']))
+    return found, 'data.%s_coco' % split
+
+
+def _shared_images_problems(path, data):
+    """[Problem] for splits that share images: the test numbers would
+    measure memory, and val would choose thresholds on training images."""
+    from caffe_mlic.errors import Problem
+    problems, seen = [], {}
+    for split in SPLITS:
+        try:
+            images, key = _split_images(data, split)
+        except (OSError, TypeError):
+            continue            # (what is wrong with the file is said by the checks before)
+        if images is None:
+            continue
+        for other in [s for s in SPLITS[:SPLITS.index(split)] if s in seen]:
+            shared = sorted(images[k] for k in images.keys() & seen[other].keys())
+            if shared:
+                problems.append(Problem(path, None, key, '%d of its images are in the %s split too (%s): the '
+                                        'splits must not share images' % (len(shared), other,
+                                                                          ', '.join(shared[:3]))))
+        seen[split] = images
+    return problems
 
 
 def _coco_without_images(path):

@@ -20,7 +20,7 @@ def data(tmp_path):
     voc = tmp_path / 'voc'
     (voc / 'ImageSets' / 'Main').mkdir(parents=True)
     for split in ('train', 'val', 'test'):
-        (voc / 'ImageSets' / 'Main' / (split + '.txt')).write_text('a\n')
+        (voc / 'ImageSets' / 'Main' / (split + '.txt')).write_text('%s_a\n' % split)
     (tmp_path / 'props').mkdir()
     (tmp_path / 'w.caffemodel').write_bytes(b'x')
     return tmp_path
@@ -131,7 +131,7 @@ def test_the_shipped_demo_config_is_valid_once_its_data_exist(data, monkeypatch)
     for sub in ('data/voc/ImageSets/Main', 'data/proposals', 'pretrain'):
         (run / sub).mkdir(parents=True)
     for split in ('train', 'val', 'test'):
-        (run / 'data/voc/ImageSets/Main' / (split + '.txt')).write_text('a\n')
+        (run / 'data/voc/ImageSets/Main' / (split + '.txt')).write_text('%s_a\n' % split)
     (run / 'pretrain' / 'pretrain.caffemodel').write_bytes(b'x')
     monkeypatch.chdir(data)
     _, plan, stages = runner.load(os.path.join(CONFIG, 'demo_mlic.toml'))
@@ -139,14 +139,14 @@ def test_the_shipped_demo_config_is_valid_once_its_data_exist(data, monkeypatch)
     assert plan.config(1).teacher_size == 192 and plan.config(1).student_size == 64
 
 
-def _coco_split(tmp_path, images):
+def _coco_split(tmp_path, images, name='instances.json'):
     """A COCO instances file of ``images`` (two classes)."""
     import json
     data = dict(images=[dict(id=i, file_name=name, width=96, height=72) for i, name in enumerate(images)],
                 categories=[dict(id=1, name='box'), dict(id=2, name='disc')],
                 annotations=[dict(id=i, image_id=i, category_id=1 + i % 2, bbox=[10, 10, 40, 30], iscrowd=0)
                              for i in range(len(images))])
-    path = tmp_path / 'instances.json'
+    path = tmp_path / name
     path.write_text(json.dumps(data))
     return path
 
@@ -169,9 +169,10 @@ def test_coco_data_with_proposals_computed_here_stage_by_stage(tmp_path, capsys)
         image = np.clip(image + rng.integers(0, 20, image.shape), 0, 255).astype(np.uint8)
         names.append('im%d.jpg' % i)
         cv2.imwrite(str(folder / names[-1]), image)
-    coco = _coco_split(tmp_path, names)
+    coco = {'train': _coco_split(tmp_path, names[:2], 'train.json'),
+            'val': _coco_split(tmp_path, names[2:3], 'val.json'), 'test': _coco_split(tmp_path, names[3:], 'test.json')}
     (tmp_path / 'w.caffemodel').write_bytes(b'x')
-    splits = ''.join('%s_coco = "%s"\n%s_images = "%s"\n' % (s, coco, s, folder) for s in ('train', 'val', 'test'))
+    splits = ''.join('%s_coco = "%s"\n%s_images = "%s"\n' % (s, coco[s], s, folder) for s in ('train', 'val', 'test'))
     path = tmp_path / 'coco.toml'
     path.write_text('[run]\nsystem = "mlic"\nfolder = "%s"\n[data]\n%s[proposals]\ncompute = true\nmax_boxes = 20\n'
                     'min_size = 5\n[weights]\npretrained = "%s"\n[net]\nnum_classes = 2\nbbox_num = 20\n'
@@ -213,7 +214,7 @@ def test_the_shipped_paper_configs_check_clean_on_trees_of_their_layouts(tmp_pat
     for folder in ('Annotations', 'JPEGImages', 'ImageSets/Main'):
         (voc / folder).mkdir(parents=True)
     for split in ('train', 'val', 'test'):
-        (voc / 'ImageSets' / 'Main' / (split + '.txt')).write_text('000005\n')
+        (voc / 'ImageSets' / 'Main' / (split + '.txt')).write_text('00000%d\n' % len(split))
     (tmp_path / 'models').mkdir()
     (tmp_path / 'models' / 'VGG_ILSVRC_16_layers.caffemodel').write_bytes(b'')
     coco = tmp_path / 'data' / 'coco'
@@ -241,9 +242,9 @@ def test_a_gpu_on_a_cpu_build_is_refused_before_anything_runs(data):
 
 def test_datalists_given_as_they_are_are_copied_where_the_report_reads_them(tmp_path, capsys):
     from caffe_mlic import cli
-    image = tmp_path / 'a.jpg'
-    image.write_bytes(b'x')
     for split in ('train', 'val', 'test'):
+        image = tmp_path / (split + '.jpg')
+        image.write_bytes(b'x')
         (tmp_path / (split + '.txt')).write_text('%s 1 0 0 0 9 9 1.0\n' % image)
         (tmp_path / (split + '.classes.txt')).write_text('box\ndisc\n')
         (tmp_path / (split + '.gt.json')).write_text('{}')
@@ -336,3 +337,54 @@ def test_a_coco_split_with_no_image_is_named_by_its_key(tmp_path):
                     'pretrained = "%s"\n' % (tmp_path / 'run', splits, tmp_path / 'w.caffemodel'))
     found = problems_of(str(path))
     assert 'data.val_coco: %s lists no image' % (tmp_path / 'empty.json') in found and 'train_coco' not in found
+
+
+def _form_config(tmp_path, data_lines):
+    """A config of the data table ``data_lines`` (datalists or COCO splits)."""
+    (tmp_path / 'w.caffemodel').write_bytes(b'x')
+    path = tmp_path / 'form.toml'
+    path.write_text('[run]\nsystem = "mlic"\nfolder = "%s"\n[data]\n%s[proposals]\nfolder = "%s"\n[weights]\n'
+                    'pretrained = "%s"\n[net]\nnum_classes = 2\nbbox_num = 1\nbackbone = "mini"\n'
+                    % (tmp_path / 'run', data_lines, tmp_path, tmp_path / 'w.caffemodel'))
+    return str(path)
+
+
+def test_splits_that_share_images_are_refused_in_every_form(data, tmp_path):
+    """The test numbers would measure memory, and val would fit thresholds
+    on training images: a VOC set, a datalist or a COCO split sharing an
+    image with an earlier split is named by its key (a link to an image is
+    the same image)."""
+    (data / 'voc' / 'ImageSets' / 'Main' / 'test.txt').write_text('test_a\ntrain_a\n')
+    found = problems_of(config(data))
+    assert 'data.test_set: 1 of its images are in the train split too (train_a): the splits must not share ' \
+        'images' in found, found
+    lists = tmp_path / 'lists'
+    lists.mkdir()
+    for split in ('train', 'val', 'test'):
+        (lists / (split + '.jpg')).write_bytes(b'x')
+        (lists / (split + '.txt')).write_text('%s 1 0 0 0 9 9 1.0\n' % (lists / (split + '.jpg')))
+        (lists / (split + '.classes.txt')).write_text('box\ndisc\n')
+        (lists / (split + '.gt.json')).write_text('{}')
+    os.symlink(str(lists / 'train.jpg'), str(lists / 'linked.jpg'))
+    (lists / 'val.txt').write_text('%s 1 0 0 0 9 9 1.0\n%s 1 0 0 0 9 9 1.0\n' % (lists / 'val.jpg',
+                                                                               lists / 'linked.jpg'))
+    path = _form_config(lists, ''.join('%s_list = "%s"\n' % (s, lists / (s + '.txt'))
+                                       for s in ('train', 'val', 'test')))
+    found = problems_of(path)
+    assert 'data.val_list: 1 of its images are in the train split too (%s)' % (lists / 'linked.jpg') in found, found
+    (lists / 'val.txt').write_text('%s 1 0 0 0 9 9 1.0\n' % (lists / 'val.jpg'))
+    assert runner.load(path)[1].given_lists
+    coco = tmp_path / 'coco'
+    coco.mkdir()
+    for split, names in (('train', ['a.jpg', 'b.jpg']), ('val', ['c.jpg']), ('test', ['d.jpg'])):
+        (coco / split).mkdir()
+        for name in names:
+            (coco / split / name).write_bytes(b'x')
+        _coco_split(coco, names, split + '.json')
+    path = _form_config(coco, ''.join('%s_coco = "%s"\n%s_images = "%s"\n' % (s, coco / (s + '.json'), s, coco / s)
+                                      for s in ('train', 'val', 'test')))
+    runner.load(path)
+    (coco / 'test' / 'd.jpg').unlink()
+    os.link(str(coco / 'train' / 'b.jpg'), str(coco / 'test' / 'd.jpg'))      # (the same file by another name)
+    found = problems_of(path)
+    assert 'data.test_coco: 1 of its images are in the train split too (%s)' % (coco / 'test' / 'd.jpg') in found
