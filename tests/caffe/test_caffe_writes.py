@@ -38,6 +38,13 @@ def test_saved_weights_replace_a_link_and_keep_what_it_linked_to(net, tmp_path, 
     assert alone.stat().st_ino == inode and alone.stat().st_size == (tmp_path / ('sym.' + ext)).stat().st_size
     save('/dev/null')
     assert stat.S_ISCHR(os.stat('/dev/null').st_mode)
+    # a link that cannot be removed is written through, as before: /proc/self/fd/N (a memory file)
+    fd = os.memfd_create('weights')
+    try:
+        save('/proc/self/fd/%d' % fd)
+        assert os.fstat(fd).st_size == alone.stat().st_size
+    finally:
+        os.close(fd)
 
 
 @pytest.mark.parametrize('snapshot_format', ['BINARYPROTO', 'HDF5'])
