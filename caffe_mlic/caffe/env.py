@@ -245,6 +245,26 @@ def build_kind(root=None):
     return None
 
 
+# The function tools/caffe-patches/0005 adds (C++ name): a build with it never writes a
+# snapshot or saved weights through a link.
+_OPEN_FOR_WRITING = b'_ZN5caffe14OpenForWritingEPKc'
+
+
+def writes_replace_links(root=None):
+    """Whether the Caffe at ``root`` replaces a link at a snapshot's name
+    instead of writing through it (our patch 0005; a user's own build does
+    not)."""
+    try:
+        libdir = caffe_libdir(root)
+    except CaffeNotFound:
+        return False
+    for path in sorted(glob.glob(os.path.join(libdir, 'libcaffe*.so*'))):
+        if os.path.isfile(path) and os.path.getsize(path):
+            with open(path, 'rb') as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                return m.find(_OPEN_FOR_WRITING) >= 0
+    return False
+
+
 # The cuDNN convolution's workspace bound a layer, in MB (tools/caffe-patches/gpu/0005-cudnn8.patch).
 CUDNN_WORKSPACE_ENV = 'CAFFE_MLIC_CUDNN_WORKSPACE_MB'
 

@@ -160,7 +160,7 @@ def _run_argv(argv, signals):
     if first == 'train' and state:
         env[caffe_env.START_BATCH_ENV] = str(_resume_batch(state, solver, argv))
         _refuse_finished_state(state, solver, argv)
-    if first == 'train':
+    if first == 'train' and not caffe_env.writes_replace_links():     # (ours replace them: patch 0005)
         _refuse_linked_snapshots(solver, state, argv)
     binary = caffe_env.caffe_binary()
     signals.check()

@@ -385,15 +385,36 @@ def _recorded_paths(record, path, run_dir=None):
     return places
 
 
+def file_identity(path):
+    """[size, mtime in ns] of the file at ``path``, or None: what tells a
+    run's snapshot from another run's of the same name (kept by a move, a
+    rename, cp -a or rsync -a)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return [info.st_size, info.st_mtime_ns]
+
+
 def wrote_snapshots(run_dir, prefix):
     """Whether the run in ``run_dir`` (its run.json and the records of its
     earlier sessions) wrote or resumed from a snapshot of ``prefix`` still
-    there (its caffemodel or its state): the same run, wherever its folder
-    is now."""
+    there: the same run, wherever its folder is now. The state it recorded
+    must be that file (its size and mtime, where run.json records them:
+    another run with the same prefix and schedule writes the same names);
+    a record without them (an older version's) goes by the name (the
+    caffemodel or the state)."""
     mine = {os.path.realpath(snapshot_stem(p)) for p in prefix_files(prefix)}
-    return any(isinstance(r.get(key), str) and
-               any(snapshot_stem(p) in mine for p in _recorded_paths(r, r[key], run_dir))
-               for r in _run_records(run_dir) for key in ('last_snapshot', 'resumed_from'))
+
+    def names_one(record, key):
+        if not isinstance(record.get(key), str):
+            return False
+        identity = record.get(key + '_id')
+        for path in _recorded_paths(record, record[key], run_dir):
+            if snapshot_stem(path) in mine and (identity is None or file_identity(path) == identity):
+                return True
+        return False
+    return any(names_one(r, key) for r in _run_records(run_dir) for key in ('last_snapshot', 'resumed_from'))
 
 
 def uses_prefix(run_dir, prefix):

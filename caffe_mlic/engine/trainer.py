@@ -63,7 +63,7 @@ from caffe_mlic.engine.nets import DATA_LAYERS, data_layers, find_score_blob, sc
 from caffe_mlic.engine.snapshots import (SnapshotError, check_finite_snapshot, check_hdf5_snapshots, check_snapshot,
                                          name_list, net_non_finite_layers,
                                          check_snapshot_folder, check_snapshot_size, find_snapshots, learned_net_path,
-                                         lock_prefix, move_claim, snapshot_bytes, take_snapshot)
+                                         file_identity, lock_prefix, move_claim, snapshot_bytes, take_snapshot)
 from caffe_mlic.engine.solver_file import SolverFile
 from caffe_mlic.errors import InputError, MlicError, RunError, UsageError, os_error_text
 from caffe_mlic.evaluation.evaluator import EVALUATORS, for_data_layer, label_blob
@@ -305,9 +305,11 @@ class Trainer:
             check_finite_snapshot(self.resume, model)
             return self.resume
         candidates = find_snapshots(sf.snapshot_prefix)
-        began = self._chain_began()
+        prior = self._prior_snapshots()
+        began = self._chain_began() if prior is None else None
         for _, path in candidates:
-            if began is not None and os.path.getmtime(path) < began - 2:
+            if (file_identity(path) in prior if prior is not None else
+                    began is not None and os.path.getmtime(path) < began - 2):
                 # the prefix is shared with an earlier run that this run folder started over from
                 self.note('skipping %s: written before this run folder\'s run began: another run\'s '
                           'snapshot' % path)
@@ -338,6 +340,19 @@ class Trainer:
                                  self.group.size,
                                  'it without mpirun' if before == 1 else 'it under mpirun -np %d' % before),
                              'resume')
+
+    def _prior_snapshots(self):
+        """The states of other runs the prefix held when the run in this run
+        folder began ([size, mtime_ns] each), or None where its run.json does
+        not record them (an older version's: _chain_began decides)."""
+        info = logs.read_run_json(self.run_dir)
+        if not isinstance(info, dict):
+            return None
+        records = [r for r in [info] + list(info.get('previous') or []) if isinstance(r, dict)]
+        found = [r['prior_snapshots'] for r in records if isinstance(r.get('prior_snapshots'), list)]
+        if not found:
+            return None
+        return [i for listed in found for i in listed]
 
     def _chain_began(self):
         """When the run this run folder holds began (its first start, through
@@ -431,14 +446,27 @@ class Trainer:
         except OSError:
             return self.run_dir
         if where.endswith(' (deleted)') or not os.path.isabs(where):
-            raise RunError('the run folder %s was removed while this run trained (at iteration %d)'
-                           % (self.run_dir, self.solver.iter))
+            if os.path.isdir(self.run_dir):     # (its lock file removed, the folder still there)
+                return self.run_dir
+            solver = getattr(self, 'solver', None)
+            raise RunError('the run folder %s was removed while this run trained%s'
+                           % (self.run_dir, ' (at iteration %d)' % solver.iter if solver is not None else ''))
         moved = os.path.dirname(where)
         self.note('the run folder %s was moved to %s while this run trained: it goes on there'
                   % (self.run_dir, moved))
         move_claim(self.solver_file.snapshot_prefix, self.run_dir, moved)
         self.run_dir = self.info['run_dir'] = moved
         return moved
+
+    def _draw_curves(self):
+        """curves.png in the run folder, where it is now (once more after a
+        failure: the folder renamed while it was drawn)."""
+        try:
+            plotting.draw_curves(self.log.records, os.path.join(self._follow_run_dir(), 'curves.png'),
+                                 title=self.solver_file.stem)
+        except OSError:
+            plotting.draw_curves(self.log.records, os.path.join(self._follow_run_dir(), 'curves.png'),
+                                 title=self.solver_file.stem)
 
     def _write_run_json(self, **changes):
         if not self.leader:
@@ -459,11 +487,14 @@ class Trainer:
             raise RunError('the weights are NaN or infinite at iteration %d (layers %s): training '
                            'diverged; lower base_lr%s' % (self.solver.iter, name_list(bad), self._resume_hint()))
         try:
-            take_snapshot(self.solver, self.solver_file, self.snapshot_needed, ranks=self.group.size,
-                          run_dir=self._follow_run_dir())
+            state = take_snapshot(self.solver, self.solver_file, self.snapshot_needed, ranks=self.group.size,
+                                  run_dir=self._follow_run_dir())
         except RunError as e:
             raise RunError('%s%s' % (e, self._resume_hint())) from None
         self.last_snapshot = self.solver.iter
+        # run.json names it at once (a run killed later is known by it: wrote_snapshots)
+        with contextlib.suppress(OSError):
+            self._write_run_json(last_snapshot=state, last_snapshot_id=file_identity(state))
 
     def _say(self, bar, line):
         """A line on stdout; a closed stdout (the reader went away) stops the
@@ -488,8 +519,7 @@ class Trainer:
             parts.insert(0, '%s %.2f %%' % (self.evaluator.key, record[key]))
             self.last_metric = record[key]
         self._say(bar, 'iteration %d: test %s' % (record['iteration'], ', '.join(parts) or 'done'))
-        plotting.draw_curves(self.log.records, os.path.join(self._follow_run_dir(), 'curves.png'),
-                             title=self.solver_file.stem)
+        self._draw_curves()
 
     def _start(self):
         """Build the nets, load the weights or the state, open the logs and
@@ -553,6 +583,7 @@ class Trainer:
             self.recent_losses = deque(maxlen=max(1, sf.param.average_loss))
             return state
 
+        run_dir = self._follow_run_dir()       # (renamed as it was made: the logs go where it is)
         if sf.overrides:   # the solver as run: the file with the --set fields
             prototxt.write(os.path.join(run_dir, 'solver.prototxt'), sf.param,
                            header='# %s with %s\n' % (sf.path, ' '.join('--set ' + o for o in sf.overrides)))
@@ -577,7 +608,7 @@ class Trainer:
             run_dir=os.path.abspath(run_dir), cwd=os.getcwd(), versions=logs.versions(), seed=self.seed,
             data_seed=prototxt.python_params(train_data[0]).get('seed', 0) if train_data else None,
             weights=[os.path.abspath(w) for w in self.weights] if state is None else [],
-            resumed_from=state,
+            resumed_from=state, resumed_from_id=file_identity(state) if state is not None else None,
             snapshot_prefix=sf.snapshot_prefix, max_iter=sf.param.max_iter,
             test=dict(score_blob=self.test[2], label_blob=self.test[1],
                       images=len(self.test_data.datalist)) if self.test else None,
@@ -586,6 +617,9 @@ class Trainer:
             ranks=self.group.size, hosts=sorted(set(getattr(self.group, 'hosts', [self.group.host]))))
         if previous:
             self.info['previous'] = previous.pop('previous', []) + [previous]
+        else:       # a run started (over) here: the prefix's states of other runs, never resumed (_choose_state)
+            self.info['prior_snapshots'] = [i for i in (file_identity(p) for _, p in
+                                                        find_snapshots(sf.snapshot_prefix)) if i is not None]
         self._write_run_json()
         return state
 
@@ -827,18 +861,17 @@ class Trainer:
                 unwritten.append(e)
             if self.leader:
                 try:
-                    plotting.draw_curves(self.log.records, os.path.join(self._follow_run_dir(), 'curves.png'),
-                                         title=sf.stem)
+                    self._draw_curves()
                 except OSError as e:
                     unwritten.append(e)
             if getattr(self, 'sync', None) is not None:     # (what averaging the gradients cost rank 0: `make bench`)
                 self.info['reduction'] = dict(iterations=self.sync.reductions, seconds=self.sync.reduce_seconds,
                                               megabytes=self.sync.gradient_bytes / 1e6)
+            last = sf.snapshot_paths(self.last_snapshot)[1] if self.last_snapshot is not None else None
             try:
                 self._write_run_json(end_time=logs.now(), final_iteration=self.solver.iter, status=status,
-                                     error=error, resumed_from=state, last_snapshot=(
-                                         sf.snapshot_paths(self.last_snapshot)[1]
-                                         if self.last_snapshot is not None else None))
+                                     error=error, resumed_from=state, last_snapshot=last,
+                                     last_snapshot_id=file_identity(last) if last is not None else None)
             except OSError as e:
                 unwritten.append(e)
             self._close_layers()

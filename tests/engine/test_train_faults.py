@@ -1213,18 +1213,28 @@ def test_snapshot_names_that_link_into_another_prefix_are_never_written_through(
     for path in (tiny / 'snap_lnB').glob('w_iter_5.*'):
         assert not path.is_symlink() and path.stat().st_nlink == 1, path
     assert (tiny / 'snap_lnB' / 'w_iter_5.caffemodel').read_bytes() != before['w_iter_5.caffemodel']
+    # The binary: our Caffe replaces such names too (patch 0005); a Caffe without that patch (a user's
+    # own CAFFE_ROOT) would write through them, so there they are refused before it starts.
+    from caffe_mlic.commands import caffe as caffe_command
+    from caffe_mlic.errors import InputError
     _link_snapshots_of(source, tiny / 'snap_lnC')
     solver(tiny, 'lnC', max_iter=5, snapshot=5)
+    cwd = os.getcwd()
+    os.chdir(str(tiny))
+    try:
+        with pytest.raises(InputError, match=re.escape(
+                'snap_lnC/w_iter_5.caffemodel, snap_lnC/w_iter_5.solverstate are links (a symlink, or a file with '
+                'another hard link) where this training writes a snapshot')):
+            caffe_command._refuse_linked_snapshots('lnC.prototxt', None)
+        solver(tiny, 'lnC4', max_iter=4, snapshot=2, snapshot_prefix='snap_lnC/w')
+        caffe_command._refuse_linked_snapshots('lnC4.prototxt', None)    # (links past max_iter: left alone)
+    finally:
+        os.chdir(cwd)
     res = run(['caffe', 'train', '-solver', 'lnC.prototxt'], tiny)
-    assert res.returncode == 1, res.stderr
-    assert ('snap_lnC/w_iter_5.caffemodel, snap_lnC/w_iter_5.solverstate are links (a symlink, or a file with '
-            'another hard link) where this training writes a snapshot') in res.stderr, res.stderr
+    assert res.returncode == 0, res.stderr
     assert {p.name: p.read_bytes() for p in source.glob('w_iter_*')} == before
-    # links at iterations the run does not reach are left alone
-    solver(tiny, 'lnC', max_iter=4, snapshot=2)
-    assert run(['caffe', 'train', '-solver', 'lnC.prototxt'], tiny).returncode == 0
-    assert (tiny / 'snap_lnC' / 'w_iter_5.solverstate').is_symlink()
-    assert {p.name: p.read_bytes() for p in source.glob('w_iter_*')} == before
+    for path in (tiny / 'snap_lnC').glob('w_iter_5.*'):
+        assert not path.is_symlink() and path.stat().st_nlink == 1, path
 
 
 def test_a_bind_mount_of_a_snapshot_folder_shares_its_lock(tmp_path):
@@ -1440,3 +1450,43 @@ def test_a_lock_file_held_for_a_moment_by_a_sweep_is_not_taken_for_a_run(tmp_pat
     assert open(path).read() == '%d\n' % os.getpid()
     unlock_file(held)
     assert not os.path.exists(path)
+
+
+def test_resume_auto_never_takes_the_newer_state_of_the_run_this_folder_started_over_from(tiny):
+    """A run folder started over within 2 s of its older run's last state
+    (Ctrl-C, up-arrow, Enter): --resume auto went on from that run's newer
+    iteration (pass 27 S1). The states the prefix held when the run began
+    are recorded (size and mtime) and passed over, whatever the clocks."""
+    solver(tiny, 'so', max_iter=10, snapshot=5)
+    assert run(['train', 'so.prototxt', '--run-dir', 'runs/so'], tiny).returncode == 0
+    older = tiny / 'snap_so' / 'w_iter_10.solverstate'
+    soon = time.time() + 30         # (as if written just before the next run began, on any clock)
+    os.utime(str(older), (soon, soon))
+    assert run(['train', 'so.prototxt', '--run-dir', 'runs/so', '--set', 'max_iter=7'], tiny).returncode == 0
+    assert snapshots.file_identity(str(older)) in run_json(tiny / 'runs' / 'so')['prior_snapshots']
+    res = run(['train', 'so.prototxt', '--run-dir', 'runs/so', '--set', 'max_iter=12', '--resume', 'auto'], tiny)
+    assert res.returncode == 0, res.stderr
+    assert 'resuming from snap_so/w_iter_7.solverstate at iteration 7' in res.stdout + res.stderr, res.stderr
+    assert 'skipping snap_so/w_iter_10.solverstate' in res.stdout + res.stderr
+
+
+def test_a_run_whose_snapshots_were_removed_never_takes_another_runs_of_the_same_names(tiny):
+    """a's snapshots removed, b trains with the same prefix and schedule and
+    is archived: a's --resume auto went on from b's state, named like its
+    own (pass 27 S2). run.json records each state's size and mtime."""
+    solver(tiny, 'idn', max_iter=10, snapshot=5)
+    assert run(['train', 'idn.prototxt', '--run-dir', 'runs/idnA'], tiny).returncode == 0
+    shutil.rmtree(str(tiny / 'snap_idn'))
+    res = run(['train', 'idn.prototxt', '--run-dir', 'runs/idnB', '--set', 'max_iter=15', '--set', 'base_lr=0.003'],
+              tiny)
+    assert res.returncode == 0, res.stderr
+    info = run_json(tiny / 'runs' / 'idnB')
+    assert info['last_snapshot_id'] == snapshots.file_identity(str(tiny / 'snap_idn' / 'w_iter_15.solverstate'))
+    os.rename(str(tiny / 'runs' / 'idnB'), str(tiny / 'idnB_archived'))
+    before = (tiny / 'snap_idn' / 'w_iter_15.caffemodel').read_bytes()
+    res = run(['train', 'idn.prototxt', '--run-dir', 'runs/idnA', '--set', 'max_iter=20', '--resume', 'auto'], tiny)
+    assert res.returncode == 1 and 'which is not there any more' in res.stderr, res.stderr
+    assert (tiny / 'snap_idn' / 'w_iter_15.caffemodel').read_bytes() == before
+    res = run(['train', 'idn.prototxt', '--run-dir', 'idnB_archived', '--set', 'max_iter=20', '--resume', 'auto'],
+              tiny)
+    assert res.returncode == 0 and 'iteration 15' in res.stdout + res.stderr, res.stderr
