@@ -377,11 +377,16 @@ def _recorded_paths(record, path, run_dir=None):
     whole, its command run again in the new place; not a run folder of
     another project that happens to use the same relative names)."""
     cwd = record.get('cwd') if isinstance(record.get('cwd'), str) else None
-    places = {os.path.realpath(os.path.join(cwd, path) if cwd else path)}
+    meant = os.path.normpath(os.path.join(cwd, path) if cwd else os.path.abspath(path))
+    places = {os.path.realpath(meant)}
     then = record.get('run_dir') if isinstance(record.get('run_dir'), str) else None
     if (not os.path.isabs(path) and cwd and then and run_dir is not None
             and os.path.relpath(then, cwd) == os.path.relpath(os.path.abspath(run_dir), os.getcwd())):
         places.add(os.path.realpath(path))
+    if then and run_dir is not None and os.path.isabs(then):
+        inside = os.path.relpath(meant, os.path.normpath(then))
+        if inside != '.' and not inside.startswith('..'):   # (inside the run folder: moved with it)
+            places.add(os.path.realpath(os.path.join(run_dir, inside)))
     return places
 
 

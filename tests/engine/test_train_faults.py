@@ -1490,3 +1490,17 @@ def test_a_run_whose_snapshots_were_removed_never_takes_another_runs_of_the_same
     res = run(['train', 'idn.prototxt', '--run-dir', 'idnB_archived', '--set', 'max_iter=20', '--resume', 'auto'],
               tiny)
     assert res.returncode == 0 and 'iteration 15' in res.stdout + res.stderr, res.stderr
+
+
+def test_a_renamed_run_folder_holding_its_snapshots_resumes(tiny):
+    """Snapshots inside the run folder (runs/j1/snap/w): renamed to runs/j2,
+    the run.json's paths named runs/j1, and the run could not be resumed,
+    even from an explicit state (pass 27 M4)."""
+    solver(tiny, 'inner', max_iter=10, snapshot=5)
+    res = run(['train', 'inner.prototxt', '--run-dir', 'runs/j1', '--set', 'snapshot_prefix=runs/j1/snap/w'], tiny)
+    assert res.returncode == 0, res.stderr
+    os.rename(str(tiny / 'runs' / 'j1'), str(tiny / 'runs' / 'j2'))
+    res = run(['train', 'inner.prototxt', '--run-dir', 'runs/j2', '--set', 'snapshot_prefix=runs/j2/snap/w',
+               '--set', 'max_iter=15', '--resume', 'auto'], tiny)
+    assert res.returncode == 0 and 'iteration 10' in res.stdout + res.stderr, res.stderr
+    assert (tiny / 'runs' / 'j2' / 'snap' / 'w_iter_15.caffemodel').exists()
