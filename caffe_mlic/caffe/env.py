@@ -234,6 +234,13 @@ def build_kind(root=None):
     if os.path.isfile(config):
         with open(config) as f:
             return CPU if _CPU_ONLY_LINE.search(f.read()) else GPU
+    needs_cudart = _libcaffe_holds(b'libcudart.so', root)
+    return None if needs_cudart is None else GPU if needs_cudart else CPU
+
+
+def _libcaffe_holds(text, root=None):
+    """Whether the libcaffe of the Caffe at ``root`` holds the bytes
+    ``text`` (a library it needs, a symbol); None without one."""
     try:
         libdir = caffe_libdir(root)
     except CaffeNotFound:
@@ -241,7 +248,7 @@ def build_kind(root=None):
     for path in sorted(glob.glob(os.path.join(libdir, 'libcaffe*.so*'))):
         if os.path.isfile(path) and os.path.getsize(path):
             with open(path, 'rb') as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-                return GPU if m.find(b'libcudart.so') >= 0 else CPU
+                return m.find(text) >= 0
     return None
 
 
@@ -254,15 +261,7 @@ def writes_replace_links(root=None):
     """Whether the Caffe at ``root`` replaces a link at a snapshot's name
     instead of writing through it (our patch 0005; a user's own build does
     not)."""
-    try:
-        libdir = caffe_libdir(root)
-    except CaffeNotFound:
-        return False
-    for path in sorted(glob.glob(os.path.join(libdir, 'libcaffe*.so*'))):
-        if os.path.isfile(path) and os.path.getsize(path):
-            with open(path, 'rb') as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-                return m.find(_OPEN_FOR_WRITING) >= 0
-    return False
+    return bool(_libcaffe_holds(_OPEN_FOR_WRITING, root))
 
 
 # The cuDNN convolution's workspace bound a layer, in MB (tools/caffe-patches/gpu/0005-cudnn8.patch).

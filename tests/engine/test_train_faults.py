@@ -1318,14 +1318,7 @@ def test_a_project_folder_moved_as_a_whole_resumes_its_run(tiny, tmp_path):
               other)
     assert res.returncode == 0, res.stderr
     os.rename(str(other / 'runs' / 'v'), str(tmp_path / 'v_archived'))
-    before = (other / 'snap_pm' / 'w_iter_20.caffemodel').read_bytes()
-    res = run(['train', 'pm.prototxt', '--run-dir', '../proj2/runs/a', '--set', 'max_iter=30', '--resume', 'auto'],
-              other)
-    assert res.returncode == 1 and 'which is not there any more' in res.stderr, res.stderr
-    assert (other / 'snap_pm' / 'w_iter_20.caffemodel').read_bytes() == before
-    res = run(['train', 'pm.prototxt', '--run-dir', '../v_archived', '--set', 'max_iter=25', '--resume', 'auto'],
-              other)
-    assert res.returncode == 0 and 'iteration 20' in res.stdout + res.stderr, res.stderr
+    _refused_a_gone_runs_prefix_that_resumes(other, 'pm', 'snap_pm', 20, '../proj2/runs/a', '../v_archived')
 
 
 def test_lock_files_of_killed_runs_are_swept_and_held_ones_kept(tmp_path):
@@ -1483,13 +1476,22 @@ def test_a_run_whose_snapshots_were_removed_never_takes_another_runs_of_the_same
     info = run_json(tiny / 'runs' / 'idnB')
     assert info['last_snapshot_id'] == snapshots.file_identity(str(tiny / 'snap_idn' / 'w_iter_15.solverstate'))
     os.rename(str(tiny / 'runs' / 'idnB'), str(tiny / 'idnB_archived'))
-    before = (tiny / 'snap_idn' / 'w_iter_15.caffemodel').read_bytes()
-    res = run(['train', 'idn.prototxt', '--run-dir', 'runs/idnA', '--set', 'max_iter=20', '--resume', 'auto'], tiny)
+    _refused_a_gone_runs_prefix_that_resumes(tiny, 'idn', 'snap_idn', 15, 'runs/idnA', 'idnB_archived')
+
+
+def _refused_a_gone_runs_prefix_that_resumes(cwd, name, folder, iteration, claimant, owner):
+    """``claimant`` (a run folder) is refused the snapshots of the run now in
+    ``owner`` (moved away), which leaves them whole, and ``owner`` resumes
+    them at ``iteration``."""
+    last = cwd / folder / ('w_iter_%d.caffemodel' % iteration)
+    before = last.read_bytes()
+    res = run(['train', name + '.prototxt', '--run-dir', claimant, '--set', 'max_iter=%d' % (iteration + 10),
+               '--resume', 'auto'], cwd)
     assert res.returncode == 1 and 'which is not there any more' in res.stderr, res.stderr
-    assert (tiny / 'snap_idn' / 'w_iter_15.caffemodel').read_bytes() == before
-    res = run(['train', 'idn.prototxt', '--run-dir', 'idnB_archived', '--set', 'max_iter=20', '--resume', 'auto'],
-              tiny)
-    assert res.returncode == 0 and 'iteration 15' in res.stdout + res.stderr, res.stderr
+    assert last.read_bytes() == before
+    res = run(['train', name + '.prototxt', '--run-dir', owner, '--set', 'max_iter=%d' % (iteration + 5),
+               '--resume', 'auto'], cwd)
+    assert res.returncode == 0 and 'iteration %d' % iteration in res.stdout + res.stderr, res.stderr
 
 
 def test_a_renamed_run_folder_holding_its_snapshots_resumes(tiny):
