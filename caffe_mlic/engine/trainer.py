@@ -451,6 +451,11 @@ class Trainer:
             solver = getattr(self, 'solver', None)
             raise RunError('the run folder %s was removed while this run trained%s'
                            % (self.run_dir, ' (at iteration %d)' % solver.iter if solver is not None else ''))
+        try:        # (a path the kernel gives for a detached mount leads elsewhere: not followed)
+            if not os.path.samestat(os.stat(where), os.fstat(lock.fileno())):
+                return self.run_dir
+        except OSError:
+            return self.run_dir
         moved = os.path.dirname(where)
         self.note('the run folder %s was moved to %s while this run trained: it goes on there'
                   % (self.run_dir, moved))
