@@ -1386,7 +1386,7 @@ def test_a_run_folder_renamed_while_it_trains_is_followed(tiny):
     blamed on "the run that was in runs/mv1 before this one", and left it
     split between two folders (pass 26 M3): the run goes on in the new
     place, and says so."""
-    solver(tiny, 'mvr', max_iter=400, snapshot=5)
+    solver(tiny, 'mvr', max_iter=80, snapshot=5)
     proc = start(['train', 'mvr.prototxt', '--run-dir', 'runs/mvr1'], tiny, stdout=subprocess.DEVNULL,
                  stderr=subprocess.PIPE)
     try:
@@ -1402,11 +1402,11 @@ def test_a_run_folder_renamed_while_it_trains_is_followed(tiny):
         tiny / 'runs' / 'mvr2') in err, err
     assert not (tiny / 'runs' / 'mvr1').exists()
     info = run_json(tiny / 'runs' / 'mvr2')
-    assert info['status'] == 'finished' and info['final_iteration'] == 400
+    assert info['status'] == 'finished' and info['final_iteration'] == 80
     assert info['run_dir'] == str(tiny / 'runs' / 'mvr2')
     assert (tiny / 'snap_mvr' / '.w.run').read_text().strip() == '../runs/mvr2'
     assert not (tiny / 'runs' / 'mvr2' / '.lock').exists()
-    assert train_rows(tiny / 'runs' / 'mvr2') == 400
+    assert train_rows(tiny / 'runs' / 'mvr2') == 80
 
 
 def test_a_run_folder_whose_name_ends_in_a_space_keeps_its_prefix(tiny):
