@@ -361,12 +361,20 @@ def prefix_owner(prefix):
 
 def _run_records(run_dir):
     """run.json of ``run_dir`` and the records of its earlier sessions
-    ([] without one)."""
+    ([] without one; a hand-edited one's values of the wrong kind are
+    passed over)."""
     from caffe_mlic.engine.logs import read_run_json
     info = read_run_json(run_dir)
+    return run_records(info)
+
+
+def run_records(info):
+    """The session records of run.json's content ``info`` (its own and its
+    ``previous`` ones that are records)."""
     if not isinstance(info, dict):
         return []
-    return [info] + [r for r in (info.get('previous') or []) if isinstance(r, dict)]
+    previous = info.get('previous') if isinstance(info.get('previous'), list) else []
+    return [info] + [r for r in previous if isinstance(r, dict)]
 
 
 def _recorded_paths(record, path, run_dir=None):
@@ -377,6 +385,8 @@ def _recorded_paths(record, path, run_dir=None):
     whole, its command run again in the new place; not a run folder of
     another project that happens to use the same relative names)."""
     cwd = record.get('cwd') if isinstance(record.get('cwd'), str) else None
+    if '\0' in path or (cwd and '\0' in cwd) or '\0' in str(record.get('run_dir')):
+        return set()        # (a hand-edited run.json: no path has a NUL)
     meant = os.path.normpath(os.path.join(cwd, path) if cwd else os.path.abspath(path))
     places = {os.path.realpath(meant)}
     then = record.get('run_dir') if isinstance(record.get('run_dir'), str) else None
@@ -390,15 +400,26 @@ def _recorded_paths(record, path, run_dir=None):
     return places
 
 
+IDENTITY_BYTES = 1 << 16
+
+
 def file_identity(path):
-    """[size, mtime in ns] of the file at ``path``, or None: what tells a
-    run's snapshot from another run's of the same name (kept by a move, a
-    rename, cp -a or rsync -a)."""
+    """[size, digest of its first and last 64 KB] of the file at ``path``,
+    or None: what tells a run's snapshot from another run's of the same
+    name (a state holds the weights' history, which differs between runs),
+    whatever a copy, tar or touch did to its times; cheap for a VGG16
+    state."""
+    import hashlib
     try:
-        info = os.stat(path)
-    except OSError:
+        with open(path, 'rb') as f:
+            size = os.fstat(f.fileno()).st_size
+            digest = hashlib.sha1(f.read(IDENTITY_BYTES))
+            if size > IDENTITY_BYTES:
+                f.seek(max(IDENTITY_BYTES, size - IDENTITY_BYTES))
+                digest.update(f.read(IDENTITY_BYTES))
+    except (OSError, ValueError):
         return None
-    return [info.st_size, info.st_mtime_ns]
+    return [size, digest.hexdigest()[:20]]
 
 
 def wrote_snapshots(run_dir, prefix):
@@ -620,9 +641,12 @@ def _point_state_at(staged_state, state, model, hdf5):
     the staged caffemodel) as its learned_net, atomically."""
     if hdf5:
         import h5py
+        name = model.encode('utf-8', 'surrogateescape')
         with h5py.File(staged_state, 'r+') as f:
             del f['learned_net']
-            f['learned_net'] = np.bytes_(model.encode('utf-8', 'surrogateescape'))
+            # with its terminating NUL, as Caffe's hdf5_save_string stores it: Caffe reads the string
+            # with strlen (a name that fills its dataset exactly reads on past its end)
+            f['learned_net'] = np.array(name + b'\0', dtype='S%d' % (len(name) + 1))
         _fsync(staged_state)
         os.replace(staged_state, state)
         return

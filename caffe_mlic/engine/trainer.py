@@ -63,7 +63,8 @@ from caffe_mlic.engine.nets import DATA_LAYERS, data_layers, find_score_blob, sc
 from caffe_mlic.engine.snapshots import (SnapshotError, check_finite_snapshot, check_hdf5_snapshots, check_snapshot,
                                          name_list, net_non_finite_layers,
                                          check_snapshot_folder, check_snapshot_size, find_snapshots, learned_net_path,
-                                         file_identity, lock_prefix, move_claim, snapshot_bytes, take_snapshot)
+                                         file_identity, lock_prefix, move_claim, run_records, snapshot_bytes,
+                                         take_snapshot)
 from caffe_mlic.engine.solver_file import SolverFile
 from caffe_mlic.errors import InputError, MlicError, RunError, UsageError, os_error_text
 from caffe_mlic.evaluation.evaluator import EVALUATORS, for_data_layer, label_blob
@@ -345,10 +346,7 @@ class Trainer:
         """The states of other runs the prefix held when the run in this run
         folder began ([size, mtime_ns] each), or None where its run.json does
         not record them (an older version's: _chain_began decides)."""
-        info = logs.read_run_json(self.run_dir)
-        if not isinstance(info, dict):
-            return None
-        records = [r for r in [info] + list(info.get('previous') or []) if isinstance(r, dict)]
+        records = run_records(logs.read_run_json(self.run_dir))
         found = [r['prior_snapshots'] for r in records if isinstance(r.get('prior_snapshots'), list)]
         if not found:
             return None
@@ -358,11 +356,11 @@ class Trainer:
         """When the run this run folder holds began (its first start, through
         its resumes; seconds since the epoch), or None without a run.json."""
         import datetime
-        info = logs.read_run_json(self.run_dir)
-        if not isinstance(info, dict):
+        records = run_records(logs.read_run_json(self.run_dir))
+        if not records:
             return None
         starts = []
-        for record in [info] + list(info.get('previous') or []):
+        for record in records:
             try:
                 starts.append(datetime.datetime.strptime(record['start_time'], '%Y-%m-%dT%H:%M:%S%z').timestamp())
             except (KeyError, TypeError, ValueError):
@@ -606,6 +604,7 @@ class Trainer:
         self.recent_losses = deque(recent, maxlen=max(1, sf.param.average_loss))
 
         previous = logs.read_run_json(run_dir) if state is not None else None
+        previous = previous if isinstance(previous, dict) else None     # (a hand-edited one of another kind)
         train_data = data_layers(sf.net_param, 'TRAIN')
         self.info = dict(
             command=shlex.join(self.command), argv=list(sys.argv), solver=os.path.abspath(sf.path),
@@ -621,7 +620,8 @@ class Trainer:
             status='running', previous=[],
             ranks=self.group.size, hosts=sorted(set(getattr(self.group, 'hosts', [self.group.host]))))
         if previous:
-            self.info['previous'] = previous.pop('previous', []) + [previous]
+            earlier = previous.pop('previous', [])
+            self.info['previous'] = (earlier if isinstance(earlier, list) else []) + [previous]
         else:       # a run started (over) here: the prefix's states of other runs, never resumed (_choose_state)
             self.info['prior_snapshots'] = [i for i in (file_identity(p) for _, p in
                                                         find_snapshots(sf.snapshot_prefix)) if i is not None]
@@ -766,7 +766,8 @@ class Trainer:
         except RunFinished as done:
             self.note('%s is at max_iter %d already: nothing to train'
                       % (done.state, self.solver_file.param.max_iter))
-            info = logs.read_run_json(self.run_dir) or {}
+            info = logs.read_run_json(self.run_dir)
+            info = info if isinstance(info, dict) else {}
             return dict(info, final_iteration=self.solver_file.param.max_iter, last_snapshot=done.state,
                         run_dir=os.path.abspath(self.run_dir))
         except BaseException:

@@ -275,20 +275,25 @@ def _split_images(data, split):
     found = {}
 
     def add_file(path):
-        with contextlib.suppress(OSError):
+        try:
             info = os.stat(path)
             found.setdefault((info.st_dev, info.st_ino), path)
+        except OSError:         # (not there: the same spelling is the same image)
+            with contextlib.suppress(ValueError):
+                found.setdefault(os.path.realpath(path), path)
+        except ValueError:      # (a NUL, a lone surrogate: no file has that name)
+            pass
     if data.get(split + '_list'):
         with open(data[split + '_list'], 'rb') as f:
             for line in f:
                 if line.split():
-                    add_file(os.fsdecode(line.split()[0]))
+                    add_file(os.fsdecode(line.split()[0].removeprefix(b'\xef\xbb\xbf')))
         return found, 'data.%s_list' % split
     if data.get('voc'):
         with open(os.path.join(data['voc'], 'ImageSets', 'Main', data[split + '_set'] + '.txt'), 'rb') as f:
             for line in f:
                 if line.split():
-                    name = os.fsdecode(line.split()[0])
+                    name = os.fsdecode(line.split()[0].removeprefix(b'\xef\xbb\xbf'))   # (a BOM)
                     found.setdefault(name, name)
         return found, 'data.%s_set' % split
     coco = data.get(split + '_coco')

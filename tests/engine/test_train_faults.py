@@ -1457,6 +1457,8 @@ def test_resume_auto_never_takes_the_newer_state_of_the_run_this_folder_started_
     os.utime(str(older), (soon, soon))
     assert run(['train', 'so.prototxt', '--run-dir', 'runs/so', '--set', 'max_iter=7'], tiny).returncode == 0
     assert snapshots.file_identity(str(older)) in run_json(tiny / 'runs' / 'so')['prior_snapshots']
+    later = time.time() + 60        # (a tar round trip or a touch: the older state's times change, not its bytes)
+    os.utime(str(older), (later, later))
     res = run(['train', 'so.prototxt', '--run-dir', 'runs/so', '--set', 'max_iter=12', '--resume', 'auto'], tiny)
     assert res.returncode == 0, res.stderr
     assert 'resuming from snap_so/w_iter_7.solverstate at iteration 7' in res.stdout + res.stderr, res.stderr
@@ -1506,3 +1508,39 @@ def test_a_renamed_run_folder_holding_its_snapshots_resumes(tiny):
                '--set', 'max_iter=15', '--resume', 'auto'], tiny)
     assert res.returncode == 0 and 'iteration 10' in res.stdout + res.stderr, res.stderr
     assert (tiny / 'runs' / 'j2' / 'snap' / 'w_iter_15.caffemodel').exists()
+
+
+@pytest.mark.parametrize('prefix', ['snap_h5a/ww', 'snap_h5bbbbbbbbb/ww'])
+def test_an_hdf5_state_names_its_caffemodel_with_a_terminating_nul(tiny, prefix):
+    """The state's learned_net was written without its NUL: where the name
+    filled the dataset (32, 40 bytes...), Caffe read on past it and looked
+    for "...caffemodel.h50" (pass 28 S1)."""
+    import h5py
+    solver(tiny, 'h5n', max_iter=5, snapshot=5, snapshot_format=0, snapshot_prefix=prefix)  # HDF5
+    assert run(['train', 'h5n.prototxt', '--run-dir', 'runs/h5n_' + prefix[-4:]], tiny).returncode == 0
+    state = tiny / (prefix + '_iter_5.solverstate.h5')
+    with h5py.File(str(state), 'r') as f:
+        stored = f['learned_net'][()]
+    assert stored == (prefix + '_iter_5.caffemodel.h5').encode() and len((prefix + '_iter_5.caffemodel.h5')) in (32, 40)
+    with h5py.File(str(state), 'r') as f:
+        assert f['learned_net'].dtype.itemsize == len(stored) + 1
+    res = run(['train', 'h5n.prototxt', '--run-dir', 'runs/h5n_' + prefix[-4:], '--set', 'max_iter=8',
+               '--resume', 'auto'], tiny)
+    assert res.returncode == 0 and 'iteration 5' in res.stdout + res.stderr, res.stderr
+    res = run(['caffe', 'train', '-solver', 'h5n.prototxt', '-snapshot', str(state)], tiny)
+    assert res.returncode == 1 and 'is the snapshot prefix of the run in' in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize('previous', [5, True, {}, 'abc', None])
+def test_a_hand_edited_run_json_is_no_traceback(tiny, previous):
+    """run.json's `previous` of another kind, or a NUL in its cwd, gave a
+    traceback on --resume auto (pass 28 S3)."""
+    name = 'hand%s' % type(previous).__name__
+    solver(tiny, name, max_iter=5, snapshot=5)
+    assert run(['train', name + '.prototxt', '--run-dir', 'runs/' + name], tiny).returncode == 0
+    info = run_json(tiny / 'runs' / name)
+    info['previous'], info['cwd'] = previous, 'a\u0000b'
+    (tiny / 'runs' / name / 'run.json').write_text(json.dumps(info))
+    res = run(['train', name + '.prototxt', '--run-dir', 'runs/' + name, '--set', 'max_iter=8', '--resume', 'auto'],
+              tiny)
+    assert 'Traceback' not in res.stderr and res.returncode in (0, 1), res.stderr

@@ -358,6 +358,9 @@ def test_splits_that_share_images_are_refused_in_every_form(data, tmp_path):
     found = problems_of(config(data))
     assert 'data.test_set: 1 of its images are in the train split too (train_a): the splits must not share ' \
         'images' in found, found
+    (data / 'voc' / 'ImageSets' / 'Main' / 'test.txt').write_bytes(b'\xef\xbb\xbftrain_a\n')     # (a BOM)
+    assert 'data.test_set: 1 of its images are in the train split too (train_a)' in problems_of(config(data))
+    (data / 'voc' / 'ImageSets' / 'Main' / 'test.txt').write_text('test_a\n')
     lists = tmp_path / 'lists'
     lists.mkdir()
     for split in ('train', 'val', 'test'):
@@ -374,6 +377,14 @@ def test_splits_that_share_images_are_refused_in_every_form(data, tmp_path):
     assert 'data.val_list: 1 of its images are in the train split too (%s)' % (lists / 'linked.jpg') in found, found
     (lists / 'val.txt').write_text('%s 1 0 0 0 9 9 1.0\n' % (lists / 'val.jpg'))
     assert runner.load(path)[1].given_lists
+    # names no file can have, a list in UTF-16: no traceback; missing images spelled alike are one image
+    (lists / 'val.txt').write_bytes(b'/x\x00y.jpg 1 0 0 0 9 9 1.0\n' + '/v.jpg 1'.encode('utf-16-le'))
+    runner.load(path)
+    (lists / 'val.txt').write_text('%s 1 0 0 0 9 9 1.0\n' % (lists / 'gone.jpg'))
+    (lists / 'test.txt').write_text('%s 1 0 0 0 9 9 1.0\n' % (lists / 'x' / '..' / 'gone.jpg'))
+    assert 'data.test_list: 1 of its images are in the val split too' in problems_of(path)
+    for split in ('val', 'test'):
+        (lists / (split + '.txt')).write_text('%s 1 0 0 0 9 9 1.0\n' % (lists / (split + '.jpg')))
     coco = tmp_path / 'coco'
     coco.mkdir()
     for split, names in (('train', ['a.jpg', 'b.jpg']), ('val', ['c.jpg']), ('test', ['d.jpg'])):
