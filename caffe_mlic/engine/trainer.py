@@ -308,8 +308,12 @@ class Trainer:
         candidates = find_snapshots(sf.snapshot_prefix)
         prior = self._prior_snapshots()
         began = self._chain_began() if prior is None else None
+        # (a state this run wrote may equal a prior one bit for bit: a deterministic run again)
+        own = [r.get(key) for r in run_records(logs.read_run_json(self.run_dir))
+               for key in ('last_snapshot_id', 'resumed_from_id')] if prior is not None else []
         for _, path in candidates:
-            if (file_identity(path) in prior if prior is not None else
+            identity = file_identity(path) if prior is not None else None
+            if (identity in prior and identity not in own if prior is not None else
                     began is not None and os.path.getmtime(path) < began - 2):
                 # the prefix is shared with an earlier run that this run folder started over from
                 self.note('skipping %s: written before this run folder\'s run began: another run\'s '

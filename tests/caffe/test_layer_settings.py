@@ -468,7 +468,9 @@ def test_caffe_dies_on_each_refused_setting_and_runs_its_twin(case, tmp_path):
     if twin is not None:
         (tmp_path / 'twin.prototxt').write_text(INPUTS + twin)
         assert _fate_in_caffe(str(tmp_path / 'twin.prototxt')) == 'ok'
-    assert _fate_in_caffe(str(tmp_path / 'bad.prototxt')) in ('SIGABRT', 'SIGFPE', 'SIGSEGV')
+    # (SIGKILL: a size read from memory never set, allocated and touched, can bring the OOM killer when
+    # the machine is busy, where it is std::bad_alloc's abort on an idle one)
+    assert _fate_in_caffe(str(tmp_path / 'bad.prototxt')) in ('SIGABRT', 'SIGFPE', 'SIGSEGV', 'SIGKILL')
 
 
 def test_the_generated_nets_have_no_setting_caffe_refuses():
