@@ -1348,22 +1348,32 @@ def test_a_link_made_at_a_snapshot_name_while_the_binary_trains_is_replaced(tiny
     source = tiny / 'snap_lrA'
     before = {p.name: p.read_bytes() for p in source.glob('w_iter_5.*')}
     solver(tiny, 'lrB', max_iter=300, snapshot=5)
-    proc = start(['caffe', 'train', '-solver', 'lrB.prototxt'], tiny, stdout=subprocess.DEVNULL,
-                 stderr=subprocess.PIPE)
-    try:
-        wait_for(lambda: (tiny / 'snap_lrB' / 'w_iter_5.solverstate').exists(), proc)
+
+    def link_the_last_names():
         os.symlink(str(source / 'w_iter_5.caffemodel'), str(tiny / 'snap_lrB' / 'w_iter_300.caffemodel'))
         os.link(str(source / 'w_iter_5.solverstate'), str(tiny / 'snap_lrB' / 'w_iter_300.solverstate'))
+    code, err = _after_the_first_snapshot(['caffe', 'train', '-solver', 'lrB.prototxt'], tiny,
+                                          tiny / 'snap_lrB' / 'w_iter_5.solverstate', link_the_last_names)
+    assert code == 0, err
+    assert {p.name: p.read_bytes() for p in source.glob('w_iter_5.*')} == before
+    for name in ('w_iter_300.caffemodel', 'w_iter_300.solverstate'):
+        path = tiny / 'snap_lrB' / name
+        assert not path.is_symlink() and path.stat().st_nlink == 1
+
+
+def _after_the_first_snapshot(args, cwd, state, act):
+    """Run the command ``args``, call ``act()`` once ``state`` (its first
+    snapshot) exists; (exit status, stderr)."""
+    proc = start(args, cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(state.exists, proc)
+        act()
         err = proc.communicate(timeout=300)[1]
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 0, err
-    assert {p.name: p.read_bytes() for p in source.glob('w_iter_5.*')} == before
-    for name in ('w_iter_300.caffemodel', 'w_iter_300.solverstate'):
-        path = tiny / 'snap_lrB' / name
-        assert not path.is_symlink() and path.stat().st_nlink == 1
+    return proc.returncode, err
 
 
 @pytest.mark.parametrize('command', ['train', 'caffe'])
@@ -1387,17 +1397,10 @@ def test_a_run_folder_renamed_while_it_trains_is_followed(tiny):
     split between two folders (pass 26 M3): the run goes on in the new
     place, and says so."""
     solver(tiny, 'mvr', max_iter=80, snapshot=5)
-    proc = start(['train', 'mvr.prototxt', '--run-dir', 'runs/mvr1'], tiny, stdout=subprocess.DEVNULL,
-                 stderr=subprocess.PIPE)
-    try:
-        wait_for(lambda: (tiny / 'snap_mvr' / 'w_iter_5.solverstate').exists(), proc)
-        os.rename(str(tiny / 'runs' / 'mvr1'), str(tiny / 'runs' / 'mvr2'))
-        err = proc.communicate(timeout=300)[1]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err
+    code, err = _after_the_first_snapshot(
+        ['train', 'mvr.prototxt', '--run-dir', 'runs/mvr1'], tiny, tiny / 'snap_mvr' / 'w_iter_5.solverstate',
+        lambda: os.rename(str(tiny / 'runs' / 'mvr1'), str(tiny / 'runs' / 'mvr2')))
+    assert code == 0, err
     assert 'the run folder runs/mvr1 was moved to %s while this run trained: it goes on there' % (
         tiny / 'runs' / 'mvr2') in err, err
     assert not (tiny / 'runs' / 'mvr1').exists()
