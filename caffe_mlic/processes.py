@@ -283,18 +283,23 @@ def sweep_lock_files(folder):
             os.close(fd)
 
 
+def open_file_path(f, path):
+    """Where the open file ``f``, opened as ``path``, is now: ``path`` while
+    that name is still the file, else the kernel's path of it (a folder
+    renamed while it was open); it ends in " (deleted)" when it is gone."""
+    with contextlib.suppress(OSError):
+        if os.path.samestat(os.stat(path), os.fstat(f.fileno())):
+            return path
+    try:
+        return os.readlink('/proc/self/fd/%d' % f.fileno())
+    except OSError:
+        return path
+
+
 def unlock_file(lock):
     """Give the lock back and remove its file (while still holding it, so no
     other process holds a lock on the removed file alone), where it is now
     (a run folder renamed while it was held: the file went with it)."""
-    path = lock.name
-    try:
-        here = os.path.samestat(os.stat(path), os.fstat(lock.fileno()))
-    except OSError:
-        here = False
-    if not here:
-        with contextlib.suppress(OSError):
-            path = os.readlink('/proc/self/fd/%d' % lock.fileno())
     with contextlib.suppress(OSError):
-        os.unlink(path)
+        os.unlink(open_file_path(lock, lock.name))
     lock.close()

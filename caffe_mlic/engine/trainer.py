@@ -306,11 +306,8 @@ class Trainer:
             check_finite_snapshot(self.resume, model)
             return self.resume
         candidates = find_snapshots(sf.snapshot_prefix)
-        prior = self._prior_snapshots()
+        prior, own = self._prior_snapshots()
         began = self._chain_began() if prior is None else None
-        # (a state this run wrote may equal a prior one bit for bit: a deterministic run again)
-        own = [r.get(key) for r in run_records(logs.read_run_json(self.run_dir))
-               for key in ('last_snapshot_id', 'resumed_from_id')] if prior is not None else []
         for _, path in candidates:
             identity = file_identity(path) if prior is not None else None
             if (identity in prior and identity not in own if prior is not None else
@@ -347,14 +344,18 @@ class Trainer:
                              'resume')
 
     def _prior_snapshots(self):
-        """The states of other runs the prefix held when the run in this run
-        folder began ([size, mtime_ns] each), or None where its run.json does
-        not record them (an older version's: _chain_began decides)."""
+        """(the states of other runs the prefix held when the run in this run
+        folder began, the states this run recorded writing or resuming),
+        each a file_identity; (None, []) where its run.json does not record
+        them (an older version's: _chain_began decides). A state this run
+        wrote may equal a prior one bit for bit (a deterministic run again):
+        it is this run's."""
         records = run_records(logs.read_run_json(self.run_dir))
         found = [r['prior_snapshots'] for r in records if isinstance(r.get('prior_snapshots'), list)]
         if not found:
-            return None
-        return [i for listed in found for i in listed]
+            return None, []
+        own = [r.get(key) for r in records for key in ('last_snapshot_id', 'resumed_from_id')]
+        return [i for listed in found for i in listed], own
 
     def _chain_began(self):
         """When the run this run folder holds began (its first start, through
@@ -437,15 +438,13 @@ class Trainer:
         once: its logs are open files that went with it, and run.json,
         curves.png and the claim on the snapshot prefix follow. RunError when
         it was removed."""
+        from caffe_mlic.processes import open_file_path
         lock = getattr(self, 'run_lock', None)
         if lock is None:
             return self.run_dir
-        with contextlib.suppress(OSError):
-            if os.path.samestat(os.stat(os.path.join(self.run_dir, LOCK_FILE)), os.fstat(lock.fileno())):
-                return self.run_dir
-        try:
-            where = os.readlink('/proc/self/fd/%d' % lock.fileno())
-        except OSError:
+        here = os.path.join(self.run_dir, LOCK_FILE)
+        where = open_file_path(lock, here)
+        if where == here:
             return self.run_dir
         if where.endswith(' (deleted)') or not os.path.isabs(where):
             if os.path.isdir(self.run_dir):     # (its lock file removed, the folder still there)
