@@ -133,13 +133,11 @@ def check_snapshot(state_path, net, net_param, solver_type):
                       solver_type, SnapshotError)
         if not state.learned_net:
             raise SnapshotError('%s: names no learned_net (its caffemodel)' % state_path)
-        if not os.path.isfile(state.learned_net):   # (Caffe reads it relative to the current directory)
-            beside = learned_net_path(state.learned_net, state_path)
-            raise SnapshotError('%s: its caffemodel %s is missing%s' % (
-                state_path, state.learned_net, '' if beside is None else
-                ' from the current directory, where Caffe reads it (%s exists)' % beside))
-        check_weights(state.learned_net, net, complete=True, error=SnapshotError)
-        return state.iteration, state.learned_net
+        model = learned_net_path(state.learned_net, state_path)
+        if model is None:
+            raise SnapshotError('%s: its caffemodel %s is missing' % (state_path, state.learned_net))
+        check_weights(model, net, complete=True, error=SnapshotError)
+        return state.iteration, model
     state = parse_message(caffe_pb2.SolverState(), state_path, SnapshotError)
     shapes = learnable_shapes(net, net_param) * HISTORY_PER_PARAM[solver_type]
     if len(state.history) != len(shapes):
@@ -636,17 +634,22 @@ def _fsync(path):
         os.close(fd)
 
 
+def write_hdf5_learned_net(h5file, model):
+    """Name ``model`` as the learned_net of an open HDF5 solver state."""
+    name = model.encode('utf-8', 'surrogateescape')
+    del h5file['learned_net']
+    # with its terminating NUL, as Caffe's hdf5_save_string stores it: Caffe reads the string
+    # with strlen (a name that fills its dataset exactly reads on past its end)
+    h5file['learned_net'] = np.array(name + b'\0', dtype='S%d' % (len(name) + 1))
+
+
 def _point_state_at(staged_state, state, model, hdf5):
     """Write ``state``: the staged solver state naming ``model`` (Caffe named
     the staged caffemodel) as its learned_net, atomically."""
     if hdf5:
         import h5py
-        name = model.encode('utf-8', 'surrogateescape')
         with h5py.File(staged_state, 'r+') as f:
-            del f['learned_net']
-            # with its terminating NUL, as Caffe's hdf5_save_string stores it: Caffe reads the string
-            # with strlen (a name that fills its dataset exactly reads on past its end)
-            f['learned_net'] = np.array(name + b'\0', dtype='S%d' % (len(name) + 1))
+            write_hdf5_learned_net(f, model)
         _fsync(staged_state)
         os.replace(staged_state, state)
         return

@@ -47,6 +47,7 @@ import shlex
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -56,7 +57,7 @@ import numpy as np
 from caffe_mlic import plotting
 from caffe_mlic.caffe import prototxt
 from caffe_mlic.caffe.env import caffe_check_cleanup
-from caffe_mlic.caffe.weights import check_weights, parse_message
+from caffe_mlic.caffe.weights import check_weights, parse_message, read_state
 from caffe_mlic.engine import distributed, logs
 from caffe_mlic.engine.lr import learning_rate
 from caffe_mlic.engine.nets import DATA_LAYERS, data_layers, find_score_blob, scalar_outputs, seekable_layers
@@ -64,7 +65,7 @@ from caffe_mlic.engine.snapshots import (SnapshotError, check_finite_snapshot, c
                                          name_list, net_non_finite_layers,
                                          check_snapshot_folder, check_snapshot_size, find_snapshots, learned_net_path,
                                          file_identity, lock_prefix, move_claim, run_records, snapshot_bytes,
-                                         take_snapshot)
+                                         take_snapshot, write_hdf5_learned_net)
 from caffe_mlic.engine.solver_file import SolverFile
 from caffe_mlic.errors import InputError, MlicError, RunError, UsageError, os_error_text
 from caffe_mlic.evaluation.evaluator import EVALUATORS, for_data_layer, label_blob
@@ -377,7 +378,7 @@ class Trainer:
         would not find it from the current directory."""
         from caffe.proto import caffe_pb2
         if state_path.endswith('.h5'):
-            self.solver.restore(state_path)
+            self._restore_hdf5(state_path)
             return
         state = parse_message(caffe_pb2.SolverState(), state_path)
         model = learned_net_path(state.learned_net, state_path)
@@ -388,6 +389,22 @@ class Trainer:
         with prototxt.temporary_file('', suffix='.solverstate') as tmp:
             with open(tmp, 'wb') as f:
                 f.write(state.SerializeToString())
+            self.solver.restore(tmp)
+
+    def _restore_hdf5(self, state_path):
+        """_restore of an HDF5 state: a copy naming the caffemodel beside it
+        when its learned_net is not where Caffe looks (a renamed folder)."""
+        import h5py
+        learned_net = read_state(state_path).learned_net
+        model = learned_net_path(learned_net, state_path)
+        if model == learned_net:
+            self.solver.restore(state_path)
+            return
+        # (a file on disk: Caffe tells an HDF5 state by its name's ".h5")
+        with prototxt.temporary_file('', suffix='.solverstate.h5', directory=tempfile.gettempdir()) as tmp:
+            shutil.copyfile(state_path, tmp)
+            with h5py.File(tmp, 'r+') as f:
+                write_hdf5_learned_net(f, os.path.abspath(model))
             self.solver.restore(tmp)
 
     # ------------------------------------------------------------ testing

@@ -1513,6 +1513,26 @@ def test_a_renamed_run_folder_holding_its_snapshots_resumes(tiny):
     assert (tiny / 'runs' / 'j2' / 'snap' / 'w_iter_15.caffemodel').exists()
 
 
+def test_an_hdf5_state_whose_folder_was_renamed_resumes_from_the_caffemodel_beside_it(tiny):
+    """An HDF5 state names its caffemodel by the old folder: the state was
+    refused as missing its caffemodel (pass 28 M3); it now resumes from
+    the one beside it, to the uninterrupted run's weights."""
+    import h5py
+    solver(tiny, 'h5m', max_iter=10, snapshot=5, snapshot_format=0)  # HDF5
+    assert run(['train', 'h5m.prototxt', '--run-dir', 'runs/h5m_ref'], tiny).returncode == 0
+    reference = h5py.File(str(tiny / 'snap_h5m' / 'w_iter_10.caffemodel.h5'), 'r')
+    os.rename(str(tiny / 'snap_h5m'), str(tiny / 'snap_h5m_moved'))
+    res = run(['train', 'h5m.prototxt', '--run-dir', 'runs/h5m_again', '--set', 'snapshot_prefix=snap_h5m2/w',
+               '--resume', 'snap_h5m_moved/w_iter_5.solverstate.h5'], tiny)
+    assert res.returncode == 0 and 'iteration 5' in res.stdout + res.stderr, res.stderr
+    with reference as a, h5py.File(str(tiny / 'snap_h5m2' / 'w_iter_10.caffemodel.h5'), 'r') as b:
+        names = []
+        a['data'].visit(lambda n: names.append(n) if isinstance(a['data'][n], h5py.Dataset) else None)
+        assert names and all(np.array_equal(a['data'][n][()], b['data'][n][()]) for n in names)
+    with h5py.File(str(tiny / 'snap_h5m_moved' / 'w_iter_5.solverstate.h5'), 'r') as f:   # read, not rewritten
+        assert f['learned_net'][()].rstrip(b'\0') == b'snap_h5m/w_iter_5.caffemodel.h5'
+
+
 @pytest.mark.parametrize('prefix', ['snap_h5a/ww', 'snap_h5bbbbbbbbb/ww'])
 def test_an_hdf5_state_names_its_caffemodel_with_a_terminating_nul(tiny, prefix):
     """The state's learned_net was written without its NUL: where the name
