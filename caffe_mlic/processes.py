@@ -284,14 +284,16 @@ def sweep_lock_files(folder):
 
 
 def open_file_path(f, path):
-    """Where the open file ``f``, opened as ``path``, is now: ``path`` while
-    that name is still the file, else the kernel's path of it (a folder
-    renamed while it was open); it ends in " (deleted)" when it is gone."""
+    """Where the open file ``f`` (a file object or descriptor), opened as
+    ``path``, is now: ``path`` while that name is still the file, else the
+    kernel's path of it (a folder renamed while it was open); it ends in
+    " (deleted)" when it is gone."""
+    fd = f if isinstance(f, int) else f.fileno()
     with contextlib.suppress(OSError):
-        if os.path.samestat(os.stat(path), os.fstat(f.fileno())):
+        if os.path.samestat(os.stat(path), os.fstat(fd)):
             return path
     try:
-        return os.readlink('/proc/self/fd/%d' % f.fileno())
+        return os.readlink('/proc/self/fd/%d' % fd)
     except OSError:
         return path
 

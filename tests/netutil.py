@@ -8,6 +8,15 @@ from caffe_mlic.caffe import prototxt
 from caffe_mlic.caffe.prototxt import write_solver  # noqa: F401  (the one solver writer, for the tests)
 
 
+def weights_of(path):
+    """{(layer, blob index): values} of a binary caffemodel."""
+    from caffe.proto import caffe_pb2
+    model = caffe_pb2.NetParameter()
+    with open(path, 'rb') as f:
+        model.ParseFromString(f.read())
+    return {(layer.name, i): np.array(b.data) for layer in model.layer for i, b in enumerate(layer.blobs)}
+
+
 def proto_str(s):
     """A protobuf text-format string literal."""
     return '"' + s.replace('\\', '\\\\').replace('"', '\\"').replace('\n', '\\n') + '"'

@@ -541,10 +541,15 @@ def claim_prefix(prefix, run_dir):
     if other:
         raise RunError(other)
     if prefix_owner(prefix) != os.path.realpath(run_dir):
-        from caffe_mlic.fileio import atomic_write
-        path = owner_path(prefix)
-        with atomic_write(path) as f:
-            f.write(os.path.relpath(os.path.realpath(run_dir), os.path.dirname(os.path.realpath(path))) + '\n')
+        write_claim(prefix, run_dir)
+
+
+def write_claim(prefix, run_dir):
+    """Name ``run_dir`` as the owner of ``prefix`` (relative to the
+    snapshots' folder)."""
+    path = owner_path(prefix)
+    with atomic_write(path) as f:
+        f.write(os.path.relpath(os.path.realpath(run_dir), os.path.dirname(os.path.realpath(path))) + '\n')
 
 
 def move_claim(prefix, old_run_dir, run_dir):
@@ -552,9 +557,49 @@ def move_claim(prefix, old_run_dir, run_dir):
     ``old_run_dir``: the same run, its folder renamed while it trained
     (the caller holds the prefix's lock)."""
     if prefix_owner(prefix) == os.path.realpath(old_run_dir):
-        path = owner_path(prefix)
-        with atomic_write(path) as f:
-            f.write(os.path.relpath(os.path.realpath(run_dir), os.path.dirname(os.path.realpath(path))) + '\n')
+        write_claim(prefix, run_dir)
+
+
+def open_snapshot_folder(prefix):
+    """A descriptor of the prefix's folder and the path by which Caffe can
+    write into it wherever it is moved (/proc/self/fd/N), or (None, None)
+    without /proc."""
+    if not os.path.isdir('/proc/self/fd'):
+        return None, None
+    fd = os.open(prefix_folder(prefix), os.O_PATH | os.O_DIRECTORY)     # (not inherited)
+    return fd, '/proc/self/fd/%d' % fd
+
+
+def follow_snapshot_folder(solver_file, folder_fd):
+    """Point the snapshot prefix at its folder where it is now, when it was
+    renamed or moved while the run trained (a run folder holding its
+    snapshots renamed, or the snapshot folder itself), or when its name now
+    leads to another folder (a symlink re-pointed): Caffe writes into the
+    folder by its descriptor, so the run goes on where it began. Returns
+    the message saying so, or None; RunError when the folder was removed."""
+    from caffe_mlic.processes import open_file_path
+    if folder_fd is None:
+        return None
+    prefix = solver_file.snapshot_prefix
+    shown = os.path.dirname(prefix) or '.'
+    if os.fstat(folder_fd).st_nlink == 0:
+        raise RunError('the snapshot folder %s was removed while this run trained' % shown)
+    folder = prefix_folder(prefix)
+    where = open_file_path(folder_fd, folder)
+    if where == folder or where.endswith(' (deleted)') or not os.path.isabs(where):
+        return None
+    try:        # (a path the kernel gives for a detached mount leads elsewhere)
+        if not os.path.samestat(os.stat(where), os.fstat(folder_fd)):
+            return None
+    except OSError:
+        return None
+    new = os.path.join(where if os.path.isabs(prefix) else os.path.relpath(where), os.path.basename(prefix))
+    solver_file.snapshot_prefix = new
+    if os.path.isdir(shown):
+        return ('the snapshot folder %s now leads to another folder: this run\'s snapshots go on in %s, '
+                'where it began' % (shown, os.path.dirname(new)))
+    return ('the snapshot folder %s was moved to %s while this run trained: its snapshots go on there'
+            % (shown, os.path.dirname(new)))
 
 
 def check_snapshot_folder(solver_file, run_dir=None):

@@ -451,10 +451,11 @@ class SolverFile:
         base = '%s_iter_%d' % (self.staging_prefix if staged else self.snapshot_prefix, iteration)
         return base + '.caffemodel' + ext, base + '.solverstate' + ext
 
-    def runtime_param(self, with_test):
+    def runtime_param(self, with_test, staging_folder=None):
         """The SolverParameter handed to pycaffe: CPU, no display, the net's
         path absolute, and Caffe's own testing off (we test); one TEST net
-        when ``with_test``."""
+        when ``with_test``; Caffe writes its snapshots into ``staging_folder``
+        when given (the snapshot folder by a path that follows it)."""
         from caffe.proto import caffe_pb2
         p = caffe_pb2.SolverParameter()
         p.CopyFrom(self.param)
@@ -475,4 +476,6 @@ class SolverFile:
         # The trainer takes every snapshot itself (snapshots.take_snapshot):
         # Caffe writes them under the staging prefix, never on its schedule.
         p.snapshot_prefix, p.snapshot = self.staging_prefix, 0
+        if staging_folder is not None:
+            p.snapshot_prefix = os.path.join(staging_folder, os.path.basename(self.staging_prefix))
         return p

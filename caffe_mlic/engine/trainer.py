@@ -64,8 +64,9 @@ from caffe_mlic.engine.nets import DATA_LAYERS, data_layers, find_score_blob, sc
 from caffe_mlic.engine.snapshots import (SnapshotError, check_finite_snapshot, check_hdf5_snapshots, check_snapshot,
                                          name_list, net_non_finite_layers,
                                          check_snapshot_folder, check_snapshot_size, find_snapshots, learned_net_path,
-                                         file_identity, lock_prefix, move_claim, run_records, snapshot_bytes,
-                                         take_snapshot, write_hdf5_learned_net)
+                                         file_identity, follow_snapshot_folder, lock_prefix, move_claim, open_snapshot_folder,
+                                         run_records, snapshot_bytes,
+                                         take_snapshot, write_claim, write_hdf5_learned_net)
 from caffe_mlic.engine.solver_file import SolverFile
 from caffe_mlic.errors import InputError, MlicError, RunError, UsageError, os_error_text
 from caffe_mlic.evaluation.evaluator import EVALUATORS, for_data_layer, label_blob
@@ -246,13 +247,15 @@ class Trainer:
         self.snapshot_dirs_made = check_snapshot_folder(sf, self.run_dir) if self.leader else []
         # one writer of a prefix at a time, this run or the caffe binary (released in run())
         self.prefix_lock = lock_prefix(sf.snapshot_prefix) if self.leader else None
+        self.snapshot_folder_fd, staging_folder = open_snapshot_folder(sf.snapshot_prefix) if self.leader else \
+            (None, None)
         set_data_shard(self.group.rank, self.group.size)
         if self.gpu is None:
             caffe.set_mode_cpu()
         else:       # our Python layers read and write blobs on the host; pycaffe syncs them
             caffe.set_device(self.gpu)
             caffe.set_mode_gpu()
-        runtime = sf.runtime_param(self.test is not None)
+        runtime = sf.runtime_param(self.test is not None, staging_folder)
         guard_max_pooling(runtime, sf.net_param)
         text = prototxt.to_text(runtime, header=None)
         # A signal now is recorded by run()'s handlers and acted on once the
@@ -510,8 +513,16 @@ class Trainer:
             raise RunError('the weights are NaN or infinite at iteration %d (layers %s): training '
                            'diverged; lower base_lr%s' % (self.solver.iter, name_list(bad), self._resume_hint()))
         try:
+            run_dir = self._follow_run_dir()
+            followed = follow_snapshot_folder(self.solver_file, self.snapshot_folder_fd)
+            if followed is not None:
+                # the claim beside the snapshots names the run folder relative to them, and run.json
+                # names the prefix: ownership is judged by both
+                write_claim(self.solver_file.snapshot_prefix, run_dir)
+                self._write_run_json(snapshot_prefix=self.solver_file.snapshot_prefix)
+                self.note(followed)
             state = take_snapshot(self.solver, self.solver_file, self.snapshot_needed, ranks=self.group.size,
-                                  run_dir=self._follow_run_dir())
+                                  run_dir=run_dir)
         except RunError as e:
             raise RunError('%s%s' % (e, self._resume_hint())) from None
         self.last_snapshot = self.solver.iter
@@ -800,6 +811,9 @@ class Trainer:
         finally:
             if getattr(self, 'prefix_lock', None) is not None:
                 unlock_run_dir(self.prefix_lock)
+            if getattr(self, 'snapshot_folder_fd', None) is not None:
+                os.close(self.snapshot_folder_fd)
+                self.snapshot_folder_fd = None
             unlock_run_dir(lock)
 
     def _signal(self, signum):

@@ -28,6 +28,7 @@ from caffe_mlic.layers.pipeline import RankSlice
 from caffe_mlic.layers.seg_batch import SegBatchPlanner
 from caffe_mlic.netspec import netgen
 from tests import REPO, netutil
+from tests.netutil import weights_of
 from tests.tinydata import tiny_mlic_config, write_tiny_dataset
 
 CLI = [sys.executable, '-m', 'caffe_mlic.cli']
@@ -50,14 +51,6 @@ def mpirun(args, cwd, np_=2, timeout=300, **env):
 def run_one(args, cwd, timeout=300):
     return subprocess.run(CLI + [str(a) for a in args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=dict(os.environ, OPENBLAS_NUM_THREADS='1', OMP_NUM_THREADS='1'))
-
-
-def weights_of(path):
-    from caffe.proto import caffe_pb2
-    model = caffe_pb2.NetParameter()
-    with open(path, 'rb') as f:
-        model.ParseFromString(f.read())
-    return {(layer.name, i): np.array(b.data) for layer in model.layer for i, b in enumerate(layer.blobs)}
 
 
 def assert_same_weights(a, b, rtol=RTOL, atol=ATOL):

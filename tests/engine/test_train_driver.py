@@ -20,6 +20,7 @@ from caffe_mlic.engine import logs, lr, nets, snapshots, trainer
 from caffe_mlic.evaluation.evaluator import label_blob
 from tests.caffe_binary import caffe_train, parse_losses
 from tests import netutil
+from tests.netutil import weights_of
 from tests.tinydata import forward_batches, tiny_mlic_config, write_tiny_dataset
 
 CLI = [sys.executable, '-m', 'caffe_mlic.cli']
@@ -56,14 +57,6 @@ def records(run_dir):
     """log.jsonl without the timings (which differ between runs)."""
     return [{k: v for k, v in r.items() if k != 'elapsed'}
             for r in logs.read_records(os.path.join(run_dir, 'log.jsonl'))]
-
-
-def weights_of(path):
-    from caffe.proto import caffe_pb2
-    model = caffe_pb2.NetParameter()
-    with open(path, 'rb') as f:
-        model.ParseFromString(f.read())
-    return {(layer.name, i): np.array(b.data) for layer in model.layer for i, b in enumerate(layer.blobs)}
 
 
 def wait_for(predicate, proc, timeout=60):

@@ -19,6 +19,7 @@ from caffe_mlic.caffe import prototxt
 from caffe_mlic.engine import snapshots
 from caffe_mlic.netspec import netgen
 from tests import netutil
+from tests.netutil import weights_of
 from tests.caffe_binary import fate_in_child
 from tests.tinydata import tiny_mlic_config, write_tiny_dataset
 
@@ -1410,6 +1411,89 @@ def test_a_run_folder_renamed_while_it_trains_is_followed(tiny):
     assert (tiny / 'snap_mvr' / '.w.run').read_text().strip() == '../runs/mvr2'
     assert not (tiny / 'runs' / 'mvr2' / '.lock').exists()
     assert train_rows(tiny / 'runs' / 'mvr2') == 80
+
+
+@pytest.mark.parametrize('inside', ['default', 'given'])
+def test_a_run_folder_holding_its_snapshots_renamed_while_it_trains_goes_on_there(tiny, inside):
+    """Caffe's snapshot prefix is fixed when the solver is built: with the
+    snapshots inside the run folder (the default prefix, or one given),
+    `mv` of the folder mid-run stopped the run at its next snapshot, and
+    the run could not be resumed (pass 28 M1). Caffe now writes into the
+    folder by its descriptor: the run goes on there, to the weights of an
+    uninterrupted run, and resumes there."""
+    fields = dict(max_iter=40, snapshot=5)
+    if inside == 'default':
+        fields['snapshot_prefix'] = ''
+    solver(tiny, 'inm', **fields)
+    given = [] if inside == 'default' else ['--set', 'snapshot_prefix=runs/{}/snap/w']
+    where = {'default': 'snapshots/inm', 'given': 'snap/w'}[inside]
+
+    def args(run_dir, *more):
+        return ['train', 'inm.prototxt', '--run-dir', 'runs/' + run_dir] + [
+            a.format(run_dir) for a in given] + list(more)
+    assert run(args('inm_ref_' + inside), tiny).returncode == 0
+    code, err = _after_the_first_snapshot(
+        args('inm1_' + inside), tiny, tiny / 'runs' / ('inm1_' + inside) / (where + '_iter_5.solverstate'),
+        lambda: os.rename(str(tiny / 'runs' / ('inm1_' + inside)), str(tiny / 'runs' / ('inm2_' + inside))))
+    assert code == 0, err
+    moved = os.path.join('runs', 'inm2_' + inside, os.path.dirname(where))
+    assert 'the snapshot folder %s was moved to %s while this run trained: its snapshots go on there' % (
+        os.path.join('runs', 'inm1_' + inside, os.path.dirname(where)), moved) in err, err
+    assert not (tiny / 'runs' / ('inm1_' + inside)).exists()
+    info = run_json(tiny / 'runs' / ('inm2_' + inside))
+    assert info['status'] == 'finished' and info['final_iteration'] == 40
+    assert info['snapshot_prefix'] == os.path.join(moved, os.path.basename(where))
+    a, b = (weights_of(tiny / 'runs' / r / (where + '_iter_40.caffemodel')) for r in ('inm2_' + inside, 'inm_ref_' + inside))
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert not [p.name for p in (tiny / 'runs' / ('inm2_' + inside)).rglob('*partial*')]
+    res = run(args('inm2_' + inside, '--set', 'max_iter=45', '--resume', 'auto'), tiny)
+    assert res.returncode == 0 and 'iteration 40' in res.stdout + res.stderr, res.stderr
+
+
+def test_a_snapshot_folder_renamed_while_its_run_trains_is_followed(tiny):
+    """The snapshot folder alone renamed mid-run: the run goes on writing
+    into it, names it in run.json, and its claim names the run folder."""
+    solver(tiny, 'smv', max_iter=20, snapshot=5)
+    code, err = _after_the_first_snapshot(
+        ['train', 'smv.prototxt', '--run-dir', 'runs/smv'], tiny, tiny / 'snap_smv' / 'w_iter_5.solverstate',
+        lambda: os.renames(str(tiny / 'snap_smv'), str(tiny / 'deeper' / 'snap_smv2')))
+    assert code == 0, err
+    assert 'the snapshot folder snap_smv was moved to deeper/snap_smv2 while this run trained' in err, err
+    assert (tiny / 'deeper' / 'snap_smv2' / 'w_iter_20.caffemodel').exists()
+    assert run_json(tiny / 'runs' / 'smv')['snapshot_prefix'] == 'deeper/snap_smv2/w'
+    assert (tiny / 'deeper' / 'snap_smv2' / '.w.run').read_text() == '../../runs/smv\n'
+    assert not (tiny / 'snap_smv').exists()
+
+
+def test_a_snapshot_folder_removed_or_re_pointed_while_its_run_trains(tiny):
+    """Caffe writes into the folder the run began with: one removed (and
+    made again at its name) is a one-line error, not Caffe's abort on a
+    write into a removed folder; a symlink re-pointed to another folder
+    leaves the run writing where it began, and it says so."""
+    solver(tiny, 'srm', max_iter=20, snapshot=5)
+
+    def remove_and_make_again():
+        shutil.rmtree(str(tiny / 'snap_srm'))
+        (tiny / 'snap_srm').mkdir()
+    code, err = _after_the_first_snapshot(['train', 'srm.prototxt', '--run-dir', 'runs/srm'], tiny,
+                                          tiny / 'snap_srm' / 'w_iter_5.solverstate', remove_and_make_again)
+    assert code == 1 and 'caffe-mlic train: the snapshot folder snap_srm was removed while this run trained' in err
+    assert 'Check failed' not in err and run_json(tiny / 'runs' / 'srm')['status'] == 'failed'
+    assert not list((tiny / 'snap_srm').iterdir())
+
+    (tiny / 'real_a').mkdir()
+    (tiny / 'real_b').mkdir()
+    os.symlink('real_a', str(tiny / 'snap_lk'))
+    solver(tiny, 'slk', max_iter=20, snapshot=5, snapshot_prefix='snap_lk/w')
+
+    def re_point():
+        os.unlink(str(tiny / 'snap_lk'))
+        os.symlink('real_b', str(tiny / 'snap_lk'))
+    code, err = _after_the_first_snapshot(['train', 'slk.prototxt', '--run-dir', 'runs/slk'], tiny,
+                                          tiny / 'real_a' / 'w_iter_5.solverstate', re_point)
+    assert code == 0, err
+    assert "the snapshot folder snap_lk now leads to another folder: this run's snapshots go on in real_a" in err
+    assert (tiny / 'real_a' / 'w_iter_20.caffemodel').exists() and not list((tiny / 'real_b').iterdir())
 
 
 def test_a_run_folder_whose_name_ends_in_a_space_keeps_its_prefix(tiny):
