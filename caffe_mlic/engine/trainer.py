@@ -171,6 +171,7 @@ class Trainer:
         self.run_dir = run_dir or os.path.join('runs', os.path.splitext(
             os.path.basename(os.fspath(solver_path)))[0])
         self.solver_file = SolverFile(solver_path, self.run_dir, overrides, test_nets=False)
+        self.given_run_dir, self.given_prefix = self.run_dir, self.solver_file.snapshot_prefix
         check_hdf5_snapshots(self.solver_file)
         if overrides:   # the run folder keeps the solver as run: never over the solver read
             refuse_overwriting([os.path.join(self.run_dir, 'solver.prototxt')], [self.solver_file.path],
@@ -448,6 +449,13 @@ class Trainer:
 
     def _resume_command(self, state):
         command = [state if a == '{state}' else a for a in self.resume_command]
+        # a run folder or snapshot folder followed to its new place: the command names that one
+        if self.run_dir != self.given_run_dir:
+            moved = self.run_dir if os.path.isabs(self.given_run_dir) else os.path.relpath(self.run_dir)
+            command = _with_option(command, '--run-dir', moved)
+        prefix = self.solver_file.snapshot_prefix
+        if prefix != self.given_prefix and self.solver_file.param.snapshot_prefix:
+            command = _with_option(command, '--set', 'snapshot_prefix=' + prefix, 'snapshot_prefix=')
         if self.group.size > 1:
             command = ['mpirun', '-np', str(self.group.size)] + command
         return shlex.join(command)
@@ -933,6 +941,15 @@ class Trainer:
         if self.last_snapshot is None:
             return '; no snapshot of this run before it (start again)'
         return '; the last snapshot is %s' % self.solver_file.snapshot_paths(self.last_snapshot)[1]
+
+
+def _with_option(command, flag, value, starts=''):
+    """``command`` (a list) with the value of ``flag`` (the first whose value
+    begins with ``starts``) replaced by ``value``, or the pair added."""
+    for i, arg in enumerate(command[:-1]):
+        if arg == flag and command[i + 1].startswith(starts):
+            return command[:i + 1] + [value] + command[i + 2:]
+    return command + [flag, value]
 
 
 GUARD_SUFFIX = '_divergence_guard'

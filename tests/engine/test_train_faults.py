@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -1463,6 +1464,42 @@ def test_a_snapshot_folder_renamed_while_its_run_trains_is_followed(tiny):
     assert run_json(tiny / 'runs' / 'smv')['snapshot_prefix'] == 'deeper/snap_smv2/w'
     assert (tiny / 'deeper' / 'snap_smv2' / '.w.run').read_text() == '../../runs/smv\n'
     assert not (tiny / 'snap_smv').exists()
+
+
+@pytest.mark.parametrize('moved', ['run folder', 'snapshot folder'])
+def test_the_resume_command_of_a_followed_run_names_where_it_went(tiny, moved):
+    """Stopped after its folder was followed, the run's resume command named
+    the old run folder or prefix (pass 27 M6): it names the new ones, and
+    it resumes."""
+    fields = dict(max_iter=2000, snapshot=5)
+    if moved == 'run folder':
+        fields['snapshot_prefix'] = ''
+    solver(tiny, 'rh', **fields)
+    old, new = {'run folder': ('runs/rh1', 'runs/rh2'), 'snapshot folder': ('snap_rh', 'snap_rh2')}[moved]
+    first = tiny / ('runs/rh1/snapshots/rh' if moved == 'run folder' else 'snap_rh/w')
+    proc = start(['train', 'rh.prototxt', '--run-dir', 'runs/rh1'], tiny, stdout=subprocess.DEVNULL,
+                 stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: os.path.exists(str(first) + '_iter_5.solverstate'), proc)
+        os.rename(str(tiny / old), str(tiny / new))
+        later = tiny / str(first).replace(str(tiny / old), str(tiny / new))
+        wait_for(lambda: os.path.exists(str(later) + '_iter_10.solverstate'), proc)
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    m = re.search(r'resume with: (.*)', err)
+    assert proc.returncode == 143 and m, err
+    command = shlex.split(m.group(1))
+    assert not re.search(re.escape(old) + r'(/|\s|$)', m.group(1)) and new in m.group(1), m.group(1)
+    assert command[:2] == ['caffe-mlic', 'train']
+    res = run(command[1:] + ['--set', 'max_iter=%d' % (int(re.search(r'at iteration (\d+)', err).group(1)) + 2)],
+              tiny)
+    assert res.returncode == 0, res.stderr
+    info = run_json(tiny / 'runs' / ('rh2' if moved == 'run folder' else 'rh1'))
+    assert info['snapshot_prefix'].startswith(new + '/') and not (tiny / old).exists()
 
 
 def test_a_snapshot_folder_removed_or_re_pointed_while_its_run_trains(tiny):
