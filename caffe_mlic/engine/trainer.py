@@ -916,10 +916,11 @@ class Trainer:
                 self.info['reduction'] = dict(iterations=self.sync.reductions, seconds=self.sync.reduce_seconds,
                                               megabytes=self.sync.gradient_bytes / 1e6)
             last = sf.snapshot_paths(self.last_snapshot)[1] if self.last_snapshot is not None else None
+            # (the identity recorded as it was written stays when the file cannot be read now)
+            last_id = (file_identity(last) or self.info.get('last_snapshot_id')) if last is not None else None
             try:
                 self._write_run_json(end_time=logs.now(), final_iteration=self.solver.iter, status=status,
-                                     error=error, resumed_from=state, last_snapshot=last,
-                                     last_snapshot_id=file_identity(last) if last is not None else None)
+                                     error=error, resumed_from=state, last_snapshot=last, last_snapshot_id=last_id)
             except OSError as e:
                 unwritten.append(e)
             self._close_layers()
