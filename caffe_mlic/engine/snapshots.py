@@ -424,11 +424,12 @@ def wrote_snapshots(run_dir, prefix):
     """Whether the run in ``run_dir`` (its run.json and the records of its
     earlier sessions) wrote or resumed from a snapshot of ``prefix`` still
     there: the same run, wherever its folder is now. The state it recorded
-    must be that file (its size and mtime, where run.json records them:
-    another run with the same prefix and schedule writes the same names);
-    a record without them (an older version's) goes by the name (the
-    caffemodel or the state)."""
-    mine = {os.path.realpath(snapshot_stem(p)) for p in prefix_files(prefix)}
+    must be that file (its identity, where run.json records one: another
+    run with the same prefix and schedule writes the same names); a record
+    without one (an older version's) goes by the name (the caffemodel or
+    the state)."""
+    files = prefix_files(prefix)
+    mine = {os.path.realpath(snapshot_stem(p)) for p in files}
 
     def names_one(record, key):
         if not isinstance(record.get(key), str):
@@ -437,7 +438,11 @@ def wrote_snapshots(run_dir, prefix):
         for path in _recorded_paths(record, record[key], run_dir):
             if snapshot_stem(path) in mine and (identity is None or file_identity(path) == identity):
                 return True
-        return False
+        # a state recorded with its identity is that run's wherever its path pointed (a project
+        # moved as a whole, then its run folder renamed: neither path rule finds it)
+        name = os.path.basename(record[key])
+        return isinstance(identity, list) and any(
+            os.path.basename(p) == name and file_identity(p) == identity for p in files)
     return any(names_one(r, key) for r in _run_records(run_dir) for key in ('last_snapshot', 'resumed_from'))
 
 

@@ -1323,6 +1323,35 @@ def test_a_project_folder_moved_as_a_whole_resumes_its_run(tiny, tmp_path):
     _refused_a_gone_runs_prefix_that_resumes(other, 'pm', 'snap_pm', 20, '../proj2/runs/a', '../v_archived')
 
 
+@pytest.mark.parametrize('how', ['mv', 'cp -a'])
+def test_a_project_moved_and_then_its_run_folder_renamed_resumes(tiny, tmp_path, how):
+    """A project moved (or copied) as a whole, then its run folder renamed:
+    neither the recorded cwd nor the run folder led to the snapshots, and
+    the run was refused as another's (pass 28 M2). Its states, recorded
+    with their identities, are its own; another run of the same names is
+    still refused."""
+    project = tmp_path / 'proj'
+    project.mkdir()
+    for name in ('nets', 'images'):
+        os.symlink(str(tiny / name), str(project / name))
+    path = solver(project, 'pr', max_iter=10, snapshot=5)
+    text = open(path).read().replace(str(project) + '/', '')      # (the net, relative)
+    open(path, 'w').write(text)
+    assert run(['train', 'pr.prototxt', '--run-dir', 'runs/a', '--set', 'max_iter=5'], project).returncode == 0
+    moved = tmp_path / 'proj2'
+    if how == 'mv':
+        os.rename(str(project), str(moved))
+    else:
+        subprocess.run(['cp', '-a', str(project), str(moved)], check=True)
+    os.rename(str(moved / 'runs' / 'a'), str(moved / 'runs' / 'a2'))
+    res = run(['train', 'pr.prototxt', '--run-dir', 'runs/a2', '--resume', 'auto'], moved)
+    assert res.returncode == 0 and 'iteration 5' in res.stdout + res.stderr, res.stderr
+    assert (moved / 'snap_pr' / 'w_iter_10.caffemodel').exists()
+    res = run(['train', 'pr.prototxt', '--run-dir', 'runs/b', '--resume', 'auto'], moved)
+    assert res.returncode == 1 and 'snap_pr/w is the snapshot prefix of the run in %s' % (
+        moved / 'runs' / 'a2') in res.stderr, res.stderr
+
+
 def test_lock_files_of_killed_runs_are_swept_and_held_ones_kept(tmp_path):
     """A run killed with SIGKILL left its lock file in the lock folder for
     good (pass 25 M2): the next lock_prefix removes those no one holds."""
