@@ -765,6 +765,8 @@ def take_snapshot(solver, solver_file, needed, ranks=1, run_dir=None):
         for path in (staged_model, staged_state):
             with contextlib.suppress(OSError):
                 os.unlink(path)
+        # (the file that failed: a folder made at the caffemodel's name is named as that, not the state)
+        failed = model if {e.filename, getattr(e, 'filename2', None)} & {staged_model, model} else state
         raise RunError('cannot write the snapshot at iteration %d (%s): %s'
-                       % (iteration, state, e.strerror or e))
+                       % (iteration, failed, e.strerror or e))
     return state

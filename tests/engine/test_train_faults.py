@@ -1531,6 +1531,18 @@ def test_the_resume_command_of_a_followed_run_names_where_it_went(tiny, moved):
     assert info['snapshot_prefix'].startswith(new + '/') and not (tiny / old).exists()
 
 
+def test_a_folder_made_mid_run_at_a_caffemodel_name_is_named_as_that(tiny):
+    """The failure named the state for a folder at the caffemodel's name
+    (pass 27 M8)."""
+    solver(tiny, 'fmc', max_iter=2000, snapshot=5)
+    code, err = _after_the_first_snapshot(
+        ['train', 'fmc.prototxt', '--run-dir', 'runs/fmc'], tiny, tiny / 'snap_fmc' / 'w_iter_5.solverstate',
+        lambda: (tiny / 'snap_fmc' / 'w_iter_300.caffemodel').mkdir())
+    assert code == 1, err
+    assert 'cannot write the snapshot at iteration 300 (snap_fmc/w_iter_300.caffemodel): Is a directory' in err, err
+    assert not (tiny / 'snap_fmc' / 'w_iter_300.solverstate').exists()
+
+
 def test_a_snapshot_folder_removed_or_re_pointed_while_its_run_trains(tiny):
     """Caffe writes into the folder the run began with: one removed (and
     made again at its name) is a one-line error, not Caffe's abort on a
