@@ -1448,7 +1448,7 @@ def test_a_run_folder_holding_its_snapshots_renamed_while_it_trains_goes_on_ther
     the run could not be resumed (pass 28 M1). Caffe now writes into the
     folder by its descriptor: the run goes on there, to the weights of an
     uninterrupted run, and resumes there."""
-    fields = dict(max_iter=40, snapshot=5)
+    fields = dict(max_iter=25, snapshot=5)
     if inside == 'default':
         fields['snapshot_prefix'] = ''
     solver(tiny, 'inm', **fields)
@@ -1468,13 +1468,13 @@ def test_a_run_folder_holding_its_snapshots_renamed_while_it_trains_goes_on_ther
         os.path.join('runs', 'inm1_' + inside, os.path.dirname(where)), moved) in err, err
     assert not (tiny / 'runs' / ('inm1_' + inside)).exists()
     info = run_json(tiny / 'runs' / ('inm2_' + inside))
-    assert info['status'] == 'finished' and info['final_iteration'] == 40
+    assert info['status'] == 'finished' and info['final_iteration'] == 25
     assert info['snapshot_prefix'] == os.path.join(moved, os.path.basename(where))
-    a, b = (weights_of(tiny / 'runs' / r / (where + '_iter_40.caffemodel')) for r in ('inm2_' + inside, 'inm_ref_' + inside))
+    a, b = (weights_of(tiny / 'runs' / r / (where + '_iter_25.caffemodel')) for r in ('inm2_' + inside, 'inm_ref_' + inside))
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     assert not [p.name for p in (tiny / 'runs' / ('inm2_' + inside)).rglob('*partial*')]
-    res = run(args('inm2_' + inside, '--set', 'max_iter=45', '--resume', 'auto'), tiny)
-    assert res.returncode == 0 and 'iteration 40' in res.stdout + res.stderr, res.stderr
+    res = run(args('inm2_' + inside, '--set', 'max_iter=27', '--resume', 'auto'), tiny)
+    assert res.returncode == 0 and 'iteration 25' in res.stdout + res.stderr, res.stderr
 
 
 def test_a_snapshot_folder_renamed_while_its_run_trains_is_followed(tiny):
@@ -1534,10 +1534,10 @@ def test_a_folder_made_mid_run_at_a_caffemodel_name_is_named_as_that(tiny):
     solver(tiny, 'fmc', max_iter=2000, snapshot=5)
     code, err = _after_the_first_snapshot(
         ['train', 'fmc.prototxt', '--run-dir', 'runs/fmc'], tiny, tiny / 'snap_fmc' / 'w_iter_5.solverstate',
-        lambda: (tiny / 'snap_fmc' / 'w_iter_300.caffemodel').mkdir())
+        lambda: (tiny / 'snap_fmc' / 'w_iter_60.caffemodel').mkdir())
     assert code == 1, err
-    assert 'cannot write the snapshot at iteration 300 (snap_fmc/w_iter_300.caffemodel): Is a directory' in err, err
-    assert not (tiny / 'snap_fmc' / 'w_iter_300.solverstate').exists()
+    assert 'cannot write the snapshot at iteration 60 (snap_fmc/w_iter_60.caffemodel): Is a directory' in err, err
+    assert not (tiny / 'snap_fmc' / 'w_iter_60.solverstate').exists()
 
 
 def test_a_snapshot_folder_removed_or_re_pointed_while_its_run_trains(tiny):
