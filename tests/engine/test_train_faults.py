@@ -1286,17 +1286,23 @@ def test_two_binaries_without_a_snapshot_prefix_in_one_folder_are_refused(tiny, 
     assert sorted(p.name for p in folder.glob('_iter_*')) == ['_iter_2.caffemodel', '_iter_2.solverstate']
 
 
+def _project(tiny, project, name):
+    """A project folder: the tiny nets and images, and solver NAME with its
+    paths relative to the folder (max_iter 10, a snapshot every 5)."""
+    project.mkdir()
+    for part in ('nets', 'images'):
+        os.symlink(str(tiny / part), str(project / part))
+    path = solver(project, name, max_iter=10, snapshot=5)
+    text = open(path).read().replace(str(project) + '/', '')      # (the net, relative)
+    open(path, 'w').write(text)
+    return project
+
+
 def test_a_project_folder_moved_as_a_whole_resumes_its_run(tiny, tmp_path):
     """A run with relative paths, its whole project folder moved: run.json's
     paths, read against the cwd it recorded, named the old place, and
     --resume auto was refused (pass 25 M1)."""
-    project = tmp_path / 'proj'
-    project.mkdir()
-    for name in ('nets', 'images'):
-        os.symlink(str(tiny / name), str(project / name))
-    path = solver(project, 'pm', max_iter=10, snapshot=5)
-    text = open(path).read().replace(str(project) + '/', '')      # (the net, relative)
-    open(path, 'w').write(text)
+    project = _project(tiny, tmp_path / 'proj', 'pm')
     res = run(['train', 'pm.prototxt', '--run-dir', 'runs/a', '--set', 'max_iter=5'], project)
     assert res.returncode == 0, res.stderr
     moved = tmp_path / 'proj2'
@@ -1327,13 +1333,7 @@ def test_a_project_moved_and_then_its_run_folder_renamed_resumes(tiny, tmp_path,
     the run was refused as another's (pass 28 M2). Its states, recorded
     with their identities, are its own; another run of the same names is
     still refused."""
-    project = tmp_path / 'proj'
-    project.mkdir()
-    for name in ('nets', 'images'):
-        os.symlink(str(tiny / name), str(project / name))
-    path = solver(project, 'pr', max_iter=10, snapshot=5)
-    text = open(path).read().replace(str(project) + '/', '')      # (the net, relative)
-    open(path, 'w').write(text)
+    project = _project(tiny, tmp_path / 'proj', 'pr')
     assert run(['train', 'pr.prototxt', '--run-dir', 'runs/a', '--set', 'max_iter=5'], project).returncode == 0
     moved = tmp_path / 'proj2'
     if how == 'mv':
