@@ -253,14 +253,43 @@ def _datalist_problems(path, key, datalist):
             return [Problem(path, None, key, 'no such file: %s%s' % (needed, '' if needed == datalist else
                                                                       ' (`datalist build` writes it beside the '
                                                                       'datalist)'))]
-    with open(datalist, 'rb') as f:
-        first = next((line.split() for line in f if line.strip()), None)
+    first, problem = _first_datalist_line(datalist)
+    if problem:
+        return [Problem(path, None, key, problem)]
     if first is None:
         return [Problem(path, None, key, '%s lists no image' % datalist)]
-    if not os.path.isabs(first[0].decode('utf-8', 'replace')):
+    name = first[0].decode('utf-8', 'backslashreplace')
+    if not os.path.isabs(name):
         return [Problem(path, None, key, '%s names its images relative to a root folder (%s): build it '
-                                         'without --root' % (datalist, first[0].decode('utf-8', 'replace')))]
+                                         'without --root' % (datalist, name if len(name) < 200 else
+                                                             name[:200] + '...'))]
     return []
+
+
+DATALIST_LINE_BYTES = 1 << 16
+
+
+def _first_datalist_line(datalist):
+    """(the first non-blank line's fields as bytes, or None; a problem or
+    None), reading at most a line's worth at a time and the first MB: a
+    NUL-filled or UTF-16 file is not a text datalist (it was read whole
+    as one line), a UTF-8 BOM is passed over."""
+    read = 0
+    with open(datalist, 'rb') as f:
+        while read < (1 << 20):
+            line = f.readline(DATALIST_LINE_BYTES)
+            if not line:
+                return None, None
+            if read == 0 and line.startswith(b'\xef\xbb\xbf'):
+                line = line[3:]
+            read += len(line)
+            if b'\0' in line or (len(line) == DATALIST_LINE_BYTES and not line.endswith(b'\n')):
+                return None, ('%s is not a text datalist: %s near its start (a datalist is UTF-8 text, a line '
+                              'per image)' % (datalist, 'NUL bytes (UTF-16, or a file of zeros?)' if b'\0' in line
+                                              else 'a line over %d KB' % (DATALIST_LINE_BYTES >> 10)))
+            if line.strip():
+                return line.split(), None
+    return None, None
 
 
 COCO_CHECKED_BYTES = 64 << 20     # a bigger instances file is read by its datalist stage only

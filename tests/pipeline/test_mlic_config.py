@@ -274,6 +274,35 @@ def test_datalists_given_as_they_are_are_copied_where_the_report_reads_them(tmp_
     assert "data: give one form: voc (with train_set, val_set, test_set), the splits' COCO files" in found
 
 
+def test_a_datalist_of_zeros_utf16_or_with_a_bom(tmp_path):
+    """A zero-filled datalist was read whole as one line (4.4 GB of memory
+    for 1 GB) and echoed into the message; one with a BOM was taken for
+    relative names; a UTF-16 one passed (pass 29 S7, M1, M2)."""
+    for split in ('train', 'val', 'test'):
+        image = tmp_path / (split + '.jpg')
+        image.write_bytes(b'x')
+        (tmp_path / (split + '.txt')).write_text('%s 1 0 0 0 9 9 1.0\n' % image)
+        (tmp_path / (split + '.classes.txt')).write_text('box\ndisc\n')
+        (tmp_path / (split + '.gt.json')).write_text('{}')
+    (tmp_path / 'w.caffemodel').write_bytes(b'x')
+    lists = ''.join('%s_list = "%s"\n' % (s, tmp_path / (s + '.txt')) for s in ('train', 'val', 'test'))
+    path = tmp_path / 'lists.toml'
+    path.write_text('[run]\nsystem = "mlic"\nfolder = "%s"\n[data]\n%s[weights]\npretrained = "%s"\n[net]\n'
+                    'num_classes = 2\nbbox_num = 1\nbackbone = "mini"\n' % (tmp_path / 'run', lists,
+                                                                           tmp_path / 'w.caffemodel'))
+    val = tmp_path / 'val.txt'
+    text = val.read_text()
+    val.write_bytes(b'\xef\xbb\xbf' + text.encode())
+    runner.load(str(path))      # (accepted)
+    val.write_bytes(text.encode('utf-16-le'))
+    assert 'data.val_list: %s is not a text datalist: NUL bytes (UTF-16, or a file of zeros?) near its start' % val \
+        in problems_of(str(path))
+    val.write_bytes(b'')
+    os.truncate(str(val), 256 << 20)        # (sparse: no disk used)
+    found = problems_of(str(path))
+    assert 'data.val_list: %s is not a text datalist: NUL bytes' % val in found and len(found) < 2000, found[:3000]
+
+
 def test_a_stages_solver_fields_go_to_every_training_of_its_solver(data):
     path = config(data, '[ablation]\nrows = true\n[train]\nstage2 = { set = { momentum = 0.95, '
                         'lr_policy = "fixed" } }\n')
