@@ -147,16 +147,35 @@ def now():
     return time.strftime('%Y-%m-%dT%H:%M:%S%z')
 
 
+RUN_JSON_DEPTH = 64
+
+
 def read_run_json(run_dir):
-    """The run's run.json, or None where it is missing or not a JSON file."""
+    """The run's run.json, or None where it is missing, not a JSON file, or
+    nested deeper than any we write (a hand-edited one: written back into
+    the next run.json's `previous`, it would exceed Python's recursion)."""
     from caffe_mlic.errors import InputError
     from caffe_mlic.fileio import read_json
     if not os.path.lexists(os.path.join(run_dir, RUN_JSON)):
         return None
     try:
-        return read_json(os.path.join(run_dir, RUN_JSON))
+        info = read_json(os.path.join(run_dir, RUN_JSON))
     except InputError:
         return None
+    return info if _depth_at_most(info, RUN_JSON_DEPTH) else None
+
+
+def _depth_at_most(value, limit):
+    """Whether JSON ``value`` nests at most ``limit`` lists and objects deep
+    (without recursion)."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return False
+            pending.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return True
 
 
 def write_run_json(run_dir, info):

@@ -375,6 +375,15 @@ def run_records(info):
     return [info] + [r for r in previous if isinstance(r, dict)]
 
 
+def _a_path(text):
+    """Whether ``text`` can name a file (no NUL; it encodes as a file name:
+    a lone surrogate JSON allows does not)."""
+    try:
+        return '\0' not in text and bool(os.fsencode(text) or True)
+    except UnicodeEncodeError:
+        return False
+
+
 def _recorded_paths(record, path, run_dir=None):
     """The places a path run.json recorded may mean: against the cwd the run
     recorded (relative ones); and, for a relative one, against the current
@@ -383,8 +392,8 @@ def _recorded_paths(record, path, run_dir=None):
     whole, its command run again in the new place; not a run folder of
     another project that happens to use the same relative names)."""
     cwd = record.get('cwd') if isinstance(record.get('cwd'), str) else None
-    if '\0' in path or (cwd and '\0' in cwd) or '\0' in str(record.get('run_dir')):
-        return set()        # (a hand-edited run.json: no path has a NUL)
+    if not all(_a_path(p) for p in (path, cwd or '', str(record.get('run_dir')))):
+        return set()        # (a hand-edited run.json: no path has a NUL or a lone surrogate)
     meant = os.path.normpath(os.path.join(cwd, path) if cwd else os.path.abspath(path))
     places = {os.path.realpath(meant)}
     then = record.get('run_dir') if isinstance(record.get('run_dir'), str) else None
@@ -472,10 +481,12 @@ def other_owner(prefix, run_dir=None):
     claim = owner_path(prefix)
     if owner == me:
         if prefix_files(prefix) and not uses_prefix(run_dir, prefix):
-            return ('%s holds the snapshots of the run that was in %s before this one (its run.json is not '
-                    'there: moved away?): this run would write over them; give this run another snapshot_prefix '
-                    '(--set snapshot_prefix=...), resume the earlier run in its folder, or remove %s and those '
-                    'snapshots first' % (prefix, owner, claim))
+            from caffe_mlic.engine.logs import RUN_JSON
+            why = ('its run.json cannot be read, or names no such prefix' if os.path.lexists(
+                os.path.join(run_dir, RUN_JSON)) else 'its run.json is not there: moved away?')
+            return ('%s holds the snapshots of the run that was in %s before this one (%s): this run would write '
+                    'over them; give this run another snapshot_prefix (--set snapshot_prefix=...), resume the '
+                    'earlier run in its folder, or remove %s and those snapshots first' % (prefix, owner, why, claim))
         return None
     if os.path.isdir(owner) and _run_records(owner):
         return ('%s is the snapshot prefix of the run in %s: this run would write over its snapshots (and '
@@ -553,8 +564,9 @@ def write_claim(prefix, run_dir):
     """Name ``run_dir`` as the owner of ``prefix`` (relative to the
     snapshots' folder)."""
     path = owner_path(prefix)
-    with atomic_write(path) as f:
-        f.write(os.path.relpath(os.path.realpath(run_dir), os.path.dirname(os.path.realpath(path))) + '\n')
+    with atomic_write(path, 'wb') as f:     # (bytes: a run folder's name need not be UTF-8)
+        f.write(os.fsencode(os.path.relpath(os.path.realpath(run_dir), os.path.dirname(os.path.realpath(path))))
+                + b'\n')
 
 
 def move_claim(prefix, old_run_dir, run_dir):

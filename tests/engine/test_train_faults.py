@@ -1574,6 +1574,24 @@ def test_a_snapshot_folder_removed_or_re_pointed_while_its_run_trains(tiny):
     assert (tiny / 'real_a' / 'w_iter_20.caffemodel').exists() and not list((tiny / 'real_b').iterdir())
 
 
+def test_a_run_folder_whose_name_is_not_utf8_snapshots_and_resumes(tiny):
+    """The claim beside the snapshots was written as UTF-8 text: a run
+    folder named in another encoding lost its run at the first snapshot
+    (pass 29 S6)."""
+    solver(tiny, 'nu', max_iter=10, snapshot=5)
+    run_dir = os.fsdecode(b'runs/r\xff')
+
+    def run_bytes(args):        # (the output names the folder in its own bytes)
+        res = subprocess.run(CLI + args, cwd=tiny, capture_output=True, timeout=300, env=ENV)
+        return res.returncode, (res.stdout + res.stderr).decode('utf-8', 'replace')
+    code, out = run_bytes(['train', 'nu.prototxt', '--run-dir', run_dir, '--set', 'max_iter=5'])
+    assert code == 0, out
+    assert (tiny / 'snap_nu' / '.w.run').read_bytes() == b'../runs/r\xff\n'
+    code, out = run_bytes(['train', 'nu.prototxt', '--run-dir', run_dir, '--resume', 'auto'])
+    assert code == 0 and 'iteration 5' in out, out
+    assert (tiny / 'snap_nu' / 'w_iter_10.caffemodel').exists()
+
+
 def test_a_run_folder_whose_name_ends_in_a_space_keeps_its_prefix(tiny):
     """The claim was read back stripped: "runs/sp " became "runs/sp", and
     the run was refused at its own second snapshot (pass 26 M4)."""
@@ -1729,3 +1747,26 @@ def test_a_hand_edited_run_json_is_no_traceback(tiny, previous):
     res = run(['train', name + '.prototxt', '--run-dir', 'runs/' + name, '--set', 'max_iter=8', '--resume', 'auto'],
               tiny)
     assert 'Traceback' not in res.stderr and res.returncode in (0, 1), res.stderr
+
+
+@pytest.mark.parametrize('edit', ['cwd', 'snapshot_prefix', 'nested'])
+def test_a_run_json_with_a_lone_surrogate_or_deep_nesting_is_no_traceback(tiny, edit):
+    """A lone surrogate (valid JSON, no file name) in cwd or snapshot_prefix
+    gave UnicodeEncodeError; a value nested 900 deep, which Python's parser
+    reads, a RecursionError when written back (pass 29 S4). The first are
+    passed over; the last is a run.json that cannot be read, said so."""
+    name = 'sur_' + edit
+    solver(tiny, name, max_iter=5, snapshot=5)
+    assert run(['train', name + '.prototxt', '--run-dir', 'runs/' + name], tiny).returncode == 0
+    path = tiny / 'runs' / name / 'run.json'
+    info = run_json(tiny / 'runs' / name)
+    if edit == 'nested':
+        path.write_text(json.dumps(info)[:-1] + ', "x": ' + '[' * 900 + ']' * 900 + '}')
+    else:
+        info[edit] = info[edit].replace('snap', '\ud800') if edit == 'snapshot_prefix' else '/tmp/\ud800'
+        path.write_text(json.dumps(info))
+    res = run(['train', name + '.prototxt', '--run-dir', 'runs/' + name, '--set', 'max_iter=8', '--resume', 'auto'],
+              tiny)
+    assert 'Traceback' not in res.stderr and res.returncode in (0, 1), res.stderr
+    if edit == 'nested':
+        assert res.returncode == 1 and '(its run.json cannot be read, or names no such prefix)' in res.stderr
