@@ -429,6 +429,29 @@ def file_identity(path):
     return [size, digest.hexdigest()[:20]]
 
 
+def identity_in(path, identities):
+    """Whether the file at ``path`` is one of ``identities`` as run.json
+    records them: [size, digest] (file_identity), or [size, mtime in ns]
+    as versions 3aa4ef9 to 03a70e4 wrote them (compared as they did)."""
+    digest = None
+    for identity in identities:
+        if not (isinstance(identity, list) and len(identity) == 2):
+            continue
+        mark = identity[1]
+        if isinstance(mark, str):
+            digest = digest or file_identity(path)
+            if digest == identity:
+                return True
+        elif isinstance(mark, int) and not isinstance(mark, bool):
+            try:
+                info = os.stat(path)
+            except (OSError, ValueError):
+                continue
+            if [info.st_size, info.st_mtime_ns] == identity:
+                return True
+    return False
+
+
 def wrote_snapshots(run_dir, prefix):
     """Whether the run in ``run_dir`` (its run.json and the records of its
     earlier sessions) wrote or resumed from a snapshot of ``prefix`` still
@@ -445,13 +468,13 @@ def wrote_snapshots(run_dir, prefix):
             return False
         identity = record.get(key + '_id')
         for path in _recorded_paths(record, record[key], run_dir):
-            if snapshot_stem(path) in mine and (identity is None or file_identity(path) == identity):
+            if snapshot_stem(path) in mine and (identity is None or identity_in(path, [identity])):
                 return True
         # a state recorded with its identity is that run's wherever its path pointed (a project
         # moved as a whole, then its run folder renamed: neither path rule finds it)
         name = os.path.basename(record[key])
         return isinstance(identity, list) and any(
-            os.path.basename(p) == name and file_identity(p) == identity for p in files)
+            os.path.basename(p) == name and identity_in(p, [identity]) for p in files)
     return any(names_one(r, key) for r in _run_records(run_dir) for key in ('last_snapshot', 'resumed_from'))
 
 

@@ -64,7 +64,7 @@ from caffe_mlic.engine.nets import DATA_LAYERS, data_layers, find_score_blob, sc
 from caffe_mlic.engine.snapshots import (SnapshotError, check_finite_snapshot, check_hdf5_snapshots, check_snapshot,
                                          name_list, net_non_finite_layers,
                                          check_snapshot_folder, check_snapshot_size, find_snapshots, learned_net_path,
-                                         file_identity, follow_snapshot_folder, lock_prefix, move_claim, open_snapshot_folder,
+                                         file_identity, follow_snapshot_folder, identity_in, lock_prefix, move_claim, open_snapshot_folder,
                                          run_records, snapshot_bytes,
                                          take_snapshot, write_claim, write_hdf5_learned_net)
 from caffe_mlic.engine.solver_file import SolverFile
@@ -314,8 +314,7 @@ class Trainer:
         prior, own = self._prior_snapshots()
         began = self._chain_began() if prior is None else None
         for _, path in candidates:
-            identity = file_identity(path) if prior is not None else None
-            if (identity in prior and identity not in own if prior is not None else
+            if (identity_in(path, prior) and not identity_in(path, own) if prior is not None else
                     began is not None and os.path.getmtime(path) < began - 2):
                 # the prefix is shared with an earlier run that this run folder started over from
                 self.note('skipping %s: written before this run folder\'s run began: another run\'s '

@@ -1648,6 +1648,46 @@ def test_resume_auto_never_takes_the_newer_state_of_the_run_this_folder_started_
     assert 'skipping snap_so/w_iter_10.solverstate' in res.stdout + res.stderr
 
 
+def _as_an_older_version_recorded(run_dir, prefix_folder):
+    """Rewrite run.json's state identities as versions 3aa4ef9 to 03a70e4
+    recorded them: [size, mtime in ns]."""
+    older = {}
+    for path in prefix_folder.glob('*_iter_*'):
+        info = path.stat()
+        older[json.dumps(snapshots.file_identity(str(path)))] = [info.st_size, info.st_mtime_ns]
+
+    def convert(value):
+        if isinstance(value, list) and len(value) == 2 and isinstance(value[1], str):
+            return older.get(json.dumps(value), value)
+        if isinstance(value, list):
+            return [convert(v) for v in value]
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        return value
+    info = convert(run_json(run_dir))
+    (run_dir / 'run.json').write_text(json.dumps(info))
+    return info
+
+
+def test_state_identities_an_older_version_recorded_still_decide(tiny):
+    """After an upgrade, identities recorded as [size, mtime] matched none:
+    --resume auto went on from the older run's newer state (pass 29 S1)."""
+    solver(tiny, 'oldid', max_iter=10, snapshot=5)
+    assert run(['train', 'oldid.prototxt', '--run-dir', 'runs/oldid'], tiny).returncode == 0
+    res = run(['train', 'oldid.prototxt', '--run-dir', 'runs/oldid', '--set', 'max_iter=5', '--set', 'base_lr=0.003'],
+              tiny)                 # started over in the folder: the older run's 10 is not its own
+    assert res.returncode == 0, res.stderr
+    info = _as_an_older_version_recorded(tiny / 'runs' / 'oldid', tiny / 'snap_oldid')
+    older = tiny / 'snap_oldid' / 'w_iter_10.solverstate'
+    assert [older.stat().st_size, older.stat().st_mtime_ns] in info['prior_snapshots']
+    assert isinstance(info['last_snapshot_id'][1], int)
+    res = run(['train', 'oldid.prototxt', '--run-dir', 'runs/oldid', '--set', 'max_iter=7', '--set', 'base_lr=0.003',
+               '--resume', 'auto'], tiny)
+    assert res.returncode == 0, res.stderr
+    assert 'skipping snap_oldid/w_iter_10.solverstate' in res.stdout + res.stderr, res.stderr
+    assert 'resuming from snap_oldid/w_iter_5.solverstate at iteration 5' in res.stdout + res.stderr, res.stderr
+
+
 def test_a_run_whose_snapshots_were_removed_never_takes_another_runs_of_the_same_names(tiny):
     """a's snapshots removed, b trains with the same prefix and schedule and
     is archived: a's --resume auto went on from b's state, named like its
