@@ -133,7 +133,7 @@ def check_seed(seed_dir, test_list):
                          'differ: %s; not in stage 2: %s' % (differ, missing) if differ or missing
                          else 'every student layer of the baseline is identical in stage 2'))
 
-    base_w, stage1_w = runs['baseline'][0]['weights'], runs['stage1'][0]['weights']
+    base_w, stage1_w = runs['baseline'][0].get('weights') or [], runs['stage1'][0].get('weights') or []
     if len(base_w) != 1 or len(stage1_w) != 1:
         checks.append(_check('same_initialisation', False, 'baseline weights %s, stage 1 weights %s'
                              % (base_w, stage1_w)))

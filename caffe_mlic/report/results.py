@@ -59,6 +59,10 @@ def seed_result(seed, seed_dir, test_list):
             raise InputError('%s: %s (the training run of stage %s; did it finish?)' % (
                 os.path.join(layout.stage_run(seed_dir, stage), logs.RUN_JSON),
                 'missing or unreadable' if info is None else 'final_iteration is not an integer', stage))
+        wrong = _run_json_kind_problems(info)
+        if wrong:
+            raise InputError('%s: %s (the training run of stage %s)' % (
+                os.path.join(layout.stage_run(seed_dir, stage), logs.RUN_JSON), '; '.join(wrong), stage))
         iterations[stage] = final
     result = dict(
         seed=seed, teacher=teacher,
@@ -90,6 +94,26 @@ def seed_result(seed, seed_dir, test_list):
     if study:
         result['study'] = study
     return result
+
+
+def _a_path(value):
+    return isinstance(value, str) and value != '' and '\0' not in value
+
+
+def _run_json_kind_problems(info):
+    """What in a stage's run.json the report reads is missing or of another
+    kind: `weights` (a list of paths) and `last_snapshot` (a path or null)."""
+    problems = []     # (no `weights` at all: the fairness check says it cannot compare)
+    if 'weights' in info and (not isinstance(info['weights'], list) or not all(_a_path(w) for w in info['weights'])):
+        problems.append('weights must be a list of paths, got %s' % _shown(info['weights']))
+    if info.get('last_snapshot') is not None and not _a_path(info['last_snapshot']):
+        problems.append('last_snapshot must be a path or null, got %s' % _shown(info['last_snapshot']))
+    return problems
+
+
+def _shown(value):
+    text = repr(value)
+    return text if len(text) <= 80 else text[:80] + '...'
 
 
 def _last_val_map(folder):

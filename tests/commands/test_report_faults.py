@@ -124,9 +124,33 @@ def test_mlic_report_of_a_run_cut_short_names_the_missing_run_json(tmp_path, cap
     for stage in ('teacher', 'stage1', 'stage2', 'baseline'):
         os.makedirs(os.path.join(run, 'seed1', 'runs', stage))
         with open(os.path.join(run, 'seed1', 'runs', stage, 'run.json'), 'w') as f:
-            json.dump(dict(final_iteration='x' if stage == 'stage1' else 10), f)
+            json.dump(dict(final_iteration='x' if stage == 'stage1' else 10, weights=[]), f)
     err = _report_error(capsys, run)
     assert 'stage1/run.json: final_iteration is not an integer' in err, err
+
+
+@pytest.mark.parametrize('edit, message', [
+    (dict(weights=5), "weights must be a list of paths, got 5"),
+    (dict(weights=[5]), "weights must be a list of paths, got [5]"),
+    (dict(weights=['a\0b']), "weights must be a list of paths, got ['a\\x00b']"),
+    (dict(last_snapshot=5), "last_snapshot must be a path or null, got 5"),
+])
+def test_mlic_report_names_a_stage_run_json_value_of_another_kind(tmp_path, capsys, edit, message):
+    """A stage's run.json with `weights` or `last_snapshot` of another
+    kind gave TypeError or ValueError tracebacks (pass 29 S5; one without
+    `weights`, a KeyError: the fairness check now says it cannot compare)."""
+    run = _mlic_run(tmp_path)
+    for stage in ('teacher', 'stage1', 'stage2', 'baseline'):
+        os.makedirs(os.path.join(run, 'seed1', 'runs', stage))
+        info = dict(final_iteration=10, weights=[], last_snapshot=None)
+        if stage == 'stage2':
+            info.update(edit)
+            info = {k: v for k, v in info.items() if v is not None or k == 'last_snapshot'}
+        with open(os.path.join(run, 'seed1', 'runs', stage, 'run.json'), 'w') as f:
+            json.dump(info, f)
+    err = _report_error(capsys, run)
+    assert 'stage2/run.json: %s (the training run of stage stage2)' % message in err, err
+    assert 'Traceback' not in err
 
 
 def _h5_caffemodel(path, layers):
