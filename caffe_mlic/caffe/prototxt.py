@@ -5,8 +5,8 @@ pycaffe builds nets only from files, so ``caffe_net`` writes the message to a
 temporary file and removes it again; every caller goes through it.
 """
 import contextlib
-import math
 import functools
+import math
 import json
 import os
 import re
@@ -325,6 +325,7 @@ _POSITIVE_FIELDS = (
     # this Caffe fork's own layers
     ('PSROIPooling', 'psroi_pooling_param', ('output_dim', 'group_size')),
     ('Upsample', 'upsample_param', ('scale',)),     # 0: an empty top (an abort at its first use)
+    ('PixelShuffle', 'pixelshuffle_param', ('upscale_factor',)),    # 0: a division by zero (SIGFPE)
 )
 
 
@@ -474,6 +475,12 @@ def _fork_problems(layer):
             problems.append('prior_box_param min_size must be given, each > 0, got %s' % sizes)
     if kind == 'DetectionOutput' and not layer.detection_output_param.HasField('num_classes'):
         problems.append('detection_output_param num_classes must be set')
+    if kind == 'DetectionEvaluate':
+        p = layer.detection_evaluate_param
+        if not p.HasField('num_classes'):
+            problems.append('detection_evaluate_param num_classes must be set')
+        if not p.overlap_threshold > 0:
+            problems.append('detection_evaluate_param overlap_threshold must be > 0, got %r' % p.overlap_threshold)
     if kind == 'BilinearInterpolate':
         p = layer.bilinear_interpolate_param
         if (p.HasField('dst_h') or p.HasField('dst_w')) == p.HasField('scale_factor'):
@@ -685,6 +692,9 @@ def _pooling_problems(p):
         else (p.pad_h, p.pad_w)
     if any(pad) and p.pool == p.STOCHASTIC:
         problems.append('pooling_param pad is for MAX and AVE pooling, not STOCHASTIC')
+    elif p.pool == p.STOCHASTIC and _build_facts()[0]:
+        problems.append('pooling_param pool: STOCHASTIC has no CPU forward pass in Caffe (it aborts), and this '
+                        'Caffe is a CPU-only build: use MAX or AVE')
     if any(pad) and any(q >= k for q, k in zip(pad, kernel)):
         problems.append('pooling_param pad must be smaller than the kernel, got pad %s and kernel %s'
                         % (' x '.join(map(str, pad)), ' x '.join(map(str, kernel))))
@@ -784,6 +794,49 @@ def _caffe_layer_types():
     return frozenset(caffe.layer_type_list())
 
 
+# The layers the layer factory builds by engine: engine CUDNN on a build
+# without cuDNN is its FATAL "unknown engine" (the parameter that holds it).
+_ENGINE_PARAMS = {'Convolution': 'convolution_param', 'Pooling': 'pooling_param', 'LRN': 'lrn_param',
+                  'ReLU': 'relu_param', 'Sigmoid': 'sigmoid_param', 'TanH': 'tanh_param',
+                  'Softmax': 'softmax_param', 'SoftmaxWithLoss': 'softmax_param'}
+_CUDNN = 2      # every Engine enum's CUDNN
+
+
+@functools.lru_cache(maxsize=None)
+def _build_facts():
+    """(a CPU-only build, a build with cuDNN) of the active Caffe."""
+    from caffe_mlic.caffe import env
+    try:
+        return env.build_kind() == env.CPU, env.build_cudnn()[0]
+    except env.CaffeNotFound:
+        return False, True      # (not known: nothing refused for it)
+
+
+def _net_init_problems(layer):
+    """What Net::Init and the layer factory CHECK of one layer's own fields:
+    the propagate_down count, more param specs than the layer has blobs, an
+    engine this build lacks."""
+    from caffe_mlic.caffe.shapes import _param_shapes
+    problems = []
+    if layer.propagate_down and len(layer.propagate_down) != len(layer.bottom):
+        problems.append('propagate_down is given %d times for %d bottoms (give it once per bottom, or not at all)'
+                        % (len(layer.propagate_down), len(layer.bottom)))
+    if layer.param:
+        try:
+            blobs = _param_shapes(layer, [None] * len(layer.bottom))
+        except (ArithmeticError, IndexError, TypeError, ValueError):
+            blobs = None
+        if blobs is not None and len(layer.param) > len(blobs):
+            problems.append('%d param specs for a layer of %d parameter blob%s' % (
+                len(layer.param), len(blobs), '' if len(blobs) == 1 else 's'))
+    cudnn = _build_facts()[1]
+    message = _ENGINE_PARAMS.get(layer.type)
+    if message and getattr(layer, message).engine == _CUDNN and not cudnn:
+        problems.append('%s engine: CUDNN, and this Caffe is built without cuDNN (give engine: CAFFE, or leave '
+                        'it out)' % message)
+    return problems
+
+
 def _layer_problems(layer, fed_memory_data=False):
     """What Caffe would abort on, or a Python layer would fail on, in one layer."""
     import importlib
@@ -795,7 +848,7 @@ def _layer_problems(layer, fed_memory_data=False):
                     'database (Data)' % layer.type]
         return ['unknown layer type %r (a layer of a Caffe fork? this Caffe knows %d types, see '
                 'caffe.layer_type_list())' % (layer.type, len(_caffe_layer_types()))]
-    problems += _count_problems(layer) + _setting_problems(layer)
+    problems += _count_problems(layer) + _setting_problems(layer) + _net_init_problems(layer)
     if layer.type == 'MemoryData' and not fed_memory_data:
         # (its Forward CHECKs that it has data: only pycaffe's set_input_arrays gives it some)
         problems.append('has no data to give: only pycaffe\'s Net.set_input_arrays feeds a MemoryData layer '

@@ -544,6 +544,101 @@ def refused_layers(net, phase, in_phase):
     return found
 
 
+def shared_param_problems(net, phase, in_phase):
+    """[(layer, message)]: Net::AppendParam's CHECKs on a parameter shared by
+    name (``param { name }``): its blob's shape must equal the first
+    sharer's (its count, with share_mode PERMISSIVE), and an lr_mult or
+    decay_mult given must equal one given before."""
+    found, owners = [], {}
+    layers = {layer.name: layer for layer in net.layer if in_phase(layer, phase)}
+    for name, blobs in infer_param_shapes(net, phase, in_phase):
+        layer = layers.get(name)
+        if layer is None or blobs is None:
+            continue
+        for spec, blob in zip(layer.param, blobs):
+            if not spec.name:
+                continue
+            given = {field: getattr(spec, field) if spec.HasField(field) else None
+                     for field in ('lr_mult', 'decay_mult')}
+            if spec.name not in owners:
+                owners[spec.name] = dict(given, shape=blob.shape, layer=name)
+                continue
+            owner = owners[spec.name]
+            if blob.shape is not None and owner['shape'] is not None:
+                permissive = spec.share_mode == spec.PERMISSIVE
+                if (_count(blob.shape) != _count(owner['shape'])) if permissive else blob.shape != owner['shape']:
+                    found.append((name, "%s: param '%s' is shared with layer '%s', whose blob is %s; here it is "
+                                        "%s%s" % (layer.type, spec.name, owner['layer'], _shape_text(owner['shape']),
+                                                  _shape_text(blob.shape), '' if permissive else
+                                                  ' (share_mode PERMISSIVE compares counts only)')))
+            for field, value in given.items():
+                if value is None:
+                    continue
+                if owner[field] is None:
+                    owner[field] = value
+                elif owner[field] != value:
+                    found.append((name, "%s: param '%s' has %s %g, and %g where it was given before (layer "
+                                        "'%s'): a shared parameter has one" % (layer.type, spec.name, field, value,
+                                                                                owner[field], owner['layer'])))
+    return found
+
+
+# Stock layers whose Backward is NOT_IMPLEMENTED: Caffe aborts where a
+# gradient must pass through them.
+NO_BACKWARD = ('ArgMax', 'Threshold')
+
+
+def _loss_weights(layer):
+    """The loss weight of each top, as Caffe gives them (a *Loss layer's
+    first top 1 unless given)."""
+    weights = list(layer.loss_weight) + [0.0] * (len(layer.top) - len(layer.loss_weight))
+    if not layer.loss_weight and layer.type.endswith('Loss') and layer.top:
+        weights[0] = 1.0
+    return weights[:len(layer.top)]
+
+
+def no_backward_problems(net, phase, in_phase):
+    """[(layer, message)]: a layer without a backward pass (NO_BACKWARD)
+    that a training net's backward pass would run, as Net::Init decides:
+    a bottom needs a gradient (a learnable parameter below it, or
+    force_backward) and its top leads to a loss, and propagate_down does
+    not stop it."""
+    layers = [layer for layer in net.layer if in_phase(layer, phase)]
+    needs, blob_needs = [], set()
+    for layer in layers:
+        need = net.force_backward or any(name in blob_needs for name in layer.bottom)
+        try:
+            shapes = _param_shapes(layer, [None] * len(layer.bottom))
+        except (ArithmeticError, IndexError, TypeError, ValueError):
+            shapes = None
+        for i in range(len(shapes or [])):
+            if i >= len(layer.param) or layer.param[i].lr_mult != 0:
+                need = True
+        needs.append(need)
+        if need:
+            blob_needs.update(layer.top)
+    # backwards, as Net::Init: which layers lead to a loss, and which tops
+    # every reader skips (propagate_down: false, or a reader that runs no
+    # backward pass): Caffe inserts a Split where several layers read a blob
+    found, under_loss, read, wanted = [], set(), set(), set()
+    for layer, need in reversed(list(zip(layers, needs))):
+        contributes = any(w != 0 or top in under_loss for top, w in zip(layer.top, _loss_weights(layer)))
+        skips = bool(layer.top) and all(top in read and top not in wanted for top in layer.top)
+        runs = need and contributes and not skips
+        if runs and layer.type in NO_BACKWARD:
+            found.append((layer.name, '%s: the backward pass reaches it (a learnable layer below, a loss above) '
+                                      'and it has none (Caffe aborts): give the layer that reads its top '
+                                      'propagate_down: false, or lr_mult: 0 to the layers below' % layer.type))
+        for i, bottom in enumerate(layer.bottom):
+            if contributes:
+                under_loss.add(bottom)
+            down = layer.propagate_down[i] if layer.propagate_down else bottom in blob_needs
+            read.add(bottom)
+            if down and contributes and not (need and skips):
+                wanted.add(bottom)
+    return found
+
+
 # ------------------------------------------------- settings against shapes
 #
 # What the stock layers' LayerSetUp and Reshape CHECK against their bottoms'
@@ -625,6 +720,14 @@ def _shape_checks(layer, bottoms):
                 % (layer.upsample_param.dims_num, layer.upsample_param.dims_num, _shape_text(first))]
     if kind == 'BatchNorm' and len(first) < 2:
         return ['takes a bottom of 2 or more axes (N x C ...), got %s' % _shape_text(first)]
+    if kind == 'PixelShuffle':
+        factor = layer.pixelshuffle_param.upscale_factor
+        if len(first) != 4:     # (its forward pass reads N x C x H x W)
+            return ['takes a bottom of 4 axes (N x C x H x W), got %s' % _shape_text(first)]
+        if factor >= 1 and first[1] % (factor * factor):
+            # (Caffe CHECKs C % factor alone, then drops the channels left over from C / factor^2)
+            return ['pixelshuffle_param upscale_factor %d: the bottom\'s %d channels must divide by %d '
+                    '(the factor squared)' % (factor, first[1], factor * factor)]
     if kind == 'SPP':
         problems = _spp_problems(layer.spp_param.pyramid_height, first)
         if problems:
@@ -947,7 +1050,9 @@ def check_sizes(net, where, in_phase, phase=None, nets=None):
         refused = [(layer, message) for layer, message in unconnected[label] if not lenient or all(
             (layer, message) in unconnected[other] for other, other_phase, other_keep in nets
             if layer in layers and other_keep(layers[layer], other_phase))]
-        refused += refused_layers(net, ph, keep)
+        refused += refused_layers(net, ph, keep) + shared_param_problems(net, ph, keep)
+        if ph == 'TRAIN':       # (only a solver's net runs the backward pass)
+            refused += no_backward_problems(net, ph, keep)
         refused += [(layer, '%s would be %s = %d values, more than a Caffe blob holds (2^31 - 1): lower %s'
                      % (what, ' x '.join(map(str, shape)), _count(shape), hint))
                     for layer, what, shape, hint in oversized(net, ph, keep)]

@@ -638,8 +638,6 @@ def _check_solver(solver_path, argv=()):
     return lock_prefix('', shown='"" (the files _iter_N.* in %s)' % os.getcwd())
 
 
-# stock layers whose Backward is NOT_IMPLEMENTED whatever propagate_down says
-NO_BACKWARD = ('ArgMax', 'Threshold')
 
 
 def _check_model(model, action, argv):
@@ -656,6 +654,7 @@ def _check_model(model, action, argv):
     prototxt.check_net(net, model, phase, stages, level)
     if action == 'time':
         # `time` runs every layer's backward pass; these have none (Caffe aborts)
+        from caffe_mlic.caffe.shapes import NO_BACKWARD
         rule = prototxt.state_rule(net, stages, level)
         without = [layer.name for layer in net.layer if layer.type in NO_BACKWARD and rule(layer, phase)]
         if without:

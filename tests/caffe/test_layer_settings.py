@@ -421,6 +421,37 @@ CASES = {
         'shape { dim: 1 dim: 2 dim: 12 } shape { dim: 1 dim: 2 } } }\n' +
         _layer('LSTMUnit', ['c0', 'g', 'k'], '', ('c', 'h')),
         "bottom 'data' (2 x 4 x 6 x 6) must be 1 x N x D (LSTMUnit: cell state, gates, continuation)", 'abort'),
+    # pass 29 S2, S3: the fork's PixelShuffle (0: a division by zero), Net::Init's own CHECKs
+    'pixel shuffle by 0': (
+        _layer('PixelShuffle', ['data'], 'pixelshuffle_param { upscale_factor: 0 }'),
+        _layer('PixelShuffle', ['data'], 'pixelshuffle_param { upscale_factor: 2 }'),
+        'upscale_factor must be >= 1, got 0', 'abort'),
+    'pixel shuffle of channels the factor squared does not divide': (
+        _layer('PixelShuffle', ['data'], 'pixelshuffle_param { upscale_factor: 3 }'),
+        _layer('PixelShuffle', ['data'], 'pixelshuffle_param { upscale_factor: 1 }'),
+        "pixelshuffle_param upscale_factor 3: the bottom's 4 channels must divide by 9 (the factor squared)",
+        'abort'),
+    'propagate_down given twice for one bottom': (
+        _layer('ReLU', ['data'], 'propagate_down: true propagate_down: false'),
+        _layer('ReLU', ['data'], 'propagate_down: false'),
+        'propagate_down is given 2 times for 1 bottoms (give it once per bottom, or not at all)', 'abort'),
+    'more param specs than blobs': (
+        _layer('InnerProduct', ['data'], 'param { } param { } param { } inner_product_param { num_output: 2 }'),
+        _layer('InnerProduct', ['data'], 'param { } param { } inner_product_param { num_output: 2 }'),
+        '3 param specs for a layer of 2 parameter blobs', 'abort'),
+    'a cuDNN engine on a build without cuDNN': (
+        _layer('Convolution', ['data'], 'convolution_param { num_output: 2 kernel_size: 3 engine: CUDNN }'),
+        _layer('Convolution', ['data'], 'convolution_param { num_output: 2 kernel_size: 3 engine: CAFFE }'),
+        'convolution_param engine: CUDNN, and this Caffe is built without cuDNN (give engine: CAFFE, or leave '
+        'it out)', 'abort'),
+    'stochastic pooling on a CPU build': (
+        _layer('Pooling', ['data'], 'pooling_param { pool: STOCHASTIC kernel_size: 3 }'),
+        _layer('Pooling', ['data'], 'pooling_param { pool: AVE kernel_size: 3 }'),
+        'pooling_param pool: STOCHASTIC has no CPU forward pass in Caffe (it aborts), and this Caffe is a '
+        'CPU-only build: use MAX or AVE', 'abort'),
+    'detection evaluation without num_classes': (
+        _layer('DetectionEvaluate', ['data', 'data'], ''), None,
+        'detection_evaluate_param num_classes must be set', 'abort'),
     'bilinear interpolation of no size': (
         _layer('BilinearInterpolate', ['data'], ''),
         _layer('BilinearInterpolate', ['data'], 'bilinear_interpolate_param { scale_factor: 2 }'),
@@ -471,6 +502,59 @@ def test_caffe_dies_on_each_refused_setting_and_runs_its_twin(case, tmp_path):
         (tmp_path / 'twin.prototxt').write_text(INPUTS + twin)
         assert _fate_in_caffe(str(tmp_path / 'twin.prototxt')) == 'ok'
     assert _fate_in_caffe(str(tmp_path / 'bad.prototxt')) in ('SIGABRT', 'SIGFPE', 'SIGSEGV')
+
+
+_CONV = 'convolution_param { num_output: %d kernel_size: %d weight_filler { type: "xavier" } }'
+NET_LEVEL = {
+    # a parameter shared by name: Net::AppendParam's CHECKs (pass 29 S3)
+    'a shared parameter of two shapes': (
+        'layer { name: "a" type: "Convolution" bottom: "data" top: "a" param { name: "w" } %s }\n'
+        'layer { name: "x" type: "Convolution" bottom: "data" top: "b" param { name: "w" } %s }\n'
+        % (_CONV % (2, 3), _CONV % (2, 1)),
+        'layer { name: "a" type: "Convolution" bottom: "data" top: "a" param { name: "w" } %s }\n'
+        'layer { name: "x" type: "Convolution" bottom: "data" top: "b" param { name: "w" } %s }\n'
+        % (_CONV % (2, 3), _CONV % (2, 3)),
+        "Convolution: param 'w' is shared with layer 'a', whose blob is 2 x 4 x 3 x 3; here it is 2 x 4 x 1 x 1 "
+        "(share_mode PERMISSIVE compares counts only)", ('TRAIN', 'TEST')),
+    'a shared parameter with two lr_mult': (
+        'layer { name: "a" type: "Convolution" bottom: "data" top: "a" param { name: "w" lr_mult: 1 } %s }\n'
+        'layer { name: "x" type: "Convolution" bottom: "data" top: "b" param { name: "w" lr_mult: 2 } %s }\n'
+        % (_CONV % (2, 3), _CONV % (2, 3)),
+        'layer { name: "a" type: "Convolution" bottom: "data" top: "a" param { name: "w" lr_mult: 1 } %s }\n'
+        'layer { name: "x" type: "Convolution" bottom: "data" top: "b" param { name: "w" } %s }\n'
+        % (_CONV % (2, 3), _CONV % (2, 3)),
+        "Convolution: param 'w' has lr_mult 2, and 1 where it was given before (layer 'a'): a shared parameter "
+        "has one", ('TRAIN', 'TEST')),
+    # a layer without a backward pass between a learnable layer and a loss
+    'a threshold the gradient passes through': (
+        'layer { name: "c" type: "Convolution" bottom: "data" top: "c" %s }\n'
+        'layer { name: "x" type: "Threshold" bottom: "c" top: "t" }\n'
+        'layer { name: "l" type: "EuclideanLoss" bottom: "t" bottom: "c" top: "loss" }\n' % (_CONV % (2, 3)),
+        'layer { name: "c" type: "Convolution" bottom: "data" top: "c" %s }\n'
+        'layer { name: "x" type: "Threshold" bottom: "c" top: "t" }\n'
+        'layer { name: "l" type: "EuclideanLoss" bottom: "t" bottom: "c" top: "loss" propagate_down: false '
+        'propagate_down: true }\n' % (_CONV % (2, 3)),
+        'Threshold: the backward pass reaches it (a learnable layer below, a loss above) and it has none (Caffe '
+        'aborts): give the layer that reads its top propagate_down: false, or lr_mult: 0 to the layers below',
+        ('TRAIN',)),
+}
+
+
+@pytest.mark.parametrize('case', list(NET_LEVEL))
+def test_net_level_settings_caffe_aborts_on_are_refused_and_their_twins_run(case, tmp_path):
+    """Settings Caffe's Net::Init checks across layers: refused naming the
+    layer; Caffe dies on the net, and runs its twin (TRAIN, forward and
+    backward)."""
+    bad, twin, message, phases = NET_LEVEL[case]
+    with pytest.raises(InputError) as e:
+        prototxt.check_net(_net(bad), 'net.prototxt')
+    where = '' if phases == ('TRAIN', 'TEST') else ' (TRAIN)'
+    assert "net.prototxt: layer 'x'%s: %s" % (where, message) in str(e.value), str(e.value)
+    prototxt.check_net(_net(twin), 'net.prototxt')
+    (tmp_path / 'bad.prototxt').write_text(INPUTS + bad)
+    (tmp_path / 'twin.prototxt').write_text(INPUTS + twin)
+    assert _fate_in_caffe(str(tmp_path / 'twin.prototxt'), ('TRAIN',)) == 'ok'
+    assert _fate_in_caffe(str(tmp_path / 'bad.prototxt'), ('TRAIN',)) == 'SIGABRT'
 
 
 def test_the_generated_nets_have_no_setting_caffe_refuses():
