@@ -105,7 +105,12 @@ def apply_overrides(param, overrides):
                              'overrides')
         try:
             setattr(param, field.name, value)
-        except (ValueError, TypeError):         # protobuf's range of an integer field
+        except (ValueError, TypeError):         # protobuf's range of an integer field, a string's UTF-8
+            if field.type == F.TYPE_STRING:
+                raise UsageError('%s: %s is not UTF-8 text, and a solver\'s strings are (a path in another '
+                                 'encoding cannot be given to Caffe)' % (
+                    field.name, text.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')),
+                    'overrides')
             raise UsageError('%s: %s is out of the range of the field (%s)'
                              % (field.name, text, INT_RANGES.get(field.type, 'type %d' % field.type)),
                              'overrides')

@@ -1592,6 +1592,14 @@ def test_a_run_folder_whose_name_is_not_utf8_snapshots_and_resumes(tiny):
     assert (tiny / 'snap_nu' / 'w_iter_10.caffemodel').exists()
 
 
+def test_a_snapshot_prefix_that_is_not_utf8_is_named_as_such(tiny):
+    """It was "out of the range of the field (type 9)" (pass 29 M5)."""
+    path = solver(tiny, 'nu8', max_iter=5)
+    assert solver_problems(path, [os.fsdecode(b'snapshot_prefix=h5n\xff/w')]) == (
+        'UsageError', "snapshot_prefix: h5n\\xff/w is not UTF-8 text, and a solver's strings are (a path in "
+                      "another encoding cannot be given to Caffe)")
+
+
 def test_a_run_folder_whose_name_ends_in_a_space_keeps_its_prefix(tiny):
     """The claim was read back stripped: "runs/sp " became "runs/sp", and
     the run was refused at its own second snapshot (pass 26 M4)."""
