@@ -298,32 +298,35 @@ COCO_CHECKED_BYTES = 64 << 20     # a bigger instances file is read by its datal
 def _split_images(data, split):
     """({key: name} of the images of ``split`` as the config gives them, the
     config key they come from), or (None, key) where they are not read here:
-    a datalist's and a COCO split's images by their file (device, inode: a
-    link is the same image), a VOC image set's by name (one JPEGImages)."""
+    each image by its file (device, inode: a link is the same image; a
+    missing one by its path), a VOC set's names as JPEGImages/NAME.jpg."""
     import json
     found = {}
 
-    def add_file(path):
+    def add_file(path, shown=None):
         try:
             info = os.stat(path)
-            found.setdefault((info.st_dev, info.st_ino), path)
+            found.setdefault((info.st_dev, info.st_ino), shown or path)
         except OSError:         # (not there: the same spelling is the same image)
             with contextlib.suppress(ValueError):
-                found.setdefault(os.path.realpath(path), path)
+                found.setdefault(os.path.realpath(path), shown or path)
         except ValueError:      # (a NUL, a lone surrogate: no file has that name)
             pass
     if data.get(split + '_list'):
+        if _first_datalist_line(data[split + '_list'])[1]:
+            return None, 'data.%s_list' % split       # (not a text datalist: said by the checks before)
         with open(data[split + '_list'], 'rb') as f:
-            for line in f:
+            for line in iter(lambda: f.readline(DATALIST_LINE_BYTES), b''):     # (lines of bounded length)
                 if line.split():
                     add_file(os.fsdecode(line.split()[0].removeprefix(b'\xef\xbb\xbf')))
         return found, 'data.%s_list' % split
     if data.get('voc'):
         with open(os.path.join(data['voc'], 'ImageSets', 'Main', data[split + '_set'] + '.txt'), 'rb') as f:
-            for line in f:
+            for line in iter(lambda: f.readline(DATALIST_LINE_BYTES), b''):
                 if line.split():
                     name = os.fsdecode(line.split()[0].removeprefix(b'\xef\xbb\xbf'))   # (a BOM)
-                    found.setdefault(name, name)
+                    # its image file, as a datalist's (./000001, or a link to another's image: the same)
+                    add_file(os.path.join(data['voc'], 'JPEGImages', name + '.jpg'), name)
         return found, 'data.%s_set' % split
     coco = data.get(split + '_coco')
     try:
@@ -354,9 +357,10 @@ def _shared_images_problems(path, data):
         for other in [s for s in SPLITS[:SPLITS.index(split)] if s in seen]:
             shared = sorted(images[k] for k in images.keys() & seen[other].keys())
             if shared:
+                shown = [name.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
+                         for name in shared[:3]]       # (a name in another encoding: \xff, not \udcff)
                 problems.append(Problem(path, None, key, '%d of its images are in the %s split too (%s): the '
-                                        'splits must not share images' % (len(shared), other,
-                                                                          ', '.join(shared[:3]))))
+                                        'splits must not share images' % (len(shared), other, ', '.join(shown))))
         seen[split] = images
     return problems
 

@@ -389,6 +389,16 @@ def test_splits_that_share_images_are_refused_in_every_form(data, tmp_path):
         'images' in found, found
     (data / 'voc' / 'ImageSets' / 'Main' / 'test.txt').write_bytes(b'\xef\xbb\xbftrain_a\n')     # (a BOM)
     assert 'data.test_set: 1 of its images are in the train split too (train_a)' in problems_of(config(data))
+    # the same image by another spelling, or a link to it under another name (pass 29 M3)
+    (data / 'voc' / 'ImageSets' / 'Main' / 'test.txt').write_text('./train_a\n')
+    assert 'data.test_set: 1 of its images are in the train split too (./train_a)' in problems_of(config(data))
+    image = data / 'voc' / 'JPEGImages' / 'train_a.jpg'
+    image.parent.mkdir(exist_ok=True)
+    image.write_bytes(b'x')
+    os.link(str(image), str(data / 'voc' / 'JPEGImages' / 'dupx.jpg'))
+    (data / 'voc' / 'ImageSets' / 'Main' / 'test.txt').write_text('dupx\n')
+    assert 'data.test_set: 1 of its images are in the train split too (dupx)' in problems_of(config(data))
+    os.unlink(str(data / 'voc' / 'JPEGImages' / 'dupx.jpg'))
     (data / 'voc' / 'ImageSets' / 'Main' / 'test.txt').write_text('test_a\n')
     lists = tmp_path / 'lists'
     lists.mkdir()
@@ -408,6 +418,8 @@ def test_splits_that_share_images_are_refused_in_every_form(data, tmp_path):
     assert runner.load(path)[1].given_lists
     # names no file can have, a list in UTF-16: no traceback; missing images spelled alike are one image
     (lists / 'val.txt').write_bytes(b'/x\x00y.jpg 1 0 0 0 9 9 1.0\n' + '/v.jpg 1'.encode('utf-16-le'))
+    assert 'is not a text datalist: NUL bytes' in problems_of(path)
+    (lists / 'val.txt').write_bytes(os.fsencode(os.fsdecode(b'/x\xffy.jpg')) + b' 1 0 0 0 9 9 1.0\n')
     runner.load(path)
     (lists / 'val.txt').write_text('%s 1 0 0 0 9 9 1.0\n' % (lists / 'gone.jpg'))
     (lists / 'test.txt').write_text('%s 1 0 0 0 9 9 1.0\n' % (lists / 'x' / '..' / 'gone.jpg'))
