@@ -240,8 +240,9 @@ def test_a_gpu_on_a_cpu_build_is_refused_before_anything_runs(data):
     assert 'run.gpu: the active Caffe' in found and 'is a CPU-only build' in found
 
 
-def test_datalists_given_as_they_are_are_copied_where_the_report_reads_them(tmp_path, capsys):
-    from caffe_mlic import cli
+def _lists_config(tmp_path):
+    """A config of datalists given as they are (one image each, with their
+    companions): lists.toml."""
     for split in ('train', 'val', 'test'):
         image = tmp_path / (split + '.jpg')
         image.write_bytes(b'x')
@@ -254,6 +255,12 @@ def test_datalists_given_as_they_are_are_copied_where_the_report_reads_them(tmp_
     path.write_text('[run]\nsystem = "mlic"\nfolder = "%s"\n[data]\n%s[weights]\npretrained = "%s"\n[net]\n'
                     'num_classes = 2\nbbox_num = 1\nbackbone = "mini"\n' % (tmp_path / 'run', lists,
                                                                            tmp_path / 'w.caffemodel'))
+    return path
+
+
+def test_datalists_given_as_they_are_are_copied_where_the_report_reads_them(tmp_path, capsys):
+    from caffe_mlic import cli
+    path = _lists_config(tmp_path)
     _, plan, stages = runner.load(str(path))
     names = [s.name for s in stages]
     assert names[:3] == ['data/list_train', 'data/list_val', 'data/list_test'] and plan.proposals_dir is None
@@ -278,18 +285,7 @@ def test_a_datalist_of_zeros_utf16_or_with_a_bom(tmp_path):
     """A zero-filled datalist was read whole as one line (4.4 GB of memory
     for 1 GB) and echoed into the message; one with a BOM was taken for
     relative names; a UTF-16 one passed (pass 29 S7, M1, M2)."""
-    for split in ('train', 'val', 'test'):
-        image = tmp_path / (split + '.jpg')
-        image.write_bytes(b'x')
-        (tmp_path / (split + '.txt')).write_text('%s 1 0 0 0 9 9 1.0\n' % image)
-        (tmp_path / (split + '.classes.txt')).write_text('box\ndisc\n')
-        (tmp_path / (split + '.gt.json')).write_text('{}')
-    (tmp_path / 'w.caffemodel').write_bytes(b'x')
-    lists = ''.join('%s_list = "%s"\n' % (s, tmp_path / (s + '.txt')) for s in ('train', 'val', 'test'))
-    path = tmp_path / 'lists.toml'
-    path.write_text('[run]\nsystem = "mlic"\nfolder = "%s"\n[data]\n%s[weights]\npretrained = "%s"\n[net]\n'
-                    'num_classes = 2\nbbox_num = 1\nbackbone = "mini"\n' % (tmp_path / 'run', lists,
-                                                                           tmp_path / 'w.caffemodel'))
+    path = _lists_config(tmp_path)
     val = tmp_path / 'val.txt'
     text = val.read_text()
     val.write_bytes(b'\xef\xbb\xbf' + text.encode())
