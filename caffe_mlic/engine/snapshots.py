@@ -338,8 +338,11 @@ def prefix_folder(prefix):
 
 def owner_path(prefix):
     """The file beside a snapshot prefix's snapshots that names the run
-    folder whose snapshots they are (one run per prefix)."""
-    return os.path.join(prefix_folder(prefix), '.%s.run' % os.path.basename(prefix))
+    folder whose snapshots they are (one run per prefix). A prefix by its
+    folder's descriptor (/proc/self/fd/N/BASE) keeps that folder: its path
+    by name may be renamed away before the file is written."""
+    folder = os.path.dirname(prefix) if prefix.startswith('/proc/self/fd/') else prefix_folder(prefix)
+    return os.path.join(folder, '.%s.run' % os.path.basename(prefix))
 
 
 def prefix_owner(prefix):
@@ -746,7 +749,7 @@ def _point_state_at(staged_state, state, model, hdf5):
     os.unlink(staged_state)
 
 
-def take_snapshot(solver, solver_file, needed, ranks=1, run_dir=None):
+def take_snapshot(solver, solver_file, needed, ranks=1, run_dir=None, io_prefix=None):
     """Caffe's snapshot at the solver's iteration, whole or not at all: Caffe
     writes it under the staging prefix, then the caffemodel and the state
     naming it are renamed into place, in that order. A disk without
@@ -754,30 +757,42 @@ def take_snapshot(solver, solver_file, needed, ranks=1, run_dir=None):
     aborts the process on a failed write). RunError when it cannot be
     written; earlier snapshots are untouched. With several data-parallel
     ``ranks`` their number goes beside the state first (ranks_file): a
-    resume with another number is refused. Returns the state's path."""
+    resume with another number is refused. ``io_prefix``: the prefix by
+    the snapshot folder's descriptor (/proc/self/fd/N/BASE, Caffe's staging
+    folder too), through which every file is written, so that a rename of
+    the folder at any moment changes nothing; the caller holds the prefix's
+    lock (so no other run can have claimed it). Returns the state's path
+    (by name)."""
     iteration = solver.iter
     model, state = solver_file.snapshot_paths(iteration)
     staged_model, staged_state = solver_file.snapshot_paths(iteration, staged=True)
-    folder = prefix_folder(model)
+    folder = prefix_folder(model)           # (named in messages)
+    io_folder = os.path.dirname(io_prefix) if io_prefix else folder
+
+    def io(path):
+        return os.path.join(io_folder, os.path.basename(path)) if io_prefix else path
     try:
-        free = shutil.disk_usage(folder).free
+        free = shutil.disk_usage(io_folder).free
     except OSError as e:
         raise RunError('cannot write the snapshot at iteration %d into %s: %s'
                        % (iteration, folder, e.strerror or e))
     if free < needed:
         raise RunError('cannot write the snapshot at iteration %d: it needs about %.1f MB and the '
                        'disk of %s has %.1f MB free' % (iteration, needed / 1e6, folder, free / 1e6))
-    if run_dir is not None:
+    if run_dir is not None and io_prefix:
+        if prefix_owner(io_prefix) != os.path.realpath(run_dir):
+            write_claim(io_prefix, run_dir)
+    elif run_dir is not None:
         claim_prefix(solver_file.snapshot_prefix, run_dir)
     ranks_path = ranks_file(state)
-    if os.path.lexists(ranks_path) and not os.path.isfile(ranks_path):
+    if os.path.lexists(io(ranks_path)) and not os.path.isfile(io(ranks_path)):
         raise RunError('cannot write the snapshot at iteration %d: %s is in the way, and it is not a regular '
                        'file (the file of that name says how many ranks wrote the state): move it away'
                        % (iteration, ranks_path))
     try:
         # a folder that cannot take a file now (made read-only mid-run, removed): said here, since
         # Caffe's failed write is a FATAL that ends the process
-        probe, name = tempfile.mkstemp(prefix='.write_probe.', dir=folder)
+        probe, name = tempfile.mkstemp(prefix='.write_probe.', dir=io_folder)
         os.close(probe)
         os.unlink(name)
     except OSError as e:
@@ -785,23 +800,23 @@ def take_snapshot(solver, solver_file, needed, ranks=1, run_dir=None):
                        % (iteration, folder, e.strerror or e))
     # A name here that links to another file (a snapshot linked in from another prefix) is replaced,
     # never written through: Caffe opens the staged names, and atomic_write follows a symlink.
-    unlink_links([staged_model, staged_state, model, state, ranks_path])
+    unlink_links([io(p) for p in (staged_model, staged_state, model, state, ranks_path)])
     try:
         solver.snapshot()
-        _fsync(staged_model)
-        os.replace(staged_model, model)
+        _fsync(io(staged_model))
+        os.replace(io(staged_model), io(model))
         if ranks > 1:
-            with atomic_write(ranks_path, 'w') as f:
+            with atomic_write(io(ranks_path), 'w') as f:
                 f.write('%d\n' % ranks)
-        elif os.path.exists(ranks_path):      # (an earlier run's, at this iteration)
-            os.unlink(ranks_path)
-        _point_state_at(staged_state, state, model, solver_file.hdf5)
+        elif os.path.exists(io(ranks_path)):      # (an earlier run's, at this iteration)
+            os.unlink(io(ranks_path))
+        _point_state_at(io(staged_state), io(state), model, solver_file.hdf5)
     except OSError as e:
         for path in (staged_model, staged_state):
             with contextlib.suppress(OSError):
-                os.unlink(path)
+                os.unlink(io(path))
         # (the file that failed: a folder made at the caffemodel's name is named as that, not the state)
-        failed = model if {e.filename, getattr(e, 'filename2', None)} & {staged_model, model} else state
+        failed = model if {e.filename, getattr(e, 'filename2', None)} & {io(staged_model), io(model)} else state
         raise RunError('cannot write the snapshot at iteration %d (%s): %s'
                        % (iteration, failed, e.strerror or e))
     return state

@@ -487,27 +487,64 @@ class Trainer:
         moved = os.path.dirname(where)
         self.note('the run folder %s was moved to %s while this run trained: it goes on there'
                   % (self.run_dir, moved))
-        move_claim(self.solver_file.snapshot_prefix, self.run_dir, moved)
+        move_claim(self._snapshot_io_prefix(), self.run_dir, moved)
         self.run_dir = self.info['run_dir'] = moved
         return moved
 
+    def _run_dir_io(self):
+        """The run folder as files are written into it: by its descriptor
+        (wherever it is), else by its name."""
+        fd = getattr(self, 'run_dir_fd', None)
+        return '/proc/self/fd/%d' % fd if fd is not None else self.run_dir
+
     def _draw_curves(self):
-        """curves.png in the run folder, where it is now (once more after a
-        failure: the folder renamed while it was drawn)."""
-        try:
-            plotting.draw_curves(self.log.records, os.path.join(self._follow_run_dir(), 'curves.png'),
-                                 title=self.solver_file.stem)
-        except OSError:
-            plotting.draw_curves(self.log.records, os.path.join(self._follow_run_dir(), 'curves.png'),
-                                 title=self.solver_file.stem)
+        """curves.png in the run folder, wherever it is now."""
+        self._follow_run_dir()
+        plotting.draw_curves(self.log.records, os.path.join(self._run_dir_io(), 'curves.png'),
+                             title=self.solver_file.stem)
 
     def _write_run_json(self, **changes):
         if not self.leader:
             return
-        self._follow_run_dir()
+        # (given first: a move found below renames what they name, run_dir and the prefix read at one
+        # moment, again after a rename between them)
         self.info.update(changes)
-        logs.write_run_json(self.run_dir, self.info)
+        for _ in range(10):
+            before = self._follow_run_dir()
+            self._follow_snapshots()
+            if self._follow_run_dir() == before:
+                break
+        logs.write_run_json(self._run_dir_io(), self.info)
         self.run_json_written = True
+
+    def _snapshot_io_prefix(self):
+        """The snapshot prefix as files are written: through the snapshot
+        folder's descriptor (wherever it is), else by its name."""
+        fd = getattr(self, 'snapshot_folder_fd', None)
+        prefix = self.solver_file.snapshot_prefix
+        return os.path.join('/proc/self/fd/%d' % fd, os.path.basename(prefix)) if fd is not None else prefix
+
+    def _follow_snapshots(self, strict=False):
+        """The snapshot prefix where its folder is now (follow_snapshot_folder),
+        said once per move, with the claim beside the snapshots and run.json's
+        prefix made to agree (ownership is judged by both). A removed folder
+        is a RunError when ``strict`` (before a snapshot), else passed over."""
+        if not self.leader or getattr(self, 'snapshot_folder_fd', None) is None:
+            return
+        try:
+            followed = follow_snapshot_folder(self.solver_file, self.snapshot_folder_fd)
+        except RunError:
+            if strict:
+                raise
+            return
+        if followed is None:
+            return
+        self.note(followed)
+        with contextlib.suppress(OSError):     # (the claim names the run folder relative to the snapshots)
+            write_claim(self._snapshot_io_prefix(), self._follow_run_dir())
+        self.info['snapshot_prefix'] = self.solver_file.snapshot_prefix
+        if getattr(self, 'last_snapshot', None) is not None and 'last_snapshot' in self.info:
+            self.info['last_snapshot'] = self.solver_file.snapshot_paths(self.last_snapshot)[1]
 
     def _snapshot(self):
         # Never a snapshot of diverged weights (--resume auto would pick it):
@@ -519,23 +556,21 @@ class Trainer:
         if bad:
             raise RunError('the weights are NaN or infinite at iteration %d (layers %s): training '
                            'diverged; lower base_lr%s' % (self.solver.iter, name_list(bad), self._resume_hint()))
+        held = self.snapshot_folder_fd is not None
         try:
-            run_dir = self._follow_run_dir()
-            followed = follow_snapshot_folder(self.solver_file, self.snapshot_folder_fd)
-            if followed is not None:
-                # the claim beside the snapshots names the run folder relative to them, and run.json
-                # names the prefix: ownership is judged by both
-                write_claim(self.solver_file.snapshot_prefix, run_dir)
-                self._write_run_json(snapshot_prefix=self.solver_file.snapshot_prefix)
-                self.note(followed)
-            state = take_snapshot(self.solver, self.solver_file, self.snapshot_needed, ranks=self.group.size,
-                                  run_dir=run_dir)
+            self._follow_snapshots(strict=True)
+            take_snapshot(self.solver, self.solver_file, self.snapshot_needed, ranks=self.group.size,
+                          run_dir=self._follow_run_dir(), io_prefix=self._snapshot_io_prefix() if held else None)
         except RunError as e:
             raise RunError('%s%s' % (e, self._resume_hint())) from None
         self.last_snapshot = self.solver.iter
-        # run.json names it at once (a run killed later is known by it: wrote_snapshots)
+        identity = file_identity(self._snapshot_io_prefix() + '_iter_%d.solverstate%s' % (
+            self.solver.iter, '.h5' if self.solver_file.hdf5 else ''))
+        # run.json names it at once (a run killed later is known by it: wrote_snapshots), where it is now
         with contextlib.suppress(OSError):
-            self._write_run_json(last_snapshot=state, last_snapshot_id=file_identity(state))
+            self._follow_snapshots()
+            self._write_run_json(last_snapshot=self.solver_file.snapshot_paths(self.solver.iter)[1],
+                                 last_snapshot_id=identity)
 
     def _say(self, bar, line):
         """A line on stdout; a closed stdout (the reader went away) stops the
@@ -779,6 +814,10 @@ class Trainer:
                     os.rmdir(folder)
         try:
             lock = self.run_lock = lock_run_dir(self.run_dir)
+            # run.json and curves.png are written into the folder by its descriptor: a rename at any
+            # moment cannot split the run between two folders (_follow_run_dir names where it is)
+            self.run_dir_fd = os.open(self.run_dir, os.O_PATH | os.O_DIRECTORY) \
+                if os.path.isdir('/proc/self/fd') else None
         except BaseException:
             if created:
                 remove_made()
@@ -818,9 +857,10 @@ class Trainer:
         finally:
             if getattr(self, 'prefix_lock', None) is not None:
                 unlock_run_dir(self.prefix_lock)
-            if getattr(self, 'snapshot_folder_fd', None) is not None:
-                os.close(self.snapshot_folder_fd)
-                self.snapshot_folder_fd = None
+            for name in ('snapshot_folder_fd', 'run_dir_fd'):
+                if getattr(self, name, None) is not None:
+                    os.close(getattr(self, name))
+                    setattr(self, name, None)
             unlock_run_dir(lock)
 
     def _signal(self, signum):
@@ -914,6 +954,8 @@ class Trainer:
             if getattr(self, 'sync', None) is not None:     # (what averaging the gradients cost rank 0: `make bench`)
                 self.info['reduction'] = dict(iterations=self.sync.reductions, seconds=self.sync.reduce_seconds,
                                               megabytes=self.sync.gradient_bytes / 1e6)
+            with contextlib.suppress(OSError):
+                self._follow_snapshots()
             last = sf.snapshot_paths(self.last_snapshot)[1] if self.last_snapshot is not None else None
             # (the identity recorded as it was written stays when the file cannot be read now)
             last_id = (file_identity(last) or self.info.get('last_snapshot_id')) if last is not None else None
@@ -940,6 +982,8 @@ class Trainer:
     def _resume_hint(self):
         if self.last_snapshot is None:
             return '; no snapshot of this run before it (start again)'
+        with contextlib.suppress(OSError):
+            self._follow_snapshots()        # (named where it is now)
         return '; the last snapshot is %s' % self.solver_file.snapshot_paths(self.last_snapshot)[1]
 
 

@@ -1540,6 +1540,79 @@ def test_a_folder_made_mid_run_at_a_caffemodel_name_is_named_as_that(tiny):
     assert not (tiny / 'snap_fmc' / 'w_iter_60.solverstate').exists()
 
 
+def test_renames_at_any_moment_never_stop_the_run_nor_split_it(tiny):
+    """A rename landing inside a snapshot's write (between Caffe's write,
+    the rename into place and run.json) stopped the run, left run.json
+    naming the old prefix and a stray folder at the old name (pass 30 S1):
+    every file of the run is now written through the folders'
+    descriptors. The folder is renamed back and forth every few ms while
+    the run snapshots at every iteration."""
+    import threading
+    solver(tiny, 'rml', max_iter=120, snapshot=1, snapshot_prefix='')
+    names = [tiny / 'runs' / 'rml_a', tiny / 'runs' / 'rml_b']
+    proc = start(['train', 'rml.prototxt', '--run-dir', 'runs/rml_a'], tiny, stdout=subprocess.DEVNULL,
+                 stderr=subprocess.PIPE)
+    done, renames = threading.Event(), [0]
+
+    def rename_again_and_again():
+        while not done.is_set():
+            with contextlib.suppress(OSError):
+                os.rename(str(names[renames[0] % 2]), str(names[(renames[0] + 1) % 2]))
+                renames[0] += 1
+            time.sleep(0.003)
+    try:
+        wait_for(lambda: (names[0] / 'snapshots' / 'rml_iter_1.solverstate').exists(), proc)
+        mover = threading.Thread(target=rename_again_and_again)
+        mover.start()
+        err = proc.communicate(timeout=300)[1]
+    finally:
+        done.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    mover.join()
+    assert renames[0] > 20 and proc.returncode == 0, err.strip().splitlines()[-1]
+    here = names[renames[0] % 2]
+    other = names[(renames[0] + 1) % 2]
+    assert not other.exists(), [str(p) for p in other.rglob('*')]       # (nothing written at the other name)
+    # run.json as the run left it (the folder may have moved on after it ended; its run_dir and prefix
+    # are read a moment apart, and --resume auto knows the run's states by their identities anyway)
+    info = run_json(here)
+    assert info['status'] == 'finished' and info['snapshot_prefix'] in ('runs/rml_a/snapshots/rml',
+                                                                         'runs/rml_b/snapshots/rml')
+    assert info['last_snapshot'] == info['snapshot_prefix'] + '_iter_120.solverstate', info
+    assert not [p.name for p in here.rglob('*') if 'partial' in p.name or p.name.endswith('tmp')]
+    res = run(['train', 'rml.prototxt', '--run-dir', 'runs/' + here.name, '--set', 'max_iter=122',
+               '--resume', 'auto'], tiny)
+    assert res.returncode == 0 and 'iteration 120' in res.stdout + res.stderr, res.stderr
+
+
+def test_a_new_run_at_a_running_runs_old_name_keeps_its_own_claim(tiny):
+    """A running run folder renamed away and a new run started under its
+    name: the older run rewrote the new one's claim (by the old name), and
+    the new run died at its next snapshot (pass 30 S2)."""
+    solver(tiny, 'clm', max_iter=2000, snapshot=5, snapshot_prefix='')
+    old = start(['train', 'clm.prototxt', '--run-dir', 'runs/clm'], tiny, stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: (tiny / 'runs' / 'clm' / 'snapshots' / 'clm_iter_5.solverstate').exists(), old)
+        os.rename(str(tiny / 'runs' / 'clm'), str(tiny / 'runs' / 'clm_old'))
+        res = run(['train', 'clm.prototxt', '--run-dir', 'runs/clm', '--set', 'max_iter=30'], tiny)
+        assert res.returncode == 0, res.stderr
+        assert (tiny / 'runs' / 'clm' / 'snapshots' / '.clm.run').read_text() == '..\n'
+        old.send_signal(signal.SIGTERM)
+        err = old.communicate(timeout=120)[1]
+    finally:
+        if old.poll() is None:
+            old.kill()
+            old.wait()
+    assert old.returncode == 143 and 'runs/clm_old' in err, err
+    for folder in ('clm', 'clm_old'):       # (each names its own run folder: the one above)
+        assert (tiny / 'runs' / folder / 'snapshots' / '.clm.run').read_text() == '..\n'
+    res = run(['train', 'clm.prototxt', '--run-dir', 'runs/clm', '--set', 'max_iter=35', '--resume', 'auto'], tiny)
+    assert res.returncode == 0 and 'iteration 30' in res.stdout + res.stderr, res.stderr
+
+
 def test_a_snapshot_folder_removed_or_re_pointed_while_its_run_trains(tiny):
     """Caffe writes into the folder the run began with: one removed (and
     made again at its name) is a one-line error, not Caffe's abort on a
