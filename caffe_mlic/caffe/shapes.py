@@ -624,11 +624,14 @@ def no_backward_problems(net, phase, in_phase):
     for layer, need in reversed(list(zip(layers, needs))):
         contributes = any(w != 0 or top in under_loss for top, w in zip(layer.top, _loss_weights(layer)))
         skips = bool(layer.top) and all(top in read and top not in wanted for top in layer.top)
-        runs = need and contributes and not skips
+        # (force_backward: every layer runs its backward pass, whatever leads to a loss)
+        runs = net.force_backward or (need and contributes and not skips)
         if runs and layer.type in NO_BACKWARD:
-            found.append((layer.name, '%s: the backward pass reaches it (a learnable layer below, a loss above) '
-                                      'and it has none (Caffe aborts): give the layer that reads its top '
-                                      'propagate_down: false, or lr_mult: 0 to the layers below' % layer.type))
+            found.append((layer.name, '%s: the backward pass reaches it (%s) and it has none (Caffe aborts): %s'
+                          % (layer.type, 'force_backward: true runs every layer\'s' if net.force_backward else
+                             'a learnable layer below, a loss above', 'leave force_backward out'
+                             if net.force_backward else 'give the layer that reads its top propagate_down: false, '
+                             'or lr_mult: 0 to the layers below')))
         for i, bottom in enumerate(layer.bottom):
             if contributes:
                 under_loss.add(bottom)

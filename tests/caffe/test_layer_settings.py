@@ -537,6 +537,11 @@ NET_LEVEL = {
         'Threshold: the backward pass reaches it (a learnable layer below, a loss above) and it has none (Caffe '
         'aborts): give the layer that reads its top propagate_down: false, or lr_mult: 0 to the layers below',
         ('TRAIN',)),
+    'a threshold with force_backward (pass 30 M2)': (
+        'force_backward: true\nlayer { name: "x" type: "Threshold" bottom: "data" top: "t" }\n',
+        'layer { name: "x" type: "Threshold" bottom: "data" top: "t" }\n',
+        "Threshold: the backward pass reaches it (force_backward: true runs every layer's) and it has none "
+        "(Caffe aborts): leave force_backward out", ('TRAIN',)),
 }
 
 
