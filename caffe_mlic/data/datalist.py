@@ -349,6 +349,7 @@ def _parse_block(buf, n_values, pow10, values, line_start, line_end, path_end, s
 
 _POW10 = np.array([10.0 ** i for i in range(23)])
 _BLOCK = 1 << 23                 # bytes of text parsed per kernel call
+_LONGEST_LINE = 4 * _BLOCK       # no datalist line comes near it
 
 
 _BOM = b'\xef\xbb\xbf'     # UTF-8's byte order mark, which some editors write first
@@ -369,6 +370,9 @@ def _blocks(f):
         data = rest + data
         cut = data.rfind(b'\n')
         if cut < 0:
+            if len(data) > _LONGEST_LINE:     # (a file of zeros, UTF-16: read whole as one line before)
+                raise OSError(0, 'a line over %d MB: not a text datalist (a line per image; UTF-16 or a '
+                                 'file of zeros?)' % (_LONGEST_LINE >> 20), getattr(f, 'name', None))
             rest = data            # a line longer than the block: read on
             continue
         rest = data[cut + 1:]

@@ -506,10 +506,13 @@ def other_owner(prefix, run_dir=None):
     me = os.path.realpath(run_dir) if run_dir is not None else None
     claim = owner_path(prefix)
     if owner == me:
-        if prefix_files(prefix) and not uses_prefix(run_dir, prefix):
-            from caffe_mlic.engine.logs import RUN_JSON
-            why = ('its run.json cannot be read, or names no such prefix' if os.path.lexists(
-                os.path.join(run_dir, RUN_JSON)) else 'its run.json is not there: moved away?')
+        # (a snapshot folder renamed after its run: run.json names the old prefix, and the states it
+        # recorded writing are these)
+        if prefix_files(prefix) and not uses_prefix(run_dir, prefix) and not wrote_snapshots(run_dir, prefix):
+            from caffe_mlic.engine.logs import RUN_JSON, read_run_json
+            why = ('its run.json is not there: moved away?' if not os.path.lexists(os.path.join(run_dir, RUN_JSON))
+                   else 'its run.json cannot be read' if read_run_json(run_dir) is None
+                   else 'its run.json names another snapshot prefix, and none of these snapshots')
             return ('%s holds the snapshots of the run that was in %s before this one (%s): this run would write '
                     'over them; give this run another snapshot_prefix (--set snapshot_prefix=...), resume the '
                     'earlier run in its folder, or remove %s and those snapshots first' % (prefix, owner, why, claim))

@@ -472,6 +472,14 @@ def test_a_problem_with_the_whole_file_is_the_one_line(tmp_path, capsys):
     assert captured.out == '' and captured.err == (
         'caffe-mlic datalist check: %s: cannot read the datalist: not a regular file (a device, FIFO or '
         'folder)\n' % tmp_path)
+    # a file of zeros was read whole as one line: 4.3 GB of memory for 1 GB (pass 30 M1)
+    zeros = tmp_path / 'zeros.txt'
+    zeros.write_bytes(b'')
+    os.truncate(str(zeros), 256 << 20)          # (sparse: no disk used)
+    assert cli.main(['datalist', 'check', str(zeros), '--att-num', '2', '--bbox-num', '1']) == 1
+    assert capsys.readouterr().err == (
+        'caffe-mlic datalist check: %s: cannot read the datalist: a line over 32 MB: not a text datalist (a line '
+        'per image; UTF-16 or a file of zeros?)\n' % zeros)
 
 
 @pytest.mark.parametrize('args, message', [
