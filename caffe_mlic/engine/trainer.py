@@ -311,6 +311,8 @@ class Trainer:
             check_finite_snapshot(self.resume, model)
             return self.resume
         candidates = find_snapshots(sf.snapshot_prefix)
+        if not candidates:
+            self._refuse_another_prefix()
         prior, own = self._prior_snapshots()
         began = self._chain_began() if prior is None else None
         for _, path in candidates:
@@ -330,6 +332,23 @@ class Trainer:
                   % sf.snapshot_prefix if candidates else
                   'no snapshot with prefix %s yet: starting at iteration 0' % sf.snapshot_prefix)
         return None
+
+    def _refuse_another_prefix(self):
+        """UsageError for --resume auto with no snapshot of this prefix where
+        the run in this folder wrote its snapshots with another one that holds
+        them (its snapshot folder followed to a new name, or a --set given
+        before): starting over would write over its log and run.json."""
+        from caffe_mlic.engine.snapshots import _recorded_paths
+        info = logs.read_run_json(self.run_dir)
+        recorded = info.get('snapshot_prefix') if isinstance(info, dict) else None
+        if not isinstance(recorded, str) or not recorded:
+            return
+        for place in _recorded_paths(info, recorded, self.run_dir):
+            if find_snapshots(place):
+                raise UsageError('--resume auto: the run in %s wrote its snapshots with prefix %s (its run.json), '
+                                 'and %s holds none: resume with --set snapshot_prefix=%s, or start a new run '
+                                 'elsewhere' % (self.run_dir, recorded, self.solver_file.snapshot_prefix, recorded),
+                                 'resume')
 
     def _check_same_ranks(self, state):
         """UsageError when the state was written by another number of ranks

@@ -1490,6 +1490,13 @@ def test_a_snapshot_folder_renamed_while_its_run_trains_is_followed(tiny):
     assert run_json(tiny / 'runs' / 'smv')['snapshot_prefix'] == 'deeper/snap_smv2/w'
     assert (tiny / 'deeper' / 'snap_smv2' / '.w.run').read_text() == '../../runs/smv\n'
     assert not (tiny / 'snap_smv').exists()
+    # the command as first given, with --resume auto: it started over, writing over the run's log and
+    # run.json (pass 30 M3); it names the prefix to give
+    res = run(['train', 'smv.prototxt', '--run-dir', 'runs/smv', '--set', 'max_iter=25', '--resume', 'auto'], tiny)
+    assert res.returncode == 2 and 'the run in runs/smv wrote its snapshots with prefix deeper/snap_smv2/w (its ' \
+        'run.json), and snap_smv/w holds none: resume with --set snapshot_prefix=deeper/snap_smv2/w' in res.stderr, \
+        res.stderr
+    assert run_json(tiny / 'runs' / 'smv')['final_iteration'] == 20
 
 
 @pytest.mark.parametrize('moved', ['run folder', 'snapshot folder'])
