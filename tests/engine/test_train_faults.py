@@ -1404,6 +1404,22 @@ def _after_the_first_snapshot(args, cwd, state, act):
     return proc.returncode, err
 
 
+def _stopped_after(args, cwd, ready, act):
+    """Run the command ``args``; once ``ready()``, call ``act(process)``,
+    then stop it with SIGTERM; (exit status, stderr)."""
+    proc = start(args, cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(ready, proc)
+        act(proc)
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, err
+
+
 @pytest.mark.parametrize('command', ['train', 'caffe'])
 def test_a_folder_at_a_snapshot_name_is_refused_before_training(tiny, command):
     """A folder named like a snapshot was called a link by the binary, and
@@ -1510,21 +1526,15 @@ def test_the_resume_command_of_a_followed_run_names_where_it_went(tiny, moved):
     solver(tiny, 'rh', **fields)
     old, new = {'run folder': ('runs/rh1', 'runs/rh2'), 'snapshot folder': ('snap_rh', 'snap_rh2')}[moved]
     first = tiny / ('runs/rh1/snapshots/rh' if moved == 'run folder' else 'snap_rh/w')
-    proc = start(['train', 'rh.prototxt', '--run-dir', 'runs/rh1'], tiny, stdout=subprocess.DEVNULL,
-                 stderr=subprocess.PIPE)
-    try:
-        wait_for(lambda: os.path.exists(str(first) + '_iter_5.solverstate'), proc)
+    later = tiny / str(first).replace(str(tiny / old), str(tiny / new))
+
+    def rename(proc):
         os.rename(str(tiny / old), str(tiny / new))
-        later = tiny / str(first).replace(str(tiny / old), str(tiny / new))
         wait_for(lambda: os.path.exists(str(later) + '_iter_10.solverstate'), proc)
-        proc.send_signal(signal.SIGTERM)
-        err = proc.communicate(timeout=120)[1]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    code, err = _stopped_after(['train', 'rh.prototxt', '--run-dir', 'runs/rh1'], tiny,
+                               lambda: os.path.exists(str(first) + '_iter_5.solverstate'), rename)
     m = re.search(r'resume with: (.*)', err)
-    assert proc.returncode == 143 and m, err
+    assert code == 143 and m, err
     command = shlex.split(m.group(1))
     assert not re.search(re.escape(old) + r'(/|\s|$)', m.group(1)) and new in m.group(1), m.group(1)
     assert command[:2] == ['caffe-mlic', 'train']
@@ -1599,21 +1609,15 @@ def test_a_new_run_at_a_running_runs_old_name_keeps_its_own_claim(tiny):
     name: the older run rewrote the new one's claim (by the old name), and
     the new run died at its next snapshot (pass 30 S2)."""
     solver(tiny, 'clm', max_iter=2000, snapshot=5, snapshot_prefix='')
-    old = start(['train', 'clm.prototxt', '--run-dir', 'runs/clm'], tiny, stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE)
-    try:
-        wait_for(lambda: (tiny / 'runs' / 'clm' / 'snapshots' / 'clm_iter_5.solverstate').exists(), old)
+    def rename_and_start_another(_):
         os.rename(str(tiny / 'runs' / 'clm'), str(tiny / 'runs' / 'clm_old'))
         res = run(['train', 'clm.prototxt', '--run-dir', 'runs/clm', '--set', 'max_iter=30'], tiny)
         assert res.returncode == 0, res.stderr
         assert (tiny / 'runs' / 'clm' / 'snapshots' / '.clm.run').read_text() == '..\n'
-        old.send_signal(signal.SIGTERM)
-        err = old.communicate(timeout=120)[1]
-    finally:
-        if old.poll() is None:
-            old.kill()
-            old.wait()
-    assert old.returncode == 143 and 'runs/clm_old' in err, err
+    code, err = _stopped_after(['train', 'clm.prototxt', '--run-dir', 'runs/clm'], tiny,
+                               (tiny / 'runs' / 'clm' / 'snapshots' / 'clm_iter_5.solverstate').exists,
+                               rename_and_start_another)
+    assert code == 143 and 'runs/clm_old' in err, err
     for folder in ('clm', 'clm_old'):       # (each names its own run folder: the one above)
         assert (tiny / 'runs' / folder / 'snapshots' / '.clm.run').read_text() == '..\n'
     res = run(['train', 'clm.prototxt', '--run-dir', 'runs/clm', '--set', 'max_iter=35', '--resume', 'auto'], tiny)
