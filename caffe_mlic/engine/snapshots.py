@@ -381,13 +381,16 @@ def run_records(info):
 def _a_path(text):
     """Whether ``text`` can name a file (no NUL; it encodes as a file name:
     a lone surrogate JSON allows does not)."""
+    if '\0' in text:
+        return False
     try:
-        return '\0' not in text and bool(os.fsencode(text) or True)
+        os.fsencode(text)
     except UnicodeEncodeError:
         return False
+    return True
 
 
-def _recorded_paths(record, path, run_dir=None):
+def recorded_paths(record, path, run_dir=None):
     """The places a path run.json recorded may mean: against the cwd the run
     recorded (relative ones); and, for a relative one, against the current
     directory too when ``run_dir`` (the run folder as this command names it)
@@ -470,7 +473,7 @@ def wrote_snapshots(run_dir, prefix):
         if not isinstance(record.get(key), str):
             return False
         identity = record.get(key + '_id')
-        for path in _recorded_paths(record, record[key], run_dir):
+        for path in recorded_paths(record, record[key], run_dir):
             if snapshot_stem(path) in mine and (identity is None or identity_in(path, [identity])):
                 return True
         # a state recorded with its identity is that run's wherever its path pointed (a project
@@ -487,7 +490,7 @@ def uses_prefix(run_dir, prefix):
     target = os.path.join(prefix_folder(prefix), os.path.basename(prefix))
     return any(isinstance(r.get('snapshot_prefix'), str) and
                any(os.path.join(prefix_folder(p), os.path.basename(r['snapshot_prefix'])) == target
-                   for p in _recorded_paths(r, r['snapshot_prefix'], run_dir))
+                   for p in recorded_paths(r, r['snapshot_prefix'], run_dir))
                for r in _run_records(run_dir))
 
 

@@ -65,7 +65,7 @@ from caffe_mlic.engine.snapshots import (SnapshotError, check_finite_snapshot, c
                                          name_list, net_non_finite_layers,
                                          check_snapshot_folder, check_snapshot_size, find_snapshots, learned_net_path,
                                          file_identity, follow_snapshot_folder, identity_in, lock_prefix, move_claim, open_snapshot_folder,
-                                         run_records, snapshot_bytes,
+                                         recorded_paths, run_records, snapshot_bytes,
                                          take_snapshot, write_claim, write_hdf5_learned_net)
 from caffe_mlic.engine.solver_file import SolverFile
 from caffe_mlic.errors import InputError, MlicError, RunError, UsageError, os_error_text
@@ -338,12 +338,11 @@ class Trainer:
         the run in this folder wrote its snapshots with another one that holds
         them (its snapshot folder followed to a new name, or a --set given
         before): starting over would write over its log and run.json."""
-        from caffe_mlic.engine.snapshots import _recorded_paths
         info = logs.read_run_json(self.run_dir)
         recorded = info.get('snapshot_prefix') if isinstance(info, dict) else None
         if not isinstance(recorded, str) or not recorded:
             return
-        for place in _recorded_paths(info, recorded, self.run_dir):
+        for place in recorded_paths(info, recorded, self.run_dir):
             if find_snapshots(place):
                 raise UsageError('--resume auto: the run in %s wrote its snapshots with prefix %s (its run.json), '
                                  'and %s holds none: resume with --set snapshot_prefix=%s, or start a new run '
