@@ -739,20 +739,26 @@ def write_hdf5_learned_net(h5file, model):
 
 def _point_state_at(staged_state, state, model, hdf5):
     """Write ``state``: the staged solver state naming ``model`` (Caffe named
-    the staged caffemodel) as its learned_net, atomically."""
+    the staged caffemodel) as its learned_net, atomically. Returns its
+    file_identity, taken before it is in place (the folder may be removed
+    the moment after)."""
     if hdf5:
         import h5py
         with h5py.File(staged_state, 'r+') as f:
             write_hdf5_learned_net(f, model)
         _fsync(staged_state)
+        identity = file_identity(staged_state)
         os.replace(staged_state, state)
-        return
+        return identity
     from caffe.proto import caffe_pb2
     message = parse_message(caffe_pb2.SolverState(), staged_state, RunError)
     message.learned_net = model
     with atomic_write(state, 'wb') as f:
         f.write(message.SerializeToString())
+        f.flush()
+        identity = file_identity(f.name)
     os.unlink(staged_state)
+    return identity
 
 
 def take_snapshot(solver, solver_file, needed, ranks=1, run_dir=None, io_prefix=None):
@@ -768,7 +774,7 @@ def take_snapshot(solver, solver_file, needed, ranks=1, run_dir=None, io_prefix=
     folder too), through which every file is written, so that a rename of
     the folder at any moment changes nothing; the caller holds the prefix's
     lock (so no other run can have claimed it). Returns the state's path
-    (by name)."""
+    (by name) and its file_identity as written."""
     iteration = solver.iter
     model, state = solver_file.snapshot_paths(iteration)
     staged_model, staged_state = solver_file.snapshot_paths(iteration, staged=True)
@@ -816,7 +822,7 @@ def take_snapshot(solver, solver_file, needed, ranks=1, run_dir=None, io_prefix=
                 f.write('%d\n' % ranks)
         elif os.path.exists(io(ranks_path)):      # (an earlier run's, at this iteration)
             os.unlink(io(ranks_path))
-        _point_state_at(io(staged_state), io(state), model, solver_file.hdf5)
+        identity = _point_state_at(io(staged_state), io(state), model, solver_file.hdf5)
     except OSError as e:
         for path in (staged_model, staged_state):
             with contextlib.suppress(OSError):
@@ -825,4 +831,4 @@ def take_snapshot(solver, solver_file, needed, ranks=1, run_dir=None, io_prefix=
         failed = model if {e.filename, getattr(e, 'filename2', None)} & {io(staged_model), io(model)} else state
         raise RunError('cannot write the snapshot at iteration %d (%s): %s'
                        % (iteration, failed, e.strerror or e))
-    return state
+    return state, identity

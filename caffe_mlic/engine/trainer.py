@@ -577,13 +577,12 @@ class Trainer:
         held = self.snapshot_folder_fd is not None
         try:
             self._follow_snapshots(strict=True)
-            take_snapshot(self.solver, self.solver_file, self.snapshot_needed, ranks=self.group.size,
-                          run_dir=self._follow_run_dir(), io_prefix=self._snapshot_io_prefix() if held else None)
+            identity = take_snapshot(self.solver, self.solver_file, self.snapshot_needed, ranks=self.group.size,
+                                     run_dir=self._follow_run_dir(),
+                                     io_prefix=self._snapshot_io_prefix() if held else None)[1]
         except RunError as e:
             raise RunError('%s%s' % (e, self._resume_hint())) from None
         self.last_snapshot = self.solver.iter
-        identity = file_identity(self._snapshot_io_prefix() + '_iter_%d.solverstate%s' % (
-            self.solver.iter, '.h5' if self.solver_file.hdf5 else ''))
         # run.json names it at once (a run killed later is known by it: wrote_snapshots), where it is now
         with contextlib.suppress(OSError):
             self._follow_snapshots()
