@@ -475,7 +475,7 @@ class Trainer:
             command = _with_option(command, '--set', 'snapshot_prefix=' + prefix, 'snapshot_prefix=')
         if self.group.size > 1:
             command = ['mpirun', '-np', str(self.group.size)] + command
-        return shlex.join(command)
+        return shell_join(command)
 
     def _follow_run_dir(self):
         """The run folder where it is now. One renamed or moved while the run
@@ -1002,6 +1002,21 @@ class Trainer:
         with contextlib.suppress(OSError):
             self._follow_snapshots()        # (named where it is now)
         return '; the last snapshot is %s' % self.solver_file.snapshot_paths(self.last_snapshot)[1]
+
+
+def shell_join(args):
+    """``args`` as one shell command a user can paste: a name that is not
+    UTF-8 (bytes kept as surrogates) is written in bash's $'...' form, its
+    bytes as \\xNN, where shlex would print the surrogates (\\udcff)."""
+    def quote(arg):
+        try:
+            arg.encode('utf-8')
+        except UnicodeEncodeError:
+            raw = arg.encode('utf-8', 'surrogateescape')
+            return "$'%s'" % ''.join(chr(b) if 32 <= b < 127 and chr(b) not in "'\\" else '\\x%02x' % b
+                                     for b in raw)
+        return shlex.quote(arg)
+    return ' '.join(quote(a) for a in args)
 
 
 def _with_option(command, flag, value, starts=''):

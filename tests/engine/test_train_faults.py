@@ -1686,6 +1686,11 @@ def test_a_run_folder_whose_name_is_not_utf8_snapshots_and_resumes(tiny):
     code, out = run_bytes(['train', 'nu.prototxt', '--run-dir', run_dir, '--resume', 'auto'])
     assert code == 0 and 'iteration 5' in out, out
     assert (tiny / 'snap_nu' / 'w_iter_10.caffemodel').exists()
+    # the resume command a stopped run prints can be pasted: the name in bash's $'' form (pass 30 M5)
+    solver(tiny, 'nus', max_iter=2000, snapshot=5)
+    code, err = _stopped_after(['train', 'nus.prototxt', '--run-dir', os.fsdecode(b'runs/s\xff')], tiny,
+                               (tiny / 'snap_nus' / 'w_iter_5.solverstate').exists, lambda proc: None)
+    assert code == 143 and "--run-dir $'runs/s\\xff'\n" in err and 'udc' not in err, err
 
 
 def test_a_snapshot_prefix_that_is_not_utf8_is_named_as_such(tiny):
