@@ -298,6 +298,27 @@ def open_file_path(f, path):
         return path
 
 
+GONE = object()
+
+
+def moved_path(f, path):
+    """Where the open file or folder ``f`` (a file object or descriptor),
+    opened as ``path``, was moved while it was open: the kernel's absolute
+    path of it, checked to be the same file there. None while ``path`` is
+    still it, or where the kernel's path leads elsewhere (a detached mount);
+    GONE where it was deleted."""
+    fd = f if isinstance(f, int) else f.fileno()
+    where = open_file_path(fd, path)
+    if where == path:
+        return None
+    if where.endswith(' (deleted)') or not os.path.isabs(where):
+        return GONE
+    try:
+        return where if os.path.samestat(os.stat(where), os.fstat(fd)) else None
+    except OSError:
+        return None
+
+
 def unlock_file(lock):
     """Give the lock back and remove its file (while still holding it, so no
     other process holds a lock on the removed file alone), where it is now

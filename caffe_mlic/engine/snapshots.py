@@ -626,21 +626,15 @@ def follow_snapshot_folder(solver_file, folder_fd):
     leads to another folder (a symlink re-pointed): Caffe writes into the
     folder by its descriptor, so the run goes on where it began. Returns
     the message saying so, or None; RunError when the folder was removed."""
-    from caffe_mlic.processes import open_file_path
+    from caffe_mlic.processes import GONE, moved_path
     if folder_fd is None:
         return None
     prefix = solver_file.snapshot_prefix
     shown = os.path.dirname(prefix) or '.'
     if os.fstat(folder_fd).st_nlink == 0:
         raise RunError('the snapshot folder %s was removed while this run trained' % shown)
-    folder = prefix_folder(prefix)
-    where = open_file_path(folder_fd, folder)
-    if where == folder or where.endswith(' (deleted)') or not os.path.isabs(where):
-        return None
-    try:        # (a path the kernel gives for a detached mount leads elsewhere)
-        if not os.path.samestat(os.stat(where), os.fstat(folder_fd)):
-            return None
-    except OSError:
+    where = moved_path(folder_fd, prefix_folder(prefix))
+    if where is None or where is GONE:
         return None
     new = os.path.join(where if os.path.isabs(prefix) else os.path.relpath(where), os.path.basename(prefix))
     solver_file.snapshot_prefix = new

@@ -483,25 +483,17 @@ class Trainer:
         once: its logs are open files that went with it, and run.json,
         curves.png and the claim on the snapshot prefix follow. RunError when
         it was removed."""
-        from caffe_mlic.processes import open_file_path
+        from caffe_mlic.processes import GONE, moved_path
         lock = getattr(self, 'run_lock', None)
-        if lock is None:
+        where = moved_path(lock, os.path.join(self.run_dir, LOCK_FILE)) if lock is not None else None
+        if where is None:
             return self.run_dir
-        here = os.path.join(self.run_dir, LOCK_FILE)
-        where = open_file_path(lock, here)
-        if where == here:
-            return self.run_dir
-        if where.endswith(' (deleted)') or not os.path.isabs(where):
+        if where is GONE:
             if os.path.isdir(self.run_dir):     # (its lock file removed, the folder still there)
                 return self.run_dir
             solver = getattr(self, 'solver', None)
             raise RunError('the run folder %s was removed while this run trained%s'
                            % (self.run_dir, ' (at iteration %d)' % solver.iter if solver is not None else ''))
-        try:        # (a path the kernel gives for a detached mount leads elsewhere: not followed)
-            if not os.path.samestat(os.stat(where), os.fstat(lock.fileno())):
-                return self.run_dir
-        except OSError:
-            return self.run_dir
         moved = os.path.dirname(where)
         self.note('the run folder %s was moved to %s while this run trained: it goes on there'
                   % (self.run_dir, moved))
