@@ -52,6 +52,36 @@ def owned_folder(parent, prefix, suffix=''):
     return folder, lock
 
 
+MULTIPROCESSING_TEMP_PREFIX = 'pymp-cm-'
+# The longest socket path the kernel takes (sockaddr_un's sun_path, its NUL
+# included), and what multiprocessing adds to the folder for its socket.
+SOCKET_PATH_MAX, SOCKET_NAME_LENGTH = 108, len('/listener-xxxxxxxx')
+
+
+def own_multiprocessing_temp():
+    """Point multiprocessing's temp folder at one of ours (owned_folder),
+    before worker processes are spawned. Under spawn, multiprocessing hands
+    the workers their pipes and descriptors through a socket in a pymp-*
+    folder, which only a normal exit removes: each SIGKILL left one in the
+    temp folder. Ours is swept by the next process that spawns workers once
+    its process is gone. Once per process; removed at exit. Where our longer
+    name would make the socket's path too long for the kernel (a deep
+    TMPDIR), multiprocessing's own folder is left to it."""
+    import shutil
+    import tempfile
+    from multiprocessing import process, util
+    config = process.current_process()._config
+    if config.get('tempdir') is not None:       # (made already, ours or multiprocessing's own)
+        return
+    parent = tempfile.gettempdir()
+    longest = os.path.join(parent, owned_name_prefix(MULTIPROCESSING_TEMP_PREFIX)) + 'x' * 8    # (mkdtemp's part)
+    if len(os.fsencode(longest)) + SOCKET_NAME_LENGTH >= SOCKET_PATH_MAX:
+        return
+    folder, _lock = owned_folder(parent, MULTIPROCESSING_TEMP_PREFIX)    # (held until exit)
+    config['tempdir'] = folder
+    util.Finalize(None, shutil.rmtree, args=(folder, True), exitpriority=-100)
+
+
 def _left_by_the_dead(directory, prefix, suffix):
     """The paths in ``directory`` named ``prefix`` + pid and start time + a
     random part + ``suffix`` (owned_name_prefix, then mkstemp's or

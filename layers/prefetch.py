@@ -42,7 +42,7 @@ import caffe
 import cv2
 import numpy as np
 
-from caffe_mlic.processes import start_without_sigint
+from caffe_mlic.processes import own_multiprocessing_temp, start_without_sigint
 from .minibatch import DataLoadError, fill_batch
 
 # Batches in flight (shared-memory slots) with the workers, as Caffe's own
@@ -261,6 +261,7 @@ class PrefetchWorkers:
         # and a BLAS state that fork would copy half-way. (The executable is a
         # process-wide multiprocessing setting.)
         ctx = get_context('spawn')
+        own_multiprocessing_temp()
         _quiet_resource_sharer()
         self.python = _worker_python()
         _check_worker_python(self.python)

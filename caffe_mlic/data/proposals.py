@@ -467,7 +467,8 @@ class _JobPool:
         self.workers = []           # [process, connection, job in flight or None]
 
     def _start(self):
-        from caffe_mlic.processes import start_without_sigint
+        from caffe_mlic.processes import own_multiprocessing_temp, start_without_sigint
+        own_multiprocessing_temp()
         ours, theirs = self.ctx.Pipe(duplex=True)
         proc = self.ctx.Process(target=_pool_worker, args=(theirs, self.work), name='proposals job', daemon=True)
         start_without_sigint(proc)

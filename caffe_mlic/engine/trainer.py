@@ -193,6 +193,7 @@ class Trainer:
         self.command = command or [a for a in self.resume_command if a not in ('--resume', '{state}')]
         self.note = (log or _default_log) if self.leader else (lambda message: None)
         self.stop_signal = None
+        self.info = {}      # run.json's fields, made by _start (a folder followed while the nets are built: none yet)
         self.early_signals = early_signals   # signals recorded before the trainer's own handlers
         self.state_iteration = None
         param = self.solver_file.param
@@ -738,7 +739,8 @@ class Trainer:
             raise RunFinished(state)
 
     def _interrupted_in_setup(self, state):
-        where = 'iteration %d (%s)' % (self.solver.iter, state) if state else 'iteration 0'
+        # (the state's iteration: the solver's is 0 until the state is restored)
+        where = 'iteration %d (%s)' % (self._state_iteration(state), state) if state else 'iteration 0'
         return TrainingInterrupted('stopped by %s while the nets were built, before training from %s; '
                                    'nothing new to snapshot: run the same command again'
                                    % (SIGNAL_NAMES[self.stop_signal], where), self.stop_signal)

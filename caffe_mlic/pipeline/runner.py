@@ -309,7 +309,9 @@ def _run_chains(path, overrides, plan, chains, needs=None):
     further chain and waits for the running ones to stop."""
     import multiprocessing
     from multiprocessing.connection import wait
+    from caffe_mlic.processes import own_multiprocessing_temp
     context = multiprocessing.get_context('spawn')
+    own_multiprocessing_temp()
     import signal
     pending, running, failed = list(chains.items()), {}, []
     interrupted, stopped, ended = False, [], set()

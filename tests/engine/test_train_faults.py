@@ -5,12 +5,14 @@ a state at max_iter, HDF5 snapshots, solver values out of range."""
 import contextlib
 import json
 import os
+import pathlib
 import re
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -523,6 +525,71 @@ def test_a_sigkill_while_the_nets_are_built_leaves_no_file_in_the_temp_folder(ti
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     assert not list(temp.iterdir())
+
+
+def test_a_sigkill_after_the_workers_started_leaves_nothing_past_the_next_run(tiny, tmp_path):
+    """multiprocessing's pymp-* folder (the socket that hands the workers
+    their descriptors) stayed after a SIGKILL, and no later run removed it
+    (pass 31 S4): it is one of our owned folders, swept by the next run."""
+    solver(tiny, 'k9w', net='kd/student_workers', snapshot=5)
+    # (a short temp folder: a socket's path has at most 107 bytes, and pytest's folders are deep)
+    temp = pathlib.Path(tempfile.mkdtemp(prefix='k9w'))
+    try:
+        env = dict(ENV, TMPDIR=str(temp))
+        proc = subprocess.Popen(CLI + ['train', 'k9w.prototxt', '--run-dir', 'runs/k9w'], cwd=tiny, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_for((tiny / 'snap_k9w' / 'w_iter_5.solverstate').exists, proc)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        left = [p.name for p in temp.iterdir()]
+        assert len(left) == 1 and left[0].startswith('pymp-cm-%d-' % proc.pid), left
+        res = subprocess.run(CLI + ['train', 'k9w.prototxt', '--run-dir', 'runs/k9w', '--set', 'max_iter=7',
+                                    '--resume', 'auto'], cwd=tiny, env=env, capture_output=True, text=True,
+                             timeout=300)
+        assert res.returncode == 0, res.stderr
+        assert not list(temp.iterdir())
+        # a temp folder too deep for our longer name: multiprocessing's own, and the workers start
+        deep = temp / ('d' * 45)
+        deep.mkdir()
+        res = subprocess.run(CLI + ['train', 'k9w.prototxt', '--run-dir', 'runs/k9w', '--set', 'max_iter=9',
+                                    '--resume', 'auto'], cwd=tiny, env=dict(env, TMPDIR=str(deep)),
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+    finally:
+        shutil.rmtree(str(temp))
+
+
+def test_a_signal_while_a_resumed_runs_nets_are_built_names_the_states_iteration(tiny):
+    """It said "before training from iteration 0 (.../w_iter_5.solverstate)"
+    (pass 31 M1): the solver's iteration before the state is restored."""
+    solver(tiny, 'rsig', net='kd/student_workers', max_iter=5, snapshot=5)
+    run_dir = tiny / 'runs' / 'rsig'
+    assert run(['train', 'rsig.prototxt', '--run-dir', run_dir], tiny).returncode == 0
+    proc = start(['train', 'rsig.prototxt', '--run-dir', run_dir, '--set', 'max_iter=2000', '--resume', 'auto'],
+                 tiny, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    wait_for(lambda: (run_dir / '.lock').exists(), proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err == (
+        'caffe-mlic train: stopped by SIGINT while the nets were built, before training from iteration 5 '
+        '(snap_rsig/w_iter_5.solverstate); nothing new to snapshot: run the same command again\n'), err
+
+
+def test_a_run_folder_renamed_while_the_nets_are_built_is_followed(tiny):
+    """The rename was followed before run.json's fields existed: a
+    traceback, and the run gone (pass 31 S2)."""
+    solver(tiny, 'mvb', net='kd/student_workers', max_iter=5, snapshot=5)
+    run_dir = tiny / 'runs' / 'mvb'
+    proc = start(['train', 'mvb.prototxt', '--run-dir', run_dir], tiny, stdout=subprocess.DEVNULL,
+                 stderr=subprocess.PIPE)
+    wait_for(lambda: (run_dir / '.lock').exists(), proc)
+    os.rename(str(run_dir), str(tiny / 'runs' / 'mvb2'))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and 'Traceback' not in err, err
+    assert 'the run folder %s was moved to %s while this run trained' % (run_dir, tiny / 'runs' / 'mvb2') in err
+    info = run_json(tiny / 'runs' / 'mvb2')
+    assert info['status'] == 'finished' and info['run_dir'] == str(tiny / 'runs' / 'mvb2')
+    assert not run_dir.exists() and (tiny / 'runs' / 'mvb2' / 'log.csv').is_file()
 
 
 def test_a_closed_stdout_from_the_start_trains_quietly(tiny):
