@@ -43,6 +43,7 @@ run on the host). What the loop does beyond Caffe's Solver::Step:
 import contextlib
 import math
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -315,6 +316,7 @@ class Trainer:
         if not candidates:
             self._refuse_another_prefix()
         prior, own = self._prior_snapshots()
+        self._refuse_a_lost_or_foreign_last_state(candidates, own)
         began = self._chain_began() if prior is None else None
         for _, path in candidates:
             if (identity_in(path, prior) and not identity_in(path, own) if prior is not None else
@@ -349,6 +351,50 @@ class Trainer:
                                  'and %s holds none: resume with --set snapshot_prefix=%s, or start a new run '
                                  'elsewhere' % (self.run_dir, recorded, self.solver_file.snapshot_prefix, recorded),
                                  'resume')
+
+    def _refuse_a_lost_or_foreign_last_state(self, candidates, own):
+        """UsageError for --resume auto where the run in this run folder
+        recorded writing a state (run.json's last_snapshot) and the prefix now
+        holds no snapshot (its folder moved or removed: starting over would
+        write over the run's log and run.json), or holds, at that state's
+        iteration, a complete state that is not the one it wrote (the prefix
+        leads to another run's snapshots: its newer states are not this
+        run's)."""
+        last = self._recorded_last_state()
+        if last is None:
+            return
+        recorded, iteration, identity = last
+        prefix = self.solver_file.snapshot_prefix
+        if not candidates:
+            raise UsageError('auto: the run in %s last wrote %s (its run.json), and no snapshot with prefix '
+                             '%s is there now (its snapshot folder moved or removed?): give the state where it is '
+                             'now with --resume, or run without --resume to start this run folder over'
+                             % (self.run_dir, recorded, prefix), 'resume')
+        if not (isinstance(identity, list) and len(identity) == 2 and isinstance(identity[1], str)):
+            return      # (no digest recorded: an older version's run.json)
+        at = [path for i, path in candidates if i == iteration]
+        if not at or identity_in(at[0], own):
+            return
+        try:        # (a truncated state there is skipped as any other, not taken for another run's)
+            check_snapshot(at[0], self.net, self.solver_file.net_param, self.solver_file.type)
+        except SnapshotError:
+            return
+        raise UsageError('auto: %s is not the state the run in %s wrote at iteration %d (its run.json '
+                         'records another file): the prefix %s holds another run\'s snapshots; give the state to '
+                         'resume from with --resume, or start a new run elsewhere'
+                         % (at[0], self.run_dir, iteration, prefix), 'resume')
+
+    def _recorded_last_state(self):
+        """(path as recorded, iteration, identity) of the last state the run
+        in this run folder recorded writing, newest record first; None where
+        it recorded none."""
+        records = run_records(logs.read_run_json(self.run_dir))
+        for record in records[:1] + records[:0:-1]:     # (its own, then the previous ones newest first)
+            last = record.get('last_snapshot')
+            found = re.search(r'_iter_(\d+)\.solverstate(\.h5)?$', last) if isinstance(last, str) else None
+            if found:
+                return last, int(found.group(1)), record.get('last_snapshot_id')
+        return None
 
     def _check_same_ranks(self, state):
         """UsageError when the state was written by another number of ranks

@@ -1703,6 +1703,56 @@ def test_a_finished_runs_snapshot_folder_renamed_after_resumes_in_its_folder(tin
     assert res.returncode == 0 and 'iteration 5' in res.stdout + res.stderr, res.stderr
 
 
+def test_resume_auto_after_the_snapshot_folder_went_keeps_the_runs_record(tiny):
+    """--resume auto started over at iteration 0, writing over the run's
+    log and run.json, when its snapshot folder had been moved or removed
+    (pass 31 S1)."""
+    solver(tiny, 'gone', max_iter=10, snapshot=5)
+    run_dir = tiny / 'runs' / 'gone'
+    assert run(['train', 'gone.prototxt', '--run-dir', run_dir], tiny).returncode == 0
+    before = [(run_dir / name).read_bytes() for name in ('run.json', 'log.csv')]
+    os.rename(str(tiny / 'snap_gone'), str(tiny / 'snap_gone_kept'))
+    res = run(['train', 'gone.prototxt', '--run-dir', run_dir, '--set', 'max_iter=15', '--resume', 'auto'], tiny)
+    assert res.returncode == 2 and res.stderr == (
+        'caffe-mlic train: argument --resume: auto: the run in %s last wrote snap_gone/w_iter_10.solverstate (its run.json), '
+        'and no snapshot with prefix snap_gone/w is there now (its snapshot folder moved or removed?): give the '
+        'state where it is now with --resume, or run without --resume to start this run folder over\n' % run_dir)
+    assert [(run_dir / name).read_bytes() for name in ('run.json', 'log.csv')] == before
+    res = run(['train', 'gone.prototxt', '--run-dir', run_dir, '--set', 'max_iter=15', '--set',
+               'snapshot_prefix=snap_gone_kept/w', '--resume', 'snap_gone_kept/w_iter_10.solverstate'], tiny)
+    assert res.returncode == 0 and 'iteration 10' in res.stdout + res.stderr, res.stderr
+    shutil.rmtree(str(tiny / 'snap_gone_kept'))     # (removed: the same refusal; without --resume, over)
+    res = run(['train', 'gone.prototxt', '--run-dir', run_dir, '--set', 'max_iter=20', '--resume', 'auto'], tiny)
+    assert res.returncode == 2 and 'last wrote snap_gone_kept/w_iter_15.solverstate' in res.stderr, res.stderr
+    assert run(['train', 'gone.prototxt', '--run-dir', run_dir, '--set', 'max_iter=5'], tiny).returncode == 0
+    assert run_json(run_dir)['start_iteration'] == 0
+
+
+def test_resume_auto_refuses_a_prefix_that_now_leads_to_another_runs_states(tiny):
+    """The prefix's folder a symlink re-pointed at another run's snapshots,
+    that run's claim removed: --resume auto went on from the other run's
+    newest state, an iteration this run never reached (pass 31 S3)."""
+    (tiny / 'fdA').mkdir()
+    os.symlink('fdA', str(tiny / 'flnk'))
+    solver(tiny, 'fy', max_iter=10, snapshot=5, snapshot_prefix='fdB/w', base_lr=0.003)
+    assert run(['train', 'fy.prototxt', '--run-dir', 'runs/fy'], tiny).returncode == 0
+    solver(tiny, 'fx', max_iter=5, snapshot=5, snapshot_prefix='flnk/w')
+    assert run(['train', 'fx.prototxt', '--run-dir', 'runs/fx'], tiny).returncode == 0
+    os.unlink(str(tiny / 'flnk'))
+    os.symlink('fdB', str(tiny / 'flnk'))
+    os.unlink(str(tiny / 'fdB' / '.w.run'))       # (as the refusal of the other run's prefix offers)
+    res = run(['train', 'fx.prototxt', '--run-dir', 'runs/fx', '--set', 'max_iter=15', '--resume', 'auto'], tiny)
+    assert res.returncode == 2 and res.stderr == (
+        "caffe-mlic train: argument --resume: auto: flnk/w_iter_5.solverstate is not the state the run in runs/fx wrote at "
+        "iteration 5 (its run.json records another file): the prefix flnk/w holds another run's snapshots; give "
+        "the state to resume from with --resume, or start a new run elsewhere\n"), res.stderr
+    # pointed back: its own state again
+    os.unlink(str(tiny / 'flnk'))
+    os.symlink('fdA', str(tiny / 'flnk'))
+    res = run(['train', 'fx.prototxt', '--run-dir', 'runs/fx', '--set', 'max_iter=8', '--resume', 'auto'], tiny)
+    assert res.returncode == 0 and 'resuming from flnk/w_iter_5.solverstate' in res.stdout + res.stderr, res.stderr
+
+
 def test_a_snapshot_folder_removed_or_re_pointed_while_its_run_trains(tiny):
     """Caffe writes into the folder the run began with: one removed (and
     made again at its name) is a one-line error, not Caffe's abort on a
