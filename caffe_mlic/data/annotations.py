@@ -194,6 +194,26 @@ def find_voc_image(root, image_id, filename):
     return os.path.join(jpeg, image_id + '.jpg')
 
 
+def parse_voc_xml(xml_path, problems):
+    """The root element of the VOC annotation ``xml_path``, or None after
+    adding its problem: unreadable, not XML, or XML whose root is not
+    <annotation> (an error page saved as .xml; read as an image with no
+    objects, it dropped out of every AP in silence)."""
+    try:
+        root = ET.parse(xml_path).getroot()
+    except ET.ParseError as e:
+        problems.add(xml_path, None, None, 'unreadable XML: %s' % e)
+        return None
+    except OSError as e:
+        problems.add(xml_path, None, None, 'cannot read: %s' % (e.strerror or e))
+        return None
+    if root.tag != 'annotation':
+        problems.add(xml_path, None, None, 'its root element is <%s>, not <annotation>: not a VOC annotation'
+                     % root.tag[:40])
+        return None
+    return root
+
+
 def read_voc(root, image_set, classes=None):
     """(classes, records) of ROOT/ImageSets/Main/<image_set>.txt."""
     root = os.path.abspath(root)
@@ -214,13 +234,8 @@ def read_voc(root, image_set, classes=None):
         if not os.path.isfile(xml_path):
             problems.add(set_file, no, None, 'annotation of image id %s not found: %s' % (image_id, xml_path))
             continue
-        try:
-            ann = ET.parse(xml_path).getroot()
-        except ET.ParseError as e:
-            problems.add(xml_path, None, None, 'unreadable XML: %s' % e)
-            continue
-        except OSError as e:
-            problems.add(xml_path, None, None, 'cannot read: %s' % (e.strerror or e))
+        ann = parse_voc_xml(xml_path, problems)
+        if ann is None:
             continue
         n_before = len(problems)
         size = ann.find('size')

@@ -52,7 +52,6 @@ import json
 import math
 import os
 import re
-import xml.etree.ElementTree as ET
 from typing import List, NamedTuple, Optional
 
 import numpy as np
@@ -479,13 +478,8 @@ def _read_voc_xml(root, image_id, xml_path, class_set, class_source, problems):
     (None, None) after adding its problems."""
     from caffe_mlic.data import annotations as ann
     from caffe_mlic.data.imageio import image_size
-    try:
-        xml = ET.parse(xml_path).getroot()
-    except ET.ParseError as e:
-        problems.add(xml_path, None, None, 'unreadable XML: %s' % e)
-        return None, None
-    except OSError as e:
-        problems.add(xml_path, None, None, 'cannot read: %s' % (e.strerror or e))
+    xml = ann.parse_voc_xml(xml_path, problems)
+    if xml is None:
         return None, None
     before = len(problems)
     size = xml.find('size')

@@ -520,3 +520,11 @@ def test_check_says_which_size_the_boxes_were_checked_against(voc, capsys):
                                             'give --size as `datalist build` had it\n')
     assert cli.main(['datalist', 'check', out, '--att-num', '3', '--bbox-num', '4', '--size', '672']) == 0
     assert 'note: the boxes' not in capsys.readouterr().out
+
+
+def test_voc_xml_whose_root_is_not_annotation(voc, capsys):
+    tmp_path, root = voc
+    xml = os.path.join(root, 'Annotations', 'a3.xml')
+    with open(xml, 'w') as f:
+        f.write('<html><body>502 Bad Gateway</body></html>')
+    _assert_fails(tmp_path, capsys, _voc_argv(tmp_path, root), xml, 'its root element is <html>, not <annotation>')

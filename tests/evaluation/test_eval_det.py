@@ -565,3 +565,18 @@ def test_det_outputs_that_name_an_input_are_refused(coco_set, tmp_path, capsys):
     out = str(tmp_path / 'same.json')
     assert cli.main(['eval', 'det'] + voc + ['--json', out, '--save-coco', out]) == 2
     assert 'argument --save-coco: %s is also the output of another option' % out in capsys.readouterr().err
+
+
+def test_voc_xml_whose_root_is_not_annotation_is_refused(tmp_path, capsys):
+    """`<foo/>` (or an error page saved as .xml) was read as an image with
+    no objects: its ground truth dropped out of AP in silence (pass 31 S5)."""
+    results = tmp_path / 'results'
+    write_voc_results(str(results), 'test', CORLOC_DETS, CORLOC_GT.classes)
+    root = _write_voc(str(tmp_path / 'VOC'), CORLOC_GT)
+    xml = os.path.join(root, 'Annotations', 'b.xml')
+    for text, tag in (('<foo/>', 'foo'), ('<a>' * 5000 + '</a>' * 5000, 'a')):
+        with open(xml, 'w') as f:
+            f.write(text)
+        code, _, err = _eval_voc(root, results, capsys)
+        assert code == 1 and err == ('caffe-mlic eval det: %s: its root element is <%s>, not <annotation>: not a '
+                                     'VOC annotation\n' % (xml, tag)), err
