@@ -480,6 +480,9 @@ def _check_weight_files(value, argv=()):
     # (`test` reads -weights as one file; `train` splits it at commas)
     paths = [value] if action == 'test' else value.split(',')
     from caffe_mlic.caffe.weights import weights_file_problem
+    if '' in paths:
+        raise InputError('-weights %s names an empty file name (a comma at its start or end, or two together)'
+                         % (value or "''"))
     for path in paths:
         if weights_file_problem(path):
             raise InputError('%s (-weights%s)' % (weights_file_problem(path), '; test takes one file, not a list'

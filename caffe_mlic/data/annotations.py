@@ -87,9 +87,9 @@ class ProblemList(list):
     def add(self, path, line, field, message):
         self.append(Problem(path, line, field, message))
 
-    def raise_if_any(self):
+    def raise_if_any(self, what='annotations'):
         if self:
-            raise InputError(problems=self, what='annotations')
+            raise InputError(problems=self, what=what)
 
 
 def _fail(path, message):
@@ -128,7 +128,7 @@ def one_per_line(path, what, noun):
             out.append((no, parts[0]))
     if not out and not problems:
         problems.add(path, None, None, '%s is empty' % what)
-    problems.raise_if_any()
+    problems.raise_if_any(what)      # (headed by what the file is: a class list is no annotation)
     return out
 
 

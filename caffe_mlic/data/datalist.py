@@ -523,8 +523,8 @@ def scan_datalist(source, att_num, bbox_num, new_width=None, new_height=None, ro
                     raw = block[starts[j]:path_ends[j]].lstrip()
                     full = _image_path(root_folder, _decode(raw))
                     if check_images and not os.path.isfile(full):
-                        problems.append(Problem(source, line_no, None, 'image file %s does not exist'
-                                                % full))
+                        problems.append(Problem(source, line_no, None, 'image file %s %s' % (
+                            full, 'is a folder' if os.path.isdir(full) else 'does not exist')))
                         keep[j] = False
                         continue
                     paths.append(full)
@@ -633,7 +633,8 @@ def read_seg_datalist(source, root_folder='', check_files=True, max_listed=10):
         shapes = []
         for field, path in zip(('image', 'label'), paths):
             if check_files and not os.path.isfile(path):
-                problems.append(Problem(source, number, field, '%s file %s does not exist' % (field, path)))
+                problems.append(Problem(source, number, field, '%s file %s %s' % (
+                    field, path, 'is a folder' if os.path.isdir(path) else 'does not exist')))
                 bad = True
             elif check_files:
                 shape, why = _header_size(path)

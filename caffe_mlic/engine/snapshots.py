@@ -520,16 +520,18 @@ def other_owner(prefix, run_dir=None):
                     'over them; give this run another snapshot_prefix (--set snapshot_prefix=...), resume the '
                     'earlier run in its folder, or remove %s and those snapshots first' % (prefix, owner, why, claim))
         return None
+    # (the binary has no --set: its prefix is changed in the solver file)
+    another = ('another snapshot_prefix in the solver' if run_dir is None else
+               'this run another snapshot_prefix (--set snapshot_prefix=...)')
     if os.path.isdir(owner) and _run_records(owner):
         return ('%s is the snapshot prefix of the run in %s: this run would write over its snapshots (and '
-                '--resume auto go on from them); give this run another snapshot_prefix (--set '
-                'snapshot_prefix=...); if these snapshots are a copy, not that run\'s own, remove %s (the '
-                'record of whose they are) first' % (prefix, owner, claim))
+                '--resume auto go on from them); give %s; if these snapshots are a copy, not that run\'s own, '
+                'remove %s (the record of whose they are) first' % (prefix, owner, another, claim))
     if prefix_files(prefix) and (run_dir is None or not wrote_snapshots(run_dir, prefix)):
         return ('%s holds the snapshots of the run that was in %s, which is not there any more (moved or '
                 'removed?): this run would write over them (and --resume auto go on from them); resume that '
-                'run in its folder, give this run another snapshot_prefix (--set snapshot_prefix=...), or '
-                'remove %s and those snapshots first' % (prefix, owner, claim))
+                'run in its folder, give %s, or remove %s and those snapshots first'
+                % (prefix, owner, another, claim))
     return None
 
 

@@ -542,8 +542,12 @@ class Trainer:
             raise RunError('the run folder %s was removed while this run trained%s'
                            % (self.run_dir, ' (at iteration %d)' % solver.iter if solver is not None else ''))
         moved = os.path.dirname(where)
-        self.note('the run folder %s was moved to %s while this run trained: it goes on there'
-                  % (self.run_dir, moved))
+        if os.path.islink(self.run_dir.rstrip(os.sep) or os.sep):     # (re-pointed, nothing moved)
+            self.note('the run folder %s now leads to another folder: this run goes on in %s, where it began'
+                      % (self.run_dir, moved))
+        else:
+            self.note('the run folder %s was moved to %s while this run trained: it goes on there'
+                      % (self.run_dir, moved))
         move_claim(self._snapshot_io_prefix(), self.run_dir, moved)
         self.run_dir = self.info['run_dir'] = moved
         return moved
@@ -1041,21 +1045,29 @@ class Trainer:
             return '; no snapshot of this run before it (start again)'
         with contextlib.suppress(OSError):
             self._follow_snapshots()        # (named where it is now)
-        return '; the last snapshot is %s' % self.solver_file.snapshot_paths(self.last_snapshot)[1]
+        last = self.solver_file.snapshot_paths(self.last_snapshot)[1]
+        if self.leader and not os.path.exists(last):        # (its folder removed with it)
+            return '; its last snapshot, %s, is not there any more' % last
+        return '; the last snapshot is %s' % last
 
 
 def shell_join(args):
-    """``args`` as one shell command a user can paste: a name that is not
-    UTF-8 (bytes kept as surrogates) is written in bash's $'...' form, its
-    bytes as \\xNN, where shlex would print the surrogates (\\udcff)."""
-    def quote(arg):
+    """``args`` as one shell command on one line that a user can paste: a
+    name that is not UTF-8 (bytes kept as surrogates) or holds a control
+    character (a newline) is written in bash's $'...' form, its bytes as
+    \\xNN, where shlex would print the surrogates (\\udcff) or break the line."""
+    def plain(arg):
         try:
             arg.encode('utf-8')
         except UnicodeEncodeError:
-            raw = arg.encode('utf-8', 'surrogateescape')
-            return "$'%s'" % ''.join(chr(b) if 32 <= b < 127 and chr(b) not in "'\\" else '\\x%02x' % b
-                                     for b in raw)
-        return shlex.quote(arg)
+            return False
+        return not any(ord(c) < 32 or ord(c) == 127 for c in arg)
+
+    def quote(arg):
+        if plain(arg):
+            return shlex.quote(arg)
+        raw = arg.encode('utf-8', 'surrogateescape')
+        return "$'%s'" % ''.join(chr(b) if 32 <= b < 127 and chr(b) not in "'\\" else '\\x%02x' % b for b in raw)
     return ' '.join(quote(a) for a in args)
 
 

@@ -42,6 +42,8 @@ def one_line(res, code, message):
      'give -snapshot STATE to resume or -weights W to fine-tune, not both'),
     (['train', '-solver', 'solver.prototxt', '-weights', 'gone.caffemodel'], 1,
      r'gone.caffemodel: no such weights file \(-weights\)'),
+    (['train', '-solver', 'solver.prototxt', '-weights', 'garbage.caffemodel,'], 1,     # (pass 31 M6)
+     r'-weights garbage.caffemodel, names an empty file name \(a comma at its start or end, or two together\)'),
     (['train', '-solver', 'solver.prototxt', '-weights', '/dev/zero'], 1,
      r'/dev/zero: not a regular file \(a device, FIFO or folder\), not weights \(-weights\)'),
     (['train', '-solver', 'solver.prototxt', '-weights', 'garbage.caffemodel'], 1,
@@ -90,6 +92,8 @@ def test_a_prefix_a_run_folder_claimed_and_a_finished_state_are_refused(files):
     res = run_cli(['caffe', 'train', '-solver', 'solver.prototxt'], files)
     assert res.returncode == 1 and 'snaps/w is the snapshot prefix of the run in %s' % (
         files / 'runs' / 'mine') in res.stderr, res.stderr
+    # (the binary has no --set: pass 31 M5)
+    assert 'give another snapshot_prefix in the solver;' in res.stderr and '--set' not in res.stderr
     assert (files / 'snaps' / 'w_iter_2.caffemodel').read_bytes() == before
     (files / 'snaps' / '.w.run').unlink()          # (the way out the message gives)
     for state, word in (('snaps/w_iter_2.solverstate', 'at'), ):

@@ -149,6 +149,10 @@ def test_missing_image(tmp_path, images):
     with pytest.raises(DatalistError) as e:
         read_datalist(src, C, B, W, H)
     assert '%s:2: image file %s does not exist' % (src, tmp_path / 'nope.jpg') in str(e.value)
+    src = write_lines(tmp_path, [good_line(images[0]), good_line(str(tmp_path))])      # (pass 31 M3)
+    with pytest.raises(DatalistError) as e:
+        read_datalist(src, C, B, W, H)
+    assert '%s:2: image file %s is a folder' % (src, tmp_path) in str(e.value)
     assert len(read_datalist(src, C, B, W, H, check_images=False)) == 2
 
 

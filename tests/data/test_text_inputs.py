@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from caffe_mlic import cli
+from caffe_mlic.errors import InputError
 from caffe_mlic.data import annotations, labelmaps
 from caffe_mlic.data.datalist import read_datalist, read_seg_datalist
 from caffe_mlic.data.proposal_formats import read_csv
@@ -57,6 +58,14 @@ def test_class_list_label_file_and_voc_image_set(tmp_path, image):
     write(voc / 'classes.txt', 'cat\ndog\n')
     classes, records = annotations.read_voc(str(voc), 'train')
     assert classes == ['cat', 'dog'] and len(records) == 1
+
+
+def test_a_class_lists_problems_are_headed_as_a_class_list(tmp_path):
+    """They were "problems in annotations" (pass 31 M4)."""
+    path = write(tmp_path / 'classes.txt', 'cat\ndog\ncat\n')
+    with pytest.raises(InputError) as e:
+        annotations.read_class_list(path)
+    assert str(e.value) == "1 problem in class list %s:\n  %s:3: class 'cat' repeats line 1" % (path, path)
 
 
 def test_coco_json(tmp_path, image):

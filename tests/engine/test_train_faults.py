@@ -1766,6 +1766,8 @@ def test_a_snapshot_folder_removed_or_re_pointed_while_its_run_trains(tiny):
     code, err = _after_the_first_snapshot(['train', 'srm.prototxt', '--run-dir', 'runs/srm'], tiny,
                                           tiny / 'snap_srm' / 'w_iter_5.solverstate', remove_and_make_again)
     assert code == 1 and 'caffe-mlic train: the snapshot folder snap_srm was removed while this run trained' in err
+    # (its last snapshot went with it: not named as if it were there, pass 31 M2)
+    assert 'its last snapshot, snap_srm/w_iter_5.solverstate, is not there any more' in err, err
     info = run_json(tiny / 'runs' / 'srm')
     assert 'Check failed' not in err and info['status'] == 'failed'
     # (the identity recorded when the state was written is kept: pass 28 M1 found it nulled)
@@ -1808,6 +1810,35 @@ def test_a_run_folder_whose_name_is_not_utf8_snapshots_and_resumes(tiny):
     code, err = _stopped_after(['train', 'nus.prototxt', '--run-dir', os.fsdecode(b'runs/s\xff')], tiny,
                                (tiny / 'snap_nus' / 'w_iter_5.solverstate').exists, lambda proc: None)
     assert code == 143 and "--run-dir $'runs/s\\xff'\n" in err and 'udc' not in err, err
+
+
+def test_a_printed_command_is_one_line_that_bash_reads_back():
+    """A newline in a run folder's name spread the resume command over
+    lines (pass 31 M7); bytes that are not UTF-8 were printed as \\udcff."""
+    from caffe_mlic.engine.trainer import shell_join
+    args = ['caffe-mlic', 'train', 'a b', os.fsdecode(b'runs/r\xff'), 'runs/nl\nx', "it's", '\u00e9', '-x']
+    line = shell_join(args)
+    assert '\n' not in line and 'udc' not in line
+    out = subprocess.run(['bash', '-c', 'for a in %s; do printf "%%s\\0" "$a"; done' % line], capture_output=True,
+                         check=True).stdout
+    assert out.split(b'\0')[:-1] == [os.fsencode(a) for a in args]
+
+
+def test_a_run_folder_symlink_re_pointed_while_it_trains_is_not_called_a_move(tiny):
+    """It said "the run folder runs/L was moved to .../realL" (pass 31 M8)."""
+    solver(tiny, 'rpl', max_iter=20, snapshot=5)
+    for name in ('realL', 'realL2'):
+        (tiny / 'runs' / name).mkdir(parents=True)
+    os.symlink('realL', str(tiny / 'runs' / 'L'))
+
+    def re_point():
+        os.unlink(str(tiny / 'runs' / 'L'))
+        os.symlink('realL2', str(tiny / 'runs' / 'L'))
+    code, err = _after_the_first_snapshot(['train', 'rpl.prototxt', '--run-dir', 'runs/L'], tiny,
+                                          tiny / 'snap_rpl' / 'w_iter_5.solverstate', re_point)
+    assert code == 0 and 'the run folder runs/L now leads to another folder: this run goes on in %s, where it ' \
+        'began' % (tiny / 'runs' / 'realL') in err and 'moved' not in err, err
+    assert run_json(tiny / 'runs' / 'realL')['status'] == 'finished' and not list((tiny / 'runs' / 'realL2').iterdir())
 
 
 def test_a_snapshot_prefix_that_is_not_utf8_is_named_as_such(tiny):
