@@ -366,7 +366,7 @@ class Trainer:
         recorded, iteration, identity = last
         prefix = self.solver_file.snapshot_prefix
         if not candidates:
-            raise UsageError('auto: the run in %s last wrote %s (its run.json), and no snapshot with prefix '
+            raise UsageError('auto: the run in %s last reached %s (its run.json), and no snapshot with prefix '
                              '%s is there now (its snapshot folder moved or removed?): give the state where it is '
                              'now with --resume, or run without --resume to start this run folder over'
                              % (self.run_dir, recorded, prefix), 'resume')
@@ -375,25 +375,32 @@ class Trainer:
         at = [path for i, path in candidates if i == iteration]
         if not at or identity_in(at[0], own):
             return
+        # (only where the recorded name leads to it: a state it resumed from in another folder says nothing)
+        if os.path.realpath(at[0]) not in recorded_paths(logs.read_run_json(self.run_dir), recorded, self.run_dir):
+            return
         try:        # (a truncated state there is skipped as any other, not taken for another run's)
             check_snapshot(at[0], self.net, self.solver_file.net_param, self.solver_file.type)
         except SnapshotError:
             return
-        raise UsageError('auto: %s is not the state the run in %s wrote at iteration %d (its run.json '
+        raise UsageError('auto: %s is not the state the run in %s reached at iteration %d (its run.json '
                          'records another file): the prefix %s holds another run\'s snapshots; give the state to '
                          'resume from with --resume, or start a new run elsewhere'
                          % (at[0], self.run_dir, iteration, prefix), 'resume')
 
     def _recorded_last_state(self):
         """(path as recorded, iteration, identity) of the last state the run
-        in this run folder recorded writing, newest record first; None where
-        it recorded none."""
-        records = run_records(logs.read_run_json(self.run_dir))
-        for record in records[:1] + records[:0:-1]:     # (its own, then the previous ones newest first)
-            last = record.get('last_snapshot')
-            found = re.search(r'_iter_(\d+)\.solverstate(\.h5)?$', last) if isinstance(last, str) else None
+        in this run folder reached, by its newest record (run.json's own
+        fields): the last it wrote, else the one it resumed from; None for a
+        run that started over and wrote none. (An older record's states may
+        since have been written over by a run resumed from an earlier one.)"""
+        info = logs.read_run_json(self.run_dir)
+        if not isinstance(info, dict):
+            return None
+        for name, identity in (('last_snapshot', 'last_snapshot_id'), ('resumed_from', 'resumed_from_id')):
+            path = info.get(name)
+            found = re.search(r'_iter_(\d+)\.solverstate(\.h5)?$', path) if isinstance(path, str) else None
             if found:
-                return last, int(found.group(1)), record.get('last_snapshot_id')
+                return path, int(found.group(1)), info.get(identity)
         return None
 
     def _check_same_ranks(self, state):
@@ -563,6 +570,7 @@ class Trainer:
         self._follow_run_dir()
         plotting.draw_curves(self.log.records, os.path.join(self._run_dir_io(), 'curves.png'),
                              title=self.solver_file.stem)
+        self.curves_drawn = time.monotonic()
 
     def _write_run_json(self, **changes):
         if not self.leader:
@@ -655,7 +663,9 @@ class Trainer:
             parts.insert(0, '%s %.2f %%' % (self.evaluator.key, record[key]))
             self.last_metric = record[key]
         self._say(bar, 'iteration %d: test %s' % (record['iteration'], ', '.join(parts) or 'done'))
-        self._draw_curves()
+        # (drawing takes most of a second: after a test at most every CURVES_EVERY seconds, and at the end)
+        if time.monotonic() - getattr(self, 'curves_drawn', self.started) >= CURVES_EVERY:
+            self._draw_curves()
 
     def _start(self):
         """Build the nets, load the weights or the state, open the logs and
@@ -1079,6 +1089,8 @@ def _with_option(command, flag, value, starts=''):
             return command[:i + 1] + [value] + command[i + 2:]
     return command + [flag, value]
 
+
+CURVES_EVERY = 30       # seconds: curves.png is redrawn after a test at most this often while training
 
 GUARD_SUFFIX = '_divergence_guard'
 

@@ -7,10 +7,13 @@ import re
 
 import pytest
 
-from tests import REPO
 from tests.faults import run_cli
 
-DEPLOY = os.path.join(REPO, 'prototxt', 'kd', 'student_deploy.prototxt')
+# (the log level is the point, not the net: a tiny one times in a moment)
+TINY_NET = """name: "tiny"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }
+layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_param { num_output: 2 } }
+"""
 
 
 @pytest.mark.parametrize('argv, message', [
@@ -36,7 +39,8 @@ def test_the_binarys_results_are_shown_unless_the_user_sets_a_level(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ('GLOG_minloglevel', 'CAFFE_MLIC_GLOG_DEFAULT')}
     import subprocess
     import sys
-    argv = [sys.executable, '-m', 'caffe_mlic.cli', 'caffe', 'time', '-model', DEPLOY, '-iterations', '1']
+    (tmp_path / 'tiny.prototxt').write_text(TINY_NET)
+    argv = [sys.executable, '-m', 'caffe_mlic.cli', 'caffe', 'time', '-model', 'tiny.prototxt', '-iterations', '1']
     res = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0 and 'Average Forward pass' in res.stderr, res.stderr[-2000:]
     res = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300,

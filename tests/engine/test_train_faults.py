@@ -1714,7 +1714,7 @@ def test_resume_auto_after_the_snapshot_folder_went_keeps_the_runs_record(tiny):
     os.rename(str(tiny / 'snap_gone'), str(tiny / 'snap_gone_kept'))
     res = run(['train', 'gone.prototxt', '--run-dir', run_dir, '--set', 'max_iter=15', '--resume', 'auto'], tiny)
     assert res.returncode == 2 and res.stderr == (
-        'caffe-mlic train: argument --resume: auto: the run in %s last wrote snap_gone/w_iter_10.solverstate (its run.json), '
+        'caffe-mlic train: argument --resume: auto: the run in %s last reached snap_gone/w_iter_10.solverstate (its run.json), '
         'and no snapshot with prefix snap_gone/w is there now (its snapshot folder moved or removed?): give the '
         'state where it is now with --resume, or run without --resume to start this run folder over\n' % run_dir)
     assert [(run_dir / name).read_bytes() for name in ('run.json', 'log.csv')] == before
@@ -1723,7 +1723,7 @@ def test_resume_auto_after_the_snapshot_folder_went_keeps_the_runs_record(tiny):
     assert res.returncode == 0 and 'iteration 10' in res.stdout + res.stderr, res.stderr
     shutil.rmtree(str(tiny / 'snap_gone_kept'))     # (removed: the same refusal; without --resume, over)
     res = run(['train', 'gone.prototxt', '--run-dir', run_dir, '--set', 'max_iter=20', '--resume', 'auto'], tiny)
-    assert res.returncode == 2 and 'last wrote snap_gone_kept/w_iter_15.solverstate' in res.stderr, res.stderr
+    assert res.returncode == 2 and 'last reached snap_gone_kept/w_iter_15.solverstate' in res.stderr, res.stderr
     assert run(['train', 'gone.prototxt', '--run-dir', run_dir, '--set', 'max_iter=5'], tiny).returncode == 0
     assert run_json(run_dir)['start_iteration'] == 0
 
@@ -1743,7 +1743,7 @@ def test_resume_auto_refuses_a_prefix_that_now_leads_to_another_runs_states(tiny
     os.unlink(str(tiny / 'fdB' / '.w.run'))       # (as the refusal of the other run's prefix offers)
     res = run(['train', 'fx.prototxt', '--run-dir', 'runs/fx', '--set', 'max_iter=15', '--resume', 'auto'], tiny)
     assert res.returncode == 2 and res.stderr == (
-        "caffe-mlic train: argument --resume: auto: flnk/w_iter_5.solverstate is not the state the run in runs/fx wrote at "
+        "caffe-mlic train: argument --resume: auto: flnk/w_iter_5.solverstate is not the state the run in runs/fx reached at "
         "iteration 5 (its run.json records another file): the prefix flnk/w holds another run's snapshots; give "
         "the state to resume from with --resume, or start a new run elsewhere\n"), res.stderr
     # pointed back: its own state again
@@ -1751,6 +1751,28 @@ def test_resume_auto_refuses_a_prefix_that_now_leads_to_another_runs_states(tiny
     os.symlink('fdA', str(tiny / 'flnk'))
     res = run(['train', 'fx.prototxt', '--run-dir', 'runs/fx', '--set', 'max_iter=8', '--resume', 'auto'], tiny)
     assert res.returncode == 0 and 'resuming from flnk/w_iter_5.solverstate' in res.stdout + res.stderr, res.stderr
+
+
+def test_resume_auto_after_a_resume_from_another_folders_state_is_not_refused(tiny):
+    """The run last resumed from a state of another prefix (killed before
+    its first snapshot): this prefix's state of that iteration is another
+    file, and says nothing about whose snapshots the prefix holds."""
+    solver(tiny, 'ra', max_iter=10, snapshot=5)
+    assert run(['train', 'ra.prototxt', '--run-dir', 'runs/ra'], tiny).returncode == 0
+    solver(tiny, 'rb', max_iter=5, snapshot=5, base_lr=0.01)
+    assert run(['train', 'rb.prototxt', '--run-dir', 'runs/rb'], tiny).returncode == 0
+    proc = start(['train', 'ra.prototxt', '--run-dir', 'runs/ra', '--resume', 'snap_rb/w_iter_5.solverstate',
+                  '--set', 'max_iter=2000', '--set', 'snapshot=1000'], tiny, stdout=subprocess.DEVNULL,
+                 stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: (tiny / 'runs' / 'ra' / 'run.json').exists() and
+                 run_json(tiny / 'runs' / 'ra').get('resumed_from') == 'snap_rb/w_iter_5.solverstate', proc)
+    finally:
+        proc.kill()
+        proc.wait()
+    res = run(['train', 'ra.prototxt', '--run-dir', 'runs/ra', '--set', 'max_iter=12', '--resume', 'auto'], tiny)
+    assert res.returncode == 0 and 'resuming from snap_ra/w_iter_10.solverstate' in res.stdout + res.stderr, \
+        res.stderr
 
 
 def test_a_snapshot_folder_removed_or_re_pointed_while_its_run_trains(tiny):
