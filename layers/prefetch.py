@@ -287,6 +287,12 @@ class PrefetchWorkers:
                 self.conns.append(ours)
         except OSError as e:
             self.close()
+            if 'AF_UNIX path too long' in str(e):       # (multiprocessing's socket lives in the temp folder)
+                import tempfile
+                raise DataLoadError('cannot start data worker processes: the temp folder %s is too deep for '
+                                    'the socket multiprocessing hands them their descriptors through (a '
+                                    'socket path has at most 107 bytes): set TMPDIR to a shorter folder'
+                                    % tempfile.gettempdir()) from e
             raise DataLoadError('cannot start data worker processes with %s (set CAFFE_MLIC_PYTHON to a '
                                 'Python that can import caffe_mlic, or use workers: 0): %s'
                                 % (self.python, e)) from e

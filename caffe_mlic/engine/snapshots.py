@@ -812,6 +812,10 @@ def take_snapshot(solver, solver_file, needed, ranks=1, run_dir=None, io_prefix=
     try:
         solver.snapshot()
         _fsync(io(staged_model))
+        # An earlier state of this name (a run resumed from an earlier one) goes first: a kill between
+        # the two renames left it beside the new caffemodel, a snapshot of two runs that resumed silently.
+        if os.path.lexists(io(state)):
+            os.unlink(io(state))
         os.replace(io(staged_model), io(model))
         if ranks > 1:
             with atomic_write(io(ranks_path), 'w') as f:

@@ -318,6 +318,7 @@ class Trainer:
         prior, own = self._prior_snapshots()
         self._refuse_a_lost_or_foreign_last_state(candidates, own)
         began = self._chain_began() if prior is None else None
+        left, newest_own = self._left_snapshots()
         for _, path in candidates:
             if (identity_in(path, prior) and not identity_in(path, own) if prior is not None else
                     began is not None and os.path.getmtime(path) < began - 2):
@@ -325,12 +326,21 @@ class Trainer:
                 self.note('skipping %s: written before this run folder\'s run began: another run\'s '
                           'snapshot' % path)
                 continue
+            if left and identity_in(path, left) and not identity_in(path, newest_own):
+                self.note('skipping %s: this run left it when it was resumed from an earlier state' % path)
+                continue
             try:
                 self.state_iteration, model = check_snapshot(path, self.net, sf.net_param, sf.type)
                 check_finite_snapshot(path, model)
                 return path
             except SnapshotError as e:
                 self.note('skipping %s' % e)
+        last = self._recorded_last_state()
+        if last is not None:        # (starting over would write over the run's logs and run.json)
+            raise UsageError('auto: the run in %s last reached %s (its run.json), and the prefix %s holds no '
+                             'complete snapshot of it now: give the state to resume from with --resume, or run '
+                             'without --resume to start this run folder over'
+                             % (self.run_dir, last[0], sf.snapshot_prefix), 'resume')
         self.note('no complete snapshot with prefix %s: starting at iteration 0'
                   % sf.snapshot_prefix if candidates else
                   'no snapshot with prefix %s yet: starting at iteration 0' % sf.snapshot_prefix)
@@ -386,6 +396,17 @@ class Trainer:
                          'records another file): the prefix %s holds another run\'s snapshots; give the state to '
                          'resume from with --resume, or start a new run elsewhere'
                          % (at[0], self.run_dir, iteration, prefix), 'resume')
+
+    def _left_snapshots(self):
+        """(the states newer than the one the newest run of this run folder
+        resumed from, as the prefix held them then: the line it left, its
+        own states as it recorded them). A run resumed from an earlier
+        state (--resume PATH) goes on from there; --resume auto must not go
+        back to the newer states it left."""
+        info = logs.read_run_json(self.run_dir)
+        if not isinstance(info, dict) or not isinstance(info.get('left_snapshots'), list):
+            return [], []
+        return info['left_snapshots'], [info.get('last_snapshot_id'), info.get('resumed_from_id')]
 
     def _recorded_last_state(self):
         """(path as recorded, iteration, identity) of the last state the run
@@ -756,6 +777,8 @@ class Trainer:
             data_seed=prototxt.python_params(train_data[0]).get('seed', 0) if train_data else None,
             weights=[os.path.abspath(w) for w in self.weights] if state is None else [],
             resumed_from=state, resumed_from_id=file_identity(state) if state is not None else None,
+            left_snapshots=[i for i in (file_identity(p) for n, p in find_snapshots(sf.snapshot_prefix) if n > start)
+                            if i is not None] if state is not None else [],
             snapshot_prefix=sf.snapshot_prefix, max_iter=sf.param.max_iter,
             test=dict(score_blob=self.test[2], label_blob=self.test[1],
                       images=len(self.test_data.datalist)) if self.test else None,
@@ -916,6 +939,12 @@ class Trainer:
                       % (done.state, self.solver_file.param.max_iter))
             info = logs.read_run_json(self.run_dir)
             info = info if isinstance(info, dict) else {}
+            if info.get('status') == 'running' and self.leader:
+                # killed after its last snapshot (we hold the run folder's lock: no run writes it now)
+                with contextlib.suppress(OSError):
+                    logs.write_run_json(self._run_dir_io(), dict(
+                        info, status='finished', final_iteration=self.solver_file.param.max_iter,
+                        last_snapshot=done.state, last_snapshot_id=file_identity(done.state)))
             return dict(info, final_iteration=self.solver_file.param.max_iter, last_snapshot=done.state,
                         run_dir=os.path.abspath(self.run_dir))
         except BaseException:

@@ -66,6 +66,10 @@ def check_table(path, data, schema, prefix=''):
                 problems.append(Problem(path, None, name, 'must be a table ([%s]), got %r' % (name, value)))
             else:
                 problems += check_table(path, value, schema[key], name + '.')
+        elif any(isinstance(v, str) and '\0' in v for v in (value if isinstance(value, list) else [value])):
+            # (TOML allows \u0000; no path, name or value of ours can hold one: os calls raise on it)
+            problems.append(Problem(path, None, name, 'holds a NUL character (\\u0000), which no file name or '
+                                                      'value can: %r' % (value,)))
         elif not _kind_ok(value, schema[key].kinds) or (schema[key].test and not schema[key].test(value)):
             problems.append(Problem(path, None, name, 'must be %s, got %r' % (schema[key].what, value)))
     for key, field in schema.items():

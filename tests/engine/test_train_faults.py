@@ -555,6 +555,14 @@ def test_a_sigkill_after_the_workers_started_leaves_nothing_past_the_next_run(ti
                                     '--resume', 'auto'], cwd=tiny, env=dict(env, TMPDIR=str(deep)),
                              capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, res.stderr
+        # too deep for multiprocessing's own socket too: TMPDIR named (it was "set CAFFE_MLIC_PYTHON ...")
+        deeper = deep / ('d' * 40)
+        deeper.mkdir()
+        res = subprocess.run(CLI + ['train', 'k9w.prototxt', '--run-dir', 'runs/k9w', '--set', 'max_iter=11',
+                                    '--resume', 'auto'], cwd=tiny, env=dict(env, TMPDIR=str(deeper)),
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 1 and 'the temp folder %s is too deep for the socket' % deeper in res.stderr \
+            and 'set TMPDIR to a shorter folder' in res.stderr, res.stderr
     finally:
         shutil.rmtree(str(temp))
 
@@ -1773,6 +1781,86 @@ def test_resume_auto_after_a_resume_from_another_folders_state_is_not_refused(ti
     res = run(['train', 'ra.prototxt', '--run-dir', 'runs/ra', '--set', 'max_iter=12', '--resume', 'auto'], tiny)
     assert res.returncode == 0 and 'resuming from snap_ra/w_iter_10.solverstate' in res.stdout + res.stderr, \
         res.stderr
+
+
+KILLED_BEFORE_THE_STATE = """
+import os, signal, sys
+from caffe_mlic.engine import snapshots
+write_state = snapshots._point_state_at
+
+def killed_first(staged_state, state, model, hdf5):     # (SIGKILL between the two renames of a snapshot)
+    if state.endswith(os.environ['KILL_AT']):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return write_state(staged_state, state, model, hdf5)
+snapshots._point_state_at = killed_first
+from caffe_mlic.cli import main
+sys.exit(main())
+"""
+
+
+def test_resume_auto_goes_on_from_an_explicit_resume_not_from_the_line_it_left(tiny, tmp_path):
+    """A run resumed from an earlier state of its own (--resume PATH) goes
+    on from there: --resume auto went back to the newer states it left
+    (pass 32 S1). A kill between a snapshot's caffemodel and its state left
+    the new weights beside the old state, and --resume auto took that mix
+    (S3): the old state goes first."""
+    solver(tiny, 'lft', max_iter=20, snapshot=5)
+    run_dir = tiny / 'runs' / 'lft'
+    assert run(['train', 'lft.prototxt', '--run-dir', run_dir], tiny).returncode == 0
+    res = run(['train', 'lft.prototxt', '--run-dir', run_dir, '--set', 'base_lr=0.002', '--set', 'max_iter=12',
+               '--resume', 'snap_lft/w_iter_5.solverstate'], tiny)
+    assert res.returncode == 0, res.stderr
+    res = run(['train', 'lft.prototxt', '--run-dir', run_dir, '--set', 'base_lr=0.002', '--set', 'max_iter=30',
+               '--resume', 'auto'], tiny)
+    assert res.returncode == 0 and 'resuming from snap_lft/w_iter_12.solverstate' in res.stdout + res.stderr, \
+        res.stderr
+    assert 'skipping snap_lft/w_iter_20.solverstate: this run left it' in res.stdout + res.stderr
+    # killed between the renames of its snapshot at 10, where an earlier w_iter_10 was
+    hook = tmp_path / 'killed_first.py'
+    hook.write_text(KILLED_BEFORE_THE_STATE)
+    res = subprocess.run([sys.executable, str(hook), 'train', 'lft.prototxt', '--run-dir', str(run_dir), '--set',
+                          'base_lr=0.003', '--resume', 'snap_lft/w_iter_5.solverstate'], cwd=tiny, timeout=300,
+                         env=dict(ENV, KILL_AT='w_iter_10.solverstate'), capture_output=True, text=True)
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    assert (tiny / 'snap_lft' / 'w_iter_10.caffemodel').exists()
+    assert not (tiny / 'snap_lft' / 'w_iter_10.solverstate').exists()
+    res = run(['train', 'lft.prototxt', '--run-dir', run_dir, '--set', 'base_lr=0.003', '--resume', 'auto'], tiny)
+    assert res.returncode == 0 and 'resuming from snap_lft/w_iter_5.solverstate' in res.stdout + res.stderr, \
+        res.stderr
+
+
+def test_resume_auto_with_only_incomplete_snapshots_left_keeps_the_runs_record(tiny):
+    """The run's state gone, a state without its caffemodel left: --resume
+    auto started over, writing over the run's log and run.json (pass 32 S2)."""
+    solver(tiny, 'inc', max_iter=10, snapshot=5)
+    run_dir = tiny / 'runs' / 'inc'
+    assert run(['train', 'inc.prototxt', '--run-dir', run_dir], tiny).returncode == 0
+    before = (run_dir / 'run.json').read_bytes()
+    for name in ('w_iter_10.solverstate', 'w_iter_10.caffemodel', 'w_iter_5.caffemodel'):
+        (tiny / 'snap_inc' / name).unlink()
+    res = run(['train', 'inc.prototxt', '--run-dir', run_dir, '--set', 'max_iter=15', '--resume', 'auto'], tiny)
+    assert res.returncode == 2 and res.stderr.endswith(
+        'auto: the run in %s last reached snap_inc/w_iter_10.solverstate (its run.json), and the prefix snap_inc/w '
+        'holds no complete snapshot of it now: give the state to resume from with --resume, or run without '
+        '--resume to start this run folder over\n' % run_dir), res.stderr
+    assert (run_dir / 'run.json').read_bytes() == before
+
+
+def test_resume_auto_on_a_run_killed_after_its_last_snapshot_records_it_finished(tiny):
+    """A SIGKILL right after the last snapshot left run.json "running", and
+    --resume auto ("nothing to train") left it so (pass 32 M1)."""
+    solver(tiny, 'kaf', max_iter=5, snapshot=5)
+    run_dir = tiny / 'runs' / 'kaf'
+    assert run(['train', 'kaf.prototxt', '--run-dir', run_dir], tiny).returncode == 0
+    info = run_json(run_dir)
+    killed = dict(info, status='running', final_iteration=0, last_snapshot=None, last_snapshot_id=None)
+    (run_dir / 'run.json').write_text(json.dumps(killed))        # (as the kill leaves it)
+    res = run(['train', 'kaf.prototxt', '--run-dir', run_dir, '--resume', 'auto'], tiny)
+    assert res.returncode == 0 and 'at max_iter 5 already' in res.stderr, res.stderr
+    after = run_json(run_dir)
+    assert after['status'] == 'finished' and after['final_iteration'] == 5
+    assert after['last_snapshot'] == 'snap_kaf/w_iter_5.solverstate' and after['last_snapshot_id'] == \
+        info['last_snapshot_id']
 
 
 def test_a_snapshot_folder_removed_or_re_pointed_while_its_run_trains(tiny):

@@ -69,6 +69,18 @@ def test_every_schema_problem_is_named_by_its_key_path_at_once(tmp_path):
     assert check_table('run.toml', {'run': {'system': 'mlic'}, 'train': {'base_lr': 1}}, SCHEMA) == []
 
 
+def test_a_nul_in_any_string_is_refused_by_its_key(tmp_path):
+    """run.folder = "a\\u0000b" passed the check, and `run` ended in a
+    traceback from os.makedirs (pass 32 S4)."""
+    path = write(tmp_path, '[run]\nsystem = "scasnet"\nfolder = "a\\u0000b"\n')
+    data = read_config(path)
+    schema = {'run': dict(SCHEMA['run'], folder=Field((str,), 'the run folder', bool))}
+    assert [str(p) for p in check_table(path, data, schema)] == [
+        "%s: run.folder: holds a NUL character (\\u0000), which no file name or value can: 'a\\x00b'" % path]
+    assert [str(p) for p in check_table(path, {'run': {'system': 'mlic', 'seeds': ['\0']}}, SCHEMA)] == [
+        "%s: run.seeds: holds a NUL character (\\u0000), which no file name or value can: ['\\x00']" % path]
+
+
 def test_the_net_table_is_checked_by_the_systems_config_class():
     assert check_net_table('run.toml', {'context': 'parallel', 'input_size': 128, 'vgg_blocks': [1, 1, 1, 0, 0]},
                            ScasConfig) == []
