@@ -66,7 +66,7 @@ from caffe_mlic.engine.snapshots import (SnapshotError, check_finite_snapshot, c
                                          name_list, net_non_finite_layers,
                                          check_snapshot_folder, check_snapshot_size, find_snapshots, learned_net_path,
                                          file_identity, follow_snapshot_folder, identity_in, lock_prefix, move_claim, open_snapshot_folder,
-                                         recorded_paths, run_records, snapshot_bytes,
+                                         other_owner, recorded_paths, run_records, snapshot_bytes,
                                          take_snapshot, write_claim, write_hdf5_learned_net)
 from caffe_mlic.engine.solver_file import SolverFile
 from caffe_mlic.errors import InputError, MlicError, RunError, UsageError, os_error_text
@@ -313,13 +313,22 @@ class Trainer:
             check_finite_snapshot(self.resume, model)
             return self.resume
         candidates = find_snapshots(sf.snapshot_prefix)
+        # The state the run last reached, outside this prefix (it resumed from another prefix's state and
+        # wrote none since): the run goes on from it, never from this prefix's state of that iteration.
+        reached = self._reached_state_elsewhere(candidates)
+        if reached is not None:
+            candidates = sorted(candidates + [reached], key=lambda c: (c[0], c[1] == reached[1]), reverse=True)
         if not candidates:
             self._refuse_another_prefix()
         prior, own = self._prior_snapshots()
         self._refuse_a_lost_or_foreign_last_state(candidates, own)
         began = self._chain_began() if prior is None else None
         left, newest_own = self._left_snapshots()
-        for _, path in candidates:
+        for iteration, path in candidates:
+            if reached is not None and iteration == reached[0] and path != reached[1]:
+                self.note('skipping %s: not the state this run reached at iteration %d (%s)'
+                          % (path, iteration, reached[1]))
+                continue
             if (identity_in(path, prior) and not identity_in(path, own) if prior is not None else
                     began is not None and os.path.getmtime(path) < began - 2):
                 # the prefix is shared with an earlier run that this run folder started over from
@@ -355,12 +364,16 @@ class Trainer:
         recorded = info.get('snapshot_prefix') if isinstance(info, dict) else None
         if not isinstance(recorded, str) or not recorded:
             return
-        for place in recorded_paths(info, recorded, self.run_dir):
-            if find_snapshots(place):
-                raise UsageError('--resume auto: the run in %s wrote its snapshots with prefix %s (its run.json), '
-                                 'and %s holds none: resume with --set snapshot_prefix=%s, or start a new run '
-                                 'elsewhere' % (self.run_dir, recorded, self.solver_file.snapshot_prefix, recorded),
-                                 'resume')
+        here = os.path.realpath(self.solver_file.snapshot_prefix)
+        for place in sorted(recorded_paths(info, recorded, self.run_dir)):
+            # (this prefix itself, or one another run folder owns: the original of a copied project)
+            if place == here or not find_snapshots(place) or other_owner(place, self.run_dir):
+                continue
+            given = recorded if os.path.realpath(recorded) == place else os.path.relpath(place)
+            raise UsageError('--resume auto: the run in %s wrote its snapshots with prefix %s (its run.json), '
+                             'and %s holds none: resume with --set snapshot_prefix=%s, or run without --resume '
+                             'to start this run folder over'
+                             % (self.run_dir, given, self.solver_file.snapshot_prefix, given), 'resume')
 
     def _refuse_a_lost_or_foreign_last_state(self, candidates, own):
         """UsageError for --resume auto where the run in this run folder
@@ -396,6 +409,26 @@ class Trainer:
                          'records another file): the prefix %s holds another run\'s snapshots; give the state to '
                          'resume from with --resume, or start a new run elsewhere'
                          % (at[0], self.run_dir, iteration, prefix), 'resume')
+
+    def _reached_state_elsewhere(self, candidates):
+        """(iteration, path) of the state this run folder's newest run was
+        resumed from (--resume PATH) when it wrote none after it, where that
+        is a file outside this prefix with the recorded identity; else None.
+        (Not the last snapshot a run wrote: a copied project's would be the
+        original's.)"""
+        info = logs.read_run_json(self.run_dir)
+        last = self._recorded_last_state()
+        if (last is None or not isinstance(info, dict) or info.get('last_snapshot') is not None
+                or not (isinstance(last[2], list) and len(last[2]) == 2 and isinstance(last[2][1], str))):
+            return None
+        prefix = info.get('snapshot_prefix')
+        if isinstance(prefix, str) and os.path.normpath(last[0]).startswith(os.path.normpath(prefix) + '_iter_'):
+            return None     # (a state of its own prefix, by name: where that is now decides)
+        here = {os.path.realpath(path) for _, path in candidates}
+        for place in sorted(recorded_paths(info, last[0], self.run_dir)):
+            if place not in here and os.path.isfile(place) and identity_in(place, [last[2]]):
+                return last[1], (last[0] if os.path.realpath(last[0]) == place else place)
+        return None
 
     def _left_snapshots(self):
         """(the states newer than the one the newest run of this run folder

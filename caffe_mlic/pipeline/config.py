@@ -28,6 +28,19 @@ class Field(NamedTuple):
     required: bool = False
 
 
+def not_a_file(path):
+    """Why a config's ``path`` that is not a regular file is none: 'no such
+    file', or what it is instead."""
+    if not os.path.lexists(path):
+        return 'no such file'
+    return 'a folder, not a file' if os.path.isdir(path) else 'not a regular file (a device, FIFO or socket)'
+
+
+def not_a_folder(path):
+    """Why a config's ``path`` that is not a folder is none."""
+    return 'not a folder' if os.path.lexists(path) else 'no such folder'
+
+
 def distinct_ints(low, high=2 ** 63 - 1):
     """A test: a non-empty list of distinct integers from ``low`` to ``high``
     (int64's largest by default: a seed is Caffe's int64 random_seed)."""

@@ -23,7 +23,8 @@ import contextlib
 import os
 import re
 
-from caffe_mlic.pipeline.config import Field, check_net_table, check_table, distinct_ints, run_table
+from caffe_mlic.pipeline.config import (Field, check_net_table, check_table, distinct_ints, not_a_file, not_a_folder,
+                                        run_table)
 from caffe_mlic.pipeline.invoke import command, working_folder
 from caffe_mlic.pipeline.scasnet import SOLVER_TYPES, _names
 from caffe_mlic.pipeline.stages import Files, Stage, remover
@@ -143,7 +144,7 @@ def check(path, data):
                                    any(tables['data'].get(split + '_list') for split in SPLITS))
     pretrained = tables['weights'].get('pretrained')
     if isinstance(pretrained, str) and pretrained and not os.path.isfile(pretrained):
-        problems.append(Problem(path, None, 'weights.pretrained', 'no such file: %s' % pretrained))
+        problems.append(Problem(path, None, 'weights.pretrained', '%s: %s' % (not_a_file(pretrained), pretrained)))
     return problems
 
 
@@ -213,7 +214,7 @@ def _data_problems(path, data):
             problems += _datalist_problems(path, 'data.%s_list' % split, data.get(split + '_list'))
     elif voc:
         if not os.path.isdir(voc):
-            problems.append(Problem(path, None, 'data.voc', 'no such folder: %s' % voc))
+            problems.append(Problem(path, None, 'data.voc', '%s: %s' % (not_a_folder(voc), voc)))
         for split in SPLITS:
             name = data.get(split + '_set')
             if not name:
@@ -250,7 +251,7 @@ def _datalist_problems(path, key, datalist):
         return []
     for needed in [datalist] + list(companion_paths(datalist)):
         if not os.path.isfile(needed):
-            return [Problem(path, None, key, 'no such file: %s%s' % (needed, '' if needed == datalist else
+            return [Problem(path, None, key, '%s: %s%s' % (not_a_file(needed), needed, '' if needed == datalist else
                                                                       ' (`datalist build` writes it beside the '
                                                                       'datalist)'))]
     first, problem = _first_datalist_line(datalist)
@@ -402,8 +403,8 @@ def _proposal_problems(path, proposals, given_lists=False):
         return [Problem(path, None, 'proposals.import_files', 'missing (the files of import_format)')]
     folder = proposals.get('folder')
     if isinstance(folder, str) and not os.path.isdir(folder):
-        return [Problem(path, None, 'proposals.folder', 'no such folder: %s' % folder)]
-    return [Problem(path, None, 'proposals.import_files', 'no such file: %s' % f)
+        return [Problem(path, None, 'proposals.folder', '%s: %s' % (not_a_folder(folder), folder))]
+    return [Problem(path, None, 'proposals.import_files', '%s: %s' % (not_a_file(f), f))
             for f in proposals.get('import_files') or [] if isinstance(f, str) and not os.path.isfile(f)]
 
 

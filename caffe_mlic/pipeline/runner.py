@@ -62,15 +62,34 @@ def _record_system(folder, system):
             f.write(system + '\n')
 
 
+def _unmakeable_folder(folder):
+    """Why the run folder ``folder`` cannot be there or be made, or None:
+    it, or a folder above it, exists and is not a folder; a name in it is
+    longer than the file system takes."""
+    if os.path.lexists(folder) and not os.path.isdir(folder):
+        return '%s exists and is not a folder' % folder
+    above = os.path.dirname(os.path.abspath(folder))
+    while not os.path.lexists(above) and os.path.dirname(above) != above:
+        above = os.path.dirname(above)
+    if not os.path.isdir(above):
+        return '%s cannot be made: %s is not a folder' % (folder, above)
+    longest = max(len(os.fsencode(part)) for part in os.path.abspath(folder).split(os.sep))
+    if longest > 255:
+        return '%s cannot be made: a name in it has %d bytes, and a file system takes 255' % (folder[:80] + '...',
+                                                                                               longest)
+    return None
+
+
 def load(path, overrides=()):
     """(system module, its Plan, [Stage]) of the config at ``path``, checked."""
     data = read_config(path, overrides)
     system = _system(data, path)
     problems = system.check(path, data)
     folder = data['run'].get('folder') if isinstance(data.get('run'), dict) else None
-    if isinstance(folder, str) and folder and os.path.lexists(folder) and not os.path.isdir(folder):
+    unmakeable = _unmakeable_folder(folder) if isinstance(folder, str) and folder and '\0' not in folder else None
+    if unmakeable:
         from caffe_mlic.errors import Problem
-        problems.append(Problem(path, None, 'run.folder', '%s exists and is not a folder' % folder))
+        problems.append(Problem(path, None, 'run.folder', unmakeable))
     if isinstance(folder, str) and folder and os.path.isdir(folder):
         held = folder_system(folder)
         if held is not None and held != data['run']['system']:

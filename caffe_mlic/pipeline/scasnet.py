@@ -10,7 +10,7 @@ them side by side (one core each).
 """
 import os
 
-from caffe_mlic.pipeline.config import Field, check_net_table, check_table, run_table
+from caffe_mlic.pipeline.config import Field, check_net_table, check_table, not_a_file, not_a_folder, run_table
 from caffe_mlic.pipeline.stages import Files, Stage, listed_files, remover
 
 
@@ -82,17 +82,15 @@ def check(path, data):
     for item in tables['train'].get('init_from', []) if isinstance(tables['train'].get('init_from'), list) else []:
         found = isinstance(item, str) and item.partition(':')[2]
         if found and not os.path.isfile(found):
-            problems.append(Problem(path, None, 'train.init_from', 'no such file: %s' % found))
+            problems.append(Problem(path, None, 'train.init_from', '%s: %s' % (not_a_file(found), found)))
     for key in ('train_list', 'val_list', 'test_list'):
         value = tables['data'].get(key)
         if isinstance(value, str) and value and not os.path.isfile(value):
-            problems.append(Problem(path, None, 'data.' + key, '%s: %s' % (
-                'a folder, not a datalist file' if os.path.isdir(value) else 'no such file', value)))
+            problems.append(Problem(path, None, 'data.' + key, '%s: %s' % (not_a_file(value), value)))
     for key in ('gt', 'gt_eroded', 'hard_masks'):
         value = tables['data'].get(key)
         if isinstance(value, str) and value and not os.path.isdir(value):
-            problems.append(Problem(path, None, 'data.' + key, '%s: %s' % (
-                'not a folder' if os.path.exists(value) else 'no such folder', value)))
+            problems.append(Problem(path, None, 'data.' + key, '%s: %s' % (not_a_folder(value), value)))
     if not problems:        # (what a stage would find only after the trainings)
         problems += _data_problems(path, tables['data'])
     return problems

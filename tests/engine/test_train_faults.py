@@ -1764,7 +1764,10 @@ def test_resume_auto_refuses_a_prefix_that_now_leads_to_another_runs_states(tiny
 def test_resume_auto_after_a_resume_from_another_folders_state_is_not_refused(tiny):
     """The run last resumed from a state of another prefix (killed before
     its first snapshot): this prefix's state of that iteration is another
-    file, and says nothing about whose snapshots the prefix holds."""
+    file, and says nothing about whose snapshots the prefix holds; the run
+    goes on from the state it reached, not from this prefix's state of that
+    iteration (another weight history, pass 33 S1) nor from the states it
+    left."""
     solver(tiny, 'ra', max_iter=10, snapshot=5)
     assert run(['train', 'ra.prototxt', '--run-dir', 'runs/ra'], tiny).returncode == 0
     solver(tiny, 'rb', max_iter=5, snapshot=5, base_lr=0.01)
@@ -1778,9 +1781,16 @@ def test_resume_auto_after_a_resume_from_another_folders_state_is_not_refused(ti
     finally:
         proc.kill()
         proc.wait()
+    model = tiny / 'snap_rb' / 'w_iter_5.caffemodel'
+    os.rename(str(model), str(model) + '.away')     # (that state unusable: never this prefix's of its iteration)
     res = run(['train', 'ra.prototxt', '--run-dir', 'runs/ra', '--set', 'max_iter=12', '--resume', 'auto'], tiny)
-    assert res.returncode == 0 and 'resuming from snap_ra/w_iter_10.solverstate' in res.stdout + res.stderr, \
-        res.stderr
+    assert res.returncode == 2 and 'skipping snap_ra/w_iter_5.solverstate: not the state this run reached at ' \
+        'iteration 5 (snap_rb/w_iter_5.solverstate)' in res.stderr, res.stderr
+    os.rename(str(model) + '.away', str(model))
+    res = run(['train', 'ra.prototxt', '--run-dir', 'runs/ra', '--set', 'max_iter=12', '--resume', 'auto'], tiny)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0 and 'resuming from snap_rb/w_iter_5.solverstate' in out, res.stderr
+    assert 'skipping snap_ra/w_iter_10.solverstate: this run left it' in out
 
 
 KILLED_BEFORE_THE_STATE = """
@@ -1861,6 +1871,25 @@ def test_resume_auto_on_a_run_killed_after_its_last_snapshot_records_it_finished
     assert after['status'] == 'finished' and after['final_iteration'] == 5
     assert after['last_snapshot'] == 'snap_kaf/w_iter_5.solverstate' and after['last_snapshot_id'] == \
         info['last_snapshot_id']
+
+
+def test_a_copied_projects_run_without_its_snapshots_is_not_sent_to_the_originals(tiny):
+    """The copy's --resume auto was told to resume with --set
+    snapshot_prefix=snap/w, its own prefix (the snapshots found were the
+    original project's, another run folder's) (pass 33 M1)."""
+    (tiny / 'proj').mkdir()
+    solver(tiny / 'proj', 'cp', max_iter=5, snapshot=5, snapshot_prefix='snap/w')
+    (tiny / 'proj' / 'cp.prototxt').write_text((tiny / 'proj' / 'cp.prototxt').read_text().replace(
+        str(tiny / 'proj' / 'nets'), str(tiny / 'nets')))
+    assert run(['train', 'cp.prototxt', '--run-dir', 'runs/r'], tiny / 'proj').returncode == 0
+    shutil.copytree(str(tiny / 'proj'), str(tiny / 'proj_copy'), symlinks=True)
+    shutil.rmtree(str(tiny / 'proj_copy' / 'snap'))
+    res = run(['train', 'cp.prototxt', '--run-dir', 'runs/r', '--set', 'max_iter=8', '--resume', 'auto'],
+              tiny / 'proj_copy')
+    assert res.returncode == 2 and 'last reached snap/w_iter_5.solverstate (its run.json), and no snapshot with ' \
+        'prefix snap/w is there now' in res.stderr and '--set snapshot_prefix' not in res.stderr, res.stderr
+    assert run(['train', 'cp.prototxt', '--run-dir', 'runs/r', '--set', 'max_iter=8'], tiny / 'proj_copy').returncode \
+        == 0
 
 
 def test_a_snapshot_folder_removed_or_re_pointed_while_its_run_trains(tiny):

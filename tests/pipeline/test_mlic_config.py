@@ -100,6 +100,8 @@ def test_ablation_and_study_chains_start_from_their_seeds_stages(data):
     (['weights.pretrained="none.caffemodel"', 'evaluate.speed_images=0', 'train.stage3.max_iter=3'],
      ['weights.pretrained: no such file: none.caffemodel', 'evaluate.speed_images: must be an integer from 1',
       'train.stage3: unknown key']),
+    (['weights.pretrained="/dev/null"'], ['weights.pretrained: not a regular file (a device, FIFO or socket): '
+                                          '/dev/null']),
 ])
 def test_every_problem_is_named_by_its_key_path(data, overrides, messages):
     found = problems_of(config(data), overrides)
