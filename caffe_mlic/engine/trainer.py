@@ -313,13 +313,13 @@ class Trainer:
             check_finite_snapshot(self.resume, model)
             return self.resume
         candidates = find_snapshots(sf.snapshot_prefix)
+        if not candidates:
+            self._refuse_another_prefix()
         # The state the run last reached, outside this prefix (it resumed from another prefix's state and
         # wrote none since): the run goes on from it, never from this prefix's state of that iteration.
         reached = self._reached_state_elsewhere(candidates)
         if reached is not None:
             candidates = sorted(candidates + [reached], key=lambda c: (c[0], c[1] == reached[1]), reverse=True)
-        if not candidates:
-            self._refuse_another_prefix()
         prior, own = self._prior_snapshots()
         self._refuse_a_lost_or_foreign_last_state(candidates, own)
         began = self._chain_began() if prior is None else None
@@ -411,24 +411,47 @@ class Trainer:
                          % (at[0], self.run_dir, iteration, prefix), 'resume')
 
     def _reached_state_elsewhere(self, candidates):
-        """(iteration, path) of the state this run folder's newest run was
-        resumed from (--resume PATH) when it wrote none after it, where that
-        is a file outside this prefix with the recorded identity; else None.
-        (Not the last snapshot a run wrote: a copied project's would be the
-        original's.)"""
+        """(iteration, path) of the state the newest run of this run folder
+        last reached when that is not a state of this prefix: one it was
+        resumed from (--resume PATH) in another folder, writing none after,
+        found by its recorded name and identity (it wins over this prefix's
+        state of that iteration); else None. UsageError where the run's last
+        snapshot went to another prefix and this one does not hold it, or
+        the state it was resumed from is not there as it was: this prefix's
+        states are then of a line it left, or of another weight history."""
         info = logs.read_run_json(self.run_dir)
         last = self._recorded_last_state()
-        if (last is None or not isinstance(info, dict) or info.get('last_snapshot') is not None
-                or not (isinstance(last[2], list) and len(last[2]) == 2 and isinstance(last[2][1], str))):
+        recorded_prefix = info.get('snapshot_prefix') if isinstance(info, dict) else None
+        if last is None or not isinstance(recorded_prefix, str) or not recorded_prefix:
             return None
-        prefix = info.get('snapshot_prefix')
-        if isinstance(prefix, str) and os.path.normpath(last[0]).startswith(os.path.normpath(prefix) + '_iter_'):
-            return None     # (a state of its own prefix, by name: where that is now decides)
-        here = {os.path.realpath(path) for _, path in candidates}
-        for place in sorted(recorded_paths(info, last[0], self.run_dir)):
-            if place not in here and os.path.isfile(place) and identity_in(place, [last[2]]):
-                return last[1], (last[0] if os.path.realpath(last[0]) == place else place)
-        return None
+        path, iteration, identity = last
+        if not (isinstance(identity, list) and len(identity) == 2 and isinstance(identity[1], str)):
+            return None     # (an older version's run.json: no digest)
+        prefix = self.solver_file.snapshot_prefix
+        same_prefix = os.path.realpath(prefix) in recorded_paths(info, recorded_prefix, self.run_dir)
+        in_prefix = {os.path.realpath(p): p for _, p in candidates}
+        if info.get('last_snapshot') is not None:
+            if not candidates or same_prefix or any(i == iteration and identity_in(p, [identity])
+                                                    for i, p in candidates):
+                return None     # (none here: refused as lost; its prefix, or its snapshot folder renamed)
+            raise UsageError('auto: the run in %s last wrote %s (its run.json), with prefix %s, and %s does not '
+                             'hold it: resume with --set snapshot_prefix=%s, or give the state with --resume'
+                             % (self.run_dir, path, recorded_prefix, prefix, recorded_prefix), 'resume')
+        own_name = re.fullmatch(re.escape(os.path.normpath(recorded_prefix)) + r'_iter_\d+\.solverstate(\.h5)?',
+                                os.path.normpath(path))
+        if own_name and same_prefix:
+            return None     # (a state of this prefix: where it is now decides)
+        places = recorded_paths(info, path, self.run_dir)
+        given = os.path.realpath(path)
+        for place in ([given] if given in places else []) + sorted(places - {given}):
+            if os.path.isfile(place) and identity_in(place, [identity]):
+                if place in in_prefix:
+                    return None     # (this prefix's own, under another name)
+                return iteration, (path if place == given else place)
+        raise UsageError('auto: the run in %s was last resumed from %s (its run.json), which is not there any '
+                         'more as it was, and the states of prefix %s are not its line: give the state to resume '
+                         'from with --resume, or run without --resume to start this run folder over'
+                         % (self.run_dir, path, prefix), 'resume')
 
     def _left_snapshots(self):
         """(the states newer than the one the newest run of this run folder

@@ -1873,6 +1873,42 @@ def test_resume_auto_on_a_run_killed_after_its_last_snapshot_records_it_finished
         info['last_snapshot_id']
 
 
+def test_resume_auto_never_goes_on_from_another_line_of_this_prefix(tiny):
+    """Pass 34: the state a run was resumed from, in another prefix, gone
+    (S1), or that prefix named like this one's states (w_iter_5 beside w,
+    S2): --resume auto went on from this prefix's state of that iteration,
+    another weight history. A run whose last snapshot went to another
+    prefix, run again with this one: it went on from the states of the line
+    it had left (S3)."""
+    solver(tiny, 'sa', max_iter=10, snapshot=5)
+    assert run(['train', 'sa.prototxt', '--run-dir', 'runs/sa'], tiny).returncode == 0
+    solver(tiny, 'sb', max_iter=5, snapshot=5, base_lr=0.01, snapshot_prefix='snap_sa/w_iter_5')
+    assert run(['train', 'sb.prototxt', '--run-dir', 'runs/sb'], tiny).returncode == 0
+    other = tiny / 'snap_sa' / 'w_iter_5_iter_5.solverstate'
+    proc = start(['train', 'sa.prototxt', '--run-dir', 'runs/sa', '--resume', str(other.relative_to(tiny)),
+                  '--set', 'max_iter=2000', '--set', 'snapshot=1000'], tiny, stdout=subprocess.DEVNULL,
+                 stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: run_json(tiny / 'runs' / 'sa').get('resumed_from') == str(other.relative_to(tiny)), proc)
+    finally:
+        proc.kill()
+        proc.wait()
+    os.rename(str(other), str(other) + '.away')
+    res = run(['train', 'sa.prototxt', '--run-dir', 'runs/sa', '--set', 'max_iter=7', '--resume', 'auto'], tiny)
+    assert res.returncode == 2 and 'auto: the run in runs/sa was last resumed from snap_sa/w_iter_5_iter_5.' \
+        'solverstate (its run.json), which is not there any more as it was' in res.stderr, res.stderr
+    os.rename(str(other) + '.away', str(other))
+    res = run(['train', 'sa.prototxt', '--run-dir', 'runs/sa', '--set', 'max_iter=7', '--resume', 'auto'], tiny)
+    assert res.returncode == 0 and 'resuming from snap_sa/w_iter_5_iter_5.solverstate' in res.stderr, res.stderr
+    res = run(['train', 'sa.prototxt', '--run-dir', 'runs/sa', '--set', 'snapshot_prefix=snap_sc/v', '--set',
+               'max_iter=10', '--resume', 'snap_sa/w_iter_5.solverstate'], tiny)
+    assert res.returncode == 0, res.stderr
+    res = run(['train', 'sa.prototxt', '--run-dir', 'runs/sa', '--set', 'max_iter=12', '--resume', 'auto'], tiny)
+    assert res.returncode == 2 and 'auto: the run in runs/sa last wrote snap_sc/v_iter_10.solverstate (its ' \
+        'run.json), with prefix snap_sc/v, and snap_sa/w does not hold it: resume with --set ' \
+        'snapshot_prefix=snap_sc/v' in res.stderr, res.stderr
+
+
 def test_a_copied_projects_run_without_its_snapshots_is_not_sent_to_the_originals(tiny):
     """The copy's --resume auto was told to resume with --set
     snapshot_prefix=snap/w, its own prefix (the snapshots found were the
