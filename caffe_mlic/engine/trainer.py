@@ -410,6 +410,20 @@ class Trainer:
                          'resume from with --resume, or start a new run elsewhere'
                          % (at[0], self.run_dir, iteration, prefix), 'resume')
 
+    def _newer_states(self, state, start):
+        """The identities of the states newer than iteration ``start`` that
+        this prefix and the prefix of ``state`` (the one resumed from; None:
+        a fresh start, []) hold now: the line a run resumed from an earlier
+        state leaves (run.json's left_snapshots), in either prefix."""
+        if state is None:
+            return []
+        prefixes = {self.solver_file.snapshot_prefix}
+        own = re.fullmatch(r'(.+)_iter_\d+\.solverstate(\.h5)?', state)
+        if own:
+            prefixes.add(own.group(1))
+        return [i for i in (file_identity(p) for prefix in sorted(prefixes) for n, p in find_snapshots(prefix)
+                            if n > start) if i is not None]
+
     def _reached_state_elsewhere(self, candidates):
         """(iteration, path) of the state the newest run of this run folder
         last reached when that is not a state of this prefix: one it was
@@ -833,8 +847,7 @@ class Trainer:
             data_seed=prototxt.python_params(train_data[0]).get('seed', 0) if train_data else None,
             weights=[os.path.abspath(w) for w in self.weights] if state is None else [],
             resumed_from=state, resumed_from_id=file_identity(state) if state is not None else None,
-            left_snapshots=[i for i in (file_identity(p) for n, p in find_snapshots(sf.snapshot_prefix) if n > start)
-                            if i is not None] if state is not None else [],
+            left_snapshots=self._newer_states(state, start),
             snapshot_prefix=sf.snapshot_prefix, max_iter=sf.param.max_iter,
             test=dict(score_blob=self.test[2], label_blob=self.test[1],
                       images=len(self.test_data.datalist)) if self.test else None,

@@ -1873,7 +1873,7 @@ def test_resume_auto_on_a_run_killed_after_its_last_snapshot_records_it_finished
         info['last_snapshot_id']
 
 
-def test_resume_auto_never_goes_on_from_another_line_of_this_prefix(tiny):
+def test_resume_auto_never_goes_on_from_another_line_of_this_prefix(tiny, tmp_path):
     """Pass 34: the state a run was resumed from, in another prefix, gone
     (S1), or that prefix named like this one's states (w_iter_5 beside w,
     S2): --resume auto went on from this prefix's state of that iteration,
@@ -1907,6 +1907,18 @@ def test_resume_auto_never_goes_on_from_another_line_of_this_prefix(tiny):
     assert res.returncode == 2 and 'auto: the run in runs/sa last wrote snap_sc/v_iter_10.solverstate (its ' \
         'run.json), with prefix snap_sc/v, and snap_sa/w does not hold it: resume with --set ' \
         'snapshot_prefix=snap_sc/v' in res.stderr, res.stderr
+    # the same move to a new prefix killed before its first snapshot was recorded: the line it left in
+    # this prefix (w_iter_7, w_iter_10) is not gone back to (pass 35)
+    hook = tmp_path / 'killed_first.py'
+    hook.write_text(KILLED_BEFORE_THE_STATE)
+    res = subprocess.run([sys.executable, str(hook), 'train', 'sa.prototxt', '--run-dir', 'runs/sa', '--set',
+                          'snapshot_prefix=snap_sd/v', '--set', 'max_iter=10', '--resume',
+                          'snap_sa/w_iter_5.solverstate'], cwd=tiny, timeout=300,
+                         env=dict(ENV, KILL_AT='v_iter_10.solverstate'), capture_output=True, text=True)
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    res = run(['train', 'sa.prototxt', '--run-dir', 'runs/sa', '--set', 'max_iter=12', '--resume', 'auto'], tiny)
+    assert res.returncode == 0 and 'resuming from snap_sa/w_iter_5.solverstate' in res.stderr, res.stderr
+    assert 'skipping snap_sa/w_iter_10.solverstate: this run left it' in res.stderr
 
 
 def test_a_copied_projects_run_without_its_snapshots_is_not_sent_to_the_originals(tiny):
