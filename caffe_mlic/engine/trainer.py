@@ -65,7 +65,8 @@ from caffe_mlic.engine.nets import DATA_LAYERS, data_layers, find_score_blob, sc
 from caffe_mlic.engine.snapshots import (SnapshotError, check_finite_snapshot, check_hdf5_snapshots, check_snapshot,
                                          name_list, net_non_finite_layers,
                                          check_snapshot_folder, check_snapshot_size, find_snapshots, learned_net_path,
-                                         file_identity, follow_snapshot_folder, identity_in, lock_prefix, move_claim, open_snapshot_folder,
+                                         file_identity, follow_snapshot_folder, has_digest, identity_in, lock_prefix,
+                                         move_claim, open_snapshot_folder,
                                          other_owner, recorded_paths, run_records, snapshot_bytes,
                                          take_snapshot, write_claim, write_hdf5_learned_net)
 from caffe_mlic.engine.solver_file import SolverFile
@@ -312,18 +313,21 @@ class Trainer:
             self.state_iteration, model = check_snapshot(self.resume, self.net, sf.net_param, sf.type)
             check_finite_snapshot(self.resume, model)
             return self.resume
+        info = logs.read_run_json(self.run_dir)
+        info = info if isinstance(info, dict) else {}
+        last = self._recorded_last_state(info)
         candidates = find_snapshots(sf.snapshot_prefix)
         if not candidates:
-            self._refuse_another_prefix()
+            self._refuse_another_prefix(info)
         # The state the run last reached, outside this prefix (it resumed from another prefix's state and
         # wrote none since): the run goes on from it, never from this prefix's state of that iteration.
-        reached = self._reached_state_elsewhere(candidates)
+        reached = self._reached_state_elsewhere(info, last, candidates)
         if reached is not None:
             candidates = sorted(candidates + [reached], key=lambda c: (c[0], c[1] == reached[1]), reverse=True)
-        prior, own = self._prior_snapshots()
-        self._refuse_a_lost_or_foreign_last_state(candidates, own)
-        began = self._chain_began() if prior is None else None
-        left, newest_own = self._left_snapshots()
+        prior, own = self._prior_snapshots(info)
+        self._refuse_a_lost_or_foreign_last_state(info, last, candidates, own)
+        began = self._chain_began(info) if prior is None else None
+        left, newest_own = self._left_snapshots(info)
         for iteration, path in candidates:
             if reached is not None and iteration == reached[0] and path != reached[1]:
                 self.note('skipping %s: not the state this run reached at iteration %d (%s)'
@@ -344,7 +348,6 @@ class Trainer:
                 return path
             except SnapshotError as e:
                 self.note('skipping %s' % e)
-        last = self._recorded_last_state()
         if last is not None:        # (starting over would write over the run's logs and run.json)
             raise UsageError('auto: the run in %s last reached %s (its run.json), and the prefix %s holds no '
                              'complete snapshot of it now: give the state to resume from with --resume, or run '
@@ -355,13 +358,13 @@ class Trainer:
                   'no snapshot with prefix %s yet: starting at iteration 0' % sf.snapshot_prefix)
         return None
 
-    def _refuse_another_prefix(self):
+    def _refuse_another_prefix(self, info):
         """UsageError for --resume auto with no snapshot of this prefix where
         the run in this folder wrote its snapshots with another one that holds
         them (its snapshot folder followed to a new name, or a --set given
-        before): starting over would write over its log and run.json."""
-        info = logs.read_run_json(self.run_dir)
-        recorded = info.get('snapshot_prefix') if isinstance(info, dict) else None
+        before): starting over would write over its log and run.json.
+        ``info``: its run.json."""
+        recorded = info.get('snapshot_prefix')
         if not isinstance(recorded, str) or not recorded:
             return
         here = os.path.realpath(self.solver_file.snapshot_prefix)
@@ -375,15 +378,14 @@ class Trainer:
                              'to start this run folder over'
                              % (self.run_dir, given, self.solver_file.snapshot_prefix, given), 'resume')
 
-    def _refuse_a_lost_or_foreign_last_state(self, candidates, own):
+    def _refuse_a_lost_or_foreign_last_state(self, info, last, candidates, own):
         """UsageError for --resume auto where the run in this run folder
         recorded writing a state (run.json's last_snapshot) and the prefix now
         holds no snapshot (its folder moved or removed: starting over would
         write over the run's log and run.json), or holds, at that state's
         iteration, a complete state that is not the one it wrote (the prefix
         leads to another run's snapshots: its newer states are not this
-        run's)."""
-        last = self._recorded_last_state()
+        run's). ``info``: its run.json; ``last``: _recorded_last_state."""
         if last is None:
             return
         recorded, iteration, identity = last
@@ -393,13 +395,13 @@ class Trainer:
                              '%s is there now (its snapshot folder moved or removed?): give the state where it is '
                              'now with --resume, or run without --resume to start this run folder over'
                              % (self.run_dir, recorded, prefix), 'resume')
-        if not (isinstance(identity, list) and len(identity) == 2 and isinstance(identity[1], str)):
+        if not has_digest(identity):
             return      # (no digest recorded: an older version's run.json)
         at = [path for i, path in candidates if i == iteration]
         if not at or identity_in(at[0], own):
             return
         # (only where the recorded name leads to it: a state it resumed from in another folder says nothing)
-        if os.path.realpath(at[0]) not in recorded_paths(logs.read_run_json(self.run_dir), recorded, self.run_dir):
+        if os.path.realpath(at[0]) not in recorded_paths(info, recorded, self.run_dir):
             return
         try:        # (a truncated state there is skipped as any other, not taken for another run's)
             check_snapshot(at[0], self.net, self.solver_file.net_param, self.solver_file.type)
@@ -424,7 +426,7 @@ class Trainer:
         return [i for i in (file_identity(p) for prefix in sorted(prefixes) for n, p in find_snapshots(prefix)
                             if n > start) if i is not None]
 
-    def _reached_state_elsewhere(self, candidates):
+    def _reached_state_elsewhere(self, info, last, candidates):
         """(iteration, path) of the state the newest run of this run folder
         last reached when that is not a state of this prefix: one it was
         resumed from (--resume PATH) in another folder, writing none after,
@@ -432,14 +434,13 @@ class Trainer:
         state of that iteration); else None. UsageError where the run's last
         snapshot went to another prefix and this one does not hold it, or
         the state it was resumed from is not there as it was: this prefix's
-        states are then of a line it left, or of another weight history."""
-        info = logs.read_run_json(self.run_dir)
-        last = self._recorded_last_state()
-        recorded_prefix = info.get('snapshot_prefix') if isinstance(info, dict) else None
+        states are then of a line it left, or of another weight history.
+        ``info``: its run.json; ``last``: _recorded_last_state."""
+        recorded_prefix = info.get('snapshot_prefix')
         if last is None or not isinstance(recorded_prefix, str) or not recorded_prefix:
             return None
         path, iteration, identity = last
-        if not (isinstance(identity, list) and len(identity) == 2 and isinstance(identity[1], str)):
+        if not has_digest(identity):
             return None     # (an older version's run.json: no digest)
         prefix = self.solver_file.snapshot_prefix
         same_prefix = os.path.realpath(prefix) in recorded_paths(info, recorded_prefix, self.run_dir)
@@ -467,26 +468,24 @@ class Trainer:
                          'from with --resume, or run without --resume to start this run folder over'
                          % (self.run_dir, path, prefix), 'resume')
 
-    def _left_snapshots(self):
+    def _left_snapshots(self, info):
         """(the states newer than the one the newest run of this run folder
         resumed from, as the prefix held them then: the line it left, its
         own states as it recorded them). A run resumed from an earlier
         state (--resume PATH) goes on from there; --resume auto must not go
-        back to the newer states it left."""
-        info = logs.read_run_json(self.run_dir)
-        if not isinstance(info, dict) or not isinstance(info.get('left_snapshots'), list):
+        back to the newer states it left. ``info``: its run.json."""
+        if not isinstance(info.get('left_snapshots'), list):
             return [], []
         return info['left_snapshots'], [info.get('last_snapshot_id'), info.get('resumed_from_id')]
 
-    def _recorded_last_state(self):
+    @staticmethod
+    def _recorded_last_state(info):
         """(path as recorded, iteration, identity) of the last state the run
         in this run folder reached, by its newest record (run.json's own
         fields): the last it wrote, else the one it resumed from; None for a
         run that started over and wrote none. (An older record's states may
-        since have been written over by a run resumed from an earlier one.)"""
-        info = logs.read_run_json(self.run_dir)
-        if not isinstance(info, dict):
-            return None
+        since have been written over by a run resumed from an earlier one.)
+        ``info``: its run.json."""
         for name, identity in (('last_snapshot', 'last_snapshot_id'), ('resumed_from', 'resumed_from_id')):
             path = info.get(name)
             found = re.search(r'_iter_(\d+)\.solverstate(\.h5)?$', path) if isinstance(path, str) else None
@@ -510,25 +509,28 @@ class Trainer:
                                  'it without mpirun' if before == 1 else 'it under mpirun -np %d' % before),
                              'resume')
 
-    def _prior_snapshots(self):
+    @staticmethod
+    def _prior_snapshots(info):
         """(the states of other runs the prefix held when the run in this run
         folder began, the states this run recorded writing or resuming),
         each a file_identity; (None, []) where its run.json does not record
         them (an older version's: _chain_began decides). A state this run
         wrote may equal a prior one bit for bit (a deterministic run again):
-        it is this run's."""
-        records = run_records(logs.read_run_json(self.run_dir))
+        it is this run's. ``info``: its run.json."""
+        records = run_records(info)
         found = [r['prior_snapshots'] for r in records if isinstance(r.get('prior_snapshots'), list)]
         if not found:
             return None, []
         own = [r.get(key) for r in records for key in ('last_snapshot_id', 'resumed_from_id')]
         return [i for listed in found for i in listed], own
 
-    def _chain_began(self):
+    @staticmethod
+    def _chain_began(info):
         """When the run this run folder holds began (its first start, through
-        its resumes; seconds since the epoch), or None without a run.json."""
+        its resumes; seconds since the epoch), or None without a run.json
+        (``info``: it, or {})."""
         import datetime
-        records = run_records(logs.read_run_json(self.run_dir))
+        records = run_records(info)
         if not records:
             return None
         starts = []

@@ -2092,13 +2092,40 @@ def test_resume_auto_never_takes_the_newer_state_of_the_run_this_folder_started_
     assert 'skipping snap_so/w_iter_10.solverstate' in res.stdout + res.stderr
 
 
-def _as_an_older_version_recorded(run_dir, prefix_folder):
-    """Rewrite run.json's state identities as versions 3aa4ef9 to 03a70e4
-    recorded them: [size, mtime in ns]."""
+def test_a_state_that_differs_only_in_its_middle_has_another_identity(tmp_path):
+    """Two states of one size whose first and last 64 KB agree (a net whose
+    first and last layers are frozen: their history is zeros in both) were
+    one identity, so --resume auto could take the other run's state for
+    this run's (pass 34 M2). The identity digests the whole file; the form
+    versions up to 6110669 recorded is still read as it was written."""
+    head, tail = os.urandom(1 << 16), os.urandom(1 << 16)
+    mine, theirs = tmp_path / 'mine.solverstate', tmp_path / 'theirs.solverstate'
+    mine.write_bytes(head + b'\1' * (1 << 20) + tail)
+    theirs.write_bytes(head + b'\1' * (1 << 19) + b'\2' + b'\1' * ((1 << 19) - 1) + tail)
+    identity = snapshots.file_identity(str(mine))
+    assert identity[0] == mine.stat().st_size and identity[1].startswith('v2:')
+    assert snapshots.file_identity(str(theirs)) != identity
+    assert snapshots.identity_in(str(mine), [identity]) and not snapshots.identity_in(str(theirs), [identity])
+    older = snapshots._head_tail_identity(str(mine))
+    assert older == snapshots._head_tail_identity(str(theirs))     # (what the older form could not tell)
+    assert snapshots.has_digest(older) and snapshots.identity_in(str(mine), [older])
+    with open(str(mine), 'r+b') as f:       # (written over in place: the digest is not taken from the cache)
+        f.seek(1 << 17)
+        f.write(b'\3')
+    assert snapshots.file_identity(str(mine)) != identity
+    assert not snapshots.identity_in(str(mine), [identity])
+
+
+def _as_an_older_version_recorded(run_dir, prefix_folder, form='mtime'):
+    """Rewrite run.json's state identities as an older version recorded
+    them: 'mtime', [size, mtime in ns] (versions 3aa4ef9 to 03a70e4), or
+    'head_tail', [size, digest of the first and last 64 KB] (up to
+    6110669)."""
     older = {}
     for path in prefix_folder.glob('*_iter_*'):
         info = path.stat()
-        older[json.dumps(snapshots.file_identity(str(path)))] = [info.st_size, info.st_mtime_ns]
+        older[json.dumps(snapshots.file_identity(str(path)))] = (
+            [info.st_size, info.st_mtime_ns] if form == 'mtime' else snapshots._head_tail_identity(str(path)))
 
     def convert(value):
         if isinstance(value, list) and len(value) == 2 and isinstance(value[1], str):
@@ -2113,18 +2140,24 @@ def _as_an_older_version_recorded(run_dir, prefix_folder):
     return info
 
 
-def test_state_identities_an_older_version_recorded_still_decide(tiny):
+@pytest.mark.parametrize('form', ['mtime', 'head_tail'])
+def test_state_identities_an_older_version_recorded_still_decide(tiny, form):
     """After an upgrade, identities recorded as [size, mtime] matched none:
-    --resume auto went on from the older run's newer state (pass 29 S1)."""
+    --resume auto went on from the older run's newer state (pass 29 S1).
+    The head-and-tail digests of versions up to 6110669 decide too."""
     solver(tiny, 'oldid', max_iter=10, snapshot=5)
     assert run(['train', 'oldid.prototxt', '--run-dir', 'runs/oldid'], tiny).returncode == 0
     res = run(['train', 'oldid.prototxt', '--run-dir', 'runs/oldid', '--set', 'max_iter=5', '--set', 'base_lr=0.003'],
               tiny)                 # started over in the folder: the older run's 10 is not its own
     assert res.returncode == 0, res.stderr
-    info = _as_an_older_version_recorded(tiny / 'runs' / 'oldid', tiny / 'snap_oldid')
+    info = _as_an_older_version_recorded(tiny / 'runs' / 'oldid', tiny / 'snap_oldid', form)
     older = tiny / 'snap_oldid' / 'w_iter_10.solverstate'
-    assert [older.stat().st_size, older.stat().st_mtime_ns] in info['prior_snapshots']
-    assert isinstance(info['last_snapshot_id'][1], int)
+    if form == 'mtime':
+        assert [older.stat().st_size, older.stat().st_mtime_ns] in info['prior_snapshots']
+        assert isinstance(info['last_snapshot_id'][1], int)
+    else:
+        assert snapshots._head_tail_identity(str(older)) in info['prior_snapshots']
+        assert not info['last_snapshot_id'][1].startswith('v2:')
     res = run(['train', 'oldid.prototxt', '--run-dir', 'runs/oldid', '--set', 'max_iter=7', '--set', 'base_lr=0.003',
                '--resume', 'auto'], tiny)
     assert res.returncode == 0, res.stderr
