@@ -2076,7 +2076,7 @@ def test_resume_auto_never_takes_the_newer_state_of_the_run_this_folder_started_
     """A run folder started over within 2 s of its older run's last state
     (Ctrl-C, up-arrow, Enter): --resume auto went on from that run's newer
     iteration (pass 27 S1). The states the prefix held when the run began
-    are recorded (size and mtime) and passed over, whatever the clocks."""
+    are recorded (size and digest) and passed over, whatever the clocks."""
     solver(tiny, 'so', max_iter=10, snapshot=5)
     assert run(['train', 'so.prototxt', '--run-dir', 'runs/so'], tiny).returncode == 0
     older = tiny / 'snap_so' / 'w_iter_10.solverstate'
@@ -2168,7 +2168,7 @@ def test_state_identities_an_older_version_recorded_still_decide(tiny, form):
 def test_a_run_whose_snapshots_were_removed_never_takes_another_runs_of_the_same_names(tiny):
     """a's snapshots removed, b trains with the same prefix and schedule and
     is archived: a's --resume auto went on from b's state, named like its
-    own (pass 27 S2). run.json records each state's size and mtime."""
+    own (pass 27 S2). run.json records each state's size and digest."""
     solver(tiny, 'idn', max_iter=10, snapshot=5)
     assert run(['train', 'idn.prototxt', '--run-dir', 'runs/idnA'], tiny).returncode == 0
     shutil.rmtree(str(tiny / 'snap_idn'))
