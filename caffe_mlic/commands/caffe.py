@@ -562,8 +562,21 @@ def _resume_batch(state_path, solver_path, argv=()):
         # The binary reads it relative to the current directory, and aborts.
         raise InputError('%s: its caffemodel %s is missing (Caffe reads it relative to the current '
                          'directory)' % (state_path, state.learned_net or '(none named)'))
+    beside = os.path.join(os.path.dirname(state_path), os.path.basename(state.learned_net))
+    if os.path.isfile(beside) and not _same_file(beside, state.learned_net):
+        # (the state's folder renamed, or another current directory: another run's weights, silently)
+        raise InputError('%s: its caffemodel %s, as Caffe reads it from the current directory, is not %s beside '
+                         'it: run from the folder the state was written from, or resume with caffe-mlic train '
+                         'SOLVER --resume %s' % (state_path, state.learned_net, beside, state_path))
     check_weight_layers(state.learned_net, params, complete=True)
     return state.iteration * max(1, solver.param.iter_size)
+
+
+def _same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _check_gpus(value, action):

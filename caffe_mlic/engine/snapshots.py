@@ -110,12 +110,15 @@ def hdf5_name_problems(names):
 
 
 def learned_net_path(learned_net, state_path):
-    """Where the state's learned_net is: as Caffe reads it (relative to the
-    current directory), else beside the state; None when in neither."""
-    if os.path.isfile(learned_net):
-        return learned_net
+    """Where the state's learned_net is: the caffemodel of that name beside
+    the state (written with it), else as Caffe reads it (relative to the
+    current directory); None when in neither. Beside first: from another
+    current directory, or once the state's folder was renamed, Caffe's
+    reading may lead to another run's caffemodel of the same name."""
     beside = os.path.join(os.path.dirname(state_path), os.path.basename(learned_net))
-    return beside if os.path.isfile(beside) else None
+    if os.path.isfile(beside):
+        return beside
+    return learned_net if os.path.isfile(learned_net) else None
 
 
 def check_snapshot(state_path, net, net_param, solver_type):

@@ -328,6 +328,7 @@ class Trainer:
         self._refuse_a_lost_or_foreign_last_state(info, last, candidates, own)
         began = self._chain_began(info) if prior is None else None
         left, newest_own = self._left_snapshots(info)
+        beyond = self._last_unrecorded_iteration(info, last)
         for iteration, path in candidates:
             if reached is not None and iteration == reached[0] and path != reached[1]:
                 self.note('skipping %s: not the state this run reached at iteration %d (%s)'
@@ -341,6 +342,11 @@ class Trainer:
                 continue
             if left and identity_in(path, left) and not identity_in(path, newest_own):
                 self.note('skipping %s: this run left it when it was resumed from an earlier state' % path)
+                continue
+            if beyond is not None and iteration > beyond[1] and not identity_in(path, own):
+                self.note('skipping %s: not a state this run wrote (newer than iteration %d, %s)' % (
+                    path, beyond[1], 'the snapshot due after its last recorded state, %d' % beyond[0]
+                    if beyond[1] > beyond[0] else 'its last recorded state, where its schedule ended'))
                 continue
             try:
                 self.state_iteration, model = check_snapshot(path, self.net, sf.net_param, sf.type)
@@ -408,8 +414,8 @@ class Trainer:
         except SnapshotError:
             return
         raise UsageError('auto: %s is not the state the run in %s reached at iteration %d (its run.json '
-                         'records another file): the prefix %s holds another run\'s snapshots; give the state to '
-                         'resume from with --resume, or start a new run elsewhere'
+                         'records another file): the prefix %s holds another run\'s snapshots, or this one '
+                         'changed since; give the state to resume from with --resume, or start a new run elsewhere'
                          % (at[0], self.run_dir, iteration, prefix), 'resume')
 
     def _newer_states(self, state, start):
@@ -479,6 +485,23 @@ class Trainer:
         return info['left_snapshots'], [info.get('last_snapshot_id'), info.get('resumed_from_id')]
 
     @staticmethod
+    def _last_unrecorded_iteration(info, last):
+        """(the iteration of the last state the run in this run folder
+        recorded, or of its start; the newest iteration at which it can have
+        written a state it did not record: the snapshot after that one by
+        its newest session's schedule, run.json's snapshot and max_iter, as
+        a SIGKILL between a state and run.json loses one), or None where
+        run.json does not say (an older version's). A newer state that the
+        run never recorded was put there by hand. ``last``:
+        _recorded_last_state."""
+        start = last[1] if last is not None else info.get('start_iteration')
+        interval, max_iter = info.get('snapshot'), info.get('max_iter')
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, interval, max_iter)):
+            return None
+        following = (start // interval + 1) * interval if interval > 0 else max_iter
+        return start, max(start, min(following, max_iter))
+
+    @staticmethod
     def _recorded_last_state(info):
         """(path as recorded, iteration, identity) of the last state the run
         in this run folder reached, by its newest record (run.json's own
@@ -543,7 +566,8 @@ class Trainer:
 
     def _restore(self, state_path):
         """solver.restore, with the learned_net made absolute when Caffe
-        would not find it from the current directory."""
+        would not read the caffemodel beside the state by its name
+        (learned_net_path: a renamed folder, another current directory)."""
         from caffe.proto import caffe_pb2
         if state_path.endswith('.h5'):
             self._restore_hdf5(state_path)
@@ -561,7 +585,7 @@ class Trainer:
 
     def _restore_hdf5(self, state_path):
         """_restore of an HDF5 state: a copy naming the caffemodel beside it
-        when its learned_net is not where Caffe looks (a renamed folder)."""
+        when its learned_net does not lead Caffe there (learned_net_path)."""
         import h5py
         learned_net = read_state(state_path).learned_net
         model = learned_net_path(learned_net, state_path)
@@ -850,7 +874,7 @@ class Trainer:
             weights=[os.path.abspath(w) for w in self.weights] if state is None else [],
             resumed_from=state, resumed_from_id=file_identity(state) if state is not None else None,
             left_snapshots=self._newer_states(state, start),
-            snapshot_prefix=sf.snapshot_prefix, max_iter=sf.param.max_iter,
+            snapshot_prefix=sf.snapshot_prefix, max_iter=sf.param.max_iter, snapshot=sf.param.snapshot,
             test=dict(score_blob=self.test[2], label_blob=self.test[1],
                       images=len(self.test_data.datalist)) if self.test else None,
             start_time=logs.now(), end_time=None, start_iteration=start, final_iteration=start,

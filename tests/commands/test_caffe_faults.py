@@ -73,6 +73,22 @@ def test_a_state_whose_caffemodel_is_gone_is_named(files):
              r'snaps/w_iter_1.solverstate: its caffemodel snaps/w_iter_1.caffemodel is missing .*')
 
 
+def test_a_state_whose_caffemodel_name_leads_to_another_file_is_refused(files):
+    """The binary reads a state's learned_net from the current directory:
+    once the state's folder was renamed and another run wrote at the old
+    name, it would load that run's weights with this run's history (pass 36
+    S1). Refused, naming both files."""
+    res = run_cli(['caffe', 'train', '-solver', 'solver.prototxt'], files)
+    assert res.returncode == 0, res.stderr
+    os.rename(str(files / 'snaps'), str(files / 'mine'))
+    res = run_cli(['caffe', 'train', '-solver', 'solver.prototxt'], files)     # (another run, at the old name)
+    assert res.returncode == 0, res.stderr
+    one_line(run_cli(['caffe', 'train', '-solver', 'solver.prototxt', '-snapshot', 'mine/w_iter_1.solverstate'],
+                     files), 1,
+             r'mine/w_iter_1.solverstate: its caffemodel snaps/w_iter_1.caffemodel, as Caffe reads it from the '
+             r'current directory, is not mine/w_iter_1.caffemodel beside it: .*--resume mine/w_iter_1.solverstate')
+
+
 def test_a_good_solver_still_trains_and_the_folder_is_made(files):
     res = run_cli(['caffe', 'train', '-solver', 'solver.prototxt'], files)
     assert res.returncode == 0, res.stderr

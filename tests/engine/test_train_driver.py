@@ -5,6 +5,7 @@ import os
 import re
 import shlex
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -303,9 +304,14 @@ def test_ctrl_c_to_the_process_group_stops_between_iterations(tiny):
 def test_resume_finds_the_caffemodel_beside_its_state(tiny, reference, tmp_path, monkeypatch):
     """A state names its caffemodel relative to where the run was started;
     from elsewhere the one beside the state is used, and the run goes on
-    exactly where the uninterrupted run was."""
+    exactly where the uninterrupted run was, even where the current
+    directory holds another run's caffemodel at that name (Caffe's reading
+    took it: pass 36 S1)."""
     solver = write_solver(tmp_path, 'elsewhere', nets=tiny, max_iter=42, snapshot=0,
                           snapshot_prefix=str(tmp_path / 'snap' / 'w'))
+    _, final = reference
+    (tmp_path / 'snap_ref').mkdir()
+    shutil.copyfile(str(final), str(tmp_path / 'snap_ref' / 'w_iter_40.caffemodel'))     # (of the same net)
     monkeypatch.chdir(tmp_path)
     state = str(tiny / 'snap_ref' / 'w_iter_40.solverstate')
     assert cli.main(['train', solver, '--resume', state]) == 0

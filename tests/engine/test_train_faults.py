@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from caffe_mlic.caffe import prototxt
-from caffe_mlic.engine import snapshots
+from caffe_mlic.engine import snapshots, trainer
 from caffe_mlic.netspec import netgen
 from tests import netutil
 from tests.netutil import weights_of
@@ -1752,7 +1752,8 @@ def test_resume_auto_refuses_a_prefix_that_now_leads_to_another_runs_states(tiny
     res = run(['train', 'fx.prototxt', '--run-dir', 'runs/fx', '--set', 'max_iter=15', '--resume', 'auto'], tiny)
     assert res.returncode == 2 and res.stderr == (
         "caffe-mlic train: argument --resume: auto: flnk/w_iter_5.solverstate is not the state the run in runs/fx reached at "
-        "iteration 5 (its run.json records another file): the prefix flnk/w holds another run's snapshots; give "
+        "iteration 5 (its run.json records another file): the prefix flnk/w holds another run's snapshots, or this "
+        "one changed since; give "
         "the state to resume from with --resume, or start a new run elsewhere\n"), res.stderr
     # pointed back: its own state again
     os.unlink(str(tiny / 'flnk'))
@@ -2114,6 +2115,40 @@ def test_a_state_that_differs_only_in_its_middle_has_another_identity(tmp_path):
         f.write(b'\3')
     assert snapshots.file_identity(str(mine)) != identity
     assert not snapshots.identity_in(str(mine), [identity])
+
+
+def test_a_state_past_the_snapshot_after_the_last_recorded_one_is_not_the_runs(tiny):
+    """Another run's state copied by hand into the prefix, two snapshots past
+    the last one run.json records: --resume auto went on from it (pass 36
+    M1). A SIGKILL between a state and run.json loses one snapshot, never
+    two: the run goes on from its own last state."""
+    solver(tiny, 'past', max_iter=20, snapshot=10)
+    assert run(['train', 'past.prototxt', '--run-dir', 'runs/past'], tiny).returncode == 0
+    assert run(['train', 'past.prototxt', '--run-dir', 'runs/other', '--set', 'snapshot_prefix=snap_other/w',
+                '--set', 'max_iter=40', '--set', 'base_lr=0.003'], tiny).returncode == 0
+    for kind in ('caffemodel', 'solverstate'):
+        shutil.copyfile(str(tiny / 'snap_other' / ('w_iter_40.' + kind)), str(tiny / 'snap_past' / ('w_iter_40.' + kind)))
+    assert run_json(tiny / 'runs' / 'past')['snapshot'] == 10
+    res = run(['train', 'past.prototxt', '--run-dir', 'runs/past', '--set', 'max_iter=50', '--resume', 'auto'], tiny)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout + res.stderr
+    assert ('skipping snap_past/w_iter_40.solverstate: not a state this run wrote (newer than iteration 20, its '
+            'last recorded state, where its schedule ended)') in out, out
+    assert 'resuming from snap_past/w_iter_20.solverstate at iteration 20' in out, out
+
+
+@pytest.mark.parametrize('info, last, expected', [
+    (dict(snapshot=10, max_iter=50), ('w_iter_20.solverstate', 20, None), (20, 30)),   # (killed before 30 was recorded)
+    (dict(snapshot=10, max_iter=25), ('w_iter_20.solverstate', 20, None), (20, 25)),   # (the final snapshot)
+    (dict(snapshot=10, max_iter=20), ('w_iter_20.solverstate', 20, None), (20, 20)),
+    (dict(snapshot=10, max_iter=50), ('w_iter_37.solverstate', 37, None), (37, 40)),   # (a stop's snapshot)
+    (dict(snapshot=0, max_iter=50), ('w_iter_20.solverstate', 20, None), (20, 50)),
+    (dict(snapshot=10, max_iter=50, start_iteration=0), None, (0, 10)),                # (a fresh start)
+    (dict(max_iter=50), ('w_iter_20.solverstate', 20, None), None),                     # (an older run.json)
+    (dict(snapshot=True, max_iter=50), ('w_iter_20.solverstate', 20, None), None),
+])
+def test_the_newest_iteration_a_run_can_have_left_unrecorded(info, last, expected):
+    assert trainer.Trainer._last_unrecorded_iteration(info, last) == expected
 
 
 def _as_an_older_version_recorded(run_dir, prefix_folder, form='mtime'):
