@@ -4,6 +4,7 @@ import errno
 import json
 import math
 import os
+import re
 import tempfile
 
 from caffe_mlic.processes import ofd_lock, owned_name_prefix, sweep_owned_files
@@ -42,16 +43,25 @@ def atomic_files(paths, mode='w', **kwargs):
     them, goes. Paths that are folders fail before anything is written.
 
     A symlink is followed (its target is replaced, the link stays); a path
-    that is not a regular file (/dev/null, a FIFO, /dev/stdout) is written
-    directly, as a plain open() would: replacing it would destroy it."""
-    paths = [os.path.realpath(p) if os.path.islink(p) else os.fspath(p) for p in paths]
-    for path in paths:
-        if os.path.isdir(path):
+    that is not a regular file (/dev/null, a FIFO) is written directly, as a
+    plain open() would: replacing it would destroy it; one of this process's
+    descriptors (/dev/stdout, /dev/fd/N, /proc/self/fd/N) is written through
+    that descriptor, whatever the shell opened there (`>> log` keeps the
+    log's lines: neither replaced nor truncated)."""
+    descriptors = [_own_descriptor(p) for p in paths]
+    paths = [os.path.realpath(p) if os.path.islink(p) and fd is None else os.fspath(p)
+             for p, fd in zip(paths, descriptors)]
+    for path, fd in zip(paths, descriptors):
+        if fd is None and os.path.isdir(path):
             raise IsADirectoryError(errno.EISDIR, 'Is a directory, not a file', path)
     created, temps, files, locks = [], [], [], []
     current = None   # the output being made or finished, for an error that names none
     try:
         for current, path in enumerate(paths):
+            if descriptors[current] is not None:
+                temps.append(None)
+                files.append(os.fdopen(os.dup(descriptors[current]), mode, **kwargs))
+                continue
             if os.path.exists(path) and not os.path.isfile(path):
                 temps.append(None)
                 files.append(open(path, mode, **kwargs))
@@ -108,6 +118,26 @@ def atomic_files(paths, mode='w', **kwargs):
         if output is None:
             raise
         raise type(e)(e.errno, e.strerror, output) from e
+
+
+def _own_descriptor(path):
+    """The descriptor of this process that ``path`` names through its links
+    (/dev/stdout -> /proc/self/fd/1, /dev/fd/N), or None. Its target by
+    realpath would be the file the shell redirected the descriptor to (or
+    no path at all for a pipe, `pipe:[N]`)."""
+    import re
+    own = re.compile(r'/(?:proc/(?:self|thread-self|%d)/fd|dev/fd)/(\d+)' % os.getpid())
+    path = os.path.abspath(os.fspath(path))
+    for _ in range(40):         # (the kernel's own limit on a chain of links)
+        found = own.fullmatch(path)
+        if found:
+            return int(found.group(1))
+        try:
+            target = os.readlink(path)
+        except (OSError, ValueError):
+            return None
+        path = os.path.normpath(os.path.join(os.path.dirname(path), target))
+    return None
 
 
 def _close_all(fds):
@@ -258,12 +288,12 @@ def _no_constant(name):
     raise ValueError('%s is not JSON (write null or a number)' % name)
 
 
-def parse_json(text, path, what=None, unique_keys=False):
+def parse_json(text, path, what=None):
     """The JSON value of ``text`` read from ``path``; an InputError naming the
     file for anything that is not plain JSON: a syntax error, NaN / Infinity
-    (Python's extension), nesting too deep for the parser, a BOM; with
-    ``unique_keys``, a key given twice in one object (json keeps the last
-    without a word; a small settings file, where that hides a mistake)."""
+    (Python's extension), nesting too deep for the parser, a BOM, a key given
+    twice in one object (json keeps the last without a word: an image's
+    first boxes, a result's first image id, dropped)."""
     from caffe_mlic.errors import InputError, Problem
     if isinstance(text, bytes):
         try:
@@ -272,8 +302,7 @@ def parse_json(text, path, what=None, unique_keys=False):
             raise InputError(problems=[Problem(path, None, None, 'not UTF-8 text: %s' % e)])
     text = text[1:] if text.startswith('\ufeff') else text     # a BOM some editors write
     try:
-        return json.loads(text, parse_constant=_no_constant,
-                          object_pairs_hook=no_repeated_keys if unique_keys else None)
+        return json.loads(text, parse_constant=_no_constant, object_pairs_hook=no_repeated_keys)
     except RecursionError:
         message = 'not valid JSON: nested too deeply'
     except ValueError as e:
@@ -297,7 +326,23 @@ def no_repeated_keys(pairs):
     return found
 
 
-def read_json(path, what=None, unique_keys=False):
+# A number as our text inputs write one: ASCII digits, an optional sign,
+# point and exponent (Python's float() also reads 1_0 as 10, and digits of
+# other scripts).
+PLAIN_NUMBER = re.compile(r'[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\Z', re.ASCII)
+
+
+def text_number(token):
+    """float(token) for a plain number (PLAIN_NUMBER, around spaces); NaN
+    and infinities as float() reads them, for the caller's own finiteness
+    check; ValueError for anything else."""
+    value = float(token)
+    if math.isfinite(value) and not PLAIN_NUMBER.match(token.strip()):
+        raise ValueError(token)
+    return value
+
+
+def read_json(path, what=None):
     """The JSON value in ``path``; an InputError naming the file when it cannot
     be read ('cannot read[ the <what>]: ...'), is not a regular file (a
     device such as /dev/zero never ends, a FIFO blocks), is larger than
@@ -313,7 +358,7 @@ def read_json(path, what=None, unique_keys=False):
     except OSError as e:
         raise InputError(problems=[Problem(path, None, None, 'cannot read%s: %s' % (
             ' the ' + what if what else '', e.strerror or e))])
-    return parse_json(text, path, unique_keys=unique_keys)
+    return parse_json(text, path)
 
 
 def same_file(a, b):

@@ -37,6 +37,9 @@ from caffe_mlic.fileio import read_json, refuse_overwriting
     ('{"a": NaN}', 'NaN is not JSON'),
     ('{"a": -Infinity}', '-Infinity is not JSON'),
     ('{"a": 1', 'not valid JSON'),
+    # (json keeps the last: an image's first boxes, a result's first image id, dropped: pass 36b S13)
+    ('{"000001": [[1, 1, 20, 20, 0.9]], "000001": [[2, 2, 30, 30, 0.5]]}', "the key '000001' is given twice"),
+    ('[{"image_id": 1, "bbox": [0, 0, 1, 1], "image_id": 2}]', "the key 'image_id' is given twice"),
 ])
 def test_read_json_turns_pathological_json_into_one_line(tmp_path, text, expected):
     path = tmp_path / 'in.json'
@@ -334,3 +337,30 @@ print(sorted(os.listdir(os.path.dirname(sys.argv[1]))))
     done = subprocess.run([sys.executable, '-c', script, str(target)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stderr == '', done.stderr
     assert done.stdout.splitlines() == ['error: No space left on device %s' % target, '[]']
+
+
+def test_an_output_through_stdout_keeps_what_the_shell_opened_there(tmp_path):
+    """`--json /dev/stdout >> log` replaced the log by the JSON (the link
+    resolved to the redirected file, then renamed over), and with stdout a
+    pipe the output named `/proc/PID/fd/pipe:[N]` (pass 36b S7, M1). One of
+    the process's descriptors is written through it."""
+    import subprocess
+    import sys
+    log = tmp_path / 'results.log'
+    log.write_text('precious line\n')
+    write = ('from caffe_mlic.fileio import atomic_files\n'
+             'with atomic_files([%r], %r) as (f,): f.write(%r)\n')
+    for name in ('/dev/stdout', '/dev/fd/1', '/proc/self/fd/1'):
+        with open(str(log), 'a') as out:
+            res = subprocess.run([sys.executable, '-c', write % (name, 'w', name + '\n')], stdout=out,
+                                 stderr=subprocess.PIPE, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+    assert log.read_text() == 'precious line\n/dev/stdout\n/dev/fd/1\n/proc/self/fd/1\n'
+    res = subprocess.run([sys.executable, '-c', write % ('/dev/stdout', 'wb', b'bytes')], capture_output=True,
+                         timeout=60)
+    assert res.returncode == 0 and res.stdout == b'bytes', res.stderr
+    linked = tmp_path / 'out.json'
+    linked.symlink_to('/dev/stderr')        # (a link of the user's to a descriptor: the same)
+    res = subprocess.run([sys.executable, '-c', write % (str(linked), 'w', 'to stderr')], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0 and res.stderr == 'to stderr' and linked.is_symlink()

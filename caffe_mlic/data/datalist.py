@@ -21,7 +21,7 @@ from numba import njit
 
 from caffe_mlic.caffe.params import FLOAT32_MAX
 from caffe_mlic.errors import InputError, Problem, UsageError
-from caffe_mlic.fileio import atomic_write
+from caffe_mlic.fileio import atomic_write, text_number
 
 # Far above any real list (Open Images: ~20k classes; EdgeBoxes and selective
 # search: a few thousand boxes an image), low enough that a row of a line's
@@ -81,9 +81,7 @@ def _more(count):
 
 
 def _to_number(token):
-    if '_' in token or not token.isascii():   # float() takes '1_0' and other digits
-        raise ValueError(token)
-    return float(token)
+    return text_number(token)
 
 
 def _space_hint(tokens, expected):

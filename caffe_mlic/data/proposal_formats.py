@@ -54,7 +54,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from caffe_mlic.errors import InputError, Problem
-from caffe_mlic.fileio import open_regular, read_json as read_json_file
+from caffe_mlic.fileio import open_regular, read_json as read_json_file, text_number
 from caffe_mlic.data.matfile import read_mat
 
 FORMATS = ('fast-rcnn-ss', 'edgeboxes-mat', 'mcg-mat', 'wetectron', 'json', 'csv')
@@ -293,7 +293,11 @@ def _csv_rows(path):
         _fail(path, 'cannot read: %s' % (e.strerror or e))
     except UnicodeDecodeError as e:
         _fail(path, 'not UTF-8 text: %s' % e)
-    return list(csv.reader(io.StringIO(text)))
+    reader = csv.reader(io.StringIO(text))
+    try:
+        return list(reader)
+    except csv.Error as e:      # (a field over csv's limit, 128 KB, or an unterminated quote)
+        _fail(path, 'not CSV: %s' % e, line=reader.line_num)
 
 
 def read_csv(path):
@@ -311,7 +315,7 @@ def read_csv(path):
             continue
         try:
             image = row[col[0]].strip()
-            values = [float(row[c]) for c in col[1:]]
+            values = [text_number(row[c]) for c in col[1:]]
         except (IndexError, ValueError):
             problems.append(Problem(path, no, None, 'expected an image and 5 numbers (%s), got %r'
                                     % (', '.join(CSV_COLUMNS), ','.join(row))))

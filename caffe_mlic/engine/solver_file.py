@@ -9,6 +9,7 @@ from caffe_mlic.caffe import prototxt
 from caffe_mlic.caffe.params import FLOAT32_MAX
 from caffe_mlic.engine.lr import lr_policy_problems
 from caffe_mlic.errors import InputError, Problem, UsageError
+from caffe_mlic.fileio import PLAIN_NUMBER
 
 NEVER = 2 ** 31 - 1            # a test_interval Caffe's own Step never reaches
 # History blobs Caffe keeps per learnable blob, by solver type.
@@ -47,11 +48,6 @@ def staging_name_prefix(base):
 def longest_snapshot_name(base, max_iter, hdf5):
     """The longest file name Caffe gives a snapshot of prefix ``base``."""
     return '%s_iter_%d.solverstate%s' % (base, max_iter, '.h5' if hdf5 else '')
-
-
-# A number as the solver file's text format writes one: ASCII digits, an
-# optional sign, point and exponent (no 1_0, no digits of other scripts).
-PLAIN_NUMBER = re.compile(r'[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\Z', re.ASCII)
 
 
 # (protobuf's integer field types: what a SolverParameter field of each holds)

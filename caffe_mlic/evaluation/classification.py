@@ -187,7 +187,7 @@ def read_thresholds(path, classes):
     of them, in the scores' class order), for ``classes`` (names, in the
     scores' order); InputError naming the file and field."""
     from caffe_mlic.fileio import read_json
-    data = read_json(path, 'thresholds', unique_keys=True)
+    data = read_json(path, 'thresholds')
     if isinstance(data, list):      # a bare list, one per class in the scores' order
         data = {'thresholds': data}
     if not isinstance(data, dict):

@@ -144,7 +144,7 @@ def read_settings(path):
     """The validated DeploySettings of the deploy.json at ``path``: one
     InputError naming the file and each bad field."""
     from caffe_mlic.fileio import read_json
-    data = read_json(path, 'deploy settings', unique_keys=True)
+    data = read_json(path, 'deploy settings')
     if not isinstance(data, dict):
         raise InputError(problems=[Problem(path, None, None, 'expected a JSON object with keys among %s, '
                                            'got %s' % (', '.join(KNOWN), _shown(data)))])

@@ -232,6 +232,23 @@ def test_json_and_csv(images, tmp_path):
     _assert_imported(tmp_path / 'c', 'csv', (0.9, 0.4), (0.25,))
 
 
+@pytest.mark.parametrize('row, expected', [
+    # (a traceback: csv's field limit, 128 KB, and an unterminated quote: pass 36b S6)
+    ('000005,1,1,20,20,' + '9' * 200000, ':2: not CSV: field larger than field limit'),
+    ('000005,1,1,20,20,"0.5' + 'x' * 200000, ':2: not CSV: field larger than field limit'),
+    # (float() reads 2_0 as 20, as eval det's results do not: pass 36b M2)
+    ('000005,1,1,2_0,20,0.9', ":2: expected an image and 5 numbers"),
+    ('000005,1,1,\u0662\u0660,20,0.9', ":2: expected an image and 5 numbers"),
+])
+def test_a_csv_that_is_not_plain_numbers_is_one_error(tmp_path, row, expected):
+    from caffe_mlic.data.proposal_formats import read_csv
+    path = tmp_path / 'p.csv'
+    path.write_text('image,x1,y1,x2,y2,score\n%s\n' % row.encode().decode('unicode_escape'))
+    with pytest.raises(InputError) as e:
+        read_csv(str(path))
+    assert expected in str(e.value), str(e.value)
+
+
 def test_safe_unpickler_reads_python2_style_numpy_pickles(tmp_path):
     from caffe_mlic.data.proposal_formats import read_wetectron
     path = tmp_path / 'p.pkl'
@@ -457,6 +474,24 @@ def test_image_list_problems(images, tmp_path, capsys):
     assert 'list.txt:2: image not found' in err
     assert 'list.txt:3: image is not a regular file (a folder or a device): %s' % other in err
     assert 'images of the same file stem' in err and 'the same image twice' in err
+
+
+def test_a_fifo_among_the_images_is_an_error_not_a_hang(images, tmp_path):
+    """`proposals import json X -o O --images DIR` with a FIFO named like an
+    image in DIR hung reading its size; `--images FIFO` said "no such file or
+    folder". Both now name the file as not a regular file."""
+    data = {'000005': [list(OURS[0]) + [0.9]], 'fifo': [list(OURS[0]) + [0.5]]}
+    (tmp_path / 'p.json').write_text(json.dumps(data))
+    os.mkfifo(str(images / 'fifo.png'))
+    os.mkfifo(str(tmp_path / 'list'))
+    for given in (images, tmp_path / 'list'):
+        done = subprocess.run([sys.executable, '-m', 'caffe_mlic.cli', 'proposals', 'import', 'json',
+                               str(tmp_path / 'p.json'), '-o', str(tmp_path / 'o'), '--images', str(given)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, done.stderr
+        assert '%s: not a regular file (a device, FIFO or folder)' % (
+            images / 'fifo.png' if given == images else given) in done.stderr
+        assert 'Traceback' not in done.stderr and not (tmp_path / 'o').exists()
 
 
 # ------------------------------------------------------------------ end to end: the real command
