@@ -105,8 +105,9 @@ def _launch_rank():
 
 
 def _report(prog, message):
+    from caffe_mlic.errors import terminal_text
     try:
-        sys.stderr.write('%s: %s\n' % (prog, message))
+        sys.stderr.write('%s: %s\n' % (prog, terminal_text(message)))
         sys.stderr.flush()
     except (OSError, ValueError):   # stderr is gone (a dropped ssh session): the exit code remains
         pass
@@ -165,6 +166,10 @@ def _main(argv, names):
     if 'GLOG_minloglevel' not in os.environ:
         os.environ['GLOG_minloglevel'] = '2'
         os.environ[GLOG_DEFAULT_MARK] = '1'     # ours, not the user's: `caffe` shows the binary's log
+    # OpenCV's own warnings ("[ WARN:0@0.27] ... TIFFRGBAImageOK: Sorry, can not
+    # handle images with 32-bit samples") precede the error we say about the
+    # image; its level is read when cv2 is imported.
+    os.environ.setdefault('OPENCV_LOG_LEVEL', 'ERROR')
     argv = list(sys.argv[1:] if argv is None else argv)
     prog, parser, parsed = PROG, None, False
     try:

@@ -102,3 +102,20 @@ def raise_if_problems(problems, what=None, cls=InputError):
 def os_error_text(e):
     """An OSError as the one line says it: 'No space left on device: PATH'."""
     return '%s%s' % (e.strerror or e, ': %s' % e.filename if e.filename else '')
+
+
+def terminal_text(text):
+    """``text`` as an error line may show it: bytes of a name that are not
+    UTF-8 (surrogate escapes) and control characters other than the line
+    breaks between problems as \\xNN, so that a file name never moves the
+    cursor, recolours the terminal or hides the rest of the line."""
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if 0xdc80 <= code <= 0xdcff:
+            out.append('\\x%02x' % (code - 0xdc00))
+        elif ch != '\n' and (code < 0x20 or 0x7f <= code <= 0x9f):
+            out.append('\\x%02x' % code)
+        else:
+            out.append(ch)
+    return ''.join(out)

@@ -57,6 +57,7 @@ def output_format(out, fmt):
 
 
 def run(args):
+    import math
     import os
 
     from caffe_mlic.engine.logs import read_caffe_log
@@ -76,4 +77,9 @@ def run(args):
                          'caffe training log at INFO level' % shown(args.log))
     draw_curves(records, args.out, title=args.title or os.path.basename(args.log), fmt=fmt)
     train = sum(r['phase'] == 'train' for r in records)
-    print('%s: %d train and %d test records' % (shown(args.out), train, len(records) - train))
+    values = [v for r in records for k, v in r.items() if k not in ('phase', 'iteration') and isinstance(v, float)]
+    left_out = sum(not math.isfinite(v) for v in values)
+    note = ('' if not left_out else '; every value is NaN or infinite (a diverged run?): the chart has no curve'
+            if left_out == len(values) else '; %d NaN or infinite value%s not drawn (a diverged run?)'
+            % (left_out, 's' if left_out > 1 else ''))
+    print('%s: %d train and %d test records%s' % (shown(args.out), train, len(records) - train, note))

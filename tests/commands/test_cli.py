@@ -143,6 +143,19 @@ def test_failures_while_working_exit_1(tmp_path, capsys):
         assert 'Traceback' not in err
 
 
+def test_an_error_line_shows_control_characters_and_bytes_that_are_not_utf8_escaped(tmp_path, capsys):
+    """A file name with a terminal escape recoloured the terminal through
+    the error line, and bytes that are not UTF-8 were shown as \\udcNN
+    (pass 36b M3, M9): both as \\xNN, and the line stays one line."""
+    net = tmp_path / 'net.prototxt'
+    net.write_text('layer { name: "a" type: "Input" top: "a" input_param { shape { dim: 1 } } }\n')
+    weights = os.path.join(str(tmp_path), os.fsdecode(b'w\x1b[31m\r\xff\xc2\x85.caffemodel'))
+    assert cli.main(['eval', 'cls', '--net', str(net), '--weights', weights, '--blob', 'a']) == 1
+    err = capsys.readouterr().err
+    assert err.endswith('w\\x1b[31m\\x0d\\xff\\x85.caffemodel: no such file\n'), err
+    assert err.count('\n') == 1 and '\x1b' not in err and 'udc' not in err
+
+
 def test_prototxt_syntax_error_names_file_and_line(tmp_path, capsys):
     net = tmp_path / 'broken.prototxt'
     net.write_text('layer {\n  name: "a"\n  type: Input"\n}\n')
@@ -219,3 +232,24 @@ def test_a_command_started_with_stdout_or_stderr_closed_runs(tmp_path):
         res = subprocess.run(['bash', '-c', 'exec "$@" %s' % redirect, 'x', sys.executable, '-m', 'caffe_mlic.cli',
                               'doctor'], cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert res.returncode == 0 and 'Traceback' not in res.stdout + res.stderr, (redirect, res.stderr)
+
+
+def test_opencv_warnings_are_kept_off_the_terminal_unless_asked(tmp_path):
+    """OpenCV's "[ WARN ] ... can not handle images with 32-bit samples"
+    came before the one-line error about the image (pass 36b M4)."""
+    import numpy as np
+    from PIL import Image
+    image = tmp_path / 'float.tif'
+    Image.fromarray(np.zeros((8, 8), np.float32), mode='F').save(str(image))
+    code = ('import sys, numpy as np\n'
+            'from caffe_mlic import cli\n'
+            'try:\n    cli.main(["eval", "--help"])\nexcept SystemExit:\n    pass\n'
+            'import cv2\n'
+            'cv2.imdecode(np.fromfile(sys.argv[1], np.uint8), cv2.IMREAD_COLOR)\n')
+    env = {k: v for k, v in os.environ.items() if k != 'OPENCV_LOG_LEVEL'}
+    quiet = subprocess.run([sys.executable, '-c', code, str(image)],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert quiet.returncode == 0 and 'WARN' not in quiet.stderr, quiet.stderr
+    asked = subprocess.run([sys.executable, '-c', code, str(image)],
+                           capture_output=True, text=True, env=dict(env, OPENCV_LOG_LEVEL='WARNING'), timeout=120)
+    assert 'WARN' in asked.stderr and '32-bit samples' in asked.stderr, asked.stderr

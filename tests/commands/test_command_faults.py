@@ -186,6 +186,21 @@ def test_plot_log_draws_losses_of_an_extreme_but_finite_range(tmp_path, capsys):
     assert (tmp_path / 'c.png').read_bytes()[:4] == b'\x89PNG'
 
 
+def test_plot_log_says_when_values_of_a_diverged_run_are_not_drawn(tmp_path, capsys):
+    """A log whose losses are all NaN gave an empty chart without a word
+    (pass 36b M8)."""
+    log = tmp_path / 'train.log'
+    line = 'I0101 00:00:00.000000 1 solver.cpp:218] Iteration %d (0 iter/s, 0s/1 iters), loss = %s\n'
+    log.write_text(line % (0, 'nan') + line % (1, 'nan'))
+    assert cli.main(['plot-log', str(log), '-o', str(tmp_path / 'c.png')]) == 0
+    assert capsys.readouterr().out.endswith('2 train and 0 test records; every value is NaN or infinite (a diverged '
+                                            'run?): the chart has no curve\n')
+    log.write_text(line % (0, '0.7') + line % (1, 'inf') + line % (2, '0.5'))
+    assert cli.main(['plot-log', str(log), '-o', str(tmp_path / 'c.png')]) == 0
+    assert capsys.readouterr().out.endswith('3 train and 0 test records; 1 NaN or infinite value not drawn (a '
+                                            'diverged run?)\n')
+
+
 def test_plot_log_names_a_log_with_a_newline_on_one_line(tmp_path, capsys):
     """A newline in the log's name made a two-line message."""
     log = tmp_path / 'a\nb.log'
