@@ -142,6 +142,8 @@ def check(path, data):
         problems += _shared_images_problems(path, tables['data'])
     problems += _proposal_problems(path, tables['proposals'],
                                    any(tables['data'].get(split + '_list') for split in SPLITS))
+    if not problems and isinstance(net.get('num_classes'), int):
+        problems += _class_count_problems(path, tables['data'], net['num_classes'])
     pretrained = tables['weights'].get('pretrained')
     if isinstance(pretrained, str) and pretrained and not os.path.isfile(pretrained):
         problems.append(Problem(path, None, 'weights.pretrained', '%s: %s' % (not_a_file(pretrained), pretrained)))
@@ -364,6 +366,37 @@ def _shared_images_problems(path, data):
                                         'splits must not share images' % (len(shared), other, ', '.join(shown))))
         seen[split] = images
     return problems
+
+
+def _class_count_problems(path, data, num_classes):
+    """[Problem] where net.num_classes is not the number of classes of the
+    training data (the nets stage would fail on it, long after --check), as
+    far as it is read cheaply here: a datalist's .classes.txt, the VOC
+    root's classes.txt, a COCO file's categories (up to
+    COCO_CHECKED_BYTES)."""
+    import json
+    from caffe_mlic.data.annotations import read_class_list
+    from caffe_mlic.errors import InputError, Problem
+    try:
+        if data.get('train_list'):
+            source = data['train_list'][:-4] + '.classes.txt'
+            count = len(read_class_list(source))
+        elif data.get('voc'):
+            # (none there yet: an earlier stage of the user's may write it; the datalist stage decides)
+            source = os.path.join(data['voc'], 'classes.txt')
+            count = len(read_class_list(source))
+        else:
+            source = data.get('train_coco')
+            if os.path.getsize(source) > COCO_CHECKED_BYTES:
+                return []
+            with open(source, 'rb') as f:
+                count = len(json.load(f)['categories'])
+    except (InputError, OSError, ValueError, RecursionError, KeyError, TypeError):
+        return []       # (what is wrong with the file is said by the stage that reads it)
+    if count == num_classes:
+        return []
+    return [Problem(path, None, 'net.num_classes', 'is %d, but the training data has %d classes (%s)'
+                    % (num_classes, count, source))]
 
 
 def _coco_without_images(path):

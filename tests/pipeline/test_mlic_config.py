@@ -343,6 +343,17 @@ def test_a_stages_solver_fields_are_checked_before_anything_runs(data):
     runner.load(config(data, '[train]\nteacher = { set = { delta = 0 } }\n'))     # SGD: delta unused
 
 
+def test_a_num_classes_other_than_the_datas_is_refused_by_the_check(data):
+    """run --check said "valid" and the nets stage failed later on
+    "train.classes.txt: 3 names, but num_classes is 5" (pass 36b M6)."""
+    runner.load(config(data))           # (no classes.txt yet: an earlier stage may write it)
+    (data / 'voc' / 'classes.txt').write_text('a\nb\nc\n')
+    found = problems_of(config(data))
+    assert 'net.num_classes: is 6, but the training data has 3 classes (%s)' % (data / 'voc' / 'classes.txt') \
+        in found, found
+    runner.load(config(data), ['net.num_classes=3'])
+
+
 def test_a_seed_beyond_caffe_s_int64_is_refused_by_the_check(data):
     """run --check said "valid" and the run stopped with a ValueError
     traceback in a stage log (pass 23 S6)."""
