@@ -494,10 +494,24 @@ def _looks_like_text(data):
 
 
 def input_file_problem(path, what='file'):
-    """Why ``path`` cannot be read as an input file ('no such <what>', or
-    not a regular file: a FIFO would block, a device never end), or None."""
+    """'PATH: why' it cannot be read as an input file (file_kind_problem),
+    or None."""
+    why = file_kind_problem(path, what)
+    return None if why is None else '%s: %s' % (path, why)
+
+
+def file_kind_problem(path, what='file'):
+    """Why ``path`` cannot be read as an input file ('no such <what>', a
+    symlink loop, or not a regular file: a FIFO would block, a device never
+    end), or None."""
     if os.path.isfile(path):
         return None
     if os.path.exists(path):
-        return '%s: not a regular file (a device, FIFO or folder)' % path
-    return '%s: no such %s' % (path, what)
+        return 'not a regular file (a device, FIFO or folder)'
+    if os.path.islink(path):
+        try:
+            os.stat(path)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return 'a symlink loop, not a file'
+    return 'no such %s' % what

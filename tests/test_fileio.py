@@ -364,3 +364,17 @@ def test_an_output_through_stdout_keeps_what_the_shell_opened_there(tmp_path):
     res = subprocess.run([sys.executable, '-c', write % (str(linked), 'w', 'to stderr')], capture_output=True,
                          text=True, timeout=60)
     assert res.returncode == 0 and res.stderr == 'to stderr' and linked.is_symlink()
+
+
+def test_input_file_problem_names_a_symlink_loop_and_read_image_says_it(tmp_path):
+    """A symlink loop (`ln -s loop.jpg loop.jpg`) was "no such image file"
+    (classify): it is there, but a loop."""
+    from caffe_mlic.data.imageio import read_image
+    from caffe_mlic.fileio import input_file_problem
+    loop = str(tmp_path / 'loop.jpg')
+    os.symlink('loop.jpg', loop)
+    assert input_file_problem(loop) == '%s: a symlink loop, not a file' % loop
+    assert input_file_problem(str(tmp_path / 'none.jpg')) == '%s: no such file' % (tmp_path / 'none.jpg')
+    with pytest.raises(InputError) as e:
+        read_image(loop)
+    assert str(e.value) == '%s: a symlink loop, not a file' % loop

@@ -45,9 +45,9 @@ def add_arguments(p):
     p.add_argument('--sed-model', metavar='FILE',
                    help='Structured Edge Detection model (e.g. model.yml.gz) for edgeboxes; '
                         'default: our gradient edge map')
-    p.add_argument('--alpha', type=float_in(0, 1, lo_open=True), default=0.65,
+    p.add_argument('--alpha', type=float_in(0, 1, lo_open=True),
                    help='EdgeBoxes step size of the sliding window search, in (0, 1] (default 0.65)')
-    p.add_argument('--beta', type=float_in(0, 1, lo_open=True), default=0.75,
+    p.add_argument('--beta', type=float_in(0, 1, lo_open=True),
                    help='EdgeBoxes NMS threshold on box IoU, in (0, 1] (default 0.75; 0.55 suits IoU-0.5 '
                         'recall)')
     p.add_argument('--max-boxes', type=int_in(1, MAX_BOXES), default=2000,
@@ -68,8 +68,11 @@ def add_arguments(p):
 
 def run(args):
     from caffe_mlic.data import proposals
-    if args.sed_model and args.method != 'edgeboxes':
-        raise UsageError('argument --sed-model: only applies to --method edgeboxes')
+    for flag, value in (('--sed-model', args.sed_model), ('--alpha', args.alpha), ('--beta', args.beta)):
+        if value is not None and args.method != 'edgeboxes':
+            raise UsageError('argument %s: only applies to --method edgeboxes' % flag)
+    args.alpha = 0.65 if args.alpha is None else args.alpha
+    args.beta = 0.75 if args.beta is None else args.beta
     done, skipped, failures, empty = proposals.run(
         args.images, args.output, args.method, args.max_boxes, args.min_size, args.sed_model,
         args.jobs, args.shard, show_progress=not args.quiet, alpha=args.alpha, beta=args.beta,

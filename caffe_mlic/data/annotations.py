@@ -17,12 +17,17 @@ Conventions
   every category must be in it). bbox [x, y, w, h] becomes
   x1=x, y1=y, x2=x+w-1, y2=y+h-1 (at least x1/y1), clipped to the image;
   a box reaching more than 1 px outside the image is an error. Crowd
-  annotations (iscrowd=1) are kept as objects marked difficult.
+  annotations (iscrowd=1) are kept as objects marked difficult; "iscrowd"
+  must be 0 or 1 (absent: 0, as pycocotools reads it). A category name's
+  whitespace becomes '_' ("traffic light" is the class traffic_light); it
+  must then be a class name (non-empty, no "/" or NUL, no two alike); two
+  images of one file are an error.
 - Plain label file (NUS-WIDE style): `image_path label label ...` per line;
   labels are class names from the class file, or, when a line's labels are
   exactly C tokens all 0 or 1 (and no class is named "0" or "1"), a 0/1 vector
   in class-file order. A line with only a path is an image with no labels.
-  Blank lines and lines starting with '#' are skipped. Relative image paths
+  Blank lines and lines starting with '#' are skipped; an image on two lines
+  is an error. Relative image paths
   are resolved against --images DIR when given, else against the label
   file's folder. An image path may hold spaces: it runs up to the last word
   that makes an existing file with only labels after it.
@@ -40,6 +45,7 @@ import numpy as np
 from caffe_mlic.errors import InputError, Problem
 from caffe_mlic.fileio import open_regular, read_json
 from caffe_mlic.data.imageio import IMAGE_EXTENSIONS, image_size
+from caffe_mlic.inference.settings import class_name_problem
 
 VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair',
                'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant',
@@ -161,8 +167,11 @@ def _check_image(path, where, problems, expect=None):
 def xml_text(el, tag, xml_path, element, problems, cast=str, required=True, default=None):
     """Text of child <tag> of el, cast; a problem added to ``problems`` (a
     ProblemList) at ``element`` (e.g. '<object> #2') of xml_path when missing
-    or not a number, and then ``default``."""
+    or not a number, or given twice, and then ``default``."""
     field = ('%s <%s>' % (element, tag)) if element else '<%s>' % tag
+    if len(el.findall(tag)) > 1:    # (one of them was taken in silence)
+        problems.add(xml_path, None, field, 'appears %d times' % len(el.findall(tag)))
+        return default
     child = el.find(tag)
     if child is None or child.text is None or not child.text.strip():
         if required:
@@ -200,7 +209,8 @@ def parse_voc_xml(xml_path, problems):
     <annotation> (an error page saved as .xml; read as an image with no
     objects, it dropped out of every AP in silence)."""
     try:
-        root = ET.parse(xml_path).getroot()
+        with open_regular(xml_path, 'rb') as f:     # a FIFO would block, a device never end
+            root = ET.parse(f).getroot()
     except ET.ParseError as e:
         problems.add(xml_path, None, None, 'unreadable XML: %s' % e)
         return None
@@ -219,8 +229,9 @@ def read_voc(root, image_set, classes=None):
     root = os.path.abspath(root)
     if classes is None:
         own = os.path.join(root, 'classes.txt')
-        classes = read_class_list(own) if os.path.isfile(own) else list(VOC_CLASSES)
-        class_source = own if os.path.isfile(own) else 'the 20 Pascal VOC classes'
+        # lexists: a classes.txt that is a folder, a FIFO or a broken link is an error of its reader
+        classes = read_class_list(own) if os.path.lexists(own) else list(VOC_CLASSES)
+        class_source = own if os.path.lexists(own) else 'the 20 Pascal VOC classes'
     else:
         class_source = 'the class list'
     class_set = set(classes)
@@ -231,7 +242,7 @@ def read_voc(root, image_set, classes=None):
     records = []
     for no, image_id in ids:
         xml_path = os.path.join(root, 'Annotations', image_id + '.xml')
-        if not os.path.isfile(xml_path):
+        if not os.path.lexists(xml_path):     # (one there but no regular file: parse_voc_xml says what)
             problems.add(set_file, no, None, 'annotation of image id %s not found: %s' % (image_id, xml_path))
             continue
         ann = parse_voc_xml(xml_path, problems)
@@ -274,9 +285,16 @@ def voc_objects(ann, xml_path, w, h, class_set, class_source, problems):
             continue
         difficult = xml_text(obj, 'difficult', xml_path, element, problems, int,
                              required=False, default=0)
+        if difficult not in (0, 1):
+            problems.add(xml_path, None, element + ' <difficult>', 'must be 0 or 1, got %d' % difficult)
+            continue
         bb = obj.find('bndbox')
         if bb is None:
             problems.add(xml_path, None, element + ' <bndbox>', 'missing')
+            continue
+        if len(obj.findall('bndbox')) > 1:
+            problems.add(xml_path, None, element + ' <bndbox>', 'appears %d times (one box an <object>)'
+                         % len(obj.findall('bndbox')))
             continue
         coords = [xml_text(bb, t, xml_path, element + ' <bndbox>', problems, float)
                   for t in ('xmin', 'ymin', 'xmax', 'ymax')]
@@ -315,6 +333,13 @@ class CocoSet(NamedTuple):
     category_ids: Dict[str, int]
 
 
+def coco_class_name(name):
+    """The class name of a COCO category name: its inner whitespace as '_'
+    (COCO's "traffic light" is traffic_light: a class file holds one name a
+    line, and devkit result files are named after the classes)."""
+    return re.sub(r'\s+', '_', name.strip())
+
+
 def read_coco_set(instances_json, images_dir, classes=None):
     """CocoSet of a COCO instances file; images under images_dir."""
     src = instances_json
@@ -336,12 +361,20 @@ def read_coco_set(instances_json, images_dir, classes=None):
         if cat['id'] in cats:
             problems.add(src, None, 'category id %d' % cat['id'], 'appears twice')
             continue
-        cats[cat['id']] = cat['name']
+        name = coco_class_name(cat['name'])
+        why = class_name_problem(name)      # (OUT.classes.txt holds one name a line)
+        if why:
+            problems.add(src, None, 'category id %d' % cat['id'], '"name" %s is no class name: it %s'
+                         % (json.dumps(cat['name']), why))
+            continue
+        cats[cat['id']] = name
     problems.raise_if_any()
     if classes is None:
         classes = [cats[i] for i in sorted(cats)]
-        if len(set(classes)) != len(classes):
-            problems.add(src, None, '"categories"', 'category names are not unique')
+        repeated = sorted({c for c in classes if classes.count(c) > 1})
+        if repeated:
+            problems.add(src, None, '"categories"', 'category names are not unique: %s'
+                         % ', '.join(json.dumps(c) for c in repeated[:5]))
     else:
         for cid, name in sorted(cats.items()):
             if name not in classes:
@@ -350,7 +383,7 @@ def read_coco_set(instances_json, images_dir, classes=None):
         problems.add(src, None, None, '"images" is empty')
     problems.raise_if_any()
 
-    records, by_id = [], {}
+    records, by_id, by_file = [], {}, {}
     for k, img in enumerate(data['images']):
         if not isinstance(img, dict) or not _is_id(img.get('id')):
             problems.add(src, None, 'images[%d]' % k, 'needs an integer "id"')
@@ -369,6 +402,11 @@ def read_coco_set(instances_json, images_dir, classes=None):
             problems.add(src, None, field, '"width"/"height" must be positive integers')
             continue
         path = os.path.join(images_dir, fname)
+        if os.path.normpath(path) in by_file:
+            problems.add(src, None, field, 'image %s repeats image id %d (one image, two label sets)'
+                         % (path, by_file[os.path.normpath(path)]))
+            continue
+        by_file[os.path.normpath(path)] = iid
         if _check_image(path, (src, None, field), problems, (w, h)) is None:
             continue
         rec = ImageRecord(path, w, h, src, source_field='image id %d' % iid, coco_id=iid)
@@ -395,6 +433,10 @@ def read_coco_set(instances_json, images_dir, classes=None):
         if cid not in cats:
             problems.add(src, None, field, 'category_id %s not in "categories"' % cid)
             continue
+        crowd = ann.get('iscrowd', 0)    # (absent: not crowd, as pycocotools reads it)
+        if not _is_id(crowd) or crowd not in (0, 1):
+            problems.add(src, None, field, '"iscrowd" must be 0 or 1, got %s' % json.dumps(crowd))
+            continue
         rec = by_id[iid]
         try:
             x, y, bw, bh = (float(_number(v)) for v in bbox)
@@ -410,7 +452,7 @@ def read_coco_set(instances_json, images_dir, classes=None):
         y1 = min(max(y, 0.0), rec.height - 1)
         x2 = min(max(x + bw - 1, x1), rec.width - 1)
         y2 = min(max(y + bh - 1, y1), rec.height - 1)
-        rec.objects.append(GtObject(cats[cid], (x1, y1, x2, y2), bool(ann.get('iscrowd', 0))))
+        rec.objects.append(GtObject(cats[cid], (x1, y1, x2, y2), crowd == 1))
     problems.raise_if_any()
     return CocoSet(list(classes), records, {name: cid for cid, name in cats.items()})
 
@@ -467,7 +509,7 @@ def read_label_file(labels_file, classes, images_dir=None):
     class_set = set(classes)
     vectors_allowed = not ({'0', '1'} & class_set)
     problems = ProblemList()
-    records = []
+    records, seen = [], {}
 
     def label_names(tokens):
         """The class names of a line's label tokens, or None if they are not labels."""
@@ -485,6 +527,11 @@ def read_label_file(labels_file, classes, images_dir=None):
             continue
         path, names = split
         full = os.path.join(base, path)   # (an absolute path stays as it is)
+        if os.path.abspath(full) in seen:
+            problems.add(labels_file, no, None, 'image %r repeats line %d (one image, two label sets)'
+                         % (path, seen[os.path.abspath(full)]))
+            continue
+        seen[os.path.abspath(full)] = no
         size = _check_image(full, (labels_file, no, None), problems)
         if size is None:
             continue

@@ -50,7 +50,9 @@ def load_proposals(npz_path, record):
         return InputError(problems=[Problem(npz_path, None, 'proposals of %s' % record.path, message)])
 
     if not os.path.isfile(npz_path):
-        raise bad('not found; run `caffe-mlic proposals` on the image')
+        from caffe_mlic.fileio import file_kind_problem
+        raise bad('not found; run `caffe-mlic proposals` on the image' if not os.path.lexists(npz_path) else
+                  file_kind_problem(npz_path))
     try:
         with np.load(npz_path, allow_pickle=False) as z:
             if 'boxes' not in z or 'scores' not in z:

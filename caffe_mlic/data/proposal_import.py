@@ -45,7 +45,7 @@ import numpy as np
 
 from caffe_mlic.data import proposals
 from caffe_mlic.errors import InputError, Problem
-from caffe_mlic.fileio import open_regular
+from caffe_mlic.fileio import file_kind_problem, open_regular
 from caffe_mlic.data.imageio import image_size, is_image_file
 from caffe_mlic.data.proposal_formats import read_entries
 
@@ -88,9 +88,14 @@ def read_image_list(paths):
     problems, images = [], []
     for p in paths:
         if os.path.isdir(p):
-            images += [os.path.join(p, f) for f in sorted(os.listdir(p)) if is_image_file(f)]
+            for f in sorted(os.listdir(p)):
+                full = os.path.join(p, f)
+                if is_image_file(f) and not os.path.isfile(full):   # a FIFO would block its reader
+                    problems.append(Problem(full, None, None, file_kind_problem(full)))
+                elif is_image_file(f):
+                    images.append(full)
         elif not os.path.isfile(p):
-            problems.append(Problem(p, None, None, 'no such file or folder'))
+            problems.append(Problem(p, None, None, file_kind_problem(p, 'file or folder')))
         elif is_image_file(p):
             images.append(p)
         else:

@@ -57,7 +57,7 @@ import sys
 import numpy as np
 
 from caffe_mlic.errors import MAX_LISTED, InputError, UsageError
-from caffe_mlic.fileio import atomic_save_npz
+from caffe_mlic.fileio import atomic_save_npz, open_regular
 from caffe_mlic.data.imageio import expand_images, image_size, read_image
 from caffe_mlic.progress import progress
 
@@ -161,7 +161,9 @@ def _sed_detector(path):
     import cv2
     if path not in _SED_CACHE:
         if not os.path.isfile(path):
-            raise InputError('%s: SED model not found' % path)
+            from caffe_mlic.fileio import input_file_problem
+            raise InputError('%s: SED model not found' % path if not os.path.lexists(path) else
+                             input_file_problem(path, 'SED model'))
         try:
             _SED_CACHE[path] = cv2.ximgproc.createStructuredEdgeDetection(path)
         except cv2.error as e:
@@ -289,7 +291,7 @@ def read_proposal_file(path, image_shape=None, image=None, allow_empty=False):
         return InputError('%s: %s' % (path, message))
 
     try:
-        with open(path, 'rb') as f:
+        with open_regular(path, 'rb') as f:      # a FIFO would block, a device never end
             magic = f.read(4)
     except OSError as e:
         raise bad('cannot read it: %s' % (e.strerror or e))
@@ -639,7 +641,8 @@ def _folder_settings(out_dir):
             return read_json(path)
         except InputError as e:
             raise InputError('%s; remove it, or the folder' % e)
-    existing = sorted(glob.glob(os.path.join(glob.escape(out_dir), '*.npz')))
+    # regular files only: a FIFO would block np.load (what it is, is said where it is read)
+    existing = sorted(p for p in glob.glob(os.path.join(glob.escape(out_dir), '*.npz')) if os.path.isfile(p))
     if existing:
         try:
             with np.load(existing[0]) as npz:
@@ -735,6 +738,13 @@ def _check_output_places(out_dir, images, mine, sed_model=None):
         raise UsageError('%s is a folder, where the proposals of %s go: remove or rename it%s'
                          % (folders[0][0], folders[0][1], '' if len(folders) == 1 else
                             ' (and %d more such folders)' % (len(folders) - 1)), 'output')
+    # a FIFO or device there: reading it would block (or never end), writing it too
+    others = [(output_path(out_dir, p), p) for p in mine
+              if os.path.exists(output_path(out_dir, p)) and not os.path.isfile(output_path(out_dir, p))]
+    if others:
+        raise InputError('%s: not a regular file (a device, FIFO or folder), where the proposals of %s go: '
+                         'remove or rename it%s' % (others[0][0], others[0][1], '' if len(others) == 1 else
+                                                    ' (and %d more)' % (len(others) - 1)))
     refuse_overwriting([os.path.join(out_dir, SETTINGS_FILE)] + [output_path(out_dir, p) for p in mine],
                        list(images) + [sed_model], 'output')
 

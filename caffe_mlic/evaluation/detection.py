@@ -51,13 +51,12 @@ import io
 import json
 import math
 import os
-import re
 from typing import List, NamedTuple, Optional
 
 import numpy as np
 
 from caffe_mlic.errors import InputError, Problem, RunError, UsageError
-from caffe_mlic.fileio import atomic_write, read_json
+from caffe_mlic.fileio import atomic_write, open_regular, read_json, text_number
 
 IOU_THRESHOLD = 0.5
 RESULT_PREFIX = 'comp4_det_'
@@ -303,9 +302,6 @@ def find_result_set(results_dir, classes):
         else 'result files of several image sets (%s)' % ', '.join(sorted(complete or sets))), 'image_set')
 
 
-_DECIMAL = re.compile(r'[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z', re.ASCII)
-
-
 def _foreign_result_files(results_dir, image_set, classes):
     """The comp4_det_<image_set>_<class>.txt files in results_dir whose class
     is not one of ``classes`` (a name ending in a known class's suffix is
@@ -329,14 +325,12 @@ def _parse_result_line(path, no, line, known_ids):
     problems, values = [], []
     for name, token in zip(RESULT_FIELDS[1:], parts[1:]):
         try:
-            value = float(token)
+            value = text_number(token)
         except ValueError:
             value = None
-        if value is None or (math.isfinite(value) and not _DECIMAL.match(token)):
-            # (float() also takes '1_0' as 10, and non-ASCII digits)
+        if value is None:
             problems.append(Problem(path, no, name, '%r is not a number%s' % (
-                token, " (digit separators '_' are not allowed)" if value is not None and '_' in token
-                else '')))
+                token, " (digit separators '_' are not allowed)" if '_' in token else '')))
             continue
         if not math.isfinite(value):
             problems.append(Problem(path, no, name, '%r is not a finite number' % token))
@@ -367,7 +361,7 @@ def read_voc_results(results_dir, image_set, classes, image_ids):
         try:
             # (surrogateescape: an image id that is not UTF-8 is written by
             # `detect` as its bytes, and read back as the same str as gt.json's)
-            with open(path, encoding='utf-8', errors='surrogateescape') as f:
+            with open_regular(path, encoding='utf-8', errors='surrogateescape') as f:   # a FIFO would block
                 text = f.read()
             lines = (text[1:] if text.startswith('\ufeff') else text).splitlines()   # a BOM
         except FileNotFoundError:
@@ -426,8 +420,9 @@ def read_voc_ground_truth(root, image_set, classes=None):
     from caffe_mlic.data import annotations as ann
     if classes is None:
         own = os.path.join(root, 'classes.txt')
-        classes = ann.read_class_list(own) if os.path.isfile(own) else list(ann.VOC_CLASSES)
-        class_source = own if os.path.isfile(own) else 'the 20 Pascal VOC classes'
+        # lexists: a classes.txt that is a folder, a FIFO or a broken link is an error of its reader
+        classes = ann.read_class_list(own) if os.path.lexists(own) else list(ann.VOC_CLASSES)
+        class_source = own if os.path.lexists(own) else 'the 20 Pascal VOC classes'
     else:
         class_source = 'the class list'
     set_file = os.path.join(root, 'ImageSets', 'Main', image_set + '.txt')
@@ -532,6 +527,11 @@ def read_gt_json(path):
                                     'images[%d]' % (image_id, seen[image_id])))
             continue
         seen[image_id] = k
+        w, h = image.get('width'), image.get('height')     # (datalist build writes both)
+        if ('width' in image or 'height' in image) and not (_is_int(w) and _is_int(h) and w > 0 and h > 0):
+            problems.append(Problem(path, None, field, '"width" and "height" must be positive integers, '
+                                    'got %s and %s' % (json.dumps(w), json.dumps(h))))
+            continue
         objs = []
         for j, obj in enumerate(image.get('objects', [])):
             where = '%s.objects[%d]' % (field, j)
@@ -544,8 +544,14 @@ def read_gt_json(path):
                     and box[0] <= box[2] and box[1] <= box[3]):
                 problems.append(Problem(path, None, where, '"box" must be [x1, y1, x2, y2] in pixels '
                                         '(within +-2^31) with x1 <= x2, y1 <= y2, got %r' % (box,)))
+            elif w is not None and not (0 <= box[0] and 0 <= box[1] and box[2] <= w - 1 and box[3] <= h - 1):
+                problems.append(Problem(path, None, where, '"box" %r is not inside the %dx%d image (0-based: '
+                                        'need 0 <= x1, x2 <= width - 1, same for y)' % (box, w, h)))
+            elif not isinstance(obj.get('difficult', False), bool):
+                problems.append(Problem(path, None, where, '"difficult" must be true or false, got %s'
+                                        % json.dumps(obj['difficult'])))
             else:
-                objs.append((obj['class'], box, bool(obj.get('difficult', False))))
+                objs.append((obj['class'], box, obj.get('difficult', False)))
         ids.append(image_id)
         objects.append(objs)
     if not ids and not problems:

@@ -437,12 +437,16 @@ class DetailMetrics:
 
 def _files_by_stem(folder):
     """{stem: [paths]} of the files with a label-map extension in ``folder``."""
-    files = {}
+    from caffe_mlic.fileio import file_kind_problem
+    files, problems = {}, []
     for name in sorted(os.listdir(folder)):
         stem, ext = os.path.splitext(name)
         path = os.path.join(folder, name)
         if ext.lower() in LABEL_EXTENSIONS and os.path.isfile(path):
             files.setdefault(stem, []).append(path)
+        elif ext.lower() in LABEL_EXTENSIONS:   # a FIFO, folder, link loop by a map's name: not "no map"
+            problems.append(Problem(path, None, None, file_kind_problem(path, 'label map')))
+    raise_if_problems(problems)
     return files
 
 

@@ -55,10 +55,11 @@ def seed_result(seed, seed_dir, test_list):
     for stage in layout.STAGES:
         info = logs.read_run_json(layout.stage_run(seed_dir, stage))
         final = info.get('final_iteration') if isinstance(info, dict) else None
-        if not isinstance(final, int) or isinstance(final, bool):
+        if not isinstance(final, int) or isinstance(final, bool) or final < 0:
             raise InputError('%s: %s (the training run of stage %s; did it finish?)' % (
                 os.path.join(layout.stage_run(seed_dir, stage), logs.RUN_JSON),
-                'missing or unreadable' if info is None else 'final_iteration is not an integer', stage))
+                'missing or unreadable' if info is None else
+                'final_iteration is not an integer >= 0, got %s' % _shown(final), stage))
         wrong = _run_json_kind_problems(info)
         if wrong:
             raise InputError('%s: %s (the training run of stage %s)' % (

@@ -8,7 +8,6 @@ The majority baseline predicts, at every pixel, the class most frequent in
 the training labels; it is scored here on the same pixels as the net.
 """
 import html
-import json
 import os
 
 import numpy as np
@@ -191,9 +190,21 @@ def read_demo_settings(path):
     return data
 
 
+def _run_seconds(start_time, end_time):
+    """Seconds from run.json's start_time to its end_time (ISO 8601 times);
+    None when one has a time zone and the other not."""
+    from datetime import datetime
+    try:
+        return (datetime.fromisoformat(end_time.replace('+0000', '+00:00'))
+                - datetime.fromisoformat(start_time.replace('+0000', '+00:00'))).total_seconds()
+    except TypeError:       # (an aware time less a naive one)
+        return None
+
+
 def read_run_info(path):
     """The training run's run.json, checked for what the report reads (an
-    object; start and end times in ISO format when given)."""
+    object; start and end times in ISO format when given, the end not
+    before the start; final_iteration an integer >= 0 when given)."""
     from datetime import datetime
     data = _json_object(path, 'training run', 'what `caffe-mlic train` writes')
 
@@ -204,7 +215,14 @@ def read_run_info(path):
             return False
         return True
     problems = key_problems(path, data, [(key, when, 'a time in ISO 8601 format')
-                                          for key in ('start_time', 'end_time') if data.get(key)])
+                                          for key in ('start_time', 'end_time') if data.get(key)]
+                            + [('final_iteration', _is_count, 'an integer >= 0')] * ('final_iteration' in data))
+    seconds = _run_seconds(data['start_time'], data['end_time']) \
+        if not problems and data.get('start_time') and data.get('end_time') else 0
+    if seconds is None or seconds < 0:
+        problems.append(Problem(path, None, '"end_time"', 'must be a time %s "start_time" (%s), got %s'
+                                % ('not before' if seconds is not None else 'in the same time zone form as',
+                                   shown(data['start_time']), shown(data['end_time']))))
     if problems:
         raise InputError(problems=problems)
     return data
@@ -268,12 +286,10 @@ def collect(run):
         results['full_reference'] = _summary(read_evaluation(full, 'evaluation', full=True))
     run_json = layout.scasnet_path(run, 'train', 'run.json')
     if os.path.isfile(run_json):
-        from datetime import datetime
         info = read_run_info(run_json)
         seconds = None
         if info.get('start_time') and info.get('end_time'):
-            seconds = (datetime.fromisoformat(info['end_time'].replace('+0000', '+00:00'))
-                       - datetime.fromisoformat(info['start_time'].replace('+0000', '+00:00'))).total_seconds()
+            seconds = _run_seconds(info['start_time'], info['end_time'])
         results['train'] = dict(iterations=info.get('final_iteration'), seconds=seconds, seed=info.get('seed'),
                                 data_seed=info.get('data_seed'), status=info.get('status'))
     settings = layout.scasnet_path(run, 'settings.json')

@@ -60,6 +60,18 @@ def _report_error(capsys, run):
     (dict(evaluation=dict(eroded=True, erode_radius=2.5)),
      ['eval/scasnet.json: "erode_radius": must be a radius in pixels (an integer from 0 to 64), got 2.5']),
     (dict(run_info=dict(start_time=5)), ['train/run.json: "start_time": must be a time in ISO 8601 format, got 5']),
+    # "True iterations" and "-31536000 s" reached results.json and report.html
+    (dict(run_info=dict(final_iteration=True)), ['train/run.json: "final_iteration": must be an integer >= 0, '
+                                                 'got true']),
+    (dict(run_info=dict(final_iteration=-1)), ['train/run.json: "final_iteration": must be an integer >= 0, '
+                                               'got -1']),
+    (dict(run_info=dict(final_iteration=1e300)), ['train/run.json: "final_iteration": must be an integer >= 0, '
+                                                  'got 1e+300']),
+    (dict(run_info=dict(end_time='2023-01-01T00:00:00+0000')),
+     ['train/run.json: "end_time": must be a time not before "start_time" ("2024-01-01T00:00:00+0000"), '
+      'got "2023-01-01T00:00:00+0000"']),
+    (dict(run_info=dict(end_time='2024-01-01T00:02:00')),     # (a TypeError traceback before)
+     ['train/run.json: "end_time": must be a time in the same time zone form as "start_time"']),
 ])
 def test_scasnet_report_names_the_file_and_the_key(tmp_path, capsys, change, lines):
     run = _scasnet_run(tmp_path, **change)
@@ -127,6 +139,10 @@ def test_mlic_report_of_a_run_cut_short_names_the_missing_run_json(tmp_path, cap
             json.dump(dict(final_iteration='x' if stage == 'stage1' else 10, weights=[]), f)
     err = _report_error(capsys, run)
     assert 'stage1/run.json: final_iteration is not an integer' in err, err
+    with open(os.path.join(run, 'seed1', 'runs', 'stage1', 'run.json'), 'w') as f:
+        json.dump(dict(final_iteration=-1, weights=[]), f)      # (read as -1 iterations before)
+    err = _report_error(capsys, run)
+    assert "stage1/run.json: final_iteration is not an integer >= 0, got -1" in err, err
 
 
 @pytest.mark.parametrize('edit, message', [

@@ -85,6 +85,70 @@ def test_coco_boolean_image_id_in_images_is_refused(tmp_path, capsys):
     assert 'images[0]: needs an integer "id"' in capsys.readouterr().err
 
 
+@pytest.mark.parametrize('part, key, value, fragment', [
+    # "iscrowd": "0", 2 and null made the object crowd (difficult) or not in silence; absent is 0
+    ('annotations', 'iscrowd', '0', 'annotation id 7 (image id 1): "iscrowd" must be 0 or 1, got "0"'),
+    ('annotations', 'iscrowd', 2, 'annotation id 7 (image id 1): "iscrowd" must be 0 or 1, got 2'),
+    ('annotations', 'iscrowd', None, '"iscrowd" must be 0 or 1, got null'),
+    ('annotations', 'iscrowd', True, '"iscrowd" must be 0 or 1, got true'),
+    # OUT.classes.txt holds one name a line: such a name made it disagree with the datalist
+    ('categories', 'name', '', 'category id 1: "name" "" is no class name: it must be non-empty text'),
+    ('categories', 'name', ' \n ', 'category id 1: "name" " \\n " is no class name: it must be non-empty text'),
+    ('categories', 'name', 'a/b', 'category id 1: "name" "a/b" is no class name: it has whitespace, "/" or NUL'),
+])
+def test_coco_bad_iscrowd_and_category_names_are_refused(tmp_path, capsys, part, key, value, fragment):
+    args = _coco(tmp_path)
+    ann = json.loads((tmp_path / 'ann.json').read_text())
+    ann[part][0][key] = value
+    (tmp_path / 'ann.json').write_text(json.dumps(ann))
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert fragment in err and len(err.splitlines()) == 2, err
+    assert not (tmp_path / 'out').exists()
+    ann[part][0].pop(key) if key == 'iscrowd' else ann[part][0].update(name='x')
+    (tmp_path / 'ann.json').write_text(json.dumps(ann))
+    assert cli.main(args) == 0
+
+
+def test_coco_category_names_with_spaces_are_class_names_with_underscores(tmp_path, capsys):
+    """COCO's "traffic light" went into OUT.classes.txt as two words, which
+    every reader of a class file refuses: its whitespace becomes '_'; two
+    categories that become one name are refused."""
+    args = _coco(tmp_path)
+    ann = json.loads((tmp_path / 'ann.json').read_text())
+    ann['categories'][0]['name'] = ' traffic \t light'
+    (tmp_path / 'ann.json').write_text(json.dumps(ann))
+    assert cli.main(args) == 0, capsys.readouterr().err
+    classes = next((tmp_path / 'out').glob('*.classes.txt')).read_text().split('\n')
+    assert 'traffic_light' in classes
+    ann['categories'].append(dict(id=99, name='traffic_light'))
+    (tmp_path / 'ann.json').write_text(json.dumps(ann))
+    assert cli.main(args) == 1
+    assert '"categories": category names are not unique: "traffic_light"' in capsys.readouterr().err
+
+
+def test_an_image_listed_twice_is_refused(tmp_path, capsys):
+    """COCO images sharing a file_name, or a label file naming one image on
+    two lines, gave the image two contradicting label sets (and a gt.json
+    that `eval det` refuses): refused as a VOC image set's repeated id is."""
+    from caffe_mlic.data import annotations
+    from caffe_mlic.errors import InputError
+    args = _coco(tmp_path)
+    ann = json.loads((tmp_path / 'ann.json').read_text())
+    ann['images'].append(dict(id=2, file_name='./a.png', width=40, height=30))
+    ann['annotations'].append(dict(id=8, image_id=2, category_id=1, bbox=[2, 2, 5, 5]))
+    (tmp_path / 'ann.json').write_text(json.dumps(ann))
+    assert cli.main(args) == 1
+    assert capsys.readouterr().err.splitlines()[1:] == [
+        '  %s: image id 2 (./a.png): image %s repeats image id 1 (one image, two label sets)'
+        % (tmp_path / 'ann.json', str(tmp_path) + '/./a.png')]
+    (tmp_path / 'labels.txt').write_text('a.png x\nb.png\n./a.png\n')
+    with pytest.raises(InputError) as e:
+        annotations.read_label_file(str(tmp_path / 'labels.txt'), ['x'])
+    assert "labels.txt:3: image './a.png' repeats line 1 (one image, two label sets)" in str(e.value)
+    assert 'labels.txt:1' not in str(e.value)
+
+
 def test_datalist_build_into_a_folder_writes_nothing(tmp_path, capsys):
     args = _coco(tmp_path)
     (tmp_path / 'out' / 'list.txt').mkdir(parents=True)

@@ -281,6 +281,25 @@ def test_voc_box_out_of_image(voc, capsys):
                   'not inside the 333x251 image')
 
 
+@pytest.mark.parametrize('old, new, needle', [
+    # one of two boxes, one of two <xmin>s and <difficult>2 were taken in silence
+    ('</bndbox>', '</bndbox><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox>',
+     '<object> #1 <name>cat</name> <bndbox>: appears 2 times'),
+    ('<ymin>', '<xmin>2</xmin><ymin>', '<object> #1 <name>cat</name> <bndbox> <xmin>: appears 2 times'),
+    ('<difficult>0</difficult>', '<difficult>2</difficult>',
+     '<object> #1 <name>cat</name> <difficult>: must be 0 or 1, got 2'),
+])
+def test_voc_repeated_elements_and_bad_difficult_are_refused(voc, capsys, old, new, needle):
+    tmp_path, root = voc
+    xml = _rewrite_xml(root, 'a1', objects=[('cat', 0, (11, 21, 100, 200))])
+    with open(xml) as f:
+        text = f.read()
+    with open(xml, 'w') as f:
+        f.write(text.replace(old, new, 1))
+    err = _assert_fails(tmp_path, capsys, _voc_argv(tmp_path, root), '%s: %s' % (xml, needle))
+    assert len(err.splitlines()) == 2, err
+
+
 def test_voc_empty_and_missing_set(voc, capsys):
     tmp_path, root = voc
     empty = os.path.join(root, 'ImageSets', 'Main', 'empty.txt')
@@ -528,3 +547,21 @@ def test_voc_xml_whose_root_is_not_annotation(voc, capsys):
     with open(xml, 'w') as f:
         f.write('<html><body>502 Bad Gateway</body></html>')
     _assert_fails(tmp_path, capsys, _voc_argv(tmp_path, root), xml, 'its root element is <html>, not <annotation>')
+
+
+def test_a_proposal_file_that_is_no_regular_file_is_not_called_missing(tmp_path):
+    """`datalist build --proposals DIR` with a FIFO (or folder) DIR/<stem>.npz
+    said "not found; run caffe-mlic proposals": it is there, but not a file."""
+    from caffe_mlic.data.datalist_build import load_proposals
+    from caffe_mlic.errors import InputError
+
+    class Record:
+        path = 'a.jpg'
+    os.mkfifo(str(tmp_path / 'a.npz'))
+    (tmp_path / 'b.npz').mkdir()
+    for name in ('a.npz', 'b.npz'):
+        with pytest.raises(InputError) as e:
+            load_proposals(str(tmp_path / name), Record)
+        assert 'not a regular file (a device, FIFO or folder)' in str(e.value) and 'not found' not in str(e.value)
+    with pytest.raises(InputError, match='not found; run `caffe-mlic proposals`'):
+        load_proposals(str(tmp_path / 'c.npz'), Record)

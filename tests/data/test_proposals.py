@@ -230,6 +230,12 @@ def test_cli_usage_errors(image_dir, tmp_path, capsys):
     rc = cli.main(['proposals', image_dir, '-o', out, '--sed-model', str(tmp_path / 'none.yml.gz')])
     assert rc == 1
     assert 'none.yml.gz: SED model not found' in capsys.readouterr().err
+    # a device, a symlink loop: said what they are, not "not found"
+    os.symlink('loop.yml.gz', str(tmp_path / 'loop.yml.gz'))
+    for model, why in (('/dev/zero', '/dev/zero: not a regular file (a device, FIFO or folder)'),
+                       (str(tmp_path / 'loop.yml.gz'), 'loop.yml.gz: a symlink loop, not a file')):
+        assert cli.main(['proposals', image_dir, '-o', out, '--sed-model', model]) == 1
+        assert why in capsys.readouterr().err
     # two images whose outputs would collide
     other = tmp_path / 'other'
     other.mkdir()

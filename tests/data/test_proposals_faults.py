@@ -64,6 +64,9 @@ def test_proposals_name_tiny_images_and_report_images_with_no_box(tmp_path, caps
     (['--min-size', '-5'], 'argument --min-size: must be an integer >= 1'),
     (['--alpha', 'nan'], "argument --alpha: must be a finite number in (0, 1], got 'nan'"),
     (['--beta', '0'], 'argument --beta: must be a finite number in (0, 1]'),
+    # (EdgeBoxes' options were ignored by another method without a word: pass 36b M7)
+    (['--method', 'selective-search', '--alpha', '0.5'], 'argument --alpha: only applies to --method edgeboxes'),
+    (['--method', 'selective-search', '--beta', '0.5'], 'argument --beta: only applies to --method edgeboxes'),
 ])
 def test_proposals_refuse_impossible_numbers(photos, tmp_path, capsys, args, message):
     """--max-boxes 3000000000 failed each image ('integer won't fit into a C int');
@@ -337,3 +340,38 @@ def test_an_output_that_links_to_an_input_image_is_refused_before_anything_is_wr
     os.link(str(image), str(out / 'p0.npz'))
     assert cli.main(['proposals', str(photos), '-o', str(out), '--jobs', jobs, '-q']) == 2
     assert 'is an input of this command' in capsys.readouterr().err
+
+
+def test_a_proposal_file_or_output_that_is_a_fifo_is_an_error_not_a_hang(photos, tmp_path):
+    """read_proposal_file opened a FIFO (`detect --proposals DIR` with a
+    FIFO DIR/<stem>.npz) with a plain open() to read its magic bytes, and a
+    `proposals -o DIR` rerun read (then wrote) an existing FIFO output: both
+    hung. Each is now an error naming the file as not a regular file."""
+    import threading
+    from caffe_mlic.data.proposals import read_proposal_file
+    from caffe_mlic.errors import InputError
+    from tests.faults import run_cli
+    fifo = tmp_path / 'fifo.npz'
+    os.mkfifo(str(fifo))
+    found = []
+
+    def read():
+        try:
+            read_proposal_file(str(fifo))
+        except InputError as e:
+            found.append(str(e))
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(30)
+    if reader.is_alive():       # free the blocked reader, then fail
+        os.close(os.open(str(fifo), os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail('read_proposal_file blocked on a FIFO')
+    assert found == ['%s: cannot read it: not a regular file (a device, FIFO or folder)' % fifo]
+    out = tmp_path / 'props'
+    out.mkdir()
+    os.mkfifo(str(out / 'p1.npz'))
+    done = run_cli(['proposals', photos, '-o', out, '-q'], cwd=str(tmp_path), timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip() == ('caffe-mlic proposals: %s: not a regular file (a device, FIFO or folder), '
+                                   'where the proposals of %s go: remove or rename it'
+                                   % (out / 'p1.npz', photos / 'p1.png'))

@@ -97,3 +97,39 @@ def test_datalist_check_and_proposals_import_on_files_with_a_bom(tmp_path, image
                      str(image), '--min-size', '1', '-q']) == 0, capsys.readouterr().err
     with np.load(str(tmp_path / 'props' / 'a.npz')) as z:
         assert z['boxes'].tolist() == [[1, 2, 10, 12]]
+
+
+@pytest.mark.parametrize('kind', ['folder', 'fifo', 'dangling link'])
+def test_a_voc_classes_txt_or_annotation_that_is_no_regular_file_is_an_error(tmp_path, image, kind):
+    """read_voc passed over a ROOT/classes.txt that was a folder, a FIFO or a
+    broken link (the 20 VOC classes were used); an Annotations/<id>.xml that
+    was a FIFO was said "not found" (and parse_voc_xml, opening it, hung)."""
+    import os
+    import threading
+    voc = tmp_path / 'VOC'
+    (voc / 'ImageSets' / 'Main').mkdir(parents=True)
+    (voc / 'Annotations').mkdir()
+    write(voc / 'ImageSets' / 'Main' / 'train.txt', 'a\n')
+    own = voc / 'classes.txt'
+    {'folder': os.mkdir, 'fifo': os.mkfifo, 'dangling link': lambda p: os.symlink('gone.txt', p)}[kind](str(own))
+    with pytest.raises(InputError) as e:
+        annotations.read_voc(str(voc), 'train')
+    assert str(e.value).startswith('%s: cannot read class list: ' % own)
+    own.unlink() if kind != 'folder' else own.rmdir()
+    write(own, 'cat\ndog\n')
+    xml = voc / 'Annotations' / 'a.xml'
+    os.mkfifo(str(xml))
+    found = []
+
+    def read():
+        try:
+            annotations.read_voc(str(voc), 'train')
+        except InputError as e:
+            found.append(str(e))
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(30)
+    if reader.is_alive():       # free the blocked reader, then fail
+        os.close(os.open(str(xml), os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail('read_voc blocked on a FIFO annotation')
+    assert len(found) == 1 and '%s: cannot read: not a regular file (a device, FIFO or folder)' % xml in found[0]

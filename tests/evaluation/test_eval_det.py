@@ -225,6 +225,40 @@ def test_gt_json_reader(tmp_path):
     assert 'images[2].objects[0]: "box" must be [x1, y1, x2, y2]' in text
 
 
+@pytest.mark.parametrize('value', ['no', 1, None])
+def test_gt_json_difficult_must_be_true_or_false(tmp_path, value):
+    """"difficult": "no" counted as difficult (bool of a non-empty string), so
+    AP became n/a in silence."""
+    data = json.loads(open(_write_gt_json(tmp_path / 'gt.json', CORLOC_GT)).read())
+    data['images'][2]['objects'][0]['difficult'] = value
+    (tmp_path / 'gt.json').write_text(json.dumps(data))
+    with pytest.raises(InputError) as err:
+        read_gt_json(str(tmp_path / 'gt.json'))
+    assert str(err.value).splitlines()[1:] == ['  %s: images[2].objects[0]: "difficult" must be true or '
+                                               'false, got %s' % (tmp_path / 'gt.json', json.dumps(value))]
+
+
+@pytest.mark.parametrize('change, message', [
+    # a box beyond the image and "width": 0 were scored (datalist build refuses such boxes)
+    (dict(box=[20.0, 20.0, 100.0, 29.0]), 'images[0].objects[1]: "box" [20.0, 20.0, 100.0, 29.0] is not '
+                                          'inside the 100x100 image'),
+    (dict(box=[-1, 20.0, 29.0, 29.0]), 'images[0].objects[1]: "box" [-1, 20.0, 29.0, 29.0] is not inside'),
+    (dict(width=0), 'images[0]: "width" and "height" must be positive integers, got 0 and 100'),
+    (dict(width='100'), 'images[0]: "width" and "height" must be positive integers, got "100" and 100'),
+])
+def test_gt_json_boxes_must_lie_in_the_image(tmp_path, change, message):
+    data = json.loads(open(_write_gt_json(tmp_path / 'gt.json', CORLOC_GT)).read())
+    if 'box' in change:
+        data['images'][0]['objects'][1]['box'] = change['box']
+    else:
+        data['images'][0].update(change)
+    (tmp_path / 'gt.json').write_text(json.dumps(data))
+    with pytest.raises(InputError) as err:
+        read_gt_json(str(tmp_path / 'gt.json'))
+    lines = str(err.value).splitlines()
+    assert len(lines) == 2 and lines[1].startswith('  %s: %s' % (tmp_path / 'gt.json', message)), lines
+
+
 def _write_voc(root, gt):
     """A VOC folder of gt's images (black 100x100 JPEGs), set 'test'."""
     for sub in ('Annotations', 'ImageSets/Main', 'JPEGImages'):
@@ -580,3 +614,47 @@ def test_voc_xml_whose_root_is_not_annotation_is_refused(tmp_path, capsys):
         code, _, err = _eval_voc(root, results, capsys)
         assert code == 1 and err == ('caffe-mlic eval det: %s: its root element is <%s>, not <annotation>: not a '
                                      'VOC annotation\n' % (xml, tag)), err
+
+
+def _eval_voc_in_child(root, results):
+    import subprocess
+    done = subprocess.run([sys.executable, '-m', 'caffe_mlic.cli', 'eval', 'det', '--voc', root, '--set', 'test',
+                           '--results', str(results)], capture_output=True, text=True, timeout=60)
+    return done.returncode, done.stderr
+
+
+def test_a_result_file_or_annotation_that_is_a_fifo_is_an_error_not_a_hang(tmp_path):
+    """A comp4_det_<set>_<class>.txt or an Annotations/<id>.xml that is a
+    FIFO was opened with a plain open(): `eval det` hung. Each is now an
+    error naming the file as not a regular file."""
+    results = tmp_path / 'results'
+    write_voc_results(str(results), 'test', CORLOC_DETS, CORLOC_GT.classes)
+    root = _write_voc(str(tmp_path / 'VOC'), CORLOC_GT)
+    result = results / os.listdir(str(results))[0]
+    result.unlink()
+    os.mkfifo(str(result))
+    code, err = _eval_voc_in_child(root, results)
+    assert code == 1 and '%s: cannot read: not a regular file (a device, FIFO or folder)' % result in err, err
+    result.unlink()
+    write_voc_results(str(results), 'test', CORLOC_DETS, CORLOC_GT.classes)
+    xml = os.path.join(root, 'Annotations', 'b.xml')
+    os.unlink(xml)
+    os.mkfifo(xml)
+    code, err = _eval_voc_in_child(root, results)
+    assert code == 1 and err == ('caffe-mlic eval det: %s: cannot read: not a regular file (a device, FIFO or '
+                                 'folder)\n' % xml), err
+
+
+@pytest.mark.parametrize('kind', ['folder', 'fifo', 'dangling link'])
+def test_a_classes_txt_that_is_no_regular_file_is_an_error_not_the_voc_classes(tmp_path, capsys, kind):
+    """A VOC ROOT/classes.txt that was a folder, a FIFO or a broken link was
+    passed over in silence, and the 20 Pascal VOC classes used instead."""
+    results = tmp_path / 'results'
+    write_voc_results(str(results), 'test', CORLOC_DETS, CORLOC_GT.classes)
+    root = _write_voc(str(tmp_path / 'VOC'), CORLOC_GT)
+    own = os.path.join(root, 'classes.txt')
+    os.unlink(own)
+    {'folder': os.mkdir, 'fifo': os.mkfifo, 'dangling link': lambda p: os.symlink('gone.txt', p)}[kind](own)
+    code, _, err = _eval_voc(root, results, capsys)
+    assert code == 1 and err.startswith('caffe-mlic eval det: %s: cannot read class list: ' % own), err
+    assert len(err.strip().splitlines()) == 1

@@ -166,6 +166,26 @@ def test_missing_ground_truths_in_one_error_unpredicted_ones_not_scored(tmp_path
     assert unscored == [os.path.join(gt, 'c.tif')]
 
 
+@pytest.mark.parametrize('side', ['pred', 'gt'])
+def test_an_entry_at_a_maps_name_that_is_no_regular_file_is_named(tmp_path, side):
+    """A FIFO, folder or symlink loop at a map's name in --pred was passed
+    over: its ground truth "not scored: ... have no prediction", exit 0 (in
+    --gt: "prediction with no ground truth"). Each is now an error naming it."""
+    a = np.zeros((2, 2), np.uint8)
+    pred, gt = _folders(tmp_path, {'a.png': a, 'b.png': a}, {'a.png': a, 'b.png': a})
+    folder = pred if side == 'pred' else gt
+    os.remove(os.path.join(folder, 'b.png'))
+    for name, make, why in (('b.png', os.mkfifo, 'not a regular file (a device, FIFO or folder)'),
+                            ('b.png', os.mkdir, 'not a regular file (a device, FIFO or folder)'),
+                            ('b.png', lambda p: os.symlink('b.png', p), 'a symlink loop, not a file')):
+        path = os.path.join(folder, name)
+        make(path)
+        with pytest.raises(InputError) as e:
+            pair_files(pred, gt)
+        assert str(e.value) == '%s: %s' % (path, why)
+        os.rmdir(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+
+
 def test_size_mismatch_names_both_files(tmp_path):
     pred, gt = _folders(tmp_path, {'a.png': np.zeros((3, 4), np.uint8)}, {'a.png': np.zeros((3, 5), np.uint8)})
     with pytest.raises(InputError) as e:
