@@ -47,3 +47,25 @@ def tiny(tmp_path_factory):
     net = prototxt.caffe_net(str(root / 'nets' / 'kd' / 'student_baseline.prototxt'), 'TEST', seed=0)
     (root / 'baseline.caffemodel').write_bytes(prototxt.net_weights_bytes(net))
     return root
+
+
+def input_errors_beside_a_fifo(fifo, call, timeout=30):
+    """The InputError messages of ``call()``, run while ``fifo`` (a FIFO it
+    may read) has no writer; a test failure, not a hang, when the call
+    blocks on it (the FIFO is then opened for writing to free the thread)."""
+    import threading
+    from caffe_mlic.errors import InputError
+    found = []
+
+    def read():
+        try:
+            call()
+        except InputError as e:
+            found.append(str(e))
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if reader.is_alive():
+        os.close(os.open(str(fifo), os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail('%s blocked on the FIFO %s' % (getattr(call, '__name__', call), fifo))
+    return found

@@ -347,25 +347,11 @@ def test_a_proposal_file_or_output_that_is_a_fifo_is_an_error_not_a_hang(photos,
     FIFO DIR/<stem>.npz) with a plain open() to read its magic bytes, and a
     `proposals -o DIR` rerun read (then wrote) an existing FIFO output: both
     hung. Each is now an error naming the file as not a regular file."""
-    import threading
     from caffe_mlic.data.proposals import read_proposal_file
-    from caffe_mlic.errors import InputError
-    from tests.faults import run_cli
+    from tests.faults import input_errors_beside_a_fifo, run_cli
     fifo = tmp_path / 'fifo.npz'
     os.mkfifo(str(fifo))
-    found = []
-
-    def read():
-        try:
-            read_proposal_file(str(fifo))
-        except InputError as e:
-            found.append(str(e))
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(30)
-    if reader.is_alive():       # free the blocked reader, then fail
-        os.close(os.open(str(fifo), os.O_WRONLY | os.O_NONBLOCK))
-        pytest.fail('read_proposal_file blocked on a FIFO')
+    found = input_errors_beside_a_fifo(fifo, lambda: read_proposal_file(str(fifo)))
     assert found == ['%s: cannot read it: not a regular file (a device, FIFO or folder)' % fifo]
     out = tmp_path / 'props'
     out.mkdir()

@@ -105,7 +105,7 @@ def test_a_voc_classes_txt_or_annotation_that_is_no_regular_file_is_an_error(tmp
     broken link (the 20 VOC classes were used); an Annotations/<id>.xml that
     was a FIFO was said "not found" (and parse_voc_xml, opening it, hung)."""
     import os
-    import threading
+    from tests.faults import input_errors_beside_a_fifo
     voc = tmp_path / 'VOC'
     (voc / 'ImageSets' / 'Main').mkdir(parents=True)
     (voc / 'Annotations').mkdir()
@@ -119,17 +119,5 @@ def test_a_voc_classes_txt_or_annotation_that_is_no_regular_file_is_an_error(tmp
     write(own, 'cat\ndog\n')
     xml = voc / 'Annotations' / 'a.xml'
     os.mkfifo(str(xml))
-    found = []
-
-    def read():
-        try:
-            annotations.read_voc(str(voc), 'train')
-        except InputError as e:
-            found.append(str(e))
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(30)
-    if reader.is_alive():       # free the blocked reader, then fail
-        os.close(os.open(str(xml), os.O_WRONLY | os.O_NONBLOCK))
-        pytest.fail('read_voc blocked on a FIFO annotation')
+    found = input_errors_beside_a_fifo(xml, lambda: annotations.read_voc(str(voc), 'train'))
     assert len(found) == 1 and '%s: cannot read: not a regular file (a device, FIFO or folder)' % xml in found[0]
