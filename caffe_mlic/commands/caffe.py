@@ -558,16 +558,19 @@ def _resume_batch(state_path, solver_path, argv=()):
     learnable = learnable_shapes(params)
     if learnable is not None:       # (unknown where a layer's number of blobs is)
         check_history(state_path, state, learnable * HISTORY_PER_PARAM[solver.type], solver.type)
-    if not state.learned_net or not os.path.isfile(state.learned_net):
-        # The binary reads it relative to the current directory, and aborts.
-        raise InputError('%s: its caffemodel %s is missing (Caffe reads it relative to the current '
-                         'directory)' % (state_path, state.learned_net or '(none named)'))
+    # The caffemodel written with the state is the one beside it; the binary
+    # reads the name from the current directory (and aborts where nothing is
+    # there): from another directory, or once the state's folder was renamed,
+    # that may be another run's weights, taken in silence.
     beside = os.path.join(os.path.dirname(state_path), os.path.basename(state.learned_net))
-    if os.path.isfile(beside) and not _same_file(beside, state.learned_net):
-        # (the state's folder renamed, or another current directory: another run's weights, silently)
-        raise InputError('%s: its caffemodel %s, as Caffe reads it from the current directory, is not %s beside '
+    if not state.learned_net or not os.path.isfile(beside):
+        raise InputError('%s: its caffemodel %s is missing (beside it, where it was written)'
+                         % (state_path, os.path.basename(state.learned_net) or '(none named)'))
+    if not _same_file(beside, state.learned_net):
+        raise InputError('%s: its caffemodel %s, as Caffe reads it from the current directory, %s %s beside '
                          'it: run from the folder the state was written from, or resume with caffe-mlic train '
-                         'SOLVER --resume %s' % (state_path, state.learned_net, beside, state_path))
+                         'SOLVER --resume %s' % (state_path, state.learned_net, 'is not' if os.path.lexists(
+                             state.learned_net) else 'is not there; it is', beside, state_path))
     check_weight_layers(state.learned_net, params, complete=True)
     return state.iteration * max(1, solver.param.iter_size)
 

@@ -111,14 +111,12 @@ def hdf5_name_problems(names):
 
 def learned_net_path(learned_net, state_path):
     """Where the state's learned_net is: the caffemodel of that name beside
-    the state (written with it), else as Caffe reads it (relative to the
-    current directory); None when in neither. Beside first: from another
-    current directory, or once the state's folder was renamed, Caffe's
-    reading may lead to another run's caffemodel of the same name."""
+    the state, where Caffe wrote it with the state (both under one snapshot
+    prefix); None when it is not there. Never as Caffe reads the name,
+    from the current directory: from another directory, or once the
+    state's folder was renamed, that may be another run's caffemodel."""
     beside = os.path.join(os.path.dirname(state_path), os.path.basename(learned_net))
-    if os.path.isfile(beside):
-        return beside
-    return learned_net if os.path.isfile(learned_net) else None
+    return beside if os.path.isfile(beside) else None
 
 
 def check_snapshot(state_path, net, net_param, solver_type):
@@ -138,7 +136,8 @@ def check_snapshot(state_path, net, net_param, solver_type):
             raise SnapshotError('%s: names no learned_net (its caffemodel)' % state_path)
         model = learned_net_path(state.learned_net, state_path)
         if model is None:
-            raise SnapshotError('%s: its caffemodel %s is missing' % (state_path, state.learned_net))
+            raise SnapshotError('%s: its caffemodel %s is missing (beside it, where it was written)'
+                                % (state_path, os.path.basename(state.learned_net)))
         check_weights(model, net, complete=True, error=SnapshotError)
         return state.iteration, model
     state = parse_message(caffe_pb2.SolverState(), state_path, SnapshotError)
@@ -156,7 +155,8 @@ def check_snapshot(state_path, net, net_param, solver_type):
         raise SnapshotError('%s: names no learned_net (its caffemodel)' % state_path)
     model = learned_net_path(state.learned_net, state_path)
     if model is None:
-        raise SnapshotError('%s: its caffemodel %s is missing' % (state_path, state.learned_net))
+        raise SnapshotError('%s: its caffemodel %s is missing (beside it, where it was written)'
+                            % (state_path, os.path.basename(state.learned_net)))
     check_weights(model, net, complete=True, error=SnapshotError)
     return state.iter, model
 

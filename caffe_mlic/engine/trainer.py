@@ -751,11 +751,17 @@ class Trainer:
         except RunError as e:
             raise RunError('%s%s' % (e, self._resume_hint())) from None
         self.last_snapshot = self.solver.iter
-        # run.json names it at once (a run killed later is known by it: wrote_snapshots), where it is now
-        with contextlib.suppress(OSError):
+        # run.json names it at once (a run killed later is known by it: wrote_snapshots), where it is now.
+        # A run that cannot record its snapshots stops: --resume auto takes at most one state its run.json
+        # does not record (the one a SIGKILL before this write leaves), never a line of them.
+        try:
             self._follow_snapshots()
             self._write_run_json(last_snapshot=self.solver_file.snapshot_paths(self.solver.iter)[1],
                                  last_snapshot_id=identity)
+        except OSError as e:
+            raise RunError('cannot record the snapshot of iteration %d in %s: %s%s' % (
+                self.solver.iter, os.path.join(self._follow_run_dir(), logs.RUN_JSON), e.strerror or e,
+                self._resume_hint())) from None
 
     def _say(self, bar, line):
         """A line on stdout; a closed stdout (the reader went away) stops the

@@ -70,7 +70,18 @@ def test_a_state_whose_caffemodel_is_gone_is_named(files):
     (files / 'snaps' / 'w_iter_1.caffemodel').unlink()
     one_line(run_cli(['caffe', 'train', '-solver', 'solver.prototxt', '-snapshot', 'snaps/w_iter_1.solverstate'],
                      files), 1,
-             r'snaps/w_iter_1.solverstate: its caffemodel snaps/w_iter_1.caffemodel is missing .*')
+             r'snaps/w_iter_1.solverstate: its caffemodel w_iter_1.caffemodel is missing \(beside it, where it was '
+             r'written\)')
+    # from the snapshot folder: the binary would look for snaps/snaps/w_iter_1.caffemodel (pass 37a F3)
+    res = run_cli(['caffe', 'train', '-solver', 'solver.prototxt'], files)
+    assert res.returncode == 0, res.stderr
+    os.rename(str(files / 'solver.prototxt'), str(files / 'snaps' / 'solver.prototxt'))
+    (files / 'snaps' / 'solver.prototxt').write_text((files / 'snaps' / 'solver.prototxt').read_text().replace(
+        'net.prototxt', '../net.prototxt'))
+    one_line(run_cli(['caffe', 'train', '-solver', 'solver.prototxt', '-snapshot', 'w_iter_1.solverstate'],
+                     files / 'snaps'), 1,
+             r'w_iter_1.solverstate: its caffemodel snaps/w_iter_1.caffemodel, as Caffe reads it from the current '
+             r'directory, is not there; it is w_iter_1.caffemodel beside it: run from the folder .*')
 
 
 def test_a_state_whose_caffemodel_name_leads_to_another_file_is_refused(files):
@@ -83,6 +94,9 @@ def test_a_state_whose_caffemodel_name_leads_to_another_file_is_refused(files):
     os.rename(str(files / 'snaps'), str(files / 'mine'))
     res = run_cli(['caffe', 'train', '-solver', 'solver.prototxt'], files)     # (another run, at the old name)
     assert res.returncode == 0, res.stderr
+    (files / 'mine' / 'w_iter_2.caffemodel').unlink()       # (and none beside: never the other run's, pass 37a F1)
+    one_line(run_cli(['caffe', 'train', '-solver', 'solver.prototxt', '-snapshot', 'mine/w_iter_2.solverstate'],
+                     files), 1, r'mine/w_iter_2.solverstate: its caffemodel w_iter_2.caffemodel is missing .*')
     one_line(run_cli(['caffe', 'train', '-solver', 'solver.prototxt', '-snapshot', 'mine/w_iter_1.solverstate'],
                      files), 1,
              r'mine/w_iter_1.solverstate: its caffemodel snaps/w_iter_1.caffemodel, as Caffe reads it from the '

@@ -322,6 +322,26 @@ def test_resume_finds_the_caffemodel_beside_its_state(tiny, reference, tmp_path,
         [x for x in losses(ref_records) if x[0] in (40, 41)]
 
 
+def test_a_state_without_its_caffemodel_beside_it_never_takes_another_runs(tiny, reference, tmp_path, monkeypatch,
+                                                                           capsys):
+    """With no caffemodel beside the state, the one its learned_net names
+    from the current directory was loaded: another run's weights, with
+    this run's history (pass 37a F1). The state is refused."""
+    solver = write_solver(tmp_path, 'nobeside', nets=tiny, max_iter=42, snapshot=0,
+                          snapshot_prefix=str(tmp_path / 'snap' / 'w'))
+    _, final = reference
+    (tmp_path / 'snap_ref').mkdir()
+    shutil.copyfile(str(final), str(tmp_path / 'snap_ref' / 'w_iter_40.caffemodel'))     # (another run's)
+    (tmp_path / 'alone').mkdir()
+    state = tmp_path / 'alone' / 'w_iter_40.solverstate'
+    shutil.copyfile(str(tiny / 'snap_ref' / 'w_iter_40.solverstate'), str(state))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(['train', solver, '--resume', str(state)]) != 0
+    err = capsys.readouterr().err
+    assert 'its caffemodel w_iter_40.caffemodel is missing (beside it, where it was written)' in err, err
+    assert not (tmp_path / 'snap' / 'w_iter_42.caffemodel').exists()
+
+
 def test_weights_are_copied_in_order(tiny, reference, tmp_path):
     """--weights W1,W2: with base_lr 0 the net after one iteration is W2 (copied over W1)."""
     solver = write_solver(tmp_path, 'weights', nets=tiny, max_iter=1, base_lr=0, snapshot=0,

@@ -1041,7 +1041,8 @@ def test_a_disk_that_fills_during_training_names_the_file_and_the_last_snapshot(
         proc.wait(timeout=120)
     assert proc.returncode == 1, err
     assert re.fullmatch(r'caffe-mlic train: (at iteration \d+: No space left on device: \S+|trained to iteration '
-                        r'\d+, but No space left on device: \S+.*); the last snapshot is snap_fill/w_iter_\d+'
+                        r'\d+, but No space left on device: \S+.*|cannot record the snapshot of iteration \d+ in '
+                        r'\S+/r/run.json: No space left on device); the last snapshot is snap_fill/w_iter_\d+'
                         r'\.solverstate\n', err), err
 
 
@@ -2135,6 +2136,41 @@ def test_a_state_past_the_snapshot_after_the_last_recorded_one_is_not_the_runs(t
     assert ('skipping snap_past/w_iter_40.solverstate: not a state this run wrote (newer than iteration 20, its '
             'last recorded state, where its schedule ended)') in out, out
     assert 'resuming from snap_past/w_iter_20.solverstate at iteration 20' in out, out
+
+
+RUN_JSON_FULL_AFTER = """
+import errno, os, sys
+from caffe_mlic.engine import logs
+write = logs.write_run_json
+
+def full_disk(run_dir, info):      # (the run folder's disk full once the snapshot of KILL_AT is taken)
+    if info.get('status') == 'running' and str(info.get('last_snapshot') or '').endswith(os.environ['FULL_AT']):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(run_dir, 'run.json'))
+    return write(run_dir, info)
+logs.write_run_json = full_disk
+from caffe_mlic.cli import main
+sys.exit(main())
+"""
+
+
+def test_a_run_that_cannot_record_its_snapshot_stops(tiny, tmp_path):
+    """The run folder's disk full (another file system than the snapshots'):
+    the run trained on, writing snapshots run.json never recorded, and
+    --resume auto, which takes at most one such state, went back past them
+    (pass 37a F2). The run stops at the first; auto goes on from it."""
+    solver(tiny, 'fullrec', max_iter=20, snapshot=5)
+    hook = tmp_path / 'full.py'
+    hook.write_text(RUN_JSON_FULL_AFTER)
+    res = subprocess.run([sys.executable, str(hook), 'train', 'fullrec.prototxt', '--run-dir', 'runs/fullrec'],
+                         cwd=tiny, timeout=300, env=dict(ENV, FULL_AT='w_iter_10.solverstate'), capture_output=True,
+                         text=True)
+    assert res.returncode == 1 and res.stderr == (
+        'caffe-mlic train: cannot record the snapshot of iteration 10 in runs/fullrec/run.json: No space left on '
+        'device; the last snapshot is snap_fullrec/w_iter_10.solverstate\n'), res.stderr
+    assert not (tiny / 'snap_fullrec' / 'w_iter_15.solverstate').exists()
+    res = run(['train', 'fullrec.prototxt', '--run-dir', 'runs/fullrec', '--resume', 'auto'], tiny)
+    assert res.returncode == 0 and 'resuming from snap_fullrec/w_iter_10.solverstate at iteration 10' in res.stderr, \
+        res.stderr
 
 
 @pytest.mark.parametrize('info, last, expected', [
