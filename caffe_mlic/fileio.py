@@ -515,3 +515,16 @@ def file_kind_problem(path, what='file'):
             if e.errno == errno.ELOOP:
                 return 'a symlink loop, not a file'
     return 'no such %s' % what
+
+
+def refuse_lost_outputs(paths, command):
+    """RunError when one of ``paths``, each written by ``command`` in this
+    run, is not there any more: its folder was removed or renamed while it
+    ran (a per-image writer makes a missing folder again, so the rest went
+    to a new, incomplete one). Checked before a command says it is done."""
+    from caffe_mlic.errors import RunError
+    lost = [p for p in paths if not os.path.lexists(p)]
+    if lost:
+        raise RunError('%d of the %d files %s wrote are not there any more (%s%s): was its output folder removed '
+                       'or renamed while it ran? Its outputs are incomplete: run it again'
+                       % (len(lost), len(paths), command, lost[0], '' if len(lost) == 1 else ', ...'))

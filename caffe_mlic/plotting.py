@@ -14,6 +14,7 @@ curves.png's panels, top to bottom, each only when the records have it:
 import functools
 import math
 import os
+import warnings
 
 import numpy as np
 
@@ -202,8 +203,10 @@ def kd_gain_per_class(classes, frequency, gains, path):
     std as error bars), classes sorted by their training frequency."""
     gains = np.asarray(gains, np.float64)             # seeds x classes
     order = np.argsort(-np.asarray(frequency), kind='stable')
-    mean = np.nanmean(gains, axis=0)[order]
-    std = (np.nanstd(gains, axis=0, ddof=1) if len(gains) > 1 else np.zeros(gains.shape[1]))[order]
+    with warnings.catch_warnings():     # (a class without test positives has no AP in any seed: no bar, no warning)
+        warnings.simplefilter('ignore', RuntimeWarning)
+        mean = np.nanmean(gains, axis=0)[order]
+        std = (np.nanstd(gains, axis=0, ddof=1) if len(gains) > 1 else np.zeros(gains.shape[1]))[order]
     fig = figure(max(5, 0.8 * len(classes) + 2), 3.6)
     ax = fig.add_subplot(1, 1, 1)
     colours = ['#2a7f3f' if m >= 0 else '#b03030' for m in mean]

@@ -36,13 +36,18 @@ def read_layers(path, error=InputError):
     old V1 ``layers`` entries (DeepLab v1) have their enum's name ("CONVOLUTION").
     The arrays are read-only float32 views of the file's bytes. A
     ``.caffemodel.h5`` (Caffe's snapshot_format: HDF5) is read with h5py:
-    its type is None (the file does not keep it)."""
+    its type is None (the file does not keep it). A name given to two
+    layers with weights is an error: which one a net would get is not
+    defined (a dict, and Caffe's copy, keep the last without a word)."""
     if is_hdf5(path):
         return _hdf5_layers(path, error)
-    out = []
+    out, named = [], set()
     for name, kind, blobs in _read_model(path, error):
         if not blobs:
             continue
+        if name in named:
+            raise error('%s: two layers with weights are named %s' % (path, name))
+        named.add(name)
         arrays = []
         for i, (shape, values, _) in enumerate(blobs):
             if values.size != int(np.prod(shape)):

@@ -240,7 +240,7 @@ def run(args):
                                                  write_coco_results)
     from caffe_mlic.fileio import atomic_files, atomic_write_json
     from caffe_mlic.data.imageio import read_image
-    from caffe_mlic.fileio import refuse_output_among_inputs, refuse_overwriting
+    from caffe_mlic.fileio import refuse_lost_outputs, refuse_output_among_inputs, refuse_overwriting
     from caffe_mlic.inference.settings import find_settings
     from caffe_mlic.inference import image_ids, model_and_images, printable
     from caffe_mlic.inference.detector import RandomControlDetector, WsddnDetector, check_scales
@@ -323,6 +323,7 @@ def run(args):
             f.write(devkit_text(detections.get(name)))
         if coco_gt is not None:
             write_coco_results(files[-1].name, detections, coco_gt)   # writes where the temp file is
+    refuse_lost_outputs([p for pair in per_image.values() for p in pair] + results, 'detect')
     print('detect: %d images, %d detections -> %s (%d devkit files%s, json/, vis/)'
           % (len(images), len(all_detections), printable(args.output), len(classes),
              ', ' + COCO_RESULTS if coco_gt is not None else ''))

@@ -37,23 +37,48 @@ BASE_COLUMNS = ('phase', 'iteration', 'elapsed', 'lr', 'loss', 'smoothed_loss')
 
 
 def read_records(path):
-    """The records of a log.jsonl; a torn last line (a killed run) is left out."""
+    """The records of a log.jsonl; a torn last line (a killed run) is left
+    out. InputError naming the line for one that is not a record as
+    TrainLog writes them: a JSON object with "phase" train or test, an
+    integer "iteration" >= 0, and numbers (or null) for the rest."""
+    from caffe_mlic.fileio import open_regular
     records = []
     try:
-        with open(path, encoding='utf-8') as f:
+        with open_regular(path, 'rb') as f:     # (a FIFO would block)
             lines = f.read().splitlines()
     except FileNotFoundError:
         return records
+    except OSError as e:
+        raise InputError('%s: cannot read the log: %s' % (path, e.strerror or e))
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except (ValueError, RecursionError):
+            record = json.loads(line.decode('utf-8'))
+        except (ValueError, RecursionError):        # (UnicodeDecodeError is a ValueError)
             if number == len(lines):
                 break
             raise InputError('%s:%d: not a JSON record' % (path, number))
+        why = _record_problem(record)
+        if why:
+            raise InputError('%s:%d: not a record of caffe-mlic train: %s' % (path, number, why))
+        records.append(record)
     return records
+
+
+def _record_problem(record):
+    if not isinstance(record, dict):
+        return 'not a JSON object'
+    if record.get('phase') not in ('train', 'test'):
+        return '"phase" must be "train" or "test"'
+    iteration = record.get('iteration')
+    if not isinstance(iteration, int) or isinstance(iteration, bool) or iteration < 0:
+        return '"iteration" must be an integer >= 0'
+    for key, value in record.items():
+        if key != 'phase' and value is not None and (isinstance(value, bool) or
+                                                     not isinstance(value, (int, float))):
+            return '%s must be a number' % json.dumps(key)
+    return None
 
 
 def test_points(path, key='test_mAP'):

@@ -338,7 +338,7 @@ def _parse_result_line(path, no, line, known_ids):
             problems.append(Problem(path, no, name, '%r is not a pixel coordinate (beyond +-2^31)' % token))
         values.append(value)
     if parts[0] not in known_ids:
-        problems.append(Problem(path, no, 'image_id', '%r is not an image of the ground truth' % parts[0]))
+        problems.append(Problem(path, no, 'image_id', "'%s' is not an image of the ground truth" % parts[0]))
     if not problems:
         x1, y1, x2, y2 = values[1:]
         for lo, hi, axis in ((x1, x2, 'x'), (y1, y2, 'y')):

@@ -143,7 +143,7 @@ def label_images(net, weights, images, out, tile=None, stride=None, flip=False, 
     import cv2
     from caffe_mlic.data.imageio import image_size, read_image
     from caffe_mlic.data.labelmaps import index_to_colour, load_palette, write_colour_png, write_label_png
-    from caffe_mlic.fileio import atomic_write, refuse_output_among_inputs, refuse_overwriting
+    from caffe_mlic.fileio import atomic_write, refuse_lost_outputs, refuse_output_among_inputs, refuse_overwriting
     from caffe_mlic.inference import model_and_images, printable
     from caffe_mlic.inference.settings import find_settings, load_settings
     from caffe_mlic.progress import progress
@@ -180,6 +180,7 @@ def label_images(net, weights, images, out, tile=None, stride=None, flip=False, 
         with atomic_write(os.path.join(out, 'overlay', stem + '.jpg'), 'wb') as f:
             f.write(jpg.tobytes())
     bar.close()
+    refuse_lost_outputs(outputs[1:], 'scasnet infer')
     say('labelled %d images (%d tiles of %d px, stride %d%s) -> %s' % (
         len(images), total, model.tile, stride, ', flipped too' if flip else '', printable(out)))
     return images

@@ -118,6 +118,8 @@ def class_name_problem(name):
         return 'must be non-empty text'
     if any(c.isspace() for c in name) or '/' in name or '\0' in name:
         return 'has whitespace, "/" or NUL'
+    if not name.isprintable():      # (a BOM, a zero-width space: two names that look alike, or one a file drops)
+        return 'has a character that does not print (a control or format character)'
     return None
 
 

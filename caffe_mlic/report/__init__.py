@@ -46,8 +46,8 @@ def pictures_dir(run):
 
 def check_outputs(run, outputs):
     """Before a report writes anything: an InputError when one of
-    ``outputs`` (paths) cannot be written as a file: a folder at its path
-    (through a link too), or its folder missing (RUN/report excepted: made
+    ``outputs`` (paths) cannot be written as a file: a folder, device or
+    FIFO at its path (through a link too), or its folder missing (RUN/report excepted: made
     when missing) or not writable (a read-only file system, permissions)."""
     from caffe_mlic.errors import InputError
     pictures = os.path.realpath(pictures_dir(run))
@@ -56,6 +56,10 @@ def check_outputs(run, outputs):
         real = os.path.realpath(path)
         if os.path.isdir(real):
             raise InputError('%s: a folder, not a file (the report writes this file there); move it away' % path)
+        if os.path.exists(real) and not os.path.isfile(real):
+            # (a FIFO would block the write, where signals wait for the report to be whole: publish)
+            raise InputError('%s: not a regular file (a device or FIFO; the report writes this file there); move '
+                             'it away' % path)
         folder = os.path.dirname(real)
         if folder in checked:
             continue

@@ -325,3 +325,23 @@ def test_save_weights_leaves_no_temp_file_when_caffe_aborts(tmp_path, caffe):
     assert os.listdir(tmp_path) == ['dup.prototxt']          # no temp file, no folder made for it
     save_weights(net, str(tmp_path / 'w.caffemodel'))        # a binary one is written
     assert sorted(os.listdir(tmp_path)) == ['dup.prototxt', 'w.caffemodel']
+
+
+def test_surgery_refuses_a_source_naming_two_layers_with_weights_alike(tmp_path):
+    """The second of two 'conv' layers was copied and the first dropped,
+    with "0 source layers unused" (pass 37b S4)."""
+    from caffe.proto import caffe_pb2
+    net = tmp_path / 'net.prototxt'
+    net.write_text(_DUP_NET)
+    model = caffe_pb2.NetParameter()
+    for fill in (1.0, 7.0):
+        layer = model.layer.add(name='conv', type='Convolution')
+        for shape in ((2, 3, 3, 3), (2,)):
+            blob = layer.blobs.add()
+            blob.shape.dim.extend(shape)
+            blob.data.extend([fill] * (2 * 3 * 3 * 3 if len(shape) == 4 else 2))
+    (tmp_path / 'dup.caffemodel').write_bytes(model.SerializeToString())
+    res = run_cli(['surgery', '--net', net, '--from', 'same:dup.caffemodel', '-o', 'out.caffemodel'], tmp_path)
+    assert res.returncode == 1 and res.stderr == (
+        'caffe-mlic surgery: dup.caffemodel: two layers with weights are named conv\n'), res.stderr
+    assert not (tmp_path / 'out.caffemodel').exists()

@@ -312,3 +312,15 @@ def test_plot_log_draws_a_title_too_long_for_a_line_as_its_start_and_end(tmp_pat
     shown = plain_text(title)
     assert len(shown) == LONGEST_LABEL and shown.startswith('AW') and shown.endswith('WZ') and ' ... ' in shown
     assert plain_text('W' * LONGEST_LABEL) == 'W' * LONGEST_LABEL
+
+
+def test_the_per_class_gain_chart_of_a_class_without_test_positives_warns_nothing(tmp_path):
+    """A class with no AP in any seed printed numpy's "Mean of empty slice"
+    in every report of the tiny demo (pass 37b M1)."""
+    import warnings
+    import numpy as np
+    from caffe_mlic.plotting import kd_gain_per_class
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        kd_gain_per_class(['a', 'b'], [3, 1], np.array([[1.5, np.nan], [0.5, np.nan]]), str(tmp_path / 'g.png'))
+    assert (tmp_path / 'g.png').read_bytes()[:4] == b'\x89PNG'

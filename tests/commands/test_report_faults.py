@@ -587,6 +587,18 @@ def test_heads_report_with_a_folder_at_an_output_writes_nothing(tmp_path, capsys
     assert _snapshot(run) == {'report.html': None}
 
 
+def test_heads_report_with_a_fifo_at_an_output_writes_nothing(tmp_path, capsys):
+    """A FIFO at results.json: the report blocked opening it, with its stop
+    signals deferred until the report was whole, so only SIGKILL ended it
+    (pass 37b S3). Refused before anything is written."""
+    run = _heads_run(tmp_path)
+    os.mkfifo(os.path.join(run, 'results.json'))
+    err = _report_error(capsys, run)
+    assert '%s: not a regular file (a device or FIFO; the report writes this file there); move it away' % (
+        os.path.join(run, 'results.json')) in err, err
+    assert _snapshot(run) == {'results.json': None}
+
+
 def _full_disk_at(monkeypatch, name):
     """Writing the output ``name`` fails as on a full disk (ENOSPC), however it is written."""
     import errno

@@ -95,6 +95,10 @@ def test_coco_boolean_image_id_in_images_is_refused(tmp_path, capsys):
     ('categories', 'name', '', 'category id 1: "name" "" is no class name: it must be non-empty text'),
     ('categories', 'name', ' \n ', 'category id 1: "name" " \\n " is no class name: it must be non-empty text'),
     ('categories', 'name', 'a/b', 'category id 1: "name" "a/b" is no class name: it has whitespace, "/" or NUL'),
+    # (a BOM or a zero-width space passed, and made the class file and gt.json disagree: pass 37b M4)
+    ('categories', 'name', '\ufeffa', 'category id 1: "name" "\\ufeffa" is no class name: it has a character that '
+                                      'does not print'),
+    ('categories', 'name', 'a\u200bb', 'is no class name: it has a character that does not print'),
 ])
 def test_coco_bad_iscrowd_and_category_names_are_refused(tmp_path, capsys, part, key, value, fragment):
     args = _coco(tmp_path)

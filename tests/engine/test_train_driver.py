@@ -18,6 +18,7 @@ from caffe_mlic import cli
 from caffe_mlic.netspec import netgen
 from caffe_mlic.caffe import prototxt
 from caffe_mlic.engine import logs, lr, nets, snapshots, trainer
+from caffe_mlic.errors import InputError
 from caffe_mlic.evaluation.evaluator import label_blob
 from tests.caffe_binary import caffe_train, parse_losses
 from tests import netutil
@@ -454,3 +455,34 @@ def test_train_max_iter_is_netgens_schedule_and_a_set_wins(tiny, tmp_path):
         == (10, 7, 2)
     assert solver.snapshot == 5
     assert '--set max_iter=10 --set stepsize=7 --set snapshot=1' in info['command']
+
+
+@pytest.mark.parametrize('line, message', [
+    # (report tracebacks on each: pass 37b S2)
+    (b'{"phase": "test", "iteration": 3, "x": "\xff"}', ':2: not a JSON record'),
+    (b'[1, 2]', ':2: not a record of caffe-mlic train: not a JSON object'),
+    (b'{"phase": "test", "iteration": "1", "test_mAP": 50}', ':2: not a record of caffe-mlic train: "iteration" must '
+                                                             'be an integer >= 0'),
+    (b'{"phase": "test", "iteration": 1, "test_mAP": "x"}', ':2: not a record of caffe-mlic train: "test_mAP" must be '
+                                                            'a number'),
+    (b'{"phase": "valid", "iteration": 1}', ':2: not a record of caffe-mlic train: "phase" must be "train" or "test"'),
+])
+def test_a_log_record_of_another_kind_is_named_by_its_line(tmp_path, line, message):
+    log = tmp_path / 'log.jsonl'
+    log.write_bytes(b'{"phase": "train", "iteration": 0, "loss": 0.5}\n' + line + b'\n{"phase": "train", '
+                    b'"iteration": 1, "loss": null}\n')
+    with pytest.raises(InputError) as e:
+        logs.test_points(str(log))
+    assert str(e.value) == str(log) + message
+    if message == ':2: not a JSON record':      # (the last line, torn by a kill: left out)
+        log.write_bytes(b'{"phase": "train", "iteration": 0, "loss": 0.5}\n' + line)
+        assert [r['iteration'] for r in logs.read_records(str(log))] == [0]
+
+
+def test_a_log_that_is_a_fifo_is_an_error_not_a_hang(tmp_path):
+    """report hung on a stage's log.jsonl that was a FIFO (pass 37b S1)."""
+    from tests.faults import input_errors_beside_a_fifo
+    log = tmp_path / 'log.jsonl'
+    os.mkfifo(str(log))
+    assert input_errors_beside_a_fifo(log, lambda: logs.read_records(str(log))) == [
+        '%s: cannot read the log: not a regular file (a device, FIFO or folder)' % log]

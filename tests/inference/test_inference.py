@@ -93,6 +93,29 @@ def test_detect_then_eval_det_round_trip(tiny, capsys):
         assert 0 <= metrics[key] <= 100 and len(metrics[key + '_per_class']) == C
 
 
+def test_detect_whose_output_folder_is_removed_mid_run_fails(tiny, tmp_path, capsys, monkeypatch):
+    """The per-image writer made the removed folder again: detect ended
+    with exit 0 and a summary counting every image, while json/ held only
+    the images after the removal (pass 37b S5)."""
+    import shutil
+    from caffe_mlic import fileio
+    out = tmp_path / 'det'
+    write_json, written = fileio.atomic_write_json, []
+
+    def removed_after_the_second(path, data, **kw):
+        written.append(path)
+        if len(written) == 2:
+            shutil.rmtree(str(out))
+        return write_json(path, data, **kw)
+    monkeypatch.setattr(fileio, 'atomic_write_json', removed_after_the_second)
+    assert cli.main(['detect', '--net', str(tiny / 'nets' / 'wsddn' / 'wsddn_deploy.prototxt'),
+                     '--weights', str(tiny / 'teacher_iter_40.caffemodel'), str(tiny / 'images'),
+                     '-o', str(out), '--proposals', str(tiny / 'props'), '--classes',
+                     str(tiny / 'classes.txt'), '-q']) == 1
+    err = capsys.readouterr().err
+    assert 'of the 15 files detect wrote are not there any more (' in err and 'run it again' in err, err
+
+
 def test_detector_sums_passes_and_adds_back_repeated_proposals(caffe, tiny):
     from caffe_mlic.inference.detector import WsddnDetector
     from caffe_mlic.inference.settings import load_settings
