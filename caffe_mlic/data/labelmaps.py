@@ -282,18 +282,29 @@ def encode_png(image):
     return buf.tobytes()
 
 
+def label_png(labels):
+    """The bytes of indices as a single-channel PNG."""
+    return encode_png(np.ascontiguousarray(labels, np.uint8))
+
+
+def colour_png(labels, palette=None):
+    """The bytes of a colour-coded PNG (the palette's colours, black for
+    IGNORE_LABEL; ``palette``: a Palette, or what load_palette reads)."""
+    import cv2
+    rgb = index_to_colour(labels, load_palette(palette))
+    return encode_png(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
 def write_label_png(path, labels):
-    """Indices as a single-channel PNG, written atomically."""
+    """label_png, written atomically."""
     from caffe_mlic.fileio import atomic_write
     with atomic_write(path, 'wb') as f:
-        f.write(encode_png(np.ascontiguousarray(labels, np.uint8)))
+        f.write(label_png(labels))
 
 
 def write_colour_png(path, labels, palette=None):
-    """Colour-coded PNG (the palette's colours, black for IGNORE_LABEL), atomically."""
-    import cv2
+    """colour_png, written atomically."""
     from caffe_mlic.fileio import atomic_write
-    rgb = index_to_colour(labels, load_palette(palette))
     with atomic_write(path, 'wb') as f:
-        f.write(encode_png(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)))
+        f.write(colour_png(labels, palette))
 

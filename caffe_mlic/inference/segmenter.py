@@ -142,8 +142,8 @@ def label_images(net, weights, images, out, tile=None, stride=None, flip=False, 
     import os
     import cv2
     from caffe_mlic.data.imageio import image_size, read_image
-    from caffe_mlic.data.labelmaps import index_to_colour, load_palette, write_colour_png, write_label_png
-    from caffe_mlic.fileio import atomic_write, refuse_lost_outputs, refuse_output_among_inputs, refuse_overwriting
+    from caffe_mlic.data.labelmaps import colour_png, index_to_colour, label_png, load_palette
+    from caffe_mlic.fileio import atomic_files, refuse_lost_outputs, refuse_output_among_inputs, refuse_overwriting
     from caffe_mlic.inference import model_and_images, printable
     from caffe_mlic.inference.settings import find_settings, load_settings
     from caffe_mlic.progress import progress
@@ -173,12 +173,13 @@ def label_images(net, weights, images, out, tile=None, stride=None, flip=False, 
         image = read_image(path)
         probabilities = model.probabilities(image, stride, flip, on_tile=lambda: bar.update(3 if flip else 1))
         labels = probabilities.argmax(axis=0).astype('uint8')
-        write_label_png(os.path.join(out, 'labels', stem + '.png'), labels)
-        write_colour_png(os.path.join(out, 'color', stem + '.png'), labels, colours)
-        blended = overlay(image, index_to_colour(labels, colours))
-        ok, jpg = cv2.imencode('.jpg', blended, [cv2.IMWRITE_JPEG_QUALITY, 90])
-        with atomic_write(os.path.join(out, 'overlay', stem + '.jpg'), 'wb') as f:
-            f.write(jpg.tobytes())
+        ok, jpg = cv2.imencode('.jpg', overlay(image, index_to_colour(labels, colours)),
+                               [cv2.IMWRITE_JPEG_QUALITY, 90])
+        # an image's three outputs together or none (a full disk left its labels without its overlay)
+        with atomic_files([os.path.join(out, folder, stem + ext) for folder, ext in
+                           (('labels', '.png'), ('color', '.png'), ('overlay', '.jpg'))], 'wb') as files:
+            for f, data in zip(files, (label_png(labels), colour_png(labels, colours), jpg.tobytes())):
+                f.write(data)
     bar.close()
     refuse_lost_outputs(outputs[1:], 'scasnet infer')
     say('labelled %d images (%d tiles of %d px, stride %d%s) -> %s' % (

@@ -58,11 +58,28 @@ def generate(out_dir, cfg, max_iter=None, base_lr=None, solver_type=None, random
         spec = solver_overrides(spec, iters, lr, solver_type, random_seed)
         files[os.path.join(out_dir, rel + '.prototxt')] = solver_proto(
             os.path.join(out_dir, net_rel + '.prototxt'), spec, prefix)
+    check_buildable({path: files[path] for path in (os.path.join(out_dir, rel + '.prototxt') for rel in NETS)})
     settings = os.path.join(out_dir, DEPLOY_SETTINGS)
     texts = {path: prototxt.to_text(proto) for path, proto in files.items()}
     texts[settings] = settings_text(deploy_settings(cfg, classes))
     refuse_overwriting_inputs(texts, [cfg], ('train_list', 'test_list'), inputs)
     return write_files(texts)   # all the files, or none (a full disk)
+
+
+def check_buildable(nets):
+    """UsageError, before anything is written, when a net of ``nets`` ({path:
+    NetParameter}) is one Caffe could not build at these settings: a blob
+    over 2^31 - 1 values (an input size Caffe aborts on, far from the
+    setting), a layer whose settings do not fit its bottoms."""
+    from caffe_mlic.errors import InputError
+    for path, net in nets.items():
+        try:
+            prototxt.check_net(net, path)
+        except InputError as e:
+            lines = str(e).splitlines()
+            shown = [line.strip() for line in (lines[1:] if len(lines) > 1 else lines)]
+            raise UsageError('these settings give nets Caffe cannot build (nothing was written): %s%s' % (
+                shown[0], '' if len(shown) == 1 else ' (and %d more such problems)' % (len(shown) - 1))) from None
 
 
 def refuse_overwriting_inputs(outputs, configs, list_fields, inputs=None, file_fields=()):
@@ -163,6 +180,7 @@ def generate_scasnet(out_dir, configs, max_iter=None, base_lr=None, solver_type=
         base = os.path.join(out_dir, '%s_scasnet_' % cfg.variant)
         spec = solver_overrides(SCASNET_SOLVERS[cfg.variant], max_iter, base_lr, solver_type, random_seed)
         nets = BUILDERS[cfg.variant](cfg)
+        check_buildable({base + 'deploy.prototxt': nets['deploy'], base + 'train.prototxt': nets['train']})
         texts[base + 'deploy.prototxt'] = prototxt.to_text(nets['deploy'])
         texts[base + 'train.prototxt'] = prototxt.to_text(nets['train'])
         texts[base + 'solver.prototxt'] = prototxt.to_text(solver_proto(

@@ -35,6 +35,21 @@ def test_netgen_refuses_impossible_values_and_writes_nothing(tmp_path, capsys, a
     assert not (tmp_path / 'nets').exists()
 
 
+@pytest.mark.parametrize('argv, fragment', [
+    # (nets written with exit 0 that Caffe would abort building, far from the setting: pass 36b M10)
+    (['scasnet', 'netgen', '--input-size', '100000'], "vgg_scasnet_deploy.prototxt: layer 'input': input 'data' "
+                                                      "would be 1 x 3 x 100000 x 100000 = 30000000000 values"),
+    (['scasnet', 'netgen', '--input-size', '2048', '--variant', 'vgg'], "vgg_scasnet_deploy.prototxt: layer "
+                                                                        "'conv1_2': its im2col buffer"),
+    (['netgen', '--set', 'teacher_size=20000'], "wsddn_train.prototxt: layer 'data' (TRAIN): top 'data' would be"),
+])
+def test_settings_that_give_nets_caffe_cannot_build_are_refused(tmp_path, capsys, argv, fragment):
+    assert cli.main(argv + ['-o', str(tmp_path / 'nets')]) == 2
+    err = capsys.readouterr().err
+    assert 'these settings give nets Caffe cannot build (nothing was written): ' in err and fragment in err, err
+    assert len(err.splitlines()) == 1 and not (tmp_path / 'nets').exists()
+
+
 def test_netgen_failing_part_way_writes_nothing(tmp_path, capsys):
     (tmp_path / 'nets' / 'kd' / 'train_stage2.prototxt').mkdir(parents=True)
     assert cli.main(['netgen', '-o', str(tmp_path / 'nets'), '--classes', '3']) == 1

@@ -435,6 +435,27 @@ def test_infer_cli_writes_labels_colours_and_overlays(tmp_path):
     assert res.returncode == 2 and 'argument --stride: must be 1 to the tile (32), got 40' in res.stderr
 
 
+def test_infer_writes_an_images_three_outputs_together_or_none(tmp_path, monkeypatch):
+    """A full disk at the overlay kept the image's labels and colours
+    beside no overlay (pass 37b M2)."""
+    import errno
+    from caffe_mlic.inference.segmenter import label_images
+    images = _pointwise_images(tmp_path)
+    (tmp_path / 'deploy.json').write_text('{"mean": [100, 110, 120], "input_scale": 0.02}')
+    real, synced = os.fsync, []
+
+    def full_at_the_third(fd):
+        synced.append(fd)
+        if len(synced) == 3:
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        return real(fd)
+    monkeypatch.setattr(os, 'fsync', full_at_the_third)
+    with pytest.raises(OSError):
+        label_images(str(tmp_path / 'pw32.prototxt'), str(tmp_path / 'pw.caffemodel'), [str(images)],
+                     str(tmp_path / 'out'), stride=20, say=lambda line: None)
+    assert [f for _, _, files in os.walk(tmp_path / 'out') for f in files] == []
+
+
 @pytest.mark.parametrize('which', ['im', 'lab'])
 def test_unreadable_files_name_the_line(tmp_path, which):
     """A file whose header reads but whose data is cut short passes setup and
