@@ -288,6 +288,23 @@ def _no_constant(name):
     raise ValueError('%s is not JSON (write null or a number)' % name)
 
 
+def bounded_int(text):
+    """json's parse_int: an integer within +-2^63 (a longer one is no count,
+    id or size of ours, and overflows float(): math.isfinite raised
+    OverflowError on it in every number check)."""
+    value = int(text)
+    if not -2 ** 63 <= value < 2 ** 63:
+        raise ValueError('the integer %s... is beyond +-2^63' % text[:20])
+    return value
+
+
+def load_json_text(text):
+    """json.loads as every reader of ours parses: NaN and Infinity refused,
+    integers within +-2^63, a key given twice in one object refused
+    (ValueError, or RecursionError when nested too deeply)."""
+    return json.loads(text, parse_constant=_no_constant, parse_int=bounded_int, object_pairs_hook=no_repeated_keys)
+
+
 def parse_json(text, path, what=None):
     """The JSON value of ``text`` read from ``path``; an InputError naming the
     file for anything that is not plain JSON: a syntax error, NaN / Infinity
@@ -302,7 +319,7 @@ def parse_json(text, path, what=None):
             raise InputError(problems=[Problem(path, None, None, 'not UTF-8 text: %s' % e)])
     text = text[1:] if text.startswith('\ufeff') else text     # a BOM some editors write
     try:
-        return json.loads(text, parse_constant=_no_constant, object_pairs_hook=no_repeated_keys)
+        return load_json_text(text)
     except RecursionError:
         message = 'not valid JSON: nested too deeply'
     except ValueError as e:

@@ -50,9 +50,10 @@ def tiny(tmp_path_factory):
 
 
 def input_errors_beside_a_fifo(fifo, call, timeout=30):
-    """The InputError messages of ``call()``, run while ``fifo`` (a FIFO it
-    may read) has no writer; a test failure, not a hang, when the call
-    blocks on it (the FIFO is then opened for writing to free the thread)."""
+    """The InputError (or OSError) messages of ``call()``, run while ``fifo``
+    (a FIFO it may read) has no writer; a test failure, not a hang, when the
+    call blocks on it (the FIFO is then opened for writing to free the
+    thread)."""
     import threading
     from caffe_mlic.errors import InputError
     found = []
@@ -60,7 +61,7 @@ def input_errors_beside_a_fifo(fifo, call, timeout=30):
     def read():
         try:
             call()
-        except InputError as e:
+        except (InputError, OSError) as e:
             found.append(str(e))
     reader = threading.Thread(target=read, daemon=True)
     reader.start()

@@ -40,6 +40,8 @@ from caffe_mlic.fileio import read_json, refuse_overwriting
     # (json keeps the last: an image's first boxes, a result's first image id, dropped: pass 36b S13)
     ('{"000001": [[1, 1, 20, 20, 0.9]], "000001": [[2, 2, 30, 30, 0.5]]}', "the key '000001' is given twice"),
     ('[{"image_id": 1, "bbox": [0, 0, 1, 1], "image_id": 2}]', "the key 'image_id' is given twice"),
+    # (float() overflows on it: a traceback in every number check: pass 38b S2)
+    ('{"mAP": 1' + '0' * 400 + '}', 'the integer 10000000000000000000... is beyond +-2^63'),
 ])
 def test_read_json_turns_pathological_json_into_one_line(tmp_path, text, expected):
     path = tmp_path / 'in.json'

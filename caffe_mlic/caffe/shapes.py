@@ -532,6 +532,24 @@ def unconnected_blobs(net, phase, in_phase):
     return found
 
 
+WEIGHTED_TYPES = {'Convolution', 'Deconvolution', 'InnerProduct', 'BatchNorm', 'Scale', 'Bias', 'PReLU', 'Embed'}
+
+
+def repeated_weight_names(net, phase, in_phase):
+    """[(layer, message)] for a name given to two layers with weights in
+    ``phase``: Caffe copies a caffemodel by layer name into the last of
+    them, and the other keeps its fillers' values (a plausible, wrong
+    result)."""
+    seen, found = set(), []
+    for layer in net.layer:
+        if layer.type in WEIGHTED_TYPES and in_phase(layer, phase):
+            if layer.name in seen:
+                found.append((layer.name, 'another layer with weights has this name: weights from a caffemodel '
+                                          'would reach only the last of them'))
+            seen.add(layer.name)
+    return found
+
+
 def refused_layers(net, phase, in_phase):
     """[(layer, message)] of the layers of ``net`` in ``phase`` whose settings
     do not fit their bottoms' shapes (shape_problems), where Caffe would
@@ -1053,7 +1071,8 @@ def check_sizes(net, where, in_phase, phase=None, nets=None):
         refused = [(layer, message) for layer, message in unconnected[label] if not lenient or all(
             (layer, message) in unconnected[other] for other, other_phase, other_keep in nets
             if layer in layers and other_keep(layers[layer], other_phase))]
-        refused += refused_layers(net, ph, keep) + shared_param_problems(net, ph, keep)
+        refused += refused_layers(net, ph, keep) + shared_param_problems(net, ph, keep) + \
+            repeated_weight_names(net, ph, keep)
         if ph == 'TRAIN':       # (only a solver's net runs the backward pass)
             refused += no_backward_problems(net, ph, keep)
         refused += [(layer, '%s would be %s = %d values, more than a Caffe blob holds (2^31 - 1): lower %s'

@@ -57,7 +57,7 @@ import sys
 import numpy as np
 
 from caffe_mlic.errors import MAX_LISTED, InputError, UsageError
-from caffe_mlic.fileio import atomic_save_npz, open_regular
+from caffe_mlic.fileio import atomic_save_npz, open_regular, refuse_lost_outputs
 from caffe_mlic.data.imageio import expand_images, image_size, read_image
 from caffe_mlic.progress import progress
 
@@ -826,4 +826,6 @@ def run(images, out_dir, method='edgeboxes', max_boxes=2000, min_size=MIN_SIZE, 
         for job in job_list:
             handle(_worker(job))
     bar.close()
+    failed = {path for path, _ in failures}
+    refuse_lost_outputs([out for path, out, _ in job_list if path not in failed], 'proposals')
     return done, skipped, failures, empty

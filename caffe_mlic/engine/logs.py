@@ -30,7 +30,7 @@ import re
 import time
 
 from caffe_mlic.errors import InputError
-from caffe_mlic.fileio import atomic_write, atomic_write_json, json_ready
+from caffe_mlic.fileio import atomic_write, atomic_write_json, json_ready, load_json_text
 
 JSONL, CSV, RUN_JSON = 'log.jsonl', 'log.csv', 'run.json'
 BASE_COLUMNS = ('phase', 'iteration', 'elapsed', 'lr', 'loss', 'smoothed_loss')
@@ -54,7 +54,7 @@ def read_records(path):
         if not line.strip():
             continue
         try:
-            record = json.loads(line.decode('utf-8'))
+            record = load_json_text(line.decode('utf-8'))
         except (ValueError, RecursionError):        # (UnicodeDecodeError is a ValueError)
             if number == len(lines):
                 break

@@ -203,10 +203,19 @@ def add_config_flags(parser, cls, title):
 
 
 def _literal(text):
+    """``text`` as a Python literal, else as text: also where it holds an
+    integer beyond +-2^63, which no field takes and float() overflows on
+    (validate() then names the field)."""
     try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, RecursionError, MemoryError):
         return text
+
+    def huge(v):
+        if isinstance(v, (list, tuple)):
+            return any(huge(x) for x in v)
+        return isinstance(v, int) and not -2 ** 63 <= v < 2 ** 63
+    return text if huge(value) else value
 
 
 def coerce(default, text, meta=None):

@@ -25,7 +25,7 @@ from typing import Callable, NamedTuple, Optional, Sequence
 
 import caffe_mlic
 from caffe_mlic.errors import MlicError, RunError, UsageError
-from caffe_mlic.fileio import atomic_write_json, read_json
+from caffe_mlic.fileio import atomic_write_json, open_regular, read_json
 
 RECORDS = '.stages'
 CHUNK = 1 << 20
@@ -130,7 +130,7 @@ def file_digest(path):
                 digest.update(os.path.relpath(full, path).encode('utf-8', 'surrogateescape') + b'\0')
                 digest.update(file_digest(full).encode())
         return digest.hexdigest()
-    with open(path, 'rb') as f:
+    with open_regular(path, 'rb') as f:       # (a FIFO in a stage's files would block)
         for chunk in iter(lambda: f.read(CHUNK), b''):
             digest.update(chunk)
     return digest.hexdigest()

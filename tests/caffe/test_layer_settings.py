@@ -673,7 +673,7 @@ VALID = {
     'gaussian filler as sparse as its rows, of a transposed inner product': _conv(
         'weight_filler { type: "gaussian" std: 0.1 sparse: 4 }') + _layer(
             'InnerProduct', ['data'], 'inner_product_param { num_output: 2 transpose: true weight_filler { type: '
-                                      '"gaussian" std: 0.1 sparse: 100 } }', ('t',)),
+                                      '"gaussian" std: 0.1 sparse: 100 } }', ('t',)).replace('name: "x"', 'name: "ip"'),
 }
 
 

@@ -338,3 +338,26 @@ def test_loss_weights_and_slice_points_caffe_would_abort_on_are_named(layer, mes
     with pytest.raises(InputError) as e:
         prototxt.check_net(text_format.Merge(ELTWISE % 4 + layer, caffe_pb2.NetParameter()), 'e.prototxt', 'TEST')
     assert str(e.value) == 'e.prototxt: layer %s' % message
+
+
+def test_two_layers_with_weights_of_one_name_are_refused():
+    """Caffe copies a caffemodel by layer name into the last of them: the
+    other kept its fillers, and classify and detect gave other scores with
+    exit 0 (pass 38b S4). Layers without weights may share a name (the
+    distillation nets' ReLUs do)."""
+    text = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }\n'
+            'layer { name: "conv" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 2 '
+            'kernel_size: 3 } }\n'
+            'layer { name: "relu" type: "ReLU" bottom: "c" top: "c" }\n'
+            'layer { name: "conv" type: "Convolution" bottom: "c" top: "d" convolution_param { num_output: 2 '
+            'kernel_size: 3 } }\n'
+            'layer { name: "relu" type: "ReLU" bottom: "d" top: "d" }\n')
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    net = text_format.Parse(text, caffe_pb2.NetParameter())
+    with pytest.raises(InputError) as e:
+        prototxt.check_net(net, 'dup.prototxt', phase='TEST')
+    assert str(e.value) == ("dup.prototxt: layer 'conv' (TEST): another layer with weights has this name: weights "
+                            "from a caffemodel would reach only the last of them")
+    net.layer[3].name = 'conv2'
+    prototxt.check_net(net, 'dup.prototxt', phase='TEST')

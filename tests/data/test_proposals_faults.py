@@ -361,3 +361,21 @@ def test_a_proposal_file_or_output_that_is_a_fifo_is_an_error_not_a_hang(photos,
     assert done.stderr.strip() == ('caffe-mlic proposals: %s: not a regular file (a device, FIFO or folder), '
                                    'where the proposals of %s go: remove or rename it'
                                    % (out / 'p1.npz', photos / 'p1.png'))
+
+
+def test_an_output_folder_removed_mid_run_fails_the_run(photos, tmp_path, capsys, monkeypatch):
+    """The writer made the removed folder again: exit 0, "6 written", with
+    the first images' proposals gone (pass 38b S3)."""
+    import shutil
+    from caffe_mlic.data import proposals
+    out, save, saved = tmp_path / 'props', proposals.save_proposals, []
+
+    def removed_after_the_first(path, *args, **kw):
+        saved.append(path)
+        if len(saved) == 2:
+            shutil.rmtree(str(out))
+        return save(path, *args, **kw)
+    monkeypatch.setattr(proposals, 'save_proposals', removed_after_the_first)
+    assert cli.main(['proposals', str(photos), '-o', str(out), '-q']) == 1
+    err = capsys.readouterr().err
+    assert 'files proposals wrote are not there any more' in err and 'run it again' in err, err

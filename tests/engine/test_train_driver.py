@@ -486,3 +486,12 @@ def test_a_log_that_is_a_fifo_is_an_error_not_a_hang(tmp_path):
     os.mkfifo(str(log))
     assert input_errors_beside_a_fifo(log, lambda: logs.read_records(str(log))) == [
         '%s: cannot read the log: not a regular file (a device, FIFO or folder)' % log]
+
+
+def test_a_log_line_with_an_integer_beyond_a_float_is_named(tmp_path):
+    """math.isfinite overflowed on it in report (pass 38b S2)."""
+    log = tmp_path / 'log.jsonl'
+    log.write_text('{"phase": "test", "iteration": 1%s, "test_mAP": 5}\n{"phase": "train", "iteration": 2}\n'
+                   % ('0' * 400))
+    with pytest.raises(InputError, match=':1: not a JSON record'):
+        logs.read_records(str(log))

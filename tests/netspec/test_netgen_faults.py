@@ -28,6 +28,7 @@ from caffe_mlic.netspec import netgen
                                                '9223372036854775807'),
     (['--wsddn-batch', '0', '1'], 'wsddn_batch must be two positive integers'),
     (['--scales', '0'], 'scale_factors must be positive numbers'),
+    (['--set', 'dropout_ratio=1' + '0' * 400], 'dropout_ratio must be in [0, 1)'),     # (OverflowError: pass 38b S2)
 ])
 def test_netgen_refuses_impossible_values_and_writes_nothing(tmp_path, capsys, args, fragment):
     assert cli.main(['netgen', '-o', str(tmp_path / 'nets')] + args) == 2

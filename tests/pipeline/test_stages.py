@@ -163,3 +163,24 @@ def test_files_known_by_size_and_time_make_a_stage_stale_when_one_is_rewritten(t
     assert st.listed_files(str(tmp_path / 'none.txt')) == []
     (tmp_path / 'list.txt').write_text('top/a.tif gt/a.tif\nimg.jpg 1 0 1\n')
     assert st.listed_files(str(tmp_path / 'list.txt'), '/r') == ['/r/top/a.tif', '/r/gt/a.tif', '/r/img.jpg']
+
+
+def test_a_fifo_among_a_runs_records_or_stage_files_is_an_error_not_a_hang(tmp_path):
+    """A FIFO at RUN/.stages/system hung `run --status`, `run --check` and
+    `report`; one among a stage's inputs or outputs hung `run` (pass 38b
+    S1): the system is then told by the layout, and a digest of a FIFO is
+    an error naming it."""
+    import os
+    from caffe_mlic.pipeline import runner, stages
+    from tests.faults import input_errors_beside_a_fifo
+    (tmp_path / stages.RECORDS).mkdir()
+    system = tmp_path / stages.RECORDS / runner.SYSTEM_FILE
+    os.mkfifo(str(system))
+    found = []
+    assert input_errors_beside_a_fifo(system, lambda: found.append(runner.folder_system(str(tmp_path)))) == []
+    assert found == [None]
+    (tmp_path / 'out').mkdir()
+    fifo = tmp_path / 'out' / 'x.png'
+    os.mkfifo(str(fifo))
+    assert input_errors_beside_a_fifo(fifo, lambda: stages.file_digest(str(tmp_path / 'out'))) == [
+        '[Errno 22] not a regular file (a device, FIFO or folder): %r' % str(fifo)]
