@@ -808,7 +808,7 @@ def take_snapshot(solver, solver_file, needed, ranks=1, run_dir=None, io_prefix=
     folder too), through which every file is written, so that a rename of
     the folder at any moment changes nothing; the caller holds the prefix's
     lock (so no other run can have claimed it). Returns the state's path
-    (by name) and its file_identity as written."""
+    (by name), its file_identity and its caffemodel's, as written."""
     iteration = solver.iter
     model, state = solver_file.snapshot_paths(iteration)
     staged_model, staged_state = solver_file.snapshot_paths(iteration, staged=True)
@@ -850,6 +850,7 @@ def take_snapshot(solver, solver_file, needed, ranks=1, run_dir=None, io_prefix=
     try:
         solver.snapshot()
         _fsync(io(staged_model))
+        model_identity = file_identity(io(staged_model))
         # An earlier state of this name (a run resumed from an earlier one) goes first: a kill between
         # the two renames left it beside the new caffemodel, a snapshot of two runs that resumed silently.
         if os.path.lexists(io(state)):
@@ -869,4 +870,30 @@ def take_snapshot(solver, solver_file, needed, ranks=1, run_dir=None, io_prefix=
         failed = model if {e.filename, getattr(e, 'filename2', None)} & {io(staged_model), io(model)} else state
         raise RunError('cannot write the snapshot at iteration %d (%s): %s'
                        % (iteration, failed, e.strerror or e))
-    return state, identity
+    return state, identity, model_identity
+
+
+def recorded_model_identity(info, state_identity):
+    """The file_identity of the caffemodel written (or resumed) with the
+    state of ``state_identity``, as the records of run.json's content
+    ``info`` give it; None where none records one (an older version's, or
+    another run's state)."""
+    if not has_digest(state_identity):
+        return None
+    for record in run_records(info):
+        for state_key, model_key in (('last_snapshot_id', 'last_snapshot_model_id'),
+                                     ('resumed_from_id', 'resumed_from_model_id')):
+            if record.get(state_key) == state_identity and has_digest(record.get(model_key)):
+                return record[model_key]
+    return None
+
+
+def check_paired_model(state_path, model_path, info):
+    """SnapshotError when run.json's content ``info`` records the state at
+    ``state_path`` with another caffemodel than the one beside it now (a
+    copy or link of another run's put there by hand): the state's history
+    with other weights is neither run."""
+    recorded = recorded_model_identity(info, file_identity(state_path))
+    if recorded is not None and not identity_in(model_path, [recorded]):
+        raise SnapshotError('%s: its caffemodel %s is not the one written with it (run.json records '
+                            'another: replaced since?)' % (state_path, model_path))

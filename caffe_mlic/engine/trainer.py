@@ -68,7 +68,8 @@ from caffe_mlic.engine.snapshots import (SnapshotError, check_finite_snapshot, c
                                          file_identity, follow_snapshot_folder, has_digest, identity_in, lock_prefix,
                                          move_claim, open_snapshot_folder,
                                          other_owner, recorded_paths, run_records, snapshot_bytes,
-                                         take_snapshot, write_claim, write_hdf5_learned_net)
+                                         take_snapshot, write_claim, write_hdf5_learned_net,
+                                         check_paired_model)
 from caffe_mlic.engine.solver_file import SolverFile
 from caffe_mlic.errors import InputError, MlicError, RunError, UsageError, os_error_text
 from caffe_mlic.evaluation.evaluator import EVALUATORS, for_data_layer, label_blob
@@ -309,12 +310,14 @@ class Trainer:
         sf = self.solver_file
         if self.resume is None:
             return None
-        if self.resume != 'auto':
-            self.state_iteration, model = check_snapshot(self.resume, self.net, sf.net_param, sf.type)
-            check_finite_snapshot(self.resume, model)
-            return self.resume
         info = logs.read_run_json(self.run_dir)
         info = info if isinstance(info, dict) else {}
+        if self.resume != 'auto':
+            self.state_iteration, model = check_snapshot(self.resume, self.net, sf.net_param, sf.type)
+            check_paired_model(self.resume, model, info)
+            check_finite_snapshot(self.resume, model)
+            self.resumed_model = model
+            return self.resume
         last = self._recorded_last_state(info)
         candidates = find_snapshots(sf.snapshot_prefix)
         if not candidates:
@@ -350,7 +353,9 @@ class Trainer:
                 continue
             try:
                 self.state_iteration, model = check_snapshot(path, self.net, sf.net_param, sf.type)
+                check_paired_model(path, model, info)
                 check_finite_snapshot(path, model)
+                self.resumed_model = model
                 return path
             except SnapshotError as e:
                 self.note('skipping %s' % e)
@@ -745,9 +750,9 @@ class Trainer:
         held = self.snapshot_folder_fd is not None
         try:
             self._follow_snapshots(strict=True)
-            identity = take_snapshot(self.solver, self.solver_file, self.snapshot_needed, ranks=self.group.size,
-                                     run_dir=self._follow_run_dir(),
-                                     io_prefix=self._snapshot_io_prefix() if held else None)[1]
+            _, identity, model_identity = take_snapshot(
+                self.solver, self.solver_file, self.snapshot_needed, ranks=self.group.size,
+                run_dir=self._follow_run_dir(), io_prefix=self._snapshot_io_prefix() if held else None)
         except RunError as e:
             raise RunError('%s%s' % (e, self._resume_hint())) from None
         self.last_snapshot = self.solver.iter
@@ -757,7 +762,7 @@ class Trainer:
         try:
             self._follow_snapshots()
             self._write_run_json(last_snapshot=self.solver_file.snapshot_paths(self.solver.iter)[1],
-                                 last_snapshot_id=identity)
+                                 last_snapshot_id=identity, last_snapshot_model_id=model_identity)
         except OSError as e:
             raise RunError('cannot record the snapshot of iteration %d in %s: %s%s' % (
                 self.solver.iter, os.path.join(self._follow_run_dir(), logs.RUN_JSON), e.strerror or e,
@@ -879,6 +884,8 @@ class Trainer:
             data_seed=prototxt.python_params(train_data[0]).get('seed', 0) if train_data else None,
             weights=[os.path.abspath(w) for w in self.weights] if state is None else [],
             resumed_from=state, resumed_from_id=file_identity(state) if state is not None else None,
+            resumed_from_model_id=(file_identity(self.resumed_model) if state is not None
+                                   and getattr(self, 'resumed_model', None) else None),
             left_snapshots=self._newer_states(state, start),
             snapshot_prefix=sf.snapshot_prefix, max_iter=sf.param.max_iter, snapshot=sf.param.snapshot,
             test=dict(score_blob=self.test[2], label_blob=self.test[1],
@@ -1045,7 +1052,9 @@ class Trainer:
                 with contextlib.suppress(OSError):
                     logs.write_run_json(self._run_dir_io(), dict(
                         info, status='finished', final_iteration=self.solver_file.param.max_iter,
-                        last_snapshot=done.state, last_snapshot_id=file_identity(done.state)))
+                        last_snapshot=done.state, last_snapshot_id=file_identity(done.state),
+                        last_snapshot_model_id=(info.get('last_snapshot_model_id') if file_identity(done.state)
+                                                == info.get('last_snapshot_id') else None)))
             return dict(info, final_iteration=self.solver_file.param.max_iter, last_snapshot=done.state,
                         run_dir=os.path.abspath(self.run_dir))
         except BaseException:

@@ -343,6 +343,37 @@ def test_a_state_without_its_caffemodel_beside_it_never_takes_another_runs(tiny,
     assert not (tmp_path / 'snap' / 'w_iter_42.caffemodel').exists()
 
 
+def test_a_state_whose_caffemodel_was_replaced_is_refused(tiny, tmp_path, monkeypatch, capsys):
+    """run.json records the caffemodel written with each state (pass 38a
+    N1): with one put at its name since (a copy of another snapshot of
+    the same net), --resume PATH is refused and --resume auto passes over
+    the state, as over a truncated one, and goes on from the one before,
+    writing what the run wrote."""
+    solver = write_solver(tmp_path, 'paired', nets=tiny, max_iter=4, snapshot=2, test_interval=0,
+                          snapshot_prefix=str(tmp_path / 'snap' / 'w'))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(['train', solver]) == 0
+    info = json.loads((tmp_path / 'runs' / 'paired' / 'run.json').read_text())
+    model = tmp_path / 'snap' / 'w_iter_4.caffemodel'
+    assert info['last_snapshot_model_id'] == snapshots.file_identity(str(model))
+    written = model.read_bytes()
+    shutil.copyfile(str(tmp_path / 'snap' / 'w_iter_2.caffemodel'), str(model))
+    capsys.readouterr()
+    state = str(tmp_path / 'snap' / 'w_iter_4.solverstate')
+    assert cli.main(['train', solver, '--resume', state, '--set', 'max_iter=6']) != 0
+    err = capsys.readouterr().err
+    assert 'w_iter_4.caffemodel is not the one written with it' in err, err
+    assert not (tmp_path / 'snap' / 'w_iter_6.caffemodel').exists()
+    assert cli.main(['train', solver, '--resume', 'auto', '--set', 'max_iter=6']) == 0
+    err = capsys.readouterr().err
+    assert 'skipping %s: its caffemodel %s is not the one written with it' % (state, model) in err, err
+    assert 'resuming from %s at iteration 2' % (tmp_path / 'snap' / 'w_iter_2.solverstate') in err, err
+    assert model.read_bytes() == written
+    info = json.loads((tmp_path / 'runs' / 'paired' / 'run.json').read_text())
+    assert info['resumed_from_model_id'] == snapshots.file_identity(str(tmp_path / 'snap' / 'w_iter_2.caffemodel'))
+    assert info['last_snapshot_model_id'] == snapshots.file_identity(str(tmp_path / 'snap' / 'w_iter_6.caffemodel'))
+
+
 def test_weights_are_copied_in_order(tiny, reference, tmp_path):
     """--weights W1,W2: with base_lr 0 the net after one iteration is W2 (copied over W1)."""
     solver = write_solver(tmp_path, 'weights', nets=tiny, max_iter=1, base_lr=0, snapshot=0,
