@@ -37,7 +37,8 @@ BASE_COLUMNS = ('phase', 'iteration', 'elapsed', 'lr', 'loss', 'smoothed_loss')
 
 
 def read_records(path):
-    """The records of a log.jsonl; a torn last line (a killed run) is left
+    """The records of a log.jsonl; a torn last line (a killed run: no
+    newline after it, as each record is written with its own) is left
     out. InputError naming the line for one that is not a record as
     TrainLog writes them: a JSON object with "phase" train or test, an
     integer "iteration" >= 0, and numbers (or null) for the rest."""
@@ -45,7 +46,8 @@ def read_records(path):
     records = []
     try:
         with open_regular(path, 'rb') as f:     # (a FIFO would block)
-            lines = f.read().splitlines()
+            data = f.read()
+            lines = data.splitlines()
     except FileNotFoundError:
         return records
     except OSError as e:
@@ -56,7 +58,7 @@ def read_records(path):
         try:
             record = load_json_text(line.decode('utf-8'))
         except (ValueError, RecursionError):        # (UnicodeDecodeError is a ValueError)
-            if number == len(lines):
+            if number == len(lines) and not data.endswith((b'\n', b'\r')):
                 break
             raise InputError('%s:%d: not a JSON record' % (path, number))
         why = _record_problem(record)

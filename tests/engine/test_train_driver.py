@@ -505,9 +505,15 @@ def test_a_log_record_of_another_kind_is_named_by_its_line(tmp_path, line, messa
     with pytest.raises(InputError) as e:
         logs.test_points(str(log))
     assert str(e.value) == str(log) + message
-    if message == ':2: not a JSON record':      # (the last line, torn by a kill: left out)
+    if message == ':2: not a JSON record':
+        # the last line, torn by a kill (no newline after it: each record is written with its own): left out
         log.write_bytes(b'{"phase": "train", "iteration": 0, "loss": 0.5}\n' + line)
         assert [r['iteration'] for r in logs.read_records(str(log))] == [0]
+        # a whole last line (its newline written) that is not a record was not torn: named (pass 38b m1)
+        log.write_bytes(b'{"phase": "train", "iteration": 0, "loss": 0.5}\n' + line + b'\n')
+        with pytest.raises(InputError) as e:
+            logs.read_records(str(log))
+        assert str(e.value) == str(log) + message
 
 
 def test_a_log_that_is_a_fifo_is_an_error_not_a_hang(tmp_path):
