@@ -116,8 +116,12 @@ def class_name_problem(name):
     one token a line, and devkit result files are named after the classes."""
     if not isinstance(name, str) or not name:
         return 'must be non-empty text'
-    if any(c.isspace() for c in name) or '/' in name or '\0' in name:
-        return 'has whitespace, "/" or NUL'
+    if '\0' in name:
+        return 'has a NUL character'
+    if any(c.isspace() for c in name):
+        return 'has whitespace'
+    if '/' in name:
+        return 'has "/"'
     if not name.isprintable():      # (a BOM, a zero-width space: two names that look alike, or one a file drops)
         return 'has a character that does not print (a control or format character)'
     return None

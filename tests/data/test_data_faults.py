@@ -94,7 +94,8 @@ def test_coco_boolean_image_id_in_images_is_refused(tmp_path, capsys):
     # OUT.classes.txt holds one name a line: such a name made it disagree with the datalist
     ('categories', 'name', '', 'category id 1: "name" "" is no class name: it must be non-empty text'),
     ('categories', 'name', ' \n ', 'category id 1: "name" " \\n " is no class name: it must be non-empty text'),
-    ('categories', 'name', 'a/b', 'category id 1: "name" "a/b" is no class name: it has whitespace, "/" or NUL'),
+    ('categories', 'name', 'a/b', 'category id 1: "name" "a/b" is no class name: it has "/"'),
+    ('categories', 'name', 'a\0b', 'category id 1: "name" "a\\u0000b" is no class name: it has a NUL character'),
     # (a BOM or a zero-width space passed, and made the class file and gt.json disagree: pass 37b M4)
     ('categories', 'name', '\ufeffa', 'category id 1: "name" "\\ufeffa" is no class name: it has a character that '
                                       'does not print'),

@@ -201,7 +201,7 @@ def test_netgen_writes_class_names_from_a_classes_file_or_the_datalists(tmp_path
 @pytest.mark.parametrize('files, args, message', [
     ({'names.txt': 'a\nb\n'}, ['--classes-file', 'names.txt'], 'names.txt: 2 names, but num_classes is 3'),
     ({'names.txt': 'a\nb\na\n'}, ['--classes-file', 'names.txt'], "names.txt:3: class 'a' repeats line 1"),
-    ({'names.txt': 'a\nb/c\nd\n'}, ['--classes-file', 'names.txt'], 'names.txt: name 2 has whitespace, "/"'),
+    ({'names.txt': 'a\nb/c\nd\n'}, ['--classes-file', 'names.txt'], 'names.txt: name 2 has "/"'),
     ({'names.txt': '\n'}, ['--classes-file', 'names.txt'], 'names.txt: class list is empty'),
     ({}, ['--classes-file', 'missing.txt'], 'missing.txt'),
     ({'t.txt': '', 't.classes.txt': 'a\nb\nc\nd\n'}, ['--train-list', 't.txt'],
