@@ -230,7 +230,9 @@ def coerce(default, text, meta=None):
     refuse naming the field (Checks.kinds)."""
     meta = meta or {}
     if isinstance(default, str):
-        return text
+        # a quoted string is its content ('""' is empty, as detectron2's overrides read it); else as given
+        value = _literal(text)
+        return value if isinstance(value, str) and text.strip()[:1] in ('"', "'") else text
     if isinstance(default, bool):
         word = text.strip().lower()
         return {'true': True, 'false': False}.get(word, _literal(text))

@@ -69,3 +69,14 @@ def test_both_configs_refuse_alike_naming_the_field(cls, field, value, message):
     with pytest.raises(UsageError, match=message) as e:
         cls.release(**{field: value}).validate()
     assert e.value.param == field
+
+
+@pytest.mark.parametrize('text, value', [
+    # a quoted string is its content: 'student_fc8=""' kept the two quotes as the name (pass 37b M5)
+    ('""', ''), ("'fc x'", 'fc x'), ('"fc8"', 'fc8'),
+    # anything else as given
+    ('fc8', 'fc8'), ('"unclosed', '"unclosed'), ('1e5', '1e5'), ('None', 'None'), ('[1]', '[1]'), ('a "b"', 'a "b"'),
+])
+def test_a_text_field_set_to_a_quoted_string_takes_its_content(text, value):
+    from caffe_mlic.netspec.config import coerce
+    assert coerce('default', text) == value
