@@ -504,7 +504,8 @@ class Plan:
 def _trained(run_dir):
     def headline():
         from caffe_mlic.engine.logs import read_run_json, test_points
-        info = read_run_json(run_dir) or {}
+        info = read_run_json(run_dir)
+        info = info if isinstance(info, dict) else {}
         tests = test_points(os.path.join(run_dir, 'log.jsonl'))
         return 'iteration %s%s' % (info.get('final_iteration'),
                                    ', val mAP %.1f' % tests[-1][1] if tests and tests[-1][1] is not None else '')

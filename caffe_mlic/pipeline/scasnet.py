@@ -236,16 +236,15 @@ def head_stages(plan, seed, head):
             evaluate_seg(os.path.join(pred, 'labels'), data['gt'], hard_masks=hard,
                          json_path=layout.scasnet_eval(folder, full=True))
     def scores():
-        import json
-        with open(layout.scasnet_eval(folder)) as f:
-            result = json.load(f)
+        from caffe_mlic.fileio import read_json
+        result = read_json(layout.scasnet_eval(folder))
         return ', '.join('%s %s' % (key, '-' if result.get(key) is None else '%.1f' % result[key])
                          for key in ('OA', 'mF1', 'mIoU'))
 
     def trained():
-        import json
-        with open(os.path.join(folder, 'train', 'run.json')) as f:
-            return 'iteration %s' % json.load(f).get('final_iteration')
+        from caffe_mlic.engine.logs import read_run_json
+        info = read_run_json(os.path.join(folder, 'train'))
+        return 'iteration %s' % (info.get('final_iteration') if isinstance(info, dict) else '?')
     lists = [os.path.abspath(data['train_list']), os.path.abspath(data['val_list'])]
     root = os.path.abspath(data.get('root_folder') or '.')
     # the tiles and labels the lists name, by size and time (a tile replaced in place reruns what reads it)

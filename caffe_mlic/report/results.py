@@ -53,12 +53,14 @@ def seed_result(seed, seed_dir, test_list):
                    CorLoc_per_class=det['CorLoc_per_class'])
     iterations = {}
     for stage in layout.STAGES:
-        info = logs.read_run_json(layout.stage_run(seed_dir, stage))
+        run_json = os.path.join(layout.stage_run(seed_dir, stage), logs.RUN_JSON)
+        if not os.path.lexists(run_json):
+            raise InputError('%s: missing (the training run of stage %s; did it run?)' % (run_json, stage))
+        info = read_json(run_json)      # (what is wrong with it named: a repeated key, not JSON, ...)
         final = info.get('final_iteration') if isinstance(info, dict) else None
         if not isinstance(final, int) or isinstance(final, bool) or final < 0:
             raise InputError('%s: %s (the training run of stage %s; did it finish?)' % (
-                os.path.join(layout.stage_run(seed_dir, stage), logs.RUN_JSON),
-                'missing or unreadable' if info is None else
+                run_json, 'not a JSON object' if not isinstance(info, dict) else
                 'final_iteration is not an integer >= 0, got %s' % _shown(final), stage))
         wrong = _run_json_kind_problems(info)
         if wrong:

@@ -132,7 +132,19 @@ def test_mlic_report_of_a_run_cut_short_names_the_missing_run_json(tmp_path, cap
     final_iteration that is not a number."""
     run = _mlic_run(tmp_path)
     err = _report_error(capsys, run)
-    assert os.path.join(run, 'seed1', 'runs', 'teacher', 'run.json') + ': missing or unreadable' in err, err
+    assert os.path.join(run, 'seed1', 'runs', 'teacher', 'run.json') + ': missing (the training run of stage ' \
+        'teacher; did it run?)' in err, err
+    # what is wrong with one that is there is named ("missing or unreadable" before: pass 37b M3)
+    os.makedirs(os.path.join(run, 'seed1', 'runs', 'teacher'))
+    teacher_json = os.path.join(run, 'seed1', 'runs', 'teacher', 'run.json')
+    for text, problem in (('{"final_iteration": 10, "final_iteration": 20}', "the key 'final_iteration' is given twice"),
+                          ('[10]', 'run.json: not a JSON object (the training run of stage teacher')):
+        with open(teacher_json, 'w') as f:
+            f.write(text)
+        err = _report_error(capsys, run)
+        assert problem in err and 'unreadable' not in err, err
+    os.remove(teacher_json)
+    os.rmdir(os.path.dirname(teacher_json))
     for stage in ('teacher', 'stage1', 'stage2', 'baseline'):
         os.makedirs(os.path.join(run, 'seed1', 'runs', stage))
         with open(os.path.join(run, 'seed1', 'runs', stage, 'run.json'), 'w') as f:
