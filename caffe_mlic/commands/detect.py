@@ -28,6 +28,7 @@ is not UTF-8 is written into the devkit files as its bytes (the devkit reads
 bytes).
 """
 import os
+import sys
 
 from caffe_mlic.errors import InputError, UsageError
 
@@ -327,3 +328,23 @@ def run(args):
     print('detect: %d images, %d detections -> %s (%d devkit files%s, json/, vis/)'
           % (len(images), len(all_detections), printable(args.output), len(classes),
              ', ' + COCO_RESULTS if coco_gt is not None else ''))
+    earlier = _files_of_other_images(args.output, per_image)
+    if earlier:
+        print('detect: json/ and vis/ also hold %d file(s) of images not in this run (an earlier run\'s, left as '
+              'they were; the devkit files are of this run only), e.g. %s'
+              % (len(earlier), printable(earlier[0])), file=sys.stderr)
+
+
+def _files_of_other_images(output, per_image):
+    """The files in OUT/json and OUT/vis that are not this run's images'
+    (``per_image``: stem -> its two paths)."""
+    ours = {os.path.normpath(p) for pair in per_image.values() for p in pair}
+    found = []
+    for sub, ext in (('json', '.json'), ('vis', '.jpg')):
+        try:
+            names = sorted(os.listdir(os.path.join(output, sub)))
+        except OSError:
+            continue
+        found += [os.path.join(output, sub, n) for n in names if n.endswith(ext) and not n.startswith('.')
+                  and os.path.normpath(os.path.join(output, sub, n)) not in ours]
+    return found

@@ -93,6 +93,28 @@ def test_detect_then_eval_det_round_trip(tiny, capsys):
         assert 0 <= metrics[key] <= 100 and len(metrics[key + '_per_class']) == C
 
 
+def test_detect_rerun_on_fewer_images_names_the_earlier_runs_files(tiny, tmp_path, capsys):
+    """A rerun into the folder of a run on more images left the others'
+    json/ and vis/ files beside its own without a word (pass 38b m3): they
+    are left as they were and counted."""
+    import shutil
+    out = tmp_path / 'det'
+    some = tmp_path / 'some'
+    some.mkdir()
+    for name in sorted(os.listdir(str(tiny / 'images')))[:2]:
+        shutil.copyfile(str(tiny / 'images' / name), str(some / name))
+    base = ['detect', '--net', str(tiny / 'nets' / 'wsddn' / 'wsddn_deploy.prototxt'),
+            '--weights', str(tiny / 'teacher_iter_40.caffemodel'), '-o', str(out), '--proposals',
+            str(tiny / 'props'), '--classes', str(tiny / 'classes.txt'), '-q']
+    assert cli.main(base + [str(tiny / 'images')]) == 0
+    assert 'not in this run' not in capsys.readouterr().err
+    first = len(os.listdir(str(out / 'json')))
+    assert cli.main(base + [str(some)]) == 0
+    err = capsys.readouterr().err
+    assert 'json/ and vis/ also hold %d file(s) of images not in this run' % (2 * (first - 2)) in err, err
+    assert len(os.listdir(str(out / 'json'))) == first
+
+
 def test_detect_whose_output_folder_is_removed_mid_run_fails(tiny, tmp_path, capsys, monkeypatch):
     """The per-image writer made the removed folder again: detect ended
     with exit 0 and a summary counting every image, while json/ held only
