@@ -568,6 +568,9 @@ def check_weight_layers(path, wants, complete=False, fill=True, error=InputError
     for name, blobs in wants:
         for layer in given.get(name, []) if blobs is not None else []:
             problems += _layer_problems(layer, blobs, hdf5)
+        if blobs and sum(bool(layer.blobs) for layer in given.get(name, [])) > 1:
+            # (Caffe copies each into the net's layer, the last over the others: which was meant?)
+            problems.append('two layers with weights are named %s' % name)
     if problems:
         raise error(problems=[Problem(path, None, None, p) for p in problems],
                     what=None if len(problems) == 1 else 'weights')

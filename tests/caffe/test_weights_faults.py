@@ -3,6 +3,7 @@ refused in one line naming the layer, before Caffe CHECKs or a silent
 result."""
 import os
 
+import numpy as np
 import pytest
 
 from caffe_mlic.caffe import prototxt
@@ -345,3 +346,30 @@ def test_surgery_refuses_a_source_naming_two_layers_with_weights_alike(tmp_path)
     assert res.returncode == 1 and res.stderr == (
         'caffe-mlic surgery: dup.caffemodel: two layers with weights are named conv\n'), res.stderr
     assert not (tmp_path / 'out.caffemodel').exists()
+
+
+def test_weights_naming_one_layer_twice_are_refused_where_a_net_reads_them(tmp_path, caffe):
+    """A caffemodel holding two layers with weights of one name: Caffe
+    copies each into the net's layer of that name, the last over the
+    first, and classify, detect and train used whichever came last with
+    exit 0 (pass 38b: surgery alone refused it). Every reader of weights
+    into a net refuses it (check_weights, in caffe_net)."""
+    from caffe.proto import caffe_pb2
+    from caffe_mlic.errors import InputError
+    net = tmp_path / 'net.prototxt'
+    net.write_text(_DUP_NET.replace('name: "relu" type: "ReLU" bottom: "d"', 'name: "relu2" type: "ReLU" bottom: "d"'))
+    model = caffe_pb2.NetParameter()
+    for name, fill in (('conv', 1.0), ('conv2', 2.0), ('conv', 7.0)):
+        layer = model.layer.add(name=name, type='Convolution')
+        channels = 3 if name == 'conv' else 2
+        for shape in ((2, channels, 3, 3), (2,)):
+            blob = layer.blobs.add()
+            blob.shape.dim.extend(shape)
+            blob.data.extend([fill] * int(np.prod(shape)))
+    (tmp_path / 'dup.caffemodel').write_bytes(model.SerializeToString())
+    with pytest.raises(InputError, match=r'dup.caffemodel: two layers with weights are named conv$'):
+        prototxt.caffe_net(str(net), 'TEST', weights=str(tmp_path / 'dup.caffemodel'))
+    del model.layer[2]
+    (tmp_path / 'one.caffemodel').write_bytes(model.SerializeToString())
+    built = prototxt.caffe_net(str(net), 'TEST', weights=str(tmp_path / 'one.caffemodel'))
+    assert built.params['conv'][0].data.min() == built.params['conv'][0].data.max() == 1.0
