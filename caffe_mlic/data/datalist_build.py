@@ -141,21 +141,27 @@ def _write_lines(f, records, classes, proposals_dir, size, bbox_num, root, diffi
     """Write one datalist line per record to f; returns the gt.json entries.
     Raises InputError listing every problem found."""
     from caffe_mlic.data import proposals
-    problems, gt_images, seen_npz = [], [], {}
+    problems, gt_images, seen_npz, seen_stem = [], [], {}, {}
     # the folder's settings: a file computed with others (a shard run with other settings) is refused;
     # with no settings.json (files copied without it), the first file's record stands for the folder's
     folder_settings, strict = proposals.folder_settings(proposals_dir) if proposals_dir else (None, False)
     first_recorded = None
     for rec in records:
         npz = None
+        stem = os.path.splitext(os.path.basename(rec.path))[0]
         if proposals_dir is not None:
-            stem = os.path.splitext(os.path.basename(rec.path))[0]
             npz = os.path.join(proposals_dir, stem + '.npz')
             if npz in seen_npz:
                 problems.append(rec.problem('image %s has the same file stem as %s, so they would '
                                             'share %s' % (rec.path, seen_npz[npz], npz)))
                 continue
             seen_npz[npz] = rec.path
+        elif stem in seen_stem:
+            # (gt.json's image id is the stem, as in the devkit's result files: eval det refuses a repeat)
+            problems.append(rec.problem('image %s has the same file stem as %s: detection results and the '
+                                        'gt.json name an image by its stem' % (rec.path, seen_stem[stem])))
+            continue
+        seen_stem.setdefault(stem, rec.path)
         path = _datalist_path(rec.path, root)
         if any(c.isspace() for c in path):
             if any(c.isspace() for c in os.path.basename(path)):   # no --root can drop it

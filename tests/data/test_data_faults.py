@@ -244,6 +244,26 @@ def test_the_root_hint_is_given_only_where_root_can_help(tmp_path, capsys):
     assert 'contains whitespace' in err and '--root DIR writes paths relative to DIR' in err
 
 
+def test_two_images_of_one_stem_are_refused_without_proposals_too(tmp_path, capsys):
+    """a.png and a.jpg: with --whole-image both went into the datalist
+    and gt.json, which eval det then refused (its image id is the stem)."""
+    (tmp_path / 'x').mkdir()
+    for name in ('a.png', 'x/a.jpg', 'b.png'):
+        assert cv2.imwrite(str(tmp_path / name), np.zeros((20, 30, 3), np.uint8))
+    (tmp_path / 'classes.txt').write_text('cat\ndog\n')
+    (tmp_path / 'labels.txt').write_text('a.png cat\nb.png dog\nx/a.jpg dog\n')
+    args = ['datalist', 'build', '--labels', str(tmp_path / 'labels.txt'), '--classes',
+            str(tmp_path / 'classes.txt'), '--whole-image', '--size', '32', '--bbox-num', '1',
+            '-o', str(tmp_path / 'out.txt')]
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert ('labels.txt:3: image %s has the same file stem as %s: detection results and the gt.json name an '
+            'image by its stem' % (tmp_path / 'x' / 'a.jpg', tmp_path / 'a.png')) in err, err
+    assert not (tmp_path / 'out.txt').exists()
+    (tmp_path / 'labels.txt').write_text('a.png cat\nb.png dog\n')
+    assert cli.main(args) == 0
+
+
 # ------------------------------------------------------------------ images: named, and no libpng noise
 
 def _png_with_chunk(image, kind, data):
