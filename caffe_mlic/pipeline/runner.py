@@ -7,7 +7,6 @@ import os
 import sys
 
 from caffe_mlic.errors import InputError, MlicError, RunError, UsageError
-from caffe_mlic.fileio import open_regular
 from caffe_mlic.pipeline import stages as st
 from caffe_mlic.pipeline.config import read_config
 
@@ -35,11 +34,8 @@ def folder_system(folder):
     """'mlic' or 'scasnet': the system whose run ``folder`` holds, as its
     first `run` recorded it (or, for a folder of before that record, as its
     layout shows); None for a folder of neither."""
-    try:
-        with open_regular(os.path.join(folder, st.RECORDS, SYSTEM_FILE), 'rb') as f:     # (a FIFO would block)
-            text = f.read(64).decode('ascii', errors='replace').strip()
-    except OSError:
-        text = None
+    from caffe_mlic.report.layout import recorded_system
+    text = recorded_system(folder)
     if text in NAMES:
         return text
     # a folder of before the record: by its stages' records (a ScasNet run's

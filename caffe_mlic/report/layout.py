@@ -153,15 +153,24 @@ def scasnet_heads(run):
     return found
 
 
+def recorded_system(run):
+    """The text of the run folder's .stages/system (where `caffe-mlic run`
+    records whose run it holds; read here, as the pipeline imports this
+    module), or None where it cannot be read (a FIFO, which would block,
+    and a device, which never ends, included)."""
+    from caffe_mlic.fileio import open_regular
+    try:
+        with open_regular(os.path.join(run, '.stages', 'system'), 'rb') as f:
+            return f.read(64).decode('ascii', errors='replace').strip()
+    except OSError:
+        return None
+
+
 def system_of(run):
     """'scasnet' for a `make demo-scasnet` run (one net, or the comparison of
     heads), 'mlic' for a `make demo` one, None for neither: as a `caffe-mlic
     run` recorded it in the folder, else as its files show."""
-    try:        # (pipeline.runner.SYSTEM_FILE in the run's .stages; read here, as the pipeline imports this)
-        with open(os.path.join(run, '.stages', 'system'), 'rb') as f:
-            recorded = f.read(64).decode('ascii', errors='replace').strip()
-    except OSError:
-        recorded = None
+    recorded = recorded_system(run)
     if recorded in ('mlic', 'scasnet'):
         return recorded
     if os.path.isfile(scasnet_eval(run)) or scasnet_heads(run):
