@@ -85,7 +85,7 @@ def save(fig, path, fmt=None):
 PLOTTABLE = 1e300
 
 
-def _plottable(value):
+def plottable(value):
     return isinstance(value, (int, float)) and math.isfinite(value) and abs(value) <= PLOTTABLE
 
 
@@ -93,7 +93,7 @@ def series(records, key, phase):
     """(iterations, values) of ``key`` over the records of ``phase``; missing,
     non-finite and unplottably large values are left out."""
     points = [(r['iteration'], r[key]) for r in records
-              if r.get('phase') == phase and _plottable(r.get(key)) and _plottable(r.get('iteration'))]
+              if r.get('phase') == phase and plottable(r.get(key)) and plottable(r.get('iteration'))]
     return [p[0] for p in points], [p[1] for p in points]
 
 

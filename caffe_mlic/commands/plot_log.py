@@ -62,7 +62,7 @@ def run(args):
 
     from caffe_mlic.engine.logs import read_caffe_log
     from caffe_mlic.fileio import refuse_folders, refuse_overwriting
-    from caffe_mlic.plotting import draw_curves
+    from caffe_mlic.plotting import PLOTTABLE, draw_curves, plottable
     refuse_overwriting([args.out], [args.log], 'out')   # before the log is read: -o LOG would destroy it
     refuse_folders([args.out], 'out')
     fmt = output_format(args.out, getattr(args, 'format', None))
@@ -71,15 +71,17 @@ def run(args):
             text = f.read()
     except OSError as e:
         raise InputError('%s: cannot read the log: %s' % (shown(args.log), e.strerror or e))
-    records = read_caffe_log(text)
+    records = read_caffe_log(text, shown(args.log))
     if not records:
         raise InputError('%s: no "Iteration N ..., loss = X" or "Test net output" lines: not a '
                          'caffe training log at INFO level' % shown(args.log))
     draw_curves(records, args.out, title=args.title or os.path.basename(args.log), fmt=fmt)
     train = sum(r['phase'] == 'train' for r in records)
     values = [v for r in records for k, v in r.items() if k not in ('phase', 'iteration') and isinstance(v, float)]
-    left_out = sum(not math.isfinite(v) for v in values)
-    note = ('' if not left_out else '; every value is NaN or infinite (a diverged run?): the chart has no curve'
-            if left_out == len(values) else '; %d NaN or infinite value%s not drawn (a diverged run?)'
-            % (left_out, 's' if left_out > 1 else ''))
+    left_out = sum(not plottable(v) for v in values)
+    huge = sum(math.isfinite(v) and not plottable(v) for v in values)
+    kinds = 'NaN or infinite' if not huge else 'NaN, infinite or beyond +-%g' % PLOTTABLE
+    note = ('' if not left_out else '; every value is %s (a diverged run?): the chart has no curve' % kinds
+            if left_out == len(values) else '; %d %s value%s not drawn (a diverged run?)'
+            % (left_out, kinds, 's' if left_out > 1 else ''))
     print('%s: %d train and %d test records%s' % (shown(args.out), train, len(records) - train, note))

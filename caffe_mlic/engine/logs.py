@@ -211,37 +211,59 @@ def write_run_json(run_dir, info):
 
 # ---------------------------------------------------------------- a caffe binary's log
 
-_NUMBER = r'[-+]?(?:nan|inf|[0-9.]+(?:[eE][-+]?[0-9]+)?)'
+# Caffe's words around each number; the number itself is the word after them, read strictly (_caffe_number)
 _CAFFE_LINES = re.compile(
-    r'Iteration (?P<loss_it>\d+)(?: \([^)]*\))?, loss = (?P<loss>{n})'
-    r'|(?P<kind>Train|Test) net output #\d+: (?P<name>\S+) = (?P<value>{n})'
-    r'|Iteration (?P<lr_it>\d+), lr = (?P<lr>{n})'
-    r'|Iteration (?P<test_it>\d+), Testing net \(#(?P<test_net>\d+)\)'.format(n=_NUMBER))
+    r'Iteration (?P<loss_it>\S+?)(?: \([^)\n]*\))?, loss = (?P<loss>\S+)'
+    r'|(?P<kind>Train|Test) net output #\d+: (?P<name>\S+) = (?P<value>\S+)'
+    r'|Iteration (?P<lr_it>\S+?), lr = (?P<lr>\S+)'
+    r'|Iteration (?P<test_it>\S+?), Testing net \(#(?P<test_net>\d+)\)', re.ASCII)
+CAFFE_MAX_ITERATION = 2 ** 31 - 1       # (Caffe's iteration is a C int)
 
 
-def read_caffe_log(text):
+def read_caffe_log(text, path='the log'):
     """Records (as above) from a caffe binary's training log: "Iteration N
     ..., loss = X" gives smoothed_loss (the binary prints the smoothed
     total), the "Train net output #k: NAME = V" lines after it train_NAME,
     "Iteration N, lr = X" the lr, and the "Test net output #k: NAME = V"
-    lines after "Iteration N, Testing net (#0)" test_NAME."""
+    lines after "Iteration N, Testing net (#0)" test_NAME. InputError
+    naming ``path`` and the line for a value that is not a number as Caffe
+    prints one (NaN and inf are) or an iteration that is not one Caffe
+    counts."""
     train, tests = {}, []
     current_train = current_test = None
+
+    def where(m):
+        return '%s:%d' % (path, text.count('\n', 0, m.start()) + 1)
+
+    def number(m, group):
+        from caffe_mlic.fileio import text_number
+        try:
+            return text_number(m.group(group))
+        except ValueError:
+            raise InputError('%s: %s is not a number, got %r' % (
+                where(m), m.group('name') if group == 'value' else group, m.group(group))) from None
+
+    def iteration(m, group):
+        word = m.group(group)
+        if not (word.isascii() and word.isdigit() and len(word) <= 10 and int(word) <= CAFFE_MAX_ITERATION):
+            raise InputError('%s: the iteration must be an integer from 0 to %d (a C int, as Caffe counts), '
+                             'got %r' % (where(m), CAFFE_MAX_ITERATION, word[:40]))
+        return int(word)
     for m in _CAFFE_LINES.finditer(text):
         if m.group('loss_it') is not None:
-            it = int(m.group('loss_it'))
+            it = iteration(m, 'loss_it')
             current_train = train.setdefault(it, dict(phase='train', iteration=it))
-            current_train['smoothed_loss'] = float(m.group('loss'))
+            current_train['smoothed_loss'] = number(m, 'loss')
         elif m.group('lr_it') is not None:
-            it = int(m.group('lr_it'))
-            train.setdefault(it, dict(phase='train', iteration=it))['lr'] = float(m.group('lr'))
+            it = iteration(m, 'lr_it')
+            train.setdefault(it, dict(phase='train', iteration=it))['lr'] = number(m, 'lr')
         elif m.group('test_it') is not None:
             current_test = None
             if m.group('test_net') == '0':
-                current_test = dict(phase='test', iteration=int(m.group('test_it')))
+                current_test = dict(phase='test', iteration=iteration(m, 'test_it'))
                 tests.append(current_test)
         elif m.group('kind') == 'Train' and current_train is not None:
-            current_train['train_' + m.group('name')] = float(m.group('value'))
+            current_train['train_' + m.group('name')] = number(m, 'value')
         elif m.group('kind') == 'Test' and current_test is not None:
-            current_test['test_' + m.group('name')] = float(m.group('value'))
+            current_test['test_' + m.group('name')] = number(m, 'value')
     return sorted(list(train.values()) + tests, key=lambda r: (r['iteration'], r['phase'] == 'train'))

@@ -184,6 +184,32 @@ def test_plot_log_draws_losses_of_an_extreme_but_finite_range(tmp_path, capsys):
                            'loss = %s\n' % (i, v) for i, v in enumerate(['1e308', '-1e308', '0.5', '0.4'])))
     assert cli.main(['plot-log', str(log), '-o', str(tmp_path / 'c.png')]) == 0, capsys.readouterr().err
     assert (tmp_path / 'c.png').read_bytes()[:4] == b'\x89PNG'
+    # and said (they were left out in silence: pass 39b m2)
+    assert capsys.readouterr().out.endswith('4 train and 0 test records; 2 NaN, infinite or beyond +-1e+300 values '
+                                            'not drawn (a diverged run?)\n')
+
+
+@pytest.mark.parametrize('line, message', [
+    # the number pattern took any run of digits and dots: a ValueError traceback (pass 39b S2)
+    ('Iteration 3 (0 iter/s, 0s/1 iters), loss = 1.2.3', "loss is not a number, got '1.2.3'"),
+    ('Iteration 3 (0 iter/s, 0s/1 iters), loss = .', "loss is not a number, got '.'"),
+    ('Iteration 3, lr = 1_0', "lr is not a number, got '1_0'"),
+    ('    Train net output #0: acc = 0x10', "acc is not a number, got '0x10'"),
+    # an iteration of 5000 digits passed int()'s limit, one of 400 overflowed float() in the plot
+    ('Iteration %s (0 iter/s, 0s/1 iters), loss = 0.5' % ('9' * 5000), 'the iteration must be an integer from 0 '
+                                                                       'to 2147483647'),
+    ('Iteration 1%s, lr = 0.1' % ('0' * 400), 'the iteration must be an integer from 0 to 2147483647'),
+    ('Iteration 2147483648, Testing net (#0)', "got '2147483648'"),
+    ('Iteration \u0663, lr = 0.1', "got '\u0663'"),
+])
+def test_plot_log_names_a_number_caffe_would_not_print(tmp_path, capsys, line, message):
+    log = tmp_path / 'train.log'
+    head = 'I0101 00:00:00.000000 1 solver.cpp:218] '
+    log.write_text(head + 'Iteration 0 (0 iter/s, 0s/1 iters), loss = 0.7\n' + head + line + '\n')
+    assert cli.main(['plot-log', str(log), '-o', str(tmp_path / 'c.png')]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith('caffe-mlic plot-log: %s:2: ' % log) and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / 'c.png').exists()
 
 
 def test_plot_log_says_when_values_of_a_diverged_run_are_not_drawn(tmp_path, capsys):
