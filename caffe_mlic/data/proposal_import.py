@@ -266,6 +266,9 @@ def box_problems(m, width, height):
     finite = np.isfinite(b).all(axis=1)
     add(~finite, lambda k: 'box %d: a coordinate is not a finite number (%s)' % (k, _box_text(b[k])))
     add(~np.isfinite(s), lambda k: 'box %d: score %r is not a finite number' % (k, float(s[k])))
+    # (the .npz holds float32: a larger score became inf there, which detect then refused)
+    add(np.isfinite(s) & (np.abs(s) > np.finfo(np.float32).max),
+        lambda k: 'box %d: score %g is beyond the float32 range (+-3.4e38) the proposal files hold' % (k, s[k]))
     ok = finite
     inverted = ok & ((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1]))
     add(inverted, lambda k: 'box %d (%s) has x2 < x1 or y2 < y1' % (k, _box_text(b[k])))

@@ -139,7 +139,9 @@ def check_values(param, problem):
                 value > high or (value == high and not high_allowed):
             span = '>= %g' % low if high == math.inf else '%s%g, %g%s' % (
                 '[', low, high, ']' if high_allowed else ')')
-            problem(name, '%s must be %s, got %g' % (name, span if high == math.inf else 'in ' + span, value))
+            problem(name, '%s must be %s, got %g%s' % (
+                name, span if high == math.inf else 'in ' + span, value,
+                ' (a float field holds |x| <= 3.4e38: a larger value reads as inf)' if math.isinf(value) else ''))
 
 
 # iter_size: Caffe's Step runs iter_size forward/backward passes inside one

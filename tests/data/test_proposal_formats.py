@@ -338,6 +338,11 @@ def _bad_files(tmp_path, case):
     elif case == 'nan score':     # JSON has no NaN (the reader refuses the file); CSV has
         (tmp_path / 'p.csv').write_text('image,x1,y1,x2,y2,score\n000005,3,10,40,20,nan\n000007,0,0,9,9,1\n')
         return 'csv', [tmp_path / 'p.csv'], []
+    elif case == 'huge score':    # finite, but inf as the float32 an .npz holds (pass 39b S3)
+        (tmp_path / 'p.csv').write_text('image,x1,y1,x2,y2,score\n000005,3,10,40,20,-1e308\n000007,0,0,9,9,1\n')
+        return 'csv', [tmp_path / 'p.csv'], []
+    elif case == 'json huge score':
+        j.write_text(json.dumps(dict(good, **{'000005': [[3, 10, 40, 20, 1e39]]})))
     elif case == 'json nan':
         j.write_text(json.dumps(dict(good, **{'000005': [[3, 10, 40, 20, float('nan')]]})))
     elif case == 'inverted':
@@ -381,6 +386,8 @@ def _bad_files(tmp_path, case):
     ('swapped axes', ['ss.mat', 'boxes{1}, image 000005.png', 'box 1', 'outside the 64x48']),
     ('nan score', ['p.csv:2', 'image 000005.png', 'score nan is not a finite number']),
     ('json nan', ['p.json', 'not valid JSON: NaN is not JSON']),
+    ('huge score', ['p.csv:2', 'image 000005.png', 'box 0: score -1e+308 is beyond the float32 range']),
+    ('json huge score', ['p.json', 'image 000005.png', 'box 0: score 1e+39 is beyond the float32 range']),
     ('inverted', ['p.json', 'image 000005.png', 'has x2 < x1 or y2 < y1']),
     ('mat layout', ['ss.mat', "no variable 'boxes' (the file has all_boxes)"]),
     ('box shape', ['ss.mat', 'boxes{1}', 'expected a (K, 4) matrix, got a 4x2']),

@@ -217,6 +217,14 @@ def test_a_momentum_out_of_range_in_the_file_names_its_line(tiny):
     assert res.returncode == 1
     assert re.fullmatch(r'caffe-mlic train: .*range_file.prototxt:\d+: momentum: momentum must be in '
                         r'\[0, 1\), got 1\n', res.stderr), res.stderr
+    # a value beyond float32 reads as inf: said so ("got inf" alone puzzled: pass 39b m3)
+    text = open(path).read().replace('base_lr: 0.001', 'base_lr: 1e39')
+    assert 'base_lr: 1e39' in text
+    open(path, 'w').write(text.replace('momentum: 1.0', 'momentum: 0.9').replace('momentum: 1\n', 'momentum: 0.9\n'))
+    res = run(['train', path], tiny)
+    assert res.returncode == 1 and res.stderr.endswith(
+        'base_lr: base_lr must be >= 0, got inf (a float field holds |x| <= 3.4e38: a larger value reads as inf)\n'), \
+        res.stderr
 
 
 def solver_problems(path, overrides=(), test_nets=False):
