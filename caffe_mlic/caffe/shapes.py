@@ -536,17 +536,24 @@ WEIGHTED_TYPES = {'Convolution', 'Deconvolution', 'InnerProduct', 'BatchNorm', '
 
 
 def repeated_weight_names(net, phase, in_phase):
-    """[(layer, message)] for a name given to two layers with weights in
-    ``phase``: Caffe copies a caffemodel by layer name into the last of
-    them, and the other keeps its fillers' values (a plausible, wrong
-    result)."""
-    seen, found = set(), []
-    for layer in net.layer:
-        if layer.type in WEIGHTED_TYPES and in_phase(layer, phase):
-            if layer.name in seen:
-                found.append((layer.name, 'another layer with weights has this name: weights from a caffemodel '
-                                          'would reach only the last of them'))
-            seen.add(layer.name)
+    """[(layer, message)] for a name given in ``phase`` to a layer with
+    weights and another layer: Caffe copies a caffemodel by layer name into
+    the last of them, so another layer with weights keeps its fillers'
+    values (a plausible, wrong result), and a last one without (a ReLU
+    named as the convolution) aborts Caffe's copy."""
+    layers = [layer for layer in net.layer if in_phase(layer, phase)]
+    weighted = {layer.name for layer in layers if layer.type in WEIGHTED_TYPES}
+    seen, found = {}, []
+    for layer in layers:
+        if layer.name in weighted and layer.name in seen:
+            first = seen[layer.name]
+            found.append((layer.name, 'another layer with weights has this name: weights from a caffemodel would '
+                                      'reach only the last of them'
+                          if first.type in WEIGHTED_TYPES and layer.type in WEIGHTED_TYPES else
+                          'a layer with weights and a %s layer have this name: weights from a caffemodel are '
+                          'copied by name, into the last of them' % (
+                              layer.type if layer.type not in WEIGHTED_TYPES else first.type)))
+        seen.setdefault(layer.name, layer)
     return found
 
 

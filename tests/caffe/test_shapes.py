@@ -361,3 +361,13 @@ def test_two_layers_with_weights_of_one_name_are_refused():
                             "from a caffemodel would reach only the last of them")
     net.layer[3].name = 'conv2'
     prototxt.check_net(net, 'dup.prototxt', phase='TEST')
+    # a layer without weights named as one with them (pass 39b S4: surgery wrote a file classify refused,
+    # and Caffe's copy aborts where the last of the name has no blobs)
+    for renamed in (2, 4):
+        net.layer[renamed].name = net.layer[renamed - 1].name
+        with pytest.raises(InputError) as e:
+            prototxt.check_net(net, 'dup.prototxt', phase='TEST')
+        assert str(e.value) == ("dup.prototxt: layer '%s' (TEST): a layer with weights and a ReLU layer have this "
+                                "name: weights from a caffemodel are copied by name, into the last of them"
+                                % net.layer[renamed].name)
+        net.layer[renamed].name = 'relu'
