@@ -194,7 +194,11 @@ def _main(argv, names):
         if extra:  # say it as the subcommand, which is where they were given
             parser.error('unrecognized arguments: %s' % ' '.join(extra))
         parsed = True
-        return args.run(args) or 0
+        from caffe_mlic.processes import ctrl_c_remembered, raise_swallowed_ctrl_c
+        with ctrl_c_remembered():       # (one a library swallows ends the command at its next output)
+            code = args.run(args) or 0
+            raise_swallowed_ctrl_c()
+        return code
     except MlicError as e:
         message = str(e)
         prog = getattr(e, 'prog', prog)

@@ -7,7 +7,7 @@ import os
 import re
 import tempfile
 
-from caffe_mlic.processes import ofd_lock, owned_name_prefix, sweep_owned_files
+from caffe_mlic.processes import ofd_lock, owned_name_prefix, raise_swallowed_ctrl_c, sweep_owned_files
 
 
 def _missing_dirs(path):
@@ -89,6 +89,7 @@ def atomic_files(paths, mode='w', **kwargs):
             files.append(open(tmp, mode, **kwargs))
         current = None
         yield files
+        raise_swallowed_ctrl_c()    # (pressed, and swallowed by a library: the command ends, writing none)
         umask = os.umask(0)
         os.umask(umask)
         for current, (f, tmp) in enumerate(zip(files, temps)):
@@ -349,6 +350,18 @@ def no_repeated_keys(pairs):
 PLAIN_NUMBER = re.compile(r'[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\Z', re.ASCII)
 
 
+PLAIN_INTEGER = re.compile(r'[+-]?\d+\Z', re.ASCII)
+
+
+def text_integer(token):
+    """int(token) for a plain integer (ASCII digits, an optional sign,
+    around spaces): int() also reads 1_0 as 10 and digits of other
+    scripts. ValueError for anything else."""
+    if not isinstance(token, str) or not PLAIN_INTEGER.match(token.strip()):
+        raise ValueError(token)
+    return int(token)
+
+
 def text_number(token):
     """float(token) for a plain number (PLAIN_NUMBER, around spaces); NaN
     and infinities as float() reads them, for the caller's own finiteness
@@ -440,6 +453,24 @@ def refuse_folders(outputs, param=None):
             parent = os.path.dirname(parent)
         if not os.path.isdir(parent):
             raise UsageError('%s cannot be written: %s is a file, where its folder would be' % (out, parent), param)
+
+
+def refuse_non_folders(folders, param=None):
+    """UsageError, before the work, for an output folder path where
+    something else is (a file, FIFO or device, a symlink loop or a link to
+    nothing), or whose parent is a file: os.makedirs would say only "File
+    exists" or "Not a directory"."""
+    from caffe_mlic.errors import UsageError
+    for folder in filter(None, folders):
+        if os.path.isdir(folder):
+            continue
+        if os.path.lexists(folder):
+            kind = ('a symlink loop' if (file_kind_problem(folder) or '').startswith('a symlink loop') else
+                    'a link to nothing' if not os.path.exists(folder) else
+                    'a file' if os.path.isfile(folder) else 'a FIFO or device')
+            raise UsageError('%s is %s, where the output folder would be: give a folder, or move it away'
+                             % (folder, kind), param)
+        refuse_folders([os.path.join(folder, 'x')], param)   # (a file where a parent folder would be)
 
 
 def atomic_write_json(path, data, indent=1, sort_keys=False):

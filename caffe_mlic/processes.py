@@ -220,6 +220,48 @@ def stopped_cleanly():
         yield
 
 
+_CTRL_C = []        # the Ctrl-Cs of this command (ctrl_c_remembered)
+
+
+@contextlib.contextmanager
+def ctrl_c_remembered():
+    """Inside the block (a command's run) SIGINT raises KeyboardInterrupt,
+    as Python's own handler does, and is remembered: where a library's
+    catch-all swallowed it (pycaffe's bare excepts around its imports, in
+    an import a command makes as it goes), raise_swallowed_ctrl_c raises
+    it again at the next point where an output is committed, and the
+    command ends interrupted instead of going on. Where SIGINT is not
+    Python's handler (ignored, as in a background job, or a command's
+    own), nothing changes."""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+
+    def pressed(signum, frame):
+        _CTRL_C.append(signum)
+        raise KeyboardInterrupt
+    try:
+        with _handling([signal.SIGINT], pressed):
+            yield
+    finally:
+        _CTRL_C.clear()
+
+
+def raise_swallowed_ctrl_c():
+    """KeyboardInterrupt when a Ctrl-C came (ctrl_c_remembered) and the
+    command is still going: a library swallowed it."""
+    if _CTRL_C:
+        raise KeyboardInterrupt
+
+
+def take_ctrl_c():
+    """The Ctrl-Cs remembered so far, forgotten here: for a command that
+    acts on signals itself from now on (train)."""
+    taken = list(_CTRL_C)
+    _CTRL_C.clear()
+    return taken
+
+
 @contextlib.contextmanager
 def signals_deferred():
     """SIGINT, SIGTERM and SIGHUP held back inside the block (a few renames

@@ -96,7 +96,8 @@ def _record_signals():
     handlers, so the run would go on. The trainer acts on it once set up."""
     import signal
     import threading
-    received, old = [], {}
+    from caffe_mlic.processes import take_ctrl_c
+    received, old = take_ctrl_c(), {}       # (one a library swallowed before: acted on too)
     if threading.current_thread() is threading.main_thread():
         old = {signum: signal.signal(signum, lambda s, frame: received.append(s))
                for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
@@ -141,6 +142,8 @@ def _trainer(args, early_signals, grp):
     if args.resume is not None and not args.resume:
         raise UsageError("expected a .solverstate or 'auto'", 'resume')
     args.gpu = _gpu_id(args.gpu, grp)
+    from caffe_mlic.fileio import refuse_non_folders
+    refuse_non_folders([args.run_dir], 'run_dir')
     if args.max_iter is not None:
         from caffe_mlic.netspec.solvers import schedule
         args.overrides = ['%s=%s' % item for item in schedule(args.max_iter).items()] + args.overrides

@@ -350,3 +350,86 @@ def test_the_per_class_gain_chart_of_a_class_without_test_positives_warns_nothin
         warnings.simplefilter('error')
         kd_gain_per_class(['a', 'b'], [3, 1], np.array([[1.5, np.nan], [0.5, np.nan]]), str(tmp_path / 'g.png'))
     assert (tmp_path / 'g.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def _swallowed_ctrl_c():
+    """A Ctrl-C that arrives inside a library's catch-all (pycaffe's bare
+    excepts around its imports): Python's handler raises it there, and the
+    library drops it."""
+    import signal
+    import time
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.5)
+    except BaseException:       # noqa: B902 (the library's bare except)
+        pass
+
+
+def test_a_ctrl_c_a_library_swallows_ends_the_command_before_its_outputs(tmp_path, capsys, monkeypatch):
+    """netgen went on to write all its nets, exit 0, in half the tries of
+    a Ctrl-C during its net check's import of cv2 (pass 39b m1): it ends
+    interrupted (130) with nothing written."""
+    from caffe_mlic.netspec import netgen
+    check = netgen.check_buildable
+
+    def swallowing(nets):
+        _swallowed_ctrl_c()
+        return check(nets)
+    monkeypatch.setattr(netgen, 'check_buildable', swallowing)
+    assert cli.main(['netgen', '-o', str(tmp_path / 'nets')]) == 130
+    assert capsys.readouterr().err == 'caffe-mlic netgen: interrupted\n'
+    assert not (tmp_path / 'nets').exists()
+    monkeypatch.setattr(netgen, 'check_buildable', check)
+    assert cli.main(['netgen', '-o', str(tmp_path / 'nets')]) == 0      # (nothing left remembered)
+
+
+@pytest.mark.parametrize('argv, message', [
+    # int() and float() read 1_0 as 10 and other scripts' digits: taken in silence where the datalist, CSV,
+    # devkit and solver readers refuse them (pass 39b m5)
+    (['synth', '--images', '1_0', 'x'], "argument --images: invalid int value: '1_0'"),
+    (['synth', '--split', '1_0,0,0', 'x'], "argument --split: expected comma-separated numbers, got '1_0,0,0'"),
+    (['detect', '--scales', '1_6'], "argument --scales: must be a multiple of 16 from 16 to 4096, got '1_6'"),
+    (['detect', '--top', '\u0661'], "argument --top: must be an integer >= 1, got '\u0661'"),
+    (['netgen', '--classes', '2_0'], "argument --classes: invalid int value: '2_0'"),
+    (['netgen', '--base-lr', '1_0'], "argument --base-lr: invalid float value: '1_0'"),
+    (['scasnet', 'netgen', '--dilations', '1', '0x2'], "argument --dilations: invalid int value: '0x2'"),
+])
+def test_numbers_on_the_command_line_are_plain_ascii(argv, message, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+
+
+def test_a_set_value_with_a_number_python_alone_reads_is_text_for_validate_to_name(tmp_path, capsys):
+    assert cli.main(['netgen', '-o', str(tmp_path / 'n'), '--set', 'num_classes=1_0']) == 2
+    err = capsys.readouterr().err
+    assert 'num_classes' in err and "'1_0'" in err, err
+    assert cli.main(['netgen', '-o', str(tmp_path / 'n'), '--set', 'mean=[0x10, 1, 2]']) == 2
+    assert 'mean' in capsys.readouterr().err
+    assert not (tmp_path / 'n').exists()
+
+
+@pytest.mark.parametrize('kind', ['file', 'fifo', 'loop', 'dangling', 'under_a_file'])
+@pytest.mark.parametrize('argv', [['netgen', '-o'], ['scasnet', 'netgen', '-o'], ['train', 'x.prototxt', '--run-dir']])
+def test_an_output_folder_where_something_else_is_is_called_that(tmp_path, capsys, kind, argv):
+    """"File exists" or "Not a directory: OUT/wsddn" (pass 39b m4)."""
+    out = tmp_path / 'out'
+    if kind == 'file':
+        out.write_text('x')
+    elif kind == 'fifo':
+        os.mkfifo(str(out))
+    elif kind == 'loop':
+        os.symlink(str(out), str(out))
+    elif kind == 'dangling':
+        os.symlink(str(tmp_path / 'none'), str(out))
+    else:
+        (tmp_path / 'f').write_text('x')
+        out = tmp_path / 'f' / 'out'
+    assert cli.main(argv + [str(out)]) == 2
+    err = capsys.readouterr().err
+    what = {'file': 'a file', 'fifo': 'a FIFO or device', 'loop': 'a symlink loop', 'dangling': 'a link to nothing'}
+    if kind in what:
+        assert '%s is %s, where the output folder would be' % (out, what[kind]) in err, err
+    else:
+        assert 'is a file, where its folder would be' in err, err
+    assert not (tmp_path / 'none').exists()

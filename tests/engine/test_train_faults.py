@@ -519,6 +519,29 @@ def test_a_signal_while_the_nets_are_built_is_acted_on(tiny, signum):
     assert not run_dir.exists()
 
 
+def test_a_ctrl_c_a_library_swallowed_before_train_set_up_is_acted_on(tiny, monkeypatch, capsys):
+    """A Ctrl-C raised inside a library's catch-all before train records
+    signals itself (pass 39b m1's class): the run stops once its nets are
+    built, as for a Ctrl-C while they are built, not trained to the end."""
+    from caffe_mlic import cli
+    from caffe_mlic.commands import train
+    from tests.commands.test_command_faults import _swallowed_ctrl_c
+    solver(tiny, 'swallowed')
+    record = train._record_signals
+
+    def after_a_swallowed_ctrl_c():
+        _swallowed_ctrl_c()
+        return record()
+    monkeypatch.setattr(train, '_record_signals', after_a_swallowed_ctrl_c)
+    monkeypatch.chdir(tiny)
+    run_dir = tiny / 'runs' / 'swallowed'
+    assert cli.main(['train', 'swallowed.prototxt', '--run-dir', str(run_dir)]) == 130
+    assert capsys.readouterr().err == ('caffe-mlic train: stopped by SIGINT while the nets were built, before '
+                                       'training from iteration 0; nothing new to snapshot: run the same command '
+                                       'again\n')
+    assert not run_dir.exists()
+
+
 def test_a_sigkill_while_the_nets_are_built_leaves_no_file_in_the_temp_folder(tiny, tmp_path):
     """The solver Caffe reads is an anonymous memory file: nothing of it
     outlives a SIGKILL (it was /tmp/caffe_mlic_*.prototxt)."""
