@@ -2,6 +2,24 @@
 becomes argparse's one-line "argument --opt: ..." error."""
 import argparse
 
+from caffe_mlic.fileio import text_integer, text_number
+
+
+def plain_int(text):
+    """An integer as our inputs write one (fileio.text_integer: int() also
+    takes '1_0' and other scripts' digits); argparse says "invalid int
+    value" for anything else."""
+    return text_integer(text)
+
+
+def plain_float(text):
+    """A number as our inputs write one (fileio.text_number; NaN and inf as
+    float() reads them, for the option's own check)."""
+    return text_number(text)
+
+
+plain_int.__name__, plain_float.__name__ = 'int', 'float'
+
 
 # The largest values of Caffe's int32 fields (max_iter, stepsize, ...) and of
 # its int64 random_seed: protobuf refuses larger ones (a ValueError).
@@ -12,7 +30,7 @@ def image_size(text):
     """'S' (square) or 'WxH' -> (W, H), both positive."""
     parts = str(text).lower().split('x')
     try:
-        w, h = (int(parts[0]), int(parts[-1])) if len(parts) <= 2 else (0, 0)
+        w, h = (text_integer(parts[0]), text_integer(parts[-1])) if len(parts) <= 2 else (0, 0)
     except ValueError:
         w = h = 0
     if w < 1 or h < 1:
@@ -39,7 +57,7 @@ def number_range(cast):
 def float_list(text):
     """'a,b,c' -> [a, b, c]"""
     try:
-        return [float(x) for x in text.split(',')]
+        return [text_number(x) for x in text.split(',')]
     except ValueError:
         raise argparse.ArgumentTypeError('expected comma-separated numbers, got %r' % text)
 
@@ -64,7 +82,7 @@ def int_in(lo=None, hi=None, multiple_of=None):
 
     def convert(text):
         try:
-            value = int(text)
+            value = text_integer(text)
         except (TypeError, ValueError):
             value = None
         if value is None or (lo is not None and value < lo) or (hi is not None and value > hi) or (
@@ -85,7 +103,7 @@ def float_in(lo=None, hi=None, lo_open=False, hi_open=False):
 
     def convert(text):
         try:
-            value = float(text)
+            value = text_number(text)
         except (TypeError, ValueError):
             value = math.nan
         if not math.isfinite(value) or (lo is not None and (value <= lo if lo_open else value < lo)) or (

@@ -28,12 +28,12 @@ def add_arguments(p):
     add_config_flags(p, MlicConfig, 'configuration (MlicConfig fields; default: the release)')
     add_classes_file(p)
     solver = p.add_argument_group('every solver')
-    from caffe_mlic.commands.argtypes import INT32_MAX, INT64_MAX, int_in
+    from caffe_mlic.commands.argtypes import INT32_MAX, INT64_MAX, int_in, plain_float
     solver.add_argument('--max-iter', type=int_in(1, INT32_MAX), help='this many iterations (step at 70 %%)')
     solver.add_argument('--iters', nargs=4, type=int_in(1, INT32_MAX), metavar=('WSDDN', 'STAGE1', 'STAGE2', 'BASELINE'),
                         help='iterations of each solver (instead of --max-iter)')
-    solver.add_argument('--base-lr', type=float, help='this base learning rate')
-    solver.add_argument('--base-lrs', nargs=4, type=float, metavar=('WSDDN', 'STAGE1', 'STAGE2', 'BASELINE'),
+    solver.add_argument('--base-lr', type=plain_float, help='this base learning rate')
+    solver.add_argument('--base-lrs', nargs=4, type=plain_float, metavar=('WSDDN', 'STAGE1', 'STAGE2', 'BASELINE'),
                         help='base learning rate of each solver (instead of --base-lr)')
     solver.add_argument('--solver-type', choices=['SGD', 'Adam'], help='this method (SGD)')
     solver.add_argument('--random-seed', type=int_in(0, INT64_MAX), help='seed for fillers and dropout')
@@ -43,7 +43,9 @@ def run(args):
     from caffe_mlic.netspec import MlicConfig
     from caffe_mlic.netspec.config import config_from_args
     from caffe_mlic.netspec.netgen import generate, solver_names
+    from caffe_mlic.fileio import refuse_non_folders
     cfg = config_from_args(MlicConfig, args)
+    refuse_non_folders([args.out], 'out')
     if args.iters and args.max_iter is not None:
         raise UsageError('give --max-iter or --iters, not both')
     if args.base_lrs and args.base_lr is not None:

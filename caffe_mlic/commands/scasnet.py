@@ -41,9 +41,9 @@ def add_arguments(p):
     from caffe_mlic.commands.netgen import add_classes_file
     add_classes_file(g)
     t = g.add_argument_group('every solver')
-    from caffe_mlic.commands.argtypes import INT32_MAX, INT64_MAX, int_in
+    from caffe_mlic.commands.argtypes import INT32_MAX, INT64_MAX, int_in, plain_float
     t.add_argument('--max-iter', type=int_in(1, INT32_MAX), help='iterations (default: 20000)')
-    t.add_argument('--base-lr', type=float, help='base learning rate (VGG 1e-3, ResNet 1e-2)')
+    t.add_argument('--base-lr', type=plain_float, help='base learning rate (VGG 1e-3, ResNet 1e-2)')
     t.add_argument('--solver-type', choices=('SGD', 'Adam'), help='solver (SGD)')
     t.add_argument('--random-seed', type=int_in(0, INT64_MAX), help="Caffe's seed for fillers and dropout")
 
@@ -118,6 +118,8 @@ def run_netgen(args):
     from caffe_mlic.netspec.scasnet import ScasConfig
     variants = ('vgg', 'resnet') if args.variant == 'both' else (args.variant,)
     configs = [config_from_args(ScasConfig, args, variant=variant) for variant in variants]
+    from caffe_mlic.fileio import refuse_non_folders
+    refuse_non_folders([args.out], 'out')
     from caffe_mlic.data.labelmaps import LabelMapError, load_palette
     try:        # (the train nets' data layers read it: said here, not at the first training)
         load_palette(configs[0].palette)

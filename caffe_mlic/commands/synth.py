@@ -33,7 +33,7 @@ import re
 import signal
 import sys
 
-from caffe_mlic.commands.argtypes import float_list, image_size, int_in, number_range
+from caffe_mlic.commands.argtypes import float_list, image_size, int_in, number_range, plain_float, plain_int
 from caffe_mlic.errors import UsageError
 
 HELP = 'write a synthetic detection set (VOC layout) or aerial segmentation set (ISPRS layout)'
@@ -56,10 +56,10 @@ def add_arguments(p):
     from caffe_mlic.data.synth import SHAPE_NAMES, SHAPES
     p.add_argument('out_dir', metavar='OUT_DIR')
     p.add_argument('--task', choices=TASKS, default='detection')
-    p.add_argument('--images', type=int, default=None, dest='n_images', metavar='N',
+    p.add_argument('--images', type=plain_int, default=None, dest='n_images', metavar='N',
                    help='number of images (seg: tiles), 1 to 100000 (seg: 10000); default 100 '
                         '(detection), 12 (seg)')
-    p.add_argument('--seed', type=int, default=0, help='0 to 2^63-1')
+    p.add_argument('--seed', type=plain_int, default=0, help='0 to 2^63-1')
     p.add_argument('--split', type=float_list, default='0.6,0.2,0.2', metavar='TRAIN,VAL,TEST',
                    help='fractions of images per split, each >= 0, summing to 1')
     # '-1,1,1' is --split's value, to be refused as negative, not an unknown
@@ -68,16 +68,16 @@ def add_arguments(p):
     p.add_argument('--force', action='store_true', help='overwrite a data set already in OUT_DIR')
     p.add_argument('-q', '--quiet', action='store_true')
     det = p.add_argument_group('detection only')
-    det.add_argument('--classes', type=int, default=None, dest='n_classes',
+    det.add_argument('--classes', type=plain_int, default=None, dest='n_classes',
                      help='number of classes, 2 to %d: %s (default 6)'
                      % (len(SHAPES), ', '.join(SHAPE_NAMES)))
-    det.add_argument('--objects-per-image', type=number_range(int), default=None, metavar='LO-HI',
+    det.add_argument('--objects-per-image', type=number_range(plain_int), default=None, metavar='LO-HI',
                      help='1 to 50 (default 1-4)')
-    det.add_argument('--size-range', type=number_range(float), default=None, metavar='A-B',
+    det.add_argument('--size-range', type=number_range(plain_float), default=None, metavar='A-B',
                      help='object diameter as a fraction of the shorter image side (default 0.15-0.45)')
     det.add_argument('--image-size', type=image_size, default=None, metavar='WxH',
                      help='32x32 to 4096x4096 (default 384x288)')
-    det.add_argument('--clutter', type=int, default=None,
+    det.add_argument('--clutter', type=plain_int, default=None,
                      help='distractor strokes/blobs per image, at most; 0 to 100 (default 4)')
     seg = p.add_argument_group('seg only')
     seg.add_argument('--tile-size', type=image_size, default=None, metavar='WxH',

@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from caffe_mlic.errors import InputError, UsageError
-from caffe_mlic.fileio import open_regular
+from caffe_mlic.fileio import open_regular, text_integer
 
 IGNORE_LABEL = 255
 # A pixel farther than HARD_DISTANCE px from any other label is "hard" (synth's
@@ -98,7 +98,7 @@ def load_palette(spec):
         if len(text) != 4:
             raise LabelMapError('%s:%d: expected "name R G B", got %r' % (spec, number, line.strip()))
         try:
-            rgb = [int(v) for v in text[1:]]
+            rgb = [text_integer(v) for v in text[1:]]
         except ValueError:
             rgb = None
         if rgb is None or not all(0 <= v <= 255 for v in rgb):

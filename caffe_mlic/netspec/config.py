@@ -191,15 +191,28 @@ def add_config_flags(parser, cls, title):
             kw.update(choices=list(meta['choices']) + sorted(meta['aliases']))
         elif element_type(default, meta):
             element = element_type(default, meta)
-            kw.update(type=element, nargs=meta.get('nargs') or len(default),
+            kw.update(type=_argparse_type(element), nargs=meta.get('nargs') or len(default),
                       metavar=meta.get('metavar') or {int: 'N', float: 'X'}.get(element, 'TEXT'))
         else:
             element = meta.get('type') or type(default)
-            kw.update(type=element, metavar=meta.get('metavar') or {int: 'N', float: 'X'}.get(element, 'TEXT'))
+            kw.update(type=_argparse_type(element), metavar=meta.get('metavar') or {int: 'N', float: 'X'}.get(element, 'TEXT'))
         group.add_argument(flag_of(f), **kw)
     group.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
                        help='set any %s field (VALUE as a Python literal; text as is)' % cls.__name__)
     return group
+
+
+def _plain_numbers(text):
+    """Whether every number in the Python literal ``text`` is written as
+    our inputs write numbers (fileio.PLAIN_NUMBER)."""
+    import io
+    import tokenize
+    from caffe_mlic.fileio import PLAIN_NUMBER
+    try:
+        return all(PLAIN_NUMBER.match(token.string) for token in tokenize.generate_tokens(io.StringIO(text).readline)
+                   if token.type == tokenize.NUMBER)
+    except (tokenize.TokenError, SyntaxError):
+        return False
 
 
 def _literal(text):
@@ -210,6 +223,8 @@ def _literal(text):
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError, RecursionError, MemoryError):
         return text
+    if not _plain_numbers(text):
+        return text     # (1_0 or 0x10: a literal to Python, no number our inputs write)
 
     def huge(v):
         if isinstance(v, (list, tuple)):
@@ -253,11 +268,19 @@ def coerce(default, text, meta=None):
     return list(items) if isinstance(default, list) else tuple(items)
 
 
+def _argparse_type(element):
+    """The converter of an option of ``element`` values: integers and
+    numbers as our inputs write them (int() and float() also take 1_0 and
+    other scripts' digits)."""
+    from caffe_mlic.commands.argtypes import plain_float, plain_int
+    return {int: plain_int, float: plain_float}.get(element, element)
+
+
 def _word(word, element):
     if not isinstance(word, str):
         return word
     try:
-        return element(word)
+        return _argparse_type(element)(word)
     except ValueError:
         return word
 

@@ -31,9 +31,8 @@ class Field(NamedTuple):
 def not_a_file(path):
     """Why a config's ``path`` that is not a regular file is none: 'no such
     file', or what it is instead."""
-    if not os.path.lexists(path):
-        return 'no such file'
-    return 'a folder, not a file' if os.path.isdir(path) else 'not a regular file (a device, FIFO or socket)'
+    from caffe_mlic.fileio import file_kind_problem
+    return 'a folder, not a file' if os.path.isdir(path) else file_kind_problem(path) or 'no such file'
 
 
 def not_a_folder(path):

@@ -23,6 +23,7 @@ import contextlib
 import os
 import re
 
+from caffe_mlic.fileio import file_kind_problem
 from caffe_mlic.pipeline.config import (Field, check_net_table, check_table, distinct_ints, not_a_file, not_a_folder,
                                         run_table)
 from caffe_mlic.pipeline.invoke import command, working_folder
@@ -225,7 +226,8 @@ def _data_problems(path, data):
             elif isinstance(name, str) and os.path.isdir(voc):
                 listed = os.path.join(voc, 'ImageSets', 'Main', name + '.txt')
                 if not os.path.isfile(listed):
-                    problems.append(Problem(path, None, 'data.%s_set' % split, 'no image set %s' % listed))
+                    problems.append(Problem(path, None, 'data.%s_set' % split, 'no image set %s%s' % (
+                        listed, '' if not os.path.lexists(listed) else ' (%s)' % file_kind_problem(listed))))
                 elif not _names_an_image(listed):
                     problems.append(Problem(path, None, 'data.%s_set' % split, '%s lists no image' % listed))
     else:

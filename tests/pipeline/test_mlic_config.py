@@ -100,13 +100,25 @@ def test_ablation_and_study_chains_start_from_their_seeds_stages(data):
     (['weights.pretrained="none.caffemodel"', 'evaluate.speed_images=0', 'train.stage3.max_iter=3'],
      ['weights.pretrained: no such file: none.caffemodel', 'evaluate.speed_images: must be an integer from 1',
       'train.stage3: unknown key']),
-    (['weights.pretrained="/dev/null"'], ['weights.pretrained: not a regular file (a device, FIFO or socket): '
+    (['weights.pretrained="/dev/null"'], ['weights.pretrained: not a regular file (a device, FIFO or folder): '
                                           '/dev/null']),
 ])
 def test_every_problem_is_named_by_its_key_path(data, overrides, messages):
     found = problems_of(config(data), overrides)
     for message in messages:
         assert message in found, found
+
+
+def test_a_config_file_of_another_kind_is_called_that(data):
+    """A symlink loop was "not a regular file (a device, FIFO or socket)",
+    a folder or FIFO image set "no image set" (pass 39b m4)."""
+    loop = data / 'loop.caffemodel'
+    os.symlink(str(loop), str(loop))
+    (data / 'voc' / 'ImageSets' / 'Main' / 'dirset.txt').mkdir()
+    found = problems_of(config(data), ['weights.pretrained="%s"' % loop, 'data.test_set="dirset"'])
+    assert 'weights.pretrained: a symlink loop, not a file: %s' % loop in found, found
+    assert 'data.test_set: no image set %s (not a regular file (a device, FIFO or folder))' % (
+        data / 'voc' / 'ImageSets' / 'Main' / 'dirset.txt') in found, found
 
 
 def test_the_coco_form_names_each_splits_file_and_folder(data):

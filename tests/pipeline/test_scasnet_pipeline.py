@@ -177,7 +177,7 @@ def test_killed_at_any_stage_a_rerun_ends_with_the_uninterrupted_numbers(data, f
     ('run.folder="/dev/null"', 'run.folder: /dev/null exists and is not a folder'),
     ('run.folder="/dev/null/x/y"', 'run.folder: /dev/null/x/y cannot be made: /dev/null is not a folder'),
     ('run.folder="%s"' % ('r' * 300), 'run.folder: %s... cannot be made: a name in it has 300 bytes' % ('r' * 80)),
-    ('data.test_list="/dev/null"', 'data.test_list: not a regular file (a device, FIFO or socket): /dev/null'),
+    ('data.test_list="/dev/null"', 'data.test_list: not a regular file (a device, FIFO or folder): /dev/null'),
     ('data.gt="/dev/null"', 'data.gt: not a folder: /dev/null'),
     ('net.contxt=parallel', 'net.contxt: not a ScasConfig field'),
     ('net.input_size=-5', 'net.input_size: '),
