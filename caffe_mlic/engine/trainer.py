@@ -814,10 +814,12 @@ class Trainer:
             state = self._choose_state()
             if state is not None:
                 self._check_same_ranks(state)
+                self.final_test_missing = self._final_test_missing(state)
             return state
         state = self._agreed(choose)
         if many:
-            state, self.state_iteration = self.group.bcast((state, self.state_iteration))
+            state, self.state_iteration, self.final_test_missing = self.group.bcast(
+                (state, self.state_iteration, getattr(self, 'final_test_missing', False)))
             stops = [s for s in self.group.allgather(getattr(self, 'received_signal', None)) if s is not None]
             if stops and self.stop_signal is None:
                 self.stop_signal = stops[0]
@@ -921,6 +923,10 @@ class Trainer:
         """RunFinished when the state is at max_iter already (--resume auto
         on a finished run); UsageError when it is past it."""
         iteration, max_iter = self._state_iteration(state), self.solver_file.param.max_iter
+        if iteration == max_iter and getattr(self, 'final_test_missing', False):
+            self.note('%s is at max_iter %d, and the run stopped before its final test: testing it' % (
+                state, max_iter))
+            return
         if iteration > max_iter or (iteration == max_iter and self.resume != 'auto'):
             raise UsageError('%s is at iteration %d, %s max_iter %d of %s: nothing to train (raise '
                              'max_iter, e.g. --set max_iter=N)' % (
@@ -928,6 +934,19 @@ class Trainer:
                                  max_iter, self.solver_file.path), 'resume')
         if iteration == max_iter:
             raise RunFinished(state)
+
+    def _final_test_missing(self, state):
+        """Whether ``state`` is the last snapshot the run in this run folder
+        wrote (run.json, by identity), at max_iter, and its log has no test
+        there: a stop signal cut its final test short. Resuming it runs that
+        test and nothing else."""
+        info = logs.read_run_json(self.run_dir)
+        max_iter = self.solver_file.param.max_iter
+        if (self.test is None or not isinstance(info, dict) or self._state_iteration(state) != max_iter
+                or not has_digest(info.get('last_snapshot_id')) or not identity_in(state, [info['last_snapshot_id']])):
+            return False
+        records = logs.read_records(os.path.join(self.run_dir, logs.JSONL))
+        return not any(r['phase'] == 'test' and r['iteration'] == max_iter for r in records)
 
     def _interrupted_in_setup(self, state):
         # (the state's iteration: the solver's is 0 until the state is restored)
@@ -1139,6 +1158,11 @@ class Trainer:
                 self._snapshot()
             if self.test is not None and self.solver.iter not in self.tested:
                 self._test_and_log(bar)
+            if self.stop_signal is not None:
+                # (during the last snapshot or the final test, which it cut short: a resume runs that test)
+                interrupted = self._interrupted()
+                status = 'interrupted by %s' % SIGNAL_NAMES[self.stop_signal]
+                raise interrupted
             status = 'finished'
         except BaseException as e:
             if status == 'failed':

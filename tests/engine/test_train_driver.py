@@ -374,6 +374,52 @@ def test_a_state_whose_caffemodel_was_replaced_is_refused(tiny, tmp_path, monkey
     assert info['last_snapshot_model_id'] == snapshots.file_identity(str(tmp_path / 'snap' / 'w_iter_6.caffemodel'))
 
 
+def test_a_signal_during_the_final_test_stops_the_run_and_a_resume_runs_that_test(tiny, tmp_path, monkeypatch,
+                                                                                  capsys):
+    """A SIGINT during the final test (after the last snapshot) was
+    swallowed: "trained to iteration N", exit 0, status finished, and no
+    test at N; `--resume auto` then said "nothing to train" (pass 39c S1).
+    The run stops interrupted, and its resume command (or --resume auto)
+    runs that test alone, equal to an uninterrupted run's."""
+    monkeypatch.chdir(tmp_path)
+    solver = write_solver(tmp_path, 'final', nets=tiny, max_iter=4, snapshot=2, test_interval=0,
+                          snapshot_prefix=str(tmp_path / 'snap' / 'w'))
+    assert cli.main(['train', solver, '--run-dir', str(tmp_path / 'whole'), '--set',
+                     'snapshot_prefix=%s' % (tmp_path / 'whole_snap' / 'w')]) == 0
+    whole = [r for r in records(tmp_path / 'whole') if r['phase'] == 'test']
+    assert [r['iteration'] for r in whole] == [4]
+    test = trainer.Trainer.run_test
+
+    def signalled_at_the_end(self):
+        if self.solver.iter == self.solver_file.param.max_iter:
+            self._signal(signal.SIGINT)
+        return test(self)
+    monkeypatch.setattr(trainer.Trainer, 'run_test', signalled_at_the_end)
+    capsys.readouterr()
+    for resume in ('explicit', 'auto'):
+        shutil.rmtree(str(tmp_path / 'runs'), ignore_errors=True)
+        shutil.rmtree(str(tmp_path / 'snap'), ignore_errors=True)
+        monkeypatch.setattr(trainer.Trainer, 'run_test', signalled_at_the_end)
+        assert cli.main(['train', solver]) == 130
+        err = capsys.readouterr().err
+        m = re.fullmatch(r'caffe-mlic train: stopped by SIGINT at iteration 4, snapshot (\S+); resume with: (.+)\n', err)
+        assert m, err
+        run_dir = tmp_path / 'runs' / 'final'
+        assert json.loads((run_dir / 'run.json').read_text())['status'] == 'interrupted by SIGINT'
+        assert not any(r['phase'] == 'test' for r in records(run_dir))
+        monkeypatch.setattr(trainer.Trainer, 'run_test', test)
+        args = shlex.split(m.group(2))[2:] if resume == 'explicit' else [solver, '--resume', 'auto']
+        assert cli.main(['train'] + args) == 0
+        err = capsys.readouterr().err
+        assert 'is at max_iter 4, and the run stopped before its final test: testing it' in err, err
+        info = json.loads((run_dir / 'run.json').read_text())
+        assert info['status'] == 'finished' and info['final_iteration'] == 4
+        assert [r for r in records(run_dir) if r['phase'] == 'test'] == whole
+        # and now it is finished: nothing to train
+        assert cli.main(['train', solver, '--resume', 'auto']) == 0
+        assert 'at max_iter 4 already: nothing to train' in capsys.readouterr().err
+
+
 def test_weights_are_copied_in_order(tiny, reference, tmp_path):
     """--weights W1,W2: with base_lr 0 the net after one iteration is W2 (copied over W1)."""
     solver = write_solver(tmp_path, 'weights', nets=tiny, max_iter=1, base_lr=0, snapshot=0,
