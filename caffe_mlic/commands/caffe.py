@@ -436,15 +436,15 @@ def _check_flags(argv):
             raise UsageError('-%s needs a file, got an empty value' % name)
         if isinstance(kind, tuple) and value not in kind:
             raise UsageError('-%s must be one of %s, got %r' % (name, ', '.join(kind), value))
-        if kind is int:
+        if kind is int:     # (gflags int32 flags: the binary's own check of a larger value is one line too)
+            from caffe_mlic.fileio import text_integer
             try:
-                number = int(value)
+                number = text_integer(value)
             except ValueError:
                 number = None
-            if number is None or (name == 'iterations' and not 1 <= number <= 2 ** 31 - 1):
-                raise UsageError('-%s must be %s, got %r' % (
-                    name, 'an integer from 1 to 2147483647' if name == 'iterations' else 'an integer',
-                    value))
+            low = 1 if name == 'iterations' else -2 ** 31
+            if number is None or not low <= number <= 2 ** 31 - 1:
+                raise UsageError('-%s must be an integer from %d to 2147483647, got %r' % (name, low, value))
 
 
 def _refuse_own_snapshots(value, solver_path, argv):

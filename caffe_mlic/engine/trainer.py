@@ -129,6 +129,23 @@ def _main_thread_signals(handlers):
             signal.signal(s, h)
 
 
+RUN_FILES = (logs.JSONL, logs.CSV, logs.RUN_JSON, 'solver.prototxt', 'net.prototxt', 'curves.png')
+
+
+def _refuse_odd_run_files(run_dir):
+    """InputError for a file the run writes in its run folder that is
+    there as something else than a regular file (or a link to one): a FIFO
+    blocks the open with the stop signals deferred, a folder or symlink
+    loop fails it at the end, named by the folder's descriptor."""
+    from caffe_mlic.fileio import file_kind_problem
+    odd = [name for name in RUN_FILES if os.path.lexists(os.path.join(run_dir, name))
+           and not os.path.isfile(os.path.join(run_dir, name))]
+    if odd:
+        path = os.path.join(run_dir, odd[0])
+        raise InputError('%s: %s, where the run writes its %s; move it away%s' % (
+            path, file_kind_problem(path), odd[0], '' if len(odd) == 1 else ' (and %s)' % ', '.join(odd[1:])))
+
+
 def _copy_file(src, dst):
     with open(src, 'rb') as f, atomic_write(dst, 'wb') as out:
         shutil.copyfileobj(f, out)
@@ -800,6 +817,7 @@ class Trainer:
         run.json; returns the state resumed from (None: a fresh start)."""
         sf, run_dir = self.solver_file, self.run_dir
         many = self.group.size > 1
+        self._agreed(lambda: _refuse_odd_run_files(run_dir) if self.leader else None)
         # With several ranks every step below is taken by all of them in this
         # order; a failure on any rank stops all of them together (_agreed).
         self._agreed(self._build)

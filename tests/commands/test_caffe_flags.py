@@ -25,6 +25,13 @@ layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_p
     (['train', '-solver', 's.prototxt', '-bogus', '3'], r'unknown flag -bogus; the binary takes -gpu, .*'),
     (['time', '-model', 'n.prototxt', '-iterations', 'abc'],
      "-iterations must be an integer from 1 to 2147483647, got 'abc'"),
+    # beyond gflags' int32: a ValueError traceback from protobuf's train_state.level (pass 39c S3)
+    (['train', '-solver', 's.prototxt', '-level', '2147483648'],
+     "-level must be an integer from -2147483648 to 2147483647, got '2147483648'"),
+    (['train', '-solver', 's.prototxt', '-level=99999999999999'],
+     "-level must be an integer from -2147483648 to 2147483647, got '99999999999999'"),
+    (['train', '-solver', 's.prototxt', '-level', '1_0'],
+     "-level must be an integer from -2147483648 to 2147483647, got '1_0'"),
     (['train', '-solver', 's.prototxt', '-weights', ''], '-weights needs a file, got an empty value'),
     (['time', '-model'], '-model needs a value'),
 ])

@@ -2389,3 +2389,27 @@ def test_a_run_json_with_a_lone_surrogate_or_deep_nesting_is_no_traceback(tiny, 
     assert 'Traceback' not in res.stderr and res.returncode in (0, 1), res.stderr
     if edit == 'nested':
         assert res.returncode == 1 and '(its run.json cannot be read)' in res.stderr
+
+
+@pytest.mark.parametrize('name', ['log.csv', 'solver.prototxt', 'net.prototxt', 'curves.png', 'run.json'])
+@pytest.mark.parametrize('kind', ['fifo', 'folder'])
+def test_a_run_folder_file_of_another_kind_is_refused_before_the_run(tiny, name, kind):
+    """A FIFO at runs/r/log.csv (or the solver's and net's copies, the
+    curves) hung `train --resume auto` with its stop signals deferred: only
+    opening the FIFO's other end ended it (pass 39c S2); a folder at
+    curves.png was named by the folder's descriptor (/proc/self/fd/N, M1)."""
+    path = solver(tiny, 'odd_files', max_iter=4, snapshot=2, test_interval=2)
+    run_dir = tiny / 'runs' / ('odd_%s_%s' % (kind, name))
+    own = ['--run-dir', run_dir, '--set', 'snapshot_prefix=snap_odd_%s_%s/w' % (kind, name)]
+    res = run(['train', path, '--set', 'max_iter=2'] + own, tiny)
+    assert res.returncode == 0, res.stderr
+    target = run_dir / name
+    if target.is_dir():
+        shutil.rmtree(str(target))
+    elif target.exists():
+        target.unlink()
+    os.mkfifo(str(target)) if kind == 'fifo' else target.mkdir()
+    res = run(['train', path, '--resume', 'auto'] + own, tiny, timeout=120)
+    assert res.returncode == 1, res.stderr
+    assert res.stderr == 'caffe-mlic train: %s: not a regular file (a device, FIFO or folder), where the run ' \
+                         'writes its %s; move it away\n' % (target, name), res.stderr
