@@ -16,9 +16,11 @@ traceback. Any other exception is a bug: it keeps its traceback.
 """
 import argparse
 import contextlib
+import signal
 import sys
 
 from caffe_mlic.errors import MlicError, UsageError, os_error_text
+from caffe_mlic.processes import Stopped
 
 PROG = 'caffe-mlic'
 GLOG_DEFAULT_MARK = 'CAFFE_MLIC_GLOG_DEFAULT'
@@ -194,10 +196,10 @@ def _main(argv, names):
         if extra:  # say it as the subcommand, which is where they were given
             parser.error('unrecognized arguments: %s' % ' '.join(extra))
         parsed = True
-        from caffe_mlic.processes import ctrl_c_remembered, raise_swallowed_ctrl_c
-        with ctrl_c_remembered():       # (one a library swallows ends the command at its next output)
+        from caffe_mlic.processes import raise_swallowed_signal, signals_remembered
+        with signals_remembered():      # (one a library swallows ends the command at its next output)
             code = args.run(args) or 0
-            raise_swallowed_ctrl_c()
+            raise_swallowed_signal()
         return code
     except MlicError as e:
         message = str(e)
@@ -219,6 +221,9 @@ def _main(argv, names):
     except KeyboardInterrupt:
         _report(prog, 'interrupted')
         return 130
+    except Stopped as e:        # SIGTERM, SIGHUP: unwound as a Ctrl-C is (no temp file left)
+        _report(prog, 'stopped by %s' % signal.Signals(e.signum).name)
+        return 128 + e.signum
 
 
 if __name__ == '__main__':

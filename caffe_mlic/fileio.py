@@ -7,7 +7,7 @@ import os
 import re
 import tempfile
 
-from caffe_mlic.processes import ofd_lock, owned_name_prefix, raise_swallowed_ctrl_c, sweep_owned_files
+from caffe_mlic.processes import ofd_lock, owned_name_prefix, raise_swallowed_signal, sweep_owned_files
 
 
 def _missing_dirs(path):
@@ -89,7 +89,7 @@ def atomic_files(paths, mode='w', **kwargs):
             files.append(open(tmp, mode, **kwargs))
         current = None
         yield files
-        raise_swallowed_ctrl_c()    # (pressed, and swallowed by a library: the command ends, writing none)
+        raise_swallowed_signal()    # (a stop signal a library swallowed: the command ends, writing none)
         umask = os.umask(0)
         os.umask(umask)
         for current, (f, tmp) in enumerate(zip(files, temps)):
@@ -410,13 +410,13 @@ def refuse_overwriting(outputs, inputs, param=None):
     for path in filter(None, inputs):
         try:
             st = os.stat(path)
-        except OSError:
+        except (OSError, ValueError):       # (ValueError: a NUL, which no file's name holds)
             continue
         given.setdefault((st.st_dev, st.st_ino), path)
     for out in filter(None, outputs):
         try:
             st = os.stat(out)
-        except OSError:
+        except (OSError, ValueError):
             continue
         if (st.st_dev, st.st_ino) in given:
             raise UsageError('%s is an input of this command: writing it would overwrite it; '

@@ -220,45 +220,68 @@ def stopped_cleanly():
         yield
 
 
-_CTRL_C = []        # the Ctrl-Cs of this command (ctrl_c_remembered)
+_RECEIVED = []      # the stop signals of this command (signals_remembered)
 
 
 @contextlib.contextmanager
-def ctrl_c_remembered():
+def signals_remembered():
     """Inside the block (a command's run) SIGINT raises KeyboardInterrupt,
-    as Python's own handler does, and is remembered: where a library's
-    catch-all swallowed it (pycaffe's bare excepts around its imports, in
-    an import a command makes as it goes), raise_swallowed_ctrl_c raises
-    it again at the next point where an output is committed, and the
-    command ends interrupted instead of going on. Where SIGINT is not
-    Python's handler (ignored, as in a background job, or a command's
-    own), nothing changes."""
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield
-        return
+    as Python's own handler does, and SIGTERM and SIGHUP raise Stopped
+    (instead of ending the process at once, which left the temp files of
+    the outputs being written and half a result set), a second one being
+    only recorded while the first unwinds; each is remembered: where a
+    library's catch-all swallowed it (pycaffe's bare excepts around its
+    imports, a gc callback), raise_swallowed_signal raises it again at the
+    next point where an output is committed, so the command ends stopped
+    instead of going on. A signal whose handler is not the default
+    (ignored, as under nohup, or a command's own) is left as it is."""
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL,
+                signal.SIGHUP: signal.SIG_DFL}
+    signums = [s for s, default in defaults.items() if signal.getsignal(s) is default]
 
-    def pressed(signum, frame):
-        _CTRL_C.append(signum)
-        raise KeyboardInterrupt
+    def received(signum, frame):
+        first = not _RECEIVED
+        _RECEIVED.append(signum)
+        if _in_gc_callback(frame):
+            return      # (Python prints and drops what a gc callback raises: raised at the next output)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        if first:
+            raise Stopped(signum)
     try:
-        with _handling([signal.SIGINT], pressed):
+        with _handling(signums, received):
             yield
     finally:
-        _CTRL_C.clear()
+        _RECEIVED.clear()
 
 
-def raise_swallowed_ctrl_c():
-    """KeyboardInterrupt when a Ctrl-C came (ctrl_c_remembered) and the
-    command is still going: a library swallowed it."""
-    if _CTRL_C:
-        raise KeyboardInterrupt
+def _in_gc_callback(frame):
+    """Whether ``frame`` runs inside one of gc.callbacks (the data layers'
+    reaping of orphaned workers)."""
+    import gc
+    codes = {getattr(callback, '__code__', None) for callback in gc.callbacks}
+    for _ in range(64):
+        if frame is None:
+            return False
+        if frame.f_code in codes:
+            return True
+        frame = frame.f_back
+    return False
 
 
-def take_ctrl_c():
-    """The Ctrl-Cs remembered so far, forgotten here: for a command that
-    acts on signals itself from now on (train)."""
-    taken = list(_CTRL_C)
-    _CTRL_C.clear()
+def raise_swallowed_signal():
+    """KeyboardInterrupt or Stopped when a stop signal came
+    (signals_remembered) and the command is still going: a library
+    swallowed what its handler raised."""
+    if _RECEIVED:
+        raise KeyboardInterrupt if _RECEIVED[0] == signal.SIGINT else Stopped(_RECEIVED[0])
+
+
+def take_signals():
+    """The stop signals remembered so far, forgotten here: for a command
+    that acts on signals itself from now on (train)."""
+    taken = list(_RECEIVED)
+    _RECEIVED.clear()
     return taken
 
 

@@ -500,6 +500,8 @@ def _reap_orphans(phase, info):
     for layer in list(_WITH_WORKERS):
         # Ours: the list, `layer`, getrefcount's argument.
         if sys.getrefcount(layer) - 3 <= _orphan_refs:
+            # (a stop signal here is only recorded, never raised: Python would print and drop it;
+            # processes.signals_remembered raises it again at the command's next output)
             layer.close()
 
 

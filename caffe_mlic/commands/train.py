@@ -96,8 +96,8 @@ def _record_signals():
     handlers, so the run would go on. The trainer acts on it once set up."""
     import signal
     import threading
-    from caffe_mlic.processes import take_ctrl_c
-    received, old = take_ctrl_c(), {}       # (one a library swallowed before: acted on too)
+    from caffe_mlic.processes import take_signals
+    received, old = take_signals(), {}      # (one a library swallowed before: acted on too)
     if threading.current_thread() is threading.main_thread():
         old = {signum: signal.signal(signum, lambda s, frame: received.append(s))
                for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}

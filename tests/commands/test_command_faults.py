@@ -365,6 +365,47 @@ def _swallowed_ctrl_c():
         pass
 
 
+@pytest.mark.parametrize('signum', ['SIGTERM', 'SIGHUP'])
+def test_sigterm_and_sighup_unwind_a_command_as_ctrl_c_does(tmp_path, capsys, monkeypatch, signum):
+    """netgen, detect and classify had no handler for them: the process
+    ended at once, leaving its outputs' hidden .tmp files and half a
+    result set (pass 40b S3). They unwind (nothing half-written is left)
+    and say so, exit 128 + N; one a library swallows is raised again
+    before the next output is committed."""
+    import signal
+    from caffe_mlic.netspec import netgen
+    write = netgen.write_files
+
+    def stopped_while_writing(texts):       # (write_files, the signal half way through the files)
+        import time
+        from caffe_mlic.fileio import atomic_files
+        with atomic_files(list(texts)) as handles:
+            for i, (f, text) in enumerate(zip(handles, texts.values())):
+                f.write(text)
+                if i == len(texts) // 2:
+                    os.kill(os.getpid(), getattr(signal, signum))
+                    time.sleep(0.5)
+    monkeypatch.setattr(netgen, 'write_files', stopped_while_writing)
+    assert cli.main(['netgen', '-o', str(tmp_path / 'nets')]) == 128 + getattr(signal, signum)
+    assert capsys.readouterr().err == 'caffe-mlic netgen: stopped by %s\n' % signum
+    assert not (tmp_path / 'nets').exists() or not list((tmp_path / 'nets').rglob('*'))
+    check = netgen.check_buildable
+    monkeypatch.setattr(netgen, 'write_files', write)
+
+    def swallowing(nets):
+        try:
+            os.kill(os.getpid(), getattr(signal, signum))
+            import time
+            time.sleep(0.5)
+        except BaseException:       # noqa: B902 (a library's bare except)
+            pass
+        return check(nets)
+    monkeypatch.setattr(netgen, 'check_buildable', swallowing)
+    assert cli.main(['netgen', '-o', str(tmp_path / 'nets')]) == 128 + getattr(signal, signum)
+    assert not (tmp_path / 'nets').exists() or not list((tmp_path / 'nets').rglob('*'))
+    assert signal.getsignal(getattr(signal, signum)) is signal.SIG_DFL     # (given back)
+
+
 def test_a_ctrl_c_a_library_swallows_ends_the_command_before_its_outputs(tmp_path, capsys, monkeypatch):
     """netgen went on to write all its nets, exit 0, in half the tries of
     a Ctrl-C during its net check's import of cv2 (pass 39b m1): it ends
@@ -433,3 +474,35 @@ def test_an_output_folder_where_something_else_is_is_called_that(tmp_path, capsy
     else:
         assert 'is a file, where its folder would be' in err, err
     assert not (tmp_path / 'none').exists()
+
+
+def test_a_stop_signal_inside_a_gc_callback_is_raised_at_the_next_output(capsys, tmp_path):
+    """Raised inside the data layers' gc callback (their reaping of
+    orphaned workers), a KeyboardInterrupt or Stopped was printed by Python
+    as "Exception ignored in: _reap_orphans" with a traceback and dropped
+    (pass 40b S2): it is only recorded there, and raised at the next
+    output the command commits."""
+    import gc
+    import signal
+    import time
+    from caffe_mlic.fileio import atomic_write
+    from caffe_mlic.processes import Stopped, signals_remembered
+
+    def callback(phase, info):
+        if phase == 'start' and not fired:
+            fired.append(1)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)
+    fired = []
+    gc.callbacks.append(callback)
+    try:
+        with signals_remembered():
+            gc.collect()
+            assert fired
+            with pytest.raises(Stopped):
+                with atomic_write(str(tmp_path / 'out.txt')) as f:
+                    f.write('x')
+    finally:
+        gc.callbacks.remove(callback)
+    assert 'Exception ignored' not in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
