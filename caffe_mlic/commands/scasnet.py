@@ -121,11 +121,14 @@ def run_netgen(args):
     from caffe_mlic.fileio import refuse_non_folders
     refuse_non_folders([args.out], 'out')
     from caffe_mlic.data.labelmaps import LabelMapError, load_palette
+    from caffe_mlic.errors import UsageError
     try:        # (the train nets' data layers read it: said here, not at the first training)
-        load_palette(configs[0].palette)
+        palette = load_palette(configs[0].palette)
     except LabelMapError as e:
-        from caffe_mlic.errors import UsageError
         raise UsageError(str(e), "palette") from None
+    if len(palette) < configs[0].num_classes:      # (the data layers refuse it: said before writing)
+        raise UsageError('the palette %s has %d colours, fewer than the %d classes' % (
+            configs[0].palette, len(palette), configs[0].num_classes), 'palette')
     classes = deploy_class_names(args, configs[0], ('train_list', 'val_list'))
     for path in generate_scasnet(args.out, configs, args.max_iter, args.base_lr, args.solver_type,
                                  args.random_seed, classes=classes, inputs={'classes_file': args.classes_file}):

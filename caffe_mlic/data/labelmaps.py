@@ -103,6 +103,9 @@ def load_palette(spec):
             rgb = None
         if rgb is None or not all(0 <= v <= 255 for v in rgb):
             raise LabelMapError('%s:%d: R G B must be integers 0-255, got %s' % (spec, number, ' '.join(text[1:])))
+        if not text[0].isprintable():      # (a NUL, a control character: a name no report can show)
+            raise LabelMapError('%s:%d: the class name %s has a character that does not print'
+                                % (spec, number, ascii(text[0])))
         names.append(text[0])
         colours.append(rgb)
     if not names:

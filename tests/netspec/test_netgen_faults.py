@@ -275,7 +275,7 @@ def _place(tmp_path, how, output, text):
     (SCAS_VGG, '--classes-file', 'nc/deploy.json', CLASSES),
     (SCAS_VGG, '--train-list', 'nc/vgg_scasnet_train.prototxt', 'a.png b.png\n'),
     (SCAS_VGG, '--val-list', 'nc/vgg_scasnet_solver.prototxt', 'a.png b.png\n'),
-    (SCAS_VGG, '--palette', 'nc/vgg_scasnet_deploy.prototxt', 'x 0 0 0\n'),
+    (SCAS_VGG, '--palette', 'nc/vgg_scasnet_deploy.prototxt', ''.join('c%d 0 0 %d\n' % (i, i) for i in range(6))),
     (MLIC_TINY, '--classes-file', 'nc/deploy.json', CLASSES),
     (MLIC_TINY, '--train-list', 'nc/kd/solver_stage1.prototxt', 'a.jpg 1\n'),
     (MLIC_TINY, '--test-list', 'nc/wsddn/wsddn_train.prototxt', 'a.jpg 1\n'),
@@ -318,3 +318,31 @@ def test_netgen_writes_beside_inputs_that_are_not_outputs(tmp_path, capsys, monk
     assert cli.main(SCAS_VGG + ['-o', 'nc', '--classes-file', 'nc/classes.txt']) == 0
     assert cli.main(MLIC_TINY + ['-o', 'nc', '--classes-file', 'nc/classes.txt']) == 0
     assert (tmp_path / 'nc' / 'classes.txt').read_text() == CLASSES
+
+
+@pytest.mark.parametrize('argv, field', [
+    # a NUL was a ValueError traceback (pass 40b S1); a newline went into every data layer (M4)
+    (['netgen', '--set', "train_list='x\\x00y'"], 'train_list'),
+    (['netgen', '--set', "root_folder='x\\ny'"], 'root_folder'),
+    (['netgen', '--set', "refine=['conv4_3\\r']"], None),
+    (['scasnet', 'netgen', '--set', "palette='x\\x00y'"], 'palette'),
+    (['scasnet', 'netgen', '--set', "train_list='a\\nb'"], 'train_list'),
+])
+def test_a_text_field_with_a_nul_or_line_break_is_refused(tmp_path, capsys, argv, field):
+    code = cli.main(argv + ['-o', str(tmp_path / 'out')])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1 and 'Traceback' not in err, err
+    if field:
+        assert '%s must be text without a NUL or line break' % field in err, err
+    assert not (tmp_path / 'out').exists()
+
+
+def test_scasnet_netgen_refuses_a_palette_with_fewer_colours_than_classes(tmp_path, capsys):
+    """The training's data layers refuse it: said before any net is written (pass 40b M4)."""
+    (tmp_path / 'pal.txt').write_text('only 1 2 3\nother 4 5 6\n')
+    assert cli.main(['scasnet', 'netgen', '-o', str(tmp_path / 'out'), '--palette', str(tmp_path / 'pal.txt')]) == 2
+    assert 'the palette %s has 2 colours, fewer than the 6 classes' % (tmp_path / 'pal.txt') in \
+        capsys.readouterr().err
+    assert not (tmp_path / 'out').exists()
+    assert cli.main(['scasnet', 'netgen', '-o', str(tmp_path / 'out'), '--palette', str(tmp_path / 'pal.txt'),
+                     '--classes', '2']) == 0
