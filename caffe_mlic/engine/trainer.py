@@ -953,6 +953,17 @@ class Trainer:
         if iteration == max_iter:
             raise RunFinished(state)
 
+    def _final_test_logged(self):
+        """Whether the run folder's log has the test at max_iter (or the run
+        has no test net)."""
+        if self.test is None:
+            return True
+        max_iter = self.solver_file.param.max_iter
+        with contextlib.suppress(InputError):
+            return any(r['phase'] == 'test' and r['iteration'] == max_iter
+                       for r in logs.read_records(os.path.join(self.run_dir, logs.JSONL)))
+        return False
+
     def _final_test_missing(self, state):
         """Whether ``state`` is the last snapshot the run in this run folder
         wrote (run.json, by identity), at max_iter, and its log has no test
@@ -963,8 +974,7 @@ class Trainer:
         if (self.test is None or not isinstance(info, dict) or self._state_iteration(state) != max_iter
                 or not has_digest(info.get('last_snapshot_id')) or not identity_in(state, [info['last_snapshot_id']])):
             return False
-        records = logs.read_records(os.path.join(self.run_dir, logs.JSONL))
-        return not any(r['phase'] == 'test' and r['iteration'] == max_iter for r in records)
+        return not self._final_test_logged()
 
     def _interrupted_in_setup(self, state):
         # (the state's iteration: the solver's is 0 until the state is restored)
@@ -1084,8 +1094,11 @@ class Trainer:
                       % (done.state, self.solver_file.param.max_iter))
             info = logs.read_run_json(self.run_dir)
             info = info if isinstance(info, dict) else {}
-            if info.get('status') == 'running' and self.leader:
-                # killed after its last snapshot (we hold the run folder's lock: no run writes it now)
+            status = info.get('status')
+            if self.leader and (status == 'running' or isinstance(status, str) and status.startswith('interrupted')
+                                and self._final_test_logged()):
+                # killed or stopped after its last snapshot and final test (we hold the run folder's lock:
+                # no run writes it now): the run is whole
                 with contextlib.suppress(OSError):
                     logs.write_run_json(self._run_dir_io(), dict(
                         info, status='finished', final_iteration=self.solver_file.param.max_iter,
@@ -1176,8 +1189,9 @@ class Trainer:
                 self._snapshot()
             if self.test is not None and self.solver.iter not in self.tested:
                 self._test_and_log(bar)
-            if self.stop_signal is not None:
-                # (during the last snapshot or the final test, which it cut short: a resume runs that test)
+            if self.stop_signal is not None and self.test is not None and self.solver.iter not in self.tested:
+                # (during the final test, which it cut short: a resume runs that test; one after it, or
+                # the final test's line on a closed stdout, stops nothing: the run is whole)
                 interrupted = self._interrupted()
                 status = 'interrupted by %s' % SIGNAL_NAMES[self.stop_signal]
                 raise interrupted

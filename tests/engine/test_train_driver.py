@@ -418,6 +418,29 @@ def test_a_signal_during_the_final_test_stops_the_run_and_a_resume_runs_that_tes
         # and now it is finished: nothing to train
         assert cli.main(['train', solver, '--resume', 'auto']) == 0
         assert 'at max_iter 4 already: nothing to train' in capsys.readouterr().err
+    # a signal (or a closed stdout) once the final test is logged stops nothing: the run is whole (it was
+    # left "interrupted by a closed stdout" for good, its resume command refused: pass 40c S1)
+    shutil.rmtree(str(tmp_path / 'runs'))
+    shutil.rmtree(str(tmp_path / 'snap'))
+    log_test = trainer.Trainer._test_and_log
+
+    def signalled_after_the_last_test(self, bar):
+        log_test(self, bar)
+        if self.solver.iter == self.solver_file.param.max_iter:
+            self._signal(signal.SIGINT)
+    monkeypatch.setattr(trainer.Trainer, '_test_and_log', signalled_after_the_last_test)
+    assert cli.main(['train', solver]) == 0
+    run_dir = tmp_path / 'runs' / 'final'
+    assert json.loads((run_dir / 'run.json').read_text())['status'] == 'finished'
+    assert [r for r in records(run_dir) if r['phase'] == 'test'] == whole
+    # a whole run that an earlier version left "interrupted": --resume auto says it is finished
+    monkeypatch.setattr(trainer.Trainer, '_test_and_log', log_test)
+    info = json.loads((run_dir / 'run.json').read_text())
+    (run_dir / 'run.json').write_text(json.dumps(dict(info, status='interrupted by a closed stdout')))
+    capsys.readouterr()
+    assert cli.main(['train', solver, '--resume', 'auto']) == 0
+    assert 'at max_iter 4 already: nothing to train' in capsys.readouterr().err
+    assert json.loads((run_dir / 'run.json').read_text())['status'] == 'finished'
 
 
 def test_weights_are_copied_in_order(tiny, reference, tmp_path):
