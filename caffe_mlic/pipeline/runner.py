@@ -9,6 +9,7 @@ import sys
 from caffe_mlic.errors import InputError, MlicError, RunError, UsageError
 from caffe_mlic.pipeline import stages as st
 from caffe_mlic.pipeline.config import read_config
+from caffe_mlic.processes import start_without_sigint
 
 LOG = 'log.txt'
 
@@ -367,7 +368,8 @@ def _run_chains(path, overrides, plan, chains, needs=None):
                 receive, send = context.Pipe(duplex=False)
                 process = context.Process(target=_chain_main, args=(os.path.abspath(path), list(overrides), key,
                                                                    planned, send), daemon=False)
-                process.start()
+                # (a Ctrl-C while it starts up printed a "Fatal Python error" traceback: held until it is set up)
+                start_without_sigint(process)
                 send.close()
                 running[process.sentinel] = (process, key, receive)
             if not running:
@@ -433,6 +435,7 @@ def _chain_main(path, overrides, key, planned, send):
     from caffe_mlic.caffe.env import caffe_checks_end_cleanly
     code = 1
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])    # (a Ctrl-C held since the start: now)
         with caffe_checks_end_cleanly(lambda: 'caffe-mlic run (%s)' % key):
             _run_chain(path, overrides, key, planned)
         code = 0

@@ -170,6 +170,44 @@ def test_killed_at_any_stage_a_rerun_ends_with_the_uninterrupted_numbers(data, f
     assert metrics(cwd) == metrics(first[0])
 
 
+def _spawned_child(pid):
+    """Whether process ``pid`` has a child that multiprocessing spawned (a chain starting up)."""
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open('/proc/%s/stat' % entry) as f:
+                ppid = int(f.read().rsplit(')', 1)[1].split()[1])
+            with open('/proc/%s/cmdline' % entry, 'rb') as f:
+                spawned = b'multiprocessing' in f.read()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid and spawned:
+            return True
+    return False
+
+
+@pytest.mark.parametrize('delay', [0.05, 0.15, 0.3])
+def test_a_ctrl_c_while_a_chain_starts_up_prints_no_traceback(data, tmp_path, delay):
+    """A chain's process hit by the group's Ctrl-C while its interpreter
+    started printed "Fatal Python error" and a KeyboardInterrupt traceback
+    before `run`'s one line (pass 40c S2): it holds SIGINT until set up."""
+    cwd = fresh(data, tmp_path)
+    proc = subprocess.Popen(CLI + ['run', CONFIG] + MINI, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True,
+                            env=dict(os.environ, GLOG_minloglevel='2', CAFFE_MLIC_PROGRESS='never'))
+    deadline = time.time() + 120
+    while not _spawned_child(proc.pid):
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+        time.sleep(0.002)
+    time.sleep(delay)       # (into the interpreter's start and the chain's imports)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert 'Traceback' not in err and 'Fatal Python error' not in err, err
+    assert err.strip().splitlines()[-1] == 'caffe-mlic run: interrupted', err
+
+
 @pytest.mark.parametrize('override, message', [
     ('train.base_lr="fast"', "train.base_lr: must be a number from 1e-20 to 1000 (Caffe keeps it as a float), "
                              "got 'fast'"),
