@@ -68,6 +68,10 @@ def atomic_files(paths, mode='w', **kwargs):
                 continue
             directory = os.path.dirname(os.path.abspath(path))
             missing = _missing_dirs(directory)
+            in_the_way = [d for d in missing if os.path.lexists(d)]
+            if in_the_way:          # (os.makedirs says only "File exists")
+                raise NotADirectoryError(errno.ENOTDIR, 'not a folder (a file, FIFO, device or a link to none), '
+                                         'where a folder of the output would be', in_the_way[-1])
             os.makedirs(directory, exist_ok=True)
             created = missing + created
             # named after this process, so that a later writer in this folder

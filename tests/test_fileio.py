@@ -380,3 +380,24 @@ def test_input_file_problem_names_a_symlink_loop_and_read_image_says_it(tmp_path
     with pytest.raises(InputError) as e:
         read_image(loop)
     assert str(e.value) == '%s: a symlink loop, not a file' % loop
+
+
+@pytest.mark.parametrize('kind', ['file', 'fifo', 'dangling'])
+def test_a_non_folder_where_an_outputs_folder_would_be_is_named(tmp_path, kind):
+    """os.makedirs said only "File exists" for a FIFO at OUT/wsddn (pass 40b M3)."""
+    import errno
+    from caffe_mlic.fileio import atomic_files
+    block = tmp_path / 'sub'
+    if kind == 'file':
+        block.write_text('x')
+    elif kind == 'fifo':
+        os.mkfifo(str(block))
+    else:
+        os.symlink(str(tmp_path / 'none'), str(block))
+    with pytest.raises(NotADirectoryError) as e:
+        with atomic_files([str(tmp_path / 'ok.txt'), str(block / 'deeper' / 'x.txt')]) as files:
+            for f in files:
+                f.write('x')
+    assert e.value.errno == errno.ENOTDIR and e.value.filename == str(block)
+    assert 'where a folder of the output would be' in str(e.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['sub']      # (nothing written: all or none)

@@ -343,11 +343,12 @@ def gpu_ids(value, flag):
         if not names:
             raise RunError('%s all: no GPU is available: %s' % (flag, why))
         return list(range(len(names)))
+    from caffe_mlic.fileio import text_integer
     try:
-        ids = [int(i) for i in value.split(',')]
+        ids = [text_integer(i) for i in value.split(',')]       # (int() reads 1_0 as 10)
     except ValueError:
         ids = [-1]
-    if any(i < 0 for i in ids):
+    if any(i < 0 or i > 1023 for i in ids):
         raise UsageError("%s: expected GPU ids (0 or 0,1) or 'all', got %r" % (flag, value))
     return ids
 

@@ -71,8 +71,9 @@ def apply_overrides(param, overrides):
                              'base_lr, stepsize, snapshot, snapshot_prefix, ...), got %r' % item,
                              'overrides')
         text = text.strip()
-        if len(text) >= 2 and text[0] == text[-1] == '"' and field.type in (F.TYPE_STRING, F.TYPE_ENUM):
-            text = text[1:-1]       # quoted as in the solver file: snapshot_prefix="runs/x", lr_policy="step"
+        if len(text) >= 2 and text[0] == text[-1] and text[0] in '"\'' and field.type in (F.TYPE_STRING,
+                                                                                      F.TYPE_ENUM):
+            text = text[1:-1]       # quoted as in the solver file: snapshot_prefix="runs/x", lr_policy='step'
         try:
             if field.type == F.TYPE_STRING:
                 value = text

@@ -66,6 +66,27 @@ def _kind_ok(value, kinds):
     return isinstance(value, kinds)
 
 
+def toml_text(value):
+    """``value`` (as tomllib reads it) written as TOML writes it: true, not
+    True; 1979-05-27, not datetime.date(1979, 5, 27); "x" for text."""
+    import datetime
+    import json
+    import math
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, float) and not math.isfinite(value):
+        return 'nan' if math.isnan(value) else ('inf' if value > 0 else '-inf')
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (datetime.date, datetime.time)):     # (datetime is a date)
+        return value.isoformat()
+    if isinstance(value, list):
+        return '[%s]' % ', '.join(toml_text(v) for v in value)
+    if isinstance(value, dict):
+        return '{%s}' % ', '.join('%s = %s' % (k, toml_text(v)) for k, v in value.items())
+    return json.dumps(str(value))
+
+
 def check_table(path, data, schema, prefix=''):
     """[Problem] of ``data`` (a dict read from ``path``) against ``schema``."""
     problems = []
@@ -75,15 +96,15 @@ def check_table(path, data, schema, prefix=''):
             problems.append(Problem(path, None, name, 'unknown key (known here: %s)' % ', '.join(sorted(schema))))
         elif isinstance(schema[key], dict):
             if not isinstance(value, dict):
-                problems.append(Problem(path, None, name, 'must be a table ([%s]), got %r' % (name, value)))
+                problems.append(Problem(path, None, name, 'must be a table ([%s]), got %s' % (name, toml_text(value))))
             else:
                 problems += check_table(path, value, schema[key], name + '.')
         elif any(isinstance(v, str) and '\0' in v for v in (value if isinstance(value, list) else [value])):
             # (TOML allows \u0000; no path, name or value of ours can hold one: os calls raise on it)
             problems.append(Problem(path, None, name, 'holds a NUL character (\\u0000), which no file name or '
-                                                      'value can: %r' % (value,)))
+                                                      'value can: %s' % toml_text(value)))
         elif not _kind_ok(value, schema[key].kinds) or (schema[key].test and not schema[key].test(value)):
-            problems.append(Problem(path, None, name, 'must be %s, got %r' % (schema[key].what, value)))
+            problems.append(Problem(path, None, name, 'must be %s, got %s' % (schema[key].what, toml_text(value))))
     for key, field in schema.items():
         if isinstance(field, Field) and field.required and key not in data:
             problems.append(Problem(path, None, prefix + key, 'missing (%s)' % field.what))

@@ -23,8 +23,9 @@ def _system(data, path):
     if system == 'mlic':
         from caffe_mlic.pipeline import mlic
         return mlic
-    raise InputError(problems=[Problem(path, None, 'run.system', "must be 'mlic' or 'scasnet', got %r"
-                                       % (system,))])
+    from caffe_mlic.pipeline.config import toml_text
+    raise InputError(problems=[Problem(path, None, 'run.system', "must be 'mlic' or 'scasnet', got %s"
+                                       % ('nothing' if system is None else toml_text(system)))])
 
 
 NAMES = {'mlic': 'an MLIC-KD-WSD', 'scasnet': 'a ScasNet'}

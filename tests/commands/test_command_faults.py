@@ -70,6 +70,9 @@ def test_gpu_flags_on_the_cpu_build_are_one_line_errors(tmp_path):
     for argv, code, message in (
             (['train', str(solver), '--gpu', '0'], 1, 'is a CPU-only build, it cannot use a GPU'),
             (['train', str(solver), '--gpu', 'x'], 2, "--gpu: expected GPU ids (0 or 0,1) or 'all', got 'x'"),
+            # (int() read 1_0 as 10 and Arabic-Indic digits: pass 40b M1)
+            (['train', str(solver), '--gpu', '1_0'], 2, "--gpu: expected GPU ids (0 or 0,1) or 'all', got '1_0'"),
+            (['train', str(solver), '--gpu', '\u0661'], 2, "--gpu: expected GPU ids (0 or 0,1) or 'all', got"),
             (['train', str(solver), '--gpu', '0,1'], 2, '--gpu 0,1: one process trains on one GPU'),
             (['caffe', 'train', '-solver', str(solver), '-gpu', '0'], 1, 'is a CPU-only build')):
         res = subprocess.run([cli] + argv, capture_output=True, text=True, timeout=120)

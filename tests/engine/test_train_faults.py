@@ -938,6 +938,9 @@ def test_a_quoted_text_in_set_is_read_as_the_solver_file_reads_it():
                                                                               'n.prototxt')
     apply_overrides(param, ['snapshot_prefix=""'])
     assert param.snapshot_prefix == ''
+    # single quotes too (the protobuf text format takes both): they were kept, "'x'_iter_4" (pass 40b M2)
+    apply_overrides(param, ["snapshot_prefix='x'", "type='SGD'"])
+    assert (param.snapshot_prefix, param.type) == ('x', 'SGD')
 
 
 def test_weights_that_are_the_runs_own_snapshot_are_refused_not_overwritten(tiny):

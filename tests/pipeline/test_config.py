@@ -59,7 +59,7 @@ def test_every_schema_problem_is_named_by_its_key_path_at_once(tmp_path):
     data = {'run': {'system': 'caffe', 'seeds': [1, -2], 'sedes': [1]}, 'train': 5, 'extra': {}}
     problems = [str(p) for p in check_table('run.toml', data, SCHEMA)]
     assert problems == [
-        "run.toml: run.system: must be 'scasnet' or 'mlic', got 'caffe'",
+        'run.toml: run.system: must be \'scasnet\' or \'mlic\', got "caffe"',       # (as TOML writes it)
         'run.toml: run.seeds: must be a list of integers >= 0, got [1, -2]',
         'run.toml: run.sedes: unknown key (known here: seeds, system)',
         'run.toml: train: must be a table ([train]), got 5',
@@ -76,9 +76,9 @@ def test_a_nul_in_any_string_is_refused_by_its_key(tmp_path):
     data = read_config(path)
     schema = {'run': dict(SCHEMA['run'], folder=Field((str,), 'the run folder', bool))}
     assert [str(p) for p in check_table(path, data, schema)] == [
-        "%s: run.folder: holds a NUL character (\\u0000), which no file name or value can: 'a\\x00b'" % path]
+        "%s: run.folder: holds a NUL character (\\u0000), which no file name or value can: \"a\\u0000b\"" % path]
     assert [str(p) for p in check_table(path, {'run': {'system': 'mlic', 'seeds': ['\0']}}, SCHEMA)] == [
-        "%s: run.seeds: holds a NUL character (\\u0000), which no file name or value can: ['\\x00']" % path]
+        "%s: run.seeds: holds a NUL character (\\u0000), which no file name or value can: [\"\\u0000\"]" % path]
 
 
 def test_the_net_table_is_checked_by_the_systems_config_class():
@@ -94,3 +94,12 @@ def test_a_table_left_out_is_named_by_its_required_keys():
     schema = dict(SCHEMA, data={'train_list': Field((str,), 'a datalist', bool, True), 'gt': Field((str,), 'x')})
     problems = [str(p) for p in check_table('run.toml', {'run': {'system': 'mlic'}}, schema)]
     assert problems == ['run.toml: data.train_list: missing (a datalist)']
+
+
+def test_values_in_messages_are_written_as_toml_writes_them():
+    """`got True`, `got datetime.date(1979, 5, 27)` (pass 40b M5)."""
+    import datetime
+    problems = [str(p) for p in check_table('run.toml', {'run': {'system': True, 'seeds': [datetime.date(1979, 5, 27),
+                                                                                          float('inf')]}}, SCHEMA)]
+    assert "run.toml: run.system: must be 'scasnet' or 'mlic', got true" in problems, problems
+    assert 'run.toml: run.seeds: must be a list of integers >= 0, got [1979-05-27, inf]' in problems, problems

@@ -137,7 +137,7 @@ def test_run_check_and_status_from_the_command_line(data):
     done = subprocess.run(cli + ['--status'], capture_output=True, text=True)
     assert done.returncode == 0 and 'seed2/student_deploy' in done.stdout and 'to do' in done.stdout
     done = subprocess.run(cli + ['--set', 'run.system="other"'], capture_output=True, text=True)
-    assert done.returncode == 1 and "run.system: must be 'mlic' or 'scasnet', got 'other'" in done.stderr
+    assert done.returncode == 1 and 'run.system: must be \'mlic\' or \'scasnet\', got "other"' in done.stderr
 
 
 def test_the_shipped_demo_config_is_valid_once_its_data_exist(data, monkeypatch):

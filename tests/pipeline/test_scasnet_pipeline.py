@@ -210,7 +210,7 @@ def test_a_ctrl_c_while_a_chain_starts_up_prints_no_traceback(data, tmp_path, de
 
 @pytest.mark.parametrize('override, message', [
     ('train.base_lr="fast"', "train.base_lr: must be a number from 1e-20 to 1000 (Caffe keeps it as a float), "
-                             "got 'fast'"),
+                             'got "fast"'),
     ('train.base_lr=1e-300', 'train.base_lr: must be a number from 1e-20 to 1000'),
     ('run.folder="/dev/null"', 'run.folder: /dev/null exists and is not a folder'),
     ('run.folder="/dev/null/x/y"', 'run.folder: /dev/null/x/y cannot be made: /dev/null is not a folder'),
@@ -221,7 +221,7 @@ def test_a_ctrl_c_while_a_chain_starts_up_prints_no_traceback(data, tmp_path, de
     ('net.input_size=-5', 'net.input_size: '),
     ('data.test_list=none.txt', 'data.test_list: no such file: none.txt'),
     ('heads.names=["fcn","fcm"]', 'heads.names: must be a list of heads among '),
-    ('run.system="other"', "run.system: must be 'mlic' or 'scasnet', got 'other'"),
+    ('run.system="other"', 'run.system: must be \'mlic\' or \'scasnet\', got "other"'),
     ('data=5', 'data: must be a table ([data]), got 5'),
 ])
 def test_a_bad_config_is_refused_naming_the_key_before_anything_runs(data, tmp_path, override, message):
