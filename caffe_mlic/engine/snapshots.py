@@ -881,10 +881,13 @@ def recorded_model_identity(info, state_identity):
     if not has_digest(state_identity):
         return None
     for record in run_records(info):
-        for state_key, model_key in (('last_snapshot_id', 'last_snapshot_model_id'),
-                                     ('resumed_from_id', 'resumed_from_model_id')):
-            if record.get(state_key) == state_identity and has_digest(record.get(model_key)):
-                return record[model_key]
+        pairs = [(record.get(state_key), record.get(model_key)) for state_key, model_key in (
+            ('last_snapshot_id', 'last_snapshot_model_id'), ('resumed_from_id', 'resumed_from_model_id'))]
+        pairs += [tuple(p) for p in record.get('snapshot_pairs', []) if isinstance(p, list) and len(p) == 2] \
+            if isinstance(record.get('snapshot_pairs'), list) else []
+        for state, model in pairs:
+            if state == state_identity and has_digest(model):
+                return model
     return None
 
 

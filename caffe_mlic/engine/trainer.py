@@ -778,8 +778,11 @@ class Trainer:
         # does not record (the one a SIGKILL before this write leaves), never a line of them.
         try:
             self._follow_snapshots()
+            # (each state with its caffemodel: one replaced since is never resumed with this history)
+            pairs = self.info.get('snapshot_pairs', []) + [[identity, model_identity]]
             self._write_run_json(last_snapshot=self.solver_file.snapshot_paths(self.solver.iter)[1],
-                                 last_snapshot_id=identity, last_snapshot_model_id=model_identity)
+                                 last_snapshot_id=identity, last_snapshot_model_id=model_identity,
+                                 snapshot_pairs=pairs)
         except OSError as e:
             raise RunError('cannot record the snapshot of iteration %d in %s: %s%s' % (
                 self.solver.iter, os.path.join(self._follow_run_dir(), logs.RUN_JSON), e.strerror or e,

@@ -372,6 +372,18 @@ def test_a_state_whose_caffemodel_was_replaced_is_refused(tiny, tmp_path, monkey
     info = json.loads((tmp_path / 'runs' / 'paired' / 'run.json').read_text())
     assert info['resumed_from_model_id'] == snapshots.file_identity(str(tmp_path / 'snap' / 'w_iter_2.caffemodel'))
     assert info['last_snapshot_model_id'] == snapshots.file_identity(str(tmp_path / 'snap' / 'w_iter_6.caffemodel'))
+    # every state a run wrote, not only its last (an earlier one's caffemodel replaced was resumed with
+    # other weights, exit 0: pass 40c M1)
+    shutil.rmtree(str(tmp_path / 'runs'))
+    shutil.rmtree(str(tmp_path / 'snap'))
+    assert cli.main(['train', solver, '--set', 'max_iter=6']) == 0
+    info = json.loads((tmp_path / 'runs' / 'paired' / 'run.json').read_text())
+    assert [pair[1] for pair in info['snapshot_pairs']] == [
+        snapshots.file_identity(str(tmp_path / 'snap' / ('w_iter_%d.caffemodel' % i))) for i in (2, 4, 6)]
+    shutil.copyfile(str(tmp_path / 'snap' / 'w_iter_2.caffemodel'), str(model))
+    capsys.readouterr()
+    assert cli.main(['train', solver, '--resume', state, '--set', 'max_iter=8']) != 0
+    assert 'w_iter_4.caffemodel is not the one written with it' in capsys.readouterr().err
 
 
 def test_a_signal_during_the_final_test_stops_the_run_and_a_resume_runs_that_test(tiny, tmp_path, monkeypatch,
