@@ -323,7 +323,16 @@ def lock_file(path, busy):
     was removed meanwhile (by the process that held it) is taken again on
     the new one."""
     import fcntl
+    import stat
     from caffe_mlic.errors import RunError
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        # (never through a link: the pid would be written over its target; a FIFO opens, then cannot seek)
+        raise RunError('%s: %s, where the lock file is kept: move it away' % (
+            path, 'a symbolic link' if stat.S_ISLNK(mode) else 'not a regular file (a device, FIFO or folder)'))
     while True:
         # (never through a link: the pid would be written over its target)
         f = open(path, 'a+', opener=lambda name, flags: os.open(name, flags | os.O_NOFOLLOW, 0o644))

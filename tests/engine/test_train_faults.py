@@ -1288,9 +1288,19 @@ def test_the_prefix_lock_never_writes_through_a_link(tmp_path):
     victim = tmp_path / 'victim.txt'
     victim.write_text('keep')
     os.symlink(str(victim), str(tmp_path / 'planted.lock'))
-    with pytest.raises(OSError):
+    from caffe_mlic.errors import RunError
+    with pytest.raises(RunError, match='planted.lock: a symbolic link, where the lock file is kept: move it away'):
         lock_file(str(tmp_path / 'planted.lock'), 'busy %s')
     assert victim.read_text() == 'keep'
+    # a FIFO opened, then failed to seek, unnamed; a link to nothing was called a symlink loop (pass 40c M2)
+    os.mkfifo(str(tmp_path / 'fifo.lock'))
+    os.symlink(str(tmp_path / 'none'), str(tmp_path / 'dangling.lock'))
+    for name, kind in (('fifo.lock', 'not a regular file (a device, FIFO or folder)'),
+                       ('dangling.lock', 'a symbolic link')):
+        with pytest.raises(RunError) as e:
+            lock_file(str(tmp_path / name), 'busy %s')
+        assert str(e.value) == '%s: %s, where the lock file is kept: move it away' % (tmp_path / name, kind)
+    assert not (tmp_path / 'none').exists()
 
 
 def _link_snapshots_of(source, folder):
