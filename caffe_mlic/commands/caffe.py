@@ -96,6 +96,11 @@ def run_argv(argv):
             if getattr(signals, 'prefix_lock', None) is not None:       # (held while the binary trains)
                 from caffe_mlic.processes import unlock_file
                 unlock_file(signals.prefix_lock)
+            if not getattr(signals, 'binary_started', False):
+                # refused or stopped before the binary: the snapshot folders made for it go (while empty)
+                for folder in getattr(signals, 'made_dirs', []):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(folder)
 
 
 def _run_argv(argv, signals):
@@ -146,7 +151,7 @@ def _run_argv(argv, signals):
                                  'one process, with another batch; resume it with mpirun -np %d caffe-mlic train '
                                  'SOLVER --resume %s' % (state, ranks, ranks_file(state), ranks, state), 'snapshot')
         signals.check()
-        signals.prefix_lock = _check_solver(solver, argv)
+        signals.prefix_lock, signals.made_dirs = _check_solver(solver, argv)
     elif first in ('test', 'time'):
         _check_model(_flag_value(argv, 'model'), first, argv)
         if first == 'test' and not weights:
@@ -174,6 +179,7 @@ def _run_argv(argv, signals):
     env = dict(env, TMPDIR=private)
     started = time.time()
     try:
+        signals.binary_started = True
         code = _run_binary(binary, argv, env, signals)
     finally:
         shutil.rmtree(private, ignore_errors=True)
@@ -639,7 +645,7 @@ def _check_solver(solver_path, argv=()):
     test_state; TEST nets only where test_iter gives them); and its snapshot
     folder created and writable. Returns the lock on the prefix (snapshots.
     lock_prefix; without a snapshot_prefix, that of the current
-    directory's _iter_N files)."""
+    directory's _iter_N files), and the folders made for the snapshots."""
     from caffe_mlic.engine.snapshots import check_hdf5_snapshots, check_snapshot_folder, lock_prefix
     from caffe_mlic.engine.solver_file import SolverFile
     from caffe_mlic.errors import InputError
@@ -650,11 +656,17 @@ def _check_solver(solver_path, argv=()):
                          % (solver_path, solver.param.snapshot))
     # one writer of a prefix at a time, the binary or a `train` run; held until the binary ends (run_argv)
     if solver.param.snapshot_prefix:
-        check_snapshot_folder(solver)
-        return lock_prefix(solver.snapshot_prefix)
+        made = check_snapshot_folder(solver)
+        try:
+            return lock_prefix(solver.snapshot_prefix), made
+        except BaseException:
+            for folder in made:         # (deepest first, while empty)
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
+            raise
     # Without a prefix this Caffe writes _iter_N.caffemodel / .solverstate into the current directory
     # (after training, and on SIGHUP): two binaries there would write the same files.
-    return lock_prefix('', shown='"" (the files _iter_N.* in %s)' % os.getcwd())
+    return lock_prefix('', shown='"" (the files _iter_N.* in %s)' % os.getcwd()), []
 
 
 

@@ -62,6 +62,7 @@ def test_what_the_binary_would_abort_on_is_one_line(files, argv, code, message):
     netutil.write_solver(files / 'roprefix.prototxt', 'net.prototxt', base_lr=0.1, max_iter=2, snapshot=1,
                          snapshot_prefix='/proc/caffe_mlic_none/w')
     one_line(run_cli(['caffe'] + argv, files), code, message)
+    assert not (files / 'snaps').exists()       # (made for the binary, left empty when refused: pass 40c M3)
 
 
 def test_a_state_whose_caffemodel_is_gone_is_named(files):
