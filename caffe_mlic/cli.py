@@ -81,22 +81,27 @@ def _option_for(parser, dest):
 
 @contextlib.contextmanager
 def _ctrl_c_deferred():
-    """A Ctrl-C during the block is raised (KeyboardInterrupt) when it ends:
-    inside the imports it would hit, a library's own catch-all can swallow
-    it, and the command would start as if nothing had been pressed."""
-    import signal
+    """A Ctrl-C (SIGTERM, SIGHUP) during the block is raised
+    (KeyboardInterrupt, Stopped) when it ends: inside the imports it would
+    hit, a library's own catch-all can swallow it, and the command would
+    start as if nothing had been sent; SIGTERM would end the process
+    without a word."""
     import threading
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    pressed = []
-    old = signal.signal(signal.SIGINT, lambda s, frame: pressed.append(s))
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL,
+                signal.SIGHUP: signal.SIG_DFL}
+    received = []
+    old = {s: signal.signal(s, lambda s, frame: received.append(s)) for s, default in defaults.items()
+           if signal.getsignal(s) is default}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, old)
-    if pressed:
-        raise KeyboardInterrupt
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    if received:
+        raise KeyboardInterrupt if received[0] == signal.SIGINT else Stopped(received[0])
 
 
 def _launch_rank():

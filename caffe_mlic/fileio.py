@@ -7,7 +7,8 @@ import os
 import re
 import tempfile
 
-from caffe_mlic.processes import ofd_lock, owned_name_prefix, raise_swallowed_signal, sweep_owned_files
+from caffe_mlic.processes import (ofd_lock, owned_name_prefix, raise_swallowed_signal, signals_deferred,
+                                  sweep_owned_files)
 
 
 def _missing_dirs(path):
@@ -81,9 +82,10 @@ def atomic_files(paths, mode='w', **kwargs):
             if os.path.realpath(directory) not in _SWEPT:
                 sweep_owned_files(directory, None, '.tmp')
                 _SWEPT.add(os.path.realpath(directory))
-            fd, tmp = tempfile.mkstemp(prefix=owned_name_prefix(temp_prefix), suffix='.tmp',
-                                       dir=directory)   # 0600: given a plain open()'s mode below
-            temps.append(tmp)
+            with signals_deferred():    # (a signal between the two would leave a temp file no one removes)
+                fd, tmp = tempfile.mkstemp(prefix=owned_name_prefix(temp_prefix), suffix='.tmp',
+                                           dir=directory)   # 0600: given a plain open()'s mode below
+                temps.append(tmp)
             # held locked while it is ours: a sweep never takes a live writer's
             # (one of another pid namespace, whose pid means nothing here)
             ofd_lock(fd)

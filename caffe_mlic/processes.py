@@ -206,21 +206,34 @@ def _handling(signums, handler):
             signal.signal(s, previous)
 
 
+_RECEIVED = []      # the stop signals of this command: [(signum, time.monotonic() when raised, or None)]
+AGAIN_AFTER = 2.0   # seconds after which a further stop signal raises again (the first was swallowed)
+
+
+def _received(signum, frame):
+    """The stop-signal handler of signals_remembered and stopped_cleanly:
+    remembered; raised (KeyboardInterrupt for SIGINT, Stopped for the
+    others) where Python can raise it (not in a gc callback, which prints
+    and drops it) unless one was raised less than AGAIN_AFTER s ago: a
+    second Ctrl-C or SIGTERM while the first unwinds would cut its clean-up
+    short (a temp file left); a later one means the first was swallowed."""
+    now = time.monotonic()
+    raised = [at for _, at in _RECEIVED if at is not None]
+    if _in_gc_callback(frame) or (raised and now - raised[-1] < AGAIN_AFTER):
+        _RECEIVED.append((signum, None))
+        return
+    _RECEIVED.append((signum, now))
+    raise KeyboardInterrupt if signum == signal.SIGINT else Stopped(signum)
+
+
 @contextlib.contextmanager
 def stopped_cleanly():
     """SIGTERM and SIGHUP raise Stopped inside the block (a second one is
-    ignored while the first unwinds); the previous handlers after it."""
-    signums = [signal.SIGTERM, signal.SIGHUP]
-
-    def stop(signum, frame):
-        for s in signums:
-            signal.signal(s, signal.SIG_IGN)
-        raise Stopped(signum)
-    with _handling(signums, stop):
+    only recorded while the first unwinds, and one a library swallowed is
+    raised again at the next output: _received); the previous handlers
+    after it."""
+    with _handling([signal.SIGTERM, signal.SIGHUP], _received):
         yield
-
-
-_RECEIVED = []      # the stop signals of this command (signals_remembered)
 
 
 @contextlib.contextmanager
@@ -238,18 +251,8 @@ def signals_remembered():
     defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL,
                 signal.SIGHUP: signal.SIG_DFL}
     signums = [s for s, default in defaults.items() if signal.getsignal(s) is default]
-
-    def received(signum, frame):
-        first = not _RECEIVED
-        _RECEIVED.append(signum)
-        if _in_gc_callback(frame):
-            return      # (Python prints and drops what a gc callback raises: raised at the next output)
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        if first:
-            raise Stopped(signum)
     try:
-        with _handling(signums, received):
+        with _handling(signums, _received):
             yield
     finally:
         _RECEIVED.clear()
@@ -274,13 +277,14 @@ def raise_swallowed_signal():
     (signals_remembered) and the command is still going: a library
     swallowed what its handler raised."""
     if _RECEIVED:
-        raise KeyboardInterrupt if _RECEIVED[0] == signal.SIGINT else Stopped(_RECEIVED[0])
+        signum = _RECEIVED[0][0]
+        raise KeyboardInterrupt if signum == signal.SIGINT else Stopped(signum)
 
 
 def take_signals():
     """The stop signals remembered so far, forgotten here: for a command
     that acts on signals itself from now on (train)."""
-    taken = list(_RECEIVED)
+    taken = [signum for signum, _ in _RECEIVED]
     _RECEIVED.clear()
     return taken
 
@@ -311,6 +315,7 @@ def run_stoppable(args, write):
         with stopped_cleanly():
             return write(args)
     except Stopped as e:
+        take_signals()      # (said here; not again by the command line)
         sys.stderr.write('%s: stopped by %s (no half-written file or staging folder is left)\n' % (
             getattr(getattr(args, 'parser', None), 'prog', 'caffe-mlic report'), signal.Signals(e.signum).name))
         return 128 + e.signum

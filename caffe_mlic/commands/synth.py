@@ -108,11 +108,12 @@ def _resolve(args):
 
 def run(args):
     _resolve(args)
-    from caffe_mlic.processes import Stopped, stopped_cleanly
+    from caffe_mlic.processes import Stopped, stopped_cleanly, take_signals
     try:
         with stopped_cleanly():     # staged_set removes the unfinished set as it unwinds
             return _run(args)
     except Stopped as e:
+        take_signals()      # (said here; not again by the command line)
         name = signal.Signals(e.signum).name
         sys.stderr.write('%s: stopped by %s; the unfinished set was removed\n'
                          % (getattr(getattr(args, 'parser', None), 'prog', 'caffe-mlic synth'), name))

@@ -668,6 +668,8 @@ def staged_set(out_dir, force=False, log=None):
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         yield stage
         write_manifest(stage)
+        from caffe_mlic.processes import raise_swallowed_signal
+        raise_swallowed_signal()        # (a stop signal a library swallowed: the set is not published)
         _commit(stage, target, old, log)
     except BaseException:
         if os.path.lexists(stage):

@@ -509,3 +509,85 @@ def test_a_stop_signal_inside_a_gc_callback_is_raised_at_the_next_output(capsys,
         gc.callbacks.remove(callback)
     assert 'Exception ignored' not in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_a_second_stop_signal_while_the_first_unwinds_is_only_recorded():
+    """A Ctrl-C a moment after a SIGTERM raised inside the clean-up of the
+    first: temp files left, a traceback, or both lost (pass 41b S2)."""
+    import signal
+    import time
+    from caffe_mlic.processes import Stopped, raise_swallowed_signal, signals_remembered
+    cleaned = []
+    with signals_remembered():
+        with pytest.raises(Stopped):
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.5)
+            finally:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.2)
+                cleaned.append(True)
+        assert cleaned
+        with pytest.raises(Stopped):      # (still remembered: the command ends stopped)
+            raise_swallowed_signal()
+
+
+def test_a_sigterm_swallowed_inside_stopped_cleanly_is_raised_again(tmp_path):
+    """synth and report set SIGTERM and SIGHUP to be ignored once one came:
+    when an import's catch-all swallowed it, synth wrote its whole set and
+    exited 0 (pass 41b S1)."""
+    import signal
+    import time
+    from caffe_mlic.fileio import atomic_write
+    from caffe_mlic.processes import Stopped, signals_remembered, stopped_cleanly
+    with signals_remembered(), stopped_cleanly():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)
+        except BaseException:       # noqa: B902 (a library's bare except)
+            pass
+        with pytest.raises(Stopped):
+            with atomic_write(str(tmp_path / 'out.txt')) as f:
+                f.write('x')
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_signal_as_a_temp_file_is_made_leaves_none(tmp_path, monkeypatch):
+    """A Ctrl-C between mkstemp and the writer's list of its temp files
+    left a hidden .tmp the clean-up did not know (pass 41b S3)."""
+    import signal
+    import tempfile
+    import time
+    from caffe_mlic.fileio import atomic_write
+    from caffe_mlic.processes import signals_remembered
+    make = tempfile.mkstemp
+
+    def then_a_ctrl_c(*args, **kwargs):
+        made = make(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+        return made
+    monkeypatch.setattr(tempfile, 'mkstemp', then_a_ctrl_c)
+    with signals_remembered():
+        with pytest.raises(KeyboardInterrupt):
+            with atomic_write(str(tmp_path / 'out.txt')) as f:
+                f.write('x')
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_sigterm_while_the_commands_load_is_said(capsys, monkeypatch):
+    """It ended the process without a word while the command's modules
+    were imported (pass 41b M2)."""
+    import signal
+    import time
+    from caffe_mlic import cli as cli_module
+    build = cli_module.build_parser
+
+    def loading(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)
+        return build(*args, **kwargs)
+    monkeypatch.setattr(cli_module, 'build_parser', loading)
+    assert cli.main(['plot-log', 'none.log', '-o', 'none.png']) == 143
+    assert capsys.readouterr().err == 'caffe-mlic: stopped by SIGTERM\n'
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
