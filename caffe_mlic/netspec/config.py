@@ -86,9 +86,9 @@ class Checks:
             value, default = getattr(self.cfg, f.name), default_of(f)
             texts = [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)] \
                 if isinstance(value, (list, tuple)) else []
-            if any(c in text for text in texts for c in '\0\n\r'):
+            if any(ord(c) < 32 or ord(c) == 127 for text in texts for c in text):
                 # (no path, layer or class name holds one: a NUL was a traceback, a newline went into the nets)
-                self.bad(f.name, 'must be text without a NUL or line break')
+                self.bad(f.name, 'must be text without a NUL, line break or other control character')
                 continue
             if isinstance(default, bool):
                 if not isinstance(value, bool):

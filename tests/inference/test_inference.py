@@ -115,6 +115,19 @@ def test_detect_rerun_on_fewer_images_names_the_earlier_runs_files(tiny, tmp_pat
     assert len(os.listdir(str(out / 'json'))) == first
 
 
+def test_detect_refuses_an_output_subfolder_of_another_kind_before_any_output(tiny, tmp_path, capsys):
+    """OUT/vis a file: the first image's json was written, then it failed (pass 41b M1)."""
+    out = tmp_path / 'det'
+    out.mkdir()
+    (out / 'vis').write_text('x')
+    assert cli.main(['detect', '--net', str(tiny / 'nets' / 'wsddn' / 'wsddn_deploy.prototxt'),
+                     '--weights', str(tiny / 'teacher_iter_40.caffemodel'), str(tiny / 'images'),
+                     '-o', str(out), '--proposals', str(tiny / 'props'), '--classes',
+                     str(tiny / 'classes.txt'), '-q']) == 2
+    assert '%s is a file, where the output folder would be' % (out / 'vis') in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ['vis']
+
+
 def test_detect_whose_output_folder_is_removed_mid_run_fails(tiny, tmp_path, capsys, monkeypatch):
     """The per-image writer made the removed folder again: detect ended
     with exit 0 and a summary counting every image, while json/ held only

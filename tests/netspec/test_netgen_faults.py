@@ -327,13 +327,15 @@ def test_netgen_writes_beside_inputs_that_are_not_outputs(tmp_path, capsys, monk
     (['netgen', '--set', "refine=['conv4_3\\r']"], None),
     (['scasnet', 'netgen', '--set', "palette='x\\x00y'"], 'palette'),
     (['scasnet', 'netgen', '--set', "train_list='a\\nb'"], 'train_list'),
+    (['netgen', '--set', "root_folder='x\\x1by'"], 'root_folder'),      # (ESC, tab: pass 41b M3)
+    (['netgen', '--set', "root_folder='x\\ty'"], 'root_folder'),
 ])
 def test_a_text_field_with_a_nul_or_line_break_is_refused(tmp_path, capsys, argv, field):
     code = cli.main(argv + ['-o', str(tmp_path / 'out')])
     err = capsys.readouterr().err
     assert code == 2 and len(err.splitlines()) == 1 and 'Traceback' not in err, err
     if field:
-        assert '%s must be text without a NUL or line break' % field in err, err
+        assert '%s must be text without a NUL, line break or other control character' % field in err, err
     assert not (tmp_path / 'out').exists()
 
 
