@@ -100,7 +100,8 @@ def _record_signals():
     received, old = take_signals(), {}      # (one a library swallowed before: acted on too)
     if threading.current_thread() is threading.main_thread():
         old = {signum: signal.signal(signum, lambda s, frame: received.append(s))
-               for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+               for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+               if signal.getsignal(signum) is not signal.SIG_IGN}       # (SIGHUP under nohup stays ignored)
     return received, lambda: [signal.signal(s, h) for s, h in old.items()]
 
 

@@ -118,10 +118,12 @@ def iteration_seed(seed, iteration, rank=None):
 
 @contextlib.contextmanager
 def _main_thread_signals(handlers):
-    """Install ``handlers`` {signum: handler} for the block (main thread only)."""
+    """Install ``handlers`` {signum: handler} for the block (main thread
+    only), except for a signal that is ignored (SIGHUP under nohup: the
+    run goes on when the terminal goes)."""
     old = {}
     if threading.current_thread() is threading.main_thread():
-        old = {s: signal.signal(s, h) for s, h in handlers.items()}
+        old = {s: signal.signal(s, h) for s, h in handlers.items() if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         yield
     finally:
@@ -968,15 +970,19 @@ class Trainer:
         return False
 
     def _final_test_missing(self, state):
-        """Whether ``state`` is the last snapshot the run in this run folder
-        wrote (run.json, by identity), at max_iter, and its log has no test
-        there: a stop signal cut its final test short. Resuming it runs that
-        test and nothing else."""
-        info = logs.read_run_json(self.run_dir)
+        """Whether ``state`` is at max_iter, the run in this run folder's
+        (--resume auto chose it by its rules; a state given is the last one
+        its run.json records, by identity), and its log has no test there: a
+        stop signal cut its final test short, or a SIGKILL came before it.
+        Resuming it runs that test and nothing else."""
         max_iter = self.solver_file.param.max_iter
-        if (self.test is None or not isinstance(info, dict) or self._state_iteration(state) != max_iter
-                or not has_digest(info.get('last_snapshot_id')) or not identity_in(state, [info['last_snapshot_id']])):
+        if self.test is None or self._state_iteration(state) != max_iter:
             return False
+        if self.resume != 'auto':
+            info = logs.read_run_json(self.run_dir)
+            if (not isinstance(info, dict) or not has_digest(info.get('last_snapshot_id'))
+                    or not identity_in(state, [info['last_snapshot_id']])):
+                return False
         return not self._final_test_logged()
 
     def _interrupted_in_setup(self, state):
@@ -1108,6 +1114,11 @@ class Trainer:
                         last_snapshot=done.state, last_snapshot_id=file_identity(done.state),
                         last_snapshot_model_id=(info.get('last_snapshot_model_id') if file_identity(done.state)
                                                 == info.get('last_snapshot_id') else None)))
+            curves = os.path.join(self.run_dir, 'curves.png')
+            if self.leader and not os.path.lexists(curves):     # (killed before it drew them)
+                with contextlib.suppress(OSError, InputError):
+                    plotting.draw_curves(logs.read_records(os.path.join(self.run_dir, logs.JSONL)), curves,
+                                         title=self.solver_file.stem)
             return dict(info, final_iteration=self.solver_file.param.max_iter, last_snapshot=done.state,
                         run_dir=os.path.abspath(self.run_dir))
         except BaseException:

@@ -358,7 +358,8 @@ def _run_chains(path, overrides, plan, chains, needs=None):
             with contextlib.suppress(OSError):
                 os.kill(process.pid, signum)
         raise KeyboardInterrupt
-    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)
+                if signal.getsignal(signum) is not signal.SIG_IGN}      # (SIGHUP under nohup stays ignored)
     try:
         while pending or running:
             while pending and len(running) < plan.jobs and not interrupted:

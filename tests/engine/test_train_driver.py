@@ -455,6 +455,63 @@ def test_a_signal_during_the_final_test_stops_the_run_and_a_resume_runs_that_tes
     assert json.loads((run_dir / 'run.json').read_text())['status'] == 'finished'
 
 
+def test_a_run_killed_before_recording_its_last_snapshot_gets_its_final_test_on_resume(tiny, tmp_path,
+                                                                                          monkeypatch, capsys):
+    """A SIGKILL after the last snapshot was written and before run.json
+    recorded it (and before the final test): --resume auto said "nothing to
+    train" and marked the run finished without its final test or curves
+    (pass 41c S1, M1). It runs that test, as after a signal."""
+    monkeypatch.chdir(tmp_path)
+    solver = write_solver(tmp_path, 'killed', nets=tiny, max_iter=4, snapshot=2, test_interval=0,
+                          snapshot_prefix=str(tmp_path / 'snap' / 'w'))
+    assert cli.main(['train', solver]) == 0
+    run_dir = tmp_path / 'runs' / 'killed'
+    whole = [r for r in records(run_dir) if r['phase'] == 'test']
+    # as the kill leaves it: run.json at the state before, running; no final test; no curves
+    info = json.loads((run_dir / 'run.json').read_text())
+    earlier = str(tmp_path / 'snap' / 'w_iter_2.solverstate')
+    info.update(status='running', last_snapshot=earlier, last_snapshot_id=snapshots.file_identity(earlier),
+                last_snapshot_model_id=info['snapshot_pairs'][0][1], snapshot_pairs=info['snapshot_pairs'][:1],
+                final_iteration=2, end_time=None)
+    (run_dir / 'run.json').write_text(json.dumps(info))
+    kept = [line for line in (run_dir / 'log.jsonl').read_text().splitlines(True) if '"test"' not in line]
+    (run_dir / 'log.jsonl').write_text(''.join(kept))
+    (run_dir / 'curves.png').unlink()
+    capsys.readouterr()
+    assert cli.main(['train', solver, '--resume', 'auto']) == 0
+    assert 'and the run stopped before its final test: testing it' in capsys.readouterr().err
+    assert json.loads((run_dir / 'run.json').read_text())['status'] == 'finished'
+    assert [r for r in records(run_dir) if r['phase'] == 'test'] == whole
+    assert (run_dir / 'curves.png').exists()
+    # a whole run whose curves a kill left undrawn: drawn by --resume auto's "nothing to train"
+    (run_dir / 'curves.png').unlink()
+    assert cli.main(['train', solver, '--resume', 'auto']) == 0
+    assert 'nothing to train' in capsys.readouterr().err and (run_dir / 'curves.png').exists()
+
+
+def test_sighup_under_nohup_stays_ignored(tiny, tmp_path, monkeypatch):
+    """train took SIGHUP even when it started ignored (`nohup`), and a
+    hang-up stopped it (pass 41c S2)."""
+    monkeypatch.chdir(tmp_path)
+    solver = write_solver(tmp_path, 'nohup', nets=tiny, max_iter=6, snapshot=0, test_interval=0,
+                          snapshot_prefix=str(tmp_path / 'snap' / 'w'))
+    step = trainer.Trainer._train_iteration
+
+    def hung_up(self):
+        if self.solver.iter == 2:
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(0.2)
+        return step(self)
+    monkeypatch.setattr(trainer.Trainer, '_train_iteration', hung_up)
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        assert cli.main(['train', solver]) == 0
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert json.loads((tmp_path / 'runs' / 'nohup' / 'run.json').read_text())['final_iteration'] == 6
+
+
 def test_weights_are_copied_in_order(tiny, reference, tmp_path):
     """--weights W1,W2: with base_lr 0 the net after one iteration is W2 (copied over W1)."""
     solver = write_solver(tmp_path, 'weights', nets=tiny, max_iter=1, base_lr=0, snapshot=0,
