@@ -208,6 +208,7 @@ def _handling(signums, handler):
 
 _RECEIVED = []      # the stop signals of this command: [(signum, time.monotonic() when raised, or None)]
 AGAIN_AFTER = 2.0   # seconds after which a further stop signal raises again (the first was swallowed)
+_in_handler = False
 
 
 def _received(signum, frame):
@@ -217,13 +218,23 @@ def _received(signum, frame):
     and drops it) unless one was raised less than AGAIN_AFTER s ago: a
     second Ctrl-C or SIGTERM while the first unwinds would cut its clean-up
     short (a temp file left); a later one means the first was swallowed."""
-    now = time.monotonic()
-    raised = [at for _, at in _RECEIVED if at is not None]
-    if _in_gc_callback(frame) or (raised and now - raised[-1] < AGAIN_AFTER):
+    global _in_handler
+    if _in_handler:
+        # A second signal at once: Python runs its handler inside one of this one's calls, where what it
+        # raised would be a SystemError ("returned a result with an exception set"): recorded only.
         _RECEIVED.append((signum, None))
         return
-    _RECEIVED.append((signum, now))
-    raise KeyboardInterrupt if signum == signal.SIGINT else Stopped(signum)
+    _in_handler = True
+    try:
+        now = time.monotonic()
+        raised = [at for _, at in _RECEIVED if at is not None]
+        if _in_gc_callback(frame) or (raised and now - raised[-1] < AGAIN_AFTER):
+            _RECEIVED.append((signum, None))
+            return
+        _RECEIVED.append((signum, now))
+        raise KeyboardInterrupt if signum == signal.SIGINT else Stopped(signum)
+    finally:
+        _in_handler = False
 
 
 @contextlib.contextmanager

@@ -241,7 +241,8 @@ def run(args):
                                                  write_coco_results)
     from caffe_mlic.fileio import atomic_files, atomic_write_json
     from caffe_mlic.data.imageio import read_image
-    from caffe_mlic.fileio import refuse_lost_outputs, refuse_non_folders, refuse_output_among_inputs, refuse_overwriting
+    from caffe_mlic.fileio import (refuse_folders, refuse_lost_outputs, refuse_non_folders, refuse_output_among_inputs,
+                                   refuse_overwriting)
     from caffe_mlic.inference.settings import find_settings
     from caffe_mlic.inference import image_ids, model_and_images, printable
     from caffe_mlic.inference.detector import RandomControlDetector, WsddnDetector, check_scales
@@ -292,6 +293,7 @@ def run(args):
     # (one of another kind failed after the first image's outputs were written)
     refuse_non_folders([args.output] + [os.path.join(args.output, sub) for sub in ('json', 'vis', 'proposals')],
                        'output')
+    refuse_folders(results + [p for pair in per_image.values() for p in pair], 'output')
     check_proposable(images, (args.proposals, cache))
     if args.proposals is not None:
         note_missing_proposals(args.proposals, images, cache)

@@ -144,7 +144,7 @@ def label_images(net, weights, images, out, tile=None, stride=None, flip=False, 
     from caffe_mlic.data.imageio import image_size, read_image
     from caffe_mlic.data.labelmaps import colour_png, index_to_colour, label_png, load_palette
     from caffe_mlic.fileio import atomic_files, refuse_lost_outputs, refuse_output_among_inputs, refuse_overwriting
-    from caffe_mlic.fileio import refuse_non_folders
+    from caffe_mlic.fileio import refuse_folders, refuse_non_folders
     from caffe_mlic.inference import model_and_images, printable
     from caffe_mlic.inference.settings import find_settings, load_settings
     from caffe_mlic.progress import progress
@@ -158,6 +158,7 @@ def label_images(net, weights, images, out, tile=None, stride=None, flip=False, 
     refuse_output_among_inputs(out, images, param='out', subfolders=('labels', 'color', 'overlay'))
     refuse_overwriting(outputs, images + [net, weights, settings or find_settings(net), palette], 'out')
     refuse_non_folders([out] + [os.path.join(out, sub) for sub in ('labels', 'color', 'overlay')], 'out')
+    refuse_folders(outputs[1:], 'out')
     colours = load_palette(palette)
     model = Segmenter(net, weights, load_settings(net, settings), tile, palette=colours, palette_name=palette)
     stride = max(1, round(model.tile * 2 / 3)) if stride is None else stride

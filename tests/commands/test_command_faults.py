@@ -591,3 +591,23 @@ def test_a_sigterm_while_the_commands_load_is_said(capsys, monkeypatch):
     assert cli.main(['plot-log', 'none.log', '-o', 'none.png']) == 143
     assert capsys.readouterr().err == 'caffe-mlic: stopped by SIGTERM\n'
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_signal_whose_handler_runs_inside_the_first_ones_is_only_recorded(monkeypatch):
+    """Two signals at once during an import: Python ran the second's
+    handler inside a C call of the first's (time.monotonic), where what it
+    raised became "SystemError: ... returned a result with an exception
+    set", a traceback and exit 1 (pass 42 S1). The second is recorded."""
+    import signal
+    from caffe_mlic import processes
+    clock = processes.time.monotonic
+
+    def with_a_second_signal():     # (as Python runs a pending handler during the call)
+        processes._received(signal.SIGTERM, None)
+        return clock()
+    monkeypatch.setattr(processes.time, 'monotonic', with_a_second_signal)
+    with processes.signals_remembered():
+        with pytest.raises(KeyboardInterrupt):
+            processes._received(signal.SIGINT, None)
+        assert [s for s, _ in processes._RECEIVED] == [signal.SIGTERM, signal.SIGINT]
+    assert processes._in_handler is False

@@ -2,6 +2,7 @@
 written or resumed from, non-finite --weights are refused, and a diverged
 net with stock MAX poolings (ScasNet) ends with one line, not glibc's
 "double free or corruption" abort (rc 134)."""
+import json
 import os
 import subprocess
 import sys
@@ -65,8 +66,13 @@ def test_a_diverging_run_writes_no_snapshot_of_its_diverged_weights(tmp_path):
 def test_resume_auto_passes_over_a_snapshot_with_non_finite_weights(tmp_path):
     make_solver(tmp_path, max_iter=2, snapshot=1)
     assert run(['train', 'solver.prototxt', '--run-dir', 'run'], tmp_path).returncode == 0
-    # iteration 2's snapshot as a diverged run would have left it
+    # iteration 2's snapshot as a diverged run of an older version would have left it (a run.json without
+    # the caffemodels' identities: with them, a replaced caffemodel is passed over as not the run's)
     os.replace(nan_model(tmp_path), tmp_path / 'snaps' / 'w_iter_2.caffemodel')
+    info = json.loads((tmp_path / 'run' / 'run.json').read_text())
+    for key in ('snapshot_pairs', 'last_snapshot_model_id', 'resumed_from_model_id'):
+        info.pop(key, None)
+    (tmp_path / 'run' / 'run.json').write_text(json.dumps(info))
     r = run(['train', 'solver.prototxt', '--run-dir', 'run', '--resume', 'auto', '--set', 'max_iter=3'],
             tmp_path)
     assert r.returncode == 0, r.stderr

@@ -126,6 +126,15 @@ def test_detect_refuses_an_output_subfolder_of_another_kind_before_any_output(ti
                      str(tiny / 'classes.txt'), '-q']) == 2
     assert '%s is a file, where the output folder would be' % (out / 'vis') in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ['vis']
+    # an output file that is a folder: the earlier images were written, then it failed (pass 42 M1)
+    (out / 'vis').unlink()
+    (out / 'json' / 'img001.json').mkdir(parents=True)
+    assert cli.main(['detect', '--net', str(tiny / 'nets' / 'wsddn' / 'wsddn_deploy.prototxt'),
+                     '--weights', str(tiny / 'teacher_iter_40.caffemodel'), str(tiny / 'images'),
+                     '-o', str(out), '--proposals', str(tiny / 'props'), '--classes',
+                     str(tiny / 'classes.txt'), '-q']) == 2
+    assert '%s is a folder: give a file path to write' % (out / 'json' / 'img001.json') in capsys.readouterr().err
+    assert sorted(str(p.relative_to(out)) for p in out.rglob('*')) == ['json', 'json/img001.json']
 
 
 def test_detect_whose_output_folder_is_removed_mid_run_fails(tiny, tmp_path, capsys, monkeypatch):

@@ -329,6 +329,8 @@ def test_netgen_writes_beside_inputs_that_are_not_outputs(tmp_path, capsys, monk
     (['scasnet', 'netgen', '--set', "train_list='a\\nb'"], 'train_list'),
     (['netgen', '--set', "root_folder='x\\x1by'"], 'root_folder'),      # (ESC, tab: pass 41b M3)
     (['netgen', '--set', "root_folder='x\\ty'"], 'root_folder'),
+    (['netgen', '--set', "root_folder='x\\x85y'"], 'root_folder'),       # (Python's line breaks: pass 42 M2)
+    (['netgen', '--set', "root_folder='x\\u2028y'"], 'root_folder'),
 ])
 def test_a_text_field_with_a_nul_or_line_break_is_refused(tmp_path, capsys, argv, field):
     code = cli.main(argv + ['-o', str(tmp_path / 'out')])
