@@ -229,6 +229,16 @@ def _main(argv, names):
     except Stopped as e:        # SIGTERM, SIGHUP: unwound as a Ctrl-C is (no temp file left)
         _report(prog, 'stopped by %s' % signal.Signals(e.signum).name)
         return 128 + e.signum
+    except SystemError as e:
+        # Two stop signals at once: Python can run the second's handler with the first's exception still
+        # set, and its first call then fails as "returned a result with an exception set", caused by it.
+        if isinstance(e.__cause__, KeyboardInterrupt):
+            _report(prog, 'interrupted')
+            return 130
+        if isinstance(e.__cause__, Stopped):
+            _report(prog, 'stopped by %s' % signal.Signals(e.__cause__.signum).name)
+            return 128 + e.__cause__.signum
+        raise
 
 
 if __name__ == '__main__':

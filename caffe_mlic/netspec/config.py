@@ -11,6 +11,7 @@ value raises UsageError naming its field.
 import ast
 import dataclasses
 import math
+import unicodedata
 
 from caffe_mlic.errors import UsageError
 
@@ -86,7 +87,7 @@ class Checks:
             value, default = getattr(self.cfg, f.name), default_of(f)
             texts = [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)] \
                 if isinstance(value, (list, tuple)) else []
-            if any(ord(c) < 32 or ord(c) == 127 or c in '\x85\u2028\u2029' for text in texts for c in text):
+            if any(unicodedata.category(c) in ('Cc', 'Zl', 'Zp') for text in texts for c in text):
                 # (no path, layer or class name holds one: a NUL was a traceback, a newline went into the nets)
                 self.bad(f.name, 'must be text without a NUL, line break or other control character')
                 continue

@@ -611,3 +611,35 @@ def test_a_signal_whose_handler_runs_inside_the_first_ones_is_only_recorded(monk
             processes._received(signal.SIGINT, None)
         assert [s for s, _ in processes._RECEIVED] == [signal.SIGTERM, signal.SIGINT]
     assert processes._in_handler is False
+
+
+@pytest.mark.parametrize('cause, code, line', [
+    (KeyboardInterrupt(), 130, 'caffe-mlic netgen: interrupted\n'),
+    ('SIGTERM', 143, 'caffe-mlic netgen: stopped by SIGTERM\n'),
+])
+def test_a_system_error_caused_by_a_stop_signal_is_that_signal(tmp_path, capsys, monkeypatch, cause, code, line):
+    """Two signals at once: Python ran the second handler with the first's
+    exception still set, and its first call failed as "SystemError: ...
+    returned a result with an exception set" caused by it: a traceback and
+    exit 1 (pass 43 S1). Said as the signal it stands for."""
+    import signal
+    from caffe_mlic.netspec import netgen
+    from caffe_mlic.processes import Stopped
+    cause = Stopped(signal.SIGTERM) if cause == 'SIGTERM' else cause
+
+    def two_signals(nets):
+        raise SystemError('<built-in function monotonic> returned a result with an exception set') from cause
+    monkeypatch.setattr(netgen, 'check_buildable', two_signals)
+    assert cli.main(['netgen', '-o', str(tmp_path / 'nets')]) == code
+    assert capsys.readouterr().err == line
+    assert not (tmp_path / 'nets').exists()
+
+
+def test_a_system_error_of_another_cause_is_not_hidden(tmp_path, monkeypatch):
+    from caffe_mlic.netspec import netgen
+
+    def broken(nets):
+        raise SystemError('a bug') from ValueError('x')
+    monkeypatch.setattr(netgen, 'check_buildable', broken)
+    with pytest.raises(SystemError):
+        cli.main(['netgen', '-o', str(tmp_path / 'nets')])

@@ -331,6 +331,7 @@ def test_netgen_writes_beside_inputs_that_are_not_outputs(tmp_path, capsys, monk
     (['netgen', '--set', "root_folder='x\\ty'"], 'root_folder'),
     (['netgen', '--set', "root_folder='x\\x85y'"], 'root_folder'),       # (Python's line breaks: pass 42 M2)
     (['netgen', '--set', "root_folder='x\\u2028y'"], 'root_folder'),
+    (['netgen', '--set', "root_folder='x\\x9by'"], 'root_folder'),       # (a C1 control: pass 43 M1)
 ])
 def test_a_text_field_with_a_nul_or_line_break_is_refused(tmp_path, capsys, argv, field):
     code = cli.main(argv + ['-o', str(tmp_path / 'out')])
