@@ -20,7 +20,7 @@ import signal
 import sys
 
 from caffe_mlic.errors import MlicError, UsageError, os_error_text
-from caffe_mlic.processes import Stopped
+from caffe_mlic.processes import Stopped, signals_raised_after
 
 PROG = 'caffe-mlic'
 GLOG_DEFAULT_MARK = 'CAFFE_MLIC_GLOG_DEFAULT'
@@ -77,31 +77,6 @@ def _option_for(parser, dest):
                 if found:
                     return found
     return None
-
-
-@contextlib.contextmanager
-def _ctrl_c_deferred():
-    """A Ctrl-C (SIGTERM, SIGHUP) during the block is raised
-    (KeyboardInterrupt, Stopped) when it ends: inside the imports it would
-    hit, a library's own catch-all can swallow it, and the command would
-    start as if nothing had been sent; SIGTERM would end the process
-    without a word."""
-    import threading
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL,
-                signal.SIGHUP: signal.SIG_DFL}
-    received = []
-    old = {s: signal.signal(s, lambda s, frame: received.append(s)) for s, default in defaults.items()
-           if signal.getsignal(s) is default}
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-    if received:
-        raise KeyboardInterrupt if received[0] == signal.SIGINT else Stopped(received[0])
 
 
 def _launch_rank():
@@ -180,7 +155,7 @@ def _main(argv, names):
     argv = list(sys.argv[1:] if argv is None else argv)
     prog, parser, parsed = PROG, None, False
     try:
-        with _ctrl_c_deferred():      # a Ctrl-C while the registry imports: acted on, never lost
+        with signals_raised_after():      # a Ctrl-C while the registry imports: acted on, never lost
             from caffe_mlic import commands
         if argv and argv[0] in commands.PASS_THROUGH:
             # Everything after the command belongs to another program, options
@@ -188,7 +163,7 @@ def _main(argv, names):
             prog = '%s %s' % (PROG, argv[0])
             names.append(prog)
             return commands.module(argv[0]).run_argv(argv[1:]) or 0
-        with _ctrl_c_deferred():      # building the parser imports every command's modules
+        with signals_raised_after():      # building the parser imports every command's modules
             found = commands.nested(argv)
             if found:
                 parser = nested_parser(*found)

@@ -191,19 +191,43 @@ class Stopped(BaseException):
         self.signum = signum
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def stop_exception(signum):
+    """What a stop signal unwinds a command with: KeyboardInterrupt for
+    SIGINT (as Python's own handler), Stopped for SIGTERM and SIGHUP."""
+    return KeyboardInterrupt() if signum == signal.SIGINT else Stopped(signum)
+
+
 @contextlib.contextmanager
-def _handling(signums, handler):
-    """``handler`` for ``signums`` inside the block, the previous handlers
-    after it; outside the main thread, signals stay as they are."""
-    try:
-        old = {s: signal.signal(s, handler) for s in signums}
-    except ValueError:          # not the main thread
-        old = {}
+def handling(handlers):
+    """The one way our commands take signals: ``handlers`` {signum:
+    handler} inside the block, the previous handlers after it. A signal
+    that is ignored stays ignored (SIGHUP under nohup: the command goes on
+    when the terminal goes), as does one whose handler was not set from
+    Python (it could not be put back); outside the main thread, signals
+    stay as they are."""
+    import threading
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        old = {s: signal.signal(s, h) for s, h in handlers.items()
+               if signal.getsignal(s) not in (signal.SIG_IGN, None)}
     try:
         yield
     finally:
         for s, previous in old.items():
             signal.signal(s, previous)
+
+
+@contextlib.contextmanager
+def signals_held():
+    """The stop signals recorded, not acted on, inside the block: yields
+    the list they are appended to, in order (for a caller that acts on
+    them later: at the block's end, or once it is set up)."""
+    held = []
+    with handling({s: lambda signum, frame: held.append(signum) for s in STOP_SIGNALS}):
+        yield held
 
 
 _RECEIVED = []      # the stop signals of this command: [(signum, time.monotonic() when raised, or None)]
@@ -232,7 +256,7 @@ def _received(signum, frame):
             _RECEIVED.append((signum, None))
             return
         _RECEIVED.append((signum, now))
-        raise KeyboardInterrupt if signum == signal.SIGINT else Stopped(signum)
+        raise stop_exception(signum)
     finally:
         _in_handler = False
 
@@ -243,7 +267,7 @@ def stopped_cleanly():
     only recorded while the first unwinds, and one a library swallowed is
     raised again at the next output: _received); the previous handlers
     after it."""
-    with _handling([signal.SIGTERM, signal.SIGHUP], _received):
+    with handling({signal.SIGTERM: _received, signal.SIGHUP: _received}):
         yield
 
 
@@ -261,9 +285,8 @@ def signals_remembered():
     (ignored, as under nohup, or a command's own) is left as it is."""
     defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL,
                 signal.SIGHUP: signal.SIG_DFL}
-    signums = [s for s, default in defaults.items() if signal.getsignal(s) is default]
     try:
-        with _handling(signums, _received):
+        with handling({s: _received for s, default in defaults.items() if signal.getsignal(s) is default}):
             yield
     finally:
         _RECEIVED.clear()
@@ -288,8 +311,7 @@ def raise_swallowed_signal():
     (signals_remembered) and the command is still going: a library
     swallowed what its handler raised."""
     if _RECEIVED:
-        signum = _RECEIVED[0][0]
-        raise KeyboardInterrupt if signum == signal.SIGINT else Stopped(signum)
+        raise stop_exception(_RECEIVED[0][0])
 
 
 def take_signals():
@@ -307,15 +329,27 @@ def signals_deferred():
     that were in place. (Recorded by a handler, not blocked with
     pthread_sigmask: that holds only this thread, and another of ours would
     take the signal.) Outside the main thread: nothing is held back."""
-    pending = []
-    signums = [s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-               if signal.getsignal(s) not in (signal.SIG_IGN, None)]
+    held = []
     try:
-        with _handling(signums, lambda signum, frame: pending.append(signum)):
+        with signals_held() as held:
             yield
     finally:
-        if pending:
-            signal.raise_signal(pending[0])
+        if held:
+            signal.raise_signal(held[0])
+
+
+@contextlib.contextmanager
+def signals_raised_after():
+    """The stop signals held inside the block (the imports, where a
+    library's own catch-all could swallow what a handler raised, and the
+    command would start as if nothing had been sent) and the first one
+    raised when it ends, as stop_exception: as an exception, not again as
+    a signal, because SIGTERM's default would end the process without a
+    word."""
+    with signals_held() as held:
+        yield
+    if held:
+        raise stop_exception(held[0])
 
 
 def run_stoppable(args, write):

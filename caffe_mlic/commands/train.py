@@ -89,28 +89,15 @@ def _gpu_id(value, grp):
     return distributed.local_gpu(ids, grp)
 
 
-def _record_signals():
-    """From here on a stop signal is remembered, not acted on at once: the
-    imports that follow (pycaffe, OpenCV, numba) take seconds, and a
-    KeyboardInterrupt raised inside them can be swallowed by their own
-    handlers, so the run would go on. The trainer acts on it once set up."""
-    import signal
-    import threading
-    from caffe_mlic.processes import take_signals
-    received, old = take_signals(), {}      # (one a library swallowed before: acted on too)
-    if threading.current_thread() is threading.main_thread():
-        old = {signum: signal.signal(signum, lambda s, frame: received.append(s))
-               for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-               if signal.getsignal(signum) is not signal.SIG_IGN}       # (SIGHUP under nohup stays ignored)
-    return received, lambda: [signal.signal(s, h) for s, h in old.items()]
-
-
 def run(args):
-    early_signals, restore = _record_signals()
-    try:
-        return _run(args, early_signals)
-    finally:
-        restore()
+    # From here on a stop signal is held, not acted on at once: the imports
+    # that follow (pycaffe, OpenCV, numba) take seconds, and a
+    # KeyboardInterrupt raised inside them can be swallowed by their own
+    # handlers, so the run would go on. The trainer acts on it once set up.
+    from caffe_mlic.processes import signals_held, take_signals
+    with signals_held() as received:
+        received[:0] = take_signals()       # (one a library swallowed before: acted on too)
+        return _run(args, received)
 
 
 def _run(args, early_signals):

@@ -74,11 +74,11 @@ from caffe_mlic.engine.solver_file import SolverFile
 from caffe_mlic.errors import InputError, MlicError, RunError, UsageError, os_error_text
 from caffe_mlic.evaluation.evaluator import EVALUATORS, for_data_layer, label_blob
 from caffe_mlic.fileio import _missing_dirs, atomic_write, refuse_overwriting, same_file
+from caffe_mlic.processes import STOP_SIGNALS, handling
 from caffe_mlic.progress import progress
 
 SIGNAL_NAMES = {signal.SIGINT: 'SIGINT', signal.SIGTERM: 'SIGTERM', signal.SIGHUP: 'SIGHUP',
                 signal.SIGPIPE: 'a closed stdout'}
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 LOCK_FILE = '.lock'
 
 
@@ -114,21 +114,6 @@ def iteration_seed(seed, iteration, rank=None):
     ``rank`` in data-parallel training)."""
     entropy = [seed, iteration] + ([] if rank is None else [rank])
     return int(np.random.SeedSequence(entropy).generate_state(1)[0]) & 0x7fffffff
-
-
-@contextlib.contextmanager
-def _main_thread_signals(handlers):
-    """Install ``handlers`` {signum: handler} for the block (main thread
-    only), except for a signal that is ignored (SIGHUP under nohup: the
-    run goes on when the terminal goes)."""
-    old = {}
-    if threading.current_thread() is threading.main_thread():
-        old = {s: signal.signal(s, h) for s, h in handlers.items() if signal.getsignal(s) is not signal.SIG_IGN}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 RUN_FILES = (logs.JSONL, logs.CSV, logs.RUN_JSON, 'solver.prototxt', 'net.prototxt', 'curves.png')
@@ -1094,7 +1079,7 @@ class Trainer:
                 unlock_run_dir(self.prefix_lock)
             unlock_run_dir(lock)
         try:
-            with _main_thread_signals({s: stop for s in STOP_SIGNALS}), caffe_check_cleanup(caffe_stopped):
+            with handling({s: stop for s in STOP_SIGNALS}), caffe_check_cleanup(caffe_stopped):
                 if self.early_signals:
                     self._signal(self.early_signals[0])
                 return self._run()
@@ -1151,7 +1136,7 @@ class Trainer:
         def caffe_stopped():
             self._close_layers()
         try:
-            with _main_thread_signals({s: stop for s in STOP_SIGNALS}), caffe_check_cleanup(caffe_stopped):
+            with handling({s: stop for s in STOP_SIGNALS}), caffe_check_cleanup(caffe_stopped):
                 if self.early_signals:
                     self._signal(self.early_signals[0])
                 return self._run()

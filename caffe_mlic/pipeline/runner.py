@@ -9,7 +9,7 @@ import sys
 from caffe_mlic.errors import InputError, MlicError, RunError, UsageError
 from caffe_mlic.pipeline import stages as st
 from caffe_mlic.pipeline.config import read_config
-from caffe_mlic.processes import start_without_sigint
+from caffe_mlic.processes import handling, start_without_sigint
 
 LOG = 'log.txt'
 
@@ -358,48 +358,45 @@ def _run_chains(path, overrides, plan, chains, needs=None):
             with contextlib.suppress(OSError):
                 os.kill(process.pid, signum)
         raise KeyboardInterrupt
-    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)
-                if signal.getsignal(signum) is not signal.SIG_IGN}      # (SIGHUP under nohup stays ignored)
-    try:
-        while pending or running:
-            while pending and len(running) < plan.jobs and not interrupted:
-                item = ready_chain()
-                if item is None:
+    # (SIGHUP under nohup stays ignored)
+    with handling({signal.SIGTERM: stop, signal.SIGHUP: stop}):
+        try:
+            while pending or running:
+                while pending and len(running) < plan.jobs and not interrupted:
+                    item = ready_chain()
+                    if item is None:
+                        break
+                    key, planned = item
+                    receive, send = context.Pipe(duplex=False)
+                    process = context.Process(target=_chain_main, args=(os.path.abspath(path), list(overrides), key,
+                                                                       planned, send), daemon=False)
+                    # (a Ctrl-C while it starts up printed a "Fatal Python error" traceback: held until it is set up)
+                    start_without_sigint(process)
+                    send.close()
+                    running[process.sentinel] = (process, key, receive)
+                if not running:
                     break
-                key, planned = item
-                receive, send = context.Pipe(duplex=False)
-                process = context.Process(target=_chain_main, args=(os.path.abspath(path), list(overrides), key,
-                                                                   planned, send), daemon=False)
-                # (a Ctrl-C while it starts up printed a "Fatal Python error" traceback: held until it is set up)
-                start_without_sigint(process)
-                send.close()
-                running[process.sentinel] = (process, key, receive)
-            if not running:
-                break
-            try:
-                ready = wait(list(running))
-            except KeyboardInterrupt:
-                interrupted = True
-                continue
-            for sentinel in ready:
-                process, key, receive = running.pop(sentinel)
-                process.join()
                 try:
-                    told = receive.recv() if receive.poll() else None
-                except (EOFError, OSError):     # it died before it could tell
-                    told = None
-                receive.close()
-                if process.exitcode != 0:
-                    failed.append((key, process.exitcode, told))
-                else:
-                    ended.add(key)
-    except KeyboardInterrupt:
-        interrupted = True
-        for process, _, _ in running.values():
-            process.join()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+                    ready = wait(list(running))
+                except KeyboardInterrupt:
+                    interrupted = True
+                    continue
+                for sentinel in ready:
+                    process, key, receive = running.pop(sentinel)
+                    process.join()
+                    try:
+                        told = receive.recv() if receive.poll() else None
+                    except (EOFError, OSError):     # it died before it could tell
+                        told = None
+                    receive.close()
+                    if process.exitcode != 0:
+                        failed.append((key, process.exitcode, told))
+                    else:
+                        ended.add(key)
+        except KeyboardInterrupt:
+            interrupted = True
+            for process, _, _ in running.values():
+                process.join()
     if stopped:
         error = RunError('stopped by %s: the seeds and heads that were running stopped with it (their '
                          'trainings snapshot); run the config again to go on' % signal.Signals(stopped[0]).name)

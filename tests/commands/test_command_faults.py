@@ -552,6 +552,34 @@ def test_a_sigterm_swallowed_inside_stopped_cleanly_is_raised_again(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_an_ignored_sighup_stays_ignored_in_report_and_synth(tmp_path, capsys):
+    """Under nohup (SIGHUP ignored) train and run went on when the terminal
+    went, but report, scasnet report and synth (stopped_cleanly) took
+    SIGHUP over and stopped: every handler of ours leaves an ignored
+    signal ignored."""
+    import signal
+    import time
+    from caffe_mlic.processes import run_stoppable, signals_held
+
+    def write(args):
+        os.kill(os.getpid(), signal.SIGHUP)
+        time.sleep(0.2)
+        (tmp_path / 'report.html').write_text('done')
+        return 0
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        assert run_stoppable(None, write) == 0
+        with signals_held() as held:
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(0.2)
+        assert held == []
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert (tmp_path / 'report.html').read_text() == 'done'
+    assert capsys.readouterr().err == ''
+
+
 def test_a_signal_as_a_temp_file_is_made_leaves_none(tmp_path, monkeypatch):
     """A Ctrl-C between mkstemp and the writer's list of its temp files
     left a hidden .tmp the clean-up did not know (pass 41b S3)."""

@@ -523,16 +523,16 @@ def test_a_ctrl_c_a_library_swallowed_before_train_set_up_is_acted_on(tiny, monk
     """A Ctrl-C raised inside a library's catch-all before train records
     signals itself (pass 39b m1's class): the run stops once its nets are
     built, as for a Ctrl-C while they are built, not trained to the end."""
-    from caffe_mlic import cli
-    from caffe_mlic.commands import train
+    from caffe_mlic import cli, processes
     from tests.commands.test_command_faults import _swallowed_ctrl_c
     solver(tiny, 'swallowed')
-    record = train._record_signals
+    hold = processes.signals_held
 
     def after_a_swallowed_ctrl_c():
-        _swallowed_ctrl_c()
-        return record()
-    monkeypatch.setattr(train, '_record_signals', after_a_swallowed_ctrl_c)
+        if sys._getframe(1).f_globals['__name__'] == 'caffe_mlic.commands.train':     # (as train starts)
+            _swallowed_ctrl_c()
+        return hold()
+    monkeypatch.setattr(processes, 'signals_held', after_a_swallowed_ctrl_c)
     monkeypatch.chdir(tiny)
     run_dir = tiny / 'runs' / 'swallowed'
     assert cli.main(['train', 'swallowed.prototxt', '--run-dir', str(run_dir)]) == 130
