@@ -381,8 +381,8 @@ def lock_file(path, busy):
         mode = None
     if mode is not None and not stat.S_ISREG(mode):
         # (never through a link: the pid would be written over its target; a FIFO opens, then cannot seek)
-        raise RunError('%s: %s, where the lock file is kept: move it away' % (
-            path, 'a symbolic link' if stat.S_ISLNK(mode) else 'not a regular file (a device, FIFO or folder)'))
+        from caffe_mlic.fileio import in_the_way
+        raise RunError(in_the_way(path, 'the lock file is kept', follow_links=False))
     while True:
         # (never through a link: the pid would be written over its target)
         f = open(path, 'a+', opener=lambda name, flags: os.open(name, flags | os.O_NOFOLLOW, 0o644))

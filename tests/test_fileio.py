@@ -401,3 +401,37 @@ def test_a_non_folder_where_an_outputs_folder_would_be_is_named(tmp_path, kind):
     assert e.value.errno == errno.ENOTDIR and e.value.filename == str(block)
     assert 'where a folder of the output would be' in str(e.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ['sub']      # (nothing written: all or none)
+
+
+def test_path_kind_names_what_is_in_the_way(tmp_path):
+    """One wording for what sits where we write: a dangling link at a run
+    file was said as 'no such file, where the run writes its log.csv'."""
+    import socket
+    from caffe_mlic.fileio import in_the_way, path_kind
+    (tmp_path / 'file').write_text('x')
+    (tmp_path / 'folder').mkdir()
+    os.mkfifo(str(tmp_path / 'fifo'))
+    os.symlink('nowhere', str(tmp_path / 'dangling'))
+    os.symlink('loop', str(tmp_path / 'loop'))
+    os.symlink('folder', str(tmp_path / 'to_folder'))
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tmp_path / 'sock'))
+        kinds = {name: path_kind(str(tmp_path / name)) for name in
+                 ('file', 'folder', 'fifo', 'dangling', 'loop', 'to_folder', 'sock', 'none', 'file/below')}
+    assert kinds == {'file': 'a file', 'folder': 'a folder', 'fifo': 'a FIFO', 'dangling': 'a link to nothing',
+                     'loop': 'a symlink loop', 'to_folder': 'a folder', 'sock': 'a socket', 'none': None,
+                     'file/below': None}
+    assert path_kind('/dev/null') == 'a device'
+    assert path_kind(str(tmp_path / 'to_folder'), follow_links=False) == 'a symbolic link'
+    assert in_the_way(str(tmp_path / 'dangling'), 'the run writes its log.csv') == (
+        '%s is a link to nothing, where the run writes its log.csv: move it away' % (tmp_path / 'dangling'))
+
+
+def test_a_dangling_link_at_a_run_file_is_said_as_one(tmp_path):
+    from caffe_mlic.engine.trainer import _refuse_odd_run_files
+    from caffe_mlic.errors import InputError
+    os.symlink('gone.csv', str(tmp_path / 'log.csv'))
+    with pytest.raises(InputError) as e:
+        _refuse_odd_run_files(str(tmp_path))
+    assert str(e.value) == '%s is a link to nothing, where the run writes its log.csv: move it away' % (
+        tmp_path / 'log.csv')

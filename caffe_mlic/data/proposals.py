@@ -57,7 +57,7 @@ import sys
 import numpy as np
 
 from caffe_mlic.errors import MAX_LISTED, InputError, UsageError
-from caffe_mlic.fileio import atomic_save_npz, open_regular, refuse_lost_outputs
+from caffe_mlic.fileio import atomic_save_npz, in_the_way, open_regular, refuse_lost_outputs
 from caffe_mlic.data.imageio import expand_images, image_size, read_image
 from caffe_mlic.progress import progress
 
@@ -742,9 +742,8 @@ def _check_output_places(out_dir, images, mine, sed_model=None):
     others = [(output_path(out_dir, p), p) for p in mine
               if os.path.exists(output_path(out_dir, p)) and not os.path.isfile(output_path(out_dir, p))]
     if others:
-        raise InputError('%s: not a regular file (a device, FIFO or folder), where the proposals of %s go: '
-                         'remove or rename it%s' % (others[0][0], others[0][1], '' if len(others) == 1 else
-                                                    ' (and %d more)' % (len(others) - 1)))
+        raise InputError(in_the_way(others[0][0], 'the proposals of %s go' % others[0][1], 'remove or rename it%s'
+                                    % ('' if len(others) == 1 else ' (and %d more)' % (len(others) - 1))))
     refuse_overwriting([os.path.join(out_dir, SETTINGS_FILE)] + [output_path(out_dir, p) for p in mine],
                        list(images) + [sed_model], 'output')
 

@@ -15,7 +15,7 @@ from caffe_mlic.caffe.weights import (PROTO_LIMIT, blob_shape, check_history, ch
                                       name_list, read_state, shape_fits, stored_values)
 from caffe_mlic.engine.solver_file import HISTORY_PER_PARAM
 from caffe_mlic.errors import InputError, Problem, RunError
-from caffe_mlic.fileio import atomic_write
+from caffe_mlic.fileio import atomic_write, in_the_way
 
 class SnapshotError(InputError):
     """A snapshot that cannot be resumed from: truncated, incomplete, or of another net."""
@@ -725,12 +725,10 @@ def check_snapshot_folder(solver_file, run_dir=None):
                          len(os.fsencode(longest)) - name_max))
     for path in prefix_files(solver_file.snapshot_prefix):
         if not os.path.islink(path) and not os.path.isfile(path):      # (Caffe cannot write a snapshot there)
-            raise problem('%s is %s, where a snapshot of this prefix goes: move it away'
-                          % (path, 'a folder' if os.path.isdir(path) else 'not a regular file'))
+            raise problem(in_the_way(path, 'a snapshot of this prefix goes'))
     for path in glob.glob(glob.escape(solver_file.snapshot_prefix) + '_iter_*' + RANKS_SUFFIX):
         if not os.path.isfile(path):    # (a snapshot at its iteration would fail after the training)
-            raise problem('%s is not a regular file, where a snapshot of this prefix writes how many ranks '
-                          'wrote it: move it away' % path)
+            raise problem(in_the_way(path, 'a snapshot of this prefix writes how many ranks wrote it'))
     # snapshots cut short by a kill: those of runs that are gone (another
     # run of this prefix may be writing one now)
     from caffe_mlic.processes import sweep_owned_files
@@ -741,8 +739,8 @@ def check_snapshot_folder(solver_file, run_dir=None):
             os.unlink(stale)
     claim = owner_path(solver_file.snapshot_prefix)
     if os.path.lexists(claim) and (os.path.islink(claim) or not os.path.isfile(claim)):
-        raise problem('%s is in the way, and it is not a regular file (the file of that name records which run '
-                      'folder the snapshots of this prefix belong to): move it away' % claim)
+        raise problem(in_the_way(claim, 'the file recording which run folder the snapshots of this prefix '
+                                 'belong to is kept', follow_links=False))
     other = other_owner(solver_file.snapshot_prefix, run_dir)
     if other:
         raise problem(other)

@@ -124,13 +124,12 @@ def _refuse_odd_run_files(run_dir):
     there as something else than a regular file (or a link to one): a FIFO
     blocks the open with the stop signals deferred, a folder or symlink
     loop fails it at the end, named by the folder's descriptor."""
-    from caffe_mlic.fileio import file_kind_problem
+    from caffe_mlic.fileio import in_the_way
     odd = [name for name in RUN_FILES if os.path.lexists(os.path.join(run_dir, name))
            and not os.path.isfile(os.path.join(run_dir, name))]
     if odd:
-        path = os.path.join(run_dir, odd[0])
-        raise InputError('%s: %s, where the run writes its %s; move it away%s' % (
-            path, file_kind_problem(path), odd[0], '' if len(odd) == 1 else ' (and %s)' % ', '.join(odd[1:])))
+        raise InputError(in_the_way(os.path.join(run_dir, odd[0]), 'the run writes its %s' % odd[0],
+                                    'move it away' + ('' if len(odd) == 1 else ' (and %s)' % ', '.join(odd[1:]))))
 
 
 def _copy_file(src, dst):

@@ -11,7 +11,7 @@ import math
 import os
 import shutil
 
-from caffe_mlic.fileio import atomic_files, atomic_write, json_ready
+from caffe_mlic.fileio import atomic_files, atomic_write, in_the_way, json_ready
 
 STYLE = """
 body { font-family: sans-serif; max-width: 1100px; margin: 1.5em auto; color: #222; }
@@ -54,12 +54,9 @@ def check_outputs(run, outputs):
     checked = {}
     for path in outputs:
         real = os.path.realpath(path)
-        if os.path.isdir(real):
-            raise InputError('%s: a folder, not a file (the report writes this file there); move it away' % path)
         if os.path.exists(real) and not os.path.isfile(real):
             # (a FIFO would block the write, where signals wait for the report to be whole: publish)
-            raise InputError('%s: not a regular file (a device or FIFO; the report writes this file there); move '
-                             'it away' % path)
+            raise InputError(in_the_way(path, 'the report writes this file'))
         folder = os.path.dirname(real)
         if folder in checked:
             continue

@@ -471,7 +471,7 @@ def test_an_output_folder_where_something_else_is_is_called_that(tmp_path, capsy
         out = tmp_path / 'f' / 'out'
     assert cli.main(argv + [str(out)]) == 2
     err = capsys.readouterr().err
-    what = {'file': 'a file', 'fifo': 'a FIFO or device', 'loop': 'a symlink loop', 'dangling': 'a link to nothing'}
+    what = {'file': 'a file', 'fifo': 'a FIFO', 'loop': 'a symlink loop', 'dangling': 'a link to nothing'}
     if kind in what:
         assert '%s is %s, where the output folder would be' % (out, what[kind]) in err, err
     else:

@@ -595,7 +595,8 @@ def test_heads_report_with_a_folder_at_an_output_writes_nothing(tmp_path, capsys
     run = _heads_run(tmp_path)
     os.mkdir(os.path.join(run, 'report.html'))
     err = _report_error(capsys, run)
-    assert '%s: a folder, not a file' % os.path.join(run, 'report.html') in err, err
+    assert '%s is a folder, where the report writes this file: move it away' % (
+        os.path.join(run, 'report.html')) in err, err
     assert _snapshot(run) == {'report.html': None}
 
 
@@ -606,7 +607,7 @@ def test_heads_report_with_a_fifo_at_an_output_writes_nothing(tmp_path, capsys):
     run = _heads_run(tmp_path)
     os.mkfifo(os.path.join(run, 'results.json'))
     err = _report_error(capsys, run)
-    assert '%s: not a regular file (a device or FIFO; the report writes this file there); move it away' % (
+    assert '%s is a FIFO, where the report writes this file: move it away' % (
         os.path.join(run, 'results.json')) in err, err
     assert _snapshot(run) == {'results.json': None}
 
@@ -655,7 +656,8 @@ def test_single_net_report_with_a_folder_at_an_output_writes_nothing(tmp_path, c
         cv2.imwrite(os.path.join(run, path), image)
     os.mkdir(os.path.join(run, 'report.html'))
     err = _report_error(capsys, run)
-    assert '%s: a folder, not a file' % os.path.join(run, 'report.html') in err, err
+    assert '%s is a folder, where the report writes this file: move it away' % (
+        os.path.join(run, 'report.html')) in err, err
     assert _snapshot(run) == {'report.html': None}
     os.rmdir(os.path.join(run, 'report.html'))
     assert cli.main(['report', run]) == 0, capsys.readouterr().err

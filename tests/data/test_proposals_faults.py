@@ -358,8 +358,8 @@ def test_a_proposal_file_or_output_that_is_a_fifo_is_an_error_not_a_hang(photos,
     os.mkfifo(str(out / 'p1.npz'))
     done = run_cli(['proposals', photos, '-o', out, '-q'], cwd=str(tmp_path), timeout=60)
     assert done.returncode == 1, done.stderr
-    assert done.stderr.strip() == ('caffe-mlic proposals: %s: not a regular file (a device, FIFO or folder), '
-                                   'where the proposals of %s go: remove or rename it'
+    assert done.stderr.strip() == ('caffe-mlic proposals: %s is a FIFO, where the proposals of %s go: remove '
+                                   'or rename it'
                                    % (out / 'p1.npz', photos / 'p1.png'))
 
 

@@ -1028,7 +1028,8 @@ def test_a_ranks_path_that_is_a_folder_is_refused_before_training(tiny):
     res = run(['train', 'rkdir.prototxt', '--run-dir', 'runs/rkdir'], tiny)
     assert res.returncode == 1, res.stderr
     assert re.fullmatch(r'caffe-mlic train: rkdir.prototxt:\d+: snapshot_prefix: snap_rkdir/w_iter_10.ranks is '
-                        r'not a regular file, .*: move it away\n', res.stderr), res.stderr
+                        r'a folder, where a snapshot of this prefix writes how many ranks '
+                        r'wrote it: move it away\n', res.stderr), res.stderr
     assert sorted(p.name for p in (tiny / 'snap_rkdir').iterdir()) == ['w_iter_10.ranks']
 
 
@@ -1270,7 +1271,8 @@ def test_a_prefix_through_a_link_and_dotdot_is_claimed_where_caffe_writes(tiny):
     (tiny / 'snap_dir' / '.w.run').mkdir()
     res = run(['train', 'dd.prototxt', '--run-dir', 'runs/ddC', '--set', 'snapshot_prefix=snap_dir/w'], tiny)
     assert res.returncode == 1, res.stderr
-    assert '%s is in the way, and it is not a regular file' % (tiny / 'snap_dir' / '.w.run') in res.stderr
+    assert '%s is a folder, where the file recording which run folder the snapshots of this prefix belong to ' \
+           'is kept: move it away' % (tiny / 'snap_dir' / '.w.run') in res.stderr, res.stderr
     assert not (tiny / 'runs' / 'ddC' / 'log.csv').exists()
 
 
@@ -1289,17 +1291,16 @@ def test_the_prefix_lock_never_writes_through_a_link(tmp_path):
     victim.write_text('keep')
     os.symlink(str(victim), str(tmp_path / 'planted.lock'))
     from caffe_mlic.errors import RunError
-    with pytest.raises(RunError, match='planted.lock: a symbolic link, where the lock file is kept: move it away'):
+    with pytest.raises(RunError, match='planted.lock is a symbolic link, where the lock file is kept: move it away'):
         lock_file(str(tmp_path / 'planted.lock'), 'busy %s')
     assert victim.read_text() == 'keep'
     # a FIFO opened, then failed to seek, unnamed; a link to nothing was called a symlink loop (pass 40c M2)
     os.mkfifo(str(tmp_path / 'fifo.lock'))
     os.symlink(str(tmp_path / 'none'), str(tmp_path / 'dangling.lock'))
-    for name, kind in (('fifo.lock', 'not a regular file (a device, FIFO or folder)'),
-                       ('dangling.lock', 'a symbolic link')):
+    for name, kind in (('fifo.lock', 'a FIFO'), ('dangling.lock', 'a symbolic link')):
         with pytest.raises(RunError) as e:
             lock_file(str(tmp_path / name), 'busy %s')
-        assert str(e.value) == '%s: %s, where the lock file is kept: move it away' % (tmp_path / name, kind)
+        assert str(e.value) == '%s is %s, where the lock file is kept: move it away' % (tmp_path / name, kind)
     assert not (tmp_path / 'none').exists()
 
 
@@ -2424,5 +2425,5 @@ def test_a_run_folder_file_of_another_kind_is_refused_before_the_run(tiny, name,
     os.mkfifo(str(target)) if kind == 'fifo' else target.mkdir()
     res = run(['train', path, '--resume', 'auto'] + own, tiny, timeout=120)
     assert res.returncode == 1, res.stderr
-    assert res.stderr == 'caffe-mlic train: %s: not a regular file (a device, FIFO or folder), where the run ' \
-                         'writes its %s; move it away\n' % (target, name), res.stderr
+    assert res.stderr == 'caffe-mlic train: %s is %s, where the run writes its %s: move it away\n' % (
+        target, 'a FIFO' if kind == 'fifo' else 'a folder', name), res.stderr
