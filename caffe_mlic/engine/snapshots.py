@@ -15,7 +15,7 @@ from caffe_mlic.caffe.weights import (PROTO_LIMIT, blob_shape, check_history, ch
                                       name_list, read_state, shape_fits, stored_values)
 from caffe_mlic.engine.solver_file import HISTORY_PER_PARAM
 from caffe_mlic.errors import InputError, Problem, RunError
-from caffe_mlic.fileio import atomic_write, in_the_way
+from caffe_mlic.fileio import atomic_write, in_the_way, path_kind
 
 class SnapshotError(InputError):
     """A snapshot that cannot be resumed from: truncated, incomplete, or of another net."""
@@ -119,6 +119,15 @@ def learned_net_path(learned_net, state_path):
     return beside if os.path.isfile(beside) else None
 
 
+def _model_not_there(state_path, learned_net):
+    """Why the state's caffemodel (learned_net_path) cannot be read: missing,
+    or what is there instead (a device, a link to nothing)."""
+    beside = os.path.join(os.path.dirname(state_path), os.path.basename(learned_net))
+    kind = path_kind(beside)
+    return '%s: its caffemodel %s is %s (beside it, where it was written)' % (
+        state_path, os.path.basename(learned_net), 'missing' if kind is None else kind + ', not a file')
+
+
 def check_snapshot(state_path, net, net_param, solver_type):
     """(iteration, caffemodel path) of a solver state this solver can resume
     from; SnapshotError saying why not."""
@@ -136,8 +145,7 @@ def check_snapshot(state_path, net, net_param, solver_type):
             raise SnapshotError('%s: names no learned_net (its caffemodel)' % state_path)
         model = learned_net_path(state.learned_net, state_path)
         if model is None:
-            raise SnapshotError('%s: its caffemodel %s is missing (beside it, where it was written)'
-                                % (state_path, os.path.basename(state.learned_net)))
+            raise SnapshotError(_model_not_there(state_path, state.learned_net))
         check_weights(model, net, complete=True, error=SnapshotError)
         return state.iteration, model
     state = parse_message(caffe_pb2.SolverState(), state_path, SnapshotError)
@@ -155,8 +163,7 @@ def check_snapshot(state_path, net, net_param, solver_type):
         raise SnapshotError('%s: names no learned_net (its caffemodel)' % state_path)
     model = learned_net_path(state.learned_net, state_path)
     if model is None:
-        raise SnapshotError('%s: its caffemodel %s is missing (beside it, where it was written)'
-                            % (state_path, os.path.basename(state.learned_net)))
+        raise SnapshotError(_model_not_there(state_path, state.learned_net))
     check_weights(model, net, complete=True, error=SnapshotError)
     return state.iter, model
 

@@ -41,6 +41,7 @@ run on the host). What the loop does beyond Caffe's Solver::Step:
   update, rank 0 alone writes and tests; the loss logged is the ranks' mean.
 """
 import contextlib
+import glob
 import math
 import os
 import re
@@ -130,6 +131,34 @@ def _refuse_odd_run_files(run_dir):
     if odd:
         raise InputError(in_the_way(os.path.join(run_dir, odd[0]), 'the run writes its %s' % odd[0],
                                     'move it away' + ('' if len(odd) == 1 else ' (and %s)' % ', '.join(odd[1:]))))
+
+
+def _refuse_run_files_over_inputs(run_dir, inputs):
+    """InputError for a file the run writes in its run folder that is (by a
+    link, or a hard link) one of the run's ``inputs`` [(path, the run file
+    that may be it, or None)]: the run would write its logs over its
+    solver, a datalist or a snapshot. (The run folder's own solver.prototxt
+    and net.prototxt may be what the run reads: trained again as they are.)"""
+    given = {}
+    for path, own in inputs:
+        try:
+            st = os.stat(path) if path else None
+        except (OSError, ValueError):
+            continue
+        if st is None:
+            continue
+        given.setdefault((st.st_dev, st.st_ino), []).append((path, own))
+    for name in RUN_FILES:
+        path = os.path.join(run_dir, name)
+        try:
+            st = os.stat(path)
+        except (OSError, ValueError):
+            continue
+        for source, own in given.get((st.st_dev, st.st_ino), ()):
+            if own != name:
+                raise InputError('%s is %s %s, an input of this run, where the run writes its %s: move it away'
+                                 % (path, 'a link to' if os.path.islink(path) else 'the same file as', source,
+                                    name))
 
 
 def _copy_file(src, dst):
@@ -801,12 +830,29 @@ class Trainer:
         if time.monotonic() - getattr(self, 'curves_drawn', self.started) >= CURVES_EVERY:
             self._draw_curves()
 
+    def _refuse_odd_run_files(self, run_dir):
+        """The run folder's files that cannot be written as the run's: of
+        another kind, or one of its inputs."""
+        _refuse_odd_run_files(run_dir)
+        sf = self.solver_file
+        inputs = [(sf.path, None if sf.overrides else 'solver.prototxt'), (sf.net_path, 'net.prototxt')]
+        for layer in data_layers(sf.net_param, 'TRAIN') + data_layers(sf.net_param, 'TEST'):
+            with contextlib.suppress(InputError):       # (a param_str that is not JSON: said as the net is built)
+                params = prototxt.python_params(layer)
+                if isinstance(params, dict) and isinstance(params.get('source'), str):
+                    inputs.append((params['source'], None))
+        inputs += [(w, None) for w in self.weights]
+        if self.resume not in (None, 'auto'):
+            inputs.append((self.resume, None))
+        inputs += [(p, None) for p in glob.glob(glob.escape(sf.snapshot_prefix) + '_iter_*')]
+        _refuse_run_files_over_inputs(run_dir, inputs)
+
     def _start(self):
         """Build the nets, load the weights or the state, open the logs and
         run.json; returns the state resumed from (None: a fresh start)."""
         sf, run_dir = self.solver_file, self.run_dir
         many = self.group.size > 1
-        self._agreed(lambda: _refuse_odd_run_files(run_dir) if self.leader else None)
+        self._agreed(lambda: self._refuse_odd_run_files(run_dir) if self.leader else None)
         # With several ranks every step below is taken by all of them in this
         # order; a failure on any rank stops all of them together (_agreed).
         self._agreed(self._build)

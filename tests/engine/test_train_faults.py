@@ -2427,3 +2427,58 @@ def test_a_run_folder_file_of_another_kind_is_refused_before_the_run(tiny, name,
     assert res.returncode == 1, res.stderr
     assert res.stderr == 'caffe-mlic train: %s is %s, where the run writes its %s: move it away\n' % (
         target, 'a FIFO' if kind == 'fifo' else 'a folder', name), res.stderr
+
+
+@pytest.mark.parametrize('name, target, how', [('log.csv', 'solver', 'link'), ('log.jsonl', 'datalist', 'link'),
+                                               ('curves.png', 'net', 'hard link')])
+def test_a_run_file_that_is_one_of_the_runs_inputs_is_refused_before_the_run(tiny, name, target, how):
+    """A link at runs/r/log.csv to the solver being trained: the run wrote
+    its CSV log over the solver (exit 0) and the resume failed on it; a
+    log.jsonl linked to the datalist filled it with log lines (pass 44c S1)."""
+    from caffe_mlic.caffe import prototxt
+    from caffe_mlic.engine.nets import data_layers
+    tag = name.replace('.', '_')
+    path = solver(tiny, 'over_' + tag, max_iter=2)
+    net = tiny / 'nets' / 'kd' / 'student_baseline.prototxt'
+    source = prototxt.python_params(data_layers(prototxt.read_net(str(net)), 'TRAIN')[0])['source']
+    victim = {'solver': tiny / path, 'net': net, 'datalist': tiny / source}[target]
+    run_dir = tiny / 'runs' / ('over_' + tag)
+    run_dir.mkdir(parents=True)
+    (os.symlink if how == 'link' else os.link)(str(victim), str(run_dir / name))
+    before = victim.read_bytes()
+    res = run(['train', path, '--run-dir', run_dir], tiny)
+    assert res.returncode == 1, res.stderr
+    named = {'solver': path, 'net': str(net), 'datalist': source}[target]
+    assert res.stderr == ('caffe-mlic train: %s is %s %s, an input of this run, where the run writes its %s: '
+                          'move it away\n' % (run_dir / name, 'a link to' if how == 'link' else 'the same file as',
+                                              named, name)), res.stderr
+    assert victim.read_bytes() == before
+    assert sorted(p.name for p in run_dir.iterdir()) == [name]
+
+
+def test_the_run_folders_own_solver_and_net_may_be_what_it_trains(tiny):
+    """Training the run folder's copies again (no --set) is not a run file
+    over an input: the copies are what the run reads."""
+    path = solver(tiny, 'own_copy', max_iter=2)
+    first = run(['train', path, '--run-dir', 'runs/own_copy'], tiny)
+    assert first.returncode == 0, first.stderr
+    again = run(['train', 'runs/own_copy/solver.prototxt', '--run-dir', 'runs/own_copy', '--set', 'max_iter=4',
+                 '--resume', 'auto'], tiny)
+    assert again.returncode == 2 and 'is an input of this command' in again.stderr, again.stderr
+    again = run(['train', 'runs/own_copy/solver.prototxt', '--run-dir', 'runs/own_copy'], tiny)
+    assert again.returncode == 0, again.stderr
+
+
+def test_a_states_caffemodel_that_is_not_a_file_is_said_as_what_it_is(tmp_path):
+    """A link to /dev/zero at a state's caffemodel was passed over as
+    'missing' (pass 44c M1)."""
+    from caffe_mlic.engine.snapshots import _model_not_there
+    state = str(tmp_path / 'w_iter_20.solverstate')
+    os.symlink('/dev/zero', str(tmp_path / 'w_iter_20.caffemodel'))
+    os.symlink('gone', str(tmp_path / 'w_iter_30.caffemodel'))
+    said = {n: _model_not_there(state, 'elsewhere/w_iter_%d.caffemodel' % n) for n in (20, 30, 40)}
+    assert said == {20: '%s: its caffemodel w_iter_20.caffemodel is a device, not a file (beside it, where it was '
+                        'written)' % state,
+                    30: '%s: its caffemodel w_iter_30.caffemodel is a link to nothing, not a file (beside it, where '
+                        'it was written)' % state,
+                    40: '%s: its caffemodel w_iter_40.caffemodel is missing (beside it, where it was written)' % state}
