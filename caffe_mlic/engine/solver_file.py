@@ -100,6 +100,11 @@ def apply_overrides(param, overrides):
         if field.type == F.TYPE_FLOAT and abs(value) > FLOAT32_MAX:     # (Caffe would read inf)
             raise UsageError('%s: %s is beyond a float32 field\'s range (|x| <= 3.4e38)' % (field.name, text),
                              'overrides')
+        if field.type in (F.TYPE_FLOAT, F.TYPE_DOUBLE) and _rounds_to_zero(text, value, field.type == F.TYPE_FLOAT):
+            raise UsageError('%s: %s is not 0 but reads as 0 (a %s field holds |x| >= %s or 0): give 0, or a '
+                             'larger value' % (field.name, text, 'float32' if field.type == F.TYPE_FLOAT else
+                                               'double', '1.4e-45' if field.type == F.TYPE_FLOAT else '4.9e-324'),
+                             'overrides')
         try:
             setattr(param, field.name, value)
         except (ValueError, TypeError):         # protobuf's range of an integer field, a string's UTF-8
@@ -111,6 +116,15 @@ def apply_overrides(param, overrides):
             raise UsageError('%s: %s is out of the range of the field (%s)'
                              % (field.name, text, INT_RANGES.get(field.type, 'type %d' % field.type)),
                              'overrides')
+
+
+def _rounds_to_zero(text, value, float32):
+    """Whether the number ``text`` (read as ``value``) is not 0 but is 0 as
+    the field holds it (base_lr 1e-46: a run at learning rate 0, unsaid)."""
+    import numpy as np
+    if value == 0:
+        return bool(re.search('[1-9]', re.split('[eE]', text)[0]))
+    return float32 and np.float32(value) == 0
 
 
 # (field, lowest, highest, whether the highest is allowed): values that make

@@ -981,10 +981,15 @@ class Trainer:
                 state, max_iter))
             return
         if iteration > max_iter or (iteration == max_iter and self.resume != 'auto'):
+            # (a state run.json does not record as the run's last, after a SIGKILL before the final test:
+            # --resume auto knows it by its rules, and runs that test)
+            untested = iteration == max_iter and self.test is not None and not self._final_test_logged()
             raise UsageError('%s is at iteration %d, %s max_iter %d of %s: nothing to train (raise '
-                             'max_iter, e.g. --set max_iter=N)' % (
+                             'max_iter, e.g. --set max_iter=N%s)' % (
                                  state, iteration, 'past' if iteration > max_iter else 'at',
-                                 max_iter, self.solver_file.path), 'resume')
+                                 max_iter, self.solver_file.path,
+                                 '; or, for the final test the run folder\'s log lacks, --resume auto'
+                                 if untested else ''), 'resume')
         if iteration == max_iter:
             raise RunFinished(state)
 

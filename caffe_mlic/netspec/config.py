@@ -138,9 +138,14 @@ class Checks:
                                '1.4e-45)')
 
     def nonnegative_numbers(self, *names):
+        import numpy as np
         for name in names:
-            if not (finite(getattr(self.cfg, name)) and getattr(self.cfg, name) >= 0):
+            value = getattr(self.cfg, name)
+            if not (finite(value) and value >= 0):
                 self.bad(name, 'must be a number >= 0')
+            elif value > 0 and not np.float32(value) > 0:       # (a loss weight of 1e-46 is none)
+                self.bad(name, 'must be 0 or a number that float32 holds (at least 1.4e-45): %s reads as 0'
+                         % value)
 
     def finite_numbers(self, *names):
         for name in names:

@@ -478,6 +478,12 @@ def test_a_run_killed_before_recording_its_last_snapshot_gets_its_final_test_on_
     (run_dir / 'log.jsonl').write_text(''.join(kept))
     (run_dir / 'curves.png').unlink()
     capsys.readouterr()
+    # the last state given (run.json does not know it): refused, pointing at --resume auto (pass 44c n2)
+    last = str(tmp_path / 'snap' / 'w_iter_4.solverstate')
+    assert cli.main(['train', solver, '--resume', last]) == 2
+    assert capsys.readouterr().err.endswith(
+        'is at iteration 4, at max_iter 4 of %s: nothing to train (raise max_iter, e.g. --set max_iter=N; or, for '
+        'the final test the run folder\'s log lacks, --resume auto)\n' % solver)
     assert cli.main(['train', solver, '--resume', 'auto']) == 0
     assert 'and the run stopped before its final test: testing it' in capsys.readouterr().err
     assert json.loads((run_dir / 'run.json').read_text())['status'] == 'finished'

@@ -211,6 +211,25 @@ def test_solver_values_out_of_range_are_refused(tiny, override, message):
     assert re.fullmatch(r'caffe-mlic train: argument --set: %s\n' % message, res.stderr), res.stderr
 
 
+def test_a_solver_value_that_reads_as_0_is_refused_and_0_is_taken():
+    """base_lr=1e-46 (float32) or 1e-400 (any float) was taken as 0: the run
+    trained at learning rate 0, unsaid (pass 44c n3)."""
+    from caffe.proto import caffe_pb2
+    from caffe_mlic.engine.solver_file import apply_overrides
+    from caffe_mlic.errors import UsageError
+    for override, kind, least in (('base_lr=1e-46', 'float32', '1.4e-45'), ('weight_decay=-1E-400', 'float32',
+                                                                           '1.4e-45'),
+                                  ('delta=0.00001e-320', 'float32', '1.4e-45')):
+        with pytest.raises(UsageError) as e:
+            apply_overrides(caffe_pb2.SolverParameter(), [override])
+        field, _, text = override.partition('=')
+        assert str(e.value) == '%s: %s is not 0 but reads as 0 (a %s field holds |x| >= %s or 0): give 0, or a ' \
+                               'larger value' % (field, text, kind, least)
+    param = caffe_pb2.SolverParameter()
+    apply_overrides(param, ['base_lr=0', 'weight_decay=0.0e-400', 'momentum=1.5e-45', 'delta=-0'])
+    assert (param.base_lr, param.weight_decay, param.delta) == (0, 0, 0) and param.momentum > 0
+
+
 def test_a_momentum_out_of_range_in_the_file_names_its_line(tiny):
     path = solver(tiny, 'range_file', momentum=1.0)
     res = run(['train', path], tiny)

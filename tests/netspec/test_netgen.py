@@ -141,6 +141,8 @@ def test_netgen_per_solver_iterations_and_rates_mini_backbone_no_dropout_data_se
     (['--set', 'data_seed=-1'], 'data_seed must be an integer >= 0'),
     (['--set', 'soft_loss_weight=-0.5'], 'soft_loss_weight must be a number >= 0'),
     (['--student-scale-lr-mult', 'nan'], 'student_scale_lr_mult must be a number >= 0'),
+    (['--set', 'soft_loss_weight=1e-46'], 'soft_loss_weight must be 0 or a number that float32 holds (at least '
+                                          '1.4e-45): 1e-46 reads as 0'),
 ])
 def test_netgen_rejects_bad_solver_and_config_values(tmp_path, args, message):
     res = subprocess.run([sys.executable, '-m', 'caffe_mlic.cli', 'netgen', '-o', str(tmp_path)] + args,
