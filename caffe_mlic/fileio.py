@@ -461,6 +461,15 @@ def refuse_folders(outputs, param=None):
             raise UsageError('%s cannot be written: %s is a file, where its folder would be' % (out, parent), param)
 
 
+def text_lines(text):
+    """The lines of ``text`` as an editor numbers them: broken at \\n, \\r\\n
+    or \\r only. (str.splitlines also breaks at U+2028, U+0085, VT, FF and
+    U+001C-U+001E: one class name became two, and the line numbers of the
+    lines after it were off.)"""
+    lines = text.replace('\r\n', '\n').replace('\r', '\n').split('\n')
+    return lines[:-1] if lines and lines[-1] == '' else lines
+
+
 def path_kind(path, follow_links=True):
     """What is at ``path``, as an error says it ('a file', 'a folder', 'a
     FIFO', 'a device', 'a socket', 'a symlink loop', 'a link to nothing'),

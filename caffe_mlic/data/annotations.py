@@ -43,7 +43,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 import numpy as np
 
 from caffe_mlic.errors import InputError, Problem
-from caffe_mlic.fileio import open_regular, read_json
+from caffe_mlic.fileio import open_regular, read_json, text_lines
 from caffe_mlic.data.imageio import IMAGE_EXTENSIONS, image_size
 from caffe_mlic.inference.settings import class_name_problem
 
@@ -106,10 +106,11 @@ def _fail(path, message):
 
 def _read_text_lines(path, what):
     """The lines of a UTF-8 text file (a BOM at its start dropped: some
-    editors write one); InputError naming ``what`` otherwise."""
+    editors write one), fileio.text_lines; InputError naming ``what``
+    otherwise."""
     try:
         with open_regular(path, encoding='utf-8-sig') as f:
-            return f.read().splitlines()
+            return text_lines(f.read())
     except OSError as e:
         _fail(path, 'cannot read %s: %s' % (what, e.strerror or e))
     except UnicodeDecodeError as e:
@@ -122,6 +123,11 @@ def one_per_line(path, what, noun):
     problems = ProblemList()
     out, seen = [], {}
     for no, line in enumerate(_read_text_lines(path, what), 1):
+        odd = [c for c in line if not c.isprintable() and c not in ' \t']
+        if odd:
+            problems.add(path, no, None, 'U+%04X, a character that does not print (a control, format or line '
+                         'separator character), in %r: give one printable %s a line' % (ord(odd[0]), line, noun))
+            continue
         parts = line.split()
         if not parts:
             continue

@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from caffe_mlic.errors import InputError, UsageError
-from caffe_mlic.fileio import open_regular, text_integer
+from caffe_mlic.fileio import open_regular, text_integer, text_lines
 
 IGNORE_LABEL = 255
 # A pixel farther than HARD_DISTANCE px from any other label is "hard" (synth's
@@ -87,7 +87,7 @@ def load_palette(spec):
         return spec
     try:
         with open_regular(spec, encoding='utf-8-sig') as f:     # -sig: a BOM is not part of the first name
-            lines = f.read().splitlines()
+            lines = text_lines(f.read())
     except (OSError, UnicodeDecodeError) as e:
         raise LabelMapError('%s: cannot read palette file: %s' % (spec, getattr(e, 'strerror', None) or e))
     names, colours = [], []

@@ -45,7 +45,7 @@ import numpy as np
 
 from caffe_mlic.data import proposals
 from caffe_mlic.errors import InputError, Problem
-from caffe_mlic.fileio import file_kind_problem, open_regular
+from caffe_mlic.fileio import file_kind_problem, open_regular, text_lines
 from caffe_mlic.data.imageio import image_size, is_image_file
 from caffe_mlic.data.proposal_formats import read_entries
 
@@ -62,7 +62,7 @@ def _list_file(path, problems):
     """The image paths a list file names, relative ones against its folder."""
     try:
         with open_regular(path, encoding='utf-8-sig') as f:     # -sig: a BOM is no part of the first path
-            lines = f.read().splitlines()
+            lines = text_lines(f.read())
     except (OSError, UnicodeDecodeError) as e:
         problems.append(Problem(path, None, None, 'cannot read the image list: %s'
                                 % (getattr(e, 'strerror', None) or e)))

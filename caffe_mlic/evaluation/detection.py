@@ -56,7 +56,7 @@ from typing import List, NamedTuple, Optional
 import numpy as np
 
 from caffe_mlic.errors import InputError, Problem, RunError, UsageError
-from caffe_mlic.fileio import atomic_write, open_regular, read_json, text_number
+from caffe_mlic.fileio import atomic_write, open_regular, read_json, text_lines, text_number
 
 IOU_THRESHOLD = 0.5
 RESULT_PREFIX = 'comp4_det_'
@@ -363,7 +363,7 @@ def read_voc_results(results_dir, image_set, classes, image_ids):
             # `detect` as its bytes, and read back as the same str as gt.json's)
             with open_regular(path, encoding='utf-8', errors='surrogateescape') as f:   # a FIFO would block
                 text = f.read()
-            lines = (text[1:] if text.startswith('\ufeff') else text).splitlines()   # a BOM
+            lines = text_lines(text[1:] if text.startswith('\ufeff') else text)   # a BOM
         except FileNotFoundError:
             problems.append(Problem(path, None, None, 'no result file for class %r' % name))
             continue

@@ -121,3 +121,24 @@ def test_a_voc_classes_txt_or_annotation_that_is_no_regular_file_is_an_error(tmp
     os.mkfifo(str(xml))
     found = input_errors_beside_a_fifo(xml, lambda: annotations.read_voc(str(voc), 'train'))
     assert len(found) == 1 and '%s: cannot read: not a regular file (a device, FIFO or folder)' % xml in found[0]
+
+
+@pytest.mark.parametrize('breaker', ['\u2028', '\u2029', '\x85', '\x0b', '\x0c', '\x1c', '\x1e'])
+def test_a_class_name_with_a_unicode_line_break_is_refused_on_its_line(tmp_path, breaker):
+    """str.splitlines broke 'sq<U+2028>are' into two class names: netgen
+    --classes 4 took them, and every class after it was shifted by one
+    (pass 44b S3). A line ends at a newline only; the character is named."""
+    path = write(tmp_path / 'classes.txt', 'circle\nsq%sare\ntriangle\n' % breaker)
+    with pytest.raises(InputError) as e:
+        annotations.read_class_list(path)
+    assert str(e.value) == ('1 problem in class list %s:\n  %s:2: U+%04X, a character that does not print (a '
+                            'control, format or line separator character), in %r: give one printable class a line'
+                            % (path, path, ord(breaker), 'sq%sare' % breaker))
+    res = cli.main(['netgen', '-o', str(tmp_path / 'nets'), '--classes', '4', '--classes-file', path])
+    assert res == 1 and not (tmp_path / 'nets').exists()
+
+
+def test_text_lines_break_at_newlines_only():
+    from caffe_mlic.fileio import text_lines
+    assert text_lines('a\r\nb\rc\nd\u2028e\x85f\n') == ['a', 'b', 'c', 'd\u2028e\x85f']
+    assert text_lines('a\n\n') == ['a', ''] and text_lines('') == [] and text_lines('x') == ['x']
