@@ -126,7 +126,7 @@ def _load_npy(path, what):
     data"."""
     from caffe_mlic.fileio import read_npy
     if not os.path.lexists(path):
-        raise InputError('%s: no such file' % path)
+        raise InputError('%s: no such file' % path)     # (any other kind: read_npy says what it is)
     try:
         return read_npy(path)
     except OSError as e:
@@ -263,7 +263,10 @@ def run_det(args):
         raise UsageError('--classes goes with --voc; a gt.json names its classes')
     coco_results = os.path.isfile(args.results)
     if not (coco_results or os.path.isdir(args.results)):
-        raise InputError('%s: results folder not found (nor a COCO results file)' % args.results)
+        from caffe_mlic.fileio import path_kind
+        kind = path_kind(args.results)
+        raise InputError('%s %s: give the results folder or a COCO results file' % (
+            args.results, 'does not exist' if kind is None else 'is ' + kind))
     outputs = [(args.json, 'json'), (args.save_coco, 'save_coco')]
     voc_inputs = [os.path.join(args.voc, 'classes.txt'),
                   os.path.join(args.voc, 'ImageSets', 'Main', '%s.txt' % args.image_set)] if args.voc else []

@@ -353,7 +353,8 @@ def read_entries(fmt, paths):
     problems, entries = [], []
     for path in files:
         if not os.path.isfile(path):
-            problems.append(Problem(path, None, None, 'no such file'))
+            from caffe_mlic.fileio import file_kind_problem
+            problems.append(Problem(path, None, None, file_kind_problem(path)))
             continue
         try:
             entries += readers[fmt](path)

@@ -10,7 +10,7 @@ def model_and_images(files, image_args):
     """The commands that run a model on images: every file of ``files`` (net,
     weights; None skipped) must exist, and ``image_args`` (files or folders)
     must name at least one image. Returns the image paths."""
-    from caffe_mlic.fileio import input_file_problem
+    from caffe_mlic.fileio import file_kind_problem, input_file_problem
     for path in filter(None, files):
         if input_file_problem(path):
             raise InputError(input_file_problem(path))
@@ -19,9 +19,8 @@ def model_and_images(files, image_args):
         raise InputError('no image files in %s' % ', '.join(image_args))
     missing = [p for p in images if not os.path.isfile(p)]
     if missing:     # before any output is written
-        raise InputError(problems=[(printable(p), None, None, 'not a regular file (a device, FIFO or folder), '
-                                    'not an image' if os.path.exists(p) else 'no such image file')
-                                   for p in missing])
+        raise InputError(problems=[(printable(p), None, None, file_kind_problem(p, 'image file') +
+                                    (', not an image' if os.path.exists(p) else '')) for p in missing])
     return images
 
 

@@ -735,3 +735,23 @@ def test_wetectron_ragged_or_overdeep_boxes_are_named(images, tmp_path, capsys, 
     err = capsys.readouterr().err
     assert 'r.pkl: boxes[0]: expected a numeric (K, 4) matrix' in err and 'Traceback' not in err, err
     assert not (tmp_path / 'props').exists()
+
+
+def test_a_proposals_file_of_another_kind_is_named_as_it_is(tmp_path):
+    """A FIFO, /dev/null, a folder or a symlink loop given as the proposals
+    file was "no such file" (pass 44b M1)."""
+    from caffe_mlic.data.proposal_formats import read_entries
+    from caffe_mlic.errors import InputError
+    os.mkfifo(str(tmp_path / 'fifo'))
+    (tmp_path / 'folder').mkdir()
+    os.symlink('loop', str(tmp_path / 'loop'))
+    said = {}
+    for path in (str(tmp_path / 'fifo'), '/dev/null', str(tmp_path / 'folder'), str(tmp_path / 'loop'),
+                 str(tmp_path / 'none')):
+        with pytest.raises(InputError) as e:
+            read_entries('csv', [path])
+        said[os.path.basename(path)] = e.value.problems[0].message
+    assert said == {'fifo': 'not a regular file (a device, FIFO or folder)',
+                    'null': 'not a regular file (a device, FIFO or folder)',
+                    'folder': 'not a regular file (a device, FIFO or folder)',
+                    'loop': 'a symlink loop, not a file', 'none': 'no such file'}

@@ -331,7 +331,13 @@ def test_cli_det_bad_input_files_exit_1(tmp_path, capsys):
         'caffe-mlic eval det: 1 problem in detection results %s:' % (results / 'comp4_det_test_dog.txt'),
         '  %s:3: expected 6 fields (image_id score x1 y1 x2 y2), got 5' % (results / 'comp4_det_test_dog.txt')]
     assert cli.main(['eval', 'det', '--gt', gt_json, '--results', str(tmp_path / 'none')]) == 1
-    assert 'none: results folder not found' in capsys.readouterr().err
+    assert 'none does not exist: give the results folder or a COCO results file' in capsys.readouterr().err
+    # a device, FIFO or loop was "not found" too (pass 44b M1)
+    os.mkfifo(str(tmp_path / 'fifo'))
+    for path, kind in (('/dev/null', 'a device'), (str(tmp_path / 'fifo'), 'a FIFO')):
+        assert cli.main(['eval', 'det', '--gt', gt_json, '--results', path]) == 1
+        assert capsys.readouterr().err == ('caffe-mlic eval det: %s is %s: give the results folder or a COCO '
+                                           'results file\n' % (path, kind))
     assert cli.main(['eval', 'det', '--gt', str(tmp_path / 'no.json'), '--results', str(results)]) == 1
     assert 'no.json: cannot read the ground truth' in capsys.readouterr().err
     # result files of two sets: --set must say which
