@@ -134,10 +134,25 @@ def _stdout_reader_gone():
 def main(argv=None):
     import os
     _reopen_closed_std_streams()
+    if argv is None:        # the program (not a caller in this process): its exit stays quiet
+        import atexit
+        atexit.register(_last_at_exit)
     from caffe_mlic.caffe.env import caffe_checks_end_cleanly
     names = []      # the command, once known, for a Caffe CHECK's line
     with caffe_checks_end_cleanly(lambda: names[-1] if names else PROG):
         return _main(argv, names)
+
+
+def _last_at_exit():
+    """Run last of the atexit hooks (registered first): the stop signals,
+    dropped since the outcome was said (processes.ending), are ignored from
+    here: Python's finalization puts back their default action, and a
+    signal in those last milliseconds ended the process with it instead of
+    the exit status said."""
+    from caffe_mlic import processes
+    if processes._ENDING:
+        for signum in processes.STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def _main(argv, names):
@@ -152,69 +167,75 @@ def _main(argv, names):
     # handle images with 32-bit samples") precede the error we say about the
     # image; its level is read when cv2 is imported.
     os.environ.setdefault('OPENCV_LOG_LEVEL', 'ERROR')
+    from caffe_mlic.processes import (ending, raise_swallowed_signal, received_stop, signals_remembered,
+                                      stop_behind)
+    program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     prog, parser, parsed = PROG, None, False
-    try:
-        with signals_raised_after():      # a Ctrl-C while the registry imports: acted on, never lost
-            from caffe_mlic import commands
-        if argv and argv[0] in commands.PASS_THROUGH:
-            # Everything after the command belongs to another program, options
-            # included, which argparse would try to read.
-            prog = '%s %s' % (PROG, argv[0])
+    # SIGINT, SIGTERM and SIGHUP unwind the command (KeyboardInterrupt, Stopped); one a library swallows
+    # ends it at its next output; once its outcome is decided, one more is dropped (as the program, until
+    # it exits: a traceback from the report line or an atexit hook otherwise)
+    with signals_remembered(kept_after_ending=program):
+        try:
+            with signals_raised_after():      # a Ctrl-C while the registry imports: acted on, never lost
+                from caffe_mlic import commands
+            if argv and argv[0] in commands.PASS_THROUGH:
+                # Everything after the command belongs to another program, options
+                # included, which argparse would try to read.
+                prog = '%s %s' % (PROG, argv[0])
+                names.append(prog)
+                code = commands.module(argv[0]).run_argv(argv[1:]) or 0
+                ending()
+                return code
+            if argv and argv[0] in commands.COMMANDS:
+                prog = '%s %s' % (PROG, argv[0])    # (a stop signal while its modules load: said as its)
+            with signals_raised_after():      # building the parser imports every command's modules
+                found = commands.nested(argv)
+                if found:
+                    parser = nested_parser(*found)
+                    args, extra = parser.parse_known_args(argv[len(found[0]):])
+                else:
+                    only = [argv[0]] if argv and argv[0] in commands.COMMANDS else None
+                    args, extra = build_parser(only).parse_known_args(argv)
+            prog, parser = args.parser.prog, args.parser
             names.append(prog)
-            return commands.module(argv[0]).run_argv(argv[1:]) or 0
-        with signals_raised_after():      # building the parser imports every command's modules
-            found = commands.nested(argv)
-            if found:
-                parser = nested_parser(*found)
-                args, extra = parser.parse_known_args(argv[len(found[0]):])
-            else:
-                only = [argv[0]] if argv and argv[0] in commands.COMMANDS else None
-                args, extra = build_parser(only).parse_known_args(argv)
-        prog, parser = args.parser.prog, args.parser
-        names.append(prog)
-        if extra:  # say it as the subcommand, which is where they were given
-            parser.error('unrecognized arguments: %s' % ' '.join(extra))
-        parsed = True
-        from caffe_mlic.processes import raise_swallowed_signal, signals_remembered
-        with signals_remembered():      # (one a library swallows ends the command at its next output)
+            if extra:  # say it as the subcommand, which is where they were given
+                parser.error('unrecognized arguments: %s' % ' '.join(extra))
+            parsed = True
             code = args.run(args) or 0
             raise_swallowed_signal()
-        return code
-    except MlicError as e:
-        message = str(e)
-        prog = getattr(e, 'prog', prog)
-        flag = _option_for(parser, e.param) if parser and getattr(e, 'param', None) else None
-        if flag:
-            message = 'argument %s: %s' % (flag, message)
-        if parsed or _launch_rank() == 0:   # (every rank of an MPI launch reads the same command line)
-            _report(prog, message)
-        return e.exit_code
-    except BrokenPipeError as e:
-        if _stdout_reader_gone():   # `cmd | head -1`: what it had to say was not wanted; quiet, as SIGPIPE would
-            return 128 + 13
-        _report(prog, os_error_text(e))
-        return 1
-    except OSError as e:  # the disk, permissions, a vanished file: not a bug
-        _report(prog, os_error_text(e))
-        return 1
-    except KeyboardInterrupt:
-        _report(prog, 'interrupted')
-        return 130
-    except Stopped as e:        # SIGTERM, SIGHUP: unwound as a Ctrl-C is (no temp file left)
-        _report(prog, 'stopped by %s' % signal.Signals(e.signum).name)
-        return 128 + e.signum
-    except SystemError as e:
-        # Two stop signals at once: Python can run the second's handler with the first's exception still
-        # set, and its first call then fails as "returned a result with an exception set", caused by it.
-        if isinstance(e.__cause__, KeyboardInterrupt):
-            _report(prog, 'interrupted')
-            return 130
-        if isinstance(e.__cause__, Stopped):
-            _report(prog, 'stopped by %s' % signal.Signals(e.__cause__.signum).name)
-            return 128 + e.__cause__.signum
-        raise
-
+            ending()
+            return code
+        except BaseException as caught:
+            ending()
+            # An error once a stop signal came is said as that signal: two at once can make Python run the
+            # second's handler with the first's exception set, failing as a SystemError that a catch-all
+            # turned into an error of ours ("module cannot be imported"); a swallowed one, as at an output.
+            e = stop_behind(caught) or (received_stop() if isinstance(caught, Exception) else None) or caught
+            if isinstance(e, MlicError):
+                message = str(e)
+                prog = getattr(e, 'prog', prog)
+                flag = _option_for(parser, e.param) if parser and getattr(e, 'param', None) else None
+                if flag:
+                    message = 'argument %s: %s' % (flag, message)
+                if parsed or _launch_rank() == 0:   # (every rank of an MPI launch reads the same command line)
+                    _report(prog, message)
+                return e.exit_code
+            if isinstance(e, BrokenPipeError):
+                if _stdout_reader_gone():   # `cmd | head -1`: what it had to say was not wanted; quiet, as SIGPIPE
+                    return 128 + 13
+                _report(prog, os_error_text(e))
+                return 1
+            if isinstance(e, OSError):  # the disk, permissions, a vanished file: not a bug
+                _report(prog, os_error_text(e))
+                return 1
+            if isinstance(e, KeyboardInterrupt):
+                _report(prog, 'interrupted')
+                return 130
+            if isinstance(e, Stopped):        # SIGTERM, SIGHUP: unwound as a Ctrl-C is (no temp file left)
+                _report(prog, 'stopped by %s' % signal.Signals(e.signum).name)
+                return 128 + e.signum
+            raise
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -233,6 +233,8 @@ def signals_held():
 _RECEIVED = []      # the stop signals of this command: [(signum, time.monotonic() when raised, or None)]
 AGAIN_AFTER = 2.0   # seconds after which a further stop signal raises again (the first was swallowed)
 _in_handler = False
+_ENDING = False     # the command's outcome is decided (ending): further stop signals are dropped
+_DROPPED = 0        # ... how many were; the third ends the process at once (an exit that hangs)
 
 
 def _received(signum, frame):
@@ -242,7 +244,14 @@ def _received(signum, frame):
     and drops it) unless one was raised less than AGAIN_AFTER s ago: a
     second Ctrl-C or SIGTERM while the first unwinds would cut its clean-up
     short (a temp file left); a later one means the first was swallowed."""
-    global _in_handler
+    global _in_handler, _DROPPED
+    if _ENDING:
+        # (what the command ends with is being said, or the interpreter exits: a KeyboardInterrupt there
+        # was a traceback from the report line, a context manager's exit or an atexit hook)
+        _DROPPED += 1
+        if _DROPPED >= 3:
+            os._exit(128 + signum)
+        return
     if _in_handler:
         # A second signal at once: Python runs its handler inside one of this one's calls, where what it
         # raised would be a SystemError ("returned a result with an exception set"): recorded only.
@@ -271,8 +280,33 @@ def stopped_cleanly():
         yield
 
 
+def ending():
+    """The command's outcome is decided: from here on (its one line, the
+    interpreter's exit) a stop signal to signals_remembered's handler is
+    dropped."""
+    global _ENDING
+    _ENDING = True
+
+
+def stop_behind(error):
+    """The stop signal's exception (KeyboardInterrupt, Stopped) behind
+    ``error``, or None: two signals at once can make Python run the
+    second's handler with the first's exception set, whose first call then
+    fails as a SystemError ("returned a result with an exception set")
+    caused by it, and a block that turns what it catches into an error of
+    ours (a layer module that "cannot be imported") says that instead."""
+    seen = 0
+    while error is not None and seen < 16:
+        if isinstance(error, SystemError):
+            for behind in (error.__cause__, error.__context__):
+                if isinstance(behind, (KeyboardInterrupt, Stopped)):
+                    return behind
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
+
+
 @contextlib.contextmanager
-def signals_remembered():
+def signals_remembered(kept_after_ending=False):
     """Inside the block (a command's run) SIGINT raises KeyboardInterrupt,
     as Python's own handler does, and SIGTERM and SIGHUP raise Stopped
     (instead of ending the process at once, which left the temp files of
@@ -282,14 +316,24 @@ def signals_remembered():
     imports, a gc callback), raise_swallowed_signal raises it again at the
     next point where an output is committed, so the command ends stopped
     instead of going on. A signal whose handler is not the default
-    (ignored, as under nohup, or a command's own) is left as it is."""
+    (ignored, as under nohup, or a command's own) is left as it is.
+    kept_after_ending: once ending() was called, the handler stays after
+    the block (the process exits next: a signal while it does is dropped)."""
+    global _ENDING, _DROPPED
+    import threading
     defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL,
                 signal.SIGHUP: signal.SIG_DFL}
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        old = {s: signal.signal(s, _received) for s, default in defaults.items() if signal.getsignal(s) is default}
     try:
-        with handling({s: _received for s, default in defaults.items() if signal.getsignal(s) is default}):
-            yield
+        yield
     finally:
-        _RECEIVED.clear()
+        if not (kept_after_ending and _ENDING):
+            for s, previous in old.items():
+                signal.signal(s, previous)
+            _RECEIVED.clear()
+            _ENDING, _DROPPED = False, 0
 
 
 def _in_gc_callback(frame):
@@ -312,6 +356,13 @@ def raise_swallowed_signal():
     swallowed what its handler raised."""
     if _RECEIVED:
         raise stop_exception(_RECEIVED[0][0])
+
+
+def received_stop():
+    """The exception of the first stop signal this command received
+    (signals_remembered), or None. A command that says what a signal
+    stopped itself takes them (take_signals) or has its own handler."""
+    return stop_exception(_RECEIVED[0][0]) if _RECEIVED else None
 
 
 def take_signals():

@@ -3,6 +3,7 @@ overrides are checked; GPU flags on the CPU build are one-line errors."""
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -617,7 +618,7 @@ def test_a_sigterm_while_the_commands_load_is_said(capsys, monkeypatch):
         return build(*args, **kwargs)
     monkeypatch.setattr(cli_module, 'build_parser', loading)
     assert cli.main(['plot-log', 'none.log', '-o', 'none.png']) == 143
-    assert capsys.readouterr().err == 'caffe-mlic: stopped by SIGTERM\n'
+    assert capsys.readouterr().err == 'caffe-mlic plot-log: stopped by SIGTERM\n'
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
@@ -661,6 +662,87 @@ def test_a_system_error_caused_by_a_stop_signal_is_that_signal(tmp_path, capsys,
     assert cli.main(['netgen', '-o', str(tmp_path / 'nets')]) == code
     assert capsys.readouterr().err == line
     assert not (tmp_path / 'nets').exists()
+
+
+def test_a_stop_signal_a_catch_all_turned_into_an_error_of_ours_is_that_signal(tmp_path, capsys, monkeypatch):
+    """Two signals at once during netgen's build check: the second's handler
+    failed as a SystemError, which the check of a Python layer's module
+    (an `except Exception`) said as "module 'caffe_mlic.layers' cannot be
+    imported: SystemError ...", exit 2 (pass 44b S1). An error once a stop
+    signal came is said as that signal."""
+    import importlib
+    import signal
+    import time
+    real = importlib.import_module
+
+    def two_signals_at_once(name, *args):
+        if name == 'caffe_mlic.layers':
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.5)
+            except KeyboardInterrupt as first:
+                raise SystemError('<built-in function monotonic> returned a result with an exception set') \
+                    from first
+        return real(name, *args)
+    monkeypatch.setattr(importlib, 'import_module', two_signals_at_once)
+    assert cli.main(['netgen', '-o', str(tmp_path / 'nets')]) == 130
+    assert capsys.readouterr().err == 'caffe-mlic netgen: interrupted\n'
+    assert not (tmp_path / 'nets').exists()
+
+
+_AFTER_THE_LINE = """
+import atexit, os, signal, sys, time
+from caffe_mlic import cli
+from caffe_mlic.netspec import netgen
+out, more, hang = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+def at_exit():      # (an atexit hook, tqdm's: the traceback was "Exception ignored in atexit callback")
+    for _ in range(more):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+    time.sleep(hang)
+def report(prog, message, said=cli._report):
+    said(prog, message)
+    os.kill(os.getpid(), signal.SIGINT)     # a second Ctrl-C as the line is said
+    time.sleep(0.2)
+cli._report = report
+def stopped(nets):
+    atexit.register(at_exit)    # (as a library the command imports registers its own)
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(5)
+netgen.check_buildable = stopped
+sys.argv = ['caffe-mlic', 'netgen', '-o', out]
+sys.exit(cli.main())
+"""
+
+
+@pytest.mark.parametrize('more, code', [(1, 130), (3, 130)])
+def test_stop_signals_once_the_outcome_is_said_are_dropped_until_the_exit(tmp_path, more, code):
+    """A second Ctrl-C as the one line was said, or during an atexit hook,
+    printed a KeyboardInterrupt traceback (pass 44b S2): dropped; the third
+    one after the outcome ends an exit that hangs at once."""
+    started = time.monotonic()
+    res = subprocess.run([sys.executable, '-c', _AFTER_THE_LINE, str(tmp_path / 'nets'), str(more), '10'],
+                         capture_output=True, text=True, timeout=120)
+    assert (res.returncode, res.stderr) == (code, 'caffe-mlic netgen: interrupted\n'), res.stderr
+    assert (time.monotonic() - started < 8) == (more == 3)
+
+
+def test_the_last_atexit_hook_ignores_stop_signals_once_the_outcome_is_said(monkeypatch):
+    """Python's finalization puts back SIGINT's and SIGTERM's default
+    action: a signal in the last milliseconds of a detect that had said its
+    summary ended it with rc -15 (pass 44b, TERM+INT loops)."""
+    import signal
+    from caffe_mlic import processes
+    previous = {s: signal.getsignal(s) for s in processes.STOP_SIGNALS}
+    try:
+        cli._last_at_exit()
+        assert {s: signal.getsignal(s) for s in processes.STOP_SIGNALS} == previous
+        monkeypatch.setattr(processes, '_ENDING', True)
+        cli._last_at_exit()
+        assert all(signal.getsignal(s) is signal.SIG_IGN for s in processes.STOP_SIGNALS)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def test_a_system_error_of_another_cause_is_not_hidden(tmp_path, monkeypatch):
