@@ -830,7 +830,7 @@ class Trainer:
         if time.monotonic() - getattr(self, 'curves_drawn', self.started) >= CURVES_EVERY:
             self._draw_curves()
 
-    def _refuse_odd_run_files(self, run_dir):
+    def _refuse_run_files_in_the_way(self, run_dir):
         """The run folder's files that cannot be written as the run's: of
         another kind, or one of its inputs."""
         _refuse_odd_run_files(run_dir)
@@ -852,7 +852,7 @@ class Trainer:
         run.json; returns the state resumed from (None: a fresh start)."""
         sf, run_dir = self.solver_file, self.run_dir
         many = self.group.size > 1
-        self._agreed(lambda: self._refuse_odd_run_files(run_dir) if self.leader else None)
+        self._agreed(lambda: self._refuse_run_files_in_the_way(run_dir) if self.leader else None)
         # With several ranks every step below is taken by all of them in this
         # order; a failure on any rank stops all of them together (_agreed).
         self._agreed(self._build)
