@@ -119,3 +119,32 @@ def terminal_text(text):
         else:
             out.append(ch)
     return ''.join(out)
+
+
+def path_kind(path, follow_links=True):
+    """What is at ``path``, as an error says it ('a file', 'a folder', 'a
+    FIFO', 'a device', 'a socket', 'a symlink loop', 'a link to nothing'),
+    or None when nothing is. follow_links=False: a link is 'a symbolic
+    link', whatever it points to."""
+    import errno
+    import os
+    import stat
+    try:
+        mode = os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if stat.S_ISLNK(mode):
+        if not follow_links:
+            return 'a symbolic link'
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as e:
+            return 'a symlink loop' if e.errno == errno.ELOOP else 'a link to nothing'
+    return ('a file' if stat.S_ISREG(mode) else 'a folder' if stat.S_ISDIR(mode) else
+            'a FIFO' if stat.S_ISFIFO(mode) else 'a socket' if stat.S_ISSOCK(mode) else 'a device')
+
+
+def in_the_way(path, where, advice='move it away', follow_links=True):
+    """'PATH is KIND, where WHERE: ADVICE': the one wording for something
+    (path_kind) at the path of a file or folder we write."""
+    return '%s is %s, where %s: %s' % (path, path_kind(path, follow_links), where, advice)

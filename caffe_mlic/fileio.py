@@ -470,33 +470,6 @@ def text_lines(text):
     return lines[:-1] if lines and lines[-1] == '' else lines
 
 
-def path_kind(path, follow_links=True):
-    """What is at ``path``, as an error says it ('a file', 'a folder', 'a
-    FIFO', 'a device', 'a socket', 'a symlink loop', 'a link to nothing'),
-    or None when nothing is. follow_links=False: a link is 'a symbolic
-    link', whatever it points to."""
-    import stat
-    try:
-        mode = os.lstat(path).st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    if stat.S_ISLNK(mode):
-        if not follow_links:
-            return 'a symbolic link'
-        try:
-            mode = os.stat(path).st_mode
-        except OSError as e:
-            return 'a symlink loop' if e.errno == errno.ELOOP else 'a link to nothing'
-    return ('a file' if stat.S_ISREG(mode) else 'a folder' if stat.S_ISDIR(mode) else
-            'a FIFO' if stat.S_ISFIFO(mode) else 'a socket' if stat.S_ISSOCK(mode) else 'a device')
-
-
-def in_the_way(path, where, advice='move it away', follow_links=True):
-    """'PATH is KIND, where WHERE: ADVICE': the one wording for something
-    (path_kind) at the path of a file or folder we write."""
-    return '%s is %s, where %s: %s' % (path, path_kind(path, follow_links), where, advice)
-
-
 def refuse_non_folders(folders, param=None):
     """UsageError, before the work, for an output folder path where
     something else is (a file, FIFO or device, a symlink loop or a link to
@@ -507,6 +480,7 @@ def refuse_non_folders(folders, param=None):
         if os.path.isdir(folder):
             continue
         if os.path.lexists(folder):
+            from caffe_mlic.errors import in_the_way
             raise UsageError(in_the_way(folder, 'the output folder would be', 'give a folder, or move it away'),
                              param)
         refuse_folders([os.path.join(folder, 'x')], param)   # (a file where a parent folder would be)

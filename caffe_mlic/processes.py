@@ -432,7 +432,7 @@ def lock_file(path, busy):
         mode = None
     if mode is not None and not stat.S_ISREG(mode):
         # (never through a link: the pid would be written over its target; a FIFO opens, then cannot seek)
-        from caffe_mlic.fileio import in_the_way
+        from caffe_mlic.errors import in_the_way
         raise RunError(in_the_way(path, 'the lock file is kept', follow_links=False))
     while True:
         # (never through a link: the pid would be written over its target)

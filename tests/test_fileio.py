@@ -407,7 +407,7 @@ def test_path_kind_names_what_is_in_the_way(tmp_path):
     """One wording for what sits where we write: a dangling link at a run
     file was said as 'no such file, where the run writes its log.csv'."""
     import socket
-    from caffe_mlic.fileio import in_the_way, path_kind
+    from caffe_mlic.errors import in_the_way, path_kind
     (tmp_path / 'file').write_text('x')
     (tmp_path / 'folder').mkdir()
     os.mkfifo(str(tmp_path / 'fifo'))

@@ -263,7 +263,7 @@ def run_det(args):
         raise UsageError('--classes goes with --voc; a gt.json names its classes')
     coco_results = os.path.isfile(args.results)
     if not (coco_results or os.path.isdir(args.results)):
-        from caffe_mlic.fileio import path_kind
+        from caffe_mlic.errors import path_kind
         kind = path_kind(args.results)
         raise InputError('%s %s: give the results folder or a COCO results file' % (
             args.results, 'does not exist' if kind is None else 'is ' + kind))

@@ -56,8 +56,8 @@ import sys
 
 import numpy as np
 
-from caffe_mlic.errors import MAX_LISTED, InputError, UsageError
-from caffe_mlic.fileio import atomic_save_npz, in_the_way, open_regular, refuse_lost_outputs
+from caffe_mlic.errors import MAX_LISTED, InputError, UsageError, in_the_way
+from caffe_mlic.fileio import atomic_save_npz, open_regular, refuse_lost_outputs
 from caffe_mlic.data.imageio import expand_images, image_size, read_image
 from caffe_mlic.progress import progress
 

@@ -14,8 +14,8 @@ from caffe_mlic.caffe import prototxt
 from caffe_mlic.caffe.weights import (PROTO_LIMIT, blob_shape, check_history, check_weights, parse_message,
                                       name_list, read_state, shape_fits, stored_values)
 from caffe_mlic.engine.solver_file import HISTORY_PER_PARAM
-from caffe_mlic.errors import InputError, Problem, RunError
-from caffe_mlic.fileio import atomic_write, in_the_way, path_kind
+from caffe_mlic.errors import InputError, Problem, RunError, in_the_way, path_kind
+from caffe_mlic.fileio import atomic_write
 
 class SnapshotError(InputError):
     """A snapshot that cannot be resumed from: truncated, incomplete, or of another net."""

@@ -125,7 +125,7 @@ def _refuse_odd_run_files(run_dir):
     there as something else than a regular file (or a link to one): a FIFO
     blocks the open with the stop signals deferred, a folder or symlink
     loop fails it at the end, named by the folder's descriptor."""
-    from caffe_mlic.fileio import in_the_way
+    from caffe_mlic.errors import in_the_way
     odd = [name for name in RUN_FILES if os.path.lexists(os.path.join(run_dir, name))
            and not os.path.isfile(os.path.join(run_dir, name))]
     if odd:

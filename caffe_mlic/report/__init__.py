@@ -11,7 +11,8 @@ import math
 import os
 import shutil
 
-from caffe_mlic.fileio import atomic_files, atomic_write, in_the_way, json_ready
+from caffe_mlic.errors import in_the_way
+from caffe_mlic.fileio import atomic_files, atomic_write, json_ready
 
 STYLE = """
 body { font-family: sans-serif; max-width: 1100px; margin: 1.5em auto; color: #222; }
