@@ -215,6 +215,8 @@ def _data_problems(path, data):
     elif lists:
         for split in SPLITS:
             problems += _datalist_problems(path, 'data.%s_list' % split, data.get(split + '_list'))
+    elif voc and not isinstance(voc, str):
+        pass        # (its type is said with the others')
     elif voc:
         if not os.path.isdir(voc):
             problems.append(Problem(path, None, 'data.voc', '%s: %s' % (not_a_folder(voc), voc)))

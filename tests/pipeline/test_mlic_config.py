@@ -295,6 +295,13 @@ def test_datalists_given_as_they_are_are_copied_where_the_report_reads_them(tmp_
     assert "data: give one form: voc (with train_set, val_set, test_set), the splits' COCO files" in found
 
 
+@pytest.mark.parametrize('value', ['5', 'true', '[1]', '{a = 1}', '2026-12-07'])
+def test_a_voc_folder_that_is_not_text_is_said_by_its_key(data, value):
+    """data.voc = 5 was a TypeError traceback from os.path.isdir (pass 45b S1)."""
+    found = problems_of(config(data), ['data.voc=%s' % value])
+    assert 'data.voc: must be a Pascal VOC folder (Annotations, ImageSets/Main, JPEGImages), got ' in found, found
+
+
 def test_a_datalist_of_zeros_utf16_or_with_a_bom(tmp_path):
     """A zero-filled datalist was read whole as one line (4.4 GB of memory
     for 1 GB) and echoed into the message; one with a BOM was taken for
