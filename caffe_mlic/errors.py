@@ -75,6 +75,20 @@ def _rebuild(cls, message, problems, what, max_listed):
     return err
 
 
+MAX_SOURCES = 3     # files named in a heading; more are counted, with their common folder
+
+
+def _files_in_common(sources):
+    """'N files in FOLDER' for the files ``sources`` (a heading listing 96
+    paths was one line of 2,700 characters), or 'FIRST, ... (N files)'."""
+    import os
+    try:
+        common = os.path.commonpath(sources)
+    except ValueError:      # (absolute and relative paths mixed)
+        common = ''
+    return '%d files in %s' % (len(sources), common) if common else '%s, ... (%d files)' % (sources[0], len(sources))
+
+
 def format_problems(problems, what=None, max_listed=MAX_LISTED):
     """One problem: itself. Several: a heading with the count (and the files),
     one line each, and how many more were not listed."""
@@ -86,7 +100,10 @@ def format_problems(problems, what=None, max_listed=MAX_LISTED):
     if what:
         head += ' in %s' % what
     if sources:
-        head += ' %s' % ', '.join(sources) if what else ' in %s' % ', '.join(sources)
+        if len(sources) <= MAX_SOURCES:
+            head += ' %s' % ', '.join(sources) if what else ' in %s' % ', '.join(sources)
+        else:
+            head += ' (%s)' % _files_in_common(sources) if what else ' in %s' % _files_in_common(sources)
     lines = [head + ':'] + ['  ' + str(p) for p in problems[:max_listed]]
     rest = len(problems) - max_listed
     if rest > 0:
@@ -148,3 +165,10 @@ def in_the_way(path, where, advice='move it away', follow_links=True):
     """'PATH is KIND, where WHERE: ADVICE': the one wording for something
     (path_kind) at the path of a file or folder we write."""
     return '%s is %s, where %s: %s' % (path, path_kind(path, follow_links), where, advice)
+
+
+def folder_problem(path, what='folder'):
+    """Why ``path`` is no ``what`` to read: 'no such <what>', or what is
+    there instead ('a FIFO, not a <what>', 'a symlink loop, not a ...')."""
+    kind = path_kind(path)
+    return 'no such %s' % what if kind is None else '%s, not a %s' % (kind, what)

@@ -82,7 +82,8 @@ def run_build(args):
     else:
         records = annotations.read_label_file(args.labels, classes, args.images)
     if args.proposals is not None and not os.path.isdir(args.proposals):
-        raise InputError('%s: proposals folder not found' % args.proposals)
+        from caffe_mlic.errors import folder_problem
+        raise InputError('%s: %s' % (args.proposals, folder_problem(args.proposals, 'proposals folder')))
     # every file read: the images, their annotations, the set and the proposals
     inputs = [p for r in records for p in (r.path, r.source)]
     if args.voc:

@@ -145,7 +145,8 @@ def check_proposals_folder(path):
     if path is None:
         return
     if not path or not os.path.exists(path):
-        raise UsageError('%s: no such folder' % (path or "''"), 'proposals')
+        from caffe_mlic.errors import folder_problem
+        raise UsageError('%s: %s' % (path or "''", folder_problem(path) if path else 'no such folder'), 'proposals')
     if not os.path.isdir(path):
         raise UsageError('%s: not a folder (the folder of <image stem>.npz proposal files)' % path, 'proposals')
     try:

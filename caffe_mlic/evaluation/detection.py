@@ -55,7 +55,7 @@ from typing import List, NamedTuple, Optional
 
 import numpy as np
 
-from caffe_mlic.errors import InputError, Problem, RunError, UsageError
+from caffe_mlic.errors import InputError, Problem, RunError, UsageError, folder_problem
 from caffe_mlic.fileio import atomic_write, open_regular, read_json, text_lines, text_number
 
 IOU_THRESHOLD = 0.5
@@ -429,7 +429,8 @@ def read_voc_ground_truth(root, image_set, classes=None):
     ann_dir = os.path.join(root, 'Annotations')
     ids = ann.one_per_line(set_file, 'image set', 'image id')
     if not os.path.isdir(ann_dir):
-        raise InputError('%s: folder not found (a VOC folder holds Annotations/ and ImageSets/Main/)' % ann_dir)
+        raise InputError('%s: %s (a VOC folder holds Annotations/ and ImageSets/Main/)' % (
+            ann_dir, folder_problem(ann_dir)))
     present = set(os.listdir(ann_dir))
     problems = ann.ProblemList()
     missing = [(no, i) for no, i in ids if i + '.xml' not in present]

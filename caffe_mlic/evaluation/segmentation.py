@@ -68,7 +68,7 @@ import os
 import numpy as np
 
 from caffe_mlic.data import labelmaps
-from caffe_mlic.errors import InputError, Problem, UsageError, raise_if_problems
+from caffe_mlic.errors import InputError, Problem, UsageError, folder_problem, raise_if_problems
 from caffe_mlic.evaluation import Evaluator
 
 LABEL_EXTENSIONS = ('.png', '.tif', '.tiff', '.bmp')
@@ -453,7 +453,7 @@ def _files_by_stem(folder):
 def _label_files(folder, what):
     """{stem: [paths]} of the label-map images in ``folder``."""
     if not os.path.isdir(folder):
-        raise InputError('%s: %s folder not found' % (folder, what))
+        raise InputError('%s: %s' % (folder, folder_problem(folder, what + ' folder')))
     files = _files_by_stem(folder)
     if not files:
         raise InputError('%s: no %s label maps (%s) in the folder'
@@ -660,7 +660,7 @@ def evaluate_dirs(pred_dir, gt_dir, palette=None, num_classes=None, eroded=False
     if eroded:
         check_erode_radius(radius)
     if detail is not None and detail.hard_masks is not None and not os.path.isdir(detail.hard_masks):
-        raise InputError('%s: hard-pixel mask folder not found' % detail.hard_masks)
+        raise InputError('%s: %s' % (detail.hard_masks, folder_problem(detail.hard_masks, 'hard-pixel mask folder')))
     palette = labelmaps.load_palette(palette)
     num_classes = num_classes or len(palette)
     evaluator = evaluator or SegmentationEvaluator(num_classes)

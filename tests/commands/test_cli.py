@@ -253,3 +253,18 @@ def test_opencv_warnings_are_kept_off_the_terminal_unless_asked(tmp_path):
     asked = subprocess.run([sys.executable, '-c', code, str(image)],
                            capture_output=True, text=True, env=dict(env, OPENCV_LOG_LEVEL='WARNING'), timeout=120)
     assert 'WARN' in asked.stderr and '32-bit samples' in asked.stderr, asked.stderr
+
+
+def test_a_heading_of_problems_in_many_files_counts_them_in_their_folder():
+    """datalist build on an empty proposals folder headed its 96 problems
+    with the 96 paths, one line of 2,700 characters (pass 45b M8)."""
+    many = [Problem('props/%06d.npz' % i, None, None, 'not found') for i in range(96)]
+    assert format_problems(many, 'datalist build').splitlines()[0] == \
+        '96 problems in datalist build (96 files in props):'
+    assert format_problems(many).splitlines()[0] == '96 problems in 96 files in props:'
+    few = many[:3]
+    assert format_problems(few).splitlines()[0] == \
+        '3 problems in props/000000.npz, props/000001.npz, props/000002.npz:'
+    mixed = [Problem('/abs/a.txt', None, None, 'x'), Problem('rel/b.txt', None, None, 'x'),
+             Problem('rel/c.txt', None, None, 'x'), Problem('rel/d.txt', None, None, 'x')]
+    assert format_problems(mixed).splitlines()[0] == '4 problems in /abs/a.txt, ... (4 files):'

@@ -243,9 +243,15 @@ def test_empty_and_missing_folders(tmp_path):
     (tmp_path / 'pred' / 'notes.txt').write_text('x')
     with pytest.raises(InputError, match=r'pred: no prediction label maps \(\.png \.tif \.tiff \.bmp\)'):
         evaluate_dirs(str(tmp_path / 'pred'), str(tmp_path), progress=False)
-    with pytest.raises(InputError, match=r'nowhere: ground truth folder not found'):
+    with pytest.raises(InputError, match=r'nowhere: no such ground truth folder'):
         write_label_png(str(tmp_path / 'pred' / 'a.png'), np.zeros((2, 2), np.uint8))
         evaluate_dirs(str(tmp_path / 'pred'), str(tmp_path / 'nowhere'), progress=False)
+    # a FIFO or a symlink loop was "folder not found" too (pass 45b M3)
+    os.mkfifo(str(tmp_path / 'fifo'))
+    os.symlink('loop', str(tmp_path / 'loop'))
+    for name, kind in (('fifo', 'a FIFO'), ('loop', 'a symlink loop')):
+        with pytest.raises(InputError, match=r'%s: %s, not a ground truth folder$' % (name, kind)):
+            evaluate_dirs(str(tmp_path / 'pred'), str(tmp_path / name), progress=False)
 
 
 def test_confusion_csv_and_png(tmp_path):

@@ -348,7 +348,7 @@ def test_hard_mask_problems_name_the_file(tmp_path):
         f.write(b'not a png')
     with pytest.raises(InputError, match=r't\.png: hard-pixel mask cannot be read \(empty, corrupt'):
         _evaluate(p, g, hard_masks=h)
-    with pytest.raises(InputError, match=r'^%s: hard-pixel mask folder not found$' % os.path.join(h, 'no')):
+    with pytest.raises(InputError, match=r'^%s: no such hard-pixel mask folder$' % os.path.join(h, 'no')):
         _evaluate(p, g, hard_masks=os.path.join(h, 'no'))
 
 
