@@ -448,12 +448,20 @@ def refuse_output_among_inputs(output, images, folders=(), param=None, subfolder
 
 
 def refuse_folders(outputs, param=None):
-    """UsageError, before the work, for an output file path that is a folder,
-    or whose folder cannot be made because a file is in its place."""
+    """UsageError, before the work, for an output file path that is a folder
+    or a socket (which no open() writes: "No such device or address"), or
+    whose folder cannot be made because a file is in its place."""
+    import stat
     from caffe_mlic.errors import UsageError
     for out in filter(None, outputs):
         if os.path.isdir(out):
             raise UsageError('%s is a folder: give a file path to write' % out, param)
+        try:
+            socket = stat.S_ISSOCK(os.stat(out).st_mode)
+        except (OSError, ValueError):
+            socket = False
+        if socket:
+            raise UsageError('%s is a socket: give a file path to write' % out, param)
         parent = os.path.dirname(os.path.abspath(out))
         while not os.path.exists(parent) and os.path.dirname(parent) != parent:
             parent = os.path.dirname(parent)

@@ -309,6 +309,23 @@ def test_an_output_that_cannot_be_a_file_is_refused_before_the_work(tmp_path, ca
     assert 'is a folder: give a file path to write' in err or 'is a file, where its folder would be' in err, err
 
 
+@pytest.mark.parametrize('flag', ['--json', '--csv', '--save-scores'])
+def test_a_socket_at_an_output_is_refused_before_the_work(tmp_path, capsys, flag):
+    """open() of a socket fails as "No such device or address": the raw
+    error, after the work (pass 45b M4)."""
+    import socket
+    import numpy as np
+    from caffe_mlic import cli
+    np.save(str(tmp_path / 's.npy'), np.array([[0.9, 0.1], [0.2, 0.8]], np.float32))
+    np.save(str(tmp_path / 'l.npy'), np.array([[1, 0], [0, 1]], np.float32))
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tmp_path / 'sock'))
+        assert cli.main(['eval', 'cls', '--scores', str(tmp_path / 's.npy'), '--labels', str(tmp_path / 'l.npy'),
+                         flag, str(tmp_path / 'sock')]) == 2
+    assert capsys.readouterr().err == 'caffe-mlic eval cls: argument %s: %s is a socket: give a file path to ' \
+                                      'write\n' % (flag, tmp_path / 'sock')
+
+
 def test_an_npz_on_a_full_disk_is_one_error_without_a_zipfile_traceback(tmp_path):
     """numpy's zip writer, left open on a temp file that a full disk failed,
     printed "Exception ignored in ZipFile.__del__ ... seek of closed file"

@@ -68,6 +68,11 @@ def run_build(args):
         raise UsageError('--labels needs --classes FILE')
     _refuse_overwriting(args)
     refuse_folders((args.output,) + companion_paths(args.output), 'output')
+    if os.path.exists(args.output) and not os.path.isfile(args.output):
+        from caffe_mlic.errors import path_kind
+        # (-o /dev/null wrote /dev/null.classes.txt and /dev/null.gt.json into /dev)
+        raise UsageError('%s is %s: give a file path (the datalist\'s .classes.txt and .gt.json are written beside '
+                         'it)' % (args.output, path_kind(args.output)), 'output')
     if args.root is not None and not os.path.isdir(args.root):
         # (the paths would be written relative to a folder no reader can find)
         raise UsageError('%r is not a folder%s; give the folder the datalist\'s readers join its image '

@@ -565,3 +565,17 @@ def test_a_proposal_file_that_is_no_regular_file_is_not_called_missing(tmp_path)
         assert 'not a regular file (a device, FIFO or folder)' in str(e.value) and 'not found' not in str(e.value)
     with pytest.raises(InputError, match='not found; run `caffe-mlic proposals`'):
         load_proposals(str(tmp_path / 'c.npz'), Record)
+
+
+def test_a_datalist_output_that_is_a_device_or_fifo_is_refused(voc, capsys, tmp_path):
+    """-o /dev/null wrote /dev/null.classes.txt and /dev/null.gt.json into
+    /dev (pass 45b): the datalist's companions are written beside it."""
+    _, voc = voc
+    os.mkfifo(str(tmp_path / 'fifo'))
+    for out, kind in (('/dev/null', 'a device'), (str(tmp_path / 'fifo'), 'a FIFO')):
+        assert cli.main(['datalist', 'build', '--voc', str(voc), '--set', 'trainval', '--whole-image',
+                         '-o', out]) == 2
+        assert capsys.readouterr().err == (
+            "caffe-mlic datalist build: argument -o/--output: %s is %s: give a file path (the datalist's "
+            ".classes.txt and .gt.json are written beside it)\n" % (out, kind))
+    assert not os.path.exists('/dev/null.classes.txt') and sorted(os.listdir(str(tmp_path))) == ['VOC', 'fifo', 'props']
