@@ -353,6 +353,9 @@ def import_proposals(fmt, files, images, out_dir, min_size=20, max_boxes=2000, c
     sizes, bad_boxes = sizes_and_box_problems(matched)
     if problems or bad_boxes:
         raise InputError(problems=problems + bad_boxes, what='proposals')
+    # a folder or FIFO where an image's .npz goes: refused before anything is written (it failed at the
+    # rename, naming the staging file and leaving settings.json)
+    proposals._check_output_places(out_dir, image_paths, [m.image for m in matched])
     made = not os.path.isdir(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     staging = None

@@ -656,8 +656,11 @@ def check_folder(out_dir, settings, recompute, flag='--recompute'):
     """UsageError when out_dir is a file, or holds proposals made with other
     ``settings`` (unless ``recompute``); writes nothing."""
     import json
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise UsageError('%s is a file, not a folder' % out_dir, 'output')
+    from caffe_mlic.fileio import refuse_non_folders
+    refuse_non_folders([out_dir], 'output')
+    kept = os.path.join(out_dir, SETTINGS_FILE)
+    if os.path.lexists(kept) and not os.path.isfile(kept):     # (a FIFO there: the write of the settings hung)
+        raise UsageError(in_the_way(kept, 'the settings of the folder\'s proposals are kept'), 'output')
     old = _folder_settings(out_dir) if os.path.isdir(out_dir) else None
     differ = {k: (old[k], settings[k]) for k in settings if old and k in old and old[k] != settings[k]}
     if differ and not recompute:

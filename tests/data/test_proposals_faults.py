@@ -5,6 +5,7 @@ process that dies fails its image only."""
 import json
 import os
 import re
+import subprocess
 
 import cv2
 import numpy as np
@@ -54,7 +55,7 @@ def test_proposals_name_tiny_images_and_report_images_with_no_box(tmp_path, caps
     assert 'got no box' in captured.out and 'flat.png' in captured.out
     (tmp_path / 'afile').write_text('')
     assert cli.main(['proposals', str(folder), '-o', str(tmp_path / 'afile')]) == 2
-    assert 'afile is a file, not a folder' in capsys.readouterr().err
+    assert 'afile is a file, where the output folder would be' in capsys.readouterr().err
 
 
 @pytest.mark.parametrize('args, message', [
@@ -379,3 +380,49 @@ def test_an_output_folder_removed_mid_run_fails_the_run(photos, tmp_path, capsys
     assert cli.main(['proposals', str(photos), '-o', str(out), '-q']) == 1
     err = capsys.readouterr().err
     assert 'files proposals wrote are not there any more' in err and 'run it again' in err, err
+
+
+@pytest.mark.parametrize('kind', ['dangling link', 'symlink loop', 'FIFO'])
+def test_an_output_folder_of_another_kind_is_named_as_it_is(photos, tmp_path, capsys, kind):
+    """A dangling link or loop at -o said "File exists"; a FIFO "is a file,
+    not a folder" (pass 45b M5)."""
+    out = tmp_path / 'out'
+    {'dangling link': lambda: os.symlink('nowhere', str(out)), 'symlink loop': lambda: os.symlink('out', str(out)),
+     'FIFO': lambda: os.mkfifo(str(out))}[kind]()
+    said = {'dangling link': 'a link to nothing', 'symlink loop': 'a symlink loop', 'FIFO': 'a FIFO'}[kind]
+    assert cli.main(['proposals', str(photos), '-o', str(out), '-q']) == 2
+    assert capsys.readouterr().err == ('caffe-mlic proposals: argument -o/--output: %s is %s, where the output folder '
+                                       'would be: give a folder, or move it away\n' % (out, said))
+
+
+def test_a_fifo_at_the_folders_settings_is_refused_not_a_hang(photos, tmp_path, capsys):
+    """A FIFO at OUT/settings.json hung `proposals` and `proposals import`
+    for good (pass 45b M7)."""
+    out = tmp_path / 'out'
+    out.mkdir()
+    os.mkfifo(str(out / 'settings.json'))
+    (tmp_path / 'p.csv').write_text('image,x1,y1,x2,y2,score\np0.png,1,1,30,30,0.9\n')
+    for argv in (['proposals', str(photos), '-o', str(out), '-q'],
+                 ['proposals', 'import', 'csv', str(tmp_path / 'p.csv'), '--images', str(photos), '-o', str(out)]):
+        done = subprocess.run(CLI + argv, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.endswith("argument -o/--output: %s is a FIFO, where the settings of the folder's "
+                                    "proposals are kept: move it away\n" % (out / 'settings.json')), done.stderr
+    assert os.listdir(str(out)) == ['settings.json']
+
+
+def test_an_import_with_a_folder_at_an_images_file_writes_nothing(photos, tmp_path, capsys):
+    """It failed at the rename, naming the hidden staging file, and left
+    settings.json: the next import of other settings was refused as
+    "holds proposals computed with ..." (pass 45b M6)."""
+    out = tmp_path / 'out'
+    (out / 'p0.npz').mkdir(parents=True)
+    (tmp_path / 'p.csv').write_text('image,x1,y1,x2,y2,score\np0.png,1,1,30,30,0.9\np1.png,2,2,40,40,0.8\n')
+    argv = ['proposals', 'import', 'csv', str(tmp_path / 'p.csv'), '--images', str(photos), '-o', str(out), '-q']
+    assert cli.main(argv + ['--max-boxes', '5']) == 2
+    assert capsys.readouterr().err == ('caffe-mlic proposals import: argument -o/--output: %s is a folder, where the '
+                                       'proposals of %s go: remove or rename it\n' % (out / 'p0.npz',
+                                                                                      photos / 'p0.png'))
+    assert os.listdir(str(out)) == ['p0.npz']
+    (out / 'p0.npz').rmdir()
+    assert cli.main(argv) == 0
