@@ -398,7 +398,12 @@ def signals_raised_after():
     a signal, because SIGTERM's default would end the process without a
     word."""
     with signals_held() as held:
-        yield
+        try:
+            yield
+        except BaseException:
+            if held:        # (a usage error as the signal came: said as the signal, as any error after one)
+                raise stop_exception(held[0])
+            raise
     if held:
         raise stop_exception(held[0])
 

@@ -92,6 +92,10 @@ def load_palette(spec):
         raise LabelMapError('%s: cannot read palette file: %s' % (spec, getattr(e, 'strerror', None) or e))
     names, colours = [], []
     for number, line in enumerate(lines, 1):
+        odd = [c for c in line.split('#', 1)[0] if not c.isprintable() and c not in ' \t']
+        if odd:     # (str.split took U+2028 or VT for a separator: a name's last character dropped unsaid)
+            raise LabelMapError('%s:%d: U+%04X, a character that does not print (a control, format or line '
+                                'separator character), in %s' % (spec, number, ord(odd[0]), ascii(line)))
         text = line.split('#', 1)[0].split()
         if not text:
             continue

@@ -745,6 +745,22 @@ def test_the_last_atexit_hook_ignores_stop_signals_once_the_outcome_is_said(monk
             signal.signal(s, handler)
 
 
+def test_a_signal_while_the_command_loads_beats_a_usage_error(capsys, monkeypatch):
+    """A SIGTERM while detect's modules loaded, then a usage error: exit 2,
+    the signal lost (pass 45b M2)."""
+    import signal
+    from caffe_mlic import cli as cli_module
+    build = cli_module.build_parser
+
+    def loading(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)
+        return build(*args, **kwargs)
+    monkeypatch.setattr(cli_module, 'build_parser', loading)
+    assert cli.main(['detect', '--nonsense']) == 143
+    assert capsys.readouterr().err.endswith('caffe-mlic detect: stopped by SIGTERM\n')
+
+
 def test_a_system_error_of_another_cause_is_not_hidden(tmp_path, monkeypatch):
     from caffe_mlic.netspec import netgen
 

@@ -60,8 +60,13 @@ def test_palette_file(tmp_path):
     with pytest.raises(LabelMapError, match=r'pal\.txt:1: R G B must be integers 0-255, got 0 0 300'):
         load_palette(str(path))
     path.write_text('wa\x00ter 0 0 200\n')     # (taken, and into every report: pass 40b M4)
-    with pytest.raises(LabelMapError, match=r"pal\.txt:1: the class name 'wa\\x00ter' has a character that does not"):
+    with pytest.raises(LabelMapError, match=r"pal\.txt:1: U\+0000, a character that does not print .*, in "
+                                            r"'wa\\x00ter 0 0 200'$"):
         load_palette(str(path))
+    for breaker in ('\u2028', '\x0b', '\x85'):     # (split() took them for a separator: 'wate' kept, unsaid: 45b)
+        path.write_text('wate%s 0 0 200\n' % breaker)
+        with pytest.raises(LabelMapError, match=r'pal\.txt:1: U\+%04X, a character that does not print' % ord(breaker)):
+            load_palette(str(path))
     for value in ('2_55', '\u0662\u0665\u0665', '0x10'):     # (int() read the first two as 255: pass 39b m5)
         path.write_text('water 0 0 %s\n' % value)
         with pytest.raises(LabelMapError, match=r'pal\.txt:1: R G B must be integers 0-255, got 0 0 %s' % value):
