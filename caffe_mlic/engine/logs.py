@@ -177,6 +177,19 @@ def now():
 RUN_JSON_DEPTH = 64
 
 
+def start_weights(info):
+    """The weights the run of run.json ``info`` started from: its own
+    `weights`, or, once resumed (which records none: it goes on from a
+    state), those of the fresh start among its `previous` records. A run
+    stopped and resumed had "weights: []" read as "started from nothing"
+    (the report's teacher_frozen and same_initialisation failed)."""
+    records = [r for r in (info.get('previous') or []) if isinstance(r, dict)] + [info]
+    for record in reversed(records):
+        if record.get('resumed_from') is None:      # (the fresh start: what came after goes on from it)
+            return record.get('weights') or []
+    return []
+
+
 def read_run_json(run_dir):
     """The run's run.json, or None where it is missing, not a JSON file, or
     nested deeper than any we write (a hand-edited one: written back into

@@ -435,9 +435,14 @@ def file_identity(path):
     did to its times. About 0.3 s for a VGG16 SGD state in the page cache;
     each file is read once per process while it stays unchanged."""
     import hashlib
+    import stat
     try:
-        with open(path, 'rb') as f:
+        # (not blocking: a FIFO would wait for a writer; a device is no file: /dev/zero never ended, with
+        # the stop signals held while the run was set up)
+        with open(path, 'rb', opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK)) as f:
             info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                return None
             key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
             if key not in _digests:
                 digest = hashlib.sha1()

@@ -33,6 +33,21 @@ def _field_line(path, field):
     return None
 
 
+def _field_text(path, field):
+    """The value a prototxt gives its first top-level ``field:`` as
+    written (the number before any comment), or None."""
+    number = _field_line(path, field)
+    if number is None:
+        return None
+    try:
+        with open(path, encoding='utf-8', errors='replace') as f:
+            line = next(line for n, line in enumerate(f, 1) if n == number)
+    except (OSError, StopIteration):
+        return None
+    found = re.match(r'\s*%s\s*:\s*([^\s#]+)' % field, line)
+    return found.group(1) if found else None
+
+
 def staging_name_prefix(base):
     """The start of the hidden names the snapshots of prefix ``base`` (its
     file-name part) are staged under: .BASE.partial., or for a long BASE,
@@ -370,6 +385,13 @@ class SolverFile:
                     'backward passes inside Caffe, and Ctrl-C / SIGTERM wait for the iteration to end), '
                     'got %d' % (MAX_ITER_SIZE, param.iter_size))
         check_values(param, problem)
+        for field in param.DESCRIPTOR.fields:     # (--set values: apply_overrides)
+            if field.type == field.TYPE_FLOAT and field.label != field.LABEL_REPEATED and \
+                    field.name not in overridden and param.HasField(field.name) and getattr(param, field.name) == 0:
+                text = _field_text(self.path, field.name)
+                if text and _rounds_to_zero(text, 0.0, True):
+                    problem(field.name, '%s %s is not 0 but reads as 0 (a float32 field holds |x| >= 1.4e-45 or '
+                                        '0): give 0, or a larger value' % (field.name, text))
         if param.snapshot < 0:
             problem('snapshot', 'snapshot must be >= 0 (0: no periodic snapshots), got %d' % param.snapshot)
         if param.snapshot_prefix and (param.snapshot_prefix.endswith(('/', os.sep))

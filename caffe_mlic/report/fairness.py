@@ -29,6 +29,7 @@ import os
 import numpy as np
 
 from caffe_mlic.caffe import prototxt
+from caffe_mlic.engine.logs import start_weights
 from caffe_mlic.report import layout
 
 DATA_FIELDS = ('source', 'root_folder', 'batch_size', 'new_width', 'new_height', 'mirror',
@@ -133,7 +134,7 @@ def check_seed(seed_dir, test_list):
                          'differ: %s; not in stage 2: %s' % (differ, missing) if differ or missing
                          else 'every student layer of the baseline is identical in stage 2'))
 
-    base_w, stage1_w = runs['baseline'][0].get('weights') or [], runs['stage1'][0].get('weights') or []
+    base_w, stage1_w = start_weights(runs['baseline'][0]), start_weights(runs['stage1'][0])
     if len(base_w) != 1 or len(stage1_w) != 1:
         checks.append(_check('same_initialisation', False, 'baseline weights %s, stage 1 weights %s'
                              % (base_w, stage1_w)))
@@ -190,7 +191,7 @@ def teacher_frozen_check(seed_dir, infos):
     from caffe_mlic.netspec.vgg import TEACHER
     lines, ok = [], True
     for stage, info in infos.items():
-        start, end = info.get('weights') or [], last_caffemodel(seed_dir, info)
+        start, end = start_weights(info), last_caffemodel(seed_dir, info)
         if len(start) != 1 or not end or not os.path.isfile(end):
             lines.append('%s: cannot compare (weights %s, last snapshot %s)' % (stage, start, end))
             ok = False

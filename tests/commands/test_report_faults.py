@@ -216,6 +216,28 @@ def test_the_report_reads_hdf5_snapshots(tmp_path):
         in check['detail'], check
 
 
+def test_a_resumed_stage_is_compared_with_the_weights_its_run_started_from(tmp_path):
+    """A run stopped and resumed records weights [] (it goes on from a
+    state): teacher_frozen said "cannot compare (weights [] ...)" after a
+    `run` was stopped in stage 1 and run again (pass 45c S2)."""
+    from caffe_mlic.engine.logs import start_weights
+    from caffe_mlic.report.fairness import teacher_frozen_check
+    w = np.arange(6, dtype=np.float32).reshape(2, 3)
+    start = _h5_caffemodel(tmp_path / 'init.caffemodel.h5', {'conv_wsd_1_1': [w, w[0]], 'fc8': [w]})
+    (tmp_path / 'snap').mkdir()
+    _h5_caffemodel(tmp_path / 'snap' / 's_iter_5.caffemodel.h5', {'conv_wsd_1_1': [w, w[0]], 'fc8': [w + 1]})
+    fresh = dict(weights=[start], resumed_from=None, last_snapshot='snap/s_iter_2.solverstate.h5')
+    resumed = dict(weights=[], resumed_from='snap/s_iter_2.solverstate.h5', previous=[fresh],
+                   last_snapshot='snap/s_iter_5.solverstate.h5', final_iteration=5)
+    assert start_weights(resumed) == [start] and start_weights(fresh) == [start]
+    again = dict(resumed, resumed_from='snap/s_iter_4.solverstate.h5', previous=[fresh, dict(resumed, previous=None)])
+    assert start_weights(again) == [start]
+    # started over in the folder (a fresh start records no previous runs): its own weights
+    assert start_weights(dict(weights=['other'], resumed_from=None, previous=[fresh])) == ['other']
+    check = teacher_frozen_check(str(tmp_path), {'stage2': resumed})
+    assert check['ok'], check
+
+
 # ---------------------------------------------------------------- the comparison of ScasNet heads
 
 ISPRS = ['impervious_surfaces', 'building', 'low_vegetation', 'tree', 'car', 'clutter']

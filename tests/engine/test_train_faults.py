@@ -230,6 +230,21 @@ def test_a_solver_value_that_reads_as_0_is_refused_and_0_is_taken():
     assert (param.base_lr, param.weight_decay, param.delta) == (0, 0, 0) and param.momentum > 0
 
 
+def test_a_solver_file_value_that_reads_as_0_is_refused_naming_its_line(tiny):
+    """base_lr: 1e-46 in the file trained at learning rate 0, unsaid, where
+    --set base_lr=1e-46 was refused (pass 45c M1)."""
+    path = solver(tiny, 'tiny_lr')
+    text = open(path).read()
+    assert 'base_lr: 0.001' in text
+    open(path, 'w').write(text.replace('base_lr: 0.001', 'base_lr: 1e-46  # too small'))
+    problems = solver_problems(path)
+    assert problems is not None and re.search(r'tiny_lr.prototxt:\d+: base_lr: base_lr 1e-46 is not 0 but reads as 0 '
+                                              r'\(a float32 field holds \|x\| >= 1.4e-45 or 0\): give 0, or a '
+                                              r'larger value', problems[1]), problems
+    open(path, 'w').write(text.replace('base_lr: 0.001', 'base_lr: 0.0e-3'))
+    assert solver_problems(path) is None
+
+
 def test_a_momentum_out_of_range_in_the_file_names_its_line(tiny):
     path = solver(tiny, 'range_file', momentum=1.0)
     res = run(['train', path], tiny)
@@ -2501,3 +2516,21 @@ def test_a_states_caffemodel_that_is_not_a_file_is_said_as_what_it_is(tmp_path):
                     30: '%s: its caffemodel w_iter_30.caffemodel is a link to nothing, not a file (beside it, where '
                         'it was written)' % state,
                     40: '%s: its caffemodel w_iter_40.caffemodel is missing (beside it, where it was written)' % state}
+
+
+def test_the_identity_of_a_device_or_fifo_is_none_at_once(tmp_path):
+    """A state name linked to /dev/zero: file_identity hashed it for ever
+    at 100% CPU while the run was set up, with its stop signals held
+    (pass 45c S1); a FIFO would block the open."""
+    import threading
+    from caffe_mlic.engine.snapshots import file_identity
+    os.mkfifo(str(tmp_path / 'fifo'))
+    os.symlink('/dev/zero', str(tmp_path / 'w_iter_5.solverstate'))
+    found = []
+    worker = threading.Thread(target=lambda: found.extend(
+        file_identity(str(p)) for p in (tmp_path / 'fifo', tmp_path / 'w_iter_5.solverstate')), daemon=True)
+    worker.start()
+    worker.join(10)
+    assert found == [None, None]
+    (tmp_path / 'real').write_bytes(b'abc')
+    assert file_identity(str(tmp_path / 'real'))[0] == 3
