@@ -303,11 +303,12 @@ def solver_problems(path, overrides=(), test_nets=False):
     (['iter_size=2147483647'], ('UsageError', 'iter_size must be from 1 to 1024')),
     (['iter_size=1025'], ('UsageError', 'iter_size must be from 1 to 1024')),
     (['test_state=x'], ('UsageError', 'expected FIELD=VALUE with a scalar SolverParameter field')),
+    # 0 in float32, as Caffe reads it: taken once, now said (a value meant as not 0: pass 44c n3)
+    (['type=RMSProp', 'momentum=1e-50'], ('UsageError', 'momentum: 1e-50 is not 0 but reads as 0')),
     # what Caffe accepts is accepted
     (['regularization_type=L1'], None),
     (['iter_size=1024'], None),
     (['type=RMSProp', 'momentum=0', 'rms_decay=0.98'], None),
-    (['type=RMSProp', 'momentum=1e-50'], None),            # 0 in float32, as Caffe reads it
     (['type=AdaGrad', 'momentum=0', 'delta=1e-6'], None),
     (['type=SGD', 'delta=0'], None),                       # SGD never reads delta
     (['type=AdaDelta', 'momentum=0.95'], None),            # AdaDelta's decay rate
