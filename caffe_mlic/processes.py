@@ -478,13 +478,17 @@ def sweep_lock_files(folder):
         names = [n for n in os.listdir(folder) if n.endswith('.lock')]
     except OSError:
         return
+    import stat
     for name in names:
         path = os.path.join(folder, name)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            # (not blocking: a FIFO of that name hung the run that swept, in its setup)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
             continue
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):      # (none of ours: left as it is)
+                continue
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.unlink(path)
         except OSError:

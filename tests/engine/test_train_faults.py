@@ -2535,3 +2535,18 @@ def test_the_identity_of_a_device_or_fifo_is_none_at_once(tmp_path):
     assert found == [None, None]
     (tmp_path / 'real').write_bytes(b'abc')
     assert file_identity(str(tmp_path / 'real'))[0] == 3
+
+
+def test_a_fifo_among_the_lock_files_is_left_and_never_waited_on(tmp_path):
+    """A FIFO named *.lock in the lock folder: the sweep opened it for
+    reading and waited for a writer for good, in a run's setup (seen in a
+    `run` of the demo while a hostile pass planted one)."""
+    import threading
+    from caffe_mlic.processes import sweep_lock_files
+    os.mkfifo(str(tmp_path / 'a.lock'))
+    (tmp_path / 'b.lock').write_text('123\n')       # held by no one: swept
+    worker = threading.Thread(target=sweep_lock_files, args=(str(tmp_path),), daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive()
+    assert sorted(os.listdir(str(tmp_path))) == ['a.lock']
