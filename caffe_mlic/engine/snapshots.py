@@ -359,8 +359,11 @@ def prefix_owner(prefix):
     """The run folder that claimed ``prefix`` (its absolute path), or None.
     (Recorded relative to the snapshots' folder: a copy of a tree that holds
     both is the copy's own.)"""
+    import stat
     try:
-        with open(owner_path(prefix), 'rb') as f:
+        with open(owner_path(prefix), 'rb', opener=_no_waiting) as f:     # (a FIFO there: refused where checked)
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
             text = f.read(65536).decode('utf-8', 'surrogateescape')
     except OSError:
         return None
@@ -427,6 +430,12 @@ HEAD_TAIL_BYTES = 1 << 16
 _digests = {}       # (device, inode, size, mtime, ctime) -> whole-file digest: a file is read once per process
 
 
+def _no_waiting(name, flags):
+    """open()'s opener for a file that may be a FIFO: opened without
+    waiting for a writer (then refused as no regular file by its reader)."""
+    return os.open(name, flags | os.O_NONBLOCK)
+
+
 def file_identity(path):
     """[size, 'v2:' + sha1 of the whole file] of the file at ``path``, or
     None: what tells a run's snapshot from another run's of the same name
@@ -439,7 +448,7 @@ def file_identity(path):
     try:
         # (not blocking: a FIFO would wait for a writer; a device is no file: /dev/zero never ended, with
         # the stop signals held while the run was set up)
-        with open(path, 'rb', opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK)) as f:
+        with open(path, 'rb', opener=_no_waiting) as f:
             info = os.fstat(f.fileno())
             if not stat.S_ISREG(info.st_mode):
                 return None
@@ -461,8 +470,11 @@ def _head_tail_identity(path):
     versions after 03a70e4 up to 6110669 recorded it in run.json (blind to a state
     that differs only in its middle), or None."""
     import hashlib
+    import stat
     try:
-        with open(path, 'rb') as f:
+        with open(path, 'rb', opener=_no_waiting) as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
             size = os.fstat(f.fileno()).st_size
             digest = hashlib.sha1(f.read(HEAD_TAIL_BYTES))
             if size > HEAD_TAIL_BYTES:
