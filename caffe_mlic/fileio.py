@@ -507,7 +507,16 @@ def open_regular(path, *args, **kwargs):
     blocks in open(), so both are an OSError, found before opening."""
     import errno
     import stat
-    if not stat.S_ISREG(os.stat(path).st_mode):
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        # (said as what is there: "Too many levels of symbolic links", "No such file" for a link seen there)
+        if e.errno == errno.ELOOP:
+            raise OSError(e.errno, 'a symlink loop, not a file', path)
+        if e.errno == errno.ENOENT and os.path.lexists(path):
+            raise OSError(e.errno, 'a link to nothing, not a file', path)
+        raise
+    if not stat.S_ISREG(mode):
         raise OSError(errno.EINVAL, 'not a regular file (a device, FIFO or folder)', path)
     return open(path, *args, **kwargs)
 

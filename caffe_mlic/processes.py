@@ -240,8 +240,8 @@ _DROPPED = 0        # ... how many were; the third ends the process at once (an 
 def _received(signum, frame):
     """The stop-signal handler of signals_remembered and stopped_cleanly:
     remembered; raised (KeyboardInterrupt for SIGINT, Stopped for the
-    others) where Python can raise it (not in a gc callback, which prints
-    and drops it) unless one was raised less than AGAIN_AFTER s ago: a
+    others) where Python can raise it (not in a gc or ctypes callback,
+    which prints and drops it: _in_swallowing_callback) unless one was raised less than AGAIN_AFTER s ago: a
     second Ctrl-C or SIGTERM while the first unwinds would cut its clean-up
     short (a temp file left); a later one means the first was swallowed."""
     global _in_handler, _DROPPED
@@ -261,7 +261,7 @@ def _received(signum, frame):
     try:
         now = time.monotonic()
         raised = [at for _, at in _RECEIVED if at is not None]
-        if _in_gc_callback(frame) or (raised and now - raised[-1] < AGAIN_AFTER):
+        if _in_swallowing_callback(frame) or (raised and now - raised[-1] < AGAIN_AFTER):
             _RECEIVED.append((signum, None))
             return
         _RECEIVED.append((signum, now))
@@ -336,15 +336,24 @@ def signals_remembered(kept_after_ending=False):
             _ENDING, _DROPPED = False, 0
 
 
-def _in_gc_callback(frame):
-    """Whether ``frame`` runs inside one of gc.callbacks (the data layers'
-    reaping of orphaned workers)."""
+# Python functions that C calls back where what they raise is printed and
+# dropped ("Exception ignored on calling ctypes callback function"): llvmlite's
+# object-cache hooks, which run while numba compiles (a first run's ROI pooling).
+SWALLOWING_CALLBACKS = {('llvmlite', '_raw_object_cache_notify'), ('llvmlite', '_raw_object_cache_getbuffer')}
+
+
+def _in_swallowing_callback(frame):
+    """Whether ``frame`` runs inside a callback that drops what is raised in
+    it: one of gc.callbacks (the data layers' reaping of orphaned workers)
+    or a ctypes callback of SWALLOWING_CALLBACKS."""
     import gc
     codes = {getattr(callback, '__code__', None) for callback in gc.callbacks}
     for _ in range(64):
         if frame is None:
             return False
-        if frame.f_code in codes:
+        code = frame.f_code
+        if code in codes or any(package in code.co_filename and code.co_name == name
+                                for package, name in SWALLOWING_CALLBACKS):
             return True
         frame = frame.f_back
     return False

@@ -187,7 +187,7 @@ def test_read_json_refuses_devices_fifos_folders_and_oversized_files(tmp_path, m
     for path in ('/dev/zero', str(fifo), str(tmp_path)):
         with pytest.raises(InputError, match='cannot read the settings: not a regular file'):
             fileio.read_json(path, 'settings')
-    with pytest.raises(InputError, match='cannot read: Too many levels of symbolic links'):
+    with pytest.raises(InputError, match='cannot read: a symlink loop, not a file'):
         fileio.read_json(str(loop))
     big = tmp_path / 'big.json'
     big.write_text('[' + ' ' * 100 + ']')
@@ -452,3 +452,21 @@ def test_a_dangling_link_at_a_run_file_is_said_as_one(tmp_path):
         _refuse_odd_run_files(str(tmp_path))
     assert str(e.value) == '%s is a link to nothing, where the run writes its log.csv: move it away' % (
         tmp_path / 'log.csv')
+
+
+def test_open_regular_says_a_symlink_loop_or_a_link_to_nothing(tmp_path, capsys):
+    """About twenty text inputs said "Too many levels of symbolic links" or
+    "No such file or directory" for a link the user sees there (pass 46b M1)."""
+    from caffe_mlic import cli
+    from caffe_mlic.fileio import open_regular
+    os.symlink('loop', str(tmp_path / 'loop'))
+    os.symlink('nowhere', str(tmp_path / 'dangling'))
+    for name, said in (('loop', 'a symlink loop, not a file'), ('dangling', 'a link to nothing, not a file')):
+        with pytest.raises(OSError) as e:
+            open_regular(str(tmp_path / name))
+        assert (e.value.strerror, e.value.filename) == (said, str(tmp_path / name))
+    with pytest.raises(FileNotFoundError):
+        open_regular(str(tmp_path / 'none'))
+    assert cli.main(['netgen', '-o', str(tmp_path / 'ng'), '--classes-file', str(tmp_path / 'loop')]) == 1
+    assert capsys.readouterr().err == 'caffe-mlic netgen: %s: cannot read class list: a symlink loop, not a file\n' % (
+        tmp_path / 'loop')

@@ -73,6 +73,10 @@ def run_build(args):
         # (-o /dev/null wrote /dev/null.classes.txt and /dev/null.gt.json into /dev)
         raise UsageError('%s is %s: give a file path (the datalist\'s .classes.txt and .gt.json are written beside '
                          'it)' % (args.output, path_kind(args.output)), 'output')
+    for companion, kind in zip(companion_paths(args.output), ('class list', 'ground truth')):
+        if os.path.lexists(companion) and not os.path.isfile(companion):    # (a FIFO: the write waited for good)
+            from caffe_mlic.errors import in_the_way
+            raise UsageError(in_the_way(companion, 'datalist build writes the datalist\'s %s' % kind), 'output')
     if args.root is not None and not os.path.isdir(args.root):
         # (the paths would be written relative to a folder no reader can find)
         raise UsageError('%r is not a folder%s; give the folder the datalist\'s readers join its image '

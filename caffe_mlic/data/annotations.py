@@ -230,6 +230,18 @@ def parse_voc_xml(xml_path, problems):
     return root
 
 
+def voc_set_file(root, image_set):
+    """ROOT/ImageSets/Main/<image_set>.txt; InputError when ROOT or a folder
+    on the way is no folder (said as what it is: reading the set said "Not
+    a directory")."""
+    from caffe_mlic.errors import folder_problem
+    for folder, what in ((root, 'VOC folder'), (os.path.join(root, 'ImageSets'), 'folder'),
+                         (os.path.join(root, 'ImageSets', 'Main'), 'folder')):
+        if not os.path.isdir(folder):
+            _fail(folder, '%s (a VOC folder holds Annotations/ and ImageSets/Main/)' % folder_problem(folder, what))
+    return os.path.join(root, 'ImageSets', 'Main', image_set + '.txt')
+
+
 def read_voc(root, image_set, classes=None):
     """(classes, records) of ROOT/ImageSets/Main/<image_set>.txt."""
     root = os.path.abspath(root)
@@ -241,7 +253,7 @@ def read_voc(root, image_set, classes=None):
     else:
         class_source = 'the class list'
     class_set = set(classes)
-    set_file = os.path.join(root, 'ImageSets', 'Main', image_set + '.txt')
+    set_file = voc_set_file(root, image_set)
     ids = one_per_line(set_file, 'image set', 'image id')
     problems = ProblemList()
 

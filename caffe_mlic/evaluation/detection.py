@@ -425,7 +425,7 @@ def read_voc_ground_truth(root, image_set, classes=None):
         class_source = own if os.path.lexists(own) else 'the 20 Pascal VOC classes'
     else:
         class_source = 'the class list'
-    set_file = os.path.join(root, 'ImageSets', 'Main', image_set + '.txt')
+    set_file = ann.voc_set_file(root, image_set)
     ann_dir = os.path.join(root, 'Annotations')
     ids = ann.one_per_line(set_file, 'image set', 'image id')
     if not os.path.isdir(ann_dir):

@@ -512,6 +512,32 @@ def test_a_stop_signal_inside_a_gc_callback_is_raised_at_the_next_output(capsys,
     assert not list(tmp_path.iterdir())
 
 
+def test_a_stop_signal_inside_llvmlites_object_cache_callback_is_raised_at_the_next_output(tmp_path, monkeypatch):
+    """While numba compiled (a first run's ROI pooling), a signal landed in
+    llvmlite's ctypes callback, which printed "Exception ignored on calling
+    ctypes callback function" with a traceback (pass 46b S2): recorded
+    there, raised at the next output."""
+    import ctypes
+    import signal
+    import time
+    from caffe_mlic.fileio import atomic_write
+    from caffe_mlic.processes import Stopped, signals_remembered
+    namespace = {}
+    exec(compile('def _raw_object_cache_notify(kill, sleep, getpid, signum):\n'
+                 '    kill(getpid(), signum)\n    sleep(0.2)\n',
+                 '/usr/lib/python3/dist-packages/llvmlite/binding/executionengine.py', 'exec'), namespace)
+    notify = namespace['_raw_object_cache_notify']
+    hook = ctypes.CFUNCTYPE(None)(lambda: notify(os.kill, time.sleep, os.getpid, signal.SIGTERM))
+    ignored = []        # (what Python prints as "Exception ignored ...")
+    monkeypatch.setattr(sys, 'unraisablehook', ignored.append)
+    with signals_remembered():
+        hook()
+        with pytest.raises(Stopped):
+            with atomic_write(str(tmp_path / 'out.txt')) as f:
+                f.write('x')
+    assert ignored == [] and not list(tmp_path.iterdir())
+
+
 def test_a_second_stop_signal_while_the_first_unwinds_is_only_recorded():
     """A Ctrl-C a moment after a SIGTERM raised inside the clean-up of the
     first: temp files left, a traceback, or both lost (pass 41b S2)."""

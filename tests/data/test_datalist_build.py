@@ -579,3 +579,33 @@ def test_a_datalist_output_that_is_a_device_or_fifo_is_refused(voc, capsys, tmp_
             "caffe-mlic datalist build: argument -o/--output: %s is %s: give a file path (the datalist's "
             ".classes.txt and .gt.json are written beside it)\n" % (out, kind))
     assert not os.path.exists('/dev/null.classes.txt') and sorted(os.listdir(str(tmp_path))) == ['VOC', 'fifo', 'props']
+
+
+def test_a_fifo_at_a_datalist_companion_is_refused_not_waited_on(voc, tmp_path):
+    """-o x.txt writes x.gt.json and x.classes.txt too: a FIFO there hung
+    the build for good (pass 46b S1)."""
+    import subprocess
+    import sys
+    _, root = voc
+    out = tmp_path / 'dl'
+    out.mkdir()
+    os.mkfifo(str(out / 'x.gt.json'))
+    done = subprocess.run([sys.executable, '-m', 'caffe_mlic.cli', 'datalist', 'build', '--voc', root, '--set',
+                           'trainval', '--whole-image', '-o', str(out / 'x.txt')], capture_output=True, text=True,
+                          timeout=60)
+    assert (done.returncode, done.stderr) == (2, "caffe-mlic datalist build: argument -o/--output: %s is a FIFO, "
+                                                 "where datalist build writes the datalist's ground truth: move it "
+                                                 "away\n" % (out / 'x.gt.json'))
+    assert sorted(os.listdir(str(out))) == ['x.gt.json']
+
+
+@pytest.mark.parametrize('part', ['ImageSets', 'ImageSets/Main'])
+def test_a_voc_folder_part_of_another_kind_is_said_as_what_it_is(voc, capsys, part):
+    """It was "trainval.txt: cannot read image set: Not a directory" (pass 46b M2)."""
+    _, root = voc
+    shutil.rmtree(os.path.join(root, part))
+    os.mkfifo(os.path.join(root, part))
+    assert cli.main(['datalist', 'build', '--voc', root, '--set', 'trainval', '--whole-image', '-o',
+                     os.path.join(os.path.dirname(root), 'x.txt')]) == 1
+    assert capsys.readouterr().err == ('caffe-mlic datalist build: %s: a FIFO, not a folder (a VOC folder holds '
+                                       'Annotations/ and ImageSets/Main/)\n' % os.path.join(root, part))
