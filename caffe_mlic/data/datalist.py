@@ -399,6 +399,17 @@ def _line_groups(blocks, rows):
             yield block[a:b]
 
 
+def _not_a_file(path):
+    """How a datalist's image (or label) path that is no regular file is
+    said: 'does not exist', or what it is ('is a FIFO', 'is a link to
+    nothing'; a FIFO, socket or device was "does not exist")."""
+    from caffe_mlic.errors import path_kind
+    kind = path_kind(path)
+    if kind is None:
+        return 'does not exist'
+    return 'is a folder' if kind == 'a folder' else 'is %s, not a file' % kind
+
+
 def _image_path(root_folder, path):
     return os.path.join(root_folder, path) if root_folder else path
 
@@ -522,7 +533,7 @@ def scan_datalist(source, att_num, bbox_num, new_width=None, new_height=None, ro
                     full = _image_path(root_folder, _decode(raw))
                     if check_images and not os.path.isfile(full):
                         problems.append(Problem(source, line_no, None, 'image file %s %s' % (
-                            full, 'is a folder' if os.path.isdir(full) else 'does not exist')))
+                            full, _not_a_file(full))))
                         keep[j] = False
                         continue
                     paths.append(full)
@@ -631,8 +642,7 @@ def read_seg_datalist(source, root_folder='', check_files=True, max_listed=10):
         shapes = []
         for field, path in zip(('image', 'label'), paths):
             if check_files and not os.path.isfile(path):
-                problems.append(Problem(source, number, field, '%s file %s %s' % (
-                    field, path, 'is a folder' if os.path.isdir(path) else 'does not exist')))
+                problems.append(Problem(source, number, field, '%s file %s %s' % (field, path, _not_a_file(path))))
                 bad = True
             elif check_files:
                 shape, why = _header_size(path)

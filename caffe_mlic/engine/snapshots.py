@@ -728,6 +728,8 @@ def check_snapshot_folder(solver_file, run_dir=None):
         return InputError(problems=[Problem(solver_file.path, line, 'snapshot_prefix', message)])
     from caffe_mlic.fileio import _missing_dirs
     made = _missing_dirs(folder)
+    if os.path.lexists(folder) and not os.path.isdir(folder):       # (makedirs said only "File exists")
+        raise problem(in_the_way(folder, 'the snapshots of this prefix go'))
     try:
         os.makedirs(folder, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix='.write_probe.', dir=folder)

@@ -1,4 +1,5 @@
 """caffe_mlic.data.datalist: the one datalist parser."""
+import os
 import re
 
 import numpy as np
@@ -153,6 +154,14 @@ def test_missing_image(tmp_path, images):
     with pytest.raises(DatalistError) as e:
         read_datalist(src, C, B, W, H)
     assert '%s:2: image file %s is a folder' % (src, tmp_path) in str(e.value)
+    # a FIFO or a link to a device "did not exist" (pass 46c M1)
+    os.mkfifo(str(tmp_path / 'fifo.jpg'))
+    os.symlink('/dev/zero', str(tmp_path / 'zero.jpg'))
+    for name, kind in (('fifo.jpg', 'a FIFO'), ('zero.jpg', 'a device')):
+        src = write_lines(tmp_path, [good_line(images[0]), good_line(str(tmp_path / name))])
+        with pytest.raises(DatalistError) as e:
+            read_datalist(src, C, B, W, H)
+        assert '%s:2: image file %s is %s, not a file' % (src, tmp_path / name, kind) in str(e.value)
     assert len(read_datalist(src, C, B, W, H, check_images=False)) == 2
 
 

@@ -130,8 +130,12 @@ def test_a_full_disk_at_a_snapshot_is_one_line_and_leaves_the_previous_one(tiny,
 @pytest.mark.parametrize('prefix, message', [
     ('snaps/', r"snapshot_prefix: 'snaps/' names a folder: .*give a file prefix such as \"snaps/bad\""),
     ('/proc/caffe_mlic_no_such/w', r'snapshot_prefix: cannot write snapshots into /proc/caffe_mlic_no_such'),
+    # (a FIFO where the snapshot folder goes said only "File exists": pass 46c)
+    ('fifo_snaps/w', r'snapshot_prefix: fifo_snaps is a FIFO, where the snapshots of this prefix go: move it away'),
 ])
 def test_a_snapshot_prefix_that_cannot_be_written_is_named_before_caffe_starts(tiny, prefix, message):
+    if prefix.startswith('fifo_snaps') and not (tiny / 'fifo_snaps').exists():
+        os.mkfifo(str(tiny / 'fifo_snaps'))
     solver(tiny, 'bad', snapshot_prefix=prefix)
     res = run(['train', 'bad.prototxt', '--run-dir', 'runs/bad'], tiny)
     assert res.returncode == 1 and 'F1205' not in res.stderr, res.stderr
