@@ -630,11 +630,15 @@ def test_a_signal_as_a_temp_file_is_made_leaves_none(tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir())
 
 
-def test_a_sigterm_while_the_commands_load_is_said(capsys, monkeypatch):
+@pytest.mark.parametrize('argv, line', [
+    (['plot-log', 'none.log', '-o', 'none.png'], 'caffe-mlic plot-log: stopped by SIGTERM\n'),
+    # then a usage error: exit 2, the signal lost (pass 45b M2)
+    (['detect', '--nonsense'], 'caffe-mlic detect: stopped by SIGTERM\n'),
+])
+def test_a_sigterm_while_the_commands_load_is_said(capsys, monkeypatch, argv, line):
     """It ended the process without a word while the command's modules
     were imported (pass 41b M2)."""
     import signal
-    import time
     from caffe_mlic import cli as cli_module
     build = cli_module.build_parser
 
@@ -643,8 +647,8 @@ def test_a_sigterm_while_the_commands_load_is_said(capsys, monkeypatch):
         time.sleep(0.2)
         return build(*args, **kwargs)
     monkeypatch.setattr(cli_module, 'build_parser', loading)
-    assert cli.main(['plot-log', 'none.log', '-o', 'none.png']) == 143
-    assert capsys.readouterr().err == 'caffe-mlic plot-log: stopped by SIGTERM\n'
+    assert cli.main(argv) == 143
+    assert capsys.readouterr().err.endswith(line)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
@@ -769,22 +773,6 @@ def test_the_last_atexit_hook_ignores_stop_signals_once_the_outcome_is_said(monk
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-
-
-def test_a_signal_while_the_command_loads_beats_a_usage_error(capsys, monkeypatch):
-    """A SIGTERM while detect's modules loaded, then a usage error: exit 2,
-    the signal lost (pass 45b M2)."""
-    import signal
-    from caffe_mlic import cli as cli_module
-    build = cli_module.build_parser
-
-    def loading(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.2)
-        return build(*args, **kwargs)
-    monkeypatch.setattr(cli_module, 'build_parser', loading)
-    assert cli.main(['detect', '--nonsense']) == 143
-    assert capsys.readouterr().err.endswith('caffe-mlic detect: stopped by SIGTERM\n')
 
 
 def test_a_system_error_of_another_cause_is_not_hidden(tmp_path, monkeypatch):
