@@ -469,6 +469,16 @@ def refuse_folders(outputs, param=None):
             raise UsageError('%s cannot be written: %s is a file, where its folder would be' % (out, parent), param)
 
 
+def unprintable_in(text):
+    """'U+XXXX, a character that does not print (...)' for the first such
+    character of a line of text (space and tab aside), or None: str.split
+    takes U+2028, U+0085 or VT for a separator, so a name would lose it
+    unsaid, or become two."""
+    odd = next((c for c in text if not c.isprintable() and c not in ' \t'), None)
+    return None if odd is None else ('U+%04X, a character that does not print (a control, format or line '
+                                     'separator character)' % ord(odd))
+
+
 def text_lines(text):
     """The lines of ``text`` as an editor numbers them: broken at \\n, \\r\\n
     or \\r only. (str.splitlines also breaks at U+2028, U+0085, VT, FF and

@@ -43,7 +43,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 import numpy as np
 
 from caffe_mlic.errors import InputError, Problem
-from caffe_mlic.fileio import open_regular, read_json, text_lines
+from caffe_mlic.fileio import open_regular, read_json, text_lines, unprintable_in
 from caffe_mlic.data.imageio import IMAGE_EXTENSIONS, image_size
 from caffe_mlic.inference.settings import class_name_problem
 
@@ -123,10 +123,9 @@ def one_per_line(path, what, noun):
     problems = ProblemList()
     out, seen = [], {}
     for no, line in enumerate(_read_text_lines(path, what), 1):
-        odd = [c for c in line if not c.isprintable() and c not in ' \t']
-        if odd:
-            problems.add(path, no, None, 'U+%04X, a character that does not print (a control, format or line '
-                         'separator character), in %r: give one printable %s a line' % (ord(odd[0]), line, noun))
+        unprintable = unprintable_in(line)
+        if unprintable:
+            problems.add(path, no, None, '%s, in %r: give one printable %s a line' % (unprintable, line, noun))
             continue
         parts = line.split()
         if not parts:

@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from caffe_mlic.errors import InputError, UsageError
-from caffe_mlic.fileio import open_regular, text_integer, text_lines
+from caffe_mlic.fileio import open_regular, text_integer, text_lines, unprintable_in
 
 IGNORE_LABEL = 255
 # A pixel farther than HARD_DISTANCE px from any other label is "hard" (synth's
@@ -92,10 +92,9 @@ def load_palette(spec):
         raise LabelMapError('%s: cannot read palette file: %s' % (spec, getattr(e, 'strerror', None) or e))
     names, colours = [], []
     for number, line in enumerate(lines, 1):
-        odd = [c for c in line.split('#', 1)[0] if not c.isprintable() and c not in ' \t']
-        if odd:     # (str.split took U+2028 or VT for a separator: a name's last character dropped unsaid)
-            raise LabelMapError('%s:%d: U+%04X, a character that does not print (a control, format or line '
-                                'separator character), in %s' % (spec, number, ord(odd[0]), ascii(line)))
+        unprintable = unprintable_in(line.split('#', 1)[0])
+        if unprintable:
+            raise LabelMapError('%s:%d: %s, in %s' % (spec, number, unprintable, ascii(line)))
         text = line.split('#', 1)[0].split()
         if not text:
             continue
