@@ -26,8 +26,11 @@ sizes with. An OpenCV error while decoding is "cannot read image", never
 OpenCV's multi-line text. PIL's warnings ("Corrupt EXIF data") are kept off
 the terminal while a header is read.
 """
+import contextlib
+import errno
 import io
 import os
+import stat
 import threading
 import warnings
 import zlib
@@ -62,6 +65,46 @@ def too_large(width, height):
                                                                 MAX_IMAGE_PIXELS))
 
 
+def open_image_file(path):
+    """``path`` opened for reading in binary, if it is a regular file; else
+    OSError saying what is there ('a FIFO, not a file'). Opened without
+    waiting: a file renamed over by a FIFO while a run reads its images
+    blocked open() (and the stop signals with it); a device never ends."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno in (errno.ENXIO, errno.ELOOP) or e.errno == errno.ENOENT and os.path.lexists(path):
+            raise OSError(e.errno, _kind_of(path), path) from None      # (a socket: "No such device or address")
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, _kind_of(path, mode), path)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, 'rb')
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _kind_of(path, mode=None):
+    """'a FIFO, not a file' (errors.path_kind), from the opened file's
+    ``mode`` when there is one (what was read, not what is there now)."""
+    from caffe_mlic.errors import path_kind
+    if mode is None:
+        kind = path_kind(path) or 'nothing'
+    else:
+        kind = ('a folder' if stat.S_ISDIR(mode) else 'a FIFO' if stat.S_ISFIFO(mode) else
+                'a socket' if stat.S_ISSOCK(mode) else 'a device')
+    return '%s, not a file' % kind
+
+
+def _file_bytes(path):
+    """The bytes of the image file ``path`` (open_image_file), as uint8."""
+    with open_image_file(path) as f:
+        return np.fromfile(f, np.uint8)
+
+
 _PIL_LOCK = threading.Lock()   # PIL's bound and the warnings filters are process-wide
 
 
@@ -70,14 +113,17 @@ def _header_size(source):
     by PIL with its own decompression-bomb bound lifted (ours applies) and
     its warnings silenced; PIL's error when the header cannot be read."""
     from PIL import Image
-    with _PIL_LOCK, warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-        try:
-            with Image.open(source) as im:
-                return im.size
-        finally:
-            Image.MAX_IMAGE_PIXELS = saved
+    with contextlib.ExitStack() as opened:
+        if not isinstance(source, io.BytesIO):
+            source = opened.enter_context(open_image_file(source))
+        with _PIL_LOCK, warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                with Image.open(source) as im:
+                    return im.size
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
 
 
 def _size_problem(data):
@@ -222,9 +268,9 @@ def _decode(path, thorough=False):
     """(BGR uint8 image or None, why not)."""
     import cv2
     try:
-        data = np.fromfile(path, np.uint8)
+        data = _file_bytes(path)
     except (OSError, ValueError) as e:
-        return None, 'cannot open it: %s' % (getattr(e, 'strerror', None) or e)
+        return None, _open_problem(e)
     why = _problem(data, thorough)
     if why:
         return None, why
@@ -235,6 +281,13 @@ def _decode(path, thorough=False):
     if img is None or img.size == 0:
         return None, 'not an image OpenCV decodes: unknown format, corrupt or truncated'
     return img, None
+
+
+def _open_problem(error):
+    """Why an image file could not be read: what is there instead ('it is a
+    FIFO, not a file'), or 'cannot open it: <strerror>'."""
+    text = getattr(error, 'strerror', None) or str(error)
+    return 'it is ' + text if text.endswith(', not a file') else 'cannot open it: %s' % text
 
 
 def _last_line(error):
@@ -266,15 +319,9 @@ def read_image(path, error=InputError):
 def why_undecodable(path):
     """Why decode_file gave None for ``path``, in a few words."""
     try:
-        size = os.path.getsize(path)
-    except OSError as e:
-        return 'cannot open it: %s' % (e.strerror or e)
-    if size == 0:
-        return 'the file is empty (0 bytes)'
-    try:
-        data = np.fromfile(path, np.uint8)
+        data = _file_bytes(path)
     except (OSError, ValueError) as e:
-        return 'cannot open it: %s' % (getattr(e, 'strerror', None) or e)
+        return _open_problem(e)
     # what is found without decoding (the decoder's own messages would repeat)
     return _problem(data, thorough=True) or 'not an image OpenCV decodes: unknown format, corrupt or truncated'
 

@@ -4,6 +4,7 @@ mid-epoch are named."""
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -246,3 +247,65 @@ def test_the_resource_sharers_tracebacks_of_a_worker_that_died_starting_are_drop
         assert 'ConnectionResetError' not in err and 'ZeroDivisionError' in err
     finally:
         sys.excepthook = saved
+
+
+@pytest.mark.parametrize('workers,kind', [(0, 'fifo'), (2, 'fifo'), (0, 'socket'), (2, 'zero')])
+def test_images_renamed_over_by_special_files_mid_run_are_named_not_waited_on(tmp_path, workers, kind):
+    """Every image renamed over by a FIFO while `train` ran: the reader
+    blocked in open() and stop signals did nothing (with workers, the
+    workers blocked, and outlived a SIGKILLed main process); a socket or a
+    link to /dev/zero was "the file is empty (0 bytes)" (pass 47c S2, M1).
+    Now the first one read is named as what it is, in one line."""
+    import socket
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(24):
+        path = str(tmp_path / ('m%02d.png' % i))
+        cv2.imwrite(path, rng.integers(0, 256, (24, 32, 3), dtype=np.uint8))
+        rows.append((path, [i % 2, 1 - i % 2], [[0, 0, 9, 9]], [1.0]))
+    write_datalist(tmp_path / 'list.txt', rows)
+    params = dict(source=str(tmp_path / 'list.txt'), batch_size=2, new_width=32, new_height=24,
+                  att_num=2, bbox_num=1, workers=workers, shuffle=False)
+    net = netutil.python_layer_text('data', 'MultiLabelProposalData', params, [], ['data', 'label_roi'],
+                                    phase='TRAIN')
+    net += netutil.classifier_text(2, conv=False, std=0.01) + netutil.SIGMOID_LOSS_TEXT
+    (tmp_path / 'net.prototxt').write_text(net)
+    netutil.write_solver(tmp_path / 'solver.prototxt', 'net.prototxt', base_lr=0.01, max_iter=100000,
+                         snapshot_prefix='snap/s')
+    marker = 'CAFFE_MLIC_SPECIAL_%d_%s_%d' % (os.getpid(), kind, workers)
+    env = dict(os.environ, GLOG_minloglevel='2', CAFFE_MLIC_PROGRESS='never', **{marker: '1'})
+    proc = subprocess.Popen(CLI + ['train', 'solver.prototxt', '--run-dir', 'run'], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    sockets = []
+    try:
+        deadline = time.time() + 120
+        while not (tmp_path / 'run' / 'run.json').exists():
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.time() < deadline
+            time.sleep(0.002)
+        for path, *_ in rows:
+            planted = path + '.planted'
+            if kind == 'fifo':
+                os.mkfifo(planted)
+            elif kind == 'zero':
+                os.symlink('/dev/zero', planted)
+            else:
+                sockets.append(socket.socket(socket.AF_UNIX))
+                sockets[-1].bind(planted)
+            os.replace(planted, path)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        for s in sockets:
+            s.close()
+    what = {'fifo': 'a FIFO', 'socket': 'a socket', 'zero': 'a device'}[kind]
+    assert proc.returncode == 1, err[-3000:]
+    assert re.search(r'cannot read image %s/m\d\d\.png \(it is %s, not a file\)' % (re.escape(str(tmp_path)), what),
+                     err), err[-3000:]
+    assert 'Traceback' not in err
+    deadline = time.time() + 10
+    while _processes_of(marker) and time.time() < deadline:
+        time.sleep(0.1)
+    assert _processes_of(marker) == []
