@@ -37,7 +37,7 @@ _SWEPT = set()      # the folders this process swept of dead writers' temps
 
 
 @contextlib.contextmanager
-def atomic_files(paths, mode='w', **kwargs):
+def atomic_files(paths, mode='w', replace_special=False, **kwargs):
     """Open several files that appear together or not at all: yields one file
     object per path (temp files beside them); when the block succeeds they
     are renamed into place, else every temp file, and every folder made for
@@ -48,10 +48,16 @@ def atomic_files(paths, mode='w', **kwargs):
     plain open() would: replacing it would destroy it; one of this process's
     descriptors (/dev/stdout, /dev/fd/N, /proc/self/fd/N) is written through
     that descriptor, whatever the shell opened there (`>> log` keeps the
-    log's lines: neither replaced nor truncated)."""
-    descriptors = [_own_descriptor(p) for p in paths]
-    paths = [os.path.realpath(p) if os.path.islink(p) and fd is None else os.fspath(p)
-             for p, fd in zip(paths, descriptors)]
+    log's lines: neither replaced nor truncated).
+
+    replace_special: for files of a folder the command owns (a run's
+    run.json, curves.png), which the user never names as outputs: whatever
+    is not a regular file, or a link to one, is replaced by the new file (a
+    link to a FIFO or device as a link; the FIFO or device stays), never
+    written through: something put there while the command runs would block
+    the write (a FIFO) or swallow it (/dev/zero)."""
+    descriptors = [None if replace_special else _own_descriptor(p) for p in paths]
+    paths = [_followed(p, replace_special) if fd is None else os.fspath(p) for p, fd in zip(paths, descriptors)]
     for path, fd in zip(paths, descriptors):
         if fd is None and os.path.isdir(path):
             raise IsADirectoryError(errno.EISDIR, 'Is a directory, not a file', path)
@@ -63,7 +69,7 @@ def atomic_files(paths, mode='w', **kwargs):
                 temps.append(None)
                 files.append(os.fdopen(os.dup(descriptors[current]), mode, **kwargs))
                 continue
-            if os.path.exists(path) and not os.path.isfile(path):
+            if os.path.exists(path) and not os.path.isfile(path) and not replace_special:
                 temps.append(None)
                 files.append(open(path, mode, **kwargs))
                 continue
@@ -127,6 +133,15 @@ def atomic_files(paths, mode='w', **kwargs):
         raise type(e)(e.errno, e.strerror, output) from e
 
 
+def _followed(path, only_to_files=False):
+    """``path``, or the file its symlink leads to; only_to_files: the link
+    itself unless it leads to a regular file."""
+    if not os.path.islink(path):
+        return os.fspath(path)
+    target = os.path.realpath(path)
+    return target if not only_to_files or os.path.isfile(target) else os.fspath(path)
+
+
 def _own_descriptor(path):
     """The descriptor of this process that ``path`` names through its links
     (/dev/stdout -> /proc/self/fd/1, /dev/fd/N), or None. Its target by
@@ -177,9 +192,10 @@ def _output_of(err, paths, temps, current):
 
 
 @contextlib.contextmanager
-def atomic_write(path, mode='w', **kwargs):
-    """Write to a temp file beside ``path`` and rename it over ``path`` on success."""
-    with atomic_files([path], mode, **kwargs) as (f,):
+def atomic_write(path, mode='w', replace_special=False, **kwargs):
+    """Write to a temp file beside ``path`` and rename it over ``path`` on
+    success (replace_special: as atomic_files)."""
+    with atomic_files([path], mode, replace_special, **kwargs) as (f,):
         yield f
 
 
@@ -504,9 +520,10 @@ def refuse_non_folders(folders, param=None):
         refuse_folders([os.path.join(folder, 'x')], param)   # (a file where a parent folder would be)
 
 
-def atomic_write_json(path, data, indent=1, sort_keys=False):
-    """Write ``data`` as JSON (non-finite numbers as null), atomically."""
-    with atomic_write(path) as f:
+def atomic_write_json(path, data, indent=1, sort_keys=False, replace_special=False):
+    """Write ``data`` as JSON (non-finite numbers as null), atomically
+    (replace_special: as atomic_files)."""
+    with atomic_write(path, replace_special=replace_special) as f:
         f.write(json.dumps(json_ready(data), indent=indent, sort_keys=sort_keys) + '\n')
     return path
 

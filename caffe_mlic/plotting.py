@@ -11,9 +11,13 @@ curves.png's panels, top to bottom, each only when the records have it:
 - the test metric (mAP; mIoU for segmentation), in percent;
 - learning rate (log scale when positive).
 """
+import contextlib
+import errno
 import functools
+import glob
 import math
 import os
+import sys
 import warnings
 
 import numpy as np
@@ -22,8 +26,53 @@ from caffe_mlic.evaluation import METRIC_KEYS
 from caffe_mlic.fileio import atomic_write
 
 
+def _matplotlibrc():
+    """The matplotlibrc that importing matplotlib reads (matplotlib_fname's
+    order in matplotlib 3.x: the working folder, $MATPLOTLIBRC, the config
+    folder), or None."""
+    candidates = []
+    with contextlib.suppress(OSError):
+        candidates.append(os.path.join(os.getcwd(), 'matplotlibrc'))
+    given = os.environ.get('MATPLOTLIBRC')
+    if given:
+        candidates += [given, os.path.join(given, 'matplotlibrc')]
+    config = os.environ.get('MPLCONFIGDIR')
+    config = os.path.realpath(config) if config else os.path.join(
+        os.environ.get('XDG_CONFIG_HOME') or os.path.join(os.path.expanduser('~'), '.config'), 'matplotlib')
+    candidates.append(os.path.join(config, 'matplotlibrc'))
+    return next((c for c in candidates if os.path.exists(c) and not os.path.isdir(c)), None)
+
+
+def matplotlib_problem():
+    """What keeps matplotlib from drawing, found before it reads the file:
+    its settings (matplotlibrc) or its font cache (fontlist-*.json) that is a
+    FIFO (open() would wait for a writer for ever, stop signals and all), a
+    socket or a device ('PATH is a FIFO, where matplotlib keeps its font
+    cache: move it away'); None once matplotlib has read them."""
+    from caffe_mlic.errors import in_the_way
+    if 'matplotlib.font_manager' in sys.modules:
+        return None
+    if 'matplotlib' not in sys.modules:
+        rc = _matplotlibrc()
+        if rc is not None and not os.path.isfile(rc):
+            return in_the_way(rc, "matplotlib reads its settings (matplotlibrc)")
+    import matplotlib
+    for cache in sorted(glob.glob(os.path.join(glob.escape(matplotlib.get_cachedir()), 'fontlist-*.json'))):
+        if os.path.exists(cache) and not os.path.isfile(cache):
+            return in_the_way(cache, 'matplotlib keeps its font cache')
+    return None
+
+
+def _matplotlib_checked():
+    """OSError (matplotlib_problem) before matplotlib's fonts are loaded."""
+    problem = matplotlib_problem()
+    if problem is not None:
+        raise OSError(errno.EINVAL, problem)
+
+
 def figure(width, height):
     """A matplotlib Figure of width x height inches on an Agg canvas."""
+    _matplotlib_checked()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     fig = Figure(figsize=(width, height), dpi=100)
@@ -37,6 +86,7 @@ FORMATS = ('png', 'pdf', 'svg')
 @functools.lru_cache(maxsize=1)
 def _font_chars():
     """The code points the default font draws."""
+    _matplotlib_checked()
     from matplotlib import font_manager, ft2font
     return frozenset(ft2font.FT2Font(font_manager.findfont(font_manager.FontProperties())).get_charmap())
 
@@ -70,13 +120,13 @@ def plain_text(text):
     return ''.join(out)
 
 
-def save(fig, path, fmt=None):
-    """``fig`` as ``path``, atomically (a device or FIFO: written through), in
-    the format ``fmt``, else the one its extension names (png, pdf or svg;
-    anything else: PNG)."""
+def save(fig, path, fmt=None, replace_special=False):
+    """``fig`` as ``path``, atomically (a device or FIFO: written through,
+    unless replace_special, as fileio.atomic_files), in the format ``fmt``,
+    else the one its extension names (png, pdf or svg; anything else: PNG)."""
     fig.tight_layout()
     ext = os.path.splitext(os.fspath(path))[1][1:].lower()
-    with atomic_write(path, 'wb') as f:
+    with atomic_write(path, 'wb', replace_special=replace_special) as f:
         fig.savefig(f, format=fmt or (ext if ext in FORMATS else 'png'))
 
 
@@ -105,9 +155,10 @@ def _keys(records, phase, prefix):
     return list(seen)
 
 
-def draw_curves(records, path, title=None, fmt=None):
+def draw_curves(records, path, title=None, fmt=None, replace_special=False):
     """Draw the panels for ``records`` into the PNG ``path`` (atomically;
-    ``fmt``: pdf or svg instead, else by the extension, as save)."""
+    ``fmt``: pdf or svg instead, else by the extension, as save;
+    replace_special: a run's own curves.png, as fileio.atomic_files)."""
     train_tops = _keys(records, 'train', 'train_')
     metric = next((k for k in METRIC_KEYS if series(records, 'test_' + k, 'test')[0]), None)
     test_losses = [k for k in _keys(records, 'test', 'test_') if k[5:] not in METRIC_KEYS]
@@ -160,7 +211,7 @@ def draw_curves(records, path, title=None, fmt=None):
     axes[-1].set_xlabel('iteration')
     if title:
         axes[0].set_title(plain_text(title))
-    save(fig, path, fmt)
+    save(fig, path, fmt, replace_special)
     return path
 
 

@@ -175,6 +175,33 @@ def test_a_symlink_is_followed_and_a_device_written_through(tmp_path):
     assert got == ['through'] and st.S_ISFIFO(os.stat(fifo).st_mode)
 
 
+def test_replace_special_replaces_what_is_no_file_and_never_writes_through_it(tmp_path):
+    """A run's own files (run.json, curves.png): a FIFO there blocked the
+    write until SIGKILL, a link to /dev/zero swallowed it (pass 47c S1, M3).
+    With replace_special the name gets the new file; a link to a regular
+    file still has its target replaced."""
+    import stat as st
+    fifo, zero, dangling = tmp_path / 'fifo.json', tmp_path / 'zero.json', tmp_path / 'dangling.json'
+    os.mkfifo(fifo)
+    zero.symlink_to('/dev/zero')
+    dangling.symlink_to(tmp_path / 'nowhere' / 'x.json')
+    for path in (fifo, zero, dangling):
+        with atomic_write(path, replace_special=True) as f:     # (a FIFO here would block without a reader)
+            f.write('{}')
+        assert path.is_file() and not path.is_symlink() and path.read_text() == '{}', path
+    assert st.S_ISCHR(os.stat('/dev/zero').st_mode) and not (tmp_path / 'nowhere').exists()
+    target = tmp_path / 'target.json'
+    target.write_text('old')
+    (tmp_path / 'link.json').symlink_to(target)
+    with atomic_write(tmp_path / 'link.json', replace_special=True) as f:
+        f.write('new')
+    assert (tmp_path / 'link.json').is_symlink() and target.read_text() == 'new'
+    (tmp_path / 'folder.json').mkdir()
+    with pytest.raises(IsADirectoryError):
+        with atomic_write(tmp_path / 'folder.json', replace_special=True) as f:
+            f.write('x')
+
+
 def test_read_json_refuses_devices_fifos_folders_and_oversized_files(tmp_path, monkeypatch):
     """/dev/zero as a JSON input (classify --settings, a report's det.json
     linked to it) ran the machine out of memory; a FIFO hung the command."""

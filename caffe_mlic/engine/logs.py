@@ -110,9 +110,9 @@ class TrainLog:
         self.csv_path = os.path.join(run_dir, CSV)
         self.records = [] if resume_at is None else kept_before(read_records(self.jsonl_path),
                                                                  resume_at)
-        with atomic_write(self.jsonl_path) as f:
+        with atomic_write(self.jsonl_path, replace_special=True) as f:
             f.writelines(self._json_line(r) for r in self.records)
-        with atomic_write(self.csv_path, newline='') as f:
+        with atomic_write(self.csv_path, newline='', replace_special=True) as f:
             f.write(self._csv_text(self.records, header=True))
         self._jsonl = open(self.jsonl_path, 'a', encoding='utf-8')
         self._csv = open(self.csv_path, 'a', encoding='utf-8', newline='')
@@ -219,7 +219,9 @@ def _depth_at_most(value, limit):
 
 
 def write_run_json(run_dir, info):
-    atomic_write_json(os.path.join(run_dir, RUN_JSON), info, indent=2, sort_keys=True)
+    """run.json of ``run_dir``: a FIFO or device link put there while the run
+    trains is replaced, never written through (fileio.atomic_files)."""
+    atomic_write_json(os.path.join(run_dir, RUN_JSON), info, indent=2, sort_keys=True, replace_special=True)
 
 
 # ---------------------------------------------------------------- a caffe binary's log

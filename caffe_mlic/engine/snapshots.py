@@ -881,7 +881,7 @@ def take_snapshot(solver, solver_file, needed, ranks=1, run_dir=None, io_prefix=
             os.unlink(io(state))
         os.replace(io(staged_model), io(model))
         if ranks > 1:
-            with atomic_write(io(ranks_path), 'w') as f:
+            with atomic_write(io(ranks_path), 'w', replace_special=True) as f:
                 f.write('%d\n' % ranks)
         elif os.path.exists(io(ranks_path)):      # (an earlier run's, at this iteration)
             os.unlink(io(ranks_path))

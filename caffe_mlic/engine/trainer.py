@@ -723,7 +723,7 @@ class Trainer:
         """curves.png in the run folder, wherever it is now."""
         self._follow_run_dir()
         plotting.draw_curves(self.log.records, os.path.join(self._run_dir_io(), 'curves.png'),
-                             title=self.solver_file.stem)
+                             title=self.solver_file.stem, replace_special=True)
         self.curves_drawn = time.monotonic()
 
     def _write_run_json(self, **changes):
@@ -832,8 +832,12 @@ class Trainer:
 
     def _refuse_run_files_in_the_way(self, run_dir):
         """The run folder's files that cannot be written as the run's: of
-        another kind, or one of its inputs."""
+        another kind, or one of its inputs; a file matplotlib would hang on
+        while it draws curves.png."""
         _refuse_odd_run_files(run_dir)
+        problem = plotting.matplotlib_problem()
+        if problem is not None:
+            raise InputError(problem + ' (curves.png is drawn with it)')
         sf = self.solver_file
         inputs = [(sf.path, None if sf.overrides else 'solver.prototxt'), (sf.net_path, 'net.prototxt')]
         for layer in data_layers(sf.net_param, 'TRAIN') + data_layers(sf.net_param, 'TEST'):
@@ -1153,7 +1157,7 @@ class Trainer:
             if self.leader and not os.path.lexists(curves):     # (killed before it drew them)
                 with contextlib.suppress(OSError, InputError):
                     plotting.draw_curves(logs.read_records(os.path.join(self.run_dir, logs.JSONL)), curves,
-                                         title=self.solver_file.stem)
+                                         title=self.solver_file.stem, replace_special=True)
             return dict(info, final_iteration=self.solver_file.param.max_iter, last_snapshot=done.state,
                         run_dir=os.path.abspath(self.run_dir))
         except BaseException:
@@ -1274,6 +1278,8 @@ class Trainer:
             last = sf.snapshot_paths(self.last_snapshot)[1] if self.last_snapshot is not None else None
             # (the identity recorded as it was written stays when the file cannot be read now)
             last_id = (file_identity(last) or self.info.get('last_snapshot_id')) if last is not None else None
+            if unwritten:       # (what the run's end says too: run.json agrees with its exit status)
+                self.info['unwritten'] = [os_error_text(e) for e in unwritten]
             try:
                 self._write_run_json(end_time=logs.now(), final_iteration=self.solver.iter, status=status,
                                      error=error, resumed_from=state, last_snapshot=last, last_snapshot_id=last_id)

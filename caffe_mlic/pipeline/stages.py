@@ -177,7 +177,7 @@ def write_record(run_dir, stage):
         raise RunError('stage %s made no %s' % (stage.name, ', '.join(missing)))
     record = dict(_observed(stage), stage=stage.name, settings_used=stage.settings,
                   outputs={path: file_digest(path) for path in stage.outputs})
-    atomic_write_json(record_path(run_dir, stage.name), record, sort_keys=True)
+    atomic_write_json(record_path(run_dir, stage.name), record, sort_keys=True, replace_special=True)
 
 
 def status(run_dir, stage):
@@ -268,7 +268,8 @@ def run_planned(run_dir, todo, say=print):
             os.unlink(path)
         if not _resumable(run_dir, stage) and stage.clean is not None:
             stage.clean()
-        atomic_write_json(started_path(run_dir, stage.name), _observed(stage), sort_keys=True)
+        atomic_write_json(started_path(run_dir, stage.name), _observed(stage), sort_keys=True,
+                          replace_special=True)
         began = time.monotonic()
         try:
             stage.run()

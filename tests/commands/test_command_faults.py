@@ -783,3 +783,35 @@ def test_a_system_error_of_another_cause_is_not_hidden(tmp_path, monkeypatch):
     monkeypatch.setattr(netgen, 'check_buildable', broken)
     with pytest.raises(SystemError):
         cli.main(['netgen', '-o', str(tmp_path / 'nets')])
+
+
+@pytest.mark.parametrize('where', ['matplotlibrc in the working folder', 'font cache'])
+@pytest.mark.parametrize('kind', ['fifo', 'socket'])
+def test_a_special_file_matplotlib_reads_is_named_not_waited_on(tmp_path, where, kind):
+    """matplotlib opens its settings and its font cache itself: a FIFO
+    there hung every command that draws (stop signals held in `train`), a
+    socket was "No such device or address" (pass 47c S3, M2)."""
+    import socket
+    log = tmp_path / 'train.log'
+    log.write_text('I0101 00:00:00.000000 1 solver.cpp:218] Iteration 0 (0 iter/s, 0s/1 iters), loss = 0.7\n')
+    config = tmp_path / 'mpl'
+    config.mkdir()
+    special = tmp_path / 'matplotlibrc' if where.startswith('matplotlibrc') else config / 'fontlist-v330.json'
+    held = None
+    if kind == 'fifo':
+        os.mkfifo(str(special))
+    else:
+        held = socket.socket(socket.AF_UNIX)
+        held.bind(str(special))
+    try:
+        res = subprocess.run([sys.executable, '-m', 'caffe_mlic.cli', 'plot-log', str(log), '-o', 'c.png'],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                             env=dict(os.environ, MPLCONFIGDIR=str(config)))
+    finally:
+        if held is not None:
+            held.close()
+    what = ('matplotlib reads its settings (matplotlibrc)' if where.startswith('matplotlibrc')
+            else 'matplotlib keeps its font cache')
+    assert res.returncode == 1 and res.stderr == 'caffe-mlic plot-log: %s is a %s, where %s: move it away\n' % (
+        special, 'FIFO' if kind == 'fifo' else 'socket', what), res.stderr
+    assert not (tmp_path / 'c.png').exists()

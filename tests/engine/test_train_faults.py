@@ -2554,3 +2554,72 @@ def test_a_fifo_among_the_lock_files_is_left_and_never_waited_on(tmp_path):
     worker.join(10)
     assert not worker.is_alive()
     assert sorted(os.listdir(str(tmp_path))) == ['a.lock']
+
+
+@pytest.mark.parametrize('kind,name', [('fifo', 'run.json'), ('fifo', 'curves.png'), ('zero', 'run.json')])
+def test_a_run_file_replaced_mid_run_by_a_fifo_or_device_link_is_replaced_not_written_through(tiny, kind, name):
+    """Renamed over run.json or curves.png after the run began (setup
+    refuses them): the next write blocked in open() on the FIFO, stop
+    signals held, until SIGKILL; run.json linked to /dev/zero swallowed the
+    run's record, rc 0 (pass 47c S1, M3). Our own run files are replaced."""
+    tag = 'mid_%s_%s' % (kind, name.replace('.', '_'))
+    solver(tiny, tag, max_iter=40, snapshot=10)
+    run_dir = tiny / 'runs' / tag
+    proc = start(['train', '%s.prototxt' % tag, '--run-dir', run_dir], tiny, stdout=subprocess.PIPE,
+                 stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: (tiny / ('snap_%s' % tag) / 'w_iter_10.solverstate').exists(), proc)
+        planted = run_dir / (name + '.planted')
+        os.mkfifo(str(planted)) if kind == 'fifo' else os.symlink('/dev/zero', str(planted))
+        os.replace(str(planted), str(run_dir / name))
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    for own in ('run.json', 'curves.png'):
+        assert (run_dir / own).is_file() and not (run_dir / own).is_symlink(), own
+    assert run_json(run_dir)['status'] == 'finished' and run_json(run_dir)['final_iteration'] == 40
+    assert (run_dir / 'curves.png').read_bytes().startswith(b'\x89PNG')
+
+
+def test_a_fifo_at_matplotlibs_font_cache_is_refused_before_the_run_and_named_after_it(tiny, tmp_path):
+    """A FIFO at $MPLCONFIGDIR/fontlist-v330.json hung `train` while it drew
+    curves.png, stop signals held, until SIGKILL; a socket there was "No
+    such device or address" with run.json saying finished (pass 47c S3,
+    M2). Found before the run: refused in one line; put there while it
+    trains: the run ends saying so, run.json recording what it could not
+    write."""
+    tag = 'mplfifo'
+    solver(tiny, tag, max_iter=20, snapshot=10)
+    config = tmp_path / 'mpl'
+    config.mkdir()
+    os.mkfifo(str(config / 'fontlist-v330.json'))
+    env = dict(ENV, MPLCONFIGDIR=str(config))
+    res = subprocess.run(CLI + ['train', '%s.prototxt' % tag, '--run-dir', 'runs/%s' % tag], cwd=tiny,
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 1, res.stderr
+    assert res.stderr == ('caffe-mlic train: %s is a FIFO, where matplotlib keeps its font cache: move it away '
+                          '(curves.png is drawn with it)\n' % (config / 'fontlist-v330.json')), res.stderr
+    assert not (tiny / 'runs' / tag).exists()
+    (config / 'fontlist-v330.json').unlink()
+    proc = subprocess.Popen(CLI + ['train', '%s.prototxt' % tag, '--run-dir', 'runs/%s' % tag], cwd=tiny,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        wait_for(lambda: (tiny / 'runs' / tag / 'run.json').exists(), proc)
+        for old in config.glob('fontlist-*.json'):      # (a cache another process wrote meanwhile)
+            old.unlink()
+        os.mkfifo(str(config / 'fontlist-v330.json'))
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    said = '%s is a FIFO, where matplotlib keeps its font cache: move it away' % (config / 'fontlist-v330.json')
+    assert proc.returncode == 1, err
+    assert err == 'caffe-mlic train: trained to iteration 20, but %s; the last snapshot is snap_%s/w_iter_20.solverstate\n' \
+        % (said, tag), err
+    info = run_json(tiny / 'runs' / tag)
+    assert info['status'] == 'finished' and info['unwritten'] == [said]
+    assert not (tiny / 'runs' / tag / 'curves.png').exists()
