@@ -1080,6 +1080,29 @@ class Trainer:
                 raise self._everywhere(e)
         return list(np.mean([v for v, _ in everyone], axis=0)) if values else values
 
+    def _ended_by_the_stop_signal(self, error):
+        """Whether ``error`` (a data worker that died) came from the stop
+        signal this process received: the whole process group signalled (a
+        Ctrl-C, an ssh drop, `kill -- -PGID`) ends the workers too, and one
+        step waiting on their batch fails before the signal is acted on."""
+        return (self.stop_signal is not None and self.group.size == 1 and isinstance(error, MlicError)
+                and not isinstance(error, (TrainingInterrupted, RunFinished)))
+
+    def _stopped_mid_step(self, error):
+        """The TrainingInterrupted for a step cut short by the stop signal
+        (``error``: how it failed): no snapshot of a half-done step (its
+        batch is lost); resumed from the last snapshot."""
+        if self.last_snapshot is None:
+            where = 'no snapshot of this run before it: run the same command again'
+        else:
+            state = self.solver_file.snapshot_paths(self.last_snapshot)[1]
+            where = 'the last snapshot is %s; resume with: %s' % (state, self._resume_command(state))
+        return TrainingInterrupted('stopped by %s at iteration %d, in a step it cut short (%s); %s'
+                                   % (SIGNAL_NAMES[self.stop_signal], self.solver.iter,
+                                      'it ended a data worker too' if 'data worker' in str(error)
+                                      and 'was killed by' in str(error) else 'then: %s' % error, where),
+                                   self.stop_signal)
+
     def _interrupted(self):
         """Snapshot at the iteration reached; the TrainingInterrupted to raise."""
         if self.last_snapshot != self.solver.iter:
@@ -1250,6 +1273,9 @@ class Trainer:
                 raise interrupted
             status = 'finished'
         except BaseException as e:
+            if status == 'failed' and self._ended_by_the_stop_signal(e):
+                status = 'interrupted by %s' % SIGNAL_NAMES[self.stop_signal]
+                raise self._stopped_mid_step(e) from None
             if status == 'failed':
                 error = str(e) or type(e).__name__
             together = getattr(e, 'everywhere', False) or isinstance(e, distributed.FollowerStopped)

@@ -1,6 +1,7 @@
 """The data layers' workers: a stalled worker times out naming it and its
 images; shared memory is unlinked whatever ends the run; bad images
 mid-epoch are named."""
+import contextlib
 import glob
 import json
 import os
@@ -309,3 +310,97 @@ def test_images_renamed_over_by_special_files_mid_run_are_named_not_waited_on(tm
     while _processes_of(marker) and time.time() < deadline:
         time.sleep(0.1)
     assert _processes_of(marker) == []
+
+
+def _waiting_workers_run(tmp_path, marker):
+    """`train` with 2 workers on 24 small images, started; (proc, run dir)."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(24):
+        path = str(tmp_path / ('k%02d.png' % i))
+        cv2.imwrite(path, rng.integers(0, 256, (24, 32, 3), dtype=np.uint8))
+        rows.append((path, [i % 2, 1 - i % 2], [[0, 0, 9, 9]], [1.0]))
+    write_datalist(tmp_path / 'list.txt', rows)
+    params = dict(source=str(tmp_path / 'list.txt'), batch_size=2, new_width=32, new_height=24,
+                  att_num=2, bbox_num=1, workers=2, shuffle=False)
+    net = netutil.python_layer_text('data', 'MultiLabelProposalData', params, [], ['data', 'label_roi'],
+                                    phase='TRAIN')
+    net += netutil.classifier_text(2, conv=False, std=0.01) + netutil.SIGMOID_LOSS_TEXT
+    (tmp_path / 'net.prototxt').write_text(net)
+    netutil.write_solver(tmp_path / 'solver.prototxt', 'net.prototxt', base_lr=0.01, max_iter=100000,
+                         snapshot=10, snapshot_prefix='snap/s')
+    env = dict(os.environ, GLOG_minloglevel='2', CAFFE_MLIC_PROGRESS='never', **{marker: '1'})
+    proc = subprocess.Popen(CLI + ['train', 'solver.prototxt', '--run-dir', 'run'], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while not (tmp_path / 'snap' / 's_iter_10.solverstate').exists():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.time() < deadline
+        time.sleep(0.005)
+    return proc
+
+
+def _worker_pids(pid):
+    return [int(p) for p in subprocess.run(['pgrep', '-P', str(pid), '-f', 'spawn_main'], capture_output=True,
+                                           text=True).stdout.split()]
+
+
+def test_a_signal_to_the_group_that_ends_the_workers_mid_step_is_said_as_the_stop(tmp_path):
+    """SIGTERM to the whole process group while the run waited on its
+    workers' batch: the workers die of it first, and the run said "data
+    worker 1 of 3 ... was killed by SIGTERM", exit 1 (pass 47c M4). It is
+    the stop (exit 143), resumed from the last snapshot."""
+    marker = 'CAFFE_MLIC_GROUP_TERM_%d' % os.getpid()
+    proc = _waiting_workers_run(tmp_path, marker)
+    try:
+        workers = _worker_pids(proc.pid)
+        assert len(workers) == 2
+        for pid in workers:         # (the run then waits on a batch, as on a stalled file system)
+            os.kill(pid, signal.SIGSTOP)
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        for pid in workers:
+            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGCONT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert re.search(r'\ncaffe-mlic train: stopped by SIGTERM at iteration \d+, in a step it cut short \(it ended '
+                     r'a data worker too\); the last snapshot is (snap/s_iter_\d+0\.solverstate); resume with: '
+                     r'caffe-mlic train solver.prototxt --resume \1 --run-dir run\n$', err), err
+    info = json.load(open(tmp_path / 'run' / 'run.json'))
+    assert info['status'] == 'interrupted by SIGTERM'
+    res = subprocess.run(CLI + ['train', 'solver.prototxt', '--run-dir', 'run', '--resume', 'auto',
+                                '--set', 'max_iter=%d' % (int(info['last_snapshot'].split('_iter_')[1].split('.')[0]) + 2)],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, GLOG_minloglevel='2', CAFFE_MLIC_PROGRESS='never'))
+    assert res.returncode == 0, res.stderr
+
+
+def test_workers_blocked_in_a_read_end_with_a_sigkilled_run(tmp_path):
+    """Workers blocked in open() (images renamed over by FIFOs) outlived a
+    SIGKILLed main process for ever (pass 47c S2): the kernel ends them
+    with it now (here: workers stopped, as in a read that never returns)."""
+    marker = 'CAFFE_MLIC_ORPHANS_%d' % os.getpid()
+    proc = _waiting_workers_run(tmp_path, marker)
+    try:
+        workers = _worker_pids(proc.pid)
+        assert len(workers) == 2
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        proc.kill()
+        proc.communicate(timeout=60)
+        deadline = time.time() + 10
+        while any(os.path.exists('/proc/%d' % pid) and 'Z' not in open('/proc/%d/stat' % pid).read().split()[2]
+                  for pid in workers) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in workers if os.path.exists('/proc/%d' % pid)
+                    and 'Z' not in open('/proc/%d/stat' % pid).read().split()[2]]
+    finally:
+        for pid in _processes_of(marker):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
