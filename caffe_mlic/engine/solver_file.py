@@ -17,34 +17,33 @@ HISTORY_PER_PARAM = {'SGD': 1, 'Nesterov': 1, 'AdaGrad': 1, 'RMSProp': 1, 'AdaDe
 _OLD_SOLVER_TYPES = ('SGD', 'Nesterov', 'AdaGrad', 'RMSProp', 'AdaDelta', 'Adam')  # solver_type enum
 
 
-def _field_line(path, field):
-    """1-based line of the first top-level ``field:`` (or ``field {``) of a
-    prototxt (not one inside an inline net_param), or None."""
+def _field_found(path, field):
+    """(1-based line number, the line) of the first top-level ``field:`` (or
+    ``field {``) of a prototxt (not one inside an inline net_param), or
+    (None, None)."""
     try:
         with open(path, encoding='utf-8', errors='replace') as f:
             depth = 0
             for number, line in enumerate(f, 1):
                 code = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', line).split('#')[0]
                 if depth == 0 and re.match(r'\s*%s\s*[:{]' % field, code):
-                    return number
+                    return number, line
                 depth = max(0, depth + code.count('{') - code.count('}'))
     except OSError:
         pass
-    return None
+    return None, None
+
+
+def _field_line(path, field):
+    """1-based line of the first top-level ``field`` of a prototxt, or None."""
+    return _field_found(path, field)[0]
 
 
 def _field_text(path, field):
     """The value a prototxt gives its first top-level ``field:`` as
     written (the number before any comment), or None."""
-    number = _field_line(path, field)
-    if number is None:
-        return None
-    try:
-        with open(path, encoding='utf-8', errors='replace') as f:
-            line = next(line for n, line in enumerate(f, 1) if n == number)
-    except (OSError, StopIteration):
-        return None
-    found = re.match(r'\s*%s\s*:\s*([^\s#]+)' % field, line)
+    line = _field_found(path, field)[1]
+    found = line and re.match(r'\s*%s\s*:\s*([^\s#]+)' % field, line)
     return found.group(1) if found else None
 
 
@@ -116,10 +115,7 @@ def apply_overrides(param, overrides):
             raise UsageError('%s: %s is beyond a float32 field\'s range (|x| <= 3.4e38)' % (field.name, text),
                              'overrides')
         if field.type in (F.TYPE_FLOAT, F.TYPE_DOUBLE) and _rounds_to_zero(text, value, field.type == F.TYPE_FLOAT):
-            raise UsageError('%s: %s is not 0 but reads as 0 (a %s field holds |x| >= %s or 0): give 0, or a '
-                             'larger value' % (field.name, text, 'float32' if field.type == F.TYPE_FLOAT else
-                                               'double', '1.4e-45' if field.type == F.TYPE_FLOAT else '4.9e-324'),
-                             'overrides')
+            raise UsageError('%s: %s' % (field.name, _reads_as_zero(text, field.type == F.TYPE_FLOAT)), 'overrides')
         try:
             setattr(param, field.name, value)
         except (ValueError, TypeError):         # protobuf's range of an integer field, a string's UTF-8
@@ -131,6 +127,12 @@ def apply_overrides(param, overrides):
             raise UsageError('%s: %s is out of the range of the field (%s)'
                              % (field.name, text, INT_RANGES.get(field.type, 'type %d' % field.type)),
                              'overrides')
+
+
+def _reads_as_zero(text, float32):
+    """What is said of a number ``text`` that _rounds_to_zero."""
+    return '%s is not 0 but reads as 0 (a %s field holds |x| >= %s or 0): give 0, or a larger value' % (
+        text, 'float32' if float32 else 'double', '1.4e-45' if float32 else '4.9e-324')
 
 
 def _rounds_to_zero(text, value, float32):
@@ -390,8 +392,7 @@ class SolverFile:
                     field.name not in overridden and param.HasField(field.name) and getattr(param, field.name) == 0:
                 text = _field_text(self.path, field.name)
                 if text and _rounds_to_zero(text, 0.0, True):
-                    problem(field.name, '%s %s is not 0 but reads as 0 (a float32 field holds |x| >= 1.4e-45 or '
-                                        '0): give 0, or a larger value' % (field.name, text))
+                    problem(field.name, '%s %s' % (field.name, _reads_as_zero(text, True)))
         if param.snapshot < 0:
             problem('snapshot', 'snapshot must be >= 0 (0: no periodic snapshots), got %d' % param.snapshot)
         if param.snapshot_prefix and (param.snapshot_prefix.endswith(('/', os.sep))
