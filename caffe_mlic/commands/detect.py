@@ -144,11 +144,10 @@ def check_proposals_folder(path):
     give every image EdgeBoxes proposals instead, with no word."""
     if path is None:
         return
-    if not path or not os.path.exists(path):
+    if not path or not os.path.isdir(path):
         from caffe_mlic.errors import folder_problem
-        raise UsageError('%s: %s' % (path or "''", folder_problem(path) if path else 'no such folder'), 'proposals')
-    if not os.path.isdir(path):
-        raise UsageError('%s: not a folder (the folder of <image stem>.npz proposal files)' % path, 'proposals')
+        raise UsageError('%s: %s (the folder of <image stem>.npz proposal files)' % (path or "''", folder_problem(path)),
+                         'proposals')
     try:
         with os.scandir(path):
             pass

@@ -36,8 +36,10 @@ def not_a_file(path):
 
 
 def not_a_folder(path):
-    """Why a config's ``path`` that is not a folder is none."""
-    return 'not a folder' if os.path.lexists(path) else 'no such folder'
+    """Why a config's ``path`` that is not a folder is none ('no such
+    folder', 'a FIFO, not a folder': errors.folder_problem)."""
+    from caffe_mlic.errors import folder_problem
+    return folder_problem(path)
 
 
 def distinct_ints(low, high=2 ** 63 - 1):

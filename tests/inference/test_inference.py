@@ -820,7 +820,7 @@ def test_detect_refuses_a_proposals_folder_that_is_missing_or_not_a_folder(tiny,
     os.symlink('loop', str(tmp_path / 'loop'))     # (it was "no such folder": pass 45b M3)
     for path, why in ((str(tmp_path / 'nosuchdir'), 'no such folder'), ('', 'no such folder'),
                       (str(tmp_path / 'loop'), 'a symlink loop, not a folder'),
-                      ('/dev/null', 'not a folder'), (str(tmp_path / 'a_file.npz'), 'not a folder')):
+                      ('/dev/null', 'a device, not a folder'), (str(tmp_path / 'a_file.npz'), 'a file, not a folder')):
         assert cli.main(detect + ['--proposals', path]) == 2, path
         err = capsys.readouterr().err
         assert err.startswith('caffe-mlic detect: argument --proposals: %s: %s' % (path or "''", why)), err

@@ -216,7 +216,7 @@ def test_a_ctrl_c_while_a_chain_starts_up_prints_no_traceback(data, tmp_path, de
     ('run.folder="/dev/null/x/y"', 'run.folder: /dev/null/x/y cannot be made: /dev/null is not a folder'),
     ('run.folder="%s"' % ('r' * 300), 'run.folder: %s... cannot be made: a name in it has 300 bytes' % ('r' * 80)),
     ('data.test_list="/dev/null"', 'data.test_list: not a regular file (a device, FIFO or folder): /dev/null'),
-    ('data.gt="/dev/null"', 'data.gt: not a folder: /dev/null'),
+    ('data.gt="/dev/null"', 'data.gt: a device, not a folder: /dev/null'),
     ('net.contxt=parallel', 'net.contxt: not a ScasConfig field'),
     ('net.input_size=-5', 'net.input_size: '),
     ('data.test_list=none.txt', 'data.test_list: no such file: none.txt'),
