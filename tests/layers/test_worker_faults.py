@@ -258,33 +258,12 @@ def test_images_renamed_over_by_special_files_mid_run_are_named_not_waited_on(tm
     link to /dev/zero was "the file is empty (0 bytes)" (pass 47c S2, M1).
     Now the first one read is named as what it is, in one line."""
     import socket
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(24):
-        path = str(tmp_path / ('m%02d.png' % i))
-        cv2.imwrite(path, rng.integers(0, 256, (24, 32, 3), dtype=np.uint8))
-        rows.append((path, [i % 2, 1 - i % 2], [[0, 0, 9, 9]], [1.0]))
-    write_datalist(tmp_path / 'list.txt', rows)
-    params = dict(source=str(tmp_path / 'list.txt'), batch_size=2, new_width=32, new_height=24,
-                  att_num=2, bbox_num=1, workers=workers, shuffle=False)
-    net = netutil.python_layer_text('data', 'MultiLabelProposalData', params, [], ['data', 'label_roi'],
-                                    phase='TRAIN')
-    net += netutil.classifier_text(2, conv=False, std=0.01) + netutil.SIGMOID_LOSS_TEXT
-    (tmp_path / 'net.prototxt').write_text(net)
-    netutil.write_solver(tmp_path / 'solver.prototxt', 'net.prototxt', base_lr=0.01, max_iter=100000,
-                         snapshot_prefix='snap/s')
     marker = 'CAFFE_MLIC_SPECIAL_%d_%s_%d' % (os.getpid(), kind, workers)
-    env = dict(os.environ, GLOG_minloglevel='2', CAFFE_MLIC_PROGRESS='never', **{marker: '1'})
-    proc = subprocess.Popen(CLI + ['train', 'solver.prototxt', '--run-dir', 'run'], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc, images = _small_run(tmp_path, workers, marker, 0)
     sockets = []
     try:
-        deadline = time.time() + 120
-        while not (tmp_path / 'run' / 'run.json').exists():
-            assert proc.poll() is None, proc.stderr.read()
-            assert time.time() < deadline
-            time.sleep(0.002)
-        for path, *_ in rows:
+        _wait_for(tmp_path / 'run' / 'run.json', proc)
+        for path in images:
             planted = path + '.planted'
             if kind == 'fifo':
                 os.mkfifo(planted)
@@ -303,7 +282,7 @@ def test_images_renamed_over_by_special_files_mid_run_are_named_not_waited_on(tm
             s.close()
     what = {'fifo': 'a FIFO', 'socket': 'a socket', 'zero': 'a device'}[kind]
     assert proc.returncode == 1, err[-3000:]
-    assert re.search(r'cannot read image %s/m\d\d\.png \(it is %s, not a file\)' % (re.escape(str(tmp_path)), what),
+    assert re.search(r'cannot read image %s/k\d\d\.png \(it is %s, not a file\)' % (re.escape(str(tmp_path)), what),
                      err), err[-3000:]
     assert 'Traceback' not in err
     deadline = time.time() + 10
@@ -312,8 +291,9 @@ def test_images_renamed_over_by_special_files_mid_run_are_named_not_waited_on(tm
     assert _processes_of(marker) == []
 
 
-def _waiting_workers_run(tmp_path, marker):
-    """`train` with 2 workers on 24 small images, started; (proc, run dir)."""
+def _small_run(tmp_path, workers, marker, snapshot):
+    """`train` on 24 small images with ``workers`` and ``marker`` in its
+    environment, started: (process, image paths)."""
     rng = np.random.default_rng(1)
     rows = []
     for i in range(24):
@@ -322,21 +302,31 @@ def _waiting_workers_run(tmp_path, marker):
         rows.append((path, [i % 2, 1 - i % 2], [[0, 0, 9, 9]], [1.0]))
     write_datalist(tmp_path / 'list.txt', rows)
     params = dict(source=str(tmp_path / 'list.txt'), batch_size=2, new_width=32, new_height=24,
-                  att_num=2, bbox_num=1, workers=2, shuffle=False)
+                  att_num=2, bbox_num=1, workers=workers, shuffle=False)
     net = netutil.python_layer_text('data', 'MultiLabelProposalData', params, [], ['data', 'label_roi'],
                                     phase='TRAIN')
     net += netutil.classifier_text(2, conv=False, std=0.01) + netutil.SIGMOID_LOSS_TEXT
     (tmp_path / 'net.prototxt').write_text(net)
     netutil.write_solver(tmp_path / 'solver.prototxt', 'net.prototxt', base_lr=0.01, max_iter=100000,
-                         snapshot=10, snapshot_prefix='snap/s')
+                         snapshot=snapshot, snapshot_prefix='snap/s')
     env = dict(os.environ, GLOG_minloglevel='2', CAFFE_MLIC_PROGRESS='never', **{marker: '1'})
     proc = subprocess.Popen(CLI + ['train', 'solver.prototxt', '--run-dir', 'run'], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return proc, [r[0] for r in rows]
+
+
+def _wait_for(path, proc):
     deadline = time.time() + 120
-    while not (tmp_path / 'snap' / 's_iter_10.solverstate').exists():
+    while not path.exists():
         assert proc.poll() is None, proc.stderr.read()
         assert time.time() < deadline
-        time.sleep(0.005)
+        time.sleep(0.002)
+
+
+def _waiting_workers_run(tmp_path, marker):
+    """`train` with 2 workers, started and past its first snapshot (10)."""
+    proc, _ = _small_run(tmp_path, 2, marker, 10)
+    _wait_for(tmp_path / 'snap' / 's_iter_10.solverstate', proc)
     return proc
 
 
