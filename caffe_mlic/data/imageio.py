@@ -99,8 +99,10 @@ def _kind_of(path, mode=None):
     return '%s, not a file' % kind
 
 
-def _file_bytes(path):
-    """The bytes of the image file ``path`` (open_image_file), as uint8."""
+def file_bytes(path):
+    """The bytes of the image file ``path`` (open_image_file: a regular file
+    only, opened without waiting), as uint8; the one way an image, a label
+    map or a mask is read."""
     with open_image_file(path) as f:
         return np.fromfile(f, np.uint8)
 
@@ -268,7 +270,7 @@ def _decode(path, thorough=False):
     """(BGR uint8 image or None, why not)."""
     import cv2
     try:
-        data = _file_bytes(path)
+        data = file_bytes(path)
     except (OSError, ValueError) as e:
         return None, _open_problem(e)
     why = _problem(data, thorough)
@@ -319,7 +321,7 @@ def read_image(path, error=InputError):
 def why_undecodable(path):
     """Why decode_file gave None for ``path``, in a few words."""
     try:
-        data = _file_bytes(path)
+        data = file_bytes(path)
     except (OSError, ValueError) as e:
         return _open_problem(e)
     # what is found without decoding (the decoder's own messages would repeat)

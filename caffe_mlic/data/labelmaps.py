@@ -248,11 +248,11 @@ def read_label_map(path, num_classes=None, palette=None, label_format='auto', un
     Errors name ``where`` (e.g. 'train.txt:12: label') and the file."""
     import cv2
     where = '%s: %s' % (where, path) if where else path
+    from caffe_mlic.data.imageio import file_bytes, truncated_png, without_colour_profile
     try:
-        data = np.fromfile(path, np.uint8)
+        data = file_bytes(path)
     except (OSError, ValueError) as e:
         raise LabelMapError('%s: cannot read label map: %s' % (where, getattr(e, 'strerror', None) or e))
-    from caffe_mlic.data.imageio import truncated_png, without_colour_profile
     if data.size and truncated_png(data):      # refused before libpng prints its error
         raise LabelMapError('%s: cannot read label map (a truncated PNG: no IEND chunk)' % where)
     img = cv2.imdecode(without_colour_profile(data), cv2.IMREAD_UNCHANGED) if data.size else None

@@ -572,7 +572,7 @@ def read_hard_mask(path, shape, of):
     unreadable, not single-channel or of another size than ``of`` (the
     prediction's path)."""
     import cv2
-    from caffe_mlic.data.imageio import oversized, truncated_png, without_colour_profile
+    from caffe_mlic.data.imageio import file_bytes, oversized, truncated_png, without_colour_profile
 
     def bad(why):
         return InputError(problems=[Problem(path, None, None, 'hard-pixel mask %s' % why)])
@@ -580,7 +580,7 @@ def read_hard_mask(path, shape, of):
     if why:
         raise bad('cannot be read (%s)' % why)
     try:
-        data = np.fromfile(path, np.uint8)
+        data = file_bytes(path)
     except (OSError, ValueError) as e:
         raise bad('cannot be read: %s' % (getattr(e, 'strerror', None) or e))
     if data.size and truncated_png(data):

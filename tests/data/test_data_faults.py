@@ -321,6 +321,35 @@ def test_a_truncated_png_is_refused_without_libpng_errors(tmp_path, capfd):
     assert capfd.readouterr().err == ''
 
 
+def test_images_label_maps_and_sizes_of_special_files_are_named_never_waited_on(tmp_path):
+    """Every image reader opens without waiting and reads regular files
+    only: a FIFO blocked it (a training's workers hung with their stop
+    signals, pass 47c S2), a socket or /dev/zero was "the file is empty"
+    (M1). Label maps and image headers take the same path."""
+    import socket
+    from caffe_mlic.data.imageio import decode_file, image_size, why_undecodable
+    from caffe_mlic.data.labelmaps import LabelMapError, read_label_map
+    os.mkfifo(str(tmp_path / 'fifo.png'))
+    (tmp_path / 'zero.png').symlink_to('/dev/zero')
+    (tmp_path / 'folder.png').mkdir()
+    (tmp_path / 'dangling.png').symlink_to(tmp_path / 'nowhere.png')
+    (tmp_path / 'loop.png').symlink_to(tmp_path / 'loop.png')
+    held = socket.socket(socket.AF_UNIX)
+    held.bind(str(tmp_path / 'socket.png'))
+    try:
+        for name, kind in (('fifo', 'a FIFO'), ('zero', 'a device'), ('folder', 'a folder'), ('socket', 'a socket'),
+                           ('dangling', 'a link to nothing'), ('loop', 'a symlink loop')):
+            path = str(tmp_path / (name + '.png'))
+            assert decode_file(path) is None
+            assert why_undecodable(path) == 'it is %s, not a file' % kind, name
+            with pytest.raises(LabelMapError, match='^%s: cannot read label map: %s, not a file$' % (path, kind)):
+                read_label_map(path, 6)
+            with pytest.raises(OSError, match='%s, not a file' % kind):
+                image_size(path)
+    finally:
+        held.close()
+
+
 def test_datalist_check_prints_its_error_alone(tmp_path, capfd):
     good = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
     (tmp_path / 'odd.png').write_bytes(_bad_profile_png(good))
