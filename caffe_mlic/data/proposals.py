@@ -359,8 +359,9 @@ def image_record(path):
     time and SHA-1 (the digest decides when the others differ, as after a
     copy)."""
     import hashlib
-    info = os.stat(path)
-    with open(path, 'rb') as f:
+    from caffe_mlic.data.imageio import open_image_file     # (a FIFO put there since: named, not waited on)
+    with open_image_file(path) as f:
+        info = os.fstat(f.fileno())
         digest = hashlib.sha1(f.read()).hexdigest()
     return {'bytes': info.st_size, 'mtime_ns': info.st_mtime_ns, 'sha1': digest}
 
