@@ -22,6 +22,7 @@ import warnings
 
 import numpy as np
 
+from caffe_mlic.errors import MlicError, RunError
 from caffe_mlic.evaluation import METRIC_KEYS
 from caffe_mlic.fileio import atomic_write
 
@@ -124,10 +125,31 @@ def save(fig, path, fmt=None, replace_special=False):
     """``fig`` as ``path``, atomically (a device or FIFO: written through,
     unless replace_special, as fileio.atomic_files), in the format ``fmt``,
     else the one its extension names (png, pdf or svg; anything else: PNG)."""
-    fig.tight_layout()
     ext = os.path.splitext(os.fspath(path))[1][1:].lower()
     with atomic_write(path, 'wb', replace_special=replace_special) as f:
-        fig.savefig(f, format=fmt or (ext if ext in FORMATS else 'png'))
+        try:
+            fig.tight_layout()
+            fig.savefig(f, format=fmt or (ext if ext in FORMATS else 'png'))
+        except (OSError, MlicError):
+            raise
+        except Exception as e:      # noqa: BLE001 (what matplotlib's settings make it raise: a dpi too
+            # large for an image, text.usetex without LaTeX)
+            raise RunError(failure_text(e, path)) from None
+
+
+def failure_text(error, path):
+    """Why a chart at ``path`` was not drawn, on one line: an OSError as
+    errors.os_error_text, our own error's text, else matplotlib's exception
+    (its first line, at most 300 characters) and its settings as a likely
+    cause."""
+    from caffe_mlic.errors import os_error_text
+    if isinstance(error, OSError):
+        return os_error_text(error)
+    if isinstance(error, MlicError):
+        return str(error)
+    text = (str(error).strip().splitlines() or [''])[0][:300]
+    return 'matplotlib could not draw %s (%s%s; its settings, matplotlibrc?)' % (
+        path, type(error).__name__, ': ' + text if text else '')
 
 
 # Larger magnitudes are left out like non-finite ones: an axis spanning

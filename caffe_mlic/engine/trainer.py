@@ -720,11 +720,27 @@ class Trainer:
         return '/proc/self/fd/%d' % fd if fd is not None else self.run_dir
 
     def _draw_curves(self):
-        """curves.png in the run folder, wherever it is now."""
+        """curves.png in the run folder, wherever it is now; why it could not
+        be drawn (a full disk, matplotlib's settings: plotting.failure_text,
+        naming the file by the run folder), or None. A failure ends nothing:
+        the curves are a view of log.jsonl."""
         self._follow_run_dir()
-        plotting.draw_curves(self.log.records, os.path.join(self._run_dir_io(), 'curves.png'),
-                             title=self.solver_file.stem, replace_special=True)
+        io_dir = self._run_dir_io()
         self.curves_drawn = time.monotonic()
+        try:
+            plotting.draw_curves(self.log.records, os.path.join(io_dir, 'curves.png'),
+                                 title=self.solver_file.stem, replace_special=True)
+        except Exception as e:      # noqa: BLE001 (matplotlib raises ValueError, RuntimeError... on its settings)
+            return plotting.failure_text(e, os.path.join(self.run_dir, 'curves.png')).replace(io_dir, self.run_dir)
+        return None
+
+    def _draw_curves_mid_run(self, bar):
+        """curves.png after a test; a failure said once (the run goes on, and
+        draws them again at its end)."""
+        why = self._draw_curves()
+        if why is not None and not getattr(self, 'curves_failure_said', False):
+            self.curves_failure_said = True
+            self._say(bar, 'curves.png not drawn (%s); the run goes on' % why)
 
     def _write_run_json(self, **changes):
         if not self.leader:
@@ -828,7 +844,7 @@ class Trainer:
         self._say(bar, 'iteration %d: test %s' % (record['iteration'], ', '.join(parts) or 'done'))
         # (drawing takes most of a second: after a test at most every CURVES_EVERY seconds, and at the end)
         if time.monotonic() - getattr(self, 'curves_drawn', self.started) >= CURVES_EVERY:
-            self._draw_curves()
+            self._draw_curves_mid_run(bar)
 
     def _refuse_run_files_in_the_way(self, run_dir):
         """The run folder's files that cannot be written as the run's: of
@@ -1178,7 +1194,7 @@ class Trainer:
                                                 == info.get('last_snapshot_id') else None)))
             curves = os.path.join(self.run_dir, 'curves.png')
             if self.leader and not os.path.lexists(curves):     # (killed before it drew them)
-                with contextlib.suppress(OSError, InputError):
+                with contextlib.suppress(Exception):    # (a view of the log: a run whole without it)
                     plotting.draw_curves(logs.read_records(os.path.join(self.run_dir, logs.JSONL)), curves,
                                          title=self.solver_file.stem, replace_special=True)
             return dict(info, final_iteration=self.solver_file.param.max_iter, last_snapshot=done.state,
@@ -1290,12 +1306,11 @@ class Trainer:
             try:
                 self.log.close()
             except OSError as e:
-                unwritten.append(e)
+                unwritten.append(os_error_text(e))
             if self.leader:
-                try:
-                    self._draw_curves()
-                except OSError as e:
-                    unwritten.append(e)
+                why = self._draw_curves()
+                if why is not None:
+                    unwritten.append(why)
             if getattr(self, 'sync', None) is not None:     # (what averaging the gradients cost rank 0: `make bench`)
                 self.info['reduction'] = dict(iterations=self.sync.reductions, seconds=self.sync.reduce_seconds,
                                               megabytes=self.sync.gradient_bytes / 1e6)
@@ -1305,12 +1320,12 @@ class Trainer:
             # (the identity recorded as it was written stays when the file cannot be read now)
             last_id = (file_identity(last) or self.info.get('last_snapshot_id')) if last is not None else None
             if unwritten:       # (what the run's end says too: run.json agrees with its exit status)
-                self.info['unwritten'] = [os_error_text(e) for e in unwritten]
+                self.info['unwritten'] = list(unwritten)
             try:
                 self._write_run_json(end_time=logs.now(), final_iteration=self.solver.iter, status=status,
                                      error=error, resumed_from=state, last_snapshot=last, last_snapshot_id=last_id)
             except OSError as e:
-                unwritten.append(e)
+                unwritten.append(os_error_text(e))
             self._close_layers()
             if together:
                 # Every rank ends here at once (finished, stopped, or a failure all met): none exits
@@ -1319,7 +1334,7 @@ class Trainer:
                 self.group.barrier()
         if unwritten:           # (with a failure on its way, that failure is what is said)
             raise RunError('trained to iteration %d, but %s%s' % (
-                self.solver.iter, '; '.join(os_error_text(e) for e in unwritten), self._resume_hint()))
+                self.solver.iter, '; '.join(unwritten), self._resume_hint()))
         return self.info
 
     def _reseed(self, value):

@@ -815,3 +815,17 @@ def test_a_special_file_matplotlib_reads_is_named_not_waited_on(tmp_path, where,
     assert res.returncode == 1 and res.stderr == 'caffe-mlic plot-log: %s is a %s, where %s: move it away\n' % (
         special, 'FIFO' if kind == 'fifo' else 'socket', what), res.stderr
     assert not (tmp_path / 'c.png').exists()
+
+
+def test_a_matplotlibrc_matplotlib_fails_on_is_one_line(tmp_path):
+    """savefig.dpi 40000 in the working folder's matplotlibrc: a ValueError
+    traceback from every command that draws (pass 48c S1)."""
+    log = tmp_path / 'train.log'
+    log.write_text('I0101 00:00:00.000000 1 solver.cpp:218] Iteration 0 (0 iter/s, 0s/1 iters), loss = 0.7\n')
+    (tmp_path / 'matplotlibrc').write_text('savefig.dpi: 40000\n')
+    res = subprocess.run([sys.executable, '-m', 'caffe_mlic.cli', 'plot-log', str(log), '-o', 'c.png'],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and res.stderr == (
+        'caffe-mlic plot-log: matplotlib could not draw c.png (ValueError: Image size of 320000x170000 pixels is too '
+        'large. It must be less than 2^16 in each direction.; its settings, matplotlibrc?)\n'), res.stderr
+    assert not (tmp_path / 'c.png').exists() and not list(tmp_path.glob('.c.png.*'))

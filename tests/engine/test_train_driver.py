@@ -676,3 +676,34 @@ def test_a_log_line_with_an_integer_beyond_a_float_is_named(tmp_path):
                    % ('0' * 400))
     with pytest.raises(InputError, match=':1: not a JSON record'):
         logs.read_records(str(log))
+
+
+def test_curves_matplotlib_cannot_draw_end_nothing_mid_run_and_are_named_at_the_end(tiny, tmp_path, monkeypatch,
+                                                                                     capsys):
+    """A matplotlibrc matplotlib fails on (savefig.dpi 40000: "Image size
+    ... is too large"; text.usetex without LaTeX) ended a long run at its
+    first mid-run redraw with two tracebacks, and a short one at its end
+    with one, run.json left "running" (pass 48c S1; a FIFO font cache
+    planted mid-run ended it as "failed": S2). The curves are a view of
+    the log: mid-run the run says so once and goes on; its end names it."""
+    import matplotlib
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(trainer, 'CURVES_EVERY', 0)
+    monkeypatch.setitem(matplotlib.rcParams, 'savefig.dpi', 40000)
+    solver = write_solver(tmp_path, 'dpi', nets=tiny, max_iter=6, snapshot=3, test_interval=2,
+                          snapshot_prefix=str(tmp_path / 'snap' / 'w'))
+    run_dir = tmp_path / 'runs' / 'dpi'
+    capsys.readouterr()
+    assert cli.main(['train', solver, '--run-dir', str(run_dir)]) == 1
+    out, err = capsys.readouterr()
+    why = ('matplotlib could not draw %s (ValueError: Image size of 320000x' % (run_dir / 'curves.png'))
+    said = [line for line in out.splitlines() if 'curves.png not drawn' in line]
+    assert len(said) == 1 and said[0].startswith('curves.png not drawn (' + why), out
+    assert said[0].endswith('; its settings, matplotlibrc?)); the run goes on'), said
+    assert err.startswith('caffe-mlic train: trained to iteration 6, but ' + why) and 'Traceback' not in err, err
+    assert err.endswith('; the last snapshot is %s\n' % (tmp_path / 'snap' / 'w_iter_6.solverstate')), err
+    info = json.loads((run_dir / 'run.json').read_text())
+    assert info['status'] == 'finished' and info['final_iteration'] == 6
+    assert len(info['unwritten']) == 1 and info['unwritten'][0].startswith(why)
+    assert [r['iteration'] for r in records(run_dir) if r['phase'] == 'test'] == [2, 4, 6]
+    assert not (run_dir / 'curves.png').exists()
