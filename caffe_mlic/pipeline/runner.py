@@ -460,6 +460,27 @@ def _chain_main(path, overrides, key, planned, send):
     os._exit(code)
 
 
+def _open_chain_log(path):
+    """A chain's log.txt opened to append, if it is a regular file (or none
+    is there yet); RunError naming what is there otherwise: opened without
+    waiting, since a FIFO put there would block the open for ever."""
+    import errno
+    import stat
+    from caffe_mlic.errors import in_the_way
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        # (a FIFO without a reader, or a socket: "No such device or address")
+        if e.errno in (errno.ENXIO, errno.ELOOP, errno.EISDIR) and os.path.lexists(path):
+            raise RunError(in_the_way(path, "the chain's log is kept")) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RunError(in_the_way(path, "the chain's log is kept"))
+    os.set_blocking(fd, True)
+    return fd
+
+
 def _run_chain(path, overrides, key, planned):
     """The planned [(name, why)] of one chain, its output in the chain's
     log.txt, a line per stage on the command's stdout too."""
@@ -467,7 +488,7 @@ def _run_chain(path, overrides, key, planned):
     by_name = {s.name: s for s in stages}
     folder = os.path.join(plan.folder, key)
     os.makedirs(folder, exist_ok=True)
-    log = os.open(os.path.join(folder, LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    log = _open_chain_log(os.path.join(folder, LOG))
     sys.stdout.flush(), sys.stderr.flush()
     out = os.dup(1)         # the command's stdout (a spawned process's is its parent's)
     if plan.jobs == 1 and os.isatty(2):

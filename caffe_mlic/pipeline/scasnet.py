@@ -291,7 +291,7 @@ def report_stage(plan):
 
     def report():
         from caffe_mlic.report.scasnet_heads import write_report
-        atomic_write_json(layout.scasnet_path(plan.folder, 'settings.json'), settings)
+        atomic_write_json(layout.scasnet_path(plan.folder, 'settings.json'), settings, replace_special=True)
         write_report(plan.folder)
     after = ['seed%d/%s/eval' % (seed, head) for seed in plan.seeds for head in plan.heads]
     return Stage('report', report, settings, evals, [os.path.join(plan.folder, 'results.json'),

@@ -116,7 +116,7 @@ def publish(run, pictures, results, title, body):
     from caffe_mlic.processes import signals_deferred
     # a signal while pictures and files are put in place would leave a mix
     # of the new pictures and the old page: it waits for the end
-    with signals_deferred(), atomic_files(list(texts)) as handles:
+    with signals_deferred(), atomic_files(list(texts), replace_special=True) as handles:   # (the run's own files)
         for handle, text in zip(handles, texts.values()):
             handle.write(text)
             handle.flush()              # a full disk shows here, before any picture is moved

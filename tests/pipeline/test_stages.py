@@ -188,3 +188,50 @@ def test_a_fifo_among_a_runs_records_or_stage_files_is_an_error_not_a_hang(tmp_p
     os.mkfifo(str(fifo))
     assert input_errors_beside_a_fifo(fifo, lambda: stages.file_digest(str(tmp_path / 'out'))) == [
         '[Errno 22] not a regular file (a device, FIFO or folder): %r' % str(fifo)]
+
+
+def test_a_chains_log_of_another_kind_is_named_never_waited_on(tmp_path):
+    """A FIFO at seed2/fcn/log.txt, put there while seed 1 trained, hung
+    `run` when seed 2's chain began, and every rerun (pass 48c S4). The log
+    is opened without waiting and appended to only as a regular file."""
+    import socket
+    from caffe_mlic.pipeline import runner
+    log = tmp_path / 'log.txt'
+    fd = runner._open_chain_log(str(log))
+    os.write(fd, b'first\n')
+    os.close(fd)
+    fd = runner._open_chain_log(str(log))
+    os.write(fd, b'second\n')
+    os.close(fd)
+    assert log.read_text() == 'first\nsecond\n'
+    os.mkfifo(str(tmp_path / 'fifo.txt'))
+    (tmp_path / 'zero.txt').symlink_to('/dev/zero')
+    (tmp_path / 'folder.txt').mkdir()
+    (tmp_path / 'loop.txt').symlink_to(tmp_path / 'loop.txt')
+    held = socket.socket(socket.AF_UNIX)
+    held.bind(str(tmp_path / 'socket.txt'))
+    reader = os.open(str(tmp_path / 'fifo.txt'), os.O_RDONLY | os.O_NONBLOCK)     # (a FIFO with a reader too)
+    try:
+        for name, kind in (('fifo', 'a FIFO'), ('zero', 'a device'), ('folder', 'a folder'), ('loop', 'a symlink loop'),
+                           ('socket', 'a socket')):
+            path = str(tmp_path / (name + '.txt'))
+            with pytest.raises(RunError) as e:
+                runner._open_chain_log(path)
+            assert str(e.value) == "%s is %s, where the chain's log is kept: move it away" % (path, kind)
+        os.close(reader)
+        with pytest.raises(RunError, match='is a FIFO, where'):
+            runner._open_chain_log(str(tmp_path / 'fifo.txt'))
+    finally:
+        held.close()
+
+
+def test_the_reports_files_replace_what_was_put_at_their_names(tmp_path):
+    """A FIFO at RUN/results.json hung the report stage; settings.json as
+    a link to /dev/zero swallowed the run's settings (pass 48c S3, M2): a
+    run's own files are replaced, never written through."""
+    from caffe_mlic.report import publish
+    os.mkfifo(str(tmp_path / 'results.json'))
+    (tmp_path / 'report.html').symlink_to('/dev/zero')
+    page = publish(str(tmp_path), [], {'a': 1}, 'title', '<p>body</p>')
+    assert (tmp_path / 'results.json').is_file() and not (tmp_path / 'report.html').is_symlink()
+    assert '"a": 1' in (tmp_path / 'results.json').read_text() and 'body' in open(page).read()
