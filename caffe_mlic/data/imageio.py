@@ -99,11 +99,25 @@ def _kind_of(path, mode=None):
     return '%s, not a file' % kind
 
 
+# Bytes of one image file: an uncompressed 4-channel 8-bit image at the
+# pixel bound. Read whole and decoded from memory, a larger file held the
+# run's stop signals for seconds a GiB (a 1 TiB sparse file: a MemoryError).
+MAX_IMAGE_BYTES = MAX_IMAGE_PIXELS * 4
+
+
+class ImageFileTooLarge(ValueError):
+    """An image file over MAX_IMAGE_BYTES."""
+
+
 def file_bytes(path):
     """The bytes of the image file ``path`` (open_image_file: a regular file
     only, opened without waiting), as uint8; the one way an image, a label
-    map or a mask is read."""
+    map or a mask is read. ImageFileTooLarge over MAX_IMAGE_BYTES."""
     with open_image_file(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_IMAGE_BYTES:
+            raise ImageFileTooLarge('the file is %d bytes, more than the %d (1 GiB) an image file may have (an '
+                                    'uncompressed image at the limit of 2^28 pixels)' % (size, MAX_IMAGE_BYTES))
         return np.fromfile(f, np.uint8)
 
 
@@ -287,7 +301,9 @@ def _decode(path, thorough=False):
 
 def _open_problem(error):
     """Why an image file could not be read: what is there instead ('it is a
-    FIFO, not a file'), or 'cannot open it: <strerror>'."""
+    FIFO, not a file'), its size over the bound, or 'cannot open it: <strerror>'."""
+    if isinstance(error, ImageFileTooLarge):
+        return str(error)
     text = getattr(error, 'strerror', None) or str(error)
     return 'it is ' + text if text.endswith(', not a file') else 'cannot open it: %s' % text
 

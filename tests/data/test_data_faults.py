@@ -3,6 +3,7 @@ JPEG fails in training, malformed COCO boxes and ids are refused, a build
 into a folder writes nothing."""
 import json
 import os
+import re
 
 import cv2
 import numpy as np
@@ -348,6 +349,27 @@ def test_images_label_maps_and_sizes_of_special_files_are_named_never_waited_on(
                 image_size(path)
     finally:
         held.close()
+
+
+def test_an_image_file_over_1_gib_is_refused_before_it_is_read(tmp_path):
+    """Images were read whole: 3 GiB files held a training's stop signals
+    for seconds, a 1 TiB sparse one was Python's "MemoryError: Unable to
+    allocate 1.00 TiB" (pass 48c M3, M4). Refused by its size (sparse
+    files here: nothing is written)."""
+    from caffe_mlic.data import imageio
+    from caffe_mlic.data.labelmaps import LabelMapError, read_label_map
+    big = tmp_path / 'big.png'
+    for size in (imageio.MAX_IMAGE_BYTES + 1, 2 ** 40):
+        with open(big, 'wb') as f:
+            f.truncate(size)
+        said = 'the file is %d bytes, more than the 1073741824 (1 GiB) an image file may have' % size
+        assert imageio.decode_file(str(big)) is None and imageio.why_undecodable(str(big)).startswith(said)
+        with pytest.raises(LabelMapError, match=re.escape(said)):
+            read_label_map(str(big), 6)
+    with open(big, 'r+b') as f:
+        f.truncate(imageio.MAX_IMAGE_BYTES)     # (at the bound: read, and found not to be an image)
+    assert imageio.why_undecodable(str(big)) != imageio.why_undecodable(str(tmp_path / 'none.png'))
+    assert 'more than' not in imageio.why_undecodable(str(big))
 
 
 def test_datalist_check_prints_its_error_alone(tmp_path, capfd):
