@@ -65,7 +65,13 @@ def matplotlib_problem():
 
 
 def _matplotlib_checked():
-    """OSError (matplotlib_problem) before matplotlib's fonts are loaded."""
+    """OSError (matplotlib_problem) before matplotlib's fonts are loaded.
+    matplotlib's own log is kept to its errors: a font family in
+    matplotlibrc that is not installed logged "findfont: Font family ...
+    not found" once a text (hundreds of lines a chart; it draws with its
+    default font)."""
+    import logging
+    logging.getLogger('matplotlib').setLevel(logging.ERROR)
     problem = matplotlib_problem()
     if problem is not None:
         raise OSError(errno.EINVAL, problem)

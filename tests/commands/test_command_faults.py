@@ -829,3 +829,15 @@ def test_a_matplotlibrc_matplotlib_fails_on_is_one_line(tmp_path):
         'caffe-mlic plot-log: matplotlib could not draw c.png (ValueError: Image size of 320000x170000 pixels is too '
         'large. It must be less than 2^16 in each direction.; its settings, matplotlibrc?)\n'), res.stderr
     assert not (tmp_path / 'c.png').exists() and not list(tmp_path.glob('.c.png.*'))
+
+
+def test_a_font_family_that_is_not_installed_draws_without_a_line_a_text(tmp_path):
+    """font.family in matplotlibrc not installed: matplotlib logged
+    "findfont: Font family 'x' not found." hundreds of times a chart."""
+    log = tmp_path / 'train.log'
+    log.write_text('I0101 00:00:00.000000 1 solver.cpp:218] Iteration 0 (0 iter/s, 0s/1 iters), loss = 0.7\n')
+    (tmp_path / 'matplotlibrc').write_text('font.family: nosuchfont\n')
+    res = subprocess.run([sys.executable, '-m', 'caffe_mlic.cli', 'plot-log', str(log), '-o', 'c.png'],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stderr == '', res.stderr[:2000]
+    assert (tmp_path / 'c.png').read_bytes().startswith(b'\x89PNG')
