@@ -167,6 +167,13 @@ def in_the_way(path, where, advice='move it away', follow_links=True):
     return '%s is %s, where %s: %s' % (path, path_kind(path, follow_links), where, advice)
 
 
+def not_a_file_text(path, what='image'):
+    """'<what> not found: PATH', or what is there instead ('image is a FIFO,
+    not a file: PATH'): an input file of a list that is no regular file."""
+    kind = path_kind(path)
+    return '%s not found: %s' % (what, path) if kind is None else '%s is %s, not a file: %s' % (what, kind, path)
+
+
 def folder_problem(path, what='folder'):
     """Why ``path`` is no ``what`` to read: 'no such <what>', or what is
     there instead ('a FIFO, not a <what>', 'a symlink loop, not a ...')."""

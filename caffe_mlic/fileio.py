@@ -619,6 +619,8 @@ def file_kind_problem(path, what='file'):
         except OSError as e:
             if e.errno == errno.ELOOP:
                 return 'a symlink loop, not a file'
+            if e.errno == errno.ENOENT:
+                return 'a link to nothing, not a file'
     return 'no such %s' % what
 
 

@@ -44,12 +44,39 @@ def _matplotlibrc():
     return next((c for c in candidates if os.path.exists(c) and not os.path.isdir(c)), None)
 
 
+FONT_EXTENSIONS = ('.ttf', '.otf', '.ttc', '.afm')
+
+
+def _font_folders(matplotlib):
+    """The folders matplotlib 3.x searches for fonts when it builds its font
+    cache on Linux: its own, the user's and the system's."""
+    home = os.path.expanduser('~')
+    data = os.environ.get('XDG_DATA_HOME') or os.path.join(home, '.local', 'share')
+    return [os.path.join(matplotlib.get_data_path(), 'fonts'), os.path.join(data, 'fonts'),
+            os.path.join(home, '.fonts'), '/usr/share/fonts', '/usr/local/share/fonts',
+            '/usr/X11R6/lib/X11/fonts/TTF', '/usr/X11/lib/X11/fonts', '/usr/lib/X11/fonts']
+
+
+def _font_problem(matplotlib):
+    """A font file (by its extension) in matplotlib's font folders that is
+    no regular file: building the font cache opens each one."""
+    from caffe_mlic.errors import in_the_way
+    for folder in _font_folders(matplotlib):
+        for root, _, files in os.walk(folder):
+            for name in files:
+                path = os.path.join(root, name)
+                if name.lower().endswith(FONT_EXTENSIONS) and os.path.exists(path) and not os.path.isfile(path):
+                    return in_the_way(path, 'matplotlib reads fonts (it builds its font cache)')
+    return None
+
+
 def matplotlib_problem():
     """What keeps matplotlib from drawing, found before it reads the file:
-    its settings (matplotlibrc) or its font cache (fontlist-*.json) that is a
-    FIFO (open() would wait for a writer for ever, stop signals and all), a
-    socket or a device ('PATH is a FIFO, where matplotlib keeps its font
-    cache: move it away'); None once matplotlib has read them."""
+    its settings (matplotlibrc), its font cache (fontlist-*.json) or, with
+    no cache yet, a font it would read that is a FIFO (open() would wait for
+    a writer for ever, stop signals and all), a socket or a device ('PATH is
+    a FIFO, where matplotlib keeps its font cache: move it away'); settings
+    it cannot be imported with; None once matplotlib has read them."""
     from caffe_mlic.errors import in_the_way
     if 'matplotlib.font_manager' in sys.modules:
         return None
@@ -57,11 +84,23 @@ def matplotlib_problem():
         rc = _matplotlibrc()
         if rc is not None and not os.path.isfile(rc):
             return in_the_way(rc, "matplotlib reads its settings (matplotlibrc)")
+        try:
+            import matplotlib
+        except Exception as e:      # noqa: BLE001 (its settings: a matplotlibrc that is not UTF-8)
+            return 'matplotlib cannot be imported (%s; its settings, %s?)' % (
+                _first_line(e), rc or 'matplotlibrc')
     import matplotlib
-    for cache in sorted(glob.glob(os.path.join(glob.escape(matplotlib.get_cachedir()), 'fontlist-*.json'))):
-        if os.path.exists(cache) and not os.path.isfile(cache):
+    caches = sorted(glob.glob(os.path.join(glob.escape(matplotlib.get_cachedir()), 'fontlist-*.json')))
+    for cache in caches:
+        if not os.path.isfile(cache):
             return in_the_way(cache, 'matplotlib keeps its font cache')
-    return None
+    return None if caches else _font_problem(matplotlib)
+
+
+def _first_line(error, longest=300):
+    """'Type: the first line of its message' (at most ``longest`` characters)."""
+    text = (str(error).strip().splitlines() or [''])[0][:longest]
+    return type(error).__name__ + (': ' + text if text else '')
 
 
 def _matplotlib_checked():
@@ -133,29 +172,43 @@ def save(fig, path, fmt=None, replace_special=False):
     else the one its extension names (png, pdf or svg; anything else: PNG)."""
     ext = os.path.splitext(os.fspath(path))[1][1:].lower()
     with atomic_write(path, 'wb', replace_special=replace_special) as f:
-        try:
-            fig.tight_layout()
-            fig.savefig(f, format=fmt or (ext if ext in FORMATS else 'png'))
-        except (OSError, MlicError):
-            raise
-        except Exception as e:      # noqa: BLE001 (what matplotlib's settings make it raise: a dpi too
-            # large for an image, text.usetex without LaTeX)
-            raise RunError(failure_text(e, path)) from None
+        fig.tight_layout()
+        fig.savefig(f, format=fmt or (ext if ext in FORMATS else 'png'))
 
 
 def failure_text(error, path):
-    """Why a chart at ``path`` was not drawn, on one line: an OSError as
-    errors.os_error_text, our own error's text, else matplotlib's exception
-    (its first line, at most 300 characters) and its settings as a likely
-    cause."""
+    """Why a chart at ``path`` was not drawn, on one line: an OSError with
+    its file as errors.os_error_text, our own error's text, else what
+    matplotlib raised (_first_line) and its settings as a likely cause."""
     from caffe_mlic.errors import os_error_text
-    if isinstance(error, OSError):
+    if isinstance(error, OSError) and error.strerror:
         return os_error_text(error)
     if isinstance(error, MlicError):
         return str(error)
-    text = (str(error).strip().splitlines() or [''])[0][:300]
-    return 'matplotlib could not draw %s (%s%s; its settings, matplotlibrc?)' % (
-        path, type(error).__name__, ': ' + text if text else '')
+    return 'matplotlib could not draw %s (%s; its settings, matplotlibrc, or fonts?)' % (path, _first_line(error))
+
+
+def chart(function):
+    """A function that draws a chart into its ``path``: what matplotlib
+    raises while it draws (its settings: a dpi too large for an image,
+    text.usetex without LaTeX, an empty colour cycle; a font it cannot read;
+    its lock on the font cache) is a RunError naming the chart, on one line
+    (failure_text); an OSError of a file, and our own errors, pass as they are."""
+    import inspect
+    signature = inspect.signature(function)
+
+    @functools.wraps(function)
+    def drawing(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except MlicError:
+            raise
+        except Exception as e:      # noqa: BLE001
+            if isinstance(e, OSError) and e.strerror:
+                raise
+            path = signature.bind(*args, **kwargs).arguments.get('path')
+            raise RunError(failure_text(e, path)) from None
+    return drawing
 
 
 # Larger magnitudes are left out like non-finite ones: an axis spanning
@@ -183,6 +236,7 @@ def _keys(records, phase, prefix):
     return list(seen)
 
 
+@chart
 def draw_curves(records, path, title=None, fmt=None, replace_special=False):
     """Draw the panels for ``records`` into the PNG ``path`` (atomically;
     ``fmt``: pdf or svg instead, else by the extension, as save;
@@ -243,6 +297,7 @@ def draw_curves(records, path, title=None, fmt=None, replace_special=False):
     return path
 
 
+@chart
 def stage_curves(rows, path):
     """One row per stage: its smoothed training loss and its validation
     metric, a line per seed. ``rows``: [(title, {seed: log.jsonl path})]; the
@@ -277,6 +332,7 @@ def stage_curves(rows, path):
     save(fig, path)
 
 
+@chart
 def kd_gain_per_class(classes, frequency, gains, path):
     """Bars of the per-class AP change from distillation (mean over seeds,
     std as error bars), classes sorted by their training frequency."""
@@ -298,6 +354,7 @@ def kd_gain_per_class(classes, frequency, gains, path):
     save(fig, path)
 
 
+@chart
 def plot_confusion(path, conf, names, title=None):
     """PNG of the row-normalised confusion (percent of each ground-truth
     class), every cell annotated; atomic."""

@@ -152,8 +152,8 @@ def _check_image(path, where, problems, expect=None):
     """(width, height) of an existing, readable image of the expected size, or
     None; where = (annotation path, line, field) of the problem."""
     if not os.path.isfile(path):
-        problems.add(*where, 'image not found: %s' % path if not os.path.exists(path) else
-                     'image is not a regular file (a folder or a device): %s' % path)
+        from caffe_mlic.errors import not_a_file_text
+        problems.add(*where, not_a_file_text(path))
         return None
     try:
         size = image_size(path)

@@ -70,20 +70,22 @@ def open_image_file(path):
     OSError saying what is there ('a FIFO, not a file'). Opened without
     waiting: a file renamed over by a FIFO while a run reads its images
     blocked open() (and the stop signals with it); a device never ends."""
+    def opener(name, flags):
+        fd = os.open(name, flags | os.O_NONBLOCK)
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise OSError(errno.EINVAL, _kind_of(path, mode), path)
+            os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        return open(path, 'rb', opener=opener)     # (named by its path: a library's message says the file)
     except OSError as e:
         if e.errno in (errno.ENXIO, errno.ELOOP) or e.errno == errno.ENOENT and os.path.lexists(path):
             raise OSError(e.errno, _kind_of(path), path) from None      # (a socket: "No such device or address")
-        raise
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise OSError(errno.EINVAL, _kind_of(path, mode), path)
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, 'rb')
-    except BaseException:
-        os.close(fd)
         raise
 
 
@@ -138,6 +140,9 @@ def _header_size(source):
             try:
                 with Image.open(source) as im:
                     return im.size
+            except Image.UnidentifiedImageError:    # (PIL's text names a file object by its repr)
+                raise Image.UnidentifiedImageError('not an image file PIL identifies (unknown format, corrupt or '
+                                                   'truncated)') from None
             finally:
                 Image.MAX_IMAGE_PIXELS = saved
 

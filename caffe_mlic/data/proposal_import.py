@@ -75,8 +75,8 @@ def _list_file(path, problems):
             continue
         full = os.path.join(base, name)
         if not os.path.isfile(full):
-            problems.append(Problem(path, no, None, 'image not found: %s' % full if not os.path.exists(full) else
-                                    'image is not a regular file (a folder or a device): %s' % full))
+            from caffe_mlic.errors import not_a_file_text
+            problems.append(Problem(path, no, None, not_a_file_text(full)))
         out.append(full)
     return out
 

@@ -817,18 +817,58 @@ def test_a_special_file_matplotlib_reads_is_named_not_waited_on(tmp_path, where,
     assert not (tmp_path / 'c.png').exists()
 
 
-def test_a_matplotlibrc_matplotlib_fails_on_is_one_line(tmp_path):
-    """savefig.dpi 40000 in the working folder's matplotlibrc: a ValueError
-    traceback from every command that draws (pass 48c S1)."""
+@pytest.mark.parametrize('settings,said', [
+    (b'savefig.dpi: 40000\n', 'matplotlib could not draw c.png (ValueError: Image size of 320000x170000 pixels is '
+                               'too large. It must be less than 2^16 in each direction.; its settings, matplotlibrc, '
+                               'or fonts?)'),
+    (b'savefig.dpi: 0\n', 'matplotlib could not draw c.png (ValueError: dpi must be positive; its settings, '
+                          'matplotlibrc, or fonts?)'),
+    (b'axes.prop_cycle: cycler(color=[])\n', 'matplotlib could not draw c.png (ZeroDivisionError: integer modulo by '
+                                             'zero; its settings, matplotlibrc, or fonts?)'),
+    (b'font.family: \xff\xfe\n', "matplotlib cannot be imported (UnicodeDecodeError: 'utf-8' codec can't decode byte "
+                                 "0xff in position 13: invalid start byte; its settings, {rc}?)")])
+def test_a_matplotlibrc_matplotlib_fails_on_is_one_line(tmp_path, settings, said):
+    """savefig.dpi 40000 or 0, an empty colour cycle in the working
+    folder's matplotlibrc, or one that is not UTF-8: a traceback from every
+    command that draws (pass 48c S1, 48b S3)."""
     log = tmp_path / 'train.log'
     log.write_text('I0101 00:00:00.000000 1 solver.cpp:218] Iteration 0 (0 iter/s, 0s/1 iters), loss = 0.7\n')
-    (tmp_path / 'matplotlibrc').write_text('savefig.dpi: 40000\n')
+    (tmp_path / 'matplotlibrc').write_bytes(settings)
     res = subprocess.run([sys.executable, '-m', 'caffe_mlic.cli', 'plot-log', str(log), '-o', 'c.png'],
                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    assert res.returncode == 1 and res.stderr == (
-        'caffe-mlic plot-log: matplotlib could not draw c.png (ValueError: Image size of 320000x170000 pixels is too '
-        'large. It must be less than 2^16 in each direction.; its settings, matplotlibrc?)\n'), res.stderr
+    assert res.returncode == 1 and res.stderr == 'caffe-mlic plot-log: %s\n' % said.format(
+        rc=tmp_path / 'matplotlibrc'), res.stderr
     assert not (tmp_path / 'c.png').exists() and not list(tmp_path.glob('.c.png.*'))
+
+
+def test_fonts_matplotlib_cannot_read_are_one_line_or_named_before_they_block(tmp_path):
+    """A FIFO named *.ttf in the user's fonts hung every command that draws
+    while matplotlib built its font cache (none yet); a cache naming a
+    corrupt font file was an FT2Font RuntimeError traceback (pass 48b S4,
+    S5)."""
+    import json
+    log = tmp_path / 'train.log'
+    log.write_text('I0101 00:00:00.000000 1 solver.cpp:218] Iteration 0 (0 iter/s, 0s/1 iters), loss = 0.7\n')
+    (tmp_path / 'data' / 'fonts').mkdir(parents=True)
+    os.mkfifo(str(tmp_path / 'data' / 'fonts' / 'x.ttf'))
+    env = dict(os.environ, MPLCONFIGDIR=str(tmp_path / 'mpl'), XDG_DATA_HOME=str(tmp_path / 'data'))
+    cli_ = [sys.executable, '-m', 'caffe_mlic.cli', 'plot-log', str(log), '-o', 'c.png']
+    res = subprocess.run(cli_, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 1 and res.stderr == ('caffe-mlic plot-log: %s is a FIFO, where matplotlib reads fonts '
+                                                  '(it builds its font cache): move it away\n'
+                                                  % (tmp_path / 'data' / 'fonts' / 'x.ttf')), res.stderr
+    (tmp_path / 'data' / 'fonts' / 'x.ttf').unlink()
+    assert subprocess.run(cli_, cwd=tmp_path, capture_output=True, timeout=300, env=env).returncode == 0
+    cache = next((tmp_path / 'mpl').glob('fontlist-*.json'))
+    (tmp_path / 'bad.ttf').write_bytes(b'not a font' * 100)
+    fonts = json.loads(cache.read_text())
+    for entry in fonts['ttflist']:
+        entry['fname'] = str(tmp_path / 'bad.ttf')
+    cache.write_text(json.dumps(fonts))
+    res = subprocess.run(cli_, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 1 and res.stderr.startswith('caffe-mlic plot-log: matplotlib could not draw c.png '
+                                                         '(RuntimeError: In FT2Font: ') and res.stderr.count('\n') == 1, \
+        res.stderr
 
 
 def test_a_font_family_that_is_not_installed_draws_without_a_line_a_text(tmp_path):

@@ -349,6 +349,14 @@ def test_images_label_maps_and_sizes_of_special_files_are_named_never_waited_on(
                 image_size(path)
     finally:
         held.close()
+    # said as what they are by the commands' reader too, and PIL's words name no file object (pass 48b M1, M2)
+    from caffe_mlic.data.imageio import read_image
+    from caffe_mlic.errors import InputError
+    with pytest.raises(InputError, match='dangling.png: a link to nothing, not a file$'):
+        read_image(str(tmp_path / 'dangling.png'))
+    (tmp_path / 'text.png').write_text('hello')
+    with pytest.raises(OSError, match=r'^not an image file PIL identifies \(unknown format, corrupt or truncated\)$'):
+        image_size(str(tmp_path / 'text.png'))
 
 
 def test_an_image_file_over_1_gib_is_refused_before_it_is_read(tmp_path):

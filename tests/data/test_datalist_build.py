@@ -255,7 +255,7 @@ def test_voc_missing_image(voc, capsys):
     _assert_fails(tmp_path, capsys, _voc_argv(tmp_path, root), xml, 'image not found',
                   os.path.join(root, 'JPEGImages', 'a2.png'))
     os.mkdir(os.path.join(root, 'JPEGImages', 'a2.png'))      # a folder of the image's name: said so
-    _assert_fails(tmp_path, capsys, _voc_argv(tmp_path, root), xml, 'image is not a regular file (a folder',
+    _assert_fails(tmp_path, capsys, _voc_argv(tmp_path, root), xml, 'image is a folder, not a file',
                   os.path.join(root, 'JPEGImages', 'a2.png'))
 
 

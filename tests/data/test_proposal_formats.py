@@ -479,7 +479,7 @@ def test_image_list_problems(images, tmp_path, capsys):
                    tmp_path / 'list.txt') == 1
     err = capsys.readouterr().err
     assert 'list.txt:2: image not found' in err
-    assert 'list.txt:3: image is not a regular file (a folder or a device): %s' % other in err
+    assert 'list.txt:3: image is a folder, not a file: %s' % other in err
     assert 'images of the same file stem' in err and 'the same image twice' in err
 
 

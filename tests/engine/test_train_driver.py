@@ -699,7 +699,7 @@ def test_curves_matplotlib_cannot_draw_end_nothing_mid_run_and_are_named_at_the_
     why = ('matplotlib could not draw %s (ValueError: Image size of 320000x' % (run_dir / 'curves.png'))
     said = [line for line in out.splitlines() if 'curves.png not drawn' in line]
     assert len(said) == 1 and said[0].startswith('curves.png not drawn (' + why), out
-    assert said[0].endswith('; its settings, matplotlibrc?)); the run goes on'), said
+    assert said[0].endswith('; its settings, matplotlibrc, or fonts?)); the run goes on'), said
     assert err.startswith('caffe-mlic train: trained to iteration 6, but ' + why) and 'Traceback' not in err, err
     assert err.endswith('; the last snapshot is %s\n' % (tmp_path / 'snap' / 'w_iter_6.solverstate')), err
     info = json.loads((run_dir / 'run.json').read_text())
