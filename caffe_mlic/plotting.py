@@ -45,6 +45,7 @@ def _matplotlibrc():
 
 
 FONT_EXTENSIONS = ('.ttf', '.otf', '.ttc', '.afm')
+MAX_MATPLOTLIBRC_BYTES = 1 << 20
 
 
 def _font_folders(matplotlib):
@@ -84,6 +85,9 @@ def matplotlib_problem():
         rc = _matplotlibrc()
         if rc is not None and not os.path.isfile(rc):
             return in_the_way(rc, "matplotlib reads its settings (matplotlibrc)")
+        if rc is not None and os.path.getsize(rc) > MAX_MATPLOTLIBRC_BYTES:   # (read whole, each bad line warned)
+            return '%s: the file is %d bytes, more than the %d a matplotlibrc may have' % (
+                rc, os.path.getsize(rc), MAX_MATPLOTLIBRC_BYTES)
         try:
             import matplotlib
         except Exception as e:      # noqa: BLE001 (its settings: a matplotlibrc that is not UTF-8)
@@ -199,16 +203,82 @@ def chart(function):
 
     @functools.wraps(function)
     def drawing(*args, **kwargs):
+        path = signature.bind(*args, **kwargs).arguments.get('path')
         try:
+            if _unwinder_replaced():
+                _matplotlib_checked()       # (here: a FIFO named in this process's words)
+                return _drawn_in_child(function, args, kwargs, path)
             return function(*args, **kwargs)
         except MlicError:
             raise
         except Exception as e:      # noqa: BLE001
             if isinstance(e, OSError) and e.strerror:
                 raise
-            path = signature.bind(*args, **kwargs).arguments.get('path')
             raise RunError(failure_text(e, path)) from None
     return drawing
+
+
+@functools.lru_cache(maxsize=1)
+def _unwinder_replaced():
+    """Whether libunwind is loaded (Caffe's glog brings it): its unwinder
+    then takes over C++ exceptions, and one that matplotlib's C++ code
+    throws (FT2Font on a font size of 1e9) aborts the process (SIGABRT or
+    SIGSEGV) where it would have been a Python exception."""
+    try:
+        with open('/proc/self/maps', 'rb') as f:
+            return b'libunwind' in f.read()
+    except OSError:
+        return 'caffe' in sys.modules
+
+
+def _drawn_in_child(function, args, kwargs, path):
+    """``function(*args, **kwargs)`` in a forked child (_unwinder_replaced:
+    a crash there loses the chart, not the run); its exception raised here
+    again (an OSError with its file, our error's text, else failure_text),
+    or RunError saying how the child died."""
+    import json
+    import signal
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:            # the child: never returns into the caller's code
+        code = 1
+        try:
+            os.close(read_end)
+            import faulthandler
+            faulthandler.disable()
+            quiet = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(quiet, 2)           # (C++'s "terminate called after ..." on an abort)
+            function(*args, **kwargs)
+            code = 0
+        except BaseException as e:      # noqa: B902 (told to the parent)
+            told = (dict(errno=e.errno, strerror=e.strerror, filename=e.filename)
+                    if isinstance(e, OSError) and e.strerror else
+                    dict(text=str(e)) if isinstance(e, MlicError) else dict(text=failure_text(e, path)))
+            with contextlib.suppress(Exception):
+                os.write(write_end, json.dumps(told).encode('utf-8', 'surrogateescape'))
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, 'rb') as r:
+        told = r.read()
+    _, status = os.waitpid(pid, 0)
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        return path
+    if told:
+        told = json.loads(told.decode('utf-8', 'surrogateescape'))
+        if 'errno' in told:
+            raise OSError(told['errno'], told['strerror'], told['filename'])
+        raise RunError(told['text'])
+    from caffe_mlic.processes import sweep_owned_files
+    with contextlib.suppress(OSError):      # (the temp file the dead child was writing)
+        sweep_owned_files(os.path.dirname(os.path.abspath(os.fspath(path))), None, '.tmp')
+    how = (signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status)
+           and os.WTERMSIG(status) in signal.Signals._value2member_map_ else 'status %d' % status)
+    raise RunError('matplotlib could not draw %s (it crashed: %s; its settings, matplotlibrc, or fonts?)'
+                   % (path, how))
 
 
 # Larger magnitudes are left out like non-finite ones: an axis spanning

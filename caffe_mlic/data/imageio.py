@@ -147,7 +147,7 @@ def _header_size(source):
                 Image.MAX_IMAGE_PIXELS = saved
 
 
-def _size_problem(data):
+def size_problem(data):
     """too_large for image bytes whose header PIL reads (None when it does not:
     OpenCV then tries, within its own bound)."""
     try:
@@ -282,7 +282,7 @@ def _problem(data, thorough=False):
         return 'a truncated JPEG: no end-of-image marker'
     if truncated_png(data):
         return 'a truncated PNG: no IEND chunk'
-    return _size_problem(data) or png_problem(data, inflate=thorough)
+    return size_problem(data) or png_problem(data, inflate=thorough)
 
 
 def _decode(path, thorough=False):

@@ -380,6 +380,26 @@ def test_an_image_file_over_1_gib_is_refused_before_it_is_read(tmp_path):
     assert 'more than' not in imageio.why_undecodable(str(big))
 
 
+def test_a_label_map_whose_header_claims_too_many_pixels_is_refused_before_opencv(tmp_path):
+    """A label map replaced mid-run by a PNG whose header claims 40000 x
+    40000 px: OpenCV asserted, and in a training (libunwind loaded by
+    Caffe's glog) that was a SIGSEGV, nothing said (pass 49c S2); with
+    workers, OpenCV's assertion text (M1). The images' pixel bound, from
+    the header, as for images."""
+    import struct
+    import zlib
+    from caffe_mlic.data.labelmaps import LabelMapError, read_label_map
+
+    def chunk(kind, data):
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    png = (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', 40000, 40000, 8, 0, 0, 0, 0))
+           + chunk(b'IDAT', zlib.compress(b'\x00' * 100)) + chunk(b'IEND', b''))
+    (tmp_path / 'bomb.png').write_bytes(png)
+    with pytest.raises(LabelMapError, match=r'bomb.png: cannot read label map \(the image is 40000x40000 px '
+                                            r'\(1600000000 pixels\), over the limit'):
+        read_label_map(str(tmp_path / 'bomb.png'), 6)
+
+
 def test_datalist_check_prints_its_error_alone(tmp_path, capfd):
     good = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
     (tmp_path / 'odd.png').write_bytes(_bad_profile_png(good))

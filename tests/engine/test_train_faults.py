@@ -2623,3 +2623,24 @@ def test_a_fifo_at_matplotlibs_font_cache_is_refused_before_the_run_and_named_af
     info = run_json(tiny / 'runs' / tag)
     assert info['status'] == 'finished' and info['unwritten'] == [said]
     assert not (tiny / 'runs' / tag / 'curves.png').exists()
+
+
+def test_a_chart_that_crashes_matplotlib_in_the_training_process_loses_the_chart_not_the_run(tiny, tmp_path):
+    """font.size 1e9 in a matplotlibrc: matplotlib's C++ code throws, and
+    in `train` (Caffe's glog loads libunwind, which takes over unwinding)
+    the process died of SIGSEGV or SIGABRT at its curves, nothing said,
+    run.json "running", a temp file left (pass 49c S1). Charts are drawn in
+    a child process there: the run ends naming the chart."""
+    tag = 'fontsize'
+    solver(tiny, tag, max_iter=20, snapshot=10)
+    (tmp_path / 'matplotlibrc').write_text('font.size: 1e9\n')
+    res = subprocess.run(CLI + ['train', str(tiny / ('%s.prototxt' % tag)), '--run-dir', 'run'], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300, env=ENV)
+    assert res.returncode == 1, res.stderr
+    assert re.search(r'^caffe-mlic train: trained to iteration 20, but matplotlib could not draw run/curves.png \(it '
+                     r'crashed: SIG(SEGV|ABRT); its settings, matplotlibrc, or fonts\?\); the last snapshot is '
+                     r'snap_fontsize/w_iter_20.solverstate\n$', res.stderr), res.stderr
+    info = json.loads((tmp_path / 'run' / 'run.json').read_text())
+    assert info['status'] == 'finished' and len(info['unwritten']) == 1
+    assert sorted(p.name for p in (tmp_path / 'run').iterdir()) == ['log.csv', 'log.jsonl', 'net.prototxt',
+                                                                     'run.json', 'solver.prototxt']
