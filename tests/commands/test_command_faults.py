@@ -827,7 +827,8 @@ def test_a_special_file_matplotlib_reads_is_named_not_waited_on(tmp_path, where,
                                              'zero; its settings, matplotlibrc, or fonts?)'),
     (b'font.family: \xff\xfe\n', "matplotlib cannot be imported (UnicodeDecodeError: 'utf-8' codec can't decode byte "
                                  "0xff in position 13: invalid start byte; its settings, {rc}?)"),
-    (b'#' * (1 << 20) + b'\n', '{rc}: the file is 1048577 bytes, more than the 1048576 a matplotlibrc may have')])
+    (b'#' * (1 << 20) + b'\n', '{rc}: the file is 1048577 bytes, more than the 1048576 a matplotlibrc may have')],
+    ids=['dpi-40000', 'dpi-0', 'empty-cycle', 'not-utf8', 'over-1-mib'])
 def test_a_matplotlibrc_matplotlib_fails_on_is_one_line(tmp_path, settings, said):
     """savefig.dpi 40000 or 0, an empty colour cycle in the working
     folder's matplotlibrc, or one that is not UTF-8: a traceback from every
