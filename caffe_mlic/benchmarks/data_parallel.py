@@ -40,10 +40,22 @@ layer { name: "relu%d" type: "ReLU" bottom: "conv%d" top: "conv%d" }
 
 
 def _train(command, cwd, run_dir, env):
-    res = subprocess.run(command + ['train', 'solver.prototxt', '--run-dir', run_dir], cwd=cwd,
-                         capture_output=True, text=True, env=env, timeout=1800)
-    if res.returncode:
-        raise RuntimeError('%s failed: %s' % (' '.join(command), res.stderr[-2000:]))
+    from caffe_mlic.errors import RunError
+    with tempfile.TemporaryFile('w+', encoding='utf-8', errors='replace') as err:
+        proc = subprocess.Popen(command + ['train', 'solver.prototxt', '--run-dir', run_dir], cwd=cwd,
+                                stdout=subprocess.DEVNULL, stderr=err, env=env)
+        try:
+            code = proc.wait(timeout=1800)
+        except BaseException:
+            _stop(proc)
+            raise
+        if code:
+            err.seek(0)
+            lines = [line.strip() for line in err.read().splitlines() if line.strip()]
+            ours = [line for line in lines if line.startswith('caffe-mlic ')]     # (train's one line, if it said one)
+            raise RunError('data_parallel: its training (%s) failed: %s' % (
+                'mpirun' if 'mpirun' in command[0] else 'one process',
+                (ours or lines or ['exit %d' % code])[-1]))
     with open(os.path.join(cwd, run_dir, 'run.json')) as f:
         info = json.load(f)
     from caffe_mlic.engine import logs
@@ -51,6 +63,24 @@ def _train(command, cwd, run_dir, env):
     skip = max(1, len(rows) // 5)        # (the first iterations: caches and allocations)
     per_iteration = (rows[-1]['elapsed'] - rows[skip]['elapsed']) / (len(rows) - 1 - skip)
     return per_iteration, info
+
+
+def _stop(proc):
+    """Stop the training ``proc`` after a stop signal or a timeout here,
+    letting it clean up: mpirun killed at once (subprocess.run's way) left
+    Open MPI's shared-memory segments in /dev/shm and its session folder.
+    One that had the signal too (the terminal's whole group) is given a
+    moment to end first; then SIGTERM, then SIGKILL."""
+    import signal
+    for action, wait in ((None, 3), (signal.SIGTERM, 60), (signal.SIGKILL, 10)):
+        if proc.poll() is not None:
+            return
+        if action is not None:
+            proc.send_signal(action)
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def run(report, quick):

@@ -422,6 +422,47 @@ def test_bench_data_parallel_measures_one_and_two_ranks():
     assert any('VGG16' in name for name, *_ in report.rows)
 
 
+def test_bench_data_parallel_says_a_failed_training_in_one_line(tmp_path):
+    """The training a benchmark runs failing (here: no solver) was a
+    RuntimeError traceback around train's own line (pass 49b S1)."""
+    from caffe_mlic.benchmarks import data_parallel
+    from caffe_mlic.errors import RunError
+    with pytest.raises(RunError) as e:
+        data_parallel._train([sys.executable, '-m', 'caffe_mlic.cli'], str(tmp_path), 'one', dict(os.environ))
+    assert str(e.value).startswith('data_parallel: its training (one process) failed: caffe-mlic train: ')
+    assert '\n' not in str(e.value)
+
+
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+def test_stopping_bench_while_mpirun_trains_leaves_nothing_of_open_mpi(tmp_path, signum):
+    """Ctrl-C (or SIGTERM) to the group while `bench data_parallel` ran
+    its mpirun: subprocess.run SIGKILLed mpirun, which left its shared-
+    memory segments in /dev/shm and its session folder in TMPDIR (13 of
+    20 trials, pass 49b S2). mpirun now ends on its own, or on SIGTERM."""
+    (tmp_path / 'tmp').mkdir()
+    before = set(os.listdir('/dev/shm'))
+    proc = subprocess.Popen(CLI + ['bench', '--quick', 'data_parallel'], cwd=tmp_path, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, TMPDIR=str(tmp_path / 'tmp')), restore_signals=True)
+    try:
+        deadline = time.time() + 120
+        while not subprocess.run(['pgrep', '-g', str(proc.pid), '-x', 'mpirun'], capture_output=True).stdout:
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+        time.sleep(1.0)         # (its ranks started)
+        os.killpg(proc.pid, signum)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode in (128 + signum, 1), err         # (1: mpirun ended first, saying how)
+    assert 'Traceback' not in err and err.count('\n') == 1, err
+    left = set(os.listdir('/dev/shm')) - before
+    assert not [name for name in left if name.startswith('vader_segment')], left
+    assert list((tmp_path / 'tmp').iterdir()) == []
+
+
 def test_ranks_given_different_arguments_are_refused_naming_the_rank(tiny):
     net = 'nets2/wsddn/wsddn_train.prototxt'
     write_solver(tiny, 'args', net)
