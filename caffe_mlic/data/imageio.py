@@ -330,9 +330,9 @@ def read_image(path, error=InputError):
     path when the file is missing, unreadable, too large or not an image. A
     PNG's image data is inflated once first (module docstring)."""
     if not os.path.isfile(path):
-        from caffe_mlic.fileio import file_kind_problem     # (its words for a symlink loop)
-        raise error('%s: %s' % (path, 'not a regular file (a device, FIFO or folder), not an image'
-                                if os.path.exists(path) else file_kind_problem(path, 'image file')))
+        from caffe_mlic.errors import path_kind     # (what is there: 'a FIFO', 'a symlink loop')
+        kind = path_kind(path)
+        raise error('%s: %s' % (path, 'no such image file' if kind is None else '%s, not a file' % kind))
     img, why = _decode(path, thorough=True)
     if img is None:
         raise error('%s: cannot read image (%s)' % (path, why))
