@@ -215,36 +215,13 @@ def _in_child(write, tmp, path):
     """``write(tmp)`` in a forked child; RunError naming ``path`` when it fails
     or the child dies (Caffe's abort), with the last lines it printed."""
     import signal
-    import sys
     from caffe_mlic.errors import RunError
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:            # the child: never returns into the caller's code
-        code = 1
-        try:
-            os.close(read_end)
-            os.dup2(write_end, 2)
-            import faulthandler
-            faulthandler.disable()      # Caffe's abort is reported by the parent, not dumped
-            write(tmp)
-            code = 0
-        except BaseException as e:      # noqa: B902 (reported through the pipe)
-            with contextlib.suppress(Exception):
-                os.write(2, ('%s\n' % (str(e) or type(e).__name__)).encode('utf-8', 'replace'))
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    chunks = []
-    with os.fdopen(read_end, 'rb') as r:
-        for chunk in iter(lambda: r.read(65536), b''):
-            chunks.append(chunk)
-    _, status = os.waitpid(pid, 0)
+    from caffe_mlic.processes import in_fork
+    status, printed = in_fork(lambda: write(tmp), lambda e: ('%s\n' % (str(e) or type(e).__name__)).encode(
+        'utf-8', 'replace'), stderr_into_pipe=True)
     if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
         return
-    lines = [line.strip() for line in b''.join(chunks).decode('utf-8', 'replace').splitlines()
+    lines = [line.strip() for line in printed.decode('utf-8', 'replace').splitlines()
              if line.strip() and not line.lstrip().startswith(('@', '***', 'HDF5-DIAG', '#'))]
     checks = [line for line in lines if 'Check failed' in line or 'Error' in line]
     why = (checks or lines or [''])[-1]

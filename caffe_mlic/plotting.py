@@ -238,33 +238,13 @@ def _drawn_in_child(function, args, kwargs, path):
     or RunError saying how the child died."""
     import json
     import signal
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:            # the child: never returns into the caller's code
-        code = 1
-        try:
-            os.close(read_end)
-            import faulthandler
-            faulthandler.disable()
-            quiet = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(quiet, 2)           # (C++'s "terminate called after ..." on an abort)
-            function(*args, **kwargs)
-            code = 0
-        except BaseException as e:      # noqa: B902 (told to the parent)
-            told = (dict(errno=e.errno, strerror=e.strerror, filename=e.filename)
-                    if isinstance(e, OSError) and e.strerror else
-                    dict(text=str(e)) if isinstance(e, MlicError) else dict(text=failure_text(e, path)))
-            with contextlib.suppress(Exception):
-                os.write(write_end, json.dumps(told).encode('utf-8', 'surrogateescape'))
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end, 'rb') as r:
-        told = r.read()
-    _, status = os.waitpid(pid, 0)
+    from caffe_mlic.processes import in_fork
+
+    def said(e):
+        return json.dumps(dict(errno=e.errno, strerror=e.strerror, filename=e.filename)
+                          if isinstance(e, OSError) and e.strerror else dict(text=str(e)) if isinstance(e, MlicError)
+                          else dict(text=failure_text(e, path))).encode('utf-8', 'surrogateescape')
+    status, told = in_fork(lambda: function(*args, **kwargs), said, stderr_into_pipe=False)
     if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
         return path
     if told:

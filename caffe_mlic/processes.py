@@ -549,3 +549,37 @@ def unlock_file(lock):
     with contextlib.suppress(OSError):
         os.unlink(open_file_path(lock, lock.name))
     lock.close()
+
+
+def in_fork(work, said, stderr_into_pipe):
+    """``work()`` in a forked child, which never returns into the caller's
+    code (a crash there, Caffe's abort or a C++ exception under libunwind,
+    ends only the child): (its wait status, the bytes it wrote back). On an
+    exception the child writes ``said(exception)`` (bytes) back and exits 1.
+    stderr_into_pipe: what it prints on stderr comes back too (Caffe's
+    CHECK lines); else it goes to /dev/null (C++'s "terminate called ...")."""
+    import sys
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(read_end)
+            import faulthandler
+            faulthandler.disable()      # (a crash is said by the parent, not dumped)
+            os.dup2(write_end if stderr_into_pipe else os.open(os.devnull, os.O_WRONLY), 2)
+            work()
+            code = 0
+        except BaseException as e:      # noqa: B902 (told to the parent)
+            with contextlib.suppress(Exception):
+                os.write(write_end, said(e))
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, 'rb') as r:
+        data = r.read()
+    _, status = os.waitpid(pid, 0)
+    return status, data
