@@ -119,22 +119,28 @@ def load_palette(spec):
 # ---------------------------------------------------------------- conversions
 
 
+CODE_BLOCK_PIXELS = 1 << 22
+
+
 def colour_to_index(rgb, palette, unknown='error', where='label map'):
     """(H, W, 3) RGB uint8 -> (H, W) uint8 class indices; black -> IGNORE_LABEL
     (unless a class is black); other colours outside the palette raise a
     LabelMapError naming ``where`` and the first such pixel, or become
     IGNORE_LABEL with unknown='ignore'."""
-    codes = _codes(rgb)
-    pos = np.searchsorted(palette._sorted_codes, codes)
-    pos_clipped = np.minimum(pos, len(palette._sorted_codes) - 1)
-    known = palette._sorted_codes[pos_clipped] == codes
-    out = np.where(known, palette._order[pos_clipped], IGNORE_LABEL).astype(np.uint8)
-    if not palette.black_is_class:
-        known |= codes == 0
+    out = np.empty(rgb.shape[:2], np.uint8)
+    known = np.empty(rgb.shape[:2], bool)
+    # a block of rows at a time: the int64 intermediates of a whole 2^28-pixel map peaked at ~11 GB
+    rows = max(1, CODE_BLOCK_PIXELS // max(1, rgb.shape[1]))
+    for top in range(0, rgb.shape[0], rows):
+        codes = _codes(rgb[top:top + rows])
+        pos = np.minimum(np.searchsorted(palette._sorted_codes, codes), len(palette._sorted_codes) - 1)
+        found = palette._sorted_codes[pos] == codes
+        out[top:top + rows] = np.where(found, palette._order[pos], IGNORE_LABEL)
+        known[top:top + rows] = found if palette.black_is_class else found | (codes == 0)
     if unknown == 'error' and not known.all():
         bad = ~known
         y, x = np.argwhere(bad)[0]
-        colours = np.unique(codes[bad])
+        colours = np.unique(_codes(rgb[bad]))
         shown = ', '.join('(%d, %d, %d)' % (c >> 16, (c >> 8) & 255, c & 255) for c in colours[:5])
         raise LabelMapError('%s: %d pixels have colours outside the %s palette, first at x=%d y=%d; '
                             'colours %s%s (label_format "index" reads class indices; '

@@ -87,6 +87,23 @@ def test_unknown_colour_is_an_error_or_ignored(tmp_path):
     assert labels[2, 3] == IGNORE_LABEL and (np.delete(labels.ravel(), 2 * 5 + 3) == 0).all()
 
 
+def test_colours_are_read_in_blocks_of_rows_as_a_whole_map_is(monkeypatch):
+    """A block of rows at a time (a 2^28-pixel colour map peaked at ~11 GB
+    of intermediates, pass 49c M2): the same indices, the same first
+    unknown pixel, as one block."""
+    from caffe_mlic.data import labelmaps
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 6, (13, 7)).astype(np.uint8)
+    labels[5, 2] = IGNORE_LABEL
+    rgb = index_to_colour(labels, isprs_palette())
+    whole = colour_to_index(rgb, isprs_palette())
+    monkeypatch.setattr(labelmaps, 'CODE_BLOCK_PIXELS', 10)      # (blocks of 1 row)
+    assert (colour_to_index(rgb, isprs_palette()) == whole).all() and (whole == labels).all()
+    rgb[9, 4] = rgb[11, 1] = (12, 34, 56)
+    with pytest.raises(LabelMapError, match=r'2 pixels have colours outside the isprs palette, first at x=4 y=9'):
+        colour_to_index(rgb, isprs_palette())
+
+
 def test_index_values_outside_the_classes(tmp_path):
     labels = np.zeros((3, 3), np.uint8)
     labels[1, 2] = 7
