@@ -255,8 +255,10 @@ def _drawn_in_child(function, args, kwargs, path):
     from caffe_mlic.processes import sweep_owned_files
     with contextlib.suppress(OSError):      # (the temp file the dead child was writing)
         sweep_owned_files(os.path.dirname(os.path.abspath(os.fspath(path))), None, '.tmp')
-    how = (signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status)
-           and os.WTERMSIG(status) in signal.Signals._value2member_map_ else 'status %d' % status)
+    signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    how = (signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else 'status %d' % status)
+    if signum in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):     # (from outside)
+        raise RunError('%s was not drawn: the process drawing it was killed (%s)' % (path, how))
     raise RunError('matplotlib could not draw %s (it crashed: %s; its settings, matplotlibrc, or fonts?)'
                    % (path, how))
 

@@ -551,6 +551,19 @@ def unlock_file(lock):
     lock.close()
 
 
+def die_with_parent(parent_pid):
+    """This process gets SIGKILL from the kernel when its parent (the thread
+    that started it) ends, however it ends: a child blocked in a read never
+    sees its pipe close, and one that outlives a SIGKILLed run keeps what it
+    inherited (the run folder's lock). Linux; elsewhere a no-op past the
+    parent check."""
+    import ctypes
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)   # PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:      # (it ended before the call)
+        os._exit(0)
+
+
 def in_fork(work, said, stderr_into_pipe):
     """``work()`` in a forked child, which never returns into the caller's
     code (a crash there, Caffe's abort or a C++ exception under libunwind,
@@ -563,10 +576,12 @@ def in_fork(work, said, stderr_into_pipe):
         with contextlib.suppress(Exception):
             stream.flush()
     read_end, write_end = os.pipe()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
+            die_with_parent(parent)     # (a SIGKILLed caller left it holding the run folder's lock)
             os.close(read_end)
             import faulthandler
             faulthandler.disable()      # (a crash is said by the parent, not dumped)

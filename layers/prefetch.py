@@ -43,6 +43,7 @@ import caffe
 import cv2
 import numpy as np
 
+from caffe_mlic import processes
 from caffe_mlic.processes import own_multiprocessing_temp, start_without_sigint
 from .minibatch import DataLoadError, fill_batch
 
@@ -70,25 +71,13 @@ def fill_images(buffer, start, payload, context):
         del out        # a live view would keep the slot from closing
 
 
-def _die_with_parent(parent_pid):
-    """SIGKILL from the kernel when the process that started this worker
-    ends, however it ends: a worker blocked in a read (a stalled network
-    mount) never sees its pipe close, and would outlive a SIGKILLed run.
-    (Linux; elsewhere the pipe and the parent pid checks stay.)"""
-    import ctypes
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)   # PR_SET_PDEATHSIG
-    if os.getppid() != parent_pid:      # (it ended before the call)
-        os._exit(0)
-
-
 def _worker_main(conn, slot_fds, slot_bytes, filler, context, parent_pid, die_with_parent=False):
     """A data worker. In: tasks (batch_no, slot, start, payload), done by
     filler(slot buffer, start, payload, context). Out: (batch_no, start, error or None).
     die_with_parent: started from the parent's main thread (the kernel's
     death signal follows the thread that started the worker)."""
     if die_with_parent:
-        _die_with_parent(parent_pid)
+        processes.die_with_parent(parent_pid)
     # A Ctrl-C in the terminal reaches the whole process group: the main
     # process stops between iterations and needs its workers until then. The
     # worker was started with SIGINT blocked (PrefetchWorkers), so one that

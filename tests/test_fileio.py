@@ -1,5 +1,6 @@
 """Files we write are written atomically: whole or not at all, with the
 mode a plain open() would give."""
+import contextlib
 import os
 import stat
 
@@ -497,3 +498,44 @@ def test_open_regular_says_a_symlink_loop_or_a_link_to_nothing(tmp_path, capsys)
     assert cli.main(['netgen', '-o', str(tmp_path / 'ng'), '--classes-file', str(tmp_path / 'loop')]) == 1
     assert capsys.readouterr().err == 'caffe-mlic netgen: %s: cannot read class list: a symlink loop, not a file\n' % (
         tmp_path / 'loop')
+
+
+def test_a_forked_child_dies_with_its_parent(tmp_path):
+    """A chart drawn in a child (processes.in_fork) outlived a SIGKILLed
+    `train`, holding its run folder's lock until it finished drawing, and
+    --resume auto was refused meanwhile (pass 50c S1)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    script = ('import os, sys, time\n'
+              'from caffe_mlic.processes import in_fork\n'
+              'def work():\n'
+              '    open(sys.argv[1], "w").write(str(os.getpid()))\n'
+              '    time.sleep(60)\n'
+              'in_fork(work, lambda e: b"", stderr_into_pipe=False)\n')
+    pid_file = tmp_path / 'child.pid'
+    parent = subprocess.Popen([sys.executable, '-c', script, str(pid_file)])
+    try:
+        deadline = time.time() + 60
+        while not (pid_file.exists() and pid_file.read_text()):
+            assert time.time() < deadline and parent.poll() is None
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.time() + 10
+        while os.path.exists('/proc/%d' % child) and time.time() < deadline:
+            with open('/proc/%d/stat' % child) as f:
+                if f.read().split(') ')[1].startswith('Z'):     # (a zombie until init reaps it)
+                    break
+            time.sleep(0.05)
+        alive = os.path.exists('/proc/%d' % child) and not open('/proc/%d/stat' % child).read().split(') ')[1] \
+            .startswith('Z')
+        assert not alive
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        if pid_file.exists() and pid_file.read_text():
+            with contextlib.suppress(OSError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)

@@ -274,10 +274,27 @@ def without_colour_profile(data):
     return np.concatenate([data[a:b] for a, b in zip(bounds[::2], bounds[1::2])])
 
 
+# The formats of IMAGE_EXTENSIONS, by their first bytes. OpenCV decodes more
+# (Radiance HDR, OpenEXR, ...), but their headers escape the pixel bound (PIL
+# cannot read them), their decoders leave a copy of the file in /tmp when
+# they fail, and their C++ exceptions abort a process that loaded Caffe.
+_SIGNATURES = (b'\xff\xd8', PNG_SIGNATURE, b'BM', b'II*\x00', b'MM\x00*', b'P2', b'P3', b'P5', b'P6')
+
+
+def format_problem(data):
+    """Why image bytes are of no format we read (_SIGNATURES), or None."""
+    head = data[:16].tobytes()
+    if head.startswith(_SIGNATURES) or head[:4] == b'RIFF' and head[8:12] == b'WEBP':
+        return None
+    return 'not an image of a format read here (JPEG, PNG, BMP, TIFF, PGM/PPM, WebP)'
+
+
 def _problem(data, thorough=False):
     """Why these image bytes are not decoded, found without decoding them, or None."""
     if not data.size:
         return 'the file is empty (0 bytes)'
+    if format_problem(data):
+        return format_problem(data)
     if _truncated_jpeg(data):
         return 'a truncated JPEG: no end-of-image marker'
     if truncated_png(data):

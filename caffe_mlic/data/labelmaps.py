@@ -254,7 +254,7 @@ def read_label_map(path, num_classes=None, palette=None, label_format='auto', un
     Errors name ``where`` (e.g. 'train.txt:12: label') and the file."""
     import cv2
     where = '%s: %s' % (where, path) if where else path
-    from caffe_mlic.data.imageio import file_bytes, size_problem, truncated_png, without_colour_profile
+    from caffe_mlic.data.imageio import file_bytes, format_problem, size_problem, truncated_png, without_colour_profile
     try:
         data = file_bytes(path)
     except (OSError, ValueError) as e:
@@ -263,9 +263,9 @@ def read_label_map(path, num_classes=None, palette=None, label_format='auto', un
         raise LabelMapError('%s: cannot read label map (a truncated PNG: no IEND chunk)' % where)
     # the images' pixel bound, from the header: past it OpenCV asserts, and where Caffe's glog has
     # loaded libunwind a C++ exception aborts the process (a training: SIGSEGV, nothing said)
-    too_large = data.size and size_problem(data)
-    if too_large:
-        raise LabelMapError('%s: cannot read label map (%s)' % (where, too_large))
+    refused = data.size and (format_problem(data) or size_problem(data))
+    if refused:
+        raise LabelMapError('%s: cannot read label map (%s)' % (where, refused))
     try:
         img = cv2.imdecode(without_colour_profile(data), cv2.IMREAD_UNCHANGED) if data.size else None
     except cv2.error:

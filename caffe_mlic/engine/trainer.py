@@ -731,6 +731,8 @@ class Trainer:
             plotting.draw_curves(self.log.records, os.path.join(io_dir, 'curves.png'),
                                  title=self.solver_file.stem, replace_special=True)
         except Exception as e:      # noqa: BLE001 (matplotlib raises ValueError, RuntimeError... on its settings)
+            with contextlib.suppress(OSError):
+                self._follow_run_dir()      # (named where the folder is now: it may have moved while it drew)
             return plotting.failure_text(e, os.path.join(self.run_dir, 'curves.png')).replace(io_dir, self.run_dir)
         return None
 
@@ -1194,9 +1196,11 @@ class Trainer:
                                                 == info.get('last_snapshot_id') else None)))
             curves = os.path.join(self.run_dir, 'curves.png')
             if self.leader and not os.path.lexists(curves):     # (killed before it drew them)
-                with contextlib.suppress(Exception):    # (a view of the log: a run whole without it)
+                try:
                     plotting.draw_curves(logs.read_records(os.path.join(self.run_dir, logs.JSONL)), curves,
                                          title=self.solver_file.stem, replace_special=True)
+                except Exception as e:      # noqa: BLE001 (a view of the log: the run is whole without it)
+                    self.note('curves.png not drawn (%s)' % plotting.failure_text(e, curves))
             return dict(info, final_iteration=self.solver_file.param.max_iter, last_snapshot=done.state,
                         run_dir=os.path.abspath(self.run_dir))
         except BaseException:

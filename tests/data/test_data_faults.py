@@ -400,6 +400,28 @@ def test_a_label_map_whose_header_claims_too_many_pixels_is_refused_before_openc
         read_label_map(str(tmp_path / 'bomb.png'), 6)
 
 
+def test_formats_opencv_reads_but_we_do_not_are_refused_before_opencv(tmp_path):
+    """A Radiance HDR whose header claims 40000 x 40000 px, or an OpenEXR
+    stub, renamed over an image or a label map mid-run: PIL reads neither
+    header (no pixel bound), OpenCV threw, which aborted `train` (SIGABRT,
+    libunwind), and left a copy of the file in /tmp/__opencv_temp.* (pass
+    50c S2, S3). Only the formats of IMAGE_EXTENSIONS are decoded."""
+    import glob
+    import tempfile
+    from caffe_mlic.data.imageio import decode_file, why_undecodable
+    from caffe_mlic.data.labelmaps import LabelMapError, read_label_map
+    (tmp_path / 'x.hdr').write_bytes(b'#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 40000 +X 40000\n' + b'\x02\x02' * 2000)
+    (tmp_path / 'x.exr').write_bytes(b'\x76\x2f\x31\x01\x02\x00\x00\x00' + b'\x00' * 200)
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), '__opencv_temp*')))
+    for name in ('x.hdr', 'x.exr'):
+        path = str(tmp_path / name)
+        assert decode_file(path) is None
+        assert why_undecodable(path) == 'not an image of a format read here (JPEG, PNG, BMP, TIFF, PGM/PPM, WebP)'
+        with pytest.raises(LabelMapError, match='cannot read label map \\(not an image of a format read here'):
+            read_label_map(path, 6)
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), '__opencv_temp*'))) <= before
+
+
 def test_datalist_check_prints_its_error_alone(tmp_path, capfd):
     good = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
     (tmp_path / 'odd.png').write_bytes(_bad_profile_png(good))

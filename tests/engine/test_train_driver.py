@@ -715,3 +715,24 @@ def test_curves_matplotlib_cannot_draw_end_nothing_mid_run_and_are_named_at_the_
     assert len(info['unwritten']) == 1 and re.match(why, info['unwritten'][0])
     assert [r['iteration'] for r in records(run_dir) if r['phase'] == 'test'] == [2, 4, 6]
     assert not (run_dir / 'curves.png').exists()
+
+
+def test_a_finished_run_whose_curves_cannot_be_drawn_says_so_when_run_again(tiny, tmp_path, monkeypatch, capsys):
+    """curves.png missing from a finished run is drawn by `--resume auto`
+    ("nothing to train"); when it could not be, nothing was said, exit 0
+    (pass 50c M1). The run is whole: exit 0, a note naming why."""
+    import matplotlib
+    monkeypatch.chdir(tmp_path)
+    solver = write_solver(tmp_path, 'again', nets=tiny, max_iter=2, snapshot=2, test_interval=0,
+                          snapshot_prefix=str(tmp_path / 'snap' / 'w'))
+    run_dir = tmp_path / 'runs' / 'again'
+    assert cli.main(['train', solver, '--run-dir', str(run_dir)]) == 0
+    (run_dir / 'curves.png').unlink()
+    monkeypatch.setitem(matplotlib.rcParams, 'savefig.dpi', 40000)
+    capsys.readouterr()
+    assert cli.main(['train', solver, '--run-dir', str(run_dir), '--resume', 'auto']) == 0
+    err = capsys.readouterr().err
+    assert 'at max_iter 2 already: nothing to train' in err, err
+    assert 'curves.png not drawn (matplotlib could not draw %s (ValueError: Image size of' % (run_dir / 'curves.png') \
+        in err, err
+    assert not (run_dir / 'curves.png').exists()

@@ -346,7 +346,7 @@ def test_hard_mask_problems_name_the_file(tmp_path):
         _evaluate(p, g, hard_masks=h)
     with open(os.path.join(h, 't.png'), 'wb') as f:
         f.write(b'not a png')
-    with pytest.raises(InputError, match=r't\.png: hard-pixel mask cannot be read \(empty, corrupt'):
+    with pytest.raises(InputError, match=r't\.png: hard-pixel mask cannot be read \(not an image of a format read here'):
         _evaluate(p, g, hard_masks=h)
     with pytest.raises(InputError, match=r'^%s: no such hard-pixel mask folder$' % os.path.join(h, 'no')):
         _evaluate(p, g, hard_masks=os.path.join(h, 'no'))
