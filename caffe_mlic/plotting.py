@@ -244,7 +244,16 @@ def _drawn_in_child(function, args, kwargs, path):
         return json.dumps(dict(errno=e.errno, strerror=e.strerror, filename=e.filename)
                           if isinstance(e, OSError) and e.strerror else dict(text=str(e)) if isinstance(e, MlicError)
                           else dict(text=failure_text(e, path))).encode('utf-8', 'surrogateescape')
-    status, told = in_fork(lambda: function(*args, **kwargs), said, stderr_into_pipe=False)
+    from caffe_mlic.processes import sweep_owned_files
+
+    def sweep():        # (the temp file of a child that died or was killed while it wrote)
+        with contextlib.suppress(OSError):
+            sweep_owned_files(os.path.dirname(os.path.abspath(os.fspath(path))), None, '.tmp')
+    try:
+        status, told = in_fork(lambda: function(*args, **kwargs), said, stderr_into_pipe=False)
+    except BaseException:
+        sweep()
+        raise
     if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
         return path
     if told:
@@ -252,9 +261,7 @@ def _drawn_in_child(function, args, kwargs, path):
         if 'errno' in told:
             raise OSError(told['errno'], told['strerror'], told['filename'])
         raise RunError(told['text'])
-    from caffe_mlic.processes import sweep_owned_files
-    with contextlib.suppress(OSError):      # (the temp file the dead child was writing)
-        sweep_owned_files(os.path.dirname(os.path.abspath(os.fspath(path))), None, '.tmp')
+    sweep()
     signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
     how = (signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else 'status %d' % status)
     if signum in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):     # (from outside)

@@ -594,7 +594,49 @@ def in_fork(work, said, stderr_into_pipe):
         finally:
             os._exit(code)
     os.close(write_end)
-    with os.fdopen(read_end, 'rb') as r:
-        data = r.read()
+    try:
+        data = _child_output(read_end, pid)
+    except BaseException:       # (a stop signal raised here: the child goes first, its temp file with it)
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
     _, status = os.waitpid(pid, 0)
     return status, data
+
+
+STOP_GRACE = 10.0   # seconds a forked child may go on after a stop signal the caller only records (train: a draw)
+
+
+def _child_output(read_end, pid):
+    """What the child writes back, read until it closes its end. A stop
+    signal reaches the caller's handler as before (it may raise, or record
+    it for later); a child still running STOP_GRACE s after it is killed:
+    one blocked on a FIFO nobody reads would hold a recorded stop for ever."""
+    import select
+    import time
+    stopped = []
+
+    def chained(previous):
+        def on_stop(signum, frame):
+            stopped.append(time.monotonic())
+            if callable(previous):
+                previous(signum, frame)
+            elif previous == signal.SIG_DFL:    # (the default: the process ends, the child first)
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+        return on_stop
+    chunks = []
+    with os.fdopen(read_end, 'rb', buffering=0) as r, \
+            handling({s: chained(signal.getsignal(s)) for s in STOP_SIGNALS}):
+        while True:
+            if stopped and time.monotonic() - stopped[0] > STOP_GRACE:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            if select.select([r], [], [], 0.2)[0]:
+                chunk = r.read(65536)
+                if not chunk:
+                    return b''.join(chunks)
+                chunks.append(chunk)

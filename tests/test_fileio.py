@@ -539,3 +539,49 @@ def test_a_forked_child_dies_with_its_parent(tmp_path):
         if pid_file.exists() and pid_file.read_text():
             with contextlib.suppress(OSError):
                 os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+@pytest.mark.parametrize('held', [True, False])
+def test_a_stop_signal_ends_a_forked_child_that_blocks(tmp_path, held):
+    """A chart drawn in a forked child onto a FIFO nobody reads: the parent
+    recorded SIGTERM (its outputs' renames hold stop signals) and waited on
+    the child for ever (pass 50b S1). A child still running STOP_GRACE s
+    after a recorded stop is killed; one whose stop raises goes at once."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    script = ('import os, sys, time\n'
+              'from caffe_mlic import processes\n'
+              'processes.STOP_GRACE = 0.5\n'
+              'def work():\n'
+              '    open(sys.argv[1], "w").write(str(os.getpid()))\n'
+              '    time.sleep(60)\n'
+              'def run():\n'
+              '    return processes.in_fork(work, lambda e: b"", stderr_into_pipe=False)\n'
+              'if sys.argv[2] == "held":\n'
+              '    with processes.signals_held() as held:\n'
+              '        status, _ = run()\n'
+              '    print(held, os.WIFSIGNALED(status) and os.WTERMSIG(status))\n'
+              'else:\n'
+              '    try:\n'
+              '        run()\n'
+              '    except KeyboardInterrupt:\n'
+              '        print("interrupted")\n')
+    pid_file = tmp_path / 'child.pid'
+    parent = subprocess.Popen([sys.executable, '-c', script, str(pid_file), 'held' if held else 'raised'],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while not (pid_file.exists() and pid_file.read_text()):
+            assert time.time() < deadline and parent.poll() is None
+            time.sleep(0.05)
+        parent.send_signal(signal.SIGTERM if held else signal.SIGINT)
+        out, _ = parent.communicate(timeout=20)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    assert out == ('[%d] %d\n' % (signal.SIGTERM, signal.SIGKILL) if held else 'interrupted\n'), out
+    assert not os.path.exists('/proc/%s' % pid_file.read_text())

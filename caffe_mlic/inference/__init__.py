@@ -10,7 +10,7 @@ def model_and_images(files, image_args):
     """The commands that run a model on images: every file of ``files`` (net,
     weights; None skipped) must exist, and ``image_args`` (files or folders)
     must name at least one image. Returns the image paths."""
-    from caffe_mlic.fileio import file_kind_problem, input_file_problem
+    from caffe_mlic.fileio import input_file_problem
     for path in filter(None, files):
         if input_file_problem(path):
             raise InputError(input_file_problem(path))
@@ -18,9 +18,10 @@ def model_and_images(files, image_args):
     if not images:
         raise InputError('no image files in %s' % ', '.join(image_args))
     missing = [p for p in images if not os.path.isfile(p)]
-    if missing:     # before any output is written
-        raise InputError(problems=[(printable(p), None, None, file_kind_problem(p, 'image file') +
-                                    (', not an image' if os.path.exists(p) else '')) for p in missing])
+    if missing:     # before any output is written: what is there instead ('a FIFO, not a file'), as read_image says
+        from caffe_mlic.errors import path_kind
+        raise InputError(problems=[(printable(p), None, None, 'no such image file' if path_kind(p) is None
+                                    else '%s, not a file' % path_kind(p)) for p in missing])
     return images
 
 

@@ -11,7 +11,7 @@ import math
 import os
 import shutil
 
-from caffe_mlic.errors import in_the_way
+from caffe_mlic.errors import RunError, in_the_way
 from caffe_mlic.fileio import atomic_files, atomic_write, json_ready
 
 STYLE = """
@@ -98,6 +98,11 @@ def staging(run):
         raise type(e)(e.errno, e.strerror, out_dir) from e
     try:
         yield folder
+    except RunError as e:       # (a picture that failed is named where it would have gone, not in here)
+        said = str(e).replace(os.path.abspath(folder), os.path.abspath(out_dir)).replace(folder, out_dir)
+        if said == str(e):
+            raise
+        raise RunError(said) from None
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         os.close(lock)

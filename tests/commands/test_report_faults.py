@@ -1006,3 +1006,16 @@ def test_the_report_goes_by_the_system_a_run_recorded(tmp_path, capsys):
     for argv in (['report', str(scas)], ['scasnet', 'report', str(scas)]):
         assert cli.main(argv) == 1
         assert '%s: a ScasNet run with no evaluated net yet' % scas in capsys.readouterr().err
+
+
+def test_a_picture_that_fails_is_named_where_it_would_go_not_in_the_staging_folder(tmp_path):
+    """A chart matplotlib could not draw was named in RUN/.report.<pid>...tmp,
+    a folder gone by the time the line is read (pass 50b M2)."""
+    from caffe_mlic.errors import RunError
+    from caffe_mlic.report import pictures_dir, staging
+    with pytest.raises(RunError) as e:
+        with staging(str(tmp_path)) as folder:
+            raise RunError('matplotlib could not draw %s (ValueError: dpi must be positive)'
+                           % os.path.join(folder, 'kd_gain_per_class.png'))
+    assert str(e.value) == 'matplotlib could not draw %s (ValueError: dpi must be positive)' % os.path.join(
+        pictures_dir(str(tmp_path)), 'kd_gain_per_class.png')

@@ -599,3 +599,16 @@ def test_datalist_check_refuses_a_device_a_fifo_and_a_folder(tmp_path):
         res = run_cli(['datalist', 'check', source, '--att-num', 6, '--bbox-num', 10], tmp_path, timeout=60)
         assert res.returncode == 1, res.stderr
         assert '%s: cannot read the datalist: not a regular file' % source in res.stdout + res.stderr
+
+
+def test_the_commands_that_run_a_model_say_what_is_there_instead_of_an_image(tmp_path):
+    """classify, detect and scasnet infer said "not a regular file (a
+    device, FIFO or folder), not an image" where read_image says what it is
+    (pass 50b M1)."""
+    from caffe_mlic.errors import InputError
+    from caffe_mlic.inference import model_and_images
+    os.mkfifo(str(tmp_path / 'fifo.jpg'))
+    (tmp_path / 'zero.jpg').symlink_to('/dev/zero')
+    with pytest.raises(InputError) as e:
+        model_and_images([], [str(tmp_path / 'fifo.jpg'), str(tmp_path / 'zero.jpg')])
+    assert 'fifo.jpg: a FIFO, not a file' in str(e.value) and 'zero.jpg: a device, not a file' in str(e.value)
