@@ -605,6 +605,23 @@ def in_fork(work, said, stderr_into_pipe):
     return status, data
 
 
+_STOP_RECORDED = []     # when a caller that acts on stop signals later (train) recorded its first
+
+
+def forget_recorded_stop():
+    """A new run of a caller that records stop signals (one process may train twice: tests, `run`)."""
+    _STOP_RECORDED.clear()
+
+
+def stop_recorded():
+    """Told by a caller that records a stop signal to act on it later: a
+    forked child started after it (the curves drawn as a stopped run ends)
+    gets STOP_GRACE from then, not from a signal of its own."""
+    import time
+    if not _STOP_RECORDED:
+        _STOP_RECORDED.append(time.monotonic())
+
+
 STOP_GRACE = 10.0   # seconds a forked child may go on after a stop signal the caller only records (train: a draw)
 
 
@@ -615,7 +632,7 @@ def _child_output(read_end, pid):
     one blocked on a FIFO nobody reads would hold a recorded stop for ever."""
     import select
     import time
-    stopped = []
+    stopped = list(_STOP_RECORDED)
 
     def chained(previous):
         def on_stop(signum, frame):

@@ -56,8 +56,16 @@ class ImageTooLarge(ValueError):
     """An image whose header claims more than MAX_IMAGE_PIXELS pixels."""
 
 
+# The longest side OpenCV decodes (CV_IO_MAX_IMAGE_WIDTH / _HEIGHT): past it
+# its decoders throw, which aborts a process that loaded Caffe (libunwind).
+MAX_IMAGE_SIDE = 2 ** 20
+
+
 def too_large(width, height):
     """Why a width x height image is not read, or None when it may be."""
+    if max(width, height) > MAX_IMAGE_SIDE:
+        return ('the image is %dx%d px, a side over the limit of %d (2^20) px that OpenCV decodes'
+                % (width, height, MAX_IMAGE_SIDE))
     if width * height <= MAX_IMAGE_PIXELS:
         return None
     return ('the image is %dx%d px (%d pixels), over the limit of %d (2^28) pixels for one image: '

@@ -75,6 +75,7 @@ from caffe_mlic.engine.solver_file import SolverFile
 from caffe_mlic.errors import InputError, MlicError, RunError, UsageError, os_error_text
 from caffe_mlic.evaluation.evaluator import EVALUATORS, for_data_layer, label_blob
 from caffe_mlic.fileio import _missing_dirs, atomic_write, refuse_overwriting, same_file
+from caffe_mlic import processes
 from caffe_mlic.processes import STOP_SIGNALS, handling
 from caffe_mlic.progress import progress
 
@@ -733,6 +734,9 @@ class Trainer:
         except Exception as e:      # noqa: BLE001 (matplotlib raises ValueError, RuntimeError... on its settings)
             with contextlib.suppress(OSError):
                 self._follow_run_dir()      # (named where the folder is now: it may have moved while it drew)
+            if self.stop_signal is not None:    # (its drawing cut short by the stop: processes.STOP_GRACE)
+                return '%s not drawn: stopped by %s while it was drawn' % (
+                    os.path.join(self.run_dir, 'curves.png'), SIGNAL_NAMES[self.stop_signal])
             return plotting.failure_text(e, os.path.join(self.run_dir, 'curves.png')).replace(io_dir, self.run_dir)
         return None
 
@@ -740,7 +744,7 @@ class Trainer:
         """curves.png after a test; a failure said once (the run goes on, and
         draws them again at its end)."""
         why = self._draw_curves()
-        if why is not None and not getattr(self, 'curves_failure_said', False):
+        if why is not None and self.stop_signal is None and not getattr(self, 'curves_failure_said', False):
             self.curves_failure_said = True
             self._say(bar, 'curves.png not drawn (%s); the run goes on' % why)
 
@@ -1137,6 +1141,7 @@ class Trainer:
         def stop(signum, frame):
             self._signal(signum)
 
+        processes.forget_recorded_stop()
         if not self.leader:
             return self._follow(stop)
         made = _missing_dirs(self.run_dir)      # the run folder and its parents made here
@@ -1223,6 +1228,7 @@ class Trainer:
         """A stop signal (or a closed stdout) received. One process acts on
         it at the next iteration; with several ranks it is acted on once all
         ranks know it (_agree_iteration), so they all stop at one iteration."""
+        processes.stop_recorded()       # (a chart drawn from now on in a child ends within STOP_GRACE)
         if self.group.size > 1:
             self.received_signal = getattr(self, 'received_signal', None) or signum
         elif self.stop_signal is None:

@@ -612,3 +612,18 @@ def test_the_commands_that_run_a_model_say_what_is_there_instead_of_an_image(tmp
     with pytest.raises(InputError) as e:
         model_and_images([], [str(tmp_path / 'fifo.jpg'), str(tmp_path / 'zero.jpg')])
     assert 'fifo.jpg: a FIFO, not a file' in str(e.value) and 'zero.jpg: a device, not a file' in str(e.value)
+
+
+@pytest.mark.parametrize('width,height', [(2 ** 20 + 1, 1), (1, 2 ** 20 + 1)])
+def test_an_image_with_a_side_over_opencvs_limit_is_refused_from_its_header(tmp_path, width, height):
+    """A 2097152 x 1 px BMP or PGM (2 Mpx, within the pixel bound): OpenCV
+    refuses a side over 2^20 by throwing, which aborted `train` and
+    `scasnet infer` (SIGABRT/SIGSEGV, nothing said; pass 51 S1)."""
+    from caffe_mlic.data.imageio import decode_file, why_undecodable
+    from caffe_mlic.data.labelmaps import LabelMapError, read_label_map
+    pgm = tmp_path / 'wide.pgm'
+    pgm.write_bytes(b'P5\n%d %d\n255\n' % (width, height) + b'\x01' * (width * height))
+    said = 'the image is %dx%d px, a side over the limit of 1048576 (2^20) px that OpenCV decodes' % (width, height)
+    assert decode_file(str(pgm)) is None and why_undecodable(str(pgm)) == said
+    with pytest.raises(LabelMapError, match=re.escape(said)):
+        read_label_map(str(pgm), 6)
