@@ -218,12 +218,12 @@ def chart(function):
     return drawing
 
 
-@functools.lru_cache(maxsize=1)
 def _unwinder_replaced():
     """Whether libunwind is loaded (Caffe's glog brings it): its unwinder
     then takes over C++ exceptions, and one that matplotlib's C++ code
     throws (FT2Font on a font size of 1e9) aborts the process (SIGABRT or
-    SIGSEGV) where it would have been a Python exception."""
+    SIGSEGV) where it would have been a Python exception. (Read at each
+    chart: Caffe may be loaded after the first.)"""
     try:
         with open('/proc/self/maps', 'rb') as f:
             return b'libunwind' in f.read()
