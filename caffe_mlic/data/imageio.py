@@ -56,15 +56,17 @@ class ImageTooLarge(ValueError):
     """An image whose header claims more than MAX_IMAGE_PIXELS pixels."""
 
 
-# The longest side OpenCV decodes (CV_IO_MAX_IMAGE_WIDTH / _HEIGHT): past it
-# its decoders throw, which aborts a process that loaded Caffe (libunwind).
-MAX_IMAGE_SIDE = 2 ** 20
+# The longest side decoded: libpng's default limit (1000000; OpenCV's own,
+# CV_IO_MAX_IMAGE_WIDTH / _HEIGHT, is 2^20). Past OpenCV's its decoders
+# throw, which aborts a process that loaded Caffe (libunwind); past
+# libpng's, libpng prints its own error lines.
+MAX_IMAGE_SIDE = 1000000
 
 
 def too_large(width, height):
     """Why a width x height image is not read, or None when it may be."""
     if max(width, height) > MAX_IMAGE_SIDE:
-        return ('the image is %dx%d px, a side over the limit of %d (2^20) px that OpenCV decodes'
+        return ('the image is %dx%d px, a side over the limit of %d px that libpng and OpenCV decode'
                 % (width, height, MAX_IMAGE_SIDE))
     if width * height <= MAX_IMAGE_PIXELS:
         return None
@@ -156,12 +158,15 @@ def _header_size(source):
 
 
 def size_problem(data):
-    """too_large for image bytes whose header PIL reads (None when it does not:
-    OpenCV then tries, within its own bound)."""
+    """too_large for image bytes from their header, read by PIL; one PIL
+    does not read is refused too: OpenCV's own size checks throw, and that
+    aborts a process that loaded Caffe (a 2097152-px-wide PGM whose width
+    is written 00002097152, a BMP with a 36-byte header)."""
     try:
         width, height = _header_size(io.BytesIO(data))
-    except Exception:   # noqa: BLE001  PIL raises several kinds for headers it cannot read
-        return None
+    except Exception as e:   # noqa: BLE001  PIL raises several kinds for headers it cannot read
+        text = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        return 'its size cannot be read from its header (%s), so it is not decoded' % text
     return too_large(width, height)
 
 

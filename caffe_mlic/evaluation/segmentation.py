@@ -572,7 +572,8 @@ def read_hard_mask(path, shape, of):
     unreadable, not single-channel or of another size than ``of`` (the
     prediction's path)."""
     import cv2
-    from caffe_mlic.data.imageio import file_bytes, format_problem, oversized, truncated_png, without_colour_profile
+    from caffe_mlic.data.imageio import (file_bytes, format_problem, oversized, size_problem, truncated_png,
+                                         without_colour_profile)
 
     def bad(why):
         return InputError(problems=[Problem(path, None, None, 'hard-pixel mask %s' % why)])
@@ -585,8 +586,9 @@ def read_hard_mask(path, shape, of):
         raise bad('cannot be read: %s' % (getattr(e, 'strerror', None) or e))
     if data.size and truncated_png(data):
         raise bad('cannot be read (a truncated PNG: no IEND chunk)')
-    if data.size and format_problem(data):
-        raise bad('cannot be read (%s)' % format_problem(data))
+    refused = data.size and (format_problem(data) or size_problem(data))
+    if refused:
+        raise bad('cannot be read (%s)' % refused)
     try:
         mask = cv2.imdecode(without_colour_profile(data), cv2.IMREAD_UNCHANGED) if data.size else None
     except cv2.error as e:

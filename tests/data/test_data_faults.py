@@ -623,7 +623,29 @@ def test_an_image_with_a_side_over_opencvs_limit_is_refused_from_its_header(tmp_
     from caffe_mlic.data.labelmaps import LabelMapError, read_label_map
     pgm = tmp_path / 'wide.pgm'
     pgm.write_bytes(b'P5\n%d %d\n255\n' % (width, height) + b'\x01' * (width * height))
-    said = 'the image is %dx%d px, a side over the limit of 1048576 (2^20) px that OpenCV decodes' % (width, height)
+    said = 'the image is %dx%d px, a side over the limit of 1000000 px that libpng and OpenCV decode' % (width, height)
     assert decode_file(str(pgm)) is None and why_undecodable(str(pgm)) == said
     with pytest.raises(LabelMapError, match=re.escape(said)):
         read_label_map(str(pgm), 6)
+
+
+@pytest.mark.parametrize('name,data', [
+    ('lz.pgm', b'P5\n00002097152 1\n255\n' + b'\x01' * 2097152),      # PIL: "Token too long"
+    ('w1m.png', None)])
+def test_an_image_whose_header_pil_cannot_size_or_over_libpngs_side_is_refused(tmp_path, name, data):
+    """A valid 2097152 x 1 PGM whose width PIL cannot read passed to OpenCV,
+    whose width check threw: SIGABRT in `train` (pass 52 S1, M1); a
+    1000001 x 1 PNG passed to libpng, which printed its own error (M2)."""
+    import struct
+    import zlib
+    from caffe_mlic.data.imageio import decode_file, why_undecodable
+    if data is None:
+        def chunk(kind, body):
+            return struct.pack('>I', len(body)) + kind + body + struct.pack('>I', zlib.crc32(kind + body))
+        data = (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', 1000001, 1, 8, 0, 0, 0, 0))
+                + chunk(b'IDAT', zlib.compress(b'\x00' * 1000002)) + chunk(b'IEND', b''))
+    (tmp_path / name).write_bytes(data)
+    assert decode_file(str(tmp_path / name)) is None
+    why = why_undecodable(str(tmp_path / name))
+    assert why.startswith('its size cannot be read from its header (' if name.endswith('.pgm') else
+                          'the image is 1000001x1 px, a side over the limit of 1000000 px'), why
