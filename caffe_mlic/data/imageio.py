@@ -295,11 +295,51 @@ _SIGNATURES = (b'\xff\xd8', PNG_SIGNATURE, b'BM', b'II*\x00', b'MM\x00*', b'P2',
 
 
 def format_problem(data):
-    """Why image bytes are of no format we read (_SIGNATURES), or None."""
+    """Why image bytes are of no format we read (_SIGNATURES), or a TIFF
+    OpenCV would throw on (tiff_problem), or None."""
     head = data[:16].tobytes()
     if head.startswith(_SIGNATURES) or head[:4] == b'RIFF' and head[8:12] == b'WEBP':
-        return None
+        return tiff_problem(data)
     return 'not an image of a format read here (JPEG, PNG, BMP, TIFF, PGM/PPM, WebP)'
+
+
+_TIFF_TILE_BYTES = 1 << 30     # OpenCV's bound on a TIFF tile or strip buffer (it throws past it)
+
+
+def tiff_problem(data):
+    """Why a TIFF's first directory would make OpenCV throw where PIL saw
+    nothing wrong, or None: a tag given twice (PIL keeps the last value,
+    OpenCV's libtiff the first: a width of 2097152 then 16 passed our size
+    check as 16 px), or a tile or strip buffer of 1 GiB or more (16 x 16 px
+    in 65536 x 65536 tiles). Read from the bytes; other formats: None."""
+    import struct
+    head = data[:4].tobytes()
+    if head not in (b'II*\x00', b'MM\x00*'):
+        return None
+    order = '<' if head[:2] == b'II' else '>'
+    try:
+        (offset,) = struct.unpack_from(order + 'I', data, 4)
+        (count,) = struct.unpack_from(order + 'H', data, offset)
+        tags = {}
+        for i in range(count):
+            entry = offset + 2 + 12 * i
+            tag, kind, n, value = struct.unpack_from(order + 'HHII', data, entry)
+            if tag in tags:
+                return 'a TIFF that gives tag %d twice' % tag
+            if kind == 3:       # SHORT: the first in the value field, or (more than 2) where it points
+                value = struct.unpack_from(order + 'H', data, entry + 8 if n <= 2 else value)[0]
+            elif kind != 4 or n != 1:       # (only single LONGs are read as numbers)
+                value = None
+            tags[tag] = value
+    except struct.error:
+        return 'a truncated TIFF: its first directory is cut'
+    width, height = tags.get(256) or 0, tags.get(257) or 0
+    tile_w = tags.get(322) or width
+    tile_h = tags.get(323) or min(tags.get(278) or height, height)
+    samples, bits = tags.get(277) or 1, tags.get(258) or 1
+    if tile_w * tile_h * samples * max(1, bits // 8) >= _TIFF_TILE_BYTES:
+        return 'a TIFF whose tiles or strips take 1 GiB or more each (%dx%d px)' % (tile_w, tile_h)
+    return None
 
 
 def _problem(data, thorough=False):

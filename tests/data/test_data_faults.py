@@ -649,3 +649,32 @@ def test_an_image_whose_header_pil_cannot_size_or_over_libpngs_side_is_refused(t
     why = why_undecodable(str(tmp_path / name))
     assert why.startswith('its size cannot be read from its header (' if name.endswith('.pgm') else
                           'the image is 1000001x1 px, a side over the limit of 1000000 px'), why
+
+
+def _tiff(entries):
+    """A little-endian TIFF of one directory: ``entries`` [(tag, type, value)]
+    (3 SHORT, 4 LONG), then 256 bytes of pixels."""
+    import struct
+    body = struct.pack('<H', len(entries))
+    for tag, kind, value in entries:
+        body += struct.pack('<HHI', tag, kind, 1) + (struct.pack('<HH', value, 0) if kind == 3
+                                                     else struct.pack('<I', value))
+    return b'II*\x00' + struct.pack('<I', 8) + body + struct.pack('<I', 0) + b'\x00' * 256
+
+
+@pytest.mark.parametrize('name,entries,said', [
+    ('dupw.tif', [(256, 4, 2097152), (256, 3, 16), (257, 3, 16), (258, 3, 8), (277, 3, 1)],
+     'a TIFF that gives tag 256 twice'),
+    ('tile.tif', [(256, 3, 16), (257, 3, 16), (258, 3, 8), (277, 3, 1), (322, 4, 65536), (323, 4, 65536)],
+     'a TIFF whose tiles or strips take 1 GiB or more each (65536x65536 px)')])
+def test_a_tiff_opencv_would_throw_on_is_refused_before_it(tmp_path, name, entries, said):
+    """A TIFF giving its width twice (PIL keeps the last, 16; OpenCV the
+    first, 2097152) or tiled in 65536 x 65536 tiles: PIL sized it 16 x 16,
+    OpenCV threw, and `train` aborted (SIGABRT), `scasnet infer` segfaulted
+    (pass 53 S1)."""
+    from caffe_mlic.data.imageio import decode_file, why_undecodable
+    from caffe_mlic.data.labelmaps import LabelMapError, read_label_map
+    (tmp_path / name).write_bytes(_tiff(entries))
+    assert decode_file(str(tmp_path / name)) is None and why_undecodable(str(tmp_path / name)) == said
+    with pytest.raises(LabelMapError, match=re.escape('cannot read label map (%s)' % said)):
+        read_label_map(str(tmp_path / name), 6)
