@@ -250,7 +250,8 @@ def _drawn_in_child(function, args, kwargs, path):
         with contextlib.suppress(OSError):
             sweep_owned_files(os.path.dirname(os.path.abspath(os.fspath(path))), None, '.tmp')
     try:
-        status, told = in_fork(lambda: function(*args, **kwargs), said, stderr_into_pipe=False)
+        status, told = in_fork(lambda: function(*args, **kwargs), said, stderr_into_pipe=False,
+                               after_recorded_stop=True)
     except BaseException:
         sweep()
         raise

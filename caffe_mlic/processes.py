@@ -564,13 +564,15 @@ def die_with_parent(parent_pid):
         os._exit(0)
 
 
-def in_fork(work, said, stderr_into_pipe):
+def in_fork(work, said, stderr_into_pipe, after_recorded_stop=False):
     """``work()`` in a forked child, which never returns into the caller's
     code (a crash there, Caffe's abort or a C++ exception under libunwind,
     ends only the child): (its wait status, the bytes it wrote back). On an
     exception the child writes ``said(exception)`` (bytes) back and exits 1.
     stderr_into_pipe: what it prints on stderr comes back too (Caffe's
-    CHECK lines); else it goes to /dev/null (C++'s "terminate called ...")."""
+    CHECK lines); else it goes to /dev/null (C++'s "terminate called ...").
+    after_recorded_stop: a stop its caller recorded before (stop_recorded)
+    counts for STOP_GRACE too (a chart; never Caffe's writes)."""
     import sys
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
@@ -595,7 +597,7 @@ def in_fork(work, said, stderr_into_pipe):
             os._exit(code)
     os.close(write_end)
     try:
-        data = _child_output(read_end, pid)
+        data = _child_output(read_end, pid, after_recorded_stop)
     except BaseException:       # (a stop signal raised here: the child goes first, its temp file with it)
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
@@ -625,14 +627,14 @@ def stop_recorded():
 STOP_GRACE = 10.0   # seconds a forked child may go on after a stop signal the caller only records (train: a draw)
 
 
-def _child_output(read_end, pid):
+def _child_output(read_end, pid, after_recorded_stop):
     """What the child writes back, read until it closes its end. A stop
     signal reaches the caller's handler as before (it may raise, or record
     it for later); a child still running STOP_GRACE s after it is killed:
     one blocked on a FIFO nobody reads would hold a recorded stop for ever."""
     import select
     import time
-    stopped = list(_STOP_RECORDED)
+    stopped = list(_STOP_RECORDED) if after_recorded_stop else []
 
     def chained(previous):
         def on_stop(signum, frame):

@@ -1138,10 +1138,16 @@ class Trainer:
     def run(self):
         """Train to max_iter; returns run.json's content. Raises
         TrainingInterrupted after a snapshot on a stop signal."""
+        processes.forget_recorded_stop()
+        try:
+            return self._run_to_the_end()
+        finally:        # (a stop of this run says nothing of what the process does next: tests, `run`)
+            processes.forget_recorded_stop()
+
+    def _run_to_the_end(self):
         def stop(signum, frame):
             self._signal(signum)
 
-        processes.forget_recorded_stop()
         if not self.leader:
             return self._follow(stop)
         made = _missing_dirs(self.run_dir)      # the run folder and its parents made here
