@@ -75,17 +75,23 @@ def too_large(width, height):
                                                                 MAX_IMAGE_PIXELS))
 
 
+class NotAFile(OSError):
+    """Something other than a regular file where an image file is read; its
+    strerror says what ('a FIFO, not a file')."""
+
+
 def open_image_file(path):
     """``path`` opened for reading in binary, if it is a regular file; else
-    OSError saying what is there ('a FIFO, not a file'). Opened without
-    waiting: a file renamed over by a FIFO while a run reads its images
-    blocked open() (and the stop signals with it); a device never ends."""
+    NotAFile (an OSError) saying what is there ('a FIFO, not a file').
+    Opened without waiting: a file renamed over by a FIFO while a run reads
+    its images blocked open() (and the stop signals with it); a device never
+    ends."""
     def opener(name, flags):
         fd = os.open(name, flags | os.O_NONBLOCK)
         try:
             mode = os.fstat(fd).st_mode
             if not stat.S_ISREG(mode):
-                raise OSError(errno.EINVAL, _kind_of(path, mode), path)
+                raise NotAFile(errno.EINVAL, _kind_of(path, mode), path)
             os.set_blocking(fd, True)
         except BaseException:
             os.close(fd)
@@ -95,7 +101,7 @@ def open_image_file(path):
         return open(path, 'rb', opener=opener)     # (named by its path: a library's message says the file)
     except OSError as e:
         if e.errno in (errno.ENXIO, errno.ELOOP) or e.errno == errno.ENOENT and os.path.lexists(path):
-            raise OSError(e.errno, _kind_of(path), path) from None      # (a socket: "No such device or address")
+            raise NotAFile(e.errno, _kind_of(path), path) from None      # (a socket: "No such device or address")
         raise
 
 
@@ -346,8 +352,9 @@ def _problem(data, thorough=False):
     """Why these image bytes are not decoded, found without decoding them, or None."""
     if not data.size:
         return 'the file is empty (0 bytes)'
-    if format_problem(data):
-        return format_problem(data)
+    why = format_problem(data)
+    if why:
+        return why
     if _truncated_jpeg(data):
         return 'a truncated JPEG: no end-of-image marker'
     if truncated_png(data):
@@ -380,7 +387,7 @@ def _open_problem(error):
     if isinstance(error, ImageFileTooLarge):
         return str(error)
     text = getattr(error, 'strerror', None) or str(error)
-    return 'it is ' + text if text.endswith(', not a file') else 'cannot open it: %s' % text
+    return 'it is ' + text if isinstance(error, NotAFile) else 'cannot open it: %s' % text
 
 
 def _last_line(error):

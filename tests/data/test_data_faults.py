@@ -328,7 +328,7 @@ def test_images_label_maps_and_sizes_of_special_files_are_named_never_waited_on(
     signals, pass 47c S2), a socket or /dev/zero was "the file is empty"
     (M1). Label maps and image headers take the same path."""
     import socket
-    from caffe_mlic.data.imageio import decode_file, image_size, why_undecodable
+    from caffe_mlic.data.imageio import NotAFile, decode_file, image_size, open_image_file, why_undecodable
     from caffe_mlic.data.labelmaps import LabelMapError, read_label_map
     os.mkfifo(str(tmp_path / 'fifo.png'))
     (tmp_path / 'zero.png').symlink_to('/dev/zero')
@@ -347,6 +347,8 @@ def test_images_label_maps_and_sizes_of_special_files_are_named_never_waited_on(
                 read_label_map(path, 6)
             with pytest.raises(OSError, match='%s, not a file' % kind):
                 image_size(path)
+            with pytest.raises(NotAFile):
+                open_image_file(path)
     finally:
         held.close()
     # said as what they are by the commands' reader too, and PIL's words name no file object (pass 48b M1, M2)
@@ -357,6 +359,14 @@ def test_images_label_maps_and_sizes_of_special_files_are_named_never_waited_on(
     (tmp_path / 'text.png').write_text('hello')
     with pytest.raises(OSError, match=r'^not an image file PIL identifies \(unknown format, corrupt or truncated\)$'):
         image_size(str(tmp_path / 'text.png'))
+
+
+def test_an_open_error_is_said_as_what_is_there_by_its_class_not_its_text():
+    """'it is a FIFO, not a file' comes from NotAFile alone: another
+    error whose text happens to end the same way is 'cannot open it'."""
+    from caffe_mlic.data.imageio import NotAFile, _open_problem
+    assert _open_problem(NotAFile(22, 'a FIFO, not a file', 'x.png')) == 'it is a FIFO, not a file'
+    assert _open_problem(OSError(5, 'remote says: not a file', 'x.png')) == 'cannot open it: remote says: not a file'
 
 
 def test_an_image_file_over_1_gib_is_refused_before_it_is_read(tmp_path):
