@@ -731,7 +731,7 @@ class Trainer:
         try:
             plotting.draw_curves(self.log.records, os.path.join(io_dir, 'curves.png'),
                                  title=self.solver_file.stem, replace_special=True)
-        except Exception as e:      # noqa: BLE001 (matplotlib raises ValueError, RuntimeError... on its settings)
+        except (MlicError, OSError) as e:      # (plotting.chart turns matplotlib's own errors into a RunError)
             with contextlib.suppress(OSError):
                 self._follow_run_dir()      # (named where the folder is now: it may have moved while it drew)
             if self.stop_signal is not None:    # (its drawing cut short by the stop: processes.STOP_GRACE)
