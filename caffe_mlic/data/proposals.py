@@ -107,7 +107,6 @@ def edge_nms(edges, orientation, radius=1, border=5, multiplier=1.01):
     """Keep a pixel only where it is a maximum across the edge (along the
     normal given by orientation), sampling neighbours bilinearly at distances
     1..radius; the `border` pixels nearest the image edge are faded out."""
-    import cv2
     e = np.asarray(edges, np.float32)
     h, w = e.shape
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -117,14 +116,41 @@ def edge_nms(edges, orientation, radius=1, border=5, multiplier=1.01):
     for d in range(-radius, radius + 1):
         if d == 0:
             continue
-        nb = cv2.remap(e, xx + d * c, yy + d * s, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        keep &= scaled >= nb
+        keep &= scaled >= _remap_in_tiles(e, xx + d * c, yy + d * s, halo=radius + 1)
     out = np.where(keep, e, 0).astype(np.float32)
     if border > 0:
         bx = np.minimum(np.arange(w), np.arange(w)[::-1]).astype(np.float32)
         by = np.minimum(np.arange(h), np.arange(h)[::-1]).astype(np.float32)
         fade = np.minimum(np.minimum(by[:, None], bx[None, :]) / border, 1)
         out *= fade
+    return out
+
+
+# OpenCV's remap takes images under SHRT_MAX (32767) px a side and throws
+# past it (an assertion: a traceback, or an abort in a process that loaded
+# Caffe); a 70000 x 40 px image is sampled in tiles of this side.
+REMAP_TILE = 8192
+
+
+def _remap_in_tiles(image, map_x, map_y, halo):
+    """cv2.remap(image, map_x, map_y), bilinear with the border replicated,
+    for a map that moves no pixel farther than ``halo`` - 1 px: tile by
+    tile, each with ``halo`` px of its neighbours, so that any size works.
+    Equal to one remap: a tile's maps are shifted by whole pixels, which
+    leaves OpenCV's fixed-point fractions as they were."""
+    import cv2
+    h, w = image.shape
+    if max(h, w) <= REMAP_TILE:
+        return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    out = np.empty_like(image)
+    for y0 in range(0, h, REMAP_TILE):
+        for x0 in range(0, w, REMAP_TILE):
+            y1, x1 = min(y0 + REMAP_TILE, h), min(x0 + REMAP_TILE, w)
+            ya, xa = max(y0 - halo, 0), max(x0 - halo, 0)       # the tile with its halo
+            yb, xb = min(y1 + halo, h), min(x1 + halo, w)
+            out[y0:y1, x0:x1] = cv2.remap(
+                image[ya:yb, xa:xb], map_x[y0:y1, x0:x1] - np.float32(xa), map_y[y0:y1, x0:x1] - np.float32(ya),
+                cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return out
 
 

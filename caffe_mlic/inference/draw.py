@@ -36,12 +36,32 @@ def draw_boxes(image, boxes, labels, colours, thickness=None):
     return out
 
 
-def write_image(path, image):
-    """Write a BGR image atomically; the format follows the extension."""
-    ext = os.path.splitext(path)[1].lower() or '.png'
-    ok, data = cv2.imencode(ext, image)
+# The largest side a picture format takes: libjpeg's 65500 px (past it
+# OpenCV throws: a traceback, or an abort in a process that loaded Caffe),
+# WebP's 16383. The images we read may be up to MAX_IMAGE_SIDE wide.
+PICTURE_MAX_SIDE = {'.jpg': 65500, '.jpeg': 65500, '.jpe': 65500, '.webp': 16383}
+
+
+def encode_picture(ext, image, params=()):
+    """The bytes of the BGR ``image`` in the format of ``ext``; a picture
+    for people (boxes drawn, an overlay), so one over the format's largest
+    side (PICTURE_MAX_SIDE) is scaled down to fit, keeping its shape."""
+    limit = PICTURE_MAX_SIDE.get(ext.lower())
+    h, w = image.shape[:2]
+    if limit and max(h, w) > limit:
+        scale = limit / max(h, w)
+        size = (max(1, min(limit, round(w * scale))), max(1, min(limit, round(h * scale))))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(ext, image, list(params))
     if not ok:
         raise ValueError('OpenCV cannot encode %s images' % ext)
+    return data.tobytes()
+
+
+def write_image(path, image):
+    """Write a BGR image atomically; the format follows the extension
+    (encode_picture)."""
+    data = encode_picture(os.path.splitext(path)[1].lower() or '.png', image)
     with atomic_write(path, 'wb') as f:
-        f.write(data.tobytes())
+        f.write(data)
     return path

@@ -146,6 +146,7 @@ def label_images(net, weights, images, out, tile=None, stride=None, flip=False, 
     from caffe_mlic.fileio import atomic_files, refuse_lost_outputs, refuse_output_among_inputs, refuse_overwriting
     from caffe_mlic.fileio import refuse_folders, refuse_non_folders
     from caffe_mlic.inference import model_and_images, printable
+    from caffe_mlic.inference.draw import encode_picture
     from caffe_mlic.inference.settings import find_settings, load_settings
     from caffe_mlic.progress import progress
     images = model_and_images((net, weights), images)
@@ -176,12 +177,11 @@ def label_images(net, weights, images, out, tile=None, stride=None, flip=False, 
         image = read_image(path)
         probabilities = model.probabilities(image, stride, flip, on_tile=lambda: bar.update(3 if flip else 1))
         labels = probabilities.argmax(axis=0).astype('uint8')
-        ok, jpg = cv2.imencode('.jpg', overlay(image, index_to_colour(labels, colours)),
-                               [cv2.IMWRITE_JPEG_QUALITY, 90])
+        jpg = encode_picture('.jpg', overlay(image, index_to_colour(labels, colours)), [cv2.IMWRITE_JPEG_QUALITY, 90])
         # an image's three outputs together or none (a full disk left its labels without its overlay)
         with atomic_files([os.path.join(out, folder, stem + ext) for folder, ext in
                            (('labels', '.png'), ('color', '.png'), ('overlay', '.jpg'))], 'wb') as files:
-            for f, data in zip(files, (label_png(labels), colour_png(labels, colours), jpg.tobytes())):
+            for f, data in zip(files, (label_png(labels), colour_png(labels, colours), jpg)):
                 f.write(data)
     bar.close()
     refuse_lost_outputs(outputs[1:], 'scasnet infer')

@@ -71,6 +71,25 @@ def test_own_edge_map():
     assert abs(o[20, 50] - np.pi / 2) < 0.3
 
 
+def test_edge_nms_in_tiles_equals_one_remap_and_takes_images_over_opencvs_side_bound(monkeypatch):
+    """OpenCV's remap throws on a side of 32767 px or more: a 40 x 70000
+    image was a traceback in detect (an abort where Caffe is loaded). The
+    edge map is sampled in tiles; tiles give what one remap gives. (Past
+    ~30000 px EdgeBoxes itself finds fewer boxes the wider an image is:
+    none in 40 x 70000; detect then says it found none.)"""
+    from caffe_mlic.data import proposals
+    import skimage.data
+    img = cv2.cvtColor(skimage.data.coffee(), cv2.COLOR_RGB2BGR)
+    whole = gradient_edges(img)[0]
+    monkeypatch.setattr(proposals, 'REMAP_TILE', 97)      # (tiles of odd sizes, edges off the tile grid)
+    np.testing.assert_array_equal(gradient_edges(img)[0], whole)
+    monkeypatch.undo()
+    wide = np.tile(img[:100], (1, 56, 1))      # 100 x 33600 px
+    boxes, scores = compute_proposals(wide, max_boxes=50)
+    _check_boxes(boxes, scores, 100, wide.shape[1], max_boxes=50)
+    assert len(boxes) > 0
+
+
 def test_clean_boxes():
     boxes = [[-5, 0, 50, 40],      # clipped to x1=0
              [0, 0, 50, 40],       # same after clipping, lower score: dropped

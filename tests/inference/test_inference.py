@@ -864,3 +864,15 @@ def test_detect_computes_its_cached_proposals_again_for_another_image_of_the_sam
     assert again['detections'] == fresh['detections'] and again['scores'] == fresh['scores']
     assert (np.load(tmp_path / 'out' / 'proposals' / 'photo.npz')['boxes'] ==
             np.load(tmp_path / 'fresh' / 'proposals' / 'photo.npz')['boxes']).all()
+
+
+@pytest.mark.parametrize('ext, shape, fitted', [('.jpg', (10, 70000), (9, 65500)), ('.webp', (20000, 30), (16383, 25)),
+                                                ('.png', (10, 70000), (10, 70000))])
+def test_a_picture_over_its_formats_largest_side_is_scaled_to_fit(tmp_path, ext, shape, fitted):
+    """detect's boxes on a 70000 px wide image (under our bound) went to a
+    JPEG, whose side libjpeg bounds at 65500: OpenCV threw (a traceback, or
+    an abort where Caffe is loaded). Pictures are scaled down to fit."""
+    from caffe_mlic.inference.draw import write_image
+    image = np.full(shape + (3,), 90, np.uint8)
+    path = write_image(str(tmp_path / ('wide' + ext)), image)
+    assert cv2.imread(path).shape == fitted + (3,)
