@@ -56,7 +56,8 @@ def example(image_path, regions, truth, students, classes, path, size=336):
     image = read_image(image_path)
     h, w = image.shape[:2]
     f = size / max(h, w)
-    canvas = cv2.resize(image, (int(round(w * f)), int(round(h * f))), interpolation=cv2.INTER_LINEAR)
+    scaled = (max(1, round(w * f)), max(1, round(h * f)))      # (1 px at least: a 1 x 70000 px image)
+    canvas = cv2.resize(image, scaled, interpolation=cv2.INTER_LINEAR)
     labels = []
     for rank, r in reversed(list(enumerate(regions))):
         x1, y1, x2, y2 = (int(round(np.clip(v * f, -1e6, 1e6))) for v in r['box'])   # cv2: int32

@@ -1019,3 +1019,13 @@ def test_a_picture_that_fails_is_named_where_it_would_go_not_in_the_staging_fold
                            % os.path.join(folder, 'kd_gain_per_class.png'))
     assert str(e.value) == 'matplotlib could not draw %s (ValueError: dpi must be positive)' % os.path.join(
         pictures_dir(str(tmp_path)), 'kd_gain_per_class.png')
+
+
+def test_an_example_of_an_image_far_wider_than_tall_is_drawn(tmp_path):
+    """A 1 x 2000 px test image was scaled to 0 px high for its example
+    picture: OpenCV's resize threw (a traceback in report)."""
+    from caffe_mlic.report.figures import example
+    cv2.imwrite(str(tmp_path / 'thin.png'), np.full((1, 2000, 3), 128, np.uint8))
+    example(str(tmp_path / 'thin.png'), [{'box': [0, 0, 100, 0], 'class': 'cat', 'score': 0.9}], ['cat'],
+            [('student', np.array([0.9, 0.1]))], ['cat', 'dog'], str(tmp_path / 'example.png'))
+    assert cv2.imread(str(tmp_path / 'example.png')).shape[1] == 336
