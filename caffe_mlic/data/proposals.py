@@ -197,6 +197,99 @@ def _sed_detector(path):
     return _SED_CACHE[path]
 
 
+# What OpenCV's structured edge detector reads from a model file, trusting
+# it: a YAML file without them divided by zero (SIGFPE), and its trees'
+# indices are followed unchecked.
+SED_OPTIONS = ('stride', 'shrinkNumber', 'patchSize', 'patchInnerSize', 'numberOfGradientOrientations',
+               'gradientSmoothingRadius', 'regFeatureSmoothingRadius', 'ssFeatureSmoothingRadius',
+               'gradientNormalizationRadius', 'selfsimilarityGridSize', 'numberOfTrees', 'numberOfTreesToEvaluate')
+SED_TREES = ('childs', 'featureIds', 'thresholds', 'edgeBoundaries', 'edgeBins')
+SED_PROBE_SECONDS = 120     # a model whose trees loop never ends on its first image
+
+
+def _sed_model_problem(path):
+    """Why the SED model at ``path`` is not one OpenCV's detector can use
+    (its options, its trees), or None; read with OpenCV's reader."""
+    import cv2
+    try:
+        store = cv2.FileStorage(path, cv2.FILE_STORAGE_READ)
+    except Exception as e:      # noqa: BLE001 (cv2.error, raised as the cause of a SystemError)
+        return 'OpenCV cannot read it (%s)' % _opencv_words(e.__cause__ or e)
+    if not store.isOpened():
+        return 'not a file OpenCV reads (YAML, XML or JSON)'
+    options = store.getNode('options')
+    if not options.isMap():
+        return 'it has no "options" (OpenCV\'s model.yml.gz has them)'
+    values = {}
+    for name in SED_OPTIONS:
+        node = options.getNode(name)
+        if not node.isInt():
+            return 'options.%s is %s, not a whole number' % (name, 'missing' if node.empty() else 'given')
+        values[name] = int(node.real())
+    radii = [name for name in SED_OPTIONS if name.endswith('Radius')]
+    for name in SED_OPTIONS:
+        low = 0 if name in radii else 1
+        if not low <= values[name] <= 1024:
+            return 'options.%s is %d, not in [%d, 1024]' % (name, values[name], low)
+    if values['numberOfTreesToEvaluate'] > values['numberOfTrees']:
+        return 'options.numberOfTreesToEvaluate (%d) is more than options.numberOfTrees (%d)' % (
+            values['numberOfTreesToEvaluate'], values['numberOfTrees'])
+    if not values['shrinkNumber'] <= values['patchInnerSize'] <= values['patchSize']:
+        return 'options.patchInnerSize (%d) is not between options.shrinkNumber (%d) and options.patchSize (%d)' % (
+            values['patchInnerSize'], values['shrinkNumber'], values['patchSize'])
+    for name in SED_TREES:
+        node = store.getNode(name)
+        if not node.isSeq() or node.size() == 0:
+            return 'its "%s" is %s, not a list of trees' % (name, 'missing' if node.empty() else 'empty or not a list')
+    return None
+
+
+def _opencv_words(error):
+    """OpenCV's message in an error, without its version, file and line."""
+    import re
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    return re.sub(r'^OpenCV\([^)]*\) \S+: error: \([^)]*\) ', '', lines[-1])
+
+
+def check_sed_model(path):
+    """InputError unless the SED model at ``path`` is one OpenCV's
+    structured edge detector takes (_sed_model_problem) and finds edges
+    with on a small image: tried in a forked child, since OpenCV trusts
+    the file (a crash, a C++ exception where libunwind is loaded, or a loop
+    past SED_PROBE_SECONDS end the child only)."""
+    import signal
+    from caffe_mlic.processes import in_fork
+    if not os.path.isfile(path):
+        _sed_detector(path)     # (what is there instead, in its words)
+
+    def probe():
+        import cv2
+        signal.alarm(SED_PROBE_SECONDS)      # (default action: the child ends)
+        why = _sed_model_problem(path)
+        if why:
+            raise ValueError(why)
+        detector = cv2.ximgproc.createStructuredEdgeDetection(path)
+        image = np.random.default_rng(0).random((48, 64, 3), dtype=np.float32)
+        edges = detector.detectEdges(image)
+        detector.edgesNms(edges, detector.computeOrientation(edges))
+
+    def said(error):
+        import cv2
+        return (_opencv_words(error) if isinstance(error, cv2.error) else str(error)).encode('utf-8', 'surrogateescape')
+    status, told = in_fork(probe, said, stderr_into_pipe=False)
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        return
+    if told:
+        raise InputError('%s: not a SED model OpenCV can use: %s' % (path, told.decode('utf-8', 'replace')))
+    signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    if signum == signal.SIGALRM:
+        raise InputError('%s: not a SED model OpenCV can use: it found no edges in a 64 x 48 px image in %d s '
+                         '(its trees loop?)' % (path, SED_PROBE_SECONDS))
+    how = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else 'status %d' % status
+    raise InputError('%s: not a SED model OpenCV can use: its structured edge detector crashed on it (%s)'
+                     % (path, how))
+
+
 # ------------------------------------------------------------ proposals
 
 def clean_boxes(boxes, scores, width, height, min_size=MIN_SIZE, max_boxes=2000):
@@ -800,7 +893,7 @@ def run(images, out_dir, method='edgeboxes', max_boxes=2000, min_size=MIN_SIZE, 
         raise InputError('images share a file stem, so their outputs would collide: %s'
                          % '; '.join(', '.join(v) for v in clashes[:5]))
     if sed_model:
-        _sed_detector(sed_model)  # fail once, up front, on a bad model
+        check_sed_model(sed_model)  # fail once, up front, on a bad model
     kw = dict(method=method, max_boxes=max_boxes, min_size=min_size, sed_model=sed_model,
               alpha=alpha, beta=beta)
     i, n = shard

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -426,3 +427,65 @@ def test_an_import_with_a_folder_at_an_images_file_writes_nothing(photos, tmp_pa
     assert os.listdir(str(out)) == ['p0.npz']
     (out / 'p0.npz').rmdir()
     assert cli.main(argv) == 0
+
+
+SED_MODEL = '''%YAML:1.0
+options:
+   stride: 2
+   shrinkNumber: 2
+   patchSize: 32
+   patchInnerSize: 16
+   numberOfGradientOrientations: 4
+   gradientSmoothingRadius: 0
+   regFeatureSmoothingRadius: 2
+   ssFeatureSmoothingRadius: 8
+   gradientNormalizationRadius: 4
+   selfsimilarityGridSize: 5
+   numberOfTrees: 1
+   numberOfTreesToEvaluate: 1
+childs:
+   - [ 2, 0, 0 ]
+featureIds:
+   - [ 3, 0, 0 ]
+thresholds:
+   - [ 0.01, 0., 0. ]
+edgeBoundaries:
+   - [ 0, 0, 0, 1 ]
+edgeBins:
+   - [ 17 ]
+'''
+
+
+@pytest.mark.parametrize('edits, said', [
+    ([], None),       # a one-split tree OpenCV's detector takes
+    ([('options:', 'settings:')], 'it has no "options"'),      # (YAML without them: OpenCV divided by zero, SIGFPE)
+    ([('numberOfTrees: 1', 'numberOfTrees: 0')], r'options.numberOfTrees is 0, not in \[1, 1024\]'),
+    ([('stride: 2', 'stride: two')], 'options.stride is given, not a whole number'),
+    ([('edgeBins:\n   - [ 17 ]', '')], 'its "edgeBins" is missing, not a list of trees'),
+    ([('[ 2, 0, 0 ]', '[ 90000000, 0, 0 ]')], r'its structured edge detector crashed on it \(SIGSEGV\)'),
+    ([('[ 2, 0, 0 ]', '[ 1, 0, 0 ]'), ('0.01, 0., 0.', '1e30, 0., 0.')],     # (a node its own child, always taken)
+     'found no edges in a 64 x 48 px image in 2 s'),
+    ([('%YAML:1.0', 'options: [')], r'OpenCV cannot read it \(.*\)$')])
+def test_a_sed_model_opencv_cannot_use_is_named_before_any_image(photos, tmp_path, edits, said):
+    """OpenCV's structured edge detector trusts its model file: a YAML file
+    without its options killed `proposals --sed-model` by SIGFPE, a tree
+    pointing past its nodes by SIGSEGV, one whose node is its own child
+    never ended. The model is read and tried on a small image in a forked
+    child first. (Run as a command: a regression would kill pytest.)"""
+    text = SED_MODEL
+    for old, new in edits:
+        text = text.replace(old, new)
+    (tmp_path / 'model.yml').write_text(text)
+    out = tmp_path / 'props'
+    command = ('import sys; from caffe_mlic.data import proposals; from caffe_mlic import cli; '
+               'proposals.SED_PROBE_SECONDS = 2; sys.exit(cli.main(sys.argv[1:]))')
+    done = subprocess.run([sys.executable, '-c', command, 'proposals', str(photos), '-o', str(out), '-q',
+                           '--sed-model', str(tmp_path / 'model.yml')], capture_output=True, text=True, timeout=120)
+    if said is None:
+        assert done.returncode == 0, done.stderr
+        assert sorted(os.listdir(out)) == ['p0.npz', 'p1.npz', 'settings.json']
+        return
+    assert done.returncode == 1, done.stderr
+    assert re.match(r'caffe-mlic proposals: \S*model.yml: not a SED model OpenCV can use: .*%s' % said,
+                    done.stderr.strip()), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not out.exists()
