@@ -531,7 +531,10 @@ def _loaded_glog():
 
 def _install_failure_function():
     try:
-        glog = ctypes.CDLL(_loaded_glog(), mode=os.RTLD_NOLOAD | ctypes.RTLD_GLOBAL)
+        # (a handle, not made global: RTLD_GLOBAL put glog's libunwind ahead of libgcc's unwinder for
+        # every library bound later, and an exception OpenCV throws and catches inside imdecode (a
+        # truncated TIFF) then aborted the process, half unwound by each)
+        glog = ctypes.CDLL(_loaded_glog(), mode=os.RTLD_NOLOAD)
         install = getattr(glog, _INSTALL_FAILURE_FUNCTION)
     except (OSError, AttributeError, TypeError):
         return False

@@ -291,6 +291,40 @@ def test_images_renamed_over_by_special_files_mid_run_are_named_not_waited_on(tm
     assert _processes_of(marker) == []
 
 
+@pytest.mark.parametrize('workers', [0, 2])
+def test_an_image_opencv_throws_on_mid_run_is_one_line_not_an_abort(tmp_path, workers):
+    """A truncated TIFF (PIL's, cut in half) renamed over the images while
+    `train` ran: OpenCV throws inside imdecode and catches it there, but
+    glog's library had been made global (to install its failure function)
+    and its libunwind then unwound OpenCV's cleanups: std::terminate,
+    SIGABRT, nothing said, run.json "running" (pass 54c S1). Now the
+    error OpenCV catches is the reason in our one line."""
+    from PIL import Image
+    import io
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(buffer, 'TIFF')
+    cut = buffer.getvalue()[:len(buffer.getvalue()) // 2]
+    marker = 'CAFFE_MLIC_CUT_TIFF_%d_%d' % (os.getpid(), workers)
+    proc, images = _small_run(tmp_path, workers, marker, 0)
+    try:
+        _wait_for(tmp_path / 'run' / 'run.json', proc)
+        for path in images:
+            with open(path + '.cut', 'wb') as f:
+                f.write(cut)
+            os.replace(path + '.cut', path)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, err[-3000:]
+    assert re.fullmatch(r'caffe-mlic train: cannot read image %s/k\d\d\.png \(OpenCV cannot decode it: OpenCV '
+                        r'TIFF: failed TIFFReadRGBAStrip\(.*\)\)' % re.escape(str(tmp_path)),
+                        err.strip().splitlines()[-1]), err[-3000:]
+    assert 'imdecode_' not in err and 'terminate' not in err, err[-3000:]
+    assert json.loads((tmp_path / 'run' / 'run.json').read_text())['status'] == 'failed'
+
+
 def _small_run(tmp_path, workers, marker, snapshot):
     """`train` on 24 small images with ``workers`` and ``marker`` in its
     environment, started: (process, image paths)."""
