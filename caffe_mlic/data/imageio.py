@@ -31,6 +31,7 @@ import errno
 import io
 import os
 import stat
+import sys
 import threading
 import warnings
 import zlib
@@ -372,13 +373,85 @@ def _decode(path, thorough=False):
     why = _problem(data, thorough)
     if why:
         return None, why
-    try:
-        img = cv2.imdecode(without_colour_profile(data), cv2.IMREAD_COLOR)
-    except cv2.error as e:     # an assertion (OpenCV's own size bound...): one line, not its text
-        return None, 'OpenCV cannot decode it: %s' % _last_line(e)
+    img, said = imdecode(without_colour_profile(data), cv2.IMREAD_COLOR)
     if img is None or img.size == 0:
-        return None, 'not an image OpenCV decodes: unknown format, corrupt or truncated'
+        return None, ('OpenCV cannot decode it: %s' % said if said else
+                      'not an image OpenCV decodes: unknown format, corrupt or truncated')
     return img, None
+
+
+_DECODER_LOCK = threading.Lock()    # (fd 2 is the process's: one decode at a time is heard)
+_HEARD = {}     # pid -> the memfd this process hears its decoders on
+
+
+def imdecode(data, flags):
+    """cv2.imdecode(data, flags) as (image or None, what the decoder said of
+    a file it could not decode, on one line, or None). OpenCV writes the
+    error it catches in imdecode on std::cerr ("imdecode_(''): can't read
+    data: ...", a truncated TIFF) and libpng its errors on stderr, before
+    our line that names the file (with two workers, a dozen times): the
+    decoders' stderr is heard while they run and kept, said here instead
+    when the image is not decoded, written out as it was when it is."""
+    import cv2
+    with _DECODER_LOCK:
+        heard = _hearing_fd()
+        if heard is None:
+            saved = None
+        else:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            saved = os.dup(2)
+            os.dup2(heard, 2)
+        error = None
+        try:
+            image = cv2.imdecode(data, flags)
+        except cv2.error as e:      # an assertion (OpenCV's own size bound...)
+            image, error = None, e
+        finally:
+            if saved is not None:
+                os.dup2(saved, 2)
+                os.close(saved)
+        text = b''
+        if heard is not None:
+            text = os.pread(heard, os.fstat(heard).st_size, 0)
+            os.ftruncate(heard, 0)
+            os.lseek(heard, 0, os.SEEK_SET)     # (the offset fd 2 wrote at is this one's: it stays past the end)
+    if image is not None and image.size:
+        if text:
+            with contextlib.suppress(OSError):
+                os.write(2, text)
+        return image, None
+    return None, _decoder_words(text.decode('utf-8', 'replace'), error)
+
+
+def _hearing_fd():
+    """This process's memfd for the decoders' stderr (a forked child makes
+    its own), or None where there is none."""
+    pid = os.getpid()
+    if pid not in _HEARD:
+        try:
+            _HEARD[pid] = os.memfd_create('caffe-mlic-decoder', os.MFD_CLOEXEC)
+        except (AttributeError, OSError):
+            _HEARD[pid] = None
+    return _HEARD[pid]
+
+
+def _decoder_words(text, error):
+    """What a decoder said of an image it did not decode (its stderr
+    ``text``, the cv2.error raised), on one line without OpenCV's version,
+    source line and function, or None."""
+    import re
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines += [_last_line(error)] if error is not None else []
+    for line in reversed(lines):
+        if line.startswith('libpng error: '):
+            return 'libpng: ' + line[len('libpng error: '):]
+        line = line.split("can't read data: ", 1)[-1]
+        if line.startswith('OpenCV('):
+            line = re.sub(r'^OpenCV\([^)]*\) \S+: error: \([^)]*\) ', '', line)
+            return re.sub(r" in function '[^']*'$", '', line)
+    return _last_line(error) if error is not None else None
 
 
 def _open_problem(error):
@@ -422,8 +495,13 @@ def why_undecodable(path):
         data = file_bytes(path)
     except (OSError, ValueError) as e:
         return _open_problem(e)
-    # what is found without decoding (the decoder's own messages would repeat)
-    return _problem(data, thorough=True) or 'not an image OpenCV decodes: unknown format, corrupt or truncated'
+    why = _problem(data, thorough=True)
+    if why:
+        return why
+    import cv2      # (decoded again: what the decoder said of it)
+    img, said = imdecode(without_colour_profile(data), cv2.IMREAD_COLOR)
+    return ('OpenCV cannot decode it: %s' % said if said else
+            'not an image OpenCV decodes: unknown format, corrupt or truncated')
 
 
 def image_size(path):

@@ -254,7 +254,8 @@ def read_label_map(path, num_classes=None, palette=None, label_format='auto', un
     Errors name ``where`` (e.g. 'train.txt:12: label') and the file."""
     import cv2
     where = '%s: %s' % (where, path) if where else path
-    from caffe_mlic.data.imageio import file_bytes, format_problem, size_problem, truncated_png, without_colour_profile
+    from caffe_mlic.data.imageio import (file_bytes, format_problem, imdecode, size_problem, truncated_png,
+                                         without_colour_profile)
     try:
         data = file_bytes(path)
     except (OSError, ValueError) as e:
@@ -266,12 +267,10 @@ def read_label_map(path, num_classes=None, palette=None, label_format='auto', un
     refused = data.size and (format_problem(data) or size_problem(data))
     if refused:
         raise LabelMapError('%s: cannot read label map (%s)' % (where, refused))
-    try:
-        img = cv2.imdecode(without_colour_profile(data), cv2.IMREAD_UNCHANGED) if data.size else None
-    except cv2.error:
-        img = None
+    img, said = imdecode(without_colour_profile(data), cv2.IMREAD_UNCHANGED) if data.size else (None, None)
     if img is None or img.size == 0:
-        raise LabelMapError('%s: cannot read label map (empty, corrupt or not an image)' % where)
+        raise LabelMapError('%s: cannot read label map (%s)' % (
+            where, 'OpenCV cannot decode it: %s' % said if said else 'empty, corrupt or not an image'))
     if img.dtype != np.uint8:
         raise LabelMapError('%s: label maps must be 8-bit, got %s' % (where, img.dtype))
     if img.ndim == 3 and img.shape[2] == 1:

@@ -572,7 +572,7 @@ def read_hard_mask(path, shape, of):
     unreadable, not single-channel or of another size than ``of`` (the
     prediction's path)."""
     import cv2
-    from caffe_mlic.data.imageio import (file_bytes, format_problem, oversized, size_problem, truncated_png,
+    from caffe_mlic.data.imageio import (file_bytes, format_problem, imdecode, oversized, size_problem, truncated_png,
                                          without_colour_profile)
 
     def bad(why):
@@ -589,13 +589,10 @@ def read_hard_mask(path, shape, of):
     refused = data.size and (format_problem(data) or size_problem(data))
     if refused:
         raise bad('cannot be read (%s)' % refused)
-    try:
-        mask = cv2.imdecode(without_colour_profile(data), cv2.IMREAD_UNCHANGED) if data.size else None
-    except cv2.error as e:
-        last = [line.strip() for line in str(e).splitlines() if line.strip()]
-        raise bad('cannot be read (OpenCV cannot decode it: %s)' % (last[-1] if last else 'cv2.error'))
+    mask, said = imdecode(without_colour_profile(data), cv2.IMREAD_UNCHANGED) if data.size else (None, None)
     if mask is None or mask.size == 0:
-        raise bad('cannot be read (empty, corrupt or not an image)')
+        raise bad('cannot be read (%s)' % ('OpenCV cannot decode it: %s' % said if said else
+                                           'empty, corrupt or not an image'))
     if mask.ndim == 3 and mask.shape[2] == 1:
         mask = mask[:, :, 0]
     if mask.ndim != 2:

@@ -1,6 +1,7 @@
 """Bad images and annotations: datalist check decodes every image, a truncated
 JPEG fails in training, malformed COCO boxes and ids are refused, a build
 into a folder writes nothing."""
+import io
 import json
 import os
 import re
@@ -688,3 +689,56 @@ def test_a_tiff_opencv_would_throw_on_is_refused_before_it(tmp_path, name, entri
     assert decode_file(str(tmp_path / name)) is None and why_undecodable(str(tmp_path / name)) == said
     with pytest.raises(LabelMapError, match=re.escape('cannot read label map (%s)' % said)):
         read_label_map(str(tmp_path / name), 6)
+
+
+def _cut_tiff(path, size=(64, 64)):
+    """A plain RGB TIFF written by PIL, cut in half (an interrupted copy):
+    its first directory is whole, its strips are not."""
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, size + (3,), dtype=np.uint8)).save(buffer, 'TIFF')
+    data = buffer.getvalue()
+    path.write_bytes(data[:len(data) // 2])
+    return str(path)
+
+
+def test_what_opencv_says_of_an_image_it_cannot_decode_is_its_reason_not_printed(tmp_path, capfd):
+    """OpenCV printed "imdecode_(''): can't read data: ..." (std::cerr) for
+    a truncated TIFF or a PGM with a negative sample, before our line (with
+    two workers, a dozen times), and that line said only "unknown format,
+    corrupt or truncated" (pass 54c M1). What it says is the reason now."""
+    from caffe_mlic.data.imageio import decode_file, read_image, why_undecodable
+    from caffe_mlic.data.labelmaps import LabelMapError, read_label_map
+    from caffe_mlic.errors import InputError
+    cut = _cut_tiff(tmp_path / 'cut.tif')
+    (tmp_path / 'neg.pgm').write_bytes(b'P2\n4 4\n255\n' + b'-1 ' * 16)
+    for path, said in ((cut, r'OpenCV TIFF: failed TIFFReadRGBAStrip\(.*\)'),
+                       (str(tmp_path / 'neg.pgm'), r'PXM: Unexpected code in ReadNumber\(\): 0x2d \(45\)')):
+        assert decode_file(path) is None
+        assert re.fullmatch('OpenCV cannot decode it: ' + said, why_undecodable(path)), why_undecodable(path)
+        with pytest.raises(InputError, match=r'cannot read image \(OpenCV cannot decode it: %s\)$' % said):
+            read_image(path)
+        with pytest.raises(LabelMapError, match=r'cannot read label map \(OpenCV cannot decode it: %s\)$' % said):
+            read_label_map(path, 6)
+    assert capfd.readouterr().err == ''
+
+
+def test_the_decoders_stderr_is_written_out_when_the_image_decodes(monkeypatch, capfd):
+    """Only a failed decode's words are kept back: a decoder's note on an
+    image it decodes reaches stderr as it was, and stderr is ours again after."""
+    import cv2
+    from caffe_mlic.data import imageio
+    monkeypatch.setattr(cv2, 'imdecode', lambda data, flags: (os.write(2, b'decoder: a note\n'),
+                                                             np.zeros((2, 2, 3), np.uint8))[1])
+    image, said = imageio.imdecode(np.zeros(4, np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == (2, 2, 3) and said is None
+    os.write(2, b'ours\n')
+    assert capfd.readouterr().err == 'decoder: a note\nours\n'
+    told = (b"imdecode_(''): can't read data: OpenCV(4.6.0) ./m/grfmt_tiff.cpp:704: error: (-2:Unspecified error) "
+            b"OpenCV TIFF: failed X in function 'readData'\n\n")
+    monkeypatch.setattr(cv2, 'imdecode', lambda data, flags: (os.write(2, told), None)[1])
+    assert imageio.imdecode(np.zeros(4, np.uint8), cv2.IMREAD_COLOR) == (None, 'OpenCV TIFF: failed X')
+    monkeypatch.setattr(cv2, 'imdecode', lambda data, flags: (os.write(2, b'libpng error: IDAT: Missing PLTE\n'),
+                                                             None)[1])
+    assert imageio.imdecode(np.zeros(4, np.uint8), cv2.IMREAD_COLOR) == (None, 'libpng: IDAT: Missing PLTE')
+    assert capfd.readouterr().err == ''
