@@ -219,11 +219,12 @@ def chart(function):
 
 
 def _unwinder_replaced():
-    """Whether libunwind is loaded (Caffe's glog brings it): its unwinder
-    then takes over C++ exceptions, and one that matplotlib's C++ code
-    throws (FT2Font on a font size of 1e9) aborts the process (SIGABRT or
-    SIGSEGV) where it would have been a Python exception. (Read at each
-    chart: Caffe may be loaded after the first.)"""
+    """Whether libunwind is loaded (Caffe's glog brings it). While glog's
+    library was made global, its unwinder took over C++ exceptions, and one
+    that matplotlib's C++ code throws (FT2Font on a font size of 1e9)
+    aborted the process (caffe.env no longer does that); a chart is still
+    drawn in a child there, so that a crash in that code loses the chart,
+    not the run. (Read at each chart: Caffe may be loaded after the first.)"""
     try:
         with open('/proc/self/maps', 'rb') as f:
             return b'libunwind' in f.read()

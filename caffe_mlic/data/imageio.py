@@ -59,8 +59,7 @@ class ImageTooLarge(ValueError):
 
 # The longest side decoded: libpng's default limit (1000000; OpenCV's own,
 # CV_IO_MAX_IMAGE_WIDTH / _HEIGHT, is 2^20). Past OpenCV's its decoders
-# throw, which aborts a process that loaded Caffe (libunwind); past
-# libpng's, libpng prints its own error lines.
+# throw; past libpng's, libpng prints its own error lines.
 MAX_IMAGE_SIDE = 1000000
 
 
@@ -166,9 +165,9 @@ def _header_size(source):
 
 def size_problem(data):
     """too_large for image bytes from their header, read by PIL; one PIL
-    does not read is refused too: OpenCV's own size checks throw, and that
-    aborts a process that loaded Caffe (a 2097152-px-wide PGM whose width
-    is written 00002097152, a BMP with a 36-byte header)."""
+    does not read is refused too: OpenCV's own size checks throw (a
+    2097152-px-wide PGM whose width is written 00002097152, a BMP with a
+    36-byte header)."""
     try:
         width, height = _header_size(io.BytesIO(data))
     except Exception as e:   # noqa: BLE001  PIL raises several kinds for headers it cannot read
@@ -296,8 +295,8 @@ def without_colour_profile(data):
 
 # The formats of IMAGE_EXTENSIONS, by their first bytes. OpenCV decodes more
 # (Radiance HDR, OpenEXR, ...), but their headers escape the pixel bound (PIL
-# cannot read them), their decoders leave a copy of the file in /tmp when
-# they fail, and their C++ exceptions abort a process that loaded Caffe.
+# cannot read them) and their decoders leave a copy of the file in /tmp
+# when they fail.
 _SIGNATURES = (b'\xff\xd8', PNG_SIGNATURE, b'BM', b'II*\x00', b'MM\x00*', b'P2', b'P3', b'P5', b'P6')
 
 

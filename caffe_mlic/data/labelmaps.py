@@ -262,8 +262,7 @@ def read_label_map(path, num_classes=None, palette=None, label_format='auto', un
         raise LabelMapError('%s: cannot read label map: %s' % (where, getattr(e, 'strerror', None) or e))
     if data.size and truncated_png(data):      # refused before libpng prints its error
         raise LabelMapError('%s: cannot read label map (a truncated PNG: no IEND chunk)' % where)
-    # the images' pixel bound, from the header: past it OpenCV asserts, and where Caffe's glog has
-    # loaded libunwind a C++ exception aborts the process (a training: SIGSEGV, nothing said)
+    # the images' pixel bound, from the header (past it OpenCV asserts, after allocating)
     refused = data.size and (format_problem(data) or size_problem(data))
     if refused:
         raise LabelMapError('%s: cannot read label map (%s)' % (where, refused))

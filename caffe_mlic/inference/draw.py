@@ -37,7 +37,7 @@ def draw_boxes(image, boxes, labels, colours, thickness=None):
 
 
 # The largest side a picture format takes: libjpeg's 65500 px (past it
-# OpenCV throws: a traceback, or an abort in a process that loaded Caffe),
+# OpenCV throws),
 # WebP's 16383. The images we read may be up to MAX_IMAGE_SIDE wide.
 PICTURE_MAX_SIDE = {'.jpg': 65500, '.jpeg': 65500, '.jpe': 65500, '.webp': 16383}
 
