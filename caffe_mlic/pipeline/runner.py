@@ -4,6 +4,7 @@ own (their output in its log.txt), ``run.jobs`` of them side by side, the
 stages that gather them (the report) at the end."""
 import contextlib
 import os
+import signal
 import sys
 
 from caffe_mlic.errors import InputError, MlicError, RunError, UsageError
@@ -409,13 +410,19 @@ def _run_chains(path, overrides, plan, chains, needs=None):
         log = os.path.join(plan.folder, key, LOG)
         if told is None:
             signum = -code if code < 0 else None
-            told = ('%s: its process %s' % (key, 'was killed by signal %d' % signum if signum else
-                                            'ended with exit status %d' % code), 1)
+            name = (signal.Signals(signum).name if signum in signal.Signals._value2member_map_
+                    else 'signal %s' % signum)
+            told = ('%s: its process %s' % (key, 'was killed by %s%s' % (
+                name, ' (a crash: its log says what it was doing)' if signum in CRASH_SIGNALS else '')
+                if signum else 'ended with exit status %d' % code), 1)
         message, exit_code = told
         error = RunError('%s (its log: %s)%s' % (message, log, '' if len(failed) == 1 else
                                                  '; %d other chains failed too' % (len(failed) - 1)))
         error.exit_code = exit_code
         raise error
+
+
+CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT)
 
 
 def _chain_main(path, overrides, key, planned, send):

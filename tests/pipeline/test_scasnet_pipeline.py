@@ -350,7 +350,7 @@ def test_a_chain_killed_alone_is_named_and_the_others_finish(data, tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 1, err
-    assert err == 'caffe-mlic run: seed1/full: its process was killed by signal 9 (its log: %s)\n' % (
+    assert err == 'caffe-mlic run: seed1/full: its process was killed by SIGKILL (its log: %s)\n' % (
         full / 'log.txt'), err
     assert 'stage seed1/fcn/eval: done in' in out
     res = run(cwd, *two)
