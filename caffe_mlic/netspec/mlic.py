@@ -14,6 +14,7 @@ from caffe_mlic.errors import UsageError
 from caffe_mlic.netspec.blocks import (FROZEN, LEARN_10X, drop_input_layers, fc, fc_relu_drop, insert_after,
                                        netspec_to_proto, python_layer, train_test_data)
 from caffe_mlic.data.datalist import MAX_ATT_NUM, MAX_BBOX_NUM
+from caffe_mlic.inference.settings import MAX_INPUT_SIZE
 from caffe_mlic.netspec.config import MAX_WORKERS, Checks, finite, option
 from caffe_mlic.netspec.vgg import BACKBONES, CONV_FILLERS, PLAIN, TEACHER, vgg16_convs
 
@@ -27,8 +28,8 @@ class MlicConfig:
     A new field is one line here: netgen derives its options from these."""
     num_classes: int = option(80, 'number of classes, >= 2', flag='classes')
     bbox_num: int = option(500, 'proposals per image', flag='proposals')
-    teacher_size: int = option(672, 'teacher input size (px, a multiple of 16)')
-    student_size: int = option(224, 'student input size (px) = 32 x pooled')
+    teacher_size: int = option(672, 'teacher input size (px, a multiple of 16, at most 26754)')
+    student_size: int = option(224, 'student input size (px) = 32 x pooled, at most 26754')
     scale_factors: list = option(RELEASE_SCALES, 'TRAIN scale factors, one drawn per batch',
                                  flag='scales', nargs='+')
     mean: list = option(RELEASE_MEAN, 'BGR mean subtracted by the data layer')
@@ -75,6 +76,8 @@ class MlicConfig:
         check.kinds()       # lists are lists of numbers (no bools): the checks below look inside
         check.choices()
         check.positive_ints('num_classes', 'bbox_num', 'teacher_size', 'student_size', 'pooled')
+        for name in ('teacher_size', 'student_size'):
+            check.at_most(name, MAX_INPUT_SIZE, "a 1 x 3 x S x S input within Caffe's 2^31 - 1 values")
         if self.num_classes < 2:   # WSDDN's class softmax over one class is constant: nothing to learn
             check.bad('num_classes', 'must be at least 2')
         if self.teacher_size % 16 or self.student_size % 32:

@@ -71,6 +71,14 @@ def check_buildable(nets):
     NetParameter}) is one Caffe could not build at these settings: a blob
     over 2^31 - 1 values (an input size Caffe aborts on, far from the
     setting), a layer whose settings do not fit its bottoms."""
+    why = unbuildable(nets)
+    if why:
+        raise UsageError('these settings give nets Caffe cannot build (nothing was written): %s' % why)
+
+
+def unbuildable(nets):
+    """Why Caffe could not build a net of ``nets`` ({path: NetParameter}),
+    the first problem on one line, or None."""
     from caffe_mlic.errors import InputError
     for path, net in nets.items():
         try:
@@ -78,8 +86,20 @@ def check_buildable(nets):
         except InputError as e:
             lines = str(e).splitlines()
             shown = [line.strip() for line in (lines[1:] if len(lines) > 1 else lines)]
-            raise UsageError('these settings give nets Caffe cannot build (nothing was written): %s%s' % (
-                shown[0], '' if len(shown) == 1 else ' (and %d more such problems)' % (len(shown) - 1))) from None
+            return '%s%s' % (shown[0], '' if len(shown) == 1 else ' (and %d more such problems)' % (len(shown) - 1))
+    return None
+
+
+def config_unbuildable(cfg):
+    """Why Caffe could not build the nets netgen (or scasnet netgen) writes
+    for the validated ``cfg`` (an MlicConfig or a ScasConfig), or None:
+    `run --check` asks this of a config's net table, as netgen does."""
+    from caffe_mlic.netspec import NETS, MlicConfig
+    if isinstance(cfg, MlicConfig):
+        return unbuildable({rel + '.prototxt': make(cfg) for rel, make in NETS.items()})
+    from caffe_mlic.netspec.scasnet import BUILDERS
+    nets = BUILDERS[cfg.variant](cfg)
+    return unbuildable({'%s_scasnet_%s.prototxt' % (cfg.variant, kind): nets[kind] for kind in ('deploy', 'train')})
 
 
 def refuse_overwriting_inputs(outputs, configs, list_fields, inputs=None, file_fields=()):

@@ -25,6 +25,7 @@ from caffe_mlic.errors import UsageError
 from caffe_mlic.data.labelmaps import IGNORE_LABEL
 from caffe_mlic.netspec.blocks import (drop_input_layers, insert_after, max_pool, netspec_to_proto, python_layer,
                                        train_test_data)
+from caffe_mlic.inference.settings import MAX_INPUT_SIZE
 from caffe_mlic.netspec.config import MAX_WORKERS, Checks, finite, option
 from caffe_mlic.netspec.vgg import DEEPLAB_POOLING, VGG16_BLOCKS, VGG16_WIDTHS, vgg16_convs
 
@@ -107,7 +108,7 @@ class ScasConfig:
     these (caffe_mlic.netspec.config)."""
     variant: str = option('vgg', 'the variant', choices=sorted(VARIANTS), cli=False)   # netgen: --variant
     num_classes: int = option(6, 'number of classes, >= 2', flag='classes')
-    input_size: int = option(400, 'input side in pixels')
+    input_size: int = option(400, 'input side in pixels, 16 to 26754')
     dilations: tuple = option(None, "context branch dilations; None: the release's 6 12 18 24 scaled to "
                               "the pool5 side s, round(d * s / 51), at least 1 (6 12 18 24 at 400 px, "
                               "2 4 6 8 at 128); each 1..%d; not with context none" % MAX_DILATION,
@@ -202,6 +203,7 @@ class ScasConfig:
             check.bad('num_classes', 'must be at least 2')
         if self.input_size < 16:
             check.bad('input_size', 'must be at least 16 (three stride-2 steps)')
+        check.at_most('input_size', MAX_INPUT_SIZE, "a 1 x 3 x S x S input within Caffe's 2^31 - 1 values")
         given = self.dilations
         if given is not None and not (isinstance(given, (tuple, list)) and given and all(
                 isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in given)):

@@ -117,7 +117,9 @@ def check_table(path, data, schema, prefix=''):
 
 def check_net_table(path, table, cls, prefix='net.'):
     """[Problem] of the net table: keys that are not fields of config class
-    ``cls``, then the first value its validate() refuses."""
+    ``cls``, then the first value its validate() refuses, then the first
+    problem of the nets netgen would build from it (a blob over Caffe's
+    bound, a layer setting refused)."""
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(table) - fields)
     if unknown:
@@ -126,11 +128,13 @@ def check_net_table(path, table, cls, prefix='net.'):
     values = {k: tuple(v) if isinstance(v, list) and isinstance(getattr(cls.release(), k), tuple) else v
               for k, v in table.items()}
     try:
-        cls.release(**values).validate()
+        cfg = cls.release(**values).validate()
     except UsageError as e:
         field = getattr(e, 'param', None)
         return [Problem(path, None, prefix + field if field else prefix.rstrip('.'), str(e))]
-    return []
+    from caffe_mlic.netspec.netgen import config_unbuildable
+    why = config_unbuildable(cfg)
+    return [Problem(path, None, prefix.rstrip('.'), 'these settings give nets Caffe cannot build: ' + why)] if why else []
 
 
 def _set(data, key_path, value, item):

@@ -38,8 +38,8 @@ def test_netgen_refuses_impossible_values_and_writes_nothing(tmp_path, capsys, a
 
 @pytest.mark.parametrize('argv, fragment', [
     # (nets written with exit 0 that Caffe would abort building, far from the setting: pass 36b M10)
-    (['scasnet', 'netgen', '--input-size', '100000'], "vgg_scasnet_deploy.prototxt: layer 'input': input 'data' "
-                                                      "would be 1 x 3 x 100000 x 100000 = 30000000000 values"),
+    (['scasnet', 'netgen', '--input-size', '26000'], "vgg_scasnet_deploy.prototxt: layer 'conv1_1': top 'conv1_1' "
+                                                     "would be 1 x 64 x 26000 x 26000 = 43264000000 values"),
     (['scasnet', 'netgen', '--input-size', '2048', '--variant', 'vgg'], "vgg_scasnet_deploy.prototxt: layer "
                                                                         "'conv1_2': its im2col buffer"),
     (['netgen', '--set', 'teacher_size=20000'], "wsddn_train.prototxt: layer 'data' (TRAIN): top 'data' would be"),
@@ -49,6 +49,21 @@ def test_settings_that_give_nets_caffe_cannot_build_are_refused(tmp_path, capsys
     err = capsys.readouterr().err
     assert 'these settings give nets Caffe cannot build (nothing was written): ' in err and fragment in err, err
     assert len(err.splitlines()) == 1 and not (tmp_path / 'nets').exists()
+
+
+@pytest.mark.parametrize('argv, fragment', [
+    (['netgen', '--teacher-size', str(2 ** 31)], 'teacher_size must be at most 26754'),
+    (['netgen', '--student-size', str(2 ** 62)], 'student_size must be at most 26754'),
+    (['scasnet', 'netgen', '--input-size', str(2 ** 31)], 'input_size must be at most 26754'),
+    (['scasnet', 'netgen', '--input-size', '100000'], 'input_size must be at most 26754'),
+])
+def test_an_input_size_past_what_a_caffe_blob_holds_is_refused_by_its_flag(tmp_path, capsys, argv, fragment):
+    """2^31 px or more overflowed protobuf's int32 while the net was made: a
+    "ValueError: Value out of range" traceback (pass 54b S2)."""
+    assert cli.main(argv + ['-o', str(tmp_path / 'nets')]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / 'nets').exists()
 
 
 def test_netgen_failing_part_way_writes_nothing(tmp_path, capsys):

@@ -3,6 +3,7 @@ named by file, line or key path, before anything runs."""
 import pytest
 
 from caffe_mlic.errors import InputError, UsageError
+from caffe_mlic.netspec import MlicConfig
 from caffe_mlic.netspec.scasnet import ScasConfig
 from caffe_mlic.pipeline.config import Field, check_net_table, check_table, parse_value, read_config
 
@@ -88,6 +89,21 @@ def test_the_net_table_is_checked_by_the_systems_config_class():
         'run.toml: net.contxt: not a ScasConfig field (see `caffe-mlic scasnet netgen --help`)']
     [problem] = check_net_table('run.toml', {'input_size': -5}, ScasConfig)
     assert str(problem).startswith('run.toml: net.input_size: ') and '-5' in str(problem)
+
+
+@pytest.mark.parametrize('cls, table, fragment', [
+    (MlicConfig, {'wsddn_batch': [100000000, 1]}, "top 'data' would be 100000000 x 3 x "),
+    (MlicConfig, {'teacher_size': 20000}, "layer 'data' (TRAIN): top 'data' would be"),
+    (MlicConfig, {'scale_factors': [1e300]}, "parameter 'scale_factors'"),
+    (ScasConfig, {'input_size': 26000}, "top 'conv1_1' would be 1 x 64 x 26000 x 26000"),
+])
+def test_a_net_table_whose_nets_caffe_cannot_build_is_refused_as_netgen_refuses_it(cls, table, fragment):
+    """`run --check` called a config valid whose nets netgen refuses (a
+    batch of 10^8, a scale factor of 1e300): its stages failed hours into
+    the run (pass 54b M2)."""
+    [problem] = check_net_table('run.toml', table, cls)
+    assert str(problem).startswith('run.toml: net: these settings give nets Caffe cannot build: ') and \
+        fragment in str(problem), str(problem)
 
 
 def test_a_table_left_out_is_named_by_its_required_keys():
