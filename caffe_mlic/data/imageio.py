@@ -390,7 +390,8 @@ def imdecode(data, flags):
     data: ...", a truncated TIFF) and libpng its errors on stderr, before
     our line that names the file (with two workers, a dozen times): the
     decoders' stderr is heard while they run and kept, said here instead
-    when the image is not decoded, written out as it was when it is."""
+    when the image is not decoded, written out as it was when it is. A
+    JPEG libjpeg calls corrupt (LIBJPEG_CORRUPT) is not decoded."""
     import cv2
     with _DECODER_LOCK:
         heard = _hearing_fd()
@@ -416,12 +417,21 @@ def imdecode(data, flags):
             text = os.pread(heard, os.fstat(heard).st_size, 0)
             os.ftruncate(heard, 0)
             os.lseek(heard, 0, os.SEEK_SET)     # (the offset fd 2 wrote at is this one's: it stays past the end)
+    words = text.decode('utf-8', 'replace')
+    corrupt = [line.strip() for line in words.splitlines() if line.startswith(LIBJPEG_CORRUPT)]
+    if corrupt:     # (libjpeg decodes on, into grey or garbage: a SOF0 marker made SOF9 read as all grey)
+        return None, 'libjpeg: %s' % corrupt[0]
     if image is not None and image.size:
         if text:
             with contextlib.suppress(OSError):
                 os.write(2, text)
         return image, None
-    return None, _decoder_words(text.decode('utf-8', 'replace'), error)
+    return None, _decoder_words(words, error)
+
+
+# What libjpeg warns of a JPEG whose data it could not all decode, going on
+# with grey or garbage pixels: such an image is not decoded, as a truncated one.
+LIBJPEG_CORRUPT = ('Corrupt JPEG data', 'Premature end of JPEG file')
 
 
 def _hearing_fd():

@@ -742,3 +742,22 @@ def test_the_decoders_stderr_is_written_out_when_the_image_decodes(monkeypatch, 
                                                              None)[1])
     assert imageio.imdecode(np.zeros(4, np.uint8), cv2.IMREAD_COLOR) == (None, 'libpng: IDAT: Missing PLTE')
     assert capfd.readouterr().err == ''
+
+
+def test_a_jpeg_libjpeg_calls_corrupt_is_not_decoded(tmp_path, capfd):
+    """A baseline JPEG whose SOF0 marker says SOF9 (arithmetic coding):
+    libjpeg warned "Corrupt JPEG data" and gave a grey image, which every
+    command used with exit 0 and `datalist check` counted valid (pass
+    54b M3). Refused as a truncated JPEG is, with libjpeg's words."""
+    from caffe_mlic.data.imageio import decode_file, why_undecodable
+    good = cv2.imencode('.jpg', np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))[1].tobytes()
+    assert b'\xff\xc0' in good
+    (tmp_path / 'sof9.jpg').write_bytes(good.replace(b'\xff\xc0', b'\xff\xc9', 1))
+    assert decode_file(str(tmp_path / 'sof9.jpg')) is None
+    assert re.fullmatch(r'OpenCV cannot decode it: libjpeg: Corrupt JPEG data: \d+ extraneous bytes before marker '
+                        r'0xd9', why_undecodable(str(tmp_path / 'sof9.jpg'))), why_undecodable(str(tmp_path / 'sof9.jpg'))
+    write_datalist(tmp_path / 'list.txt', [(str(tmp_path / 'sof9.jpg'), [1, 0], [[0, 0, 9, 9]], [1.0])])
+    assert cli.main(['datalist', 'check', str(tmp_path / 'list.txt'), '--att-num', '2', '--bbox-num', '1',
+                     '--size', '32']) == 1
+    assert 'list.txt:1: image: cannot decode %s: OpenCV cannot decode it: libjpeg: Corrupt JPEG data' % (
+        tmp_path / 'sof9.jpg') in capfd.readouterr().out
