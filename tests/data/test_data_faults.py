@@ -754,8 +754,9 @@ def test_a_jpeg_libjpeg_calls_corrupt_is_not_decoded(tmp_path, capfd):
     assert b'\xff\xc0' in good
     (tmp_path / 'sof9.jpg').write_bytes(good.replace(b'\xff\xc0', b'\xff\xc9', 1))
     assert decode_file(str(tmp_path / 'sof9.jpg')) is None
+    why = why_undecodable(str(tmp_path / 'sof9.jpg'))
     assert re.fullmatch(r'OpenCV cannot decode it: libjpeg: Corrupt JPEG data: \d+ extraneous bytes before marker '
-                        r'0xd9', why_undecodable(str(tmp_path / 'sof9.jpg'))), why_undecodable(str(tmp_path / 'sof9.jpg'))
+                        r'0xd9', why), why
     write_datalist(tmp_path / 'list.txt', [(str(tmp_path / 'sof9.jpg'), [1, 0], [[0, 0, 9, 9]], [1.0])])
     assert cli.main(['datalist', 'check', str(tmp_path / 'list.txt'), '--att-num', '2', '--bbox-num', '1',
                      '--size', '32']) == 1
