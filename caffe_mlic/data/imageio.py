@@ -394,15 +394,17 @@ def imdecode(data, flags):
     JPEG libjpeg calls corrupt (LIBJPEG_CORRUPT) is not decoded."""
     import cv2
     with _DECODER_LOCK:
-        heard = _hearing_fd()
-        if heard is None:
-            saved = None
-        else:
+        heard, saved = _hearing_fd(), None
+        if heard is not None:
             for stream in (sys.stdout, sys.stderr):
                 with contextlib.suppress(Exception):
                     stream.flush()
-            saved = os.dup(2)
-            os.dup2(heard, 2)
+            try:
+                saved = os.dup(2)
+            except OSError:     # (no stderr: `2>&-`; nothing to hear)
+                heard = None
+            else:
+                os.dup2(heard, 2)
         error = None
         try:
             image = cv2.imdecode(data, flags)

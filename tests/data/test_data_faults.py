@@ -762,3 +762,16 @@ def test_a_jpeg_libjpeg_calls_corrupt_is_not_decoded(tmp_path, capfd):
                      '--size', '32']) == 1
     assert 'list.txt:1: image: cannot decode %s: OpenCV cannot decode it: libjpeg: Corrupt JPEG data' % (
         tmp_path / 'sof9.jpg') in capfd.readouterr().out
+
+
+def test_images_decode_with_stderr_closed(tmp_path):
+    """`classify IMG 2>&-`: fd 2 is closed, or is whatever file the
+    process opened next; set aside while the decoder runs (or not, when
+    there is none) and put back, the image decodes all the same."""
+    import subprocess
+    import sys
+    cv2.imwrite(str(tmp_path / 'a.png'), np.zeros((8, 8, 3), np.uint8))
+    done = subprocess.run([sys.executable, '-c', 'import sys; from caffe_mlic.data.imageio import decode_file; '
+                           'print(decode_file(sys.argv[1]).shape)', str(tmp_path / 'a.png')],
+                          stdout=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(2), timeout=60)
+    assert done.stdout == '(8, 8, 3)\n' and done.returncode == 0
