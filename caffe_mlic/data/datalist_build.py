@@ -224,7 +224,8 @@ def undecodable_images(dl, jobs=2):
     """Problems (datalist, line, 'image', why) of the datalist's images that
     do not decode as the data layer decodes them: empty, text, truncated or
     corrupt files; one for every line of such an image (each image is decoded
-    once). Decoding releases the GIL, so threads share the work."""
+    once). Threads read the files side by side; the decoding itself is one
+    at a time (imageio.imdecode hears the decoders on the process's stderr)."""
     from concurrent.futures import ThreadPoolExecutor
     from caffe_mlic.data.imageio import decode_file, why_undecodable
     from caffe_mlic.progress import progress

@@ -389,10 +389,15 @@ def imdecode(data, flags):
     error it catches in imdecode on std::cerr ("imdecode_(''): can't read
     data: ...", a truncated TIFF) and libpng its errors on stderr, before
     our line that names the file (with two workers, a dozen times): the
-    decoders' stderr is heard while they run and kept, said here instead
-    when the image is not decoded, written out as it was when it is. A
-    JPEG libjpeg calls corrupt (LIBJPEG_CORRUPT) is not decoded."""
+    decoders' stderr is heard while they run and their own lines kept
+    (_decoder_line), said here instead when the image is not decoded,
+    written out as they were when it is; other lines (another thread's)
+    are written out either way. A JPEG libjpeg calls corrupt
+    (LIBJPEG_CORRUPT), or a TIFF whose strips or tiles libtiff could not
+    decompress (_libtiff_failure), is not decoded: both go on with grey,
+    black or garbage pixels."""
     import cv2
+    tiff = data[:4].tobytes() in (b'II*\x00', b'MM\x00*')
     with _DECODER_LOCK:
         heard, saved = _hearing_fd(), None
         if heard is not None:
@@ -405,12 +410,16 @@ def imdecode(data, flags):
                 heard = None
             else:
                 os.dup2(heard, 2)
+        level = cv2.getLogLevel()
+        if tiff and heard is not None:     # (OpenCV's handler prints libtiff's errors only at its debug level)
+            cv2.setLogLevel(LOG_LEVEL_DEBUG)
         error = None
         try:
             image = cv2.imdecode(data, flags)
         except cv2.error as e:      # an assertion (OpenCV's own size bound...)
             image, error = None, e
         finally:
+            cv2.setLogLevel(level)
             if saved is not None:
                 os.dup2(saved, 2)
                 os.close(saved)
@@ -419,21 +428,58 @@ def imdecode(data, flags):
             text = os.pread(heard, os.fstat(heard).st_size, 0)
             os.ftruncate(heard, 0)
             os.lseek(heard, 0, os.SEEK_SET)     # (the offset fd 2 wrote at is this one's: it stays past the end)
-    words = text.decode('utf-8', 'replace')
-    corrupt = [line.strip() for line in words.splitlines() if line.startswith(LIBJPEG_CORRUPT)]
-    if corrupt:     # (libjpeg decodes on, into grey or garbage: a SOF0 marker made SOF9 read as all grey)
-        return None, 'libjpeg: %s' % corrupt[0]
-    if image is not None and image.size:
-        if text:
-            with contextlib.suppress(OSError):
-                os.write(2, text)
+    lines = text.decode('utf-8', 'replace').splitlines(keepends=True)
+    own = [line.strip() for line in lines if _decoder_line(line)]
+    others = ''.join(line for line in lines if not _decoder_line(line) and line.strip())
+    corrupt = [line for line in own if line.startswith(LIBJPEG_CORRUPT)]
+    why = ('libjpeg: %s' % corrupt[0] if corrupt else _libtiff_failure(own)) if image is not None else None
+    if image is not None and image.size and why is None:
+        others = ''.join(line for line in lines if line.strip() and not _raised_level_line(line))
+    if others:
+        with contextlib.suppress(OSError):
+            os.write(2, others.encode('utf-8', 'replace'))
+    if image is not None and image.size and why is None:
         return image, None
-    return None, _decoder_words(words, error)
+    return None, why or _decoder_words('\n'.join(own), error)
 
+
+LOG_LEVEL_DEBUG = 5     # cv::utils::logging::LOG_LEVEL_DEBUG
 
 # What libjpeg warns of a JPEG whose data it could not all decode, going on
 # with grey or garbage pixels: such an image is not decoded, as a truncated one.
 LIBJPEG_CORRUPT = ('Corrupt JPEG data', 'Premature end of JPEG file')
+
+# Lines the decoders write: OpenCV's catch in imdecode, its logger, its
+# libtiff handler; libpng's and libjpeg's messages.
+_DECODER_PREFIXES = ('imdecode_(', '>', 'OpenCV TIFF: ', 'libpng error: ', 'libpng warning: ', '[ WARN:', '[ERROR:',
+                     '[ INFO:', '[DEBUG:', '[VERBOSE:') + LIBJPEG_CORRUPT
+
+
+def _decoder_line(line):
+    return line.lstrip().startswith(_DECODER_PREFIXES)
+
+
+def _raised_level_line(line):
+    """A line that only the debug level raised for a TIFF made OpenCV write
+    (its logger's info and debug lines, libtiff's warnings through it)."""
+    return line.lstrip().startswith(('OpenCV TIFF: ', '[ INFO:', '[DEBUG:', '[VERBOSE:', '[ WARN:'))
+
+
+def _libtiff_failure(lines):
+    """libtiff's words (through OpenCV's handler: "OpenCV TIFF: ZIPDecode:
+    Warning, Decoding error at scanline 0.") of strips or tiles it could not
+    decompress, which OpenCV leaves black; None for its other warnings (an
+    unknown tag, a count it ignores)."""
+    for line in lines:
+        if not line.startswith('OpenCV TIFF: '):
+            continue
+        module, _, said = line[len('OpenCV TIFF: '):].partition(': ')
+        said = said[len('Warning, '):] if said.startswith('Warning, ') else said
+        said = said.rstrip('.')
+        if module.endswith('Decode') or said.startswith(('Using code not yet in table', 'Corrupted LZW table',
+                                                           'Not enough data', 'Read error')):
+            return 'libtiff: %s%s' % (module + ': ' if module else '', said)
+    return None
 
 
 def _hearing_fd():
@@ -451,17 +497,25 @@ def _hearing_fd():
 def _decoder_words(text, error):
     """What a decoder said of an image it did not decode (its stderr
     ``text``, the cv2.error raised), on one line without OpenCV's version,
-    source line and function, or None."""
+    source line and function, with a failed check's "> " lines, or None."""
     import re
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    lines += [_last_line(error)] if error is not None else []
-    for line in reversed(lines):
+    lines += [line.strip() for line in str(error).splitlines() if line.strip()] if error is not None else []
+    for i in reversed(range(len(lines))):
+        line = lines[i]
         if line.startswith('libpng error: '):
             return 'libpng: ' + line[len('libpng error: '):]
-        line = line.split("can't read data: ", 1)[-1]
+        line = re.sub(r"^.*can't read (data|header): ", '', line)
         if line.startswith('OpenCV('):
-            line = re.sub(r'^OpenCV\([^)]*\) \S+: error: \([^)]*\) ', '', line)
-            return re.sub(r" in function '[^']*'$", '', line)
+            line = re.sub(r'^OpenCV\([^)]*\) \S+: error: \([^)]*\) ?', '', line)
+            line = re.sub(r"\s*in function '[^']*'$", '', line)
+            detail = []
+            for more in lines[i + 1:]:
+                if not more.startswith('>'):
+                    break
+                detail.append(more.lstrip('> ').strip())
+            words = ' '.join(part for part in [line] + detail if part and part != ':')
+            return words or None
     return _last_line(error) if error is not None else None
 
 

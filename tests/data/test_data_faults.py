@@ -775,3 +775,36 @@ def test_images_decode_with_stderr_closed(tmp_path):
                            'print(decode_file(sys.argv[1]).shape)', str(tmp_path / 'a.png')],
                           stdout=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(2), timeout=60)
     assert done.stdout == '(8, 8, 3)\n' and done.returncode == 0
+
+
+@pytest.mark.parametrize('compression', ['tiff_lzw', 'tiff_adobe_deflate'])
+def test_a_compressed_tiff_whose_data_libtiff_cannot_decompress_is_not_decoded(tmp_path, compression, capfd):
+    """200 bytes of an LZW or Deflate TIFF's strip flipped: OpenCV mutes
+    libtiff's error and returns the strip black, which a training used
+    silently (an ISPRS label map lost half its pixels to black; pass 55c
+    S1). libtiff's words are the reason; a good one decodes as before."""
+    from PIL import Image
+    from caffe_mlic.data.imageio import decode_file, why_undecodable
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, 'TIFF', compression=compression)
+    good = bytearray(buffer.getvalue())
+    (tmp_path / 'good.tif').write_bytes(bytes(good))
+    np.testing.assert_array_equal(decode_file(str(tmp_path / 'good.tif')), pixels[:, :, ::-1])
+    for i in range(100, 300):       # (PIL writes the directory after the strips: byte 8 on is data)
+        good[i] ^= 0x5a
+    (tmp_path / 'bad.tif').write_bytes(bytes(good))
+    assert decode_file(str(tmp_path / 'bad.tif')) is None
+    assert re.fullmatch(r'OpenCV cannot decode it: libtiff: .+', why_undecodable(str(tmp_path / 'bad.tif')))
+    assert capfd.readouterr().err == ''
+
+
+def test_other_lines_written_while_an_image_fails_to_decode_are_not_lost(monkeypatch, capfd):
+    """fd 2 is the process's: a line another thread writes while the
+    decoder is heard is written out even when the image fails (pass 55c M1)."""
+    import cv2
+    from caffe_mlic.data import imageio
+    told = b"another thread: still here\nimdecode_(''): can't read data: OpenCV(4.6.0) x.cpp:1: error: (-2:x) bad\n"
+    monkeypatch.setattr(cv2, 'imdecode', lambda data, flags: (os.write(2, told), None)[1])
+    assert imageio.imdecode(np.zeros(4, np.uint8), cv2.IMREAD_COLOR) == (None, 'bad')
+    assert capfd.readouterr().err == 'another thread: still here\n'
