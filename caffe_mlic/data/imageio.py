@@ -306,6 +306,8 @@ def format_problem(data):
     head = data[:16].tobytes()
     if head.startswith(_SIGNATURES) or head[:4] == b'RIFF' and head[8:12] == b'WEBP':
         return tiff_problem(data)
+    if head[:4] in (b'II+\x00', b'MM\x00+'):
+        return 'a BigTIFF, which is not read here (save it as a classic TIFF)'
     return 'not an image of a format read here (JPEG, PNG, BMP, TIFF, PGM/PPM, WebP)'
 
 
@@ -326,12 +328,13 @@ def tiff_problem(data):
     try:
         (offset,) = struct.unpack_from(order + 'I', data, 4)
         (count,) = struct.unpack_from(order + 'H', data, offset)
-        tags = {}
+        tags, entries = {}, {}
         for i in range(count):
             entry = offset + 2 + 12 * i
             tag, kind, n, value = struct.unpack_from(order + 'HHII', data, entry)
             if tag in tags:
                 return 'a TIFF that gives tag %d twice' % tag
+            entries[tag] = (kind, n, entry)
             if kind == 3:       # SHORT: the first in the value field, or (more than 2) where it points
                 value = struct.unpack_from(order + 'H', data, entry + 8 if n <= 2 else value)[0]
             elif kind != 4 or n != 1:       # (only single LONGs are read as numbers)
@@ -345,6 +348,52 @@ def tiff_problem(data):
     samples, bits = tags.get(277) or 1, tags.get(258) or 1
     if tile_w * tile_h * samples * max(1, bits // 8) >= _TIFF_TILE_BYTES:
         return 'a TIFF whose tiles or strips take 1 GiB or more each (%dx%d px)' % (tile_w, tile_h)
+    if tags.get(259) in TIFF_DEFLATE:
+        return _deflate_problem(data, order, entries)
+    return None
+
+
+TIFF_DEFLATE = (8, 32946)       # Compression: Adobe Deflate, and the older Deflate code
+
+
+def _tiff_numbers(data, order, kind, n, entry):
+    """The SHORT or LONG values of a directory entry (inline when they fit
+    its 4 bytes, else where it points), or None for another type."""
+    import struct
+    size = {3: 2, 4: 4}.get(kind)
+    if size is None:
+        return None
+    where = entry + 8 if n * size <= 4 else struct.unpack_from(order + 'I', data, entry + 8)[0]
+    return struct.unpack_from('%s%d%s' % (order, n, 'H' if size == 2 else 'I'), data, where)
+
+
+def _deflate_problem(data, order, entries):
+    """Why a Deflate TIFF's first directory's strips (or tiles) are not
+    whole zlib streams, or None: libtiff stops inflating a strip when it
+    has its pixels, before the stream's Adler-32 check, so damaged data
+    that still inflates decoded as garbage, said nowhere."""
+    import struct
+    parts = (273, 279) if 273 in entries else (324, 325)        # strips, else tiles
+    try:
+        offsets, counts = (_tiff_numbers(data, order, *entries[tag]) if tag in entries else None for tag in parts)
+    except struct.error:
+        return 'a truncated TIFF: its strip offsets or byte counts are cut'
+    if offsets is None or counts is None:
+        return None     # (OpenCV's to refuse)
+    raw = memoryview(data)
+    for number, (start, length) in enumerate(zip(offsets, counts)):
+        stream = zlib.decompressobj()
+        try:
+            rest = raw[start:start + length]
+            while rest:     # (in bounded pieces: a strip may inflate to hundreds of MB)
+                stream.decompress(rest, 1 << 24)
+                rest = stream.unconsumed_tail
+            whole = stream.eof
+        except zlib.error as e:
+            return 'a corrupt TIFF: its Deflate %s %d does not inflate (%s)' % (
+                'strip' if parts[0] == 273 else 'tile', number, e)
+        if not whole:
+            return 'a corrupt TIFF: its Deflate %s %d is cut' % ('strip' if parts[0] == 273 else 'tile', number)
     return None
 
 
@@ -432,7 +481,7 @@ def imdecode(data, flags):
     own = [line.strip() for line in lines if _decoder_line(line)]
     others = ''.join(line for line in lines if not _decoder_line(line) and line.strip())
     corrupt = [line for line in own if line.startswith(LIBJPEG_CORRUPT)]
-    why = ('libjpeg: %s' % corrupt[0] if corrupt else _libtiff_failure(own)) if image is not None else None
+    why = 'libjpeg: %s' % corrupt[0] if corrupt else _libtiff_failure(own)
     if image is not None and image.size and why is None:
         others = ''.join(line for line in lines if line.strip() and not _raised_level_line(line))
     if others:
@@ -447,7 +496,8 @@ LOG_LEVEL_DEBUG = 5     # cv::utils::logging::LOG_LEVEL_DEBUG
 
 # What libjpeg warns of a JPEG whose data it could not all decode, going on
 # with grey or garbage pixels: such an image is not decoded, as a truncated one.
-LIBJPEG_CORRUPT = ('Corrupt JPEG data', 'Premature end of JPEG file')
+LIBJPEG_CORRUPT = ('Corrupt JPEG data', 'Premature end of JPEG file', 'Inconsistent progression sequence',
+                   'Invalid SOS parameters')
 
 # Lines the decoders write: OpenCV's catch in imdecode, its logger, its
 # libtiff handler; libpng's and libjpeg's messages.
@@ -467,19 +517,26 @@ def _raised_level_line(line):
 
 def _libtiff_failure(lines):
     """libtiff's words (through OpenCV's handler: "OpenCV TIFF: ZIPDecode:
-    Warning, Decoding error at scanline 0.") of strips or tiles it could not
-    decompress, which OpenCV leaves black; None for its other warnings (an
-    unknown tag, a count it ignores)."""
+    Warning, Decoding error at scanline 0.") of anything but its directory
+    (an unknown tag, a count it ignores: LIBTIFF_DIRECTORY), or None. A
+    strip or tile it could not decode (LZW, Deflate, PackBits, CCITT, JPEG
+    through "JPEGLib") OpenCV leaves black or garbage and returns."""
     for line in lines:
         if not line.startswith('OpenCV TIFF: '):
             continue
         module, _, said = line[len('OpenCV TIFF: '):].partition(': ')
+        if module.startswith(LIBTIFF_DIRECTORY):
+            continue
         said = said[len('Warning, '):] if said.startswith('Warning, ') else said
-        said = said.rstrip('.')
-        if module.endswith('Decode') or said.startswith(('Using code not yet in table', 'Corrupted LZW table',
-                                                           'Not enough data', 'Read error')):
-            return 'libtiff: %s%s' % (module + ': ' if module else '', said)
+        return 'libtiff: %s%s' % (module + ': ' if module else '', said.rstrip('.'))
     return None
+
+
+# libtiff's modules that read a TIFF's directory (their warnings leave the
+# pixels as they are; a real TIFF often has some) and the ones that set its fields.
+LIBTIFF_DIRECTORY = ('TIFFReadDirectory', 'TIFFFetch', 'TIFFReadCustomDirectory', 'TIFFReadEXIFDirectory',
+                     'TIFFReadGPSDirectory', 'TIFFAdvanceDirectory', 'TIFFNumberOfDirectories', 'TIFFVSetField',
+                     '_TIFFVSetField', 'TIFFSetField')
 
 
 def _hearing_fd():

@@ -712,7 +712,7 @@ def test_what_opencv_says_of_an_image_it_cannot_decode_is_its_reason_not_printed
     from caffe_mlic.errors import InputError
     cut = _cut_tiff(tmp_path / 'cut.tif')
     (tmp_path / 'neg.pgm').write_bytes(b'P2\n4 4\n255\n' + b'-1 ' * 16)
-    for path, said in ((cut, r'OpenCV TIFF: failed TIFFReadRGBAStrip\(.*\)'),
+    for path, said in ((cut, r'libtiff: TIFFFillStrip: Read error at scanline \d+; got \d+ bytes, expected \d+'),
                        (str(tmp_path / 'neg.pgm'), r'PXM: Unexpected code in ReadNumber\(\): 0x2d \(45\)')):
         assert decode_file(path) is None
         assert re.fullmatch('OpenCV cannot decode it: ' + said, why_undecodable(path)), why_undecodable(path)
@@ -795,7 +795,8 @@ def test_a_compressed_tiff_whose_data_libtiff_cannot_decompress_is_not_decoded(t
         good[i] ^= 0x5a
     (tmp_path / 'bad.tif').write_bytes(bytes(good))
     assert decode_file(str(tmp_path / 'bad.tif')) is None
-    assert re.fullmatch(r'OpenCV cannot decode it: libtiff: .+', why_undecodable(str(tmp_path / 'bad.tif')))
+    assert re.fullmatch(r'OpenCV cannot decode it: libtiff: .+|a corrupt TIFF: its Deflate strip 0 does not inflate .+',
+                        why_undecodable(str(tmp_path / 'bad.tif')))
     assert capfd.readouterr().err == ''
 
 
@@ -808,3 +809,60 @@ def test_other_lines_written_while_an_image_fails_to_decode_are_not_lost(monkeyp
     monkeypatch.setattr(cv2, 'imdecode', lambda data, flags: (os.write(2, told), None)[1])
     assert imageio.imdecode(np.zeros(4, np.uint8), cv2.IMREAD_COLOR) == (None, 'bad')
     assert capfd.readouterr().err == 'another thread: still here\n'
+
+
+def _tiff_bytes(image, **save):
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, 'TIFF', **save)
+    return bytearray(buffer.getvalue())
+
+
+def _strip(data):
+    """(offset, byte count) of the one strip of a small TIFF PIL wrote."""
+    from PIL import Image
+    tags = Image.open(io.BytesIO(bytes(data))).tag_v2
+    return tags[273][0], tags[279][0]
+
+
+def test_tiffs_whose_pixels_libtiff_or_zlib_find_damaged_are_not_decoded(tmp_path, capfd):
+    """What pass 56c trained on with exit 0: a JPEG-compressed TIFF whose
+    data libjpeg calls corrupt (libtiff's module "JPEGLib"), a CCITT fax
+    TIFF with a damaged line ("Fax3Decode1D"), a Deflate strip whose
+    Adler-32 fails but which still inflates (libtiff stops before the
+    check); and a BigTIFF is said to be one. Undamaged ones decode."""
+    from caffe_mlic.data.imageio import decode_file, why_undecodable
+    rng = np.random.default_rng(0)
+    smooth = np.repeat(np.repeat(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), 8, 0), 8, 1)
+    bits = (rng.random((64, 64)) > 0.5)
+    cases = {'jpeg': (_tiff_bytes(smooth, compression='jpeg'), 'libtiff: JPEGLib: '),
+             'fax': (_tiff_bytes(bits, compression='group3'), 'libtiff: Fax3Decode'),
+             'deflate': (_tiff_bytes(smooth, compression='tiff_adobe_deflate'),
+                         r'a corrupt TIFF: its Deflate strip 0 does not inflate \(.*incorrect data check\)')}
+    for name, (data, said) in cases.items():
+        (tmp_path / ('good_%s.tif' % name)).write_bytes(bytes(data))
+        assert decode_file(str(tmp_path / ('good_%s.tif' % name))) is not None, name
+        start, length = _strip(data)
+        if name == 'deflate':
+            data[start + length - 1] ^= 0xff        # (the stream's Adler-32: its pixels inflate as they were)
+        else:
+            for i in range(start + length // 3, start + length // 3 + 12):
+                data[i] ^= 0x5a
+        path = str(tmp_path / ('bad_%s.tif' % name))
+        (tmp_path / ('bad_%s.tif' % name)).write_bytes(bytes(data))
+        assert decode_file(path) is None, name
+        assert re.match('(OpenCV cannot decode it: )?' + said, why_undecodable(path)), (name, why_undecodable(path))
+    (tmp_path / 'big.tif').write_bytes(b'II+\x00\x08\x00\x00\x00' + bytes(64))
+    assert why_undecodable(str(tmp_path / 'big.tif')) == 'a BigTIFF, which is not read here (save it as a classic TIFF)'
+    assert capfd.readouterr().err == ''
+
+
+@pytest.mark.parametrize('warned', [b'Inconsistent progression sequence for component 0 coefficient 0\n',
+                                    b'Corrupt JPEG data: bad Huffman code\n'])
+def test_a_jpeg_libjpeg_warns_is_damaged_is_not_decoded_though_it_gave_pixels(monkeypatch, warned):
+    """A progressive JPEG with a damaged scan header gave a wholly wrong
+    image with only libjpeg's warning (pass 56c S3)."""
+    import cv2
+    from caffe_mlic.data import imageio
+    monkeypatch.setattr(cv2, 'imdecode', lambda data, flags: (os.write(2, warned), np.zeros((2, 2, 3), np.uint8))[1])
+    assert imageio.imdecode(np.zeros(4, np.uint8), cv2.IMREAD_COLOR) == (None, 'libjpeg: ' + warned.decode().strip())
