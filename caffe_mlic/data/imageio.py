@@ -480,10 +480,11 @@ def imdecode(data, flags):
     lines = text.decode('utf-8', 'replace').splitlines(keepends=True)
     own = [line.strip() for line in lines if _decoder_line(line)]
     others = ''.join(line for line in lines if not _decoder_line(line) and line.strip())
-    corrupt = [line for line in own if line.startswith(LIBJPEG_CORRUPT)]
+    corrupt = [line for line in own if line.startswith(LIBJPEG_CORRUPT) and not _padded_jpeg(line, data.size)]
     why = 'libjpeg: %s' % corrupt[0] if corrupt else _libtiff_failure(own)
-    if image is not None and image.size and why is None:
-        others = ''.join(line for line in lines if line.strip() and not _raised_level_line(line))
+    if image is not None and image.size and why is None:        # (JPEG padding decodes whole: not said)
+        others = ''.join(line for line in lines if line.strip() and not _raised_level_line(line)
+                         and not _padded_jpeg(line.strip(), data.size))
     if others:
         with contextlib.suppress(OSError):
             os.write(2, others.encode('utf-8', 'replace'))
@@ -503,6 +504,16 @@ LIBJPEG_CORRUPT = ('Corrupt JPEG data', 'Premature end of JPEG file', 'Inconsist
 # libtiff handler; libpng's and libjpeg's messages.
 _DECODER_PREFIXES = ('imdecode_(', '>', 'OpenCV TIFF: ', 'libpng error: ', 'libpng warning: ', '[ WARN:', '[ERROR:',
                      '[ INFO:', '[DEBUG:', '[VERBOSE:') + LIBJPEG_CORRUPT
+
+
+def _padded_jpeg(line, size):
+    """Whether libjpeg's "Corrupt JPEG data: N extraneous bytes before marker
+    0xd9" is padding: a few bytes before the end marker, which cameras and
+    web encoders leave and whose pixels decode whole (at most 5 % of the
+    file; a scan read as another coding leaves most of the file unread)."""
+    import re
+    found = re.match(r'Corrupt JPEG data: (\d+) extraneous bytes before marker 0xd9$', line)
+    return bool(found) and int(found.group(1)) <= 0.05 * size
 
 
 def _decoder_line(line):

@@ -21,6 +21,12 @@ Methods
       order) of the K it returns gets score 1 - r/K. OpenCV draws that order
       with C rand(), which we seed (srand(0)) per image for reproducibility.
 
+Both run on the image scaled down, when it has more than PROPOSAL_MAX_PIXELS
+(2^20, a 1024 x 1024 image), to that many, and their boxes are scaled back:
+their cost grows faster than the pixels (EdgeBoxes took 9 s at 2048 x 2048,
+over 10 minutes at 4096 x 4096 in one OpenCV call no stop signal can cut,
+and a 16384 x 16384 image ran out of memory at ~90 bytes a pixel).
+
 Every method then applies the same hygiene (as WSDDN does): boxes are
 clipped to the image, boxes with a side under --min-size pixels are dropped,
 exact duplicates are removed (the best-scored copy stays), boxes are sorted by
@@ -64,6 +70,7 @@ from caffe_mlic.progress import progress
 MIN_SIZE = 20    # px a side: the smallest box kept (and so the smallest image that can have a proposal)
 
 METHODS = ('edgeboxes', 'selective-search')
+PROPOSAL_MAX_PIXELS = 1 << 20   # the most pixels proposals are computed on (module docstring)
 # EdgeBoxes is asked for twice max_boxes, a C int; no method gives an image
 # anywhere near this many.
 MAX_BOXES = 1000000
@@ -230,7 +237,8 @@ def _sed_model_problem(path):
     for name in SED_OPTIONS:
         low = 0 if name in radii else 1
         if not low <= values[name] <= 1024:
-            return 'options.%s is %d, not in [%d, 1024]' % (name, values[name], low)
+            return 'options.%s is not in [%d, 1024] (OpenCV reads it, as a 32-bit integer, as %d)' % (
+                name, low, values[name])
     if values['numberOfTreesToEvaluate'] > values['numberOfTrees']:
         return 'options.numberOfTreesToEvaluate (%d) is more than options.numberOfTrees (%d)' % (
             values['numberOfTreesToEvaluate'], values['numberOfTrees'])
@@ -324,10 +332,14 @@ def clean_boxes_counted(boxes, scores, width, height, min_size=MIN_SIZE, max_box
     return boxes.astype(np.float32), scores.astype(np.float32), dropped
 
 
-def _edgeboxes(image_bgr, sed_model, max_raw, min_size, alpha, beta):
+def _edgeboxes(image_bgr, sed_model, max_raw, min_size, alpha, beta, name=None):
     import cv2
     if sed_model:
-        edges, orientation = sed_edges(image_bgr, _sed_detector(sed_model))
+        try:
+            edges, orientation = sed_edges(image_bgr, _sed_detector(sed_model))
+        except cv2.error as e:      # (an image of 2 or 3 px a side: its patches do not fit)
+            raise InputError('%sthe SED model finds no edges in a %dx%d px image (OpenCV: %s)' % (
+                '%s: ' % name if name else '', image_bgr.shape[1], image_bgr.shape[0], _opencv_words(e))) from None
     else:
         edges, orientation = gradient_edges(image_bgr)
     eb = cv2.ximgproc.createEdgeBoxes(alpha=alpha, beta=beta, maxBoxes=max_raw,
@@ -378,19 +390,29 @@ def compute_proposals(image_bgr, method='edgeboxes', max_boxes=2000, min_size=MI
     image_bgr = np.ascontiguousarray(image_bgr, dtype=np.uint8)
     h, w = image_bgr.shape[:2]
     if min(h, w) < max(min_size, 2):
-        raise InputError('%sthe image is %dx%d px: smaller than the smallest box kept (min_size %d '
-                         'px a side), so it can have no proposal' % (where, w, h, min_size))
-    if method == 'edgeboxes':
-        # ask for more than max_boxes: hygiene removes some
-        rects, scores = _edgeboxes(image_bgr, sed_model, max(2 * max_boxes, 100), min_size, alpha, beta)
-    elif method == 'selective-search':
-        rects, scores = _selective_search(image_bgr)
-    else:
+        raise InputError('%sthe image is %dx%d px: smaller than the smallest box kept (%s), so it can have '
+                         'no proposal' % (where, w, h, 'min_size %d px a side' % min_size if min_size >= 2 else
+                                          '2 px a side: a box has two corners'))
+    if method not in METHODS:
         raise UsageError('unknown method %r; choose from %s' % (method, ', '.join(METHODS)), 'method')
-    # OpenCV rects are x, y, w, h; ours are inclusive corners
-    boxes = np.stack([rects[:, 0], rects[:, 1],
-                      rects[:, 0] + rects[:, 2] - 1, rects[:, 1] + rects[:, 3] - 1], 1)
-    return clean_boxes(boxes, scores, w, h, min_size, max_boxes)
+    scale = min(1.0, (PROPOSAL_MAX_PIXELS / float(h * w)) ** 0.5)
+    if scale < 1:
+        import cv2
+        size = (max(1, int(w * scale)), max(1, int(h * scale)))
+        scaled = cv2.resize(image_bgr, size, interpolation=cv2.INTER_AREA)
+        sx, sy = w / float(size[0]), h / float(size[1])
+    else:
+        scaled, sx, sy = image_bgr, 1.0, 1.0
+    if method == 'edgeboxes':
+        # ask for more than max_boxes: hygiene removes some; the smallest box, as it is in the scaled image
+        rects, scores = _edgeboxes(scaled, sed_model, max(2 * max_boxes, 100), max(1, int(min_size / max(sx, sy))),
+                                   alpha, beta, name=name)
+    else:
+        rects, scores = _selective_search(scaled)
+    # OpenCV rects are x, y, w, h; ours are inclusive corners, in the image's own pixels
+    boxes = np.stack([rects[:, 0] * sx, rects[:, 1] * sy,
+                      (rects[:, 0] + rects[:, 2]) * sx - 1, (rects[:, 1] + rects[:, 3]) * sy - 1], 1)
+    return clean_boxes(np.round(boxes) if scale < 1 else boxes, scores, w, h, min_size, max_boxes)
 
 
 def output_path(out_dir, image_path):

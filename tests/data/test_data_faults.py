@@ -866,3 +866,19 @@ def test_a_jpeg_libjpeg_warns_is_damaged_is_not_decoded_though_it_gave_pixels(mo
     from caffe_mlic.data import imageio
     monkeypatch.setattr(cv2, 'imdecode', lambda data, flags: (os.write(2, warned), np.zeros((2, 2, 3), np.uint8))[1])
     assert imageio.imdecode(np.zeros(4, np.uint8), cv2.IMREAD_COLOR) == (None, 'libjpeg: ' + warned.decode().strip())
+
+
+def test_a_jpeg_padded_before_its_end_marker_decodes_whole_and_quietly(tmp_path, capfd):
+    """A few junk bytes before the end marker (cameras and web encoders
+    leave them): libjpeg says "Corrupt JPEG data: 3 extraneous bytes before
+    marker 0xd9" of pixels it decoded whole, and such JPEGs were refused
+    (pass 55b M2). Padding is at most 5 % of the file; more is corrupt."""
+    from caffe_mlic.data.imageio import decode_file
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    data = cv2.imencode('.jpg', pixels)[1].tobytes()
+    (tmp_path / 'padded.jpg').write_bytes(data[:-2] + b'\x12\x34\x56' + data[-2:])
+    clean = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(decode_file(str(tmp_path / 'padded.jpg')), clean)
+    assert capfd.readouterr().err == ''
+    (tmp_path / 'junk.jpg').write_bytes(data[:-2] + bytes(len(data) // 10) + data[-2:])
+    assert decode_file(str(tmp_path / 'junk.jpg')) is None

@@ -90,6 +90,23 @@ def test_edge_nms_in_tiles_equals_one_remap_and_takes_images_over_opencvs_side_b
     assert len(boxes) > 0
 
 
+def test_an_image_over_the_proposal_pixel_bound_is_proposed_on_scaled_down(monkeypatch):
+    """EdgeBoxes on a 4096 x 4096 image ran for over 10 minutes in one
+    OpenCV call (stop signals waited), and 16384 x 16384 ran out of memory
+    (pass 55b S1, S2): past PROPOSAL_MAX_PIXELS the image is scaled down and
+    the boxes scaled back, within the image, at least min_size a side."""
+    import skimage.data
+    from caffe_mlic.data import proposals
+    img = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)       # 512 x 512
+    whole = compute_proposals(img, max_boxes=300)
+    monkeypatch.setattr(proposals, 'PROPOSAL_MAX_PIXELS', 128 * 128)
+    boxes, scores = compute_proposals(img, max_boxes=300)
+    _check_boxes(boxes, scores, 512, 512, max_boxes=300)
+    assert len(boxes) > 50 and boxes[:, 2].max() > 400 and boxes[:, 3].max() > 400
+    assert not np.array_equal(boxes, whole[0][:len(boxes)])      # (the bound did apply)
+    assert len(whole[0]) == 300
+
+
 def test_clean_boxes():
     boxes = [[-5, 0, 50, 40],      # clipped to x1=0
              [0, 0, 50, 40],       # same after clipping, lower score: dropped

@@ -57,6 +57,10 @@ def test_proposals_name_tiny_images_and_report_images_with_no_box(tmp_path, caps
     (tmp_path / 'afile').write_text('')
     assert cli.main(['proposals', str(folder), '-o', str(tmp_path / 'afile')]) == 2
     assert 'afile is a file, where the output folder would be' in capsys.readouterr().err
+    # --min-size 1: the floor is 2 px (it said "smaller than ... min_size 1 px a side": pass 55b M3)
+    assert cli.main(['proposals', str(folder / 'dot.png'), '-o', str(tmp_path / 'p1'), '--min-size', '1']) == 1
+    assert ('dot.png: the image is 1x1 px: smaller than the smallest box kept (2 px a side: a box has two '
+            'corners)') in capsys.readouterr().err
 
 
 @pytest.mark.parametrize('args, message', [
@@ -459,7 +463,10 @@ edgeBins:
 @pytest.mark.parametrize('edits, said', [
     ([], None),       # a one-split tree OpenCV's detector takes
     ([('options:', 'settings:')], 'it has no "options"'),      # (YAML without them: OpenCV divided by zero, SIGFPE)
-    ([('numberOfTrees: 1', 'numberOfTrees: 0')], r'options.numberOfTrees is 0, not in \[1, 1024\]'),
+    ([('numberOfTrees: 1', 'numberOfTrees: 0')],
+     r'options.numberOfTrees is not in \[1, 1024\] \(OpenCV reads it, as a 32-bit integer, as 0\)'),
+    ([('stride: 2', 'stride: 99999999999999')],        # (pass 55b M4: said as its 32-bit remainder alone)
+     r'options.stride is not in \[1, 1024\] \(OpenCV reads it, as a 32-bit integer, as 276447231\)'),
     ([('stride: 2', 'stride: two')], 'options.stride is given, not a whole number'),
     ([('edgeBins:\n   - [ 17 ]', '')], 'its "edgeBins" is missing, not a list of trees'),
     ([('[ 2, 0, 0 ]', '[ 90000000, 0, 0 ]')], r'its structured edge detector crashed on it \(SIGSEGV\)'),
@@ -489,3 +496,15 @@ def test_a_sed_model_opencv_cannot_use_is_named_before_any_image(photos, tmp_pat
     assert re.match(r'caffe-mlic proposals: \S*model.yml: not a SED model OpenCV can use: .*%s' % said,
                     done.stderr.strip()), done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_an_image_too_small_for_the_sed_models_patches_is_named_in_one_line(photos, tmp_path, capfd):
+    """A 3 x 3 px image (--min-size 2) with --sed-model: OpenCV's raw
+    "error: OpenCV(4.6.0) ... 'setSize'" text (pass 55b M1)."""
+    (tmp_path / 'model.yml').write_text(SED_MODEL)
+    cv2.imwrite(str(tmp_path / 'tiny.png'), np.full((3, 3, 3), 90, np.uint8))
+    assert cli.main(['proposals', str(tmp_path / 'tiny.png'), '-o', str(tmp_path / 'p'), '--min-size', '2',
+                     '--sed-model', str(tmp_path / 'model.yml')]) == 1
+    err = capfd.readouterr().err
+    assert re.search(r'tiny.png: the SED model finds no edges in a 3x3 px image \(OpenCV: [^\n]+\)\n', err), err
+    assert 'OpenCV(' not in err, err
