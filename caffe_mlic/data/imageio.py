@@ -442,9 +442,10 @@ def imdecode(data, flags):
     (_decoder_line), said here instead when the image is not decoded,
     written out as they were when it is; other lines (another thread's)
     are written out either way. A JPEG libjpeg calls corrupt
-    (LIBJPEG_CORRUPT), or a TIFF whose strips or tiles libtiff could not
-    decompress (_libtiff_failure), is not decoded: both go on with grey,
-    black or garbage pixels."""
+    (LIBJPEG_CORRUPT; padding before its end marker aside), or a TIFF
+    libtiff says anything of beyond its directory (_libtiff_failure: a
+    strip or tile it could not decode), is not decoded: both go on with
+    grey, black or garbage pixels."""
     import cv2
     tiff = data[:4].tobytes() in (b'II*\x00', b'MM\x00*')
     with _DECODER_LOCK:
