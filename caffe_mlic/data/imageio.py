@@ -193,8 +193,11 @@ def _truncated_jpeg(data):
     raw = data.tobytes()
     if not raw.startswith(b'\xff\xd8'):
         return False
-    last_scan = raw.rfind(b'\xff\xda')   # entropy-coded data escapes 0xFF, so markers are real
-    return last_scan < 0 or raw.find(b'\xff\xd9', last_scan) < 0
+    # (from the first scan: entropy-coded data escapes 0xFF, so a marker is real; what follows the end
+    # marker is not the JPEG's, a motion photo's video, which held "scan" bytes of its own; a cut later
+    # scan libjpeg calls "Premature end of JPEG file", refused in imdecode)
+    first_scan = raw.find(b'\xff\xda')
+    return first_scan < 0 or raw.find(b'\xff\xd9', first_scan) < 0
 
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -349,7 +352,7 @@ def tiff_problem(data):
     if tile_w * tile_h * samples * max(1, bits // 8) >= _TIFF_TILE_BYTES:
         return 'a TIFF whose tiles or strips take 1 GiB or more each (%dx%d px)' % (tile_w, tile_h)
     if tags.get(259) in TIFF_DEFLATE:
-        return _deflate_problem(data, order, entries)
+        return _deflate_problem(data, order, entries, tile_w * tile_h * samples * max(1, -(-bits // 8)))
     return None
 
 
@@ -367,11 +370,13 @@ def _tiff_numbers(data, order, kind, n, entry):
     return struct.unpack_from('%s%d%s' % (order, n, 'H' if size == 2 else 'I'), data, where)
 
 
-def _deflate_problem(data, order, entries):
+def _deflate_problem(data, order, entries, most):
     """Why a Deflate TIFF's first directory's strips (or tiles) are not
-    whole zlib streams, or None: libtiff stops inflating a strip when it
-    has its pixels, before the stream's Adler-32 check, so damaged data
-    that still inflates decoded as garbage, said nowhere."""
+    whole zlib streams of at most ``most`` bytes (a strip's or tile's
+    pixels), or None: libtiff stops inflating a strip when it has its
+    pixels, before the stream's Adler-32 check, so damaged data that still
+    inflates decoded as garbage, said nowhere; and a stream holding more
+    (8 MB inflating on and on) took seconds a read."""
     import struct
     parts = (273, 279) if 273 in entries else (324, 325)        # strips, else tiles
     try:
@@ -382,18 +387,20 @@ def _deflate_problem(data, order, entries):
         return None     # (OpenCV's to refuse)
     raw = memoryview(data)
     for number, (start, length) in enumerate(zip(offsets, counts)):
-        stream = zlib.decompressobj()
+        kind = 'strip' if parts[0] == 273 else 'tile'
+        stream, inflated = zlib.decompressobj(), 0
         try:
             rest = raw[start:start + length]
-            while rest:     # (in bounded pieces: a strip may inflate to hundreds of MB)
-                stream.decompress(rest, 1 << 24)
+            while rest and inflated <= most:     # (in bounded pieces: a strip may inflate to hundreds of MB)
+                inflated += len(stream.decompress(rest, min(1 << 24, most + 1 - inflated)))
                 rest = stream.unconsumed_tail
-            whole = stream.eof
         except zlib.error as e:
-            return 'a corrupt TIFF: its Deflate %s %d does not inflate (%s)' % (
-                'strip' if parts[0] == 273 else 'tile', number, e)
-        if not whole:
-            return 'a corrupt TIFF: its Deflate %s %d is cut' % ('strip' if parts[0] == 273 else 'tile', number)
+            return 'a corrupt TIFF: its Deflate %s %d does not inflate (%s)' % (kind, number, e)
+        if inflated > most:
+            return 'a corrupt TIFF: its Deflate %s %d inflates to more than its %d bytes of pixels' % (
+                kind, number, most)
+        if not stream.eof:
+            return 'a corrupt TIFF: its Deflate %s %d is cut' % (kind, number)
     return None
 
 
@@ -478,14 +485,20 @@ def imdecode(data, flags):
             text = os.pread(heard, os.fstat(heard).st_size, 0)
             os.ftruncate(heard, 0)
             os.lseek(heard, 0, os.SEEK_SET)     # (the offset fd 2 wrote at is this one's: it stays past the end)
-    lines = text.decode('utf-8', 'replace').splitlines(keepends=True)
+    lines = []
+    for line in text.decode('utf-8', 'replace').splitlines(keepends=True):
+        # (a libtiff message with a line break goes on: OpenCV's handler ends each with '.')
+        if lines and lines[-1].startswith('OpenCV TIFF: ') and not lines[-1].rstrip().endswith('.'):
+            lines[-1] = lines[-1].rstrip('\n') + ' ' + line
+        else:
+            lines.append(line)
     own = [line.strip() for line in lines if _decoder_line(line)]
     others = ''.join(line for line in lines if not _decoder_line(line) and line.strip())
-    corrupt = [line for line in own if line.startswith(LIBJPEG_CORRUPT) and not _padded_jpeg(line, data.size)]
+    corrupt = [line for line in own if line.startswith(LIBJPEG_CORRUPT) and not _padded_jpeg(line, data)]
     why = 'libjpeg: %s' % corrupt[0] if corrupt else _libtiff_failure(own)
     if image is not None and image.size and why is None:        # (JPEG padding decodes whole: not said)
         others = ''.join(line for line in lines if line.strip() and not _raised_level_line(line)
-                         and not _padded_jpeg(line.strip(), data.size))
+                         and not _padded_jpeg(line.strip(), data))
     if others:
         with contextlib.suppress(OSError):
             os.write(2, others.encode('utf-8', 'replace'))
@@ -507,14 +520,20 @@ _DECODER_PREFIXES = ('imdecode_(', '>', 'OpenCV TIFF: ', 'libpng error: ', 'libp
                      '[ INFO:', '[DEBUG:', '[VERBOSE:') + LIBJPEG_CORRUPT
 
 
-def _padded_jpeg(line, size):
+def _padded_jpeg(line, data):
     """Whether libjpeg's "Corrupt JPEG data: N extraneous bytes before marker
-    0xd9" is padding: a few bytes before the end marker, which cameras and
-    web encoders leave and whose pixels decode whole (at most 5 % of the
-    file; a scan read as another coding leaves most of the file unread)."""
+    0xd9" is padding: the N bytes before the end marker are one fill byte
+    repeated (0x00 or 0xFF, as cameras and encoders leave them; the pixels
+    decode whole). A damaged scan ends early too, with N bytes of its data
+    left, but those vary (a byte flipped: 50 to 99 % of the pixels wrong)."""
     import re
     found = re.match(r'Corrupt JPEG data: (\d+) extraneous bytes before marker 0xd9$', line)
-    return bool(found) and int(found.group(1)) <= 0.05 * size
+    if not found:
+        return False
+    raw = data.tobytes()
+    end = raw.find(b'\xff\xd9', max(raw.find(b'\xff\xda'), 0))
+    count = int(found.group(1))
+    return 0 < count <= end and len(set(raw[end - count:end])) == 1
 
 
 def _decoder_line(line):
@@ -537,9 +556,9 @@ def _libtiff_failure(lines):
         if not line.startswith('OpenCV TIFF: '):
             continue
         module, _, said = line[len('OpenCV TIFF: '):].partition(': ')
-        if module.startswith(LIBTIFF_DIRECTORY):
-            continue
         said = said[len('Warning, '):] if said.startswith('Warning, ') else said
+        if module.startswith(LIBTIFF_DIRECTORY) or said.startswith(LIBTIFF_NOTES):
+            continue
         return 'libtiff: %s%s' % (module + ': ' if module else '', said.rstrip('.'))
     return None
 
@@ -548,7 +567,10 @@ def _libtiff_failure(lines):
 # pixels as they are; a real TIFF often has some) and the ones that set its fields.
 LIBTIFF_DIRECTORY = ('TIFFReadDirectory', 'TIFFFetch', 'TIFFReadCustomDirectory', 'TIFFReadEXIFDirectory',
                      'TIFFReadGPSDirectory', 'TIFFAdvanceDirectory', 'TIFFNumberOfDirectories', 'TIFFVSetField',
-                     '_TIFFVSetField', 'TIFFSetField')
+                     '_TIFFVSetField', 'TIFFSetField', 'OJPEGSubsamplingCorrect')
+# What libtiff says of TIFFs it decodes whole: old-style JPEG (compression 6)
+# and a JPEG last strip of the full strip height, which it crops.
+LIBTIFF_NOTES = ('Deprecated and troublesome old-style JPEG compression', 'JPEG strip size exceeds expected dimensions')
 
 
 def _hearing_fd():

@@ -869,16 +869,66 @@ def test_a_jpeg_libjpeg_warns_is_damaged_is_not_decoded_though_it_gave_pixels(mo
 
 
 def test_a_jpeg_padded_before_its_end_marker_decodes_whole_and_quietly(tmp_path, capfd):
-    """A few junk bytes before the end marker (cameras and web encoders
-    leave them): libjpeg says "Corrupt JPEG data: 3 extraneous bytes before
-    marker 0xd9" of pixels it decoded whole, and such JPEGs were refused
-    (pass 55b M2). Padding is at most 5 % of the file; more is corrupt."""
+    """Fill bytes before the end marker (cameras and encoders leave them):
+    libjpeg says "Corrupt JPEG data: 64 extraneous bytes before marker 0xd9"
+    of pixels it decoded whole, and such JPEGs were refused (pass 55b M2).
+    A damaged scan that ends early leaves bytes of its data there, which
+    vary: still refused (5 % of the file let 50-99 % wrong pixels through,
+    pass 57c S1)."""
     from caffe_mlic.data.imageio import decode_file
     pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     data = cv2.imencode('.jpg', pixels)[1].tobytes()
-    (tmp_path / 'padded.jpg').write_bytes(data[:-2] + b'\x12\x34\x56' + data[-2:])
     clean = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    np.testing.assert_array_equal(decode_file(str(tmp_path / 'padded.jpg')), clean)
+    for fill in (b'\x00', b'\xff'):
+        (tmp_path / 'padded.jpg').write_bytes(data[:-2] + fill * 64 + data[-2:])
+        np.testing.assert_array_equal(decode_file(str(tmp_path / 'padded.jpg')), clean)
     assert capfd.readouterr().err == ''
-    (tmp_path / 'junk.jpg').write_bytes(data[:-2] + bytes(len(data) // 10) + data[-2:])
-    assert decode_file(str(tmp_path / 'junk.jpg')) is None
+    (tmp_path / 'junk.jpg').write_bytes(data[:-2] + bytes(range(1, 200)) + data[-2:])
+    assert decode_file(str(tmp_path / 'junk.jpg')) is None      # (libjpeg: "193 extraneous bytes", of varied values)
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0xff         # (a byte of the scan: libjpeg stops early, "1666 extraneous bytes")
+    (tmp_path / 'flipped.jpg').write_bytes(bytes(flipped))
+    assert cv2.imdecode(np.frombuffer(bytes(flipped), np.uint8), cv2.IMREAD_COLOR) is not None
+    assert decode_file(str(tmp_path / 'flipped.jpg')) is None
+
+
+def test_a_deflate_tiff_strip_inflating_past_its_pixels_is_refused_at_once(tmp_path):
+    """An 8 MB Deflate strip behind a 16 x 8 px header inflated to its end
+    on every read (18 s; a stop waited 30 s; pass 57c M1): inflating stops
+    past the strip's bytes of pixels."""
+    import struct
+    import time
+    import zlib
+    from caffe_mlic.data.imageio import why_undecodable
+    strip = zlib.compress(bytes(200 * 2 ** 20), 9)
+    entries = [(256, 3, 1, 16), (257, 3, 1, 8), (258, 3, 1, 8), (259, 3, 1, 8), (262, 3, 1, 1), (273, 4, 1, 0),
+               (277, 3, 1, 1), (278, 3, 1, 8), (279, 4, 1, len(strip))]
+    header = 8 + 2 + 12 * len(entries) + 4
+    ifd = struct.pack('<H', len(entries)) + b''.join(
+        struct.pack('<HHI', tag, kind, n) + (struct.pack('<HH', value, 0) if kind == 3 else
+                                            struct.pack('<I', header if tag == 273 else value))
+        for tag, kind, n, value in entries) + struct.pack('<I', 0)
+    (tmp_path / 'bomb.tif').write_bytes(b'II*\x00' + struct.pack('<I', 8) + ifd + strip)
+    began = time.monotonic()
+    assert why_undecodable(str(tmp_path / 'bomb.tif')) == ('a corrupt TIFF: its Deflate strip 0 inflates to more '
+                                                           'than its 128 bytes of pixels')
+    assert time.monotonic() - began < 2
+
+
+def test_a_libtiff_message_with_a_line_break_is_one_reason_and_benign_notes_pass(monkeypatch, capfd):
+    """libtiff's "Improper JPEG sampling factors 2,2\\nApparently should be
+    1,1." left its second line on stderr, once per read (pass 57c M4); its
+    note on an old-style JPEG TIFF refused a TIFF that decodes (M3)."""
+    import cv2
+    from caffe_mlic.data import imageio
+    said = (b'OpenCV TIFF: JPEGPreDecode: Warning, Improper JPEG sampling factors 2,2\nApparently should be 1,1.\n'
+            b"imdecode_(''): can't read data: OpenCV(4.6.0) x.cpp:1: error: (-2:x) OpenCV TIFF: failed X\n")
+    monkeypatch.setattr(cv2, 'imdecode', lambda data, flags: (os.write(2, said), None)[1])
+    tiff = np.frombuffer(b'II*\x00' + bytes(8), np.uint8)
+    assert imageio.imdecode(tiff, cv2.IMREAD_COLOR) == (
+        None, 'libtiff: JPEGPreDecode: Improper JPEG sampling factors 2,2 Apparently should be 1,1')
+    note = (b'OpenCV TIFF: OJPEGSetupDecode: Warning, Deprecated and troublesome old-style JPEG compression mode, '
+            b'please convert to new-style JPEG compression and notify vendor of writing software.\n')
+    monkeypatch.setattr(cv2, 'imdecode', lambda data, flags: (os.write(2, note), np.zeros((2, 2, 3), np.uint8))[1])
+    assert imageio.imdecode(tiff, cv2.IMREAD_COLOR)[1] is None
+    assert capfd.readouterr().err == ''
