@@ -932,3 +932,15 @@ def test_a_libtiff_message_with_a_line_break_is_one_reason_and_benign_notes_pass
     monkeypatch.setattr(cv2, 'imdecode', lambda data, flags: (os.write(2, note), np.zeros((2, 2, 3), np.uint8))[1])
     assert imageio.imdecode(tiff, cv2.IMREAD_COLOR)[1] is None
     assert capfd.readouterr().err == ''
+
+
+def test_a_motion_photo_is_the_jpeg_before_its_video(tmp_path):
+    """A camera's motion photo: a video appended after the JPEG's end
+    marker, whose bytes held a "scan" marker of their own, was "a
+    truncated JPEG" (pass 57c M2)."""
+    from caffe_mlic.data.imageio import decode_file
+    pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    data = cv2.imencode('.jpg', pixels)[1].tobytes()
+    (tmp_path / 'motion.jpg').write_bytes(data + b'\x00\x00\x00\x18ftypmp42' + b'\xff\xda' + bytes(range(256)))
+    np.testing.assert_array_equal(decode_file(str(tmp_path / 'motion.jpg')),
+                                  cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
