@@ -248,8 +248,12 @@ def atomic_save_npz(path, **arrays):
     import numpy as np
     # built in memory, then written: numpy's zip writer left open on a file that failed (a full disk)
     # prints "Exception ignored in ZipFile.__del__" when it is collected
+    # (a stop while it builds is held to its end, a moment: raised inside numpy's zip writer, the
+    # writer's __del__ met its closed buffer later and printed that traceback after our line)
+    from caffe_mlic.processes import signals_deferred
     archive = io.BytesIO()
-    np.savez_compressed(archive, **arrays)
+    with signals_deferred():
+        np.savez_compressed(archive, **arrays)
     with atomic_write(path, 'wb') as f:
         f.write(archive.getbuffer())
 

@@ -2,6 +2,7 @@
 mode a plain open() would give."""
 import contextlib
 import os
+import textwrap
 import stat
 
 from caffe_mlic.fileio import atomic_write
@@ -606,3 +607,38 @@ def test_a_recorded_stop_cuts_only_charts_and_only_while_its_run_lasts(monkeypat
     status, _ = processes.in_fork(lambda: time.sleep(0.5), lambda e: b'', stderr_into_pipe=False,
                                   after_recorded_stop=True)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def test_a_stop_while_an_npz_is_built_is_raised_after_it_quietly(tmp_path):
+    """A SIGTERM inside numpy's zip writer: the writer, collected at exit
+    after its buffer, printed "Exception ignored in ZipFile.__del__" after
+    our line, in some 1 of 10 stops by timing (pass 57b M3). The stop is
+    held to the end of the build (a moment, in memory), so the writer never
+    sees it, and raised then; nothing is written. (In a process of its own:
+    pytest takes such messages as warnings.)"""
+    import subprocess
+    import sys
+    script = textwrap.dedent("""
+        import signal, sys
+        import numpy as np
+        from caffe_mlic import fileio
+        from caffe_mlic.processes import handling
+        real = np.lib.format.write_array
+        def signalled(*args, **kwargs):     # (inside numpy's zip writer, with the archive open)
+            signal.raise_signal(signal.SIGTERM)
+            return real(*args, **kwargs)
+        np.lib.format.write_array = signalled
+        class Stop(Exception):
+            pass
+        def stop(signum, frame):
+            raise Stop()
+        try:
+            with handling({signal.SIGTERM: stop}):
+                fileio.atomic_save_npz(sys.argv[1], boxes=np.zeros((3, 4), np.float32))
+        except Stop:
+            print('stopped')
+        """)
+    done = subprocess.run([sys.executable, '-c', script, str(tmp_path / 'a.npz')], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout == 'stopped\n' and done.stderr == '', done.stderr
+    assert not (tmp_path / 'a.npz').exists()

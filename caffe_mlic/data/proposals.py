@@ -22,7 +22,9 @@ Methods
       with C rand(), which we seed (srand(0)) per image for reproducibility.
 
 Both run on the image scaled down, when it has more than PROPOSAL_MAX_PIXELS
-(2^20, a 1024 x 1024 image), to that many, and their boxes are scaled back:
+(2^20, a 1024 x 1024 image), to that many (selective search also to a side
+of SELECTIVE_SEARCH_MAX_SIDE, 2048 px: OpenCV's asks for about width^2 x 4
+bytes, 13 GB for a 40 x 10^6 px image), and their boxes are scaled back:
 their cost grows faster than the pixels (EdgeBoxes took 9 s at 2048 x 2048,
 over 10 minutes at 4096 x 4096 in one OpenCV call no stop signal can cut,
 and a 16384 x 16384 image ran out of memory at ~90 bytes a pixel).
@@ -71,6 +73,7 @@ MIN_SIZE = 20    # px a side: the smallest box kept (and so the smallest image t
 
 METHODS = ('edgeboxes', 'selective-search')
 PROPOSAL_MAX_PIXELS = 1 << 20   # the most pixels proposals are computed on (module docstring)
+SELECTIVE_SEARCH_MAX_SIDE = 2048    # and selective search's longest side (its memory grows as width^2)
 # EdgeBoxes is asked for twice max_boxes, a C int; no method gives an image
 # anywhere near this many.
 MAX_BOXES = 1000000
@@ -332,14 +335,19 @@ def clean_boxes_counted(boxes, scores, width, height, min_size=MIN_SIZE, max_box
     return boxes.astype(np.float32), scores.astype(np.float32), dropped
 
 
-def _edgeboxes(image_bgr, sed_model, max_raw, min_size, alpha, beta, name=None):
+def _edgeboxes(image_bgr, sed_model, max_raw, min_size, alpha, beta, name=None, size=None):
+    """EdgeBoxes' rects and scores on ``image_bgr`` (the image, maybe scaled
+    down from ``size``, its own (width, height), which messages give)."""
     import cv2
     if sed_model:
         try:
             edges, orientation = sed_edges(image_bgr, _sed_detector(sed_model))
         except cv2.error as e:      # (an image of 2 or 3 px a side: its patches do not fit)
-            raise InputError('%sthe SED model finds no edges in a %dx%d px image (OpenCV: %s)' % (
-                '%s: ' % name if name else '', image_bgr.shape[1], image_bgr.shape[0], _opencv_words(e))) from None
+            width, height = size or (image_bgr.shape[1], image_bgr.shape[0])
+            raise InputError('%sthe SED model finds no edges in a %dx%d px image%s (OpenCV: %s)' % (
+                '%s: ' % name if name else '', width, height,
+                '' if size is None or size == (image_bgr.shape[1], image_bgr.shape[0]) else
+                ' (scaled to %dx%d)' % (image_bgr.shape[1], image_bgr.shape[0]), _opencv_words(e))) from None
     else:
         edges, orientation = gradient_edges(image_bgr)
     eb = cv2.ximgproc.createEdgeBoxes(alpha=alpha, beta=beta, maxBoxes=max_raw,
@@ -396,9 +404,11 @@ def compute_proposals(image_bgr, method='edgeboxes', max_boxes=2000, min_size=MI
     if method not in METHODS:
         raise UsageError('unknown method %r; choose from %s' % (method, ', '.join(METHODS)), 'method')
     scale = min(1.0, (PROPOSAL_MAX_PIXELS / float(h * w)) ** 0.5)
+    if method == 'selective-search':        # (OpenCV's asks for about width^2 x 4 bytes: 13 GB at 40 x 10^6 px)
+        scale = min(scale, SELECTIVE_SEARCH_MAX_SIDE / float(max(h, w)))
     if scale < 1:
         import cv2
-        size = (max(1, int(w * scale)), max(1, int(h * scale)))
+        size = (max(2, int(w * scale)), max(2, int(h * scale)))     # (2 px a side at least: gradients need two)
         scaled = cv2.resize(image_bgr, size, interpolation=cv2.INTER_AREA)
         sx, sy = w / float(size[0]), h / float(size[1])
     else:
@@ -406,9 +416,14 @@ def compute_proposals(image_bgr, method='edgeboxes', max_boxes=2000, min_size=MI
     if method == 'edgeboxes':
         # ask for more than max_boxes: hygiene removes some; the smallest box, as it is in the scaled image
         rects, scores = _edgeboxes(scaled, sed_model, max(2 * max_boxes, 100), max(1, int(min_size / max(sx, sy))),
-                                   alpha, beta, name=name)
+                                   alpha, beta, name=name, size=(w, h))
     else:
-        rects, scores = _selective_search(scaled)
+        import cv2
+        try:
+            rects, scores = _selective_search(scaled)
+        except cv2.error as e:
+            raise InputError('%sselective search failed on the %dx%d px image (OpenCV: %s)' % (
+                where, w, h, _opencv_words(e))) from None
     # OpenCV rects are x, y, w, h; ours are inclusive corners, in the image's own pixels
     boxes = np.stack([rects[:, 0] * sx, rects[:, 1] * sy,
                       (rects[:, 0] + rects[:, 2]) * sx - 1, (rects[:, 1] + rects[:, 3]) * sy - 1], 1)

@@ -107,6 +107,18 @@ def test_an_image_over_the_proposal_pixel_bound_is_proposed_on_scaled_down(monke
     assert len(whole[0]) == 300
 
 
+@pytest.mark.parametrize('shape, method, min_size', [((3, 100000), 'selective-search', 2),
+                                                       ((2, 600000), 'edgeboxes', 1)])
+def test_thin_images_are_proposed_on_within_bounds(shape, method, min_size):
+    """Selective search asked OpenCV for about width^2 x 4 bytes (5 GB for
+    3 x 100000 px; one call deaf to stop signals); a 2 px high image scaled
+    under the pixel bound became 1 px high, a numpy traceback (pass 57b S1,
+    M1). Both run on bounded sizes, at least 2 px a side."""
+    img = np.random.default_rng(0).integers(0, 256, shape + (3,), dtype=np.uint8)
+    boxes, scores = compute_proposals(img, method, min_size=min_size, max_boxes=100)
+    _check_boxes(boxes, scores, shape[0], shape[1], min_size=min_size, max_boxes=100)
+
+
 def test_clean_boxes():
     boxes = [[-5, 0, 50, 40],      # clipped to x1=0
              [0, 0, 50, 40],       # same after clipping, lower score: dropped
