@@ -30,6 +30,7 @@ import contextlib
 import errno
 import io
 import os
+import re
 import stat
 import sys
 import threading
@@ -187,17 +188,54 @@ def oversized(path):
 
 
 def _truncated_jpeg(data):
-    """A JPEG whose last scan has no end-of-image marker after it: cut short
-    (a full disk, an interrupted copy). OpenCV would decode such a file
-    partly, grey below the cut, with only a warning."""
+    """A JPEG whose main image has no end-of-image marker after its scans:
+    cut short (a full disk, an interrupted copy). OpenCV would decode such a
+    file partly, grey below the cut, with only a warning, or none."""
     raw = data.tobytes()
     if not raw.startswith(b'\xff\xd8'):
         return False
-    # (from the first scan: entropy-coded data escapes 0xFF, so a marker is real; what follows the end
-    # marker is not the JPEG's, a motion photo's video, which held "scan" bytes of its own; a cut later
-    # scan libjpeg calls "Premature end of JPEG file", refused in imdecode)
-    first_scan = raw.find(b'\xff\xda')
-    return first_scan < 0 or raw.find(b'\xff\xd9', first_scan) < 0
+    first_scan, end = jpeg_layout(raw)
+    return first_scan < 0 or end < 0
+
+
+def jpeg_layout(raw):
+    """(offset of the main image's first scan marker, offset of its end
+    marker), -1 for one not found: the file's marker segments walked from
+    its start, so that an EXIF thumbnail (a JPEG inside an APP1 segment)
+    and what follows the end marker (a motion photo's video) are not taken
+    for the image's own; entropy-coded data escapes 0xFF, so a marker in
+    it is real (restart markers aside)."""
+    size, i, first_scan = len(raw), 2, -1
+    while i + 1 < size:
+        if raw[i] != 0xFF:
+            return first_scan, -1       # (not a marker where one must be: damaged)
+        marker = raw[i + 1]
+        if marker == 0xFF:      # (fill before a marker)
+            i += 1
+            continue
+        if marker == 0xD9:
+            return first_scan, i
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:       # (no length)
+            i += 2
+            continue
+        if i + 4 > size:
+            return first_scan, -1
+        i += 2 + int.from_bytes(raw[i + 2:i + 4], 'big')
+        if marker != 0xDA:
+            continue
+        first_scan = i if first_scan < 0 else first_scan        # (the scan's header ends here)
+        while True:         # the entropy-coded data, to the next marker
+            i = raw.find(b'\xff', i)
+            if i < 0 or i + 1 >= size:
+                return first_scan, -1
+            following = raw[i + 1]
+            if following == 0x00 or 0xD0 <= following <= 0xD7:
+                i += 2
+            elif following == 0xFF:
+                i += 1
+            else:
+                break
+    return first_scan, -1
 
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -494,11 +532,14 @@ def imdecode(data, flags):
             lines.append(line)
     own = [line.strip() for line in lines if _decoder_line(line)]
     others = ''.join(line for line in lines if not _decoder_line(line) and line.strip())
-    corrupt = [line for line in own if line.startswith(LIBJPEG_CORRUPT) and not _padded_jpeg(line, data)]
+    padding = [line for line in own if PADDING_WORDS.match(line)]
+    if padding and image is not None and image.size and not _harmless_padding(data, image, flags):
+        padding = []
+    corrupt = [line for line in own if line.startswith(LIBJPEG_CORRUPT) and line not in padding]
     why = 'libjpeg: %s' % corrupt[0] if corrupt else _libtiff_failure(own)
     if image is not None and image.size and why is None:        # (JPEG padding decodes whole: not said)
         others = ''.join(line for line in lines if line.strip() and not _raised_level_line(line)
-                         and not _padded_jpeg(line.strip(), data))
+                         and line.strip() not in padding)
     if others:
         with contextlib.suppress(OSError):
             os.write(2, others.encode('utf-8', 'replace'))
@@ -520,20 +561,27 @@ _DECODER_PREFIXES = ('imdecode_(', '>', 'OpenCV TIFF: ', 'libpng error: ', 'libp
                      '[ INFO:', '[DEBUG:', '[VERBOSE:') + LIBJPEG_CORRUPT
 
 
-def _padded_jpeg(line, data):
-    """Whether libjpeg's "Corrupt JPEG data: N extraneous bytes before marker
-    0xd9" is padding: the N bytes before the end marker are one fill byte
-    repeated (0x00 or 0xFF, as cameras and encoders leave them; the pixels
-    decode whole). A damaged scan ends early too, with N bytes of its data
-    left, but those vary (a byte flipped: 50 to 99 % of the pixels wrong)."""
-    import re
-    found = re.match(r'Corrupt JPEG data: (\d+) extraneous bytes before marker 0xd9$', line)
-    if not found:
-        return False
+PADDING_WORDS = re.compile(r'Corrupt JPEG data: \d+ extraneous bytes before marker 0xd9$')
+
+
+def _harmless_padding(data, image, flags):
+    """Whether the bytes libjpeg called extraneous before a JPEG's end
+    marker are padding: one fill value repeated before the main image's end
+    marker, whose removal leaves the image decoding, unwarned, to the same
+    pixels (cameras and encoders leave such bytes). A damaged scan that
+    ends early leaves bytes of its data there (they vary), and zeros
+    written over the end of a scan were read as data in part: without
+    them the image decodes otherwise, or is cut."""
     raw = data.tobytes()
-    end = raw.find(b'\xff\xd9', max(raw.find(b'\xff\xda'), 0))
-    count = int(found.group(1))
-    return 0 < count <= end and len(set(raw[end - count:end])) == 1
+    end = jpeg_layout(raw)[1]
+    if end < 1:
+        return False
+    fill = raw[end - 1]
+    start = len(raw[:end].rstrip(bytes([fill])))
+    if start == end or fill not in (0x00, 0xFF):
+        return False
+    again, said = imdecode(np.frombuffer(raw[:start] + raw[end:], np.uint8), flags)
+    return said is None and again is not None and np.array_equal(again, image)
 
 
 def _decoder_line(line):

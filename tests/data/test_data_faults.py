@@ -944,3 +944,29 @@ def test_a_motion_photo_is_the_jpeg_before_its_video(tmp_path):
     (tmp_path / 'motion.jpg').write_bytes(data + b'\x00\x00\x00\x18ftypmp42' + b'\xff\xda' + bytes(range(256)))
     np.testing.assert_array_equal(decode_file(str(tmp_path / 'motion.jpg')),
                                   cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
+
+
+def test_a_camera_jpegs_thumbnail_is_not_taken_for_its_image(tmp_path):
+    """An EXIF thumbnail is a JPEG inside the APP1 segment: its scan and
+    end marker were taken for the image's, so a camera JPEG cut in half
+    passed as whole (48 % of its pixels wrong) and its padding was judged
+    by the thumbnail's bytes (pass 58 S1, S2, M1). The file's segments are
+    walked; padding is what the image decodes the same without."""
+    from caffe_mlic.data.imageio import decode_file, jpeg_layout
+    rng = np.random.default_rng(0)
+    main = cv2.imencode('.jpg', rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))[1].tobytes()
+    thumb = cv2.imencode('.jpg', rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))[1].tobytes() + bytes(16)
+    app1 = b'Exif\x00\x00' + thumb
+    camera = main[:2] + b'\xff\xe1' + (len(app1) + 2).to_bytes(2, 'big') + app1 + main[2:]
+    assert jpeg_layout(camera)[1] == len(camera) - 2
+    clean = cv2.imdecode(np.frombuffer(camera, np.uint8), cv2.IMREAD_COLOR)
+    (tmp_path / 'camera.jpg').write_bytes(camera)
+    np.testing.assert_array_equal(decode_file(str(tmp_path / 'camera.jpg')), clean)
+    (tmp_path / 'cut.jpg').write_bytes(camera[:len(camera) * 3 // 4])
+    assert decode_file(str(tmp_path / 'cut.jpg')) is None
+    (tmp_path / 'padded.jpg').write_bytes(camera[:-2] + bytes(64) + camera[-2:])
+    np.testing.assert_array_equal(decode_file(str(tmp_path / 'padded.jpg')), clean)
+    scan = camera[:-2]
+    zeroed = scan[:len(scan) - 300] + bytes(300) + camera[-2:]      # (the scan's end written over with zeros)
+    (tmp_path / 'zeroed.jpg').write_bytes(zeroed)
+    assert decode_file(str(tmp_path / 'zeroed.jpg')) is None
