@@ -658,6 +658,12 @@ def _decoder_words(text, error):
     return _last_line(error) if error is not None else None
 
 
+def opencv_words(error):
+    """A cv2.error's message on one line, without OpenCV's version, source
+    line and function (with a failed check's "> " lines)."""
+    return _decoder_words('', error)
+
+
 def _open_problem(error):
     """Why an image file could not be read: what is there instead ('it is a
     FIFO, not a file'), its size over the bound, or 'cannot open it: <strerror>'."""

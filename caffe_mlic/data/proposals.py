@@ -66,7 +66,7 @@ import numpy as np
 
 from caffe_mlic.errors import MAX_LISTED, InputError, UsageError, in_the_way
 from caffe_mlic.fileio import atomic_save_npz, open_regular, refuse_lost_outputs
-from caffe_mlic.data.imageio import expand_images, image_size, read_image
+from caffe_mlic.data.imageio import expand_images, image_size, opencv_words, read_image
 from caffe_mlic.progress import progress
 
 MIN_SIZE = 20    # px a side: the smallest box kept (and so the smallest image that can have a proposal)
@@ -224,7 +224,7 @@ def _sed_model_problem(path):
     try:
         store = cv2.FileStorage(path, cv2.FILE_STORAGE_READ)
     except Exception as e:      # noqa: BLE001 (cv2.error, raised as the cause of a SystemError)
-        return 'OpenCV cannot read it (%s)' % _opencv_words(e.__cause__ or e)
+        return 'OpenCV cannot read it (%s)' % opencv_words(e.__cause__ or e)
     if not store.isOpened():
         return 'not a file OpenCV reads (YAML, XML or JSON)'
     options = store.getNode('options')
@@ -255,13 +255,6 @@ def _sed_model_problem(path):
     return None
 
 
-def _opencv_words(error):
-    """OpenCV's message in an error, without its version, file and line."""
-    import re
-    lines = str(error).strip().splitlines() or [type(error).__name__]
-    return re.sub(r'^OpenCV\([^)]*\) \S+: error: \([^)]*\) ', '', lines[-1])
-
-
 def check_sed_model(path):
     """InputError unless the SED model at ``path`` is one OpenCV's
     structured edge detector takes (_sed_model_problem) and finds edges
@@ -286,7 +279,7 @@ def check_sed_model(path):
 
     def said(error):
         import cv2
-        return (_opencv_words(error) if isinstance(error, cv2.error) else str(error)).encode('utf-8', 'surrogateescape')
+        return (opencv_words(error) if isinstance(error, cv2.error) else str(error)).encode('utf-8', 'surrogateescape')
     status, told = in_fork(probe, said, stderr_into_pipe=False)
     if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
         return
@@ -347,7 +340,7 @@ def _edgeboxes(image_bgr, sed_model, max_raw, min_size, alpha, beta, name=None, 
             raise InputError('%sthe SED model finds no edges in a %dx%d px image%s (OpenCV: %s)' % (
                 '%s: ' % name if name else '', width, height,
                 '' if size is None or size == (image_bgr.shape[1], image_bgr.shape[0]) else
-                ' (scaled to %dx%d)' % (image_bgr.shape[1], image_bgr.shape[0]), _opencv_words(e))) from None
+                ' (scaled to %dx%d)' % (image_bgr.shape[1], image_bgr.shape[0]), opencv_words(e))) from None
     else:
         edges, orientation = gradient_edges(image_bgr)
     eb = cv2.ximgproc.createEdgeBoxes(alpha=alpha, beta=beta, maxBoxes=max_raw,
@@ -423,7 +416,7 @@ def compute_proposals(image_bgr, method='edgeboxes', max_boxes=2000, min_size=MI
             rects, scores = _selective_search(scaled)
         except cv2.error as e:
             raise InputError('%sselective search failed on the %dx%d px image (OpenCV: %s)' % (
-                where, w, h, _opencv_words(e))) from None
+                where, w, h, opencv_words(e))) from None
     # OpenCV rects are x, y, w, h; ours are inclusive corners, in the image's own pixels
     boxes = np.stack([rects[:, 0] * sx, rects[:, 1] * sy,
                       (rects[:, 0] + rects[:, 2]) * sx - 1, (rects[:, 1] + rects[:, 3]) * sy - 1], 1)
