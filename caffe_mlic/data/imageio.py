@@ -483,14 +483,40 @@ def imdecode(data, flags):
     error it catches in imdecode on std::cerr ("imdecode_(''): can't read
     data: ...", a truncated TIFF) and libpng its errors on stderr, before
     our line that names the file (with two workers, a dozen times): the
-    decoders' stderr is heard while they run and their own lines kept
-    (_decoder_line), said here instead when the image is not decoded,
-    written out as they were when it is; other lines (another thread's)
-    are written out either way. A JPEG libjpeg calls corrupt
-    (LIBJPEG_CORRUPT; padding before its end marker aside), or a TIFF
-    libtiff says anything of beyond its directory (_libtiff_failure: a
-    strip or tile it could not decode), is not decoded: both go on with
-    grey, black or garbage pixels."""
+    decoders' lines (_decoder_line, heard by _heard_decode) are said here
+    instead when the image is not decoded, written out as they were when
+    it is; other lines (another thread's) are written out either way. A
+    JPEG libjpeg calls corrupt (LIBJPEG_CORRUPT; padding before its end
+    marker aside), or a TIFF libtiff says anything of beyond its directory
+    (_libtiff_failure: a strip or tile it could not decode), is not
+    decoded: both go on with grey, black or garbage pixels."""
+    image, error, lines = _heard_decode(data, flags)
+    decoded = image is not None and image.size > 0
+    own = [line.strip() for line in lines if _decoder_line(line)]
+    padding = [line for line in own if PADDING_WORDS.match(line)]
+    if padding and decoded and not _harmless_padding(data, image, flags):
+        padding = []
+    corrupt = [line for line in own if line.startswith(LIBJPEG_CORRUPT) and line not in padding]
+    why = 'libjpeg: %s' % corrupt[0] if corrupt else _libtiff_failure(own)
+    if decoded and why is None:     # its warnings written out (not the debug level's lines, nor JPEG padding)
+        others = [line for line in lines if not _raised_level_line(line) and line.strip() not in padding]
+    else:
+        others = [line for line in lines if not _decoder_line(line)]
+    others = ''.join(line for line in others if line.strip())
+    if others:
+        with contextlib.suppress(OSError):
+            os.write(2, others.encode('utf-8', 'replace'))
+    if decoded and why is None:
+        return image, None
+    return None, why or _decoder_words('\n'.join(own), error)
+
+
+def _heard_decode(data, flags):
+    """cv2.imdecode(data, flags) with this process's fd 2 on a memfd while
+    it runs (and OpenCV's log level at debug for a TIFF: its handler prints
+    libtiff's errors only there): (image or None, the cv2.error raised or
+    None, the lines written meanwhile; a libtiff message with a line break
+    kept as one line). Without a memfd or a stderr, nothing is heard."""
     import cv2
     tiff = data[:4].tobytes() in (b'II*\x00', b'MM\x00*')
     with _DECODER_LOCK:
@@ -506,7 +532,7 @@ def imdecode(data, flags):
             else:
                 os.dup2(heard, 2)
         level = cv2.getLogLevel()
-        if tiff and heard is not None:     # (OpenCV's handler prints libtiff's errors only at its debug level)
+        if tiff and heard is not None:
             cv2.setLogLevel(LOG_LEVEL_DEBUG)
         error = None
         try:
@@ -525,27 +551,12 @@ def imdecode(data, flags):
             os.lseek(heard, 0, os.SEEK_SET)     # (the offset fd 2 wrote at is this one's: it stays past the end)
     lines = []
     for line in text.decode('utf-8', 'replace').splitlines(keepends=True):
-        # (a libtiff message with a line break goes on: OpenCV's handler ends each with '.')
+        # (OpenCV's libtiff handler ends each message with '.': one without goes on)
         if lines and lines[-1].startswith('OpenCV TIFF: ') and not lines[-1].rstrip().endswith('.'):
             lines[-1] = lines[-1].rstrip('\n') + ' ' + line
         else:
             lines.append(line)
-    own = [line.strip() for line in lines if _decoder_line(line)]
-    others = ''.join(line for line in lines if not _decoder_line(line) and line.strip())
-    padding = [line for line in own if PADDING_WORDS.match(line)]
-    if padding and image is not None and image.size and not _harmless_padding(data, image, flags):
-        padding = []
-    corrupt = [line for line in own if line.startswith(LIBJPEG_CORRUPT) and line not in padding]
-    why = 'libjpeg: %s' % corrupt[0] if corrupt else _libtiff_failure(own)
-    if image is not None and image.size and why is None:        # (JPEG padding decodes whole: not said)
-        others = ''.join(line for line in lines if line.strip() and not _raised_level_line(line)
-                         and line.strip() not in padding)
-    if others:
-        with contextlib.suppress(OSError):
-            os.write(2, others.encode('utf-8', 'replace'))
-    if image is not None and image.size and why is None:
-        return image, None
-    return None, why or _decoder_words('\n'.join(own), error)
+    return image, error, lines
 
 
 LOG_LEVEL_DEBUG = 5     # cv::utils::logging::LOG_LEVEL_DEBUG
