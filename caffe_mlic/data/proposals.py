@@ -968,7 +968,10 @@ def run(images, out_dir, method='edgeboxes', max_boxes=2000, min_size=MIN_SIZE, 
                 empty.append(path)
         bar.update()
 
-    if jobs > 1 and len(job_list) > 1:
+    # Selective search runs in a job process even with one job: one OpenCV
+    # call takes up to 20 s on a 1-Mpx image, deaf to stop signals in the
+    # process that makes it; this one waits on the pipe and stops at once.
+    if job_list and (method == 'selective-search' or (jobs > 1 and len(job_list) > 1)):
         import contextlib
         # (closed at once, its processes ended, also when handle raises)
         with contextlib.closing(_JobPool(min(jobs, len(job_list))).results(job_list)) as results:

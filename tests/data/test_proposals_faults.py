@@ -508,3 +508,38 @@ def test_an_image_too_small_for_the_sed_models_patches_is_named_in_one_line(phot
     err = capfd.readouterr().err
     assert re.search(r'tiny.png: the SED model finds no edges in a 3x3 px image \(OpenCV: [^\n]+\)\n', err), err
     assert 'OpenCV(' not in err, err
+
+
+def test_a_stop_during_selective_search_ends_the_run_at_once(tmp_path):
+    """Selective search on a 1-Mpx image is one OpenCV call of 15 to 25 s
+    that a stop signal could not cut (it was acted on when the call
+    returned); it runs in a job process now, which the main process ends."""
+    import signal
+    import time
+    rng = np.random.default_rng(0)
+    img = cv2.resize(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), (1024, 1024), interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(tmp_path / 'big.png'), np.clip(img + rng.integers(-20, 20, img.shape), 0, 255).astype(np.uint8))
+    out = tmp_path / 'props'
+    proc = subprocess.Popen(CLI + ['proposals', str(tmp_path / 'big.png'), '-o', str(out), '--method',
+                                   'selective-search', '-q'], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        time.sleep(4)       # (the run reads the image, a job process imports OpenCV in about a second)
+        family = child_pids(proc.pid)
+        assert proc.poll() is None, 'selective search ended before the stop'
+        stopped = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        took = time.monotonic() - stopped
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert took < 5, 'the stop took %.1f s' % took
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1] == 'caffe-mlic proposals: stopped by SIGTERM', err
+    assert sorted(os.listdir(out)) == ['settings.json']
+    deadline = time.monotonic() + 10
+    while any(_alive(k) for k in family) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [k for k in family if _alive(k)]
