@@ -151,6 +151,11 @@ def _header_size(source):
     with contextlib.ExitStack() as opened:
         if not isinstance(source, io.BytesIO):
             source = opened.enter_context(open_image_file(source))
+        if source.read(2) == b'\xff\xd8':
+            size = _jpeg_header_size(source)
+            if size:
+                return size
+        source.seek(0)
         with _PIL_LOCK, warnings.catch_warnings():
             warnings.simplefilter('ignore')
             saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
@@ -198,44 +203,98 @@ def _truncated_jpeg(data):
     return first_scan < 0 or end < 0
 
 
-def jpeg_layout(raw):
-    """(offset of the main image's first scan marker, offset of its end
-    marker), -1 for one not found: the file's marker segments walked from
-    its start, so that an EXIF thumbnail (a JPEG inside an APP1 segment)
-    and what follows the end marker (a motion photo's video) are not taken
-    for the image's own; entropy-coded data escapes 0xFF, so a marker in
-    it is real (restart markers aside)."""
-    size, i, first_scan = len(raw), 2, -1
+_FILL_RUN = re.compile(rb'\xff+')
+
+
+def _jpeg_markers(raw):
+    """(marker, offset) of each marker of a JPEG's main image, from its
+    start to its end marker (0xD9), with None for the marker where the
+    bytes stop being a JPEG (cut, or damaged: not a marker where one must
+    be): its marker segments are walked by their lengths, so that an EXIF
+    thumbnail (a JPEG inside an APP1 segment) and what follows the end
+    marker (a motion photo's video) are not taken for the image's own;
+    entropy-coded data escapes 0xFF, so a marker in it is real (restart
+    markers aside); a run of fill bytes is skipped at once."""
+    size, i = len(raw), 2
     while i + 1 < size:
         if raw[i] != 0xFF:
-            return first_scan, -1       # (not a marker where one must be: damaged)
+            break
         marker = raw[i + 1]
         if marker == 0xFF:      # (fill before a marker)
-            i += 1
+            i = _FILL_RUN.match(raw, i).end() - 1
             continue
+        yield marker, i
         if marker == 0xD9:
-            return first_scan, i
+            return
         if 0xD0 <= marker <= 0xD7 or marker == 0x01:       # (no length)
             i += 2
             continue
         if i + 4 > size:
-            return first_scan, -1
+            break
         i += 2 + int.from_bytes(raw[i + 2:i + 4], 'big')
         if marker != 0xDA:
             continue
-        first_scan = i if first_scan < 0 else first_scan        # (the scan's header ends here)
         while True:         # the entropy-coded data, to the next marker
             i = raw.find(b'\xff', i)
             if i < 0 or i + 1 >= size:
-                return first_scan, -1
+                yield None, size
+                return
             following = raw[i + 1]
             if following == 0x00 or 0xD0 <= following <= 0xD7:
                 i += 2
             elif following == 0xFF:
-                i += 1
+                i = _FILL_RUN.match(raw, i).end() - 1
             else:
                 break
+    yield None, min(i, size)
+
+
+def jpeg_layout(raw):
+    """(offset of the end of the main image's first scan header, offset of
+    its end marker), -1 for one not found (_jpeg_markers)."""
+    first_scan = -1
+    for marker, i in _jpeg_markers(raw):
+        if marker == 0xD9:
+            return first_scan, i
+        if marker == 0xDA and first_scan < 0:
+            first_scan = i + 2 + int.from_bytes(raw[i + 2:i + 4], 'big')
     return first_scan, -1
+
+
+# Start-of-frame markers (SOF0-SOF15 but DHT, JPG and DAC): their segment gives the image's size.
+_JPEG_FRAMES = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def jpeg_frame_size(raw):
+    """((width, height) of a JPEG's main image from its frame header, or
+    None where no frame header comes before its first scan; whether the
+    bytes ``raw`` ran out before either)."""
+    for marker, i in _jpeg_markers(raw):
+        if marker in _JPEG_FRAMES:
+            if i + 9 > len(raw):
+                return None, True
+            return (int.from_bytes(raw[i + 7:i + 9], 'big'), int.from_bytes(raw[i + 5:i + 7], 'big')), False
+        if marker is None:
+            return None, i >= len(raw) - 16
+        if marker in (0xDA, 0xD9):
+            return None, False
+    return None, True
+
+
+def _jpeg_header_size(f):
+    """(width, height) from the frame header of the JPEG file object ``f``,
+    read from its start in growing pieces, or None (PIL reads it then, and
+    says what is wrong). PIL's header reader takes each fill byte between
+    markers in a Python loop: 8 s for 32 MB of them."""
+    piece = 1 << 16
+    while True:
+        f.seek(0)
+        raw = f.read(piece)
+        size, ran_out = jpeg_frame_size(raw)
+        if size or not ran_out or len(raw) < piece:
+            f.seek(0)
+            return size
+        piece *= 4
 
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -442,8 +501,10 @@ def _deflate_problem(data, order, entries, most):
     return None
 
 
-def _problem(data, thorough=False):
-    """Why these image bytes are not decoded, found without decoding them, or None."""
+def bytes_problem(data, thorough=False):
+    """Why these image bytes (an image, a label map, a mask) are not
+    decoded, found without decoding them, or None: empty, not one of our
+    formats, cut short, over the pixel bound, a PNG libpng would fail on."""
     if not data.size:
         return 'the file is empty (0 bytes)'
     why = format_problem(data)
@@ -463,7 +524,7 @@ def _decode(path, thorough=False):
         data = file_bytes(path)
     except (OSError, ValueError) as e:
         return None, _open_problem(e)
-    why = _problem(data, thorough)
+    why = bytes_problem(data, thorough)
     if why:
         return None, why
     img, said = imdecode(without_colour_profile(data), cv2.IMREAD_COLOR)
@@ -494,7 +555,7 @@ def imdecode(data, flags):
     decoded = image is not None and image.size > 0
     own = [line.strip() for line in lines if _decoder_line(line)]
     padding = [line for line in own if PADDING_WORDS.match(line)]
-    if padding and decoded and not _harmless_padding(data, image, flags):
+    if padding and decoded and not _harmless_padding(data, image, flags, int(PADDING_WORDS.match(padding[0])[1])):
         padding = []
     corrupt = [line for line in own if line.startswith(LIBJPEG_CORRUPT) and line not in padding]
     why = 'libjpeg: %s' % corrupt[0] if corrupt else _libtiff_failure(own)
@@ -572,24 +633,32 @@ _DECODER_PREFIXES = ('imdecode_(', '>', 'OpenCV TIFF: ', 'libpng error: ', 'libp
                      '[ INFO:', '[DEBUG:', '[VERBOSE:') + LIBJPEG_CORRUPT
 
 
-PADDING_WORDS = re.compile(r'Corrupt JPEG data: \d+ extraneous bytes before marker 0xd9$')
+PADDING_WORDS = re.compile(r'Corrupt JPEG data: (\d+) extraneous bytes before marker 0xd9$')
+# Fill bytes of a run before the end marker that a decoder read as a scan's data: its
+# read-ahead (libjpeg-turbo's bit buffer holds 8 bytes; 0 to 7 were seen), and a stuffed
+# 0x00 or a last data byte 0x00 (up to 9 in all in 300 padded JPEGs). Zeros written over
+# the last 11 bytes of a scan, or a progressive JPEG's last scans (16), go past it.
+PADDING_READ_AHEAD = 10
 
 
-def _harmless_padding(data, image, flags):
-    """Whether the bytes libjpeg called extraneous before a JPEG's end
-    marker are padding: one fill value repeated before the main image's end
-    marker, whose removal leaves the image decoding, unwarned, to the same
-    pixels (cameras and encoders leave such bytes). A damaged scan that
-    ends early leaves bytes of its data there (they vary), and zeros
-    written over the end of a scan were read as data in part: without
-    them the image decodes otherwise, or is cut."""
+def _harmless_padding(data, image, flags, extraneous):
+    """Whether the ``extraneous`` bytes libjpeg called so before a JPEG's
+    end marker are padding: one fill value repeated, right before the main
+    image's end marker, of a run no longer than them but for the few bytes
+    a decoder reads ahead (PADDING_READ_AHEAD), whose removal leaves the
+    image decoding, unwarned, to the same pixels (cameras and encoders
+    leave such bytes). A damaged scan that ends early leaves bytes of its
+    data there (they vary); zeros written over the end of a scan are read
+    as data in part (the arithmetic decoder reads them without a word,
+    taking them for its implied zeros): the run is longer than libjpeg's count."""
     raw = data.tobytes()
     end = jpeg_layout(raw)[1]
-    if end < 1:
+    start = end - extraneous
+    if end < 1 or extraneous < 1 or start < 0:
         return False
     fill = raw[end - 1]
-    start = len(raw[:end].rstrip(bytes([fill])))
-    if start == end or fill not in (0x00, 0xFF):
+    run_start = len(raw[:end].rstrip(bytes([fill])))
+    if fill not in (0x00, 0xFF) or run_start > start or start - run_start > PADDING_READ_AHEAD:
         return False
     again, said = imdecode(np.frombuffer(raw[:start] + raw[end:], np.uint8), flags)
     return said is None and again is not None and np.array_equal(again, image)
@@ -716,7 +785,7 @@ def why_undecodable(path):
         data = file_bytes(path)
     except (OSError, ValueError) as e:
         return _open_problem(e)
-    why = _problem(data, thorough=True)
+    why = bytes_problem(data, thorough=True)
     if why:
         return why
     import cv2      # (decoded again: what the decoder said of it)

@@ -254,19 +254,16 @@ def read_label_map(path, num_classes=None, palette=None, label_format='auto', un
     Errors name ``where`` (e.g. 'train.txt:12: label') and the file."""
     import cv2
     where = '%s: %s' % (where, path) if where else path
-    from caffe_mlic.data.imageio import (file_bytes, format_problem, imdecode, size_problem, truncated_png,
-                                         without_colour_profile)
+    from caffe_mlic.data.imageio import bytes_problem, file_bytes, imdecode, without_colour_profile
     try:
         data = file_bytes(path)
     except (OSError, ValueError) as e:
         raise LabelMapError('%s: cannot read label map: %s' % (where, getattr(e, 'strerror', None) or e))
-    if data.size and truncated_png(data):      # refused before libpng prints its error
-        raise LabelMapError('%s: cannot read label map (a truncated PNG: no IEND chunk)' % where)
-    # the images' pixel bound, from the header (past it OpenCV asserts, after allocating)
-    refused = data.size and (format_problem(data) or size_problem(data))
+    # (what images are refused for before decoding: cut short, past the pixel bound, a PNG libpng fails on)
+    refused = bytes_problem(data)
     if refused:
         raise LabelMapError('%s: cannot read label map (%s)' % (where, refused))
-    img, said = imdecode(without_colour_profile(data), cv2.IMREAD_UNCHANGED) if data.size else (None, None)
+    img, said = imdecode(without_colour_profile(data), cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise LabelMapError('%s: cannot read label map (%s)' % (
             where, 'OpenCV cannot decode it: %s' % said if said else 'empty, corrupt or not an image'))

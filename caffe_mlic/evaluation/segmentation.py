@@ -572,8 +572,7 @@ def read_hard_mask(path, shape, of):
     unreadable, not single-channel or of another size than ``of`` (the
     prediction's path)."""
     import cv2
-    from caffe_mlic.data.imageio import (file_bytes, format_problem, imdecode, oversized, size_problem, truncated_png,
-                                         without_colour_profile)
+    from caffe_mlic.data.imageio import bytes_problem, file_bytes, imdecode, oversized, without_colour_profile
 
     def bad(why):
         return InputError(problems=[Problem(path, None, None, 'hard-pixel mask %s' % why)])
@@ -584,12 +583,10 @@ def read_hard_mask(path, shape, of):
         data = file_bytes(path)
     except (OSError, ValueError) as e:
         raise bad('cannot be read: %s' % (getattr(e, 'strerror', None) or e))
-    if data.size and truncated_png(data):
-        raise bad('cannot be read (a truncated PNG: no IEND chunk)')
-    refused = data.size and (format_problem(data) or size_problem(data))
+    refused = bytes_problem(data)
     if refused:
         raise bad('cannot be read (%s)' % refused)
-    mask, said = imdecode(without_colour_profile(data), cv2.IMREAD_UNCHANGED) if data.size else (None, None)
+    mask, said = imdecode(without_colour_profile(data), cv2.IMREAD_UNCHANGED)
     if mask is None or mask.size == 0:
         raise bad('cannot be read (%s)' % ('OpenCV cannot decode it: %s' % said if said else
                                            'empty, corrupt or not an image'))
