@@ -26,9 +26,14 @@ def _missing_dirs(path):
 def _temp_name_prefix(name):
     """.NAME. for the temp file beside output NAME; for a long NAME (whose
     temp name, about 35 bytes longer, would pass the file-name limit where
-    NAME does not) a digest of it instead."""
-    if len(os.fsencode(name)) <= 180:
-        return '.' + name + '.'
+    NAME does not), or one that is not UTF-8 (pycaffe's save takes only
+    names that are), a digest of it instead."""
+    try:
+        name.encode('utf-8')
+        if len(os.fsencode(name)) <= 180:
+            return '.' + name + '.'
+    except UnicodeEncodeError:
+        pass
     import hashlib
     return '.%s.' % hashlib.sha1(os.fsencode(name)).hexdigest()[:16]
 
@@ -217,7 +222,10 @@ def _in_child(write, tmp, path):
     import signal
     from caffe_mlic.errors import RunError
     from caffe_mlic.processes import in_fork
-    status, printed = in_fork(lambda: write(tmp), lambda e: ('%s\n' % (str(e) or type(e).__name__)).encode(
+    def in_its_folder():        # (by its own name: a folder above it not UTF-8 is no string pycaffe takes)
+        os.chdir(os.path.dirname(os.path.abspath(tmp)))
+        write(os.path.basename(tmp))
+    status, printed = in_fork(in_its_folder, lambda e: ('%s\n' % (str(e) or type(e).__name__)).encode(
         'utf-8', 'replace'), stderr_into_pipe=True)
     if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
         return
@@ -226,7 +234,7 @@ def _in_child(write, tmp, path):
     checks = [line for line in lines if 'Check failed' in line or 'Error' in line]
     why = (checks or lines or [''])[-1]
     why = why.split('] ', 1)[1] if why[:1] in 'FEW' and '] ' in why else why
-    why = why.replace(os.path.abspath(tmp), path).replace(tmp, path)
+    why = why.replace(os.path.abspath(tmp), path).replace(tmp, path).replace(os.path.basename(tmp), path)
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)

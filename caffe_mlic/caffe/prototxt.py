@@ -1054,6 +1054,13 @@ def solver(net_path, **fields):
     fixed learning rate unless given."""
     from caffe.proto import caffe_pb2
     fields = dict(dict(lr_policy='fixed', display=1, solver_mode='CPU'), **fields)
+    for name, value in [('net', os.fspath(net_path))] + sorted(fields.items()):
+        try:
+            value.encode('utf-8') if isinstance(value, str) else None
+        except UnicodeEncodeError:      # (a name in another encoding: its bytes came as surrogate escapes)
+            raise InputError('%s: a solver names its %s in UTF-8 text, and this path is not UTF-8 (a folder '
+                             'name in another encoding): give a folder whose name is UTF-8' % (
+                                 value, 'snapshots' if name == 'snapshot_prefix' else name)) from None
     s = caffe_pb2.SolverParameter()
     s.net = os.fspath(net_path)
     for key, value in fields.items():

@@ -73,6 +73,12 @@ def _unmakeable_folder(folder):
         above = os.path.dirname(above)
     if not os.path.isdir(above):
         return '%s cannot be made: %s is not a folder' % (folder, above)
+    try:
+        os.path.abspath(folder).encode('utf-8')
+    except UnicodeEncodeError:      # (a name in another encoding, here or above: bytes as surrogate escapes)
+        return ('%s is not UTF-8 (a folder name in another encoding, it or one above it): the run writes '
+                'its path into its solvers, whose text is UTF-8; give a folder whose path is UTF-8'
+                % os.path.abspath(folder))
     longest = max(len(os.fsencode(part)) for part in os.path.abspath(folder).split(os.sep))
     if longest > 255:
         return '%s cannot be made: a name in it has %d bytes, and a file system takes 255' % (folder[:80] + '...',

@@ -2,13 +2,14 @@
 refused in one line naming the layer, before Caffe CHECKs or a silent
 result."""
 import os
+import subprocess
 
 import numpy as np
 import pytest
 
 from caffe_mlic.caffe import prototxt
 from tests import netutil
-from tests.faults import run_cli, tiny  # noqa: F401 (a fixture)
+from tests.faults import CLI, run_cli, tiny  # noqa: F401 (a fixture)
 
 
 def _bad_weights(tiny, kind):
@@ -250,6 +251,26 @@ def test_surgery_reads_and_writes_hdf5_caffemodels(tiny, h5):
         for name, _, arrays in source:
             assert all(np.array_equal(a, b) for a, b in zip(arrays, written[name])), name
     assert _classify(tiny, 'h5/again.caffemodel.h5').stdout == _classify(tiny, 'h5/student.caffemodel.h5').stdout
+
+
+def test_surgery_writes_weights_into_a_name_that_is_not_utf8(tiny, h5):
+    """pycaffe's save takes only names that are UTF-8: `-o o\\xff.caffemodel`
+    was refused with Python's codec words (pass 59b M1). Caffe writes by the
+    temp file's own name (a digest), from within its folder."""
+    from caffe_mlic.caffe.weights import read_weights
+    import numpy as np
+    folder = tiny / os.fsdecode(b'out\xff')
+    folder.mkdir()
+    expected = read_weights(str(h5 / 'student.caffemodel.h5'))
+    for name in (b'o\xff.caffemodel', b'o\xff.h5'):
+        out = str(folder / os.fsdecode(name))
+        res = subprocess.run(CLI + ['surgery', '--net', STUDENT, '--from', 'same:h5/student.caffemodel.h5', '-o', out],
+                             cwd=tiny, capture_output=True, timeout=300)     # (its line names the file in its bytes)
+        assert res.returncode == 0, res.stderr[-2000:]
+        written = read_weights(out)
+        assert list(written) == list(expected)
+        assert all(np.array_equal(a, b) for name in expected for a, b in zip(expected[name], written[name]))
+    assert sorted(os.listdir(folder)) == sorted(os.fsdecode(n) for n in (b'o\xff.caffemodel', b'o\xff.h5'))
 
 
 def test_surgery_refuses_an_hdf5_output_for_layer_names_with_a_slash(tiny, h5):

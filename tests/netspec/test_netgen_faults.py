@@ -366,3 +366,15 @@ def test_scasnet_netgen_refuses_a_palette_with_fewer_colours_than_classes(tmp_pa
     assert not (tmp_path / 'out').exists()
     assert cli.main(['scasnet', 'netgen', '-o', str(tmp_path / 'out'), '--palette', str(tmp_path / 'pal.txt'),
                      '--classes', '2']) == 0
+
+
+@pytest.mark.parametrize('command', [['netgen'], ['scasnet', 'netgen']])
+def test_an_output_folder_whose_name_is_not_utf8_is_refused_in_one_line(tmp_path, capsys, command):
+    """A solver's net path is UTF-8 text: protobuf's UnicodeEncodeError was a
+    23-line traceback (pass 59b S1)."""
+    out = os.fsdecode(bytes(tmp_path) + b'/nets\xff')
+    assert cli.main(command + ['-o', out, '--classes', '3']) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and 'Traceback' not in err, err
+    assert 'nets\\xff/' in err and 'a solver names its net in UTF-8 text, and this path is not UTF-8' in err, err
+    assert os.listdir(tmp_path) == []

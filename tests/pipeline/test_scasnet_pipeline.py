@@ -232,6 +232,19 @@ def test_a_bad_config_is_refused_naming_the_key_before_anything_runs(data, tmp_p
     assert sorted(os.listdir(cwd / 'runs' / 'scasnet')) == ['data']
 
 
+def test_a_run_folder_whose_path_is_not_utf8_is_refused_by_the_check(data, tmp_path):
+    """The run writes its folder's path into its solvers (UTF-8 text): `run
+    --check` called a config in a folder named in another encoding valid,
+    and the nets stage failed as a bug, its traceback in its log (pass 59b S1)."""
+    cwd = fresh(data, tmp_path / os.fsdecode(b'd\xff'))
+    for extra in (['--check'], []):
+        res = run(cwd, *extra)
+        assert res.returncode == 1 and res.stderr.count('\n') == 1 and 'Traceback' not in res.stderr, res.stderr
+        assert 'run.folder: %s/d\\xff/runs/scasnet is not UTF-8 (a folder name in another encoding' % tmp_path \
+            in res.stderr, res.stderr
+    assert sorted(os.listdir(cwd / 'runs' / 'scasnet')) == ['data']
+
+
 def test_a_failing_stage_is_named_with_its_log_and_the_stages_before_it_stay_done(data, tmp_path):
     """A second run at once is refused (the lock); a stage that fails (here
     inference: its test image is unreadable) names itself and its log,
