@@ -328,6 +328,9 @@ def clean_boxes_counted(boxes, scores, width, height, min_size=MIN_SIZE, max_box
     return boxes.astype(np.float32), scores.astype(np.float32), dropped
 
 
+EDGEBOXES_MIN_AREA = 9
+
+
 def _edgeboxes(image_bgr, sed_model, max_raw, min_size, alpha, beta, name=None, size=None):
     """EdgeBoxes' rects and scores on ``image_bgr`` (the image, maybe scaled
     down from ``size``, its own (width, height), which messages give)."""
@@ -343,8 +346,10 @@ def _edgeboxes(image_bgr, sed_model, max_raw, min_size, alpha, beta, name=None, 
                 ' (scaled to %dx%d)' % (image_bgr.shape[1], image_bgr.shape[0]), opencv_words(e))) from None
     else:
         edges, orientation = gradient_edges(image_bgr)
-    eb = cv2.ximgproc.createEdgeBoxes(alpha=alpha, beta=beta, maxBoxes=max_raw,
-                                      minScore=0.0, minBoxArea=float(min_size * min_size))
+    # (asked for boxes of at least EDGEBOXES_MIN_AREA px: below it OpenCV gives 1 x 1 boxes scored +inf,
+    # which took the whole budget at --min-size 1, every one then dropped by the hygiene)
+    eb = cv2.ximgproc.createEdgeBoxes(alpha=alpha, beta=beta, maxBoxes=max_raw, minScore=0.0,
+                                      minBoxArea=float(max(min_size * min_size, EDGEBOXES_MIN_AREA)))
     result = eb.getBoundingBoxes(edges, orientation)
     rects, scores = result if isinstance(result, tuple) else (result, None)
     rects = np.asarray(rects, np.float64).reshape(-1, 4)

@@ -119,6 +119,22 @@ def test_thin_images_are_proposed_on_within_bounds(shape, method, min_size):
     _check_boxes(boxes, scores, shape[0], shape[1], min_size=min_size, max_boxes=100)
 
 
+@pytest.mark.parametrize('min_size', [1, 2])
+def test_the_smallest_min_sizes_still_give_boxes(min_size):
+    """At --min-size 1 OpenCV's EdgeBoxes gave only 1 x 1 boxes scored +inf,
+    the whole budget; the hygiene dropped them all and a photo got no box
+    (pass 59b S2). It is asked for boxes of EDGEBOXES_MIN_AREA px or more."""
+    from caffe_mlic.data.proposals import EDGEBOXES_MIN_AREA
+    rng = np.random.default_rng(0)
+    img = cv2.resize(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), (320, 240), interpolation=cv2.INTER_CUBIC)
+    boxes, scores = compute_proposals(img, min_size=min_size, max_boxes=500)
+    _check_boxes(boxes, scores, 240, 320, min_size=min_size, max_boxes=500)
+    assert len(boxes) == 500
+    sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) + 1
+    assert ((boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)).min() >= EDGEBOXES_MIN_AREA
+    assert sides.min() >= min_size
+
+
 def test_clean_boxes():
     boxes = [[-5, 0, 50, 40],      # clipped to x1=0
              [0, 0, 50, 40],       # same after clipping, lower score: dropped
