@@ -8,7 +8,7 @@ is the only place where an error becomes a message and an exit status:
   was done;
 - 1: the command ran and failed: an input has problems (``InputError``,
   listed as file:line: field: message), or something failed while working
-  (``RunError``, an OSError such as a full disk);
+  (``RunError``, an OSError such as a full disk, a MemoryError);
 - 130: interrupted (Ctrl-C).
 
 Each message is ``caffe-mlic <command>: <message>`` on stderr, without a
@@ -228,6 +228,9 @@ def _main(argv, names):
                 return 1
             if isinstance(e, OSError):  # the disk, permissions, a vanished file: not a bug
                 _report(prog, os_error_text(e))
+                return 1
+            if isinstance(e, MemoryError):      # (an allocation the machine cannot give: a fact, not a bug)
+                _report(prog, 'out of memory%s' % (' (%s)' % str(e).strip().splitlines()[0] if str(e).strip() else ''))
                 return 1
             if isinstance(e, KeyboardInterrupt):
                 _report(prog, 'interrupted')

@@ -110,19 +110,23 @@ class Segmenter:
         height, width = image_bgr.shape[:2]
         t = self.tile
         blob = normalise(image_bgr, self.settings.mean, self.settings.input_scale)
-        h, w = max(height, t), max(width, t)
-        if (h, w) != (height, width):
-            padded = np.zeros((3, h, w), np.float32)       # the mean, once normalised
-            padded[:, :height, :width] = blob
-            blob = padded
-        total = np.zeros((self.num_classes, h, w), np.float32)
-        count = np.zeros((h, w), np.float32)
+        # Sums over the image's own pixels only: a side under the tile is padded tile by tile (with the
+        # mean, 0 once normalised), not in the whole image (a 700000 x 2 px image padded to 64 rows made
+        # each sum 1 GiB).
+        total = np.zeros((self.num_classes, height, width), np.float32)
+        count = np.zeros((height, width), np.float32)
         for y, x in self.tiles(height, width, stride):
-            total[:, y:y + t, x:x + t] += self.tile_probabilities(blob[:, y:y + t, x:x + t], flip)
-            count[y:y + t, x:x + t] += 1
+            rows, cols = min(t, height - y), min(t, width - x)
+            tile = blob[:, y:y + t, x:x + t]
+            if (rows, cols) != (t, t):
+                tile = np.zeros((3, t, t), np.float32)
+                tile[:, :rows, :cols] = blob[:, y:y + rows, x:x + cols]
+            total[:, y:y + rows, x:x + cols] += self.tile_probabilities(tile, flip)[:, :rows, :cols]
+            count[y:y + rows, x:x + cols] += 1
             if on_tile:
                 on_tile()
-        return (total / count)[:, :height, :width]
+        total /= count
+        return total
 
 
 def overlay(image_bgr, colours_rgb, alpha=0.5):

@@ -179,6 +179,10 @@ def test_expected_errors_get_no_traceback_and_bugs_keep_theirs(monkeypatch, caps
             (RunError('worker died'), 1, 'worker died'),
             (UsageError('no'), 2, 'no'),
             (OSError(28, 'No space left on device', 'out.npz'), 1, 'No space left on device: out.npz'),
+            # (numpy's words; they were a traceback, pass 59b S3)
+            (MemoryError('Unable to allocate 1.00 GiB for an array with shape (6, 64, 700000)'), 1,
+             'out of memory (Unable to allocate 1.00 GiB for an array with shape (6, 64, 700000))'),
+            (MemoryError(), 1, 'out of memory'),
             (KeyboardInterrupt(), 130, 'interrupted')):
         monkeypatch.setattr(doctor, 'run', raiser(exc))
         assert cli.main(['doctor']) == code

@@ -440,6 +440,53 @@ def test_scasnet_tiles_of_the_whole_image_equal_the_plain_forward(tmp_path):
         Segmenter(str(path), weights, settings, tile=64)
 
 
+def _padded_probabilities(model, image, stride):
+    """What Segmenter.probabilities computed before pass 59b S3: the image
+    padded whole up to the tile, sums over the padded size, then cropped."""
+    from caffe_mlic.inference.segmenter import normalise
+    height, width = image.shape[:2]
+    t = model.tile
+    h, w = max(height, t), max(width, t)
+    blob = np.zeros((3, h, w), np.float32)
+    blob[:, :height, :width] = normalise(image, model.settings.mean, model.settings.input_scale)
+    total, count = np.zeros((model.num_classes, h, w), np.float32), np.zeros((h, w), np.float32)
+    for y, x in model.tiles(height, width, stride):
+        total[:, y:y + t, x:x + t] += model.tile_probabilities(blob[:, y:y + t, x:x + t])
+        count[y:y + t, x:x + t] += 1
+    return (total / count)[:, :height, :width]
+
+
+def test_images_under_the_tile_are_labelled_as_padded_without_padding_them_whole(tmp_path):
+    """A side under the tile was padded for the whole image, and every sum
+    with it: a 700000 x 2 px image took 1 GiB a sum and ran out of memory
+    (pass 59b S3). Tiles are padded one by one; the result is the same."""
+    import tracemalloc
+    from caffe_mlic.netspec.scasnet import ScasConfig, scasnet_deploy
+    path = tmp_path / 'deploy.prototxt'
+    path.write_text(prototxt.to_text(scasnet_deploy(ScasConfig.release(backbone='small', input_size=48))))
+    net = prototxt.caffe_net(str(path), 'TEST', seed=3)
+    for p in net.params.values():
+        for blob in p:
+            blob.data[...] = np.random.default_rng(blob.count).normal(0, 0.3, blob.data.shape)
+    net.save(str(tmp_path / 'w.caffemodel'))
+    model = Segmenter(str(path), str(tmp_path / 'w.caffemodel'), DeploySettings(mean=[100, 110, 120],
+                                                                                input_scale=0.02))
+    rng = np.random.default_rng(4)
+    for shape in ((5, 130), (90, 7), (20, 30), (48, 100), (1, 1)):
+        image = rng.integers(0, 256, shape + (3,)).astype(np.uint8)
+        np.testing.assert_array_equal(model.probabilities(image, stride=32), _padded_probabilities(model, image, 32))
+    thin = pointwise_model(tmp_path, 32)
+    image = rng.integers(0, 256, (2, 40000, 3)).astype(np.uint8)
+    tracemalloc.start()
+    try:
+        probabilities = thin.probabilities(image, stride=32)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert probabilities.shape == (4, 2, 40000)
+    assert peak < 8 << 20, peak         # (padded whole: 50 MB)
+
+
 def test_infer_cli_writes_labels_colours_and_overlays(tmp_path):
     model = pointwise_model(tmp_path, 32)
     del model
