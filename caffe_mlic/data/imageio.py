@@ -152,9 +152,7 @@ def _header_size(source):
         if not isinstance(source, io.BytesIO):
             source = opened.enter_context(open_image_file(source))
         if source.read(2) == b'\xff\xd8':
-            size = _jpeg_header_size(source)
-            if size:
-                return size
+            return _jpeg_header_size(source)
         source.seek(0)
         with _PIL_LOCK, warnings.catch_warnings():
             warnings.simplefilter('ignore')
@@ -231,7 +229,7 @@ def _jpeg_markers(raw):
             continue
         if i + 4 > size:
             break
-        i += 2 + int.from_bytes(raw[i + 2:i + 4], 'big')
+        i += 2 + max(int.from_bytes(raw[i + 2:i + 4], 'big'), 2)     # (a length under 2 skips nothing, as in libjpeg)
         if marker != 0xDA:
             continue
         while True:         # the entropy-coded data, to the next marker
@@ -276,24 +274,33 @@ def jpeg_frame_size(raw):
             return (int.from_bytes(raw[i + 7:i + 9], 'big'), int.from_bytes(raw[i + 5:i + 7], 'big')), False
         if marker is None:
             return None, i >= len(raw) - 16
-        if marker in (0xDA, 0xD9):
+        if marker in (0xDA, 0xD9) or marker < 0xC0 and marker != 0x01:     # (a scan, the end, no marker)
             return None, False
     return None, True
 
 
+JPEG_HEADER_BYTES = 16 << 20    # a frame header follows the APPn segments (64 KB each): well within this
+
+
 def _jpeg_header_size(f):
     """(width, height) from the frame header of the JPEG file object ``f``,
-    read from its start in growing pieces, or None (PIL reads it then, and
-    says what is wrong). PIL's header reader takes each fill byte between
-    markers in a Python loop: 8 s for 32 MB of them."""
+    read from its start in growing pieces up to JPEG_HEADER_BYTES;
+    ValueError saying why there is none. (PIL's header reader takes each
+    fill or junk byte between markers in a Python loop: 8 s for 32 MB, 86 s
+    for a 1 GiB file.)"""
     piece = 1 << 16
     while True:
         f.seek(0)
         raw = f.read(piece)
         size, ran_out = jpeg_frame_size(raw)
-        if size or not ran_out or len(raw) < piece:
-            f.seek(0)
+        if size:
             return size
+        if not ran_out:
+            raise ValueError('a JPEG with no frame header before its first scan')
+        if len(raw) < piece:
+            raise ValueError('a JPEG cut short before its frame header')
+        if piece >= JPEG_HEADER_BYTES:
+            raise ValueError('a JPEG with no frame header in its first %d MB' % (JPEG_HEADER_BYTES >> 20))
         piece *= 4
 
 

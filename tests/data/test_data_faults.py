@@ -1034,15 +1034,16 @@ def test_padding_after_a_scan_that_ends_in_a_stuffed_byte_decodes(tmp_path):
 def test_fill_bytes_between_markers_are_skipped_at_once(tmp_path):
     """Legal 0xFF fill between a JPEG's markers was walked a byte at a time,
     by our segment walk and PIL's header reader: 32 MB of it took 5 to 12 s
-    a read against 0.1 s for OpenCV (pass 59c M2)."""
+    a read against 0.1 s for OpenCV (pass 59c M2). A JPEG's size is read
+    from its frame header, looked for in its first 16 MB."""
     import time
     from PIL import Image
     from caffe_mlic.data.imageio import decode_file, image_size, jpeg_frame_size
     pixels = np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)
     data = cv2.imencode('.jpg', pixels)[1].tobytes()
     clean = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    fill = b'\xff' * (32 << 20)
-    for name, filled in (('after-start.jpg', data[:2] + fill + data[2:]), ('before-end.jpg', data[:-2] + fill + data[-2:])):
+    for name, filled in (('after-start.jpg', data[:2] + b'\xff' * (8 << 20) + data[2:]),
+                         ('before-end.jpg', data[:-2] + b'\xff' * (32 << 20) + data[-2:])):
         (tmp_path / name).write_bytes(filled)
         began = time.monotonic()
         assert image_size(str(tmp_path / name)) == (40, 24)
@@ -1051,6 +1052,20 @@ def test_fill_bytes_between_markers_are_skipped_at_once(tmp_path):
     with Image.open(io.BytesIO(data)) as im:
         assert jpeg_frame_size(data) == (im.size, False)
     assert jpeg_frame_size(data[:12]) == (None, True)
+    for length in (b'\x00\x00', b'\x00\x01'):       # (a segment length under 2 skips nothing, as libjpeg reads it)
+        (tmp_path / 'short.jpg').write_bytes(data[:2] + b'\xff\xe0' + length + data[2:])
+        np.testing.assert_array_equal(decode_file(str(tmp_path / 'short.jpg')), clean)
+    # no size without a frame header: said, where PIL read on a byte at a time (86 s for a 1 GiB file)
+    (tmp_path / 'far.jpg').write_bytes(data[:2] + b'\xff' * (32 << 20) + data[2:])
+    (tmp_path / 'none.jpg').write_bytes(data[:2] + b'\xff\xd9')
+    (tmp_path / 'cut.jpg').write_bytes(data[:2] + b'\xff' * 100)
+    for name, why in (('far.jpg', 'a JPEG with no frame header in its first 16 MB'),
+                      ('none.jpg', 'a JPEG with no frame header before its first scan'),
+                      ('cut.jpg', 'a JPEG cut short before its frame header')):
+        began = time.monotonic()
+        with pytest.raises(ValueError, match='^%s$' % why):
+            image_size(str(tmp_path / name))
+        assert time.monotonic() - began < 3, name
 
 
 @pytest.mark.parametrize('reader', ['label map', 'hard-pixel mask'])
