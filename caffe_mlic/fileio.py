@@ -191,7 +191,7 @@ def _output_of(err, paths, temps, current):
     named = err.filename
     if current is not None and len(temps) == current and isinstance(named, str):   # mkstemp's candidate
         directory, name = os.path.split(os.path.abspath(paths[current]))
-        if os.path.dirname(named) == directory and os.path.basename(named).startswith('.' + name + '.'):
+        if os.path.dirname(named) == directory and os.path.basename(named).startswith(_temp_name_prefix(name)):
             return paths[current]
     return None       # a real file or folder: an input, an output's folder
 
