@@ -580,10 +580,14 @@ def _worker_init():
     cv2.setNumThreads(1)  # the processes are the parallelism
 
 
-def _pool_worker(conn, work):
+def _pool_worker(conn, work, parent_pid):
     """A --jobs process: does ``work`` (_worker) on each job it is sent (None:
-    stop) and sends the result; ends when the main process is gone (EOF)."""
+    stop) and sends the result; ends when the main process is gone (EOF),
+    at once if that is SIGKILLed mid-image (it went on computing, and wrote
+    its output into a folder the user may have removed since)."""
     import signal
+    from caffe_mlic.processes import die_with_parent
+    die_with_parent(parent_pid)
     # A Ctrl-C in the terminal reaches the whole process group: the main
     # process stops the run. SIGINT was blocked across the start (_JobPool),
     # so one that came while this process imported is ignored, not a traceback.
@@ -627,7 +631,8 @@ class _JobPool:
         from caffe_mlic.processes import own_multiprocessing_temp, start_without_sigint
         own_multiprocessing_temp()
         ours, theirs = self.ctx.Pipe(duplex=True)
-        proc = self.ctx.Process(target=_pool_worker, args=(theirs, self.work), name='proposals job', daemon=True)
+        proc = self.ctx.Process(target=_pool_worker, args=(theirs, self.work, os.getpid()), name='proposals job',
+                                daemon=True)
         start_without_sigint(proc)
         theirs.close()
         self.workers.append([proc, ours, None])

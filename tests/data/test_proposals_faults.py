@@ -2,6 +2,7 @@
 images and images with no box are named; a rerun computes a bad existing
 output again; --jobs leaves nothing in /dev/shm when killed, and a job
 process that dies fails its image only."""
+import contextlib
 import json
 import os
 import re
@@ -543,3 +544,36 @@ def test_a_stop_during_selective_search_ends_the_run_at_once(tmp_path):
     while any(_alive(k) for k in family) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [k for k in family if _alive(k)]
+
+
+def test_a_job_process_ends_with_a_killed_run(tmp_path):
+    """A SIGKILL to `proposals` alone left its job process computing for 15
+    to 25 s, which then wrote the image's .npz, making the output folder
+    again if it had been removed (pass 60b S1): it dies with its parent."""
+    import signal
+    import time
+    rng = np.random.default_rng(0)
+    img = cv2.resize(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), (1024, 1024), interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(tmp_path / 'big.png'), np.clip(img + rng.integers(-20, 20, img.shape), 0, 255).astype(np.uint8))
+    out = tmp_path / 'props'
+    proc = subprocess.Popen(CLI + ['proposals', str(tmp_path / 'big.png'), '-o', str(out), '--method',
+                                   'selective-search', '-q'], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not [k for k in child_pids(proc.pid) if 'spawn_main' in _cmdline(k)]:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+        time.sleep(2)
+        family = child_pids(proc.pid)
+        proc.kill()         # (the main process only)
+        proc.wait(30)
+        deadline = time.monotonic() + 10
+        while any(_alive(k) for k in family) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [k for k in family if _alive(k)]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not list(out.glob('*.npz'))
