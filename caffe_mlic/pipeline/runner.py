@@ -445,15 +445,22 @@ def _chain_main(path, overrides, key, planned, send):
     os.environ.update(OPENBLAS_NUM_THREADS='1', OMP_NUM_THREADS='1',
                       GLOG_minloglevel=os.environ.get('GLOG_minloglevel', '2'))
     from caffe_mlic.caffe.env import caffe_checks_end_cleanly
+    from caffe_mlic.processes import Stopped, signals_remembered
     code = 1
     try:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])    # (a Ctrl-C held since the start: now)
-        with caffe_checks_end_cleanly(lambda: 'caffe-mlic run (%s)' % key):
-            _run_chain(path, overrides, key, planned)
+        # SIGTERM and SIGHUP unwind a stage as a Ctrl-C does (its temp files removed: an evaluation's
+        # half-written .tmp was left when SIGTERM ended the process at once, pass 60b S2)
+        with signals_remembered():
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])    # (a Ctrl-C held since the start: now)
+            with caffe_checks_end_cleanly(lambda: 'caffe-mlic run (%s)' % key):
+                _run_chain(path, overrides, key, planned)
         code = 0
     except KeyboardInterrupt:
         code = 130
         send.send(('%s: interrupted; run the config again to go on' % key, code))
+    except Stopped as e:
+        code = 128 + e.signum
+        send.send(('%s: stopped by %s; run the config again to go on' % (key, signal.Signals(e.signum).name), code))
     except BaseException as e:      # noqa: B902 (told to the parent, which reports it)
         code = getattr(e, 'exit_code', 1) if isinstance(e, (MlicError, SystemExit)) else 1
         code = code if isinstance(code, int) and code > 0 else 1

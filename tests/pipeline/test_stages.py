@@ -235,3 +235,38 @@ def test_the_reports_files_replace_what_was_put_at_their_names(tmp_path):
     page = publish(str(tmp_path), [], {'a': 1}, 'title', '<p>body</p>')
     assert (tmp_path / 'results.json').is_file() and not (tmp_path / 'report.html').is_symlink()
     assert '"a": 1' in (tmp_path / 'results.json').read_text() and 'body' in open(page).read()
+
+
+CHAIN_STOPPED = r'''
+import os, signal, sys, time
+from multiprocessing import Pipe
+from caffe_mlic.fileio import atomic_write
+from caffe_mlic.pipeline import runner
+
+def stage(path, overrides, key, planned):      # a stage writing an output when SIGTERM comes
+    with atomic_write(os.path.join(sys.argv[1], 'scores.json')) as f:
+        f.write('{')
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+
+runner._run_chain = stage
+ours, theirs = Pipe()
+pid = os.fork()
+if pid == 0:
+    runner._chain_main('cfg.toml', [], 'seed1/fcn', [], theirs)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status), ours.recv() if ours.poll(5) else None)
+'''
+
+
+def test_a_stage_stopped_by_sigterm_removes_what_it_was_writing(tmp_path):
+    """Outside training a chain's process had SIGTERM's default action: a
+    stop during evaluation left `.scasnet.json.<pid>-....tmp` in the eval
+    folder (pass 60b S2). It unwinds as a Ctrl-C does now."""
+    import subprocess
+    import sys
+    script = tmp_path / 'chain.py'
+    script.write_text(CHAIN_STOPPED)
+    res = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert res.stdout.strip() == "143 ('seed1/fcn: stopped by SIGTERM; run the config again to go on', 143)", res
+    assert sorted(os.listdir(tmp_path)) == ['chain.py']
