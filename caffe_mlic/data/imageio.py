@@ -266,12 +266,21 @@ _JPEG_FRAMES = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD
 def jpeg_frame_size(raw):
     """((width, height) of a JPEG's main image from its frame header, or
     None where no frame header comes before its first scan; whether the
-    bytes ``raw`` ran out before either)."""
+    bytes ``raw`` ran out before either). ValueError for a frame header
+    that does not hold its fields, or gives a side of 0."""
     for marker, i in _jpeg_markers(raw):
         if marker in _JPEG_FRAMES:
-            if i + 9 > len(raw):
+            if i + 10 > len(raw):
                 return None, True
-            return (int.from_bytes(raw[i + 7:i + 9], 'big'), int.from_bytes(raw[i + 5:i + 7], 'big')), False
+            length, components = int.from_bytes(raw[i + 2:i + 4], 'big'), raw[i + 9]
+            if length != 8 + 3 * components:
+                raise ValueError('a JPEG whose frame header is %d bytes long, not the %d of its %d components'
+                                 % (length, 8 + 3 * components, components))
+            size = int.from_bytes(raw[i + 7:i + 9], 'big'), int.from_bytes(raw[i + 5:i + 7], 'big')
+            if 0 in size:       # (a height given after the scan, by a DNL marker: libjpeg does not read those)
+                raise ValueError('a JPEG whose frame header gives it a %s of 0' % ('width' if size[0] == 0 else
+                                                                                    'height'))
+            return size, False
         if marker is None:
             return None, i >= len(raw) - 16
         if marker in (0xDA, 0xD9) or marker < 0xC0 and marker != 0x01:     # (a scan, the end, no marker)
@@ -554,20 +563,17 @@ def imdecode(data, flags):
     decoders' lines (_decoder_line, heard by _heard_decode) are said here
     instead when the image is not decoded, written out as they were when
     it is; other lines (another thread's) are written out either way. A
-    JPEG libjpeg calls corrupt (LIBJPEG_CORRUPT; padding before its end
-    marker aside), or a TIFF libtiff says anything of beyond its directory
+    JPEG libjpeg calls corrupt (LIBJPEG_CORRUPT; zero padding before its
+    end marker too: _zeros_note), or a TIFF libtiff says anything of beyond its directory
     (_libtiff_failure: a strip or tile it could not decode), is not
     decoded: both go on with grey, black or garbage pixels."""
     image, error, lines = _heard_decode(data, flags)
     decoded = image is not None and image.size > 0
     own = [line.strip() for line in lines if _decoder_line(line)]
-    padding = [line for line in own if PADDING_WORDS.match(line)]
-    if padding and decoded and not _harmless_padding(data, image, flags, int(PADDING_WORDS.match(padding[0])[1])):
-        padding = []
-    corrupt = [line for line in own if line.startswith(LIBJPEG_CORRUPT) and line not in padding]
-    why = 'libjpeg: %s' % corrupt[0] if corrupt else _libtiff_failure(own)
-    if decoded and why is None:     # its warnings written out (not the debug level's lines, nor JPEG padding)
-        others = [line for line in lines if not _raised_level_line(line) and line.strip() not in padding]
+    corrupt = [line for line in own if line.startswith(LIBJPEG_CORRUPT)]
+    why = 'libjpeg: %s%s' % (corrupt[0], _zeros_note(data, corrupt[0])) if corrupt else _libtiff_failure(own)
+    if decoded and why is None:     # its warnings written out (not the debug level's lines)
+        others = [line for line in lines if not _raised_level_line(line)]
     else:
         others = [line for line in lines if not _decoder_line(line)]
     others = ''.join(line for line in others if line.strip())
@@ -641,34 +647,25 @@ _DECODER_PREFIXES = ('imdecode_(', '>', 'OpenCV TIFF: ', 'libpng error: ', 'libp
 
 
 PADDING_WORDS = re.compile(r'Corrupt JPEG data: (\d+) extraneous bytes before marker 0xd9$')
-# Fill bytes of a run before the end marker that a decoder read as a scan's data: its
-# read-ahead (libjpeg-turbo's bit buffer holds 8 bytes; 0 to 7 were seen), and a stuffed
-# 0x00 or a last data byte 0x00 (up to 9 in all in 300 padded JPEGs). Zeros written over
-# the last 11 bytes of a scan, or a progressive JPEG's last scans (16), go past it.
-PADDING_READ_AHEAD = 10
 
 
-def _harmless_padding(data, image, flags, extraneous):
-    """Whether the ``extraneous`` bytes libjpeg called so before a JPEG's
-    end marker are padding: one fill value repeated, right before the main
-    image's end marker, of a run no longer than them but for the few bytes
-    a decoder reads ahead (PADDING_READ_AHEAD), whose removal leaves the
-    image decoding, unwarned, to the same pixels (cameras and encoders
-    leave such bytes). A damaged scan that ends early leaves bytes of its
-    data there (they vary); zeros written over the end of a scan are read
-    as data in part (the arithmetic decoder reads them without a word,
-    taking them for its implied zeros): the run is longer than libjpeg's count."""
+def _zeros_note(data, said):
+    """What a JPEG whose bytes libjpeg ``said`` were extraneous before its
+    end marker has there, when they are all zeros: padding (some writers
+    leave it) or zeros written over the end of its scan, which read the
+    same (libjpeg reads part of them as data: the last blocks go wrong, up
+    to 2 % of the pixels, 45 % where the arithmetic decoder reads them all
+    as its implied zeros), so such a file is refused, saying what to do
+    with a whole one; '' for other bytes (a damaged scan leaves varied ones)."""
+    found = PADDING_WORDS.match(said)
+    if not found:
+        return ''
     raw = data.tobytes()
-    end = jpeg_layout(raw)[1]
-    start = end - extraneous
-    if end < 1 or extraneous < 1 or start < 0:
-        return False
-    fill = raw[end - 1]
-    run_start = len(raw[:end].rstrip(bytes([fill])))
-    if fill not in (0x00, 0xFF) or run_start > start or start - run_start > PADDING_READ_AHEAD:
-        return False
-    again, said = imdecode(np.frombuffer(raw[:start] + raw[end:], np.uint8), flags)
-    return said is None and again is not None and np.array_equal(again, image)
+    end, count = jpeg_layout(raw)[1], int(found[1])
+    if count < 1 or end < count or raw[end - count:end].count(0) != count:
+        return ''
+    return (' (the %d bytes are zeros: padding, or zeros written over the end of its scan, which cannot be told '
+            'apart; if the image is whole, save it again without them, e.g. with jpegtran -copy all)' % count)
 
 
 def _decoder_line(line):

@@ -1,6 +1,7 @@
 """Bad images and annotations: datalist check decodes every image, a truncated
 JPEG fails in training, malformed COCO boxes and ids are refused, a build
 into a folder writes nothing."""
+import base64
 import io
 import json
 import os
@@ -869,23 +870,28 @@ def test_a_jpeg_libjpeg_warns_is_damaged_is_not_decoded_though_it_gave_pixels(mo
     assert imageio.imdecode(np.zeros(4, np.uint8), cv2.IMREAD_COLOR) == (None, 'libjpeg: ' + warned.decode().strip())
 
 
-def test_a_jpeg_padded_before_its_end_marker_decodes_whole_and_quietly(tmp_path, capfd):
-    """Fill bytes before the end marker (cameras and encoders leave them):
-    libjpeg says "Corrupt JPEG data: 64 extraneous bytes before marker 0xd9"
-    of pixels it decoded whole, and such JPEGs were refused (pass 55b M2).
-    A damaged scan that ends early leaves bytes of its data there, which
-    vary: still refused (5 % of the file let 50-99 % wrong pixels through,
-    pass 57c S1)."""
-    from caffe_mlic.data.imageio import decode_file
+def test_fill_before_a_jpegs_end_marker_passes_and_zeros_are_refused_saying_why(tmp_path, capfd):
+    """0xFF fill before the end marker is legal and decodes quietly. Zeros
+    there ("Corrupt JPEG data: 64 extraneous bytes before marker 0xd9"),
+    which some writers leave, read exactly as zeros written over the end of
+    a scan, of which libjpeg reads a few as data: every rule that passed
+    padding (pass 55b M2) let such damage through, with up to 45 % of the
+    pixels wrong (passes 57c S1, 58 S2, 59c S1, 60c M1, 60d S2), or refused
+    good images (59c S2, 60c S2). Zeros are refused, saying what to do with
+    a whole image; varied bytes (a damaged scan that ends early) too."""
+    from caffe_mlic.data.imageio import decode_file, why_undecodable
     pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     data = cv2.imencode('.jpg', pixels)[1].tobytes()
     clean = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    for fill in (b'\x00', b'\xff'):
-        (tmp_path / 'padded.jpg').write_bytes(data[:-2] + fill * 64 + data[-2:])
-        np.testing.assert_array_equal(decode_file(str(tmp_path / 'padded.jpg')), clean)
+    (tmp_path / 'filled.jpg').write_bytes(data[:-2] + b'\xff' * 64 + data[-2:])
+    np.testing.assert_array_equal(decode_file(str(tmp_path / 'filled.jpg')), clean)
     assert capfd.readouterr().err == ''
+    (tmp_path / 'padded.jpg').write_bytes(data[:-2] + bytes(64) + data[-2:])
+    assert re.fullmatch(r'OpenCV cannot decode it: libjpeg: Corrupt JPEG data: (\d+) extraneous bytes before marker 0xd9 \(the \1 bytes are zeros: padding, or zeros written over the end of its scan, which cannot be told apart; if the '
+        r'image is whole, save it again without them, e\.g\. with jpegtran -copy all\)', why_undecodable(str(tmp_path / 'padded.jpg')))
     (tmp_path / 'junk.jpg').write_bytes(data[:-2] + bytes(range(1, 200)) + data[-2:])
     assert decode_file(str(tmp_path / 'junk.jpg')) is None      # (libjpeg: "193 extraneous bytes", of varied values)
+    assert 'zeros' not in why_undecodable(str(tmp_path / 'junk.jpg'))
     flipped = bytearray(data)
     flipped[len(data) // 2] ^= 0xff         # (a byte of the scan: libjpeg stops early, "1666 extraneous bytes")
     (tmp_path / 'flipped.jpg').write_bytes(bytes(flipped))
@@ -952,7 +958,7 @@ def test_a_camera_jpegs_thumbnail_is_not_taken_for_its_image(tmp_path):
     end marker were taken for the image's, so a camera JPEG cut in half
     passed as whole (48 % of its pixels wrong) and its padding was judged
     by the thumbnail's bytes (pass 58 S1, S2, M1). The file's segments are
-    walked; padding is what the image decodes the same without."""
+    walked, to the main image's own end marker."""
     from caffe_mlic.data.imageio import decode_file, jpeg_layout
     rng = np.random.default_rng(0)
     main = cv2.imencode('.jpg', rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))[1].tobytes()
@@ -965,7 +971,7 @@ def test_a_camera_jpegs_thumbnail_is_not_taken_for_its_image(tmp_path):
     np.testing.assert_array_equal(decode_file(str(tmp_path / 'camera.jpg')), clean)
     (tmp_path / 'cut.jpg').write_bytes(camera[:len(camera) * 3 // 4])
     assert decode_file(str(tmp_path / 'cut.jpg')) is None
-    (tmp_path / 'padded.jpg').write_bytes(camera[:-2] + bytes(64) + camera[-2:])
+    (tmp_path / 'padded.jpg').write_bytes(camera[:-2] + b'\xff' * 64 + camera[-2:])
     np.testing.assert_array_equal(decode_file(str(tmp_path / 'padded.jpg')), clean)
     scan = camera[:-2]
     zeroed = scan[:len(scan) - 300] + bytes(300) + camera[-2:]      # (the scan's end written over with zeros)
@@ -992,13 +998,11 @@ def test_zeros_over_the_end_of_an_arithmetic_coded_scan_are_refused(tmp_path):
     """libjpeg's arithmetic decoder reads zeros at the end of a scan as its
     implied zeros, without a word: zeros written over a scan's end decoded
     the same with the zeros libjpeg called extraneous removed, and passed
-    as padding with 16 to 81 % of the pixels wrong (pass 59c S1). Padding
-    is a run of fill no longer than libjpeg's count, but for the bytes a
-    decoder reads ahead."""
-    import base64
-    from caffe_mlic.data.imageio import decode_file, jpeg_layout
+    as padding with 16 to 81 % of the pixels wrong (pass 59c S1)."""
+    from caffe_mlic.data.imageio import jpeg_layout, why_undecodable
     data = base64.b64decode(''.join(ARITHMETIC_JPEG))
     clean = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(decode_file_bytes(tmp_path, data), clean)
     first, end = jpeg_layout(data)
     for fraction in (0.3, 0.8, 0.95):
         cut = first + int((end - first) * fraction)
@@ -1006,29 +1010,14 @@ def test_zeros_over_the_end_of_an_arithmetic_coded_scan_are_refused(tmp_path):
         wrong = np.abs(cv2.imdecode(np.frombuffer(zeroed, np.uint8), cv2.IMREAD_COLOR).astype(int) - clean).max(2) > 24
         assert wrong.mean() > 0.1
         (tmp_path / 'zeroed.jpg').write_bytes(zeroed)
-        assert decode_file(str(tmp_path / 'zeroed.jpg')) is None, fraction
-    for count in (1, 7, 64, 500):
-        (tmp_path / 'padded.jpg').write_bytes(data[:end] + bytes(count) + data[end:])
-        np.testing.assert_array_equal(decode_file(str(tmp_path / 'padded.jpg')), clean)
+        assert re.fullmatch(r'OpenCV cannot decode it: libjpeg: Corrupt JPEG data: (\d+) extraneous bytes before marker 0xd9 \(the \1 bytes are zeros: padding, or zeros written over the end of its scan, which cannot be told apart; if the '
+        r'image is whole, save it again without them, e\.g\. with jpegtran -copy all\)', why_undecodable(str(tmp_path / 'zeroed.jpg'))), fraction
 
 
-def test_padding_after_a_scan_that_ends_in_a_stuffed_byte_decodes(tmp_path):
-    """A scan whose last data is 0xFF ends in its stuffed 0x00 (about one
-    encode in 25 to 700): stripping every zero before the end marker took
-    that one too, the decode without them warned, and zero padding after
-    such a scan refused a good image (pass 59c S2). Only the bytes libjpeg
-    calls extraneous are removed now."""
+def decode_file_bytes(tmp_path, data):
     from caffe_mlic.data.imageio import decode_file
-    for seed in range(3000):
-        pixels = np.random.default_rng(seed).integers(0, 256, (16, 16, 3), dtype=np.uint8)
-        data = cv2.imencode('.jpg', pixels)[1].tobytes()
-        if data[-4:-2] == b'\xff\x00':
-            break
-    assert data[-4:-2] == b'\xff\x00'
-    clean = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    for count in (1, 16, 4096):
-        (tmp_path / 'padded.jpg').write_bytes(data[:-2] + bytes(count) + data[-2:])
-        np.testing.assert_array_equal(decode_file(str(tmp_path / 'padded.jpg')), clean)
+    (tmp_path / 'bytes.jpg').write_bytes(data)
+    return decode_file(str(tmp_path / 'bytes.jpg'))
 
 
 def test_fill_bytes_between_markers_are_skipped_at_once(tmp_path):
@@ -1059,9 +1048,16 @@ def test_fill_bytes_between_markers_are_skipped_at_once(tmp_path):
     (tmp_path / 'far.jpg').write_bytes(data[:2] + b'\xff' * (32 << 20) + data[2:])
     (tmp_path / 'none.jpg').write_bytes(data[:2] + b'\xff\xd9')
     (tmp_path / 'cut.jpg').write_bytes(data[:2] + b'\xff' * 100)
+    frame = next(i for i in range(2, len(data)) if data[i:i + 2] == b'\xff\xc0')
+    (tmp_path / 'h0.jpg').write_bytes(data[:frame + 5] + b'\x00\x00' + data[frame + 7:])     # (datalist build: nan)
+    (tmp_path / 'short.jpg').write_bytes(data[:frame + 2] + b'\x00\x08' + data[frame + 4:])
+    (tmp_path / 'junk.jpg').write_bytes(data[:2] + b'\xff\x00\x00\x0a' + data[2:])    # (libjpeg skips FF 00 as junk)
     for name, why in (('far.jpg', 'a JPEG with no frame header in its first 16 MB'),
                       ('none.jpg', 'a JPEG with no frame header before its first scan'),
-                      ('cut.jpg', 'a JPEG cut short before its frame header')):
+                      ('cut.jpg', 'a JPEG cut short before its frame header'),
+                      ('h0.jpg', 'a JPEG whose frame header gives it a height of 0'),
+                      ('short.jpg', 'a JPEG whose frame header is 8 bytes long, not the 17 of its 3 components'),
+                      ('junk.jpg', 'a JPEG with no frame header before its first scan')):
         began = time.monotonic()
         with pytest.raises(ValueError, match='^%s$' % why):
             image_size(str(tmp_path / name))
@@ -1083,3 +1079,31 @@ def test_a_truncated_jpeg_label_map_or_mask_is_refused(tmp_path, reader):
             read_label_map(str(tmp_path / 'cut.jpg'), num_classes=256, label_format='index')
         else:
             read_hard_mask(str(tmp_path / 'cut.jpg'), (48, 64), 'pred.png')
+
+
+def test_zero_padding_after_scan_data_that_ends_in_zeros_or_fill_is_refused(tmp_path):
+    """Scan data that ends in zero codes (optimized Huffman codes of a flat
+    band), or in a stuffed 0xFF 0x00, then zero padding: refused as any
+    zero padding is, with its note (such files passed or were refused by
+    turns under the padding rules, passes 59c S2, 60c S2); 0xFF written over
+    a scan's last bytes, then zeros, passed with wrong pixels (60c M2)."""
+    from PIL import Image
+    from caffe_mlic.data.imageio import decode_file, why_undecodable
+    out = io.BytesIO()
+    Image.fromarray(np.full((480, 64), 200, np.uint8)).save(out, 'JPEG', quality=75, optimize=True)
+    flat = out.getvalue()
+    assert len(flat[:-2]) - len(flat[:-2].rstrip(b'\x00')) > 100       # (its data ends in zero codes)
+    assert decode_file_bytes(tmp_path, flat) is not None
+    (tmp_path / 'flat-padded.jpg').write_bytes(flat[:-2] + bytes(64) + flat[-2:])
+    assert re.fullmatch(r'OpenCV cannot decode it: libjpeg: Corrupt JPEG data: (\d+) extraneous bytes before marker 0xd9 \(the \1 bytes are zeros: padding, or zeros written over the end of its scan, which cannot be told apart; if the '
+        r'image is whole, save it again without them, e\.g\. with jpegtran -copy all\)', why_undecodable(str(tmp_path / 'flat-padded.jpg')))
+    for seed in range(3000):
+        stuffed = cv2.imencode('.jpg', np.random.default_rng(seed).integers(0, 256, (16, 16, 3), np.uint8))[1].tobytes()
+        if stuffed[-4:-2] == b'\xff\x00':
+            break
+    assert stuffed[-4:-2] == b'\xff\x00' and decode_file_bytes(tmp_path, stuffed) is not None
+    pixels = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    data = cv2.imencode('.jpg', pixels)[1].tobytes()
+    for count in (2, 4, 16):
+        (tmp_path / 'ff.jpg').write_bytes(data[:-2 - count] + b'\xff' * count + bytes(64) + data[-2:])
+        assert decode_file(str(tmp_path / 'ff.jpg')) is None, count
