@@ -511,12 +511,10 @@ def test_an_image_too_small_for_the_sed_models_patches_is_named_in_one_line(phot
     assert 'OpenCV(' not in err, err
 
 
-def test_a_stop_during_selective_search_ends_the_run_at_once(tmp_path):
-    """Selective search on a 1-Mpx image is one OpenCV call of 15 to 25 s
-    that a stop signal could not cut (it was acted on when the call
-    returned); it runs in a job process now, which the main process ends."""
-    import signal
-    import time
+def _selective_search_on_a_1_mpx_image(tmp_path):
+    """(the output folder, the `proposals --method selective-search` process,
+    in its own session, text output) on a textured 1024 x 1024 image: one
+    OpenCV call of 15 to 25 s."""
     rng = np.random.default_rng(0)
     img = cv2.resize(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), (1024, 1024), interpolation=cv2.INTER_CUBIC)
     cv2.imwrite(str(tmp_path / 'big.png'), np.clip(img + rng.integers(-20, 20, img.shape), 0, 255).astype(np.uint8))
@@ -524,6 +522,16 @@ def test_a_stop_during_selective_search_ends_the_run_at_once(tmp_path):
     proc = subprocess.Popen(CLI + ['proposals', str(tmp_path / 'big.png'), '-o', str(out), '--method',
                                    'selective-search', '-q'], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return out, proc
+
+
+def test_a_stop_during_selective_search_ends_the_run_at_once(tmp_path):
+    """Selective search on a 1-Mpx image is one OpenCV call of 15 to 25 s
+    that a stop signal could not cut (it was acted on when the call
+    returned); it runs in a job process now, which the main process ends."""
+    import signal
+    import time
+    out, proc = _selective_search_on_a_1_mpx_image(tmp_path)
     try:
         time.sleep(4)       # (the run reads the image, a job process imports OpenCV in about a second)
         family = child_pids(proc.pid)
@@ -552,13 +560,7 @@ def test_a_job_process_ends_with_a_killed_run(tmp_path):
     again if it had been removed (pass 60b S1): it dies with its parent."""
     import signal
     import time
-    rng = np.random.default_rng(0)
-    img = cv2.resize(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), (1024, 1024), interpolation=cv2.INTER_CUBIC)
-    cv2.imwrite(str(tmp_path / 'big.png'), np.clip(img + rng.integers(-20, 20, img.shape), 0, 255).astype(np.uint8))
-    out = tmp_path / 'props'
-    proc = subprocess.Popen(CLI + ['proposals', str(tmp_path / 'big.png'), '-o', str(out), '--method',
-                                   'selective-search', '-q'], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    out, proc = _selective_search_on_a_1_mpx_image(tmp_path)
     try:
         deadline = time.monotonic() + 120
         while not [k for k in child_pids(proc.pid) if 'spawn_main' in _cmdline(k)]:
