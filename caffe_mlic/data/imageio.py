@@ -273,6 +273,8 @@ def jpeg_frame_size(raw):
             if i + 10 > len(raw):
                 return None, True
             length, components = int.from_bytes(raw[i + 2:i + 4], 'big'), raw[i + 9]
+            if length < 8:
+                raise ValueError('a JPEG whose frame header is %d bytes long, too short for its fields' % length)
             if length != 8 + 3 * components:
                 raise ValueError('a JPEG whose frame header is %d bytes long, not the %d of its %d components'
                                  % (length, 8 + 3 * components, components))
@@ -660,9 +662,8 @@ def _zeros_note(data, said):
     found = PADDING_WORDS.match(said)
     if not found:
         return ''
-    raw = data.tobytes()
-    end, count = jpeg_layout(raw)[1], int(found[1])
-    if count < 1 or end < count or raw[end - count:end].count(0) != count:
+    end, count = jpeg_layout(data.tobytes())[1], int(found[1])
+    if count < 1 or end < count or np.count_nonzero(data[end - count:end]):     # (a view: no copy of the zeros)
         return ''
     return (' (the %d bytes are zeros: padding, or zeros written over the end of its scan, which cannot be told '
             'apart; if the image is whole, save it again without them, e.g. with jpegtran -copy all)' % count)

@@ -1051,12 +1051,14 @@ def test_fill_bytes_between_markers_are_skipped_at_once(tmp_path):
     frame = next(i for i in range(2, len(data)) if data[i:i + 2] == b'\xff\xc0')
     (tmp_path / 'h0.jpg').write_bytes(data[:frame + 5] + b'\x00\x00' + data[frame + 7:])     # (datalist build: nan)
     (tmp_path / 'short.jpg').write_bytes(data[:frame + 2] + b'\x00\x08' + data[frame + 4:])
+    (tmp_path / 'shorter.jpg').write_bytes(data[:frame + 2] + b'\x00\x06' + data[frame + 4:])
     (tmp_path / 'junk.jpg').write_bytes(data[:2] + b'\xff\x00\x00\x0a' + data[2:])    # (libjpeg skips FF 00 as junk)
     for name, why in (('far.jpg', 'a JPEG with no frame header in its first 16 MB'),
                       ('none.jpg', 'a JPEG with no frame header before its first scan'),
                       ('cut.jpg', 'a JPEG cut short before its frame header'),
                       ('h0.jpg', 'a JPEG whose frame header gives it a height of 0'),
                       ('short.jpg', 'a JPEG whose frame header is 8 bytes long, not the 17 of its 3 components'),
+                      ('shorter.jpg', 'a JPEG whose frame header is 6 bytes long, too short for its fields'),
                       ('junk.jpg', 'a JPEG with no frame header before its first scan')):
         began = time.monotonic()
         with pytest.raises(ValueError, match='^%s$' % why):
