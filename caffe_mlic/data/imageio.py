@@ -432,9 +432,15 @@ def format_problem(data):
 _TIFF_TILE_BYTES = 1 << 30     # OpenCV's bound on a TIFF tile or strip buffer (it throws past it)
 
 
+# The tags that say how a TIFF's pixels are laid out and coded (size, samples,
+# compression, strips and tiles, subsampling): given twice, the two readers differ.
+TIFF_LAYOUT_TAGS = {256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 284, 317, 320, 322, 323, 324, 325, 338,
+                    339, 347, 530}
+
+
 def tiff_problem(data):
     """Why a TIFF's first directory would make OpenCV throw where PIL saw
-    nothing wrong, or None: a tag given twice (PIL keeps the last value,
+    nothing wrong, or None: a layout tag given twice (PIL keeps the last value,
     OpenCV's libtiff the first: a width of 2097152 then 16 passed our size
     check as 16 px), or a tile or strip buffer of 1 GiB or more (16 x 16 px
     in 65536 x 65536 tiles). Read from the bytes; other formats: None."""
@@ -451,7 +457,9 @@ def tiff_problem(data):
             entry = offset + 2 + 12 * i
             tag, kind, n, value = struct.unpack_from(order + 'HHII', data, entry)
             if tag in tags:
-                return 'a TIFF that gives tag %d twice' % tag
+                if tag in TIFF_LAYOUT_TAGS:
+                    return 'a TIFF that gives tag %d twice' % tag
+                continue        # (a description or other metadata twice: tifffile writes its own)
             entries[tag] = (kind, n, entry)
             if kind == 3:       # SHORT: the first in the value field, or (more than 2) where it points
                 value = struct.unpack_from(order + 'H', data, entry + 8 if n <= 2 else value)[0]
@@ -701,9 +709,11 @@ def _libtiff_failure(lines):
 LIBTIFF_DIRECTORY = ('TIFFReadDirectory', 'TIFFFetch', 'TIFFReadCustomDirectory', 'TIFFReadEXIFDirectory',
                      'TIFFReadGPSDirectory', 'TIFFAdvanceDirectory', 'TIFFNumberOfDirectories', 'TIFFVSetField',
                      '_TIFFVSetField', 'TIFFSetField', 'OJPEGSubsamplingCorrect')
-# What libtiff says of TIFFs it decodes whole: old-style JPEG (compression 6)
-# and a JPEG last strip of the full strip height, which it crops.
-LIBTIFF_NOTES = ('Deprecated and troublesome old-style JPEG compression', 'JPEG strip size exceeds expected dimensions')
+# What libtiff says of TIFFs it decodes whole: old-style JPEG (compression 6),
+# a JPEG last strip of the full strip height, which it crops, JPEG subsampling
+# it corrects from the data, and old-style LZW codes.
+LIBTIFF_NOTES = ('Deprecated and troublesome old-style JPEG compression', 'JPEG strip size exceeds expected dimensions',
+                 'Auto-corrected former TIFF subsampling values', 'Old-style LZW codes')
 
 
 def _hearing_fd():

@@ -1109,3 +1109,25 @@ def test_zero_padding_after_scan_data_that_ends_in_zeros_or_fill_is_refused(tmp_
     for count in (2, 4, 16):
         (tmp_path / 'ff.jpg').write_bytes(data[:-2 - count] + b'\xff' * count + bytes(64) + data[-2:])
         assert decode_file(str(tmp_path / 'ff.jpg')) is None, count
+
+def test_metadata_given_twice_and_libtiff_notes_on_whole_tiffs_pass(tmp_path, monkeypatch):
+    """tifffile writes ImageDescription (tag 270) twice, the user's text and
+    its own: every such TIFF was refused as "a TIFF that gives tag 270
+    twice" (pass 62c S2); only tags of the pixels' layout given twice are.
+    libtiff's notes on a JPEG subsampling it corrects and on old-style LZW
+    codes, of files it decodes whole, refused them too (S1)."""
+    from caffe_mlic.data import imageio
+    n = 11
+    pixels_at = 8 + 2 + 12 * n + 4
+    entries = [(256, 3, 16), (257, 3, 16), (258, 3, 8), (259, 3, 1), (262, 3, 1), (270, 2, 0x61), (270, 2, 0x62),
+               (273, 4, pixels_at), (277, 3, 1), (278, 3, 16), (279, 4, 256)]
+    data = bytearray(_tiff(entries))
+    data[pixels_at:] = bytes(range(256))
+    (tmp_path / 'described.tif').write_bytes(bytes(data))
+    np.testing.assert_array_equal(imageio.decode_file(str(tmp_path / 'described.tif'))[:, :, 0],
+                                  np.arange(256, dtype=np.uint8).reshape(16, 16))
+    for note in (b'OpenCV TIFF: JPEGFixupTagsSubsamplingSec: Warning, Auto-corrected former TIFF subsampling values '
+                 b'[2,1] to match subsampling values inside JPEG compressed data [2,2].\n',
+                 b'OpenCV TIFF: LZWPreDecode: Warning, Old-style LZW codes, convert file.\n'):
+        monkeypatch.setattr(cv2, 'imdecode', lambda data, flags: (os.write(2, note), np.zeros((2, 2, 3), np.uint8))[1])
+        assert imageio.imdecode(np.frombuffer(b'II*\x00' + bytes(8), np.uint8), cv2.IMREAD_COLOR)[1] is None
